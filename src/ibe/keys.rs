@@ -1,0 +1,222 @@
+//! Setup, extract and key check (spec 3.1).
+
+use super::encoding::{g2_from_bytes_nonidentity, nonzero_scalar_from_bytes, G2_LEN};
+use super::hash::{hash_to_g2, DST_ENC, DST_SIG};
+use super::params::PublicParams;
+use super::{random, IbeError, Identity};
+use bls12_381::{multi_miller_loop, G1Affine, G2Affine, G2Prepared, Gt, Scalar};
+use core::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The provider's master secret `s` (non-zero scalar). Wiped on drop, never
+/// printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterSecret(Scalar);
+
+impl MasterSecret {
+    /// Draws a uniformly random non-zero master secret.
+    pub fn generate() -> Result<Self, IbeError> {
+        Ok(MasterSecret(random::nonzero_scalar()?))
+    }
+
+    /// Decodes a 32-byte little-endian scalar; zero and non-canonical values
+    /// are rejected.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, IbeError> {
+        Ok(MasterSecret(nonzero_scalar_from_bytes(
+            "master secret",
+            bytes,
+        )?))
+    }
+
+    /// The 32-byte encoding (wiped when the returned value is dropped).
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// `P_pub = s * P`.
+    pub fn p_pub(&self) -> G1Affine {
+        G1Affine::from(super::fixed_base::generator_g1().mul(&self.0))
+    }
+}
+
+impl fmt::Debug for MasterSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterSecret([redacted])")
+    }
+}
+
+/// Generates a provider: a fresh master secret and its public parameters
+/// (monthly periods, escrow-resistant media keys).
+pub fn setup(domain: &str, pkg_url: &str) -> Result<(MasterSecret, PublicParams), IbeError> {
+    let msk = MasterSecret::generate()?;
+    let params = PublicParams::new(domain, msk.p_pub(), pkg_url)?;
+    Ok((msk, params))
+}
+
+/// A user's private keys for one identity: `d_enc = s * Q_enc`,
+/// `d_sig = s * Q_sig`. Wiped on drop, never printed.
+#[derive(Clone)]
+pub struct PrivateKeys {
+    identity: Identity,
+    d_enc: G2Affine,
+    d_sig: G2Affine,
+}
+
+impl PrivateKeys {
+    /// Rebuilds keys from their 96-byte encodings (as the PKG sends them);
+    /// rejects invalid and identity points. Does not check them against the
+    /// parameters: call [`check_key`] for that.
+    pub fn from_bytes(identity: Identity, d_enc: &[u8], d_sig: &[u8]) -> Result<Self, IbeError> {
+        Ok(PrivateKeys {
+            identity,
+            d_enc: g2_from_bytes_nonidentity("d_enc", d_enc)?,
+            d_sig: g2_from_bytes_nonidentity("d_sig", d_sig)?,
+        })
+    }
+
+    /// The identity these keys belong to.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Compressed `d_enc` (wiped when dropped).
+    pub fn d_enc_bytes(&self) -> Zeroizing<[u8; G2_LEN]> {
+        Zeroizing::new(self.d_enc.to_compressed())
+    }
+
+    /// Compressed `d_sig` (wiped when dropped).
+    pub fn d_sig_bytes(&self) -> Zeroizing<[u8; G2_LEN]> {
+        Zeroizing::new(self.d_sig.to_compressed())
+    }
+
+    pub(crate) fn d_enc(&self) -> &G2Affine {
+        &self.d_enc
+    }
+
+    pub(crate) fn d_sig(&self) -> &G2Affine {
+        &self.d_sig
+    }
+}
+
+impl Drop for PrivateKeys {
+    fn drop(&mut self) {
+        self.d_enc.zeroize();
+        self.d_sig.zeroize();
+    }
+}
+
+impl fmt::Debug for PrivateKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKeys({}, [redacted])", self.identity)
+    }
+}
+
+/// `Extract(ID)`: the private keys of `identity` under `msk`.
+pub fn extract(msk: &MasterSecret, identity: &Identity) -> PrivateKeys {
+    let q_enc = hash_to_g2(identity.as_str().as_bytes(), DST_ENC);
+    let q_sig = hash_to_g2(identity.as_str().as_bytes(), DST_SIG);
+    PrivateKeys {
+        identity: identity.clone(),
+        d_enc: G2Affine::from(q_enc * msk.0),
+        d_sig: G2Affine::from(q_sig * msk.0),
+    }
+}
+
+/// Checks received keys: `e(P, d) == e(P_pub, Q)` for both keys, in one
+/// multi-Miller loop and one final exponentiation. Also checks that the keys'
+/// domain is the parameters' domain.
+pub fn check_key(params: &PublicParams, keys: &PrivateKeys) -> Result<(), IbeError> {
+    if keys.identity.aor().host() != params.domain() {
+        return Err(IbeError::KeyCheckFailed);
+    }
+    let id = keys.identity.as_str().as_bytes();
+    let q_enc = G2Prepared::from(hash_to_g2(id, DST_ENC));
+    let q_sig = G2Prepared::from(hash_to_g2(id, DST_SIG));
+    let d_enc = G2Prepared::from(keys.d_enc);
+    let d_sig = G2Prepared::from(keys.d_sig);
+    let p = G1Affine::generator();
+    let neg_p_pub = -params.p_pub();
+    // Random linear combination so that both equations are checked at once:
+    // e(P, d_enc + c d_sig) == e(P_pub, Q_enc + c Q_sig) for a random c.
+    let c = random::nonzero_scalar()?;
+    let cp = G1Affine::from(p * c);
+    let cneg = G1Affine::from(neg_p_pub * c);
+    let result = multi_miller_loop(&[
+        (&p, &d_enc),
+        (&neg_p_pub, &q_enc),
+        (&cp, &d_sig),
+        (&cneg, &q_sig),
+    ])
+    .final_exponentiation();
+    if result == Gt::identity() {
+        Ok(())
+    } else {
+        Err(IbeError::KeyCheckFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ibe::{Aor, Period};
+
+    fn id(s: &str) -> Identity {
+        Identity::new(Aor::parse(s).unwrap(), Period::month("2026-11").unwrap())
+    }
+
+    #[test]
+    fn extracted_keys_check() {
+        let (msk, params) = setup("biloxi.com", "https://pkg.biloxi.com:8443").unwrap();
+        let keys = extract(&msk, &id("sip:bob@biloxi.com"));
+        check_key(&params, &keys).unwrap();
+        let round = PrivateKeys::from_bytes(
+            keys.identity().clone(),
+            &keys.d_enc_bytes()[..],
+            &keys.d_sig_bytes()[..],
+        )
+        .unwrap();
+        check_key(&params, &round).unwrap();
+    }
+
+    #[test]
+    fn wrong_keys_fail_check() {
+        let (msk, params) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
+        let (other, _) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
+        assert_eq!(
+            check_key(&params, &extract(&other, &id("sip:bob@biloxi.com"))),
+            Err(IbeError::KeyCheckFailed)
+        );
+        // Keys of bob relabelled as alice's.
+        let bob = extract(&msk, &id("sip:bob@biloxi.com"));
+        let fake = PrivateKeys::from_bytes(
+            id("sip:alice@biloxi.com"),
+            &bob.d_enc_bytes()[..],
+            &bob.d_sig_bytes()[..],
+        )
+        .unwrap();
+        assert_eq!(check_key(&params, &fake), Err(IbeError::KeyCheckFailed));
+        // Only one of the two keys wrong.
+        let alice = extract(&msk, &id("sip:alice@biloxi.com"));
+        let half = PrivateKeys::from_bytes(
+            id("sip:alice@biloxi.com"),
+            &alice.d_enc_bytes()[..],
+            &bob.d_sig_bytes()[..],
+        )
+        .unwrap();
+        assert_eq!(check_key(&params, &half), Err(IbeError::KeyCheckFailed));
+        // Keys of another domain.
+        let foreign = extract(&msk, &id("sip:bob@atlanta.com"));
+        assert_eq!(check_key(&params, &foreign), Err(IbeError::KeyCheckFailed));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let (msk, _) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
+        assert_eq!(format!("{msk:?}"), "MasterSecret([redacted])");
+        let keys = extract(&msk, &id("sip:bob@biloxi.com"));
+        assert!(format!("{keys:?}").contains("[redacted]"));
+        assert!(MasterSecret::from_bytes(&[0u8; 32]).is_err());
+        let again = MasterSecret::from_bytes(&msk.to_bytes()[..]).unwrap();
+        assert_eq!(again.p_pub(), msk.p_pub());
+    }
+}

@@ -1,0 +1,10 @@
+//! ibephone: a softphone whose SIP signaling travels inside CMS
+//! AuthEnvelopedData bodies keyed by identity-based encryption over
+//! BLS12-381 (wire contract: `shared/spec/ibe-sip-tunnel.md`).
+//!
+//! Layers, lowest first; a layer never imports a higher one:
+//! - [`ibe`]: pairing-based cryptography (sections 1-4 of the spec).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod ibe;
