@@ -157,7 +157,7 @@ fn check_domain(params: &PublicParams, identity: &Identity) -> Result<(), IbeErr
 
 /// A bounded cache of per-recipient GT tables (`g = e(P_pub, Q_enc)`), so
 /// that encrypting again to a recent recipient needs no pairing. Each entry
-/// holds ~576 KiB; the least recently used entry is evicted when full.
+/// holds ~500 KiB; the least recently used entry is evicted when full.
 pub struct RecipientCache {
     capacity: usize,
     tick: u64,
@@ -286,10 +286,30 @@ impl fmt::Debug for DecryptionKey {
     }
 }
 
+/// Parses a ciphertext without the subgroup check of `U`: the
+/// Fujisaki-Okamoto check `r * P == U` in [`decrypt`] only accepts a `U` in
+/// the prime-order subgroup, so checking it twice would only cost time. `U`
+/// is still on the curve (decompression) and not the identity.
+fn parse_for_decryption(bytes: &[u8]) -> Option<Ciphertext> {
+    if bytes.len() != CIPHERTEXT_LEN {
+        return None;
+    }
+    let u_bytes: [u8; G1_LEN] = bytes[..G1_LEN].try_into().ok()?;
+    let u = Option::<G1Affine>::from(G1Affine::from_compressed_unchecked(&u_bytes))?;
+    if bool::from(u.is_identity()) {
+        return None;
+    }
+    let mut v = [0u8; 32];
+    let mut w = [0u8; 32];
+    v.copy_from_slice(&bytes[G1_LEN..G1_LEN + 32]);
+    w.copy_from_slice(&bytes[G1_LEN + 32..]);
+    Some(Ciphertext { u, v, w })
+}
+
 /// Decrypts a 112-byte BF ciphertext. Every failure (length, invalid `U`,
 /// Fujisaki-Okamoto check) is the same [`IbeError::DecryptionFailed`].
 pub fn decrypt(key: &DecryptionKey, ciphertext: &[u8]) -> Result<Zeroizing<[u8; 32]>, IbeError> {
-    let c = Ciphertext::from_bytes(ciphertext).map_err(|_| IbeError::DecryptionFailed)?;
+    let c = parse_for_decryption(ciphertext).ok_or(IbeError::DecryptionFailed)?;
     let k = multi_miller_loop(&[(&c.u, &key.prepared)]).final_exponentiation();
     let k_bytes = Zeroizing::new(gt_bytes(&k));
     let sigma = Zeroizing::new(xor32(&c.v, &tagged_sha256(TAG_H2, &k_bytes[..])));
@@ -369,6 +389,35 @@ mod tests {
     }
 
     #[test]
+    fn u_outside_the_subgroup_is_rejected() {
+        let (msk, params) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
+        let bob = id("sip:bob@biloxi.com", "2026-11");
+        let key = DecryptionKey::new(&extract(&msk, &bob));
+        let c = encrypt(&params, &bob, &[3u8; 32]).unwrap().to_bytes();
+        // Find an x whose point is on the curve but not in the subgroup.
+        let mut x = [0u8; 48];
+        x[0] = 0x80; // compressed flag
+        let mut found = None;
+        for i in 0..=255u8 {
+            x[47] = i;
+            if let Some(p) = Option::<G1Affine>::from(G1Affine::from_compressed_unchecked(&x)) {
+                if !bool::from(p.is_torsion_free()) {
+                    found = Some(p);
+                    break;
+                }
+            }
+        }
+        let p = found.expect("a point outside the subgroup");
+        let mut bad = c;
+        bad[..48].copy_from_slice(&p.to_compressed());
+        assert_eq!(
+            Ciphertext::from_bytes(&bad),
+            Err(IbeError::InvalidPoint("U"))
+        );
+        assert_eq!(decrypt(&key, &bad), Err(IbeError::DecryptionFailed));
+    }
+
+    #[test]
     fn cache_is_bounded() {
         let (_, params) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
         let mut cache = RecipientCache::new(2);
@@ -382,7 +431,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(cache.len(), 2);
-        assert!(cache.memory_bytes() >= 2 * 64 * 16 * 576);
+        assert!(cache.memory_bytes() >= 2 * 52 * 17 * 576);
     }
 
     proptest! {

@@ -66,7 +66,7 @@ fn challenge(r_bytes: &[u8; G2_LEN], msg: &[u8]) -> Scalar {
     hash_to_scalar(&[r_bytes, msg], DST_HSIG)
 }
 
-/// One's own signing key with its fixed-base tables (~400 KiB). Wiped on
+/// One's own signing key with its fixed-base tables (~350 KiB). Wiped on
 /// drop, never printed.
 pub struct SigningKey {
     identity: Identity,

@@ -1,29 +1,33 @@
-//! Constant-time fixed-base scalar multiplication with 4-bit windows.
+//! Constant-time fixed-base scalar multiplication with signed 5-bit windows.
 //!
-//! A table for base `B` holds, for each of the 64 nibbles of a scalar, the
-//! 16 multiples `j * 16^i * B`. Multiplying by `s` then costs 64 additions
-//! instead of ~255 doublings and ~255 additions. Scalars and keys are secret,
-//! so each row is read by selecting *every* entry with
-//! `ConditionallySelectable` (never by a secret index) and the loop runs the
-//! same 64 steps for every scalar.
+//! A scalar is recoded into 52 signed digits `d_i` in `[-16, 15]` (base 32,
+//! constant-time carry propagation). The table for base `B` holds, for each
+//! digit position, the 17 multiples `j * 32^i * B` for `j = 0..=16`;
+//! multiplying by `s` then costs 52 additions instead of ~255 doublings and
+//! ~255 additions. Scalars and keys are secret, so each row is read by
+//! selecting *every* entry with `ConditionallySelectable` (never by a secret
+//! index), the sign is applied with a conditional negation, and the loop
+//! runs the same 52 steps for every scalar.
 //!
-//! Memory per table (64 x 16 entries): G1 104 B/entry (~104 KiB), G2 200 B/entry
-//! (~200 KiB), GT 576 B/entry (~576 KiB).
+//! Memory per table (52 x 17 entries): G1 104 B/entry (~90 KiB), G2 200 B/entry
+//! (~173 KiB), GT 576 B/entry (~497 KiB).
 
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Gt, Scalar};
 use core::fmt;
-use subtle::{ConditionallySelectable, ConstantTimeEq};
+use subtle::{Choice, ConditionallyNegatable, ConditionallySelectable, ConstantTimeEq};
 use zeroize::Zeroize;
 
-const WINDOW_BITS: usize = 4;
-const ROW_LEN: usize = 1 << WINDOW_BITS;
-const ROWS: usize = 256 / WINDOW_BITS;
+const WINDOW_BITS: usize = 5;
+/// Entries per row: `0..=2^(w-1)`.
+const ROW_LEN: usize = (1 << (WINDOW_BITS - 1)) + 1;
+/// Digits of a 255-bit scalar plus the final carry.
+const ROWS: usize = 255 / WINDOW_BITS + 1;
 
 /// A group that can be used with [`FixedBaseTable`]: `Self` is the
 /// accumulator form, `Entry` the (normalized) stored form.
 pub trait TableGroup: Copy {
     /// Stored table entry.
-    type Entry: Copy + Default + ConditionallySelectable + Zeroize;
+    type Entry: Copy + Default + ConditionallySelectable + ConditionallyNegatable + Zeroize;
     /// The neutral element.
     fn neutral() -> Self;
     /// `self + e`.
@@ -125,23 +129,21 @@ impl<G: TableGroup> FixedBaseTable<G> {
 
     /// `s * base`, in constant time with respect to `s`.
     pub fn mul(&self, s: &Scalar) -> G {
-        let mut bytes = s.to_bytes();
+        let mut digits = signed_digits(s);
         let mut acc = G::neutral();
-        for (row_index, row) in self.entries.chunks_exact(ROW_LEN).enumerate() {
-            let byte = bytes[row_index / 2];
-            let nibble = if row_index % 2 == 0 {
-                byte & 0x0f
-            } else {
-                byte >> 4
-            };
+        for (row, &digit) in self.entries.chunks_exact(ROW_LEN).zip(digits.iter()) {
+            // Branch-free |digit| and sign.
+            let negative = ((digit as u8) >> 7) & 1;
+            let magnitude = ((digit as u8) ^ 0u8.wrapping_sub(negative)).wrapping_add(negative);
             let mut chosen = G::Entry::default();
             for (j, entry) in row.iter().enumerate() {
-                chosen.conditional_assign(entry, (j as u8).ct_eq(&nibble));
+                chosen.conditional_assign(entry, (j as u8).ct_eq(&magnitude));
             }
+            chosen.conditional_negate(Choice::from(negative));
             acc = acc.add_entry(&chosen);
             chosen.zeroize();
         }
-        bytes.zeroize();
+        digits.zeroize();
         acc
     }
 
@@ -163,6 +165,26 @@ impl<G: TableGroup> fmt::Debug for FixedBaseTable<G> {
     }
 }
 
+/// Recodes `s` (< 2^255) into `ROWS` signed base-32 digits in `[-16, 15]`
+/// with `s = sum d_i 32^i`, without secret-dependent branches or indices.
+fn signed_digits(s: &Scalar) -> [i8; ROWS] {
+    let mut bytes = s.to_bytes();
+    let mut digits = [0i8; ROWS];
+    let mut carry = 0u8;
+    for (i, digit) in digits.iter_mut().enumerate().take(ROWS - 1) {
+        let bit = i * WINDOW_BITS;
+        let lo = u16::from(bytes[bit / 8]);
+        let hi = u16::from(*bytes.get(bit / 8 + 1).unwrap_or(&0));
+        let window = (((lo | (hi << 8)) >> (bit % 8)) & 0x1f) as u8;
+        let d = window + carry; // 0..=32
+        carry = (d + 16) >> 5; // 1 when d >= 16
+        *digit = (d as i8).wrapping_sub((carry << 5) as i8);
+    }
+    digits[ROWS - 1] = carry as i8;
+    bytes.zeroize();
+    digits
+}
+
 /// The table of the G1 generator `P`, built once per process.
 pub fn generator_g1() -> &'static FixedBaseTable<G1Projective> {
     static TABLE: std::sync::OnceLock<FixedBaseTable<G1Projective>> = std::sync::OnceLock::new();
@@ -181,6 +203,31 @@ mod tests {
         wide[..32].copy_from_slice(&seed);
         wide[32..].copy_from_slice(&seed);
         Scalar::from_bytes_wide(&wide)
+    }
+
+    #[test]
+    fn signed_digits_reconstruct_the_scalar() {
+        for s in [
+            Scalar::ZERO,
+            Scalar::ONE,
+            -Scalar::ONE,
+            scalar_from([0xff; 32]),
+            scalar_from([0x10; 32]),
+        ] {
+            let digits = signed_digits(&s);
+            let mut acc = Scalar::ZERO;
+            let base = Scalar::from(32u64);
+            for &d in digits.iter().rev() {
+                assert!((-16..=16).contains(&d));
+                let term = if d < 0 {
+                    -Scalar::from(u64::from(d.unsigned_abs()))
+                } else {
+                    Scalar::from(d as u64)
+                };
+                acc = acc * base + term;
+            }
+            assert_eq!(acc, s);
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod error;
 pub mod fixed_base;
 pub mod hash;
 pub mod identity;
+pub mod kat;
 pub mod keys;
 pub mod params;
 mod random;

@@ -1,0 +1,8 @@
+//! Writes the IBE known-answer vectors to stdout:
+//! `cargo run --example gen-vectors > tests/vectors/ibe-v1.json`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let doc = ibephone::ibe::kat::generate()?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
