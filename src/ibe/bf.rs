@@ -16,7 +16,8 @@ use super::hash::{hash_to_g2, hash_to_scalar, tagged_sha256, DST_ENC, DST_H3, TA
 use super::{random, IbeError, Identity, PrivateKeys, PublicParams};
 use bls12_381::{multi_miller_loop, pairing, G1Affine, G1Projective, G2Prepared, Gt, Scalar};
 use core::fmt;
-use std::collections::HashMap;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
@@ -159,18 +160,14 @@ fn check_domain(params: &PublicParams, identity: &Identity) -> Result<(), IbeErr
 /// that encrypting again to a recent recipient needs no pairing. Each entry
 /// holds ~500 KiB; the least recently used entry is evicted when full.
 pub struct RecipientCache {
-    capacity: usize,
-    tick: u64,
-    entries: HashMap<(Vec<u8>, String), (u64, Arc<FixedBaseTable<Gt>>)>,
+    entries: LruCache<(Vec<u8>, String), Arc<FixedBaseTable<Gt>>>,
 }
 
 impl RecipientCache {
     /// A cache holding at most `capacity` recipients (at least one).
     pub fn new(capacity: usize) -> Self {
         RecipientCache {
-            capacity: capacity.max(1),
-            tick: 0,
-            entries: HashMap::new(),
+            entries: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
         }
     }
 
@@ -186,7 +183,7 @@ impl RecipientCache {
 
     /// Approximate memory held by the cached tables.
     pub fn memory_bytes(&self) -> usize {
-        self.entries.values().map(|(_, t)| t.memory_bytes()).sum()
+        self.entries.iter().map(|(_, t)| t.memory_bytes()).sum()
     }
 
     /// Encrypts `m` to `identity`, building and caching the recipient's
@@ -221,27 +218,12 @@ impl RecipientCache {
     }
 
     fn table(&mut self, params: &PublicParams, identity: &Identity) -> Arc<FixedBaseTable<Gt>> {
-        self.tick += 1;
         let key = (params.p_pub_bytes().to_vec(), identity.as_str().to_string());
-        if let Some((used, table)) = self.entries.get_mut(&key) {
-            *used = self.tick;
-            return Arc::clone(table);
-        }
-        if self.entries.len() >= self.capacity {
-            if let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (used, _))| *used)
-                .map(|(k, _)| k.clone())
-            {
-                self.entries.remove(&oldest);
-            }
-        }
-        let q_enc = hash_to_g2(identity.as_str().as_bytes(), DST_ENC);
-        let g = pairing(&params.p_pub(), &q_enc);
-        let table = Arc::new(FixedBaseTable::new(&g));
-        self.entries.insert(key, (self.tick, Arc::clone(&table)));
-        table
+        let table = self.entries.get_or_insert(key, || {
+            let q_enc = hash_to_g2(identity.as_str().as_bytes(), DST_ENC);
+            Arc::new(FixedBaseTable::new(&pairing(&params.p_pub(), &q_enc)))
+        });
+        Arc::clone(table)
     }
 }
 
@@ -251,7 +233,7 @@ impl fmt::Debug for RecipientCache {
             f,
             "RecipientCache({} of {})",
             self.entries.len(),
-            self.capacity
+            self.entries.cap()
         )
     }
 }

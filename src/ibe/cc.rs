@@ -15,7 +15,8 @@ use super::hash::{hash_to_g2, hash_to_scalar, DST_HSIG, DST_SIG};
 use super::{random, IbeError, Identity, PrivateKeys, PublicParams};
 use bls12_381::{multi_miller_loop, G1Affine, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
 use core::fmt;
-use std::collections::HashMap;
+use lru::LruCache;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use zeroize::Zeroize;
 
@@ -174,18 +175,14 @@ fn verify_prepared(
 /// A bounded cache of recent signers' prepared `Q_sig` (~20 KiB each);
 /// the least recently used entry is evicted when full.
 pub struct SignerCache {
-    capacity: usize,
-    tick: u64,
-    entries: HashMap<String, (u64, Arc<G2Prepared>)>,
+    entries: LruCache<String, Arc<G2Prepared>>,
 }
 
 impl SignerCache {
     /// A cache of at most `capacity` signers (at least one).
     pub fn new(capacity: usize) -> Self {
         SignerCache {
-            capacity: capacity.max(1),
-            tick: 0,
-            entries: HashMap::new(),
+            entries: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
         }
     }
 
@@ -208,32 +205,15 @@ impl SignerCache {
         sig: &Signature,
     ) -> Result<(), IbeError> {
         check_domain(params, identity)?;
-        self.tick += 1;
-        let q = match self.entries.get_mut(identity.as_str()) {
-            Some((used, q)) => {
-                *used = self.tick;
-                Arc::clone(q)
-            }
-            None => {
-                if self.entries.len() >= self.capacity {
-                    if let Some(oldest) = self
-                        .entries
-                        .iter()
-                        .min_by_key(|(_, (u, _))| *u)
-                        .map(|(k, _)| k.clone())
-                    {
-                        self.entries.remove(&oldest);
-                    }
-                }
-                let q = Arc::new(G2Prepared::from(hash_to_g2(
+        let q = self
+            .entries
+            .get_or_insert(identity.as_str().to_string(), || {
+                Arc::new(G2Prepared::from(hash_to_g2(
                     identity.as_str().as_bytes(),
                     DST_SIG,
-                )));
-                self.entries
-                    .insert(identity.as_str().to_string(), (self.tick, Arc::clone(&q)));
-                q
-            }
-        };
+                )))
+            });
+        let q = Arc::clone(q);
         verify_prepared(params, &q, msg, sig)
     }
 }
@@ -244,7 +224,7 @@ impl fmt::Debug for SignerCache {
             f,
             "SignerCache({} of {})",
             self.entries.len(),
-            self.capacity
+            self.entries.cap()
         )
     }
 }

@@ -157,7 +157,6 @@ pub fn b64_decode(what: &'static str, s: &str) -> Result<Vec<u8>, IbeError> {
 mod tests {
     use super::*;
     use bls12_381::{pairing, G1Projective, G2Projective};
-    use group::Group;
 
     /// gt_bytes(e(P, Q)) for the two standard generators. Computed once with
     /// this function and cross-checked by hand against the crate's `Debug`

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the IBE criterion bench (all operations and the peer `ibe` KV1 in one
+# run) and prints medians and ratios:  scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo bench --bench ibe -- --noplot "$@" >/dev/null
+python3 - <<'PY'
+import json, os
+base = "target/criterion/ibe"
+def median(name):
+    with open(os.path.join(base, name, "new", "estimates.json")) as f:
+        return json.load(f)["median"]["point_estimate"] / 1000.0  # ns -> us
+ops = ["pairing", "extract", "encrypt_new_recipient", "encrypt_cached_recipient", "decrypt",
+       "sign", "verify_cold", "verify_cached_signer", "kv1_encaps", "kv1_decaps"]
+m = {op: median(op) for op in ops}
+targets = {
+    "encrypt_new_recipient": ("kv1_encaps", 0.5),
+    "encrypt_cached_recipient": ("kv1_encaps", 0.12),
+    "decrypt": ("pairing", 1.0),
+    "sign": ("pairing", 0.35),
+    "verify_cached_signer": ("pairing", 1.4),
+    "verify_cold": ("pairing", 1.8),
+}
+print(f"{'operation':28} {'median us':>10} {'x pairing':>10} {'x KV1 encaps':>13}  target")
+for op in ops:
+    t = targets.get(op)
+    tgt = f"<= {t[1]}x {t[0]}" if t else ""
+    if t:
+        ok = m[op] / m[t[0]] <= t[1]
+        tgt += "  ok" if ok else "  MISSED"
+    print(f"{op:28} {m[op]:10.1f} {m[op]/m['pairing']:10.2f} {m[op]/m['kv1_encaps']:13.2f}  {tgt}")
+PY

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check and test of ibephone on a fresh Debian/Ubuntu machine:
+# installs what is missing (apt packages, rustfmt/clippy), then fmt check,
+# clippy with -D warnings, the fuzz targets' build, and every test of the
+# workspace, interop tests with real tools (tshark, PostgreSQL, ...)
+# included. `.ci/run` calls exactly this script.
+#
+#   scripts/test.sh           everything (installs tools, enables interop tests)
+#   scripts/test.sh --quick   no installs, no interop tests (inner dev loop)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+log() { printf '\n== %s\n' "$*"; }
+
+if [ "$quick" = 0 ]; then
+  log "installing tools"
+  scripts/install-deps.sh
+  export IBEPHONE_TEST_TSHARK=1
+fi
+
+log "rust components"
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "fuzz targets build"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
+
+pg_pid=""
+cleanup() { [ -n "$pg_pid" ] && scripts/start-postgres.sh --stop "$pg_pid" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+if [ "$quick" = 0 ] && [ -x scripts/start-postgres.sh ]; then
+  log "PostgreSQL for the scale-out tests"
+  eval "$(scripts/start-postgres.sh)"   # sets IBEPHONE_TEST_POSTGRES and pg_pid
+  export IBEPHONE_TEST_POSTGRES
+fi
+
+log "cargo test (workspace)"
+cargo test --workspace
