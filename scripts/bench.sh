@@ -3,7 +3,7 @@
 # run) and prints medians and ratios:  scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo bench --bench ibe -- --noplot "$@" >/dev/null
+cargo bench --bench ibe -- --noplot "$@" >/dev/null 2>&1
 python3 - <<'PY'
 import json, os
 base = "target/criterion/ibe"
