@@ -1,1 +1,103 @@
-fn main() {}
+//! The `ibephone` command: headless tools today; the desktop app and the
+//! headless agent arrive with their layers.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ibephone::ibe::{Aor, Identity, Period, PublicParams};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ibephone",
+    version,
+    about = "Secured calls with identity-based encryption"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check captures: is everything on the wire tunneled?
+    Pcap {
+        #[command(subcommand)]
+        command: PcapCommand,
+    },
+    /// Print the identity string of a SIP URI for a key period.
+    Identity {
+        /// A sip: or sips: URI, or a name-addr such as "Bob" <sip:bob@biloxi.com>.
+        uri: String,
+        /// Key period YYYY-MM (default: the current UTC month).
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Print the fingerprint of a provider's public parameters (JSON file).
+    Fingerprint {
+        /// The parameter document.
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PcapCommand {
+    /// Judge every SIP message of a pcap/pcapng capture; exit code 0 only
+    /// when nothing leaked, 1 when something did, 2 on errors.
+    Verify {
+        /// The capture file.
+        file: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ibephone: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            eprintln!("The desktop app is not part of this build yet; see `ibephone --help` for the tools.");
+            Ok(ExitCode::from(2))
+        }
+        Some(Command::Pcap {
+            command: PcapCommand::Verify { file },
+        }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = ibephone::pcap::verify_capture(&bytes)?;
+            println!("{report}");
+            Ok(if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Some(Command::Identity { uri, period }) => {
+            let period = match period {
+                Some(p) => Period::month(&p)?,
+                None => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .context("system clock before 1970")?;
+                    Period::month_at(now.as_secs())
+                }
+            };
+            println!("{}", Identity::new(Aor::parse(&uri)?, period));
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Fingerprint { file }) => {
+            let json = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let params = PublicParams::from_json(&json)?;
+            println!("{}  {}", params.domain(), params.fingerprint_display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

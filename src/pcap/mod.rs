@@ -1,0 +1,35 @@
+//! The Wireshark proof: reads a capture and tells, message by message,
+//! whether what crossed the wire was tunneled (spec section 5), a plain
+//! message the spec allows (5.5), or a leak, and lists every
+//! identity-revealing value seen in clear.
+//!
+//! Pipeline: [`capture`] turns pcap/pcapng frames into transport segments,
+//! [`stream`] reassembles TCP and frames SIP messages (UDP: one per
+//! datagram; TCP: by Content-Length), [`sipscan`] reads each message
+//! leniently (a capture may hold anything), and [`verdict`] judges it.
+
+pub mod capture;
+pub mod sipscan;
+pub mod stream;
+pub mod verdict;
+
+use thiserror::Error;
+
+/// Why a capture could not be read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PcapError {
+    /// The file could not be opened or read.
+    #[error("cannot read capture {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bytes are not a pcap or pcapng capture.
+    #[error("not a pcap or pcapng capture: {0}")]
+    Format(String),
+}
+
+pub use verdict::{verify_capture, Class, Finding, MessageReport, Report};
