@@ -4,9 +4,11 @@
 //!
 //! Layers, lowest first; a layer never imports a higher one:
 //! - [`ibe`]: pairing-based cryptography (sections 1-4 of the spec).
+//! - [`media`]: SRTP key agreement and SAS (section 6).
 //! - [`pcap`]: the Wireshark proof, judging captures against the spec.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod ibe;
+pub mod media;
 pub mod pcap;

@@ -1,0 +1,13 @@
+//! Media security (spec section 6): SRTP keys that even the PKG cannot
+//! recover, and the short authentication string that exposes a man in the
+//! middle.
+//!
+//! This layer is sans-I/O; the RTP/SRTP transport and audio devices build
+//! on it.
+
+pub mod keys;
+pub mod sdp_attrs;
+
+pub use keys::{
+    derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSendingKey, SrtpSuite,
+};
