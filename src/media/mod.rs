@@ -5,6 +5,7 @@
 //! This layer is sans-I/O; the RTP/SRTP transport and audio devices build
 //! on it.
 
+pub mod kat;
 pub mod keys;
 pub mod sdp_attrs;
 

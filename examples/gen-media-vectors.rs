@@ -1,0 +1,8 @@
+//! Writes the media key agreement vectors to stdout:
+//! `cargo run --example gen-media-vectors > tests/vectors/media-v1.json`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let doc = ibephone::media::kat::generate()?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
