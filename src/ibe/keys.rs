@@ -1,10 +1,11 @@
 //! Setup, extract and key check (spec 3.1).
 
 use super::encoding::{g2_from_bytes_nonidentity, nonzero_scalar_from_bytes, G2_LEN};
+use super::fixed_base::mul_variable_base;
 use super::hash::{hash_to_g2, DST_ENC, DST_SIG};
 use super::params::PublicParams;
 use super::{random, IbeError, Identity};
-use bls12_381::{multi_miller_loop, G1Affine, G2Affine, G2Prepared, Gt, Scalar};
+use bls12_381::{multi_miller_loop, G1Affine, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -111,14 +112,20 @@ impl fmt::Debug for PrivateKeys {
     }
 }
 
-/// `Extract(ID)`: the private keys of `identity` under `msk`.
+/// `Extract(ID)`: the private keys of `identity` under `msk` (constant time
+/// in the master secret).
 pub fn extract(msk: &MasterSecret, identity: &Identity) -> PrivateKeys {
     let q_enc = hash_to_g2(identity.as_str().as_bytes(), DST_ENC);
     let q_sig = hash_to_g2(identity.as_str().as_bytes(), DST_SIG);
+    let d_enc = mul_variable_base(&G2Projective::from(q_enc), &msk.0);
+    let d_sig = mul_variable_base(&G2Projective::from(q_sig), &msk.0);
+    // One inversion for both points.
+    let mut affine = [G2Affine::identity(); 2];
+    G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);
     PrivateKeys {
         identity: identity.clone(),
-        d_enc: G2Affine::from(q_enc * msk.0),
-        d_sig: G2Affine::from(q_sig * msk.0),
+        d_enc: affine[0],
+        d_sig: affine[1],
     }
 }
 
