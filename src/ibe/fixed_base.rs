@@ -132,16 +132,7 @@ impl<G: TableGroup> FixedBaseTable<G> {
         let mut digits = signed_digits(s);
         let mut acc = G::neutral();
         for (row, &digit) in self.entries.chunks_exact(ROW_LEN).zip(digits.iter()) {
-            // Branch-free |digit| and sign.
-            let negative = ((digit as u8) >> 7) & 1;
-            let magnitude = ((digit as u8) ^ 0u8.wrapping_sub(negative)).wrapping_add(negative);
-            let mut chosen = G::Entry::default();
-            for (j, entry) in row.iter().enumerate() {
-                chosen.conditional_assign(entry, (j as u8).ct_eq(&magnitude));
-            }
-            chosen.conditional_negate(Choice::from(negative));
-            acc = acc.add_entry(&chosen);
-            chosen.zeroize();
+            acc = add_signed_entry::<G>(&acc, row, digit);
         }
         digits.zeroize();
         acc
@@ -165,6 +156,21 @@ impl<G: TableGroup> fmt::Debug for FixedBaseTable<G> {
     }
 }
 
+/// `acc + digit * B` where `row[j] = j * B`: selects every entry of the row
+/// (no secret index) and applies the sign by a conditional negation.
+fn add_signed_entry<G: TableGroup>(acc: &G, row: &[G::Entry], digit: i8) -> G {
+    let negative = ((digit as u8) >> 7) & 1;
+    let magnitude = ((digit as u8) ^ 0u8.wrapping_sub(negative)).wrapping_add(negative);
+    let mut chosen = G::Entry::default();
+    for (j, entry) in row.iter().enumerate() {
+        chosen.conditional_assign(entry, (j as u8).ct_eq(&magnitude));
+    }
+    chosen.conditional_negate(Choice::from(negative));
+    let sum = acc.add_entry(&chosen);
+    chosen.zeroize();
+    sum
+}
+
 /// `s * base` for a base used once (no stored table), in constant time
 /// with respect to `s`: 17 multiples of `base` are computed on the fly,
 /// then Horner's rule over the signed base-32 digits costs 255 doublings
@@ -183,15 +189,7 @@ pub fn mul_variable_base<G: TableGroup>(base: &G, s: &Scalar) -> G {
         for _ in 0..WINDOW_BITS {
             acc = acc.double();
         }
-        let negative = ((digit as u8) >> 7) & 1;
-        let magnitude = ((digit as u8) ^ 0u8.wrapping_sub(negative)).wrapping_add(negative);
-        let mut chosen = G::Entry::default();
-        for (j, entry) in row.iter().enumerate() {
-            chosen.conditional_assign(entry, (j as u8).ct_eq(&magnitude));
-        }
-        chosen.conditional_negate(Choice::from(negative));
-        acc = acc.add_entry(&chosen);
-        chosen.zeroize();
+        acc = add_signed_entry::<G>(&acc, &row, digit);
     }
     digits.zeroize();
     row.zeroize();
