@@ -36,11 +36,12 @@ impl Aor {
             return Err(bad("not a sip: or sips: URI"));
         }
         let rest = &uri[colon + 1..];
-        // URI headers start at '?'; they cannot contain '@' of the userinfo.
-        let rest = rest.split('?').next().unwrap_or_default();
+        // Neither host, URI parameters nor headers may hold an unescaped '@'
+        // (RFC 3261 25.1), so the last '@' ends the userinfo, which itself
+        // may contain '?' and ';'. Headers start at the first '?' after it.
         let at = rest.rfind('@').ok_or_else(|| bad("no user part"))?;
         let userinfo = &rest[..at];
-        let hostport_params = &rest[at + 1..];
+        let hostport_params = rest[at + 1..].split('?').next().unwrap_or_default();
         // user ":" password: the password is dropped.
         let user_raw = userinfo.split(':').next().unwrap_or_default();
         if user_raw.is_empty() {
