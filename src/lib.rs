@@ -12,3 +12,4 @@
 pub mod ibe;
 pub mod media;
 pub mod pcap;
+pub mod tunnel;

@@ -48,7 +48,10 @@ pub const AOR_CASES: &[(&str, Option<&str>)] = &[
         Some("sip:+1-212-555-1234@gw.atlanta.com"),
     ),
     ("sip:bob@[2001:DB8::1]:5060", Some("sip:bob@[2001:db8::1]")),
-    ("sip:what?now@biloxi.com?subject=x", Some("sip:what?now@biloxi.com")),
+    (
+        "sip:what?now@biloxi.com?subject=x",
+        Some("sip:what?now@biloxi.com"),
+    ),
     ("sip:biloxi.com", None),
     ("sip:@biloxi.com", None),
     ("tel:+1-212-555-1234", None),
