@@ -1,0 +1,136 @@
+//! What can go wrong when sealing or opening, and what goes on the wire
+//! then (spec 5.6).
+
+use thiserror::Error;
+
+/// Why an inner message could not be sealed. Sealing changes no state on
+/// failure.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The inner message is not a complete SIP message.
+    #[error("inner message is malformed: {0}")]
+    Inner(String),
+    /// This message must not be tunneled (spec 5.5) or has no session.
+    #[error("cannot seal: {0}")]
+    NoSession(String),
+    /// The callee's domain has no known public parameters.
+    #[error("no public parameters for domain {0}")]
+    UnknownDomain(String),
+    /// The callee URI has no identity.
+    #[error("callee has no identity: {0}")]
+    Identity(String),
+    /// Encoding or randomness failed.
+    #[error("internal failure while sealing: {0}")]
+    Internal(String),
+}
+
+/// Why an outer message was rejected. Every variant leaves the tunnel's
+/// state as it was.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Not a tunneled message (no `application/pkcs7-mime` body).
+    #[error("message is not tunneled")]
+    NotTunneled,
+    /// The outer message is not a SIP message the tunnel accepts.
+    #[error("outer message malformed: {0}")]
+    Outer(String),
+    /// The body is not a CMS object of this profile.
+    #[error("CMS structure rejected: {0}")]
+    Cms(String),
+    /// The key transport names an identity or period we hold no key for.
+    #[error("no private key for the recipient identity of this message (unknown identity or key period)")]
+    NoKeyForPeriod,
+    /// The BF key transport did not decrypt.
+    #[error("key transport failed to decrypt")]
+    KeyTransport,
+    /// A later message names a session we do not know (or that expired).
+    #[error("unknown tunnel session")]
+    UnknownSession,
+    /// AES key unwrap failed (wrong KEK).
+    #[error("key unwrap failed")]
+    KeyUnwrap,
+    /// GCM authentication failed: the body was changed or the key is wrong.
+    #[error("content authentication failed")]
+    Authentication,
+    /// The (direction, seq) was already accepted or is too old.
+    #[error("replayed or too old message (direction {direction}, seq {seq})")]
+    Replay {
+        /// 0 caller to callee, 1 back.
+        direction: u8,
+        /// The sequence number.
+        seq: u64,
+    },
+    /// A message of our own direction came back to us.
+    #[error("message reflected back to its sender")]
+    Reflected,
+    /// The outer binding does not match the outer message.
+    #[error("outer binding mismatch")]
+    OuterBinding,
+    /// Outer and inner disagree on the named field.
+    #[error("outer and inner messages disagree on {0}")]
+    Mismatch(&'static str),
+    /// The message belongs to another dialog than its session.
+    #[error("message spliced from another dialog into this session")]
+    WrongDialog,
+    /// The inner message is malformed (e.g. its Content-Length lies).
+    #[error("inner message malformed: {0}")]
+    Inner(String),
+    /// The first message reuses a session id seen recently.
+    #[error("session id already used")]
+    SessionIdReused,
+    /// The signing time of a first message is too far from our clock.
+    #[error("signing time {0} s away from our clock")]
+    Stale(i64),
+    /// The signer identity is not the inner From (request) / To (response).
+    #[error("signer {signer} is not the {expected}")]
+    SignerMismatch {
+        /// Signer AOR.
+        signer: String,
+        /// What it should have been.
+        expected: String,
+    },
+    /// The signer's key period is neither current nor previous.
+    #[error("signer key period {0} is not current or previous")]
+    SignerPeriod(String),
+    /// The signature or its attributes do not verify.
+    #[error("signature invalid: {0}")]
+    Signature(String),
+    /// The response's session binding is not our first message's.
+    #[error("session binding mismatch")]
+    SessionBinding,
+}
+
+/// What to do on the wire after a rejection (spec 5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireAction {
+    /// Answer `493 Undecipherable` (requests other than ACK).
+    Respond493,
+    /// Answer `415 Unsupported Media Type` with `Accept: application/sdp`
+    /// when the policy refuses plain messages.
+    Respond415,
+    /// Drop silently (responses, ACK, and attacks that must not be answered).
+    Drop,
+}
+
+impl OpenError {
+    /// The wire action for this failure on a message that was a request of
+    /// `method` (`None` for a response). Only "cannot decrypt" failures
+    /// (no key for the period, unknown session, authentication) are
+    /// answered; replays, reflections and forgeries are dropped so that
+    /// the tunnel never becomes an oracle or an amplifier.
+    pub fn wire_action(&self, request_method: Option<&str>) -> WireAction {
+        let answerable = matches!(request_method, Some(m) if m != "ACK");
+        match self {
+            _ if !answerable => WireAction::Drop,
+            OpenError::NotTunneled => WireAction::Respond415,
+            OpenError::NoKeyForPeriod
+            | OpenError::KeyTransport
+            | OpenError::UnknownSession
+            | OpenError::KeyUnwrap
+            | OpenError::Authentication => WireAction::Respond493,
+            _ => WireAction::Drop,
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `Tunnel::seal`: inner message in, outer message out (spec 5.1-5.4).
+
+use super::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, SignedAttrs, TunnelAttrs};
+use super::message::{SipView, StartLine};
+use super::outer;
+use super::session::{Role, Session};
+use super::{unix_secs, SealError, Tunnel, ENTITY_PREFIX, KEK_INFO};
+use crate::ibe::{Aor, Identity};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use bls12_381::Scalar;
+use hkdf::Hkdf;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::SystemTime;
+use zeroize::{Zeroize, Zeroizing};
+
+/// `KEK = HKDF-SHA256(ikm = CEK_0, salt = session_id, info)`.
+pub(super) fn derive_kek(cek0: &[u8; 32], session_id: &[u8; 16]) -> Zeroizing<[u8; 32]> {
+    let mut kek = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF's output limit.
+    let _ = Hkdf::<Sha256>::new(Some(session_id), cek0).expand(KEK_INFO, &mut kek[..]);
+    kek
+}
+
+/// What a seal will change once it has succeeded.
+enum Commit {
+    NewSession(Box<Session>),
+    Later {
+        session_id: [u8; 16],
+        signed_tag: Option<String>,
+    },
+}
+
+impl Tunnel {
+    fn draw<const N: usize>(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Zeroizing<[u8; N]>, SealError> {
+        let mut buf = Zeroizing::new([0u8; N]);
+        self.rng
+            .fill(what, &mut buf[..])
+            .map_err(|e| SealError::Internal(format!("random generator: {e}")))?;
+        Ok(buf)
+    }
+
+    /// Seals `inner` (a complete SIP message) for the peer. An initial
+    /// request starts a new session keyed to the callee's identity at
+    /// `now`; anything else must belong to an existing session. On error
+    /// nothing changes.
+    pub fn seal(&mut self, now: SystemTime, inner: &[u8]) -> Result<Vec<u8>, SealError> {
+        let view = SipView::parse(inner).map_err(|e| SealError::Inner(e.0))?;
+        let inner_err = |e: super::message::MessageError| SealError::Inner(e.0);
+        let first_line = std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.split("\r\n").next())
+            .ok_or_else(|| SealError::Inner("start line".into()))?;
+        let call_id = view.call_id().map_err(inner_err)?;
+        outer::check_call_id(call_id).map_err(inner_err)?;
+        let from = view.from().map_err(inner_err)?;
+        let to = view.to().map_err(inner_err)?;
+        let from_tag = from
+            .tag()
+            .ok_or_else(|| SealError::Inner("From tag missing".into()))?;
+        let to_tag = to.tag();
+        let head = outer::outer_head(&view, first_line, self.config.privacy).map_err(inner_err)?;
+        let outer_binding = outer::outer_binding(&view).map_err(inner_err)?;
+        let mut entity = ENTITY_PREFIX.to_vec();
+        entity.extend_from_slice(inner);
+
+        let initial = view.is_request() && to_tag.is_none();
+        let (key, content, session_id_attr, seq, cek, commit) = if initial {
+            let StartLine::Request { uri, .. } = &view.start else {
+                return Err(SealError::Inner("initial message is not a request".into()));
+            };
+            let callee_aor = Aor::parse(uri)
+                .or_else(|_| Aor::parse(to.uri))
+                .map_err(|e| SealError::Identity(e.to_string()))?;
+            let callee = Identity::new(callee_aor, Self::current_period(now));
+            let params = self
+                .params
+                .get(callee.aor().host())
+                .cloned()
+                .ok_or_else(|| SealError::UnknownDomain(callee.aor().host().to_string()))?;
+            let session_id = *self.draw::<16>("session_id")?;
+            let cek = self.draw::<32>("cek")?;
+            let sigma = self.draw::<32>("bf_sigma")?;
+            let ct = self
+                .recipients
+                .encrypt_with_sigma(&params, &callee, &cek, &sigma)
+                .map_err(|e| SealError::Internal(e.to_string()))?;
+            let encrypted_key = ct.to_bytes().to_vec();
+            let session_binding: [u8; 32] = Sha256::digest(&encrypted_key).into();
+            let content = self.sign_if_possible(now, &entity, None)?;
+            let session = Session {
+                session_id,
+                kek: super::seal::derive_kek(&cek, &session_id),
+                role: Role::Caller,
+                call_id: call_id.to_string(),
+                caller_tag: from_tag.to_string(),
+                session_binding,
+                next_seq: 1,
+                windows: HashMap::new(),
+                verified_peer: HashMap::new(),
+                signed_tags: Vec::new(),
+                last_used: now,
+            };
+            let key = KeyTransport::Ibe {
+                rid: callee.key_identifier(),
+                encrypted_key,
+            };
+            (
+                key,
+                content,
+                Some(session_id),
+                0,
+                cek,
+                Commit::NewSession(Box::new(session)),
+            )
+        } else {
+            let id = self
+                .sessions
+                .find_dialog(call_id, from_tag, to_tag.unwrap_or_default())
+                .ok_or_else(|| {
+                    SealError::NoSession(format!("no tunnel session for Call-ID {call_id}"))
+                })?;
+            let (role, seq, binding, signed_before, kek) = {
+                let s = self
+                    .sessions
+                    .get(&id)
+                    .ok_or_else(|| SealError::NoSession("session vanished".into()))?;
+                let tag = to_tag.unwrap_or_default();
+                (
+                    s.role,
+                    s.next_seq,
+                    s.session_binding,
+                    s.signed_tags.iter().any(|t| t == tag),
+                    s.kek.clone(),
+                )
+            };
+            let is_first_response = matches!(view.start, StartLine::Response { code } if code != 100)
+                && role == Role::Callee
+                && !signed_before;
+            let (content, signed_tag) = if is_first_response {
+                (
+                    self.sign_if_possible(now, &entity, Some(binding))?,
+                    to_tag.map(str::to_string),
+                )
+            } else {
+                ((ContentKind::Data, entity.clone()), None)
+            };
+            let cek = self.draw::<32>("cek")?;
+            let wrapped = aes_kw::KekAes256::new(&(*kek).into())
+                .wrap_vec(&cek[..])
+                .map_err(|e| SealError::Internal(format!("key wrap: {e}")))?;
+            let key = KeyTransport::Kek {
+                kek_id: id,
+                wrapped,
+            };
+            (
+                key,
+                content,
+                None,
+                seq,
+                cek,
+                Commit::Later {
+                    session_id: id,
+                    signed_tag,
+                },
+            )
+        };
+        let direction = match &commit {
+            Commit::NewSession(_) => Direction::CallerToCallee,
+            Commit::Later { session_id, .. } => self
+                .sessions
+                .get(session_id)
+                .map_or(Direction::CallerToCallee, |s| s.role.sending()),
+        };
+        let attrs = TunnelAttrs {
+            content: content.0,
+            session_id: session_id_attr,
+            seq: SeqValue { direction, seq },
+            outer_binding,
+        };
+        let aad = cms::auth_attrs_der(&attrs).map_err(SealError::Internal)?;
+        let nonce = self.draw::<12>("gcm_nonce")?;
+        let sealed = Aes256Gcm::new((&*cek).into())
+            .encrypt(
+                Nonce::from_slice(&nonce[..]),
+                Payload {
+                    msg: &content.1,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Internal("GCM encryption".into()))?;
+        let (ct, tag) = sealed.split_at(sealed.len() - 16);
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(tag);
+        let body = cms::encode_envelope(&key, &aad, content.0, &nonce, ct, &mac)
+            .map_err(SealError::Internal)?;
+
+        // Everything succeeded: commit.
+        match commit {
+            Commit::NewSession(session) => self.sessions.insert(*session),
+            Commit::Later {
+                session_id,
+                signed_tag,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&session_id) {
+                    s.next_seq += 1;
+                    s.last_used = now;
+                    if let Some(t) = signed_tag {
+                        s.signed_tags.push(t);
+                    }
+                }
+            }
+        }
+        let mut out = head.into_bytes();
+        out.extend_from_slice(format!("l: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// The content for `entity`: a SignedData when we hold a key of the
+    /// current (else previous) period, the bare entity otherwise.
+    fn sign_if_possible(
+        &mut self,
+        now: SystemTime,
+        entity: &[u8],
+        session_binding: Option<[u8; 32]>,
+    ) -> Result<(ContentKind, Vec<u8>), SealError> {
+        let periods = Self::accepted_periods(now);
+        let Some(idx) = periods
+            .iter()
+            .find_map(|p| self.keys.iter().position(|k| k.identity.period() == p))
+        else {
+            return Ok((ContentKind::Data, entity.to_vec()));
+        };
+        let attrs = SignedAttrs {
+            message_digest: Sha256::digest(entity).into(),
+            signing_time: unix_secs(now),
+            signer_identity: self.keys[idx].identity.as_str().to_string(),
+            session_binding,
+        };
+        let signed_der = cms::signed_attrs_der(&attrs).map_err(SealError::Internal)?;
+        let wide = self.draw::<64>("signature_k")?;
+        let mut k = Scalar::from_bytes_wide(&wide);
+        let key = &self.keys[idx];
+        let sig = key.signing.sign_with_k(&signed_der, &k);
+        k.zeroize();
+        let sig = sig.map_err(|e| SealError::Internal(e.to_string()))?;
+        let sd = cms::encode_signed(
+            entity,
+            &signed_der,
+            &key.identity.key_identifier(),
+            &sig.to_bytes(),
+        )
+        .map_err(SealError::Internal)?;
+        Ok((ContentKind::SignedData, sd))
+    }
+}

@@ -1,0 +1,221 @@
+//! Shared fixtures for the tunnel tests: two providers, users with keys,
+//! and inner SIP messages of a typical call (loopback and `.invalid`
+//! hosts only).
+#![allow(dead_code)]
+
+use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
+use ibephone::tunnel::{Tunnel, TunnelConfig};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// 2026-11-22T12:00:00Z.
+pub fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_348_800)
+}
+
+pub fn provider(domain: &str, seed: u8) -> (MasterSecret, PublicParams) {
+    let msk = MasterSecret::from_bytes(&[seed; 32]).unwrap();
+    let params = PublicParams::new(domain, msk.p_pub(), &format!("https://pkg.{domain}")).unwrap();
+    (msk, params)
+}
+
+/// A tunnel for `aor` holding keys for `periods`, trusting `trusted`.
+pub fn tunnel(
+    aor: &str,
+    msk: &MasterSecret,
+    periods: &[&str],
+    trusted: &[&PublicParams],
+) -> Tunnel {
+    tunnel_with(aor, msk, periods, trusted, TunnelConfig::default())
+}
+
+pub fn tunnel_with(
+    aor: &str,
+    msk: &MasterSecret,
+    periods: &[&str],
+    trusted: &[&PublicParams],
+    config: TunnelConfig,
+) -> Tunnel {
+    let aor = Aor::parse(aor).unwrap();
+    let mut t = Tunnel::new(aor.clone(), config);
+    for p in trusted {
+        t.add_params((*p).clone());
+    }
+    for period in periods {
+        let id = Identity::new(aor.clone(), Period::month(period).unwrap());
+        t.add_keys(&extract(msk, &id)).unwrap();
+    }
+    t
+}
+
+/// A SIP message with the given start line, headers and body; adds
+/// Content-Length.
+pub fn sip(start: &str, headers: &[String], body: &str) -> Vec<u8> {
+    let mut m = format!("{start}\r\n");
+    for h in headers {
+        m.push_str(h);
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    m.into_bytes()
+}
+
+pub const CALL_ID: &str = "a84b4c76e66710Qm9v7wXyzA";
+pub const SDP_A: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+pub const SDP_B: &str = "v=0\r\no=bob 2808844564 2808844564 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3456 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+
+/// The inner messages of a typical call between alice (caller, tag `1928301774`)
+/// and bob (callee, tag `a6c85cf`).
+pub struct Call {
+    pub caller: String,
+    pub callee: String,
+    pub caller_tag: String,
+    pub callee_tag: String,
+    pub call_id: String,
+}
+
+impl Call {
+    pub fn new(caller: &str, callee: &str) -> Self {
+        Call {
+            caller: caller.into(),
+            callee: callee.into(),
+            caller_tag: "1928301774".into(),
+            callee_tag: "a6c85cf".into(),
+            call_id: CALL_ID.into(),
+        }
+    }
+
+    fn caller_headers(&self, branch: &str, cseq: &str, to_tag: bool) -> Vec<String> {
+        let to = if to_tag {
+            format!("To: Bob <{}>;tag={}", self.callee, self.callee_tag)
+        } else {
+            format!("To: Bob <{}>", self.callee)
+        };
+        vec![
+            format!("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch};rport"),
+            "Max-Forwards: 70".into(),
+            to,
+            format!("From: Alice <{}>;tag={}", self.caller, self.caller_tag),
+            format!("Call-ID: {}", self.call_id),
+            format!("CSeq: {cseq}"),
+            "Contact: <sip:alice@127.0.0.1:5070>".into(),
+            "User-Agent: ibephone-test".into(),
+        ]
+    }
+
+    pub fn invite(&self) -> Vec<u8> {
+        let mut h = self.caller_headers("776asdhds", "314159 INVITE", false);
+        h.push("Subject: lunch?".into());
+        h.push("Content-Type: application/sdp".into());
+        sip(&format!("INVITE {} SIP/2.0", self.callee), &h, SDP_A)
+    }
+
+    fn response(&self, status: &str, cseq: &str, branch: &str, body: &str, tag: &str) -> Vec<u8> {
+        let mut h = vec![
+            format!("Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch};rport=5070"),
+            format!("To: Bob <{}>;tag={tag}", self.callee),
+            format!("From: Alice <{}>;tag={}", self.caller, self.caller_tag),
+            format!("Call-ID: {}", self.call_id),
+            format!("CSeq: {cseq}"),
+            "Contact: <sip:bob@127.0.0.1:5080>".into(),
+            "Server: ibephone-test".into(),
+        ];
+        if !body.is_empty() {
+            h.push("Content-Type: application/sdp".into());
+        }
+        sip(&format!("SIP/2.0 {status}"), &h, body)
+    }
+
+    pub fn ringing(&self) -> Vec<u8> {
+        self.response(
+            "180 Ringing",
+            "314159 INVITE",
+            "776asdhds",
+            "",
+            &self.callee_tag,
+        )
+    }
+
+    pub fn ringing_from(&self, tag: &str) -> Vec<u8> {
+        self.response("180 Ringing", "314159 INVITE", "776asdhds", "", tag)
+    }
+
+    pub fn ok_invite(&self) -> Vec<u8> {
+        self.response(
+            "200 OK",
+            "314159 INVITE",
+            "776asdhds",
+            SDP_B,
+            &self.callee_tag,
+        )
+    }
+
+    pub fn ok_invite_from(&self, tag: &str) -> Vec<u8> {
+        self.response("200 OK", "314159 INVITE", "776asdhds", SDP_B, tag)
+    }
+
+    pub fn ack(&self) -> Vec<u8> {
+        sip(
+            "ACK sip:bob@127.0.0.1:5080 SIP/2.0",
+            &self.caller_headers("a1b2c3", "314159 ACK", true),
+            "",
+        )
+    }
+
+    pub fn reinvite(&self) -> Vec<u8> {
+        let mut h = self.caller_headers("re1nv1te", "314160 INVITE", true);
+        h.push("Content-Type: application/sdp".into());
+        sip(
+            "INVITE sip:bob@127.0.0.1:5080 SIP/2.0",
+            &h,
+            &SDP_A.replace("2890844526 IN", "2890844527 IN"),
+        )
+    }
+
+    pub fn ok_reinvite(&self) -> Vec<u8> {
+        self.response(
+            "200 OK",
+            "314160 INVITE",
+            "re1nv1te",
+            SDP_B,
+            &self.callee_tag,
+        )
+    }
+
+    pub fn bye(&self) -> Vec<u8> {
+        sip(
+            "BYE sip:bob@127.0.0.1:5080 SIP/2.0",
+            &self.caller_headers("byebye1", "314161 BYE", true),
+            "",
+        )
+    }
+
+    pub fn ok_bye(&self) -> Vec<u8> {
+        self.response("200 OK", "314161 BYE", "byebye1", "", &self.callee_tag)
+    }
+
+    /// A BYE sent by the callee.
+    pub fn callee_bye(&self) -> Vec<u8> {
+        let h = vec![
+            "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKcalleebye".into(),
+            "Max-Forwards: 70".into(),
+            format!("From: Bob <{}>;tag={}", self.callee, self.callee_tag),
+            format!("To: Alice <{}>;tag={}", self.caller, self.caller_tag),
+            format!("Call-ID: {}", self.call_id),
+            "CSeq: 7 BYE".into(),
+        ];
+        sip("BYE sip:alice@127.0.0.1:5070 SIP/2.0", &h, "")
+    }
+
+    pub fn message(&self, call_id: &str, text: &str) -> Vec<u8> {
+        let h = vec![
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmsg1".into(),
+            "Max-Forwards: 70".into(),
+            format!("To: <{}>", self.callee),
+            format!("From: Alice <{}>;tag=m55", self.caller),
+            format!("Call-ID: {call_id}"),
+            "CSeq: 1 MESSAGE".into(),
+            "Content-Type: text/plain".into(),
+        ];
+        sip(&format!("MESSAGE {} SIP/2.0", self.callee), &h, text)
+    }
+}

@@ -1,0 +1,148 @@
+//! Two in-memory user agents run a whole dialog through the tunnel, and
+//! both see every inner message byte for byte as it was sealed.
+
+mod common;
+
+use common::*;
+use ibephone::tunnel::{classify, Direction, PeerIdentity, Treatment};
+
+#[test]
+fn full_dialog_round_trips_byte_for_byte() {
+    let (msk_a, params_a) = provider("atlanta.com", 1);
+    let (msk_b, params_b) = provider("biloxi.com", 2);
+    let mut alice = tunnel(
+        "sip:alice@atlanta.com",
+        &msk_a,
+        &["2026-11"],
+        &[&params_a, &params_b],
+    );
+    let mut bob = tunnel(
+        "sip:bob@biloxi.com",
+        &msk_b,
+        &["2026-10", "2026-11"],
+        &[&params_a, &params_b],
+    );
+    let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
+    let t = now();
+
+    // INVITE: first message, signed by alice.
+    let invite = call.invite();
+    let outer = alice.seal(t, &invite).unwrap();
+    let opened = bob.open(t, &outer).unwrap();
+    assert_eq!(opened.inner, invite);
+    assert!(opened.first_message);
+    assert_eq!(
+        (opened.direction, opened.seq),
+        (Direction::CallerToCallee, 0)
+    );
+    assert_eq!(opened.period.as_ref().map(|p| p.as_str()), Some("2026-11"));
+    match &opened.peer {
+        PeerIdentity::Verified(id) => assert_eq!(id.as_str(), "sip:alice@atlanta.com#2026-11"),
+        other => panic!("caller not verified: {other:?}"),
+    }
+    let session = opened.session_id;
+
+    // The rest of the dialog, in both directions.
+    let steps: Vec<(bool, Vec<u8>)> = vec![
+        (false, call.ringing()),
+        (false, call.ok_invite()),
+        (true, call.ack()),
+        (true, call.reinvite()),
+        (false, call.ok_reinvite()),
+        (true, call.bye()),
+        (false, call.ok_bye()),
+    ];
+    let (mut a_seq, mut b_seq) = (1, 0);
+    for (from_alice, inner) in steps {
+        let (sender, receiver) = if from_alice {
+            (&mut alice, &mut bob)
+        } else {
+            (&mut bob, &mut alice)
+        };
+        let outer = sender.seal(t, &inner).unwrap();
+        let opened = receiver.open(t, &outer).unwrap();
+        assert_eq!(opened.inner, inner, "{}", String::from_utf8_lossy(&inner));
+        assert_eq!(opened.session_id, session);
+        assert!(!opened.first_message);
+        let expected = if from_alice {
+            a_seq += 1;
+            (Direction::CallerToCallee, a_seq - 1)
+        } else {
+            b_seq += 1;
+            (Direction::CalleeToCaller, b_seq - 1)
+        };
+        assert_eq!((opened.direction, opened.seq), expected);
+        // Both ends know who the other is, from the two signed messages.
+        let want = if from_alice {
+            "sip:alice@atlanta.com#2026-11"
+        } else {
+            "sip:bob@biloxi.com#2026-11"
+        };
+        assert_eq!(
+            opened.peer,
+            PeerIdentity::Verified(ibephone::ibe::Identity::parse(want).unwrap())
+        );
+    }
+
+    // An out-of-dialog MESSAGE is a session of its own.
+    let msg = call.message("ZmlsbGVyZmlsbGVyZmlsbGVy", "see you at noon");
+    let outer = alice.seal(t, &msg).unwrap();
+    let opened = bob.open(t, &outer).unwrap();
+    assert_eq!(opened.inner, msg);
+    assert!(opened.first_message);
+    assert_ne!(opened.session_id, session);
+}
+
+#[test]
+fn outer_message_reveals_only_routing() {
+    let (msk_a, params_a) = provider("atlanta.com", 1);
+    let (_, params_b) = provider("biloxi.com", 2);
+    let mut alice = tunnel(
+        "sip:alice@atlanta.com",
+        &msk_a,
+        &["2026-11"],
+        &[&params_a, &params_b],
+    );
+    let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
+    let outer = alice.seal(now(), &call.invite()).unwrap();
+    let text = String::from_utf8_lossy(&outer);
+    let head = &text[..text.find("\r\n\r\n").unwrap()];
+    assert!(head.starts_with("INVITE sip:bob@biloxi.com SIP/2.0\r\n"));
+    assert!(head.contains("f: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1928301774"));
+    assert!(head.contains("t: <sip:bob@biloxi.com>"));
+    assert!(head.contains("m: <sip:127.0.0.1:5070>"));
+    assert!(head.contains("c: application/pkcs7-mime;smime-type=authEnveloped-data;name=smime.p7m"));
+    assert!(head.contains("Content-Disposition: attachment;handling=required;filename=smime.p7m"));
+    for secret in [
+        "alice",
+        "Alice",
+        "User-Agent",
+        "Subject",
+        "lunch",
+        "v=0",
+        "Bob",
+    ] {
+        assert!(
+            !outer.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} leaked"
+        );
+    }
+}
+
+#[test]
+fn plain_and_tunneled_messages() {
+    let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
+    assert_eq!(classify(&call.invite(), false), Treatment::Tunnel);
+    assert_eq!(classify(&call.ack(), false), Treatment::Tunnel);
+    assert_eq!(classify(&call.ack(), true), Treatment::Plain);
+    assert_eq!(classify(&call.bye(), false), Treatment::Tunnel);
+    assert_eq!(classify(&call.ringing(), false), Treatment::Tunnel);
+    let trying = String::from_utf8(call.ringing())
+        .unwrap()
+        .replace("180 Ringing", "100 Trying");
+    assert_eq!(classify(trying.as_bytes(), false), Treatment::Plain);
+    let cancel = String::from_utf8(call.invite())
+        .unwrap()
+        .replacen("INVITE sip", "CANCEL sip", 1);
+    assert_eq!(classify(cancel.as_bytes(), false), Treatment::Plain);
+}
