@@ -70,6 +70,9 @@ pub struct TunnelConfig {
     pub max_clock_skew: Duration,
     /// How long accepted session ids are remembered (spec: at least 600 s).
     pub session_id_memory: Duration,
+    /// How long the same bytes count as a retransmission rather than a
+    /// replay: longer than the longest SIP transaction (64 * T1 = 32 s).
+    pub retransmission_window: Duration,
 }
 
 impl Default for TunnelConfig {
@@ -80,6 +83,7 @@ impl Default for TunnelConfig {
             session_idle: Duration::from_secs(12 * 3600),
             max_clock_skew: Duration::from_secs(300),
             session_id_memory: Duration::from_secs(600),
+            retransmission_window: Duration::from_secs(64),
         }
     }
 }
@@ -147,6 +151,7 @@ impl Tunnel {
             config.max_sessions,
             config.session_idle,
             config.session_id_memory,
+            config.retransmission_window,
         );
         Tunnel {
             config,

@@ -41,7 +41,7 @@ impl Tunnel {
             return Err(OpenError::NotTunneled);
         }
         let body_hash: [u8; 32] = Sha256::digest(outer.body).into();
-        if let Some(prev) = self.sessions.recent(&body_hash) {
+        if let Some(prev) = self.sessions.recent(&body_hash, now) {
             let mut again = prev.clone();
             again.retransmission = true;
             return Ok(again);
@@ -302,5 +302,141 @@ impl Tunnel {
             .verify(&params, &signer, &sc.signed_der, &sig)
             .map_err(|_| OpenError::Signature("does not verify".into()))?;
         Ok(Some(signer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::cms::{self, ContentKind, KeyTransport, SeqValue, TunnelAttrs};
+    use super::super::{message::SipView, outer, Tunnel, TunnelConfig, ENTITY_PREFIX};
+    use super::*;
+    use crate::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn party(aor: &str, msk: &MasterSecret, params: &[&PublicParams]) -> Tunnel {
+        let aor = Aor::parse(aor).unwrap();
+        let mut t = Tunnel::new(aor.clone(), TunnelConfig::default());
+        for p in params {
+            t.add_params((*p).clone());
+        }
+        t.add_keys(&extract(
+            msk,
+            &Identity::new(aor, Period::month("2026-11").unwrap()),
+        ))
+        .unwrap();
+        t
+    }
+
+    fn sip(start: &str, headers: &str, body: &str, length: usize) -> Vec<u8> {
+        format!("{start}\r\n{headers}Content-Length: {length}\r\n\r\n{body}").into_bytes()
+    }
+
+    /// A later message sealed by hand with the session KEK, so that its inner
+    /// message can be malformed in ways `seal` refuses to produce.
+    fn seal_raw(
+        sender: &Tunnel,
+        session_id: [u8; 16],
+        seq: u64,
+        inner: &[u8],
+        outer_head: &str,
+    ) -> Vec<u8> {
+        let s = sender.sessions.get(&session_id).unwrap();
+        let mut entity = ENTITY_PREFIX.to_vec();
+        entity.extend_from_slice(inner);
+        let outer_probe = format!("{outer_head}l: 0\r\n\r\n");
+        let binding =
+            outer::outer_binding(&SipView::parse(outer_probe.as_bytes()).unwrap()).unwrap();
+        let attrs = TunnelAttrs {
+            content: ContentKind::Data,
+            session_id: None,
+            seq: SeqValue {
+                direction: s.role.sending(),
+                seq,
+            },
+            outer_binding: binding,
+        };
+        let aad = cms::auth_attrs_der(&attrs).unwrap();
+        let cek = [9u8; 32];
+        let wrapped = aes_kw::KekAes256::new(&(*s.kek).into())
+            .wrap_vec(&cek)
+            .unwrap();
+        let sealed = Aes256Gcm::new((&cek).into())
+            .encrypt(
+                Nonce::from_slice(&[1u8; 12]),
+                Payload {
+                    msg: &entity,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        let (ct, tag) = sealed.split_at(sealed.len() - 16);
+        let body = cms::encode_envelope(
+            &KeyTransport::Kek {
+                kek_id: session_id,
+                wrapped,
+            },
+            &aad,
+            ContentKind::Data,
+            &[1u8; 12],
+            ct,
+            tag.try_into().unwrap(),
+        )
+        .unwrap();
+        let mut out = format!("{outer_head}l: {}\r\n\r\n", body.len()).into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn inner_content_length_that_lies_is_rejected() {
+        let msk_a = MasterSecret::from_bytes(&[1u8; 32]).unwrap();
+        let msk_b = MasterSecret::from_bytes(&[2u8; 32]).unwrap();
+        let pa =
+            PublicParams::new("atlanta.com", msk_a.p_pub(), "https://pkg.atlanta.com").unwrap();
+        let pb = PublicParams::new("biloxi.com", msk_b.p_pub(), "https://pkg.biloxi.com").unwrap();
+        let mut alice = party("sip:alice@atlanta.com", &msk_a, &[&pa, &pb]);
+        let mut bob = party("sip:bob@biloxi.com", &msk_b, &[&pa, &pb]);
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_348_800);
+        let call_id = "bGllc2xpZXNsaWVzbGllc2xp";
+        let common = format!(
+            "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1\r\nf: <sip:alice@atlanta.com>;tag=a\r\nt: <sip:bob@biloxi.com>\r\ni: {call_id}\r\n"
+        );
+        let invite = sip(
+            "INVITE sip:bob@biloxi.com SIP/2.0",
+            &format!("{common}CSeq: 1 INVITE\r\n"),
+            "",
+            0,
+        );
+        let o = alice.seal(now, &invite).unwrap();
+        let session_id = bob.open(now, &o).unwrap().session_id;
+        let in_dialog = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:bob@biloxi.com>;tag=b");
+        let head = format!(
+            "BYE sip:bob@127.0.0.1 SIP/2.0\r\n{in_dialog}CSeq: 2 BYE\r\nc: {}\r\n",
+            outer::OUTER_CONTENT_TYPE
+        );
+        // Body of 4 bytes declared as 2, and declared as 10.
+        for declared in [2usize, 10] {
+            let lying = sip(
+                "BYE sip:bob@127.0.0.1 SIP/2.0",
+                &format!("{in_dialog}CSeq: 2 BYE\r\n"),
+                "abcd",
+                declared,
+            );
+            let outer = seal_raw(&alice, session_id, 1, &lying, &head);
+            let r = bob.open(now, &outer);
+            assert!(
+                matches!(&r, Err(OpenError::Inner(e)) if e.contains("Content-Length")),
+                "{r:?}"
+            );
+        }
+        // The same construction with an honest length opens, at the same seq.
+        let honest = sip(
+            "BYE sip:bob@127.0.0.1 SIP/2.0",
+            &format!("{in_dialog}CSeq: 2 BYE\r\n"),
+            "abcd",
+            4,
+        );
+        let outer = seal_raw(&alice, session_id, 1, &honest, &head);
+        assert_eq!(bob.open(now, &outer).unwrap().inner, honest);
     }
 }

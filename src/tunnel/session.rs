@@ -81,14 +81,21 @@ pub struct SessionTable {
     max_sessions: usize,
     idle: Duration,
     id_memory: Duration,
+    retransmission: Duration,
 }
 
 const RECENT: usize = 256;
 
 impl SessionTable {
     /// An empty table holding at most `max_sessions` sessions, dropping
-    /// sessions idle for `idle`, remembering session ids for `id_memory`.
-    pub fn new(max_sessions: usize, idle: Duration, id_memory: Duration) -> Self {
+    /// sessions idle for `idle`, remembering session ids for `id_memory`
+    /// and accepted bodies for `retransmission`.
+    pub fn new(
+        max_sessions: usize,
+        idle: Duration,
+        id_memory: Duration,
+        retransmission: Duration,
+    ) -> Self {
         SessionTable {
             by_id: HashMap::new(),
             by_dialog: HashMap::new(),
@@ -97,6 +104,7 @@ impl SessionTable {
             max_sessions: max_sessions.max(1),
             idle,
             id_memory,
+            retransmission,
         }
     }
 
@@ -126,8 +134,9 @@ impl SessionTable {
         let memory = self.id_memory;
         self.seen_ids
             .retain(|_, (t, _)| now.duration_since(*t).map_or(true, |d| d <= memory));
+        let window = self.retransmission;
         self.recent
-            .retain(|(_, t, _)| now.duration_since(*t).map_or(true, |d| d <= idle));
+            .retain(|(_, t, _)| now.duration_since(*t).map_or(true, |d| d <= window));
     }
 
     fn remove(&mut self, id: &[u8; 16]) {
@@ -194,11 +203,15 @@ impl SessionTable {
         self.seen_ids.insert(id, (now, body_hash));
     }
 
-    /// The result of an already accepted body with this hash.
-    pub fn recent(&self, body_hash: &[u8; 32]) -> Option<&Opened> {
+    /// The result of a body with this hash accepted within the
+    /// retransmission window before `now`.
+    pub fn recent(&self, body_hash: &[u8; 32], now: SystemTime) -> Option<&Opened> {
+        let window = self.retransmission;
         self.recent
             .iter()
-            .find(|(h, _, _)| h == body_hash)
+            .find(|(h, t, _)| {
+                h == body_hash && now.duration_since(*t).map_or(true, |d| d <= window)
+            })
             .map(|(_, _, o)| o)
     }
 
