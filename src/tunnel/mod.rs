@@ -27,6 +27,7 @@
 
 pub mod cms;
 pub mod error;
+pub mod kat;
 pub mod message;
 pub mod oids;
 mod open;

@@ -1,0 +1,8 @@
+//! Writes the tunnel known-answer vectors to stdout:
+//! `cargo run --example gen-tunnel-vectors > tests/vectors/tunnel-v1.json`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let doc = ibephone::tunnel::kat::generate()?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
