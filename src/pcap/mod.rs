@@ -12,6 +12,7 @@ pub mod capture;
 pub mod sipscan;
 pub mod stream;
 pub mod verdict;
+pub mod write;
 
 use thiserror::Error;
 

@@ -67,7 +67,17 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             true,
             sip(
                 "INVITE sip:bob@biloxi.com SIP/2.0",
-                &[via_a, "Max-Forwards: 70", to_b, from_a, call_id, "CSeq: 1 INVITE", "m: <sip:alice@127.0.0.1:5070>", "User-Agent: ibephone/0.1", "c: application/sdp"],
+                &[
+                    via_a,
+                    "Max-Forwards: 70",
+                    to_b,
+                    from_a,
+                    call_id,
+                    "CSeq: 1 INVITE",
+                    "m: <sip:alice@127.0.0.1:5070>",
+                    "User-Agent: ibephone/0.1",
+                    "c: application/sdp",
+                ],
                 sdp_a,
             ),
         ),
@@ -76,7 +86,14 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             false,
             sip(
                 "SIP/2.0 180 Ringing",
-                &[via_a_resp, to_b_tag, from_a, call_id, "CSeq: 1 INVITE", "m: <sip:bob@127.0.0.1:5080>"],
+                &[
+                    via_a_resp,
+                    to_b_tag,
+                    from_a,
+                    call_id,
+                    "CSeq: 1 INVITE",
+                    "m: <sip:bob@127.0.0.1:5080>",
+                ],
                 "",
             ),
         ),
@@ -85,7 +102,15 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             false,
             sip(
                 "SIP/2.0 200 OK",
-                &[via_a_resp, to_b_tag, from_a, call_id, "CSeq: 1 INVITE", "m: <sip:bob@127.0.0.1:5080>", "c: application/sdp"],
+                &[
+                    via_a_resp,
+                    to_b_tag,
+                    from_a,
+                    call_id,
+                    "CSeq: 1 INVITE",
+                    "m: <sip:bob@127.0.0.1:5080>",
+                    "c: application/sdp",
+                ],
                 sdp_b,
             ),
         ),
@@ -94,7 +119,14 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             true,
             sip(
                 "ACK sip:bob@127.0.0.1:5080 SIP/2.0",
-                &["v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport", "Max-Forwards: 70", to_b_tag, from_a, call_id, "CSeq: 1 ACK"],
+                &[
+                    "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport",
+                    "Max-Forwards: 70",
+                    to_b_tag,
+                    from_a,
+                    call_id,
+                    "CSeq: 1 ACK",
+                ],
                 "",
             ),
         ),
@@ -103,7 +135,14 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             true,
             sip(
                 "BYE sip:bob@127.0.0.1:5080 SIP/2.0",
-                &["v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport", "Max-Forwards: 70", to_b_tag, from_a, call_id, "CSeq: 2 BYE"],
+                &[
+                    "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport",
+                    "Max-Forwards: 70",
+                    to_b_tag,
+                    from_a,
+                    call_id,
+                    "CSeq: 2 BYE",
+                ],
                 "",
             ),
         ),
@@ -112,7 +151,13 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
             false,
             sip(
                 "SIP/2.0 200 OK",
-                &["v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport=5070", to_b_tag, from_a, call_id, "CSeq: 2 BYE"],
+                &[
+                    "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport=5070",
+                    to_b_tag,
+                    from_a,
+                    call_id,
+                    "CSeq: 2 BYE",
+                ],
                 "",
             ),
         ),
@@ -125,9 +170,13 @@ pub fn vector_time() -> SystemTime {
 }
 
 /// The parameters and a tunnel with keys of the current period for `user`.
-pub fn vector_tunnel(user: &str, rng: Option<Box<dyn super::RandomSource>>) -> Result<(Tunnel, PublicParams), String> {
+pub fn vector_tunnel(
+    user: &str,
+    rng: Option<Box<dyn super::RandomSource>>,
+) -> Result<(Tunnel, PublicParams), String> {
     let msk = master_secret(DOMAIN).map_err(|e| e.to_string())?;
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://pkg.biloxi.com:8443").map_err(|e| e.to_string())?;
+    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://pkg.biloxi.com:8443")
+        .map_err(|e| e.to_string())?;
     let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}")).map_err(|e| e.to_string())?;
     let mut t = match rng {
         Some(r) => Tunnel::with_random(aor.clone(), TunnelConfig::default(), r),
@@ -158,8 +207,12 @@ pub fn generate() -> Result<Value, String> {
         } else {
             (&mut bob, &mut alice, &bob_rng)
         };
-        let outer = sender.seal(now, &inner).map_err(|e| format!("{name}: {e}"))?;
-        receiver.open(now, &outer).map_err(|e| format!("{name}: {e}"))?;
+        let outer = sender
+            .seal(now, &inner)
+            .map_err(|e| format!("{name}: {e}"))?;
+        receiver
+            .open(now, &outer)
+            .map_err(|e| format!("{name}: {e}"))?;
         let random: serde_json::Map<String, Value> = rng
             .take()
             .into_iter()
@@ -182,4 +235,28 @@ pub fn generate() -> Result<Value, String> {
         "unix_time": UNIX_TIME,
         "messages": messages,
     }))
+}
+
+/// The vector dialog as UDP between 127.0.0.1:5070 (alice) and
+/// 127.0.0.1:5080 (bob), as a pcap file (`tests/captures/tunnel-dialog.pcap`).
+pub fn dialog_capture() -> Result<Vec<u8>, String> {
+    let doc = generate()?;
+    let alice: std::net::SocketAddrV4 = "127.0.0.1:5070".parse().map_err(|_| "address")?;
+    let bob: std::net::SocketAddrV4 = "127.0.0.1:5080".parse().map_err(|_| "address")?;
+    let mut packets = Vec::new();
+    for m in doc["messages"].as_array().ok_or("messages")? {
+        let outer =
+            hex::decode(m["outer_hex"].as_str().ok_or("outer_hex")?).map_err(|e| e.to_string())?;
+        let (src, dst) = if m["direction"] == 0 {
+            (alice, bob)
+        } else {
+            (bob, alice)
+        };
+        packets.push((src, dst, outer));
+    }
+    let refs: Vec<_> = packets
+        .iter()
+        .map(|(s, d, p)| (*s, *d, p.as_slice()))
+        .collect();
+    crate::pcap::write::udp_capture(&refs)
 }

@@ -1,0 +1,9 @@
+//! Writes the tunnel vector dialog as UDP on loopback into a pcap:
+//! `cargo run --example write-tunnel-capture > tests/captures/tunnel-dialog.pcap`.
+
+use std::io::Write;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    std::io::stdout().write_all(&ibephone::tunnel::kat::dialog_capture()?)?;
+    Ok(())
+}
