@@ -260,3 +260,97 @@ pub fn dialog_capture() -> Result<Vec<u8>, String> {
         .collect();
     crate::pcap::write::udp_capture(&refs)
 }
+
+fn full(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
+    let mut m = format!("{start}\r\n");
+    for h in headers {
+        m.push_str(h);
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    m.into_bytes()
+}
+
+/// A typical call as an ordinary SIP phone sends it (after RFC 3665
+/// section 3.1, full header names, the usual Allow/Supported/User-Agent
+/// headers, an SDP offer with PCMU, PCMA, telephone-event and SDES keys),
+/// between alice and bob of [`DOMAIN`], on loopback. Used by the size
+/// report and the benches: (name, sent by alice, bytes).
+pub fn typical_call() -> Vec<(&'static str, bool, Vec<u8>)> {
+    let sdp = |user: &str, port: u16| {
+        format!(
+            "v=0\r\no={user} 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/SAVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n\
+             a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n\
+             a=ibesip-dh:3p7bfXt9wbTTW2HC7OQ1Nz-DQ8hbeGdNrfx-FG-IK08\r\n"
+        )
+    };
+    let (sdp_a, sdp_b) = (sdp("alice", 49170), sdp("bob", 3456));
+    let via = "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKnashds8;rport";
+    let via_r =
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKnashds8;rport=5070;received=127.0.0.1";
+    let from = "From: \"Alice\" <sip:alice@biloxi.com>;tag=9fxced76sl";
+    let to = "To: \"Bob\" <sip:bob@biloxi.com>";
+    let to_t = "To: \"Bob\" <sip:bob@biloxi.com>;tag=8321234356";
+    let cid = "Call-ID: 3848276298220188511A7Q";
+    let ua = "User-Agent: ibephone/0.1";
+    let allow = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE";
+    let supported = "Supported: replaces, timer";
+    vec![
+        (
+            "INVITE",
+            true,
+            full(
+                "INVITE sip:bob@biloxi.com SIP/2.0",
+                &[via, "Max-Forwards: 70", to, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:alice@127.0.0.1:5070;transport=udp>", ua, allow, supported, "Content-Type: application/sdp"],
+                &sdp_a,
+            ),
+        ),
+        (
+            "180 Ringing",
+            false,
+            full(
+                "SIP/2.0 180 Ringing",
+                &[via_r, to_t, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:bob@127.0.0.1:5080;transport=udp>", "Server: ibephone/0.1", allow],
+                "",
+            ),
+        ),
+        (
+            "200 OK (INVITE)",
+            false,
+            full(
+                "SIP/2.0 200 OK",
+                &[via_r, to_t, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:bob@127.0.0.1:5080;transport=udp>", "Server: ibephone/0.1", allow, supported, "Content-Type: application/sdp"],
+                &sdp_b,
+            ),
+        ),
+        (
+            "ACK",
+            true,
+            full(
+                "ACK sip:bob@127.0.0.1:5080;transport=udp SIP/2.0",
+                &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport", "Max-Forwards: 70", to_t, from, cid, "CSeq: 314159 ACK", ua],
+                "",
+            ),
+        ),
+        (
+            "BYE",
+            true,
+            full(
+                "BYE sip:bob@127.0.0.1:5080;transport=udp SIP/2.0",
+                &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport", "Max-Forwards: 70", to_t, from, cid, "CSeq: 314160 BYE", ua, allow],
+                "",
+            ),
+        ),
+        (
+            "200 OK (BYE)",
+            false,
+            full(
+                "SIP/2.0 200 OK",
+                &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport=5070;received=127.0.0.1", to_t, from, cid, "CSeq: 314160 BYE", "Server: ibephone/0.1"],
+                "",
+            ),
+        ),
+    ]
+}
