@@ -17,6 +17,7 @@
 pub mod dialog;
 pub mod digest;
 pub mod driver;
+pub mod filter;
 pub mod location;
 pub mod message;
 pub mod proxy;
