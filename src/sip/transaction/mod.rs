@@ -197,6 +197,12 @@ impl TransactionLayer {
         }
     }
 
+    /// Drops server transaction `key` without answering (a request the
+    /// element decided to ignore, e.g. a throttled probe).
+    pub fn forget_server(&mut self, key: &TxKey) {
+        self.servers.remove(key);
+    }
+
     /// Where responses of server transaction `key` go.
     pub fn server_dest(&self, key: &TxKey) -> Option<Dest> {
         self.servers.get(key).map(|t| t.dest)
