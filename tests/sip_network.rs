@@ -352,3 +352,25 @@ fn unknown_user_probes_are_throttled() {
     }
     assert_eq!(answered, 20);
 }
+
+#[test]
+fn requests_over_1300_bytes_go_over_tcp() {
+    let mut n = Net::new(0.0, 9);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    register(&mut n, a);
+    register(&mut n, b);
+    let big = Body { content_type: Some("application/octet-stream".into()), bytes: vec![7; 2000] };
+    n.cmd(a, Command::Message { target: format!("sip:bob@{DOMAIN}"), body: big });
+    let t = n.uas[a].1.poll_transmit().unwrap();
+    assert_eq!(t.dest.transport, Transport::Tcp);
+    assert!(String::from_utf8_lossy(&t.bytes).contains("SIP/2.0/TCP"));
+    n.queue.push_back((t.dest, n.uas[a].0, t.bytes));
+    let small = Body { content_type: Some("text/plain".into()), bytes: b"hi".to_vec() };
+    n.cmd(a, Command::Message { target: format!("sip:bob@{DOMAIN}"), body: small });
+    assert_eq!(n.uas[a].1.poll_transmit().unwrap().dest.transport, Transport::Udp);
+    assert!(n.run_until(Duration::from_secs(30), |n| {
+        n.has(b, |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000))
+            && n.has(a, |e| matches!(e, Event::RequestCompleted { status: 200, .. }))
+    }));
+}

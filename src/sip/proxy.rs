@@ -233,7 +233,13 @@ impl Proxy {
             return self.reply(now, &key, &req, 503, "Service Unavailable");
         }
         let mut branches = Vec::new();
-        for (uri, dest) in targets {
+        // RFC 3261 18.1.1 applies to forwarded requests too (200 bytes of
+        // headers added here is a generous bound).
+        let large = req.to_bytes(self.cfg.form).len() + 200 > 1300;
+        for (uri, mut dest) in targets {
+            if large {
+                dest.transport = Transport::Tcp;
+            }
             let m = self.branch_request(&req, uri, dest.transport);
             if let Ok(k) = self.tx.send_request(now, m, dest) {
                 self.branch_of.insert(k.clone(), key.clone());
