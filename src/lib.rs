@@ -4,6 +4,8 @@
 //!
 //! Layers, lowest first; a layer never imports a higher one:
 //! - [`ibe`]: pairing-based cryptography (sections 1-4 of the spec).
+//! - [`sip`]: sans-I/O SIP stack, registrar/proxy core, tokio driver.
+//! - [`tunnel`]: the CMS tunnel of section 5 (sans-I/O).
 //! - [`media`]: SRTP key agreement and SAS (section 6).
 //! - [`pcap`]: the Wireshark proof, judging captures against the spec.
 #![forbid(unsafe_code)]
@@ -12,4 +14,5 @@
 pub mod ibe;
 pub mod media;
 pub mod pcap;
+pub mod sip;
 pub mod tunnel;

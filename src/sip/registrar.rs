@@ -1,0 +1,270 @@
+//! The registrar of the embedded provider (RFC 3261 10.3): digest
+//! authentication of REGISTER against a [`UserLookup`] (the PKG's user
+//! database implements it), bindings in the [`LocationService`], and
+//! throttling of probes for unknown users.
+//!
+//! Decisions:
+//! - a REGISTER without credentials is challenged whether or not the user
+//!   exists (SHA-256 first, then MD5, RFC 8760), and wrong credentials get
+//!   403 for known and unknown users alike, so the answers do not tell which
+//!   users exist;
+//! - the authenticated user must be the user of the To AOR (403 otherwise):
+//!   nobody registers contacts for someone else (hijack attempt);
+//! - REGISTER and OPTIONS aimed at unknown users count against the source
+//!   IP in a [`Throttle`]; past the limit the proxy drops them silently;
+//! - a replayed REGISTER (same Call-ID, CSeq not higher) is refused (500)
+//!   and leaves the bindings untouched.
+
+use crate::sip::digest::{Algorithm, Challenge, Credentials, NonceSigner, NonceState};
+use crate::sip::location::{Binding, LocationError, LocationService};
+use crate::sip::message::{addr_parse, addr_uri, param, Message};
+use crate::sip::Dest;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// What the registrar knows of a user.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// `MD5(user:realm:password)`, hex.
+    pub ha1_md5: Option<String>,
+    /// `SHA-256(user:realm:password)`, hex.
+    pub ha1_sha256: Option<String>,
+    /// Disabled users cannot register and are not reachable.
+    pub enabled: bool,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("ha1", &"[redacted]")
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+/// The user database, by user part of the AOR.
+pub trait UserLookup: Send {
+    /// The record of `user`, if the user exists.
+    fn lookup(&self, user: &str) -> Option<UserRecord>;
+}
+
+impl UserLookup for HashMap<String, UserRecord> {
+    fn lookup(&self, user: &str) -> Option<UserRecord> {
+        self.get(user).cloned()
+    }
+}
+
+/// Per-source-IP counter of probes for unknown users (fixed window).
+#[derive(Debug)]
+pub struct Throttle {
+    seen: HashMap<IpAddr, (Instant, u32)>,
+    limit: u32,
+    window: Duration,
+    max_entries: usize,
+}
+
+impl Throttle {
+    /// At most `limit` probes per `window` per IP, tracking at most
+    /// `max_entries` IPs (when full, unknown IPs are refused: fail closed).
+    pub fn new(limit: u32, window: Duration, max_entries: usize) -> Self {
+        Throttle {
+            seen: HashMap::new(),
+            limit,
+            window,
+            max_entries,
+        }
+    }
+
+    /// Counts one probe from `ip`; false once the IP is over its limit.
+    pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+        if self.seen.len() >= self.max_entries {
+            let window = self.window;
+            self.seen
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        if !self.seen.contains_key(&ip) && self.seen.len() >= self.max_entries {
+            return false;
+        }
+        let e = self.seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= self.window {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= self.limit
+    }
+}
+
+/// The registrar.
+pub struct Registrar {
+    domain: String,
+    users: Box<dyn UserLookup>,
+    nonces: NonceSigner,
+    epoch: Option<Instant>,
+    /// Bindings.
+    pub location: LocationService,
+    /// Probe throttle.
+    pub throttle: Throttle,
+    min_expires: u32,
+    max_expires: u32,
+}
+
+impl std::fmt::Debug for Registrar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registrar")
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl Registrar {
+    /// A registrar for `domain` (also the digest realm).
+    pub fn new(domain: &str, users: Box<dyn UserLookup>) -> Self {
+        Registrar {
+            domain: domain.to_ascii_lowercase(),
+            users,
+            nonces: NonceSigner::new(300_000),
+            epoch: None,
+            location: LocationService::new(100_000, 10),
+            throttle: Throttle::new(20, Duration::from_secs(60), 10_000),
+            min_expires: 60,
+            max_expires: 7200,
+        }
+    }
+
+    /// Our domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// True if `user` exists and is enabled.
+    pub fn user_enabled(&self, user: &str) -> bool {
+        self.users.lookup(user).is_some_and(|u| u.enabled)
+    }
+
+    fn ms(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        u64::try_from(now.saturating_duration_since(epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn challenge(&mut self, now: Instant, req: &Message, stale: bool) -> Message {
+        let ms = self.ms(now);
+        let nonce = self.nonces.issue(&self.domain, ms);
+        let mut r =
+            Message::response_to(req, 401, "Unauthorized", Some(&crate::sip::random_token(6)));
+        for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
+            let ch = Challenge {
+                realm: self.domain.clone(),
+                nonce: nonce.clone(),
+                opaque: None,
+                algorithm,
+                stale,
+            };
+            r.push_header("WWW-Authenticate", ch.to_header());
+        }
+        r
+    }
+
+    /// Handles a REGISTER that arrived from `from`; None means drop.
+    pub fn handle_register(&mut self, now: Instant, from: Dest, req: &Message) -> Option<Message> {
+        let tag = crate::sip::random_token(6);
+        let reply = |s: u16, r: &str| Some(Message::response_to(req, s, r, Some(&tag)));
+        let Some(to) = req.header("To").and_then(addr_parse) else {
+            return reply(400, "Bad Request");
+        };
+        let host = to.host_with_port.host.to_string().to_ascii_lowercase();
+        let Some(user) = to.user().map(str::to_string) else {
+            return reply(400, "Bad Request");
+        };
+        if host != self.domain {
+            return reply(403, "Forbidden");
+        }
+        let record = self.users.lookup(&user);
+        if record.is_none() && !self.throttle.allow(now, from.addr.ip()) {
+            tracing::info!(ip = %from.addr.ip(), "REGISTER probe throttled");
+            return None;
+        }
+        let Some(creds) = req.header("Authorization").and_then(Credentials::parse) else {
+            return Some(self.challenge(now, req, false));
+        };
+        let ms = self.ms(now);
+        match self.nonces.check(&creds.nonce, &self.domain, ms) {
+            NonceState::Fresh => {}
+            NonceState::Stale => return Some(self.challenge(now, req, true)),
+            NonceState::Invalid => return Some(self.challenge(now, req, false)),
+        }
+        let ha1 = record
+            .as_ref()
+            .filter(|r| r.enabled)
+            .and_then(|r| match creds.algorithm {
+                Algorithm::Md5 => r.ha1_md5.clone(),
+                Algorithm::Sha256 => r.ha1_sha256.clone(),
+            });
+        let ok = creds.realm == self.domain
+            && creds.username == user
+            && ha1.is_some_and(|h| creds.verify(&h, "REGISTER"));
+        if !ok {
+            tracing::info!(ip = %from.addr.ip(), "REGISTER with bad credentials");
+            return reply(403, "Forbidden");
+        }
+        self.update_bindings(now, from, req, &format!("{user}@{host}"))
+    }
+
+    fn update_bindings(
+        &mut self,
+        now: Instant,
+        from: Dest,
+        req: &Message,
+        aor: &str,
+    ) -> Option<Message> {
+        let tag = crate::sip::random_token(6);
+        let reply = |s: u16, r: &str| Some(Message::response_to(req, s, r, Some(&tag)));
+        let call_id = req.call_id().unwrap_or("").to_string();
+        let cseq = req.cseq().map(|(n, _)| n).unwrap_or(0);
+        let default: u32 = req
+            .header("Expires")
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(3600);
+        for c in req.header_values("Contact") {
+            if c.trim() == "*" {
+                if default != 0 {
+                    return reply(400, "Bad Request");
+                }
+                self.location.remove(aor, None);
+                continue;
+            }
+            let contact = addr_uri(c).to_string();
+            let expires = param(c, "expires")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(default);
+            if expires == 0 {
+                self.location.remove(aor, Some(&contact));
+                continue;
+            }
+            if expires < self.min_expires {
+                let mut r = Message::response_to(req, 423, "Interval Too Brief", Some(&tag));
+                r.push_header("Min-Expires", self.min_expires.to_string());
+                return Some(r);
+            }
+            let expires = expires.min(self.max_expires);
+            let b = Binding {
+                contact,
+                flow: from,
+                expires_at: now + Duration::from_secs(u64::from(expires)),
+                call_id: call_id.clone(),
+                cseq,
+            };
+            match self.location.update(now, aor, b) {
+                Ok(()) => {}
+                Err(LocationError::OutOfOrder) => return reply(500, "Server Internal Error"),
+                Err(LocationError::Full) => return reply(503, "Service Unavailable"),
+            }
+        }
+        let mut ok = Message::response_to(req, 200, "OK", Some(&tag));
+        for b in self.location.lookup(now, aor) {
+            let left = b.expires_at.saturating_duration_since(now).as_secs();
+            ok.push_header("Contact", format!("<{}>;expires={left}", b.contact));
+        }
+        Some(ok)
+    }
+}

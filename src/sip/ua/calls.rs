@@ -1,0 +1,484 @@
+//! Calls of the user agent: INVITE as caller and callee, CANCEL, BYE, the
+//! ACK of a 2xx (built by the dialog, so tunneled like any in-dialog
+//! request) and the callee's 2xx retransmission until the ACK arrives
+//! (RFC 3261 13.3.1.4: T1 doubling, capped at T2, given up after 64*T1, then
+//! BYE).
+
+use super::{body_of, set_body, Body, CallId, EndReason, Event, UserAgent};
+use crate::sip::dialog::{Dialog, DialogId, DialogState};
+use crate::sip::message::{addr_parse, Message};
+use crate::sip::transaction::client::cancel_for;
+use crate::sip::transaction::TxKey;
+use crate::sip::Dest;
+use rsip::Method;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uac,
+    Uas,
+}
+
+#[derive(Debug)]
+struct OkRetransmit {
+    msg: Message,
+    dest: Dest,
+    next: Instant,
+    interval: Duration,
+    give_up: Instant,
+}
+
+/// One call.
+#[derive(Debug)]
+pub(super) struct Call {
+    role: Role,
+    dialog: Option<Dialog>,
+    invite_key: Option<TxKey>,
+    invite: Message,
+    ringing_sent: bool,
+    cancel_pending: bool,
+    cancelled: bool,
+    ack: Option<Message>,
+    ok: Option<OkRetransmit>,
+    bye_key: Option<TxKey>,
+}
+
+impl Call {
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.ok.as_ref().map(|o| o.next)
+    }
+}
+
+impl UserAgent {
+    pub(super) fn place_call(&mut self, now: Instant, call: CallId, target: &str, body: Body) {
+        if self.calls.len() >= self.cfg.max_transactions || self.calls.contains_key(&call) {
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(503),
+            });
+            return;
+        }
+        let Some(uri) = addr_parse(target) else {
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(416),
+            });
+            return;
+        };
+        let mut m = self.new_request(Method::Invite, uri, target);
+        m.push_header("Contact", self.contact());
+        set_body(&mut m, body);
+        let Some(key) = self.send_request(now, m.clone()) else {
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(503),
+            });
+            return;
+        };
+        self.by_client_tx.insert(key.clone(), call);
+        self.calls.insert(
+            call,
+            Call {
+                role: Role::Uac,
+                dialog: None,
+                invite_key: Some(key),
+                invite: m,
+                ringing_sent: false,
+                cancel_pending: false,
+                cancelled: false,
+                ack: None,
+                ok: None,
+                bye_key: None,
+            },
+        );
+    }
+
+    pub(super) fn on_invite(&mut self, now: Instant, key: TxKey, req: Message) {
+        let tag = self.tag();
+        if self.calls.len() >= self.cfg.max_transactions {
+            let r = Message::response_to(&req, 486, "Busy Here", Some(&tag));
+            return self.respond(now, &key, r);
+        }
+        let Ok(dialog) = Dialog::uas(&req, &tag) else {
+            let r = Message::response_to(&req, 400, "Bad Request", Some(&tag));
+            return self.respond(now, &key, r);
+        };
+        let call = CallId(self.next_incoming);
+        self.next_incoming += 1;
+        let mut ringing = Message::response_to(&req, 180, "Ringing", Some(&tag));
+        ringing.push_header("Contact", self.contact());
+        self.respond(now, &key, ringing);
+        self.by_server_tx.insert(key.clone(), call);
+        self.by_dialog.insert(dialog.id.clone(), call);
+        let from = req.header("From").unwrap_or("").to_string();
+        let body = body_of(&req);
+        self.calls.insert(
+            call,
+            Call {
+                role: Role::Uas,
+                dialog: Some(dialog),
+                invite_key: Some(key),
+                invite: req,
+                ringing_sent: true,
+                cancel_pending: false,
+                cancelled: false,
+                ack: None,
+                ok: None,
+                bye_key: None,
+            },
+        );
+        self.events
+            .push_back(Event::IncomingCall { call, from, body });
+    }
+
+    pub(super) fn answer(&mut self, now: Instant, call: CallId, body: Body) {
+        let contact = self.contact();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_mut()) else {
+            return;
+        };
+        if c.role != Role::Uas || !self.tx.server_pending(&key) {
+            return;
+        }
+        d.state = DialogState::Confirmed;
+        let mut ok = Message::response_to(&c.invite, 200, "OK", Some(&d.id.local_tag));
+        ok.push_header("Contact", contact);
+        set_body(&mut ok, body);
+        let Some(dest) = self.tx.server_dest(&key) else {
+            return;
+        };
+        let ok = match self.filter.outgoing(now, ok) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(%e, "filter refused 200"),
+        };
+        let _ = self.tx.send_response(now, &key, &ok);
+        let t = self.cfg.timers;
+        c.ok = Some(OkRetransmit {
+            msg: ok,
+            dest,
+            next: now + t.t1,
+            interval: t.t1,
+            give_up: now + t.t1 * 64,
+        });
+    }
+
+    pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_ref()) else {
+            return;
+        };
+        if c.role != Role::Uas || !self.tx.server_pending(&key) {
+            return;
+        }
+        let reason = match status {
+            486 => "Busy Here",
+            415 => "Unsupported Media Type",
+            493 => "Undecipherable",
+            _ => "Decline",
+        };
+        let r = Message::response_to(&c.invite, status, reason, Some(&d.id.local_tag));
+        self.respond(now, &key, r);
+        self.end_call(call, EndReason::Rejected(status));
+    }
+
+    pub(super) fn hangup(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let confirmed = c
+            .dialog
+            .as_ref()
+            .is_some_and(|d| d.state == DialogState::Confirmed);
+        match (c.role, confirmed) {
+            (Role::Uac, false) => {
+                c.cancelled = true;
+                let Some(key) = c.invite_key.clone() else {
+                    return;
+                };
+                if self.tx.client_proceeding(&key) {
+                    self.send_cancel(now, &key);
+                } else if let Some(c) = self.calls.get_mut(&call) {
+                    // RFC 3261 9.1: no CANCEL before a provisional response.
+                    c.cancel_pending = true;
+                }
+            }
+            (Role::Uas, false) => self.reject(now, call, 603),
+            (_, true) => self.send_bye(now, call),
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, invite_key: &TxKey) {
+        let Some(outer) = self.tx.client_request(invite_key) else {
+            return;
+        };
+        let cancel = cancel_for(outer);
+        let dest = self.tx.client_dest(invite_key);
+        // The CANCEL must carry the INVITE's Via, so it bypasses
+        // `send_request` (which writes a new Via) but still passes the filter.
+        match self.filter.outgoing(now, cancel) {
+            Ok(m) => {
+                if let Some(dest) = dest {
+                    let _ = self.tx.send_request(now, m, dest);
+                }
+            }
+            Err(e) => tracing::warn!(%e, "filter refused CANCEL"),
+        }
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else { return };
+        let bye = d.request(Method::Bye);
+        d.state = DialogState::Terminated;
+        c.ok = None;
+        match self.send_request(now, bye) {
+            Some(k) => {
+                self.by_client_tx.insert(k.clone(), call);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.bye_key = Some(k);
+                }
+            }
+            None => self.end_call(call, EndReason::LocalHangup),
+        }
+    }
+
+    pub(super) fn in_dialog(&mut self, now: Instant, call: CallId, method: Method, body: Body) {
+        let contact = self.contact();
+        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
+        if d.state != DialogState::Confirmed {
+            return;
+        }
+        let mut m = d.request(method);
+        if matches!(method, Method::Invite | Method::Update) {
+            m.push_header("Contact", contact);
+        }
+        set_body(&mut m, body);
+        if let Some(k) = self.send_request(now, m) {
+            self.others.insert(k, method);
+        }
+    }
+
+    pub(super) fn on_cancel(&mut self, now: Instant, key: TxKey, req: Message) {
+        let invite_key = key.invite();
+        let call = self.by_server_tx.get(&invite_key).copied();
+        let pending = self.tx.server_pending(&invite_key);
+        let tag = self.tag();
+        match call {
+            Some(call) if pending => {
+                self.respond(now, &key, Message::response_to(&req, 200, "OK", Some(&tag)));
+                if let Some(c) = self.calls.get(&call) {
+                    let ltag = c.dialog.as_ref().map(|d| d.id.local_tag.clone());
+                    let r =
+                        Message::response_to(&c.invite, 487, "Request Terminated", ltag.as_deref());
+                    self.respond(now, &invite_key, r);
+                }
+                self.end_call(call, EndReason::Cancelled);
+            }
+            _ => {
+                let r =
+                    Message::response_to(&req, 481, "Call/Transaction Does Not Exist", Some(&tag));
+                self.respond(now, &key, r);
+            }
+        }
+    }
+
+    pub(super) fn on_in_dialog_request(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        id: DialogId,
+        req: Message,
+    ) {
+        let contact = self.contact();
+        let Some(call) = self.by_dialog.get(&id).copied() else {
+            let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", None);
+            return self.respond(now, &key, r);
+        };
+        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
+        if d.on_request(&req).is_err() {
+            let r = Message::response_to(&req, 500, "Server Internal Error", None);
+            return self.respond(now, &key, r);
+        }
+        let method = req.method().unwrap_or(Method::Info);
+        let mut ok = Message::response_to(&req, 200, "OK", None);
+        if method == Method::Invite {
+            ok.push_header("Contact", contact);
+        }
+        self.respond(now, &key, ok);
+        if method == Method::Bye {
+            self.end_call(call, EndReason::RemoteHangup);
+        } else {
+            self.events.push_back(Event::InDialogRequest {
+                call,
+                method,
+                body: body_of(&req),
+            });
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, ack: Message) {
+        let Some(id) = DialogId::of_incoming(&ack) else {
+            return;
+        };
+        let Some(call) = self.by_dialog.get(&id).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.ok.take().is_some() {
+            if let Some(k) = &c.invite_key {
+                self.by_server_tx.remove(k);
+            }
+            self.events.push_back(Event::Answered {
+                call,
+                body: body_of(&c.invite),
+            });
+        }
+    }
+
+    pub(super) fn on_stray_response(&mut self, resp: Message) {
+        let is_invite_2xx = resp.method() == Some(Method::Invite)
+            && resp.status().is_some_and(|s| (200..300).contains(&s));
+        if !is_invite_2xx {
+            return;
+        }
+        let ack = self
+            .calls
+            .values()
+            .filter_map(|c| Some((c.dialog.as_ref()?, c.ack.as_ref()?)))
+            .find(|(d, _)| d.matches_response(&resp))
+            .map(|(_, a)| a.clone());
+        if let Some(ack) = ack {
+            let dest = Dest {
+                addr: self.cfg.proxy,
+                transport: self.cfg.transport,
+            };
+            self.tx.send_stateless(&ack, dest);
+        }
+    }
+
+    pub(super) fn on_call_response(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        key: TxKey,
+        resp: Message,
+    ) {
+        let status = resp.status().unwrap_or(500);
+        let via = self.via();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if c.bye_key.as_ref() == Some(&key) {
+            if status >= 200 {
+                self.by_client_tx.remove(&key);
+                self.end_call(call, EndReason::LocalHangup);
+            }
+            return;
+        }
+        if c.invite_key.as_ref() != Some(&key) {
+            return;
+        }
+        if status < 200 {
+            if resp.to_tag().is_some() && c.dialog.is_none() {
+                c.dialog = Dialog::uac(&c.invite, &resp).ok();
+            }
+            let ring = (status == 180 || status == 183) && !c.ringing_sent;
+            c.ringing_sent |= ring;
+            let cancel = std::mem::take(&mut c.cancel_pending);
+            if ring {
+                self.events.push_back(Event::Ringing { call });
+            }
+            if cancel {
+                self.send_cancel(now, &key);
+            }
+            return;
+        }
+        self.by_client_tx.remove(&key);
+        if status >= 300 {
+            let reason = match status {
+                487 if c.cancelled => EndReason::Cancelled,
+                408 => EndReason::Timeout,
+                s => EndReason::Rejected(s),
+            };
+            return self.end_call(call, reason);
+        }
+        let Ok(d) = Dialog::uac(&c.invite, &resp) else {
+            return self.end_call(call, EndReason::Rejected(502));
+        };
+        let cseq = c.invite.cseq().map(|(n, _)| n).unwrap_or(1);
+        let mut ack = d.ack(cseq);
+        ack.set_header("Via", via);
+        c.dialog = Some(d.clone());
+        self.by_dialog.insert(d.id.clone(), call);
+        let ack = match self.filter.outgoing(now, ack) {
+            Ok(a) => a,
+            Err(e) => return tracing::warn!(%e, "filter refused ACK"),
+        };
+        let dest = Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        };
+        self.tx.send_stateless(&ack, dest);
+        let cancelled = c.cancelled;
+        c.ack = Some(ack);
+        if cancelled {
+            // The 2xx crossed our CANCEL: the call exists, so end it with BYE.
+            self.send_bye(now, call);
+        } else {
+            self.events.push_back(Event::Answered {
+                call,
+                body: body_of(&resp),
+            });
+        }
+    }
+
+    pub(super) fn end_call(&mut self, call: CallId, reason: EndReason) {
+        if let Some(c) = self.calls.remove(&call) {
+            if let Some(d) = &c.dialog {
+                self.by_dialog.remove(&d.id);
+            }
+            if let Some(k) = &c.invite_key {
+                self.by_server_tx.remove(k);
+                self.by_client_tx.remove(k);
+            }
+            if let Some(k) = &c.bye_key {
+                self.by_client_tx.remove(k);
+            }
+            self.events.push_back(Event::Ended { call, reason });
+        }
+    }
+
+    pub(super) fn call_timers(&mut self, now: Instant) {
+        let t2 = self.cfg.timers.t2;
+        let mut expired = Vec::new();
+        for (id, c) in self.calls.iter_mut() {
+            let Some(ok) = c.ok.as_mut() else { continue };
+            if ok.next > now {
+                continue;
+            }
+            if ok.give_up <= now {
+                expired.push(*id);
+                continue;
+            }
+            self.tx.send_stateless(&ok.msg, ok.dest);
+            ok.interval = (ok.interval * 2).min(t2);
+            ok.next = now + ok.interval;
+        }
+        for call in expired {
+            self.send_bye(now, call);
+            self.end_call(call, EndReason::Timeout);
+        }
+    }
+}
