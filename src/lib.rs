@@ -7,10 +7,12 @@
 //! - [`sip`]: sans-I/O SIP stack, registrar/proxy core, tokio driver.
 //! - [`tunnel`]: the CMS tunnel of section 5 (sans-I/O).
 //! - [`media`]: SRTP key agreement and SAS (section 6).
+//! - [`agent`]: SIP core + tunnel + keys behind one command/event stream.
 //! - [`pcap`]: the Wireshark proof, judging captures against the spec.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod ibe;
 pub mod media;
 pub mod pcap;

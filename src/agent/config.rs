@@ -1,0 +1,268 @@
+//! The agent's configuration file (TOML) and the key file it loads.
+//!
+//! ```toml
+//! [account]
+//! aor = "sip:alice@atlanta.invalid"
+//! password_file = "alice.password"   # digest password for the registrar
+//!
+//! [sip]
+//! listen = "127.0.0.1:5071"           # our UDP/TCP address
+//! proxy = "127.0.0.1:5060"            # outbound proxy and registrar
+//!
+//! [keys]
+//! file = "alice.keys.json"            # params and private keys as issued by the PKG
+//!
+//! [security]
+//! policy = "require"                  # require | ask | allow-plain
+//! privacy = true                      # anonymous outer From
+//! ```
+//!
+//! Relative paths are relative to the configuration file. The key file
+//! holds the provider's parameters (`params`), other trusted providers'
+//! parameters (`trusted`) and the private keys per period (`keys`, the
+//! `/v1/keys` answer of the PKG API): it is a secret, read only when its
+//! mode is 0600.
+
+use super::filter::SecurityPolicy;
+use crate::ibe::encoding::b64_decode;
+use crate::ibe::{Aor, Identity, Period, PrivateKeys, PublicParams};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// What is wrong with a configuration or key file.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file's content is invalid.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    account: RawAccount,
+    sip: RawSip,
+    keys: RawKeys,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    aor: String,
+    password_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: SocketAddr,
+    proxy: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    #[serde(default = "default_policy")]
+    policy: SecurityPolicy,
+    #[serde(default = "default_true")]
+    privacy: bool,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            policy: default_policy(),
+            privacy: true,
+        }
+    }
+}
+
+fn default_policy() -> SecurityPolicy {
+    SecurityPolicy::Require
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A loaded, validated agent configuration.
+#[derive(Debug)]
+pub struct AgentConfig {
+    /// Our address of record.
+    pub aor: Aor,
+    /// Digest password.
+    pub password: zeroize::Zeroizing<String>,
+    /// Local SIP address.
+    pub listen: SocketAddr,
+    /// Outbound proxy and registrar.
+    pub proxy: SocketAddr,
+    /// Security policy for unprotected peers.
+    pub policy: SecurityPolicy,
+    /// Anonymous outer From.
+    pub privacy: bool,
+    /// Our provider's parameters.
+    pub params: PublicParams,
+    /// Other trusted providers.
+    pub trusted: Vec<PublicParams>,
+    /// Our private keys.
+    pub keys: Vec<PrivateKeys>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyFile {
+    params: serde_json::Value,
+    #[serde(default)]
+    trusted: Vec<serde_json::Value>,
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyEntry {
+    period: String,
+    d_enc: String,
+    d_sig: String,
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn invalid(path: &Path, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// Refuses secret files that others can read.
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(invalid(
+            path,
+            "holds secrets and must not be readable by others (chmod 600)",
+        ));
+    }
+    Ok(())
+}
+
+impl AgentConfig {
+    /// Loads `path` and the files it names; every error names the file and
+    /// what is wrong.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let aor = Aor::parse(&raw.account.aor).map_err(|e| invalid(path, e))?;
+        let pw_path = base.join(&raw.account.password_file);
+        check_private(&pw_path)?;
+        let password =
+            zeroize::Zeroizing::new(read(&pw_path)?.trim_end_matches(['\r', '\n']).to_string());
+        let key_path = base.join(&raw.keys.file);
+        check_private(&key_path)?;
+        let kf: KeyFile =
+            serde_json::from_str(&read(&key_path)?).map_err(|e| invalid(&key_path, e))?;
+        let params =
+            PublicParams::from_json(&kf.params.to_string()).map_err(|e| invalid(&key_path, e))?;
+        if params.domain() != aor.host() {
+            return Err(invalid(
+                &key_path,
+                format!("params are for {}, not {}", params.domain(), aor.host()),
+            ));
+        }
+        let trusted = kf
+            .trusted
+            .iter()
+            .map(|v| PublicParams::from_json(&v.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&key_path, e))?;
+        let mut keys = Vec::new();
+        for k in &kf.keys {
+            let period = Period::month(&k.period).map_err(|e| invalid(&key_path, e))?;
+            let d_enc = b64_decode("d_enc", &k.d_enc).map_err(|e| invalid(&key_path, e))?;
+            let d_sig = b64_decode("d_sig", &k.d_sig).map_err(|e| invalid(&key_path, e))?;
+            let keys_for =
+                PrivateKeys::from_bytes(Identity::new(aor.clone(), period), &d_enc, &d_sig)
+                    .map_err(|e| invalid(&key_path, e))?;
+            crate::ibe::check_key(&params, &keys_for)
+                .map_err(|e| invalid(&key_path, format!("{}: {e}", k.period)))?;
+            keys.push(keys_for);
+        }
+        Ok(AgentConfig {
+            aor,
+            password,
+            listen: raw.sip.listen,
+            proxy: raw.sip.proxy,
+            policy: raw.security.policy,
+            privacy: raw.security.privacy,
+            params,
+            trusted,
+            keys,
+        })
+    }
+}
+
+/// Writes a key file (what a PKG issues) with mode 0600; refuses to
+/// overwrite an existing file.
+pub fn write_key_file(
+    path: &Path,
+    params: &PublicParams,
+    trusted: &[&PublicParams],
+    keys: &[PrivateKeys],
+) -> std::io::Result<()> {
+    use crate::ibe::encoding::b64_encode;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let parse = |p: &PublicParams| {
+        serde_json::from_str::<serde_json::Value>(&p.to_json()).unwrap_or_default()
+    };
+    let doc = serde_json::json!({
+        "params": parse(params),
+        "trusted": trusted.iter().map(|p| parse(p)).collect::<Vec<_>>(),
+        "keys": keys.iter().map(|k| serde_json::json!({
+            "period": k.identity().period().as_str(),
+            "d_enc": b64_encode(&k.d_enc_bytes()[..]),
+            "d_sig": b64_encode(&k.d_sig_bytes()[..]),
+        })).collect::<Vec<_>>(),
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(
+        serde_json::to_string_pretty(&doc)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+}

@@ -1,0 +1,222 @@
+//! The tunnel as a [`MessageFilter`] of the SIP user agent: every message
+//! the core originates is sealed (spec 5.5 decides which stay plain), every
+//! message it receives is opened, and what the user must be told (who is
+//! verified, which session, what was rejected) is recorded in a shared
+//! [`SecurityLog`].
+//!
+//! Routing after opening: the inner message is what the core acts on, but
+//! proxies only ever touched the outer one, so its Via and Record-Route
+//! headers replace the inner ones (RFC 3261 23.4: route on the outer).
+
+use crate::sip::filter::{FilterError, MessageFilter, Reject};
+use crate::sip::message::{HeaderForm, Message};
+use crate::tunnel::{classify, OpenError, PeerIdentity, SealError, Treatment, Tunnel, WireAction};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// What a call or message is protected by, as far as the tunnel knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogSecurity {
+    /// The tunnel session, hex.
+    pub session_id: String,
+    /// The peer's verified identity (`ID` string), if a signature proved it.
+    pub verified_peer: Option<String>,
+    /// The key period of our identity that the peer encrypted to (first
+    /// message received).
+    pub period: Option<String>,
+}
+
+/// The security policy for messages that arrive unprotected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityPolicy {
+    /// Refuse unprotected calls and messages (415 with `Accept`).
+    Require,
+    /// Let them through, marked unprotected, for the user to decide.
+    Ask,
+    /// Let them through, marked unprotected.
+    AllowPlain,
+}
+
+/// Shared between the filter and the agent: security facts by SIP Call-ID,
+/// and the rejections to report.
+#[derive(Debug, Default)]
+pub struct SecurityLog {
+    /// By SIP Call-ID.
+    pub dialogs: HashMap<String, DialogSecurity>,
+    /// Call-IDs of plain (unprotected) dialogs let through by the policy.
+    pub plain: Vec<String>,
+    /// Rejections since the last drain: (Call-ID, reason).
+    pub rejections: Vec<(String, String)>,
+    /// Call-ID of the last initial request we sent (set while the core
+    /// builds it, read by the agent right after the command).
+    pub last_outgoing_initial: Option<String>,
+    /// Call-ID of the last initial request we received.
+    pub last_incoming_initial: Option<String>,
+}
+
+/// The tunnel filter of one user agent.
+pub struct TunnelFilter {
+    tunnel: Tunnel,
+    policy: SecurityPolicy,
+    log: Arc<Mutex<SecurityLog>>,
+    /// Maps the core's monotonic clock to wall-clock time (key periods and
+    /// signing times are calendar facts), fixed at construction so the
+    /// filter itself never reads a clock.
+    anchor: (Instant, SystemTime),
+}
+
+impl TunnelFilter {
+    /// A filter around `tunnel`; `anchor` pairs one `Instant` with the wall
+    /// clock at that instant.
+    pub fn new(
+        tunnel: Tunnel,
+        policy: SecurityPolicy,
+        log: Arc<Mutex<SecurityLog>>,
+        anchor: (Instant, SystemTime),
+    ) -> Self {
+        TunnelFilter {
+            tunnel,
+            policy,
+            log,
+            anchor,
+        }
+    }
+
+    fn wall(&self, now: Instant) -> SystemTime {
+        self.anchor.1 + now.saturating_duration_since(self.anchor.0)
+    }
+
+    fn with_log(&self, f: impl FnOnce(&mut SecurityLog)) {
+        if let Ok(mut log) = self.log.lock() {
+            f(&mut log);
+        }
+    }
+}
+
+/// An error response without body: what a proxy or registrar sends, or a
+/// UA for a request that belongs to no session (481, or 486 to a plain
+/// INVITE the policy let through). Such responses may travel plain.
+fn bodyless_error(msg: &Message, bytes: &[u8]) -> bool {
+    msg.status().is_some_and(|s| s >= 300) && bytes.ends_with(b"\r\n\r\n")
+}
+
+impl MessageFilter for TunnelFilter {
+    fn outgoing(&mut self, now: Instant, msg: Message) -> Result<Message, FilterError> {
+        let bytes = msg.to_bytes(HeaderForm::Compact);
+        if classify(&bytes, false) == Treatment::Plain {
+            return Ok(msg);
+        }
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        if self
+            .log
+            .lock()
+            .map(|l| l.plain.contains(&call_id))
+            .unwrap_or(false)
+        {
+            return Ok(msg);
+        }
+        if msg.is_request() && msg.to_tag().is_none() {
+            self.with_log(|l| l.last_outgoing_initial = Some(call_id.clone()));
+        }
+        match self.tunnel.seal(self.wall(now), &bytes) {
+            Ok(outer) => Message::parse(&outer)
+                .map_err(|e| FilterError(format!("sealed message does not parse: {e}"))),
+            Err(SealError::NoSession(_)) if bodyless_error(&msg, &bytes) => Ok(msg),
+            Err(e) => Err(FilterError(e.to_string())),
+        }
+    }
+
+    fn incoming(&mut self, now: Instant, msg: Message) -> Result<Message, Reject> {
+        let bytes = msg.to_bytes(HeaderForm::Compact);
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        let request_method = msg
+            .method()
+            .filter(|_| msg.is_request())
+            .map(|m| m.to_string());
+        let reject = |err: &OpenError| {
+            let (response, headers) = match err.wire_action(request_method.as_deref()) {
+                WireAction::Respond493 => (Some((493, "Undecipherable".to_string())), vec![]),
+                WireAction::Respond415 => (
+                    Some((415, "Unsupported Media Type".to_string())),
+                    vec![("Accept".to_string(), "application/sdp".to_string())],
+                ),
+                WireAction::Drop => (None, vec![]),
+            };
+            Reject {
+                response,
+                headers,
+                reason: format!("tunnel: {err}"),
+            }
+        };
+        let is_tunneled = msg
+            .header("Content-Type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/pkcs7-mime"));
+        if !is_tunneled {
+            if classify(&bytes, false) == Treatment::Plain || bodyless_error(&msg, &bytes) {
+                return Ok(msg);
+            }
+            if self.policy == SecurityPolicy::Require {
+                let err = OpenError::NotTunneled;
+                self.with_log(|l| l.rejections.push((call_id.clone(), err.to_string())));
+                return Err(reject(&err));
+            }
+            self.with_log(|l| {
+                if !l.plain.contains(&call_id) {
+                    l.plain.push(call_id.clone());
+                }
+                if msg.is_request() && msg.to_tag().is_none() {
+                    l.last_incoming_initial = Some(call_id.clone());
+                }
+            });
+            return Ok(msg);
+        }
+        let opened = match self.tunnel.open(self.wall(now), &bytes) {
+            Ok(o) => o,
+            Err(err) => {
+                self.with_log(|l| l.rejections.push((call_id.clone(), err.to_string())));
+                return Err(reject(&err));
+            }
+        };
+        let mut inner = Message::parse(&opened.inner).map_err(|e| Reject {
+            response: None,
+            headers: vec![],
+            reason: format!("inner message does not parse: {e}"),
+        })?;
+        // Route on the outer message.
+        for name in ["Via", "Record-Route"] {
+            inner.remove_header(name);
+            for v in msg.header_values(name) {
+                inner.push_header(name, v.to_string());
+            }
+        }
+        let verified = match &opened.peer {
+            PeerIdentity::Verified(id) => Some(id.to_string()),
+            PeerIdentity::Unverified => None,
+        };
+        let session_id = hex::encode(opened.session_id);
+        let period = opened.period.as_ref().map(|p| p.to_string());
+        self.with_log(|l| {
+            let entry = l
+                .dialogs
+                .entry(call_id.clone())
+                .or_insert_with(|| DialogSecurity {
+                    session_id: session_id.clone(),
+                    verified_peer: None,
+                    period: None,
+                });
+            entry.session_id = session_id;
+            if verified.is_some() {
+                entry.verified_peer = verified;
+            }
+            if period.is_some() {
+                entry.period = period;
+            }
+            if opened.first_message {
+                l.last_incoming_initial = Some(call_id.clone());
+            }
+        });
+        Ok(inner)
+    }
+}
