@@ -7,7 +7,9 @@ use ibephone::sip::message::{HeaderForm, Message};
 use ibephone::sip::proxy::{Proxy, ProxyConfig};
 use ibephone::sip::registrar::{Registrar, UserRecord};
 use ibephone::sip::timers::Timers;
-use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event, HeaderPolicy, UaConfig, UserAgent};
+use ibephone::sip::ua::{
+    Body, CallId, Command, EndReason, Event, HeaderPolicy, UaConfig, UserAgent,
+};
 use ibephone::sip::{Dest, Transport};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::{HashMap, VecDeque};
@@ -19,7 +21,11 @@ const PROXY: &str = "127.0.0.1:5060";
 
 fn users() -> HashMap<String, UserRecord> {
     let mut m = HashMap::new();
-    for (u, pw) in [("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")] {
+    for (u, pw) in [
+        ("alice", "alice-pw"),
+        ("bob", "bob-pw"),
+        ("carol", "carol-pw"),
+    ] {
         let p = Password::new(pw);
         m.insert(
             u.to_string(),
@@ -79,7 +85,11 @@ impl Net {
 
     fn add(&mut self, user: &str, pw: &str, port: u16, filter: Box<dyn MessageFilter>) -> usize {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        self.uas.push((addr, UserAgent::new(ua_config(user, pw, port), filter), Vec::new()));
+        self.uas.push((
+            addr,
+            UserAgent::new(ua_config(user, pw, port), filter),
+            Vec::new(),
+        ));
         self.uas.len() - 1
     }
 
@@ -112,11 +122,15 @@ impl Net {
                 if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
                     continue;
                 }
-                let src = Dest { addr: from, transport: to.transport };
+                let src = Dest {
+                    addr: from,
+                    transport: to.transport,
+                };
                 if to.addr.to_string() == PROXY {
                     self.proxy_saw.push(bytes.clone());
                     self.proxy.handle_datagram(self.now, src, &bytes);
-                } else if let Some((_, ua, _)) = self.uas.iter_mut().find(|(a, _, _)| *a == to.addr) {
+                } else if let Some((_, ua, _)) = self.uas.iter_mut().find(|(a, _, _)| *a == to.addr)
+                {
                     ua.handle_datagram(self.now, src, &bytes);
                 }
                 continue;
@@ -151,7 +165,11 @@ fn registered(n: &Net, i: usize) -> bool {
 
 fn register(n: &mut Net, i: usize) {
     n.cmd(i, Command::Register);
-    assert!(n.run_until(Duration::from_secs(60), |n| registered(n, i)), "{:?}", n.uas[i].2);
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| registered(n, i)),
+        "{:?}",
+        n.uas[i].2
+    );
 }
 
 fn incoming(n: &Net, i: usize) -> Option<CallId> {
@@ -169,25 +187,54 @@ fn ended(n: &Net, i: usize) -> Option<EndReason> {
 }
 
 fn body(s: &str) -> Body {
-    Body { content_type: Some("application/octet-stream".into()), bytes: s.as_bytes().to_vec() }
+    Body {
+        content_type: Some("application/octet-stream".into()),
+        bytes: s.as_bytes().to_vec(),
+    }
 }
 
 fn full_call(n: &mut Net, alice: usize, bob: usize) {
     let call = CallId(1);
-    n.cmd(alice, Command::Call { call, target: format!("sip:bob@{DOMAIN}"), body: body("offer") });
-    assert!(n.run_until(Duration::from_secs(120), |n| incoming(n, bob).is_some()
-        && n.has(alice, |e| matches!(e, Event::Ringing { .. }))));
+    n.cmd(
+        alice,
+        Command::Call {
+            call,
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("offer"),
+        },
+    );
+    assert!(
+        n.run_until(Duration::from_secs(120), |n| incoming(n, bob).is_some()
+            && n.has(alice, |e| matches!(e, Event::Ringing { .. })))
+    );
     let bcall = incoming(n, bob).unwrap();
-    assert!(n.has(bob, |e| matches!(e, Event::IncomingCall { body, .. } if body.bytes == b"offer")));
-    n.cmd(bob, Command::Answer { call: bcall, body: body("answer") });
+    assert!(n.has(
+        bob,
+        |e| matches!(e, Event::IncomingCall { body, .. } if body.bytes == b"offer")
+    ));
+    n.cmd(
+        bob,
+        Command::Answer {
+            call: bcall,
+            body: body("answer"),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(120), |n| {
-        n.has(alice, |e| matches!(e, Event::Answered { body, .. } if body.bytes == b"answer"))
-            && n.has(bob, |e| matches!(e, Event::Answered { .. }))
+        n.has(
+            alice,
+            |e| matches!(e, Event::Answered { body, .. } if body.bytes == b"answer"),
+        ) && n.has(bob, |e| matches!(e, Event::Answered { .. }))
     }));
     n.cmd(alice, Command::Hangup { call });
-    assert!(n.run_until(Duration::from_secs(120), |n| {
-        ended(n, bob) == Some(EndReason::RemoteHangup) && ended(n, alice) == Some(EndReason::LocalHangup)
-    }), "alice {:?} bob {:?}", n.uas[alice].2, n.uas[bob].2);
+    assert!(
+        n.run_until(Duration::from_secs(120), |n| {
+            ended(n, bob) == Some(EndReason::RemoteHangup)
+                && ended(n, alice) == Some(EndReason::LocalHangup)
+        }),
+        "alice {:?} bob {:?}",
+        n.uas[alice].2,
+        n.uas[bob].2
+    );
     assert_eq!(n.uas[alice].1.call_count(), 0);
     assert_eq!(n.uas[bob].1.call_count(), 0);
 }
@@ -201,15 +248,25 @@ fn register_call_ring_answer_ack_bye() {
     register(&mut n, b);
     full_call(&mut n, a, b);
     // Outer header privacy: compact names, anonymous From, no User-Agent.
-    let invite = n.proxy_saw.iter().find(|m| m.starts_with(b"INVITE")).unwrap();
+    let invite = n
+        .proxy_saw
+        .iter()
+        .find(|m| m.starts_with(b"INVITE"))
+        .unwrap();
     let text = String::from_utf8_lossy(invite);
     assert!(text.contains("\r\nf: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="));
     assert!(!text.to_ascii_lowercase().contains("user-agent"));
     let m = Message::parse(invite).unwrap();
     assert!(m.call_id().unwrap().len() >= 22, "128-bit Call-ID");
     n.cmd(a, Command::Unregister);
-    assert!(n.run_until(Duration::from_secs(30), |n| n.has(a, |e| *e == Event::Unregistered)));
-    assert!(n.proxy.registrar.location.lookup(n.now, "alice@example.invalid").is_empty());
+    assert!(n.run_until(Duration::from_secs(30), |n| n
+        .has(a, |e| *e == Event::Unregistered)));
+    assert!(n
+        .proxy
+        .registrar
+        .location
+        .lookup(n.now, "alice@example.invalid")
+        .is_empty());
 }
 
 #[test]
@@ -219,10 +276,20 @@ fn registration_is_refreshed_before_expiry() {
     register(&mut n, a);
     let t0 = n.now;
     assert!(n.run_until(Duration::from_secs(700), |n| {
-        n.uas[a].2.iter().filter(|e| matches!(e, Event::Registered { .. })).count() >= 2
+        n.uas[a]
+            .2
+            .iter()
+            .filter(|e| matches!(e, Event::Registered { .. }))
+            .count()
+            >= 2
     }));
     assert!(n.now - t0 < Duration::from_secs(600));
-    assert!(!n.proxy.registrar.location.lookup(t0 + Duration::from_secs(650), "alice@example.invalid").is_empty());
+    assert!(!n
+        .proxy
+        .registrar
+        .location
+        .lookup(t0 + Duration::from_secs(650), "alice@example.invalid")
+        .is_empty());
 }
 
 #[test]
@@ -230,11 +297,25 @@ fn offline_user_gets_480_and_unknown_user_404() {
     let mut n = Net::new(0.0, 3);
     let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
     register(&mut n, a);
-    n.cmd(a, Command::Call { call: CallId(1), target: format!("sip:carol@{DOMAIN}"), body: Body::default() });
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:carol@{DOMAIN}"),
+            body: Body::default(),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(480)));
     n.uas[a].2.clear();
-    n.cmd(a, Command::Call { call: CallId(2), target: format!("sip:dave@{DOMAIN}"), body: Body::default() });
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(2),
+            target: format!("sip:dave@{DOMAIN}"),
+            body: Body::default(),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(404)));
 }
@@ -246,9 +327,14 @@ fn wrong_password_is_refused_and_real_binding_survives() {
     let eve = n.add("bob", "guess", 5070, Box::new(NoFilter));
     register(&mut n, b);
     n.cmd(eve, Command::Register);
-    assert!(n.run_until(Duration::from_secs(60), |n| n.has(eve, |e| matches!(e, Event::RegistrationFailed { .. }))));
+    assert!(n.run_until(Duration::from_secs(60), |n| n
+        .has(eve, |e| matches!(e, Event::RegistrationFailed { .. }))));
     assert!(n.has(eve, |e| *e == Event::RegistrationFailed { status: 403 }));
-    let bindings = n.proxy.registrar.location.lookup(n.now, "bob@example.invalid");
+    let bindings = n
+        .proxy
+        .registrar
+        .location
+        .lookup(n.now, "bob@example.invalid");
     assert_eq!(bindings.len(), 1);
     assert_eq!(bindings[0].contact, "sip:127.0.0.1:5064");
 }
@@ -262,12 +348,29 @@ fn two_devices_both_ring_one_answers_other_is_cancelled() {
     for i in [a, b1, b2] {
         register(&mut n, i);
     }
-    n.cmd(a, Command::Call { call: CallId(1), target: format!("sip:bob@{DOMAIN}"), body: body("o") });
-    assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b1).is_some() && incoming(n, b2).is_some()));
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| incoming(n, b1).is_some()
+            && incoming(n, b2).is_some())
+    );
     let c2 = incoming(&n, b2).unwrap();
-    n.cmd(b2, Command::Answer { call: c2, body: body("a") });
+    n.cmd(
+        b2,
+        Command::Answer {
+            call: c2,
+            body: body("a"),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(60), |n| {
-        n.has(a, |e| matches!(e, Event::Answered { .. })) && ended(n, b1).is_some()
+        n.has(a, |e| matches!(e, Event::Answered { .. }))
+            && ended(n, b1).is_some()
             && n.has(b2, |e| matches!(e, Event::Answered { .. }))
     }));
     assert_eq!(ended(&n, b1), Some(EndReason::Cancelled));
@@ -297,7 +400,11 @@ impl MessageFilter for Xor {
     }
     fn incoming(&mut self, _now: Instant, mut msg: Message) -> Result<Message, Reject> {
         if msg.is_request() && msg.body.is_empty() && msg.method() == Some(rsip::Method::Invite) {
-            return Err(Reject { response: Some((493, "Undecipherable".into())), headers: vec![], reason: "no body".into() });
+            return Err(Reject {
+                response: Some((493, "Undecipherable".into())),
+                headers: vec![],
+                reason: "no body".into(),
+            });
         }
         msg.body.iter_mut().for_each(|b| *b ^= 0x5a);
         Ok(msg)
@@ -313,10 +420,20 @@ fn filter_sees_every_message_and_can_reject_with_493() {
     register(&mut n, b);
     full_call(&mut n, a, b);
     // The proxy only ever saw transformed bodies.
-    assert!(!n.proxy_saw.iter().any(|m| m.windows(5).any(|w| w == b"offer")));
+    assert!(!n
+        .proxy_saw
+        .iter()
+        .any(|m| m.windows(5).any(|w| w == b"offer")));
     n.uas[a].2.clear();
     n.uas[b].2.clear();
-    n.cmd(a, Command::Call { call: CallId(9), target: format!("sip:bob@{DOMAIN}"), body: Body::default() });
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(9),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: Body::default(),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(493)));
     assert!(n.has(b, |e| matches!(e, Event::Rejected { .. })));
@@ -327,7 +444,8 @@ fn filter_sees_every_message_and_can_reject_with_493() {
 fn malformed_requests_get_400_or_are_dropped() {
     let mut n = Net::new(0.0, 7);
     let from = Dest::udp("127.0.0.1:5080".parse().unwrap());
-    n.proxy.handle_datagram(n.now, from, b"\x00\xffgarbage\r\n\r\n");
+    n.proxy
+        .handle_datagram(n.now, from, b"\x00\xffgarbage\r\n\r\n");
     assert!(n.proxy.poll_transmit().is_none());
     let bad = b"OPTIONS sip:example.invalid SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKx\r\nTo: <sip:example.invalid>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
     n.proxy.handle_datagram(n.now, from, bad);
@@ -360,17 +478,42 @@ fn requests_over_1300_bytes_go_over_tcp() {
     let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
     register(&mut n, a);
     register(&mut n, b);
-    let big = Body { content_type: Some("application/octet-stream".into()), bytes: vec![7; 2000] };
-    n.cmd(a, Command::Message { target: format!("sip:bob@{DOMAIN}"), body: big });
+    let big = Body {
+        content_type: Some("application/octet-stream".into()),
+        bytes: vec![7; 2000],
+    };
+    n.cmd(
+        a,
+        Command::Message {
+            target: format!("sip:bob@{DOMAIN}"),
+            body: big,
+        },
+    );
     let t = n.uas[a].1.poll_transmit().unwrap();
     assert_eq!(t.dest.transport, Transport::Tcp);
     assert!(String::from_utf8_lossy(&t.bytes).contains("SIP/2.0/TCP"));
     n.queue.push_back((t.dest, n.uas[a].0, t.bytes));
-    let small = Body { content_type: Some("text/plain".into()), bytes: b"hi".to_vec() };
-    n.cmd(a, Command::Message { target: format!("sip:bob@{DOMAIN}"), body: small });
-    assert_eq!(n.uas[a].1.poll_transmit().unwrap().dest.transport, Transport::Udp);
+    let small = Body {
+        content_type: Some("text/plain".into()),
+        bytes: b"hi".to_vec(),
+    };
+    n.cmd(
+        a,
+        Command::Message {
+            target: format!("sip:bob@{DOMAIN}"),
+            body: small,
+        },
+    );
+    assert_eq!(
+        n.uas[a].1.poll_transmit().unwrap().dest.transport,
+        Transport::Udp
+    );
     assert!(n.run_until(Duration::from_secs(30), |n| {
-        n.has(b, |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000))
-            && n.has(a, |e| matches!(e, Event::RequestCompleted { status: 200, .. }))
+        n.has(
+            b,
+            |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000),
+        ) && n.has(a, |e| {
+            matches!(e, Event::RequestCompleted { status: 200, .. })
+        })
     }));
 }

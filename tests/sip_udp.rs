@@ -8,7 +8,9 @@ use ibephone::sip::message::HeaderForm;
 use ibephone::sip::proxy::{Proxy, ProxyConfig};
 use ibephone::sip::registrar::{Registrar, UserRecord};
 use ibephone::sip::timers::Timers;
-use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event, HeaderPolicy, UaConfig, UserAgent};
+use ibephone::sip::ua::{
+    Body, CallId, Command, EndReason, Event, HeaderPolicy, UaConfig, UserAgent,
+};
 use ibephone::sip::Transport;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,7 +65,13 @@ async fn start_ua(user: &str, pw: &str, proxy: SocketAddr) -> Handle {
     };
     let (cmd, crx) = mpsc::channel(16);
     let (etx, ev) = mpsc::channel(64);
-    tokio::spawn(driver::run(UserAgent::new(cfg, Box::new(NoFilter)), udp, Some(tcp), crx, etx));
+    tokio::spawn(driver::run(
+        UserAgent::new(cfg, Box::new(NoFilter)),
+        udp,
+        Some(tcp),
+        crx,
+        etx,
+    ));
     Handle { cmd, ev }
 }
 
@@ -99,32 +107,89 @@ async fn register_and_call_over_loopback_udp() {
     let mut bob = start_ua("bob", "bpw", proxy_addr).await;
     for h in [&mut alice, &mut bob] {
         h.cmd.send(Command::Register).await.unwrap();
-        h.expect("Registered", |e| matches!(e, Event::Registered { .. })).await;
+        h.expect("Registered", |e| matches!(e, Event::Registered { .. }))
+            .await;
     }
     let call = CallId(1);
     alice
         .cmd
-        .send(Command::Call { call, target: format!("sip:bob@{DOMAIN}"), body: Body::default() })
+        .send(Command::Call {
+            call,
+            target: format!("sip:bob@{DOMAIN}"),
+            body: Body::default(),
+        })
         .await
         .unwrap();
-    let Event::IncomingCall { call: bcall, .. } =
-        bob.expect("IncomingCall", |e| matches!(e, Event::IncomingCall { .. })).await
+    let Event::IncomingCall { call: bcall, .. } = bob
+        .expect("IncomingCall", |e| matches!(e, Event::IncomingCall { .. }))
+        .await
     else {
         unreachable!()
     };
-    alice.expect("Ringing", |e| matches!(e, Event::Ringing { .. })).await;
-    bob.cmd.send(Command::Answer { call: bcall, body: Body::default() }).await.unwrap();
-    alice.expect("Answered", |e| matches!(e, Event::Answered { .. })).await;
-    bob.expect("Answered", |e| matches!(e, Event::Answered { .. })).await;
+    alice
+        .expect("Ringing", |e| matches!(e, Event::Ringing { .. }))
+        .await;
+    bob.cmd
+        .send(Command::Answer {
+            call: bcall,
+            body: Body::default(),
+        })
+        .await
+        .unwrap();
+    alice
+        .expect("Answered", |e| matches!(e, Event::Answered { .. }))
+        .await;
+    bob.expect("Answered", |e| matches!(e, Event::Answered { .. }))
+        .await;
 
     // A MESSAGE over 1300 bytes goes over TCP (RFC 3261 18.1.1) and arrives whole.
-    let big = Body { content_type: Some("application/octet-stream".into()), bytes: vec![b'x'; 3000] };
-    alice.cmd.send(Command::InDialog { call, method: rsip::Method::Message, body: big }).await.unwrap();
-    bob.expect("big MESSAGE", |e| matches!(e, Event::InDialogRequest { body, .. } if body.bytes.len() == 3000))
+    let big = Body {
+        content_type: Some("application/octet-stream".into()),
+        bytes: vec![b'x'; 3000],
+    };
+    alice
+        .cmd
+        .send(Command::InDialog {
+            call,
+            method: rsip::Method::Message,
+            body: big,
+        })
+        .await
+        .unwrap();
+    bob.expect(
+        "big MESSAGE",
+        |e| matches!(e, Event::InDialogRequest { body, .. } if body.bytes.len() == 3000),
+    )
+    .await;
+    alice
+        .expect("MESSAGE 200", |e| {
+            *e == Event::RequestCompleted {
+                method: rsip::Method::Message,
+                status: 200,
+            }
+        })
         .await;
-    alice.expect("MESSAGE 200", |e| *e == Event::RequestCompleted { method: rsip::Method::Message, status: 200 }).await;
 
     alice.cmd.send(Command::Hangup { call }).await.unwrap();
-    bob.expect("Ended", |e| matches!(e, Event::Ended { reason: EndReason::RemoteHangup, .. })).await;
-    alice.expect("Ended", |e| matches!(e, Event::Ended { reason: EndReason::LocalHangup, .. })).await;
+    bob.expect("Ended", |e| {
+        matches!(
+            e,
+            Event::Ended {
+                reason: EndReason::RemoteHangup,
+                ..
+            }
+        )
+    })
+    .await;
+    alice
+        .expect("Ended", |e| {
+            matches!(
+                e,
+                Event::Ended {
+                    reason: EndReason::LocalHangup,
+                    ..
+                }
+            )
+        })
+        .await;
 }

@@ -172,8 +172,14 @@ impl Dialog {
         for r in &self.route_set {
             m.push_header("Route", r.clone());
         }
-        m.push_header("From", format!("{};tag={}", self.local_uri, self.id.local_tag));
-        m.push_header("To", format!("{};tag={}", self.remote_uri, self.id.remote_tag));
+        m.push_header(
+            "From",
+            format!("{};tag={}", self.local_uri, self.id.local_tag),
+        );
+        m.push_header(
+            "To",
+            format!("{};tag={}", self.remote_uri, self.id.remote_tag),
+        );
         m.push_header("Call-ID", self.id.call_id.clone());
         m.push_header("CSeq", format!("{cseq} {method}"));
         m
@@ -191,18 +197,25 @@ impl Dialog {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     fn invite() -> Message {
-        let mut m = Message::request(Method::Invite, Uri::try_from("sip:bob@example.invalid").unwrap());
+        let mut m = Message::request(
+            Method::Invite,
+            Uri::try_from("sip:bob@example.invalid").unwrap(),
+        );
         m.push_header("Via", "SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1");
         m.push_header("From", "<sip:alice@example.invalid>;tag=a");
         m.push_header("To", "<sip:bob@example.invalid>");
         m.push_header("Call-ID", "cid");
         m.push_header("CSeq", "7 INVITE");
         m.push_header("Contact", "<sip:127.0.0.1:5062>");
-        m.push_header("Record-Route", "<sip:127.0.0.1:5060;lr>, <sip:p2.invalid;lr>");
+        m.push_header(
+            "Record-Route",
+            "<sip:127.0.0.1:5060;lr>, <sip:p2.invalid;lr>",
+        );
         m
     }
 
@@ -213,7 +226,10 @@ mod tests {
         ok.push_header("Contact", "<sip:127.0.0.1:5064>");
         let mut d = Dialog::uac(&inv, &ok).unwrap();
         assert_eq!(d.state, DialogState::Confirmed);
-        assert_eq!(d.route_set, vec!["<sip:p2.invalid;lr>", "<sip:127.0.0.1:5060;lr>"]);
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:p2.invalid;lr>", "<sip:127.0.0.1:5060;lr>"]
+        );
         let bye = d.request(Method::Bye);
         assert_eq!(bye.cseq(), Some((8, Method::Bye)));
         assert_eq!(bye.to_tag(), Some("b"));

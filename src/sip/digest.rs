@@ -283,7 +283,9 @@ pub struct NonceSigner {
 
 impl std::fmt::Debug for NonceSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NonceSigner").field("key", &"[redacted]").finish()
+        f.debug_struct("NonceSigner")
+            .field("key", &"[redacted]")
+            .finish()
     }
 }
 
@@ -340,6 +342,7 @@ impl NonceSigner {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -373,7 +376,15 @@ mod tests {
             ),
         ] {
             let h1 = ha1(alg, "Mufasa", realm, &pw);
-            let r = response(alg, &h1, nonce, "00000001", cnonce, "GET", "/dir/index.html");
+            let r = response(
+                alg,
+                &h1,
+                nonce,
+                "00000001",
+                cnonce,
+                "GET",
+                "/dir/index.html",
+            );
             assert_eq!(r, want);
         }
     }
@@ -396,7 +407,12 @@ mod tests {
         let stored = ha1(Algorithm::Sha256, "alice", "example.invalid", &pw);
         assert!(cr.verify(&stored, "REGISTER"));
         assert!(!cr.verify(&stored, "INVITE"));
-        let wrong = ha1(Algorithm::Sha256, "alice", "example.invalid", &Password::new("x"));
+        let wrong = ha1(
+            Algorithm::Sha256,
+            "alice",
+            "example.invalid",
+            &Password::new("x"),
+        );
         assert!(!cr.verify(&wrong, "REGISTER"));
         assert_eq!(
             signer.check(&cr.nonce, "example.invalid", 2000),
@@ -411,7 +427,10 @@ mod tests {
         assert_eq!(s.check(&n, "r", 5500), NonceState::Fresh);
         assert_eq!(s.check(&n, "r", 7000), NonceState::Stale);
         assert_eq!(s.check(&n, "other", 5500), NonceState::Invalid);
-        assert_eq!(NonceSigner::new(1000).check(&n, "r", 5500), NonceState::Invalid);
+        assert_eq!(
+            NonceSigner::new(1000).check(&n, "r", 5500),
+            NonceState::Invalid
+        );
         assert_eq!(s.check("not base64!", "r", 0), NonceState::Invalid);
     }
 

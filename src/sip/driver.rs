@@ -101,7 +101,10 @@ pub enum FrameError {
 /// Takes one whole message off the front of a stream buffer, if there is
 /// one; CRLF keep-alives before it are discarded.
 pub fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
-    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     buf.drain(..skip);
     let Some(hdr_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > MAX_MESSAGE_LEN {
@@ -253,6 +256,7 @@ pub async fn run<C: Core>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

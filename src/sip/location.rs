@@ -111,6 +111,7 @@ impl LocationService {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -130,12 +131,14 @@ mod tests {
         let t0 = Instant::now();
         let mut l = LocationService::new(1, 2);
         let later = t0 + Duration::from_secs(60);
-        l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:1", 1, later)).unwrap();
+        l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:1", 1, later))
+            .unwrap();
         assert_eq!(
             l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:1", 1, later)),
             Err(LocationError::OutOfOrder)
         );
-        l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:2", 2, later)).unwrap();
+        l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:2", 2, later))
+            .unwrap();
         assert_eq!(
             l.update(t0, "bob@x.invalid", b("sip:127.0.0.1:3", 3, later)),
             Err(LocationError::Full)

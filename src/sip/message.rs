@@ -455,9 +455,16 @@ fn truncate(s: &str) -> String {
 }
 
 fn is_list_header(name: &str) -> bool {
-    ["Via", "Route", "Record-Route", "Contact", "Allow", "Supported"]
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(name))
+    [
+        "Via",
+        "Route",
+        "Record-Route",
+        "Contact",
+        "Allow",
+        "Supported",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 /// Splits a comma-separated header value, ignoring commas inside quotes
@@ -539,6 +546,7 @@ pub fn aor_of(uri: &Uri) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

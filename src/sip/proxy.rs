@@ -94,7 +94,8 @@ impl Proxy {
             return;
         };
         if msg.validate().is_err() {
-            if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some() {
+            if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some()
+            {
                 let r = Message::response_to(&msg, 400, "Bad Request", None);
                 self.tx.send_stateless(&r, from);
             }
@@ -136,23 +137,36 @@ impl Proxy {
     }
 
     fn is_us(&self, uri: &Uri) -> bool {
-        uri.host_with_port.to_string().eq_ignore_ascii_case(&self.cfg.local)
+        uri.host_with_port
+            .to_string()
+            .eq_ignore_ascii_case(&self.cfg.local)
     }
 
     fn on_request(&mut self, now: Instant, from: Dest, key: TxKey, mut req: Message) {
         let method = req.method().unwrap_or(Method::Options);
-        let max_forwards: u32 = req.header("Max-Forwards").and_then(|m| m.trim().parse().ok()).unwrap_or(70);
+        let max_forwards: u32 = req
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(70);
         if max_forwards == 0 {
             return self.reply(now, &key, &req, 483, "Too Many Hops");
         }
         if method == Method::Cancel {
             return self.on_cancel(now, key, req);
         }
-        if req.header("Route").and_then(addr_parse).is_some_and(|r| self.is_us(&r)) {
+        if req
+            .header("Route")
+            .and_then(addr_parse)
+            .is_some_and(|r| self.is_us(&r))
+        {
             req.remove_first("Route");
         }
         let uri = req.uri().cloned().unwrap_or_default();
-        let ours = uri.host_with_port.host.to_string().eq_ignore_ascii_case(self.registrar.domain());
+        let ours = uri
+            .host_with_port
+            .host
+            .to_string()
+            .eq_ignore_ascii_case(self.registrar.domain());
         if method == Method::Register && ours && req.header("Route").is_none() {
             return match self.registrar.handle_register(now, from, &req) {
                 Some(r) => {
@@ -176,7 +190,8 @@ impl Proxy {
                 };
             };
             if !self.registrar.user_enabled(&user) {
-                if method == Method::Options && !self.registrar.throttle.allow(now, from.addr.ip()) {
+                if method == Method::Options && !self.registrar.throttle.allow(now, from.addr.ip())
+                {
                     return self.tx.forget_server(&key);
                 }
                 return self.reply(now, &key, &req, 404, "Not Found");
@@ -211,7 +226,10 @@ impl Proxy {
         if let StartLine::Request { uri, .. } = &mut m.start {
             *uri = target;
         }
-        let mf: u32 = req.header("Max-Forwards").and_then(|m| m.trim().parse().ok()).unwrap_or(70);
+        let mf: u32 = req
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(70);
         m.set_header("Max-Forwards", mf.saturating_sub(1).to_string());
         if req.method() == Some(Method::Invite) && req.to_tag().is_none() {
             m.prepend_header("Record-Route", format!("<sip:{};lr>", self.cfg.local));
@@ -243,13 +261,25 @@ impl Proxy {
             let m = self.branch_request(&req, uri, dest.transport);
             if let Ok(k) = self.tx.send_request(now, m, dest) {
                 self.branch_of.insert(k.clone(), key.clone());
-                branches.push(Branch { key: k, final_status: None, cancel_pending: false });
+                branches.push(Branch {
+                    key: k,
+                    final_status: None,
+                    cancel_pending: false,
+                });
             }
         }
         if branches.is_empty() {
             return self.reply(now, &key, &req, 503, "Service Unavailable");
         }
-        self.forks.insert(key, Fork { request: req, branches, best: None, done: false });
+        self.forks.insert(
+            key,
+            Fork {
+                request: req,
+                branches,
+                best: None,
+                done: false,
+            },
+        );
     }
 
     fn on_cancel(&mut self, now: Instant, key: TxKey, req: Message) {
@@ -261,13 +291,20 @@ impl Proxy {
         self.cancel_branches(now, &invite_key, None);
         if let Some(f) = self.forks.get_mut(&invite_key) {
             f.done = true;
-            let r = Message::response_to(&f.request, 487, "Request Terminated", Some(&random_token(6)));
+            let r = Message::response_to(
+                &f.request,
+                487,
+                "Request Terminated",
+                Some(&random_token(6)),
+            );
             let _ = self.tx.send_response(now, &invite_key, &r);
         }
     }
 
     fn cancel_branches(&mut self, now: Instant, fork_key: &TxKey, except: Option<&TxKey>) {
-        let Some(f) = self.forks.get_mut(fork_key) else { return };
+        let Some(f) = self.forks.get_mut(fork_key) else {
+            return;
+        };
         let mut cancels = Vec::new();
         for b in f.branches.iter_mut() {
             if b.final_status.is_some() || Some(&b.key) == except {
@@ -285,17 +322,26 @@ impl Proxy {
     }
 
     fn send_cancel(&mut self, now: Instant, branch: &TxKey) {
-        let (Some(req), Some(dest)) = (self.tx.client_request(branch), self.tx.client_dest(branch)) else { return };
+        let (Some(req), Some(dest)) = (self.tx.client_request(branch), self.tx.client_dest(branch))
+        else {
+            return;
+        };
         let c = cancel_for(req);
         let _ = self.tx.send_request(now, c, dest);
     }
 
     fn on_response(&mut self, now: Instant, key: TxKey, mut resp: Message) {
         let status = resp.status().unwrap_or(500);
-        let Some(fork_key) = self.branch_of.get(&key).cloned() else { return };
+        let Some(fork_key) = self.branch_of.get(&key).cloned() else {
+            return;
+        };
         resp.remove_first("Via");
-        let Some(f) = self.forks.get_mut(&fork_key) else { return };
-        let Some(bi) = f.branches.iter().position(|b| b.key == key) else { return };
+        let Some(f) = self.forks.get_mut(&fork_key) else {
+            return;
+        };
+        let Some(bi) = f.branches.iter().position(|b| b.key == key) else {
+            return;
+        };
         if status < 200 {
             let cancel = std::mem::take(&mut f.branches[bi].cancel_pending);
             if status > 100 && !f.done {
@@ -323,7 +369,7 @@ impl Proxy {
                 None => true,
                 Some(b) => {
                     let old = b.status().unwrap_or(999);
-                    (status >= 600 && old < 600) || (status < old && old < 600)
+                    old < 600 && (status >= 600 || status < old)
                 }
             };
             if better {
@@ -334,13 +380,17 @@ impl Proxy {
     }
 
     fn finish_fork(&mut self, now: Instant, fork_key: &TxKey) {
-        let Some(f) = self.forks.get(fork_key) else { return };
+        let Some(f) = self.forks.get(fork_key) else {
+            return;
+        };
         if f.branches.iter().any(|b| b.final_status.is_none()) {
             return;
         }
         if let Some(f) = self.forks.remove(fork_key) {
             if !f.done {
-                let r = f.best.unwrap_or_else(|| Message::response_to(&f.request, 408, "Request Timeout", None));
+                let r = f.best.unwrap_or_else(|| {
+                    Message::response_to(&f.request, 408, "Request Timeout", None)
+                });
                 let _ = self.tx.send_response(now, fork_key, &r);
             }
         }
@@ -363,7 +413,11 @@ impl Proxy {
 
     /// Forwards the ACK of a 2xx (no transaction, RFC 3261 16.11).
     fn forward_stateless(&mut self, now: Instant, mut ack: Message) {
-        if ack.header("Route").and_then(addr_parse).is_some_and(|r| self.is_us(&r)) {
+        if ack
+            .header("Route")
+            .and_then(addr_parse)
+            .is_some_and(|r| self.is_us(&r))
+        {
             ack.remove_first("Route");
         }
         let uri = ack.uri().cloned().unwrap_or_default();
@@ -383,14 +437,24 @@ impl Proxy {
 
 /// A destination for a URI whose host is an IP address.
 fn ip_dest(uri: &Uri) -> Option<Dest> {
-    let ip: std::net::IpAddr = uri.host_with_port.host.to_string().trim_matches(['[', ']']).parse().ok()?;
+    let ip: std::net::IpAddr = uri
+        .host_with_port
+        .host
+        .to_string()
+        .trim_matches(['[', ']'])
+        .parse()
+        .ok()?;
     let port = uri.port().map(|p| *p.value()).unwrap_or(5060);
-    let transport = if param_of_uri(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp")) {
+    let transport = if param_of_uri(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
+    {
         Transport::Tcp
     } else {
         Transport::Udp
     };
-    Some(Dest { addr: SocketAddr::new(ip, port), transport })
+    Some(Dest {
+        addr: SocketAddr::new(ip, port),
+        transport,
+    })
 }
 
 fn param_of_uri(uri: &Uri, name: &str) -> Option<String> {
@@ -408,9 +472,19 @@ pub fn via_dest(via: &str) -> Option<Dest> {
         Some((h, p)) if !h.ends_with(']') || sent_by.starts_with('[') => (h, p.parse().ok()?),
         _ => (sent_by, 5060),
     };
-    let host = param(via, "received").unwrap_or(host).trim_matches(['[', ']']);
-    let port = param(via, "rport").and_then(|p| p.parse().ok()).unwrap_or(port);
-    let transport = if proto.to_ascii_uppercase().ends_with("TCP") { Transport::Tcp } else { Transport::Udp };
-    Some(Dest { addr: SocketAddr::new(host.parse().ok()?, port), transport })
+    let host = param(via, "received")
+        .unwrap_or(host)
+        .trim_matches(['[', ']']);
+    let port = param(via, "rport")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(port);
+    let transport = if proto.to_ascii_uppercase().ends_with("TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    Some(Dest {
+        addr: SocketAddr::new(host.parse().ok()?, port),
+        transport,
+    })
 }
-

@@ -80,7 +80,8 @@ impl Throttle {
     pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
         if self.seen.len() >= self.max_entries {
             let window = self.window;
-            self.seen.retain(|_, (start, _)| now.duration_since(*start) < window);
+            self.seen
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
         }
         if !self.seen.contains_key(&ip) && self.seen.len() >= self.max_entries {
             return false;
@@ -110,7 +111,9 @@ pub struct Registrar {
 
 impl std::fmt::Debug for Registrar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registrar").field("domain", &self.domain).finish()
+        f.debug_struct("Registrar")
+            .field("domain", &self.domain)
+            .finish()
     }
 }
 
@@ -147,7 +150,8 @@ impl Registrar {
     fn challenge(&mut self, now: Instant, req: &Message, stale: bool) -> Message {
         let ms = self.ms(now);
         let nonce = self.nonces.issue(&self.domain, ms);
-        let mut r = Message::response_to(req, 401, "Unauthorized", Some(&crate::sip::random_token(6)));
+        let mut r =
+            Message::response_to(req, 401, "Unauthorized", Some(&crate::sip::random_token(6)));
         for algorithm in [Algorithm::Sha256, Algorithm::Md5] {
             let ch = Challenge {
                 realm: self.domain.clone(),
@@ -189,10 +193,13 @@ impl Registrar {
             NonceState::Stale => return Some(self.challenge(now, req, true)),
             NonceState::Invalid => return Some(self.challenge(now, req, false)),
         }
-        let ha1 = record.as_ref().filter(|r| r.enabled).and_then(|r| match creds.algorithm {
-            Algorithm::Md5 => r.ha1_md5.clone(),
-            Algorithm::Sha256 => r.ha1_sha256.clone(),
-        });
+        let ha1 = record
+            .as_ref()
+            .filter(|r| r.enabled)
+            .and_then(|r| match creds.algorithm {
+                Algorithm::Md5 => r.ha1_md5.clone(),
+                Algorithm::Sha256 => r.ha1_sha256.clone(),
+            });
         let ok = creds.realm == self.domain
             && creds.username == user
             && ha1.is_some_and(|h| creds.verify(&h, "REGISTER"));
@@ -203,7 +210,13 @@ impl Registrar {
         self.update_bindings(now, from, req, &format!("{user}@{host}"))
     }
 
-    fn update_bindings(&mut self, now: Instant, from: Dest, req: &Message, aor: &str) -> Option<Message> {
+    fn update_bindings(
+        &mut self,
+        now: Instant,
+        from: Dest,
+        req: &Message,
+        aor: &str,
+    ) -> Option<Message> {
         let tag = crate::sip::random_token(6);
         let reply = |s: u16, r: &str| Some(Message::response_to(req, s, r, Some(&tag)));
         let call_id = req.call_id().unwrap_or("").to_string();

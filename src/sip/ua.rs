@@ -352,7 +352,8 @@ impl UserAgent {
         };
         if let Err(e) = msg.validate() {
             tracing::debug!(%e, "malformed message");
-            if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some() {
+            if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some()
+            {
                 let resp = Message::response_to(&msg, 400, "Bad Request", None);
                 self.tx.send_stateless(&resp, from);
             }
@@ -366,7 +367,8 @@ impl UserAgent {
                         reason: rej.reason.clone(),
                     });
                     if let Some((status, reason)) = rej.response {
-                        let mut resp = Message::response_to(&req, status, &reason, Some(&self.tag()));
+                        let mut resp =
+                            Message::response_to(&req, status, &reason, Some(&self.tag()));
                         for (n, v) in rej.headers {
                             resp.push_header(&n, v);
                         }
@@ -376,11 +378,15 @@ impl UserAgent {
             },
             Incoming::Response(key, resp) => match self.filter.incoming(now, resp) {
                 Ok(inner) => self.on_response(now, key, inner),
-                Err(rej) => self.events.push_back(Event::Rejected { reason: rej.reason }),
+                Err(rej) => self
+                    .events
+                    .push_back(Event::Rejected { reason: rej.reason }),
             },
             Incoming::Ack(ack) => match self.filter.incoming(now, ack) {
                 Ok(inner) => self.on_ack(inner),
-                Err(rej) => self.events.push_back(Event::Rejected { reason: rej.reason }),
+                Err(rej) => self
+                    .events
+                    .push_back(Event::Rejected { reason: rej.reason }),
             },
             Incoming::Stray(resp) => self.on_stray_response(resp),
             Incoming::Absorbed => {}
@@ -406,8 +412,12 @@ impl UserAgent {
             Command::Reject { call, status } => self.reject(now, call, status),
             Command::Hangup { call } => self.hangup(now, call),
             Command::InDialog { call, method, body } => self.in_dialog(now, call, method, body),
-            Command::Message { target, body } => self.out_of_dialog(now, Method::Message, &target, body),
-            Command::Options { target } => self.out_of_dialog(now, Method::Options, &target, Body::default()),
+            Command::Message { target, body } => {
+                self.out_of_dialog(now, Method::Message, &target, body)
+            }
+            Command::Options { target } => {
+                self.out_of_dialog(now, Method::Options, &target, Body::default())
+            }
         }
     }
 
@@ -513,11 +523,16 @@ impl UserAgent {
 
     fn send_register(&mut self, now: Instant, auth: Option<String>) {
         let Ok(uri) = Uri::try_from(format!("sip:{}", self.cfg.domain).as_str()) else {
-            self.events.push_back(Event::RegistrationFailed { status: 400 });
+            self.events
+                .push_back(Event::RegistrationFailed { status: 400 });
             return;
         };
         self.reg.cseq += 1;
-        let expires = if self.reg.unregistering { 0 } else { self.cfg.expires };
+        let expires = if self.reg.unregistering {
+            0
+        } else {
+            self.cfg.expires
+        };
         let mut m = Message::request(Method::Register, uri);
         m.push_header("Max-Forwards", "70");
         m.push_header("From", format!("<{}>;tag={}", self.aor(), self.reg.tag));
@@ -539,17 +554,30 @@ impl UserAgent {
         }
         self.reg.pending = None;
         if status == 401 || status == 407 {
-            let name = if status == 401 { "WWW-Authenticate" } else { "Proxy-Authenticate" };
+            let name = if status == 401 {
+                "WWW-Authenticate"
+            } else {
+                "Proxy-Authenticate"
+            };
             let ch = Challenge::best(resp.header_values(name));
             match ch {
-                Some(ch) if self.reg.tried_nonce.as_deref() != Some(ch.nonce.as_str()) || ch.stale => {
+                Some(ch)
+                    if self.reg.tried_nonce.as_deref() != Some(ch.nonce.as_str()) || ch.stale =>
+                {
                     self.reg.tried_nonce = Some(ch.nonce.clone());
                     if ch.realm != self.cfg.domain {
                         tracing::warn!(realm = %ch.realm, "registrar realm differs from our domain");
                     }
                     self.reg.nc += 1;
                     let uri = format!("sip:{}", self.cfg.domain);
-                    let a = ch.answer(&self.cfg.user, &self.cfg.password, "REGISTER", &uri, self.reg.nc, &random_token(12));
+                    let a = ch.answer(
+                        &self.cfg.user,
+                        &self.cfg.password,
+                        "REGISTER",
+                        &uri,
+                        self.reg.nc,
+                        &random_token(12),
+                    );
                     self.send_register(now, Some(a));
                 }
                 _ => self.events.push_back(Event::RegistrationFailed { status }),
@@ -575,12 +603,16 @@ impl UserAgent {
         // Refresh at half the lifetime, at most 10 minutes before expiry.
         let lead = (granted / 2).min(600);
         self.reg.refresh_at = Some(now + Duration::from_secs(u64::from(granted - lead)));
-        self.events.push_back(Event::Registered { expires: granted });
+        self.events
+            .push_back(Event::Registered { expires: granted });
     }
 
     fn out_of_dialog(&mut self, now: Instant, method: Method, target: &str, body: Body) {
         let Some(uri) = addr_parse(target) else {
-            self.events.push_back(Event::RequestCompleted { method, status: 416 });
+            self.events.push_back(Event::RequestCompleted {
+                method,
+                status: 416,
+            });
             return;
         };
         let mut m = self.new_request(method, uri, target);
@@ -590,7 +622,7 @@ impl UserAgent {
         }
     }
 
-    fn from_header(&self) -> String {
+    fn outer_from(&self) -> String {
         if self.cfg.headers.anonymous_from {
             format!(
                 "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
@@ -604,7 +636,7 @@ impl UserAgent {
     fn new_request(&self, method: Method, uri: Uri, target: &str) -> Message {
         let mut m = Message::request(method, uri);
         m.push_header("Max-Forwards", "70");
-        m.push_header("From", self.from_header());
+        m.push_header("From", self.outer_from());
         m.push_header("To", format!("<{}>", crate::sip::message::addr_uri(target)));
         m.push_header("Call-ID", random_token(16));
         m.push_header("CSeq", format!("1 {method}"));
@@ -621,7 +653,10 @@ impl UserAgent {
             Method::Cancel => self.on_cancel(now, key, req),
             Method::Options => {
                 let mut r = Message::response_to(&req, 200, "OK", Some(&self.tag()));
-                r.push_header("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE");
+                r.push_header(
+                    "Allow",
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE",
+                );
                 r.push_header("Accept", "application/pkcs7-mime, application/sdp");
                 self.respond(now, &key, r);
             }
@@ -633,7 +668,12 @@ impl UserAgent {
                 self.events.push_back(Event::MessageReceived { from, body });
             }
             Method::Bye | Method::Info | Method::Update => {
-                let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", Some(&self.tag()));
+                let r = Message::response_to(
+                    &req,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    Some(&self.tag()),
+                );
                 self.respond(now, &key, r);
             }
             _ => {
@@ -653,7 +693,8 @@ impl UserAgent {
         let status = resp.status().unwrap_or(500);
         if status >= 200 {
             if let Some(method) = self.others.remove(&key) {
-                self.events.push_back(Event::RequestCompleted { method, status });
+                self.events
+                    .push_back(Event::RequestCompleted { method, status });
             }
         }
     }
@@ -672,4 +713,3 @@ fn body_of(m: &Message) -> Body {
         bytes: m.body.clone(),
     }
 }
-

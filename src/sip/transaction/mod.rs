@@ -154,7 +154,12 @@ impl TransactionLayer {
     }
 
     /// Sends `msg` in a new client transaction to `dest`.
-    pub fn send_request(&mut self, now: Instant, msg: Message, dest: Dest) -> Result<TxKey, TxError> {
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        dest: Dest,
+    ) -> Result<TxKey, TxError> {
         let key = TxKey::of(&msg).ok_or(TxError::Unkeyed)?;
         if self.clients.len() >= self.max {
             return Err(TxError::TableFull);
@@ -179,7 +184,12 @@ impl TransactionLayer {
     }
 
     /// Sends a response in server transaction `key`.
-    pub fn send_response(&mut self, now: Instant, key: &TxKey, msg: &Message) -> Result<(), TxError> {
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        key: &TxKey,
+        msg: &Message,
+    ) -> Result<(), TxError> {
         let status = msg.status().ok_or(TxError::Unkeyed)?;
         let tx = self.servers.get_mut(key).ok_or(TxError::NoTransaction)?;
         let bytes = msg.to_bytes(self.form);
@@ -393,4 +403,5 @@ fn response_dest(req: &Message, from: Dest) -> Dest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

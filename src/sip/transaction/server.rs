@@ -71,10 +71,7 @@ impl ServerTx {
 
     /// The request arrived again: repeat the last response, if any.
     pub(crate) fn on_retransmission(&mut self, send: &mut dyn FnMut(&Dest, Vec<u8>)) {
-        if matches!(
-            self.state,
-            ServerState::Proceeding | ServerState::Completed
-        ) {
+        if matches!(self.state, ServerState::Proceeding | ServerState::Completed) {
             if let Some((_, bytes)) = &self.last_response {
                 send(&self.dest, bytes.clone());
             }

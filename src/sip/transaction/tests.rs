@@ -11,7 +11,10 @@ fn dest() -> Dest {
 fn request(method: Method, branch: &str) -> Message {
     let uri = rsip::Uri::try_from("sip:bob@example.invalid").unwrap();
     let mut m = Message::request(method, uri);
-    m.push_header("Via", format!("SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport"));
+    m.push_header(
+        "Via",
+        format!("SIP/2.0/UDP 127.0.0.1:5062;branch={branch};rport"),
+    );
     m.push_header("From", "<sip:alice@example.invalid>;tag=a");
     m.push_header("To", "<sip:bob@example.invalid>");
     m.push_header("Call-ID", "c1");
@@ -43,7 +46,8 @@ fn run(l: &mut TransactionLayer, t0: Instant, until: u64) -> Vec<u64> {
 fn timer_a_doubles_and_timer_b_times_out() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
-    l.send_request(t0, request(Method::Invite, "z9hG4bKa"), dest()).unwrap();
+    l.send_request(t0, request(Method::Invite, "z9hG4bKa"), dest())
+        .unwrap();
     assert_eq!(drain(&mut l).len(), 1);
     let sent = run(&mut l, t0, 40_000);
     assert_eq!(sent, vec![500, 1500, 3500, 7500, 15500, 31500]);
@@ -58,7 +62,8 @@ fn timer_a_doubles_and_timer_b_times_out() {
 fn timer_e_is_capped_at_t2_and_f_times_out() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
-    l.send_request(t0, request(Method::Options, "z9hG4bKe"), dest()).unwrap();
+    l.send_request(t0, request(Method::Options, "z9hG4bKe"), dest())
+        .unwrap();
     drain(&mut l);
     let sent = run(&mut l, t0, 40_000);
     assert_eq!(&sent[..6], &[500, 1500, 3500, 7500, 11500, 15500]);
@@ -74,7 +79,10 @@ fn non_2xx_gets_ack_from_transaction_and_timer_d_ends_it() {
     l.send_request(t0, inv.clone(), dest()).unwrap();
     drain(&mut l);
     let resp = Message::response_to(&inv, 486, "Busy Here", Some("b"));
-    assert!(matches!(l.on_message(t0, dest(), resp.clone()), Incoming::Response(..)));
+    assert!(matches!(
+        l.on_message(t0, dest(), resp.clone()),
+        Incoming::Response(..)
+    ));
     let out = drain(&mut l);
     assert_eq!(out.len(), 1);
     let ack = Message::parse(&out[0].bytes).unwrap();
@@ -94,10 +102,16 @@ fn server_invite_timer_g_capped_h_times_out() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
     let inv = request(Method::Invite, "z9hG4bKg");
-    let Incoming::Request(key, req) = l.on_message(t0, dest(), inv) else { panic!() };
+    let Incoming::Request(key, req) = l.on_message(t0, dest(), inv) else {
+        panic!()
+    };
     assert_eq!(drain(&mut l).len(), 1, "100 Trying");
-    l.send_response(t0, &key, &Message::response_to(&req, 480, "Temporarily Unavailable", Some("x")))
-        .unwrap();
+    l.send_response(
+        t0,
+        &key,
+        &Message::response_to(&req, 480, "Temporarily Unavailable", Some("x")),
+    )
+    .unwrap();
     drain(&mut l);
     let sent = run(&mut l, t0, 40_000);
     assert_eq!(&sent[..5], &[500, 1500, 3500, 7500, 11500]);
@@ -111,15 +125,23 @@ fn server_invite_ack_confirms_then_timer_i() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
     let inv = request(Method::Invite, "z9hG4bKi");
-    let Incoming::Request(key, req) = l.on_message(t0, dest(), inv.clone()) else { panic!() };
+    let Incoming::Request(key, req) = l.on_message(t0, dest(), inv.clone()) else {
+        panic!()
+    };
     let resp = Message::response_to(&req, 603, "Decline", Some("x"));
     l.send_response(t0, &key, &resp).unwrap();
     drain(&mut l);
     // Retransmitted INVITE gets the 603 again.
-    assert!(matches!(l.on_message(t0, dest(), inv.clone()), Incoming::Absorbed));
+    assert!(matches!(
+        l.on_message(t0, dest(), inv.clone()),
+        Incoming::Absorbed
+    ));
     assert_eq!(drain(&mut l).len(), 1);
     let ack = client::ack_for(&inv, &resp);
-    assert!(matches!(l.on_message(t0 + Duration::from_millis(10), dest(), ack), Incoming::Absorbed));
+    assert!(matches!(
+        l.on_message(t0 + Duration::from_millis(10), dest(), ack),
+        Incoming::Absorbed
+    ));
     assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_millis(5010)));
     assert!(run(&mut l, t0, 10_000).is_empty(), "no G after ACK");
     assert!(l.is_empty());
@@ -130,9 +152,12 @@ fn server_non_invite_timer_j_absorbs_retransmissions() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
     let opt = request(Method::Options, "z9hG4bKj");
-    let Incoming::Request(key, req) = l.on_message(t0, dest(), opt.clone()) else { panic!() };
+    let Incoming::Request(key, req) = l.on_message(t0, dest(), opt.clone()) else {
+        panic!()
+    };
     assert!(drain(&mut l).is_empty(), "no 100 for non-INVITE");
-    l.send_response(t0, &key, &Message::response_to(&req, 200, "OK", Some("x"))).unwrap();
+    l.send_response(t0, &key, &Message::response_to(&req, 200, "OK", Some("x")))
+        .unwrap();
     drain(&mut l);
     assert!(matches!(l.on_message(t0, dest(), opt), Incoming::Absorbed));
     assert_eq!(drain(&mut l).len(), 1);
@@ -148,7 +173,10 @@ fn client_non_invite_timer_k_after_final() {
     let opt = request(Method::Options, "z9hG4bKk");
     l.send_request(t0, opt.clone(), dest()).unwrap();
     let resp = Message::response_to(&opt, 200, "OK", Some("x"));
-    assert!(matches!(l.on_message(t0, dest(), resp.clone()), Incoming::Response(..)));
+    assert!(matches!(
+        l.on_message(t0, dest(), resp.clone()),
+        Incoming::Response(..)
+    ));
     assert!(matches!(l.on_message(t0, dest(), resp), Incoming::Absorbed));
     assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(5)));
     l.handle_timeout(t0 + Duration::from_secs(5));
@@ -159,8 +187,12 @@ fn client_non_invite_timer_k_after_final() {
 fn reliable_transport_has_no_retransmissions() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
-    let d = Dest { addr: dest().addr, transport: Transport::Tcp };
-    l.send_request(t0, request(Method::Invite, "z9hG4bKt"), d).unwrap();
+    let d = Dest {
+        addr: dest().addr,
+        transport: Transport::Tcp,
+    };
+    l.send_request(t0, request(Method::Invite, "z9hG4bKt"), d)
+        .unwrap();
     drain(&mut l);
     assert!(run(&mut l, t0, 40_000).is_empty());
     assert!(matches!(l.poll_event(), Some(TxEvent::Timeout(..))));
@@ -174,8 +206,10 @@ fn table_is_bounded() {
         let _ = l.on_message(t0, dest(), request(Method::Options, &format!("z9hG4bK{i}")));
     }
     assert_eq!(l.len(), (0, 2));
-    l.send_request(t0, request(Method::Options, "z9hG4bKc1"), dest()).unwrap();
-    l.send_request(t0, request(Method::Options, "z9hG4bKc2"), dest()).unwrap();
+    l.send_request(t0, request(Method::Options, "z9hG4bKc1"), dest())
+        .unwrap();
+    l.send_request(t0, request(Method::Options, "z9hG4bKc2"), dest())
+        .unwrap();
     assert_eq!(
         l.send_request(t0, request(Method::Options, "z9hG4bKc3"), dest()),
         Err(TxError::TableFull)
@@ -189,7 +223,9 @@ fn rport_and_received_are_filled_in() {
     let from = Dest::udp("127.0.0.1:40000".parse().unwrap());
     let mut req = request(Method::Options, "z9hG4bKr");
     req.set_header("Via", "SIP/2.0/UDP ua.invalid:5062;branch=z9hG4bKr;rport");
-    let Incoming::Request(key, req) = l.on_message(t0, from, req) else { panic!() };
+    let Incoming::Request(key, req) = l.on_message(t0, from, req) else {
+        panic!()
+    };
     let via = req.header("Via").unwrap();
     assert_eq!(param(via, "rport"), Some("40000"));
     assert_eq!(param(via, "received"), Some("127.0.0.1"));

@@ -52,18 +52,27 @@ impl Call {
 impl UserAgent {
     pub(super) fn place_call(&mut self, now: Instant, call: CallId, target: &str, body: Body) {
         if self.calls.len() >= self.cfg.max_transactions || self.calls.contains_key(&call) {
-            self.events.push_back(Event::Ended { call, reason: EndReason::Rejected(503) });
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(503),
+            });
             return;
         }
         let Some(uri) = addr_parse(target) else {
-            self.events.push_back(Event::Ended { call, reason: EndReason::Rejected(416) });
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(416),
+            });
             return;
         };
         let mut m = self.new_request(Method::Invite, uri, target);
         m.push_header("Contact", self.contact());
         set_body(&mut m, body);
         let Some(key) = self.send_request(now, m.clone()) else {
-            self.events.push_back(Event::Ended { call, reason: EndReason::Rejected(503) });
+            self.events.push_back(Event::Ended {
+                call,
+                reason: EndReason::Rejected(503),
+            });
             return;
         };
         self.by_client_tx.insert(key.clone(), call);
@@ -118,13 +127,18 @@ impl UserAgent {
                 bye_key: None,
             },
         );
-        self.events.push_back(Event::IncomingCall { call, from, body });
+        self.events
+            .push_back(Event::IncomingCall { call, from, body });
     }
 
     pub(super) fn answer(&mut self, now: Instant, call: CallId, body: Body) {
         let contact = self.contact();
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_mut()) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_mut()) else {
+            return;
+        };
         if c.role != Role::Uas || !self.tx.server_pending(&key) {
             return;
         }
@@ -132,7 +146,9 @@ impl UserAgent {
         let mut ok = Message::response_to(&c.invite, 200, "OK", Some(&d.id.local_tag));
         ok.push_header("Contact", contact);
         set_body(&mut ok, body);
-        let Some(dest) = self.tx.server_dest(&key) else { return };
+        let Some(dest) = self.tx.server_dest(&key) else {
+            return;
+        };
         let ok = match self.filter.outgoing(now, ok) {
             Ok(m) => m,
             Err(e) => return tracing::warn!(%e, "filter refused 200"),
@@ -149,8 +165,12 @@ impl UserAgent {
     }
 
     pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
-        let Some(c) = self.calls.get(&call) else { return };
-        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_ref()) else { return };
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(key), Some(d)) = (c.invite_key.clone(), c.dialog.as_ref()) else {
+            return;
+        };
         if c.role != Role::Uas || !self.tx.server_pending(&key) {
             return;
         }
@@ -166,12 +186,19 @@ impl UserAgent {
     }
 
     pub(super) fn hangup(&mut self, now: Instant, call: CallId) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
-        let confirmed = c.dialog.as_ref().is_some_and(|d| d.state == DialogState::Confirmed);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let confirmed = c
+            .dialog
+            .as_ref()
+            .is_some_and(|d| d.state == DialogState::Confirmed);
         match (c.role, confirmed) {
             (Role::Uac, false) => {
                 c.cancelled = true;
-                let Some(key) = c.invite_key.clone() else { return };
+                let Some(key) = c.invite_key.clone() else {
+                    return;
+                };
                 if self.tx.client_proceeding(&key) {
                     self.send_cancel(now, &key);
                 } else if let Some(c) = self.calls.get_mut(&call) {
@@ -185,7 +212,9 @@ impl UserAgent {
     }
 
     fn send_cancel(&mut self, now: Instant, invite_key: &TxKey) {
-        let Some(outer) = self.tx.client_request(invite_key) else { return };
+        let Some(outer) = self.tx.client_request(invite_key) else {
+            return;
+        };
         let cancel = cancel_for(outer);
         let dest = self.tx.client_dest(invite_key);
         // The CANCEL must carry the INVITE's Via, so it bypasses
@@ -201,7 +230,9 @@ impl UserAgent {
     }
 
     fn send_bye(&mut self, now: Instant, call: CallId) {
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         let Some(d) = c.dialog.as_mut() else { return };
         let bye = d.request(Method::Bye);
         d.state = DialogState::Terminated;
@@ -219,7 +250,9 @@ impl UserAgent {
 
     pub(super) fn in_dialog(&mut self, now: Instant, call: CallId, method: Method, body: Body) {
         let contact = self.contact();
-        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else { return };
+        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
         if d.state != DialogState::Confirmed {
             return;
         }
@@ -243,25 +276,35 @@ impl UserAgent {
                 self.respond(now, &key, Message::response_to(&req, 200, "OK", Some(&tag)));
                 if let Some(c) = self.calls.get(&call) {
                     let ltag = c.dialog.as_ref().map(|d| d.id.local_tag.clone());
-                    let r = Message::response_to(&c.invite, 487, "Request Terminated", ltag.as_deref());
+                    let r =
+                        Message::response_to(&c.invite, 487, "Request Terminated", ltag.as_deref());
                     self.respond(now, &invite_key, r);
                 }
                 self.end_call(call, EndReason::Cancelled);
             }
             _ => {
-                let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", Some(&tag));
+                let r =
+                    Message::response_to(&req, 481, "Call/Transaction Does Not Exist", Some(&tag));
                 self.respond(now, &key, r);
             }
         }
     }
 
-    pub(super) fn on_in_dialog_request(&mut self, now: Instant, key: TxKey, id: DialogId, req: Message) {
+    pub(super) fn on_in_dialog_request(
+        &mut self,
+        now: Instant,
+        key: TxKey,
+        id: DialogId,
+        req: Message,
+    ) {
         let contact = self.contact();
         let Some(call) = self.by_dialog.get(&id).copied() else {
             let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", None);
             return self.respond(now, &key, r);
         };
-        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else { return };
+        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
         if d.on_request(&req).is_err() {
             let r = Message::response_to(&req, 500, "Server Internal Error", None);
             return self.respond(now, &key, r);
@@ -275,19 +318,32 @@ impl UserAgent {
         if method == Method::Bye {
             self.end_call(call, EndReason::RemoteHangup);
         } else {
-            self.events.push_back(Event::InDialogRequest { call, method, body: body_of(&req) });
+            self.events.push_back(Event::InDialogRequest {
+                call,
+                method,
+                body: body_of(&req),
+            });
         }
     }
 
     pub(super) fn on_ack(&mut self, ack: Message) {
-        let Some(id) = DialogId::of_incoming(&ack) else { return };
-        let Some(call) = self.by_dialog.get(&id).copied() else { return };
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(id) = DialogId::of_incoming(&ack) else {
+            return;
+        };
+        let Some(call) = self.by_dialog.get(&id).copied() else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if c.ok.take().is_some() {
             if let Some(k) = &c.invite_key {
                 self.by_server_tx.remove(k);
             }
-            self.events.push_back(Event::Answered { call, body: body_of(&c.invite) });
+            self.events.push_back(Event::Answered {
+                call,
+                body: body_of(&c.invite),
+            });
         }
     }
 
@@ -304,15 +360,26 @@ impl UserAgent {
             .find(|(d, _)| d.matches_response(&resp))
             .map(|(_, a)| a.clone());
         if let Some(ack) = ack {
-            let dest = Dest { addr: self.cfg.proxy, transport: self.cfg.transport };
+            let dest = Dest {
+                addr: self.cfg.proxy,
+                transport: self.cfg.transport,
+            };
             self.tx.send_stateless(&ack, dest);
         }
     }
 
-    pub(super) fn on_call_response(&mut self, now: Instant, call: CallId, key: TxKey, resp: Message) {
+    pub(super) fn on_call_response(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        key: TxKey,
+        resp: Message,
+    ) {
         let status = resp.status().unwrap_or(500);
         let via = self.via();
-        let Some(c) = self.calls.get_mut(&call) else { return };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         if c.bye_key.as_ref() == Some(&key) {
             if status >= 200 {
                 self.by_client_tx.remove(&key);
@@ -359,7 +426,10 @@ impl UserAgent {
             Ok(a) => a,
             Err(e) => return tracing::warn!(%e, "filter refused ACK"),
         };
-        let dest = Dest { addr: self.cfg.proxy, transport: self.cfg.transport };
+        let dest = Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        };
         self.tx.send_stateless(&ack, dest);
         let cancelled = c.cancelled;
         c.ack = Some(ack);
@@ -367,7 +437,10 @@ impl UserAgent {
             // The 2xx crossed our CANCEL: the call exists, so end it with BYE.
             self.send_bye(now, call);
         } else {
-            self.events.push_back(Event::Answered { call, body: body_of(&resp) });
+            self.events.push_back(Event::Answered {
+                call,
+                body: body_of(&resp),
+            });
         }
     }
 
