@@ -517,3 +517,234 @@ fn requests_over_1300_bytes_go_over_tcp() {
         })
     }));
 }
+
+fn answered_call(n: &mut Net, a: usize, b: usize) -> (CallId, CallId) {
+    let call = CallId(1);
+    n.cmd(
+        a,
+        Command::Call {
+            call,
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
+    let bc = incoming(n, b).unwrap();
+    n.cmd(
+        b,
+        Command::Answer {
+            call: bc,
+            body: body("a"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| n
+        .has(b, |e| matches!(e, Event::Answered { .. }))));
+    (call, bc)
+}
+
+fn pair(seed: u64) -> (Net, usize, usize) {
+    let mut n = Net::new(0.0, seed);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    register(&mut n, a);
+    register(&mut n, b);
+    (n, a, b)
+}
+
+#[test]
+fn caller_cancels_a_ringing_call() {
+    let (mut n, a, b) = pair(20);
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| n
+        .has(a, |e| matches!(e, Event::Ringing { .. }))));
+    n.cmd(a, Command::Hangup { call: CallId(1) });
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()
+            && ended(n, b).is_some())
+    );
+    assert_eq!(ended(&n, a), Some(EndReason::Cancelled));
+    assert_eq!(ended(&n, b), Some(EndReason::Cancelled));
+    assert!(n.run_until(Duration::from_secs(1), |n| n.queue.is_empty()));
+    assert_eq!(n.proxy.fork_count(), 0);
+}
+
+#[test]
+fn callee_rejects_with_486() {
+    let (mut n, a, b) = pair(21);
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
+    let bc = incoming(&n, b).unwrap();
+    n.cmd(
+        b,
+        Command::Reject {
+            call: bc,
+            status: 486,
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
+    assert_eq!(ended(&n, a), Some(EndReason::Rejected(486)));
+}
+
+#[test]
+fn in_dialog_requests_and_callee_bye() {
+    let (mut n, a, b) = pair(22);
+    let (ac, bc) = answered_call(&mut n, a, b);
+    for m in [
+        rsip::Method::Info,
+        rsip::Method::Invite,
+        rsip::Method::Update,
+        rsip::Method::Message,
+    ] {
+        n.uas[a].2.clear();
+        n.cmd(
+            a,
+            Command::InDialog {
+                call: ac,
+                method: m,
+                body: body("x"),
+            },
+        );
+        assert!(
+            n.run_until(Duration::from_secs(60), |n| {
+                n.has(a, |e| {
+                    *e == Event::RequestCompleted {
+                        method: m,
+                        status: 200,
+                    }
+                })
+            }),
+            "{m}: {:?}",
+            n.uas[a].2
+        );
+        assert!(n.has(
+            b,
+            |e| matches!(e, Event::InDialogRequest { method, .. } if *method == m)
+        ));
+    }
+    n.cmd(b, Command::Hangup { call: bc });
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()
+            && ended(n, b).is_some())
+    );
+    assert_eq!(ended(&n, a), Some(EndReason::RemoteHangup));
+    assert_eq!(ended(&n, b), Some(EndReason::LocalHangup));
+}
+
+#[test]
+fn options_and_message_outside_dialogs() {
+    let (mut n, a, b) = pair(23);
+    n.cmd(
+        a,
+        Command::Options {
+            target: format!("sip:bob@{DOMAIN}"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| {
+        n.has(a, |e| {
+            *e == Event::RequestCompleted {
+                method: rsip::Method::Options,
+                status: 200,
+            }
+        })
+    }));
+    n.cmd(
+        a,
+        Command::Message {
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("hello"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| {
+        n.has(
+            b,
+            |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes == b"hello"),
+        )
+    }));
+}
+
+#[test]
+fn replayed_register_is_refused_and_changes_nothing() {
+    let (mut n, a, _b) = pair(24);
+    let authed = n
+        .proxy_saw
+        .iter()
+        .rev()
+        .find(|m| {
+            m.starts_with(b"REGISTER") && String::from_utf8_lossy(m).contains("Authorization")
+        })
+        .unwrap()
+        .clone();
+    // Let the server transaction expire (Timer J) so the replay is new to it.
+    n.run_until(Duration::from_secs(40), |_| false);
+    let before = n
+        .proxy
+        .registrar
+        .location
+        .lookup(n.now, "alice@example.invalid");
+    let attacker = Dest::udp("127.0.0.1:5099".parse().unwrap());
+    n.proxy.handle_datagram(n.now, attacker, &authed);
+    let t = n.proxy.poll_transmit().unwrap();
+    assert!(
+        t.bytes.starts_with(b"SIP/2.0 500"),
+        "{}",
+        String::from_utf8_lossy(&t.bytes)
+    );
+    assert_eq!(
+        n.proxy
+            .registrar
+            .location
+            .lookup(n.now, "alice@example.invalid"),
+        before
+    );
+    let _ = a;
+}
+
+#[test]
+fn unreachable_proxy_times_out_registration_and_call() {
+    let mut n = Net::new(1.0, 25);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    n.cmd(a, Command::Register);
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: Body::default(),
+        },
+    );
+    let t0 = n.now;
+    assert!(n.run_until(Duration::from_secs(100), |n| {
+        ended(n, a).is_some() && n.has(a, |e| matches!(e, Event::RegistrationFailed { .. }))
+    }));
+    assert_eq!(ended(&n, a), Some(EndReason::Timeout));
+    assert!(n.has(a, |e| *e == Event::RegistrationFailed { status: 408 }));
+    assert_eq!(n.now - t0, Duration::from_secs(32), "Timer B/F = 64*T1");
+}
+
+#[test]
+fn user_agent_answers_malformed_request_with_400() {
+    let mut n = Net::new(0.0, 26);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    let from = Dest::udp("127.0.0.1:5060".parse().unwrap());
+    let bad = b"INVITE sip:127.0.0.1:5062 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKq\r\nf: <sip:x@example.invalid>;tag=1\r\nt: <sip:alice@example.invalid>\r\ni: q\r\nCSeq: 1 BYE\r\nl: 0\r\n\r\n";
+    n.uas[a].1.handle_datagram(n.now, from, bad);
+    let t = n.uas[a].1.poll_transmit().unwrap();
+    assert!(t.bytes.starts_with(b"SIP/2.0 400"));
+    n.uas[a].1.handle_datagram(n.now, from, &[0xff; 64]);
+    assert!(n.uas[a].1.poll_transmit().is_none());
+    assert!(n.uas[a].1.poll_event().is_none());
+}
