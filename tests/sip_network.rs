@@ -748,3 +748,53 @@ fn user_agent_answers_malformed_request_with_400() {
     assert!(n.uas[a].1.poll_transmit().is_none());
     assert!(n.uas[a].1.poll_event().is_none());
 }
+
+#[test]
+fn both_devices_answer_the_second_is_acked_and_hung_up() {
+    let mut n = Net::new(0.0, 27);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    let b1 = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    let b2 = n.add("bob", "bob-pw", 5066, Box::new(NoFilter));
+    for i in [a, b1, b2] {
+        register(&mut n, i);
+    }
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| incoming(n, b1).is_some()
+            && incoming(n, b2).is_some())
+    );
+    let (c1, c2) = (incoming(&n, b1).unwrap(), incoming(&n, b2).unwrap());
+    n.cmd(
+        b1,
+        Command::Answer {
+            call: c1,
+            body: body("a1"),
+        },
+    );
+    n.cmd(
+        b2,
+        Command::Answer {
+            call: c2,
+            body: body("a2"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| {
+        (ended(n, b1).is_some() || ended(n, b2).is_some()) && n.queue.is_empty()
+    }));
+    let answers = n.uas[a]
+        .2
+        .iter()
+        .filter(|e| matches!(e, Event::Answered { .. }))
+        .count();
+    assert_eq!(answers, 1);
+    let ends: Vec<_> = [b1, b2].iter().filter_map(|i| ended(&n, *i)).collect();
+    assert_eq!(ends, vec![EndReason::RemoteHangup]);
+    assert!(ended(&n, a).is_none());
+}

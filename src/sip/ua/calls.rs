@@ -347,7 +347,7 @@ impl UserAgent {
         }
     }
 
-    pub(super) fn on_stray_response(&mut self, resp: Message) {
+    pub(super) fn on_stray_response(&mut self, now: Instant, resp: Message) {
         let is_invite_2xx = resp.method() == Some(Method::Invite)
             && resp.status().is_some_and(|s| (200..300).contains(&s));
         if !is_invite_2xx {
@@ -359,13 +359,35 @@ impl UserAgent {
             .filter_map(|c| Some((c.dialog.as_ref()?, c.ack.as_ref()?)))
             .find(|(d, _)| d.matches_response(&resp))
             .map(|(_, a)| a.clone());
+        let dest = Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        };
         if let Some(ack) = ack {
-            let dest = Dest {
-                addr: self.cfg.proxy,
-                transport: self.cfg.transport,
-            };
+            self.tx.send_stateless(&ack, dest);
+            return;
+        }
+        // A 2xx from a second forked branch (RFC 3261 13.2.2.4): ACK it and
+        // end that dialog with BYE; the call stays with the first answer.
+        let other = self.calls.values().find(|c| {
+            c.role == Role::Uac
+                && c.dialog
+                    .as_ref()
+                    .is_some_and(|d| d.state == DialogState::Confirmed)
+                && resp.call_id() == c.invite.call_id()
+                && resp.from_tag() == c.invite.from_tag()
+        });
+        let Some(mut d) = other.and_then(|c| Dialog::uac(&c.invite, &resp).ok()) else {
+            return;
+        };
+        let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(1);
+        let mut ack = d.ack(cseq);
+        ack.set_header("Via", self.via());
+        if let Ok(ack) = self.filter.outgoing(now, ack) {
             self.tx.send_stateless(&ack, dest);
         }
+        let bye = d.request(Method::Bye);
+        let _ = self.send_request(now, bye);
     }
 
     pub(super) fn on_call_response(
