@@ -62,6 +62,7 @@ struct Net {
     rng: StdRng,
     loss: f64,
     proxy_saw: Vec<Vec<u8>>,
+    drop_if: Option<fn(&[u8]) -> bool>,
 }
 
 impl Net {
@@ -80,6 +81,7 @@ impl Net {
             rng: StdRng::seed_from_u64(seed),
             loss,
             proxy_saw: Vec::new(),
+            drop_if: None,
         }
     }
 
@@ -120,6 +122,9 @@ impl Net {
             }
             if let Some((to, from, bytes)) = self.queue.pop_front() {
                 if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+                    continue;
+                }
+                if self.drop_if.is_some_and(|f| f(&bytes)) {
                     continue;
                 }
                 let src = Dest {
@@ -797,4 +802,25 @@ fn both_devices_answer_the_second_is_acked_and_hung_up() {
     let ends: Vec<_> = [b1, b2].iter().filter_map(|i| ended(&n, *i)).collect();
     assert_eq!(ends, vec![EndReason::RemoteHangup]);
     assert!(ended(&n, a).is_none());
+}
+
+#[test]
+fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
+    let (mut n, a, b) = pair(28);
+    n.drop_if = Some(|m: &[u8]| m.starts_with(b"ACK "));
+    n.cmd(a, Command::Call { call: CallId(1), target: format!("sip:bob@{DOMAIN}"), body: body("o") });
+    assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
+    let bc = incoming(&n, b).unwrap();
+    n.cmd(b, Command::Answer { call: bc, body: body("a") });
+    let t0 = n.now;
+    let oks_before = n.proxy_saw.iter().filter(|m| m.starts_with(b"SIP/2.0 200")).count();
+    assert!(n.run_until(Duration::from_secs(60), |n| ended(n, b).is_some()));
+    assert_eq!(ended(&n, b), Some(EndReason::Timeout));
+    assert_eq!(n.now - t0, Duration::from_secs(32), "64*T1");
+    let oks = n.proxy_saw.iter().filter(|m| m.starts_with(b"SIP/2.0 200")).count() - oks_before;
+    // 1 + retransmissions at 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (T2 cap),
+    // plus the 200s of REGISTER-free exchanges (none here) and the BYE's 200.
+    assert!(oks >= 10, "{oks}");
+    assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
+    assert_eq!(ended(&n, a), Some(EndReason::RemoteHangup));
 }

@@ -45,7 +45,7 @@ pub(super) struct Call {
 
 impl Call {
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.ok.as_ref().map(|o| o.next)
+        self.ok.as_ref().map(|o| o.next.min(o.give_up))
     }
 }
 
@@ -487,11 +487,11 @@ impl UserAgent {
         let mut expired = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             let Some(ok) = c.ok.as_mut() else { continue };
-            if ok.next > now {
-                continue;
-            }
             if ok.give_up <= now {
                 expired.push(*id);
+                continue;
+            }
+            if ok.next > now {
                 continue;
             }
             self.tx.send_stateless(&ok.msg, ok.dest);
