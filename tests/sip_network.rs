@@ -808,16 +808,38 @@ fn both_devices_answer_the_second_is_acked_and_hung_up() {
 fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
     let (mut n, a, b) = pair(28);
     n.drop_if = Some(|m: &[u8]| m.starts_with(b"ACK "));
-    n.cmd(a, Command::Call { call: CallId(1), target: format!("sip:bob@{DOMAIN}"), body: body("o") });
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
     assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
     let bc = incoming(&n, b).unwrap();
-    n.cmd(b, Command::Answer { call: bc, body: body("a") });
+    n.cmd(
+        b,
+        Command::Answer {
+            call: bc,
+            body: body("a"),
+        },
+    );
     let t0 = n.now;
-    let oks_before = n.proxy_saw.iter().filter(|m| m.starts_with(b"SIP/2.0 200")).count();
+    let oks_before = n
+        .proxy_saw
+        .iter()
+        .filter(|m| m.starts_with(b"SIP/2.0 200"))
+        .count();
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, b).is_some()));
     assert_eq!(ended(&n, b), Some(EndReason::Timeout));
     assert_eq!(n.now - t0, Duration::from_secs(32), "64*T1");
-    let oks = n.proxy_saw.iter().filter(|m| m.starts_with(b"SIP/2.0 200")).count() - oks_before;
+    let oks = n
+        .proxy_saw
+        .iter()
+        .filter(|m| m.starts_with(b"SIP/2.0 200"))
+        .count()
+        - oks_before;
     // 1 + retransmissions at 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (T2 cap),
     // plus the 200s of REGISTER-free exchanges (none here) and the BYE's 200.
     assert!(oks >= 10, "{oks}");

@@ -496,3 +496,70 @@ fn body_of(m: &Message) -> Body {
         bytes: m.body.clone(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sip::digest::Password;
+    use crate::sip::filter::NoFilter;
+    use crate::sip::message::HeaderForm;
+    use crate::sip::timers::Timers;
+
+    fn ua(headers: HeaderPolicy) -> UserAgent {
+        let cfg = UaConfig {
+            user: "alice".into(),
+            domain: "example.invalid".into(),
+            password: Password::new("pw"),
+            proxy: "127.0.0.1:5060".parse().unwrap(),
+            local: "ua.invalid:5062".into(),
+            transport: Transport::Udp,
+            expires: 600,
+            headers,
+            timers: Timers::default(),
+            max_transactions: 8,
+        };
+        UserAgent::new(cfg, Box::new(NoFilter))
+    }
+
+    fn first_request(ua: &mut UserAgent) -> String {
+        let now = Instant::now();
+        ua.handle_command(
+            now,
+            Command::Options {
+                target: "sip:bob@example.invalid".into(),
+            },
+        );
+        String::from_utf8(ua.poll_transmit().unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn default_outer_headers_are_minimal() {
+        let text = first_request(&mut ua(HeaderPolicy::default()));
+        assert!(text.contains("\r\nf: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="));
+        assert!(text.contains("\r\nv: SIP/2.0/UDP ua.invalid:5062;branch=z9hG4bK"));
+        assert!(!text.contains("alice"));
+        assert!(!text.to_ascii_lowercase().contains("user-agent"));
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            m.call_id().unwrap().len(),
+            22,
+            "16 random bytes in base64url"
+        );
+        assert_eq!(m.from_tag().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn header_choices_are_configurable() {
+        let policy = HeaderPolicy {
+            form: HeaderForm::Full,
+            anonymous_from: false,
+            user_agent: Some("ibephone".into()),
+            token_bytes: 12,
+        };
+        let text = first_request(&mut ua(policy));
+        assert!(text.contains("\r\nFrom: <sip:alice@example.invalid>;tag="));
+        assert!(text.contains("\r\nUser-Agent: ibephone\r\n"));
+        assert!(text.contains("\r\nCall-ID: "));
+    }
+}
