@@ -846,3 +846,32 @@ fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::RemoteHangup));
 }
+
+#[test]
+fn unanswered_call_is_given_up_and_nothing_leaks() {
+    let (mut n, a, b) = pair(29);
+    n.cmd(
+        a,
+        Command::Call {
+            call: CallId(1),
+            target: format!("sip:bob@{DOMAIN}"),
+            body: body("o"),
+        },
+    );
+    assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
+    // Bob's device vanishes while ringing: nothing reaches it any more.
+    n.drop_if = Some(|m: &[u8]| String::from_utf8_lossy(m).contains("sip:127.0.0.1:5064"));
+    let t0 = n.now;
+    assert!(n.run_until(Duration::from_secs(400), |n| {
+        ended(n, a).is_some() && n.proxy.fork_count() == 0 && n.queue.is_empty()
+    }));
+    // The proxy's Timer C answered 408 (reported as a timeout).
+    assert_eq!(ended(&n, a), Some(EndReason::Timeout));
+    assert!(n.now - t0 >= Duration::from_secs(180));
+    assert_eq!(n.uas[a].1.call_count(), 0);
+    // Bob's own core refuses the call it never answered.
+    n.drop_if = None;
+    assert!(n.run_until(Duration::from_secs(400), |n| ended(n, b).is_some()));
+    assert_eq!(ended(&n, b), Some(EndReason::Timeout));
+    assert_eq!(n.uas[b].1.call_count(), 0);
+}

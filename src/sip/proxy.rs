@@ -56,7 +56,16 @@ struct Fork {
     branches: Vec<Branch>,
     best: Option<Message>,
     done: bool,
+    /// Timer C (RFC 3261 16.6 step 11): when a ringing fork is given up.
+    timer_c: Instant,
+    /// Timer C already fired once: at the next expiry the fork is dropped.
+    expired: bool,
 }
+
+/// Timer C: a fork that has no final answer after 3 minutes is cancelled;
+/// 32 s later whatever is left of it is forgotten.
+const TIMER_C: std::time::Duration = std::time::Duration::from_secs(180);
+const TIMER_C_GRACE: std::time::Duration = std::time::Duration::from_secs(32);
 
 /// The sans-I/O registrar + proxy.
 #[derive(Debug)]
@@ -112,7 +121,8 @@ impl Proxy {
 
     /// The next instant at which [`Self::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tx.poll_timeout()
+        let c = self.forks.values().map(|f| f.timer_c);
+        self.tx.poll_timeout().into_iter().chain(c).min()
     }
 
     /// Runs the timers due at `now`.
@@ -124,6 +134,40 @@ impl Proxy {
                 self.on_response(now, key, resp);
             }
         }
+        let due: Vec<TxKey> = self
+            .forks
+            .iter()
+            .filter(|(_, f)| f.timer_c <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.on_timer_c(now, &key);
+        }
+    }
+
+    fn on_timer_c(&mut self, now: Instant, key: &TxKey) {
+        let Some(f) = self.forks.get_mut(key) else {
+            return;
+        };
+        if f.expired {
+            if let Some(f) = self.forks.remove(key) {
+                for b in f.branches {
+                    self.branch_of.remove(&b.key);
+                    self.tx.forget_client(&b.key);
+                }
+            }
+            self.tx.forget_server(key);
+            return;
+        }
+        f.expired = true;
+        f.timer_c = now + TIMER_C_GRACE;
+        let answered = std::mem::replace(&mut f.done, true);
+        if !answered {
+            let r =
+                Message::response_to(&f.request, 408, "Request Timeout", Some(&random_token(6)));
+            let _ = self.tx.send_response(now, key, &r);
+        }
+        self.cancel_branches(now, key, None);
     }
 
     /// Next message to send.
@@ -278,6 +322,8 @@ impl Proxy {
                 branches,
                 best: None,
                 done: false,
+                timer_c: now + TIMER_C,
+                expired: false,
             },
         );
     }

@@ -41,11 +41,18 @@ pub(super) struct Call {
     ack: Option<Message>,
     ok: Option<OkRetransmit>,
     bye_key: Option<TxKey>,
+    /// UAS: when an unanswered call is refused (480), so an application
+    /// that never answers cannot pin the call forever.
+    ring_deadline: Option<Instant>,
 }
+
+/// How long an incoming call may ring unanswered.
+const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Call {
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.ok.as_ref().map(|o| o.next.min(o.give_up))
+        let ok = self.ok.as_ref().map(|o| o.next.min(o.give_up));
+        ok.into_iter().chain(self.ring_deadline).min()
     }
 }
 
@@ -89,6 +96,7 @@ impl UserAgent {
                 ack: None,
                 ok: None,
                 bye_key: None,
+                ring_deadline: None,
             },
         );
     }
@@ -125,6 +133,7 @@ impl UserAgent {
                 ack: None,
                 ok: None,
                 bye_key: None,
+                ring_deadline: Some(now + RING_TIMEOUT),
             },
         );
         self.events
@@ -143,6 +152,7 @@ impl UserAgent {
             return;
         }
         d.state = DialogState::Confirmed;
+        c.ring_deadline = None;
         let mut ok = Message::response_to(&c.invite, 200, "OK", Some(&d.id.local_tag));
         ok.push_header("Contact", contact);
         set_body(&mut ok, body);
@@ -175,12 +185,17 @@ impl UserAgent {
             return;
         }
         let reason = match status {
+            480 => "Temporarily Unavailable",
             486 => "Busy Here",
             415 => "Unsupported Media Type",
             493 => "Undecipherable",
             _ => "Decline",
         };
-        let r = Message::response_to(&c.invite, status, reason, Some(&d.id.local_tag));
+        let mut r = Message::response_to(&c.invite, status, reason, Some(&d.id.local_tag));
+        if status == 415 {
+            // Spec 5.6: a UA without the profile says what it accepts.
+            r.push_header("Accept", "application/sdp");
+        }
         self.respond(now, &key, r);
         self.end_call(call, EndReason::Rejected(status));
     }
@@ -484,6 +499,19 @@ impl UserAgent {
 
     pub(super) fn call_timers(&mut self, now: Instant) {
         let t2 = self.cfg.timers.t2;
+        let unanswered: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ring_deadline.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for call in unanswered {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.ring_deadline = None;
+            }
+            self.reject(now, call, 480);
+            self.end_call(call, EndReason::Timeout);
+        }
         let mut expired = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             let Some(ok) = c.ok.as_mut() else { continue };
