@@ -231,3 +231,19 @@ fn rport_and_received_are_filled_in() {
     assert_eq!(param(via, "received"), Some("127.0.0.1"));
     assert_eq!(l.server_dest(&key), Some(from));
 }
+
+#[test]
+fn provisional_response_stops_timers_a_and_b() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
+    let inv = request(Method::Invite, "z9hG4bKp");
+    l.send_request(t0, inv.clone(), dest()).unwrap();
+    drain(&mut l);
+    let ringing = Message::response_to(&inv, 180, "Ringing", Some("b"));
+    assert!(matches!(
+        l.on_message(t0, dest(), ringing),
+        Incoming::Response(..)
+    ));
+    assert_eq!(l.poll_timeout(), None);
+    assert_eq!(l.len(), (1, 0));
+}

@@ -175,6 +175,10 @@ impl UserAgent {
     }
 
     pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
+        self.refuse(now, call, status, EndReason::Rejected(status));
+    }
+
+    fn refuse(&mut self, now: Instant, call: CallId, status: u16, end: EndReason) {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -197,7 +201,7 @@ impl UserAgent {
             r.push_header("Accept", "application/sdp");
         }
         self.respond(now, &key, r);
-        self.end_call(call, EndReason::Rejected(status));
+        self.end_call(call, end);
     }
 
     pub(super) fn hangup(&mut self, now: Instant, call: CallId) {
@@ -509,8 +513,7 @@ impl UserAgent {
             if let Some(c) = self.calls.get_mut(&call) {
                 c.ring_deadline = None;
             }
-            self.reject(now, call, 480);
-            self.end_call(call, EndReason::Timeout);
+            self.refuse(now, call, 480, EndReason::Timeout);
         }
         let mut expired = Vec::new();
         for (id, c) in self.calls.iter_mut() {
