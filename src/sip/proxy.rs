@@ -12,6 +12,9 @@
 //! - INVITEs get a `Record-Route` of ours with `lr`, so in-dialog requests
 //!   (tunneled by the user agents) come back through the proxy, which then
 //!   finds the callee's flow from the Contact in the Request-URI.
+//! - Requests outside our domain are forwarded only to registered contacts
+//!   (in-dialog requests); a foreign Route is refused (403): the embedded
+//!   provider is not an open relay.
 //! - Responses are forwarded to the address in the next Via (`received` /
 //!   `rport` honoured); 2xx retransmissions and the ACK of a 2xx pass
 //!   statelessly.
@@ -219,11 +222,9 @@ impl Proxy {
                 None => self.tx.forget_server(&key),
             };
         }
-        if let Some(route) = req.header("Route").and_then(addr_parse) {
-            return match ip_dest(&route) {
-                Some(d) => self.fork(now, key, req, vec![(uri, d)]),
-                None => self.reply(now, &key, &req, 404, "Not Found"),
-            };
+        if req.header("Route").is_some() {
+            // Not an open relay: a Route to anywhere but us is refused.
+            return self.reply(now, &key, &req, 403, "Forbidden");
         }
         if ours {
             let Some(user) = uri.user().map(str::to_string) else {
@@ -255,8 +256,7 @@ impl Proxy {
         let flow = self
             .registrar
             .location
-            .flow_of_contact(now, &uri.to_string())
-            .or_else(|| ip_dest(&uri));
+            .flow_of_contact(now, &uri.to_string());
         match flow {
             Some(d) => self.fork(now, key, req, vec![(uri, d)]),
             None => self.reply(now, &key, &req, 404, "Not Found"),
@@ -467,45 +467,17 @@ impl Proxy {
             ack.remove_first("Route");
         }
         let uri = ack.uri().cloned().unwrap_or_default();
-        let dest = match ack.header("Route").and_then(addr_parse) {
-            Some(r) => ip_dest(&r),
-            None => self
-                .registrar
-                .location
-                .flow_of_contact(now, &uri.to_string())
-                .or_else(|| ip_dest(&uri)),
-        };
+        if ack.header("Route").is_some() {
+            return;
+        }
+        let dest = self
+            .registrar
+            .location
+            .flow_of_contact(now, &uri.to_string());
         let Some(dest) = dest else { return };
         let m = self.branch_request(&ack, uri, dest.transport);
         self.tx.send_stateless(&m, dest);
     }
-}
-
-/// A destination for a URI whose host is an IP address.
-fn ip_dest(uri: &Uri) -> Option<Dest> {
-    let ip: std::net::IpAddr = uri
-        .host_with_port
-        .host
-        .to_string()
-        .trim_matches(['[', ']'])
-        .parse()
-        .ok()?;
-    let port = uri.port().map(|p| *p.value()).unwrap_or(5060);
-    let transport = if param_of_uri(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
-    {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    Some(Dest {
-        addr: SocketAddr::new(ip, port),
-        transport,
-    })
-}
-
-fn param_of_uri(uri: &Uri, name: &str) -> Option<String> {
-    let s = uri.to_string();
-    param(&s, name).map(str::to_string)
 }
 
 /// Where a response goes according to a Via value (RFC 3261 18.2.2, RFC 3581).
