@@ -253,10 +253,7 @@ impl Proxy {
             }
             return self.fork(now, key, req, targets);
         }
-        let flow = self
-            .registrar
-            .location
-            .flow_of_contact(now, &uri.to_string());
+        let flow = self.registrar.location.flow_of_contact(now, &uri);
         match flow {
             Some(d) => self.fork(now, key, req, vec![(uri, d)]),
             None => self.reply(now, &key, &req, 404, "Not Found"),
@@ -470,10 +467,7 @@ impl Proxy {
         if ack.header("Route").is_some() {
             return;
         }
-        let dest = self
-            .registrar
-            .location
-            .flow_of_contact(now, &uri.to_string());
+        let dest = self.registrar.location.flow_of_contact(now, &uri);
         let Some(dest) = dest else { return };
         let m = self.branch_request(&ack, uri, dest.transport);
         self.tx.send_stateless(&m, dest);
