@@ -650,6 +650,11 @@ fn in_dialog_requests_and_callee_bye() {
             |e| matches!(e, Event::InDialogRequest { method, .. } if *method == m)
         ));
     }
+    // The re-INVITE (CSeq 3) got its 2xx ACKed.
+    assert!(n
+        .proxy_saw
+        .iter()
+        .any(|m| m.starts_with(b"ACK ") && String::from_utf8_lossy(m).contains("CSeq: 3 ACK")));
     n.cmd(b, Command::Hangup { call: bc });
     assert!(
         n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()

@@ -52,7 +52,9 @@ pub struct UserAgent {
     by_dialog: HashMap<DialogId, CallId>,
     by_server_tx: HashMap<TxKey, CallId>,
     by_client_tx: HashMap<TxKey, CallId>,
-    others: HashMap<TxKey, Method>,
+    /// Requests whose final response is reported as RequestCompleted,
+    /// with the call of in-dialog ones (to ACK a re-INVITE's 2xx).
+    others: HashMap<TxKey, (Method, Option<CallId>)>,
     next_incoming: u64,
 }
 
@@ -401,7 +403,7 @@ impl UserAgent {
         let mut m = self.new_request(method, uri, target);
         set_body(&mut m, body);
         if let Some(k) = self.send_request(now, m) {
-            self.others.insert(k, method);
+            self.others.insert(k, (method, None));
         }
     }
 
@@ -475,7 +477,10 @@ impl UserAgent {
         }
         let status = resp.status().unwrap_or(500);
         if status >= 200 {
-            if let Some(method) = self.others.remove(&key) {
+            if let Some((method, call)) = self.others.remove(&key) {
+                if let (Method::Invite, Some(call), true) = (method, call, status < 300) {
+                    self.ack_reinvite(now, call, &resp);
+                }
                 self.events
                     .push_back(Event::RequestCompleted { method, status });
             }

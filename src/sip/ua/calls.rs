@@ -281,7 +281,25 @@ impl UserAgent {
         }
         set_body(&mut m, body);
         if let Some(k) = self.send_request(now, m) {
-            self.others.insert(k, method);
+            self.others.insert(k, (method, Some(call)));
+        }
+    }
+
+    /// ACKs the 2xx of a re-INVITE (RFC 3261 14.1), through the filter.
+    pub(super) fn ack_reinvite(&mut self, now: Instant, call: CallId, resp: &Message) {
+        let via = self.via();
+        let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+            return;
+        };
+        let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(d.local_cseq);
+        let mut ack = d.ack(cseq);
+        ack.set_header("Via", via);
+        if let Ok(ack) = self.filter.outgoing(now, ack) {
+            let dest = Dest {
+                addr: self.cfg.proxy,
+                transport: self.cfg.transport,
+            };
+            self.tx.send_stateless(&ack, dest);
         }
     }
 
