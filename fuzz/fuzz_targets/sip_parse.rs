@@ -3,7 +3,7 @@
 #![no_main]
 
 use ibephone::sip::driver::take_frame;
-use ibephone::sip::message::{HeaderForm, Message};
+use ibephone::sip::message::{bad_request_for, HeaderForm, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = Message::parse(&bytes);
         }
     }
+    let _ = bad_request_for(data);
     let mut buf = data.to_vec();
     while let Ok(Some(_)) = take_frame(&mut buf) {}
 });

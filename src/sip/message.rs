@@ -450,6 +450,39 @@ impl Message {
     }
 }
 
+/// A `400 Bad Request` for bytes that [`Message::parse`] refused but that
+/// still look like a request (a `... SIP/2.0` request line, not ACK) with
+/// a Via: the answer RFC 3261 21.4.1 asks for, built from the raw Via, From,
+/// To, Call-ID and CSeq lines. None when no response is possible.
+pub fn bad_request_for(bytes: &[u8]) -> Option<Message> {
+    let text = String::from_utf8_lossy(bytes.get(..bytes.len().min(MAX_MESSAGE_LEN))?);
+    let head = text.split("\r\n\r\n").next()?;
+    let mut lines = head.split("\r\n");
+    let first = lines.next()?.trim_start();
+    if !first.ends_with(" SIP/2.0") || first.starts_with("SIP/") || first.starts_with("ACK ") {
+        return None;
+    }
+    let mut resp = Message {
+        start: StartLine::Response {
+            status: 400,
+            reason: "Bad Request".into(),
+        },
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = canonical_name(name);
+        if matches!(name.as_str(), "Via" | "From" | "To" | "Call-ID" | "CSeq") {
+            resp.headers.push((name, value.trim().to_string()));
+        }
+    }
+    resp.header("Via")?;
+    Some(resp)
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }

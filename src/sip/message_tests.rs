@@ -69,10 +69,24 @@ fn remove_first_of_combined_via() {
     assert_eq!(m.branch(), Some("z9hG4bKabc"));
 }
 
+#[test]
+fn unparseable_request_still_gets_400() {
+    let raw = b"FROB sip:x@example.invalid SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKf\r\ni: abc\r\nCSeq: 1 FROB\r\n\r\n";
+    assert!(Message::parse(raw).is_err());
+    let r = bad_request_for(raw).unwrap();
+    assert_eq!(r.status(), Some(400));
+    assert_eq!(r.branch(), Some("z9hG4bKf"));
+    assert_eq!(r.call_id(), Some("abc"));
+    assert!(bad_request_for(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n").is_none());
+    assert!(bad_request_for(b"ACK sip:x SIP/2.0\r\nVia: x\r\n\r\n").is_none());
+    assert!(bad_request_for(b"FROB sip:x SIP/2.0\r\n\r\n").is_none());
+}
+
 proptest! {
     #[test]
     fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         let _ = Message::parse(&bytes);
+        let _ = bad_request_for(&bytes);
     }
 
     #[test]

@@ -101,9 +101,15 @@ impl Proxy {
 
     /// Feeds bytes that arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
-        let Ok(msg) = Message::parse(bytes) else {
-            tracing::debug!("dropping unparseable message");
-            return;
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%e, "unparseable message");
+                if let Some(r) = crate::sip::message::bad_request_for(bytes) {
+                    self.tx.send_stateless(&r, from);
+                }
+                return;
+            }
         };
         if msg.validate().is_err() {
             if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some()

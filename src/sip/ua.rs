@@ -131,7 +131,10 @@ impl UserAgent {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(%e, "dropping unparseable message");
+                tracing::debug!(%e, "unparseable message");
+                if let Some(r) = crate::sip::message::bad_request_for(bytes) {
+                    self.tx.send_stateless(&r, from);
+                }
                 return;
             }
         };
