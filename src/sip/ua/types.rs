@@ -173,7 +173,8 @@ pub enum Event {
         /// Which call.
         call: CallId,
     },
-    /// The call is up.
+    /// The call is up: for the caller when the 2xx arrives (the ACK is
+    /// sent), for the callee when the ACK arrives.
     Answered {
         /// Which call.
         call: CallId,
