@@ -85,6 +85,15 @@ impl LocationService {
         }
     }
 
+    /// True if a binding of `aor` was made by REGISTER `call_id` with a
+    /// CSeq at or above `cseq`: a request that is a replay or out of order
+    /// (RFC 3261 10.3 step 7), removals included.
+    pub fn is_replay(&self, aor: &str, call_id: &str, cseq: u32) -> bool {
+        self.map
+            .get(aor)
+            .is_some_and(|l| l.iter().any(|b| b.call_id == call_id && cseq <= b.cseq))
+    }
+
     /// Live bindings of `aor`.
     pub fn lookup(&self, now: Instant, aor: &str) -> Vec<Binding> {
         self.map

@@ -225,6 +225,9 @@ impl Registrar {
             .header("Expires")
             .and_then(|e| e.trim().parse().ok())
             .unwrap_or(3600);
+        if self.location.is_replay(aor, &call_id, cseq) {
+            return reply(500, "Server Internal Error");
+        }
         for c in req.header_values("Contact") {
             if c.trim() == "*" {
                 if default != 0 {
@@ -333,6 +336,12 @@ mod tests {
         assert_eq!(resp.status(), Some(403));
         let resp = answer(&mut r, now, &register("alice", 2), "alice", "apw");
         assert_eq!(resp.status(), Some(200));
+        assert_eq!(r.location.lookup(now, "alice@example.invalid").len(), 1);
+        // A replayed (same Call-ID, old CSeq) un-REGISTER removes nothing.
+        let mut unreg = register("alice", 2);
+        unreg.set_header("Expires", "0");
+        let resp = answer(&mut r, now, &unreg, "alice", "apw");
+        assert_eq!(resp.status(), Some(500));
         assert_eq!(r.location.lookup(now, "alice@example.invalid").len(), 1);
     }
 
