@@ -256,6 +256,7 @@ pub async fn run<C: Core>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

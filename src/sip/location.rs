@@ -5,6 +5,7 @@
 //! `max_aors` AORs and `max_per_aor` bindings each.
 
 use crate::sip::Dest;
+use rsip::Uri;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -84,6 +85,15 @@ impl LocationService {
         }
     }
 
+    /// True if a binding of `aor` was made by REGISTER `call_id` with a
+    /// CSeq at or above `cseq`: a request that is a replay or out of order
+    /// (RFC 3261 10.3 step 7), removals included.
+    pub fn is_replay(&self, aor: &str, call_id: &str, cseq: u32) -> bool {
+        self.map
+            .get(aor)
+            .is_some_and(|l| l.iter().any(|b| b.call_id == call_id && cseq <= b.cseq))
+    }
+
     /// Live bindings of `aor`.
     pub fn lookup(&self, now: Instant, aor: &str) -> Vec<Binding> {
         self.map
@@ -92,12 +102,16 @@ impl LocationService {
             .unwrap_or_default()
     }
 
-    /// The flow of a live binding whose Contact URI is `contact`.
-    pub fn flow_of_contact(&self, now: Instant, contact: &str) -> Option<Dest> {
+    /// The flow of a live binding whose Contact URI is `contact` (compared
+    /// on user, host and port: parameters are written differently by
+    /// different stacks, e.g. `transport=tcp` / `TCP`).
+    pub fn flow_of_contact(&self, now: Instant, contact: &Uri) -> Option<Dest> {
+        let want = contact_key(contact);
         self.map
             .values()
             .flatten()
-            .find(|b| b.expires_at > now && b.contact == contact)
+            .filter(|b| b.expires_at > now)
+            .find(|b| Uri::try_from(b.contact.as_str()).is_ok_and(|u| contact_key(&u) == want))
             .map(|b| b.flow)
     }
 
@@ -110,7 +124,12 @@ impl LocationService {
     }
 }
 
+fn contact_key(u: &Uri) -> String {
+    format!("{}@{}", u.user().unwrap_or(""), u.host_with_port).to_ascii_lowercase()
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -148,6 +167,9 @@ mod tests {
         );
         assert_eq!(l.lookup(t0, "bob@x.invalid").len(), 2);
         assert!(l.lookup(later, "bob@x.invalid").is_empty());
+        let c = Uri::try_from("sip:127.0.0.1:2;transport=TCP").unwrap();
+        assert!(l.flow_of_contact(t0, &c).is_some());
+        assert!(l.flow_of_contact(later, &c).is_none());
         l.remove("bob@x.invalid", Some("sip:127.0.0.1:1"));
         assert_eq!(l.lookup(t0, "bob@x.invalid").len(), 1);
     }

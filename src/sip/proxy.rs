@@ -12,6 +12,9 @@
 //! - INVITEs get a `Record-Route` of ours with `lr`, so in-dialog requests
 //!   (tunneled by the user agents) come back through the proxy, which then
 //!   finds the callee's flow from the Contact in the Request-URI.
+//! - Requests outside our domain are forwarded only to registered contacts
+//!   (in-dialog requests); a foreign Route is refused (403): the embedded
+//!   provider is not an open relay.
 //! - Responses are forwarded to the address in the next Via (`received` /
 //!   `rport` honoured); 2xx retransmissions and the ACK of a 2xx pass
 //!   statelessly.
@@ -56,7 +59,16 @@ struct Fork {
     branches: Vec<Branch>,
     best: Option<Message>,
     done: bool,
+    /// Timer C (RFC 3261 16.6 step 11): when a ringing fork is given up.
+    timer_c: Instant,
+    /// Timer C already fired once: at the next expiry the fork is dropped.
+    expired: bool,
 }
+
+/// Timer C: a fork that has no final answer after 3 minutes is cancelled;
+/// 32 s later whatever is left of it is forgotten.
+const TIMER_C: std::time::Duration = std::time::Duration::from_secs(180);
+const TIMER_C_GRACE: std::time::Duration = std::time::Duration::from_secs(32);
 
 /// The sans-I/O registrar + proxy.
 #[derive(Debug)]
@@ -89,9 +101,15 @@ impl Proxy {
 
     /// Feeds bytes that arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
-        let Ok(msg) = Message::parse(bytes) else {
-            tracing::debug!("dropping unparseable message");
-            return;
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%e, "unparseable message");
+                if let Some(r) = crate::sip::message::bad_request_for(bytes) {
+                    self.tx.send_stateless(&r, from);
+                }
+                return;
+            }
         };
         if msg.validate().is_err() {
             if msg.is_request() && msg.method() != Some(Method::Ack) && msg.header("Via").is_some()
@@ -112,7 +130,8 @@ impl Proxy {
 
     /// The next instant at which [`Self::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tx.poll_timeout()
+        let c = self.forks.values().map(|f| f.timer_c);
+        self.tx.poll_timeout().into_iter().chain(c).min()
     }
 
     /// Runs the timers due at `now`.
@@ -124,6 +143,40 @@ impl Proxy {
                 self.on_response(now, key, resp);
             }
         }
+        let due: Vec<TxKey> = self
+            .forks
+            .iter()
+            .filter(|(_, f)| f.timer_c <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.on_timer_c(now, &key);
+        }
+    }
+
+    fn on_timer_c(&mut self, now: Instant, key: &TxKey) {
+        let Some(f) = self.forks.get_mut(key) else {
+            return;
+        };
+        if f.expired {
+            if let Some(f) = self.forks.remove(key) {
+                for b in f.branches {
+                    self.branch_of.remove(&b.key);
+                    self.tx.forget_client(&b.key);
+                }
+            }
+            self.tx.forget_server(key);
+            return;
+        }
+        f.expired = true;
+        f.timer_c = now + TIMER_C_GRACE;
+        let answered = std::mem::replace(&mut f.done, true);
+        if !answered {
+            let r =
+                Message::response_to(&f.request, 408, "Request Timeout", Some(&random_token(6)));
+            let _ = self.tx.send_response(now, key, &r);
+        }
+        self.cancel_branches(now, key, None);
     }
 
     /// Next message to send.
@@ -175,11 +228,9 @@ impl Proxy {
                 None => self.tx.forget_server(&key),
             };
         }
-        if let Some(route) = req.header("Route").and_then(addr_parse) {
-            return match ip_dest(&route) {
-                Some(d) => self.fork(now, key, req, vec![(uri, d)]),
-                None => self.reply(now, &key, &req, 404, "Not Found"),
-            };
+        if req.header("Route").is_some() {
+            // Not an open relay: a Route to anywhere but us is refused.
+            return self.reply(now, &key, &req, 403, "Forbidden");
         }
         if ours {
             let Some(user) = uri.user().map(str::to_string) else {
@@ -208,11 +259,7 @@ impl Proxy {
             }
             return self.fork(now, key, req, targets);
         }
-        let flow = self
-            .registrar
-            .location
-            .flow_of_contact(now, &uri.to_string())
-            .or_else(|| ip_dest(&uri));
+        let flow = self.registrar.location.flow_of_contact(now, &uri);
         match flow {
             Some(d) => self.fork(now, key, req, vec![(uri, d)]),
             None => self.reply(now, &key, &req, 404, "Not Found"),
@@ -278,6 +325,8 @@ impl Proxy {
                 branches,
                 best: None,
                 done: false,
+                timer_c: now + TIMER_C,
+                expired: false,
             },
         );
     }
@@ -421,45 +470,14 @@ impl Proxy {
             ack.remove_first("Route");
         }
         let uri = ack.uri().cloned().unwrap_or_default();
-        let dest = match ack.header("Route").and_then(addr_parse) {
-            Some(r) => ip_dest(&r),
-            None => self
-                .registrar
-                .location
-                .flow_of_contact(now, &uri.to_string())
-                .or_else(|| ip_dest(&uri)),
-        };
+        if ack.header("Route").is_some() {
+            return;
+        }
+        let dest = self.registrar.location.flow_of_contact(now, &uri);
         let Some(dest) = dest else { return };
         let m = self.branch_request(&ack, uri, dest.transport);
         self.tx.send_stateless(&m, dest);
     }
-}
-
-/// A destination for a URI whose host is an IP address.
-fn ip_dest(uri: &Uri) -> Option<Dest> {
-    let ip: std::net::IpAddr = uri
-        .host_with_port
-        .host
-        .to_string()
-        .trim_matches(['[', ']'])
-        .parse()
-        .ok()?;
-    let port = uri.port().map(|p| *p.value()).unwrap_or(5060);
-    let transport = if param_of_uri(uri, "transport").is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
-    {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    Some(Dest {
-        addr: SocketAddr::new(ip, port),
-        transport,
-    })
-}
-
-fn param_of_uri(uri: &Uri, name: &str) -> Option<String> {
-    let s = uri.to_string();
-    param(&s, name).map(str::to_string)
 }
 
 /// Where a response goes according to a Via value (RFC 3261 18.2.2, RFC 3581).

@@ -225,6 +225,9 @@ impl Registrar {
             .header("Expires")
             .and_then(|e| e.trim().parse().ok())
             .unwrap_or(3600);
+        if self.location.is_replay(aor, &call_id, cseq) {
+            return reply(500, "Server Internal Error");
+        }
         for c in req.header_values("Contact") {
             if c.trim() == "*" {
                 if default != 0 {
@@ -266,5 +269,117 @@ impl Registrar {
             ok.push_header("Contact", format!("<{}>;expires={left}", b.contact));
         }
         Some(ok)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sip::digest::{ha1, Password};
+
+    fn registrar() -> Registrar {
+        let mut users = HashMap::new();
+        for (u, pw) in [("alice", "apw"), ("bob", "bpw")] {
+            let p = Password::new(pw);
+            users.insert(
+                u.to_string(),
+                UserRecord {
+                    ha1_md5: Some(ha1(Algorithm::Md5, u, "example.invalid", &p).to_string()),
+                    ha1_sha256: Some(ha1(Algorithm::Sha256, u, "example.invalid", &p).to_string()),
+                    enabled: u != "bob",
+                },
+            );
+        }
+        Registrar::new("example.invalid", Box::new(users))
+    }
+
+    fn register(to_user: &str, cseq: u32) -> Message {
+        let uri = rsip::Uri::try_from("sip:example.invalid").unwrap();
+        let mut m = Message::request(rsip::Method::Register, uri);
+        m.push_header("Via", "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr");
+        m.push_header("From", format!("<sip:{to_user}@example.invalid>;tag=x"));
+        m.push_header("To", format!("<sip:{to_user}@example.invalid>"));
+        m.push_header("Call-ID", "reg1");
+        m.push_header("CSeq", format!("{cseq} REGISTER"));
+        m.push_header("Contact", "<sip:127.0.0.1:5070>");
+        m.push_header("Expires", "600");
+        m
+    }
+
+    fn answer(r: &mut Registrar, now: Instant, req: &Message, user: &str, pw: &str) -> Message {
+        let from = Dest::udp("127.0.0.1:5070".parse().unwrap());
+        let ch = r.handle_register(now, from, req).unwrap();
+        assert_eq!(ch.status(), Some(401));
+        let c = Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
+        assert_eq!(c.algorithm, Algorithm::Sha256);
+        let mut req = req.clone();
+        req.push_header(
+            "Authorization",
+            c.answer(
+                user,
+                &Password::new(pw),
+                "REGISTER",
+                "sip:example.invalid",
+                1,
+                "cn",
+            ),
+        );
+        r.handle_register(now, from, &req).unwrap()
+    }
+
+    #[test]
+    fn own_credentials_cannot_register_someone_else() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let resp = answer(&mut r, now, &register("carol", 1), "alice", "apw");
+        assert_eq!(resp.status(), Some(403));
+        let resp = answer(&mut r, now, &register("alice", 2), "alice", "apw");
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(r.location.lookup(now, "alice@example.invalid").len(), 1);
+        // A replayed (same Call-ID, old CSeq) un-REGISTER removes nothing.
+        let mut unreg = register("alice", 2);
+        unreg.set_header("Expires", "0");
+        let resp = answer(&mut r, now, &unreg, "alice", "apw");
+        assert_eq!(resp.status(), Some(500));
+        assert_eq!(r.location.lookup(now, "alice@example.invalid").len(), 1);
+    }
+
+    #[test]
+    fn disabled_user_and_expired_nonce() {
+        let mut r = registrar();
+        let now = Instant::now();
+        assert_eq!(
+            answer(&mut r, now, &register("bob", 1), "bob", "bpw").status(),
+            Some(403)
+        );
+        let from = Dest::udp("127.0.0.1:5070".parse().unwrap());
+        let ch = r.handle_register(now, from, &register("alice", 1)).unwrap();
+        let c = Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
+        let mut req = register("alice", 2);
+        let a = c.answer(
+            "alice",
+            &Password::new("apw"),
+            "REGISTER",
+            "sip:example.invalid",
+            1,
+            "cn",
+        );
+        req.push_header("Authorization", a);
+        let later = now + Duration::from_secs(301);
+        let resp = r.handle_register(later, from, &req).unwrap();
+        assert_eq!(resp.status(), Some(401));
+        let again = Challenge::best(resp.header_values("WWW-Authenticate")).unwrap();
+        assert!(again.stale);
+    }
+
+    #[test]
+    fn throttle_counts_per_ip_and_window() {
+        let mut t = Throttle::new(2, Duration::from_secs(10), 2);
+        let now = Instant::now();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(t.allow(now, ip) && t.allow(now, ip));
+        assert!(!t.allow(now, ip));
+        assert!(t.allow(now + Duration::from_secs(10), ip));
     }
 }

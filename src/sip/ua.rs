@@ -15,236 +15,19 @@
 //! 1300 bytes travels over TCP (RFC 3261 18.1.1).
 
 use crate::sip::dialog::DialogId;
-use crate::sip::digest::{Challenge, Password};
+use crate::sip::digest::Challenge;
 use crate::sip::filter::MessageFilter;
-use crate::sip::message::{addr_parse, HeaderForm, Message};
-use crate::sip::timers::Timers;
+use crate::sip::message::{addr_parse, Message};
 use crate::sip::transaction::{Incoming, TransactionLayer, TxEvent, TxKey};
 use crate::sip::{random_token, Dest, Transmit, Transport};
 use rsip::{Method, Uri};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod calls;
+mod types;
 
-/// Which outer headers a user agent writes.
-#[derive(Debug, Clone)]
-pub struct HeaderPolicy {
-    /// Full or compact header names.
-    pub form: HeaderForm,
-    /// Outer From of calls and messages is `"Anonymous" <sip:anonymous@anonymous.invalid>` (RFC 3323).
-    pub anonymous_from: bool,
-    /// A User-Agent header value, if any (default none).
-    pub user_agent: Option<String>,
-    /// Random bytes in tags and branches (default 6: 8 base64url chars).
-    pub token_bytes: usize,
-}
-
-impl Default for HeaderPolicy {
-    fn default() -> Self {
-        HeaderPolicy {
-            form: HeaderForm::Compact,
-            anonymous_from: true,
-            user_agent: None,
-            token_bytes: 6,
-        }
-    }
-}
-
-/// Configuration of a user agent.
-#[derive(Debug, Clone)]
-pub struct UaConfig {
-    /// User part of our AOR.
-    pub user: String,
-    /// Domain of our AOR (and the digest realm we expect).
-    pub domain: String,
-    /// Digest password.
-    pub password: Password,
-    /// Outbound proxy and registrar.
-    pub proxy: SocketAddr,
-    /// Our address as written in Via and Contact (127.0.0.1:port or a
-    /// `.invalid` name with `rport` doing the rest).
-    pub local: String,
-    /// Default transport.
-    pub transport: Transport,
-    /// Requested registration lifetime, seconds.
-    pub expires: u32,
-    /// Outer header choices.
-    pub headers: HeaderPolicy,
-    /// T1, T2, T4.
-    pub timers: Timers,
-    /// Bound of the transaction table and of the call table.
-    pub max_transactions: usize,
-}
-
-/// A call, as the application names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(pub u64);
-
-/// A body and its Content-Type.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Body {
-    /// Content-Type; None for an empty body.
-    pub content_type: Option<String>,
-    /// Opaque bytes.
-    pub bytes: Vec<u8>,
-}
-
-/// Why a call ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndReason {
-    /// We hung up.
-    LocalHangup,
-    /// The peer sent BYE.
-    RemoteHangup,
-    /// The INVITE was cancelled (by us or the caller).
-    Cancelled,
-    /// The peer or a proxy answered with this final status.
-    Rejected(u16),
-    /// No final response (Timer B), or no ACK for our 2xx.
-    Timeout,
-}
-
-/// What the application asks of the user agent.
-#[derive(Debug, Clone)]
-pub enum Command {
-    /// Register (and keep refreshing).
-    Register,
-    /// Remove our binding (Expires 0).
-    Unregister,
-    /// Place a call to `target` (a SIP URI).
-    Call {
-        /// Handle the application chose.
-        call: CallId,
-        /// Request-URI, e.g. `sip:bob@example.invalid`.
-        target: String,
-        /// INVITE body.
-        body: Body,
-    },
-    /// Answer an incoming call with 200 OK.
-    Answer {
-        /// Which call.
-        call: CallId,
-        /// 200 body.
-        body: Body,
-    },
-    /// Refuse an incoming call.
-    Reject {
-        /// Which call.
-        call: CallId,
-        /// Final status (486, 603, 415, 493...).
-        status: u16,
-    },
-    /// End a call: CANCEL, reject or BYE as its state requires.
-    Hangup {
-        /// Which call.
-        call: CallId,
-    },
-    /// Send an in-dialog request (re-INVITE, INFO, MESSAGE, UPDATE).
-    InDialog {
-        /// Which call.
-        call: CallId,
-        /// Method.
-        method: Method,
-        /// Body.
-        body: Body,
-    },
-    /// Out-of-dialog MESSAGE.
-    Message {
-        /// Request-URI.
-        target: String,
-        /// Body.
-        body: Body,
-    },
-    /// OPTIONS ping.
-    Options {
-        /// Request-URI.
-        target: String,
-    },
-}
-
-/// What the user agent tells the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// The registrar accepted our binding for `expires` seconds.
-    Registered {
-        /// Granted lifetime.
-        expires: u32,
-    },
-    /// The registrar refused (status) or did not answer (408).
-    RegistrationFailed {
-        /// Final status.
-        status: u16,
-    },
-    /// Our binding is removed.
-    Unregistered,
-    /// A call arrives.
-    IncomingCall {
-        /// Handle the core chose.
-        call: CallId,
-        /// From header value (the inner one, when tunneled).
-        from: String,
-        /// INVITE body.
-        body: Body,
-    },
-    /// The callee is ringing.
-    Ringing {
-        /// Which call.
-        call: CallId,
-    },
-    /// The call is up.
-    Answered {
-        /// Which call.
-        call: CallId,
-        /// Body of the 2xx (UAC) or of the INVITE (UAS).
-        body: Body,
-    },
-    /// The call is over.
-    Ended {
-        /// Which call.
-        call: CallId,
-        /// Why.
-        reason: EndReason,
-    },
-    /// An in-dialog request arrived (and was answered 200).
-    InDialogRequest {
-        /// Which call.
-        call: CallId,
-        /// Method.
-        method: Method,
-        /// Body.
-        body: Body,
-    },
-    /// A MESSAGE arrived outside a dialog.
-    MessageReceived {
-        /// From header value.
-        from: String,
-        /// Body.
-        body: Body,
-    },
-    /// The final status of an OPTIONS, MESSAGE or in-dialog request we sent.
-    RequestCompleted {
-        /// Method.
-        method: Method,
-        /// Final status (408 on timeout).
-        status: u16,
-    },
-    /// The filter rejected an incoming message (logged; no state changed).
-    Rejected {
-        /// The filter's reason.
-        reason: String,
-    },
-}
-
-/// Output of [`UserAgent::poll_output`].
-#[derive(Debug)]
-pub enum Output {
-    /// Send these bytes.
-    Transmit(Transmit),
-    /// Tell the application.
-    Event(Event),
-}
+pub use types::{Body, CallId, Command, EndReason, Event, HeaderPolicy, Output, UaConfig};
 
 #[derive(Debug)]
 struct Registration {
@@ -269,7 +52,9 @@ pub struct UserAgent {
     by_dialog: HashMap<DialogId, CallId>,
     by_server_tx: HashMap<TxKey, CallId>,
     by_client_tx: HashMap<TxKey, CallId>,
-    others: HashMap<TxKey, Method>,
+    /// Requests whose final response is reported as RequestCompleted,
+    /// with the call of in-dialog ones (to ACK a re-INVITE's 2xx).
+    others: HashMap<TxKey, (Method, Option<CallId>)>,
     next_incoming: u64,
 }
 
@@ -346,7 +131,10 @@ impl UserAgent {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(%e, "dropping unparseable message");
+                tracing::debug!(%e, "unparseable message");
+                if let Some(r) = crate::sip::message::bad_request_for(bytes) {
+                    self.tx.send_stateless(&r, from);
+                }
                 return;
             }
         };
@@ -388,7 +176,7 @@ impl UserAgent {
                     .events
                     .push_back(Event::Rejected { reason: rej.reason }),
             },
-            Incoming::Stray(resp) => self.on_stray_response(resp),
+            Incoming::Stray(resp) => self.on_stray_response(now, resp),
             Incoming::Absorbed => {}
         }
     }
@@ -618,11 +406,11 @@ impl UserAgent {
         let mut m = self.new_request(method, uri, target);
         set_body(&mut m, body);
         if let Some(k) = self.send_request(now, m) {
-            self.others.insert(k, method);
+            self.others.insert(k, (method, None));
         }
     }
 
-    fn local_from_header(&self) -> String {
+    fn outer_from(&self) -> String {
         if self.cfg.headers.anonymous_from {
             format!(
                 "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag={}",
@@ -636,7 +424,7 @@ impl UserAgent {
     fn new_request(&self, method: Method, uri: Uri, target: &str) -> Message {
         let mut m = Message::request(method, uri);
         m.push_header("Max-Forwards", "70");
-        m.push_header("From", self.local_from_header());
+        m.push_header("From", self.outer_from());
         m.push_header("To", format!("<{}>", crate::sip::message::addr_uri(target)));
         m.push_header("Call-ID", random_token(16));
         m.push_header("CSeq", format!("1 {method}"));
@@ -692,7 +480,10 @@ impl UserAgent {
         }
         let status = resp.status().unwrap_or(500);
         if status >= 200 {
-            if let Some(method) = self.others.remove(&key) {
+            if let Some((method, call)) = self.others.remove(&key) {
+                if let (Method::Invite, Some(call), true) = (method, call, status < 300) {
+                    self.ack_reinvite(now, call, &resp);
+                }
                 self.events
                     .push_back(Event::RequestCompleted { method, status });
             }
@@ -711,5 +502,72 @@ fn body_of(m: &Message) -> Body {
     Body {
         content_type: m.header("Content-Type").map(str::to_string),
         bytes: m.body.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sip::digest::Password;
+    use crate::sip::filter::NoFilter;
+    use crate::sip::message::HeaderForm;
+    use crate::sip::timers::Timers;
+
+    fn ua(headers: HeaderPolicy) -> UserAgent {
+        let cfg = UaConfig {
+            user: "alice".into(),
+            domain: "example.invalid".into(),
+            password: Password::new("pw"),
+            proxy: "127.0.0.1:5060".parse().unwrap(),
+            local: "ua.invalid:5062".into(),
+            transport: Transport::Udp,
+            expires: 600,
+            headers,
+            timers: Timers::default(),
+            max_transactions: 8,
+        };
+        UserAgent::new(cfg, Box::new(NoFilter))
+    }
+
+    fn first_request(ua: &mut UserAgent) -> String {
+        let now = Instant::now();
+        ua.handle_command(
+            now,
+            Command::Options {
+                target: "sip:bob@example.invalid".into(),
+            },
+        );
+        String::from_utf8(ua.poll_transmit().unwrap().bytes).unwrap()
+    }
+
+    #[test]
+    fn default_outer_headers_are_minimal() {
+        let text = first_request(&mut ua(HeaderPolicy::default()));
+        assert!(text.contains("\r\nf: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag="));
+        assert!(text.contains("\r\nv: SIP/2.0/UDP ua.invalid:5062;branch=z9hG4bK"));
+        assert!(!text.contains("alice"));
+        assert!(!text.to_ascii_lowercase().contains("user-agent"));
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            m.call_id().unwrap().len(),
+            22,
+            "16 random bytes in base64url"
+        );
+        assert_eq!(m.from_tag().unwrap().len(), 8);
+    }
+
+    #[test]
+    fn header_choices_are_configurable() {
+        let policy = HeaderPolicy {
+            form: HeaderForm::Full,
+            anonymous_from: false,
+            user_agent: Some("ibephone".into()),
+            token_bytes: 12,
+        };
+        let text = first_request(&mut ua(policy));
+        assert!(text.contains("\r\nFrom: <sip:alice@example.invalid>;tag="));
+        assert!(text.contains("\r\nUser-Agent: ibephone\r\n"));
+        assert!(text.contains("\r\nCall-ID: "));
     }
 }

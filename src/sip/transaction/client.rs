@@ -122,8 +122,12 @@ impl ClientTx {
             (kind, _) if status < 200 => {
                 self.state = ClientState::Proceeding;
                 match kind {
-                    // Timer A stops once anything arrives.
-                    Kind::Invite => self.retransmit_at = None,
+                    // Timers A and B stop in Proceeding (figure 5); a
+                    // ringing call is bounded by the proxy's Timer C.
+                    Kind::Invite => {
+                        self.retransmit_at = None;
+                        self.timeout_at = None;
+                    }
                     // Timer E keeps running at T2 in Proceeding.
                     Kind::NonInvite => {
                         if !reliable {

@@ -213,6 +213,11 @@ impl TransactionLayer {
         self.servers.remove(key);
     }
 
+    /// Drops client transaction `key` (a branch its proxy gave up on).
+    pub fn forget_client(&mut self, key: &TxKey) {
+        self.clients.remove(key);
+    }
+
     /// Where responses of server transaction `key` go.
     pub fn server_dest(&self, key: &TxKey) -> Option<Dest> {
         self.servers.get(key).map(|t| t.dest)
@@ -403,4 +408,5 @@ fn response_dest(req: &Message, from: Dest) -> Dest {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -1,5 +1,5 @@
 //! Server transactions (RFC 3261 17.2): INVITE (figure 7) and non-INVITE
-//! (figure 8). The transaction keeps the last response it sent, as bytes,
+//! (figure 8), with the Accepted state of RFC 6026. The transaction keeps the last response it sent, as bytes,
 //! and repeats it when the request is retransmitted.
 
 use super::{Dest, Kind};
@@ -17,6 +17,9 @@ pub enum ServerState {
     Completed,
     /// INVITE: the ACK arrived.
     Confirmed,
+    /// INVITE: a 2xx was sent (RFC 6026): retransmitted INVITEs are absorbed
+    /// and further 2xx (from other forks) may still be sent, until Timer L.
+    Accepted,
     /// Done; the layer removes it.
     Terminated,
 }
@@ -96,6 +99,10 @@ impl ServerTx {
         bytes: Vec<u8>,
         send: &mut dyn FnMut(&Dest, Vec<u8>),
     ) -> bool {
+        if self.state == ServerState::Accepted && (200..300).contains(&status) {
+            send(&self.dest, bytes);
+            return true;
+        }
         if !matches!(self.state, ServerState::Trying | ServerState::Proceeding) {
             return false;
         }
@@ -107,8 +114,13 @@ impl ServerTx {
             return true;
         }
         match self.kind {
-            // The TU (dialog layer) retransmits 2xx until the ACK (13.3.1.4).
-            Kind::Invite if status < 300 => self.state = ServerState::Terminated,
+            // The TU (dialog layer) retransmits 2xx until the ACK (13.3.1.4);
+            // the transaction lingers only to absorb INVITE retransmissions
+            // (RFC 6026 Timer L = 64*T1).
+            Kind::Invite if status < 300 => {
+                self.state = ServerState::Accepted;
+                self.end_at = Some(now + self.timers.t1 * 64);
+            }
             Kind::Invite => {
                 self.state = ServerState::Completed;
                 self.interval = self.timers.g();

@@ -231,3 +231,49 @@ fn rport_and_received_are_filled_in() {
     assert_eq!(param(via, "received"), Some("127.0.0.1"));
     assert_eq!(l.server_dest(&key), Some(from));
 }
+
+#[test]
+fn provisional_response_stops_timers_a_and_b() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
+    let inv = request(Method::Invite, "z9hG4bKp");
+    l.send_request(t0, inv.clone(), dest()).unwrap();
+    drain(&mut l);
+    let ringing = Message::response_to(&inv, 180, "Ringing", Some("b"));
+    assert!(matches!(
+        l.on_message(t0, dest(), ringing),
+        Incoming::Response(..)
+    ));
+    assert_eq!(l.poll_timeout(), None);
+    assert_eq!(l.len(), (1, 0));
+}
+
+#[test]
+fn invite_retransmission_after_2xx_is_absorbed_until_timer_l() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
+    let inv = request(Method::Invite, "z9hG4bKl");
+    let Incoming::Request(key, req) = l.on_message(t0, dest(), inv.clone()) else {
+        panic!()
+    };
+    let ok = Message::response_to(&req, 200, "OK", Some("x"));
+    l.send_response(t0, &key, &ok).unwrap();
+    drain(&mut l);
+    assert!(matches!(
+        l.on_message(t0, dest(), inv.clone()),
+        Incoming::Absorbed
+    ));
+    assert!(
+        drain(&mut l).is_empty(),
+        "the TU, not the transaction, repeats 2xx"
+    );
+    // A second 2xx (another fork) may still pass.
+    l.send_response(t0, &key, &Message::response_to(&req, 200, "OK", Some("y")))
+        .unwrap();
+    assert_eq!(drain(&mut l).len(), 1);
+    let ack = client::ack_for(&inv, &ok);
+    assert!(matches!(l.on_message(t0, dest(), ack), Incoming::Ack(_)));
+    assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+    l.handle_timeout(t0 + Duration::from_secs(32));
+    assert!(l.is_empty());
+}

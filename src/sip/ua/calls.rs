@@ -41,11 +41,18 @@ pub(super) struct Call {
     ack: Option<Message>,
     ok: Option<OkRetransmit>,
     bye_key: Option<TxKey>,
+    /// UAS: when an unanswered call is refused (480), so an application
+    /// that never answers cannot pin the call forever.
+    ring_deadline: Option<Instant>,
 }
+
+/// How long an incoming call may ring unanswered.
+const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Call {
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.ok.as_ref().map(|o| o.next)
+        let ok = self.ok.as_ref().map(|o| o.next.min(o.give_up));
+        ok.into_iter().chain(self.ring_deadline).min()
     }
 }
 
@@ -89,6 +96,7 @@ impl UserAgent {
                 ack: None,
                 ok: None,
                 bye_key: None,
+                ring_deadline: None,
             },
         );
     }
@@ -125,6 +133,7 @@ impl UserAgent {
                 ack: None,
                 ok: None,
                 bye_key: None,
+                ring_deadline: Some(now + RING_TIMEOUT),
             },
         );
         self.events
@@ -143,6 +152,7 @@ impl UserAgent {
             return;
         }
         d.state = DialogState::Confirmed;
+        c.ring_deadline = None;
         let mut ok = Message::response_to(&c.invite, 200, "OK", Some(&d.id.local_tag));
         ok.push_header("Contact", contact);
         set_body(&mut ok, body);
@@ -165,6 +175,10 @@ impl UserAgent {
     }
 
     pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
+        self.refuse(now, call, status, EndReason::Rejected(status));
+    }
+
+    fn refuse(&mut self, now: Instant, call: CallId, status: u16, end: EndReason) {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
@@ -175,14 +189,19 @@ impl UserAgent {
             return;
         }
         let reason = match status {
+            480 => "Temporarily Unavailable",
             486 => "Busy Here",
             415 => "Unsupported Media Type",
             493 => "Undecipherable",
             _ => "Decline",
         };
-        let r = Message::response_to(&c.invite, status, reason, Some(&d.id.local_tag));
+        let mut r = Message::response_to(&c.invite, status, reason, Some(&d.id.local_tag));
+        if status == 415 {
+            // Spec 5.6: a UA without the profile says what it accepts.
+            r.push_header("Accept", "application/sdp");
+        }
         self.respond(now, &key, r);
-        self.end_call(call, EndReason::Rejected(status));
+        self.end_call(call, end);
     }
 
     pub(super) fn hangup(&mut self, now: Instant, call: CallId) {
@@ -262,7 +281,25 @@ impl UserAgent {
         }
         set_body(&mut m, body);
         if let Some(k) = self.send_request(now, m) {
-            self.others.insert(k, method);
+            self.others.insert(k, (method, Some(call)));
+        }
+    }
+
+    /// ACKs the 2xx of a re-INVITE (RFC 3261 14.1), through the filter.
+    pub(super) fn ack_reinvite(&mut self, now: Instant, call: CallId, resp: &Message) {
+        let via = self.via();
+        let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+            return;
+        };
+        let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(d.local_cseq);
+        let mut ack = d.ack(cseq);
+        ack.set_header("Via", via);
+        if let Ok(ack) = self.filter.outgoing(now, ack) {
+            let dest = Dest {
+                addr: self.cfg.proxy,
+                transport: self.cfg.transport,
+            };
+            self.tx.send_stateless(&ack, dest);
         }
     }
 
@@ -347,7 +384,7 @@ impl UserAgent {
         }
     }
 
-    pub(super) fn on_stray_response(&mut self, resp: Message) {
+    pub(super) fn on_stray_response(&mut self, now: Instant, resp: Message) {
         let is_invite_2xx = resp.method() == Some(Method::Invite)
             && resp.status().is_some_and(|s| (200..300).contains(&s));
         if !is_invite_2xx {
@@ -359,13 +396,35 @@ impl UserAgent {
             .filter_map(|c| Some((c.dialog.as_ref()?, c.ack.as_ref()?)))
             .find(|(d, _)| d.matches_response(&resp))
             .map(|(_, a)| a.clone());
+        let dest = Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        };
         if let Some(ack) = ack {
-            let dest = Dest {
-                addr: self.cfg.proxy,
-                transport: self.cfg.transport,
-            };
+            self.tx.send_stateless(&ack, dest);
+            return;
+        }
+        // A 2xx from a second forked branch (RFC 3261 13.2.2.4): ACK it and
+        // end that dialog with BYE; the call stays with the first answer.
+        let other = self.calls.values().find(|c| {
+            c.role == Role::Uac
+                && c.dialog
+                    .as_ref()
+                    .is_some_and(|d| d.state == DialogState::Confirmed)
+                && resp.call_id() == c.invite.call_id()
+                && resp.from_tag() == c.invite.from_tag()
+        });
+        let Some(mut d) = other.and_then(|c| Dialog::uac(&c.invite, &resp).ok()) else {
+            return;
+        };
+        let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(1);
+        let mut ack = d.ack(cseq);
+        ack.set_header("Via", self.via());
+        if let Ok(ack) = self.filter.outgoing(now, ack) {
             self.tx.send_stateless(&ack, dest);
         }
+        let bye = d.request(Method::Bye);
+        let _ = self.send_request(now, bye);
     }
 
     pub(super) fn on_call_response(
@@ -462,14 +521,26 @@ impl UserAgent {
 
     pub(super) fn call_timers(&mut self, now: Instant) {
         let t2 = self.cfg.timers.t2;
+        let unanswered: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ring_deadline.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for call in unanswered {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.ring_deadline = None;
+            }
+            self.refuse(now, call, 480, EndReason::Timeout);
+        }
         let mut expired = Vec::new();
         for (id, c) in self.calls.iter_mut() {
             let Some(ok) = c.ok.as_mut() else { continue };
-            if ok.next > now {
-                continue;
-            }
             if ok.give_up <= now {
                 expired.push(*id);
+                continue;
+            }
+            if ok.next > now {
                 continue;
             }
             self.tx.send_stateless(&ok.msg, ok.dest);

@@ -1,5 +1,6 @@
 //! One registration and call between two user agents and the proxy over
-//! real UDP (and TCP for a large MESSAGE) on 127.0.0.1, with the tokio driver.
+//! real sockets on 127.0.0.1 with the tokio driver: all UDP (TCP only for
+//! the large MESSAGE), then all TCP.
 
 use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::sip::driver;
@@ -49,7 +50,7 @@ async fn bind() -> (UdpSocket, TcpListener, SocketAddr) {
     (udp, tcp, addr)
 }
 
-async fn start_ua(user: &str, pw: &str, proxy: SocketAddr) -> Handle {
+async fn start_ua(user: &str, pw: &str, proxy: SocketAddr, transport: Transport) -> Handle {
     let (udp, tcp, addr) = bind().await;
     let cfg = UaConfig {
         user: user.into(),
@@ -57,7 +58,7 @@ async fn start_ua(user: &str, pw: &str, proxy: SocketAddr) -> Handle {
         password: Password::new(pw),
         proxy,
         local: addr.to_string(),
-        transport: Transport::Udp,
+        transport,
         expires: 600,
         headers: HeaderPolicy::default(),
         timers: Timers::default(),
@@ -77,6 +78,15 @@ async fn start_ua(user: &str, pw: &str, proxy: SocketAddr) -> Handle {
 
 #[tokio::test]
 async fn register_and_call_over_loopback_udp() {
+    register_and_call(Transport::Udp).await;
+}
+
+#[tokio::test]
+async fn register_and_call_over_loopback_tcp() {
+    register_and_call(Transport::Tcp).await;
+}
+
+async fn register_and_call(transport: Transport) {
     let (udp, tcp, proxy_addr) = bind().await;
     let mut users = HashMap::new();
     for (u, pw) in [("alice", "apw"), ("bob", "bpw")] {
@@ -103,8 +113,8 @@ async fn register_and_call_over_loopback_udp() {
     let (petx, _perx) = mpsc::channel(1);
     tokio::spawn(driver::run(proxy, udp, Some(tcp), pcrx, petx));
 
-    let mut alice = start_ua("alice", "apw", proxy_addr).await;
-    let mut bob = start_ua("bob", "bpw", proxy_addr).await;
+    let mut alice = start_ua("alice", "apw", proxy_addr, transport).await;
+    let mut bob = start_ua("bob", "bpw", proxy_addr, transport).await;
     for h in [&mut alice, &mut bob] {
         h.cmd.send(Command::Register).await.unwrap();
         h.expect("Registered", |e| matches!(e, Event::Registered { .. }))

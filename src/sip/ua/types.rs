@@ -1,0 +1,228 @@
+//! The user agent's public vocabulary: configuration, the [`Command`] it
+//! takes and the [`Event`] it reports.
+
+use crate::sip::digest::Password;
+use crate::sip::message::HeaderForm;
+use crate::sip::timers::Timers;
+use crate::sip::{Transmit, Transport};
+use rsip::Method;
+use std::net::SocketAddr;
+
+/// Which outer headers a user agent writes.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    /// Full or compact header names.
+    pub form: HeaderForm,
+    /// Outer From of calls and messages is `"Anonymous" <sip:anonymous@anonymous.invalid>` (RFC 3323).
+    pub anonymous_from: bool,
+    /// A User-Agent header value, if any (default none).
+    pub user_agent: Option<String>,
+    /// Random bytes in tags and branches (default 6: 8 base64url chars).
+    pub token_bytes: usize,
+}
+
+impl Default for HeaderPolicy {
+    fn default() -> Self {
+        HeaderPolicy {
+            form: HeaderForm::Compact,
+            anonymous_from: true,
+            user_agent: None,
+            token_bytes: 6,
+        }
+    }
+}
+
+/// Configuration of a user agent.
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// User part of our AOR.
+    pub user: String,
+    /// Domain of our AOR (and the digest realm we expect).
+    pub domain: String,
+    /// Digest password.
+    pub password: Password,
+    /// Outbound proxy and registrar.
+    pub proxy: SocketAddr,
+    /// Our address as written in Via and Contact (127.0.0.1:port or a
+    /// `.invalid` name with `rport` doing the rest).
+    pub local: String,
+    /// Default transport.
+    pub transport: Transport,
+    /// Requested registration lifetime, seconds.
+    pub expires: u32,
+    /// Outer header choices.
+    pub headers: HeaderPolicy,
+    /// T1, T2, T4.
+    pub timers: Timers,
+    /// Bound of the transaction table and of the call table.
+    pub max_transactions: usize,
+}
+
+/// A call, as the application names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// A body and its Content-Type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Body {
+    /// Content-Type; None for an empty body.
+    pub content_type: Option<String>,
+    /// Opaque bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// We hung up.
+    LocalHangup,
+    /// The peer sent BYE.
+    RemoteHangup,
+    /// The INVITE was cancelled (by us or the caller).
+    Cancelled,
+    /// The peer or a proxy answered with this final status.
+    Rejected(u16),
+    /// No final response (Timer B), or no ACK for our 2xx.
+    Timeout,
+}
+
+/// What the application asks of the user agent.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Register (and keep refreshing).
+    Register,
+    /// Remove our binding (Expires 0).
+    Unregister,
+    /// Place a call to `target` (a SIP URI).
+    Call {
+        /// Handle the application chose.
+        call: CallId,
+        /// Request-URI, e.g. `sip:bob@example.invalid`.
+        target: String,
+        /// INVITE body.
+        body: Body,
+    },
+    /// Answer an incoming call with 200 OK.
+    Answer {
+        /// Which call.
+        call: CallId,
+        /// 200 body.
+        body: Body,
+    },
+    /// Refuse an incoming call.
+    Reject {
+        /// Which call.
+        call: CallId,
+        /// Final status (486, 603, 415, 493...).
+        status: u16,
+    },
+    /// End a call: CANCEL, reject or BYE as its state requires.
+    Hangup {
+        /// Which call.
+        call: CallId,
+    },
+    /// Send an in-dialog request (re-INVITE, INFO, MESSAGE, UPDATE).
+    InDialog {
+        /// Which call.
+        call: CallId,
+        /// Method.
+        method: Method,
+        /// Body.
+        body: Body,
+    },
+    /// Out-of-dialog MESSAGE.
+    Message {
+        /// Request-URI.
+        target: String,
+        /// Body.
+        body: Body,
+    },
+    /// OPTIONS ping.
+    Options {
+        /// Request-URI.
+        target: String,
+    },
+}
+
+/// What the user agent tells the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The registrar accepted our binding for `expires` seconds.
+    Registered {
+        /// Granted lifetime.
+        expires: u32,
+    },
+    /// The registrar refused (status) or did not answer (408).
+    RegistrationFailed {
+        /// Final status.
+        status: u16,
+    },
+    /// Our binding is removed.
+    Unregistered,
+    /// A call arrives.
+    IncomingCall {
+        /// Handle the core chose.
+        call: CallId,
+        /// From header value (the inner one, when tunneled).
+        from: String,
+        /// INVITE body.
+        body: Body,
+    },
+    /// The callee is ringing.
+    Ringing {
+        /// Which call.
+        call: CallId,
+    },
+    /// The call is up: for the caller when the 2xx arrives (the ACK is
+    /// sent), for the callee when the ACK arrives.
+    Answered {
+        /// Which call.
+        call: CallId,
+        /// Body of the 2xx (UAC) or of the INVITE (UAS).
+        body: Body,
+    },
+    /// The call is over.
+    Ended {
+        /// Which call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// An in-dialog request arrived (and was answered 200).
+    InDialogRequest {
+        /// Which call.
+        call: CallId,
+        /// Method.
+        method: Method,
+        /// Body.
+        body: Body,
+    },
+    /// A MESSAGE arrived outside a dialog.
+    MessageReceived {
+        /// From header value.
+        from: String,
+        /// Body.
+        body: Body,
+    },
+    /// The final status of an OPTIONS, MESSAGE or in-dialog request we sent.
+    RequestCompleted {
+        /// Method.
+        method: Method,
+        /// Final status (408 on timeout).
+        status: u16,
+    },
+    /// The filter rejected an incoming message (logged; no state changed).
+    Rejected {
+        /// The filter's reason.
+        reason: String,
+    },
+}
+
+/// Output of [`UserAgent::poll_output`].
+#[derive(Debug)]
+pub enum Output {
+    /// Send these bytes.
+    Transmit(Transmit),
+    /// Tell the application.
+    Event(Event),
+}
