@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use ibephone::ibe::{Aor, Identity, Period, PublicParams};
 use std::process::ExitCode;
 
+mod cli;
+
 #[derive(Parser)]
 #[command(
     name = "ibephone",
@@ -23,6 +25,22 @@ enum Command {
     Pcap {
         #[command(subcommand)]
         command: PcapCommand,
+    },
+    /// Run a phone without a window: JSON-line commands on stdin, events on stdout.
+    Agent {
+        /// The agent configuration (see config/alice.toml).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// The main job on this machine: provider and two phones on loopback,
+    /// a secured call, a capture of the whole run checked for leaks.
+    Demo {
+        /// Where to write the capture.
+        #[arg(long, default_value = "target/demo.pcap")]
+        pcap: std::path::PathBuf,
+        /// Seconds to stay in the call.
+        #[arg(long, default_value_t = 3)]
+        hold: u64,
     },
     /// Print the identity string of a SIP URI for a key period.
     Identity {
@@ -79,6 +97,20 @@ fn run() -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Some(Command::Agent { config }) => {
+            let config = ibephone::agent::config::AgentConfig::load(&config)?;
+            runtime()?.block_on(ibephone::agent::headless::run_json_lines(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Demo { pcap, hold }) => {
+            let ok =
+                runtime()?.block_on(cli::demo::run(pcap, std::time::Duration::from_secs(hold)))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Some(Command::Identity { uri, period }) => {
             let period = match period {
                 Some(p) => Period::month(&p)?,
@@ -100,4 +132,11 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
