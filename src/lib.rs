@@ -4,7 +4,9 @@
 //!
 //! Layers, lowest first; a layer never imports a higher one:
 //! - [`ibe`]: pairing-based cryptography (sections 1-4 of the spec).
+//! - [`pkg_client`]: the PKG protocol client, its API types and key store.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod ibe;
+pub mod pkg_client;
