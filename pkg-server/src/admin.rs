@@ -100,9 +100,14 @@ async fn with_ha1(config: &Config, store: Store) -> Result<Store> {
 /// one line of standard input. Never from the command line.
 pub fn read_secret(prompt: &str, confirm: bool) -> Result<SecretString> {
     if std::io::stdin().is_terminal() {
-        let a = SecretString::new(rpassword::prompt_password(prompt).map_err(|e| AdminError::Invalid(e.to_string()))?);
+        let a = SecretString::new(
+            rpassword::prompt_password(prompt).map_err(|e| AdminError::Invalid(e.to_string()))?,
+        );
         if confirm {
-            let b = SecretString::new(rpassword::prompt_password("again: ").map_err(|e| AdminError::Invalid(e.to_string()))?);
+            let b = SecretString::new(
+                rpassword::prompt_password("again: ")
+                    .map_err(|e| AdminError::Invalid(e.to_string()))?,
+            );
             if a != b {
                 return Err(AdminError::Invalid("the two entries differ".into()));
             }
@@ -128,11 +133,17 @@ pub async fn init(config: &Config, domain: &str, pkg_url: Option<&str>) -> Resul
         .map_err(|e| AdminError::File(format!("{}: {e}", config.data_dir.display())))?;
     let store = open_store(config).await?;
     if let Some(p) = store.meta_get("params").await? {
-        let d = PublicParams::from_json(&p).map(|p| p.domain().to_string()).unwrap_or_default();
-        return Err(AdminError::AlreadyExists(format!("this PKG is already initialized for {d}")));
+        let d = PublicParams::from_json(&p)
+            .map(|p| p.domain().to_string())
+            .unwrap_or_default();
+        return Err(AdminError::AlreadyExists(format!(
+            "this PKG is already initialized for {d}"
+        )));
     }
     let default_url = format!("https://{}:8443", domain.to_ascii_lowercase());
-    let url = pkg_url.or(config.pkg_url.as_deref()).unwrap_or(&default_url);
+    let url = pkg_url
+        .or(config.pkg_url.as_deref())
+        .unwrap_or(&default_url);
     let (msk, params) = setup(domain, url).map_err(|e| AdminError::Invalid(e.to_string()))?;
     if config.master_passphrase_env.is_none() && config.master_key_path().exists() {
         return Err(AdminError::AlreadyExists(format!(
@@ -167,13 +178,20 @@ pub async fn user_add(config: &Config, name: &str) -> Result<()> {
     check_name(name)?;
     let (store, params) = initialized(config).await?;
     if store.user_get(name).await?.is_some() {
-        return Err(AdminError::AlreadyExists(format!("user {name} already exists")));
+        return Err(AdminError::AlreadyExists(format!(
+            "user {name} already exists"
+        )));
     }
     let store = with_ha1(config, store).await?;
     let pw = read_secret(&format!("password for {name}: "), true)?;
     let rec = hash_password(name, params.domain(), pw.expose(), &config.argon2)?;
     store.user_add(name, &rec, now_unix()).await?;
-    println!("added {}", aor_of(name, params.domain()).map(|a| a.to_string()).unwrap_or_default());
+    println!(
+        "added {}",
+        aor_of(name, params.domain())
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -212,8 +230,17 @@ pub async fn user_list(config: &Config) -> Result<()> {
     let (store, params) = initialized(config).await?;
     let mut out = std::io::stdout().lock();
     for u in store.user_list().await? {
-        let aor = aor_of(&u.name, params.domain()).map(|a| a.to_string()).unwrap_or_default();
-        let _ = writeln!(out, "{}\t{}\t{}\t{}", u.name, aor, if u.enabled { "enabled" } else { "disabled" }, fmt_time(u.created));
+        let aor = aor_of(&u.name, params.domain())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            u.name,
+            aor,
+            if u.enabled { "enabled" } else { "disabled" },
+            fmt_time(u.created)
+        );
     }
     Ok(())
 }
@@ -221,24 +248,35 @@ pub async fn user_list(config: &Config) -> Result<()> {
 /// `extract AOR --period P --out FILE`: offline issuance, passphrase file.
 pub async fn extract_offline(config: &Config, aor: &str, period: &str, out: &Path) -> Result<()> {
     let aor = Aor::parse(aor).map_err(|e| AdminError::Invalid(format!("bad AOR: {e}")))?;
-    let period = Period::month(period).map_err(|e| AdminError::Invalid(format!("bad period: {e}")))?;
+    let period =
+        Period::month(period).map_err(|e| AdminError::Invalid(format!("bad period: {e}")))?;
     let (store, params) = initialized(config).await?;
     if aor.host() != params.domain() {
-        return Err(AdminError::Invalid(format!("{aor} is not in this PKG's domain {}", params.domain())));
+        return Err(AdminError::Invalid(format!(
+            "{aor} is not in this PKG's domain {}",
+            params.domain()
+        )));
     }
     match store.user_get(aor.user()).await? {
         None => return Err(AdminError::NotFound(format!("unknown user {}", aor.user()))),
-        Some(u) if !u.enabled => return Err(AdminError::Invalid(format!("user {} is disabled", u.name))),
+        Some(u) if !u.enabled => {
+            return Err(AdminError::Invalid(format!("user {} is disabled", u.name)))
+        }
         Some(_) => {}
     }
     if out.exists() {
-        return Err(AdminError::AlreadyExists(format!("{} exists", out.display())));
+        return Err(AdminError::AlreadyExists(format!(
+            "{} exists",
+            out.display()
+        )));
     }
     let vault = Vault::unlock(config, &store).await?;
     let msk = vault.load_master(&store, &params).await?;
     let pass = read_secret("passphrase for the key file: ", true)?;
     if pass.expose().len() < 8 {
-        return Err(AdminError::Invalid("passphrase must have at least 8 characters".into()));
+        return Err(AdminError::Invalid(
+            "passphrase must have at least 8 characters".into(),
+        ));
     }
     let id = Identity::new(aor.clone(), period.clone());
     let keys = extract(&msk, &id);
@@ -273,7 +311,8 @@ pub async fn params_export(config: &Config, out: Option<&Path>) -> Result<()> {
     let (_, params) = initialized(config).await?;
     let json = params.to_json();
     match out {
-        Some(p) => std::fs::write(p, format!("{json}\n")).map_err(|e| AdminError::File(format!("{}: {e}", p.display())))?,
+        Some(p) => std::fs::write(p, format!("{json}\n"))
+            .map_err(|e| AdminError::File(format!("{}: {e}", p.display())))?,
         None => println!("{json}"),
     }
     eprintln!("fingerprint: {}", params.fingerprint_display());
@@ -282,11 +321,16 @@ pub async fn params_export(config: &Config, out: Option<&Path>) -> Result<()> {
 
 /// `trust add FILE`: shows the domain and fingerprint, asks unless `yes`.
 pub async fn trust_add(config: &Config, file: &Path, yes: bool) -> Result<()> {
-    let text = std::fs::read_to_string(file).map_err(|e| AdminError::File(format!("cannot read {}: {e}", file.display())))?;
-    let p = PublicParams::from_json(&text).map_err(|e| AdminError::Invalid(format!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| AdminError::File(format!("cannot read {}: {e}", file.display())))?;
+    let p = PublicParams::from_json(&text)
+        .map_err(|e| AdminError::Invalid(format!("{}: {e}", file.display())))?;
     let (store, own) = initialized(config).await?;
     if p.domain() == own.domain() {
-        return Err(AdminError::Invalid(format!("{} is this PKG's own domain", p.domain())));
+        return Err(AdminError::Invalid(format!(
+            "{} is this PKG's own domain",
+            p.domain()
+        )));
     }
     println!("domain:      {}", p.domain());
     println!("fingerprint: {}", p.fingerprint_display());
@@ -296,10 +340,14 @@ pub async fn trust_add(config: &Config, file: &Path, yes: bool) -> Result<()> {
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
         if !matches!(line.trim(), "y" | "Y" | "yes") {
-            return Err(AdminError::Invalid("not trusted (answer was not yes)".into()));
+            return Err(AdminError::Invalid(
+                "not trusted (answer was not yes)".into(),
+            ));
         }
     }
-    store.trusted_put(p.domain(), &p.to_json(), now_unix()).await?;
+    store
+        .trusted_put(p.domain(), &p.to_json(), now_unix())
+        .await?;
     println!("trusted {}", p.domain());
     Ok(())
 }
@@ -308,7 +356,9 @@ pub async fn trust_add(config: &Config, file: &Path, yes: bool) -> Result<()> {
 pub async fn trust_list(config: &Config) -> Result<()> {
     let (store, _) = initialized(config).await?;
     for (domain, json) in store.trusted_list().await? {
-        let fp = PublicParams::from_json(&json).map(|p| p.fingerprint_display()).unwrap_or_else(|e| format!("(damaged: {e})"));
+        let fp = PublicParams::from_json(&json)
+            .map(|p| p.fingerprint_display())
+            .unwrap_or_else(|e| format!("(damaged: {e})"));
         println!("{domain}\t{fp}");
     }
     Ok(())
@@ -317,10 +367,13 @@ pub async fn trust_list(config: &Config) -> Result<()> {
 /// `trust remove DOMAIN`.
 pub async fn trust_remove(config: &Config, domain: &str) -> Result<()> {
     let (store, _) = initialized(config).await?;
-    store.trusted_remove(&domain.to_ascii_lowercase()).await.map_err(|e| match e {
-        StoreError::NotFound(_) => AdminError::NotFound(format!("{domain} is not trusted")),
-        o => o.into(),
-    })?;
+    store
+        .trusted_remove(&domain.to_ascii_lowercase())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => AdminError::NotFound(format!("{domain} is not trusted")),
+            o => o.into(),
+        })?;
     println!("removed {domain}");
     Ok(())
 }
@@ -330,10 +383,19 @@ pub fn parse_since(s: &str) -> Result<i64> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
-    let full = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
-    let t = humantime::parse_rfc3339_weak(&full)
-        .map_err(|_| AdminError::Invalid(format!("bad time {s:?}: use Unix seconds, YYYY-MM-DD or RFC 3339")))?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        AdminError::Invalid(format!(
+            "bad time {s:?}: use Unix seconds, YYYY-MM-DD or RFC 3339"
+        ))
+    })?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
 }
 
 /// `audit [--user U] [--since T]`.
@@ -347,7 +409,16 @@ pub async fn audit(config: &Config, user: Option<&str>, since: Option<&str>) -> 
     }
     let mut out = std::io::stdout().lock();
     for r in store.audit_list(user, since).await? {
-        let _ = writeln!(out, "{}\t{}\t{}\t{}\t{}\t{}", fmt_time(r.at), r.user, r.identity, r.period, r.address, r.outcome);
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            fmt_time(r.at),
+            r.user,
+            r.identity,
+            r.period,
+            r.address,
+            r.outcome
+        );
     }
     Ok(())
 }
@@ -362,12 +433,14 @@ fn fmt_time(secs: i64) -> String {
 pub async fn bench_users(config: &Config, n: usize) -> Result<SecretString> {
     let (store, params) = initialized(config).await?;
     let store = with_ha1(config, store).await?;
-    let raw: [u8; 18] = ibephone::pkg_client::seal::random_bytes().map_err(|e| AdminError::Other(e.into()))?;
+    let raw: [u8; 18] =
+        ibephone::pkg_client::seal::random_bytes().map_err(|e| AdminError::Other(e.into()))?;
     let pw = SecretString::new(b64_encode(&raw));
     let phc = crate::password::phc_hash(pw.expose(), &config.argon2)?;
     for i in 0..n {
         let name = format!("bench-{i}");
-        let rec = crate::password::record_with_phc(&name, params.domain(), pw.expose(), phc.clone());
+        let rec =
+            crate::password::record_with_phc(&name, params.domain(), pw.expose(), phc.clone());
         if store.user_get(&name).await?.is_some() {
             store.user_set_password(&name, &rec).await?;
             store.user_set_enabled(&name, true).await?;

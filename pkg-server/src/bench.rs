@@ -74,7 +74,11 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         let client = client.clone();
         let periods = periods.clone();
         let pw = opts.password.clone();
-        let delay = if opts.users > 1 { opts.ramp.mul_f64(i as f64 / (opts.users - 1) as f64) } else { Duration::ZERO };
+        let delay = if opts.users > 1 {
+            opts.ramp.mul_f64(i as f64 / (opts.users - 1) as f64)
+        } else {
+            Duration::ZERO
+        };
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             let start = Instant::now();
@@ -116,12 +120,28 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     all.extend(&logins);
     all.extend(&keys);
     all.extend(&logouts);
-    println!("users: {}  errors: {}  wall: {:.2} s  ramp: {:.1} s", opts.users, errors, wall.as_secs_f64(), opts.ramp.as_secs_f64());
+    println!(
+        "users: {}  errors: {}  wall: {:.2} s  ramp: {:.1} s",
+        opts.users,
+        errors,
+        wall.as_secs_f64(),
+        opts.ramp.as_secs_f64()
+    );
     if let Some(e) = first_error {
         println!("first error: {e}");
     }
-    println!("throughput: {:.1} user cycles/s, {:.1} requests/s", cycles.len() as f64 / wall.as_secs_f64(), all.len() as f64 / wall.as_secs_f64());
-    for (name, v) in [("login", logins), ("keys(3)", keys), ("logout", logouts), ("all requests", all), ("cycle", cycles)] {
+    println!(
+        "throughput: {:.1} user cycles/s, {:.1} requests/s",
+        cycles.len() as f64 / wall.as_secs_f64(),
+        all.len() as f64 / wall.as_secs_f64()
+    );
+    for (name, v) in [
+        ("login", logins),
+        ("keys(3)", keys),
+        ("logout", logouts),
+        ("all requests", all),
+        ("cycle", cycles),
+    ] {
         let (p50, p99) = percentiles(v);
         println!("{name:>13}: p50 {p50:8.1} ms  p99 {p99:8.1} ms");
     }

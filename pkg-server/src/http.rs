@@ -74,7 +74,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database error");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "database unavailable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            "database unavailable",
+        )
     }
 }
 
@@ -108,7 +112,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(api::PATH_KEYS, post(keys))
         .route(api::PATH_HEALTH, get(health))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no such endpoint")
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -139,9 +145,17 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, codes::TOO_LARGE, "request body too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::TOO_LARGE,
+                "request body too large",
+            )
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, "cannot read request body")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_REQUEST,
+                "cannot read request body",
+            )
         }
     })?;
     let json_type = headers
@@ -156,8 +170,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_REQUEST, format!("malformed JSON: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_REQUEST,
+            format!("malformed JSON: {e}"),
+        )
+    })
 }
 
 /// Whether `name` is an acceptable account name: 1-64 characters from
@@ -186,7 +205,13 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| token_hash(t.trim()))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, "missing bearer token"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::INVALID_TOKEN,
+                "missing bearer token",
+            )
+        })
 }
 
 async fn login(
@@ -208,47 +233,93 @@ async fn login(
     if let Some(secs) = locked {
         st.metrics.logins_failed.inc();
         tracing::warn!(%addr, "login throttled");
-        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_ATTEMPTS, "too many failed logins; try later");
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::TOO_MANY_ATTEMPTS,
+            "too many failed logins; try later",
+        );
         e.retry_after = Some(secs);
         return Err(e);
     }
-    let user = if valid_name { st.store.user_get(&req.user).await? } else { None };
+    let user = if valid_name {
+        st.store.user_get(&req.user).await?
+    } else {
+        None
+    };
     // Unknown users are verified against a dummy hash: same work, same answer.
-    let phc = user.as_ref().map_or(st.dummy_phc.clone(), |u| u.password_hash.clone());
+    let phc = user
+        .as_ref()
+        .map_or(st.dummy_phc.clone(), |u| u.password_hash.clone());
     let password = req.password.clone();
     let ok = {
-        let _permit = st
-            .argon_permits
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, "shutting down"))?;
-        tokio::task::spawn_blocking(move || crate::password::verify_password(&phc, password.expose()))
-            .await
-            .unwrap_or(false)
+        let _permit = st.argon_permits.acquire().await.map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::UNAVAILABLE,
+                "shutting down",
+            )
+        })?;
+        tokio::task::spawn_blocking(move || {
+            crate::password::verify_password(&phc, password.expose())
+        })
+        .await
+        .unwrap_or(false)
     } && user.is_some();
     let Some(user) = user.filter(|_| ok) else {
         st.metrics.logins_failed.inc();
         st.store
-            .throttle_fail(&addr_key, now, t.addr_max_failures, t.window_secs, t.lockout_secs)
+            .throttle_fail(
+                &addr_key,
+                now,
+                t.addr_max_failures,
+                t.window_secs,
+                t.lockout_secs,
+            )
             .await?;
         if valid_name {
             st.store
-                .throttle_fail(&user_key, now, t.user_max_failures, t.window_secs, t.lockout_secs)
+                .throttle_fail(
+                    &user_key,
+                    now,
+                    t.user_max_failures,
+                    t.window_secs,
+                    t.lockout_secs,
+                )
                 .await?;
         }
         tracing::info!(%addr, "login failed");
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_CREDENTIALS, "wrong user name or password"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::INVALID_CREDENTIALS,
+            "wrong user name or password",
+        ));
     };
     if !user.enabled {
         st.metrics.logins_failed.inc();
-        return Err(ApiError::new(StatusCode::FORBIDDEN, codes::ACCOUNT_DISABLED, "account disabled"));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::ACCOUNT_DISABLED,
+            "account disabled",
+        ));
     }
-    let aor = aor_of(&user.name, st.params.domain())
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "bad account name"))?;
-    let raw: [u8; 32] = ibephone::pkg_client::seal::random_bytes()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "no randomness"))?;
+    let aor = aor_of(&user.name, st.params.domain()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "bad account name",
+        )
+    })?;
+    let raw: [u8; 32] = ibephone::pkg_client::seal::random_bytes().map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "no randomness",
+        )
+    })?;
     let token = SecretString::new(b64_encode(&raw));
-    st.store.session_create(&token_hash(token.expose()), &user.name, now).await?;
+    st.store
+        .session_create(&token_hash(token.expose()), &user.name, now)
+        .await?;
     st.store.throttle_reset(&user_key).await?;
     st.metrics.logins_ok.inc();
     tracing::info!(user = %user.name, %addr, "login");
@@ -265,27 +336,51 @@ async fn session_user(st: &AppState, headers: &HeaderMap, now: i64) -> Result<St
     st.store
         .session_use(&hash, now, s.idle_secs as i64, s.absolute_secs as i64)
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, "session expired or unknown"))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::INVALID_TOKEN,
+                "session expired or unknown",
+            )
+        })
 }
 
-async fn logout(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Result<StatusCode, ApiError> {
+async fn logout(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
     let hash = bearer(&headers)?;
     if st.store.session_end(&hash).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(StatusCode::UNAUTHORIZED, codes::INVALID_TOKEN, "session expired or unknown"))
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            codes::INVALID_TOKEN,
+            "session expired or unknown",
+        ))
     }
 }
 
 async fn params(State(st): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], st.params_json.clone()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        st.params_json.clone(),
+    )
+        .into_response()
 }
 
-async fn trusted_params(State(st): State<Arc<AppState>>, Path(domain): Path<String>) -> Result<Response, ApiError> {
+async fn trusted_params(
+    State(st): State<Arc<AppState>>,
+    Path(domain): Path<String>,
+) -> Result<Response, ApiError> {
     let domain = domain.to_ascii_lowercase();
     match st.store.trusted_get(&domain).await? {
         Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "no trusted parameters for that domain")),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "no trusted parameters for that domain",
+        )),
     }
 }
 
@@ -321,10 +416,21 @@ async fn keys(
     };
     match st.store.user_get(&user).await? {
         Some(u) if u.enabled => {}
-        _ => return Err(ApiError::new(StatusCode::FORBIDDEN, codes::ACCOUNT_DISABLED, "account disabled")),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::ACCOUNT_DISABLED,
+                "account disabled",
+            ))
+        }
     }
-    let aor = aor_of(&user, st.params.domain())
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "bad account name"))?;
+    let aor = aor_of(&user, st.params.domain()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "bad account name",
+        )
+    })?;
     if let Some(asked) = &req.aor {
         let same = Aor::parse(asked).is_ok_and(|a| a == aor);
         if !same {
@@ -336,17 +442,31 @@ async fn keys(
                     .await?;
             }
             tracing::warn!(%user, %addr, "keys of another identity refused");
-            return Err(ApiError::new(StatusCode::FORBIDDEN, codes::IDENTITY_NOT_ALLOWED, "only your own keys are issued"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::IDENTITY_NOT_ALLOWED,
+                "only your own keys are issued",
+            ));
         }
     }
     if req.periods.is_empty() || req.periods.len() > api::MAX_PERIODS {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_PERIOD, "ask for 1 to 3 periods"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_PERIOD,
+            "ask for 1 to 3 periods",
+        ));
     }
     let mut periods = Vec::with_capacity(req.periods.len());
     for p in &req.periods {
-        let p = Period::month(p).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_PERIOD, e.to_string()))?;
+        let p = Period::month(p).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_PERIOD, e.to_string())
+        })?;
         if periods.contains(&p) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, codes::BAD_PERIOD, format!("period {p} asked twice")));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::BAD_PERIOD,
+                format!("period {p} asked twice"),
+            ));
         }
         periods.push(p);
     }
@@ -354,7 +474,11 @@ async fn keys(
     if let Some(bad) = periods.iter().find(|p| !window.contains(p)) {
         let id = Identity::new(aor.clone(), bad.clone());
         st.store
-            .audit(&record(id.as_str().into(), bad.as_str().into(), "denied:period".into()))
+            .audit(&record(
+                id.as_str().into(),
+                bad.as_str().into(),
+                "denied:period".into(),
+            ))
             .await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -362,16 +486,33 @@ async fn keys(
             format!("period {bad} is outside previous/current/next"),
         ));
     }
-    let identities: Vec<Identity> = periods.iter().map(|p| Identity::new(aor.clone(), p.clone())).collect();
+    let identities: Vec<Identity> = periods
+        .iter()
+        .map(|p| Identity::new(aor.clone(), p.clone()))
+        .collect();
     let st2 = st.clone();
     let ids = identities.clone();
-    let issued = tokio::task::spawn_blocking(move || ids.iter().map(|id| extract(&st2.msk, id)).collect::<Vec<_>>())
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, "extraction failed"))?;
+    let issued = tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .map(|id| extract(&st2.msk, id))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            codes::INTERNAL,
+            "extraction failed",
+        )
+    })?;
     // Audited before the keys leave: no record, no keys.
     for id in &identities {
         st.store
-            .audit(&record(id.as_str().into(), id.period().as_str().into(), "issued".into()))
+            .audit(&record(
+                id.as_str().into(),
+                id.period().as_str().into(),
+                "issued".into(),
+            ))
             .await?;
     }
     st.metrics.keys_issued.inc_by(issued.len() as u64);
@@ -391,18 +532,30 @@ async fn keys(
 
 async fn health(State(st): State<Arc<AppState>>) -> (StatusCode, Json<HealthResponse>) {
     if st.store.ping().await {
-        (StatusCode::OK, Json(HealthResponse { status: "ok".into(), database: "ok".into() }))
+        (
+            StatusCode::OK,
+            Json(HealthResponse {
+                status: "ok".into(),
+                database: "ok".into(),
+            }),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(HealthResponse { status: "unavailable".into(), database: "unreachable".into() }),
+            Json(HealthResponse {
+                status: "unavailable".into(),
+                database: "unreachable".into(),
+            }),
         )
     }
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()
@@ -420,7 +573,10 @@ mod tests {
         assert!(!valid_user_name("a@b"));
         assert!(!valid_user_name(&"a".repeat(65)));
         // 2026-11-22T00:00:00Z
-        let w: Vec<String> = period_window(1_795_305_600).iter().map(|p| p.to_string()).collect();
+        let w: Vec<String> = period_window(1_795_305_600)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(w, ["2026-11", "2026-10", "2026-12"]);
     }
 }

@@ -38,7 +38,11 @@ async fn main() -> anyhow::Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "PKG-SERVER listening={} fingerprint={fp}", started.addr)?;
+        writeln!(
+            out,
+            "PKG-SERVER listening={} fingerprint={fp}",
+            started.addr
+        )?;
         out.flush()?;
     }
     tracing::info!(addr = %started.addr, fingerprint = %fp, "listening");
@@ -47,13 +51,15 @@ async fn main() -> anyhow::Result<()> {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
             {
-                let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        return;
-                    }
-                };
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            return;
+                        }
+                    };
                 tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             }
             #[cfg(not(unix))]

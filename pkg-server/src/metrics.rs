@@ -27,12 +27,16 @@ impl Metrics {
         let logins_ok = Counter::default();
         let logins_failed = Counter::default();
         let keys_issued = Counter::default();
-        let latency = Histogram::new(
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter(),
-        );
+        let latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         registry.register("pkg_logins_ok", "Successful logins", logins_ok.clone());
         registry.register("pkg_logins_failed", "Failed logins", logins_failed.clone());
-        registry.register("pkg_keys_issued", "Private keys issued", keys_issued.clone());
+        registry.register(
+            "pkg_keys_issued",
+            "Private keys issued",
+            keys_issued.clone(),
+        );
         registry.register(
             "pkg_request_duration_seconds",
             "HTTP request latency",

@@ -57,7 +57,8 @@ pub enum PasswordError {
 
 /// The Argon2id hasher for `cfg`.
 pub fn argon2(cfg: &Argon2Config) -> Result<Argon2<'static>, PasswordError> {
-    let params = Params::new(cfg.m_kib, cfg.t, cfg.p, None).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let params = Params::new(cfg.m_kib, cfg.t, cfg.p, None)
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -69,7 +70,9 @@ pub fn hash_password(
     cfg: &Argon2Config,
 ) -> Result<PasswordRecord, PasswordError> {
     if password.len() < 8 {
-        return Err(PasswordError::Weak("password must have at least 8 characters"));
+        return Err(PasswordError::Weak(
+            "password must have at least 8 characters",
+        ));
     }
     if password.len() > 1024 {
         return Err(PasswordError::Weak("password longer than 1024 bytes"));
@@ -91,9 +94,10 @@ pub fn record_with_phc(user: &str, realm: &str, password: &str, phc: String) -> 
 
 /// A PHC Argon2id hash of `password` with a fresh salt.
 pub fn phc_hash(password: &str, cfg: &Argon2Config) -> Result<String, PasswordError> {
-    let salt_bytes: [u8; 16] =
-        ibephone::pkg_client::seal::random_bytes().map_err(|e| PasswordError::Hash(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let salt_bytes: [u8; 16] = ibephone::pkg_client::seal::random_bytes()
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
     Ok(argon2(cfg)?
         .hash_password(password.as_bytes(), &salt)
         .map_err(|e| PasswordError::Hash(e.to_string()))?
@@ -117,7 +121,11 @@ mod tests {
 
     #[test]
     fn hash_verify_and_ha1() {
-        let cfg = Argon2Config { m_kib: 64, t: 1, p: 1 };
+        let cfg = Argon2Config {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
         let r = hash_password("alice", "atlanta.invalid", "correct horse", &cfg).unwrap();
         assert!(r.phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(verify_password(&r.phc, "correct horse"));

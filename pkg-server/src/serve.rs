@@ -85,7 +85,11 @@ impl Started {
                 let s = &purge_state.config.session;
                 let _ = purge_state
                     .store
-                    .sessions_purge(crate::http::now_unix(), s.idle_secs as i64, s.absolute_secs as i64)
+                    .sessions_purge(
+                        crate::http::now_unix(),
+                        s.idle_secs as i64,
+                        s.absolute_secs as i64,
+                    )
                     .await;
             }
         });
@@ -106,7 +110,9 @@ impl Started {
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
                     Ok(Ok(t)) => t,
                     _ => return,
                 };

@@ -112,7 +112,9 @@ impl Store {
             .await?;
         if sqlite {
             // Readers do not block the writer; persistent in the file.
-            sqlx::query("PRAGMA journal_mode=WAL").fetch_optional(&pool).await?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .fetch_optional(&pool)
+                .await?;
         }
         let store = Store {
             pool,
@@ -168,7 +170,12 @@ impl Store {
     }
 
     /// Sets a `meta` value; with `create_only`, fails if it exists.
-    pub async fn meta_set(&self, name: &str, value: &str, create_only: bool) -> Result<(), StoreError> {
+    pub async fn meta_set(
+        &self,
+        name: &str,
+        value: &str,
+        create_only: bool,
+    ) -> Result<(), StoreError> {
         let sql = if create_only {
             "INSERT INTO meta (name, value) VALUES ($1, $2)"
         } else {
@@ -186,7 +193,12 @@ impl Store {
     // ---- users ----
 
     /// Adds an enabled user.
-    pub async fn user_add(&self, name: &str, rec: &PasswordRecord, now: i64) -> Result<(), StoreError> {
+    pub async fn user_add(
+        &self,
+        name: &str,
+        rec: &PasswordRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let (md5, sha) = self.seal_ha1(name, rec)?;
         sqlx::query(
             "INSERT INTO users (user_name, password_hash, ha1_md5, ha1_sha256, enabled, created) \
@@ -204,7 +216,11 @@ impl Store {
     }
 
     /// Replaces a user's password (and HA1 values); ends their sessions.
-    pub async fn user_set_password(&self, name: &str, rec: &PasswordRecord) -> Result<(), StoreError> {
+    pub async fn user_set_password(
+        &self,
+        name: &str,
+        rec: &PasswordRecord,
+    ) -> Result<(), StoreError> {
         let (md5, sha) = self.seal_ha1(name, rec)?;
         let r = sqlx::query(
             "UPDATE users SET password_hash = $2, ha1_md5 = $3, ha1_sha256 = $4 WHERE user_name = $1",
@@ -276,10 +292,11 @@ impl Store {
             .ha1_key
             .as_ref()
             .ok_or_else(|| StoreError::Corrupt("no HA1 key configured".into()))?;
-        let row = sqlx::query("SELECT ha1_md5, ha1_sha256, enabled FROM users WHERE user_name = $1")
-            .bind(user)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT ha1_md5, ha1_sha256, enabled FROM users WHERE user_name = $1")
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
         let Some(row) = row else { return Ok(None) };
         if row.try_get::<i64, _>(2)? == 0 {
             return Ok(None);
@@ -314,7 +331,12 @@ impl Store {
     // ---- sessions ----
 
     /// Records a new session under the hash of its token.
-    pub async fn session_create(&self, token_hash: &str, user: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn session_create(
+        &self,
+        token_hash: &str,
+        user: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (token_hash, user_name, created, last_seen) VALUES ($1, $2, $3, $3)",
         )
@@ -366,13 +388,19 @@ impl Store {
     }
 
     /// Deletes sessions dead for more than `absolute` seconds.
-    pub async fn sessions_purge(&self, now: i64, idle: i64, absolute: i64) -> Result<u64, StoreError> {
-        let r = sqlx::query("DELETE FROM sessions WHERE last_seen + $2 <= $1 OR created + $3 <= $1")
-            .bind(now)
-            .bind(idle)
-            .bind(absolute)
-            .execute(&self.pool)
-            .await?;
+    pub async fn sessions_purge(
+        &self,
+        now: i64,
+        idle: i64,
+        absolute: i64,
+    ) -> Result<u64, StoreError> {
+        let r =
+            sqlx::query("DELETE FROM sessions WHERE last_seen + $2 <= $1 OR created + $3 <= $1")
+                .bind(now)
+                .bind(idle)
+                .bind(absolute)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected())
     }
 
@@ -455,7 +483,11 @@ impl Store {
     }
 
     /// Audit records, oldest first, optionally of one user and since a time.
-    pub async fn audit_list(&self, user: Option<&str>, since: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_list(
+        &self,
+        user: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, user_name, identity, period, address, outcome FROM audit \
              WHERE at >= $1 AND ($2 = '' OR user_name = $2) ORDER BY at, user_name, period",
@@ -481,7 +513,12 @@ impl Store {
     // ---- trusted foreign parameters ----
 
     /// Stores (or replaces) a trusted domain's parameter document.
-    pub async fn trusted_put(&self, domain: &str, params_json: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn trusted_put(
+        &self,
+        domain: &str,
+        params_json: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO trusted (domain, params, added) VALUES ($1, $2, $3) \
              ON CONFLICT (domain) DO UPDATE SET params = excluded.params, added = excluded.added",

@@ -25,9 +25,11 @@ pub fn ensure_cert(cert: &Path, key: &Path, names: &[String]) -> anyhow::Result<
     if cert.exists() {
         return Ok(false);
     }
-    let ck = rcgen::generate_simple_self_signed(names.to_vec()).context("generating certificate")?;
+    let ck =
+        rcgen::generate_simple_self_signed(names.to_vec()).context("generating certificate")?;
     let key_pem = zeroize::Zeroizing::new(ck.key_pair.serialize_pem());
-    write_secret_file(key, key_pem.as_bytes()).with_context(|| format!("writing {}", key.display()))?;
+    write_secret_file(key, key_pem.as_bytes())
+        .with_context(|| format!("writing {}", key.display()))?;
     std::fs::write(cert, ck.cert.pem()).with_context(|| format!("writing {}", cert.display()))?;
     Ok(true)
 }
@@ -42,7 +44,8 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
         .first()
         .ok_or_else(|| anyhow!("{} holds no certificate", cert.display()))?;
     let fingerprint = cert_fingerprint(first);
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -55,7 +58,11 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
 
 /// Names for a new certificate: the PKG URL's host plus loopback names.
 pub fn cert_names(pkg_url: Option<&str>) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if let Some(host) = pkg_url
         .and_then(|u| u.strip_prefix("https://"))
         .and_then(|r| r.split(['/', ':']).next())

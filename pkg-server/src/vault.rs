@@ -35,9 +35,9 @@ impl Vault {
     async fn load(config: &Config, store: &Store, create: bool) -> anyhow::Result<Vault> {
         let root = match &config.master_passphrase_env {
             Some(var) => {
-                let pass = zeroize::Zeroizing::new(
-                    std::env::var(var).map_err(|_| anyhow!("environment variable {var} (master passphrase) is not set"))?,
-                );
+                let pass = zeroize::Zeroizing::new(std::env::var(var).map_err(|_| {
+                    anyhow!("environment variable {var} (master passphrase) is not set")
+                })?);
                 let salt = match store.meta_get("kdf_salt").await? {
                     Some(s) => b64_decode("kdf_salt", &s)?,
                     None if create => {
@@ -45,7 +45,9 @@ impl Vault {
                         store.meta_set("kdf_salt", &b64_encode(&s), false).await?;
                         s.to_vec()
                     }
-                    None => bail!("database has no kdf_salt: was it initialized with a passphrase?"),
+                    None => {
+                        bail!("database has no kdf_salt: was it initialized with a passphrase?")
+                    }
                 };
                 SealKey::from_passphrase(pass.as_bytes(), &salt, KdfParams::FILE)?
             }
@@ -74,7 +76,12 @@ impl Vault {
     }
 
     /// Seals and stores a new master secret (fails if one exists).
-    pub async fn store_master(&self, store: &Store, domain: &str, msk: &MasterSecret) -> anyhow::Result<()> {
+    pub async fn store_master(
+        &self,
+        store: &Store,
+        domain: &str,
+        msk: &MasterSecret,
+    ) -> anyhow::Result<()> {
         let sealed = self
             .root
             .derive(LABEL_MASTER)
@@ -84,7 +91,11 @@ impl Vault {
     }
 
     /// Opens the master secret and checks it against the parameters.
-    pub async fn load_master(&self, store: &Store, params: &PublicParams) -> anyhow::Result<MasterSecret> {
+    pub async fn load_master(
+        &self,
+        store: &Store,
+        params: &PublicParams,
+    ) -> anyhow::Result<MasterSecret> {
         let sealed = store
             .meta_get("master_sealed")
             .await?
@@ -108,9 +119,8 @@ fn aad(domain: &str) -> Vec<u8> {
 
 /// The stored parameters of this PKG.
 pub async fn load_params(store: &Store) -> anyhow::Result<PublicParams> {
-    let json = store
-        .meta_get("params")
-        .await?
-        .ok_or_else(|| anyhow!("database is not initialized: run `pkg-admin init --domain D` first"))?;
+    let json = store.meta_get("params").await?.ok_or_else(|| {
+        anyhow!("database is not initialized: run `pkg-admin init --domain D` first")
+    })?;
     Ok(PublicParams::from_json(&json)?)
 }

@@ -29,7 +29,10 @@ async fn happy_path_login_keys_logout_audit_and_store() {
         let exported = pkg.admin(&["params", "export"], "");
         let stderr = String::from_utf8_lossy(&exported.stderr);
         assert!(stderr.contains(&params.fingerprint_display()), "{stderr}");
-        assert_eq!(PublicParams::from_json(&String::from_utf8_lossy(&exported.stdout)).unwrap(), params);
+        assert_eq!(
+            PublicParams::from_json(&String::from_utf8_lossy(&exported.stdout)).unwrap(),
+            params
+        );
         assert_eq!(client.health().await.unwrap().database, "ok");
 
         let session = client.login("alice", &ALICE_PW.into()).await.unwrap();
@@ -43,22 +46,33 @@ async fn happy_path_login_keys_logout_audit_and_store() {
             assert_eq!(k.identity().aor(), &session.aor);
         }
         client.logout(&session).await.unwrap();
-        let e = client.fetch_keys(&session, &params, &window[..1]).await.unwrap_err();
+        let e = client
+            .fetch_keys(&session, &params, &window[..1])
+            .await
+            .unwrap_err();
         assert_eq!(status_of(&e), (401, "invalid_token".into()));
 
         // Audit: three issuances of alice from 127.0.0.1.
         let audit = pkg.admin_ok(&["audit", "--user", "alice"], "");
         let issued: Vec<&str> = audit.lines().filter(|l| l.ends_with("\tissued")).collect();
         assert_eq!(issued.len(), 3, "{audit}");
-        assert!(issued.iter().all(|l| l.contains("\t127.0.0.1\t") && l.contains("sip:alice@atlanta.invalid#")));
-        assert_eq!(pkg.admin_ok(&["audit", "--user", "alice", "--since", "2999-01-01"], ""), "");
+        assert!(issued
+            .iter()
+            .all(|l| l.contains("\t127.0.0.1\t") && l.contains("sip:alice@atlanta.invalid#")));
+        assert_eq!(
+            pkg.admin_ok(&["audit", "--user", "alice", "--since", "2999-01-01"], ""),
+            ""
+        );
 
         // Metrics.
         let (st, body, _) = raw(&server, "GET", "/metrics", &[], vec![]).await;
         assert_eq!(st, 200);
         assert!(body.contains("pkg_keys_issued_total 3"), "{body}");
         assert!(body.contains("pkg_logins_ok_total 1"), "{body}");
-        assert!(body.contains("pkg_request_duration_seconds_bucket"), "{body}");
+        assert!(
+            body.contains("pkg_request_duration_seconds_bucket"),
+            "{body}"
+        );
         assert!(!body.contains("alice"));
 
         // Key store: keys survive a restart of the phone, encrypted at rest.
@@ -80,10 +94,26 @@ async fn wrong_password_unknown_user_and_disabled_user() {
     for backend in backends() {
         let pkg = Pkg::new(&backend, "").await;
         let server = pkg.start();
-        let body = |user: &str, pw: &str| serde_json::to_vec(&serde_json::json!({"user": user, "password": pw})).unwrap();
+        let body = |user: &str, pw: &str| {
+            serde_json::to_vec(&serde_json::json!({"user": user, "password": pw})).unwrap()
+        };
         let ct = [("content-type", "application/json")];
-        let wrong = raw(&server, "POST", "/v1/login", &ct, body("alice", "not the password")).await;
-        let unknown = raw(&server, "POST", "/v1/login", &ct, body("mallory", "not the password")).await;
+        let wrong = raw(
+            &server,
+            "POST",
+            "/v1/login",
+            &ct,
+            body("alice", "not the password"),
+        )
+        .await;
+        let unknown = raw(
+            &server,
+            "POST",
+            "/v1/login",
+            &ct,
+            body("mallory", "not the password"),
+        )
+        .await;
         assert_eq!(wrong.0, 401);
         // Indistinguishable: same status, same body.
         assert_eq!(wrong, unknown);
@@ -96,16 +126,28 @@ async fn wrong_password_unknown_user_and_disabled_user() {
         let e = client.login("bob", &BOB_PW.into()).await.unwrap_err();
         assert_eq!(status_of(&e), (403, "account_disabled".into()));
         // Disabling ended the session.
-        let e = client.fetch_keys(&s, &params, &window()[..1]).await.unwrap_err();
+        let e = client
+            .fetch_keys(&s, &params, &window()[..1])
+            .await
+            .unwrap_err();
         assert_eq!(status_of(&e).0, 401);
         let list = pkg.admin_ok(&["user", "list"], "");
-        assert!(list.contains("bob\tsip:bob@atlanta.invalid\tdisabled"), "{list}");
+        assert!(
+            list.contains("bob\tsip:bob@atlanta.invalid\tdisabled"),
+            "{list}"
+        );
         pkg.admin_ok(&["user", "enable", "bob"], "");
         client.login("bob", &BOB_PW.into()).await.unwrap();
         // A new password ends sessions and replaces the old one.
         pkg.admin_ok(&["user", "passwd", "bob"], "bob new password\n");
-        assert_eq!(status_of(&client.login("bob", &BOB_PW.into()).await.unwrap_err()).0, 401);
-        client.login("bob", &"bob new password".into()).await.unwrap();
+        assert_eq!(
+            status_of(&client.login("bob", &BOB_PW.into()).await.unwrap_err()).0,
+            401
+        );
+        client
+            .login("bob", &"bob new password".into())
+            .await
+            .unwrap();
     }
 }
 
@@ -118,20 +160,49 @@ async fn keys_only_for_own_identity_and_window() {
         let params = client.params().await.unwrap();
         let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
         let auth = format!("Bearer {}", s.token.expose());
-        let hdr = [("content-type", "application/json"), ("authorization", auth.as_str())];
+        let hdr = [
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
         let cur = window()[0].to_string();
 
         // Another user's keys: 403, nothing issued, the attempt audited.
         let req = serde_json::json!({"periods": [cur], "aor": "sip:bob@atlanta.invalid"});
-        let (st, body, _) = raw(&server, "POST", "/v1/keys", &hdr, serde_json::to_vec(&req).unwrap()).await;
-        assert_eq!((st, error_code(&body).as_str()), (403, "identity_not_allowed"));
+        let (st, body, _) = raw(
+            &server,
+            "POST",
+            "/v1/keys",
+            &hdr,
+            serde_json::to_vec(&req).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (st, error_code(&body).as_str()),
+            (403, "identity_not_allowed")
+        );
         assert!(!body.contains("d_enc"));
         let audit = pkg.admin_ok(&["audit"], "");
-        assert!(audit.contains(&format!("alice\tsip:bob@atlanta.invalid#{cur}\t{cur}\t127.0.0.1\tdenied:identity")), "{audit}");
+        assert!(
+            audit.contains(&format!(
+                "alice\tsip:bob@atlanta.invalid#{cur}\t{cur}\t127.0.0.1\tdenied:identity"
+            )),
+            "{audit}"
+        );
         assert!(!audit.contains("\tissued"), "{audit}");
         // Naming one's own AOR is fine.
         let req = serde_json::json!({"periods": [cur], "aor": "sip:alice@atlanta.invalid"});
-        assert_eq!(raw(&server, "POST", "/v1/keys", &hdr, serde_json::to_vec(&req).unwrap()).await.0, 200);
+        assert_eq!(
+            raw(
+                &server,
+                "POST",
+                "/v1/keys",
+                &hdr,
+                serde_json::to_vec(&req).unwrap()
+            )
+            .await
+            .0,
+            200
+        );
 
         // Periods outside previous/current/next: 403 and audited.
         let far = Period::month("2031-01").unwrap();
@@ -139,7 +210,16 @@ async fn keys_only_for_own_identity_and_window() {
         assert_eq!(status_of(&e), (403, "period_not_allowed".into()));
         assert!(pkg.admin_ok(&["audit"], "").contains("denied:period"));
         let two_back = window()[1].previous_month().unwrap();
-        assert_eq!(status_of(&client.fetch_keys(&s, &params, &[two_back]).await.unwrap_err()).0, 403);
+        assert_eq!(
+            status_of(
+                &client
+                    .fetch_keys(&s, &params, &[two_back])
+                    .await
+                    .unwrap_err()
+            )
+            .0,
+            403
+        );
 
         // Malformed requests: 400 with an error body.
         for body in [
@@ -150,30 +230,75 @@ async fn keys_only_for_own_identity_and_window() {
             r#"{"periods": "#.to_string(),
             r#"["not", "an", "object"]"#.to_string(),
         ] {
-            let (st, b, _) = raw(&server, "POST", "/v1/keys", &hdr, body.clone().into_bytes()).await;
+            let (st, b, _) =
+                raw(&server, "POST", "/v1/keys", &hdr, body.clone().into_bytes()).await;
             assert_eq!(st, 400, "{body} -> {b}");
             assert!(["bad_request", "bad_period"].contains(&error_code(&b).as_str()));
         }
         // Wrong content type.
-        let (st, b, _) = raw(&server, "POST", "/v1/keys", &[("content-type", "text/plain"), ("authorization", &auth)], format!(r#"{{"periods":["{cur}"]}}"#).into_bytes()).await;
+        let (st, b, _) = raw(
+            &server,
+            "POST",
+            "/v1/keys",
+            &[("content-type", "text/plain"), ("authorization", &auth)],
+            format!(r#"{{"periods":["{cur}"]}}"#).into_bytes(),
+        )
+        .await;
         assert_eq!((st, error_code(&b).as_str()), (400, "bad_request"));
         // Bodies over the limit (16 KiB): 413; a huge one may also be cut
         // off before the client finished sending it; the server lives on.
-        let big = format!(r#"{{"user":"alice","password":"{}"}}"#, "x".repeat(20 * 1024));
-        let (st, b, _) = raw(&server, "POST", "/v1/login", &[("content-type", "application/json")], big.into_bytes()).await;
+        let big = format!(
+            r#"{{"user":"alice","password":"{}"}}"#,
+            "x".repeat(20 * 1024)
+        );
+        let (st, b, _) = raw(
+            &server,
+            "POST",
+            "/v1/login",
+            &[("content-type", "application/json")],
+            big.into_bytes(),
+        )
+        .await;
         assert_eq!((st, error_code(&b).as_str()), (413, "too_large"));
         let huge = format!(r#"{{"user":"alice","password":"{}"}}"#, "x".repeat(8 << 20));
-        let (st, b, _) = raw(&server, "POST", "/v1/login", &[("content-type", "application/json")], huge.into_bytes()).await;
+        let (st, b, _) = raw(
+            &server,
+            "POST",
+            "/v1/login",
+            &[("content-type", "application/json")],
+            huge.into_bytes(),
+        )
+        .await;
         assert!(st == 413 || st == 0, "{st} {b}");
         assert_eq!(client.health().await.unwrap().status, "ok");
         // No token, bogus token.
-        let (st, b, _) = raw(&server, "POST", "/v1/keys", &[("content-type", "application/json")], b"{}".to_vec()).await;
+        let (st, b, _) = raw(
+            &server,
+            "POST",
+            "/v1/keys",
+            &[("content-type", "application/json")],
+            b"{}".to_vec(),
+        )
+        .await;
         assert_eq!((st, error_code(&b).as_str()), (401, "invalid_token"));
-        let (st, _, _) = raw(&server, "POST", "/v1/keys", &[("content-type", "application/json"), ("authorization", "Bearer AAAA")], b"{}".to_vec()).await;
+        let (st, _, _) = raw(
+            &server,
+            "POST",
+            "/v1/keys",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Bearer AAAA"),
+            ],
+            b"{}".to_vec(),
+        )
+        .await;
         assert_eq!(st, 401);
         // Unknown path and untrusted domain: 404.
         assert_eq!(raw(&server, "GET", "/v2/nothing", &[], vec![]).await.0, 404);
-        assert_eq!(status_of(&client.trusted_params("biloxi.invalid").await.unwrap_err()).0, 404);
+        assert_eq!(
+            status_of(&client.trusted_params("biloxi.invalid").await.unwrap_err()).0,
+            404
+        );
     }
 }
 
@@ -184,15 +309,34 @@ async fn throttling_kicks_in_and_lifts() {
         let server = pkg.start();
         let client = server.client();
         for _ in 0..3 {
-            assert_eq!(status_of(&client.login("alice", &"bad password".into()).await.unwrap_err()).0, 401);
+            assert_eq!(
+                status_of(
+                    &client
+                        .login("alice", &"bad password".into())
+                        .await
+                        .unwrap_err()
+                )
+                .0,
+                401
+            );
         }
         // Locked: even the right password gets 429 with Retry-After.
         match client.login("alice", &ALICE_PW.into()).await.unwrap_err() {
-            PkgClientError::Throttled { retry_after_secs } => assert!((1..=2).contains(&retry_after_secs)),
+            PkgClientError::Throttled { retry_after_secs } => {
+                assert!((1..=2).contains(&retry_after_secs))
+            }
             other => panic!("{other:?}"),
         }
-        let body = serde_json::to_vec(&serde_json::json!({"user": "alice", "password": ALICE_PW})).unwrap();
-        let (st, b, retry) = raw(&server, "POST", "/v1/login", &[("content-type", "application/json")], body).await;
+        let body = serde_json::to_vec(&serde_json::json!({"user": "alice", "password": ALICE_PW}))
+            .unwrap();
+        let (st, b, retry) = raw(
+            &server,
+            "POST",
+            "/v1/login",
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await;
         assert_eq!((st, error_code(&b).as_str()), (429, "too_many_attempts"));
         assert!(retry.is_some());
         // Other users are not affected.
@@ -209,9 +353,15 @@ async fn per_address_throttling() {
         let server = pkg.start();
         let client = server.client();
         for u in ["u1", "u2", "u3", "u4"] {
-            assert_eq!(status_of(&client.login(u, &"bad password".into()).await.unwrap_err()).0, 401);
+            assert_eq!(
+                status_of(&client.login(u, &"bad password".into()).await.unwrap_err()).0,
+                401
+            );
         }
-        assert_eq!(status_of(&client.login("alice", &ALICE_PW.into()).await.unwrap_err()).0, 429);
+        assert_eq!(
+            status_of(&client.login("alice", &ALICE_PW.into()).await.unwrap_err()).0,
+            429
+        );
     }
 }
 
@@ -224,7 +374,10 @@ async fn expired_token_is_refused() {
         let params = client.params().await.unwrap();
         let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-        let e = client.fetch_keys(&s, &params, &window()[..1]).await.unwrap_err();
+        let e = client
+            .fetch_keys(&s, &params, &window()[..1])
+            .await
+            .unwrap_err();
         assert_eq!(status_of(&e), (401, "invalid_token".into()));
     }
 }
@@ -237,7 +390,9 @@ async fn pinned_fingerprint_mismatch_is_refused_and_tofu_records() {
     wrong[0] ^= 1;
     let client = PkgClient::new(&server.url, Some(wrong)).unwrap();
     match client.params().await.unwrap_err() {
-        PkgClientError::PinMismatch { presented, .. } => assert_eq!(presented, hex::encode(server.fingerprint)),
+        PkgClientError::PinMismatch { presented, .. } => {
+            assert_eq!(presented, hex::encode(server.fingerprint))
+        }
         other => panic!("{other:?}"),
     }
     assert!(client.login("alice", &ALICE_PW.into()).await.is_err());
@@ -254,7 +409,10 @@ async fn restart_keeps_users_params_and_audit() {
         let client = server.client();
         let params = client.params().await.unwrap();
         let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
-        client.fetch_keys(&s, &params, &window()[..1]).await.unwrap();
+        client
+            .fetch_keys(&s, &params, &window()[..1])
+            .await
+            .unwrap();
         let fp = server.fingerprint;
         server.stop();
         let server = pkg.start();
@@ -266,7 +424,11 @@ async fn restart_keeps_users_params_and_audit() {
         assert_eq!(keys.len(), 3);
         client.login("alice", &ALICE_PW.into()).await.unwrap();
         let audit = pkg.admin_ok(&["audit"], "");
-        assert_eq!(audit.lines().filter(|l| l.ends_with("\tissued")).count(), 4, "{audit}");
+        assert_eq!(
+            audit.lines().filter(|l| l.ends_with("\tissued")).count(),
+            4,
+            "{audit}"
+        );
     }
 }
 
@@ -284,33 +446,104 @@ async fn federation_trust_add_list_remove() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(&their_params.fingerprint_display()));
     let out = ours.admin_ok(&["trust", "add", doc.to_str().unwrap()], "yes\n");
     assert!(out.contains("trusted biloxi.invalid"));
-    assert!(ours.admin_ok(&["trust", "list"], "").contains(&format!("biloxi.invalid\t{}", their_params.fingerprint_display())));
+    assert!(ours.admin_ok(&["trust", "list"], "").contains(&format!(
+        "biloxi.invalid\t{}",
+        their_params.fingerprint_display()
+    )));
     let server = ours.start();
-    let got = server.client().trusted_params("biloxi.invalid").await.unwrap();
+    let got = server
+        .client()
+        .trusted_params("biloxi.invalid")
+        .await
+        .unwrap();
     assert_eq!(got, their_params);
     ours.admin_ok(&["trust", "remove", "biloxi.invalid"], "");
-    assert_eq!(ours.admin_code(&["trust", "remove", "biloxi.invalid"], ""), 3);
-    assert!(server.client().trusted_params("biloxi.invalid").await.is_err());
+    assert_eq!(
+        ours.admin_code(&["trust", "remove", "biloxi.invalid"], ""),
+        3
+    );
+    assert!(server
+        .client()
+        .trusted_params("biloxi.invalid")
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn admin_errors_have_exit_codes_and_extract_imports() {
     let pkg = Pkg::new(&None, "").await;
     let cur = window()[0].to_string();
-    assert_eq!(pkg.admin_code(&["user", "add", "alice"], "whatever pw\n"), 4);
+    assert_eq!(
+        pkg.admin_code(&["user", "add", "alice"], "whatever pw\n"),
+        4
+    );
     assert_eq!(pkg.admin_code(&["user", "disable", "nobody"], ""), 3);
-    assert_eq!(pkg.admin_code(&["user", "add", "bad name"], "whatever pw\n"), 5);
+    assert_eq!(
+        pkg.admin_code(&["user", "add", "bad name"], "whatever pw\n"),
+        5
+    );
     assert_eq!(pkg.admin_code(&["user", "add", "carol"], "short\n"), 5);
     assert_eq!(pkg.admin_code(&["user", "add", "carol"], ""), 5);
     assert_eq!(pkg.admin_code(&["init", "--domain", "x.invalid"], ""), 4);
     let out = pkg.path("alice.keys");
     let o = out.to_str().unwrap();
-    assert_eq!(pkg.admin_code(&["extract", "tel:+1234", "--period", &cur, "--out", o], "passphrase!\n"), 5);
-    assert_eq!(pkg.admin_code(&["extract", "sip:alice@atlanta.invalid", "--period", "2026-13", "--out", o], "passphrase!\n"), 5);
-    assert_eq!(pkg.admin_code(&["extract", "sip:alice@elsewhere.invalid", "--period", &cur, "--out", o], "passphrase!\n"), 5);
-    assert_eq!(pkg.admin_code(&["extract", "sip:zed@atlanta.invalid", "--period", &cur, "--out", o], "passphrase!\n"), 3);
-    assert_eq!(pkg.admin_code(&["trust", "add", "/nonexistent/file.json"], ""), 6);
-    assert_eq!(pkg.admin_code(&["audit", "--since", "yesterday-ish"], ""), 5);
+    assert_eq!(
+        pkg.admin_code(
+            &["extract", "tel:+1234", "--period", &cur, "--out", o],
+            "passphrase!\n"
+        ),
+        5
+    );
+    assert_eq!(
+        pkg.admin_code(
+            &[
+                "extract",
+                "sip:alice@atlanta.invalid",
+                "--period",
+                "2026-13",
+                "--out",
+                o
+            ],
+            "passphrase!\n"
+        ),
+        5
+    );
+    assert_eq!(
+        pkg.admin_code(
+            &[
+                "extract",
+                "sip:alice@elsewhere.invalid",
+                "--period",
+                &cur,
+                "--out",
+                o
+            ],
+            "passphrase!\n"
+        ),
+        5
+    );
+    assert_eq!(
+        pkg.admin_code(
+            &[
+                "extract",
+                "sip:zed@atlanta.invalid",
+                "--period",
+                &cur,
+                "--out",
+                o
+            ],
+            "passphrase!\n"
+        ),
+        3
+    );
+    assert_eq!(
+        pkg.admin_code(&["trust", "add", "/nonexistent/file.json"], ""),
+        6
+    );
+    assert_eq!(
+        pkg.admin_code(&["audit", "--since", "yesterday-ish"], ""),
+        5
+    );
     assert_eq!(pkg.admin_code(&["audit", "--user", "nobody"], ""), 3);
     assert_eq!(pkg.admin_code(&["bogus-command"], ""), 2);
 
@@ -325,19 +558,53 @@ async fn admin_errors_have_exit_codes_and_extract_imports() {
     assert_eq!(st.status.code(), Some(8));
 
     // Offline extract: 0600 file, imported by the phone, audited.
-    pkg.admin_ok(&["extract", "sip:alice@atlanta.invalid", "--period", &cur, "--out", o], "passphrase!\n");
+    pkg.admin_ok(
+        &[
+            "extract",
+            "sip:alice@atlanta.invalid",
+            "--period",
+            &cur,
+            "--out",
+            o,
+        ],
+        "passphrase!\n",
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
-    assert_eq!(pkg.admin_code(&["extract", "sip:alice@atlanta.invalid", "--period", &cur, "--out", o], "passphrase!\n"), 4);
+    assert_eq!(
+        pkg.admin_code(
+            &[
+                "extract",
+                "sip:alice@atlanta.invalid",
+                "--period",
+                &cur,
+                "--out",
+                o
+            ],
+            "passphrase!\n"
+        ),
+        4
+    );
     let mut ks = KeyStore::open(&pkg.path("phone"), Unlock::KeyFile).unwrap();
-    assert!(ks.import_extract_file(&out, &SecretString::from("wrong one")).is_err());
-    assert_eq!(ks.import_extract_file(&out, &SecretString::from("passphrase!")).unwrap(), 1);
+    assert!(ks
+        .import_extract_file(&out, &SecretString::from("wrong one"))
+        .is_err());
+    assert_eq!(
+        ks.import_extract_file(&out, &SecretString::from("passphrase!"))
+            .unwrap(),
+        1
+    );
     let k = ks.keys_for(&Period::month(&cur).unwrap()).unwrap().unwrap();
     assert_eq!(k.identity().aor().as_str(), "sip:alice@atlanta.invalid");
-    assert!(pkg.admin_ok(&["audit"], "").contains("\toffline\tissued:extract"));
+    assert!(pkg
+        .admin_ok(&["audit"], "")
+        .contains("\toffline\tissued:extract"));
 }
 
 #[tokio::test]
@@ -345,19 +612,47 @@ async fn digest_ha1_for_the_registrar() {
     use pkg_server::password::DigestAlgorithm;
     let pkg = Pkg::new(&None, "").await;
     let config = pkg_server::config::Config::load(&pkg.config).unwrap();
-    let store = pkg_server::store::Store::connect(&config.database_url(), 2).await.unwrap();
-    let vault = pkg_server::vault::Vault::unlock(&config, &store).await.unwrap();
+    let store = pkg_server::store::Store::connect(&config.database_url(), 2)
+        .await
+        .unwrap();
+    let vault = pkg_server::vault::Vault::unlock(&config, &store)
+        .await
+        .unwrap();
     let store = store.with_ha1_key(vault.ha1_key());
     use md5::Digest as _;
     let want = hex::encode(md5::Md5::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(store.digest_ha1("alice", DigestAlgorithm::Md5).await.unwrap().unwrap().as_str(), want);
+    assert_eq!(
+        store
+            .digest_ha1("alice", DigestAlgorithm::Md5)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        want
+    );
     let want = hex::encode(sha2::Sha256::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(store.digest_ha1("alice", DigestAlgorithm::Sha256).await.unwrap().unwrap().as_str(), want);
-    assert!(store.digest_ha1("nobody", DigestAlgorithm::Md5).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .digest_ha1("alice", DigestAlgorithm::Sha256)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_str(),
+        want
+    );
+    assert!(store
+        .digest_ha1("nobody", DigestAlgorithm::Md5)
+        .await
+        .unwrap()
+        .is_none());
     assert!(store.user_enabled("alice").await.unwrap());
     pkg.admin_ok(&["user", "disable", "alice"], "");
     assert!(!store.user_enabled("alice").await.unwrap());
-    assert!(store.digest_ha1("alice", DigestAlgorithm::Md5).await.unwrap().is_none());
+    assert!(store
+        .digest_ha1("alice", DigestAlgorithm::Md5)
+        .await
+        .unwrap()
+        .is_none());
     // Sealed in the database: the HA1 text is not there in clear.
     let db = std::fs::read(pkg.path("pkg.db")).unwrap();
     let needle = hex::encode(md5::Md5::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
@@ -377,13 +672,27 @@ async fn scale_out_two_servers_share_sessions_and_throttling() {
         let params = cb.params().await.unwrap();
         assert_eq!(ca.params().await.unwrap(), params);
         let s = ca.login("alice", &ALICE_PW.into()).await.unwrap();
-        assert_eq!(cb.fetch_keys(&s, &params, &window()).await.unwrap().len(), 3);
+        assert_eq!(
+            cb.fetch_keys(&s, &params, &window()).await.unwrap().len(),
+            3
+        );
         cb.logout(&s).await.unwrap();
-        assert_eq!(status_of(&ca.fetch_keys(&s, &params, &window()[..1]).await.unwrap_err()).0, 401);
+        assert_eq!(
+            status_of(
+                &ca.fetch_keys(&s, &params, &window()[..1])
+                    .await
+                    .unwrap_err()
+            )
+            .0,
+            401
+        );
         // Failures on one server lock the user out on the other.
         for _ in 0..2 {
             let _ = ca.login("bob", &"bad password".into()).await;
         }
-        assert_eq!(status_of(&cb.login("bob", &BOB_PW.into()).await.unwrap_err()).0, 429);
+        assert_eq!(
+            status_of(&cb.login("bob", &BOB_PW.into()).await.unwrap_err()).0,
+            429
+        );
     }
 }

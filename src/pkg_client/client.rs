@@ -59,8 +59,8 @@ impl PkgClient {
     pub fn new(base_url: &str, pin: Option<[u8; 32]>) -> Result<Self, PkgClientError> {
         let (host, port) = parse_https_url(base_url)?;
         let verifier = Arc::new(PinnedVerifier::new(pin, provider()));
-        let config = client_config(verifier.clone())
-            .map_err(|e| PkgClientError::Tls(e.to_string()))?;
+        let config =
+            client_config(verifier.clone()).map_err(|e| PkgClientError::Tls(e.to_string()))?;
         Ok(PkgClient {
             host,
             port,
@@ -121,7 +121,11 @@ impl PkgClient {
     /// `GET /v1/params/{domain}`: a trusted foreign provider's parameters;
     /// the answer must be for `domain`.
     pub async fn trusted_params(&self, domain: &str) -> Result<PublicParams, PkgClientError> {
-        if domain.is_empty() || !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        if domain.is_empty()
+            || !domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
             return Err(PkgClientError::Protocol(format!("bad domain {domain:?}")));
         }
         let path = format!("{}/{}", api::PATH_PARAMS, domain.to_ascii_lowercase());
@@ -151,7 +155,12 @@ impl PkgClient {
         })
         .map_err(|e| PkgClientError::Protocol(e.to_string()))?;
         let r: KeysResponse = self
-            .json(Method::POST, api::PATH_KEYS, Some(&session.token), Some(body))
+            .json(
+                Method::POST,
+                api::PATH_KEYS,
+                Some(&session.token),
+                Some(body),
+            )
             .await?;
         if r.aor != session.aor.as_str() {
             return Err(PkgClientError::Protocol(format!(
@@ -174,8 +183,13 @@ impl PkgClient {
             aor: None,
         })
         .map_err(|e| PkgClientError::Protocol(e.to_string()))?;
-        self.json(Method::POST, api::PATH_KEYS, Some(&session.token), Some(body))
-            .await
+        self.json(
+            Method::POST,
+            api::PATH_KEYS,
+            Some(&session.token),
+            Some(body),
+        )
+        .await
     }
 
     /// `GET /v1/health`.
@@ -203,9 +217,12 @@ impl PkgClient {
         token: Option<&api::SecretString>,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, PkgClientError> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.request_inner(method, path, token, body))
-            .await
-            .map_err(|_| PkgClientError::Io("request timed out".into()))?
+        tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.request_inner(method, path, token, body),
+        )
+        .await
+        .map_err(|_| PkgClientError::Io("request timed out".into()))?
     }
 
     async fn request_inner(
@@ -217,7 +234,9 @@ impl PkgClient {
     ) -> Result<Bytes, PkgClientError> {
         let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
             .await
-            .map_err(|e| PkgClientError::Io(format!("connect to {}:{}: {e}", self.host, self.port)))?;
+            .map_err(|e| {
+                PkgClientError::Io(format!("connect to {}:{}: {e}", self.host, self.port))
+            })?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.trim_matches(['[', ']']).to_string())
             .map_err(|e| PkgClientError::Protocol(format!("bad host name: {e}")))?;
@@ -348,7 +367,13 @@ fn parse_https_url(url: &str) -> Result<(String, u16), PkgClientError> {
         let host = format!("[{}]", &v6[..close]);
         match &v6[close + 1..] {
             "" => (host, 443),
-            p => (host, p.strip_prefix(':').ok_or_else(bad)?.parse().map_err(|_| bad())?),
+            p => (
+                host,
+                p.strip_prefix(':')
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?,
+            ),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -369,9 +394,18 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_https_url("https://pkg.example.com").unwrap(), ("pkg.example.com".into(), 443));
-        assert_eq!(parse_https_url("https://127.0.0.1:8443/x").unwrap(), ("127.0.0.1".into(), 8443));
-        assert_eq!(parse_https_url("https://[::1]:9").unwrap(), ("[::1]".into(), 9));
+        assert_eq!(
+            parse_https_url("https://pkg.example.com").unwrap(),
+            ("pkg.example.com".into(), 443)
+        );
+        assert_eq!(
+            parse_https_url("https://127.0.0.1:8443/x").unwrap(),
+            ("127.0.0.1".into(), 8443)
+        );
+        assert_eq!(
+            parse_https_url("https://[::1]:9").unwrap(),
+            ("[::1]".into(), 9)
+        );
         assert!(parse_https_url("http://a").is_err());
         assert!(parse_https_url("https://a:x").is_err());
         assert!(parse_https_url("https://").is_err());
@@ -387,12 +421,23 @@ mod tests {
             let k = extract(m, &Identity::new(aor.clone(), p.clone()));
             api::KeyEntry {
                 period: p.as_str().into(),
-                d_enc: api::SecretString::new(crate::ibe::encoding::b64_encode(&k.d_enc_bytes()[..])),
-                d_sig: api::SecretString::new(crate::ibe::encoding::b64_encode(&k.d_sig_bytes()[..])),
+                d_enc: api::SecretString::new(crate::ibe::encoding::b64_encode(
+                    &k.d_enc_bytes()[..],
+                )),
+                d_sig: api::SecretString::new(crate::ibe::encoding::b64_encode(
+                    &k.d_sig_bytes()[..],
+                )),
             }
         };
-        assert_eq!(keys_from_entries(&aor, &params, &[entry(&msk)], &[p.clone()]).unwrap().len(), 1);
-        assert!(keys_from_entries(&aor, &params, &[entry(&other)], &[p.clone()]).is_err());
+        assert_eq!(
+            keys_from_entries(&aor, &params, &[entry(&msk)], std::slice::from_ref(&p))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            keys_from_entries(&aor, &params, &[entry(&other)], std::slice::from_ref(&p)).is_err()
+        );
         let q = Period::month("2026-12").unwrap();
         assert!(keys_from_entries(&aor, &params, &[entry(&msk)], &[q]).is_err());
     }

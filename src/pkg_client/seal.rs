@@ -264,7 +264,8 @@ impl PassphraseFile {
         if self.kdf.m_kib > 1 << 20 || self.kdf.t > 10 || self.kdf.p > 16 {
             return Err(SealError::Kdf("parameters too expensive".into()));
         }
-        let salt = b64_decode("salt", &self.salt).map_err(|e| SealError::Malformed(e.to_string()))?;
+        let salt =
+            b64_decode("salt", &self.salt).map_err(|e| SealError::Malformed(e.to_string()))?;
         let key = SealKey::from_passphrase(passphrase, &salt, self.kdf)?;
         key.open(format.as_bytes(), &self.sealed)
     }

@@ -71,8 +71,9 @@ impl KeyStore {
                         key.open(KEYS_FORMAT.as_bytes(), &text)?
                     }
                     Unlock::Passphrase(p) => {
-                        let f: PassphraseFile = serde_json::from_str(&text)
-                            .map_err(|e| PkgClientError::Store(format!("{}: {e}", path.display())))?;
+                        let f: PassphraseFile = serde_json::from_str(&text).map_err(|e| {
+                            PkgClientError::Store(format!("{}: {e}", path.display()))
+                        })?;
                         f.open(KEYS_FORMAT, p.expose().as_bytes())?
                     }
                 };
@@ -176,7 +177,12 @@ impl KeyStore {
         let text = match &self.unlock {
             Unlock::KeyFile => file_key(&self.dir)?.seal(KEYS_FORMAT.as_bytes(), &plain)?,
             Unlock::Passphrase(p) => {
-                let f = PassphraseFile::seal(KEYS_FORMAT, p.expose().as_bytes(), KdfParams::FILE, &plain)?;
+                let f = PassphraseFile::seal(
+                    KEYS_FORMAT,
+                    p.expose().as_bytes(),
+                    KdfParams::FILE,
+                    &plain,
+                )?;
                 serde_json::to_string(&f).map_err(|e| PkgClientError::Store(e.to_string()))?
             }
         };
@@ -209,7 +215,8 @@ pub fn write_extract_file(
         serde_json::to_vec(bundle).map_err(|e| PkgClientError::Store(e.to_string()))?,
     );
     let f = PassphraseFile::seal(KEYS_FORMAT, passphrase.expose().as_bytes(), kdf, &plain)?;
-    let text = serde_json::to_string_pretty(&f).map_err(|e| PkgClientError::Store(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&f).map_err(|e| PkgClientError::Store(e.to_string()))?;
     super::seal::write_secret_file(file, text.as_bytes()).map_err(|e| store_err(file, e))
 }
 
@@ -235,17 +242,23 @@ mod tests {
         let k = extract(&msk, &Identity::new(aor, p.clone()));
         {
             let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
-            s.put_keys(&params, &[k.clone()]).unwrap();
+            s.put_keys(&params, std::slice::from_ref(&k)).unwrap();
             s.set_pkg_pin([7u8; 32]).unwrap();
         }
         let s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
-        assert_eq!(s.keys_for(&p).unwrap().unwrap().d_enc_bytes(), k.d_enc_bytes());
+        assert_eq!(
+            s.keys_for(&p).unwrap().unwrap().d_enc_bytes(),
+            k.d_enc_bytes()
+        );
         assert_eq!(s.pkg_pin(), Some([7u8; 32]));
         assert_eq!(s.params().unwrap().unwrap(), params);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let m = std::fs::metadata(dir.path().join(STORE_FILE)).unwrap().permissions().mode();
+            let m = std::fs::metadata(dir.path().join(STORE_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(m & 0o777, 0o600);
         }
         let raw = std::fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
@@ -259,7 +272,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (msk, params) = setup("biloxi.invalid", "https://pkg.biloxi.invalid").unwrap();
         let aor = Aor::parse("sip:bob@biloxi.invalid").unwrap();
-        let k = extract(&msk, &Identity::new(aor.clone(), Period::month("2026-11").unwrap()));
+        let k = extract(
+            &msk,
+            &Identity::new(aor.clone(), Period::month("2026-11").unwrap()),
+        );
         let bundle = KeyBundle {
             aor: aor.as_str().into(),
             params: params.to_json(),
@@ -272,9 +288,16 @@ mod tests {
         };
         let f = dir.path().join("bob.keys");
         let pw = super::super::api::SecretString::from("correct horse");
-        let fast = KdfParams { m_kib: 64, t: 1, p: 1 };
+        let fast = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
         write_extract_file(&f, &bundle, &pw, fast).unwrap();
-        assert!(write_extract_file(&f, &bundle, &pw, fast).is_err(), "never overwrites");
+        assert!(
+            write_extract_file(&f, &bundle, &pw, fast).is_err(),
+            "never overwrites"
+        );
         let mut s = KeyStore::open(&dir.path().join("store"), Unlock::KeyFile).unwrap();
         assert!(s.import_extract_file(&f, &"wrong".into()).is_err());
         assert_eq!(s.import_extract_file(&f, &pw).unwrap(), 1);

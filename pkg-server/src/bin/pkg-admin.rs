@@ -127,16 +127,30 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Cmd::Init { domain, pkg_url } => admin::init(&config, &domain, pkg_url.as_deref()).await,
         Cmd::User(UserCmd::Add { name }) => admin::user_add(&config, &name).await,
         Cmd::User(UserCmd::List) => admin::user_list(&config).await,
-        Cmd::User(UserCmd::Disable { name }) => admin::user_set_enabled(&config, &name, false).await,
+        Cmd::User(UserCmd::Disable { name }) => {
+            admin::user_set_enabled(&config, &name, false).await
+        }
         Cmd::User(UserCmd::Enable { name }) => admin::user_set_enabled(&config, &name, true).await,
         Cmd::User(UserCmd::Passwd { name }) => admin::user_passwd(&config, &name).await,
-        Cmd::Extract { aor, period, out } => admin::extract_offline(&config, &aor, &period, &out).await,
-        Cmd::Params(ParamsCmd::Export { out }) => admin::params_export(&config, out.as_deref()).await,
+        Cmd::Extract { aor, period, out } => {
+            admin::extract_offline(&config, &aor, &period, &out).await
+        }
+        Cmd::Params(ParamsCmd::Export { out }) => {
+            admin::params_export(&config, out.as_deref()).await
+        }
         Cmd::Trust(TrustCmd::Add { file, yes }) => admin::trust_add(&config, &file, yes).await,
         Cmd::Trust(TrustCmd::List) => admin::trust_list(&config).await,
         Cmd::Trust(TrustCmd::Remove { domain }) => admin::trust_remove(&config, &domain).await,
-        Cmd::Audit { user, since } => admin::audit(&config, user.as_deref(), since.as_deref()).await,
-        Cmd::Bench { url, fingerprint, users, ramp_secs, key_requests } => {
+        Cmd::Audit { user, since } => {
+            admin::audit(&config, user.as_deref(), since.as_deref()).await
+        }
+        Cmd::Bench {
+            url,
+            fingerprint,
+            users,
+            ramp_secs,
+            key_requests,
+        } => {
             let pin = match fingerprint {
                 Some(f) => Some(
                     ibephone::pkg_client::tls::parse_fingerprint(&f)

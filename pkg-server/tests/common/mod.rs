@@ -29,9 +29,15 @@ pub async fn fresh_pg_db(base: &str) -> String {
     let mut c = sqlx::PgConnection::connect(base).await.unwrap();
     let raw: [u8; 8] = ibephone::pkg_client::seal::random_bytes().unwrap();
     let name = format!("pkgtest_{}", hex::encode(raw));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
     let (head, _) = base.rsplit_once('/').unwrap();
-    let tail = base.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let tail = base
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{head}/{name}{tail}")
 }
 
@@ -46,7 +52,12 @@ impl Pkg {
         Self::with_domain(backend, extra, DOMAIN, true).await
     }
 
-    pub async fn with_domain(backend: &Option<String>, extra: &str, domain: &str, users: bool) -> Pkg {
+    pub async fn with_domain(
+        backend: &Option<String>,
+        extra: &str,
+        domain: &str,
+        users: bool,
+    ) -> Pkg {
         let dir = tempfile::tempdir().unwrap();
         let db = match backend {
             Some(base) => format!("database = \"{}\"\n", fresh_pg_db(base).await),
@@ -63,8 +74,21 @@ impl Pkg {
         )
         .unwrap();
         let pkg = Pkg { dir, config };
-        let out = pkg.admin(&["init", "--domain", domain, "--pkg-url", "https://127.0.0.1:8443"], "");
-        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let out = pkg.admin(
+            &[
+                "init",
+                "--domain",
+                domain,
+                "--pkg-url",
+                "https://127.0.0.1:8443",
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if users {
             pkg.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
             pkg.admin_ok(&["user", "add", "bob"], &format!("{BOB_PW}\n"));
@@ -82,13 +106,22 @@ impl Pkg {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     pub fn admin_ok(&self, args: &[&str], stdin: &str) -> String {
         let out = self.admin(args, stdin);
-        assert!(out.status.success(), "pkg-admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pkg-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -122,7 +155,9 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
         let field = |k: &str| {
             line.split_whitespace()
@@ -131,8 +166,13 @@ impl Server {
                 .to_string()
         };
         let url = format!("https://{}", field("listening="));
-        let fingerprint = ibephone::pkg_client::tls::parse_fingerprint(&field("fingerprint=")).unwrap();
-        Server { child, url, fingerprint }
+        let fingerprint =
+            ibephone::pkg_client::tls::parse_fingerprint(&field("fingerprint=")).unwrap();
+        Server {
+            child,
+            url,
+            fingerprint,
+        }
     }
 
     pub fn client(&self) -> ibephone::pkg_client::PkgClient {
@@ -153,7 +193,13 @@ impl Drop for Server {
 }
 
 /// A raw HTTPS request (for malformed input): returns status and body.
-pub async fn raw(server: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, Option<String>) {
+pub async fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, Option<String>) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
     use std::sync::Arc;
@@ -165,21 +211,39 @@ pub async fn raw(server: &Server, method: &str, path: &str, headers: &[(&str, &s
     let addr = server.url.trim_start_matches("https://").to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(path).header("host", addr);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = send.send_request(req.body(Full::new(Bytes::from(body))).unwrap()).await;
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await;
     match resp {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
-            let b = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let b = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             (status, String::from_utf8_lossy(&b).into_owned(), retry)
         }
         Err(e) => (0, e.to_string(), None),
@@ -187,7 +251,8 @@ pub async fn raw(server: &Server, method: &str, path: &str, headers: &[(&str, &s
 }
 
 pub fn error_code(body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     v["error"].as_str().unwrap().to_string()
 }
 
