@@ -149,3 +149,19 @@ impl Config {
         self.data_dir.join("master.key")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let c: Config = toml::from_str(include_str!("../config/pkg.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.session.idle_secs, d.session.idle_secs);
+        assert_eq!(c.argon2.m_kib, d.argon2.m_kib);
+        assert_eq!(c.throttle.user_max_failures, d.throttle.user_max_failures);
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+    }
+}
