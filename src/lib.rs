@@ -7,6 +7,7 @@
 //! - [`sip`]: sans-I/O SIP stack, registrar/proxy core, tokio driver.
 //! - [`tunnel`]: the CMS tunnel of section 5 (sans-I/O).
 //! - [`media`]: SRTP key agreement and SAS (section 6).
+//! - [`pkg_client`]: the PKG protocol client, its API types and key store.
 //! - [`agent`]: SIP core + tunnel + keys behind one command/event stream.
 //! - [`pcap`]: the Wireshark proof, judging captures against the spec.
 #![forbid(unsafe_code)]
@@ -16,5 +17,6 @@ pub mod agent;
 pub mod ibe;
 pub mod media;
 pub mod pcap;
+pub mod pkg_client;
 pub mod sip;
 pub mod tunnel;

@@ -1,1 +1,72 @@
-fn main() {}
+//! `pkg-server`: the PKG HTTPS server. Prints one machine-readable line on
+//! stdout once it listens:
+//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX`.
+
+use clap::Parser;
+use pkg_server::config::Config;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// ibephone PKG server.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, short, default_value = "/etc/ibephone/pkg.toml")]
+    config: PathBuf,
+    /// Listen address, overriding the configuration (`127.0.0.1:0` = any free port).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PKG_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = Config::load(&args.config)?;
+    let started = pkg_server::serve::start(config, args.listen).await?;
+    let fp = hex::encode(started.fingerprint);
+    if started.cert_created {
+        eprintln!("created a self-signed TLS certificate; users pin its SHA-256 fingerprint {fp}");
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "PKG-SERVER listening={} fingerprint={fp}",
+            started.addr
+        )?;
+        out.flush()?;
+    }
+    tracing::info!(addr = %started.addr, fingerprint = %fp, "listening");
+    started
+        .serve(async {
+            let ctrl_c = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => {
+                            let _ = ctrl_c.await;
+                            return;
+                        }
+                    };
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = ctrl_c.await;
+            }
+        })
+        .await;
+    Ok(())
+}

@@ -1,0 +1,452 @@
+//! `pkg-admin` commands. Each returns an [`AdminError`] whose
+//! [`AdminError::exit_code`] is the process exit code (documented in the
+//! README): 0 ok, 1 other failure, 2 usage, 3 not found, 4 already exists,
+//! 5 invalid input, 6 file unreadable or unwritable, 7 database
+//! unavailable, 8 not initialized.
+
+use crate::config::Config;
+use crate::http::{aor_of, now_unix, valid_user_name};
+use crate::password::{hash_password, PasswordError};
+use crate::store::{AuditRecord, Store, StoreError};
+use crate::vault::{load_params, Vault};
+use ibephone::ibe::encoding::b64_encode;
+use ibephone::ibe::{extract, setup, Aor, Identity, Period, PublicParams};
+use ibephone::pkg_client::api::{KeyEntry, SecretString};
+use ibephone::pkg_client::seal::KdfParams;
+use ibephone::pkg_client::store::{write_extract_file, KeyBundle};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+/// A failed command, by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Something named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something to create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Bad input (name, AOR, period, password, document).
+    #[error("{0}")]
+    Invalid(String),
+    /// A file cannot be read or written.
+    #[error("{0}")]
+    File(String),
+    /// The database is unreachable or failed.
+    #[error("database: {0}")]
+    Database(String),
+    /// The PKG has not been initialized.
+    #[error("{0}")]
+    NotInitialized(String),
+    /// Anything else.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl AdminError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AdminError::Other(_) => 1,
+            AdminError::NotFound(_) => 3,
+            AdminError::AlreadyExists(_) => 4,
+            AdminError::Invalid(_) => 5,
+            AdminError::File(_) => 6,
+            AdminError::Database(_) => 7,
+            AdminError::NotInitialized(_) => 8,
+        }
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Duplicate(w) => AdminError::AlreadyExists(format!("{w} already exists")),
+            StoreError::NotFound(w) => AdminError::NotFound(format!("{w} not found")),
+            other => AdminError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<PasswordError> for AdminError {
+    fn from(e: PasswordError) -> Self {
+        AdminError::Invalid(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, AdminError>;
+
+/// Opens the database of `config`.
+pub async fn open_store(config: &Config) -> Result<Store> {
+    Store::connect(&config.database_url(), 4)
+        .await
+        .map_err(|e| AdminError::Database(e.to_string()))
+}
+
+async fn initialized(config: &Config) -> Result<(Store, PublicParams)> {
+    let store = open_store(config).await?;
+    let params = load_params(&store)
+        .await
+        .map_err(|e| AdminError::NotInitialized(format!("{e:#}")))?;
+    Ok((store, params))
+}
+
+async fn with_ha1(config: &Config, store: Store) -> Result<Store> {
+    let vault = Vault::unlock(config, &store).await?;
+    Ok(store.with_ha1_key(vault.ha1_key()))
+}
+
+/// Reads a secret: prompted (twice when `confirm`) on a terminal, else
+/// one line of standard input. Never from the command line.
+pub fn read_secret(prompt: &str, confirm: bool) -> Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let a = SecretString::new(
+            rpassword::prompt_password(prompt).map_err(|e| AdminError::Invalid(e.to_string()))?,
+        );
+        if confirm {
+            let b = SecretString::new(
+                rpassword::prompt_password("again: ")
+                    .map_err(|e| AdminError::Invalid(e.to_string()))?,
+            );
+            if a != b {
+                return Err(AdminError::Invalid("the two entries differ".into()));
+            }
+        }
+        Ok(a)
+    } else {
+        let mut line = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| AdminError::Invalid(format!("reading standard input: {e}")))?;
+        let s = line.trim_end_matches(['\n', '\r']);
+        if s.is_empty() {
+            return Err(AdminError::Invalid("empty secret on standard input".into()));
+        }
+        Ok(SecretString::new(s.to_string()))
+    }
+}
+
+/// `init --domain D`: master secret, parameters, TLS certificate.
+pub async fn init(config: &Config, domain: &str, pkg_url: Option<&str>) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| AdminError::File(format!("{}: {e}", config.data_dir.display())))?;
+    let store = open_store(config).await?;
+    if let Some(p) = store.meta_get("params").await? {
+        let d = PublicParams::from_json(&p)
+            .map(|p| p.domain().to_string())
+            .unwrap_or_default();
+        return Err(AdminError::AlreadyExists(format!(
+            "this PKG is already initialized for {d}"
+        )));
+    }
+    let default_url = format!("https://{}:8443", domain.to_ascii_lowercase());
+    let url = pkg_url
+        .or(config.pkg_url.as_deref())
+        .unwrap_or(&default_url);
+    let (msk, params) = setup(domain, url).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    if config.master_passphrase_env.is_none() && config.master_key_path().exists() {
+        return Err(AdminError::AlreadyExists(format!(
+            "key file {} exists; remove it or use another data_dir",
+            config.master_key_path().display()
+        )));
+    }
+    let vault = Vault::create(config, &store).await?;
+    vault.store_master(&store, params.domain(), &msk).await?;
+    store.meta_set("params", &params.to_json(), true).await?;
+    let names = crate::tls::cert_names(Some(params.pkg_url()));
+    crate::tls::ensure_cert(&config.cert_path(), &config.key_path(), &names)?;
+    let tls = crate::tls::load(&config.cert_path(), &config.key_path())?;
+    println!("initialized PKG for {}", params.domain());
+    println!("parameter fingerprint: {}", params.fingerprint_display());
+    println!("TLS certificate SHA-256: {}", hex::encode(tls.fingerprint));
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if valid_user_name(name) {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "bad user name {name:?}: 1-64 characters from A-Z a-z 0-9 . _ + -"
+        )))
+    }
+}
+
+/// `user add NAME`.
+pub async fn user_add(config: &Config, name: &str) -> Result<()> {
+    check_name(name)?;
+    let (store, params) = initialized(config).await?;
+    if store.user_get(name).await?.is_some() {
+        return Err(AdminError::AlreadyExists(format!(
+            "user {name} already exists"
+        )));
+    }
+    let store = with_ha1(config, store).await?;
+    let pw = read_secret(&format!("password for {name}: "), true)?;
+    let rec = hash_password(name, params.domain(), pw.expose(), &config.argon2)?;
+    store.user_add(name, &rec, now_unix()).await?;
+    println!(
+        "added {}",
+        aor_of(name, params.domain())
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `user passwd NAME`.
+pub async fn user_passwd(config: &Config, name: &str) -> Result<()> {
+    check_name(name)?;
+    let (store, params) = initialized(config).await?;
+    if store.user_get(name).await?.is_none() {
+        return Err(AdminError::NotFound(format!("unknown user {name}")));
+    }
+    let store = with_ha1(config, store).await?;
+    let pw = read_secret(&format!("new password for {name}: "), true)?;
+    let rec = hash_password(name, params.domain(), pw.expose(), &config.argon2)?;
+    store.user_set_password(name, &rec).await?;
+    println!("password of {name} changed; their sessions ended");
+    Ok(())
+}
+
+/// `user enable|disable NAME`.
+pub async fn user_set_enabled(config: &Config, name: &str, enabled: bool) -> Result<()> {
+    check_name(name)?;
+    let (store, _) = initialized(config).await?;
+    store
+        .user_set_enabled(name, enabled)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => AdminError::NotFound(format!("unknown user {name}")),
+            o => o.into(),
+        })?;
+    println!("{name} {}", if enabled { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+/// `user list`.
+pub async fn user_list(config: &Config) -> Result<()> {
+    let (store, params) = initialized(config).await?;
+    let mut out = std::io::stdout().lock();
+    for u in store.user_list().await? {
+        let aor = aor_of(&u.name, params.domain())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            u.name,
+            aor,
+            if u.enabled { "enabled" } else { "disabled" },
+            fmt_time(u.created)
+        );
+    }
+    Ok(())
+}
+
+/// `extract AOR --period P --out FILE`: offline issuance, passphrase file.
+pub async fn extract_offline(config: &Config, aor: &str, period: &str, out: &Path) -> Result<()> {
+    let aor = Aor::parse(aor).map_err(|e| AdminError::Invalid(format!("bad AOR: {e}")))?;
+    let period =
+        Period::month(period).map_err(|e| AdminError::Invalid(format!("bad period: {e}")))?;
+    let (store, params) = initialized(config).await?;
+    if aor.host() != params.domain() {
+        return Err(AdminError::Invalid(format!(
+            "{aor} is not in this PKG's domain {}",
+            params.domain()
+        )));
+    }
+    match store.user_get(aor.user()).await? {
+        None => return Err(AdminError::NotFound(format!("unknown user {}", aor.user()))),
+        Some(u) if !u.enabled => {
+            return Err(AdminError::Invalid(format!("user {} is disabled", u.name)))
+        }
+        Some(_) => {}
+    }
+    if out.exists() {
+        return Err(AdminError::AlreadyExists(format!(
+            "{} exists",
+            out.display()
+        )));
+    }
+    let vault = Vault::unlock(config, &store).await?;
+    let msk = vault.load_master(&store, &params).await?;
+    let pass = read_secret("passphrase for the key file: ", true)?;
+    if pass.expose().len() < 8 {
+        return Err(AdminError::Invalid(
+            "passphrase must have at least 8 characters".into(),
+        ));
+    }
+    let id = Identity::new(aor.clone(), period.clone());
+    let keys = extract(&msk, &id);
+    let bundle = KeyBundle {
+        aor: aor.to_string(),
+        params: params.to_json(),
+        keys: vec![KeyEntry {
+            period: period.to_string(),
+            d_enc: SecretString::new(b64_encode(&keys.d_enc_bytes()[..])),
+            d_sig: SecretString::new(b64_encode(&keys.d_sig_bytes()[..])),
+        }],
+        pkg_cert_sha256: None,
+    };
+    store
+        .audit(&AuditRecord {
+            at: now_unix(),
+            user: aor.user().to_string(),
+            identity: id.to_string(),
+            period: period.to_string(),
+            address: "offline".into(),
+            outcome: "issued:extract".into(),
+        })
+        .await?;
+    write_extract_file(out, &bundle, &pass, KdfParams::FILE)
+        .map_err(|e| AdminError::File(e.to_string()))?;
+    println!("wrote keys of {id} to {}", out.display());
+    Ok(())
+}
+
+/// `params export [--out FILE]`: the JSON document and its fingerprint.
+pub async fn params_export(config: &Config, out: Option<&Path>) -> Result<()> {
+    let (_, params) = initialized(config).await?;
+    let json = params.to_json();
+    match out {
+        Some(p) => std::fs::write(p, format!("{json}\n"))
+            .map_err(|e| AdminError::File(format!("{}: {e}", p.display())))?,
+        None => println!("{json}"),
+    }
+    eprintln!("fingerprint: {}", params.fingerprint_display());
+    Ok(())
+}
+
+/// `trust add FILE`: shows the domain and fingerprint, asks unless `yes`.
+pub async fn trust_add(config: &Config, file: &Path, yes: bool) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| AdminError::File(format!("cannot read {}: {e}", file.display())))?;
+    let p = PublicParams::from_json(&text)
+        .map_err(|e| AdminError::Invalid(format!("{}: {e}", file.display())))?;
+    let (store, own) = initialized(config).await?;
+    if p.domain() == own.domain() {
+        return Err(AdminError::Invalid(format!(
+            "{} is this PKG's own domain",
+            p.domain()
+        )));
+    }
+    println!("domain:      {}", p.domain());
+    println!("fingerprint: {}", p.fingerprint_display());
+    if !yes {
+        print!("compare the fingerprint with the other administrator; trust it? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Err(AdminError::Invalid(
+                "not trusted (answer was not yes)".into(),
+            ));
+        }
+    }
+    store
+        .trusted_put(p.domain(), &p.to_json(), now_unix())
+        .await?;
+    println!("trusted {}", p.domain());
+    Ok(())
+}
+
+/// `trust list`.
+pub async fn trust_list(config: &Config) -> Result<()> {
+    let (store, _) = initialized(config).await?;
+    for (domain, json) in store.trusted_list().await? {
+        let fp = PublicParams::from_json(&json)
+            .map(|p| p.fingerprint_display())
+            .unwrap_or_else(|e| format!("(damaged: {e})"));
+        println!("{domain}\t{fp}");
+    }
+    Ok(())
+}
+
+/// `trust remove DOMAIN`.
+pub async fn trust_remove(config: &Config, domain: &str) -> Result<()> {
+    let (store, _) = initialized(config).await?;
+    store
+        .trusted_remove(&domain.to_ascii_lowercase())
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => AdminError::NotFound(format!("{domain} is not trusted")),
+            o => o.into(),
+        })?;
+    println!("removed {domain}");
+    Ok(())
+}
+
+/// Parses `--since`: Unix seconds, `YYYY-MM-DD` or RFC 3339.
+pub fn parse_since(s: &str) -> Result<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = humantime::parse_rfc3339_weak(&full).map_err(|_| {
+        AdminError::Invalid(format!(
+            "bad time {s:?}: use Unix seconds, YYYY-MM-DD or RFC 3339"
+        ))
+    })?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0))
+}
+
+/// `audit [--user U] [--since T]`.
+pub async fn audit(config: &Config, user: Option<&str>, since: Option<&str>) -> Result<()> {
+    let since = since.map(parse_since).transpose()?.unwrap_or(0);
+    let (store, _) = initialized(config).await?;
+    if let Some(u) = user {
+        if store.user_get(u).await?.is_none() {
+            return Err(AdminError::NotFound(format!("unknown user {u}")));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for r in store.audit_list(user, since).await? {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            fmt_time(r.at),
+            r.user,
+            r.identity,
+            r.period,
+            r.address,
+            r.outcome
+        );
+    }
+    Ok(())
+}
+
+fn fmt_time(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Creates (or resets) users `bench-0` ... `bench-{n-1}` with one random
+/// password (one Argon2id hash shared by all) and returns it.
+pub async fn bench_users(config: &Config, n: usize) -> Result<SecretString> {
+    let (store, params) = initialized(config).await?;
+    let store = with_ha1(config, store).await?;
+    let raw: [u8; 18] =
+        ibephone::pkg_client::seal::random_bytes().map_err(|e| AdminError::Other(e.into()))?;
+    let pw = SecretString::new(b64_encode(&raw));
+    let phc = crate::password::phc_hash(pw.expose(), &config.argon2)?;
+    for i in 0..n {
+        let name = format!("bench-{i}");
+        let rec =
+            crate::password::record_with_phc(&name, params.domain(), pw.expose(), phc.clone());
+        if store.user_get(&name).await?.is_some() {
+            store.user_set_password(&name, &rec).await?;
+            store.user_set_enabled(&name, true).await?;
+        } else {
+            store.user_add(&name, &rec, now_unix()).await?;
+        }
+    }
+    Ok(pw)
+}

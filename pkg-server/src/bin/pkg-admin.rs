@@ -1,0 +1,183 @@
+//! `pkg-admin`: the PKG administrator's CLI. Exit codes: 0 ok, 1 other
+//! failure, 2 usage, 3 not found, 4 already exists, 5 invalid input,
+//! 6 file unreadable or unwritable, 7 database unavailable, 8 not
+//! initialized. Secrets are read from a prompt or standard input, never
+//! from the command line.
+
+use clap::{Parser, Subcommand};
+use pkg_server::admin::{self, AdminError};
+use pkg_server::config::Config;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// ibephone PKG administration.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, default_value = "/etc/ibephone/pkg.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Creates the master secret, the parameters and the TLS certificate.
+    Init {
+        /// The SIP domain this PKG serves.
+        #[arg(long)]
+        domain: String,
+        /// Public URL of the PKG (default `https://DOMAIN:8443`).
+        #[arg(long)]
+        pkg_url: Option<String>,
+    },
+    /// Manages accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Issues one identity's keys into a passphrase-protected file (offline).
+    Extract {
+        /// The AOR, e.g. sip:alice@atlanta.com.
+        aor: String,
+        /// The key period, YYYY-MM.
+        #[arg(long)]
+        period: String,
+        /// Output file (created 0600; must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Public parameters.
+    #[command(subcommand)]
+    Params(ParamsCmd),
+    /// Federation: other domains' parameters.
+    #[command(subcommand)]
+    Trust(TrustCmd),
+    /// Shows the key issuance audit log.
+    Audit {
+        /// Only this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only records since (Unix seconds, YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Load test against a running server (creates users bench-0..N-1).
+    Bench {
+        /// Server URL, e.g. https://127.0.0.1:8443.
+        #[arg(long)]
+        url: String,
+        /// Pinned certificate SHA-256 (hex); trust on first use if absent.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Concurrent users.
+        #[arg(long, default_value_t = 10)]
+        users: usize,
+        /// Spread user start times over this many seconds.
+        #[arg(long, default_value_t = 0.0)]
+        ramp_secs: f64,
+        /// Key requests (3 keys each) in the issuance phase.
+        #[arg(long, default_value_t = 300)]
+        key_requests: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Adds an account (password from prompt or stdin).
+    Add { name: String },
+    /// Lists accounts.
+    List,
+    /// Disables an account and ends its sessions.
+    Disable { name: String },
+    /// Enables an account.
+    Enable { name: String },
+    /// Sets a new password (prompt or stdin).
+    Passwd { name: String },
+}
+
+#[derive(Subcommand)]
+enum ParamsCmd {
+    /// Prints the parameter document (stdout or --out) and its fingerprint.
+    Export {
+        /// Write to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrustCmd {
+    /// Trusts another domain's parameter file after showing its fingerprint.
+    Add {
+        /// The parameter document.
+        file: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Lists trusted domains with fingerprints.
+    List,
+    /// Stops trusting a domain.
+    Remove { domain: String },
+}
+
+async fn run(cli: Cli) -> Result<(), AdminError> {
+    let config = Config::load(&cli.config).map_err(|e| AdminError::File(format!("{e:#}")))?;
+    match cli.cmd {
+        Cmd::Init { domain, pkg_url } => admin::init(&config, &domain, pkg_url.as_deref()).await,
+        Cmd::User(UserCmd::Add { name }) => admin::user_add(&config, &name).await,
+        Cmd::User(UserCmd::List) => admin::user_list(&config).await,
+        Cmd::User(UserCmd::Disable { name }) => {
+            admin::user_set_enabled(&config, &name, false).await
+        }
+        Cmd::User(UserCmd::Enable { name }) => admin::user_set_enabled(&config, &name, true).await,
+        Cmd::User(UserCmd::Passwd { name }) => admin::user_passwd(&config, &name).await,
+        Cmd::Extract { aor, period, out } => {
+            admin::extract_offline(&config, &aor, &period, &out).await
+        }
+        Cmd::Params(ParamsCmd::Export { out }) => {
+            admin::params_export(&config, out.as_deref()).await
+        }
+        Cmd::Trust(TrustCmd::Add { file, yes }) => admin::trust_add(&config, &file, yes).await,
+        Cmd::Trust(TrustCmd::List) => admin::trust_list(&config).await,
+        Cmd::Trust(TrustCmd::Remove { domain }) => admin::trust_remove(&config, &domain).await,
+        Cmd::Audit { user, since } => {
+            admin::audit(&config, user.as_deref(), since.as_deref()).await
+        }
+        Cmd::Bench {
+            url,
+            fingerprint,
+            users,
+            ramp_secs,
+            key_requests,
+        } => {
+            let pin = match fingerprint {
+                Some(f) => Some(
+                    ibephone::pkg_client::tls::parse_fingerprint(&f)
+                        .ok_or_else(|| AdminError::Invalid(format!("bad fingerprint {f:?}")))?,
+                ),
+                None => None,
+            };
+            let password = admin::bench_users(&config, users).await?;
+            pkg_server::bench::run(pkg_server::bench::BenchOptions {
+                url,
+                pin,
+                users,
+                password,
+                ramp: Duration::from_secs_f64(ramp_secs.max(0.0)),
+                key_requests,
+            })
+            .await
+            .map_err(AdminError::Other)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("pkg-admin: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,167 @@
+//! `pkg.toml`: where the server listens, its database, its files and its
+//! limits. Every member has a default; see `config/pkg.toml`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Socket address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// `sqlite://FILE` (default: `pkg.db` in `data_dir`) or `postgres://...`.
+    pub database: Option<String>,
+    /// Directory of the TLS certificate and key and the master key file.
+    pub data_dir: PathBuf,
+    /// Public URL of this PKG (`pkg_url` of the parameters); set at init.
+    pub pkg_url: Option<String>,
+    /// Name of an environment variable holding the passphrase that protects
+    /// the master secret. When unset, a 0600 key file in `data_dir` does.
+    pub master_passphrase_env: Option<String>,
+    /// Largest accepted request body, bytes.
+    pub body_limit: usize,
+    /// Session lifetimes.
+    pub session: SessionConfig,
+    /// Failed-login throttling.
+    pub throttle: ThrottleConfig,
+    /// Argon2id cost of password hashes.
+    pub argon2: Argon2Config,
+    /// Database pool size.
+    pub db_max_connections: u32,
+}
+
+/// Session lifetimes in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session unused this long ends.
+    pub idle_secs: u64,
+    /// A session ends this long after login whatever its use.
+    pub absolute_secs: u64,
+}
+
+/// Failed-login limits: after `max_failures` failures within
+/// `window_secs`, further logins for that user (or from that address) are
+/// refused with 429 for `lockout_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failures per user name before lockout.
+    pub user_max_failures: i64,
+    /// Failures per client address before lockout.
+    pub addr_max_failures: i64,
+    /// Counting window.
+    pub window_secs: i64,
+    /// Lockout length.
+    pub lockout_secs: i64,
+}
+
+/// Argon2id parameters for password hashes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Argon2Config {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Passes.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:8443".into(),
+            database: None,
+            data_dir: PathBuf::from("/var/lib/ibephone-pkg"),
+            pkg_url: None,
+            master_passphrase_env: None,
+            body_limit: 16 * 1024,
+            session: SessionConfig::default(),
+            throttle: ThrottleConfig::default(),
+            argon2: Argon2Config::default(),
+            db_max_connections: 16,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_secs: 900,
+            absolute_secs: 12 * 3600,
+        }
+    }
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            user_max_failures: 5,
+            addr_max_failures: 50,
+            window_secs: 900,
+            lockout_secs: 300,
+        }
+    }
+}
+
+impl Default for Argon2Config {
+    /// 19 MiB, 2 passes, 1 lane: the OWASP minimum for Argon2id; about
+    /// 25 ms per login on one core of the reference machine.
+    fn default() -> Self {
+        Argon2Config {
+            m_kib: 19_456,
+            t: 2,
+            p: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// The database URL (default: SQLite file `pkg.db` in `data_dir`).
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("pkg.db").display()),
+        }
+    }
+
+    /// Path of the TLS certificate (PEM).
+    pub fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls-cert.pem")
+    }
+
+    /// Path of the TLS private key (PEM, 0600).
+    pub fn key_path(&self) -> PathBuf {
+        self.data_dir.join("tls-key.pem")
+    }
+
+    /// Path of the key file protecting the master secret (0600).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid_and_matches_defaults() {
+        let c: Config = toml::from_str(include_str!("../config/pkg.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.session.idle_secs, d.session.idle_secs);
+        assert_eq!(c.argon2.m_kib, d.argon2.m_kib);
+        assert_eq!(c.throttle.user_max_failures, d.throttle.user_max_failures);
+        assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! ibephone's provider side: the PKG HTTPS server (`pkg-server`) and its
+//! administrator's CLI (`pkg-admin`), on the protocol of `pkg-api.md` with
+//! the API types shared with the phone (`ibephone::pkg_client::api`).
+//!
+//! [`store::Store`] is also the user database of an embedded SIP registrar:
+//! [`store::Store::user_enabled`] and [`store::Store::digest_ha1`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod password;
+pub mod serve;
+pub mod store;
+pub mod tls;
+pub mod vault;

@@ -1,0 +1,141 @@
+//! Passwords: Argon2id PHC hashes for PKG logins, and the two SIP digest
+//! HA1 values (`MD5(user:realm:password)`, `SHA-256(user:realm:password)`,
+//! RFC 3261 / RFC 8760) for a registrar on the same user database.
+
+use crate::config::Argon2Config;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use md5::Md5;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// SIP digest algorithms whose HA1 is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    /// `MD5` (RFC 3261).
+    Md5,
+    /// `SHA-256` (RFC 8760).
+    Sha256,
+}
+
+impl DigestAlgorithm {
+    /// The `algorithm` parameter value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "MD5",
+            DigestAlgorithm::Sha256 => "SHA-256",
+        }
+    }
+}
+
+/// What is stored for a password: the PHC string and both HA1s (hex).
+pub struct PasswordRecord {
+    /// Argon2id PHC string (`$argon2id$v=19$m=...`).
+    pub phc: String,
+    /// `MD5(user:realm:password)`, lower-case hex.
+    pub ha1_md5: Zeroizing<String>,
+    /// `SHA-256(user:realm:password)`, lower-case hex.
+    pub ha1_sha256: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for PasswordRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordRecord([redacted])")
+    }
+}
+
+/// Password hashing errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Bad Argon2 parameters or hashing failure.
+    #[error("password hashing: {0}")]
+    Hash(String),
+    /// The password is not acceptable.
+    #[error("{0}")]
+    Weak(&'static str),
+}
+
+/// The Argon2id hasher for `cfg`.
+pub fn argon2(cfg: &Argon2Config) -> Result<Argon2<'static>, PasswordError> {
+    let params = Params::new(cfg.m_kib, cfg.t, cfg.p, None)
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes `password` for `user` in `realm` (the SIP domain).
+pub fn hash_password(
+    user: &str,
+    realm: &str,
+    password: &str,
+    cfg: &Argon2Config,
+) -> Result<PasswordRecord, PasswordError> {
+    if password.len() < 8 {
+        return Err(PasswordError::Weak(
+            "password must have at least 8 characters",
+        ));
+    }
+    if password.len() > 1024 {
+        return Err(PasswordError::Weak("password longer than 1024 bytes"));
+    }
+    let phc = phc_hash(password, cfg)?;
+    Ok(record_with_phc(user, realm, password, phc))
+}
+
+/// A record from an existing PHC hash of `password` (the HA1 values are
+/// computed for `user` and `realm`).
+pub fn record_with_phc(user: &str, realm: &str, password: &str, phc: String) -> PasswordRecord {
+    let input = Zeroizing::new(format!("{user}:{realm}:{password}"));
+    PasswordRecord {
+        phc,
+        ha1_md5: Zeroizing::new(hex::encode(Md5::digest(input.as_bytes()))),
+        ha1_sha256: Zeroizing::new(hex::encode(Sha256::digest(input.as_bytes()))),
+    }
+}
+
+/// A PHC Argon2id hash of `password` with a fresh salt.
+pub fn phc_hash(password: &str, cfg: &Argon2Config) -> Result<String, PasswordError> {
+    let salt_bytes: [u8; 16] = ibephone::pkg_client::seal::random_bytes()
+        .map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let salt =
+        SaltString::encode_b64(&salt_bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    Ok(argon2(cfg)?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| PasswordError::Hash(e.to_string()))?
+        .to_string())
+}
+
+/// Verifies `password` against a PHC string (its own parameters are used);
+/// false for a malformed hash.
+pub fn verify_password(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_verify_and_ha1() {
+        let cfg = Argon2Config {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        let r = hash_password("alice", "atlanta.invalid", "correct horse", &cfg).unwrap();
+        assert!(r.phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        assert!(verify_password(&r.phc, "correct horse"));
+        assert!(!verify_password(&r.phc, "wrong horse!"));
+        assert!(!verify_password("garbage", "x"));
+        // RFC 2617 section 3.5 example: Mufasa:testrealm@host.com:Circle Of Life
+        let m = hash_password("Mufasa", "testrealm@host.com", "Circle Of Life", &cfg).unwrap();
+        assert_eq!(m.ha1_md5.as_str(), "939e7578ed9e3c518a452acee763bce9");
+        assert_eq!(m.ha1_sha256.len(), 64);
+        assert!(hash_password("a", "b", "short", &cfg).is_err());
+        assert!(!format!("{m:?}").contains("939e"));
+    }
+}

@@ -1,0 +1,132 @@
+//! The listener: TCP accept, TLS 1.3 handshake (tokio-rustls), HTTP/1.1
+//! (hyper) into the axum router, with the client address attached to each
+//! request. Written by hand (about 50 lines) because axum's own `serve` has
+//! no TLS and `axum-server` would bring another rustls provider setup.
+
+use crate::config::Config;
+use crate::http::{router, AppState, ClientAddr};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::vault::{load_params, Vault};
+use anyhow::Context;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// A started server: where it listens and its certificate fingerprint.
+pub struct Started {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// SHA-256 of the TLS certificate.
+    pub fingerprint: [u8; 32],
+    /// Whether the certificate was created on this start.
+    pub cert_created: bool,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+}
+
+/// Opens the database, unlocks the master secret, loads (or creates) the
+/// certificate and binds the listener.
+pub async fn start(config: Config, listen: Option<String>) -> anyhow::Result<Started> {
+    let store = Store::connect(&config.database_url(), config.db_max_connections)
+        .await
+        .context("opening the database")?;
+    let params = load_params(&store).await?;
+    let vault = Vault::unlock(&config, &store).await?;
+    let msk = vault.load_master(&store, &params).await?;
+    let store = store.with_ha1_key(vault.ha1_key());
+    let names = crate::tls::cert_names(Some(params.pkg_url()));
+    let cert_created = crate::tls::ensure_cert(&config.cert_path(), &config.key_path(), &names)?;
+    let tls = crate::tls::load(&config.cert_path(), &config.key_path())?;
+    let dummy_phc = crate::password::phc_hash("not a password of anyone", &config.argon2)?;
+    let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let state = Arc::new(AppState {
+        store,
+        msk,
+        params_json: params.to_json(),
+        params,
+        metrics: Metrics::new(),
+        argon_permits: tokio::sync::Semaphore::new(cores),
+        dummy_phc,
+        config,
+    });
+    Ok(Started {
+        addr,
+        fingerprint: tls.fingerprint,
+        cert_created,
+        listener,
+        tls: tls.config,
+        state,
+    })
+}
+
+impl Started {
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let acceptor = TlsAcceptor::from(self.tls);
+        let app = router(self.state.clone());
+        let purge_state = self.state.clone();
+        let purge = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let s = &purge_state.config.session;
+                let _ = purge_state
+                    .store
+                    .sessions_purge(
+                        crate::http::now_unix(),
+                        s.idle_secs as i64,
+                        s.absolute_secs as i64,
+                    )
+                    .await;
+            }
+        });
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    _ => return,
+                };
+                let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer.ip()));
+                    app.clone().oneshot(req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+        purge.abort();
+    }
+}

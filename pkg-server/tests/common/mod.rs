@@ -1,0 +1,261 @@
+//! Test harness: a PKG in a temporary directory, `pkg-admin` runs and real
+//! `pkg-server` processes on 127.0.0.1 with a free port. With
+//! `IBEPHONE_TEST_POSTGRES=postgres://...` every test also runs on a fresh
+//! PostgreSQL database created for it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const DOMAIN: &str = "atlanta.invalid";
+pub const ALICE_PW: &str = "alice secret 1";
+pub const BOB_PW: &str = "bob secret 22";
+
+/// The databases to run on: SQLite always, PostgreSQL when configured.
+pub fn backends() -> Vec<Option<String>> {
+    let mut v = vec![None];
+    if let Ok(url) = std::env::var("IBEPHONE_TEST_POSTGRES") {
+        if !url.is_empty() {
+            v.push(Some(url));
+        }
+    }
+    v
+}
+
+/// A fresh database on the server of `base` (a `postgres://` URL).
+pub async fn fresh_pg_db(base: &str) -> String {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(base).await.unwrap();
+    let raw: [u8; 8] = ibephone::pkg_client::seal::random_bytes().unwrap();
+    let name = format!("pkgtest_{}", hex::encode(raw));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let (head, _) = base.rsplit_once('/').unwrap();
+    let tail = base
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{head}/{name}{tail}")
+}
+
+pub struct Pkg {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Pkg {
+    /// An initialized PKG for DOMAIN with users alice and bob.
+    pub async fn new(backend: &Option<String>, extra: &str) -> Pkg {
+        Self::with_domain(backend, extra, DOMAIN, true).await
+    }
+
+    pub async fn with_domain(
+        backend: &Option<String>,
+        extra: &str,
+        domain: &str,
+        users: bool,
+    ) -> Pkg {
+        let dir = tempfile::tempdir().unwrap();
+        let db = match backend {
+            Some(base) => format!("database = \"{}\"\n", fresh_pg_db(base).await),
+            None => String::new(),
+        };
+        let config = dir.path().join("pkg.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{db}{extra}\n\
+                 [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let pkg = Pkg { dir, config };
+        let out = pkg.admin(
+            &[
+                "init",
+                "--domain",
+                domain,
+                "--pkg-url",
+                "https://127.0.0.1:8443",
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if users {
+            pkg.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
+            pkg.admin_ok(&["user", "add", "bob"], &format!("{BOB_PW}\n"));
+        }
+        pkg
+    }
+
+    pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pkg-admin"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn admin_ok(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.admin(args, stdin);
+        assert!(
+            out.status.success(),
+            "pkg-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn admin_code(&self, args: &[&str], stdin: &str) -> i32 {
+        self.admin(args, stdin).status.code().unwrap()
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.config)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub fingerprint: [u8; 32],
+}
+
+impl Server {
+    pub fn start(config: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pkg-server"))
+            .arg("--config")
+            .arg(config)
+            .env("PKG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap()
+                .to_string()
+        };
+        let url = format!("https://{}", field("listening="));
+        let fingerprint =
+            ibephone::pkg_client::tls::parse_fingerprint(&field("fingerprint=")).unwrap();
+        Server {
+            child,
+            url,
+            fingerprint,
+        }
+    }
+
+    pub fn client(&self) -> ibephone::pkg_client::PkgClient {
+        ibephone::pkg_client::PkgClient::new(&self.url, Some(self.fingerprint)).unwrap()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTPS request (for malformed input): returns status and body.
+pub async fn raw(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, Option<String>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use std::sync::Arc;
+    let verifier = Arc::new(ibephone::pkg_client::tls::PinnedVerifier::new(
+        Some(server.fingerprint),
+        ibephone::pkg_client::tls::provider(),
+    ));
+    let cfg = ibephone::pkg_client::tls::client_config(verifier).unwrap();
+    let addr = server.url.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await;
+    match resp {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let b = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (status, String::from_utf8_lossy(&b).into_owned(), retry)
+        }
+        Err(e) => (0, e.to_string(), None),
+    }
+}
+
+pub fn error_code(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    v["error"].as_str().unwrap().to_string()
+}
+
+pub fn window() -> Vec<ibephone::ibe::Period> {
+    pkg_server::http::period_window(pkg_server::http::now_unix())
+}

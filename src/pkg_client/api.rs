@@ -1,0 +1,184 @@
+//! The PKG protocol's request and response bodies (spec `pkg-api.md`), the
+//! one definition used by both the server (`pkg-server`) and the client.
+//!
+//! Unknown members are ignored when decoding (serde's default), as the spec
+//! requires of clients. Secret members (passwords, tokens, private keys)
+//! are [`SecretString`]s: wiped on drop and printed as `[redacted]`.
+
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Path of the login endpoint.
+pub const PATH_LOGIN: &str = "/v1/login";
+/// Path of the logout endpoint.
+pub const PATH_LOGOUT: &str = "/v1/logout";
+/// Path of the provider's own parameters.
+pub const PATH_PARAMS: &str = "/v1/params";
+/// Path of the key endpoint.
+pub const PATH_KEYS: &str = "/v1/keys";
+/// Path of the health endpoint.
+pub const PATH_HEALTH: &str = "/v1/health";
+/// At most this many periods per key request (previous, current, next).
+pub const MAX_PERIODS: usize = 3;
+
+/// A secret string: zeroized on drop, `[redacted]` in `Debug`, serialized
+/// as a plain JSON string.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SecretString::new(String::deserialize(d)?))
+    }
+}
+
+impl SecretString {
+    /// Wraps a secret.
+    pub fn new(s: String) -> Self {
+        SecretString(Zeroizing::new(s))
+    }
+
+    /// The secret itself; do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(s: &str) -> Self {
+        SecretString::new(s.to_string())
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `POST /v1/login` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The account name (the user part of the AOR).
+    pub user: String,
+    /// The password.
+    pub password: SecretString,
+}
+
+/// `POST /v1/login` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token of the new session.
+    pub token: SecretString,
+    /// The canonical AOR of the account.
+    pub aor: String,
+    /// Idle timeout of the session in seconds.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/keys` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysRequest {
+    /// Period labels (`YYYY-MM`), at most [`MAX_PERIODS`].
+    pub periods: Vec<String>,
+    /// Optional (server extension): the AOR the caller asks keys for. A
+    /// server answers `403` unless it is the caller's own AOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aor: Option<String>,
+}
+
+/// One issued key pair.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// The period label.
+    pub period: String,
+    /// `d_enc`, base64url of the 96-byte G2 encoding.
+    pub d_enc: SecretString,
+    /// `d_sig`, base64url of the 96-byte G2 encoding.
+    pub d_sig: SecretString,
+}
+
+/// `POST /v1/keys` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysResponse {
+    /// The caller's canonical AOR.
+    pub aor: String,
+    /// One entry per requested period.
+    pub keys: Vec<KeyEntry>,
+}
+
+/// `GET /v1/health` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// `"ok"` or `"unavailable"`.
+    pub status: String,
+    /// `"ok"` when the database answered.
+    pub database: String,
+}
+
+/// Every error answer: `{"error": "<code>", "message": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable code, one of [`codes`].
+    pub error: String,
+    /// Explanation for people.
+    pub message: String,
+}
+
+/// The error codes a server sends (the `error` member).
+pub mod codes {
+    /// 400: body is not valid JSON of the right shape, wrong content type.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// 400: a period label that is not `YYYY-MM`, duplicated, or too many.
+    pub const BAD_PERIOD: &str = "bad_period";
+    /// 401: user unknown or password wrong (never says which).
+    pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+    /// 401: missing, unknown, expired or logged-out token.
+    pub const INVALID_TOKEN: &str = "invalid_token";
+    /// 403: the account is disabled.
+    pub const ACCOUNT_DISABLED: &str = "account_disabled";
+    /// 403: keys of another identity were asked for.
+    pub const IDENTITY_NOT_ALLOWED: &str = "identity_not_allowed";
+    /// 403: a period outside previous/current/next.
+    pub const PERIOD_NOT_ALLOWED: &str = "period_not_allowed";
+    /// 404: unknown path or untrusted domain.
+    pub const NOT_FOUND: &str = "not_found";
+    /// 413: the body is larger than the server accepts.
+    pub const TOO_LARGE: &str = "too_large";
+    /// 429: too many failed logins; see `Retry-After`.
+    pub const TOO_MANY_ATTEMPTS: &str = "too_many_attempts";
+    /// 500: the server failed.
+    pub const INTERNAL: &str = "internal";
+    /// 503: the database is unavailable.
+    pub const UNAVAILABLE: &str = "unavailable";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_members_are_ignored_and_secrets_redacted() {
+        let r: LoginResponse = serde_json::from_str(
+            r#"{"token":"abc","aor":"sip:a@b.c","expires_in":900,"extra":[1]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.token.expose(), "abc");
+        assert!(!format!("{r:?}").contains("abc"));
+        let k = KeysRequest {
+            periods: vec!["2026-11".into()],
+            aor: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&k).unwrap(),
+            r#"{"periods":["2026-11"]}"#
+        );
+    }
+}

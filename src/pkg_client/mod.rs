@@ -1,0 +1,64 @@
+//! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
+//! API types ([`api`], also used by `pkg-server`), certificate pinning
+//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`])
+//! and the key store that keeps keys across restarts ([`store`]).
+
+pub mod api;
+pub mod client;
+pub mod seal;
+pub mod store;
+pub mod tls;
+
+pub use client::{PkgClient, Session};
+pub use store::{KeyBundle, KeyStore, Unlock};
+
+use crate::ibe::IbeError;
+
+/// Everything that can go wrong talking to a PKG or keeping its keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkgClientError {
+    /// Connecting, sending or reading failed.
+    #[error("PKG unreachable: {0}")]
+    Io(String),
+    /// The TLS handshake failed.
+    #[error("TLS with the PKG failed: {0}")]
+    Tls(String),
+    /// The PKG presented a certificate other than the pinned one.
+    #[error("PKG certificate fingerprint {presented} does not match the pinned {pinned}")]
+    PinMismatch {
+        /// The pinned fingerprint (hex).
+        pinned: String,
+        /// The fingerprint presented (hex).
+        presented: String,
+    },
+    /// The PKG answered with an error.
+    #[error("PKG refused ({status} {code}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The `error` code (see [`api::codes`]).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// Too many failed logins; try again later.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    Throttled {
+        /// Seconds from `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// The PKG sent something that breaks the protocol.
+    #[error("PKG protocol violation: {0}")]
+    Protocol(String),
+    /// A key, parameter document or identity was invalid (includes keys
+    /// that fail `check_key`).
+    #[error(transparent)]
+    Ibe(#[from] IbeError),
+    /// Encryption at rest failed (wrong passphrase, damaged file).
+    #[error(transparent)]
+    Seal(#[from] seal::SealError),
+    /// The key store could not be read or written.
+    #[error("key store: {0}")]
+    Store(String),
+}

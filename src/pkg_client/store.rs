@@ -1,0 +1,306 @@
+//! The phone's key store: private keys, the provider's parameters and the
+//! PKG certificate pin, in one AES-256-GCM sealed file (mode 0600) in the
+//! user's data directory, so a phone with valid keys keeps working while
+//! the PKG is down. The file key comes from a random local key file (0600,
+//! beside the store) or from a passphrase through Argon2id.
+
+use super::api::KeyEntry;
+use super::client::keys_from_entries;
+use super::seal::{replace_secret_file, KdfParams, PassphraseFile, SealKey};
+use super::PkgClientError;
+use crate::ibe::encoding::b64_encode;
+use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `format` of the store file and of `pkg-admin extract` files.
+pub const KEYS_FORMAT: &str = "ibephone-keys-v1";
+/// Name of the sealed store file inside the store directory.
+pub const STORE_FILE: &str = "keys.sealed";
+/// Name of the local key file inside the store directory.
+pub const KEY_FILE: &str = "store.key";
+
+/// The plaintext of a key file: one account's keys with its provider's
+/// parameters. Also the content of a `pkg-admin extract` file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyBundle {
+    /// The account's canonical AOR.
+    pub aor: String,
+    /// The provider's parameter document (JSON).
+    pub params: String,
+    /// Key entries, one per period.
+    pub keys: Vec<KeyEntry>,
+    /// Pinned PKG certificate fingerprint (hex), if recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkg_cert_sha256: Option<String>,
+}
+
+/// How the store file is unlocked.
+#[derive(Debug, Clone)]
+pub enum Unlock {
+    /// A random key in `store.key` (created 0600 on first use).
+    KeyFile,
+    /// A passphrase (Argon2id with [`KdfParams::FILE`]).
+    Passphrase(super::api::SecretString),
+}
+
+/// An opened key store.
+#[derive(Debug)]
+pub struct KeyStore {
+    dir: PathBuf,
+    unlock: Unlock,
+    bundle: KeyBundle,
+}
+
+impl KeyStore {
+    /// The default directory: the platform's data directory for ibephone.
+    pub fn default_dir() -> Option<PathBuf> {
+        directories::ProjectDirs::from("org", "ibephone", "ibephone")
+            .map(|d| d.data_dir().join("keys"))
+    }
+
+    /// Opens (or creates, empty) the store in `dir`.
+    pub fn open(dir: &Path, unlock: Unlock) -> Result<Self, PkgClientError> {
+        std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
+        let path = dir.join(STORE_FILE);
+        let bundle = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let plain = match &unlock {
+                    Unlock::KeyFile => {
+                        let key = file_key(dir)?;
+                        key.open(KEYS_FORMAT.as_bytes(), &text)?
+                    }
+                    Unlock::Passphrase(p) => {
+                        let f: PassphraseFile = serde_json::from_str(&text).map_err(|e| {
+                            PkgClientError::Store(format!("{}: {e}", path.display()))
+                        })?;
+                        f.open(KEYS_FORMAT, p.expose().as_bytes())?
+                    }
+                };
+                serde_json::from_slice(&plain)
+                    .map_err(|e| PkgClientError::Store(format!("{}: {e}", path.display())))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KeyBundle::default(),
+            Err(e) => return Err(store_err(&path, e)),
+        };
+        Ok(KeyStore {
+            dir: dir.to_path_buf(),
+            unlock,
+            bundle,
+        })
+    }
+
+    /// The provider's parameters, if stored.
+    pub fn params(&self) -> Result<Option<PublicParams>, PkgClientError> {
+        if self.bundle.params.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PublicParams::from_json(&self.bundle.params)?))
+    }
+
+    /// The recorded PKG certificate pin.
+    pub fn pkg_pin(&self) -> Option<[u8; 32]> {
+        self.bundle
+            .pkg_cert_sha256
+            .as_deref()
+            .and_then(super::tls::parse_fingerprint)
+    }
+
+    /// Records the PKG certificate pin (trust on first use) and saves.
+    pub fn set_pkg_pin(&mut self, fp: [u8; 32]) -> Result<(), PkgClientError> {
+        self.bundle.pkg_cert_sha256 = Some(super::tls::fingerprint_hex(&fp));
+        self.save()
+    }
+
+    /// Stores checked keys (replacing keys of the same periods) with their
+    /// parameters and saves. Keys of another AOR replace the whole store.
+    pub fn put_keys(
+        &mut self,
+        params: &PublicParams,
+        keys: &[PrivateKeys],
+    ) -> Result<(), PkgClientError> {
+        for k in keys {
+            crate::ibe::check_key(params, k)?;
+            let aor = k.identity().aor().as_str();
+            if self.bundle.aor != aor {
+                self.bundle.aor = aor.to_string();
+                self.bundle.keys.clear();
+            }
+            let period = k.identity().period().as_str();
+            self.bundle.keys.retain(|e| e.period != period);
+            self.bundle.keys.push(KeyEntry {
+                period: period.to_string(),
+                d_enc: super::api::SecretString::new(b64_encode(&k.d_enc_bytes()[..])),
+                d_sig: super::api::SecretString::new(b64_encode(&k.d_sig_bytes()[..])),
+            });
+        }
+        self.bundle.keys.sort_by(|a, b| a.period.cmp(&b.period));
+        self.bundle.params = params.to_json();
+        self.save()
+    }
+
+    /// The stored keys, each checked against the stored parameters.
+    pub fn keys(&self) -> Result<Vec<PrivateKeys>, PkgClientError> {
+        let Some(params) = self.params()? else {
+            return Ok(Vec::new());
+        };
+        let aor = Aor::parse(&self.bundle.aor)?;
+        keys_from_entries(&aor, &params, &self.bundle.keys, &[])
+    }
+
+    /// The stored keys of `period`, if any.
+    pub fn keys_for(&self, period: &Period) -> Result<Option<PrivateKeys>, PkgClientError> {
+        Ok(self
+            .keys()?
+            .into_iter()
+            .find(|k| k.identity().period() == period))
+    }
+
+    /// Imports a file made by `pkg-admin extract` (checks every key).
+    pub fn import_extract_file(
+        &mut self,
+        file: &Path,
+        passphrase: &super::api::SecretString,
+    ) -> Result<usize, PkgClientError> {
+        let bundle = read_extract_file(file, passphrase)?;
+        let params = PublicParams::from_json(&bundle.params)?;
+        let aor = Aor::parse(&bundle.aor)?;
+        let keys = keys_from_entries(&aor, &params, &bundle.keys, &[])?;
+        self.put_keys(&params, &keys)?;
+        Ok(keys.len())
+    }
+
+    fn save(&self) -> Result<(), PkgClientError> {
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&self.bundle).map_err(|e| PkgClientError::Store(e.to_string()))?,
+        );
+        let text = match &self.unlock {
+            Unlock::KeyFile => file_key(&self.dir)?.seal(KEYS_FORMAT.as_bytes(), &plain)?,
+            Unlock::Passphrase(p) => {
+                let f = PassphraseFile::seal(
+                    KEYS_FORMAT,
+                    p.expose().as_bytes(),
+                    KdfParams::FILE,
+                    &plain,
+                )?;
+                serde_json::to_string(&f).map_err(|e| PkgClientError::Store(e.to_string()))?
+            }
+        };
+        let path = self.dir.join(STORE_FILE);
+        replace_secret_file(&path, text.as_bytes()).map_err(|e| store_err(&path, e))
+    }
+}
+
+/// Reads and decrypts a `pkg-admin extract` file.
+pub fn read_extract_file(
+    file: &Path,
+    passphrase: &super::api::SecretString,
+) -> Result<KeyBundle, PkgClientError> {
+    let text = std::fs::read_to_string(file).map_err(|e| store_err(file, e))?;
+    let f: PassphraseFile = serde_json::from_str(&text)
+        .map_err(|e| PkgClientError::Store(format!("{}: not a key file: {e}", file.display())))?;
+    let plain = f.open(KEYS_FORMAT, passphrase.expose().as_bytes())?;
+    serde_json::from_slice(&plain)
+        .map_err(|e| PkgClientError::Store(format!("{}: {e}", file.display())))
+}
+
+/// Writes a `pkg-admin extract` file (mode 0600, must not exist yet).
+pub fn write_extract_file(
+    file: &Path,
+    bundle: &KeyBundle,
+    passphrase: &super::api::SecretString,
+    kdf: KdfParams,
+) -> Result<(), PkgClientError> {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(bundle).map_err(|e| PkgClientError::Store(e.to_string()))?,
+    );
+    let f = PassphraseFile::seal(KEYS_FORMAT, passphrase.expose().as_bytes(), kdf, &plain)?;
+    let text =
+        serde_json::to_string_pretty(&f).map_err(|e| PkgClientError::Store(e.to_string()))?;
+    super::seal::write_secret_file(file, text.as_bytes()).map_err(|e| store_err(file, e))
+}
+
+fn file_key(dir: &Path) -> Result<SealKey, PkgClientError> {
+    Ok(SealKey::load_or_create_file(&dir.join(KEY_FILE))?.derive(b"ibephone key store v1"))
+}
+
+fn store_err(path: &Path, e: std::io::Error) -> PkgClientError {
+    PkgClientError::Store(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ibe::{extract, setup, Identity};
+
+    #[test]
+    fn store_survives_reopen_and_rejects_wrong_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (msk, params) = setup("biloxi.invalid", "https://pkg.biloxi.invalid").unwrap();
+        let aor = Aor::parse("sip:bob@biloxi.invalid").unwrap();
+        let p = Period::month("2026-11").unwrap();
+        let k = extract(&msk, &Identity::new(aor, p.clone()));
+        {
+            let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+            s.put_keys(&params, std::slice::from_ref(&k)).unwrap();
+            s.set_pkg_pin([7u8; 32]).unwrap();
+        }
+        let s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        assert_eq!(
+            s.keys_for(&p).unwrap().unwrap().d_enc_bytes(),
+            k.d_enc_bytes()
+        );
+        assert_eq!(s.pkg_pin(), Some([7u8; 32]));
+        assert_eq!(s.params().unwrap().unwrap(), params);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let m = std::fs::metadata(dir.path().join(STORE_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(m & 0o777, 0o600);
+        }
+        let raw = std::fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
+        assert!(!raw.contains(&b64_encode(&k.d_enc_bytes()[..])));
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        assert!(KeyStore::open(dir.path(), Unlock::KeyFile).is_err());
+    }
+
+    #[test]
+    fn extract_file_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (msk, params) = setup("biloxi.invalid", "https://pkg.biloxi.invalid").unwrap();
+        let aor = Aor::parse("sip:bob@biloxi.invalid").unwrap();
+        let k = extract(
+            &msk,
+            &Identity::new(aor.clone(), Period::month("2026-11").unwrap()),
+        );
+        let bundle = KeyBundle {
+            aor: aor.as_str().into(),
+            params: params.to_json(),
+            keys: vec![KeyEntry {
+                period: "2026-11".into(),
+                d_enc: b64_encode(&k.d_enc_bytes()[..]).as_str().into(),
+                d_sig: b64_encode(&k.d_sig_bytes()[..]).as_str().into(),
+            }],
+            pkg_cert_sha256: None,
+        };
+        let f = dir.path().join("bob.keys");
+        let pw = super::super::api::SecretString::from("correct horse");
+        let fast = KdfParams {
+            m_kib: 64,
+            t: 1,
+            p: 1,
+        };
+        write_extract_file(&f, &bundle, &pw, fast).unwrap();
+        assert!(
+            write_extract_file(&f, &bundle, &pw, fast).is_err(),
+            "never overwrites"
+        );
+        let mut s = KeyStore::open(&dir.path().join("store"), Unlock::KeyFile).unwrap();
+        assert!(s.import_extract_file(&f, &"wrong".into()).is_err());
+        assert_eq!(s.import_extract_file(&f, &pw).unwrap(), 1);
+        assert_eq!(s.keys().unwrap().len(), 1);
+    }
+}

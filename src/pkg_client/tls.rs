@@ -1,0 +1,177 @@
+//! Certificate pinning: the PKG's end-entity certificate is accepted when
+//! its SHA-256 fingerprint is the pinned one (or, with trust on first use,
+//! the first one seen, which is then recorded). There is no PKI to lean on
+//! (spec `pkg-api.md`), so names and chains are not checked; the TLS 1.3
+//! handshake signature is still verified with the certificate's key, so a
+//! peer without the private key cannot pass.
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
+
+/// SHA-256 of a DER certificate: the pinned fingerprint.
+pub fn cert_fingerprint(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+/// A fingerprint as 64 lower-case hex digits (colons and spaces ignored
+/// when parsing).
+pub fn fingerprint_hex(fp: &[u8; 32]) -> String {
+    hex::encode(fp)
+}
+
+/// Parses 64 hex digits, allowing `:` and spaces between them.
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let clean: String = s.chars().filter(|c| *c != ':' && *c != ' ').collect();
+    let bytes = hex::decode(clean).ok()?;
+    bytes.try_into().ok()
+}
+
+/// What the verifier saw on the last handshake.
+#[derive(Debug, Default)]
+struct PinState {
+    pinned: Option<[u8; 32]>,
+    last_seen: Option<[u8; 32]>,
+}
+
+/// The pinning verifier; shared by all connections of one client.
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    state: Mutex<PinState>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl PinnedVerifier {
+    /// A verifier for `pin`; `None` means trust on first use: the first
+    /// certificate seen becomes the pin.
+    pub fn new(pin: Option<[u8; 32]>, provider: Arc<CryptoProvider>) -> Self {
+        PinnedVerifier {
+            state: Mutex::new(PinState {
+                pinned: pin,
+                last_seen: None,
+            }),
+            provider,
+        }
+    }
+
+    /// The pin in force (after trust on first use, the recorded one).
+    pub fn pinned(&self) -> Option<[u8; 32]> {
+        self.state.lock().map(|s| s.pinned).unwrap_or(None)
+    }
+
+    /// The fingerprint presented on the last handshake (even a refused one).
+    pub fn last_seen(&self) -> Option<[u8; 32]> {
+        self.state.lock().map(|s| s.last_seen).unwrap_or(None)
+    }
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = cert_fingerprint(end_entity);
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| rustls::Error::General("pin state poisoned".into()))?;
+        st.last_seen = Some(seen);
+        match st.pinned {
+            Some(pin) if bool::from(pin.ct_eq(&seen)) => Ok(ServerCertVerified::assertion()),
+            Some(_) => Err(rustls::Error::General(
+                "PKG certificate fingerprint does not match the pinned one".into(),
+            )),
+            None => {
+                st.pinned = Some(seen);
+                Ok(ServerCertVerified::assertion())
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS 1.3-only client configuration (ring provider) that trusts exactly
+/// what `verifier` accepts.
+pub fn client_config(verifier: Arc<PinnedVerifier>) -> Result<ClientConfig, rustls::Error> {
+    let provider = verifier.provider.clone();
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// The ring crypto provider used by both sides.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_parsing() {
+        let fp = [0xabu8; 32];
+        let hex = fingerprint_hex(&fp);
+        assert_eq!(parse_fingerprint(&hex), Some(fp));
+        let colons: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(parse_fingerprint(&colons.join(":")), Some(fp));
+        assert_eq!(parse_fingerprint("abcd"), None);
+        assert_eq!(parse_fingerprint("zz"), None);
+    }
+
+    #[test]
+    fn pin_is_enforced_and_tofu_records() {
+        let der = CertificateDer::from(vec![1u8, 2, 3]);
+        let other = CertificateDer::from(vec![4u8]);
+        let name = ServerName::try_from("pkg.invalid").unwrap();
+        let v = PinnedVerifier::new(None, provider());
+        assert!(v
+            .verify_server_cert(&der, &[], &name, &[], UnixTime::now())
+            .is_ok());
+        assert_eq!(v.pinned(), Some(cert_fingerprint(&der)));
+        assert!(v
+            .verify_server_cert(&other, &[], &name, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(v.last_seen(), Some(cert_fingerprint(&other)));
+    }
+}
