@@ -34,13 +34,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "fuzz targets build"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
-pg_pid=""
-cleanup() { [ -n "$pg_pid" ] && scripts/start-postgres.sh --stop "$pg_pid" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-if [ "$quick" = 0 ] && [ -x scripts/start-postgres.sh ]; then
-  log "PostgreSQL for the scale-out tests"
-  eval "$(scripts/start-postgres.sh)"   # sets IBEPHONE_TEST_POSTGRES and pg_pid
+if [ "$quick" = 0 ]; then
+  log "PostgreSQL for the PKG scale-out tests"
+  IBEPHONE_TEST_POSTGRES=$(scripts/start-postgres.sh)
   export IBEPHONE_TEST_POSTGRES
+  trap 'scripts/start-postgres.sh --stop >/dev/null 2>&1 || true' EXIT
 fi
 
 log "cargo test (workspace)"
