@@ -5,8 +5,15 @@
 //! This layer is sans-I/O; the RTP/SRTP transport and audio devices build
 //! on it.
 
+pub mod audio;
+pub mod device;
+pub mod dtmf;
+pub mod g711;
+pub mod jitter;
 pub mod keys;
+pub mod sdp;
 pub mod sdp_attrs;
+pub mod srtp;
 
 pub use keys::{
     derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSendingKey, SrtpSuite,
