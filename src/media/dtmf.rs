@@ -76,33 +76,41 @@ pub struct DtmfPacket {
     pub marker: bool,
 }
 
-/// Sends one digit at a time as a sequence of 20 ms packets sharing one
-/// RTP timestamp, then three end packets.
+/// Sends digits one after the other, each as a sequence of 20 ms packets
+/// sharing one RTP timestamp, then three end packets.
 #[derive(Debug, Default)]
 pub struct DtmfSender {
     current: Option<(u8, u16, u8)>,
+    queue: std::collections::VecDeque<u8>,
 }
 
+/// Digits waiting beyond this are refused (a stuck UI must not queue forever).
+const MAX_QUEUED: usize = 32;
+
 impl DtmfSender {
-    /// Starts a digit; refuses characters that are not DTMF or a digit
-    /// while one is still being sent.
+    /// Queues a digit; refuses characters that are not DTMF (and digits
+    /// beyond a queue of 32).
     pub fn start(&mut self, digit: char) -> bool {
-        match (self.current, digit_to_event(digit)) {
-            (None, Some(ev)) => {
-                self.current = Some((ev, 0, 0));
+        match digit_to_event(digit) {
+            Some(ev) if self.queue.len() < MAX_QUEUED => {
+                self.queue.push_back(ev);
                 true
             }
             _ => false,
         }
     }
 
-    /// Whether a digit is being sent (its packets replace audio packets).
+    /// Whether a digit is being sent or waits (its packets replace audio packets).
     pub fn busy(&self) -> bool {
-        self.current.is_some()
+        self.current.is_some() || !self.queue.is_empty()
     }
 
-    /// The next packet for this 20 ms tick, if a digit is in progress.
+    /// The next packet for this 20 ms tick, if a digit is in progress. A
+    /// packet with `marker` begins a new event (a new RTP timestamp).
     pub fn next_packet(&mut self) -> Option<DtmfPacket> {
+        if self.current.is_none() {
+            self.current = self.queue.pop_front().map(|ev| (ev, 0, 0));
+        }
         let (event, sent, ends) = self.current?;
         let duration = STEP.saturating_mul(sent + 1);
         if sent + 1 < TONE_PACKETS {
@@ -188,7 +196,7 @@ mod tests {
     fn one_digit_is_received_once() {
         let mut tx = DtmfSender::default();
         assert!(tx.start('7'));
-        assert!(!tx.start('8'), "one digit at a time");
+        assert!(!tx.start('x'), "not a DTMF digit");
         let mut rx = DtmfReceiver::default();
         let mut got = Vec::new();
         let mut packets = 0;
@@ -201,9 +209,18 @@ mod tests {
         }
         assert_eq!(packets, 4 + 3);
         assert_eq!(got, vec!['7']);
+        assert!(!tx.busy());
         assert!(tx.start('#'));
-        let p = tx.next_packet().unwrap();
-        assert_eq!(rx.receive(2000, &p.event.encode()), Some('#'));
+        assert!(tx.start('9'));
+        let mut ts = 2000;
+        let mut got = Vec::new();
+        while let Some(p) = tx.next_packet() {
+            if p.marker {
+                ts += 1000;
+            }
+            got.extend(rx.receive(ts, &p.event.encode()));
+        }
+        assert_eq!(got, vec!['#', '9']);
     }
 
     proptest! {
