@@ -13,6 +13,7 @@ pub mod jitter;
 pub mod keys;
 pub mod sdp;
 pub mod sdp_attrs;
+pub mod quality;
 pub mod session;
 pub mod srtp;
 
