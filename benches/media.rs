@@ -58,9 +58,18 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     w.finish().expect("wav");
     let sa = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let sb = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let pending = PendingOffer::new(local(sa.local_addr().expect("addr"), codec, suite), Role::Caller).expect("offer");
+    let pending = PendingOffer::new(
+        local(sa.local_addr().expect("addr"), codec, suite),
+        Role::Caller,
+    )
+    .expect("offer");
     let offer = AudioDescription::parse(&pending.offer().to_sdp()).expect("parse");
-    let (ans, nb) = answer(&local(sb.local_addr().expect("addr"), codec, suite), Role::Callee, &offer).expect("answer");
+    let (ans, nb) = answer(
+        &local(sb.local_addr().expect("addr"), codec, suite),
+        Role::Callee,
+        &offer,
+    )
+    .expect("answer");
     let na = pending
         .accept_answer(&AudioDescription::parse(&ans.to_sdp()).expect("parse"))
         .expect("accept");
@@ -69,8 +78,22 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     let rec = dir.join("bob-out.wav");
     let cpu0 = cpu_time();
     let t0 = Instant::now();
-    let alice = MediaSession::start(sa, na, Box::new(WavSource::open(&src).expect("wav")), Box::new(WavSink::create(&dir.join("alice-out.wav")).expect("wav")), atx).expect("alice");
-    let bob = MediaSession::start(sb, nb, Box::new(WavSource::from_samples(Vec::new())), Box::new(WavSink::create(&rec).expect("wav")), btx).expect("bob");
+    let alice = MediaSession::start(
+        sa,
+        na,
+        Box::new(WavSource::open(&src).expect("wav")),
+        Box::new(WavSink::create(&dir.join("alice-out.wav")).expect("wav")),
+        atx,
+    )
+    .expect("alice");
+    let bob = MediaSession::start(
+        sb,
+        nb,
+        Box::new(WavSource::from_samples(Vec::new())),
+        Box::new(WavSink::create(&rec).expect("wav")),
+        btx,
+    )
+    .expect("bob");
     while let Some(ev) = arx.recv().await {
         if ev == MediaEvent::SourceEnded {
             break;
@@ -105,7 +128,10 @@ fn main() {
         .or_else(|| std::env::var("IBEPHONE_BENCH_SECS").ok())
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(10.0);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(call(secs, Codec::Pcmu, SrtpSuite::AesCm128HmacSha1_80));
     rt.block_on(call(secs, Codec::Pcma, SrtpSuite::AeadAes128Gcm));
 }

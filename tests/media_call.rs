@@ -20,12 +20,12 @@
 //!   misaligned signal give ρ < 0.1 and SNR <= 0 dB.
 
 use ibephone::media::audio::{read_wav, AudioSink, WavSink, WavSource};
-use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::g711::G711;
 use ibephone::media::keys::{Role, SrtpSuite};
+use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::{
-    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated,
-    PendingOffer, SecurityPolicy,
+    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity,
+    Negotiated, PendingOffer, SecurityPolicy,
 };
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::{SrtpChannel, SrtpError};
@@ -79,7 +79,9 @@ async fn relay(r1: UdpSocket, r2: UdpSocket, a: SocketAddr, b: SocketAddr, loss_
     tokio::spawn(async move {
         let mut lcg: u64 = 0x2545_f491_4f6c_dd1d;
         let mut drop_now = move || {
-            lcg = lcg.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            lcg = lcg
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (lcg >> 33) % 100 < loss_pct
         };
         let (mut b1, mut b2) = (vec![0u8; 2048], vec![0u8; 2048]);
@@ -113,10 +115,16 @@ async fn bind() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").await.unwrap()
 }
 
-async fn wait_for(rx: &mut mpsc::UnboundedReceiver<MediaEvent>, what: impl Fn(&MediaEvent) -> bool) -> Vec<MediaEvent> {
+async fn wait_for(
+    rx: &mut mpsc::UnboundedReceiver<MediaEvent>,
+    what: impl Fn(&MediaEvent) -> bool,
+) -> Vec<MediaEvent> {
     let mut seen = Vec::new();
     loop {
-        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.unwrap().unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         let done = what(&ev);
         seen.push(ev);
         if done {
@@ -138,7 +146,12 @@ struct Call {
 
 async fn start_call(dir: &Path, codec: Codec, loss_pct: u64, signal: &[i16]) -> Call {
     let (sa, sb, r1, r2) = (bind().await, bind().await, bind().await, bind().await);
-    let addrs = [sa.local_addr().unwrap(), sb.local_addr().unwrap(), r1.local_addr().unwrap(), r2.local_addr().unwrap()];
+    let addrs = [
+        sa.local_addr().unwrap(),
+        sb.local_addr().unwrap(),
+        r1.local_addr().unwrap(),
+        r2.local_addr().unwrap(),
+    ];
     let (na, nb) = negotiate(local(addrs[2], codec), &local(addrs[3], codec));
     assert_eq!(na.remote, addrs[3]);
     let relay = relay(r1, r2, addrs[0], addrs[1], loss_pct).await;
@@ -168,7 +181,16 @@ async fn start_call(dir: &Path, codec: Codec, loss_pct: u64, signal: &[i16]) -> 
         btx,
     )
     .unwrap();
-    Call { alice, bob, alice_ev, bob_ev, relay, sockets: addrs, bob_negotiated: nb, alice_negotiated: na }
+    Call {
+        alice,
+        bob,
+        alice_ev,
+        bob_ev,
+        relay,
+        sockets: addrs,
+        bob_negotiated: nb,
+        alice_negotiated: na,
+    }
 }
 
 async fn speech_call(codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
@@ -177,8 +199,17 @@ async fn speech_call(codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
     let mut call = start_call(dir.path(), codec, loss_pct, &signal).await;
     let a_events = wait_for(&mut call.alice_ev, |e| *e == MediaEvent::SourceEnded).await;
     // Both sides see the same SAS.
-    let sas_a = a_events.iter().find_map(|e| match e { MediaEvent::SasAvailable(s) => Some(*s), _ => None }).unwrap();
-    let b_events = wait_for(&mut call.bob_ev, |e| matches!(e, MediaEvent::SasAvailable(_))).await;
+    let sas_a = a_events
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::SasAvailable(s) => Some(*s),
+            _ => None,
+        })
+        .unwrap();
+    let b_events = wait_for(&mut call.bob_ev, |e| {
+        matches!(e, MediaEvent::SasAvailable(_))
+    })
+    .await;
     assert!(b_events.contains(&MediaEvent::SasAvailable(sas_a)));
     // A datagram from elsewhere is dropped and counted.
     let rogue = bind().await;
@@ -193,21 +224,35 @@ async fn speech_call(codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
     assert_eq!(stats_b.drops.bad_auth, 0);
     let rec = read_wav(&dir.path().join("bob-out.wav")).unwrap();
     let (rho, lag, snr) = compare(&signal, &rec, 4000);
-    eprintln!("{codec:?} loss {loss_pct}%: rho {rho:.4} snr {snr:.1} dB latency {} ms, jitter {:?}", lag / 8, stats_b.jitter.concealed);
+    eprintln!(
+        "{codec:?} loss {loss_pct}%: rho {rho:.4} snr {snr:.1} dB latency {} ms, jitter {:?}",
+        lag / 8,
+        stats_b.jitter.concealed
+    );
     assert!(rho >= min_rho, "rho {rho} < {min_rho}");
     assert!(snr >= min_snr, "snr {snr} < {min_snr}");
     // Capture: no datagram carries a source frame encoded in clear.
-    let g = if codec == Codec::Pcmu { G711::Ulaw } else { G711::Alaw };
+    let g = if codec == Codec::Pcmu {
+        G711::Ulaw
+    } else {
+        G711::Alaw
+    };
     let mut clear = HashSet::new();
     let mut enc = Vec::new();
-    for f in signal.chunks(160).filter(|f| f.iter().any(|&s| s.abs() > 200)) {
+    for f in signal
+        .chunks(160)
+        .filter(|f| f.iter().any(|&s| s.abs() > 200))
+    {
         g.encode(f, &mut enc);
         clear.insert(enc[..16].to_vec());
     }
     let cap = call.relay.capture.lock().unwrap();
     assert!(cap.len() >= 150);
     for d in cap.iter() {
-        assert!(!d.windows(16).any(|w| clear.contains(w)), "clear G.711 on the wire");
+        assert!(
+            !d.windows(16).any(|w| clear.contains(w)),
+            "clear G.711 on the wire"
+        );
     }
 }
 
@@ -260,14 +305,21 @@ async fn hold_and_resume_rekey() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b2a_held = call.relay.bob_to_alice.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(call.relay.bob_to_alice.load(Ordering::Relaxed), b2a_held, "bob must not send while held (recvonly)");
+    assert_eq!(
+        call.relay.bob_to_alice.load(Ordering::Relaxed),
+        b2a_held,
+        "bob must not send while held (recvonly)"
+    );
     // Resume with fresh keys again.
     let (na2, nb2) = reinvite(&call, Direction::SendRecv);
     call.bob.command(MediaCommand::Update(nb2.clone()));
     call.alice.command(MediaCommand::Update(na2));
     let mark2 = call.relay.capture.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(call.relay.bob_to_alice.load(Ordering::Relaxed) > b2a_held + 10, "bob sends again after resume");
+    assert!(
+        call.relay.bob_to_alice.load(Ordering::Relaxed) > b2a_held + 10,
+        "bob sends again after resume"
+    );
     let stats_b = call.bob.stop().await.unwrap();
     call.alice.stop().await.unwrap();
     call.relay.stop.store(true, Ordering::Relaxed);
@@ -275,18 +327,36 @@ async fn hold_and_resume_rekey() {
     let alice_addr = call.sockets[2];
     let check = |n: &Negotiated, range: std::ops::Range<usize>| {
         let mut ch = SrtpChannel::new(n).unwrap();
-        cap[range].iter().filter(|d| ch.unprotect(alice_addr, d).is_ok()).count()
+        cap[range]
+            .iter()
+            .filter(|d| ch.unprotect(alice_addr, d).is_ok())
+            .count()
     };
     // Margin of 5 packets either side of a re-key for packets in flight.
     let during_hold = mark + 5..mark2.saturating_sub(5);
     assert!(during_hold.len() > 20);
-    assert_eq!(check(&old_bob, during_hold.clone()), 0, "old keys decrypt nothing after the re-key");
-    assert_eq!(check(&nb, during_hold.clone()), during_hold.len(), "new keys decrypt all");
-    assert_eq!(check(&nb, mark2 + 5..cap.len()), 0, "hold keys decrypt nothing after resume");
+    assert_eq!(
+        check(&old_bob, during_hold.clone()),
+        0,
+        "old keys decrypt nothing after the re-key"
+    );
+    assert_eq!(
+        check(&nb, during_hold.clone()),
+        during_hold.len(),
+        "new keys decrypt all"
+    );
+    assert_eq!(
+        check(&nb, mark2 + 5..cap.len()),
+        0,
+        "hold keys decrypt nothing after resume"
+    );
     assert_eq!(check(&nb2, mark2 + 5..cap.len()), cap.len() - mark2 - 5);
     // Bob counted the few in-flight packets under the switched keys, no more.
     assert!(stats_b.drops.bad_auth <= 10, "{:?}", stats_b.drops);
-    assert!(matches!(nb2.security, MediaSecurity::EscrowResistant { .. }));
+    assert!(matches!(
+        nb2.security,
+        MediaSecurity::EscrowResistant { .. }
+    ));
     let _ = SrtpError::BadAuth;
 }
 

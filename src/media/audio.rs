@@ -124,8 +124,16 @@ impl WavSource {
                 .into_samples::<i16>()
                 .map(|s| s.map(f32::from))
                 .collect::<Result<_, _>>(),
-            (hound::SampleFormat::Float, 32) => reader.into_samples::<f32>().map(|s| s.map(|v| v * 32767.0)).collect(),
-            (f, b) => return Err(wav_err(path, format!("unsupported sample format {f:?}/{b} bits"))),
+            (hound::SampleFormat::Float, 32) => reader
+                .into_samples::<f32>()
+                .map(|s| s.map(|v| v * 32767.0))
+                .collect(),
+            (f, b) => {
+                return Err(wav_err(
+                    path,
+                    format!("unsupported sample format {f:?}/{b} bits"),
+                ))
+            }
         }
         .map_err(|e| wav_err(path, e))?;
         let mono: Vec<f32> = raw
@@ -139,7 +147,10 @@ impl WavSource {
             Resampler::new(spec.sample_rate, SAMPLE_RATE).process(&mono, &mut out);
         }
         Ok(WavSource {
-            samples: out.iter().map(|&v| v.clamp(-32768.0, 32767.0) as i16).collect(),
+            samples: out
+                .iter()
+                .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
+                .collect(),
             at: 0,
         })
     }
@@ -240,7 +251,12 @@ mod tests {
         assert!(f.iter().all(|&s| s == 0));
         // 16 kHz stereo ramp halves to 8 kHz mono.
         let q = dir.path().join("b.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 16000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 16000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&q, spec).unwrap();
         for i in 0..1600 {
             w.write_sample((i * 10) as i16).unwrap();

@@ -64,10 +64,19 @@ mod imp {
             name: name.map(str::to_string),
         };
         let dev = match name {
-            None => if input { host.default_input_device() } else { host.default_output_device() }.ok_or_else(none)?,
+            None => if input {
+                host.default_input_device()
+            } else {
+                host.default_output_device()
+            }
+            .ok_or_else(none)?,
             Some(n) => {
-                let mut devs = if input { host.input_devices() } else { host.output_devices() }
-                    .map_err(|e| dev_err(n, e))?;
+                let mut devs = if input {
+                    host.input_devices()
+                } else {
+                    host.output_devices()
+                }
+                .map_err(|e| dev_err(n, e))?;
                 devs.find(|d| d.description().is_ok_and(|x| x.name() == n))
                     .ok_or_else(none)?
             }
@@ -148,7 +157,8 @@ mod imp {
             let channels = usize::from(config.channels.max(1));
             let rate = config.sample_rate;
             let l2 = label.clone();
-            let stream = spawn_stream(move || build_input(&dev, &l2, config, format, channels, prod))?;
+            let stream =
+                spawn_stream(move || build_input(&dev, &l2, config, format, channels, prod))?;
             Ok(CpalSource {
                 cons,
                 resampler: Resampler::new(rate, SAMPLE_RATE),
@@ -189,7 +199,12 @@ mod imp {
                 err,
                 None,
             ),
-            other => return Err(dev_err(label, format!("unsupported sample format {other:?}"))),
+            other => {
+                return Err(dev_err(
+                    label,
+                    format!("unsupported sample format {other:?}"),
+                ))
+            }
         };
         s.map_err(|e| dev_err(label, e))
     }
@@ -224,14 +239,17 @@ mod imp {
     impl CpalSink {
         pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
             let (dev, label) = find(false, name)?;
-            let cfg = dev.default_output_config().map_err(|e| dev_err(&label, e))?;
+            let cfg = dev
+                .default_output_config()
+                .map_err(|e| dev_err(&label, e))?;
             let format = cfg.sample_format();
             let config = cfg.config();
             let (prod, cons) = HeapRb::<f32>::new(RING).split();
             let channels = usize::from(config.channels.max(1));
             let rate = config.sample_rate;
             let l2 = label.clone();
-            let stream = spawn_stream(move || build_output(&dev, &l2, config, format, channels, cons))?;
+            let stream =
+                spawn_stream(move || build_output(&dev, &l2, config, format, channels, cons))?;
             Ok(CpalSink {
                 prod,
                 resampler: Resampler::new(SAMPLE_RATE, rate),
@@ -272,7 +290,12 @@ mod imp {
                 err,
                 None,
             ),
-            other => return Err(dev_err(label, format!("unsupported sample format {other:?}"))),
+            other => {
+                return Err(dev_err(
+                    label,
+                    format!("unsupported sample format {other:?}"),
+                ))
+            }
         };
         let _ = channels;
         s.map_err(|e| dev_err(label, e))
@@ -281,7 +304,8 @@ mod imp {
     impl AudioSink for CpalSink {
         fn write_frame(&mut self, frame: &[i16]) -> Result<(), AudioError> {
             self.scratch.clear();
-            self.scratch.extend(frame.iter().map(|&s| f32::from(s) / 32768.0));
+            self.scratch
+                .extend(frame.iter().map(|&s| f32::from(s) / 32768.0));
             self.scratch_out.clear();
             self.resampler.process(&self.scratch, &mut self.scratch_out);
             for &s in &self.scratch_out {
@@ -324,7 +348,9 @@ mod tests {
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
-        let e = open_input(Some("no such device.invalid")).err().map(|e| e.to_string());
+        let e = open_input(Some("no such device.invalid"))
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("no such device.invalid") || m.contains("audio")));
     }
 }

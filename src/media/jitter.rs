@@ -192,7 +192,11 @@ impl JitterBuffer {
             }
         }
         // Frames before `next` can only be left by a skip above.
-        while self.frames.first_key_value().is_some_and(|(&k, _)| k < next) {
+        while self
+            .frames
+            .first_key_value()
+            .is_some_and(|(&k, _)| k < next)
+        {
             self.frames.pop_first();
         }
         // Missing: the frames before a later one that is already due are

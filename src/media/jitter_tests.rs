@@ -12,7 +12,8 @@ fn simulate(
     let t0 = Instant::now();
     let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
     let mut jb = JitterBuffer::new(Duration::from_millis(20), Duration::from_millis(200));
-    let mut arrivals: Vec<(f64, usize)> = (0..n).filter_map(|i| arrival(i).map(|t| (t, i))).collect();
+    let mut arrivals: Vec<(f64, usize)> =
+        (0..n).filter_map(|i| arrival(i).map(|t| (t, i))).collect();
     arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut out = Vec::new();
     let mut k = 0;
@@ -21,7 +22,12 @@ fn simulate(
     while tick < end {
         while k < arrivals.len() && arrivals[k].0 <= tick {
             let (t, i) = arrivals[k];
-            jb.push(at(t), i as u16, (i * 160) as u32, vec![i as i16 + 1; FRAME_SAMPLES]);
+            jb.push(
+                at(t),
+                i as u16,
+                (i * 160) as u32,
+                vec![i as i16 + 1; FRAME_SAMPLES],
+            );
             k += 1;
         }
         out.push(jb.pop(at(tick))[0]);
@@ -48,7 +54,11 @@ fn steady_stream_plays_everything_with_small_delay() {
     assert_eq!(s.played, 200);
     assert_eq!(s.late, 0);
     assert_eq!(played_in_order(&out).len(), 200);
-    assert!(s.p99_delay() <= Duration::from_millis(40), "{:?}", s.p99_delay());
+    assert!(
+        s.p99_delay() <= Duration::from_millis(40),
+        "{:?}",
+        s.p99_delay()
+    );
 }
 
 #[test]
@@ -67,7 +77,9 @@ fn reordering_is_absorbed() {
 #[test]
 fn loss_is_concealed_with_a_fade() {
     // Packets 50..55 are lost: 5 frames concealed, the fade reaches silence.
-    let (jb, out) = simulate(100, 20.0, |i| (!(50..55).contains(&i)).then_some(i as f64 * 20.0));
+    let (jb, out) = simulate(100, 20.0, |i| {
+        (!(50..55).contains(&i)).then_some(i as f64 * 20.0)
+    });
     let s = jb.stats();
     assert_eq!(s.played, 95);
     let start = out.iter().position(|&v| v == 50).unwrap();
@@ -77,7 +89,9 @@ fn loss_is_concealed_with_a_fade() {
 #[test]
 fn late_packets_are_dropped_and_counted() {
     // Packet 30 arrives 300 ms late, after packet 31 was played.
-    let (jb, _) = simulate(100, 20.0, |i| Some(i as f64 * 20.0 + if i == 30 { 300.0 } else { 0.0 }));
+    let (jb, _) = simulate(100, 20.0, |i| {
+        Some(i as f64 * 20.0 + if i == 30 { 300.0 } else { 0.0 })
+    });
     let s = jb.stats();
     assert_eq!(s.late, 1);
     assert_eq!(s.played, 99);
@@ -101,7 +115,11 @@ fn fast_sender_clock_keeps_the_delay_bounded() {
     let (jb, _) = simulate(1500, 20.0, |i| Some(i as f64 * 19.6));
     let s = jb.stats();
     assert!(s.skipped > 0, "{s:?}");
-    assert!(s.p99_delay() <= Duration::from_millis(100), "{:?}", s.p99_delay());
+    assert!(
+        s.p99_delay() <= Duration::from_millis(100),
+        "{:?}",
+        s.p99_delay()
+    );
     assert!(s.played >= 1400);
 }
 

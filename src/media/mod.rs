@@ -11,9 +11,9 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod keys;
+pub mod quality;
 pub mod sdp;
 pub mod sdp_attrs;
-pub mod quality;
 pub mod session;
 pub mod srtp;
 

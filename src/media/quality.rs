@@ -36,7 +36,11 @@ pub fn best_lag(x: &[f64], y: &[f64], lags: std::ops::Range<usize>) -> (f64, usi
             xx += a * a;
             yy += b * b;
         }
-        let rho = if xx > 0.0 && yy > 0.0 { xy / (xx * yy).sqrt() } else { 0.0 };
+        let rho = if xx > 0.0 && yy > 0.0 {
+            xy / (xx * yy).sqrt()
+        } else {
+            0.0
+        };
         if rho > best.0 {
             best = (rho, lag);
         }
@@ -77,6 +81,9 @@ pub fn compare(src: &[i16], rec: &[i16], max_lag: usize) -> (f64, usize, f64) {
     }
     lags.sort_unstable();
     let median = lags.get(lags.len() / 2).copied().unwrap_or(0);
-    (rho_sum / wsum.max(1.0), median, 10.0 * (sig / err.max(1e-9)).log10())
+    (
+        rho_sum / wsum.max(1.0),
+        median,
+        10.0 * (sig / err.max(1e-9)).log10(),
+    )
 }
-

@@ -216,7 +216,10 @@ impl AudioDescription {
             );
         }
         if let Some(pt) = self.telephone_event {
-            let _ = write!(s, "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n");
+            let _ = write!(
+                s,
+                "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n"
+            );
         }
         let _ = write!(s, "a=ptime:{}\r\n", self.ptime);
         for c in &self.crypto {
@@ -276,9 +279,9 @@ impl AudioDescription {
                 "c" => {
                     let f: Vec<&str> = value.split(' ').collect();
                     let ip: IpAddr = match f.as_slice() {
-                        ["IN", "IP4", a] | ["IN", "IP6", a] => {
-                            a.parse().map_err(|_| bad("c= address is not an IP literal"))?
-                        }
+                        ["IN", "IP4", a] | ["IN", "IP6", a] => a
+                            .parse()
+                            .map_err(|_| bad("c= address is not an IP literal"))?,
                         _ => return Err(bad("bad c= line")),
                     };
                     if ip.is_unspecified() || ip.is_multicast() {
@@ -316,7 +319,9 @@ impl AudioDescription {
                 "a" => {
                     if let Some(rest) = value.strip_prefix("rtpmap:") {
                         let (pt, enc) = rest.split_once(' ').ok_or_else(|| bad("bad rtpmap"))?;
-                        let pt = pt.parse::<u8>().map_err(|_| bad("bad rtpmap payload type"))?;
+                        let pt = pt
+                            .parse::<u8>()
+                            .map_err(|_| bad("bad rtpmap payload type"))?;
                         rtpmaps.push((pt, enc.to_ascii_lowercase()));
                     } else if let Some(p) = value.strip_prefix("ptime:") {
                         ptime = p
@@ -352,7 +357,10 @@ impl AudioDescription {
         let mut codecs = Vec::new();
         let mut telephone_event = None;
         for pt in pts {
-            let map = rtpmaps.iter().find(|(p, _)| *p == pt).map(|(_, e)| e.as_str());
+            let map = rtpmaps
+                .iter()
+                .find(|(p, _)| *p == pt)
+                .map(|(_, e)| e.as_str());
             if let Some(c) = Codec::from_pt(pt) {
                 let expected = format!("{}/8000", c.encoding_name().to_ascii_lowercase());
                 if map.is_none_or(|m| m == expected) && !codecs.contains(&c) {
@@ -590,7 +598,9 @@ impl PendingOffer {
     /// Checks the answer against the offer and agrees the keys.
     pub fn accept_answer(self, answer: &AudioDescription) -> Result<Negotiated, SdpError> {
         if !answer.secure {
-            return Err(SdpError::AnswerMismatch("RTP/AVP answer to an RTP/SAVP offer"));
+            return Err(SdpError::AnswerMismatch(
+                "RTP/AVP answer to an RTP/SAVP offer",
+            ));
         }
         let codec = *answer
             .codecs
@@ -605,7 +615,9 @@ impl PendingOffer {
             .crypto
             .iter()
             .find(|c| c.tag == theirs.tag && c.key.suite() == theirs.key.suite())
-            .ok_or(SdpError::AnswerMismatch("a=crypto tag or suite was not offered"))?;
+            .ok_or(SdpError::AnswerMismatch(
+                "a=crypto tag or suite was not offered",
+            ))?;
         let direction = Direction::from_flags(
             self.local.direction.sends() && answer.direction.receives(),
             self.local.direction.receives() && answer.direction.sends(),

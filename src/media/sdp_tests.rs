@@ -60,8 +60,10 @@ fn both_sides_agree_keys_and_sas() {
     assert_eq!(ka.send, kb.recv);
     assert_eq!(ka.recv, kb.send);
     assert_ne!(ka.send, ka.recv);
-    let (MediaSecurity::EscrowResistant { sas: sa, .. }, MediaSecurity::EscrowResistant { sas: sb, .. }) =
-        (na.security, nb.security)
+    let (
+        MediaSecurity::EscrowResistant { sas: sa, .. },
+        MediaSecurity::EscrowResistant { sas: sb, .. },
+    ) = (na.security, nb.security)
     else {
         panic!("expected escrow-resistant keys: {:?}", na.security);
     };
@@ -79,12 +81,18 @@ fn gcm_is_chosen_when_both_offer_it() {
     assert_eq!(ans.crypto[0].key.suite(), SrtpSuite::AeadAes128Gcm);
     assert!(matches!(
         na.security,
-        MediaSecurity::EscrowResistant { suite: SrtpSuite::AeadAes128Gcm, .. }
+        MediaSecurity::EscrowResistant {
+            suite: SrtpSuite::AeadAes128Gcm,
+            ..
+        }
     ));
     let mut b = local(5000);
     b.suites = vec![SrtpSuite::AesCm128HmacSha1_80];
     let (na, _, _, _) = exchange(local(4000), b).unwrap();
-    assert_eq!(na.keys.unwrap().send.suite(), SrtpSuite::AesCm128HmacSha1_80);
+    assert_eq!(
+        na.keys.unwrap().send.suite(),
+        SrtpSuite::AesCm128HmacSha1_80
+    );
 }
 
 #[test]
@@ -95,7 +103,10 @@ fn codec_follows_the_offerers_preference() {
     assert_eq!((na.codec, nb.codec), (Codec::Pcma, Codec::Pcma));
     let mut b = local(5000);
     b.codecs = vec![];
-    assert_eq!(exchange(local(4000), b).unwrap_err(), SdpError::NoCommonCodec);
+    assert_eq!(
+        exchange(local(4000), b).unwrap_err(),
+        SdpError::NoCommonCodec
+    );
 }
 
 #[test]
@@ -108,12 +119,17 @@ fn man_in_the_middle_rewriting_dh_changes_the_sas() {
     let na = pending.accept_answer(&to_alice).unwrap();
     let mallory_offer = PendingOffer::new(local(6001), Role::Caller).unwrap();
     let (_, nb) = answer(&local(5000), Role::Callee, mallory_offer.offer()).unwrap();
-    let (MediaSecurity::EscrowResistant { sas: sa, .. }, MediaSecurity::EscrowResistant { sas: sb, .. }) =
-        (na.security, nb.security)
+    let (
+        MediaSecurity::EscrowResistant { sas: sa, .. },
+        MediaSecurity::EscrowResistant { sas: sb, .. },
+    ) = (na.security, nb.security)
     else {
         panic!("expected escrow-resistant keys");
     };
-    assert_ne!(sa, sb, "a rewritten a=ibesip-dh must show as different SAS values");
+    assert_ne!(
+        sa, sb,
+        "a rewritten a=ibesip-dh must show as different SAS values"
+    );
 }
 
 #[test]
@@ -121,15 +137,24 @@ fn peer_without_dh_gets_sdes_only() {
     let mut b = local(5000);
     b.media_keys = MediaKeysPolicy::ProviderRecoverable;
     let (na, nb, _, ans) = exchange(local(4000), b).unwrap();
-    assert!(ans.dh.is_none(), "provider-recoverable never sends ibesip-dh");
+    assert!(
+        ans.dh.is_none(),
+        "provider-recoverable never sends ibesip-dh"
+    );
     assert!(!ans.to_sdp().contains("ibesip-dh"));
     assert!(matches!(
         na.security,
-        MediaSecurity::SdesOnly { reason: SdesOnlyReason::PeerWithoutDh, .. }
+        MediaSecurity::SdesOnly {
+            reason: SdesOnlyReason::PeerWithoutDh,
+            ..
+        }
     ));
     assert!(matches!(
         nb.security,
-        MediaSecurity::SdesOnly { reason: SdesOnlyReason::OwnProviderRecoverable, .. }
+        MediaSecurity::SdesOnly {
+            reason: SdesOnlyReason::OwnProviderRecoverable,
+            ..
+        }
     ));
     let (ka, kb) = (na.keys.unwrap(), nb.keys.unwrap());
     assert_eq!(ka.send, kb.recv);
@@ -137,7 +162,10 @@ fn peer_without_dh_gets_sdes_only() {
 }
 
 fn plain_offer() -> AudioDescription {
-    let mut o = PendingOffer::new(local(4000), Role::Caller).unwrap().offer().clone();
+    let mut o = PendingOffer::new(local(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .clone();
     o.secure = false;
     o.crypto.clear();
     o.dh = None;
@@ -171,15 +199,30 @@ fn answer_that_does_not_fit_is_refused() {
 
 #[test]
 fn hold_directions() {
-    assert_eq!(Direction::answer_to(Direction::SendOnly, Direction::SendRecv), Direction::RecvOnly);
-    assert_eq!(Direction::answer_to(Direction::RecvOnly, Direction::SendRecv), Direction::SendOnly);
-    assert_eq!(Direction::answer_to(Direction::Inactive, Direction::SendRecv), Direction::Inactive);
-    assert_eq!(Direction::answer_to(Direction::SendRecv, Direction::SendRecv), Direction::SendRecv);
+    assert_eq!(
+        Direction::answer_to(Direction::SendOnly, Direction::SendRecv),
+        Direction::RecvOnly
+    );
+    assert_eq!(
+        Direction::answer_to(Direction::RecvOnly, Direction::SendRecv),
+        Direction::SendOnly
+    );
+    assert_eq!(
+        Direction::answer_to(Direction::Inactive, Direction::SendRecv),
+        Direction::Inactive
+    );
+    assert_eq!(
+        Direction::answer_to(Direction::SendRecv, Direction::SendRecv),
+        Direction::SendRecv
+    );
     let mut a = local(4000);
     a.direction = Direction::SendOnly;
     let (na, nb, _, ans) = exchange(a, local(5000)).unwrap();
     assert_eq!(ans.direction, Direction::RecvOnly);
-    assert_eq!((na.direction, nb.direction), (Direction::SendOnly, Direction::RecvOnly));
+    assert_eq!(
+        (na.direction, nb.direction),
+        (Direction::SendOnly, Direction::RecvOnly)
+    );
 }
 
 #[test]
@@ -193,7 +236,10 @@ fn rekeying_gives_new_keys() {
 
 #[test]
 fn strict_parser_refusals() {
-    let good = PendingOffer::new(local(4000), Role::Caller).unwrap().offer().to_sdp();
+    let good = PendingOffer::new(local(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp();
     let cases = [
         good.replace("v=0", "v=1"),
         good.replace("m=audio 4000", "m=audio 0"),
@@ -211,15 +257,22 @@ fn strict_parser_refusals() {
         "x".repeat(MAX_SDP_LEN + 1),
     ];
     for (i, c) in cases.iter().enumerate() {
-        assert!(AudioDescription::parse(c).is_err(), "case {i} accepted:\n{c}");
+        assert!(
+            AudioDescription::parse(c).is_err(),
+            "case {i} accepted:\n{c}"
+        );
     }
 }
 
 #[test]
 fn plain_rtpmap_mismatch_is_ignored() {
     // PT 0 claimed as something else is not PCMU.
-    let good = PendingOffer::new(local(4000), Role::Caller).unwrap().offer().to_sdp();
-    let d = AudioDescription::parse(&good.replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:0 opus/48000")).unwrap();
+    let good = PendingOffer::new(local(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp();
+    let d = AudioDescription::parse(&good.replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:0 opus/48000"))
+        .unwrap();
     assert_eq!(d.codecs, vec![Codec::Pcma]);
 }
 

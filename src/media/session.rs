@@ -261,7 +261,11 @@ impl Driver {
         }
     }
 
-    async fn send_tick(&mut self, frame: &mut [i16], payload: &mut Vec<u8>) -> Result<(), MediaError> {
+    async fn send_tick(
+        &mut self,
+        frame: &mut [i16],
+        payload: &mut Vec<u8>,
+    ) -> Result<(), MediaError> {
         let more = match self.source.read_frame(frame) {
             Ok(more) => more,
             Err(e) => {
@@ -279,23 +283,24 @@ impl Driver {
         if !self.negotiated.direction.sends() {
             return Ok(());
         }
-        let (pt, marker, timestamp) = match (self.negotiated.telephone_event, self.dtmf_tx.next_packet()) {
-            (Some(pt), Some(p)) => {
-                if p.marker {
-                    self.dtmf_timestamp = ts;
+        let (pt, marker, timestamp) =
+            match (self.negotiated.telephone_event, self.dtmf_tx.next_packet()) {
+                (Some(pt), Some(p)) => {
+                    if p.marker {
+                        self.dtmf_timestamp = ts;
+                    }
+                    payload.clear();
+                    payload.extend_from_slice(&p.event.encode());
+                    (pt, p.marker, self.dtmf_timestamp)
                 }
-                payload.clear();
-                payload.extend_from_slice(&p.event.encode());
-                (pt, p.marker, self.dtmf_timestamp)
-            }
-            _ => {
-                if self.muted {
-                    frame.fill(0);
+                _ => {
+                    if self.muted {
+                        frame.fill(0);
+                    }
+                    g711(self.negotiated.codec).encode(frame, payload);
+                    (self.negotiated.codec.payload_type(), false, ts)
                 }
-                g711(self.negotiated.codec).encode(frame, payload);
-                (self.negotiated.codec.payload_type(), false, ts)
-            }
-        };
+            };
         let header = Header {
             version: 2,
             marker,
@@ -308,13 +313,24 @@ impl Driver {
         self.seq = self.seq.wrapping_add(1);
         let wire = self.channel.protect(header, payload)?;
         // A lost datagram is no error for RTP: ICMP refusals are ignored.
-        if self.socket.send_to(&wire, self.channel.remote()).await.is_ok() {
+        if self
+            .socket
+            .send_to(&wire, self.channel.remote())
+            .await
+            .is_ok()
+        {
             self.sent += 1;
         }
         Ok(())
     }
 
-    fn receive(&mut self, now: Instant, from: std::net::SocketAddr, datagram: &[u8], pcm: &mut Vec<i16>) {
+    fn receive(
+        &mut self,
+        now: Instant,
+        from: std::net::SocketAddr,
+        datagram: &[u8],
+        pcm: &mut Vec<i16>,
+    ) {
         let Ok(pkt) = self.channel.unprotect(from, datagram) else {
             return;
         };
@@ -327,9 +343,12 @@ impl Driver {
             if let Some(d) = self.dtmf_rx.receive(h.timestamp, &pkt.payload) {
                 let _ = self.events.send(MediaEvent::Dtmf(d));
             }
-        } else if h.payload_type == self.negotiated.codec.payload_type() && pkt.payload.len() == FRAME_SAMPLES {
+        } else if h.payload_type == self.negotiated.codec.payload_type()
+            && pkt.payload.len() == FRAME_SAMPLES
+        {
             g711(self.negotiated.codec).decode(&pkt.payload, pcm);
-            self.jitter.push(now, h.sequence_number, h.timestamp, pcm.clone());
+            self.jitter
+                .push(now, h.sequence_number, h.timestamp, pcm.clone());
         }
     }
 }

@@ -121,14 +121,19 @@ impl SrtpChannel {
     pub fn rekey(&mut self, negotiated: &Negotiated) -> Result<(), SrtpError> {
         self.remote = negotiated.remote;
         self.srtp = match (&negotiated.keys, negotiated.security) {
-            (Some(keys), MediaSecurity::EscrowResistant { .. } | MediaSecurity::SdesOnly { .. }) => {
-                Some(Contexts {
-                    tx: context(&keys.send)?,
-                    rx: context(&keys.recv)?,
-                })
-            }
+            (
+                Some(keys),
+                MediaSecurity::EscrowResistant { .. } | MediaSecurity::SdesOnly { .. },
+            ) => Some(Contexts {
+                tx: context(&keys.send)?,
+                rx: context(&keys.recv)?,
+            }),
             (None, MediaSecurity::Plain) => None,
-            _ => return Err(SrtpError::Context("keys do not match the security state".into())),
+            _ => {
+                return Err(SrtpError::Context(
+                    "keys do not match the security state".into(),
+                ))
+            }
         };
         Ok(())
     }
@@ -158,10 +163,10 @@ impl SrtpChannel {
             .marshal()
             .map_err(|e| SrtpError::Protect(e.to_string()))?;
         match &mut self.srtp {
-            Some(c) => c
-                .tx
-                .encrypt_rtp(&plain)
-                .map_err(|e| SrtpError::Protect(e.to_string())),
+            Some(c) => {
+                c.tx.encrypt_rtp(&plain)
+                    .map_err(|e| SrtpError::Protect(e.to_string()))
+            }
             None => Ok(plain),
         }
     }
@@ -244,7 +249,8 @@ mod tests {
         )
     }
 
-    const FROM_A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1000);
+    const FROM_A: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1000);
 
     #[test]
     fn both_suites_round_trip_and_hide_the_payload() {
@@ -253,7 +259,11 @@ mod tests {
             let payload = [0x55u8; 160];
             let wire = a.protect(header(1), &payload).unwrap();
             assert!(!wire.windows(16).any(|w| w == &payload[..16]));
-            let tag = if suite == SrtpSuite::AeadAes128Gcm { 16 } else { 10 };
+            let tag = if suite == SrtpSuite::AeadAes128Gcm {
+                16
+            } else {
+                10
+            };
             assert_eq!(wire.len(), 12 + 160 + tag);
             let pkt = b.unprotect(FROM_A, &wire).unwrap();
             assert_eq!(&pkt.payload[..], &payload[..]);
@@ -266,7 +276,10 @@ mod tests {
         let (mut a, mut b) = pair(SrtpSuite::AesCm128HmacSha1_80);
         let wire = a.protect(header(7), &[1; 160]).unwrap();
         let other = SocketAddr::from(([127, 0, 0, 1], 9));
-        assert_eq!(b.unprotect(other, &wire), Err(SrtpError::UnexpectedSource(other)));
+        assert_eq!(
+            b.unprotect(other, &wire),
+            Err(SrtpError::UnexpectedSource(other))
+        );
         let mut bad = wire.to_vec();
         bad[20] ^= 1;
         assert_eq!(b.unprotect(FROM_A, &bad), Err(SrtpError::BadAuth));
@@ -274,7 +287,16 @@ mod tests {
         assert_eq!(b.unprotect(FROM_A, &wire), Err(SrtpError::Replay));
         assert_eq!(b.unprotect(FROM_A, &[0x80; 4]), Err(SrtpError::Malformed));
         let c = b.counters();
-        assert_eq!((c.accepted, c.bad_source, c.bad_auth, c.replayed, c.malformed), (1, 1, 1, 1, 1));
+        assert_eq!(
+            (
+                c.accepted,
+                c.bad_source,
+                c.bad_auth,
+                c.replayed,
+                c.malformed
+            ),
+            (1, 1, 1, 1, 1)
+        );
     }
 
     #[test]
@@ -284,7 +306,11 @@ mod tests {
         let kb = SdesKey::generate(SrtpSuite::AeadAes128Gcm).unwrap();
         a.rekey(&negotiated(&ka, &kb, 2000)).unwrap();
         let wire = a.protect(header(1), &[3; 160]).unwrap();
-        assert_eq!(b.unprotect(FROM_A, &wire), Err(SrtpError::BadAuth), "old keys");
+        assert_eq!(
+            b.unprotect(FROM_A, &wire),
+            Err(SrtpError::BadAuth),
+            "old keys"
+        );
         b.rekey(&negotiated(&kb, &ka, 1000)).unwrap();
         assert!(b.unprotect(FROM_A, &wire).is_ok(), "new keys");
     }
