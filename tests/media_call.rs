@@ -194,8 +194,12 @@ async fn start_call(dir: &Path, codec: Codec, loss_pct: u64, signal: &[i16]) -> 
 }
 
 async fn speech_call(codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
+    speech_call_with(&test_signal(3.0), codec, loss_pct, min_rho, min_snr).await;
+}
+
+async fn speech_call_with(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
     let dir = tempfile::tempdir().unwrap();
-    let signal = test_signal(3.0);
+    let signal = signal.to_vec();
     let mut call = start_call(dir.path(), codec, loss_pct, &signal).await;
     let a_events = wait_for(&mut call.alice_ev, |e| *e == MediaEvent::SourceEnded).await;
     // Both sides see the same SAS.
@@ -375,4 +379,33 @@ async fn dtmf_reaches_the_peer() {
     call.alice.stop().await.unwrap();
     call.bob.stop().await.unwrap();
     call.relay.stop.store(true, Ordering::Relaxed);
+}
+
+/// The sentence of issue 7, spoken by espeak-ng (gated: needs the
+/// `espeak-ng` package; run with `IBEPHONE_TEST_ESPEAK=1`). Same
+/// thresholds as the synthetic signal, for both codecs, with and without
+/// 5 % loss.
+#[tokio::test]
+async fn espeak_sentence_through_a_call() {
+    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
+        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("sentence.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .arg("A secured call must carry speech, encrypted, with keys that even the key generator cannot recover.")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "espeak-ng failed");
+    // espeak-ng writes 22050 Hz; read_wav resamples to 8 kHz.
+    let speech = read_wav(&wav).unwrap();
+    assert!(speech.len() > 8000 * 2);
+    for codec in [Codec::Pcmu, Codec::Pcma] {
+        speech_call_with(&speech, codec, 0, 0.95, 10.0).await;
+        speech_call_with(&speech, codec, 5, 0.8, 2.0).await;
+    }
 }
