@@ -27,7 +27,7 @@ const MAX_FRAMES: usize = 50;
 const FADE: [f32; 3] = [1.0, 0.6, 0.2];
 
 /// What happened to the frames so far.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct JitterStats {
     /// Frames played from received packets.
     pub played: u64,
@@ -41,6 +41,21 @@ pub struct JitterStats {
     pub duplicates: u64,
     /// Histogram of buffer delay (arrival to playout) in ms, last bucket open.
     pub delay_hist_ms: Vec<u64>,
+}
+
+impl std::fmt::Debug for JitterStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The 1001-bucket histogram is summarised, not printed.
+        f.debug_struct("JitterStats")
+            .field("played", &self.played)
+            .field("concealed", &self.concealed)
+            .field("late", &self.late)
+            .field("skipped", &self.skipped)
+            .field("duplicates", &self.duplicates)
+            .field("mean_delay", &self.mean_delay())
+            .field("p99_delay", &self.p99_delay())
+            .finish()
+    }
 }
 
 impl JitterStats {
