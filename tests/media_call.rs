@@ -409,3 +409,23 @@ async fn espeak_sentence_through_a_call() {
         speech_call_with(&speech, codec, 5, 0.8, 2.0).await;
     }
 }
+
+/// Mute sends silence: bob records nothing of alice's signal, though
+/// packets keep flowing (the jitter buffer stays primed).
+#[tokio::test]
+async fn mute_sends_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let signal = test_signal(1.5);
+    let mut call = start_call(dir.path(), Codec::Pcmu, 0, &signal).await;
+    call.alice.command(MediaCommand::Mute(true));
+    wait_for(&mut call.alice_ev, |e| *e == MediaEvent::SourceEnded).await;
+    let stats_a = call.alice.stop().await.unwrap();
+    let stats_b = call.bob.stop().await.unwrap();
+    call.relay.stop.store(true, Ordering::Relaxed);
+    assert!(stats_a.sent >= 70);
+    assert!(stats_b.jitter.played >= 60, "{:?}", stats_b.jitter);
+    let rec = read_wav(&dir.path().join("bob-out.wav")).unwrap();
+    // The first frame may precede the command; everything else is silence.
+    let loud = rec.iter().skip(800).filter(|s| s.abs() > 16).count();
+    assert_eq!(loud, 0, "muted audio reached the peer");
+}
