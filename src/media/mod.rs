@@ -24,6 +24,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod jitter;
 pub mod keys;
+pub mod negotiate;
 pub mod quality;
 pub mod sdp;
 pub mod sdp_attrs;

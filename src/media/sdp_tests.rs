@@ -1,4 +1,5 @@
 use super::*;
+use crate::media::keys::{Role, SrtpSuite};
 use proptest::prelude::*;
 
 fn local(port: u16) -> LocalMedia {
