@@ -2,7 +2,7 @@
 # Installs the system packages that ibephone's build, tests and demos use,
 # only those that are missing. Safe to run repeatedly; needs root (or sudo).
 set -euo pipefail
-packages=(tshark)
+packages=(tshark libasound2-dev pkg-config espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
