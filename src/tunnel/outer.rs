@@ -44,7 +44,16 @@ pub fn outer_head(
     privacy: bool,
 ) -> Result<String, MessageError> {
     let mut h = String::with_capacity(512);
-    h.push_str(inner_first_line);
+    match &inner.start {
+        // Inside a dialog the Request-URI is the peer's Contact: with
+        // privacy on, its user part (often the AOR's user) stays inside.
+        // Proxies route it by host and port; the receiver does not compare
+        // Request-URIs (spec 5.1).
+        StartLine::Request { method, uri } if privacy && inner.to()?.tag().is_some() => {
+            h.push_str(&format!("{method} {} SIP/2.0", strip_user(uri)));
+        }
+        _ => h.push_str(inner_first_line),
+    }
     h.push_str("\r\n");
     for via in inner.all("via") {
         h.push_str(&format!("v: {via}\r\n"));
@@ -161,6 +170,19 @@ pub fn check_call_id(call_id: &str) -> Result<(), MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn in_dialog_request_uri_loses_its_user() {
+        let inner = b"BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKx\r\nf: <sip:bob@b.invalid>;tag=2\r\nt: <sip:alice@a.invalid>;tag=1\r\ni: c2VjcmV0c2VjcmV0c2VjcmV0\r\nCSeq: 9 BYE\r\nl: 0\r\n\r\n";
+        let view = SipView::parse(inner).unwrap();
+        let head = outer_head(&view, "BYE sip:alice@127.0.0.1:5070 SIP/2.0", true).unwrap();
+        assert!(
+            head.starts_with("BYE sip:127.0.0.1:5070 SIP/2.0\r\n"),
+            "{head}"
+        );
+        let plain = outer_head(&view, "BYE sip:alice@127.0.0.1:5070 SIP/2.0", false).unwrap();
+        assert!(plain.starts_with("BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"));
+    }
 
     #[test]
     fn user_is_stripped_from_contact() {
