@@ -1,0 +1,81 @@
+//! The example agent configurations parse, and the loader's errors name
+//! the file and what is wrong (missing key file, readable secrets, keys of
+//! another provider).
+
+use ibephone::agent::config::{write_key_file, AgentConfig, ConfigError};
+use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
+use std::os::unix::fs::PermissionsExt;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ibephone-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn example_config_with_issued_keys_loads() {
+    let dir = temp_dir("agent-config");
+    std::fs::copy("config/alice.toml", dir.join("alice.toml")).unwrap();
+    // Before the secrets exist: a clear error naming the file.
+    let err = AgentConfig::load(&dir.join("alice.toml")).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Read { path, .. } if path.ends_with("alice.password")),
+        "{err}"
+    );
+    std::fs::write(dir.join("alice.password"), "s3cret\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("alice.password"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let err = AgentConfig::load(&dir.join("alice.toml")).unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+    std::fs::set_permissions(
+        dir.join("alice.password"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    let msk = MasterSecret::generate().unwrap();
+    let params =
+        PublicParams::new("atlanta.invalid", msk.p_pub(), "https://127.0.0.1:8443").unwrap();
+    let aor = Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let keys = vec![extract(
+        &msk,
+        &Identity::new(aor.clone(), Period::month("2026-11").unwrap()),
+    )];
+    write_key_file(&dir.join("alice.keys.json"), &params, &[], &keys).unwrap();
+    let mode = std::fs::metadata(dir.join("alice.keys.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cfg = AgentConfig::load(&dir.join("alice.toml")).unwrap();
+    assert_eq!(cfg.aor, aor);
+    assert_eq!(cfg.keys.len(), 1);
+    assert_eq!(&*cfg.password, "s3cret");
+    // The key file is never overwritten.
+    assert!(write_key_file(&dir.join("alice.keys.json"), &params, &[], &keys).is_err());
+
+    // Keys of another provider are refused by the key check.
+    std::fs::remove_file(dir.join("alice.keys.json")).unwrap();
+    let other = MasterSecret::generate().unwrap();
+    let foreign = vec![extract(
+        &other,
+        &Identity::new(aor, Period::month("2026-11").unwrap()),
+    )];
+    write_key_file(&dir.join("alice.keys.json"), &params, &[], &foreign).unwrap();
+    let err = AgentConfig::load(&dir.join("alice.toml")).unwrap_err();
+    assert!(err.to_string().contains("2026-11"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bob_example_parses_too() {
+    let dir = temp_dir("agent-config-bob");
+    std::fs::copy("config/bob.toml", dir.join("bob.toml")).unwrap();
+    let err = AgentConfig::load(&dir.join("bob.toml")).unwrap_err();
+    assert!(err.to_string().contains("bob.password"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
