@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn example_config_is_valid_and_matches_defaults() {
-        let c: Config = toml::from_str(include_str!("../config/pkg.toml")).unwrap();
+        let c: Config = toml::from_str(include_str!("../../config/pkg.toml")).unwrap();
         let d = Config::default();
         assert_eq!(c.listen, d.listen);
         assert_eq!(c.session.idle_secs, d.session.idle_secs);
