@@ -7,54 +7,11 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start, RunningAgent};
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::sip::driver;
-use ibephone::sip::message::HeaderForm;
-use ibephone::sip::proxy::{Proxy, ProxyConfig};
-use ibephone::sip::registrar::{Registrar, UserRecord};
-use ibephone::sip::timers::Timers;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 
 const DOMAIN: &str = "biloxi.invalid";
-
-/// The proxy's address and the command channel that keeps it running.
-async fn start_proxy(
-    users: &[(&str, &str)],
-) -> (SocketAddr, mpsc::Sender<std::convert::Infallible>) {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.ok();
-    let mut records = HashMap::new();
-    for (u, pw) in users {
-        let p = Password::new(*pw);
-        records.insert(
-            u.to_string(),
-            UserRecord {
-                ha1_md5: Some(ha1(Algorithm::Md5, u, DOMAIN, &p).to_string()),
-                ha1_sha256: Some(ha1(Algorithm::Sha256, u, DOMAIN, &p).to_string()),
-                enabled: true,
-            },
-        );
-    }
-    let proxy = Proxy::new(
-        ProxyConfig {
-            local: addr.to_string(),
-            form: HeaderForm::Compact,
-            timers: Timers::default(),
-            max_transactions: 256,
-        },
-        Registrar::new(DOMAIN, Box::new(records)),
-    );
-    let (pcmd, pcrx) = mpsc::channel(1);
-    let (petx, mut perx) = mpsc::channel(16);
-    tokio::spawn(async move { while perx.recv().await.is_some() {} });
-    tokio::spawn(driver::run(proxy, udp, tcp, pcrx, petx));
-    (addr, pcmd)
-}
 
 fn config(
     user: &str,
@@ -113,7 +70,14 @@ fn id_now(user: &str) -> String {
 async fn secured_call_with_verified_identities() {
     let msk = MasterSecret::generate().unwrap();
     let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
-    let (proxy, _keep_proxy) = start_proxy(&[("alice", "alice-pw"), ("bob", "bob-pw")]).await;
+    let provider = driver::spawn_proxy(
+        "127.0.0.1:0".parse().unwrap(),
+        DOMAIN,
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+    .await
+    .unwrap();
+    let proxy = provider.addr;
     let mut alice = start(config("alice", "alice-pw", &msk, &params, proxy))
         .await
         .unwrap();

@@ -11,13 +11,7 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start, RunningAgent};
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::Period;
-use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::sip::driver;
-use ibephone::sip::message::HeaderForm;
-use ibephone::sip::proxy::{Proxy, ProxyConfig};
-use ibephone::sip::registrar::{Registrar, UserRecord};
-use ibephone::sip::timers::Timers;
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 async fn expect(
@@ -43,35 +37,14 @@ async fn keys_from_the_pkg_drive_a_verified_call() {
     let params = client.params().await.unwrap();
 
     // The registrar/proxy of the domain, with the users' digest secrets.
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = udp.local_addr().unwrap();
-    // Signed INVITEs exceed 1300 bytes and go over TCP (RFC 3261 18.1.1).
-    let tcp = tokio::net::TcpListener::bind(proxy_addr).await.ok();
-    let mut records = HashMap::new();
-    for (u, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
-        let p = Password::new(pw);
-        records.insert(
-            u.to_string(),
-            UserRecord {
-                ha1_md5: Some(ha1(Algorithm::Md5, u, DOMAIN, &p).to_string()),
-                ha1_sha256: Some(ha1(Algorithm::Sha256, u, DOMAIN, &p).to_string()),
-                enabled: true,
-            },
-        );
-    }
-    let proxy = Proxy::new(
-        ProxyConfig {
-            local: proxy_addr.to_string(),
-            form: HeaderForm::Compact,
-            timers: Timers::default(),
-            max_transactions: 256,
-        },
-        Registrar::new(DOMAIN, Box::new(records)),
-    );
-    let (_keep, crx) = tokio::sync::mpsc::channel(1);
-    let (etx, mut erx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move { while erx.recv().await.is_some() {} });
-    tokio::spawn(driver::run(proxy, udp, tcp, crx, etx));
+    let provider = driver::spawn_proxy(
+        "127.0.0.1:0".parse().unwrap(),
+        DOMAIN,
+        &[("alice", ALICE_PW), ("bob", BOB_PW)],
+    )
+    .await
+    .unwrap();
+    let proxy_addr = provider.addr;
 
     // Each phone logs in to the PKG and fetches its keys.
     let now = SystemTime::now()

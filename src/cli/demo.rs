@@ -15,19 +15,11 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start, RunningAgent};
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::sip::driver;
-use ibephone::sip::message::HeaderForm;
-use ibephone::sip::proxy::{Proxy, ProxyConfig};
-use ibephone::sip::registrar::{Registrar, UserRecord};
-use ibephone::sip::timers::Timers;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::mpsc;
 
 const DOMAIN: &str = "example.invalid";
 
@@ -35,42 +27,6 @@ fn random_password() -> Result<String> {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("random: {e}"))?;
     Ok(hex::encode(b))
-}
-
-async fn start_provider(
-    users: &[(&str, &str)],
-) -> Result<(SocketAddr, mpsc::Sender<std::convert::Infallible>)> {
-    let udp = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .context("binding the proxy")?;
-    let addr = udp.local_addr()?;
-    let tcp = TcpListener::bind(addr).await.ok();
-    let mut records = HashMap::new();
-    for (u, pw) in users {
-        let p = Password::new(*pw);
-        records.insert(
-            u.to_string(),
-            UserRecord {
-                ha1_md5: Some(ha1(Algorithm::Md5, u, DOMAIN, &p).to_string()),
-                ha1_sha256: Some(ha1(Algorithm::Sha256, u, DOMAIN, &p).to_string()),
-                enabled: true,
-            },
-        );
-    }
-    let proxy = Proxy::new(
-        ProxyConfig {
-            local: addr.to_string(),
-            form: HeaderForm::Compact,
-            timers: Timers::default(),
-            max_transactions: 1024,
-        },
-        Registrar::new(DOMAIN, Box::new(records)),
-    );
-    let (keep, crx) = mpsc::channel(1);
-    let (etx, mut erx) = mpsc::channel(16);
-    tokio::spawn(async move { while erx.recv().await.is_some() {} });
-    tokio::spawn(driver::run(proxy, udp, tcp, crx, etx));
-    Ok((addr, keep))
 }
 
 fn phone(
@@ -164,7 +120,14 @@ pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
     let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443")?;
     println!("   parameter fingerprint: {}", params.fingerprint_display());
     let (apw, bpw) = (random_password()?, random_password()?);
-    let (proxy, _keep) = start_provider(&[("alice", &apw), ("bob", &bpw)]).await?;
+    let provider = driver::spawn_proxy(
+        "127.0.0.1:0".parse()?,
+        DOMAIN,
+        &[("alice", &apw), ("bob", &bpw)],
+    )
+    .await
+    .context("starting the registrar/proxy")?;
+    let proxy = provider.addr;
     let mut alice = start(phone("alice", &apw, &msk, &params, proxy)?).await?;
     let mut bob = start(phone("bob", &bpw, &msk, &params, proxy)?).await?;
     println!("== phones: alice on {}, bob on {}", alice.local, bob.local);

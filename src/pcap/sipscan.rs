@@ -4,6 +4,8 @@
 //! were captured, including malformed or hostile ones, where a strict
 //! parser (rsip) would refuse the message and hide it from the report.
 
+use crate::tunnel::message::long_name;
+
 /// What the start line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartLine {
@@ -43,30 +45,6 @@ pub fn looks_like_sip(bytes: &[u8]) -> bool {
     let line = String::from_utf8_lossy(&bytes[..line_end]);
     let line = line.trim_end();
     line.starts_with("SIP/2.0 ") || (line.ends_with(" SIP/2.0") && line.split(' ').count() == 3)
-}
-
-/// Long form of a compact header name (RFC 3261 7.3.3 and later RFCs).
-fn long_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
-        "v" => "via",
-        "f" => "from",
-        "t" => "to",
-        "i" => "call-id",
-        "m" => "contact",
-        "l" => "content-length",
-        "c" => "content-type",
-        "e" => "content-encoding",
-        "s" => "subject",
-        "k" => "supported",
-        "o" => "event",
-        "r" => "refer-to",
-        "b" => "referred-by",
-        "u" => "allow-events",
-        "x" => "session-expires",
-        _ => return lower,
-    };
-    long.to_string()
 }
 
 impl SipMessage {

@@ -282,3 +282,61 @@ mod tests {
         }
     }
 }
+
+/// A registrar/proxy running on the tokio runtime; dropping the handle
+/// stops it.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    /// Where it listens (UDP and, when the port was free, TCP).
+    pub addr: SocketAddr,
+    _keep: mpsc::Sender<std::convert::Infallible>,
+}
+
+/// Binds UDP and TCP on `addr` (port 0: any free port) and runs the
+/// registrar/proxy of `domain` for `users` (user name and digest password).
+/// For demos and tests on one machine; a provider's registrar reads its
+/// users' digest secrets from the PKG's database instead.
+pub async fn spawn_proxy(
+    addr: SocketAddr,
+    domain: &str,
+    users: &[(&str, &str)],
+) -> std::io::Result<ProxyHandle> {
+    use crate::sip::digest::{ha1, Algorithm, Password};
+    use crate::sip::message::HeaderForm;
+    use crate::sip::proxy::ProxyConfig;
+    use crate::sip::registrar::{Registrar, UserRecord};
+    use crate::sip::timers::Timers;
+    let udp = UdpSocket::bind(addr).await?;
+    let addr = udp.local_addr()?;
+    let tcp = TcpListener::bind(addr).await.ok();
+    let records: HashMap<String, UserRecord> = users
+        .iter()
+        .map(|(user, password)| {
+            let p = Password::new(*password);
+            let record = UserRecord {
+                ha1_md5: Some(ha1(Algorithm::Md5, user, domain, &p).to_string()),
+                ha1_sha256: Some(ha1(Algorithm::Sha256, user, domain, &p).to_string()),
+                enabled: true,
+            };
+            (user.to_string(), record)
+        })
+        .collect();
+    let proxy = Proxy::new(
+        ProxyConfig {
+            local: addr.to_string(),
+            form: HeaderForm::Compact,
+            timers: Timers::default(),
+            max_transactions: 1024,
+        },
+        Registrar::new(domain, Box::new(records)),
+    );
+    let (keep, commands) = mpsc::channel(1);
+    let (events, mut drain) = mpsc::channel(16);
+    tokio::spawn(async move { while drain.recv().await.is_some() {} });
+    tokio::spawn(async move {
+        if let Err(e) = run(proxy, udp, tcp, commands, events).await {
+            tracing::error!(%e, "proxy driver stopped");
+        }
+    });
+    Ok(ProxyHandle { addr, _keep: keep })
+}

@@ -64,6 +64,11 @@ pub fn long_name(name: &str) -> String {
         "e" => "content-encoding",
         "s" => "subject",
         "k" => "supported",
+        "o" => "event",
+        "r" => "refer-to",
+        "b" => "referred-by",
+        "u" => "allow-events",
+        "x" => "session-expires",
         _ => return lower,
     };
     long.to_string()
