@@ -36,6 +36,7 @@ pub mod random;
 pub mod replay;
 mod seal;
 pub mod session;
+pub mod signed;
 
 pub use cms::Direction;
 pub use error::{OpenError, SealError, WireAction};
