@@ -41,14 +41,20 @@ impl Shared {
     }
 }
 
-fn sip(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
+/// A SIP message with `headers` and `body`; Content-Length in compact
+/// (`l:`) or full form last.
+fn sip_with(start: &str, headers: &[&str], body: &str, length_header: &str) -> Vec<u8> {
     let mut m = format!("{start}\r\n");
     for h in headers {
         m.push_str(h);
         m.push_str("\r\n");
     }
-    m.push_str(&format!("l: {}\r\n\r\n{body}", body.len()));
+    m.push_str(&format!("{length_header}: {}\r\n\r\n{body}", body.len()));
     m.into_bytes()
+}
+
+fn sip(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
+    sip_with(start, headers, body, "l")
 }
 
 /// The inner messages of the vector call: (name, sent by alice, bytes).
@@ -262,13 +268,7 @@ pub fn dialog_capture() -> Result<Vec<u8>, String> {
 }
 
 fn full(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
-    let mut m = format!("{start}\r\n");
-    for h in headers {
-        m.push_str(h);
-        m.push_str("\r\n");
-    }
-    m.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    m.into_bytes()
+    sip_with(start, headers, body, "Content-Length")
 }
 
 /// A typical call as an ordinary SIP phone sends it (after RFC 3665
