@@ -6,22 +6,7 @@
 
 use crate::tunnel::message::long_name;
 
-/// What the start line says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartLine {
-    /// A request: method and Request-URI.
-    Request {
-        /// Method, e.g. `INVITE`.
-        method: String,
-        /// Request-URI.
-        uri: String,
-    },
-    /// A response: status code.
-    Response {
-        /// Status code.
-        code: u16,
-    },
-}
+pub use crate::tunnel::message::StartLine;
 
 /// One SIP message read from captured bytes.
 #[derive(Debug, Clone)]
