@@ -19,6 +19,7 @@ if [ "$quick" = 0 ]; then
   log "installing tools"
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
+  export IBEPHONE_TEST_ESPEAK=1   # espeak-ng sentences through media and agent calls
 fi
 
 log "rust components"

@@ -31,6 +31,16 @@ enum Command {
         /// The agent configuration (see config/alice.toml).
         #[arg(long)]
         config: std::path::PathBuf,
+        /// Play this WAV file into every call instead of the microphone.
+        #[arg(long)]
+        audio_in: Option<std::path::PathBuf>,
+        /// Record each call's received audio to this WAV file (8 kHz mono)
+        /// instead of playing it on the speaker.
+        #[arg(long)]
+        audio_out: Option<std::path::PathBuf>,
+        /// Codecs to offer, most preferred first: pcmu, pcma.
+        #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma")]
+        codecs: Vec<String>,
     },
     /// The main job on this machine: provider and two phones on loopback,
     /// a secured call, a capture of the whole run checked for leaks.
@@ -97,9 +107,19 @@ fn run() -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Some(Command::Agent { config }) => {
+        Some(Command::Agent {
+            config,
+            audio_in,
+            audio_out,
+            codecs,
+        }) => {
             let config = ibephone::agent::config::AgentConfig::load(&config)?;
-            runtime()?.block_on(ibephone::agent::headless::run_json_lines(config))?;
+            let media =
+                ibephone::agent::media_io::MediaOptions::from_flags(audio_in, audio_out, &codecs)
+                    .map_err(anyhow::Error::msg)?;
+            runtime()?.block_on(ibephone::agent::headless::run_json_lines_with_media(
+                config, media,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Demo { pcap, hold }) => {

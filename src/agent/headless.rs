@@ -4,8 +4,12 @@
 //! stdout. At the end of stdin the agent unregisters and exits.
 
 use super::config::AgentConfig;
-use super::filter::{SecurityLog, TunnelFilter};
+use super::filter::{SecurityLog, SecurityPolicy, TunnelFilter};
+use super::media::MediaPolicy;
+use super::media_io::{ports_for, MediaDriver, MediaOptions};
 use super::{Agent, AgentCommand, AgentEvent};
+use crate::ibe::MediaKeysPolicy as ProviderMediaKeys;
+use crate::media::sdp::{MediaKeysPolicy, SecurityPolicy as MediaSecurityPolicy};
 use crate::sip::digest::Password;
 use crate::sip::driver;
 use crate::sip::timers::Timers;
@@ -47,8 +51,36 @@ pub struct RunningAgent {
     pub local: SocketAddr,
 }
 
-/// Builds the agent of `config` and runs it on the current tokio runtime.
+/// Builds the agent of `config` and runs it on the current tokio runtime,
+/// with media on the default sound devices ([`MediaOptions::default`]).
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
+    start_with_media(config, MediaOptions::default()).await
+}
+
+/// The media policy of `config`: SRTP is required unless the security
+/// policy lets plain peers in; `a=ibesip-dh` is sent unless our provider's
+/// parameters say `provider-recoverable`.
+pub fn media_policy(config: &AgentConfig, options: &MediaOptions) -> MediaPolicy {
+    MediaPolicy {
+        codecs: options.codecs.clone(),
+        security: match config.policy {
+            SecurityPolicy::Require => MediaSecurityPolicy::Require,
+            SecurityPolicy::Ask | SecurityPolicy::AllowPlain => MediaSecurityPolicy::AllowPlain,
+        },
+        media_keys: match config.params.media_keys() {
+            ProviderMediaKeys::EscrowResistant => MediaKeysPolicy::EscrowResistant,
+            ProviderMediaKeys::ProviderRecoverable => MediaKeysPolicy::ProviderRecoverable,
+        },
+        ..MediaPolicy::default()
+    }
+}
+
+/// [`start`] with the media choices of `options` (audio files or devices,
+/// codecs, RTP address).
+pub async fn start_with_media(
+    config: AgentConfig,
+    options: MediaOptions,
+) -> Result<RunningAgent, StartError> {
     let mut tunnel = Tunnel::new(
         config.aor.clone(),
         TunnelConfig {
@@ -105,6 +137,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     let agent = Agent::new(ua, log, config.aor.host());
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);
+    let policy = media_policy(&config, &options);
+    let ports = ports_for(local, &options);
+    let agent = MediaDriver::new(agent, ports, policy, options, etx.clone());
     tokio::spawn(async move {
         if let Err(e) = driver::run(agent, udp, tcp, crx, etx).await {
             tracing::error!(%e, "agent driver stopped");
@@ -119,11 +154,19 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
 
 /// Headless mode: JSON lines on stdin and stdout until stdin ends.
 pub async fn run_json_lines(config: AgentConfig) -> Result<(), StartError> {
+    run_json_lines_with_media(config, MediaOptions::default()).await
+}
+
+/// [`run_json_lines`] with the media choices of `options`.
+pub async fn run_json_lines_with_media(
+    config: AgentConfig,
+    options: MediaOptions,
+) -> Result<(), StartError> {
     let RunningAgent {
         commands,
         mut events,
         ..
-    } = start(config).await?;
+    } = start_with_media(config, options).await?;
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             match serde_json::to_string(&e) {

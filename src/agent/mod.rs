@@ -6,11 +6,14 @@
 pub mod config;
 pub mod filter;
 pub mod headless;
+pub mod media;
+pub mod media_io;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
 use crate::sip::Dest;
 use filter::SecurityLog;
+use media::{MediaAction, MediaCalls, MediaCounters};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -54,6 +57,30 @@ pub enum AgentCommand {
         to: String,
         /// Text.
         text: String,
+    },
+    /// Mute (`on`: send silence) or unmute our microphone in a call.
+    Mute {
+        /// Call number.
+        call: u64,
+        /// Muted?
+        on: bool,
+    },
+    /// Put the peer on hold: re-INVITE `a=sendonly` with fresh keys.
+    Hold {
+        /// Call number.
+        call: u64,
+    },
+    /// Take the call off hold: re-INVITE `a=sendrecv` with fresh keys.
+    Resume {
+        /// Call number.
+        call: u64,
+    },
+    /// Send DTMF digits (`0-9*#A-D`, RFC 4733) in a call.
+    Dtmf {
+        /// Call number.
+        call: u64,
+        /// The digits, sent one after the other.
+        digits: String,
     },
 }
 
@@ -141,6 +168,77 @@ pub enum AgentEvent {
         /// A sentence for people.
         message: String,
     },
+    /// Encrypted media runs (after `answered`). `cipher` is the SRTP
+    /// suite (`none` only for plain RTP under `allow-plain`); `sas` is the
+    /// short authentication string to compare aloud, present exactly when
+    /// the keys are escrow-resistant.
+    MediaStarted {
+        /// Call number.
+        call: u64,
+        /// `PCMU` or `PCMA`.
+        codec: String,
+        /// SRTP suite.
+        cipher: String,
+        /// Whether the PKG is unable to recover the media keys.
+        escrow_resistant: bool,
+        /// Short authentication string (4 z-base-32 characters).
+        sas: Option<String>,
+    },
+    /// The media keys are not escrow-resistant (peer without
+    /// `a=ibesip-dh`, a provider-recoverable provider, or plain RTP): the
+    /// UI must show `message`.
+    MediaNotice {
+        /// Call number.
+        call: u64,
+        /// A sentence for people.
+        message: String,
+    },
+    /// A re-INVITE (hold, resume) re-keyed the media: new keys, new SAS.
+    MediaUpdated {
+        /// Call number.
+        call: u64,
+        /// Our direction now (`sendonly` while we hold, `recvonly` while held).
+        direction: String,
+        /// SRTP suite.
+        cipher: String,
+        /// Whether the PKG is unable to recover the media keys.
+        escrow_resistant: bool,
+        /// The new short authentication string.
+        sas: Option<String>,
+    },
+    /// A DTMF digit from the peer.
+    Dtmf {
+        /// Call number.
+        call: u64,
+        /// The digit.
+        digit: char,
+    },
+    /// Media counters, once a second while the call runs.
+    MediaStats {
+        /// Call number.
+        call: u64,
+        /// Counters so far.
+        stats: MediaCounters,
+    },
+    /// The media session ended (its audio output is closed).
+    MediaStopped {
+        /// Call number.
+        call: u64,
+        /// Final counters.
+        stats: MediaCounters,
+    },
+    /// The audio input (a WAV file) has played out.
+    AudioSourceEnded {
+        /// Call number.
+        call: u64,
+    },
+    /// The sound device or audio file failed; the call goes on without it.
+    AudioFailed {
+        /// Call number.
+        call: u64,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// The agent core: a [`UserAgent`] whose filter is the tunnel, plus the
@@ -153,6 +251,7 @@ pub struct Agent {
     calls: HashMap<u64, String>,
     next_call: u64,
     events: VecDeque<AgentEvent>,
+    media: Option<MediaCalls>,
 }
 
 impl Agent {
@@ -165,7 +264,31 @@ impl Agent {
             calls: HashMap::new(),
             next_call: 1,
             events: VecDeque::new(),
+            media: None,
         }
+    }
+
+    /// Calls carry SDP offers/answers and run media (spec 6): the agent
+    /// then decides keys per call and reports [`MediaAction`]s through
+    /// [`Agent::poll_media`] for the driver to carry out.
+    pub fn enable_media(&mut self, media: MediaCalls) {
+        self.ua.defer_reinvite_answers(true);
+        self.media = Some(media);
+    }
+
+    /// The next media action for the driver.
+    pub fn poll_media(&mut self) -> Option<MediaAction> {
+        self.media.as_mut().and_then(MediaCalls::poll_action)
+    }
+
+    fn pump(&mut self, now: Instant) {
+        while let Some(e) = self.ua.poll_event() {
+            self.translate(now, e);
+        }
+    }
+
+    fn error(&mut self, message: String) {
+        self.events.push_back(AgentEvent::Error { message });
     }
 
     /// `bob` -> `sip:bob@<our domain>`, `bob@x` -> `sip:bob@x`, URIs as they are.
@@ -198,43 +321,67 @@ impl Agent {
         self.log.lock().ok().map(|mut l| f(&mut l))
     }
 
-    fn translate(&mut self, e: ua::Event) {
+    fn translate(&mut self, now: Instant, e: ua::Event) {
         let ev = match e {
             ua::Event::Registered { expires } => AgentEvent::Registered { expires },
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
             ua::Event::Unregistered => AgentEvent::Unregistered,
-            ua::Event::IncomingCall { call, from, .. } => {
+            ua::Event::IncomingCall { call, from, body } => {
                 let cid = self.take_log(|l| l.last_incoming_initial.take()).flatten();
                 if let Some(c) = &cid {
                     self.calls.insert(call.0, c.clone());
                 }
                 let (verified, tunneled) = self.security_of(cid.as_ref());
-                AgentEvent::IncomingCall {
+                let refused = self
+                    .media
+                    .as_mut()
+                    .and_then(|m| m.incoming(call.0, &body).err());
+                self.events.push_back(AgentEvent::IncomingCall {
                     call: call.0,
-                    from,
+                    from: from.clone(),
                     verified,
                     tunneled,
+                });
+                if let Some(e) = refused {
+                    self.error(format!("call {} from {from} refused (488): {e}", call.0));
+                    self.ua
+                        .handle_command(now, ua::Command::Reject { call, status: 488 });
                 }
+                return;
             }
             ua::Event::Ringing { call } => AgentEvent::Ringing { call: call.0 },
-            ua::Event::Answered { call, .. } => {
+            ua::Event::Answered { call, body } => {
                 let (verified, tunneled) = self.security_of(self.calls.get(&call.0));
-                AgentEvent::Answered {
+                self.events.push_back(AgentEvent::Answered {
                     call: call.0,
                     verified,
                     tunneled,
+                });
+                match self.media.as_mut().map(|m| m.answered(call.0, &body)) {
+                    Some(Ok(i)) => self.media_started(call.0, i),
+                    Some(Err(e)) => {
+                        self.error(format!("call {}: ended, no media keys agreed: {e}", call.0));
+                        self.ua.handle_command(now, ua::Command::Hangup { call });
+                    }
+                    None => {}
+                }
+                return;
+            }
+            ua::Event::Ended { call, reason } => {
+                if let Some(m) = self.media.as_mut() {
+                    m.end(call.0);
+                }
+                AgentEvent::Ended {
+                    call: call.0,
+                    reason: match reason {
+                        EndReason::LocalHangup => "local hangup".into(),
+                        EndReason::RemoteHangup => "remote hangup".into(),
+                        EndReason::Cancelled => "cancelled".into(),
+                        EndReason::Rejected(s) => format!("rejected {s}"),
+                        EndReason::Timeout => "timeout".into(),
+                    },
                 }
             }
-            ua::Event::Ended { call, reason } => AgentEvent::Ended {
-                call: call.0,
-                reason: match reason {
-                    EndReason::LocalHangup => "local hangup".into(),
-                    EndReason::RemoteHangup => "remote hangup".into(),
-                    EndReason::Cancelled => "cancelled".into(),
-                    EndReason::Rejected(s) => format!("rejected {s}"),
-                    EndReason::Timeout => "timeout".into(),
-                },
-            },
             ua::Event::MessageReceived { from, body } => {
                 let cid = self.take_log(|l| l.last_incoming_initial.take()).flatten();
                 let (verified, tunneled) = self.security_of(cid.as_ref());
@@ -250,7 +397,23 @@ impl Agent {
                 status,
             },
             ua::Event::Rejected { reason } => AgentEvent::Rejected { reason },
-            ua::Event::InDialogRequest { .. } => return,
+            ua::Event::InDialogRequest { call, method, body } => {
+                if method == rsip::Method::Invite {
+                    self.on_reinvite(now, call, &body);
+                }
+                return;
+            }
+            ua::Event::InDialogResponse {
+                call,
+                method,
+                status,
+                body,
+            } => {
+                if method == rsip::Method::Invite {
+                    self.on_reinvite_response(now, call, status, &body);
+                }
+                return;
+            }
         };
         self.events.push_back(ev);
     }
@@ -262,9 +425,34 @@ impl Core for Agent {
 
     fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
         self.ua.handle_datagram(now, from, bytes);
+        self.pump(now);
     }
 
     fn handle_command(&mut self, now: Instant, cmd: AgentCommand) {
+        self.command(now, cmd);
+        self.pump(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.ua.handle_timeout(now);
+        self.pump(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.ua.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self) -> Option<crate::sip::Transmit> {
+        self.ua.poll_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+}
+
+impl Agent {
+    fn command(&mut self, now: Instant, cmd: AgentCommand) {
         let core = match cmd {
             AgentCommand::Register => ua::Command::Register,
             AgentCommand::Unregister => ua::Command::Unregister,
@@ -272,12 +460,17 @@ impl Core for Agent {
                 let call = self.next_call;
                 self.next_call += 1;
                 let target = self.target_uri(&to);
+                let body = match self.media.as_mut().map(|m| m.offer(call)) {
+                    Some(Ok(body)) => body,
+                    Some(Err(e)) => return self.error(format!("cannot call {target}: {e}")),
+                    None => Body::default(),
+                };
                 self.ua.handle_command(
                     now,
                     ua::Command::Call {
                         call: CallId(call),
                         target: target.clone(),
-                        body: Body::default(),
+                        body,
                     },
                 );
                 if let Some(cid) = self.take_log(|l| l.last_outgoing_initial.take()).flatten() {
@@ -285,6 +478,9 @@ impl Core for Agent {
                     self.events
                         .push_back(AgentEvent::Calling { call, to: target });
                 } else {
+                    if let Some(m) = self.media.as_mut() {
+                        m.end(call);
+                    }
                     self.events.push_back(AgentEvent::Error {
                         message: format!("could not place a secured call to {target} (no keys or unknown domain)"),
                     });
@@ -293,7 +489,11 @@ impl Core for Agent {
             }
             AgentCommand::Answer { call } => ua::Command::Answer {
                 call: CallId(call),
-                body: Body::default(),
+                body: self
+                    .media
+                    .as_mut()
+                    .and_then(|m| m.answer_body(call))
+                    .unwrap_or_default(),
             },
             AgentCommand::Reject { call, status } => ua::Command::Reject {
                 call: CallId(call),
@@ -307,26 +507,19 @@ impl Core for Agent {
                     bytes: text.into_bytes(),
                 },
             },
+            AgentCommand::Mute { call, on } => {
+                return self.media_command(now, call, |m| m.mute(call, on).map(|()| None))
+            }
+            AgentCommand::Hold { call } => {
+                return self.media_command(now, call, |m| m.hold(call, true).map(Some))
+            }
+            AgentCommand::Resume { call } => {
+                return self.media_command(now, call, |m| m.hold(call, false).map(Some))
+            }
+            AgentCommand::Dtmf { call, digits } => {
+                return self.media_command(now, call, |m| m.dtmf(call, &digits).map(|()| None))
+            }
         };
         self.ua.handle_command(now, core);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.ua.handle_timeout(now);
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.ua.poll_timeout()
-    }
-
-    fn poll_transmit(&mut self) -> Option<crate::sip::Transmit> {
-        self.ua.poll_transmit()
-    }
-
-    fn poll_event(&mut self) -> Option<AgentEvent> {
-        while let Some(e) = self.ua.poll_event() {
-            self.translate(e);
-        }
-        self.events.pop_front()
     }
 }

@@ -56,6 +56,10 @@ pub struct UserAgent {
     /// with the call of in-dialog ones (to ACK a re-INVITE's 2xx).
     others: HashMap<TxKey, (Method, Option<CallId>)>,
     next_incoming: u64,
+    /// Whether re-INVITEs wait for [`Command::RespondInDialog`].
+    defer_reinvites: bool,
+    /// Re-INVITEs waiting for the application's answer, by call.
+    held_reinvites: HashMap<CallId, (TxKey, Message)>,
 }
 
 impl std::fmt::Debug for UserAgent {
@@ -93,7 +97,19 @@ impl UserAgent {
             by_client_tx: HashMap::new(),
             others: HashMap::new(),
             next_incoming: 1 << 63,
+            defer_reinvites: false,
+            held_reinvites: HashMap::new(),
         }
+    }
+
+    /// With `on`, an incoming re-INVITE is reported as
+    /// [`Event::InDialogRequest`] and left unanswered until the application
+    /// sends [`Command::RespondInDialog`] (an offer needs an answer the core
+    /// cannot write); a second one arriving meanwhile gets 500 with
+    /// Retry-After (RFC 3261 14.2). Off (the default), re-INVITEs are
+    /// answered 200 with an empty body at once.
+    pub fn defer_reinvite_answers(&mut self, on: bool) {
+        self.defer_reinvites = on;
     }
 
     /// Our AOR, `sip:user@domain`.
@@ -200,6 +216,9 @@ impl UserAgent {
             Command::Reject { call, status } => self.reject(now, call, status),
             Command::Hangup { call } => self.hangup(now, call),
             Command::InDialog { call, method, body } => self.in_dialog(now, call, method, body),
+            Command::RespondInDialog { call, status, body } => {
+                self.respond_in_dialog(now, call, status, body)
+            }
             Command::Message { target, body } => {
                 self.out_of_dialog(now, Method::Message, &target, body)
             }
@@ -483,6 +502,14 @@ impl UserAgent {
             if let Some((method, call)) = self.others.remove(&key) {
                 if let (Method::Invite, Some(call), true) = (method, call, status < 300) {
                     self.ack_reinvite(now, call, &resp);
+                }
+                if let Some(call) = call {
+                    self.events.push_back(Event::InDialogResponse {
+                        call,
+                        method,
+                        status,
+                        body: body_of(&resp),
+                    });
                 }
                 self.events
                     .push_back(Event::RequestCompleted { method, status });

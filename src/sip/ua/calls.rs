@@ -285,6 +285,31 @@ impl UserAgent {
         }
     }
 
+    /// Sends the final response to a held re-INVITE.
+    pub(super) fn respond_in_dialog(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        status: u16,
+        body: Body,
+    ) {
+        let Some((key, req)) = self.held_reinvites.remove(&call) else {
+            return;
+        };
+        let reason = match status {
+            200..=299 => "OK",
+            488 => "Not Acceptable Here",
+            491 => "Request Pending",
+            _ => "Error",
+        };
+        let mut r = Message::response_to(&req, status, reason, None);
+        if (200..300).contains(&status) {
+            r.push_header("Contact", self.contact());
+            set_body(&mut r, body);
+        }
+        self.respond(now, &key, r);
+    }
+
     /// ACKs the 2xx of a re-INVITE (RFC 3261 14.1), through the filter.
     pub(super) fn ack_reinvite(&mut self, now: Instant, call: CallId, resp: &Message) {
         let via = self.via();
@@ -347,6 +372,18 @@ impl UserAgent {
             return self.respond(now, &key, r);
         }
         let method = req.method().unwrap_or(Method::Info);
+        if method == Method::Invite && self.defer_reinvites {
+            if self.held_reinvites.contains_key(&call) {
+                let mut r = Message::response_to(&req, 500, "Server Internal Error", None);
+                r.push_header("Retry-After", "1".to_string());
+                return self.respond(now, &key, r);
+            }
+            let body = body_of(&req);
+            self.held_reinvites.insert(call, (key, req));
+            self.events
+                .push_back(Event::InDialogRequest { call, method, body });
+            return;
+        }
         let mut ok = Message::response_to(&req, 200, "OK", None);
         if method == Method::Invite {
             ok.push_header("Contact", contact);
@@ -504,6 +541,7 @@ impl UserAgent {
     }
 
     pub(super) fn end_call(&mut self, call: CallId, reason: EndReason) {
+        self.held_reinvites.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = &c.dialog {
                 self.by_dialog.remove(&d.id);

@@ -130,6 +130,18 @@ pub enum Command {
         /// Body.
         body: Body,
     },
+    /// Answers the re-INVITE of `call` that the core held back (see
+    /// [`UserAgent::defer_reinvite_answers`](super::UserAgent::defer_reinvite_answers)):
+    /// a 2xx carries `body` (the SDP answer) and our Contact. Ignored when
+    /// no re-INVITE of that call is waiting.
+    RespondInDialog {
+        /// Which call.
+        call: CallId,
+        /// Final status (200, 488, 491...).
+        status: u16,
+        /// Body of the response.
+        body: Body,
+    },
     /// Out-of-dialog MESSAGE.
     Message {
         /// Request-URI.
@@ -195,6 +207,19 @@ pub enum Event {
         /// Method.
         method: Method,
         /// Body.
+        body: Body,
+    },
+    /// The final response to an in-dialog request we sent (reported in
+    /// addition to [`Event::RequestCompleted`]), with its body: the SDP
+    /// answer of a re-INVITE.
+    InDialogResponse {
+        /// Which call.
+        call: CallId,
+        /// Method of the request.
+        method: Method,
+        /// Final status (408 on timeout).
+        status: u16,
+        /// Body of the response.
         body: Body,
     },
     /// A MESSAGE arrived outside a dialog.

@@ -1,0 +1,387 @@
+//! The I/O half of the agent's media: binds the RTP ports the core
+//! announces ([`UdpPorts`]), runs one [`MediaSession`] per call as the
+//! core's [`MediaAction`]s say, opens the audio of each call (WAV files or
+//! sound devices, [`AudioIn`]/[`AudioOut`]) and turns the sessions'
+//! reports into [`AgentEvent`]s. [`MediaDriver`] wraps the agent core so
+//! the SIP driver runs both.
+
+use super::media::{MediaAction, MediaCalls, MediaCounters, MediaPolicy, MediaPorts};
+use super::{Agent, AgentCommand, AgentEvent};
+use crate::media::audio::{AudioError, AudioSink, AudioSource, WavSink, WavSource};
+use crate::media::device;
+use crate::media::sdp::Codec;
+use crate::media::session::{MediaCommand, MediaEvent, MediaSession, MediaStats};
+use crate::sip::driver::Core;
+use crate::sip::{Dest, Transmit};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Where a call's outgoing audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioIn {
+    /// The default sound input, or the one of that name (feature `audio`).
+    Device(Option<String>),
+    /// A WAV file, played from its start in every call (`--audio-in`).
+    Wav(PathBuf),
+    /// Silence.
+    Silence,
+}
+
+/// Where a call's received audio goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioOut {
+    /// The default sound output, or the one of that name (feature `audio`).
+    Device(Option<String>),
+    /// A WAV file (8 kHz mono), rewritten by every call (`--audio-out`).
+    Wav(PathBuf),
+    /// Nowhere.
+    Discard,
+}
+
+/// The address announced in SDP for a bound RTP address: the bound
+/// address itself, or a mapping (a static NAT, a test's relay).
+pub type Advertise = Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>;
+
+/// Media choices of one agent beyond its configuration file.
+#[derive(Clone)]
+pub struct MediaOptions {
+    /// Codecs, most preferred first.
+    pub codecs: Vec<Codec>,
+    /// Audio input.
+    pub audio_in: AudioIn,
+    /// Audio output.
+    pub audio_out: AudioOut,
+    /// The address to bind RTP ports on (default: the SIP address's).
+    pub rtp_ip: Option<IpAddr>,
+    /// What to announce for a bound port (default: itself).
+    pub advertise: Option<Advertise>,
+}
+
+impl Default for MediaOptions {
+    /// PCMU then PCMA, the default sound devices.
+    fn default() -> Self {
+        MediaOptions {
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            audio_in: AudioIn::Device(None),
+            audio_out: AudioOut::Device(None),
+            rtp_ip: None,
+            advertise: None,
+        }
+    }
+}
+
+impl MediaOptions {
+    /// The options of `ibephone agent --audio-in F --audio-out F --codecs
+    /// pcmu,pcma`: a WAV file replaces each device that is given.
+    pub fn from_flags(
+        audio_in: Option<PathBuf>,
+        audio_out: Option<PathBuf>,
+        codecs: &[String],
+    ) -> Result<Self, String> {
+        let codecs = codecs
+            .iter()
+            .map(|c| match c.trim().to_ascii_lowercase().as_str() {
+                "pcmu" => Ok(Codec::Pcmu),
+                "pcma" => Ok(Codec::Pcma),
+                other => Err(format!("unknown codec {other:?} (pcmu, pcma)")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if codecs.is_empty() {
+            return Err("no codec to offer".into());
+        }
+        if let Some(p) = &audio_in {
+            // Fail at start, not in the first call.
+            WavSource::open(p).map_err(|e| e.to_string())?;
+        }
+        Ok(MediaOptions {
+            codecs,
+            audio_in: audio_in.map_or(AudioIn::Device(None), AudioIn::Wav),
+            audio_out: audio_out.map_or(AudioOut::Device(None), AudioOut::Wav),
+            ..MediaOptions::default()
+        })
+    }
+}
+
+impl std::fmt::Debug for MediaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaOptions")
+            .field("codecs", &self.codecs)
+            .field("audio_in", &self.audio_in)
+            .field("audio_out", &self.audio_out)
+            .field("rtp_ip", &self.rtp_ip)
+            .field("advertise", &self.advertise.is_some())
+            .finish()
+    }
+}
+
+type Bound = Arc<Mutex<HashMap<u64, std::net::UdpSocket>>>;
+
+/// RTP ports bound on one address; the sockets wait for the driver.
+pub struct UdpPorts {
+    ip: IpAddr,
+    advertise: Option<Advertise>,
+    bound: Bound,
+}
+
+impl UdpPorts {
+    /// Ports on `ip` (port 0: the system picks a free one per call).
+    pub fn new(ip: IpAddr, advertise: Option<Advertise>) -> Self {
+        UdpPorts {
+            ip,
+            advertise,
+            bound: Arc::default(),
+        }
+    }
+}
+
+impl MediaPorts for UdpPorts {
+    fn allocate(&mut self, call: u64) -> Result<SocketAddr, String> {
+        let sock = std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0))
+            .map_err(|e| format!("binding {}: {e}", self.ip))?;
+        let addr = sock.local_addr().map_err(|e| e.to_string())?;
+        self.bound
+            .lock()
+            .map_err(|_| "port table poisoned".to_string())?
+            .insert(call, sock);
+        Ok(self.advertise.as_ref().map_or(addr, |f| f(addr)))
+    }
+
+    fn release(&mut self, call: u64) {
+        if let Ok(mut b) = self.bound.lock() {
+            b.remove(&call);
+        }
+    }
+}
+
+/// The agent core plus the media sessions of its calls: a [`Core`] the
+/// SIP driver runs. Media events go straight to the event channel.
+pub struct MediaDriver {
+    agent: Agent,
+    bound: Bound,
+    sessions: HashMap<u64, MediaSession>,
+    options: MediaOptions,
+    events: mpsc::Sender<AgentEvent>,
+    /// Events of the driver itself, reported after the core's.
+    pending: VecDeque<AgentEvent>,
+}
+
+/// The ports for an agent whose SIP address is `sip`.
+pub fn ports_for(sip: SocketAddr, options: &MediaOptions) -> UdpPorts {
+    let ip = options.rtp_ip.unwrap_or(match sip.ip() {
+        ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    });
+    UdpPorts::new(ip, options.advertise.clone())
+}
+
+fn counters(s: &MediaStats) -> MediaCounters {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    MediaCounters {
+        sent: s.sent,
+        received: s.drops.accepted,
+        bad_auth: s.drops.bad_auth,
+        bad_source: s.drops.bad_source,
+        replayed: s.drops.replayed,
+        concealed: s.jitter.concealed,
+        jitter_mean_ms: ms(s.jitter.mean_delay()),
+        jitter_p99_ms: ms(s.jitter.p99_delay()),
+    }
+}
+
+struct Silence;
+
+impl AudioSource for Silence {
+    fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
+        frame.fill(0);
+        Ok(true)
+    }
+}
+
+struct Discard;
+
+impl AudioSink for Discard {
+    fn write_frame(&mut self, _frame: &[i16]) -> Result<(), AudioError> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), AudioError> {
+        Ok(())
+    }
+}
+
+fn open_in(a: &AudioIn) -> Result<Box<dyn AudioSource>, AudioError> {
+    match a {
+        AudioIn::Device(name) => device::open_input(name.as_deref()),
+        AudioIn::Wav(p) => Ok(Box::new(WavSource::open(p)?)),
+        AudioIn::Silence => Ok(Box::new(Silence)),
+    }
+}
+
+fn open_out(a: &AudioOut) -> Result<Box<dyn AudioSink>, AudioError> {
+    match a {
+        AudioOut::Device(name) => device::open_output(name.as_deref()),
+        AudioOut::Wav(p) => Ok(Box::new(WavSink::create(p)?)),
+        AudioOut::Discard => Ok(Box::new(Discard)),
+    }
+}
+
+impl MediaDriver {
+    /// Enables media under `policy` on `agent`, with RTP on `ports` (see
+    /// [`ports_for`]); the sessions report to `events`, the channel the
+    /// SIP driver sends the core's events to.
+    pub fn new(
+        mut agent: Agent,
+        ports: UdpPorts,
+        policy: MediaPolicy,
+        options: MediaOptions,
+        events: mpsc::Sender<AgentEvent>,
+    ) -> Self {
+        let bound = ports.bound.clone();
+        agent.enable_media(MediaCalls::new(policy, Box::new(ports)));
+        MediaDriver {
+            agent,
+            bound,
+            sessions: HashMap::new(),
+            options,
+            events,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn emit(&mut self, e: AgentEvent) {
+        self.pending.push_back(e);
+    }
+
+    fn run_actions(&mut self) {
+        while let Some(a) = self.agent.poll_media() {
+            match a {
+                MediaAction::Start { call, negotiated } => {
+                    if let Err(message) = self.start(call, negotiated) {
+                        self.emit(AgentEvent::Error {
+                            message: format!("call {call}: media did not start: {message}"),
+                        });
+                    }
+                }
+                MediaAction::Update { call, negotiated } => {
+                    self.command(call, MediaCommand::Update(negotiated))
+                }
+                MediaAction::Mute { call, on } => self.command(call, MediaCommand::Mute(on)),
+                MediaAction::Dtmf { call, digit } => {
+                    self.command(call, MediaCommand::SendDtmf(digit))
+                }
+                MediaAction::Stop { call } => {
+                    if let Some(s) = self.sessions.remove(&call) {
+                        let events = self.events.clone();
+                        tokio::spawn(async move {
+                            let ev = match s.stop().await {
+                                Ok(stats) => AgentEvent::MediaStopped {
+                                    call,
+                                    stats: counters(&stats),
+                                },
+                                Err(e) => AgentEvent::AudioFailed {
+                                    call,
+                                    message: e.to_string(),
+                                },
+                            };
+                            let _ = events.send(ev).await;
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&self, call: u64, cmd: MediaCommand) {
+        if let Some(s) = self.sessions.get(&call) {
+            s.command(cmd);
+        }
+    }
+
+    fn start(
+        &mut self,
+        call: u64,
+        negotiated: crate::media::sdp::Negotiated,
+    ) -> Result<(), String> {
+        let sock = self
+            .bound
+            .lock()
+            .map_err(|_| "port table poisoned".to_string())?
+            .remove(&call)
+            .ok_or("no bound RTP port")?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let source = open_in(&self.options.audio_in).unwrap_or_else(|e| {
+            self.emit(AgentEvent::AudioFailed {
+                call,
+                message: format!("audio input: {e}; sending silence"),
+            });
+            Box::new(Silence)
+        });
+        let sink = open_out(&self.options.audio_out).unwrap_or_else(|e| {
+            self.emit(AgentEvent::AudioFailed {
+                call,
+                message: format!("audio output: {e}; received audio is not played"),
+            });
+            Box::new(Discard)
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session =
+            MediaSession::start(sock, negotiated, source, sink, tx).map_err(|e| e.to_string())?;
+        self.sessions.insert(call, session);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                let ev = match e {
+                    MediaEvent::Dtmf(digit) => AgentEvent::Dtmf { call, digit },
+                    MediaEvent::SourceEnded => AgentEvent::AudioSourceEnded { call },
+                    MediaEvent::Stats(s) => AgentEvent::MediaStats {
+                        call,
+                        stats: counters(&s),
+                    },
+                    MediaEvent::AudioFailed(message) => AgentEvent::AudioFailed { call, message },
+                    // Security and SAS were reported by the core with the answer.
+                    _ => continue,
+                };
+                if events.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+impl Core for MediaDriver {
+    type Command = AgentCommand;
+    type Event = AgentEvent;
+
+    fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
+        self.agent.handle_datagram(now, from, bytes);
+        self.run_actions();
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: AgentCommand) {
+        self.agent.handle_command(now, cmd);
+        self.run_actions();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.agent.handle_timeout(now);
+        self.run_actions();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.agent.poll_timeout()
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.agent.poll_transmit()
+    }
+
+    fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.agent.poll_event().or_else(|| self.pending.pop_front())
+    }
+}

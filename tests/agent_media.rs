@@ -1,0 +1,487 @@
+//! Encrypted voice driven by the agent's calls: two in-process agents
+//! (SIP core + tunnel + media) and the embedded registrar/proxy over
+//! loopback. The SDP offer/answer travels inside the tunnel; the RTP of
+//! both sides runs through a relay in this test (each agent announces the
+//! relay's address, see `MediaOptions::advertise`) that drops packets and
+//! captures what alice sends.
+//!
+//! Thresholds are those of `tests/media_call.rs` (and justified there):
+//! ρ >= 0.95 and SNR >= 10 dB clean, ρ >= 0.8 and SNR >= 2 dB at 5 % loss.
+
+use ibephone::agent::config::AgentConfig;
+use ibephone::agent::filter::SecurityPolicy;
+use ibephone::agent::headless::{start_with_media, RunningAgent};
+use ibephone::agent::media::MediaCounters;
+use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
+use ibephone::agent::{AgentCommand, AgentEvent};
+use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
+use ibephone::media::audio::{read_wav, AudioSink, WavSink};
+use ibephone::media::g711::G711;
+use ibephone::media::quality::{compare, test_signal};
+use ibephone::media::sdp::Codec;
+use ibephone::sip::driver;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+
+const DOMAIN: &str = "biloxi.invalid";
+
+fn config(user: &str, msk: &MasterSecret, params: &PublicParams, proxy: SocketAddr) -> AgentConfig {
+    let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}")).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let current = Period::month_at(now);
+    let keys = [current.previous_month().unwrap(), current]
+        .into_iter()
+        .map(|p| extract(msk, &Identity::new(aor.clone(), p)))
+        .collect();
+    AgentConfig {
+        aor,
+        password: zeroize::Zeroizing::new(format!("{user}-pw")),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        proxy,
+        policy: SecurityPolicy::Require,
+        privacy: true,
+        params: params.clone(),
+        trusted: vec![],
+        keys,
+    }
+}
+
+async fn expect(
+    agent: &mut RunningAgent,
+    what: &str,
+    f: impl Fn(&AgentEvent) -> bool,
+) -> AgentEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
+            Ok(Some(e)) if f(&e) => return e,
+            Ok(Some(AgentEvent::Error { message })) => {
+                panic!("waiting for {what}: error {message}")
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+type Slot = Arc<Mutex<Option<SocketAddr>>>;
+
+/// The RTP relay: alice announces `r1`, bob `r2`. Datagrams from alice
+/// (arriving at r2) go to bob from r1 and are captured; datagrams from bob
+/// (at r1) go to alice from r2. Each is dropped with probability
+/// `loss_pct` % by a fixed generator.
+struct Relay {
+    r1: SocketAddr,
+    r2: SocketAddr,
+    alice: Slot,
+    bob: Slot,
+    capture: Arc<Mutex<Vec<Vec<u8>>>>,
+    bob_to_alice: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+async fn relay(loss_pct: u64) -> Relay {
+    let r1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let r2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay = Relay {
+        r1: r1.local_addr().unwrap(),
+        r2: r2.local_addr().unwrap(),
+        alice: Slot::default(),
+        bob: Slot::default(),
+        capture: Arc::default(),
+        bob_to_alice: Arc::default(),
+        stop: Arc::default(),
+    };
+    let (alice, bob) = (relay.alice.clone(), relay.bob.clone());
+    let (cap, b2a, st) = (
+        relay.capture.clone(),
+        relay.bob_to_alice.clone(),
+        relay.stop.clone(),
+    );
+    tokio::spawn(async move {
+        let mut lcg: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut drop_now = move || {
+            lcg = lcg
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (lcg >> 33) % 100 < loss_pct
+        };
+        let (mut b1, mut b2) = (vec![0u8; 2048], vec![0u8; 2048]);
+        while !st.load(Ordering::Relaxed) {
+            tokio::select! {
+                Ok((n, from)) = r1.recv_from(&mut b1) => {
+                    let to = *alice.lock().unwrap();
+                    if Some(from) == *bob.lock().unwrap() {
+                        b2a.fetch_add(1, Ordering::Relaxed);
+                        if let (false, Some(to)) = (drop_now(), to) {
+                            let _ = r2.send_to(&b1[..n], to).await;
+                        }
+                    }
+                }
+                Ok((n, from)) = r2.recv_from(&mut b2) => {
+                    let to = *bob.lock().unwrap();
+                    if Some(from) == *alice.lock().unwrap() {
+                        cap.lock().unwrap().push(b2[..n].to_vec());
+                        if let (false, Some(to)) = (drop_now(), to) {
+                            let _ = r1.send_to(&b2[..n], to).await;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    });
+    relay
+}
+
+/// Announce `via` for the port bound, and remember the port in `slot`.
+fn through(via: SocketAddr, slot: &Slot) -> ibephone::agent::media_io::Advertise {
+    let slot = slot.clone();
+    Arc::new(move |bound| {
+        *slot.lock().unwrap() = Some(bound);
+        via
+    })
+}
+
+struct Call {
+    alice: RunningAgent,
+    bob: RunningAgent,
+    a_call: u64,
+    b_call: u64,
+    relay: Relay,
+    sas: String,
+    _provider: driver::ProxyHandle,
+}
+
+fn write_wav(path: &Path, signal: &[i16]) {
+    let mut w = WavSink::create(path).unwrap();
+    for f in signal.chunks(160) {
+        let mut frame = f.to_vec();
+        frame.resize(160, 0);
+        w.write_frame(&frame).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn media_started(e: &AgentEvent) -> Option<(String, String, bool, Option<String>)> {
+    match e {
+        AgentEvent::MediaStarted {
+            codec,
+            cipher,
+            escrow_resistant,
+            sas,
+            ..
+        } => Some((
+            codec.clone(),
+            cipher.clone(),
+            *escrow_resistant,
+            sas.clone(),
+        )),
+        _ => None,
+    }
+}
+
+/// Registers alice (playing `source`) and bob (recording to `record`),
+/// alice calls bob, bob answers; returns once media runs on both sides.
+async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
+    let msk = MasterSecret::generate().unwrap();
+    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
+    let provider = driver::spawn_proxy(
+        "127.0.0.1:0".parse().unwrap(),
+        DOMAIN,
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+    .await
+    .unwrap();
+    let relay = relay(loss_pct).await;
+    let src = dir.join("alice-in.wav");
+    write_wav(&src, source);
+    let alice_media = MediaOptions {
+        codecs: vec![codec],
+        audio_in: AudioIn::Wav(src),
+        audio_out: AudioOut::Discard,
+        advertise: Some(through(relay.r1, &relay.alice)),
+        ..MediaOptions::default()
+    };
+    let bob_media = MediaOptions {
+        audio_in: AudioIn::Silence,
+        audio_out: AudioOut::Wav(dir.join("bob-out.wav")),
+        advertise: Some(through(relay.r2, &relay.bob)),
+        ..MediaOptions::default()
+    };
+    let mut alice = start_with_media(config("alice", &msk, &params, provider.addr), alice_media)
+        .await
+        .unwrap();
+    let mut bob = start_with_media(config("bob", &msk, &params, provider.addr), bob_media)
+        .await
+        .unwrap();
+    for a in [&mut alice, &mut bob] {
+        a.commands.send(AgentCommand::Register).await.unwrap();
+        expect(a, "registered", |e| {
+            matches!(e, AgentEvent::Registered { .. })
+        })
+        .await;
+    }
+    alice
+        .commands
+        .send(AgentCommand::Call { to: "bob".into() })
+        .await
+        .unwrap();
+    let AgentEvent::Calling { call: a_call, .. } = expect(&mut alice, "calling", |e| {
+        matches!(e, AgentEvent::Calling { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    let AgentEvent::IncomingCall {
+        call: b_call,
+        tunneled,
+        ..
+    } = expect(&mut bob, "incoming", |e| {
+        matches!(e, AgentEvent::IncomingCall { .. })
+    })
+    .await
+    else {
+        unreachable!()
+    };
+    assert!(tunneled);
+    bob.commands
+        .send(AgentCommand::Answer { call: b_call })
+        .await
+        .unwrap();
+    let a = expect(&mut alice, "media", |e| media_started(e).is_some()).await;
+    let b = expect(&mut bob, "media", |e| media_started(e).is_some()).await;
+    let (a, b) = (media_started(&a).unwrap(), media_started(&b).unwrap());
+    assert_eq!(a, b, "both sides agree on codec, cipher and SAS");
+    assert_eq!(a.0, codec.encoding_name());
+    assert_eq!(a.1, "AEAD_AES_128_GCM");
+    assert!(a.2, "escrow-resistant");
+    let sas = a.3.unwrap();
+    assert_eq!(sas.len(), 4);
+    Call {
+        alice,
+        bob,
+        a_call,
+        b_call,
+        relay,
+        sas,
+        _provider: provider,
+    }
+}
+
+async fn hang_up(c: &mut Call) -> (MediaCounters, MediaCounters) {
+    c.alice
+        .commands
+        .send(AgentCommand::Hangup { call: c.a_call })
+        .await
+        .unwrap();
+    let stopped = |e: &AgentEvent| matches!(e, AgentEvent::MediaStopped { .. });
+    let AgentEvent::MediaStopped { stats: sb, .. } = expect(&mut c.bob, "stopped", stopped).await
+    else {
+        unreachable!()
+    };
+    let AgentEvent::MediaStopped { stats: sa, .. } = expect(&mut c.alice, "stopped", stopped).await
+    else {
+        unreachable!()
+    };
+    c.relay.stop.store(true, Ordering::Relaxed);
+    (sa, sb)
+}
+
+async fn speech(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = call(dir.path(), codec, loss_pct, signal).await;
+    expect(&mut c.alice, "source ended", |e| {
+        matches!(e, AgentEvent::AudioSourceEnded { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (sa, sb) = hang_up(&mut c).await;
+    assert!(sa.sent >= 100, "{sa:?}");
+    assert_eq!(sb.bad_auth, 0, "{sb:?}");
+    let rec = read_wav(&dir.path().join("bob-out.wav")).unwrap();
+    let (rho, lag, snr) = compare(signal, &rec, 8000);
+    eprintln!(
+        "agent call {codec:?} loss {loss_pct}%: rho {rho:.4} snr {snr:.1} dB lag {} ms, {sb:?}",
+        lag / 8
+    );
+    assert!(rho >= min_rho, "rho {rho} < {min_rho}");
+    assert!(snr >= min_snr, "snr {snr} < {min_snr}");
+    // The wire carries SRTP only: no datagram holds a source frame in clear.
+    let g = if codec == Codec::Pcmu {
+        G711::Ulaw
+    } else {
+        G711::Alaw
+    };
+    let mut clear = HashSet::new();
+    let mut enc = Vec::new();
+    for f in signal
+        .chunks(160)
+        .filter(|f| f.iter().any(|&s| s.abs() > 200))
+    {
+        g.encode(f, &mut enc);
+        clear.insert(enc[..16].to_vec());
+    }
+    let cap = c.relay.capture.lock().unwrap();
+    assert!(cap.len() >= 100);
+    for d in cap.iter() {
+        assert!(
+            !d.windows(16).any(|w| clear.contains(w)),
+            "clear G.711 on the wire"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_call_clean() {
+    speech(&test_signal(3.0), Codec::Pcmu, 0, 0.95, 10.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcma_call_clean() {
+    speech(&test_signal(3.0), Codec::Pcma, 0, 0.95, 10.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcmu_call_5_percent_loss() {
+    speech(&test_signal(3.0), Codec::Pcmu, 5, 0.8, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcma_call_5_percent_loss() {
+    speech(&test_signal(3.0), Codec::Pcma, 5, 0.8, 2.0).await;
+}
+
+/// An espeak-ng sentence through agent calls, both codecs, with and
+/// without loss (gated: `IBEPHONE_TEST_ESPEAK=1`, set by scripts/test.sh
+/// once install-deps installed espeak-ng).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn espeak_sentence_through_agent_calls() {
+    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
+        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("sentence.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .arg("Every call is encrypted with keys that even the provider cannot recover.")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "espeak-ng failed");
+    let sentence = read_wav(&wav).unwrap();
+    assert!(sentence.len() > 8000 * 2);
+    for codec in [Codec::Pcmu, Codec::Pcma] {
+        speech(&sentence, codec, 0, 0.95, 10.0).await;
+        speech(&sentence, codec, 5, 0.8, 2.0).await;
+    }
+}
+
+fn updated(e: &AgentEvent) -> Option<(String, Option<String>)> {
+    match e {
+        AgentEvent::MediaUpdated { direction, sas, .. } => Some((direction.clone(), sas.clone())),
+        _ => None,
+    }
+}
+
+/// Hold and resume are re-INVITEs inside the tunnel that re-key: both
+/// sides report the new direction and the same new SAS; bob stops sending
+/// while held and sends again after the resume, and his packets keep
+/// verifying under the keys in force (almost no authentication failures).
+/// DTMF and mute ride along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_resume_rekey_dtmf() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(8.0)).await;
+    let sas0 = c.sas.clone();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.alice
+        .commands
+        .send(AgentCommand::Hold { call: c.a_call })
+        .await
+        .unwrap();
+    let a = updated(&expect(&mut c.alice, "held", |e| updated(e).is_some()).await).unwrap();
+    let b = updated(&expect(&mut c.bob, "held", |e| updated(e).is_some()).await).unwrap();
+    assert_eq!(a.0, "sendonly");
+    assert_eq!(b.0, "recvonly");
+    assert_eq!(a.1, b.1, "same SAS after the re-key");
+    assert_ne!(
+        a.1.as_deref(),
+        Some(sas0.as_str()),
+        "a re-key gives a new SAS"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = c.relay.bob_to_alice.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.relay.bob_to_alice.load(Ordering::Relaxed),
+        held,
+        "bob sends nothing while held"
+    );
+    c.alice
+        .commands
+        .send(AgentCommand::Resume { call: c.a_call })
+        .await
+        .unwrap();
+    let a2 = updated(&expect(&mut c.alice, "resumed", |e| updated(e).is_some()).await).unwrap();
+    let b2 = updated(&expect(&mut c.bob, "resumed", |e| updated(e).is_some()).await).unwrap();
+    assert_eq!((a2.0.as_str(), b2.0.as_str()), ("sendrecv", "sendrecv"));
+    assert_eq!(a2.1, b2.1);
+    assert_ne!(a2.1, a.1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        c.relay.bob_to_alice.load(Ordering::Relaxed) > held + 10,
+        "bob sends again after the resume"
+    );
+    c.alice
+        .commands
+        .send(AgentCommand::Dtmf {
+            call: c.a_call,
+            digits: "5#".into(),
+        })
+        .await
+        .unwrap();
+    for want in ['5', '#'] {
+        let e = expect(&mut c.bob, "dtmf", |e| matches!(e, AgentEvent::Dtmf { .. })).await;
+        assert_eq!(
+            e,
+            AgentEvent::Dtmf {
+                call: c.b_call,
+                digit: want
+            }
+        );
+    }
+    c.alice
+        .commands
+        .send(AgentCommand::Dtmf {
+            call: c.a_call,
+            digits: "5x".into(),
+        })
+        .await
+        .unwrap();
+    let e = expect(&mut c.alice, "error", |e| {
+        matches!(e, AgentEvent::Error { .. })
+    })
+    .await;
+    assert!(
+        matches!(&e, AgentEvent::Error { message } if message.contains("DTMF")),
+        "{e:?}"
+    );
+    let (_, sb) = hang_up(&mut c).await;
+    assert!(sb.received > 50, "{sb:?}");
+    assert!(
+        sb.bad_auth <= 10,
+        "only packets in flight at a re-key fail: {sb:?}"
+    );
+}
