@@ -29,6 +29,32 @@ pub struct Config {
     pub argon2: Argon2Config,
     /// Database pool size.
     pub db_max_connections: u32,
+    /// The embedded SIP registrar/proxy (off unless `listen` is set).
+    pub sip: SipConfig,
+}
+
+/// The embedded SIP registrar/proxy of the domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP and TCP address of the registrar/proxy (`127.0.0.1:5060`);
+    /// unset: no SIP service.
+    pub listen: Option<String>,
+    /// `host:port` written in Via and Record-Route (default: the bound
+    /// address; required when `listen` is a wildcard address).
+    pub advertise: Option<String>,
+    /// How often the registrar reloads users from the database, seconds.
+    pub user_refresh_secs: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: None,
+            advertise: None,
+            user_refresh_secs: 5,
+        }
+    }
 }
 
 /// Session lifetimes in seconds.
@@ -82,6 +108,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             argon2: Argon2Config::default(),
             db_max_connections: 16,
+            sip: SipConfig::default(),
         }
     }
 }
@@ -162,6 +189,11 @@ mod tests {
         assert_eq!(c.session.idle_secs, d.session.idle_secs);
         assert_eq!(c.argon2.m_kib, d.argon2.m_kib);
         assert_eq!(c.throttle.user_max_failures, d.throttle.user_max_failures);
+        assert_eq!(c.sip.listen, d.sip.listen);
+        assert_eq!(c.sip.user_refresh_secs, d.sip.user_refresh_secs);
         assert!(toml::from_str::<Config>("nonsense = 1").is_err());
+        let s: Config = toml::from_str("[sip]\nlisten = \"127.0.0.1:5060\"").unwrap();
+        assert_eq!(s.sip.listen.as_deref(), Some("127.0.0.1:5060"));
+        assert!(toml::from_str::<Config>("[sip]\nlisten_on = 1").is_err());
     }
 }

@@ -2,8 +2,8 @@
 //! administrator's CLI (`pkg-admin`), on the protocol of `pkg-api.md` with
 //! the API types shared with the phone (`ibephone::pkg_client::api`).
 //!
-//! [`store::Store`] is also the user database of an embedded SIP registrar:
-//! [`store::Store::user_enabled`] and [`store::Store::digest_ha1`].
+//! [`store::Store`] is also the user database of the embedded SIP
+//! registrar/proxy ([`sip`], `[sip] listen` or `pkg-server --sip ADDR`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod password;
 pub mod serve;
+pub mod sip;
 pub mod store;
 pub mod tls;
 pub mod vault;

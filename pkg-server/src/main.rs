@@ -1,6 +1,7 @@
 //! `pkg-server`: the PKG HTTPS server. Prints one machine-readable line on
 //! stdout once it listens:
-//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX`.
+//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR` (`sip=off`
+//! without the embedded SIP registrar/proxy).
 
 use clap::Parser;
 use pkg_server::config::Config;
@@ -17,6 +18,10 @@ struct Args {
     /// Listen address, overriding the configuration (`127.0.0.1:0` = any free port).
     #[arg(long)]
     listen: Option<String>,
+    /// Also run the domain's SIP registrar/proxy on this UDP/TCP address,
+    /// overriding `[sip] listen` (`127.0.0.1:0` = any free port).
+    #[arg(long)]
+    sip: Option<String>,
 }
 
 #[tokio::main]
@@ -31,16 +36,20 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let config = Config::load(&args.config)?;
-    let started = pkg_server::serve::start(config, args.listen).await?;
+    let started = pkg_server::serve::start(config, args.listen, args.sip).await?;
     let fp = hex::encode(started.fingerprint);
     if started.cert_created {
         eprintln!("created a self-signed TLS certificate; users pin its SHA-256 fingerprint {fp}");
     }
     {
         let mut out = std::io::stdout().lock();
+        let sip = started
+            .sip
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |s| s.addr.to_string());
         writeln!(
             out,
-            "PKG-SERVER listening={} fingerprint={fp}",
+            "PKG-SERVER listening={} fingerprint={fp} sip={sip}",
             started.addr
         )?;
         out.flush()?;

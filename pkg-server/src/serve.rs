@@ -27,14 +27,21 @@ pub struct Started {
     pub fingerprint: [u8; 32],
     /// Whether the certificate was created on this start.
     pub cert_created: bool,
+    /// The embedded SIP registrar/proxy, when configured.
+    pub sip: Option<crate::sip::SipService>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
 }
 
 /// Opens the database, unlocks the master secret, loads (or creates) the
-/// certificate and binds the listener.
-pub async fn start(config: Config, listen: Option<String>) -> anyhow::Result<Started> {
+/// certificate and binds the listener; with `sip` (or `[sip] listen`) it
+/// also starts the embedded SIP registrar/proxy of the domain.
+pub async fn start(
+    config: Config,
+    listen: Option<String>,
+    sip: Option<String>,
+) -> anyhow::Result<Started> {
     let store = Store::connect(&config.database_url(), config.db_max_connections)
         .await
         .context("opening the database")?;
@@ -51,6 +58,24 @@ pub async fn start(config: Config, listen: Option<String>) -> anyhow::Result<Sta
         .await
         .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    let sip = match sip.or_else(|| config.sip.listen.clone()) {
+        Some(s) => {
+            let addr: SocketAddr = s
+                .parse()
+                .with_context(|| format!("SIP address {s:?} is not host:port"))?;
+            Some(
+                crate::sip::start(
+                    store.clone(),
+                    params.domain(),
+                    addr,
+                    config.sip.advertise.clone(),
+                    Duration::from_secs(config.sip.user_refresh_secs),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let state = Arc::new(AppState {
         store,
@@ -66,6 +91,7 @@ pub async fn start(config: Config, listen: Option<String>) -> anyhow::Result<Sta
         addr,
         fingerprint: tls.fingerprint,
         cert_created,
+        sip,
         listener,
         tls: tls.config,
         state,
@@ -75,6 +101,8 @@ pub async fn start(config: Config, listen: Option<String>) -> anyhow::Result<Sta
 impl Started {
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        // Keeps the SIP service alive as long as the HTTPS one.
+        let _sip = self.sip;
         let acceptor = TlsAcceptor::from(self.tls);
         let app = router(self.state.clone());
         let purge_state = self.state.clone();

@@ -295,20 +295,15 @@ pub struct ProxyHandle {
 /// Binds UDP and TCP on `addr` (port 0: any free port) and runs the
 /// registrar/proxy of `domain` for `users` (user name and digest password).
 /// For demos and tests on one machine; a provider's registrar reads its
-/// users' digest secrets from the PKG's database instead.
+/// users' digest secrets from the PKG's database instead
+/// ([`spawn_proxy_with`]).
 pub async fn spawn_proxy(
     addr: SocketAddr,
     domain: &str,
     users: &[(&str, &str)],
 ) -> std::io::Result<ProxyHandle> {
     use crate::sip::digest::{ha1, Algorithm, Password};
-    use crate::sip::message::HeaderForm;
-    use crate::sip::proxy::ProxyConfig;
-    use crate::sip::registrar::{Registrar, UserRecord};
-    use crate::sip::timers::Timers;
-    let udp = UdpSocket::bind(addr).await?;
-    let addr = udp.local_addr()?;
-    let tcp = TcpListener::bind(addr).await.ok();
+    use crate::sip::registrar::UserRecord;
     let records: HashMap<String, UserRecord> = users
         .iter()
         .map(|(user, password)| {
@@ -321,14 +316,42 @@ pub async fn spawn_proxy(
             (user.to_string(), record)
         })
         .collect();
+    spawn_proxy_with(addr, None, domain, Box::new(records)).await
+}
+
+/// Binds UDP and TCP on `addr` (port 0: any free port) and runs the
+/// registrar/proxy of `domain` whose digest secrets come from `users` (the
+/// PKG's user database in `pkg-server`). `advertise` is the `host:port`
+/// written in Via and Record-Route (default: the bound address, which must
+/// then not be a wildcard address).
+pub async fn spawn_proxy_with(
+    addr: SocketAddr,
+    advertise: Option<String>,
+    domain: &str,
+    users: Box<dyn crate::sip::registrar::UserLookup>,
+) -> std::io::Result<ProxyHandle> {
+    use crate::sip::message::HeaderForm;
+    use crate::sip::proxy::ProxyConfig;
+    use crate::sip::registrar::Registrar;
+    use crate::sip::timers::Timers;
+    let udp = UdpSocket::bind(addr).await?;
+    let addr = udp.local_addr()?;
+    if advertise.is_none() && addr.ip().is_unspecified() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("SIP address {addr} is a wildcard: give the address to advertise"),
+        ));
+    }
+    let local = advertise.unwrap_or_else(|| addr.to_string());
+    let tcp = TcpListener::bind(addr).await.ok();
     let proxy = Proxy::new(
         ProxyConfig {
-            local: addr.to_string(),
+            local,
             form: HeaderForm::Compact,
             timers: Timers::default(),
             max_transactions: 1024,
         },
-        Registrar::new(domain, Box::new(records)),
+        Registrar::new(domain, users),
     );
     let (keep, commands) = mpsc::channel(1);
     let (events, mut drain) = mpsc::channel(16);

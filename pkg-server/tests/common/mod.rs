@@ -142,13 +142,21 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub fingerprint: [u8; 32],
+    /// The embedded SIP registrar/proxy (`sip=` of the startup line).
+    pub sip: Option<std::net::SocketAddr>,
 }
 
 impl Server {
     pub fn start(config: &Path) -> Server {
+        Self::start_with(config, &[])
+    }
+
+    /// Starts the server with extra arguments (`--sip 127.0.0.1:0`).
+    pub fn start_with(config: &Path, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pkg-server"))
             .arg("--config")
             .arg(config)
+            .args(args)
             .env("PKG_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -168,10 +176,15 @@ impl Server {
         let url = format!("https://{}", field("listening="));
         let fingerprint =
             ibephone::pkg_client::tls::parse_fingerprint(&field("fingerprint=")).unwrap();
+        let sip = match field("sip=").as_str() {
+            "off" => None,
+            a => Some(a.parse().unwrap()),
+        };
         Server {
             child,
             url,
             fingerprint,
+            sip,
         }
     }
 

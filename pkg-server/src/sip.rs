@@ -1,0 +1,152 @@
+//! The embedded SIP registrar/proxy of the PKG's domain (`[sip] listen` in
+//! `pkg.toml` or `pkg-server --sip ADDR`): one process is the whole
+//! provider of a small office. The registrar and the stateful proxy are the
+//! sans-I/O ones of `ibephone::sip` under its tokio driver; this module only
+//! feeds them the PKG's user database.
+//!
+//! Decisions:
+//! - the registrar's lookups are synchronous (the SIP core never waits), so
+//!   it reads a snapshot of the users ([`UserDirectory`]): every user's
+//!   enabled flag and both digest HA1s (opened from their sealed columns),
+//!   reloaded every `user_refresh_secs` (default 5). A user added, disabled
+//!   or given a new password takes effect within that interval; a reload
+//!   that fails keeps the last good snapshot (logged, never the values);
+//! - HA1 values are password-equivalent for SIP digest: the snapshot holds
+//!   them in zeroizing strings and never logs them;
+//! - the proxy never reads a body (a tunneled message is routed on its
+//!   outer headers), and probes for unknown users (REGISTER/OPTIONS) are
+//!   throttled per source address by the registrar.
+
+use crate::password::DigestAlgorithm;
+use crate::store::{Store, StoreError};
+use ibephone::sip::driver::{spawn_proxy_with, ProxyHandle};
+use ibephone::sip::registrar::{UserLookup, UserRecord};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// One user as the registrar sees it.
+struct Entry {
+    enabled: bool,
+    ha1_md5: Option<Zeroizing<String>>,
+    ha1_sha256: Option<Zeroizing<String>>,
+}
+
+/// A shared, periodically reloaded snapshot of the PKG's users for the
+/// registrar; cheap to clone (all clones see the same snapshot).
+#[derive(Clone, Default)]
+pub struct UserDirectory {
+    users: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+impl std::fmt::Debug for UserDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UserDirectory([redacted])")
+    }
+}
+
+impl UserDirectory {
+    /// Replaces the snapshot with the database's current users. On error
+    /// the previous snapshot stays.
+    pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
+        let mut fresh = HashMap::new();
+        for u in store.user_list().await? {
+            // Disabled users have no HA1 (digest_ha1 answers None for them).
+            let entry = if u.enabled {
+                Entry {
+                    enabled: true,
+                    ha1_md5: store.digest_ha1(&u.name, DigestAlgorithm::Md5).await?,
+                    ha1_sha256: store.digest_ha1(&u.name, DigestAlgorithm::Sha256).await?,
+                }
+            } else {
+                Entry {
+                    enabled: false,
+                    ha1_md5: None,
+                    ha1_sha256: None,
+                }
+            };
+            fresh.insert(u.name, entry);
+        }
+        let n = fresh.len();
+        match self.users.write() {
+            Ok(mut g) => *g = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(n)
+    }
+
+    /// Number of users in the snapshot.
+    pub fn len(&self) -> usize {
+        self.users.read().map(|g| g.len()).unwrap_or(0)
+    }
+
+    /// True when the snapshot has no users.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl UserLookup for UserDirectory {
+    fn lookup(&self, user: &str) -> Option<UserRecord> {
+        let g = self.users.read().ok()?;
+        let e = g.get(user)?;
+        Some(UserRecord {
+            ha1_md5: e.ha1_md5.as_ref().map(|h| h.to_string()),
+            ha1_sha256: e.ha1_sha256.as_ref().map(|h| h.to_string()),
+            enabled: e.enabled,
+        })
+    }
+}
+
+/// A running embedded registrar/proxy; dropping it stops the proxy and
+/// the reload task.
+#[derive(Debug)]
+pub struct SipService {
+    /// Where it listens (UDP, and TCP on the same port).
+    pub addr: SocketAddr,
+    _proxy: ProxyHandle,
+    reload: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SipService {
+    fn drop(&mut self) {
+        self.reload.abort();
+    }
+}
+
+/// Loads the users, binds `listen` (UDP and TCP) and runs the registrar and
+/// proxy of `domain` on the current runtime, reloading users every
+/// `refresh`.
+pub async fn start(
+    store: Store,
+    domain: &str,
+    listen: SocketAddr,
+    advertise: Option<String>,
+    refresh: Duration,
+) -> anyhow::Result<SipService> {
+    let users = UserDirectory::default();
+    let n = users.reload(&store).await?;
+    let proxy = spawn_proxy_with(listen, advertise, domain, Box::new(users.clone()))
+        .await
+        .map_err(|e| anyhow::anyhow!("SIP on {listen}: {e}"))?;
+    tracing::info!(addr = %proxy.addr, users = n, "SIP registrar/proxy listening");
+    let refresh = refresh.max(Duration::from_millis(200));
+    let reload = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = users.reload(&store).await {
+                tracing::warn!(error = %e, "reloading SIP users failed; keeping the last snapshot");
+            }
+        }
+    });
+    Ok(SipService {
+        addr: proxy.addr,
+        _proxy: proxy,
+        reload,
+    })
+}
