@@ -19,6 +19,8 @@ if [ "$quick" = 0 ]; then
   log "installing tools"
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
+  export IBEPHONE_TEST_SIPP=1
+  export IBEPHONE_TEST_KAMAILIO=1
 fi
 
 log "rust components"
