@@ -20,6 +20,8 @@ if [ "$quick" = 0 ]; then
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
   export IBEPHONE_TEST_ESPEAK=1   # espeak-ng sentences through media and agent calls
+  export IBEPHONE_TEST_SIPP=1
+  export IBEPHONE_TEST_KAMAILIO=1
 fi
 
 log "rust components"
