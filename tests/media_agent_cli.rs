@@ -131,6 +131,73 @@ impl Agent {
     }
 }
 
+/// tshark on loopback, when `IBEPHONE_TEST_TSHARK=1` (scripts/test.sh sets
+/// it after installing tshark; tshark missing then is a failure).
+struct Capture {
+    child: Child,
+    path: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(path: &Path) -> Option<Capture> {
+        if std::env::var("IBEPHONE_TEST_TSHARK").as_deref() != Ok("1") {
+            eprintln!("capture skipped: set IBEPHONE_TEST_TSHARK=1 (needs tshark)");
+            return None;
+        }
+        let child = Command::new("tshark")
+            .args(["-q", "-i", "lo", "-f", "udp", "-F", "pcap", "-w"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tshark must be installed when IBEPHONE_TEST_TSHARK=1");
+        // tshark needs a moment before it captures.
+        std::thread::sleep(Duration::from_millis(1500));
+        Some(Capture {
+            child,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The capture holds the call's SRTP (AEAD_AES_128_GCM: 12-byte RTP
+    /// header, 160 bytes of PCMA, 16-byte tag) and no datagram carries a
+    /// frame of the source in clear.
+    fn check_srtp_only(mut self, signal: &[i16]) {
+        // SIGINT lets tshark flush and close the file.
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+        let bytes = std::fs::read(&self.path).unwrap();
+        let segments = ibephone::pcap::capture::read_segments(&bytes).unwrap();
+        let mut clear = std::collections::HashSet::new();
+        let mut enc = Vec::new();
+        for f in signal
+            .chunks(160)
+            .filter(|f| f.iter().any(|&s| s.abs() > 200))
+        {
+            ibephone::media::g711::G711::Alaw.encode(f, &mut enc);
+            clear.insert(enc[..16].to_vec());
+        }
+        let srtp = segments
+            .iter()
+            .filter(|s| {
+                let p = &s.payload;
+                p.len() == 12 + 160 + 16 && p[0] >> 6 == 2 && p[1] & 0x7f == 8
+            })
+            .count();
+        assert!(srtp >= 100, "{srtp} SRTP packets captured");
+        for s in &segments {
+            assert!(
+                !s.payload.windows(16).any(|w| clear.contains(w)),
+                "frame {}: clear PCMA on the wire",
+                s.frame
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_processes_play_and_record_wav_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,6 +220,7 @@ async fn agent_processes_play_and_record_wav_files() {
     );
     let ca = write_config(dir.path(), "alice", &msk, &params, provider.addr);
     let cb = write_config(dir.path(), "bob", &msk, &params, provider.addr);
+    let capture = Capture::start(&dir.path().join("call.pcap"));
     let mut alice = Agent::spawn("alice", &ca, &src, &a_out);
     let mut bob = Agent::spawn("bob", &cb, &silence, &b_out);
     for a in [&mut alice, &mut bob] {
@@ -174,6 +242,9 @@ async fn agent_processes_play_and_record_wav_files() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     alice.send(serde_json::json!({"cmd": "hangup", "call": call}));
     let stopped = bob.expect("media_stopped").await;
+    if let Some(c) = capture {
+        c.check_srtp_only(&signal);
+    }
     assert!(
         stopped["stats"]["received"].as_u64().unwrap() >= 100,
         "{stopped}"
