@@ -3,6 +3,7 @@
 # only those that are missing. Safe to run repeatedly; needs root (or sudo).
 set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
+packages+=(baresip-core)   # tests/baresip_interop.rs: a real plain SIP peer with SDES SRTP
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

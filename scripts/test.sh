@@ -20,6 +20,7 @@ if [ "$quick" = 0 ]; then
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
   export IBEPHONE_TEST_ESPEAK=1   # espeak-ng sentences through media and agent calls
+  export IBEPHONE_TEST_BARESIP=1  # baresip calls an ibephone agent (SDES SRTP, audio both ways)
 fi
 
 log "rust components"
