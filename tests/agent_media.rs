@@ -60,14 +60,16 @@ async fn expect(
     f: impl Fn(&AgentEvent) -> bool,
 ) -> AgentEvent {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut skipped = Vec::new();
     loop {
         match tokio::time::timeout_at(deadline, agent.events.recv()).await {
             Ok(Some(e)) if f(&e) => return e,
             Ok(Some(AgentEvent::Error { message })) => {
-                panic!("waiting for {what}: error {message}")
+                panic!("waiting for {what}: error {message} after {skipped:?}")
             }
-            Ok(Some(_)) => continue,
-            other => panic!("waiting for {what}: {other:?}"),
+            Ok(Some(AgentEvent::MediaStats { .. })) => continue,
+            Ok(Some(e)) => skipped.push(e),
+            other => panic!("waiting for {what}: {other:?} after {skipped:?}"),
         }
     }
 }
