@@ -1,8 +1,9 @@
 //! `ibephone agent --audio-in FILE.wav --audio-out FILE.wav`: two real
 //! agent processes (JSON lines on stdin/stdout) and the embedded
 //! registrar/proxy of this test over loopback. alice plays a WAV file
-//! into the call, bob records it; the recording must match (thresholds of
-//! `tests/media_call.rs`, clean path), both print the same SAS.
+//! into the call, bob records it; the recording must match (clean-path
+//! thresholds of `tests/agent_media.rs`: ρ >= 0.95, SNR >= 6 dB), both
+//! print the same SAS.
 
 use ibephone::agent::config::write_key_file;
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
@@ -263,7 +264,7 @@ async fn agent_processes_play_and_record_wav_files() {
         lag / 8
     );
     assert!(rho >= 0.95, "rho {rho}");
-    assert!(snr >= 10.0, "snr {snr}");
+    assert!(snr >= 6.0, "snr {snr}");
 }
 
 /// A missing `--audio-in` file is refused at start with a clear message.
