@@ -35,6 +35,10 @@ use tokio::net::UdpSocket;
 
 const DOMAIN: &str = "biloxi.invalid";
 
+/// One call at a time in this file: parallel calls on two shared cores
+/// would measure the scheduler, not the media path.
+static ONE_CALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(user: &str, msk: &MasterSecret, params: &PublicParams, proxy: SocketAddr) -> AgentConfig {
     let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}")).unwrap();
     let now = SystemTime::now()
@@ -305,6 +309,7 @@ async fn hang_up(c: &mut Call) -> (MediaCounters, MediaCounters) {
 }
 
 async fn speech(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
+    let _one = ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = call(dir.path(), codec, loss_pct, signal).await;
     expect(&mut c.alice, "source ended", |e| {
@@ -409,6 +414,7 @@ fn updated(e: &AgentEvent) -> Option<(String, Option<String>)> {
 /// DTMF and mute ride along.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_resume_rekey_dtmf() {
+    let _one = ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(8.0)).await;
     let sas0 = c.sas.clone();
