@@ -4,7 +4,10 @@
 //! best cross-correlation.
 //!
 //! `cargo bench --bench media` runs 10 s of audio; `-- --secs 60` (or
-//! `IBEPHONE_BENCH_SECS=60`) runs the 60 s call of issue 7.
+//! `IBEPHONE_BENCH_SECS=60`) runs the 60 s call of issue 7. The last run
+//! is a call between two real `ibephone agent` processes (tunneled SIP,
+//! `--audio-in`/`--audio-out` WAV files): it prints the CPU of each agent
+//! process (user+sys from /proc) over the call.
 //! Targets: < 5 % of one core per call (PCMU), mouth-to-ear < 150 ms.
 
 use ibephone::media::audio::{read_wav, AudioSink, WavSink, WavSource};
@@ -118,6 +121,200 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// user+sys of process `pid` so far (Linux /proc).
+fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+struct AgentProcess {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    events: mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+impl AgentProcess {
+    fn spawn(
+        config: &std::path::Path,
+        audio_in: &std::path::Path,
+        audio_out: &std::path::Path,
+    ) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
+            .arg("agent")
+            .arg("--config")
+            .arg(config)
+            .arg("--audio-in")
+            .arg(audio_in)
+            .arg("--audio-out")
+            .arg(audio_out)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ibephone agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, events) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        AgentProcess {
+            stdin: child.stdin.take(),
+            child,
+            events,
+        }
+    }
+
+    fn send(&mut self, cmd: serde_json::Value) {
+        use std::io::Write;
+        if let Some(s) = self.stdin.as_mut() {
+            let _ = writeln!(s, "{cmd}");
+            let _ = s.flush();
+        }
+    }
+
+    async fn expect(&mut self, event: &str) -> serde_json::Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), self.events.recv()).await {
+                Ok(Some(v)) if v["event"] == event => return v,
+                Ok(Some(_)) => continue,
+                other => panic!("waiting for {event}: {other:?}"),
+            }
+        }
+    }
+}
+
+fn agent_config(
+    dir: &std::path::Path,
+    user: &str,
+    msk: &ibephone::ibe::MasterSecret,
+    params: &ibephone::ibe::PublicParams,
+    proxy: SocketAddr,
+) -> std::path::PathBuf {
+    use ibephone::ibe::{extract, Aor, Identity, Period};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let domain = params.domain().to_string();
+    let aor = Aor::parse(&format!("sip:{user}@{domain}")).expect("aor");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let keys = vec![extract(msk, &Identity::new(aor, Period::month_at(now)))];
+    ibephone::agent::config::write_key_file(&dir.join(format!("{user}.keys")), params, &[], &keys)
+        .expect("key file");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(format!("{user}.pw")))
+        .and_then(|mut f| f.write_all(format!("{user}-pw").as_bytes()))
+        .expect("password file");
+    let path = dir.join(format!("{user}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[account]\naor = \"sip:{user}@{domain}\"\npassword_file = \"{user}.pw\"\n\
+             [sip]\nlisten = \"127.0.0.1:0\"\nproxy = \"{proxy}\"\n[keys]\nfile = \"{user}.keys\"\n"
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// One call between two `ibephone agent` processes; prints each one's CPU.
+async fn agent_call(secs: f64) {
+    use serde_json::json;
+    let dir = std::env::temp_dir().join(format!("ibephone-agent-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let msk = ibephone::ibe::MasterSecret::generate().expect("msk");
+    let params =
+        ibephone::ibe::PublicParams::new("bench.invalid", msk.p_pub(), "https://127.0.0.1:8443")
+            .expect("params");
+    let proxy = ibephone::sip::driver::spawn_proxy(
+        "127.0.0.1:0".parse().expect("addr"),
+        "bench.invalid",
+        &[("alice", "alice-pw"), ("bob", "bob-pw")],
+    )
+    .await
+    .expect("proxy");
+    let signal = test_signal(secs);
+    let (src, silence) = (dir.join("src.wav"), dir.join("silence.wav"));
+    for (p, s) in [(&src, &signal[..]), (&silence, &[][..])] {
+        let mut w = WavSink::create(p).expect("wav");
+        for f in s.chunks(160) {
+            let mut frame = f.to_vec();
+            frame.resize(160, 0);
+            w.write_frame(&frame).expect("wav");
+        }
+        w.finish().expect("wav");
+    }
+    let rec = dir.join("bob-out.wav");
+    let mut alice = AgentProcess::spawn(
+        &agent_config(&dir, "alice", &msk, &params, proxy.addr),
+        &src,
+        &dir.join("alice-out.wav"),
+    );
+    let mut bob = AgentProcess::spawn(
+        &agent_config(&dir, "bob", &msk, &params, proxy.addr),
+        &silence,
+        &rec,
+    );
+    for a in [&mut alice, &mut bob] {
+        a.send(json!({"cmd": "register"}));
+        a.expect("registered").await;
+    }
+    alice.send(json!({"cmd": "call", "to": "bob"}));
+    let call = alice.expect("calling").await["call"].clone();
+    let incoming = bob.expect("incoming_call").await;
+    bob.send(json!({"cmd": "answer", "call": incoming["call"]}));
+    alice.expect("media_started").await;
+    bob.expect("media_started").await;
+    let (ca0, cb0, t0) = (
+        process_cpu(alice.child.id()),
+        process_cpu(bob.child.id()),
+        Instant::now(),
+    );
+    alice.expect("audio_source_ended").await;
+    let wall = t0.elapsed();
+    let (ca, cb) = (
+        process_cpu(alice.child.id()) - ca0,
+        process_cpu(bob.child.id()) - cb0,
+    );
+    alice.send(json!({"cmd": "hangup", "call": call}));
+    let stopped = bob.expect("media_stopped").await;
+    for a in [&mut alice, &mut bob] {
+        a.stdin.take();
+        let _ = a.child.wait();
+    }
+    let (rho, lag, snr) = compare(&signal, &read_wav(&rec).expect("wav"), 8000);
+    println!(
+        "agent processes, PCMU AEAD_AES_128_GCM {secs:.0} s: CPU alice {:.2} % bob {:.2} % of one core (user+sys per process), jitter buffer mean {} ms p99 {} ms, mouth-to-ear {:.1} ms, rho {rho:.4}, SNR {snr:.1} dB",
+        100.0 * ca.as_secs_f64() / wall.as_secs_f64(),
+        100.0 * cb.as_secs_f64() / wall.as_secs_f64(),
+        stopped["stats"]["jitter_mean_ms"],
+        stopped["stats"]["jitter_p99_ms"],
+        lag as f64 / 8.0,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs = args
@@ -134,4 +331,10 @@ fn main() {
         .expect("runtime");
     rt.block_on(call(secs, Codec::Pcmu, SrtpSuite::AesCm128HmacSha1_80));
     rt.block_on(call(secs, Codec::Pcma, SrtpSuite::AeadAes128Gcm));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(agent_call(secs));
 }

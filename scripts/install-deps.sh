@@ -4,6 +4,7 @@
 set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
+packages+=(baresip-core)   # tests/baresip_interop.rs: a real plain SIP peer with SDES SRTP
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

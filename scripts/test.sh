@@ -22,6 +22,7 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_ESPEAK=1   # espeak-ng sentences through media and agent calls
   export IBEPHONE_TEST_SIPP=1
   export IBEPHONE_TEST_KAMAILIO=1
+  export IBEPHONE_TEST_BARESIP=1  # baresip calls an ibephone agent (SDES SRTP, audio both ways)
 fi
 
 log "rust components"

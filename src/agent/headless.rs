@@ -97,17 +97,7 @@ pub async fn start_with_media(
             .add_keys(k)
             .map_err(|e| StartError::Keys(e.to_string()))?;
     }
-    let udp = UdpSocket::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let local = udp.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let tcp = TcpListener::bind(local).await.ok();
+    let (udp, local, tcp) = bind_sip(config.listen).await?;
     let log = Arc::new(Mutex::new(SecurityLog::default()));
     let filter = TunnelFilter::new(
         tunnel,
@@ -150,6 +140,30 @@ pub async fn start_with_media(
         events,
         local,
     })
+}
+
+/// Binds UDP and TCP on one port. With port 0 a port is tried again when
+/// its TCP side is taken: a tunneled INVITE with its SDP is over 1300
+/// bytes and arrives over TCP (RFC 3261 18.1.1), so a phone without its
+/// TCP listener could not be called.
+async fn bind_sip(
+    listen: SocketAddr,
+) -> Result<(UdpSocket, SocketAddr, Option<TcpListener>), StartError> {
+    let err = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
+    let mut tries = if listen.port() == 0 { 8 } else { 1 };
+    loop {
+        let udp = UdpSocket::bind(listen).await.map_err(err)?;
+        let local = udp.local_addr().map_err(err)?;
+        tries -= 1;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, local, Some(tcp))),
+            Err(_) if tries > 0 => continue,
+            Err(_) => return Ok((udp, local, None)),
+        }
+    }
 }
 
 /// Headless mode: JSON lines on stdin and stdout until stdin ends.

@@ -245,3 +245,52 @@ fn mute_and_dtmf_need_a_running_call() {
         Some(MediaAction::Mute { on: true, .. })
     ));
 }
+
+/// Replaces the `a=ibesip-dh` value of an SDP body.
+fn rewrite_dh(body: &Body, dh: &[u8; 32]) -> Body {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let text = String::from_utf8(body.bytes.clone()).unwrap();
+    let out: Vec<String> = text
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with("a=ibesip-dh:") {
+                format!("a=ibesip-dh:{}", URL_SAFE_NO_PAD.encode(dh))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_ne!(out.join("\r\n"), text, "the body had an a=ibesip-dh");
+    Body {
+        content_type: body.content_type.clone(),
+        bytes: out.join("\r\n").into_bytes(),
+    }
+}
+
+/// A man in the middle who can open and re-seal the tunnel (the PKG holds
+/// both users' keys) and swaps `a=ibesip-dh` in the offer and the answer
+/// for its own: each side agrees keys with Mallory, and the SAS values the
+/// two users read aloud differ.
+#[test]
+fn a_pkg_in_the_middle_changes_the_sas() {
+    use crate::media::keys::DhKeyPair;
+    let (mut a, mut b) = (
+        calls(4000, MediaPolicy::default()),
+        calls(5000, MediaPolicy::default()),
+    );
+    let mallory = DhKeyPair::generate().unwrap().public_bytes();
+    let offer = rewrite_dh(&a.offer(1).unwrap(), &mallory);
+    b.incoming(7, &offer).unwrap();
+    let answer = rewrite_dh(&b.answer_body(7).unwrap(), &mallory);
+    let ia = a.answered(1, &answer).unwrap();
+    let ib = b.answered(7, &Body::default()).unwrap();
+    assert!(ia.escrow_resistant && ib.escrow_resistant);
+    assert_ne!(ia.sas, ib.sas);
+    // Unmodified, the same exchange gives equal values (see above).
+    let (ia, ib) = call(
+        &mut calls(4100, MediaPolicy::default()),
+        &mut calls(5100, MediaPolicy::default()),
+    );
+    assert_eq!(ia.sas, ib.sas);
+}

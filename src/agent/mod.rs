@@ -2,6 +2,10 @@
 //! speaking one [`AgentCommand`] enum in and one [`AgentEvent`] enum out
 //! (JSON lines in headless mode; the desktop app and the tests are other
 //! subscribers of the same stream).
+//!
+//! Calls carry media (spec 6) once [`Agent::enable_media`] is on: the core
+//! makes and checks the SDP offers and answers ([`media`]), the driver runs
+//! the SRTP sessions ([`media_io`]).
 
 pub mod config;
 pub mod filter;

@@ -1,0 +1,286 @@
+//! baresip, a SIP phone nobody here wrote, as a plain SIP peer with SDES
+//! SRTP (`mediaenc=srtp-mand`): it registers with the embedded
+//! registrar/proxy and calls alice, an in-process ibephone agent under
+//! `allow-plain`. alice's events say the call is not tunneled and the
+//! media keys are not escrow-resistant (baresip sends no `a=ibesip-dh`);
+//! audio flows both ways: baresip plays a WAV file (aufile) and records
+//! what it receives (sndfile), alice the same with `MediaOptions`.
+//!
+//! Thresholds are the clean ones of `tests/agent_media.rs` (ρ >= 0.95,
+//! SNR >= 6 dB; measured here: ρ 0.9999, SNR 37 dB both ways).
+//!
+//! Not covered: ibephone calling baresip. The agent seals every request it
+//! originates; sending a plain INVITE to a peer outside the tunnel needs a
+//! policy decision in the tunnel filter that this test does not make.
+//!
+//! Gated: `IBEPHONE_TEST_BARESIP=1` (scripts/test.sh sets it after
+//! scripts/install-deps.sh installed baresip); when set, baresip missing
+//! is a failure.
+
+use ibephone::agent::config::AgentConfig;
+use ibephone::agent::filter::SecurityPolicy;
+use ibephone::agent::headless::{start_with_media, RunningAgent};
+use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
+use ibephone::agent::{AgentCommand, AgentEvent};
+use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
+use ibephone::media::audio::{read_wav, AudioSink, WavSink};
+use ibephone::media::quality::{compare, test_signal};
+use ibephone::sip::driver;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const DOMAIN: &str = "biloxi.invalid";
+
+fn config(proxy: SocketAddr, msk: &MasterSecret, params: &PublicParams) -> AgentConfig {
+    let aor = Aor::parse(&format!("sip:alice@{DOMAIN}")).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let current = Period::month_at(now);
+    AgentConfig {
+        aor: aor.clone(),
+        password: zeroize::Zeroizing::new("alice-pw".to_string()),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        proxy,
+        policy: SecurityPolicy::AllowPlain,
+        privacy: true,
+        params: params.clone(),
+        trusted: vec![],
+        keys: vec![extract(msk, &Identity::new(aor, current))],
+    }
+}
+
+fn write_wav(path: &Path, signal: &[i16]) {
+    let mut w = WavSink::create(path).unwrap();
+    for f in signal.chunks(160) {
+        let mut frame = f.to_vec();
+        frame.resize(160, 0);
+        w.write_frame(&frame).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+async fn expect(
+    agent: &mut RunningAgent,
+    what: &str,
+    f: impl Fn(&AgentEvent) -> bool,
+) -> AgentEvent {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
+            Ok(Some(e)) if f(&e) => return e,
+            Ok(Some(e)) => eprintln!("alice: {e:?}"),
+            other => panic!("waiting for {what}: {other:?}"),
+        }
+    }
+}
+
+/// A baresip configuration directory: carol@biloxi.invalid, SDES SRTP
+/// mandatory, G.711 only, a WAV file as microphone, received audio dumped.
+fn baresip_dir(dir: &Path, proxy: SocketAddr, source: &Path) -> PathBuf {
+    let conf = dir.join("baresip");
+    std::fs::create_dir_all(&conf).unwrap();
+    let sip_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "poll_method epoll\n\
+         sip_listen 127.0.0.1:{sip_port}\n\
+         audio_player alsa,null\n\
+         audio_source aufile,{}\n\
+         audio_alert alsa,null\n\
+         ausrc_srate 8000\n\
+         auplay_srate 8000\n\
+         ausrc_channels 1\n\
+         auplay_channels 1\n\
+         rtcp_mux no\n\
+         jitter_buffer_delay 2-10\n\
+         snd_path {}\n\
+         module_path /usr/lib/baresip/modules\n\
+         module g711.so\n\
+         module aufile.so\n\
+         module alsa.so\n\
+         module srtp.so\n\
+         module sndfile.so\n\
+         module_tmp account.so\n\
+         module_app menu.so\n",
+        source.display(),
+        dir.display()
+    );
+    std::fs::write(conf.join("config"), config).unwrap();
+    let account = format!(
+        "<sip:carol@{DOMAIN}>;auth_pass=carol-pw;outbound=\"sip:{proxy}\";\
+         mediaenc=srtp-mand;audio_codecs=PCMU,PCMA;regint=600\n"
+    );
+    std::fs::write(conf.join("accounts"), account).unwrap();
+    conf
+}
+
+/// The received-audio dump sndfile wrote (`dump-*-dec.wav`), if any.
+fn dump(dir: &Path, kind: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("dump-") && n.ends_with(&format!("{kind}.wav")))
+        })
+}
+
+/// The part of `src` a recording of `rec.len()` samples can hold (the
+/// call may end before the source does), less 200 ms for the latency.
+fn played<'a>(src: &'a [i16], rec: &[i16]) -> &'a [i16] {
+    &src[..src.len().min(rec.len().saturating_sub(1600))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_ibephone_with_sdes_srtp() {
+    if std::env::var("IBEPHONE_TEST_BARESIP").as_deref() != Ok("1") {
+        eprintln!("skipped: set IBEPHONE_TEST_BARESIP=1 (needs baresip)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let msk = MasterSecret::generate().unwrap();
+    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
+    let provider = driver::spawn_proxy(
+        "127.0.0.1:0".parse().unwrap(),
+        DOMAIN,
+        &[("alice", "alice-pw"), ("carol", "carol-pw")],
+    )
+    .await
+    .unwrap();
+    // baresip hangs up when its file ends: carol speaks longer than alice.
+    let (alice_src, carol_src) = (test_signal(3.0), test_signal(6.0));
+    let (a_in, c_in) = (
+        dir.path().join("alice-in.wav"),
+        dir.path().join("carol-in.wav"),
+    );
+    write_wav(&a_in, &alice_src);
+    write_wav(&c_in, &carol_src);
+    let a_out = dir.path().join("alice-out.wav");
+    let mut alice = start_with_media(
+        config(provider.addr, &msk, &params),
+        MediaOptions {
+            audio_in: AudioIn::Wav(a_in),
+            audio_out: AudioOut::Wav(a_out.clone()),
+            ..MediaOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    alice.commands.send(AgentCommand::Register).await.unwrap();
+    expect(&mut alice, "registered", |e| {
+        matches!(e, AgentEvent::Registered { .. })
+    })
+    .await;
+    let conf = baresip_dir(dir.path(), provider.addr, &c_in);
+    let baresip = Command::new("baresip")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-e")
+        .arg(format!("/dial sip:alice@{DOMAIN}"))
+        .args(["-n", "127.0.0.1", "-t", "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baresip must be installed when IBEPHONE_TEST_BARESIP=1");
+    let incoming = expect(&mut alice, "incoming call", |e| {
+        matches!(e, AgentEvent::IncomingCall { .. })
+    })
+    .await;
+    let AgentEvent::IncomingCall {
+        call,
+        tunneled,
+        verified,
+        from,
+    } = incoming
+    else {
+        unreachable!()
+    };
+    assert!(from.contains("carol"), "{from}");
+    assert!(!tunneled, "baresip's call is plain SIP");
+    assert_eq!(verified, None);
+    alice
+        .commands
+        .send(AgentCommand::Answer { call })
+        .await
+        .unwrap();
+    let started = expect(&mut alice, "media", |e| {
+        matches!(e, AgentEvent::MediaStarted { .. })
+    })
+    .await;
+    let AgentEvent::MediaStarted {
+        cipher,
+        escrow_resistant,
+        sas,
+        ..
+    } = started
+    else {
+        unreachable!()
+    };
+    assert_eq!(cipher, "AES_CM_128_HMAC_SHA1_80");
+    assert!(!escrow_resistant);
+    assert_eq!(sas, None);
+    let notice = expect(&mut alice, "notice", |e| {
+        matches!(e, AgentEvent::MediaNotice { .. })
+    })
+    .await;
+    assert!(
+        matches!(&notice, AgentEvent::MediaNotice { message, .. } if message.contains("not escrow-resistant")),
+        "{notice:?}"
+    );
+    expect(&mut alice, "source ended", |e| {
+        matches!(
+            e,
+            AgentEvent::AudioSourceEnded { .. } | AgentEvent::Ended { .. }
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    alice
+        .commands
+        .send(AgentCommand::Hangup { call })
+        .await
+        .unwrap();
+    let stopped = expect(&mut alice, "stopped", |e| {
+        matches!(e, AgentEvent::MediaStopped { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SAFETY: kill(2) on the pid of a child we spawned and still own.
+    unsafe {
+        libc::kill(baresip.id() as i32, libc::SIGINT);
+    }
+    let out = baresip.wait_with_output().unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("{log}");
+    eprintln!("alice: {stopped:?}");
+    assert!(log.contains("SRTP is Enabled"), "baresip ran SRTP");
+    // carol -> alice
+    let rec = read_wav(&a_out).unwrap();
+    let (rho, lag, snr) = compare(played(&carol_src, &rec), &rec, 8000);
+    eprintln!(
+        "baresip -> ibephone: rho {rho:.4} snr {snr:.1} dB lag {} ms",
+        lag / 8
+    );
+    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
+    // alice -> carol
+    let dec = dump(dir.path(), "dec").expect("sndfile dump of received audio");
+    let rec = read_wav(&dec).unwrap();
+    eprintln!("{}: {} samples", dec.display(), rec.len());
+    let (rho, lag, snr) = compare(played(&alice_src, &rec), &rec, 8000);
+    eprintln!(
+        "ibephone -> baresip: rho {rho:.4} snr {snr:.1} dB lag {} ms",
+        lag / 8
+    );
+    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
+}
