@@ -98,8 +98,10 @@ fn run() -> Result<ExitCode> {
             })
         }
         Some(Command::Agent { config }) => {
-            let config = ibephone::agent::config::AgentConfig::load(&config)?;
-            runtime()?.block_on(ibephone::agent::headless::run_json_lines(config))?;
+            let rt = runtime()?;
+            let (config, keys) = rt.block_on(ibephone::agent::keys::load(&config))?;
+            eprintln!("{}", keys.summary());
+            rt.block_on(ibephone::agent::headless::run_json_lines(config))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Demo { pcap, hold }) => {
