@@ -445,19 +445,64 @@ impl RawPhone {
     }
 }
 
-/// Datagrams a relay saw: (towards the proxy, bytes).
-pub type RelayLog = Vec<(bool, Vec<u8>)>;
+/// What a relay saw: (towards the proxy, over TCP, bytes) in arrival
+/// order (TCP entries are stream chunks).
+pub type RelayLog = Vec<(bool, bool, Vec<u8>)>;
 
-/// A UDP relay between one agent and the proxy: the agent's `proxy` is
-/// `front`; every datagram is forwarded (or dropped with probability
-/// `loss`) and recorded with its direction.
+/// A relay between one agent and the proxy: the agent's `proxy` is
+/// `front`. UDP datagrams are forwarded or dropped with probability `loss`;
+/// TCP connections (large messages, RFC 3261 18.1.1) are piped both ways
+/// without loss (TCP retransmits by itself). Everything is recorded.
 pub struct Relay {
     pub front: SocketAddr,
-    /// (towards the proxy, datagram) in arrival order.
-    pub log: Arc<Mutex<RelayLog>>,
     /// The relay's address on the proxy side (the agent's flow at the proxy).
     pub back: SocketAddr,
+    pub log: Arc<Mutex<RelayLog>>,
+    /// The agent's address, once it sent something.
+    pub agent: Arc<Mutex<Option<SocketAddr>>>,
     stop: Arc<AtomicBool>,
+}
+
+fn pipe(from: std::net::TcpStream, to: std::net::TcpStream, up: bool, log: Arc<Mutex<RelayLog>>) {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (from, to);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    log.lock().unwrap().push((up, true, buf[..n].to_vec()));
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn tcp_forward(
+    listener: std::net::TcpListener,
+    target: impl Fn() -> Option<SocketAddr> + Send + 'static,
+    up: bool,
+    log: Arc<Mutex<RelayLog>>,
+) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(a) = conn else { return };
+            let Some(t) = target() else { continue };
+            let Ok(b) = std::net::TcpStream::connect(t) else {
+                continue;
+            };
+            let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            pipe(a, b, up, log.clone());
+            pipe(b2, a2, !up, log.clone());
+        }
+    });
 }
 
 impl Relay {
@@ -465,30 +510,37 @@ impl Relay {
         let front = UdpSocket::bind("127.0.0.1:0").unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").unwrap();
         front
-            .set_read_timeout(Some(Duration::from_millis(20)))
+            .set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
-        back.set_read_timeout(Some(Duration::from_millis(20)))
+        back.set_read_timeout(Some(Duration::from_millis(10)))
             .unwrap();
         let (fa, ba) = (front.local_addr().unwrap(), back.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
+        let agent: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (l, s) = (log.clone(), stop.clone());
+        // TCP on the same ports: agent -> front -> proxy, proxy -> back -> agent.
+        let tf = std::net::TcpListener::bind(fa).unwrap();
+        let tb = std::net::TcpListener::bind(ba).unwrap();
+        tcp_forward(tf, move || Some(proxy), true, log.clone());
+        let who = agent.clone();
+        tcp_forward(tb, move || *who.lock().unwrap(), false, log.clone());
+        let (l, s, who) = (log.clone(), stop.clone(), agent.clone());
         std::thread::spawn(move || {
             use rand::{Rng, SeedableRng};
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let mut agent: Option<SocketAddr> = None;
             let mut buf = vec![0u8; 65536];
             while !s.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = front.recv_from(&mut buf) {
-                    agent = Some(from);
-                    l.lock().unwrap().push((true, buf[..n].to_vec()));
+                    *who.lock().unwrap() = Some(from);
+                    l.lock().unwrap().push((true, false, buf[..n].to_vec()));
                     if !rng.gen_bool(loss) {
                         let _ = back.send_to(&buf[..n], proxy);
                     }
                 }
                 if let Ok((n, _)) = back.recv_from(&mut buf) {
-                    l.lock().unwrap().push((false, buf[..n].to_vec()));
-                    if let Some(a) = agent {
+                    l.lock().unwrap().push((false, false, buf[..n].to_vec()));
+                    let a = *who.lock().unwrap();
+                    if let Some(a) = a {
                         if !rng.gen_bool(loss) {
                             let _ = front.send_to(&buf[..n], a);
                         }
@@ -498,21 +550,34 @@ impl Relay {
         });
         Relay {
             front: fa,
-            log,
             back: ba,
+            log,
+            agent,
             stop,
         }
     }
 
-    /// Recorded messages towards the agent (`to_agent`) or from it.
-    pub fn messages(&self, to_agent: bool) -> Vec<Vec<u8>> {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(up, _)| *up != to_agent)
-            .map(|(_, b)| b.clone())
-            .collect()
+    /// SIP messages seen towards the agent (`to_agent`) or from it, UDP
+    /// datagrams and TCP streams framed by Content-Length.
+    pub fn messages(&self, to_agent: bool) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut stream = Vec::new();
+        for (up, tcp, b) in self.log.lock().unwrap().iter() {
+            if *up == to_agent {
+                continue;
+            }
+            if *tcp {
+                stream.extend_from_slice(b);
+                while let Ok(Some(m)) = ibephone::sip::driver::take_frame(&mut stream) {
+                    if let Ok(m) = Message::parse(&m) {
+                        out.push(m);
+                    }
+                }
+            } else if let Ok(m) = Message::parse(b) {
+                out.push(m);
+            }
+        }
+        out
     }
 }
 
