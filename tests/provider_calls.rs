@@ -260,12 +260,27 @@ fn forged_bye_and_replayed_invite_are_rejected() {
     );
 
     // The INVITE bob received, replayed to him byte for byte from the
-    // attacker's address.
+    // attacker's address (a retransmission of a finished transaction), and
+    // again in a new transaction (new Via branch, which the tunnel does
+    // not protect): neither makes a call, the second is reported.
     attacker.send_to(&invite, bob_addr);
+    let mut replay = invite.clone();
+    replay.replace_first(
+        "Via",
+        format!("SIP/2.0/UDP {};branch=z9hG4bKreplay1;rport", attacker.local),
+    );
+    attacker.send_to(&replay, bob_addr);
     assert!(
         bob.try_expect("incoming_call", Duration::from_secs(3))
             .is_none(),
         "replayed INVITE made a call"
+    );
+    assert!(
+        bob.seen
+            .iter()
+            .any(|e| e["event"] == "rejected" && e["reason"].as_str().unwrap().contains("replayed")),
+        "{:?}",
+        bob.seen
     );
 
     // The call is still up: alice's real BYE ends it.
