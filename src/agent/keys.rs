@@ -287,3 +287,34 @@ async fn fetch(
     let _ = client.logout(&session).await;
     Ok((params, keys?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_pkg_falls_back_to_stored_keys() {
+        let server = |status: u16| PkgClientError::Server {
+            status,
+            code: "x".into(),
+            message: "x".into(),
+        };
+        assert!(unreachable(&PkgClientError::Io("refused".into())));
+        assert!(unreachable(&PkgClientError::Throttled {
+            retry_after_secs: 5
+        }));
+        assert!(unreachable(&server(503)));
+        for refusal in [
+            server(401),
+            server(403),
+            PkgClientError::PinMismatch {
+                pinned: "a".into(),
+                presented: "b".into(),
+            },
+            PkgClientError::Protocol("keys of another user".into()),
+            PkgClientError::Tls("bad handshake signature".into()),
+        ] {
+            assert!(!unreachable(&refusal), "{refusal}");
+        }
+    }
+}
