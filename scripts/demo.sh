@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: installs what is missing, builds, and
-# runs a secured call between two phones through the embedded provider on
-# 127.0.0.1, capturing the whole run and checking the capture for leaks.
+# runs the real processes on 127.0.0.1: pkg-server (PKG + embedded SIP
+# registrar/proxy, users made with pkg-admin) and two `ibephone agent`
+# phones that log in to it; a secured call between them, the SIP of the
+# whole run captured and checked for leaks.
 #
 #   scripts/demo.sh [--hold SECONDS]
 # The capture is left in target/demo.pcap (open it in Wireshark, with
@@ -9,5 +11,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release --quiet --bin ibephone
+cargo build --release --quiet --workspace --bins
 exec target/release/ibephone demo --pcap target/demo.pcap "$@"

@@ -113,11 +113,13 @@ fn run() -> Result<ExitCode> {
             audio_out,
             codecs,
         }) => {
-            let config = ibephone::agent::config::AgentConfig::load(&config)?;
             let media =
                 ibephone::agent::media_io::MediaOptions::from_flags(audio_in, audio_out, &codecs)
                     .map_err(anyhow::Error::msg)?;
-            runtime()?.block_on(ibephone::agent::headless::run_json_lines_with_media(
+            let rt = runtime()?;
+            let (config, keys) = rt.block_on(ibephone::agent::keys::load(&config))?;
+            eprintln!("{}", keys.summary());
+            rt.block_on(ibephone::agent::headless::run_json_lines_with_media(
                 config, media,
             ))?;
             Ok(ExitCode::SUCCESS)

@@ -1,8 +1,8 @@
-//! The example agent configurations parse, and the loader's errors name
-//! the file and what is wrong (missing key file, readable secrets, keys of
-//! another provider).
+//! The example agent configurations parse (keys from the PKG), and the
+//! loader's errors name the file and what is wrong (missing key file,
+//! readable secrets, keys of another provider, both or no key source).
 
-use ibephone::agent::config::{write_key_file, AgentConfig, ConfigError};
+use ibephone::agent::config::{write_key_file, AgentConfig, AgentFile, ConfigError, KeySource};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
 use std::os::unix::fs::PermissionsExt;
 
@@ -36,6 +36,35 @@ fn example_config_with_issued_keys_loads() {
         std::fs::Permissions::from_mode(0o600),
     )
     .unwrap();
+    // The example takes its keys from the PKG, stored beside the config.
+    let file = AgentFile::load(&dir.join("alice.toml")).unwrap();
+    match &file.keys {
+        KeySource::Pkg(p) => {
+            assert_eq!(p.url, "https://127.0.0.1:8443");
+            assert_eq!(p.fingerprint, None);
+            assert_eq!(p.store, dir.join("alice.keystore"));
+            assert_eq!(p.user, "alice");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = AgentConfig::load(&dir.join("alice.toml")).unwrap_err();
+    assert!(err.to_string().contains("[pkg]"), "{err}");
+    // The same account with a key file instead.
+    let text = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
+    let (head, tail) = text.split_once("[pkg]").unwrap();
+    let (_, security) = tail.split_once("[security]").unwrap();
+    std::fs::write(
+        dir.join("alice.toml"),
+        format!("{head}[keys]\nfile = \"alice.keys.json\"\n[security]{security}"),
+    )
+    .unwrap();
+    let both = format!("{head}[keys]\nfile = \"k\"\n[pkg]\nurl = \"https://127.0.0.1:1\"\n");
+    std::fs::write(dir.join("both.toml"), both).unwrap();
+    let err = AgentFile::load(&dir.join("both.toml")).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+    std::fs::write(dir.join("none.toml"), head).unwrap();
+    let err = AgentFile::load(&dir.join("none.toml")).unwrap_err();
+    assert!(err.to_string().contains("no keys"), "{err}");
 
     let msk = MasterSecret::generate().unwrap();
     let params =

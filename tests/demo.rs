@@ -1,6 +1,9 @@
-//! The main job as a user runs it: `ibephone demo` places a secured call
-//! with verified identities on loopback and exits 0 (with tshark present it
-//! also captures the run and checks that nothing leaked).
+//! The main job as a user runs it: `ibephone demo` starts `pkg-server`
+//! (PKG + embedded registrar) and two `ibephone agent` processes that log
+//! in to it, places a secured call with verified identities on loopback and
+//! exits 0 (with tshark present it also captures the run and checks that
+//! nothing leaked). `pkg-server` must be built beside `ibephone`
+//! (`cargo test --workspace` does).
 
 use std::process::Command;
 
@@ -28,6 +31,9 @@ fn demo_places_a_secured_call() {
         stdout.contains("alice saw the callee as: sip:bob@example.invalid#"),
         "{stdout}"
     );
+    // The real provider and phones, keys from the PKG.
+    assert!(stdout.contains("provider: pkg-server"), "{stdout}");
+    assert!(stdout.contains("keys fetched from the PKG"), "{stdout}");
     if std::env::var("IBEPHONE_TEST_TSHARK").as_deref() == Ok("1") {
         assert!(
             stdout.contains("verdict: nothing readable leaked"),

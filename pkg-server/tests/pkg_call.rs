@@ -1,7 +1,8 @@
 //! The product chain end to end: a real `pkg-server` issues alice's and
 //! bob's keys over HTTPS (pinned certificate, `check_key` on every key),
-//! and those keys drive a secured call between two agents through the SIP
-//! registrar/proxy on loopback, each side seeing the other verified.
+//! and those keys drive a secured call between two agents through the same
+//! server's embedded SIP registrar/proxy (digest against the PKG's users)
+//! on loopback, each side seeing the other verified.
 
 mod common;
 
@@ -11,7 +12,6 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start, RunningAgent};
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::Period;
-use ibephone::sip::driver;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 async fn expect(
@@ -32,19 +32,10 @@ async fn expect(
 #[tokio::test]
 async fn keys_from_the_pkg_drive_a_verified_call() {
     let pkg = Pkg::new(&None, "").await;
-    let server = pkg.start();
+    let server = Server::start_with(&pkg.config, &["--sip", "127.0.0.1:0"]);
     let client = server.client();
     let params = client.params().await.unwrap();
-
-    // The registrar/proxy of the domain, with the users' digest secrets.
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", ALICE_PW), ("bob", BOB_PW)],
-    )
-    .await
-    .unwrap();
-    let proxy_addr = provider.addr;
+    let proxy_addr = server.sip.unwrap();
 
     // Each phone logs in to the PKG and fetches its keys.
     let now = SystemTime::now()

@@ -9,13 +9,26 @@
 //! listen = "127.0.0.1:5071"           # our UDP/TCP address
 //! proxy = "127.0.0.1:5060"            # outbound proxy and registrar
 //!
-//! [keys]
-//! file = "alice.keys.json"            # params and private keys as issued by the PKG
+//! [pkg]                               # keys from the provider's PKG (default setup)
+//! url = "https://127.0.0.1:8443"
+//! fingerprint = "<sha256 hex>"        # TLS certificate pin; absent: trust on first use
+//! store = "alice.keystore"            # key store directory (default: the user's data dir)
+//! # user = "alice"                    # PKG account (default: the AOR's user part)
+//!
+//! # or, instead of [pkg], a key file issued out of band:
+//! # [keys]
+//! # file = "alice.keys.json"          # params and private keys as issued by the PKG
 //!
 //! [security]
 //! policy = "require"                  # require | ask | allow-plain
 //! privacy = true                      # anonymous outer From
 //! ```
+//!
+//! Exactly one of `[pkg]` and `[keys]` says where the keys come from
+//! ([`KeySource`]). With `[pkg]` the agent logs in with the account's
+//! password at start ([`crate::agent::keys`]): [`AgentFile::load`] reads
+//! the file, `agent::keys::load` provisions the keys and yields the
+//! [`AgentConfig`]. With `[keys]`, [`AgentConfig::load`] does both.
 //!
 //! Relative paths are relative to the configuration file. The key file
 //! holds the provider's parameters (`params`), other trusted providers'
@@ -58,9 +71,24 @@ pub enum ConfigError {
 struct RawConfig {
     account: RawAccount,
     sip: RawSip,
-    keys: RawKeys,
+    #[serde(default)]
+    keys: Option<RawKeys>,
+    #[serde(default)]
+    pkg: Option<RawPkg>,
     #[serde(default)]
     security: RawSecurity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkg {
+    url: String,
+    #[serde(default)]
+    fingerprint: Option<String>,
+    #[serde(default)]
+    store: Option<PathBuf>,
+    #[serde(default)]
+    user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +135,128 @@ fn default_policy() -> SecurityPolicy {
 
 fn default_true() -> bool {
     true
+}
+
+/// Where an agent's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A key file (`[keys] file`), as written by [`write_key_file`].
+    File(PathBuf),
+    /// The provider's PKG (`[pkg]`).
+    Pkg(PkgSettings),
+}
+
+/// The `[pkg]` section: how to reach the PKG and where to keep its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkgSettings {
+    /// `https://host:port` of the PKG.
+    pub url: String,
+    /// SHA-256 of the PKG's TLS certificate; `None`: trust on first use
+    /// (the fingerprint seen is recorded in the key store and pinned from
+    /// then on).
+    pub fingerprint: Option<[u8; 32]>,
+    /// Directory of the key store (0600 files, keys encrypted at rest).
+    pub store: PathBuf,
+    /// PKG account name.
+    pub user: String,
+}
+
+/// A parsed configuration file whose keys are not loaded yet.
+#[derive(Debug)]
+pub struct AgentFile {
+    /// Our address of record.
+    pub aor: Aor,
+    /// Digest password (also the PKG login password).
+    pub password: zeroize::Zeroizing<String>,
+    /// Local SIP address.
+    pub listen: SocketAddr,
+    /// Outbound proxy and registrar.
+    pub proxy: SocketAddr,
+    /// Security policy for unprotected peers.
+    pub policy: SecurityPolicy,
+    /// Anonymous outer From.
+    pub privacy: bool,
+    /// Where the keys come from.
+    pub keys: KeySource,
+}
+
+impl AgentFile {
+    /// Reads `path` and the password file it names; every error names the
+    /// file and what is wrong.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let aor = Aor::parse(&raw.account.aor).map_err(|e| invalid(path, e))?;
+        let pw_path = base.join(&raw.account.password_file);
+        check_private(&pw_path)?;
+        let password =
+            zeroize::Zeroizing::new(read(&pw_path)?.trim_end_matches(['\r', '\n']).to_string());
+        let keys = match (raw.keys, raw.pkg) {
+            (Some(k), None) => KeySource::File(base.join(&k.file)),
+            (None, Some(p)) => {
+                let fingerprint = match &p.fingerprint {
+                    Some(f) => {
+                        Some(crate::pkg_client::tls::parse_fingerprint(f).ok_or_else(|| {
+                            invalid(path, "[pkg] fingerprint is not 64 hex digits (SHA-256)")
+                        })?)
+                    }
+                    None => None,
+                };
+                let store = match &p.store {
+                    Some(s) => base.join(s),
+                    None => crate::pkg_client::KeyStore::default_dir()
+                        .ok_or_else(|| {
+                            invalid(path, "no data directory for the key store: set [pkg] store")
+                        })?
+                        .join(format!("{}@{}", aor.user(), aor.host())),
+                };
+                KeySource::Pkg(PkgSettings {
+                    url: p.url,
+                    fingerprint,
+                    store,
+                    user: p.user.unwrap_or_else(|| aor.user().to_string()),
+                })
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(path, "give either [pkg] or [keys], not both"))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    path,
+                    "no keys: add [pkg] (url of the PKG) or [keys] (file)",
+                ))
+            }
+        };
+        Ok(AgentFile {
+            aor,
+            password,
+            listen: raw.sip.listen,
+            proxy: raw.sip.proxy,
+            policy: raw.security.policy,
+            privacy: raw.security.privacy,
+            keys,
+        })
+    }
+
+    /// The configuration with these keys (already checked against `params`).
+    pub fn with_keys(
+        self,
+        params: PublicParams,
+        trusted: Vec<PublicParams>,
+        keys: Vec<PrivateKeys>,
+    ) -> AgentConfig {
+        AgentConfig {
+            aor: self.aor,
+            password: self.password,
+            listen: self.listen,
+            proxy: self.proxy,
+            policy: self.policy,
+            privacy: self.privacy,
+            params,
+            trusted,
+            keys,
+        }
+    }
 }
 
 /// A loaded, validated agent configuration.
@@ -178,58 +328,59 @@ fn check_private(path: &Path) -> Result<(), ConfigError> {
 }
 
 impl AgentConfig {
-    /// Loads `path` and the files it names; every error names the file and
-    /// what is wrong.
+    /// Loads `path` and the key file it names (`[keys]`); every error names
+    /// the file and what is wrong. A configuration with `[pkg]` needs the
+    /// PKG: load it with `agent::keys::load`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(&read(path)?).map_err(|e| invalid(path, e))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let aor = Aor::parse(&raw.account.aor).map_err(|e| invalid(path, e))?;
-        let pw_path = base.join(&raw.account.password_file);
-        check_private(&pw_path)?;
-        let password =
-            zeroize::Zeroizing::new(read(&pw_path)?.trim_end_matches(['\r', '\n']).to_string());
-        let key_path = base.join(&raw.keys.file);
-        check_private(&key_path)?;
-        let kf: KeyFile =
-            serde_json::from_str(&read(&key_path)?).map_err(|e| invalid(&key_path, e))?;
-        let params =
-            PublicParams::from_json(&kf.params.to_string()).map_err(|e| invalid(&key_path, e))?;
-        if params.domain() != aor.host() {
-            return Err(invalid(
-                &key_path,
-                format!("params are for {}, not {}", params.domain(), aor.host()),
-            ));
-        }
-        let trusted = kf
-            .trusted
-            .iter()
-            .map(|v| PublicParams::from_json(&v.to_string()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid(&key_path, e))?;
-        let mut keys = Vec::new();
-        for k in &kf.keys {
-            let period = Period::month(&k.period).map_err(|e| invalid(&key_path, e))?;
-            let d_enc = b64_decode("d_enc", &k.d_enc).map_err(|e| invalid(&key_path, e))?;
-            let d_sig = b64_decode("d_sig", &k.d_sig).map_err(|e| invalid(&key_path, e))?;
-            let keys_for =
-                PrivateKeys::from_bytes(Identity::new(aor.clone(), period), &d_enc, &d_sig)
-                    .map_err(|e| invalid(&key_path, e))?;
-            crate::ibe::check_key(&params, &keys_for)
-                .map_err(|e| invalid(&key_path, format!("{}: {e}", k.period)))?;
-            keys.push(keys_for);
-        }
-        Ok(AgentConfig {
-            aor,
-            password,
-            listen: raw.sip.listen,
-            proxy: raw.sip.proxy,
-            policy: raw.security.policy,
-            privacy: raw.security.privacy,
-            params,
-            trusted,
-            keys,
-        })
+        let file = AgentFile::load(path)?;
+        let key_path = match &file.keys {
+            KeySource::File(p) => p.clone(),
+            KeySource::Pkg(_) => {
+                return Err(invalid(
+                    path,
+                    "keys come from the PKG ([pkg]): load with agent::keys::load",
+                ))
+            }
+        };
+        let (params, trusted, keys) = read_key_file(&key_path, &file.aor)?;
+        Ok(file.with_keys(params, trusted, keys))
     }
+}
+
+/// Reads a key file for `aor`: parameters of its domain, trusted
+/// parameters, and keys that pass `check_key`.
+pub fn read_key_file(
+    key_path: &Path,
+    aor: &Aor,
+) -> Result<(PublicParams, Vec<PublicParams>, Vec<PrivateKeys>), ConfigError> {
+    check_private(key_path)?;
+    let kf: KeyFile = serde_json::from_str(&read(key_path)?).map_err(|e| invalid(key_path, e))?;
+    let params =
+        PublicParams::from_json(&kf.params.to_string()).map_err(|e| invalid(key_path, e))?;
+    if params.domain() != aor.host() {
+        return Err(invalid(
+            key_path,
+            format!("params are for {}, not {}", params.domain(), aor.host()),
+        ));
+    }
+    let trusted = kf
+        .trusted
+        .iter()
+        .map(|v| PublicParams::from_json(&v.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(key_path, e))?;
+    let mut keys = Vec::new();
+    for k in &kf.keys {
+        let period = Period::month(&k.period).map_err(|e| invalid(key_path, e))?;
+        let d_enc = b64_decode("d_enc", &k.d_enc).map_err(|e| invalid(key_path, e))?;
+        let d_sig = b64_decode("d_sig", &k.d_sig).map_err(|e| invalid(key_path, e))?;
+        let keys_for = PrivateKeys::from_bytes(Identity::new(aor.clone(), period), &d_enc, &d_sig)
+            .map_err(|e| invalid(key_path, e))?;
+        crate::ibe::check_key(&params, &keys_for)
+            .map_err(|e| invalid(key_path, format!("{}: {e}", k.period)))?;
+        keys.push(keys_for);
+    }
+    Ok((params, trusted, keys))
 }
 
 /// Writes a key file (what a PKG issues) with mode 0600; refuses to

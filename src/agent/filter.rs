@@ -7,6 +7,14 @@
 //! Routing after opening: the inner message is what the core acts on, but
 //! proxies only ever touched the outer one, so its Via and Record-Route
 //! headers replace the inner ones (RFC 3261 23.4: route on the outer).
+//!
+//! Retransmissions: the tunnel accepts the same body again for a while (a
+//! retransmission). A request is a retransmission for SIP only within its
+//! transaction: same top Via branch, within 64*T1 (32 s, Timers B/F) of the
+//! first copy. The Via is outside the tunnel's protection, so a captured
+//! request replayed with a new branch, or later, would otherwise reach the
+//! core as a new transaction (a second call); the filter drops those as
+//! replays.
 
 use crate::sip::filter::{FilterError, MessageFilter, Reject};
 use crate::sip::message::{HeaderForm, Message};
@@ -61,6 +69,8 @@ pub struct TunnelFilter {
     tunnel: Tunnel,
     policy: SecurityPolicy,
     log: Arc<Mutex<SecurityLog>>,
+    /// Accepted tunneled requests by body hash: top Via branch and when.
+    requests_seen: HashMap<[u8; 32], (String, Instant)>,
     /// Maps the core's monotonic clock to wall-clock time (key periods and
     /// signing times are calendar facts), fixed at construction so the
     /// filter itself never reads a clock.
@@ -80,6 +90,7 @@ impl TunnelFilter {
             tunnel,
             policy,
             log,
+            requests_seen: HashMap::new(),
             anchor,
         }
     }
@@ -91,6 +102,45 @@ impl TunnelFilter {
     fn with_log(&self, f: impl FnOnce(&mut SecurityLog)) {
         if let Ok(mut log) = self.log.lock() {
             f(&mut log);
+        }
+    }
+}
+
+/// How long a request's copies count as retransmissions (64*T1, RFC 3261
+/// Timers B and F).
+const REQUEST_RETRANSMISSIONS: std::time::Duration = std::time::Duration::from_secs(32);
+/// Bound of the table of accepted requests.
+const MAX_REQUESTS_SEEN: usize = 4096;
+
+impl TunnelFilter {
+    /// Whether a tunneled request is a replay at the SIP level: a copy of an
+    /// accepted body in another transaction or after its lifetime.
+    /// Records first copies.
+    fn request_replayed(&mut self, now: Instant, msg: &Message, retransmission: bool) -> bool {
+        use sha2::Digest;
+        if !msg.is_request() {
+            return false;
+        }
+        let hash: [u8; 32] = sha2::Sha256::digest(&msg.body).into();
+        let branch = msg.branch().unwrap_or_default().to_string();
+        match (retransmission, self.requests_seen.get(&hash)) {
+            (true, Some((b, at))) => {
+                *b != branch || now.saturating_duration_since(*at) > REQUEST_RETRANSMISSIONS
+            }
+            // The tunnel's record outlived ours: no transaction to match.
+            (true, None) => true,
+            (false, _) => {
+                if self.requests_seen.len() >= MAX_REQUESTS_SEEN {
+                    self.requests_seen.retain(|_, (_, at)| {
+                        now.saturating_duration_since(*at) <= REQUEST_RETRANSMISSIONS
+                    });
+                    if self.requests_seen.len() >= MAX_REQUESTS_SEEN {
+                        self.requests_seen.clear();
+                    }
+                }
+                self.requests_seen.insert(hash, (branch, now));
+                false
+            }
         }
     }
 }
@@ -179,6 +229,16 @@ impl MessageFilter for TunnelFilter {
                 return Err(reject(&err));
             }
         };
+        if self.request_replayed(now, &msg, opened.retransmission) {
+            let reason =
+                "tunnel: replayed request (a copy of an accepted request outside its transaction)";
+            self.with_log(|l| l.rejections.push((call_id.clone(), reason.to_string())));
+            return Err(Reject {
+                response: None,
+                headers: vec![],
+                reason: reason.to_string(),
+            });
+        }
         let mut inner = Message::parse(&opened.inner).map_err(|e| Reject {
             response: None,
             headers: vec![],

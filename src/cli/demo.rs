@@ -1,25 +1,24 @@
-//! `ibephone demo`: the main job on one machine. A provider (master secret,
-//! parameters, the embedded registrar/proxy) and two phones, alice and bob,
-//! on 127.0.0.1; alice places a secured call, bob answers, both see the
-//! other's verified identity, they exchange a secure message, hang up; the
-//! whole run is captured with tshark (when installed) and checked with the
-//! proof tool.
+//! `ibephone demo`: the main job on one machine, with the real processes.
+//! A provider (`pkg-server` with its embedded SIP registrar/proxy, set up
+//! with `pkg-admin init` and `user add alice` / `bob`, passwords on stdin)
+//! and two phones (`ibephone agent` processes that log in to the PKG for
+//! their keys), all on 127.0.0.1 in a temporary directory; alice places a
+//! secured call, bob answers, both see the other's verified identity, they
+//! exchange a secure message, hang up; the SIP traffic of the whole run is
+//! captured with tshark (when installed) and checked with the proof tool.
 //!
-//! Today the provider runs inside this process and plays the PKG by
-//! extracting the phones' keys directly; the HTTPS PKG server takes that
-//! role once it is wired in (see README).
+//! `pkg-server` and `pkg-admin` are looked up next to this executable
+//! (`cargo build --workspace` puts them there), then on `PATH`.
 
 use anyhow::{bail, Context, Result};
-use ibephone::agent::config::AgentConfig;
-use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start, RunningAgent};
-use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::sip::driver;
+use ibephone::agent::AgentEvent;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 const DOMAIN: &str = "example.invalid";
 
@@ -29,35 +28,183 @@ fn random_password() -> Result<String> {
     Ok(hex::encode(b))
 }
 
-fn phone(
-    user: &str,
-    pw: &str,
-    msk: &MasterSecret,
-    params: &PublicParams,
-    proxy: SocketAddr,
-) -> Result<AgentConfig> {
-    let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}"))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let current = Period::month_at(now);
-    let keys = [current.previous_month()?, current]
-        .into_iter()
-        .map(|p| extract(msk, &Identity::new(aor.clone(), p)))
-        .collect();
-    Ok(AgentConfig {
-        aor,
-        password: zeroize::Zeroizing::new(pw.to_string()),
-        listen: "127.0.0.1:0".parse()?,
-        proxy,
-        policy: SecurityPolicy::Require,
-        privacy: true,
-        params: params.clone(),
-        trusted: vec![],
-        keys,
+/// A workspace tool: beside our executable, else on PATH.
+fn tool(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|me| me.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn admin(config: &Path, args: &[&str], stdin: &str) -> Result<String> {
+    let mut child = Command::new(tool("pkg-admin"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting pkg-admin (build it: cargo build --workspace)")?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(stdin.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "pkg-admin {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Provider {
+    _proc: Proc,
+    sip: SocketAddr,
+    url: String,
+    fingerprint: String,
+}
+
+fn start_provider(dir: &Path, users: &[(&str, &str)]) -> Result<Provider> {
+    let config = dir.join("pkg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[sip]\nlisten = \"127.0.0.1:0\"\n",
+            dir.join("pkg").display()
+        ),
+    )?;
+    std::fs::create_dir_all(dir.join("pkg"))?;
+    admin(&config, &["init", "--domain", DOMAIN], "")?;
+    for (user, pw) in users {
+        admin(&config, &["user", "add", user], &format!("{pw}\n"))?;
+    }
+    let mut child = Command::new(tool("pkg-server"))
+        .arg("--config")
+        .arg(&config)
+        .env("PKG_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting pkg-server (build it: cargo build --workspace)")?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    let proc = Proc(child);
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .with_context(|| format!("pkg-server said {line:?}"))
+    };
+    let sip: SocketAddr = field("sip=")?.parse().context("sip= address")?;
+    Ok(Provider {
+        sip,
+        url: format!("https://{}", field("listening=")?),
+        fingerprint: field("fingerprint=")?,
+        _proc: proc,
     })
 }
 
+/// A free UDP port on loopback for an agent (so the capture can start
+/// before the agent does).
+fn free_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// An `ibephone agent` process: events from its stdout, lines of its
+/// stderr printed as they come.
+struct Phone {
+    _proc: Proc,
+    stdin: std::process::ChildStdin,
+    events: mpsc::Receiver<AgentEvent>,
+    port: u16,
+}
+
+impl Phone {
+    fn start(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        provider: &Provider,
+        port: u16,
+    ) -> Result<Phone> {
+        let pw = dir.join(format!("{user}.password"));
+        std::fs::write(&pw, format!("{password}\n"))?;
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))?;
+        let cfg = dir.join(format!("{user}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"{user}.password\"\n\
+                 [sip]\nlisten = \"127.0.0.1:{port}\"\nproxy = \"{}\"\n\
+                 [pkg]\nurl = \"{}\"\nfingerprint = \"{}\"\nstore = \"{user}.keystore\"\n\
+                 [security]\npolicy = \"require\"\nprivacy = true\n",
+                provider.sip, provider.url, provider.fingerprint
+            ),
+        )?;
+        let me = std::env::current_exe().context("locating ibephone")?;
+        let mut child = Command::new(me)
+            .args(["agent", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ibephone agent")?;
+        let (tx, events) = mpsc::channel(256);
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                    if let Ok(e) = serde_json::from_str::<AgentEvent>(&line) {
+                        if tx.blocking_send(e).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        if let Some(err) = child.stderr.take() {
+            let who = user.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                    println!("  {who:5} (agent) {line}");
+                }
+            });
+        }
+        let stdin = child.stdin.take().context("agent stdin")?;
+        Ok(Phone {
+            _proc: Proc(child),
+            stdin,
+            events,
+            port,
+        })
+    }
+
+    fn send(&mut self, cmd: serde_json::Value) -> Result<()> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+}
+
 async fn wait(
-    agent: &mut RunningAgent,
+    agent: &mut Phone,
     who: &str,
     what: &str,
     f: impl Fn(&AgentEvent) -> bool,
@@ -115,39 +262,43 @@ fn stop_capture(child: Child) -> Result<()> {
 
 /// Runs the demo; returns whether everything went as it should.
 pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
-    println!("== provider: new master secret for {DOMAIN}, registrar/proxy on 127.0.0.1");
-    let msk = MasterSecret::generate()?;
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443")?;
-    println!("   parameter fingerprint: {}", params.fingerprint_display());
+    let dir = std::env::temp_dir().join(format!("ibephone-demo-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let result = run_in(&dir, pcap, hold).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &Path, pcap: PathBuf, hold: Duration) -> Result<bool> {
+    println!(
+        "== provider: pkg-admin init --domain {DOMAIN}; user add alice, bob (passwords on stdin)"
+    );
     let (apw, bpw) = (random_password()?, random_password()?);
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse()?,
-        DOMAIN,
-        &[("alice", &apw), ("bob", &bpw)],
-    )
-    .await
-    .context("starting the registrar/proxy")?;
-    let proxy = provider.addr;
-    let mut alice = start(phone("alice", &apw, &msk, &params, proxy)?).await?;
-    let mut bob = start(phone("bob", &bpw, &msk, &params, proxy)?).await?;
-    println!("== phones: alice on {}, bob on {}", alice.local, bob.local);
-    let capture = start_capture(&pcap, &[proxy.port(), alice.local.port(), bob.local.port()])?;
+    let provider = start_provider(dir, &[("alice", &apw), ("bob", &bpw)])?;
+    println!(
+        "   pkg-server: PKG {} (TLS certificate {}), SIP registrar/proxy {}",
+        provider.url, provider.fingerprint, provider.sip
+    );
+    let (aport, bport) = (free_port()?, free_port()?);
+    let capture = start_capture(&pcap, &[provider.sip.port(), aport, bport])?;
     if capture.is_some() {
         // tshark needs a moment before it captures.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
+    println!("== phones: ibephone agent for alice (127.0.0.1:{aport}) and bob (127.0.0.1:{bport}) log in to the PKG");
+    let mut alice = Phone::start(dir, "alice", &apw, &provider, aport)?;
+    let mut bob = Phone::start(dir, "bob", &bpw, &provider, bport)?;
     for (who, a) in [("alice", &mut alice), ("bob", &mut bob)] {
-        a.commands.send(AgentCommand::Register).await?;
+        a.send(serde_json::json!({"cmd": "register"}))?;
         wait(a, who, "registration", |e| {
             matches!(e, AgentEvent::Registered { .. })
         })
         .await?;
     }
     println!("== alice calls bob");
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await?;
+    alice.send(serde_json::json!({"cmd": "call", "to": "bob"}))?;
     let AgentEvent::IncomingCall {
         call: bcall,
         verified: caller,
@@ -160,9 +311,7 @@ pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
     else {
         bail!("unexpected event");
     };
-    bob.commands
-        .send(AgentCommand::Answer { call: bcall })
-        .await?;
+    bob.send(serde_json::json!({"cmd": "answer", "call": bcall}))?;
     let AgentEvent::Answered {
         call,
         verified: callee,
@@ -180,18 +329,13 @@ pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
     .await?;
     println!("== in call for {} s", hold.as_secs());
     tokio::time::sleep(hold).await;
-    alice
-        .commands
-        .send(AgentCommand::Message {
-            to: "bob".into(),
-            text: "Hello Bob, this message is end-to-end tunneled.".into(),
-        })
-        .await?;
+    alice.send(serde_json::json!({"cmd": "message", "to": "bob",
+        "text": "Hello Bob, this message is end-to-end tunneled."}))?;
     wait(&mut bob, "bob", "the message", |e| {
         matches!(e, AgentEvent::MessageReceived { .. })
     })
     .await?;
-    alice.commands.send(AgentCommand::Hangup { call }).await?;
+    alice.send(serde_json::json!({"cmd": "hangup", "call": call}))?;
     wait(&mut bob, "bob", "the hang-up", |e| {
         matches!(e, AgentEvent::Ended { .. })
     })
@@ -201,14 +345,21 @@ pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
     })
     .await?;
     for (who, a) in [("alice", &mut alice), ("bob", &mut bob)] {
-        a.commands.send(AgentCommand::Unregister).await?;
+        a.send(serde_json::json!({"cmd": "unregister"}))?;
         wait(a, who, "unregistration", |e| {
             matches!(e, AgentEvent::Unregistered)
         })
         .await?;
     }
+    let ports = (alice.port, bob.port);
+    drop((alice, bob));
     let mut ok = in_tunnel && out_tunnel && caller.is_some() && callee.is_some();
     println!("\n== summary");
+    println!(
+        "   provider: pkg-server, PKG and SIP registrar/proxy {} for {DOMAIN}",
+        provider.sip
+    );
+    println!("   phones: two ibephone agent processes (127.0.0.1:{} and :{}), keys fetched from the PKG over pinned TLS", ports.0, ports.1);
     println!(
         "   bob saw the caller as:   {}",
         caller.as_deref().unwrap_or("UNVERIFIED")

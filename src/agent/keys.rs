@@ -1,0 +1,320 @@
+//! Key provisioning of an agent: where its parameters and private keys come
+//! from before the SIP core starts.
+//!
+//! With `[pkg]` ([`KeySource::Pkg`]) the agent logs in to its provider's
+//! PKG at start, fetches the parameters and the keys of the previous,
+//! current and next period (each passes `check_key` in the client), keeps
+//! them in the key store (one AES-256-GCM sealed file, mode 0600, in the
+//! configured directory) and logs out. With `[keys]` it reads a key file.
+//!
+//! Decisions:
+//! - the TLS certificate pin is the configured `fingerprint`; without one,
+//!   the pin recorded in the key store; without either, the first
+//!   certificate seen is trusted and recorded (trust on first use), and
+//!   [`Provisioned::tofu`] says so for the caller to show;
+//! - when the PKG cannot be reached (connection, TLS I/O, 5xx or throttled)
+//!   the agent starts on the keys in its store, provided one is for the
+//!   current period. A refusal that means something is wrong (bad password,
+//!   disabled account, a certificate other than the pinned one, parameters
+//!   or keys of another domain or user) is an error and never falls back:
+//!   the user must see it;
+//! - parameters the PKG serves must be for the AOR's domain, and the login
+//!   must be for the AOR itself.
+
+use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings};
+use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
+use crate::pkg_client::api::SecretString;
+use crate::pkg_client::tls::fingerprint_hex;
+use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+
+/// Why an agent has no usable keys.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The configuration or key file is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The PKG refused or misbehaved (never falls back to stored keys).
+    #[error("PKG {url}: {source}")]
+    Pkg {
+        /// The PKG.
+        url: String,
+        /// What happened.
+        source: PkgClientError,
+    },
+    /// The PKG is unreachable and the store has no key for this period.
+    #[error("PKG {url} unreachable ({why}) and the key store {store} has no key for {period}")]
+    NoStoredKeys {
+        /// The PKG.
+        url: String,
+        /// Why it was unreachable.
+        why: String,
+        /// The key store directory.
+        store: String,
+        /// The period that is missing.
+        period: String,
+    },
+    /// The key store could not be opened, read or written.
+    #[error("key store {store}: {source}")]
+    Store {
+        /// The key store directory.
+        store: String,
+        /// What happened.
+        source: PkgClientError,
+    },
+}
+
+/// Where the keys of a start came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A key file.
+    File,
+    /// Fetched from the PKG now (and stored).
+    Pkg,
+    /// The key store, because the PKG was unreachable.
+    Store,
+}
+
+/// The keys an agent starts with, and how they were obtained.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The provider's parameters.
+    pub params: PublicParams,
+    /// Other trusted providers' parameters (key files only).
+    pub trusted: Vec<PublicParams>,
+    /// The private keys, each checked against `params`.
+    pub keys: Vec<PrivateKeys>,
+    /// Where they came from.
+    pub origin: Origin,
+    /// The PKG certificate pin in force (PKG mode).
+    pub pin: Option<[u8; 32]>,
+    /// The pin was trusted on first use in this start.
+    pub tofu: bool,
+    /// Why the PKG could not be used, when the keys come from the store.
+    pub unreachable: Option<String>,
+}
+
+impl Provisioned {
+    /// One line for people: origin, periods, pin.
+    pub fn summary(&self) -> String {
+        let periods: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| k.identity().period().as_str())
+            .collect();
+        let origin = match self.origin {
+            Origin::File => "key file".to_string(),
+            Origin::Pkg => "fetched from the PKG".to_string(),
+            Origin::Store => format!(
+                "from the key store (PKG unreachable: {})",
+                self.unreachable.as_deref().unwrap_or("?")
+            ),
+        };
+        let mut s = format!(
+            "keys {origin}: {} for {}",
+            periods.join(", "),
+            self.params.domain()
+        );
+        if let Some(pin) = &self.pin {
+            s.push_str(&format!(
+                "; PKG certificate {} {}",
+                if self.tofu {
+                    "trusted on first use, pinned from now on:"
+                } else {
+                    "pinned:"
+                },
+                fingerprint_hex(pin)
+            ));
+        }
+        s
+    }
+}
+
+/// Loads the configuration at `path` and provisions its keys (from the PKG,
+/// the key store or a key file).
+pub async fn load(path: &Path) -> Result<(AgentConfig, Provisioned), KeyError> {
+    let file = AgentFile::load(path)?;
+    let p = provision(&file).await?;
+    let config = file.with_keys(p.params.clone(), p.trusted.clone(), p.keys.clone());
+    Ok((config, p))
+}
+
+/// Obtains the keys `file` names.
+pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
+    match &file.keys {
+        KeySource::File(path) => {
+            let (params, trusted, keys) = read_key_file(path, &file.aor)?;
+            Ok(Provisioned {
+                params,
+                trusted,
+                keys,
+                origin: Origin::File,
+                pin: None,
+                tofu: false,
+                unreachable: None,
+            })
+        }
+        KeySource::Pkg(pkg) => {
+            let password = SecretString::new(file.password.to_string());
+            from_pkg(pkg, &file.aor, &password, now_unix()).await
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether a failure means "cannot reach the PKG" (fall back to the store)
+/// rather than "the PKG or its answer is wrong" (an error).
+fn unreachable(e: &PkgClientError) -> bool {
+    match e {
+        PkgClientError::Io(_) | PkgClientError::Throttled { .. } => true,
+        PkgClientError::Server { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// The PKG part of [`provision`], at Unix time `now` (sets the periods).
+pub async fn from_pkg(
+    pkg: &PkgSettings,
+    aor: &Aor,
+    password: &SecretString,
+    now: u64,
+) -> Result<Provisioned, KeyError> {
+    let store_name = pkg.store.display().to_string();
+    let store_err = |source| KeyError::Store {
+        store: store_name.clone(),
+        source,
+    };
+    let mut store = KeyStore::open(&pkg.store, Unlock::KeyFile).map_err(store_err)?;
+    let pin = pkg.fingerprint.or_else(|| store.pkg_pin());
+    let current = Period::month_at(now);
+    let pkg_err = |source| KeyError::Pkg {
+        url: pkg.url.clone(),
+        source,
+    };
+    let client = PkgClient::new(&pkg.url, pin).map_err(pkg_err)?;
+    match fetch(&client, pkg, aor, password, &current).await {
+        Ok((params, keys)) => {
+            store.put_keys(&params, &keys).map_err(store_err)?;
+            let used = client.pinned_fingerprint();
+            let tofu = pin.is_none() && used.is_some();
+            if let Some(fp) = used {
+                if store.pkg_pin() != Some(fp) {
+                    store.set_pkg_pin(fp).map_err(store_err)?;
+                }
+            }
+            Ok(Provisioned {
+                params,
+                trusted: Vec::new(),
+                keys,
+                origin: Origin::Pkg,
+                pin: used,
+                tofu,
+                unreachable: None,
+            })
+        }
+        Err(e) if unreachable(&e) => {
+            let why = e.to_string();
+            let no_keys = || KeyError::NoStoredKeys {
+                url: pkg.url.clone(),
+                why: why.clone(),
+                store: store_name.clone(),
+                period: current.as_str().to_string(),
+            };
+            let params = store.params().map_err(store_err)?.ok_or_else(no_keys)?;
+            let keys: Vec<PrivateKeys> = store
+                .keys()
+                .map_err(store_err)?
+                .into_iter()
+                .filter(|k| k.identity().aor() == aor)
+                .collect();
+            if params.domain() != aor.host()
+                || !keys.iter().any(|k| *k.identity().period() == current)
+            {
+                return Err(no_keys());
+            }
+            tracing::warn!(url = %pkg.url, %why, "PKG unreachable; using stored keys");
+            Ok(Provisioned {
+                params,
+                trusted: Vec::new(),
+                keys,
+                origin: Origin::Store,
+                pin,
+                tofu: false,
+                unreachable: Some(why),
+            })
+        }
+        Err(e) => Err(pkg_err(e)),
+    }
+}
+
+async fn fetch(
+    client: &PkgClient,
+    pkg: &PkgSettings,
+    aor: &Aor,
+    password: &SecretString,
+    current: &Period,
+) -> Result<(PublicParams, Vec<PrivateKeys>), PkgClientError> {
+    let params = client.params().await?;
+    if params.domain() != aor.host() {
+        return Err(PkgClientError::Protocol(format!(
+            "the PKG serves parameters of {}, not of {}",
+            params.domain(),
+            aor.host()
+        )));
+    }
+    let session = client.login(&pkg.user, password).await?;
+    if session.aor != *aor {
+        let _ = client.logout(&session).await;
+        return Err(PkgClientError::Protocol(format!(
+            "PKG account {} is {}, not {aor}",
+            pkg.user, session.aor
+        )));
+    }
+    let periods = [
+        current.previous_month()?,
+        current.clone(),
+        current.next_month()?,
+    ];
+    let keys = client.fetch_keys(&session, &params, &periods).await;
+    let _ = client.logout(&session).await;
+    Ok((params, keys?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_pkg_falls_back_to_stored_keys() {
+        let server = |status: u16| PkgClientError::Server {
+            status,
+            code: "x".into(),
+            message: "x".into(),
+        };
+        assert!(unreachable(&PkgClientError::Io("refused".into())));
+        assert!(unreachable(&PkgClientError::Throttled {
+            retry_after_secs: 5
+        }));
+        assert!(unreachable(&server(503)));
+        for refusal in [
+            server(401),
+            server(403),
+            PkgClientError::PinMismatch {
+                pinned: "a".into(),
+                presented: "b".into(),
+            },
+            PkgClientError::Protocol("keys of another user".into()),
+            PkgClientError::Tls("bad handshake signature".into()),
+        ] {
+            assert!(!unreachable(&refusal), "{refusal}");
+        }
+    }
+}

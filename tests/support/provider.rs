@@ -1,0 +1,588 @@
+//! Process-level harness: a real `pkg-server` (PKG + embedded SIP
+//! registrar/proxy) in a temporary directory, real `ibephone agent`
+//! processes that log in to it, raw SIP endpoints and UDP relays (lossy,
+//! recording) between an agent and the proxy. Loopback only, `.invalid`
+//! domain.
+//!
+//! `pkg-server` and `pkg-admin` are binaries of the workspace's other
+//! package: they are taken from the directory of the `ibephone` binary
+//! (`cargo test --workspace` builds them; alone, run
+//! `cargo build -p pkg-server` first).
+#![allow(dead_code)]
+
+use ibephone::sip::digest::{Challenge, Password};
+use ibephone::sip::message::{HeaderForm, Message};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "example.invalid";
+
+/// A workspace binary next to `ibephone`.
+pub fn bin(name: &str) -> PathBuf {
+    let me = PathBuf::from(env!("CARGO_BIN_EXE_ibephone"));
+    let p = me.parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p pkg-server` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+pub fn write_secret(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// An initialized PKG directory with users.
+pub struct Provider {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Provider {
+    pub fn new(users: &[(&str, &str)]) -> Provider {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pkg.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
+                 [sip]\nlisten = \"127.0.0.1:0\"\nuser_refresh_secs = 1\n\
+                 [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let p = Provider { dir, config };
+        p.admin(&["init", "--domain", DOMAIN], "");
+        for (u, pw) in users {
+            p.admin(&["user", "add", u], &format!("{pw}\n"));
+        }
+        p
+    }
+
+    pub fn admin(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new(bin("pkg-admin"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "pkg-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start(&self) -> Server {
+        let mut child = Command::new(bin("pkg-server"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("PKG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap()
+                .to_string()
+        };
+        Server {
+            child,
+            url: format!("https://{}", field("listening=")),
+            fingerprint: field("fingerprint="),
+            sip: field("sip=").parse().unwrap(),
+        }
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub fingerprint: String,
+    pub sip: SocketAddr,
+}
+
+impl Server {
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What an agent configuration says.
+#[derive(Clone, Copy)]
+pub struct Spec<'a> {
+    /// File names (`NAME.toml`, `NAME.password`, `NAME.keystore`).
+    pub name: &'a str,
+    pub user: &'a str,
+    pub password: &'a str,
+    /// The agent's outbound proxy (the registrar, or a relay in front of it).
+    pub proxy: SocketAddr,
+    pub policy: &'a str,
+    /// Pin the PKG certificate in the config (else trust on first use).
+    pub pin: bool,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(user: &'a str, password: &'a str, proxy: SocketAddr) -> Self {
+        Spec {
+            name: user,
+            user,
+            password,
+            proxy,
+            policy: "require",
+            pin: true,
+        }
+    }
+}
+
+/// Writes an agent configuration (`[pkg]` mode) in `dir` and returns its path.
+pub fn agent_config(dir: &Path, server: &Server, spec: Spec) -> PathBuf {
+    let Spec {
+        name,
+        user,
+        password,
+        proxy,
+        policy,
+        pin,
+    } = spec;
+    write_secret(
+        &dir.join(format!("{name}.password")),
+        &format!("{password}\n"),
+    );
+    let fp = if pin {
+        format!("fingerprint = \"{}\"\n", server.fingerprint)
+    } else {
+        String::new()
+    };
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"{name}.password\"\n\
+             [sip]\nlisten = \"127.0.0.1:0\"\nproxy = \"{proxy}\"\n\
+             [pkg]\nurl = \"{}\"\n{fp}store = \"{name}.keystore\"\n\
+             [security]\npolicy = \"{policy}\"\nprivacy = true\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// An `ibephone agent` process: JSON commands in, JSON events out.
+pub struct Agent {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::Receiver<Value>,
+    pub stderr: Arc<Mutex<String>>,
+    pub seen: Vec<Value>,
+}
+
+impl Agent {
+    pub fn start(name: &str, config: &Path) -> Agent {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ibephone"))
+            .args(["agent", "--config"])
+            .arg(config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, events) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        Agent {
+            name: name.into(),
+            stdin: child.stdin.take(),
+            child,
+            events,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, cmd: Value) {
+        let s = self.stdin.as_mut().unwrap();
+        writeln!(s, "{cmd}").unwrap();
+        s.flush().unwrap();
+    }
+
+    /// The next event named `event` within `wait` (other events are kept in `seen`).
+    pub fn expect(&mut self, event: &str, wait: Duration) -> Value {
+        self.try_expect(event, wait).unwrap_or_else(|| {
+            panic!(
+                "{}: no {event} within {wait:?}; saw {:?}\nstderr: {}",
+                self.name,
+                self.seen,
+                self.stderr.lock().unwrap()
+            )
+        })
+    }
+
+    pub fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if v["event"] == event {
+                        return Some(v);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    pub fn register(&mut self) {
+        self.send(serde_json::json!({"cmd": "register"}));
+        self.expect("registered", Duration::from_secs(20));
+    }
+
+    /// Ends stdin (the agent unregisters and exits) and waits.
+    pub fn quit(&mut self) {
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit (e.g. a start that must fail).
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Today's key period label (YYYY-MM, UTC).
+pub fn period_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    ibephone::ibe::Period::month_at(now).as_str().to_string()
+}
+
+/// Previous, current and next period labels.
+pub fn period_window() -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let c = ibephone::ibe::Period::month_at(now);
+    [
+        c.previous_month().unwrap(),
+        c.clone(),
+        c.next_month().unwrap(),
+    ]
+    .iter()
+    .map(|p| p.as_str().to_string())
+    .collect()
+}
+
+/// A raw SIP endpoint on loopback UDP (a phone without the tunnel, or an
+/// attacker).
+pub struct RawPhone {
+    pub sock: UdpSocket,
+    pub local: SocketAddr,
+    pub proxy: SocketAddr,
+    n: u32,
+}
+
+impl RawPhone {
+    pub fn new(proxy: SocketAddr) -> RawPhone {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = sock.local_addr().unwrap();
+        RawPhone {
+            sock,
+            local,
+            proxy,
+            n: 0,
+        }
+    }
+
+    pub fn request(&mut self, method: &str, uri: &str, from_user: &str, to: &str) -> Message {
+        self.n += 1;
+        let p = self.local.port();
+        let m = format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKr{p}x{};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{from_user}@{DOMAIN}>;tag=f{p}\r\nTo: <{to}>\r\n\
+             Call-ID: r{p}-{}@127.0.0.1\r\nCSeq: {} {method}\r\nContact: <sip:{}>\r\n\
+             Content-Length: 0\r\n\r\n",
+            self.local, self.n, self.n, self.n, self.local
+        );
+        Message::parse(m.as_bytes()).unwrap()
+    }
+
+    pub fn send_to(&self, m: &Message, to: SocketAddr) {
+        self.sock
+            .send_to(&m.to_bytes(HeaderForm::Full), to)
+            .unwrap();
+    }
+
+    /// The next SIP message within `wait`, 100 Trying skipped.
+    pub fn recv(&self, wait: Duration) -> Option<(Message, SocketAddr)> {
+        let deadline = Instant::now() + wait;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            let (n, from) = self.sock.recv_from(&mut buf).ok()?;
+            let Ok(m) = Message::parse(&buf[..n]) else {
+                continue;
+            };
+            if m.status() != Some(100) {
+                return Some((m, from));
+            }
+        }
+    }
+
+    /// Sends `m` to the proxy and returns the final status of its answer.
+    pub fn ask(&self, m: &Message) -> Option<u16> {
+        self.send_to(m, self.proxy);
+        loop {
+            let (r, _) = self.recv(Duration::from_secs(3))?;
+            if r.call_id() == m.call_id() && r.status().is_some() {
+                return r.status();
+            }
+        }
+    }
+
+    /// REGISTER `user` with `password` (answering the digest challenge).
+    pub fn register(&mut self, user: &str, password: &str) -> u16 {
+        let aor = format!("sip:{user}@{DOMAIN}");
+        let uri = format!("sip:{DOMAIN}");
+        let req = self.request("REGISTER", &uri, user, &aor);
+        self.send_to(&req, self.proxy);
+        let (ch, _) = self.recv(Duration::from_secs(3)).unwrap();
+        assert_eq!(ch.status(), Some(401));
+        let c = Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
+        let mut req = self.request("REGISTER", &uri, user, &aor);
+        req.push_header(
+            "Authorization",
+            c.answer(user, &Password::new(password), "REGISTER", &uri, 1, "cn"),
+        );
+        self.ask(&req).unwrap()
+    }
+}
+
+/// What a relay saw: (towards the proxy, over TCP, bytes) in arrival
+/// order (TCP entries are stream chunks).
+pub type RelayLog = Vec<(bool, bool, Vec<u8>)>;
+
+/// A relay between one agent and the proxy: the agent's `proxy` is
+/// `front`. UDP datagrams are forwarded or dropped with probability `loss`;
+/// TCP connections (large messages, RFC 3261 18.1.1) are piped both ways
+/// without loss (TCP retransmits by itself). Everything is recorded.
+pub struct Relay {
+    pub front: SocketAddr,
+    /// The relay's address on the proxy side (the agent's flow at the proxy).
+    pub back: SocketAddr,
+    pub log: Arc<Mutex<RelayLog>>,
+    /// The agent's address, once it sent something.
+    pub agent: Arc<Mutex<Option<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn pipe(from: std::net::TcpStream, to: std::net::TcpStream, up: bool, log: Arc<Mutex<RelayLog>>) {
+    use std::io::Read;
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (from, to);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    log.lock().unwrap().push((up, true, buf[..n].to_vec()));
+                    if to.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn tcp_forward(
+    listener: std::net::TcpListener,
+    target: impl Fn() -> Option<SocketAddr> + Send + 'static,
+    up: bool,
+    log: Arc<Mutex<RelayLog>>,
+) {
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(a) = conn else { return };
+            let Some(t) = target() else { continue };
+            let Ok(b) = std::net::TcpStream::connect(t) else {
+                continue;
+            };
+            let (a2, b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+            pipe(a, b, up, log.clone());
+            pipe(b2, a2, !up, log.clone());
+        }
+    });
+}
+
+impl Relay {
+    pub fn new(proxy: SocketAddr, loss: f64, seed: u64) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        back.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let (fa, ba) = (front.local_addr().unwrap(), back.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let agent: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        // TCP on the same ports: agent -> front -> proxy, proxy -> back -> agent.
+        let tf = std::net::TcpListener::bind(fa).unwrap();
+        let tb = std::net::TcpListener::bind(ba).unwrap();
+        tcp_forward(tf, move || Some(proxy), true, log.clone());
+        let who = agent.clone();
+        tcp_forward(tb, move || *who.lock().unwrap(), false, log.clone());
+        let (l, s, who) = (log.clone(), stop.clone(), agent.clone());
+        std::thread::spawn(move || {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut buf = vec![0u8; 65536];
+            while !s.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *who.lock().unwrap() = Some(from);
+                    l.lock().unwrap().push((true, false, buf[..n].to_vec()));
+                    if !rng.gen_bool(loss) {
+                        let _ = back.send_to(&buf[..n], proxy);
+                    }
+                }
+                if let Ok((n, _)) = back.recv_from(&mut buf) {
+                    l.lock().unwrap().push((false, false, buf[..n].to_vec()));
+                    let a = *who.lock().unwrap();
+                    if let Some(a) = a {
+                        if !rng.gen_bool(loss) {
+                            let _ = front.send_to(&buf[..n], a);
+                        }
+                    }
+                }
+            }
+        });
+        Relay {
+            front: fa,
+            back: ba,
+            log,
+            agent,
+            stop,
+        }
+    }
+
+    /// SIP messages seen towards the agent (`to_agent`) or from it, UDP
+    /// datagrams and TCP streams framed by Content-Length.
+    pub fn messages(&self, to_agent: bool) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut stream = Vec::new();
+        for (up, tcp, b) in self.log.lock().unwrap().iter() {
+            if *up == to_agent {
+                continue;
+            }
+            if *tcp {
+                stream.extend_from_slice(b);
+                while let Ok(Some(m)) = ibephone::sip::driver::take_frame(&mut stream) {
+                    if let Ok(m) = Message::parse(&m) {
+                        out.push(m);
+                    }
+                }
+            } else if let Ok(m) = Message::parse(b) {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
