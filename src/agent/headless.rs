@@ -35,6 +35,17 @@ pub enum StartError {
     /// The keys do not fit the configuration.
     #[error("keys refused: {0}")]
     Keys(String),
+    /// The key log asked for cannot be written.
+    #[error(transparent)]
+    KeyLog(#[from] super::keylog::KeyLogFileError),
+}
+
+/// Debugging options of an agent; all off by default.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Append every tunnel key used to this file (`--keylog`, see
+    /// [`super::keylog`]); anyone reading it can decrypt the calls.
+    pub keylog: Option<std::path::PathBuf>,
 }
 
 /// A running agent: send commands, receive events.
@@ -49,6 +60,14 @@ pub struct RunningAgent {
 
 /// Builds the agent of `config` and runs it on the current tokio runtime.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with debugging options.
+pub async fn start_with(
+    config: AgentConfig,
+    options: StartOptions,
+) -> Result<RunningAgent, StartError> {
     let mut tunnel = Tunnel::new(
         config.aor.clone(),
         TunnelConfig {
@@ -64,6 +83,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         tunnel
             .add_keys(k)
             .map_err(|e| StartError::Keys(e.to_string()))?;
+    }
+    if let Some(path) = &options.keylog {
+        tunnel.set_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
+        tracing::warn!(path = %path.display(), "key log on: every call key is written to this file");
     }
     let udp = UdpSocket::bind(config.listen)
         .await
@@ -119,11 +142,19 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
 
 /// Headless mode: JSON lines on stdin and stdout until stdin ends.
 pub async fn run_json_lines(config: AgentConfig) -> Result<(), StartError> {
+    run_json_lines_with(config, StartOptions::default()).await
+}
+
+/// [`run_json_lines`] with debugging options.
+pub async fn run_json_lines_with(
+    config: AgentConfig,
+    options: StartOptions,
+) -> Result<(), StartError> {
     let RunningAgent {
         commands,
         mut events,
         ..
-    } = start(config).await?;
+    } = start_with(config, options).await?;
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             match serde_json::to_string(&e) {

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod filter;
 pub mod headless;
+pub mod keylog;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
