@@ -353,3 +353,51 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
         }
     }
 }
+
+#[test]
+fn agent_command_line_flag_turns_the_key_log_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (msk, params) = fresh_provider("flag.invalid");
+    let keys = agent_config(
+        "alice",
+        "pw",
+        &msk,
+        &params,
+        "127.0.0.1:9".parse().unwrap(),
+        SecurityPolicy::Require,
+    )
+    .keys;
+    ibephone::agent::config::write_key_file(
+        &dir.path().join("alice.keys.json"),
+        &params,
+        &[],
+        &keys,
+    )
+    .unwrap();
+    let pw = dir.path().join("alice.password");
+    std::fs::write(&pw, "pw\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("alice.toml");
+    std::fs::write(
+        &cfg,
+        "[account]\naor = \"sip:alice@flag.invalid\"\npassword_file = \"alice.password\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:9\"\n\n[keys]\nfile = \"alice.keys.json\"\n",
+    )
+    .unwrap();
+    let keylog = dir.path().join("k.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_ibephone"))
+        .args(["agent", "--config"])
+        .arg(&cfg)
+        .arg("--keylog")
+        .arg(&keylog)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: key log on"), "{stderr}");
+    let mode = std::fs::metadata(&keylog).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&keylog)
+        .unwrap()
+        .starts_with("# ibephone key log"));
+}
