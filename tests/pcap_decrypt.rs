@@ -11,7 +11,6 @@ use ibephone::pcap::write::udp_capture;
 use ibephone::tunnel::keylog::{KeyLog, MemoryKeyLog};
 use std::net::SocketAddrV4;
 use std::process::Command;
-use std::time::Duration;
 
 struct Dialog {
     /// (alice sent it, inner, outer)
@@ -207,28 +206,10 @@ mod interop_support;
 use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start_with, StartError, StartOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
-use interop_support::{agent_config, expect, provider as fresh_provider};
+use interop_support::{
+    agent_config, expect, provider as fresh_provider, start_tshark, stop_tshark,
+};
 use std::os::unix::fs::PermissionsExt;
-
-/// tshark on loopback for `port`, when IBEPHONE_TEST_TSHARK=1.
-fn start_tshark(path: &std::path::Path, port: u16) -> Option<std::process::Child> {
-    if std::env::var("IBEPHONE_TEST_TSHARK").as_deref() != Ok("1") {
-        eprintln!(
-            "IBEPHONE_TEST_TSHARK is not 1: the agent's key log is checked without a live capture"
-        );
-        return None;
-    }
-    let child = Command::new("tshark")
-        .args(["-q", "-i", "lo", "-f"])
-        .arg(format!("port {port}"))
-        .arg("-w")
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("IBEPHONE_TEST_TSHARK=1 but tshark does not start");
-    Some(child)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_key_log_is_private_and_decrypts_its_call() {
@@ -266,14 +247,7 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     assert!(matches!(refused, Err(StartError::KeyLog(_))));
 
     let pcap = dir.path().join("call.pcap");
-    let tshark = start_tshark(&pcap, provider.addr.port());
-    if tshark.is_some() {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !pcap.exists() && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
+    let tshark = start_tshark(&pcap, &[provider.addr.port()]).await;
     let keylog = dir.path().join("alice.keylog");
     let mut alice = start_with(
         cfg("alice"),
@@ -335,12 +309,7 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     assert!(ceks >= 6, "{text}");
 
     if let Some(child) = tshark {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        let mut child = child;
-        let _ = child.wait();
+        stop_tshark(child).await;
         let out = decrypt_capture(&std::fs::read(&pcap).unwrap(), &keys).unwrap();
         let shown = out.to_string();
         assert_eq!(out.failures(), 0, "{shown}");
