@@ -76,6 +76,21 @@ async fn sipp(dir: &Path, name: &str, port: u16, run: Run<'_>) -> Output {
         .unwrap()
 }
 
+/// Whether some process has bound UDP `port` (Linux `/proc/net/udp{,6}`),
+/// checked without binding it ourselves.
+fn udp_port_bound(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").contains(&needle))
+            })
+        })
+    })
+}
+
 fn report(dir: &Path, name: &str, out: &Output) -> String {
     let errors =
         std::fs::read_to_string(dir.join(format!("{name}.errors.log"))).unwrap_or_default();
@@ -111,8 +126,12 @@ async fn sipp_registrar_checks_the_agents_digest() {
         };
         let sipp_run = sipp(dir.path(), "register_uas.xml", port, run);
         let agent = async {
-            // SIPp needs a moment to bind; the agent retransmits anyway.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Register only once SIPp holds its port: a REGISTER lost
+            // before would come back as a retransmission in the wrong step.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !udp_port_bound(port) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let cfg = agent_config(
                 "alice",
                 password,
