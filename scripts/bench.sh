@@ -30,3 +30,5 @@ for op in ops:
         tgt += "  ok" if ok else "  MISSED"
     print(f"{op:28} {m[op]:10.1f} {m[op]/m['pairing']:10.2f} {m[op]/m['kv1_encaps']:13.2f}  {tgt}")
 PY
+# Call setup, 200 plain and 200 secured calls on loopback in one run (issue 6).
+cargo bench --quiet --bench call_setup 2>/dev/null

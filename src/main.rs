@@ -41,6 +41,10 @@ enum Command {
         /// Codecs to offer, most preferred first: pcmu, pcma.
         #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma")]
         codecs: Vec<String>,
+        /// Debugging only: append every tunnel key (session KEKs, message
+        /// CEKs) to this file (mode 0600), for `ibephone pcap decrypt`.
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<std::path::PathBuf>,
     },
     /// The main job on this machine: provider and two phones on loopback,
     /// a secured call, a capture of the whole run checked for leaks.
@@ -75,6 +79,16 @@ enum PcapCommand {
         /// The capture file.
         file: std::path::PathBuf,
     },
+    /// Print the inner SIP messages of a capture, decrypted with the key
+    /// log an agent wrote (`ibephone agent --keylog`); exit code 1 when a
+    /// tunneled message could not be decrypted.
+    Decrypt {
+        /// The capture file.
+        file: std::path::PathBuf,
+        /// The key log.
+        #[arg(long, value_name = "FILE")]
+        keylog: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,11 +121,29 @@ fn run() -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Some(Command::Pcap {
+            command: PcapCommand::Decrypt { file, keylog },
+        }) => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&keylog)
+                .with_context(|| format!("reading {}", keylog.display()))?;
+            let log = ibephone::tunnel::keylog::KeyLog::parse(&text)
+                .with_context(|| format!("in {}", keylog.display()))?;
+            let out = ibephone::pcap::decrypt_capture(&bytes, &log)?;
+            println!("{out}");
+            Ok(if out.failures() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Some(Command::Agent {
             config,
             audio_in,
             audio_out,
             codecs,
+            keylog,
         }) => {
             let media =
                 ibephone::agent::media_io::MediaOptions::from_flags(audio_in, audio_out, &codecs)
@@ -119,8 +151,15 @@ fn run() -> Result<ExitCode> {
             let rt = runtime()?;
             let (config, keys) = rt.block_on(ibephone::agent::keys::load(&config))?;
             eprintln!("{}", keys.summary());
-            rt.block_on(ibephone::agent::headless::run_json_lines_with_media(
-                config, media,
+            if let Some(path) = &keylog {
+                eprintln!(
+                    "warning: key log on: every call key goes to {} (debugging only)",
+                    path.display()
+                );
+            }
+            let options = ibephone::agent::headless::StartOptions { media, keylog };
+            rt.block_on(ibephone::agent::headless::run_json_lines_with(
+                config, options,
             ))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -13,8 +13,13 @@ mod interop_support;
 
 use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start, RunningAgent};
+use ibephone::agent::headless::{start_with, StartOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
-use interop_support::{agent_config, expect, free_port, gate, id_now, provider, tool_path};
+use ibephone::pcap::{decrypt_capture, verify_capture, Class};
+use ibephone::tunnel::keylog::KeyLog;
+use interop_support::{
+    agent_config, expect, free_port, gate, id_now, provider, start_tshark, stop_tshark, tool_path,
+};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -174,8 +179,21 @@ async fn secured_call_through_kamailio() {
             SecurityPolicy::Require,
         )
     };
-    let mut alice = start(cfg("alice", "alice-pw")).await.unwrap();
+    let keylog = dir.path().join("alice.keylog");
+    let mut alice = start_with(
+        cfg("alice", "alice-pw"),
+        StartOptions {
+            keylog: Some(keylog.clone()),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let mut bob = start(cfg("bob", "bob-pw")).await.unwrap();
+    // With tshark: the wire between phones and Kamailio, checked below.
+    let pcap = dir.path().join("kamailio.pcap");
+    let ports = [kamailio.addr.port(), alice.local.port(), bob.local.port()];
+    let tshark = start_tshark(&pcap, &ports).await;
     register(&mut alice).await;
     register(&mut bob).await;
 
@@ -282,6 +300,28 @@ async fn secured_call_through_kamailio() {
         |e| matches!(e, AgentEvent::Ended { reason, .. } if reason == "local hangup"),
     )
     .await;
+    if let Some(child) = tshark {
+        stop_tshark(child).await;
+        let bytes = std::fs::read(&pcap).unwrap();
+        let report = verify_capture(&bytes).unwrap();
+        assert!(report.clean(), "{report}");
+        let tunneled = report
+            .messages
+            .iter()
+            .filter(|m| m.class == Class::Tunneled)
+            .count();
+        // INVITE, 180, 200, ACK, MESSAGE, 200, BYE, 200: each on two legs.
+        assert!(tunneled >= 16, "{report}");
+        let keys = KeyLog::parse(&std::fs::read_to_string(&keylog).unwrap()).unwrap();
+        let inner = decrypt_capture(&bytes, &keys).unwrap();
+        let shown = inner.to_string();
+        assert_eq!(inner.failures(), 0, "{shown}");
+        assert!(
+            shown.contains("| INVITE sip:bob@atlanta.invalid SIP/2.0"),
+            "{shown}"
+        );
+        assert!(shown.contains("| through kamailio"), "{shown}");
+    }
     drop(kamailio);
 
     // What Kamailio could read: only outer headers and CMS bodies.

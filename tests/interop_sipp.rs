@@ -34,15 +34,21 @@ fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs one SIPp scenario (one call) from `dir` on `port`; `target` is the
-/// agent for client scenarios, `None` for server ones.
-async fn sipp(
-    dir: &Path,
-    name: &str,
-    port: u16,
-    keys: &[(&str, &str)],
+/// One SIPp run: scenario options beyond the common ones.
+#[derive(Default)]
+struct Run<'a> {
+    /// `-key name value` pairs.
+    keys: &'a [(&'a str, &'a str)],
+    /// `-s`: the user part of the Request-URI (client scenarios).
+    service: Option<&'a str>,
+    /// `-cid_str`: the Call-ID; by default one without a host (spec 5.1).
+    call_id: Option<&'a str>,
+    /// The agent, for client scenarios; `None` for server ones.
     target: Option<SocketAddr>,
-) -> Output {
+}
+
+/// Runs one SIPp scenario (one call) from `dir` on `port`.
+async fn sipp(dir: &Path, name: &str, port: u16, run: Run<'_>) -> Output {
     let mut cmd = Command::new(tool_path("sipp"));
     cmd.current_dir(dir)
         .arg("-sf")
@@ -51,16 +57,38 @@ async fn sipp(
         .args(["-timeout", "20", "-timeout_error", "-trace_err"])
         .arg("-error_file")
         .arg(dir.join(format!("{name}.errors.log")))
-        .args(["-p", &port.to_string(), "-key", "domain", DOMAIN]);
-    for (k, v) in keys {
+        .args(["-p", &port.to_string(), "-key", "domain", DOMAIN])
+        .args([
+            "-cid_str",
+            run.call_id.unwrap_or("%u-%p-c2lwcHNpcHBzaXBwc2lwcA"),
+        ]);
+    for (k, v) in run.keys {
         cmd.args(["-key", k, v]);
     }
-    if let Some(t) = target {
+    if let Some(service) = run.service {
+        cmd.args(["-s", service]);
+    }
+    if let Some(t) = run.target {
         cmd.arg(t.to_string());
     }
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+/// Whether some process has bound UDP `port` (Linux `/proc/net/udp{,6}`),
+/// checked without binding it ourselves.
+fn udp_port_bound(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| format!("{a} ").contains(&needle))
+            })
+        })
+    })
 }
 
 fn report(dir: &Path, name: &str, out: &Output) -> String {
@@ -92,10 +120,18 @@ async fn sipp_registrar_checks_the_agents_digest() {
         let port = free_port();
         let registrar: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let keys = [("user", "alice"), ("password", "alice-pw")];
-        let sipp_run = sipp(dir.path(), "register_uas.xml", port, &keys, None);
+        let run = Run {
+            keys: &keys,
+            ..Run::default()
+        };
+        let sipp_run = sipp(dir.path(), "register_uas.xml", port, run);
         let agent = async {
-            // SIPp needs a moment to bind; the agent retransmits anyway.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Register only once SIPp holds its port: a REGISTER lost
+            // before would come back as a retransmission in the wrong step.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !udp_port_bound(port) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let cfg = agent_config(
                 "alice",
                 password,
@@ -227,11 +263,14 @@ async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
         ("options_refused.xml", "alice", alice.local),
     ];
     for (name, user, target) in steps {
-        let mut keys = vec![("fromtag", from_tag)];
-        if name == "invite_undecipherable.xml" {
-            keys.push(("callid", call_id));
-        }
-        let out = sipp_with_service(dir.path(), name, user, &keys, target).await;
+        let undecipherable = name == "invite_undecipherable.xml";
+        let run = Run {
+            keys: &[("fromtag", from_tag)],
+            service: Some(user),
+            call_id: undecipherable.then_some(call_id),
+            target: Some(target),
+        };
+        let out = sipp(dir.path(), name, free_port(), run).await;
         assert!(out.status.success(), "{}", report(dir.path(), name, &out));
     }
     // Every refusal was reported, and none became a call.
@@ -270,49 +309,4 @@ async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
         matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == id_now("bob", DOMAIN)),
         "{answered:?}"
     );
-}
-
-async fn sipp_with_service(
-    dir: &Path,
-    name: &str,
-    user: &str,
-    keys: &[(&str, &str)],
-    target: SocketAddr,
-) -> Output {
-    // `-s` sets [service], the user part of the Request-URI.
-    let call_id = keys
-        .iter()
-        .find(|(k, _)| *k == "callid")
-        .map_or("%u-%p-c2lwcHNpcHBzaXBwc2lwcA", |(_, v)| *v);
-    sipp_service(dir, name, free_port(), keys, target, user, call_id).await
-}
-
-async fn sipp_service(
-    dir: &Path,
-    name: &str,
-    port: u16,
-    keys: &[(&str, &str)],
-    target: SocketAddr,
-    service: &str,
-    call_id: &str,
-) -> Output {
-    let mut cmd = Command::new(tool_path("sipp"));
-    cmd.current_dir(dir)
-        .arg("-sf")
-        .arg(scenario(name))
-        .args(["-m", "1", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-nostdin"])
-        .args(["-timeout", "20", "-timeout_error", "-trace_err"])
-        .arg("-error_file")
-        .arg(dir.join(format!("{name}.errors.log")))
-        .args(["-p", &port.to_string(), "-key", "domain", DOMAIN])
-        .args(["-s", service])
-        // A Call-ID without a host (spec 5.1); fixed when the test needs it.
-        .args(["-cid_str", call_id]);
-    for (k, v) in keys {
-        cmd.args(["-key", k, v]);
-    }
-    cmd.arg(target.to_string());
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
 }

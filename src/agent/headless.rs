@@ -39,6 +39,21 @@ pub enum StartError {
     /// The keys do not fit the configuration.
     #[error("keys refused: {0}")]
     Keys(String),
+    /// The key log asked for cannot be written.
+    #[error(transparent)]
+    KeyLog(#[from] super::keylog::KeyLogFileError),
+}
+
+/// Options of an agent beyond its configuration file; the defaults are
+/// the sound devices and no key log.
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Media choices (audio files or devices, codecs, RTP address).
+    pub media: MediaOptions,
+    /// Debugging only: append every tunnel key used to this file
+    /// (`--keylog`, see [`super::keylog`]); anyone reading it can decrypt
+    /// the calls.
+    pub keylog: Option<std::path::PathBuf>,
 }
 
 /// A running agent: send commands, receive events.
@@ -54,7 +69,7 @@ pub struct RunningAgent {
 /// Builds the agent of `config` and runs it on the current tokio runtime,
 /// with media on the default sound devices ([`MediaOptions::default`]).
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
-    start_with_media(config, MediaOptions::default()).await
+    start_with(config, StartOptions::default()).await
 }
 
 /// The media policy of `config`: SRTP is required unless the security
@@ -76,10 +91,25 @@ pub fn media_policy(config: &AgentConfig, options: &MediaOptions) -> MediaPolicy
 }
 
 /// [`start`] with the media choices of `options` (audio files or devices,
-/// codecs, RTP address).
+/// codecs, RTP address) and the other options off.
 pub async fn start_with_media(
     config: AgentConfig,
-    options: MediaOptions,
+    media: MediaOptions,
+) -> Result<RunningAgent, StartError> {
+    start_with(
+        config,
+        StartOptions {
+            media,
+            ..StartOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`start`] with every option of `options`.
+pub async fn start_with(
+    config: AgentConfig,
+    options: StartOptions,
 ) -> Result<RunningAgent, StartError> {
     let mut tunnel = Tunnel::new(
         config.aor.clone(),
@@ -96,6 +126,10 @@ pub async fn start_with_media(
         tunnel
             .add_keys(k)
             .map_err(|e| StartError::Keys(e.to_string()))?;
+    }
+    if let Some(path) = &options.keylog {
+        tunnel.set_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
+        tracing::warn!(path = %path.display(), "key log on: every call key is written to this file");
     }
     let (udp, local, tcp) = bind_sip(config.listen).await?;
     let log = Arc::new(Mutex::new(SecurityLog::default()));
@@ -127,9 +161,10 @@ pub async fn start_with_media(
     let agent = Agent::new(ua, log, config.aor.host());
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);
-    let policy = media_policy(&config, &options);
-    let ports = ports_for(local, &options);
-    let agent = MediaDriver::new(agent, ports, policy, options, etx.clone());
+    let media = options.media;
+    let policy = media_policy(&config, &media);
+    let ports = ports_for(local, &media);
+    let agent = MediaDriver::new(agent, ports, policy, media, etx.clone());
     tokio::spawn(async move {
         if let Err(e) = driver::run(agent, udp, tcp, crx, etx).await {
             tracing::error!(%e, "agent driver stopped");
@@ -168,19 +203,34 @@ async fn bind_sip(
 
 /// Headless mode: JSON lines on stdin and stdout until stdin ends.
 pub async fn run_json_lines(config: AgentConfig) -> Result<(), StartError> {
-    run_json_lines_with_media(config, MediaOptions::default()).await
+    run_json_lines_with(config, StartOptions::default()).await
 }
 
-/// [`run_json_lines`] with the media choices of `options`.
+/// [`run_json_lines`] with the media choices of `media`.
 pub async fn run_json_lines_with_media(
     config: AgentConfig,
-    options: MediaOptions,
+    media: MediaOptions,
+) -> Result<(), StartError> {
+    run_json_lines_with(
+        config,
+        StartOptions {
+            media,
+            ..StartOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`run_json_lines`] with every option of `options`.
+pub async fn run_json_lines_with(
+    config: AgentConfig,
+    options: StartOptions,
 ) -> Result<(), StartError> {
     let RunningAgent {
         commands,
         mut events,
         ..
-    } = start_with_media(config, options).await?;
+    } = start_with(config, options).await?;
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             match serde_json::to_string(&e) {

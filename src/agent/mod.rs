@@ -10,6 +10,7 @@
 pub mod config;
 pub mod filter;
 pub mod headless;
+pub mod keylog;
 pub mod keys;
 pub mod media;
 pub mod media_io;

@@ -7,8 +7,11 @@
 //! [`stream`] reassembles TCP and frames SIP messages (UDP: one per
 //! datagram; TCP: by Content-Length), [`sipscan`] reads each message
 //! leniently (a capture may hold anything), and [`verdict`] judges it.
+//! [`decrypt`] opens the tunneled messages of a capture with an agent's key
+//! log (`ibephone pcap decrypt`, debugging only).
 
 pub mod capture;
+pub mod decrypt;
 pub mod sipscan;
 pub mod stream;
 pub mod verdict;
@@ -33,4 +36,5 @@ pub enum PcapError {
     Format(String),
 }
 
+pub use decrypt::{decrypt_capture, Decryption};
 pub use verdict::{verify_capture, Class, Finding, MessageReport, Report};

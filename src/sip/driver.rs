@@ -168,6 +168,10 @@ fn attach(
     inbound: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
     conns: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) -> mpsc::Sender<Vec<u8>> {
+    // SIP messages are whole writes: without TCP_NODELAY a message that
+    // follows another one closely (180 then 200) waits for the peer's
+    // delayed ACK (up to 40 ms on Linux) under Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     tokio::spawn(read_stream(rd, peer, inbound.clone()));
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);

@@ -11,6 +11,8 @@
 //!   A rejected message changes no state.
 //! - [`classify`] says which messages stay plain (5.5); [`OpenError::wire_action`]
 //!   and [`error_response`] give the wire errors (5.6).
+//! - [`keylog`]: an explicit opt-in hook ([`Tunnel::set_key_log`], off by
+//!   default) that reports every KEK and CEK used, for debugging captures.
 //!
 //! Decisions where the spec is silent (each pinned by a test in
 //! `tests/tunnel_dialog.rs`):
@@ -28,6 +30,7 @@
 pub mod cms;
 pub mod error;
 pub mod kat;
+pub mod keylog;
 pub mod message;
 pub mod oids;
 mod open;
@@ -139,6 +142,8 @@ pub struct Tunnel {
     signers: SignerCache,
     sessions: SessionTable,
     rng: Box<dyn RandomSource>,
+    /// Debugging only: where used keys are reported (none by default).
+    key_log: Option<Box<dyn keylog::KeyLogSink>>,
 }
 
 impl Tunnel {
@@ -164,6 +169,22 @@ impl Tunnel {
             signers: SignerCache::new(64),
             sessions,
             rng,
+            key_log: None,
+        }
+    }
+
+    /// Turns the key log on (debugging only; off by default): from now on
+    /// every session KEK and message CEK this tunnel uses is reported to
+    /// `sink` after the message was sealed or opened. Whoever reads the
+    /// sink can decrypt those messages.
+    pub fn set_key_log(&mut self, sink: Box<dyn keylog::KeyLogSink>) {
+        self.key_log = Some(sink);
+    }
+
+    /// Reports a used key when the key log is on.
+    fn log_key(&mut self, entry: impl FnOnce() -> keylog::KeyLogEntry) {
+        if let Some(sink) = self.key_log.as_mut() {
+            sink.record(&entry());
         }
     }
 

@@ -1,6 +1,7 @@
 //! `Tunnel::open`: outer message in, verified inner message out (spec 5.1-5.4).
 
 use super::cms::{self, ContentKind, Direction, KeyTransport};
+use super::keylog::KeyLogEntry;
 use super::message::SipView;
 use super::outer;
 use super::seal::derive_kek;
@@ -197,9 +198,18 @@ impl Tunnel {
         // Every check passed: commit.
         let peer = {
             if let Some(new) = accepted.new_session.take() {
+                let kek = new.kek.clone();
+                self.log_key(|| KeyLogEntry::Kek { session_id, kek });
                 self.sessions.remember_id(session_id, body_hash, now);
                 self.sessions.insert(new);
             }
+            let (direction, seq) = (accepted.direction, accepted.seq);
+            self.log_key(|| KeyLogEntry::Cek {
+                session_id,
+                direction,
+                seq,
+                cek: cek.clone(),
+            });
             let s = self
                 .sessions
                 .get_mut(&session_id)

@@ -1,6 +1,7 @@
 //! `Tunnel::seal`: inner message in, outer message out (spec 5.1-5.4).
 
 use super::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, SignedAttrs, TunnelAttrs};
+use super::keylog::KeyLogEntry;
 use super::message::{SipView, StartLine};
 use super::outer;
 use super::session::{Role, Session};
@@ -200,6 +201,21 @@ impl Tunnel {
             .map_err(SealError::Internal)?;
 
         // Everything succeeded: commit.
+        if self.key_log.is_some() {
+            let (session_id, kek) = match &commit {
+                Commit::NewSession(s) => (s.session_id, Some(s.kek.clone())),
+                Commit::Later { session_id, .. } => (*session_id, None),
+            };
+            if let Some(kek) = kek {
+                self.log_key(|| KeyLogEntry::Kek { session_id, kek });
+            }
+            self.log_key(|| KeyLogEntry::Cek {
+                session_id,
+                direction,
+                seq,
+                cek: cek.clone(),
+            });
+        }
         match commit {
             Commit::NewSession(session) => self.sessions.insert(*session),
             Commit::Later {

@@ -116,3 +116,45 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// tshark capturing loopback traffic of `ports` into `path`, when
+/// `IBEPHONE_TEST_TSHARK=1` (else `None`: the caller checks without a
+/// live capture). Returns once the capture file exists.
+pub async fn start_tshark(path: &std::path::Path, ports: &[u16]) -> Option<std::process::Child> {
+    if std::env::var("IBEPHONE_TEST_TSHARK").as_deref() != Ok("1") {
+        eprintln!("IBEPHONE_TEST_TSHARK is not 1: no live capture in this test");
+        return None;
+    }
+    let child = std::process::Command::new(tool_path("tshark"))
+        .args(["-q", "-i", "lo", "-f"])
+        .arg(
+            ports
+                .iter()
+                .map(|p| format!("port {p}"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        )
+        .arg("-w")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("IBEPHONE_TEST_TSHARK=1 but tshark does not start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The file appears when dumpcap opens it, a moment before it captures.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    Some(child)
+}
+
+/// Stops a capture started by [`start_tshark`] (SIGINT: tshark flushes).
+pub async fn stop_tshark(child: std::process::Child) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let mut child = child;
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+}

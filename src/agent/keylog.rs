@@ -1,0 +1,82 @@
+//! `ibephone agent --keylog FILE`: the tunnel's key log written to a file,
+//! for debugging captures with `ibephone pcap decrypt`. Off unless asked
+//! for. The file is created with mode 0600 (an existing file readable by
+//! others is refused) and appended to, one line per key in the format of
+//! [`crate::tunnel::keylog`]; while it is on the agent warns about it.
+
+use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink, HEADER};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why the key log file cannot be used.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyLogFileError {
+    /// It cannot be created or opened.
+    #[error("cannot open key log {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It exists and others may read it.
+    #[error("key log {0} is readable by others; it holds call keys (chmod 600 or remove it)")]
+    Permissions(PathBuf),
+}
+
+/// The key log sink of an agent: appends each entry to a 0600 file.
+pub struct FileKeyLog {
+    path: PathBuf,
+    file: File,
+    failed: bool,
+}
+
+impl FileKeyLog {
+    /// Opens (creating with mode 0600) `path` for appending; a new file
+    /// starts with a comment line saying what it is.
+    pub fn open(path: &Path) -> Result<Self, KeyLogFileError> {
+        use std::fs::OpenOptions;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let open_err = |source| KeyLogFileError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(KeyLogFileError::Permissions(path.to_path_buf()));
+        }
+        if meta.len() == 0 {
+            file.write_all(HEADER.as_bytes()).map_err(open_err)?;
+        }
+        Ok(FileKeyLog {
+            path: path.to_path_buf(),
+            file,
+            failed: false,
+        })
+    }
+}
+
+impl KeyLogSink for FileKeyLog {
+    fn record(&mut self, entry: &KeyLogEntry) {
+        let line = entry.line();
+        if let Err(e) = self
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
+        {
+            if !self.failed {
+                tracing::error!(path = %self.path.display(), %e, "cannot write the key log");
+                self.failed = true;
+            }
+        }
+    }
+}
