@@ -34,6 +34,19 @@ pub struct UserRecord {
     pub enabled: bool,
 }
 
+impl Drop for UserRecord {
+    /// HA1 is password-equivalent for digest: wiped when the record goes.
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for h in [&mut self.ha1_md5, &mut self.ha1_sha256]
+            .into_iter()
+            .flatten()
+        {
+            h.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for UserRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UserRecord")
@@ -199,7 +212,8 @@ impl Registrar {
             .and_then(|r| match creds.algorithm {
                 Algorithm::Md5 => r.ha1_md5.clone(),
                 Algorithm::Sha256 => r.ha1_sha256.clone(),
-            });
+            })
+            .map(zeroize::Zeroizing::new);
         let ok = creds.realm == self.domain
             && creds.username == user
             && ha1.is_some_and(|h| creds.verify(&h, "REGISTER"));
