@@ -3,6 +3,7 @@
 # only those that are missing. Safe to run repeatedly; needs root (or sudo).
 set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
+packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
