@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
 packages+=(baresip-core)   # tests/baresip_interop.rs: a real plain SIP peer with SDES SRTP
+packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

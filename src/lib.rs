@@ -10,6 +10,7 @@
 //! - [`pkg_client`]: the PKG protocol client, its API types and key store.
 //! - [`agent`]: SIP core + tunnel + keys behind one command/event stream.
 //! - [`pcap`]: the Wireshark proof, judging captures against the spec.
+//! - `ui` (feature `gui`): the desktop softphone on top of the agent.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,3 +21,5 @@ pub mod pcap;
 pub mod pkg_client;
 pub mod sip;
 pub mod tunnel;
+#[cfg(feature = "gui")]
+pub mod ui;

@@ -105,8 +105,16 @@ fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         None => {
-            eprintln!("The desktop app is not part of this build yet; see `ibephone --help` for the tools.");
-            Ok(ExitCode::from(2))
+            #[cfg(feature = "gui")]
+            {
+                ibephone::ui::run_desktop()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            #[cfg(not(feature = "gui"))]
+            {
+                eprintln!("This build has no desktop app (feature `gui`); see `ibephone --help` for the tools.");
+                Ok(ExitCode::from(2))
+            }
         }
         Some(Command::Pcap {
             command: PcapCommand::Verify { file },

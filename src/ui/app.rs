@@ -1,0 +1,586 @@
+//! [`PhoneApp`]: the one state struct of the window. Each frame it takes
+//! the backend's waiting updates, folds them into its state
+//! ([`PhoneApp::apply`]) and draws the screen; user actions become
+//! backend requests. Nothing here waits on the network.
+
+use super::backend::{is_set_up, Backend, ReadyInfo, Request, Update};
+use super::contacts::ContactBook;
+use super::dial::{normalize, split_identity};
+use super::errors;
+use super::history::{CallRecord, Direction, History, Security};
+use super::settings::{AppDirs, Settings};
+use super::wizard::Wizard;
+use crate::agent::{AgentCommand, AgentEvent};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Which screen the window shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    /// First run (or after logging out).
+    Wizard,
+    /// Starting from stored keys.
+    Starting,
+    /// The phone.
+    Phone,
+}
+
+/// The tabs of the main window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    /// Dial field and pad.
+    Dial,
+    /// Address book.
+    Contacts,
+    /// Call history.
+    History,
+    /// Secure messages.
+    Messages,
+    /// Settings.
+    Settings,
+}
+
+/// The registration as the agent last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registration {
+    /// Not (yet) registered.
+    NotRegistered,
+    /// REGISTER sent, no answer yet.
+    Registering,
+    /// Registered for `expires` seconds at `since`.
+    Registered {
+        /// Granted lifetime, seconds.
+        expires: u32,
+    },
+    /// Refused or timed out; the sentence says what to do.
+    Failed(String),
+}
+
+/// Where a call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// We called, no answer yet.
+    Calling,
+    /// The callee's phone rings.
+    Ringing,
+    /// A call for us, not answered yet.
+    Incoming,
+    /// Talking since the instant.
+    Active(Instant),
+}
+
+/// Media security of a call, when the agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSecurity {
+    /// SRTP suite, e.g. `AES_CM_128_HMAC_SHA1_80`.
+    pub cipher: String,
+    /// Whether the media keys are beyond the provider's reach.
+    pub escrow_resistant: bool,
+    /// Short authentication string to read aloud.
+    pub sas: Option<String>,
+    /// The user's verdict on the SAS (None: not compared yet).
+    pub sas_matches: Option<bool>,
+}
+
+/// One call the phone knows about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The agent's call number.
+    pub id: u64,
+    /// The peer's address (URI).
+    pub peer: String,
+    /// Whether we placed it.
+    pub outgoing: bool,
+    /// Where it is.
+    pub phase: Phase,
+    /// The peer's verified identity (`ID` string), if proven.
+    pub verified: Option<String>,
+    /// Whether the signaling is tunneled.
+    pub tunneled: bool,
+    /// Start, Unix seconds (for the history).
+    pub started_unix: u64,
+    /// Microphone muted (local state; sent when the agent has `mute`).
+    pub muted: bool,
+    /// On hold (local state; sent when the agent has `hold`).
+    pub held: bool,
+    /// Digits typed during the call.
+    pub dtmf: String,
+    /// Media facts, when reported.
+    pub media: Option<MediaSecurity>,
+}
+
+/// Who wrote a chat line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author {
+    /// Us.
+    Me,
+    /// The peer.
+    Them,
+}
+
+/// One secure message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    /// Who wrote it.
+    pub author: Author,
+    /// The text.
+    pub text: String,
+    /// Security: for received lines as reported; for sent lines tunneled
+    /// by construction (the agent refuses to send otherwise under `require`).
+    pub security: Security,
+    /// For sent lines: None while in flight, then the final status.
+    pub status: Option<u16>,
+}
+
+/// An error or notice shown above the screen until dismissed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banner {
+    /// The sentence.
+    pub text: String,
+    /// An error (red) or a notice.
+    pub error: bool,
+}
+
+/// The whole window state.
+pub struct PhoneApp {
+    /// Where the files live.
+    pub dirs: AppDirs,
+    backend: Backend,
+    /// The saved settings.
+    pub settings: Settings,
+    /// The settings being edited (saved on "Apply").
+    pub settings_draft: Settings,
+    /// The first-run wizard.
+    pub wizard: Wizard,
+    /// The screen shown.
+    pub screen: Screen,
+    /// The tab shown on the phone screen.
+    pub tab: Tab,
+    /// Start-up progress (step, of, what) while starting from stored keys.
+    pub progress: Option<(u32, u32, String)>,
+    /// The running phone, once ready.
+    pub ready: Option<ReadyInfo>,
+    /// Registration state.
+    pub registration: Registration,
+    /// Banners, newest last.
+    pub banners: Vec<Banner>,
+    /// The dial field.
+    pub dial: String,
+    /// The address last dialed (for error sentences).
+    pub last_dialed: Option<String>,
+    /// Calls in progress.
+    pub calls: Vec<Call>,
+    /// Address book.
+    pub contacts: ContactBook,
+    /// The contact form (name, address, name being edited).
+    pub contact_form: (String, String, Option<String>),
+    /// Call history.
+    pub history: History,
+    /// Secure messages per peer AOR (memory only).
+    pub conversations: BTreeMap<String, Vec<ChatLine>>,
+    /// The conversation shown.
+    pub chat_peer: Option<String>,
+    /// The message being typed.
+    pub chat_input: String,
+    /// The address typed to start a new conversation.
+    pub chat_new_peer: String,
+    /// Whether the security panel is open during a call.
+    pub show_security: bool,
+    /// Asked to confirm logging out.
+    pub confirm_logout: bool,
+}
+
+impl PhoneApp {
+    /// The app for the files of `dirs`, waking `ctx` on backend updates.
+    /// With stored keys it starts the phone at once; otherwise the wizard.
+    /// A damaged contacts or history file is kept aside (a banner says so)
+    /// and the app starts with an empty one saved under another name.
+    pub fn new(dirs: AppDirs, ctx: egui::Context) -> Result<Self, super::UiError> {
+        let wake_ctx = ctx.clone();
+        let wake: super::backend::Waker = Arc::new(move || wake_ctx.request_repaint());
+        let mut banners = Vec::new();
+        let backend = Backend::start(dirs.clone(), wake)?;
+        let settings = note(
+            Settings::load(&dirs.settings()),
+            "Your settings",
+            &mut banners,
+        )
+        .unwrap_or_default();
+        let contacts = note(
+            ContactBook::load(&dirs.contacts()),
+            "Your contacts",
+            &mut banners,
+        )
+        .unwrap_or_else(|| ContactBook::empty(&dirs.root.join("contacts.recovered.json")));
+        let history = note(
+            History::load(&dirs.history()),
+            "Your call history",
+            &mut banners,
+        )
+        .unwrap_or_else(|| History::empty(&dirs.root.join("history.recovered.json")));
+        let set_up = is_set_up(&dirs);
+        let app = PhoneApp {
+            wizard: Wizard::from_settings(&settings),
+            settings_draft: settings.clone(),
+            settings,
+            dirs,
+            backend,
+            screen: if set_up {
+                Screen::Starting
+            } else {
+                Screen::Wizard
+            },
+            tab: Tab::Dial,
+            progress: None,
+            ready: None,
+            registration: Registration::NotRegistered,
+            banners,
+            dial: String::new(),
+            last_dialed: None,
+            calls: Vec::new(),
+            contacts,
+            contact_form: Default::default(),
+            history,
+            conversations: BTreeMap::new(),
+            chat_peer: None,
+            chat_input: String::new(),
+            chat_new_peer: String::new(),
+            show_security: true,
+            confirm_logout: false,
+        };
+        if set_up {
+            app.request(Request::StartStored {
+                settings: app.settings.clone(),
+            });
+        }
+        Ok(app)
+    }
+
+    /// Sends a request to the backend.
+    pub fn request(&self, r: Request) {
+        self.backend.send(r);
+    }
+
+    /// Sends a command to the agent.
+    pub fn command(&self, c: AgentCommand) {
+        self.backend.send(Request::Agent(c));
+    }
+
+    /// Shows a banner.
+    pub fn banner(&mut self, text: impl Into<String>, error: bool) {
+        let text = text.into();
+        if !self.banners.iter().any(|b| b.text == text) {
+            self.banners.push(Banner { text, error });
+        }
+    }
+
+    /// Our provider's domain (for completing `bob`).
+    pub fn domain(&self) -> String {
+        self.ready
+            .as_ref()
+            .map(|r| r.domain.clone())
+            .unwrap_or_default()
+    }
+
+    /// Takes every waiting update and draws one frame.
+    pub fn show(&mut self, ctx: &egui::Context) {
+        while let Some(u) = self.backend.try_recv() {
+            self.apply(u);
+        }
+        match self.screen {
+            Screen::Wizard => super::wizard::show(self, ctx),
+            Screen::Starting => super::wizard::show_starting(self, ctx),
+            Screen::Phone => super::main_window::show(self, ctx),
+        }
+        if self
+            .calls
+            .iter()
+            .any(|c| matches!(c.phase, Phase::Active(_)))
+        {
+            // The call timer.
+            ctx.request_repaint_after(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// Dials `input` (after checking it), or says what to type instead.
+    pub fn dial(&mut self, input: &str) {
+        match normalize(input, &self.domain()) {
+            Ok(uri) => {
+                self.last_dialed = Some(uri.clone());
+                self.command(AgentCommand::Call { to: uri });
+            }
+            Err(sentence) => self.banner(sentence, true),
+        }
+    }
+
+    /// Sends a secure message to `peer` (a canonical AOR).
+    pub fn send_message(&mut self, peer: &str, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        self.conversations
+            .entry(peer.to_string())
+            .or_default()
+            .push(ChatLine {
+                author: Author::Me,
+                text: text.to_string(),
+                security: Security::Unverified,
+                status: None,
+            });
+        self.command(AgentCommand::Message {
+            to: peer.to_string(),
+            text: text.to_string(),
+        });
+    }
+
+    /// Folds one backend update into the state.
+    pub fn apply(&mut self, u: Update) {
+        match u {
+            Update::Probed {
+                url,
+                cert_fingerprint,
+                params_fingerprint_display,
+                params_fingerprint,
+                domain,
+            } => self.wizard.probed(
+                url,
+                cert_fingerprint,
+                params_fingerprint_display,
+                params_fingerprint,
+                domain,
+            ),
+            Update::Progress { step, of, what } => {
+                if self.screen == Screen::Wizard {
+                    self.wizard.progress(step, of, what);
+                } else {
+                    self.progress = Some((step, of, what));
+                }
+            }
+            Update::Failed { message } => {
+                if self.screen == Screen::Wizard {
+                    self.wizard.failed(message);
+                } else {
+                    self.progress = None;
+                    self.banner(message, true);
+                }
+            }
+            Update::Ready(info) => {
+                if self.screen == Screen::Wizard {
+                    self.settings = self.wizard.settings(&self.settings);
+                    self.settings_draft = self.settings.clone();
+                }
+                self.wizard.ready();
+                self.ready = Some(info);
+                self.registration = Registration::Registering;
+                if self.screen == Screen::Starting {
+                    self.screen = Screen::Phone;
+                }
+            }
+            Update::KeysRenewed { periods } => {
+                if let Some(r) = &mut self.ready {
+                    r.periods = periods;
+                }
+            }
+            Update::Notice(text) => self.banner(text, false),
+            Update::LoggedOut => {
+                self.ready = None;
+                self.calls.clear();
+                self.conversations.clear();
+                self.registration = Registration::NotRegistered;
+                self.wizard = Wizard::from_settings(&self.settings);
+                self.screen = Screen::Wizard;
+                self.banner(
+                    "You are logged out; your keys are wiped from this computer.",
+                    false,
+                );
+            }
+            Update::Agent(e) => self.apply_event(e),
+        }
+    }
+
+    fn call_mut(&mut self, id: u64) -> Option<&mut Call> {
+        self.calls.iter_mut().find(|c| c.id == id)
+    }
+
+    fn apply_event(&mut self, e: AgentEvent) {
+        match e {
+            AgentEvent::Registered { expires } => {
+                self.registration = Registration::Registered { expires };
+                if self.screen == Screen::Wizard {
+                    self.screen = Screen::Phone;
+                    let who = self.ready.as_ref().map(|r| r.aor.clone()).unwrap_or_default();
+                    self.banner(
+                        format!("Your phone is ready: you can call and be called as {who}."),
+                        false,
+                    );
+                }
+            }
+            AgentEvent::RegistrationFailed { status } => {
+                let sentence = errors::registration_failed(status, &self.settings.sip_proxy);
+                if self.screen == Screen::Wizard {
+                    self.wizard.failed(sentence.clone());
+                }
+                self.registration = Registration::Failed(sentence);
+            }
+            AgentEvent::Unregistered => self.registration = Registration::NotRegistered,
+            AgentEvent::Calling { call, to } => self.calls.push(Call {
+                id: call,
+                peer: to,
+                outgoing: true,
+                phase: Phase::Calling,
+                verified: None,
+                tunneled: true,
+                started_unix: now_unix(),
+                muted: false,
+                held: false,
+                dtmf: String::new(),
+                media: None,
+            }),
+            AgentEvent::IncomingCall {
+                call,
+                from,
+                verified,
+                tunneled,
+            } => {
+                let peer = verified
+                    .as_deref()
+                    .map(|v| split_identity(v).0.to_string())
+                    .unwrap_or(from);
+                self.calls.push(Call {
+                    id: call,
+                    peer,
+                    outgoing: false,
+                    phase: Phase::Incoming,
+                    verified,
+                    tunneled,
+                    started_unix: now_unix(),
+                    muted: false,
+                    held: false,
+                    dtmf: String::new(),
+                    media: None,
+                });
+            }
+            AgentEvent::Ringing { call } => {
+                if let Some(c) = self.call_mut(call) {
+                    c.phase = Phase::Ringing;
+                }
+            }
+            AgentEvent::Answered {
+                call,
+                verified,
+                tunneled,
+            } => {
+                if let Some(c) = self.call_mut(call) {
+                    if !matches!(c.phase, Phase::Active(_)) {
+                        c.phase = Phase::Active(Instant::now());
+                    }
+                    if verified.is_some() {
+                        c.verified = verified;
+                    }
+                    c.tunneled = tunneled;
+                }
+            }
+            AgentEvent::Ended { call, reason } => {
+                let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
+                    return;
+                };
+                let c = self.calls.remove(pos);
+                let (direction, duration) = match (c.phase, c.outgoing) {
+                    (Phase::Active(t), true) => (Direction::Outgoing, Some(t.elapsed().as_secs())),
+                    (Phase::Active(t), false) => (Direction::Incoming, Some(t.elapsed().as_secs())),
+                    (_, true) => (Direction::Outgoing, None),
+                    (_, false) => (Direction::Missed, None),
+                };
+                if duration.is_none() && c.outgoing {
+                    if let Some(s) = errors::call_end(&reason, &c.peer) {
+                        self.banner(s, true);
+                    }
+                }
+                let record = CallRecord {
+                    direction,
+                    peer: c.peer.clone(),
+                    started_unix: c.started_unix,
+                    duration_secs: duration,
+                    security: Security::from_facts(c.verified.as_deref(), c.tunneled),
+                };
+                if let Err(e) = self.history.push(record) {
+                    self.banner(format!("The call history could not be saved ({e})."), true);
+                }
+            }
+            AgentEvent::MessageReceived {
+                from,
+                text,
+                verified,
+                tunneled,
+            } => {
+                let peer = verified
+                    .as_deref()
+                    .map(|v| split_identity(v).0.to_string())
+                    .or_else(|| normalize(&from, &self.domain()).ok())
+                    .unwrap_or(from);
+                self.conversations
+                    .entry(peer.clone())
+                    .or_default()
+                    .push(ChatLine {
+                        author: Author::Them,
+                        text,
+                        security: Security::from_facts(verified.as_deref(), tunneled),
+                        status: None,
+                    });
+                if self.chat_peer.is_none() {
+                    self.chat_peer = Some(peer);
+                }
+            }
+            AgentEvent::RequestCompleted { method, status } if method == "MESSAGE" => {
+                let pending = self
+                    .conversations
+                    .values_mut()
+                    .flat_map(|v| v.iter_mut())
+                    .find(|l| l.author == Author::Me && l.status.is_none());
+                if let Some(line) = pending {
+                    line.status = Some(status);
+                }
+                if status >= 300 {
+                    let peer = self.chat_peer.clone().unwrap_or_default();
+                    let sentence = errors::call_end(&format!("rejected {status}"), &peer)
+                        .unwrap_or_default()
+                        .replace("the call was not made", "the message was not delivered")
+                        .replace("The call", "The message");
+                    self.banner(sentence, true);
+                }
+            }
+            AgentEvent::Rejected { reason } => self.banner(
+                format!("An unprotected or damaged message was refused ({reason}). Nothing is needed from you."),
+                false,
+            ),
+            AgentEvent::Error { message } => {
+                let s = errors::agent_error(&message, self.last_dialed.as_deref());
+                self.banner(s, true);
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+}
+
+fn note<T>(r: Result<T, super::UiError>, what: &str, banners: &mut Vec<Banner>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            banners.push(Banner {
+                text: format!("{what} could not be read ({e}); starting without."),
+                error: true,
+            });
+            None
+        }
+    }
+}
+
+/// Seconds since 1970.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

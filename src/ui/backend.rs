@@ -1,0 +1,624 @@
+//! Everything slow, off the UI thread: the PKG (probe, login, key fetch,
+//! renewal), the key store, the sealed account password and the agent.
+//! The window sends [`Request`]s and polls [`Update`]s; every update
+//! wakes it through the [`Waker`] (`ctx.request_repaint()`), so the window
+//! never waits on the network.
+
+use super::errors::pkg_error;
+use super::settings::{file_err, AppDirs, Settings};
+use super::UiError;
+use crate::agent::config::AgentConfig;
+use crate::agent::headless::{self, RunningAgent};
+use crate::agent::{AgentCommand, AgentEvent};
+use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
+use crate::pkg_client::api::SecretString;
+use crate::pkg_client::seal::{replace_secret_file, SealKey};
+use crate::pkg_client::tls::fingerprint_hex;
+use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Wakes the window when an update is waiting (`ctx.request_repaint()`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// What the window asks the backend.
+#[derive(Debug)]
+pub enum Request {
+    /// First contact with a provider: report its certificate and
+    /// parameter fingerprints for the user to confirm. Nothing is stored.
+    Probe {
+        /// `https://host:port`.
+        url: String,
+    },
+    /// Log in with the confirmed certificate, fetch keys (previous,
+    /// current and next period), store them with the pin and the
+    /// password, start the agent and register.
+    Setup {
+        /// The settings to save and run with.
+        settings: Settings,
+        /// The confirmed certificate fingerprint.
+        pin: [u8; 32],
+        /// The confirmed parameter fingerprint.
+        params_fingerprint: [u8; 32],
+        /// The account password.
+        password: SecretString,
+    },
+    /// Start (or restart) the agent from the stored keys, renewing keys
+    /// of this and the next period without asking when they are missing.
+    StartStored {
+        /// The settings to run with.
+        settings: Settings,
+    },
+    /// A command for the running agent.
+    Agent(AgentCommand),
+    /// Stop the agent and wipe the keys and the stored password.
+    LogOut,
+}
+
+/// What the backend reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// The provider answered a probe.
+    Probed {
+        /// The URL probed.
+        url: String,
+        /// SHA-256 of its TLS certificate.
+        cert_fingerprint: [u8; 32],
+        /// Fingerprint of its parameters (as shown to people).
+        params_fingerprint_display: String,
+        /// Fingerprint of its parameters.
+        params_fingerprint: [u8; 32],
+        /// The provider's domain.
+        domain: String,
+    },
+    /// Setup or start-up is at `step` of `of`.
+    Progress {
+        /// Current step, from 1.
+        step: u32,
+        /// Number of steps.
+        of: u32,
+        /// What is happening, for people.
+        what: String,
+    },
+    /// Probe, setup or start-up failed; a sentence for people.
+    Failed {
+        /// What went wrong and what to do.
+        message: String,
+    },
+    /// The agent runs (registration follows as an agent event).
+    Ready(ReadyInfo),
+    /// Keys were renewed in the background.
+    KeysRenewed {
+        /// The periods now stored.
+        periods: Vec<String>,
+    },
+    /// An event of the agent.
+    Agent(AgentEvent),
+    /// Something the user should know that does not stop the phone.
+    Notice(String),
+    /// Keys and password are wiped; the wizard can start over.
+    LoggedOut,
+}
+
+/// The facts the window shows once the phone runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInfo {
+    /// Our canonical AOR.
+    pub aor: String,
+    /// Our provider's domain.
+    pub domain: String,
+    /// Periods we hold keys for, sorted.
+    pub periods: Vec<String>,
+    /// Our provider's parameter fingerprint (as shown to people).
+    pub params_fingerprint: String,
+    /// The pinned PKG certificate fingerprint (hex).
+    pub pkg_fingerprint: Option<String>,
+    /// Our SIP address.
+    pub local: SocketAddr,
+}
+
+/// The window's handle on the backend.
+pub struct Backend {
+    runtime: Option<tokio::runtime::Runtime>,
+    requests: mpsc::UnboundedSender<Request>,
+    updates: std::sync::mpsc::Receiver<Update>,
+}
+
+impl Backend {
+    /// Starts the backend's runtime (two worker threads) for the files of
+    /// `dirs`.
+    pub fn start(dirs: AppDirs, wake: Waker) -> Result<Self, UiError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ibephone-backend")
+            .enable_all()
+            .build()
+            .map_err(|e| UiError::Window(format!("cannot start the background runtime: {e}")))?;
+        let (requests, rx) = mpsc::unbounded_channel();
+        let (tx, updates) = std::sync::mpsc::channel();
+        let reporter = Reporter { tx, wake };
+        runtime.spawn(worker(dirs, rx, reporter));
+        Ok(Backend {
+            runtime: Some(runtime),
+            requests,
+            updates,
+        })
+    }
+
+    /// Queues a request (never blocks).
+    pub fn send(&self, r: Request) {
+        let _ = self.requests.send(r);
+    }
+
+    /// The next waiting update, if any (never blocks).
+    pub fn try_recv(&self) -> Option<Update> {
+        self.updates.try_recv().ok()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // Leave the registrar cleanly, then stop without waiting long.
+        let _ = self.requests.send(Request::Agent(AgentCommand::Unregister));
+        if let Some(rt) = self.runtime.take() {
+            std::thread::sleep(Duration::from_millis(100));
+            rt.shutdown_timeout(Duration::from_millis(500));
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Reporter {
+    tx: std::sync::mpsc::Sender<Update>,
+    wake: Waker,
+}
+
+impl Reporter {
+    fn send(&self, u: Update) {
+        let _ = self.tx.send(u);
+        (self.wake)();
+    }
+
+    fn progress(&self, step: u32, of: u32, what: &str) {
+        self.send(Update::Progress {
+            step,
+            of,
+            what: what.into(),
+        });
+    }
+
+    fn fail(&self, message: String) {
+        self.send(Update::Failed { message });
+    }
+}
+
+struct Worker {
+    dirs: AppDirs,
+    report: Reporter,
+    agent: Option<mpsc::Sender<AgentCommand>>,
+}
+
+async fn worker(dirs: AppDirs, mut rx: mpsc::UnboundedReceiver<Request>, report: Reporter) {
+    let mut w = Worker {
+        dirs,
+        report,
+        agent: None,
+    };
+    while let Some(r) = rx.recv().await {
+        match r {
+            Request::Probe { url } => w.probe(url).await,
+            Request::Setup {
+                settings,
+                pin,
+                params_fingerprint,
+                password,
+            } => {
+                if let Err(message) = w.setup(settings, pin, params_fingerprint, password).await {
+                    w.report.fail(message);
+                }
+            }
+            Request::StartStored { settings } => {
+                if let Err(message) = w.start_stored(settings).await {
+                    w.report.fail(message);
+                }
+            }
+            Request::Agent(cmd) => match &w.agent {
+                Some(a) => {
+                    if a.send(cmd).await.is_err() {
+                        w.report.send(Update::Notice(
+                            "The phone stopped; restart ibephone.".into(),
+                        ));
+                    }
+                }
+                None => w.report.send(Update::Notice(
+                    "The phone is not running yet; wait until it says Ready.".into(),
+                )),
+            },
+            Request::LogOut => {
+                w.stop_agent().await;
+                match wipe(&w.dirs) {
+                    Ok(()) => w.report.send(Update::LoggedOut),
+                    Err(e) => w.report.fail(format!(
+                        "Your keys could not be removed ({e}). Delete the folder {} by hand.",
+                        w.dirs.keys().display()
+                    )),
+                }
+            }
+        }
+    }
+    w.stop_agent().await;
+}
+
+impl Worker {
+    async fn probe(&mut self, url: String) {
+        let url = url.trim().to_string();
+        let client = match PkgClient::new(&url, None) {
+            Ok(c) => c,
+            Err(e) => return self.report.fail(pkg_error(&e, &url)),
+        };
+        match client.params().await {
+            Ok(params) => match client.last_seen_fingerprint() {
+                Some(fp) => self.report.send(Update::Probed {
+                    url,
+                    cert_fingerprint: fp,
+                    params_fingerprint_display: params.fingerprint_display(),
+                    params_fingerprint: params.fingerprint(),
+                    domain: params.domain().to_string(),
+                }),
+                None => self.report.fail(format!(
+                    "The provider at {url} did not show a certificate. Check the address."
+                )),
+            },
+            Err(e) => self.report.fail(pkg_error(&e, &url)),
+        }
+    }
+
+    async fn setup(
+        &mut self,
+        settings: Settings,
+        pin: [u8; 32],
+        params_fingerprint: [u8; 32],
+        password: SecretString,
+    ) -> Result<(), String> {
+        const STEPS: u32 = 4;
+        let url = settings.pkg_url.trim().to_string();
+        let pkg = |e: PkgClientError| pkg_error(&e, &url);
+        self.report
+            .progress(1, STEPS, "Logging in to your provider");
+        let client = PkgClient::new(&url, Some(pin)).map_err(pkg)?;
+        let session = client
+            .login(settings.user.trim(), &password)
+            .await
+            .map_err(pkg)?;
+        self.report.progress(2, STEPS, "Fetching your keys");
+        let params = client.params().await.map_err(pkg)?;
+        if params.fingerprint() != params_fingerprint {
+            return Err("The provider's parameters changed since you confirmed them. Start again and compare the fingerprint with your provider's.".into());
+        }
+        let periods = key_periods(now_unix());
+        let keys = client
+            .fetch_keys(&session, &params, &periods)
+            .await
+            .map_err(pkg)?;
+        let _ = client.logout(&session).await;
+        self.report
+            .progress(3, STEPS, "Saving your keys on this computer");
+        let dirs = self.dirs.clone();
+        let saved = settings.clone();
+        let pw = password.clone();
+        let p2 = params.clone();
+        let k2 = keys.clone();
+        tokio::task::spawn_blocking(move || save_account(&dirs, &saved, pin, &p2, &k2, &pw))
+            .await
+            .map_err(|e| format!("Saving failed ({e}). Try again."))??;
+        self.report
+            .progress(4, STEPS, "Registering with the network");
+        self.run_agent(&settings, &session.aor, params, keys, &password, Some(pin))
+            .await
+    }
+
+    async fn start_stored(&mut self, settings: Settings) -> Result<(), String> {
+        self.stop_agent().await;
+        let dirs = self.dirs.clone();
+        let opened = tokio::task::spawn_blocking(move || load_account(&dirs))
+            .await
+            .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
+        let (params, mut keys, pin, password) = opened;
+        let current = Period::month_at(now_unix());
+        let has =
+            |keys: &[PrivateKeys], p: &Period| keys.iter().any(|k| k.identity().period() == p);
+        let aor = keys
+            .first()
+            .map(|k| k.identity().aor().clone())
+            .ok_or("No keys are stored. Log out and set up the phone again.")?;
+        if !has(&keys, &current) {
+            // The phone cannot decrypt calls of this month: renew first.
+            self.report
+                .progress(1, 2, "Fetching your keys for this month");
+            match self.renew(&settings, &params, pin, &password).await {
+                Ok(fresh) => {
+                    keys = fresh;
+                    self.report.send(Update::KeysRenewed {
+                        periods: periods_of(&keys),
+                    });
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "Your keys for {current} are missing and could not be fetched: {e}"
+                    ))
+                }
+            }
+            self.report.progress(2, 2, "Registering with the network");
+        }
+        let next_missing = current.next_month().is_ok_and(|n| !has(&keys, &n));
+        self.run_agent(&settings, &aor, params.clone(), keys, &password, pin)
+            .await?;
+        if next_missing {
+            // Next month's keys, fetched ahead without asking.
+            let report = self.report.clone();
+            let dirs = self.dirs.clone();
+            tokio::spawn(async move {
+                match renew_keys(&dirs, &settings, &params, pin, &password).await {
+                    Ok(keys) => report.send(Update::KeysRenewed {
+                        periods: periods_of(&keys),
+                    }),
+                    Err(e) => report.send(Update::Notice(format!(
+                        "Next month's keys could not be fetched yet ({e}); the phone tries again at the next start."
+                    ))),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn renew(
+        &self,
+        settings: &Settings,
+        params: &PublicParams,
+        pin: Option<[u8; 32]>,
+        password: &SecretString,
+    ) -> Result<Vec<PrivateKeys>, String> {
+        renew_keys(&self.dirs, settings, params, pin, password).await
+    }
+
+    async fn run_agent(
+        &mut self,
+        settings: &Settings,
+        aor: &Aor,
+        params: PublicParams,
+        keys: Vec<PrivateKeys>,
+        password: &SecretString,
+        pin: Option<[u8; 32]>,
+    ) -> Result<(), String> {
+        let listen: SocketAddr = settings.sip_listen.trim().parse().map_err(|_| {
+            format!(
+                "The phone's own address {:?} is not an ip:port such as 127.0.0.1:5070. Correct it in Settings.",
+                settings.sip_listen
+            )
+        })?;
+        let proxy: SocketAddr = settings.sip_proxy.trim().parse().map_err(|_| {
+            format!(
+                "The SIP proxy {:?} is not an ip:port such as 127.0.0.1:5060. Correct it in Settings.",
+                settings.sip_proxy
+            )
+        })?;
+        let info = ReadyInfo {
+            aor: aor.as_str().to_string(),
+            domain: params.domain().to_string(),
+            periods: periods_of(&keys),
+            params_fingerprint: params.fingerprint_display(),
+            pkg_fingerprint: pin.as_ref().map(fingerprint_hex),
+            local: listen,
+        };
+        let config = AgentConfig {
+            aor: aor.clone(),
+            password: zeroize::Zeroizing::new(password.expose().to_string()),
+            listen,
+            proxy,
+            policy: settings.policy,
+            privacy: settings.privacy,
+            params,
+            trusted: vec![],
+            keys,
+        };
+        let RunningAgent {
+            commands,
+            mut events,
+            local,
+        } = headless::start(config).await.map_err(|e| match e {
+            headless::StartError::Bind { addr, .. } => format!(
+                "The phone cannot use the address {addr} (another program may use it). Choose another in Settings."
+            ),
+            other => format!("The stored keys do not fit this account ({other}). Log out and set up again."),
+        })?;
+        let report = self.report.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                report.send(Update::Agent(e));
+            }
+        });
+        let _ = commands.send(AgentCommand::Register).await;
+        self.agent = Some(commands);
+        self.report.send(Update::Ready(ReadyInfo { local, ..info }));
+        Ok(())
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some(a) = self.agent.take() {
+            let _ = a.send(AgentCommand::Unregister).await;
+            // Give the un-REGISTER a moment on the wire; dropping the
+            // sender then stops the driver and frees the socket.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Logs in with the stored password and fetches the keys of this and the
+/// next period, storing them; returns every stored key.
+async fn renew_keys(
+    dirs: &AppDirs,
+    settings: &Settings,
+    params: &PublicParams,
+    pin: Option<[u8; 32]>,
+    password: &SecretString,
+) -> Result<Vec<PrivateKeys>, String> {
+    let url = settings.pkg_url.trim().to_string();
+    let pkg = |e: PkgClientError| pkg_error(&e, &url);
+    let client = PkgClient::new(&url, pin).map_err(pkg)?;
+    let session = client
+        .login(settings.user.trim(), password)
+        .await
+        .map_err(pkg)?;
+    let current = Period::month_at(now_unix());
+    let mut periods = vec![current.clone()];
+    if let Ok(n) = current.next_month() {
+        periods.push(n);
+    }
+    let keys = client
+        .fetch_keys(&session, params, &periods)
+        .await
+        .map_err(pkg)?;
+    let _ = client.logout(&session).await;
+    let dirs = dirs.clone();
+    let params = params.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile)
+            .map_err(|e| pkg_error(&e, "this computer"))?;
+        s.put_keys(&params, &keys)
+            .map_err(|e| pkg_error(&e, "this computer"))?;
+        s.keys().map_err(|e| pkg_error(&e, "this computer"))
+    })
+    .await
+    .map_err(|e| format!("saving failed ({e})"))?
+}
+
+/// The periods a new phone asks for: previous (calls sealed just before
+/// the month changed), current and next (renewal ahead).
+pub fn key_periods(now_unix: u64) -> Vec<Period> {
+    let current = Period::month_at(now_unix);
+    let mut v = Vec::with_capacity(3);
+    if let Ok(p) = current.previous_month() {
+        v.push(p);
+    }
+    v.push(current.clone());
+    if let Ok(n) = current.next_month() {
+        v.push(n);
+    }
+    v
+}
+
+fn periods_of(keys: &[PrivateKeys]) -> Vec<String> {
+    let mut v: Vec<String> = keys
+        .iter()
+        .map(|k| k.identity().period().as_str().to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+const ACCOUNT_AAD: &[u8] = b"ibephone-account-v1";
+
+fn account_key(dirs: &AppDirs) -> Result<SealKey, String> {
+    std::fs::create_dir_all(dirs.keys())
+        .map_err(|e| format!("Cannot create {} ({e}).", dirs.keys().display()))?;
+    SealKey::load_or_create_file(&dirs.keys().join(store::KEY_FILE))
+        .map(|k| k.derive(b"ibephone account v1"))
+        .map_err(|e| format!("Cannot open the key file ({e})."))
+}
+
+fn save_account(
+    dirs: &AppDirs,
+    settings: &Settings,
+    pin: [u8; 32],
+    params: &PublicParams,
+    keys: &[PrivateKeys],
+    password: &SecretString,
+) -> Result<(), String> {
+    let here = |e: PkgClientError| pkg_error(&e, "this computer");
+    // A new setup replaces whatever account was stored before.
+    let _ = std::fs::remove_file(dirs.keys().join(store::STORE_FILE));
+    let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).map_err(here)?;
+    s.put_keys(params, keys).map_err(here)?;
+    s.set_pkg_pin(pin).map_err(here)?;
+    let sealed = account_key(dirs)?
+        .seal(ACCOUNT_AAD, password.expose().as_bytes())
+        .map_err(|e| format!("Cannot protect your password ({e})."))?;
+    replace_secret_file(&dirs.account(), sealed.as_bytes())
+        .map_err(|e| file_err(&dirs.account(), e).to_string())?;
+    settings.save(&dirs.settings()).map_err(|e| e.to_string())
+}
+
+type Account = (
+    PublicParams,
+    Vec<PrivateKeys>,
+    Option<[u8; 32]>,
+    SecretString,
+);
+
+fn load_account(dirs: &AppDirs) -> Result<Account, String> {
+    let here = |e: PkgClientError| {
+        format!(
+            "{} Log out and set up the phone again if it persists.",
+            pkg_error(&e, "this computer")
+        )
+    };
+    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).map_err(here)?;
+    let params = s
+        .params()
+        .map_err(here)?
+        .ok_or("No keys are stored. Set up the phone first.")?;
+    let keys = s.keys().map_err(here)?;
+    let text = std::fs::read_to_string(dirs.account())
+        .map_err(|_| "The stored password is missing. Log out and set up the phone again.")?;
+    let plain = account_key(dirs)?
+        .open(ACCOUNT_AAD, &text)
+        .map_err(|_| "The stored password cannot be read. Log out and set up the phone again.")?;
+    let password = SecretString::new(
+        String::from_utf8(plain.to_vec())
+            .map_err(|_| "The stored password is damaged. Log out and set up again.")?,
+    );
+    Ok((params, keys, s.pkg_pin(), password))
+}
+
+/// Whether `dirs` holds a set-up phone (keys and the sealed password).
+pub fn is_set_up(dirs: &AppDirs) -> bool {
+    dirs.keys().join(store::STORE_FILE).exists() && dirs.account().exists()
+}
+
+/// Removes the key store, its key file and the sealed password.
+fn wipe(dirs: &AppDirs) -> std::io::Result<()> {
+    for f in [dirs.account()] {
+        match std::fs::remove_file(&f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    match std::fs::remove_dir_all(dirs.keys()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_asked_for() {
+        // 2026-12-01: November, December and January.
+        let v = key_periods(1_796_083_200);
+        let s: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
+        assert_eq!(s, ["2026-11", "2026-12", "2027-01"]);
+    }
+}

@@ -1,0 +1,245 @@
+//! The call views: an incoming call (caller with a "verified" badge only
+//! when the caller's signature verified, otherwise a warning; answer or
+//! reject) and the call in progress (timer, hang up, mute/hold/DTMF, and
+//! the security panel).
+//!
+//! Mute, hold and DTMF need agent commands that the media engine brings;
+//! until the agent has them the buttons are shown disabled with a note,
+//! never pretending to work.
+
+use super::app::{Call, Phase, PhoneApp};
+use super::dial::{split_identity, PAD};
+use super::history::format_duration;
+use super::main_window::{GREEN, RED};
+use crate::agent::AgentCommand;
+
+/// The "verified: sip:alice@…" badge, or the warning for an unproven caller.
+pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
+    match (&c.verified, c.tunneled) {
+        (Some(id), true) => {
+            let (aor, _) = split_identity(id);
+            ui.colored_label(GREEN, format!("✔ verified: {aor}"));
+        }
+        (_, true) => {
+            ui.colored_label(
+                RED,
+                "⚠ identity NOT verified: encrypted, but anyone could claim this name",
+            );
+        }
+        (_, false) => {
+            ui.colored_label(
+                RED,
+                "⚠ NOT encrypted and NOT verified: do not trust this caller's name",
+            );
+        }
+    }
+}
+
+/// Draws every incoming call with answer and reject.
+pub fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
+    let mut cmds = Vec::new();
+    for c in app.calls.iter().filter(|c| c.phase == Phase::Incoming) {
+        ui.group(|ui| {
+            ui.heading(format!("Incoming call from {}", contact_name(app, &c.peer)));
+            identity_badge(ui, c);
+            ui.horizontal(|ui| {
+                if ui.button("Answer").clicked() {
+                    cmds.push(AgentCommand::Answer { call: c.id });
+                }
+                if ui.button("Reject").clicked() {
+                    cmds.push(AgentCommand::Reject {
+                        call: c.id,
+                        status: Some(603),
+                    });
+                }
+            });
+        });
+    }
+    for c in cmds {
+        app.command(c);
+    }
+}
+
+fn contact_name(app: &PhoneApp, uri: &str) -> String {
+    match app.contacts.find_by_uri(uri, &app.domain()) {
+        Some(c) => format!("{} ({uri})", c.name),
+        None => uri.to_string(),
+    }
+}
+
+/// Draws the call in progress (the first one that is not incoming).
+pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
+    let Some(idx) = app.calls.iter().position(|c| c.phase != Phase::Incoming) else {
+        return;
+    };
+    let c = app.calls[idx].clone();
+    let mut cmds = Vec::new();
+    ui.heading(contact_name(app, &c.peer));
+    match c.phase {
+        Phase::Calling => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Calling…");
+            });
+        }
+        Phase::Ringing => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Ringing…");
+            });
+        }
+        Phase::Active(since) => {
+            ui.label(format!(
+                "In call {}",
+                format_duration(since.elapsed().as_secs())
+            ));
+        }
+        Phase::Incoming => {}
+    }
+    if matches!(c.phase, Phase::Active(_)) {
+        identity_badge(ui, &c);
+    }
+    ui.add_space(6.0);
+    ui.horizontal(|ui| {
+        if ui
+            .add(egui::Button::new("Hang up").fill(egui::Color32::from_rgb(180, 40, 40)))
+            .clicked()
+        {
+            cmds.push(AgentCommand::Hangup { call: c.id });
+        }
+        let note = "Needs the media engine, which this build's agent does not drive yet";
+        ui.add_enabled(
+            false,
+            egui::Button::new(if c.muted { "Unmute" } else { "Mute" }),
+        )
+        .on_disabled_hover_text(note);
+        ui.add_enabled(
+            false,
+            egui::Button::new(if c.held { "Resume" } else { "Hold" }),
+        )
+        .on_disabled_hover_text(note);
+        ui.toggle_value(&mut app.show_security, "🔒 Security");
+    });
+    if matches!(c.phase, Phase::Active(_)) {
+        ui.add_space(4.0);
+        ui.label("Keypad (DTMF)");
+        egui::Grid::new("dtmf").spacing([4.0, 4.0]).show(ui, |ui| {
+            for (i, k) in PAD.iter().enumerate() {
+                ui.add_enabled(false, egui::Button::new(k.to_string()))
+                    .on_disabled_hover_text("DTMF needs the media engine");
+                if i % 3 == 2 {
+                    ui.end_row();
+                }
+            }
+        });
+    }
+    if app.show_security && matches!(c.phase, Phase::Active(_)) {
+        ui.separator();
+        security_panel(app, ui, idx);
+    }
+    for cmd in cmds {
+        app.command(cmd);
+    }
+}
+
+/// The security facts of call `idx`.
+pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
+    let c = app.calls[idx].clone();
+    let provider = app
+        .ready
+        .as_ref()
+        .map(|r| r.params_fingerprint.clone())
+        .unwrap_or_default();
+    ui.heading("Security");
+    egui::Grid::new("security")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            ui.label("Signaling");
+            if c.tunneled {
+                ui.colored_label(
+                    GREEN,
+                    format!(
+                        "tunnel on ({}: CMS AuthEnvelopedData, AES-256-GCM, IBE over BLS12-381)",
+                        crate::ibe::params::SUITE
+                    ),
+                );
+            } else {
+                ui.colored_label(RED, "NOT tunneled: anyone on the network can read it");
+            }
+            ui.end_row();
+            ui.label(if c.outgoing {
+                "Callee identity"
+            } else {
+                "Caller identity"
+            });
+            match &c.verified {
+                Some(id) => ui.colored_label(GREEN, format!("verified: {}", split_identity(id).0)),
+                None => ui.colored_label(RED, "not verified"),
+            };
+            ui.end_row();
+            ui.label("Key period");
+            ui.label(
+                c.verified
+                    .as_deref()
+                    .and_then(|id| split_identity(id).1)
+                    .unwrap_or("unknown"),
+            );
+            ui.end_row();
+            ui.label("Provider fingerprint");
+            ui.monospace(provider);
+            ui.end_row();
+            match &c.media {
+                Some(m) => {
+                    ui.label("Media cipher");
+                    ui.label(&m.cipher);
+                    ui.end_row();
+                    ui.label("Escrow-resistant");
+                    if m.escrow_resistant {
+                        ui.colored_label(GREEN, "yes: the provider cannot listen in");
+                    } else {
+                        ui.colored_label(RED, "no: the provider could derive the media keys");
+                    }
+                    ui.end_row();
+                }
+                None => {
+                    ui.label("Media");
+                    ui.label("not reported by the agent for this call");
+                    ui.end_row();
+                }
+            }
+        });
+    let sas = c
+        .media
+        .as_ref()
+        .and_then(|m| m.sas.clone().map(|s| (s, m.sas_matches)));
+    if let Some((sas, verdict)) = sas {
+        ui.add_space(6.0);
+        ui.label("Read this code aloud; the other side must see the same:");
+        ui.heading(&sas);
+        let mut set = None;
+        ui.horizontal(|ui| {
+            if ui.button("Matches").clicked() {
+                set = Some(true);
+            }
+            if ui.button("Does not match").clicked() {
+                set = Some(false);
+            }
+        });
+        match verdict {
+            Some(true) => {
+                ui.colored_label(GREEN, "Code confirmed: nobody is in between.");
+            }
+            Some(false) => {
+                ui.colored_label(
+                    RED,
+                    "The codes differ: someone may be listening. Hang up and call again.",
+                );
+            }
+            None => {}
+        }
+        if let (Some(v), Some(m)) = (set, app.calls[idx].media.as_mut()) {
+            m.sas_matches = Some(v);
+        }
+    }
+}

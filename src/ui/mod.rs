@@ -1,0 +1,91 @@
+//! The desktop softphone (eframe/egui): one more subscriber of the agent's
+//! [`AgentEvent`](crate::agent::AgentEvent) stream and sender of its
+//! [`AgentCommand`](crate::agent::AgentCommand)s, never a second
+//! implementation of call logic.
+//!
+//! - [`app`]: [`PhoneApp`], the one state struct; it draws each frame and
+//!   folds the backend's updates into its state.
+//! - [`backend`]: everything slow (PKG login and key fetch, key store,
+//!   the agent itself) on a tokio runtime off the UI thread; results come
+//!   back through a channel and wake the window with `request_repaint`.
+//! - [`wizard`], [`main_window`], [`call_view`], [`contacts_view`],
+//!   [`settings_view`]: the screens, each drawing from [`PhoneApp`].
+//! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
+//!   plain data and rules behind the screens (no egui), testable alone.
+//!
+//! Files live in one data directory ([`AppDirs`]): `settings.json`,
+//! `contacts.json`, `history.json` (not secret), `keys/` (the sealed
+//! [`KeyStore`](crate::pkg_client::KeyStore) with the PKG pin) and
+//! `account.sealed` (the account password, sealed under the key store's
+//! key file, needed to register and to renew keys without asking).
+//! Secure messages stay in memory only: nothing readable about a
+//! conversation is written to disk.
+
+pub mod app;
+pub mod backend;
+pub mod call_view;
+pub mod contacts;
+pub mod contacts_view;
+pub mod dial;
+pub mod errors;
+pub mod history;
+pub mod main_window;
+pub mod settings;
+pub mod settings_view;
+pub mod wizard;
+
+pub use app::PhoneApp;
+pub use settings::{AppDirs, Settings};
+
+use thiserror::Error;
+
+/// What can go wrong in the app's own files and start-up.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum UiError {
+    /// A file of the data directory could not be read or written.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// The user's input is not acceptable (the text says what to change).
+    #[error("{0}")]
+    Input(String),
+    /// No data directory could be found for this user.
+    #[error("no data directory for this user; set IBEPHONE_DATA_DIR")]
+    NoDataDir,
+    /// The window could not be opened.
+    #[error("cannot open the window: {0}")]
+    Window(String),
+}
+
+/// Opens the window and runs until it is closed. The data directory is
+/// `IBEPHONE_DATA_DIR` when set, else the platform's data directory.
+pub fn run_desktop() -> Result<(), UiError> {
+    let dirs = AppDirs::from_env().ok_or(UiError::NoDataDir)?;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("ibephone")
+            .with_inner_size([760.0, 560.0])
+            .with_min_inner_size([520.0, 420.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "ibephone",
+        options,
+        Box::new(move |cc| {
+            let app = PhoneApp::new(dirs, cc.egui_ctx.clone())?;
+            Ok(Box::new(app) as Box<dyn eframe::App>)
+        }),
+    )
+    .map_err(|e| UiError::Window(e.to_string()))
+}
+
+impl eframe::App for PhoneApp {
+    fn update(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.show(ctx);
+    }
+}

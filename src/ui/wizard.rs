@@ -1,0 +1,292 @@
+//! The first-run wizard: provider address, user name and password (SIP
+//! addresses under "Advanced"); then the provider's certificate and
+//! parameter fingerprints to confirm; then login, key fetch and
+//! registration with a visible progress bar, until the phone is ready.
+
+use super::app::PhoneApp;
+use super::backend::Request;
+use super::settings::Settings;
+use crate::pkg_client::tls::fingerprint_hex;
+use zeroize::Zeroizing;
+
+/// Where the wizard is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Asking for the account.
+    Account,
+    /// Contacting the provider for its fingerprints.
+    Probing,
+    /// Showing the fingerprints to confirm.
+    Confirm {
+        /// The URL probed.
+        url: String,
+        /// Certificate SHA-256.
+        cert: [u8; 32],
+        /// Parameter fingerprint as shown to people.
+        params_display: String,
+        /// Parameter fingerprint.
+        params: [u8; 32],
+        /// The provider's domain.
+        domain: String,
+    },
+    /// Logging in, fetching keys, registering.
+    Working {
+        /// Step from 1.
+        step: u32,
+        /// Steps.
+        of: u32,
+        /// What happens.
+        what: String,
+    },
+    /// The agent runs; waiting for the registration.
+    Registering,
+}
+
+/// The wizard's fields and step.
+pub struct Wizard {
+    /// Provider address.
+    pub url: String,
+    /// User name.
+    pub user: String,
+    /// Password (wiped on drop).
+    pub password: Zeroizing<String>,
+    /// SIP proxy `ip:port`.
+    pub sip_proxy: String,
+    /// Our SIP address `ip:port`.
+    pub sip_listen: String,
+    /// The step shown.
+    pub step: Step,
+    /// The last error sentence.
+    pub error: Option<String>,
+}
+
+impl Wizard {
+    /// A wizard prefilled from saved settings (never the password).
+    pub fn from_settings(s: &Settings) -> Self {
+        Wizard {
+            url: s.pkg_url.clone(),
+            user: s.user.clone(),
+            password: Zeroizing::new(String::new()),
+            sip_proxy: s.sip_proxy.clone(),
+            sip_listen: s.sip_listen.clone(),
+            step: Step::Account,
+            error: None,
+        }
+    }
+
+    /// The settings this wizard sets up, the rest taken from `base`.
+    pub fn settings(&self, base: &Settings) -> Settings {
+        Settings {
+            pkg_url: self.url.trim().to_string(),
+            user: self.user.trim().to_string(),
+            sip_proxy: self.sip_proxy.trim().to_string(),
+            sip_listen: self.sip_listen.trim().to_string(),
+            ..base.clone()
+        }
+    }
+
+    pub(crate) fn probed(
+        &mut self,
+        url: String,
+        cert: [u8; 32],
+        params_display: String,
+        params: [u8; 32],
+        domain: String,
+    ) {
+        self.error = None;
+        self.step = Step::Confirm {
+            url,
+            cert,
+            params_display,
+            params,
+            domain,
+        };
+    }
+
+    pub(crate) fn progress(&mut self, step: u32, of: u32, what: String) {
+        self.step = Step::Working { step, of, what };
+    }
+
+    pub(crate) fn failed(&mut self, message: String) {
+        self.error = Some(message);
+        if self.step != Step::Registering {
+            self.step = Step::Account;
+        }
+    }
+
+    pub(crate) fn ready(&mut self) {
+        self.password = Zeroizing::new(String::new());
+        self.step = Step::Registering;
+    }
+}
+
+fn labelled_edit(ui: &mut egui::Ui, label: &str, value: &mut String, password: bool, hint: &str) {
+    ui.horizontal(|ui| {
+        let l = ui.add_sized([130.0, 20.0], egui::Label::new(label));
+        ui.add(
+            egui::TextEdit::singleline(value)
+                .password(password)
+                .hint_text(hint)
+                .desired_width(320.0),
+        )
+        .labelled_by(l.id);
+    });
+}
+
+/// Draws the wizard.
+pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
+    egui::CentralPanel::default().show(ctx, |ui| {
+        ui.heading("Set up ibephone");
+        ui.label("Your provider gives you an address, a user name and a password. Your calls are then encrypted to your contacts' addresses, with no further setup.");
+        ui.separator();
+        if let Some(e) = &app.wizard.error {
+            ui.colored_label(egui::Color32::from_rgb(200, 40, 40), e);
+            ui.add_space(6.0);
+        }
+        let step = app.wizard.step.clone();
+        match step {
+            Step::Account => account(app, ui),
+            Step::Probing => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Contacting your provider…");
+                });
+            }
+            Step::Confirm {
+                url,
+                cert,
+                params_display,
+                params,
+                domain,
+            } => {
+                ui.label(format!("Your provider {domain} at {url} shows these fingerprints. Compare them with the ones your provider gave you (on paper, their web site or by phone)."));
+                ui.add_space(6.0);
+                egui::Grid::new("fingerprints").num_columns(2).show(ui, |ui| {
+                    ui.label("Certificate (SHA-256)");
+                    ui.monospace(group_hex(&fingerprint_hex(&cert)));
+                    ui.end_row();
+                    ui.label("Parameters");
+                    ui.monospace(&params_display);
+                    ui.end_row();
+                });
+                ui.add_space(8.0);
+                ui.horizontal(|ui| {
+                    if ui.button("They match: log in").clicked() {
+                        let settings = app.wizard.settings(&app.settings);
+                        let password = crate::pkg_client::api::SecretString::new(
+                            app.wizard.password.to_string(),
+                        );
+                        app.wizard.step = Step::Working {
+                            step: 0,
+                            of: 4,
+                            what: "Starting".into(),
+                        };
+                        app.request(Request::Setup {
+                            settings,
+                            pin: cert,
+                            params_fingerprint: params,
+                            password,
+                        });
+                    }
+                    if ui.button("They do not match").clicked() {
+                        app.wizard.step = Step::Account;
+                        app.wizard.error = Some("Do not use this provider address: someone may be in between. Ask your provider for the right address and fingerprints.".into());
+                    }
+                });
+            }
+            Step::Working { step, of, what } => {
+                ui.add(
+                    egui::ProgressBar::new(step as f32 / of.max(1) as f32)
+                        .show_percentage()
+                        .animate(true),
+                );
+                ui.label(format!("Step {step} of {of}: {what}…"));
+            }
+            Step::Registering => {
+                ui.add(egui::ProgressBar::new(0.95).animate(true));
+                ui.label("Keys saved. Registering with the network…");
+                if ui.button("Continue to the phone").clicked() {
+                    app.screen = super::app::Screen::Phone;
+                }
+            }
+        }
+    });
+}
+
+fn account(app: &mut PhoneApp, ui: &mut egui::Ui) {
+    let w = &mut app.wizard;
+    labelled_edit(
+        ui,
+        "Provider address",
+        &mut w.url,
+        false,
+        "https://pkg.example.com:8443",
+    );
+    labelled_edit(ui, "User name", &mut w.user, false, "alice");
+    labelled_edit(ui, "Password", &mut w.password, true, "");
+    egui::CollapsingHeader::new("Advanced: SIP network")
+        .default_open(false)
+        .show(ui, |ui| {
+            labelled_edit(ui, "SIP proxy", &mut w.sip_proxy, false, "127.0.0.1:5060");
+            labelled_edit(
+                ui,
+                "This phone's address",
+                &mut w.sip_listen,
+                false,
+                "127.0.0.1:0",
+            );
+        });
+    ui.add_space(8.0);
+    let ready = !w.url.trim().is_empty() && !w.user.trim().is_empty() && !w.password.is_empty();
+    if ui
+        .add_enabled(ready, egui::Button::new("Connect"))
+        .clicked()
+    {
+        let url = w.url.trim().to_string();
+        w.error = None;
+        w.step = Step::Probing;
+        app.request(Request::Probe { url });
+    }
+    if !ready {
+        ui.weak("Fill in the provider address, your user name and your password.");
+    }
+}
+
+/// Draws the start-up screen while the phone starts from stored keys.
+pub fn show_starting(app: &mut PhoneApp, ctx: &egui::Context) {
+    egui::CentralPanel::default().show(ctx, |ui| {
+        ui.heading("ibephone");
+        for b in &app.banners {
+            let color = if b.error {
+                egui::Color32::from_rgb(200, 40, 40)
+            } else {
+                ui.visuals().text_color()
+            };
+            ui.colored_label(color, &b.text);
+        }
+        match &app.progress {
+            Some((step, of, what)) => {
+                ui.add(egui::ProgressBar::new(*step as f32 / (*of).max(1) as f32).animate(true));
+                ui.label(format!("{what}…"));
+            }
+            None => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Starting with your stored keys…");
+                });
+            }
+        }
+        if ui.button("Log out and set up again").clicked() {
+            app.request(Request::LogOut);
+        }
+    });
+}
+
+/// `aabb...` as groups of four for reading aloud.
+pub fn group_hex(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,151 @@
+//! Shared by the desktop-app tests: a real PKG (the `pkg-server` library,
+//! in-process on 127.0.0.1 with a free port, users alice and bob), the SIP
+//! registrar/proxy of its domain, and helpers that drive a [`PhoneApp`]
+//! through egui_kittest by the labels a user sees.
+#![allow(dead_code)]
+
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use ibephone::pkg_client::api::SecretString;
+use ibephone::ui::{AppDirs, PhoneApp};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub const DOMAIN: &str = "atlanta.invalid";
+pub const ALICE_PW: &str = "alice secret 1";
+pub const BOB_PW: &str = "bob secret 22";
+
+/// A PKG and the domain's registrar/proxy, running until dropped.
+pub struct Provider {
+    pub url: String,
+    pub fingerprint: [u8; 32],
+    pub proxy: SocketAddr,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _proxy: ibephone::sip::driver::ProxyHandle,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Provider {
+    pub fn start() -> Provider {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pkg.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = pkg_server::config::Config::load(&path).unwrap();
+        let (started, proxy) = rt.block_on(async {
+            pkg_server::admin::init(&config, DOMAIN, Some("https://127.0.0.1:8443"))
+                .await
+                .unwrap();
+            let store = pkg_server::admin::open_store(&config).await.unwrap();
+            let vault = pkg_server::vault::Vault::unlock(&config, &store)
+                .await
+                .unwrap();
+            let store = store.with_ha1_key(vault.ha1_key());
+            for (user, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
+                let rec =
+                    pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
+                store.user_add(user, &rec, 0).await.unwrap();
+            }
+            let started = pkg_server::serve::start(config, None).await.unwrap();
+            let proxy = ibephone::sip::driver::spawn_proxy(
+                "127.0.0.1:0".parse().unwrap(),
+                DOMAIN,
+                &[("alice", ALICE_PW), ("bob", BOB_PW)],
+            )
+            .await
+            .unwrap();
+            (started, proxy)
+        });
+        let url = format!("https://{}", started.addr);
+        let fingerprint = started.fingerprint;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(started.serve(async move {
+            let _ = stopped.await;
+        }));
+        Provider {
+            url,
+            fingerprint,
+            proxy: proxy.addr,
+            _dir: dir,
+            _stop: stop,
+            _proxy: proxy,
+            rt,
+        }
+    }
+}
+
+/// A phone window on a fresh (or given) data directory.
+pub fn phone(dirs: AppDirs) -> Harness<'static, PhoneApp> {
+    let app = PhoneApp::new(dirs, egui::Context::default()).unwrap();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(900.0, 800.0))
+        .build_state(|ctx, app: &mut PhoneApp| app.show(ctx), app);
+    h.step();
+    h
+}
+
+/// Whether some widget's label contains `text`.
+pub fn shows(h: &Harness<'_, PhoneApp>, text: &str) -> bool {
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+/// Steps the window (the backend works meanwhile) until `text` shows.
+pub fn wait_for(h: &mut Harness<'_, PhoneApp>, text: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        h.step();
+        if shows(h, text) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} did not show within {secs} s; banners {:?}, wizard {:?} {:?}",
+            h.state().banners,
+            h.state().wizard.step,
+            h.state().wizard.error
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Clicks the text field labelled `label` and types `text`.
+pub fn type_into(h: &mut Harness<'_, PhoneApp>, label: &str, text: &str) {
+    h.get_by_label(label).click();
+    h.run_steps(2);
+    h.get_by_label(label).type_text(text);
+    h.run_steps(2);
+}
+
+/// Runs the wizard as a user would: account, fingerprints, confirm; until
+/// the phone says it is ready.
+pub fn set_up(h: &mut Harness<'_, PhoneApp>, p: &Provider, user: &str, pw: &str) {
+    type_into(h, "Provider address", &p.url);
+    type_into(h, "User name", user);
+    type_into(h, "Password", pw);
+    // The SIP proxy sits under "Advanced"; the test's proxy has a free port.
+    h.state_mut().wizard.sip_proxy = p.proxy.to_string();
+    h.get_by_label("Connect").click();
+    wait_for(h, "They match: log in", 20);
+    let shown = ibephone::ui::wizard::group_hex(&ibephone::pkg_client::tls::fingerprint_hex(
+        &p.fingerprint,
+    ));
+    assert!(shows(h, &shown), "the certificate fingerprint is shown");
+    h.get_by_label("They match: log in").click();
+    wait_for(h, "Your phone is ready", 30);
+}
+
+pub fn secret(s: &str) -> SecretString {
+    SecretString::from(s)
+}

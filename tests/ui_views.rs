@@ -1,0 +1,162 @@
+//! The screens fed with agent events directly (no network): the incoming
+//! call badge only for verified callers, warnings otherwise, call failure
+//! sentences, the SAS buttons, and contacts driven through the widgets.
+#![cfg(feature = "gui")]
+
+mod ui_support;
+
+use egui_kittest::kittest::Queryable;
+use ibephone::agent::AgentEvent;
+use ibephone::ui::app::{MediaSecurity, Phase, Screen};
+use ibephone::ui::backend::{ReadyInfo, Update};
+use ibephone::ui::AppDirs;
+use ui_support::*;
+
+fn ready_phone(dir: &std::path::Path) -> egui_kittest::Harness<'static, ibephone::ui::PhoneApp> {
+    let mut h = phone(AppDirs::at(dir));
+    let app = h.state_mut();
+    app.screen = Screen::Phone;
+    app.apply(Update::Ready(ReadyInfo {
+        aor: "sip:bob@atlanta.invalid".into(),
+        domain: "atlanta.invalid".into(),
+        periods: vec!["2026-12".into()],
+        params_fingerprint: "abcd 0123".into(),
+        pkg_fingerprint: None,
+        local: "127.0.0.1:5099".parse().unwrap(),
+    }));
+    app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
+    h.run_steps(3);
+    h
+}
+
+fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
+    Update::Agent(AgentEvent::IncomingCall {
+        call,
+        from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
+        verified: verified.map(str::to_string),
+        tunneled,
+    })
+}
+
+#[test]
+fn verified_badge_only_for_a_verified_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    assert!(shows(&h, "Ready: registered"));
+    h.state_mut().apply(incoming(7, None, true));
+    h.run_steps(3);
+    assert!(shows(&h, "identity NOT verified"));
+    assert!(!shows(&h, "✔ verified"));
+    h.get_by_label("Reject").click();
+    h.run_steps(3);
+    h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+        call: 7,
+        reason: "local hangup".into(),
+    }));
+    h.state_mut().apply(incoming(8, None, false));
+    h.run_steps(3);
+    assert!(shows(&h, "NOT encrypted and NOT verified"));
+    h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+        call: 8,
+        reason: "cancelled".into(),
+    }));
+    h.state_mut()
+        .apply(incoming(9, Some("sip:alice@atlanta.invalid#2026-12"), true));
+    h.run_steps(3);
+    assert!(shows(&h, "✔ verified: sip:alice@atlanta.invalid"));
+    assert!(!shows(&h, "NOT verified"));
+    // Missed calls land in the history as missed.
+    let r = &h.state().history.records()[0];
+    assert_eq!(r.direction, ibephone::ui::history::Direction::Missed);
+}
+
+#[test]
+fn failed_calls_explain_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    for (reason, sentence) in [
+        ("rejected 415", "does not support secure calls"),
+        ("rejected 480", "is not online right now"),
+        ("timeout", "No answer from the network"),
+    ] {
+        h.state_mut().apply(Update::Agent(AgentEvent::Calling {
+            call: 1,
+            to: "sip:carol@atlanta.invalid".into(),
+        }));
+        h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+            call: 1,
+            reason: reason.into(),
+        }));
+        h.run_steps(3);
+        assert!(shows(&h, sentence), "{reason}");
+    }
+    h.state_mut().dial = "tel:+15551234".into();
+    h.run_steps(3);
+    h.get_by_label("📞 Call").click();
+    h.run_steps(3);
+    assert!(shows(&h, "this phone calls SIP addresses only"));
+}
+
+#[test]
+fn sas_can_be_confirmed_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut()
+        .apply(incoming(3, Some("sip:alice@atlanta.invalid#2026-12"), true));
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 3,
+        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    h.run_steps(3);
+    assert!(shows(&h, "Media"));
+    assert!(!shows(&h, "Matches"), "no SAS buttons without a SAS");
+    let c = &mut h.state_mut().calls[0];
+    assert!(matches!(c.phase, Phase::Active(_)));
+    c.media = Some(MediaSecurity {
+        cipher: "AES_CM_128_HMAC_SHA1_80".into(),
+        escrow_resistant: true,
+        sas: Some("delta echo".into()),
+        sas_matches: None,
+    });
+    h.run_steps(3);
+    assert!(shows(&h, "delta echo"));
+    assert!(shows(&h, "yes: the provider cannot listen in"));
+    h.get_by_label("Does not match").click();
+    h.run_steps(3);
+    h.run_steps(3);
+    assert_eq!(
+        h.state().calls[0].media.as_ref().unwrap().sas_matches,
+        Some(false)
+    );
+    assert!(shows(&h, "someone may be listening"));
+    h.get_by_label("Matches").click();
+    h.run_steps(3);
+    h.run_steps(3);
+    assert!(shows(&h, "Code confirmed"));
+}
+
+#[test]
+fn contacts_add_edit_remove_through_the_widgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.get_by_label("Contacts").click();
+    h.run_steps(3);
+    type_into(&mut h, "Name", "Carol");
+    type_into(&mut h, "Address", "carol@chicago.invalid");
+    h.get_by_label("Add contact").click();
+    h.run_steps(3);
+    assert!(shows(&h, "carol@chicago.invalid"));
+    h.get_by_label("Edit").click();
+    h.run_steps(3);
+    h.state_mut().contact_form.1 = "sip:carol@chicago.invalid".into();
+    h.run_steps(3);
+    h.get_by_label("Save contact").click();
+    h.run_steps(3);
+    assert!(shows(&h, "sip:carol@chicago.invalid"));
+    let saved = std::fs::read_to_string(AppDirs::at(dir.path()).contacts()).unwrap();
+    assert!(saved.contains("sip:carol@chicago.invalid"));
+    h.get_by_label("Remove").click();
+    h.run_steps(3);
+    assert!(shows(&h, "No contacts yet"));
+}
