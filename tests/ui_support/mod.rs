@@ -58,7 +58,7 @@ impl Provider {
                     pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
                 store.user_add(user, &rec, 0).await.unwrap();
             }
-            let started = pkg_server::serve::start(config, None).await.unwrap();
+            let started = pkg_server::serve::start(config, None, None).await.unwrap();
             let proxy = ibephone::sip::driver::spawn_proxy(
                 "127.0.0.1:0".parse().unwrap(),
                 DOMAIN,
