@@ -97,7 +97,7 @@ async fn secured_call_with_verified_identities() {
         .send(AgentCommand::Call { to: "bob".into() })
         .await
         .unwrap();
-    let AgentEvent::Calling { call, to } = expect(&mut alice, "calling", |e| {
+    let AgentEvent::Calling { call, to, tunneled } = expect(&mut alice, "calling", |e| {
         matches!(e, AgentEvent::Calling { .. })
     })
     .await
@@ -105,6 +105,7 @@ async fn secured_call_with_verified_identities() {
         unreachable!()
     };
     assert_eq!(to, format!("sip:bob@{DOMAIN}"));
+    assert!(tunneled);
     let incoming = expect(&mut bob, "incoming call", |e| {
         matches!(e, AgentEvent::IncomingCall { .. })
     })
