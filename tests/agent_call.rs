@@ -4,12 +4,24 @@
 
 use ibephone::agent::config::AgentConfig;
 use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start, RunningAgent};
+use ibephone::agent::headless::{start_with_media, RunningAgent, StartError};
+use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
 use ibephone::sip::driver;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An agent without sound devices: silence in, received audio discarded
+/// (no sound card on CI, no alsa-lib noise in its log).
+async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
+    let media = MediaOptions {
+        audio_in: AudioIn::Silence,
+        audio_out: AudioOut::Discard,
+        ..MediaOptions::default()
+    };
+    start_with_media(config, media).await
+}
 
 const DOMAIN: &str = "biloxi.invalid";
 
