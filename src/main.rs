@@ -41,6 +41,10 @@ enum Command {
         /// Codecs to offer, most preferred first: pcmu, pcma.
         #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma")]
         codecs: Vec<String>,
+        /// No sound devices: send silence (unless --audio-in) and discard
+        /// received audio (unless --audio-out). For scripts, demos and CI.
+        #[arg(long)]
+        no_audio: bool,
         /// Debugging only: append every tunnel key (session KEKs, message
         /// CEKs) to this file (mode 0600), for `ibephone pcap decrypt`.
         #[arg(long, value_name = "FILE")]
@@ -152,10 +156,21 @@ fn run() -> Result<ExitCode> {
             audio_out,
             codecs,
             keylog,
+            no_audio,
         }) => {
-            let media =
-                ibephone::agent::media_io::MediaOptions::from_flags(audio_in, audio_out, &codecs)
-                    .map_err(anyhow::Error::msg)?;
+            use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
+            let (silent_in, silent_out) = (
+                no_audio && audio_in.is_none(),
+                no_audio && audio_out.is_none(),
+            );
+            let mut media = MediaOptions::from_flags(audio_in, audio_out, &codecs)
+                .map_err(anyhow::Error::msg)?;
+            if silent_in {
+                media.audio_in = AudioIn::Silence;
+            }
+            if silent_out {
+                media.audio_out = AudioOut::Discard;
+            }
             let rt = runtime()?;
             let (config, keys) = rt.block_on(ibephone::agent::keys::load(&config))?;
             eprintln!("{}", keys.summary());

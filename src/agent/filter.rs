@@ -15,6 +15,18 @@
 //! request replayed with a new branch, or later, would otherwise reach the
 //! core as a new transaction (a second call); the filter drops those as
 //! replays.
+//!
+//! Calls to a peer outside the tunnel (spec 5.6): when sealing an initial
+//! request fails because the callee's domain has no known parameters, or
+//! the callee answers our tunneled INVITE with `415` whose `Accept` does
+//! not list `application/pkcs7-mime` (missing `Accept` counts as not
+//! listing it), the filter records the Call-ID in
+//! [`SecurityLog::tunnel_refused`]; the agent then follows the policy. A
+//! `493`, or a `415` that lists the tunnel's type, comes from a peer that
+//! speaks the profile and is never a reason to go plain. The plain retry
+//! is a new initial request the agent marks with
+//! [`SecurityLog::plain_next`]; under `require` the filter ignores that
+//! mark, so nothing the agent does can send a call plain.
 
 use crate::sip::filter::{FilterError, MessageFilter, Reject};
 use crate::sip::message::{HeaderForm, Message};
@@ -62,6 +74,14 @@ pub struct SecurityLog {
     pub last_outgoing_initial: Option<String>,
     /// Call-ID of the last initial request we received.
     pub last_incoming_initial: Option<String>,
+    /// Initial requests the tunnel could not carry, by Call-ID: why (the
+    /// callee's domain has no known parameters, or the callee answered
+    /// `415` without `application/pkcs7-mime` in `Accept`).
+    pub tunnel_refused: HashMap<String, String>,
+    /// The next initial request goes plain (set by the agent for a call
+    /// the policy or the user let go unprotected; consumed by the filter;
+    /// ignored under `require`).
+    pub plain_next: bool,
 }
 
 /// The tunnel filter of one user agent.
@@ -152,6 +172,34 @@ fn bodyless_error(msg: &Message, bytes: &[u8]) -> bool {
     msg.status().is_some_and(|s| s >= 300) && bytes.ends_with(b"\r\n\r\n")
 }
 
+/// Whether `msg` is a `415` to an INVITE from a callee outside the tunnel
+/// (its `Accept`, if any, does not list `application/pkcs7-mime`); the
+/// reason to report.
+fn refuses_tunnel(msg: &Message) -> Option<String> {
+    if msg.status() != Some(415) || msg.cseq().map(|(_, m)| m) != Some(rsip::Method::Invite) {
+        return None;
+    }
+    let accept: Vec<&str> = msg
+        .header_values("Accept")
+        .flat_map(crate::sip::message::split_list)
+        .collect();
+    let speaks_tunnel = accept.iter().any(|a| {
+        a.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/pkcs7-mime")
+    });
+    (!speaks_tunnel).then(|| {
+        format!(
+            "the callee does not take tunneled calls (415, Accept: {})",
+            if accept.is_empty() {
+                "none".to_string()
+            } else {
+                accept.join(", ")
+            }
+        )
+    })
+}
+
 impl MessageFilter for TunnelFilter {
     fn outgoing(&mut self, now: Instant, msg: Message) -> Result<Message, FilterError> {
         let bytes = msg.to_bytes(HeaderForm::Compact);
@@ -167,13 +215,31 @@ impl MessageFilter for TunnelFilter {
         {
             return Ok(msg);
         }
-        if msg.is_request() && msg.to_tag().is_none() {
-            self.with_log(|l| l.last_outgoing_initial = Some(call_id.clone()));
+        let initial = msg.is_request() && msg.to_tag().is_none();
+        if initial {
+            let plain = self.policy != SecurityPolicy::Require;
+            let mut sent_plain = false;
+            self.with_log(|l| {
+                l.last_outgoing_initial = Some(call_id.clone());
+                if std::mem::take(&mut l.plain_next) && plain {
+                    l.plain.push(call_id.clone());
+                    sent_plain = true;
+                }
+            });
+            if sent_plain {
+                return Ok(msg);
+            }
         }
         match self.tunnel.seal(self.wall(now), &bytes) {
             Ok(outer) => Message::parse(&outer)
                 .map_err(|e| FilterError(format!("sealed message does not parse: {e}"))),
             Err(SealError::NoSession(_)) if bodyless_error(&msg, &bytes) => Ok(msg),
+            Err(e @ SealError::UnknownDomain(_)) if initial => {
+                self.with_log(|l| {
+                    l.tunnel_refused.insert(call_id.clone(), e.to_string());
+                });
+                Err(FilterError(e.to_string()))
+            }
             Err(e) => Err(FilterError(e.to_string())),
         }
     }
@@ -204,6 +270,13 @@ impl MessageFilter for TunnelFilter {
             .header("Content-Type")
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/pkcs7-mime"));
         if !is_tunneled {
+            if let Some(reason) = refuses_tunnel(&msg) {
+                self.with_log(|l| {
+                    if !l.plain.contains(&call_id) {
+                        l.tunnel_refused.insert(call_id.clone(), reason);
+                    }
+                });
+            }
             if classify(&bytes, false) == Treatment::Plain || bodyless_error(&msg, &bytes) {
                 return Ok(msg);
             }

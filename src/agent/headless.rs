@@ -158,7 +158,7 @@ pub async fn start_with(
         },
         Box::new(filter),
     );
-    let agent = Agent::new(ua, log, config.aor.host());
+    let agent = Agent::new(ua, log, config.aor.host()).with_policy(config.policy);
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);
     let media = options.media;

@@ -18,10 +18,10 @@ pub mod media_io;
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
 use crate::sip::Dest;
-use filter::SecurityLog;
+use filter::{SecurityLog, SecurityPolicy};
 use media::{MediaAction, MediaCalls, MediaCounters};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -81,6 +81,13 @@ pub enum AgentCommand {
         /// Call number.
         call: u64,
     },
+    /// Place call `call` as plain SIP after a `plain_fallback` event with
+    /// `needs_consent` (policy `ask`): the user agreed to an unprotected
+    /// call. `hangup` declines instead.
+    CallPlain {
+        /// Call number.
+        call: u64,
+    },
     /// Send DTMF digits (`0-9*#A-D`, RFC 4733) in a call.
     Dtmf {
         /// Call number.
@@ -106,12 +113,33 @@ pub enum AgentEvent {
     },
     /// Registration removed.
     Unregistered,
-    /// We started a call.
+    /// We sent a call's INVITE (again, with the same number, when a call
+    /// falls back to plain SIP).
     Calling {
         /// Call number.
         call: u64,
         /// Callee URI.
         to: String,
+        /// Whether the INVITE is tunneled; `false` only after a
+        /// `plain_fallback`.
+        tunneled: bool,
+    },
+    /// The callee is outside the tunnel: it answered `415` without
+    /// `application/pkcs7-mime` in `Accept`, or its domain has no known
+    /// parameters. Under `allow-plain` the call is placed again as plain
+    /// SIP at once (a `calling` with `tunneled: false` follows); under
+    /// `ask` it waits for `call_plain` or `hangup` (`needs_consent`).
+    /// Under `require` there is no fallback: the call ends. A plain call's
+    /// signaling, and the SDES keys in its SDP, travel in the clear.
+    PlainFallback {
+        /// Call number.
+        call: u64,
+        /// Callee URI.
+        to: String,
+        /// Why the tunnel could not carry the call, for people.
+        reason: String,
+        /// The user must agree before the plain call is placed.
+        needs_consent: bool,
     },
     /// A call arrives.
     IncomingCall {
@@ -258,6 +286,11 @@ pub struct Agent {
     next_call: u64,
     events: VecDeque<AgentEvent>,
     media: Option<MediaCalls>,
+    policy: SecurityPolicy,
+    /// Callee URI of each outgoing call (for a plain retry).
+    targets: HashMap<u64, String>,
+    /// Calls waiting for the user's consent to go plain (`ask`).
+    awaiting_consent: HashSet<u64>,
 }
 
 impl Agent {
@@ -271,7 +304,17 @@ impl Agent {
             next_call: 1,
             events: VecDeque::new(),
             media: None,
+            policy: SecurityPolicy::Require,
+            targets: HashMap::new(),
+            awaiting_consent: HashSet::new(),
         }
+    }
+
+    /// The policy for calls the tunnel cannot carry (the filter's policy;
+    /// `require` until set): see [`AgentEvent::PlainFallback`].
+    pub fn with_policy(mut self, policy: SecurityPolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Calls carry SDP offers/answers and run media (spec 6): the agent
@@ -374,9 +417,15 @@ impl Agent {
                 return;
             }
             ua::Event::Ended { call, reason } => {
+                if let EndReason::Rejected(status) = reason {
+                    if self.fall_back(now, call.0, status) {
+                        return;
+                    }
+                }
                 if let Some(m) = self.media.as_mut() {
                     m.end(call.0);
                 }
+                self.targets.remove(&call.0);
                 AgentEvent::Ended {
                     call: call.0,
                     reason: match reason {
@@ -466,31 +515,25 @@ impl Agent {
                 let call = self.next_call;
                 self.next_call += 1;
                 let target = self.target_uri(&to);
-                let body = match self.media.as_mut().map(|m| m.offer(call)) {
-                    Some(Ok(body)) => body,
-                    Some(Err(e)) => return self.error(format!("cannot call {target}: {e}")),
-                    None => Body::default(),
-                };
-                self.ua.handle_command(
-                    now,
-                    ua::Command::Call {
-                        call: CallId(call),
-                        target: target.clone(),
-                        body,
-                    },
-                );
-                if let Some(cid) = self.take_log(|l| l.last_outgoing_initial.take()).flatten() {
-                    self.calls.insert(call, cid);
-                    self.events
-                        .push_back(AgentEvent::Calling { call, to: target });
-                } else {
-                    if let Some(m) = self.media.as_mut() {
-                        m.end(call);
-                    }
-                    self.events.push_back(AgentEvent::Error {
-                        message: format!("could not place a secured call to {target} (no keys or unknown domain)"),
-                    });
+                return self.place_call(now, call, target, false);
+            }
+            AgentCommand::CallPlain { call } => {
+                if !self.awaiting_consent.remove(&call) {
+                    return self.error(format!(
+                        "call {call} is not waiting for consent to go plain"
+                    ));
                 }
+                let Some(target) = self.targets.get(&call).cloned() else {
+                    return self.error(format!("call {call} has no callee"));
+                };
+                return self.place_call(now, call, target, true);
+            }
+            AgentCommand::Hangup { call } if self.awaiting_consent.remove(&call) => {
+                self.targets.remove(&call);
+                self.events.push_back(AgentEvent::Ended {
+                    call,
+                    reason: "not placed: unprotected call declined".into(),
+                });
                 return;
             }
             AgentCommand::Answer { call } => ua::Command::Answer {
@@ -529,3 +572,114 @@ impl Agent {
         self.ua.handle_command(now, core);
     }
 }
+
+/// Placing calls, and the plain fallback of spec 5.6.
+impl Agent {
+    /// Sends call `call`'s INVITE to `target`, with a fresh offer; `plain`
+    /// asks the filter to send it unsealed (the filter refuses under
+    /// `require`).
+    fn place_call(&mut self, now: Instant, call: u64, target: String, plain: bool) {
+        let body = match self.media.as_mut().map(|m| m.offer(call)) {
+            Some(Ok(body)) => body,
+            Some(Err(e)) => return self.error(format!("cannot call {target}: {e}")),
+            None => Body::default(),
+        };
+        if plain {
+            self.take_log(|l| l.plain_next = true);
+        }
+        self.ua.handle_command(
+            now,
+            ua::Command::Call {
+                call: CallId(call),
+                target: target.clone(),
+                body,
+            },
+        );
+        let sent = self
+            .take_log(|l| {
+                l.plain_next = false;
+                let cid = l.last_outgoing_initial.take()?;
+                let refused = l.tunnel_refused.contains_key(&cid);
+                let tunneled = !l.plain.contains(&cid);
+                Some((cid, refused, tunneled))
+            })
+            .flatten();
+        let Some((cid, refused, tunneled)) = sent else {
+            if let Some(m) = self.media.as_mut() {
+                m.end(call);
+            }
+            return self.error(format!(
+                "could not place a secured call to {target} (no keys or unknown domain)"
+            ));
+        };
+        self.calls.insert(call, cid);
+        self.targets.insert(call, target.clone());
+        // Refused: nothing was sent; the core's `Ended` follows and
+        // `fall_back` decides.
+        if !refused {
+            self.events.push_back(AgentEvent::Calling {
+                call,
+                to: target,
+                tunneled,
+            });
+        }
+    }
+
+    /// A call ended with `status`: if the tunnel could not carry it, follow
+    /// the policy (spec 5.6) and report that instead of the end. Each call
+    /// falls back at most once: its plain retry is never recorded as
+    /// refused.
+    fn fall_back(&mut self, now: Instant, call: u64, status: u16) -> bool {
+        let Some(cid) = self.calls.get(&call).cloned() else {
+            return false;
+        };
+        let Some(reason) = self.take_log(|l| l.tunnel_refused.remove(&cid)).flatten() else {
+            return false;
+        };
+        let Some(to) = self.targets.get(&call).cloned() else {
+            return false;
+        };
+        if let Some(m) = self.media.as_mut() {
+            m.end(call);
+        }
+        match self.policy {
+            SecurityPolicy::Require => {
+                self.targets.remove(&call);
+                let what = if status == 415 {
+                    "rejected 415"
+                } else {
+                    "not placed"
+                };
+                self.events.push_back(AgentEvent::Ended {
+                    call,
+                    reason: format!(
+                        "{what}: {reason}; the policy `require` places no unprotected call"
+                    ),
+                });
+            }
+            SecurityPolicy::Ask => {
+                self.awaiting_consent.insert(call);
+                self.events.push_back(AgentEvent::PlainFallback {
+                    call,
+                    to,
+                    reason,
+                    needs_consent: true,
+                });
+            }
+            SecurityPolicy::AllowPlain => {
+                self.events.push_back(AgentEvent::PlainFallback {
+                    call,
+                    to: to.clone(),
+                    reason,
+                    needs_consent: false,
+                });
+                self.place_call(now, call, to, true);
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+#[path = "fallback_tests.rs"]
+mod fallback_tests;

@@ -160,7 +160,7 @@ impl Phone {
         )?;
         let me = std::env::current_exe().context("locating ibephone")?;
         let mut child = Command::new(me)
-            .args(["agent", "--config"])
+            .args(["agent", "--no-audio", "--config"])
             .arg(&cfg)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
