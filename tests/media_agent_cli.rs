@@ -189,6 +189,24 @@ impl Capture {
             })
             .count();
         assert!(srtp >= 100, "{srtp} SRTP packets captured");
+        // The proof tool, without keys, judges every media flow SRTP.
+        let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+        assert!(report.clean(), "{report}");
+        let judged = report
+            .media
+            .iter()
+            .filter(|f| f.packets >= 100)
+            .collect::<Vec<_>>();
+        assert!(!judged.is_empty(), "{report}");
+        for f in &judged {
+            eprintln!("{f}");
+        }
+        assert!(
+            judged
+                .iter()
+                .all(|f| f.verdict == ibephone::pcap::MediaVerdict::Srtp),
+            "{report}"
+        );
         for s in &segments {
             assert!(
                 !s.payload.windows(16).any(|w| clear.contains(w)),
