@@ -9,12 +9,14 @@
 //! leniently (a capture may hold anything), and [`verdict`] judges it;
 //! [`rtpflow`] judges each RTP-shaped UDP flow SRTP or plain RTP.
 //! [`decrypt`] opens the tunneled messages of a capture with an agent's key
-//! log (`ibephone pcap decrypt`, debugging only).
+//! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
+//! SRTP flows with the log's `IBESIP_SRTP` keys.
 
 pub mod capture;
 pub mod decrypt;
 pub mod rtpflow;
 pub mod sipscan;
+pub mod srtp_decrypt;
 pub mod stream;
 pub mod verdict;
 pub mod write;
