@@ -92,6 +92,8 @@ impl Agent {
             .arg(audio_out)
             .arg("--codecs")
             .arg("pcma,pcmu")
+            .arg("--keylog")
+            .arg(config.with_extension("keylog"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -163,7 +165,7 @@ impl Capture {
     /// The capture holds the call's SRTP (AEAD_AES_128_GCM: 12-byte RTP
     /// header, 160 bytes of PCMA, 16-byte tag) and no datagram carries a
     /// frame of the source in clear.
-    fn check_srtp_only(mut self, signal: &[i16]) {
+    fn check_srtp_only(mut self, signal: &[i16], keylog: &Path) {
         // SIGINT lets tshark flush and close the file.
         // SAFETY: kill(2) on the pid of a child we spawned and still own.
         unsafe {
@@ -189,6 +191,37 @@ impl Capture {
             })
             .count();
         assert!(srtp >= 100, "{srtp} SRTP packets captured");
+        // The proof tool, without keys, judges every media flow SRTP.
+        let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+        assert!(report.clean(), "{report}");
+        let judged = report
+            .media
+            .iter()
+            .filter(|f| f.packets >= 100)
+            .collect::<Vec<_>>();
+        assert!(!judged.is_empty(), "{report}");
+        for f in &judged {
+            eprintln!("{f}");
+        }
+        // alice's key log (`IBESIP_SRTP` lines, both directions) opens
+        // every SRTP packet of both flows.
+        let log =
+            ibephone::tunnel::keylog::KeyLog::parse(&std::fs::read_to_string(keylog).unwrap())
+                .unwrap();
+        assert!(log.srtp_keys().len() >= 2);
+        let dec = ibephone::pcap::decrypt_capture(&bytes, &log).unwrap();
+        eprintln!("{}", dec.to_string().lines().last().unwrap_or_default());
+        for f in dec.srtp.iter().filter(|f| f.packets >= 100) {
+            eprintln!("{f}");
+            assert_eq!(f.decrypted, f.packets, "{f}");
+        }
+        assert_eq!(dec.srtp.iter().filter(|f| f.packets >= 100).count(), 2);
+        assert!(
+            judged
+                .iter()
+                .all(|f| f.verdict == ibephone::pcap::MediaVerdict::Srtp),
+            "{report}"
+        );
         for s in &segments {
             assert!(
                 !s.payload.windows(16).any(|w| clear.contains(w)),
@@ -244,7 +277,7 @@ async fn agent_processes_play_and_record_wav_files() {
     alice.send(serde_json::json!({"cmd": "hangup", "call": call}));
     let stopped = bob.expect("media_stopped").await;
     if let Some(c) = capture {
-        c.check_srtp_only(&signal);
+        c.check_srtp_only(&signal, &ca.with_extension("keylog"));
     }
     assert!(
         stopped["stats"]["received"].as_u64().unwrap() >= 100,

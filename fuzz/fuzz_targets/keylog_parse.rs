@@ -1,9 +1,12 @@
 //! Fuzzes the key log parser (`ibephone pcap decrypt --keylog`) and the
-//! decryption of a tunnel body with whatever keys it yields: neither may
+//! decryption of a tunnel body, and of the same bytes as an SRTP packet,
+//! with whatever keys it yields (`IBESIP_SRTP` lines included): none may
 //! panic on any input.
 #![no_main]
 
 use ibephone::pcap::decrypt::decrypt_body;
+use ibephone::pcap::srtp_decrypt::decrypt_flows;
+use ibephone::pcap::stream::Datagram;
 use ibephone::tunnel::keylog::KeyLog;
 use libfuzzer_sys::fuzz_target;
 
@@ -16,5 +19,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(log) = KeyLog::parse(&String::from_utf8_lossy(text)) {
         let _ = log.counts();
         let _ = decrypt_body(body, &log);
+        let datagram = Datagram {
+            frame: 1,
+            src: ([127, 0, 0, 1], 4000).into(),
+            dst: ([127, 0, 0, 1], 4002).into(),
+            payload: body.to_vec(),
+        };
+        let _ = decrypt_flows(&[datagram], &log);
     }
 });

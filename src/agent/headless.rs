@@ -164,7 +164,10 @@ pub async fn start_with(
     let media = options.media;
     let policy = media_policy(&config, &media);
     let ports = ports_for(local, &media);
-    let agent = MediaDriver::new(agent, ports, policy, media, etx.clone());
+    let mut agent = MediaDriver::new(agent, ports, policy, media, etx.clone());
+    if let Some(path) = &options.keylog {
+        agent = agent.with_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
+    }
     tokio::spawn(async move {
         if let Err(e) = driver::run(agent, udp, tcp, crx, etx).await {
             tracing::error!(%e, "agent driver stopped");

@@ -13,6 +13,7 @@ use crate::media::sdp::Codec;
 use crate::media::session::{MediaCommand, MediaEvent, MediaSession, MediaStats};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
+use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -167,6 +168,8 @@ pub struct MediaDriver {
     events: mpsc::Sender<AgentEvent>,
     /// Events of the driver itself, reported after the core's.
     pending: VecDeque<AgentEvent>,
+    /// Where the SRTP keys of each call go, when `--keylog` is on.
+    key_log: Option<Box<dyn KeyLogSink>>,
 }
 
 /// The ports for an agent whose SIP address is `sip`.
@@ -248,6 +251,29 @@ impl MediaDriver {
             options,
             events,
             pending: VecDeque::new(),
+            key_log: None,
+        }
+    }
+
+    /// Also writes every call's SRTP master keys (both directions, on
+    /// every start and re-key) to `sink` as `IBESIP_SRTP` lines
+    /// ([`crate::tunnel::keylog`]); debugging only.
+    pub fn with_key_log(mut self, sink: Box<dyn KeyLogSink>) -> Self {
+        self.key_log = Some(sink);
+        self
+    }
+
+    fn log_keys(&mut self, call: u64, negotiated: &crate::media::sdp::Negotiated) {
+        let (Some(sink), Some(keys)) = (self.key_log.as_mut(), negotiated.keys.as_ref()) else {
+            return;
+        };
+        for (sending, key) in [(true, &keys.send), (false, &keys.recv)] {
+            sink.record(&KeyLogEntry::Srtp {
+                call,
+                sending,
+                suite: key.suite().sdp_name(),
+                key: zeroize::Zeroizing::new(key.as_bytes().to_vec()),
+            });
         }
     }
 
@@ -259,6 +285,7 @@ impl MediaDriver {
         while let Some(a) = self.agent.poll_media() {
             match a {
                 MediaAction::Start { call, negotiated } => {
+                    self.log_keys(call, &negotiated);
                     if let Err(message) = self.start(call, negotiated) {
                         self.emit(AgentEvent::Error {
                             message: format!("call {call}: media did not start: {message}"),
@@ -266,6 +293,7 @@ impl MediaDriver {
                     }
                 }
                 MediaAction::Update { call, negotiated } => {
+                    self.log_keys(call, &negotiated);
                     self.command(call, MediaCommand::Update(negotiated))
                 }
                 MediaAction::Mute { call, on } => self.command(call, MediaCommand::Mute(on)),

@@ -76,12 +76,20 @@ pub struct Decryption {
     pub messages: Vec<DecryptedMessage>,
     /// SIP messages of the capture that were not tunneled.
     pub plain: usize,
+    /// The RTP-shaped flows, with the packets the key log's SRTP keys
+    /// opened ([`super::srtp_decrypt`]).
+    pub srtp: Vec<super::srtp_decrypt::SrtpFlow>,
 }
 
 impl Decryption {
     /// Number of tunneled messages that could not be decrypted.
     pub fn failures(&self) -> usize {
         self.messages.iter().filter(|m| m.inner.is_err()).count()
+    }
+
+    /// SRTP packets authenticated and decrypted with the key log's keys.
+    pub fn srtp_decrypted(&self) -> usize {
+        self.srtp.iter().map(|f| f.decrypted).sum()
     }
 }
 
@@ -107,6 +115,7 @@ pub fn decrypt_capture(bytes: &[u8], log: &KeyLog) -> Result<Decryption, PcapErr
             inner: decrypt_body(&m.body, log),
         });
     }
+    out.srtp = super::srtp_decrypt::decrypt_flows(&framing.datagrams, log);
     Ok(out)
 }
 
@@ -194,13 +203,17 @@ impl fmt::Display for Decryption {
                 Err(e) => writeln!(f, "    cannot decrypt: {e}")?,
             }
         }
+        for flow in &self.srtp {
+            writeln!(f, "{flow}")?;
+        }
         write!(
             f,
-            "{} tunneled messages: {} decrypted, {} failed; {} plain SIP messages not shown",
+            "{} tunneled messages: {} decrypted, {} failed; {} plain SIP messages not shown; {} SRTP packets decrypted",
             self.messages.len(),
             self.messages.len() - self.failures(),
             self.failures(),
-            self.plain
+            self.plain,
+            self.srtp_decrypted(),
         )
     }
 }

@@ -6,13 +6,17 @@
 //! Pipeline: [`capture`] turns pcap/pcapng frames into transport segments,
 //! [`stream`] reassembles TCP and frames SIP messages (UDP: one per
 //! datagram; TCP: by Content-Length), [`sipscan`] reads each message
-//! leniently (a capture may hold anything), and [`verdict`] judges it.
+//! leniently (a capture may hold anything), and [`verdict`] judges it;
+//! [`rtpflow`] judges each RTP-shaped UDP flow SRTP or plain RTP.
 //! [`decrypt`] opens the tunneled messages of a capture with an agent's key
-//! log (`ibephone pcap decrypt`, debugging only).
+//! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
+//! SRTP flows with the log's `IBESIP_SRTP` keys.
 
 pub mod capture;
 pub mod decrypt;
+pub mod rtpflow;
 pub mod sipscan;
+pub mod srtp_decrypt;
 pub mod stream;
 pub mod verdict;
 pub mod write;
@@ -37,4 +41,5 @@ pub enum PcapError {
 }
 
 pub use decrypt::{decrypt_capture, Decryption};
+pub use rtpflow::{MediaFlow, MediaVerdict};
 pub use verdict::{verify_capture, Class, Finding, MessageReport, Report};

@@ -4,6 +4,7 @@
 //! User-Agent and friends, SDP, Call-IDs with hosts).
 
 use super::capture::{read_segments, Transport};
+use super::rtpflow::{is_rtp_shaped, judge_flows, MediaFlow, MediaVerdict};
 use super::sipscan::{SipMessage, StartLine};
 use super::stream::frame_messages;
 use super::PcapError;
@@ -78,8 +79,11 @@ pub struct MessageReport {
 pub struct Report {
     /// Every SIP message, in capture order.
     pub messages: Vec<MessageReport>,
-    /// Non-SIP UDP datagrams shaped like RTP (version 2).
+    /// Non-SIP UDP datagrams shaped like RTP (version 2, RTCP excluded).
     pub rtp_shaped: usize,
+    /// The RTP-shaped datagrams grouped into flows, each judged SRTP or
+    /// plain RTP (see [`super::rtpflow`]).
+    pub media: Vec<MediaFlow>,
     /// Other non-SIP UDP datagrams.
     pub other_datagrams: usize,
     /// TCP bytes left that did not form a complete SIP message.
@@ -95,9 +99,17 @@ impl Report {
             .count()
     }
 
+    /// Media flows judged plain RTP.
+    pub fn media_leaks(&self) -> usize {
+        self.media
+            .iter()
+            .filter(|f| f.verdict == MediaVerdict::PlainRtp)
+            .count()
+    }
+
     /// True when nothing readable about the users left the phones.
     pub fn clean(&self) -> bool {
-        self.leaks() == 0
+        self.leaks() == 0 && self.media_leaks() == 0
     }
 }
 
@@ -130,12 +142,13 @@ pub fn verify_capture(bytes: &[u8]) -> Result<Report, PcapError> {
         });
     }
     for d in &framing.datagrams {
-        if d.payload.len() >= 12 && d.payload[0] >> 6 == 2 {
+        if is_rtp_shaped(&d.payload) {
             report.rtp_shaped += 1;
         } else {
             report.other_datagrams += 1;
         }
     }
+    report.media = judge_flows(&framing.datagrams);
     Ok(report)
 }
 
@@ -307,14 +320,20 @@ impl fmt::Display for Report {
                 writeln!(f, "        LEAK: {}: {}", finding.what, finding.value)?;
             }
         }
+        for flow in &self.media {
+            writeln!(f, "{flow}")?;
+        }
         writeln!(
             f,
-            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams (SRTP cannot be told from RTP without keys), {} other datagrams",
+            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} other datagrams",
             self.messages.len(),
             self.messages.iter().filter(|m| m.class == Class::Tunneled).count(),
             self.messages.iter().filter(|m| matches!(m.class, Class::PlainAllowed(_))).count(),
             self.leaks(),
             self.rtp_shaped,
+            self.media.len(),
+            self.media.iter().filter(|m| m.verdict == MediaVerdict::Srtp).count(),
+            self.media_leaks(),
             self.other_datagrams,
         )?;
         if self.unframed_tcp_bytes > 0 {

@@ -11,12 +11,20 @@
 //! ```text
 //! IBESIP_KEK <session_id: 32 hex> <KEK: 64 hex>
 //! IBESIP_CEK <session_id: 32 hex> <direction: 0|1> <seq: decimal> <CEK: 64 hex>
+//! IBESIP_SRTP <call: decimal> <tx|rx> <suite> <master key || salt: hex>
 //! ```
 //!
 //! `direction` and `seq` are those of the message's `ibesip-seq` (0:
 //! caller to callee). The first message of a session needs its CEK line
 //! (the KEK is derived from it, not the other way round); every later
 //! message can be opened with the KEK line alone.
+//!
+//! `IBESIP_SRTP` lines are written by the agent's media driver, one per
+//! call, direction (`tx`: the key we send with, `rx`: the peer's) and
+//! offer/answer (a re-INVITE re-keys): the SRTP master key and salt of
+//! `suite`, `AEAD_AES_128_GCM` (16 + 12 bytes, 56 hex) or
+//! `AES_CM_128_HMAC_SHA1_80` (16 + 14 bytes, 60 hex), as in `a=crypto`.
+//! `ibephone pcap decrypt` tries them on every SRTP flow of the capture.
 
 use super::cms::Direction;
 use std::collections::HashMap;
@@ -27,6 +35,11 @@ use zeroize::Zeroizing;
 pub const KEK_LABEL: &str = "IBESIP_KEK";
 /// Label of a content-key line.
 pub const CEK_LABEL: &str = "IBESIP_CEK";
+/// Label of an SRTP master key line.
+pub const SRTP_LABEL: &str = "IBESIP_SRTP";
+/// The SRTP suites a key log line may name, with their key || salt length.
+pub const SRTP_SUITES: &[(&str, usize)] =
+    &[("AEAD_AES_128_GCM", 28), ("AES_CM_128_HMAC_SHA1_80", 30)];
 /// The comment a new key log file starts with.
 pub const HEADER: &str =
     "# ibephone key log (IBESIP-V01): these keys decrypt the calls they cover; keep it private\n";
@@ -52,6 +65,26 @@ pub enum KeyLogEntry {
         /// The CEK.
         cek: Zeroizing<[u8; 32]>,
     },
+    /// One direction's SRTP master key and salt of a call.
+    Srtp {
+        /// The agent's call number.
+        call: u64,
+        /// True for the key we send with, false for the peer's.
+        sending: bool,
+        /// The suite's SDP name (one of [`SRTP_SUITES`]).
+        suite: &'static str,
+        /// Master key || master salt.
+        key: Zeroizing<Vec<u8>>,
+    },
+}
+
+/// An SRTP master key read from a key log.
+#[derive(Clone)]
+pub struct SrtpLogKey {
+    /// The suite's SDP name (one of [`SRTP_SUITES`]).
+    pub suite: &'static str,
+    /// Master key || master salt, of the suite's length.
+    pub key: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for KeyLogEntry {
@@ -73,6 +106,18 @@ impl std::fmt::Debug for KeyLogEntry {
                 .field("direction", direction)
                 .field("seq", seq)
                 .field("cek", &"[redacted]")
+                .finish(),
+            KeyLogEntry::Srtp {
+                call,
+                sending,
+                suite,
+                ..
+            } => f
+                .debug_struct("Srtp")
+                .field("call", call)
+                .field("sending", sending)
+                .field("suite", suite)
+                .field("key", &"[redacted]")
                 .finish(),
         }
     }
@@ -97,6 +142,16 @@ impl KeyLogEntry {
                 hex::encode(session_id),
                 *direction as u8,
                 hex::encode(&cek[..])
+            ),
+            KeyLogEntry::Srtp {
+                call,
+                sending,
+                suite,
+                key,
+            } => format!(
+                "{SRTP_LABEL} {call} {} {suite} {}\n",
+                if *sending { "tx" } else { "rx" },
+                hex::encode(&key[..])
             ),
         })
     }
@@ -154,6 +209,7 @@ type MessageKey = ([u8; 16], u8, u64);
 pub struct KeyLog {
     keks: HashMap<[u8; 16], Zeroizing<[u8; 32]>>,
     ceks: HashMap<MessageKey, Vec<Zeroizing<[u8; 32]>>>,
+    srtp: Vec<SrtpLogKey>,
 }
 
 impl std::fmt::Debug for KeyLog {
@@ -161,6 +217,7 @@ impl std::fmt::Debug for KeyLog {
         f.debug_struct("KeyLog")
             .field("keks", &self.keks.len())
             .field("ceks", &self.ceks.len())
+            .field("srtp", &self.srtp.len())
             .finish()
     }
 }
@@ -204,7 +261,28 @@ impl KeyLog {
                     let cek = hex_array::<32>(cek, "CEK").map_err(err)?;
                     log.ceks.entry((*sid, dir, seq)).or_default().push(cek);
                 }
-                [label, ..] if *label == KEK_LABEL || *label == CEK_LABEL => {
+                [SRTP_LABEL, call, dir, suite, key] => {
+                    call.parse::<u64>()
+                        .map_err(|_| err("call must be a decimal number".into()))?;
+                    if !matches!(*dir, "tx" | "rx") {
+                        return Err(err("direction must be tx or rx".into()));
+                    }
+                    let &(suite, len) = SRTP_SUITES
+                        .iter()
+                        .find(|(name, _)| name == suite)
+                        .ok_or_else(|| err(format!("unknown SRTP suite {suite}")))?;
+                    if key.len() != 2 * len {
+                        return Err(err(format!(
+                            "{suite} key || salt must be {} hex digits",
+                            2 * len
+                        )));
+                    }
+                    let key = Zeroizing::new(
+                        hex::decode(key).map_err(|_| err("SRTP key is not hex".into()))?,
+                    );
+                    log.srtp.push(SrtpLogKey { suite, key });
+                }
+                [label, ..] if [KEK_LABEL, CEK_LABEL, SRTP_LABEL].contains(label) => {
                     return Err(err(format!("wrong number of fields for {label}")));
                 }
                 _ => return Err(err("not a key log entry".into())),
@@ -224,6 +302,11 @@ impl KeyLog {
             .get(&(*session_id, direction as u8, seq))
             .map(|v| v.iter().map(|k| &**k).collect())
             .unwrap_or_default()
+    }
+
+    /// Every SRTP master key logged, in log order.
+    pub fn srtp_keys(&self) -> &[SrtpLogKey] {
+        &self.srtp
     }
 
     /// Number of sessions with a KEK and of messages with a CEK.
@@ -258,6 +341,21 @@ mod tests {
         );
         assert!(log.ceks(&[1; 16], Direction::CallerToCallee, 7).is_empty());
         assert!(!format!("{kek:?}").contains("0202"));
+        let srtp = KeyLogEntry::Srtp {
+            call: 3,
+            sending: true,
+            suite: "AEAD_AES_128_GCM",
+            key: Zeroizing::new(vec![4; 28]),
+        };
+        assert_eq!(
+            &*srtp.line(),
+            &format!("IBESIP_SRTP 3 tx AEAD_AES_128_GCM {}\n", "04".repeat(28))
+        );
+        assert!(!format!("{srtp:?}").contains("0404"));
+        let log = KeyLog::parse(&srtp.line()).unwrap();
+        assert_eq!(log.srtp_keys().len(), 1);
+        assert_eq!(log.srtp_keys()[0].suite, "AEAD_AES_128_GCM");
+        assert_eq!(&log.srtp_keys()[0].key[..], &[4; 28]);
     }
 
     #[test]
@@ -271,6 +369,24 @@ mod tests {
             (format!("IBESIP_CEK {sid} 0 x {key}"), "seq"),
             (format!("IBESIP_CEK zz{} 0 0 {key}", &sid[2..]), "not hex"),
             ("CLIENT_RANDOM aa bb".to_string(), "not a key log entry"),
+            (format!("IBESIP_SRTP x tx AEAD_AES_128_GCM {key}"), "call"),
+            (
+                format!("IBESIP_SRTP 1 up AEAD_AES_128_GCM {key}"),
+                "tx or rx",
+            ),
+            (format!("IBESIP_SRTP 1 tx NULL {key}"), "unknown SRTP suite"),
+            (
+                format!("IBESIP_SRTP 1 tx AEAD_AES_128_GCM {key}"),
+                "56 hex digits",
+            ),
+            (
+                format!(
+                    "IBESIP_SRTP 1 rx AES_CM_128_HMAC_SHA1_80 {}",
+                    "zz".repeat(30)
+                ),
+                "not hex",
+            ),
+            ("IBESIP_SRTP 1 rx".to_string(), "wrong number of fields"),
         ] {
             let e = KeyLog::parse(&format!("# c\n\n{text}\n")).unwrap_err();
             assert_eq!(e.line, 3, "{text}");
