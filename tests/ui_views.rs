@@ -82,6 +82,7 @@ fn failed_calls_explain_themselves() {
         h.state_mut().apply(Update::Agent(AgentEvent::Calling {
             call: 1,
             to: "sip:carol@atlanta.invalid".into(),
+            tunneled: true,
         }));
         h.state_mut().apply(Update::Agent(AgentEvent::Ended {
             call: 1,
@@ -98,7 +99,7 @@ fn failed_calls_explain_themselves() {
 }
 
 #[test]
-fn sas_can_be_confirmed_or_refused() {
+fn media_event_fills_the_panel_and_sas_can_be_confirmed_or_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready_phone(dir.path());
     h.state_mut()
@@ -111,15 +112,24 @@ fn sas_can_be_confirmed_or_refused() {
     h.run_steps(3);
     assert!(shows(&h, "Media"));
     assert!(!shows(&h, "Matches"), "no SAS buttons without a SAS");
-    let c = &mut h.state_mut().calls[0];
-    assert!(matches!(c.phase, Phase::Active(_)));
-    c.media = Some(MediaSecurity {
+    assert!(matches!(h.state().calls[0].phase, Phase::Active(_)));
+    h.state_mut().apply(Update::Agent(AgentEvent::MediaStarted {
+        call: 3,
+        codec: "PCMU".into(),
         cipher: "AES_CM_128_HMAC_SHA1_80".into(),
         escrow_resistant: true,
         sas: Some("delta echo".into()),
-        sas_matches: None,
-    });
+    }));
     h.run_steps(3);
+    assert_eq!(
+        h.state().calls[0].media,
+        Some(MediaSecurity {
+            cipher: "AES_CM_128_HMAC_SHA1_80".into(),
+            escrow_resistant: true,
+            sas: Some("delta echo".into()),
+            sas_matches: None,
+        })
+    );
     assert!(shows(&h, "delta echo"));
     assert!(shows(&h, "yes: the provider cannot listen in"));
     h.get_by_label("Does not match").click();

@@ -425,19 +425,49 @@ impl PhoneApp {
                 self.registration = Registration::Failed(sentence);
             }
             AgentEvent::Unregistered => self.registration = Registration::NotRegistered,
-            AgentEvent::Calling { call, to } => self.calls.push(Call {
-                id: call,
-                peer: to,
-                outgoing: true,
-                phase: Phase::Calling,
-                verified: None,
-                tunneled: true,
-                started_unix: now_unix(),
-                muted: false,
-                held: false,
-                dtmf: String::new(),
-                media: None,
-            }),
+            AgentEvent::Calling { call, to, tunneled } => {
+                // A plain fallback re-announces the same call number.
+                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    c.tunneled = tunneled;
+                } else {
+                    self.calls.push(Call {
+                        id: call,
+                        peer: to,
+                        outgoing: true,
+                        phase: Phase::Calling,
+                        verified: None,
+                        tunneled,
+                        started_unix: now_unix(),
+                        muted: false,
+                        held: false,
+                        dtmf: String::new(),
+                        media: None,
+                    })
+                }
+            }
+            AgentEvent::MediaStarted {
+                call,
+                cipher,
+                escrow_resistant,
+                sas,
+                ..
+            }
+            | AgentEvent::MediaUpdated {
+                call,
+                cipher,
+                escrow_resistant,
+                sas,
+                ..
+            } => {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    c.media = Some(MediaSecurity {
+                        cipher,
+                        escrow_resistant,
+                        sas,
+                        sas_matches: None,
+                    });
+                }
+            }
             AgentEvent::IncomingCall {
                 call,
                 from,

@@ -3,9 +3,9 @@
 //! reject) and the call in progress (timer, hang up, mute/hold/DTMF, and
 //! the security panel).
 //!
-//! Mute, hold and DTMF need agent commands that the media engine brings;
-//! until the agent has them the buttons are shown disabled with a note,
-//! never pretending to work.
+//! Mute, hold and DTMF send the agent's `mute`, `hold`/`resume` and `dtmf`
+//! commands; the media facts of the security panel come from its
+//! `media_started`/`media_updated` events.
 
 use super::app::{Call, Phase, PhoneApp};
 use super::dial::{split_identity, PAD};
@@ -74,6 +74,7 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     };
     let c = app.calls[idx].clone();
     let mut cmds = Vec::new();
+    let mut local = Vec::new();
     ui.heading(contact_name(app, &c.peer));
     match c.phase {
         Phase::Calling => {
@@ -107,17 +108,25 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
         {
             cmds.push(AgentCommand::Hangup { call: c.id });
         }
-        let note = "Needs the media engine, which this build's agent does not drive yet";
-        ui.add_enabled(
-            false,
-            egui::Button::new(if c.muted { "Unmute" } else { "Mute" }),
-        )
-        .on_disabled_hover_text(note);
-        ui.add_enabled(
-            false,
-            egui::Button::new(if c.held { "Resume" } else { "Hold" }),
-        )
-        .on_disabled_hover_text(note);
+        if ui.button(if c.muted { "Unmute" } else { "Mute" }).clicked() {
+            cmds.push(AgentCommand::Mute {
+                call: c.id,
+                on: !c.muted,
+            });
+            local.push(if c.muted {
+                Local::Unmuted
+            } else {
+                Local::Muted
+            });
+        }
+        if ui.button(if c.held { "Resume" } else { "Hold" }).clicked() {
+            cmds.push(if c.held {
+                AgentCommand::Resume { call: c.id }
+            } else {
+                AgentCommand::Hold { call: c.id }
+            });
+            local.push(if c.held { Local::Resumed } else { Local::Held });
+        }
         ui.toggle_value(&mut app.show_security, "🔒 Security");
     });
     if matches!(c.phase, Phase::Active(_)) {
@@ -125,8 +134,13 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.label("Keypad (DTMF)");
         egui::Grid::new("dtmf").spacing([4.0, 4.0]).show(ui, |ui| {
             for (i, k) in PAD.iter().enumerate() {
-                ui.add_enabled(false, egui::Button::new(k.to_string()))
-                    .on_disabled_hover_text("DTMF needs the media engine");
+                if ui.button(k.to_string()).clicked() {
+                    cmds.push(AgentCommand::Dtmf {
+                        call: c.id,
+                        digits: k.to_string(),
+                    });
+                    local.push(Local::Digit(*k));
+                }
                 if i % 3 == 2 {
                     ui.end_row();
                 }
@@ -137,9 +151,28 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.separator();
         security_panel(app, ui, idx);
     }
+    for change in local {
+        let call = &mut app.calls[idx];
+        match change {
+            Local::Muted => call.muted = true,
+            Local::Unmuted => call.muted = false,
+            Local::Held => call.held = true,
+            Local::Resumed => call.held = false,
+            Local::Digit(k) => call.dtmf.push(k),
+        }
+    }
     for cmd in cmds {
         app.command(cmd);
     }
+}
+
+/// What a button changed in the call's local state.
+enum Local {
+    Muted,
+    Unmuted,
+    Held,
+    Resumed,
+    Digit(char),
 }
 
 /// The security facts of call `idx`.
