@@ -106,7 +106,7 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     // A callee of a provider nobody serves here: a sentence, no call.
     type_into(&mut alice, "Call", "carol@chicago.invalid");
     alice.get_by_label("📞 Call").click();
-    wait_for(&mut alice, "cannot be reached through your provider", 10);
+    wait_for(&mut alice, "cannot be called securely", 10);
 
     alice.state_mut().dial.clear();
     alice.run_steps(3);

@@ -514,6 +514,14 @@ impl PhoneApp {
             }
             AgentEvent::Ended { call, reason } => {
                 let Some(pos) = self.calls.iter().position(|c| c.id == call) else {
+                    // A call the tunnel refused before anything was sent
+                    // (no `calling` came): say why, naming what was dialed.
+                    if reason.starts_with("not placed") || reason.starts_with("rejected") {
+                        let peer = self.last_dialed.clone().unwrap_or_else(|| "The callee".into());
+                        if let Some(s) = errors::call_end(&reason, &peer) {
+                            self.banner(s, true);
+                        }
+                    }
                     return;
                 };
                 let c = self.calls.remove(pos);

@@ -51,10 +51,18 @@ pub fn pkg_error(e: &PkgClientError, url: &str) -> String {
 /// What to tell the user when a call ended for `reason` (the agent's
 /// `Ended` reason) before it was answered; None for ordinary endings.
 pub fn call_end(reason: &str, peer: &str) -> Option<String> {
+    // "rejected 415" or "rejected 415: why ..." (the agent adds the why).
     let status = reason
         .strip_prefix("rejected ")
-        .and_then(|s| s.trim().parse::<u16>().ok());
+        .and_then(|s| s.trim().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse::<u16>().ok());
     match (reason, status) {
+        (r, _) if r.starts_with("not placed: unprotected call declined") => Some(format!(
+            "The call to {peer} was not made: it could not be protected, and you chose not to call unprotected."
+        )),
+        (r, _) if r.starts_with("not placed") => Some(format!(
+            "{peer} cannot be called securely: its provider is not trusted here, or there are no keys for this month. Check the address; for another provider ask yours to trust it."
+        )),
         (_, Some(415 | 488 | 493 | 606)) => Some(format!(
             "{peer} does not support secure calls, so the call was not made. Ask them to install a phone that does, or change the security policy in Settings."
         )),
@@ -102,6 +110,23 @@ pub fn registration_failed(status: u16, proxy: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_endings_with_reasons_get_sentences() {
+        let s = call_end(
+            "rejected 415: peer cannot decrypt; the policy `require` places no unprotected call",
+            "bob",
+        )
+        .unwrap();
+        assert!(s.contains("does not support secure calls"), "{s}");
+        let s = call_end(
+            "not placed: no public parameters for chicago.invalid; the policy `require` places no unprotected call",
+            "carol",
+        )
+        .unwrap();
+        assert!(s.contains("cannot be called securely"), "{s}");
+        assert!(call_end("remote hangup", "bob").is_none());
+    }
 
     #[test]
     fn sentences_name_the_fix() {
