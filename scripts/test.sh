@@ -13,9 +13,12 @@ cd "$(dirname "$0")/.."
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
-log() { printf '\n== %s\n' "$*"; }
+start=$SECONDS
+log() { printf '\n== [%ss, disk free %s] %s\n' "$((SECONDS - start))" "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$*"; }
 
 if [ "$quick" = 0 ]; then
+  # One build from scratch: incremental caches would only take disk space.
+  export CARGO_INCREMENTAL=0
   log "installing tools"
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
@@ -47,3 +50,4 @@ fi
 
 log "cargo test (workspace)"
 cargo test --workspace
+log "done (target/ holds $(du -sh target 2>/dev/null | cut -f1))"
