@@ -30,5 +30,8 @@ for op in ops:
         tgt += "  ok" if ok else "  MISSED"
     print(f"{op:28} {m[op]:10.1f} {m[op]/m['pairing']:10.2f} {m[op]/m['kv1_encaps']:13.2f}  {tgt}")
 PY
+# The same operations interleaved round by round: the ratios to trust on a
+# noisy machine (criterion above measures one operation after the other).
+cargo bench --quiet --bench ibe_interleaved 2>/dev/null
 # Call setup, 200 plain and 200 secured calls on loopback in one run (issue 6).
 cargo bench --quiet --bench call_setup 2>/dev/null
