@@ -133,6 +133,45 @@ pub struct ChatLine {
     pub status: Option<u16>,
 }
 
+/// The time the window shows (status bar key period, call timers, history
+/// stamps): the system clock, or one frozen instant so that snapshot tests
+/// and screenshots draw the same picture every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// Always `unix` seconds since 1970, and `instant` on the monotonic clock.
+    Frozen {
+        /// Wall-clock time, Unix seconds.
+        unix: u64,
+        /// The monotonic instant that stands for "now".
+        instant: Instant,
+    },
+}
+
+impl Clock {
+    /// Now, Unix seconds.
+    pub fn unix(&self) -> u64 {
+        match self {
+            Clock::System => now_unix(),
+            Clock::Frozen { unix, .. } => *unix,
+        }
+    }
+
+    /// Now, on the monotonic clock.
+    pub fn instant(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Frozen { instant, .. } => *instant,
+        }
+    }
+
+    /// Whole seconds from `since` to now (0 if `since` is later).
+    pub fn seconds_since(&self, since: Instant) -> u64 {
+        self.instant().saturating_duration_since(since).as_secs()
+    }
+}
+
 /// An error or notice shown above the screen until dismissed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Banner {
@@ -189,6 +228,8 @@ pub struct PhoneApp {
     pub show_security: bool,
     /// Asked to confirm logging out.
     pub confirm_logout: bool,
+    /// The time shown ([`Clock::System`] unless a test freezes it).
+    pub clock: Clock,
 }
 
 impl PhoneApp {
@@ -248,6 +289,7 @@ impl PhoneApp {
             chat_new_peer: String::new(),
             show_security: true,
             confirm_logout: false,
+            clock: Clock::System,
         };
         if set_up {
             app.request(Request::StartStored {
@@ -437,7 +479,7 @@ impl PhoneApp {
                         phase: Phase::Calling,
                         verified: None,
                         tunneled,
-                        started_unix: now_unix(),
+                        started_unix: self.clock.unix(),
                         muted: false,
                         held: false,
                         dtmf: String::new(),
@@ -485,7 +527,7 @@ impl PhoneApp {
                     phase: Phase::Incoming,
                     verified,
                     tunneled,
-                    started_unix: now_unix(),
+                    started_unix: self.clock.unix(),
                     muted: false,
                     held: false,
                     dtmf: String::new(),
@@ -502,9 +544,10 @@ impl PhoneApp {
                 verified,
                 tunneled,
             } => {
+                let now = self.clock.instant();
                 if let Some(c) = self.call_mut(call) {
                     if !matches!(c.phase, Phase::Active(_)) {
-                        c.phase = Phase::Active(Instant::now());
+                        c.phase = Phase::Active(now);
                     }
                     if verified.is_some() {
                         c.verified = verified;
@@ -526,8 +569,12 @@ impl PhoneApp {
                 };
                 let c = self.calls.remove(pos);
                 let (direction, duration) = match (c.phase, c.outgoing) {
-                    (Phase::Active(t), true) => (Direction::Outgoing, Some(t.elapsed().as_secs())),
-                    (Phase::Active(t), false) => (Direction::Incoming, Some(t.elapsed().as_secs())),
+                    (Phase::Active(t), true) => {
+                        (Direction::Outgoing, Some(self.clock.seconds_since(t)))
+                    }
+                    (Phase::Active(t), false) => {
+                        (Direction::Incoming, Some(self.clock.seconds_since(t)))
+                    }
                     (_, true) => (Direction::Outgoing, None),
                     (_, false) => (Direction::Missed, None),
                 };
