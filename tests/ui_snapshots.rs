@@ -14,6 +14,7 @@ mod ui_support;
 use egui_kittest::{Harness, SnapshotOptions};
 use ibephone::agent::AgentEvent;
 use ibephone::ui::app::{Clock, Screen, Tab};
+use ibephone::ui::audio_devices::{DeviceList, Devices};
 use ibephone::ui::backend::{ReadyInfo, Update};
 use ibephone::ui::contacts::Contact;
 use ibephone::ui::{AppDirs, PhoneApp};
@@ -80,6 +81,9 @@ fn ready(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
     let mut h = window(dir);
     let app = h.state_mut();
     app.screen = Screen::Phone;
+    app.settings.pkg_url = "https://pkg.atlanta.invalid:8443".into();
+    app.settings.user = "bob".into();
+    app.settings_draft = app.settings.clone();
     app.apply(Update::Ready(ReadyInfo {
         aor: "sip:bob@atlanta.invalid".into(),
         domain: "atlanta.invalid".into(),
@@ -211,6 +215,12 @@ fn in_call_security_panel_with_sas() {
 fn settings_tab() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready(dir.path());
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into(), "Built-in Microphone".into()],
+        outputs: vec!["USB Headset".into()],
+        note: None,
+    });
+    h.state_mut().settings_draft.input_device = Some("USB Headset Mic".into());
     h.state_mut().tab = Tab::Settings;
     h.run_steps(2);
     assert!(shows(&h, "Unprotected calls"));

@@ -170,3 +170,54 @@ fn contacts_add_edit_remove_through_the_widgets() {
     h.run_steps(3);
     assert!(shows(&h, "No contacts yet"));
 }
+
+#[test]
+fn settings_offer_the_listed_sound_devices() {
+    use ibephone::ui::audio_devices::{DeviceList, Devices};
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into(), "Built-in Mic".into()],
+        outputs: vec!["USB Headset".into()],
+        note: None,
+    });
+    h.get_by_label("Settings").click();
+    h.run_steps(3);
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    assert!(shows(&h, "Built-in Mic"));
+    h.get_by_label("USB Headset Mic").click();
+    h.run_steps(3);
+    assert_eq!(
+        h.state().settings_draft.input_device.as_deref(),
+        Some("USB Headset Mic")
+    );
+    h.get_by_label("Apply").click();
+    h.run_steps(3);
+    let saved = ibephone::ui::Settings::load(&AppDirs::at(dir.path()).settings()).unwrap();
+    assert_eq!(saved.input_device.as_deref(), Some("USB Headset Mic"));
+    assert_eq!(saved.output_device, None, "the speaker stays the default");
+    // Back to the system default through the list.
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    h.get_by_label("system default").click();
+    h.run_steps(3);
+    assert_eq!(h.state().settings_draft.input_device, None);
+
+    // No devices on this machine: only the default and the note.
+    h.state_mut().devices = Devices::Listed(DeviceList::from_results(
+        Ok(vec![]),
+        Err("no sound server".into()),
+    ));
+    h.state_mut().settings_draft.output_device = Some("Old USB Speaker".into());
+    h.run_steps(3);
+    assert!(shows(&h, "No microphones found"));
+    assert_eq!(
+        h.get_by_label("Speaker").value().as_deref(),
+        Some("Old USB Speaker (not found)")
+    );
+    h.get_by_label("Speaker").click();
+    h.run_steps(3);
+    assert!(!shows(&h, "USB Headset"));
+    assert!(shows(&h, "system default"));
+}

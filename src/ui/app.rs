@@ -230,6 +230,8 @@ pub struct PhoneApp {
     pub confirm_logout: bool,
     /// The time shown ([`Clock::System`] unless a test freezes it).
     pub clock: Clock,
+    /// The sound devices for Settings (listed when Settings first shows).
+    pub devices: super::audio_devices::Devices,
 }
 
 impl PhoneApp {
@@ -290,6 +292,7 @@ impl PhoneApp {
             show_security: true,
             confirm_logout: false,
             clock: Clock::System,
+            devices: Default::default(),
         };
         if set_up {
             app.request(Request::StartStored {

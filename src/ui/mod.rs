@@ -12,6 +12,8 @@
 //!   [`settings_view`]: the screens, each drawing from [`PhoneApp`].
 //! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
 //!   plain data and rules behind the screens (no egui), testable alone.
+//! - [`audio_devices`]: the sound devices Settings offers, listed off the
+//!   UI thread.
 //!
 //! Files live in one data directory ([`AppDirs`]): `settings.json`,
 //! `contacts.json`, `history.json` (not secret), `keys/` (the sealed
@@ -22,6 +24,7 @@
 //! conversation is written to disk.
 
 pub mod app;
+pub mod audio_devices;
 pub mod backend;
 pub mod call_view;
 pub mod contacts;
