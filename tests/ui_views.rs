@@ -221,3 +221,58 @@ fn settings_offer_the_listed_sound_devices() {
     assert!(!shows(&h, "USB Headset"));
     assert!(shows(&h, "system default"));
 }
+
+#[test]
+fn messages_survive_a_restart_and_a_damaged_file_is_reported() {
+    use ibephone::ui::app::Author;
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    // A set-up phone has the key store's key file.
+    std::fs::create_dir_all(dirs.keys()).unwrap();
+    ibephone::pkg_client::seal::SealKey::load_or_create_file(
+        &dirs.keys().join(ibephone::pkg_client::store::KEY_FILE),
+    )
+    .unwrap();
+    {
+        let mut h = ready_phone(dir.path());
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::MessageReceived {
+                from: "sip:alice@atlanta.invalid".into(),
+                text: "see you at noon".into(),
+                verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+                tunneled: true,
+            }));
+        h.run_steps(3);
+    }
+    assert!(dirs.messages().exists());
+    let mut h = ready_phone(dir.path());
+    let lines = &h.state().conversations["sip:alice@atlanta.invalid"];
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0].author, lines[0].text.as_str()),
+        (Author::Them, "see you at noon")
+    );
+    h.get_by_label("Messages").click();
+    h.run_steps(3);
+    assert!(shows(&h, "see you at noon"));
+    // Logging out deletes them.
+    h.state_mut().apply(Update::LoggedOut);
+    h.run_steps(3);
+    assert!(h.state().conversations.is_empty());
+    assert!(!dirs.messages().exists());
+    drop(h);
+
+    // A damaged file: a sentence in the window, the file kept aside.
+    std::fs::write(dirs.messages(), "garbage").unwrap();
+    let h = ready_phone(dir.path());
+    assert!(
+        shows(&h, "Your saved messages could not be read"),
+        "{:?}",
+        h.state().banners
+    );
+    assert!(shows(&h, "New messages are saved in a fresh file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("messages.damaged-1.sealed")).unwrap(),
+        "garbage"
+    );
+}

@@ -8,10 +8,11 @@ use super::contacts::ContactBook;
 use super::dial::{normalize, split_identity};
 use super::errors;
 use super::history::{CallRecord, Direction, History, Security};
+use super::messages::{Conversations, MessageError, MessageStore};
 use super::settings::{AppDirs, Settings};
 use super::wizard::Wizard;
 use crate::agent::{AgentCommand, AgentEvent};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,7 +112,8 @@ pub struct Call {
 }
 
 /// Who wrote a chat line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Author {
     /// Us.
     Me,
@@ -120,7 +122,7 @@ pub enum Author {
 }
 
 /// One secure message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatLine {
     /// Who wrote it.
     pub author: Author,
@@ -129,7 +131,9 @@ pub struct ChatLine {
     /// Security: for received lines as reported; for sent lines tunneled
     /// by construction (the agent refuses to send otherwise under `require`).
     pub security: Security,
-    /// For sent lines: None while in flight, then the final status.
+    /// For sent lines: None while in flight, then the final status
+    /// ([`DELIVERY_UNKNOWN`](super::messages::DELIVERY_UNKNOWN) when
+    /// ibephone closed before the answer).
     pub status: Option<u16>,
 }
 
@@ -216,8 +220,10 @@ pub struct PhoneApp {
     pub contact_form: (String, String, Option<String>),
     /// Call history.
     pub history: History,
-    /// Secure messages per peer AOR (memory only).
-    pub conversations: BTreeMap<String, Vec<ChatLine>>,
+    /// Secure messages per peer AOR, saved sealed in [`PhoneApp::messages`].
+    pub conversations: Conversations,
+    /// Where the conversations are kept.
+    pub messages: MessageStore,
     /// The conversation shown.
     pub chat_peer: Option<String>,
     /// The message being typed.
@@ -262,6 +268,17 @@ impl PhoneApp {
             &mut banners,
         )
         .unwrap_or_else(|| History::empty(&dirs.root.join("history.recovered.json")));
+        let mut messages = MessageStore::new(&dirs);
+        let conversations = match messages.load() {
+            Ok(c) => c,
+            Err(e) => {
+                banners.push(Banner {
+                    text: messages_sentence(&e),
+                    error: true,
+                });
+                Conversations::new()
+            }
+        };
         let set_up = is_set_up(&dirs);
         let app = PhoneApp {
             wizard: Wizard::from_settings(&settings),
@@ -285,7 +302,8 @@ impl PhoneApp {
             contacts,
             contact_form: Default::default(),
             history,
-            conversations: BTreeMap::new(),
+            conversations,
+            messages,
             chat_peer: None,
             chat_input: String::new(),
             chat_new_peer: String::new(),
@@ -374,6 +392,7 @@ impl PhoneApp {
                 security: Security::Unverified,
                 status: None,
             });
+        self.save_messages(peer);
         self.command(AgentCommand::Message {
             to: peer.to_string(),
             text: text.to_string(),
@@ -433,6 +452,10 @@ impl PhoneApp {
                 self.ready = None;
                 self.calls.clear();
                 self.conversations.clear();
+                self.chat_peer = None;
+                if let Err(e) = self.messages.wipe() {
+                    self.banner(messages_sentence(&e), true);
+                }
                 self.registration = Registration::NotRegistered;
                 self.wizard = Wizard::from_settings(&self.settings);
                 self.screen = Screen::Wizard;
@@ -617,18 +640,20 @@ impl PhoneApp {
                         security: Security::from_facts(verified.as_deref(), tunneled),
                         status: None,
                     });
+                self.save_messages(&peer);
                 if self.chat_peer.is_none() {
                     self.chat_peer = Some(peer);
                 }
             }
             AgentEvent::RequestCompleted { method, status } if method == "MESSAGE" => {
-                let pending = self
-                    .conversations
-                    .values_mut()
-                    .flat_map(|v| v.iter_mut())
-                    .find(|l| l.author == Author::Me && l.status.is_none());
-                if let Some(line) = pending {
+                let pending = self.conversations.iter_mut().find_map(|(peer, v)| {
+                    v.iter_mut()
+                        .find(|l| l.author == Author::Me && l.status.is_none())
+                        .map(|l| (peer.clone(), l))
+                });
+                if let Some((peer, line)) = pending {
                     line.status = Some(status);
+                    self.save_messages(&peer);
                 }
                 if status >= 300 {
                     let peer = self.chat_peer.clone().unwrap_or_default();
@@ -651,6 +676,36 @@ impl PhoneApp {
             _ => {}
         }
     }
+}
+
+impl PhoneApp {
+    /// Bounds `peer`'s conversation and saves them all; a failure is a
+    /// banner (once), never a stop.
+    fn save_messages(&mut self, peer: &str) {
+        if let Some(lines) = self.conversations.get_mut(peer) {
+            super::messages::trim(lines);
+        }
+        match self.messages.save(&self.conversations) {
+            Ok(()) | Err(MessageError::NoKey) => {}
+            Err(e) => self.banner(messages_sentence(&e), true),
+        }
+    }
+}
+
+/// The banner for a messages file problem: the error as a sentence, and
+/// what happens next.
+fn messages_sentence(e: &MessageError) -> String {
+    let next = match e {
+        MessageError::Damaged { .. } => " New messages are saved in a fresh file.",
+        _ => "",
+    };
+    let text = e.to_string();
+    let mut chars = text.chars();
+    let first = chars
+        .next()
+        .map(|c| c.to_uppercase().to_string())
+        .unwrap_or_default();
+    format!("{first}{}.{next}", chars.as_str())
 }
 
 fn note<T>(r: Result<T, super::UiError>, what: &str, banners: &mut Vec<Banner>) -> Option<T> {

@@ -50,9 +50,14 @@ impl DeviceList {
         let inputs = take(inputs, "microphones");
         let outputs = take(outputs, "speakers");
         let note = (!notes.is_empty()).then(|| {
-            let mut s = notes.join("; ");
-            s[..1].make_ascii_uppercase();
-            s + ": the system default is used."
+            let s = notes.join("; ");
+            let mut chars = s.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string());
+            format!(
+                "{}{}: the system default is used.",
+                first.unwrap_or_default(),
+                chars.as_str()
+            )
         });
         DeviceList {
             inputs,
