@@ -53,6 +53,23 @@ fn wizard_sets_up_then_later_starts_are_ready_with_stored_keys() {
     assert_eq!(h.state().screen, Screen::Starting);
     wait_for(&mut h, "Ready: registered", 20);
     assert_eq!(h.state().screen, Screen::Phone);
+    // A message lands sealed in the data directory, 0600.
+    h.state_mut().apply(ibephone::ui::backend::Update::Agent(
+        ibephone::agent::AgentEvent::MessageReceived {
+            from: "sip:bob@atlanta.invalid".into(),
+            text: "kept across restarts".into(),
+            verified: None,
+            tunneled: true,
+        },
+    ));
+    h.run_steps(3);
+    let mode = std::fs::metadata(dirs.messages())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "messages are private");
+    let text = std::fs::read_to_string(dirs.messages()).unwrap();
+    assert!(!text.contains("kept across"), "messages are sealed");
     // Log out wipes the keys and returns to the wizard.
     h.get_by_label("Settings").click();
     h.run_steps(3);
@@ -61,6 +78,8 @@ fn wizard_sets_up_then_later_starts_are_ready_with_stored_keys() {
     h.get_by_label("Yes, log out and wipe keys").click();
     wait_for(&mut h, "Set up ibephone", 10);
     assert!(!dirs.keys().exists() && !dirs.account().exists());
+    assert!(!dirs.messages().exists(), "log out wipes the messages");
+    assert!(h.state().conversations.is_empty());
 }
 
 #[test]
@@ -156,4 +175,13 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     bob.get_by_label("Messages").click();
     wait_for(&mut bob, "hello bob, tunneled", 10);
     assert!(shows(&bob, "✔ verified"));
+
+    // Both keep the conversation across a restart.
+    drop(alice);
+    let mut alice = phone(AppDirs::at(da.path()));
+    wait_for(&mut alice, "Ready: registered", 20);
+    alice.get_by_label("Messages").click();
+    alice.run_steps(3);
+    assert!(shows(&alice, "hello bob, tunneled"));
+    assert!(shows(&alice, "✔ delivered"));
 }

@@ -170,3 +170,109 @@ fn contacts_add_edit_remove_through_the_widgets() {
     h.run_steps(3);
     assert!(shows(&h, "No contacts yet"));
 }
+
+#[test]
+fn settings_offer_the_listed_sound_devices() {
+    use ibephone::ui::audio_devices::{DeviceList, Devices};
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into(), "Built-in Mic".into()],
+        outputs: vec!["USB Headset".into()],
+        note: None,
+    });
+    h.get_by_label("Settings").click();
+    h.run_steps(3);
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    assert!(shows(&h, "Built-in Mic"));
+    h.get_by_label("USB Headset Mic").click();
+    h.run_steps(3);
+    assert_eq!(
+        h.state().settings_draft.input_device.as_deref(),
+        Some("USB Headset Mic")
+    );
+    h.get_by_label("Apply").click();
+    h.run_steps(3);
+    let saved = ibephone::ui::Settings::load(&AppDirs::at(dir.path()).settings()).unwrap();
+    assert_eq!(saved.input_device.as_deref(), Some("USB Headset Mic"));
+    assert_eq!(saved.output_device, None, "the speaker stays the default");
+    // Back to the system default through the list.
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    h.get_by_label("system default").click();
+    h.run_steps(3);
+    assert_eq!(h.state().settings_draft.input_device, None);
+
+    // No devices on this machine: only the default and the note.
+    h.state_mut().devices = Devices::Listed(DeviceList::from_results(
+        Ok(vec![]),
+        Err("no sound server".into()),
+    ));
+    h.state_mut().settings_draft.output_device = Some("Old USB Speaker".into());
+    h.run_steps(3);
+    assert!(shows(&h, "No microphones found"));
+    assert_eq!(
+        h.get_by_label("Speaker").value().as_deref(),
+        Some("Old USB Speaker (not found)")
+    );
+    h.get_by_label("Speaker").click();
+    h.run_steps(3);
+    assert!(!shows(&h, "USB Headset"));
+    assert!(shows(&h, "system default"));
+}
+
+#[test]
+fn messages_survive_a_restart_and_a_damaged_file_is_reported() {
+    use ibephone::ui::app::Author;
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    // A set-up phone has the key store's key file.
+    std::fs::create_dir_all(dirs.keys()).unwrap();
+    ibephone::pkg_client::seal::SealKey::load_or_create_file(
+        &dirs.keys().join(ibephone::pkg_client::store::KEY_FILE),
+    )
+    .unwrap();
+    {
+        let mut h = ready_phone(dir.path());
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::MessageReceived {
+                from: "sip:alice@atlanta.invalid".into(),
+                text: "see you at noon".into(),
+                verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+                tunneled: true,
+            }));
+        h.run_steps(3);
+    }
+    assert!(dirs.messages().exists());
+    let mut h = ready_phone(dir.path());
+    let lines = &h.state().conversations["sip:alice@atlanta.invalid"];
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0].author, lines[0].text.as_str()),
+        (Author::Them, "see you at noon")
+    );
+    h.get_by_label("Messages").click();
+    h.run_steps(3);
+    assert!(shows(&h, "see you at noon"));
+    // Logging out deletes them.
+    h.state_mut().apply(Update::LoggedOut);
+    h.run_steps(3);
+    assert!(h.state().conversations.is_empty());
+    assert!(!dirs.messages().exists());
+    drop(h);
+
+    // A damaged file: a sentence in the window, the file kept aside.
+    std::fs::write(dirs.messages(), "garbage").unwrap();
+    let h = ready_phone(dir.path());
+    assert!(
+        shows(&h, "Your saved messages could not be read"),
+        "{:?}",
+        h.state().banners
+    );
+    assert!(shows(&h, "New messages are saved in a fresh file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("messages.damaged-1.sealed")).unwrap(),
+        "garbage"
+    );
+}

@@ -8,10 +8,11 @@ use super::contacts::ContactBook;
 use super::dial::{normalize, split_identity};
 use super::errors;
 use super::history::{CallRecord, Direction, History, Security};
+use super::messages::{Conversations, MessageError, MessageStore};
 use super::settings::{AppDirs, Settings};
 use super::wizard::Wizard;
 use crate::agent::{AgentCommand, AgentEvent};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -111,7 +112,8 @@ pub struct Call {
 }
 
 /// Who wrote a chat line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Author {
     /// Us.
     Me,
@@ -120,7 +122,7 @@ pub enum Author {
 }
 
 /// One secure message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatLine {
     /// Who wrote it.
     pub author: Author,
@@ -129,8 +131,49 @@ pub struct ChatLine {
     /// Security: for received lines as reported; for sent lines tunneled
     /// by construction (the agent refuses to send otherwise under `require`).
     pub security: Security,
-    /// For sent lines: None while in flight, then the final status.
+    /// For sent lines: None while in flight, then the final status
+    /// ([`DELIVERY_UNKNOWN`](super::messages::DELIVERY_UNKNOWN) when
+    /// ibephone closed before the answer).
     pub status: Option<u16>,
+}
+
+/// The time the window shows (status bar key period, call timers, history
+/// stamps): the system clock, or one frozen instant so that snapshot tests
+/// and screenshots draw the same picture every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// Always `unix` seconds since 1970, and `instant` on the monotonic clock.
+    Frozen {
+        /// Wall-clock time, Unix seconds.
+        unix: u64,
+        /// The monotonic instant that stands for "now".
+        instant: Instant,
+    },
+}
+
+impl Clock {
+    /// Now, Unix seconds.
+    pub fn unix(&self) -> u64 {
+        match self {
+            Clock::System => now_unix(),
+            Clock::Frozen { unix, .. } => *unix,
+        }
+    }
+
+    /// Now, on the monotonic clock.
+    pub fn instant(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Frozen { instant, .. } => *instant,
+        }
+    }
+
+    /// Whole seconds from `since` to now (0 if `since` is later).
+    pub fn seconds_since(&self, since: Instant) -> u64 {
+        self.instant().saturating_duration_since(since).as_secs()
+    }
 }
 
 /// An error or notice shown above the screen until dismissed.
@@ -177,8 +220,10 @@ pub struct PhoneApp {
     pub contact_form: (String, String, Option<String>),
     /// Call history.
     pub history: History,
-    /// Secure messages per peer AOR (memory only).
-    pub conversations: BTreeMap<String, Vec<ChatLine>>,
+    /// Secure messages per peer AOR, saved sealed in [`PhoneApp::messages`].
+    pub conversations: Conversations,
+    /// Where the conversations are kept.
+    pub messages: MessageStore,
     /// The conversation shown.
     pub chat_peer: Option<String>,
     /// The message being typed.
@@ -189,6 +234,10 @@ pub struct PhoneApp {
     pub show_security: bool,
     /// Asked to confirm logging out.
     pub confirm_logout: bool,
+    /// The time shown ([`Clock::System`] unless a test freezes it).
+    pub clock: Clock,
+    /// The sound devices for Settings (listed when Settings first shows).
+    pub devices: super::audio_devices::Devices,
 }
 
 impl PhoneApp {
@@ -219,6 +268,17 @@ impl PhoneApp {
             &mut banners,
         )
         .unwrap_or_else(|| History::empty(&dirs.root.join("history.recovered.json")));
+        let mut messages = MessageStore::new(&dirs);
+        let conversations = match messages.load() {
+            Ok(c) => c,
+            Err(e) => {
+                banners.push(Banner {
+                    text: messages_sentence(&e),
+                    error: true,
+                });
+                Conversations::new()
+            }
+        };
         let set_up = is_set_up(&dirs);
         let app = PhoneApp {
             wizard: Wizard::from_settings(&settings),
@@ -242,12 +302,15 @@ impl PhoneApp {
             contacts,
             contact_form: Default::default(),
             history,
-            conversations: BTreeMap::new(),
+            conversations,
+            messages,
             chat_peer: None,
             chat_input: String::new(),
             chat_new_peer: String::new(),
             show_security: true,
             confirm_logout: false,
+            clock: Clock::System,
+            devices: Default::default(),
         };
         if set_up {
             app.request(Request::StartStored {
@@ -329,6 +392,7 @@ impl PhoneApp {
                 security: Security::Unverified,
                 status: None,
             });
+        self.save_messages(peer);
         self.command(AgentCommand::Message {
             to: peer.to_string(),
             text: text.to_string(),
@@ -388,6 +452,10 @@ impl PhoneApp {
                 self.ready = None;
                 self.calls.clear();
                 self.conversations.clear();
+                self.chat_peer = None;
+                if let Err(e) = self.messages.wipe() {
+                    self.banner(messages_sentence(&e), true);
+                }
                 self.registration = Registration::NotRegistered;
                 self.wizard = Wizard::from_settings(&self.settings);
                 self.screen = Screen::Wizard;
@@ -437,7 +505,7 @@ impl PhoneApp {
                         phase: Phase::Calling,
                         verified: None,
                         tunneled,
-                        started_unix: now_unix(),
+                        started_unix: self.clock.unix(),
                         muted: false,
                         held: false,
                         dtmf: String::new(),
@@ -485,7 +553,7 @@ impl PhoneApp {
                     phase: Phase::Incoming,
                     verified,
                     tunneled,
-                    started_unix: now_unix(),
+                    started_unix: self.clock.unix(),
                     muted: false,
                     held: false,
                     dtmf: String::new(),
@@ -502,9 +570,10 @@ impl PhoneApp {
                 verified,
                 tunneled,
             } => {
+                let now = self.clock.instant();
                 if let Some(c) = self.call_mut(call) {
                     if !matches!(c.phase, Phase::Active(_)) {
-                        c.phase = Phase::Active(Instant::now());
+                        c.phase = Phase::Active(now);
                     }
                     if verified.is_some() {
                         c.verified = verified;
@@ -526,8 +595,12 @@ impl PhoneApp {
                 };
                 let c = self.calls.remove(pos);
                 let (direction, duration) = match (c.phase, c.outgoing) {
-                    (Phase::Active(t), true) => (Direction::Outgoing, Some(t.elapsed().as_secs())),
-                    (Phase::Active(t), false) => (Direction::Incoming, Some(t.elapsed().as_secs())),
+                    (Phase::Active(t), true) => {
+                        (Direction::Outgoing, Some(self.clock.seconds_since(t)))
+                    }
+                    (Phase::Active(t), false) => {
+                        (Direction::Incoming, Some(self.clock.seconds_since(t)))
+                    }
                     (_, true) => (Direction::Outgoing, None),
                     (_, false) => (Direction::Missed, None),
                 };
@@ -567,18 +640,20 @@ impl PhoneApp {
                         security: Security::from_facts(verified.as_deref(), tunneled),
                         status: None,
                     });
+                self.save_messages(&peer);
                 if self.chat_peer.is_none() {
                     self.chat_peer = Some(peer);
                 }
             }
             AgentEvent::RequestCompleted { method, status } if method == "MESSAGE" => {
-                let pending = self
-                    .conversations
-                    .values_mut()
-                    .flat_map(|v| v.iter_mut())
-                    .find(|l| l.author == Author::Me && l.status.is_none());
-                if let Some(line) = pending {
+                let pending = self.conversations.iter_mut().find_map(|(peer, v)| {
+                    v.iter_mut()
+                        .find(|l| l.author == Author::Me && l.status.is_none())
+                        .map(|l| (peer.clone(), l))
+                });
+                if let Some((peer, line)) = pending {
                     line.status = Some(status);
+                    self.save_messages(&peer);
                 }
                 if status >= 300 {
                     let peer = self.chat_peer.clone().unwrap_or_default();
@@ -601,6 +676,36 @@ impl PhoneApp {
             _ => {}
         }
     }
+}
+
+impl PhoneApp {
+    /// Bounds `peer`'s conversation and saves them all; a failure is a
+    /// banner (once), never a stop.
+    fn save_messages(&mut self, peer: &str) {
+        if let Some(lines) = self.conversations.get_mut(peer) {
+            super::messages::trim(lines);
+        }
+        match self.messages.save(&self.conversations) {
+            Ok(()) | Err(MessageError::NoKey) => {}
+            Err(e) => self.banner(messages_sentence(&e), true),
+        }
+    }
+}
+
+/// The banner for a messages file problem: the error as a sentence, and
+/// what happens next.
+fn messages_sentence(e: &MessageError) -> String {
+    let next = match e {
+        MessageError::Damaged { .. } => " New messages are saved in a fresh file.",
+        _ => "",
+    };
+    let text = e.to_string();
+    let mut chars = text.chars();
+    let first = chars
+        .next()
+        .map(|c| c.to_uppercase().to_string())
+        .unwrap_or_default();
+    format!("{first}{}.{next}", chars.as_str())
 }
 
 fn note<T>(r: Result<T, super::UiError>, what: &str, banners: &mut Vec<Banner>) -> Option<T> {

@@ -594,14 +594,11 @@ pub fn is_set_up(dirs: &AppDirs) -> bool {
     dirs.keys().join(store::STORE_FILE).exists() && dirs.account().exists()
 }
 
-/// Removes the key store, its key file and the sealed password.
+/// Removes the key store, its key file, the sealed password and the
+/// sealed messages.
 fn wipe(dirs: &AppDirs) -> std::io::Result<()> {
-    for f in [dirs.account()] {
-        match std::fs::remove_file(&f) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    for f in [dirs.account(), dirs.messages()] {
+        super::messages::remove_if_present(&f)?;
     }
     match std::fs::remove_dir_all(dirs.keys()) {
         Ok(()) => Ok(()),

@@ -92,7 +92,7 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
         Phase::Active(since) => {
             ui.label(format!(
                 "In call {}",
-                format_duration(since.elapsed().as_secs())
+                format_duration(app.clock.seconds_since(since))
             ));
         }
         Phase::Incoming => {}

@@ -117,9 +117,13 @@ pub fn messages_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let peers: Vec<String> = app.conversations.keys().cloned().collect();
     if peers.is_empty() {
         ui.label(
-            "No messages yet. Messages are end-to-end tunneled and kept only while ibephone runs.",
+            "No messages yet. Messages are end-to-end tunneled and kept sealed on this computer until you log out.",
         );
         return;
+    }
+    if app.chat_peer.is_none() {
+        // After a restart no conversation is chosen yet: show the first.
+        app.chat_peer = peers.first().cloned();
     }
     ui.horizontal_wrapped(|ui| {
         for p in &peers {
@@ -151,6 +155,9 @@ pub fn messages_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
                         ui.label(&line.text);
                         match line.status {
                             None => ui.weak("sending…"),
+                            Some(super::messages::DELIVERY_UNKNOWN) => {
+                                ui.weak("delivery unknown (ibephone was closed)")
+                            }
                             Some(s) if s < 300 => ui.weak("✔ delivered"),
                             Some(s) => ui.colored_label(RED, format!("not delivered ({s})")),
                         };

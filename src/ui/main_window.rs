@@ -77,7 +77,7 @@ fn status_bar(app: &PhoneApp, ui: &mut egui::Ui) {
         }
         if let Some(r) = &app.ready {
             ui.separator();
-            ui.label(keys_line(&r.periods, &super::app::now_unix()));
+            ui.label(keys_line(&r.periods, &app.clock.unix()));
         }
     });
 }

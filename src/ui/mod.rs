@@ -12,16 +12,21 @@
 //!   [`settings_view`]: the screens, each drawing from [`PhoneApp`].
 //! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
 //!   plain data and rules behind the screens (no egui), testable alone.
+//! - [`messages`]: the conversations kept across restarts, sealed.
+//! - [`audio_devices`]: the sound devices Settings offers, listed off the
+//!   UI thread.
 //!
 //! Files live in one data directory ([`AppDirs`]): `settings.json`,
 //! `contacts.json`, `history.json` (not secret), `keys/` (the sealed
 //! [`KeyStore`](crate::pkg_client::KeyStore) with the PKG pin) and
 //! `account.sealed` (the account password, sealed under the key store's
-//! key file, needed to register and to renew keys without asking).
-//! Secure messages stay in memory only: nothing readable about a
-//! conversation is written to disk.
+//! key file, needed to register and to renew keys without asking) and
+//! `messages.sealed` (the secure messages, sealed the same way, see
+//! [`messages`]): nothing readable about a conversation is written to disk,
+//! and logging out deletes both with the keys.
 
 pub mod app;
+pub mod audio_devices;
 pub mod backend;
 pub mod call_view;
 pub mod contacts;
@@ -30,6 +35,7 @@ pub mod dial;
 pub mod errors;
 pub mod history;
 pub mod main_window;
+pub mod messages;
 pub mod settings;
 pub mod settings_view;
 pub mod wizard;

@@ -50,6 +50,11 @@ impl AppDirs {
         self.root.join("history.json")
     }
 
+    /// The sealed secure messages.
+    pub fn messages(&self) -> PathBuf {
+        self.root.join("messages.sealed")
+    }
+
     /// The sealed account password.
     pub fn account(&self) -> PathBuf {
         self.root.join("account.sealed")

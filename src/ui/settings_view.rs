@@ -3,12 +3,17 @@
 //! wipes the keys). Changes that the agent needs restart it.
 
 use super::app::PhoneApp;
+use super::audio_devices::{Devices, SYSTEM_DEFAULT};
 use super::backend::Request;
 use super::main_window::RED;
 use crate::agent::filter::SecurityPolicy;
 
 /// Draws the settings.
 pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
+    app.devices.poll();
+    let ctx = ui.ctx().clone();
+    app.devices.start(move || ctx.request_repaint());
+    let mut refresh = false;
     let d = &mut app.settings_draft;
     egui::Grid::new("settings").num_columns(2).show(ui, |ui| {
         ui.label("Unprotected calls");
@@ -39,21 +44,40 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.label("Ring volume");
         ui.add(egui::Slider::new(&mut d.ring_volume, 0.0..=1.0).show_value(true));
         ui.end_row();
-        for (label, dev) in [
-            ("Microphone", &mut d.input_device),
-            ("Speaker", &mut d.output_device),
+        let list = app.devices.list();
+        let none = Vec::new();
+        for (label, dev, names) in [
+            (
+                "Microphone",
+                &mut d.input_device,
+                list.map_or(&none, |l| &l.inputs),
+            ),
+            (
+                "Speaker",
+                &mut d.output_device,
+                list.map_or(&none, |l| &l.outputs),
+            ),
         ] {
             let l = ui.label(label);
-            let mut name = dev.clone().unwrap_or_default();
-            if ui
-                .add(egui::TextEdit::singleline(&mut name).hint_text("system default"))
-                .labelled_by(l.id)
-                .changed()
-            {
-                *dev = Some(name.trim().to_string()).filter(|n| !n.is_empty());
-            }
+            device_combo(ui, label, dev, names).labelled_by(l.id);
             ui.end_row();
         }
+        ui.label("");
+        ui.horizontal(|ui| match list {
+            None => {
+                ui.spinner();
+                ui.weak("Listing the sound devices…");
+            }
+            Some(l) => {
+                if let Some(note) = &l.note {
+                    ui.weak(note);
+                }
+                if ui.small_button("Refresh devices").clicked() {
+                    refresh = true;
+                }
+            }
+        });
+        ui.end_row();
         let l = ui.label("SIP proxy");
         ui.text_edit_singleline(&mut d.sip_proxy).labelled_by(l.id);
         ui.end_row();
@@ -61,6 +85,9 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.text_edit_singleline(&mut d.sip_listen).labelled_by(l.id);
         ui.end_row();
     });
+    if refresh {
+        app.devices = Devices::NotListed;
+    }
     let changed = app.settings_draft != app.settings;
     ui.horizontal(|ui| {
         if ui
@@ -107,4 +134,30 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
     } else if ui.button("Log out").clicked() {
         app.confirm_logout = true;
     }
+}
+
+/// A combo box of "system default" and the listed `names`; a stored name
+/// that is not listed (unplugged) stays selectable, marked "not found".
+fn device_combo(
+    ui: &mut egui::Ui,
+    label: &str,
+    dev: &mut Option<String>,
+    names: &[String],
+) -> egui::Response {
+    let missing = dev.as_ref().filter(|n| !names.contains(n)).cloned();
+    let shown = match (&*dev, &missing) {
+        (None, _) => SYSTEM_DEFAULT.to_string(),
+        (Some(n), Some(_)) => format!("{n} (not found)"),
+        (Some(n), None) => n.clone(),
+    };
+    egui::ComboBox::from_id_salt(label)
+        .selected_text(shown)
+        .width(320.0)
+        .show_ui(ui, |ui| {
+            ui.selectable_value(dev, None, SYSTEM_DEFAULT);
+            for n in names.iter().chain(&missing) {
+                ui.selectable_value(dev, Some(n.clone()), n.as_str());
+            }
+        })
+        .response
 }
