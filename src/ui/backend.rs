@@ -9,6 +9,7 @@ use super::settings::{file_err, AppDirs, Settings};
 use super::UiError;
 use crate::agent::config::AgentConfig;
 use crate::agent::headless::{self, RunningAgent};
+use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
@@ -427,7 +428,9 @@ impl Worker {
             commands,
             mut events,
             local,
-        } = headless::start(config).await.map_err(|e| match e {
+        } = headless::start_with_media(config, media_options(settings))
+            .await
+            .map_err(|e| match e {
             headless::StartError::Bind { addr, .. } => format!(
                 "The phone cannot use the address {addr} (another program may use it). Choose another in Settings."
             ),
@@ -607,6 +610,18 @@ fn wipe(dirs: &AppDirs) -> std::io::Result<()> {
     }
 }
 
+/// The agent's media options from the settings: the chosen microphone and
+/// speaker by name (`None`: the system default), default codecs. A device
+/// that is gone when a call starts is reported by the agent's
+/// `audio_failed` event, not here.
+fn media_options(settings: &Settings) -> MediaOptions {
+    MediaOptions {
+        audio_in: AudioIn::Device(settings.input_device.clone()),
+        audio_out: AudioOut::Device(settings.output_device.clone()),
+        ..MediaOptions::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,5 +632,19 @@ mod tests {
         let v = key_periods(1_796_083_200);
         let s: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
         assert_eq!(s, ["2026-11", "2026-12", "2027-01"]);
+    }
+
+    #[test]
+    fn chosen_sound_devices_reach_the_agent() {
+        let mut settings = Settings::default();
+        let default = media_options(&settings);
+        assert!(matches!(default.audio_in, AudioIn::Device(None)));
+        assert!(matches!(default.audio_out, AudioOut::Device(None)));
+        settings.input_device = Some("USB Headset Mic".into());
+        settings.output_device = Some("USB Headset".into());
+        let chosen = media_options(&settings);
+        assert!(matches!(&chosen.audio_in, AudioIn::Device(Some(n)) if n == "USB Headset Mic"));
+        assert!(matches!(&chosen.audio_out, AudioOut::Device(Some(n)) if n == "USB Headset"));
+        assert_eq!(chosen.codecs, MediaOptions::default().codecs);
     }
 }
