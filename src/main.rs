@@ -172,7 +172,8 @@ fn run() -> Result<ExitCode> {
                 media.audio_out = AudioOut::Discard;
             }
             let rt = runtime()?;
-            let (config, keys) = rt.block_on(ibephone::agent::keys::load(&config))?;
+            let (config, keys, renewal) =
+                rt.block_on(ibephone::agent::keys::load_with_renewal(&config))?;
             eprintln!("{}", keys.summary());
             if let Some(path) = &keylog {
                 eprintln!(
@@ -180,7 +181,17 @@ fn run() -> Result<ExitCode> {
                     path.display()
                 );
             }
-            let options = ibephone::agent::headless::StartOptions { media, keylog };
+            // A `[pkg]` agent renews its keys while it runs.
+            let key_inbox = renewal.map(|renewal| {
+                let inbox = ibephone::agent::key_inbox::KeyInbox::new();
+                rt.spawn(renewal.run(inbox.clone(), ibephone::agent::renewal::CHECK_EVERY));
+                inbox
+            });
+            let options = ibephone::agent::headless::StartOptions {
+                media,
+                keylog,
+                key_inbox,
+            };
             rt.block_on(ibephone::agent::headless::run_json_lines_with(
                 config, options,
             ))?;

@@ -28,6 +28,7 @@
 //! [`SecurityLog::plain_next`]; under `require` the filter ignores that
 //! mark, so nothing the agent does can send a call plain.
 
+use super::key_inbox::KeyInbox;
 use crate::sip::filter::{FilterError, MessageFilter, Reject};
 use crate::sip::message::{HeaderForm, Message};
 use crate::tunnel::{classify, OpenError, PeerIdentity, SealError, Treatment, Tunnel, WireAction};
@@ -95,6 +96,8 @@ pub struct TunnelFilter {
     /// signing times are calendar facts), fixed at construction so the
     /// filter itself never reads a clock.
     anchor: (Instant, SystemTime),
+    /// Renewed keys pushed while the agent runs (none by default).
+    inbox: Option<KeyInbox>,
 }
 
 impl TunnelFilter {
@@ -112,6 +115,26 @@ impl TunnelFilter {
             log,
             requests_seen: HashMap::new(),
             anchor,
+            inbox: None,
+        }
+    }
+
+    /// Takes renewed keys from `inbox` before each message from now on.
+    pub fn with_key_inbox(mut self, inbox: KeyInbox) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
+    /// Adds the keys waiting in the inbox to the tunnel; a key that does not
+    /// check against our identity and parameters is refused and logged.
+    fn adopt_renewed_keys(&mut self) {
+        let Some(inbox) = &self.inbox else { return };
+        for keys in inbox.take() {
+            let period = keys.identity().period().to_string();
+            match self.tunnel.add_keys(&keys) {
+                Ok(()) => tracing::info!(%period, "renewed keys in use"),
+                Err(e) => tracing::warn!(%period, error = %e, "renewed keys refused"),
+            }
         }
     }
 
@@ -202,6 +225,7 @@ fn refuses_tunnel(msg: &Message) -> Option<String> {
 
 impl MessageFilter for TunnelFilter {
     fn outgoing(&mut self, now: Instant, msg: Message) -> Result<Message, FilterError> {
+        self.adopt_renewed_keys();
         let bytes = msg.to_bytes(HeaderForm::Compact);
         if classify(&bytes, false) == Treatment::Plain {
             return Ok(msg);
@@ -245,6 +269,7 @@ impl MessageFilter for TunnelFilter {
     }
 
     fn incoming(&mut self, now: Instant, msg: Message) -> Result<Message, Reject> {
+        self.adopt_renewed_keys();
         let bytes = msg.to_bytes(HeaderForm::Compact);
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let request_method = msg

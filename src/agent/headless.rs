@@ -5,6 +5,7 @@
 
 use super::config::AgentConfig;
 use super::filter::{SecurityLog, SecurityPolicy, TunnelFilter};
+use super::key_inbox::KeyInbox;
 use super::media::MediaPolicy;
 use super::media_io::{ports_for, MediaDriver, MediaOptions};
 use super::{Agent, AgentCommand, AgentEvent};
@@ -54,6 +55,9 @@ pub struct StartOptions {
     /// (`--keylog`, see [`super::keylog`]); anyone reading it can decrypt
     /// the calls.
     pub keylog: Option<std::path::PathBuf>,
+    /// Where renewed keys arrive while the agent runs (see
+    /// [`super::key_inbox`]); none: the agent keeps its start-up keys.
+    pub key_inbox: Option<KeyInbox>,
 }
 
 /// A running agent: send commands, receive events.
@@ -133,12 +137,15 @@ pub async fn start_with(
     }
     let (udp, local, tcp) = bind_sip(config.listen).await?;
     let log = Arc::new(Mutex::new(SecurityLog::default()));
-    let filter = TunnelFilter::new(
+    let mut filter = TunnelFilter::new(
         tunnel,
         config.policy,
         log.clone(),
         (Instant::now(), SystemTime::now()),
     );
+    if let Some(inbox) = &options.key_inbox {
+        filter = filter.with_key_inbox(inbox.clone());
+    }
     let ua = UserAgent::new(
         UaConfig {
             user: config.aor.user().to_string(),

@@ -22,6 +22,7 @@
 //!   must be for the AOR itself.
 
 use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings};
+use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
 use crate::pkg_client::tls::fingerprint_hex;
@@ -136,10 +137,20 @@ impl Provisioned {
 /// Loads the configuration at `path` and provisions its keys (from the PKG,
 /// the key store or a key file).
 pub async fn load(path: &Path) -> Result<(AgentConfig, Provisioned), KeyError> {
+    let (config, p, _) = load_with_renewal(path).await?;
+    Ok((config, p))
+}
+
+/// As [`load`], plus the [`Renewal`] that keeps a `[pkg]` agent's keys
+/// ahead of the calendar while it runs (`None` for a key file).
+pub async fn load_with_renewal(
+    path: &Path,
+) -> Result<(AgentConfig, Provisioned, Option<Renewal>), KeyError> {
     let file = AgentFile::load(path)?;
     let p = provision(&file).await?;
+    let renewal = Renewal::for_agent(&file, &p);
     let config = file.with_keys(p.params.clone(), p.trusted.clone(), p.keys.clone());
-    Ok((config, p))
+    Ok((config, p, renewal))
 }
 
 /// Obtains the keys `file` names.

@@ -10,10 +10,12 @@
 pub mod config;
 pub mod filter;
 pub mod headless;
+pub mod key_inbox;
 pub mod keylog;
 pub mod keys;
 pub mod media;
 pub mod media_io;
+pub mod renewal;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};

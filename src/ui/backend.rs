@@ -8,7 +8,8 @@ use super::errors::pkg_error;
 use super::settings::{file_err, AppDirs, Settings};
 use super::UiError;
 use crate::agent::config::AgentConfig;
-use crate::agent::headless::{self, RunningAgent};
+use crate::agent::headless::{self, RunningAgent, StartOptions};
+use crate::agent::key_inbox::KeyInbox;
 use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
@@ -199,6 +200,8 @@ struct Worker {
     dirs: AppDirs,
     report: Reporter,
     agent: Option<mpsc::Sender<AgentCommand>>,
+    /// Keeps the running agent's keys ahead of the calendar.
+    renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn worker(dirs: AppDirs, mut rx: mpsc::UnboundedReceiver<Request>, report: Reporter) {
@@ -206,6 +209,7 @@ async fn worker(dirs: AppDirs, mut rx: mpsc::UnboundedReceiver<Request>, report:
         dirs,
         report,
         agent: None,
+        renewer: None,
     };
     while let Some(r) = rx.recv().await {
         match r {
@@ -353,25 +357,10 @@ impl Worker {
             }
             self.report.progress(2, 2, "Registering with the network");
         }
-        let next_missing = current.next_month().is_ok_and(|n| !has(&keys, &n));
-        self.run_agent(&settings, &aor, params.clone(), keys, &password, pin)
-            .await?;
-        if next_missing {
-            // Next month's keys, fetched ahead without asking.
-            let report = self.report.clone();
-            let dirs = self.dirs.clone();
-            tokio::spawn(async move {
-                match renew_keys(&dirs, &settings, &params, pin, &password).await {
-                    Ok(keys) => report.send(Update::KeysRenewed {
-                        periods: periods_of(&keys),
-                    }),
-                    Err(e) => report.send(Update::Notice(format!(
-                        "Next month's keys could not be fetched yet ({e}); the phone tries again at the next start."
-                    ))),
-                }
-            });
-        }
-        Ok(())
+        // Next month's keys are fetched ahead without asking by the agent's
+        // renewer (run_agent).
+        self.run_agent(&settings, &aor, params, keys, &password, pin)
+            .await
     }
 
     async fn renew(
@@ -413,6 +402,9 @@ impl Worker {
             pkg_fingerprint: pin.as_ref().map(fingerprint_hex),
             local: listen,
         };
+        let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
+        let inbox = KeyInbox::new();
+        let params_for_renewal = params.clone();
         let config = AgentConfig {
             aor: aor.clone(),
             password: zeroize::Zeroizing::new(password.expose().to_string()),
@@ -428,8 +420,15 @@ impl Worker {
             commands,
             mut events,
             local,
-        } = headless::start_with_media(config, media_options(settings))
-            .await
+        } = headless::start_with(
+            config,
+            StartOptions {
+                media: media_options(settings),
+                key_inbox: Some(inbox.clone()),
+                ..StartOptions::default()
+            },
+        )
+        .await
             .map_err(|e| match e {
             headless::StartError::Bind { addr, .. } => format!(
                 "The phone cannot use the address {addr} (another program may use it). Choose another in Settings."
@@ -445,15 +444,82 @@ impl Worker {
         let _ = commands.send(AgentCommand::Register).await;
         self.agent = Some(commands);
         self.report.send(Update::Ready(ReadyInfo { local, ..info }));
+        self.renewer = Some(tokio::spawn(keep_keys_renewed(
+            Renewer {
+                dirs: self.dirs.clone(),
+                settings: settings.clone(),
+                params: params_for_renewal,
+                pin,
+                password: password.clone(),
+                report: self.report.clone(),
+            },
+            held,
+            inbox,
+        )));
         Ok(())
     }
 
     async fn stop_agent(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
         if let Some(a) = self.agent.take() {
             let _ = a.send(AgentCommand::Unregister).await;
             // Give the un-REGISTER a moment on the wire; dropping the
             // sender then stops the driver and frees the socket.
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// How often a running phone checks that next month's keys are held.
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
+
+/// What the renewer needs to log in again.
+struct Renewer {
+    dirs: AppDirs,
+    settings: Settings,
+    params: PublicParams,
+    pin: Option<[u8; 32]>,
+    password: SecretString,
+    report: Reporter,
+}
+
+/// While the phone runs: whenever next month's keys are not held (at
+/// start, or once the month has changed), fetches this and next month's
+/// keys, stores them and hands the new ones to the running agent through
+/// `inbox`, so a phone left running for months keeps decrypting calls. A
+/// failure is told once and retried every [`RENEW_CHECK`].
+async fn keep_keys_renewed(r: Renewer, mut held: Vec<Period>, inbox: KeyInbox) {
+    let mut tick = tokio::time::interval(RENEW_CHECK);
+    let mut told = false;
+    loop {
+        tick.tick().await;
+        let Ok(next) = Period::month_at(now_unix()).next_month() else {
+            continue;
+        };
+        if held.contains(&next) {
+            continue;
+        }
+        match renew_keys(&r.dirs, &r.settings, &r.params, r.pin, &r.password).await {
+            Ok(stored) => {
+                let periods = periods_of(&stored);
+                let fresh: Vec<PrivateKeys> = stored
+                    .into_iter()
+                    .filter(|k| !held.contains(k.identity().period()))
+                    .collect();
+                held.extend(fresh.iter().map(|k| k.identity().period().clone()));
+                inbox.push(fresh);
+                told = false;
+                r.report.send(Update::KeysRenewed { periods });
+            }
+            Err(e) if !told => {
+                told = true;
+                r.report.send(Update::Notice(format!(
+                    "Next month's keys could not be fetched yet ({e}); the phone tries again every hour."
+                )));
+            }
+            Err(_) => {}
         }
     }
 }
