@@ -10,14 +10,14 @@
 //! test process (separate endpoints with their own addresses; they speak
 //! only SIP over loopback to the provider and the phones).
 
-#[path = "support/provider.rs"]
-mod provider;
+mod support;
 
 use ibephone::sip::message::Message;
-use provider::*;
 use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::process::Agent;
+use support::provider::*;
 
 const ALICE_PW: &str = "alice secret 1";
 const BOB_PW: &str = "bob secret 22";

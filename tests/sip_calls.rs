@@ -1,14 +1,13 @@
 //! Calls through the in-memory network: register, ring, answer, ACK, BYE,
 //! CANCEL, forking, loss, the filter hook.
 
-#[path = "support/sip_net.rs"]
-mod sip_net;
+mod support;
 
 use ibephone::sip::filter::{FilterError, MessageFilter, NoFilter, Reject};
 use ibephone::sip::message::Message;
 use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event};
-use sip_net::*;
 use std::time::{Duration, Instant};
+use support::sip_net::*;
 
 #[test]
 fn register_call_ring_answer_ack_bye() {

@@ -2,14 +2,13 @@
 //! refresh and refusals, 404/480, throttling, replay, malformed input, TCP
 //! for large requests, timeouts.
 
-#[path = "support/sip_net.rs"]
-mod sip_net;
+mod support;
 
 use ibephone::sip::filter::NoFilter;
 use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event};
 use ibephone::sip::{Dest, Transport};
-use sip_net::*;
 use std::time::Duration;
+use support::sip_net::*;
 
 #[test]
 fn registration_is_refreshed_before_expiry() {

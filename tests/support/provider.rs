@@ -1,6 +1,7 @@
 //! Process-level harness: a real `pkg-server` (PKG + embedded SIP
-//! registrar/proxy) in a temporary directory, real `ibephone agent`
-//! processes that log in to it, raw SIP endpoints and UDP relays (lossy,
+//! registrar/proxy) in a temporary directory, the configurations of
+//! `ibephone agent` processes that log in to it (the processes:
+//! [`super::process::Agent`]), raw SIP endpoints and UDP relays (lossy,
 //! recording) between an agent and the proxy. Loopback only, `.invalid`
 //! domain.
 //!
@@ -8,18 +9,15 @@
 //! package: they are taken from the directory of the `ibephone` binary
 //! (`cargo test --workspace` builds them; alone, run
 //! `cargo build -p pkg-server` first).
-#![allow(dead_code)]
 
+use super::process::write_secret;
 use ibephone::sip::digest::{Challenge, Password};
 use ibephone::sip::message::{HeaderForm, Message};
-use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,11 +33,6 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-pub fn write_secret(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// An initialized PKG directory with users.
@@ -203,131 +196,6 @@ pub fn agent_config(dir: &Path, server: &Server, spec: Spec) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// An `ibephone agent` process: JSON commands in, JSON events out.
-pub struct Agent {
-    pub name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Value>,
-    pub stderr: Arc<Mutex<String>>,
-    pub seen: Vec<Value>,
-}
-
-impl Agent {
-    pub fn start(name: &str, config: &Path) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ibephone"))
-            .args(["agent", "--config"])
-            .arg(config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, events) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { return };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        Agent {
-            name: name.into(),
-            stdin: child.stdin.take(),
-            child,
-            events,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    pub fn send(&mut self, cmd: Value) {
-        let s = self.stdin.as_mut().unwrap();
-        writeln!(s, "{cmd}").unwrap();
-        s.flush().unwrap();
-    }
-
-    /// The next event named `event` within `wait` (other events are kept in `seen`).
-    pub fn expect(&mut self, event: &str, wait: Duration) -> Value {
-        self.try_expect(event, wait).unwrap_or_else(|| {
-            panic!(
-                "{}: no {event} within {wait:?}; saw {:?}\nstderr: {}",
-                self.name,
-                self.seen,
-                self.stderr.lock().unwrap()
-            )
-        })
-    }
-
-    pub fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if v["event"] == event {
-                        return Some(v);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    pub fn register(&mut self) {
-        self.send(serde_json::json!({"cmd": "register"}));
-        self.expect("registered", Duration::from_secs(20));
-    }
-
-    /// Ends stdin (the agent unregisters and exits) and waits.
-    pub fn quit(&mut self) {
-        self.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the process to exit (e.g. a start that must fail).
-    pub fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Today's key period label (YYYY-MM, UTC).

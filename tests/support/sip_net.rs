@@ -1,7 +1,6 @@
 //! Shared harness of the in-memory SIP network tests: user agents and the
 //! registrar/proxy in one process, a fake clock and a queue that can drop
 //! datagrams.
-#![allow(dead_code)]
 
 use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::sip::filter::MessageFilter;

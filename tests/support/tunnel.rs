@@ -1,7 +1,6 @@
-//! Shared fixtures for the tunnel tests: two providers, users with keys,
-//! and inner SIP messages of a typical call (loopback and `.invalid`
-//! hosts only).
-#![allow(dead_code)]
+//! Fixtures of the tunnel tests: providers with fixed master secrets
+//! ([`TwoDomains`]), tunnels of users holding keys, and the inner SIP
+//! messages of a typical call ([`Call`]; loopback hosts only).
 
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
 use ibephone::tunnel::{Tunnel, TunnelConfig};
@@ -12,23 +11,15 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_348_800)
 }
 
-pub fn provider(domain: &str, seed: u8) -> (MasterSecret, PublicParams) {
+/// The master secret `[seed; 32]` of `domain` and its parameters.
+fn provider(domain: &str, seed: u8) -> (MasterSecret, PublicParams) {
     let msk = MasterSecret::from_bytes(&[seed; 32]).unwrap();
     let params = PublicParams::new(domain, msk.p_pub(), &format!("https://pkg.{domain}")).unwrap();
     (msk, params)
 }
 
 /// A tunnel for `aor` holding keys for `periods`, trusting `trusted`.
-pub fn tunnel(
-    aor: &str,
-    msk: &MasterSecret,
-    periods: &[&str],
-    trusted: &[&PublicParams],
-) -> Tunnel {
-    tunnel_with(aor, msk, periods, trusted, TunnelConfig::default())
-}
-
-pub fn tunnel_with(
+fn tunnel_with(
     aor: &str,
     msk: &MasterSecret,
     periods: &[&str],
@@ -45,6 +36,40 @@ pub fn tunnel_with(
         t.add_keys(&extract(msk, &id)).unwrap();
     }
     t
+}
+
+/// Two providers, `a` (seed 1) and `b` (seed 2), whose users trust both.
+pub struct TwoDomains {
+    /// The first provider: master secret and parameters.
+    pub a: (MasterSecret, PublicParams),
+    /// The second provider.
+    pub b: (MasterSecret, PublicParams),
+}
+
+impl TwoDomains {
+    /// Providers of `a` and `b` with the master secrets of seeds 1 and 2.
+    pub fn new(a: &str, b: &str) -> Self {
+        TwoDomains {
+            a: provider(a, 1),
+            b: provider(b, 2),
+        }
+    }
+
+    /// A tunnel for `aor` (of one of the two domains) with keys for
+    /// `periods`, trusting both providers.
+    pub fn tunnel(&self, aor: &str, periods: &[&str]) -> Tunnel {
+        self.tunnel_with(aor, periods, TunnelConfig::default())
+    }
+
+    /// [`TwoDomains::tunnel`] with a configuration of its own.
+    pub fn tunnel_with(&self, aor: &str, periods: &[&str], config: TunnelConfig) -> Tunnel {
+        let host = Aor::parse(aor).unwrap().host().to_string();
+        let (msk, _) = [&self.a, &self.b]
+            .into_iter()
+            .find(|(_, params)| params.domain() == host)
+            .unwrap_or_else(|| panic!("{aor} is in neither domain"));
+        tunnel_with(aor, msk, periods, &[&self.a.1, &self.b.1], config)
+    }
 }
 
 /// A SIP message with the given start line, headers and body; adds
