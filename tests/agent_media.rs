@@ -13,14 +13,13 @@
 //! idle, 7.7 dB in one run under a parallel build, with ρ still >= 0.95).
 //! A broken path (wrong key, silence, misalignment) gives ρ < 0.1.
 
-use ibephone::agent::config::AgentConfig;
-use ibephone::agent::filter::SecurityPolicy;
+mod support;
+
 use ibephone::agent::headless::{start_with_media, RunningAgent};
 use ibephone::agent::media::MediaCounters;
 use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::media::audio::{read_wav, AudioSink, WavSink};
+use ibephone::media::audio::read_wav;
 use ibephone::media::g711::G711;
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::Codec;
@@ -30,7 +29,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use support::agents::{send, TestDomain, Wait};
+use support::audio::write_wav;
 use tokio::net::UdpSocket;
 
 const DOMAIN: &str = "biloxi.invalid";
@@ -39,49 +40,8 @@ const DOMAIN: &str = "biloxi.invalid";
 /// would measure the scheduler, not the media path.
 static ONE_CALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn config(user: &str, msk: &MasterSecret, params: &PublicParams, proxy: SocketAddr) -> AgentConfig {
-    let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}")).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let current = Period::month_at(now);
-    let keys = [current.previous_month().unwrap(), current]
-        .into_iter()
-        .map(|p| extract(msk, &Identity::new(aor.clone(), p)))
-        .collect();
-    AgentConfig {
-        aor,
-        password: zeroize::Zeroizing::new(format!("{user}-pw")),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        proxy,
-        policy: SecurityPolicy::Require,
-        privacy: true,
-        params: params.clone(),
-        trusted: vec![],
-        keys,
-    }
-}
-
-async fn expect(
-    agent: &mut RunningAgent,
-    what: &str,
-    f: impl Fn(&AgentEvent) -> bool,
-) -> AgentEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut skipped = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
-            Ok(Some(e)) if f(&e) => return e,
-            Ok(Some(AgentEvent::Error { message })) => {
-                panic!("waiting for {what}: error {message} after {skipped:?}")
-            }
-            Ok(Some(AgentEvent::MediaStats { .. })) => continue,
-            Ok(Some(e)) => skipped.push(e),
-            other => panic!("waiting for {what}: {other:?} after {skipped:?}"),
-        }
-    }
-}
+/// Waits of up to 30 s; an agent's error fails the test.
+const WAIT: Wait = Wait::secs(30).errors_fail();
 
 type Slot = Arc<Mutex<Option<SocketAddr>>>;
 
@@ -172,16 +132,6 @@ struct Call {
     _provider: driver::ProxyHandle,
 }
 
-fn write_wav(path: &Path, signal: &[i16]) {
-    let mut w = WavSink::create(path).unwrap();
-    for f in signal.chunks(160) {
-        let mut frame = f.to_vec();
-        frame.resize(160, 0);
-        w.write_frame(&frame).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 fn media_started(e: &AgentEvent) -> Option<(String, String, bool, Option<String>)> {
     match e {
         AgentEvent::MediaStarted {
@@ -203,8 +153,7 @@ fn media_started(e: &AgentEvent) -> Option<(String, String, bool, Option<String>
 /// Registers alice (playing `source`) and bob (recording to `record`),
 /// alice calls bob, bob answers; returns once media runs on both sides.
 async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
-    let msk = MasterSecret::generate().unwrap();
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
+    let domain = TestDomain::new(DOMAIN);
     let provider = driver::spawn_proxy(
         "127.0.0.1:0".parse().unwrap(),
         DOMAIN,
@@ -228,49 +177,34 @@ async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
         advertise: Some(through(relay.r2, &relay.bob)),
         ..MediaOptions::default()
     };
-    let mut alice = start_with_media(config("alice", &msk, &params, provider.addr), alice_media)
+    let config = |user| domain.agent(user, provider.addr).build();
+    let mut alice = start_with_media(config("alice"), alice_media)
         .await
         .unwrap();
-    let mut bob = start_with_media(config("bob", &msk, &params, provider.addr), bob_media)
-        .await
-        .unwrap();
+    let mut bob = start_with_media(config("bob"), bob_media).await.unwrap();
     for a in [&mut alice, &mut bob] {
-        a.commands.send(AgentCommand::Register).await.unwrap();
-        expect(a, "registered", |e| {
-            matches!(e, AgentEvent::Registered { .. })
-        })
-        .await;
+        WAIT.register(a).await;
     }
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
-    let AgentEvent::Calling { call: a_call, .. } = expect(&mut alice, "calling", |e| {
-        matches!(e, AgentEvent::Calling { .. })
-    })
-    .await
-    else {
+    let (calling, incoming) = WAIT.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::Calling { call: a_call, .. } = calling else {
         unreachable!()
     };
     let AgentEvent::IncomingCall {
         call: b_call,
         tunneled,
         ..
-    } = expect(&mut bob, "incoming", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
+    } = incoming
     else {
         unreachable!()
     };
     assert!(tunneled);
-    bob.commands
-        .send(AgentCommand::Answer { call: b_call })
-        .await
-        .unwrap();
-    let a = expect(&mut alice, "media", |e| media_started(e).is_some()).await;
-    let b = expect(&mut bob, "media", |e| media_started(e).is_some()).await;
+    WAIT.answer(&mut bob, &mut alice, b_call).await;
+    let a = WAIT
+        .event(&mut alice, "media", |e| media_started(e).is_some())
+        .await;
+    let b = WAIT
+        .event(&mut bob, "media", |e| media_started(e).is_some())
+        .await;
     let (a, b) = (media_started(&a).unwrap(), media_started(&b).unwrap());
     assert_eq!(a, b, "both sides agree on codec, cipher and SAS");
     assert_eq!(a.0, codec.encoding_name());
@@ -290,17 +224,15 @@ async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
 }
 
 async fn hang_up(c: &mut Call) -> (MediaCounters, MediaCounters) {
-    c.alice
-        .commands
-        .send(AgentCommand::Hangup { call: c.a_call })
-        .await
-        .unwrap();
+    send(&mut c.alice, AgentCommand::Hangup { call: c.a_call }).await;
     let stopped = |e: &AgentEvent| matches!(e, AgentEvent::MediaStopped { .. });
-    let AgentEvent::MediaStopped { stats: sb, .. } = expect(&mut c.bob, "stopped", stopped).await
+    let AgentEvent::MediaStopped { stats: sb, .. } =
+        WAIT.event(&mut c.bob, "stopped", stopped).await
     else {
         unreachable!()
     };
-    let AgentEvent::MediaStopped { stats: sa, .. } = expect(&mut c.alice, "stopped", stopped).await
+    let AgentEvent::MediaStopped { stats: sa, .. } =
+        WAIT.event(&mut c.alice, "stopped", stopped).await
     else {
         unreachable!()
     };
@@ -312,7 +244,7 @@ async fn speech(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_s
     let _one = ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = call(dir.path(), codec, loss_pct, signal).await;
-    expect(&mut c.alice, "source ended", |e| {
+    WAIT.event(&mut c.alice, "source ended", |e| {
         matches!(e, AgentEvent::AudioSourceEnded { .. })
     })
     .await;
@@ -407,6 +339,12 @@ fn updated(e: &AgentEvent) -> Option<(String, Option<String>)> {
     }
 }
 
+/// The next `MediaUpdated` of `agent`: (direction, SAS).
+async fn next_update(agent: &mut RunningAgent, what: &str) -> (String, Option<String>) {
+    let e = WAIT.event(agent, what, |e| updated(e).is_some()).await;
+    updated(&e).unwrap()
+}
+
 /// Hold and resume are re-INVITEs inside the tunnel that re-key: both
 /// sides report the new direction and the same new SAS; bob stops sending
 /// while held and sends again after the resume, and his packets keep
@@ -419,13 +357,9 @@ async fn hold_resume_rekey_dtmf() {
     let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(8.0)).await;
     let sas0 = c.sas.clone();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    c.alice
-        .commands
-        .send(AgentCommand::Hold { call: c.a_call })
-        .await
-        .unwrap();
-    let a = updated(&expect(&mut c.alice, "held", |e| updated(e).is_some()).await).unwrap();
-    let b = updated(&expect(&mut c.bob, "held", |e| updated(e).is_some()).await).unwrap();
+    send(&mut c.alice, AgentCommand::Hold { call: c.a_call }).await;
+    let a = next_update(&mut c.alice, "held").await;
+    let b = next_update(&mut c.bob, "held").await;
     assert_eq!(a.0, "sendonly");
     assert_eq!(b.0, "recvonly");
     assert_eq!(a.1, b.1, "same SAS after the re-key");
@@ -442,13 +376,9 @@ async fn hold_resume_rekey_dtmf() {
         held,
         "bob sends nothing while held"
     );
-    c.alice
-        .commands
-        .send(AgentCommand::Resume { call: c.a_call })
-        .await
-        .unwrap();
-    let a2 = updated(&expect(&mut c.alice, "resumed", |e| updated(e).is_some()).await).unwrap();
-    let b2 = updated(&expect(&mut c.bob, "resumed", |e| updated(e).is_some()).await).unwrap();
+    send(&mut c.alice, AgentCommand::Resume { call: c.a_call }).await;
+    let a2 = next_update(&mut c.alice, "resumed").await;
+    let b2 = next_update(&mut c.bob, "resumed").await;
     assert_eq!((a2.0.as_str(), b2.0.as_str()), ("sendrecv", "sendrecv"));
     assert_eq!(a2.1, b2.1);
     assert_ne!(a2.1, a.1);
@@ -457,16 +387,18 @@ async fn hold_resume_rekey_dtmf() {
         c.relay.bob_to_alice.load(Ordering::Relaxed) > held + 10,
         "bob sends again after the resume"
     );
-    c.alice
-        .commands
-        .send(AgentCommand::Dtmf {
+    send(
+        &mut c.alice,
+        AgentCommand::Dtmf {
             call: c.a_call,
             digits: "5#".into(),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     for want in ['5', '#'] {
-        let e = expect(&mut c.bob, "dtmf", |e| matches!(e, AgentEvent::Dtmf { .. })).await;
+        let e = WAIT
+            .event(&mut c.bob, "dtmf", |e| matches!(e, AgentEvent::Dtmf { .. }))
+            .await;
         assert_eq!(
             e,
             AgentEvent::Dtmf {
@@ -475,18 +407,19 @@ async fn hold_resume_rekey_dtmf() {
             }
         );
     }
-    c.alice
-        .commands
-        .send(AgentCommand::Dtmf {
+    send(
+        &mut c.alice,
+        AgentCommand::Dtmf {
             call: c.a_call,
             digits: "5x".into(),
-        })
-        .await
-        .unwrap();
-    let e = expect(&mut c.alice, "error", |e| {
-        matches!(e, AgentEvent::Error { .. })
-    })
+        },
+    )
     .await;
+    let e = WAIT
+        .event(&mut c.alice, "error", |e| {
+            matches!(e, AgentEvent::Error { .. })
+        })
+        .await;
     assert!(
         matches!(&e, AgentEvent::Error { message } if message.contains("DTMF")),
         "{e:?}"
