@@ -9,6 +9,8 @@
 //!   configuration files (`[keys]`) they start from.
 //! - [`provider`]: a real `pkg-server` (PKG + registrar/proxy), agent
 //!   configurations of its users (`[pkg]`), raw SIP phones and relays.
+//! - [`provider_bins`]: starting `pkg-server`, running `pkg-admin`; shared
+//!   with `pkg-server/tests`.
 //! - [`capture`]: tshark on loopback (`IBEPHONE_TEST_TSHARK=1`).
 //! - [`tools`]: gates of the tests that need an installed tool, tool
 //!   paths, free ports.
@@ -22,6 +24,7 @@ pub mod audio;
 pub mod capture;
 pub mod process;
 pub mod provider;
+pub mod provider_bins;
 pub mod sip_net;
 pub mod tools;
 pub mod tunnel;

@@ -11,12 +11,13 @@
 //! `cargo build -p pkg-server` first).
 
 use super::process::write_secret;
+use super::provider_bins::{run_admin, start_server};
 use ibephone::sip::digest::{Challenge, Password};
 use ibephone::sip::message::{HeaderForm, Message};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -63,23 +64,9 @@ impl Provider {
         p
     }
 
+    /// Runs `pkg-admin ARGS...` on this PKG with `stdin`; it must succeed.
     pub fn admin(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new(bin("pkg-admin"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_admin(&bin("pkg-admin"), &self.config, args, stdin);
         assert!(
             out.status.success(),
             "pkg-admin {args:?}: {}",
@@ -88,31 +75,14 @@ impl Provider {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `pkg-server` on this PKG (with its SIP registrar/proxy).
     pub fn start(&self) -> Server {
-        let mut child = Command::new(bin("pkg-server"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("PKG_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap()
-                .to_string()
-        };
+        let (child, startup) = start_server(&bin("pkg-server"), &self.config, &[]);
         Server {
             child,
-            url: format!("https://{}", field("listening=")),
-            fingerprint: field("fingerprint="),
-            sip: field("sip=").parse().unwrap(),
+            url: startup.url,
+            fingerprint: startup.fingerprint,
+            sip: startup.sip.parse().unwrap(),
         }
     }
 }
