@@ -170,6 +170,17 @@ impl Net {
     pub fn has(&self, i: usize, f: impl Fn(&Event) -> bool) -> bool {
         self.uas[i].2.iter().any(f)
     }
+
+    /// UA `i` calls `user` of [`DOMAIN`] as `call`, offering `body`.
+    pub fn dial(&mut self, i: usize, call: CallId, user: &str, body: Body) {
+        let target = format!("sip:{user}@{DOMAIN}");
+        self.cmd(i, Command::Call { call, target, body });
+    }
+
+    /// UA `i` answers its `call` with `body`.
+    pub fn answer(&mut self, i: usize, call: CallId, body: Body) {
+        self.cmd(i, Command::Answer { call, body });
+    }
 }
 
 pub fn registered(n: &Net, i: usize) -> bool {
@@ -208,14 +219,7 @@ pub fn body(s: &str) -> Body {
 
 pub fn full_call(n: &mut Net, alice: usize, bob: usize) {
     let call = CallId(1);
-    n.cmd(
-        alice,
-        Command::Call {
-            call,
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("offer"),
-        },
-    );
+    n.dial(alice, call, "bob", body("offer"));
     assert!(
         // A lost 180 is never repeated (provisional responses are unreliable
         // without RFC 3262), so under loss only the INVITE must arrive.
@@ -228,13 +232,7 @@ pub fn full_call(n: &mut Net, alice: usize, bob: usize) {
         bob,
         |e| matches!(e, Event::IncomingCall { body, .. } if body.bytes == b"offer")
     ));
-    n.cmd(
-        bob,
-        Command::Answer {
-            call: bcall,
-            body: body("answer"),
-        },
-    );
+    n.answer(bob, bcall, body("answer"));
     assert!(
         n.run_until(Duration::from_secs(120), |n| {
             n.has(
@@ -262,33 +260,45 @@ pub fn full_call(n: &mut Net, alice: usize, bob: usize) {
 
 pub fn answered_call(n: &mut Net, a: usize, b: usize) -> (CallId, CallId) {
     let call = CallId(1);
-    n.cmd(
-        a,
-        Command::Call {
-            call,
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    n.dial(a, call, "bob", body("o"));
     assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
     let bc = incoming(n, b).unwrap();
-    n.cmd(
-        b,
-        Command::Answer {
-            call: bc,
-            body: body("a"),
-        },
-    );
+    n.answer(b, bc, body("a"));
     assert!(n.run_until(Duration::from_secs(60), |n| n
         .has(b, |e| matches!(e, Event::Answered { .. }))));
     (call, bc)
 }
 
+/// alice (port 5062) and bob (5064) registered, without filters, on a
+/// network without loss.
 pub fn pair(seed: u64) -> (Net, usize, usize) {
-    let mut n = Net::new(0.0, seed);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-    let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    pair_with(0.0, seed, Box::new(NoFilter), Box::new(NoFilter))
+}
+
+/// alice (port 5062, `alice_filter`) and bob (5064, `bob_filter`)
+/// registered on a network losing `loss` of the datagrams.
+pub fn pair_with(
+    loss: f64,
+    seed: u64,
+    alice_filter: Box<dyn MessageFilter>,
+    bob_filter: Box<dyn MessageFilter>,
+) -> (Net, usize, usize) {
+    let mut n = Net::new(loss, seed);
+    let a = n.add("alice", "alice-pw", 5062, alice_filter);
+    let b = n.add("bob", "bob-pw", 5064, bob_filter);
     register(&mut n, a);
     register(&mut n, b);
     (n, a, b)
+}
+
+/// alice (port 5062) and two devices of bob (5064, 5066) registered.
+pub fn alice_and_two_bobs(seed: u64) -> (Net, usize, usize, usize) {
+    let mut n = Net::new(0.0, seed);
+    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
+    let b1 = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    let b2 = n.add("bob", "bob-pw", 5066, Box::new(NoFilter));
+    for i in [a, b1, b2] {
+        register(&mut n, i);
+    }
+    (n, a, b1, b2)
 }
