@@ -7,9 +7,8 @@ mod support;
 use ibephone::agent::config::AgentConfig;
 use ibephone::agent::headless::{start_with_media, RunningAgent, StartError};
 use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
-use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::sip::driver;
-use support::agents::{register, send, wait_event, TestDomain, Wait};
+use ibephone::agent::AgentEvent;
+use support::agents::{register, wait_event, TestDomain, Wait};
 
 /// An agent without sound devices: silence in, received audio discarded
 /// (no sound card on CI, no alsa-lib noise in its log).
@@ -31,13 +30,7 @@ fn id_now(user: &str) -> String {
 #[tokio::test]
 async fn secured_call_with_verified_identities() {
     let domain = TestDomain::new(DOMAIN);
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let provider = domain.proxy(&["alice", "bob"]).await;
     let proxy = provider.addr;
     let mut alice = start(domain.agent("alice", proxy).build()).await.unwrap();
     let mut bob = start(domain.agent("bob", proxy).build()).await.unwrap();
@@ -82,18 +75,7 @@ async fn secured_call_with_verified_identities() {
     })
     .await;
 
-    send(
-        &mut alice,
-        AgentCommand::Message {
-            to: "bob".into(),
-            text: "secure hello".into(),
-        },
-    )
-    .await;
-    let msg = wait_event(&mut bob, "message", |e| {
-        matches!(e, AgentEvent::MessageReceived { .. })
-    })
-    .await;
+    let msg = w.message(&mut alice, &mut bob, "bob", "secure hello").await;
     let AgentEvent::MessageReceived {
         from,
         text,

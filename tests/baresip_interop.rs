@@ -64,13 +64,8 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("carol", "carol-pw")],
-    )
-    .await
-    .unwrap();
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice", "carol"]).await;
     let (alice_src, carol_src) = (test_signal(3.0), test_signal(6.0));
     let (a_in, c_in) = (
         dir.path().join("alice-in.wav"),
@@ -81,7 +76,7 @@ async fn setup() -> Setup {
     let a_out = dir.path().join("alice-out.wav");
     Setup {
         dir,
-        domain: TestDomain::new(DOMAIN),
+        domain,
         provider,
         alice_src,
         carol_src,

@@ -12,14 +12,14 @@
 mod support;
 
 use ibephone::agent::headless::{start, start_with, RunningAgent, StartOptions};
-use ibephone::agent::{AgentCommand, AgentEvent};
+use ibephone::agent::AgentEvent;
 use ibephone::pcap::{decrypt_capture, verify_capture, Class};
 use ibephone::tunnel::keylog::KeyLog;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::agents::{id_now, registration_outcome, send, wait_event, TestDomain, Wait};
+use support::agents::{id_now, registration_outcome, wait_event, TestDomain, Wait};
 use support::capture::{ports_filter, Tshark};
 use support::tools::{free_port, gate, tool_path};
 
@@ -219,18 +219,9 @@ async fn secured_call_through_kamailio() {
     })
     .await;
 
-    send(
-        &mut alice,
-        AgentCommand::Message {
-            to: "bob".into(),
-            text: "through kamailio".into(),
-        },
-    )
-    .await;
-    let msg = wait_event(&mut bob, "message", |e| {
-        matches!(e, AgentEvent::MessageReceived { .. })
-    })
-    .await;
+    let msg = w
+        .message(&mut alice, &mut bob, "bob", "through kamailio")
+        .await;
     assert_eq!(
         msg,
         AgentEvent::MessageReceived {

@@ -16,7 +16,6 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::start;
 use ibephone::agent::AgentEvent;
 use ibephone::ibe::{Aor, Identity, Period};
-use ibephone::sip::driver;
 use ibephone::tunnel::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, TunnelAttrs};
 use ibephone::tunnel::message::SipView;
 use ibephone::tunnel::outer;
@@ -198,13 +197,7 @@ async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
     }
     let dir = tempdir();
     let domain = TestDomain::new(DOMAIN);
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let provider = domain.proxy(&["alice", "bob"]).await;
     let alice_cfg = domain.agent("alice", provider.addr).build();
     let bob_cfg = domain
         .agent("bob", provider.addr)

@@ -8,13 +8,13 @@
 mod support;
 
 use ibephone::media::audio::read_wav;
+use ibephone::media::g711::G711;
 use ibephone::media::quality::{compare, test_signal};
-use ibephone::sip::driver;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::agents::TestDomain;
-use support::audio::write_wav;
+use support::audio::{clear_frames, holds_clear, write_wav};
 use support::capture::Tshark;
 use support::process::{key_file_config, Agent};
 
@@ -47,15 +47,7 @@ fn spawn(name: &str, config: &Path, audio_in: &Path, audio_out: &Path) -> Agent 
 /// frame of the source in clear.
 fn check_srtp_only(bytes: &[u8], signal: &[i16], keylog: &Path) {
     let segments = ibephone::pcap::capture::read_segments(bytes).unwrap();
-    let mut clear = std::collections::HashSet::new();
-    let mut enc = Vec::new();
-    for f in signal
-        .chunks(160)
-        .filter(|f| f.iter().any(|&s| s.abs() > 200))
-    {
-        ibephone::media::g711::G711::Alaw.encode(f, &mut enc);
-        clear.insert(enc[..16].to_vec());
-    }
+    let clear = clear_frames(signal, G711::Alaw);
     let srtp = segments
         .iter()
         .filter(|s| {
@@ -96,7 +88,7 @@ fn check_srtp_only(bytes: &[u8], signal: &[i16], keylog: &Path) {
     );
     for s in &segments {
         assert!(
-            !s.payload.windows(16).any(|w| clear.contains(w)),
+            !holds_clear(&s.payload, &clear),
             "frame {}: clear PCMA on the wire",
             s.frame
         );
@@ -107,13 +99,7 @@ fn check_srtp_only(bytes: &[u8], signal: &[i16], keylog: &Path) {
 async fn agent_processes_play_and_record_wav_files() {
     let dir = tempfile::tempdir().unwrap();
     let domain = TestDomain::new(DOMAIN);
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let provider = domain.proxy(&["alice", "bob"]).await;
     let signal = test_signal(2.5);
     let (src, silence) = (dir.path().join("src.wav"), dir.path().join("silence.wav"));
     write_wav(&src, &signal);

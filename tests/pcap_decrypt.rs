@@ -200,13 +200,7 @@ fn pcap_decrypt_command_prints_the_inner_dialog() {
 async fn agent_key_log_is_private_and_decrypts_its_call() {
     let dir = tempfile::tempdir().unwrap();
     let domain = TestDomain::new("keylog.invalid");
-    let provider = ibephone::sip::driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        "keylog.invalid",
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let provider = domain.proxy(&["alice", "bob"]).await;
 
     // A key log file that others can read is refused.
     let open = dir.path().join("open.keylog");

@@ -14,6 +14,7 @@ use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::RunningAgent;
 use ibephone::agent::{AgentCommand, AgentEvent};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PrivateKeys, PublicParams};
+use ibephone::sip::driver;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,6 +78,24 @@ impl TestDomain {
             .iter()
             .map(|p| extract(&self.msk, &Identity::new(aor.clone(), p.clone())))
             .collect()
+    }
+
+    /// The embedded registrar/proxy of this domain on a free loopback
+    /// port, for `users` with passwords `USER-pw`.
+    pub async fn proxy(&self, users: &[&str]) -> driver::ProxyHandle {
+        let passwords: Vec<String> = users.iter().map(|u| format!("{u}-pw")).collect();
+        let accounts: Vec<(&str, &str)> = users
+            .iter()
+            .zip(&passwords)
+            .map(|(u, p)| (*u, p.as_str()))
+            .collect();
+        driver::spawn_proxy(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            self.domain(),
+            &accounts,
+        )
+        .await
+        .expect("the proxy starts on loopback")
     }
 
     /// The configuration of `user` of this domain with outbound proxy
@@ -254,6 +273,23 @@ impl Wait {
         send(callee, AgentCommand::Answer { call }).await;
         self.event(caller, "answered", |e| {
             matches!(e, AgentEvent::Answered { .. })
+        })
+        .await
+    }
+
+    /// `from` sends the MESSAGE `text` to `to`; returns the
+    /// `MessageReceived` at `receiver`.
+    pub async fn message(
+        self,
+        from: &mut RunningAgent,
+        receiver: &mut RunningAgent,
+        to: &str,
+        text: &str,
+    ) -> AgentEvent {
+        let (to, text) = (to.into(), text.into());
+        send(from, AgentCommand::Message { to, text }).await;
+        self.event(receiver, "message", |e| {
+            matches!(e, AgentEvent::MessageReceived { .. })
         })
         .await
     }
