@@ -238,6 +238,33 @@ pub async fn raw(
     }
 }
 
+/// [`raw`] `POST path` of a JSON `body`, with `Authorization: auth`
+/// when given.
+pub async fn post_json(
+    server: &Server,
+    path: &str,
+    auth: Option<&str>,
+    body: impl Into<Vec<u8>>,
+) -> (u16, String, Option<String>) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    raw(server, "POST", path, &headers, body.into()).await
+}
+
+/// The JSON body of a login.
+pub fn login_body(user: &str, password: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"user": user, "password": password})).unwrap()
+}
+
+/// A `[throttle]` section: lockout after `user_max` failures of one user
+/// or `addr_max` from one address within 60 s, for `lockout_secs`.
+pub fn throttle(user_max: u32, addr_max: u32, lockout_secs: u32) -> String {
+    format!(
+        "[throttle]\nuser_max_failures = {user_max}\naddr_max_failures = {addr_max}\n\
+         window_secs = 60\nlockout_secs = {lockout_secs}\n"
+    )
+}
+
 pub fn error_code(body: &str) -> String {
     let v: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
