@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::agents::{send, TestDomain, Wait};
-use support::audio::{assert_no_clear_audio, write_wav};
+use support::audio::{assert_no_clear_audio, espeak, write_wav};
 use tokio::net::UdpSocket;
 
 const DOMAIN: &str = "biloxi.invalid";
@@ -283,22 +283,11 @@ async fn pcma_call_5_percent_loss() {
 /// once install-deps installed espeak-ng).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn espeak_sentence_through_agent_calls() {
-    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+    let Some(sentence) =
+        espeak("Every call is encrypted with keys that even the provider cannot recover.")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("sentence.wav");
-    let ok = std::process::Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav)
-        .arg("Every call is encrypted with keys that even the provider cannot recover.")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let sentence = read_wav(&wav).unwrap();
-    assert!(sentence.len() > 8000 * 2);
+    };
     for codec in [Codec::Pcmu, Codec::Pcma] {
         speech(&sentence, codec, 0, 0.95, 6.0).await;
         speech(&sentence, codec, 5, 0.8, 2.0).await;

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::agents::{id_now, registration_outcome, wait_event, TestDomain, Wait};
 use support::capture::{ports_filter, Tshark};
-use support::tools::{free_port, gate, tool_path};
+use support::tools::{free_port, gate, tool_path, wait_or_kill};
 
 const DOMAIN: &str = "atlanta.invalid";
 
@@ -35,15 +35,7 @@ struct Kamailio {
 impl Drop for Kamailio {
     fn drop(&mut self) {
         terminate(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_or_kill(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -35,7 +35,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::audio::{assert_no_clear_audio, write_wav};
+use support::audio::{assert_no_clear_audio, espeak, write_wav};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -362,23 +362,11 @@ async fn dtmf_reaches_the_peer() {
 /// 5 % loss.
 #[tokio::test]
 async fn espeak_sentence_through_a_call() {
-    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+    let Some(speech) = espeak(
+        "A secured call must carry speech, encrypted, with keys that even the key generator cannot recover.",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("sentence.wav");
-    let ok = std::process::Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav)
-        .arg("A secured call must carry speech, encrypted, with keys that even the key generator cannot recover.")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    // espeak-ng writes 22050 Hz; read_wav resamples to 8 kHz.
-    let speech = read_wav(&wav).unwrap();
-    assert!(speech.len() > 8000 * 2);
+    };
     for codec in [Codec::Pcmu, Codec::Pcma] {
         speech_call_with(&speech, codec, 0, 0.95, 10.0).await;
         speech_call_with(&speech, codec, 5, 0.8, 2.0).await;

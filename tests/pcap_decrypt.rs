@@ -44,11 +44,7 @@ fn dialog(tag: &str) -> Dialog {
         (true, call.bye()),
         (false, call.ok_bye()),
     ] {
-        let (sender, receiver) = if from_alice {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
+        let (sender, receiver) = sides(from_alice, &mut alice, &mut bob);
         let outer = sender.seal(t, &inner).unwrap();
         assert_eq!(receiver.open(t, &outer).unwrap().inner, inner);
         messages.push((from_alice, inner, outer));

@@ -43,11 +43,7 @@ fn full_dialog_round_trips_byte_for_byte() {
     ];
     let (mut a_seq, mut b_seq) = (1, 0);
     for (from_alice, inner) in steps {
-        let (sender, receiver) = if from_alice {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
+        let (sender, receiver) = sides(from_alice, &mut alice, &mut bob);
         let outer = sender.seal(t, &inner).unwrap();
         let opened = receiver.open(t, &outer).unwrap();
         assert_eq!(opened.inner, inner, "{}", String::from_utf8_lossy(&inner));

@@ -1,7 +1,8 @@
 //! Test audio: WAV files of test signals, and what of a signal must
 //! never be seen in clear on the wire.
 
-use ibephone::media::audio::{AudioSink, WavSink};
+use super::tools::gate;
+use ibephone::media::audio::{read_wav, AudioSink, WavSink};
 use ibephone::media::g711::G711;
 use ibephone::media::sdp::Codec;
 use std::collections::HashSet;
@@ -17,6 +18,28 @@ pub fn write_wav(path: &Path, signal: &[i16]) {
         w.write_frame(&frame).unwrap();
     }
     w.finish().unwrap();
+}
+
+/// `text` as espeak-ng says it (read at 8 kHz; over 2 s), when
+/// `IBEPHONE_TEST_ESPEAK=1`; else `None` and the test says it is skipped.
+pub fn espeak(text: &str) -> Option<Vec<i16>> {
+    if !gate("IBEPHONE_TEST_ESPEAK", "espeak-ng") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("sentence.wav");
+    let ok = std::process::Command::new("espeak-ng")
+        .arg("-w")
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "espeak-ng failed");
+    // espeak-ng writes 22050 Hz; read_wav resamples to 8 kHz.
+    let speech = read_wav(&wav).unwrap();
+    assert!(speech.len() > 8000 * 2);
+    Some(speech)
 }
 
 /// The first 16 bytes of every 20 ms frame of `signal` with some sound

@@ -3,6 +3,7 @@
 //! agent with a key file (`[keys]`) starts from.
 
 use super::agents::{recent_periods, TestDomain};
+use super::tools::wait_or_kill;
 use ibephone::agent::config::write_key_file;
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -14,6 +15,23 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// `ibephone pcap verify` on `bytes`, written to a temporary file first:
+/// its exit code and stdout.
+pub fn pcap_verify_cli(bytes: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("capture.pcap");
+    std::fs::write(&path, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ibephone"))
+        .args(["pcap", "verify"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
 
 /// Writes a secret file (mode 0600).
 pub fn write_secret(path: &Path, text: &str) {
@@ -180,15 +198,7 @@ impl Agent {
     /// Ends stdin (the agent unregisters and exits) and waits.
     pub fn quit(&mut self) {
         self.close_stdin();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_or_kill(&mut self.child, Duration::from_secs(5));
     }
 
     /// Waits for the process to exit (e.g. a start that must fail); its

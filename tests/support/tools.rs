@@ -32,6 +32,21 @@ pub fn tool_path(tool: &str) -> std::path::PathBuf {
     tool.into()
 }
 
+/// Waits up to `wait` for `child` to exit, then kills it; whether it
+/// exited by itself.
+pub fn wait_or_kill(child: &mut std::process::Child, wait: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
 /// A loopback port that was free a moment ago, for UDP and TCP.
 pub fn free_port() -> u16 {
     loop {

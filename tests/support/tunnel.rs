@@ -72,6 +72,19 @@ impl TwoDomains {
     }
 }
 
+/// (sender, receiver) of a message between alice and bob.
+pub fn sides<'a>(
+    from_alice: bool,
+    alice: &'a mut Tunnel,
+    bob: &'a mut Tunnel,
+) -> (&'a mut Tunnel, &'a mut Tunnel) {
+    if from_alice {
+        (alice, bob)
+    } else {
+        (bob, alice)
+    }
+}
+
 /// A SIP message with the given start line, headers and body; adds
 /// Content-Length.
 pub fn sip(start: &str, headers: &[String], body: &str) -> Vec<u8> {
