@@ -540,26 +540,17 @@ async fn digest_ha1_for_the_registrar() {
         .unwrap();
     let store = store.with_ha1_key(vault.ha1_key());
     use md5::Digest as _;
-    let want = hex::encode(md5::Md5::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(
-        store
-            .digest_ha1("alice", DigestAlgorithm::Md5)
-            .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        want
-    );
-    let want = hex::encode(sha2::Sha256::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(
-        store
-            .digest_ha1("alice", DigestAlgorithm::Sha256)
-            .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        want
-    );
+    let a1 = format!("alice:{DOMAIN}:{ALICE_PW}");
+    for (alg, want) in [
+        (DigestAlgorithm::Md5, hex::encode(md5::Md5::digest(&a1))),
+        (
+            DigestAlgorithm::Sha256,
+            hex::encode(sha2::Sha256::digest(&a1)),
+        ),
+    ] {
+        let ha1 = store.digest_ha1("alice", alg).await.unwrap().unwrap();
+        assert_eq!(ha1.as_str(), want);
+    }
     assert!(store
         .digest_ha1("nobody", DigestAlgorithm::Md5)
         .await

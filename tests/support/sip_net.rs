@@ -21,13 +21,20 @@ use std::time::{Duration, Instant};
 pub const DOMAIN: &str = "example.invalid";
 pub const PROXY: &str = "127.0.0.1:5060";
 
+/// The registrar's records of alice, bob and carol (passwords `USER-pw`).
 pub fn users() -> HashMap<String, UserRecord> {
-    let mut m = HashMap::new();
-    for (u, pw) in [
+    user_records(&[
         ("alice", "alice-pw"),
         ("bob", "bob-pw"),
         ("carol", "carol-pw"),
-    ] {
+    ])
+}
+
+/// The registrar's records of `(user, password)` in [`DOMAIN`] (MD5 and
+/// SHA-256 digests, enabled).
+pub fn user_records(users: &[(&str, &str)]) -> HashMap<String, UserRecord> {
+    let mut m = HashMap::new();
+    for &(u, pw) in users {
         let p = Password::new(pw);
         m.insert(
             u.to_string(),
@@ -41,14 +48,33 @@ pub fn users() -> HashMap<String, UserRecord> {
     m
 }
 
+/// The UA of `user` on loopback `port` (UDP), with [`PROXY`] as its proxy.
 pub fn ua_config(user: &str, pw: &str, port: u16) -> UaConfig {
+    ua_config_with(
+        user,
+        pw,
+        PROXY.parse().unwrap(),
+        format!("127.0.0.1:{port}"),
+        Transport::Udp,
+    )
+}
+
+/// The UA of `user` of [`DOMAIN`] at `local` with outbound `proxy` over
+/// `transport`: 600 s registrations, default headers and timers.
+pub fn ua_config_with(
+    user: &str,
+    pw: &str,
+    proxy: SocketAddr,
+    local: String,
+    transport: Transport,
+) -> UaConfig {
     UaConfig {
         user: user.into(),
         domain: DOMAIN.into(),
         password: Password::new(pw),
-        proxy: PROXY.parse().unwrap(),
-        local: format!("127.0.0.1:{port}"),
-        transport: Transport::Udp,
+        proxy,
+        local,
+        transport,
         expires: 600,
         headers: HeaderPolicy::default(),
         timers: Timers::default(),
