@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The provider's domain.
 pub const DOMAIN: &str = "example.invalid";
 
 /// A workspace binary next to `ibephone`.
@@ -38,11 +39,15 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// An initialized PKG directory with users.
 pub struct Provider {
+    /// The PKG data directory (removed when dropped).
     pub dir: tempfile::TempDir,
+    /// `pkg.toml` in it.
     pub config: PathBuf,
 }
 
 impl Provider {
+    /// A PKG of [`DOMAIN`] initialized with `pkg-admin`, its SIP registrar
+    /// on a free port, `users` (name, password) added.
     pub fn new(users: &[(&str, &str)]) -> Provider {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pkg.toml");
@@ -87,14 +92,19 @@ impl Provider {
     }
 }
 
+/// A running `pkg-server` (killed when dropped).
 pub struct Server {
     child: Child,
+    /// `https://host:port` of the PKG.
     pub url: String,
+    /// SHA-256 of its TLS certificate, hex.
     pub fingerprint: String,
+    /// Its SIP registrar/proxy.
     pub sip: SocketAddr,
 }
 
 impl Server {
+    /// Kills the server (a PKG that went down).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -112,16 +122,20 @@ impl Drop for Server {
 pub struct Spec<'a> {
     /// File names (`NAME.toml`, `NAME.password`, `NAME.keystore`).
     pub name: &'a str,
+    /// The account (user part of the AOR, PKG login).
     pub user: &'a str,
+    /// Its password.
     pub password: &'a str,
     /// The agent's outbound proxy (the registrar, or a relay in front of it).
     pub proxy: SocketAddr,
+    /// `require`, `ask` or `allow-plain`.
     pub policy: &'a str,
     /// Pin the PKG certificate in the config (else trust on first use).
     pub pin: bool,
 }
 
 impl<'a> Spec<'a> {
+    /// Files named after `user`, policy `require`, the PKG pinned.
     pub fn new(user: &'a str, password: &'a str, proxy: SocketAddr) -> Self {
         Spec {
             name: user,
@@ -197,13 +211,16 @@ pub fn period_window() -> Vec<String> {
 /// A raw SIP endpoint on loopback UDP (a phone without the tunnel, or an
 /// attacker).
 pub struct RawPhone {
+    /// Its socket.
     pub sock: UdpSocket,
+    /// Its address.
     pub local: SocketAddr,
     pub proxy: SocketAddr,
     n: u32,
 }
 
 impl RawPhone {
+    /// A phone on a free loopback port talking to `proxy`.
     pub fn new(proxy: SocketAddr) -> RawPhone {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = sock.local_addr().unwrap();
@@ -215,6 +232,8 @@ impl RawPhone {
         }
     }
 
+    /// A new request `method` to `uri` from `from_user` of [`DOMAIN`] to
+    /// `to` (fresh Call-ID, branch and CSeq).
     pub fn request(&mut self, method: &str, uri: &str, from_user: &str, to: &str) -> Message {
         self.n += 1;
         let p = self.local.port();
@@ -228,6 +247,7 @@ impl RawPhone {
         Message::parse(m.as_bytes()).unwrap()
     }
 
+    /// Sends `m` to `to`.
     pub fn send_to(&self, m: &Message, to: SocketAddr) {
         self.sock
             .send_to(&m.to_bytes(HeaderForm::Full), to)
@@ -292,9 +312,11 @@ pub type RelayLog = Vec<(bool, bool, Vec<u8>)>;
 /// TCP connections (large messages, RFC 3261 18.1.1) are piped both ways
 /// without loss (TCP retransmits by itself). Everything is recorded.
 pub struct Relay {
+    /// Where the agent sends (its `proxy`).
     pub front: SocketAddr,
     /// The relay's address on the proxy side (the agent's flow at the proxy).
     pub back: SocketAddr,
+    /// Everything relayed.
     pub log: Arc<Mutex<RelayLog>>,
     /// The agent's address, once it sent something.
     pub agent: Arc<Mutex<Option<SocketAddr>>>,
@@ -344,6 +366,8 @@ fn tcp_forward(
 }
 
 impl Relay {
+    /// A relay in front of `proxy` dropping UDP datagrams with probability
+    /// `loss` (seeded by `seed`).
     pub fn new(proxy: SocketAddr, loss: f64, seed: u64) -> Relay {
         let front = UdpSocket::bind("127.0.0.1:0").unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -18,7 +18,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// The domain of the network.
 pub const DOMAIN: &str = "example.invalid";
+/// The proxy's address.
 pub const PROXY: &str = "127.0.0.1:5060";
 
 /// The registrar's records of alice, bob and carol (passwords `USER-pw`).
@@ -82,18 +84,29 @@ pub fn ua_config_with(
     }
 }
 
+/// UAs and the proxy exchanging datagrams through a queue on a fake clock.
 pub struct Net {
+    /// The fake clock.
     pub now: Instant,
+    /// The registrar/proxy at [`PROXY`].
     pub proxy: Proxy,
+    /// The UAs: address, UA, the events it reported.
     pub uas: Vec<(SocketAddr, UserAgent, Vec<Event>)>,
+    /// Datagrams in flight: (to, from, bytes).
     pub queue: VecDeque<(Dest, SocketAddr, Vec<u8>)>,
+    /// Decides the losses.
     pub rng: StdRng,
+    /// Probability of losing a datagram.
     pub loss: f64,
+    /// Every datagram the proxy received.
     pub proxy_saw: Vec<Vec<u8>>,
+    /// Datagrams for which this holds are lost.
     pub drop_if: Option<fn(&[u8]) -> bool>,
 }
 
 impl Net {
+    /// A network losing `loss` of the datagrams (seeded by `seed`), with
+    /// the proxy and no UAs.
     pub fn new(loss: f64, seed: u64) -> Net {
         let cfg = ProxyConfig {
             local: PROXY.into(),
@@ -113,6 +126,7 @@ impl Net {
         }
     }
 
+    /// Adds the UA of `user` on loopback `port` with `filter`; its index.
     pub fn add(
         &mut self,
         user: &str,
@@ -129,10 +143,12 @@ impl Net {
         self.uas.len() - 1
     }
 
+    /// Gives UA `i` the command `c`.
     pub fn cmd(&mut self, i: usize, c: Command) {
         self.uas[i].1.handle_command(self.now, c);
     }
 
+    /// Queues what the proxy and the UAs send, records their events.
     pub fn collect(&mut self) {
         let proxy_addr: SocketAddr = PROXY.parse().unwrap();
         while let Some(t) = self.proxy.poll_transmit() {
@@ -193,6 +209,7 @@ impl Net {
         }
     }
 
+    /// Whether UA `i` reported an event for which `f` holds.
     pub fn has(&self, i: usize, f: impl Fn(&Event) -> bool) -> bool {
         self.uas[i].2.iter().any(f)
     }
@@ -209,10 +226,12 @@ impl Net {
     }
 }
 
+/// Whether UA `i` registered.
 pub fn registered(n: &Net, i: usize) -> bool {
     n.has(i, |e| matches!(e, Event::Registered { .. }))
 }
 
+/// Registers UA `i` (within 60 s of fake time).
 pub fn register(n: &mut Net, i: usize) {
     n.cmd(i, Command::Register);
     assert!(
@@ -222,6 +241,7 @@ pub fn register(n: &mut Net, i: usize) {
     );
 }
 
+/// The call that reached UA `i`, if any.
 pub fn incoming(n: &Net, i: usize) -> Option<CallId> {
     n.uas[i].2.iter().find_map(|e| match e {
         Event::IncomingCall { call, .. } => Some(*call),
@@ -229,6 +249,7 @@ pub fn incoming(n: &Net, i: usize) -> Option<CallId> {
     })
 }
 
+/// Why UA `i`'s call ended, if it did.
 pub fn ended(n: &Net, i: usize) -> Option<EndReason> {
     n.uas[i].2.iter().find_map(|e| match e {
         Event::Ended { reason, .. } => Some(reason.clone()),
@@ -236,6 +257,7 @@ pub fn ended(n: &Net, i: usize) -> Option<EndReason> {
     })
 }
 
+/// An opaque body holding `s`.
 pub fn body(s: &str) -> Body {
     Body {
         content_type: Some("application/octet-stream".into()),
@@ -243,6 +265,7 @@ pub fn body(s: &str) -> Body {
     }
 }
 
+/// alice calls bob, bob answers, alice hangs up; every step checked.
 pub fn full_call(n: &mut Net, alice: usize, bob: usize) {
     let call = CallId(1);
     n.dial(alice, call, "bob", body("offer"));
@@ -284,6 +307,7 @@ pub fn full_call(n: &mut Net, alice: usize, bob: usize) {
     assert_eq!(n.uas[bob].1.call_count(), 0);
 }
 
+/// `a` calls bob, `b` answers: the call's ids at `a` and at `b`.
 pub fn answered_call(n: &mut Net, a: usize, b: usize) -> (CallId, CallId) {
     let call = CallId(1);
     n.dial(a, call, "bob", body("o"));

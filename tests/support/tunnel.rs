@@ -97,21 +97,31 @@ pub fn sip(start: &str, headers: &[String], body: &str) -> Vec<u8> {
     m.into_bytes()
 }
 
+/// The Call-ID of [`Call::new`].
 pub const CALL_ID: &str = "a84b4c76e66710Qm9v7wXyzA";
+/// alice's SDP offer.
 pub const SDP_A: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+/// bob's SDP answer.
 pub const SDP_B: &str = "v=0\r\no=bob 2808844564 2808844564 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3456 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// The inner messages of a typical call between alice (caller, tag `1928301774`)
 /// and bob (callee, tag `a6c85cf`).
 pub struct Call {
+    /// The caller's AOR.
     pub caller: String,
+    /// The callee's AOR.
     pub callee: String,
+    /// The caller's From tag.
     pub caller_tag: String,
+    /// The callee's To tag.
     pub callee_tag: String,
+    /// The Call-ID.
     pub call_id: String,
 }
 
 impl Call {
+    /// A call from `caller` to `callee` (AORs) with the fixed tags and
+    /// [`CALL_ID`].
     pub fn new(caller: &str, callee: &str) -> Self {
         Call {
             caller: caller.into(),
@@ -140,6 +150,7 @@ impl Call {
         ]
     }
 
+    /// The INVITE with [`SDP_A`].
     pub fn invite(&self) -> Vec<u8> {
         let mut h = self.caller_headers("776asdhds", "314159 INVITE", false);
         h.push("Subject: lunch?".into());
@@ -163,6 +174,7 @@ impl Call {
         sip(&format!("SIP/2.0 {status}"), &h, body)
     }
 
+    /// The callee's 180.
     pub fn ringing(&self) -> Vec<u8> {
         self.response(
             "180 Ringing",
@@ -173,10 +185,12 @@ impl Call {
         )
     }
 
+    /// A 180 from the device with To tag `tag` (a forked call).
     pub fn ringing_from(&self, tag: &str) -> Vec<u8> {
         self.response("180 Ringing", "314159 INVITE", "776asdhds", "", tag)
     }
 
+    /// The 200 to the INVITE with [`SDP_B`].
     pub fn ok_invite(&self) -> Vec<u8> {
         self.response(
             "200 OK",
@@ -187,10 +201,12 @@ impl Call {
         )
     }
 
+    /// A 200 to the INVITE from the device with To tag `tag`.
     pub fn ok_invite_from(&self, tag: &str) -> Vec<u8> {
         self.response("200 OK", "314159 INVITE", "776asdhds", SDP_B, tag)
     }
 
+    /// The ACK of the 200.
     pub fn ack(&self) -> Vec<u8> {
         sip(
             "ACK sip:bob@127.0.0.1:5080 SIP/2.0",
@@ -199,6 +215,7 @@ impl Call {
         )
     }
 
+    /// The caller's re-INVITE (new SDP version).
     pub fn reinvite(&self) -> Vec<u8> {
         let mut h = self.caller_headers("re1nv1te", "314160 INVITE", true);
         h.push("Content-Type: application/sdp".into());
@@ -209,6 +226,7 @@ impl Call {
         )
     }
 
+    /// The 200 to the re-INVITE.
     pub fn ok_reinvite(&self) -> Vec<u8> {
         self.response(
             "200 OK",
@@ -219,6 +237,7 @@ impl Call {
         )
     }
 
+    /// The caller's BYE.
     pub fn bye(&self) -> Vec<u8> {
         sip(
             "BYE sip:bob@127.0.0.1:5080 SIP/2.0",
@@ -227,6 +246,7 @@ impl Call {
         )
     }
 
+    /// The 200 to the BYE.
     pub fn ok_bye(&self) -> Vec<u8> {
         self.response("200 OK", "314161 BYE", "byebye1", "", &self.callee_tag)
     }
@@ -244,6 +264,7 @@ impl Call {
         sip("BYE sip:alice@127.0.0.1:5070 SIP/2.0", &h, "")
     }
 
+    /// An out-of-dialog MESSAGE `text` with its own `call_id`.
     pub fn message(&self, call_id: &str, text: &str) -> Vec<u8> {
         let h = vec![
             "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmsg1".into(),
