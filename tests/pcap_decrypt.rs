@@ -14,7 +14,7 @@ use std::net::SocketAddrV4;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use support::agents::{register, TestDomain, Wait};
-use support::capture::Tshark;
+use support::capture::{ports_filter, Tshark};
 use support::process::key_file_config;
 use support::tunnel::*;
 
@@ -214,8 +214,7 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     assert!(matches!(refused, Err(StartError::KeyLog(_))));
 
     let pcap = dir.path().join("call.pcap");
-    let filter = format!("port {}", provider.addr.port());
-    let tshark = Tshark::start(&pcap, &filter, &[]);
+    let tshark = Tshark::start(&pcap, &ports_filter(&[provider.addr.port()]), &[]);
     let keylog = dir.path().join("alice.keylog");
     let mut alice = start_with(
         cfg("alice"),
