@@ -13,24 +13,23 @@
 //! idle, 7.7 dB in one run under a parallel build, with ρ still >= 0.95).
 //! A broken path (wrong key, silence, misalignment) gives ρ < 0.1.
 
-use ibephone::agent::config::AgentConfig;
-use ibephone::agent::filter::SecurityPolicy;
+mod support;
+
 use ibephone::agent::headless::{start_with_media, RunningAgent};
 use ibephone::agent::media::MediaCounters;
 use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::media::audio::{read_wav, AudioSink, WavSink};
-use ibephone::media::g711::G711;
+use ibephone::media::audio::read_wav;
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::Codec;
 use ibephone::sip::driver;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use support::agents::{send, TestDomain, Wait};
+use support::audio::{assert_no_clear_audio, espeak, write_wav};
 use tokio::net::UdpSocket;
 
 const DOMAIN: &str = "biloxi.invalid";
@@ -39,49 +38,8 @@ const DOMAIN: &str = "biloxi.invalid";
 /// would measure the scheduler, not the media path.
 static ONE_CALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn config(user: &str, msk: &MasterSecret, params: &PublicParams, proxy: SocketAddr) -> AgentConfig {
-    let aor = Aor::parse(&format!("sip:{user}@{DOMAIN}")).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let current = Period::month_at(now);
-    let keys = [current.previous_month().unwrap(), current]
-        .into_iter()
-        .map(|p| extract(msk, &Identity::new(aor.clone(), p)))
-        .collect();
-    AgentConfig {
-        aor,
-        password: zeroize::Zeroizing::new(format!("{user}-pw")),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        proxy,
-        policy: SecurityPolicy::Require,
-        privacy: true,
-        params: params.clone(),
-        trusted: vec![],
-        keys,
-    }
-}
-
-async fn expect(
-    agent: &mut RunningAgent,
-    what: &str,
-    f: impl Fn(&AgentEvent) -> bool,
-) -> AgentEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut skipped = Vec::new();
-    loop {
-        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
-            Ok(Some(e)) if f(&e) => return e,
-            Ok(Some(AgentEvent::Error { message })) => {
-                panic!("waiting for {what}: error {message} after {skipped:?}")
-            }
-            Ok(Some(AgentEvent::MediaStats { .. })) => continue,
-            Ok(Some(e)) => skipped.push(e),
-            other => panic!("waiting for {what}: {other:?} after {skipped:?}"),
-        }
-    }
-}
+/// Waits of up to 30 s; an agent's error fails the test.
+const WAIT: Wait = Wait::secs(30).errors_fail();
 
 type Slot = Arc<Mutex<Option<SocketAddr>>>;
 
@@ -172,16 +130,6 @@ struct Call {
     _provider: driver::ProxyHandle,
 }
 
-fn write_wav(path: &Path, signal: &[i16]) {
-    let mut w = WavSink::create(path).unwrap();
-    for f in signal.chunks(160) {
-        let mut frame = f.to_vec();
-        frame.resize(160, 0);
-        w.write_frame(&frame).unwrap();
-    }
-    w.finish().unwrap();
-}
-
 fn media_started(e: &AgentEvent) -> Option<(String, String, bool, Option<String>)> {
     match e {
         AgentEvent::MediaStarted {
@@ -203,15 +151,8 @@ fn media_started(e: &AgentEvent) -> Option<(String, String, bool, Option<String>
 /// Registers alice (playing `source`) and bob (recording to `record`),
 /// alice calls bob, bob answers; returns once media runs on both sides.
 async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
-    let msk = MasterSecret::generate().unwrap();
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice", "bob"]).await;
     let relay = relay(loss_pct).await;
     let src = dir.join("alice-in.wav");
     write_wav(&src, source);
@@ -228,49 +169,34 @@ async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
         advertise: Some(through(relay.r2, &relay.bob)),
         ..MediaOptions::default()
     };
-    let mut alice = start_with_media(config("alice", &msk, &params, provider.addr), alice_media)
+    let config = |user| domain.agent(user, provider.addr).build();
+    let mut alice = start_with_media(config("alice"), alice_media)
         .await
         .unwrap();
-    let mut bob = start_with_media(config("bob", &msk, &params, provider.addr), bob_media)
-        .await
-        .unwrap();
+    let mut bob = start_with_media(config("bob"), bob_media).await.unwrap();
     for a in [&mut alice, &mut bob] {
-        a.commands.send(AgentCommand::Register).await.unwrap();
-        expect(a, "registered", |e| {
-            matches!(e, AgentEvent::Registered { .. })
-        })
-        .await;
+        WAIT.register(a).await;
     }
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
-    let AgentEvent::Calling { call: a_call, .. } = expect(&mut alice, "calling", |e| {
-        matches!(e, AgentEvent::Calling { .. })
-    })
-    .await
-    else {
+    let (calling, incoming) = WAIT.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::Calling { call: a_call, .. } = calling else {
         unreachable!()
     };
     let AgentEvent::IncomingCall {
         call: b_call,
         tunneled,
         ..
-    } = expect(&mut bob, "incoming", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
+    } = incoming
     else {
         unreachable!()
     };
     assert!(tunneled);
-    bob.commands
-        .send(AgentCommand::Answer { call: b_call })
-        .await
-        .unwrap();
-    let a = expect(&mut alice, "media", |e| media_started(e).is_some()).await;
-    let b = expect(&mut bob, "media", |e| media_started(e).is_some()).await;
+    WAIT.answer(&mut bob, &mut alice, b_call).await;
+    let a = WAIT
+        .event(&mut alice, "media", |e| media_started(e).is_some())
+        .await;
+    let b = WAIT
+        .event(&mut bob, "media", |e| media_started(e).is_some())
+        .await;
     let (a, b) = (media_started(&a).unwrap(), media_started(&b).unwrap());
     assert_eq!(a, b, "both sides agree on codec, cipher and SAS");
     assert_eq!(a.0, codec.encoding_name());
@@ -290,17 +216,15 @@ async fn call(dir: &Path, codec: Codec, loss_pct: u64, source: &[i16]) -> Call {
 }
 
 async fn hang_up(c: &mut Call) -> (MediaCounters, MediaCounters) {
-    c.alice
-        .commands
-        .send(AgentCommand::Hangup { call: c.a_call })
-        .await
-        .unwrap();
+    send(&mut c.alice, AgentCommand::Hangup { call: c.a_call }).await;
     let stopped = |e: &AgentEvent| matches!(e, AgentEvent::MediaStopped { .. });
-    let AgentEvent::MediaStopped { stats: sb, .. } = expect(&mut c.bob, "stopped", stopped).await
+    let AgentEvent::MediaStopped { stats: sb, .. } =
+        WAIT.event(&mut c.bob, "stopped", stopped).await
     else {
         unreachable!()
     };
-    let AgentEvent::MediaStopped { stats: sa, .. } = expect(&mut c.alice, "stopped", stopped).await
+    let AgentEvent::MediaStopped { stats: sa, .. } =
+        WAIT.event(&mut c.alice, "stopped", stopped).await
     else {
         unreachable!()
     };
@@ -312,7 +236,7 @@ async fn speech(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_s
     let _one = ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = call(dir.path(), codec, loss_pct, signal).await;
-    expect(&mut c.alice, "source ended", |e| {
+    WAIT.event(&mut c.alice, "source ended", |e| {
         matches!(e, AgentEvent::AudioSourceEnded { .. })
     })
     .await;
@@ -329,28 +253,9 @@ async fn speech(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_s
     assert!(rho >= min_rho, "rho {rho} < {min_rho}");
     assert!(snr >= min_snr, "snr {snr} < {min_snr}");
     // The wire carries SRTP only: no datagram holds a source frame in clear.
-    let g = if codec == Codec::Pcmu {
-        G711::Ulaw
-    } else {
-        G711::Alaw
-    };
-    let mut clear = HashSet::new();
-    let mut enc = Vec::new();
-    for f in signal
-        .chunks(160)
-        .filter(|f| f.iter().any(|&s| s.abs() > 200))
-    {
-        g.encode(f, &mut enc);
-        clear.insert(enc[..16].to_vec());
-    }
     let cap = c.relay.capture.lock().unwrap();
     assert!(cap.len() >= 100);
-    for d in cap.iter() {
-        assert!(
-            !d.windows(16).any(|w| clear.contains(w)),
-            "clear G.711 on the wire"
-        );
-    }
+    assert_no_clear_audio(signal, codec, &cap);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,22 +283,11 @@ async fn pcma_call_5_percent_loss() {
 /// once install-deps installed espeak-ng).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn espeak_sentence_through_agent_calls() {
-    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+    let Some(sentence) =
+        espeak("Every call is encrypted with keys that even the provider cannot recover.")
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("sentence.wav");
-    let ok = std::process::Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav)
-        .arg("Every call is encrypted with keys that even the provider cannot recover.")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    let sentence = read_wav(&wav).unwrap();
-    assert!(sentence.len() > 8000 * 2);
+    };
     for codec in [Codec::Pcmu, Codec::Pcma] {
         speech(&sentence, codec, 0, 0.95, 6.0).await;
         speech(&sentence, codec, 5, 0.8, 2.0).await;
@@ -405,6 +299,12 @@ fn updated(e: &AgentEvent) -> Option<(String, Option<String>)> {
         AgentEvent::MediaUpdated { direction, sas, .. } => Some((direction.clone(), sas.clone())),
         _ => None,
     }
+}
+
+/// The next `MediaUpdated` of `agent`: (direction, SAS).
+async fn next_update(agent: &mut RunningAgent, what: &str) -> (String, Option<String>) {
+    let e = WAIT.event(agent, what, |e| updated(e).is_some()).await;
+    updated(&e).unwrap()
 }
 
 /// Hold and resume are re-INVITEs inside the tunnel that re-key: both
@@ -419,13 +319,9 @@ async fn hold_resume_rekey_dtmf() {
     let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(8.0)).await;
     let sas0 = c.sas.clone();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    c.alice
-        .commands
-        .send(AgentCommand::Hold { call: c.a_call })
-        .await
-        .unwrap();
-    let a = updated(&expect(&mut c.alice, "held", |e| updated(e).is_some()).await).unwrap();
-    let b = updated(&expect(&mut c.bob, "held", |e| updated(e).is_some()).await).unwrap();
+    send(&mut c.alice, AgentCommand::Hold { call: c.a_call }).await;
+    let a = next_update(&mut c.alice, "held").await;
+    let b = next_update(&mut c.bob, "held").await;
     assert_eq!(a.0, "sendonly");
     assert_eq!(b.0, "recvonly");
     assert_eq!(a.1, b.1, "same SAS after the re-key");
@@ -442,13 +338,9 @@ async fn hold_resume_rekey_dtmf() {
         held,
         "bob sends nothing while held"
     );
-    c.alice
-        .commands
-        .send(AgentCommand::Resume { call: c.a_call })
-        .await
-        .unwrap();
-    let a2 = updated(&expect(&mut c.alice, "resumed", |e| updated(e).is_some()).await).unwrap();
-    let b2 = updated(&expect(&mut c.bob, "resumed", |e| updated(e).is_some()).await).unwrap();
+    send(&mut c.alice, AgentCommand::Resume { call: c.a_call }).await;
+    let a2 = next_update(&mut c.alice, "resumed").await;
+    let b2 = next_update(&mut c.bob, "resumed").await;
     assert_eq!((a2.0.as_str(), b2.0.as_str()), ("sendrecv", "sendrecv"));
     assert_eq!(a2.1, b2.1);
     assert_ne!(a2.1, a.1);
@@ -457,16 +349,18 @@ async fn hold_resume_rekey_dtmf() {
         c.relay.bob_to_alice.load(Ordering::Relaxed) > held + 10,
         "bob sends again after the resume"
     );
-    c.alice
-        .commands
-        .send(AgentCommand::Dtmf {
+    send(
+        &mut c.alice,
+        AgentCommand::Dtmf {
             call: c.a_call,
             digits: "5#".into(),
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     for want in ['5', '#'] {
-        let e = expect(&mut c.bob, "dtmf", |e| matches!(e, AgentEvent::Dtmf { .. })).await;
+        let e = WAIT
+            .event(&mut c.bob, "dtmf", |e| matches!(e, AgentEvent::Dtmf { .. }))
+            .await;
         assert_eq!(
             e,
             AgentEvent::Dtmf {
@@ -475,18 +369,19 @@ async fn hold_resume_rekey_dtmf() {
             }
         );
     }
-    c.alice
-        .commands
-        .send(AgentCommand::Dtmf {
+    send(
+        &mut c.alice,
+        AgentCommand::Dtmf {
             call: c.a_call,
             digits: "5x".into(),
-        })
-        .await
-        .unwrap();
-    let e = expect(&mut c.alice, "error", |e| {
-        matches!(e, AgentEvent::Error { .. })
-    })
+        },
+    )
     .await;
+    let e = WAIT
+        .event(&mut c.alice, "error", |e| {
+            matches!(e, AgentEvent::Error { .. })
+        })
+        .await;
     assert!(
         matches!(&e, AgentEvent::Error { message } if message.contains("DTMF")),
         "{e:?}"

@@ -4,12 +4,12 @@
 //! the PKG is down, and the refusals that must never fall back (wrong pin,
 //! wrong password, nothing stored).
 
-#[path = "support/provider.rs"]
-mod provider;
+mod support;
 
-use provider::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
+use support::process::Agent;
+use support::provider::*;
 
 const ALICE_PW: &str = "alice secret 1";
 

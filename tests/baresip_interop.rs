@@ -22,64 +22,146 @@
 //! scripts/install-deps.sh installed baresip); when set, baresip missing
 //! is a failure.
 
-use ibephone::agent::config::AgentConfig;
+mod support;
+
 use ibephone::agent::filter::SecurityPolicy;
 use ibephone::agent::headless::{start_with_media, RunningAgent};
 use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::media::audio::{read_wav, AudioSink, WavSink};
+use ibephone::media::audio::read_wav;
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::sip::driver;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::agents::{current_period, send, TestDomain, Wait};
+use support::audio::write_wav;
+use support::tools::gate;
 
 const DOMAIN: &str = "biloxi.invalid";
 
-fn config(proxy: SocketAddr, msk: &MasterSecret, params: &PublicParams) -> AgentConfig {
-    let aor = Aor::parse(&format!("sip:alice@{DOMAIN}")).unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let current = Period::month_at(now);
-    AgentConfig {
-        aor: aor.clone(),
-        password: zeroize::Zeroizing::new("alice-pw".to_string()),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        proxy,
-        policy: SecurityPolicy::AllowPlain,
-        privacy: true,
-        params: params.clone(),
-        trusted: vec![],
-        keys: vec![extract(msk, &Identity::new(aor, current))],
+/// Waits of up to 30 s, printing alice's other events.
+const WAIT: Wait = Wait::secs(30).echo("alice");
+
+/// What both tests set up: the registrar/proxy with alice and carol, and
+/// the audio each plays (carol's is longer: baresip hangs up when its
+/// file ends, and alice when hers has played).
+struct Setup {
+    dir: tempfile::TempDir,
+    domain: TestDomain,
+    provider: driver::ProxyHandle,
+    alice_src: Vec<i16>,
+    carol_src: Vec<i16>,
+    /// alice's source file.
+    a_in: PathBuf,
+    /// carol's source file.
+    c_in: PathBuf,
+    /// What alice receives.
+    a_out: PathBuf,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice", "carol"]).await;
+    let (alice_src, carol_src) = (test_signal(3.0), test_signal(6.0));
+    let (a_in, c_in) = (
+        dir.path().join("alice-in.wav"),
+        dir.path().join("carol-in.wav"),
+    );
+    write_wav(&a_in, &alice_src);
+    write_wav(&c_in, &carol_src);
+    let a_out = dir.path().join("alice-out.wav");
+    Setup {
+        dir,
+        domain,
+        provider,
+        alice_src,
+        carol_src,
+        a_in,
+        c_in,
+        a_out,
     }
 }
 
-fn write_wav(path: &Path, signal: &[i16]) {
-    let mut w = WavSink::create(path).unwrap();
-    for f in signal.chunks(160) {
-        let mut frame = f.to_vec();
-        frame.resize(160, 0);
-        w.write_frame(&frame).unwrap();
+impl Setup {
+    /// alice under `allow-plain`, keys of the current period only,
+    /// playing and recording WAV files; registered.
+    async fn alice(&self) -> RunningAgent {
+        let config = self
+            .domain
+            .agent("alice", self.provider.addr)
+            .policy(SecurityPolicy::AllowPlain)
+            .keys(self.domain.keys("alice", &[current_period()]))
+            .build();
+        let mut alice = start_with_media(
+            config,
+            MediaOptions {
+                audio_in: AudioIn::Wav(self.a_in.clone()),
+                audio_out: AudioOut::Wav(self.a_out.clone()),
+                ..MediaOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        WAIT.register(&mut alice).await;
+        alice
     }
-    w.finish().unwrap();
-}
 
-async fn expect(
-    agent: &mut RunningAgent,
-    what: &str,
-    f: impl Fn(&AgentEvent) -> bool,
-) -> AgentEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
-            Ok(Some(e)) if f(&e) => return e,
-            Ok(Some(e)) => eprintln!("alice: {e:?}"),
-            other => panic!("waiting for {what}: {other:?}"),
+    /// Once alice's file has played (or the call ended), alice hangs up;
+    /// returns her `MediaStopped`.
+    async fn hang_up_when_played(&self, alice: &mut RunningAgent, call: u64) -> AgentEvent {
+        WAIT.event(alice, "source ended", |e| {
+            matches!(
+                e,
+                AgentEvent::AudioSourceEnded { .. } | AgentEvent::Ended { .. }
+            )
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        send(alice, AgentCommand::Hangup { call }).await;
+        let stopped = WAIT
+            .event(alice, "stopped", |e| {
+                matches!(e, AgentEvent::MediaStopped { .. })
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stopped
+    }
+
+    /// Stops baresip; it ran SRTP, and audio went both ways (clean-path
+    /// thresholds).
+    async fn check(&self, mut baresip: Child, log: Arc<Mutex<String>>, stopped: &AgentEvent) {
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        unsafe {
+            libc::kill(baresip.id() as i32, libc::SIGINT);
         }
+        baresip.wait().unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = log.lock().unwrap().clone();
+        eprintln!("{log}");
+        eprintln!("alice: {stopped:?}");
+        assert!(log.contains("SRTP is Enabled"), "baresip ran SRTP");
+        // carol -> alice
+        let rec = read_wav(&self.a_out).unwrap();
+        let (rho, lag, snr) = compare(played(&self.carol_src, &rec), &rec, 8000);
+        eprintln!(
+            "baresip -> ibephone: rho {rho:.4} snr {snr:.1} dB lag {} ms",
+            lag / 8
+        );
+        assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
+        // alice -> carol
+        let dec = dump(self.dir.path(), "dec").expect("sndfile dump of received audio");
+        let rec = read_wav(&dec).unwrap();
+        eprintln!("{}: {} samples", dec.display(), rec.len());
+        let (rho, lag, snr) = compare(played(&self.alice_src, &rec), &rec, 8000);
+        eprintln!(
+            "ibephone -> baresip: rho {rho:.4} snr {snr:.1} dB lag {} ms",
+            lag / 8
+        );
+        assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
     }
 }
 
@@ -206,155 +288,10 @@ fn played<'a>(src: &'a [i16], rec: &[i16]) -> &'a [i16] {
     &src[..src.len().min(rec.len().saturating_sub(1600))]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn baresip_calls_ibephone_with_sdes_srtp() {
-    if std::env::var("IBEPHONE_TEST_BARESIP").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_BARESIP=1 (needs baresip)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let msk = MasterSecret::generate().unwrap();
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("carol", "carol-pw")],
-    )
-    .await
-    .unwrap();
-    // baresip hangs up when its file ends: carol speaks longer than alice.
-    let (alice_src, carol_src) = (test_signal(3.0), test_signal(6.0));
-    let (a_in, c_in) = (
-        dir.path().join("alice-in.wav"),
-        dir.path().join("carol-in.wav"),
-    );
-    write_wav(&a_in, &alice_src);
-    write_wav(&c_in, &carol_src);
-    let a_out = dir.path().join("alice-out.wav");
-    let mut alice = start_with_media(
-        config(provider.addr, &msk, &params),
-        MediaOptions {
-            audio_in: AudioIn::Wav(a_in),
-            audio_out: AudioOut::Wav(a_out.clone()),
-            ..MediaOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    alice.commands.send(AgentCommand::Register).await.unwrap();
-    expect(&mut alice, "registered", |e| {
-        matches!(e, AgentEvent::Registered { .. })
-    })
-    .await;
-    let conf = baresip_dir(dir.path(), provider.addr, &c_in, false);
-    let baresip = Command::new("baresip")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-e")
-        .arg(format!("/dial sip:alice@{DOMAIN}"))
-        .args(["-n", "127.0.0.1", "-t", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("baresip must be installed when IBEPHONE_TEST_BARESIP=1");
-    let incoming = expect(&mut alice, "incoming call", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await;
-    let AgentEvent::IncomingCall {
-        call,
-        tunneled,
-        verified,
-        from,
-    } = incoming
-    else {
-        unreachable!()
-    };
-    assert!(from.contains("carol"), "{from}");
-    assert!(!tunneled, "baresip's call is plain SIP");
-    assert_eq!(verified, None);
-    alice
-        .commands
-        .send(AgentCommand::Answer { call })
-        .await
-        .unwrap();
-    let started = expect(&mut alice, "media", |e| {
-        matches!(e, AgentEvent::MediaStarted { .. })
-    })
-    .await;
-    let AgentEvent::MediaStarted {
-        cipher,
-        escrow_resistant,
-        sas,
-        ..
-    } = started
-    else {
-        unreachable!()
-    };
-    assert_eq!(cipher, "AES_CM_128_HMAC_SHA1_80");
-    assert!(!escrow_resistant);
-    assert_eq!(sas, None);
-    let notice = expect(&mut alice, "notice", |e| {
-        matches!(e, AgentEvent::MediaNotice { .. })
-    })
-    .await;
-    assert!(
-        matches!(&notice, AgentEvent::MediaNotice { message, .. } if message.contains("not escrow-resistant")),
-        "{notice:?}"
-    );
-    expect(&mut alice, "source ended", |e| {
-        matches!(
-            e,
-            AgentEvent::AudioSourceEnded { .. } | AgentEvent::Ended { .. }
-        )
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    alice
-        .commands
-        .send(AgentCommand::Hangup { call })
-        .await
-        .unwrap();
-    let stopped = expect(&mut alice, "stopped", |e| {
-        matches!(e, AgentEvent::MediaStopped { .. })
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: kill(2) on the pid of a child we spawned and still own.
-    unsafe {
-        libc::kill(baresip.id() as i32, libc::SIGINT);
-    }
-    let out = baresip.wait_with_output().unwrap();
-    let log =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("{log}");
-    eprintln!("alice: {stopped:?}");
-    assert!(log.contains("SRTP is Enabled"), "baresip ran SRTP");
-    // carol -> alice
-    let rec = read_wav(&a_out).unwrap();
-    let (rho, lag, snr) = compare(played(&carol_src, &rec), &rec, 8000);
-    eprintln!(
-        "baresip -> ibephone: rho {rho:.4} snr {snr:.1} dB lag {} ms",
-        lag / 8
-    );
-    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
-    // alice -> carol
-    let dec = dump(dir.path(), "dec").expect("sndfile dump of received audio");
-    let rec = read_wav(&dec).unwrap();
-    eprintln!("{}: {} samples", dec.display(), rec.len());
-    let (rho, lag, snr) = compare(played(&alice_src, &rec), &rec, 8000);
-    eprintln!(
-        "ibephone -> baresip: rho {rho:.4} snr {snr:.1} dB lag {} ms",
-        lag / 8
-    );
-    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
-}
-
 /// Collects a child's stdout and stderr on threads.
-fn collect(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+fn collect(child: &mut Child) -> Arc<Mutex<String>> {
     use std::io::Read;
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log = Arc::new(Mutex::new(String::new()));
     let out: Vec<Box<dyn Read + Send>> = vec![
         Box::new(child.stdout.take().unwrap()),
         Box::new(child.stderr.take().unwrap()),
@@ -376,47 +313,97 @@ fn collect(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<S
     log
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ibephone_calls_baresip_plain() {
-    if std::env::var("IBEPHONE_TEST_BARESIP").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_BARESIP=1 (needs baresip)");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let msk = MasterSecret::generate().unwrap();
-    let params = PublicParams::new(DOMAIN, msk.p_pub(), "https://127.0.0.1:8443").unwrap();
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("carol", "carol-pw")],
-    )
-    .await
-    .unwrap();
-    // alice hangs up when her file has played; carol's is longer.
-    let (alice_src, carol_src) = (test_signal(3.0), test_signal(6.0));
-    let (a_in, c_in) = (
-        dir.path().join("alice-in.wav"),
-        dir.path().join("carol-in.wav"),
-    );
-    write_wav(&a_in, &alice_src);
-    write_wav(&c_in, &carol_src);
-    let a_out = dir.path().join("alice-out.wav");
-    let conf = baresip_dir(dir.path(), provider.addr, &c_in, true);
-    let port: u16 = std::fs::read_to_string(conf.join("sip_port"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    register_carol(provider.addr, port);
-    let mut baresip = Command::new("baresip")
+/// baresip on configuration `conf`, quitting after `secs` (`-t`), with
+/// `args` of its own; its output collected.
+fn baresip(conf: &Path, secs: u32, args: &[String]) -> (Child, Arc<Mutex<String>>) {
+    let mut child = Command::new("baresip")
         .arg("-f")
-        .arg(&conf)
-        .args(["-n", "127.0.0.1", "-t", "30"])
+        .arg(conf)
+        .args(args)
+        .args(["-n", "127.0.0.1", "-t", &secs.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("baresip must be installed when IBEPHONE_TEST_BARESIP=1");
-    let log = collect(&mut baresip);
+    let log = collect(&mut child);
+    (child, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_ibephone_with_sdes_srtp() {
+    if !gate("IBEPHONE_TEST_BARESIP", "baresip") {
+        return;
+    }
+    let s = setup().await;
+    let mut alice = s.alice().await;
+    let conf = baresip_dir(s.dir.path(), s.provider.addr, &s.c_in, false);
+    let (baresip, log) = baresip(
+        &conf,
+        20,
+        &["-e".into(), format!("/dial sip:alice@{DOMAIN}")],
+    );
+    let incoming = WAIT
+        .event(&mut alice, "incoming call", |e| {
+            matches!(e, AgentEvent::IncomingCall { .. })
+        })
+        .await;
+    let AgentEvent::IncomingCall {
+        call,
+        tunneled,
+        verified,
+        from,
+    } = incoming
+    else {
+        unreachable!()
+    };
+    assert!(from.contains("carol"), "{from}");
+    assert!(!tunneled, "baresip's call is plain SIP");
+    assert_eq!(verified, None);
+    send(&mut alice, AgentCommand::Answer { call }).await;
+    let started = WAIT
+        .event(&mut alice, "media", |e| {
+            matches!(e, AgentEvent::MediaStarted { .. })
+        })
+        .await;
+    let AgentEvent::MediaStarted {
+        cipher,
+        escrow_resistant,
+        sas,
+        ..
+    } = started
+    else {
+        unreachable!()
+    };
+    assert_eq!(cipher, "AES_CM_128_HMAC_SHA1_80");
+    assert!(!escrow_resistant);
+    assert_eq!(sas, None);
+    let notice = WAIT
+        .event(&mut alice, "notice", |e| {
+            matches!(e, AgentEvent::MediaNotice { .. })
+        })
+        .await;
+    assert!(
+        matches!(&notice, AgentEvent::MediaNotice { message, .. } if message.contains("not escrow-resistant")),
+        "{notice:?}"
+    );
+    let stopped = s.hang_up_when_played(&mut alice, call).await;
+    s.check(baresip, log, &stopped).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ibephone_calls_baresip_plain() {
+    if !gate("IBEPHONE_TEST_BARESIP", "baresip") {
+        return;
+    }
+    let s = setup().await;
+    let conf = baresip_dir(s.dir.path(), s.provider.addr, &s.c_in, true);
+    let port: u16 = std::fs::read_to_string(conf.join("sip_port"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    register_carol(s.provider.addr, port);
+    let (baresip, log) = baresip(&conf, 30, &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !log.lock().unwrap().contains("baresip is ready") {
         assert!(
@@ -426,64 +413,54 @@ async fn ibephone_calls_baresip_plain() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut alice = start_with_media(
-        config(provider.addr, &msk, &params),
-        MediaOptions {
-            audio_in: AudioIn::Wav(a_in),
-            audio_out: AudioOut::Wav(a_out.clone()),
-            ..MediaOptions::default()
+    let mut alice = s.alice().await;
+    send(
+        &mut alice,
+        AgentCommand::Call {
+            to: format!("sip:carol@127.0.0.1:{port}"),
         },
     )
-    .await
-    .unwrap();
-    alice.commands.send(AgentCommand::Register).await.unwrap();
-    expect(&mut alice, "registered", |e| {
-        matches!(e, AgentEvent::Registered { .. })
-    })
     .await;
-    alice
-        .commands
-        .send(AgentCommand::Call {
-            to: format!("sip:carol@127.0.0.1:{port}"),
+    let fallback = WAIT
+        .event(&mut alice, "fallback", |e| {
+            matches!(
+                e,
+                AgentEvent::PlainFallback { .. } | AgentEvent::Ended { .. }
+            )
         })
-        .await
-        .unwrap();
-    let fallback = expect(&mut alice, "fallback", |e| {
-        matches!(
-            e,
-            AgentEvent::PlainFallback { .. } | AgentEvent::Ended { .. }
-        )
-    })
-    .await;
+        .await;
     assert!(
         matches!(&fallback, AgentEvent::PlainFallback { call: c, needs_consent: false, reason, .. }
             if *c == 1 && reason.contains("no public parameters")),
         "{fallback:?}"
     );
     let call = 1;
-    let retry = expect(&mut alice, "calling plain", |e| {
-        matches!(e, AgentEvent::Calling { .. } | AgentEvent::Ended { .. })
-    })
-    .await;
+    let retry = WAIT
+        .event(&mut alice, "calling plain", |e| {
+            matches!(e, AgentEvent::Calling { .. } | AgentEvent::Ended { .. })
+        })
+        .await;
     assert!(
         matches!(retry, AgentEvent::Calling { call: c, tunneled: false, .. } if c == call),
         "{retry:?}"
     );
-    let answered = expect(&mut alice, "answered", |e| {
-        matches!(e, AgentEvent::Answered { .. } | AgentEvent::Ended { .. })
-    })
-    .await;
+    let answered = WAIT
+        .event(&mut alice, "answered", |e| {
+            matches!(e, AgentEvent::Answered { .. } | AgentEvent::Ended { .. })
+        })
+        .await;
     assert!(
         matches!(answered, AgentEvent::Answered { call: c, verified: None, tunneled: false } if c == call),
         "{answered:?}"
     );
-    let started = expect(&mut alice, "media", |e| {
-        matches!(
-            e,
-            AgentEvent::MediaStarted { .. } | AgentEvent::Ended { .. }
-        )
-    })
-    .await;
+    let started = WAIT
+        .event(&mut alice, "media", |e| {
+            matches!(
+                e,
+                AgentEvent::MediaStarted { .. } | AgentEvent::Ended { .. }
+            )
+        })
+        .await;
     let AgentEvent::MediaStarted {
         cipher,
         escrow_resistant,
@@ -497,49 +474,6 @@ async fn ibephone_calls_baresip_plain() {
     assert_eq!(cipher, "AEAD_AES_128_GCM");
     assert!(!escrow_resistant);
     assert_eq!(sas, None);
-    expect(&mut alice, "source ended", |e| {
-        matches!(
-            e,
-            AgentEvent::AudioSourceEnded { .. } | AgentEvent::Ended { .. }
-        )
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    alice
-        .commands
-        .send(AgentCommand::Hangup { call })
-        .await
-        .unwrap();
-    let stopped = expect(&mut alice, "stopped", |e| {
-        matches!(e, AgentEvent::MediaStopped { .. })
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // SAFETY: kill(2) on the pid of a child we spawned and still own.
-    unsafe {
-        libc::kill(baresip.id() as i32, libc::SIGINT);
-    }
-    baresip.wait().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = log.lock().unwrap().clone();
-    eprintln!("{log}");
-    eprintln!("alice: {stopped:?}");
-    assert!(log.contains("SRTP is Enabled"), "baresip ran SRTP");
-    // carol -> alice
-    let rec = read_wav(&a_out).unwrap();
-    let (rho, lag, snr) = compare(played(&carol_src, &rec), &rec, 8000);
-    eprintln!(
-        "baresip -> ibephone: rho {rho:.4} snr {snr:.1} dB lag {} ms",
-        lag / 8
-    );
-    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
-    // alice -> carol
-    let dec = dump(dir.path(), "dec").expect("sndfile dump of received audio");
-    let rec = read_wav(&dec).unwrap();
-    let (rho, lag, snr) = compare(played(&alice_src, &rec), &rec, 8000);
-    eprintln!(
-        "ibephone -> baresip: rho {rho:.4} snr {snr:.1} dB lag {} ms",
-        lag / 8
-    );
-    assert!(rho >= 0.95 && snr >= 6.0, "rho {rho} snr {snr}");
+    let stopped = s.hang_up_when_played(&mut alice, call).await;
+    s.check(baresip, log, &stopped).await;
 }

@@ -9,21 +9,19 @@
 //! and hang up; Kamailio's log of every message it routed shows only
 //! tunnel bodies, anonymous From headers and nothing readable.
 
-mod interop_support;
+mod support;
 
-use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start, RunningAgent};
-use ibephone::agent::headless::{start_with, StartOptions};
-use ibephone::agent::{AgentCommand, AgentEvent};
+use ibephone::agent::headless::{start, start_with, RunningAgent, StartOptions};
+use ibephone::agent::AgentEvent;
 use ibephone::pcap::{decrypt_capture, verify_capture, Class};
 use ibephone::tunnel::keylog::KeyLog;
-use interop_support::{
-    agent_config, expect, free_port, gate, id_now, provider, start_tshark, stop_tshark, tool_path,
-};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::agents::{id_now, registration_outcome, wait_event, TestDomain, Wait};
+use support::capture::{ports_filter, Tshark};
+use support::tools::{free_port, gate, tool_path, wait_or_kill};
 
 const DOMAIN: &str = "atlanta.invalid";
 
@@ -37,15 +35,7 @@ struct Kamailio {
 impl Drop for Kamailio {
     fn drop(&mut self) {
         terminate(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_or_kill(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -146,14 +136,7 @@ fn wait_ready(k: &Kamailio, dir: &Path) {
 }
 
 async fn register(a: &mut RunningAgent) {
-    a.commands.send(AgentCommand::Register).await.unwrap();
-    let e = expect(a, "registration outcome", |e| {
-        matches!(
-            e,
-            AgentEvent::Registered { .. } | AgentEvent::RegistrationFailed { .. }
-        )
-    })
-    .await;
+    let e = registration_outcome(a).await;
     assert!(matches!(e, AgentEvent::Registered { .. }), "{e:?}");
 }
 
@@ -168,17 +151,8 @@ async fn secured_call_through_kamailio() {
         .unwrap();
     let kamailio = start_kamailio(dir.path(), &[("alice", "alice-pw"), ("bob", "bob-pw")]);
     let log = || std::fs::read_to_string(dir.path().join("kamailio.log")).unwrap_or_default();
-    let (msk, params) = provider(DOMAIN);
-    let cfg = |user: &str, pw: &str| {
-        agent_config(
-            user,
-            pw,
-            &msk,
-            &params,
-            kamailio.addr,
-            SecurityPolicy::Require,
-        )
-    };
+    let domain = TestDomain::new(DOMAIN);
+    let cfg = |user: &str, pw: &str| domain.agent(user, kamailio.addr).password(pw).build();
     let keylog = dir.path().join("alice.keylog");
     let mut alice = start_with(
         cfg("alice", "alice-pw"),
@@ -193,36 +167,22 @@ async fn secured_call_through_kamailio() {
     // With tshark: the wire between phones and Kamailio, checked below.
     let pcap = dir.path().join("kamailio.pcap");
     let ports = [kamailio.addr.port(), alice.local.port(), bob.local.port()];
-    let tshark = start_tshark(&pcap, &ports).await;
+    let tshark = Tshark::start(&pcap, &ports_filter(&ports), &[]);
     register(&mut alice).await;
     register(&mut bob).await;
 
     // A wrong password is refused by Kamailio: the digest check is real.
     let mut mallory = start(cfg("bob", "not-bobs-pw")).await.unwrap();
-    mallory.commands.send(AgentCommand::Register).await.unwrap();
-    let e = expect(&mut mallory, "registration outcome", |e| {
-        matches!(
-            e,
-            AgentEvent::Registered { .. } | AgentEvent::RegistrationFailed { .. }
-        )
-    })
-    .await;
+    let e = registration_outcome(&mut mallory).await;
     assert!(
         matches!(e, AgentEvent::RegistrationFailed { .. }),
         "{e:?}\n{}",
         log()
     );
 
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
-    let AgentEvent::Calling { call, .. } = expect(&mut alice, "calling", |e| {
-        matches!(e, AgentEvent::Calling { .. })
-    })
-    .await
-    else {
+    let w = Wait::default();
+    let (calling, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::Calling { call, .. } = calling else {
         unreachable!()
     };
     let AgentEvent::IncomingCall {
@@ -230,24 +190,14 @@ async fn secured_call_through_kamailio() {
         from,
         verified,
         tunneled,
-    } = expect(&mut bob, "incoming call", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
+    } = incoming
     else {
         unreachable!()
     };
     assert!(from.contains("sip:alice@atlanta.invalid"), "{from}");
     assert_eq!(verified, Some(id_now("alice", DOMAIN)));
     assert!(tunneled);
-    bob.commands
-        .send(AgentCommand::Answer { call: bcall })
-        .await
-        .unwrap();
-    let answered = expect(&mut alice, "answered", |e| {
-        matches!(e, AgentEvent::Answered { .. })
-    })
-    .await;
+    let answered = w.answer(&mut bob, &mut alice, bcall).await;
     assert_eq!(
         answered,
         AgentEvent::Answered {
@@ -256,23 +206,14 @@ async fn secured_call_through_kamailio() {
             tunneled: true
         }
     );
-    expect(&mut bob, "answered", |e| {
+    wait_event(&mut bob, "answered", |e| {
         matches!(e, AgentEvent::Answered { .. })
     })
     .await;
 
-    alice
-        .commands
-        .send(AgentCommand::Message {
-            to: "bob".into(),
-            text: "through kamailio".into(),
-        })
-        .await
-        .unwrap();
-    let msg = expect(&mut bob, "message", |e| {
-        matches!(e, AgentEvent::MessageReceived { .. })
-    })
-    .await;
+    let msg = w
+        .message(&mut alice, &mut bob, "bob", "through kamailio")
+        .await;
     assert_eq!(
         msg,
         AgentEvent::MessageReceived {
@@ -283,26 +224,9 @@ async fn secured_call_through_kamailio() {
         }
     );
 
-    alice
-        .commands
-        .send(AgentCommand::Hangup { call })
-        .await
-        .unwrap();
-    expect(
-        &mut bob,
-        "ended",
-        |e| matches!(e, AgentEvent::Ended { reason, .. } if reason == "remote hangup"),
-    )
-    .await;
-    expect(
-        &mut alice,
-        "ended",
-        |e| matches!(e, AgentEvent::Ended { reason, .. } if reason == "local hangup"),
-    )
-    .await;
-    if let Some(child) = tshark {
-        stop_tshark(child).await;
-        let bytes = std::fs::read(&pcap).unwrap();
+    w.hang_up(&mut alice, &mut bob, call).await;
+    if let Some(tshark) = tshark {
+        let bytes = tshark.stop();
         let report = verify_capture(&bytes).unwrap();
         assert!(report.clean(), "{report}");
         let tunneled = report

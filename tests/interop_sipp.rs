@@ -10,21 +10,21 @@
 //!   the agent does not hold gets 493. Afterwards the agent still answers
 //!   OPTIONS and places a secured call with verified identities.
 
-mod interop_support;
+mod support;
 
 use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start, RunningAgent};
-use ibephone::agent::{AgentCommand, AgentEvent};
+use ibephone::agent::headless::start;
+use ibephone::agent::AgentEvent;
 use ibephone::ibe::{Aor, Identity, Period};
-use ibephone::sip::driver;
 use ibephone::tunnel::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, TunnelAttrs};
 use ibephone::tunnel::message::SipView;
 use ibephone::tunnel::outer;
-use interop_support::{agent_config, expect, free_port, gate, id_now, provider, tool_path};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
+use support::agents::{id_now, register, registration_outcome, TestDomain, Wait};
+use support::tools::{free_port, gate, tool_path};
 
 const DOMAIN: &str = "atlanta.invalid";
 
@@ -115,7 +115,7 @@ async fn sipp_registrar_checks_the_agents_digest() {
         return;
     }
     let dir = tempdir();
-    let (msk, params) = provider(DOMAIN);
+    let domain = TestDomain::new(DOMAIN);
     for (password, ok) in [("alice-pw", true), ("wrong-pw", false)] {
         let port = free_port();
         let registrar: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -132,23 +132,9 @@ async fn sipp_registrar_checks_the_agents_digest() {
             while !udp_port_bound(port) && std::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            let cfg = agent_config(
-                "alice",
-                password,
-                &msk,
-                &params,
-                registrar,
-                SecurityPolicy::Require,
-            );
+            let cfg = domain.agent("alice", registrar).password(password).build();
             let mut a = start(cfg).await.unwrap();
-            a.commands.send(AgentCommand::Register).await.unwrap();
-            let e = expect(&mut a, "registration outcome", |e| {
-                matches!(
-                    e,
-                    AgentEvent::Registered { .. } | AgentEvent::RegistrationFailed { .. }
-                )
-            })
-            .await;
+            let e = registration_outcome(&mut a).await;
             (a, e)
         };
         let (out, (_agent, event)) = tokio::join!(sipp_run, agent);
@@ -204,44 +190,19 @@ fn undecipherable_body(user: &str, call_id: &str, from_tag: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn register(a: &mut RunningAgent) {
-    a.commands.send(AgentCommand::Register).await.unwrap();
-    expect(a, "registered", |e| {
-        matches!(e, AgentEvent::Registered { .. })
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
     if !gate("IBEPHONE_TEST_SIPP", "sipp") {
         return;
     }
     let dir = tempdir();
-    let (msk, params) = provider(DOMAIN);
-    let provider = driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
-    let alice_cfg = agent_config(
-        "alice",
-        "alice-pw",
-        &msk,
-        &params,
-        provider.addr,
-        SecurityPolicy::Require,
-    );
-    let bob_cfg = agent_config(
-        "bob",
-        "bob-pw",
-        &msk,
-        &params,
-        provider.addr,
-        SecurityPolicy::AllowPlain,
-    );
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice", "bob"]).await;
+    let alice_cfg = domain.agent("alice", provider.addr).build();
+    let bob_cfg = domain
+        .agent("bob", provider.addr)
+        .policy(SecurityPolicy::AllowPlain)
+        .build();
     let mut alice = start(alice_cfg).await.unwrap();
     let mut bob = start(bob_cfg).await.unwrap();
     register(&mut alice).await;
@@ -284,27 +245,13 @@ async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
     assert!(rejected >= 4, "{rejected} rejections reported");
 
     // The agent still places a secured call with verified identities.
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
-    let AgentEvent::IncomingCall { call, verified, .. } = expect(&mut bob, "incoming call", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
-    else {
+    let w = Wait::default();
+    let (_, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::IncomingCall { call, verified, .. } = incoming else {
         unreachable!()
     };
     assert_eq!(verified, Some(id_now("alice", DOMAIN)));
-    bob.commands
-        .send(AgentCommand::Answer { call })
-        .await
-        .unwrap();
-    let answered = expect(&mut alice, "answered", |e| {
-        matches!(e, AgentEvent::Answered { .. })
-    })
-    .await;
+    let answered = w.answer(&mut bob, &mut alice, call).await;
     assert!(
         matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == id_now("bob", DOMAIN)),
         "{answered:?}"

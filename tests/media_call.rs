@@ -19,8 +19,9 @@
 //! - A broken path is far below both: silence, noise, a wrong key or a
 //!   misaligned signal give ρ < 0.1 and SNR <= 0 dB.
 
-use ibephone::media::audio::{read_wav, AudioSink, WavSink, WavSource};
-use ibephone::media::g711::G711;
+mod support;
+
+use ibephone::media::audio::{read_wav, WavSink, WavSource};
 use ibephone::media::keys::{Role, SrtpSuite};
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::{
@@ -29,12 +30,12 @@ use ibephone::media::sdp::{
 };
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::audio::{assert_no_clear_audio, espeak, write_wav};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -156,13 +157,7 @@ async fn start_call(dir: &Path, codec: Codec, loss_pct: u64, signal: &[i16]) -> 
     assert_eq!(na.remote, addrs[3]);
     let relay = relay(r1, r2, addrs[0], addrs[1], loss_pct).await;
     let src = dir.join("alice-in.wav");
-    let mut w = WavSink::create(&src).unwrap();
-    for f in signal.chunks(160) {
-        let mut frame = f.to_vec();
-        frame.resize(160, 0);
-        w.write_frame(&frame).unwrap();
-    }
-    w.finish().unwrap();
+    write_wav(&src, signal);
     let (atx, alice_ev) = mpsc::unbounded_channel();
     let (btx, bob_ev) = mpsc::unbounded_channel();
     let alice = MediaSession::start(
@@ -236,28 +231,9 @@ async fn speech_call_with(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: 
     assert!(rho >= min_rho, "rho {rho} < {min_rho}");
     assert!(snr >= min_snr, "snr {snr} < {min_snr}");
     // Capture: no datagram carries a source frame encoded in clear.
-    let g = if codec == Codec::Pcmu {
-        G711::Ulaw
-    } else {
-        G711::Alaw
-    };
-    let mut clear = HashSet::new();
-    let mut enc = Vec::new();
-    for f in signal
-        .chunks(160)
-        .filter(|f| f.iter().any(|&s| s.abs() > 200))
-    {
-        g.encode(f, &mut enc);
-        clear.insert(enc[..16].to_vec());
-    }
     let cap = call.relay.capture.lock().unwrap();
     assert!(cap.len() >= 150);
-    for d in cap.iter() {
-        assert!(
-            !d.windows(16).any(|w| clear.contains(w)),
-            "clear G.711 on the wire"
-        );
-    }
+    assert_no_clear_audio(&signal, codec, &cap);
 }
 
 #[tokio::test]
@@ -386,23 +362,11 @@ async fn dtmf_reaches_the_peer() {
 /// 5 % loss.
 #[tokio::test]
 async fn espeak_sentence_through_a_call() {
-    if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
-        eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
+    let Some(speech) = espeak(
+        "A secured call must carry speech, encrypted, with keys that even the key generator cannot recover.",
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let wav = dir.path().join("sentence.wav");
-    let ok = std::process::Command::new("espeak-ng")
-        .arg("-w")
-        .arg(&wav)
-        .arg("A secured call must carry speech, encrypted, with keys that even the key generator cannot recover.")
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "espeak-ng failed");
-    // espeak-ng writes 22050 Hz; read_wav resamples to 8 kHz.
-    let speech = read_wav(&wav).unwrap();
-    assert!(speech.len() > 8000 * 2);
+    };
     for codec in [Codec::Pcmu, Codec::Pcma] {
         speech_call_with(&speech, codec, 0, 0.95, 10.0).await;
         speech_call_with(&speech, codec, 5, 0.8, 2.0).await;

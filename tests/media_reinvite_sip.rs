@@ -4,12 +4,11 @@
 //! answer), a second re-INVITE meanwhile gets 500 with Retry-After, and
 //! the caller sees the answer body in `InDialogResponse`.
 
-#[path = "support/sip_net.rs"]
-mod sip_net;
+mod support;
 
 use ibephone::sip::ua::{Command, Event};
-use sip_net::*;
 use std::time::Duration;
+use support::sip_net::*;
 
 #[test]
 fn deferred_reinvite_answer_carries_the_body() {

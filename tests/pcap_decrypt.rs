@@ -3,14 +3,20 @@
 //! message byte for byte; a wrong or foreign key log fails each message
 //! with a clear error and no panic; the agent writes its log 0600.
 
-mod common;
+mod support;
 
-use common::*;
+use ibephone::agent::headless::{start_with, StartError, StartOptions};
+use ibephone::agent::AgentEvent;
 use ibephone::pcap::decrypt::{decrypt_capture, DecryptError};
 use ibephone::pcap::write::udp_capture;
 use ibephone::tunnel::keylog::{KeyLog, MemoryKeyLog};
 use std::net::SocketAddrV4;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
+use support::agents::{register, TestDomain, Wait};
+use support::capture::{ports_filter, Tshark};
+use support::process::key_file_config;
+use support::tunnel::*;
 
 struct Dialog {
     /// (alice sent it, inner, outer)
@@ -20,20 +26,9 @@ struct Dialog {
 }
 
 fn dialog(tag: &str) -> Dialog {
-    let (msk_a, params_a) = provider("atlanta.invalid", 1);
-    let (msk_b, params_b) = provider("biloxi.invalid", 2);
-    let mut alice = tunnel(
-        "sip:alice@atlanta.invalid",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut bob = tunnel(
-        "sip:bob@biloxi.invalid",
-        &msk_b,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let d = TwoDomains::new("atlanta.invalid", "biloxi.invalid");
+    let mut alice = d.tunnel("sip:alice@atlanta.invalid", &["2026-11"]);
+    let mut bob = d.tunnel("sip:bob@biloxi.invalid", &["2026-11"]);
     let (alice_log, bob_log) = (MemoryKeyLog::default(), MemoryKeyLog::default());
     alice.set_key_log(Box::new(alice_log.clone()));
     bob.set_key_log(Box::new(bob_log.clone()));
@@ -49,11 +44,7 @@ fn dialog(tag: &str) -> Dialog {
         (true, call.bye()),
         (false, call.ok_bye()),
     ] {
-        let (sender, receiver) = if from_alice {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
+        let (sender, receiver) = sides(from_alice, &mut alice, &mut bob);
         let outer = sender.seal(t, &inner).unwrap();
         assert_eq!(receiver.open(t, &outer).unwrap().inner, inner);
         messages.push((from_alice, inner, outer));
@@ -201,42 +192,17 @@ fn pcap_decrypt_command_prints_the_inner_dialog() {
     assert!(stderr.contains("key log line 2"), "{stderr}");
 }
 
-mod interop_support;
-
-use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start_with, StartError, StartOptions};
-use ibephone::agent::{AgentCommand, AgentEvent};
-use interop_support::{
-    agent_config, expect, provider as fresh_provider, start_tshark, stop_tshark,
-};
-use std::os::unix::fs::PermissionsExt;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_key_log_is_private_and_decrypts_its_call() {
     let dir = tempfile::tempdir().unwrap();
-    let (msk, params) = fresh_provider("keylog.invalid");
-    let provider = ibephone::sip::driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        "keylog.invalid",
-        &[("alice", "alice-pw"), ("bob", "bob-pw")],
-    )
-    .await
-    .unwrap();
+    let domain = TestDomain::new("keylog.invalid");
+    let provider = domain.proxy(&["alice", "bob"]).await;
 
     // A key log file that others can read is refused.
     let open = dir.path().join("open.keylog");
     std::fs::write(&open, "").unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = |user: &str| {
-        agent_config(
-            user,
-            &format!("{user}-pw"),
-            &msk,
-            &params,
-            provider.addr,
-            SecurityPolicy::Require,
-        )
-    };
+    let cfg = |user: &str| domain.agent(user, provider.addr).build();
     let refused = start_with(
         cfg("alice"),
         StartOptions {
@@ -248,7 +214,7 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     assert!(matches!(refused, Err(StartError::KeyLog(_))));
 
     let pcap = dir.path().join("call.pcap");
-    let tshark = start_tshark(&pcap, &[provider.addr.port()]).await;
+    let tshark = Tshark::start(&pcap, &ports_filter(&[provider.addr.port()]), &[]);
     let keylog = dir.path().join("alice.keylog");
     let mut alice = start_with(
         cfg("alice"),
@@ -261,45 +227,17 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     .unwrap();
     let mut bob = ibephone::agent::headless::start(cfg("bob")).await.unwrap();
     for a in [&mut alice, &mut bob] {
-        a.commands.send(AgentCommand::Register).await.unwrap();
-        expect(a, "registered", |e| {
-            matches!(e, AgentEvent::Registered { .. })
-        })
-        .await;
+        register(a).await;
     }
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
-    let AgentEvent::IncomingCall { call, .. } = expect(&mut bob, "incoming", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
-    else {
+    let w = Wait::default();
+    let (_, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::IncomingCall { call, .. } = incoming else {
         unreachable!()
     };
-    bob.commands
-        .send(AgentCommand::Answer { call })
-        .await
-        .unwrap();
-    let AgentEvent::Answered { call, .. } = expect(&mut alice, "answered", |e| {
-        matches!(e, AgentEvent::Answered { .. })
-    })
-    .await
-    else {
+    let AgentEvent::Answered { call, .. } = w.answer(&mut bob, &mut alice, call).await else {
         unreachable!()
     };
-    alice
-        .commands
-        .send(AgentCommand::Hangup { call })
-        .await
-        .unwrap();
-    expect(&mut bob, "ended", |e| matches!(e, AgentEvent::Ended { .. })).await;
-    expect(&mut alice, "ended", |e| {
-        matches!(e, AgentEvent::Ended { .. })
-    })
-    .await;
+    w.hang_up(&mut alice, &mut bob, call).await;
 
     let mode = std::fs::metadata(&keylog).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -310,9 +248,8 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
     // INVITE, 180, 200, ACK, BYE, 200 at least (100 Trying is plain).
     assert!(ceks >= 6, "{text}");
 
-    if let Some(child) = tshark {
-        stop_tshark(child).await;
-        let out = decrypt_capture(&std::fs::read(&pcap).unwrap(), &keys).unwrap();
+    if let Some(tshark) = tshark {
+        let out = decrypt_capture(&tshark.stop(), &keys).unwrap();
         let shown = out.to_string();
         assert_eq!(out.failures(), 0, "{shown}");
         for line in [
@@ -328,32 +265,14 @@ async fn agent_key_log_is_private_and_decrypts_its_call() {
 #[test]
 fn agent_command_line_flag_turns_the_key_log_on() {
     let dir = tempfile::tempdir().unwrap();
-    let (msk, params) = fresh_provider("flag.invalid");
-    let keys = agent_config(
+    let domain = TestDomain::new("flag.invalid");
+    let cfg = key_file_config(
+        dir.path(),
+        &domain,
         "alice",
         "pw",
-        &msk,
-        &params,
         "127.0.0.1:9".parse().unwrap(),
-        SecurityPolicy::Require,
-    )
-    .keys;
-    ibephone::agent::config::write_key_file(
-        &dir.path().join("alice.keys.json"),
-        &params,
-        &[],
-        &keys,
-    )
-    .unwrap();
-    let pw = dir.path().join("alice.password");
-    std::fs::write(&pw, "pw\n").unwrap();
-    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = dir.path().join("alice.toml");
-    std::fs::write(
-        &cfg,
-        "[account]\naor = \"sip:alice@flag.invalid\"\npassword_file = \"alice.password\"\n\n[sip]\nlisten = \"127.0.0.1:0\"\nproxy = \"127.0.0.1:9\"\n\n[keys]\nfile = \"alice.keys.json\"\n",
-    )
-    .unwrap();
+    );
     let keylog = dir.path().join("k.log");
     let out = Command::new(env!("CARGO_BIN_EXE_ibephone"))
         .args(["agent", "--config"])

@@ -3,10 +3,13 @@
 //! same packets with the payload and a 16-byte tag encrypted by SRTP
 //! (AEAD_AES_128_GCM, as the agent sends them) are judged SRTP (exit 0).
 
+mod support;
+
 use ibephone::media::g711::G711;
 use ibephone::pcap::write::udp_capture;
 use ibephone::pcap::{verify_capture, MediaVerdict};
 use std::net::SocketAddrV4;
+use support::process::pcap_verify_cli;
 
 fn tone(n: usize) -> Vec<i16> {
     (0..n)
@@ -32,21 +35,6 @@ fn rtp_packets(codec: G711) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn verify_cli(bytes: &[u8]) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("media.pcap");
-    std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
-        .args(["pcap", "verify"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
-}
-
 fn capture(packets: &[Vec<u8>]) -> Vec<u8> {
     let a: SocketAddrV4 = "127.0.0.1:40000".parse().unwrap();
     let b: SocketAddrV4 = "127.0.0.1:40002".parse().unwrap();
@@ -62,7 +50,7 @@ fn plain_g711_rtp_is_a_leak() {
         assert_eq!(report.media.len(), 1, "{report}");
         assert_eq!(report.media[0].verdict, MediaVerdict::PlainRtp, "{report}");
         assert!(!report.clean());
-        let (code, out) = verify_cli(&bytes);
+        let (code, out) = pcap_verify_cli(&bytes);
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains("LEAK: plain RTP"), "{out}");
     }
@@ -85,7 +73,7 @@ fn srtp_of_the_same_audio_is_judged_srtp() {
         .map(|p| ctx.encrypt_rtp(p).unwrap().to_vec())
         .collect();
     assert_eq!(packets[0].len(), 12 + 160 + 16);
-    let (code, out) = verify_cli(&capture(&packets));
+    let (code, out) = pcap_verify_cli(&capture(&packets));
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains("[SRTP]") && out.contains("AEAD_AES_128_GCM"),

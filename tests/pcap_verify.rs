@@ -2,11 +2,14 @@
 //! flagged, tunneled-shaped messages with minimal outer headers pass, TCP
 //! streams split across segments (with a retransmission) are reassembled.
 
+mod support;
+
 use etherparse::PacketBuilder;
 use ibephone::pcap::{verify_capture, Class};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 use std::time::Duration;
+use support::process::pcap_verify_cli;
 
 const A: [u8; 4] = [127, 0, 0, 1];
 const B: [u8; 4] = [127, 0, 0, 2];
@@ -162,31 +165,12 @@ fn garbage_is_an_error_not_a_panic() {
 /// The `ibephone pcap verify` command: exit 0 clean, 1 leak, 2 unreadable.
 #[test]
 fn cli_exit_codes() {
-    let dir = std::env::temp_dir().join(format!("ibephone-pcap-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
-            .args(["pcap", "verify"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
-    };
-    let (code, out) = run("clean.pcap", &pcap(&[udp(5070, 5060, &tunneled_invite())]));
+    let (code, out) = pcap_verify_cli(&pcap(&[udp(5070, 5060, &tunneled_invite())]));
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("TUNNELED"));
-    let (code, out) = run(
-        "leak.pcap",
-        &pcap(&[udp(5070, 5060, PLAIN_INVITE.as_bytes())]),
-    );
+    let (code, out) = pcap_verify_cli(&pcap(&[udp(5070, 5060, PLAIN_INVITE.as_bytes())]));
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("User-Agent") || out.contains("user-agent"));
-    let (code, _) = run("garbage.pcap", b"garbage");
+    let (code, _) = pcap_verify_cli(b"garbage");
     assert_eq!(code, Some(2));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -10,14 +10,14 @@
 //! test process (separate endpoints with their own addresses; they speak
 //! only SIP over loopback to the provider and the phones).
 
-#[path = "support/provider.rs"]
-mod provider;
+mod support;
 
 use ibephone::sip::message::Message;
-use provider::*;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::capture::{ports_filter, Tshark};
+use support::process::Agent;
+use support::provider::*;
 
 const ALICE_PW: &str = "alice secret 1";
 const BOB_PW: &str = "bob secret 22";
@@ -57,22 +57,6 @@ fn call(alice: &mut Agent, bob: &mut Agent) -> (u64, u64) {
     assert_eq!(ans["tunneled"], true);
     bob.expect("answered", T);
     (ans["call"].as_u64().unwrap(), b)
-}
-
-fn tshark_wanted() -> bool {
-    std::env::var("IBEPHONE_TEST_TSHARK").as_deref() == Ok("1")
-}
-
-fn start_tshark(path: &std::path::Path, port: u16) -> Child {
-    let c = Command::new("tshark")
-        .args(["-q", "-i", "lo", "-f", &format!("port {port}"), "-w"])
-        .arg(path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("IBEPHONE_TEST_TSHARK=1 but tshark cannot be started");
-    std::thread::sleep(Duration::from_millis(1500));
-    c
 }
 
 /// What the capture of a secured call between the UAs must show.
@@ -115,7 +99,7 @@ fn check_capture(bytes: &[u8]) {
 fn secured_call_offline_and_unknown_callee() {
     let (_pkg, server, dir) = setup(&[]);
     let pcap = dir.path().join("call.pcap");
-    let tshark = tshark_wanted().then(|| start_tshark(&pcap, server.sip.port()));
+    let tshark = Tshark::start(&pcap, &ports_filter(&[server.sip.port()]), &[]);
     let mut alice = agent(&dir, &server, Spec::new("alice", ALICE_PW, server.sip));
     // bob is not registered yet: 480; zed does not exist: 404.
     alice.send(json!({"cmd": "call", "to": "bob"}));
@@ -130,16 +114,8 @@ fn secured_call_offline_and_unknown_callee() {
     alice.send(json!({"cmd": "hangup", "call": a}));
     assert_eq!(bob.expect("ended", T)["reason"], "remote hangup");
     alice.expect("ended", T);
-    if let Some(child) = tshark {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        let mut child = child;
-        let _ = child.wait();
-        check_capture(&std::fs::read(&pcap).unwrap());
-    } else {
-        println!("capture assertions skipped: IBEPHONE_TEST_TSHARK is not 1");
+    if let Some(tshark) = tshark {
+        check_capture(&tshark.stop());
     }
 }
 

@@ -1,22 +1,17 @@
 //! Calls through the in-memory network: register, ring, answer, ACK, BYE,
 //! CANCEL, forking, loss, the filter hook.
 
-#[path = "support/sip_net.rs"]
-mod sip_net;
+mod support;
 
 use ibephone::sip::filter::{FilterError, MessageFilter, NoFilter, Reject};
 use ibephone::sip::message::Message;
 use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event};
-use sip_net::*;
 use std::time::{Duration, Instant};
+use support::sip_net::*;
 
 #[test]
 fn register_call_ring_answer_ack_bye() {
-    let mut n = Net::new(0.0, 1);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-    let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
-    register(&mut n, a);
-    register(&mut n, b);
+    let (mut n, a, b) = pair(1);
     full_call(&mut n, a, b);
     // Outer header privacy: compact names, anonymous From, no User-Agent.
     let invite = n
@@ -42,33 +37,14 @@ fn register_call_ring_answer_ack_bye() {
 
 #[test]
 fn two_devices_both_ring_one_answers_other_is_cancelled() {
-    let mut n = Net::new(0.0, 5);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-    let b1 = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
-    let b2 = n.add("bob", "bob-pw", 5066, Box::new(NoFilter));
-    for i in [a, b1, b2] {
-        register(&mut n, i);
-    }
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    let (mut n, a, b1, b2) = alice_and_two_bobs(5);
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(
         n.run_until(Duration::from_secs(60), |n| incoming(n, b1).is_some()
             && incoming(n, b2).is_some())
     );
     let c2 = incoming(&n, b2).unwrap();
-    n.cmd(
-        b2,
-        Command::Answer {
-            call: c2,
-            body: body("a"),
-        },
-    );
+    n.answer(b2, c2, body("a"));
     assert!(n.run_until(Duration::from_secs(60), |n| {
         n.has(a, |e| matches!(e, Event::Answered { .. }))
             && ended(n, b1).is_some()
@@ -83,11 +59,7 @@ fn twenty_percent_loss_still_completes_the_call() {
     // 50 fixed seeds: deterministic. (Over 1000 seeds a few calls fail as
     // RFC 3261 allows: all eleven 2xx/ACK round trips of 4 lossy hops lost.)
     for seed in 100..150 {
-        let mut n = Net::new(0.2, seed);
-        let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-        let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
-        register(&mut n, a);
-        register(&mut n, b);
+        let (mut n, a, b) = pair_with(0.2, seed, Box::new(NoFilter), Box::new(NoFilter));
         full_call(&mut n, a, b);
     }
 }
@@ -116,11 +88,7 @@ impl MessageFilter for Xor {
 
 #[test]
 fn filter_sees_every_message_and_can_reject_with_493() {
-    let mut n = Net::new(0.0, 6);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(Xor));
-    let b = n.add("bob", "bob-pw", 5064, Box::new(Xor));
-    register(&mut n, a);
-    register(&mut n, b);
+    let (mut n, a, b) = pair_with(0.0, 6, Box::new(Xor), Box::new(Xor));
     full_call(&mut n, a, b);
     // The proxy only ever saw transformed bodies.
     assert!(!n
@@ -129,14 +97,7 @@ fn filter_sees_every_message_and_can_reject_with_493() {
         .any(|m| m.windows(5).any(|w| w == b"offer")));
     n.uas[a].2.clear();
     n.uas[b].2.clear();
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(9),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: Body::default(),
-        },
-    );
+    n.dial(a, CallId(9), "bob", Body::default());
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(493)));
     assert!(n.has(b, |e| matches!(e, Event::Rejected { .. })));
@@ -146,14 +107,7 @@ fn filter_sees_every_message_and_can_reject_with_493() {
 #[test]
 fn caller_cancels_a_ringing_call() {
     let (mut n, a, b) = pair(20);
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(n.run_until(Duration::from_secs(60), |n| n
         .has(a, |e| matches!(e, Event::Ringing { .. }))));
     n.cmd(a, Command::Hangup { call: CallId(1) });
@@ -170,14 +124,7 @@ fn caller_cancels_a_ringing_call() {
 #[test]
 fn callee_rejects_with_486() {
     let (mut n, a, b) = pair(21);
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
     let bc = incoming(&n, b).unwrap();
     n.cmd(
@@ -275,40 +222,15 @@ fn options_and_message_outside_dialogs() {
 
 #[test]
 fn both_devices_answer_the_second_is_acked_and_hung_up() {
-    let mut n = Net::new(0.0, 27);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-    let b1 = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
-    let b2 = n.add("bob", "bob-pw", 5066, Box::new(NoFilter));
-    for i in [a, b1, b2] {
-        register(&mut n, i);
-    }
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    let (mut n, a, b1, b2) = alice_and_two_bobs(27);
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(
         n.run_until(Duration::from_secs(60), |n| incoming(n, b1).is_some()
             && incoming(n, b2).is_some())
     );
     let (c1, c2) = (incoming(&n, b1).unwrap(), incoming(&n, b2).unwrap());
-    n.cmd(
-        b1,
-        Command::Answer {
-            call: c1,
-            body: body("a1"),
-        },
-    );
-    n.cmd(
-        b2,
-        Command::Answer {
-            call: c2,
-            body: body("a2"),
-        },
-    );
+    n.answer(b1, c1, body("a1"));
+    n.answer(b2, c2, body("a2"));
     assert!(n.run_until(Duration::from_secs(60), |n| {
         (ended(n, b1).is_some() || ended(n, b2).is_some()) && n.queue.is_empty()
     }));
@@ -327,23 +249,10 @@ fn both_devices_answer_the_second_is_acked_and_hung_up() {
 fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
     let (mut n, a, b) = pair(28);
     n.drop_if = Some(|m: &[u8]| m.starts_with(b"ACK "));
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
     let bc = incoming(&n, b).unwrap();
-    n.cmd(
-        b,
-        Command::Answer {
-            call: bc,
-            body: body("a"),
-        },
-    );
+    n.answer(b, bc, body("a"));
     let t0 = n.now;
     let oks_before = n
         .proxy_saw
@@ -369,14 +278,7 @@ fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
 #[test]
 fn unanswered_call_is_given_up_and_nothing_leaks() {
     let (mut n, a, b) = pair(29);
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: body("o"),
-        },
-    );
+    n.dial(a, CallId(1), "bob", body("o"));
     assert!(n.run_until(Duration::from_secs(60), |n| incoming(n, b).is_some()));
     // Bob's device vanishes while ringing: nothing reaches it any more.
     n.drop_if = Some(|m: &[u8]| String::from_utf8_lossy(m).contains("sip:127.0.0.1:5064"));

@@ -2,24 +2,21 @@
 //! real sockets on 127.0.0.1 with the tokio driver: all UDP (TCP only for
 //! the large MESSAGE), then all TCP.
 
-use ibephone::sip::digest::{ha1, Algorithm, Password};
+mod support;
+
 use ibephone::sip::driver;
 use ibephone::sip::filter::NoFilter;
 use ibephone::sip::message::HeaderForm;
 use ibephone::sip::proxy::{Proxy, ProxyConfig};
-use ibephone::sip::registrar::{Registrar, UserRecord};
+use ibephone::sip::registrar::Registrar;
 use ibephone::sip::timers::Timers;
-use ibephone::sip::ua::{
-    Body, CallId, Command, EndReason, Event, HeaderPolicy, UaConfig, UserAgent,
-};
+use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event, UserAgent};
 use ibephone::sip::Transport;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use support::sip_net::{ua_config_with, user_records, DOMAIN};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-
-const DOMAIN: &str = "example.invalid";
 
 struct Handle {
     cmd: mpsc::Sender<Command>,
@@ -52,18 +49,7 @@ async fn bind() -> (UdpSocket, TcpListener, SocketAddr) {
 
 async fn start_ua(user: &str, pw: &str, proxy: SocketAddr, transport: Transport) -> Handle {
     let (udp, tcp, addr) = bind().await;
-    let cfg = UaConfig {
-        user: user.into(),
-        domain: DOMAIN.into(),
-        password: Password::new(pw),
-        proxy,
-        local: addr.to_string(),
-        transport,
-        expires: 600,
-        headers: HeaderPolicy::default(),
-        timers: Timers::default(),
-        max_transactions: 64,
-    };
+    let cfg = ua_config_with(user, pw, proxy, addr.to_string(), transport);
     let (cmd, crx) = mpsc::channel(16);
     let (etx, ev) = mpsc::channel(64);
     tokio::spawn(driver::run(
@@ -88,18 +74,7 @@ async fn register_and_call_over_loopback_tcp() {
 
 async fn register_and_call(transport: Transport) {
     let (udp, tcp, proxy_addr) = bind().await;
-    let mut users = HashMap::new();
-    for (u, pw) in [("alice", "apw"), ("bob", "bpw")] {
-        let p = Password::new(pw);
-        users.insert(
-            u.to_string(),
-            UserRecord {
-                ha1_md5: Some(ha1(Algorithm::Md5, u, DOMAIN, &p).to_string()),
-                ha1_sha256: Some(ha1(Algorithm::Sha256, u, DOMAIN, &p).to_string()),
-                enabled: true,
-            },
-        );
-    }
+    let users = user_records(&[("alice", "apw"), ("bob", "bpw")]);
     let proxy = Proxy::new(
         ProxyConfig {
             local: proxy_addr.to_string(),

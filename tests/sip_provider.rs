@@ -2,14 +2,13 @@
 //! refresh and refusals, 404/480, throttling, replay, malformed input, TCP
 //! for large requests, timeouts.
 
-#[path = "support/sip_net.rs"]
-mod sip_net;
+mod support;
 
 use ibephone::sip::filter::NoFilter;
 use ibephone::sip::ua::{Body, CallId, Command, EndReason, Event};
 use ibephone::sip::{Dest, Transport};
-use sip_net::*;
 use std::time::Duration;
+use support::sip_net::*;
 
 #[test]
 fn registration_is_refreshed_before_expiry() {
@@ -39,25 +38,11 @@ fn offline_user_gets_480_and_unknown_user_404() {
     let mut n = Net::new(0.0, 3);
     let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
     register(&mut n, a);
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:carol@{DOMAIN}"),
-            body: Body::default(),
-        },
-    );
+    n.dial(a, CallId(1), "carol", Body::default());
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(480)));
     n.uas[a].2.clear();
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(2),
-            target: format!("sip:dave@{DOMAIN}"),
-            body: Body::default(),
-        },
-    );
+    n.dial(a, CallId(2), "dave", Body::default());
     assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
     assert_eq!(ended(&n, a), Some(EndReason::Rejected(404)));
 }
@@ -114,11 +99,7 @@ fn unknown_user_probes_are_throttled() {
 
 #[test]
 fn requests_over_1300_bytes_go_over_tcp() {
-    let mut n = Net::new(0.0, 9);
-    let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
-    let b = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
-    register(&mut n, a);
-    register(&mut n, b);
+    let (mut n, a, b) = pair(9);
     let big = Body {
         content_type: Some("application/octet-stream".into()),
         bytes: vec![7; 2000],
@@ -201,14 +182,7 @@ fn unreachable_proxy_times_out_registration_and_call() {
     let mut n = Net::new(1.0, 25);
     let a = n.add("alice", "alice-pw", 5062, Box::new(NoFilter));
     n.cmd(a, Command::Register);
-    n.cmd(
-        a,
-        Command::Call {
-            call: CallId(1),
-            target: format!("sip:bob@{DOMAIN}"),
-            body: Body::default(),
-        },
-    );
+    n.dial(a, CallId(1), "bob", Body::default());
     let t0 = n.now;
     assert!(n.run_until(Duration::from_secs(100), |n| {
         ended(n, a).is_some() && n.has(a, |e| matches!(e, Event::RegistrationFailed { .. }))

@@ -1,11 +1,11 @@
 //! Attacks on the tunnel: each is rejected with its own error and leaves
 //! the receiver's state unchanged (the genuine message still opens after).
 
-mod common;
+mod support;
 
-use common::*;
 use ibephone::tunnel::{OpenError, Tunnel, TunnelConfig, WireAction};
 use std::time::Duration;
+use support::tunnel::*;
 
 struct Pair {
     alice: Tunnel,
@@ -13,22 +13,15 @@ struct Pair {
     call: Call,
 }
 
+fn domains() -> TwoDomains {
+    TwoDomains::new("atlanta.com", "biloxi.com")
+}
+
 fn pair() -> Pair {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
+    let d = domains();
     Pair {
-        alice: tunnel(
-            "sip:alice@atlanta.com",
-            &msk_a,
-            &["2026-11"],
-            &[&params_a, &params_b],
-        ),
-        bob: tunnel(
-            "sip:bob@biloxi.com",
-            &msk_b,
-            &["2026-11"],
-            &[&params_a, &params_b],
-        ),
+        alice: d.tunnel("sip:alice@atlanta.com", &["2026-11"]),
+        bob: d.tunnel("sip:bob@biloxi.com", &["2026-11"]),
         call: Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com"),
     }
 }
@@ -221,14 +214,8 @@ fn forged_bye_from_a_third_party_is_rejected() {
         WireAction::Drop
     );
     // Mallory with a session of her own cannot reach alice's dialog.
-    let (msk_m, params_m) = provider("atlanta.com", 1);
-    let (_, params_b) = provider("biloxi.com", 2);
-    let mut mallory = tunnel(
-        "sip:mallory@atlanta.com",
-        &msk_m,
-        &["2026-11"],
-        &[&params_m, &params_b],
-    );
+    let d = domains();
+    let mut mallory = d.tunnel("sip:mallory@atlanta.com", &["2026-11"]);
     assert!(mallory.seal(t, &p.call.bye()).is_err());
     // The call is still up: the genuine BYE opens.
     assert!(p.bob.open(t, &genuine).is_ok());
@@ -236,21 +223,10 @@ fn forged_bye_from_a_third_party_is_rejected() {
 
 #[test]
 fn signature_of_another_identity_is_rejected() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
+    let d = domains();
     // Mallory holds genuine keys of her own and claims to be alice.
-    let mut mallory = tunnel(
-        "sip:mallory@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut bob = tunnel(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let mut mallory = d.tunnel("sip:mallory@atlanta.com", &["2026-11"]);
+    let mut bob = d.tunnel("sip:bob@biloxi.com", &["2026-11"]);
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     let o = mallory.seal(now(), &call.invite()).unwrap();
     assert!(matches!(
@@ -258,45 +234,24 @@ fn signature_of_another_identity_is_rejected() {
         Err(OpenError::SignerMismatch { .. })
     ));
     // Nothing was remembered: alice's real INVITE with the same Call-ID opens.
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
     let o = alice.seal(now(), &call.invite()).unwrap();
     assert!(bob.open(now(), &o).is_ok());
 }
 
 #[test]
 fn key_periods_that_are_too_old_are_rejected() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
+    let d = domains();
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     // Bob still holds September keys, but September is neither current nor previous.
-    let mut bob = tunnel(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-09", "2026-10", "2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-09"],
-        &[&params_a, &params_b],
-    );
+    let mut bob = d.tunnel("sip:bob@biloxi.com", &["2026-09", "2026-10", "2026-11"]);
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-09"]);
     let september = now() - Duration::from_secs(70 * 86_400);
     let o = alice.seal(september, &call.invite()).unwrap();
     assert_eq!(bob.open(now(), &o), Err(OpenError::NoKeyForPeriod));
     // Encrypted to October (previous, accepted) but signed with a September key.
     let oct31 = ibephone::ibe::Period::month("2026-10").unwrap();
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-09"],
-        &[&params_a, &params_b],
-    );
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-09"]);
     let late_october = std::time::UNIX_EPOCH + Duration::from_secs(1_793_491_200 - 60); // 2026-10-31T23:59Z
     assert_eq!(ibephone::ibe::Period::month_at(1_793_491_200 - 60), oct31);
     let o = alice.seal(late_october, &call.invite()).unwrap();
@@ -309,26 +264,14 @@ fn key_periods_that_are_too_old_are_rejected() {
 
 #[test]
 fn stale_first_messages_are_rejected() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
+    let d = domains();
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     let config = TunnelConfig {
         session_idle: Duration::from_secs(30),
         ..TunnelConfig::default()
     };
-    let mut bob = tunnel_with(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-11"],
-        &[&params_a, &params_b],
-        config,
-    );
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let mut bob = d.tunnel_with("sip:bob@biloxi.com", &["2026-11"], config);
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
     let t = now();
     let o = alice.seal(t, &call.invite()).unwrap();
     bob.open(t, &o).unwrap();
@@ -350,26 +293,10 @@ fn stale_first_messages_are_rejected() {
 
 #[test]
 fn forked_invite_keeps_replay_state_per_branch() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut desk = tunnel(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut mobile = tunnel(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let d = domains();
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
+    let mut desk = d.tunnel("sip:bob@biloxi.com", &["2026-11"]);
+    let mut mobile = d.tunnel("sip:bob@biloxi.com", &["2026-11"]);
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     let t = now();
     let invite = alice.seal(t, &call.invite()).unwrap();

@@ -1,27 +1,16 @@
 //! Two in-memory user agents run a whole dialog through the tunnel, and
 //! both see every inner message byte for byte as it was sealed.
 
-mod common;
+mod support;
 
-use common::*;
 use ibephone::tunnel::{classify, Direction, PeerIdentity, Treatment};
+use support::tunnel::*;
 
 #[test]
 fn full_dialog_round_trips_byte_for_byte() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (msk_b, params_b) = provider("biloxi.com", 2);
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
-    let mut bob = tunnel(
-        "sip:bob@biloxi.com",
-        &msk_b,
-        &["2026-10", "2026-11"],
-        &[&params_a, &params_b],
-    );
+    let d = TwoDomains::new("atlanta.com", "biloxi.com");
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
+    let mut bob = d.tunnel("sip:bob@biloxi.com", &["2026-10", "2026-11"]);
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     let t = now();
 
@@ -54,11 +43,7 @@ fn full_dialog_round_trips_byte_for_byte() {
     ];
     let (mut a_seq, mut b_seq) = (1, 0);
     for (from_alice, inner) in steps {
-        let (sender, receiver) = if from_alice {
-            (&mut alice, &mut bob)
-        } else {
-            (&mut bob, &mut alice)
-        };
+        let (sender, receiver) = sides(from_alice, &mut alice, &mut bob);
         let outer = sender.seal(t, &inner).unwrap();
         let opened = receiver.open(t, &outer).unwrap();
         assert_eq!(opened.inner, inner, "{}", String::from_utf8_lossy(&inner));
@@ -95,14 +80,8 @@ fn full_dialog_round_trips_byte_for_byte() {
 
 #[test]
 fn outer_message_reveals_only_routing() {
-    let (msk_a, params_a) = provider("atlanta.com", 1);
-    let (_, params_b) = provider("biloxi.com", 2);
-    let mut alice = tunnel(
-        "sip:alice@atlanta.com",
-        &msk_a,
-        &["2026-11"],
-        &[&params_a, &params_b],
-    );
+    let d = TwoDomains::new("atlanta.com", "biloxi.com");
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
     let call = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
     let outer = alice.seal(now(), &call.invite()).unwrap();
     let text = String::from_utf8_lossy(&outer);

@@ -17,6 +17,11 @@ fn status_of(e: &PkgClientError) -> (u16, String) {
     }
 }
 
+/// The HTTP status of a login that must fail.
+async fn refused_login(client: &PkgClient, user: &str, password: &str) -> u16 {
+    status_of(&client.login(user, &password.into()).await.unwrap_err()).0
+}
+
 #[tokio::test]
 async fn happy_path_login_keys_logout_audit_and_store() {
     for backend in backends() {
@@ -94,24 +99,18 @@ async fn wrong_password_unknown_user_and_disabled_user() {
     for backend in backends() {
         let pkg = Pkg::new(&backend, "").await;
         let server = pkg.start();
-        let body = |user: &str, pw: &str| {
-            serde_json::to_vec(&serde_json::json!({"user": user, "password": pw})).unwrap()
-        };
-        let ct = [("content-type", "application/json")];
-        let wrong = raw(
+        let wrong = post_json(
             &server,
-            "POST",
             "/v1/login",
-            &ct,
-            body("alice", "not the password"),
+            None,
+            login_body("alice", "not the password"),
         )
         .await;
-        let unknown = raw(
+        let unknown = post_json(
             &server,
-            "POST",
             "/v1/login",
-            &ct,
-            body("mallory", "not the password"),
+            None,
+            login_body("mallory", "not the password"),
         )
         .await;
         assert_eq!(wrong.0, 401);
@@ -140,10 +139,7 @@ async fn wrong_password_unknown_user_and_disabled_user() {
         client.login("bob", &BOB_PW.into()).await.unwrap();
         // A new password ends sessions and replaces the old one.
         pkg.admin_ok(&["user", "passwd", "bob"], "bob new password\n");
-        assert_eq!(
-            status_of(&client.login("bob", &BOB_PW.into()).await.unwrap_err()).0,
-            401
-        );
+        assert_eq!(refused_login(&client, "bob", BOB_PW).await, 401);
         client
             .login("bob", &"bob new password".into())
             .await
@@ -160,22 +156,12 @@ async fn keys_only_for_own_identity_and_window() {
         let params = client.params().await.unwrap();
         let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
         let auth = format!("Bearer {}", s.token.expose());
-        let hdr = [
-            ("content-type", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
+        let keys = |body: String| post_json(&server, "/v1/keys", Some(&auth), body);
         let cur = window()[0].to_string();
 
         // Another user's keys: 403, nothing issued, the attempt audited.
         let req = serde_json::json!({"periods": [cur], "aor": "sip:bob@atlanta.invalid"});
-        let (st, body, _) = raw(
-            &server,
-            "POST",
-            "/v1/keys",
-            &hdr,
-            serde_json::to_vec(&req).unwrap(),
-        )
-        .await;
+        let (st, body, _) = keys(req.to_string()).await;
         assert_eq!(
             (st, error_code(&body).as_str()),
             (403, "identity_not_allowed")
@@ -191,18 +177,7 @@ async fn keys_only_for_own_identity_and_window() {
         assert!(!audit.contains("\tissued"), "{audit}");
         // Naming one's own AOR is fine.
         let req = serde_json::json!({"periods": [cur], "aor": "sip:alice@atlanta.invalid"});
-        assert_eq!(
-            raw(
-                &server,
-                "POST",
-                "/v1/keys",
-                &hdr,
-                serde_json::to_vec(&req).unwrap()
-            )
-            .await
-            .0,
-            200
-        );
+        assert_eq!(keys(req.to_string()).await.0, 200);
 
         // Periods outside previous/current/next: 403 and audited.
         let far = Period::month("2031-01").unwrap();
@@ -230,8 +205,7 @@ async fn keys_only_for_own_identity_and_window() {
             r#"{"periods": "#.to_string(),
             r#"["not", "an", "object"]"#.to_string(),
         ] {
-            let (st, b, _) =
-                raw(&server, "POST", "/v1/keys", &hdr, body.clone().into_bytes()).await;
+            let (st, b, _) = keys(body.clone()).await;
             assert_eq!(st, 400, "{body} -> {b}");
             assert!(["bad_request", "bad_period"].contains(&error_code(&b).as_str()));
         }
@@ -251,47 +225,16 @@ async fn keys_only_for_own_identity_and_window() {
             r#"{{"user":"alice","password":"{}"}}"#,
             "x".repeat(20 * 1024)
         );
-        let (st, b, _) = raw(
-            &server,
-            "POST",
-            "/v1/login",
-            &[("content-type", "application/json")],
-            big.into_bytes(),
-        )
-        .await;
+        let (st, b, _) = post_json(&server, "/v1/login", None, big).await;
         assert_eq!((st, error_code(&b).as_str()), (413, "too_large"));
         let huge = format!(r#"{{"user":"alice","password":"{}"}}"#, "x".repeat(8 << 20));
-        let (st, b, _) = raw(
-            &server,
-            "POST",
-            "/v1/login",
-            &[("content-type", "application/json")],
-            huge.into_bytes(),
-        )
-        .await;
+        let (st, b, _) = post_json(&server, "/v1/login", None, huge).await;
         assert!(st == 413 || st == 0, "{st} {b}");
         assert_eq!(client.health().await.unwrap().status, "ok");
         // No token, bogus token.
-        let (st, b, _) = raw(
-            &server,
-            "POST",
-            "/v1/keys",
-            &[("content-type", "application/json")],
-            b"{}".to_vec(),
-        )
-        .await;
+        let (st, b, _) = post_json(&server, "/v1/keys", None, "{}").await;
         assert_eq!((st, error_code(&b).as_str()), (401, "invalid_token"));
-        let (st, _, _) = raw(
-            &server,
-            "POST",
-            "/v1/keys",
-            &[
-                ("content-type", "application/json"),
-                ("authorization", "Bearer AAAA"),
-            ],
-            b"{}".to_vec(),
-        )
-        .await;
+        let (st, _, _) = post_json(&server, "/v1/keys", Some("Bearer AAAA"), "{}").await;
         assert_eq!(st, 401);
         // Unknown path and untrusted domain: 404.
         assert_eq!(raw(&server, "GET", "/v2/nothing", &[], vec![]).await.0, 404);
@@ -305,20 +248,11 @@ async fn keys_only_for_own_identity_and_window() {
 #[tokio::test]
 async fn throttling_kicks_in_and_lifts() {
     for backend in backends() {
-        let pkg = Pkg::new(&backend, "[throttle]\nuser_max_failures = 3\naddr_max_failures = 1000\nwindow_secs = 60\nlockout_secs = 2\n").await;
+        let pkg = Pkg::new(&backend, &throttle(3, 1000, 2)).await;
         let server = pkg.start();
         let client = server.client();
         for _ in 0..3 {
-            assert_eq!(
-                status_of(
-                    &client
-                        .login("alice", &"bad password".into())
-                        .await
-                        .unwrap_err()
-                )
-                .0,
-                401
-            );
+            assert_eq!(refused_login(&client, "alice", "bad password").await, 401);
         }
         // Locked: even the right password gets 429 with Retry-After.
         match client.login("alice", &ALICE_PW.into()).await.unwrap_err() {
@@ -327,16 +261,8 @@ async fn throttling_kicks_in_and_lifts() {
             }
             other => panic!("{other:?}"),
         }
-        let body = serde_json::to_vec(&serde_json::json!({"user": "alice", "password": ALICE_PW}))
-            .unwrap();
-        let (st, b, retry) = raw(
-            &server,
-            "POST",
-            "/v1/login",
-            &[("content-type", "application/json")],
-            body,
-        )
-        .await;
+        let (st, b, retry) =
+            post_json(&server, "/v1/login", None, login_body("alice", ALICE_PW)).await;
         assert_eq!((st, error_code(&b).as_str()), (429, "too_many_attempts"));
         assert!(retry.is_some());
         // Other users are not affected.
@@ -349,19 +275,13 @@ async fn throttling_kicks_in_and_lifts() {
 #[tokio::test]
 async fn per_address_throttling() {
     for backend in backends() {
-        let pkg = Pkg::new(&backend, "[throttle]\nuser_max_failures = 100\naddr_max_failures = 4\nwindow_secs = 60\nlockout_secs = 30\n").await;
+        let pkg = Pkg::new(&backend, &throttle(100, 4, 30)).await;
         let server = pkg.start();
         let client = server.client();
         for u in ["u1", "u2", "u3", "u4"] {
-            assert_eq!(
-                status_of(&client.login(u, &"bad password".into()).await.unwrap_err()).0,
-                401
-            );
+            assert_eq!(refused_login(&client, u, "bad password").await, 401);
         }
-        assert_eq!(
-            status_of(&client.login("alice", &ALICE_PW.into()).await.unwrap_err()).0,
-            429
-        );
+        assert_eq!(refused_login(&client, "alice", ALICE_PW).await, 429);
     }
 }
 
@@ -620,26 +540,17 @@ async fn digest_ha1_for_the_registrar() {
         .unwrap();
     let store = store.with_ha1_key(vault.ha1_key());
     use md5::Digest as _;
-    let want = hex::encode(md5::Md5::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(
-        store
-            .digest_ha1("alice", DigestAlgorithm::Md5)
-            .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        want
-    );
-    let want = hex::encode(sha2::Sha256::digest(format!("alice:{DOMAIN}:{ALICE_PW}")));
-    assert_eq!(
-        store
-            .digest_ha1("alice", DigestAlgorithm::Sha256)
-            .await
-            .unwrap()
-            .unwrap()
-            .as_str(),
-        want
-    );
+    let a1 = format!("alice:{DOMAIN}:{ALICE_PW}");
+    for (alg, want) in [
+        (DigestAlgorithm::Md5, hex::encode(md5::Md5::digest(&a1))),
+        (
+            DigestAlgorithm::Sha256,
+            hex::encode(sha2::Sha256::digest(&a1)),
+        ),
+    ] {
+        let ha1 = store.digest_ha1("alice", alg).await.unwrap().unwrap();
+        assert_eq!(ha1.as_str(), want);
+    }
     assert!(store
         .digest_ha1("nobody", DigestAlgorithm::Md5)
         .await
@@ -670,7 +581,7 @@ async fn scale_out_two_servers_share_sessions_and_throttling() {
     // Two processes on one database: PostgreSQL when available (the
     // deployment this is for), else the same SQLite file.
     for backend in backends() {
-        let pkg = Pkg::new(&backend, "[throttle]\nuser_max_failures = 2\naddr_max_failures = 1000\nwindow_secs = 60\nlockout_secs = 60\n").await;
+        let pkg = Pkg::new(&backend, &throttle(2, 1000, 60)).await;
         let a = pkg.start();
         let b = pkg.start();
         assert_ne!(a.url, b.url);
@@ -696,9 +607,6 @@ async fn scale_out_two_servers_share_sessions_and_throttling() {
         for _ in 0..2 {
             let _ = ca.login("bob", &"bad password".into()).await;
         }
-        assert_eq!(
-            status_of(&cb.login("bob", &BOB_PW.into()).await.unwrap_err()).0,
-            429
-        );
+        assert_eq!(refused_login(&cb, "bob", BOB_PW).await, 429);
     }
 }

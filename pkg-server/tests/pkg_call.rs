@@ -5,29 +5,14 @@
 //! on loopback, each side seeing the other verified.
 
 mod common;
+// One copy of the agent fixtures for both packages.
+#[path = "../../tests/support/agents.rs"]
+mod agents;
 
+use agents::{id_now, recent_periods, register, ConfigBuilder, Wait};
 use common::*;
-use ibephone::agent::config::AgentConfig;
-use ibephone::agent::filter::SecurityPolicy;
-use ibephone::agent::headless::{start, RunningAgent};
-use ibephone::agent::{AgentCommand, AgentEvent};
-use ibephone::ibe::Period;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-async fn expect(
-    agent: &mut RunningAgent,
-    what: &str,
-    f: impl Fn(&AgentEvent) -> bool,
-) -> AgentEvent {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::time::timeout_at(deadline, agent.events.recv()).await {
-            Ok(Some(e)) if f(&e) => return e,
-            Ok(Some(_)) => continue,
-            other => panic!("waiting for {what}: {other:?}"),
-        }
-    }
-}
+use ibephone::agent::headless::start;
+use ibephone::agent::AgentEvent;
 
 #[tokio::test]
 async fn keys_from_the_pkg_drive_a_verified_call() {
@@ -38,12 +23,7 @@ async fn keys_from_the_pkg_drive_a_verified_call() {
     let proxy_addr = server.sip.unwrap();
 
     // Each phone logs in to the PKG and fetches its keys.
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let current = Period::month_at(now);
-    let periods = [current.previous_month().unwrap(), current.clone()];
+    let periods = recent_periods();
     let mut agents = Vec::new();
     for (user, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
         let session = client.login(user, &pw.into()).await.unwrap();
@@ -52,59 +32,34 @@ async fn keys_from_the_pkg_drive_a_verified_call() {
             .await
             .unwrap();
         client.logout(&session).await.unwrap();
-        let agent = start(AgentConfig {
-            aor: session.aor.clone(),
-            password: zeroize::Zeroizing::new(pw.to_string()),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            proxy: proxy_addr,
-            policy: SecurityPolicy::Require,
-            privacy: true,
-            params: params.clone(),
-            trusted: vec![],
-            keys,
-        })
-        .await
-        .unwrap();
+        let config = ConfigBuilder::new(session.aor.clone(), params.clone(), proxy_addr)
+            .password(pw)
+            .keys(keys)
+            .build();
+        let agent = start(config).await.unwrap();
         agents.push(agent);
     }
     let mut bob = agents.pop().unwrap();
     let mut alice = agents.pop().unwrap();
     for a in [&mut alice, &mut bob] {
-        a.commands.send(AgentCommand::Register).await.unwrap();
-        expect(a, "registered", |e| {
-            matches!(e, AgentEvent::Registered { .. })
-        })
-        .await;
+        register(a).await;
     }
-    alice
-        .commands
-        .send(AgentCommand::Call { to: "bob".into() })
-        .await
-        .unwrap();
+    let w = Wait::default();
+    let (_, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
     let AgentEvent::IncomingCall {
         call,
         verified,
         tunneled,
         ..
-    } = expect(&mut bob, "incoming call", |e| {
-        matches!(e, AgentEvent::IncomingCall { .. })
-    })
-    .await
+    } = incoming
     else {
         unreachable!()
     };
-    assert_eq!(verified, Some(format!("sip:alice@{DOMAIN}#{current}")));
+    assert_eq!(verified, Some(id_now("alice", DOMAIN)));
     assert!(tunneled);
-    bob.commands
-        .send(AgentCommand::Answer { call })
-        .await
-        .unwrap();
-    let answered = expect(&mut alice, "answered", |e| {
-        matches!(e, AgentEvent::Answered { .. })
-    })
-    .await;
+    let answered = w.answer(&mut bob, &mut alice, call).await;
     assert!(
-        matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == format!("sip:bob@{DOMAIN}#{current}")),
+        matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == id_now("bob", DOMAIN)),
         "{answered:?}"
     );
     server.stop();

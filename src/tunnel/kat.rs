@@ -53,8 +53,33 @@ fn sip_with(start: &str, headers: &[&str], body: &str, length_header: &str) -> V
     m.into_bytes()
 }
 
-fn sip(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
-    sip_with(start, headers, body, "l")
+/// The messages of a call in dialog order: (name, sent by alice).
+const CALL: [(&str, bool); 6] = [
+    ("INVITE", true),
+    ("180 Ringing", false),
+    ("200 OK (INVITE)", false),
+    ("ACK", true),
+    ("BYE", true),
+    ("200 OK (BYE)", false),
+];
+
+/// The messages of [`CALL`] from their (start line, headers, body), the
+/// Content-Length header named `length_header`: (name, sent by alice,
+/// bytes).
+fn messages(
+    length_header: &str,
+    parts: [(&str, &[&str], &str); 6],
+) -> Vec<(&'static str, bool, Vec<u8>)> {
+    CALL.iter()
+        .zip(parts)
+        .map(|(&(name, from_alice), (start, headers, body))| {
+            (
+                name,
+                from_alice,
+                sip_with(start, headers, body, length_header),
+            )
+        })
+        .collect()
 }
 
 /// The inner messages of the vector call: (name, sent by alice, bytes).
@@ -67,11 +92,10 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
     let to_b = "t: \"Bob\" <sip:bob@biloxi.com>";
     let to_b_tag = "t: \"Bob\" <sip:bob@biloxi.com>;tag=8321234356";
     let call_id = "i: 3848276298220188511A7Q";
-    vec![
-        (
-            "INVITE",
-            true,
-            sip(
+    messages(
+        "l",
+        [
+            (
                 "INVITE sip:bob@biloxi.com SIP/2.0",
                 &[
                     via_a,
@@ -86,11 +110,7 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 sdp_a,
             ),
-        ),
-        (
-            "180 Ringing",
-            false,
-            sip(
+            (
                 "SIP/2.0 180 Ringing",
                 &[
                     via_a_resp,
@@ -102,11 +122,7 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 "",
             ),
-        ),
-        (
-            "200 OK (INVITE)",
-            false,
-            sip(
+            (
                 "SIP/2.0 200 OK",
                 &[
                     via_a_resp,
@@ -119,11 +135,7 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 sdp_b,
             ),
-        ),
-        (
-            "ACK",
-            true,
-            sip(
+            (
                 "ACK sip:bob@127.0.0.1:5080 SIP/2.0",
                 &[
                     "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport",
@@ -135,11 +147,7 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 "",
             ),
-        ),
-        (
-            "BYE",
-            true,
-            sip(
+            (
                 "BYE sip:bob@127.0.0.1:5080 SIP/2.0",
                 &[
                     "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport",
@@ -151,11 +159,7 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 "",
             ),
-        ),
-        (
-            "200 OK (BYE)",
-            false,
-            sip(
+            (
                 "SIP/2.0 200 OK",
                 &[
                     "v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport=5070",
@@ -166,8 +170,8 @@ pub fn dialog() -> Vec<(&'static str, bool, Vec<u8>)> {
                 ],
                 "",
             ),
-        ),
-    ]
+        ],
+    )
 }
 
 /// The vectors' clock as a `SystemTime`.
@@ -267,10 +271,6 @@ pub fn dialog_capture() -> Result<Vec<u8>, String> {
     crate::pcap::write::udp_capture(&refs)
 }
 
-fn full(start: &str, headers: &[&str], body: &str) -> Vec<u8> {
-    sip_with(start, headers, body, "Content-Length")
-}
-
 /// A typical call as an ordinary SIP phone sends it (after RFC 3665
 /// section 3.1, full header names, the usual Allow/Supported/User-Agent
 /// headers, an SDP offer with PCMU, PCMA, telephone-event and SDES keys),
@@ -297,60 +297,39 @@ pub fn typical_call() -> Vec<(&'static str, bool, Vec<u8>)> {
     let ua = "User-Agent: ibephone/0.1";
     let allow = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE";
     let supported = "Supported: replaces, timer";
-    vec![
+    messages(
+        "Content-Length",
+        [
         (
-            "INVITE",
-            true,
-            full(
                 "INVITE sip:bob@biloxi.com SIP/2.0",
                 &[via, "Max-Forwards: 70", to, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:alice@127.0.0.1:5070;transport=udp>", ua, allow, supported, "Content-Type: application/sdp"],
                 &sdp_a,
-            ),
         ),
         (
-            "180 Ringing",
-            false,
-            full(
                 "SIP/2.0 180 Ringing",
                 &[via_r, to_t, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:bob@127.0.0.1:5080;transport=udp>", "Server: ibephone/0.1", allow],
                 "",
-            ),
         ),
         (
-            "200 OK (INVITE)",
-            false,
-            full(
                 "SIP/2.0 200 OK",
                 &[via_r, to_t, from, cid, "CSeq: 314159 INVITE", "Contact: <sip:bob@127.0.0.1:5080;transport=udp>", "Server: ibephone/0.1", allow, supported, "Content-Type: application/sdp"],
                 &sdp_b,
-            ),
         ),
         (
-            "ACK",
-            true,
-            full(
                 "ACK sip:bob@127.0.0.1:5080;transport=udp SIP/2.0",
                 &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport", "Max-Forwards: 70", to_t, from, cid, "CSeq: 314159 ACK", ua],
                 "",
-            ),
         ),
         (
-            "BYE",
-            true,
-            full(
                 "BYE sip:bob@127.0.0.1:5080;transport=udp SIP/2.0",
                 &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport", "Max-Forwards: 70", to_t, from, cid, "CSeq: 314160 BYE", ua, allow],
                 "",
-            ),
         ),
         (
-            "200 OK (BYE)",
-            false,
-            full(
                 "SIP/2.0 200 OK",
                 &["Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKbye77;rport=5070;received=127.0.0.1", to_t, from, cid, "CSeq: 314160 BYE", "Server: ibephone/0.1"],
                 "",
-            ),
         ),
-    ]
+        ],
+    )
 }

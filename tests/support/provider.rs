@@ -1,6 +1,7 @@
 //! Process-level harness: a real `pkg-server` (PKG + embedded SIP
-//! registrar/proxy) in a temporary directory, real `ibephone agent`
-//! processes that log in to it, raw SIP endpoints and UDP relays (lossy,
+//! registrar/proxy) in a temporary directory, the configurations of
+//! `ibephone agent` processes that log in to it (the processes:
+//! [`super::process::Agent`]), raw SIP endpoints and UDP relays (lossy,
 //! recording) between an agent and the proxy. Loopback only, `.invalid`
 //! domain.
 //!
@@ -8,21 +9,20 @@
 //! package: they are taken from the directory of the `ibephone` binary
 //! (`cargo test --workspace` builds them; alone, run
 //! `cargo build -p pkg-server` first).
-#![allow(dead_code)]
 
+use super::process::write_secret;
+use super::provider_bins::{run_admin, start_server};
 use ibephone::sip::digest::{Challenge, Password};
 use ibephone::sip::message::{HeaderForm, Message};
-use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The provider's domain.
 pub const DOMAIN: &str = "example.invalid";
 
 /// A workspace binary next to `ibephone`.
@@ -37,18 +37,17 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-pub fn write_secret(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
 /// An initialized PKG directory with users.
 pub struct Provider {
+    /// The PKG data directory (removed when dropped).
     pub dir: tempfile::TempDir,
+    /// `pkg.toml` in it.
     pub config: PathBuf,
 }
 
 impl Provider {
+    /// A PKG of [`DOMAIN`] initialized with `pkg-admin`, its SIP registrar
+    /// on a free port, `users` (name, password) added.
     pub fn new(users: &[(&str, &str)]) -> Provider {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pkg.toml");
@@ -70,23 +69,9 @@ impl Provider {
         p
     }
 
+    /// Runs `pkg-admin ARGS...` on this PKG with `stdin`; it must succeed.
     pub fn admin(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new(bin("pkg-admin"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_admin(&bin("pkg-admin"), &self.config, args, stdin);
         assert!(
             out.status.success(),
             "pkg-admin {args:?}: {}",
@@ -95,43 +80,31 @@ impl Provider {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts `pkg-server` on this PKG (with its SIP registrar/proxy).
     pub fn start(&self) -> Server {
-        let mut child = Command::new(bin("pkg-server"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("PKG_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap()
-                .to_string()
-        };
+        let (child, startup) = start_server(&bin("pkg-server"), &self.config, &[]);
         Server {
             child,
-            url: format!("https://{}", field("listening=")),
-            fingerprint: field("fingerprint="),
-            sip: field("sip=").parse().unwrap(),
+            url: startup.url,
+            fingerprint: startup.fingerprint,
+            sip: startup.sip.parse().unwrap(),
         }
     }
 }
 
+/// A running `pkg-server` (killed when dropped).
 pub struct Server {
     child: Child,
+    /// `https://host:port` of the PKG.
     pub url: String,
+    /// SHA-256 of its TLS certificate, hex.
     pub fingerprint: String,
+    /// Its SIP registrar/proxy.
     pub sip: SocketAddr,
 }
 
 impl Server {
+    /// Kills the server (a PKG that went down).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -149,16 +122,20 @@ impl Drop for Server {
 pub struct Spec<'a> {
     /// File names (`NAME.toml`, `NAME.password`, `NAME.keystore`).
     pub name: &'a str,
+    /// The account (user part of the AOR, PKG login).
     pub user: &'a str,
+    /// Its password.
     pub password: &'a str,
     /// The agent's outbound proxy (the registrar, or a relay in front of it).
     pub proxy: SocketAddr,
+    /// `require`, `ask` or `allow-plain`.
     pub policy: &'a str,
     /// Pin the PKG certificate in the config (else trust on first use).
     pub pin: bool,
 }
 
 impl<'a> Spec<'a> {
+    /// Files named after `user`, policy `require`, the PKG pinned.
     pub fn new(user: &'a str, password: &'a str, proxy: SocketAddr) -> Self {
         Spec {
             name: user,
@@ -205,131 +182,6 @@ pub fn agent_config(dir: &Path, server: &Server, spec: Spec) -> PathBuf {
     path
 }
 
-/// An `ibephone agent` process: JSON commands in, JSON events out.
-pub struct Agent {
-    pub name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: mpsc::Receiver<Value>,
-    pub stderr: Arc<Mutex<String>>,
-    pub seen: Vec<Value>,
-}
-
-impl Agent {
-    pub fn start(name: &str, config: &Path) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ibephone"))
-            .args(["agent", "--config"])
-            .arg(config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, events) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { return };
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        Agent {
-            name: name.into(),
-            stdin: child.stdin.take(),
-            child,
-            events,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    pub fn send(&mut self, cmd: Value) {
-        let s = self.stdin.as_mut().unwrap();
-        writeln!(s, "{cmd}").unwrap();
-        s.flush().unwrap();
-    }
-
-    /// The next event named `event` within `wait` (other events are kept in `seen`).
-    pub fn expect(&mut self, event: &str, wait: Duration) -> Value {
-        self.try_expect(event, wait).unwrap_or_else(|| {
-            panic!(
-                "{}: no {event} within {wait:?}; saw {:?}\nstderr: {}",
-                self.name,
-                self.seen,
-                self.stderr.lock().unwrap()
-            )
-        })
-    }
-
-    pub fn try_expect(&mut self, event: &str, wait: Duration) -> Option<Value> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if v["event"] == event {
-                        return Some(v);
-                    }
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    pub fn register(&mut self) {
-        self.send(serde_json::json!({"cmd": "register"}));
-        self.expect("registered", Duration::from_secs(20));
-    }
-
-    /// Ends stdin (the agent unregisters and exits) and waits.
-    pub fn quit(&mut self) {
-        self.stdin.take();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the process to exit (e.g. a start that must fail).
-    pub fn wait_exit(&mut self, wait: Duration) -> Option<i32> {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Today's key period label (YYYY-MM, UTC).
 pub fn period_now() -> String {
     let now = std::time::SystemTime::now()
@@ -359,13 +211,16 @@ pub fn period_window() -> Vec<String> {
 /// A raw SIP endpoint on loopback UDP (a phone without the tunnel, or an
 /// attacker).
 pub struct RawPhone {
+    /// Its socket.
     pub sock: UdpSocket,
+    /// Its address.
     pub local: SocketAddr,
     pub proxy: SocketAddr,
     n: u32,
 }
 
 impl RawPhone {
+    /// A phone on a free loopback port talking to `proxy`.
     pub fn new(proxy: SocketAddr) -> RawPhone {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = sock.local_addr().unwrap();
@@ -377,6 +232,8 @@ impl RawPhone {
         }
     }
 
+    /// A new request `method` to `uri` from `from_user` of [`DOMAIN`] to
+    /// `to` (fresh Call-ID, branch and CSeq).
     pub fn request(&mut self, method: &str, uri: &str, from_user: &str, to: &str) -> Message {
         self.n += 1;
         let p = self.local.port();
@@ -390,6 +247,7 @@ impl RawPhone {
         Message::parse(m.as_bytes()).unwrap()
     }
 
+    /// Sends `m` to `to`.
     pub fn send_to(&self, m: &Message, to: SocketAddr) {
         self.sock
             .send_to(&m.to_bytes(HeaderForm::Full), to)
@@ -454,9 +312,11 @@ pub type RelayLog = Vec<(bool, bool, Vec<u8>)>;
 /// TCP connections (large messages, RFC 3261 18.1.1) are piped both ways
 /// without loss (TCP retransmits by itself). Everything is recorded.
 pub struct Relay {
+    /// Where the agent sends (its `proxy`).
     pub front: SocketAddr,
     /// The relay's address on the proxy side (the agent's flow at the proxy).
     pub back: SocketAddr,
+    /// Everything relayed.
     pub log: Arc<Mutex<RelayLog>>,
     /// The agent's address, once it sent something.
     pub agent: Arc<Mutex<Option<SocketAddr>>>,
@@ -506,6 +366,8 @@ fn tcp_forward(
 }
 
 impl Relay {
+    /// A relay in front of `proxy` dropping UDP datagrams with probability
+    /// `loss` (seeded by `seed`).
     pub fn new(proxy: SocketAddr, loss: f64, seed: u64) -> Relay {
         let front = UdpSocket::bind("127.0.0.1:0").unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").unwrap();

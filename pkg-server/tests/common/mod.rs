@@ -4,9 +4,13 @@
 //! PostgreSQL database created for it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+// One copy of the process start-up for both packages.
+#[path = "../../../tests/support/provider_bins.rs"]
+mod provider_bins;
+
+use provider_bins::{run_admin, start_server};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 
 pub const DOMAIN: &str = "atlanta.invalid";
 pub const ALICE_PW: &str = "alice secret 1";
@@ -97,22 +101,12 @@ impl Pkg {
     }
 
     pub fn admin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pkg-admin"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // pkg-admin may exit (a usage error, say) before it reads stdin:
-        // the pipe is then closed, which is not the test's failure.
-        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-        child.wait_with_output().unwrap()
+        run_admin(
+            Path::new(env!("CARGO_BIN_EXE_pkg-admin")),
+            &self.config,
+            args,
+            stdin,
+        )
     }
 
     pub fn admin_ok(&self, args: &[&str], stdin: &str) -> String {
@@ -153,36 +147,17 @@ impl Server {
 
     /// Starts the server with extra arguments (`--sip 127.0.0.1:0`).
     pub fn start_with(config: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pkg-server"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("PKG_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap()
-                .to_string()
-        };
-        let url = format!("https://{}", field("listening="));
+        let (child, startup) =
+            start_server(Path::new(env!("CARGO_BIN_EXE_pkg-server")), config, args);
         let fingerprint =
-            ibephone::pkg_client::tls::parse_fingerprint(&field("fingerprint=")).unwrap();
-        let sip = match field("sip=").as_str() {
+            ibephone::pkg_client::tls::parse_fingerprint(&startup.fingerprint).unwrap();
+        let sip = match startup.sip.as_str() {
             "off" => None,
             a => Some(a.parse().unwrap()),
         };
         Server {
             child,
-            url,
+            url: startup.url,
             fingerprint,
             sip,
         }
@@ -261,6 +236,33 @@ pub async fn raw(
         }
         Err(e) => (0, e.to_string(), None),
     }
+}
+
+/// [`raw`] `POST path` of a JSON `body`, with `Authorization: auth`
+/// when given.
+pub async fn post_json(
+    server: &Server,
+    path: &str,
+    auth: Option<&str>,
+    body: impl Into<Vec<u8>>,
+) -> (u16, String, Option<String>) {
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend(auth.map(|a| ("authorization", a)));
+    raw(server, "POST", path, &headers, body.into()).await
+}
+
+/// The JSON body of a login.
+pub fn login_body(user: &str, password: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"user": user, "password": password})).unwrap()
+}
+
+/// A `[throttle]` section: lockout after `user_max` failures of one user
+/// or `addr_max` from one address within 60 s, for `lockout_secs`.
+pub fn throttle(user_max: u32, addr_max: u32, lockout_secs: u32) -> String {
+    format!(
+        "[throttle]\nuser_max_failures = {user_max}\naddr_max_failures = {addr_max}\n\
+         window_secs = 60\nlockout_secs = {lockout_secs}\n"
+    )
 }
 
 pub fn error_code(body: &str) -> String {

@@ -1,7 +1,6 @@
-//! Shared fixtures for the tunnel tests: two providers, users with keys,
-//! and inner SIP messages of a typical call (loopback and `.invalid`
-//! hosts only).
-#![allow(dead_code)]
+//! Fixtures of the tunnel tests: providers with fixed master secrets
+//! ([`TwoDomains`]), tunnels of users holding keys, and the inner SIP
+//! messages of a typical call ([`Call`]; loopback hosts only).
 
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
 use ibephone::tunnel::{Tunnel, TunnelConfig};
@@ -12,23 +11,15 @@ pub fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_795_348_800)
 }
 
-pub fn provider(domain: &str, seed: u8) -> (MasterSecret, PublicParams) {
+/// The master secret `[seed; 32]` of `domain` and its parameters.
+fn provider(domain: &str, seed: u8) -> (MasterSecret, PublicParams) {
     let msk = MasterSecret::from_bytes(&[seed; 32]).unwrap();
     let params = PublicParams::new(domain, msk.p_pub(), &format!("https://pkg.{domain}")).unwrap();
     (msk, params)
 }
 
 /// A tunnel for `aor` holding keys for `periods`, trusting `trusted`.
-pub fn tunnel(
-    aor: &str,
-    msk: &MasterSecret,
-    periods: &[&str],
-    trusted: &[&PublicParams],
-) -> Tunnel {
-    tunnel_with(aor, msk, periods, trusted, TunnelConfig::default())
-}
-
-pub fn tunnel_with(
+fn tunnel_with(
     aor: &str,
     msk: &MasterSecret,
     periods: &[&str],
@@ -47,6 +38,53 @@ pub fn tunnel_with(
     t
 }
 
+/// Two providers, `a` (seed 1) and `b` (seed 2), whose users trust both.
+pub struct TwoDomains {
+    /// The first provider: master secret and parameters.
+    pub a: (MasterSecret, PublicParams),
+    /// The second provider.
+    pub b: (MasterSecret, PublicParams),
+}
+
+impl TwoDomains {
+    /// Providers of `a` and `b` with the master secrets of seeds 1 and 2.
+    pub fn new(a: &str, b: &str) -> Self {
+        TwoDomains {
+            a: provider(a, 1),
+            b: provider(b, 2),
+        }
+    }
+
+    /// A tunnel for `aor` (of one of the two domains) with keys for
+    /// `periods`, trusting both providers.
+    pub fn tunnel(&self, aor: &str, periods: &[&str]) -> Tunnel {
+        self.tunnel_with(aor, periods, TunnelConfig::default())
+    }
+
+    /// [`TwoDomains::tunnel`] with a configuration of its own.
+    pub fn tunnel_with(&self, aor: &str, periods: &[&str], config: TunnelConfig) -> Tunnel {
+        let host = Aor::parse(aor).unwrap().host().to_string();
+        let (msk, _) = [&self.a, &self.b]
+            .into_iter()
+            .find(|(_, params)| params.domain() == host)
+            .unwrap_or_else(|| panic!("{aor} is in neither domain"));
+        tunnel_with(aor, msk, periods, &[&self.a.1, &self.b.1], config)
+    }
+}
+
+/// (sender, receiver) of a message between alice and bob.
+pub fn sides<'a>(
+    from_alice: bool,
+    alice: &'a mut Tunnel,
+    bob: &'a mut Tunnel,
+) -> (&'a mut Tunnel, &'a mut Tunnel) {
+    if from_alice {
+        (alice, bob)
+    } else {
+        (bob, alice)
+    }
+}
+
 /// A SIP message with the given start line, headers and body; adds
 /// Content-Length.
 pub fn sip(start: &str, headers: &[String], body: &str) -> Vec<u8> {
@@ -59,21 +97,31 @@ pub fn sip(start: &str, headers: &[String], body: &str) -> Vec<u8> {
     m.into_bytes()
 }
 
+/// The Call-ID of [`Call::new`].
 pub const CALL_ID: &str = "a84b4c76e66710Qm9v7wXyzA";
+/// alice's SDP offer.
 pub const SDP_A: &str = "v=0\r\no=alice 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 49170 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+/// bob's SDP answer.
 pub const SDP_B: &str = "v=0\r\no=bob 2808844564 2808844564 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 3456 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// The inner messages of a typical call between alice (caller, tag `1928301774`)
 /// and bob (callee, tag `a6c85cf`).
 pub struct Call {
+    /// The caller's AOR.
     pub caller: String,
+    /// The callee's AOR.
     pub callee: String,
+    /// The caller's From tag.
     pub caller_tag: String,
+    /// The callee's To tag.
     pub callee_tag: String,
+    /// The Call-ID.
     pub call_id: String,
 }
 
 impl Call {
+    /// A call from `caller` to `callee` (AORs) with the fixed tags and
+    /// [`CALL_ID`].
     pub fn new(caller: &str, callee: &str) -> Self {
         Call {
             caller: caller.into(),
@@ -102,6 +150,7 @@ impl Call {
         ]
     }
 
+    /// The INVITE with [`SDP_A`].
     pub fn invite(&self) -> Vec<u8> {
         let mut h = self.caller_headers("776asdhds", "314159 INVITE", false);
         h.push("Subject: lunch?".into());
@@ -125,6 +174,7 @@ impl Call {
         sip(&format!("SIP/2.0 {status}"), &h, body)
     }
 
+    /// The callee's 180.
     pub fn ringing(&self) -> Vec<u8> {
         self.response(
             "180 Ringing",
@@ -135,10 +185,12 @@ impl Call {
         )
     }
 
+    /// A 180 from the device with To tag `tag` (a forked call).
     pub fn ringing_from(&self, tag: &str) -> Vec<u8> {
         self.response("180 Ringing", "314159 INVITE", "776asdhds", "", tag)
     }
 
+    /// The 200 to the INVITE with [`SDP_B`].
     pub fn ok_invite(&self) -> Vec<u8> {
         self.response(
             "200 OK",
@@ -149,10 +201,12 @@ impl Call {
         )
     }
 
+    /// A 200 to the INVITE from the device with To tag `tag`.
     pub fn ok_invite_from(&self, tag: &str) -> Vec<u8> {
         self.response("200 OK", "314159 INVITE", "776asdhds", SDP_B, tag)
     }
 
+    /// The ACK of the 200.
     pub fn ack(&self) -> Vec<u8> {
         sip(
             "ACK sip:bob@127.0.0.1:5080 SIP/2.0",
@@ -161,6 +215,7 @@ impl Call {
         )
     }
 
+    /// The caller's re-INVITE (new SDP version).
     pub fn reinvite(&self) -> Vec<u8> {
         let mut h = self.caller_headers("re1nv1te", "314160 INVITE", true);
         h.push("Content-Type: application/sdp".into());
@@ -171,6 +226,7 @@ impl Call {
         )
     }
 
+    /// The 200 to the re-INVITE.
     pub fn ok_reinvite(&self) -> Vec<u8> {
         self.response(
             "200 OK",
@@ -181,6 +237,7 @@ impl Call {
         )
     }
 
+    /// The caller's BYE.
     pub fn bye(&self) -> Vec<u8> {
         sip(
             "BYE sip:bob@127.0.0.1:5080 SIP/2.0",
@@ -189,6 +246,7 @@ impl Call {
         )
     }
 
+    /// The 200 to the BYE.
     pub fn ok_bye(&self) -> Vec<u8> {
         self.response("200 OK", "314161 BYE", "byebye1", "", &self.callee_tag)
     }
@@ -206,6 +264,7 @@ impl Call {
         sip("BYE sip:alice@127.0.0.1:5070 SIP/2.0", &h, "")
     }
 
+    /// An out-of-dialog MESSAGE `text` with its own `call_id`.
     pub fn message(&self, call_id: &str, text: &str) -> Vec<u8> {
         let h = vec![
             "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmsg1".into(),

@@ -1,0 +1,72 @@
+//! Running the provider's binaries: `pkg-server` until its start-up line,
+//! `pkg-admin` to completion.
+//!
+//! Self-contained (std only): `pkg-server/tests` include this file with
+//! `#[path]` as well, so the two packages share one copy.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+/// What `pkg-server` says on its first stdout line
+/// (`PKG-SERVER listening=... fingerprint=... sip=...`).
+pub struct Startup {
+    /// `https://host:port` of the PKG.
+    pub url: String,
+    /// SHA-256 of its TLS certificate, hex.
+    pub fingerprint: String,
+    /// The embedded SIP registrar/proxy's address, or `off`.
+    pub sip: String,
+}
+
+/// Starts `server --config CONFIG ARGS...` (log level warn, stderr
+/// inherited) and reads its start-up line.
+pub fn start_server(server: &Path, config: &Path, args: &[&str]) -> (Child, Startup) {
+    let mut child = Command::new(server)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("PKG_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+            .to_string()
+    };
+    let startup = Startup {
+        url: format!("https://{}", field("listening=")),
+        fingerprint: field("fingerprint="),
+        sip: field("sip="),
+    };
+    (child, startup)
+}
+
+/// Runs `admin --config CONFIG ARGS...` with `stdin` written to it.
+pub fn run_admin(admin: &Path, config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(admin)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // pkg-admin may exit (a usage error, say) before it reads stdin:
+    // the pipe is then closed, which is not the test's failure.
+    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
+    child.wait_with_output().unwrap()
+}
