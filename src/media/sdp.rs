@@ -13,6 +13,15 @@
 //! - Every offer and answer carries fresh SDES keys and a fresh X25519 key
 //!   pair, so any re-INVITE (hold/resume) re-keys.
 //! - Sizes are bounded (16 KiB, 64 lines of `a=`-attributes per level).
+//! - Opus is `opus/48000/2` on any dynamic payload type (96-127); the
+//!   answer keeps the offer's number (RFC 3264 6.1). Its `a=fmtp` is not
+//!   read: we decode mono or stereo, with or without FEC, whatever the
+//!   peer sends. Our offer lists `minptime=10;useinbandfec=1` (RFC 7587 7).
+//! - telephone-event is offered at 8 kHz (PT 101) when a G.711 codec is
+//!   offered and at 48 kHz (PT 110) when Opus is; the answer keeps only
+//!   the one whose clock is the chosen codec's (RFC 4733 2.1), so an Opus
+//!   call whose peer has no `telephone-event/48000` has no DTMF
+//!   (`answer_without_the_48k_event_means_no_dtmf_in_an_opus_call`).
 
 use super::keys::MediaKeyError;
 pub use super::negotiate::{
