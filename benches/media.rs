@@ -9,8 +9,12 @@
 //! `--audio-in`/`--audio-out` WAV files): it prints the CPU of each agent
 //! process (user+sys from /proc) over the call.
 //! Targets: < 5 % of one core per call (PCMU), mouth-to-ear < 150 ms.
+//! Opus calls run in the same way (in process and between agents) for
+//! comparison; their audio runs at 48 kHz, and the recording is compared
+//! at 8 kHz with what was sent through the same rate conversion (see
+//! `tests/media_opus.rs` for why Opus's ρ and SNR are lower).
 
-use ibephone::media::audio::{read_wav, AudioSink, WavSink, WavSource};
+use ibephone::media::audio::{convert_frame, read_wav_at, AudioSink, WavSink, WavSource};
 use ibephone::media::keys::{Role, SrtpSuite};
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::{
@@ -47,6 +51,15 @@ fn local(addr: SocketAddr, codec: Codec, suite: SrtpSuite) -> LocalMedia {
     }
 }
 
+/// A WAV file read at `rate` and brought to 8 kHz (a 6-sample mean from
+/// 48 kHz), so that source and recording pass the same conversion.
+fn at_8k(path: &std::path::Path, rate: u32) -> Vec<i16> {
+    let s = read_wav_at(path, rate).expect("wav");
+    let mut out = Vec::new();
+    convert_frame(&s, s.len() * 8000 / rate as usize, &mut out);
+    out
+}
+
 async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     let dir = std::env::temp_dir().join(format!("ibephone-media-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -79,21 +92,22 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     let (atx, mut arx) = mpsc::unbounded_channel();
     let (btx, _brx) = mpsc::unbounded_channel();
     let rec = dir.join("bob-out.wav");
+    let rate = codec.audio_rate();
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     let alice = MediaSession::start(
         sa,
         na,
-        Box::new(WavSource::open(&src).expect("wav")),
-        Box::new(WavSink::create(&dir.join("alice-out.wav")).expect("wav")),
+        Box::new(WavSource::open_at(&src, rate).expect("wav")),
+        Box::new(WavSink::create_at(&dir.join("alice-out.wav"), rate).expect("wav")),
         atx,
     )
     .expect("alice");
     let bob = MediaSession::start(
         sb,
         nb,
-        Box::new(WavSource::from_samples(Vec::new())),
-        Box::new(WavSink::create(&rec).expect("wav")),
+        Box::new(WavSource::from_samples_at(Vec::new(), rate)),
+        Box::new(WavSink::create_at(&rec, rate).expect("wav")),
         btx,
     )
     .expect("bob");
@@ -107,8 +121,7 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
     let stats = bob.stop().await.expect("bob");
     let wall = t0.elapsed();
     let cpu = cpu_time() - cpu0;
-    let recorded = read_wav(&rec).expect("wav");
-    let (rho, lag, snr) = compare(&signal, &recorded, 4000);
+    let (rho, lag, snr) = compare(&at_8k(&src, rate), &at_8k(&rec, rate), 4000);
     println!(
         "media call {codec:?} {} {secs:.0} s: CPU {:.2} % of one core per call (both ends), jitter buffer delay mean {:.1} ms p99 {} ms, mouth-to-ear {:.1} ms (WAV cross-correlation), rho {rho:.4}, SNR {snr:.1} dB, concealed {} frames",
         suite.sdp_name(),
@@ -147,6 +160,7 @@ impl AgentProcess {
         config: &std::path::Path,
         audio_in: &std::path::Path,
         audio_out: &std::path::Path,
+        codec: Codec,
     ) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
@@ -157,6 +171,8 @@ impl AgentProcess {
             .arg(audio_in)
             .arg("--audio-out")
             .arg(audio_out)
+            .arg("--codecs")
+            .arg(codec.encoding_name().to_ascii_lowercase())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -238,7 +254,7 @@ fn agent_config(
 }
 
 /// One call between two `ibephone agent` processes; prints each one's CPU.
-async fn agent_call(secs: f64) {
+async fn agent_call(secs: f64, codec: Codec) {
     use serde_json::json;
     let dir = std::env::temp_dir().join(format!("ibephone-agent-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -270,11 +286,13 @@ async fn agent_call(secs: f64) {
         &agent_config(&dir, "alice", &msk, &params, proxy.addr),
         &src,
         &dir.join("alice-out.wav"),
+        codec,
     );
     let mut bob = AgentProcess::spawn(
         &agent_config(&dir, "bob", &msk, &params, proxy.addr),
         &silence,
         &rec,
+        codec,
     );
     for a in [&mut alice, &mut bob] {
         a.send(json!({"cmd": "register"}));
@@ -303,9 +321,10 @@ async fn agent_call(secs: f64) {
         a.stdin.take();
         let _ = a.child.wait();
     }
-    let (rho, lag, snr) = compare(&signal, &read_wav(&rec).expect("wav"), 8000);
+    let rate = codec.audio_rate();
+    let (rho, lag, snr) = compare(&at_8k(&src, rate), &at_8k(&rec, rate), 8000);
     println!(
-        "agent processes, PCMU AEAD_AES_128_GCM {secs:.0} s: CPU alice {:.2} % bob {:.2} % of one core (user+sys per process), jitter buffer mean {} ms p99 {} ms, mouth-to-ear {:.1} ms, rho {rho:.4}, SNR {snr:.1} dB",
+        "agent processes, {codec:?} AEAD_AES_128_GCM {secs:.0} s: CPU alice {:.2} % bob {:.2} % of one core (user+sys per process), jitter buffer mean {} ms p99 {} ms, mouth-to-ear {:.1} ms, rho {rho:.4}, SNR {snr:.1} dB",
         100.0 * ca.as_secs_f64() / wall.as_secs_f64(),
         100.0 * cb.as_secs_f64() / wall.as_secs_f64(),
         stopped["stats"]["jitter_mean_ms"],
@@ -331,10 +350,12 @@ fn main() {
         .expect("runtime");
     rt.block_on(call(secs, Codec::Pcmu, SrtpSuite::AesCm128HmacSha1_80));
     rt.block_on(call(secs, Codec::Pcma, SrtpSuite::AeadAes128Gcm));
+    rt.block_on(call(secs, Codec::Opus, SrtpSuite::AeadAes128Gcm));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(agent_call(secs));
+    rt.block_on(agent_call(secs, Codec::Pcmu));
+    rt.block_on(agent_call(secs, Codec::Opus));
 }

@@ -34,12 +34,12 @@ enum Command {
         /// Play this WAV file into every call instead of the microphone.
         #[arg(long)]
         audio_in: Option<std::path::PathBuf>,
-        /// Record each call's received audio to this WAV file (8 kHz mono)
-        /// instead of playing it on the speaker.
+        /// Record each call's received audio to this WAV file (mono, 8 kHz
+        /// for G.711, 48 kHz for Opus) instead of playing it on the speaker.
         #[arg(long)]
         audio_out: Option<std::path::PathBuf>,
-        /// Codecs to offer, most preferred first: pcmu, pcma.
-        #[arg(long, value_delimiter = ',', default_value = "pcmu,pcma")]
+        /// Codecs to offer, most preferred first: opus, pcmu, pcma.
+        #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
         codecs: Vec<String>,
         /// No sound devices: send silence (unless --audio-in) and discard
         /// received audio (unless --audio-out). For scripts, demos and CI.

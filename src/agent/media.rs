@@ -62,7 +62,7 @@ pub struct MediaPolicy {
 impl Default for MediaPolicy {
     fn default() -> Self {
         MediaPolicy {
-            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             suites: vec![SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80],
             security: SecurityPolicy::Require,
             media_keys: MediaKeysPolicy::EscrowResistant,
@@ -111,7 +111,7 @@ pub enum MediaAction {
 /// What the user is told about a negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaInfo {
-    /// `PCMU` or `PCMA`.
+    /// `opus`, `PCMU` or `PCMA`.
     pub codec: &'static str,
     /// The SRTP suite, or `none` for plain RTP.
     pub cipher: &'static str,

@@ -37,7 +37,8 @@ pub enum AudioIn {
 pub enum AudioOut {
     /// The default sound output, or the one of that name (feature `audio`).
     Device(Option<String>),
-    /// A WAV file (8 kHz mono), rewritten by every call (`--audio-out`).
+    /// A WAV file (mono, at the codec's rate: 8 kHz for G.711, 48 kHz for
+    /// Opus), rewritten by every call (`--audio-out`).
     Wav(PathBuf),
     /// Nowhere.
     Discard,
@@ -63,10 +64,10 @@ pub struct MediaOptions {
 }
 
 impl Default for MediaOptions {
-    /// PCMU then PCMA, the default sound devices.
+    /// Opus, PCMU, then PCMA; the default sound devices.
     fn default() -> Self {
         MediaOptions {
-            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
             audio_in: AudioIn::Device(None),
             audio_out: AudioOut::Device(None),
             rtp_ip: None,
@@ -77,7 +78,7 @@ impl Default for MediaOptions {
 
 impl MediaOptions {
     /// The options of `ibephone agent --audio-in F --audio-out F --codecs
-    /// pcmu,pcma`: a WAV file replaces each device that is given.
+    /// opus,pcmu,pcma`: a WAV file replaces each device that is given.
     pub fn from_flags(
         audio_in: Option<PathBuf>,
         audio_out: Option<PathBuf>,
@@ -88,7 +89,8 @@ impl MediaOptions {
             .map(|c| match c.trim().to_ascii_lowercase().as_str() {
                 "pcmu" => Ok(Codec::Pcmu),
                 "pcma" => Ok(Codec::Pcma),
-                other => Err(format!("unknown codec {other:?} (pcmu, pcma)")),
+                "opus" => Ok(Codec::Opus),
+                other => Err(format!("unknown codec {other:?} (opus, pcmu, pcma)")),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if codecs.is_empty() {
@@ -215,18 +217,20 @@ impl AudioSink for Discard {
     }
 }
 
-fn open_in(a: &AudioIn) -> Result<Box<dyn AudioSource>, AudioError> {
+/// Opens the audio input at `rate` Hz (the codec's audio rate).
+fn open_in(a: &AudioIn, rate: u32) -> Result<Box<dyn AudioSource>, AudioError> {
     match a {
-        AudioIn::Device(name) => device::open_input(name.as_deref()),
-        AudioIn::Wav(p) => Ok(Box::new(WavSource::open(p)?)),
+        AudioIn::Device(name) => device::open_input(name.as_deref(), rate),
+        AudioIn::Wav(p) => Ok(Box::new(WavSource::open_at(p, rate)?)),
         AudioIn::Silence => Ok(Box::new(Silence)),
     }
 }
 
-fn open_out(a: &AudioOut) -> Result<Box<dyn AudioSink>, AudioError> {
+/// Opens the audio output at `rate` Hz (the codec's audio rate).
+fn open_out(a: &AudioOut, rate: u32) -> Result<Box<dyn AudioSink>, AudioError> {
     match a {
-        AudioOut::Device(name) => device::open_output(name.as_deref()),
-        AudioOut::Wav(p) => Ok(Box::new(WavSink::create(p)?)),
+        AudioOut::Device(name) => device::open_output(name.as_deref(), rate),
+        AudioOut::Wav(p) => Ok(Box::new(WavSink::create_at(p, rate)?)),
         AudioOut::Discard => Ok(Box::new(Discard)),
     }
 }
@@ -341,14 +345,15 @@ impl MediaDriver {
             .ok_or("no bound RTP port")?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
-        let source = open_in(&self.options.audio_in).unwrap_or_else(|e| {
+        let rate = negotiated.codec.audio_rate();
+        let source = open_in(&self.options.audio_in, rate).unwrap_or_else(|e| {
             self.emit(AgentEvent::AudioFailed {
                 call,
                 message: format!("audio input: {e}; sending silence"),
             });
             Box::new(Silence)
         });
-        let sink = open_out(&self.options.audio_out).unwrap_or_else(|e| {
+        let sink = open_out(&self.options.audio_out, rate).unwrap_or_else(|e| {
             self.emit(AgentEvent::AudioFailed {
                 call,
                 message: format!("audio output: {e}; received audio is not played"),

@@ -66,7 +66,7 @@ fn call_agrees_escrow_resistant_keys_and_sas() {
     assert_eq!(ia.sas, ib.sas);
     assert_eq!(ia.sas.as_ref().map(String::len), Some(4));
     assert_eq!(ia.cipher, "AEAD_AES_128_GCM");
-    assert_eq!(ia.codec, "PCMU");
+    assert_eq!(ia.codec, "opus", "both sides have Opus: it goes first");
     assert_eq!(ia.notice, None);
     let (na, nb) = (started(&mut a), started(&mut b));
     assert_eq!(na.remote, SocketAddr::from(([127, 0, 0, 1], 5007)));

@@ -1,7 +1,9 @@
-//! Audio sources and sinks: 20 ms frames of 8 kHz mono 16-bit samples.
+//! Audio sources and sinks: 20 ms frames of mono 16-bit samples at the
+//! rate each one states (8 kHz for G.711 calls, 48 kHz for Opus calls).
 //! [`WavSource`]/[`WavSink`] (the `hound` crate) replace the sound card for
 //! tests and scripts (`--audio-in`, `--audio-out`); the cpal devices live
-//! in [`super::device`].
+//! in [`super::device`]. [`convert_frame`] bridges a source or sink whose
+//! rate is not the codec's (a re-INVITE that changed the codec).
 
 use super::jitter::FRAME_SAMPLES;
 use std::fs::File;
@@ -9,7 +11,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// The media sample rate (G.711).
+/// The default media sample rate (G.711).
 pub const SAMPLE_RATE: u32 = 8000;
 
 /// Audio input/output failures.
@@ -47,15 +49,26 @@ pub enum AudioError {
 
 /// Something that produces 20 ms frames of speech.
 pub trait AudioSource: Send {
-    /// Fills `frame` ([`FRAME_SAMPLES`] samples); returns false once the
-    /// source has ended (the frame is then silence).
+    /// Fills `frame` (20 ms at [`AudioSource::sample_rate`]); returns
+    /// false once the source has ended (the frame is then silence).
     fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError>;
+
+    /// The sample rate of the frames, Hz.
+    fn sample_rate(&self) -> u32 {
+        SAMPLE_RATE
+    }
 }
 
 /// Something that plays 20 ms frames.
 pub trait AudioSink: Send {
-    /// Plays one frame of [`FRAME_SAMPLES`] samples.
+    /// Plays one frame (20 ms at [`AudioSink::sample_rate`]).
     fn write_frame(&mut self, frame: &[i16]) -> Result<(), AudioError>;
+
+    /// The sample rate the frames must have, Hz.
+    fn sample_rate(&self) -> u32 {
+        SAMPLE_RATE
+    }
+
     /// Flushes and closes (a WAV file gets its final header).
     fn finish(&mut self) -> Result<(), AudioError>;
 }
@@ -99,11 +112,42 @@ impl Resampler {
     }
 }
 
+/// Converts one frame to `out_len` samples (the same 20 ms at another
+/// rate) into `out`: linear interpolation up, the mean of each output
+/// sample's span of input down (a box low-pass against aliasing).
+/// Stateless, so the frame count stays exact; meant for the occasional
+/// source or sink whose rate is not the codec's.
+pub fn convert_frame(input: &[i16], out_len: usize, out: &mut Vec<i16>) {
+    out.clear();
+    let n = input.len();
+    if n == out_len || n == 0 {
+        out.extend_from_slice(input);
+        out.resize(out_len, 0);
+        return;
+    }
+    let ratio = n as f64 / out_len as f64;
+    let at = |i: usize| f64::from(input.get(i.min(n - 1)).copied().unwrap_or(0));
+    for j in 0..out_len {
+        let pos = j as f64 * ratio;
+        let v = if ratio > 1.0 {
+            let a = pos as usize;
+            let b = (((j + 1) as f64 * ratio) as usize).clamp(a + 1, n);
+            (a..b).map(at).sum::<f64>() / (b - a) as f64
+        } else {
+            let i = pos as usize;
+            let f = pos - i as f64;
+            at(i) + (at(i + 1) - at(i)) * f
+        };
+        out.push(v.clamp(-32768.0, 32767.0) as i16);
+    }
+}
+
 /// Reads a WAV file (any rate, any channel count, 16-bit int or 32-bit
-/// float) as 8 kHz mono frames.
+/// float) as mono frames at a chosen rate (8 kHz unless told).
 pub struct WavSource {
     samples: Vec<i16>,
     at: usize,
+    rate: u32,
 }
 
 fn wav_err(path: &Path, e: impl ToString) -> AudioError {
@@ -114,8 +158,13 @@ fn wav_err(path: &Path, e: impl ToString) -> AudioError {
 }
 
 impl WavSource {
-    /// Opens and converts the whole file (speech files are small).
+    /// Opens and converts the whole file to 8 kHz (speech files are small).
     pub fn open(path: &Path) -> Result<Self, AudioError> {
+        Self::open_at(path, SAMPLE_RATE)
+    }
+
+    /// Opens and converts the whole file to `rate` Hz.
+    pub fn open_at(path: &Path, rate: u32) -> Result<Self, AudioError> {
         let reader = hound::WavReader::open(path).map_err(|e| wav_err(path, e))?;
         let spec = reader.spec();
         let ch = usize::from(spec.channels.max(1));
@@ -141,10 +190,10 @@ impl WavSource {
             .map(|c| c.iter().sum::<f32>() / c.len() as f32)
             .collect();
         let mut out = Vec::with_capacity(mono.len());
-        if spec.sample_rate == SAMPLE_RATE {
+        if spec.sample_rate == rate {
             out = mono;
         } else {
-            Resampler::new(spec.sample_rate, SAMPLE_RATE).process(&mono, &mut out);
+            Resampler::new(spec.sample_rate, rate).process(&mono, &mut out);
         }
         Ok(WavSource {
             samples: out
@@ -152,12 +201,22 @@ impl WavSource {
                 .map(|&v| v.clamp(-32768.0, 32767.0) as i16)
                 .collect(),
             at: 0,
+            rate,
         })
     }
 
     /// A source over samples already in memory (8 kHz mono).
     pub fn from_samples(samples: Vec<i16>) -> Self {
-        WavSource { samples, at: 0 }
+        Self::from_samples_at(samples, SAMPLE_RATE)
+    }
+
+    /// A source over mono samples at `rate` Hz already in memory.
+    pub fn from_samples_at(samples: Vec<i16>, rate: u32) -> Self {
+        WavSource {
+            samples,
+            at: 0,
+            rate,
+        }
     }
 }
 
@@ -170,20 +229,30 @@ impl AudioSource for WavSource {
         self.at += n;
         Ok(n > 0)
     }
+
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
 }
 
-/// Writes received audio to an 8 kHz mono 16-bit WAV file.
+/// Writes received audio to a mono 16-bit WAV file (8 kHz unless told).
 pub struct WavSink {
     path: PathBuf,
     writer: Option<hound::WavWriter<BufWriter<File>>>,
+    rate: u32,
 }
 
 impl WavSink {
-    /// Creates (or truncates) the file.
+    /// Creates (or truncates) an 8 kHz file.
     pub fn create(path: &Path) -> Result<Self, AudioError> {
+        Self::create_at(path, SAMPLE_RATE)
+    }
+
+    /// Creates (or truncates) a file of `rate` Hz.
+    pub fn create_at(path: &Path, rate: u32) -> Result<Self, AudioError> {
         let spec = hound::WavSpec {
             channels: 1,
-            sample_rate: SAMPLE_RATE,
+            sample_rate: rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
@@ -191,6 +260,7 @@ impl WavSink {
         Ok(WavSink {
             path: path.to_path_buf(),
             writer: Some(writer),
+            rate,
         })
     }
 }
@@ -213,6 +283,10 @@ impl AudioSink for WavSink {
             None => Ok(()),
         }
     }
+
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
 }
 
 impl Drop for WavSink {
@@ -223,7 +297,12 @@ impl Drop for WavSink {
 
 /// Reads a whole WAV file as 8 kHz mono samples (for comparisons).
 pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
-    let mut src = WavSource::open(path)?;
+    read_wav_at(path, SAMPLE_RATE)
+}
+
+/// Reads a whole WAV file as mono samples at `rate` Hz.
+pub fn read_wav_at(path: &Path, rate: u32) -> Result<Vec<i16>, AudioError> {
+    let mut src = WavSource::open_at(path, rate)?;
     Ok(std::mem::take(&mut src.samples))
 }
 
@@ -267,5 +346,31 @@ mod tests {
         assert!((799..=801).contains(&s.len()), "{}", s.len());
         assert_eq!(s[100], 2000);
         assert!(WavSource::open(&dir.path().join("missing.wav")).is_err());
+        // The same file read at 48 kHz, and a 48 kHz sink that says so.
+        let s48 = read_wav_at(&q, 48_000).unwrap();
+        assert!((4795..=4801).contains(&s48.len()), "{}", s48.len());
+        let sink = WavSink::create_at(&dir.path().join("c.wav"), 48_000).unwrap();
+        assert_eq!(sink.sample_rate(), 48_000);
+    }
+
+    #[test]
+    fn frames_convert_between_rates() {
+        let ramp: Vec<i16> = (0..160).map(|i| i * 10).collect();
+        let mut up = Vec::new();
+        convert_frame(&ramp, 960, &mut up);
+        assert_eq!(up.len(), 960);
+        assert_eq!((up[0], up[6], up[3]), (0, 10, 5));
+        let mut down = Vec::new();
+        convert_frame(&up, 160, &mut down);
+        assert_eq!(down.len(), 160);
+        // The mean of six interpolated samples lags by 2.5 of them.
+        assert!(down
+            .iter()
+            .zip(&ramp)
+            .skip(1)
+            .take(150)
+            .all(|(d, r)| (d - r - 4).abs() <= 1));
+        convert_frame(&[], 4, &mut down);
+        assert_eq!(down, vec![0; 4]);
     }
 }

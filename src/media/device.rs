@@ -2,36 +2,39 @@
 //!
 //! The cpal callbacks only move samples between lock-free `ringbuf` ring
 //! buffers: no lock, no allocation, no log. Rate conversion between the
-//! device's rate and 8 kHz happens on the media side, in
+//! device's rate and the call's (8 kHz for G.711, 48 kHz for Opus) happens
+//! on the media side, in
 //! [`AudioSource::read_frame`] / [`AudioSink::write_frame`]. A cpal
 //! stream is not `Send` on every platform, so each stream lives on its own
 //! thread that holds it until the source or sink is dropped.
 
+#[cfg(feature = "audio")]
+use super::audio::Resampler;
 use super::audio::{AudioError, AudioSink, AudioSource};
-#[cfg(feature = "audio")]
-use super::audio::{Resampler, SAMPLE_RATE};
 
-/// Capture from the default input device, or the one named `name`.
+/// Capture from the default input device, or the one named `name`, as
+/// frames at `rate` Hz.
 #[cfg(feature = "audio")]
-pub fn open_input(name: Option<&str>) -> Result<Box<dyn AudioSource>, AudioError> {
-    imp::CpalSource::open(name).map(|s| Box::new(s) as Box<dyn AudioSource>)
+pub fn open_input(name: Option<&str>, rate: u32) -> Result<Box<dyn AudioSource>, AudioError> {
+    imp::CpalSource::open(name, rate).map(|s| Box::new(s) as Box<dyn AudioSource>)
 }
 
-/// Playback on the default output device, or the one named `name`.
+/// Playback on the default output device, or the one named `name`, of
+/// frames at `rate` Hz.
 #[cfg(feature = "audio")]
-pub fn open_output(name: Option<&str>) -> Result<Box<dyn AudioSink>, AudioError> {
-    imp::CpalSink::open(name).map(|s| Box::new(s) as Box<dyn AudioSink>)
+pub fn open_output(name: Option<&str>, rate: u32) -> Result<Box<dyn AudioSink>, AudioError> {
+    imp::CpalSink::open(name, rate).map(|s| Box::new(s) as Box<dyn AudioSink>)
 }
 
 /// Without the `audio` feature there is no sound card: a clear error.
 #[cfg(not(feature = "audio"))]
-pub fn open_input(_name: Option<&str>) -> Result<Box<dyn AudioSource>, AudioError> {
+pub fn open_input(_name: Option<&str>, _rate: u32) -> Result<Box<dyn AudioSource>, AudioError> {
     Err(AudioError::NotBuilt)
 }
 
 /// Without the `audio` feature there is no sound card: a clear error.
 #[cfg(not(feature = "audio"))]
-pub fn open_output(_name: Option<&str>) -> Result<Box<dyn AudioSink>, AudioError> {
+pub fn open_output(_name: Option<&str>, _rate: u32) -> Result<Box<dyn AudioSink>, AudioError> {
     Err(AudioError::NotBuilt)
 }
 
@@ -141,6 +144,7 @@ mod imp {
     /// Microphone capture.
     pub struct CpalSource {
         cons: HeapCons<f32>,
+        rate: u32,
         resampler: Resampler,
         pending: Vec<f32>,
         scratch: Vec<f32>,
@@ -148,7 +152,7 @@ mod imp {
     }
 
     impl CpalSource {
-        pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        pub fn open(name: Option<&str>, to: u32) -> Result<Self, AudioError> {
             let (dev, label) = find(true, name)?;
             let cfg = dev.default_input_config().map_err(|e| dev_err(&label, e))?;
             let format = cfg.sample_format();
@@ -161,7 +165,8 @@ mod imp {
                 spawn_stream(move || build_input(&dev, &l2, config, format, channels, prod))?;
             Ok(CpalSource {
                 cons,
-                resampler: Resampler::new(rate, SAMPLE_RATE),
+                rate: to,
+                resampler: Resampler::new(rate, to),
                 pending: Vec::new(),
                 scratch: vec![0.0; RING],
                 _stream: stream,
@@ -224,11 +229,16 @@ mod imp {
             self.pending.drain(..excess);
             Ok(true)
         }
+
+        fn sample_rate(&self) -> u32 {
+            self.rate
+        }
     }
 
     /// Speaker playback.
     pub struct CpalSink {
         prod: HeapProd<f32>,
+        rate: u32,
         resampler: Resampler,
         scratch: Vec<f32>,
         scratch_out: Vec<f32>,
@@ -237,7 +247,7 @@ mod imp {
     }
 
     impl CpalSink {
-        pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
+        pub fn open(name: Option<&str>, from: u32) -> Result<Self, AudioError> {
             let (dev, label) = find(false, name)?;
             let cfg = dev
                 .default_output_config()
@@ -252,7 +262,8 @@ mod imp {
                 spawn_stream(move || build_output(&dev, &l2, config, format, channels, cons))?;
             Ok(CpalSink {
                 prod,
-                resampler: Resampler::new(SAMPLE_RATE, rate),
+                rate: from,
+                resampler: Resampler::new(from, rate),
                 scratch: Vec::new(),
                 scratch_out: Vec::new(),
                 channels,
@@ -320,6 +331,10 @@ mod imp {
         fn finish(&mut self) -> Result<(), AudioError> {
             Ok(())
         }
+
+        fn sample_rate(&self) -> u32 {
+            self.rate
+        }
     }
 }
 
@@ -331,9 +346,10 @@ mod tests {
     /// a sound card the error must be clear (and nothing panics).
     #[test]
     fn default_devices_open_or_fail_clearly() {
-        match open_input(None) {
+        match open_input(None, 48_000) {
             Ok(mut src) => {
-                let mut f = [0i16; 160];
+                assert_eq!(src.sample_rate(), 48_000);
+                let mut f = [0i16; 960];
                 assert!(src.read_frame(&mut f).is_ok());
             }
             Err(e) => {
@@ -341,14 +357,14 @@ mod tests {
                 assert!(msg.contains("audio") || msg.contains("device"), "{msg}");
             }
         }
-        match open_output(None) {
+        match open_output(None, 8000) {
             Ok(mut sink) => {
                 assert!(sink.write_frame(&[0i16; 160]).is_ok());
                 assert!(sink.finish().is_ok());
             }
             Err(e) => assert!(!e.to_string().is_empty()),
         }
-        let e = open_input(Some("no such device.invalid"))
+        let e = open_input(Some("no such device.invalid"), 8000)
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("no such device.invalid") || m.contains("audio")));

@@ -6,7 +6,7 @@
 /// Events per RFC 4733 table 3: digits, `*`, `#`, `A`-`D`.
 const DIGITS: &[u8; 16] = b"0123456789*#ABCD";
 
-/// The RTP timestamp duration of one event packet (20 ms at 8 kHz).
+/// The RTP timestamp duration of one event packet at 8 kHz (20 ms).
 const STEP: u16 = 160;
 
 /// Number of 20 ms packets a sent digit lasts before its end packets.
@@ -77,17 +77,42 @@ pub struct DtmfPacket {
 }
 
 /// Sends digits one after the other, each as a sequence of 20 ms packets
-/// sharing one RTP timestamp, then three end packets.
-#[derive(Debug, Default)]
+/// sharing one RTP timestamp, then three end packets. Durations count in
+/// the RTP clock of the call's codec (8 kHz by default, 48 kHz for Opus).
+#[derive(Debug)]
 pub struct DtmfSender {
     current: Option<(u8, u16, u8)>,
     queue: std::collections::VecDeque<u8>,
+    step: u16,
+}
+
+impl Default for DtmfSender {
+    /// A sender for an 8 kHz clock.
+    fn default() -> Self {
+        DtmfSender {
+            current: None,
+            queue: std::collections::VecDeque::new(),
+            step: STEP,
+        }
+    }
 }
 
 /// Digits waiting beyond this are refused (a stuck UI must not queue forever).
 const MAX_QUEUED: usize = 32;
 
 impl DtmfSender {
+    /// A sender whose 20 ms packets step `clock_rate / 50` timestamp units
+    /// (the whole tone, 5 packets, must fit the 16-bit duration: clocks
+    /// above 600 kHz are capped).
+    pub fn for_clock_rate(clock_rate: u32) -> Self {
+        DtmfSender {
+            step: u16::try_from(clock_rate / 50)
+                .unwrap_or(u16::MAX)
+                .min(u16::MAX / TONE_PACKETS),
+            ..DtmfSender::default()
+        }
+    }
+
     /// Queues a digit; refuses characters that are not DTMF (and digits
     /// beyond a queue of 32).
     pub fn start(&mut self, digit: char) -> bool {
@@ -112,7 +137,7 @@ impl DtmfSender {
             self.current = self.queue.pop_front().map(|ev| (ev, 0, 0));
         }
         let (event, sent, ends) = self.current?;
-        let duration = STEP.saturating_mul(sent + 1);
+        let duration = self.step.saturating_mul(sent + 1);
         if sent + 1 < TONE_PACKETS {
             self.current = Some((event, sent + 1, 0));
             return Some(DtmfPacket {
@@ -125,7 +150,7 @@ impl DtmfSender {
                 marker: sent == 0,
             });
         }
-        let total = STEP.saturating_mul(TONE_PACKETS);
+        let total = self.step.saturating_mul(TONE_PACKETS);
         self.current = if ends + 1 < END_REPEATS {
             Some((event, sent, ends + 1))
         } else {
@@ -221,6 +246,26 @@ mod tests {
             got.extend(rx.receive(ts, &p.event.encode()));
         }
         assert_eq!(got, vec!['#', '9']);
+    }
+
+    #[test]
+    fn durations_count_in_the_codec_clock() {
+        // 8 kHz: 160 per packet; 48 kHz (Opus): 960, the tone 100 ms either way.
+        for (rate, step) in [(8000, 160u16), (48_000, 960)] {
+            let mut tx = DtmfSender::for_clock_rate(rate);
+            tx.start('1');
+            let d: Vec<(u16, bool)> = std::iter::from_fn(|| tx.next_packet())
+                .map(|p| (p.event.duration, p.event.end))
+                .collect();
+            assert_eq!(d[0], (step, false));
+            assert_eq!(d[3], (4 * step, false));
+            assert_eq!(d[4..], [(5 * step, true); 3]);
+        }
+        assert_eq!(
+            DtmfSender::for_clock_rate(8000).step,
+            DtmfSender::default().step
+        );
+        assert_eq!(DtmfSender::for_clock_rate(u32::MAX).step, u16::MAX / 5);
     }
 
     proptest! {

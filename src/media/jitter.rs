@@ -10,11 +10,15 @@
 //! - When the oldest waiting frame has waited more than the target plus two
 //!   frames, it is skipped, which shrinks the delay: this absorbs a sender
 //!   clock faster than ours and ends the extra delay of a past burst.
-//! - Stalled ticks are concealed by repeating the last frame with a fade
-//!   (1, 0.6, 0.2, then silence; G.711 Appendix I fades to silence over
-//!   60 ms in the same way). When a later frame becomes due, the missing
-//!   ones are declared lost (their time was already covered by the stalls)
-//!   and playout resumes with it.
+//! - A stalled tick gives [`Playout::Missing`]: the codec conceals it
+//!   ([`super::codec::Decoder::conceal`]: a fade for G.711, FEC or the
+//!   decoder's loss concealment for Opus), so the buffer holds payloads,
+//!   not samples, and decoding follows playout order. When a later frame
+//!   becomes due, the missing ones are declared lost (their time was
+//!   already covered by the stalls) and playout resumes with it.
+//!
+//! Arrival jitter is measured in RTP timestamp units of the codec's clock
+//! ([`JitterBuffer::set_clock_rate`], 8 kHz unless told).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -24,7 +28,21 @@ pub const FRAME_SAMPLES: usize = 160;
 /// One frame's duration.
 pub const FRAME: Duration = Duration::from_millis(20);
 const MAX_FRAMES: usize = 50;
-const FADE: [f32; 3] = [1.0, 0.6, 0.2];
+
+/// What to play at one tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Nothing received yet (or after a reset): silence.
+    Idle,
+    /// The payload of the next frame.
+    Frame(Vec<u8>),
+    /// The next frame is missing (lost, or not here yet): conceal it.
+    Missing {
+        /// The payload of the frame after it, when it has arrived
+        /// already (Opus rebuilds the missing one from its FEC data).
+        next: Option<Vec<u8>>,
+    },
+}
 
 /// What happened to the frames so far.
 #[derive(Clone, Default, PartialEq)]
@@ -94,14 +112,13 @@ impl JitterStats {
 pub struct JitterBuffer {
     min_delay: Duration,
     max_delay: Duration,
-    frames: BTreeMap<i64, (Instant, Vec<i16>)>,
+    frames: BTreeMap<i64, (Instant, Vec<u8>)>,
     last_seq: Option<(u16, i64)>,
     next: Option<i64>,
     base: Option<Instant>,
     last_transit: Option<f64>,
     jitter: f64,
-    last_frame: Vec<i16>,
-    concealed_run: usize,
+    clock_rate: f64,
     stats: JitterStats,
 }
 
@@ -117,8 +134,7 @@ impl JitterBuffer {
             base: None,
             last_transit: None,
             jitter: 0.0,
-            last_frame: vec![0; FRAME_SAMPLES],
-            concealed_run: FADE.len(),
+            clock_rate: 8000.0,
             stats: JitterStats {
                 delay_hist_ms: vec![0; 1001],
                 ..Default::default()
@@ -141,6 +157,12 @@ impl JitterBuffer {
         &self.stats
     }
 
+    /// Sets the RTP clock rate of the stream (a new codec) and starts afresh.
+    pub fn set_clock_rate(&mut self, hz: u32) {
+        self.clock_rate = f64::from(hz.max(1));
+        self.reset();
+    }
+
     /// Forgets the stream (new SSRC): the next packet starts afresh.
     pub fn reset(&mut self) {
         self.frames.clear();
@@ -149,8 +171,8 @@ impl JitterBuffer {
         self.last_transit = None;
     }
 
-    /// Adds a decoded 20 ms frame that arrived at `now`.
-    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, pcm: Vec<i16>) {
+    /// Adds the payload of a 20 ms frame that arrived at `now`.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Vec<u8>) {
         let ext = match self.last_seq {
             None => 1 << 32,
             Some((s, e)) => e + i64::from(seq.wrapping_sub(s) as i16),
@@ -159,7 +181,8 @@ impl JitterBuffer {
             self.last_seq = Some((seq, ext));
         }
         let base = *self.base.get_or_insert(now);
-        let transit = now.duration_since(base).as_secs_f64() - f64::from(timestamp) / 8000.0;
+        let transit =
+            now.duration_since(base).as_secs_f64() - f64::from(timestamp) / self.clock_rate;
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).abs();
             // Timestamp jumps (a new talk spurt, a DTMF gap) are not jitter.
@@ -176,22 +199,22 @@ impl JitterBuffer {
             self.stats.duplicates += 1;
             return;
         }
-        self.frames.insert(ext, (now, pcm));
+        self.frames.insert(ext, (now, payload));
         while self.frames.len() > MAX_FRAMES {
             self.frames.pop_first();
             self.stats.skipped += 1;
         }
     }
 
-    /// The frame to play at this tick (always [`FRAME_SAMPLES`] samples).
-    pub fn pop(&mut self, now: Instant) -> Vec<i16> {
+    /// What to play at this tick.
+    pub fn pop(&mut self, now: Instant) -> Playout {
         let target = self.target_delay();
         let waited = |t: Instant| now.saturating_duration_since(t);
         let next = match self.next {
             Some(n) => n,
             None => match self.frames.first_key_value() {
                 Some((&k, (t, _))) if waited(*t) + FRAME / 2 >= target => k,
-                _ => return vec![0; FRAME_SAMPLES],
+                _ => return Playout::Idle,
             },
         };
         // Shrink: skip frames that waited far longer than the target.
@@ -226,12 +249,12 @@ impl JitterBuffer {
                 Some(k) => next = k,
                 None => {
                     self.next = Some(next);
-                    return self.conceal();
+                    return self.missing(next);
                 }
             }
         }
-        let Some((arrived, pcm)) = self.frames.remove(&next) else {
-            return self.conceal();
+        let Some((arrived, payload)) = self.frames.remove(&next) else {
+            return self.missing(next);
         };
         self.next = Some(next + 1);
         let ms = waited(arrived).as_millis().min(1000) as usize;
@@ -239,19 +262,14 @@ impl JitterBuffer {
             *b += 1;
         }
         self.stats.played += 1;
-        self.concealed_run = 0;
-        self.last_frame.clone_from(&pcm);
-        pcm
+        Playout::Frame(payload)
     }
 
-    fn conceal(&mut self) -> Vec<i16> {
+    fn missing(&mut self, at: i64) -> Playout {
         self.stats.concealed += 1;
-        let gain = FADE.get(self.concealed_run).copied().unwrap_or(0.0);
-        self.concealed_run += 1;
-        self.last_frame
-            .iter()
-            .map(|&s| (f32::from(s) * gain) as i16)
-            .collect()
+        Playout::Missing {
+            next: self.frames.get(&(at + 1)).map(|(_, p)| p.clone()),
+        }
     }
 }
 

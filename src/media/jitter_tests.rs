@@ -1,14 +1,27 @@
 use super::*;
 
+/// The payload of packet `i`: its index + 1.
+fn payload(i: usize) -> Vec<u8> {
+    (i as u16 + 1).to_be_bytes().to_vec()
+}
+
+/// What a tick played: the packet's index + 1, 0 for silence or a missing
+/// frame.
+fn value(p: &Playout) -> i16 {
+    match p {
+        Playout::Frame(b) => i16::from_be_bytes([b[0], b[1]]),
+        _ => 0,
+    }
+}
+
 /// Runs a fake-time simulation: packet `i` (sequence `i`, timestamp
 /// `160 * i`) arrives at `arrival(i)` ms (or never if `None`); playout ticks
-/// every `tick_ms` from 5 ms on. Returns the buffer and the played frames'
-/// first samples (each packet's samples are all equal to its index + 1).
-fn simulate(
+/// every `tick_ms` from 5 ms on. Returns the buffer and every tick's playout.
+fn simulate_playout(
     n: usize,
     tick_ms: f64,
     arrival: impl Fn(usize) -> Option<f64>,
-) -> (JitterBuffer, Vec<i16>) {
+) -> (JitterBuffer, Vec<Playout>) {
     let t0 = Instant::now();
     let at = |ms: f64| t0 + Duration::from_secs_f64(ms / 1000.0);
     let mut jb = JitterBuffer::new(Duration::from_millis(20), Duration::from_millis(200));
@@ -22,22 +35,27 @@ fn simulate(
     while tick < end {
         while k < arrivals.len() && arrivals[k].0 <= tick {
             let (t, i) = arrivals[k];
-            jb.push(
-                at(t),
-                i as u16,
-                (i * 160) as u32,
-                vec![i as i16 + 1; FRAME_SAMPLES],
-            );
+            jb.push(at(t), i as u16, (i * 160) as u32, payload(i));
             k += 1;
         }
-        out.push(jb.pop(at(tick))[0]);
+        out.push(jb.pop(at(tick)));
         tick += tick_ms;
     }
     (jb, out)
 }
 
+/// [`simulate_playout`], each tick as its [`value`].
+fn simulate(
+    n: usize,
+    tick_ms: f64,
+    arrival: impl Fn(usize) -> Option<f64>,
+) -> (JitterBuffer, Vec<i16>) {
+    let (jb, out) = simulate_playout(n, tick_ms, arrival);
+    (jb, out.iter().map(value).collect())
+}
+
 fn played_in_order(out: &[i16]) -> Vec<i16> {
-    // Concealed frames repeat (a faded copy of) the last one: keep only new values.
+    // Missing frames play as 0: keep only new values.
     let mut seen = Vec::new();
     for &v in out {
         if v > 0 && seen.last().is_none_or(|&l| v > l) {
@@ -75,15 +93,62 @@ fn reordering_is_absorbed() {
 }
 
 #[test]
-fn loss_is_concealed_with_a_fade() {
-    // Packets 50..55 are lost: 5 frames concealed, the fade reaches silence.
-    let (jb, out) = simulate(100, 20.0, |i| {
-        (!(50..55).contains(&i)).then_some(i as f64 * 20.0)
+fn loss_is_reported_missing_with_the_next_packet_when_here() {
+    // Packets 50..55 are lost: 5 frames missing, with no next packet (the
+    // stall waits for 50, and 51 is lost too). Packet 70 alone is lost:
+    // 71 is here at its tick (its FEC data can rebuild frame 70).
+    let (jb, out) = simulate_playout(100, 20.0, |i| {
+        (!(50..55).contains(&i) && i != 70).then_some(i as f64 * 20.0)
     });
     let s = jb.stats();
-    assert_eq!(s.played, 95);
-    let start = out.iter().position(|&v| v == 50).unwrap();
-    assert_eq!(&out[start..start + 7], &[50, 50, 30, 10, 0, 0, 56]);
+    assert_eq!(s.played, 94);
+    let at = out.iter().position(|p| value(p) == 70).unwrap();
+    assert_eq!(
+        &out[at..at + 3],
+        &[
+            Playout::Frame(payload(69)),
+            Playout::Missing {
+                next: Some(payload(71))
+            },
+            Playout::Frame(payload(71)),
+        ]
+    );
+    let start = out.iter().position(|p| value(p) == 50).unwrap();
+    let missing = |next: Option<Vec<u8>>| Playout::Missing { next };
+    assert_eq!(
+        &out[start..start + 7],
+        &[
+            Playout::Frame(payload(49)),
+            missing(None),
+            missing(None),
+            missing(None),
+            missing(None),
+            missing(None),
+            Playout::Frame(payload(55)),
+        ]
+    );
+    assert_eq!(out[0], Playout::Idle, "silence before the first frame");
+}
+
+#[test]
+fn clock_rate_scales_the_jitter_estimate() {
+    // The same arrivals with 48 kHz timestamps (960 per frame) measure no
+    // jitter once the buffer knows the clock; at 8 kHz they would look
+    // like a stream six times too fast.
+    let t0 = Instant::now();
+    let mut jb = JitterBuffer::new(Duration::from_millis(20), Duration::from_millis(200));
+    jb.set_clock_rate(48_000);
+    for i in 0..100u32 {
+        let t = t0 + FRAME * i;
+        jb.push(t, i as u16, i * 960, payload(i as usize));
+        jb.pop(t + Duration::from_millis(5));
+    }
+    assert!(
+        jb.jitter() < Duration::from_micros(100),
+        "{:?}",
+        jb.jitter()
+    );
+    assert!(jb.stats().played >= 98);
 }
 
 #[test]
@@ -139,7 +204,7 @@ fn sequence_wraps_around() {
     let mut jb = JitterBuffer::new(Duration::from_millis(20), Duration::from_millis(200));
     for (k, seq) in (65530u16..=65535).chain(0..6).enumerate() {
         let t = t0 + FRAME * k as u32;
-        jb.push(t, seq, k as u32 * 160, vec![k as i16 + 1; FRAME_SAMPLES]);
+        jb.push(t, seq, k as u32 * 160, payload(k));
         jb.pop(t + Duration::from_millis(5));
     }
     assert_eq!(jb.stats().late, 0);

@@ -5,20 +5,25 @@
 //! Sans-I/O cores, each a module with one job:
 //! - [`sdp`]: SDP offer/answer for one audio stream (RFC 4566/3264) with
 //!   the keys of [`keys`] carried by the attributes of [`sdp_attrs`];
-//! - [`g711`], [`dtmf`]: PCMU/PCMA and RFC 4733 telephone-event;
+//! - [`g711`], [`codec`], [`dtmf`]: PCMU/PCMA, Opus (RFC 7587, libopus
+//!   through the `opus` crate) behind one encoder/decoder with loss
+//!   concealment, and RFC 4733 telephone-event;
 //! - [`srtp`]: RTP packets (`rtp`) protected by `webrtc-srtp`, with drop
 //!   counters; [`jitter`]: adaptive jitter buffer with loss concealment;
-//! - [`audio`], [`device`]: 20 ms frame sources and sinks (WAV via `hound`,
-//!   sound cards via cpal behind the `audio` feature);
+//! - [`audio`], [`device`]: 20 ms frame sources and sinks at the codec's
+//!   rate (8 or 48 kHz; WAV via `hound`, sound cards via cpal behind the
+//!   `audio` feature);
 //! - [`quality`]: recording-versus-source comparison for tests and benches.
 //!
 //! The thin tokio driver is [`session::MediaSession`]: it owns the socket
 //! and the 20 ms clock and reports [`session::MediaEvent`]s.
 //!
-//! Opus is not offered: no Opus crate was tried within this change (it
-//! needs a system libopus binding); G.711 covers the required codecs.
+//! Opus is offered first by default (`opus/48000/2` on payload type 111,
+//! `a=fmtp:111 minptime=10;useinbandfec=1`, with `telephone-event/48000`),
+//! then PCMU and PCMA; the answerer follows the offer's order.
 
 pub mod audio;
+pub mod codec;
 pub mod device;
 pub mod dtmf;
 pub mod g711;

@@ -4,7 +4,10 @@
 //! by [`super::sdp`]; the decisions are listed in its module doc.
 
 use super::keys::{derive_sending_key, DhKeyPair, Role, Sas, SdesKey, SrtpSuite};
-use super::sdp::{AudioDescription, Codec, Direction, SdpError, TELEPHONE_EVENT_PT};
+use super::sdp::{
+    AudioDescription, Codec, Direction, SdpError, OPUS_PT, TELEPHONE_EVENT_48K_PT,
+    TELEPHONE_EVENT_PT,
+};
 use super::sdp_attrs::CryptoAttr;
 use std::net::SocketAddr;
 
@@ -91,7 +94,10 @@ pub struct SrtpKeys {
 pub struct Negotiated {
     /// The codec we send (and expect).
     pub codec: Codec,
-    /// The telephone-event payload type, if both support it.
+    /// The payload type the codec runs on (the offer's number).
+    pub payload_type: u8,
+    /// The telephone-event payload type at the codec's clock rate, if
+    /// both support it.
     pub telephone_event: Option<u8>,
     /// Where to send RTP, and the only source RTP is accepted from.
     pub remote: SocketAddr,
@@ -193,13 +199,16 @@ impl PendingOffer {
     /// callee sends a later re-INVITE).
     pub fn new(local: LocalMedia, role: Role) -> Result<Self, SdpError> {
         let dh = dh_for(&local)?;
+        let has = |rate: u32| local.codecs.iter().any(|c| c.clock_rate() == rate);
         let offer = AudioDescription {
             session_id: local.session_id,
             session_version: local.session_version,
             rtp_addr: local.rtp_addr,
             secure: true,
             codecs: local.codecs.clone(),
-            telephone_event: Some(TELEPHONE_EVENT_PT),
+            opus_pt: local.codecs.contains(&Codec::Opus).then_some(OPUS_PT),
+            telephone_event: has(8000).then_some(TELEPHONE_EVENT_PT),
+            telephone_event_48k: has(48_000).then_some(TELEPHONE_EVENT_48K_PT),
             ptime: 20,
             crypto: fresh_crypto(&local.suites)?,
             dh: dh.as_ref().map(DhKeyPair::public_bytes),
@@ -253,11 +262,13 @@ impl PendingOffer {
             self.role,
             |own, peer| (*own, *peer),
         )?;
+        let rate = codec.clock_rate();
         Ok(Negotiated {
             codec,
+            payload_type: answer.payload_type(codec),
             telephone_event: answer
-                .telephone_event
-                .filter(|_| self.offer.telephone_event.is_some()),
+                .telephone_event_at(rate)
+                .filter(|_| self.offer.telephone_event_at(rate).is_some()),
             remote: answer.rtp_addr,
             direction,
             security,
@@ -275,13 +286,18 @@ pub fn answer(
 ) -> Result<(AudioDescription, Negotiated), SdpError> {
     let codec = first_common_codec(&offer.codecs, &local.codecs)?;
     let direction = Direction::answer_to(offer.direction, local.direction);
+    let payload_type = offer.payload_type(codec);
+    // Only the telephone-event whose clock is the codec's (RFC 4733 2.1).
+    let telephone_event = offer.telephone_event_at(codec.clock_rate());
     let mut desc = AudioDescription {
         session_id: local.session_id,
         session_version: local.session_version,
         rtp_addr: local.rtp_addr,
         secure: offer.secure,
         codecs: vec![codec],
-        telephone_event: offer.telephone_event,
+        opus_pt: (codec == Codec::Opus).then_some(payload_type),
+        telephone_event: telephone_event.filter(|_| codec.clock_rate() == 8000),
+        telephone_event_48k: telephone_event.filter(|_| codec.clock_rate() == 48_000),
         ptime: 20,
         crypto: Vec::new(),
         dh: None,
@@ -289,7 +305,8 @@ pub fn answer(
     };
     let mut negotiated = Negotiated {
         codec,
-        telephone_event: offer.telephone_event,
+        payload_type,
+        telephone_event,
         remote: offer.rtp_addr,
         direction,
         security: MediaSecurity::Plain,

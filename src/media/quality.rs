@@ -87,3 +87,70 @@ pub fn compare(src: &[i16], rec: &[i16], max_lag: usize) -> (f64, usize, f64) {
         10.0 * (sig / err.max(1e-9)).log10(),
     )
 }
+
+/// Compares the loudness envelopes of recording and source: the RMS of
+/// each `window` samples, the recording shifted by its best whole-window
+/// lag (up to `max_lag` windows), and the correlation of the two
+/// envelopes. For codecs that are not waveform-exact (Opus codes the
+/// noise-like parts of speech by their spectrum, not their samples), this
+/// says whether the syllables came through where waveform correlation
+/// undersells it. Returns (correlation, lag in windows).
+pub fn envelope_match(src: &[i16], rec: &[i16], window: usize, max_lag: usize) -> (f64, usize) {
+    let env = |s: &[i16]| -> Vec<f64> {
+        s.chunks(window.max(1))
+            .map(|w| (w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
+            .collect()
+    };
+    let (x, y) = (env(src), env(rec));
+    let mut best = (f64::MIN, 0);
+    for lag in 0..=max_lag.min(y.len()) {
+        let n = x.len().min(y.len() - lag);
+        if n < 2 {
+            break;
+        }
+        let (a, b) = (&x[..n], &y[lag..lag + n]);
+        let (ma, mb) = (
+            a.iter().sum::<f64>() / n as f64,
+            b.iter().sum::<f64>() / n as f64,
+        );
+        let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+        for (p, q) in a.iter().zip(b) {
+            ab += (p - ma) * (q - mb);
+            aa += (p - ma).powi(2);
+            bb += (q - mb).powi(2);
+        }
+        let r = if aa > 0.0 && bb > 0.0 {
+            ab / (aa * bb).sqrt()
+        } else {
+            0.0
+        };
+        if r > best.0 {
+            best = (r, lag);
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_match_finds_the_lag_and_tells_noise_from_speech() {
+        let s = test_signal(2.0);
+        let mut delayed = vec![0i16; 240];
+        delayed.extend(s.iter().map(|&v| v / 2));
+        let (r, lag) = envelope_match(&s, &delayed, 80, 10);
+        assert!(r > 0.99, "{r}");
+        assert_eq!(lag, 3);
+        // A steady noise has none of the syllable envelope.
+        let mut lcg: u32 = 7;
+        let noise: Vec<i16> = (0..s.len())
+            .map(|_| {
+                lcg = lcg.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((lcg >> 16) as i16) / 4
+            })
+            .collect();
+        assert!(envelope_match(&s, &noise, 80, 10).0 < 0.5);
+    }
+}

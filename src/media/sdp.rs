@@ -13,6 +13,15 @@
 //! - Every offer and answer carries fresh SDES keys and a fresh X25519 key
 //!   pair, so any re-INVITE (hold/resume) re-keys.
 //! - Sizes are bounded (16 KiB, 64 lines of `a=`-attributes per level).
+//! - Opus is `opus/48000/2` on any dynamic payload type (96-127); the
+//!   answer keeps the offer's number (RFC 3264 6.1). Its `a=fmtp` is not
+//!   read: we decode mono or stereo, with or without FEC, whatever the
+//!   peer sends. Our offer lists `minptime=10;useinbandfec=1` (RFC 7587 7).
+//! - telephone-event is offered at 8 kHz (PT 101) when a G.711 codec is
+//!   offered and at 48 kHz (PT 110) when Opus is; the answer keeps only
+//!   the one whose clock is the chosen codec's (RFC 4733 2.1), so an Opus
+//!   call whose peer has no `telephone-event/48000` has no DTMF
+//!   (`answer_without_the_48k_event_means_no_dtmf_in_an_opus_call`).
 
 use super::keys::MediaKeyError;
 pub use super::negotiate::{
@@ -28,8 +37,19 @@ use thiserror::Error;
 pub const MAX_SDP_LEN: usize = 16 * 1024;
 const MAX_LINES: usize = 128;
 
-/// Payload type we use for telephone-event (RFC 4733).
+/// Payload type we use for telephone-event at 8 kHz (RFC 4733).
 pub const TELEPHONE_EVENT_PT: u8 = 101;
+
+/// Payload type we use for telephone-event at 48 kHz, the clock of an
+/// Opus call (RFC 4733 2.1: the event clock is the audio codec's).
+pub const TELEPHONE_EVENT_48K_PT: u8 = 110;
+
+/// Dynamic payload type we offer Opus on (any dynamic one is answered).
+pub const OPUS_PT: u8 = 111;
+
+/// The `a=fmtp` parameters of our Opus offer (RFC 7587 7): 10 ms frames
+/// are the least we take, and in-band FEC is welcome (we decode it).
+pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 
 /// Why an SDP body or an offer/answer exchange was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -69,14 +89,19 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law, static payload type 8, 8 kHz.
     Pcma,
+    /// Opus (RFC 7587), a dynamic payload type, RTP clock 48 kHz; we send
+    /// mono speech sampled at 48 kHz.
+    Opus,
 }
 
 impl Codec {
-    /// The static RTP payload type.
+    /// The payload type we offer it on: static for G.711, [`OPUS_PT`]
+    /// for Opus (an answer follows the offer's number instead).
     pub fn payload_type(self) -> u8 {
         match self {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,
+            Codec::Opus => OPUS_PT,
         }
     }
 
@@ -85,12 +110,32 @@ impl Codec {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
         }
     }
 
-    /// Clock rate in Hz.
+    /// RTP clock rate in Hz (48000 for Opus whatever the audio's rate,
+    /// RFC 7587 4.1).
     pub fn clock_rate(self) -> u32 {
-        8000
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Opus => 48_000,
+        }
+    }
+
+    /// The sample rate of the audio the codec takes and gives, which is
+    /// the rate the call's audio pipeline runs at.
+    pub fn audio_rate(self) -> u32 {
+        self.clock_rate()
+    }
+
+    /// The `a=rtpmap` value after the payload type (`PCMU/8000`,
+    /// `opus/48000/2`: Opus always says two channels, RFC 7587 7).
+    pub fn rtpmap(self) -> String {
+        match self {
+            Codec::Opus => "opus/48000/2".into(),
+            c => format!("{}/{}", c.encoding_name(), c.clock_rate()),
+        }
     }
 
     fn from_pt(pt: u8) -> Option<Self> {
@@ -178,8 +223,12 @@ pub struct AudioDescription {
     pub secure: bool,
     /// Supported codecs, most preferred first.
     pub codecs: Vec<Codec>,
-    /// The telephone-event payload type, if offered.
+    /// The payload type of Opus, when `codecs` has it.
+    pub opus_pt: Option<u8>,
+    /// The telephone-event payload type at 8 kHz, if offered.
     pub telephone_event: Option<u8>,
+    /// The telephone-event payload type at 48 kHz (for Opus), if offered.
+    pub telephone_event_48k: Option<u8>,
     /// `a=ptime` in ms.
     pub ptime: u32,
     /// `a=crypto` lines of suites we know, in order.
@@ -191,6 +240,32 @@ pub struct AudioDescription {
 }
 
 impl AudioDescription {
+    /// The payload type `codec` runs on in this description.
+    pub fn payload_type(&self, codec: Codec) -> u8 {
+        match codec {
+            Codec::Opus => self.opus_pt.unwrap_or(OPUS_PT),
+            c => c.payload_type(),
+        }
+    }
+
+    /// The telephone-event payload type whose clock is `clock_rate`.
+    pub fn telephone_event_at(&self, clock_rate: u32) -> Option<u8> {
+        match clock_rate {
+            8000 => self.telephone_event,
+            48_000 => self.telephone_event_48k,
+            _ => None,
+        }
+    }
+
+    fn events(&self) -> impl Iterator<Item = (u8, u32)> {
+        [
+            self.telephone_event.map(|pt| (pt, 8000)),
+            self.telephone_event_48k.map(|pt| (pt, 48_000)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// The SDP text (CRLF line ends).
     pub fn to_sdp(&self) -> String {
         let ip = self.rtp_addr.ip();
@@ -204,25 +279,23 @@ impl AudioDescription {
         let proto = if self.secure { "RTP/SAVP" } else { "RTP/AVP" };
         let _ = write!(s, "m=audio {} {proto}", self.rtp_addr.port());
         for c in &self.codecs {
-            let _ = write!(s, " {}", c.payload_type());
+            let _ = write!(s, " {}", self.payload_type(*c));
         }
-        if let Some(pt) = self.telephone_event {
+        for (pt, _) in self.events() {
             let _ = write!(s, " {pt}");
         }
         s.push_str("\r\n");
         for c in &self.codecs {
-            let _ = write!(
-                s,
-                "a=rtpmap:{} {}/{}\r\n",
-                c.payload_type(),
-                c.encoding_name(),
-                c.clock_rate()
-            );
+            let pt = self.payload_type(*c);
+            let _ = write!(s, "a=rtpmap:{pt} {}\r\n", c.rtpmap());
+            if *c == Codec::Opus {
+                let _ = write!(s, "a=fmtp:{pt} {OPUS_FMTP}\r\n");
+            }
         }
-        if let Some(pt) = self.telephone_event {
+        for (pt, rate) in self.events() {
             let _ = write!(
                 s,
-                "a=rtpmap:{pt} telephone-event/8000\r\na=fmtp:{pt} 0-16\r\n"
+                "a=rtpmap:{pt} telephone-event/{rate}\r\na=fmtp:{pt} 0-16\r\n"
             );
         }
         let _ = write!(s, "a=ptime:{}\r\n", self.ptime);
@@ -359,7 +432,9 @@ impl AudioDescription {
         let ip = conn.ok_or_else(|| bad("no c= line"))?;
         let (port, secure, pts) = media.ok_or_else(|| bad("no m=audio line"))?;
         let mut codecs = Vec::new();
+        let mut opus_pt = None;
         let mut telephone_event = None;
+        let mut telephone_event_48k = None;
         for pt in pts {
             let map = rtpmaps
                 .iter()
@@ -370,8 +445,13 @@ impl AudioDescription {
                 if map.is_none_or(|m| m == expected) && !codecs.contains(&c) {
                     codecs.push(c);
                 }
+            } else if pt >= 96 && map == Some("opus/48000/2") && opus_pt.is_none() {
+                opus_pt = Some(pt);
+                codecs.push(Codec::Opus);
             } else if map == Some("telephone-event/8000") && telephone_event.is_none() {
                 telephone_event = Some(pt);
+            } else if map == Some("telephone-event/48000") && telephone_event_48k.is_none() {
+                telephone_event_48k = Some(pt);
             }
         }
         Ok(AudioDescription {
@@ -380,7 +460,9 @@ impl AudioDescription {
             rtp_addr: SocketAddr::new(ip, port),
             secure,
             codecs,
+            opus_pt,
             telephone_event,
+            telephone_event_48k,
             ptime,
             crypto,
             dh,

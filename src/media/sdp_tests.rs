@@ -277,7 +277,153 @@ fn plain_rtpmap_mismatch_is_ignored() {
     assert_eq!(d.codecs, vec![Codec::Pcma]);
 }
 
+fn local_opus(port: u16) -> LocalMedia {
+    let mut l = local(port);
+    l.codecs = vec![Codec::Opus, Codec::Pcmu, Codec::Pcma];
+    l
+}
+
+#[test]
+fn opus_offer_text() {
+    let offer = PendingOffer::new(local_opus(4000), Role::Caller).unwrap();
+    let text = offer.offer().to_sdp();
+    for needle in [
+        "m=audio 4000 RTP/SAVP 111 0 8 101 110\r\n",
+        "a=rtpmap:111 opus/48000/2\r\n",
+        "a=fmtp:111 minptime=10;useinbandfec=1\r\n",
+        "a=rtpmap:0 PCMU/8000\r\n",
+        "a=rtpmap:101 telephone-event/8000\r\n",
+        "a=rtpmap:110 telephone-event/48000\r\na=fmtp:110 0-16\r\n",
+        "a=ptime:20\r\n",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert_eq!(&round_trip(offer.offer()), offer.offer());
+    // Opus alone: no 8 kHz telephone-event.
+    let mut only = local(4000);
+    only.codecs = vec![Codec::Opus];
+    let text = PendingOffer::new(only, Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp();
+    assert!(text.contains("m=audio 4000 RTP/SAVP 111 110\r\n"), "{text}");
+    assert!(!text.contains("telephone-event/8000"), "{text}");
+}
+
+#[test]
+fn opus_is_chosen_when_both_have_it_with_its_telephone_event() {
+    let (na, nb, _, ans) = exchange(local_opus(4000), local_opus(5000)).unwrap();
+    assert_eq!((na.codec, nb.codec), (Codec::Opus, Codec::Opus));
+    assert_eq!((na.payload_type, nb.payload_type), (111, 111));
+    assert_eq!(
+        (na.telephone_event, nb.telephone_event),
+        (Some(110), Some(110))
+    );
+    let text = ans.to_sdp();
+    assert!(text.contains("m=audio 5000 RTP/SAVP 111 110\r\n"), "{text}");
+    assert!(
+        text.contains("a=fmtp:111 minptime=10;useinbandfec=1"),
+        "{text}"
+    );
+    assert!(!text.contains("telephone-event/8000"), "{text}");
+}
+
+#[test]
+fn g711_peer_gets_g711_and_the_8k_telephone_event() {
+    // We offer Opus first; a peer without it answers PCMU.
+    let (na, nb, _, ans) = exchange(local_opus(4000), local(5000)).unwrap();
+    assert_eq!((na.codec, nb.codec), (Codec::Pcmu, Codec::Pcmu));
+    assert_eq!((na.payload_type, na.telephone_event), (0, Some(101)));
+    assert_eq!(ans.telephone_event_48k, None);
+    // A G.711-only offer to an Opus-first answerer.
+    let (na, nb, _, _) = exchange(local(4000), local_opus(5000)).unwrap();
+    assert_eq!((na.codec, nb.codec), (Codec::Pcmu, Codec::Pcmu));
+    // The offerer's order decides: PCMA first over our Opus.
+    let mut a = local_opus(4000);
+    a.codecs = vec![Codec::Pcma, Codec::Opus];
+    let (na, nb, _, _) = exchange(a, local_opus(5000)).unwrap();
+    assert_eq!((na.codec, nb.codec), (Codec::Pcma, Codec::Pcma));
+}
+
+#[test]
+fn opus_on_a_foreign_payload_type_is_answered_on_it() {
+    // A peer (baresip, a WebRTC gateway) may put Opus on 96 and its
+    // 48 kHz telephone-event on 97.
+    let text = PendingOffer::new(local_opus(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp()
+        .replace("111", "96")
+        .replace(" 110", " 97")
+        .replace(":110", ":97");
+    let offer = AudioDescription::parse(&text).unwrap();
+    assert_eq!(offer.opus_pt, Some(96));
+    assert_eq!(offer.telephone_event_48k, Some(97));
+    let (ans, nb) = answer(&local_opus(5000), Role::Callee, &offer).unwrap();
+    assert_eq!(
+        (nb.codec, nb.payload_type, nb.telephone_event),
+        (Codec::Opus, 96, Some(97))
+    );
+    let t = ans.to_sdp();
+    assert!(
+        t.contains("RTP/SAVP 96 97\r\n") && t.contains("a=rtpmap:96 opus/48000/2"),
+        "{t}"
+    );
+    // Opus claimed on a static type, or at another rate, is not Opus.
+    for bad in ["a=rtpmap:96 opus/48000/2", "a=rtpmap:96 opus/16000/2"] {
+        let t = text.replace("a=rtpmap:96 opus/48000/2", &bad.replace("96", "3"));
+        let d = AudioDescription::parse(&t).unwrap();
+        assert!(!d.codecs.contains(&Codec::Opus), "{bad}");
+        assert_eq!(d.opus_pt, None);
+    }
+    let d = AudioDescription::parse(&text.replace("opus/48000/2", "opus/16000/2")).unwrap();
+    assert!(!d.codecs.contains(&Codec::Opus));
+}
+
+#[test]
+fn answer_without_the_48k_event_means_no_dtmf_in_an_opus_call() {
+    let pending = PendingOffer::new(local_opus(4000), Role::Caller).unwrap();
+    let (mut ans, _) = answer(&local_opus(5000), Role::Callee, pending.offer()).unwrap();
+    ans.telephone_event_48k = None;
+    ans.telephone_event = Some(101);
+    let na = pending.accept_answer(&round_trip(&ans)).unwrap();
+    assert_eq!((na.codec, na.telephone_event), (Codec::Opus, None));
+}
+
 proptest! {
+    #[test]
+    fn any_codec_order_negotiates_a_common_codec(
+        a in proptest::sample::subsequence(vec![Codec::Opus, Codec::Pcmu, Codec::Pcma], 1..=3),
+        b in proptest::sample::subsequence(vec![Codec::Opus, Codec::Pcmu, Codec::Pcma], 1..=3),
+        rot_a in 0usize..3,
+        rot_b in 0usize..3,
+    ) {
+        let (mut a, mut b) = (a, b);
+        let (ra, rb) = (rot_a % a.len(), rot_b % b.len());
+        a.rotate_left(ra);
+        b.rotate_left(rb);
+        let (mut la, mut lb) = (local(4000), local(5000));
+        la.codecs = a.clone();
+        lb.codecs = b.clone();
+        match exchange(la, lb) {
+            Ok((na, nb, _, ans)) => {
+                // The offerer's first codec the answerer has.
+                let want = a.iter().copied().find(|c| b.contains(c));
+                prop_assert_eq!(Some(na.codec), want);
+                prop_assert_eq!(na.codec, nb.codec);
+                prop_assert_eq!(na.payload_type, nb.payload_type);
+                prop_assert_eq!(na.telephone_event, nb.telephone_event);
+                let te = if na.codec == Codec::Opus { 110 } else { 101 };
+                prop_assert_eq!(na.telephone_event, Some(te));
+                prop_assert_eq!(ans.codecs.len(), 1);
+            }
+            Err(e) => {
+                prop_assert_eq!(e, SdpError::NoCommonCodec);
+                prop_assert!(a.iter().all(|c| !b.contains(c)));
+            }
+        }
+    }
+
     #[test]
     fn parse_never_panics(s in "\\PC*") {
         let _ = AudioDescription::parse(&s);
@@ -295,9 +441,10 @@ proptest! {
     }
 
     #[test]
-    fn description_round_trips(port in 1u16.., ver in any::<u64>(), dir in 0usize..4, pcma_first in any::<bool>(), dh in proptest::option::of(any::<[u8; 32]>())) {
+    fn description_round_trips(port in 1u16.., ver in any::<u64>(), dir in 0usize..4, pcma_first in any::<bool>(), opus in any::<bool>(), dh in proptest::option::of(any::<[u8; 32]>())) {
         let dirs = [Direction::SendRecv, Direction::SendOnly, Direction::RecvOnly, Direction::Inactive];
-        let mut d = PendingOffer::new(local(port), Role::Caller).unwrap().offer().clone();
+        let l = if opus { local_opus(port) } else { local(port) };
+        let mut d = PendingOffer::new(l, Role::Caller).unwrap().offer().clone();
         d.session_version = ver;
         d.direction = dirs[dir];
         d.dh = dh;

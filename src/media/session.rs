@@ -1,13 +1,19 @@
 //! The media session of one call: a thin tokio driver around the sans-I/O
-//! parts (SRTP channel, jitter buffer, G.711, RFC 4733). Every 20 ms it
+//! parts (SRTP channel, jitter buffer, codecs, RFC 4733). Every 20 ms it
 //! sends one frame from the [`AudioSource`] as SRTP and plays one frame
 //! from the jitter buffer to the [`AudioSink`]; it reports through
 //! [`MediaEvent`]s and obeys [`MediaCommand`]s.
+//!
+//! The audio runs at the codec's rate (8 kHz for G.711, 48 kHz for Opus):
+//! the driver opens the source and sink at that rate. A source or sink at
+//! another rate (a re-INVITE that changed the codec) is bridged frame by
+//! frame with [`convert_frame`]. RTP timestamps and telephone-event
+//! durations count in the codec's clock (48 kHz for Opus, RFC 7587 4.1).
 
-use super::audio::{AudioError, AudioSink, AudioSource};
+use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
+use super::codec::{frame_samples, CodecError, Decoder, Encoder};
 use super::dtmf::{DtmfReceiver, DtmfSender};
-use super::g711::G711;
-use super::jitter::{JitterBuffer, JitterStats, FRAME, FRAME_SAMPLES};
+use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
 use super::srtp::{DropCounters, SrtpChannel, SrtpError};
@@ -75,6 +81,9 @@ pub enum MediaError {
     /// The audio source or sink failed.
     #[error(transparent)]
     Audio(#[from] AudioError),
+    /// The codec could not be set up.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
     /// The driver task ended abnormally.
     #[error("media task failed: {0}")]
     Task(String),
@@ -99,10 +108,14 @@ impl MediaSession {
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
         let channel = SrtpChannel::new(&negotiated)?;
+        let codec = CodecState::new(negotiated.codec)?;
+        let mut jitter = JitterBuffer::new(FRAME, Duration::from_millis(200));
+        jitter.set_clock_rate(negotiated.codec.clock_rate());
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let mut ids = [0u8; 10];
         getrandom::fill(&mut ids).map_err(|e| MediaError::Task(e.to_string()))?;
+        let dtmf_tx = DtmfSender::for_clock_rate(negotiated.codec.clock_rate());
         let driver = Driver {
             socket,
             channel,
@@ -110,8 +123,9 @@ impl MediaSession {
             source,
             sink,
             events,
-            jitter: JitterBuffer::new(FRAME, Duration::from_millis(200)),
-            dtmf_tx: DtmfSender::default(),
+            jitter,
+            codec,
+            dtmf_tx,
             dtmf_rx: DtmfReceiver::default(),
             muted: false,
             source_ended: false,
@@ -155,6 +169,7 @@ struct Driver {
     sink: Box<dyn AudioSink>,
     events: mpsc::UnboundedSender<MediaEvent>,
     jitter: JitterBuffer,
+    codec: CodecState,
     dtmf_tx: DtmfSender,
     dtmf_rx: DtmfReceiver,
     muted: bool,
@@ -168,10 +183,31 @@ struct Driver {
     sent: u64,
 }
 
-fn g711(codec: Codec) -> G711 {
-    match codec {
-        Codec::Pcmu => G711::Ulaw,
-        Codec::Pcma => G711::Alaw,
+/// The codec of the stream and the frame buffers at its rate.
+struct CodecState {
+    codec: Codec,
+    encoder: Encoder,
+    decoder: Decoder,
+    /// One frame at the codec's rate (input converted, or output decoded).
+    pcm: Vec<i16>,
+    /// One frame at the source's or sink's rate.
+    io: Vec<i16>,
+}
+
+impl CodecState {
+    fn new(codec: Codec) -> Result<Self, CodecError> {
+        Ok(CodecState {
+            codec,
+            encoder: Encoder::new(codec)?,
+            decoder: Decoder::new(codec)?,
+            pcm: Vec::with_capacity(frame_samples(codec.audio_rate())),
+            io: Vec::new(),
+        })
+    }
+
+    /// RTP timestamp units per 20 ms frame.
+    fn timestamp_step(&self) -> u32 {
+        self.codec.clock_rate() / 50
     }
 }
 
@@ -187,24 +223,18 @@ impl Driver {
         let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
         stats_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut buf = vec![0u8; 2048];
-        let mut frame = vec![0i16; FRAME_SAMPLES];
-        let mut payload = Vec::with_capacity(FRAME_SAMPLES);
-        let mut pcm = Vec::with_capacity(FRAME_SAMPLES);
+        let mut payload = Vec::with_capacity(1500);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, from) = r?;
-                    self.receive(Instant::now(), from, buf.get(..n).unwrap_or_default(), &mut pcm);
+                    self.receive(Instant::now(), from, buf.get(..n).unwrap_or_default());
                 }
                 _ = tick.tick() => {
-                    self.send_tick(&mut frame, &mut payload).await?;
+                    self.send_tick(&mut payload).await?;
                     let out = self.jitter.pop(Instant::now());
-                    if self.negotiated.direction.receives() {
-                        self.play(&out);
-                    } else {
-                        self.play(&[0; FRAME_SAMPLES]);
-                    }
+                    self.play(out);
                 }
                 _ = stats_tick.tick() => {
                     let _ = self.events.send(MediaEvent::Stats(self.stats()));
@@ -241,6 +271,12 @@ impl Driver {
             }
             MediaCommand::Update(n) => {
                 self.channel.rekey(&n)?;
+                if n.codec != self.codec.codec {
+                    // A new codec: fresh coder state, clock and DTMF steps.
+                    self.codec = CodecState::new(n.codec)?;
+                    self.jitter.set_clock_rate(n.codec.clock_rate());
+                    self.dtmf_tx = DtmfSender::for_clock_rate(n.codec.clock_rate());
+                }
                 self.negotiated = n;
                 self.announce_security();
             }
@@ -248,8 +284,35 @@ impl Driver {
         Ok(())
     }
 
-    fn play(&mut self, frame: &[i16]) {
-        if let Err(e) = self.sink.write_frame(frame) {
+    /// Decodes (or conceals) what the jitter buffer gave and plays it at
+    /// the sink's rate.
+    fn play(&mut self, out: Playout) {
+        let c = &mut self.codec;
+        let n = c.decoder.frame_samples();
+        match out {
+            _ if !self.negotiated.direction.receives() => {
+                c.pcm.clear();
+                c.pcm.resize(n, 0);
+            }
+            Playout::Idle => {
+                c.pcm.clear();
+                c.pcm.resize(n, 0);
+            }
+            Playout::Frame(p) => {
+                if c.decoder.decode(&p, &mut c.pcm).is_err() {
+                    c.decoder.conceal(None, &mut c.pcm);
+                }
+            }
+            Playout::Missing { next } => c.decoder.conceal(next.as_deref(), &mut c.pcm),
+        }
+        let want = frame_samples(self.sink.sample_rate());
+        let r = if want == c.pcm.len() {
+            self.sink.write_frame(&c.pcm)
+        } else {
+            convert_frame(&c.pcm, want, &mut c.io);
+            self.sink.write_frame(&c.io)
+        };
+        if let Err(e) = r {
             self.audio_failure(e);
         }
     }
@@ -261,25 +324,34 @@ impl Driver {
         }
     }
 
-    async fn send_tick(
-        &mut self,
-        frame: &mut [i16],
-        payload: &mut Vec<u8>,
-    ) -> Result<(), MediaError> {
-        let more = match self.source.read_frame(frame) {
+    /// Reads one frame from the source into `self.codec.pcm`, at the
+    /// codec's rate.
+    fn read_source(&mut self) {
+        let c = &mut self.codec;
+        let n = c.encoder.frame_samples();
+        let have = frame_samples(self.source.sample_rate());
+        c.io.clear();
+        c.io.resize(have, 0);
+        let more = match self.source.read_frame(&mut c.io) {
             Ok(more) => more,
             Err(e) => {
+                c.io.fill(0);
                 self.audio_failure(e);
-                frame.fill(0);
                 true
             }
         };
+        let c = &mut self.codec;
+        convert_frame(&c.io, n, &mut c.pcm);
         if !more && !self.source_ended {
             self.source_ended = true;
             let _ = self.events.send(MediaEvent::SourceEnded);
         }
+    }
+
+    async fn send_tick(&mut self, payload: &mut Vec<u8>) -> Result<(), MediaError> {
+        self.read_source();
         let ts = self.timestamp;
-        self.timestamp = self.timestamp.wrapping_add(FRAME_SAMPLES as u32);
+        self.timestamp = self.timestamp.wrapping_add(self.codec.timestamp_step());
         if !self.negotiated.direction.sends() {
             return Ok(());
         }
@@ -294,11 +366,15 @@ impl Driver {
                     (pt, p.marker, self.dtmf_timestamp)
                 }
                 _ => {
+                    let c = &mut self.codec;
                     if self.muted {
-                        frame.fill(0);
+                        c.pcm.fill(0);
                     }
-                    g711(self.negotiated.codec).encode(frame, payload);
-                    (self.negotiated.codec.payload_type(), false, ts)
+                    if c.encoder.encode(&c.pcm, payload).is_err() {
+                        // libopus refused this frame: nothing to send.
+                        return Ok(());
+                    }
+                    (self.negotiated.payload_type, false, ts)
                 }
             };
         let header = Header {
@@ -324,13 +400,7 @@ impl Driver {
         Ok(())
     }
 
-    fn receive(
-        &mut self,
-        now: Instant,
-        from: std::net::SocketAddr,
-        datagram: &[u8],
-        pcm: &mut Vec<i16>,
-    ) {
+    fn receive(&mut self, now: Instant, from: std::net::SocketAddr, datagram: &[u8]) {
         let Ok(pkt) = self.channel.unprotect(from, datagram) else {
             return;
         };
@@ -343,12 +413,18 @@ impl Driver {
             if let Some(d) = self.dtmf_rx.receive(h.timestamp, &pkt.payload) {
                 let _ = self.events.send(MediaEvent::Dtmf(d));
             }
-        } else if h.payload_type == self.negotiated.codec.payload_type()
-            && pkt.payload.len() == FRAME_SAMPLES
-        {
-            g711(self.negotiated.codec).decode(&pkt.payload, pcm);
+        } else if h.payload_type == self.negotiated.payload_type && self.fits(&pkt.payload) {
             self.jitter
-                .push(now, h.sequence_number, h.timestamp, pcm.clone());
+                .push(now, h.sequence_number, h.timestamp, pkt.payload.to_vec());
+        }
+    }
+
+    /// Whether a payload can be one 20 ms frame of the codec: 160 bytes of
+    /// G.711, or a non-empty Opus packet (decoded at playout).
+    fn fits(&self, payload: &[u8]) -> bool {
+        match self.codec.codec {
+            Codec::Pcmu | Codec::Pcma => payload.len() == frame_samples(8000),
+            Codec::Opus => !payload.is_empty(),
         }
     }
 }

@@ -215,6 +215,7 @@ mod tests {
     fn negotiated(send: &SdesKey, recv: &SdesKey, port: u16) -> Negotiated {
         Negotiated {
             codec: Codec::Pcmu,
+            payload_type: 0,
             telephone_event: None,
             remote: SocketAddr::from(([127, 0, 0, 1], port)),
             direction: Direction::SendRecv,
