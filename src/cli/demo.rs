@@ -159,8 +159,11 @@ impl Phone {
             ),
         )?;
         let me = std::env::current_exe().context("locating ibephone")?;
+        // G.711 for the demo: its capture is judged without keys (`pcap
+        // verify` tells SRTP from plain G.711 by entropy and packet size);
+        // Opus, the default, is compressed and would only be "undetermined".
         let mut child = Command::new(me)
-            .args(["agent", "--no-audio", "--config"])
+            .args(["agent", "--no-audio", "--codecs", "pcmu", "--config"])
             .arg(&cfg)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -26,6 +26,15 @@
 //!    whose plain bytes are near-uniform too) cannot be told without keys:
 //!    `undetermined`, not counted as a leak; so is a flow with fewer than
 //!    [`MIN_PAYLOAD_BYTES`] of payload.
+//! 5. Except when its first payload bytes give it away: a compressed codec
+//!    in clear starts each payload with a frame header (Opus: the TOC byte
+//!    of RFC 6716 3.1, one of a handful of values for one encoder), while
+//!    ciphertext starts with a uniform byte (n packets show about
+//!    256 (1 - e^(-n/256)) distinct values: 56 for 64 packets). A flow of at
+//!    least [`HEADER_MIN_PACKETS`] packets whose first bytes take at most
+//!    [`HEADER_MAX_DISTINCT`] values is plain RTP. The converse does not
+//!    hold (a codec without a header byte looks random in clear), so many
+//!    distinct first bytes leave the flow `undetermined`.
 
 use super::stream::Datagram;
 use std::collections::BTreeMap;
@@ -38,6 +47,12 @@ pub const SRTP_MIN_ENTROPY: f64 = 7.5;
 /// Payload bytes a flow needs before it is judged (about 8 packets of
 /// 20 ms G.711).
 pub const MIN_PAYLOAD_BYTES: usize = 1280;
+
+/// Packets a compressed-codec flow needs before its first bytes are judged.
+pub const HEADER_MIN_PACKETS: usize = 64;
+
+/// At most this many distinct first payload bytes: a codec header in clear.
+pub const HEADER_MAX_DISTINCT: usize = 16;
 
 /// The verdict on one media flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +124,8 @@ struct Acc {
     bytes: usize,
     hist: Option<Box<[u64; 256]>>,
     sizes: BTreeMap<usize, usize>,
+    /// Which values the first payload byte took.
+    first_bytes: Option<Box<[bool; 256]>>,
 }
 
 /// Groups the RTP-shaped datagrams into flows and judges each; datagrams
@@ -131,6 +148,10 @@ pub fn judge_flows(datagrams: &[Datagram]) -> Vec<MediaFlow> {
         acc.packets += 1;
         acc.bytes += p.len() - off;
         *acc.sizes.entry(p.len()).or_default() += 1;
+        if let Some(&first) = p.get(off) {
+            acc.first_bytes
+                .get_or_insert_with(|| Box::new([false; 256]))[usize::from(first)] = true;
+        }
         let hist = acc.hist.get_or_insert_with(|| Box::new([0; 256]));
         for &b in &p[off..] {
             hist[usize::from(b)] += 1;
@@ -156,6 +177,14 @@ pub fn judge_flows(datagrams: &[Datagram]) -> Vec<MediaFlow> {
                 } else {
                     MediaVerdict::Srtp
                 }
+            } else if acc.packets >= HEADER_MIN_PACKETS
+                && acc
+                    .first_bytes
+                    .as_deref()
+                    .map_or(0, |seen| seen.iter().filter(|&&b| b).count())
+                    <= HEADER_MAX_DISTINCT
+            {
+                MediaVerdict::PlainRtp
             } else {
                 MediaVerdict::Undetermined("compressed codec: cannot tell without keys")
             };
@@ -330,6 +359,60 @@ mod tests {
             .collect();
         let flows = judge_flows(&flow(&opus));
         assert!(matches!(flows[0].verdict, MediaVerdict::Undetermined(_)));
+    }
+
+    /// Opus-like payloads: a fixed TOC byte, then compressed (random) bytes.
+    fn compressed_flow(packets: u16, toc: impl Fn(u16) -> u8) -> Vec<Datagram> {
+        let mut x: u32 = 7;
+        let pkts: Vec<Vec<u8>> = (0..packets)
+            .map(|i| {
+                let mut body = vec![toc(i)];
+                body.extend((0..80).map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 24) as u8
+                }));
+                rtp(111, i, &body)
+            })
+            .collect();
+        flow(&pkts)
+    }
+
+    #[test]
+    fn plain_opus_gives_itself_away_by_its_toc_byte() {
+        // SILK wideband 20 ms mono (config 9), with the odd CELT frame.
+        let flows = judge_flows(&compressed_flow(
+            200,
+            |i| if i % 17 == 0 { 0xfc } else { 0x48 },
+        ));
+        assert_eq!(flows[0].verdict, MediaVerdict::PlainRtp, "{}", flows[0]);
+        assert!(flows[0].entropy >= SRTP_MIN_ENTROPY, "{}", flows[0]);
+    }
+
+    #[test]
+    fn random_first_bytes_stay_undetermined() {
+        let mut y: u32 = 99;
+        let flows = judge_flows(
+            &compressed_flow(200, |_| 0)
+                .into_iter()
+                .map(|mut d| {
+                    y = y.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    d.payload[12] = (y >> 24) as u8;
+                    d
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            matches!(flows[0].verdict, MediaVerdict::Undetermined(_)),
+            "{}",
+            flows[0]
+        );
+        // Too few packets to judge the first bytes.
+        let short = judge_flows(&compressed_flow(40, |_| 0x48));
+        assert!(
+            matches!(short[0].verdict, MediaVerdict::Undetermined(_)),
+            "{}",
+            short[0]
+        );
     }
 
     #[test]
