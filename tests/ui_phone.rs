@@ -8,8 +8,11 @@ mod ui_support;
 
 use egui_kittest::kittest::Queryable;
 use ibephone::ibe::Period;
+use ibephone::media::audio::{read_wav, AudioSink, WavSink};
 use ibephone::ui::app::Screen;
+use ibephone::ui::ringer::Ringer;
 use ibephone::ui::AppDirs;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use ui_support::*;
 
@@ -117,10 +120,18 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut alice = phone(AppDirs::at(da.path()));
     let mut bob = phone(AppDirs::at(db.path()));
+    // Bob's ring tone goes to a WAV file instead of a speaker.
+    let ring_wav = db.path().join("ring.wav");
+    let path = ring_wav.clone();
+    bob.state_mut()
+        .set_ringer(Ringer::with_opener(Arc::new(move |_, _| {
+            Ok(Box::new(WavSink::create(&path)?) as Box<dyn AudioSink>)
+        })));
     set_up(&mut alice, &p, "alice", ALICE_PW);
     set_up(&mut bob, &p, "bob", BOB_PW);
     wait_for(&mut alice, "Ready: registered", 10);
     wait_for(&mut bob, "Ready: registered", 10);
+    assert!(!bob.state().is_ringing());
 
     // A callee of a provider nobody serves here: a sentence, no call.
     type_into(&mut alice, "Call", "carol@chicago.invalid");
@@ -134,9 +145,20 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     alice.run_steps(3);
     wait_for(&mut bob, "Incoming call from sip:alice@atlanta.invalid", 15);
     assert!(shows(&bob, "✔ verified: sip:alice@atlanta.invalid"));
+    assert!(bob.state().is_ringing(), "bob's phone rings");
+    assert!(!alice.state().is_ringing(), "the caller's does not");
+    std::thread::sleep(std::time::Duration::from_millis(300));
     bob.get_by_label("Answer").click();
     wait_for(&mut bob, "In call", 10);
     wait_for(&mut alice, "In call", 10);
+    assert!(!bob.state().is_ringing(), "answering stops the ring");
+    let rang = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            read_wav(&ring_wav).ok().filter(|s| !s.is_empty())
+        })
+        .expect("the ring tone was written");
+    assert!(rang.iter().any(|&s| s.abs() > 10_000), "a loud tone rang");
     assert!(shows(&alice, "✔ verified: sip:bob@atlanta.invalid"));
     // The security panel.
     assert!(shows(&alice, "tunnel on (IBESIP-V01"));

@@ -192,17 +192,16 @@ fn settings_offer_the_listed_sound_devices() {
         h.state().settings_draft.input_device.as_deref(),
         Some("USB Headset Mic")
     );
-    h.get_by_label("Apply").click();
-    h.run_steps(3);
-    let saved = ibephone::ui::Settings::load(&AppDirs::at(dir.path()).settings()).unwrap();
-    assert_eq!(saved.input_device.as_deref(), Some("USB Headset Mic"));
-    assert_eq!(saved.output_device, None, "the speaker stays the default");
-    // Back to the system default through the list.
+    // Back to the system default through the list, then the headset again.
     h.get_by_label("Microphone").click();
     h.run_steps(3);
     h.get_by_label("system default").click();
     h.run_steps(3);
     assert_eq!(h.state().settings_draft.input_device, None);
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    h.get_by_label("USB Headset Mic").click();
+    h.run_steps(3);
 
     // No devices on this machine: only the default and the note.
     h.state_mut().devices = Devices::Listed(DeviceList::from_results(
@@ -220,6 +219,24 @@ fn settings_offer_the_listed_sound_devices() {
     h.run_steps(3);
     assert!(!shows(&h, "USB Headset"));
     assert!(shows(&h, "system default"));
+    h.get_by_label("Speaker").click();
+    h.run_steps(3);
+
+    // Saved on Apply. This comes last: Apply restarts the phone, and this
+    // phone has no keys, so the window leaves the settings when the
+    // backend answers (whenever that is).
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into()],
+        outputs: vec![],
+        note: None,
+    });
+    h.state_mut().settings_draft.output_device = None;
+    h.run_steps(3);
+    h.get_by_label("Apply").click();
+    h.run_steps(1);
+    let saved = ibephone::ui::Settings::load(&AppDirs::at(dir.path()).settings()).unwrap();
+    assert_eq!(saved.input_device.as_deref(), Some("USB Headset Mic"));
+    assert_eq!(saved.output_device, None, "the speaker stays the default");
 }
 
 #[test]

@@ -238,6 +238,8 @@ pub struct PhoneApp {
     pub clock: Clock,
     /// The sound devices for Settings (listed when Settings first shows).
     pub devices: super::audio_devices::Devices,
+    /// The ring tone while a call for us waits.
+    ringer: super::ringer::Ringer,
 }
 
 impl PhoneApp {
@@ -311,6 +313,7 @@ impl PhoneApp {
             confirm_logout: false,
             clock: Clock::System,
             devices: Default::default(),
+            ringer: super::ringer::Ringer::on_devices(),
         };
         if set_up {
             app.request(Request::StartStored {
@@ -346,11 +349,31 @@ impl PhoneApp {
             .unwrap_or_default()
     }
 
-    /// Takes every waiting update and draws one frame.
+    /// Whether the ring tone is playing (a call for us is waiting).
+    pub fn is_ringing(&self) -> bool {
+        self.ringer.is_ringing()
+    }
+
+    /// Replaces the ringer (tests give one that records instead of playing).
+    pub fn set_ringer(&mut self, ringer: super::ringer::Ringer) {
+        self.ringer = ringer;
+    }
+
+    /// Takes every waiting update, rings while a call for us waits, and
+    /// draws one frame.
     pub fn show(&mut self, ctx: &egui::Context) {
         while let Some(u) = self.backend.try_recv() {
             self.apply(u);
         }
+        let call_waiting = self
+            .calls
+            .iter()
+            .any(|c| matches!(c.phase, Phase::Incoming));
+        self.ringer.set(
+            call_waiting,
+            self.settings.output_device.as_deref(),
+            self.settings.ring_volume,
+        );
         match self.screen {
             Screen::Wizard => super::wizard::show(self, ctx),
             Screen::Starting => super::wizard::show_starting(self, ctx),

@@ -13,6 +13,7 @@
 //! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
 //!   plain data and rules behind the screens (no egui), testable alone.
 //! - [`messages`]: the conversations kept across restarts, sealed.
+//! - [`ringer`]: the ring tone of an incoming call.
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
 //!
@@ -36,6 +37,7 @@ pub mod errors;
 pub mod history;
 pub mod main_window;
 pub mod messages;
+pub mod ringer;
 pub mod settings;
 pub mod settings_view;
 pub mod wizard;
