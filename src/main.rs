@@ -17,6 +17,11 @@ mod cli;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Desktop app, debugging only: append every call key (session KEKs,
+    /// message CEKs, SRTP keys) to this file (mode 0600), for `ibephone
+    /// pcap decrypt`; the window warns while it is on.
+    #[arg(long, value_name = "FILE")]
+    keylog: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -111,7 +116,15 @@ fn run() -> Result<ExitCode> {
         None => {
             #[cfg(feature = "gui")]
             {
-                ibephone::ui::run_desktop()?;
+                if let Some(path) = &cli.keylog {
+                    // Fail now, not at the first call.
+                    ibephone::agent::keylog::FileKeyLog::open(path)?;
+                    eprintln!(
+                        "warning: key log on: every call key goes to {} (debugging only)",
+                        path.display()
+                    );
+                }
+                ibephone::ui::run_desktop(cli.keylog)?;
                 Ok(ExitCode::SUCCESS)
             }
             #[cfg(not(feature = "gui"))]

@@ -118,7 +118,16 @@ fn wizard_errors_are_sentences_with_what_to_do() {
 fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     let p = Provider::start();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alice = phone(AppDirs::at(da.path()));
+    // Alice debugs with a key log: the status bar warns, the file fills.
+    let keylog = da.path().join("alice.keylog");
+    let mut alice = window(
+        ibephone::ui::PhoneApp::with_keylog(
+            AppDirs::at(da.path()),
+            egui::Context::default(),
+            Some(keylog.clone()),
+        )
+        .unwrap(),
+    );
     let mut bob = phone(AppDirs::at(db.path()));
     // Bob's ring tone goes to a WAV file instead of a speaker.
     let ring_wav = db.path().join("ring.wav");
@@ -152,6 +161,11 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     wait_for(&mut bob, "In call", 10);
     wait_for(&mut alice, "In call", 10);
     assert!(!bob.state().is_ringing(), "answering stops the ring");
+    assert!(shows(&alice, "Key log on"));
+    assert!(!shows(&bob, "Key log on"));
+    let logged = std::fs::read_to_string(&keylog).unwrap();
+    assert!(logged.contains("IBESIP_KEK "), "{logged}");
+    assert!(logged.contains("IBESIP_CEK "), "{logged}");
     let rang = (0..200)
         .find_map(|_| {
             std::thread::sleep(std::time::Duration::from_millis(20));

@@ -240,6 +240,8 @@ pub struct PhoneApp {
     pub devices: super::audio_devices::Devices,
     /// The ring tone while a call for us waits.
     ringer: super::ringer::Ringer,
+    /// Debugging only: the file every call key is appended to.
+    pub keylog: Option<std::path::PathBuf>,
 }
 
 impl PhoneApp {
@@ -248,10 +250,21 @@ impl PhoneApp {
     /// A damaged contacts or history file is kept aside (a banner says so)
     /// and the app starts with an empty one saved under another name.
     pub fn new(dirs: AppDirs, ctx: egui::Context) -> Result<Self, super::UiError> {
+        Self::with_keylog(dirs, ctx, None)
+    }
+
+    /// As [`PhoneApp::new`]; with `keylog` (debugging only) every call key
+    /// is appended to that file and the status bar says so in red for as
+    /// long as the window is open.
+    pub fn with_keylog(
+        dirs: AppDirs,
+        ctx: egui::Context,
+        keylog: Option<std::path::PathBuf>,
+    ) -> Result<Self, super::UiError> {
         let wake_ctx = ctx.clone();
         let wake: super::backend::Waker = Arc::new(move || wake_ctx.request_repaint());
         let mut banners = Vec::new();
-        let backend = Backend::start(dirs.clone(), wake)?;
+        let backend = Backend::start_with_keylog(dirs.clone(), wake, keylog.clone())?;
         let settings = note(
             Settings::load(&dirs.settings()),
             "Your settings",
@@ -314,6 +327,7 @@ impl PhoneApp {
             clock: Clock::System,
             devices: Default::default(),
             ringer: super::ringer::Ringer::on_devices(),
+            keylog,
         };
         if set_up {
             app.request(Request::StartStored {

@@ -132,6 +132,16 @@ impl Backend {
     /// Starts the backend's runtime (two worker threads) for the files of
     /// `dirs`.
     pub fn start(dirs: AppDirs, wake: Waker) -> Result<Self, UiError> {
+        Self::start_with_keylog(dirs, wake, None)
+    }
+
+    /// As [`Backend::start`]; with `keylog` the agent appends every call key
+    /// to that file (debugging only, see [`crate::agent::keylog`]).
+    pub fn start_with_keylog(
+        dirs: AppDirs,
+        wake: Waker,
+        keylog: Option<std::path::PathBuf>,
+    ) -> Result<Self, UiError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ibephone-backend")
@@ -141,7 +151,7 @@ impl Backend {
         let (requests, rx) = mpsc::unbounded_channel();
         let (tx, updates) = std::sync::mpsc::channel();
         let reporter = Reporter { tx, wake };
-        runtime.spawn(worker(dirs, rx, reporter));
+        runtime.spawn(worker(dirs, keylog, rx, reporter));
         Ok(Backend {
             runtime: Some(runtime),
             requests,
@@ -198,15 +208,23 @@ impl Reporter {
 
 struct Worker {
     dirs: AppDirs,
+    /// Debugging only: the key log every agent start appends to.
+    keylog: Option<std::path::PathBuf>,
     report: Reporter,
     agent: Option<mpsc::Sender<AgentCommand>>,
     /// Keeps the running agent's keys ahead of the calendar.
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
-async fn worker(dirs: AppDirs, mut rx: mpsc::UnboundedReceiver<Request>, report: Reporter) {
+async fn worker(
+    dirs: AppDirs,
+    keylog: Option<std::path::PathBuf>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    report: Reporter,
+) {
     let mut w = Worker {
         dirs,
+        keylog,
         report,
         agent: None,
         renewer: None,
@@ -425,13 +443,16 @@ impl Worker {
             StartOptions {
                 media: media_options(settings),
                 key_inbox: Some(inbox.clone()),
-                ..StartOptions::default()
+                keylog: self.keylog.clone(),
             },
         )
         .await
             .map_err(|e| match e {
             headless::StartError::Bind { addr, .. } => format!(
                 "The phone cannot use the address {addr} (another program may use it). Choose another in Settings."
+            ),
+            headless::StartError::KeyLog(e) => format!(
+                "The key log file cannot be written ({e}). Start ibephone without --keylog or with a writable file."
             ),
             other => format!("The stored keys do not fit this account ({other}). Log out and set up again."),
         })?;

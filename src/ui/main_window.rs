@@ -79,7 +79,19 @@ fn status_bar(app: &PhoneApp, ui: &mut egui::Ui) {
             ui.separator();
             ui.label(keys_line(&r.periods, &app.clock.unix()));
         }
+        if let Some(path) = &app.keylog {
+            ui.separator();
+            ui.colored_label(RED, keylog_warning(path));
+        }
     });
+}
+
+/// The status-bar warning while the key log is on.
+pub fn keylog_warning(path: &std::path::Path) -> String {
+    format!(
+        "⚠ Key log on: every call key is written to {} — anyone with that file can read your calls. Debugging only; start ibephone without --keylog.",
+        path.display()
+    )
 }
 
 /// "Keys: 2026-12 (valid until 2027-01-01 00:00 UTC), next 2027-01 ready".

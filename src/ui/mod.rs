@@ -72,7 +72,7 @@ pub enum UiError {
 
 /// Opens the window and runs until it is closed. The data directory is
 /// `IBEPHONE_DATA_DIR` when set, else the platform's data directory.
-pub fn run_desktop() -> Result<(), UiError> {
+pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
     let dirs = AppDirs::from_env().ok_or(UiError::NoDataDir)?;
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -85,7 +85,7 @@ pub fn run_desktop() -> Result<(), UiError> {
         "ibephone",
         options,
         Box::new(move |cc| {
-            let app = PhoneApp::new(dirs, cc.egui_ctx.clone())?;
+            let app = PhoneApp::with_keylog(dirs, cc.egui_ctx.clone(), keylog)?;
             Ok(Box::new(app) as Box<dyn eframe::App>)
         }),
     )

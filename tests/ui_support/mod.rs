@@ -88,7 +88,11 @@ impl Provider {
 
 /// A phone window on a fresh (or given) data directory.
 pub fn phone(dirs: AppDirs) -> Harness<'static, PhoneApp> {
-    let app = PhoneApp::new(dirs, egui::Context::default()).unwrap();
+    window(PhoneApp::new(dirs, egui::Context::default()).unwrap())
+}
+
+/// A window around an app made by the test.
+pub fn window(app: PhoneApp) -> Harness<'static, PhoneApp> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(900.0, 800.0))
         .build_state(|ctx, app: &mut PhoneApp| app.show(ctx), app);
