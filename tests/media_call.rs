@@ -32,11 +32,10 @@ use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::audio::{assert_no_clear_audio, espeak, write_wav};
-use tokio::net::UdpSocket;
+use support::media_relay::{bind, relay, wait_for, Relay};
 use tokio::sync::mpsc;
 
 fn local(addr: SocketAddr, codec: Codec) -> LocalMedia {
@@ -61,77 +60,6 @@ fn negotiate(a: LocalMedia, b: &LocalMedia) -> (Negotiated, Negotiated) {
     let (ans, nb) = answer(b, Role::Callee, &offer).unwrap();
     let ans = AudioDescription::parse(&ans.to_sdp()).unwrap();
     (pending.accept_answer(&ans).unwrap(), nb)
-}
-
-/// The media relay: alice advertises `r1`, bob `r2`. Alice→bob datagrams
-/// are captured; datagram `i` of either direction is dropped when the
-/// deterministic generator says so (`loss_pct` percent).
-struct Relay {
-    capture: Arc<Mutex<Vec<Vec<u8>>>>,
-    bob_to_alice: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-async fn relay(r1: UdpSocket, r2: UdpSocket, a: SocketAddr, b: SocketAddr, loss_pct: u64) -> Relay {
-    let capture = Arc::new(Mutex::new(Vec::new()));
-    let bob_to_alice = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (cap, b2a, st) = (capture.clone(), bob_to_alice.clone(), stop.clone());
-    tokio::spawn(async move {
-        let mut lcg: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut drop_now = move || {
-            lcg = lcg
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (lcg >> 33) % 100 < loss_pct
-        };
-        let (mut b1, mut b2) = (vec![0u8; 2048], vec![0u8; 2048]);
-        while !st.load(Ordering::Relaxed) {
-            tokio::select! {
-                Ok((n, from)) = r1.recv_from(&mut b1) => {
-                    // bob -> alice
-                    if from == b {
-                        b2a.fetch_add(1, Ordering::Relaxed);
-                        if !drop_now() { let _ = r2.send_to(&b1[..n], a).await; }
-                    }
-                }
-                Ok((n, from)) = r2.recv_from(&mut b2) => {
-                    if from == a {
-                        cap.lock().unwrap().push(b2[..n].to_vec());
-                        if !drop_now() { let _ = r1.send_to(&b2[..n], b).await; }
-                    }
-                }
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
-        }
-    });
-    Relay {
-        capture,
-        bob_to_alice,
-        stop,
-    }
-}
-
-async fn bind() -> UdpSocket {
-    UdpSocket::bind("127.0.0.1:0").await.unwrap()
-}
-
-async fn wait_for(
-    rx: &mut mpsc::UnboundedReceiver<MediaEvent>,
-    what: impl Fn(&MediaEvent) -> bool,
-) -> Vec<MediaEvent> {
-    let mut seen = Vec::new();
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let done = what(&ev);
-        seen.push(ev);
-        if done {
-            return seen;
-        }
-    }
 }
 
 struct Call {

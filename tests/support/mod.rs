@@ -15,6 +15,7 @@
 //! - [`tools`]: gates of the tests that need an installed tool, tool
 //!   paths, free ports.
 //! - [`audio`]: WAV files of test signals.
+//! - [`media_relay`]: a lossy, capturing relay between two media sessions.
 //! - [`tunnel`]: tunnels with fixed keys and the inner messages of a call.
 //! - [`sip_net`]: the in-memory SIP network (fake clock, lossy queue).
 #![allow(dead_code)]
@@ -22,6 +23,7 @@
 pub mod agents;
 pub mod audio;
 pub mod capture;
+pub mod media_relay;
 pub mod process;
 pub mod provider;
 pub mod provider_bins;
