@@ -22,11 +22,10 @@
 mod support;
 
 use ibephone::media::audio::{read_wav, WavSink, WavSource};
-use ibephone::media::keys::{Role, SrtpSuite};
+use ibephone::media::keys::SrtpSuite;
 use ibephone::media::quality::{compare, test_signal};
 use ibephone::media::sdp::{
-    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity,
-    Negotiated, PendingOffer, SecurityPolicy,
+    Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated, SecurityPolicy,
 };
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
@@ -35,7 +34,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::audio::{assert_no_clear_audio, espeak, write_wav};
-use support::media_relay::{bind, relay, wait_for, Relay};
+use support::media_relay::{bind, negotiate, relay, wait_for, Relay};
 use tokio::sync::mpsc;
 
 fn local(addr: SocketAddr, codec: Codec) -> LocalMedia {
@@ -49,17 +48,6 @@ fn local(addr: SocketAddr, codec: Codec) -> LocalMedia {
         session_id: 7,
         session_version: 1,
     }
-}
-
-/// Offer/answer through the SDP text, as the tunnel would carry it.
-fn negotiate(a: LocalMedia, b: &LocalMedia) -> (Negotiated, Negotiated) {
-    let pending = PendingOffer::new(a, Role::Caller).unwrap();
-    let offer_text = pending.offer().to_sdp();
-    assert!(offer_text.contains("IN IP4 127.0.0.1"));
-    let offer = AudioDescription::parse(&offer_text).unwrap();
-    let (ans, nb) = answer(b, Role::Callee, &offer).unwrap();
-    let ans = AudioDescription::parse(&ans.to_sdp()).unwrap();
-    (pending.accept_answer(&ans).unwrap(), nb)
 }
 
 struct Call {

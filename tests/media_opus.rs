@@ -31,11 +31,10 @@
 mod support;
 
 use ibephone::media::audio::{convert_frame, read_wav, read_wav_at, AudioSink, WavSink, WavSource};
-use ibephone::media::keys::{Role, SrtpSuite};
+use ibephone::media::keys::SrtpSuite;
 use ibephone::media::quality::{compare, envelope_match, test_signal};
 use ibephone::media::sdp::{
-    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, Negotiated,
-    PendingOffer, SecurityPolicy,
+    Codec, Direction, LocalMedia, MediaKeysPolicy, Negotiated, SecurityPolicy,
 };
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
@@ -45,7 +44,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::media_relay::{bind, relay, wait_for, Relay};
+use support::media_relay::{bind, negotiate, relay, wait_for, Relay};
 use tokio::sync::mpsc;
 
 fn local(addr: SocketAddr, codecs: &[Codec]) -> LocalMedia {
@@ -59,15 +58,6 @@ fn local(addr: SocketAddr, codecs: &[Codec]) -> LocalMedia {
         session_id: 7,
         session_version: 1,
     }
-}
-
-/// Offer/answer through the SDP text, as the tunnel would carry it.
-fn negotiate(a: LocalMedia, b: &LocalMedia) -> (Negotiated, Negotiated) {
-    let pending = PendingOffer::new(a, Role::Caller).unwrap();
-    let offer = AudioDescription::parse(&pending.offer().to_sdp()).unwrap();
-    let (ans, nb) = answer(b, Role::Callee, &offer).unwrap();
-    let ans = AudioDescription::parse(&ans.to_sdp()).unwrap();
-    (pending.accept_answer(&ans).unwrap(), nb)
 }
 
 struct Call {

@@ -1,7 +1,9 @@
 //! Media sessions under test: a relay between two sides that captures one
 //! direction and drops a deterministic share of datagrams, and waiting for
-//! media events.
+//! media events, offer/answer as the tunnel would carry it.
 
+use ibephone::media::keys::Role;
+use ibephone::media::sdp::{answer, AudioDescription, LocalMedia, Negotiated, PendingOffer};
 use ibephone::media::session::MediaEvent;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -91,4 +93,16 @@ pub async fn wait_for(
             return seen;
         }
     }
+}
+
+/// Offer/answer through the SDP text, as the tunnel would carry it; the
+/// offer announces loopback only.
+pub fn negotiate(a: LocalMedia, b: &LocalMedia) -> (Negotiated, Negotiated) {
+    let pending = PendingOffer::new(a, Role::Caller).unwrap();
+    let offer_text = pending.offer().to_sdp();
+    assert!(offer_text.contains("IN IP4 127.0.0.1"));
+    let offer = AudioDescription::parse(&offer_text).unwrap();
+    let (ans, nb) = answer(b, Role::Callee, &offer).unwrap();
+    let ans = AudioDescription::parse(&ans.to_sdp()).unwrap();
+    (pending.accept_answer(&ans).unwrap(), nb)
 }
