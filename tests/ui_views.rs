@@ -124,6 +124,7 @@ fn media_event_fills_the_panel_and_sas_can_be_confirmed_or_refused() {
     assert_eq!(
         h.state().calls[0].media,
         Some(MediaSecurity {
+            codec: "PCMU".into(),
             cipher: "AES_CM_128_HMAC_SHA1_80".into(),
             escrow_resistant: true,
             sas: Some("delta echo".into()),
@@ -131,6 +132,7 @@ fn media_event_fills_the_panel_and_sas_can_be_confirmed_or_refused() {
         })
     );
     assert!(shows(&h, "delta echo"));
+    assert!(shows(&h, "Audio codec"));
     assert!(shows(&h, "yes: the provider cannot listen in"));
     h.get_by_label("Does not match").click();
     h.run_steps(3);

@@ -211,7 +211,7 @@ pub enum AgentEvent {
     MediaStarted {
         /// Call number.
         call: u64,
-        /// `PCMU` or `PCMA`.
+        /// `opus`, `PCMU` or `PCMA`.
         codec: String,
         /// SRTP suite.
         cipher: String,

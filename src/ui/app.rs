@@ -74,6 +74,8 @@ pub enum Phase {
 /// Media security of a call, when the agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSecurity {
+    /// The audio codec, e.g. `opus` or `PCMU`.
+    pub codec: String,
     /// SRTP suite, e.g. `AES_CM_128_HMAC_SHA1_80`.
     pub cipher: String,
     /// Whether the media keys are beyond the provider's reach.
@@ -552,12 +554,22 @@ impl PhoneApp {
             }
             AgentEvent::MediaStarted {
                 call,
+                codec,
                 cipher,
                 escrow_resistant,
                 sas,
-                ..
+            } => {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    c.media = Some(MediaSecurity {
+                        codec,
+                        cipher,
+                        escrow_resistant,
+                        sas,
+                        sas_matches: None,
+                    });
+                }
             }
-            | AgentEvent::MediaUpdated {
+            AgentEvent::MediaUpdated {
                 call,
                 cipher,
                 escrow_resistant,
@@ -565,7 +577,11 @@ impl PhoneApp {
                 ..
             } => {
                 if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    // A re-INVITE re-keys; the codec shown stays the one
+                    // the call started with (the event does not carry it).
+                    let codec = c.media.take().map(|m| m.codec).unwrap_or_default();
                     c.media = Some(MediaSecurity {
+                        codec,
                         cipher,
                         escrow_resistant,
                         sas,
