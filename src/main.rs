@@ -197,7 +197,11 @@ fn run() -> Result<ExitCode> {
             // A `[pkg]` agent renews its keys while it runs.
             let key_inbox = renewal.map(|renewal| {
                 let inbox = ibephone::agent::key_inbox::KeyInbox::new();
-                rt.spawn(renewal.run(inbox.clone(), ibephone::agent::renewal::CHECK_EVERY));
+                rt.spawn(renewal.run(
+                    inbox.clone(),
+                    ibephone::agent::renewal::CHECK_EVERY,
+                    ibephone::agent::renewal::log_outcome,
+                ));
                 inbox
             });
             let options = ibephone::agent::headless::StartOptions {

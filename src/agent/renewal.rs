@@ -108,23 +108,37 @@ impl Renewal {
         Ok(RenewOutcome::Renewed(periods))
     }
 
-    /// Checks every `every` for as long as the agent runs; logs what it did.
-    pub async fn run(mut self, inbox: KeyInbox, every: Duration) {
+    /// Checks every `every` for as long as the agent runs, handing each
+    /// outcome and the periods held after it to `report` (a log line for
+    /// the headless agent: [`log_outcome`]; a notice in the desktop app).
+    pub async fn run(
+        mut self,
+        inbox: KeyInbox,
+        every: Duration,
+        mut report: impl FnMut(&[Period], Result<RenewOutcome, KeyError>),
+    ) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            match self.check(now_unix(), &inbox).await {
-                Ok(RenewOutcome::NotDue) => {}
-                Ok(RenewOutcome::Renewed(periods)) => {
-                    let periods: Vec<&str> = periods.iter().map(Period::as_str).collect();
-                    tracing::info!(periods = %periods.join(","), "keys renewed");
-                }
-                Ok(RenewOutcome::Unreachable(why)) => {
-                    tracing::warn!(%why, "key renewal: PKG unreachable, retrying later");
-                }
-                Err(e) => tracing::error!(error = %e, "key renewal refused"),
-            }
+            let outcome = self.check(now_unix(), &inbox).await;
+            report(&self.held, outcome);
         }
+    }
+}
+
+/// The headless agent's report of a renewal check: one log line when
+/// something happened.
+pub fn log_outcome(_held: &[Period], outcome: Result<RenewOutcome, KeyError>) {
+    match outcome {
+        Ok(RenewOutcome::NotDue) => {}
+        Ok(RenewOutcome::Renewed(periods)) => {
+            let periods: Vec<&str> = periods.iter().map(Period::as_str).collect();
+            tracing::info!(periods = %periods.join(","), "keys renewed");
+        }
+        Ok(RenewOutcome::Unreachable(why)) => {
+            tracing::warn!(%why, "key renewal: PKG unreachable, retrying later");
+        }
+        Err(e) => tracing::error!(error = %e, "key renewal refused"),
     }
 }
 

@@ -8,9 +8,12 @@ use super::errors::pkg_error;
 use super::settings::{file_err, AppDirs, Settings};
 use super::UiError;
 use crate::agent::config::AgentConfig;
+use crate::agent::config::PkgSettings;
 use crate::agent::headless::{self, RunningAgent, StartOptions};
 use crate::agent::key_inbox::KeyInbox;
+use crate::agent::keys::KeyError;
 use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
+use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
@@ -422,7 +425,6 @@ impl Worker {
         };
         let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
         let inbox = KeyInbox::new();
-        let params_for_renewal = params.clone();
         let config = AgentConfig {
             aor: aor.clone(),
             password: zeroize::Zeroizing::new(password.expose().to_string()),
@@ -465,17 +467,47 @@ impl Worker {
         let _ = commands.send(AgentCommand::Register).await;
         self.agent = Some(commands);
         self.report.send(Update::Ready(ReadyInfo { local, ..info }));
-        self.renewer = Some(tokio::spawn(keep_keys_renewed(
-            Renewer {
-                dirs: self.dirs.clone(),
-                settings: settings.clone(),
-                params: params_for_renewal,
-                pin,
-                password: password.clone(),
-                report: self.report.clone(),
+        // Next month's keys are fetched ahead without asking, now and
+        // whenever the month changes, and handed to the running agent.
+        let renewal = Renewal::new(
+            PkgSettings {
+                url: settings.pkg_url.trim().to_string(),
+                fingerprint: pin,
+                store: self.dirs.keys(),
+                user: settings.user.trim().to_string(),
             },
+            aor.clone(),
+            password.clone(),
             held,
+        );
+        let report = self.report.clone();
+        let url = settings.pkg_url.trim().to_string();
+        let mut told = false;
+        self.renewer = Some(tokio::spawn(renewal.run(
             inbox,
+            CHECK_EVERY,
+            move |held, outcome| {
+                let failure = match outcome {
+                    Ok(RenewOutcome::NotDue) => return,
+                    Ok(RenewOutcome::Renewed(_)) => {
+                        told = false;
+                        let mut periods: Vec<String> =
+                            held.iter().map(|p| p.as_str().to_string()).collect();
+                        periods.sort();
+                        report.send(Update::KeysRenewed { periods });
+                        return;
+                    }
+                    Ok(RenewOutcome::Unreachable(why)) => why,
+                    Err(KeyError::Pkg { source, .. }) => pkg_error(&source, &url),
+                    Err(e) => e.to_string(),
+                };
+                // Told once; retried every hour.
+                if !std::mem::replace(&mut told, true) {
+                    report.send(Update::Notice(format!(
+                        "Next month's keys could not be fetched yet ({failure}); the phone tries again every hour."
+                    )));
+                }
+            },
         )));
         Ok(())
     }
@@ -489,58 +521,6 @@ impl Worker {
             // Give the un-REGISTER a moment on the wire; dropping the
             // sender then stops the driver and frees the socket.
             tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-/// How often a running phone checks that next month's keys are held.
-const RENEW_CHECK: Duration = Duration::from_secs(3600);
-
-/// What the renewer needs to log in again.
-struct Renewer {
-    dirs: AppDirs,
-    settings: Settings,
-    params: PublicParams,
-    pin: Option<[u8; 32]>,
-    password: SecretString,
-    report: Reporter,
-}
-
-/// While the phone runs: whenever next month's keys are not held (at
-/// start, or once the month has changed), fetches this and next month's
-/// keys, stores them and hands the new ones to the running agent through
-/// `inbox`, so a phone left running for months keeps decrypting calls. A
-/// failure is told once and retried every [`RENEW_CHECK`].
-async fn keep_keys_renewed(r: Renewer, mut held: Vec<Period>, inbox: KeyInbox) {
-    let mut tick = tokio::time::interval(RENEW_CHECK);
-    let mut told = false;
-    loop {
-        tick.tick().await;
-        let Ok(next) = Period::month_at(now_unix()).next_month() else {
-            continue;
-        };
-        if held.contains(&next) {
-            continue;
-        }
-        match renew_keys(&r.dirs, &r.settings, &r.params, r.pin, &r.password).await {
-            Ok(stored) => {
-                let periods = periods_of(&stored);
-                let fresh: Vec<PrivateKeys> = stored
-                    .into_iter()
-                    .filter(|k| !held.contains(k.identity().period()))
-                    .collect();
-                held.extend(fresh.iter().map(|k| k.identity().period().clone()));
-                inbox.push(fresh);
-                told = false;
-                r.report.send(Update::KeysRenewed { periods });
-            }
-            Err(e) if !told => {
-                told = true;
-                r.report.send(Update::Notice(format!(
-                    "Next month's keys could not be fetched yet ({e}); the phone tries again every hour."
-                )));
-            }
-            Err(_) => {}
         }
     }
 }
