@@ -113,6 +113,27 @@ pub struct Call {
     pub media: Option<MediaSecurity>,
 }
 
+impl Call {
+    /// A call just placed (`Phase::Calling`) or just arrived
+    /// (`Phase::Incoming`) at Unix time `now`: not verified, not tunneled,
+    /// not muted or held, no media yet.
+    pub fn new(id: u64, peer: String, phase: Phase, now: u64) -> Self {
+        Call {
+            id,
+            peer,
+            outgoing: !matches!(phase, Phase::Incoming),
+            phase,
+            verified: None,
+            tunneled: false,
+            started_unix: now,
+            muted: false,
+            held: false,
+            dtmf: String::new(),
+            media: None,
+        }
+    }
+}
+
 /// Who wrote a chat line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -537,19 +558,9 @@ impl PhoneApp {
                 if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
                     c.tunneled = tunneled;
                 } else {
-                    self.calls.push(Call {
-                        id: call,
-                        peer: to,
-                        outgoing: true,
-                        phase: Phase::Calling,
-                        verified: None,
-                        tunneled,
-                        started_unix: self.clock.unix(),
-                        muted: false,
-                        held: false,
-                        dtmf: String::new(),
-                        media: None,
-                    })
+                    let mut c = Call::new(call, to, Phase::Calling, self.clock.unix());
+                    c.tunneled = tunneled;
+                    self.calls.push(c);
                 }
             }
             AgentEvent::MediaStarted {
@@ -599,19 +610,10 @@ impl PhoneApp {
                     .as_deref()
                     .map(|v| split_identity(v).0.to_string())
                     .unwrap_or(from);
-                self.calls.push(Call {
-                    id: call,
-                    peer,
-                    outgoing: false,
-                    phase: Phase::Incoming,
-                    verified,
-                    tunneled,
-                    started_unix: self.clock.unix(),
-                    muted: false,
-                    held: false,
-                    dtmf: String::new(),
-                    media: None,
-                });
+                let mut c = Call::new(call, peer, Phase::Incoming, self.clock.unix());
+                c.verified = verified;
+                c.tunneled = tunneled;
+                self.calls.push(c);
             }
             AgentEvent::Ringing { call } => {
                 if let Some(c) = self.call_mut(call) {
