@@ -33,7 +33,7 @@ impl Scene {
         let a = &self.app;
         match self.scene.as_str() {
             "wizard" => a.screen == Screen::Wizard,
-            "confirm" => matches!(a.wizard.step, ibephone::ui::wizard::Step::Confirm { .. }),
+            "confirm" => matches!(a.wizard.step, ibephone::ui::wizard::Step::Confirm(_)),
             "phone" => {
                 a.screen == Screen::Phone
                     && matches!(

@@ -15,7 +15,7 @@ use egui_kittest::{Harness, SnapshotOptions};
 use ibephone::agent::AgentEvent;
 use ibephone::ui::app::{Clock, Screen, Tab};
 use ibephone::ui::audio_devices::{DeviceList, Devices};
-use ibephone::ui::backend::{ReadyInfo, Update};
+use ibephone::ui::backend::{ProviderProbe, ReadyInfo, Update};
 use ibephone::ui::contacts::Contact;
 use ibephone::ui::{AppDirs, PhoneApp};
 use soft_render::SoftRenderer;
@@ -124,13 +124,13 @@ fn wizard_fingerprint_confirmation() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = window(dir.path());
     let cert: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
-    h.state_mut().apply(Update::Probed {
+    h.state_mut().apply(Update::Probed(ProviderProbe {
         url: "https://pkg.atlanta.invalid:8443".into(),
         cert_fingerprint: cert,
         params_fingerprint_display: "3f2a 91c0 5be7 d044 8a19 e6f3".into(),
         params_fingerprint: [7; 32],
         domain: "atlanta.invalid".into(),
-    });
+    }));
     h.run_steps(2);
     assert!(shows(&h, "They match: log in"));
     check(&mut h, "wizard_confirm");

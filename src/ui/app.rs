@@ -462,19 +462,7 @@ impl PhoneApp {
     /// Folds one backend update into the state.
     pub fn apply(&mut self, u: Update) {
         match u {
-            Update::Probed {
-                url,
-                cert_fingerprint,
-                params_fingerprint_display,
-                params_fingerprint,
-                domain,
-            } => self.wizard.probed(
-                url,
-                cert_fingerprint,
-                params_fingerprint_display,
-                params_fingerprint,
-                domain,
-            ),
+            Update::Probed(probe) => self.wizard.probed(probe),
             Update::Progress { step, of, what } => {
                 if self.screen == Screen::Wizard {
                     self.wizard.progress(step, of, what);

@@ -62,22 +62,27 @@ pub enum Request {
     LogOut,
 }
 
+/// What a provider showed when probed: what the user must confirm before
+/// logging in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderProbe {
+    /// The URL probed.
+    pub url: String,
+    /// SHA-256 of its TLS certificate.
+    pub cert_fingerprint: [u8; 32],
+    /// Fingerprint of its parameters (as shown to people).
+    pub params_fingerprint_display: String,
+    /// Fingerprint of its parameters.
+    pub params_fingerprint: [u8; 32],
+    /// The provider's domain.
+    pub domain: String,
+}
+
 /// What the backend reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     /// The provider answered a probe.
-    Probed {
-        /// The URL probed.
-        url: String,
-        /// SHA-256 of its TLS certificate.
-        cert_fingerprint: [u8; 32],
-        /// Fingerprint of its parameters (as shown to people).
-        params_fingerprint_display: String,
-        /// Fingerprint of its parameters.
-        params_fingerprint: [u8; 32],
-        /// The provider's domain.
-        domain: String,
-    },
+    Probed(ProviderProbe),
     /// Setup or start-up is at `step` of `of`.
     Progress {
         /// Current step, from 1.
@@ -286,13 +291,13 @@ impl Worker {
         };
         match client.params().await {
             Ok(params) => match client.last_seen_fingerprint() {
-                Some(fp) => self.report.send(Update::Probed {
+                Some(fp) => self.report.send(Update::Probed(ProviderProbe {
                     url,
                     cert_fingerprint: fp,
                     params_fingerprint_display: params.fingerprint_display(),
                     params_fingerprint: params.fingerprint(),
                     domain: params.domain().to_string(),
-                }),
+                })),
                 None => self.report.fail(format!(
                     "The provider at {url} did not show a certificate. Check the address."
                 )),

@@ -4,7 +4,7 @@
 //! registration with a visible progress bar, until the phone is ready.
 
 use super::app::PhoneApp;
-use super::backend::Request;
+use super::backend::{ProviderProbe, Request};
 use super::settings::Settings;
 use crate::pkg_client::tls::fingerprint_hex;
 use zeroize::Zeroizing;
@@ -17,18 +17,7 @@ pub enum Step {
     /// Contacting the provider for its fingerprints.
     Probing,
     /// Showing the fingerprints to confirm.
-    Confirm {
-        /// The URL probed.
-        url: String,
-        /// Certificate SHA-256.
-        cert: [u8; 32],
-        /// Parameter fingerprint as shown to people.
-        params_display: String,
-        /// Parameter fingerprint.
-        params: [u8; 32],
-        /// The provider's domain.
-        domain: String,
-    },
+    Confirm(ProviderProbe),
     /// Logging in, fetching keys, registering.
     Working {
         /// Step from 1.
@@ -85,22 +74,9 @@ impl Wizard {
         }
     }
 
-    pub(crate) fn probed(
-        &mut self,
-        url: String,
-        cert: [u8; 32],
-        params_display: String,
-        params: [u8; 32],
-        domain: String,
-    ) {
+    pub(crate) fn probed(&mut self, probe: ProviderProbe) {
         self.error = None;
-        self.step = Step::Confirm {
-            url,
-            cert,
-            params_display,
-            params,
-            domain,
-        };
+        self.step = Step::Confirm(probe);
     }
 
     pub(crate) fn progress(&mut self, step: u32, of: u32, what: String) {
@@ -152,13 +128,13 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                     ui.label("Contacting your provider…");
                 });
             }
-            Step::Confirm {
+            Step::Confirm(ProviderProbe {
                 url,
-                cert,
-                params_display,
-                params,
+                cert_fingerprint: cert,
+                params_fingerprint_display: params_display,
+                params_fingerprint: params,
                 domain,
-            } => {
+            }) => {
                 ui.label(format!("Your provider {domain} at {url} shows these fingerprints. Compare them with the ones your provider gave you (on paper, their web site or by phone)."));
                 ui.add_space(6.0);
                 egui::Grid::new("fingerprints").num_columns(2).show(ui, |ui| {
