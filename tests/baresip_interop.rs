@@ -115,6 +115,55 @@ impl Setup {
         alice
     }
 
+    /// baresip (offering `codecs`) dials alice, who sees a plain,
+    /// unverified call from carol and answers it; returns baresip, its
+    /// output, the call number and alice's first media event (or the end).
+    async fn baresip_dials_alice(
+        &self,
+        alice: &mut RunningAgent,
+        codecs: &str,
+    ) -> (Child, Arc<Mutex<String>>, u64, AgentEvent) {
+        let conf = baresip_dir_with(
+            self.dir.path(),
+            self.provider.addr,
+            &self.c_in,
+            false,
+            codecs,
+        );
+        let (baresip, log) = baresip(
+            &conf,
+            20,
+            &["-e".into(), format!("/dial sip:alice@{DOMAIN}")],
+        );
+        let incoming = WAIT
+            .event(alice, "incoming call", |e| {
+                matches!(e, AgentEvent::IncomingCall { .. })
+            })
+            .await;
+        let AgentEvent::IncomingCall {
+            call,
+            tunneled,
+            verified,
+            from,
+        } = incoming
+        else {
+            unreachable!()
+        };
+        assert!(from.contains("carol"), "{from}");
+        assert!(!tunneled, "baresip's call is plain SIP");
+        assert_eq!(verified, None);
+        send(alice, AgentCommand::Answer { call }).await;
+        let started = WAIT
+            .event(alice, "media", |e| {
+                matches!(
+                    e,
+                    AgentEvent::MediaStarted { .. } | AgentEvent::Ended { .. }
+                )
+            })
+            .await;
+        (baresip, log, call, started)
+    }
+
     /// Once alice's file has played (or the call ended), alice hangs up;
     /// returns her `MediaStopped`.
     async fn hang_up_when_played(&self, alice: &mut RunningAgent, call: u64) -> AgentEvent {
@@ -393,35 +442,7 @@ async fn baresip_calls_ibephone_with_sdes_srtp() {
     }
     let s = setup().await;
     let mut alice = s.alice().await;
-    let conf = baresip_dir(s.dir.path(), s.provider.addr, &s.c_in, false);
-    let (baresip, log) = baresip(
-        &conf,
-        20,
-        &["-e".into(), format!("/dial sip:alice@{DOMAIN}")],
-    );
-    let incoming = WAIT
-        .event(&mut alice, "incoming call", |e| {
-            matches!(e, AgentEvent::IncomingCall { .. })
-        })
-        .await;
-    let AgentEvent::IncomingCall {
-        call,
-        tunneled,
-        verified,
-        from,
-    } = incoming
-    else {
-        unreachable!()
-    };
-    assert!(from.contains("carol"), "{from}");
-    assert!(!tunneled, "baresip's call is plain SIP");
-    assert_eq!(verified, None);
-    send(&mut alice, AgentCommand::Answer { call }).await;
-    let started = WAIT
-        .event(&mut alice, "media", |e| {
-            matches!(e, AgentEvent::MediaStarted { .. })
-        })
-        .await;
+    let (baresip, log, call, started) = s.baresip_dials_alice(&mut alice, "PCMU,PCMA").await;
     let AgentEvent::MediaStarted {
         cipher,
         escrow_resistant,
@@ -545,36 +566,7 @@ async fn baresip_calls_ibephone_with_opus() {
     let s = setup().await;
     let mut alice = s.alice().await;
     // baresip names its mono Opus codec `opus/48000/1` (the SDP says /2).
-    let conf = baresip_dir_with(
-        s.dir.path(),
-        s.provider.addr,
-        &s.c_in,
-        false,
-        "opus/48000/1",
-    );
-    let (baresip, log) = baresip(
-        &conf,
-        20,
-        &["-e".into(), format!("/dial sip:alice@{DOMAIN}")],
-    );
-    let incoming = WAIT
-        .event(&mut alice, "incoming call", |e| {
-            matches!(e, AgentEvent::IncomingCall { .. })
-        })
-        .await;
-    let AgentEvent::IncomingCall { call, tunneled, .. } = incoming else {
-        unreachable!()
-    };
-    assert!(!tunneled, "baresip's call is plain SIP");
-    send(&mut alice, AgentCommand::Answer { call }).await;
-    let started = WAIT
-        .event(&mut alice, "media", |e| {
-            matches!(
-                e,
-                AgentEvent::MediaStarted { .. } | AgentEvent::Ended { .. }
-            )
-        })
-        .await;
+    let (baresip, log, call, started) = s.baresip_dials_alice(&mut alice, "opus/48000/1").await;
     assert!(
         matches!(&started, AgentEvent::MediaStarted { codec, cipher, escrow_resistant: false, .. }
             if codec == "opus" && cipher == "AES_CM_128_HMAC_SHA1_80"),

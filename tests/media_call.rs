@@ -22,11 +22,8 @@
 mod support;
 
 use ibephone::media::audio::{read_wav, WavSink, WavSource};
-use ibephone::media::keys::SrtpSuite;
 use ibephone::media::quality::{compare, test_signal};
-use ibephone::media::sdp::{
-    Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated, SecurityPolicy,
-};
+use ibephone::media::sdp::{Codec, Direction, MediaSecurity, Negotiated};
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
 use std::net::SocketAddr;
@@ -34,21 +31,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::audio::{assert_no_clear_audio, espeak, write_wav};
-use support::media_relay::{bind, negotiate, relay, wait_for, Relay};
+use support::media_relay::{bind, local, negotiate, relay, wait_for, Relay};
 use tokio::sync::mpsc;
-
-fn local(addr: SocketAddr, codec: Codec) -> LocalMedia {
-    LocalMedia {
-        rtp_addr: addr,
-        codecs: vec![codec],
-        suites: vec![SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80],
-        policy: SecurityPolicy::Require,
-        media_keys: MediaKeysPolicy::EscrowResistant,
-        direction: Direction::SendRecv,
-        session_id: 7,
-        session_version: 1,
-    }
-}
 
 struct Call {
     alice: MediaSession,
@@ -69,7 +53,7 @@ async fn start_call(dir: &Path, codec: Codec, loss_pct: u64, signal: &[i16]) -> 
         r1.local_addr().unwrap(),
         r2.local_addr().unwrap(),
     ];
-    let (na, nb) = negotiate(local(addrs[2], codec), &local(addrs[3], codec));
+    let (na, nb) = negotiate(local(addrs[2], &[codec]), &local(addrs[3], &[codec]));
     assert_eq!(na.remote, addrs[3]);
     let relay = relay(r1, r2, addrs[0], addrs[1], loss_pct).await;
     let src = dir.join("alice-in.wav");
@@ -189,10 +173,10 @@ async fn hold_and_resume_rekey() {
     let mut versions = 1;
     let mut reinvite = |call: &Call, dir: Direction| {
         versions += 1;
-        let mut a = local(call.sockets[2], Codec::Pcmu);
+        let mut a = local(call.sockets[2], &[Codec::Pcmu]);
         a.direction = dir;
         a.session_version = versions;
-        let mut b = local(call.sockets[3], Codec::Pcmu);
+        let mut b = local(call.sockets[3], &[Codec::Pcmu]);
         b.session_version = versions;
         negotiate(a, &b)
     };

@@ -31,11 +31,8 @@
 mod support;
 
 use ibephone::media::audio::{convert_frame, read_wav, read_wav_at, AudioSink, WavSink, WavSource};
-use ibephone::media::keys::SrtpSuite;
 use ibephone::media::quality::{compare, envelope_match, test_signal};
-use ibephone::media::sdp::{
-    Codec, Direction, LocalMedia, MediaKeysPolicy, Negotiated, SecurityPolicy,
-};
+use ibephone::media::sdp::{Codec, Negotiated};
 use ibephone::media::session::{MediaCommand, MediaEvent, MediaSession};
 use ibephone::media::srtp::SrtpChannel;
 use ibephone::pcap::write::udp_capture;
@@ -44,21 +41,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::media_relay::{bind, negotiate, relay, wait_for, Relay};
+use support::media_relay::{bind, local, negotiate, relay, wait_for, Relay};
 use tokio::sync::mpsc;
-
-fn local(addr: SocketAddr, codecs: &[Codec]) -> LocalMedia {
-    LocalMedia {
-        rtp_addr: addr,
-        codecs: codecs.to_vec(),
-        suites: vec![SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80],
-        policy: SecurityPolicy::Require,
-        media_keys: MediaKeysPolicy::EscrowResistant,
-        direction: Direction::SendRecv,
-        session_id: 7,
-        session_version: 1,
-    }
-}
 
 struct Call {
     alice: MediaSession,

@@ -2,8 +2,11 @@
 //! direction and drops a deterministic share of datagrams, and waiting for
 //! media events, offer/answer as the tunnel would carry it.
 
-use ibephone::media::keys::Role;
-use ibephone::media::sdp::{answer, AudioDescription, LocalMedia, Negotiated, PendingOffer};
+use ibephone::media::keys::{Role, SrtpSuite};
+use ibephone::media::sdp::{
+    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, Negotiated,
+    PendingOffer, SecurityPolicy,
+};
 use ibephone::media::session::MediaEvent;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -92,6 +95,21 @@ pub async fn wait_for(
         if done {
             return seen;
         }
+    }
+}
+
+/// What one side of a test call offers or answers: `codecs` in that
+/// order, both SRTP suites, SRTP required, escrow-resistant keys.
+pub fn local(addr: SocketAddr, codecs: &[Codec]) -> LocalMedia {
+    LocalMedia {
+        rtp_addr: addr,
+        codecs: codecs.to_vec(),
+        suites: vec![SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80],
+        policy: SecurityPolicy::Require,
+        media_keys: MediaKeysPolicy::EscrowResistant,
+        direction: Direction::SendRecv,
+        session_id: 7,
+        session_version: 1,
     }
 }
 
