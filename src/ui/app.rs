@@ -3,7 +3,8 @@
 //! ([`PhoneApp::apply`]) and draws the screen; user actions become
 //! backend requests. Nothing here waits on the network.
 
-use super::backend::{is_set_up, Backend, ReadyInfo, Request, Update};
+use super::account::is_set_up;
+use super::backend::{Backend, ReadyInfo, Request, Update};
 use super::contacts::ContactBook;
 use super::dial::{normalize, split_identity};
 use super::errors;

@@ -1,11 +1,15 @@
 //! Everything slow, off the UI thread: the PKG (probe, login, key fetch,
-//! renewal), the key store, the sealed account password and the agent.
+//! renewal) and the agent; the account files it reads and writes are
+//! [`super::account`]'s.
 //! The window sends [`Request`]s and polls [`Update`]s; every update
 //! wakes it through the [`Waker`] (`ctx.request_repaint()`), so the window
 //! never waits on the network.
 
+use super::account::{
+    key_periods, load_account, now_unix, periods_of, renew_keys, save_account, wipe,
+};
 use super::errors::pkg_error;
-use super::settings::{file_err, AppDirs, Settings};
+use super::settings::{AppDirs, Settings};
 use super::UiError;
 use crate::agent::config::AgentConfig;
 use crate::agent::config::PkgSettings;
@@ -17,12 +21,11 @@ use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
-use crate::pkg_client::seal::{replace_secret_file, SealKey};
 use crate::pkg_client::tls::fingerprint_hex;
-use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
+use crate::pkg_client::{PkgClient, PkgClientError};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Wakes the window when an update is waiting (`ctx.request_repaint()`).
@@ -530,158 +533,6 @@ impl Worker {
     }
 }
 
-/// Logs in with the stored password and fetches the keys of this and the
-/// next period, storing them; returns every stored key.
-async fn renew_keys(
-    dirs: &AppDirs,
-    settings: &Settings,
-    params: &PublicParams,
-    pin: Option<[u8; 32]>,
-    password: &SecretString,
-) -> Result<Vec<PrivateKeys>, String> {
-    let url = settings.pkg_url.trim().to_string();
-    let pkg = |e: PkgClientError| pkg_error(&e, &url);
-    let client = PkgClient::new(&url, pin).map_err(pkg)?;
-    let session = client
-        .login(settings.user.trim(), password)
-        .await
-        .map_err(pkg)?;
-    let current = Period::month_at(now_unix());
-    let mut periods = vec![current.clone()];
-    if let Ok(n) = current.next_month() {
-        periods.push(n);
-    }
-    let keys = client
-        .fetch_keys(&session, params, &periods)
-        .await
-        .map_err(pkg)?;
-    let _ = client.logout(&session).await;
-    let dirs = dirs.clone();
-    let params = params.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile)
-            .map_err(|e| pkg_error(&e, "this computer"))?;
-        s.put_keys(&params, &keys)
-            .map_err(|e| pkg_error(&e, "this computer"))?;
-        s.keys().map_err(|e| pkg_error(&e, "this computer"))
-    })
-    .await
-    .map_err(|e| format!("saving failed ({e})"))?
-}
-
-/// The periods a new phone asks for: previous (calls sealed just before
-/// the month changed), current and next (renewal ahead).
-pub fn key_periods(now_unix: u64) -> Vec<Period> {
-    let current = Period::month_at(now_unix);
-    let mut v = Vec::with_capacity(3);
-    if let Ok(p) = current.previous_month() {
-        v.push(p);
-    }
-    v.push(current.clone());
-    if let Ok(n) = current.next_month() {
-        v.push(n);
-    }
-    v
-}
-
-fn periods_of(keys: &[PrivateKeys]) -> Vec<String> {
-    let mut v: Vec<String> = keys
-        .iter()
-        .map(|k| k.identity().period().as_str().to_string())
-        .collect();
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-const ACCOUNT_AAD: &[u8] = b"ibephone-account-v1";
-
-fn account_key(dirs: &AppDirs) -> Result<SealKey, String> {
-    std::fs::create_dir_all(dirs.keys())
-        .map_err(|e| format!("Cannot create {} ({e}).", dirs.keys().display()))?;
-    SealKey::load_or_create_file(&dirs.keys().join(store::KEY_FILE))
-        .map(|k| k.derive(b"ibephone account v1"))
-        .map_err(|e| format!("Cannot open the key file ({e})."))
-}
-
-fn save_account(
-    dirs: &AppDirs,
-    settings: &Settings,
-    pin: [u8; 32],
-    params: &PublicParams,
-    keys: &[PrivateKeys],
-    password: &SecretString,
-) -> Result<(), String> {
-    let here = |e: PkgClientError| pkg_error(&e, "this computer");
-    // A new setup replaces whatever account was stored before.
-    let _ = std::fs::remove_file(dirs.keys().join(store::STORE_FILE));
-    let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).map_err(here)?;
-    s.put_keys(params, keys).map_err(here)?;
-    s.set_pkg_pin(pin).map_err(here)?;
-    let sealed = account_key(dirs)?
-        .seal(ACCOUNT_AAD, password.expose().as_bytes())
-        .map_err(|e| format!("Cannot protect your password ({e})."))?;
-    replace_secret_file(&dirs.account(), sealed.as_bytes())
-        .map_err(|e| file_err(&dirs.account(), e).to_string())?;
-    settings.save(&dirs.settings()).map_err(|e| e.to_string())
-}
-
-type Account = (
-    PublicParams,
-    Vec<PrivateKeys>,
-    Option<[u8; 32]>,
-    SecretString,
-);
-
-fn load_account(dirs: &AppDirs) -> Result<Account, String> {
-    let here = |e: PkgClientError| {
-        format!(
-            "{} Log out and set up the phone again if it persists.",
-            pkg_error(&e, "this computer")
-        )
-    };
-    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).map_err(here)?;
-    let params = s
-        .params()
-        .map_err(here)?
-        .ok_or("No keys are stored. Set up the phone first.")?;
-    let keys = s.keys().map_err(here)?;
-    let text = std::fs::read_to_string(dirs.account())
-        .map_err(|_| "The stored password is missing. Log out and set up the phone again.")?;
-    let plain = account_key(dirs)?
-        .open(ACCOUNT_AAD, &text)
-        .map_err(|_| "The stored password cannot be read. Log out and set up the phone again.")?;
-    let password = SecretString::new(
-        String::from_utf8(plain.to_vec())
-            .map_err(|_| "The stored password is damaged. Log out and set up again.")?,
-    );
-    Ok((params, keys, s.pkg_pin(), password))
-}
-
-/// Whether `dirs` holds a set-up phone (keys and the sealed password).
-pub fn is_set_up(dirs: &AppDirs) -> bool {
-    dirs.keys().join(store::STORE_FILE).exists() && dirs.account().exists()
-}
-
-/// Removes the key store, its key file, the sealed password and the
-/// sealed messages.
-fn wipe(dirs: &AppDirs) -> std::io::Result<()> {
-    for f in [dirs.account(), dirs.messages()] {
-        super::messages::remove_if_present(&f)?;
-    }
-    match std::fs::remove_dir_all(dirs.keys()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The agent's media options from the settings: the chosen microphone and
 /// speaker by name (`None`: the system default), default codecs. A device
 /// that is gone when a call starts is reported by the agent's
@@ -697,14 +548,6 @@ fn media_options(settings: &Settings) -> MediaOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn periods_asked_for() {
-        // 2026-12-01: November, December and January.
-        let v = key_periods(1_796_083_200);
-        let s: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
-        assert_eq!(s, ["2026-11", "2026-12", "2027-01"]);
-    }
 
     #[test]
     fn chosen_sound_devices_reach_the_agent() {

@@ -12,6 +12,7 @@
 //!   [`settings_view`]: the screens, each drawing from [`PhoneApp`].
 //! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
 //!   plain data and rules behind the screens (no egui), testable alone.
+//! - [`account`]: the sealed account file, key fetching and storing, log-out wipe.
 //! - [`messages`]: the conversations kept across restarts, sealed.
 //! - [`ringer`]: the ring tone of an incoming call.
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
@@ -26,6 +27,7 @@
 //! [`messages`]): nothing readable about a conversation is written to disk,
 //! and logging out deletes both with the keys.
 
+pub mod account;
 pub mod app;
 pub mod audio_devices;
 pub mod backend;
