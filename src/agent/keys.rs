@@ -175,7 +175,8 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
     }
 }
 
-fn now_unix() -> u64 {
+/// Now, Unix seconds (0 before 1970): what key periods are reckoned from.
+pub fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -10,10 +10,10 @@
 
 use super::config::{AgentFile, KeySource, PkgSettings};
 use super::key_inbox::KeyInbox;
-use super::keys::{from_pkg, KeyError, Origin, Provisioned};
+use super::keys::{from_pkg, now_unix, KeyError, Origin, Provisioned};
 use crate::ibe::{Aor, Period};
 use crate::pkg_client::api::SecretString;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often a running agent checks whether renewal is due.
 pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
@@ -140,12 +140,6 @@ pub fn log_outcome(_held: &[Period], outcome: Result<RenewOutcome, KeyError>) {
         }
         Err(e) => tracing::error!(error = %e, "key renewal refused"),
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

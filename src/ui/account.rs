@@ -5,11 +5,11 @@
 
 use super::errors::pkg_error;
 use super::settings::{file_err, AppDirs, Settings};
+use crate::agent::keys::now_unix;
 use crate::ibe::{Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
 use crate::pkg_client::seal::{replace_secret_file, SealKey};
 use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Logs in with the stored password and fetches the keys of this and the
 /// next period, storing them; returns every stored key.
@@ -73,12 +73,6 @@ pub(super) fn periods_of(keys: &[PrivateKeys]) -> Vec<String> {
     v.sort();
     v.dedup();
     v
-}
-
-pub(super) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 const ACCOUNT_AAD: &[u8] = b"ibephone-account-v1";

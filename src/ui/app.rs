@@ -12,10 +12,11 @@ use super::history::{CallRecord, Direction, History, Security};
 use super::messages::{Conversations, MessageError, MessageStore};
 use super::settings::{AppDirs, Settings};
 use super::wizard::Wizard;
+use crate::agent::keys::now_unix;
 use crate::agent::{AgentCommand, AgentEvent};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Which screen the window shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -763,11 +764,4 @@ fn note<T>(r: Result<T, super::UiError>, what: &str, banners: &mut Vec<Banner>) 
             None
         }
     }
-}
-
-/// Seconds since 1970.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -5,9 +5,7 @@
 //! wakes it through the [`Waker`] (`ctx.request_repaint()`), so the window
 //! never waits on the network.
 
-use super::account::{
-    key_periods, load_account, now_unix, periods_of, renew_keys, save_account, wipe,
-};
+use super::account::{key_periods, load_account, periods_of, renew_keys, save_account, wipe};
 use super::errors::pkg_error;
 use super::settings::{AppDirs, Settings};
 use super::UiError;
@@ -15,6 +13,7 @@ use crate::agent::config::AgentConfig;
 use crate::agent::config::PkgSettings;
 use crate::agent::headless::{self, RunningAgent, StartOptions};
 use crate::agent::key_inbox::KeyInbox;
+use crate::agent::keys::now_unix;
 use crate::agent::keys::KeyError;
 use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
