@@ -14,6 +14,7 @@
 //!   plain data and rules behind the screens (no egui), testable alone.
 //! - [`account`]: the sealed account file, key fetching and storing, log-out wipe.
 //! - [`messages`]: the conversations kept across restarts, sealed.
+//! - [`state`]: the window's state types (screens, calls, banners, clock).
 //! - [`ringer`]: the ring tone of an incoming call.
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
@@ -42,6 +43,7 @@ pub mod messages;
 pub mod ringer;
 pub mod settings;
 pub mod settings_view;
+pub mod state;
 pub mod wizard;
 
 pub use app::PhoneApp;
