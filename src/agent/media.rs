@@ -494,6 +494,7 @@ impl super::Agent {
         self.events.push_back(AgentEvent::MediaUpdated {
             call,
             direction: i.direction.into(),
+            codec: i.codec.into(),
             cipher: i.cipher.into(),
             escrow_resistant: i.escrow_resistant,
             sas: i.sas,

@@ -235,6 +235,8 @@ pub enum AgentEvent {
         call: u64,
         /// Our direction now (`sendonly` while we hold, `recvonly` while held).
         direction: String,
+        /// The codec now (a re-INVITE may change it).
+        codec: String,
         /// SRTP suite.
         cipher: String,
         /// Whether the PKG is unable to recover the media keys.

@@ -368,28 +368,16 @@ impl PhoneApp {
                 cipher,
                 escrow_resistant,
                 sas,
-            } => {
-                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
-                    c.media = Some(MediaSecurity {
-                        codec,
-                        cipher,
-                        escrow_resistant,
-                        sas,
-                        sas_matches: None,
-                    });
-                }
             }
-            AgentEvent::MediaUpdated {
+            | AgentEvent::MediaUpdated {
                 call,
+                codec,
                 cipher,
                 escrow_resistant,
                 sas,
                 ..
             } => {
                 if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
-                    // A re-INVITE re-keys; the codec shown stays the one
-                    // the call started with (the event does not carry it).
-                    let codec = c.media.take().map(|m| m.codec).unwrap_or_default();
                     c.media = Some(MediaSecurity {
                         codec,
                         cipher,

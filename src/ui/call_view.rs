@@ -224,11 +224,9 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
             ui.end_row();
             match &c.media {
                 Some(m) => {
-                    if !m.codec.is_empty() {
-                        ui.label("Audio codec");
-                        ui.label(&m.codec);
-                        ui.end_row();
-                    }
+                    ui.label("Audio codec");
+                    ui.label(&m.codec);
+                    ui.end_row();
                     ui.label("Media cipher");
                     ui.label(&m.cipher);
                     ui.end_row();
