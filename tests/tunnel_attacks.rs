@@ -3,7 +3,8 @@
 
 mod support;
 
-use ibephone::tunnel::{OpenError, Tunnel, TunnelConfig, WireAction};
+use ibephone::tunnel::cms::ContentKind;
+use ibephone::tunnel::{OpenError, PeerIdentity, SealError, Tunnel, TunnelConfig, WireAction};
 use std::time::Duration;
 use support::tunnel::*;
 
@@ -29,6 +30,12 @@ fn pair() -> Pair {
 /// Runs INVITE / 180 / 200 / ACK; returns the pair with an established session.
 fn established() -> Pair {
     let mut p = pair();
+    establish(&mut p);
+    p
+}
+
+/// Runs INVITE / 180 / 200 / ACK between the pair.
+fn establish(p: &mut Pair) {
     let t = now();
     let o = p.alice.seal(t, &p.call.invite()).unwrap();
     p.bob.open(t, &o).unwrap();
@@ -38,7 +45,6 @@ fn established() -> Pair {
     }
     let o = p.alice.seal(t, &p.call.ack()).unwrap();
     p.bob.open(t, &o).unwrap();
-    p
 }
 
 fn body_start(outer: &[u8]) -> usize {
@@ -341,4 +347,405 @@ fn error_responses_carry_only_routing_headers() {
     assert!(r415.contains("Accept: application/sdp"));
     assert!(ibephone::tunnel::error_response(&p.call.ack(), 493).is_none());
     let _ = &mut p.bob;
+}
+
+// ---- Issue 12: tunnel-session holes -------------------------------------
+
+/// A third party that holds no key, only the providers' parameters.
+fn eve() -> Tunnel {
+    domains().tunnel("sip:eve@atlanta.com", &[])
+}
+
+/// The call of `p` seen from the callee's side with the roles of the tags
+/// swapped: bob's tag where alice's belongs and the other way round.
+fn swapped(call: &Call) -> Call {
+    let mut s = Call::new(&call.caller, &call.callee);
+    s.caller_tag = call.callee_tag.clone();
+    s.callee_tag = call.caller_tag.clone();
+    s
+}
+
+/// The call stays alice's: her BYE opens at bob in her session (after
+/// which bob holds `sessions` sessions), bob's own BYE is sealed under her
+/// session and opens at alice, showing bob verified.
+fn call_is_intact(p: &mut Pair, session_id: [u8; 16], sessions: usize) {
+    call_is_intact_at(p, now(), session_id, sessions)
+}
+
+/// [`call_is_intact`] at time `t`.
+fn call_is_intact_at(p: &mut Pair, t: std::time::SystemTime, session_id: [u8; 16], sessions: usize) {
+    let bye = p.alice.seal(t, &p.call.bye()).unwrap();
+    let opened = p.bob.open(t, &bye).unwrap();
+    assert_eq!(opened.session_id, session_id);
+    assert_eq!(opened.inner, p.call.bye());
+    assert_eq!(p.bob.session_count(), sessions);
+    let bobs = p.bob.seal(t, &p.call.callee_bye()).unwrap();
+    let opened = p.alice.open(t, &bobs).unwrap();
+    assert_eq!(opened.session_id, session_id);
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+}
+
+fn session_of(p: &mut Pair) -> [u8; 16] {
+    // A re-INVITE names the session the dialog uses.
+    let t = now();
+    let o = p.alice.seal(t, &p.call.reinvite()).unwrap();
+    p.bob.open(t, &o).unwrap().session_id
+}
+
+#[test]
+fn keyless_third_party_cannot_take_over_a_dialog() {
+    let mut p = established();
+    let sid = session_of(&mut p);
+    let t = now();
+    let mut eve = eve();
+    // Eve copies Call-ID and alice's tag from the clear outer headers and
+    // BF-encrypts her own first message to bob (public parameters only).
+    let forged = eve.seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
+    assert_eq!(
+        OpenError::DialogCollision.wire_action(Some("INVITE")),
+        WireAction::Drop
+    );
+    // Her later messages in "her" session reach nothing.
+    let bye = eve.seal(t, &p.call.bye()).unwrap();
+    assert_eq!(p.bob.open(t, &bye), Err(OpenError::UnknownSession));
+    // Tags swapped: her first message claims bob's tag as the caller's.
+    let sw = swapped(&p.call);
+    let forged = eve().seal(t, &sw.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
+    // The same against alice, the caller: a first message "from bob" on
+    // her dialog's Call-ID, with either tag as the caller's.
+    for (caller_tag, callee_tag) in [
+        (p.call.callee_tag.clone(), p.call.caller_tag.clone()),
+        (p.call.caller_tag.clone(), p.call.callee_tag.clone()),
+    ] {
+        let mut reverse = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
+        reverse.caller_tag = caller_tag;
+        reverse.callee_tag = callee_tag;
+        let forged = eve().seal(t, &reverse.invite()).unwrap();
+        assert_eq!(p.alice.open(t, &forged), Err(OpenError::DialogCollision));
+    }
+    assert_eq!(p.alice.session_count(), 1);
+    call_is_intact(&mut p, sid, 1);
+}
+
+#[test]
+fn first_message_on_a_ringing_call_is_refused_too() {
+    // Before the dialog is established: alice's INVITE is pending at bob.
+    let mut p = pair();
+    let t = now();
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    let sid = p.bob.open(t, &invite).unwrap().session_id;
+    let forged = eve().seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
+    // Mallory, with valid keys of her own, fares no better.
+    let mut as_mallory = Call::new("sip:mallory@atlanta.com", "sip:bob@biloxi.com");
+    as_mallory.caller_tag = p.call.caller_tag.clone();
+    let mut mallory = domains().tunnel("sip:mallory@atlanta.com", &["2026-11"]);
+    let forged = mallory.seal(t, &as_mallory.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
+    // Bob answers in alice's session; alice sees bob verified.
+    for inner in [p.call.ringing(), p.call.ok_invite()] {
+        let o = p.bob.seal(t, &inner).unwrap();
+        let opened = p.alice.open(t, &o).unwrap();
+        assert_eq!(opened.session_id, sid);
+    }
+    let o = p.alice.seal(t, &p.call.ack()).unwrap();
+    assert_eq!(p.bob.open(t, &o).unwrap().session_id, sid);
+    call_is_intact(&mut p, sid, 1);
+}
+
+#[test]
+fn dialog_tags_must_sit_in_their_roles() {
+    let mut p = established();
+    let t = now();
+    let sid = session_of(&mut p);
+    // A request of alice with the tags in each other's roles (bob's tag
+    // as From) finds no session to be sealed in: only exact roles match.
+    let sw = swapped(&p.call);
+    assert!(matches!(
+        p.alice.seal(t, &sw.bye()),
+        Err(SealError::NoSession(_))
+    ));
+    // Bob's own requests and responses pick alice's session, by role.
+    let ok = p.bob.seal(t, &p.call.ok_bye()).unwrap();
+    assert_eq!(p.alice.open(t, &ok).unwrap().session_id, sid);
+    // A request from a device of bob that never answered (a new To tag
+    // not opened by a response to the INVITE) is not in the dialog.
+    let mut other_device = Call::new(&p.call.caller, &p.call.callee);
+    other_device.callee_tag = "0therdev1ce".into();
+    let d = domains();
+    let mut desk = d.tunnel("sip:bob@biloxi.com", &["2026-11"]);
+    let mut alice2 = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
+    let invite = alice2.seal(t, &p.call.invite()).unwrap();
+    desk.open(t, &invite).unwrap();
+    let stray = desk.seal(t, &other_device.callee_bye()).unwrap();
+    assert_eq!(alice2.open(t, &stray), Err(OpenError::WrongDialog));
+    // Its answer to the INVITE opens the branch; then its BYE opens too.
+    let ok = desk.seal(t, &other_device.ok_invite()).unwrap();
+    alice2.open(t, &ok).unwrap();
+    let bye = desk.seal(t, &other_device.callee_bye()).unwrap();
+    assert!(alice2.open(t, &bye).is_ok());
+}
+
+/// A pair whose bob runs with `config`, call established.
+fn established_with(config: TunnelConfig) -> Pair {
+    let d = domains();
+    let mut p = Pair {
+        alice: d.tunnel("sip:alice@atlanta.com", &["2026-11"]),
+        bob: d.tunnel_with("sip:bob@biloxi.com", &["2026-11"], config),
+        call: Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com"),
+    };
+    establish(&mut p);
+    p
+}
+
+/// A call from `caller` to bob on its own Call-ID (number `i` of `kind`).
+fn call_no(caller: &str, kind: &str, i: usize) -> Call {
+    let mut c = Call::new(caller, "sip:bob@biloxi.com");
+    c.call_id = format!("{kind:x<16}{i:08}");
+    c
+}
+
+#[test]
+fn flood_of_first_messages_cannot_evict_a_live_call() {
+    let mut p = established_with(TunnelConfig {
+        max_sessions: 6,
+        max_pending: 4,
+        max_pending_per_peer: 2,
+        ..TunnelConfig::default()
+    });
+    let sid = session_of(&mut p);
+    let t = now();
+    // Eve floods bob with unsigned first messages, each on its own Call-ID:
+    // every one opens, but unsigned newcomers only displace each other.
+    let mut eve = eve();
+    for i in 0..40 {
+        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "eve", i).invite()).unwrap();
+        assert_eq!(p.bob.open(t, &o).unwrap().peer, PeerIdentity::Unverified);
+    }
+    assert_eq!(p.bob.pending_session_count(), 2);
+    // Mallory floods with signed ones of her own: the same cap per peer.
+    let d = domains();
+    let mut mallory = d.tunnel("sip:mallory@atlanta.com", &["2026-11"]);
+    for i in 0..20 {
+        let o = mallory
+            .seal(t, &call_no("sip:mallory@atlanta.com", "mallory", i).invite())
+            .unwrap();
+        p.bob.open(t, &o).unwrap();
+    }
+    assert_eq!(p.bob.pending_session_count(), 4);
+    assert_eq!(p.bob.session_count(), 5);
+    // A genuine new call still gets in (the oldest pending one makes room)
+    // and bob answers it.
+    let mut carol = d.tunnel("sip:carol@biloxi.com", &["2026-11"]);
+    let c = call_no("sip:carol@biloxi.com", "carol", 0);
+    let o = carol.seal(t, &c.invite()).unwrap();
+    assert!(matches!(p.bob.open(t, &o).unwrap().peer, PeerIdentity::Verified(_)));
+    let o = p.bob.seal(t, &c.ringing()).unwrap();
+    carol.open(t, &o).unwrap();
+    assert_eq!(p.bob.pending_session_count(), 3);
+    call_is_intact(&mut p, sid, 5);
+}
+
+#[test]
+fn full_table_of_live_calls_refuses_newcomers() {
+    let mut p = established_with(TunnelConfig {
+        max_sessions: 3,
+        ..TunnelConfig::default()
+    });
+    let sid = session_of(&mut p);
+    let t = now();
+    // Two more calls that bob answers: the table holds three live calls.
+    let mut eve = eve();
+    for i in 0..2 {
+        let c = call_no("sip:alice@atlanta.com", "answered", i);
+        let o = eve.seal(t, &c.invite()).unwrap();
+        p.bob.open(t, &o).unwrap();
+        let o = p.bob.seal(t, &c.ringing()).unwrap();
+        eve.open(t, &o).unwrap();
+    }
+    assert_eq!(
+        (p.bob.session_count(), p.bob.pending_session_count()),
+        (3, 0)
+    );
+    // A newcomer is refused; no live call is evicted for it.
+    let o = eve
+        .seal(t, &call_no("sip:alice@atlanta.com", "late", 0).invite())
+        .unwrap();
+    assert_eq!(p.bob.open(t, &o), Err(OpenError::TableFull));
+    assert_eq!(OpenError::TableFull.wire_action(Some("INVITE")), WireAction::Drop);
+    // Bob's own new call is refused as well, by a typed error.
+    let mut out = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
+    out.call_id = "b3V0Z29pbmdvdXRnb2luZ291".into();
+    assert_eq!(p.bob.seal(t, &out.invite()), Err(SealError::TableFull));
+    call_is_intact(&mut p, sid, 3);
+}
+
+#[test]
+fn full_session_id_memory_refuses_rather_than_forgets() {
+    let mut p = established_with(TunnelConfig {
+        max_session_ids: 3,
+        transaction_idle: Duration::from_secs(30),
+        ..TunnelConfig::default()
+    });
+    let sid = session_of(&mut p);
+    let t = now();
+    let mut eve = eve();
+    let mut accepted = Vec::new();
+    for i in 0..2 {
+        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "mem", i).invite()).unwrap();
+        p.bob.open(t, &o).unwrap();
+        accepted.push(o);
+    }
+    // Three ids remembered (alice's and eve's two): the next is refused.
+    let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "mem", 2).invite()).unwrap();
+    assert_eq!(p.bob.open(t, &o), Err(OpenError::SessionIdMemoryFull));
+    // Eve's pending sessions expire by themselves (no call to `expire`);
+    // their ids stay remembered: a replay is still recognised.
+    let later = t + Duration::from_secs(100);
+    let o = eve.seal(later, &call_no("sip:alice@atlanta.com", "mem", 3).invite()).unwrap();
+    assert_eq!(p.bob.open(later, &o), Err(OpenError::SessionIdMemoryFull));
+    assert_eq!(p.bob.session_count(), 1);
+    assert_eq!(p.bob.open(later, &accepted[0]), Err(OpenError::SessionIdReused));
+    // After the id memory (600 s) there is room again.
+    let much_later = t + Duration::from_secs(700);
+    let o = eve
+        .seal(much_later, &call_no("sip:alice@atlanta.com", "mem", 4).invite())
+        .unwrap();
+    assert!(p.bob.open(much_later, &o).is_ok());
+    call_is_intact_at(&mut p, much_later, sid, 2);
+}
+
+#[test]
+fn idle_sessions_expire_without_anyone_calling_expire() {
+    let mut p = established_with(TunnelConfig {
+        transaction_idle: Duration::from_secs(30),
+        ..TunnelConfig::default()
+    });
+    let sid = session_of(&mut p);
+    let t = now();
+    let mut eve = eve();
+    for i in 0..5 {
+        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "idle", i).invite()).unwrap();
+        p.bob.open(t, &o).unwrap();
+    }
+    assert_eq!(p.bob.session_count(), 6);
+    // A minute later the next message bob handles sweeps the pending ones.
+    call_is_intact_at(&mut p, t + Duration::from_secs(60), sid, 1);
+}
+
+#[test]
+fn signed_first_messages_rewrapped_for_someone_else_are_refused() {
+    let d = domains();
+    let mut alice = d.tunnel("sip:alice@atlanta.com", &["2026-11"]);
+    let mut carol = d.tunnel("sip:carol@biloxi.com", &["2026-11"]);
+    let carol_id = identity("sip:carol@biloxi.com");
+    let mallory_keys = keys_of(&d.a.0, "sip:mallory@atlanta.com");
+    let to_mallory = Call::new("sip:alice@atlanta.com", "sip:mallory@atlanta.com");
+    let t = now();
+    // Alice signs an INVITE and a MESSAGE for mallory; mallory opens each
+    // and wraps alice's SignedData, unchanged, into a first message for
+    // carol within the 300 s of freshness.
+    for (inner, start) in [
+        (to_mallory.invite(), "INVITE sip:carol@biloxi.com SIP/2.0"),
+        (
+            to_mallory.message("cmV3cmFwcmV3cmFwcmV3cmFw", "meet me at noon"),
+            "MESSAGE sip:carol@biloxi.com SIP/2.0",
+        ),
+    ] {
+        let outer = alice.seal(t, &inner).unwrap();
+        let (kind, content) = open_first_by_hand(&mallory_keys, &outer);
+        assert_eq!(kind, ContentKind::SignedData);
+        let head = outer_head(&outer, start);
+        let rewrapped =
+            first_message_by_hand(&d.b.1, &carol_id, kind, &content, &head, [0x33; 16]);
+        let later = t + Duration::from_secs(60);
+        assert_eq!(carol.open(later, &rewrapped), Err(OpenError::NotForUs("To")));
+        assert_eq!(
+            OpenError::NotForUs("To").wire_action(Some("INVITE")),
+            WireAction::Drop
+        );
+        assert_eq!(carol.session_count(), 0);
+    }
+    // The same re-wrapping of a message that was meant for carol opens and
+    // shows alice verified: the refusal above is the recipient check.
+    let to_carol = Call::new("sip:alice@atlanta.com", "sip:carol@biloxi.com");
+    let outer = alice.seal(t, &to_carol.invite()).unwrap();
+    let (kind, content) = open_first_by_hand(&keys_of(&d.b.0, "sip:carol@biloxi.com"), &outer);
+    let head = outer_head(&outer, "INVITE sip:carol@biloxi.com SIP/2.0");
+    let rewrapped = first_message_by_hand(&d.b.1, &carol_id, kind, &content, &head, [0x34; 16]);
+    let opened = carol.open(t, &rewrapped).unwrap();
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:alice@atlanta.com"))
+    );
+}
+
+#[test]
+fn accepted_body_spliced_under_another_transaction_is_refused() {
+    let mut p = established();
+    let t = now();
+    let bye = p.alice.seal(t, &p.call.bye()).unwrap();
+    p.bob.open(t, &bye).unwrap();
+    let soon = t + Duration::from_secs(1);
+    // Within the retransmission window, the accepted body under another
+    // start line, Call-ID, CSeq or To.
+    for (from, to, err) in [
+        ("BYE sip:", "INFO sip:", OpenError::OuterBinding),
+        (CALL_ID, "b84b4c76e66710Qm9v7wXyzA", OpenError::OuterBinding),
+        ("CSeq: 314161 BYE", "CSeq: 314162 BYE", OpenError::OuterBinding),
+        (
+            "t: <sip:bob@biloxi.com>",
+            "t: <sip:carol@biloxi.com>",
+            OpenError::Mismatch("To AOR"),
+        ),
+    ] {
+        assert_eq!(p.bob.open(soon, &replace(&bye, from, to)), Err(err), "{to}");
+    }
+    // Another transaction (top Via branch) with the same body is a replay.
+    let other = replace(&bye, "branch=z9hG4bKbyebye1", "branch=z9hG4bKbyebye2");
+    assert!(matches!(
+        p.bob.open(soon, &other),
+        Err(OpenError::Replay { direction: 0, .. })
+    ));
+    // The genuine retransmission is still answered as one.
+    assert!(p.bob.open(soon, &bye).unwrap().retransmission);
+    // A response body under another status code.
+    let ok = p.bob.seal(t, &p.call.ok_bye()).unwrap();
+    p.alice.open(t, &ok).unwrap();
+    let busy = replace(&ok, "SIP/2.0 200 OK", "SIP/2.0 486 Busy Here");
+    assert_eq!(p.alice.open(soon, &busy), Err(OpenError::Mismatch("start line")));
+    assert!(p.alice.open(soon, &ok).unwrap().retransmission);
+}
+
+#[test]
+fn unsigned_first_message_never_inherits_a_verified_identity() {
+    let d = domains();
+    let config = TunnelConfig {
+        session_idle: Duration::from_secs(30),
+        ..TunnelConfig::default()
+    };
+    let mut p = Pair {
+        alice: d.tunnel("sip:alice@atlanta.com", &["2026-11"]),
+        bob: d.tunnel_with("sip:bob@biloxi.com", &["2026-11"], config),
+        call: Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com"),
+    };
+    establish(&mut p);
+    let t = now();
+    // While alice's verified call lives, an unsigned first message on its
+    // Call-ID and From is refused.
+    let o = eve().seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &o), Err(OpenError::DialogCollision));
+    // Once it ended, the same message opens as a session of its own, and
+    // nothing of the earlier call's identity carries over.
+    let later = t + Duration::from_secs(100);
+    let o = eve().seal(later, &p.call.invite()).unwrap();
+    let opened = p.bob.open(later, &o).unwrap();
+    assert!(opened.first_message);
+    assert_eq!(opened.peer, PeerIdentity::Unverified);
+    assert_eq!(p.bob.session_count(), 1);
 }

@@ -125,3 +125,69 @@ fn plain_and_tunneled_messages() {
         .replacen("INVITE sip", "CANCEL sip", 1);
     assert_eq!(classify(cancel.as_bytes(), false), Treatment::Plain);
 }
+
+/// A first request for carol (inner To carol) with Request-URI `uri`,
+/// unsigned, BF-encrypted to carol's identity; `n` makes it unique.
+fn to_carol_via(d: &TwoDomains, uri: &str, n: u8) -> Vec<u8> {
+    let call_id = format!("cmVxdWVzdHVyaXJlcXVlc3{n:02}");
+    let via = format!("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKruri{n}");
+    let inner = sip(
+        &format!("INVITE {uri} SIP/2.0"),
+        &[
+            format!("Via: {via}"),
+            "Max-Forwards: 70".into(),
+            "To: <sip:carol@biloxi.com>".into(),
+            format!("From: <sip:alice@atlanta.com>;tag=ru{n}"),
+            format!("Call-ID: {call_id}"),
+            "CSeq: 1 INVITE".into(),
+        ],
+        "",
+    );
+    let head = format!(
+        "INVITE {uri} SIP/2.0\r\nv: {via}\r\nf: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=ru{n}\r\nt: <sip:carol@biloxi.com>\r\ni: {call_id}\r\nCSeq: 1 INVITE\r\nc: {}\r\n",
+        ibephone::tunnel::outer::OUTER_CONTENT_TYPE
+    );
+    first_message_by_hand(
+        &d.b.1,
+        &identity("sip:carol@biloxi.com"),
+        ibephone::tunnel::cms::ContentKind::Data,
+        &entity(&inner),
+        &head,
+        [n; 16],
+    )
+}
+
+/// Decision (spec 5.4 recipient binding): the inner Request-URI of a first
+/// request names us when it has no user part, is our AOR, has one of our
+/// contact tokens as its user part (any host), or has our AOR's user at a
+/// host that is an IP address (a contact a registrar retargeted to).
+/// Anything else is refused, like a To of someone else.
+#[test]
+fn first_request_must_name_us_in_its_request_uri() {
+    use ibephone::tunnel::OpenError;
+    let d = TwoDomains::new("atlanta.com", "biloxi.com");
+    let mut carol = d.tunnel("sip:carol@biloxi.com", &["2026-11"]);
+    let t = now();
+    let cases: [(&str, Result<(), OpenError>); 7] = [
+        ("sip:carol@biloxi.com", Ok(())),
+        ("sip:127.0.0.1:5090", Ok(())),
+        ("sip:carol@127.0.0.1:5090", Ok(())),
+        ("sip:carol@[::1]:5090", Ok(())),
+        ("sip:dave@biloxi.com", Err(OpenError::NotForUs("Request-URI"))),
+        ("sip:carol@atlanta.com", Err(OpenError::NotForUs("Request-URI"))),
+        ("sip:k7t0ken@127.0.0.1:5090", Err(OpenError::NotForUs("Request-URI"))),
+    ];
+    for (n, (uri, want)) in cases.into_iter().enumerate() {
+        let got = carol.open(t, &to_carol_via(&d, uri, n as u8)).map(|_| ());
+        assert_eq!(got, want, "{uri}");
+    }
+    // Once carol's tunnel knows its contact token, it names her at any host.
+    carol.set_contact_users(["k7t0ken"]);
+    for (n, uri) in ["sip:k7t0ken@127.0.0.1:5090", "sip:k7t0ken@biloxi.com"]
+        .into_iter()
+        .enumerate()
+    {
+        let opened = carol.open(t, &to_carol_via(&d, uri, 20 + n as u8)).unwrap();
+        assert_eq!(opened.peer, PeerIdentity::Unverified);
+    }
+}

@@ -121,7 +121,7 @@ pub fn decrypt_capture(bytes: &[u8], log: &KeyLog) -> Result<Decryption, PcapErr
 
 /// Opens one tunnel body with the keys of `log`; returns the inner message.
 pub fn decrypt_body(body: &[u8], log: &KeyLog) -> Result<Vec<u8>, DecryptError> {
-    let env = cms::decode_envelope(body).map_err(DecryptError::Cms)?;
+    let env = cms::decode_envelope(body).map_err(|e| DecryptError::Cms(e.to_string()))?;
     let seq = env.attrs.seq;
     let session_id = match &env.key {
         KeyTransport::Ibe { .. } => env
@@ -171,7 +171,7 @@ pub fn decrypt_body(body: &[u8], log: &KeyLog) -> Result<Vec<u8>, DecryptError> 
     let entity = match env.attrs.content {
         cms::ContentKind::SignedData => {
             cms::decode_signed(&plaintext)
-                .map_err(DecryptError::Entity)?
+                .map_err(|e| DecryptError::Entity(e.to_string()))?
                 .entity
         }
         cms::ContentKind::Data => plaintext.to_vec(),

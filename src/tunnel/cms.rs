@@ -18,8 +18,77 @@ use der::{
 };
 use std::cmp::Ordering;
 
-/// Why a body is not a valid object of this profile.
-pub type CmsError = String;
+/// Why a body is not a valid object of this profile: what the sender got
+/// wrong (or, when encoding, which value DER cannot hold).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CmsError {
+    /// A DER value failed to decode or encode.
+    #[error("DER: {0}")]
+    Der(#[source] der::Error),
+    /// A structure does not decode as this profile describes it (an
+    /// excluded optional field, a wrong tag, trailing bytes).
+    #[error("{structure} outside the profile: {source}")]
+    OutsideProfile {
+        /// The structure.
+        structure: &'static str,
+        /// The decoder's reason.
+        #[source]
+        source: der::Error,
+    },
+    /// A content type other than the profile allows there.
+    #[error("content type not allowed for {0}")]
+    ContentType(&'static str),
+    /// A structure with another version than the profile fixes.
+    #[error("{structure} version must be {expected}")]
+    Version {
+        /// The structure.
+        structure: &'static str,
+        /// The profile's version.
+        expected: u8,
+    },
+    /// An algorithm other than the profile's, or parameters where none
+    /// belong.
+    #[error("algorithm must be {0} (parameters as the profile says)")]
+    Algorithm(&'static str),
+    /// A field of fixed length has another length.
+    #[error("{field} must be {expected} bytes, got {got}")]
+    Length {
+        /// The field.
+        field: &'static str,
+        /// Its fixed length.
+        expected: usize,
+        /// What came.
+        got: usize,
+    },
+    /// A required field or attribute is missing.
+    #[error("{0} missing")]
+    Missing(&'static str),
+    /// `aes-ICVlen` is not 16.
+    #[error("aes-ICVlen must be 16")]
+    IcvLength,
+    /// The `contentType` attribute differs from the encrypted content type.
+    #[error("contentType attribute differs from the encrypted content type")]
+    ContentTypeMismatch,
+    /// `ibesip-session-id` on a later message or missing on a first one.
+    #[error("ibesip-session-id must be present exactly on the first message")]
+    SessionIdPlacement,
+    /// An attribute this profile does not define.
+    #[error("unexpected {0} attribute")]
+    UnexpectedAttribute(&'static str),
+    /// The same attribute type twice.
+    #[error("{0} attribute appears twice")]
+    DuplicateAttribute(&'static str),
+    /// `signingTime` is neither UTCTime nor GeneralizedTime.
+    #[error("signingTime must be UTCTime or GeneralizedTime")]
+    SigningTimeType,
+}
+
+impl From<der::Error> for CmsError {
+    fn from(e: der::Error) -> Self {
+        CmsError::Der(e)
+    }
+}
 
 /// A SET OF with exactly one element (decoding rejects any other count).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,7 +321,11 @@ pub struct Envelope {
 }
 
 pub(super) fn err(e: der::Error) -> CmsError {
-    e.to_string()
+    CmsError::Der(e)
+}
+
+pub(super) fn outside(structure: &'static str) -> impl Fn(der::Error) -> CmsError {
+    move |source| CmsError::OutsideProfile { structure, source }
 }
 
 pub(super) fn octets(bytes: &[u8]) -> Result<OctetString, CmsError> {
@@ -339,36 +412,51 @@ pub fn encode_envelope(
     .map_err(err)
 }
 
-pub(super) fn fixed<const N: usize>(what: &str, bytes: &[u8]) -> Result<[u8; N], CmsError> {
-    bytes
-        .try_into()
-        .map_err(|_| format!("{what} must be {N} bytes, got {}", bytes.len()))
+pub(super) fn fixed<const N: usize>(
+    field: &'static str,
+    bytes: &[u8],
+) -> Result<[u8; N], CmsError> {
+    bytes.try_into().map_err(|_| CmsError::Length {
+        field,
+        expected: N,
+        got: bytes.len(),
+    })
 }
 
-pub(super) fn no_params(a: &AlgorithmIdentifier, oid: OidRef, what: &str) -> Result<(), CmsError> {
+pub(super) fn no_params(
+    a: &AlgorithmIdentifier,
+    oid: OidRef,
+    what: &'static str,
+) -> Result<(), CmsError> {
     if a.algorithm != oid || a.parameters.is_some() {
-        return Err(format!("algorithm must be {what} with parameters absent"));
+        return Err(CmsError::Algorithm(what));
     }
     Ok(())
 }
 
 /// Decodes and checks a tunnel body against the profile; uses no key.
 pub fn decode_envelope(body: &[u8]) -> Result<Envelope, CmsError> {
-    let ci = ContentInfo::from_der(body).map_err(|e| format!("not a CMS ContentInfo: {e}"))?;
+    let ci = ContentInfo::from_der(body).map_err(outside("ContentInfo"))?;
     if ci.content_type != ID_CT_AUTH_ENVELOPED_DATA {
-        return Err("content type is not id-ct-authEnvelopedData".into());
+        return Err(CmsError::ContentType("ContentInfo"));
     }
     let aed: AuthEnvelopedData = ci
         .content
         .decode_as()
-        .map_err(|e| format!("AuthEnvelopedData outside the profile: {e}"))?;
+        .map_err(outside("AuthEnvelopedData"))?;
     if aed.version != 0 {
-        return Err("AuthEnvelopedData version must be 0".into());
+        return Err(CmsError::Version {
+            structure: "AuthEnvelopedData",
+            expected: 0,
+        });
     }
     let key = match aed.recipient_infos.0 {
         RecipientInfo::Ktri(k) => {
             if k.version != 2 {
-                return Err("ktri version must be 2".into());
+                return Err(CmsError::Version {
+                    structure: "KeyTransRecipientInfo",
+                    expected: 2,
+                });
             }
             no_params(&k.key_encryption_algorithm, IBESIP_BF, "ibesip-bf-bls12381")?;
             KeyTransport::Ibe {
@@ -379,7 +467,10 @@ pub fn decode_envelope(body: &[u8]) -> Result<Envelope, CmsError> {
         }
         RecipientInfo::Kekri(k) => {
             if k.version != 4 {
-                return Err("kekri version must be 4".into());
+                return Err(CmsError::Version {
+                    structure: "KEKRecipientInfo",
+                    expected: 4,
+                });
             }
             no_params(
                 &k.key_encryption_algorithm,
@@ -394,35 +485,35 @@ pub fn decode_envelope(body: &[u8]) -> Result<Envelope, CmsError> {
     };
     let eci = &aed.auth_encrypted_content_info;
     if eci.content_encryption_algorithm.algorithm != ID_AES256_GCM {
-        return Err("content encryption must be id-aes256-GCM".into());
+        return Err(CmsError::Algorithm("id-aes256-GCM"));
     }
     let params: GcmParameters = eci
         .content_encryption_algorithm
         .parameters
         .as_ref()
-        .ok_or("GCMParameters missing")?
+        .ok_or(CmsError::Missing("GCMParameters"))?
         .decode_as()
-        .map_err(|e| format!("malformed GCMParameters: {e}"))?;
+        .map_err(outside("GCMParameters"))?;
     if params.icv_len != 16 {
-        return Err("aes-ICVlen must be 16".into());
+        return Err(CmsError::IcvLength);
     }
     let nonce = fixed("aes-nonce", params.nonce.as_bytes())?;
     let ciphertext = eci
         .encrypted_content
         .as_ref()
-        .ok_or("encryptedContent missing")?
+        .ok_or(CmsError::Missing("encryptedContent"))?
         .as_bytes()
         .to_vec();
     let mac = fixed("mac", aed.mac.as_bytes())?;
-    let set = aed.auth_attrs.ok_or("authAttrs missing")?;
+    let set = aed.auth_attrs.ok_or(CmsError::Missing("authAttrs"))?;
     let aad = set.to_der().map_err(err)?;
     let attrs = parse_auth_attrs(&set)?;
     if eci.content_type != attrs.content.oid() {
-        return Err("contentType attribute differs from the encrypted content type".into());
+        return Err(CmsError::ContentTypeMismatch);
     }
     match (&key, &attrs.session_id) {
         (KeyTransport::Ibe { .. }, Some(_)) | (KeyTransport::Kek { .. }, None) => {}
-        _ => return Err("ibesip-session-id must be present exactly on the first message".into()),
+        _ => return Err(CmsError::SessionIdPlacement),
     }
     Ok(Envelope {
         key,
@@ -447,7 +538,7 @@ fn parse_auth_attrs(set: &SetOfVec<Attribute>) -> Result<TunnelAttrs, CmsError> 
             } else if oid == ID_SIGNED_DATA {
                 ContentKind::SignedData
             } else {
-                return Err("content type must be id-data or id-signedData".into());
+                return Err(CmsError::ContentType("authEncryptedContentInfo"));
             };
             content.replace(kind).is_none()
         } else if a.attr_type == IBESIP_SESSION_ID {
@@ -457,24 +548,24 @@ fn parse_auth_attrs(set: &SetOfVec<Attribute>) -> Result<TunnelAttrs, CmsError> 
         } else if a.attr_type == IBESIP_SEQ {
             let s: SeqValue = v
                 .decode_as()
-                .map_err(|e| format!("malformed ibesip-seq: {e}"))?;
+                .map_err(outside("ibesip-seq"))?;
             seq.replace(s).is_none()
         } else if a.attr_type == IBESIP_OUTER_BINDING {
             let os: OctetString = v.decode_as().map_err(err)?;
             ob.replace(fixed::<32>("ibesip-outer-binding", os.as_bytes())?)
                 .is_none()
         } else {
-            return Err("unexpected authenticated attribute".into());
+            return Err(CmsError::UnexpectedAttribute("authenticated"));
         };
         if !fresh {
-            return Err("authenticated attribute appears twice".into());
+            return Err(CmsError::DuplicateAttribute("authenticated"));
         }
     }
     Ok(TunnelAttrs {
-        content: content.ok_or("contentType attribute missing")?,
+        content: content.ok_or(CmsError::Missing("contentType attribute"))?,
         session_id: sid,
-        seq: seq.ok_or("ibesip-seq attribute missing")?,
-        outer_binding: ob.ok_or("ibesip-outer-binding attribute missing")?,
+        seq: seq.ok_or(CmsError::Missing("ibesip-seq attribute"))?,
+        outer_binding: ob.ok_or(CmsError::Missing("ibesip-outer-binding attribute"))?,
     })
 }
 
@@ -547,7 +638,10 @@ mod tests {
         };
         let body =
             encode_envelope(&key, &aad, ContentKind::Data, &[5u8; 12], b"x", &[6u8; 16]).unwrap();
-        assert!(decode_envelope(&body).unwrap_err().contains("session-id"));
+        assert_eq!(
+            decode_envelope(&body).unwrap_err(),
+            CmsError::SessionIdPlacement
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What can go wrong when sealing or opening, and what goes on the wire
 //! then (spec 5.6).
 
+use super::cms::CmsError;
+use super::message::MessageError;
 use thiserror::Error;
 
 /// Why an inner message could not be sealed. Sealing changes no state on
@@ -10,19 +12,55 @@ use thiserror::Error;
 pub enum SealError {
     /// The inner message is not a complete SIP message.
     #[error("inner message is malformed: {0}")]
-    Inner(String),
+    Inner(#[source] MessageError),
+    /// The inner message cannot start a session or belong to one (e.g.
+    /// an initial message that is not a request, a message without a
+    /// From tag).
+    #[error("cannot seal: {0}")]
+    Unsealable(&'static str),
     /// This message must not be tunneled (spec 5.5) or has no session.
     #[error("cannot seal: {0}")]
     NoSession(String),
+    /// An initial request on a Call-ID that a live session of another
+    /// dialog uses (a first message never joins or shadows one).
+    #[error("Call-ID already used by another tunnel session")]
+    CallIdInUse,
+    /// Every session slot holds an established session.
+    #[error("tunnel session table full")]
+    TableFull,
     /// The callee's domain has no known public parameters.
     #[error("no public parameters for domain {0}")]
     UnknownDomain(String),
     /// The callee URI has no identity.
     #[error("callee has no identity: {0}")]
     Identity(String),
-    /// Encoding or randomness failed.
+    /// Encoding failed.
+    #[error("encoding failed: {0}")]
+    Encoding(#[source] CmsError),
+    /// Randomness or a primitive failed.
     #[error("internal failure while sealing: {0}")]
     Internal(String),
+}
+
+/// Why a signature was refused (spec 5.4).
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// `ibesip-signer-identity` is not an identity string.
+    #[error("signer identity is malformed")]
+    SignerIdentity,
+    /// `sid` is not the key identifier of the signer identity.
+    #[error("sid does not match the signer identity")]
+    SidMismatch,
+    /// `messageDigest` is not the digest of the content.
+    #[error("messageDigest does not match the content")]
+    MessageDigest,
+    /// The signature bytes do not decode.
+    #[error("signature encoding invalid")]
+    Encoding,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    DoesNotVerify,
 }
 
 /// Why an outer message was rejected. Every variant leaves the tunnel's
@@ -35,10 +73,10 @@ pub enum OpenError {
     NotTunneled,
     /// The outer message is not a SIP message the tunnel accepts.
     #[error("outer message malformed: {0}")]
-    Outer(String),
+    Outer(#[source] MessageError),
     /// The body is not a CMS object of this profile.
     #[error("CMS structure rejected: {0}")]
-    Cms(String),
+    Cms(#[source] CmsError),
     /// The key transport names an identity or period we hold no key for.
     #[error("no private key for the recipient identity of this message (unknown identity or key period)")]
     NoKeyForPeriod,
@@ -76,7 +114,38 @@ pub enum OpenError {
     WrongDialog,
     /// The inner message is malformed (e.g. its Content-Length lies).
     #[error("inner message malformed: {0}")]
-    Inner(String),
+    Inner(#[source] MessageError),
+    /// The decrypted entity is not `Content-Type: message/sip`.
+    #[error("entity is not Content-Type: message/sip")]
+    EntityType,
+    /// A first message (BF key transport) that is not an initial request
+    /// from the caller.
+    #[error("first message of a session is not an initial request from the caller")]
+    NotInitialRequest,
+    /// A first request meant for someone else (spec 5.4 recipient
+    /// binding): the named inner field does not name us.
+    #[error("first request is not meant for us: inner {0} names someone else")]
+    NotForUs(&'static str),
+    /// A first message whose Call-ID a live session already uses: it would
+    /// replace, join or shadow that dialog's session (spec 5.4).
+    #[error("first message collides with the Call-ID of a live tunnel session")]
+    DialogCollision,
+    /// Every session slot holds an established session: a newcomer is
+    /// refused rather than a live dialog evicted.
+    #[error("tunnel session table full")]
+    TableFull,
+    /// The memory of accepted session ids is full: a newcomer is refused
+    /// rather than an id forgotten early (forgetting allows replays).
+    #[error("session id memory full")]
+    SessionIdMemoryFull,
+    /// A signature on a branch whose peer already proved another identity.
+    #[error("signer {signer} differs from the identity {verified} this dialog branch proved")]
+    SignerChanged {
+        /// The new signer's AOR.
+        signer: String,
+        /// The branch's verified AOR.
+        verified: String,
+    },
     /// The first message reuses a session id seen recently.
     #[error("session id already used")]
     SessionIdReused,
@@ -96,7 +165,7 @@ pub enum OpenError {
     SignerPeriod(String),
     /// The signature or its attributes do not verify.
     #[error("signature invalid: {0}")]
-    Signature(String),
+    Signature(#[source] SignatureError),
     /// The response's session binding is not our first message's.
     #[error("session binding mismatch")]
     SessionBinding,
@@ -118,8 +187,10 @@ impl OpenError {
     /// The wire action for this failure on a message that was a request of
     /// `method` (`None` for a response). Only "cannot decrypt" failures
     /// (no key for the period, unknown session, authentication) are
-    /// answered; replays, reflections and forgeries are dropped so that
-    /// the tunnel never becomes an oracle or an amplifier.
+    /// answered; replays, reflections, forgeries, collisions with live
+    /// dialogs, messages meant for someone else and refusals under load
+    /// are dropped so that the tunnel never becomes an oracle or an
+    /// amplifier.
     pub fn wire_action(&self, request_method: Option<&str>) -> WireAction {
         let answerable = matches!(request_method, Some(m) if m != "ACK");
         match self {

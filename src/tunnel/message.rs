@@ -4,20 +4,66 @@
 //! must travel byte for byte, so the tunnel works on raw messages rather
 //! than on a parsed-and-reprinted `rsip` value.
 
-use std::fmt;
+use thiserror::Error;
 
-/// Why bytes are not a SIP message the tunnel accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageError(pub String);
-
-impl fmt::Display for MessageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn bad(why: impl Into<String>) -> MessageError {
-    MessageError(why.into())
+/// Why bytes are not a SIP message the tunnel accepts: what the sender got
+/// wrong.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// No empty line ends the headers.
+    #[error("no end of headers")]
+    NoEndOfHeaders,
+    /// The start line and headers are not UTF-8.
+    #[error("headers are not UTF-8")]
+    NotUtf8,
+    /// The start line is neither a request line nor a status line.
+    #[error("malformed start line")]
+    StartLine,
+    /// The status code is not three digits in 100..=699.
+    #[error("bad status code")]
+    StatusCode,
+    /// The version is not `SIP/2.0`.
+    #[error("not SIP/2.0")]
+    Version,
+    /// A continuation line comes before any header.
+    #[error("folded line before any header")]
+    FoldedFirstLine,
+    /// A CR, LF or NUL inside a header line.
+    #[error("stray line break or NUL in headers")]
+    StrayLineBreak,
+    /// A header line without a colon.
+    #[error("header line without ':'")]
+    NoColon,
+    /// A header name with characters outside RFC 3261 `token`.
+    #[error("invalid header name")]
+    HeaderName,
+    /// Content-Length is not a number.
+    #[error("Content-Length is not a number")]
+    ContentLengthNotNumber,
+    /// Content-Length differs from the body length.
+    #[error("Content-Length {declared} but body has {actual} bytes")]
+    ContentLengthMismatch {
+        /// The declared length.
+        declared: usize,
+        /// The real body length.
+        actual: usize,
+    },
+    /// A header that must be present exactly once is missing.
+    #[error("{0} missing")]
+    Missing(String),
+    /// A header that must be present exactly once is repeated.
+    #[error("{0} repeated")]
+    Repeated(String),
+    /// CSeq is not `number method`.
+    #[error("malformed CSeq")]
+    CSeq,
+    /// A name-addr with `<` but no `>`.
+    #[error("unterminated '<'")]
+    Unterminated,
+    /// A Call-ID that is not 128 random bits without a host (spec 5.1).
+    #[error("Call-ID must be at least 128 random bits without a host")]
+    CallId,
 }
 
 /// Request or response line.
@@ -82,35 +128,35 @@ impl<'a> SipView<'a> {
         let end = bytes
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| bad("no end of headers"))?;
-        let head = std::str::from_utf8(&bytes[..end]).map_err(|_| bad("headers are not UTF-8"))?;
+            .ok_or_else(|| MessageError::NoEndOfHeaders)?;
+        let head = std::str::from_utf8(&bytes[..end]).map_err(|_| MessageError::NotUtf8)?;
         let body = &bytes[end + 4..];
         let mut lines = head.split("\r\n");
-        let first = lines.next().ok_or_else(|| bad("empty message"))?;
+        let first = lines.next().ok_or_else(|| MessageError::StartLine)?;
         let (start, version) = parse_start(first)?;
         let mut headers: Vec<(String, String)> = Vec::new();
         for line in lines {
             if line.starts_with(' ') || line.starts_with('\t') {
                 let last = headers
                     .last_mut()
-                    .ok_or_else(|| bad("folded line before any header"))?;
+                    .ok_or_else(|| MessageError::FoldedFirstLine)?;
                 last.1.push(' ');
                 last.1.push_str(line.trim());
                 continue;
             }
             if line.bytes().any(|b| b == b'\n' || b == b'\r' || b == 0) {
-                return Err(bad("stray line break or NUL in headers"));
+                return Err(MessageError::StrayLineBreak);
             }
             let (name, value) = line
                 .split_once(':')
-                .ok_or_else(|| bad(format!("header line without ':': {line:.40}")))?;
+                .ok_or_else(|| MessageError::NoColon)?;
             let name = name.trim_end();
             if name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
             {
-                return Err(bad("invalid header name"));
+                return Err(MessageError::HeaderName);
             }
             headers.push((long_name(name), value.trim().to_string()));
         }
@@ -125,16 +171,16 @@ impl<'a> SipView<'a> {
             [one] => {
                 let n: usize = one
                     .parse()
-                    .map_err(|_| bad("Content-Length is not a number"))?;
+                    .map_err(|_| MessageError::ContentLengthNotNumber)?;
                 if n != body.len() {
-                    return Err(bad(format!(
-                        "Content-Length {n} but body has {} bytes",
-                        body.len()
-                    )));
+                    return Err(MessageError::ContentLengthMismatch {
+                        declared: n,
+                        actual: body.len(),
+                    });
                 }
             }
-            [] => return Err(bad("Content-Length missing")),
-            _ => return Err(bad("Content-Length repeated")),
+            [] => return Err(MessageError::Missing("content-length".into())),
+            _ => return Err(MessageError::Repeated("content-length".into())),
         }
         Ok(view)
     }
@@ -164,8 +210,8 @@ impl<'a> SipView<'a> {
             .map(|(_, v)| v.as_str());
         match (it.next(), it.next()) {
             (Some(v), None) => Ok(v),
-            (None, _) => Err(bad(format!("{name} missing"))),
-            _ => Err(bad(format!("{name} repeated"))),
+            (None, _) => Err(MessageError::Missing(name.to_string())),
+            _ => Err(MessageError::Repeated(name.to_string())),
         }
     }
 
@@ -184,13 +230,13 @@ impl<'a> SipView<'a> {
         let v = self.one("cseq")?;
         let (n, m) = v
             .split_once(char::is_whitespace)
-            .ok_or_else(|| bad("malformed CSeq"))?;
+            .ok_or_else(|| MessageError::CSeq)?;
         let n: u32 = n
             .parse()
-            .map_err(|_| bad("CSeq number is not a 32-bit number"))?;
+            .map_err(|_| MessageError::CSeq)?;
         let m = m.trim();
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(bad("malformed CSeq method"));
+            return Err(MessageError::CSeq);
         }
         Ok((n, m))
     }
@@ -219,9 +265,9 @@ fn parse_start(line: &str) -> Result<(StartLine, &str), MessageError> {
         let code = rest
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| bad("bad status code"))?;
+            .ok_or_else(|| MessageError::StatusCode)?;
         if !(100..=699).contains(&code) || rest.as_bytes().get(3).is_some_and(|&b| b != b' ') {
-            return Err(bad("bad status code"));
+            return Err(MessageError::StatusCode);
         }
         return Ok((StartLine::Response { code }, "SIP/2.0"));
     }
@@ -229,13 +275,13 @@ fn parse_start(line: &str) -> Result<(StartLine, &str), MessageError> {
     let (Some(method), Some(uri), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(bad("malformed start line"));
+        return Err(MessageError::StartLine);
     };
     if version != "SIP/2.0" {
-        return Err(bad("not SIP/2.0"));
+        return Err(MessageError::Version);
     }
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) || uri.is_empty() {
-        return Err(bad("malformed request line"));
+        return Err(MessageError::StartLine);
     }
     Ok((
         StartLine::Request {
@@ -261,7 +307,7 @@ impl<'a> NameAddr<'a> {
         if let Some(open) = value.find('<') {
             let close = value[open..]
                 .find('>')
-                .ok_or_else(|| bad("unterminated '<'"))?
+                .ok_or_else(|| MessageError::Unterminated)?
                 + open;
             let params = value[close + 1..].trim();
             let params = params.strip_prefix(';').unwrap_or(params);
@@ -314,14 +360,23 @@ mod tests {
     #[test]
     fn content_length_must_be_exact() {
         let lying = INVITE.replace("l: 4", "l: 3");
-        assert!(SipView::parse(lying.as_bytes())
-            .unwrap_err()
-            .0
-            .contains("Content-Length"));
+        assert_eq!(
+            SipView::parse(lying.as_bytes()).unwrap_err(),
+            MessageError::ContentLengthMismatch {
+                declared: 3,
+                actual: 4
+            }
+        );
         let missing = INVITE.replace("l: 4\r\n", "");
-        assert!(SipView::parse(missing.as_bytes()).is_err());
+        assert_eq!(
+            SipView::parse(missing.as_bytes()).unwrap_err(),
+            MessageError::Missing("content-length".into())
+        );
         let twice = INVITE.replace("l: 4", "l: 4\r\nContent-Length: 4");
-        assert!(SipView::parse(twice.as_bytes()).is_err());
+        assert_eq!(
+            SipView::parse(twice.as_bytes()).unwrap_err(),
+            MessageError::Repeated("content-length".into())
+        );
     }
 
     proptest! {

@@ -6,9 +6,13 @@
 //!   to the callee identity and a Cha-Cheon signature when we hold keys;
 //!   later messages: AES key wrap under the session KEK).
 //! - [`Tunnel::open`] checks an outer message (CMS profile, key transport,
-//!   GCM tag, replay window, outer binding, outer/inner agreement,
-//!   signature, freshness) and returns the inner message byte for byte.
-//!   A rejected message changes no state.
+//!   GCM tag, replay window, outer binding, outer/inner agreement, dialog
+//!   roles, recipient binding, signature, freshness) and returns the inner
+//!   message byte for byte. It verifies first into an accepted value and
+//!   then commits it with a step that cannot fail, so a rejected message
+//!   changes no state (time-driven expiry at the given `now` aside).
+//! - State is bounded and expires by itself from the `now` given to
+//!   `seal`/`open` (see [`session`]).
 //! - [`classify`] says which messages stay plain (5.5); [`OpenError::wire_action`]
 //!   and [`error_response`] give the wire errors (5.6).
 //! - [`keylog`]: an explicit opt-in hook ([`Tunnel::set_key_log`], off by
@@ -26,6 +30,39 @@
 //!   error: the message is accepted and its sender is shown unverified.
 //! - Unknown authenticated or signed attributes are rejected (the profile
 //!   is exact).
+//!
+//! Decisions of issue 12 (pinned in `tests/tunnel_attacks.rs`, the
+//! Request-URI rule in `tests/tunnel_dialog.rs`, fork branches in
+//! `open.rs`):
+//! - Dialog roles are exact: the caller's tag is the From tag of the
+//!   messages of transactions the caller started (its requests, the
+//!   callee's responses) and the To tag of the others; never "either tag".
+//!   `seal` looks a session up the same way, by the role we have in it.
+//! - A received first message whose Call-ID any live session uses (any
+//!   role, any tags) is refused with [`OpenError::DialogCollision`] and
+//!   dropped (5.6 keeps 493 for "cannot decrypt"; a genuine caller never
+//!   reuses a live Call-ID, a retry after a proxy's 407 reaches a callee
+//!   that never saw the first attempt). `seal` likewise refuses an
+//!   initial request on a Call-ID used by another dialog
+//!   ([`SealError::CallIdInUse`]) and replaces only our own earlier
+//!   attempt of the same dialog.
+//! - On the caller's side a new callee branch (a fork) opens only by a
+//!   response to the session's first request; on the callee's side a
+//!   caller message must carry a tag we answered with.
+//! - A branch's verified identity is the first one a signature proved on
+//!   that branch of that session; it never changes (a later signature of
+//!   someone else: [`OpenError::SignerChanged`]) and never carries over
+//!   to another session or branch.
+//! - Recipient binding (5.4): see [`Tunnel::set_contact_users`]; a
+//!   Request-URI without a user part is not compared, one whose host is
+//!   an IP address may carry our AOR's user (a registrar's retargeting).
+//! - A retransmission is the same body in the same transaction (same top
+//!   Via branch), answered only after the outer binding and the
+//!   outer/inner agreement passed again, while its session lives.
+//! - Under load, newcomers are refused and dropped ([`OpenError::TableFull`],
+//!   [`OpenError::SessionIdMemoryFull`]): live dialogs are never evicted
+//!   and session ids never forgotten early; pending sessions are evicted
+//!   among themselves, per peer first.
 
 pub mod cms;
 pub mod error;
@@ -42,7 +79,7 @@ pub mod session;
 pub mod signed;
 
 pub use cms::Direction;
-pub use error::{OpenError, SealError, WireAction};
+pub use error::{OpenError, SealError, SignatureError, WireAction};
 pub use random::{OsRandom, RandomSource, RecordedRandom};
 pub use session::Role;
 
@@ -52,7 +89,8 @@ use crate::ibe::{
     check_key, Aor, IbeError, Identity, Period, PrivateKeys, PublicParams,
 };
 use message::{SipView, StartLine};
-use session::SessionTable;
+use session::{Limits, SessionTable};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,8 +106,23 @@ pub struct TunnelConfig {
     pub privacy: bool,
     /// Most sessions held at once.
     pub max_sessions: usize,
-    /// A session unused this long is dropped.
+    /// Most pending sessions (opened by peers, not answered by us yet);
+    /// they are evicted oldest-idle-first among themselves.
+    pub max_pending: usize,
+    /// Most pending sessions charged to one peer (a verified signer, or
+    /// all unsigned first messages together).
+    pub max_pending_per_peer: usize,
+    /// Most session ids remembered at once (spec 5.4); when full, first
+    /// messages are refused rather than ids forgotten early.
+    pub max_session_ids: usize,
+    /// An established dialog's session (INVITE, SUBSCRIBE, REFER) unused
+    /// this long is dropped.
     pub session_idle: Duration,
+    /// Any other session (pending, or one out-of-dialog transaction)
+    /// unused this long is dropped (at most `session_idle`).
+    pub transaction_idle: Duration,
+    /// Least time between two housekeeping sweeps made by `seal`/`open`.
+    pub sweep_interval: Duration,
     /// Largest accepted distance between a first message's signingTime and
     /// our clock (spec: 300 s).
     pub max_clock_skew: Duration,
@@ -85,7 +138,12 @@ impl Default for TunnelConfig {
         TunnelConfig {
             privacy: true,
             max_sessions: 4096,
+            max_pending: 1024,
+            max_pending_per_peer: 32,
+            max_session_ids: 65_536,
             session_idle: Duration::from_secs(12 * 3600),
+            transaction_idle: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(300),
             session_id_memory: Duration::from_secs(600),
             retransmission_window: Duration::from_secs(64),
@@ -96,8 +154,9 @@ impl Default for TunnelConfig {
 /// What the user should be told about who sent a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// The peer's signature verified for this identity (this message or
-    /// the session's signed message from this peer).
+    /// The peer's signature verified for this identity: the first
+    /// signature proved on this dialog branch of this session (never one
+    /// of another session or branch).
     Verified(Identity),
     /// No verified signature: the sender must be shown as unverified.
     Unverified,
@@ -116,7 +175,8 @@ pub struct Opened {
     pub seq: u64,
     /// Whether it opened a new session (BF key transport).
     pub first_message: bool,
-    /// The peer's identity as far as signatures prove it.
+    /// The peer's identity as far as signatures on this session and
+    /// dialog branch prove it; an unsigned first message is `Unverified`.
     pub peer: PeerIdentity,
     /// The key period of our identity that decrypted the first message.
     pub period: Option<Period>,
@@ -138,8 +198,11 @@ pub struct Tunnel {
     own_aor: Aor,
     keys: Vec<OwnKey>,
     params: HashMap<String, PublicParams>,
+    /// User parts of our own Contact URIs (per-device tokens).
+    contact_users: Vec<String>,
     recipients: RecipientCache,
-    signers: SignerCache,
+    /// A memo of signers' public values; verification borrows it briefly.
+    signers: RefCell<SignerCache>,
     sessions: SessionTable,
     rng: Box<dyn RandomSource>,
     /// Debugging only: where used keys are reported (none by default).
@@ -154,19 +217,25 @@ impl Tunnel {
 
     /// A tunnel with a chosen random source (known-answer tests).
     pub fn with_random(own_aor: Aor, config: TunnelConfig, rng: Box<dyn RandomSource>) -> Self {
-        let sessions = SessionTable::new(
-            config.max_sessions,
-            config.session_idle,
-            config.session_id_memory,
-            config.retransmission_window,
-        );
+        let sessions = SessionTable::new(Limits {
+            max_sessions: config.max_sessions,
+            max_pending: config.max_pending,
+            max_pending_per_peer: config.max_pending_per_peer,
+            max_session_ids: config.max_session_ids,
+            idle: config.session_idle,
+            transaction_idle: config.transaction_idle,
+            id_memory: config.session_id_memory,
+            retransmission: config.retransmission_window,
+            sweep_interval: config.sweep_interval,
+        });
         Tunnel {
             config,
             own_aor,
             keys: Vec::new(),
             params: HashMap::new(),
+            contact_users: Vec::new(),
             recipients: RecipientCache::new(64),
-            signers: SignerCache::new(64),
+            signers: RefCell::new(SignerCache::new(64)),
             sessions,
             rng,
             key_log: None,
@@ -217,14 +286,45 @@ impl Tunnel {
         &self.own_aor
     }
 
+    /// Sets the user parts of our own Contact URIs (per-device contact
+    /// tokens). A first request whose inner Request-URI has one of them
+    /// as its user part is meant for us whatever the URI's host (spec 5.4
+    /// recipient binding); any other user part must be our AOR's.
+    pub fn set_contact_users<I, S>(&mut self, users: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.contact_users = users.into_iter().map(Into::into).collect();
+    }
+
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
 
-    /// Drops idle sessions and expired memories; call from time to time.
+    /// Number of pending sessions: opened by a peer, not answered by us.
+    pub fn pending_session_count(&self) -> usize {
+        self.sessions.pending()
+    }
+
+    /// Drops idle sessions and expired memories now. `seal` and `open`
+    /// also do it by themselves, at most once per `sweep_interval` of the
+    /// `now` they are given (and whenever the table or the session-id
+    /// memory is full), so calling this is never required.
     pub fn expire(&mut self, now: SystemTime) {
         self.sessions.expire(now);
+    }
+
+    /// Time-driven housekeeping at the start of `seal` and `open`.
+    fn housekeeping(&mut self, now: SystemTime) {
+        if self.sessions.len() >= self.config.max_sessions
+            || self.sessions.remembered_ids() >= self.config.max_session_ids
+        {
+            self.sessions.expire(now);
+        } else {
+            self.sessions.maybe_expire(now);
+        }
     }
 
     fn current_period(now: SystemTime) -> Period {

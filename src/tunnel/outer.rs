@@ -14,10 +14,6 @@ pub const OUTER_DISPOSITION: &str = "attachment;handling=required;filename=smime
 /// The anonymous From URI of RFC 3323.
 pub const ANONYMOUS_URI: &str = "sip:anonymous@anonymous.invalid";
 
-fn bad(why: impl Into<String>) -> MessageError {
-    MessageError(why.into())
-}
-
 /// `sip:user@host;params` without its user part: `sip:host;params`.
 fn strip_user(uri: &str) -> String {
     let (scheme, rest) = uri.split_once(':').unwrap_or(("sip", uri));
@@ -160,9 +156,7 @@ pub fn check_agreement(outer: &SipView<'_>, inner: &SipView<'_>) -> Result<(), &
 /// (spec 5.1: at least 128 random bits, no host name or address).
 pub fn check_call_id(call_id: &str) -> Result<(), MessageError> {
     if call_id.contains('@') || call_id.len() < 22 {
-        return Err(bad(
-            "Call-ID must be at least 128 random bits without a host",
-        ));
+        return Err(MessageError::CallId);
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use super::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, SignedAtt
 use super::keylog::KeyLogEntry;
 use super::message::{SipView, StartLine};
 use super::outer;
-use super::session::{Role, Session};
+use super::session::{creates_dialog, dialog_tags, Full, Role, Session, Slot};
 use super::{unix_secs, SealError, Tunnel, ENTITY_PREFIX, KEK_INFO};
 use crate::ibe::{Aor, Identity};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -26,10 +26,12 @@ pub(super) fn derive_kek(cek0: &[u8; 32], session_id: &[u8; 16]) -> Zeroizing<[u
 
 /// What a seal will change once it has succeeded.
 enum Commit {
-    NewSession(Box<Session>),
+    NewSession(Box<Session>, Slot),
     Later {
         session_id: [u8; 16],
         signed_tag: Option<String>,
+        /// Our own dialog tag in a session where we are the callee.
+        own_tag: Option<String>,
     },
 }
 
@@ -50,19 +52,20 @@ impl Tunnel {
     /// `now`; anything else must belong to an existing session. On error
     /// nothing changes.
     pub fn seal(&mut self, now: SystemTime, inner: &[u8]) -> Result<Vec<u8>, SealError> {
-        let view = SipView::parse(inner).map_err(|e| SealError::Inner(e.0))?;
-        let inner_err = |e: super::message::MessageError| SealError::Inner(e.0);
+        self.housekeeping(now);
+        let view = SipView::parse(inner).map_err(SealError::Inner)?;
+        let inner_err = SealError::Inner;
         let first_line = std::str::from_utf8(inner)
             .ok()
             .and_then(|s| s.split("\r\n").next())
-            .ok_or_else(|| SealError::Inner("start line".into()))?;
+            .ok_or(SealError::Inner(super::message::MessageError::StartLine))?;
         let call_id = view.call_id().map_err(inner_err)?;
         outer::check_call_id(call_id).map_err(inner_err)?;
         let from = view.from().map_err(inner_err)?;
         let to = view.to().map_err(inner_err)?;
         let from_tag = from
             .tag()
-            .ok_or_else(|| SealError::Inner("From tag missing".into()))?;
+            .ok_or(SealError::Unsealable("From tag missing"))?;
         let to_tag = to.tag();
         let head = outer::outer_head(&view, first_line, self.config.privacy).map_err(inner_err)?;
         let outer_binding = outer::outer_binding(&view).map_err(inner_err)?;
@@ -72,8 +75,19 @@ impl Tunnel {
         let initial = view.is_request() && to_tag.is_none();
         let (key, content, session_id_attr, seq, cek, commit) = if initial {
             let StartLine::Request { uri, .. } = &view.start else {
-                return Err(SealError::Inner("initial message is not a request".into()));
+                return Err(SealError::Unsealable("initial message is not a request"));
             };
+            // Our own earlier session of this dialog (a retried initial
+            // request) is replaced; any other session on this Call-ID is
+            // another dialog's, which a first message never joins.
+            let replaces = self.sessions.find_dialog(call_id, from_tag, Role::Caller);
+            if replaces.is_none() && self.sessions.call_id_in_use(call_id) {
+                return Err(SealError::CallIdInUse);
+            }
+            let slot = self.sessions.slot_for_own(replaces).map_err(|e| match e {
+                Full::Sessions | Full::SessionIds => SealError::TableFull,
+            })?;
+            let (cseq, method) = view.cseq().map_err(inner_err)?;
             let callee_aor = Aor::parse(uri)
                 .or_else(|_| Aor::parse(to.uri))
                 .map_err(|e| SealError::Identity(e.to_string()))?;
@@ -99,11 +113,16 @@ impl Tunnel {
                 role: Role::Caller,
                 call_id: call_id.to_string(),
                 caller_tag: from_tag.to_string(),
+                initial_cseq: (cseq, method.to_string()),
+                dialog: creates_dialog(method),
                 session_binding,
                 next_seq: 1,
                 windows: HashMap::new(),
                 verified_peer: HashMap::new(),
+                own_tags: vec![from_tag.to_string()],
                 signed_tags: Vec::new(),
+                established: true,
+                opened_by: String::new(),
                 last_used: now,
             };
             let key = KeyTransport::Ibe {
@@ -116,15 +135,36 @@ impl Tunnel {
                 Some(session_id),
                 0,
                 cek,
-                Commit::NewSession(Box::new(session)),
+                Commit::NewSession(Box::new(session), slot),
             )
         } else {
-            let id = self
-                .sessions
-                .find_dialog(call_id, from_tag, to_tag.unwrap_or_default())
-                .ok_or_else(|| {
-                    SealError::NoSession(format!("no tunnel session for Call-ID {call_id}"))
-                })?;
+            // The session of this dialog with exact roles: as caller we
+            // send in the direction caller-to-callee, as callee back.
+            let to_tag_str = to_tag.unwrap_or_default();
+            let is_request = view.is_request();
+            let as_role = |role: Role| {
+                let (caller_tag, callee_tag) =
+                    dialog_tags(is_request, role.sending(), from_tag, to_tag_str);
+                self.sessions
+                    .find_dialog(call_id, caller_tag, role)
+                    .map(|id| (id, callee_tag))
+            };
+            let (id, callee_tag) = match (as_role(Role::Caller), as_role(Role::Callee)) {
+                (Some(found), None) | (None, Some(found)) => found,
+                (None, None) => {
+                    return Err(SealError::NoSession(format!(
+                        "no tunnel session for Call-ID {call_id}"
+                    )))
+                }
+                // Cannot happen (a Call-ID never has sessions of both
+                // roles); fail closed rather than guess.
+                (Some(_), Some(_)) => {
+                    return Err(SealError::NoSession(format!(
+                        "two tunnel sessions match Call-ID {call_id}"
+                    )))
+                }
+            };
+            let callee_tag = callee_tag.to_string();
             let (role, seq, binding, signed_before, kek) = {
                 let s = self
                     .sessions
@@ -167,11 +207,12 @@ impl Tunnel {
                 Commit::Later {
                     session_id: id,
                     signed_tag,
+                    own_tag: (role == Role::Callee && !callee_tag.is_empty()).then_some(callee_tag),
                 },
             )
         };
         let direction = match &commit {
-            Commit::NewSession(_) => Direction::CallerToCallee,
+            Commit::NewSession(..) => Direction::CallerToCallee,
             Commit::Later { session_id, .. } => self
                 .sessions
                 .get(session_id)
@@ -183,7 +224,7 @@ impl Tunnel {
             seq: SeqValue { direction, seq },
             outer_binding,
         };
-        let aad = cms::auth_attrs_der(&attrs).map_err(SealError::Internal)?;
+        let aad = cms::auth_attrs_der(&attrs).map_err(SealError::Encoding)?;
         let nonce = self.draw::<12>("gcm_nonce")?;
         let sealed = Aes256Gcm::new((&*cek).into())
             .encrypt(
@@ -198,12 +239,12 @@ impl Tunnel {
         let mut mac = [0u8; 16];
         mac.copy_from_slice(tag);
         let body = cms::encode_envelope(&key, &aad, content.0, &nonce, ct, &mac)
-            .map_err(SealError::Internal)?;
+            .map_err(SealError::Encoding)?;
 
         // Everything succeeded: commit.
         if self.key_log.is_some() {
             let (session_id, kek) = match &commit {
-                Commit::NewSession(s) => (s.session_id, Some(s.kek.clone())),
+                Commit::NewSession(s, _) => (s.session_id, Some(s.kek.clone())),
                 Commit::Later { session_id, .. } => (*session_id, None),
             };
             if let Some(kek) = kek {
@@ -217,16 +258,23 @@ impl Tunnel {
             });
         }
         match commit {
-            Commit::NewSession(session) => self.sessions.insert(*session),
+            Commit::NewSession(session, slot) => self.sessions.insert(slot, *session),
             Commit::Later {
                 session_id,
                 signed_tag,
+                own_tag,
             } => {
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.next_seq += 1;
                     s.last_used = now;
+                    s.established = true;
                     if let Some(t) = signed_tag {
                         s.signed_tags.push(t);
+                    }
+                    if let Some(t) = own_tag {
+                        if !s.own_tags.contains(&t) {
+                            s.own_tags.push(t);
+                        }
                     }
                 }
             }
@@ -239,7 +287,7 @@ impl Tunnel {
 
     /// The content for `entity`: a SignedData when we hold a key of the
     /// current (else previous) period, the bare entity otherwise.
-    fn sign_if_possible(
+    pub(super) fn sign_if_possible(
         &mut self,
         now: SystemTime,
         entity: &[u8],
@@ -258,7 +306,7 @@ impl Tunnel {
             signer_identity: self.keys[idx].identity.as_str().to_string(),
             session_binding,
         };
-        let signed_der = cms::signed_attrs_der(&attrs).map_err(SealError::Internal)?;
+        let signed_der = cms::signed_attrs_der(&attrs).map_err(SealError::Encoding)?;
         let wide = self.draw::<64>("signature_k")?;
         let mut k = Scalar::from_bytes_wide(&wide);
         let key = &self.keys[idx];
@@ -271,7 +319,7 @@ impl Tunnel {
             &key.identity.key_identifier(),
             &sig.to_bytes(),
         )
-        .map_err(SealError::Internal)?;
+        .map_err(SealError::Encoding)?;
         Ok((ContentKind::SignedData, sd))
     }
 }

@@ -3,8 +3,8 @@
 //! attributes), on the same `der` structures as [`super::cms`].
 
 use super::cms::{
-    alg, attr_set, attribute, err, fixed, no_params, octets, AlgorithmIdentifier, Attribute,
-    CmsError, One,
+    alg, attr_set, attribute, err, fixed, no_params, octets, outside, AlgorithmIdentifier,
+    Attribute, CmsError, One,
 };
 use super::oids::*;
 use der::asn1::{Any, OctetString, SetOfVec, UtcTime};
@@ -130,22 +130,25 @@ pub struct SignedContent {
 /// Decodes and checks a `SignedData` against the profile.
 pub fn decode_signed(bytes: &[u8]) -> Result<SignedContent, CmsError> {
     let sd =
-        SignedData::from_der(bytes).map_err(|e| format!("SignedData outside the profile: {e}"))?;
+        SignedData::from_der(bytes).map_err(outside("SignedData"))?;
     let si = &sd.signer_infos.0;
     if sd.version != 3 || si.version != 3 {
-        return Err("SignedData and SignerInfo versions must be 3".into());
+        return Err(CmsError::Version {
+            structure: "SignedData and SignerInfo",
+            expected: 3,
+        });
     }
     no_params(&sd.digest_algorithms.0, ID_SHA256, "id-sha256")?;
     no_params(&si.digest_algorithm, ID_SHA256, "id-sha256")?;
     no_params(&si.signature_algorithm, IBESIP_CC, "ibesip-cc-bls12381")?;
     if sd.encap_content_info.econtent_type != ID_DATA {
-        return Err("encapsulated content must be id-data".into());
+        return Err(CmsError::ContentType("encapContentInfo"));
     }
     let entity = sd
         .encap_content_info
         .econtent
         .as_ref()
-        .ok_or("eContent missing")?
+        .ok_or(CmsError::Missing("eContent"))?
         .as_bytes()
         .to_vec();
     let signed_der = si.signed_attrs.to_der().map_err(err)?;
@@ -165,7 +168,7 @@ pub fn decode_signed(bytes: &[u8]) -> Result<SignedContent, CmsError> {
                     .decode_as::<der::asn1::GeneralizedTime>()
                     .map_err(err)?
                     .to_unix_duration(),
-                _ => return Err("signingTime must be UTCTime or GeneralizedTime".into()),
+                _ => return Err(CmsError::SigningTimeType),
             };
             time.replace(secs.as_secs()).is_none()
         } else if a.attr_type == IBESIP_SIGNER_IDENTITY {
@@ -177,22 +180,22 @@ pub fn decode_signed(bytes: &[u8]) -> Result<SignedContent, CmsError> {
                 .replace(fixed::<32>("ibesip-session-binding", os.as_bytes())?)
                 .is_none()
         } else {
-            return Err("unexpected signed attribute".into());
+            return Err(CmsError::UnexpectedAttribute("signed"));
         };
         if !fresh {
-            return Err("signed attribute appears twice".into());
+            return Err(CmsError::DuplicateAttribute("signed"));
         }
     }
     if ct.as_ref().map(|o| *o == ID_DATA) != Some(true) {
-        return Err("signed contentType must be id-data".into());
+        return Err(CmsError::ContentType("signed contentType attribute"));
     }
     Ok(SignedContent {
         entity,
         sid: fixed("sid", si.sid_ski.as_bytes())?,
         attrs: SignedAttrs {
-            message_digest: md.ok_or("messageDigest missing")?,
-            signing_time: time.ok_or("signingTime missing")?,
-            signer_identity: id.ok_or("ibesip-signer-identity missing")?,
+            message_digest: md.ok_or(CmsError::Missing("messageDigest"))?,
+            signing_time: time.ok_or(CmsError::Missing("signingTime"))?,
+            signer_identity: id.ok_or(CmsError::Missing("ibesip-signer-identity"))?,
             session_binding: binding,
         },
         signed_der,

@@ -1,9 +1,13 @@
 //! Fixtures of the tunnel tests: providers with fixed master secrets
 //! ([`TwoDomains`]), tunnels of users holding keys, and the inner SIP
-//! messages of a typical call ([`Call`]; loopback hosts only).
+//! messages of a typical call ([`Call`]; loopback hosts only), and what an
+//! attacker builds by hand ([`first_message_by_hand`]).
 
-use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};
-use ibephone::tunnel::{Tunnel, TunnelConfig};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use ibephone::ibe::{bf, extract, Aor, Identity, MasterSecret, Period, PublicParams};
+use ibephone::tunnel::cms::{self, ContentKind, Direction, KeyTransport, SeqValue, TunnelAttrs};
+use ibephone::tunnel::{message::SipView, outer, Tunnel, TunnelConfig, ENTITY_PREFIX};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// 2026-11-22T12:00:00Z.
@@ -277,4 +281,114 @@ impl Call {
         ];
         sip(&format!("MESSAGE {} SIP/2.0", self.callee), &h, text)
     }
+}
+
+/// The identity of `aor` at the fixtures' period (2026-11).
+pub fn identity(aor: &str) -> Identity {
+    Identity::new(Aor::parse(aor).unwrap(), Period::month("2026-11").unwrap())
+}
+
+/// `msk`'s private keys for `aor` at the fixtures' period.
+pub fn keys_of(msk: &MasterSecret, aor: &str) -> ibephone::ibe::PrivateKeys {
+    extract(msk, &identity(aor))
+}
+
+/// The start line and headers of an outer message without its
+/// Content-Length (the head `seal` writes, `l:` last), with the start line
+/// replaced by `start`.
+pub fn outer_head(outer: &[u8], start: &str) -> String {
+    let end = outer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let text = std::str::from_utf8(&outer[..end]).unwrap();
+    let mut head = format!("{start}\r\n");
+    for line in text.split("\r\n").skip(1) {
+        if !line.starts_with("l:") {
+            head.push_str(line);
+            head.push_str("\r\n");
+        }
+    }
+    head
+}
+
+/// What anyone holding only the public parameters can build: a first
+/// message (BF key transport to `recipient`, session id `session_id`)
+/// whose encrypted content is `content` of kind `kind` (a `message/sip`
+/// entity, or a SignedData taken from elsewhere), under the outer head
+/// `head` (start line and headers, no Content-Length).
+pub fn first_message_by_hand(
+    params: &PublicParams,
+    recipient: &Identity,
+    kind: ContentKind,
+    content: &[u8],
+    head: &str,
+    session_id: [u8; 16],
+) -> Vec<u8> {
+    let cek = [0x42u8; 32];
+    let ct = bf::encrypt(params, recipient, &cek).unwrap();
+    let probe = format!("{head}l: 0\r\n\r\n");
+    let binding = outer::outer_binding(&SipView::parse(probe.as_bytes()).unwrap()).unwrap();
+    let attrs = TunnelAttrs {
+        content: kind,
+        session_id: Some(session_id),
+        seq: SeqValue {
+            direction: Direction::CallerToCallee,
+            seq: 0,
+        },
+        outer_binding: binding,
+    };
+    let aad = cms::auth_attrs_der(&attrs).unwrap();
+    let nonce = [7u8; 12];
+    let sealed = Aes256Gcm::new((&cek).into())
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: content,
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    let (ciphertext, tag) = sealed.split_at(sealed.len() - 16);
+    let body = cms::encode_envelope(
+        &KeyTransport::Ibe {
+            rid: recipient.key_identifier(),
+            encrypted_key: ct.to_bytes().to_vec(),
+        },
+        &aad,
+        kind,
+        &nonce,
+        ciphertext,
+        tag.try_into().unwrap(),
+    )
+    .unwrap();
+    let mut out = format!("{head}l: {}\r\n\r\n", body.len()).into_bytes();
+    out.extend_from_slice(&body);
+    out
+}
+
+/// An unsigned `message/sip` entity around `inner`.
+pub fn entity(inner: &[u8]) -> Vec<u8> {
+    [ENTITY_PREFIX, inner].concat()
+}
+
+/// What the recipient of a first message (holding `keys`) finds inside:
+/// the content kind and bytes (the entity, or the sender's SignedData).
+pub fn open_first_by_hand(
+    keys: &ibephone::ibe::PrivateKeys,
+    outer: &[u8],
+) -> (ContentKind, Vec<u8>) {
+    let start = outer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let env = cms::decode_envelope(&outer[start..]).unwrap();
+    let KeyTransport::Ibe { encrypted_key, .. } = &env.key else {
+        panic!("not a first message");
+    };
+    let cek = bf::decrypt(&bf::DecryptionKey::new(keys), encrypted_key).unwrap();
+    let plain = Aes256Gcm::new((&*cek).into())
+        .decrypt(
+            Nonce::from_slice(&env.nonce),
+            Payload {
+                msg: &[env.ciphertext.as_slice(), &env.mac].concat(),
+                aad: &env.aad,
+            },
+        )
+        .unwrap();
+    (env.attrs.content, plain)
 }
