@@ -23,18 +23,19 @@ use std::cmp::Ordering;
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CmsError {
-    /// A DER value failed to decode or encode.
+    /// A DER value failed to decode or encode (`der::Error` is kept as
+    /// it is; without the `std` feature it is not a `std::error::Error`,
+    /// so it cannot be a `#[source]`).
     #[error("DER: {0}")]
-    Der(#[source] der::Error),
+    Der(der::Error),
     /// A structure does not decode as this profile describes it (an
     /// excluded optional field, a wrong tag, trailing bytes).
-    #[error("{structure} outside the profile: {source}")]
+    #[error("{structure} outside the profile: {reason}")]
     OutsideProfile {
         /// The structure.
         structure: &'static str,
         /// The decoder's reason.
-        #[source]
-        source: der::Error,
+        reason: der::Error,
     },
     /// A content type other than the profile allows there.
     #[error("content type not allowed for {0}")]
@@ -325,7 +326,7 @@ pub(super) fn err(e: der::Error) -> CmsError {
 }
 
 pub(super) fn outside(structure: &'static str) -> impl Fn(der::Error) -> CmsError {
-    move |source| CmsError::OutsideProfile { structure, source }
+    move |reason| CmsError::OutsideProfile { structure, reason }
 }
 
 pub(super) fn octets(bytes: &[u8]) -> Result<OctetString, CmsError> {

@@ -575,6 +575,15 @@ mod tests {
         let o = alice.seal(now, &invite).unwrap();
         let session_id = bob.open(now, &o).unwrap().session_id;
         let in_dialog = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:bob@biloxi.com>;tag=b");
+        // Bob answers with his tag, which puts the BYE below in the dialog.
+        let ringing = sip(
+            "SIP/2.0 180 Ringing",
+            &format!("{in_dialog}CSeq: 1 INVITE\r\n"),
+            "",
+            0,
+        );
+        let o = bob.seal(now, &ringing).unwrap();
+        alice.open(now, &o).unwrap();
         let head = format!(
             "BYE sip:bob@127.0.0.1 SIP/2.0\r\n{in_dialog}CSeq: 2 BYE\r\nc: {}\r\n",
             outer::OUTER_CONTENT_TYPE
