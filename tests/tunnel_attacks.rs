@@ -352,7 +352,7 @@ fn error_responses_carry_only_routing_headers() {
 // ---- Issue 12: tunnel-session holes -------------------------------------
 
 /// A third party that holds no key, only the providers' parameters.
-fn eve() -> Tunnel {
+fn keyless() -> Tunnel {
     domains().tunnel("sip:eve@atlanta.com", &[])
 }
 
@@ -400,7 +400,7 @@ fn keyless_third_party_cannot_take_over_a_dialog() {
     let mut p = established();
     let sid = session_of(&mut p);
     let t = now();
-    let mut eve = eve();
+    let mut eve = keyless();
     // Eve copies Call-ID and alice's tag from the clear outer headers and
     // BF-encrypts her own first message to bob (public parameters only).
     let forged = eve.seal(t, &p.call.invite()).unwrap();
@@ -414,7 +414,7 @@ fn keyless_third_party_cannot_take_over_a_dialog() {
     assert_eq!(p.bob.open(t, &bye), Err(OpenError::UnknownSession));
     // Tags swapped: her first message claims bob's tag as the caller's.
     let sw = swapped(&p.call);
-    let forged = eve().seal(t, &sw.invite()).unwrap();
+    let forged = keyless().seal(t, &sw.invite()).unwrap();
     assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
     // The same against alice, the caller: a first message "from bob" on
     // her dialog's Call-ID, with either tag as the caller's.
@@ -425,7 +425,7 @@ fn keyless_third_party_cannot_take_over_a_dialog() {
         let mut reverse = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
         reverse.caller_tag = caller_tag;
         reverse.callee_tag = callee_tag;
-        let forged = eve().seal(t, &reverse.invite()).unwrap();
+        let forged = keyless().seal(t, &reverse.invite()).unwrap();
         assert_eq!(p.alice.open(t, &forged), Err(OpenError::DialogCollision));
     }
     assert_eq!(p.alice.session_count(), 1);
@@ -439,7 +439,7 @@ fn first_message_on_a_ringing_call_is_refused_too() {
     let t = now();
     let invite = p.alice.seal(t, &p.call.invite()).unwrap();
     let sid = p.bob.open(t, &invite).unwrap().session_id;
-    let forged = eve().seal(t, &p.call.invite()).unwrap();
+    let forged = keyless().seal(t, &p.call.invite()).unwrap();
     assert_eq!(p.bob.open(t, &forged), Err(OpenError::DialogCollision));
     // Mallory, with valid keys of her own, fares no better.
     let mut as_mallory = Call::new("sip:mallory@atlanta.com", "sip:bob@biloxi.com");
@@ -522,7 +522,7 @@ fn flood_of_first_messages_cannot_evict_a_live_call() {
     let t = now();
     // Eve floods bob with unsigned first messages, each on its own Call-ID:
     // every one opens, but unsigned newcomers only displace each other.
-    let mut eve = eve();
+    let mut eve = keyless();
     for i in 0..40 {
         let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "eve", i).invite()).unwrap();
         assert_eq!(p.bob.open(t, &o).unwrap().peer, PeerIdentity::Unverified);
@@ -560,7 +560,7 @@ fn full_table_of_live_calls_refuses_newcomers() {
     let sid = session_of(&mut p);
     let t = now();
     // Two more calls that bob answers: the table holds three live calls.
-    let mut eve = eve();
+    let mut eve = keyless();
     for i in 0..2 {
         let c = call_no("sip:alice@atlanta.com", "answered", i);
         let o = eve.seal(t, &c.invite()).unwrap();
@@ -594,7 +594,7 @@ fn full_session_id_memory_refuses_rather_than_forgets() {
     });
     let sid = session_of(&mut p);
     let t = now();
-    let mut eve = eve();
+    let mut eve = keyless();
     let mut accepted = Vec::new();
     for i in 0..2 {
         let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "mem", i).invite()).unwrap();
@@ -628,7 +628,7 @@ fn idle_sessions_expire_without_anyone_calling_expire() {
     });
     let sid = session_of(&mut p);
     let t = now();
-    let mut eve = eve();
+    let mut eve = keyless();
     for i in 0..5 {
         let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "idle", i).invite()).unwrap();
         p.bob.open(t, &o).unwrap();
@@ -738,12 +738,12 @@ fn unsigned_first_message_never_inherits_a_verified_identity() {
     let t = now();
     // While alice's verified call lives, an unsigned first message on its
     // Call-ID and From is refused.
-    let o = eve().seal(t, &p.call.invite()).unwrap();
+    let o = keyless().seal(t, &p.call.invite()).unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::DialogCollision));
     // Once it ended, the same message opens as a session of its own, and
     // nothing of the earlier call's identity carries over.
     let later = t + Duration::from_secs(100);
-    let o = eve().seal(later, &p.call.invite()).unwrap();
+    let o = keyless().seal(later, &p.call.invite()).unwrap();
     let opened = p.bob.open(later, &o).unwrap();
     assert!(opened.first_message);
     assert_eq!(opened.peer, PeerIdentity::Unverified);
