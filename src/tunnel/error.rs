@@ -146,8 +146,9 @@ pub enum OpenError {
         /// The branch's verified AOR.
         verified: String,
     },
-    /// The first message reuses a session id seen recently.
-    #[error("session id already used")]
+    /// The first message reuses a session id seen recently (outside the
+    /// transaction it was accepted in: a replay).
+    #[error("session id already used: a replayed first message")]
     SessionIdReused,
     /// The signing time of a first message is too far from our clock.
     #[error("signing time {0} s away from our clock")]
