@@ -373,7 +373,12 @@ fn call_is_intact(p: &mut Pair, session_id: [u8; 16], sessions: usize) {
 }
 
 /// [`call_is_intact`] at time `t`.
-fn call_is_intact_at(p: &mut Pair, t: std::time::SystemTime, session_id: [u8; 16], sessions: usize) {
+fn call_is_intact_at(
+    p: &mut Pair,
+    t: std::time::SystemTime,
+    session_id: [u8; 16],
+    sessions: usize,
+) {
     let bye = p.alice.seal(t, &p.call.bye()).unwrap();
     let opened = p.bob.open(t, &bye).unwrap();
     assert_eq!(opened.session_id, session_id);
@@ -519,12 +524,15 @@ fn flood_of_first_messages_cannot_evict_a_live_call() {
         ..TunnelConfig::default()
     });
     let sid = session_of(&mut p);
-    let t = now();
+    // A second later, so that alice's call is the least recently used.
+    let t = now() + Duration::from_secs(1);
     // Eve floods bob with unsigned first messages, each on its own Call-ID:
     // every one opens, but unsigned newcomers only displace each other.
     let mut eve = keyless();
     for i in 0..40 {
-        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "eve", i).invite()).unwrap();
+        let o = eve
+            .seal(t, &call_no("sip:alice@atlanta.com", "eve", i).invite())
+            .unwrap();
         assert_eq!(p.bob.open(t, &o).unwrap().peer, PeerIdentity::Unverified);
     }
     assert_eq!(p.bob.pending_session_count(), 2);
@@ -533,7 +541,10 @@ fn flood_of_first_messages_cannot_evict_a_live_call() {
     let mut mallory = d.tunnel("sip:mallory@atlanta.com", &["2026-11"]);
     for i in 0..20 {
         let o = mallory
-            .seal(t, &call_no("sip:mallory@atlanta.com", "mallory", i).invite())
+            .seal(
+                t,
+                &call_no("sip:mallory@atlanta.com", "mallory", i).invite(),
+            )
             .unwrap();
         p.bob.open(t, &o).unwrap();
     }
@@ -544,11 +555,14 @@ fn flood_of_first_messages_cannot_evict_a_live_call() {
     let mut carol = d.tunnel("sip:carol@biloxi.com", &["2026-11"]);
     let c = call_no("sip:carol@biloxi.com", "carol", 0);
     let o = carol.seal(t, &c.invite()).unwrap();
-    assert!(matches!(p.bob.open(t, &o).unwrap().peer, PeerIdentity::Verified(_)));
+    assert!(matches!(
+        p.bob.open(t, &o).unwrap().peer,
+        PeerIdentity::Verified(_)
+    ));
     let o = p.bob.seal(t, &c.ringing()).unwrap();
     carol.open(t, &o).unwrap();
     assert_eq!(p.bob.pending_session_count(), 3);
-    call_is_intact(&mut p, sid, 5);
+    call_is_intact_at(&mut p, t, sid, 5);
 }
 
 #[test]
@@ -558,7 +572,7 @@ fn full_table_of_live_calls_refuses_newcomers() {
         ..TunnelConfig::default()
     });
     let sid = session_of(&mut p);
-    let t = now();
+    let t = now() + Duration::from_secs(1);
     // Two more calls that bob answers: the table holds three live calls.
     let mut eve = keyless();
     for i in 0..2 {
@@ -577,12 +591,15 @@ fn full_table_of_live_calls_refuses_newcomers() {
         .seal(t, &call_no("sip:alice@atlanta.com", "late", 0).invite())
         .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::TableFull));
-    assert_eq!(OpenError::TableFull.wire_action(Some("INVITE")), WireAction::Drop);
+    assert_eq!(
+        OpenError::TableFull.wire_action(Some("INVITE")),
+        WireAction::Drop
+    );
     // Bob's own new call is refused as well, by a typed error.
     let mut out = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
     out.call_id = "b3V0Z29pbmdvdXRnb2luZ291".into();
     assert_eq!(p.bob.seal(t, &out.invite()), Err(SealError::TableFull));
-    call_is_intact(&mut p, sid, 3);
+    call_is_intact_at(&mut p, t, sid, 3);
 }
 
 #[test]
@@ -597,24 +614,36 @@ fn full_session_id_memory_refuses_rather_than_forgets() {
     let mut eve = keyless();
     let mut accepted = Vec::new();
     for i in 0..2 {
-        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "mem", i).invite()).unwrap();
+        let o = eve
+            .seal(t, &call_no("sip:alice@atlanta.com", "mem", i).invite())
+            .unwrap();
         p.bob.open(t, &o).unwrap();
         accepted.push(o);
     }
     // Three ids remembered (alice's and eve's two): the next is refused.
-    let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "mem", 2).invite()).unwrap();
+    let o = eve
+        .seal(t, &call_no("sip:alice@atlanta.com", "mem", 2).invite())
+        .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::SessionIdMemoryFull));
     // Eve's pending sessions expire by themselves (no call to `expire`);
     // their ids stay remembered: a replay is still recognised.
     let later = t + Duration::from_secs(100);
-    let o = eve.seal(later, &call_no("sip:alice@atlanta.com", "mem", 3).invite()).unwrap();
+    let o = eve
+        .seal(later, &call_no("sip:alice@atlanta.com", "mem", 3).invite())
+        .unwrap();
     assert_eq!(p.bob.open(later, &o), Err(OpenError::SessionIdMemoryFull));
     assert_eq!(p.bob.session_count(), 1);
-    assert_eq!(p.bob.open(later, &accepted[0]), Err(OpenError::SessionIdReused));
+    assert_eq!(
+        p.bob.open(later, &accepted[0]),
+        Err(OpenError::SessionIdReused)
+    );
     // After the id memory (600 s) there is room again.
     let much_later = t + Duration::from_secs(700);
     let o = eve
-        .seal(much_later, &call_no("sip:alice@atlanta.com", "mem", 4).invite())
+        .seal(
+            much_later,
+            &call_no("sip:alice@atlanta.com", "mem", 4).invite(),
+        )
         .unwrap();
     assert!(p.bob.open(much_later, &o).is_ok());
     call_is_intact_at(&mut p, much_later, sid, 2);
@@ -630,7 +659,9 @@ fn idle_sessions_expire_without_anyone_calling_expire() {
     let t = now();
     let mut eve = keyless();
     for i in 0..5 {
-        let o = eve.seal(t, &call_no("sip:alice@atlanta.com", "idle", i).invite()).unwrap();
+        let o = eve
+            .seal(t, &call_no("sip:alice@atlanta.com", "idle", i).invite())
+            .unwrap();
         p.bob.open(t, &o).unwrap();
     }
     assert_eq!(p.bob.session_count(), 6);
@@ -661,10 +692,12 @@ fn signed_first_messages_rewrapped_for_someone_else_are_refused() {
         let (kind, content) = open_first_by_hand(&mallory_keys, &outer);
         assert_eq!(kind, ContentKind::SignedData);
         let head = outer_head(&outer, start);
-        let rewrapped =
-            first_message_by_hand(&d.b.1, &carol_id, kind, &content, &head, [0x33; 16]);
+        let rewrapped = first_message_by_hand(&d.b.1, &carol_id, kind, &content, &head, [0x33; 16]);
         let later = t + Duration::from_secs(60);
-        assert_eq!(carol.open(later, &rewrapped), Err(OpenError::NotForUs("To")));
+        assert_eq!(
+            carol.open(later, &rewrapped),
+            Err(OpenError::NotForUs("To"))
+        );
         assert_eq!(
             OpenError::NotForUs("To").wire_action(Some("INVITE")),
             WireAction::Drop
@@ -697,7 +730,11 @@ fn accepted_body_spliced_under_another_transaction_is_refused() {
     for (from, to, err) in [
         ("BYE sip:", "INFO sip:", OpenError::OuterBinding),
         (CALL_ID, "b84b4c76e66710Qm9v7wXyzA", OpenError::OuterBinding),
-        ("CSeq: 314161 BYE", "CSeq: 314162 BYE", OpenError::OuterBinding),
+        (
+            "CSeq: 314161 BYE",
+            "CSeq: 314162 BYE",
+            OpenError::OuterBinding,
+        ),
         (
             "t: <sip:bob@biloxi.com>",
             "t: <sip:carol@biloxi.com>",
@@ -718,7 +755,10 @@ fn accepted_body_spliced_under_another_transaction_is_refused() {
     let ok = p.bob.seal(t, &p.call.ok_bye()).unwrap();
     p.alice.open(t, &ok).unwrap();
     let busy = replace(&ok, "SIP/2.0 200 OK", "SIP/2.0 486 Busy Here");
-    assert_eq!(p.alice.open(soon, &busy), Err(OpenError::Mismatch("start line")));
+    assert_eq!(
+        p.alice.open(soon, &busy),
+        Err(OpenError::Mismatch("start line"))
+    );
     assert!(p.alice.open(soon, &ok).unwrap().retransmission);
 }
 

@@ -173,9 +173,18 @@ fn first_request_must_name_us_in_its_request_uri() {
         ("sip:127.0.0.1:5090", Ok(())),
         ("sip:carol@127.0.0.1:5090", Ok(())),
         ("sip:carol@[::1]:5090", Ok(())),
-        ("sip:dave@biloxi.com", Err(OpenError::NotForUs("Request-URI"))),
-        ("sip:carol@atlanta.com", Err(OpenError::NotForUs("Request-URI"))),
-        ("sip:k7t0ken@127.0.0.1:5090", Err(OpenError::NotForUs("Request-URI"))),
+        (
+            "sip:dave@biloxi.com",
+            Err(OpenError::NotForUs("Request-URI")),
+        ),
+        (
+            "sip:carol@atlanta.com",
+            Err(OpenError::NotForUs("Request-URI")),
+        ),
+        (
+            "sip:k7t0ken@127.0.0.1:5090",
+            Err(OpenError::NotForUs("Request-URI")),
+        ),
     ];
     for (n, (uri, want)) in cases.into_iter().enumerate() {
         let got = carol.open(t, &to_carol_via(&d, uri, n as u8)).map(|_| ());

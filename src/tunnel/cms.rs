@@ -547,9 +547,7 @@ fn parse_auth_attrs(set: &SetOfVec<Attribute>) -> Result<TunnelAttrs, CmsError> 
             sid.replace(fixed::<16>("ibesip-session-id", os.as_bytes())?)
                 .is_none()
         } else if a.attr_type == IBESIP_SEQ {
-            let s: SeqValue = v
-                .decode_as()
-                .map_err(outside("ibesip-seq"))?;
+            let s: SeqValue = v.decode_as().map_err(outside("ibesip-seq"))?;
             seq.replace(s).is_none()
         } else if a.attr_type == IBESIP_OUTER_BINDING {
             let os: OctetString = v.decode_as().map_err(err)?;

@@ -147,9 +147,7 @@ impl<'a> SipView<'a> {
             if line.bytes().any(|b| b == b'\n' || b == b'\r' || b == 0) {
                 return Err(MessageError::StrayLineBreak);
             }
-            let (name, value) = line
-                .split_once(':')
-                .ok_or_else(|| MessageError::NoColon)?;
+            let (name, value) = line.split_once(':').ok_or_else(|| MessageError::NoColon)?;
             let name = name.trim_end();
             if name.is_empty()
                 || !name
@@ -231,9 +229,7 @@ impl<'a> SipView<'a> {
         let (n, m) = v
             .split_once(char::is_whitespace)
             .ok_or_else(|| MessageError::CSeq)?;
-        let n: u32 = n
-            .parse()
-            .map_err(|_| MessageError::CSeq)?;
+        let n: u32 = n.parse().map_err(|_| MessageError::CSeq)?;
         let m = m.trim();
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(MessageError::CSeq);

@@ -143,7 +143,11 @@ impl Tunnel {
                 let cek = bf::decrypt(&key.decryption, encrypted_key)
                     .map_err(|_| OpenError::KeyTransport)?;
                 let binding: [u8; 32] = Sha256::digest(encrypted_key).into();
-                (cek, session_id, Some((binding, key.identity.period().clone())))
+                (
+                    cek,
+                    session_id,
+                    Some((binding, key.identity.period().clone())),
+                )
             }
             KeyTransport::Kek { kek_id, wrapped } => {
                 let s = self.sessions.get(kek_id).ok_or(OpenError::UnknownSession)?;
@@ -181,8 +185,16 @@ impl Tunnel {
         let inner = SipView::parse(inner_bytes).map_err(OpenError::Inner)?;
         outer::check_agreement(&outer, &inner).map_err(OpenError::Mismatch)?;
         let call_id = inner.call_id().map_err(OpenError::Inner)?;
-        let from_tag = inner.from().map_err(OpenError::Inner)?.tag().unwrap_or_default();
-        let to_tag = inner.to().map_err(OpenError::Inner)?.tag().unwrap_or_default();
+        let from_tag = inner
+            .from()
+            .map_err(OpenError::Inner)?
+            .tag()
+            .unwrap_or_default();
+        let to_tag = inner
+            .to()
+            .map_err(OpenError::Inner)?
+            .tag()
+            .unwrap_or_default();
         let is_request = inner.is_request();
 
         let first_message = first.is_some();
@@ -204,10 +216,13 @@ impl Tunnel {
                 .as_ref()
                 .map(|id| id.aor().as_str().to_string())
                 .unwrap_or_default();
-            let slot = self.sessions.slot_for_pending(&opened_by).map_err(|e| match e {
-                Full::Sessions => OpenError::TableFull,
-                Full::SessionIds => OpenError::SessionIdMemoryFull,
-            })?;
+            let slot = self
+                .sessions
+                .slot_for_pending(&opened_by)
+                .map_err(|e| match e {
+                    Full::Sessions => OpenError::TableFull,
+                    Full::SessionIds => OpenError::SessionIdMemoryFull,
+                })?;
             let (cseq, method) = inner.cseq().map_err(OpenError::Inner)?;
             let mut window = super::replay::ReplayWindow::default();
             window.accept(seq.seq);
@@ -495,7 +510,14 @@ mod tests {
     ) -> Vec<u8> {
         let mut entity = ENTITY_PREFIX.to_vec();
         entity.extend_from_slice(inner);
-        seal_raw_content(sender, session_id, seq, ContentKind::Data, &entity, outer_head)
+        seal_raw_content(
+            sender,
+            session_id,
+            seq,
+            ContentKind::Data,
+            &entity,
+            outer_head,
+        )
     }
 
     /// [`seal_raw`] of any content (an entity, or a SignedData).
@@ -706,14 +728,22 @@ mod tests {
             "",
             0,
         );
-        let head = format!("SIP/2.0 180 Ringing\r\n{fork}CSeq: 1 INVITE\r\nc: {}\r\n", outer::OUTER_CONTENT_TYPE);
-        let opened = alice.open(now, &seal_raw(&bob, session_id, 7, &ringing, &head)).unwrap();
+        let head = format!(
+            "SIP/2.0 180 Ringing\r\n{fork}CSeq: 1 INVITE\r\nc: {}\r\n",
+            outer::OUTER_CONTENT_TYPE
+        );
+        let opened = alice
+            .open(now, &seal_raw(&bob, session_id, 7, &ringing, &head))
+            .unwrap();
         assert_eq!(opened.peer, PeerIdentity::Unverified);
         assert_eq!(opened.session_id, session_id);
         // A branch opens only by a response to the first request.
         let fork3 = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:bob@biloxi.com>;tag=f3");
         let info = sip("SIP/2.0 200 OK", &format!("{fork3}CSeq: 2 INFO\r\n"), "", 0);
-        let head = format!("SIP/2.0 200 OK\r\n{fork3}CSeq: 2 INFO\r\nc: {}\r\n", outer::OUTER_CONTENT_TYPE);
+        let head = format!(
+            "SIP/2.0 200 OK\r\n{fork3}CSeq: 2 INFO\r\nc: {}\r\n",
+            outer::OUTER_CONTENT_TYPE
+        );
         assert_eq!(
             alice.open(now, &seal_raw(&bob, session_id, 8, &info, &head)),
             Err(OpenError::WrongDialog)
@@ -730,11 +760,13 @@ mod tests {
         let msk_b = MasterSecret::from_bytes(&[2u8; 32]).unwrap();
         let pb = PublicParams::new("biloxi.com", msk_b.p_pub(), "https://pkg.biloxi.com").unwrap();
         let mut carol = party("sip:carol@biloxi.com", &msk_b, &[&pb]);
-        let as_carol = common.replace(
-            "t: <sip:bob@biloxi.com>",
-            "t: <sip:carol@biloxi.com>;tag=b",
+        let as_carol = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:carol@biloxi.com>;tag=b");
+        let ok = sip(
+            "SIP/2.0 200 OK",
+            &format!("{as_carol}CSeq: 1 INVITE\r\n"),
+            "",
+            0,
         );
-        let ok = sip("SIP/2.0 200 OK", &format!("{as_carol}CSeq: 1 INVITE\r\n"), "", 0);
         let mut entity = ENTITY_PREFIX.to_vec();
         entity.extend_from_slice(&ok);
         let binding = bob.sessions.get(&session_id).unwrap().session_binding;
@@ -765,6 +797,8 @@ mod tests {
         let o = bob.seal(now, &ok).unwrap();
         let opened = alice.open(now, &o).unwrap();
         assert_eq!((opened.seq, opened.session_id), (1, session_id));
-        assert!(matches!(&opened.peer, PeerIdentity::Verified(id) if id.aor().as_str() == "sip:bob@biloxi.com"));
+        assert!(
+            matches!(&opened.peer, PeerIdentity::Verified(id) if id.aor().as_str() == "sip:bob@biloxi.com")
+        );
     }
 }

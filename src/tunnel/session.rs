@@ -249,9 +249,10 @@ impl SessionTable {
     /// sweep interval before `now` (amortised housekeeping driven by the
     /// `now` of every seal and open).
     pub fn maybe_expire(&mut self, now: SystemTime) {
-        let due = self
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t).map_or(true, |d| d >= self.limits.sweep_interval));
+        let due = self.last_sweep.is_none_or(|t| {
+            now.duration_since(t)
+                .map_or(true, |d| d >= self.limits.sweep_interval)
+        });
         if due {
             self.expire(now);
         }

@@ -129,8 +129,7 @@ pub struct SignedContent {
 
 /// Decodes and checks a `SignedData` against the profile.
 pub fn decode_signed(bytes: &[u8]) -> Result<SignedContent, CmsError> {
-    let sd =
-        SignedData::from_der(bytes).map_err(outside("SignedData"))?;
+    let sd = SignedData::from_der(bytes).map_err(outside("SignedData"))?;
     let si = &sd.signer_infos.0;
     if sd.version != 3 || si.version != 3 {
         return Err(CmsError::Version {
