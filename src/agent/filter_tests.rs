@@ -566,6 +566,34 @@ fn parser_differentials_fail_closed() {
             "{what}: read differently yet accepted"
         );
     }
+    // Raw bytes as an opened inner message arrives (not re-serialised):
+    // folded lines, odd spacing, lower-case names. Whatever rsip makes of
+    // them, a strict reading that passes means both saw the same From.
+    let raw = |from_lines: &str| {
+        format!(
+            "INVITE sip:bob@biloxi.invalid SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKy\r\n\
+             {from_lines}t: <sip:bob@biloxi.invalid>\r\ni: cid-z\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n"
+        )
+    };
+    for from_lines in [
+        "From: <sip:mallory@biloxi.invalid>\r\n ;tag=m\r\n",
+        "From: \"Alice\"\r\n\t<sip:mallory@biloxi.invalid>;tag=m\r\n",
+        "From : <sip:mallory@biloxi.invalid>;tag=m\r\n",
+        "from: <sip:mallory@biloxi.invalid>;tag=m\r\nX-F: <sip:alice@biloxi.invalid>\r\n",
+    ] {
+        let bytes = raw(from_lines);
+        let Ok(msg) = Message::parse(bytes.as_bytes()) else {
+            continue;
+        };
+        if strict_reading(&msg, bytes.as_bytes()).is_ok() {
+            let view = crate::tunnel::message::SipView::parse(bytes.as_bytes()).unwrap();
+            assert_eq!(
+                view.one("from").ok(),
+                msg.header("From"),
+                "{from_lines:?}: accepted but read differently"
+            );
+        }
+    }
     // Compact forms and case are read alike.
     let fine = "BYE sip:bob@biloxi.invalid SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\n\
                 F: <sip:alice@biloxi.invalid>;tag=a\r\nTO: <sip:bob@biloxi.invalid>;tag=b\r\ni: cid-x\r\n\
