@@ -204,12 +204,7 @@ fn tunnel_filter(
             .expect("keys");
     }
     let log = Arc::new(Mutex::new(SecurityLog::default()));
-    let filter = TunnelFilter::new(
-        tunnel,
-        policy,
-        log.clone(),
-        (Instant::now(), SystemTime::now()),
-    );
+    let filter = TunnelFilter::new(tunnel, policy, log.clone());
     (Box::new(filter), log)
 }
 
@@ -341,7 +336,7 @@ async fn run(calls: usize) {
     let (verified, plain_dialogs) = {
         let log = bob_log.lock().expect("log");
         (
-            log.dialogs
+            log.sessions
                 .values()
                 .filter(|d| d.verified_peer.is_some())
                 .count(),

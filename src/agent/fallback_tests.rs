@@ -31,12 +31,7 @@ fn agent(policy: SecurityPolicy) -> Agent {
         .add_keys(&extract(&msk, &Identity::new(aor, Period::month_at(secs))))
         .unwrap();
     let log = Arc::new(Mutex::new(SecurityLog::default()));
-    let filter = TunnelFilter::new(
-        tunnel,
-        policy,
-        log.clone(),
-        (Instant::now(), SystemTime::now()),
-    );
+    let filter = TunnelFilter::new(tunnel, policy, log.clone());
     let ua = UserAgent::new(
         UaConfig {
             user: "alice".into(),

@@ -4,6 +4,42 @@
 //! verified, which session, what was rejected) is recorded in a shared
 //! [`SecurityLog`].
 //!
+//! Identity: the filter records the security facts of the one message it
+//! lets through to the core in [`SecurityLog::current`] (the peer the
+//! tunnel proved for *that* message, `Opened.peer`, with its session), and
+//! nothing else. The agent clears it before it hands the core a datagram
+//! and reads it right after, so a call, a message or a fork is shown with
+//! the identity of the message that created it, never with a fact looked up
+//! by Call-ID or left over from an earlier message. An unsigned or plain
+//! message proves nothing: its facts say `verified_peer: None`.
+//!
+//! Fail-closed rules (spec 5.5, and "one parser decides"):
+//! - The SIP core parses with `rsip`; the tunnel with its strict `SipView`.
+//!   A message is read the same way by both or not at all: its bytes must
+//!   parse strictly and both must see the same single Call-ID, From, To and
+//!   CSeq ([`strict_reading`]). An opened inner message must pass the same
+//!   check, so the From the core reports is the From the signature covers.
+//! - Incoming plain message: allowed only when it is provably plain by
+//!   5.5 (`classify` says plain, or a body-less error response a proxy may
+//!   build) and read the same way by both parsers. Under `require` anything
+//!   else is refused (a readable plain request gets 415, as before; an
+//!   unreadable one is dropped). Under `ask`/`allow-plain` it may open a
+//!   plain dialog, but never one whose Call-ID a tunneled message used.
+//! - A Call-ID that carried a tunneled message, either way, is protected:
+//!   under every policy no plain message of it (other than the 5.5 ones)
+//!   is accepted or sent, and it never goes on the [`SecurityLog::plain`]
+//!   list. A plain 2xx for such a call is dropped before the core sees
+//!   it, so nothing (no ACK, no BYE) answers it.
+//! - Outgoing: a message the strict parser cannot read is never sent
+//!   plain (it is refused; sealing could not carry it either). A message of
+//!   a protected Call-ID that cannot be sealed is refused, not sent plain.
+//!
+//! Wall clock: signing times and key periods are compared with another
+//! machine's clock, so they come from a [`WallClock`] read when needed
+//! (the system clock by default), never from the core's monotonic
+//! `Instant`, which stops while a laptop sleeps. Transaction lifetimes
+//! (the replay check below) use the monotonic clock.
+//!
 //! Routing after opening: the inner message is what the core acts on, but
 //! proxies only ever touched the outer one, so its Via and Record-Route
 //! headers replace the inner ones (RFC 3261 23.4: route on the outer).
@@ -24,28 +60,71 @@
 //! [`SecurityLog::tunnel_refused`]; the agent then follows the policy. A
 //! `493`, or a `415` that lists the tunnel's type, comes from a peer that
 //! speaks the profile and is never a reason to go plain. The plain retry
-//! is a new initial request the agent marks with
+//! is a new initial request (new Call-ID) the agent marks with
 //! [`SecurityLog::plain_next`]; under `require` the filter ignores that
 //! mark, so nothing the agent does can send a call plain.
 
 use super::key_inbox::KeyInbox;
 use crate::sip::filter::{FilterError, MessageFilter, Reject};
 use crate::sip::message::{HeaderForm, Message};
+use crate::tunnel::message::SipView;
 use crate::tunnel::{classify, OpenError, PeerIdentity, SealError, Treatment, Tunnel, WireAction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-/// What a call or message is protected by, as far as the tunnel knows.
+/// The wall clock the filter reads for everything compared with another
+/// machine's clock (signing times, key periods).
+pub trait WallClock: Send {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's wall clock (the default).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Security facts of one message the filter let through to the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DialogSecurity {
-    /// The tunnel session, hex.
-    pub session_id: String,
-    /// The peer's verified identity (`ID` string), if a signature proved it.
+pub struct MessageSecurity {
+    /// Its SIP Call-ID (as the core reads it).
+    pub call_id: String,
+    /// Its method (a request) or CSeq method (a response).
+    pub method: String,
+    /// Its status code (responses only).
+    pub status: Option<u16>,
+    /// Whether it is a request without To tag (a new dialog or transaction).
+    pub initial: bool,
+    /// Its From header value, as the core reads it.
+    pub from: String,
+    /// Whether it arrived tunneled (and opened).
+    pub tunneled: bool,
+    /// The tunnel session that carried it, hex.
+    pub session_id: Option<String>,
+    /// The peer identity the tunnel proved for this message (`Opened.peer`:
+    /// its own signature, or the signed message that opened its session
+    /// and dialog); `None` for unsigned and plain messages.
     pub verified_peer: Option<String>,
-    /// The key period of our identity that the peer encrypted to (first
-    /// message received).
+    /// The key period of our identity the session's first message was
+    /// encrypted to (first messages only).
     pub period: Option<String>,
+    /// Whether it opened a new tunnel session.
+    pub first_message: bool,
+}
+
+/// Security facts of one tunnel session we accepted, by session id (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSecurity {
+    /// Call-ID of the dialog (or transaction) the session protects.
+    pub call_id: String,
+    /// The peer proved by the session's first signed message from it.
+    pub verified_peer: Option<String>,
 }
 
 /// The security policy for messages that arrive unprotected.
@@ -60,21 +139,74 @@ pub enum SecurityPolicy {
     AllowPlain,
 }
 
-/// Shared between the filter and the agent: security facts by SIP Call-ID,
-/// and the rejections to report.
+/// Why the filter refused an incoming message. Every refusal leaves the
+/// core, the tunnel and the security log's facts as they were.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The tunnel rejected it.
+    #[error("tunnel: {0}")]
+    Tunnel(#[from] OpenError),
+    /// A plain message (not one spec 5.5 keeps plain) of a Call-ID that a
+    /// tunneled message used: dropped under every policy.
+    #[error("plain {0} in a dialog protected by the tunnel")]
+    PlainInProtectedDialog(String),
+    /// A message the strict parser cannot read, or reads differently from
+    /// the SIP core: a plain one is dropped under `require`, a tunneled one
+    /// under every policy.
+    #[error("plain message the strict SIP parser cannot read: {0}")]
+    Unreadable(String),
+    /// A copy of an accepted tunneled request outside its transaction.
+    #[error("tunnel: replayed request (a copy of an accepted request outside its transaction)")]
+    ReplayedRequest,
+    /// The opened inner message does not parse, or the two parsers read
+    /// it differently.
+    #[error("inner message rejected: {0}")]
+    Inner(String),
+}
+
+/// Why the filter refused to send a message the core built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Withheld {
+    /// The strict parser cannot read it: it is never sent plain.
+    #[error("the strict SIP parser cannot read it, so it is never sent plain: {0}")]
+    Unreadable(String),
+    /// Sealing failed.
+    #[error("{0}")]
+    Seal(#[from] SealError),
+    /// The sealed message does not parse (an internal failure).
+    #[error("sealed message does not parse: {0}")]
+    Sealed(String),
+}
+
+/// How many refusals the log keeps (the oldest are dropped).
+const MAX_LOGGED: usize = 256;
+/// Bound of the protected Call-ID memory and of the session facts.
+const MAX_PROTECTED: usize = 8192;
+
+/// Shared between the filter and the agent: the facts of the message the
+/// core is acting on, the sessions accepted, and the rejections to report.
 #[derive(Debug, Default)]
 pub struct SecurityLog {
-    /// By SIP Call-ID.
-    pub dialogs: HashMap<String, DialogSecurity>,
-    /// Call-IDs of plain (unprotected) dialogs let through by the policy.
+    /// Facts of the message the filter last let through to the core. The
+    /// agent sets it to `None` before each datagram and takes it right
+    /// after, so it only ever describes the message of that datagram.
+    pub current: Option<MessageSecurity>,
+    /// Sessions accepted from peers (first messages), by session id hex;
+    /// bounded, for reports.
+    pub sessions: HashMap<String, SessionSecurity>,
+    /// Call-IDs of plain (unprotected) dialogs let through by the policy;
+    /// never a Call-ID a tunneled message used.
     pub plain: Vec<String>,
-    /// Rejections since the last drain: (Call-ID, reason).
-    pub rejections: Vec<(String, String)>,
-    /// Call-ID of the last initial request we sent (set while the core
-    /// builds it, read by the agent right after the command).
+    /// Incoming refusals (Call-ID, reason), the latest [`MAX_LOGGED`].
+    pub rejections: VecDeque<(String, Refusal)>,
+    /// Outgoing refusals (Call-ID, reason), the latest [`MAX_LOGGED`].
+    pub withheld: VecDeque<(String, Withheld)>,
+    /// Call-ID of the last initial request we sent: set while the core
+    /// builds it, cleared and read by the agent around the command that
+    /// placed the call (which call it is; it never decides identity).
     pub last_outgoing_initial: Option<String>,
-    /// Call-ID of the last initial request we received.
-    pub last_incoming_initial: Option<String>,
     /// Initial requests the tunnel could not carry, by Call-ID: why (the
     /// callee's domain has no known parameters, or the callee answered
     /// `415` without `application/pkcs7-mime` in `Accept`).
@@ -85,6 +217,13 @@ pub struct SecurityLog {
     pub plain_next: bool,
 }
 
+fn push_bounded<T>(q: &mut VecDeque<T>, item: T) {
+    if q.len() >= MAX_LOGGED {
+        q.pop_front();
+    }
+    q.push_back(item);
+}
+
 /// The tunnel filter of one user agent.
 pub struct TunnelFilter {
     tunnel: Tunnel,
@@ -92,31 +231,34 @@ pub struct TunnelFilter {
     log: Arc<Mutex<SecurityLog>>,
     /// Accepted tunneled requests by body hash: top Via branch and when.
     requests_seen: HashMap<[u8; 32], (String, Instant)>,
-    /// Maps the core's monotonic clock to wall-clock time (key periods and
-    /// signing times are calendar facts), fixed at construction so the
-    /// filter itself never reads a clock.
-    anchor: (Instant, SystemTime),
+    /// Call-IDs that carried a tunneled message (either way), oldest first.
+    protected: HashSet<String>,
+    protected_order: VecDeque<String>,
+    /// Where signing times and key periods are read from.
+    clock: Box<dyn WallClock>,
     /// Renewed keys pushed while the agent runs (none by default).
     inbox: Option<KeyInbox>,
 }
 
 impl TunnelFilter {
-    /// A filter around `tunnel`; `anchor` pairs one `Instant` with the wall
-    /// clock at that instant.
-    pub fn new(
-        tunnel: Tunnel,
-        policy: SecurityPolicy,
-        log: Arc<Mutex<SecurityLog>>,
-        anchor: (Instant, SystemTime),
-    ) -> Self {
+    /// A filter around `tunnel` on the system's wall clock.
+    pub fn new(tunnel: Tunnel, policy: SecurityPolicy, log: Arc<Mutex<SecurityLog>>) -> Self {
         TunnelFilter {
             tunnel,
             policy,
             log,
             requests_seen: HashMap::new(),
-            anchor,
+            protected: HashSet::new(),
+            protected_order: VecDeque::new(),
+            clock: Box::new(SystemClock),
             inbox: None,
         }
+    }
+
+    /// Reads wall-clock time from `clock` instead of the system clock.
+    pub fn with_wall_clock(mut self, clock: Box<dyn WallClock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Takes renewed keys from `inbox` before each message from now on.
@@ -138,14 +280,43 @@ impl TunnelFilter {
         }
     }
 
-    fn wall(&self, now: Instant) -> SystemTime {
-        self.anchor.1 + now.saturating_duration_since(self.anchor.0)
-    }
-
     fn with_log(&self, f: impl FnOnce(&mut SecurityLog)) {
         if let Ok(mut log) = self.log.lock() {
             f(&mut log);
         }
+    }
+
+    fn is_protected(&self, call_id: &str) -> bool {
+        self.protected.contains(call_id)
+    }
+
+    /// Marks `call_id` as carried by the tunnel: from now on no plain
+    /// message of it passes (other than the 5.5 ones).
+    fn protect(&mut self, call_id: &str) {
+        if self.protected.contains(call_id) {
+            return;
+        }
+        if self.protected_order.len() >= MAX_PROTECTED {
+            if let Some(old) = self.protected_order.pop_front() {
+                self.protected.remove(&old);
+            }
+        }
+        self.protected.insert(call_id.to_string());
+        self.protected_order.push_back(call_id.to_string());
+        self.with_log(|l| l.plain.retain(|c| c != call_id));
+    }
+
+    fn refuse(&self, call_id: &str, refusal: Refusal) {
+        self.with_log(|l| {
+            l.current = None;
+            push_bounded(&mut l.rejections, (call_id.to_string(), refusal));
+        });
+    }
+
+    fn withhold(&self, call_id: &str, why: Withheld) -> FilterError {
+        let text = why.to_string();
+        self.with_log(|l| push_bounded(&mut l.withheld, (call_id.to_string(), why)));
+        FilterError(text)
     }
 }
 
@@ -188,6 +359,30 @@ impl TunnelFilter {
     }
 }
 
+/// Whether the strict parser reads `bytes` (the serialised `msg`) as the
+/// SIP core reads `msg`: it parses, and both see the same start line kind
+/// and exactly one, equal, Call-ID, From, To and CSeq. `Err` says where
+/// they part.
+pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), String> {
+    let view = SipView::parse(bytes).map_err(|e| e.0)?;
+    if view.is_request() != msg.is_request() {
+        return Err("start line read differently".into());
+    }
+    for (strict, core) in [
+        ("call-id", "Call-ID"),
+        ("from", "From"),
+        ("to", "To"),
+        ("cseq", "CSeq"),
+    ] {
+        let value = view.one(strict).map_err(|e| e.0)?;
+        let core_values: Vec<&str> = msg.header_values(core).collect();
+        if core_values != [value] {
+            return Err(format!("{core} read differently by the two parsers"));
+        }
+    }
+    Ok(())
+}
+
 /// An error response without body: what a proxy or registrar sends, or a
 /// UA for a request that belongs to no session (481, or 486 to a plain
 /// INVITE the policy let through). Such responses may travel plain.
@@ -223,25 +418,55 @@ fn refuses_tunnel(msg: &Message) -> Option<String> {
     })
 }
 
+/// What a message is, for logs: its method, or status and CSeq method.
+fn what(msg: &Message) -> String {
+    let method = msg.method().map(|m| m.to_string()).unwrap_or_default();
+    match msg.status() {
+        Some(s) => format!("{s} to {method}"),
+        None => method,
+    }
+}
+
+/// The plain facts of `msg` (nothing proved).
+fn plain_facts(msg: &Message) -> MessageSecurity {
+    MessageSecurity {
+        call_id: msg.call_id().unwrap_or_default().to_string(),
+        method: msg.method().map(|m| m.to_string()).unwrap_or_default(),
+        status: msg.status(),
+        initial: msg.is_request() && msg.to_tag().is_none(),
+        from: msg.header("From").unwrap_or_default().to_string(),
+        tunneled: false,
+        session_id: None,
+        verified_peer: None,
+        period: None,
+        first_message: false,
+    }
+}
+
 impl MessageFilter for TunnelFilter {
-    fn outgoing(&mut self, now: Instant, msg: Message) -> Result<Message, FilterError> {
+    fn outgoing(&mut self, _now: Instant, msg: Message) -> Result<Message, FilterError> {
         self.adopt_renewed_keys();
         let bytes = msg.to_bytes(HeaderForm::Compact);
+        let call_id = msg.call_id().unwrap_or_default().to_string();
+        if let Err(why) = strict_reading(&msg, &bytes) {
+            return Err(self.withhold(&call_id, Withheld::Unreadable(why)));
+        }
         if classify(&bytes, false) == Treatment::Plain {
             return Ok(msg);
         }
-        let call_id = msg.call_id().unwrap_or_default().to_string();
-        if self
-            .log
-            .lock()
-            .map(|l| l.plain.contains(&call_id))
-            .unwrap_or(false)
+        let protected = self.is_protected(&call_id);
+        if !protected
+            && self
+                .log
+                .lock()
+                .map(|l| l.plain.contains(&call_id))
+                .unwrap_or(false)
         {
             return Ok(msg);
         }
         let initial = msg.is_request() && msg.to_tag().is_none();
         if initial {
-            let plain = self.policy != SecurityPolicy::Require;
+            let plain = self.policy != SecurityPolicy::Require && !protected;
             let mut sent_plain = false;
             self.with_log(|l| {
                 l.last_outgoing_initial = Some(call_id.clone());
@@ -254,28 +479,38 @@ impl MessageFilter for TunnelFilter {
                 return Ok(msg);
             }
         }
-        match self.tunnel.seal(self.wall(now), &bytes) {
-            Ok(outer) => Message::parse(&outer)
-                .map_err(|e| FilterError(format!("sealed message does not parse: {e}"))),
-            Err(SealError::NoSession(_)) if bodyless_error(&msg, &bytes) => Ok(msg),
+        match self.tunnel.seal(self.clock.now(), &bytes) {
+            Ok(outer) => {
+                let sealed = Message::parse(&outer)
+                    .map_err(|e| self.withhold(&call_id, Withheld::Sealed(e.to_string())))?;
+                self.protect(&call_id);
+                Ok(sealed)
+            }
+            Err(SealError::NoSession(_)) if !protected && bodyless_error(&msg, &bytes) => Ok(msg),
             Err(e @ SealError::UnknownDomain(_)) if initial => {
                 self.with_log(|l| {
                     l.tunnel_refused.insert(call_id.clone(), e.to_string());
                 });
-                Err(FilterError(e.to_string()))
+                Err(self.withhold(&call_id, e.into()))
             }
-            Err(e) => Err(FilterError(e.to_string())),
+            Err(e) => Err(self.withhold(&call_id, e.into())),
         }
     }
 
     fn incoming(&mut self, now: Instant, msg: Message) -> Result<Message, Reject> {
         self.adopt_renewed_keys();
+        self.with_log(|l| l.current = None);
         let bytes = msg.to_bytes(HeaderForm::Compact);
         let call_id = msg.call_id().unwrap_or_default().to_string();
         let request_method = msg
             .method()
             .filter(|_| msg.is_request())
             .map(|m| m.to_string());
+        let silent = |refusal: &Refusal| Reject {
+            response: None,
+            headers: vec![],
+            reason: refusal.to_string(),
+        };
         let reject = |err: &OpenError| {
             let (response, headers) = match err.wire_action(request_method.as_deref()) {
                 WireAction::Respond493 => (Some((493, "Undecipherable".to_string())), vec![]),
@@ -288,60 +523,89 @@ impl MessageFilter for TunnelFilter {
             Reject {
                 response,
                 headers,
-                reason: format!("tunnel: {err}"),
+                reason: Refusal::Tunnel(err.clone()).to_string(),
             }
         };
         let is_tunneled = msg
             .header("Content-Type")
             .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/pkcs7-mime"));
         if !is_tunneled {
-            if let Some(reason) = refuses_tunnel(&msg) {
-                self.with_log(|l| {
-                    if !l.plain.contains(&call_id) {
-                        l.tunnel_refused.insert(call_id.clone(), reason);
-                    }
-                });
-            }
-            if classify(&bytes, false) == Treatment::Plain || bodyless_error(&msg, &bytes) {
+            let readable = strict_reading(&msg, &bytes);
+            let spec_plain = readable.is_ok()
+                && (classify(&bytes, false) == Treatment::Plain || bodyless_error(&msg, &bytes));
+            if spec_plain {
+                if let Some(reason) = refuses_tunnel(&msg) {
+                    self.with_log(|l| {
+                        if !l.plain.contains(&call_id) {
+                            l.tunnel_refused.insert(call_id.clone(), reason);
+                        }
+                    });
+                }
+                self.with_log(|l| l.current = Some(plain_facts(&msg)));
                 return Ok(msg);
             }
+            if self.is_protected(&call_id) {
+                let refusal = Refusal::PlainInProtectedDialog(what(&msg));
+                let rej = silent(&refusal);
+                self.refuse(&call_id, refusal);
+                return Err(rej);
+            }
             if self.policy == SecurityPolicy::Require {
-                let err = OpenError::NotTunneled;
-                self.with_log(|l| l.rejections.push((call_id.clone(), err.to_string())));
-                return Err(reject(&err));
+                return Err(match readable {
+                    Err(why) => {
+                        let refusal = Refusal::Unreadable(why);
+                        let rej = silent(&refusal);
+                        self.refuse(&call_id, refusal);
+                        rej
+                    }
+                    Ok(()) => {
+                        let err = OpenError::NotTunneled;
+                        let rej = reject(&err);
+                        self.refuse(&call_id, err.into());
+                        rej
+                    }
+                });
             }
             self.with_log(|l| {
                 if !l.plain.contains(&call_id) {
                     l.plain.push(call_id.clone());
                 }
-                if msg.is_request() && msg.to_tag().is_none() {
-                    l.last_incoming_initial = Some(call_id.clone());
-                }
+                l.current = Some(plain_facts(&msg));
             });
             return Ok(msg);
         }
-        let opened = match self.tunnel.open(self.wall(now), &bytes) {
+        if let Err(why) = strict_reading(&msg, &bytes) {
+            let refusal = Refusal::Unreadable(why);
+            let rej = silent(&refusal);
+            self.refuse(&call_id, refusal);
+            return Err(rej);
+        }
+        let opened = match self.tunnel.open(self.clock.now(), &bytes) {
             Ok(o) => o,
             Err(err) => {
-                self.with_log(|l| l.rejections.push((call_id.clone(), err.to_string())));
-                return Err(reject(&err));
+                let rej = reject(&err);
+                self.refuse(&call_id, err.into());
+                return Err(rej);
             }
         };
         if self.request_replayed(now, &msg, opened.retransmission) {
-            let reason =
-                "tunnel: replayed request (a copy of an accepted request outside its transaction)";
-            self.with_log(|l| l.rejections.push((call_id.clone(), reason.to_string())));
-            return Err(Reject {
-                response: None,
-                headers: vec![],
-                reason: reason.to_string(),
-            });
+            let refusal = Refusal::ReplayedRequest;
+            let rej = silent(&refusal);
+            self.refuse(&call_id, refusal);
+            return Err(rej);
         }
-        let mut inner = Message::parse(&opened.inner).map_err(|e| Reject {
-            response: None,
-            headers: vec![],
-            reason: format!("inner message does not parse: {e}"),
-        })?;
+        let inner = Message::parse(&opened.inner)
+            .map_err(|e| e.to_string())
+            .and_then(|m| strict_reading(&m, &opened.inner).map(|()| m));
+        let mut inner = match inner {
+            Ok(m) => m,
+            Err(why) => {
+                let refusal = Refusal::Inner(why);
+                let rej = silent(&refusal);
+                self.refuse(&call_id, refusal);
+                return Err(rej);
+            }
+        };
         // Route on the outer message.
         for name in ["Via", "Record-Route"] {
             inner.remove_header(name);
@@ -349,32 +613,39 @@ impl MessageFilter for TunnelFilter {
                 inner.push_header(name, v.to_string());
             }
         }
+        self.protect(&call_id);
         let verified = match &opened.peer {
             PeerIdentity::Verified(id) => Some(id.to_string()),
             PeerIdentity::Unverified => None,
         };
         let session_id = hex::encode(opened.session_id);
-        let period = opened.period.as_ref().map(|p| p.to_string());
+        let facts = MessageSecurity {
+            tunneled: true,
+            session_id: Some(session_id.clone()),
+            verified_peer: verified.clone(),
+            period: opened.period.as_ref().map(|p| p.to_string()),
+            first_message: opened.first_message,
+            ..plain_facts(&inner)
+        };
         self.with_log(|l| {
-            let entry = l
-                .dialogs
-                .entry(call_id.clone())
-                .or_insert_with(|| DialogSecurity {
-                    session_id: session_id.clone(),
-                    verified_peer: None,
-                    period: None,
-                });
-            entry.session_id = session_id;
-            if verified.is_some() {
-                entry.verified_peer = verified;
-            }
-            if period.is_some() {
-                entry.period = period;
-            }
             if opened.first_message {
-                l.last_incoming_initial = Some(call_id.clone());
+                if l.sessions.len() >= MAX_PROTECTED {
+                    l.sessions.clear();
+                }
+                l.sessions.insert(
+                    session_id,
+                    SessionSecurity {
+                        call_id: call_id.clone(),
+                        verified_peer: verified,
+                    },
+                );
             }
+            l.current = Some(facts);
         });
         Ok(inner)
     }
 }
+
+#[cfg(test)]
+#[path = "filter_tests.rs"]
+mod filter_tests;

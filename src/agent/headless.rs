@@ -19,7 +19,7 @@ use crate::sip::Transport;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
@@ -137,12 +137,7 @@ pub async fn start_with(
     }
     let (udp, local, tcp) = bind_sip(config.listen).await?;
     let log = Arc::new(Mutex::new(SecurityLog::default()));
-    let mut filter = TunnelFilter::new(
-        tunnel,
-        config.policy,
-        log.clone(),
-        (Instant::now(), SystemTime::now()),
-    );
+    let mut filter = TunnelFilter::new(tunnel, config.policy, log.clone());
     if let Some(inbox) = &options.key_inbox {
         filter = filter.with_key_inbox(inbox.clone());
     }

@@ -111,7 +111,6 @@ mod tests {
             bob,
             SecurityPolicy::Require,
             Arc::new(Mutex::new(SecurityLog::default())),
-            (Instant::now(), wall),
         )
         .with_key_inbox(inbox.clone());
         World {

@@ -20,7 +20,7 @@ pub mod renewal;
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
 use crate::sip::Dest;
-use filter::{SecurityLog, SecurityPolicy};
+use filter::{MessageSecurity, SecurityLog, SecurityPolicy};
 use media::{MediaAction, MediaCalls, MediaCounters};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -147,10 +147,12 @@ pub enum AgentEvent {
     IncomingCall {
         /// Call number.
         call: u64,
-        /// The caller's From (inner message when tunneled).
+        /// The caller's From (inner message when tunneled). Claimed, not
+        /// proved: only `verified` is.
         from: String,
-        /// The caller's identity when a signature verified it; never set
-        /// for an unprotected or unsigned call.
+        /// The caller's identity when the signature of this very INVITE (or
+        /// of the session it opened) verified it; `None` (unverified) for
+        /// an unprotected or unsigned call, whatever its From or Call-ID.
         verified: Option<String>,
         /// Whether the call's signaling is tunneled.
         tunneled: bool,
@@ -279,14 +281,35 @@ pub enum AgentEvent {
     },
 }
 
+/// Who a call's peer is proved to be, fixed by the message that made the
+/// call: the incoming INVITE (callee side) or the 2xx that answered ours
+/// (caller side).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CallSecurity {
+    verified: Option<String>,
+    tunneled: bool,
+}
+
 /// The agent core: a [`UserAgent`] whose filter is the tunnel, plus the
 /// bookkeeping that turns core events into [`AgentEvent`]s with their
 /// security facts. Sans-I/O like the core it wraps.
+///
+/// Security facts come only from the filter's record of the message the
+/// core acted on in the same datagram ([`SecurityLog::current`], cleared
+/// before each datagram): an `incoming_call` or `message_received` shows
+/// the identity proved for that INVITE or MESSAGE, the caller's `answered`
+/// the one proved for the 2xx that answered, the callee's `answered` the
+/// one of its INVITE. Nothing is looked up by Call-ID.
 pub struct Agent {
     ua: UserAgent,
     log: Arc<Mutex<SecurityLog>>,
     domain: String,
+    /// SIP Call-ID of each outgoing call (for the plain fallback).
     calls: HashMap<u64, String>,
+    /// Proved facts of each call, set by the message that made it.
+    security: HashMap<u64, CallSecurity>,
+    /// The filter's facts of the message of the datagram being handled.
+    current: Option<MessageSecurity>,
     next_call: u64,
     events: VecDeque<AgentEvent>,
     media: Option<MediaCalls>,
@@ -305,6 +328,8 @@ impl Agent {
             log,
             domain: domain.to_string(),
             calls: HashMap::new(),
+            security: HashMap::new(),
+            current: None,
             next_call: 1,
             events: VecDeque::new(),
             media: None,
@@ -356,17 +381,22 @@ impl Agent {
         }
     }
 
-    /// (verified peer, tunneled) of a dialog by SIP Call-ID.
-    fn security_of(&self, sip_call_id: Option<&String>) -> (Option<String>, bool) {
-        let (Some(cid), Ok(log)) = (sip_call_id, self.log.lock()) else {
-            return (None, false);
-        };
-        if log.plain.contains(cid) {
-            return (None, false);
-        }
-        match log.dialogs.get(cid) {
-            Some(d) => (d.verified_peer.clone(), true),
-            None => (None, false),
+    /// The facts of the message the core acted on in this datagram, when
+    /// it is the one `matches` describes; taken, so no later event reuses
+    /// them. Anything else proves nothing: unverified, not tunneled.
+    fn proved_by_current(
+        &mut self,
+        matches: impl FnOnce(&MessageSecurity) -> bool,
+    ) -> CallSecurity {
+        match self.current.take() {
+            Some(f) if matches(&f) => CallSecurity {
+                verified: f.verified_peer.filter(|_| f.tunneled),
+                tunneled: f.tunneled,
+            },
+            _ => CallSecurity {
+                verified: None,
+                tunneled: false,
+            },
         }
     }
 
@@ -380,11 +410,11 @@ impl Agent {
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
             ua::Event::Unregistered => AgentEvent::Unregistered,
             ua::Event::IncomingCall { call, from, body } => {
-                let cid = self.take_log(|l| l.last_incoming_initial.take()).flatten();
-                if let Some(c) = &cid {
-                    self.calls.insert(call.0, c.clone());
-                }
-                let (verified, tunneled) = self.security_of(cid.as_ref());
+                let facts = self.proved_by_current(|f| {
+                    f.initial && f.status.is_none() && f.method == "INVITE" && f.from == from
+                });
+                self.security.insert(call.0, facts.clone());
+                let CallSecurity { verified, tunneled } = facts;
                 let refused = self
                     .media
                     .as_mut()
@@ -404,7 +434,22 @@ impl Agent {
             }
             ua::Event::Ringing { call } => AgentEvent::Ringing { call: call.0 },
             ua::Event::Answered { call, body } => {
-                let (verified, tunneled) = self.security_of(self.calls.get(&call.0));
+                let facts = match self.security.get(&call.0) {
+                    // Callee: the INVITE's facts.
+                    Some(f) => f.clone(),
+                    // Caller: the facts of the 2xx that answered this call.
+                    None => {
+                        let cid = self.calls.get(&call.0).cloned();
+                        let facts = self.proved_by_current(|f| {
+                            f.method == "INVITE"
+                                && f.status.is_some_and(|s| (200..300).contains(&s))
+                                && Some(&f.call_id) == cid.as_ref()
+                        });
+                        self.security.insert(call.0, facts.clone());
+                        facts
+                    }
+                };
+                let CallSecurity { verified, tunneled } = facts;
                 self.events.push_back(AgentEvent::Answered {
                     call: call.0,
                     verified,
@@ -430,6 +475,8 @@ impl Agent {
                     m.end(call.0);
                 }
                 self.targets.remove(&call.0);
+                self.security.remove(&call.0);
+                self.calls.remove(&call.0);
                 AgentEvent::Ended {
                     call: call.0,
                     reason: match reason {
@@ -442,8 +489,9 @@ impl Agent {
                 }
             }
             ua::Event::MessageReceived { from, body } => {
-                let cid = self.take_log(|l| l.last_incoming_initial.take()).flatten();
-                let (verified, tunneled) = self.security_of(cid.as_ref());
+                let CallSecurity { verified, tunneled } = self.proved_by_current(|f| {
+                    f.status.is_none() && f.method == "MESSAGE" && f.from == from
+                });
                 AgentEvent::MessageReceived {
                     from,
                     text: String::from_utf8_lossy(&body.bytes).to_string(),
@@ -483,8 +531,13 @@ impl Core for Agent {
     type Event = AgentEvent;
 
     fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
+        // The filter describes the one message of this datagram; nothing
+        // from an earlier one may stand in for it.
+        self.take_log(|l| l.current = None);
         self.ua.handle_datagram(now, from, bytes);
+        self.current = self.take_log(|l| l.current.take()).flatten();
         self.pump(now);
+        self.current = None;
     }
 
     fn handle_command(&mut self, now: Instant, cmd: AgentCommand) {
@@ -588,9 +641,10 @@ impl Agent {
             Some(Err(e)) => return self.error(format!("cannot call {target}: {e}")),
             None => Body::default(),
         };
-        if plain {
-            self.take_log(|l| l.plain_next = true);
-        }
+        self.take_log(|l| {
+            l.last_outgoing_initial = None;
+            l.plain_next = plain;
+        });
         self.ua.handle_command(
             now,
             ua::Command::Call {

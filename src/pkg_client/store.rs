@@ -3,6 +3,11 @@
 //! user's data directory, so a phone with valid keys keeps working while
 //! the PKG is down. The file key comes from a random local key file (0600,
 //! beside the store) or from a passphrase through Argon2id.
+//!
+//! Decision: the key file and the store file are checked when loaded; one
+//! that group or others may read or write is refused with an error naming
+//! it and its mode, never silently `chmod`ed: a key that was readable may
+//! have been copied, so the user must see it (and should renew the keys).
 
 use super::api::KeyEntry;
 use super::client::keys_from_entries;
@@ -63,6 +68,7 @@ impl KeyStore {
     pub fn open(dir: &Path, unlock: Unlock) -> Result<Self, PkgClientError> {
         std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
         let path = dir.join(STORE_FILE);
+        check_private(&path)?;
         let bundle = match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let plain = match &unlock {
@@ -221,7 +227,33 @@ pub fn write_extract_file(
 }
 
 fn file_key(dir: &Path) -> Result<SealKey, PkgClientError> {
-    Ok(SealKey::load_or_create_file(&dir.join(KEY_FILE))?.derive(b"ibephone key store v1"))
+    let path = dir.join(KEY_FILE);
+    check_private(&path)?;
+    Ok(SealKey::load_or_create_file(&path)?.derive(b"ibephone key store v1"))
+}
+
+/// Refuses a secret file that group or others may read or write (see the
+/// module's decision). A missing file is fine: it is created 0600.
+pub fn check_private(path: &Path) -> Result<(), PkgClientError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(PkgClientError::Store(format!(
+                        "{}: holds secrets but group or others may access it (mode {mode:03o}); \
+                         refused: make it private (chmod 600) and renew the keys it protects",
+                        path.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(store_err(path, e)),
+        }
+    }
+    Ok(())
 }
 
 fn store_err(path: &Path, e: std::io::Error) -> PkgClientError {
@@ -265,6 +297,38 @@ mod tests {
         assert!(!raw.contains(&b64_encode(&k.d_enc_bytes()[..])));
         std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
         assert!(KeyStore::open(dir.path(), Unlock::KeyFile).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (msk, params) = setup("biloxi.invalid", "https://pkg.biloxi.invalid").unwrap();
+        let aor = Aor::parse("sip:bob@biloxi.invalid").unwrap();
+        let p = Period::month("2026-11").unwrap();
+        let k = extract(&msk, &Identity::new(aor, p.clone()));
+        KeyStore::open(dir.path(), Unlock::KeyFile)
+            .unwrap()
+            .put_keys(&params, std::slice::from_ref(&k))
+            .unwrap();
+        for (name, mode) in [(KEY_FILE, 0o644), (KEY_FILE, 0o660), (STORE_FILE, 0o604)] {
+            let path = dir.path().join(name);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap_err();
+            assert!(
+                matches!(&err, PkgClientError::Store(m) if m.contains(name) && m.contains(&format!("{mode:03o}"))),
+                "{name} {mode:o}: {err}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(KeyStore::open(dir.path(), Unlock::KeyFile).is_ok());
+        }
+        // Left as found: refused, not repaired behind the user's back.
+        let path = dir.path().join(KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(KeyStore::open(dir.path(), Unlock::KeyFile).is_err());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
     }
 
     #[test]

@@ -18,7 +18,13 @@
 //! 5.5: the `100 Trying` and the ACK of a non-2xx response, which the
 //! transaction layer builds from the outer headers. The filter itself
 //! decides which of the other messages 5.5 keeps plain (REGISTER, CANCEL,
-//! responses built by a proxy).
+//! responses built by a proxy). A 2xx that matches no transaction (a
+//! retransmission, a second fork) passes `incoming` too before the core
+//! answers it with an ACK or BYE, so a refused one gets no answer.
+//!
+//! A filter fails closed: `outgoing` returns an error rather than send a
+//! message it cannot protect or classify, and `incoming` refuses what it
+//! cannot prove allowed (see `agent::filter` for the tunnel's rules).
 
 use crate::sip::message::Message;
 use std::time::Instant;

@@ -192,7 +192,14 @@ impl UserAgent {
                     .events
                     .push_back(Event::Rejected { reason: rej.reason }),
             },
-            Incoming::Stray(resp) => self.on_stray_response(now, resp),
+            // A 2xx outside any transaction (a fork, a retransmission)
+            // passes the filter like any response before it is answered.
+            Incoming::Stray(resp) => match self.filter.incoming(now, resp) {
+                Ok(inner) => self.on_stray_response(now, inner),
+                Err(rej) => self
+                    .events
+                    .push_back(Event::Rejected { reason: rej.reason }),
+            },
             Incoming::Absorbed => {}
         }
     }

@@ -361,9 +361,15 @@ pub enum Treatment {
 
 /// Which treatment a message gets. `ack_of_non_2xx` must be set by the
 /// transaction layer for the ACK it generates for a non-2xx final response.
+///
+/// Fails closed: only a message the strict parser reads and that spec 5.5
+/// names is plain. Bytes that do not parse as a SIP message are
+/// [`Treatment::Tunnel`], so a caller never lets them through (or sends
+/// them) unprotected because they could not be read; sealing or opening
+/// them then fails with a typed error.
 pub fn classify(message: &[u8], ack_of_non_2xx: bool) -> Treatment {
     let Ok(view) = SipView::parse(message) else {
-        return Treatment::Plain;
+        return Treatment::Tunnel;
     };
     match &view.start {
         StartLine::Request { method, .. } => match method.as_str() {
