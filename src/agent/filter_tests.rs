@@ -259,6 +259,26 @@ fn unsigned_invite_reusing_a_call_id_is_shown_unverified() {
             if from.contains("alice")),
         "an unsigned INVITE proves nothing, whatever Call-ID it reuses: {ev:?}"
     );
+    // The same for a secure message.
+    let inner = format!(
+        "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKm2\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@{DOMAIN}>;tag=mtag2\r\n\
+         To: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {cid}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         Content-Type: text/plain\r\n\
+         Content-Length: 2\r\n\r\nhi"
+    );
+    let outer = mallory.seal(SystemTime::now(), inner.as_bytes()).unwrap();
+    bob.feed(now, &outer);
+    let ev = bob.events();
+    assert!(
+        matches!(&ev[..], [AgentEvent::MessageReceived { verified: None, tunneled: true, text, .. }]
+            if text == "hi"),
+        "{ev:?}"
+    );
 }
 
 #[test]
