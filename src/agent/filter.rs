@@ -364,7 +364,7 @@ impl TunnelFilter {
 /// and exactly one, equal, Call-ID, From, To and CSeq. `Err` says where
 /// they part.
 pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), String> {
-    let view = SipView::parse(bytes).map_err(|e| e.0)?;
+    let view = SipView::parse(bytes).map_err(|e| e.to_string())?;
     if view.is_request() != msg.is_request() {
         return Err("start line read differently".into());
     }
@@ -374,7 +374,7 @@ pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), String> {
         ("to", "To"),
         ("cseq", "CSeq"),
     ] {
-        let value = view.one(strict).map_err(|e| e.0)?;
+        let value = view.one(strict).map_err(|e| e.to_string())?;
         let core_values: Vec<&str> = msg.header_values(core).collect();
         if core_values != [value] {
             return Err(format!("{core} read differently by the two parsers"));
