@@ -128,18 +128,16 @@ impl<'a> SipView<'a> {
         let end = bytes
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| MessageError::NoEndOfHeaders)?;
+            .ok_or(MessageError::NoEndOfHeaders)?;
         let head = std::str::from_utf8(&bytes[..end]).map_err(|_| MessageError::NotUtf8)?;
         let body = &bytes[end + 4..];
         let mut lines = head.split("\r\n");
-        let first = lines.next().ok_or_else(|| MessageError::StartLine)?;
+        let first = lines.next().ok_or(MessageError::StartLine)?;
         let (start, version) = parse_start(first)?;
         let mut headers: Vec<(String, String)> = Vec::new();
         for line in lines {
             if line.starts_with(' ') || line.starts_with('\t') {
-                let last = headers
-                    .last_mut()
-                    .ok_or_else(|| MessageError::FoldedFirstLine)?;
+                let last = headers.last_mut().ok_or(MessageError::FoldedFirstLine)?;
                 last.1.push(' ');
                 last.1.push_str(line.trim());
                 continue;
@@ -147,7 +145,7 @@ impl<'a> SipView<'a> {
             if line.bytes().any(|b| b == b'\n' || b == b'\r' || b == 0) {
                 return Err(MessageError::StrayLineBreak);
             }
-            let (name, value) = line.split_once(':').ok_or_else(|| MessageError::NoColon)?;
+            let (name, value) = line.split_once(':').ok_or(MessageError::NoColon)?;
             let name = name.trim_end();
             if name.is_empty()
                 || !name
@@ -228,7 +226,7 @@ impl<'a> SipView<'a> {
         let v = self.one("cseq")?;
         let (n, m) = v
             .split_once(char::is_whitespace)
-            .ok_or_else(|| MessageError::CSeq)?;
+            .ok_or(MessageError::CSeq)?;
         let n: u32 = n.parse().map_err(|_| MessageError::CSeq)?;
         let m = m.trim();
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -261,7 +259,7 @@ fn parse_start(line: &str) -> Result<(StartLine, &str), MessageError> {
         let code = rest
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| MessageError::StatusCode)?;
+            .ok_or(MessageError::StatusCode)?;
         if !(100..=699).contains(&code) || rest.as_bytes().get(3).is_some_and(|&b| b != b' ') {
             return Err(MessageError::StatusCode);
         }
@@ -301,10 +299,7 @@ impl<'a> NameAddr<'a> {
     /// Parses `["name"] <uri>;params` or `uri;params`.
     pub fn parse(value: &'a str) -> Result<Self, MessageError> {
         if let Some(open) = value.find('<') {
-            let close = value[open..]
-                .find('>')
-                .ok_or_else(|| MessageError::Unterminated)?
-                + open;
+            let close = value[open..].find('>').ok_or(MessageError::Unterminated)? + open;
             let params = value[close + 1..].trim();
             let params = params.strip_prefix(';').unwrap_or(params);
             Ok(NameAddr {
