@@ -826,10 +826,12 @@ impl super::Agent {
         self.ua.handle_command(now, ua::Command::Hangup { call });
     }
 
-    /// Puts our key, revealed, in the ACK of the answer to our offer.
+    /// Puts our key, revealed, in the ACK of the answer to our offer (and
+    /// nothing when the offer has no key: no stale value of an earlier one).
     fn arm_reveal(&mut self, call: u64) {
-        if let Some(v) = self.media.as_ref().and_then(|m| m.reveal(call)) {
-            self.ua.set_ack_reveal(CallId(call), Some(v));
+        if let Some(m) = self.media.as_ref() {
+            let value = m.reveal(call);
+            self.ua.set_ack_reveal(CallId(call), value);
         }
     }
 
