@@ -436,3 +436,50 @@ async fn confirmed_sas_gives_continuity_over_a_reinvite() {
     }
     hang_up(&mut c).await;
 }
+
+/// A damaged retained-secrets file costs the confirmations and nothing
+/// else: the agent starts, says why (an `error` event naming the copy it
+/// kept), registers, and the damaged bytes are kept aside untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_retained_file_is_reported_and_the_agent_runs() {
+    use ibephone::agent::headless::{start_with, StartOptions};
+    use ibephone::agent::retained::RetainedFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let files = RetainedFiles {
+        path: dir.path().join("alice.retained"),
+        key_file: dir.path().join("alice.retained.key"),
+    };
+    std::fs::write(&files.path, "not a sealed file").unwrap();
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice"]).await;
+    let mut alice = start_with(
+        domain.agent("alice", provider.addr).build(),
+        StartOptions {
+            media: MediaOptions {
+                audio_in: AudioIn::Silence,
+                audio_out: AudioOut::Discard,
+                ..MediaOptions::default()
+            },
+            retained: Some(files.clone()),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = Wait::secs(30)
+        .event(&mut alice, "error", |e| {
+            matches!(e, AgentEvent::Error { .. })
+        })
+        .await;
+    let AgentEvent::Error { message } = e else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("confirmed call keys could not be read"),
+        "{message}"
+    );
+    let kept = dir.path().join("alice.retained.damaged-1");
+    assert!(message.contains(&kept.display().to_string()), "{message}");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "not a sealed file");
+    Wait::secs(30).register(&mut alice).await;
+}
