@@ -84,11 +84,14 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
         &local(sb.local_addr().expect("addr"), codec, suite),
         Role::Callee,
         &offer,
+        None,
     )
     .expect("answer");
+    let reveal = pending.reveal();
     let na = pending
         .accept_answer(&AudioDescription::parse(&ans.to_sdp()).expect("parse"))
         .expect("accept");
+    let nb = nb.finish(reveal.as_ref()).expect("reveal");
     let (atx, mut arx) = mpsc::unbounded_channel();
     let (btx, _brx) = mpsc::unbounded_channel();
     let rec = dir.join("bob-out.wav");

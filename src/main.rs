@@ -184,6 +184,10 @@ fn run() -> Result<ExitCode> {
             if silent_out {
                 media.audio_out = AudioOut::Discard;
             }
+            // Confirmed call keys (spec 6 continuity) live beside the keys.
+            let retained = ibephone::agent::config::AgentFile::load(&config)
+                .ok()
+                .map(|f| ibephone::agent::retained::RetainedFiles::beside(&f.keys));
             let rt = runtime()?;
             let (config, keys, renewal) =
                 rt.block_on(ibephone::agent::keys::load_with_renewal(&config))?;
@@ -208,6 +212,7 @@ fn run() -> Result<ExitCode> {
                 media,
                 keylog,
                 key_inbox,
+                retained,
             };
             rt.block_on(ibephone::agent::headless::run_json_lines_with(
                 config, options,

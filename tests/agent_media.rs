@@ -393,3 +393,93 @@ async fn hold_resume_rekey_dtmf() {
         "only packets in flight at a re-key fail: {sb:?}"
     );
 }
+
+/// Key continuity through the tunnel (spec 6): the users confirm the SAS
+/// (`confirm_sas`, kept for the verified peer AOR), and the next exchange
+/// (a hold re-INVITE) proves the retained secret on both sides: each
+/// reports `key_continuity` verified, "same keys as your confirmed call".
+/// Media started and re-keyed at all only because alice's key reveal rode
+/// in the tunneled ACK and matched her commitment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_sas_gives_continuity_over_a_reinvite() {
+    let _one = ONE_CALL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(4.0)).await;
+    send(&mut c.alice, AgentCommand::ConfirmSas { call: c.a_call }).await;
+    send(&mut c.bob, AgentCommand::ConfirmSas { call: c.b_call }).await;
+    for (agent, peer) in [
+        (&mut c.alice, format!("sip:bob@{DOMAIN}")),
+        (&mut c.bob, format!("sip:alice@{DOMAIN}")),
+    ] {
+        let e = WAIT
+            .event(agent, "sas confirmed", |e| {
+                matches!(e, AgentEvent::SasConfirmed { .. })
+            })
+            .await;
+        assert!(
+            matches!(&e, AgentEvent::SasConfirmed { peer: p, .. } if *p == peer),
+            "{e:?}"
+        );
+    }
+    send(&mut c.alice, AgentCommand::Hold { call: c.a_call }).await;
+    for agent in [&mut c.alice, &mut c.bob] {
+        let e = WAIT
+            .event(agent, "continuity", |e| {
+                matches!(e, AgentEvent::KeyContinuity { .. })
+            })
+            .await;
+        assert!(
+            matches!(&e, AgentEvent::KeyContinuity { verified: true, message, .. }
+                if message.contains("same keys as your confirmed call")),
+            "{e:?}"
+        );
+    }
+    hang_up(&mut c).await;
+}
+
+/// A damaged retained-secrets file costs the confirmations and nothing
+/// else: the agent starts, says why (an `error` event naming the copy it
+/// kept), registers, and the damaged bytes are kept aside untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_retained_file_is_reported_and_the_agent_runs() {
+    use ibephone::agent::headless::{start_with, StartOptions};
+    use ibephone::agent::retained::RetainedFiles;
+    let dir = tempfile::tempdir().unwrap();
+    let files = RetainedFiles {
+        path: dir.path().join("alice.retained"),
+        key_file: dir.path().join("alice.retained.key"),
+    };
+    std::fs::write(&files.path, "not a sealed file").unwrap();
+    let domain = TestDomain::new(DOMAIN);
+    let provider = domain.proxy(&["alice"]).await;
+    let mut alice = start_with(
+        domain.agent("alice", provider.addr).build(),
+        StartOptions {
+            media: MediaOptions {
+                audio_in: AudioIn::Silence,
+                audio_out: AudioOut::Discard,
+                ..MediaOptions::default()
+            },
+            retained: Some(files.clone()),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = Wait::secs(30)
+        .event(&mut alice, "error", |e| {
+            matches!(e, AgentEvent::Error { .. })
+        })
+        .await;
+    let AgentEvent::Error { message } = e else {
+        unreachable!()
+    };
+    assert!(
+        message.contains("confirmed call keys could not be read"),
+        "{message}"
+    );
+    let kept = dir.path().join("alice.retained.damaged-1");
+    assert!(message.contains(&kept.display().to_string()), "{message}");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "not a sealed file");
+    Wait::secs(30).register(&mut alice).await;
+}

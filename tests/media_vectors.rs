@@ -51,7 +51,75 @@ fn vectors_recompute() {
             v["sas_bits"].as_str().unwrap()
         );
         assert_eq!(sas.to_base32(), v["sas_base32"].as_str().unwrap());
+        version_1_1(v, &shared, &caller.public_bytes(), &callee.public_bytes());
     }
+}
+
+/// The values of spec 6 version 1.1, recomputed with the hash primitives
+/// themselves (not the library's helpers), so the byte layout is pinned:
+/// the commitment, the retained secret, and the `a=ibesip-rs` MACs over
+/// the raw 32 bytes of the value sent in the same SDP.
+fn version_1_1(v: &Value, shared: &[u8; 32], a: &[u8; 32], b: &[u8; 32]) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let commit = Sha256::new()
+        .chain_update(b"IBESIP-V01 DH commit")
+        .chain_update(a)
+        .finalize();
+    assert_eq!(commit.to_vec(), hx(v, "caller_dh_commit"));
+    assert!(ibephone::media::commit::commitment_matches(
+        &commit.into(),
+        a
+    ));
+    assert!(!ibephone::media::commit::commitment_matches(
+        &commit.into(),
+        b
+    ));
+    assert_eq!(
+        v["offer_attr_dh_commit"].as_str().unwrap(),
+        format!("a=ibesip-dh-commit:{}", URL_SAFE_NO_PAD.encode(commit))
+    );
+    assert_eq!(
+        v["answer_attr_dh"].as_str().unwrap(),
+        format!("a=ibesip-dh:{}", URL_SAFE_NO_PAD.encode(b))
+    );
+    assert_eq!(
+        v["ack_header_ibesip_dh"].as_str().unwrap(),
+        format!("Ibesip-Dh: {}", URL_SAFE_NO_PAD.encode(a))
+    );
+    let mut salt = a.to_vec();
+    salt.extend_from_slice(b);
+    let mut rs = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(&salt), shared)
+        .expand(b"IBESIP-V01 retained", &mut rs)
+        .unwrap();
+    assert_eq!(rs.to_vec(), hx(v, "retained"));
+    let lib = ibephone::media::commit::RetainedSecret::derive(shared, a, b);
+    assert_eq!(lib.as_bytes(), &rs);
+    let previous = hx(v, "previous_retained");
+    let mac = |value: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&previous).unwrap();
+        m.update(b"IBESIP-V01 rs");
+        m.update(value);
+        m.finalize().into_bytes().to_vec()
+    };
+    let offer_mac = mac(&commit);
+    let answer_mac = mac(b);
+    assert_eq!(offer_mac, hx(v, "offer_rs_mac"));
+    assert_eq!(answer_mac, hx(v, "answer_rs_mac"));
+    assert_eq!(
+        v["offer_attr_rs"].as_str().unwrap(),
+        format!("a=ibesip-rs:{}", URL_SAFE_NO_PAD.encode(&offer_mac))
+    );
+    assert_eq!(
+        v["answer_attr_rs"].as_str().unwrap(),
+        format!("a=ibesip-rs:{}", URL_SAFE_NO_PAD.encode(&answer_mac))
+    );
+    // v is the raw bytes, not the base64url text: a MAC over the text differs.
+    let text = URL_SAFE_NO_PAD.encode(commit);
+    assert_ne!(mac(text.as_bytes()), offer_mac);
 }
 
 /// RFC 7748 section 6.1: the X25519 Diffie-Hellman example.

@@ -295,3 +295,52 @@ fn messages_survive_a_restart_and_a_damaged_file_is_reported() {
         "garbage"
     );
 }
+
+/// Key continuity (spec 6) on the call screen: a peer that proved the
+/// confirmed call's keys shows "same keys as your confirmed call" and no
+/// SAS to compare; a missing or wrong proof shows the loud warning and
+/// keeps the SAS to compare.
+#[test]
+fn key_continuity_replaces_the_sas_question_or_warns() {
+    for (verified, message) in [
+        (
+            true,
+            "same keys as your confirmed call: no need to compare the SAS",
+        ),
+        (
+            false,
+            "WARNING: this peer did not prove the keys of your confirmed call",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = ready_phone(dir.path());
+        let id = "sip:alice@atlanta.invalid#2026-12";
+        h.state_mut().apply(incoming(3, Some(id), true));
+        h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+            call: 3,
+            verified: Some(id.into()),
+            tunneled: true,
+        }));
+        h.state_mut().apply(Update::Agent(AgentEvent::MediaStarted {
+            call: 3,
+            codec: "PCMU".into(),
+            cipher: "AEAD_AES_128_GCM".into(),
+            escrow_resistant: true,
+            sas: Some("ybnd".into()),
+        }));
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::KeyContinuity {
+                call: 3,
+                verified,
+                message: message.into(),
+            }));
+        h.state_mut().show_security = true;
+        h.run_steps(3);
+        assert!(shows(&h, message), "{message}");
+        assert_eq!(
+            h.state().calls[0].continuity,
+            Some((verified, message.to_string()))
+        );
+        assert_eq!(shows(&h, "Matches"), !verified, "{message}");
+    }
+}

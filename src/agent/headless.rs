@@ -58,6 +58,9 @@ pub struct StartOptions {
     /// Where renewed keys arrive while the agent runs (see
     /// [`super::key_inbox`]); none: the agent keeps its start-up keys.
     pub key_inbox: Option<KeyInbox>,
+    /// Where the retained secrets of key continuity (spec 6) are sealed;
+    /// none: kept in memory while the agent runs.
+    pub retained: Option<super::retained::RetainedFiles>,
 }
 
 /// A running agent: send commands, receive events.
@@ -169,6 +172,20 @@ pub async fn start_with(
     let mut agent = MediaDriver::new(agent, ports, policy, media, etx.clone());
     if let Some(path) = &options.keylog {
         agent = agent.with_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
+    }
+    if let Some(files) = &options.retained {
+        // A damaged or unreadable file costs the confirmations, never the
+        // agent: the user is told, and continuity starts afresh.
+        let warning = match super::retained::SealedRetained::open(&files.path, &files.key_file) {
+            Ok((store, warning)) => {
+                agent = agent.with_retained(Box::new(store));
+                warning.map(|e| e.to_string())
+            }
+            Err(e) => Some(format!("{e}; confirmed call keys are kept in memory only")),
+        };
+        if let Some(message) = warning {
+            let _ = etx.try_send(AgentEvent::Error { message });
+        }
     }
     tokio::spawn(async move {
         if let Err(e) = driver::run(agent, udp, tcp, crx, etx).await {

@@ -14,19 +14,43 @@
 //!   `recvonly`); resume is `a=sendrecv`. Every offer and answer, including
 //!   these, carries fresh SDES keys and a fresh X25519 key pair, so each
 //!   re-INVITE re-keys and yields a new SAS.
+//! - Spec 6 version 1.1: every offer of ours commits to its key
+//!   (`a=ibesip-dh-commit`) and the key ([`MediaCalls::reveal`]) goes in
+//!   the inner `Ibesip-Dh` header of the ACK of the answer; the ACK leaves
+//!   before the answer is read, so it carries the key whatever the answer
+//!   (a public key: nothing is disclosed to a peer without the profile).
+//!   As answerer we start (or re-key) escrow-resistant media only when the
+//!   ACK's key matched the commitment ([`MediaCalls::ack`]); a missing,
+//!   malformed or wrong key ends the call ([`CallMediaError::Reveal`]),
+//!   and no key derived from it is kept. We never offer in a 2xx (a
+//!   delayed offer is refused, see above), so the mirrored exchange (the
+//!   reveal in an INFO) never arises.
+//! - Key continuity: a retained secret per verified peer AOR
+//!   ([`RetainedStore`]). It is replaced by the call's value when the user
+//!   confirms the call's SAS ([`MediaCalls::confirm_sas`]), or on its own
+//!   when the exchange completed (offerer: the answer accepted; answerer:
+//!   the reveal checked) and the peer's `a=ibesip-rs` verified. A missing
+//!   or wrong `a=ibesip-rs` keeps the old secret until a new confirmation.
+//!   Calls whose peer identity is not verified by a signature (plain,
+//!   unsigned) neither prove nor keep a secret.
 //! - A re-INVITE that arrives while our own offer is pending is answered
 //!   491 (RFC 3261 14.2 glare); one we cannot answer gets 488 and the old
 //!   keys stay in force. A 2xx answer we cannot accept ends the call: the
 //!   peer has switched keys already, and media must not run half-keyed.
 
 use super::AgentEvent;
+use crate::ibe::identity::{Aor, Identity};
+use crate::media::commit::RetainedSecret;
 use crate::media::dtmf::digit_to_event;
 use crate::media::keys::{Role, SrtpSuite};
 use crate::media::sdp::{
-    answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, MediaSecurity,
-    Negotiated, PendingOffer, SdesOnlyReason, SdpError, SecurityPolicy,
+    answer, AnswerOutcome, AudioDescription, Codec, Continuity, Direction, LocalMedia,
+    MediaKeysPolicy, MediaSecurity, Negotiated, PendingOffer, RevealError, SdesOnlyReason,
+    SdpError, SecurityPolicy,
 };
 use crate::sip::ua::{self, Body, CallId};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,6 +68,39 @@ pub trait MediaPorts: Send {
     fn allocate(&mut self, call: u64) -> Result<SocketAddr, String>;
     /// Gives back the port of a call that ended or never started.
     fn release(&mut self, call: u64);
+}
+
+/// Where the retained secrets of key continuity (spec 6) live, by peer
+/// AOR (`sip:user@host`, canonical). The store seals them at rest.
+pub trait RetainedStore: Send {
+    /// The secret kept for `peer`, if any.
+    fn get(&self, peer: &str) -> Option<RetainedSecret>;
+    /// Keeps `rs` for `peer` (replacing the old one) and persists it; an
+    /// error is a sentence for the user (the old value stays in force).
+    fn put(&mut self, peer: &str, rs: RetainedSecret) -> Result<(), String>;
+}
+
+/// Retained secrets in memory only: continuity while the process runs.
+#[derive(Default)]
+pub struct MemoryRetained(HashMap<String, RetainedSecret>);
+
+impl RetainedStore for MemoryRetained {
+    fn get(&self, peer: &str) -> Option<RetainedSecret> {
+        self.0.get(peer).cloned()
+    }
+    fn put(&mut self, peer: &str, rs: RetainedSecret) -> Result<(), String> {
+        self.0.insert(peer.to_string(), rs);
+        Ok(())
+    }
+}
+
+/// The canonical AOR of a verified identity (`sip:u@h#YYYY-MM`) or of a
+/// URI; `None` when it is neither.
+pub fn peer_aor(s: &str) -> Option<String> {
+    Identity::parse(s)
+        .map(|i| i.aor().as_str().to_string())
+        .or_else(|_| Aor::parse(s).map(|a| a.as_str().to_string()))
+        .ok()
 }
 
 /// What we offer and accept.
@@ -123,6 +180,19 @@ pub struct MediaInfo {
     pub direction: &'static str,
     /// A warning the UI must show, when the keys are not escrow-resistant.
     pub notice: Option<String>,
+    /// What the peer's `a=ibesip-rs` showed (escrow-resistant calls).
+    pub continuity: Continuity,
+}
+
+/// The words of a continuity state: whether the peer proved the keys of
+/// the confirmed call, and the sentence to show; `None` for no secret.
+pub fn continuity_text(c: Continuity) -> Option<(bool, &'static str)> {
+    match c {
+        Continuity::NoSecret => None,
+        Continuity::Verified => Some((true, "same keys as your confirmed call: no need to compare the SAS")),
+        Continuity::Missing => Some((false, "WARNING: this peer did not prove the keys of your confirmed call (no a=ibesip-rs): someone may be in the middle; compare the SAS aloud before you say anything private")),
+        Continuity::Wrong => Some((false, "WARNING: this peer's proof of the keys of your confirmed call is wrong (a=ibesip-rs does not verify): someone may be in the middle; compare the SAS aloud before you say anything private")),
+    }
 }
 
 /// Counters of one call's media, as the UI shows them.
@@ -171,6 +241,22 @@ pub enum CallMediaError {
     /// The peer refused our re-INVITE.
     #[error("the peer refused the re-INVITE with {0}; the old keys stay in force")]
     Refused(u16),
+    /// The offerer's key in the ACK did not check against its commitment:
+    /// the call's escrow-resistant media ends.
+    #[error("escrow-resistant media ended: {0}")]
+    Reveal(#[from] RevealError),
+    /// There is no SAS to confirm (no escrow-resistant exchange, or the
+    /// peer identity is not verified by a signature).
+    #[error("call {call}: no SAS to confirm ({why})")]
+    NothingToConfirm {
+        /// Call number.
+        call: u64,
+        /// Why.
+        why: &'static str,
+    },
+    /// The retained secret could not be kept.
+    #[error("the confirmed keys could not be kept: {0}")]
+    Retained(String),
 }
 
 struct CallMedia {
@@ -180,6 +266,32 @@ struct CallMedia {
     answer: Option<Body>,
     negotiated: Option<Negotiated>,
     started: bool,
+    /// Answerer: the exchange waiting for the offerer's key in the ACK.
+    awaiting: Option<AnswerOutcome>,
+    /// Answerer of the initial INVITE: the ACK's `Ibesip-Dh` (checked
+    /// when the call is answered); `Some(None)` for an ACK without it.
+    revealed: Option<Option<String>>,
+    /// The verified peer AOR (continuity only with one).
+    peer: Option<String>,
+    /// The retained secret of the last completed exchange.
+    retained: Option<RetainedSecret>,
+}
+
+impl CallMedia {
+    fn new(role: Role, local: LocalMedia, peer: Option<&str>) -> Self {
+        CallMedia {
+            role,
+            local,
+            pending: None,
+            answer: None,
+            negotiated: None,
+            started: false,
+            awaiting: None,
+            revealed: None,
+            peer: peer.and_then(peer_aor),
+            retained: None,
+        }
+    }
 }
 
 /// The media state of every call of one agent.
@@ -189,6 +301,8 @@ pub struct MediaCalls {
     calls: HashMap<u64, CallMedia>,
     actions: VecDeque<MediaAction>,
     next_session: u64,
+    retained: Box<dyn RetainedStore>,
+    warnings: VecDeque<String>,
 }
 
 fn sdp_body(desc: &AudioDescription) -> Body {
@@ -217,8 +331,12 @@ fn parse_sdp(body: &Body) -> Result<AudioDescription, CallMediaError> {
 
 /// The UI's view of a negotiation.
 pub fn info(n: &Negotiated) -> MediaInfo {
+    let continuity = match n.security {
+        MediaSecurity::EscrowResistant { continuity, .. } => continuity,
+        _ => Continuity::NoSecret,
+    };
     let (cipher, escrow_resistant, sas, notice) = match n.security {
-        MediaSecurity::EscrowResistant { suite, sas } => {
+        MediaSecurity::EscrowResistant { suite, sas, .. } => {
             (suite.sdp_name(), true, Some(sas.to_base32()), None)
         }
         MediaSecurity::SdesOnly { suite, reason } => (
@@ -228,6 +346,7 @@ pub fn info(n: &Negotiated) -> MediaInfo {
             Some(match reason {
                 SdesOnlyReason::PeerWithoutDh => "the peer sent no a=ibesip-dh: plain SDES, not escrow-resistant (the provider could recover this call's media keys)",
                 SdesOnlyReason::OwnProviderRecoverable => "our provider is provider-recoverable: it can recover this call's media keys (lawful interception)",
+                SdesOnlyReason::PeerWithoutCommit => "the peer sent a=ibesip-dh without a=ibesip-dh-commit (an old peer, or someone in the middle removed the commitment): plain SDES, not escrow-resistant (the provider could recover this call's media keys)",
             }.to_string()),
         ),
         MediaSecurity::Plain => (
@@ -244,11 +363,24 @@ pub fn info(n: &Negotiated) -> MediaInfo {
         sas,
         direction: n.direction.as_str(),
         notice,
+        continuity,
     }
 }
 
+/// Reads the `Ibesip-Dh` value of an ACK.
+fn parse_reveal(value: Option<&str>) -> Result<[u8; 32], RevealError> {
+    let v = value.ok_or(RevealError::Missing)?;
+    URL_SAFE_NO_PAD
+        .decode(v.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or(RevealError::Malformed)
+}
+
 impl MediaCalls {
-    /// Media for calls under `policy`, with RTP ports from `ports`.
+    /// Media for calls under `policy`, with RTP ports from `ports`; the
+    /// retained secrets are kept in memory ([`MediaCalls::with_retained`]
+    /// keeps them elsewhere).
     pub fn new(policy: MediaPolicy, ports: Box<dyn MediaPorts>) -> Self {
         MediaCalls {
             policy,
@@ -256,7 +388,15 @@ impl MediaCalls {
             calls: HashMap::new(),
             actions: VecDeque::new(),
             next_session: 1,
+            retained: Box::new(MemoryRetained::default()),
+            warnings: VecDeque::new(),
         }
+    }
+
+    /// Keeps the retained secrets of key continuity in `store`.
+    pub fn with_retained(mut self, store: Box<dyn RetainedStore>) -> Self {
+        self.retained = store;
+        self
     }
 
     fn local(&mut self, call: u64) -> Result<LocalMedia, CallMediaError> {
@@ -274,10 +414,18 @@ impl MediaCalls {
         })
     }
 
-    /// The SDP offer of a new outgoing call (our fresh keys inside).
-    pub fn offer(&mut self, call: u64) -> Result<Body, CallMediaError> {
+    fn rs_for(&self, peer: Option<&String>) -> Option<RetainedSecret> {
+        peer.and_then(|p| self.retained.get(p))
+    }
+
+    /// The SDP offer of a new outgoing call to `peer` (the callee's URI:
+    /// its retained secret, if any, is proved in the offer). Our fresh
+    /// keys inside; our X25519 key only as a commitment.
+    pub fn offer(&mut self, call: u64, peer: Option<&str>) -> Result<Body, CallMediaError> {
         let local = self.local(call)?;
-        let pending = match PendingOffer::new(local.clone(), Role::Caller) {
+        let mut c = CallMedia::new(Role::Caller, local.clone(), peer);
+        let rs = self.rs_for(c.peer.as_ref());
+        let pending = match PendingOffer::with_retained(local, Role::Caller, rs) {
             Ok(p) => p,
             Err(e) => {
                 self.ports.release(call);
@@ -285,43 +433,44 @@ impl MediaCalls {
             }
         };
         let body = sdp_body(pending.offer());
-        self.calls.insert(
-            call,
-            CallMedia {
-                role: Role::Caller,
-                local,
-                pending: Some(pending),
-                answer: None,
-                negotiated: None,
-                started: false,
-            },
-        );
+        c.pending = Some(pending);
+        self.calls.insert(call, c);
         Ok(body)
     }
 
-    /// Reads the offer of an incoming call and prepares our answer; an
+    /// The value of the inner `Ibesip-Dh` header for the ACK of the answer
+    /// to our pending offer (base64url of our X25519 key), if we offered one.
+    pub fn reveal(&self, call: u64) -> Option<String> {
+        let key = self.calls.get(&call)?.pending.as_ref()?.reveal()?;
+        Some(URL_SAFE_NO_PAD.encode(key))
+    }
+
+    /// Reads the offer of an incoming call from `peer` (its verified
+    /// identity, if a signature proved one) and prepares our answer; an
     /// error means the call must be refused with 488.
-    pub fn incoming(&mut self, call: u64, body: &Body) -> Result<(), CallMediaError> {
+    pub fn incoming(
+        &mut self,
+        call: u64,
+        body: &Body,
+        peer: Option<&str>,
+    ) -> Result<(), CallMediaError> {
         let offer = parse_sdp(body)?;
         let local = self.local(call)?;
-        let (desc, negotiated) = match answer(&local, Role::Callee, &offer) {
+        let mut c = CallMedia::new(Role::Callee, local.clone(), peer);
+        let rs = self.rs_for(c.peer.as_ref());
+        let (desc, outcome) = match answer(&local, Role::Callee, &offer, rs.as_ref()) {
             Ok(a) => a,
             Err(e) => {
                 self.ports.release(call);
                 return Err(e.into());
             }
         };
-        self.calls.insert(
-            call,
-            CallMedia {
-                role: Role::Callee,
-                local,
-                pending: None,
-                answer: Some(sdp_body(&desc)),
-                negotiated: Some(negotiated),
-                started: false,
-            },
-        );
+        c.answer = Some(sdp_body(&desc));
+        match outcome {
+            AnswerOutcome::Ready(n) => c.negotiated = Some(n),
+            waiting => c.awaiting = Some(waiting),
+        }
+        self.calls.insert(call, c);
         Ok(())
     }
 
@@ -330,17 +479,102 @@ impl MediaCalls {
         self.calls.get_mut(&call).and_then(|c| c.answer.take())
     }
 
-    /// The call is up: checks the caller's answer, starts the session.
-    /// An error means the call must end (no media without agreed keys).
+    /// The caller's answer came from `verified` (the identity its
+    /// signature proved, if any): continuity is kept only when that is
+    /// the AOR we called.
+    pub fn answered_by(&mut self, call: u64, verified: Option<&str>) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            let verified = verified.and_then(peer_aor);
+            if c.peer != verified {
+                c.peer = None;
+            }
+        }
+    }
+
+    /// An ACK arrived with `reveal` (its `Ibesip-Dh` value). For a
+    /// re-INVITE we answered, checks it and re-keys (`Some` info for the
+    /// UI); for the initial INVITE it is kept for [`MediaCalls::answered`].
+    /// An error ends the call's escrow-resistant media (the call must end).
+    pub fn ack(
+        &mut self,
+        call: u64,
+        reveal: Option<&str>,
+    ) -> Result<Option<MediaInfo>, CallMediaError> {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return Ok(None);
+        };
+        if !c.started {
+            c.revealed.get_or_insert(reveal.map(str::to_string));
+            return Ok(None);
+        }
+        let Some(waiting) = c.awaiting.take() else {
+            return Ok(None);
+        };
+        let key = parse_reveal(reveal)?;
+        let negotiated = waiting.finish(Some(&key))?;
+        let negotiated = self.complete(call, negotiated);
+        let shown = info(&negotiated);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.negotiated = Some(negotiated.clone());
+        }
+        self.actions
+            .push_back(MediaAction::Update { call, negotiated });
+        Ok(Some(shown))
+    }
+
+    /// An exchange completed: takes its retained secret out of the
+    /// negotiation (the media session never holds it) and replaces the
+    /// peer's secret when continuity verified.
+    fn complete(&mut self, call: u64, mut n: Negotiated) -> Negotiated {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return n;
+        };
+        c.retained = n.retained.take();
+        let verified = matches!(
+            n.security,
+            MediaSecurity::EscrowResistant {
+                continuity: Continuity::Verified,
+                ..
+            }
+        );
+        if let (true, Some(peer), Some(rs)) = (verified, c.peer.clone(), c.retained.clone()) {
+            if let Err(e) = self.retained.put(&peer, rs) {
+                self.warnings.push_back(format!(
+                    "call {call}: the verified keys could not be kept: {e}"
+                ));
+            }
+        }
+        n
+    }
+
+    /// The call is up: checks the caller's answer (caller) or the ACK's
+    /// reveal (callee) and starts the session. An error means the call
+    /// must end (no media without agreed keys).
     pub fn answered(&mut self, call: u64, body: &Body) -> Result<MediaInfo, CallMediaError> {
         let c = self
             .calls
             .get_mut(&call)
             .ok_or(CallMediaError::NoCall(call))?;
-        if let Some(pending) = c.pending.take() {
+        let fresh = if let Some(pending) = c.pending.take() {
             let desc = parse_sdp(body)?;
-            c.negotiated = Some(pending.accept_answer(&desc)?);
+            Some(pending.accept_answer(&desc)?)
+        } else if let Some(waiting) = c.awaiting.take() {
+            let reveal = c.revealed.take().flatten();
+            let key = parse_reveal(reveal.as_deref())?;
+            Some(waiting.finish(Some(&key))?)
+        } else {
+            None
+        };
+        if let Some(n) = fresh {
+            let n = self.complete(call, n);
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.negotiated = Some(n);
+            }
         }
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
         let negotiated = c.negotiated.clone().ok_or(CallMediaError::NoCall(call))?;
         let shown = info(&negotiated);
         if !c.started {
@@ -351,54 +585,104 @@ impl MediaCalls {
         Ok(shown)
     }
 
+    /// The user confirmed the call's SAS: keeps the call's retained secret
+    /// for the verified peer (replacing the old one). Returns that peer.
+    pub fn confirm_sas(&mut self, call: u64) -> Result<String, CallMediaError> {
+        let c = self
+            .calls
+            .get(&call)
+            .filter(|c| c.started)
+            .ok_or(CallMediaError::NoCall(call))?;
+        let nothing = |why| CallMediaError::NothingToConfirm { call, why };
+        let rs = c
+            .retained
+            .clone()
+            .ok_or_else(|| nothing("the media keys are not escrow-resistant"))?;
+        let peer = c
+            .peer
+            .clone()
+            .ok_or_else(|| nothing("the peer's identity is not verified by a signature"))?;
+        self.retained
+            .put(&peer, rs)
+            .map_err(CallMediaError::Retained)?;
+        Ok(peer)
+    }
+
+    /// A warning for the user (a retained secret that could not be kept).
+    pub fn poll_warning(&mut self) -> Option<String> {
+        self.warnings.pop_front()
+    }
+
     /// A re-INVITE offer that holds (`a=sendonly`) or resumes the call,
     /// with fresh keys.
     pub fn hold(&mut self, call: u64, on: bool) -> Result<Body, CallMediaError> {
         let c = self
             .calls
-            .get_mut(&call)
+            .get(&call)
             .filter(|c| c.started)
             .ok_or(CallMediaError::NoCall(call))?;
-        if c.pending.is_some() {
+        if c.pending.is_some() || c.awaiting.is_some() {
             return Err(CallMediaError::Pending(call));
         }
+        let rs = self.rs_for(c.peer.as_ref());
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
         c.local.direction = if on {
             Direction::SendOnly
         } else {
             Direction::SendRecv
         };
         c.local.session_version += 1;
-        let pending = PendingOffer::new(c.local.clone(), c.role)?;
+        let pending = PendingOffer::with_retained(c.local.clone(), c.role, rs)?;
         let body = sdp_body(pending.offer());
         c.pending = Some(pending);
         Ok(body)
     }
 
-    /// Answers the peer's re-INVITE offer and re-keys; the body goes in
-    /// our 200. [`CallMediaError::Pending`] asks for 491, others for 488.
+    /// Answers the peer's re-INVITE offer; the body goes in our 200.
+    /// SDES-only answers re-key at once (`Some` info); a committed offer
+    /// re-keys when its ACK's key checks ([`MediaCalls::ack`]), so the
+    /// info is `None` until then. [`CallMediaError::Pending`] asks for
+    /// 491, others for 488.
     pub fn reinvite(
         &mut self,
         call: u64,
         body: &Body,
-    ) -> Result<(Body, MediaInfo), CallMediaError> {
+    ) -> Result<(Body, Option<MediaInfo>), CallMediaError> {
         let c = self
             .calls
-            .get_mut(&call)
+            .get(&call)
             .filter(|c| c.started)
             .ok_or(CallMediaError::NoCall(call))?;
         if c.pending.is_some() {
             return Err(CallMediaError::Pending(call));
         }
+        let rs = self.rs_for(c.peer.as_ref());
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
         let offer = parse_sdp(body)?;
         let mut local = c.local.clone();
         local.session_version += 1;
-        let (desc, negotiated) = answer(&local, c.role, &offer)?;
+        let (desc, outcome) = answer(&local, c.role, &offer, rs.as_ref())?;
         c.local = local;
-        let shown = info(&negotiated);
-        c.negotiated = Some(negotiated.clone());
-        self.actions
-            .push_back(MediaAction::Update { call, negotiated });
-        Ok((sdp_body(&desc), shown))
+        match outcome {
+            AnswerOutcome::Ready(negotiated) => {
+                c.awaiting = None;
+                let shown = info(&negotiated);
+                c.negotiated = Some(negotiated.clone());
+                self.actions
+                    .push_back(MediaAction::Update { call, negotiated });
+                Ok((sdp_body(&desc), Some(shown)))
+            }
+            waiting => {
+                c.awaiting = Some(waiting);
+                Ok((sdp_body(&desc), None))
+            }
+        }
     }
 
     /// The final response to our re-INVITE: re-keys on 2xx. `Ok(None)`
@@ -426,8 +710,11 @@ impl MediaCalls {
             return Err(CallMediaError::Refused(status));
         }
         let negotiated = pending.accept_answer(&parse_sdp(body)?)?;
+        let negotiated = self.complete(call, negotiated);
         let shown = info(&negotiated);
-        c.negotiated = Some(negotiated.clone());
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.negotiated = Some(negotiated.clone());
+        }
         self.actions
             .push_back(MediaAction::Update { call, negotiated });
         Ok(Some(shown))
@@ -476,6 +763,26 @@ impl MediaCalls {
 
 /// The agent's side of call media: events for the UI, re-INVITEs.
 impl super::Agent {
+    /// Keeps the retained secrets of key continuity in `store` (once media
+    /// is enabled; before, nothing happens).
+    pub fn set_retained_store(&mut self, store: Box<dyn RetainedStore>) {
+        self.media = self.media.take().map(|m| m.with_retained(store));
+    }
+
+    /// Continuity and store warnings after a negotiation was shown.
+    fn media_security_events(&mut self, call: u64, continuity: Continuity) {
+        if let Some((verified, message)) = continuity_text(continuity) {
+            self.events.push_back(AgentEvent::KeyContinuity {
+                call,
+                verified,
+                message: message.to_string(),
+            });
+        }
+        while let Some(message) = self.media.as_mut().and_then(MediaCalls::poll_warning) {
+            self.error(message);
+        }
+    }
+
     pub(super) fn media_started(&mut self, call: u64, i: MediaInfo) {
         self.events.push_back(AgentEvent::MediaStarted {
             call,
@@ -488,6 +795,7 @@ impl super::Agent {
             self.events
                 .push_back(AgentEvent::MediaNotice { call, message });
         }
+        self.media_security_events(call, i.continuity);
     }
 
     pub(super) fn media_updated(&mut self, call: u64, i: MediaInfo) {
@@ -503,6 +811,85 @@ impl super::Agent {
             self.events
                 .push_back(AgentEvent::MediaNotice { call, message });
         }
+        self.media_security_events(call, i.continuity);
+    }
+
+    /// The media of a call failed for good: tell the user and hang up.
+    fn media_failed(&mut self, now: Instant, call: CallId, e: CallMediaError) {
+        if let CallMediaError::Reveal(_) = e {
+            self.events.push_back(AgentEvent::MediaNotice {
+                call: call.0,
+                message: e.to_string(),
+            });
+        }
+        self.error(format!("call {}: ended, no media keys agreed: {e}", call.0));
+        self.ua.handle_command(now, ua::Command::Hangup { call });
+    }
+
+    /// Puts our key, revealed, in the ACK of the answer to our offer (and
+    /// nothing when the offer has no key: no stale value of an earlier one).
+    fn arm_reveal(&mut self, call: u64) {
+        if let Some(m) = self.media.as_ref() {
+            let value = m.reveal(call);
+            self.ua.set_ack_reveal(CallId(call), value);
+        }
+    }
+
+    /// The SDP offer of a new outgoing call to `target`.
+    pub(super) fn media_offer(
+        &mut self,
+        call: u64,
+        target: &str,
+    ) -> Option<Result<Body, CallMediaError>> {
+        self.media.as_mut().map(|m| m.offer(call, Some(target)))
+    }
+
+    /// The call's INVITE left: its ACK will reveal our key.
+    pub(super) fn media_placed(&mut self, call: u64) {
+        self.arm_reveal(call);
+    }
+
+    /// The call is up (`verified`: the peer's signed identity).
+    pub(super) fn media_answered(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        body: &Body,
+        verified: Option<&str>,
+    ) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        m.answered_by(call.0, verified);
+        match m.answered(call.0, body) {
+            Ok(i) => self.media_started(call.0, i),
+            Err(e) => self.media_failed(now, call, e),
+        }
+    }
+
+    /// An ACK arrived with its `Ibesip-Dh` value.
+    pub(super) fn media_ack(&mut self, now: Instant, call: CallId, reveal: Option<&str>) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        match m.ack(call.0, reveal) {
+            Ok(Some(i)) => self.media_updated(call.0, i),
+            Ok(None) => {}
+            Err(e) => self.media_failed(now, call, e),
+        }
+    }
+
+    /// The user confirmed the SAS of `call`.
+    pub(super) fn confirm_sas(&mut self, call: u64) {
+        let Some(m) = self.media.as_mut() else {
+            return self.error("this agent runs no media".into());
+        };
+        match m.confirm_sas(call) {
+            Ok(peer) => self
+                .events
+                .push_back(AgentEvent::SasConfirmed { call, peer }),
+            Err(e) => self.error(format!("call {call}: {e}")),
+        }
     }
 
     /// Runs a media command of the application; errors become events.
@@ -516,14 +903,17 @@ impl super::Agent {
             return self.error("this agent runs no media".into());
         };
         match f(m) {
-            Ok(Some(body)) => self.ua.handle_command(
-                now,
-                ua::Command::InDialog {
-                    call: CallId(call),
-                    method: rsip::Method::Invite,
-                    body,
-                },
-            ),
+            Ok(Some(body)) => {
+                self.ua.handle_command(
+                    now,
+                    ua::Command::InDialog {
+                        call: CallId(call),
+                        method: rsip::Method::Invite,
+                        body,
+                    },
+                );
+                self.arm_reveal(call);
+            }
             Ok(None) => {}
             Err(e) => self.error(format!("call {call}: {e}")),
         }
@@ -535,7 +925,9 @@ impl super::Agent {
         };
         let (status, body) = match m.reinvite(call.0, body) {
             Ok((answer, i)) => {
-                self.media_updated(call.0, i);
+                if let Some(i) = i {
+                    self.media_updated(call.0, i);
+                }
                 (200, answer)
             }
             Err(CallMediaError::Pending(_)) => (491, Body::default()),

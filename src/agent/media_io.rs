@@ -267,6 +267,13 @@ impl MediaDriver {
         self
     }
 
+    /// Keeps the retained secrets of key continuity in `store` (sealed
+    /// at rest, see [`super::retained`]).
+    pub fn with_retained(mut self, store: Box<dyn super::media::RetainedStore>) -> Self {
+        self.agent.set_retained_store(store);
+        self
+    }
+
     fn log_keys(&mut self, call: u64, negotiated: &crate::media::sdp::Negotiated) {
         let (Some(sink), Some(keys)) = (self.key_log.as_mut(), negotiated.keys.as_ref()) else {
             return;

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod media;
 pub mod media_io;
 pub mod renewal;
+pub mod retained;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
@@ -96,6 +97,13 @@ pub enum AgentCommand {
         call: u64,
         /// The digits, sent one after the other.
         digits: String,
+    },
+    /// The users compared the call's SAS aloud and it matched: keep the
+    /// call's retained secret for the verified peer (key continuity, spec
+    /// 6), so later calls prove it instead of asking again.
+    ConfirmSas {
+        /// Call number.
+        call: u64,
     },
 }
 
@@ -245,6 +253,25 @@ pub enum AgentEvent {
         escrow_resistant: bool,
         /// The new short authentication string.
         sas: Option<String>,
+    },
+    /// Key continuity (spec 6) of the media just started or re-keyed,
+    /// when we hold a retained secret for the peer: `verified` (the peer
+    /// proved the keys of the confirmed call: no SAS to compare) or a loud
+    /// warning to show (`verified: false`).
+    KeyContinuity {
+        /// Call number.
+        call: u64,
+        /// The peer proved the retained secret.
+        verified: bool,
+        /// A sentence for people.
+        message: String,
+    },
+    /// The SAS confirmation of `confirm_sas` is kept for `peer`.
+    SasConfirmed {
+        /// Call number.
+        call: u64,
+        /// The verified peer AOR the retained secret is kept for.
+        peer: String,
     },
     /// A DTMF digit from the peer.
     Dtmf {
@@ -418,7 +445,7 @@ impl Agent {
                 let refused = self
                     .media
                     .as_mut()
-                    .and_then(|m| m.incoming(call.0, &body).err());
+                    .and_then(|m| m.incoming(call.0, &body, verified.as_deref()).err());
                 self.events.push_back(AgentEvent::IncomingCall {
                     call: call.0,
                     from: from.clone(),
@@ -452,18 +479,13 @@ impl Agent {
                 let CallSecurity { verified, tunneled } = facts;
                 self.events.push_back(AgentEvent::Answered {
                     call: call.0,
-                    verified,
+                    verified: verified.clone(),
                     tunneled,
                 });
-                match self.media.as_mut().map(|m| m.answered(call.0, &body)) {
-                    Some(Ok(i)) => self.media_started(call.0, i),
-                    Some(Err(e)) => {
-                        self.error(format!("call {}: ended, no media keys agreed: {e}", call.0));
-                        self.ua.handle_command(now, ua::Command::Hangup { call });
-                    }
-                    None => {}
-                }
-                return;
+                return self.media_answered(now, call, &body, verified.as_deref());
+            }
+            ua::Event::AckReceived { call, ibesip_dh } => {
+                return self.media_ack(now, call, ibesip_dh.as_deref());
             }
             ua::Event::Ended { call, reason } => {
                 if let EndReason::Rejected(status) = reason {
@@ -625,6 +647,7 @@ impl Agent {
             AgentCommand::Dtmf { call, digits } => {
                 return self.media_command(now, call, |m| m.dtmf(call, &digits).map(|()| None))
             }
+            AgentCommand::ConfirmSas { call } => return self.confirm_sas(call),
         };
         self.ua.handle_command(now, core);
     }
@@ -636,7 +659,7 @@ impl Agent {
     /// asks the filter to send it unsealed (the filter refuses under
     /// `require`).
     fn place_call(&mut self, now: Instant, call: u64, target: String, plain: bool) {
-        let body = match self.media.as_mut().map(|m| m.offer(call)) {
+        let body = match self.media_offer(call, &target) {
             Some(Ok(body)) => body,
             Some(Err(e)) => return self.error(format!("cannot call {target}: {e}")),
             None => Body::default(),
@@ -653,6 +676,7 @@ impl Agent {
                 body,
             },
         );
+        self.media_placed(call);
         let sent = self
             .take_log(|l| {
                 l.plain_next = false;

@@ -4,7 +4,9 @@
 //! `tests/media_vectors.rs` checks the file against this generator and
 //! recomputes every value from its inputs.
 
+use super::commit::{dh_commitment, RetainedSecret};
 use super::keys::{derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSuite};
+use super::sdp_attrs::{b32_to_value, dh_to_value, DH_COMMIT, RS};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -50,6 +52,15 @@ pub fn generate() -> Result<Value, MediaKeyError> {
         let callee_send = derive_sending_key(&shared, &sdes_callee, Role::Callee);
         // The caller made the offer.
         let sas = Sas::compute(&shared, &caller.public_bytes(), &callee.public_bytes());
+        // Version 1.1: the offer's commitment, this exchange's retained
+        // secret, and the a=ibesip-rs proofs of a secret kept from an
+        // earlier confirmed call (v = the raw 32 bytes of the value sent).
+        let commit = dh_commitment(&caller.public_bytes());
+        let retained =
+            RetainedSecret::derive(&shared, &caller.public_bytes(), &callee.public_bytes());
+        let previous = RetainedSecret::from_bytes(det32(&format!("previous rs {i}")));
+        let offer_mac = previous.mac(&commit);
+        let answer_mac = previous.mac(&callee.public_bytes());
         vectors.push(json!({
             "suite": suite.sdp_name(),
             "caller_x25519_secret": hex::encode(caller_secret),
@@ -63,6 +74,16 @@ pub fn generate() -> Result<Value, MediaKeyError> {
             "callee_send_key_salt": hex::encode(callee_send.as_bytes()),
             "sas_bits": format!("{:05x}", sas.bits()),
             "sas_base32": sas.to_base32(),
+            "caller_dh_commit": hex::encode(commit),
+            "offer_attr_dh_commit": format!("a={}", b32_to_value(DH_COMMIT, &commit)),
+            "answer_attr_dh": format!("a={}", dh_to_value(&callee.public_bytes())),
+            "ack_header_ibesip_dh": format!("Ibesip-Dh: {}", &dh_to_value(&caller.public_bytes())["ibesip-dh:".len()..]),
+            "retained": hex::encode(retained.as_bytes()),
+            "previous_retained": hex::encode(previous.as_bytes()),
+            "offer_rs_mac": hex::encode(offer_mac),
+            "offer_attr_rs": format!("a={}", b32_to_value(RS, &offer_mac)),
+            "answer_rs_mac": hex::encode(answer_mac),
+            "answer_attr_rs": format!("a={}", b32_to_value(RS, &answer_mac)),
         }));
     }
     Ok(json!({"suite": "IBESIP-V01", "media": vectors}))

@@ -3,6 +3,8 @@
 //! middle.
 //!
 //! Sans-I/O cores, each a module with one job:
+//! - [`commit`]: the hash commitment to the offerer's X25519 key and the
+//!   retained secret of key continuity (spec 6 version 1.1);
 //! - [`sdp`]: SDP offer/answer for one audio stream (RFC 4566/3264) with
 //!   the keys of [`keys`] carried by the attributes of [`sdp_attrs`];
 //! - [`g711`], [`codec`], [`dtmf`]: PCMU/PCMA, Opus (RFC 7587, libopus
@@ -24,6 +26,7 @@
 
 pub mod audio;
 pub mod codec;
+pub mod commit;
 pub mod device;
 pub mod dtmf;
 pub mod g711;

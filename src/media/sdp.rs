@@ -1,5 +1,6 @@
 //! SDP offer/answer for one audio stream (RFC 4566, RFC 3264), carrying the
-//! keys of spec section 6 (`a=crypto`, `a=ibesip-dh`).
+//! keys of spec section 6 (`a=crypto`, `a=ibesip-dh`, `a=ibesip-dh-commit`,
+//! `a=ibesip-rs`).
 //!
 //! Decisions where the spec is silent (pinned by tests):
 //! - Exactly one `m=audio` line; any other media line is refused. Port 0
@@ -12,6 +13,8 @@
 //!   answer whose profile differs from the offer is refused.
 //! - Every offer and answer carries fresh SDES keys and a fresh X25519 key
 //!   pair, so any re-INVITE (hold/resume) re-keys.
+//! - Each of `a=ibesip-dh`, `a=ibesip-dh-commit` and `a=ibesip-rs` may
+//!   appear once; a second one, or a malformed value, refuses the body.
 //! - Sizes are bounded (16 KiB, 64 lines of `a=`-attributes per level).
 //! - Opus is `opus/48000/2` on any dynamic payload type (96-127); the
 //!   answer keeps the offer's number (RFC 3264 6.1). Its `a=fmtp` is not
@@ -25,10 +28,12 @@
 
 use super::keys::MediaKeyError;
 pub use super::negotiate::{
-    answer, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated, PendingOffer, SdesOnlyReason,
-    SecurityPolicy, SrtpKeys,
+    answer, AnswerOutcome, Continuity, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated,
+    PendingAnswer, PendingOffer, RevealError, SdesOnlyReason, SecurityPolicy, SrtpKeys,
 };
-use super::sdp_attrs::{dh_parse, dh_to_value, CryptoAttr, SdpAttrError};
+use super::sdp_attrs::{
+    b32_parse, b32_to_value, dh_parse, dh_to_value, CryptoAttr, SdpAttrError, DH_COMMIT, RS,
+};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
@@ -233,8 +238,13 @@ pub struct AudioDescription {
     pub ptime: u32,
     /// `a=crypto` lines of suites we know, in order.
     pub crypto: Vec<CryptoAttr>,
-    /// `a=ibesip-dh` public key.
+    /// `a=ibesip-dh` public key (the answerer's, spec 6 version 1.1).
     pub dh: Option<[u8; 32]>,
+    /// `a=ibesip-dh-commit`: the offerer's commitment to its public key.
+    pub dh_commit: Option<[u8; 32]>,
+    /// `a=ibesip-rs`: the MAC proving the retained secret of a confirmed
+    /// earlier call with this peer.
+    pub rs_mac: Option<[u8; 32]>,
     /// Direction.
     pub direction: Direction,
 }
@@ -302,8 +312,14 @@ impl AudioDescription {
         for c in &self.crypto {
             let _ = write!(s, "a={}\r\n", c.to_value());
         }
+        if let Some(commit) = &self.dh_commit {
+            let _ = write!(s, "a={}\r\n", b32_to_value(DH_COMMIT, commit));
+        }
         if let Some(dh) = &self.dh {
             let _ = write!(s, "a={}\r\n", dh_to_value(dh));
+        }
+        if let Some(mac) = &self.rs_mac {
+            let _ = write!(s, "a={}\r\n", b32_to_value(RS, mac));
         }
         let _ = write!(s, "a={}\r\n", self.direction.as_str());
         s
@@ -333,6 +349,8 @@ impl AudioDescription {
         let mut ptime = 20;
         let mut crypto = Vec::new();
         let mut dh = None;
+        let mut dh_commit = None;
+        let mut rs_mac = None;
         let mut direction = None;
         let mut saw_s = false;
         let mut saw_t = false;
@@ -414,6 +432,14 @@ impl AudioDescription {
                         if dh.replace(dh_parse(value)?).is_some() {
                             return Err(bad("more than one a=ibesip-dh"));
                         }
+                    } else if value.starts_with("ibesip-dh-commit:") {
+                        if dh_commit.replace(b32_parse(DH_COMMIT, value)?).is_some() {
+                            return Err(bad("more than one a=ibesip-dh-commit"));
+                        }
+                    } else if value.starts_with("ibesip-rs:") {
+                        if rs_mac.replace(b32_parse(RS, value)?).is_some() {
+                            return Err(bad("more than one a=ibesip-rs"));
+                        }
                     } else if let Some(d) = Direction::parse(value) {
                         if direction.replace(d).is_some() {
                             return Err(bad("more than one direction attribute"));
@@ -466,6 +492,8 @@ impl AudioDescription {
             ptime,
             crypto,
             dh,
+            dh_commit,
+            rs_mac,
             direction: direction.unwrap_or(Direction::SendRecv),
         })
     }

@@ -1,5 +1,7 @@
-//! The two SDP attributes of spec section 6: `a=crypto` (RFC 4568 SDES,
-//! inline key only) and `a=ibesip-dh` (base64url X25519 public key).
+//! The SDP attributes of spec section 6: `a=crypto` (RFC 4568 SDES,
+//! inline key only), `a=ibesip-dh` (base64url X25519 public key),
+//! `a=ibesip-dh-commit` (base64url SHA-256 commitment to the offerer's key)
+//! and `a=ibesip-rs` (base64url HMAC of the retained secret).
 
 use super::keys::{SdesKey, SrtpSuite};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -85,19 +87,38 @@ impl CryptoAttr {
 
 /// Formats the value of `a=ibesip-dh` (without `a=`).
 pub fn dh_to_value(public: &[u8; 32]) -> String {
-    format!("ibesip-dh:{}", URL_SAFE_NO_PAD.encode(public))
+    b32_to_value(DH, public)
 }
 
 /// Reads the value of an `a=ibesip-dh` attribute.
 pub fn dh_parse(value: &str) -> Result<[u8; 32], SdpAttrError> {
-    const A: &str = "ibesip-dh";
+    b32_parse(DH, value)
+}
+
+/// Name of the attribute carrying an X25519 public key.
+pub const DH: &str = "ibesip-dh";
+/// Name of the attribute carrying the offerer's commitment.
+pub const DH_COMMIT: &str = "ibesip-dh-commit";
+/// Name of the attribute carrying the retained-secret MAC.
+pub const RS: &str = "ibesip-rs";
+
+/// Formats `<attr>:<base64url, no padding, of 32 bytes>` (without `a=`).
+pub fn b32_to_value(attr: &'static str, bytes: &[u8; 32]) -> String {
+    format!("{attr}:{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Reads `<attr>:<base64url of 32 bytes>`; anything else is malformed.
+pub fn b32_parse(attr: &'static str, value: &str) -> Result<[u8; 32], SdpAttrError> {
     let b64 = value
-        .strip_prefix("ibesip-dh:")
-        .ok_or_else(|| malformed(A, "no ibesip-dh: prefix"))?;
+        .strip_prefix(attr)
+        .and_then(|r| r.strip_prefix(':'))
+        .ok_or_else(|| malformed(attr, format!("no {attr}: prefix")))?;
     let bytes = URL_SAFE_NO_PAD
         .decode(b64.trim())
-        .map_err(|_| malformed(A, "not base64url without padding"))?;
-    bytes.try_into().map_err(|_| malformed(A, "not 32 bytes"))
+        .map_err(|_| malformed(attr, "not base64url without padding"))?;
+    bytes
+        .try_into()
+        .map_err(|_| malformed(attr, "not 32 bytes"))
 }
 
 #[cfg(test)]
@@ -138,12 +159,18 @@ mod tests {
         #[test]
         fn dh_round_trip(key in any::<[u8; 32]>()) {
             prop_assert_eq!(dh_parse(&dh_to_value(&key)).unwrap(), key);
+            prop_assert_eq!(b32_parse(DH_COMMIT, &b32_to_value(DH_COMMIT, &key)).unwrap(), key);
+            // One attribute is never read as another.
+            prop_assert!(dh_parse(&b32_to_value(DH_COMMIT, &key)).is_err());
+            prop_assert!(b32_parse(DH_COMMIT, &dh_to_value(&key)).is_err());
         }
 
         #[test]
         fn parsers_never_panic(s in "\\PC*") {
             let _ = CryptoAttr::parse(&s);
             let _ = dh_parse(&s);
+            let _ = b32_parse(DH_COMMIT, &s);
+            let _ = b32_parse(RS, &format!("ibesip-rs:{s}"));
             let _ = CryptoAttr::parse(&format!("crypto:{s}"));
         }
     }

@@ -34,12 +34,18 @@ fn offer_text_has_every_line() {
         "a=ptime:20\r\n",
         "a=crypto:1 AEAD_AES_128_GCM inline:",
         "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:",
-        "a=ibesip-dh:",
+        "a=ibesip-dh-commit:",
         "a=sendrecv\r\n",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     assert_eq!(&round_trip(offer.offer()), offer.offer());
+    // Version 1.1: the offer commits to its key and does not show it.
+    assert!(!text.contains("a=ibesip-dh:"), "{text}");
+    assert!(
+        !text.contains("a=ibesip-rs:"),
+        "no retained secret held: {text}"
+    );
 }
 
 fn exchange(
@@ -48,9 +54,13 @@ fn exchange(
 ) -> Result<(Negotiated, Negotiated, AudioDescription, AudioDescription), SdpError> {
     let pending = PendingOffer::new(a, Role::Caller)?;
     let offer = round_trip(pending.offer());
-    let (ans, nb) = answer(&b, Role::Callee, &offer)?;
+    let (ans, nb) = answer(&b, Role::Callee, &offer, None)?;
     let ans = round_trip(&ans);
+    let reveal = pending.reveal();
     let na = pending.accept_answer(&ans)?;
+    let nb = nb
+        .finish(reveal.as_ref())
+        .map_err(|_| SdpError::AnswerMismatch("reveal"))?;
     Ok((na, nb, offer, ans))
 }
 
@@ -116,10 +126,11 @@ fn man_in_the_middle_rewriting_dh_changes_the_sas() {
     // both directions with her own keys and answers each side herself.
     let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
     let mallory_to_alice = local(6000);
-    let (to_alice, _) = answer(&mallory_to_alice, Role::Callee, pending.offer()).unwrap();
+    let (to_alice, _) = answer(&mallory_to_alice, Role::Callee, pending.offer(), None).unwrap();
     let na = pending.accept_answer(&to_alice).unwrap();
     let mallory_offer = PendingOffer::new(local(6001), Role::Caller).unwrap();
-    let (_, nb) = answer(&local(5000), Role::Callee, mallory_offer.offer()).unwrap();
+    let (_, nb) = answer(&local(5000), Role::Callee, mallory_offer.offer(), None).unwrap();
+    let nb = nb.finish(mallory_offer.reveal().as_ref()).unwrap();
     let (
         MediaSecurity::EscrowResistant { sas: sa, .. },
         MediaSecurity::EscrowResistant { sas: sb, .. },
@@ -176,12 +187,13 @@ fn plain_offer() -> AudioDescription {
 #[test]
 fn plain_offer_needs_allow_plain() {
     assert_eq!(
-        answer(&local(5000), Role::Callee, &plain_offer()).unwrap_err(),
+        answer(&local(5000), Role::Callee, &plain_offer(), None).unwrap_err(),
         SdpError::PlainRefused
     );
     let mut b = local(5000);
     b.policy = SecurityPolicy::AllowPlain;
-    let (ans, nb) = answer(&b, Role::Callee, &plain_offer()).unwrap();
+    let (ans, nb) = answer(&b, Role::Callee, &plain_offer(), None).unwrap();
+    let nb = nb.finish(None).unwrap();
     assert!(ans.to_sdp().contains("RTP/AVP 0 101"));
     assert_eq!(nb.security, MediaSecurity::Plain);
     assert!(nb.keys.is_none());
@@ -190,7 +202,7 @@ fn plain_offer_needs_allow_plain() {
 #[test]
 fn answer_that_does_not_fit_is_refused() {
     let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
-    let (mut ans, _) = answer(&local(5000), Role::Callee, pending.offer()).unwrap();
+    let (mut ans, _) = answer(&local(5000), Role::Callee, pending.offer(), None).unwrap();
     ans.crypto[0].tag = 9;
     assert!(matches!(
         pending.accept_answer(&ans),
@@ -349,8 +361,8 @@ fn g711_peer_gets_g711_and_the_8k_telephone_event() {
 fn opus_on_a_foreign_payload_type_is_answered_on_it() {
     // A peer (baresip, a WebRTC gateway) may put Opus on 96 and its
     // 48 kHz telephone-event on 97.
-    let text = PendingOffer::new(local_opus(4000), Role::Caller)
-        .unwrap()
+    let pending = PendingOffer::new(local_opus(4000), Role::Caller).unwrap();
+    let text = pending
         .offer()
         .to_sdp()
         .replace("111", "96")
@@ -359,7 +371,11 @@ fn opus_on_a_foreign_payload_type_is_answered_on_it() {
     let offer = AudioDescription::parse(&text).unwrap();
     assert_eq!(offer.opus_pt, Some(96));
     assert_eq!(offer.telephone_event_48k, Some(97));
-    let (ans, nb) = answer(&local_opus(5000), Role::Callee, &offer).unwrap();
+    let (ans, nb) = answer(&local_opus(5000), Role::Callee, &offer, None).unwrap();
+    let AnswerOutcome::AwaitingReveal(nb) = nb else {
+        panic!("a committed offer waits for the reveal");
+    };
+    let nb = nb.reveal(pending.reveal().as_ref()).unwrap();
     assert_eq!(
         (nb.codec, nb.payload_type, nb.telephone_event),
         (Codec::Opus, 96, Some(97))
@@ -383,7 +399,7 @@ fn opus_on_a_foreign_payload_type_is_answered_on_it() {
 #[test]
 fn answer_without_the_48k_event_means_no_dtmf_in_an_opus_call() {
     let pending = PendingOffer::new(local_opus(4000), Role::Caller).unwrap();
-    let (mut ans, _) = answer(&local_opus(5000), Role::Callee, pending.offer()).unwrap();
+    let (mut ans, _) = answer(&local_opus(5000), Role::Callee, pending.offer(), None).unwrap();
     ans.telephone_event_48k = None;
     ans.telephone_event = Some(101);
     let na = pending.accept_answer(&round_trip(&ans)).unwrap();
@@ -436,7 +452,7 @@ proptest! {
         let mut m = good.clone();
         m.insert_str(at, &junk);
         if let Ok(d) = AudioDescription::parse(&m) {
-            let _ = answer(&local(5000), Role::Callee, &d);
+            let _ = answer(&local(5000), Role::Callee, &d, None);
         }
     }
 
@@ -451,4 +467,75 @@ proptest! {
         if pcma_first { d.codecs.reverse(); }
         prop_assert_eq!(round_trip(&d), d);
     }
+}
+
+#[test]
+fn committed_exchange_checks_the_reveal_and_proves_rs() {
+    use crate::media::commit::{dh_commitment, RetainedSecret};
+    let rs = RetainedSecret::from_bytes([5; 32]);
+    let pending = PendingOffer::with_retained(local(4000), Role::Caller, Some(rs.clone())).unwrap();
+    let offer = round_trip(pending.offer());
+    let a = pending.reveal().unwrap();
+    assert_eq!(offer.dh_commit, Some(dh_commitment(&a)));
+    assert_eq!(offer.rs_mac, Some(rs.mac(&dh_commitment(&a))));
+    let (ans, waiting) = answer(&local(5000), Role::Callee, &offer, Some(&rs)).unwrap();
+    let ans = round_trip(&ans);
+    let b = ans.dh.unwrap();
+    assert_eq!(ans.rs_mac, Some(rs.mac(&b)));
+    assert!(ans.dh_commit.is_none());
+    let AnswerOutcome::AwaitingReveal(p) = waiting else {
+        panic!("a committed offer waits for its reveal");
+    };
+    assert_eq!(p.continuity(), Continuity::Verified);
+    let na = pending.accept_answer(&ans).unwrap();
+    let mut wrong = a;
+    wrong[0] ^= 1;
+    let (_, again) = answer(&local(5000), Role::Callee, &offer, None).unwrap();
+    assert_eq!(
+        again.finish(Some(&wrong)).unwrap_err(),
+        RevealError::Mismatch
+    );
+    let (_, again) = answer(&local(5000), Role::Callee, &offer, None).unwrap();
+    assert_eq!(again.finish(None).unwrap_err(), RevealError::Missing);
+    let nb = p.reveal(Some(&a)).unwrap();
+    assert_eq!(
+        na.keys.as_ref().unwrap().send,
+        nb.keys.as_ref().unwrap().recv
+    );
+    assert_eq!(na.retained, nb.retained, "both keep the same rs");
+    assert!(na.retained.is_some());
+    for n in [&na, &nb] {
+        assert!(matches!(
+            n.security,
+            MediaSecurity::EscrowResistant {
+                continuity: Continuity::Verified,
+                ..
+            }
+        ));
+    }
+}
+
+#[test]
+fn duplicate_or_malformed_commitments_are_refused() {
+    let text = PendingOffer::new(local(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("a=ibesip-dh-commit:"))
+        .unwrap()
+        .to_string();
+    let twice = text.replace(&line, &format!("{line}\r\n{line}"));
+    assert!(AudioDescription::parse(&twice).is_err());
+    let short = text.replace(&line, "a=ibesip-dh-commit:AAAA");
+    assert!(matches!(
+        AudioDescription::parse(&short),
+        Err(SdpError::Attr(_))
+    ));
+    let rs_twice = text.replace(
+        &line,
+        &format!("{line}\r\na=ibesip-rs:{0}\r\na=ibesip-rs:{0}", &line[19..]),
+    );
+    assert!(AudioDescription::parse(&rs_twice).is_err());
 }

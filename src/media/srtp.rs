@@ -227,6 +227,7 @@ mod tests {
                 send: send.clone(),
                 recv: recv.clone(),
             }),
+            retained: None,
         }
     }
 

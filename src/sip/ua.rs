@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 mod calls;
 mod types;
 
+pub use calls::IBESIP_DH;
 pub use types::{Body, CallId, Command, EndReason, Event, HeaderPolicy, Output, UaConfig};
 
 #[derive(Debug)]
@@ -110,6 +111,15 @@ impl UserAgent {
     /// answered 200 with an empty body at once.
     pub fn defer_reinvite_answers(&mut self, on: bool) {
         self.defer_reinvites = on;
+    }
+
+    /// Puts `value` in the inner `Ibesip-Dh` header ([`IBESIP_DH`]) of
+    /// the ACKs `call` sends from now on (the offerer's key reveal of spec
+    /// 6); `None` stops it. Ignored for an unknown call.
+    pub fn set_ack_reveal(&mut self, call: CallId, value: Option<String>) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.set_reveal(value);
+        }
     }
 
     /// Our AOR, `sip:user@domain`.

@@ -385,6 +385,20 @@ impl PhoneApp {
                         sas,
                         sas_matches: None,
                     });
+                    // New keys: continuity is reported again for them.
+                    c.continuity = None;
+                }
+            }
+            AgentEvent::KeyContinuity {
+                call,
+                verified,
+                message,
+            } => {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    c.continuity = Some((verified, message.clone()));
+                }
+                if !verified {
+                    self.banner(message, true);
                 }
             }
             AgentEvent::IncomingCall {

@@ -453,6 +453,9 @@ impl Worker {
                 media: media_options(settings),
                 key_inbox: Some(inbox.clone()),
                 keylog: self.keylog.clone(),
+                retained: Some(crate::agent::retained::RetainedFiles::in_store(
+                    &self.dirs.keys(),
+                )),
             },
         )
         .await

@@ -249,7 +249,20 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
         .media
         .as_ref()
         .and_then(|m| m.sas.clone().map(|s| (s, m.sas_matches)));
-    if let Some((sas, verdict)) = sas {
+    match &c.continuity {
+        Some((true, message)) => {
+            ui.add_space(6.0);
+            ui.colored_label(GREEN, message);
+        }
+        Some((false, message)) => {
+            ui.add_space(6.0);
+            ui.colored_label(RED, message);
+        }
+        None => {}
+    }
+    let continued = matches!(c.continuity, Some((true, _)));
+    let call_id = c.id;
+    if let (Some((sas, verdict)), false) = (sas, continued) {
         ui.add_space(6.0);
         ui.label("Read this code aloud; the other side must see the same:");
         ui.heading(&sas);
@@ -276,6 +289,10 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
         }
         if let (Some(v), Some(m)) = (set, app.calls[idx].media.as_mut()) {
             m.sas_matches = Some(v);
+        }
+        if set == Some(true) {
+            // Key continuity: later calls with this peer prove these keys.
+            app.command(AgentCommand::ConfirmSas { call: call_id });
         }
     }
 }

@@ -102,6 +102,10 @@ pub struct Call {
     pub dtmf: String,
     /// Media facts, when reported.
     pub media: Option<MediaSecurity>,
+    /// Key continuity of the current media keys (spec 6), when we hold a
+    /// retained secret for the peer: `(true, "same keys as your confirmed
+    /// call...")` or `(false, loud warning)`.
+    pub continuity: Option<(bool, String)>,
 }
 
 impl Call {
@@ -121,6 +125,7 @@ impl Call {
             held: false,
             dtmf: String::new(),
             media: None,
+            continuity: None,
         }
     }
 }

@@ -120,7 +120,10 @@ pub fn negotiate(a: LocalMedia, b: &LocalMedia) -> (Negotiated, Negotiated) {
     let offer_text = pending.offer().to_sdp();
     assert!(offer_text.contains("IN IP4 127.0.0.1"));
     let offer = AudioDescription::parse(&offer_text).unwrap();
-    let (ans, nb) = answer(b, Role::Callee, &offer).unwrap();
+    let (ans, nb) = answer(b, Role::Callee, &offer, None).unwrap();
     let ans = AudioDescription::parse(&ans.to_sdp()).unwrap();
-    (pending.accept_answer(&ans).unwrap(), nb)
+    // The offerer reveals its key in the ACK (spec 6, version 1.1).
+    let reveal = pending.reveal();
+    let na = pending.accept_answer(&ans).unwrap();
+    (na, nb.finish(reveal.as_ref()).unwrap())
 }

@@ -44,12 +44,28 @@ pub(super) struct Call {
     /// UAS: when an unanswered call is refused (480), so an application
     /// that never answers cannot pin the call forever.
     ring_deadline: Option<Instant>,
+    /// The `Ibesip-Dh` value our ACKs carry (spec 6 key reveal).
+    reveal: Option<String>,
 }
+
+/// The inner header of the ACK that reveals the offerer's X25519 key
+/// (spec 6, version 1.1).
+pub const IBESIP_DH: &str = "Ibesip-Dh";
 
 /// How long an incoming call may ring unanswered.
 const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Call {
+    pub(super) fn set_reveal(&mut self, value: Option<String>) {
+        self.reveal = value;
+    }
+
+    fn add_reveal(&self, ack: &mut Message) {
+        if let Some(v) = &self.reveal {
+            ack.push_header(IBESIP_DH, v.clone());
+        }
+    }
+
     pub(super) fn deadline(&self) -> Option<Instant> {
         let ok = self.ok.as_ref().map(|o| o.next.min(o.give_up));
         ok.into_iter().chain(self.ring_deadline).min()
@@ -97,6 +113,7 @@ impl UserAgent {
                 ok: None,
                 bye_key: None,
                 ring_deadline: None,
+                reveal: None,
             },
         );
     }
@@ -134,6 +151,7 @@ impl UserAgent {
                 ok: None,
                 bye_key: None,
                 ring_deadline: Some(now + RING_TIMEOUT),
+                reveal: None,
             },
         );
         self.events
@@ -313,12 +331,16 @@ impl UserAgent {
     /// ACKs the 2xx of a re-INVITE (RFC 3261 14.1), through the filter.
     pub(super) fn ack_reinvite(&mut self, now: Instant, call: CallId, resp: &Message) {
         let via = self.via();
-        let Some(d) = self.calls.get(&call).and_then(|c| c.dialog.as_ref()) else {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_ref() else {
             return;
         };
         let cseq = resp.cseq().map(|(n, _)| n).unwrap_or(d.local_cseq);
         let mut ack = d.ack(cseq);
         ack.set_header("Via", via);
+        c.add_reveal(&mut ack);
         if let Ok(ack) = self.filter.outgoing(now, ack) {
             let dest = Dest {
                 addr: self.cfg.proxy,
@@ -410,6 +432,10 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        self.events.push_back(Event::AckReceived {
+            call,
+            ibesip_dh: ack.header(IBESIP_DH).map(str::to_string),
+        });
         if c.ok.take().is_some() {
             if let Some(k) = &c.invite_key {
                 self.by_server_tx.remove(k);
@@ -516,6 +542,7 @@ impl UserAgent {
         let cseq = c.invite.cseq().map(|(n, _)| n).unwrap_or(1);
         let mut ack = d.ack(cseq);
         ack.set_header("Via", via);
+        c.add_reveal(&mut ack);
         c.dialog = Some(d.clone());
         self.by_dialog.insert(d.id.clone(), call);
         let ack = match self.filter.outgoing(now, ack) {

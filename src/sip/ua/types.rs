@@ -193,6 +193,14 @@ pub enum Event {
         /// Body of the 2xx (UAC) or of the INVITE (UAS).
         body: Body,
     },
+    /// An ACK arrived in a call's dialog (for the 2xx of the INVITE or of
+    /// a re-INVITE), reported before [`Event::Answered`] for the former.
+    AckReceived {
+        /// Which call.
+        call: CallId,
+        /// The value of its inner `Ibesip-Dh` header (spec 6), if any.
+        ibesip_dh: Option<String>,
+    },
     /// The call is over.
     Ended {
         /// Which call.
