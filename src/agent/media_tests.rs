@@ -708,12 +708,7 @@ fn bob_agent() -> super::super::Agent {
         .add_keys(&extract(&msk, &Identity::new(aor, Period::month_at(secs))))
         .unwrap();
     let log = Arc::new(Mutex::new(SecurityLog::default()));
-    let filter = TunnelFilter::new(
-        tunnel,
-        Policy::AllowPlain,
-        log.clone(),
-        (Instant::now(), SystemTime::now()),
-    );
+    let filter = TunnelFilter::new(tunnel, Policy::AllowPlain, log.clone());
     let ua = UserAgent::new(
         UaConfig {
             user: "bob".into(),
