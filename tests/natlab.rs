@@ -46,10 +46,13 @@ fn enabled() -> bool {
     true
 }
 
-/// `../shared/natlab/natlab.sh` from the repository root.
+/// `../shared/natlab/natlab.sh` from the repository root, or
+/// `$IBEPHONE_NATLAB_SCRIPT` (a git worktree whose `shared/` is elsewhere).
 fn script() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let p = root.join("../shared/natlab/natlab.sh");
+    let p = match std::env::var_os("IBEPHONE_NATLAB_SCRIPT") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/natlab/natlab.sh"),
+    };
     assert!(p.is_file(), "{} is missing", p.display());
     p
 }
@@ -57,6 +60,7 @@ fn script() -> PathBuf {
 /// One lab under its own prefix; brought down when dropped.
 struct Lab {
     prefix: String,
+    script: PathBuf,
     dir: tempfile::TempDir,
 }
 
@@ -66,6 +70,7 @@ impl Lab {
         let prefix = format!("n{}{tag}", std::process::id() % 100_000);
         let lab = Lab {
             prefix,
+            script: script(),
             dir: tempfile::tempdir().unwrap(),
         };
         // Left over from a crashed run with the same prefix: gone first.
@@ -81,7 +86,7 @@ impl Lab {
 
     fn script(&self, args: &[&str]) -> std::process::Output {
         Command::new("bash")
-            .arg(script())
+            .arg(&self.script)
             .args(args)
             .env("NATLAB", &self.prefix)
             .output()
