@@ -81,6 +81,20 @@ impl Lab {
             "natlab up {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // With IBEPHONE_NATLAB_PCAP=DIR, what an eavesdropper on the
+        // internet side sees goes to DIR/PREFIX.pcap (for debugging; the
+        // lab's `down` stops tcpdump).
+        if let Some(dir) = std::env::var_os("IBEPHONE_NATLAB_PCAP") {
+            let file = Path::new(&dir).join(format!("{}.pcap", lab.prefix));
+            let _ = lab
+                .command("wan", Path::new("tcpdump"))
+                .args(["-U", "-s0", "-i", "br0", "-w"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            std::thread::sleep(Duration::from_millis(300));
+        }
         lab
     }
 
@@ -288,4 +302,50 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
 #[test]
 fn natlab_cone_cone() {
     two_homes("cc", "cone", "cone", &[]);
+}
+
+#[test]
+fn natlab_cone_symmetric() {
+    two_homes("cs", "cone", "symmetric", &[]);
+}
+
+#[test]
+fn natlab_symmetric_symmetric() {
+    two_homes("ss", "symmetric", "symmetric", &[]);
+}
+
+#[test]
+fn natlab_none_cone() {
+    two_homes("nc", "none", "cone", &[]);
+}
+
+#[test]
+fn natlab_loss_5_percent() {
+    two_homes("ls", "cone", "cone", &["--loss", "5"]);
+}
+
+/// How long the phones stay idle between registering and the call when
+/// the NATs forget UDP mappings after 30 s: without keep-alives bob's
+/// mapping is gone after 30 s (the issue asks for 5 minutes; 75 s is
+/// 2.5 mapping lifetimes and 3 keep-alive intervals, CI time is capped).
+const IDLE: Duration = Duration::from_secs(75);
+
+#[test]
+fn natlab_udp_timeout_30_idle_then_call() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("ut", &["--nat-a", "cone", "--nat-b", "symmetric", "--udp-timeout", "30"]);
+    let provider = lab.provider();
+    let mut alice = lab.phone("homeA", "alice", &provider);
+    let mut bob = lab.phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    std::thread::sleep(IDLE);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
 }

@@ -14,7 +14,7 @@ use crate::media::sdp::{MediaKeysPolicy, SecurityPolicy as MediaSecurityPolicy};
 use crate::sip::digest::Password;
 use crate::sip::driver;
 use crate::sip::timers::Timers;
-use crate::sip::ua::{HeaderPolicy, UaConfig, UserAgent};
+use crate::sip::ua::{HeaderPolicy, KeepAlive, UaConfig, UserAgent};
 use crate::sip::Transport;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use std::net::SocketAddr;
@@ -135,7 +135,8 @@ pub async fn start_with(
         tunnel.set_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
         tracing::warn!(path = %path.display(), "key log on: every call key is written to this file");
     }
-    let (udp, local, tcp) = bind_sip(config.listen).await?;
+    let (udp, bound, tcp) = bind_sip(config.listen).await?;
+    let local = advertised_addr(bound, config.proxy);
     let log = Arc::new(Mutex::new(SecurityLog::default()));
     let mut filter = TunnelFilter::new(
         tunnel,
@@ -146,7 +147,7 @@ pub async fn start_with(
     if let Some(inbox) = &options.key_inbox {
         filter = filter.with_key_inbox(inbox.clone());
     }
-    let ua = UserAgent::new(
+    let mut ua = UserAgent::new(
         UaConfig {
             user: config.aor.user().to_string(),
             domain: config.aor.host().to_string(),
@@ -165,6 +166,10 @@ pub async fn start_with(
         },
         Box::new(filter),
     );
+    ua.set_keepalive(config.sip.keepalive.map(|interval| KeepAlive {
+        interval,
+        ..KeepAlive::default()
+    }));
     let agent = Agent::new(ua, log, config.aor.host()).with_policy(config.policy);
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);
@@ -185,6 +190,31 @@ pub async fn start_with(
         events,
         local,
     })
+}
+
+/// The address we name in Via, Contact and SDP for a socket bound to
+/// `bound`: itself, unless it is a wildcard address; then the address of
+/// the interface that routes towards `proxy` (a UDP socket connected to
+/// the proxy tells it; nothing is sent), with `bound`'s port. That is
+/// never 0.0.0.0, and 127.0.0.1 only when the proxy is on loopback.
+pub fn advertised_addr(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let any: SocketAddr = if proxy.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let routed = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()));
+    match routed {
+        Ok(a) if !a.ip().is_unspecified() => SocketAddr::new(a.ip(), bound.port()),
+        Ok(_) | Err(_) => {
+            tracing::warn!(%proxy, "no route towards the proxy: advertising the bound address");
+            bound
+        }
+    }
 }
 
 /// Binds UDP and TCP on one port. With port 0 a port is tried again when
