@@ -221,7 +221,12 @@ impl Drop for Provider {
 /// `caller` calls `callee_user`; the call arrives at `callee`, who
 /// answers; both see the other verified. Returns the call numbers
 /// (caller's, callee's).
-fn call(caller: &mut Agent, callee: &mut Agent, callee_user: &str, caller_user: &str) -> (u64, u64) {
+fn call(
+    caller: &mut Agent,
+    callee: &mut Agent,
+    callee_user: &str,
+    caller_user: &str,
+) -> (u64, u64) {
     caller.send(json!({"cmd": "call", "to": callee_user}));
     let calling = caller.expect("calling", STEP);
     let incoming = callee.expect("incoming_call", STEP);
@@ -275,7 +280,10 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
     if !enabled() {
         return;
     }
-    let lab = Lab::up(tag, &[&["--nat-a", nat_a, "--nat-b", nat_b], extra].concat());
+    let lab = Lab::up(
+        tag,
+        &[&["--nat-a", nat_a, "--nat-b", nat_b], extra].concat(),
+    );
     let provider = lab.provider();
     let mut alice = lab.phone("homeA", "alice", &provider);
     let mut bob = lab.phone("homeB", "bob", &provider);
@@ -335,7 +343,17 @@ fn natlab_udp_timeout_30_idle_then_call() {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("ut", &["--nat-a", "cone", "--nat-b", "symmetric", "--udp-timeout", "30"]);
+    let lab = Lab::up(
+        "ut",
+        &[
+            "--nat-a",
+            "cone",
+            "--nat-b",
+            "symmetric",
+            "--udp-timeout",
+            "30",
+        ],
+    );
     let provider = lab.provider();
     let mut alice = lab.phone("homeA", "alice", &provider);
     let mut bob = lab.phone("homeB", "bob", &provider);

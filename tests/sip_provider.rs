@@ -217,7 +217,8 @@ fn in_dialog_requests_reach_the_right_home_behind_the_same_private_address() {
     let mut n = Net::new(0.0, 31);
     let proxy: std::net::SocketAddr = PROXY.parse().unwrap();
     let private = "127.0.0.9:5070".to_string();
-    let cfg = |user: &str, pw: &str| ua_config_with(user, pw, proxy, private.clone(), Transport::Udp);
+    let cfg =
+        |user: &str, pw: &str| ua_config_with(user, pw, proxy, private.clone(), Transport::Udp);
     let alice = n.add_behind(
         cfg("alice", "alice-pw"),
         "127.0.0.1:40001".parse().unwrap(),
@@ -234,7 +235,10 @@ fn in_dialog_requests_reach_the_right_home_behind_the_same_private_address() {
     }
     // The phones' Contacts differ by their tokens although their
     // addresses are the same.
-    assert_ne!(n.uas[alice].1.contact_token(), n.uas[carol].1.contact_token());
+    assert_ne!(
+        n.uas[alice].1.contact_token(),
+        n.uas[carol].1.contact_token()
+    );
     let (_, b_call) = answered_call(&mut n, alice, bob);
     // bob's BYE is addressed to alice's Contact: it must reach alice.
     n.cmd(bob, Command::Hangup { call: b_call });
@@ -281,17 +285,33 @@ fn large_requests_go_over_the_callees_udp_flow() {
         };
         if to.addr == bob_addr {
             to_bob.push(to.transport);
-            n.uas[b].1.handle_datagram(n.now, Dest { addr: from, transport: to.transport }, &bytes);
+            n.uas[b].1.handle_datagram(
+                n.now,
+                Dest {
+                    addr: from,
+                    transport: to.transport,
+                },
+                &bytes,
+            );
         } else if to.addr.to_string() == PROXY {
-            let src = Dest { addr: from, transport: to.transport };
+            let src = Dest {
+                addr: from,
+                transport: to.transport,
+            };
             n.proxy.handle_datagram(n.now, src, &bytes);
         } else if let Some((_, ua, _)) = n.uas.iter_mut().find(|(x, _, _)| *x == to.addr) {
-            let src = Dest { addr: from, transport: to.transport };
+            let src = Dest {
+                addr: from,
+                transport: to.transport,
+            };
             ua.handle_datagram(n.now, src, &bytes);
         }
     }
     n.collect();
     assert!(!to_bob.is_empty());
     assert!(to_bob.iter().all(|t| *t == Transport::Udp), "{to_bob:?}");
-    assert!(n.has(b, |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000)));
+    assert!(n.has(
+        b,
+        |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000)
+    ));
 }

@@ -206,8 +206,8 @@ pub fn advertised_addr(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let routed = std::net::UdpSocket::bind(any)
-        .and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()));
+    let routed =
+        std::net::UdpSocket::bind(any).and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()));
     match routed {
         Ok(a) if !a.ip().is_unspecified() => SocketAddr::new(a.ip(), bound.port()),
         Ok(_) | Err(_) => {

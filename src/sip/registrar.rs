@@ -440,7 +440,10 @@ mod tests {
         assert_eq!(ok.status(), Some(200));
         assert_eq!(ok.header("Require"), Some("outbound"));
         let aor = "alice@example.invalid";
-        assert_eq!(r.location.lookup(now, aor)[0].instance.as_deref(), Some("<urn:uuid:a>"));
+        assert_eq!(
+            r.location.lookup(now, aor)[0].instance.as_deref(),
+            Some("<urn:uuid:a>")
+        );
         // carol saw alice's Contact in a call and registers it as hers, to
         // receive alice's in-dialog requests: refused, alice's flow stays.
         let mut hijack = register("carol", 1);

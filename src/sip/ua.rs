@@ -519,7 +519,11 @@ impl UserAgent {
         // RFC 5626 4.5: try again after an exponential, jittered wait.
         let wait = retry_backoff(self.reg.failures, random_jitter());
         self.reg.failures = self.reg.failures.saturating_add(1);
-        tracing::info!(status, wait_secs = wait.as_secs(), "registration failed; retrying later");
+        tracing::info!(
+            status,
+            wait_secs = wait.as_secs(),
+            "registration failed; retrying later"
+        );
         self.reg.retry_at = Some(now + wait);
     }
 
@@ -818,7 +822,10 @@ mod tests {
         let req = Message::parse(&t.bytes).unwrap();
         assert_eq!(req.method(), Some(Method::Register));
         let mut r = Message::response_to(&req, status, "X", Some("rt"));
-        let via = req.header("Via").unwrap().replace(";rport", ";rport=40000;received=127.0.0.7");
+        let via = req
+            .header("Via")
+            .unwrap()
+            .replace(";rport", ";rport=40000;received=127.0.0.7");
         r.replace_first("Via", via);
         if status == 200 {
             // Another device of ours first: the UA takes its own lifetime.
@@ -857,7 +864,10 @@ mod tests {
         assert_eq!(param(contact, "reg-id"), Some("1"));
         assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
         assert!(ua.is_registered());
-        assert_eq!(ua.reflexive_addr(), Some("127.0.0.7:40000".parse().unwrap()));
+        assert_eq!(
+            ua.reflexive_addr(),
+            Some("127.0.0.7:40000".parse().unwrap())
+        );
         // A double CRLF to the proxy every 25 s while registered.
         let due = now + Duration::from_secs(25);
         assert!(ua.poll_timeout().unwrap() <= due);
@@ -879,7 +889,10 @@ mod tests {
         let now = Instant::now();
         ua.handle_command(now, Command::Register);
         answer_register(&mut ua, now, 503);
-        assert_eq!(events(&mut ua), vec![Event::RegistrationFailed { status: 503 }]);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 503 }]
+        );
         assert!(!ua.is_registered());
         // RFC 5626 4.5: 30 s * 2^0, jittered into [15 s, 30 s] (after the
         // transaction's own Timer K).
@@ -892,7 +905,9 @@ mod tests {
         // Second failure: 60 s, jittered into [30 s, 60 s].
         ua.handle_timeout(retry + Duration::from_secs(6));
         let again = ua.poll_timeout().unwrap();
-        assert!(again >= retry + Duration::from_secs(30) && again <= retry + Duration::from_secs(60));
+        assert!(
+            again >= retry + Duration::from_secs(30) && again <= retry + Duration::from_secs(60)
+        );
         ua.handle_timeout(again);
         answer_register(&mut ua, again, 200);
         assert!(ua.is_registered());
@@ -916,7 +931,10 @@ mod tests {
         events(&mut ua);
         // The connection to the proxy closes: re-REGISTER now.
         ua.handle_flow_closed(now, proxy);
-        assert_eq!(events(&mut ua), vec![Event::RegistrationFailed { status: 430 }]);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 430 }]
+        );
         answer_register(&mut ua, now, 200);
         assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
         // A ping answered by its pong keeps the flow; one left unanswered
@@ -931,7 +949,10 @@ mod tests {
         assert!(ua.poll_transmit().is_none());
         assert_eq!(ua.poll_timeout(), Some(t2 + Duration::from_secs(10)));
         ua.handle_timeout(t2 + Duration::from_secs(10));
-        assert_eq!(events(&mut ua), vec![Event::RegistrationFailed { status: 430 }]);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 430 }]
+        );
         answer_register(&mut ua, t2 + Duration::from_secs(10), 200);
         assert!(ua.is_registered());
     }

@@ -152,7 +152,8 @@ impl Net {
         flow: SocketAddr,
         filter: Box<dyn MessageFilter>,
     ) -> usize {
-        self.uas.push((flow, UserAgent::new(cfg, filter), Vec::new()));
+        self.uas
+            .push((flow, UserAgent::new(cfg, filter), Vec::new()));
         self.uas.len() - 1
     }
 
