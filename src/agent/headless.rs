@@ -307,3 +307,34 @@ pub async fn run_json_lines_with(
     let _ = tokio::time::timeout(Duration::from_secs(3), printer).await;
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::advertised_addr;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn a_wildcard_listen_address_advertises_the_route_to_the_proxy() {
+        let any: SocketAddr = "0.0.0.0:5062".parse().unwrap();
+        // The proxy on loopback: loopback is the route, the port is ours.
+        let proxy: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        assert_eq!(
+            advertised_addr(any, proxy),
+            "127.0.0.1:5062".parse().unwrap()
+        );
+        let proxy: SocketAddr = "127.0.0.3:5060".parse().unwrap();
+        assert_eq!(
+            advertised_addr(any, proxy),
+            "127.0.0.1:5062".parse().unwrap()
+        );
+        // An explicit address is kept as it is.
+        let bound: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        assert_eq!(advertised_addr(bound, proxy), bound);
+        // Never the wildcard itself, in IPv6 either.
+        let any6: SocketAddr = "[::]:5062".parse().unwrap();
+        let proxy6: SocketAddr = "[::1]:5060".parse().unwrap();
+        let got = advertised_addr(any6, proxy6);
+        assert!(!got.ip().is_unspecified() || std::net::UdpSocket::bind("[::1]:0").is_err());
+    }
+}
