@@ -70,6 +70,15 @@ impl<C: Core> Core for Counted<C> {
     fn poll_event(&mut self) -> Option<C::Event> {
         self.inner.poll_event()
     }
+    fn connects_out(&self) -> bool {
+        self.inner.connects_out()
+    }
+    fn handle_pong(&mut self, now: Instant, from: Dest) {
+        self.inner.handle_pong(now, from)
+    }
+    fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
+        self.inner.handle_flow_closed(now, peer)
+    }
 }
 
 /// A filter whose time spent (sealing and opening, for the tunnel) is

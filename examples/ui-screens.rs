@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 params,
                 trusted: vec![],
                 keys,
+                sip: ibephone::agent::config::SipSettings::default(),
             })
             .await?;
             agent.commands.send(AgentCommand::Register).await?;

@@ -108,3 +108,32 @@ fn bob_example_parses_too() {
     assert!(err.to_string().contains("bob.password"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sip_keepalive_interval_is_configurable() {
+    let dir = temp_dir("agent-keepalive");
+    std::fs::copy("config/alice.toml", dir.join("alice.toml")).unwrap();
+    std::fs::write(dir.join("alice.password"), "s3cret\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("alice.password"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
+    let load = |extra: &str| {
+        let t = text.replacen("[sip]\n", &format!("[sip]\n{extra}"), 1);
+        std::fs::write(dir.join("alice.toml"), t).unwrap();
+        AgentFile::load(&dir.join("alice.toml"))
+    };
+    let secs = std::time::Duration::from_secs;
+    // Default: 25 s (RFC 5626 keep-alives under the 30 s NAT mappings).
+    assert_eq!(load("").unwrap().sip.keepalive, Some(secs(25)));
+    assert_eq!(
+        load("keepalive_secs = 10\n").unwrap().sip.keepalive,
+        Some(secs(10))
+    );
+    assert_eq!(load("keepalive_secs = 0\n").unwrap().sip.keepalive, None);
+    let err = load("keepalive_secs = -1\n").unwrap_err();
+    assert!(err.to_string().contains("alice.toml"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,6 @@
 //! One registration and call between two user agents and the proxy over
 //! real sockets on 127.0.0.1 with the tokio driver: all UDP (TCP only for
-//! the large MESSAGE), then all TCP.
+//! the large MESSAGE towards the proxy), then all TCP.
 
 mod support;
 
@@ -127,7 +127,8 @@ async fn register_and_call(transport: Transport) {
     bob.expect("Answered", |e| matches!(e, Event::Answered { .. }))
         .await;
 
-    // A MESSAGE over 1300 bytes goes over TCP (RFC 3261 18.1.1) and arrives whole.
+    // A MESSAGE over 1300 bytes goes to the proxy over TCP (RFC 3261
+    // 18.1.1) and on to bob over his registered flow; it arrives whole.
     let big = Body {
         content_type: Some("application/octet-stream".into()),
         bytes: vec![b'x'; 3000],

@@ -63,7 +63,11 @@ fn wrong_password_is_refused_and_real_binding_survives() {
         .location
         .lookup(n.now, "bob@example.invalid");
     assert_eq!(bindings.len(), 1);
-    assert_eq!(bindings[0].contact, "sip:127.0.0.1:5064");
+    let token = n.uas[b].1.contact_token();
+    assert_eq!(
+        bindings[0].contact,
+        format!("sip:{token}@127.0.0.1:5064;ctok={token}")
+    );
 }
 
 #[test]
@@ -204,4 +208,110 @@ fn user_agent_answers_malformed_request_with_400() {
     n.uas[a].1.handle_datagram(n.now, from, &[0xff; 64]);
     assert!(n.uas[a].1.poll_transmit().is_none());
     assert!(n.uas[a].1.poll_event().is_none());
+}
+
+#[test]
+fn in_dialog_requests_reach_the_right_home_behind_the_same_private_address() {
+    // alice and carol live in two homes whose phones have the same private
+    // address; their NATs give them different flows at the proxy.
+    let mut n = Net::new(0.0, 31);
+    let proxy: std::net::SocketAddr = PROXY.parse().unwrap();
+    let private = "127.0.0.9:5070".to_string();
+    let cfg =
+        |user: &str, pw: &str| ua_config_with(user, pw, proxy, private.clone(), Transport::Udp);
+    let alice = n.add_behind(
+        cfg("alice", "alice-pw"),
+        "127.0.0.1:40001".parse().unwrap(),
+        Box::new(NoFilter),
+    );
+    let carol = n.add_behind(
+        cfg("carol", "carol-pw"),
+        "127.0.0.1:40002".parse().unwrap(),
+        Box::new(NoFilter),
+    );
+    let bob = n.add("bob", "bob-pw", 5064, Box::new(NoFilter));
+    for i in [carol, alice, bob] {
+        register(&mut n, i);
+    }
+    // The phones' Contacts differ by their tokens although their
+    // addresses are the same.
+    assert_ne!(
+        n.uas[alice].1.contact_token(),
+        n.uas[carol].1.contact_token()
+    );
+    let (_, b_call) = answered_call(&mut n, alice, bob);
+    // bob's BYE is addressed to alice's Contact: it must reach alice.
+    n.cmd(bob, Command::Hangup { call: b_call });
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| ended(n, alice)
+            == Some(EndReason::RemoteHangup)),
+        "alice {:?}\ncarol {:?}",
+        n.uas[alice].2,
+        n.uas[carol].2
+    );
+    assert!(
+        n.uas[carol]
+            .2
+            .iter()
+            .all(|e| matches!(e, Event::Registered { .. })),
+        "carol saw {:?}",
+        n.uas[carol].2
+    );
+}
+
+#[test]
+fn large_requests_go_over_the_callees_udp_flow() {
+    // RFC 5626: the proxy sends over the flow the REGISTER came on. bob
+    // registered over UDP, so a 2000-byte MESSAGE reaches him over UDP,
+    // never over a TCP connection towards him (his NAT would refuse it).
+    let (mut n, a, b) = pair(33);
+    let big = Body {
+        content_type: Some("application/octet-stream".into()),
+        bytes: vec![7; 2000],
+    };
+    n.cmd(
+        a,
+        Command::Message {
+            target: format!("sip:bob@{DOMAIN}"),
+            body: big,
+        },
+    );
+    let bob_addr = n.uas[b].0;
+    let mut to_bob = Vec::new();
+    for _ in 0..200 {
+        n.collect();
+        let Some((to, from, bytes)) = n.queue.pop_front() else {
+            break;
+        };
+        if to.addr == bob_addr {
+            to_bob.push(to.transport);
+            n.uas[b].1.handle_datagram(
+                n.now,
+                Dest {
+                    addr: from,
+                    transport: to.transport,
+                },
+                &bytes,
+            );
+        } else if to.addr.to_string() == PROXY {
+            let src = Dest {
+                addr: from,
+                transport: to.transport,
+            };
+            n.proxy.handle_datagram(n.now, src, &bytes);
+        } else if let Some((_, ua, _)) = n.uas.iter_mut().find(|(x, _, _)| *x == to.addr) {
+            let src = Dest {
+                addr: from,
+                transport: to.transport,
+            };
+            ua.handle_datagram(n.now, src, &bytes);
+        }
+    }
+    n.collect();
+    assert!(!to_bob.is_empty());
+    assert!(to_bob.iter().all(|t| *t == Transport::Udp), "{to_bob:?}");
+    assert!(n.has(
+        b,
+        |e| matches!(e, Event::MessageReceived { body, .. } if body.bytes.len() == 2000)
+    ));
 }

@@ -6,8 +6,9 @@
 //! password_file = "alice.password"   # digest password for the registrar
 //!
 //! [sip]
-//! listen = "127.0.0.1:5071"           # our UDP/TCP address
+//! listen = "127.0.0.1:5071"           # our UDP/TCP address (0.0.0.0:0: any)
 //! proxy = "127.0.0.1:5060"            # outbound proxy and registrar
+//! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy; 0: off
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
 //! url = "https://127.0.0.1:8443"
@@ -103,6 +104,29 @@ struct RawAccount {
 struct RawSip {
     listen: SocketAddr,
     proxy: SocketAddr,
+    #[serde(default = "default_keepalive")]
+    keepalive_secs: u64,
+}
+
+fn default_keepalive() -> u64 {
+    SipSettings::default().keepalive.map_or(0, |d| d.as_secs())
+}
+
+/// The `[sip]` transport settings beyond the addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    /// Interval of the keep-alives towards the outbound proxy (RFC 5626
+    /// 4.4.1), `None` for none (`keepalive_secs = 0`). Default 25 s, below
+    /// the 30 s that the shortest common UDP NAT mappings last.
+    pub keepalive: Option<std::time::Duration>,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        SipSettings {
+            keepalive: Some(std::time::Duration::from_secs(25)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +202,8 @@ pub struct AgentFile {
     pub privacy: bool,
     /// Where the keys come from.
     pub keys: KeySource,
+    /// Transport settings of `[sip]`.
+    pub sip: SipSettings,
 }
 
 impl AgentFile {
@@ -235,6 +261,10 @@ impl AgentFile {
             policy: raw.security.policy,
             privacy: raw.security.privacy,
             keys,
+            sip: SipSettings {
+                keepalive: (raw.sip.keepalive_secs > 0)
+                    .then(|| std::time::Duration::from_secs(raw.sip.keepalive_secs)),
+            },
         })
     }
 
@@ -255,6 +285,7 @@ impl AgentFile {
             params,
             trusted,
             keys,
+            sip: self.sip,
         }
     }
 }
@@ -280,6 +311,8 @@ pub struct AgentConfig {
     pub trusted: Vec<PublicParams>,
     /// Our private keys.
     pub keys: Vec<PrivateKeys>,
+    /// Transport settings of `[sip]`.
+    pub sip: SipSettings,
 }
 
 #[derive(Debug, Deserialize)]

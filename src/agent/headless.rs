@@ -14,7 +14,7 @@ use crate::media::sdp::{MediaKeysPolicy, SecurityPolicy as MediaSecurityPolicy};
 use crate::sip::digest::Password;
 use crate::sip::driver;
 use crate::sip::timers::Timers;
-use crate::sip::ua::{HeaderPolicy, UaConfig, UserAgent};
+use crate::sip::ua::{HeaderPolicy, KeepAlive, UaConfig, UserAgent};
 use crate::sip::Transport;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use std::net::SocketAddr;
@@ -138,13 +138,14 @@ pub async fn start_with(
         tunnel.set_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
         tracing::warn!(path = %path.display(), "key log on: every call key is written to this file");
     }
-    let (udp, local, tcp) = bind_sip(config.listen).await?;
+    let (udp, bound, tcp) = bind_sip(config.listen).await?;
+    let local = advertised_addr(bound, config.proxy);
     let log = Arc::new(Mutex::new(SecurityLog::default()));
     let mut filter = TunnelFilter::new(tunnel, config.policy, log.clone());
     if let Some(inbox) = &options.key_inbox {
         filter = filter.with_key_inbox(inbox.clone());
     }
-    let ua = UserAgent::new(
+    let mut ua = UserAgent::new(
         UaConfig {
             user: config.aor.user().to_string(),
             domain: config.aor.host().to_string(),
@@ -163,6 +164,10 @@ pub async fn start_with(
         },
         Box::new(filter),
     );
+    ua.set_keepalive(config.sip.keepalive.map(|interval| KeepAlive {
+        interval,
+        ..KeepAlive::default()
+    }));
     let agent = Agent::new(ua, log, config.aor.host()).with_policy(config.policy);
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);
@@ -197,6 +202,31 @@ pub async fn start_with(
         events,
         local,
     })
+}
+
+/// The address we name in Via, Contact and SDP for a socket bound to
+/// `bound`: itself, unless it is a wildcard address; then the address of
+/// the interface that routes towards `proxy` (a UDP socket connected to
+/// the proxy tells it; nothing is sent), with `bound`'s port. That is
+/// never 0.0.0.0, and 127.0.0.1 only when the proxy is on loopback.
+pub fn advertised_addr(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let any: SocketAddr = if proxy.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let routed =
+        std::net::UdpSocket::bind(any).and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()));
+    match routed {
+        Ok(a) if !a.ip().is_unspecified() => SocketAddr::new(a.ip(), bound.port()),
+        Ok(_) | Err(_) => {
+            tracing::warn!(%proxy, "no route towards the proxy: advertising the bound address");
+            bound
+        }
+    }
 }
 
 /// Binds UDP and TCP on one port. With port 0 a port is tried again when
@@ -288,4 +318,35 @@ pub async fn run_json_lines_with(
     let _ = commands.send(AgentCommand::Unregister).await;
     let _ = tokio::time::timeout(Duration::from_secs(3), printer).await;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::advertised_addr;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn a_wildcard_listen_address_advertises_the_route_to_the_proxy() {
+        let any: SocketAddr = "0.0.0.0:5062".parse().unwrap();
+        // The proxy on loopback: loopback is the route, the port is ours.
+        let proxy: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        assert_eq!(
+            advertised_addr(any, proxy),
+            "127.0.0.1:5062".parse().unwrap()
+        );
+        let proxy: SocketAddr = "127.0.0.3:5060".parse().unwrap();
+        assert_eq!(
+            advertised_addr(any, proxy),
+            "127.0.0.1:5062".parse().unwrap()
+        );
+        // An explicit address is kept as it is.
+        let bound: SocketAddr = "127.0.0.2:7000".parse().unwrap();
+        assert_eq!(advertised_addr(bound, proxy), bound);
+        // Never the wildcard itself, in IPv6 either.
+        let any6: SocketAddr = "[::]:5062".parse().unwrap();
+        let proxy6: SocketAddr = "[::1]:5060".parse().unwrap();
+        let got = advertised_addr(any6, proxy6);
+        assert!(!got.ip().is_unspecified() || std::net::UdpSocket::bind("[::1]:0").is_err());
+    }
 }

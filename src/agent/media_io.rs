@@ -424,4 +424,13 @@ impl Core for MediaDriver {
     fn poll_event(&mut self) -> Option<AgentEvent> {
         self.agent.poll_event().or_else(|| self.pending.pop_front())
     }
+
+    fn handle_pong(&mut self, now: Instant, from: Dest) {
+        self.agent.handle_pong(now, from);
+    }
+
+    fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
+        self.agent.handle_flow_closed(now, peer);
+        self.run_actions();
+    }
 }

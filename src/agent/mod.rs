@@ -583,6 +583,15 @@ impl Core for Agent {
     fn poll_event(&mut self) -> Option<AgentEvent> {
         self.events.pop_front()
     }
+
+    fn handle_pong(&mut self, now: Instant, from: Dest) {
+        self.ua.handle_pong(now, from);
+    }
+
+    fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
+        self.ua.handle_flow_closed(now, peer);
+        self.pump(now);
+    }
 }
 
 impl Agent {

@@ -3,11 +3,16 @@
 //! sans-I/O [`Core`] ([`UserAgent`] or [`Proxy`]).
 //!
 //! TCP streams are framed by Content-Length ([`take_frame`]; RFC 3261
-//! 18.3). Connections are kept by peer address: responses and requests to a
-//! peer that connected to us reuse its connection, otherwise the driver
-//! connects. Whether a message goes over TCP is the core's choice (a
-//! request over 1300 bytes, RFC 3261 18.1.1); `rport` (RFC 3581) is handled
-//! in the transaction layer, from the source address the driver reports.
+//! 18.3); CRLF keep-alives (RFC 5626 4.4.1) are taken off first
+//! ([`take_keepalives`]): a double-CRLF ping is answered with a CRLF pong,
+//! a pong is reported to the core, and a UDP datagram of CRLFs only is a
+//! keep-alive, not a message. Connections are kept by peer address:
+//! responses and requests to a peer that connected to us reuse its
+//! connection, otherwise the driver connects in a spawned task (never in
+//! the loop), and only for cores that may ([`Core::connects_out`]).
+//! Whether a message goes over TCP is the core's choice; `rport` (RFC
+//! 3581) is handled in the transaction layer, from the source address the
+//! driver reports.
 
 use crate::sip::message::MAX_MESSAGE_LEN;
 use crate::sip::proxy::Proxy;
@@ -38,6 +43,16 @@ pub trait Core: Send {
     fn poll_transmit(&mut self) -> Option<Transmit>;
     /// Next event.
     fn poll_event(&mut self) -> Option<Self::Event>;
+    /// Whether the driver may open connections for this core. A proxy
+    /// answers false: it reaches phones only over the flows they opened
+    /// (RFC 5626), never by connecting towards them.
+    fn connects_out(&self) -> bool {
+        true
+    }
+    /// A CRLF keep-alive pong arrived on the stream from `from`.
+    fn handle_pong(&mut self, _now: Instant, _from: Dest) {}
+    /// The stream with `peer` ended.
+    fn handle_flow_closed(&mut self, _now: Instant, _peer: Dest) {}
 }
 
 impl Core for UserAgent {
@@ -61,6 +76,12 @@ impl Core for UserAgent {
     fn poll_event(&mut self) -> Option<Event> {
         UserAgent::poll_event(self)
     }
+    fn handle_pong(&mut self, now: Instant, from: Dest) {
+        UserAgent::handle_pong(self, now, from)
+    }
+    fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
+        UserAgent::handle_flow_closed(self, now, peer)
+    }
 }
 
 impl Core for Proxy {
@@ -83,6 +104,9 @@ impl Core for Proxy {
     }
     fn poll_event(&mut self) -> Option<Self::Event> {
         None
+    }
+    fn connects_out(&self) -> bool {
+        false
     }
 }
 
@@ -133,39 +157,87 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
     Ok(Some(std::mem::replace(buf, rest)))
 }
 
+/// What the connection tasks report to the driver's loop.
+enum Inbound {
+    /// A whole message from a stream.
+    Message(SocketAddr, Vec<u8>),
+    /// A CRLF pong (RFC 5626 4.4.1) from a stream.
+    Pong(SocketAddr),
+    /// The stream to this peer ended.
+    Closed(SocketAddr),
+    /// An outgoing connection attempt finished.
+    Connected(SocketAddr, std::io::Result<TcpStream>),
+}
+
+/// How long an outgoing connection attempt may take (off the loop).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Messages queued for one connection; past it new ones are dropped
+/// (the transaction layer retransmits or times out), the loop never waits.
+const CONN_QUEUE: usize = 64;
+
+/// Takes the keep-alives (RFC 5626 4.4.1) off the front of a stream
+/// buffer: how many double-CRLF pings (to answer with a CRLF pong) and
+/// whether a single-CRLF pong came.
+pub fn take_keepalives(buf: &mut Vec<u8>) -> (usize, bool) {
+    let mut pings = 0;
+    let mut pong = false;
+    loop {
+        if buf.starts_with(b"\r\n\r\n") {
+            buf.drain(..4);
+            pings += 1;
+        } else if buf.starts_with(b"\r\n") && (buf.len() == 2 || buf.get(2) != Some(&b'\r')) {
+            buf.drain(..2);
+            pong = true;
+        } else {
+            return (pings, pong);
+        }
+    }
+}
+
 async fn read_stream(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     peer: SocketAddr,
-    inbound: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    inbound: mpsc::Sender<Inbound>,
+    writer: mpsc::Sender<Vec<u8>>,
 ) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 8192];
-    loop {
+    'read: loop {
         match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break 'read,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
         loop {
+            let (pings, pong) = take_keepalives(&mut buf);
+            for _ in 0..pings {
+                // The pong; a peer that does not read loses it, nothing waits.
+                let _ = writer.try_send(b"\r\n".to_vec());
+            }
+            if pong && inbound.send(Inbound::Pong(peer)).await.is_err() {
+                return;
+            }
             match take_frame(&mut buf) {
                 Ok(Some(msg)) => {
-                    if inbound.send((peer, msg)).await.is_err() {
+                    if inbound.send(Inbound::Message(peer, msg)).await.is_err() {
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(%e, %peer, "closing TCP connection");
-                    return;
+                    break 'read;
                 }
             }
         }
     }
+    let _ = inbound.send(Inbound::Closed(peer)).await;
 }
 
 fn attach(
     stream: TcpStream,
     peer: SocketAddr,
-    inbound: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    inbound: &mpsc::Sender<Inbound>,
     conns: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
 ) -> mpsc::Sender<Vec<u8>> {
     // SIP messages are whole writes: without TCP_NODELAY a message that
@@ -173,8 +245,8 @@ fn attach(
     // delayed ACK (up to 40 ms on Linux) under Nagle's algorithm.
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
-    tokio::spawn(read_stream(rd, peer, inbound.clone()));
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
+    tokio::spawn(read_stream(rd, peer, inbound.clone(), tx.clone()));
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if wr.write_all(&bytes).await.is_err() {
@@ -186,8 +258,18 @@ fn attach(
     tx
 }
 
+/// True for a datagram that is only CRLFs: a UDP keep-alive.
+fn is_keepalive(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|b| *b == b'\r' || *b == b'\n')
+}
+
 /// Runs `core` until the command channel closes. Events go to `events`
 /// (dropped if nobody listens). `tcp` may be None for UDP only.
+///
+/// Nothing in the loop waits on a peer: connections are made by spawned
+/// tasks (only for a core whose [`Core::connects_out`] is true; others
+/// send over connections peers opened, or not at all), writes go through
+/// bounded per-connection queues that drop when full.
 pub async fn run<C: Core>(
     mut core: C,
     udp: UdpSocket,
@@ -195,8 +277,9 @@ pub async fn run<C: Core>(
     mut commands: mpsc::Receiver<C::Command>,
     events: mpsc::Sender<C::Event>,
 ) -> std::io::Result<()> {
-    let (inbound_tx, mut inbound) = mpsc::channel::<(SocketAddr, Vec<u8>)>(256);
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(256);
     let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut connecting: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     loop {
         let deadline = core
@@ -205,8 +288,17 @@ pub async fn run<C: Core>(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
-                let (n, from) = r?;
-                core.handle_datagram(Instant::now(), Dest::udp(from), &buf[..n]);
+                match r {
+                    Ok((n, from)) if !is_keepalive(&buf[..n]) => {
+                        core.handle_datagram(Instant::now(), Dest::udp(from), &buf[..n]);
+                    }
+                    Ok(_) => {}
+                    // An ICMP error of an earlier send (port unreachable)
+                    // surfaces here on Linux: not the socket's failure.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        || e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                    Err(e) => return Err(e),
+                }
             }
             accepted = async {
                 match &tcp { Some(l) => l.accept().await, None => std::future::pending().await }
@@ -215,9 +307,36 @@ pub async fn run<C: Core>(
                     attach(stream, peer, &inbound_tx, &mut conns);
                 }
             }
-            Some((peer, msg)) = inbound.recv() => {
-                core.handle_datagram(Instant::now(), Dest { addr: peer, transport: Transport::Tcp }, &msg);
-            }
+            Some(ev) = inbound.recv() => match ev {
+                Inbound::Message(peer, msg) => core.handle_datagram(
+                    Instant::now(),
+                    Dest { addr: peer, transport: Transport::Tcp },
+                    &msg,
+                ),
+                Inbound::Pong(peer) => core.handle_pong(
+                    Instant::now(),
+                    Dest { addr: peer, transport: Transport::Tcp },
+                ),
+                Inbound::Closed(peer) => {
+                    conns.remove(&peer);
+                    core.handle_flow_closed(
+                        Instant::now(),
+                        Dest { addr: peer, transport: Transport::Tcp },
+                    );
+                }
+                Inbound::Connected(peer, r) => {
+                    let queued = connecting.remove(&peer).unwrap_or_default();
+                    match r {
+                        Ok(s) => {
+                            let c = attach(s, peer, &inbound_tx, &mut conns);
+                            for bytes in queued {
+                                let _ = c.try_send(bytes);
+                            }
+                        }
+                        Err(e) => tracing::debug!(%e, %peer, "TCP connect failed"),
+                    }
+                }
+            },
             cmd = commands.recv() => match cmd {
                 Some(c) => core.handle_command(Instant::now(), c),
                 None => return Ok(()),
@@ -232,23 +351,32 @@ pub async fn run<C: Core>(
                     }
                 }
                 Transport::Tcp => {
-                    let existing = conns.get(&t.dest.addr).filter(|c| !c.is_closed()).cloned();
-                    let conn = match existing {
-                        Some(c) => Some(c),
-                        None => {
-                            let s = tokio::time::timeout(
-                                Duration::from_secs(2),
-                                TcpStream::connect(t.dest.addr),
-                            )
-                            .await;
-                            match s {
-                                Ok(Ok(s)) => Some(attach(s, t.dest.addr, &inbound_tx, &mut conns)),
-                                _ => None,
-                            }
+                    let peer = t.dest.addr;
+                    if let Some(c) = conns.get(&peer).filter(|c| !c.is_closed()) {
+                        if c.try_send(t.bytes).is_err() {
+                            tracing::debug!(%peer, "TCP queue full: message dropped");
                         }
-                    };
-                    if let Some(c) = conn {
-                        let _ = c.send(t.bytes).await;
+                    } else if let Some(q) = connecting.get_mut(&peer) {
+                        if q.len() < CONN_QUEUE {
+                            q.push(t.bytes);
+                        }
+                    } else if core.connects_out() {
+                        connecting.insert(peer, vec![t.bytes]);
+                        let done = inbound_tx.clone();
+                        tokio::spawn(async move {
+                            let r = match tokio::time::timeout(
+                                CONNECT_TIMEOUT,
+                                TcpStream::connect(peer),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                            };
+                            let _ = done.send(Inbound::Connected(peer, r)).await;
+                        });
+                    } else {
+                        tracing::debug!(%peer, "no connection from this peer: message dropped");
                     }
                 }
             }
@@ -276,6 +404,17 @@ mod tests {
         assert_eq!(buf, b"SIP");
         let mut bad = b"OPTIONS sip:a SIP/2.0\r\n\r\n".to_vec();
         assert_eq!(take_frame(&mut bad), Err(FrameError::NoContentLength));
+    }
+
+    #[test]
+    fn keepalives_are_taken_off_streams() {
+        let mut buf = b"\r\n\r\n\r\n\r\nOPTIONS".to_vec();
+        assert_eq!(take_keepalives(&mut buf), (2, false));
+        assert_eq!(buf, b"OPTIONS");
+        let mut buf = b"\r\n".to_vec();
+        assert_eq!(take_keepalives(&mut buf), (0, true));
+        assert!(buf.is_empty());
+        assert!(is_keepalive(b"\r\n\r\n") && !is_keepalive(b"") && !is_keepalive(b"\r\nX"));
     }
 
     proptest! {

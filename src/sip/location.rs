@@ -1,8 +1,15 @@
 //! The location service of the embedded registrar: AOR -> bindings, each
-//! with its expiry and the flow (source address and transport) the
-//! REGISTER came from, so a Contact with a `.invalid` host or behind NAT is
-//! still reachable (the RFC 5626 idea without its headers). Bounded: at most
-//! `max_aors` AORs and `max_per_aor` bindings each.
+//! with its expiry and the flow (source address and transport, as the
+//! REGISTER was received) it came on, so a Contact with a `.invalid` host
+//! or behind NAT is still reachable: requests for it go back over that flow
+//! (RFC 5626). A binding with `+sip.instance` and `reg-id` replaces the
+//! earlier binding of the same instance and reg-id (RFC 5626 6). Bounded:
+//! at most `max_aors` AORs and `max_per_aor` bindings each.
+//!
+//! A Contact URI (user part, host and port: phones put a per-device token
+//! in the user part) belongs to one AOR at a time
+//! ([`LocationService::owner_of_contact`]): in-dialog requests are routed
+//! by it, so another user registering the same Contact would receive them.
 
 use crate::sip::Dest;
 use rsip::Uri;
@@ -22,6 +29,10 @@ pub struct Binding {
     pub call_id: String,
     /// CSeq of that REGISTER.
     pub cseq: u32,
+    /// `+sip.instance` of the Contact (RFC 5626), if given.
+    pub instance: Option<String>,
+    /// `reg-id` of the Contact (RFC 5626), if given with an instance.
+    pub reg_id: Option<u32>,
 }
 
 /// Why a binding was not stored.
@@ -61,7 +72,14 @@ impl LocationService {
             return Err(LocationError::Full);
         }
         let list = self.map.entry(aor.to_string()).or_default();
-        if let Some(old) = list.iter_mut().find(|o| o.contact == b.contact) {
+        let same_flow = |o: &Binding| {
+            o.contact == b.contact
+                || (b.instance.is_some()
+                    && b.reg_id.is_some()
+                    && o.instance == b.instance
+                    && o.reg_id == b.reg_id)
+        };
+        if let Some(old) = list.iter_mut().find(|o| same_flow(o)) {
             if old.call_id == b.call_id && b.cseq <= old.cseq {
                 return Err(LocationError::OutOfOrder);
             }
@@ -115,6 +133,21 @@ impl LocationService {
             .map(|b| b.flow)
     }
 
+    /// The AOR holding a live binding whose Contact URI is `contact`
+    /// (compared as in [`Self::flow_of_contact`]).
+    pub fn owner_of_contact(&self, now: Instant, contact: &Uri) -> Option<&str> {
+        let want = contact_key(contact);
+        self.map
+            .iter()
+            .find(|(_, l)| {
+                l.iter().any(|b| {
+                    b.expires_at > now
+                        && Uri::try_from(b.contact.as_str()).is_ok_and(|u| contact_key(&u) == want)
+                })
+            })
+            .map(|(aor, _)| aor.as_str())
+    }
+
     /// Drops expired bindings.
     pub fn purge(&mut self, now: Instant) {
         self.map.retain(|_, l| {
@@ -124,7 +157,14 @@ impl LocationService {
     }
 }
 
+/// What identifies a Contact: its `ctok` parameter (the device token our
+/// phones add, which survives the tunnel's removal of user parts, spec
+/// 5.1) when it has one, else user, host and port.
 fn contact_key(u: &Uri) -> String {
+    let text = u.to_string();
+    if let Some(tok) = crate::sip::message::uri_param(&text, "ctok").filter(|t| !t.is_empty()) {
+        return format!("ctok:{tok}");
+    }
     format!("{}@{}", u.user().unwrap_or(""), u.host_with_port).to_ascii_lowercase()
 }
 
@@ -132,6 +172,7 @@ fn contact_key(u: &Uri) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use std::time::Duration;
 
     fn b(contact: &str, cseq: u32, until: Instant) -> Binding {
@@ -141,6 +182,8 @@ mod tests {
             expires_at: until,
             call_id: "c".into(),
             cseq,
+            instance: None,
+            reg_id: None,
         }
     }
 
@@ -172,5 +215,40 @@ mod tests {
         assert!(l.flow_of_contact(later, &c).is_none());
         l.remove("bob@x.invalid", Some("sip:127.0.0.1:1"));
         assert_eq!(l.lookup(t0, "bob@x.invalid").len(), 1);
+    }
+
+    #[test]
+    fn same_instance_and_reg_id_replace_the_old_flow() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(60);
+        let mut l = LocationService::new(10, 10);
+        let with = |contact: &str, cseq: u32, port: u16| Binding {
+            flow: Dest::udp(SocketAddr::from(([127, 0, 0, 1], port))),
+            instance: Some("<urn:uuid:1>".into()),
+            reg_id: Some(1),
+            ..b(contact, cseq, later)
+        };
+        l.update(t0, "a@x", with("sip:t1@127.0.0.1:1", 1, 1000))
+            .unwrap();
+        // The device came back on a new flow with a new Contact.
+        l.update(t0, "a@x", with("sip:t2@127.0.0.1:1", 2, 2000))
+            .unwrap();
+        let live = l.lookup(t0, "a@x");
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].flow.addr.port(), 2000);
+        let t2 = Uri::try_from("sip:t2@127.0.0.1:1").unwrap();
+        let t1 = Uri::try_from("sip:t1@127.0.0.1:1").unwrap();
+        assert_eq!(l.owner_of_contact(t0, &t2), Some("a@x"));
+        assert_eq!(l.owner_of_contact(t0, &t1), None);
+        assert!(l.flow_of_contact(t0, &t1).is_none());
+        // A Contact with a `ctok` is found by it, also without its user
+        // part (the tunnel strips it, spec 5.1); the token's case counts.
+        l.update(t0, "a@x", with("sip:T3@127.0.0.1:1;ctok=T3", 3, 3000))
+            .unwrap();
+        let stripped = Uri::try_from("sip:127.0.0.1:1;ctok=T3").unwrap();
+        let flow = l.flow_of_contact(t0, &stripped).unwrap();
+        assert_eq!(flow.addr.port(), 3000);
+        let other_case = Uri::try_from("sip:127.0.0.1:1;ctok=t3").unwrap();
+        assert!(l.flow_of_contact(t0, &other_case).is_none());
     }
 }

@@ -552,6 +552,16 @@ pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.unwrap_or(""))
 }
 
+/// The value of URI parameter `name` (case-insensitive name) in the URI
+/// text `uri` (`sip:host;a=b;c`): parameters end at `?` (headers).
+pub fn uri_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
+    let end = uri.find('?').unwrap_or(uri.len());
+    uri[..end].split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
 /// The URI text of a name-addr (`"x" <sip:a@b>;tag=1` gives `sip:a@b`) or
 /// addr-spec (`sip:a@b;tag=1` gives `sip:a@b`).
 pub fn addr_uri(value: &str) -> &str {

@@ -98,3 +98,26 @@ pub fn random_token(bytes: usize) -> String {
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
+
+/// A random (version 4) UUID as a URN in angle brackets,
+/// `<urn:uuid:xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx>`: an RFC 5626
+/// `+sip.instance` value.
+pub fn random_uuid_urn() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // As random_token: never two equal instances in one process.
+        let t = random_token(16);
+        b.copy_from_slice(&t.as_bytes()[..16]);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "<urn:uuid:{}-{}-{}-{}-{}>",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

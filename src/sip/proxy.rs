@@ -9,9 +9,15 @@
 //!   lowest code).
 //! - Unknown user: 404; known but not registered: 480. OPTIONS and REGISTER
 //!   for unknown users are throttled per source IP (dropped past the limit).
+//! - Requests go to a contact over the flow its REGISTER came on (RFC
+//!   5626): the same UDP 5-tuple or TCP connection, whatever their size;
+//!   the proxy never opens a connection towards a phone (the driver does
+//!   not connect for it, see [`crate::sip::driver::Core::connects_out`]).
 //! - INVITEs get a `Record-Route` of ours with `lr`, so in-dialog requests
 //!   (tunneled by the user agents) come back through the proxy, which then
-//!   finds the callee's flow from the Contact in the Request-URI.
+//!   finds the callee's flow from the Contact in the Request-URI (its user
+//!   part is the device's token, so two homes behind the same private
+//!   address are told apart).
 //! - Requests outside our domain are forwarded only to registered contacts
 //!   (in-dialog requests); a foreign Route is refused (403): the embedded
 //!   provider is not an open relay.
@@ -298,13 +304,12 @@ impl Proxy {
             return self.reply(now, &key, &req, 503, "Service Unavailable");
         }
         let mut branches = Vec::new();
-        // RFC 3261 18.1.1 applies to forwarded requests too (200 bytes of
-        // headers added here is a generous bound).
-        let large = req.to_bytes(self.cfg.form).len() + 200 > 1300;
-        for (uri, mut dest) in targets {
-            if large {
-                dest.transport = Transport::Tcp;
-            }
+        // Every target is a registered flow (RFC 5626 5.3): the request
+        // goes over it whatever its size, never over a new connection
+        // towards the phone (its NAT would refuse it). A large request on
+        // a UDP flow is fragmented by IP instead (RFC 3261 18.1.1 asks for
+        // a congestion-controlled transport, which the flow does not offer).
+        for (uri, dest) in targets {
             let m = self.branch_request(&req, uri, dest.transport);
             if let Ok(k) = self.tx.send_request(now, m, dest) {
                 self.branch_of.insert(k.clone(), key.clone());

@@ -13,7 +13,14 @@
 //! - REGISTER and OPTIONS aimed at unknown users count against the source
 //!   IP in a [`Throttle`]; past the limit the proxy drops them silently;
 //! - a replayed REGISTER (same Call-ID, CSeq not higher) is refused (500)
-//!   and leaves the bindings untouched.
+//!   and leaves the bindings untouched;
+//! - a binding records the flow the REGISTER came on (RFC 5626: transport
+//!   and source address as received); with `+sip.instance` and `reg-id`
+//!   it replaces the earlier binding of that instance and reg-id, and the
+//!   200 says `Require: outbound`;
+//! - a Contact URI already bound to another AOR is refused (403): the
+//!   proxy routes in-dialog requests by Contact URI, so registering
+//!   someone else's Contact would hijack their calls.
 
 use crate::sip::digest::{Algorithm, Challenge, Credentials, NonceSigner, NonceState};
 use crate::sip::location::{Binding, LocationError, LocationService};
@@ -242,6 +249,7 @@ impl Registrar {
         if self.location.is_replay(aor, &call_id, cseq) {
             return reply(500, "Server Internal Error");
         }
+        let mut outbound = false;
         for c in req.header_values("Contact") {
             if c.trim() == "*" {
                 if default != 0 {
@@ -264,12 +272,30 @@ impl Registrar {
                 return Some(r);
             }
             let expires = expires.min(self.max_expires);
+            if let Ok(uri) = rsip::Uri::try_from(contact.as_str()) {
+                if self
+                    .location
+                    .owner_of_contact(now, &uri)
+                    .is_some_and(|owner| owner != aor)
+                {
+                    tracing::info!(ip = %from.addr.ip(), "REGISTER of a Contact bound to another user");
+                    return reply(403, "Forbidden");
+                }
+            }
+            let instance = instance_of(c);
+            let reg_id = instance
+                .as_ref()
+                .and(param(c, "reg-id"))
+                .and_then(|r| r.parse().ok());
+            outbound |= reg_id.is_some();
             let b = Binding {
                 contact,
                 flow: from,
                 expires_at: now + Duration::from_secs(u64::from(expires)),
                 call_id: call_id.clone(),
                 cseq,
+                instance,
+                reg_id,
             };
             match self.location.update(now, aor, b) {
                 Ok(()) => {}
@@ -278,12 +304,26 @@ impl Registrar {
             }
         }
         let mut ok = Message::response_to(req, 200, "OK", Some(&tag));
+        if outbound {
+            ok.push_header("Require", "outbound");
+        }
         for b in self.location.lookup(now, aor) {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
             ok.push_header("Contact", format!("<{}>;expires={left}", b.contact));
         }
         Some(ok)
     }
+}
+
+/// The `+sip.instance` value of a Contact header value (quoted, with its
+/// angle brackets: `"<urn:uuid:...>"`), if any and not absurdly long.
+fn instance_of(contact: &str) -> Option<String> {
+    let lower = contact.to_ascii_lowercase();
+    let at = lower.find("+sip.instance=\"")? + "+sip.instance=\"".len();
+    let rest = contact.get(at..)?;
+    let end = rest.find('"')?;
+    let v = rest.get(..end)?;
+    (!v.is_empty() && v.len() <= 128).then(|| v.to_string())
 }
 
 #[cfg(test)]
@@ -294,7 +334,7 @@ mod tests {
 
     fn registrar() -> Registrar {
         let mut users = HashMap::new();
-        for (u, pw) in [("alice", "apw"), ("bob", "bpw")] {
+        for (u, pw) in [("alice", "apw"), ("bob", "bpw"), ("carol", "cpw")] {
             let p = Password::new(pw);
             users.insert(
                 u.to_string(),
@@ -385,6 +425,41 @@ mod tests {
         assert_eq!(resp.status(), Some(401));
         let again = Challenge::best(resp.header_values("WWW-Authenticate")).unwrap();
         assert!(again.stale);
+    }
+
+    #[test]
+    fn a_contact_bound_to_another_user_is_refused() {
+        let mut r = registrar();
+        let now = Instant::now();
+        let mut reg = register("alice", 1);
+        reg.set_header(
+            "Contact",
+            "<sip:tokA@127.0.0.1:5070>;+sip.instance=\"<urn:uuid:a>\";reg-id=1",
+        );
+        let ok = answer(&mut r, now, &reg, "alice", "apw");
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(ok.header("Require"), Some("outbound"));
+        let aor = "alice@example.invalid";
+        assert_eq!(
+            r.location.lookup(now, aor)[0].instance.as_deref(),
+            Some("<urn:uuid:a>")
+        );
+        // carol saw alice's Contact in a call and registers it as hers, to
+        // receive alice's in-dialog requests: refused, alice's flow stays.
+        let mut hijack = register("carol", 1);
+        hijack.set_header("Contact", "<sip:tokA@127.0.0.1:5070>");
+        let resp = answer(&mut r, now, &hijack, "carol", "cpw");
+        assert_eq!(resp.status(), Some(403));
+        assert!(r.location.lookup(now, "carol@example.invalid").is_empty());
+        let uri = rsip::Uri::try_from("sip:tokA@127.0.0.1:5070").unwrap();
+        assert_eq!(r.location.owner_of_contact(now, &uri), Some(aor));
+        // Her own token at the same address (another home, same private
+        // address) is hers.
+        hijack.set_header("Contact", "<sip:tokC@127.0.0.1:5070>");
+        hijack.set_header("CSeq", "2 REGISTER");
+        let resp = answer(&mut r, now, &hijack, "carol", "cpw");
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(resp.header("Require"), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::sip::digest::Challenge;
 use crate::sip::filter::MessageFilter;
 use crate::sip::message::{addr_parse, Message};
 use crate::sip::transaction::{Incoming, TransactionLayer, TxEvent, TxKey};
-use crate::sip::{random_token, Dest, Transmit, Transport};
+use crate::sip::{random_token, random_uuid_urn, Dest, Transmit, Transport};
 use rsip::{Method, Uri};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -40,6 +40,62 @@ struct Registration {
     tried_nonce: Option<String>,
     unregistering: bool,
     refresh_at: Option<Instant>,
+    /// Consecutive failed registrations (RFC 5626 4.5 backoff).
+    failures: u32,
+    /// When a failed registration is tried again.
+    retry_at: Option<Instant>,
+    /// Whether the registrar holds our binding now.
+    registered: bool,
+    /// Our address as the registrar saw it (`received`/`rport`).
+    reflexive: Option<std::net::SocketAddr>,
+}
+
+/// RFC 5626 4.4.1 / 4.5 figures: keep-alive interval, how long a pong may
+/// take, and the registration retry backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Interval between keep-alives towards the outbound proxy.
+    pub interval: Duration,
+    /// A TCP keep-alive without its pong within this time means the flow
+    /// failed (RFC 5626 4.4.1: 10 s).
+    pub pong_timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// RFC 5626 4.5: base time when every flow failed.
+const RETRY_BASE_SECS: u64 = 30;
+/// RFC 5626 4.5: the upper bound of the wait.
+const RETRY_MAX_SECS: u64 = 1800;
+
+/// The wait before registration attempt number `failures + 1` after
+/// `failures` consecutive failures (RFC 5626 4.5): `min(max, base *
+/// 2^failures)`, scaled by `jitter` in [0.5, 1].
+pub fn retry_backoff(failures: u32, jitter: f64) -> Duration {
+    let exp = 2u64.saturating_pow(failures.min(16));
+    let wait = RETRY_BASE_SECS.saturating_mul(exp).min(RETRY_MAX_SECS);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.5, 1.0)
+    } else {
+        1.0
+    };
+    Duration::from_secs_f64(wait as f64 * jitter)
+}
+
+/// A uniformly random factor in [0.5, 1] for [`retry_backoff`].
+fn random_jitter() -> f64 {
+    let mut b = [0u8; 4];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.75;
+    }
+    0.5 + f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX) / 2.0
 }
 
 /// The sans-I/O user agent.
@@ -61,6 +117,17 @@ pub struct UserAgent {
     defer_reinvites: bool,
     /// Re-INVITEs waiting for the application's answer, by call.
     held_reinvites: HashMap<CallId, (TxKey, Message)>,
+    /// The user part of our Contact: a random per-device token, so the
+    /// proxy tells devices apart even when they share an address.
+    contact_token: String,
+    /// `+sip.instance` (RFC 5626): `<urn:uuid:...>`, random per start.
+    instance: String,
+    /// Keep-alives towards the outbound proxy (off unless set).
+    keepalive: Option<KeepAlive>,
+    /// When the next keep-alive is due.
+    keepalive_at: Option<Instant>,
+    /// A TCP ping waits for its pong until then.
+    pong_deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for UserAgent {
@@ -85,6 +152,10 @@ impl UserAgent {
             tried_nonce: None,
             unregistering: false,
             refresh_at: None,
+            failures: 0,
+            retry_at: None,
+            registered: false,
+            reflexive: None,
         };
         UserAgent {
             cfg,
@@ -100,6 +171,71 @@ impl UserAgent {
             next_incoming: 1 << 63,
             defer_reinvites: false,
             held_reinvites: HashMap::new(),
+            contact_token: random_token(12),
+            instance: random_uuid_urn(),
+            keepalive: None,
+            keepalive_at: None,
+            pong_deadline: None,
+        }
+    }
+
+    /// Turns keep-alives towards the outbound proxy on (RFC 5626 4.4.1:
+    /// a double CRLF every `interval` while registered; over TCP the
+    /// proxy's CRLF pong must come within `pong_timeout`, else the flow
+    /// counts as failed and the UA registers again at once) or off.
+    pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) {
+        self.keepalive = keepalive;
+        self.keepalive_at = None;
+        self.pong_deadline = None;
+    }
+
+    /// Our address as the registrar last saw it (`received`/`rport` of the
+    /// REGISTER response's Via), if it told us.
+    pub fn reflexive_addr(&self) -> Option<std::net::SocketAddr> {
+        self.reg.reflexive
+    }
+
+    /// Whether the registrar holds our binding (last REGISTER accepted,
+    /// flow not known to have failed since).
+    pub fn is_registered(&self) -> bool {
+        self.reg.registered
+    }
+
+    /// The user part of our Contact (the per-device token).
+    pub fn contact_token(&self) -> &str {
+        &self.contact_token
+    }
+
+    /// A CRLF pong arrived from `from` (the driver strips it off a
+    /// stream): the flow to the proxy is alive.
+    pub fn handle_pong(&mut self, _now: Instant, from: Dest) {
+        if from.addr == self.cfg.proxy {
+            self.pong_deadline = None;
+        }
+    }
+
+    /// The stream to `peer` closed. If it carried our registration, the
+    /// flow failed (RFC 5626 4.4.1): register again at once.
+    pub fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
+        if peer.addr == self.cfg.proxy && peer.transport == self.cfg.transport {
+            self.flow_failed(now);
+        }
+    }
+
+    fn flow_failed(&mut self, now: Instant) {
+        self.pong_deadline = None;
+        if self.reg.unregistering || (!self.reg.registered && self.reg.pending.is_none()) {
+            return;
+        }
+        tracing::info!("flow to the registrar failed: registering again");
+        if self.reg.registered {
+            self.reg.registered = false;
+            self.events
+                .push_back(Event::RegistrationFailed { status: 430 });
+        }
+        if self.reg.pending.is_none() {
+            self.reg.tried_nonce = None;
+            self.send_register(now, None);
         }
     }
 
@@ -132,10 +268,16 @@ impl UserAgent {
         self.calls.len()
     }
 
+    /// Our Contact: the device token as user part and again as the
+    /// `ctok` URI parameter. The tunnel's privacy rule (spec 5.1) strips
+    /// user parts from outer Contacts and in-dialog Request-URIs but keeps
+    /// URI parameters, so the proxy routes by `ctok`.
     fn contact(&self) -> String {
+        let token = &self.contact_token;
+        let local = &self.cfg.local;
         match self.cfg.transport {
-            Transport::Udp => format!("<sip:{}>", self.cfg.local),
-            Transport::Tcp => format!("<sip:{};transport=tcp>", self.cfg.local),
+            Transport::Udp => format!("<sip:{token}@{local};ctok={token}>"),
+            Transport::Tcp => format!("<sip:{token}@{local};ctok={token};transport=tcp>"),
         }
     }
 
@@ -220,11 +362,15 @@ impl UserAgent {
             Command::Register => {
                 self.reg.unregistering = false;
                 self.reg.tried_nonce = None;
+                self.reg.retry_at = None;
                 self.send_register(now, None);
             }
             Command::Unregister => {
                 self.reg.unregistering = true;
                 self.reg.refresh_at = None;
+                self.reg.retry_at = None;
+                self.keepalive_at = None;
+                self.pong_deadline = None;
                 self.reg.tried_nonce = None;
                 self.send_register(now, None);
             }
@@ -252,6 +398,9 @@ impl UserAgent {
             .poll_timeout()
             .into_iter()
             .chain(self.reg.refresh_at)
+            .chain(self.reg.retry_at)
+            .chain(self.keepalive_at)
+            .chain(self.pong_deadline)
             .chain(calls)
             .min()
     }
@@ -272,10 +421,21 @@ impl UserAgent {
                 }
             }
         }
-        if self.reg.refresh_at.is_some_and(|t| t <= now) {
+        if self.reg.refresh_at.is_some_and(|t| t <= now)
+            || self.reg.retry_at.is_some_and(|t| t <= now)
+        {
             self.reg.refresh_at = None;
+            self.reg.retry_at = None;
             self.reg.tried_nonce = None;
-            self.send_register(now, None);
+            if self.reg.pending.is_none() {
+                self.send_register(now, None);
+            }
+        }
+        if self.pong_deadline.is_some_and(|t| t <= now) {
+            self.flow_failed(now);
+        }
+        if self.keepalive_at.is_some_and(|t| t <= now) {
+            self.send_keepalive(now);
         }
         self.call_timers(now);
     }
@@ -345,6 +505,45 @@ impl UserAgent {
         }
     }
 
+    /// Sends a double CRLF to the outbound proxy over our flow and arms
+    /// the next one (and, over TCP, the pong deadline).
+    fn send_keepalive(&mut self, now: Instant) {
+        let Some(ka) = self.keepalive else {
+            self.keepalive_at = None;
+            return;
+        };
+        self.keepalive_at = Some(now + ka.interval);
+        if !self.reg.registered {
+            return;
+        }
+        let dest = Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        };
+        self.tx.send_raw(b"\r\n\r\n".to_vec(), dest);
+        if self.cfg.transport.is_reliable() && self.pong_deadline.is_none() {
+            self.pong_deadline = Some(now + ka.pong_timeout);
+        }
+    }
+
+    fn registration_failed(&mut self, now: Instant, status: u16) {
+        self.reg.registered = false;
+        self.reg.refresh_at = None;
+        self.events.push_back(Event::RegistrationFailed { status });
+        if self.reg.unregistering {
+            return;
+        }
+        // RFC 5626 4.5: try again after an exponential, jittered wait.
+        let wait = retry_backoff(self.reg.failures, random_jitter());
+        self.reg.failures = self.reg.failures.saturating_add(1);
+        tracing::info!(
+            status,
+            wait_secs = wait.as_secs(),
+            "registration failed; retrying later"
+        );
+        self.reg.retry_at = Some(now + wait);
+    }
+
     fn send_register(&mut self, now: Instant, auth: Option<String>) {
         let Ok(uri) = Uri::try_from(format!("sip:{}", self.cfg.domain).as_str()) else {
             self.events
@@ -363,7 +562,16 @@ impl UserAgent {
         m.push_header("To", format!("<{}>", self.aor()));
         m.push_header("Call-ID", self.reg.call_id.clone());
         m.push_header("CSeq", format!("{} REGISTER", self.reg.cseq));
-        m.push_header("Contact", format!("{};expires={expires}", self.contact()));
+        // RFC 5626 4.2: the instance and the flow's reg-id.
+        m.push_header(
+            "Contact",
+            format!(
+                "{};+sip.instance=\"{}\";reg-id=1;expires={expires}",
+                self.contact(),
+                self.instance
+            ),
+        );
+        m.push_header("Supported", "outbound, path");
         m.push_header("Expires", expires.to_string());
         if let Some(a) = auth {
             m.push_header("Authorization", a);
@@ -404,21 +612,37 @@ impl UserAgent {
                     );
                     self.send_register(now, Some(a));
                 }
-                _ => self.events.push_back(Event::RegistrationFailed { status }),
+                _ => self.registration_failed(now, status),
             }
             return;
         }
         self.reg.tried_nonce = None;
         if !(200..300).contains(&status) {
-            self.events.push_back(Event::RegistrationFailed { status });
+            self.registration_failed(now, status);
             return;
         }
         if self.reg.unregistering {
+            self.reg.registered = false;
             self.events.push_back(Event::Unregistered);
             return;
         }
+        let seen = resp.header("Via").and_then(crate::sip::proxy::via_dest);
+        if let Some(seen) = seen.map(|d| d.addr) {
+            if self.reg.reflexive != Some(seen) {
+                tracing::info!(%seen, "the registrar sees us at this address");
+            }
+            self.reg.reflexive = Some(seen);
+        }
+        self.reg.failures = 0;
+        self.reg.registered = true;
+        if let (Some(ka), None) = (self.keepalive, self.keepalive_at) {
+            self.keepalive_at = Some(now + ka.interval);
+        }
+        // Our own binding's lifetime: the 200 lists every device's.
+        let mine = format!("sip:{}@", self.contact_token);
         let granted = resp
             .header_values("Contact")
+            .filter(|c| crate::sip::message::addr_uri(c).starts_with(&mine))
             .filter_map(|c| crate::sip::message::param(c, "expires"))
             .filter_map(|e| e.parse::<u32>().ok())
             .next()
@@ -555,17 +779,21 @@ mod tests {
     use super::*;
     use crate::sip::digest::Password;
     use crate::sip::filter::NoFilter;
-    use crate::sip::message::HeaderForm;
+    use crate::sip::message::{addr_uri, param, HeaderForm};
     use crate::sip::timers::Timers;
 
     fn ua(headers: HeaderPolicy) -> UserAgent {
+        ua_over(headers, Transport::Udp)
+    }
+
+    fn ua_over(headers: HeaderPolicy, transport: Transport) -> UserAgent {
         let cfg = UaConfig {
             user: "alice".into(),
             domain: "example.invalid".into(),
             password: Password::new("pw"),
             proxy: "127.0.0.1:5060".parse().unwrap(),
             local: "ua.invalid:5062".into(),
-            transport: Transport::Udp,
+            transport,
             expires: 600,
             headers,
             timers: Timers::default(),
@@ -599,6 +827,151 @@ mod tests {
             "16 random bytes in base64url"
         );
         assert_eq!(m.from_tag().unwrap().len(), 8);
+    }
+
+    const PROXY: &str = "127.0.0.1:5060";
+
+    /// The REGISTER the UA sent, answered `status` by the registrar, which
+    /// saw it from 127.0.0.7:40000 (`received`/`rport`).
+    fn answer_register(ua: &mut UserAgent, now: Instant, status: u16) -> Message {
+        let t = ua.poll_transmit().unwrap();
+        assert_eq!(t.dest.addr, PROXY.parse().unwrap());
+        let req = Message::parse(&t.bytes).unwrap();
+        assert_eq!(req.method(), Some(Method::Register));
+        let mut r = Message::response_to(&req, status, "X", Some("rt"));
+        let via = req
+            .header("Via")
+            .unwrap()
+            .replace(";rport", ";rport=40000;received=127.0.0.7");
+        r.replace_first("Via", via);
+        if status == 200 {
+            // Another device of ours first: the UA takes its own lifetime.
+            r.push_header("Contact", "<sip:other@127.0.0.1:1>;expires=30");
+            let mine = addr_uri(req.header("Contact").unwrap()).to_string();
+            r.push_header("Contact", format!("<{mine}>;expires=600"));
+        }
+        let from = Dest {
+            addr: PROXY.parse().unwrap(),
+            transport: t.dest.transport,
+        };
+        ua.handle_datagram(now, from, &r.to_bytes(HeaderForm::Full));
+        req
+    }
+
+    fn events(ua: &mut UserAgent) -> Vec<Event> {
+        std::iter::from_fn(|| ua.poll_event()).collect()
+    }
+
+    #[test]
+    fn register_names_the_instance_and_token_reads_rport_and_keeps_alive() {
+        let mut ua = ua(HeaderPolicy::default());
+        ua.set_keepalive(Some(KeepAlive::default()));
+        let now = Instant::now();
+        ua.handle_command(now, Command::Register);
+        let req = answer_register(&mut ua, now, 200);
+        let contact = req.header("Contact").unwrap();
+        let token = ua.contact_token().to_string();
+        assert!(token.len() >= 16, "{token}");
+        assert!(
+            contact.starts_with(&format!(
+                "<sip:{token}@ua.invalid:5062;ctok={token}>;+sip.instance=\"<urn:uuid:"
+            )),
+            "{contact}"
+        );
+        assert_eq!(param(contact, "reg-id"), Some("1"));
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+        assert!(ua.is_registered());
+        assert_eq!(
+            ua.reflexive_addr(),
+            Some("127.0.0.7:40000".parse().unwrap())
+        );
+        // A double CRLF to the proxy every 25 s while registered.
+        let due = now + Duration::from_secs(25);
+        assert!(ua.poll_timeout().unwrap() <= due);
+        ua.handle_timeout(due - Duration::from_secs(1));
+        assert!(ua.poll_transmit().is_none());
+        ua.handle_timeout(due);
+        let ka = ua.poll_transmit().unwrap();
+        assert_eq!(ka.bytes, b"\r\n\r\n");
+        assert_eq!(ka.dest, Dest::udp(PROXY.parse().unwrap()));
+        assert_eq!(ua.poll_timeout(), Some(due + Duration::from_secs(25)));
+        // A second UA gets another token and instance.
+        let other = self::ua(HeaderPolicy::default());
+        assert_ne!(other.contact_token(), token);
+    }
+
+    #[test]
+    fn failed_registration_is_retried_with_jittered_backoff() {
+        let mut ua = ua(HeaderPolicy::default());
+        let now = Instant::now();
+        ua.handle_command(now, Command::Register);
+        answer_register(&mut ua, now, 503);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 503 }]
+        );
+        assert!(!ua.is_registered());
+        // RFC 5626 4.5: 30 s * 2^0, jittered into [15 s, 30 s] (after the
+        // transaction's own Timer K).
+        ua.handle_timeout(now + Duration::from_secs(6));
+        assert!(ua.poll_transmit().is_none());
+        let retry = ua.poll_timeout().unwrap();
+        assert!(retry >= now + Duration::from_secs(15) && retry <= now + Duration::from_secs(30));
+        ua.handle_timeout(retry);
+        answer_register(&mut ua, retry, 503);
+        // Second failure: 60 s, jittered into [30 s, 60 s].
+        ua.handle_timeout(retry + Duration::from_secs(6));
+        let again = ua.poll_timeout().unwrap();
+        assert!(
+            again >= retry + Duration::from_secs(30) && again <= retry + Duration::from_secs(60)
+        );
+        ua.handle_timeout(again);
+        answer_register(&mut ua, again, 200);
+        assert!(ua.is_registered());
+        assert_eq!(retry_backoff(0, 1.0), Duration::from_secs(30));
+        assert_eq!(retry_backoff(3, 0.5), Duration::from_secs(120));
+        assert_eq!(retry_backoff(40, 1.0), Duration::from_secs(1800));
+        assert_eq!(retry_backoff(1, f64::NAN), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_failed_stream_flow_is_registered_again_at_once() {
+        let mut ua = ua_over(HeaderPolicy::default(), Transport::Tcp);
+        ua.set_keepalive(Some(KeepAlive::default()));
+        let now = Instant::now();
+        let proxy = Dest {
+            addr: PROXY.parse().unwrap(),
+            transport: Transport::Tcp,
+        };
+        ua.handle_command(now, Command::Register);
+        answer_register(&mut ua, now, 200);
+        events(&mut ua);
+        // The connection to the proxy closes: re-REGISTER now.
+        ua.handle_flow_closed(now, proxy);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 430 }]
+        );
+        answer_register(&mut ua, now, 200);
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+        // A ping answered by its pong keeps the flow; one left unanswered
+        // for 10 s means it failed.
+        let t1 = now + Duration::from_secs(25);
+        ua.handle_timeout(t1);
+        assert_eq!(ua.poll_transmit().unwrap().bytes, b"\r\n\r\n");
+        ua.handle_pong(t1, proxy);
+        let t2 = t1 + Duration::from_secs(25);
+        ua.handle_timeout(t2);
+        assert_eq!(ua.poll_transmit().unwrap().bytes, b"\r\n\r\n");
+        assert!(ua.poll_transmit().is_none());
+        assert_eq!(ua.poll_timeout(), Some(t2 + Duration::from_secs(10)));
+        ua.handle_timeout(t2 + Duration::from_secs(10));
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 430 }]
+        );
+        answer_register(&mut ua, t2 + Duration::from_secs(10), 200);
+        assert!(ua.is_registered());
     }
 
     #[test]

@@ -442,6 +442,7 @@ impl Worker {
             params,
             trusted: vec![],
             keys,
+            sip: crate::agent::config::SipSettings::default(),
         };
         let RunningAgent {
             commands,

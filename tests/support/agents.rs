@@ -130,6 +130,7 @@ impl ConfigBuilder {
                 params,
                 trusted: vec![],
                 keys: vec![],
+                sip: ibephone::agent::config::SipSettings::default(),
             },
         }
     }

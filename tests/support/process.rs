@@ -98,10 +98,15 @@ impl Agent {
 
     /// `ibephone agent --config CONFIG ARGS...`.
     pub fn start_with(name: &str, config: &Path, args: &[impl AsRef<OsStr>]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ibephone"))
-            .args(["agent", "--config"])
-            .arg(config)
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ibephone"));
+        cmd.args(["agent", "--config"]).arg(config).args(args);
+        Self::spawn(name, cmd)
+    }
+
+    /// Runs `cmd` (an `ibephone agent` command line, possibly behind a
+    /// wrapper such as `ip netns exec NS`) with its stdio piped.
+    pub fn spawn(name: &str, mut cmd: Command) -> Agent {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

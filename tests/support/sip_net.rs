@@ -143,6 +143,20 @@ impl Net {
         self.uas.len() - 1
     }
 
+    /// Adds a UA with configuration `cfg` whose datagrams come from (and
+    /// go to) `flow`: the address its NAT gives it, while `cfg.local`
+    /// names its private address. Its index.
+    pub fn add_behind(
+        &mut self,
+        cfg: UaConfig,
+        flow: SocketAddr,
+        filter: Box<dyn MessageFilter>,
+    ) -> usize {
+        self.uas
+            .push((flow, UserAgent::new(cfg, filter), Vec::new()));
+        self.uas.len() - 1
+    }
+
     /// Gives UA `i` the command `c`.
     pub fn cmd(&mut self, i: usize, c: Command) {
         self.uas[i].1.handle_command(self.now, c);

@@ -183,6 +183,11 @@ impl TransactionLayer {
         });
     }
 
+    /// Sends bytes that are no SIP message (a keep-alive) as they are.
+    pub fn send_raw(&mut self, bytes: Vec<u8>, dest: Dest) {
+        self.out.push_back(Transmit { dest, bytes });
+    }
+
     /// Sends a response in server transaction `key`.
     pub fn send_response(
         &mut self,
