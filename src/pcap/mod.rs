@@ -40,6 +40,18 @@ pub enum PcapError {
     Format(String),
 }
 
+/// Something in a capture the judge could not read, so it cannot vouch for
+/// it: a truncated frame, an IP fragment never completed, a TCP gap, a UDP
+/// datagram that is neither SIP nor RTP, another protocol. Any such item
+/// makes the verdict "cannot judge" (exit 2) unless a leak was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unjudged {
+    /// Frame number (1-based) where it starts, when it has one.
+    pub frame: Option<usize>,
+    /// What it is and why it was not judged.
+    pub why: String,
+}
+
 pub use decrypt::{decrypt_capture, Decryption};
 pub use rtpflow::{MediaFlow, MediaVerdict};
-pub use verdict::{verify_capture, Class, Finding, MessageReport, Report};
+pub use verdict::{verify_capture, Class, Finding, MessageReport, Report, Verdict};
