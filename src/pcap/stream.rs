@@ -257,3 +257,61 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(frame: usize, seq: u32, syn: bool, payload: &[u8]) -> Segment {
+        Segment {
+            frame,
+            transport: Transport::Tcp,
+            src: ([127, 0, 0, 1], 40000).into(),
+            dst: ([127, 0, 0, 1], 5060).into(),
+            seq,
+            syn,
+            payload: payload.to_vec(),
+        }
+    }
+
+    const MSG: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+
+    /// Without the SYN the stream starts at the lowest sequence number,
+    /// across the 2^32 wrap and out of order.
+    #[test]
+    fn no_syn_out_of_order_across_the_wrap() {
+        let (a, b) = MSG.split_at(20);
+        let start = u32::MAX - 9;
+        let framing = frame_messages(&[
+            seg(1, start.wrapping_add(20), false, b),
+            seg(2, start, false, a),
+        ]);
+        assert_eq!(framing.messages.len(), 1, "{:?}", framing.unjudged);
+        assert_eq!(framing.messages[0].frame, 2);
+        assert!(framing.unjudged.is_empty());
+    }
+
+    /// Data in a SYN (TCP Fast Open) is part of the stream; a new SYN on the
+    /// same address pair starts a new stream.
+    #[test]
+    fn syn_data_and_a_new_connection() {
+        let framing = frame_messages(&[
+            seg(1, 100, true, MSG),
+            seg(2, 101 + MSG.len() as u32, false, MSG),
+            seg(3, 7000, true, &[]),
+            seg(4, 7001, false, MSG),
+        ]);
+        assert_eq!(framing.messages.len(), 3, "{:?}", framing.unjudged);
+        assert!(framing.unjudged.is_empty());
+        assert_eq!(framing.unframed_tcp_bytes, 0);
+    }
+
+    /// A stream without Content-Length cannot be cut reliably: the message
+    /// is kept with its problem.
+    #[test]
+    fn missing_content_length_on_a_stream_is_a_problem() {
+        let framing = frame_messages(&[seg(1, 1, true, b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n")]);
+        assert_eq!(framing.messages.len(), 1);
+        assert!(!framing.messages[0].message.problems.is_empty());
+    }
+}
