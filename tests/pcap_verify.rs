@@ -13,8 +13,8 @@ mod support;
 
 use ibephone::pcap::capture::read_segments;
 use ibephone::pcap::write::{
-    capture_with_lengths, ethernet_capture, ipv4_frame, ipv4_udp_fragments, tcp_frame,
-    udp_capture, udp_frame, vlan_udp_frame,
+    capture_with_lengths, ethernet_capture, ipv4_frame, ipv4_udp_fragments, tcp_frame, udp_capture,
+    udp_frame, vlan_udp_frame,
 };
 use ibephone::pcap::{verify_capture, Class, Report, Verdict};
 use pcap_file::DataLink;
@@ -170,7 +170,11 @@ fn plain_invite_leaks_everything() {
 fn plain_in_dialog_requests_leak() {
     for (method, ct, body) in [
         ("MESSAGE", "c: text/plain\r\n", "meet me at the docks at 5"),
-        ("INFO", "c: application/dtmf-relay\r\n", "Signal=5\r\nDuration=160\r\n"),
+        (
+            "INFO",
+            "c: application/dtmf-relay\r\n",
+            "Signal=5\r\nDuration=160\r\n",
+        ),
         ("BYE", "", ""),
         ("UPDATE", "", ""),
         ("OPTIONS", "", ""),
@@ -191,7 +195,11 @@ fn text_body_on_an_allowed_plain_message_leaks() {
     let cancel = in_dialog("CANCEL", "", "alice was here");
     let error = "SIP/2.0 486 Busy Here\r\nv: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKx\r\nf: <sip:anonymous@anonymous.invalid>;tag=a1\r\nt: <sip:bob@biloxi.invalid>;tag=b\r\ni: q2Vb0mZ4TgC1u1pDk9vW7A\r\nCSeq: 1 INVITE\r\nl: 24\r\n\r\nbob is talking to carol.";
     for m in [register, cancel.as_str(), error] {
-        judged(&udp_one(m.as_bytes()), Verdict::Leaks, "body bytes in clear");
+        judged(
+            &udp_one(m.as_bytes()),
+            Verdict::Leaks,
+            "body bytes in clear",
+        );
     }
 }
 
@@ -232,7 +240,11 @@ fn content_length_mismatch_in_a_datagram_leaks() {
     smuggled.extend_from_slice(PLAIN_INVITE.as_bytes());
     judged(&udp_one(&smuggled), Verdict::Leaks, "bytes after the body");
     let twice = with_header(&invite, "Content-Length: 0");
-    judged(&udp_one(&twice), Verdict::Leaks, "Content-Length headers disagree");
+    judged(
+        &udp_one(&twice),
+        Verdict::Leaks,
+        "Content-Length headers disagree",
+    );
     let nan = replace_in_head(&with_body(&invite, &body, 0), "l: 0", "l: lots");
     judged(&udp_one(&nan), Verdict::Leaks, "not a number");
 }
@@ -269,7 +281,8 @@ fn fake_cms_bodies_leak() {
     judged(&udp_one(&gz), Verdict::Leaks, "LEAK");
     let mut multipart = b"--b\r\nContent-Type: application/pkcs7-mime\r\n\r\n".to_vec();
     multipart.extend_from_slice(&real);
-    multipart.extend_from_slice(b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nalice here\r\n--b--\r\n");
+    multipart
+        .extend_from_slice(b"\r\n--b\r\nContent-Type: text/plain\r\n\r\nalice here\r\n--b--\r\n");
     let mp = replace_in_head(
         &with_body(&invite, &multipart, multipart.len()),
         "c: application/pkcs7-mime;smime-type=authEnveloped-data;name=smime.p7m",
@@ -288,7 +301,11 @@ fn fake_cms_bodies_leak() {
 fn extra_outer_headers_leak() {
     let invite = tunneled_invite();
     let extra = with_header(&invite, "X-Caller: alice@atlanta.com");
-    let report = judged(&udp_one(&extra), Verdict::Leaks, "x-caller: alice@atlanta.com");
+    let report = judged(
+        &udp_one(&extra),
+        Verdict::Leaks,
+        "x-caller: alice@atlanta.com",
+    );
     assert_eq!(report.messages[0].class, Class::Tunneled);
     let compact = with_header(&invite, "s: lunch with alice");
     judged(&udp_one(&compact), Verdict::Leaks, "subject");
@@ -364,7 +381,11 @@ fn empty_captures_are_nothing_to_judge() {
         "nothing to judge",
     );
     // CRLF keep-alives only.
-    judged(&udp_one(b"\r\n\r\n"), Verdict::CannotJudge, "nothing to judge");
+    judged(
+        &udp_one(b"\r\n\r\n"),
+        Verdict::CannotJudge,
+        "nothing to judge",
+    );
 }
 
 /// TCP: bytes that never form a message, gaps, and retransmissions that
@@ -485,8 +506,12 @@ fn odd_ports_ipv6_and_vlan_are_judged() {
         assert_eq!(report.verdict(), want, "{report}");
         assert_eq!(report.messages.len(), 1, "{report}");
     }
-    let odd = udp_capture(&[(alice(), "127.0.0.1:53".parse().unwrap(), PLAIN_INVITE.as_bytes())])
-        .unwrap();
+    let odd = udp_capture(&[(
+        alice(),
+        "127.0.0.1:53".parse().unwrap(),
+        PLAIN_INVITE.as_bytes(),
+    )])
+    .unwrap();
     judged(&odd, Verdict::Leaks, "plain INVITE");
 }
 

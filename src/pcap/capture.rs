@@ -198,7 +198,8 @@ impl Decoder {
             DataLink::LINUX_SLL2 => match data.get(20..) {
                 Some(ip) => SlicedPacket::from_ip(ip),
                 None => {
-                    return self.unjudged(frame, "Linux cooked v2 frame shorter than 20 bytes".into())
+                    return self
+                        .unjudged(frame, "Linux cooked v2 frame shorter than 20 bytes".into())
                 }
             },
             other => return self.unjudged(frame, format!("link type {other:?} is not supported")),

@@ -102,10 +102,7 @@ fn payload_offset(p: &[u8]) -> Option<usize> {
 /// True when `p` looks like an RTP (or SRTP) packet, RTCP excluded: version
 /// 2 and a header (CSRCs, extension) that fits in the packet.
 pub fn is_rtp_shaped(p: &[u8]) -> bool {
-    p.len() >= 12
-        && p[0] >> 6 == 2
-        && !(200..=204).contains(&p[1])
-        && payload_offset(p).is_some()
+    p.len() >= 12 && p[0] >> 6 == 2 && !(200..=204).contains(&p[1]) && payload_offset(p).is_some()
 }
 
 /// Shannon entropy of a byte histogram, bits per byte.

@@ -310,7 +310,8 @@ mod tests {
     /// is kept with its problem.
     #[test]
     fn missing_content_length_on_a_stream_is_a_problem() {
-        let framing = frame_messages(&[seg(1, 1, true, b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n")]);
+        let framing =
+            frame_messages(&[seg(1, 1, true, b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n")]);
         assert_eq!(framing.messages.len(), 1);
         assert!(!framing.messages[0].message.problems.is_empty());
     }

@@ -170,8 +170,7 @@ impl Report {
     pub fn verdict(&self) -> Verdict {
         if self.leaks() > 0 || self.media_leaks() > 0 {
             Verdict::Leaks
-        } else if !self.unjudged.is_empty() || (self.messages.is_empty() && self.media.is_empty())
-        {
+        } else if !self.unjudged.is_empty() || (self.messages.is_empty() && self.media.is_empty()) {
             Verdict::CannotJudge
         } else {
             Verdict::Clean
@@ -263,7 +262,10 @@ fn media_type(content_type: &str) -> String {
 
 fn classify(m: &SipMessage, failed_invites: &HashSet<(String, u32)>) -> Class {
     if !m.problems.is_empty() {
-        return Class::Leak(format!("malformed message in clear: {}", m.problems.join("; ")));
+        return Class::Leak(format!(
+            "malformed message in clear: {}",
+            m.problems.join("; ")
+        ));
     }
     let content_types: Vec<String> = m.headers_named("content-type").map(media_type).collect();
     if content_types.len() > 1 {
