@@ -6,15 +6,15 @@
 # input is left in fuzz/artifacts/<target>/ (keep it as a regression
 # input and as a unit test beside the code it crashed).
 #
-#   scripts/fuzz.sh            every target, FUZZ_SECONDS (default 20) each
+#   scripts/fuzz.sh            every target, FUZZ_SECONDS (default 15) each
 #   scripts/fuzz.sh 60 T...    60 s each, only targets T...
 #
 # Budget on a cold 2-core machine: about 8 minutes in all (cargo-fuzz
-# install, the instrumented build, 11 targets x 20 s).
+# install, the instrumented build, 11 targets x 15 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=${1:-${FUZZ_SECONDS:-20}}
+secs=${1:-${FUZZ_SECONDS:-15}}
 shift || true
 # cargo-fuzz needs nightly flags (-Z sanitizer); the stable toolchain
 # accepts them with RUSTC_BOOTSTRAP=1, as earlier sessions ran it.
