@@ -45,6 +45,11 @@ log "fuzz targets build"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 if [ "$quick" = 0 ]; then
+  log "fuzzing: every target for a bounded time (scripts/fuzz.sh)"
+  scripts/fuzz.sh
+fi
+
+if [ "$quick" = 0 ]; then
   log "PostgreSQL for the PKG scale-out tests"
   IBEPHONE_TEST_POSTGRES=$(scripts/start-postgres.sh)
   export IBEPHONE_TEST_POSTGRES

@@ -83,7 +83,9 @@ enum Command {
 #[derive(Subcommand)]
 enum PcapCommand {
     /// Judge every SIP message of a pcap/pcapng capture; exit code 0 only
-    /// when nothing leaked, 1 when something did, 2 on errors.
+    /// when every frame was judged and nothing leaked, 1 when something
+    /// leaked, 2 when something could not be judged, the capture is empty,
+    /// or the file cannot be read.
     Verify {
         /// The capture file.
         file: std::path::PathBuf,
@@ -140,11 +142,8 @@ fn run() -> Result<ExitCode> {
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let report = ibephone::pcap::verify_capture(&bytes)?;
             println!("{report}");
-            Ok(if report.clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            // 0 clean, 1 leaks, 2 cannot judge (as for an unreadable file).
+            Ok(ExitCode::from(report.verdict().exit_code()))
         }
         Some(Command::Pcap {
             command: PcapCommand::Decrypt { file, keylog },

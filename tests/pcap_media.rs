@@ -1,7 +1,10 @@
 //! `ibephone pcap verify` on media: a capture written with
 //! `ibephone::pcap::write` holding plain G.711 RTP is a leak (exit 1), the
 //! same packets with the payload and a 16-byte tag encrypted by SRTP
-//! (AEAD_AES_128_GCM, as the agent sends them) are judged SRTP (exit 0).
+//! (AEAD_AES_128_GCM, as the agent sends them) are judged SRTP (exit 0);
+//! a flow that cannot be told apart without keys (a few packets, or a
+//! compressed codec whose bytes look random) is "cannot judge" (exit 2),
+//! never clean.
 
 mod support;
 
@@ -79,4 +82,45 @@ fn srtp_of_the_same_audio_is_judged_srtp() {
         out.contains("[SRTP]") && out.contains("AEAD_AES_128_GCM"),
         "{out}"
     );
+}
+
+/// Opus SRTP and plain Opus of a codec without a telltale header byte look
+/// the same without keys; a handful of G.711 packets is too short to
+/// measure. Neither may pass as clean.
+#[test]
+fn undetermined_flows_cannot_be_judged() {
+    use webrtc_srtp::context::Context;
+    use webrtc_srtp::protection_profile::ProtectionProfile;
+    let mut ctx = Context::new(
+        &[7u8; 16],
+        &[9u8; 12],
+        ProtectionProfile::AeadAes128Gcm,
+        None,
+        None,
+    )
+    .unwrap();
+    // Payload type 111 (Opus), 80 packets of 60 bytes encrypted: random
+    // first bytes, high entropy.
+    let opus: Vec<Vec<u8>> = (0..80u16)
+        .map(|i| {
+            let mut p = vec![0x80, 111];
+            p.extend_from_slice(&i.to_be_bytes());
+            p.extend_from_slice(&(u32::from(i) * 960).to_be_bytes());
+            p.extend_from_slice(&0x0bad_f00du32.to_be_bytes());
+            p.extend_from_slice(&[0x78; 60]);
+            ctx.encrypt_rtp(&p).unwrap().to_vec()
+        })
+        .collect();
+    let report = verify_capture(&capture(&opus)).unwrap();
+    assert!(
+        matches!(report.media[0].verdict, MediaVerdict::Undetermined(_)),
+        "{report}"
+    );
+    let (code, out) = pcap_verify_cli(&capture(&opus));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("CANNOT JUDGE"), "{out}");
+    let short = &rtp_packets(G711::Ulaw)[..3];
+    let (code, out) = pcap_verify_cli(&capture(short));
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("too short to judge"), "{out}");
 }

@@ -41,6 +41,12 @@ impl Aor {
         // may contain '?' and ';'. Headers start at the first '?' after it.
         let at = rest.rfind('@').ok_or_else(|| bad("no user part"))?;
         let userinfo = &rest[..at];
+        // Spec 2: a user part holding '@' (unescaped, which RFC 3261 refuses,
+        // or percent-encoded) has no identity: `alice%40atlanta.com@evil.com`
+        // must never be shown as `alice@atlanta.com@...`.
+        if userinfo.contains('@') {
+            return Err(bad("user part holds '@'"));
+        }
         let hostport_params = rest[at + 1..].split('?').next().unwrap_or_default();
         // user ":" password: the password is dropped.
         let user_raw = userinfo.split(':').next().unwrap_or_default();
@@ -59,6 +65,9 @@ impl Aor {
         if user.chars().any(|c| c.is_control()) {
             return Err(bad("control character in user part"));
         }
+        if user.contains('@') {
+            return Err(bad("user part holds '@' after percent-decoding"));
+        }
         let hostport = hostport_params.split(';').next().unwrap_or_default();
         let host = parse_host(hostport).ok_or_else(|| bad("invalid host"))?;
         Ok(Aor(format!("sip:{user}@{host}")))
@@ -76,7 +85,7 @@ impl Aor {
             .ok_or_else(|| bad("not a canonical sip: AOR"))?;
         let at = body.rfind('@').ok_or_else(|| bad("no user part"))?;
         let (user, host) = (&body[..at], &body[at + 1..]);
-        if user.is_empty() || user.chars().any(|c| c.is_control()) {
+        if user.is_empty() || user.contains('@') || user.chars().any(|c| c.is_control()) {
             return Err(bad("invalid user part"));
         }
         match parse_host(host) {
@@ -340,9 +349,38 @@ mod tests {
 
     #[test]
     fn aor_parts() {
-        let a = Aor::parse("sip:a@b@c.org").unwrap();
-        assert_eq!(a.user(), "a@b");
+        let a = Aor::parse("sip:a.b@c.org").unwrap();
+        assert_eq!(a.user(), "a.b");
         assert_eq!(a.host(), "c.org");
+    }
+
+    /// Spec 2: `sip:alice%40atlanta.com@evil.com` would be shown as the
+    /// identity `alice@atlanta.com@evil.com`, which reads as alice of
+    /// atlanta.com; every spelling of an '@' in the user part is refused.
+    #[test]
+    fn at_sign_in_user_part_is_refused() {
+        for uri in [
+            "sip:alice%40atlanta.com@evil.com",
+            "sip:alice%40atlanta.com:pw@evil.com",
+            "\"Alice\" <sips:alice%40atlanta.com@evil.com;transport=tls>",
+            "sip:alice@atlanta.com@evil.com",
+            "sip:%40@evil.com",
+        ] {
+            match Aor::parse(uri) {
+                Err(IbeError::InvalidUri(why)) => assert!(why.contains('@'), "{uri}: {why}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        for id in [
+            "sip:alice@atlanta.com@evil.com#2026-11",
+            "sip:@@evil.com#2026-11",
+        ] {
+            assert!(
+                matches!(Identity::parse(id), Err(IbeError::InvalidUri(_))),
+                "{id}"
+            );
+        }
+        assert!(Aor::from_canonical("sip:alice@atlanta.com@evil.com").is_err());
     }
 
     #[test]
@@ -400,6 +438,30 @@ mod tests {
             let a = Aor::parse(&uri).unwrap();
             prop_assert_eq!(Aor::parse(a.as_str()).unwrap(), a.clone());
             prop_assert_eq!(a.user(), user.as_str());
+        }
+
+        /// However the '@' is spelled (`%40` or raw) and
+        /// wherever it sits in the user part, there is no identity; the same
+        /// user part without it canonicalizes.
+        #[test]
+        fn user_part_with_at_sign_has_no_identity(
+            pre in "[a-zA-Z0-9._+-]{0,12}",
+            post in "[a-zA-Z0-9._+-]{0,12}",
+            at in prop_oneof![Just("%40"), Just("@")],
+            host in "[a-z0-9]{1,10}(\\.[a-z]{2,5}){0,2}",
+            scheme in prop_oneof![Just("sip"), Just("sips"), Just("SIP")],
+        ) {
+            let uri = format!("{scheme}:{pre}{at}{post}@{host}");
+            prop_assert!(matches!(Aor::parse(&uri), Err(IbeError::InvalidUri(_))), "{}", uri);
+            let name_addr = format!("\"x\" <{uri};transport=udp>;tag=1");
+            prop_assert!(Aor::parse(&name_addr).is_err(), "{}", name_addr);
+            let canonical = format!("sip:{pre}@{post}@{host}");
+            prop_assert!(Aor::from_canonical(&canonical).is_err(), "{}", canonical);
+            if !(pre.is_empty() && post.is_empty()) {
+                let clean = Aor::parse(&format!("{scheme}:{pre}{post}@{host}")).unwrap();
+                prop_assert!(!clean.user().contains('@'));
+                prop_assert_eq!(clean.host(), host.as_str());
+            }
         }
 
         #[test]

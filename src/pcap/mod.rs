@@ -3,11 +3,13 @@
 //! message the spec allows (5.5), or a leak, and lists every
 //! identity-revealing value seen in clear.
 //!
-//! Pipeline: [`capture`] turns pcap/pcapng frames into transport segments,
-//! [`stream`] reassembles TCP and frames SIP messages (UDP: one per
-//! datagram; TCP: by Content-Length), [`sipscan`] reads each message
-//! leniently (a capture may hold anything), and [`verdict`] judges it;
-//! [`rtpflow`] judges each RTP-shaped UDP flow SRTP or plain RTP.
+//! Pipeline: [`capture`] turns pcap/pcapng frames into transport segments
+//! (IP fragments reassembled), [`stream`] reassembles TCP and frames SIP
+//! messages (UDP: one per datagram; TCP: by Content-Length), [`sipscan`]
+//! reads each message leniently (a capture may hold anything) and records
+//! what is malformed, and [`verdict`] judges it; [`rtpflow`] judges each
+//! RTP-shaped UDP flow SRTP or plain RTP. Whatever a stage cannot read is
+//! kept as [`Unjudged`]: the capture is then "cannot judge", never clean.
 //! [`decrypt`] opens the tunneled messages of a capture with an agent's key
 //! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
 //! SRTP flows with the log's `IBESIP_SRTP` keys.
@@ -40,6 +42,18 @@ pub enum PcapError {
     Format(String),
 }
 
+/// Something in a capture the judge could not read, so it cannot vouch for
+/// it: a truncated frame, an IP fragment never completed, a TCP gap, a UDP
+/// datagram that is neither SIP nor RTP, another protocol. Any such item
+/// makes the verdict "cannot judge" (exit 2) unless a leak was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unjudged {
+    /// Frame number (1-based) where it starts, when it has one.
+    pub frame: Option<usize>,
+    /// What it is and why it was not judged.
+    pub why: String,
+}
+
 pub use decrypt::{decrypt_capture, Decryption};
 pub use rtpflow::{MediaFlow, MediaVerdict};
-pub use verdict::{verify_capture, Class, Finding, MessageReport, Report};
+pub use verdict::{verify_capture, Class, Finding, MessageReport, Report, Verdict};

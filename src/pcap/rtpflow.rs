@@ -68,6 +68,8 @@ pub enum MediaVerdict {
 /// One RTP-shaped flow and its verdict.
 #[derive(Debug, Clone)]
 pub struct MediaFlow {
+    /// Frame of the flow's first packet.
+    pub first_frame: usize,
     /// Sender.
     pub src: SocketAddr,
     /// Receiver.
@@ -97,9 +99,10 @@ fn payload_offset(p: &[u8]) -> Option<usize> {
     (off <= p.len()).then_some(off)
 }
 
-/// True when `p` looks like an RTP (or SRTP) packet, RTCP excluded.
+/// True when `p` looks like an RTP (or SRTP) packet, RTCP excluded: version
+/// 2 and a header (CSRCs, extension) that fits in the packet.
 pub fn is_rtp_shaped(p: &[u8]) -> bool {
-    p.len() >= 12 && p[0] >> 6 == 2 && !(200..=204).contains(&p[1])
+    p.len() >= 12 && p[0] >> 6 == 2 && !(200..=204).contains(&p[1]) && payload_offset(p).is_some()
 }
 
 /// Shannon entropy of a byte histogram, bits per byte.
@@ -119,6 +122,7 @@ fn entropy(hist: &[u64; 256]) -> f64 {
 
 #[derive(Default)]
 struct Acc {
+    first_frame: usize,
     payload_type: u8,
     packets: usize,
     bytes: usize,
@@ -144,6 +148,7 @@ pub fn judge_flows(datagrams: &[Datagram]) -> Vec<MediaFlow> {
         let acc = flows.entry((d.src, d.dst, ssrc)).or_default();
         if acc.packets == 0 {
             acc.payload_type = p[1] & 0x7f;
+            acc.first_frame = d.frame;
         }
         acc.packets += 1;
         acc.bytes += p.len() - off;
@@ -189,6 +194,7 @@ pub fn judge_flows(datagrams: &[Datagram]) -> Vec<MediaFlow> {
                 MediaVerdict::Undetermined("compressed codec: cannot tell without keys")
             };
             MediaFlow {
+                first_frame: acc.first_frame,
                 src,
                 dst,
                 ssrc,

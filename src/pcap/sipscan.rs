@@ -3,10 +3,25 @@
 //! Written by hand on purpose: the proof tool must describe whatever bytes
 //! were captured, including malformed or hostile ones, where a strict
 //! parser (rsip) would refuse the message and hide it from the report.
+//! What is malformed is not hidden either: it is listed in
+//! [`SipMessage::problems`] and the judge counts the message as a leak.
 
-use crate::tunnel::message::long_name;
-
-pub use crate::tunnel::message::StartLine;
+/// The start line of a captured message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// `METHOD Request-URI SIP/2.0`.
+    Request {
+        /// Method as captured.
+        method: String,
+        /// Request-URI.
+        uri: String,
+    },
+    /// `SIP/2.0 code reason`.
+    Response {
+        /// Status code.
+        code: u16,
+    },
+}
 
 /// One SIP message read from captured bytes.
 #[derive(Debug, Clone)]
@@ -19,66 +34,170 @@ pub struct SipMessage {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// What is wrong with the message's framing or header section (a
+    /// Content-Length past the datagram's end, bytes after the body, a
+    /// header line without a colon...); empty for a well-formed message.
+    pub problems: Vec<String>,
 }
 
-/// Whether `bytes` start like a SIP message (request or status line).
+/// The long form of a compact header name (RFC 3261 7.3.3 and the compact
+/// forms registered since), lower-cased; other names are lower-cased.
+pub fn long_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let long = match lower.as_str() {
+        "a" => "accept-contact",
+        "b" => "referred-by",
+        "c" => "content-type",
+        "d" => "request-disposition",
+        "e" => "content-encoding",
+        "f" => "from",
+        "i" => "call-id",
+        "j" => "reject-contact",
+        "k" => "supported",
+        "l" => "content-length",
+        "m" => "contact",
+        "n" => "identity-info",
+        "o" => "event",
+        "r" => "refer-to",
+        "s" => "subject",
+        "t" => "to",
+        "u" => "allow-events",
+        "v" => "via",
+        "x" => "session-expires",
+        "y" => "identity",
+        _ => return lower,
+    };
+    long.to_string()
+}
+
+/// Number of CR/LF bytes at the start of `bytes` (RFC 3261 7.5: a receiver
+/// ignores CRLFs before the start line).
+pub fn leading_crlf(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count()
+}
+
+/// Whether `bytes` start like a SIP message (request or status line),
+/// ignoring CR/LF bytes before it.
 pub fn looks_like_sip(bytes: &[u8]) -> bool {
+    let bytes = &bytes[leading_crlf(bytes)..];
     let line_end = bytes
         .iter()
         .position(|&b| b == b'\n')
         .unwrap_or(bytes.len());
     let line = String::from_utf8_lossy(&bytes[..line_end]);
-    let line = line.trim_end();
-    line.starts_with("SIP/2.0 ") || (line.ends_with(" SIP/2.0") && line.split(' ').count() == 3)
+    parse_start(line.trim_end_matches('\r')).is_some()
 }
 
 impl SipMessage {
-    /// Reads one message from the start of `bytes`; returns it with the
-    /// number of bytes it used, or `None` when the header section or the
-    /// body (per Content-Length) is incomplete or the start line is not SIP.
+    /// Reads one message from the start of a stream (`bytes`, CRLFs before
+    /// the start line skipped); returns it with the number of bytes it used,
+    /// or `None` when the start line is not SIP, or the header section or
+    /// the body (per Content-Length) is incomplete, or the Content-Length
+    /// cannot be read (the stream cannot be cut). A missing Content-Length
+    /// (mandatory on streams, RFC 3261 20.14) means an empty body and is
+    /// recorded in [`SipMessage::problems`].
     pub fn parse(bytes: &[u8]) -> Option<(SipMessage, usize)> {
-        if !looks_like_sip(bytes) {
-            return None;
-        }
+        let skip = leading_crlf(bytes);
+        let bytes = &bytes[skip..];
         let (head_len, sep_len) = find_header_end(bytes)?;
-        let head = String::from_utf8_lossy(&bytes[..head_len]);
-        let mut lines = head.split('\n').map(|l| l.trim_end_matches('\r'));
+        let mut m = Self::head(&bytes[..head_len])?;
+        let body_start = head_len + sep_len;
+        let available = bytes.len() - body_start;
+        let body_len = match content_length(&mut m) {
+            Length::Missing => {
+                m.problems
+                    .push("no Content-Length on a stream transport".into());
+                0
+            }
+            Length::Invalid => return None,
+            Length::Declared(n) if n > available => return None,
+            Length::Declared(n) => n,
+        };
+        m.body = bytes[body_start..body_start + body_len].to_vec();
+        Some((m, skip + body_start + body_len))
+    }
+
+    /// Reads the message a whole UDP datagram holds (CRLFs before the start
+    /// line skipped). `None` only when the start line is not SIP: whatever
+    /// else is wrong (no end of the header section, a Content-Length past
+    /// the end or short of it with other bytes after the body, a
+    /// Content-Length that cannot be read) is recorded in
+    /// [`SipMessage::problems`] and the body is what the datagram holds.
+    pub fn parse_datagram(bytes: &[u8]) -> Option<SipMessage> {
+        let bytes = &bytes[leading_crlf(bytes)..];
+        let (head_len, sep_len, complete) = match find_header_end(bytes) {
+            Some((h, s)) => (h, s, true),
+            None => (bytes.len(), 0, false),
+        };
+        let mut m = Self::head(&bytes[..head_len])?;
+        if !complete {
+            m.problems
+                .push("no empty line ends the header section".into());
+        }
+        let rest = &bytes[head_len + sep_len..];
+        match content_length(&mut m) {
+            Length::Declared(n) if n > rest.len() => {
+                m.problems.push(format!(
+                    "Content-Length {n} is past the datagram's end ({} body bytes)",
+                    rest.len()
+                ));
+                m.body = rest.to_vec();
+            }
+            Length::Declared(n) => {
+                let extra = &rest[n..];
+                if !extra.iter().all(|b| b.is_ascii_whitespace() || *b == 0) {
+                    m.problems.push(format!(
+                        "{} bytes after the body that Content-Length {n} declares",
+                        extra.len()
+                    ));
+                }
+                m.body = rest[..n].to_vec();
+            }
+            Length::Missing | Length::Invalid => m.body = rest.to_vec(),
+        }
+        Some(m)
+    }
+
+    /// The start line and the header section (`head`: without the empty
+    /// line that ends it).
+    fn head(head: &[u8]) -> Option<SipMessage> {
+        let head = String::from_utf8_lossy(head);
+        let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
         let first_line = lines.next()?.to_string();
         let start = parse_start(&first_line)?;
         let mut headers: Vec<(String, String)> = Vec::new();
+        let mut problems = Vec::new();
         for line in lines {
             if line.starts_with(' ') || line.starts_with('\t') {
-                if let Some(last) = headers.last_mut() {
-                    last.1.push(' ');
-                    last.1.push_str(line.trim());
+                match headers.last_mut() {
+                    Some(last) => {
+                        last.1.push(' ');
+                        last.1.push_str(line.trim());
+                    }
+                    None => problems.push("continuation line before any header".into()),
                 }
                 continue;
             }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.push((long_name(name.trim()), value.trim().to_string()));
+            match line.split_once(':') {
+                Some((name, value)) if !name.trim().is_empty() => {
+                    headers.push((long_name(name.trim()), value.trim().to_string()))
+                }
+                _ => problems.push(format!(
+                    "header line that is not 'name: value': {:?}",
+                    line.chars().take(60).collect::<String>()
+                )),
             }
         }
-        let body_start = head_len + sep_len;
-        let declared = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse::<usize>().ok());
-        let available = bytes.len() - body_start;
-        let body_len = match declared {
-            Some(n) if n > available => return None,
-            Some(n) => n,
-            None => available,
-        };
-        let body = bytes[body_start..body_start + body_len].to_vec();
-        Some((
-            SipMessage {
-                first_line,
-                start,
-                headers,
-                body,
-            },
-            body_start + body_len,
-        ))
+        Some(SipMessage {
+            first_line,
+            start,
+            headers,
+            body: Vec::new(),
+            problems,
+        })
     }
 
     /// The first value of header `name` (lower-case long form).
@@ -114,6 +233,43 @@ impl SipMessage {
     }
 }
 
+enum Length {
+    Missing,
+    Invalid,
+    Declared(usize),
+}
+
+/// The Content-Length of `m`; two headers that disagree, or one that is not
+/// a number, are recorded as problems (a receiver may read another one
+/// than the judge).
+fn content_length(m: &mut SipMessage) -> Length {
+    let values: Vec<&str> = m.headers_named("content-length").collect();
+    let Some(first) = values.first() else {
+        return Length::Missing;
+    };
+    let parsed: Vec<Option<usize>> = values.iter().map(|v| v.parse::<usize>().ok()).collect();
+    let mut problem = None;
+    let out = match parsed[0] {
+        Some(n) => {
+            if parsed.iter().any(|p| *p != Some(n)) {
+                problem = Some(format!("Content-Length headers disagree: {values:?}"));
+            }
+            Length::Declared(n)
+        }
+        None => {
+            problem = Some(format!(
+                "Content-Length is not a number: {:?}",
+                first.chars().take(40).collect::<String>()
+            ));
+            Length::Invalid
+        }
+    };
+    if let Some(p) = problem {
+        m.problems.push(p);
+    }
+    out
+}
+
 fn find_header_end(bytes: &[u8]) -> Option<(usize, usize)> {
     let crlf = bytes
         .windows(4)
@@ -134,7 +290,8 @@ fn parse_start(line: &str) -> Option<StartLine> {
     let mut parts = line.split(' ');
     let method = parts.next()?.to_string();
     let uri = parts.next()?.to_string();
-    (parts.next()? == "SIP/2.0").then_some(StartLine::Request { method, uri })
+    (parts.next()? == "SIP/2.0" && parts.next().is_none() && !method.is_empty())
+        .then_some(StartLine::Request { method, uri })
 }
 
 #[cfg(test)]

@@ -1,10 +1,19 @@
 //! From segments to SIP messages: one message per UDP datagram (non-SIP
 //! datagrams are kept apart as media candidates); TCP byte streams are
-//! reassembled per direction (retransmitted segments dropped by sequence
-//! number) and cut into messages by `Content-Length` (RFC 3261 18.3).
+//! reassembled per direction and cut into messages by `Content-Length`
+//! (RFC 3261 18.3).
+//!
+//! TCP reassembly orders segments by sequence number (out-of-order
+//! delivery is fine), drops exact retransmissions, and reports what it
+//! cannot vouch for instead of skipping it: a gap (a segment the capture
+//! missed: nothing after it can be cut into messages), a retransmission
+//! whose bytes differ from the first copy, and bytes that never form a
+//! complete SIP message (TLS, WebSocket, a message cut by the end of the
+//! capture).
 
 use super::capture::{Segment, Transport};
-use super::sipscan::{looks_like_sip, SipMessage};
+use super::sipscan::{leading_crlf, looks_like_sip, SipMessage};
+use super::Unjudged;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -39,102 +48,271 @@ pub struct Datagram {
 /// SIP messages and other datagrams of a capture, in capture order.
 #[derive(Debug, Default)]
 pub struct Framing {
-    /// SIP messages.
+    /// SIP messages, ordered by the frame where each starts.
     pub messages: Vec<Framed>,
-    /// Non-SIP UDP payloads.
+    /// Non-SIP UDP payloads (keep-alives of CR/LF only left out).
     pub datagrams: Vec<Datagram>,
-    /// TCP bytes that never formed a complete SIP message, per stream.
+    /// TCP bytes that never formed a complete SIP message, all streams.
     pub unframed_tcp_bytes: usize,
+    /// TCP gaps, retransmissions that differ and unframed bytes, each with
+    /// its reason.
+    pub unjudged: Vec<Unjudged>,
 }
 
-#[derive(Default)]
-struct TcpDirection {
-    next_seq: Option<u32>,
-    buffer: Vec<u8>,
-    first_frame: usize,
+/// One TCP segment kept for reassembly.
+struct Piece {
+    seq: u32,
+    frame: usize,
+    order: usize,
+    payload: Vec<u8>,
+}
+
+/// One direction of one TCP connection (a new SYN starts a new one).
+struct Direction {
+    src: SocketAddr,
+    dst: SocketAddr,
+    /// Sequence number of the first data byte, when the SYN was captured.
+    isn: Option<u32>,
+    pieces: Vec<Piece>,
 }
 
 /// Frames every SIP message in `segments`.
 pub fn frame_messages(segments: &[Segment]) -> Framing {
     let mut out = Framing::default();
-    let mut tcp: HashMap<(SocketAddr, SocketAddr), TcpDirection> = HashMap::new();
-    for seg in segments {
+    let mut open: HashMap<(SocketAddr, SocketAddr), Direction> = HashMap::new();
+    let mut closed: Vec<Direction> = Vec::new();
+    for (order, seg) in segments.iter().enumerate() {
         match seg.transport {
-            Transport::Udp => {
-                if seg.payload.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-                    continue; // keep-alive (RFC 5626)
-                }
-                match looks_like_sip(&seg.payload)
-                    .then(|| SipMessage::parse(&seg.payload))
-                    .flatten()
-                {
-                    Some((message, _)) => out.messages.push(Framed {
-                        frame: seg.frame,
-                        transport: Transport::Udp,
-                        src: seg.src,
-                        dst: seg.dst,
-                        message,
-                    }),
-                    None => out.datagrams.push(Datagram {
-                        frame: seg.frame,
-                        src: seg.src,
-                        dst: seg.dst,
-                        payload: seg.payload.clone(),
-                    }),
-                }
-            }
+            Transport::Udp => udp(seg, &mut out),
             Transport::Tcp => {
-                let dir = tcp.entry((seg.src, seg.dst)).or_default();
+                let key = (seg.src, seg.dst);
                 if seg.syn {
-                    dir.next_seq = Some(seg.seq.wrapping_add(1));
-                    continue;
+                    if let Some(old) = open.remove(&key) {
+                        if old.isn != Some(seg.seq.wrapping_add(1)) || !old.pieces.is_empty() {
+                            closed.push(old);
+                        }
+                    }
                 }
-                if seg.payload.is_empty() {
-                    continue;
+                let dir = open.entry(key).or_insert_with(|| Direction {
+                    src: seg.src,
+                    dst: seg.dst,
+                    isn: None,
+                    pieces: Vec::new(),
+                });
+                let mut seq = seg.seq;
+                if seg.syn {
+                    // The SYN takes one sequence number; data in a SYN
+                    // (TCP Fast Open) follows it.
+                    seq = seq.wrapping_add(1);
+                    dir.isn = Some(seq);
                 }
-                let expected = *dir.next_seq.get_or_insert(seg.seq);
-                if seg.seq != expected {
-                    // A retransmission (already seen) or a gap we cannot fill.
-                    continue;
+                if !seg.payload.is_empty() {
+                    dir.pieces.push(Piece {
+                        seq,
+                        frame: seg.frame,
+                        order,
+                        payload: seg.payload.clone(),
+                    });
                 }
-                dir.next_seq = Some(seg.seq.wrapping_add(seg.payload.len() as u32));
-                if dir.buffer.is_empty() {
-                    dir.first_frame = seg.frame;
-                }
-                dir.buffer.extend_from_slice(&seg.payload);
-                drain_stream(dir, seg, &mut out);
             }
         }
     }
-    out.unframed_tcp_bytes = tcp.values().map(|d| d.buffer.len()).sum();
+    closed.extend(open.into_values());
+    closed.sort_by_key(|d| d.pieces.first().map_or(0, |p| p.order));
+    for dir in closed {
+        tcp_direction(dir, &mut out);
+    }
+    out.messages.sort_by_key(|m| m.frame);
+    out.unjudged.sort_by_key(|u| u.frame);
     out
 }
 
-fn drain_stream(dir: &mut TcpDirection, seg: &Segment, out: &mut Framing) {
-    loop {
-        // Skip CRLF keep-alives between messages.
-        let skip = dir
-            .buffer
+fn udp(seg: &Segment, out: &mut Framing) {
+    if seg.payload.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        return; // keep-alive (RFC 5626), or an empty datagram
+    }
+    match looks_like_sip(&seg.payload)
+        .then(|| SipMessage::parse_datagram(&seg.payload))
+        .flatten()
+    {
+        Some(message) => out.messages.push(Framed {
+            frame: seg.frame,
+            transport: Transport::Udp,
+            src: seg.src,
+            dst: seg.dst,
+            message,
+        }),
+        None => out.datagrams.push(Datagram {
+            frame: seg.frame,
+            src: seg.src,
+            dst: seg.dst,
+            payload: seg.payload.clone(),
+        }),
+    }
+}
+
+/// Reassembles one direction and frames its messages.
+fn tcp_direction(dir: Direction, out: &mut Framing) {
+    let Some(first) = dir.pieces.first() else {
+        return;
+    };
+    // Without the SYN, the stream starts at the lowest sequence number seen
+    // (offsets taken relative to the first segment, modulo 2^32).
+    let base = dir.isn.unwrap_or_else(|| {
+        let reference = first.seq;
+        let earliest = dir
+            .pieces
             .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
-        dir.buffer.drain(..skip);
-        if dir.buffer.is_empty() {
-            return;
+            .map(|p| p.seq.wrapping_sub(reference) as i32)
+            .min()
+            .unwrap_or(0);
+        reference.wrapping_add(earliest as u32)
+    });
+    let mut pieces: Vec<(u64, &Piece)> = dir
+        .pieces
+        .iter()
+        .map(|p| (u64::from(p.seq.wrapping_sub(base)), p))
+        .collect();
+    pieces.sort_by_key(|(off, p)| (*off, p.order));
+    let mut stream: Vec<u8> = Vec::new();
+    // (stream offset, frame) where each captured piece starts contributing.
+    let mut starts: Vec<(usize, usize)> = Vec::new();
+    let mut cut: Option<(usize, u64, usize)> = None;
+    for (i, &(off, p)) in pieces.iter().enumerate() {
+        let len = stream.len() as u64;
+        if off > len {
+            // Before the SYN (seq below the ISN) wraps to a huge offset too.
+            let after = pieces[i..].iter().map(|(_, p)| p.payload.len()).sum();
+            cut = Some((p.frame, off - len, after));
+            break;
         }
-        match SipMessage::parse(&dir.buffer) {
+        let off = off as usize;
+        let overlap = (stream.len() - off).min(p.payload.len());
+        if stream[off..off + overlap] != p.payload[..overlap] {
+            out.unjudged.push(Unjudged {
+                frame: Some(p.frame),
+                why: format!(
+                    "TCP {} -> {}: a retransmission carries other bytes than the first copy",
+                    dir.src, dir.dst
+                ),
+            });
+        }
+        if overlap < p.payload.len() {
+            starts.push((stream.len(), p.frame));
+            stream.extend_from_slice(&p.payload[overlap..]);
+        }
+    }
+    let frame_at = |offset: usize| {
+        starts
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= offset)
+            .map_or(first.frame, |(_, f)| *f)
+    };
+    let mut pos = 0usize;
+    while pos < stream.len() {
+        pos += leading_crlf(&stream[pos..]);
+        if pos >= stream.len() {
+            break;
+        }
+        match SipMessage::parse(&stream[pos..]) {
             Some((message, used)) if used > 0 => {
                 out.messages.push(Framed {
-                    frame: dir.first_frame,
+                    frame: frame_at(pos),
                     transport: Transport::Tcp,
-                    src: seg.src,
-                    dst: seg.dst,
+                    src: dir.src,
+                    dst: dir.dst,
                     message,
                 });
-                dir.buffer.drain(..used);
-                dir.first_frame = seg.frame;
+                pos += used;
             }
-            _ => return, // incomplete: wait for more bytes
+            _ => break,
         }
+    }
+    let left = stream.len() - pos;
+    if left > 0 {
+        out.unframed_tcp_bytes += left;
+        let what = if looks_like_sip(&stream[pos..]) {
+            "an incomplete SIP message"
+        } else {
+            "not SIP"
+        };
+        out.unjudged.push(Unjudged {
+            frame: Some(frame_at(pos)),
+            why: format!(
+                "TCP {} -> {}: {left} bytes do not form a complete SIP message ({what})",
+                dir.src, dir.dst
+            ),
+        });
+    }
+    if let Some((frame, missing, after)) = cut {
+        out.unframed_tcp_bytes += after;
+        out.unjudged.push(Unjudged {
+            frame: Some(frame),
+            why: format!(
+                "TCP {} -> {}: {missing} bytes missing from the capture before this segment; \
+                 the {after} bytes after the gap cannot be cut into messages",
+                dir.src, dir.dst
+            ),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(frame: usize, seq: u32, syn: bool, payload: &[u8]) -> Segment {
+        Segment {
+            frame,
+            transport: Transport::Tcp,
+            src: ([127, 0, 0, 1], 40000).into(),
+            dst: ([127, 0, 0, 1], 5060).into(),
+            seq,
+            syn,
+            payload: payload.to_vec(),
+        }
+    }
+
+    const MSG: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+
+    /// Without the SYN the stream starts at the lowest sequence number,
+    /// across the 2^32 wrap and out of order.
+    #[test]
+    fn no_syn_out_of_order_across_the_wrap() {
+        let (a, b) = MSG.split_at(20);
+        let start = u32::MAX - 9;
+        let framing = frame_messages(&[
+            seg(1, start.wrapping_add(20), false, b),
+            seg(2, start, false, a),
+        ]);
+        assert_eq!(framing.messages.len(), 1, "{:?}", framing.unjudged);
+        assert_eq!(framing.messages[0].frame, 2);
+        assert!(framing.unjudged.is_empty());
+    }
+
+    /// Data in a SYN (TCP Fast Open) is part of the stream; a new SYN on the
+    /// same address pair starts a new stream.
+    #[test]
+    fn syn_data_and_a_new_connection() {
+        let framing = frame_messages(&[
+            seg(1, 100, true, MSG),
+            seg(2, 101 + MSG.len() as u32, false, MSG),
+            seg(3, 7000, true, &[]),
+            seg(4, 7001, false, MSG),
+        ]);
+        assert_eq!(framing.messages.len(), 3, "{:?}", framing.unjudged);
+        assert!(framing.unjudged.is_empty());
+        assert_eq!(framing.unframed_tcp_bytes, 0);
+    }
+
+    /// A stream without Content-Length cannot be cut reliably: the message
+    /// is kept with its problem.
+    #[test]
+    fn missing_content_length_on_a_stream_is_a_problem() {
+        let framing =
+            frame_messages(&[seg(1, 1, true, b"BYE sip:x SIP/2.0\r\nCSeq: 2 BYE\r\n\r\n")]);
+        assert_eq!(framing.messages.len(), 1);
+        assert!(!framing.messages[0].message.problems.is_empty());
     }
 }

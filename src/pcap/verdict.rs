@@ -1,22 +1,42 @@
 //! Judging each captured SIP message against the tunnel spec: tunneled
 //! (5.1/5.3), plain but allowed (5.5), or a leak; and finding
 //! identity-revealing values in clear (display names, caller AORs,
-//! User-Agent and friends, SDP, Call-IDs with hosts).
+//! User-Agent and friends, SDP, Call-IDs with hosts, headers the outer
+//! message may not carry).
+//!
+//! The verdict on the capture is [`Verdict::Clean`] only when every frame
+//! was read and judged: anything the judge could not read (see
+//! [`Unjudged`]) and a capture with nothing in it make it
+//! [`Verdict::CannotJudge`], never clean.
 
-use super::capture::{read_segments, Transport};
+use super::capture::{read_capture, Transport};
 use super::rtpflow::{is_rtp_shaped, judge_flows, MediaFlow, MediaVerdict};
 use super::sipscan::{SipMessage, StartLine};
 use super::stream::frame_messages;
-use super::PcapError;
+use super::{PcapError, Unjudged};
+use crate::tunnel::cms::decode_envelope;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
-/// DER prefix of the ContentInfo OID `id-ct-authEnvelopedData`
-/// (1.2.840.113549.1.9.16.1.23).
-const AUTH_ENVELOPED_OID: &[u8] = &[
-    0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17,
+/// The headers a tunneled outer message may carry (spec 5.1).
+const OUTER_HEADERS: &[&str] = &[
+    "via",
+    "max-forwards",
+    "to",
+    "from",
+    "call-id",
+    "cseq",
+    "contact",
+    "route",
+    "record-route",
+    "content-type",
+    "content-disposition",
+    "content-length",
 ];
+
+/// Unjudged items printed in full; the rest are counted.
+const UNJUDGED_SHOWN: usize = 20;
 
 /// Headers whose mere presence in clear reveals something about a user.
 const REVEALING_HEADERS: &[&str] = &[
@@ -33,12 +53,21 @@ const REVEALING_HEADERS: &[&str] = &[
     "in-reply-to",
     "referred-by",
     "priority",
+    "warning",
+    "identity",
+    "identity-info",
+    "history-info",
+    "diversion",
+    "p-called-party-id",
+    "p-associated-uri",
+    "refer-to",
 ];
 
 /// The verdict on one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Class {
-    /// The body is a CMS AuthEnvelopedData: the message is tunneled.
+    /// The Content-Type is `application/pkcs7-mime` and the body decodes as
+    /// the spec's AuthEnvelopedData profile (5.3): the message is tunneled.
     Tunneled,
     /// Plain, and the spec allows it (5.5); the reason says which rule.
     PlainAllowed(&'static str),
@@ -84,10 +113,38 @@ pub struct Report {
     /// The RTP-shaped datagrams grouped into flows, each judged SRTP or
     /// plain RTP (see [`super::rtpflow`]).
     pub media: Vec<MediaFlow>,
-    /// Other non-SIP UDP datagrams.
+    /// Other non-SIP UDP datagrams (each also in [`Report::unjudged`]).
     pub other_datagrams: usize,
     /// TCP bytes left that did not form a complete SIP message.
     pub unframed_tcp_bytes: usize,
+    /// Frames in the capture file.
+    pub frames: usize,
+    /// What the judge could not read or judge, with the reason.
+    pub unjudged: Vec<Unjudged>,
+}
+
+/// The verdict on a whole capture, as `ibephone pcap verify` exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every frame was judged and nothing readable about the users leaked.
+    Clean,
+    /// A leak was found (whatever else the capture holds).
+    Leaks,
+    /// No leak found, but something could not be judged, or there was
+    /// nothing to judge: the capture proves nothing.
+    CannotJudge,
+}
+
+impl Verdict {
+    /// The process exit code: 0 clean, 1 leaks, 2 cannot judge (the code
+    /// of an unreadable file too).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Clean => 0,
+            Verdict::Leaks => 1,
+            Verdict::CannotJudge => 2,
+        }
+    }
 }
 
 impl Report {
@@ -107,18 +164,36 @@ impl Report {
             .count()
     }
 
-    /// True when nothing readable about the users left the phones.
+    /// Leaks if any message or flow leaks; else cannot judge if anything
+    /// was not judged or nothing was there to judge (no SIP message and no
+    /// media flow); else clean.
+    pub fn verdict(&self) -> Verdict {
+        if self.leaks() > 0 || self.media_leaks() > 0 {
+            Verdict::Leaks
+        } else if !self.unjudged.is_empty() || (self.messages.is_empty() && self.media.is_empty()) {
+            Verdict::CannotJudge
+        } else {
+            Verdict::Clean
+        }
+    }
+
+    /// True only when the verdict is [`Verdict::Clean`]: everything was
+    /// judged and nothing readable about the users left the phones.
     pub fn clean(&self) -> bool {
-        self.leaks() == 0 && self.media_leaks() == 0
+        self.verdict() == Verdict::Clean
     }
 }
 
 /// Reads a capture and judges every SIP message in it.
 pub fn verify_capture(bytes: &[u8]) -> Result<Report, PcapError> {
-    let segments = read_segments(bytes)?;
-    let framing = frame_messages(&segments);
+    let capture = read_capture(bytes)?;
+    let framing = frame_messages(&capture.segments);
+    let mut unjudged = capture.unjudged;
+    unjudged.extend(framing.unjudged.iter().cloned());
     let mut report = Report {
         unframed_tcp_bytes: framing.unframed_tcp_bytes,
+        frames: capture.frames,
+        unjudged,
         ..Report::default()
     };
     // (Call-ID, CSeq number) of INVITEs that got a non-2xx final response:
@@ -131,14 +206,16 @@ pub fn verify_capture(bytes: &[u8]) -> Result<Report, PcapError> {
                 failed_invites.insert((m.header("call-id").unwrap_or_default().to_string(), n));
             }
         }
+        let class = classify(m, &failed_invites);
+        let findings = findings(m, class == Class::Tunneled);
         report.messages.push(MessageReport {
             frame: f.frame,
             transport: f.transport,
             src: f.src,
             dst: f.dst,
             first_line: m.first_line.clone(),
-            class: classify(m, &failed_invites),
-            findings: findings(m),
+            class,
+            findings,
         });
     }
     for d in &framing.datagrams {
@@ -146,70 +223,123 @@ pub fn verify_capture(bytes: &[u8]) -> Result<Report, PcapError> {
             report.rtp_shaped += 1;
         } else {
             report.other_datagrams += 1;
+            report.unjudged.push(Unjudged {
+                frame: Some(d.frame),
+                why: format!(
+                    "UDP {} -> {}: {} bytes that are neither SIP nor RTP",
+                    d.src,
+                    d.dst,
+                    d.payload.len()
+                ),
+            });
         }
     }
     report.media = judge_flows(&framing.datagrams);
+    for flow in &report.media {
+        if let MediaVerdict::Undetermined(why) = flow.verdict {
+            report.unjudged.push(Unjudged {
+                frame: Some(flow.first_frame),
+                why: format!(
+                    "RTP flow {} -> {} SSRC {:08x}: {why}",
+                    flow.src, flow.dst, flow.ssrc
+                ),
+            });
+        }
+    }
+    report.unjudged.sort_by_key(|u| u.frame);
     Ok(report)
 }
 
-fn is_auth_enveloped(body: &[u8]) -> bool {
-    // ContentInfo ::= SEQUENCE { contentType OID, ... }: skip the SEQUENCE
-    // header (short or long length form), then expect the OID.
-    if body.first() != Some(&0x30) || body.len() < 2 {
-        return false;
-    }
-    let header = match body[1] {
-        n if n < 0x80 => 2,
-        0x81 => 3,
-        0x82 => 4,
-        0x83 => 5,
-        _ => return false,
-    };
-    body.get(header..header + AUTH_ENVELOPED_OID.len()) == Some(AUTH_ENVELOPED_OID)
+/// The media type of a Content-Type value, lower-cased, parameters cut.
+fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn classify(m: &SipMessage, failed_invites: &HashSet<(String, u32)>) -> Class {
-    let content_type = m
-        .header("content-type")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if content_type.contains("application/pkcs7-mime") {
-        return if is_auth_enveloped(&m.body) {
-            Class::Tunneled
-        } else {
-            Class::Leak("pkcs7-mime body is not a CMS AuthEnvelopedData".into())
+    if !m.problems.is_empty() {
+        return Class::Leak(format!(
+            "malformed message in clear: {}",
+            m.problems.join("; ")
+        ));
+    }
+    let content_types: Vec<String> = m.headers_named("content-type").map(media_type).collect();
+    if content_types.len() > 1 {
+        return Class::Leak(format!(
+            "{} Content-Type headers: a receiver may read another one",
+            content_types.len()
+        ));
+    }
+    let content_type = content_types.first().cloned().unwrap_or_default();
+    if matches!(
+        content_type.as_str(),
+        "application/pkcs7-mime" | "application/x-pkcs7-mime"
+    ) {
+        return match decode_envelope(&m.body) {
+            Ok(_) => Class::Tunneled,
+            Err(why) => Class::Leak(format!(
+                "pkcs7-mime body is not the spec's AuthEnvelopedData: {why}"
+            )),
         };
     }
+    let body_leak = m.body.iter().any(|b| !b.is_ascii_whitespace()).then(|| {
+        let ct = if content_type.is_empty() {
+            "no Content-Type"
+        } else {
+            content_type.as_str()
+        };
+        format!(
+            "{} body bytes in clear ({ct}): only tunnel bodies may cross the wire",
+            m.body.len()
+        )
+    });
+    match (plain_rule(m, failed_invites), body_leak) {
+        (Ok(why), None) => Class::PlainAllowed(why),
+        (Ok(_), Some(body)) => Class::Leak(body),
+        (Err(rule), None) => Class::Leak(rule),
+        (Err(rule), Some(body)) => Class::Leak(format!("{rule}; {body}")),
+    }
+}
+
+/// Whether spec 5.5 lets this message travel plain (`Ok` with the rule),
+/// whatever its body.
+fn plain_rule(
+    m: &SipMessage,
+    failed_invites: &HashSet<(String, u32)>,
+) -> Result<&'static str, String> {
     let method = m.method().unwrap_or_default();
     match &m.start {
-        StartLine::Request { method: _, uri } => match method.as_str() {
-            "REGISTER" => Class::PlainAllowed("REGISTER (digest-authenticated to the registrar)"),
-            "CANCEL" => Class::PlainAllowed("CANCEL (hop by hop)"),
-            "ACK" if m.body.is_empty() => {
+        StartLine::Request { .. } => match method.as_str() {
+            "REGISTER" => Ok("REGISTER (digest-authenticated to the registrar)"),
+            "CANCEL" => Ok("CANCEL (hop by hop)"),
+            "ACK" => {
                 let key = (
                     m.header("call-id").unwrap_or_default().to_string(),
                     m.cseq().map_or(0, |c| c.0),
                 );
                 if failed_invites.contains(&key) {
-                    Class::PlainAllowed("ACK of a non-2xx final response")
+                    Ok("ACK of a non-2xx final response")
                 } else {
-                    Class::Leak("ACK of a 2xx must be tunneled".into())
+                    Err("ACK of a 2xx must be tunneled".into())
                 }
             }
-            _ if !uri_has_user(uri) => {
-                Class::PlainAllowed("request addressed to a server, not a user")
-            }
-            other => Class::Leak(format!("plain {other} between user agents")),
+            other => Err(format!(
+                "plain {other}: spec 5.5 lets only REGISTER, CANCEL and the ACK of a non-2xx response travel plain"
+            )),
         },
         StartLine::Response { code } => match (*code, method.as_str()) {
-            (100, _) => Class::PlainAllowed("100 Trying (hop by hop)"),
-            (_, "REGISTER") => Class::PlainAllowed("response of the registrar"),
-            (_, "CANCEL") => Class::PlainAllowed("response to CANCEL"),
-            (415 | 493, _) => Class::PlainAllowed("wire error of the tunnel (5.6)"),
-            (c, _) if c >= 300 && m.body.is_empty() => {
-                Class::PlainAllowed("error response without body (proxy or registrar)")
-            }
-            (c, other) => Class::Leak(format!("plain {c} response to {other} between user agents")),
+            (100, _) => Ok("100 Trying (hop by hop)"),
+            (_, "REGISTER") => Ok("response of the registrar"),
+            (_, "CANCEL") => Ok("response to CANCEL"),
+            (415 | 493, _) => Ok("wire error of the tunnel (5.6)"),
+            (c, _) if c >= 300 => Ok("error response (proxy or registrar)"),
+            (c, other) => Err(format!(
+                "plain {c} response to {other} between user agents"
+            )),
         },
     }
 }
@@ -234,7 +364,7 @@ fn header_uri(value: &str) -> &str {
     }
 }
 
-fn findings(m: &SipMessage) -> Vec<Finding> {
+fn findings(m: &SipMessage, tunneled: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut add = |what: &str, value: &str| {
         out.push(Finding {
@@ -246,6 +376,11 @@ fn findings(m: &SipMessage) -> Vec<Finding> {
     for (name, value) in &m.headers {
         if REVEALING_HEADERS.contains(&name.as_str()) {
             add(name, value);
+        } else if tunneled && !OUTER_HEADERS.contains(&name.as_str()) {
+            add(
+                "header the outer message may not carry (spec 5.1)",
+                &format!("{name}: {value}"),
+            );
         }
         if matches!(
             name.as_str(),
@@ -343,14 +478,32 @@ impl fmt::Display for Report {
                 self.unframed_tcp_bytes
             )?;
         }
-        write!(
-            f,
-            "{}",
-            if self.clean() {
-                "verdict: nothing readable leaked"
-            } else {
-                "verdict: LEAKS FOUND"
+        for u in self.unjudged.iter().take(UNJUDGED_SHOWN) {
+            match u.frame {
+                Some(n) => writeln!(f, "#{n:<5} CANNOT JUDGE: {}", u.why)?,
+                None => writeln!(f, "       CANNOT JUDGE: {}", u.why)?,
             }
-        )
+        }
+        if self.unjudged.len() > UNJUDGED_SHOWN {
+            writeln!(
+                f,
+                "       ... and {} more not judged",
+                self.unjudged.len() - UNJUDGED_SHOWN
+            )?;
+        }
+        match self.verdict() {
+            Verdict::Clean => write!(f, "verdict: nothing readable leaked"),
+            Verdict::Leaks => write!(f, "verdict: LEAKS FOUND"),
+            Verdict::CannotJudge if self.unjudged.is_empty() => write!(
+                f,
+                "verdict: CANNOT JUDGE: nothing to judge ({} frames, no SIP message, no RTP flow)",
+                self.frames
+            ),
+            Verdict::CannotJudge => write!(
+                f,
+                "verdict: CANNOT JUDGE: no leak found, but {} items could not be judged",
+                self.unjudged.len()
+            ),
+        }
     }
 }

@@ -1,0 +1,63 @@
+//! Fuzzes the capture judge (`ibephone pcap verify`) at three depths: the
+//! input as a whole pcap/pcapng file; the input as the payload of a UDP
+//! datagram (SIP framing, the CMS decoder, the leak rules); and the input
+//! cut into TCP segments of one stream, sent out of order and partly
+//! twice (reassembly, framing by Content-Length). Never panics, and a
+//! "clean" verdict always rests on judged messages only.
+#![no_main]
+
+use ibephone::pcap::capture::{Segment, Transport};
+use ibephone::pcap::stream::frame_messages;
+use ibephone::pcap::write::udp_capture;
+use ibephone::pcap::{verify_capture, Class, Verdict};
+use libfuzzer_sys::fuzz_target;
+
+fn check(bytes: &[u8]) {
+    if let Ok(report) = verify_capture(bytes) {
+        let _ = report.to_string();
+        if report.verdict() == Verdict::Clean {
+            assert!(report.unjudged.is_empty());
+            assert!(report
+                .messages
+                .iter()
+                .all(|m| !matches!(m.class, Class::Leak(_)) && m.findings.is_empty()));
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    check(data);
+    let a = "127.0.0.1:5070".parse().expect("address");
+    let b = "127.0.0.1:5080".parse().expect("address");
+    if let Ok(capture) = udp_capture(&[(a, b, data)]) {
+        check(&capture);
+    }
+    // TCP: the first byte picks the segment size and the order.
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    let size = usize::from(shape % 61) + 1;
+    let mut segments: Vec<Segment> = rest
+        .chunks(size)
+        .enumerate()
+        .map(|(i, chunk)| Segment {
+            frame: i + 2,
+            transport: Transport::Tcp,
+            src: a.into(),
+            dst: b.into(),
+            seq: 0xffff_ff00u32.wrapping_add((i * size) as u32),
+            syn: false,
+            payload: chunk.to_vec(),
+        })
+        .collect();
+    if shape & 0x40 != 0 {
+        segments.reverse();
+    }
+    if shape & 0x80 != 0 {
+        let again: Vec<Segment> = segments.iter().step_by(3).cloned().collect();
+        segments.extend(again);
+    }
+    let framing = frame_messages(&segments);
+    let framed: usize = framing.unframed_tcp_bytes;
+    assert!(framed <= rest.len() * 2);
+});

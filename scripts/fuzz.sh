@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target of fuzz/ for a bounded time, seeded from
+# tests/vectors (every hex field decoded, every text field), the committed
+# captures and the regression inputs in fuzz/regressions/<target>/.
+# Installs cargo-fuzz when it is missing. A crash fails the script; the
+# input is left in fuzz/artifacts/<target>/ (keep it as a regression
+# input and as a unit test beside the code it crashed).
+#
+#   scripts/fuzz.sh            every target, FUZZ_SECONDS (default 15) each
+#   scripts/fuzz.sh 60 T...    60 s each, only targets T...
+#
+# Budget on a cold 2-core machine: about 8 minutes in all (cargo-fuzz
+# install, the instrumented build, 11 targets x 15 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+secs=${1:-${FUZZ_SECONDS:-15}}
+shift || true
+# cargo-fuzz needs nightly flags (-Z sanitizer); the stable toolchain
+# accepts them with RUSTC_BOOTSTRAP=1, as earlier sessions ran it.
+export RUSTC_BOOTSTRAP=1
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+
+targets=("$@")
+if [ "${#targets[@]}" = 0 ]; then
+  mapfile -t targets < <(cargo fuzz list)
+fi
+
+# Seeds: one file per vector field (hex decoded, text as is), the vector
+# files themselves and the committed captures.
+seeds=target/fuzz-seeds
+rm -rf "$seeds"
+mkdir -p "$seeds"
+cp tests/vectors/*.json tests/captures/* "$seeds"/
+if command -v python3 >/dev/null; then
+  python3 - "$seeds" tests/vectors/*.json <<'EOF'
+import hashlib, json, os, re, sys
+out = sys.argv[1]
+def walk(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from walk(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from walk(v)
+    elif isinstance(x, str):
+        yield x
+for path in sys.argv[2:]:
+    for s in walk(json.load(open(path))):
+        data = bytes.fromhex(s) if re.fullmatch(r"(?:[0-9a-f]{2})+", s) else s.encode()
+        name = hashlib.sha1(data).hexdigest()
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+EOF
+fi
+echo "$(ls "$seeds" | wc -l) seed files"
+
+# No sanitizer: the code is safe Rust (what it checks for is a panic, an
+# abort, a timeout or memory exhaustion), and the build takes half as long.
+flags=(--sanitizer none --debug-assertions)
+start=$SECONDS
+cargo fuzz build "${flags[@]}"
+echo "instrumented build: $((SECONDS - start)) s"
+
+failed=()
+for t in "${targets[@]}"; do
+  corpus=target/fuzz-corpus/$t
+  mkdir -p "$corpus" "fuzz/regressions/$t"
+  echo "== fuzz $t (${secs} s)"
+  if ! cargo fuzz run "${flags[@]}" "$t" "$corpus" "$seeds" "fuzz/regressions/$t" -- \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      2>"target/fuzz-$t.log"; then
+    tail -40 "target/fuzz-$t.log"
+    failed+=("$t")
+  else
+    grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "target/fuzz-$t.log" | tr '\n' ' '
+    echo
+  fi
+done
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "fuzz targets that crashed: ${failed[*]} (inputs in fuzz/artifacts/)"
+  exit 1
+fi
+echo "fuzzing done: ${#targets[@]} targets, $((SECONDS - start)) s after the install"
