@@ -42,6 +42,11 @@ log "fuzz targets build"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 if [ "$quick" = 0 ]; then
+  log "repository checks: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh)"
+  scripts/check-repo.sh
+fi
+
+if [ "$quick" = 0 ]; then
   log "PostgreSQL for the PKG scale-out tests"
   IBEPHONE_TEST_POSTGRES=$(scripts/start-postgres.sh)
   export IBEPHONE_TEST_POSTGRES
