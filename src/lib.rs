@@ -47,7 +47,7 @@
 //!     Max-Forwards: 70\r\n\
 //!     To: Bob <sip:bob@example.invalid>\r\n\
 //!     From: Alice <sip:alice@example.invalid>;tag=1928301774\r\n\
-//!     Call-ID: a84b4c76e66710@127.0.0.1\r\n\
+//!     Call-ID: a84b4c76e66710Qm9v7wXyzA\r\n\
 //!     CSeq: 314159 INVITE\r\n\
 //!     Contact: <sip:alice@127.0.0.1:5070>\r\n\
 //!     Subject: lunch?\r\n\
