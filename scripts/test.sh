@@ -45,6 +45,8 @@ log "fuzz targets build"
 cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
 
 if [ "$quick" = 0 ]; then
+  log "repository checks: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh)"
+  scripts/check-repo.sh
   log "fuzzing: every target for a bounded time (scripts/fuzz.sh)"
   scripts/fuzz.sh
 fi

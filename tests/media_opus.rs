@@ -245,7 +245,7 @@ async fn dtmf_in_an_opus_call_counts_48k() {
     assert_eq!(durations, [960, 1920, 2880, 3840, 4800, 4800, 4800]);
     // The second digit starts a whole number of 20 ms frames later.
     let gap = events[7].0.wrapping_sub(events[0].0);
-    assert!(gap > 0 && gap % 960 == 0, "{gap}");
+    assert!(gap > 0 && gap.is_multiple_of(960), "{gap}");
 }
 
 /// A source and sink at 8 kHz in an Opus call (what a re-INVITE to Opus

@@ -123,7 +123,7 @@ impl Write for GtSink {
                     return Err(core::fmt::Error);
                 }
                 let i = self.written / 2;
-                if self.written % 2 == 0 {
+                if self.written.is_multiple_of(2) {
                     self.out[i] = v << 4;
                 } else {
                     self.out[i] |= v;

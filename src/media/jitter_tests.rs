@@ -83,7 +83,7 @@ fn steady_stream_plays_everything_with_small_delay() {
 fn reordering_is_absorbed() {
     // Every pair is swapped: 1 0 3 2 5 4 ... (the even one 25 ms late).
     let (jb, out) = simulate(200, 20.0, |i| {
-        Some(i as f64 * 20.0 + if i % 2 == 0 { 25.0 } else { 0.0 })
+        Some(i as f64 * 20.0 + if i.is_multiple_of(2) { 25.0 } else { 0.0 })
     });
     let s = jb.stats();
     assert!(s.played >= 197, "{s:?}");

@@ -177,7 +177,7 @@ pub fn judge_flows(datagrams: &[Datagram]) -> Vec<MediaFlow> {
             } else if h < SRTP_MIN_ENTROPY {
                 MediaVerdict::PlainRtp
             } else if matches!(acc.payload_type, 0 | 8) {
-                if typical_payload % 80 == 0 {
+                if typical_payload.is_multiple_of(80) {
                     MediaVerdict::PlainRtp
                 } else {
                     MediaVerdict::Srtp
@@ -386,10 +386,13 @@ mod tests {
     #[test]
     fn plain_opus_gives_itself_away_by_its_toc_byte() {
         // SILK wideband 20 ms mono (config 9), with the odd CELT frame.
-        let flows = judge_flows(&compressed_flow(
-            200,
-            |i| if i % 17 == 0 { 0xfc } else { 0x48 },
-        ));
+        let flows = judge_flows(&compressed_flow(200, |i| {
+            if i.is_multiple_of(17) {
+                0xfc
+            } else {
+                0x48
+            }
+        }));
         assert_eq!(flows[0].verdict, MediaVerdict::PlainRtp, "{}", flows[0]);
         assert!(flows[0].entropy >= SRTP_MIN_ENTROPY, "{}", flows[0]);
     }

@@ -9,7 +9,7 @@
 //! - [`timers`], [`transaction`]: RFC 3261 17;
 //! - [`dialog`]: RFC 3261 12 dialogs and in-dialog requests;
 //! - [`digest`]: digest authentication (RFC 3261 22, RFC 7616, RFC 8760);
-//! - [`ua`]: the user-agent core with the [`ua::MessageFilter`] hook where
+//! - [`ua`]: the user-agent core with the [`filter::MessageFilter`] hook where
 //!   the tunnel seals and opens messages;
 //! - [`location`], [`registrar`], [`proxy`]: the embedded provider;
 //! - [`driver`]: UDP and TCP over tokio.

@@ -2,7 +2,7 @@
 //! [`Command`] enum in and one [`Event`] enum out, sans-I/O.
 //!
 //! Every message the core originates goes through the
-//! [`MessageFilter`](crate::sip::filter::MessageFilter) before the
+//! [`MessageFilter`] before the
 //! transaction layer, and every message it receives goes through it after
 //! the transaction layer (see `sip::filter` for why). Bodies are opaque:
 //! the core carries whatever bytes and Content-Type the caller gives.

@@ -251,7 +251,7 @@ pub enum Event {
     },
 }
 
-/// Output of [`UserAgent::poll_output`].
+/// Output of [`UserAgent::poll_output`](super::UserAgent::poll_output).
 #[derive(Debug)]
 pub enum Output {
     /// Send these bytes.
