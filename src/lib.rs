@@ -106,7 +106,7 @@
 //!
 //! let log = Arc::new(Mutex::new(SecurityLog::default()));
 //! let policy = SecurityPolicy::Require;
-//! let filter = TunnelFilter::new(tunnel, policy, log.clone(), (Instant::now(), SystemTime::now()));
+//! let filter = TunnelFilter::new(tunnel, policy, log.clone());
 //! let ua = UserAgent::new(
 //!     UaConfig {
 //!         user: aor.user().to_string(),
