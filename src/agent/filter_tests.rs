@@ -257,7 +257,8 @@ fn unsigned_invite_reusing_a_call_id_is_shown_unverified() {
     // The tunnel refuses a first message on the Call-ID of a session it
     // still holds (spec 5.4, no shadowing); if it ever let one through, the
     // call must still show unverified. Either way nothing says "alice".
-    let refused = matches!(&ev[..], [AgentEvent::Rejected { reason, .. }] if reason.contains("collides"));
+    let refused =
+        matches!(&ev[..], [AgentEvent::Rejected { reason, .. }] if reason.contains("collides"));
     let unverified = matches!(&ev[..], [AgentEvent::IncomingCall { verified: None, tunneled: true, from, .. }]
             if from.contains("alice"));
     assert!(
