@@ -16,7 +16,7 @@
 #   (src/main.rs and src/cli/ are the binary: they may use every layer)
 #
 #   pkg-server/src      ibephone::{ibe, tunnel, sip, pkg_client}
-#   fuzz/fuzz_targets   the same and pcap (its capture decoders are targets)
+#   fuzz/fuzz_targets   the same, pcap and media (capture, SDP and jitter-buffer decoders are targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,7 +95,7 @@ check_uses() { # dir, allowed modules (regex alternatives)
   [ -z "$bad" ] || report "$1 reaches past the cores: $(printf '%s' "$bad" | head -3 | tr '\n' ' ')"
 }
 check_uses pkg-server/src 'ibe|tunnel|sip|pkg_client'
-check_uses fuzz/fuzz_targets 'ibe|tunnel|sip|pkg_client|pcap'
+check_uses fuzz/fuzz_targets 'ibe|tunnel|sip|pkg_client|pcap|media'
 
 if [ "$fail" = 0 ]; then
   echo "check-layers: ok (no layer refers to a higher one)"
