@@ -199,9 +199,9 @@ pub struct SecurityLog {
     /// Call-IDs of plain (unprotected) dialogs let through by the policy;
     /// never a Call-ID a tunneled message used.
     pub plain: Vec<String>,
-    /// Incoming refusals (Call-ID, reason), the latest [`MAX_LOGGED`].
+    /// Incoming refusals (Call-ID, reason), the latest 256 (`MAX_LOGGED`).
     pub rejections: VecDeque<(String, Refusal)>,
-    /// Outgoing refusals (Call-ID, reason), the latest [`MAX_LOGGED`].
+    /// Outgoing refusals (Call-ID, reason), the latest 256 (`MAX_LOGGED`).
     pub withheld: VecDeque<(String, Withheld)>,
     /// Call-ID of the last initial request we sent: set while the core
     /// builds it, cleared and read by the agent around the command that
