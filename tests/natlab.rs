@@ -221,11 +221,17 @@ impl Drop for Provider {
 /// `caller` calls `callee_user`; the call arrives at `callee`, who
 /// answers; both see the other verified. Returns the call numbers
 /// (caller's, callee's).
+///
+/// `lossy`: the callee signs only its first response other than 100 (spec
+/// 5.4), usually the 180, which nothing retransmits; when the NAT drops it
+/// the caller can only show the callee unverified (`verified: null`),
+/// never anyone else. Known gap, in the closing note of 2026-12-02.
 fn call(
     caller: &mut Agent,
     callee: &mut Agent,
     callee_user: &str,
     caller_user: &str,
+    lossy: bool,
 ) -> (u64, u64) {
     caller.send(json!({"cmd": "call", "to": callee_user}));
     let calling = caller.expect("calling", STEP);
@@ -239,11 +245,19 @@ fn call(
     let theirs = incoming["call"].as_u64().unwrap();
     callee.send(json!({"cmd": "answer", "call": theirs}));
     let answered = caller.expect("answered", STEP);
+    let unverified_after_loss = lossy && answered["verified"].is_null();
+    if unverified_after_loss {
+        println!(
+            "{}: the signed 180 was lost: callee shown unverified",
+            caller.name
+        );
+    }
     assert!(
-        verified_as(&answered, callee_user),
+        verified_as(&answered, callee_user) || unverified_after_loss,
         "{}: callee not verified: {answered}",
         caller.name
     );
+    assert_eq!(answered["tunneled"], true, "{answered}");
     callee.expect("answered", STEP);
     (calling["call"].as_u64().unwrap(), theirs)
 }
@@ -280,6 +294,7 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
     if !enabled() {
         return;
     }
+    let lossy = extra.contains(&"--loss");
     let lab = Lab::up(
         tag,
         &[&["--nat-a", nat_a, "--nat-b", nat_b], extra].concat(),
@@ -292,13 +307,13 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
 
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", lossy);
     alice.send(json!({"cmd": "hold", "call": a_call}));
     let held = bob.expect("media_updated", STEP);
     assert_eq!(held["direction"], "recvonly", "{held}");
     hang_up(&mut bob, b_call, &mut alice, a_call);
 
-    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob", lossy);
     hang_up(&mut alice, a_call, &mut bob, b_call);
 
     message(&mut alice, &mut bob, "bob", "alice");
@@ -362,7 +377,7 @@ fn natlab_udp_timeout_30_idle_then_call() {
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
     std::thread::sleep(IDLE);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
