@@ -6,22 +6,7 @@
 //! What is malformed is not hidden either: it is listed in
 //! [`SipMessage::problems`] and the judge counts the message as a leak.
 
-/// The start line of a captured message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartLine {
-    /// `METHOD Request-URI SIP/2.0`.
-    Request {
-        /// Method as captured.
-        method: String,
-        /// Request-URI.
-        uri: String,
-    },
-    /// `SIP/2.0 code reason`.
-    Response {
-        /// Status code.
-        code: u16,
-    },
-}
+pub use crate::tunnel::message::{long_name, StartLine};
 
 /// One SIP message read from captured bytes.
 #[derive(Debug, Clone)]
@@ -38,36 +23,6 @@ pub struct SipMessage {
     /// Content-Length past the datagram's end, bytes after the body, a
     /// header line without a colon...); empty for a well-formed message.
     pub problems: Vec<String>,
-}
-
-/// The long form of a compact header name (RFC 3261 7.3.3 and the compact
-/// forms registered since), lower-cased; other names are lower-cased.
-pub fn long_name(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
-        "a" => "accept-contact",
-        "b" => "referred-by",
-        "c" => "content-type",
-        "d" => "request-disposition",
-        "e" => "content-encoding",
-        "f" => "from",
-        "i" => "call-id",
-        "j" => "reject-contact",
-        "k" => "supported",
-        "l" => "content-length",
-        "m" => "contact",
-        "n" => "identity-info",
-        "o" => "event",
-        "r" => "refer-to",
-        "s" => "subject",
-        "t" => "to",
-        "u" => "allow-events",
-        "v" => "via",
-        "x" => "session-expires",
-        "y" => "identity",
-        _ => return lower,
-    };
-    long.to_string()
 }
 
 /// Number of CR/LF bytes at the start of `bytes` (RFC 3261 7.5: a receiver

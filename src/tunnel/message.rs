@@ -96,25 +96,32 @@ pub struct SipView<'a> {
     pub body: &'a [u8],
 }
 
-/// Long name of a compact header form (RFC 3261 7.3.3 and extensions).
+/// The long form of a compact header name (RFC 3261 7.3.3 and the compact
+/// forms registered since), lower-cased; other names are lower-cased.
+/// Shared with the capture reader (`pcap::sipscan`).
 pub fn long_name(name: &str) -> String {
     let lower = name.to_ascii_lowercase();
     let long = match lower.as_str() {
-        "v" => "via",
-        "f" => "from",
-        "t" => "to",
-        "i" => "call-id",
-        "m" => "contact",
-        "l" => "content-length",
+        "a" => "accept-contact",
+        "b" => "referred-by",
         "c" => "content-type",
+        "d" => "request-disposition",
         "e" => "content-encoding",
-        "s" => "subject",
+        "f" => "from",
+        "i" => "call-id",
+        "j" => "reject-contact",
         "k" => "supported",
+        "l" => "content-length",
+        "m" => "contact",
+        "n" => "identity-info",
         "o" => "event",
         "r" => "refer-to",
-        "b" => "referred-by",
+        "s" => "subject",
+        "t" => "to",
         "u" => "allow-events",
+        "v" => "via",
         "x" => "session-expires",
+        "y" => "identity",
         _ => return lower,
     };
     long.to_string()
