@@ -12,7 +12,7 @@
 //! Opus calls run in the same way (in process and between agents) for
 //! comparison; their audio runs at 48 kHz, and the recording is compared
 //! at 8 kHz with what was sent through the same rate conversion (see
-//! `tests/media_opus.rs` for why Opus's ρ and SNR are lower).
+//! `tests/media/media_opus.rs` for why Opus's ρ and SNR are lower).
 
 use ibephone::media::audio::{convert_frame, read_wav_at, AudioSink, WavSink, WavSource};
 use ibephone::media::keys::{Role, SrtpSuite};

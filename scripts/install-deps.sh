@@ -5,8 +5,8 @@ set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
 packages+=(libopus-dev)   # the opus crate links the system libopus (found by pkg-config)
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
-packages+=(baresip-core)   # tests/baresip_interop.rs: a real plain SIP peer with SDES SRTP
-packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # tests/natlab.rs: ../shared/natlab/natlab.sh
+packages+=(baresip-core)   # tests/media/baresip_interop.rs: a real plain SIP peer with SDES SRTP
+packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # tests/it/natlab.rs: ../shared/natlab/natlab.sh
 packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 missing=()
 for p in "${packages[@]}"; do

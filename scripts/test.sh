@@ -26,7 +26,7 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_SIPP=1
   export IBEPHONE_TEST_KAMAILIO=1
   export IBEPHONE_TEST_BARESIP=1  # baresip calls an ibephone agent (SDES SRTP, audio both ways)
-  # tests/natlab.rs: two homes behind NATs in network namespaces
+  # tests/it/natlab.rs: two homes behind NATs in network namespaces
   # (../shared/natlab/natlab.sh; needs root, as in CI)
   export IBEPHONE_TEST_NATLAB=1
 fi

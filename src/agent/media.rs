@@ -5,7 +5,7 @@
 //! never touches a socket: it asks a [`MediaPorts`] for the address to
 //! announce, and the driver that bound it runs the session.
 //!
-//! Decisions (pinned by the tests below and in `tests/agent_media.rs`):
+//! Decisions (pinned by the tests below and in `tests/media/agent_media.rs`):
 //! - An INVITE without an SDP offer (delayed offer) is refused with 488:
 //!   the keys of section 6 travel in the offer and answer, and a peer that
 //!   waits for our offer in the 200 gets none. So is an offer we cannot

@@ -2,7 +2,7 @@
 //! `tests/vectors/ibe-v1.json` for other implementations.
 //!
 //! Regenerate with `cargo run --example gen-vectors > tests/vectors/ibe-v1.json`;
-//! the test `tests/ibe_vectors.rs` checks that the file is exactly what this
+//! the test `tests/it/ibe_vectors.rs` checks that the file is exactly what this
 //! module produces and, independently, recomputes every value in it.
 //!
 //! Everything is derived from fixed labels with SHA-256 / `hash_to_scalar`,

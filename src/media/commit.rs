@@ -3,7 +3,7 @@
 //! the answerer's, and after a confirmed SAS both phones keep a retained
 //! secret `rs` that later calls with the same peer prove knowledge of.
 //!
-//! Decisions where the spec is silent (pinned by `tests/media_vectors.rs`
+//! Decisions where the spec is silent (pinned by `tests/it/media_vectors.rs`
 //! and the tests below):
 //! - `v` in `HMAC-SHA256(rs, "IBESIP-V01 rs" || v)` is the 32 raw bytes the
 //!   attribute's base64url text decodes to (the commitment digest, or the

@@ -1,7 +1,7 @@
 //! Known-answer vectors of the media key agreement (spec section 6),
 //! written to `tests/vectors/media-v1.json` for other implementations:
 //! `cargo run --example gen-media-vectors > tests/vectors/media-v1.json`.
-//! `tests/media_vectors.rs` checks the file against this generator and
+//! `tests/it/media_vectors.rs` checks the file against this generator and
 //! recomputes every value from its inputs.
 
 use super::commit::{dh_commitment, RetainedSecret};

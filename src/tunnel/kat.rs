@@ -8,7 +8,7 @@
 //! drew, by name, in the order drawn (`signature_k` is 64 bytes reduced
 //! with `Scalar::from_bytes_wide`). `unix_time` is the clock of both
 //! sides (it gives the key period and the signing time).
-//! `tests/tunnel_vectors.rs` checks the file against this generator,
+//! `tests/it/tunnel_vectors.rs` checks the file against this generator,
 //! re-seals every message from the listed randomness and opens it.
 
 use super::{RecordedRandom, Tunnel, TunnelConfig};

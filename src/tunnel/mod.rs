@@ -19,7 +19,7 @@
 //!   default) that reports every KEK and CEK used, for debugging captures.
 //!
 //! Decisions where the spec is silent (each pinned by a test in
-//! `tests/tunnel_dialog.rs`):
+//! `tests/it/tunnel_dialog.rs`):
 //! - The `message/sip` entity is `Content-Type: message/sip` CRLF CRLF
 //!   followed by the inner message.
 //! - An initial request (no To tag) always starts a new session, even when
@@ -31,8 +31,8 @@
 //! - Unknown authenticated or signed attributes are rejected (the profile
 //!   is exact).
 //!
-//! Decisions of issue 12 (pinned in `tests/tunnel_attacks.rs`, the
-//! Request-URI rule in `tests/tunnel_dialog.rs`, fork branches in
+//! Decisions of issue 12 (pinned in `tests/it/tunnel_attacks.rs`, the
+//! Request-URI rule in `tests/it/tunnel_dialog.rs`, fork branches in
 //! `open.rs`):
 //! - Dialog roles are exact: the caller's tag is the From tag of the
 //!   messages of transactions the caller started (its requests, the

@@ -1,7 +1,8 @@
-//! The fixtures of the root integration tests, one module a job. A test
-//! file takes them with `mod support;` and the `use support::...` it
-//! needs; each test binary compiles the whole tree, so nothing here is
-//! dead code just because one binary leaves it unused.
+//! The fixtures of the root integration tests, one module a job. The test
+//! binaries `tests/it` and `tests/media` declare it once in their `main.rs`;
+//! a test module takes it with `use crate::support;` and the `use support::...`
+//! it needs. Each binary compiles the whole tree, so nothing here is dead
+//! code just because one binary leaves it unused.
 //!
 //! - [`agents`]: in-process agents (configurations, waiting for events,
 //!   register/dial/answer/hang up); shared with `pkg-server/tests`.

@@ -153,3 +153,6 @@ pub fn set_up(h: &mut Harness<'_, PhoneApp>, p: &Provider, user: &str, pw: &str)
 pub fn secret(s: &str) -> SecretString {
     SecretString::from(s)
 }
+
+/// The CPU renderer of the snapshot tests.
+pub mod soft_render;

@@ -1,0 +1,14 @@
+//! Integration tests of `pkg-server` in one test binary: the HTTPS API
+//! (`pkg`), the embedded SIP registrar/proxy (`sip`) and the product chain
+//! PKG -> keys -> secured call (`pkg_call`). Run one with
+//! `cargo test -p pkg-server --test it NAME::`.
+
+#[path = "../common/mod.rs"]
+mod common;
+// One copy of the agent fixtures for both packages.
+#[path = "../../../tests/support/agents.rs"]
+mod agents;
+
+mod pkg;
+mod pkg_call;
+mod sip;

@@ -1,0 +1,290 @@
+//! An unmodified Kamailio (apt package `kamailio`) as the registrar/proxy
+//! instead of the embedded one, gated on `IBEPHONE_TEST_KAMAILIO=1`
+//! (scripts/test.sh sets it after scripts/install-deps.sh installed it).
+//! Configuration: `config/kamailio/kamailio.cfg`, run in the foreground
+//! under a temporary directory on a loopback port chosen here.
+//!
+//! alice and bob register (digest against Kamailio's db_text table), make
+//! a secured call with verified identities both ways, exchange a MESSAGE
+//! and hang up; Kamailio's log of every message it routed shows only
+//! tunnel bodies, anonymous From headers and nothing readable.
+
+use crate::support;
+
+use ibephone::agent::headless::{start, start_with, RunningAgent, StartOptions};
+use ibephone::agent::AgentEvent;
+use ibephone::pcap::{decrypt_capture, verify_capture, Class};
+use ibephone::tunnel::keylog::KeyLog;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::agents::{id_now, registration_outcome, wait_event, TestDomain, Wait};
+use support::capture::{ports_filter, Tshark};
+use support::tools::{free_port, gate, tool_path, wait_or_kill};
+
+const DOMAIN: &str = "atlanta.invalid";
+
+/// Kamailio in the foreground; stopped (SIGTERM to the main process, which
+/// stops its children) when dropped.
+struct Kamailio {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        terminate(self.child.id());
+        wait_or_kill(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// SIGTERM to our own child, by its pid, through the `kill` command.
+fn terminate(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// Writes the db_text tables (`version`, `subscriber`) for `users`.
+fn write_db(dir: &Path, users: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("version"),
+        "table_name(string) table_version(int) \nsubscriber:7\n",
+    )
+    .unwrap();
+    let mut sub = String::from(
+        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n",
+    );
+    for (i, (user, pw)) in users.iter().enumerate() {
+        sub.push_str(&format!("{}:{user}:{DOMAIN}:{pw}::\n", i + 1));
+    }
+    std::fs::write(dir.join("subscriber"), sub).unwrap();
+}
+
+fn start_kamailio(dir: &Path, users: &[(&str, &str)]) -> Kamailio {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kamailio/kamailio.cfg");
+    let db = dir.join("db");
+    write_db(&db, users);
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+    let check = Command::new(tool_path("kamailio"))
+        .arg("-f")
+        .arg(&cfg)
+        .arg("-c")
+        .args(["-A", &format!("SIP_DOMAIN=\"{DOMAIN}\"")])
+        .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "kamailio -c refused the configuration:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let child = Command::new(tool_path("kamailio"))
+        .current_dir(dir)
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-DD", "-E", "-n", "2", "-Y"])
+        .arg(&run)
+        .args(["-l", &format!("udp:127.0.0.1:{port}")])
+        .args(["-l", &format!("tcp:127.0.0.1:{port}")])
+        .args(["-A", &format!("SIP_DOMAIN=\"{DOMAIN}\"")])
+        .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let k = Kamailio {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    wait_ready(&k, dir);
+    k
+}
+
+/// Polls with OPTIONS to the server itself until Kamailio answers 200.
+fn wait_ready(k: &Kamailio, dir: &Path) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    while Instant::now() < deadline {
+        n += 1;
+        let probe = format!(
+            "OPTIONS sip:{} SIP/2.0\r\nv: SIP/2.0/UDP {local};branch=z9hG4bKprobe{n};rport\r\nMax-Forwards: 70\r\nf: <sip:probe@{DOMAIN}>;tag=p{n}\r\nt: <sip:{}>\r\ni: cHJvYmVwcm9iZXByb2JlcHJvYmU{n}\r\nCSeq: {n} OPTIONS\r\nl: 0\r\n\r\n",
+            k.addr, k.addr
+        );
+        let _ = sock.send_to(probe.as_bytes(), k.addr);
+        let mut buf = [0u8; 2048];
+        if let Ok((len, _)) = sock.recv_from(&mut buf) {
+            if buf[..len].starts_with(b"SIP/2.0 200") {
+                return;
+            }
+        }
+    }
+    panic!(
+        "kamailio did not answer on {}:\n{}",
+        k.addr,
+        std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
+    );
+}
+
+async fn register(a: &mut RunningAgent) {
+    let e = registration_outcome(a).await;
+    assert!(matches!(e, AgentEvent::Registered { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secured_call_through_kamailio() {
+    if !gate("IBEPHONE_TEST_KAMAILIO", "kamailio") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ibephone-kamailio")
+        .tempdir()
+        .unwrap();
+    let kamailio = start_kamailio(dir.path(), &[("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let log = || std::fs::read_to_string(dir.path().join("kamailio.log")).unwrap_or_default();
+    let domain = TestDomain::new(DOMAIN);
+    let cfg = |user: &str, pw: &str| domain.agent(user, kamailio.addr).password(pw).build();
+    let keylog = dir.path().join("alice.keylog");
+    let mut alice = start_with(
+        cfg("alice", "alice-pw"),
+        StartOptions {
+            keylog: Some(keylog.clone()),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut bob = start(cfg("bob", "bob-pw")).await.unwrap();
+    // With tshark: the wire between phones and Kamailio, checked below.
+    let pcap = dir.path().join("kamailio.pcap");
+    let ports = [kamailio.addr.port(), alice.local.port(), bob.local.port()];
+    let tshark = Tshark::start(&pcap, &ports_filter(&ports), &[]);
+    register(&mut alice).await;
+    register(&mut bob).await;
+
+    // A wrong password is refused by Kamailio: the digest check is real.
+    let mut mallory = start(cfg("bob", "not-bobs-pw")).await.unwrap();
+    let e = registration_outcome(&mut mallory).await;
+    assert!(
+        matches!(e, AgentEvent::RegistrationFailed { .. }),
+        "{e:?}\n{}",
+        log()
+    );
+
+    let w = Wait::default();
+    let (calling, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::Calling { call, .. } = calling else {
+        unreachable!()
+    };
+    let AgentEvent::IncomingCall {
+        call: bcall,
+        from,
+        verified,
+        tunneled,
+    } = incoming
+    else {
+        unreachable!()
+    };
+    assert!(from.contains("sip:alice@atlanta.invalid"), "{from}");
+    assert_eq!(verified, Some(id_now("alice", DOMAIN)));
+    assert!(tunneled);
+    let answered = w.answer(&mut bob, &mut alice, bcall).await;
+    assert_eq!(
+        answered,
+        AgentEvent::Answered {
+            call,
+            verified: Some(id_now("bob", DOMAIN)),
+            tunneled: true
+        }
+    );
+    wait_event(&mut bob, "answered", |e| {
+        matches!(e, AgentEvent::Answered { .. })
+    })
+    .await;
+
+    let msg = w
+        .message(&mut alice, &mut bob, "bob", "through kamailio")
+        .await;
+    assert_eq!(
+        msg,
+        AgentEvent::MessageReceived {
+            from: msg_from(&msg),
+            text: "through kamailio".into(),
+            verified: Some(id_now("alice", DOMAIN)),
+            tunneled: true,
+        }
+    );
+
+    w.hang_up(&mut alice, &mut bob, call).await;
+    if let Some(tshark) = tshark {
+        let bytes = tshark.stop();
+        let report = verify_capture(&bytes).unwrap();
+        assert!(report.clean(), "{report}");
+        let tunneled = report
+            .messages
+            .iter()
+            .filter(|m| m.class == Class::Tunneled)
+            .count();
+        // INVITE, 180, 200, ACK, MESSAGE, 200, BYE, 200: each on two legs.
+        assert!(tunneled >= 16, "{report}");
+        let keys = KeyLog::parse(&std::fs::read_to_string(&keylog).unwrap()).unwrap();
+        let inner = decrypt_capture(&bytes, &keys).unwrap();
+        let shown = inner.to_string();
+        assert_eq!(inner.failures(), 0, "{shown}");
+        assert!(
+            shown.contains("| INVITE sip:bob@atlanta.invalid SIP/2.0"),
+            "{shown}"
+        );
+        assert!(shown.contains("| through kamailio"), "{shown}");
+    }
+    drop(kamailio);
+
+    // What Kamailio could read: only outer headers and CMS bodies.
+    let log = log();
+    let seen: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("IBEPHONE-SEEN ").map(|(_, s)| s))
+        .collect();
+    eprintln!("what kamailio saw:\n{}", seen.join("\n"));
+    assert!(!log.contains("IBEPHONE-CLEAR"), "{log}");
+    for method in ["INVITE", "ACK", "BYE", "MESSAGE"] {
+        let lines: Vec<&&str> = seen
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} ")))
+            .collect();
+        assert!(!lines.is_empty(), "Kamailio saw no {method}:\n{log}");
+        for l in lines {
+            assert!(l.contains("ct=[application/pkcs7-mime"), "{l}");
+            assert!(l.contains("from=[sip:anonymous@anonymous.invalid]"), "{l}");
+        }
+    }
+    for status in ["180", "200"] {
+        let replies: Vec<&&str> = seen
+            .iter()
+            .filter(|l| l.starts_with(&format!("reply {status} INVITE")))
+            .collect();
+        assert!(!replies.is_empty(), "Kamailio relayed no {status}:\n{log}");
+        for l in replies {
+            assert!(l.contains("ct=[application/pkcs7-mime"), "{l}");
+        }
+    }
+}
+
+fn msg_from(e: &AgentEvent) -> String {
+    match e {
+        AgentEvent::MessageReceived { from, .. } => {
+            assert!(from.contains("sip:alice@atlanta.invalid"), "{from}");
+            from.clone()
+        }
+        _ => unreachable!(),
+    }
+}

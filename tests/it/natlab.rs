@@ -1,0 +1,384 @@
+//! Two homes behind NATs and a provider on a simulated internet
+//! (`../shared/natlab/natlab.sh`, network namespaces, root only): real
+//! `pkg-server` (PKG + embedded registrar/proxy) in `prov`, real
+//! `ibephone agent` processes in `homeA` and `homeB`, both homes at the
+//! SAME private address 192.168.1.10.
+//!
+//! Run only with `IBEPHONE_TEST_NATLAB=1` (the full `scripts/test.sh`
+//! sets it); otherwise every test says it is skipped. Each test brings up
+//! its own lab under its own `NATLAB` prefix and always brings it down
+//! ([`Lab`]'s Drop), also when it fails. The tests of the file run in
+//! parallel threads (cargo's default), each in its own lab.
+//!
+//! Until DNS discovery lands, the phones are configured with the
+//! provider's addresses explicitly (see [`Lab::phone`]): `[sip] listen =
+//! "0.0.0.0:5062"` (a wildcard, as a user's phone listens), `proxy =
+//! "203.0.113.10:5060"`, `[pkg] url = "https://203.0.113.10:8443"` with
+//! the PKG's fingerprint pinned.
+
+use crate::support;
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::process::{write_secret, Agent};
+use support::provider::bin;
+use support::provider_bins::run_admin;
+
+/// The provider's domain in the lab.
+const DOMAIN: &str = "atlanta.test";
+/// The provider's public address in the lab.
+const PROV: &str = "203.0.113.10";
+/// How long one step (a registration, a call arriving) may take, with
+/// retransmissions over a lossy lab.
+const STEP: Duration = Duration::from_secs(40);
+
+/// Whether the lab tests run: only with `IBEPHONE_TEST_NATLAB=1`.
+fn enabled() -> bool {
+    if std::env::var("IBEPHONE_TEST_NATLAB").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped: IBEPHONE_TEST_NATLAB is not 1 (scripts/test.sh sets it; needs root, nftables)"
+        );
+        return false;
+    }
+    true
+}
+
+/// `../shared/natlab/natlab.sh` from the repository root, or
+/// `$IBEPHONE_NATLAB_SCRIPT` (a git worktree whose `shared/` is elsewhere).
+fn script() -> PathBuf {
+    let p = match std::env::var_os("IBEPHONE_NATLAB_SCRIPT") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/natlab/natlab.sh"),
+    };
+    assert!(p.is_file(), "{} is missing", p.display());
+    p
+}
+
+/// One lab under its own prefix; brought down when dropped.
+struct Lab {
+    prefix: String,
+    script: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// `natlab.sh up ARGS` under a prefix made of `tag` and our pid.
+    fn up(tag: &str, args: &[&str]) -> Lab {
+        let prefix = format!("n{}{tag}", std::process::id() % 100_000);
+        let lab = Lab {
+            prefix,
+            script: script(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // Left over from a crashed run with the same prefix: gone first.
+        lab.script(&["down"]);
+        let out = lab.script(&[&["up"], args].concat());
+        assert!(
+            out.status.success(),
+            "natlab up {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // With IBEPHONE_NATLAB_PCAP=DIR, what an eavesdropper on the
+        // internet side sees goes to DIR/PREFIX.pcap (for debugging; the
+        // lab's `down` stops tcpdump).
+        if let Some(dir) = std::env::var_os("IBEPHONE_NATLAB_PCAP") {
+            let file = Path::new(&dir).join(format!("{}.pcap", lab.prefix));
+            let _ = lab
+                .command("wan", Path::new("tcpdump"))
+                .args(["-U", "-s0", "-i", "br0", "-w"])
+                .arg(file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        lab
+    }
+
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("NATLAB", &self.prefix)
+            .output()
+            .unwrap()
+    }
+
+    /// `ip netns exec <node's namespace> PROGRAM`.
+    fn command(&self, node: &str, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}-{node}", self.prefix)])
+            .arg(program);
+        c
+    }
+
+    /// Initializes a PKG of [`DOMAIN`] with alice and bob and starts
+    /// `pkg-server` in `prov` (PKG on 8443, SIP on 5060).
+    fn provider(&self) -> Provider {
+        let dir = self.dir.path().join("pkg");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("pkg.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{PROV}:8443\"\ndata_dir = \"{}\"\n\
+                 [sip]\nlisten = \"{PROV}:5060\"\nuser_refresh_secs = 1\n\
+                 [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let admin = |args: &[&str], stdin: &str| {
+            let out = run_admin(&bin("pkg-admin"), &config, args, stdin);
+            assert!(
+                out.status.success(),
+                "pkg-admin {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        admin(&["init", "--domain", DOMAIN], "");
+        for u in ["alice", "bob"] {
+            admin(&["user", "add", u], &format!("{u} lab secret\n"));
+        }
+        let mut child = self
+            .command("prov", &bin("pkg-server"))
+            .arg("--config")
+            .arg(&config)
+            .env("PKG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("PKG-SERVER "), "pkg-server said {line:?}");
+        let fingerprint = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("fingerprint="))
+            .unwrap()
+            .to_string();
+        Provider { child, fingerprint }
+    }
+
+    /// `ibephone agent` of `user` in `home`, configured as a user would
+    /// (listening on a wildcard address; the provider's addresses given
+    /// explicitly until DNS discovery lands).
+    fn phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
+        let dir = self.dir.path().join(user);
+        std::fs::create_dir_all(&dir).unwrap();
+        write_secret(&dir.join("password"), &format!("{user} lab secret\n"));
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"password\"\n\
+                 [sip]\nlisten = \"0.0.0.0:5062\"\nproxy = \"{PROV}:5060\"\n\
+                 [pkg]\nurl = \"https://{PROV}:8443\"\nfingerprint = \"{}\"\nstore = \"keystore\"\n\
+                 [security]\npolicy = \"require\"\nprivacy = true\n",
+                provider.fingerprint
+            ),
+        )
+        .unwrap();
+        let mut cmd = self.command(home, Path::new(env!("CARGO_BIN_EXE_ibephone")));
+        cmd.args(["agent", "--config"]).arg(&config);
+        let mut a = Agent::spawn(&format!("{user}@{home}"), cmd);
+        a.errors_fail = true;
+        a
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.script(&["down"]);
+        if !out.status.success() {
+            eprintln!(
+                "natlab down {}: {}",
+                self.prefix,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// The running `pkg-server` of a lab (killed when dropped).
+struct Provider {
+    child: Child,
+    fingerprint: String,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `caller` calls `callee_user`; the call arrives at `callee`, who
+/// answers; both see the other verified. Returns the call numbers
+/// (caller's, callee's).
+///
+/// `lossy`: the callee signs only its first response other than 100 (spec
+/// 5.4), usually the 180, which nothing retransmits; when the NAT drops it
+/// the caller can only show the callee unverified (`verified: null`),
+/// never anyone else. Known gap, in the closing note of 2026-12-02.
+fn call(
+    caller: &mut Agent,
+    callee: &mut Agent,
+    callee_user: &str,
+    caller_user: &str,
+    lossy: bool,
+) -> (u64, u64) {
+    caller.send(json!({"cmd": "call", "to": callee_user}));
+    let calling = caller.expect("calling", STEP);
+    let incoming = callee.expect("incoming_call", STEP);
+    assert_eq!(incoming["tunneled"], true, "{incoming}");
+    assert!(
+        verified_as(&incoming, caller_user),
+        "{}: caller not verified: {incoming}",
+        callee.name
+    );
+    let theirs = incoming["call"].as_u64().unwrap();
+    callee.send(json!({"cmd": "answer", "call": theirs}));
+    let answered = caller.expect("answered", STEP);
+    let unverified_after_loss = lossy && answered["verified"].is_null();
+    if unverified_after_loss {
+        println!(
+            "{}: the signed 180 was lost: callee shown unverified",
+            caller.name
+        );
+    }
+    assert!(
+        verified_as(&answered, callee_user) || unverified_after_loss,
+        "{}: callee not verified: {answered}",
+        caller.name
+    );
+    assert_eq!(answered["tunneled"], true, "{answered}");
+    callee.expect("answered", STEP);
+    (calling["call"].as_u64().unwrap(), theirs)
+}
+
+fn verified_as(event: &Value, user: &str) -> bool {
+    event["verified"]
+        .as_str()
+        .is_some_and(|v| v.starts_with(&format!("sip:{user}@{DOMAIN}#")))
+}
+
+/// `from` sends a MESSAGE to `to_user`; it arrives at `to`, verified.
+fn message(from: &mut Agent, to: &mut Agent, to_user: &str, from_user: &str) {
+    let text = format!("hello {to_user}, from {from_user}");
+    from.send(json!({"cmd": "message", "to": to_user, "text": text}));
+    let got = to.expect("message_received", STEP);
+    assert_eq!(got["text"], text.as_str(), "{got}");
+    assert!(verified_as(&got, from_user), "{got}");
+}
+
+/// `a` hangs up call `ours`; the peer's call `theirs` ends by remote hangup.
+fn hang_up(a: &mut Agent, ours: u64, b: &mut Agent, theirs: u64) {
+    a.send(json!({"cmd": "hangup", "call": ours}));
+    let e = b.expect("ended", STEP);
+    assert_eq!(e["call"], theirs, "{e}");
+    assert_eq!(e["reason"], "remote hangup", "{e}");
+    let e = a.expect("ended", STEP);
+    assert_eq!(e["reason"], "local hangup", "{e}");
+}
+
+/// The whole exchange of issue 13 between two homes: both register;
+/// alice calls bob, holds him (re-INVITE), bob hangs up; bob calls
+/// alice, alice hangs up; MESSAGE both ways.
+fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
+    if !enabled() {
+        return;
+    }
+    let lossy = extra.contains(&"--loss");
+    let lab = Lab::up(
+        tag,
+        &[&["--nat-a", nat_a, "--nat-b", nat_b], extra].concat(),
+    );
+    let provider = lab.provider();
+    let mut alice = lab.phone("homeA", "alice", &provider);
+    let mut bob = lab.phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", lossy);
+    alice.send(json!({"cmd": "hold", "call": a_call}));
+    let held = bob.expect("media_updated", STEP);
+    assert_eq!(held["direction"], "recvonly", "{held}");
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob", lossy);
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+
+    message(&mut alice, &mut bob, "bob", "alice");
+    message(&mut bob, &mut alice, "alice", "bob");
+    alice.quit();
+    bob.quit();
+}
+
+#[test]
+fn natlab_cone_cone() {
+    two_homes("cc", "cone", "cone", &[]);
+}
+
+#[test]
+fn natlab_cone_symmetric() {
+    two_homes("cs", "cone", "symmetric", &[]);
+}
+
+#[test]
+fn natlab_symmetric_symmetric() {
+    two_homes("ss", "symmetric", "symmetric", &[]);
+}
+
+#[test]
+fn natlab_none_cone() {
+    two_homes("nc", "none", "cone", &[]);
+}
+
+#[test]
+fn natlab_loss_5_percent() {
+    two_homes("ls", "cone", "cone", &["--loss", "5"]);
+}
+
+/// How long the phones stay idle between registering and the call when
+/// the NATs forget UDP mappings after 30 s: without keep-alives bob's
+/// mapping is gone after 30 s (the issue asks for 5 minutes; 75 s is
+/// 2.5 mapping lifetimes and 3 keep-alive intervals, CI time is capped).
+const IDLE: Duration = Duration::from_secs(75);
+
+#[test]
+fn natlab_udp_timeout_30_idle_then_call() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up(
+        "ut",
+        &[
+            "--nat-a",
+            "cone",
+            "--nat-b",
+            "symmetric",
+            "--udp-timeout",
+            "30",
+        ],
+    );
+    let provider = lab.provider();
+    let mut alice = lab.phone("homeA", "alice", &provider);
+    let mut bob = lab.phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    std::thread::sleep(IDLE);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}

@@ -1,0 +1,12 @@
+//! The desktop window's tests (egui_kittest, CPU-rendered snapshots) and key
+//! renewal against a real PKG, in one test binary. Run one with
+//! `cargo test --test ui NAME::`; redraw snapshots with
+//! `UPDATE_SNAPSHOTS=1 cargo test --test ui ui_snapshots::`.
+
+#[path = "../ui_support/mod.rs"]
+mod ui_support;
+
+mod key_renewal;
+mod ui_phone;
+mod ui_snapshots;
+mod ui_views;

@@ -1,0 +1,346 @@
+//! The screens fed with agent events directly (no network): the incoming
+//! call badge only for verified callers, warnings otherwise, call failure
+//! sentences, the SAS buttons, and contacts driven through the widgets.
+#![cfg(feature = "gui")]
+
+use crate::ui_support;
+
+use egui_kittest::kittest::Queryable;
+use ibephone::agent::AgentEvent;
+use ibephone::ui::app::{MediaSecurity, Phase, Screen};
+use ibephone::ui::backend::{ReadyInfo, Update};
+use ibephone::ui::AppDirs;
+use ui_support::*;
+
+fn ready_phone(dir: &std::path::Path) -> egui_kittest::Harness<'static, ibephone::ui::PhoneApp> {
+    let mut h = phone(AppDirs::at(dir));
+    let app = h.state_mut();
+    app.screen = Screen::Phone;
+    app.apply(Update::Ready(ReadyInfo {
+        aor: "sip:bob@atlanta.invalid".into(),
+        domain: "atlanta.invalid".into(),
+        periods: vec!["2026-12".into()],
+        params_fingerprint: "abcd 0123".into(),
+        pkg_fingerprint: None,
+        local: "127.0.0.1:5099".parse().unwrap(),
+    }));
+    app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
+    h.run_steps(3);
+    h
+}
+
+fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
+    Update::Agent(AgentEvent::IncomingCall {
+        call,
+        from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
+        verified: verified.map(str::to_string),
+        tunneled,
+    })
+}
+
+#[test]
+fn verified_badge_only_for_a_verified_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    assert!(shows(&h, "Ready: registered"));
+    h.state_mut().apply(incoming(7, None, true));
+    h.run_steps(3);
+    assert!(shows(&h, "identity NOT verified"));
+    assert!(!shows(&h, "✔ verified"));
+    h.get_by_label("Reject").click();
+    h.run_steps(3);
+    h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+        call: 7,
+        reason: "local hangup".into(),
+    }));
+    h.state_mut().apply(incoming(8, None, false));
+    h.run_steps(3);
+    assert!(shows(&h, "NOT encrypted and NOT verified"));
+    h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+        call: 8,
+        reason: "cancelled".into(),
+    }));
+    h.state_mut()
+        .apply(incoming(9, Some("sip:alice@atlanta.invalid#2026-12"), true));
+    h.run_steps(3);
+    assert!(shows(&h, "✔ verified: sip:alice@atlanta.invalid"));
+    assert!(!shows(&h, "NOT verified"));
+    // Missed calls land in the history as missed.
+    let r = &h.state().history.records()[0];
+    assert_eq!(r.direction, ibephone::ui::history::Direction::Missed);
+}
+
+#[test]
+fn failed_calls_explain_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    for (reason, sentence) in [
+        ("rejected 415", "does not support secure calls"),
+        ("rejected 480", "is not online right now"),
+        ("timeout", "No answer from the network"),
+    ] {
+        h.state_mut().apply(Update::Agent(AgentEvent::Calling {
+            call: 1,
+            to: "sip:carol@atlanta.invalid".into(),
+            tunneled: true,
+        }));
+        h.state_mut().apply(Update::Agent(AgentEvent::Ended {
+            call: 1,
+            reason: reason.into(),
+        }));
+        h.run_steps(3);
+        assert!(shows(&h, sentence), "{reason}");
+    }
+    h.state_mut().dial = "tel:+15551234".into();
+    h.run_steps(3);
+    h.get_by_label("📞 Call").click();
+    h.run_steps(3);
+    assert!(shows(&h, "this phone calls SIP addresses only"));
+}
+
+#[test]
+fn media_event_fills_the_panel_and_sas_can_be_confirmed_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut()
+        .apply(incoming(3, Some("sip:alice@atlanta.invalid#2026-12"), true));
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 3,
+        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    h.run_steps(3);
+    assert!(shows(&h, "Media"));
+    assert!(!shows(&h, "Matches"), "no SAS buttons without a SAS");
+    assert!(matches!(h.state().calls[0].phase, Phase::Active(_)));
+    h.state_mut().apply(Update::Agent(AgentEvent::MediaStarted {
+        call: 3,
+        codec: "PCMU".into(),
+        cipher: "AES_CM_128_HMAC_SHA1_80".into(),
+        escrow_resistant: true,
+        sas: Some("delta echo".into()),
+    }));
+    h.run_steps(3);
+    assert_eq!(
+        h.state().calls[0].media,
+        Some(MediaSecurity {
+            codec: "PCMU".into(),
+            cipher: "AES_CM_128_HMAC_SHA1_80".into(),
+            escrow_resistant: true,
+            sas: Some("delta echo".into()),
+            sas_matches: None,
+        })
+    );
+    assert!(shows(&h, "delta echo"));
+    assert!(shows(&h, "Audio codec"));
+    assert!(shows(&h, "yes: the provider cannot listen in"));
+    h.get_by_label("Does not match").click();
+    h.run_steps(3);
+    h.run_steps(3);
+    assert_eq!(
+        h.state().calls[0].media.as_ref().unwrap().sas_matches,
+        Some(false)
+    );
+    assert!(shows(&h, "someone may be listening"));
+    h.get_by_label("Matches").click();
+    h.run_steps(3);
+    h.run_steps(3);
+    assert!(shows(&h, "Code confirmed"));
+}
+
+#[test]
+fn contacts_add_edit_remove_through_the_widgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.get_by_label("Contacts").click();
+    h.run_steps(3);
+    type_into(&mut h, "Name", "Carol");
+    type_into(&mut h, "Address", "carol@chicago.invalid");
+    h.get_by_label("Add contact").click();
+    h.run_steps(3);
+    assert!(shows(&h, "carol@chicago.invalid"));
+    h.get_by_label("Edit").click();
+    h.run_steps(3);
+    h.state_mut().contact_form.1 = "sip:carol@chicago.invalid".into();
+    h.run_steps(3);
+    h.get_by_label("Save contact").click();
+    h.run_steps(3);
+    assert!(shows(&h, "sip:carol@chicago.invalid"));
+    let saved = std::fs::read_to_string(AppDirs::at(dir.path()).contacts()).unwrap();
+    assert!(saved.contains("sip:carol@chicago.invalid"));
+    h.get_by_label("Remove").click();
+    h.run_steps(3);
+    assert!(shows(&h, "No contacts yet"));
+}
+
+#[test]
+fn settings_offer_the_listed_sound_devices() {
+    use ibephone::ui::audio_devices::{DeviceList, Devices};
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into(), "Built-in Mic".into()],
+        outputs: vec!["USB Headset".into()],
+        note: None,
+    });
+    h.get_by_label("Settings").click();
+    h.run_steps(3);
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    assert!(shows(&h, "Built-in Mic"));
+    h.get_by_label("USB Headset Mic").click();
+    h.run_steps(3);
+    assert_eq!(
+        h.state().settings_draft.input_device.as_deref(),
+        Some("USB Headset Mic")
+    );
+    // Back to the system default through the list, then the headset again.
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    h.get_by_label("system default").click();
+    h.run_steps(3);
+    assert_eq!(h.state().settings_draft.input_device, None);
+    h.get_by_label("Microphone").click();
+    h.run_steps(3);
+    h.get_by_label("USB Headset Mic").click();
+    h.run_steps(3);
+
+    // No devices on this machine: only the default and the note.
+    h.state_mut().devices = Devices::Listed(DeviceList::from_results(
+        Ok(vec![]),
+        Err("no sound server".into()),
+    ));
+    h.state_mut().settings_draft.output_device = Some("Old USB Speaker".into());
+    h.run_steps(3);
+    assert!(shows(&h, "No microphones found"));
+    assert_eq!(
+        h.get_by_label("Speaker").value().as_deref(),
+        Some("Old USB Speaker (not found)")
+    );
+    h.get_by_label("Speaker").click();
+    h.run_steps(3);
+    assert!(!shows(&h, "USB Headset"));
+    assert!(shows(&h, "system default"));
+    h.get_by_label("Speaker").click();
+    h.run_steps(3);
+
+    // Saved on Apply. This comes last: Apply restarts the phone, and this
+    // phone has no keys, so the window leaves the settings when the
+    // backend answers (whenever that is).
+    h.state_mut().devices = Devices::Listed(DeviceList {
+        inputs: vec!["USB Headset Mic".into()],
+        outputs: vec![],
+        note: None,
+    });
+    h.state_mut().settings_draft.output_device = None;
+    h.run_steps(3);
+    h.get_by_label("Apply").click();
+    h.run_steps(1);
+    let saved = ibephone::ui::Settings::load(&AppDirs::at(dir.path()).settings()).unwrap();
+    assert_eq!(saved.input_device.as_deref(), Some("USB Headset Mic"));
+    assert_eq!(saved.output_device, None, "the speaker stays the default");
+}
+
+#[test]
+fn messages_survive_a_restart_and_a_damaged_file_is_reported() {
+    use ibephone::ui::app::Author;
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    // A set-up phone has the key store's key file.
+    std::fs::create_dir_all(dirs.keys()).unwrap();
+    ibephone::pkg_client::seal::SealKey::load_or_create_file(
+        &dirs.keys().join(ibephone::pkg_client::store::KEY_FILE),
+    )
+    .unwrap();
+    {
+        let mut h = ready_phone(dir.path());
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::MessageReceived {
+                from: "sip:alice@atlanta.invalid".into(),
+                text: "see you at noon".into(),
+                verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+                tunneled: true,
+            }));
+        h.run_steps(3);
+    }
+    assert!(dirs.messages().exists());
+    let mut h = ready_phone(dir.path());
+    let lines = &h.state().conversations["sip:alice@atlanta.invalid"];
+    assert_eq!(lines.len(), 1);
+    assert_eq!(
+        (lines[0].author, lines[0].text.as_str()),
+        (Author::Them, "see you at noon")
+    );
+    h.get_by_label("Messages").click();
+    h.run_steps(3);
+    assert!(shows(&h, "see you at noon"));
+    // Logging out deletes them.
+    h.state_mut().apply(Update::LoggedOut);
+    h.run_steps(3);
+    assert!(h.state().conversations.is_empty());
+    assert!(!dirs.messages().exists());
+    drop(h);
+
+    // A damaged file: a sentence in the window, the file kept aside.
+    std::fs::write(dirs.messages(), "garbage").unwrap();
+    let h = ready_phone(dir.path());
+    assert!(
+        shows(&h, "Your saved messages could not be read"),
+        "{:?}",
+        h.state().banners
+    );
+    assert!(shows(&h, "New messages are saved in a fresh file"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("messages.damaged-1.sealed")).unwrap(),
+        "garbage"
+    );
+}
+
+/// Key continuity (spec 6) on the call screen: a peer that proved the
+/// confirmed call's keys shows "same keys as your confirmed call" and no
+/// SAS to compare; a missing or wrong proof shows the loud warning and
+/// keeps the SAS to compare.
+#[test]
+fn key_continuity_replaces_the_sas_question_or_warns() {
+    for (verified, message) in [
+        (
+            true,
+            "same keys as your confirmed call: no need to compare the SAS",
+        ),
+        (
+            false,
+            "WARNING: this peer did not prove the keys of your confirmed call",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = ready_phone(dir.path());
+        let id = "sip:alice@atlanta.invalid#2026-12";
+        h.state_mut().apply(incoming(3, Some(id), true));
+        h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+            call: 3,
+            verified: Some(id.into()),
+            tunneled: true,
+        }));
+        h.state_mut().apply(Update::Agent(AgentEvent::MediaStarted {
+            call: 3,
+            codec: "PCMU".into(),
+            cipher: "AEAD_AES_128_GCM".into(),
+            escrow_resistant: true,
+            sas: Some("ybnd".into()),
+        }));
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::KeyContinuity {
+                call: 3,
+                verified,
+                message: message.into(),
+            }));
+        h.state_mut().show_security = true;
+        h.run_steps(3);
+        assert!(shows(&h, message), "{message}");
+        assert_eq!(
+            h.state().calls[0].continuity,
+            Some((verified, message.to_string()))
+        );
+        assert_eq!(shows(&h, "Matches"), !verified, "{message}");
+    }
+}
