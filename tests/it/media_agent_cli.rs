@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::agents::TestDomain;
 use support::audio::{clear_frames, holds_clear, write_wav};
 use support::capture::Tshark;
-use support::process::{key_file_config, Agent};
+use support::process::{key_file_config, listen_on, Agent};
 
 const DOMAIN: &str = "biloxi.invalid";
 /// The time limit of one wait for an agent's event.
@@ -110,7 +110,13 @@ async fn agent_processes_play_and_record_wav_files() {
     );
     let ca = key_file_config(dir.path(), &domain, "alice", "alice-pw", provider.addr);
     let cb = key_file_config(dir.path(), &domain, "bob", "bob-pw", provider.addr);
-    let capture = Tshark::start(&dir.path().join("call.pcap"), "udp", &["-F", "pcap"]);
+    // Both agents on an address of their own: the capture holds this call
+    // only, not the tests running beside it on 127.0.0.1.
+    let own = std::net::Ipv4Addr::new(127, 0, 36, 1);
+    listen_on(&ca, own);
+    listen_on(&cb, own);
+    let filter = format!("udp and host {own}");
+    let capture = Tshark::start(&dir.path().join("call.pcap"), &filter, &["-F", "pcap"]);
     let mut alice = spawn("alice", &ca, &src, &a_out);
     let mut bob = spawn("bob", &cb, &silence, &b_out);
     for a in [&mut alice, &mut bob] {

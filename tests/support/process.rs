@@ -74,6 +74,23 @@ pub fn key_file_config(
     path
 }
 
+/// Rewrites the `[sip] listen` address of a configuration written by
+/// [`key_file_config`] to `ip` (port chosen by the system). The agent binds
+/// its media sockets to the same address, so a capture filtered on `ip`
+/// holds this agent's traffic and none of the tests running beside it on
+/// 127.0.0.1 (the whole 127.0.0.0/8 is loopback on Linux).
+pub fn listen_on(config: &Path, ip: std::net::Ipv4Addr) {
+    let toml = std::fs::read_to_string(config).unwrap();
+    let moved = toml.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{ip}:0\""));
+    assert_ne!(
+        toml,
+        moved,
+        "no 127.0.0.1:0 listen line in {}",
+        config.display()
+    );
+    std::fs::write(config, moved).unwrap();
+}
+
 /// An `ibephone agent` process: JSON commands in, JSON events out.
 pub struct Agent {
     /// The name in failure messages.
