@@ -34,9 +34,8 @@ use tokio::net::UdpSocket;
 
 const DOMAIN: &str = "biloxi.invalid";
 
-/// One call at a time in this file: parallel calls on two shared cores
-/// would measure the scheduler, not the media path.
-static ONE_CALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One call at a time in the binary (see its `main.rs`).
+use crate::ONE_CALL;
 
 /// Waits of up to 30 s; an agent's error fails the test.
 const WAIT: Wait = Wait::secs(30).errors_fail();

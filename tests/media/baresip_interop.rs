@@ -440,6 +440,7 @@ async fn baresip_calls_ibephone_with_sdes_srtp() {
     if !gate("IBEPHONE_TEST_BARESIP", "baresip") {
         return;
     }
+    let _one = crate::ONE_CALL.lock().await;
     let s = setup().await;
     let mut alice = s.alice().await;
     let (baresip, log, call, started) = s.baresip_dials_alice(&mut alice, "PCMU,PCMA").await;
@@ -473,6 +474,7 @@ async fn ibephone_calls_baresip_plain() {
     if !gate("IBEPHONE_TEST_BARESIP", "baresip") {
         return;
     }
+    let _one = crate::ONE_CALL.lock().await;
     let s = setup().await;
     let conf = baresip_dir(s.dir.path(), s.provider.addr, &s.c_in, true);
     let port: u16 = std::fs::read_to_string(conf.join("sip_port"))
@@ -563,6 +565,7 @@ async fn baresip_calls_ibephone_with_opus() {
     if !gate("IBEPHONE_TEST_BARESIP", "baresip") {
         return;
     }
+    let _one = crate::ONE_CALL.lock().await;
     let s = setup().await;
     let mut alice = s.alice().await;
     // baresip names its mono Opus codec `opus/48000/1` (the SDP says /2).

@@ -92,10 +92,10 @@ async fn speech_call(codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
     speech_call_with(&test_signal(3.0), codec, loss_pct, min_rho, min_snr).await;
 }
 
-/// The speech calls of this file run one at a time: each is a real-time
-/// call whose jitter buffer conceals a frame when its tick comes late, and
-/// several at once on two cores (plus a build) once pushed ρ to 0.93.
-static ONE_SPEECH_CALL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The speech calls run one at a time with every other real-time call of
+/// the binary (see its `main.rs`): several at once on two cores (plus a
+/// build) once pushed ρ to 0.93.
+use crate::ONE_CALL as ONE_SPEECH_CALL_AT_A_TIME;
 
 async fn speech_call_with(signal: &[i16], codec: Codec, loss_pct: u64, min_rho: f64, min_snr: f64) {
     let _turn = ONE_SPEECH_CALL_AT_A_TIME.lock().await;

@@ -203,11 +203,13 @@ async fn speech_call(signal: &[i16], loss_pct: u64, min_rho: f64, min_env: f64, 
 
 #[tokio::test]
 async fn opus_call_clean() {
+    let _one = crate::ONE_CALL.lock().await;
     speech_call(&test_signal(3.0), 0, 0.85, 0.95, 5.0).await;
 }
 
 #[tokio::test]
 async fn opus_call_5_percent_loss() {
+    let _one = crate::ONE_CALL.lock().await;
     speech_call(&test_signal(3.0), 5, 0.7, 0.8, 1.0).await;
 }
 
@@ -215,6 +217,7 @@ async fn opus_call_5_percent_loss() {
 /// units (960 per 20 ms packet), and the digits reach the peer.
 #[tokio::test]
 async fn dtmf_in_an_opus_call_counts_48k() {
+    let _one = crate::ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut call = start_call(dir.path(), &[Codec::Opus], 0, &test_signal(2.0), 48_000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -259,6 +262,7 @@ async fn dtmf_in_an_opus_call_counts_48k() {
 /// the codec gives envelope 0.91); we demand 0.75 and 0.85.
 #[tokio::test]
 async fn opus_call_with_8k_audio_is_bridged() {
+    let _one = crate::ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let signal = test_signal(2.0);
     let mut call = start_call(dir.path(), &[Codec::Opus], 0, &signal, 8000).await;
@@ -278,6 +282,7 @@ async fn opus_call_with_8k_audio_is_bridged() {
 /// and payload type, and the audio goes on.
 #[tokio::test]
 async fn reinvite_switches_from_pcmu_to_opus() {
+    let _one = crate::ONE_CALL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let signal = test_signal(4.0);
     let call = start_call(dir.path(), &[Codec::Pcmu], 0, &signal, 8000).await;
@@ -323,6 +328,7 @@ async fn reinvite_switches_from_pcmu_to_opus() {
 /// `IBEPHONE_TEST_ESPEAK=1`). Same thresholds as the synthetic signal.
 #[tokio::test]
 async fn espeak_sentence_through_an_opus_call() {
+    let _one = crate::ONE_CALL.lock().await;
     if std::env::var("IBEPHONE_TEST_ESPEAK").as_deref() != Ok("1") {
         eprintln!("skipped: set IBEPHONE_TEST_ESPEAK=1 (needs espeak-ng)");
         return;
