@@ -3,7 +3,7 @@
 
 mod support;
 
-use ibephone::tunnel::cms::ContentKind;
+use ibephone::tunnel::cms::{self, ContentKind};
 use ibephone::tunnel::{OpenError, PeerIdentity, SealError, Tunnel, TunnelConfig, WireAction};
 use std::time::Duration;
 use support::tunnel::*;
@@ -788,4 +788,52 @@ fn unsigned_first_message_never_inherits_a_verified_identity() {
     assert!(opened.first_message);
     assert_eq!(opened.peer, PeerIdentity::Unverified);
     assert_eq!(p.bob.session_count(), 1);
+}
+
+/// The content kind of a sealed outer message (signed or not).
+fn content_kind(outer: &[u8]) -> ContentKind {
+    cms::decode_envelope(&outer[body_start(outer)..])
+        .unwrap()
+        .attrs
+        .content
+}
+
+#[test]
+fn lost_signed_180_leaves_the_callee_verified_by_the_200() {
+    // Over UDP nothing retransmits a 180: the callee signs every response
+    // to the first request other than 100, so the 200 proves it as well.
+    let mut p = pair();
+    let t = now();
+    let o = p.alice.seal(t, &p.call.invite()).unwrap();
+    let sid = p.bob.open(t, &o).unwrap().session_id;
+    let ringing = p.bob.seal(t, &p.call.ringing()).unwrap();
+    assert_eq!(content_kind(&ringing), ContentKind::SignedData);
+    // The 180 is lost; the 200 arrives.
+    let ok = p.bob.seal(t, &p.call.ok_invite()).unwrap();
+    assert_eq!(content_kind(&ok), ContentKind::SignedData);
+    let opened = p.alice.open(t, &ok).unwrap();
+    assert_eq!(opened.session_id, sid);
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+    // Had the 180 arrived after all (late), its signature names the same
+    // identity and opens.
+    let late = p.alice.open(t, &ringing).unwrap();
+    assert_eq!(
+        late.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+    // Responses to later requests are not signed.
+    let o = p.alice.seal(t, &p.call.ack()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let o = p.alice.seal(t, &p.call.reinvite()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let ok_re = p.bob.seal(t, &p.call.ok_reinvite()).unwrap();
+    assert_eq!(content_kind(&ok_re), ContentKind::Data);
+    let opened = p.alice.open(t, &ok_re).unwrap();
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
 }

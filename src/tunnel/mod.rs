@@ -53,6 +53,22 @@
 //!   that branch of that session; it never changes (a later signature of
 //!   someone else: [`OpenError::SignerChanged`]) and never carries over
 //!   to another session or branch.
+//! - Signed responses (5.4 "the callee's first response other than 100",
+//!   read for UDP): the callee signs *every* response other than 100 to
+//!   the session's first request, provisional and final, each with the
+//!   session binding. A provisional response is never retransmitted; if
+//!   only the first one were signed, losing it would leave the caller
+//!   unable ever to verify the callee (the 200, retransmitted until the
+//!   ACK, would be unsigned). The caller verifies every signed message;
+//!   the first signature on a branch fixes its identity and a later one
+//!   naming anyone else is refused ([`OpenError::SignerChanged`]); an
+//!   unsigned response after a signed one is still accepted (an
+//!   implementation that signs only its first response) and keeps the
+//!   branch's identity. Responses to later requests are not signed.
+//!   Pinned by `tests/tunnel_attacks.rs`
+//!   `lost_signed_180_leaves_the_callee_verified_by_the_200` and the
+//!   `open.rs` tests `an_unsigned_200_after_a_signed_180_keeps_the_identity`
+//!   and `a_branch_keeps_the_identity_it_proved`.
 //! - Recipient binding (5.4): see [`Tunnel::set_contact_users`]; a
 //!   Request-URI without a user part is not compared, one whose host is
 //!   an IP address may carry our AOR's user (a registrar's retargeting).

@@ -243,7 +243,6 @@ impl Tunnel {
                 windows: HashMap::from([(from_tag.to_string(), window)]),
                 verified_peer,
                 own_tags: Vec::new(),
-                signed_tags: Vec::new(),
                 established: false,
                 opened_by,
                 last_used: now,
@@ -747,6 +746,33 @@ mod tests {
         assert_eq!(
             alice.open(now, &seal_raw(&bob, session_id, 8, &info, &head)),
             Err(OpenError::WrongDialog)
+        );
+    }
+
+    #[test]
+    fn an_unsigned_200_after_a_signed_180_keeps_the_identity() {
+        // An implementation that signs only its first response (the 180):
+        // its unsigned 200 is accepted, and the branch stays verified.
+        let (mut alice, mut bob) = two_domains();
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_348_800);
+        let (session_id, common) = ringing_call(&mut alice, &mut bob, now);
+        let tagged = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:bob@biloxi.com>;tag=b");
+        let ok = sip(
+            "SIP/2.0 200 OK",
+            &format!("{tagged}CSeq: 1 INVITE\r\n"),
+            "",
+            0,
+        );
+        let head = format!(
+            "SIP/2.0 200 OK\r\n{tagged}CSeq: 1 INVITE\r\nc: {}\r\n",
+            outer::OUTER_CONTENT_TYPE
+        );
+        let opened = alice
+            .open(now, &seal_raw(&bob, session_id, 1, &ok, &head))
+            .unwrap();
+        assert_eq!(opened.inner, ok);
+        assert!(
+            matches!(&opened.peer, PeerIdentity::Verified(id) if id.aor().as_str() == "sip:bob@biloxi.com")
         );
     }
 

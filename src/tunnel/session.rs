@@ -101,8 +101,6 @@ pub struct Session {
     /// Our own dialog tags in this session (the caller's tag, or every
     /// To tag we answered with as callee).
     pub own_tags: Vec<String>,
-    /// Our own tags that have already sent their signed first response.
-    pub signed_tags: Vec<String>,
     /// Whether we have sent in this session (always true for sessions we
     /// opened). Pending sessions can be evicted by newcomers.
     pub established: bool,
