@@ -591,10 +591,22 @@ fn full_table_of_live_calls_refuses_newcomers() {
         .seal(t, &call_no("sip:alice@atlanta.com", "late", 0).invite())
         .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::TableFull));
+    // Answered 503 with Retry-After when a response is allowed.
     assert_eq!(
         OpenError::TableFull.wire_action(Some("INVITE")),
+        WireAction::Respond503
+    );
+    assert_eq!(
+        OpenError::TableFull.wire_action(Some("ACK")),
         WireAction::Drop
     );
+    assert_eq!(OpenError::TableFull.wire_action(None), WireAction::Drop);
+    let busy = String::from_utf8(ibephone::tunnel::error_response(&o, 503).unwrap()).unwrap();
+    assert!(
+        busy.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{busy}"
+    );
+    assert!(busy.contains("\r\nRetry-After: 60\r\n"), "{busy}");
     // Bob's own new call is refused as well, by a typed error.
     let mut out = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
     out.call_id = "b3V0Z29pbmdvdXRnb2luZ291".into();
@@ -625,6 +637,10 @@ fn full_session_id_memory_refuses_rather_than_forgets() {
         .seal(t, &call_no("sip:alice@atlanta.com", "mem", 2).invite())
         .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::SessionIdMemoryFull));
+    assert_eq!(
+        OpenError::SessionIdMemoryFull.wire_action(Some("MESSAGE")),
+        WireAction::Respond503
+    );
     // Eve's pending sessions expire by themselves (no call to `expire`);
     // their ids stay remembered: a replay is still recognised.
     let later = t + Duration::from_secs(100);
@@ -837,3 +853,5 @@ fn lost_signed_180_leaves_the_callee_verified_by_the_200() {
         PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
     );
 }
+
+

@@ -518,6 +518,13 @@ impl MessageFilter for TunnelFilter {
                     Some((415, "Unsupported Media Type".to_string())),
                     vec![("Accept".to_string(), "application/sdp".to_string())],
                 ),
+                WireAction::Respond503 => (
+                    Some((503, "Service Unavailable".to_string())),
+                    vec![(
+                        "Retry-After".to_string(),
+                        crate::tunnel::BUSY_RETRY_AFTER_SECS.to_string(),
+                    )],
+                ),
                 WireAction::Drop => (None, vec![]),
             };
             Reject {

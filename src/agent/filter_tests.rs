@@ -60,7 +60,12 @@ impl World {
     /// A tunnel for `user`, with keys of the previous and current period
     /// when `keys`.
     fn tunnel(&self, user: &str, keys: bool) -> Tunnel {
-        let mut t = Tunnel::new(Self::aor(user), TunnelConfig::default());
+        self.tunnel_with(user, keys, TunnelConfig::default())
+    }
+
+    /// [`World::tunnel`] with `config`.
+    fn tunnel_with(&self, user: &str, keys: bool, config: TunnelConfig) -> Tunnel {
+        let mut t = Tunnel::new(Self::aor(user), config);
         t.add_params(self.params.clone());
         if keys {
             let current = Period::month_at(unix(SystemTime::now()));
@@ -79,8 +84,21 @@ impl World {
         policy: SecurityPolicy,
         clock: Option<FakeClock>,
     ) -> Peer {
+        self.agent_with(user, port, policy, clock, TunnelConfig::default())
+    }
+
+    /// [`World::agent`] whose tunnel runs with `config`.
+    fn agent_with(
+        &self,
+        user: &str,
+        port: u16,
+        policy: SecurityPolicy,
+        clock: Option<FakeClock>,
+        config: TunnelConfig,
+    ) -> Peer {
         let log = Arc::new(Mutex::new(SecurityLog::default()));
-        let mut filter = TunnelFilter::new(self.tunnel(user, true), policy, log.clone());
+        let mut filter =
+            TunnelFilter::new(self.tunnel_with(user, true, config), policy, log.clone());
         if let Some(c) = clock {
             filter = filter.with_wall_clock(Box::new(c));
         }
@@ -697,3 +715,66 @@ fn a_stalled_monotonic_clock_does_not_make_calls_stale() {
         }
     )));
 }
+
+#[test]
+fn a_full_table_answers_503_with_retry_after() {
+    // bob's table holds one session: alice's live call fills it.
+    let w = World::new();
+    let now = Instant::now();
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent_with(
+        "bob",
+        5072,
+        SecurityPolicy::Require,
+        None,
+        TunnelConfig {
+            max_sessions: 1,
+            ..TunnelConfig::default()
+        },
+    );
+    call(now, &mut alice, &mut bob);
+    bob.events();
+    // carol's signed INVITE and MESSAGE find no room: each is answered
+    // 503 with Retry-After, plain (no tunnel session to seal it in), and
+    // alice's call is not evicted for them.
+    let mut carol = w.agent("carol", 5074, SecurityPolicy::Require, None);
+    carol
+        .agent
+        .handle_command(now, AgentCommand::Call { to: "bob".into() });
+    carol.agent.handle_command(
+        now,
+        AgentCommand::Message {
+            to: "bob".into(),
+            text: "hello".into(),
+        },
+    );
+    for b in carol.sent() {
+        bob.feed(now, &b);
+        let answers = bob.answered();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        let a = &answers[0];
+        assert!(a.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "{a}");
+        assert!(a.contains("\r\nRetry-After: 60\r\n"), "{a}");
+        assert!(!a.contains("pkcs7"), "plain: {a}");
+        assert!(matches!(
+            bob.last_rejection(),
+            Some(Refusal::Tunnel(crate::tunnel::OpenError::TableFull))
+        ));
+        assert!(!bob.events().iter().any(|e| matches!(
+            e,
+            AgentEvent::IncomingCall { .. } | AgentEvent::MessageReceived { .. }
+        )));
+    }
+    // alice's call still works: her BYE is answered inside the tunnel.
+    alice
+        .agent
+        .handle_command(now, AgentCommand::Hangup { call: 1 });
+    deliver(now, &mut alice, &mut bob);
+    let ok = bob.answered();
+    assert!(
+        ok.iter()
+            .any(|m| m.starts_with("SIP/2.0 200 ") && m.contains("pkcs7")),
+        "{ok:?}"
+    );
+}
+

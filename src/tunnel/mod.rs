@@ -75,8 +75,9 @@
 //! - A retransmission is the same body in the same transaction (same top
 //!   Via branch), answered only after the outer binding and the
 //!   outer/inner agreement passed again, while its session lives.
-//! - Under load, newcomers are refused and dropped ([`OpenError::TableFull`],
-//!   [`OpenError::SessionIdMemoryFull`]): live dialogs are never evicted
+//! - Under load, newcomers are refused ([`OpenError::TableFull`],
+//!   [`OpenError::SessionIdMemoryFull`]; a request is answered `503` with
+//!   `Retry-After`, plain, anything else dropped): live dialogs are never evicted
 //!   and session ids never forgotten early; pending sessions are evicted
 //!   among themselves, per peer first.
 
@@ -95,7 +96,7 @@ pub mod session;
 pub mod signed;
 
 pub use cms::Direction;
-pub use error::{OpenError, SealError, SignatureError, WireAction};
+pub use error::{OpenError, SealError, SignatureError, WireAction, BUSY_RETRY_AFTER_SECS};
 pub use random::{OsRandom, RandomSource, RecordedRandom};
 pub use session::Role;
 
@@ -405,7 +406,8 @@ pub fn classify(message: &[u8], ack_of_non_2xx: bool) -> Treatment {
 }
 
 /// A plain error response to an outer request (415 with `Accept:
-/// application/sdp`, or 493), carrying only the outer routing headers.
+/// application/sdp`, 493, or 503 with `Retry-After`), carrying only the
+/// outer routing headers.
 pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     let view = SipView::parse(outer_request).ok()?;
     if !view.is_request() || view.method().ok()? == "ACK" {
@@ -414,6 +416,7 @@ pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     let reason = match code {
         415 => "Unsupported Media Type",
         493 => "Undecipherable",
+        503 => "Service Unavailable",
         _ => return None,
     };
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
@@ -434,6 +437,9 @@ pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     out.push_str(&format!("CSeq: {}\r\n", view.one("cseq").ok()?));
     if code == 415 {
         out.push_str("Accept: application/sdp\r\n");
+    }
+    if code == 503 {
+        out.push_str(&format!("Retry-After: {BUSY_RETRY_AFTER_SECS}\r\n"));
     }
     out.push_str("l: 0\r\n\r\n");
     Some(out.into_bytes())
