@@ -854,4 +854,82 @@ fn lost_signed_180_leaves_the_callee_verified_by_the_200() {
     );
 }
 
+#[test]
+fn a_racing_unsigned_first_message_cannot_block_the_signed_one() {
+    // Eve (no keys) reads Call-ID and alice's tag off the wire and gets her
+    // unsigned INVITE to bob before alice's signed one.
+    let mut p = pair();
+    let t = now();
+    let mut eve = keyless();
+    let raced = eve.seal(t, &p.call.invite()).unwrap();
+    let opened = p.bob.open(t, &raced).unwrap();
+    assert_eq!(opened.peer, PeerIdentity::Unverified);
+    let eves = opened.session_id;
+    // Bob's phone rings for it (180 in eve's session), unanswered.
+    let o = p.bob.seal(t, &p.call.ringing()).unwrap();
+    eve.open(t, &o).unwrap();
+    // Alice's signed INVITE wins: it opens, verified, and eve's session is
+    // gone.
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    let opened = p.bob.open(t, &invite).unwrap();
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:alice@atlanta.com"))
+    );
+    assert_eq!(opened.superseded, vec![eves]);
+    let sid = opened.session_id;
+    assert_eq!(p.bob.session_count(), 1);
+    // Eve's session reaches nothing any more; her first message replayed
+    // is a replay; a new unsigned one collides with alice's call.
+    let bye = eve.seal(t, &p.call.bye()).unwrap();
+    assert_eq!(p.bob.open(t, &bye), Err(OpenError::UnknownSession));
+    assert_eq!(p.bob.open(t, &raced), Err(OpenError::SessionIdReused));
+    let again = keyless().seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &again), Err(OpenError::DialogCollision));
+    // Alice's call proceeds in her own session.
+    for inner in [p.call.ringing(), p.call.ok_invite()] {
+        let o = p.bob.seal(t, &inner).unwrap();
+        assert_eq!(p.alice.open(t, &o).unwrap().session_id, sid);
+    }
+    let o = p.alice.seal(t, &p.call.ack()).unwrap();
+    assert_eq!(p.bob.open(t, &o).unwrap().session_id, sid);
+    call_is_intact(&mut p, sid, 1);
+}
 
+#[test]
+fn what_proved_something_or_holds_a_dialog_is_never_superseded() {
+    let t = now();
+    // An unsigned call bob answered with a 2xx is a dialog: alice's signed
+    // INVITE on its Call-ID collides, and the unsigned call stays.
+    let mut p = pair();
+    let mut eve = keyless();
+    let o = eve.seal(t, &p.call.invite()).unwrap();
+    let eves = p.bob.open(t, &o).unwrap().session_id;
+    for inner in [p.call.ringing(), p.call.ok_invite()] {
+        let o = p.bob.seal(t, &inner).unwrap();
+        eve.open(t, &o).unwrap();
+    }
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &invite), Err(OpenError::DialogCollision));
+    let o = eve.seal(t, &p.call.ack()).unwrap();
+    assert_eq!(p.bob.open(t, &o).unwrap().session_id, eves);
+    // A signed racer (mallory, as herself, with alice's tag) proved who she
+    // is: alice's INVITE does not supersede her either.
+    let mut p = pair();
+    let mut as_mallory = Call::new("sip:mallory@atlanta.com", "sip:bob@biloxi.com");
+    as_mallory.caller_tag = p.call.caller_tag.clone();
+    let mut mallory = domains().tunnel("sip:mallory@atlanta.com", &["2026-11"]);
+    let o = mallory.seal(t, &as_mallory.invite()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &invite), Err(OpenError::DialogCollision));
+    assert_eq!(p.bob.session_count(), 1);
+    // Our own call on a Call-ID is never superseded by a peer's first
+    // message, signed or not.
+    let mut p = pair();
+    p.alice.seal(t, &p.call.invite()).unwrap();
+    let mut reverse = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
+    reverse.caller_tag = p.call.caller_tag.clone();
+    let signed = p.bob.seal(t, &reverse.invite()).unwrap();
+    assert_eq!(p.alice.open(t, &signed), Err(OpenError::DialogCollision));
+}

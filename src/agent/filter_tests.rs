@@ -778,3 +778,83 @@ fn a_full_table_answers_503_with_retry_after() {
     );
 }
 
+#[test]
+fn a_racing_unsigned_invite_cannot_block_the_signed_call() {
+    let w = World::new();
+    let now = Instant::now();
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
+    alice
+        .agent
+        .handle_command(now, AgentCommand::Call { to: "bob".into() });
+    let genuine = alice.sent();
+    let outer = genuine
+        .iter()
+        .map(|b| Message::parse(b).unwrap())
+        .find(|m| m.method() == Some(rsip::Method::Invite))
+        .unwrap();
+    // Eve (no keys) copies Call-ID, alice's tag and the CSeq from the clear
+    // outer INVITE and gets her unsigned INVITE to bob first.
+    let mut eve = w.tunnel("eve", false);
+    let inner = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKrace1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@{DOMAIN}>;tag={}\r\n\
+         To: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {}\r\n\
+         CSeq: {}\r\n\
+         Contact: <sip:127.0.0.1:5099>\r\n\
+         Content-Length: 0\r\n\r\n",
+        outer.from_tag().unwrap(),
+        outer.call_id().unwrap(),
+        outer.header("CSeq").unwrap(),
+    );
+    bob.feed(now, &eve.seal(SystemTime::now(), inner.as_bytes()).unwrap());
+    let ev = bob.events();
+    let Some(AgentEvent::IncomingCall {
+        call: eves,
+        verified: None,
+        ..
+    }) = ev.first()
+    else {
+        panic!("the racer rings, unverified: {ev:?}");
+    };
+    let eves = *eves;
+    bob.sent();
+    // Alice's signed INVITE arrives: it rings, verified, and the racer's
+    // call ends without anything sent for it.
+    for b in &genuine {
+        bob.feed(now, b);
+    }
+    let ev = bob.events();
+    let genuine_call = ev
+        .iter()
+        .find_map(|e| match e {
+            AgentEvent::IncomingCall { call, verified, .. } => {
+                assert_eq!(verified.as_deref(), Some(id_now("alice").as_str()));
+                Some(*call)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the signed call is not blocked: {ev:?}"));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, AgentEvent::Ended { call, reason }
+            if *call == eves && reason.starts_with("superseded"))),
+        "{ev:?}"
+    );
+    // Bob answers: alice sees bob verified; the call is alice's.
+    deliver(now, &mut bob, &mut alice);
+    bob.agent
+        .handle_command(now, AgentCommand::Answer { call: genuine_call });
+    deliver(now, &mut bob, &mut alice);
+    let ev = alice.events();
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, AgentEvent::Answered { verified: Some(v), tunneled: true, .. }
+            if *v == id_now("bob"))
+        ),
+        "{ev:?}"
+    );
+}

@@ -46,6 +46,18 @@
 //!   initial request on a Call-ID used by another dialog
 //!   ([`SealError::CallIdInUse`]) and replaces only our own earlier
 //!   attempt of the same dialog.
+//! - A message that proves nothing cannot block one that does: a first
+//!   message whose signature verifies supersedes the sessions on its
+//!   Call-ID when every one of them was opened by an unsigned first
+//!   message and not answered with a 2xx by us (a keyless third party that
+//!   read the Call-ID and tags and raced the genuine INVITE); they are
+//!   removed (their session ids stay remembered) and reported in
+//!   [`Opened::superseded`]. An unsigned newcomer, or any session that is
+//!   ours, proved by a signature, or answered with a 2xx, still makes the
+//!   newcomer a [`OpenError::DialogCollision`]. Accepted cost: a peer with
+//!   valid keys of its own (and shown as itself) can likewise supersede a
+//!   ringing call from a caller without keys. Pinned by
+//!   `tests/tunnel_attacks.rs` `a_racing_unsigned_first_message_cannot_block_the_signed_one`.
 //! - On the caller's side a new callee branch (a fork) opens only by a
 //!   response to the session's first request; on the callee's side a
 //!   caller message must carry a tag we answered with.
@@ -199,6 +211,10 @@ pub struct Opened {
     pub period: Option<Period>,
     /// True when these exact bytes were accepted before (a retransmission).
     pub retransmission: bool,
+    /// Sessions this verified first message superseded and that are gone:
+    /// unsigned, unanswered first messages on its Call-ID (a racing
+    /// keyless third party); their calls must end.
+    pub superseded: Vec<[u8; 16]>,
 }
 
 /// One of our own identities (one key period).

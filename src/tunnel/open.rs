@@ -43,8 +43,13 @@ struct Accepted {
 
 /// The state change of an accepted message.
 enum Change {
-    /// A first message: a new (pending) session, in the slot found for it.
-    NewSession { session: Box<Session>, slot: Slot },
+    /// A first message: a new (pending) session, in the slot found for it,
+    /// replacing the unproven sessions it supersedes.
+    NewSession {
+        session: Box<Session>,
+        slot: Slot,
+        superseded: Vec<[u8; 16]>,
+    },
     /// A later message of a live session.
     Later {
         peer_tag: String,
@@ -205,12 +210,28 @@ impl Tunnel {
                 return Err(OpenError::NotInitialRequest);
             }
             self.check_recipient(&inner)?;
-            if self.sessions.call_id_in_use(call_id) {
+            let in_use = self.sessions.call_id_in_use(call_id);
+            // An unsigned newcomer on a Call-ID in use proves nothing and is
+            // refused before its signature would even be looked at.
+            if in_use && signed.is_none() {
                 return Err(OpenError::DialogCollision);
             }
             let verified = match &signed {
                 Some(sc) => self.check_signature(now, sc, &inner, true, None)?,
                 None => None,
+            };
+            // A message that proves nothing cannot block one that does: a
+            // verified first message supersedes the sessions on its
+            // Call-ID when none of them proved anything or holds a dialog
+            // (unsigned, unanswered by a 2xx). Anything else on the Call-ID
+            // stands, and the newcomer is refused.
+            let superseded = if in_use {
+                match (&verified, self.sessions.unproven_on_call_id(call_id)) {
+                    (Some(_), Some(ids)) => ids,
+                    _ => return Err(OpenError::DialogCollision),
+                }
+            } else {
+                Vec::new()
             };
             let opened_by = verified
                 .as_ref()
@@ -218,7 +239,7 @@ impl Tunnel {
                 .unwrap_or_default();
             let slot = self
                 .sessions
-                .slot_for_pending(&opened_by)
+                .slot_superseding(&opened_by, &superseded)
                 .map_err(|e| match e {
                     Full::Sessions => OpenError::TableFull,
                     Full::SessionIds => OpenError::SessionIdMemoryFull,
@@ -244,6 +265,7 @@ impl Tunnel {
                 verified_peer,
                 own_tags: Vec::new(),
                 established: false,
+                confirmed: false,
                 opened_by,
                 last_used: now,
             };
@@ -254,6 +276,7 @@ impl Tunnel {
             let change = Change::NewSession {
                 session: Box::new(session),
                 slot,
+                superseded,
             };
             (peer, Some(period), change)
         } else {
@@ -322,7 +345,12 @@ impl Tunnel {
             };
             (peer, None, change)
         };
+        let superseded = match &change {
+            Change::NewSession { superseded, .. } => superseded.clone(),
+            Change::Later { .. } => Vec::new(),
+        };
         let opened = Opened {
+            superseded,
             inner: inner_bytes.to_vec(),
             session_id,
             direction: seq.direction,
@@ -353,9 +381,17 @@ impl Tunnel {
         } = accepted;
         let session_id = opened.session_id;
         match change {
-            Change::NewSession { session, slot } => {
+            Change::NewSession {
+                session,
+                slot,
+                superseded,
+            } => {
                 let kek = session.kek.clone();
                 self.log_key(|| KeyLogEntry::Kek { session_id, kek });
+                for id in &superseded {
+                    // Their ids stay remembered: a replay is still refused.
+                    self.sessions.remove(id);
+                }
                 self.sessions.remember_id(session_id, body_hash, now);
                 self.sessions.insert(slot, *session);
             }

@@ -29,6 +29,8 @@ enum Commit {
     NewSession(Box<Session>, Slot),
     Later {
         session_id: [u8; 16],
+        /// Whether it is our 2xx to the first request (as callee).
+        confirms: bool,
         /// Our own dialog tag in a session where we are the callee.
         own_tag: Option<String>,
     },
@@ -120,6 +122,7 @@ impl Tunnel {
                 verified_peer: HashMap::new(),
                 own_tags: vec![from_tag.to_string()],
                 established: true,
+                confirmed: true,
                 opened_by: String::new(),
                 last_used: now,
             };
@@ -187,6 +190,11 @@ impl Tunnel {
             let signs = matches!(view.start, StartLine::Response { code } if code != 100)
                 && role == Role::Callee
                 && answers_first;
+            // A 2xx of ours to the first request establishes the dialog:
+            // from then on no signed newcomer may supersede the session.
+            let confirms = matches!(view.start, StartLine::Response { code } if (200..300).contains(&code))
+                && role == Role::Callee
+                && answers_first;
             let content = if signs {
                 self.sign_if_possible(now, &entity, Some(binding))?
             } else {
@@ -208,6 +216,7 @@ impl Tunnel {
                 cek,
                 Commit::Later {
                     session_id: id,
+                    confirms,
                     own_tag: (role == Role::Callee && !callee_tag.is_empty()).then_some(callee_tag),
                 },
             )
@@ -262,12 +271,14 @@ impl Tunnel {
             Commit::NewSession(session, slot) => self.sessions.insert(slot, *session),
             Commit::Later {
                 session_id,
+                confirms,
                 own_tag,
             } => {
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.next_seq += 1;
                     s.last_used = now;
                     s.established = true;
+                    s.confirmed |= confirms;
                     if let Some(t) = own_tag {
                         if !s.own_tags.contains(&t) {
                             s.own_tags.push(t);

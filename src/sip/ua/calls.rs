@@ -210,6 +210,22 @@ impl UserAgent {
         });
     }
 
+    /// [`super::Command::Forget`]: an unanswered incoming call ends here,
+    /// nothing sent.
+    pub(super) fn forget(&mut self, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(key) = c.invite_key.clone() else {
+            return;
+        };
+        if c.role != Role::Uas || !self.tx.server_pending(&key) {
+            return;
+        }
+        self.tx.forget_server(&key);
+        self.end_call(call, EndReason::Forgotten);
+    }
+
     pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
         self.refuse(now, call, status, EndReason::Rejected(status));
     }
