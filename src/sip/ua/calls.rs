@@ -243,6 +243,7 @@ impl UserAgent {
         let reason = match status {
             480 => "Temporarily Unavailable",
             486 => "Busy Here",
+            488 => "Not Acceptable Here",
             415 => "Unsupported Media Type",
             493 => "Undecipherable",
             _ => "Decline",
