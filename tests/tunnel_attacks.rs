@@ -878,6 +878,9 @@ fn a_racing_unsigned_first_message_cannot_block_the_signed_one() {
     );
     assert_eq!(opened.superseded, vec![eves]);
     let sid = opened.session_id;
+    // Its retransmission is answered again and supersedes nothing more.
+    let again = p.bob.open(t, &invite).unwrap();
+    assert!(again.retransmission && again.superseded.is_empty());
     assert_eq!(p.bob.session_count(), 1);
     // Eve's session reaches nothing any more; her first message replayed
     // is a replay; a new unsigned one collides with alice's call.

@@ -124,6 +124,8 @@ impl Tunnel {
             outer::check_agreement(&outer, &inner).map_err(OpenError::Mismatch)?;
             let mut again = prev.clone();
             again.retransmission = true;
+            // What it superseded was reported with the first copy.
+            again.superseded.clear();
             return Ok(Verdict::Retransmission(again));
         }
 
