@@ -215,6 +215,11 @@ pub struct SecurityLog {
     /// the policy or the user let go unprotected; consumed by the filter;
     /// ignored under `require`).
     pub plain_next: bool,
+    /// Tunnel sessions (hex) that a verified first message superseded
+    /// (unsigned, unanswered first messages on its Call-ID, see
+    /// [`crate::tunnel::Opened::superseded`]): the agent ends their calls
+    /// and drains this; the latest 256 (`MAX_LOGGED`).
+    pub superseded: VecDeque<String>,
 }
 
 fn push_bounded<T>(q: &mut VecDeque<T>, item: T) {
@@ -518,6 +523,13 @@ impl MessageFilter for TunnelFilter {
                     Some((415, "Unsupported Media Type".to_string())),
                     vec![("Accept".to_string(), "application/sdp".to_string())],
                 ),
+                WireAction::Respond503 => (
+                    Some((503, "Service Unavailable".to_string())),
+                    vec![(
+                        "Retry-After".to_string(),
+                        crate::tunnel::BUSY_RETRY_AFTER_SECS.to_string(),
+                    )],
+                ),
                 WireAction::Drop => (None, vec![]),
             };
             Reject {
@@ -628,6 +640,11 @@ impl MessageFilter for TunnelFilter {
             ..plain_facts(&inner)
         };
         self.with_log(|l| {
+            for gone in &opened.superseded {
+                let gone = hex::encode(gone);
+                l.sessions.remove(&gone);
+                push_bounded(&mut l.superseded, gone);
+            }
             if opened.first_message {
                 if l.sessions.len() >= MAX_PROTECTED {
                     l.sessions.clear();

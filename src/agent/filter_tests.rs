@@ -60,7 +60,12 @@ impl World {
     /// A tunnel for `user`, with keys of the previous and current period
     /// when `keys`.
     fn tunnel(&self, user: &str, keys: bool) -> Tunnel {
-        let mut t = Tunnel::new(Self::aor(user), TunnelConfig::default());
+        self.tunnel_with(user, keys, TunnelConfig::default())
+    }
+
+    /// [`World::tunnel`] with `config`.
+    fn tunnel_with(&self, user: &str, keys: bool, config: TunnelConfig) -> Tunnel {
+        let mut t = Tunnel::new(Self::aor(user), config);
         t.add_params(self.params.clone());
         if keys {
             let current = Period::month_at(unix(SystemTime::now()));
@@ -79,8 +84,21 @@ impl World {
         policy: SecurityPolicy,
         clock: Option<FakeClock>,
     ) -> Peer {
+        self.agent_with(user, port, policy, clock, TunnelConfig::default())
+    }
+
+    /// [`World::agent`] whose tunnel runs with `config`.
+    fn agent_with(
+        &self,
+        user: &str,
+        port: u16,
+        policy: SecurityPolicy,
+        clock: Option<FakeClock>,
+        config: TunnelConfig,
+    ) -> Peer {
         let log = Arc::new(Mutex::new(SecurityLog::default()));
-        let mut filter = TunnelFilter::new(self.tunnel(user, true), policy, log.clone());
+        let mut filter =
+            TunnelFilter::new(self.tunnel_with(user, true, config), policy, log.clone());
         if let Some(c) = clock {
             filter = filter.with_wall_clock(Box::new(c));
         }
@@ -696,4 +714,147 @@ fn a_stalled_monotonic_clock_does_not_make_calls_stale() {
             ..
         }
     )));
+}
+
+#[test]
+fn a_full_table_answers_503_with_retry_after() {
+    // bob's table holds one session: alice's live call fills it.
+    let w = World::new();
+    let now = Instant::now();
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent_with(
+        "bob",
+        5072,
+        SecurityPolicy::Require,
+        None,
+        TunnelConfig {
+            max_sessions: 1,
+            ..TunnelConfig::default()
+        },
+    );
+    call(now, &mut alice, &mut bob);
+    bob.events();
+    // carol's signed INVITE and MESSAGE find no room: each is answered
+    // 503 with Retry-After, plain (no tunnel session to seal it in), and
+    // alice's call is not evicted for them.
+    let mut carol = w.agent("carol", 5074, SecurityPolicy::Require, None);
+    carol
+        .agent
+        .handle_command(now, AgentCommand::Call { to: "bob".into() });
+    carol.agent.handle_command(
+        now,
+        AgentCommand::Message {
+            to: "bob".into(),
+            text: "hello".into(),
+        },
+    );
+    for b in carol.sent() {
+        bob.feed(now, &b);
+        let answers = bob.answered();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        let a = &answers[0];
+        assert!(a.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "{a}");
+        assert!(a.contains("\r\nRetry-After: 60\r\n"), "{a}");
+        assert!(!a.contains("pkcs7"), "plain: {a}");
+        assert!(matches!(
+            bob.last_rejection(),
+            Some(Refusal::Tunnel(crate::tunnel::OpenError::TableFull))
+        ));
+        assert!(!bob.events().iter().any(|e| matches!(
+            e,
+            AgentEvent::IncomingCall { .. } | AgentEvent::MessageReceived { .. }
+        )));
+    }
+    // alice's call still works: her BYE is answered inside the tunnel.
+    alice
+        .agent
+        .handle_command(now, AgentCommand::Hangup { call: 1 });
+    deliver(now, &mut alice, &mut bob);
+    let ok = bob.answered();
+    assert!(
+        ok.iter()
+            .any(|m| m.starts_with("SIP/2.0 200 ") && m.contains("pkcs7")),
+        "{ok:?}"
+    );
+}
+
+#[test]
+fn a_racing_unsigned_invite_cannot_block_the_signed_call() {
+    let w = World::new();
+    let now = Instant::now();
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
+    alice
+        .agent
+        .handle_command(now, AgentCommand::Call { to: "bob".into() });
+    let genuine = alice.sent();
+    let outer = genuine
+        .iter()
+        .map(|b| Message::parse(b).unwrap())
+        .find(|m| m.method() == Some(rsip::Method::Invite))
+        .unwrap();
+    // Eve (no keys) copies Call-ID, alice's tag and the CSeq from the clear
+    // outer INVITE and gets her unsigned INVITE to bob first.
+    let mut eve = w.tunnel("eve", false);
+    let inner = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKrace1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@{DOMAIN}>;tag={}\r\n\
+         To: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {}\r\n\
+         CSeq: {}\r\n\
+         Contact: <sip:127.0.0.1:5099>\r\n\
+         Content-Length: 0\r\n\r\n",
+        outer.from_tag().unwrap(),
+        outer.call_id().unwrap(),
+        outer.header("CSeq").unwrap(),
+    );
+    bob.feed(now, &eve.seal(SystemTime::now(), inner.as_bytes()).unwrap());
+    let ev = bob.events();
+    let Some(AgentEvent::IncomingCall {
+        call: eves,
+        verified: None,
+        ..
+    }) = ev.first()
+    else {
+        panic!("the racer rings, unverified: {ev:?}");
+    };
+    let eves = *eves;
+    bob.sent();
+    // Alice's signed INVITE arrives: it rings, verified, and the racer's
+    // call ends without anything sent for it.
+    for b in &genuine {
+        bob.feed(now, b);
+    }
+    let ev = bob.events();
+    let genuine_call = ev
+        .iter()
+        .find_map(|e| match e {
+            AgentEvent::IncomingCall { call, verified, .. } => {
+                assert_eq!(verified.as_deref(), Some(id_now("alice").as_str()));
+                Some(*call)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the signed call is not blocked: {ev:?}"));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, AgentEvent::Ended { call, reason }
+            if *call == eves && reason.starts_with("superseded"))),
+        "{ev:?}"
+    );
+    // Bob answers: alice sees bob verified; the call is alice's.
+    deliver(now, &mut bob, &mut alice);
+    bob.agent
+        .handle_command(now, AgentCommand::Answer { call: genuine_call });
+    deliver(now, &mut bob, &mut alice);
+    let ev = alice.events();
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, AgentEvent::Answered { verified: Some(v), tunneled: true, .. }
+            if *v == id_now("bob"))
+        ),
+        "{ev:?}"
+    );
 }

@@ -6,10 +6,22 @@
 //! announce, and the driver that bound it runs the session.
 //!
 //! Decisions (pinned by the tests below and in `tests/media/agent_media.rs`):
-//! - An INVITE without an SDP offer (delayed offer) is refused with 488:
-//!   the keys of section 6 travel in the offer and answer, and a peer that
-//!   waits for our offer in the 200 gets none. So is an offer we cannot
-//!   answer (no common codec or suite, plain RTP under `require`).
+//! - An INVITE without an SDP offer (delayed offer) is refused with 488
+//!   Not Acceptable Here (pinned on the wire by
+//!   `an_offerless_invite_is_refused_488_on_the_wire`). Spec 6 (v1.1) does
+//!   define the mirrored exchange for an offer in a 2xx (our 2xx commits,
+//!   the ACK carries the caller's answer and key, our tunneled INFO
+//!   reveals), but it is not implemented, for three reasons: ibephone
+//!   itself never sends an offerless INVITE, so only another
+//!   implementation could start one; the callee half needs an SDP answer
+//!   in the ACK and an INFO with an `Ibesip-Dh` header, neither of which
+//!   the SIP core carries today (the ACK of a 2xx is built without a body,
+//!   in-dialog requests take no extra headers); and a half-done exchange
+//!   would leave a call whose media keys are not escrow-resistant or not
+//!   started, while the user sees an answered call. Refusing is fail-
+//!   closed and tells the caller why (RFC 3261 488); the caller can retry
+//!   with an offer. So is an offer we cannot answer (no common codec or
+//!   suite, plain RTP under `require`).
 //! - Hold is `a=sendonly` from the side that holds (the peer answers
 //!   `recvonly`); resume is `a=sendrecv`. Every offer and answer, including
 //!   these, carries fresh SDES keys and a fresh X25519 key pair, so each

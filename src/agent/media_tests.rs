@@ -791,3 +791,41 @@ fn an_ack_with_a_wrong_reveal_ends_the_call_with_a_notice() {
         .any(|m| m.method() == Some(rsip::Method::Bye));
     assert!(bye, "bob hangs up");
 }
+
+/// Spec 6's offer in a 2xx is not implemented (see the module doc): an
+/// INVITE without SDP is answered 488 Not Acceptable Here, the call ends,
+/// and nothing is offered or started.
+#[test]
+fn an_offerless_invite_is_refused_488_on_the_wire() {
+    use super::super::AgentEvent;
+    use crate::sip::driver::Core;
+    use crate::sip::{Dest, Transport};
+    let mut bob = bob_agent();
+    let from_proxy = Dest {
+        addr: "127.0.0.1:5060".parse().unwrap(),
+        transport: Transport::Udp,
+    };
+    let invite = "INVITE sip:bob@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnooffer\r\nMax-Forwards: 70\r\nFrom: <sip:alice@biloxi.invalid>;tag=atag\r\nTo: <sip:bob@biloxi.invalid>\r\nCall-ID: no-offer-test\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5062>\r\nContent-Length: 0\r\n\r\n";
+    bob.handle_datagram(Instant::now(), from_proxy, invite.as_bytes());
+    let sent: Vec<String> = std::iter::from_fn(|| bob.poll_transmit())
+        .map(|t| String::from_utf8_lossy(&t.bytes).to_string())
+        .collect();
+    let finals: Vec<&String> = sent
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 ") && !m.starts_with("SIP/2.0 1"))
+        .collect();
+    assert_eq!(finals.len(), 1, "{sent:?}");
+    assert!(
+        finals[0].starts_with("SIP/2.0 488 Not Acceptable Here\r\n"),
+        "{sent:?}"
+    );
+    assert!(!finals[0].contains("application/sdp"), "no offer: {sent:?}");
+    let events: Vec<AgentEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Ended { reason, .. } if reason == "rejected 488")),
+        "{events:?}"
+    );
+    assert!(bob.poll_media().is_none());
+}

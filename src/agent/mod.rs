@@ -345,6 +345,11 @@ pub struct Agent {
     targets: HashMap<u64, String>,
     /// Calls waiting for the user's consent to go plain (`ask`).
     awaiting_consent: HashSet<u64>,
+    /// Tunnel session (hex) of each incoming call, from its INVITE.
+    incoming_sessions: HashMap<u64, String>,
+    /// Incoming calls being ended because a verified first message on
+    /// their Call-ID superseded their unsigned session.
+    superseded_calls: HashSet<u64>,
 }
 
 impl Agent {
@@ -363,6 +368,8 @@ impl Agent {
             policy: SecurityPolicy::Require,
             targets: HashMap::new(),
             awaiting_consent: HashSet::new(),
+            incoming_sessions: HashMap::new(),
+            superseded_calls: HashSet::new(),
         }
     }
 
@@ -427,6 +434,35 @@ impl Agent {
         }
     }
 
+    /// Ends the incoming calls whose unsigned session a verified first
+    /// message superseded (the tunnel no longer holds it, so nothing can
+    /// be sent in it: the call ends locally).
+    fn end_superseded(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .take_log(|l| l.superseded.drain(..).collect())
+            .unwrap_or_default();
+        if gone.is_empty() {
+            return;
+        }
+        let calls: Vec<u64> = self
+            .incoming_sessions
+            .iter()
+            .filter(|(_, s)| gone.contains(s))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in calls {
+            self.superseded_calls.insert(call);
+            if let Some(m) = self.media.as_mut() {
+                m.end(call);
+            }
+            // Nothing may be sent: the session is gone, and a response
+            // sealed by dialog lookup would land in the signed call's.
+            self.ua
+                .handle_command(now, ua::Command::Forget { call: CallId(call) });
+        }
+        self.pump(now);
+    }
+
     fn take_log<T>(&self, f: impl FnOnce(&mut SecurityLog) -> T) -> Option<T> {
         self.log.lock().ok().map(|mut l| f(&mut l))
     }
@@ -437,9 +473,13 @@ impl Agent {
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
             ua::Event::Unregistered => AgentEvent::Unregistered,
             ua::Event::IncomingCall { call, from, body } => {
+                let session = self.current.as_ref().and_then(|f| f.session_id.clone());
                 let facts = self.proved_by_current(|f| {
                     f.initial && f.status.is_none() && f.method == "INVITE" && f.from == from
                 });
+                if let Some(session) = session.filter(|_| facts.tunneled) {
+                    self.incoming_sessions.insert(call.0, session);
+                }
                 self.security.insert(call.0, facts.clone());
                 let CallSecurity { verified, tunneled } = facts;
                 let refused = self
@@ -499,6 +539,16 @@ impl Agent {
                 self.targets.remove(&call.0);
                 self.security.remove(&call.0);
                 self.calls.remove(&call.0);
+                self.incoming_sessions.remove(&call.0);
+                if self.superseded_calls.remove(&call.0) {
+                    self.events.push_back(AgentEvent::Ended {
+                        call: call.0,
+                        reason: "superseded: a signed call on the same Call-ID replaced this \
+                                 unverified one"
+                            .into(),
+                    });
+                    return;
+                }
                 AgentEvent::Ended {
                     call: call.0,
                     reason: match reason {
@@ -507,6 +557,7 @@ impl Agent {
                         EndReason::Cancelled => "cancelled".into(),
                         EndReason::Rejected(s) => format!("rejected {s}"),
                         EndReason::Timeout => "timeout".into(),
+                        EndReason::Forgotten => "ended locally".into(),
                     },
                 }
             }
@@ -560,6 +611,7 @@ impl Core for Agent {
         self.current = self.take_log(|l| l.current.take()).flatten();
         self.pump(now);
         self.current = None;
+        self.end_superseded(now);
     }
 
     fn handle_command(&mut self, now: Instant, cmd: AgentCommand) {

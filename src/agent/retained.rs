@@ -1,9 +1,12 @@
 //! The retained secrets of key continuity (spec 6) at rest: one file,
 //! sealed (AES-256-GCM) under a key derived from a 32-byte key file (the
 //! key store's `store.key` for the desktop app; for a headless agent a
-//! `<key file>.retained.key` beside its key file), written 0600 through a
-//! temporary file and a rename. A file that does not open is moved aside
-//! (`<name>.damaged-N`), never written over, and the store starts empty:
+//! `<key file>.retained.key` beside its key file, refused when group or
+//! others may access it), written 0600 through a temporary file and a
+//! rename ([`crate::pkg_client::sealed_file`], shared with the desktop
+//! app's messages). A file that does not open is moved aside
+//! (`<stem>.damaged-N.sealed`, `<name>.damaged-N`), never written over, and
+//! the store starts empty:
 //! the caller gets [`RetainedError::Damaged`] to show, and nothing else
 //! (keys, messages, settings) is touched.
 //!
@@ -12,7 +15,8 @@
 use super::config::KeySource;
 use super::media::{peer_aor, RetainedStore};
 use crate::media::commit::RetainedSecret;
-use crate::pkg_client::seal::{replace_secret_file, SealError, SealKey};
+use crate::pkg_client::seal::SealKey;
+use crate::pkg_client::sealed_file::{private_key_file, SealedFile, SealedFileError};
 use crate::pkg_client::store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +30,10 @@ const KEY_LABEL: &[u8] = b"ibephone retained secrets v1";
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum RetainedError {
-    /// The key file cannot be read or created.
+    /// The key file cannot be read, created or used (e.g. group or others
+    /// may access it).
     #[error("the key of the confirmed-keys file: {0}")]
-    Key(#[from] SealError),
+    Key(#[source] SealedFileError),
     /// The file did not open; it was moved to `kept` and continuity starts
     /// afresh (earlier confirmations are lost, nothing else).
     #[error("the confirmed call keys could not be read ({why}); the file was kept as {kept} and every peer's SAS must be compared again")]
@@ -104,25 +109,36 @@ impl RetainedFiles {
 
 /// Retained secrets by peer AOR, sealed in one file.
 pub struct SealedRetained {
-    path: PathBuf,
+    file: SealedFile,
     key: SealKey,
     secrets: BTreeMap<String, RetainedSecret>,
-    stuck: bool,
 }
 
 impl std::fmt::Debug for SealedRetained {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealedRetained")
-            .field("path", &self.path)
+            .field("path", &self.file.path())
             .field("peers", &self.secrets.len())
             .finish()
     }
 }
 
-fn file_err(path: &Path, source: std::io::Error) -> RetainedError {
-    RetainedError::File {
-        path: path.display().to_string(),
-        source,
+impl From<SealedFileError> for RetainedError {
+    fn from(e: SealedFileError) -> Self {
+        match e {
+            SealedFileError::Damaged { why, kept } => RetainedError::Damaged { why, kept },
+            SealedFileError::Stuck {
+                path,
+                why,
+                move_error,
+            } => RetainedError::Stuck {
+                path,
+                why,
+                move_error,
+            },
+            SealedFileError::File { path, source } => RetainedError::File { path, source },
+            other => RetainedError::Key(other),
+        }
     }
 }
 
@@ -157,80 +173,27 @@ impl SealedRetained {
         path: &Path,
         key_file: &Path,
     ) -> Result<(Self, Option<RetainedError>), RetainedError> {
-        let key = SealKey::load_or_create_file(key_file)?.derive(KEY_LABEL);
+        let key = private_key_file(key_file, true)?.derive(KEY_LABEL);
+        let mut file = SealedFile::new(path);
+        let loaded = file.load(Ok(&key), AAD, parse);
         let mut store = SealedRetained {
-            path: path.to_path_buf(),
+            file,
             key,
             secrets: BTreeMap::new(),
-            stuck: false,
         };
-        let text = match std::fs::read(path) {
-            Ok(t) => Zeroizing::new(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((store, None)),
-            Err(e) => return Err(file_err(path, e)),
-        };
-        let opened = std::str::from_utf8(&text)
-            .map_err(|_| "not text".to_string())
-            .and_then(|t| {
-                store
-                    .key
-                    .open(AAD, t.trim())
-                    .map_err(|e| format!("it does not open with its key: {e}"))
-            })
-            .and_then(|plain| parse(&plain));
-        match opened {
+        match loaded {
             Ok(secrets) => {
-                store.secrets = secrets;
+                store.secrets = secrets.unwrap_or_default();
                 Ok((store, None))
             }
-            Err(why) => {
-                let e = store.set_aside(why);
-                Ok((store, Some(e)))
+            Err(e @ (SealedFileError::Damaged { .. } | SealedFileError::Stuck { .. })) => {
+                Ok((store, Some(e.into())))
             }
-        }
-    }
-
-    /// Moves the unreadable file to `<name>.damaged-N` (the first free N);
-    /// if that fails, leaves it and never writes over it.
-    fn set_aside(&mut self, why: String) -> RetainedError {
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "retained".into());
-        let moved = (1..1000)
-            .map(|n| self.path.with_file_name(format!("{name}.damaged-{n}")))
-            .find(|p| !p.exists())
-            .ok_or_else(|| "too many damaged files kept already".to_string())
-            .and_then(|kept| {
-                std::fs::rename(&self.path, &kept)
-                    .map(|()| kept)
-                    .map_err(|e| e.to_string())
-            });
-        match moved {
-            Ok(kept) => RetainedError::Damaged {
-                why,
-                kept: kept.display().to_string(),
-            },
-            Err(move_error) => {
-                self.stuck = true;
-                RetainedError::Stuck {
-                    path: self.path.display().to_string(),
-                    why,
-                    move_error,
-                }
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
     fn save(&self) -> Result<(), RetainedError> {
-        if self.stuck {
-            return Err(RetainedError::Stuck {
-                path: self.path.display().to_string(),
-                why: "it was unreadable at start".into(),
-                move_error: "it could not be moved aside".into(),
-            });
-        }
         let mut plain = Zeroizing::new(String::new());
         for (peer, rs) in &self.secrets {
             plain.push_str(&hex::encode(peer));
@@ -238,11 +201,7 @@ impl SealedRetained {
             plain.push_str(&Zeroizing::new(hex::encode(rs.as_bytes())));
             plain.push('\n');
         }
-        let sealed = self.key.seal(AAD, plain.as_bytes())?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        }
-        replace_secret_file(&self.path, sealed.as_bytes()).map_err(|e| file_err(&self.path, e))
+        Ok(self.file.save(&self.key, AAD, plain.as_bytes())?)
     }
 }
 
@@ -330,5 +289,28 @@ mod tests {
         // Another key file cannot open it.
         let (_, e) = SealedRetained::open(&path, &dir.path().join("k2")).unwrap();
         assert!(matches!(e, Some(RetainedError::Damaged { .. })));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = (dir.path().join("retained.sealed"), dir.path().join("k"));
+        let (mut s, _) = SealedRetained::open(&path, &key).unwrap();
+        s.put("sip:bob@example.invalid", rs(3)).unwrap();
+        drop(s);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = SealedRetained::open(&path, &key).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                RetainedError::Key(SealedFileError::NotPrivate { mode: 0o644, .. })
+            ),
+            "{e:?}"
+        );
+        // Nothing was moved aside or rewritten.
+        assert!(path.exists());
+        assert!(!dir.path().join("retained.damaged-1.sealed").exists());
     }
 }

@@ -1,11 +1,13 @@
 //! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
-//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`])
-//! and the key store that keeps keys across restarts ([`store`]).
+//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`],
+//! one sealed file beside a private key file: [`sealed_file`]) and the key
+//! store that keeps keys across restarts ([`store`]).
 
 pub mod api;
 pub mod client;
 pub mod seal;
+pub mod sealed_file;
 pub mod store;
 pub mod tls;
 

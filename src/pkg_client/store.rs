@@ -235,25 +235,17 @@ fn file_key(dir: &Path) -> Result<SealKey, PkgClientError> {
 /// Refuses a secret file that group or others may read or write (see the
 /// module's decision). A missing file is fine: it is created 0600.
 pub fn check_private(path: &Path) -> Result<(), PkgClientError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mode = meta.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(PkgClientError::Store(format!(
-                        "{}: holds secrets but group or others may access it (mode {mode:03o}); \
-                         refused: make it private (chmod 600) and renew the keys it protects",
-                        path.display()
-                    )));
-                }
+    match super::sealed_file::shared_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(PkgClientError::Store(
+            super::sealed_file::SealedFileError::NotPrivate {
+                path: path.display().to_string(),
+                mode,
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(store_err(path, e)),
-        }
+            .to_string(),
+        )),
+        Err(e) => Err(store_err(path, e)),
     }
-    Ok(())
 }
 
 fn store_err(path: &Path, e: std::io::Error) -> PkgClientError {

@@ -388,6 +388,7 @@ impl UserAgent {
             Command::Options { target } => {
                 self.out_of_dialog(now, Method::Options, &target, Body::default())
             }
+            Command::Forget { call } => self.forget(call),
         }
     }
 

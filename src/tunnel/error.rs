@@ -180,18 +180,31 @@ pub enum WireAction {
     /// Answer `415 Unsupported Media Type` with `Accept: application/sdp`
     /// when the policy refuses plain messages.
     Respond415,
+    /// Answer `503 Service Unavailable` with `Retry-After:`
+    /// [`BUSY_RETRY_AFTER_SECS`]: a well-formed newcomer refused only
+    /// because the session table or the session-id memory is full.
+    Respond503,
     /// Drop silently (responses, ACK, and attacks that must not be answered).
     Drop,
 }
+
+/// The `Retry-After` (seconds) of a `503` for a full tunnel table. The
+/// spec is silent; a minute lets idle pending sessions (and, later,
+/// remembered session ids) age out without inviting an immediate retry
+/// storm.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 60;
 
 impl OpenError {
     /// The wire action for this failure on a message that was a request of
     /// `method` (`None` for a response). Only "cannot decrypt" failures
     /// (no key for the period, unknown session, authentication) are
-    /// answered; replays, reflections, forgeries, collisions with live
-    /// dialogs, messages meant for someone else and refusals under load
-    /// are dropped so that the tunnel never becomes an oracle or an
-    /// amplifier.
+    /// answered 493, and a refusal under load (full session table or
+    /// session-id memory) is answered 503 with `Retry-After`, plain, like
+    /// the other hop-by-hop errors, so a genuine caller learns to come back
+    /// rather than retransmit into the full table. Replays, reflections,
+    /// forgeries, collisions with live dialogs and messages meant for
+    /// someone else are dropped so that the tunnel never becomes an oracle
+    /// or an amplifier (a 503 is no bigger than the request it answers).
     pub fn wire_action(&self, request_method: Option<&str>) -> WireAction {
         let answerable = matches!(request_method, Some(m) if m != "ACK");
         match self {
@@ -202,6 +215,7 @@ impl OpenError {
             | OpenError::UnknownSession
             | OpenError::KeyUnwrap
             | OpenError::Authentication => WireAction::Respond493,
+            OpenError::TableFull | OpenError::SessionIdMemoryFull => WireAction::Respond503,
             _ => WireAction::Drop,
         }
     }

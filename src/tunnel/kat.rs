@@ -3,8 +3,9 @@
 //! `cargo run --example gen-tunnel-vectors > tests/vectors/tunnel-v1.json`.
 //!
 //! One domain (`biloxi.com`, master secret as in `ibe-v1.json`), alice
-//! calls bob: a signed INVITE, a signed 180, the 200, ACK, BYE and its
-//! 200, in dialog order. Each entry lists every random value its sender
+//! calls bob: a signed INVITE, a signed 180, a signed 200 (the callee signs
+//! every response to the INVITE other than 100, see `tunnel` module doc),
+//! ACK, BYE and its 200, in dialog order. Each entry lists every random value its sender
 //! drew, by name, in the order drawn (`signature_k` is 64 bytes reduced
 //! with `Scalar::from_bytes_wide`). `unix_time` is the clock of both
 //! sides (it gives the key period and the signing time).

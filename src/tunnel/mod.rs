@@ -46,6 +46,18 @@
 //!   initial request on a Call-ID used by another dialog
 //!   ([`SealError::CallIdInUse`]) and replaces only our own earlier
 //!   attempt of the same dialog.
+//! - A message that proves nothing cannot block one that does: a first
+//!   message whose signature verifies supersedes the sessions on its
+//!   Call-ID when every one of them was opened by an unsigned first
+//!   message and not answered with a 2xx by us (a keyless third party that
+//!   read the Call-ID and tags and raced the genuine INVITE); they are
+//!   removed (their session ids stay remembered) and reported in
+//!   [`Opened::superseded`]. An unsigned newcomer, or any session that is
+//!   ours, proved by a signature, or answered with a 2xx, still makes the
+//!   newcomer a [`OpenError::DialogCollision`]. Accepted cost: a peer with
+//!   valid keys of its own (and shown as itself) can likewise supersede a
+//!   ringing call from a caller without keys. Pinned by
+//!   `tests/tunnel_attacks.rs` `a_racing_unsigned_first_message_cannot_block_the_signed_one`.
 //! - On the caller's side a new callee branch (a fork) opens only by a
 //!   response to the session's first request; on the callee's side a
 //!   caller message must carry a tag we answered with.
@@ -53,14 +65,31 @@
 //!   that branch of that session; it never changes (a later signature of
 //!   someone else: [`OpenError::SignerChanged`]) and never carries over
 //!   to another session or branch.
+//! - Signed responses (5.4 "the callee's first response other than 100",
+//!   read for UDP): the callee signs *every* response other than 100 to
+//!   the session's first request, provisional and final, each with the
+//!   session binding. A provisional response is never retransmitted; if
+//!   only the first one were signed, losing it would leave the caller
+//!   unable ever to verify the callee (the 200, retransmitted until the
+//!   ACK, would be unsigned). The caller verifies every signed message;
+//!   the first signature on a branch fixes its identity and a later one
+//!   naming anyone else is refused ([`OpenError::SignerChanged`]); an
+//!   unsigned response after a signed one is still accepted (an
+//!   implementation that signs only its first response) and keeps the
+//!   branch's identity. Responses to later requests are not signed.
+//!   Pinned by `tests/tunnel_attacks.rs`
+//!   `lost_signed_180_leaves_the_callee_verified_by_the_200` and the
+//!   `open.rs` tests `an_unsigned_200_after_a_signed_180_keeps_the_identity`
+//!   and `a_branch_keeps_the_identity_it_proved`.
 //! - Recipient binding (5.4): see [`Tunnel::set_contact_users`]; a
 //!   Request-URI without a user part is not compared, one whose host is
 //!   an IP address may carry our AOR's user (a registrar's retargeting).
 //! - A retransmission is the same body in the same transaction (same top
 //!   Via branch), answered only after the outer binding and the
 //!   outer/inner agreement passed again, while its session lives.
-//! - Under load, newcomers are refused and dropped ([`OpenError::TableFull`],
-//!   [`OpenError::SessionIdMemoryFull`]): live dialogs are never evicted
+//! - Under load, newcomers are refused ([`OpenError::TableFull`],
+//!   [`OpenError::SessionIdMemoryFull`]; a request is answered `503` with
+//!   `Retry-After`, plain, anything else dropped): live dialogs are never evicted
 //!   and session ids never forgotten early; pending sessions are evicted
 //!   among themselves, per peer first.
 
@@ -79,7 +108,7 @@ pub mod session;
 pub mod signed;
 
 pub use cms::Direction;
-pub use error::{OpenError, SealError, SignatureError, WireAction};
+pub use error::{OpenError, SealError, SignatureError, WireAction, BUSY_RETRY_AFTER_SECS};
 pub use random::{OsRandom, RandomSource, RecordedRandom};
 pub use session::Role;
 
@@ -182,6 +211,10 @@ pub struct Opened {
     pub period: Option<Period>,
     /// True when these exact bytes were accepted before (a retransmission).
     pub retransmission: bool,
+    /// Sessions this verified first message superseded and that are gone:
+    /// unsigned, unanswered first messages on its Call-ID (a racing
+    /// keyless third party); their calls must end.
+    pub superseded: Vec<[u8; 16]>,
 }
 
 /// One of our own identities (one key period).
@@ -389,7 +422,8 @@ pub fn classify(message: &[u8], ack_of_non_2xx: bool) -> Treatment {
 }
 
 /// A plain error response to an outer request (415 with `Accept:
-/// application/sdp`, or 493), carrying only the outer routing headers.
+/// application/sdp`, 493, or 503 with `Retry-After`), carrying only the
+/// outer routing headers.
 pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     let view = SipView::parse(outer_request).ok()?;
     if !view.is_request() || view.method().ok()? == "ACK" {
@@ -398,6 +432,7 @@ pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     let reason = match code {
         415 => "Unsupported Media Type",
         493 => "Undecipherable",
+        503 => "Service Unavailable",
         _ => return None,
     };
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
@@ -418,6 +453,9 @@ pub fn error_response(outer_request: &[u8], code: u16) -> Option<Vec<u8>> {
     out.push_str(&format!("CSeq: {}\r\n", view.one("cseq").ok()?));
     if code == 415 {
         out.push_str("Accept: application/sdp\r\n");
+    }
+    if code == 503 {
+        out.push_str(&format!("Retry-After: {BUSY_RETRY_AFTER_SECS}\r\n"));
     }
     out.push_str("l: 0\r\n\r\n");
     Some(out.into_bytes())

@@ -43,8 +43,13 @@ struct Accepted {
 
 /// The state change of an accepted message.
 enum Change {
-    /// A first message: a new (pending) session, in the slot found for it.
-    NewSession { session: Box<Session>, slot: Slot },
+    /// A first message: a new (pending) session, in the slot found for it,
+    /// replacing the unproven sessions it supersedes.
+    NewSession {
+        session: Box<Session>,
+        slot: Slot,
+        superseded: Vec<[u8; 16]>,
+    },
     /// A later message of a live session.
     Later {
         peer_tag: String,
@@ -119,6 +124,8 @@ impl Tunnel {
             outer::check_agreement(&outer, &inner).map_err(OpenError::Mismatch)?;
             let mut again = prev.clone();
             again.retransmission = true;
+            // What it superseded was reported with the first copy.
+            again.superseded.clear();
             return Ok(Verdict::Retransmission(again));
         }
 
@@ -205,12 +212,28 @@ impl Tunnel {
                 return Err(OpenError::NotInitialRequest);
             }
             self.check_recipient(&inner)?;
-            if self.sessions.call_id_in_use(call_id) {
+            let in_use = self.sessions.call_id_in_use(call_id);
+            // An unsigned newcomer on a Call-ID in use proves nothing and is
+            // refused before its signature would even be looked at.
+            if in_use && signed.is_none() {
                 return Err(OpenError::DialogCollision);
             }
             let verified = match &signed {
                 Some(sc) => self.check_signature(now, sc, &inner, true, None)?,
                 None => None,
+            };
+            // A message that proves nothing cannot block one that does: a
+            // verified first message supersedes the sessions on its
+            // Call-ID when none of them proved anything or holds a dialog
+            // (unsigned, unanswered by a 2xx). Anything else on the Call-ID
+            // stands, and the newcomer is refused.
+            let superseded = if in_use {
+                match (&verified, self.sessions.unproven_on_call_id(call_id)) {
+                    (Some(_), Some(ids)) => ids,
+                    _ => return Err(OpenError::DialogCollision),
+                }
+            } else {
+                Vec::new()
             };
             let opened_by = verified
                 .as_ref()
@@ -218,7 +241,7 @@ impl Tunnel {
                 .unwrap_or_default();
             let slot = self
                 .sessions
-                .slot_for_pending(&opened_by)
+                .slot_superseding(&opened_by, &superseded)
                 .map_err(|e| match e {
                     Full::Sessions => OpenError::TableFull,
                     Full::SessionIds => OpenError::SessionIdMemoryFull,
@@ -243,8 +266,8 @@ impl Tunnel {
                 windows: HashMap::from([(from_tag.to_string(), window)]),
                 verified_peer,
                 own_tags: Vec::new(),
-                signed_tags: Vec::new(),
                 established: false,
+                confirmed: false,
                 opened_by,
                 last_used: now,
             };
@@ -255,6 +278,7 @@ impl Tunnel {
             let change = Change::NewSession {
                 session: Box::new(session),
                 slot,
+                superseded,
             };
             (peer, Some(period), change)
         } else {
@@ -323,7 +347,12 @@ impl Tunnel {
             };
             (peer, None, change)
         };
+        let superseded = match &change {
+            Change::NewSession { superseded, .. } => superseded.clone(),
+            Change::Later { .. } => Vec::new(),
+        };
         let opened = Opened {
+            superseded,
             inner: inner_bytes.to_vec(),
             session_id,
             direction: seq.direction,
@@ -354,9 +383,17 @@ impl Tunnel {
         } = accepted;
         let session_id = opened.session_id;
         match change {
-            Change::NewSession { session, slot } => {
+            Change::NewSession {
+                session,
+                slot,
+                superseded,
+            } => {
                 let kek = session.kek.clone();
                 self.log_key(|| KeyLogEntry::Kek { session_id, kek });
+                for id in &superseded {
+                    // Their ids stay remembered: a replay is still refused.
+                    self.sessions.remove(id);
+                }
                 self.sessions.remember_id(session_id, body_hash, now);
                 self.sessions.insert(slot, *session);
             }
@@ -747,6 +784,33 @@ mod tests {
         assert_eq!(
             alice.open(now, &seal_raw(&bob, session_id, 8, &info, &head)),
             Err(OpenError::WrongDialog)
+        );
+    }
+
+    #[test]
+    fn an_unsigned_200_after_a_signed_180_keeps_the_identity() {
+        // An implementation that signs only its first response (the 180):
+        // its unsigned 200 is accepted, and the branch stays verified.
+        let (mut alice, mut bob) = two_domains();
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_348_800);
+        let (session_id, common) = ringing_call(&mut alice, &mut bob, now);
+        let tagged = common.replace("t: <sip:bob@biloxi.com>", "t: <sip:bob@biloxi.com>;tag=b");
+        let ok = sip(
+            "SIP/2.0 200 OK",
+            &format!("{tagged}CSeq: 1 INVITE\r\n"),
+            "",
+            0,
+        );
+        let head = format!(
+            "SIP/2.0 200 OK\r\n{tagged}CSeq: 1 INVITE\r\nc: {}\r\n",
+            outer::OUTER_CONTENT_TYPE
+        );
+        let opened = alice
+            .open(now, &seal_raw(&bob, session_id, 1, &ok, &head))
+            .unwrap();
+        assert_eq!(opened.inner, ok);
+        assert!(
+            matches!(&opened.peer, PeerIdentity::Verified(id) if id.aor().as_str() == "sip:bob@biloxi.com")
         );
     }
 

@@ -29,7 +29,8 @@ enum Commit {
     NewSession(Box<Session>, Slot),
     Later {
         session_id: [u8; 16],
-        signed_tag: Option<String>,
+        /// Whether it is our 2xx to the first request (as callee).
+        confirms: bool,
         /// Our own dialog tag in a session where we are the callee.
         own_tag: Option<String>,
     },
@@ -120,8 +121,8 @@ impl Tunnel {
                 windows: HashMap::new(),
                 verified_peer: HashMap::new(),
                 own_tags: vec![from_tag.to_string()],
-                signed_tags: Vec::new(),
                 established: true,
+                confirmed: true,
                 opened_by: String::new(),
                 last_used: now,
             };
@@ -165,30 +166,39 @@ impl Tunnel {
                 }
             };
             let callee_tag = callee_tag.to_string();
-            let (role, seq, binding, signed_before, kek) = {
+            let (role, seq, binding, initial_cseq, kek) = {
                 let s = self
                     .sessions
                     .get(&id)
                     .ok_or_else(|| SealError::NoSession("session vanished".into()))?;
-                let tag = to_tag.unwrap_or_default();
                 (
                     s.role,
                     s.next_seq,
                     s.session_binding,
-                    s.signed_tags.iter().any(|t| t == tag),
+                    s.initial_cseq.clone(),
                     s.kek.clone(),
                 )
             };
-            let is_first_response = matches!(view.start, StartLine::Response { code } if code != 100)
+            // Spec 5.4, read for lossy transports: every response of ours
+            // other than 100 to the session's first request is signed, not
+            // only the first one, because a provisional response is never
+            // retransmitted and the caller must be able to verify us from
+            // whichever of them arrives (see the module doc).
+            let answers_first = view
+                .cseq()
+                .is_ok_and(|(n, m)| n == initial_cseq.0 && m == initial_cseq.1);
+            let signs = matches!(view.start, StartLine::Response { code } if code != 100)
                 && role == Role::Callee
-                && !signed_before;
-            let (content, signed_tag) = if is_first_response {
-                (
-                    self.sign_if_possible(now, &entity, Some(binding))?,
-                    to_tag.map(str::to_string),
-                )
+                && answers_first;
+            // A 2xx of ours to the first request establishes the dialog:
+            // from then on no signed newcomer may supersede the session.
+            let confirms = matches!(view.start, StartLine::Response { code } if (200..300).contains(&code))
+                && role == Role::Callee
+                && answers_first;
+            let content = if signs {
+                self.sign_if_possible(now, &entity, Some(binding))?
             } else {
-                ((ContentKind::Data, entity.clone()), None)
+                (ContentKind::Data, entity.clone())
             };
             let cek = self.draw::<32>("cek")?;
             let wrapped = aes_kw::KekAes256::new(&(*kek).into())
@@ -206,7 +216,7 @@ impl Tunnel {
                 cek,
                 Commit::Later {
                     session_id: id,
-                    signed_tag,
+                    confirms,
                     own_tag: (role == Role::Callee && !callee_tag.is_empty()).then_some(callee_tag),
                 },
             )
@@ -261,16 +271,14 @@ impl Tunnel {
             Commit::NewSession(session, slot) => self.sessions.insert(slot, *session),
             Commit::Later {
                 session_id,
-                signed_tag,
+                confirms,
                 own_tag,
             } => {
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.next_seq += 1;
                     s.last_used = now;
                     s.established = true;
-                    if let Some(t) = signed_tag {
-                        s.signed_tags.push(t);
-                    }
+                    s.confirmed |= confirms;
                     if let Some(t) = own_tag {
                         if !s.own_tags.contains(&t) {
                             s.own_tags.push(t);

@@ -101,11 +101,14 @@ pub struct Session {
     /// Our own dialog tags in this session (the caller's tag, or every
     /// To tag we answered with as callee).
     pub own_tags: Vec<String>,
-    /// Our own tags that have already sent their signed first response.
-    pub signed_tags: Vec<String>,
     /// Whether we have sent in this session (always true for sessions we
     /// opened). Pending sessions can be evicted by newcomers.
     pub established: bool,
+    /// Whether the dialog is established on our side: we answered the
+    /// first request with a 2xx as callee (always true for sessions we
+    /// opened). An unconfirmed session that no signature proved can be
+    /// superseded by a signed first message on its Call-ID.
+    pub confirmed: bool,
     /// Whom a pending session is charged to: the verified signer's AOR,
     /// or empty for unsigned first messages.
     pub opened_by: String,
@@ -337,6 +340,38 @@ impl SessionTable {
             };
         }
         Ok(Slot { evict: None })
+    }
+
+    /// The sessions on `call_id` when every one of them proves nothing and
+    /// holds no dialog: opened by an unsigned first message from a peer
+    /// (we are the callee), no signature verified on any branch, and not
+    /// answered with a 2xx by us. `None` when any session on the Call-ID
+    /// is ours, proved or confirmed (or there is none).
+    pub fn unproven_on_call_id(&self, call_id: &str) -> Option<Vec<[u8; 16]>> {
+        let on: Vec<&Session> = self
+            .by_id
+            .values()
+            .filter(|s| s.call_id == call_id)
+            .collect();
+        let unproven = |s: &&Session| {
+            s.role == Role::Callee
+                && !s.confirmed
+                && s.opened_by.is_empty()
+                && s.verified_peer.is_empty()
+        };
+        (!on.is_empty() && on.iter().all(unproven))
+            .then(|| on.iter().map(|s| s.session_id).collect())
+    }
+
+    /// Where a session that supersedes the sessions `replaced` would go
+    /// (see [`SessionTable::unproven_on_call_id`]); no state change. Their
+    /// removal frees at least one slot, so only the session-id memory can
+    /// refuse it.
+    pub fn slot_superseding(&self, opened_by: &str, replaced: &[[u8; 16]]) -> Result<Slot, Full> {
+        match self.slot_for_pending(opened_by) {
+            Err(Full::Sessions) if !replaced.is_empty() => Ok(Slot { evict: None }),
+            other => other,
+        }
     }
 
     /// Where a session we open ourselves would go; no state change.

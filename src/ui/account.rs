@@ -9,6 +9,7 @@ use crate::agent::keys::now_unix;
 use crate::ibe::{Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
 use crate::pkg_client::seal::{replace_secret_file, SealKey};
+use crate::pkg_client::sealed_file::private_key_file;
 use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
 
 /// Logs in with the stored password and fetches the keys of this and the
@@ -80,7 +81,8 @@ const ACCOUNT_AAD: &[u8] = b"ibephone-account-v1";
 fn account_key(dirs: &AppDirs) -> Result<SealKey, String> {
     std::fs::create_dir_all(dirs.keys())
         .map_err(|e| format!("Cannot create {} ({e}).", dirs.keys().display()))?;
-    SealKey::load_or_create_file(&dirs.keys().join(store::KEY_FILE))
+    // Refused when group or others may access it, as the agent refuses it.
+    private_key_file(&dirs.keys().join(store::KEY_FILE), true)
         .map(|k| k.derive(b"ibephone account v1"))
         .map_err(|e| format!("Cannot open the key file ({e})."))
 }
@@ -167,5 +169,19 @@ mod tests {
         let v = key_periods(1_796_083_200);
         let s: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
         assert_eq!(s, ["2026-11", "2026-12", "2027-01"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_account_key_refuses_a_key_file_others_may_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = AppDirs::at(dir.path());
+        account_key(&dirs).unwrap();
+        let key_file = dirs.keys().join(store::KEY_FILE);
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let e = account_key(&dirs).unwrap_err();
+        assert!(e.contains("group or others may access it"), "{e}");
+        assert!(e.contains("chmod 600"), "{e}");
     }
 }

@@ -3,13 +3,17 @@
 //! (AES-256-GCM) under a key derived from the key store's key file, as the
 //! stored account password is; written 0600 through a temporary file and
 //! a rename. Without that key file (not set up, or logged out) nothing is
-//! written. A file that cannot be opened is moved aside, never overwritten,
-//! and the caller gets a sentence for the user. Logging out deletes it.
+//! written; a key file that group or others may access is refused, never
+//! used ([`MessageError::KeyFile`]). A file that cannot be opened is moved
+//! aside, never overwritten, and the caller gets a sentence for the user.
+//! Logging out deletes it. The file handling is
+//! [`crate::pkg_client::sealed_file`], shared with the retained secrets.
 
 use super::app::{Author, ChatLine};
 use super::settings::{file_err, AppDirs};
 use super::UiError;
-use crate::pkg_client::seal::{replace_secret_file, SealKey};
+use crate::pkg_client::seal::SealKey;
+use crate::pkg_client::sealed_file::{private_key_file, SealedFile, SealedFileError};
 use crate::pkg_client::store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,46 +59,59 @@ pub enum MessageError {
         /// Why it could not be moved.
         move_error: String,
     },
+    /// The key file cannot be used (e.g. group or others may read it: it is
+    /// refused, as the agent refuses it).
+    #[error("your saved messages cannot be used: {0}")]
+    KeyFile(#[source] SealedFileError),
     /// Reading, writing or deleting failed.
     #[error(transparent)]
     File(#[from] UiError),
 }
 
+impl From<SealedFileError> for MessageError {
+    fn from(e: SealedFileError) -> Self {
+        match e {
+            SealedFileError::NoKey(_) => MessageError::NoKey,
+            SealedFileError::Damaged { why, kept } => MessageError::Damaged { why, kept },
+            SealedFileError::Stuck {
+                path,
+                why,
+                move_error,
+            } => MessageError::Stuck {
+                path,
+                why,
+                move_error,
+            },
+            SealedFileError::File { path, source } => {
+                MessageError::File(file_err(Path::new(&path), source))
+            }
+            other => MessageError::KeyFile(other),
+        }
+    }
+}
+
 /// The messages file of one data directory.
 pub struct MessageStore {
-    path: PathBuf,
+    file: SealedFile,
     key_file: PathBuf,
     key: Option<SealKey>,
-    /// A damaged file that could not be moved aside: never written over.
-    stuck: bool,
 }
 
 impl MessageStore {
     /// The store of `dirs` (`messages.sealed`); nothing is read yet.
     pub fn new(dirs: &AppDirs) -> Self {
         MessageStore {
-            path: dirs.messages(),
+            file: SealedFile::new(dirs.messages()),
             key_file: dirs.keys().join(store::KEY_FILE),
             key: None,
-            stuck: false,
         }
     }
 
-    /// The key, read once from the key file (never created here).
+    /// The key, read once from the key file (never created here; refused
+    /// when group or others may access it).
     fn key(&mut self) -> Result<&SealKey, MessageError> {
         if self.key.is_none() {
-            let bytes = match std::fs::read(&self.key_file) {
-                Ok(b) => Zeroizing::new(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(MessageError::NoKey)
-                }
-                Err(e) => return Err(file_err(&self.key_file, e).into()),
-            };
-            let arr: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| file_err(&self.key_file, "a key file holds exactly 32 bytes"))?;
-            self.key = Some(SealKey::from_bytes(arr).derive(KEY_LABEL));
+            self.key = Some(private_key_file(&self.key_file, false)?.derive(KEY_LABEL));
         }
         self.key.as_ref().ok_or(MessageError::NoKey)
     }
@@ -103,102 +120,49 @@ impl MessageStore {
     /// be opened is moved aside ([`MessageError::Damaged`]) so that the
     /// next save starts a fresh one.
     pub fn load(&mut self) -> Result<Conversations, MessageError> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => Zeroizing::new(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Conversations::new()),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(self.set_aside("not text".into()))
-            }
-            Err(e) => return Err(file_err(&self.path, e).into()),
-        };
-        let opened = match self.key() {
-            Ok(key) => key
-                .open(AAD, &text)
-                .map_err(|e| format!("it does not open with this computer's key: {e}")),
-            Err(MessageError::NoKey) => Err("the key that sealed it is gone".into()),
+        // The key file is checked even without a messages file, so that a
+        // key file others may read is reported when the window opens.
+        match self.key() {
+            Ok(_) | Err(MessageError::NoKey) => {}
             Err(e) => return Err(e),
-        };
-        let parsed = opened.and_then(|plain| {
-            serde_json::from_slice::<Conversations>(&plain)
+        }
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| "the key that sealed it is gone".to_string());
+        let parsed = self.file.load(key, AAD, |plain| {
+            serde_json::from_slice::<Conversations>(plain)
                 .map_err(|e| format!("its content is damaged: {e}"))
-        });
-        match parsed {
-            Ok(mut c) => {
-                for line in c.values_mut().flatten() {
-                    if line.author == Author::Me && line.status.is_none() {
-                        line.status = Some(DELIVERY_UNKNOWN);
-                    }
-                }
-                c.values_mut().for_each(trim);
-                Ok(c)
-            }
-            Err(why) => Err(self.set_aside(why)),
-        }
-    }
-
-    /// Moves the unreadable file to `messages.damaged-N.sealed` (the first
-    /// free N); if that fails, leaves it and never writes over it.
-    fn set_aside(&mut self, why: String) -> MessageError {
-        let moved = (1..1000)
-            .map(|n| {
-                self.path
-                    .with_file_name(format!("messages.damaged-{n}.sealed"))
-            })
-            .find(|p| !p.exists())
-            .ok_or_else(|| "too many damaged files kept already".to_string())
-            .and_then(|kept| {
-                std::fs::rename(&self.path, &kept)
-                    .map(|()| kept)
-                    .map_err(|e| e.to_string())
-            });
-        match moved {
-            Ok(kept) => MessageError::Damaged {
-                why,
-                kept: kept.display().to_string(),
-            },
-            Err(move_error) => {
-                self.stuck = true;
-                MessageError::Stuck {
-                    path: self.path.display().to_string(),
-                    why,
-                    move_error,
-                }
+        })?;
+        let mut c = parsed.unwrap_or_default();
+        for line in c.values_mut().flatten() {
+            if line.author == Author::Me && line.status.is_none() {
+                line.status = Some(DELIVERY_UNKNOWN);
             }
         }
+        c.values_mut().for_each(trim);
+        Ok(c)
     }
 
     /// Writes the conversations (the last [`MAX_PER_PEER`] lines of each,
     /// empty ones left out), sealed, replacing the file atomically.
     pub fn save(&mut self, conversations: &Conversations) -> Result<(), MessageError> {
-        if self.stuck {
-            return Err(MessageError::Stuck {
-                path: self.path.display().to_string(),
-                why: "it was unreadable at start".into(),
-                move_error: "it could not be moved aside".into(),
-            });
-        }
         let kept: BTreeMap<&String, &[ChatLine]> = conversations
             .iter()
             .filter(|(_, lines)| !lines.is_empty())
             .map(|(peer, lines)| (peer, &lines[lines.len().saturating_sub(MAX_PER_PEER)..]))
             .collect();
-        let plain = Zeroizing::new(serde_json::to_vec(&kept).map_err(|e| file_err(&self.path, e))?);
-        let path = self.path.clone();
-        let sealed = self
-            .key()?
-            .seal(AAD, &plain)
-            .map_err(|e| file_err(&path, e))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        }
-        replace_secret_file(&path, sealed.as_bytes()).map_err(|e| file_err(&path, e).into())
+        let path = self.file.path().to_path_buf();
+        let plain = Zeroizing::new(serde_json::to_vec(&kept).map_err(|e| file_err(&path, e))?);
+        self.key()?;
+        let key = self.key.as_ref().ok_or(MessageError::NoKey)?;
+        Ok(self.file.save(key, AAD, &plain)?)
     }
 
     /// Deletes the file and forgets the key (log out).
     pub fn wipe(&mut self) -> Result<(), MessageError> {
         self.key = None;
-        self.stuck = false;
-        remove_if_present(&self.path).map_err(|e| file_err(&self.path, e).into())
+        Ok(self.file.wipe()?)
     }
 }
 

@@ -275,6 +275,91 @@ fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
     assert_eq!(ended(&n, a), Some(EndReason::RemoteHangup));
 }
 
+/// The 200s to the INVITE with CSeq `cseq` that the proxy saw.
+fn invite_oks(n: &Net, cseq: u32) -> usize {
+    let tag = format!("CSeq: {cseq} INVITE");
+    n.proxy_saw
+        .iter()
+        .filter(|m| m.starts_with(b"SIP/2.0 200") && String::from_utf8_lossy(m).contains(&tag))
+        .count()
+}
+
+/// Sends a re-INVITE from `a` in call `ac` (CSeq 2).
+fn reinvite(n: &mut Net, a: usize, ac: CallId) {
+    n.cmd(
+        a,
+        Command::InDialog {
+            call: ac,
+            method: rsip::Method::Invite,
+            body: body("re"),
+        },
+    );
+}
+
+#[test]
+fn reinvite_2xx_is_retransmitted_until_ack_then_given_up_with_bye() {
+    // RFC 3261 13.3.1.4 for a re-INVITE: its ACK carries the spec 6 key
+    // reveal, so a lost one must not go unnoticed.
+    let (mut n, a, b) = pair(31);
+    let (ac, _) = answered_call(&mut n, a, b);
+    n.drop_if = Some(|m: &[u8]| {
+        m.starts_with(b"ACK ") && String::from_utf8_lossy(m).contains("CSeq: 2 ACK")
+    });
+    let first_acks = |n: &Net| {
+        n.proxy_saw
+            .iter()
+            .filter(|m| {
+                m.starts_with(b"ACK ") && String::from_utf8_lossy(m).contains("CSeq: 1 ACK")
+            })
+            .count()
+    };
+    let before = first_acks(&n);
+    reinvite(&mut n, a, ac);
+    let t0 = n.now;
+    assert!(n.run_until(Duration::from_secs(60), |n| ended(n, b).is_some()));
+    assert_eq!(ended(&n, b), Some(EndReason::Timeout));
+    assert_eq!(n.now - t0, Duration::from_secs(32), "64*T1");
+    // 1 + retransmissions at 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s (T2 cap).
+    let oks = invite_oks(&n, 2);
+    assert!(oks >= 10, "{oks}");
+    // The caller answered every copy with the re-INVITE's ACK (CSeq 2,
+    // dropped), never with the first INVITE's.
+    assert_eq!(first_acks(&n), before);
+    // The callee ended the dialog with BYE.
+    assert!(n.run_until(Duration::from_secs(60), |n| ended(n, a).is_some()));
+    assert_eq!(ended(&n, a), Some(EndReason::RemoteHangup));
+}
+
+#[test]
+fn reinvite_2xx_retransmission_stops_at_the_ack() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DROPPED: AtomicBool = AtomicBool::new(false);
+    let (mut n, a, b) = pair(32);
+    let (ac, bc) = answered_call(&mut n, a, b);
+    // Only the first ACK of the re-INVITE is lost.
+    n.drop_if = Some(|m: &[u8]| {
+        m.starts_with(b"ACK ")
+            && String::from_utf8_lossy(m).contains("CSeq: 2 ACK")
+            && !DROPPED.swap(true, Ordering::SeqCst)
+    });
+    n.uas[b].2.clear();
+    reinvite(&mut n, a, ac);
+    assert!(
+        n.run_until(Duration::from_secs(60), |n| n.has(b, |e| matches!(
+            e,
+            Event::AckReceived { call, .. } if *call == bc
+        )))
+    );
+    assert!(DROPPED.load(Ordering::SeqCst));
+    // The 2xx went out again after T1, its ACK came back, and then the
+    // retransmissions stopped: nothing more within the next minute.
+    let oks = invite_oks(&n, 2);
+    assert_eq!(oks, 2, "the 2xx and one retransmission");
+    n.run_until(Duration::from_secs(60), |_| false);
+    assert_eq!(invite_oks(&n, 2), oks);
+    assert!(ended(&n, a).is_none() && ended(&n, b).is_none());
+}
+
 #[test]
 fn unanswered_call_is_given_up_and_nothing_leaks() {
     let (mut n, a, b) = pair(29);

@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use ibephone::tunnel::cms::ContentKind;
+use ibephone::tunnel::cms::{self, ContentKind};
 use ibephone::tunnel::{OpenError, PeerIdentity, SealError, Tunnel, TunnelConfig, WireAction};
 use std::time::Duration;
 use support::tunnel::*;
@@ -591,10 +591,22 @@ fn full_table_of_live_calls_refuses_newcomers() {
         .seal(t, &call_no("sip:alice@atlanta.com", "late", 0).invite())
         .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::TableFull));
+    // Answered 503 with Retry-After when a response is allowed.
     assert_eq!(
         OpenError::TableFull.wire_action(Some("INVITE")),
+        WireAction::Respond503
+    );
+    assert_eq!(
+        OpenError::TableFull.wire_action(Some("ACK")),
         WireAction::Drop
     );
+    assert_eq!(OpenError::TableFull.wire_action(None), WireAction::Drop);
+    let busy = String::from_utf8(ibephone::tunnel::error_response(&o, 503).unwrap()).unwrap();
+    assert!(
+        busy.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{busy}"
+    );
+    assert!(busy.contains("\r\nRetry-After: 60\r\n"), "{busy}");
     // Bob's own new call is refused as well, by a typed error.
     let mut out = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
     out.call_id = "b3V0Z29pbmdvdXRnb2luZ291".into();
@@ -625,6 +637,10 @@ fn full_session_id_memory_refuses_rather_than_forgets() {
         .seal(t, &call_no("sip:alice@atlanta.com", "mem", 2).invite())
         .unwrap();
     assert_eq!(p.bob.open(t, &o), Err(OpenError::SessionIdMemoryFull));
+    assert_eq!(
+        OpenError::SessionIdMemoryFull.wire_action(Some("MESSAGE")),
+        WireAction::Respond503
+    );
     // Eve's pending sessions expire by themselves (no call to `expire`);
     // their ids stay remembered: a replay is still recognised.
     let later = t + Duration::from_secs(100);
@@ -788,4 +804,135 @@ fn unsigned_first_message_never_inherits_a_verified_identity() {
     assert!(opened.first_message);
     assert_eq!(opened.peer, PeerIdentity::Unverified);
     assert_eq!(p.bob.session_count(), 1);
+}
+
+/// The content kind of a sealed outer message (signed or not).
+fn content_kind(outer: &[u8]) -> ContentKind {
+    cms::decode_envelope(&outer[body_start(outer)..])
+        .unwrap()
+        .attrs
+        .content
+}
+
+#[test]
+fn lost_signed_180_leaves_the_callee_verified_by_the_200() {
+    // Over UDP nothing retransmits a 180: the callee signs every response
+    // to the first request other than 100, so the 200 proves it as well.
+    let mut p = pair();
+    let t = now();
+    let o = p.alice.seal(t, &p.call.invite()).unwrap();
+    let sid = p.bob.open(t, &o).unwrap().session_id;
+    let ringing = p.bob.seal(t, &p.call.ringing()).unwrap();
+    assert_eq!(content_kind(&ringing), ContentKind::SignedData);
+    // The 180 is lost; the 200 arrives.
+    let ok = p.bob.seal(t, &p.call.ok_invite()).unwrap();
+    assert_eq!(content_kind(&ok), ContentKind::SignedData);
+    let opened = p.alice.open(t, &ok).unwrap();
+    assert_eq!(opened.session_id, sid);
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+    // Had the 180 arrived after all (late), its signature names the same
+    // identity and opens.
+    let late = p.alice.open(t, &ringing).unwrap();
+    assert_eq!(
+        late.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+    // Responses to later requests are not signed.
+    let o = p.alice.seal(t, &p.call.ack()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let o = p.alice.seal(t, &p.call.reinvite()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let ok_re = p.bob.seal(t, &p.call.ok_reinvite()).unwrap();
+    assert_eq!(content_kind(&ok_re), ContentKind::Data);
+    let opened = p.alice.open(t, &ok_re).unwrap();
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:bob@biloxi.com"))
+    );
+}
+
+#[test]
+fn a_racing_unsigned_first_message_cannot_block_the_signed_one() {
+    // Eve (no keys) reads Call-ID and alice's tag off the wire and gets her
+    // unsigned INVITE to bob before alice's signed one.
+    let mut p = pair();
+    let t = now();
+    let mut eve = keyless();
+    let raced = eve.seal(t, &p.call.invite()).unwrap();
+    let opened = p.bob.open(t, &raced).unwrap();
+    assert_eq!(opened.peer, PeerIdentity::Unverified);
+    let eves = opened.session_id;
+    // Bob's phone rings for it (180 in eve's session), unanswered.
+    let o = p.bob.seal(t, &p.call.ringing()).unwrap();
+    eve.open(t, &o).unwrap();
+    // Alice's signed INVITE wins: it opens, verified, and eve's session is
+    // gone.
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    let opened = p.bob.open(t, &invite).unwrap();
+    assert_eq!(
+        opened.peer,
+        PeerIdentity::Verified(identity("sip:alice@atlanta.com"))
+    );
+    assert_eq!(opened.superseded, vec![eves]);
+    let sid = opened.session_id;
+    // Its retransmission is answered again and supersedes nothing more.
+    let again = p.bob.open(t, &invite).unwrap();
+    assert!(again.retransmission && again.superseded.is_empty());
+    assert_eq!(p.bob.session_count(), 1);
+    // Eve's session reaches nothing any more; her first message replayed
+    // is a replay; a new unsigned one collides with alice's call.
+    let bye = eve.seal(t, &p.call.bye()).unwrap();
+    assert_eq!(p.bob.open(t, &bye), Err(OpenError::UnknownSession));
+    assert_eq!(p.bob.open(t, &raced), Err(OpenError::SessionIdReused));
+    let again = keyless().seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &again), Err(OpenError::DialogCollision));
+    // Alice's call proceeds in her own session.
+    for inner in [p.call.ringing(), p.call.ok_invite()] {
+        let o = p.bob.seal(t, &inner).unwrap();
+        assert_eq!(p.alice.open(t, &o).unwrap().session_id, sid);
+    }
+    let o = p.alice.seal(t, &p.call.ack()).unwrap();
+    assert_eq!(p.bob.open(t, &o).unwrap().session_id, sid);
+    call_is_intact(&mut p, sid, 1);
+}
+
+#[test]
+fn what_proved_something_or_holds_a_dialog_is_never_superseded() {
+    let t = now();
+    // An unsigned call bob answered with a 2xx is a dialog: alice's signed
+    // INVITE on its Call-ID collides, and the unsigned call stays.
+    let mut p = pair();
+    let mut eve = keyless();
+    let o = eve.seal(t, &p.call.invite()).unwrap();
+    let eves = p.bob.open(t, &o).unwrap().session_id;
+    for inner in [p.call.ringing(), p.call.ok_invite()] {
+        let o = p.bob.seal(t, &inner).unwrap();
+        eve.open(t, &o).unwrap();
+    }
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &invite), Err(OpenError::DialogCollision));
+    let o = eve.seal(t, &p.call.ack()).unwrap();
+    assert_eq!(p.bob.open(t, &o).unwrap().session_id, eves);
+    // A signed racer (mallory, as herself, with alice's tag) proved who she
+    // is: alice's INVITE does not supersede her either.
+    let mut p = pair();
+    let mut as_mallory = Call::new("sip:mallory@atlanta.com", "sip:bob@biloxi.com");
+    as_mallory.caller_tag = p.call.caller_tag.clone();
+    let mut mallory = domains().tunnel("sip:mallory@atlanta.com", &["2026-11"]);
+    let o = mallory.seal(t, &as_mallory.invite()).unwrap();
+    p.bob.open(t, &o).unwrap();
+    let invite = p.alice.seal(t, &p.call.invite()).unwrap();
+    assert_eq!(p.bob.open(t, &invite), Err(OpenError::DialogCollision));
+    assert_eq!(p.bob.session_count(), 1);
+    // Our own call on a Call-ID is never superseded by a peer's first
+    // message, signed or not.
+    let mut p = pair();
+    p.alice.seal(t, &p.call.invite()).unwrap();
+    let mut reverse = Call::new("sip:bob@biloxi.com", "sip:alice@atlanta.com");
+    reverse.caller_tag = p.call.caller_tag.clone();
+    let signed = p.bob.seal(t, &reverse.invite()).unwrap();
+    assert_eq!(p.alice.open(t, &signed), Err(OpenError::DialogCollision));
 }

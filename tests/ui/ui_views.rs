@@ -296,6 +296,50 @@ fn messages_survive_a_restart_and_a_damaged_file_is_reported() {
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn a_key_file_others_may_read_is_refused_with_a_sentence() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    std::fs::create_dir_all(dirs.keys()).unwrap();
+    let key_file = dirs.keys().join(ibephone::pkg_client::store::KEY_FILE);
+    ibephone::pkg_client::seal::SealKey::load_or_create_file(&key_file).unwrap();
+    {
+        let mut h = ready_phone(dir.path());
+        h.state_mut()
+            .apply(Update::Agent(AgentEvent::MessageReceived {
+                from: "sip:alice@atlanta.invalid".into(),
+                text: "see you at noon".into(),
+                verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+                tunneled: true,
+            }));
+        h.run_steps(3);
+    }
+    let sealed = std::fs::read(dirs.messages()).unwrap();
+    // Someone made the key file readable by the group: the window refuses
+    // it with a sentence, shows no message, and the file is left as it was.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let h = ready_phone(dir.path());
+    assert!(
+        shows(&h, "group or others may access it"),
+        "{:?}",
+        h.state().banners
+    );
+    assert!(shows(&h, "chmod 600"));
+    assert!(h.state().conversations.is_empty());
+    assert_eq!(std::fs::read(dirs.messages()).unwrap(), sealed);
+    assert!(!dir.path().join("messages.damaged-1.sealed").exists());
+    drop(h);
+    // Made private again, the messages come back.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let h = ready_phone(dir.path());
+    assert_eq!(
+        h.state().conversations["sip:alice@atlanta.invalid"].len(),
+        1
+    );
+}
+
 /// Key continuity (spec 6) on the call screen: a peer that proved the
 /// confirmed call's keys shows "same keys as your confirmed call" and no
 /// SAS to compare; a missing or wrong proof shows the loud warning and

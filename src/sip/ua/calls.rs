@@ -1,8 +1,12 @@
 //! Calls of the user agent: INVITE as caller and callee, CANCEL, BYE, the
 //! ACK of a 2xx (built by the dialog, so tunneled like any in-dialog
-//! request) and the callee's 2xx retransmission until the ACK arrives
+//! request) and the UAS's 2xx retransmission until the ACK arrives
 //! (RFC 3261 13.3.1.4: T1 doubling, capped at T2, given up after 64*T1, then
-//! BYE).
+//! BYE), for the initial INVITE and for every re-INVITE alike: the ACK of a
+//! re-INVITE's 2xx carries the spec 6 key reveal (`Ibesip-Dh`), so a lost
+//! one must be asked for again, not taken as lost for good. As UAC, a
+//! retransmitted 2xx is answered with the ACK of the same INVITE (by CSeq),
+//! never with another one's.
 
 use super::{body_of, set_body, Body, CallId, EndReason, Event, UserAgent};
 use crate::sip::dialog::{Dialog, DialogId, DialogState};
@@ -40,6 +44,12 @@ pub(super) struct Call {
     cancelled: bool,
     ack: Option<Message>,
     ok: Option<OkRetransmit>,
+    /// UAS: the 2xx of the latest re-INVITE, retransmitted until its ACK
+    /// (by CSeq number) arrives.
+    reinvite_ok: Option<(u32, OkRetransmit)>,
+    /// UAC: the ACK sent for the latest re-INVITE's 2xx (CSeq number,
+    /// filtered ACK), sent again when that 2xx is retransmitted.
+    reinvite_ack: Option<(u32, Message)>,
     bye_key: Option<TxKey>,
     /// UAS: when an unanswered call is refused (480), so an application
     /// that never answers cannot pin the call forever.
@@ -68,7 +78,11 @@ impl Call {
 
     pub(super) fn deadline(&self) -> Option<Instant> {
         let ok = self.ok.as_ref().map(|o| o.next.min(o.give_up));
-        ok.into_iter().chain(self.ring_deadline).min()
+        let re = self
+            .reinvite_ok
+            .as_ref()
+            .map(|(_, o)| o.next.min(o.give_up));
+        ok.into_iter().chain(re).chain(self.ring_deadline).min()
     }
 }
 
@@ -111,6 +125,8 @@ impl UserAgent {
                 cancelled: false,
                 ack: None,
                 ok: None,
+                reinvite_ok: None,
+                reinvite_ack: None,
                 bye_key: None,
                 ring_deadline: None,
                 reveal: None,
@@ -149,6 +165,8 @@ impl UserAgent {
                 cancelled: false,
                 ack: None,
                 ok: None,
+                reinvite_ok: None,
+                reinvite_ack: None,
                 bye_key: None,
                 ring_deadline: Some(now + RING_TIMEOUT),
                 reveal: None,
@@ -192,6 +210,22 @@ impl UserAgent {
         });
     }
 
+    /// [`super::Command::Forget`]: an unanswered incoming call ends here,
+    /// nothing sent.
+    pub(super) fn forget(&mut self, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let Some(key) = c.invite_key.clone() else {
+            return;
+        };
+        if c.role != Role::Uas || !self.tx.server_pending(&key) {
+            return;
+        }
+        self.tx.forget_server(&key);
+        self.end_call(call, EndReason::Forgotten);
+    }
+
     pub(super) fn reject(&mut self, now: Instant, call: CallId, status: u16) {
         self.refuse(now, call, status, EndReason::Rejected(status));
     }
@@ -209,6 +243,7 @@ impl UserAgent {
         let reason = match status {
             480 => "Temporarily Unavailable",
             486 => "Busy Here",
+            488 => "Not Acceptable Here",
             415 => "Unsupported Media Type",
             493 => "Undecipherable",
             _ => "Decline",
@@ -274,6 +309,7 @@ impl UserAgent {
         let bye = d.request(Method::Bye);
         d.state = DialogState::Terminated;
         c.ok = None;
+        c.reinvite_ok = None;
         match self.send_request(now, bye) {
             Some(k) => {
                 self.by_client_tx.insert(k.clone(), call);
@@ -324,8 +360,45 @@ impl UserAgent {
         if (200..300).contains(&status) {
             r.push_header("Contact", self.contact());
             set_body(&mut r, body);
+            return self.respond_reinvite_2xx(now, call, &key, &req, r);
         }
         self.respond(now, &key, r);
+    }
+
+    /// Sends the 2xx of a re-INVITE and retransmits it until its ACK
+    /// arrives (RFC 3261 13.3.1.4), as for the initial INVITE.
+    fn respond_reinvite_2xx(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        key: &TxKey,
+        req: &Message,
+        ok: Message,
+    ) {
+        let Some(dest) = self.tx.server_dest(key) else {
+            return;
+        };
+        let ok = match self.filter.outgoing(now, ok) {
+            Ok(m) => m,
+            Err(e) => return tracing::warn!(%e, "filter refused re-INVITE 2xx"),
+        };
+        if let Err(e) = self.tx.send_response(now, key, &ok) {
+            return tracing::debug!(%e, "re-INVITE 2xx not sent");
+        }
+        let cseq = req.cseq().map(|(n, _)| n).unwrap_or_default();
+        let t = self.cfg.timers;
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.reinvite_ok = Some((
+                cseq,
+                OkRetransmit {
+                    msg: ok,
+                    dest,
+                    next: now + t.t1,
+                    interval: t.t1,
+                    give_up: now + t.t1 * 64,
+                },
+            ));
+        }
     }
 
     /// ACKs the 2xx of a re-INVITE (RFC 3261 14.1), through the filter.
@@ -347,6 +420,9 @@ impl UserAgent {
                 transport: self.cfg.transport,
             };
             self.tx.send_stateless(&ack, dest);
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.reinvite_ack = Some((cseq, ack));
+            }
         }
     }
 
@@ -409,8 +485,10 @@ impl UserAgent {
         let mut ok = Message::response_to(&req, 200, "OK", None);
         if method == Method::Invite {
             ok.push_header("Contact", contact);
+            self.respond_reinvite_2xx(now, call, &key, &req, ok);
+        } else {
+            self.respond(now, &key, ok);
         }
-        self.respond(now, &key, ok);
         if method == Method::Bye {
             self.end_call(call, EndReason::RemoteHangup);
         } else {
@@ -432,6 +510,10 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        let cseq = ack.cseq().map(|(n, _)| n);
+        if c.reinvite_ok.as_ref().map(|(n, _)| *n) == cseq {
+            c.reinvite_ok = None;
+        }
         self.events.push_back(Event::AckReceived {
             call,
             ibesip_dh: ack.header(IBESIP_DH).map(str::to_string),
@@ -453,18 +535,27 @@ impl UserAgent {
         if !is_invite_2xx {
             return;
         }
-        let ack = self
-            .calls
-            .values()
-            .filter_map(|c| Some((c.dialog.as_ref()?, c.ack.as_ref()?)))
-            .find(|(d, _)| d.matches_response(&resp))
-            .map(|(_, a)| a.clone());
         let dest = Dest {
             addr: self.cfg.proxy,
             transport: self.cfg.transport,
         };
-        if let Some(ack) = ack {
-            self.tx.send_stateless(&ack, dest);
+        // A retransmitted 2xx of one of our dialogs: the ACK of that very
+        // INVITE again (by CSeq), or nothing when we no longer hold it.
+        let cseq = resp.cseq().map(|(n, _)| n);
+        let ours = self
+            .calls
+            .values()
+            .find(|c| c.dialog.as_ref().is_some_and(|d| d.matches_response(&resp)));
+        if let Some(c) = ours {
+            let reinvite = c
+                .reinvite_ack
+                .as_ref()
+                .filter(|(n, _)| Some(*n) == cseq)
+                .map(|(_, a)| a);
+            let initial = c.ack.as_ref().filter(|a| a.cseq().map(|(n, _)| n) == cseq);
+            if let Some(ack) = reinvite.or(initial) {
+                self.tx.send_stateless(ack, dest);
+            }
             return;
         }
         // A 2xx from a second forked branch (RFC 3261 13.2.2.4): ACK it and
@@ -602,6 +693,23 @@ impl UserAgent {
         for (id, c) in self.calls.iter_mut() {
             let Some(ok) = c.ok.as_mut() else { continue };
             if ok.give_up <= now {
+                expired.push(*id);
+                continue;
+            }
+            if ok.next > now {
+                continue;
+            }
+            self.tx.send_stateless(&ok.msg, ok.dest);
+            ok.interval = (ok.interval * 2).min(t2);
+            ok.next = now + ok.interval;
+        }
+        for (id, c) in self.calls.iter_mut() {
+            let Some((_, ok)) = c.reinvite_ok.as_mut() else {
+                continue;
+            };
+            if ok.give_up <= now {
+                // RFC 3261 13.3.1.4: no ACK within 64*T1: end the dialog.
+                c.reinvite_ok = None;
                 expired.push(*id);
                 continue;
             }

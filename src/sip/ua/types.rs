@@ -84,6 +84,8 @@ pub enum EndReason {
     Rejected(u16),
     /// No final response (Timer B), or no ACK for our 2xx.
     Timeout,
+    /// Ended locally by [`Command::Forget`], nothing sent.
+    Forgotten,
 }
 
 /// What the application asks of the user agent.
@@ -153,6 +155,15 @@ pub enum Command {
     Options {
         /// Request-URI.
         target: String,
+    },
+    /// Ends an incoming call not answered yet, locally and without a word
+    /// on the wire: for a call none of whose messages may be sent any
+    /// more (its tunnel session is gone). Its INVITE transaction is
+    /// forgotten; it ends with [`EndReason::Forgotten`]. Ignored for any
+    /// other call.
+    Forget {
+        /// Which call.
+        call: CallId,
     },
 }
 
