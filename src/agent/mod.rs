@@ -17,6 +17,7 @@ pub mod media;
 pub mod media_io;
 pub mod renewal;
 pub mod retained;
+pub mod sip_tls;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
@@ -436,6 +437,9 @@ impl Agent {
             ua::Event::Registered { expires } => AgentEvent::Registered { expires },
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
             ua::Event::Unregistered => AgentEvent::Unregistered,
+            ua::Event::TransportFailed { reason } => AgentEvent::Error {
+                message: format!("cannot reach the SIP proxy: {reason}"),
+            },
             ua::Event::IncomingCall { call, from, body } => {
                 let facts = self.proved_by_current(|f| {
                     f.initial && f.status.is_none() && f.method == "INVITE" && f.from == from
@@ -590,6 +594,11 @@ impl Core for Agent {
 
     fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
         self.ua.handle_flow_closed(now, peer);
+        self.pump(now);
+    }
+
+    fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
+        self.ua.handle_connect_failed(now, peer, reason);
         self.pump(now);
     }
 }

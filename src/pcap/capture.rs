@@ -25,6 +25,9 @@ pub enum Transport {
     Udp,
     /// A TCP segment.
     Tcp,
+    /// A SIP message decrypted from TLS records on TCP (never a segment;
+    /// see [`super::tls`]).
+    Tls,
 }
 
 /// One transport payload with its endpoints, in capture order.
