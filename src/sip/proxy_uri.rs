@@ -53,7 +53,7 @@ impl ProxyUri {
             (true, &t[5..])
         } else if lower.starts_with("sip:") {
             (false, &t[4..])
-        } else if t.contains(':') && !t.contains(';') && !t.contains('@') {
+        } else if t.contains(':') && !t.contains([';', '@', '/']) {
             // host:port, [v6]:port or a bare IPv6 address without a port.
             return Self::host_port(t, t, Transport::Udp);
         } else {
