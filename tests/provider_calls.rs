@@ -434,6 +434,7 @@ fn a_tls_proxy_with_another_certificate_is_refused() {
     alice.send(json!({"cmd": "register"}));
     let e = alice.expect("error", T);
     let msg = e["message"].as_str().unwrap_or_default();
+    println!("alice was told: {msg}");
     assert!(msg.contains("cannot reach the SIP proxy"), "{e}");
     assert!(msg.contains("not the provider's pinned one"), "{e}");
     assert!(msg.contains(&attacker.fingerprint) && msg.contains(&server.fingerprint), "{e}");
@@ -464,6 +465,7 @@ fn without_a_pin_a_self_signed_tls_proxy_is_refused() {
     match alice.try_expect("error", T) {
         Some(e) => {
             let msg = e["message"].as_str().unwrap_or_default();
+            println!("alice was told: {msg}");
             assert!(msg.contains("cannot reach the SIP proxy"), "{e}");
             assert!(msg.to_lowercase().contains("certificate"), "{e}");
         }
