@@ -514,6 +514,7 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
         .iter()
         .filter(|m| m.class == ibephone::pcap::Class::Tunneled)
         .count();
+    println!("pcap verify with the key log, wan side:\n{report}");
     assert!(inside >= 20, "only {inside} SIP messages decrypted:\n{report}");
     assert!(tunneled >= 12, "only {tunneled} tunneled:\n{report}");
     for c in report.tls.iter().filter(|c| c.server.port() == 5061) {
