@@ -375,10 +375,22 @@ async fn run(calls: usize) {
             spent: spent.clone(),
         })
     };
-    let mut erin =
-        spawn_phone_over("erin", proxy_tls, Some(pin), timed(erin_filter), sent.clone()).await;
-    let mut dave =
-        spawn_phone_over("dave", proxy_tls, Some(pin), timed(dave_filter), sent.clone()).await;
+    let mut erin = spawn_phone_over(
+        "erin",
+        proxy_tls,
+        Some(pin),
+        timed(erin_filter),
+        sent.clone(),
+    )
+    .await;
+    let mut dave = spawn_phone_over(
+        "dave",
+        proxy_tls,
+        Some(pin),
+        timed(dave_filter),
+        sent.clone(),
+    )
+    .await;
     for p in [&mut bob, &mut alice, &mut carol, &mut erin, &mut dave] {
         register(p).await;
     }
@@ -427,7 +439,10 @@ async fn run(calls: usize) {
         .values()
         .filter(|d| d.verified_peer.is_some())
         .count();
-    assert!(tls_verified >= calls, "{tls_verified} verified secured calls over TLS");
+    assert!(
+        tls_verified >= calls,
+        "{tls_verified} verified secured calls over TLS"
+    );
 
     println!("call setup on 127.0.0.1, {calls} calls of each kind, alternating, one proxy");
     println!("(setup: call asked for -> 200 received; bytes: both phones, INVITE to 200 of BYE)");

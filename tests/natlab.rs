@@ -489,7 +489,10 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
 
     // Without keys: only TLS between the phones and the provider.
     let report = ibephone::pcap::verify_capture(&bytes).unwrap();
-    assert!(report.messages.is_empty(), "SIP in clear on the internet:\n{report}");
+    assert!(
+        report.messages.is_empty(),
+        "SIP in clear on the internet:\n{report}"
+    );
     assert!(report.tls.len() >= 2, "{report}");
     assert!(
         report.tls.iter().any(|c| c.server.port() == 5061),
@@ -515,7 +518,10 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
         .filter(|m| m.class == ibephone::pcap::Class::Tunneled)
         .count();
     println!("pcap verify with the key log, wan side:\n{report}");
-    assert!(inside >= 20, "only {inside} SIP messages decrypted:\n{report}");
+    assert!(
+        inside >= 20,
+        "only {inside} SIP messages decrypted:\n{report}"
+    );
     assert!(tunneled >= 12, "only {tunneled} tunneled:\n{report}");
     for c in report.tls.iter().filter(|c| c.server.port() == 5061) {
         assert!(c.decrypted.is_ok(), "{c:?}");
@@ -533,16 +539,27 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
         .args(["-e", "sip.CSeq.method", "-e", "ibesip.seq"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fields = String::from_utf8_lossy(&out.stdout);
-    let method = |l: &str, m: &str| l.split('|').next().is_some_and(|f| f.split(',').any(|x| x == m));
+    let method = |l: &str, m: &str| {
+        l.split('|')
+            .next()
+            .is_some_and(|f| f.split(',').any(|x| x == m))
+    };
     assert!(fields.lines().any(|l| method(l, "INVITE")), "{fields}");
     assert!(fields.lines().any(|l| method(l, "REGISTER")), "{fields}");
     let with_tunnel = fields
         .lines()
         .filter(|l| l.split('|').nth(1).is_some_and(|s| !s.is_empty()))
         .count();
-    assert!(with_tunnel >= 6, "tshark saw the tunnel in {with_tunnel} messages:\n{fields}");
+    assert!(
+        with_tunnel >= 6,
+        "tshark saw the tunnel in {with_tunnel} messages:\n{fields}"
+    );
     let plain = Command::new("tshark")
         .arg("-r")
         .arg(&pcap)
@@ -550,5 +567,8 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
         .output()
         .unwrap();
     let plain = String::from_utf8_lossy(&plain.stdout);
-    assert!(plain.trim().is_empty(), "tshark sees SIP without the key log:\n{plain}");
+    assert!(
+        plain.trim().is_empty(),
+        "tshark sees SIP without the key log:\n{plain}"
+    );
 }

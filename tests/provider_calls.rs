@@ -366,7 +366,11 @@ fn secured_call_over_tls_pinned_to_the_pkg_certificate() {
         &server,
         Spec::new("alice", ALICE_PW, server.sip).tls(tls),
     );
-    let mut alice = Agent::start_with("alice", &cfg, &[std::ffi::OsStr::new("--keylog"), keylog.as_os_str()]);
+    let mut alice = Agent::start_with(
+        "alice",
+        &cfg,
+        &[std::ffi::OsStr::new("--keylog"), keylog.as_os_str()],
+    );
     alice.errors_fail = true;
     alice.register();
     let mut bob = agent(&dir, &server, Spec::new("bob", BOB_PW, server.sip).tls(tls));
@@ -378,10 +382,16 @@ fn secured_call_over_tls_pinned_to_the_pkg_certificate() {
     bob.expect("ended", T);
     bob.send(json!({"cmd": "call", "to": "alice"}));
     let inc = alice.expect("incoming_call", T);
-    assert_eq!(inc["verified"], format!("sip:bob@{DOMAIN}#{}", period_now()));
+    assert_eq!(
+        inc["verified"],
+        format!("sip:bob@{DOMAIN}#{}", period_now())
+    );
     alice.send(json!({"cmd": "answer", "call": inc["call"]}));
     let ans = bob.expect("answered", T);
-    assert_eq!(ans["verified"], format!("sip:alice@{DOMAIN}#{}", period_now()));
+    assert_eq!(
+        ans["verified"],
+        format!("sip:alice@{DOMAIN}#{}", period_now())
+    );
     bob.send(json!({"cmd": "hangup", "call": ans["call"]}));
     assert_eq!(alice.expect("ended", T)["reason"], "remote hangup");
     let log = std::fs::read_to_string(&keylog).unwrap();
@@ -397,20 +407,32 @@ fn secured_call_over_tls_pinned_to_the_pkg_certificate() {
     let report = ibephone::pcap::verify_capture_with(&bytes, Some(&keys)).unwrap();
     assert!(report.clean(), "{report}");
     let opened: Vec<_> = report.tls.iter().filter(|c| c.decrypted.is_ok()).collect();
-    assert_eq!(opened.len(), 1, "only alice's connection is in her key log:\n{report}");
+    assert_eq!(
+        opened.len(),
+        1,
+        "only alice's connection is in her key log:\n{report}"
+    );
     let tunneled = report
         .messages
         .iter()
         .filter(|m| m.class == ibephone::pcap::Class::Tunneled)
         .count();
-    assert!(tunneled >= 8, "only {tunneled} tunneled messages inside TLS:\n{report}");
+    assert!(
+        tunneled >= 8,
+        "only {tunneled} tunneled messages inside TLS:\n{report}"
+    );
     // A key log whose TLS secrets are wrong opens nothing: the
     // connections are judged by their framing only, never misread.
     let wrong = log.replace("CLIENT_TRAFFIC_SECRET_0 ", "CLIENT_TRAFFIC_SECRET_X ");
-    let report =
-        ibephone::pcap::verify_capture_with(&bytes, Some(&ibephone::pcap::tls::TlsKeys::parse(&wrong)))
-            .unwrap();
-    assert!(report.messages.is_empty() && report.tls.iter().all(|c| c.decrypted.is_err()), "{report}");
+    let report = ibephone::pcap::verify_capture_with(
+        &bytes,
+        Some(&ibephone::pcap::tls::TlsKeys::parse(&wrong)),
+    )
+    .unwrap();
+    assert!(
+        report.messages.is_empty() && report.tls.iter().all(|c| c.decrypted.is_err()),
+        "{report}"
+    );
 }
 
 /// An attacker between alice and her provider answers on the SIP over
@@ -437,9 +459,14 @@ fn a_tls_proxy_with_another_certificate_is_refused() {
     println!("alice was told: {msg}");
     assert!(msg.contains("cannot reach the SIP proxy"), "{e}");
     assert!(msg.contains("not the provider's pinned one"), "{e}");
-    assert!(msg.contains(&attacker.fingerprint) && msg.contains(&server.fingerprint), "{e}");
+    assert!(
+        msg.contains(&attacker.fingerprint) && msg.contains(&server.fingerprint),
+        "{e}"
+    );
     assert_eq!(alice.expect("registration_failed", T)["status"], 503);
-    assert!(alice.try_expect("registered", Duration::from_secs(2)).is_none());
+    assert!(alice
+        .try_expect("registered", Duration::from_secs(2))
+        .is_none());
 }
 
 /// Without a pin (keys from a key file, no PKG), the proxy's certificate
@@ -475,5 +502,7 @@ fn without_a_pin_a_self_signed_tls_proxy_is_refused() {
             assert!(err.contains("no trusted roots"), "{err}");
         }
     }
-    assert!(alice.try_expect("registered", Duration::from_secs(2)).is_none());
+    assert!(alice
+        .try_expect("registered", Duration::from_secs(2))
+        .is_none());
 }

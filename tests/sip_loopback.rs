@@ -71,7 +71,8 @@ async fn start_ua(
     let cfg = ua_config_with(user, pw, proxy, addr.to_string(), transport);
     let (cmd, crx) = mpsc::channel(16);
     let (etx, ev) = mpsc::channel(64);
-    let tls_client = pin.map(|pin| ibephone::agent::sip_tls::client(None, proxy, Some(pin), None).unwrap());
+    let tls_client =
+        pin.map(|pin| ibephone::agent::sip_tls::client(None, proxy, Some(pin), None).unwrap());
     let sockets = driver::Sockets {
         udp,
         tcp: Some(tcp),
@@ -151,7 +152,11 @@ async fn register_and_call(transport: Transport) {
         let (config, pin) = proxy_tls();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        (Some(driver::TlsListener { listener, config }), Some(pin), addr)
+        (
+            Some(driver::TlsListener { listener, config }),
+            Some(pin),
+            addr,
+        )
     } else {
         (None, None, udp_addr)
     };

@@ -148,9 +148,7 @@ impl Default for SipSettings {
 /// Parses a `[sip] proxy` value ([`crate::sip::proxy_uri::ProxyUri`]) and
 /// resolves its host (an IP address as it is; a name with the system's
 /// resolver, first address) to the address the phone sends to.
-pub fn resolve_proxy(
-    text: &str,
-) -> Result<(SocketAddr, crate::sip::proxy_uri::ProxyUri), String> {
+pub fn resolve_proxy(text: &str) -> Result<(SocketAddr, crate::sip::proxy_uri::ProxyUri), String> {
     use std::net::ToSocketAddrs;
     let uri = crate::sip::proxy_uri::ProxyUri::parse(text).map_err(|e| e.to_string())?;
     let addr = match uri.ip() {

@@ -203,7 +203,9 @@ pub async fn start_with(
             };
             let pin = config.sip.tls_pin;
             if pin.is_none() {
-                tracing::info!("no certificate pin: the SIP proxy is checked by the system's trusted roots");
+                tracing::info!(
+                    "no certificate pin: the SIP proxy is checked by the system's trusted roots"
+                );
             }
             Some(super::sip_tls::client(
                 config.sip.proxy_host.as_deref(),

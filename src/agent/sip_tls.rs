@@ -124,9 +124,14 @@ fn platform_roots() -> Result<RootCertStore, SipTlsError> {
 
 /// The server name the proxy's certificate is checked against: `host`
 /// (a DNS name or an IP address), else the proxy's IP address.
-pub fn server_name(host: Option<&str>, proxy: SocketAddr) -> Result<ServerName<'static>, SipTlsError> {
+pub fn server_name(
+    host: Option<&str>,
+    proxy: SocketAddr,
+) -> Result<ServerName<'static>, SipTlsError> {
     match host {
-        Some(h) => ServerName::try_from(h.to_string()).map_err(|_| SipTlsError::BadName(h.to_string())),
+        Some(h) => {
+            ServerName::try_from(h.to_string()).map_err(|_| SipTlsError::BadName(h.to_string()))
+        }
         None => Ok(ServerName::IpAddress(proxy.ip().into())),
     }
 }
@@ -148,13 +153,13 @@ pub fn client(
             .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
             .with_no_client_auth(),
         None => {
-            let verifier =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(platform_roots()?), provider())
-                    .build()
-                    .map_err(|e| SipTlsError::NoRoots(e.to_string()))?;
-            builder
-                .with_webpki_verifier(verifier)
-                .with_no_client_auth()
+            let verifier = WebPkiServerVerifier::builder_with_provider(
+                Arc::new(platform_roots()?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| SipTlsError::NoRoots(e.to_string()))?;
+            builder.with_webpki_verifier(verifier).with_no_client_auth()
         }
     };
     if let Some(k) = key_log {
@@ -177,23 +182,34 @@ mod tests {
         let attacker = CertificateDer::from(vec![1u8, 2, 4]);
         let v = PinVerifier::new(cert_fingerprint(&ours));
         let name = ServerName::try_from("sip.atlanta.invalid").unwrap();
-        assert!(v.verify_server_cert(&ours, &[], &name, &[], UnixTime::now()).is_ok());
+        assert!(v
+            .verify_server_cert(&ours, &[], &name, &[], UnixTime::now())
+            .is_ok());
         let err = v
             .verify_server_cert(&attacker, &[], &name, &[], UnixTime::now())
             .unwrap_err()
             .to_string();
         assert!(err.contains("not the provider's pinned one"), "{err}");
-        assert!(err.contains(&fingerprint_hex(&cert_fingerprint(&attacker))), "{err}");
+        assert!(
+            err.contains(&fingerprint_hex(&cert_fingerprint(&attacker))),
+            "{err}"
+        );
     }
 
     #[test]
     fn server_names_come_from_the_configured_host() {
         let proxy: SocketAddr = "127.0.0.1:5061".parse().unwrap();
-        assert!(matches!(server_name(None, proxy).unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(
+            server_name(None, proxy).unwrap(),
+            ServerName::IpAddress(_)
+        ));
         assert!(matches!(
             server_name(Some("sip.atlanta.invalid"), proxy).unwrap(),
             ServerName::DnsName(_)
         ));
-        assert!(matches!(server_name(Some("bad name!"), proxy), Err(SipTlsError::BadName(_))));
+        assert!(matches!(
+            server_name(Some("bad name!"), proxy),
+            Err(SipTlsError::BadName(_))
+        ));
     }
 }

@@ -459,7 +459,11 @@ mod tests {
 
     fn icmpv6(t: Icmpv6Type) -> Vec<u8> {
         let b = PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 255)
+            .ipv6(
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                255,
+            )
             .icmpv6(t);
         let payload = [0u8; 16];
         let mut out = Vec::with_capacity(b.size(payload.len()));
@@ -472,9 +476,20 @@ mod tests {
     /// an error quoting a packet) is still not judged.
     #[test]
     fn link_housekeeping_is_judged_other_icmpv6_is_not() {
-        let ns = icmpv6(Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] });
-        let rs = icmpv6(Icmpv6Type::Unknown { type_u8: 133, code_u8: 0, bytes5to8: [0; 4] });
-        let echo = icmpv6(Icmpv6Type::EchoRequest(etherparse::IcmpEchoHeader { id: 1, seq: 1 }));
+        let ns = icmpv6(Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        });
+        let rs = icmpv6(Icmpv6Type::Unknown {
+            type_u8: 133,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        });
+        let echo = icmpv6(Icmpv6Type::EchoRequest(etherparse::IcmpEchoHeader {
+            id: 1,
+            seq: 1,
+        }));
         let pcap = crate::pcap::write::ethernet_capture(&[ns, rs, echo]).unwrap();
         let c = read_capture(&pcap).unwrap();
         assert_eq!(c.unjudged.len(), 1, "{:?}", c.unjudged);

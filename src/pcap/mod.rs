@@ -59,4 +59,6 @@ pub struct Unjudged {
 
 pub use decrypt::{decrypt_capture, Decryption};
 pub use rtpflow::{MediaFlow, MediaVerdict};
-pub use verdict::{verify_capture, verify_capture_with, Class, Finding, MessageReport, Report, Verdict};
+pub use verdict::{
+    verify_capture, verify_capture_with, Class, Finding, MessageReport, Report, Verdict,
+};

@@ -356,8 +356,8 @@ pub fn frame_tls(framing: &mut Framing, keys: Option<&TlsKeys>) -> Vec<TlsConnec
         }
         used[i] = true;
         let a = &dirs[i];
-        let peer = (0..dirs.len())
-            .find(|&j| !used[j] && dirs[j].src == a.dst && dirs[j].dst == a.src);
+        let peer =
+            (0..dirs.len()).find(|&j| !used[j] && dirs[j].src == a.dst && dirs[j].dst == a.src);
         if let Some(j) = peer {
             used[j] = true;
         }
@@ -399,8 +399,8 @@ fn decrypt_pair(
     };
     let random = super::tls::client_random(&client.records)
         .ok_or("the ClientHello is not in the capture")?;
-    let suite = super::tls::cipher_suite(&server.records)
-        .ok_or("the ServerHello is not in the capture")?;
+    let suite =
+        super::tls::cipher_suite(&server.records).ok_or("the ServerHello is not in the capture")?;
     let before = out.messages.len();
     for (dir, from_client) in [(client, true), (server, false)] {
         let data = super::tls::decrypt_direction(&dir.records, suite, &random, from_client, keys)?;

@@ -48,7 +48,10 @@ impl TlsKeys {
             let [label, random, secret] = f.as_slice() else {
                 continue;
             };
-            if !label.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()) {
+            if !label
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
+            {
                 continue;
             }
             let (Ok(random), Ok(secret)) = (hex::decode(random), hex::decode(secret)) else {
@@ -167,7 +170,12 @@ impl Suite {
 }
 
 /// HKDF-Expand-Label(secret, label, "", len) of RFC 8446 7.1.
-fn expand_label(suite: Suite, secret: &[u8], label: &str, len: usize) -> Option<Zeroizing<Vec<u8>>> {
+fn expand_label(
+    suite: Suite,
+    secret: &[u8],
+    label: &str,
+    len: usize,
+) -> Option<Zeroizing<Vec<u8>>> {
     let full = format!("tls13 {label}");
     let mut info = Vec::with_capacity(4 + full.len());
     info.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
@@ -272,7 +280,10 @@ pub fn decrypt_direction(
     .into_iter();
     let mut current = stages.next();
     let mut out = Vec::new();
-    for r in records.iter().filter(|r| r.content_type == APPLICATION_DATA) {
+    for r in records
+        .iter()
+        .filter(|r| r.content_type == APPLICATION_DATA)
+    {
         let opened = loop {
             let Some(k) = current.as_mut() else {
                 return Err(format!(
@@ -303,10 +314,9 @@ mod tests {
     /// secret gives these key and iv.
     #[test]
     fn key_schedule_matches_rfc_8448() {
-        let secret = hex::decode(
-            "b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38",
-        )
-        .unwrap();
+        let secret =
+            hex::decode("b67b7d690cc16c4e75e54213cb2d37b4e9c912bcded9105d42befd59d391ad38")
+                .unwrap();
         let k = Keys::new(Suite::Aes128Sha256, &secret).unwrap();
         assert_eq!(hex::encode(&*k.key), "3fce516009c21727d0f2e4e86ee403bc");
         assert_eq!(hex::encode(&*k.iv), "5d313eb2671276ee13000b30");

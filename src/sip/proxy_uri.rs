@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn tls_forms_default_to_5061() {
         let tls = |h: &str, port| Ok((h.to_string(), port, Transport::Tls));
-        assert_eq!(p("sips:sip.atlanta.invalid"), tls("sip.atlanta.invalid", 5061));
+        assert_eq!(
+            p("sips:sip.atlanta.invalid"),
+            tls("sip.atlanta.invalid", 5061)
+        );
         assert_eq!(p("SIPS:10.0.0.1:6001"), tls("10.0.0.1", 6001));
         assert_eq!(p("sip:10.0.0.1;transport=TLS"), tls("10.0.0.1", 5061));
         assert_eq!(p("sips:[::1]"), tls("::1", 5061));
@@ -179,9 +182,15 @@ mod tests {
 
     #[test]
     fn plain_forms_stay_udp_or_tcp() {
-        assert_eq!(p("127.0.0.1:5060"), Ok(("127.0.0.1".into(), 5060, Transport::Udp)));
+        assert_eq!(
+            p("127.0.0.1:5060"),
+            Ok(("127.0.0.1".into(), 5060, Transport::Udp))
+        );
         assert_eq!(p("[::1]:5070"), Ok(("::1".into(), 5070, Transport::Udp)));
-        assert_eq!(p("sip:h.invalid"), Ok(("h.invalid".into(), 5060, Transport::Udp)));
+        assert_eq!(
+            p("sip:h.invalid"),
+            Ok(("h.invalid".into(), 5060, Transport::Udp))
+        );
         assert_eq!(
             p("sip:h.invalid:5080;transport=tcp"),
             Ok(("h.invalid".into(), 5080, Transport::Tcp))
@@ -190,20 +199,42 @@ mod tests {
 
     #[test]
     fn contradictions_and_junk_are_refused() {
-        assert!(matches!(p("sips:h.invalid;transport=udp"), Err(ProxyUriError::SipsNotTls(_))));
-        assert!(matches!(p("sip:h.invalid;transport=sctp"), Err(ProxyUriError::BadTransport(_))));
-        assert!(matches!(p("sip:h.invalid:0"), Err(ProxyUriError::BadPort(_))));
-        assert!(matches!(p("sip:h.invalid:99999"), Err(ProxyUriError::BadPort(_))));
+        assert!(matches!(
+            p("sips:h.invalid;transport=udp"),
+            Err(ProxyUriError::SipsNotTls(_))
+        ));
+        assert!(matches!(
+            p("sip:h.invalid;transport=sctp"),
+            Err(ProxyUriError::BadTransport(_))
+        ));
+        assert!(matches!(
+            p("sip:h.invalid:0"),
+            Err(ProxyUriError::BadPort(_))
+        ));
+        assert!(matches!(
+            p("sip:h.invalid:99999"),
+            Err(ProxyUriError::BadPort(_))
+        ));
         assert!(matches!(p("sips:"), Err(ProxyUriError::NoHost(_))));
-        assert!(matches!(p("sip:alice@h.invalid"), Err(ProxyUriError::Syntax(_))));
-        assert!(matches!(p("http://h.invalid"), Err(ProxyUriError::Syntax(_))));
+        assert!(matches!(
+            p("sip:alice@h.invalid"),
+            Err(ProxyUriError::Syntax(_))
+        ));
+        assert!(matches!(
+            p("http://h.invalid"),
+            Err(ProxyUriError::Syntax(_))
+        ));
         assert!(matches!(p("sips:h invalid"), Err(ProxyUriError::Syntax(_))));
         assert!(matches!(p("sips:[::1"), Err(ProxyUriError::Syntax(_))));
     }
 
     #[test]
     fn display_round_trips() {
-        for s in ["sips:h.invalid:5061", "sip:10.0.0.1:5060;transport=tcp", "sips:[::1]:5061"] {
+        for s in [
+            "sips:h.invalid:5061",
+            "sip:10.0.0.1:5060;transport=tcp",
+            "sips:[::1]:5061",
+        ] {
             assert_eq!(ProxyUri::parse(s).unwrap().to_string(), s);
         }
     }

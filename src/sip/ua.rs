@@ -1023,7 +1023,14 @@ mod tests {
             transport: Transport::Tls,
         };
         ua.handle_connect_failed(now, other, "x");
-        ua.handle_connect_failed(now, Dest { transport: Transport::Tcp, ..proxy }, "x");
+        ua.handle_connect_failed(
+            now,
+            Dest {
+                transport: Transport::Tcp,
+                ..proxy
+            },
+            "x",
+        );
         assert!(events(&mut ua).is_empty());
         ua.handle_connect_failed(now, proxy, "certificate is not the pinned one");
         assert_eq!(
@@ -1036,7 +1043,10 @@ mod tests {
             ]
         );
         let retry = ua.poll_timeout().unwrap();
-        assert!(retry >= now + Duration::from_secs(15), "retried with backoff");
+        assert!(
+            retry >= now + Duration::from_secs(15),
+            "retried with backoff"
+        );
         ua.handle_timeout(retry);
         let m = answer_register(&mut ua, retry, 200);
         assert!(m.header("Via").unwrap().starts_with("SIP/2.0/TLS "));

@@ -89,7 +89,10 @@ impl Provider {
     /// PKG's certificate), on a free loopback port.
     pub fn start_tls(&self) -> Server {
         let s = self.start_with(&["--sip-tls", "127.0.0.1:0"]);
-        assert!(s.sip_tls.is_some(), "pkg-server did not say where SIP over TLS listens");
+        assert!(
+            s.sip_tls.is_some(),
+            "pkg-server did not say where SIP over TLS listens"
+        );
         s
     }
 
