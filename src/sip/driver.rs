@@ -198,7 +198,7 @@ enum Inbound {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a peer that connected to our TLS port has for its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS handshakes of accepted connections in progress at once; a
 /// connection arriving past it is closed at once (a flood of half-open
