@@ -244,7 +244,13 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
             .map_or(first.frame, |(_, f)| *f)
     };
     if looks_like_tls(&stream) {
-        let (records, used) = split_records(&stream);
+        let (records, mut used) = split_records(&stream);
+        // SIP in clear after the records is judged as SIP (a leak is
+        // found, not hidden behind the TLS framing).
+        if looks_like_sip(&stream[used..]) {
+            let at = |o: usize| frame_at(used + o);
+            used += frame_sip(&stream[used..], &at, Transport::Tcp, dir.src, dir.dst, out);
+        }
         let left = stream.len() - used;
         if left > 0 {
             out.unframed_tcp_bytes += left;
