@@ -305,14 +305,15 @@ impl Series {
     }
 }
 
-/// One call from `caller` to bob, answered, hung up; returns the setup time.
-async fn one_call(caller: &mut Phone, bob: &mut Phone, call: u64) -> Duration {
+/// One call from `caller` to `bob` (user `callee`), answered, hung up;
+/// returns the setup time.
+async fn one_call(caller: &mut Phone, bob: &mut Phone, callee: &str, call: u64) -> Duration {
     let start = Instant::now();
     caller
         .commands
         .send(Command::Call {
             call: CallId(call),
-            target: format!("sip:bob@{DOMAIN}"),
+            target: format!("sip:{callee}@{DOMAIN}"),
             body: Body::default(),
         })
         .await
@@ -396,9 +397,9 @@ async fn run(calls: usize) {
     }
     // Warm-up: caches, TCP and TLS connections, allocator.
     for i in 0..5 {
-        one_call(&mut carol, &mut bob, 1_000_000 + i).await;
-        one_call(&mut alice, &mut bob, 2_000_000 + i).await;
-        one_call(&mut dave, &mut erin, 3_000_000 + i).await;
+        one_call(&mut carol, &mut bob, "bob", 1_000_000 + i).await;
+        one_call(&mut alice, &mut bob, "bob", 2_000_000 + i).await;
+        one_call(&mut dave, &mut erin, "erin", 3_000_000 + i).await;
     }
     let (mut plain, mut secured, mut over_tls) =
         (Series::default(), Series::default(), Series::default());
@@ -406,12 +407,14 @@ async fn run(calls: usize) {
         for (kind, series) in [(0, &mut plain), (1, &mut secured), (2, &mut over_tls)] {
             let before = sent.load(Ordering::Relaxed);
             let spent_before = spent.load(Ordering::Relaxed);
-            let (caller, callee) = match kind {
-                0 => (&mut carol, &mut bob),
-                1 => (&mut alice, &mut bob),
-                _ => (&mut dave, &mut erin),
+            let (caller, callee, name) = match kind {
+                0 => (&mut carol, &mut bob, "bob"),
+                1 => (&mut alice, &mut bob, "bob"),
+                _ => (&mut dave, &mut erin, "erin"),
             };
-            series.setup.push(one_call(caller, callee, i + 1).await);
+            series
+                .setup
+                .push(one_call(caller, callee, name, i + 1).await);
             // Let the last message (the 200 of the BYE) leave.
             tokio::time::sleep(Duration::from_millis(2)).await;
             series.bytes += sent.load(Ordering::Relaxed) - before;
@@ -447,7 +450,7 @@ async fn run(calls: usize) {
     println!("call setup on 127.0.0.1, {calls} calls of each kind, alternating, one proxy");
     println!("(setup: call asked for -> 200 received; bytes: both phones, INVITE to 200 of BYE)");
     println!(
-        "{:10} {:>11} {:>11} {:>12} {:>16}",
+        "{:12} {:>11} {:>11} {:>12} {:>16}",
         "", "median ms", "p95 ms", "bytes/call", "tunnel ms/call"
     );
     for (name, s) in [
@@ -456,7 +459,7 @@ async fn run(calls: usize) {
         ("secured/TLS", &over_tls),
     ] {
         println!(
-            "{name:10} {:>11.2} {:>11.2} {:>12} {:>16.2}",
+            "{name:12} {:>11.2} {:>11.2} {:>12} {:>16.2}",
             s.quantile(0.5),
             s.quantile(0.95),
             s.bytes / calls as u64,
