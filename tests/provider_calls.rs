@@ -421,6 +421,22 @@ fn secured_call_over_tls_pinned_to_the_pkg_certificate() {
         tunneled >= 8,
         "only {tunneled} tunneled messages inside TLS:\n{report}"
     );
+    // `pcap decrypt` with the same key log opens both layers: TLS, then
+    // the tunnel; the inner INVITE names alice in clear only there.
+    let path = dir.path().join("tls-call.pcap");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
+        .args(["pcap", "decrypt"])
+        .arg(&path)
+        .arg("--keylog")
+        .arg(&keylog)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(" tls "), "{text}");
+    assert!(text.contains("| INVITE sip:bob@"), "{text}");
+    assert!(text.contains(&format!("sip:alice@{DOMAIN}")), "{text}");
     // A key log whose TLS secrets are wrong opens nothing: the
     // connections are judged by their framing only, never misread.
     let wrong = log.replace("CLIENT_TRAFFIC_SECRET_0 ", "CLIENT_TRAFFIC_SECRET_X ");

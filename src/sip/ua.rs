@@ -959,12 +959,18 @@ mod tests {
 
     #[test]
     fn a_failed_stream_flow_is_registered_again_at_once() {
-        let mut ua = ua_over(HeaderPolicy::default(), Transport::Tcp);
+        for transport in [Transport::Tcp, Transport::Tls] {
+            a_failed_flow_is_registered_again(transport);
+        }
+    }
+
+    fn a_failed_flow_is_registered_again(transport: Transport) {
+        let mut ua = ua_over(HeaderPolicy::default(), transport);
         ua.set_keepalive(Some(KeepAlive::default()));
         let now = Instant::now();
         let proxy = Dest {
             addr: PROXY.parse().unwrap(),
-            transport: Transport::Tcp,
+            transport,
         };
         ua.handle_command(now, Command::Register);
         answer_register(&mut ua, now, 200);
