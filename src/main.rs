@@ -85,10 +85,15 @@ enum PcapCommand {
     /// Judge every SIP message of a pcap/pcapng capture; exit code 0 only
     /// when every frame was judged and nothing leaked, 1 when something
     /// leaked, 2 when something could not be judged, the capture is empty,
-    /// or the file cannot be read.
+    /// or the file cannot be read. SIP over TLS is judged by its TLS
+    /// record framing; with `--keylog` (the TLS secrets an agent wrote with
+    /// `--keylog`) the SIP inside each connection it covers is judged too.
     Verify {
         /// The capture file.
         file: std::path::PathBuf,
+        /// A key log with TLS secrets (NSS key log lines).
+        #[arg(long, value_name = "FILE")]
+        keylog: Option<std::path::PathBuf>,
     },
     /// Print the inner SIP messages of a capture, decrypted with the key
     /// log an agent wrote (`ibephone agent --keylog`); exit code 1 when a
@@ -136,11 +141,23 @@ fn run() -> Result<ExitCode> {
             }
         }
         Some(Command::Pcap {
-            command: PcapCommand::Verify { file },
+            command: PcapCommand::Verify { file, keylog },
         }) => {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let report = ibephone::pcap::verify_capture(&bytes)?;
+            let keys = match &keylog {
+                Some(k) => {
+                    let text = std::fs::read_to_string(k)
+                        .with_context(|| format!("reading {}", k.display()))?;
+                    let keys = ibephone::pcap::tls::TlsKeys::parse(&text);
+                    if keys.is_empty() {
+                        anyhow::bail!("{} holds no TLS secrets (NSS key log lines)", k.display());
+                    }
+                    Some(keys)
+                }
+                None => None,
+            };
+            let report = ibephone::pcap::verify_capture_with(&bytes, keys.as_ref())?;
             println!("{report}");
             // 0 clean, 1 leaks, 2 cannot judge (as for an unreadable file).
             Ok(ExitCode::from(report.verdict().exit_code()))
@@ -154,7 +171,9 @@ fn run() -> Result<ExitCode> {
                 .with_context(|| format!("reading {}", keylog.display()))?;
             let log = ibephone::tunnel::keylog::KeyLog::parse(&text)
                 .with_context(|| format!("in {}", keylog.display()))?;
-            let out = ibephone::pcap::decrypt_capture(&bytes, &log)?;
+            let tls = ibephone::pcap::tls::TlsKeys::parse(&text);
+            let tls = (!tls.is_empty()).then_some(tls);
+            let out = ibephone::pcap::decrypt::decrypt_capture_with(&bytes, &log, tls.as_ref())?;
             println!("{out}");
             Ok(if out.failures() == 0 {
                 ExitCode::SUCCESS

@@ -2,12 +2,13 @@
 //! input as a whole pcap/pcapng file; the input as the payload of a UDP
 //! datagram (SIP framing, the CMS decoder, the leak rules); and the input
 //! cut into TCP segments of one stream, sent out of order and partly
-//! twice (reassembly, framing by Content-Length). Never panics, and a
+//! twice (reassembly, framing by Content-Length, or by TLS records). Never panics, and a
 //! "clean" verdict always rests on judged messages only.
 #![no_main]
 
 use ibephone::pcap::capture::{Segment, Transport};
-use ibephone::pcap::stream::frame_messages;
+use ibephone::pcap::stream::{frame_messages, frame_tls};
+use ibephone::pcap::tls::TlsKeys;
 use ibephone::pcap::write::udp_capture;
 use ibephone::pcap::{verify_capture, Class, Verdict};
 use libfuzzer_sys::fuzz_target;
@@ -57,7 +58,10 @@ fuzz_target!(|data: &[u8]| {
         let again: Vec<Segment> = segments.iter().step_by(3).cloned().collect();
         segments.extend(again);
     }
-    let framing = frame_messages(&segments);
+    let mut framing = frame_messages(&segments);
     let framed: usize = framing.unframed_tcp_bytes;
     assert!(framed <= rest.len() * 2);
+    // A stream that starts like TLS: records paired into connections (no
+    // secrets: framing only).
+    let _ = frame_tls(&mut framing, Some(&TlsKeys::default()));
 });

@@ -45,6 +45,12 @@ pub struct SipConfig {
     pub advertise: Option<String>,
     /// How often the registrar reloads users from the database, seconds.
     pub user_refresh_secs: u64,
+    /// Also accept SIP over TLS (RFC 3261 26.2) with the PKG's certificate
+    /// (the one phones pin), on `tls_listen`.
+    pub tls: bool,
+    /// TLS address; default: the IP of `listen` with port 5061 (port 0,
+    /// any free port, when `listen` has port 0). Setting it turns TLS on.
+    pub tls_listen: Option<String>,
 }
 
 impl Default for SipConfig {
@@ -53,6 +59,24 @@ impl Default for SipConfig {
             listen: None,
             advertise: None,
             user_refresh_secs: 5,
+            tls: false,
+            tls_listen: None,
+        }
+    }
+}
+
+impl SipConfig {
+    /// Where SIP over TLS listens when the UDP/TCP side is on `listen`:
+    /// `tls_listen` if set, else with `tls` on the same IP and port 5061
+    /// (0 when `listen`'s port is 0); `None`: no TLS.
+    pub fn tls_addr(&self, listen: std::net::SocketAddr) -> Option<String> {
+        match (&self.tls_listen, self.tls) {
+            (Some(a), _) => Some(a.clone()),
+            (None, true) => {
+                let port = if listen.port() == 0 { 0 } else { 5061 };
+                Some(std::net::SocketAddr::new(listen.ip(), port).to_string())
+            }
+            (None, false) => None,
         }
     }
 }
@@ -195,5 +219,14 @@ mod tests {
         let s: Config = toml::from_str("[sip]\nlisten = \"127.0.0.1:5060\"").unwrap();
         assert_eq!(s.sip.listen.as_deref(), Some("127.0.0.1:5060"));
         assert!(toml::from_str::<Config>("[sip]\nlisten_on = 1").is_err());
+        // TLS: off unless asked; on the SIP IP at 5061 by default.
+        let l: std::net::SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        assert_eq!(s.sip.tls_addr(l), None);
+        let t: Config = toml::from_str("[sip]\nlisten = \"127.0.0.1:5060\"\ntls = true").unwrap();
+        assert_eq!(t.sip.tls_addr(l).as_deref(), Some("127.0.0.1:5061"));
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert_eq!(t.sip.tls_addr(any).as_deref(), Some("127.0.0.1:0"));
+        let o: Config = toml::from_str("[sip]\ntls_listen = \"[::1]:6001\"").unwrap();
+        assert_eq!(o.sip.tls_addr(l).as_deref(), Some("[::1]:6001"));
     }
 }

@@ -1,7 +1,8 @@
 //! `pkg-server`: the PKG HTTPS server. Prints one machine-readable line on
 //! stdout once it listens:
-//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR` (`sip=off`
-//! without the embedded SIP registrar/proxy).
+//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR sip_tls=ADDR`
+//! (`sip=off` without the embedded SIP registrar/proxy, `sip_tls=off`
+//! without its TLS side).
 
 use clap::Parser;
 use pkg_server::config::Config;
@@ -22,6 +23,10 @@ struct Args {
     /// overriding `[sip] listen` (`127.0.0.1:0` = any free port).
     #[arg(long)]
     sip: Option<String>,
+    /// Also take SIP over TLS (with the PKG's certificate) on this address,
+    /// overriding `[sip] tls` / `tls_listen`; needs `--sip` or `[sip] listen`.
+    #[arg(long)]
+    sip_tls: Option<String>,
 }
 
 #[tokio::main]
@@ -36,7 +41,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let config = Config::load(&args.config)?;
-    let started = pkg_server::serve::start(config, args.listen, args.sip).await?;
+    let started =
+        pkg_server::serve::start_with_tls(config, args.listen, args.sip, args.sip_tls).await?;
     let fp = hex::encode(started.fingerprint);
     if started.cert_created {
         eprintln!("created a self-signed TLS certificate; users pin its SHA-256 fingerprint {fp}");
@@ -47,9 +53,14 @@ async fn main() -> anyhow::Result<()> {
             .sip
             .as_ref()
             .map_or_else(|| "off".to_string(), |s| s.addr.to_string());
+        let sip_tls = started
+            .sip
+            .as_ref()
+            .and_then(|s| s.tls_addr)
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
         writeln!(
             out,
-            "PKG-SERVER listening={} fingerprint={fp} sip={sip}",
+            "PKG-SERVER listening={} fingerprint={fp} sip={sip} sip_tls={sip_tls}",
             started.addr
         )?;
         out.flush()?;

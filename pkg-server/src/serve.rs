@@ -42,6 +42,17 @@ pub async fn start(
     listen: Option<String>,
     sip: Option<String>,
 ) -> anyhow::Result<Started> {
+    start_with_tls(config, listen, sip, None).await
+}
+
+/// [`start`] with SIP over TLS on `sip_tls` (overriding `[sip] tls` /
+/// `tls_listen`), with the PKG's certificate.
+pub async fn start_with_tls(
+    config: Config,
+    listen: Option<String>,
+    sip: Option<String>,
+    sip_tls: Option<String>,
+) -> anyhow::Result<Started> {
     let store = Store::connect(&config.database_url(), config.db_max_connections)
         .await
         .context("opening the database")?;
@@ -63,12 +74,22 @@ pub async fn start(
             let addr: SocketAddr = s
                 .parse()
                 .with_context(|| format!("SIP address {s:?} is not host:port"))?;
+            let sip_tls = match sip_tls.or_else(|| config.sip.tls_addr(addr)) {
+                Some(t) => Some(ibephone::sip::driver::ProxyTls {
+                    listen: t
+                        .parse()
+                        .with_context(|| format!("SIP TLS address {t:?} is not host:port"))?,
+                    config: tls.config.clone(),
+                }),
+                None => None,
+            };
             Some(
                 crate::sip::start(
                     store.clone(),
                     params.domain(),
                     addr,
                     config.sip.advertise.clone(),
+                    sip_tls,
                     Duration::from_secs(config.sip.user_refresh_secs),
                 )
                 .await?,

@@ -1,6 +1,8 @@
 //! The embedded SIP registrar/proxy of the PKG's domain (`[sip] listen` in
 //! `pkg.toml` or `pkg-server --sip ADDR`): one process is the whole
-//! provider of a small office. The registrar and the stateful proxy are the
+//! provider of a small office. With `[sip] tls = true` (or `tls_listen`,
+//! or `pkg-server --sip-tls ADDR`) it also takes SIP over TLS, port 5061 by
+//! default, with the PKG's own certificate: the phones already pin it. The registrar and the stateful proxy are the
 //! sans-I/O ones of `ibephone::sip` under its tokio driver; this module only
 //! feeds them the PKG's user database.
 //!
@@ -19,7 +21,7 @@
 
 use crate::password::DigestAlgorithm;
 use crate::store::{Store, StoreError};
-use ibephone::sip::driver::{spawn_proxy_with, ProxyHandle};
+use ibephone::sip::driver::{spawn_proxy_with_tls, ProxyHandle, ProxyTls};
 use ibephone::sip::registrar::{UserLookup, UserRecord};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -106,6 +108,8 @@ impl UserLookup for UserDirectory {
 pub struct SipService {
     /// Where it listens (UDP, and TCP on the same port).
     pub addr: SocketAddr,
+    /// Where it listens for SIP over TLS, when on.
+    pub tls_addr: Option<SocketAddr>,
     _proxy: ProxyHandle,
     reload: tokio::task::JoinHandle<()>,
 }
@@ -116,7 +120,8 @@ impl Drop for SipService {
     }
 }
 
-/// Loads the users, binds `listen` (UDP and TCP) and runs the registrar and
+/// Loads the users, binds `listen` (UDP and TCP, and `tls` when given:
+/// SIP over TLS with the PKG's certificate) and runs the registrar and
 /// proxy of `domain` on the current runtime, reloading users every
 /// `refresh`.
 pub async fn start(
@@ -124,14 +129,19 @@ pub async fn start(
     domain: &str,
     listen: SocketAddr,
     advertise: Option<String>,
+    tls: Option<ProxyTls>,
     refresh: Duration,
 ) -> anyhow::Result<SipService> {
     let users = UserDirectory::default();
     let n = users.reload(&store).await?;
-    let proxy = spawn_proxy_with(listen, advertise, domain, Box::new(users.clone()))
+    let tls_listen = tls.as_ref().map(|t| t.listen);
+    let proxy = spawn_proxy_with_tls(listen, advertise, domain, Box::new(users.clone()), tls)
         .await
-        .map_err(|e| anyhow::anyhow!("SIP on {listen}: {e}"))?;
-    tracing::info!(addr = %proxy.addr, users = n, "SIP registrar/proxy listening");
+        .map_err(|e| match tls_listen {
+            Some(t) => anyhow::anyhow!("SIP on {listen} (TLS on {t}): {e}"),
+            None => anyhow::anyhow!("SIP on {listen}: {e}"),
+        })?;
+    tracing::info!(addr = %proxy.addr, tls = ?proxy.tls_addr, users = n, "SIP registrar/proxy listening");
     let refresh = refresh.max(Duration::from_millis(200));
     let reload = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
@@ -146,6 +156,7 @@ pub async fn start(
     });
     Ok(SipService {
         addr: proxy.addr,
+        tls_addr: proxy.tls_addr,
         _proxy: proxy,
         reload,
     })

@@ -7,7 +7,9 @@
 //!
 //! [sip]
 //! listen = "127.0.0.1:5071"           # our UDP/TCP address (0.0.0.0:0: any)
-//! proxy = "127.0.0.1:5060"            # outbound proxy and registrar
+//! proxy = "127.0.0.1:5060"            # outbound proxy and registrar (UDP)
+//! # proxy = "sips:sip.atlanta.invalid"  # the same over TLS (port 5061), or
+//! # proxy = "sip:10.0.0.1:5060;transport=tcp"
 //! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy; 0: off
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
@@ -103,7 +105,7 @@ struct RawAccount {
 #[serde(deny_unknown_fields)]
 struct RawSip {
     listen: SocketAddr,
-    proxy: SocketAddr,
+    proxy: String,
     #[serde(default = "default_keepalive")]
     keepalive_secs: u64,
 }
@@ -119,14 +121,45 @@ pub struct SipSettings {
     /// 4.4.1), `None` for none (`keepalive_secs = 0`). Default 25 s, below
     /// the 30 s that the shortest common UDP NAT mappings last.
     pub keepalive: Option<std::time::Duration>,
+    /// How the outbound proxy is reached: UDP (TCP for large requests),
+    /// TCP, or TLS (a `sips:` / `;transport=tls` proxy URI).
+    pub transport: crate::sip::Transport,
+    /// The proxy's host as configured (a name or an IP address): over TLS
+    /// its certificate must be for it when no pin is in force.
+    pub proxy_host: Option<String>,
+    /// Over TLS, the SHA-256 of the certificate the proxy must present:
+    /// the PKG's pin (the provider's SIP service uses the PKG's
+    /// certificate). `None`: the platform's trusted roots for
+    /// `proxy_host`.
+    pub tls_pin: Option<[u8; 32]>,
 }
 
 impl Default for SipSettings {
     fn default() -> Self {
         SipSettings {
             keepalive: Some(std::time::Duration::from_secs(25)),
+            transport: crate::sip::Transport::Udp,
+            proxy_host: None,
+            tls_pin: None,
         }
     }
+}
+
+/// Parses a `[sip] proxy` value ([`crate::sip::proxy_uri::ProxyUri`]) and
+/// resolves its host (an IP address as it is; a name with the system's
+/// resolver, first address) to the address the phone sends to.
+pub fn resolve_proxy(text: &str) -> Result<(SocketAddr, crate::sip::proxy_uri::ProxyUri), String> {
+    use std::net::ToSocketAddrs;
+    let uri = crate::sip::proxy_uri::ProxyUri::parse(text).map_err(|e| e.to_string())?;
+    let addr = match uri.ip() {
+        Some(ip) => SocketAddr::new(ip, uri.port),
+        None => (uri.host.as_str(), uri.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("proxy {}: cannot resolve: {e}", uri.host))?
+            .next()
+            .ok_or_else(|| format!("proxy {}: no address", uri.host))?,
+    };
+    Ok((addr, uri))
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,17 +286,21 @@ impl AgentFile {
                 ))
             }
         };
+        let (proxy, proxy_uri) = resolve_proxy(&raw.sip.proxy).map_err(|e| invalid(path, e))?;
         Ok(AgentFile {
             aor,
             password,
             listen: raw.sip.listen,
-            proxy: raw.sip.proxy,
+            proxy,
             policy: raw.security.policy,
             privacy: raw.security.privacy,
             keys,
             sip: SipSettings {
                 keepalive: (raw.sip.keepalive_secs > 0)
                     .then(|| std::time::Duration::from_secs(raw.sip.keepalive_secs)),
+                transport: proxy_uri.transport,
+                proxy_host: Some(proxy_uri.host),
+                tls_pin: None,
             },
         })
     }

@@ -43,6 +43,9 @@ pub enum StartError {
     /// The key log asked for cannot be written.
     #[error(transparent)]
     KeyLog(#[from] super::keylog::KeyLogFileError),
+    /// TLS towards the SIP proxy cannot be set up.
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] super::sip_tls::SipTlsError),
 }
 
 /// Options of an agent beyond its configuration file; the defaults are
@@ -152,7 +155,7 @@ pub async fn start_with(
             password: Password::new(config.password.as_str()),
             proxy: config.proxy,
             local: local.to_string(),
-            transport: Transport::Udp,
+            transport: config.sip.transport,
             expires: 600,
             // The tunnel writes the anonymous outer From; the inner one is true.
             headers: HeaderPolicy {
@@ -192,8 +195,35 @@ pub async fn start_with(
             let _ = etx.try_send(AgentEvent::Error { message });
         }
     }
+    let tls_client = match config.sip.transport {
+        Transport::Tls => {
+            let key_log: Option<Arc<dyn rustls::KeyLog>> = match &options.keylog {
+                Some(path) => Some(Arc::new(super::keylog::TlsKeyLog::open(path)?)),
+                None => None,
+            };
+            let pin = config.sip.tls_pin;
+            if pin.is_none() {
+                tracing::info!(
+                    "no certificate pin: the SIP proxy is checked by the system's trusted roots"
+                );
+            }
+            Some(super::sip_tls::client(
+                config.sip.proxy_host.as_deref(),
+                config.proxy,
+                pin,
+                key_log,
+            )?)
+        }
+        Transport::Udp | Transport::Tcp => None,
+    };
+    let sockets = driver::Sockets {
+        udp,
+        tcp,
+        tls: None,
+        tls_client,
+    };
     tokio::spawn(async move {
-        if let Err(e) = driver::run(agent, udp, tcp, crx, etx).await {
+        if let Err(e) = driver::run_with(agent, sockets, crx, etx).await {
             tracing::error!(%e, "agent driver stopped");
         }
     });

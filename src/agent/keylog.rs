@@ -3,6 +3,13 @@
 //! for. The file is created with mode 0600 (an existing file readable by
 //! others is refused) and appended to, one line per key in the format of
 //! [`crate::tunnel::keylog`]; while it is on the agent warns about it.
+//!
+//! The same file takes the secrets of the agent's TLS connections to its
+//! SIP proxy ([`TlsKeyLog`]), in the NSS key log format that Wireshark
+//! reads (`tshark -o tls.keylog_file:FILE`): one
+//! `LABEL <client random: 64 hex> <secret: hex>` line per secret, labels
+//! such as `CLIENT_TRAFFIC_SECRET_0`. Wireshark skips the tunnel's lines
+//! and the tunnel's parser skips these, so one file opens both layers.
 
 use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink, HEADER};
 use std::fs::File;
@@ -78,5 +85,59 @@ impl KeyLogSink for FileKeyLog {
                 self.failed = true;
             }
         }
+    }
+}
+
+/// The TLS half of the key log: rustls hands it each secret of the
+/// agent's TLS sessions, which it appends to the key log file as an NSS
+/// key log line (see the module doc).
+pub struct TlsKeyLog {
+    inner: std::sync::Mutex<FileKeyLog>,
+}
+
+impl TlsKeyLog {
+    /// Opens `path` as [`FileKeyLog::open`] does (0600, appended to).
+    pub fn open(path: &Path) -> Result<Self, KeyLogFileError> {
+        Ok(TlsKeyLog {
+            inner: std::sync::Mutex::new(FileKeyLog::open(path)?),
+        })
+    }
+}
+
+impl std::fmt::Debug for TlsKeyLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsKeyLog([redacted])")
+    }
+}
+
+/// One NSS key log line (`LABEL client_random secret`, hex, newline).
+pub fn nss_line(label: &str, client_random: &[u8], secret: &[u8]) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!(
+        "{label} {} {}\n",
+        hex::encode(client_random),
+        hex::encode(secret)
+    ))
+}
+
+impl rustls::KeyLog for TlsKeyLog {
+    fn log(&self, label: &str, client_random: &[u8], secret: &[u8]) {
+        let line = nss_line(label, client_random, secret);
+        let Ok(mut log) = self.inner.lock() else {
+            return;
+        };
+        if let Err(e) = log
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| log.file.flush())
+        {
+            if !log.failed {
+                tracing::error!(path = %log.path.display(), %e, "cannot write the key log");
+                log.failed = true;
+            }
+        }
+    }
+
+    fn will_log(&self, _label: &str) -> bool {
+        true
     }
 }

@@ -149,7 +149,10 @@ pub async fn load_with_renewal(
     let file = AgentFile::load(path)?;
     let p = provision(&file).await?;
     let renewal = Renewal::for_agent(&file, &p);
-    let config = file.with_keys(p.params.clone(), p.trusted.clone(), p.keys.clone());
+    let mut config = file.with_keys(p.params.clone(), p.trusted.clone(), p.keys.clone());
+    // The provider's SIP service presents the PKG's certificate: over TLS
+    // the phone holds it to the same pin.
+    config.sip.tls_pin = p.pin;
     Ok((config, p, renewal))
 }
 

@@ -433,4 +433,9 @@ impl Core for MediaDriver {
         self.agent.handle_flow_closed(now, peer);
         self.run_actions();
     }
+
+    fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
+        self.agent.handle_connect_failed(now, peer, reason);
+        self.run_actions();
+    }
 }

@@ -17,6 +17,7 @@ pub mod media;
 pub mod media_io;
 pub mod renewal;
 pub mod retained;
+pub mod sip_tls;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
@@ -472,6 +473,9 @@ impl Agent {
             ua::Event::Registered { expires } => AgentEvent::Registered { expires },
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
             ua::Event::Unregistered => AgentEvent::Unregistered,
+            ua::Event::TransportFailed { reason } => AgentEvent::Error {
+                message: format!("cannot reach the SIP proxy: {reason}"),
+            },
             ua::Event::IncomingCall { call, from, body } => {
                 let session = self.current.as_ref().and_then(|f| f.session_id.clone());
                 let facts = self.proved_by_current(|f| {
@@ -642,6 +646,11 @@ impl Core for Agent {
 
     fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
         self.ua.handle_flow_closed(now, peer);
+        self.pump(now);
+    }
+
+    fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
+        self.ua.handle_connect_failed(now, peer, reason);
         self.pump(now);
     }
 }

@@ -25,6 +25,15 @@ pub enum Transport {
     Udp,
     /// A TCP segment.
     Tcp,
+    /// A SIP message decrypted from TLS records on TCP (never a segment;
+    /// see [`super::tls`]).
+    Tls,
+}
+
+/// ICMPv6 types of link housekeeping: MLD query/report/done (130-132),
+/// router and neighbour discovery (133-137), MLDv2 report (143).
+fn is_link_housekeeping(icmpv6_type: u8) -> bool {
+    matches!(icmpv6_type, 130..=137 | 143)
 }
 
 /// One transport payload with its endpoints, in capture order.
@@ -243,6 +252,11 @@ impl Decoder {
                 self.push_udp(frame, src_ip, dst_ip, udp)
             }
             Some(TransportSlice::Tcp(tcp)) => self.push_tcp(frame, src_ip, dst_ip, tcp),
+            // IPv6 link housekeeping (multicast listener reports, router
+            // and neighbour discovery): made by the hosts' kernels, they
+            // carry no payload of the phones; any other ICMPv6 (errors
+            // quote the packet that caused them) stays unjudged.
+            Some(TransportSlice::Icmpv6(icmp)) if is_link_housekeeping(icmp.type_u8()) => {}
             _ => {
                 let proto = payload.ip_number;
                 self.unjudged(
@@ -435,4 +449,50 @@ fn assemble(f: &Fragments) -> Result<Option<Vec<u8>>, String> {
         whole.extend_from_slice(&data[overlap..]);
     }
     Ok((whole.len() == end).then_some(whole))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use etherparse::{Icmpv6Type, PacketBuilder};
+
+    fn icmpv6(t: Icmpv6Type) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6(
+                [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                255,
+            )
+            .icmpv6(t);
+        let payload = [0u8; 16];
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, &payload).unwrap();
+        out
+    }
+
+    /// Neighbour and router discovery on the link are the kernels'
+    /// housekeeping: judged as nothing of the phones. An echo request (or
+    /// an error quoting a packet) is still not judged.
+    #[test]
+    fn link_housekeeping_is_judged_other_icmpv6_is_not() {
+        let ns = icmpv6(Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        });
+        let rs = icmpv6(Icmpv6Type::Unknown {
+            type_u8: 133,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        });
+        let echo = icmpv6(Icmpv6Type::EchoRequest(etherparse::IcmpEchoHeader {
+            id: 1,
+            seq: 1,
+        }));
+        let pcap = crate::pcap::write::ethernet_capture(&[ns, rs, echo]).unwrap();
+        let c = read_capture(&pcap).unwrap();
+        assert_eq!(c.unjudged.len(), 1, "{:?}", c.unjudged);
+        assert_eq!(c.unjudged[0].frame, Some(3));
+    }
 }

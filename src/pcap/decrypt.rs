@@ -95,7 +95,21 @@ impl Decryption {
 
 /// Reads a capture and decrypts every tunneled SIP message in it.
 pub fn decrypt_capture(bytes: &[u8], log: &KeyLog) -> Result<Decryption, PcapError> {
-    let framing = frame_messages(&read_segments(bytes)?);
+    decrypt_capture_with(bytes, log, None)
+}
+
+/// [`decrypt_capture`], and with `tls` (the TLS secrets of the same key
+/// log) the tunneled messages inside SIP over TLS are opened too: TLS
+/// first, then the tunnel.
+pub fn decrypt_capture_with(
+    bytes: &[u8],
+    log: &KeyLog,
+    tls: Option<&super::tls::TlsKeys>,
+) -> Result<Decryption, PcapError> {
+    let mut framing = frame_messages(&read_segments(bytes)?);
+    if tls.is_some() {
+        super::stream::frame_tls(&mut framing, tls);
+    }
     let mut out = Decryption::default();
     for f in &framing.messages {
         let m = &f.message;
@@ -188,6 +202,7 @@ impl fmt::Display for Decryption {
             let proto = match m.transport {
                 Transport::Udp => "udp",
                 Transport::Tcp => "tcp",
+                Transport::Tls => "tls",
             };
             writeln!(
                 f,

@@ -12,7 +12,9 @@
 //! kept as [`Unjudged`]: the capture is then "cannot judge", never clean.
 //! [`decrypt`] opens the tunneled messages of a capture with an agent's key
 //! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
-//! SRTP flows with the log's `IBESIP_SRTP` keys.
+//! SRTP flows with the log's `IBESIP_SRTP` keys. [`tls`] frames SIP over
+//! TLS as TLS records (nothing in clear) and, with the TLS secrets of a
+//! key log, decrypts it so the SIP inside is judged too.
 
 pub mod capture;
 pub mod decrypt;
@@ -20,6 +22,7 @@ pub mod rtpflow;
 pub mod sipscan;
 pub mod srtp_decrypt;
 pub mod stream;
+pub mod tls;
 pub mod verdict;
 pub mod write;
 
@@ -56,4 +59,6 @@ pub struct Unjudged {
 
 pub use decrypt::{decrypt_capture, Decryption};
 pub use rtpflow::{MediaFlow, MediaVerdict};
-pub use verdict::{verify_capture, Class, Finding, MessageReport, Report, Verdict};
+pub use verdict::{
+    verify_capture, verify_capture_with, Class, Finding, MessageReport, Report, Verdict,
+};

@@ -9,10 +9,13 @@
 //! missed: nothing after it can be cut into messages), a retransmission
 //! whose bytes differ from the first copy, and bytes that never form a
 //! complete SIP message (TLS, WebSocket, a message cut by the end of the
-//! capture).
+//! capture). A TCP direction that starts like TLS is cut into TLS
+//! records instead ([`TlsDirection`]); [`frame_tls`] pairs them into
+//! connections and, given the TLS secrets, frames the SIP inside.
 
 use super::capture::{Segment, Transport};
 use super::sipscan::{leading_crlf, looks_like_sip, SipMessage};
+use super::tls::{looks_like_tls, split_records, Record, TlsKeys};
 use super::Unjudged;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,9 +48,38 @@ pub struct Datagram {
     pub payload: Vec<u8>,
 }
 
+/// One direction of a TCP connection that carries TLS records.
+#[derive(Debug, Clone)]
+pub struct TlsDirection {
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// Its whole TLS records, in order.
+    pub records: Vec<Record>,
+    /// (stream offset, frame) where each captured piece starts.
+    starts: Vec<(usize, usize)>,
+    /// Frame of the first byte.
+    pub first_frame: usize,
+}
+
+impl TlsDirection {
+    /// The frame holding stream offset `offset`.
+    pub fn frame_at(&self, offset: usize) -> usize {
+        self.starts
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= offset)
+            .map_or(self.first_frame, |(_, f)| *f)
+    }
+}
+
 /// SIP messages and other datagrams of a capture, in capture order.
 #[derive(Debug, Default)]
 pub struct Framing {
+    /// TCP directions made of TLS records (their SIP is judged only when
+    /// decrypted, see [`frame_tls`]).
+    pub tls: Vec<TlsDirection>,
     /// SIP messages, ordered by the frame where each starts.
     pub messages: Vec<Framed>,
     /// Non-SIP UDP payloads (keep-alives of CR/LF only left out).
@@ -83,6 +115,8 @@ pub fn frame_messages(segments: &[Segment]) -> Framing {
     let mut closed: Vec<Direction> = Vec::new();
     for (order, seg) in segments.iter().enumerate() {
         match seg.transport {
+            // Segments are UDP or TCP; TLS is found in TCP streams.
+            Transport::Tls => {}
             Transport::Udp => udp(seg, &mut out),
             Transport::Tcp => {
                 let key = (seg.src, seg.dst);
@@ -209,41 +243,50 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
             .find(|(start, _)| *start <= offset)
             .map_or(first.frame, |(_, f)| *f)
     };
-    let mut pos = 0usize;
-    while pos < stream.len() {
-        pos += leading_crlf(&stream[pos..]);
-        if pos >= stream.len() {
-            break;
+    if looks_like_tls(&stream) {
+        let (records, mut used) = split_records(&stream);
+        // SIP in clear after the records is judged as SIP (a leak is
+        // found, not hidden behind the TLS framing).
+        if looks_like_sip(&stream[used..]) {
+            let at = |o: usize| frame_at(used + o);
+            used += frame_sip(&stream[used..], &at, Transport::Tcp, dir.src, dir.dst, out);
         }
-        match SipMessage::parse(&stream[pos..]) {
-            Some((message, used)) if used > 0 => {
-                out.messages.push(Framed {
-                    frame: frame_at(pos),
-                    transport: Transport::Tcp,
-                    src: dir.src,
-                    dst: dir.dst,
-                    message,
-                });
-                pos += used;
-            }
-            _ => break,
+        let left = stream.len() - used;
+        if left > 0 {
+            out.unframed_tcp_bytes += left;
+            out.unjudged.push(Unjudged {
+                frame: Some(frame_at(used)),
+                why: format!(
+                    "TCP {} -> {}: {left} bytes after the TLS records are not a whole TLS record",
+                    dir.src, dir.dst
+                ),
+            });
         }
-    }
-    let left = stream.len() - pos;
-    if left > 0 {
-        out.unframed_tcp_bytes += left;
-        let what = if looks_like_sip(&stream[pos..]) {
-            "an incomplete SIP message"
-        } else {
-            "not SIP"
-        };
-        out.unjudged.push(Unjudged {
-            frame: Some(frame_at(pos)),
-            why: format!(
-                "TCP {} -> {}: {left} bytes do not form a complete SIP message ({what})",
-                dir.src, dir.dst
-            ),
+        out.tls.push(TlsDirection {
+            src: dir.src,
+            dst: dir.dst,
+            records,
+            starts: starts.clone(),
+            first_frame: first.frame,
         });
+    } else {
+        let pos = frame_sip(&stream, &frame_at, Transport::Tcp, dir.src, dir.dst, out);
+        let left = stream.len() - pos;
+        if left > 0 {
+            out.unframed_tcp_bytes += left;
+            let what = if looks_like_sip(&stream[pos..]) {
+                "an incomplete SIP message"
+            } else {
+                "not SIP"
+            };
+            out.unjudged.push(Unjudged {
+                frame: Some(frame_at(pos)),
+                why: format!(
+                    "TCP {} -> {}: {left} bytes do not form a complete SIP message ({what})",
+                    dir.src, dir.dst
+                ),
+            });
+        }
     }
     if let Some((frame, missing, after)) = cut {
         out.unframed_tcp_bytes += after;
@@ -256,6 +299,144 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
             ),
         });
     }
+}
+
+/// Cuts SIP messages off `stream` (CRLF keep-alives skipped) into `out`;
+/// returns where the first byte that is not a whole message starts.
+fn frame_sip(
+    stream: &[u8],
+    frame_at: &dyn Fn(usize) -> usize,
+    transport: Transport,
+    src: SocketAddr,
+    dst: SocketAddr,
+    out: &mut Framing,
+) -> usize {
+    let mut pos = 0usize;
+    while pos < stream.len() {
+        pos += leading_crlf(&stream[pos..]);
+        if pos >= stream.len() {
+            break;
+        }
+        match SipMessage::parse(&stream[pos..]) {
+            Some((message, used)) if used > 0 => {
+                out.messages.push(Framed {
+                    frame: frame_at(pos),
+                    transport,
+                    src,
+                    dst,
+                    message,
+                });
+                pos += used;
+            }
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// What became of one TLS connection of a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConnection {
+    /// The client (sender of the ClientHello), when seen.
+    pub client: SocketAddr,
+    /// The server.
+    pub server: SocketAddr,
+    /// Whole TLS records, both directions.
+    pub records: usize,
+    /// SIP messages decrypted out of it; `Err` says why it was not
+    /// decrypted (framing judged only).
+    pub decrypted: Result<usize, String>,
+}
+
+/// Pairs the TLS directions of `framing` into connections and, with
+/// `keys`, decrypts each connection whose secrets the log holds and frames
+/// the SIP inside into `framing.messages` (transport [`Transport::Tls`]).
+/// Decrypted bytes that are not whole SIP messages are unjudged.
+pub fn frame_tls(framing: &mut Framing, keys: Option<&TlsKeys>) -> Vec<TlsConnection> {
+    let dirs = std::mem::take(&mut framing.tls);
+    let mut used = vec![false; dirs.len()];
+    let mut conns = Vec::new();
+    for i in 0..dirs.len() {
+        if used[i] {
+            continue;
+        }
+        used[i] = true;
+        let a = &dirs[i];
+        let peer =
+            (0..dirs.len()).find(|&j| !used[j] && dirs[j].src == a.dst && dirs[j].dst == a.src);
+        if let Some(j) = peer {
+            used[j] = true;
+        }
+        let b = peer.map(|j| &dirs[j]);
+        // The client is the side whose first record is a ClientHello.
+        let (client, server) = match b {
+            Some(b) if super::tls::client_random(&b.records).is_some() => (Some(b), Some(a)),
+            _ => (Some(a), b),
+        };
+        let records = client.map_or(0, |d| d.records.len()) + server.map_or(0, |d| d.records.len());
+        let (client_addr, server_addr) = match client {
+            Some(c) => (c.src, c.dst),
+            None => (a.src, a.dst),
+        };
+        let decrypted = match keys {
+            None => Err("no key log given: TLS framing judged only".to_string()),
+            Some(keys) => decrypt_pair(client, server, keys, framing),
+        };
+        conns.push(TlsConnection {
+            client: client_addr,
+            server: server_addr,
+            records,
+            decrypted,
+        });
+    }
+    framing.messages.sort_by_key(|m| m.frame);
+    framing.unjudged.sort_by_key(|u| u.frame);
+    conns
+}
+
+fn decrypt_pair(
+    client: Option<&TlsDirection>,
+    server: Option<&TlsDirection>,
+    keys: &TlsKeys,
+    out: &mut Framing,
+) -> Result<usize, String> {
+    let (Some(client), Some(server)) = (client, server) else {
+        return Err("only one direction captured".to_string());
+    };
+    let random = super::tls::client_random(&client.records)
+        .ok_or("the ClientHello is not in the capture")?;
+    let suite =
+        super::tls::cipher_suite(&server.records).ok_or("the ServerHello is not in the capture")?;
+    let before = out.messages.len();
+    for (dir, from_client) in [(client, true), (server, false)] {
+        let data = super::tls::decrypt_direction(&dir.records, suite, &random, from_client, keys)?;
+        let mut plain = Vec::new();
+        // (plaintext offset, frame) of each record's content.
+        let mut starts: Vec<(usize, usize)> = Vec::new();
+        for (offset, bytes) in data {
+            starts.push((plain.len(), dir.frame_at(offset)));
+            plain.extend_from_slice(&bytes);
+        }
+        let frame_at = |offset: usize| {
+            starts
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= offset)
+                .map_or(dir.first_frame, |(_, f)| *f)
+        };
+        let pos = frame_sip(&plain, &frame_at, Transport::Tls, dir.src, dir.dst, out);
+        let left = plain.len() - pos;
+        if left > 0 {
+            out.unjudged.push(Unjudged {
+                frame: Some(frame_at(pos)),
+                why: format!(
+                    "TLS {} -> {}: {left} decrypted bytes do not form a complete SIP message",
+                    dir.src, dir.dst
+                ),
+            });
+        }
+    }
+    Ok(out.messages.len() - before)
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 use super::capture::{read_capture, Transport};
 use super::rtpflow::{is_rtp_shaped, judge_flows, MediaFlow, MediaVerdict};
 use super::sipscan::{SipMessage, StartLine};
-use super::stream::frame_messages;
+use super::stream::{frame_messages, frame_tls, TlsConnection};
+use super::tls::TlsKeys;
 use super::{PcapError, Unjudged};
 use crate::tunnel::cms::decode_envelope;
 use std::collections::HashSet;
@@ -121,6 +122,9 @@ pub struct Report {
     pub frames: usize,
     /// What the judge could not read or judge, with the reason.
     pub unjudged: Vec<Unjudged>,
+    /// TLS connections: whole TLS records show nothing in clear; with a
+    /// key log, the SIP decrypted out of them is in [`Report::messages`].
+    pub tls: Vec<TlsConnection>,
 }
 
 /// The verdict on a whole capture, as `ibephone pcap verify` exits.
@@ -165,12 +169,14 @@ impl Report {
     }
 
     /// Leaks if any message or flow leaks; else cannot judge if anything
-    /// was not judged or nothing was there to judge (no SIP message and no
-    /// media flow); else clean.
+    /// was not judged or nothing was there to judge (no SIP message, no
+    /// media flow, no TLS connection); else clean.
     pub fn verdict(&self) -> Verdict {
         if self.leaks() > 0 || self.media_leaks() > 0 {
             Verdict::Leaks
-        } else if !self.unjudged.is_empty() || (self.messages.is_empty() && self.media.is_empty()) {
+        } else if !self.unjudged.is_empty()
+            || (self.messages.is_empty() && self.media.is_empty() && self.tls.is_empty())
+        {
             Verdict::CannotJudge
         } else {
             Verdict::Clean
@@ -186,14 +192,24 @@ impl Report {
 
 /// Reads a capture and judges every SIP message in it.
 pub fn verify_capture(bytes: &[u8]) -> Result<Report, PcapError> {
+    verify_capture_with(bytes, None)
+}
+
+/// [`verify_capture`], and with `tls_keys` (an agent's key log) the SIP
+/// inside each TLS connection the keys open is judged as well. Without
+/// keys, or for a connection the log does not cover, a TLS stream is
+/// judged by its framing: whole TLS records show nothing in clear.
+pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<Report, PcapError> {
     let capture = read_capture(bytes)?;
-    let framing = frame_messages(&capture.segments);
+    let mut framing = frame_messages(&capture.segments);
+    let tls = frame_tls(&mut framing, tls_keys);
     let mut unjudged = capture.unjudged;
     unjudged.extend(framing.unjudged.iter().cloned());
     let mut report = Report {
         unframed_tcp_bytes: framing.unframed_tcp_bytes,
         frames: capture.frames,
         unjudged,
+        tls,
         ..Report::default()
     };
     // (Call-ID, CSeq number) of INVITEs that got a non-2xx final response:
@@ -439,6 +455,7 @@ impl fmt::Display for Report {
             let proto = match m.transport {
                 Transport::Udp => "udp",
                 Transport::Tcp => "tcp",
+                Transport::Tls => "tls",
             };
             let verdict = match &m.class {
                 Class::Tunneled => "TUNNELED".to_string(),
@@ -457,6 +474,17 @@ impl fmt::Display for Report {
         }
         for flow in &self.media {
             writeln!(f, "{flow}")?;
+        }
+        for c in &self.tls {
+            let inside = match &c.decrypted {
+                Ok(n) => format!("decrypted, {n} SIP messages judged above"),
+                Err(why) => format!("nothing in clear ({why})"),
+            };
+            writeln!(
+                f,
+                "TLS {} -> {}: {} records, {inside}",
+                c.client, c.server, c.records
+            )?;
         }
         writeln!(
             f,

@@ -1,8 +1,13 @@
-//! The thin tokio driver: owns a UDP socket, a TCP listener and the TCP
-//! connections, reads `Instant::now()`, and moves bytes between them and a
-//! sans-I/O [`Core`] ([`UserAgent`] or [`Proxy`]).
+//! The thin tokio driver: owns a UDP socket, TCP and TLS listeners and
+//! the stream connections, reads `Instant::now()`, and moves bytes between
+//! them and a sans-I/O [`Core`] ([`UserAgent`] or [`Proxy`]).
 //!
-//! TCP streams are framed by Content-Length ([`take_frame`]; RFC 3261
+//! TLS (RFC 3261 26.2) is a stream like TCP once its handshake is done:
+//! the handshake runs in a spawned task with a timeout (accepted ones at
+//! most [`MAX_HANDSHAKES`] at once, [`MAX_HANDSHAKES_PER_SOURCE`] from
+//! one address), and who is trusted is the
+//! [`TlsClient`] configuration's verifier (the agent pins the provider's
+//! certificate). TCP and TLS streams are framed by Content-Length ([`take_frame`]; RFC 3261
 //! 18.3); CRLF keep-alives (RFC 5626 4.4.1) are taken off first
 //! ([`take_keepalives`]): a double-CRLF ping is answered with a CRLF pong,
 //! a pong is reported to the core, and a UDP datagram of CRLFs only is a
@@ -20,8 +25,9 @@ use crate::sip::ua::{Command, Event, UserAgent};
 use crate::sip::{Dest, Transmit, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -53,6 +59,9 @@ pub trait Core: Send {
     fn handle_pong(&mut self, _now: Instant, _from: Dest) {}
     /// The stream with `peer` ended.
     fn handle_flow_closed(&mut self, _now: Instant, _peer: Dest) {}
+    /// A connection towards `peer` could not be opened; `reason` says
+    /// why (refused, timed out, a TLS certificate not trusted).
+    fn handle_connect_failed(&mut self, _now: Instant, _peer: Dest, _reason: &str) {}
 }
 
 impl Core for UserAgent {
@@ -81,6 +90,9 @@ impl Core for UserAgent {
     }
     fn handle_flow_closed(&mut self, now: Instant, peer: Dest) {
         UserAgent::handle_flow_closed(self, now, peer)
+    }
+    fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
+        UserAgent::handle_connect_failed(self, now, peer, reason)
     }
 }
 
@@ -157,20 +169,60 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
     Ok(Some(std::mem::replace(buf, rest)))
 }
 
+/// A byte stream the driver frames SIP on: a TCP connection or a TLS
+/// session over one.
+trait SipStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> SipStream for T {}
+
+/// A boxed [`SipStream`].
+type BoxStream = Box<dyn SipStream>;
+
 /// What the connection tasks report to the driver's loop.
 enum Inbound {
     /// A whole message from a stream.
-    Message(SocketAddr, Vec<u8>),
+    Message(Dest, Vec<u8>),
     /// A CRLF pong (RFC 5626 4.4.1) from a stream.
-    Pong(SocketAddr),
+    Pong(Dest),
     /// The stream to this peer ended.
-    Closed(SocketAddr),
-    /// An outgoing connection attempt finished.
-    Connected(SocketAddr, std::io::Result<TcpStream>),
+    Closed(Dest),
+    /// An outgoing connection attempt (with its TLS handshake) finished;
+    /// the error is a sentence for people.
+    Connected(Dest, Result<BoxStream, String>),
+    /// An accepted TLS connection's handshake ended: the stream, or none
+    /// when it failed or timed out.
+    Accepted(Dest, Option<BoxStream>),
 }
 
-/// How long an outgoing connection attempt may take (off the loop).
+/// How long an outgoing connection attempt may take, TLS handshake
+/// included (off the loop).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a peer that connected to our TLS port has for its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes of accepted connections in progress at once; a
+/// connection arriving past it is closed at once (a flood of half-open
+/// handshakes costs bounded memory and never the loop's time).
+pub const MAX_HANDSHAKES: usize = 1024;
+
+/// TLS handshakes in progress at once from one source (an IPv4 address,
+/// an IPv6 /64), so that one host stalling handshakes cannot take the
+/// others' places.
+pub const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+
+/// The source a handshake counts against: the IPv4 address, or the /64
+/// of an IPv6 address.
+fn handshake_source(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+                seg[0], seg[1], seg[2], seg[3], 0, 0, 0, 0,
+            ))
+        }
+        v4 => v4,
+    }
+}
 
 /// Messages queued for one connection; past it new ones are dropped
 /// (the transaction layer retransmits or times out), the loop never waits.
@@ -196,8 +248,8 @@ pub fn take_keepalives(buf: &mut Vec<u8>) -> (usize, bool) {
 }
 
 async fn read_stream(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    peer: SocketAddr,
+    mut rd: tokio::io::ReadHalf<BoxStream>,
+    peer: Dest,
     inbound: mpsc::Sender<Inbound>,
     writer: mpsc::Sender<Vec<u8>>,
 ) {
@@ -225,7 +277,7 @@ async fn read_stream(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(%e, %peer, "closing TCP connection");
+                    tracing::debug!(%e, peer = %peer.addr, "closing stream connection");
                     break 'read;
                 }
             }
@@ -235,21 +287,18 @@ async fn read_stream(
 }
 
 fn attach(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: BoxStream,
+    peer: Dest,
     inbound: &mpsc::Sender<Inbound>,
-    conns: &mut HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    conns: &mut HashMap<Dest, mpsc::Sender<Vec<u8>>>,
 ) -> mpsc::Sender<Vec<u8>> {
-    // SIP messages are whole writes: without TCP_NODELAY a message that
-    // follows another one closely (180 then 200) waits for the peer's
-    // delayed ACK (up to 40 ms on Linux) under Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
     tokio::spawn(read_stream(rd, peer, inbound.clone(), tx.clone()));
     tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if wr.write_all(&bytes).await.is_err() {
+            // A TLS session holds records back until flushed.
+            if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
                 return;
             }
         }
@@ -258,28 +307,133 @@ fn attach(
     tx
 }
 
+/// SIP messages are whole writes: without TCP_NODELAY a message that
+/// follows another one closely (180 then 200) waits for the peer's
+/// delayed ACK (up to 40 ms on Linux) under Nagle's algorithm.
+fn no_delay(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+}
+
 /// True for a datagram that is only CRLFs: a UDP keep-alive.
 fn is_keepalive(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.iter().all(|b| *b == b'\r' || *b == b'\n')
 }
 
+/// The TLS port of a driver: a listener and the server's certificate.
+pub struct TlsListener {
+    /// Where peers connect.
+    pub listener: TcpListener,
+    /// The certificate, key and TLS versions offered.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// How the driver opens TLS connections: the client configuration (whose
+/// certificate verifier decides whom to trust) and the name the peer's
+/// certificate is checked against (also sent as SNI when it is a name).
+#[derive(Clone)]
+pub struct TlsClient {
+    /// Client configuration (verifier, key log).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The proxy's host name or IP address.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+/// What a driver listens on and how it connects out.
+pub struct Sockets {
+    /// The UDP socket (always there: responses and keep-alives over UDP).
+    pub udp: UdpSocket,
+    /// The TCP listener, if any.
+    pub tcp: Option<TcpListener>,
+    /// The TLS listener, if any.
+    pub tls: Option<TlsListener>,
+    /// TLS towards peers; without it no TLS connection is opened.
+    pub tls_client: Option<TlsClient>,
+}
+
 /// Runs `core` until the command channel closes. Events go to `events`
-/// (dropped if nobody listens). `tcp` may be None for UDP only.
-///
-/// Nothing in the loop waits on a peer: connections are made by spawned
-/// tasks (only for a core whose [`Core::connects_out`] is true; others
-/// send over connections peers opened, or not at all), writes go through
-/// bounded per-connection queues that drop when full.
+/// (dropped if nobody listens). `tcp` may be None for UDP only. No TLS:
+/// [`run_with`] is the one with TLS.
 pub async fn run<C: Core>(
-    mut core: C,
+    core: C,
     udp: UdpSocket,
     tcp: Option<TcpListener>,
+    commands: mpsc::Receiver<C::Command>,
+    events: mpsc::Sender<C::Event>,
+) -> std::io::Result<()> {
+    let sockets = Sockets {
+        udp,
+        tcp,
+        tls: None,
+        tls_client: None,
+    };
+    run_with(core, sockets, commands, events).await
+}
+
+/// Opens a connection to `peer` (TCP, or TLS over TCP with `tls`) within
+/// [`CONNECT_TIMEOUT`]; the error says what failed, for people.
+async fn connect(peer: Dest, tls: Option<TlsClient>) -> Result<BoxStream, String> {
+    let attempt = async {
+        let tcp = TcpStream::connect(peer.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", peer.addr))?;
+        no_delay(&tcp);
+        match (peer.transport, tls) {
+            (Transport::Tls, Some(tls)) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config);
+                let s = connector
+                    .connect(tls.server_name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {} failed: {e}", peer.addr))?;
+                Ok(Box::new(s) as BoxStream)
+            }
+            (Transport::Tls, None) => Err(format!(
+                "no TLS client configuration to reach {}",
+                peer.addr
+            )),
+            _ => Ok(Box::new(tcp) as BoxStream),
+        }
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "connecting to {} timed out after {} s",
+            peer.addr,
+            CONNECT_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Runs `core` on `sockets` until the command channel closes. Events go
+/// to `events` (dropped if nobody listens).
+///
+/// Nothing in the loop waits on a peer: connections (and their TLS
+/// handshakes) are made by spawned tasks (only for a core whose
+/// [`Core::connects_out`] is true; others send over connections peers
+/// opened, or not at all); accepted TLS connections shake hands in
+/// spawned tasks, at most [`MAX_HANDSHAKES`] at once
+/// ([`MAX_HANDSHAKES_PER_SOURCE`] from one source) and each within
+/// [`HANDSHAKE_TIMEOUT`]; writes go through bounded per-connection queues
+/// that drop when full.
+pub async fn run_with<C: Core>(
+    mut core: C,
+    sockets: Sockets,
     mut commands: mpsc::Receiver<C::Command>,
     events: mpsc::Sender<C::Event>,
 ) -> std::io::Result<()> {
+    let Sockets {
+        udp,
+        tcp,
+        tls,
+        tls_client,
+    } = sockets;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(256);
-    let mut conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let mut connecting: HashMap<SocketAddr, Vec<Vec<u8>>> = HashMap::new();
+    let mut conns: HashMap<Dest, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut connecting: HashMap<Dest, Vec<Vec<u8>>> = HashMap::new();
+    // Accepted TLS connections still shaking hands, by source.
+    let mut handshaking: HashMap<std::net::IpAddr, usize> = HashMap::new();
+    let acceptor = tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     loop {
         let deadline = core
@@ -304,25 +458,62 @@ pub async fn run<C: Core>(
                 match &tcp { Some(l) => l.accept().await, None => std::future::pending().await }
             } => {
                 if let Ok((stream, peer)) = accepted {
-                    attach(stream, peer, &inbound_tx, &mut conns);
+                    no_delay(&stream);
+                    let peer = Dest { addr: peer, transport: Transport::Tcp };
+                    attach(Box::new(stream), peer, &inbound_tx, &mut conns);
+                }
+            }
+            accepted = async {
+                match &tls { Some(t) => t.listener.accept().await, None => std::future::pending().await }
+            } => {
+                if let (Ok((stream, peer)), Some(acceptor)) = (accepted, &acceptor) {
+                    let source = handshake_source(peer.ip());
+                    let from_source = handshaking.get(&source).copied().unwrap_or(0);
+                    let total: usize = handshaking.values().sum();
+                    if total >= MAX_HANDSHAKES || from_source >= MAX_HANDSHAKES_PER_SOURCE {
+                        tracing::debug!(%peer, "too many TLS handshakes: connection closed");
+                    } else {
+                        handshaking.insert(source, from_source + 1);
+                        no_delay(&stream);
+                        let acceptor = acceptor.clone();
+                        let done = inbound_tx.clone();
+                        tokio::spawn(async move {
+                            let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                            let peer = Dest { addr: peer, transport: Transport::Tls };
+                            let s: Option<BoxStream> = match r {
+                                Ok(Ok(s)) => Some(Box::new(s)),
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%e, peer = %peer.addr, "TLS handshake failed");
+                                    None
+                                }
+                                Err(_) => {
+                                    tracing::debug!(peer = %peer.addr, "TLS handshake timed out");
+                                    None
+                                }
+                            };
+                            let _ = done.send(Inbound::Accepted(peer, s)).await;
+                        });
+                    }
                 }
             }
             Some(ev) = inbound.recv() => match ev {
-                Inbound::Message(peer, msg) => core.handle_datagram(
-                    Instant::now(),
-                    Dest { addr: peer, transport: Transport::Tcp },
-                    &msg,
-                ),
-                Inbound::Pong(peer) => core.handle_pong(
-                    Instant::now(),
-                    Dest { addr: peer, transport: Transport::Tcp },
-                ),
+                Inbound::Message(peer, msg) => core.handle_datagram(Instant::now(), peer, &msg),
+                Inbound::Pong(peer) => core.handle_pong(Instant::now(), peer),
                 Inbound::Closed(peer) => {
                     conns.remove(&peer);
-                    core.handle_flow_closed(
-                        Instant::now(),
-                        Dest { addr: peer, transport: Transport::Tcp },
-                    );
+                    core.handle_flow_closed(Instant::now(), peer);
+                }
+                Inbound::Accepted(peer, s) => {
+                    let source = handshake_source(peer.addr.ip());
+                    if let Some(n) = handshaking.get_mut(&source) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            handshaking.remove(&source);
+                        }
+                    }
+                    if let Some(s) = s {
+                        attach(s, peer, &inbound_tx, &mut conns);
+                    }
                 }
                 Inbound::Connected(peer, r) => {
                     let queued = connecting.remove(&peer).unwrap_or_default();
@@ -333,7 +524,10 @@ pub async fn run<C: Core>(
                                 let _ = c.try_send(bytes);
                             }
                         }
-                        Err(e) => tracing::debug!(%e, %peer, "TCP connect failed"),
+                        Err(reason) => {
+                            tracing::warn!(%reason, "connection failed");
+                            core.handle_connect_failed(Instant::now(), peer, &reason);
+                        }
                     }
                 }
             },
@@ -344,41 +538,29 @@ pub async fn run<C: Core>(
             _ = tokio::time::sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
         while let Some(t) = core.poll_transmit() {
-            match t.dest.transport {
-                Transport::Udp => {
-                    if let Err(e) = udp.send_to(&t.bytes, t.dest.addr).await {
-                        tracing::debug!(%e, "UDP send failed");
-                    }
+            let peer = t.dest;
+            if peer.transport == Transport::Udp {
+                if let Err(e) = udp.send_to(&t.bytes, peer.addr).await {
+                    tracing::debug!(%e, "UDP send failed");
                 }
-                Transport::Tcp => {
-                    let peer = t.dest.addr;
-                    if let Some(c) = conns.get(&peer).filter(|c| !c.is_closed()) {
-                        if c.try_send(t.bytes).is_err() {
-                            tracing::debug!(%peer, "TCP queue full: message dropped");
-                        }
-                    } else if let Some(q) = connecting.get_mut(&peer) {
-                        if q.len() < CONN_QUEUE {
-                            q.push(t.bytes);
-                        }
-                    } else if core.connects_out() {
-                        connecting.insert(peer, vec![t.bytes]);
-                        let done = inbound_tx.clone();
-                        tokio::spawn(async move {
-                            let r = match tokio::time::timeout(
-                                CONNECT_TIMEOUT,
-                                TcpStream::connect(peer),
-                            )
-                            .await
-                            {
-                                Ok(r) => r,
-                                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-                            };
-                            let _ = done.send(Inbound::Connected(peer, r)).await;
-                        });
-                    } else {
-                        tracing::debug!(%peer, "no connection from this peer: message dropped");
-                    }
+            } else if let Some(c) = conns.get(&peer).filter(|c| !c.is_closed()) {
+                if c.try_send(t.bytes).is_err() {
+                    tracing::debug!(peer = %peer.addr, "stream queue full: message dropped");
                 }
+            } else if let Some(q) = connecting.get_mut(&peer) {
+                if q.len() < CONN_QUEUE {
+                    q.push(t.bytes);
+                }
+            } else if core.connects_out() {
+                connecting.insert(peer, vec![t.bytes]);
+                let done = inbound_tx.clone();
+                let tls = tls_client.clone();
+                tokio::spawn(async move {
+                    let r = connect(peer, tls).await;
+                    let _ = done.send(Inbound::Connected(peer, r)).await;
+                });
+            } else {
+                tracing::debug!(peer = %peer.addr, "no connection from this peer: message dropped");
             }
         }
         while let Some(ev) = core.poll_event() {
@@ -432,6 +614,8 @@ mod tests {
 pub struct ProxyHandle {
     /// Where it listens (UDP and, when the port was free, TCP).
     pub addr: SocketAddr,
+    /// Where it listens for TLS, when asked to.
+    pub tls_addr: Option<SocketAddr>,
     _keep: mpsc::Sender<std::convert::Infallible>,
 }
 
@@ -473,6 +657,29 @@ pub async fn spawn_proxy_with(
     domain: &str,
     users: Box<dyn crate::sip::registrar::UserLookup>,
 ) -> std::io::Result<ProxyHandle> {
+    spawn_proxy_with_tls(addr, advertise, domain, users, None).await
+}
+
+/// The TLS side of a registrar/proxy: where it listens and its
+/// certificate (the provider's, the one phones pin).
+#[derive(Clone)]
+pub struct ProxyTls {
+    /// Listen address (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The server's certificate, key and TLS versions.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+/// [`spawn_proxy_with`] that also accepts SIP over TLS on `tls.listen`.
+/// Phones reach it over the TLS connections they open (RFC 5626 flows);
+/// the proxy never opens one.
+pub async fn spawn_proxy_with_tls(
+    addr: SocketAddr,
+    advertise: Option<String>,
+    domain: &str,
+    users: Box<dyn crate::sip::registrar::UserLookup>,
+    tls: Option<ProxyTls>,
+) -> std::io::Result<ProxyHandle> {
     use crate::sip::message::HeaderForm;
     use crate::sip::proxy::ProxyConfig;
     use crate::sip::registrar::Registrar;
@@ -487,6 +694,17 @@ pub async fn spawn_proxy_with(
     }
     let local = advertise.unwrap_or_else(|| addr.to_string());
     let tcp = TcpListener::bind(addr).await.ok();
+    let tls = match tls {
+        Some(t) => Some(TlsListener {
+            listener: TcpListener::bind(t.listen).await?,
+            config: t.config,
+        }),
+        None => None,
+    };
+    let tls_addr = match &tls {
+        Some(t) => Some(t.listener.local_addr()?),
+        None => None,
+    };
     let proxy = Proxy::new(
         ProxyConfig {
             local,
@@ -500,9 +718,19 @@ pub async fn spawn_proxy_with(
     let (events, mut drain) = mpsc::channel(16);
     tokio::spawn(async move { while drain.recv().await.is_some() {} });
     tokio::spawn(async move {
-        if let Err(e) = run(proxy, udp, tcp, commands, events).await {
+        let sockets = Sockets {
+            udp,
+            tcp,
+            tls,
+            tls_client: None,
+        };
+        if let Err(e) = run_with(proxy, sockets, commands, events).await {
             tracing::error!(%e, "proxy driver stopped");
         }
     });
-    Ok(ProxyHandle { addr, _keep: keep })
+    Ok(ProxyHandle {
+        addr,
+        tls_addr,
+        _keep: keep,
+    })
 }

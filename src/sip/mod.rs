@@ -12,7 +12,9 @@
 //! - [`ua`]: the user-agent core with the [`filter::MessageFilter`] hook where
 //!   the tunnel seals and opens messages;
 //! - [`location`], [`registrar`], [`proxy`]: the embedded provider;
-//! - [`driver`]: UDP and TCP over tokio.
+//! - [`driver`]: UDP, TCP and TLS over tokio;
+//! - [`proxy_uri`]: the outbound proxy a phone is configured with (`sips:`,
+//!   `;transport=`).
 
 pub mod dialog;
 pub mod digest;
@@ -21,6 +23,7 @@ pub mod filter;
 pub mod location;
 pub mod message;
 pub mod proxy;
+pub mod proxy_uri;
 pub mod registrar;
 pub mod timers;
 pub mod transaction;
@@ -35,12 +38,15 @@ pub enum Transport {
     Udp,
     /// A stream framed by Content-Length; no retransmissions.
     Tcp,
+    /// TCP under TLS (RFC 3261 26.2, `sips:` / `;transport=tls`), framed
+    /// like TCP; the driver checks the peer's certificate.
+    Tls,
 }
 
 impl Transport {
     /// True for stream transports (RFC 3261 17: timers A, E, G off).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 
     /// The Via transport token.
@@ -48,6 +54,25 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// The `transport` URI parameter (RFC 3261 19.1.1), lower case.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    /// The default port of the transport (RFC 3261 19.1.2): 5061 for TLS,
+    /// 5060 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Tls => 5061,
+            Transport::Udp | Transport::Tcp => 5060,
         }
     }
 }

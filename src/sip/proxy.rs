@@ -501,7 +501,10 @@ pub fn via_dest(via: &str) -> Option<Dest> {
     let port = param(via, "rport")
         .and_then(|p| p.parse().ok())
         .unwrap_or(port);
-    let transport = if proto.to_ascii_uppercase().ends_with("TCP") {
+    let proto = proto.to_ascii_uppercase();
+    let transport = if proto.ends_with("TLS") {
+        Transport::Tls
+    } else if proto.ends_with("TCP") {
         Transport::Tcp
     } else {
         Transport::Udp

@@ -222,6 +222,25 @@ impl UserAgent {
         }
     }
 
+    /// A connection towards `peer` could not be made (refused, timed out,
+    /// or, over TLS, the certificate was not the one we trust). If it was
+    /// the way to our proxy, the user is told `reason` at once
+    /// ([`Event::TransportFailed`]) and a pending registration fails now
+    /// instead of after its transaction timeout; it is tried again with
+    /// the RFC 5626 backoff.
+    pub fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
+        if peer.addr != self.cfg.proxy || peer.transport != self.cfg.transport {
+            return;
+        }
+        self.events.push_back(Event::TransportFailed {
+            reason: reason.to_string(),
+        });
+        if self.reg.pending.take().is_some() && !self.reg.unregistering {
+            self.reg.tried_nonce = None;
+            self.registration_failed(now, 503);
+        }
+    }
+
     fn flow_failed(&mut self, now: Instant) {
         self.pong_deadline = None;
         if self.reg.unregistering || (!self.reg.registered && self.reg.pending.is_none()) {
@@ -277,7 +296,10 @@ impl UserAgent {
         let local = &self.cfg.local;
         match self.cfg.transport {
             Transport::Udp => format!("<sip:{token}@{local};ctok={token}>"),
-            Transport::Tcp => format!("<sip:{token}@{local};ctok={token};transport=tcp>"),
+            t => format!(
+                "<sip:{token}@{local};ctok={token};transport={}>",
+                t.uri_param()
+            ),
         }
     }
 
@@ -459,8 +481,9 @@ impl UserAgent {
         self.events.pop_front()
     }
 
-    /// Filters `msg`, picks UDP or TCP by size, and starts a client
-    /// transaction to the outbound proxy.
+    /// Filters `msg`, picks the transport (the configured one; over UDP,
+    /// TCP for a message over 1300 bytes), and starts a client transaction
+    /// to the outbound proxy.
     fn send_request(&mut self, now: Instant, mut msg: Message) -> Option<TxKey> {
         msg.set_header("Via", self.via());
         if let Some(ua) = &self.cfg.headers.user_agent {
@@ -937,12 +960,18 @@ mod tests {
 
     #[test]
     fn a_failed_stream_flow_is_registered_again_at_once() {
-        let mut ua = ua_over(HeaderPolicy::default(), Transport::Tcp);
+        for transport in [Transport::Tcp, Transport::Tls] {
+            a_failed_flow_is_registered_again(transport);
+        }
+    }
+
+    fn a_failed_flow_is_registered_again(transport: Transport) {
+        let mut ua = ua_over(HeaderPolicy::default(), transport);
         ua.set_keepalive(Some(KeepAlive::default()));
         let now = Instant::now();
         let proxy = Dest {
             addr: PROXY.parse().unwrap(),
-            transport: Transport::Tcp,
+            transport,
         };
         ua.handle_command(now, Command::Register);
         answer_register(&mut ua, now, 200);
@@ -973,6 +1002,81 @@ mod tests {
         );
         answer_register(&mut ua, t2 + Duration::from_secs(10), 200);
         assert!(ua.is_registered());
+    }
+
+    /// Over TLS: Via `SIP/2.0/TLS`, a Contact with `transport=tls`, and
+    /// a tunneled-size request stays on the TLS flow (never falls back to
+    /// TCP in clear); a connection to the proxy that cannot be made (a
+    /// certificate refused) is reported at once and the pending
+    /// registration fails now, to be retried with backoff.
+    #[test]
+    fn tls_flows_stay_tls_and_a_refused_handshake_fails_the_registration() {
+        let mut ua = ua_over(HeaderPolicy::default(), Transport::Tls);
+        let now = Instant::now();
+        let proxy = Dest {
+            addr: PROXY.parse().unwrap(),
+            transport: Transport::Tls,
+        };
+        ua.handle_command(now, Command::Register);
+        let t = ua.poll_transmit().unwrap();
+        assert_eq!(t.dest, proxy);
+        let req = Message::parse(&t.bytes).unwrap();
+        assert!(req.header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+        assert!(req.header("Contact").unwrap().contains(";transport=tls>"));
+        // Another peer's failure is not ours; a TCP failure to the same
+        // address is not our TLS flow either.
+        let other = Dest {
+            addr: "127.0.0.1:5999".parse().unwrap(),
+            transport: Transport::Tls,
+        };
+        ua.handle_connect_failed(now, other, "x");
+        ua.handle_connect_failed(
+            now,
+            Dest {
+                transport: Transport::Tcp,
+                ..proxy
+            },
+            "x",
+        );
+        assert!(events(&mut ua).is_empty());
+        ua.handle_connect_failed(now, proxy, "certificate is not the pinned one");
+        assert_eq!(
+            events(&mut ua),
+            vec![
+                Event::TransportFailed {
+                    reason: "certificate is not the pinned one".into()
+                },
+                Event::RegistrationFailed { status: 503 }
+            ]
+        );
+        let retry = ua.poll_timeout().unwrap();
+        assert!(
+            retry >= now + Duration::from_secs(15),
+            "retried with backoff"
+        );
+        ua.handle_timeout(retry);
+        let m = answer_register(&mut ua, retry, 200);
+        assert!(m.header("Via").unwrap().starts_with("SIP/2.0/TLS "));
+        assert!(ua.is_registered());
+        // The abandoned transaction's own timeout (timer F, 32 s) later is
+        // not a second failure.
+        ua.handle_timeout(now + Duration::from_secs(40));
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+        assert!(ua.is_registered());
+        let big = Body {
+            content_type: Some("application/octet-stream".into()),
+            bytes: vec![b'x'; 4000],
+        };
+        ua.handle_command(
+            retry,
+            Command::Message {
+                target: "sip:bob@example.invalid".into(),
+                body: big,
+            },
+        );
+        let t = ua.poll_transmit().unwrap();
+        assert_eq!(t.dest, proxy);
+        assert!(String::from_utf8_lossy(&t.bytes).contains("SIP/2.0/TLS "));
     }
 
     #[test]

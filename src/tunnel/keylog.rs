@@ -40,6 +40,18 @@ pub const SRTP_LABEL: &str = "IBESIP_SRTP";
 /// The SRTP suites a key log line may name, with their key || salt length.
 pub const SRTP_SUITES: &[(&str, usize)] =
     &[("AEAD_AES_128_GCM", 28), ("AES_CM_128_HMAC_SHA1_80", 30)];
+/// The labels of the NSS key log format (TLS secrets) that may share a
+/// key log file with the tunnel's lines; [`KeyLog::parse`] skips them.
+pub const NSS_LABELS: &[&str] = &[
+    "CLIENT_RANDOM",
+    "CLIENT_EARLY_TRAFFIC_SECRET",
+    "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+    "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+    "CLIENT_TRAFFIC_SECRET_0",
+    "SERVER_TRAFFIC_SECRET_0",
+    "EARLY_EXPORTER_SECRET",
+    "EXPORTER_SECRET",
+];
 /// The comment a new key log file starts with.
 pub const HEADER: &str =
     "# ibephone key log (IBESIP-V01): these keys decrypt the calls they cover; keep it private\n";
@@ -242,6 +254,11 @@ impl KeyLog {
                 continue;
             }
             let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            // TLS secrets of the same agent (NSS key log format, see
+            // `agent::keylog`): Wireshark's lines, not the tunnel's.
+            if fields.first().is_some_and(|l| NSS_LABELS.contains(l)) {
+                continue;
+            }
             match fields.as_slice() {
                 [KEK_LABEL, sid, kek] => {
                     let sid = hex_array::<16>(sid, "session id").map_err(err)?;
@@ -358,6 +375,26 @@ mod tests {
         assert_eq!(&log.srtp_keys()[0].key[..], &[4; 28]);
     }
 
+    /// The agent's TLS secrets share the file (NSS format): they are
+    /// skipped, the tunnel's lines around them still read.
+    #[test]
+    fn tls_lines_in_the_same_file_are_skipped() {
+        let kek = KeyLogEntry::Kek {
+            session_id: [9; 16],
+            kek: Zeroizing::new([8; 32]),
+        };
+        let cr = "ab".repeat(32);
+        let text = format!(
+            "{HEADER}CLIENT_HANDSHAKE_TRAFFIC_SECRET {cr} {}\n{}SERVER_TRAFFIC_SECRET_0 {cr} {}\n",
+            "01".repeat(48),
+            &*kek.line(),
+            "02".repeat(48)
+        );
+        let log = KeyLog::parse(&text).unwrap();
+        assert_eq!(log.kek(&[9; 16]), Some(&[8; 32]));
+        assert_eq!(log.counts(), (1, 0));
+    }
+
     #[test]
     fn bad_lines_are_named() {
         let sid = "00".repeat(16);
@@ -368,7 +405,7 @@ mod tests {
             (format!("IBESIP_CEK {sid} 2 0 {key}"), "direction"),
             (format!("IBESIP_CEK {sid} 0 x {key}"), "seq"),
             (format!("IBESIP_CEK zz{} 0 0 {key}", &sid[2..]), "not hex"),
-            ("CLIENT_RANDOM aa bb".to_string(), "not a key log entry"),
+            ("SERVER_RANDOM aa bb".to_string(), "not a key log entry"),
             (format!("IBESIP_SRTP x tx AEAD_AES_128_GCM {key}"), "call"),
             (
                 format!("IBESIP_SRTP 1 up AEAD_AES_128_GCM {key}"),

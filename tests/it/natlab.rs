@@ -118,6 +118,12 @@ impl Lab {
     /// Initializes a PKG of [`DOMAIN`] with alice and bob and starts
     /// `pkg-server` in `prov` (PKG on 8443, SIP on 5060).
     fn provider(&self) -> Provider {
+        self.provider_with("")
+    }
+
+    /// [`Lab::provider`] with more `[sip]` settings (`tls = true`: SIP
+    /// over TLS on 5061 as well).
+    fn provider_with(&self, sip_extra: &str) -> Provider {
         let dir = self.dir.path().join("pkg");
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pkg.toml");
@@ -125,7 +131,7 @@ impl Lab {
             &config,
             format!(
                 "listen = \"{PROV}:8443\"\ndata_dir = \"{}\"\n\
-                 [sip]\nlisten = \"{PROV}:5060\"\nuser_refresh_secs = 1\n\
+                 [sip]\nlisten = \"{PROV}:5060\"\nuser_refresh_secs = 1\n{sip_extra}\
                  [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
                 dir.display()
             ),
@@ -169,6 +175,19 @@ impl Lab {
     /// (listening on a wildcard address; the provider's addresses given
     /// explicitly until DNS discovery lands).
     fn phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
+        self.phone_with(home, user, provider, &format!("{PROV}:5060"), &[])
+    }
+
+    /// [`Lab::phone`] with outbound proxy `proxy` (e.g. `sips:...`) and
+    /// more `ibephone agent` arguments.
+    fn phone_with(
+        &self,
+        home: &str,
+        user: &str,
+        provider: &Provider,
+        proxy: &str,
+        args: &[&str],
+    ) -> Agent {
         let dir = self.dir.path().join(user);
         std::fs::create_dir_all(&dir).unwrap();
         write_secret(&dir.join("password"), &format!("{user} lab secret\n"));
@@ -177,7 +196,7 @@ impl Lab {
             &config,
             format!(
                 "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"password\"\n\
-                 [sip]\nlisten = \"0.0.0.0:5062\"\nproxy = \"{PROV}:5060\"\n\
+                 [sip]\nlisten = \"0.0.0.0:5062\"\nproxy = \"{proxy}\"\n\
                  [pkg]\nurl = \"https://{PROV}:8443\"\nfingerprint = \"{}\"\nstore = \"keystore\"\n\
                  [security]\npolicy = \"require\"\nprivacy = true\n",
                 provider.fingerprint
@@ -185,7 +204,7 @@ impl Lab {
         )
         .unwrap();
         let mut cmd = self.command(home, Path::new(env!("CARGO_BIN_EXE_ibephone")));
-        cmd.args(["agent", "--config"]).arg(&config);
+        cmd.args(["agent", "--config"]).arg(&config).args(args);
         let mut a = Agent::spawn(&format!("{user}@{home}"), cmd);
         a.errors_fail = true;
         a
@@ -372,4 +391,175 @@ fn natlab_udp_timeout_30_idle_then_call() {
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
+}
+
+/// A running tshark in the lab's `wan` namespace on the internet bridge:
+/// what an eavesdropper on the path sees. Stopped (SIGINT, file flushed)
+/// by [`WanCapture::stop`] or when dropped.
+struct WanCapture {
+    child: Child,
+    path: PathBuf,
+}
+
+impl WanCapture {
+    fn start(lab: &Lab, path: &Path) -> WanCapture {
+        let child = lab
+            .command("wan", Path::new("tshark"))
+            .args(["-q", "-i", "br0", "-w"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tshark runs in the wan namespace");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !path.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        WanCapture {
+            child,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn stop(mut self) -> Vec<u8> {
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill(2) on the pid of a child we spawned and still own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let _ = self.child.wait();
+        std::fs::read(&self.path).unwrap()
+    }
+}
+
+impl Drop for WanCapture {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// SIP over TLS across a cone and a symmetric NAT: both phones reach the
+/// provider with `sips:` (port 5061 by default) and pin the PKG's
+/// certificate; a call both ways, MESSAGE both ways. On the internet
+/// side tshark sees no SIP in clear at all and `ibephone pcap verify`
+/// exits 0 on its capture; with the phones' key log tshark sees the SIP
+/// inside TLS (and our Lua dissector the tunnel inside that), and `pcap
+/// verify --keylog` judges that SIP too: every message between the phones
+/// tunneled.
+#[test]
+fn natlab_tls_cone_symmetric_nothing_in_clear() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("tl", &["--nat-a", "cone", "--nat-b", "symmetric"]);
+    let pcap = lab.dir.path().join("wan.pcap");
+    let capture = WanCapture::start(&lab, &pcap);
+    let provider = lab.provider_with("tls = true\n");
+    let keylog = lab.dir.path().join("keylog");
+    let kl = keylog.display().to_string();
+    let proxy = format!("sips:{PROV}");
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &["--keylog", &kl]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &["--keylog", &kl]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob", false);
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    message(&mut alice, &mut bob, "bob", "alice");
+    message(&mut bob, &mut alice, "alice", "bob");
+    alice.quit();
+    bob.quit();
+    let bytes = capture.stop();
+
+    // Without keys: only TLS between the phones and the provider.
+    let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+    assert!(
+        report.messages.is_empty(),
+        "SIP in clear on the internet:\n{report}"
+    );
+    assert!(report.tls.len() >= 2, "{report}");
+    assert!(
+        report.tls.iter().any(|c| c.server.port() == 5061),
+        "no TLS to 5061:\n{report}"
+    );
+    let (code, out) = support::process::pcap_verify_cli(&bytes);
+    assert_eq!(code, Some(0), "{out}");
+
+    // With the key log: the SIP inside, every message between the phones
+    // tunneled.
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    let keys = ibephone::pcap::tls::TlsKeys::parse(&text);
+    let report = ibephone::pcap::verify_capture_with(&bytes, Some(&keys)).unwrap();
+    assert!(report.clean(), "{report}");
+    let inside = report
+        .messages
+        .iter()
+        .filter(|m| m.transport == ibephone::pcap::capture::Transport::Tls)
+        .count();
+    let tunneled = report
+        .messages
+        .iter()
+        .filter(|m| m.class == ibephone::pcap::Class::Tunneled)
+        .count();
+    println!("pcap verify with the key log, wan side:\n{report}");
+    assert!(
+        inside >= 20,
+        "only {inside} SIP messages decrypted:\n{report}"
+    );
+    assert!(tunneled >= 12, "only {tunneled} tunneled:\n{report}");
+    for c in report.tls.iter().filter(|c| c.server.port() == 5061) {
+        assert!(c.decrypted.is_ok(), "{c:?}");
+    }
+
+    // tshark with the key log: the SIP inside TLS, and our Lua dissector
+    // the tunnel inside that.
+    let lua = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/ibesip.lua");
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-o", &format!("tls.keylog_file:{kl}")])
+        .args(["-X", &format!("lua_script:{lua}")])
+        .args(["-Y", "sip", "-T", "fields", "-E", "separator=|"])
+        .args(["-e", "sip.CSeq.method", "-e", "ibesip.seq"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fields = String::from_utf8_lossy(&out.stdout);
+    let method = |l: &str, m: &str| {
+        l.split('|')
+            .next()
+            .is_some_and(|f| f.split(',').any(|x| x == m))
+    };
+    assert!(fields.lines().any(|l| method(l, "INVITE")), "{fields}");
+    assert!(fields.lines().any(|l| method(l, "REGISTER")), "{fields}");
+    let with_tunnel = fields
+        .lines()
+        .filter(|l| l.split('|').nth(1).is_some_and(|s| !s.is_empty()))
+        .count();
+    assert!(
+        with_tunnel >= 6,
+        "tshark saw the tunnel in {with_tunnel} messages:\n{fields}"
+    );
+    let plain = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "sip", "-T", "fields", "-e", "sip.CSeq.method"])
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        plain.trim().is_empty(),
+        "tshark sees SIP without the key log:\n{plain}"
+    );
 }

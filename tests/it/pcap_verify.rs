@@ -421,11 +421,27 @@ fn tcp_streams() {
         Verdict::Leaks,
         "plain INVITE",
     );
-    // TLS-like bytes on the SIP port.
+    // A TLS record cut short (it says 512 bytes): not a whole record, so
+    // nothing vouches for what it hides.
     judged(
         &capture(&[(0, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03alice")]),
         Verdict::CannotJudge,
-        "not SIP",
+        "not a whole TLS record",
+    );
+    // Whole TLS records (SIP over TLS): nothing in clear.
+    let tls = capture(&[(0, b"\x16\x03\x01\x00\x02\x01\x00\x17\x03\x03\x00\x03abc")]);
+    let report = verify(&tls);
+    assert_eq!(report.verdict(), Verdict::Clean, "{report}");
+    assert_eq!(report.tls.len(), 1, "{report}");
+    assert_eq!(report.tls[0].records, 2, "{report}");
+    // TLS records followed by SIP in clear on the same stream: the SIP
+    // is judged (a leak), not hidden behind the records.
+    let mut mixed = b"\x17\x03\x03\x00\x03abc".to_vec();
+    mixed.extend_from_slice(PLAIN_INVITE.as_bytes());
+    judged(
+        &capture(&[(0, mixed.as_slice())]),
+        Verdict::Leaks,
+        "plain INVITE",
     );
     // A message the capture ends in the middle of.
     judged(

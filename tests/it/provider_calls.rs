@@ -344,3 +344,181 @@ fn two_devices_ring_one_answers_the_other_is_cancelled() {
     alice.send(json!({"cmd": "hangup", "call": ans["call"]}));
     assert_eq!(mobile.expect("ended", T)["reason"], "remote hangup");
 }
+
+/// SIP over TLS on loopback: both phones reach the provider with `sips:`
+/// and hold its certificate to the PKG's pin; the call is secured and
+/// both sides see the other verified. alice writes her TLS secrets to her
+/// key log (NSS format, next to the tunnel's keys). With
+/// IBEPHONE_TEST_TSHARK=1 the capture holds no SIP in clear (`pcap
+/// verify` exit 0), and with the key log the SIP inside alice's TLS
+/// connection is judged: every message between the phones tunneled.
+#[test]
+fn secured_call_over_tls_pinned_to_the_pkg_certificate() {
+    let pkg = Provider::new(&[("alice", ALICE_PW), ("bob", BOB_PW)]);
+    let server = pkg.start_tls();
+    let tls = server.sip_tls.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("tls.pcap");
+    let tshark = Tshark::start(&pcap, &ports_filter(&[tls.port(), server.sip.port()]), &[]);
+    let keylog = dir.path().join("alice.keylog");
+    let cfg = agent_config(
+        dir.path(),
+        &server,
+        Spec::new("alice", ALICE_PW, server.sip).tls(tls),
+    );
+    let mut alice = Agent::start_with(
+        "alice",
+        &cfg,
+        &[std::ffi::OsStr::new("--keylog"), keylog.as_os_str()],
+    );
+    alice.errors_fail = true;
+    alice.register();
+    let mut bob = agent(&dir, &server, Spec::new("bob", BOB_PW, server.sip).tls(tls));
+    bob.errors_fail = true;
+    // alice calls bob, bob hangs up; bob calls alice, bob hangs up.
+    let (_, b) = call(&mut alice, &mut bob);
+    bob.send(json!({"cmd": "hangup", "call": b}));
+    assert_eq!(alice.expect("ended", T)["reason"], "remote hangup");
+    bob.expect("ended", T);
+    bob.send(json!({"cmd": "call", "to": "alice"}));
+    let inc = alice.expect("incoming_call", T);
+    assert_eq!(
+        inc["verified"],
+        format!("sip:bob@{DOMAIN}#{}", period_now())
+    );
+    alice.send(json!({"cmd": "answer", "call": inc["call"]}));
+    let ans = bob.expect("answered", T);
+    assert_eq!(
+        ans["verified"],
+        format!("sip:alice@{DOMAIN}#{}", period_now())
+    );
+    bob.send(json!({"cmd": "hangup", "call": ans["call"]}));
+    assert_eq!(alice.expect("ended", T)["reason"], "remote hangup");
+    let log = std::fs::read_to_string(&keylog).unwrap();
+    assert!(log.contains("CLIENT_TRAFFIC_SECRET_0 "), "{log}");
+    assert!(log.contains("IBESIP_CEK "), "{log}");
+    let Some(tshark) = tshark else { return };
+    let bytes = tshark.stop();
+    let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+    assert!(report.clean(), "{report}");
+    assert!(report.messages.is_empty(), "SIP in clear:\n{report}");
+    assert_eq!(report.tls.len(), 2, "{report}");
+    let keys = ibephone::pcap::tls::TlsKeys::parse(&log);
+    let report = ibephone::pcap::verify_capture_with(&bytes, Some(&keys)).unwrap();
+    assert!(report.clean(), "{report}");
+    let opened: Vec<_> = report.tls.iter().filter(|c| c.decrypted.is_ok()).collect();
+    assert_eq!(
+        opened.len(),
+        1,
+        "only alice's connection is in her key log:\n{report}"
+    );
+    let tunneled = report
+        .messages
+        .iter()
+        .filter(|m| m.class == ibephone::pcap::Class::Tunneled)
+        .count();
+    assert!(
+        tunneled >= 8,
+        "only {tunneled} tunneled messages inside TLS:\n{report}"
+    );
+    // `pcap decrypt` with the same key log opens both layers: TLS, then
+    // the tunnel; the inner INVITE names alice in clear only there.
+    let path = dir.path().join("tls-call.pcap");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
+        .args(["pcap", "decrypt"])
+        .arg(&path)
+        .arg("--keylog")
+        .arg(&keylog)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(" tls "), "{text}");
+    assert!(text.contains("| INVITE sip:bob@"), "{text}");
+    assert!(text.contains(&format!("sip:alice@{DOMAIN}")), "{text}");
+    // A key log whose TLS secrets are wrong opens nothing: the
+    // connections are judged by their framing only, never misread.
+    let wrong = log.replace("CLIENT_TRAFFIC_SECRET_0 ", "CLIENT_TRAFFIC_SECRET_X ");
+    let report = ibephone::pcap::verify_capture_with(
+        &bytes,
+        Some(&ibephone::pcap::tls::TlsKeys::parse(&wrong)),
+    )
+    .unwrap();
+    assert!(
+        report.messages.is_empty() && report.tls.iter().all(|c| c.decrypted.is_err()),
+        "{report}"
+    );
+}
+
+/// An attacker between alice and her provider answers on the SIP over
+/// TLS port with its own certificate (a provider of its own: another PKG
+/// that even knows alice's password). alice logged in to her real PKG
+/// and holds the SIP proxy to that PKG's pin: the handshake is refused
+/// with a clear error naming both fingerprints, and nothing is
+/// registered with the attacker.
+#[test]
+fn a_tls_proxy_with_another_certificate_is_refused() {
+    let (_pkg, server, dir) = setup(&[]);
+    let attacker_pkg = Provider::new(&[("alice", ALICE_PW)]);
+    let attacker = attacker_pkg.start_tls();
+    assert_ne!(attacker.fingerprint, server.fingerprint);
+    let cfg = agent_config(
+        dir.path(),
+        &server,
+        Spec::new("alice", ALICE_PW, server.sip).tls(attacker.sip_tls.unwrap()),
+    );
+    let mut alice = Agent::start("alice", &cfg);
+    alice.send(json!({"cmd": "register"}));
+    let e = alice.expect("error", T);
+    let msg = e["message"].as_str().unwrap_or_default();
+    println!("alice was told: {msg}");
+    assert!(msg.contains("cannot reach the SIP proxy"), "{e}");
+    assert!(msg.contains("not the provider's pinned one"), "{e}");
+    assert!(
+        msg.contains(&attacker.fingerprint) && msg.contains(&server.fingerprint),
+        "{e}"
+    );
+    assert_eq!(alice.expect("registration_failed", T)["status"], 503);
+    assert!(alice
+        .try_expect("registered", Duration::from_secs(2))
+        .is_none());
+}
+
+/// Without a pin (keys from a key file, no PKG), the proxy's certificate
+/// must chain to the system's trusted roots for its name: the provider's
+/// self-signed certificate does not, and the phone refuses it.
+#[test]
+fn without_a_pin_a_self_signed_tls_proxy_is_refused() {
+    let pkg = Provider::new(&[("alice", ALICE_PW)]);
+    let server = pkg.start_tls();
+    let tls = server.sip_tls.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let domain = support::agents::TestDomain::new(DOMAIN);
+    let cfg = support::process::key_file_config(dir.path(), &domain, "alice", ALICE_PW, server.sip);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replace(
+        &format!("proxy = \"{}\"", server.sip),
+        &format!("proxy = \"sips:{tls}\""),
+    );
+    assert!(text.contains("sips:"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    let mut alice = Agent::start("alice", &cfg);
+    alice.send(json!({"cmd": "register"}));
+    match alice.try_expect("error", T) {
+        Some(e) => {
+            let msg = e["message"].as_str().unwrap_or_default();
+            println!("alice was told: {msg}");
+            assert!(msg.contains("cannot reach the SIP proxy"), "{e}");
+            assert!(msg.to_lowercase().contains("certificate"), "{e}");
+        }
+        // A system without any trusted root: the agent refuses to start.
+        None => {
+            let err = alice.stderr.lock().unwrap().clone();
+            assert!(err.contains("no trusted roots"), "{err}");
+        }
+    }
+    assert!(alice
+        .try_expect("registered", Duration::from_secs(2))
+        .is_none());
+}

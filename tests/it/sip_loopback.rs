@@ -1,6 +1,8 @@
 //! One registration and call between two user agents and the proxy over
 //! real sockets on 127.0.0.1 with the tokio driver: all UDP (TCP only for
-//! the large MESSAGE towards the proxy), then all TCP.
+//! the large MESSAGE towards the proxy), then all TCP, then all TLS (the
+//! phones pinning the proxy's certificate) while another host stalls TLS
+//! handshakes.
 
 use crate::support;
 
@@ -47,15 +49,39 @@ async fn bind() -> (UdpSocket, TcpListener, SocketAddr) {
     (udp, tcp, addr)
 }
 
-async fn start_ua(user: &str, pw: &str, proxy: SocketAddr, transport: Transport) -> Handle {
+/// The proxy's TLS: a self-signed certificate (as pkg-server makes its
+/// own) and its SHA-256, which the phones pin.
+fn proxy_tls() -> (std::sync::Arc<rustls::ServerConfig>, [u8; 32]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    pkg_server::tls::ensure_cert(&cert, &key, &["127.0.0.1".to_string()]).unwrap();
+    let tls = pkg_server::tls::load(&cert, &key).unwrap();
+    (tls.config, tls.fingerprint)
+}
+
+/// A UA reaching `proxy` over `transport` (over TLS pinned to `pin`).
+async fn start_ua(
+    user: &str,
+    pw: &str,
+    proxy: SocketAddr,
+    transport: Transport,
+    pin: Option<[u8; 32]>,
+) -> Handle {
     let (udp, tcp, addr) = bind().await;
     let cfg = ua_config_with(user, pw, proxy, addr.to_string(), transport);
     let (cmd, crx) = mpsc::channel(16);
     let (etx, ev) = mpsc::channel(64);
-    tokio::spawn(driver::run(
-        UserAgent::new(cfg, Box::new(NoFilter)),
+    let tls_client =
+        pin.map(|pin| ibephone::agent::sip_tls::client(None, proxy, Some(pin), None).unwrap());
+    let sockets = driver::Sockets {
         udp,
-        Some(tcp),
+        tcp: Some(tcp),
+        tls: None,
+        tls_client,
+    };
+    tokio::spawn(driver::run_with(
+        UserAgent::new(cfg, Box::new(NoFilter)),
+        sockets,
         crx,
         etx,
     ));
@@ -72,12 +98,48 @@ async fn register_and_call_over_loopback_tcp() {
     register_and_call(Transport::Tcp).await;
 }
 
+/// Over TLS, while a host at 127.0.0.2 opens three times the per-source
+/// bound of connections to the TLS port and never says a word: the
+/// proxy's loop never waits on them (registration, call, large MESSAGE
+/// and BYE go through), and the connections past the bound are closed at
+/// once.
+#[tokio::test]
+async fn register_and_call_over_loopback_tls_while_handshakes_stall() {
+    register_and_call(Transport::Tls).await;
+}
+
+/// Opens `n` TCP connections from 127.0.0.2 to `to` that never send.
+async fn stalled_connections(to: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        out.push(s.connect(to).await.unwrap());
+    }
+    out
+}
+
+/// How many of `conns` the peer closed (EOF or reset within a second).
+async fn closed_by_peer(conns: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut n = 0;
+    for c in conns.iter_mut() {
+        let mut b = [0u8; 1];
+        if let Ok(r) = tokio::time::timeout(Duration::from_secs(1), c.read(&mut b)).await {
+            if matches!(r, Ok(0) | Err(_)) {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
 async fn register_and_call(transport: Transport) {
-    let (udp, tcp, proxy_addr) = bind().await;
+    let (udp, tcp, udp_addr) = bind().await;
     let users = user_records(&[("alice", "apw"), ("bob", "bpw")]);
     let proxy = Proxy::new(
         ProxyConfig {
-            local: proxy_addr.to_string(),
+            local: udp_addr.to_string(),
             form: HeaderForm::Compact,
             timers: Timers::default(),
             max_transactions: 256,
@@ -86,10 +148,34 @@ async fn register_and_call(transport: Transport) {
     );
     let (_pcmd, pcrx) = mpsc::channel(1);
     let (petx, _perx) = mpsc::channel(1);
-    tokio::spawn(driver::run(proxy, udp, Some(tcp), pcrx, petx));
+    let (tls, pin, proxy_addr) = if transport == Transport::Tls {
+        let (config, pin) = proxy_tls();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (
+            Some(driver::TlsListener { listener, config }),
+            Some(pin),
+            addr,
+        )
+    } else {
+        (None, None, udp_addr)
+    };
+    let sockets = driver::Sockets {
+        udp,
+        tcp: Some(tcp),
+        tls,
+        tls_client: None,
+    };
+    tokio::spawn(driver::run_with(proxy, sockets, pcrx, petx));
+    let stall = 3 * driver::MAX_HANDSHAKES_PER_SOURCE;
+    let mut stalled = if transport == Transport::Tls {
+        stalled_connections(proxy_addr, stall).await
+    } else {
+        Vec::new()
+    };
 
-    let mut alice = start_ua("alice", "apw", proxy_addr, transport).await;
-    let mut bob = start_ua("bob", "bpw", proxy_addr, transport).await;
+    let mut alice = start_ua("alice", "apw", proxy_addr, transport, pin).await;
+    let mut bob = start_ua("bob", "bpw", proxy_addr, transport, pin).await;
     for h in [&mut alice, &mut bob] {
         h.cmd.send(Command::Register).await.unwrap();
         h.expect("Registered", |e| matches!(e, Event::Registered { .. }))
@@ -178,4 +264,11 @@ async fn register_and_call(transport: Transport) {
             )
         })
         .await;
+    if transport == Transport::Tls {
+        let closed = closed_by_peer(&mut stalled).await;
+        assert!(
+            closed >= stall - driver::MAX_HANDSHAKES_PER_SOURCE,
+            "only {closed} of {stall} stalled connections were closed"
+        );
+    }
 }

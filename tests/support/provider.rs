@@ -82,12 +82,28 @@ impl Provider {
 
     /// Starts `pkg-server` on this PKG (with its SIP registrar/proxy).
     pub fn start(&self) -> Server {
-        let (child, startup) = start_server(&bin("pkg-server"), &self.config, &[]);
+        self.start_with(&[])
+    }
+
+    /// Starts `pkg-server` with its SIP registrar/proxy also on TLS (the
+    /// PKG's certificate), on a free loopback port.
+    pub fn start_tls(&self) -> Server {
+        let s = self.start_with(&["--sip-tls", "127.0.0.1:0"]);
+        assert!(
+            s.sip_tls.is_some(),
+            "pkg-server did not say where SIP over TLS listens"
+        );
+        s
+    }
+
+    fn start_with(&self, args: &[&str]) -> Server {
+        let (child, startup) = start_server(&bin("pkg-server"), &self.config, args);
         Server {
             child,
             url: startup.url,
             fingerprint: startup.fingerprint,
             sip: startup.sip.parse().unwrap(),
+            sip_tls: startup.sip_tls.map(|a| a.parse().unwrap()),
         }
     }
 }
@@ -101,6 +117,8 @@ pub struct Server {
     pub fingerprint: String,
     /// Its SIP registrar/proxy.
     pub sip: SocketAddr,
+    /// Its SIP over TLS address, when started with TLS.
+    pub sip_tls: Option<SocketAddr>,
 }
 
 impl Server {
@@ -132,6 +150,8 @@ pub struct Spec<'a> {
     pub policy: &'a str,
     /// Pin the PKG certificate in the config (else trust on first use).
     pub pin: bool,
+    /// Reach `proxy` over TLS (`proxy = "sips:..."`).
+    pub tls: bool,
 }
 
 impl<'a> Spec<'a> {
@@ -144,6 +164,16 @@ impl<'a> Spec<'a> {
             proxy,
             policy: "require",
             pin: true,
+            tls: false,
+        }
+    }
+
+    /// The same over TLS to `proxy`.
+    pub fn tls(self, proxy: SocketAddr) -> Self {
+        Spec {
+            proxy,
+            tls: true,
+            ..self
         }
     }
 }
@@ -157,7 +187,13 @@ pub fn agent_config(dir: &Path, server: &Server, spec: Spec) -> PathBuf {
         proxy,
         policy,
         pin,
+        tls,
     } = spec;
+    let proxy = if tls {
+        format!("sips:{proxy}")
+    } else {
+        proxy.to_string()
+    };
     write_secret(
         &dir.join(format!("{name}.password")),
         &format!("{password}\n"),

@@ -18,6 +18,8 @@ pub struct Startup {
     pub fingerprint: String,
     /// The embedded SIP registrar/proxy's address, or `off`.
     pub sip: String,
+    /// Its SIP over TLS address, when on.
+    pub sip_tls: Option<String>,
 }
 
 /// Starts `server --config CONFIG ARGS...` (log level warn, stderr
@@ -47,6 +49,11 @@ pub fn start_server(server: &Path, config: &Path, args: &[&str]) -> (Child, Star
         url: format!("https://{}", field("listening=")),
         fingerprint: field("fingerprint="),
         sip: field("sip="),
+        sip_tls: line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sip_tls="))
+            .filter(|a| *a != "off")
+            .map(str::to_string),
     };
     (child, startup)
 }

@@ -180,6 +180,13 @@ pub enum Event {
         /// Final status.
         status: u16,
     },
+    /// The connection to the outbound proxy could not be made (refused,
+    /// timed out, or a TLS certificate we do not trust); `reason` says
+    /// which, for people.
+    TransportFailed {
+        /// What failed.
+        reason: String,
+    },
     /// Our binding is removed.
     Unregistered,
     /// A call arrives.
