@@ -435,6 +435,13 @@ impl Agent {
         let ev = match e {
             ua::Event::Registered { expires } => AgentEvent::Registered { expires },
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
+            ua::Event::ChallengeRefused { realm, status } => {
+                let realm: String = realm.chars().take(80).collect();
+                self.error(format!(
+                    "registrar challenged ({status}) for realm {realm:?}, not our domain: not answered"
+                ));
+                return;
+            }
             ua::Event::Unregistered => AgentEvent::Unregistered,
             ua::Event::IncomingCall { call, from, body } => {
                 let facts = self.proved_by_current(|f| {

@@ -1,10 +1,12 @@
 //! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
-//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`])
-//! and the key store that keeps keys across restarts ([`store`]).
+//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`]),
+//! the key store that keeps keys across restarts ([`store`]) and the
+//! discovery of the PKG and the SIP proxy from a domain ([`discovery`]).
 
 pub mod api;
 pub mod client;
+pub mod discovery;
 pub mod seal;
 pub mod store;
 pub mod tls;

@@ -473,6 +473,18 @@ pub async fn spawn_proxy_with(
     domain: &str,
     users: Box<dyn crate::sip::registrar::UserLookup>,
 ) -> std::io::Result<ProxyHandle> {
+    spawn_proxy_with_auth(addr, advertise, domain, users, Default::default()).await
+}
+
+/// [`spawn_proxy_with`] whose registrar authenticates by `auth` (digest
+/// algorithms and their order, failure limits).
+pub async fn spawn_proxy_with_auth(
+    addr: SocketAddr,
+    advertise: Option<String>,
+    domain: &str,
+    users: Box<dyn crate::sip::registrar::UserLookup>,
+    auth: crate::sip::registrar::AuthConfig,
+) -> std::io::Result<ProxyHandle> {
     use crate::sip::message::HeaderForm;
     use crate::sip::proxy::ProxyConfig;
     use crate::sip::registrar::Registrar;
@@ -494,7 +506,7 @@ pub async fn spawn_proxy_with(
             timers: Timers::default(),
             max_transactions: 1024,
         },
-        Registrar::new(domain, users),
+        Registrar::new(domain, users).with_auth(auth),
     );
     let (keep, commands) = mpsc::channel(1);
     let (events, mut drain) = mpsc::channel(16);
