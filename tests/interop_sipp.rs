@@ -262,12 +262,19 @@ async fn sipp_plain_and_hostile_requests_leave_the_agent_working() {
     );
 }
 
-/// The user lines of a SIPp injection file: `user;device credential`.
+/// The user lines of a SIPp injection file: `user;[authentication
+/// username=user password=device credential]` (SIPp expands no field
+/// inside `[authentication ...]`: with `username=[field0]` it wrote the
+/// user name before the keyword, a broken header line that the
+/// registrar's parser answered 400; the SIPp load run of the earlier
+/// attempt failed with exactly those 400s).
 fn sipp_users(server: &support::provider::Server, users: &[(String, String)]) -> String {
     let mut csv = String::from("SEQUENTIAL\n");
     for (user, pw) in users {
         let secret = server.sip_credential(user, pw, "sipp");
-        csv.push_str(&format!("{user};{secret}\n"));
+        csv.push_str(&format!(
+            "{user};[authentication username={user} password={secret}]\n"
+        ));
     }
     csv
 }
@@ -278,7 +285,7 @@ fn sipp_register_load_against_the_embedded_registrar_md5_only() {
         return;
     }
     const USERS: usize = 20;
-    const REGISTRATIONS: usize = 400;
+    const REGISTRATIONS: usize = 2000;
     let users: Vec<(String, String)> = (0..USERS)
         .map(|i| (format!("load{i}"), format!("load password {i}")))
         .collect();
@@ -295,22 +302,29 @@ fn sipp_register_load_against_the_embedded_registrar_md5_only() {
         .arg("-sf")
         .arg(scenario(name))
         .args(["-inf", "users.csv", "-i", "127.0.0.1", "-p", "0", "-nostdin"])
-        .args(["-m", &REGISTRATIONS.to_string(), "-r", "200", "-l", "100"])
-        .args(["-timeout", "120", "-timeout_error", "-trace_err"])
+        .args(["-m", &REGISTRATIONS.to_string(), "-r", "500", "-l", "200"])
+        .args(["-timeout", "120", "-timeout_error", "-trace_err", "-trace_msg"])
         .arg("-error_file")
         .arg(dir.path().join(format!("{name}.errors.log")))
+        .arg("-message_file")
+        .arg(dir.path().join(format!("{name}.messages.log")))
         .args(["-key", "domain", support::provider::DOMAIN])
         .arg(server.sip.to_string())
         .output()
         .unwrap();
     let cpu = server.cpu_time().saturating_sub(before);
-    assert!(out.status.success(), "{}", report(dir.path(), name, &out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let messages =
+        std::fs::read_to_string(dir.path().join(format!("{name}.messages.log"))).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\nfirst messages:\n{}",
+        report(dir.path(), name, &out),
+        messages.chars().take(4000).collect::<String>()
+    );
     println!(
         "REGISTER load (debug build unless built with --release): {REGISTRATIONS} \
          registrations with digest, server CPU {:.2} s, {:.0} per CPU-second",
         cpu.as_secs_f64(),
         REGISTRATIONS as f64 / cpu.as_secs_f64().max(0.01)
     );
-    assert!(!stdout.contains("Unexpected-Msg"), "{stdout}");
 }
