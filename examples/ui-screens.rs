@@ -93,13 +93,15 @@ fn main() -> anyhow::Result<()> {
         let running = p.rt.block_on(async move {
             let params = client.params().await?;
             let session = client.login("bob", &secret(BOB_PW)).await?;
+            // bob registers with his device's credential, as any phone.
+            let sip = client.sip_credentials(&session, "screens").await?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
             let keys = client
                 .fetch_keys(&session, &params, &[Period::month_at(now)])
                 .await?;
             let mut agent = ibephone::agent::headless::start(AgentConfig {
                 aor: session.aor.clone(),
-                password: zeroize::Zeroizing::new(BOB_PW.to_string()),
+                password: zeroize::Zeroizing::new(sip.password.expose().to_string()),
                 listen: "127.0.0.1:0".parse()?,
                 proxy,
                 policy: SecurityPolicy::Require,
@@ -133,6 +135,7 @@ fn main() -> anyhow::Result<()> {
     };
     let url = p.url.clone();
     let proxy = p.proxy.to_string();
+    let proxy2 = proxy.clone();
     eframe::run_native(
         "ibephone",
         options,
@@ -140,13 +143,17 @@ fn main() -> anyhow::Result<()> {
             let mut app = PhoneApp::new(dirs, cc.egui_ctx.clone())?;
             if scene == "wizard" || scene == "confirm" {
                 app.wizard.url = url.clone();
-                app.wizard.user = "alice".into();
+                app.wizard.address = "alice@atlanta.invalid".into();
                 *app.wizard.password = ALICE_PW.into();
                 app.wizard.sip_proxy = proxy;
             }
             if scene == "confirm" {
                 app.wizard.step = ibephone::ui::wizard::Step::Probing;
-                app.request(ibephone::ui::backend::Request::Probe { url });
+                app.request(ibephone::ui::backend::Request::Probe {
+                    address: "alice@atlanta.invalid".into(),
+                    url,
+                    sip_proxy: proxy2,
+                });
             }
             Ok(Box::new(Scene {
                 app,

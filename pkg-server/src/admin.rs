@@ -225,6 +225,111 @@ pub async fn user_set_enabled(config: &Config, name: &str, enabled: bool) -> Res
     Ok(())
 }
 
+/// `user devices NAME [--revoke DEVICE]`: lists the devices holding a SIP
+/// credential (name and issue time, never a secret) or revokes one. A
+/// revoked device's REGISTERs are refused once the registrar reloads
+/// (`[sip] user_refresh_secs`).
+pub async fn user_devices(config: &Config, name: &str, revoke: Option<&str>) -> Result<()> {
+    check_name(name)?;
+    let (store, _) = initialized(config).await?;
+    if store.user_get(name).await?.is_none() {
+        return Err(AdminError::NotFound(format!("unknown user {name}")));
+    }
+    if let Some(device) = revoke {
+        store
+            .sip_credential_revoke(name, device)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => {
+                    AdminError::NotFound(format!("{name} has no device {device}"))
+                }
+                o => o.into(),
+            })?;
+        println!("SIP credential of {name}'s device {device} revoked");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for d in store.sip_devices(name).await? {
+        let _ = writeln!(out, "{}\t{}", d.device, fmt_time(d.created));
+    }
+    Ok(())
+}
+
+/// `kamailio-export --out DIR`: the device SIP credentials as Kamailio's
+/// db_text tables `version` and `subscriber` (columns `id username domain
+/// password ha1 ha1b`) in `DIR`, for `config/kamailio/kamailio.cfg`
+/// (`auth_db` with `calculate_ha1 no`, `password_column "ha1"`).
+///
+/// Decisions: one row per enabled user with the MD5 HA1 of their newest
+/// device credential (Kamailio's `auth_db` checks only the first row of a
+/// user name, and Kamailio challenges with MD5); the password column stays
+/// empty (the PKG never knows the credential, only its hashes). The
+/// `subscriber` file is written 0600 (HA1 is password-equivalent for
+/// digest); run it again after a phone asked for a new credential, and
+/// reload Kamailio's table (`kamcmd db_text.reload`, or a restart).
+pub async fn kamailio_export(config: &Config, out: &Path) -> Result<()> {
+    let (store, params) = initialized(config).await?;
+    let store = with_ha1(config, store).await?;
+    std::fs::create_dir_all(out)
+        .map_err(|e| AdminError::File(format!("{}: {e}", out.display())))?;
+    let mut table = zeroize::Zeroizing::new(String::from(
+        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n",
+    ));
+    let mut rows = 0usize;
+    for u in store.user_list().await? {
+        if !u.enabled {
+            continue;
+        }
+        let newest = store
+            .sip_devices(&u.name)
+            .await?
+            .into_iter()
+            .max_by_key(|d| d.created);
+        let Some(newest) = newest else { continue };
+        let Some(h) = store
+            .sip_device_ha1s(&u.name)
+            .await?
+            .into_iter()
+            .find(|h| h.device == newest.device)
+        else {
+            continue;
+        };
+        rows += 1;
+        table.push_str(&format!(
+            "{rows}:{}:{}::{}:\n",
+            u.name,
+            params.domain(),
+            h.ha1_md5.as_str()
+        ));
+    }
+    let write = |name: &str, body: &str| -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = out.join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| AdminError::File(format!("{}: {e}", path.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| f.write_all(body.as_bytes()))
+            .map_err(|e| AdminError::File(format!("{}: {e}", path.display())))
+    };
+    write(
+        "version",
+        "table_name(string) table_version(int) \nsubscriber:7\n",
+    )?;
+    write("subscriber", &table)?;
+    println!(
+        "{rows} subscriber(s) of {} written to {}",
+        params.domain(),
+        out.display()
+    );
+    Ok(())
+}
+
 /// `user list`.
 pub async fn user_list(config: &Config) -> Result<()> {
     let (store, params) = initialized(config).await?;
@@ -288,7 +393,7 @@ pub async fn extract_offline(config: &Config, aor: &str, period: &str, out: &Pat
             d_enc: SecretString::new(b64_encode(&keys.d_enc_bytes()[..])),
             d_sig: SecretString::new(b64_encode(&keys.d_sig_bytes()[..])),
         }],
-        pkg_cert_sha256: None,
+        ..KeyBundle::default()
     };
     store
         .audit(&AuditRecord {

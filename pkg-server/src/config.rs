@@ -31,6 +31,9 @@ pub struct Config {
     pub db_max_connections: u32,
     /// The embedded SIP registrar/proxy (off unless `listen` is set).
     pub sip: SipConfig,
+    /// The provider's services, served as the `services` member of
+    /// `GET /v1/params` (pkg-api.md "Discovery and provider services").
+    pub services: ibephone::pkg_client::api::Services,
 }
 
 /// The embedded SIP registrar/proxy of the domain.
@@ -51,14 +54,37 @@ pub struct SipConfig {
     /// TLS address; default: the IP of `listen` with port 5061 (port 0,
     /// any free port, when `listen` has port 0). Setting it turns TLS on.
     pub tls_listen: Option<String>,
+    /// Digest algorithms offered in challenges, in order (`"SHA-256"`,
+    /// `"MD5"`); default SHA-256 then MD5 (RFC 8760). `["MD5"]` lets
+    /// MD5-only clients such as SIPp 3.6 register.
+    pub digest_algorithms: Vec<String>,
+    /// Failed authentications per known user before a lockout.
+    pub user_max_failures: u32,
+    /// Failed authentications per source address (IPv6: per /64) before a
+    /// lockout.
+    pub addr_max_failures: u32,
+    /// Counting window of failures, seconds.
+    pub failure_window_secs: u64,
+    /// Lockout length, seconds.
+    pub lockout_secs: u64,
 }
 
 impl Default for SipConfig {
     fn default() -> Self {
+        let auth = ibephone::sip::registrar::AuthConfig::default();
         SipConfig {
             listen: None,
             advertise: None,
             user_refresh_secs: 5,
+            digest_algorithms: auth
+                .algorithms
+                .iter()
+                .map(|a| a.token().to_string())
+                .collect(),
+            user_max_failures: auth.user_max_failures,
+            addr_max_failures: auth.addr_max_failures,
+            failure_window_secs: auth.failure_window.as_secs(),
+            lockout_secs: auth.lockout.as_secs(),
             tls: false,
             tls_listen: None,
         }
@@ -78,6 +104,36 @@ impl SipConfig {
             }
             (None, false) => None,
         }
+    }
+}
+
+impl SipConfig {
+    /// The registrar's authentication settings; an unknown or empty
+    /// algorithm list is an error naming it.
+    pub fn auth(&self) -> anyhow::Result<ibephone::sip::registrar::AuthConfig> {
+        use ibephone::sip::digest::Algorithm;
+        let mut algorithms = Vec::new();
+        for name in &self.digest_algorithms {
+            let a = Algorithm::from_name(name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[sip] digest_algorithms: unknown algorithm {name:?} (SHA-256, MD5)"
+                )
+            })?;
+            if !algorithms.contains(&a) {
+                algorithms.push(a);
+            }
+        }
+        if algorithms.is_empty() {
+            anyhow::bail!("[sip] digest_algorithms is empty");
+        }
+        Ok(ibephone::sip::registrar::AuthConfig {
+            algorithms,
+            user_max_failures: self.user_max_failures.max(1),
+            addr_max_failures: self.addr_max_failures.max(1),
+            failure_window: std::time::Duration::from_secs(self.failure_window_secs.max(1)),
+            lockout: std::time::Duration::from_secs(self.lockout_secs),
+            ..ibephone::sip::registrar::AuthConfig::default()
+        })
     }
 }
 
@@ -133,6 +189,7 @@ impl Default for Config {
             argon2: Argon2Config::default(),
             db_max_connections: 16,
             sip: SipConfig::default(),
+            services: Default::default(),
         }
     }
 }
@@ -228,5 +285,21 @@ mod tests {
         assert_eq!(t.sip.tls_addr(any).as_deref(), Some("127.0.0.1:0"));
         let o: Config = toml::from_str("[sip]\ntls_listen = \"[::1]:6001\"").unwrap();
         assert_eq!(o.sip.tls_addr(l).as_deref(), Some("[::1]:6001"));
+        let sv: Config =
+            toml::from_str("[services]\nsip = [\"sips:sip.atlanta.invalid\"]\n").unwrap();
+        assert_eq!(sv.services.sip, ["sips:sip.atlanta.invalid"]);
+        assert!(sv.services.turn.is_empty());
+        assert!(toml::from_str::<Config>("[services]\nsip = \"x\"").is_err());
+        use ibephone::sip::digest::Algorithm;
+        assert_eq!(
+            d.sip.auth().unwrap().algorithms,
+            [Algorithm::Sha256, Algorithm::Md5]
+        );
+        let md5: Config = toml::from_str("[sip]\ndigest_algorithms = [\"md5\"]").unwrap();
+        assert_eq!(md5.sip.auth().unwrap().algorithms, [Algorithm::Md5]);
+        for bad in ["[]", "[\"SHA-512-256\"]"] {
+            let c: Config = toml::from_str(&format!("[sip]\ndigest_algorithms = {bad}")).unwrap();
+            assert!(c.sip.auth().is_err(), "{bad}");
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct AppState {
     /// A hash of a random password: unknown users are verified against it
     /// so that they cost the same as known ones.
     pub dummy_phc: String,
+    /// The embedded registrar's user snapshot, when this process runs one.
+    pub sip_users: Option<crate::sip::UserDirectory>,
 }
 
 /// An error answer: status, code, message and maybe `Retry-After`.
@@ -110,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(api::PATH_PARAMS, get(params))
         .route("/v1/params/{domain}", get(trusted_params))
         .route(api::PATH_KEYS, post(keys))
+        .route(api::PATH_SIP_CREDENTIALS, post(sip_credentials))
         .route(api::PATH_HEALTH, get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -527,6 +530,76 @@ async fn keys(
                 d_sig: SecretString::new(b64_encode(&k.d_sig_bytes()[..])),
             })
             .collect(),
+    }))
+}
+
+/// `POST /v1/sip-credentials`: a fresh random digest credential for the
+/// caller's device. The user name is the account name (the registrar
+/// accepts any live credential of the account); only the HA1s are kept.
+async fn sip_credentials(
+    State(st): State<Arc<AppState>>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<api::SipCredentialsResponse>, ApiError> {
+    let now = now_unix();
+    let user = session_user(&st, &headers, now).await?;
+    let req: api::SipCredentialsRequest = parse_json(&headers, body)?;
+    if !api::valid_device_name(&req.device) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            codes::BAD_DEVICE,
+            "device name: 1-64 characters of A-Z a-z 0-9 . _ + -",
+        ));
+    }
+    match st.store.user_get(&user).await? {
+        Some(u) if u.enabled => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::ACCOUNT_DISABLED,
+                "account disabled",
+            ))
+        }
+    }
+    let raw: zeroize::Zeroizing<[u8; 16]> =
+        zeroize::Zeroizing::new(ibephone::pkg_client::seal::random_bytes().map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "no randomness",
+            )
+        })?);
+    let password = SecretString::new(b64_encode(&raw[..]));
+    let (md5, sha) = crate::password::digest_ha1s(&user, st.params.domain(), password.expose());
+    match st
+        .store
+        .sip_credential_put(&user, &req.device, &md5, &sha, now)
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::Duplicate(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                codes::TOO_MANY_DEVICES,
+                format!(
+                    "at most {} devices; ask the administrator to revoke one",
+                    crate::store::MAX_DEVICES
+                ),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(dir) = &st.sip_users {
+        if let Err(e) = dir.reload_user(&st.store, &user).await {
+            tracing::warn!(error = %e, "registrar reload after a new credential failed");
+        }
+    }
+    tracing::info!(%user, device = %req.device, %addr, "SIP credential issued");
+    Ok(Json(api::SipCredentialsResponse {
+        username: user,
+        password,
+        device: req.device,
     }))
 }
 

@@ -84,12 +84,26 @@ pub fn hash_password(
 /// A record from an existing PHC hash of `password` (the HA1 values are
 /// computed for `user` and `realm`).
 pub fn record_with_phc(user: &str, realm: &str, password: &str, phc: String) -> PasswordRecord {
-    let input = Zeroizing::new(format!("{user}:{realm}:{password}"));
+    let (ha1_md5, ha1_sha256) = digest_ha1s(user, realm, password);
     PasswordRecord {
         phc,
-        ha1_md5: Zeroizing::new(hex::encode(Md5::digest(input.as_bytes()))),
-        ha1_sha256: Zeroizing::new(hex::encode(Sha256::digest(input.as_bytes()))),
+        ha1_md5,
+        ha1_sha256,
     }
+}
+
+/// The two digest HA1s (MD5, SHA-256; lower-case hex) of `password` for
+/// `user` in `realm`.
+pub fn digest_ha1s(
+    user: &str,
+    realm: &str,
+    password: &str,
+) -> (Zeroizing<String>, Zeroizing<String>) {
+    let input = Zeroizing::new(format!("{user}:{realm}:{password}"));
+    (
+        Zeroizing::new(hex::encode(Md5::digest(input.as_bytes()))),
+        Zeroizing::new(hex::encode(Sha256::digest(input.as_bytes()))),
+    )
 }
 
 /// A PHC Argon2id hash of `password` with a fresh salt.

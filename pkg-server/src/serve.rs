@@ -91,6 +91,7 @@ pub async fn start_with_tls(
                     config.sip.advertise.clone(),
                     sip_tls,
                     Duration::from_secs(config.sip.user_refresh_secs),
+                    config.sip.auth()?,
                 )
                 .await?,
             )
@@ -98,14 +99,16 @@ pub async fn start_with_tls(
         None => None,
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let params_json = served_params(&params, &config.services)?;
     let state = Arc::new(AppState {
         store,
         msk,
-        params_json: params.to_json(),
+        params_json,
         params,
         metrics: Metrics::new(),
         argon_permits: tokio::sync::Semaphore::new(cores),
         dummy_phc,
+        sip_users: sip.as_ref().map(|s| s.users.clone()),
         config,
     });
     Ok(Started {
@@ -178,4 +181,20 @@ impl Started {
         }
         purge.abort();
     }
+}
+
+/// The parameter document as served: the fingerprinted members plus
+/// `services` when the configuration lists any (a member the client's
+/// parameter parser ignores; it is trusted for the pinned TLS connection).
+pub fn served_params(
+    params: &ibephone::ibe::PublicParams,
+    services: &ibephone::pkg_client::api::Services,
+) -> anyhow::Result<String> {
+    let json = params.to_json();
+    if services.is_empty() {
+        return Ok(json);
+    }
+    let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)?;
+    doc.insert("services".into(), serde_json::to_value(services)?);
+    Ok(serde_json::Value::Object(doc).to_string())
 }

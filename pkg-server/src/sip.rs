@@ -9,31 +9,33 @@
 //! Decisions:
 //! - the registrar's lookups are synchronous (the SIP core never waits), so
 //!   it reads a snapshot of the users ([`UserDirectory`]): every user's
-//!   enabled flag and both digest HA1s (opened from their sealed columns),
-//!   reloaded every `user_refresh_secs` (default 5). A user added, disabled
-//!   or given a new password takes effect within that interval; a reload
-//!   that fails keeps the last good snapshot (logged, never the values);
+//!   enabled flag and the digest HA1s of each live device credential
+//!   (`POST /v1/sip-credentials`, opened from their sealed columns),
+//!   reloaded every `user_refresh_secs` (default 5). A user added, disabled,
+//!   given a new password or a device revoked takes effect within that
+//!   interval; a reload that fails keeps the last good snapshot (logged,
+//!   never the values);
+//! - the PKG password never authenticates SIP: its own HA1 columns are not
+//!   loaded, so a REGISTER answered with it is refused like any wrong one;
 //! - HA1 values are password-equivalent for SIP digest: the snapshot holds
 //!   them in zeroizing strings and never logs them;
 //! - the proxy never reads a body (a tunneled message is routed on its
 //!   outer headers), and probes for unknown users (REGISTER/OPTIONS) are
 //!   throttled per source address by the registrar.
 
-use crate::password::DigestAlgorithm;
 use crate::store::{Store, StoreError};
 use ibephone::sip::driver::{spawn_proxy_with_tls, ProxyHandle, ProxyTls};
-use ibephone::sip::registrar::{UserLookup, UserRecord};
+use ibephone::sip::registrar::{AuthConfig, UserLookup, UserRecord};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-/// One user as the registrar sees it.
+/// One user as the registrar sees it: one HA1 pair per live device.
 struct Entry {
     enabled: bool,
-    ha1_md5: Option<Zeroizing<String>>,
-    ha1_sha256: Option<Zeroizing<String>>,
+    devices: Vec<(Zeroizing<String>, Zeroizing<String>)>,
 }
 
 /// A shared, periodically reloaded snapshot of the PKG's users for the
@@ -55,19 +57,21 @@ impl UserDirectory {
     pub async fn reload(&self, store: &Store) -> Result<usize, StoreError> {
         let mut fresh = HashMap::new();
         for u in store.user_list().await? {
-            // Disabled users have no HA1 (digest_ha1 answers None for them).
-            let entry = if u.enabled {
-                Entry {
-                    enabled: true,
-                    ha1_md5: store.digest_ha1(&u.name, DigestAlgorithm::Md5).await?,
-                    ha1_sha256: store.digest_ha1(&u.name, DigestAlgorithm::Sha256).await?,
-                }
+            // Disabled users have no credentials (revoked, and
+            // sip_device_ha1s answers none for them).
+            let devices = if u.enabled {
+                store
+                    .sip_device_ha1s(&u.name)
+                    .await?
+                    .into_iter()
+                    .map(|d| (d.ha1_md5, d.ha1_sha256))
+                    .collect()
             } else {
-                Entry {
-                    enabled: false,
-                    ha1_md5: None,
-                    ha1_sha256: None,
-                }
+                Vec::new()
+            };
+            let entry = Entry {
+                enabled: u.enabled,
+                devices,
             };
             fresh.insert(u.name, entry);
         }
@@ -77,6 +81,36 @@ impl UserDirectory {
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
         Ok(n)
+    }
+
+    /// Reloads one user now (after this process issued them a credential,
+    /// so the phone can register at once rather than after the interval).
+    pub async fn reload_user(&self, store: &Store, user: &str) -> Result<(), StoreError> {
+        let entry = match store.user_get(user).await? {
+            Some(u) => Some(Entry {
+                enabled: u.enabled,
+                devices: if u.enabled {
+                    store
+                        .sip_device_ha1s(user)
+                        .await?
+                        .into_iter()
+                        .map(|d| (d.ha1_md5, d.ha1_sha256))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            }),
+            None => None,
+        };
+        let mut g = match self.users.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match entry {
+            Some(e) => g.insert(user.to_string(), e),
+            None => g.remove(user),
+        };
+        Ok(())
     }
 
     /// Number of users in the snapshot.
@@ -91,14 +125,33 @@ impl UserDirectory {
 }
 
 impl UserLookup for UserDirectory {
+    /// The user's enabled flag; no HA1 (the PKG password's HA1 never
+    /// authenticates SIP): the credentials are in [`UserLookup::credentials`].
     fn lookup(&self, user: &str) -> Option<UserRecord> {
         let g = self.users.read().ok()?;
         let e = g.get(user)?;
         Some(UserRecord {
-            ha1_md5: e.ha1_md5.as_ref().map(|h| h.to_string()),
-            ha1_sha256: e.ha1_sha256.as_ref().map(|h| h.to_string()),
+            ha1_md5: None,
+            ha1_sha256: None,
             enabled: e.enabled,
         })
+    }
+
+    fn credentials(&self, user: &str) -> Vec<UserRecord> {
+        let Ok(g) = self.users.read() else {
+            return Vec::new();
+        };
+        let Some(e) = g.get(user).filter(|e| e.enabled) else {
+            return Vec::new();
+        };
+        e.devices
+            .iter()
+            .map(|(md5, sha)| UserRecord {
+                ha1_md5: Some(md5.to_string()),
+                ha1_sha256: Some(sha.to_string()),
+                enabled: true,
+            })
+            .collect()
     }
 }
 
@@ -110,6 +163,9 @@ pub struct SipService {
     pub addr: SocketAddr,
     /// Where it listens for SIP over TLS, when on.
     pub tls_addr: Option<SocketAddr>,
+    /// The registrar's user snapshot (shared with the HTTP side, which
+    /// reloads a user it issued a credential to).
+    pub users: UserDirectory,
     _proxy: ProxyHandle,
     reload: tokio::task::JoinHandle<()>,
 }
@@ -123,7 +179,7 @@ impl Drop for SipService {
 /// Loads the users, binds `listen` (UDP and TCP, and `tls` when given:
 /// SIP over TLS with the PKG's certificate) and runs the registrar and
 /// proxy of `domain` on the current runtime, reloading users every
-/// `refresh`.
+/// `refresh`; the registrar authenticates by `auth`.
 pub async fn start(
     store: Store,
     domain: &str,
@@ -131,11 +187,19 @@ pub async fn start(
     advertise: Option<String>,
     tls: Option<ProxyTls>,
     refresh: Duration,
+    auth: AuthConfig,
 ) -> anyhow::Result<SipService> {
     let users = UserDirectory::default();
     let n = users.reload(&store).await?;
     let tls_listen = tls.as_ref().map(|t| t.listen);
-    let proxy = spawn_proxy_with_tls(listen, advertise, domain, Box::new(users.clone()), tls)
+    let proxy = spawn_proxy_with_tls(
+        listen,
+        advertise,
+        domain,
+        Box::new(users.clone()),
+        tls,
+        auth,
+    )
         .await
         .map_err(|e| match tls_listen {
             Some(t) => anyhow::anyhow!("SIP on {listen} (TLS on {t}): {e}"),
@@ -143,6 +207,7 @@ pub async fn start(
         })?;
     tracing::info!(addr = %proxy.addr, tls = ?proxy.tls_addr, users = n, "SIP registrar/proxy listening");
     let refresh = refresh.max(Duration::from_millis(200));
+    let shared = users.clone();
     let reload = tokio::spawn(async move {
         let mut tick = tokio::time::interval(refresh);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,6 +222,7 @@ pub async fn start(
     Ok(SipService {
         addr: proxy.addr,
         tls_addr: proxy.tls_addr,
+        users: shared,
         _proxy: proxy,
         reload,
     })

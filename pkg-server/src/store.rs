@@ -50,7 +50,48 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
         "CREATE INDEX IF NOT EXISTS audit_user_at ON audit (user_name, at)",
         "CREATE TABLE IF NOT EXISTS trusted (domain TEXT PRIMARY KEY, params TEXT NOT NULL, added BIGINT NOT NULL)",
     ],
+),
+(
+    2,
+    &[
+        // Device SIP credentials: only their sealed digest HA1s.
+        "CREATE TABLE IF NOT EXISTS sip_credentials (user_name TEXT NOT NULL, device TEXT NOT NULL, \
+         ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, created BIGINT NOT NULL, \
+         PRIMARY KEY (user_name, device))",
+    ],
 )];
+
+/// At most this many live device credentials per account.
+pub const MAX_DEVICES: usize = 16;
+
+/// One device credential as the administrator sees it (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device name.
+    pub device: String,
+    /// Issue time, Unix seconds.
+    pub created: i64,
+}
+
+/// The opened digest HA1s of one device credential (password-equivalent
+/// for SIP digest: zeroized on drop, never logged).
+pub struct DeviceHa1 {
+    /// The device name.
+    pub device: String,
+    /// `MD5(user:realm:password)`, hex.
+    pub ha1_md5: Zeroizing<String>,
+    /// `SHA-256(user:realm:password)`, hex.
+    pub ha1_sha256: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DeviceHa1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceHa1")
+            .field("device", &self.device)
+            .field("ha1", &"[redacted]")
+            .finish()
+    }
+}
 
 /// A user row (without secrets other than the PHC hash).
 #[derive(Debug, Clone)]
@@ -234,6 +275,7 @@ impl Store {
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user {name}")));
         }
+        self.sip_credentials_revoke_all(name).await?;
         self.sessions_end_user(name).await
     }
 
@@ -248,6 +290,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("user {name}")));
         }
         if !enabled {
+            self.sip_credentials_revoke_all(name).await?;
             self.sessions_end_user(name).await?;
         }
         Ok(())
@@ -326,6 +369,127 @@ impl Store {
             seal(DigestAlgorithm::Md5, &rec.ha1_md5)?,
             seal(DigestAlgorithm::Sha256, &rec.ha1_sha256)?,
         ))
+    }
+
+    // ---- device SIP credentials ----
+
+    /// Stores the digest HA1s (sealed) of a new credential of `user` for
+    /// `device`, replacing that device's earlier one. Refuses a new device
+    /// beyond [`MAX_DEVICES`] with `StoreError::Duplicate("devices")`.
+    pub async fn sip_credential_put(
+        &self,
+        user: &str,
+        device: &str,
+        ha1_md5: &str,
+        ha1_sha256: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let key = self
+            .ha1_key
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt("no HA1 key configured".into()))?;
+        let seal = |alg, v: &str| {
+            key.seal(&device_aad(user, device, alg), v.as_bytes())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let md5 = seal(DigestAlgorithm::Md5, ha1_md5)?;
+        let sha = seal(DigestAlgorithm::Sha256, ha1_sha256)?;
+        let existing = self.sip_devices(user).await?;
+        if existing.len() >= MAX_DEVICES && !existing.iter().any(|d| d.device == device) {
+            return Err(StoreError::Duplicate("devices".into()));
+        }
+        sqlx::query(
+            "INSERT INTO sip_credentials (user_name, device, ha1_md5, ha1_sha256, created) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_name, device) DO UPDATE SET \
+             ha1_md5 = excluded.ha1_md5, ha1_sha256 = excluded.ha1_sha256, created = excluded.created",
+        )
+        .bind(user)
+        .bind(device)
+        .bind(md5)
+        .bind(sha)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The devices of `user` with a live credential, by name.
+    pub async fn sip_devices(&self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device, created FROM sip_credentials WHERE user_name = $1 ORDER BY device",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceRecord {
+                    device: r.try_get(0)?,
+                    created: r.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The opened HA1s of every live credential of `user` (none for a
+    /// disabled or unknown user), for the registrar.
+    pub async fn sip_device_ha1s(&self, user: &str) -> Result<Vec<DeviceHa1>, StoreError> {
+        let key = self
+            .ha1_key
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt("no HA1 key configured".into()))?;
+        if !self.user_enabled(user).await? {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT device, ha1_md5, ha1_sha256 FROM sip_credentials WHERE user_name = $1 ORDER BY device",
+        )
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let device: String = r.try_get(0)?;
+            let open = |alg, col: usize| -> Result<Zeroizing<String>, StoreError> {
+                let sealed: String = r.try_get(col)?;
+                let plain = key
+                    .open(&device_aad(user, &device, alg), &sealed)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                String::from_utf8(plain.to_vec())
+                    .map(Zeroizing::new)
+                    .map_err(|_| StoreError::Corrupt("HA1".into()))
+            };
+            let ha1_md5 = open(DigestAlgorithm::Md5, 1)?;
+            let ha1_sha256 = open(DigestAlgorithm::Sha256, 2)?;
+            out.push(DeviceHa1 {
+                device,
+                ha1_md5,
+                ha1_sha256,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Revokes the credential of one device of `user`.
+    pub async fn sip_credential_revoke(&self, user: &str, device: &str) -> Result<(), StoreError> {
+        let r = sqlx::query("DELETE FROM sip_credentials WHERE user_name = $1 AND device = $2")
+            .bind(user)
+            .bind(device)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("device {device} of {user}")));
+        }
+        Ok(())
+    }
+
+    /// Revokes every device credential of `user`.
+    pub async fn sip_credentials_revoke_all(&self, user: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM sip_credentials WHERE user_name = $1")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     // ---- sessions ----
@@ -565,6 +729,10 @@ impl Store {
 
 fn ha1_aad(user: &str, alg: DigestAlgorithm) -> Vec<u8> {
     format!("ibephone-pkg-ha1:{}:{user}", alg.name()).into_bytes()
+}
+
+fn device_aad(user: &str, device: &str, alg: DigestAlgorithm) -> Vec<u8> {
+    format!("ibephone-pkg-device-ha1:{}:{user}:{device}", alg.name()).into_bytes()
 }
 
 fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, StoreError> {

@@ -7,13 +7,15 @@
 //!
 //! [sip]
 //! listen = "127.0.0.1:5071"           # our UDP/TCP address (0.0.0.0:0: any)
-//! proxy = "127.0.0.1:5060"            # outbound proxy and registrar (UDP)
+//! proxy = "127.0.0.1:5060"            # outbound proxy and registrar (UDP); absent
+//!                                     # with [pkg]: discovered (services.sip, RFC 3263)
 //! # proxy = "sips:sip.atlanta.invalid"  # the same over TLS (port 5061), or
 //! # proxy = "sip:10.0.0.1:5060;transport=tcp"
 //! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy; 0: off
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
-//! url = "https://127.0.0.1:8443"
+//! url = "https://127.0.0.1:8443"     # absent: discovered from the AOR's domain
+//!                                     # (SRV _ibephone-pkg._tcp, else https://pkg.DOMAIN)
 //! fingerprint = "<sha256 hex>"        # TLS certificate pin; absent: trust on first use
 //! store = "alice.keystore"            # key store directory (default: the user's data dir)
 //! # user = "alice"                    # PKG account (default: the AOR's user part)
@@ -85,13 +87,16 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPkg {
-    url: String,
+    #[serde(default)]
+    url: Option<String>,
     #[serde(default)]
     fingerprint: Option<String>,
     #[serde(default)]
     store: Option<PathBuf>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,7 +110,8 @@ struct RawAccount {
 #[serde(deny_unknown_fields)]
 struct RawSip {
     listen: SocketAddr,
-    proxy: String,
+    #[serde(default)]
+    proxy: Option<String>,
     #[serde(default = "default_keepalive")]
     keepalive_secs: u64,
 }
@@ -206,8 +212,13 @@ pub enum KeySource {
 /// The `[pkg]` section: how to reach the PKG and where to keep its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PkgSettings {
-    /// `https://host:port` of the PKG.
+    /// `https://host:port` of the PKG. When the file names none, the
+    /// spec's fallback `https://pkg.<domain>` until discovery finds the
+    /// SRV record's.
     pub url: String,
+    /// The file named no `url`: it is discovered from the AOR's domain
+    /// (`agent::keys::load` does that).
+    pub discover: bool,
     /// SHA-256 of the PKG's TLS certificate; `None`: trust on first use
     /// (the fingerprint seen is recorded in the key store and pinned from
     /// then on).
@@ -223,12 +234,14 @@ pub struct PkgSettings {
 pub struct AgentFile {
     /// Our address of record.
     pub aor: Aor,
-    /// Digest password (also the PKG login password).
+    /// The account password: the PKG login, and the digest password only
+    /// when no device SIP credential is issued (key files, Kamailio).
     pub password: zeroize::Zeroizing<String>,
     /// Local SIP address.
     pub listen: SocketAddr,
-    /// Outbound proxy and registrar.
-    pub proxy: SocketAddr,
+    /// Outbound proxy and registrar; `None` (only with `[pkg]`): to be
+    /// discovered from the provider's services or RFC 3263 on the domain.
+    pub proxy: Option<SocketAddr>,
     /// Security policy for unprotected peers.
     pub policy: SecurityPolicy,
     /// Anonymous outer From.
@@ -237,6 +250,9 @@ pub struct AgentFile {
     pub keys: KeySource,
     /// Transport settings of `[sip]`.
     pub sip: SipSettings,
+    /// `[pkg] device`: this phone's device name toward the PKG (default:
+    /// a random name kept in the key store).
+    pub device: Option<String>,
 }
 
 impl AgentFile {
@@ -250,6 +266,15 @@ impl AgentFile {
         check_private(&pw_path)?;
         let password =
             zeroize::Zeroizing::new(read(&pw_path)?.trim_end_matches(['\r', '\n']).to_string());
+        let device = raw.pkg.as_ref().and_then(|p| p.device.clone());
+        if let Some(d) = &device {
+            if !crate::pkg_client::api::valid_device_name(d) {
+                return Err(invalid(
+                    path,
+                    "[pkg] device: 1-64 characters of A-Z a-z 0-9 . _ + -",
+                ));
+            }
+        }
         let keys = match (raw.keys, raw.pkg) {
             (Some(k), None) => KeySource::File(base.join(&k.file)),
             (None, Some(p)) => {
@@ -270,7 +295,10 @@ impl AgentFile {
                         .join(format!("{}@{}", aor.user(), aor.host())),
                 };
                 KeySource::Pkg(PkgSettings {
-                    url: p.url,
+                    discover: p.url.is_none(),
+                    url: p
+                        .url
+                        .unwrap_or_else(|| format!("https://pkg.{}", aor.host())),
                     fingerprint,
                     store,
                     user: p.user.unwrap_or_else(|| aor.user().to_string()),
@@ -286,7 +314,19 @@ impl AgentFile {
                 ))
             }
         };
-        let (proxy, proxy_uri) = resolve_proxy(&raw.sip.proxy).map_err(|e| invalid(path, e))?;
+        if raw.sip.proxy.is_none() && matches!(keys, KeySource::File(_)) {
+            return Err(invalid(
+                path,
+                "[sip] proxy is required with [keys] (only a [pkg] agent discovers it)",
+            ));
+        }
+        let (proxy, transport, proxy_host) = match &raw.sip.proxy {
+            Some(text) => {
+                let (addr, uri) = resolve_proxy(text).map_err(|e| invalid(path, e))?;
+                (Some(addr), uri.transport, Some(uri.host))
+            }
+            None => (None, crate::sip::Transport::Udp, None),
+        };
         Ok(AgentFile {
             aor,
             password,
@@ -298,16 +338,19 @@ impl AgentFile {
             sip: SipSettings {
                 keepalive: (raw.sip.keepalive_secs > 0)
                     .then(|| std::time::Duration::from_secs(raw.sip.keepalive_secs)),
-                transport: proxy_uri.transport,
-                proxy_host: Some(proxy_uri.host),
+                transport,
+                proxy_host,
                 tls_pin: None,
             },
+            device,
         })
     }
 
-    /// The configuration with these keys (already checked against `params`).
+    /// The configuration with these keys (already checked against `params`)
+    /// and this outbound `proxy` (the file's, or the discovered one).
     pub fn with_keys(
         self,
+        proxy: SocketAddr,
         params: PublicParams,
         trusted: Vec<PublicParams>,
         keys: Vec<PrivateKeys>,
@@ -316,7 +359,7 @@ impl AgentFile {
             aor: self.aor,
             password: self.password,
             listen: self.listen,
-            proxy: self.proxy,
+            proxy,
             policy: self.policy,
             privacy: self.privacy,
             params,
@@ -413,7 +456,10 @@ impl AgentConfig {
             }
         };
         let (params, trusted, keys) = read_key_file(&key_path, &file.aor)?;
-        Ok(file.with_keys(params, trusted, keys))
+        let proxy = file
+            .proxy
+            .ok_or_else(|| invalid(path, "[sip] proxy is required with [keys]"))?;
+        Ok(file.with_keys(proxy, params, trusted, keys))
     }
 }
 

@@ -19,14 +19,35 @@
 //!   or keys of another domain or user) is an error and never falls back:
 //!   the user must see it;
 //! - parameters the PKG serves must be for the AOR's domain, and the login
-//!   must be for the AOR itself.
+//!   must be for the AOR itself;
+//! - at start (not at key renewal, which would replace the credential the
+//!   running phone registers with) the agent asks the PKG for a device SIP
+//!   credential (`POST /v1/sip-credentials`, device from `[pkg] device` or
+//!   a random name kept in the key store) and registers with it; the PKG
+//!   password never goes to the registrar. The credential is kept in the
+//!   sealed key store and used when the PKG is unreachable. A PKG that
+//!   does not offer device credentials (404) leaves the account password
+//!   as the digest password (a registrar with its own user table, such as
+//!   a Kamailio subscriber table); the user name it names must be the
+//!   AOR's user;
+//! - discovery (pkg-api.md "Discovery and provider services") runs before
+//!   provisioning, only for what the file leaves out: without `[pkg] url`
+//!   the PKG's URLs come from the SRV record `_ibephone-pkg._tcp.<domain>`
+//!   (else `https://pkg.<domain>`) and the first that serves parameters of
+//!   the AOR's domain is used; without `[sip] proxy` the proxy comes from
+//!   that PKG's `services.sip`, else RFC 3263 on the domain, and the first
+//!   UDP/TCP target is used (TLS targets are skipped until the SIP
+//!   transport speaks TLS). A PKG that cannot be reached leaves its first
+//!   URL (the key store then serves, as above) and RFC 3263 on the domain.
 
 use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings};
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
-use crate::pkg_client::api::SecretString;
+use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
+use crate::pkg_client::discovery::{self, DiscoveryError};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -38,6 +59,9 @@ pub enum KeyError {
     /// The configuration or key file is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The PKG or the SIP proxy could not be discovered.
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
     /// The PKG refused or misbehaved (never falls back to stored keys).
     #[error("PKG {url}: {source}")]
     Pkg {
@@ -96,6 +120,9 @@ pub struct Provisioned {
     pub tofu: bool,
     /// Why the PKG could not be used, when the keys come from the store.
     pub unreachable: Option<String>,
+    /// The device's SIP digest credential (fetched now or stored); `None`
+    /// with a key file or a PKG without device credentials.
+    pub sip: Option<SipCredentialsResponse>,
 }
 
 impl Provisioned {
@@ -146,14 +173,87 @@ pub async fn load(path: &Path) -> Result<(AgentConfig, Provisioned), KeyError> {
 pub async fn load_with_renewal(
     path: &Path,
 ) -> Result<(AgentConfig, Provisioned, Option<Renewal>), KeyError> {
-    let file = AgentFile::load(path)?;
+    let mut file = AgentFile::load(path)?;
+    let proxy = discover(&mut file).await?;
     let p = provision(&file).await?;
     let renewal = Renewal::for_agent(&file, &p);
-    let mut config = file.with_keys(p.params.clone(), p.trusted.clone(), p.keys.clone());
+    let mut config = file.with_keys(proxy, p.params.clone(), p.trusted.clone(), p.keys.clone());
     // The provider's SIP service presents the PKG's certificate: over TLS
     // the phone holds it to the same pin.
     config.sip.tls_pin = p.pin;
+    if let Some(c) = &p.sip {
+        // The registrar gets the device credential, never the PKG password.
+        config.password = zeroize::Zeroizing::new(c.password.expose().to_string());
+    }
     Ok((config, p, renewal))
+}
+
+/// Fills in what `file` leaves to discovery (the PKG's URL, see the
+/// module's decisions) and returns the outbound proxy: the configured one,
+/// or the discovered one.
+pub async fn discover(file: &mut AgentFile) -> Result<SocketAddr, KeyError> {
+    let pkg = match (&mut file.keys, file.proxy) {
+        (KeySource::Pkg(pkg), Some(proxy)) if !pkg.discover => return Ok(proxy),
+        (KeySource::Pkg(pkg), _) => pkg,
+        (KeySource::File(_), Some(proxy)) => return Ok(proxy),
+        (KeySource::File(_), None) => {
+            return Err(DiscoveryError::NotFound {
+                service: "SIP proxy ([sip] proxy with [keys])",
+                domain: file.aor.host().to_string(),
+            }
+            .into())
+        }
+    };
+    let domain = file.aor.host().to_ascii_lowercase();
+    let dns = discovery::dns_from_env()?;
+    let urls = if pkg.discover {
+        discovery::discover_pkg(&dns, &format!("{}@{domain}", file.aor.user())).await?
+    } else {
+        vec![pkg.url.clone()]
+    };
+    let mut services = Vec::new();
+    let mut found = None;
+    for url in &urls {
+        let client = match discovery::client_for(&dns, url, pkg.fingerprint).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "discovered PKG unusable");
+                continue;
+            }
+        };
+        match client.params_and_services().await {
+            Ok((params, s)) if params.domain() == domain => {
+                services = s.sip;
+                found = Some(url.clone());
+                break;
+            }
+            Ok((params, _)) => {
+                tracing::warn!(%url, domain = %params.domain(), "discovered PKG is for another domain");
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "discovered PKG did not answer"),
+        }
+    }
+    if let Some(url) = found.or_else(|| urls.first().cloned()) {
+        pkg.url = url;
+    }
+    if let Some(proxy) = file.proxy {
+        return Ok(proxy);
+    }
+    let targets = discovery::discover_sip(&dns, &domain, &services).await?;
+    // The first target in the provider's (RFC 3263) order. Over TLS the
+    // proxy is held to the PKG's pin (set in `load_with_renewal`), so a
+    // discovered `sips:` service is as trustworthy as the PKG itself.
+    let target = targets.first().ok_or_else(|| DiscoveryError::NotFound {
+        service: "SIP proxy",
+        domain: domain.clone(),
+    })?;
+    file.sip.transport = match target.transport {
+        discovery::SipTransport::Tls => crate::sip::Transport::Tls,
+        discovery::SipTransport::Tcp => crate::sip::Transport::Tcp,
+        discovery::SipTransport::Udp => crate::sip::Transport::Udp,
+    };
+    file.sip.proxy_host = Some(domain);
+    Ok(target.addr)
 }
 
 /// Obtains the keys `file` names.
@@ -169,11 +269,13 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
                 pin: None,
                 tofu: false,
                 unreachable: None,
+                sip: None,
             })
         }
         KeySource::Pkg(pkg) => {
             let password = SecretString::new(file.password.to_string());
-            from_pkg(pkg, &file.aor, &password, now_unix()).await
+            let device = Some(file.device.as_deref());
+            provision_pkg(pkg, &file.aor, &password, now_unix(), device).await
         }
     }
 }
@@ -195,13 +297,27 @@ fn unreachable(e: &PkgClientError) -> bool {
     }
 }
 
-/// The PKG part of [`provision`], at Unix time `now` (sets the periods).
+/// The keys part of [`provision`] (no SIP credential asked: for renewal),
+/// at Unix time `now` (sets the periods).
 pub async fn from_pkg(
     pkg: &PkgSettings,
     aor: &Aor,
     password: &SecretString,
     now: u64,
 ) -> Result<Provisioned, KeyError> {
+    provision_pkg(pkg, aor, password, now, None).await
+}
+
+/// `sip_device`: `None`, no SIP credential asked; `Some(name)`, asked for
+/// that device (`Some(None)`: the key store's own device name).
+async fn provision_pkg(
+    pkg: &PkgSettings,
+    aor: &Aor,
+    password: &SecretString,
+    now: u64,
+    sip_device: Option<Option<&str>>,
+) -> Result<Provisioned, KeyError> {
+    let want_sip = sip_device.is_some();
     let store_name = pkg.store.display().to_string();
     let store_err = |source| KeyError::Store {
         store: store_name.clone(),
@@ -214,10 +330,21 @@ pub async fn from_pkg(
         url: pkg.url.clone(),
         source,
     };
-    let client = PkgClient::new(&pkg.url, pin).map_err(pkg_err)?;
-    match fetch(&client, pkg, aor, password, &current).await {
-        Ok((params, keys)) => {
+    let client = match discovery::dns_from_env() {
+        Ok(dns) => discovery::client_for(&dns, &pkg.url, pin).await,
+        Err(_) => PkgClient::new(&pkg.url, pin),
+    }
+    .map_err(pkg_err)?;
+    let device = match sip_device {
+        Some(configured) => Some(store.device_name(configured).map_err(store_err)?),
+        None => None,
+    };
+    match fetch(&client, pkg, aor, password, &current, device.as_deref()).await {
+        Ok((params, keys, sip)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
+            if let Some(c) = &sip {
+                store.set_sip_credential(c.clone()).map_err(store_err)?;
+            }
             let used = client.pinned_fingerprint();
             let tofu = pin.is_none() && used.is_some();
             if let Some(fp) = used {
@@ -233,6 +360,7 @@ pub async fn from_pkg(
                 pin: used,
                 tofu,
                 unreachable: None,
+                sip,
             })
         }
         Err(e) if unreachable(&e) => {
@@ -264,11 +392,18 @@ pub async fn from_pkg(
                 pin,
                 tofu: false,
                 unreachable: Some(why),
+                sip: want_sip.then(|| store.sip_credential().cloned()).flatten(),
             })
         }
         Err(e) => Err(pkg_err(e)),
     }
 }
+
+type Fetched = (
+    PublicParams,
+    Vec<PrivateKeys>,
+    Option<SipCredentialsResponse>,
+);
 
 async fn fetch(
     client: &PkgClient,
@@ -276,7 +411,8 @@ async fn fetch(
     aor: &Aor,
     password: &SecretString,
     current: &Period,
-) -> Result<(PublicParams, Vec<PrivateKeys>), PkgClientError> {
+    device: Option<&str>,
+) -> Result<Fetched, PkgClientError> {
     let params = client.params().await?;
     if params.domain() != aor.host() {
         return Err(PkgClientError::Protocol(format!(
@@ -299,8 +435,31 @@ async fn fetch(
         current.next_month()?,
     ];
     let keys = client.fetch_keys(&session, &params, &periods).await;
+    let sip = match (&keys, device) {
+        (Ok(_), Some(d)) => sip_credential(client, &session, d, aor).await,
+        _ => Ok(None),
+    };
     let _ = client.logout(&session).await;
-    Ok((params, keys?))
+    Ok((params, keys?, sip?))
+}
+
+/// The device's SIP credential; `None` when the PKG offers none (404).
+pub async fn sip_credential(
+    client: &PkgClient,
+    session: &crate::pkg_client::Session,
+    device: &str,
+    aor: &Aor,
+) -> Result<Option<SipCredentialsResponse>, PkgClientError> {
+    match client.sip_credentials(session, device).await {
+        Ok(c) if c.username == aor.user() => Ok(Some(c)),
+        Ok(c) => Err(PkgClientError::Protocol(format!(
+            "SIP user name {} is not the AOR's user {}",
+            c.username,
+            aor.user()
+        ))),
+        Err(PkgClientError::Server { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

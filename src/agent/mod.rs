@@ -472,6 +472,13 @@ impl Agent {
         let ev = match e {
             ua::Event::Registered { expires } => AgentEvent::Registered { expires },
             ua::Event::RegistrationFailed { status } => AgentEvent::RegistrationFailed { status },
+            ua::Event::ChallengeRefused { realm, status } => {
+                let realm: String = realm.chars().take(80).collect();
+                self.error(format!(
+                    "registrar challenged ({status}) for realm {realm:?}, not our domain: not answered"
+                ));
+                return;
+            }
             ua::Event::Unregistered => AgentEvent::Unregistered,
             ua::Event::TransportFailed { reason } => AgentEvent::Error {
                 message: format!("cannot reach the SIP proxy: {reason}"),

@@ -149,6 +149,7 @@ mod tests {
     fn renewal(held: &[&str]) -> Renewal {
         Renewal::new(
             PkgSettings {
+                discover: false,
                 url: "https://127.0.0.1:9".into(),
                 fingerprint: None,
                 store: std::env::temp_dir().join("ibephone-renewal-never-used"),

@@ -19,6 +19,8 @@ pub const PATH_PARAMS: &str = "/v1/params";
 pub const PATH_KEYS: &str = "/v1/keys";
 /// Path of the health endpoint.
 pub const PATH_HEALTH: &str = "/v1/health";
+/// Path of the device SIP credential endpoint.
+pub const PATH_SIP_CREDENTIALS: &str = "/v1/sip-credentials";
 /// At most this many periods per key request (previous, current, next).
 pub const MAX_PERIODS: usize = 3;
 
@@ -114,6 +116,68 @@ pub struct KeysResponse {
     pub keys: Vec<KeyEntry>,
 }
 
+/// `POST /v1/sip-credentials` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SipCredentialsRequest {
+    /// The device's name (1-64 characters of `A-Z a-z 0-9 . _ + -`); a new
+    /// credential for a device replaces that device's earlier one.
+    pub device: String,
+}
+
+/// `POST /v1/sip-credentials` answer: a SIP digest credential that
+/// authenticates the caller's AOR only, never the PKG login.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SipCredentialsResponse {
+    /// The digest user name the registrar expects.
+    pub username: String,
+    /// base64url (no padding) of 16 random bytes.
+    pub password: SecretString,
+    /// The device it was issued for.
+    pub device: String,
+}
+
+/// The provider's services (`services` member of `GET /v1/params`,
+/// pkg-api.md "Discovery and provider services"): URIs in order of
+/// preference. Authenticated by the pinned TLS connection they came on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    /// Outbound proxies (`sips:`/`sip:` URIs, RFC 3263 resolution).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sip: Vec<String>,
+    /// STUN servers (RFC 7064 URIs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stun: Vec<String>,
+    /// TURN servers (RFC 7065 URIs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub turn: Vec<String>,
+}
+
+impl Services {
+    /// True when no service is listed.
+    pub fn is_empty(&self) -> bool {
+        self.sip.is_empty() && self.stun.is_empty() && self.turn.is_empty()
+    }
+}
+
+/// The `services` member of a parameter document, if any (the rest of the
+/// document is read by `PublicParams::from_json`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ParamsServices {
+    /// The member; absent: none.
+    #[serde(default)]
+    pub services: Option<Services>,
+}
+
+/// Whether `device` is an acceptable device name: 1-64 characters from
+/// `A-Z a-z 0-9 . _ + -` (the account-name alphabet).
+pub fn valid_device_name(device: &str) -> bool {
+    !device.is_empty()
+        && device.len() <= 64
+        && device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
 /// `GET /v1/health` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthResponse {
@@ -148,6 +212,10 @@ pub mod codes {
     pub const IDENTITY_NOT_ALLOWED: &str = "identity_not_allowed";
     /// 403: a period outside previous/current/next.
     pub const PERIOD_NOT_ALLOWED: &str = "period_not_allowed";
+    /// 400: a device name outside the allowed alphabet or length.
+    pub const BAD_DEVICE: &str = "bad_device";
+    /// 409: the account already has the maximum number of devices.
+    pub const TOO_MANY_DEVICES: &str = "too_many_devices";
     /// 404: unknown path or untrusted domain.
     pub const NOT_FOUND: &str = "not_found";
     /// 413: the body is larger than the server accepts.

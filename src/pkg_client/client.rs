@@ -38,6 +38,9 @@ pub struct Session {
 pub struct PkgClient {
     host: String,
     port: u16,
+    /// Addresses to connect to instead of resolving `host` (discovery
+    /// resolved it already, maybe through another nameserver).
+    addrs: Vec<std::net::SocketAddr>,
     verifier: Arc<PinnedVerifier>,
     connector: TlsConnector,
 }
@@ -64,9 +67,26 @@ impl PkgClient {
         Ok(PkgClient {
             host,
             port,
+            addrs: Vec::new(),
             verifier,
             connector: TlsConnector::from(Arc::new(config)),
         })
+    }
+
+    /// The URL's host (a name, or an address literal in brackets for IPv6).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The same client connecting to `ips` (in order, at the URL's port)
+    /// instead of resolving the URL's host; the host still names the
+    /// server in TLS.
+    pub fn with_addresses(mut self, ips: &[std::net::IpAddr]) -> Self {
+        self.addrs = ips
+            .iter()
+            .map(|ip| std::net::SocketAddr::new(*ip, self.port))
+            .collect();
+        self
     }
 
     /// The certificate fingerprint in force (the given pin, or the one
@@ -116,6 +136,20 @@ impl PkgClient {
             .request(Method::GET, api::PATH_PARAMS, None, None)
             .await?;
         parse_params(&body)
+    }
+
+    /// `GET /v1/params` with its `services` member (empty when absent; a
+    /// malformed member is a protocol error).
+    pub async fn params_and_services(
+        &self,
+    ) -> Result<(PublicParams, api::Services), PkgClientError> {
+        let body = self
+            .request(Method::GET, api::PATH_PARAMS, None, None)
+            .await?;
+        let params = parse_params(&body)?;
+        let extra: api::ParamsServices = serde_json::from_slice(&body)
+            .map_err(|e| PkgClientError::Protocol(format!("services: {e}")))?;
+        Ok((params, extra.services.unwrap_or_default()))
     }
 
     /// `GET /v1/params/{domain}`: a trusted foreign provider's parameters;
@@ -192,6 +226,36 @@ impl PkgClient {
         .await
     }
 
+    /// `POST /v1/sip-credentials`: a fresh SIP digest credential of the
+    /// session's account for `device` (replacing that device's earlier
+    /// one). The answer must name the same device and carry a password of
+    /// 16 random bytes in base64url; anything else is a protocol error.
+    pub async fn sip_credentials(
+        &self,
+        session: &Session,
+        device: &str,
+    ) -> Result<api::SipCredentialsResponse, PkgClientError> {
+        if !api::valid_device_name(device) {
+            return Err(PkgClientError::Protocol(format!(
+                "bad device name {device:?}"
+            )));
+        }
+        let body = serde_json::to_vec(&api::SipCredentialsRequest {
+            device: device.to_string(),
+        })
+        .map_err(|e| PkgClientError::Protocol(e.to_string()))?;
+        let r: api::SipCredentialsResponse = self
+            .json(
+                Method::POST,
+                api::PATH_SIP_CREDENTIALS,
+                Some(&session.token),
+                Some(body),
+            )
+            .await?;
+        check_sip_credential(&r, device)?;
+        Ok(r)
+    }
+
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<api::HealthResponse, PkgClientError> {
         self.json(Method::GET, api::PATH_HEALTH, None, None).await
@@ -232,11 +296,12 @@ impl PkgClient {
         token: Option<&api::SecretString>,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes, PkgClientError> {
-        let tcp = TcpStream::connect((self.host.trim_matches(['[', ']']), self.port))
-            .await
-            .map_err(|e| {
-                PkgClientError::Io(format!("connect to {}:{}: {e}", self.host, self.port))
-            })?;
+        let tcp = if self.addrs.is_empty() {
+            TcpStream::connect((self.host.trim_matches(['[', ']']), self.port)).await
+        } else {
+            TcpStream::connect(&self.addrs[..]).await
+        }
+        .map_err(|e| PkgClientError::Io(format!("connect to {}:{}: {e}", self.host, self.port)))?;
         let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(self.host.trim_matches(['[', ']']).to_string())
             .map_err(|e| PkgClientError::Protocol(format!("bad host name: {e}")))?;
@@ -310,6 +375,35 @@ impl PkgClient {
             code: err.error,
             message: err.message,
         })
+    }
+}
+
+/// Checks a credential answer: same device, a plausible user name, and a
+/// password that decodes to 16 bytes.
+fn check_sip_credential(
+    r: &api::SipCredentialsResponse,
+    device: &str,
+) -> Result<(), PkgClientError> {
+    if r.device != device {
+        return Err(PkgClientError::Protocol(format!(
+            "asked a credential for device {device}, got one for {}",
+            r.device
+        )));
+    }
+    let name_ok = !r.username.is_empty()
+        && r.username.len() <= 130
+        && r.username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if !name_ok {
+        return Err(PkgClientError::Protocol("bad SIP user name".into()));
+    }
+    let decoded = b64_decode("SIP password", r.password.expose()).map(zeroize::Zeroizing::new);
+    match decoded {
+        Ok(b) if b.len() == 16 => Ok(()),
+        _ => Err(PkgClientError::Protocol(
+            "SIP password is not base64url of 16 bytes".into(),
+        )),
     }
 }
 

@@ -1,11 +1,13 @@
 //! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
 //! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`],
-//! one sealed file beside a private key file: [`sealed_file`]) and the key
-//! store that keeps keys across restarts ([`store`]).
+//! one sealed file beside a private key file: [`sealed_file`]), the key
+//! store that keeps keys across restarts ([`store`]) and the discovery of
+//! the PKG and the SIP proxy from a domain ([`discovery`]).
 
 pub mod api;
 pub mod client;
+pub mod discovery;
 pub mod seal;
 pub mod sealed_file;
 pub mod store;

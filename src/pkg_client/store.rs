@@ -1,5 +1,6 @@
-//! The phone's key store: private keys, the provider's parameters and the
-//! PKG certificate pin, in one AES-256-GCM sealed file (mode 0600) in the
+//! The phone's key store: private keys, the provider's parameters, the
+//! PKG certificate pin, the device's SIP credential and its device name,
+//! in one AES-256-GCM sealed file (mode 0600) in the
 //! user's data directory, so a phone with valid keys keeps working while
 //! the PKG is down. The file key comes from a random local key file (0600,
 //! beside the store) or from a passphrase through Argon2id.
@@ -38,6 +39,12 @@ pub struct KeyBundle {
     /// Pinned PKG certificate fingerprint (hex), if recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkg_cert_sha256: Option<String>,
+    /// The device's SIP digest credential (`POST /v1/sip-credentials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_credential: Option<super::api::SipCredentialsResponse>,
+    /// This device's name toward the PKG, chosen once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// How the store file is unlocked.
@@ -118,6 +125,42 @@ impl KeyStore {
         self.save()
     }
 
+    /// The stored SIP credential, if any.
+    pub fn sip_credential(&self) -> Option<&super::api::SipCredentialsResponse> {
+        self.bundle.sip_credential.as_ref()
+    }
+
+    /// Stores the device's SIP credential (replacing the previous one) and
+    /// saves.
+    pub fn set_sip_credential(
+        &mut self,
+        c: super::api::SipCredentialsResponse,
+    ) -> Result<(), PkgClientError> {
+        self.bundle.sip_credential = Some(c);
+        self.save()
+    }
+
+    /// This device's name: the stored one, else `configured`, else a new
+    /// random `device-` name; saved so that the PKG sees one device across
+    /// restarts (a credential for the same device replaces the previous).
+    pub fn device_name(&mut self, configured: Option<&str>) -> Result<String, PkgClientError> {
+        if let Some(c) = configured {
+            if self.bundle.device.as_deref() != Some(c) {
+                self.bundle.device = Some(c.to_string());
+                self.save()?;
+            }
+            return Ok(c.to_string());
+        }
+        if let Some(d) = &self.bundle.device {
+            return Ok(d.clone());
+        }
+        let raw: [u8; 6] = super::seal::random_bytes()?;
+        let d = format!("device-{}", hex::encode(raw));
+        self.bundle.device = Some(d.clone());
+        self.save()?;
+        Ok(d)
+    }
+
     /// Stores checked keys (replacing keys of the same periods) with their
     /// parameters and saves. Keys of another AOR replace the whole store.
     pub fn put_keys(
@@ -131,6 +174,7 @@ impl KeyStore {
             if self.bundle.aor != aor {
                 self.bundle.aor = aor.to_string();
                 self.bundle.keys.clear();
+                self.bundle.sip_credential = None;
             }
             let period = k.identity().period().as_str();
             self.bundle.keys.retain(|e| e.period != period);
@@ -287,6 +331,28 @@ mod tests {
         }
         let raw = std::fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
         assert!(!raw.contains(&b64_encode(&k.d_enc_bytes()[..])));
+        // The SIP credential and the device name are kept, sealed.
+        {
+            let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+            let device = s.device_name(None).unwrap();
+            assert!(
+                device.starts_with("device-") && device.len() == 19,
+                "{device}"
+            );
+            assert_eq!(s.device_name(None).unwrap(), device);
+            s.set_sip_credential(crate::pkg_client::api::SipCredentialsResponse {
+                username: "bob".into(),
+                password: "c2lwLWRldmljZS1zZWNyZXQ".into(),
+                device,
+            })
+            .unwrap();
+        }
+        let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        let c = s.sip_credential().unwrap();
+        assert_eq!(c.password.expose(), "c2lwLWRldmljZS1zZWNyZXQ");
+        assert_eq!(s.device_name(Some("desk")).unwrap(), "desk");
+        let raw = std::fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
+        assert!(!raw.contains("c2lwLWRldmljZS1zZWNyZXQ"));
         std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
         assert!(KeyStore::open(dir.path(), Unlock::KeyFile).is_err());
     }
@@ -340,7 +406,7 @@ mod tests {
                 d_enc: b64_encode(&k.d_enc_bytes()[..]).as_str().into(),
                 d_sig: b64_encode(&k.d_sig_bytes()[..]).as_str().into(),
             }],
-            pkg_cert_sha256: None,
+            ..KeyBundle::default()
         };
         let f = dir.path().join("bob.keys");
         let pw = super::super::api::SecretString::from("correct horse");

@@ -3,13 +3,15 @@
 //! bodies; `auth-int` buys nothing there).
 //!
 //! Written by hand because `rsip` 0.4's digest generator uses md-5/sha2
-//! 0.9 and has no server side. Server nonces are stateless: base64url of
-//! an 8-byte timestamp (milliseconds since the verifier's epoch) and a
-//! truncated HMAC-SHA-256 over it and the realm, so any nonce can be checked
-//! without a table and expires after `max_age`. All comparisons of MACs and
-//! responses are constant-time (`subtle`). A stateless nonce cannot stop the
-//! replay of a whole REGISTER within its lifetime; the registrar's CSeq and
-//! binding rules limit what such a replay can do.
+//! 0.9 and has no server side. Server nonces are signed: base64url of an
+//! 8-byte timestamp (milliseconds since the verifier's epoch) and a
+//! truncated HMAC-SHA-256 over it and a scope (the registrar passes realm
+//! and Call-ID), so a nonce is checked without a table, is good only for
+//! the request it challenged, and expires after `max_age`. Its use is
+//! tracked only once a response verified ([`NonceCounts`]): every use must
+//! carry a higher nonce count, so a captured Authorization is never
+//! accepted twice, and an unauthenticated flood allocates nothing. All
+//! comparisons of MACs and responses are constant-time (`subtle`).
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -28,6 +30,11 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Parses a configuration name (`MD5`, `SHA-256`, any case).
+    pub fn from_name(s: &str) -> Option<Algorithm> {
+        Algorithm::parse(s)
+    }
+
     /// Token as written in headers.
     pub fn token(self) -> &'static str {
         match self {
@@ -224,6 +231,89 @@ pub struct Credentials {
     pub nc: String,
 }
 
+/// Why a nonce count was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NonceCountError {
+    /// `nc` is not 8 hex digits, or is zero.
+    #[error("nonce count is not 8 hex digits above zero")]
+    Malformed,
+    /// `nc` is not above the last accepted count of this nonce: a replay.
+    #[error("nonce count {got} not above the last accepted {last}: replay")]
+    Replayed {
+        /// The count received.
+        got: u32,
+        /// The highest count accepted before.
+        last: u32,
+    },
+    /// The table is full of live nonces: the caller must issue a new one.
+    #[error("too many live nonces")]
+    Full,
+}
+
+/// The last accepted nonce count of each nonce in use (RFC 7616 3.3: a
+/// server tracks `nc` to detect replays). Entries are made only after a
+/// response verified, and forgotten when the nonce expires.
+#[derive(Debug)]
+pub struct NonceCounts {
+    seen: std::collections::HashMap<String, (u64, u32)>,
+    max_entries: usize,
+    max_age_ms: u64,
+}
+
+impl NonceCounts {
+    /// A table of at most `max_entries` nonces living `max_age_ms`.
+    pub fn new(max_entries: usize, max_age_ms: u64) -> NonceCounts {
+        NonceCounts {
+            seen: std::collections::HashMap::new(),
+            max_entries,
+            max_age_ms,
+        }
+    }
+
+    /// Accepts `nc` (8 hex digits) for `nonce` at `now_ms` if it is above
+    /// every count accepted before for that nonce, and records it; a
+    /// refused count changes nothing.
+    pub fn accept(&mut self, nonce: &str, nc: &str, now_ms: u64) -> Result<(), NonceCountError> {
+        let n = parse_nc(nc).ok_or(NonceCountError::Malformed)?;
+        if let Some((_, last)) = self.seen.get(nonce) {
+            if n <= *last {
+                return Err(NonceCountError::Replayed {
+                    got: n,
+                    last: *last,
+                });
+            }
+        } else if self.seen.len() >= self.max_entries {
+            let age = self.max_age_ms;
+            self.seen
+                .retain(|_, (first, _)| now_ms.saturating_sub(*first) <= age);
+            if self.seen.len() >= self.max_entries {
+                return Err(NonceCountError::Full);
+            }
+        }
+        let e = self.seen.entry(nonce.to_string()).or_insert((now_ms, 0));
+        e.1 = n;
+        Ok(())
+    }
+
+    /// Number of tracked nonces.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// True when no nonce is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+fn parse_nc(nc: &str) -> Option<u32> {
+    if nc.len() != 8 || !nc.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(nc, 16).ok().filter(|n| *n > 0)
+}
+
 impl Credentials {
     /// Parses credentials; None if any field qop=auth needs is missing.
     pub fn parse(value: &str) -> Option<Credentials> {
@@ -301,35 +391,41 @@ impl NonceSigner {
         NonceSigner { key, max_age_ms }
     }
 
-    fn mac(&self, ts: &[u8; 8], realm: &str) -> [u8; 16] {
+    fn mac(&self, head: &[u8], scope: &str) -> [u8; 16] {
         let mut out = [0u8; 16];
         if let Ok(mut m) = HmacSha256::new_from_slice(self.key.as_ref()) {
-            m.update(ts);
-            m.update(realm.as_bytes());
+            m.update(head);
+            m.update(scope.as_bytes());
             out.copy_from_slice(&m.finalize().into_bytes()[..16]);
         }
         out
     }
 
-    /// A nonce for `realm` issued at `now_ms`.
-    pub fn issue(&self, realm: &str, now_ms: u64) -> String {
-        let ts = now_ms.to_be_bytes();
-        let mut raw = ts.to_vec();
-        raw.extend_from_slice(&self.mac(&ts, realm));
+    /// A nonce for `scope` (the realm, and whatever else the nonce must be
+    /// bound to) issued at `now_ms`: the time, 8 random bytes (two nonces
+    /// are never equal, so their counts are never confused) and the MAC.
+    pub fn issue(&self, scope: &str, now_ms: u64) -> String {
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&now_ms.to_be_bytes());
+        if getrandom::fill(&mut head[8..]).is_err() {
+            tracing::error!("no OS randomness for a nonce");
+        }
+        let mut raw = head.to_vec();
+        raw.extend_from_slice(&self.mac(&head, scope));
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    /// Checks a nonce we may have issued for `realm`.
-    pub fn check(&self, nonce: &str, realm: &str, now_ms: u64) -> NonceState {
+    /// Checks a nonce we may have issued for exactly `scope`.
+    pub fn check(&self, nonce: &str, scope: &str, now_ms: u64) -> NonceState {
         let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
             return NonceState::Invalid;
         };
-        if raw.len() != 24 {
+        if raw.len() != 32 {
             return NonceState::Invalid;
         }
         let mut ts = [0u8; 8];
         ts.copy_from_slice(&raw[..8]);
-        if !bool::from(self.mac(&ts, realm).ct_eq(&raw[8..])) {
+        if !bool::from(self.mac(&raw[..16], scope).ct_eq(&raw[16..])) {
             return NonceState::Invalid;
         }
         let issued = u64::from_be_bytes(ts);
@@ -432,6 +528,33 @@ mod tests {
             NonceState::Invalid
         );
         assert_eq!(s.check("not base64!", "r", 0), NonceState::Invalid);
+    }
+
+    #[test]
+    fn nonce_counts_must_increase_and_malformed_are_refused() {
+        let mut t = NonceCounts::new(2, 1000);
+        assert_eq!(t.accept("n1", "00000001", 0), Ok(()));
+        assert_eq!(
+            t.accept("n1", "00000001", 1),
+            Err(NonceCountError::Replayed { got: 1, last: 1 })
+        );
+        assert_eq!(t.accept("n1", "00000003", 2), Ok(()));
+        assert_eq!(
+            t.accept("n1", "00000002", 3),
+            Err(NonceCountError::Replayed { got: 2, last: 3 })
+        );
+        for bad in ["1", "0000000g", "00000000", "000000001", ""] {
+            assert_eq!(
+                t.accept("n2", bad, 4),
+                Err(NonceCountError::Malformed),
+                "{bad}"
+            );
+        }
+        assert!(t.accept("n2", "00000001", 5).is_ok());
+        // Full of live nonces: refused; once they expire, room again.
+        assert_eq!(t.accept("n3", "00000001", 6), Err(NonceCountError::Full));
+        assert_eq!(t.accept("n3", "00000001", 2000), Ok(()));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

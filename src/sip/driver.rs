@@ -657,7 +657,7 @@ pub async fn spawn_proxy_with(
     domain: &str,
     users: Box<dyn crate::sip::registrar::UserLookup>,
 ) -> std::io::Result<ProxyHandle> {
-    spawn_proxy_with_tls(addr, advertise, domain, users, None).await
+    spawn_proxy_with_tls(addr, advertise, domain, users, None, Default::default()).await
 }
 
 /// The TLS side of a registrar/proxy: where it listens and its
@@ -670,7 +670,9 @@ pub struct ProxyTls {
     pub config: Arc<rustls::ServerConfig>,
 }
 
-/// [`spawn_proxy_with`] that also accepts SIP over TLS on `tls.listen`.
+/// [`spawn_proxy_with`] that also accepts SIP over TLS on `tls.listen`
+/// and whose registrar authenticates by `auth` (digest algorithms and
+/// their order, failure limits).
 /// Phones reach it over the TLS connections they open (RFC 5626 flows);
 /// the proxy never opens one.
 pub async fn spawn_proxy_with_tls(
@@ -679,6 +681,7 @@ pub async fn spawn_proxy_with_tls(
     domain: &str,
     users: Box<dyn crate::sip::registrar::UserLookup>,
     tls: Option<ProxyTls>,
+    auth: crate::sip::registrar::AuthConfig,
 ) -> std::io::Result<ProxyHandle> {
     use crate::sip::message::HeaderForm;
     use crate::sip::proxy::ProxyConfig;
@@ -712,7 +715,7 @@ pub async fn spawn_proxy_with_tls(
             timers: Timers::default(),
             max_transactions: 1024,
         },
-        Registrar::new(domain, users),
+        Registrar::new(domain, users).with_auth(auth),
     );
     let (keep, commands) = mpsc::channel(1);
     let (events, mut drain) = mpsc::channel(16);

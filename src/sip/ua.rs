@@ -615,15 +615,30 @@ impl UserAgent {
             } else {
                 "Proxy-Authenticate"
             };
-            let ch = Challenge::best(resp.header_values(name));
+            // Only our own provider's realm gets an answer: a digest answer
+            // for another realm would hand its holder an offline guess at
+            // our password, or let it register us elsewhere.
+            let domain = self.cfg.domain.clone();
+            let own = resp.header_values(name).filter(|v| {
+                Challenge::parse(v).is_some_and(|c| c.realm.eq_ignore_ascii_case(&domain))
+            });
+            let ch = Challenge::best(own);
+            if ch.is_none() {
+                if let Some(foreign) = resp.header_values(name).find_map(Challenge::parse) {
+                    tracing::warn!(realm = %foreign.realm, "challenge for a foreign realm not answered");
+                    self.events.push_back(Event::ChallengeRefused {
+                        realm: foreign.realm,
+                        status,
+                    });
+                    self.events.push_back(Event::RegistrationFailed { status });
+                    return;
+                }
+            }
             match ch {
                 Some(ch)
                     if self.reg.tried_nonce.as_deref() != Some(ch.nonce.as_str()) || ch.stale =>
                 {
                     self.reg.tried_nonce = Some(ch.nonce.clone());
-                    if ch.realm != self.cfg.domain {
-                        tracing::warn!(realm = %ch.realm, "registrar realm differs from our domain");
-                    }
                     self.reg.nc += 1;
                     let uri = format!("sip:{}", self.cfg.domain);
                     let a = ch.answer(
@@ -1077,6 +1092,57 @@ mod tests {
         let t = ua.poll_transmit().unwrap();
         assert_eq!(t.dest, proxy);
         assert!(String::from_utf8_lossy(&t.bytes).contains("SIP/2.0/TLS "));
+    }
+
+    /// Sends REGISTER, answers it with a 401 carrying `challenges`, and
+    /// returns what the UA sent next (if anything) and its events.
+    fn challenged(challenges: &[&str]) -> (Option<Message>, Vec<Event>) {
+        let mut ua = ua(HeaderPolicy::default());
+        let now = Instant::now();
+        ua.handle_command(now, Command::Register);
+        let reg = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+        let mut resp = Message::response_to(&reg, 401, "Unauthorized", Some("t"));
+        for c in challenges {
+            resp.push_header("WWW-Authenticate", *c);
+        }
+        let proxy = Dest::udp("127.0.0.1:5060".parse().unwrap());
+        ua.handle_datagram(now, proxy, &resp.to_bytes(HeaderForm::Full));
+        let next = ua
+            .poll_transmit()
+            .map(|t| Message::parse(&t.bytes).unwrap());
+        let mut events = Vec::new();
+        while let Some(e) = ua.poll_event() {
+            events.push(e);
+        }
+        (next, events)
+    }
+
+    #[test]
+    fn challenges_of_a_foreign_realm_are_not_answered() {
+        let foreign = "Digest realm=\"evil.invalid\", nonce=\"n1\", algorithm=MD5, qop=\"auth\"";
+        let (next, events) = challenged(&[foreign]);
+        assert!(next.is_none(), "answered a foreign realm: {next:?}");
+        assert_eq!(
+            events,
+            [
+                Event::ChallengeRefused {
+                    realm: "evil.invalid".into(),
+                    status: 401
+                },
+                Event::RegistrationFailed { status: 401 }
+            ]
+        );
+        // Beside our own realm's challenge, the foreign one is ignored even
+        // when it offers the stronger algorithm.
+        let own = "Digest realm=\"example.invalid\", nonce=\"n2\", algorithm=MD5, qop=\"auth\"";
+        let strong_foreign =
+            "Digest realm=\"evil.invalid\", nonce=\"n3\", algorithm=SHA-256, qop=\"auth\"";
+        let (next, events) = challenged(&[strong_foreign, own]);
+        let next = next.unwrap();
+        let auth = next.header("Authorization").unwrap();
+        assert!(auth.contains("realm=\"example.invalid\""), "{auth}");
+        assert!(auth.contains("nonce=\"n2\""), "{auth}");
+        assert!(events.is_empty(), "{events:?}");
     }
 
     #[test]

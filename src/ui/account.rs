@@ -7,7 +7,7 @@ use super::errors::pkg_error;
 use super::settings::{file_err, AppDirs, Settings};
 use crate::agent::keys::now_unix;
 use crate::ibe::{Period, PrivateKeys, PublicParams};
-use crate::pkg_client::api::SecretString;
+use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::seal::{replace_secret_file, SealKey};
 use crate::pkg_client::sealed_file::private_key_file;
 use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
@@ -51,6 +51,14 @@ pub(super) async fn renew_keys(
     .map_err(|e| format!("saving failed ({e})"))?
 }
 
+/// A new device name for this computer's phone (`desktop-` and 6 random
+/// bytes in hex), sent with `POST /v1/sip-credentials`.
+pub(super) fn new_device_name() -> Result<String, String> {
+    crate::pkg_client::seal::random_bytes::<6>()
+        .map(|b| format!("desktop-{}", hex::encode(b)))
+        .map_err(|e| format!("No randomness for a device name ({e})."))
+}
+
 /// The periods a new phone asks for: previous (calls sealed just before
 /// the month changed), current and next (renewal ahead).
 pub fn key_periods(now_unix: u64) -> Vec<Period> {
@@ -87,6 +95,9 @@ fn account_key(dirs: &AppDirs) -> Result<SealKey, String> {
         .map_err(|e| format!("Cannot open the key file ({e})."))
 }
 
+/// Stores a new setup: keys, pin, the device's SIP credential (when the
+/// provider issued one) in the sealed key store, the sealed password and
+/// the settings.
 pub(super) fn save_account(
     dirs: &AppDirs,
     settings: &Settings,
@@ -94,6 +105,7 @@ pub(super) fn save_account(
     params: &PublicParams,
     keys: &[PrivateKeys],
     password: &SecretString,
+    sip: Option<&SipCredentialsResponse>,
 ) -> Result<(), String> {
     let here = |e: PkgClientError| pkg_error(&e, "this computer");
     // A new setup replaces whatever account was stored before.
@@ -101,6 +113,10 @@ pub(super) fn save_account(
     let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).map_err(here)?;
     s.put_keys(params, keys).map_err(here)?;
     s.set_pkg_pin(pin).map_err(here)?;
+    if let Some(c) = sip {
+        s.device_name(Some(&c.device)).map_err(here)?;
+        s.set_sip_credential(c.clone()).map_err(here)?;
+    }
     let sealed = account_key(dirs)?
         .seal(ACCOUNT_AAD, password.expose().as_bytes())
         .map_err(|e| format!("Cannot protect your password ({e})."))?;
@@ -109,11 +125,14 @@ pub(super) fn save_account(
     settings.save(&dirs.settings()).map_err(|e| e.to_string())
 }
 
+/// A stored account: parameters, keys, PKG pin, the account password and
+/// the device's SIP credential (if the provider issued one).
 pub(super) type Account = (
     PublicParams,
     Vec<PrivateKeys>,
     Option<[u8; 32]>,
     SecretString,
+    Option<SipCredentialsResponse>,
 );
 
 pub(super) fn load_account(dirs: &AppDirs) -> Result<Account, String> {
@@ -138,7 +157,13 @@ pub(super) fn load_account(dirs: &AppDirs) -> Result<Account, String> {
         String::from_utf8(plain.to_vec())
             .map_err(|_| "The stored password is damaged. Log out and set up again.")?,
     );
-    Ok((params, keys, s.pkg_pin(), password))
+    Ok((
+        params,
+        keys,
+        s.pkg_pin(),
+        password,
+        s.sip_credential().cloned(),
+    ))
 }
 
 /// Whether `dirs` holds a set-up phone (keys and the sealed password).

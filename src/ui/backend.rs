@@ -5,7 +5,9 @@
 //! wakes it through the [`Waker`] (`ctx.request_repaint()`), so the window
 //! never waits on the network.
 
-use super::account::{key_periods, load_account, periods_of, renew_keys, save_account, wipe};
+use super::account::{
+    key_periods, load_account, new_device_name, periods_of, renew_keys, save_account, wipe,
+};
 use super::errors::pkg_error;
 use super::settings::{AppDirs, Settings};
 use super::UiError;
@@ -19,9 +21,9 @@ use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
 use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
-use crate::pkg_client::api::SecretString;
+use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::tls::fingerprint_hex;
-use crate::pkg_client::{PkgClient, PkgClientError};
+use crate::pkg_client::PkgClientError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +35,19 @@ pub type Waker = Arc<dyn Fn() + Send + Sync>;
 /// What the window asks the backend.
 #[derive(Debug)]
 pub enum Request {
-    /// First contact with a provider: report its certificate and
-    /// parameter fingerprints for the user to confirm. Nothing is stored.
+    /// First contact with a provider: find it from the address (unless
+    /// `url` is given), report its certificate fingerprint for the user to
+    /// confirm and the SIP proxy found (unless `sip_proxy` is given).
+    /// Nothing is stored.
     Probe {
-        /// `https://host:port`.
+        /// The user's address, `alice@atlanta.com`.
+        address: String,
+        /// The PKG's `https://host:port`; empty: discovered (DNS SRV
+        /// `_ibephone-pkg._tcp`, else `https://pkg.<domain>`).
         url: String,
+        /// The SIP proxy `ip:port`; empty: discovered (`services.sip`,
+        /// else RFC 3263 on the domain).
+        sip_proxy: String,
     },
     /// Log in with the confirmed certificate, fetch keys (previous,
     /// current and next period), store them with the pin and the
@@ -78,6 +88,8 @@ pub struct ProviderProbe {
     pub params_fingerprint: [u8; 32],
     /// The provider's domain.
     pub domain: String,
+    /// The SIP proxy found (`ip:port`), when it was not given.
+    pub sip_proxy: Option<String>,
 }
 
 /// What the backend reports.
@@ -241,7 +253,11 @@ async fn worker(
     };
     while let Some(r) = rx.recv().await {
         match r {
-            Request::Probe { url } => w.probe(url).await,
+            Request::Probe {
+                address,
+                url,
+                sip_proxy,
+            } => w.probe(address, url, sip_proxy).await,
             Request::Setup {
                 settings,
                 pin,
@@ -285,27 +301,88 @@ async fn worker(
 }
 
 impl Worker {
-    async fn probe(&mut self, url: String) {
-        let url = url.trim().to_string();
-        let client = match PkgClient::new(&url, None) {
-            Ok(c) => c,
-            Err(e) => return self.report.fail(pkg_error(&e, &url)),
-        };
-        match client.params().await {
-            Ok(params) => match client.last_seen_fingerprint() {
-                Some(fp) => self.report.send(Update::Probed(ProviderProbe {
-                    url,
-                    cert_fingerprint: fp,
-                    params_fingerprint_display: params.fingerprint_display(),
-                    params_fingerprint: params.fingerprint(),
-                    domain: params.domain().to_string(),
-                })),
-                None => self.report.fail(format!(
-                    "The provider at {url} did not show a certificate. Check the address."
-                )),
-            },
-            Err(e) => self.report.fail(pkg_error(&e, &url)),
+    async fn probe(&mut self, address: String, url: String, sip_proxy: String) {
+        match self.find_provider(&address, &url, &sip_proxy).await {
+            Ok(probe) => self.report.send(Update::Probed(probe)),
+            Err(sentence) => self.report.fail(sentence),
         }
+    }
+
+    /// Discovery and the first contact, as one sentence on failure.
+    async fn find_provider(
+        &self,
+        address: &str,
+        url: &str,
+        sip_proxy: &str,
+    ) -> Result<ProviderProbe, String> {
+        use crate::pkg_client::discovery::{discover_pkg, discover_sip, domain_of, SipTransport};
+        let domain = domain_of(address).map_err(|_| {
+            format!("{address:?} is not an address such as alice@atlanta.com. Check it.")
+        })?;
+        let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
+            format!("This computer cannot look up names ({e}). Check its network settings.")
+        })?;
+        let urls = if url.is_empty() {
+            discover_pkg(&dns, address).await.map_err(|e| {
+                format!("Your provider could not be found from {domain} ({e}). Enter its address under Advanced.")
+            })?
+        } else {
+            vec![url.to_string()]
+        };
+        let mut last = String::new();
+        for url in &urls {
+            let client = match crate::pkg_client::discovery::client_for(&dns, url, None).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = pkg_error(&e, url);
+                    continue;
+                }
+            };
+            let (params, services) = match client.params_and_services().await {
+                Ok(p) => p,
+                Err(e) => {
+                    last = pkg_error(&e, url);
+                    continue;
+                }
+            };
+            let Some(fp) = client.last_seen_fingerprint() else {
+                last =
+                    format!("The provider at {url} did not show a certificate. Check the address.");
+                continue;
+            };
+            if params.domain() != domain {
+                return Err(format!(
+                    "The provider at {url} is for {}, not for {domain}. Check your address.",
+                    params.domain()
+                ));
+            }
+            let sip_proxy = if sip_proxy.is_empty() {
+                let targets = discover_sip(&dns, &domain, &services.sip)
+                    .await
+                    .map_err(|e| {
+                        format!(
+                            "No SIP proxy was found for {domain} ({e}). Enter one under Advanced."
+                        )
+                    })?;
+                // This phone speaks UDP and TCP to its proxy.
+                let t = targets
+                    .iter()
+                    .find(|t| t.transport != SipTransport::Tls)
+                    .ok_or_else(|| format!("{domain} offers its SIP proxy only over TLS, which this phone cannot use yet. Enter a proxy under Advanced."))?;
+                Some(t.addr.to_string())
+            } else {
+                None
+            };
+            return Ok(ProviderProbe {
+                url: url.clone(),
+                cert_fingerprint: fp,
+                params_fingerprint_display: params.fingerprint_display(),
+                params_fingerprint: params.fingerprint(),
+                domain: params.domain().to_string(),
+                sip_proxy,
+            });
+        }
+        Err(last)
     }
 
     async fn setup(
@@ -320,7 +397,10 @@ impl Worker {
         let pkg = |e: PkgClientError| pkg_error(&e, &url);
         self.report
             .progress(1, STEPS, "Logging in to your provider");
-        let client = PkgClient::new(&url, Some(pin)).map_err(pkg)?;
+        let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
+            format!("This computer cannot look up names ({e}). Check its network settings.")
+        })?;
+        let client = crate::pkg_client::discovery::client_for(&dns, &url, Some(pin)).await.map_err(pkg)?;
         let session = client
             .login(settings.user.trim(), &password)
             .await
@@ -335,6 +415,12 @@ impl Worker {
             .fetch_keys(&session, &params, &periods)
             .await
             .map_err(pkg)?;
+        // The registrar gets this device's own credential, never the
+        // account password (a provider without them answers 404: None).
+        let device = new_device_name()?;
+        let sip = crate::agent::keys::sip_credential(&client, &session, &device, &session.aor)
+            .await
+            .map_err(pkg)?;
         let _ = client.logout(&session).await;
         self.report
             .progress(3, STEPS, "Saving your keys on this computer");
@@ -343,13 +429,23 @@ impl Worker {
         let pw = password.clone();
         let p2 = params.clone();
         let k2 = keys.clone();
-        tokio::task::spawn_blocking(move || save_account(&dirs, &saved, pin, &p2, &k2, &pw))
-            .await
-            .map_err(|e| format!("Saving failed ({e}). Try again."))??;
+        let s2 = sip.clone();
+        tokio::task::spawn_blocking(move || {
+            save_account(&dirs, &saved, pin, &p2, &k2, &pw, s2.as_ref())
+        })
+        .await
+        .map_err(|e| format!("Saving failed ({e}). Try again."))??;
         self.report
             .progress(4, STEPS, "Registering with the network");
-        self.run_agent(&settings, &session.aor, params, keys, &password, Some(pin))
-            .await
+        self.run_agent(
+            &settings,
+            &session.aor,
+            params,
+            keys,
+            (&password, sip.as_ref()),
+            Some(pin),
+        )
+        .await
     }
 
     async fn start_stored(&mut self, settings: Settings) -> Result<(), String> {
@@ -358,7 +454,7 @@ impl Worker {
         let opened = tokio::task::spawn_blocking(move || load_account(&dirs))
             .await
             .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
-        let (params, mut keys, pin, password) = opened;
+        let (params, mut keys, pin, password, sip) = opened;
         let current = Period::month_at(now_unix());
         let has =
             |keys: &[PrivateKeys], p: &Period| keys.iter().any(|k| k.identity().period() == p);
@@ -387,8 +483,15 @@ impl Worker {
         }
         // Next month's keys are fetched ahead without asking by the agent's
         // renewer (run_agent).
-        self.run_agent(&settings, &aor, params, keys, &password, pin)
-            .await
+        self.run_agent(
+            &settings,
+            &aor,
+            params,
+            keys,
+            (&password, sip.as_ref()),
+            pin,
+        )
+        .await
     }
 
     async fn renew(
@@ -407,7 +510,9 @@ impl Worker {
         aor: &Aor,
         params: PublicParams,
         keys: Vec<PrivateKeys>,
-        password: &SecretString,
+        // The account password (PKG logins) and the device's SIP
+        // credential, if the provider issued one.
+        (password, sip): (&SecretString, Option<&SipCredentialsResponse>),
         pin: Option<[u8; 32]>,
     ) -> Result<(), String> {
         let listen: SocketAddr = settings.sip_listen.trim().parse().map_err(|_| {
@@ -434,7 +539,12 @@ impl Worker {
         let inbox = KeyInbox::new();
         let config = AgentConfig {
             aor: aor.clone(),
-            password: zeroize::Zeroizing::new(password.expose().to_string()),
+            // The device credential when there is one; the account password
+            // only for a provider without them.
+            password: zeroize::Zeroizing::new(
+                sip.map_or(password.expose(), |c| c.password.expose())
+                    .to_string(),
+            ),
             listen,
             proxy,
             policy: settings.policy,
@@ -482,6 +592,7 @@ impl Worker {
         // whenever the month changes, and handed to the running agent.
         let renewal = Renewal::new(
             PkgSettings {
+                discover: false,
                 url: settings.pkg_url.trim().to_string(),
                 fingerprint: pin,
                 store: self.dirs.keys(),

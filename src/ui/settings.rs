@@ -70,6 +70,9 @@ pub struct Settings {
     pub pkg_url: String,
     /// The account's user name at the provider.
     pub user: String,
+    /// The domain of the user's address (`atlanta.com` of
+    /// `alice@atlanta.com`), as given in the wizard.
+    pub pkg_domain: Option<String>,
     /// The registrar/outbound proxy, `host:port` (an IP address).
     pub sip_proxy: String,
     /// Our SIP address, `ip:port` (port 0: any free port).
@@ -91,6 +94,7 @@ impl Default for Settings {
         Settings {
             pkg_url: String::new(),
             user: String::new(),
+            pkg_domain: None,
             sip_proxy: "127.0.0.1:5060".into(),
             sip_listen: "127.0.0.1:0".into(),
             policy: SecurityPolicy::Require,

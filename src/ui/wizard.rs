@@ -1,7 +1,10 @@
-//! The first-run wizard: provider address, user name and password (SIP
-//! addresses under "Advanced"); then the provider's certificate and
-//! parameter fingerprints to confirm; then login, key fetch and
-//! registration with a visible progress bar, until the phone is ready.
+//! The first-run wizard: the user's address (`alice@atlanta.com`) and
+//! password, nothing else (the PKG and the SIP proxy are discovered from
+//! the address's domain; manual ones sit under "Advanced"); then ONE
+//! fingerprint to confirm, the provider certificate's (it authenticates
+//! the connection that carries the parameters and the services); then
+//! login, key fetch, the device's SIP credential and registration with a
+//! visible progress bar, until the phone is ready.
 
 use super::app::PhoneApp;
 use super::backend::{ProviderProbe, Request};
@@ -33,13 +36,13 @@ pub enum Step {
 
 /// The wizard's fields and step.
 pub struct Wizard {
-    /// Provider address.
+    /// The user's address, `alice@atlanta.com`.
+    pub address: String,
+    /// The PKG's URL (Advanced; empty: discovered from the address).
     pub url: String,
-    /// User name.
-    pub user: String,
     /// Password (wiped on drop).
     pub password: Zeroizing<String>,
-    /// SIP proxy `ip:port`.
+    /// SIP proxy `ip:port` (Advanced; empty: discovered).
     pub sip_proxy: String,
     /// Our SIP address `ip:port`.
     pub sip_listen: String,
@@ -50,32 +53,56 @@ pub struct Wizard {
 }
 
 impl Wizard {
-    /// A wizard prefilled from saved settings (never the password).
+    /// A wizard prefilled from saved settings (never the password). A
+    /// first run (no provider yet) leaves the SIP proxy empty: discovered,
+    /// not the loopback default.
     pub fn from_settings(s: &Settings) -> Self {
+        let first_run = s.pkg_url.trim().is_empty();
+        let address = match s.pkg_domain.as_deref() {
+            Some(d) if !s.user.is_empty() => format!("{}@{d}", s.user),
+            _ => String::new(),
+        };
         Wizard {
+            address,
             url: s.pkg_url.clone(),
-            user: s.user.clone(),
             password: Zeroizing::new(String::new()),
-            sip_proxy: s.sip_proxy.clone(),
+            sip_proxy: if first_run {
+                String::new()
+            } else {
+                s.sip_proxy.clone()
+            },
             sip_listen: s.sip_listen.clone(),
             step: Step::Account,
             error: None,
         }
     }
 
+    /// The user part of the address (`alice` of `alice@atlanta.com`).
+    pub fn user(&self) -> String {
+        let a = self.address.trim();
+        let a = a.strip_prefix("sip:").unwrap_or(a);
+        a.rsplit_once('@').map_or(a, |(u, _)| u).to_string()
+    }
+
     /// The settings this wizard sets up, the rest taken from `base`.
     pub fn settings(&self, base: &Settings) -> Settings {
         Settings {
             pkg_url: self.url.trim().to_string(),
-            user: self.user.trim().to_string(),
+            user: self.user(),
+            pkg_domain: crate::pkg_client::discovery::domain_of(&self.address).ok(),
             sip_proxy: self.sip_proxy.trim().to_string(),
             sip_listen: self.sip_listen.trim().to_string(),
             ..base.clone()
         }
     }
 
+    /// The provider answered: what it found fills what the user left empty.
     pub(crate) fn probed(&mut self, probe: ProviderProbe) {
         self.error = None;
+        self.url = probe.url.clone();
+        if let Some(proxy) = &probe.sip_proxy {
+            self.sip_proxy = proxy.clone();
+        }
         self.step = Step::Confirm(probe);
     }
 
@@ -113,7 +140,7 @@ fn labelled_edit(ui: &mut egui::Ui, label: &str, value: &mut String, password: b
 pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
     egui::CentralPanel::default().show(ctx, |ui| {
         ui.heading("Set up ibephone");
-        ui.label("Your provider gives you an address, a user name and a password. Your calls are then encrypted to your contacts' addresses, with no further setup.");
+        ui.label("Your provider gives you an address and a password. Your calls are then encrypted to your contacts' addresses, with no further setup.");
         ui.separator();
         if let Some(e) = &app.wizard.error {
             ui.colored_label(egui::Color32::from_rgb(200, 40, 40), e);
@@ -131,18 +158,15 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             Step::Confirm(ProviderProbe {
                 url,
                 cert_fingerprint: cert,
-                params_fingerprint_display: params_display,
                 params_fingerprint: params,
                 domain,
+                ..
             }) => {
-                ui.label(format!("Your provider {domain} at {url} shows these fingerprints. Compare them with the ones your provider gave you (on paper, their web site or by phone)."));
+                ui.label(format!("Your provider {domain} at {url} shows this fingerprint. Compare it with the one your provider gave you (on paper, their web site or by phone)."));
                 ui.add_space(6.0);
                 egui::Grid::new("fingerprints").num_columns(2).show(ui, |ui| {
-                    ui.label("Certificate (SHA-256)");
+                    ui.label("Fingerprint");
                     ui.monospace(group_hex(&fingerprint_hex(&cert)));
-                    ui.end_row();
-                    ui.label("Parameters");
-                    ui.monospace(&params_display);
                     ui.end_row();
                 });
                 ui.add_space(8.0);
@@ -193,17 +217,29 @@ fn account(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let w = &mut app.wizard;
     labelled_edit(
         ui,
-        "Provider address",
-        &mut w.url,
+        "Your address",
+        &mut w.address,
         false,
-        "https://pkg.example.com:8443",
+        "alice@atlanta.com",
     );
-    labelled_edit(ui, "User name", &mut w.user, false, "alice");
     labelled_edit(ui, "Password", &mut w.password, true, "");
-    egui::CollapsingHeader::new("Advanced: SIP network")
+    egui::CollapsingHeader::new("Advanced: provider and SIP network")
         .default_open(false)
         .show(ui, |ui| {
-            labelled_edit(ui, "SIP proxy", &mut w.sip_proxy, false, "127.0.0.1:5060");
+            labelled_edit(
+                ui,
+                "Provider address",
+                &mut w.url,
+                false,
+                "found from your address",
+            );
+            labelled_edit(
+                ui,
+                "SIP proxy",
+                &mut w.sip_proxy,
+                false,
+                "found from your address",
+            );
             labelled_edit(
                 ui,
                 "This phone's address",
@@ -213,18 +249,22 @@ fn account(app: &mut PhoneApp, ui: &mut egui::Ui) {
             );
         });
     ui.add_space(8.0);
-    let ready = !w.url.trim().is_empty() && !w.user.trim().is_empty() && !w.password.is_empty();
+    let ready = w.address.contains('@') && !w.password.is_empty();
     if ui
         .add_enabled(ready, egui::Button::new("Connect"))
         .clicked()
     {
-        let url = w.url.trim().to_string();
+        let probe = Request::Probe {
+            address: w.address.trim().to_string(),
+            url: w.url.trim().to_string(),
+            sip_proxy: w.sip_proxy.trim().to_string(),
+        };
         w.error = None;
         w.step = Step::Probing;
-        app.request(Request::Probe { url });
+        app.request(probe);
     }
     if !ready {
-        ui.weak("Fill in the provider address, your user name and your password.");
+        ui.weak("Fill in your address (such as alice@atlanta.com) and your password.");
     }
 }
 

@@ -8,12 +8,19 @@
 //! a secured call with verified identities both ways, exchange a MESSAGE
 //! and hang up; Kamailio's log of every message it routed shows only
 //! tunnel bodies, anonymous From headers and nothing readable.
+//!
+//! With a PKG: `ibephone agent` processes get their keys and their device
+//! SIP credentials from a real `pkg-server`, `pkg-admin kamailio-export`
+//! writes those credentials (MD5 HA1s) into Kamailio's `subscriber`
+//! table, and the phones register to Kamailio and call; the account
+//! password is refused, and so is one user's credential for another's AOR.
 
 use crate::support;
 
 use ibephone::agent::headless::{start, start_with, RunningAgent, StartOptions};
 use ibephone::agent::AgentEvent;
 use ibephone::pcap::{decrypt_capture, verify_capture, Class};
+use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::tunnel::keylog::KeyLog;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -46,7 +53,9 @@ fn terminate(pid: u32) {
         .status();
 }
 
-/// Writes the db_text tables (`version`, `subscriber`) for `users`.
+/// Writes the db_text tables (`version`, `subscriber`) for `users`
+/// (name, password): `ha1` is MD5(user:domain:password), as
+/// `pkg-admin kamailio-export` writes it; the password column is empty.
 fn write_db(dir: &Path, users: &[(&str, &str)]) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -58,24 +67,29 @@ fn write_db(dir: &Path, users: &[(&str, &str)]) {
         "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n",
     );
     for (i, (user, pw)) in users.iter().enumerate() {
-        sub.push_str(&format!("{}:{user}:{DOMAIN}:{pw}::\n", i + 1));
+        let ha1 = ha1(Algorithm::Md5, user, DOMAIN, &Password::new(*pw));
+        sub.push_str(&format!("{}:{user}:{DOMAIN}::{}:\n", i + 1, ha1.as_str()));
     }
     std::fs::write(dir.join("subscriber"), sub).unwrap();
 }
 
 fn start_kamailio(dir: &Path, users: &[(&str, &str)]) -> Kamailio {
+    write_db(&dir.join("db"), users);
+    start_kamailio_at(dir, DOMAIN, free_port())
+}
+
+/// Kamailio for `domain` on loopback `port`, its tables in `dir/db`.
+fn start_kamailio_at(dir: &Path, domain: &str, port: u16) -> Kamailio {
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kamailio/kamailio.cfg");
     let db = dir.join("db");
-    write_db(&db, users);
     let run = dir.join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let port = free_port();
     let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
     let check = Command::new(tool_path("kamailio"))
         .arg("-f")
         .arg(&cfg)
         .arg("-c")
-        .args(["-A", &format!("SIP_DOMAIN=\"{DOMAIN}\"")])
+        .args(["-A", &format!("SIP_DOMAIN=\"{domain}\"")])
         .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
         .output()
         .unwrap();
@@ -92,7 +106,7 @@ fn start_kamailio(dir: &Path, users: &[(&str, &str)]) -> Kamailio {
         .arg(&run)
         .args(["-l", &format!("udp:127.0.0.1:{port}")])
         .args(["-l", &format!("tcp:127.0.0.1:{port}")])
-        .args(["-A", &format!("SIP_DOMAIN=\"{DOMAIN}\"")])
+        .args(["-A", &format!("SIP_DOMAIN=\"{domain}\"")])
         .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
         .stdout(Stdio::null())
         .stderr(log)
@@ -102,12 +116,12 @@ fn start_kamailio(dir: &Path, users: &[(&str, &str)]) -> Kamailio {
         child,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
     };
-    wait_ready(&k, dir);
+    wait_ready(&k, dir, domain);
     k
 }
 
 /// Polls with OPTIONS to the server itself until Kamailio answers 200.
-fn wait_ready(k: &Kamailio, dir: &Path) {
+fn wait_ready(k: &Kamailio, dir: &Path, domain: &str) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -117,7 +131,7 @@ fn wait_ready(k: &Kamailio, dir: &Path) {
     while Instant::now() < deadline {
         n += 1;
         let probe = format!(
-            "OPTIONS sip:{} SIP/2.0\r\nv: SIP/2.0/UDP {local};branch=z9hG4bKprobe{n};rport\r\nMax-Forwards: 70\r\nf: <sip:probe@{DOMAIN}>;tag=p{n}\r\nt: <sip:{}>\r\ni: cHJvYmVwcm9iZXByb2JlcHJvYmU{n}\r\nCSeq: {n} OPTIONS\r\nl: 0\r\n\r\n",
+            "OPTIONS sip:{} SIP/2.0\r\nv: SIP/2.0/UDP {local};branch=z9hG4bKprobe{n};rport\r\nMax-Forwards: 70\r\nf: <sip:probe@{domain}>;tag=p{n}\r\nt: <sip:{}>\r\ni: cHJvYmVwcm9iZXByb2JlcHJvYmU{n}\r\nCSeq: {n} OPTIONS\r\nl: 0\r\n\r\n",
             k.addr, k.addr
         );
         let _ = sock.send_to(probe.as_bytes(), k.addr);
@@ -287,4 +301,84 @@ fn msg_from(e: &AgentEvent) -> String {
         }
         _ => unreachable!(),
     }
+}
+
+/// `pkg-admin user devices USER` lists a device once the agent asked its
+/// credential at start (within 20 s).
+fn wait_device(pkg: &support::provider::Provider, user: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pkg.admin(&["user", "devices", user], "").trim().is_empty() {
+        assert!(Instant::now() < deadline, "{user}'s agent asked no credential");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pkg_device_credentials_exported_to_kamailio() {
+    use serde_json::json;
+    use support::process::Agent;
+    use support::provider::{agent_config, Provider, RawPhone, Spec, DOMAIN as PKG_DOMAIN};
+    if !gate("IBEPHONE_TEST_KAMAILIO", "kamailio") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ibephone-kamailio-pkg")
+        .tempdir()
+        .unwrap();
+    let pkg = Provider::new(&[
+        ("alice", "alice pkg pw"),
+        ("bob", "bob pkg pw"),
+        ("carol", "carol pkg pw"),
+    ]);
+    let server = pkg.start();
+    // carol's phone is a raw SIP endpoint with her device credential.
+    let carol_secret = server.sip_credential("carol", "carol pkg pw", "desk");
+    let port = free_port();
+    let kamailio_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut agents = Vec::new();
+    for (user, pw) in [("alice", "alice pkg pw"), ("bob", "bob pkg pw")] {
+        let cfg = agent_config(dir.path(), &server, Spec::new(user, pw, kamailio_addr));
+        agents.push(Agent::start(user, &cfg));
+        wait_device(&pkg, user);
+    }
+    pkg.admin(
+        &["kamailio-export", "--out", dir.path().join("db").to_str().unwrap()],
+        "",
+    );
+    let kamailio = start_kamailio_at(dir.path(), PKG_DOMAIN, port);
+    let mut bob = agents.pop().unwrap();
+    let mut alice = agents.pop().unwrap();
+    alice.register();
+    bob.register();
+
+    // The account password is no SIP credential at Kamailio either (it
+    // challenges again), and carol's credential registers carol but not
+    // bob's AOR.
+    let mut carol = RawPhone::new(kamailio.addr);
+    assert_eq!(carol.register("bob", "bob pkg pw"), 401);
+    assert_eq!(carol.register("carol", "carol pkg pw"), 401);
+    assert_eq!(carol.register_as("bob", "carol", &carol_secret), 403);
+    assert_eq!(carol.register("carol", &carol_secret), 200);
+
+    alice.send(json!({"cmd": "call", "to": "bob"}));
+    let t = Duration::from_secs(20);
+    let inc = bob.expect("incoming_call", t);
+    assert_eq!(inc["tunneled"], true, "{inc}");
+    assert!(
+        inc["verified"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&format!("sip:alice@{PKG_DOMAIN}#"))),
+        "{inc}"
+    );
+    bob.send(json!({"cmd": "answer", "call": inc["call"]}));
+    let ans = alice.expect("answered", t);
+    assert!(
+        ans["verified"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&format!("sip:bob@{PKG_DOMAIN}#"))),
+        "{ans}"
+    );
+    alice.send(json!({"cmd": "hangup", "call": ans["call"]}));
+    assert_eq!(bob.expect("ended", t)["reason"], "remote hangup");
+    drop(kamailio);
 }

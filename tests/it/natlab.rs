@@ -10,11 +10,13 @@
 //! ([`Lab`]'s Drop), also when it fails. The tests of the file run in
 //! parallel threads (cargo's default), each in its own lab.
 //!
-//! Until DNS discovery lands, the phones are configured with the
-//! provider's addresses explicitly (see [`Lab::phone`]): `[sip] listen =
-//! "0.0.0.0:5062"` (a wildcard, as a user's phone listens), `proxy =
-//! "203.0.113.10:5060"`, `[pkg] url = "https://203.0.113.10:8443"` with
-//! the PKG's fingerprint pinned.
+//! Most tests configure the phones with the provider's addresses
+//! explicitly (see [`Lab::phone`]): `[sip] listen = "0.0.0.0:5062"` (a
+//! wildcard, as a user's phone listens), `proxy = "203.0.113.10:5060"`,
+//! `[pkg] url = "https://203.0.113.10:8443"` with the PKG's fingerprint
+//! pinned. `natlab_discovery_dns_then_call` gives the phones only what a
+//! user knows (address, password, the fingerprint to confirm): the lab's
+//! dnsmasq is the only way they learn where the provider is.
 
 use crate::support;
 
@@ -171,21 +173,42 @@ impl Lab {
         Provider { child, fingerprint }
     }
 
-    /// `ibephone agent` of `user` in `home`, configured as a user would
-    /// (listening on a wildcard address; the provider's addresses given
-    /// explicitly until DNS discovery lands).
-    fn phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
-        self.phone_with(home, user, provider, &format!("{PROV}:5060"), &[])
+    /// `natlab.sh dns --domain DOMAIN RECORDS...`: dnsmasq in `prov`
+    /// answering for [`DOMAIN`], every namespace's resolver pointed at it.
+    fn dns(&self, records: &[&str]) {
+        let out = self.script(&[&["dns", "--domain", DOMAIN], records].concat());
+        assert!(
+            out.status.success(),
+            "natlab dns: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
-    /// [`Lab::phone`] with outbound proxy `proxy` (e.g. `sips:...`) and
-    /// more `ibephone agent` arguments.
+    /// `ibephone agent` of `user` in `home`, configured as a user would
+    /// (listening on a wildcard address; the provider's addresses given
+    /// explicitly).
+    fn phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
+        let sip = format!(
+            "proxy = \"{PROV}:5060\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n"
+        );
+        self.phone_with(home, user, provider, &sip, &[])
+    }
+
+    /// `ibephone agent` of `user` in `home` configured with only what a
+    /// user knows: its address, its password and the PKG's fingerprint to
+    /// confirm. The PKG and the SIP proxy come from DNS.
+    fn discovering_phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
+        self.phone_with(home, user, provider, "[pkg]\n", &[])
+    }
+
+    /// `middle` ends `[sip]` and opens `[pkg]` (with or without the
+    /// provider's addresses); `args`: more `ibephone agent` arguments.
     fn phone_with(
         &self,
         home: &str,
         user: &str,
         provider: &Provider,
-        proxy: &str,
+        middle: &str,
         args: &[&str],
     ) -> Agent {
         let dir = self.dir.path().join(user);
@@ -196,8 +219,8 @@ impl Lab {
             &config,
             format!(
                 "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"password\"\n\
-                 [sip]\nlisten = \"0.0.0.0:5062\"\nproxy = \"{proxy}\"\n\
-                 [pkg]\nurl = \"https://{PROV}:8443\"\nfingerprint = \"{}\"\nstore = \"keystore\"\n\
+                 [sip]\nlisten = \"0.0.0.0:5062\"\n{middle}\
+                 fingerprint = \"{}\"\nstore = \"keystore\"\n\
                  [security]\npolicy = \"require\"\nprivacy = true\n",
                 provider.fingerprint
             ),
@@ -461,7 +484,7 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
     let provider = lab.provider_with("tls = true\n");
     let keylog = lab.dir.path().join("keylog");
     let kl = keylog.display().to_string();
-    let proxy = format!("sips:{PROV}");
+    let proxy = format!("proxy = \"sips:{PROV}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
     let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &["--keylog", &kl]);
     let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &["--keylog", &kl]);
     alice.send(json!({"cmd": "register"}));
@@ -562,4 +585,33 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
         plain.trim().is_empty(),
         "tshark sees SIP without the key log:\n{plain}"
     );
+}
+
+/// A phone configured with only its address, password and the PKG's
+/// fingerprint finds the PKG by the SRV record `_ibephone-pkg._tcp` and
+/// the SIP proxy by RFC 3263 on the domain (SRV `_sip._udp`), both from
+/// the lab's dnsmasq; the two homes then register and call.
+#[test]
+fn natlab_discovery_dns_then_call() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("dn", &["--nat-a", "cone", "--nat-b", "symmetric"]);
+    lab.dns(&[
+        &format!("--host-record=pkg.{DOMAIN},{PROV}"),
+        &format!("--srv-host=_ibephone-pkg._tcp.{DOMAIN},pkg.{DOMAIN},8443"),
+        &format!("--host-record=sip.{DOMAIN},{PROV}"),
+        &format!("--srv-host=_sip._udp.{DOMAIN},sip.{DOMAIN},5060"),
+    ]);
+    let provider = lab.provider();
+    let mut alice = lab.discovering_phone("homeA", "alice", &provider);
+    let mut bob = lab.discovering_phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
 }

@@ -124,7 +124,11 @@ fn require_policy_against_a_phone_that_answers_415() {
     let (_pkg, server, dir) = setup(&[("carol", "carol secret 3")]);
     // carol's phone has no tunnel: it answers every INVITE 415.
     let mut carol = RawPhone::new(server.sip);
-    assert_eq!(carol.register("carol", "carol secret 3"), 200);
+    // The account password never authenticates SIP; carol's device
+    // credential does.
+    assert_eq!(carol.register("carol", "carol secret 3"), 403);
+    let secret = server.sip_credential("carol", "carol secret 3", "desk");
+    assert_eq!(carol.register("carol", &secret), 200);
     let mut alice = agent(&dir, &server, Spec::new("alice", ALICE_PW, server.sip));
     // A tunneled INVITE is over 1300 bytes: the proxy still brings it over
     // carol's flow, the UDP address she registered from (RFC 5626), never
@@ -246,26 +250,14 @@ fn registration_hijack_fails_and_bob_keeps_receiving_calls() {
     let mut bob = agent(&dir, &server, Spec::new("bob", BOB_PW, server.sip));
     let mut mallory = RawPhone::new(server.sip);
     assert_eq!(mallory.register("bob", "guessed password"), 403);
-    // alice's own credentials do not register contacts for bob either.
-    let aor = format!("sip:bob@{DOMAIN}");
-    let uri = format!("sip:{DOMAIN}");
-    let req = mallory.request("REGISTER", &uri, "bob", &aor);
-    mallory.send_to(&req, server.sip);
-    let (ch, _) = mallory.recv(T).unwrap();
-    let c = ibephone::sip::digest::Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
-    let mut req = mallory.request("REGISTER", &uri, "bob", &aor);
-    req.push_header(
-        "Authorization",
-        c.answer(
-            "alice",
-            &ibephone::sip::digest::Password::new(ALICE_PW),
-            "REGISTER",
-            &uri,
-            1,
-            "x",
-        ),
-    );
-    assert_eq!(mallory.ask(&req), Some(403));
+    // bob's account password is not a SIP credential: a phishing or a
+    // breach of it does not register contacts for bob.
+    assert_eq!(mallory.register("bob", BOB_PW), 403);
+    // alice's own device credential does not register contacts for bob
+    // either.
+    let alice_secret = server.sip_credential("alice", ALICE_PW, "mallory-box");
+    assert_eq!(mallory.register_as("bob", "alice", &alice_secret), 403);
+    assert_eq!(mallory.register("alice", &alice_secret), 200);
 
     let mut alice = agent(&dir, &server, Spec::new("alice", ALICE_PW, server.sip));
     let (a, _) = call(&mut alice, &mut bob);

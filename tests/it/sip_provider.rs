@@ -165,12 +165,15 @@ fn replayed_register_is_refused_and_changes_nothing() {
         .lookup(n.now, "alice@example.invalid");
     let attacker = Dest::udp("127.0.0.1:5099".parse().unwrap());
     n.proxy.handle_datagram(n.now, attacker, &authed);
+    // Its nonce count was used already: challenged again (401, not stale),
+    // before the registrar even looks at the Call-ID and CSeq.
     let t = n.proxy.poll_transmit().unwrap();
     assert!(
-        t.bytes.starts_with(b"SIP/2.0 500"),
+        t.bytes.starts_with(b"SIP/2.0 401"),
         "{}",
         String::from_utf8_lossy(&t.bytes)
     );
+    assert!(!String::from_utf8_lossy(&t.bytes).contains("stale=true"));
     assert_eq!(
         n.proxy
             .registrar

@@ -49,13 +49,19 @@ impl Provider {
     /// A PKG of [`DOMAIN`] initialized with `pkg-admin`, its SIP registrar
     /// on a free port, `users` (name, password) added.
     pub fn new(users: &[(&str, &str)]) -> Provider {
+        Self::with_sip(users, "")
+    }
+
+    /// As [`Provider::new`], with `sip` (TOML lines) added to its `[sip]`
+    /// section.
+    pub fn with_sip(users: &[(&str, &str)], sip: &str) -> Provider {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("pkg.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\
-                 [sip]\nlisten = \"127.0.0.1:0\"\nuser_refresh_secs = 1\n\
+                 [sip]\nlisten = \"127.0.0.1:0\"\nuser_refresh_secs = 1\n{sip}\n\
                  [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
                 dir.path().display()
             ),
@@ -122,6 +128,46 @@ pub struct Server {
 }
 
 impl Server {
+    /// Logs `user` in to the PKG with the account `password` and asks a
+    /// SIP device credential for `device` (`POST /v1/sip-credentials`):
+    /// the digest password the registrar accepts (the account password
+    /// never is).
+    pub fn sip_credential(&self, user: &str, password: &str, device: &str) -> String {
+        use ibephone::pkg_client::{api::SecretString, PkgClient};
+        let fp = ibephone::pkg_client::tls::parse_fingerprint(&self.fingerprint).unwrap();
+        let client = PkgClient::new(&self.url, Some(fp)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let session = client
+                .login(user, &SecretString::new(password.to_string()))
+                .await
+                .unwrap();
+            let c = client.sip_credentials(&session, device).await.unwrap();
+            let _ = client.logout(&session).await;
+            assert_eq!(c.username, user);
+            c.password.expose().to_string()
+        })
+    }
+
+    /// CPU time the server process used so far (user + system, from
+    /// `/proc/PID/stat`, Linux), for load figures.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // Fields after the command name (which may hold spaces) in parens.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 here.
+        let ticks = f[11] + f[12];
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Kills the server (a PKG that went down).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
@@ -321,8 +367,29 @@ impl RawPhone {
         }
     }
 
-    /// REGISTER `user` with `password` (answering the digest challenge).
-    pub fn register(&mut self, user: &str, password: &str) -> u16 {
+    /// The next request of `m`'s Call-ID: same headers, a new Via branch
+    /// and the next CSeq (RFC 3261 10.2.4: a UA answering a challenge
+    /// keeps the Call-ID, to which the registrar binds its nonce).
+    pub fn next_in_call(&mut self, m: &Message) -> Message {
+        self.n += 1;
+        let (seq, method) = m.cseq().unwrap();
+        let mut next = m.clone();
+        next.replace_first(
+            "Via",
+            format!(
+                "SIP/2.0/UDP {};branch=z9hG4bKr{}x{};rport",
+                self.local,
+                self.local.port(),
+                self.n
+            ),
+        );
+        next.set_header("CSeq", format!("{} {method}", seq + 1));
+        next
+    }
+
+    /// REGISTER `user` answering the digest challenge as `auth_user` with
+    /// `password` (in the challenged Call-ID); the final status.
+    pub fn register_as(&mut self, user: &str, auth_user: &str, password: &str) -> u16 {
         let aor = format!("sip:{user}@{DOMAIN}");
         let uri = format!("sip:{DOMAIN}");
         let req = self.request("REGISTER", &uri, user, &aor);
@@ -330,12 +397,18 @@ impl RawPhone {
         let (ch, _) = self.recv(Duration::from_secs(3)).unwrap();
         assert_eq!(ch.status(), Some(401));
         let c = Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
-        let mut req = self.request("REGISTER", &uri, user, &aor);
+        let mut req = self.next_in_call(&req);
         req.push_header(
             "Authorization",
-            c.answer(user, &Password::new(password), "REGISTER", &uri, 1, "cn"),
+            c.answer(auth_user, &Password::new(password), "REGISTER", &uri, 1, "cn"),
         );
         self.ask(&req).unwrap()
+    }
+
+    /// REGISTER `user` with the digest `password` (a device credential,
+    /// [`Server::sip_credential`]); the final status.
+    pub fn register(&mut self, user: &str, password: &str) -> u16 {
+        self.register_as(user, user, password)
     }
 }
 

@@ -23,6 +23,7 @@ fn renewal(provider: &Provider, store: &std::path::Path, password: &str) -> Rene
     let current = Period::month_at(now());
     Renewal::new(
         PkgSettings {
+            discover: false,
             url: provider.url.clone(),
             fingerprint: Some(provider.fingerprint),
             store: store.to_path_buf(),

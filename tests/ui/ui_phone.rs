@@ -91,9 +91,9 @@ fn wizard_errors_are_sentences_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = phone(AppDirs::at(dir.path()));
     // Nobody listens on port 9 of the loopback.
-    type_into(&mut h, "Provider address", "https://127.0.0.1:9");
-    type_into(&mut h, "User name", "alice");
+    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
     type_into(&mut h, "Password", "whatever1");
+    h.state_mut().wizard.url = "https://127.0.0.1:9".into();
     h.get_by_label("Connect").click();
     wait_for(
         &mut h,

@@ -111,10 +111,12 @@ fn wizard_first_page() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = window(dir.path());
     assert_eq!(h.state().screen, Screen::Wizard);
-    h.state_mut().wizard.url = "https://pkg.atlanta.invalid:8443".into();
-    h.state_mut().wizard.user = "alice".into();
+    h.state_mut().wizard.address = "alice@atlanta.invalid".into();
     h.run_steps(2);
-    assert!(shows(&h, "Provider address"));
+    assert!(shows(&h, "Your address"));
+    // Two inputs: the provider and the SIP proxy are found, or given under
+    // Advanced (folded).
+    assert!(!shows(&h, "Provider address"));
     check(&mut h, "wizard_account");
 }
 
@@ -129,6 +131,7 @@ fn wizard_fingerprint_confirmation() {
         params_fingerprint_display: "3f2a 91c0 5be7 d044 8a19 e6f3".into(),
         params_fingerprint: [7; 32],
         domain: "atlanta.invalid".into(),
+        sip_proxy: None,
     }));
     h.run_steps(2);
     assert!(shows(&h, "They match: log in"));

@@ -1,6 +1,7 @@
 //! Shared by the desktop-app tests: a real PKG (the `pkg-server` library,
-//! in-process on 127.0.0.1 with a free port, users alice and bob), the SIP
-//! registrar/proxy of its domain, and helpers that drive a [`PhoneApp`]
+//! in-process on 127.0.0.1 with a free port, users alice and bob) with the
+//! embedded SIP registrar/proxy of its domain (phones register with the
+//! device credentials it issues), and helpers that drive a [`PhoneApp`]
 //! through egui_kittest by the labels a user sees.
 #![allow(dead_code)]
 
@@ -22,7 +23,6 @@ pub struct Provider {
     pub proxy: SocketAddr,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
-    _proxy: ibephone::sip::driver::ProxyHandle,
     pub rt: tokio::runtime::Runtime,
 }
 
@@ -58,14 +58,10 @@ impl Provider {
                     pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
                 store.user_add(user, &rec, 0).await.unwrap();
             }
-            let started = pkg_server::serve::start(config, None, None).await.unwrap();
-            let proxy = ibephone::sip::driver::spawn_proxy(
-                "127.0.0.1:0".parse().unwrap(),
-                DOMAIN,
-                &[("alice", ALICE_PW), ("bob", BOB_PW)],
-            )
-            .await
-            .unwrap();
+            let started = pkg_server::serve::start(config, None, Some("127.0.0.1:0".into()))
+                .await
+                .unwrap();
+            let proxy = started.sip.as_ref().map(|s| s.addr).unwrap();
             (started, proxy)
         });
         let url = format!("https://{}", started.addr);
@@ -77,10 +73,9 @@ impl Provider {
         Provider {
             url,
             fingerprint,
-            proxy: proxy.addr,
+            proxy,
             _dir: dir,
             _stop: stop,
-            _proxy: proxy,
             rt,
         }
     }
@@ -135,10 +130,11 @@ pub fn type_into(h: &mut Harness<'_, PhoneApp>, label: &str, text: &str) {
 /// Runs the wizard as a user would: account, fingerprints, confirm; until
 /// the phone says it is ready.
 pub fn set_up(h: &mut Harness<'_, PhoneApp>, p: &Provider, user: &str, pw: &str) {
-    type_into(h, "Provider address", &p.url);
-    type_into(h, "User name", user);
+    type_into(h, "Your address", &format!("{user}@{DOMAIN}"));
     type_into(h, "Password", pw);
-    // The SIP proxy sits under "Advanced"; the test's proxy has a free port.
+    // The test's provider has no DNS records: its PKG and SIP proxy are
+    // given under "Advanced" (free ports on the loopback).
+    h.state_mut().wizard.url = p.url.clone();
     h.state_mut().wizard.sip_proxy = p.proxy.to_string();
     h.get_by_label("Connect").click();
     wait_for(h, "They match: log in", 20);

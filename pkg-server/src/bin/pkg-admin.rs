@@ -46,6 +46,13 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Writes the device SIP credentials as Kamailio db_text tables
+    /// (`version`, `subscriber`: MD5 HA1 of each user's newest device).
+    KamailioExport {
+        /// Directory of the tables (Kamailio's DBURL text://DIR).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Public parameters.
     #[command(subcommand)]
     Params(ParamsCmd),
@@ -87,11 +94,18 @@ enum UserCmd {
     Add { name: String },
     /// Lists accounts.
     List,
-    /// Disables an account and ends its sessions.
+    /// Disables an account, ends its sessions and revokes its SIP credentials.
     Disable { name: String },
     /// Enables an account.
     Enable { name: String },
-    /// Sets a new password (prompt or stdin).
+    /// Lists the devices holding a SIP credential, or revokes one.
+    Devices {
+        name: String,
+        /// Revoke this device's SIP credential.
+        #[arg(long)]
+        revoke: Option<String>,
+    },
+    /// Sets a new password (prompt or stdin); ends sessions, revokes SIP credentials.
     Passwd { name: String },
 }
 
@@ -131,10 +145,14 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             admin::user_set_enabled(&config, &name, false).await
         }
         Cmd::User(UserCmd::Enable { name }) => admin::user_set_enabled(&config, &name, true).await,
+        Cmd::User(UserCmd::Devices { name, revoke }) => {
+            admin::user_devices(&config, &name, revoke.as_deref()).await
+        }
         Cmd::User(UserCmd::Passwd { name }) => admin::user_passwd(&config, &name).await,
         Cmd::Extract { aor, period, out } => {
             admin::extract_offline(&config, &aor, &period, &out).await
         }
+        Cmd::KamailioExport { out } => admin::kamailio_export(&config, &out).await,
         Cmd::Params(ParamsCmd::Export { out }) => {
             admin::params_export(&config, out.as_deref()).await
         }

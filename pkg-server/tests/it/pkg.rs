@@ -610,3 +610,134 @@ async fn scale_out_two_servers_share_sessions_and_throttling() {
         assert_eq!(refused_login(&cb, "bob", BOB_PW).await, 429);
     }
 }
+
+/// The HA1 of `user`'s digest password `pw` in the test domain (MD5).
+fn md5_ha1(user: &str, pw: &str) -> String {
+    use md5::Digest as _;
+    hex::encode(md5::Md5::digest(format!("{user}:{DOMAIN}:{pw}")))
+}
+
+#[tokio::test]
+async fn device_sip_credentials_issue_replace_revoke() {
+    let pkg = Pkg::new(&None, "").await;
+    let server = pkg.start();
+    let client = server.client();
+    let session = client.login("alice", &ALICE_PW.into()).await.unwrap();
+    let laptop = client.sip_credentials(&session, "laptop").await.unwrap();
+    assert_eq!(laptop.username, "alice");
+    assert_eq!(laptop.device, "laptop");
+    // A fresh random secret each time; the same device's new one replaces it.
+    let again = client.sip_credentials(&session, "laptop").await.unwrap();
+    assert_ne!(again.password, laptop.password);
+    let phone = client.sip_credentials(&session, "phone").await.unwrap();
+    let listed = pkg.admin_ok(&["user", "devices", "alice"], "");
+    let names: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(names, ["laptop", "phone"], "{listed}");
+    assert!(!listed.contains(phone.password.expose()));
+    assert_eq!(pkg.admin_ok(&["user", "devices", "bob"], ""), "");
+
+    // The registrar's view: one HA1 pair per live device, only the latest
+    // laptop secret; the secrets themselves are nowhere in the database.
+    let config = pkg_server::config::Config::load(&pkg.config).unwrap();
+    let store = pkg_server::store::Store::connect(&config.database_url(), 2)
+        .await
+        .unwrap();
+    let vault = pkg_server::vault::Vault::unlock(&config, &store)
+        .await
+        .unwrap();
+    let store = store.with_ha1_key(vault.ha1_key());
+    let ha1s: Vec<String> = store
+        .sip_device_ha1s("alice")
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.ha1_md5.to_string())
+        .collect();
+    assert_eq!(
+        ha1s,
+        [
+            md5_ha1("alice", again.password.expose()),
+            md5_ha1("alice", phone.password.expose())
+        ]
+    );
+    let mut db = std::fs::read(pkg.path("pkg.db")).unwrap();
+    db.extend(std::fs::read(pkg.path("pkg.db-wal")).unwrap_or_default());
+    for needle in [
+        phone.password.expose().to_string(),
+        md5_ha1("alice", phone.password.expose()),
+    ] {
+        assert!(!db.windows(needle.len()).any(|w| w == needle.as_bytes()));
+    }
+
+    // Revoking one device leaves the other.
+    pkg.admin_ok(&["user", "devices", "alice", "--revoke", "phone"], "");
+    let left = pkg.admin_ok(&["user", "devices", "alice"], "");
+    assert!(
+        left.starts_with("laptop\t") && !left.contains("phone"),
+        "{left}"
+    );
+    assert_eq!(
+        pkg.admin_code(&["user", "devices", "alice", "--revoke", "phone"], ""),
+        3
+    );
+    assert_eq!(pkg.admin_code(&["user", "devices", "nobody"], ""), 3);
+    // A password change revokes them all (and ends the session).
+    pkg.admin_ok(
+        &["user", "passwd", "alice"],
+        "alice new secret\nalice new secret\n",
+    );
+    assert_eq!(pkg.admin_ok(&["user", "devices", "alice"], ""), "");
+    assert!(store.sip_device_ha1s("alice").await.unwrap().is_empty());
+    let e = client
+        .sip_credentials(&session, "laptop")
+        .await
+        .unwrap_err();
+    assert_eq!(status_of(&e), (401, "invalid_token".into()));
+    // So does disabling the account.
+    let s = client.login("bob", &BOB_PW.into()).await.unwrap();
+    client.sip_credentials(&s, "desk").await.unwrap();
+    pkg.admin_ok(&["user", "disable", "bob"], "");
+    assert_eq!(pkg.admin_ok(&["user", "devices", "bob"], ""), "");
+    server.stop();
+}
+
+#[tokio::test]
+async fn sip_credential_requests_are_checked() {
+    let pkg = Pkg::new(&None, "").await;
+    let server = pkg.start();
+    let client = server.client();
+    let session = client.login("alice", &ALICE_PW.into()).await.unwrap();
+    // No token, a made-up token: 401.
+    let body = br#"{"device":"laptop"}"#.to_vec();
+    let (st, b, _) = post_json(&server, "/v1/sip-credentials", None, body.clone()).await;
+    assert_eq!((st, error_code(&b).as_str()), (401, "invalid_token"));
+    let (st, _, _) = post_json(&server, "/v1/sip-credentials", Some("Bearer made-up"), body).await;
+    assert_eq!(st, 401);
+    // Device names outside the alphabet or too long: 400 bad_device.
+    let token = format!("Bearer {}", session.token.expose());
+    for bad in ["", "a b", "x@y", "a:b", &"d".repeat(65)] {
+        let body = serde_json::to_vec(&serde_json::json!({ "device": bad })).unwrap();
+        let (st, b, _) = post_json(&server, "/v1/sip-credentials", Some(&token), body).await;
+        assert_eq!(
+            (st, error_code(&b).as_str()),
+            (400, "bad_device"),
+            "{bad:?}"
+        );
+    }
+    let (st, _, _) = post_json(&server, "/v1/sip-credentials", Some(&token), b"{}".to_vec()).await;
+    assert_eq!(st, 400);
+    // At most 16 devices: the 17th new one is refused, a known one renewed.
+    for i in 0..16 {
+        client
+            .sip_credentials(&session, &format!("dev{i}"))
+            .await
+            .unwrap();
+    }
+    let e = client.sip_credentials(&session, "dev16").await.unwrap_err();
+    assert_eq!(status_of(&e), (409, "too_many_devices".into()));
+    client.sip_credentials(&session, "dev3").await.unwrap();
+    server.stop();
+}

@@ -1,13 +1,15 @@
 //! The product chain end to end: a real `pkg-server` issues alice's and
 //! bob's keys over HTTPS (pinned certificate, `check_key` on every key),
 //! and those keys drive a secured call between two agents through the same
-//! server's embedded SIP registrar/proxy (digest against the PKG's users)
-//! on loopback, each side seeing the other verified.
+//! server's embedded SIP registrar/proxy on loopback, each side seeing the
+//! other verified. As a phone does, each asks a device SIP credential after
+//! login (`POST /v1/sip-credentials`) and registers with it: the PKG
+//! password is refused by the registrar.
 
 use crate::agents;
 use crate::common;
 
-use agents::{id_now, recent_periods, register, ConfigBuilder, Wait};
+use agents::{id_now, recent_periods, register, registration_outcome, ConfigBuilder, Wait};
 use common::*;
 use ibephone::agent::headless::start;
 use ibephone::agent::AgentEvent;
@@ -29,11 +31,21 @@ async fn keys_from_the_pkg_drive_a_verified_call() {
             .fetch_keys(&session, &params, &periods)
             .await
             .unwrap();
+        let device = client.sip_credentials(&session, "laptop").await.unwrap();
         client.logout(&session).await.unwrap();
-        let config = ConfigBuilder::new(session.aor.clone(), params.clone(), proxy_addr)
-            .password(pw)
-            .keys(keys)
-            .build();
+        assert_eq!(device.username, user);
+        assert_ne!(device.password.expose(), pw);
+        // The PKG password is not a SIP credential.
+        let builder = || {
+            ConfigBuilder::new(session.aor.clone(), params.clone(), proxy_addr).keys(keys.clone())
+        };
+        let mut with_pkg_pw = start(builder().password(pw).build()).await.unwrap();
+        assert_eq!(
+            registration_outcome(&mut with_pkg_pw).await,
+            AgentEvent::RegistrationFailed { status: 403 }
+        );
+        drop(with_pkg_pw);
+        let config = builder().password(device.password.expose()).build();
         let agent = start(config).await.unwrap();
         agents.push(agent);
     }

@@ -85,7 +85,8 @@ impl Phone {
         }
     }
 
-    /// REGISTER for `user` answering the challenge with `password`.
+    /// REGISTER for `user` answering the challenge with `password` (the
+    /// answer on the challenged request's Call-ID, as RFC 3261 10.2 asks).
     async fn register(&mut self, user: &str, password: &str) -> u16 {
         let aor = format!("sip:{user}@{DOMAIN}");
         let req = self.request("REGISTER", &format!("sip:{DOMAIN}"), user, &aor);
@@ -95,6 +96,7 @@ impl Phone {
         assert_eq!(ch.header_values("WWW-Authenticate").count(), 2);
         let c = Challenge::best(ch.header_values("WWW-Authenticate")).unwrap();
         let mut req = self.request("REGISTER", &format!("sip:{DOMAIN}"), user, &aor);
+        req.set_header("Call-ID", req_call_id(&ch));
         req.push_header(
             "Authorization",
             c.answer(
@@ -110,6 +112,34 @@ impl Phone {
     }
 }
 
+/// Registers until the answer is `want` (the registrar reloads its users
+/// every `user_refresh_secs`), at most 8 tries half a second apart; the
+/// last answer.
+async fn register_until(phone: &mut Phone, user: &str, pw: &str, want: u16) -> u16 {
+    let mut got = 0;
+    for _ in 0..8 {
+        got = phone.register(user, pw).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    got
+}
+
+fn req_call_id(m: &Message) -> String {
+    m.call_id().unwrap().to_string()
+}
+
+/// A device SIP credential of `user` from the PKG (`POST /v1/sip-credentials`).
+async fn device_password(server: &Server, user: &str, pw: &str, device: &str) -> String {
+    let client = server.client();
+    let session = client.login(user, &pw.into()).await.unwrap();
+    let c = client.sip_credentials(&session, device).await.unwrap();
+    assert_eq!(c.username, user);
+    c.password.expose().to_string()
+}
+
 #[tokio::test]
 async fn embedded_registrar_authenticates_against_the_pkg_users() {
     let pkg = Pkg::new(&None, "[sip]\nuser_refresh_secs = 1\n").await;
@@ -119,8 +149,11 @@ async fn embedded_registrar_authenticates_against_the_pkg_users() {
 
     let mut alice = Phone::new(proxy).await;
     let mut mallory = Phone::new(proxy).await;
-    // Right password (set with pkg-admin user add): bound; wrong: 403.
-    assert_eq!(alice.register("alice", ALICE_PW).await, 200);
+    // The PKG password never authenticates SIP: 403 as any wrong password.
+    assert_eq!(alice.register("alice", ALICE_PW).await, 403);
+    // A device credential does (after the registrar's reload).
+    let laptop = device_password(&server, "alice", ALICE_PW, "laptop").await;
+    assert_eq!(register_until(&mut alice, "alice", &laptop, 200).await, 200);
     assert_eq!(mallory.register("bob", "not bob's password").await, 403);
     assert_eq!(mallory.register("nobody", "whatever pw").await, 403);
 
@@ -169,6 +202,13 @@ async fn embedded_registrar_authenticates_against_the_pkg_users() {
         }
     }
 
+    // A device revoked with pkg-admin cannot register after the reload
+    // interval; another device of the same user still can.
+    let phone = device_password(&server, "alice", ALICE_PW, "phone").await;
+    pkg.admin_ok(&["user", "devices", "alice", "--revoke", "laptop"], "");
+    assert_eq!(register_until(&mut alice, "alice", &laptop, 403).await, 403);
+    assert_eq!(alice.register("alice", &phone).await, 200);
+
     // A user disabled with pkg-admin is unknown to the registrar after the
     // reload interval.
     pkg.admin_ok(&["user", "disable", "alice"], "");
@@ -186,7 +226,7 @@ async fn embedded_registrar_authenticates_against_the_pkg_users() {
 
 #[tokio::test]
 async fn probes_for_unknown_users_are_throttled() {
-    let pkg = Pkg::new(&None, "").await;
+    let pkg = Pkg::new(&None, "[sip]\nuser_refresh_secs = 1\n").await;
     let server = Server::start_with(&pkg.config, &["--sip", "127.0.0.1:0"]);
     let proxy = server.sip.unwrap();
     let mut scanner = Phone::new(proxy).await;
@@ -204,7 +244,8 @@ async fn probes_for_unknown_users_are_throttled() {
     assert_eq!(answered, 20);
     // Known users are still served to others.
     let mut alice = Phone::new(proxy).await;
-    assert_eq!(alice.register("alice", ALICE_PW).await, 200);
+    let pw = device_password(&server, "alice", ALICE_PW, "laptop").await;
+    assert_eq!(register_until(&mut alice, "alice", &pw, 200).await, 200);
     server.stop();
 }
 

@@ -187,6 +187,14 @@ pub enum Event {
         /// What failed.
         reason: String,
     },
+    /// A 401/407 challenged us for a realm other than our domain; it was
+    /// not answered (a [`Event::RegistrationFailed`] follows).
+    ChallengeRefused {
+        /// The realm of the challenge (as received; print it escaped).
+        realm: String,
+        /// Its status (401 or 407).
+        status: u16,
+    },
     /// Our binding is removed.
     Unregistered,
     /// A call arrives.
