@@ -1,7 +1,8 @@
 //! `pkg-server`: the PKG HTTPS server. Prints one machine-readable line on
 //! stdout once it listens:
-//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR` (`sip=off`
-//! without the embedded SIP registrar/proxy).
+//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR turn=ADDR`
+//! (`sip=off`, `turn=off` without the embedded SIP registrar/proxy or
+//! relay; `turn=` is the UDP address, TCP is on the same port).
 
 use clap::Parser;
 use pkg_server::config::Config;
@@ -47,9 +48,17 @@ async fn main() -> anyhow::Result<()> {
             .sip
             .as_ref()
             .map_or_else(|| "off".to_string(), |s| s.addr.to_string());
+        let turn = started
+            .turn
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |t| t.udp.to_string());
+        let turns = match started.turn.as_ref().and_then(|t| t.tls) {
+            Some(a) => format!(" turns={a}"),
+            None => String::new(),
+        };
         writeln!(
             out,
-            "PKG-SERVER listening={} fingerprint={fp} sip={sip}",
+            "PKG-SERVER listening={} fingerprint={fp} sip={sip} turn={turn}{turns}",
             started.addr
         )?;
         out.flush()?;
