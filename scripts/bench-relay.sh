@@ -8,15 +8,22 @@
 #
 #   scripts/bench-relay.sh                CALLS=50 SECS=10 ROUNDS=3
 #   CALLS=100 ROUNDS=5 scripts/bench-relay.sh
+#   PROFILE=debug scripts/bench-relay.sh  the dev build (dependencies are
+#                                         optimised there too; no release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CALLS=${CALLS:-50}
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-1}
+PROFILE=${PROFILE:-release}
 command -v turnserver >/dev/null || { echo "coturn is missing: scripts/install-deps.sh" >&2; exit 1; }
-cargo build --release --quiet -p pkg-server --bins
-bin=target/release
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet -p pkg-server --bins
+else
+  cargo build --quiet -p pkg-server --bins
+fi
+bin=target/$PROFILE
 dir=$(mktemp -d)
 pids=()
 cleanup() {
