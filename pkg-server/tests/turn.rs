@@ -361,7 +361,7 @@ async fn coturn_uclient_relays_through_the_embedded_relay_over_udp_tcp_and_tls()
     let log = tokio::task::spawn_blocking(move || uclient(relay, &bad, &[]))
         .await
         .unwrap();
-    assert!(!uclient_received(&log).is_some_and(|n| n > 0), "{log}");
+    assert!(uclient_received(&log).unwrap_or(0) == 0, "{log}");
 }
 
 /// Debian's coturn with `use-auth-secret` and the PKG's secret, on a free
