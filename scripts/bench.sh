@@ -35,3 +35,5 @@ PY
 cargo bench --quiet --bench ibe_interleaved 2>/dev/null
 # Call setup, 200 plain and 200 secured calls on loopback in one run (issue 6).
 cargo bench --quiet --bench call_setup 2>/dev/null
+# The provider's relay: embedded TURN vs coturn, 50 relayed calls (issue 14).
+if command -v turnserver >/dev/null; then scripts/bench-relay.sh; fi

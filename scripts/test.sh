@@ -29,6 +29,7 @@ if [ "$quick" = 0 ]; then
   # tests/it/natlab.rs: two homes behind NATs in network namespaces
   # (../shared/natlab/natlab.sh; needs root, as in CI)
   export IBEPHONE_TEST_NATLAB=1
+  export IBEPHONE_TEST_COTURN=1   # pkg-server/tests/it/relay.rs: coturn's uclient on the embedded relay, coturn with the PKG's secret
 fi
 
 log "rust components"

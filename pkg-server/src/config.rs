@@ -34,6 +34,83 @@ pub struct Config {
     /// The provider's services, served as the `services` member of
     /// `GET /v1/params` (pkg-api.md "Discovery and provider services").
     pub services: ibephone::pkg_client::api::Services,
+    /// The media relay: `POST /v1/turn-credentials` and the embedded
+    /// STUN/TURN server (off unless the section is present).
+    pub turn: Option<TurnConfig>,
+}
+
+/// The provider's media relay (`[turn]`): TURN REST credentials with a
+/// shared secret (the same secret works on coturn's `use-auth-secret`)
+/// and, unless `embedded = false`, an embedded STUN/TURN server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// Run the embedded STUN/TURN server (false: credentials only, for an
+    /// external coturn that shares the secret).
+    pub embedded: bool,
+    /// UDP and TCP address of the embedded server (`127.0.0.1:0` picks a
+    /// free port, the same for both).
+    pub listen: String,
+    /// TCP address of TURN over TLS (`turns:`, usually port 5349) with the
+    /// PKG's certificate; unset: no TLS listener.
+    pub tls_listen: Option<String>,
+    /// The address written in XOR-RELAYED-ADDRESS (default: the listen IP;
+    /// required when that is a wildcard).
+    pub relay_ip: Option<std::net::IpAddr>,
+    /// File of the shared secret (default `turn-secret` in `data_dir`,
+    /// created 0600 with 32 random bytes on first start). Give coturn the
+    /// same text as `static-auth-secret`.
+    pub secret_file: Option<PathBuf>,
+    /// Realm of the long-term credentials (default: the PKG's domain).
+    pub realm: Option<String>,
+    /// Lifetime of issued credentials, seconds (the `ttl` answered).
+    pub ttl_secs: u64,
+    /// The URIs answered with credentials. Default: `turn:HOST:PORT` over
+    /// UDP and TCP of the embedded server, HOST from `advertise` or
+    /// `relay_ip`.
+    pub uris: Vec<String>,
+    /// `host[:port]` of the relay as the phones reach it (for the default
+    /// `uris`).
+    pub advertise: Option<String>,
+    /// Allocations one user may hold at once (RFC 8656 486 beyond).
+    pub max_allocations_per_user: u32,
+    /// Allocations on the whole server (508 beyond).
+    pub max_allocations: u32,
+    /// Relayed bandwidth per user and direction, kbit/s (packets beyond
+    /// are dropped; a token bucket of one second).
+    pub user_kbps: u32,
+    /// Peer addresses (CIDR) that are never relayed to, on top of the
+    /// built-in loopback, private, link-local, multicast and unspecified
+    /// ranges.
+    pub denied_peer_ips: Vec<String>,
+    /// Peer addresses (CIDR) relayed to even inside a denied range (for
+    /// tests on loopback, or a lab). Empty by default.
+    pub allowed_peer_ips: Vec<String>,
+    /// Worker threads of the relay's own runtime (the HTTPS and SIP loops
+    /// never share it).
+    pub threads: usize,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            embedded: true,
+            listen: "0.0.0.0:3478".into(),
+            tls_listen: None,
+            relay_ip: None,
+            secret_file: None,
+            realm: None,
+            ttl_secs: 86_400,
+            uris: Vec::new(),
+            advertise: None,
+            max_allocations_per_user: 8,
+            max_allocations: 10_000,
+            user_kbps: 2_000,
+            denied_peer_ips: Vec::new(),
+            allowed_peer_ips: Vec::new(),
+            threads: 1,
+        }
+    }
 }
 
 /// The embedded SIP registrar/proxy of the domain.
@@ -190,6 +267,7 @@ impl Default for Config {
             db_max_connections: 16,
             sip: SipConfig::default(),
             services: Default::default(),
+            turn: None,
         }
     }
 }
@@ -252,6 +330,14 @@ impl Config {
         self.data_dir.join("tls-key.pem")
     }
 
+    /// Path of the TURN shared secret (0600).
+    pub fn turn_secret_path(&self) -> PathBuf {
+        self.turn
+            .as_ref()
+            .and_then(|t| t.secret_file.clone())
+            .unwrap_or_else(|| self.data_dir.join("turn-secret"))
+    }
+
     /// Path of the key file protecting the master secret (0600).
     pub fn master_key_path(&self) -> PathBuf {
         self.data_dir.join("master.key")
@@ -301,5 +387,12 @@ mod tests {
             let c: Config = toml::from_str(&format!("[sip]\ndigest_algorithms = {bad}")).unwrap();
             assert!(c.sip.auth().is_err(), "{bad}");
         }
+        assert!(d.turn.is_none());
+        let t: Config = toml::from_str("[turn]\nlisten = \"127.0.0.1:0\"").unwrap();
+        let turn = t.turn.unwrap();
+        assert_eq!(turn.listen, "127.0.0.1:0");
+        assert!(turn.embedded);
+        assert_eq!(turn.ttl_secs, TurnConfig::default().ttl_secs);
+        assert!(toml::from_str::<Config>("[turn]\nsecret = \"x\"").is_err());
     }
 }

@@ -51,6 +51,8 @@ pub struct AppState {
     pub dummy_phc: String,
     /// The embedded registrar's user snapshot, when this process runs one.
     pub sip_users: Option<crate::sip::UserDirectory>,
+    /// TURN credential issuance, when `[turn]` is configured.
+    pub turn: Option<crate::turn::Issuer>,
 }
 
 /// An error answer: status, code, message and maybe `Retry-After`.
@@ -113,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/params/{domain}", get(trusted_params))
         .route(api::PATH_KEYS, post(keys))
         .route(api::PATH_SIP_CREDENTIALS, post(sip_credentials))
+        .route(api::PATH_TURN_CREDENTIALS, post(turn_credentials))
         .route(api::PATH_HEALTH, get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -600,6 +603,43 @@ async fn sip_credentials(
         username: user,
         password,
         device: req.device,
+    }))
+}
+
+/// `POST /v1/turn-credentials`: REST credentials for the session's user
+/// (enabled accounts only); `404` when this provider runs no relay.
+async fn turn_credentials(
+    State(st): State<Arc<AppState>>,
+    Extension(ClientAddr(addr)): Extension<ClientAddr>,
+    headers: HeaderMap,
+) -> Result<Json<api::TurnCredentialsResponse>, ApiError> {
+    let now = now_unix();
+    let user = session_user(&st, &headers, now).await?;
+    let Some(issuer) = &st.turn else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            codes::NOT_FOUND,
+            "this provider runs no TURN relay",
+        ));
+    };
+    match st.store.user_get(&user).await? {
+        Some(u) if u.enabled => {}
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::ACCOUNT_DISABLED,
+                "account disabled",
+            ))
+        }
+    }
+    let (username, password) = issuer.issue(&user, now.max(0) as u64);
+    st.metrics.turn_credentials.inc();
+    tracing::info!(%user, %addr, "TURN credentials issued");
+    Ok(Json(api::TurnCredentialsResponse {
+        username,
+        password: SecretString::new(password.to_string()),
+        ttl: issuer.ttl,
+        uris: issuer.uris.clone(),
     }))
 }
 

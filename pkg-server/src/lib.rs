@@ -4,6 +4,8 @@
 //!
 //! [`store::Store`] is also the user database of the embedded SIP
 //! registrar/proxy ([`sip`], `[sip] listen` or `pkg-server --sip ADDR`).
+//! With `[turn]` it issues TURN credentials and runs the media relay
+//! ([`turn`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,8 +15,10 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod password;
+pub mod relay_bench;
 pub mod serve;
 pub mod sip;
 pub mod store;
 pub mod tls;
+pub mod turn;
 pub mod vault;

@@ -1,8 +1,10 @@
 //! `pkg-server`: the PKG HTTPS server. Prints one machine-readable line on
 //! stdout once it listens:
-//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR sip_tls=ADDR`
-//! (`sip=off` without the embedded SIP registrar/proxy, `sip_tls=off`
-//! without its TLS side).
+//! `PKG-SERVER listening=ADDR fingerprint=SHA256HEX sip=ADDR sip_tls=ADDR turn=ADDR`
+//! (`sip=off`, `sip_tls=off`, `turn=off` without the embedded SIP
+//! registrar/proxy, its TLS side, or the relay; `turn=` is the UDP
+//! address, TCP is on the same port; ` turns=ADDR` follows when the relay
+//! has TLS).
 
 use clap::Parser;
 use pkg_server::config::Config;
@@ -58,9 +60,17 @@ async fn main() -> anyhow::Result<()> {
             .as_ref()
             .and_then(|s| s.tls_addr)
             .map_or_else(|| "off".to_string(), |a| a.to_string());
+        let turn = started
+            .turn
+            .as_ref()
+            .map_or_else(|| "off".to_string(), |t| t.udp.to_string());
+        let turns = match started.turn.as_ref().and_then(|t| t.tls) {
+            Some(a) => format!(" turns={a}"),
+            None => String::new(),
+        };
         writeln!(
             out,
-            "PKG-SERVER listening={} fingerprint={fp} sip={sip} sip_tls={sip_tls}",
+            "PKG-SERVER listening={} fingerprint={fp} sip={sip} sip_tls={sip_tls} turn={turn}{turns}",
             started.addr
         )?;
         out.flush()?;

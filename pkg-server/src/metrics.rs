@@ -16,6 +16,8 @@ pub struct Metrics {
     pub logins_failed: Counter,
     /// Private keys issued (one per identity and period).
     pub keys_issued: Counter,
+    /// TURN credentials issued.
+    pub turn_credentials: Counter,
     /// Request latency in seconds.
     pub latency: Histogram,
 }
@@ -27,6 +29,7 @@ impl Metrics {
         let logins_ok = Counter::default();
         let logins_failed = Counter::default();
         let keys_issued = Counter::default();
+        let turn_credentials = Counter::default();
         let latency = Histogram::new([
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
         ]);
@@ -38,6 +41,11 @@ impl Metrics {
             keys_issued.clone(),
         );
         registry.register(
+            "pkg_turn_credentials_issued",
+            "TURN credentials issued",
+            turn_credentials.clone(),
+        );
+        registry.register(
             "pkg_request_duration_seconds",
             "HTTP request latency",
             latency.clone(),
@@ -47,6 +55,7 @@ impl Metrics {
             logins_ok,
             logins_failed,
             keys_issued,
+            turn_credentials,
             latency,
         }
     }

@@ -29,6 +29,9 @@ pub struct Started {
     pub cert_created: bool,
     /// The embedded SIP registrar/proxy, when configured.
     pub sip: Option<crate::sip::SipService>,
+    /// The embedded STUN/TURN relay, when `[turn]` is configured with
+    /// `embedded = true`.
+    pub turn: Option<crate::turn::TurnService>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
@@ -98,6 +101,50 @@ pub async fn start_with_tls(
         }
         None => None,
     };
+    let (turn, turn_issuer) = match &config.turn {
+        None => (None, None),
+        Some(tc) => {
+            let secret =
+                crate::turn::credentials::SharedSecret::load_or_create(&config.turn_secret_path())?;
+            let realm = tc
+                .realm
+                .clone()
+                .unwrap_or_else(|| params.domain().to_string());
+            let service = if tc.embedded {
+                Some(
+                    crate::turn::start(
+                        tc,
+                        realm,
+                        secret.clone(),
+                        store.clone(),
+                        Some(turn_tls_config(&tls.config)),
+                        Duration::from_secs(config.sip.user_refresh_secs),
+                    )
+                    .await?,
+                )
+            } else {
+                None
+            };
+            let uris = match (&service, tc.uris.is_empty()) {
+                (Some(s), true) => crate::turn::default_uris(
+                    tc,
+                    crate::turn::relay_ip(tc, s.udp)?,
+                    s.udp.port(),
+                    s.tls.map(|a| a.port()),
+                ),
+                (None, true) => {
+                    anyhow::bail!("[turn] uris is required with embedded = false")
+                }
+                _ => tc.uris.clone(),
+            };
+            let issuer = crate::turn::Issuer {
+                secret,
+                ttl: tc.ttl_secs.max(1),
+                uris,
+            };
+            (service, Some(issuer))
+        }
+    };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let params_json = served_params(&params, &config.services)?;
     let state = Arc::new(AppState {
@@ -109,6 +156,7 @@ pub async fn start_with_tls(
         argon_permits: tokio::sync::Semaphore::new(cores),
         dummy_phc,
         sip_users: sip.as_ref().map(|s| s.users.clone()),
+        turn: turn_issuer,
         config,
     });
     Ok(Started {
@@ -116,6 +164,7 @@ pub async fn start_with_tls(
         fingerprint: tls.fingerprint,
         cert_created,
         sip,
+        turn,
         listener,
         tls: tls.config,
         state,
@@ -127,6 +176,7 @@ impl Started {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         // Keeps the SIP service alive as long as the HTTPS one.
         let _sip = self.sip;
+        let _turn = self.turn;
         let acceptor = TlsAcceptor::from(self.tls);
         let app = router(self.state.clone());
         let purge_state = self.state.clone();
@@ -197,4 +247,12 @@ pub fn served_params(
     let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json)?;
     doc.insert("services".into(), serde_json::to_value(services)?);
     Ok(serde_json::Value::Object(doc).to_string())
+}
+
+/// The PKG's TLS configuration for `turns:`: the same certificate, no
+/// HTTP ALPN (a TURN client offers `stun.turn` or nothing).
+fn turn_tls_config(https: &Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut c = (**https).clone();
+    c.alpn_protocols.clear();
+    Arc::new(c)
 }

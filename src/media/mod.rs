@@ -15,7 +15,9 @@
 //! - [`audio`], [`device`]: 20 ms frame sources and sinks at the codec's
 //!   rate (8 or 48 kHz; WAV via `hound`, sound cards via cpal behind the
 //!   `audio` feature);
-//! - [`quality`]: recording-versus-source comparison for tests and benches.
+//! - [`quality`]: recording-versus-source comparison for tests and benches;
+//! - [`rtcp`]: RTCP sender/receiver reports (loss, jitter, round trip),
+//!   multiplexed on the RTP port and protected as SRTCP by [`srtp`].
 //!
 //! The thin tokio driver is [`session::MediaSession`]: it owns the socket
 //! and the 20 ms clock and reports [`session::MediaEvent`]s.
@@ -35,6 +37,7 @@ pub mod kat;
 pub mod keys;
 pub mod negotiate;
 pub mod quality;
+pub mod rtcp;
 pub mod sdp;
 pub mod sdp_attrs;
 pub mod session;

@@ -207,6 +207,43 @@ impl SrtpChannel {
     }
 }
 
+// SRTCP (RFC 3711 section 3.4) under the same keys as SRTP, for RTCP
+// multiplexed on the RTP port (RFC 5761); see `super::rtcp`.
+impl SrtpChannel {
+    /// Protects one compound RTCP packet (SRTCP when encrypted).
+    pub fn protect_rtcp(&mut self, plain: &[u8]) -> Result<Bytes, SrtpError> {
+        match &mut self.srtp {
+            Some(c) => {
+                c.tx.encrypt_rtcp(plain)
+                    .map_err(|e| SrtpError::Protect(e.to_string()))
+            }
+            None => Ok(Bytes::copy_from_slice(plain)),
+        }
+    }
+
+    /// Checks source and tag of one SRTCP datagram and decrypts it; a
+    /// failure changes no state and is an error (not counted with RTP).
+    pub fn unprotect_rtcp(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<Bytes, SrtpError> {
+        if from != self.remote {
+            return Err(SrtpError::UnexpectedSource(from));
+        }
+        if !super::rtcp::is_rtcp(datagram) {
+            return Err(SrtpError::Malformed);
+        }
+        match &mut self.srtp {
+            Some(c) => c.rx.decrypt_rtcp(datagram).map_err(|e| match e {
+                webrtc_srtp::Error::SrtcpSsrcDuplicated(..) => SrtpError::Replay,
+                _ => SrtpError::BadAuth,
+            }),
+            None => Ok(Bytes::copy_from_slice(datagram)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +352,34 @@ mod tests {
         );
         b.rekey(&negotiated(&kb, &ka, 1000)).unwrap();
         assert!(b.unprotect(FROM_A, &wire).is_ok(), "new keys");
+    }
+
+    #[test]
+    fn srtcp_round_trip_tamper_and_replay() {
+        use crate::media::rtcp::RtcpState;
+        use std::time::{Instant, SystemTime};
+        for suite in [SrtpSuite::AesCm128HmacSha1_80, SrtpSuite::AeadAes128Gcm] {
+            let (mut a, mut b) = pair(suite);
+            let mut st = RtcpState::new(0x1234, "alice", 8000, Instant::now());
+            st.on_rtp_sent(160, 0, Instant::now());
+            let plain = st.build_report(Instant::now(), SystemTime::now()).unwrap();
+            let wire = a.protect_rtcp(&plain).unwrap();
+            assert!(crate::media::rtcp::is_rtcp(&wire));
+            assert_ne!(&wire[8..plain.len()], &plain[8..], "encrypted");
+            let mut bad = wire.to_vec();
+            bad[12] ^= 1;
+            assert_eq!(b.unprotect_rtcp(FROM_A, &bad), Err(SrtpError::BadAuth));
+            let other = SocketAddr::from(([127, 0, 0, 1], 9));
+            assert_eq!(
+                b.unprotect_rtcp(other, &wire),
+                Err(SrtpError::UnexpectedSource(other))
+            );
+            assert_eq!(&b.unprotect_rtcp(FROM_A, &wire).unwrap()[..], &plain[..]);
+            assert_eq!(b.unprotect_rtcp(FROM_A, &wire), Err(SrtpError::Replay));
+            // RTP on the RTCP path is refused, and RTCP counts no RTP drops.
+            let rtp = a.protect(header(1), &[0; 160]).unwrap();
+            assert_eq!(b.unprotect_rtcp(FROM_A, &rtp), Err(SrtpError::Malformed));
+            assert_eq!(b.counters(), DropCounters::default());
+        }
     }
 }

@@ -21,6 +21,8 @@ pub const PATH_KEYS: &str = "/v1/keys";
 pub const PATH_HEALTH: &str = "/v1/health";
 /// Path of the device SIP credential endpoint.
 pub const PATH_SIP_CREDENTIALS: &str = "/v1/sip-credentials";
+/// Path of the TURN credential endpoint.
+pub const PATH_TURN_CREDENTIALS: &str = "/v1/turn-credentials";
 /// At most this many periods per key request (previous, current, next).
 pub const MAX_PERIODS: usize = 3;
 
@@ -178,6 +180,21 @@ pub fn valid_device_name(device: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
 }
 
+/// `POST /v1/turn-credentials` answer: short-lived TURN credentials in the
+/// TURN REST form (coturn's `use-auth-secret`), valid on every relay in
+/// `uris` until the Unix time that starts `username`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TurnCredentialsResponse {
+    /// `<unix expiry>:<user>`.
+    pub username: String,
+    /// Base64 (standard, padded) of HMAC-SHA1(shared secret, `username`).
+    pub password: SecretString,
+    /// Lifetime in seconds from issuance.
+    pub ttl: u64,
+    /// The relays these credentials work on (RFC 7064/7065 URIs).
+    pub uris: Vec<String>,
+}
+
 /// `GET /v1/health` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthResponse {
@@ -216,7 +233,8 @@ pub mod codes {
     pub const BAD_DEVICE: &str = "bad_device";
     /// 409: the account already has the maximum number of devices.
     pub const TOO_MANY_DEVICES: &str = "too_many_devices";
-    /// 404: unknown path or untrusted domain.
+    /// 404: unknown path, untrusted domain, or a service this provider
+    /// does not offer (no `[turn]`).
     pub const NOT_FOUND: &str = "not_found";
     /// 413: the body is larger than the server accepts.
     pub const TOO_LARGE: &str = "too_large";
@@ -248,5 +266,11 @@ mod tests {
             serde_json::to_string(&k).unwrap(),
             r#"{"periods":["2026-11"]}"#
         );
+        let t: TurnCredentialsResponse = serde_json::from_str(
+            r#"{"username":"1800000000:alice","password":"c2VjcmV0","ttl":86400,"uris":[],"x":1}"#,
+        )
+        .unwrap();
+        assert_eq!(t.password.expose(), "c2VjcmV0");
+        assert!(!format!("{t:?}").contains("c2VjcmV0"));
     }
 }

@@ -256,6 +256,34 @@ impl PkgClient {
         Ok(r)
     }
 
+    /// `POST /v1/turn-credentials`: short-lived relay credentials for the
+    /// session's user, checked ([`super::turn::TurnCredentials::from_response`])
+    /// against the wall clock. A provider without a relay gives
+    /// [`PkgClientError::NotOffered`].
+    pub async fn turn_credentials(
+        &self,
+        session: &Session,
+    ) -> Result<super::turn::TurnCredentials, PkgClientError> {
+        let r: api::TurnCredentialsResponse = match self
+            .json(
+                Method::POST,
+                api::PATH_TURN_CREDENTIALS,
+                Some(&session.token),
+                None,
+            )
+            .await
+        {
+            Err(PkgClientError::Server { status: 404, .. }) => {
+                return Err(PkgClientError::NotOffered("TURN relay"))
+            }
+            other => other?,
+        };
+        Ok(super::turn::TurnCredentials::from_response(
+            r,
+            std::time::SystemTime::now(),
+        )?)
+    }
+
     /// `GET /v1/health`.
     pub async fn health(&self) -> Result<api::HealthResponse, PkgClientError> {
         self.json(Method::GET, api::PATH_HEALTH, None, None).await

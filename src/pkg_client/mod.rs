@@ -12,9 +12,11 @@ pub mod seal;
 pub mod sealed_file;
 pub mod store;
 pub mod tls;
+pub mod turn;
 
 pub use client::{PkgClient, Session};
 pub use store::{KeyBundle, KeyStore, Unlock};
+pub use turn::{TurnCredentials, TurnError, TurnUri};
 
 use crate::ibe::IbeError;
 
@@ -62,6 +64,12 @@ pub enum PkgClientError {
     /// Encryption at rest failed (wrong passphrase, damaged file).
     #[error(transparent)]
     Seal(#[from] seal::SealError),
+    /// The provider does not offer this service (`404` on its endpoint).
+    #[error("the provider offers no {0}")]
+    NotOffered(&'static str),
+    /// TURN credentials that break the REST form (see [`turn`]).
+    #[error(transparent)]
+    Turn(#[from] TurnError),
     /// The key store could not be read or written.
     #[error("key store: {0}")]
     Store(String),

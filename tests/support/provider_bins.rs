@@ -20,6 +20,10 @@ pub struct Startup {
     pub sip: String,
     /// Its SIP over TLS address, when on.
     pub sip_tls: Option<String>,
+    /// The embedded STUN/TURN relay's UDP (and TCP) address, or `off`.
+    pub turn: String,
+    /// The relay's TLS address, when it has one.
+    pub turns: Option<String>,
 }
 
 /// Starts `server --config CONFIG ARGS...` (log level warn, stderr
@@ -39,12 +43,12 @@ pub fn start_server(server: &Path, config: &Path, args: &[&str]) -> (Child, Star
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("PKG-SERVER "), "server said {line:?}");
-    let field = |k: &str| {
+    let optional = |k: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k} in {line:?}"))
-            .to_string()
+            .map(str::to_string)
     };
+    let field = |k: &str| optional(k).unwrap_or_else(|| panic!("no {k} in {line:?}"));
     let startup = Startup {
         url: format!("https://{}", field("listening=")),
         fingerprint: field("fingerprint="),
@@ -54,6 +58,8 @@ pub fn start_server(server: &Path, config: &Path, args: &[&str]) -> (Child, Star
             .find_map(|w| w.strip_prefix("sip_tls="))
             .filter(|a| *a != "off")
             .map(str::to_string),
+        turn: field("turn="),
+        turns: optional("turns="),
     };
     (child, startup)
 }

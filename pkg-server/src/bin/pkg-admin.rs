@@ -68,6 +68,33 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Relay throughput: N concurrent relayed calls (20 ms packets both
+    /// ways) through a running TURN server with REST credentials made from
+    /// the shared secret (embedded relay or coturn).
+    RelayBench {
+        /// The relay's UDP address.
+        #[arg(long)]
+        relay: std::net::SocketAddr,
+        /// File of the shared secret (default: the configuration's).
+        #[arg(long)]
+        secret_file: Option<std::path::PathBuf>,
+        /// Account name in the credentials (an enabled user for the
+        /// embedded relay).
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// Concurrent calls (two allocations each).
+        #[arg(long, default_value_t = 50)]
+        calls: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Process id of the relay (its CPU time gives packets per core).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Label of the printed line.
+        #[arg(long, default_value = "relay")]
+        label: String,
+    },
     /// Load test against a running server (creates users bench-0..N-1).
     Bench {
         /// Server URL, e.g. https://127.0.0.1:8443.
@@ -161,6 +188,31 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         Cmd::Trust(TrustCmd::Remove { domain }) => admin::trust_remove(&config, &domain).await,
         Cmd::Audit { user, since } => {
             admin::audit(&config, user.as_deref(), since.as_deref()).await
+        }
+        Cmd::RelayBench {
+            relay,
+            secret_file,
+            user,
+            calls,
+            seconds,
+            pid,
+            label,
+        } => {
+            let path = secret_file.unwrap_or_else(|| config.turn_secret_path());
+            let secret = pkg_server::turn::credentials::SharedSecret::load_or_create(&path)
+                .map_err(AdminError::Other)?;
+            pkg_server::relay_bench::run(pkg_server::relay_bench::RelayBenchOptions {
+                relay,
+                secret,
+                user,
+                calls,
+                duration: Duration::from_secs_f64(seconds.max(0.1)),
+                pid,
+                label,
+            })
+            .await
+            .map(|_| ())
+            .map_err(AdminError::Other)
         }
         Cmd::Bench {
             url,

@@ -138,6 +138,10 @@ pub struct Server {
     pub fingerprint: [u8; 32],
     /// The embedded SIP registrar/proxy (`sip=` of the startup line).
     pub sip: Option<std::net::SocketAddr>,
+    /// The embedded STUN/TURN relay, UDP and TCP (`turn=`).
+    pub turn: Option<std::net::SocketAddr>,
+    /// The relay's TLS listener (`turns=`).
+    pub turns: Option<std::net::SocketAddr>,
 }
 
 impl Server {
@@ -155,11 +159,17 @@ impl Server {
             "off" => None,
             a => Some(a.parse().unwrap()),
         };
+        let turn = match startup.turn.as_str() {
+            "off" => None,
+            a => Some(a.parse().unwrap()),
+        };
         Server {
             child,
             url: startup.url,
             fingerprint,
             sip,
+            turn,
+            turns: startup.turns.map(|a| a.parse().unwrap()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Integration tests of `pkg-server` in one test binary: the HTTPS API
 //! (`pkg`), the embedded SIP registrar/proxy (`sip`) and the product chain
-//! PKG -> keys -> secured call (`pkg_call`). Run one with
+//! PKG -> keys -> secured call (`pkg_call`), and the media relay (`relay`:
+//! TURN credentials, the embedded STUN/TURN server, coturn interop). Run one with
 //! `cargo test -p pkg-server --test it NAME::`.
 
 #[path = "../common/mod.rs"]
@@ -11,4 +12,5 @@ mod agents;
 
 mod pkg;
 mod pkg_call;
+mod relay;
 mod sip;

@@ -741,3 +741,119 @@ async fn sip_credential_requests_are_checked() {
     client.sip_credentials(&session, "dev3").await.unwrap();
     server.stop();
 }
+
+#[tokio::test]
+async fn turn_credentials_rest_form_for_logged_in_users_only() {
+    use base64::Engine;
+    use hmac::Mac;
+    let pkg = Pkg::new(&None, "[turn]\nlisten = \"127.0.0.1:0\"\nttl_secs = 600\n").await;
+    let server = pkg.start();
+    let relay = server.turn.expect("embedded relay");
+    // No session, a made-up token, a logged-out token: 401.
+    for auth in [None, Some("Bearer bm90IGEgdG9rZW4")] {
+        let (st, body, _) = post_json(&server, "/v1/turn-credentials", auth, "").await;
+        assert_eq!((st, error_code(&body).as_str()), (401, "invalid_token"));
+    }
+    let client = server.client();
+    let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
+    let before = pkg_server::http::now_unix() as u64;
+    let t = client.turn_credentials(&s).await.unwrap();
+    let after = pkg_server::http::now_unix() as u64;
+    // username = "<now + ttl>:alice"
+    let (expiry, user) = t.username.split_once(':').unwrap();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert_eq!(user, "alice");
+    assert!((before + 600..=after + 600).contains(&expiry), "{expiry}");
+    // password = base64(HMAC-SHA1(secret file, username)), as coturn computes it.
+    let path = pkg.path("turn-secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let secret = std::fs::read_to_string(&path).unwrap();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.trim().as_bytes()).unwrap();
+    mac.update(t.username.as_bytes());
+    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(t.password.expose(), want);
+    // The raw answer: ttl and the embedded relay's URIs.
+    let token = format!("Bearer {}", s.token.expose());
+    let (st, body, _) = post_json(&server, "/v1/turn-credentials", Some(&token), "").await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ttl"], 600);
+    let uris: Vec<&str> = v["uris"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            format!("turn:{relay}?transport=udp"),
+            format!("turn:{relay}?transport=tcp")
+        ]
+    );
+    // Never logged, counted in metrics.
+    let (_, metrics, _) = raw(&server, "GET", "/metrics", &[], vec![]).await;
+    assert!(
+        metrics.contains("pkg_turn_credentials_issued_total 2"),
+        "{metrics}"
+    );
+    // After logout, and for a disabled account, none.
+    client.logout(&s).await.unwrap();
+    let e = client.turn_credentials(&s).await.unwrap_err();
+    assert_eq!(status_of(&e), (401, "invalid_token".into()));
+    let s = client.login("bob", &BOB_PW.into()).await.unwrap();
+    pkg.admin_ok(&["user", "disable", "bob"], "");
+    let e = client.turn_credentials(&s).await.unwrap_err();
+    assert_eq!(status_of(&e).0, 401);
+    // The secret survives a restart: credentials stay valid.
+    drop(server);
+    let server = pkg.start();
+    let s = server
+        .client()
+        .login("alice", &ALICE_PW.into())
+        .await
+        .unwrap();
+    let t2 = server.client().turn_credentials(&s).await.unwrap();
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.trim().as_bytes()).unwrap();
+    mac.update(t2.username.as_bytes());
+    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(t2.password.expose(), want);
+}
+
+#[tokio::test]
+async fn turn_credentials_for_an_external_relay_and_none_without_turn() {
+    let pkg = Pkg::new(
+        &None,
+        "[turn]\nembedded = false\nuris = [\"turn:turn.atlanta.invalid:3478?transport=udp\", \
+         \"turns:turn.atlanta.invalid:5349?transport=tcp\"]\n",
+    )
+    .await;
+    let server = pkg.start();
+    assert!(server.turn.is_none(), "no embedded relay");
+    let client = server.client();
+    let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
+    let t = client.turn_credentials(&s).await.unwrap();
+    let hosts: Vec<(String, u16)> = t.uris.iter().map(|u| (u.host.clone(), u.port)).collect();
+    assert_eq!(
+        hosts,
+        [
+            ("turn.atlanta.invalid".to_string(), 3478),
+            ("turn.atlanta.invalid".to_string(), 5349)
+        ]
+    );
+    // A provider without [turn]: the typed error, not a protocol failure.
+    let plain = Pkg::new(&None, "").await;
+    let server = plain.start();
+    assert!(server.turn.is_none());
+    let client = server.client();
+    let s = client.login("alice", &ALICE_PW.into()).await.unwrap();
+    assert!(matches!(
+        client.turn_credentials(&s).await.unwrap_err(),
+        PkgClientError::NotOffered(_)
+    ));
+}

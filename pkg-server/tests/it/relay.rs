@@ -1,0 +1,444 @@
+//! The provider's media relay end to end: a real `pkg-server` with
+//! `[turn]`, credentials from `POST /v1/turn-credentials`, and real TURN
+//! clients (the webrtc-rs `turn` crate's; coturn's `turnutils_uclient`)
+//! on 127.0.0.1. With `IBEPHONE_TEST_COTURN=1` the same credentials are
+//! also tried on Debian's coturn `turnserver` (`use-auth-secret`).
+
+use crate::common;
+
+use common::*;
+use ibephone::pkg_client::TurnCredentials;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use turn::client::{Client, ClientConfig};
+use webrtc_util::Conn;
+
+/// A `[turn]` section on loopback; `extra` adds members.
+fn turn_section(extra: &str) -> String {
+    format!("[turn]\nlisten = \"127.0.0.1:0\"\n{extra}\n")
+}
+
+/// Relaying between clients on this machine needs loopback allowed.
+const LOOPBACK_PEERS: &str = "allowed_peer_ips = [\"127.0.0.1\"]";
+
+fn coturn_enabled() -> bool {
+    std::env::var("IBEPHONE_TEST_COTURN").is_ok_and(|v| v == "1")
+}
+
+/// A `turn` crate client of `server` with these credentials, on a fresh
+/// UDP socket.
+async fn client(server: SocketAddr, username: &str, password: &str) -> Client {
+    let conn = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let c = Client::new(ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: username.to_string(),
+        password: password.to_string(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn,
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    c.listen().await.unwrap();
+    c
+}
+
+/// Logs `user` in and fetches relay credentials.
+async fn creds(server: &Server, user: &str, password: &str) -> TurnCredentials {
+    let c = server.client();
+    let s = c.login(user, &password.into()).await.unwrap();
+    c.turn_credentials(&s).await.unwrap()
+}
+
+/// `n` bytes from a relay conn, or None after 5 s.
+async fn recv(conn: &impl Conn) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 1500];
+    match tokio::time::timeout(Duration::from_secs(5), conn.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => Some((buf[..n].to_vec(), from)),
+        _ => None,
+    }
+}
+
+/// The shared secret the server created.
+fn secret(pkg: &Pkg) -> pkg_server::turn::credentials::SharedSecret {
+    pkg_server::turn::credentials::SharedSecret::load_or_create(&pkg.path("turn-secret")).unwrap()
+}
+
+/// Alice and bob allocate on `relay` with their credentials and exchange
+/// a datagram each way through their two relayed addresses.
+async fn relay_both_ways(relay: SocketAddr, a: &TurnCredentials, b: &TurnCredentials) {
+    let ca = client(relay, &a.username, a.password.expose()).await;
+    let cb = client(relay, &b.username, b.password.expose()).await;
+    let ra = ca.allocate().await.unwrap();
+    let rb = cb.allocate().await.unwrap();
+    let (aa, ab) = (ra.local_addr().unwrap(), rb.local_addr().unwrap());
+    assert_ne!(aa, ab);
+    // Permissions both ways first (a relay drops what it has no
+    // permission for), then data.
+    rb.send_to(b"hello from bob", aa).await.unwrap();
+    ra.send_to(b"hello from alice", ab).await.unwrap();
+    let (got, from) = recv(&rb).await.expect("bob hears alice through the relay");
+    assert_eq!((got.as_slice(), from), (&b"hello from alice"[..], aa));
+    rb.send_to(b"hello again from bob", aa).await.unwrap();
+    let mut heard = false;
+    for _ in 0..3 {
+        match recv(&ra).await {
+            Some((got, from)) if got == b"hello again from bob" => {
+                assert_eq!(from, ab);
+                heard = true;
+                break;
+            }
+            Some(_) => continue, // the first "hello from bob" may arrive
+            None => break,
+        }
+    }
+    assert!(heard, "alice hears bob through the relay");
+    let _ = ca.close().await;
+    let _ = cb.close().await;
+}
+
+#[tokio::test]
+async fn credentials_from_the_pkg_allocate_and_relay_between_two_users() {
+    let pkg = Pkg::new(&None, &turn_section(LOOPBACK_PEERS)).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let b = creds(&server, "bob", BOB_PW).await;
+    assert!(a.username.ends_with(":alice"));
+    assert!(a
+        .uris
+        .iter()
+        .any(|u| u.port == relay.port() && u.host == "127.0.0.1"));
+    relay_both_ways(relay, &a, &b).await;
+    // STUN: the binding answer names the client's address.
+    let c = client(relay, &a.username, a.password.expose()).await;
+    let mapped = c.send_binding_request().await.unwrap();
+    assert_eq!(mapped.ip(), std::net::Ipv4Addr::LOCALHOST);
+}
+
+#[tokio::test]
+async fn allocations_only_for_valid_rest_credentials_of_enabled_users() {
+    let pkg = Pkg::new(
+        &None,
+        &format!(
+            "[sip]\nuser_refresh_secs = 1\n{}",
+            turn_section(LOOPBACK_PEERS)
+        ),
+    )
+    .await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let refused = |r: Result<_, turn::Error>| match r {
+        Ok(_) => panic!("allocation granted"),
+        Err(e) => e.to_string(),
+    };
+    // A wrong password.
+    let c = client(relay, &a.username, "d3JvbmcgcGFzc3dvcmQ=").await;
+    refused(c.allocate().await.map(|_| ()));
+    // The right HMAC over an expired user name.
+    let s = secret(&pkg);
+    let past = format!("{}:alice", pkg_server::http::now_unix() - 10);
+    let c = client(relay, &past, &s.password(&past)).await;
+    refused(c.allocate().await.map(|_| ()));
+    // The right HMAC for a name that is no account, and without expiry.
+    let future = pkg_server::http::now_unix() + 600;
+    for name in [format!("{future}:mallory"), "alice".to_string()] {
+        let c = client(relay, &name, &s.password(&name)).await;
+        refused(c.allocate().await.map(|_| ()));
+    }
+    // Anonymous (no credentials at all).
+    let c = client(relay, "", "").await;
+    refused(c.allocate().await.map(|_| ()));
+    // Valid credentials work until the account is disabled.
+    let c = client(relay, &a.username, a.password.expose()).await;
+    c.allocate().await.unwrap();
+    pkg.admin_ok(&["user", "disable", "alice"], "");
+    let mut still = true;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let c = client(relay, &a.username, a.password.expose()).await;
+        if c.allocate().await.is_err() {
+            still = false;
+            break;
+        }
+    }
+    assert!(!still, "a disabled account's credentials stop working");
+}
+
+#[tokio::test]
+async fn relay_refuses_loopback_and_private_peers() {
+    // Default filter, with one loopback address allowed as the control.
+    let pkg = Pkg::new(&None, &turn_section("allowed_peer_ips = [\"127.0.0.2\"]")).await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let c = client(relay, &a.username, a.password.expose()).await;
+    let r = c.allocate().await.unwrap();
+    // A service of the provider on its loopback, and the control.
+    let victim = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let control = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let v = victim.local_addr().unwrap();
+    for target in [
+        v,
+        SocketAddr::new("::ffff:127.0.0.1".parse().unwrap(), v.port()),
+        "10.0.0.1:5060".parse().unwrap(),
+        "192.168.1.10:5060".parse().unwrap(),
+        "169.254.169.254:80".parse().unwrap(),
+        "0.0.0.0:5060".parse().unwrap(),
+    ] {
+        let e = r.send_to(b"attack", target).await;
+        let e = e.expect_err("the relay refuses the permission");
+        assert!(e.to_string().contains("403"), "{target}: {e}");
+    }
+    r.send_to(b"control", control.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), control.recv_from(&mut buf))
+        .await
+        .expect("the allowed peer hears the relay")
+        .unwrap();
+    assert_eq!(&buf[..n], b"control");
+    assert_eq!(from, r.local_addr().unwrap());
+    // Nothing reached the provider's loopback service.
+    assert!(victim.try_recv_from(&mut buf).is_err());
+}
+
+#[tokio::test]
+async fn allocation_quota_per_user() {
+    let pkg = Pkg::new(
+        &None,
+        &turn_section(&format!("{LOOPBACK_PEERS}\nmax_allocations_per_user = 2")),
+    )
+    .await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let b = creds(&server, "bob", BOB_PW).await;
+    let a1 = client(relay, &a.username, a.password.expose()).await;
+    let r1 = a1.allocate().await.unwrap();
+    let a2 = client(relay, &a.username, a.password.expose()).await;
+    let _r2 = a2.allocate().await.unwrap();
+    let a3 = client(relay, &a.username, a.password.expose()).await;
+    let e = a3.allocate().await.map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("486"), "{e}");
+    // Another user is not affected.
+    let b1 = client(relay, &b.username, b.password.expose()).await;
+    b1.allocate().await.unwrap();
+    // Freeing one (Refresh with lifetime 0) makes room again.
+    r1.close().await.unwrap();
+    let a4 = client(relay, &a.username, a.password.expose()).await;
+    a4.allocate().await.unwrap();
+}
+
+#[tokio::test]
+async fn bandwidth_quota_per_user_drops_the_excess() {
+    // 80 kbit/s = 10 000 bytes per second and direction, one second of
+    // burst: of 100 packets of 1000 bytes sent at once, about ten pass.
+    let pkg = Pkg::new(
+        &None,
+        &turn_section(&format!("{LOOPBACK_PEERS}\nuser_kbps = 80")),
+    )
+    .await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let ca = client(relay, &a.username, a.password.expose()).await;
+    let ra = ca.allocate().await.unwrap();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p = peer.local_addr().unwrap();
+    let packet = vec![7u8; 1000];
+    for _ in 0..100 {
+        ra.send_to(&packet, p).await.unwrap();
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 1500];
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(500), peer.recv_from(&mut buf)).await
+    {
+        got += 1;
+    }
+    assert!(got >= 5, "the budget lets some through ({got})");
+    assert!(got <= 40, "the excess is dropped ({got} of 100 passed)");
+}
+
+/// A free UDP/TCP port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs coturn's `turnutils_uclient` against `relay` with `flags`:
+/// two clients relaying to each other (`-y`), 10 messages each.
+fn uclient(relay: SocketAddr, t: &TurnCredentials, flags: &[&str]) -> String {
+    let port = relay.port().to_string();
+    let out = std::process::Command::new("turnutils_uclient")
+        .args(flags)
+        .args(["-y", "-c", "-m", "2", "-n", "10", "-l", "172", "-p", &port])
+        .args(["-u", &t.username, "-w", t.password.expose()])
+        .arg(relay.ip().to_string())
+        .output()
+        .expect("turnutils_uclient (apt install coturn)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The loss figure of a uclient run (`Total lost packets N (P%)`).
+fn uclient_lost(log: &str) -> Option<u64> {
+    let line = log.lines().find(|l| l.contains("Total lost packets"))?;
+    let n = line
+        .split("Total lost packets")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    n.parse().ok()
+}
+
+/// Messages received by all uclient clients (the last `tot_recv_msgs=`).
+fn uclient_received(log: &str) -> Option<u64> {
+    let line = log.lines().rev().find(|l| l.contains("tot_recv_msgs="))?;
+    line.split("tot_recv_msgs=")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_through_the_embedded_relay_over_udp_tcp_and_tls() {
+    if !coturn_enabled() {
+        eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs coturn's turnutils_uclient");
+        return;
+    }
+    let pkg = Pkg::new(
+        &None,
+        &turn_section(&format!("{LOOPBACK_PEERS}\ntls_listen = \"127.0.0.1:0\"")),
+    )
+    .await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let tls = server.turns.expect("turns= on the start-up line");
+    let a = creds(&server, "alice", ALICE_PW).await;
+    assert!(
+        a.uris
+            .iter()
+            .any(|u| u.port == tls.port()
+                && u.scheme == ibephone::pkg_client::turn::TurnScheme::Turns)
+    );
+    for (addr, flags) in [
+        (relay, &[][..]),
+        (relay, &["-t"][..]),
+        (tls, &["-t", "-S"][..]),
+    ] {
+        let log = tokio::task::spawn_blocking({
+            let a = a.clone();
+            let flags: Vec<&'static str> = flags.to_vec();
+            move || uclient(addr, &a, &flags)
+        })
+        .await
+        .unwrap();
+        assert_eq!(uclient_lost(&log), Some(0), "{flags:?}:\n{log}");
+        assert!(
+            uclient_received(&log).is_some_and(|n| n >= 20),
+            "{flags:?}:\n{log}"
+        );
+    }
+    // Wrong credentials: nothing relayed.
+    let mut bad = a.clone();
+    bad.password = "d3Jvbmc=".into();
+    let log = tokio::task::spawn_blocking(move || uclient(relay, &bad, &[]))
+        .await
+        .unwrap();
+    assert!(uclient_received(&log).unwrap_or(0) == 0, "{log}");
+}
+
+/// Debian's coturn with `use-auth-secret` and the PKG's secret, on a free
+/// loopback port; killed on drop.
+struct Coturn(std::process::Child, SocketAddr);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn coturn(secret: &str, realm: &str) -> Coturn {
+    let port = free_port();
+    let child = std::process::Command::new("turnserver")
+        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+        .arg(format!("--listening-port={port}"))
+        .args([
+            "--use-auth-secret",
+            &format!("--static-auth-secret={secret}"),
+        ])
+        .arg(format!("--realm={realm}"))
+        .args([
+            "--allow-loopback-peers",
+            "--no-cli",
+            "--no-tls",
+            "--no-dtls",
+        ])
+        .args([
+            "--min-port=40000",
+            "--max-port=49999",
+            "--log-file=stdout",
+            "--no-stdout-log",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnserver (apt install coturn)");
+    Coturn(child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+#[tokio::test]
+async fn coturn_accepts_the_pkgs_credentials() {
+    if !coturn_enabled() {
+        eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs Debian's coturn turnserver");
+        return;
+    }
+    // The provider runs coturn instead of the embedded relay.
+    let pkg = Pkg::new(
+        &None,
+        "[turn]\nembedded = false\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n",
+    )
+    .await;
+    let server = pkg.start();
+    assert!(server.turn.is_none());
+    let cot = coturn(secret(&pkg).expose(), DOMAIN);
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let b = creds(&server, "bob", BOB_PW).await;
+    // Wait until coturn answers STUN.
+    let probe = client(cot.1, &a.username, a.password.expose()).await;
+    let mut up = false;
+    for _ in 0..50 {
+        if probe.send_binding_request().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "coturn did not start");
+    relay_both_ways(cot.1, &a, &b).await;
+    // A password made with another secret is refused by coturn too.
+    let other = client(
+        cot.1,
+        &a.username,
+        &pkg_server::turn::credentials::SharedSecret::new("other".into()).password(&a.username),
+    )
+    .await;
+    assert!(other.allocate().await.is_err());
+}
