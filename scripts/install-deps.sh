@@ -7,6 +7,7 @@ packages+=(libopus-dev)   # the opus crate links the system libopus (found by pk
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
 packages+=(baresip-core)   # tests/baresip_interop.rs: a real plain SIP peer with SDES SRTP
 packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # tests/natlab.rs: ../shared/natlab/natlab.sh
+packages+=(coturn)   # tests/natlab.rs: the STUN server of the media tests (and the TURN relay a provider runs)
 packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 missing=()
 for p in "${packages[@]}"; do
