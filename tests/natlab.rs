@@ -165,6 +165,31 @@ impl Lab {
         Provider { child, fingerprint }
     }
 
+    /// Makes both NATs drop unsolicited UDP addressed to themselves, as
+    /// a home router's input policy does. Without it the lab's NAT answers
+    /// such a datagram (ICMP port unreachable) and its conntrack entry
+    /// makes masquerade give the home's next mapping towards that sender
+    /// another port: the first ICE check to arrive from the peer spoils
+    /// the very mapping the answering check needs, and two cone NATs never
+    /// connect directly. Dropped before conntrack confirms it, the check
+    /// leaves no entry, and the hole punching of RFC 8445 works.
+    fn nats_drop_unsolicited(&self) {
+        for (nat, wan) in [("natA", "wA"), ("natB", "wB")] {
+            for cmd in [
+                "add table inet home_input".to_string(),
+                "add chain inet home_input input { type filter hook input priority 0 ; }".into(),
+                format!("add rule inet home_input input iifname {wan} udp dport 1024-65535 ct state new drop"),
+            ] {
+                let out = self.script(&["exec", nat, "nft", &cmd]);
+                assert!(
+                    out.status.success(),
+                    "{nat}: nft {cmd}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
     /// Debian's coturn in `prov` as the STUN server on 3478 (killed when
     /// dropped; the lab's `down` kills it too).
     fn stun(&self) -> Child {
@@ -456,6 +481,7 @@ const AUDIO_PACKETS: u64 = 100;
 /// stats of (alice, bob).
 fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value) {
     let lab = Lab::up(tag, &["--nat-a", nat_a, "--nat-b", nat_b]);
+    lab.nats_drop_unsolicited();
     let provider = lab.provider();
     let _stun = Killed(lab.stun());
     let media = if ice {
