@@ -48,6 +48,7 @@ fn local(addr: SocketAddr, codec: Codec, suite: SrtpSuite) -> LocalMedia {
         direction: Direction::SendRecv,
         session_id: 1,
         session_version: 1,
+        ice: None,
     }
 }
 

@@ -7,7 +7,7 @@ packages+=(libopus-dev)   # the opus crate links the system libopus (found by pk
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
 packages+=(baresip-core)   # tests/media/baresip_interop.rs: a real plain SIP peer with SDES SRTP
 packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # tests/it/natlab.rs: ../shared/natlab/natlab.sh
-packages+=(coturn)   # pkg-server/tests/it/turn.rs (IBEPHONE_TEST_COTURN=1) and scripts/bench-relay.sh: the same REST credentials on coturn
+packages+=(coturn)   # pkg-server/tests/it/relay.rs (IBEPHONE_TEST_COTURN=1) and scripts/bench-relay.sh: the same REST credentials on coturn; tests/it/natlab.rs: the STUN server of the media tests
 packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 missing=()
 for p in "${packages[@]}"; do

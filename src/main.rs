@@ -203,9 +203,17 @@ fn run() -> Result<ExitCode> {
                 media.audio_out = AudioOut::Discard;
             }
             // Confirmed call keys (spec 6 continuity) live beside the keys.
-            let retained = ibephone::agent::config::AgentFile::load(&config)
+            let file = ibephone::agent::config::AgentFile::load(&config);
+            let retained = file
+                .as_ref()
                 .ok()
                 .map(|f| ibephone::agent::retained::RetainedFiles::beside(&f.keys));
+            // [media]: ICE on unless turned off, with its STUN server.
+            media.ice = match &file {
+                Ok(f) if !f.media.ice => None,
+                Ok(f) => Some(ibephone::agent::media_io::IceOptions { stun: f.media.stun }),
+                Err(_) => Some(Default::default()),
+            };
             let rt = runtime()?;
             let (config, keys, renewal) =
                 rt.block_on(ibephone::agent::keys::load_with_renewal(&config))?;

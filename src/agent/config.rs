@@ -27,6 +27,10 @@
 //! [security]
 //! policy = "require"                  # require | ask | allow-plain
 //! privacy = true                      # anonymous outer From
+//!
+//! [media]                             # optional
+//! # ice = true                        # ICE (RFC 8445) on every call; false: latching only
+//! # stun = "stun.atlanta.invalid:3478" # STUN server for server-reflexive candidates
 //! ```
 //!
 //! Exactly one of `[pkg]` and `[keys]` says where the keys come from
@@ -82,6 +86,44 @@ struct RawConfig {
     pkg: Option<RawPkg>,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    media: RawMedia,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    #[serde(default = "default_true")]
+    ice: bool,
+    #[serde(default)]
+    stun: Option<String>,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            ice: true,
+            stun: None,
+        }
+    }
+}
+
+/// The `[media]` section: how calls' media crosses NATs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// ICE on every call (default); off: the SDP address with latching.
+    pub ice: bool,
+    /// The STUN server (`host:port`, resolved at start).
+    pub stun: Option<SocketAddr>,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        MediaSettings {
+            ice: true,
+            stun: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,6 +295,8 @@ pub struct AgentFile {
     /// `[pkg] device`: this phone's device name toward the PKG (default:
     /// a random name kept in the key store).
     pub device: Option<String>,
+    /// The `[media]` section.
+    pub media: MediaSettings,
 }
 
 impl AgentFile {
@@ -343,6 +387,13 @@ impl AgentFile {
                 tls_pin: None,
             },
             device,
+            media: MediaSettings {
+                ice: raw.media.ice,
+                stun: match &raw.media.stun {
+                    Some(s) => Some(resolve(s).map_err(|why| invalid(path, why))?),
+                    None => None,
+                },
+            },
         })
     }
 
@@ -368,6 +419,21 @@ impl AgentFile {
             sip: self.sip,
         }
     }
+}
+
+/// The first address of `host:port` (IPv4 first), as `[media] stun` names it.
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("[media] stun {s:?} is not host:port that resolves: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("[media] stun {s:?} resolves to no address"))
 }
 
 /// A loaded, validated agent configuration.

@@ -176,7 +176,7 @@ pub async fn start_with(
     let (etx, events) = mpsc::channel(256);
     let media = options.media;
     let policy = media_policy(&config, &media);
-    let ports = ports_for(local, &media);
+    let ports = ports_for(bound, config.proxy, &media);
     let mut agent = MediaDriver::new(agent, ports, policy, media, etx.clone());
     if let Some(path) = &options.keylog {
         agent = agent.with_key_log(Box::new(super::keylog::FileKeyLog::open(path)?));
@@ -236,27 +236,10 @@ pub async fn start_with(
 
 /// The address we name in Via, Contact and SDP for a socket bound to
 /// `bound`: itself, unless it is a wildcard address; then the address of
-/// the interface that routes towards `proxy` (a UDP socket connected to
-/// the proxy tells it; nothing is sent), with `bound`'s port. That is
-/// never 0.0.0.0, and 127.0.0.1 only when the proxy is on loopback.
+/// the interface that routes towards `proxy` (see [`super::route`]). That
+/// is never 0.0.0.0, and 127.0.0.1 only when the proxy is on loopback.
 pub fn advertised_addr(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
-    if !bound.ip().is_unspecified() {
-        return bound;
-    }
-    let any: SocketAddr = if proxy.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let routed =
-        std::net::UdpSocket::bind(any).and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()));
-    match routed {
-        Ok(a) if !a.ip().is_unspecified() => SocketAddr::new(a.ip(), bound.port()),
-        Ok(_) | Err(_) => {
-            tracing::warn!(%proxy, "no route towards the proxy: advertising the bound address");
-            bound
-        }
-    }
+    super::route::advertised_addr(bound, proxy)
 }
 
 /// Binds UDP and TCP on one port. With port 0 a port is tried again when

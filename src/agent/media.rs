@@ -54,6 +54,7 @@ use super::AgentEvent;
 use crate::ibe::identity::{Aor, Identity};
 use crate::media::commit::RetainedSecret;
 use crate::media::dtmf::digit_to_event;
+use crate::media::ice::IceParams;
 use crate::media::keys::{Role, SrtpSuite};
 use crate::media::sdp::{
     answer, AnswerOutcome, AudioDescription, Codec, Continuity, Direction, LocalMedia,
@@ -80,6 +81,11 @@ pub trait MediaPorts: Send {
     fn allocate(&mut self, call: u64) -> Result<SocketAddr, String>;
     /// Gives back the port of a call that ended or never started.
     fn release(&mut self, call: u64);
+    /// Our ICE parameters for `call`'s port (after [`MediaPorts::allocate`]),
+    /// `None` when the call runs no ICE.
+    fn ice(&self, _call: u64) -> Option<IceParams> {
+        None
+    }
 }
 
 /// Where the retained secrets of key continuity (spec 6) live, by peer
@@ -220,6 +226,10 @@ pub struct MediaCounters {
     pub bad_source: u64,
     /// Dropped: replays.
     pub replayed: u64,
+    /// Times the stream moved to a new source address (symmetric RTP
+    /// latching onto an authenticated packet).
+    #[serde(default)]
+    pub latched: u64,
     /// Frames concealed by the jitter buffer.
     pub concealed: u64,
     /// Mean jitter-buffer delay, ms.
@@ -423,6 +433,7 @@ impl MediaCalls {
             direction: Direction::SendRecv,
             session_id: self.next_session,
             session_version: 1,
+            ice: self.ports.ice(call),
         })
     }
 

@@ -9,6 +9,7 @@ use super::media::{MediaAction, MediaCalls, MediaCounters, MediaPolicy, MediaPor
 use super::{Agent, AgentCommand, AgentEvent};
 use crate::media::audio::{AudioError, AudioSink, AudioSource, WavSink, WavSource};
 use crate::media::device;
+use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
 use crate::media::session::{MediaCommand, MediaEvent, MediaSession, MediaStats};
 use crate::sip::driver::Core;
@@ -61,6 +62,50 @@ pub struct MediaOptions {
     pub rtp_ip: Option<IpAddr>,
     /// What to announce for a bound port (default: itself).
     pub advertise: Option<Advertise>,
+    /// ICE (RFC 8445) on every call's socket, `None`: no ICE (the SDP's
+    /// address with latching only). The headless agent turns it on from
+    /// its configuration's `[media]` section (on by default).
+    pub ice: Option<IceOptions>,
+}
+
+/// How the agent runs ICE.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceOptions {
+    /// The STUN server that tells us our server-reflexive address
+    /// (`[media] stun`); none: host candidates only.
+    pub stun: Option<SocketAddr>,
+}
+
+/// How long one STUN binding request waits for its answer, and how many
+/// are sent, when a call's candidates are gathered.
+const STUN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+const STUN_TRIES: usize = 3;
+
+/// Our server-reflexive address as `stun` sees datagrams from `sock`
+/// (blocking, at most [`STUN_TRIES`] x [`STUN_WAIT`]); `None` when the
+/// server does not answer. Other datagrams arriving meanwhile are dropped
+/// (the call has not started: nothing else is expected on the socket).
+fn server_reflexive(sock: &std::net::UdpSocket, stun: SocketAddr) -> Option<SocketAddr> {
+    sock.set_read_timeout(Some(STUN_WAIT)).ok()?;
+    let mut buf = [0u8; 1500];
+    for _ in 0..STUN_TRIES {
+        let (req, bytes) = StunBinding::new().ok()?;
+        sock.send_to(&bytes, stun).ok()?;
+        let deadline = Instant::now() + STUN_WAIT;
+        while Instant::now() < deadline {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            if from != stun {
+                continue;
+            }
+            if let Some(mapped) = req.mapped(buf.get(..n).unwrap_or_default()) {
+                return Some(mapped);
+            }
+        }
+    }
+    tracing::warn!(%stun, "the STUN server did not answer: host candidates only");
+    None
 }
 
 impl Default for MediaOptions {
@@ -72,6 +117,7 @@ impl Default for MediaOptions {
             audio_out: AudioOut::Device(None),
             rtp_ip: None,
             advertise: None,
+            ice: None,
         }
     }
 }
@@ -117,27 +163,46 @@ impl std::fmt::Debug for MediaOptions {
             .field("audio_out", &self.audio_out)
             .field("rtp_ip", &self.rtp_ip)
             .field("advertise", &self.advertise.is_some())
+            .field("ice", &self.ice)
             .finish()
     }
 }
 
-type Bound = Arc<Mutex<HashMap<u64, std::net::UdpSocket>>>;
+/// A call's bound socket and, under ICE, its gathered candidates.
+struct BoundPort {
+    sock: std::net::UdpSocket,
+    ice: Option<LocalIce>,
+}
+
+type Bound = Arc<Mutex<HashMap<u64, BoundPort>>>;
 
 /// RTP ports bound on one address; the sockets wait for the driver.
 pub struct UdpPorts {
     ip: IpAddr,
+    announce: IpAddr,
     advertise: Option<Advertise>,
+    ice: Option<IceOptions>,
     bound: Bound,
 }
 
 impl UdpPorts {
-    /// Ports on `ip` (port 0: the system picks a free one per call).
-    pub fn new(ip: IpAddr, advertise: Option<Advertise>) -> Self {
+    /// Ports bound on `ip` (port 0: the system picks a free one per call),
+    /// named `announce` in SDP (the same address unless `ip` is a
+    /// wildcard), then mapped by `advertise` if given.
+    pub fn new(ip: IpAddr, announce: IpAddr, advertise: Option<Advertise>) -> Self {
         UdpPorts {
             ip,
+            announce,
             advertise,
+            ice: None,
             bound: Arc::default(),
         }
+    }
+
+    /// Also gathers ICE candidates for every call (see [`IceOptions`]).
+    pub fn with_ice(mut self, ice: Option<IceOptions>) -> Self {
+        self.ice = ice;
+        self
     }
 }
 
@@ -145,12 +210,30 @@ impl MediaPorts for UdpPorts {
     fn allocate(&mut self, call: u64) -> Result<SocketAddr, String> {
         let sock = std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0))
             .map_err(|e| format!("binding {}: {e}", self.ip))?;
-        let addr = sock.local_addr().map_err(|e| e.to_string())?;
+        let port = sock.local_addr().map_err(|e| e.to_string())?.port();
+        let mut addr = SocketAddr::new(self.announce, port);
+        let ice = match &self.ice {
+            Some(opts) => {
+                let mut ice = LocalIce::new(addr).map_err(|e| e.to_string())?;
+                if let Some(mapped) = opts.stun.and_then(|s| server_reflexive(&sock, s)) {
+                    ice.add_server_reflexive(mapped)
+                        .map_err(|e| e.to_string())?;
+                }
+                addr = ice.default_addr();
+                Some(ice)
+            }
+            None => None,
+        };
         self.bound
             .lock()
             .map_err(|_| "port table poisoned".to_string())?
-            .insert(call, sock);
+            .insert(call, BoundPort { sock, ice });
         Ok(self.advertise.as_ref().map_or(addr, |f| f(addr)))
+    }
+
+    fn ice(&self, call: u64) -> Option<IceParams> {
+        let bound = self.bound.lock().ok()?;
+        bound.get(&call)?.ice.as_ref().map(LocalIce::params)
     }
 
     fn release(&mut self, call: u64) {
@@ -174,13 +257,22 @@ pub struct MediaDriver {
     key_log: Option<Box<dyn KeyLogSink>>,
 }
 
-/// The ports for an agent whose SIP address is `sip`.
-pub fn ports_for(sip: SocketAddr, options: &MediaOptions) -> UdpPorts {
-    let ip = options.rtp_ip.unwrap_or(match sip.ip() {
-        ip if ip.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-        ip => ip,
-    });
-    UdpPorts::new(ip, options.advertise.clone())
+/// The RTP ports of an agent whose SIP socket is bound to `sip` and whose
+/// proxy is `proxy`. RTP binds where SIP does (or on `options.rtp_ip`);
+/// when that is a wildcard, the SDP names the address of the interface
+/// that routes towards the proxy ([`super::route`]): never 0.0.0.0, and
+/// 127.0.0.1 only when the proxy is on loopback (or nothing routes).
+pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> UdpPorts {
+    let ip = options.rtp_ip.unwrap_or(sip.ip());
+    let announce = if ip.is_unspecified() {
+        super::route::route_towards(proxy).unwrap_or(match ip {
+            IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        })
+    } else {
+        ip
+    };
+    UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone())
 }
 
 fn counters(s: &MediaStats) -> MediaCounters {
@@ -191,6 +283,7 @@ fn counters(s: &MediaStats) -> MediaCounters {
         bad_auth: s.drops.bad_auth,
         bad_source: s.drops.bad_source,
         replayed: s.drops.replayed,
+        latched: s.drops.latched,
         concealed: s.jitter.concealed,
         jitter_mean_ms: ms(s.jitter.mean_delay()),
         jitter_p99_ms: ms(s.jitter.p99_delay()),
@@ -344,12 +437,17 @@ impl MediaDriver {
         call: u64,
         negotiated: crate::media::sdp::Negotiated,
     ) -> Result<(), String> {
-        let sock = self
+        let BoundPort { sock, ice } = self
             .bound
             .lock()
             .map_err(|_| "port table poisoned".to_string())?
             .remove(&call)
             .ok_or("no bound RTP port")?;
+        // ICE runs when both sides offered it; else the SDP address, latched.
+        let ice = ice
+            .zip(negotiated.remote_ice.as_ref())
+            .map(|(local, remote)| local.start(remote, negotiated.ice_controlling));
+        sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
         let rate = negotiated.codec.audio_rate();
@@ -368,8 +466,8 @@ impl MediaDriver {
             Box::new(Discard)
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let session =
-            MediaSession::start(sock, negotiated, source, sink, tx).map_err(|e| e.to_string())?;
+        let session = MediaSession::start_with_ice(sock, negotiated, source, sink, tx, ice)
+            .map_err(|e| e.to_string())?;
         self.sessions.insert(call, session);
         let events = self.events.clone();
         tokio::spawn(async move {
@@ -382,6 +480,21 @@ impl MediaDriver {
                         stats: counters(&s),
                     },
                     MediaEvent::AudioFailed(message) => AgentEvent::AudioFailed { call, message },
+                    MediaEvent::Path(p) => AgentEvent::MediaPath {
+                        call,
+                        local: p.local.to_string(),
+                        remote: p.remote.to_string(),
+                    },
+                    MediaEvent::Consent(false) => AgentEvent::MediaNotice {
+                        call,
+                        message:
+                            "media paused: the peer stopped answering ICE consent checks (RFC 7675)"
+                                .into(),
+                    },
+                    MediaEvent::Consent(true) => AgentEvent::MediaNotice {
+                        call,
+                        message: "media flows: ICE consent to send".into(),
+                    },
                     // Security and SAS were reported by the core with the answer.
                     _ => continue,
                 };
@@ -437,5 +550,98 @@ impl Core for MediaDriver {
     fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
         self.agent.handle_connect_failed(now, peer, reason);
         self.run_actions();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::media::ice::is_stun;
+
+    const PROXY: &str = "127.0.0.1:5060";
+
+    /// A STUN server on loopback that answers every binding request with
+    /// `mapped` (what a NAT would show), `answers` times.
+    fn stun_server(mapped: SocketAddr, answers: usize) -> SocketAddr {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            for _ in 0..answers {
+                let (n, from) = sock.recv_from(&mut buf).unwrap();
+                assert!(is_stun(&buf[..n]));
+                let reply = crate::media::ice::stun_reply_for_tests(&buf[..n], mapped);
+                sock.send_to(&reply, from).unwrap();
+            }
+        });
+        addr
+    }
+
+    /// Listening on a wildcard, the RTP socket binds the wildcard too, and
+    /// the SDP names the interface towards the proxy: never 0.0.0.0.
+    #[test]
+    fn a_wildcard_binds_rtp_on_the_wildcard_and_names_the_route() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut ports = ports_for(any, PROXY.parse().unwrap(), &MediaOptions::default());
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(
+            named.ip(),
+            IpAddr::from([127, 0, 0, 1]),
+            "the route to the proxy"
+        );
+        let bound = ports.bound.lock().unwrap();
+        let sock = &bound.get(&1).unwrap().sock;
+        assert!(sock.local_addr().unwrap().ip().is_unspecified());
+        assert_eq!(sock.local_addr().unwrap().port(), named.port());
+        assert!(bound.get(&1).unwrap().ice.is_none(), "no ICE unless asked");
+    }
+
+    /// An explicit RTP address is bound and named as it is.
+    #[test]
+    fn an_explicit_address_is_named_as_it_is() {
+        let sip: SocketAddr = "127.0.0.2:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &MediaOptions::default());
+        assert_eq!(ports.allocate(1).unwrap().ip(), sip.ip());
+    }
+
+    /// Under ICE with a STUN server the SDP's address is the
+    /// server-reflexive one and both candidates are offered.
+    #[test]
+    fn ice_gathers_host_and_server_reflexive_candidates() {
+        let mapped: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let stun = stun_server(mapped, 1);
+        let options = MediaOptions {
+            ice: Some(IceOptions { stun: Some(stun) }),
+            ..MediaOptions::default()
+        };
+        let sip: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &options);
+        assert_eq!(ports.allocate(7).unwrap(), mapped);
+        let ice = ports.ice(7).unwrap();
+        assert_eq!(ice.candidates.len(), 2, "{ice:?}");
+        assert!(ice.candidates[0].contains("typ host"));
+        assert!(ice.candidates[1].contains("203.0.113.7 40000 typ srflx"));
+        assert!(ports.ice(8).is_none(), "no such call");
+    }
+
+    /// A silent STUN server costs a bounded wait, then host candidates only.
+    #[test]
+    fn a_silent_stun_server_leaves_host_candidates() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let options = MediaOptions {
+            ice: Some(IceOptions {
+                stun: Some(silent.local_addr().unwrap()),
+            }),
+            ..MediaOptions::default()
+        };
+        let sip: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &options);
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(named.ip(), sip.ip());
+        assert_eq!(ports.ice(1).unwrap().candidates.len(), 1);
+        let mut buf = [0u8; 1500];
+        let (n, _) = silent.recv_from(&mut buf).unwrap();
+        assert!(is_stun(&buf[..n]), "a binding request was sent");
     }
 }

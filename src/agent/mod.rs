@@ -18,6 +18,7 @@ pub mod media_io;
 pub mod renewal;
 pub mod retained;
 pub mod sip_tls;
+pub mod route;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
@@ -280,6 +281,15 @@ pub enum AgentEvent {
         call: u64,
         /// The digit.
         digit: char,
+    },
+    /// ICE nominated the candidate pair the call's media flows on.
+    MediaPath {
+        /// Call number.
+        call: u64,
+        /// Our candidate's kind (`host`; `relay` through a TURN server).
+        local: String,
+        /// The peer's candidate's kind (`host`, `srflx`, `prflx`, `relay`).
+        remote: String,
     },
     /// Media counters, once a second while the call runs.
     MediaStats {

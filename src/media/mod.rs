@@ -32,6 +32,7 @@ pub mod commit;
 pub mod device;
 pub mod dtmf;
 pub mod g711;
+pub mod ice;
 pub mod jitter;
 pub mod kat;
 pub mod keys;

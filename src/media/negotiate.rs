@@ -16,6 +16,7 @@
 //!   derived from X25519 is kept.
 
 use super::commit::{commitment_matches, dh_commitment, RetainedSecret};
+use super::ice::IceParams;
 use super::keys::{derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSuite};
 use super::sdp::{
     AudioDescription, Codec, Direction, SdpError, OPUS_PT, TELEPHONE_EVENT_48K_PT,
@@ -61,6 +62,8 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// `o=` version (increment for every re-offer).
     pub session_version: u64,
+    /// Our ICE parameters, when we run ICE (RFC 8839 attributes).
+    pub ice: Option<IceParams>,
 }
 
 /// Why the keys are not escrow-resistant.
@@ -175,6 +178,11 @@ pub struct Negotiated {
     /// The retained secret of this exchange (escrow-resistant only): kept
     /// for the peer once the SAS is confirmed or continuity verified.
     pub retained: Option<RetainedSecret>,
+    /// The peer's ICE parameters, when both sides run ICE; `None`: media
+    /// goes to `remote` (with latching).
+    pub remote_ice: Option<IceParams>,
+    /// Whether we are the controlling ICE agent (we made the offer).
+    pub ice_controlling: bool,
 }
 
 fn fresh_crypto(suites: &[SrtpSuite]) -> Result<Vec<CryptoAttr>, SdpError> {
@@ -302,6 +310,7 @@ impl PendingOffer {
             dh_commit: commit,
             rs_mac: rs.as_ref().zip(commit.as_ref()).map(|(r, c)| r.mac(c)),
             direction: local.direction,
+            ice: local.ice.clone(),
         };
         Ok(PendingOffer {
             local,
@@ -374,6 +383,8 @@ impl PendingOffer {
             security,
             keys: Some(keys),
             retained,
+            remote_ice: answer.ice.clone().filter(|_| self.offer.ice.is_some()),
+            ice_controlling: true,
         })
     }
 }
@@ -471,6 +482,8 @@ pub fn answer(
         dh_commit: None,
         rs_mac: None,
         direction,
+        // ICE only when both run it (RFC 8839 4.2.5).
+        ice: local.ice.clone().filter(|_| offer.ice.is_some()),
     };
     let mut negotiated = Negotiated {
         codec,
@@ -481,6 +494,8 @@ pub fn answer(
         security: MediaSecurity::Plain,
         keys: None,
         retained: None,
+        remote_ice: offer.ice.clone().filter(|_| local.ice.is_some()),
+        ice_controlling: false,
     };
     if !offer.secure {
         if local.policy == SecurityPolicy::Require {

@@ -26,6 +26,7 @@
 //!   call whose peer has no `telephone-event/48000` has no DTMF
 //!   (`answer_without_the_48k_event_means_no_dtmf_in_an_opus_call`).
 
+use super::ice::{IceAttrs, IceError, IceParams};
 use super::keys::MediaKeyError;
 pub use super::negotiate::{
     answer, AnswerOutcome, Continuity, LocalMedia, MediaKeysPolicy, MediaSecurity, Negotiated,
@@ -66,6 +67,9 @@ pub enum SdpError {
     /// A key attribute is malformed.
     #[error(transparent)]
     Attr(#[from] SdpAttrError),
+    /// An ICE attribute is malformed.
+    #[error(transparent)]
+    Ice(#[from] IceError),
     /// Key agreement failed (e.g. low-order X25519 key).
     #[error(transparent)]
     Keys(#[from] MediaKeyError),
@@ -247,6 +251,8 @@ pub struct AudioDescription {
     pub rs_mac: Option<[u8; 32]>,
     /// Direction.
     pub direction: Direction,
+    /// ICE credentials and candidates (RFC 8839), when the side runs ICE.
+    pub ice: Option<IceParams>,
 }
 
 impl AudioDescription {
@@ -321,6 +327,9 @@ impl AudioDescription {
         if let Some(mac) = &self.rs_mac {
             let _ = write!(s, "a={}\r\n", b32_to_value(RS, mac));
         }
+        if let Some(ice) = &self.ice {
+            s.push_str(&ice.to_sdp());
+        }
         let _ = write!(s, "a={}\r\n", self.direction.as_str());
         s
     }
@@ -352,6 +361,7 @@ impl AudioDescription {
         let mut dh_commit = None;
         let mut rs_mac = None;
         let mut direction = None;
+        let mut ice = IceAttrs::default();
         let mut saw_s = false;
         let mut saw_t = false;
         for line in it {
@@ -440,6 +450,7 @@ impl AudioDescription {
                         if rs_mac.replace(b32_parse(RS, value)?).is_some() {
                             return Err(bad("more than one a=ibesip-rs"));
                         }
+                    } else if ice.attr(value)? {
                     } else if let Some(d) = Direction::parse(value) {
                         if direction.replace(d).is_some() {
                             return Err(bad("more than one direction attribute"));
@@ -495,6 +506,7 @@ impl AudioDescription {
             dh_commit,
             rs_mac,
             direction: direction.unwrap_or(Direction::SendRecv),
+            ice: ice.finish(),
         })
     }
 }

@@ -12,6 +12,7 @@ fn local(port: u16) -> LocalMedia {
         direction: Direction::SendRecv,
         session_id: 42,
         session_version: 1,
+        ice: None,
     }
 }
 
@@ -538,4 +539,63 @@ fn duplicate_or_malformed_commitments_are_refused() {
         &format!("{line}\r\na=ibesip-rs:{0}\r\na=ibesip-rs:{0}", &line[19..]),
     );
     assert!(AudioDescription::parse(&rs_twice).is_err());
+}
+
+fn with_ice(port: u16) -> LocalMedia {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    LocalMedia {
+        ice: Some(crate::media::ice::LocalIce::new(addr).unwrap().params()),
+        ..local(port)
+    }
+}
+
+/// ICE runs only when both sides offer it; the offerer controls.
+#[test]
+fn ice_is_negotiated_only_when_both_sides_run_it() {
+    // Both: each side learns the other's parameters, through the text.
+    let pending = PendingOffer::new(with_ice(4000), Role::Caller).unwrap();
+    let offer = round_trip(pending.offer());
+    assert_eq!(offer.ice, pending.offer().ice);
+    let (ans, outcome) = answer(&with_ice(5000), Role::Callee, &offer, None).unwrap();
+    let ans = round_trip(&ans);
+    let nb = outcome.finish(pending.reveal().as_ref()).unwrap();
+    assert_eq!(nb.remote_ice, offer.ice);
+    assert!(!nb.ice_controlling);
+    let na = pending.accept_answer(&ans).unwrap();
+    assert_eq!(na.remote_ice, ans.ice);
+    assert!(na.remote_ice.is_some() && na.ice_controlling);
+
+    // Offer without ICE (an old phone): the answer carries none.
+    let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
+    let (ans, outcome) = answer(&with_ice(5000), Role::Callee, pending.offer(), None).unwrap();
+    assert!(ans.ice.is_none() && !ans.to_sdp().contains("a=ice-"));
+    assert!(outcome
+        .finish(pending.reveal().as_ref())
+        .unwrap()
+        .remote_ice
+        .is_none());
+
+    // Answer without ICE to our ICE offer: none used.
+    let pending = PendingOffer::new(with_ice(4000), Role::Caller).unwrap();
+    let (ans, _) = answer(&local(5000), Role::Callee, pending.offer(), None).unwrap();
+    assert!(pending.accept_answer(&ans).unwrap().remote_ice.is_none());
+}
+
+#[test]
+fn malformed_ice_credentials_refuse_the_body() {
+    let text = PendingOffer::new(with_ice(4000), Role::Caller)
+        .unwrap()
+        .offer()
+        .to_sdp();
+    assert!(AudioDescription::parse(&text).is_ok());
+    let twice = text.replace("a=sendrecv", "a=ice-ufrag:zzzz\r\na=sendrecv");
+    assert!(matches!(
+        AudioDescription::parse(&twice),
+        Err(SdpError::Ice(_))
+    ));
+    let bad = text.replace("a=ice-ufrag:", "a=ice-ufrag:bad!");
+    assert!(matches!(
+        AudioDescription::parse(&bad),
+        Err(SdpError::Ice(_))
+    ));
 }

@@ -13,6 +13,7 @@
 use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
 use super::dtmf::{DtmfReceiver, DtmfSender};
+use super::ice::{is_stun, IceEvent, IcePath, IceSession};
 use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
@@ -42,6 +43,11 @@ pub enum MediaEvent {
     Stats(MediaStats),
     /// An audio device or file failed; media goes on without it.
     AudioFailed(String),
+    /// ICE nominated the candidate pair media flows on.
+    Path(IcePath),
+    /// Consent to send (RFC 7675) was lost (`false`: media paused) or
+    /// regained.
+    Consent(bool),
 }
 
 /// Commands from the call (the SIP agent or the UI).
@@ -107,7 +113,22 @@ impl MediaSession {
         sink: Box<dyn AudioSink>,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
-        let channel = SrtpChannel::new(&negotiated)?;
+        Self::start_with_ice(socket, negotiated, source, sink, events, None)
+    }
+
+    /// [`MediaSession::start`] with ICE on the socket: media is sent only
+    /// on the pair ICE nominated, while its consent holds; STUN and SRTP
+    /// share the socket.
+    pub fn start_with_ice(
+        socket: UdpSocket,
+        negotiated: Negotiated,
+        source: Box<dyn AudioSource>,
+        sink: Box<dyn AudioSink>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+        ice: Option<IceSession>,
+    ) -> Result<Self, MediaError> {
+        let mut channel = SrtpChannel::new(&negotiated)?;
+        channel.set_latching(ice.is_none());
         let codec = CodecState::new(negotiated.codec)?;
         let mut jitter = JitterBuffer::new(FRAME, Duration::from_millis(200));
         jitter.set_clock_rate(negotiated.codec.clock_rate());
@@ -136,6 +157,7 @@ impl MediaSession {
             dtmf_timestamp: 0,
             peer_ssrc: None,
             sent: 0,
+            ice,
         };
         let task = tokio::spawn(driver.run(cmd_rx, stop_rx));
         Ok(MediaSession {
@@ -181,6 +203,7 @@ struct Driver {
     dtmf_timestamp: u32,
     peer_ssrc: Option<u32>,
     sent: u64,
+    ice: Option<IceSession>,
 }
 
 /// The codec of the stream and the frame buffers at its rate.
@@ -224,12 +247,34 @@ impl Driver {
         stats_tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut buf = vec![0u8; 2048];
         let mut payload = Vec::with_capacity(1500);
+        if let Some(ice) = self.ice.as_mut() {
+            ice.handle_timeout(Instant::now());
+        }
+        self.flush_ice().await;
         loop {
+            let ice_due = self
+                .ice
+                .as_mut()
+                .and_then(IceSession::poll_timeout)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut stop => break,
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, from) = r?;
-                    self.receive(Instant::now(), from, buf.get(..n).unwrap_or_default());
+                    let d = buf.get(..n).unwrap_or_default();
+                    match self.ice.as_mut() {
+                        Some(ice) if is_stun(d) => {
+                            ice.handle_datagram(Instant::now(), from, d);
+                            self.flush_ice().await;
+                        }
+                        _ => self.receive(Instant::now(), from, d),
+                    }
+                }
+                _ = tokio::time::sleep_until(ice_due.into()), if self.ice.is_some() => {
+                    if let Some(ice) = self.ice.as_mut() {
+                        ice.handle_timeout(Instant::now());
+                    }
+                    self.flush_ice().await;
                 }
                 _ = tick.tick() => {
                     self.send_tick(&mut payload).await?;
@@ -244,6 +289,26 @@ impl Driver {
         }
         self.sink.finish()?;
         Ok(self.stats())
+    }
+
+    /// Sends what ICE has to send and acts on its events.
+    async fn flush_ice(&mut self) {
+        let Some(ice) = self.ice.as_mut() else {
+            return;
+        };
+        while let Some((to, bytes)) = ice.poll_transmit() {
+            // A lost check is retransmitted by the agent.
+            let _ = self.socket.send_to(&bytes, to).await;
+        }
+        while let Some(e) = ice.poll_event() {
+            let _ = match e {
+                IceEvent::Nominated(path) => {
+                    self.channel.set_remote(path.destination);
+                    self.events.send(MediaEvent::Path(path))
+                }
+                IceEvent::Consent(on) => self.events.send(MediaEvent::Consent(on)),
+            };
+        }
     }
 
     fn stats(&self) -> MediaStats {
@@ -271,6 +336,10 @@ impl Driver {
             }
             MediaCommand::Update(n) => {
                 self.channel.rekey(&n)?;
+                // ICE keeps its pair across a re-INVITE (no ICE restart).
+                if let Some(p) = self.ice.as_ref().and_then(IceSession::nominated) {
+                    self.channel.set_remote(p.destination);
+                }
                 if n.codec != self.codec.codec {
                     // A new codec: fresh coder state, clock and DTMF steps.
                     self.codec = CodecState::new(n.codec)?;
@@ -349,10 +418,16 @@ impl Driver {
     }
 
     async fn send_tick(&mut self, payload: &mut Vec<u8>) -> Result<(), MediaError> {
+        if self.ice.as_ref().is_some_and(|i| i.nominated().is_none()) {
+            // ICE is still checking: the source waits, so the first words
+            // are heard once the path is up rather than lost.
+            return Ok(());
+        }
         self.read_source();
         let ts = self.timestamp;
         self.timestamp = self.timestamp.wrapping_add(self.codec.timestamp_step());
-        if !self.negotiated.direction.sends() {
+        if !self.negotiated.direction.sends() || self.ice.as_ref().is_some_and(|i| !i.may_send()) {
+            // Not sending, or ICE has no pair with consent (RFC 7675).
             return Ok(());
         }
         let (pt, marker, timestamp) =

@@ -6,6 +6,14 @@
 //! (sending key = our derived key) and the peer's (receiving key = the
 //! peer's derived key). Re-keying replaces both; packets under the old keys
 //! then fail authentication and are dropped and counted.
+//!
+//! Symmetric RTP with latching (RFC 4961; for peers without ICE behind a
+//! NAT, whose packets come from another address than their SDP names): an
+//! SRTP packet from a new source address is accepted, and the stream moves
+//! there, only once it authenticates under the peer's key and is no replay.
+//! A packet from a new source that does not authenticate never moves the
+//! stream (it is dropped and counted as `bad_source`); plain RTP never
+//! latches, since nothing proves who sent it.
 
 use super::keys::{SdesKey, SrtpSuite};
 use super::sdp::{MediaSecurity, Negotiated};
@@ -60,6 +68,8 @@ pub struct DropCounters {
     pub replayed: u64,
     /// Not RTP at all.
     pub malformed: u64,
+    /// Times the stream moved to a new source address (latching).
+    pub latched: u64,
 }
 
 fn profile(suite: SrtpSuite) -> ProtectionProfile {
@@ -90,8 +100,11 @@ struct Contexts {
 /// One call's RTP channel: protects what we send and checks what we receive.
 pub struct SrtpChannel {
     remote: SocketAddr,
+    /// The address the last offer/answer named.
+    signaled: SocketAddr,
     srtp: Option<Contexts>,
     counters: DropCounters,
+    latching: bool,
 }
 
 impl fmt::Debug for SrtpChannel {
@@ -110,16 +123,23 @@ impl SrtpChannel {
     pub fn new(negotiated: &Negotiated) -> Result<Self, SrtpError> {
         let mut ch = SrtpChannel {
             remote: negotiated.remote,
+            signaled: negotiated.remote,
             srtp: None,
             counters: DropCounters::default(),
+            latching: true,
         };
         ch.rekey(negotiated)?;
         Ok(ch)
     }
 
     /// Installs the keys of a new offer/answer; the old ones stop working.
+    /// The address we send to changes only when the SDP names a new one (a
+    /// latched address survives a re-INVITE that names the same).
     pub fn rekey(&mut self, negotiated: &Negotiated) -> Result<(), SrtpError> {
-        self.remote = negotiated.remote;
+        if negotiated.remote != self.signaled {
+            self.remote = negotiated.remote;
+            self.signaled = negotiated.remote;
+        }
         self.srtp = match (&negotiated.keys, negotiated.security) {
             (
                 Some(keys),
@@ -138,9 +158,22 @@ impl SrtpChannel {
         Ok(())
     }
 
-    /// Where packets go, and the only address they are accepted from.
+    /// Where packets go: the negotiated address, or the source of the
+    /// last authenticated packet from a new address (latching).
     pub fn remote(&self) -> SocketAddr {
         self.remote
+    }
+
+    /// Sends to `remote` from now on (the pair ICE nominated).
+    pub fn set_remote(&mut self, remote: SocketAddr) {
+        self.remote = remote;
+    }
+
+    /// Latching on (the default) or off. Off (under ICE, which alone picks
+    /// where we send, RFC 7675): an authenticated packet from a new source
+    /// is accepted but never moves where we send.
+    pub fn set_latching(&mut self, on: bool) {
+        self.latching = on;
     }
 
     /// Whether media is encrypted.
@@ -187,23 +220,36 @@ impl SrtpChannel {
     }
 
     fn unprotect_inner(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<Packet, SrtpError> {
-        if from != self.remote {
-            return Err(SrtpError::UnexpectedSource(from));
-        }
+        let known = from == self.remote;
+        let unknown = || SrtpError::UnexpectedSource(from);
         // RTCP (payload types 200-204 in the second byte, RFC 5761) is not
         // multiplexed here: we send no RTCP.
         if datagram.len() < 12 || datagram[0] >> 6 != 2 {
-            return Err(SrtpError::Malformed);
+            return Err(if known {
+                SrtpError::Malformed
+            } else {
+                unknown()
+            });
         }
         let plain = match &mut self.srtp {
             Some(c) => c.rx.decrypt_rtp(datagram).map_err(|e| match e {
+                _ if !known => unknown(),
                 webrtc_srtp::Error::SrtpSsrcDuplicated(..) => SrtpError::Replay,
                 _ => SrtpError::BadAuth,
             })?,
+            // Plain RTP proves nothing about its sender: no latching.
+            None if !known => return Err(unknown()),
             None => Bytes::copy_from_slice(datagram),
         };
         let mut buf = plain;
-        Packet::unmarshal(&mut buf).map_err(|_| SrtpError::Malformed)
+        let pkt = Packet::unmarshal(&mut buf).map_err(|_| SrtpError::Malformed)?;
+        if !known && self.latching {
+            // Authenticated under the peer's key and no replay: the peer
+            // (behind a NAT) sends from here; so do we from now on.
+            self.remote = from;
+            self.counters.latched += 1;
+        }
+        Ok(pkt)
     }
 }
 
@@ -265,6 +311,8 @@ mod tests {
                 recv: recv.clone(),
             }),
             retained: None,
+            remote_ice: None,
+            ice_controlling: false,
         }
     }
 
@@ -315,12 +363,12 @@ mod tests {
         let (mut a, mut b) = pair(SrtpSuite::AesCm128HmacSha1_80);
         let wire = a.protect(header(7), &[1; 160]).unwrap();
         let other = SocketAddr::from(([127, 0, 0, 1], 9));
-        assert_eq!(
-            b.unprotect(other, &wire),
-            Err(SrtpError::UnexpectedSource(other))
-        );
         let mut bad = wire.to_vec();
         bad[20] ^= 1;
+        assert_eq!(
+            b.unprotect(other, &bad),
+            Err(SrtpError::UnexpectedSource(other))
+        );
         assert_eq!(b.unprotect(FROM_A, &bad), Err(SrtpError::BadAuth));
         assert!(b.unprotect(FROM_A, &wire).is_ok());
         assert_eq!(b.unprotect(FROM_A, &wire), Err(SrtpError::Replay));
@@ -381,5 +429,112 @@ mod tests {
             assert_eq!(b.unprotect_rtcp(FROM_A, &rtp), Err(SrtpError::Malformed));
             assert_eq!(b.counters(), DropCounters::default());
         }
+    }
+
+    fn plain_pair() -> (SrtpChannel, SrtpChannel) {
+        let plain = |port| Negotiated {
+            security: MediaSecurity::Plain,
+            keys: None,
+            ..negotiated(
+                &SdesKey::generate(SrtpSuite::AeadAes128Gcm).unwrap(),
+                &SdesKey::generate(SrtpSuite::AeadAes128Gcm).unwrap(),
+                port,
+            )
+        };
+        (
+            SrtpChannel::new(&plain(2000)).unwrap(),
+            SrtpChannel::new(&plain(1000)).unwrap(),
+        )
+    }
+
+    /// A NATed peer without ICE: its packets come from its public mapping,
+    /// not from the address its SDP named; the first authentic one moves
+    /// the stream there, and we send there from now on.
+    #[test]
+    fn an_authenticated_packet_from_a_new_source_moves_the_stream() {
+        let (mut a, mut b) = pair(SrtpSuite::AesCm128HmacSha1_80);
+        let nat = SocketAddr::from(([127, 0, 0, 7], 40_000));
+        assert_eq!(b.remote(), FROM_A);
+        let wire = a.protect(header(1), &[9; 160]).unwrap();
+        let pkt = b.unprotect(nat, &wire).unwrap();
+        assert_eq!(&pkt.payload[..], &[9; 160][..]);
+        assert_eq!(b.remote(), nat, "latched onto the NAT mapping");
+        assert_eq!(b.counters().latched, 1);
+        // Later packets from the old address are now foreign, and can
+        // only move the stream back by authenticating.
+        let wire = a.protect(header(2), &[9; 160]).unwrap();
+        assert!(b.unprotect(FROM_A, &wire).is_ok());
+        assert_eq!((b.remote(), b.counters().latched), (FROM_A, 2));
+        // A re-INVITE naming the same address keeps the latched one; one
+        // naming a new address moves there.
+        assert!(b
+            .unprotect(nat, &a.protect(header(3), &[9; 160]).unwrap())
+            .is_ok());
+        let (ka, kb) = (
+            SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80).unwrap(),
+            SdesKey::generate(SrtpSuite::AesCm128HmacSha1_80).unwrap(),
+        );
+        b.rekey(&negotiated(&kb, &ka, 1000)).unwrap();
+        assert_eq!(b.remote(), nat, "re-keyed, same SDP address: still latched");
+        b.rekey(&negotiated(&kb, &ka, 1001)).unwrap();
+        assert_eq!(b.remote(), SocketAddr::from(([127, 0, 0, 1], 1001)));
+    }
+
+    /// The attacker: knows the peer's address and the SSRC, can send from
+    /// anywhere, but has no key. Forged, tampered, truncated and replayed
+    /// packets from a new source never move the stream.
+    #[test]
+    fn an_unauthenticated_packet_from_a_new_source_never_moves_the_stream() {
+        for suite in [SrtpSuite::AesCm128HmacSha1_80, SrtpSuite::AeadAes128Gcm] {
+            let (mut a, mut b) = pair(suite);
+            let evil = SocketAddr::from(([127, 0, 0, 66], 6666));
+            let first = a.protect(header(1), &[1; 160]).unwrap();
+            assert!(b.unprotect(FROM_A, &first).is_ok());
+            let next = a.protect(header(2), &[2; 160]).unwrap();
+            let mut tampered = next.to_vec();
+            tampered[30] ^= 0x80;
+            let mut forged = next.to_vec();
+            forged[12..].fill(0x41);
+            let plain = {
+                let p = Packet {
+                    header: header(3),
+                    payload: Bytes::from_static(&[0; 160]),
+                };
+                p.marshal().unwrap().to_vec()
+            };
+            for attack in [
+                &tampered[..],
+                &forged[..],
+                &plain[..],
+                &first[..], // a replay of a captured authentic packet
+                &next[..next.len() - 1],
+                &[0x80; 12][..],
+                b"junk",
+            ] {
+                assert_eq!(
+                    b.unprotect(evil, attack),
+                    Err(SrtpError::UnexpectedSource(evil))
+                );
+                assert_eq!(b.remote(), FROM_A, "the attacker moved the stream");
+            }
+            assert_eq!(b.counters().latched, 0);
+            assert_eq!(b.counters().bad_source, 7);
+            // The real peer goes on undisturbed.
+            assert!(b.unprotect(FROM_A, &next).is_ok());
+        }
+    }
+
+    /// Plain RTP (only under `allow-plain`) proves nothing: no latching.
+    #[test]
+    fn plain_rtp_never_latches() {
+        let (mut a, mut b) = plain_pair();
+        let other = SocketAddr::from(([127, 0, 0, 7], 40_000));
+        let wire = a.protect(header(1), &[5; 160]).unwrap();
+        assert_eq!(
+            b.unprotect(other, &wire),
+            Err(SrtpError::UnexpectedSource(other))
+        );
+        assert_eq!(b.remote(), FROM_A);
+        assert!(b.unprotect(FROM_A, &wire).is_ok());
     }
 }

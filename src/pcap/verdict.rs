@@ -114,6 +114,10 @@ pub struct Report {
     /// The RTP-shaped datagrams grouped into flows, each judged SRTP or
     /// plain RTP (see [`super::rtpflow`]).
     pub media: Vec<MediaFlow>,
+    /// STUN messages (RFC 8489: ICE checks and consent, binding requests
+    /// to a STUN server): judged, they carry random ICE credentials and
+    /// addresses as the network saw them, nothing of the users.
+    pub stun: usize,
     /// Other non-SIP UDP datagrams (each also in [`Report::unjudged`]).
     pub other_datagrams: usize,
     /// TCP bytes left that did not form a complete SIP message.
@@ -237,6 +241,8 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     for d in &framing.datagrams {
         if is_rtp_shaped(&d.payload) {
             report.rtp_shaped += 1;
+        } else if is_stun_shaped(&d.payload) {
+            report.stun += 1;
         } else {
             report.other_datagrams += 1;
             report.unjudged.push(Unjudged {
@@ -264,6 +270,17 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     }
     report.unjudged.sort_by_key(|u| u.frame);
     Ok(report)
+}
+
+/// True when `p` is shaped like a STUN message (RFC 8489 6): the two top
+/// bits zero, the magic cookie, and a length that is the rest of the
+/// datagram, a multiple of 4.
+pub fn is_stun_shaped(p: &[u8]) -> bool {
+    let Some((head, body)) = p.split_first_chunk::<20>() else {
+        return false;
+    };
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    head[0] < 4 && head[4..8] == [0x21, 0x12, 0xa4, 0x42] && len == body.len() && len % 4 == 0
 }
 
 /// The media type of a Content-Type value, lower-cased, parameters cut.
@@ -488,7 +505,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} other datagrams",
+            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} STUN; {} other datagrams",
             self.messages.len(),
             self.messages.iter().filter(|m| m.class == Class::Tunneled).count(),
             self.messages.iter().filter(|m| matches!(m.class, Class::PlainAllowed(_))).count(),
@@ -497,6 +514,7 @@ impl fmt::Display for Report {
             self.media.len(),
             self.media.iter().filter(|m| m.verdict == MediaVerdict::Srtp).count(),
             self.media_leaks(),
+            self.stun,
             self.other_datagrams,
         )?;
         if self.unframed_tcp_bytes > 0 {

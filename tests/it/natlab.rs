@@ -184,31 +184,79 @@ impl Lab {
         );
     }
 
+    /// Makes both NATs drop unsolicited UDP addressed to themselves, as
+    /// a home router's input policy does. Without it the lab's NAT answers
+    /// such a datagram (ICMP port unreachable) and its conntrack entry
+    /// makes masquerade give the home's next mapping towards that sender
+    /// another port: the first ICE check to arrive from the peer spoils
+    /// the very mapping the answering check needs, and two cone NATs never
+    /// connect directly. Dropped before conntrack confirms it, the check
+    /// leaves no entry, and the hole punching of RFC 8445 works.
+    fn nats_drop_unsolicited(&self) {
+        for (nat, wan) in [("natA", "wA"), ("natB", "wB")] {
+            for cmd in [
+                "add table inet home_input".to_string(),
+                "add chain inet home_input input { type filter hook input priority 0 ; }".into(),
+                format!("add rule inet home_input input iifname {wan} udp dport 1024-65535 ct state new drop"),
+            ] {
+                let out = self.script(&["exec", nat, "nft", &cmd]);
+                assert!(
+                    out.status.success(),
+                    "{nat}: nft {cmd}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// Debian's coturn in `prov` as the STUN server on 3478 (killed when
+    /// dropped; the lab's `down` kills it too).
+    fn stun(&self) -> Child {
+        let dir = self.dir.path().join("coturn");
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = self
+            .command("prov", Path::new("turnserver"))
+            .args(["-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls"])
+            .arg(format!("--listening-ip={PROV}"))
+            .arg("--listening-port=3478")
+            .arg(format!("--pidfile={}", dir.join("pid").display()))
+            .arg(format!("--userdb={}", dir.join("turndb").display()))
+            .arg(format!("--log-file={}", dir.join("log").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver (coturn, scripts/install-deps.sh)");
+        // It answers within milliseconds; the first request of a phone
+        // is retried anyway.
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    }
+
     /// `ibephone agent` of `user` in `home`, configured as a user would
     /// (listening on a wildcard address; the provider's addresses given
     /// explicitly).
     fn phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
-        let sip = format!(
-            "proxy = \"{PROV}:5060\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n"
-        );
-        self.phone_with(home, user, provider, &sip, &[])
+        self.phone_with(home, user, provider, &explicit_provider(), "", &[])
     }
 
     /// `ibephone agent` of `user` in `home` configured with only what a
     /// user knows: its address, its password and the PKG's fingerprint to
     /// confirm. The PKG and the SIP proxy come from DNS.
     fn discovering_phone(&self, home: &str, user: &str, provider: &Provider) -> Agent {
-        self.phone_with(home, user, provider, "[pkg]\n", &[])
+        self.phone_with(home, user, provider, "[pkg]\n", "", &[])
     }
 
     /// `middle` ends `[sip]` and opens `[pkg]` (with or without the
-    /// provider's addresses); `args`: more `ibephone agent` arguments.
+    /// provider's addresses); `extra` is appended to the configuration
+    /// file; `args`: more `ibephone agent` arguments. Without sound devices
+    /// (silence in, audio out discarded).
     fn phone_with(
         &self,
         home: &str,
         user: &str,
         provider: &Provider,
         middle: &str,
+        extra: &str,
         args: &[&str],
     ) -> Agent {
         let dir = self.dir.path().join(user);
@@ -221,17 +269,25 @@ impl Lab {
                 "[account]\naor = \"sip:{user}@{DOMAIN}\"\npassword_file = \"password\"\n\
                  [sip]\nlisten = \"0.0.0.0:5062\"\n{middle}\
                  fingerprint = \"{}\"\nstore = \"keystore\"\n\
-                 [security]\npolicy = \"require\"\nprivacy = true\n",
+                 [security]\npolicy = \"require\"\nprivacy = true\n{extra}",
                 provider.fingerprint
             ),
         )
         .unwrap();
         let mut cmd = self.command(home, Path::new(env!("CARGO_BIN_EXE_ibephone")));
-        cmd.args(["agent", "--config"]).arg(&config).args(args);
+        cmd.args(["agent", "--no-audio", "--config"])
+            .arg(&config)
+            .args(args);
         let mut a = Agent::spawn(&format!("{user}@{home}"), cmd);
         a.errors_fail = true;
         a
     }
+}
+
+/// The `[sip]` tail and `[pkg]` head of a phone that is given the
+/// provider's addresses (no discovery).
+fn explicit_provider() -> String {
+    format!("proxy = \"{PROV}:5060\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n")
 }
 
 impl Drop for Lab {
@@ -485,8 +541,8 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
     let keylog = lab.dir.path().join("keylog");
     let kl = keylog.display().to_string();
     let proxy = format!("proxy = \"sips:{PROV}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
-    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &["--keylog", &kl]);
-    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &["--keylog", &kl]);
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, "", &["--keylog", &kl]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, "", &["--keylog", &kl]);
     alice.send(json!({"cmd": "register"}));
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
@@ -614,4 +670,118 @@ fn natlab_discovery_dns_then_call() {
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
+}
+
+/// A child process killed when dropped (coturn).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The first event named `name` for which `pred` holds, among those seen
+/// already or arriving within `wait`.
+fn event_where(a: &mut Agent, name: &str, wait: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    if let Some(v) = a.seen.iter().find(|v| v["event"] == name && pred(v)) {
+        return v.clone();
+    }
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match a.try_expect(name, left) {
+            Some(v) if pred(&v) => return v,
+            Some(_) => {}
+            None => panic!(
+                "{}: no {name} as expected within {wait:?}; saw {:?}\nstderr: {}",
+                a.name,
+                a.seen,
+                a.stderr.lock().unwrap()
+            ),
+        }
+    }
+}
+
+/// Packets one side must have received and decrypted: 2 s of 20 ms frames.
+const AUDIO_PACKETS: u64 = 100;
+
+/// alice (homeA) calls bob (homeB) and both hear each other: each side's
+/// `media_stats` shows at least [`AUDIO_PACKETS`] SRTP packets received
+/// and decrypted. With `ice`, both phones run ICE with coturn in `prov` as
+/// their STUN server and must report a direct pair (no relay); without,
+/// they name their private or public address in the SDP and the media
+/// must get through by symmetric RTP and latching alone. Returns the last
+/// stats of (alice, bob).
+fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value) {
+    let lab = Lab::up(tag, &["--nat-a", nat_a, "--nat-b", nat_b]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider();
+    let _stun = Killed(lab.stun());
+    let media = if ice {
+        format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n")
+    } else {
+        "[media]\nice = false\n".to_string()
+    };
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &explicit_provider(), &media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    let mut stats = Vec::new();
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        if ice {
+            let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
+            println!("{}: media path {path}", a.name);
+            assert_ne!(path["local"], "relay", "{path}");
+            assert_ne!(path["remote"], "relay", "{path}");
+        }
+        let s = event_where(a, "media_stats", STEP, |v| {
+            v["call"] == c && v["stats"]["received"].as_u64() >= Some(AUDIO_PACKETS)
+        });
+        println!("{}: {s}", a.name);
+        assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
+        stats.push(s["stats"].clone());
+    }
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+    let bob_stats = stats.pop().unwrap();
+    (stats.pop().unwrap(), bob_stats)
+}
+
+/// Two homes behind cone NATs: ICE punches through with the
+/// server-reflexive candidates; audio both ways, directly.
+#[test]
+fn natlab_media_cone_cone_ice() {
+    if !enabled() {
+        return;
+    }
+    media_homes("mcc", "cone", "cone", true);
+}
+
+/// A public home and a home behind a cone NAT, with ICE: direct audio.
+#[test]
+fn natlab_media_none_cone_ice() {
+    if !enabled() {
+        return;
+    }
+    media_homes("mnc", "none", "cone", true);
+}
+
+/// The same homes without ICE (an old phone): bob's SDP names his private
+/// address, which alice cannot reach; bob's packets reach alice from his
+/// NAT's mapping, alice latches onto it once they authenticate, and her
+/// audio goes back through that mapping.
+#[test]
+fn natlab_media_none_cone_latching() {
+    if !enabled() {
+        return;
+    }
+    let (alice, bob) = media_homes("mnl", "none", "cone", false);
+    assert!(alice["latched"].as_u64() >= Some(1), "{alice}");
+    assert_eq!(bob["latched"], 0, "{bob}");
 }

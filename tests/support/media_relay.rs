@@ -110,6 +110,7 @@ pub fn local(addr: SocketAddr, codecs: &[Codec]) -> LocalMedia {
         direction: Direction::SendRecv,
         session_id: 7,
         session_version: 1,
+        ice: None,
     }
 }
 

@@ -1,0 +1,436 @@
+//! ICE (RFC 8445) for the one audio stream of a call, sans-I/O: the SDP
+//! attributes (`a=ice-ufrag`, `a=ice-pwd`, `a=candidate`, RFC 8839), the
+//! discovery of our server-reflexive address (a STUN binding request to
+//! the configured server, RFC 8489), and the running agent of a call
+//! ([`IceSession`]: connectivity checks, nomination, consent freshness).
+//!
+//! The agent is the sans-I/O ICE agent of str0m, published on its own as
+//! the `is` crate, with its STUN codec (`is::stun`) for the checks; the
+//! binding request to the STUN server is webrtc-rs's `stun` crate's. The media driver owns the one socket per call; STUN and
+//! SRTP share it and are told apart by their first byte (RFC 7983).
+//!
+//! Decisions (pinned by the tests below and in `sdp_tests.rs`):
+//! - The offerer is the controlling agent (RFC 8445 6.1.1, both sides full
+//!   agents); the answerer is controlled.
+//! - ICE runs only when both SDPs carry credentials; otherwise the call
+//!   runs on the `c=`/`m=` address with latching (see [`super::srtp`]).
+//! - Only UDP candidates of component 1 are used (rtcp-mux: no RTCP
+//!   component); others are skipped, at most [`MAX_CANDIDATES`] are kept.
+//! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
+//!   those checks go unanswered (state `Disconnected`) no media is sent,
+//!   and it resumes when they are answered again.
+
+use is::stun::{StunMessage, StunPacket};
+use is::{
+    Candidate, CandidateKind, IceAgent, IceAgentEvent, IceConnectionState, IceCreds, Protocol,
+};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+use thiserror::Error;
+
+/// Most candidates read from one SDP (the rest are ignored).
+pub const MAX_CANDIDATES: usize = 16;
+
+/// Why ICE parameters or a candidate were refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IceError {
+    /// An `a=ice-ufrag`/`a=ice-pwd` value is malformed, or repeated.
+    #[error("malformed ICE attribute: {0}")]
+    Attr(&'static str),
+    /// A local address cannot be a candidate.
+    #[error("not a usable ICE candidate: {0}")]
+    Candidate(String),
+}
+
+/// One side's ICE parameters as the SDP carries them: credentials and
+/// candidate lines (each checked to parse as a UDP candidate of
+/// component 1). The password is a secret of the call: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceParams {
+    /// `a=ice-ufrag` (4 to 256 ice-chars).
+    pub ufrag: String,
+    /// `a=ice-pwd` (22 to 256 ice-chars).
+    pub pwd: String,
+    /// `a=candidate` values, without `a=` (`candidate:1 1 udp ...`).
+    pub candidates: Vec<String>,
+}
+
+impl fmt::Debug for IceParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceParams")
+            .field("ufrag", &self.ufrag)
+            .field("pwd", &"[redacted]")
+            .field("candidates", &self.candidates)
+            .finish()
+    }
+}
+
+fn ice_chars(s: &str, min: usize) -> bool {
+    (min..=256).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// A candidate line we use: UDP, component 1; `None` for one we skip.
+fn usable(value: &str) -> Option<Candidate> {
+    let c = Candidate::from_sdp_string(value).ok()?;
+    (c.proto() == Protocol::Udp && value.split_whitespace().nth(1) == Some("1")).then_some(c)
+}
+
+impl IceParams {
+    /// The SDP lines (CRLF ends) of these parameters.
+    pub fn to_sdp(&self) -> String {
+        let mut s = format!("a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", self.ufrag, self.pwd);
+        for c in &self.candidates {
+            s.push_str("a=");
+            s.push_str(c);
+            s.push_str("\r\n");
+        }
+        s
+    }
+
+    /// The parsed candidates (lines that no longer parse are skipped).
+    pub fn parsed_candidates(&self) -> Vec<Candidate> {
+        self.candidates.iter().filter_map(|c| usable(c)).collect()
+    }
+}
+
+/// Collects the ICE attributes of one SDP body while it is parsed.
+#[derive(Debug, Default)]
+pub struct IceAttrs {
+    ufrag: Option<String>,
+    pwd: Option<String>,
+    candidates: Vec<String>,
+}
+
+impl IceAttrs {
+    /// Takes the value of one `a=` line (without `a=`): `Ok(true)` when it
+    /// was an ICE attribute, `Ok(false)` when it is none of ours.
+    pub fn attr(&mut self, value: &str) -> Result<bool, IceError> {
+        if let Some(v) = value.strip_prefix("ice-ufrag:") {
+            if !ice_chars(v, 4) {
+                return Err(IceError::Attr("ice-ufrag"));
+            }
+            if self.ufrag.replace(v.to_string()).is_some() {
+                return Err(IceError::Attr("more than one ice-ufrag"));
+            }
+        } else if let Some(v) = value.strip_prefix("ice-pwd:") {
+            if !ice_chars(v, 22) {
+                return Err(IceError::Attr("ice-pwd"));
+            }
+            if self.pwd.replace(v.to_string()).is_some() {
+                return Err(IceError::Attr("more than one ice-pwd"));
+            }
+        } else if value.starts_with("candidate:") {
+            // A line we cannot use (TCP, RTCP component, malformed) is
+            // skipped, as RFC 8839 5.1 asks of unknown candidates.
+            if self.candidates.len() < MAX_CANDIDATES && usable(value).is_some() {
+                self.candidates.push(value.to_string());
+            }
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The parameters, when both credentials were given (candidates alone
+    /// mean nothing).
+    pub fn finish(self) -> Option<IceParams> {
+        Some(IceParams {
+            ufrag: self.ufrag?,
+            pwd: self.pwd?,
+            candidates: self.candidates,
+        })
+    }
+}
+
+/// The kind of a candidate, as RFC 8839 names it.
+pub fn kind_name(k: CandidateKind) -> &'static str {
+    match k {
+        CandidateKind::Host => "host",
+        CandidateKind::PeerReflexive => "prflx",
+        CandidateKind::ServerReflexive => "srflx",
+        CandidateKind::Relayed => "relay",
+    }
+}
+
+/// Our side of a call's ICE before the answer: fresh credentials and the
+/// candidates of the call's socket.
+#[derive(Clone)]
+pub struct LocalIce {
+    creds: IceCreds,
+    host: SocketAddr,
+    candidates: Vec<Candidate>,
+}
+
+impl fmt::Debug for LocalIce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalIce")
+            .field("host", &self.host)
+            .field("candidates", &self.candidates.len())
+            .finish()
+    }
+}
+
+impl LocalIce {
+    /// Fresh random credentials and the host candidate `host` (the
+    /// socket's address as we name it: never a wildcard).
+    pub fn new(host: SocketAddr) -> Result<Self, IceError> {
+        let c = Candidate::host(host, "udp").map_err(|e| IceError::Candidate(e.to_string()))?;
+        Ok(LocalIce {
+            creds: IceCreds::new(),
+            host,
+            candidates: vec![c],
+        })
+    }
+
+    /// Adds the server-reflexive candidate `mapped` (what the STUN server
+    /// saw); nothing when it is the host address (no NAT).
+    pub fn add_server_reflexive(&mut self, mapped: SocketAddr) -> Result<(), IceError> {
+        if mapped == self.host || self.candidates.iter().any(|c| c.addr() == mapped) {
+            return Ok(());
+        }
+        let c = Candidate::server_reflexive(mapped, self.host, "udp")
+            .map_err(|e| IceError::Candidate(e.to_string()))?;
+        self.candidates.push(c);
+        Ok(())
+    }
+
+    /// The host candidate's address (the base of every candidate).
+    pub fn host(&self) -> SocketAddr {
+        self.host
+    }
+
+    /// The default candidate for `c=`/`m=` (RFC 8445 5.1.4): the
+    /// server-reflexive one when there is one (reachable from outside our
+    /// NAT, so a peer without ICE can reach us), else the host.
+    pub fn default_addr(&self) -> SocketAddr {
+        self.candidates
+            .iter()
+            .find(|c| c.kind() == CandidateKind::ServerReflexive)
+            .map_or(self.host, Candidate::addr)
+    }
+
+    /// The SDP parameters.
+    pub fn params(&self) -> IceParams {
+        IceParams {
+            ufrag: self.creds.ufrag.clone(),
+            pwd: self.creds.pass.clone(),
+            candidates: self
+                .candidates
+                .iter()
+                .map(Candidate::to_sdp_string)
+                .collect(),
+        }
+    }
+
+    /// The running agent for the peer's `remote` parameters; controlling
+    /// when we made the offer.
+    pub fn start(self, remote: &IceParams, controlling: bool) -> IceSession {
+        let mut agent = IceAgent::new(self.creds);
+        agent.set_controlling(controlling);
+        for c in self.candidates {
+            agent.add_local_candidate(c);
+        }
+        agent.set_remote_credentials(IceCreds {
+            ufrag: remote.ufrag.clone(),
+            pass: remote.pwd.clone(),
+        });
+        for c in remote.parsed_candidates() {
+            agent.add_remote_candidate(c);
+        }
+        IceSession {
+            agent,
+            local: self.host,
+            nominated: None,
+            consent: false,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Whether a datagram is STUN rather than (S)RTP: its first byte is 0..3
+/// (RFC 7983), and it is long enough for a STUN header.
+pub fn is_stun(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[0] < 4
+}
+
+/// One STUN binding request to a STUN server, to learn our
+/// server-reflexive address. Encoded and read by webrtc-rs's `stun` crate:
+/// the `is` codec reads only ICE checks (it requires MESSAGE-INTEGRITY,
+/// which a STUN server's answer to an unauthenticated request lacks).
+#[derive(Debug)]
+pub struct StunBinding {
+    id: stun::agent::TransactionId,
+}
+
+impl StunBinding {
+    /// A fresh request: keep the value, send the bytes.
+    pub fn new() -> Result<(Self, Vec<u8>), IceError> {
+        let id = stun::agent::TransactionId::new();
+        let mut msg = stun::message::Message::new();
+        msg.build(&[Box::new(id), Box::new(stun::message::BINDING_REQUEST)])
+            .map_err(|e| IceError::Candidate(format!("STUN request: {e}")))?;
+        Ok((StunBinding { id }, msg.raw))
+    }
+
+    /// The mapped address in `response`, if it is the success answer to
+    /// this request (any other datagram gives `None`).
+    pub fn mapped(&self, response: &[u8]) -> Option<SocketAddr> {
+        let mut msg = stun::message::Message::new();
+        msg.raw = response.to_vec();
+        msg.decode().ok()?;
+        if msg.typ != stun::message::BINDING_SUCCESS || msg.transaction_id != self.id {
+            return None;
+        }
+        let mut xor = stun::xoraddr::XorMappedAddress::default();
+        use stun::message::Getter;
+        xor.get_from(&msg).ok()?;
+        Some(SocketAddr::new(xor.ip, xor.port))
+    }
+}
+
+/// The candidate pair media flows on, by candidate kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcePath {
+    /// Our candidate of the pair (its base: `host`, or `relay`).
+    pub local: &'static str,
+    /// The peer's candidate we send to (`host`, `srflx`, `prflx`, `relay`).
+    pub remote: &'static str,
+    /// Where we send.
+    pub destination: SocketAddr,
+}
+
+/// What the running ICE tells the media session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceEvent {
+    /// Media goes to this pair from now on.
+    Nominated(IcePath),
+    /// Consent to send (RFC 7675) was gained (`true`) or lost.
+    Consent(bool),
+}
+
+/// The running ICE of one call: the `is` agent plus what the session
+/// needs to know (where to send, whether it may).
+pub struct IceSession {
+    agent: IceAgent,
+    local: SocketAddr,
+    nominated: Option<IcePath>,
+    consent: bool,
+    events: Vec<IceEvent>,
+}
+
+impl fmt::Debug for IceSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceSession")
+            .field("local", &self.local)
+            .field("state", &self.agent.state())
+            .field("nominated", &self.nominated)
+            .finish()
+    }
+}
+
+impl IceSession {
+    /// Feeds a STUN datagram from `from`; false when the agent did not
+    /// take it (wrong credentials, not a STUN message of ours).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Ok(message) = StunMessage::parse(datagram) else {
+            return false;
+        };
+        let packet = StunPacket {
+            proto: Protocol::Udp,
+            source: from,
+            destination: self.local,
+            message,
+        };
+        if !self.agent.accepts_message(&packet.message) {
+            return false;
+        }
+        let taken = self.agent.handle_packet(now, packet);
+        self.drain();
+        taken
+    }
+
+    /// Advances the agent's timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.agent.handle_timeout(now);
+        self.drain();
+    }
+
+    /// When [`IceSession::handle_timeout`] is due next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.agent.poll_timeout()
+    }
+
+    /// The next STUN datagram to send: (destination, bytes).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        let t = self.agent.poll_transmit()?;
+        Some((t.destination, t.contents.into()))
+    }
+
+    /// The next event for the media session.
+    pub fn poll_event(&mut self) -> Option<IceEvent> {
+        if self.events.is_empty() {
+            None
+        } else {
+            Some(self.events.remove(0))
+        }
+    }
+
+    /// The pair in use, when one is nominated.
+    pub fn nominated(&self) -> Option<IcePath> {
+        self.nominated
+    }
+
+    /// Whether media may be sent now: a pair is nominated and its consent
+    /// checks are answered.
+    pub fn may_send(&self) -> bool {
+        self.nominated.is_some() && self.consent
+    }
+
+    fn drain(&mut self) {
+        while let Some(e) = self.agent.poll_event() {
+            match e {
+                IceAgentEvent::NominatedSend { destination, .. } => {
+                    let remote = self
+                        .agent
+                        .remote_candidates()
+                        .find(|c| c.addr() == destination)
+                        .map_or("prflx", |c| kind_name(c.kind()));
+                    let path = IcePath {
+                        local: "host",
+                        remote,
+                        destination,
+                    };
+                    if self.nominated != Some(path) {
+                        self.nominated = Some(path);
+                        self.events.push(IceEvent::Nominated(path));
+                    }
+                }
+                IceAgentEvent::IceConnectionStateChange(s) => {
+                    let ok = matches!(
+                        s,
+                        IceConnectionState::Connected | IceConnectionState::Completed
+                    );
+                    if ok != self.consent {
+                        self.consent = ok;
+                        self.events.push(IceEvent::Consent(ok));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "ice_tests.rs"]
+mod tests;
+
+/// A STUN server's answer to `request` (tests of other modules).
+#[cfg(test)]
+pub(crate) fn stun_reply_for_tests(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
+    tests::stun_reply(request, mapped)
+}

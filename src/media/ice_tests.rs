@@ -1,0 +1,218 @@
+use super::*;
+use std::time::Duration;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Two agents in memory on a fake clock; `drop_to_a` drops every datagram
+/// towards alice while it returns true.
+struct Net {
+    a: IceSession,
+    b: IceSession,
+    now: Instant,
+    a_events: Vec<IceEvent>,
+    b_events: Vec<IceEvent>,
+}
+
+const A: &str = "127.0.0.1:1000";
+const B: &str = "127.0.0.1:2000";
+
+impl Net {
+    fn new() -> Net {
+        let la = LocalIce::new(addr(A)).unwrap();
+        let lb = LocalIce::new(addr(B)).unwrap();
+        let (pa, pb) = (la.params(), lb.params());
+        Net {
+            a: la.start(&pb, true),
+            b: lb.start(&pa, false),
+            now: Instant::now(),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+        }
+    }
+
+    /// Runs `ms` milliseconds of fake time in 10 ms steps.
+    fn run(&mut self, ms: u64, drop_to_a: bool) {
+        for _ in 0..ms / 10 {
+            self.now += Duration::from_millis(10);
+            self.a.handle_timeout(self.now);
+            self.b.handle_timeout(self.now);
+            for _ in 0..20 {
+                let mut moved = false;
+                while let Some((to, bytes)) = self.a.poll_transmit() {
+                    moved = true;
+                    if to == addr(B) {
+                        self.b.handle_datagram(self.now, addr(A), &bytes);
+                    }
+                }
+                while let Some((to, bytes)) = self.b.poll_transmit() {
+                    moved = true;
+                    if to == addr(A) && !drop_to_a {
+                        self.a.handle_datagram(self.now, addr(B), &bytes);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.a_events.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.b_events.push(e);
+            }
+        }
+    }
+}
+
+#[test]
+fn two_agents_check_nominate_and_gain_consent() {
+    let mut net = Net::new();
+    assert!(
+        !net.a.may_send() && !net.b.may_send(),
+        "no media before ICE"
+    );
+    net.run(3000, false);
+    assert!(net.a.may_send() && net.b.may_send());
+    let pa = net.a.nominated().unwrap();
+    let pb = net.b.nominated().unwrap();
+    assert_eq!(
+        (pa.destination, pa.local, pa.remote),
+        (addr(B), "host", "host")
+    );
+    assert_eq!(pb.destination, addr(A));
+    assert!(net.a_events.contains(&IceEvent::Consent(true)));
+    assert!(net.a_events.contains(&IceEvent::Nominated(pa)));
+}
+
+/// RFC 7675: a short outage (a second and a half of lost answers) keeps
+/// consent; when the peer stops answering the consent checks for good, we
+/// stop sending (and do not start again on our own: that takes an ICE
+/// restart).
+#[test]
+fn consent_survives_a_short_outage_and_expires_without_answers() {
+    let mut net = Net::new();
+    net.run(3000, false);
+    assert!(net.a.may_send());
+    net.a_events.clear();
+    net.run(1500, true);
+    net.run(2000, false);
+    assert!(net.a.may_send(), "a short outage cost the consent");
+    assert!(!net.a_events.contains(&IceEvent::Consent(false)));
+    net.run(40_000, true);
+    assert!(!net.a.may_send(), "consent must expire without answers");
+    assert!(net.a_events.contains(&IceEvent::Consent(false)));
+}
+
+/// A binding request under other credentials (an attacker who saw our
+/// address but not the tunneled SDP) is not taken and nominates nothing.
+#[test]
+fn a_check_with_wrong_credentials_is_refused() {
+    let la = LocalIce::new(addr(A)).unwrap();
+    let lb = LocalIce::new(addr(B)).unwrap();
+    let evil = LocalIce::new(addr("127.0.0.66:6666")).unwrap();
+    let pb = lb.params();
+    let mut a = la.clone().start(&pb, false);
+    // The attacker runs an agent that believes alice's credentials are
+    // its own guess.
+    let guess = LocalIce::new(addr(A)).unwrap().params();
+    let mut e = evil.start(&guess, true);
+    let mut now = Instant::now();
+    for _ in 0..200 {
+        now += Duration::from_millis(10);
+        e.handle_timeout(now);
+        a.handle_timeout(now);
+        while let Some((_, bytes)) = e.poll_transmit() {
+            assert!(!a.handle_datagram(now, addr("127.0.0.66:6666"), &bytes));
+        }
+        while a.poll_transmit().is_some() {}
+    }
+    assert!(a.nominated().is_none() && !a.may_send());
+}
+
+#[test]
+fn sdp_attributes_round_trip_and_bad_ones_are_refused() {
+    let mut l = LocalIce::new(addr("192.168.1.10:40000")).unwrap();
+    l.add_server_reflexive(addr("203.0.113.1:40000")).unwrap();
+    // The host address again is no new candidate.
+    l.add_server_reflexive(addr("192.168.1.10:40000")).unwrap();
+    assert_eq!(l.default_addr(), addr("203.0.113.1:40000"));
+    let p = l.params();
+    assert_eq!(p.candidates.len(), 2);
+    let mut attrs = IceAttrs::default();
+    for line in p.to_sdp().lines() {
+        assert!(attrs.attr(line.strip_prefix("a=").unwrap()).unwrap());
+    }
+    assert_eq!(attrs.finish(), Some(p.clone()));
+    assert!(
+        !format!("{p:?}").contains(&p.pwd),
+        "Debug shows the password"
+    );
+
+    let mut a = IceAttrs::default();
+    assert!(!a.attr("sendrecv").unwrap());
+    assert!(a.attr("ice-ufrag:ab").is_err(), "too short");
+    assert!(a.attr("ice-ufrag:ab c d").is_err(), "not ice-chars");
+    assert!(a.attr("ice-pwd:short").is_err());
+    a.attr("ice-ufrag:abcd").unwrap();
+    assert!(a.attr("ice-ufrag:efgh").is_err(), "repeated");
+    // Skipped, not refused: TCP, RTCP component, garbage.
+    a.attr("candidate:1 1 tcp 1 10.0.0.1 9 typ host tcptype active")
+        .unwrap();
+    a.attr("candidate:1 2 udp 1 10.0.0.1 9 typ host").unwrap();
+    a.attr("candidate:garbage").unwrap();
+    for i in 0..40 {
+        a.attr(&format!(
+            "candidate:{i} 1 udp 1 10.0.0.1 {} typ host",
+            1000 + i
+        ))
+        .unwrap();
+    }
+    assert!(a.finish().is_none(), "no password: no ICE");
+    let mut a = IceAttrs::default();
+    a.attr("ice-ufrag:abcd").unwrap();
+    a.attr("ice-pwd:abcdefghijklmnopqrstuvwxyz").unwrap();
+    for i in 0..40 {
+        a.attr(&format!(
+            "candidate:{i} 1 udp 1 10.0.0.1 {} typ host",
+            1000 + i
+        ))
+        .unwrap();
+    }
+    assert_eq!(a.finish().unwrap().candidates.len(), MAX_CANDIDATES);
+}
+
+/// What a STUN server answers to `request` (a binding request): `mapped`
+/// in XOR-MAPPED-ADDRESS, under the request's transaction id.
+pub(crate) fn stun_reply(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
+    use stun::message::{Message, BINDING_SUCCESS};
+    let mut req = Message::new();
+    req.raw = request.to_vec();
+    req.decode().unwrap();
+    let mut msg = Message::new();
+    msg.build(&[
+        Box::new(req.transaction_id),
+        Box::new(BINDING_SUCCESS),
+        Box::new(stun::xoraddr::XorMappedAddress {
+            ip: mapped.ip(),
+            port: mapped.port(),
+        }),
+    ])
+    .unwrap();
+    msg.raw
+}
+
+#[test]
+fn stun_binding_reads_only_its_own_answer() {
+    let (req, bytes) = StunBinding::new().unwrap();
+    assert!(is_stun(&bytes));
+    assert_eq!(&bytes[0..2], &[0, 1], "a binding request");
+    assert_eq!(&bytes[4..8], &[0x21, 0x12, 0xa4, 0x42], "the magic cookie");
+    let mapped = addr("203.0.113.1:40000");
+    assert_eq!(req.mapped(&stun_reply(&bytes, mapped)), Some(mapped));
+    // Someone else's answer (another transaction) is not ours.
+    let (_, other) = StunBinding::new().unwrap();
+    assert_eq!(req.mapped(&stun_reply(&other, mapped)), None);
+    assert_eq!(req.mapped(b"not stun at all, not at all"), None);
+}
