@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod otp;
 pub mod password;
 pub mod serve;
 pub mod sip;

@@ -15,6 +15,8 @@
 //! fingerprint = "<sha256 hex>"        # TLS certificate pin; absent: trust on first use
 //! store = "alice.keystore"            # key store directory (default: the user's data dir)
 //! # user = "alice"                    # PKG account (default: the AOR's user part)
+//! # otp_command = ["oathtool", "--totp", "-b", "@alice.totp"]  # prints the current
+//! #                                   # one-time code (second factor), no shell
 //!
 //! # or, instead of [pkg], a key file issued out of band:
 //! # [keys]
@@ -90,6 +92,8 @@ struct RawPkg {
     store: Option<PathBuf>,
     #[serde(default)]
     user: Option<String>,
+    #[serde(default)]
+    otp_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +187,10 @@ pub struct PkgSettings {
     pub store: PathBuf,
     /// PKG account name.
     pub user: String,
+    /// A command (program and arguments, run without a shell) that prints
+    /// the current one-time code of the account's second factor
+    /// (pkg-api.md "Second factor at login"); `None`: the account has none.
+    pub otp_command: Option<Vec<String>>,
 }
 
 /// A parsed configuration file whose keys are not loaded yet.
@@ -241,6 +249,7 @@ impl AgentFile {
                     fingerprint,
                     store,
                     user: p.user.unwrap_or_else(|| aor.user().to_string()),
+                    otp_command: p.otp_command,
                 })
             }
             (Some(_), Some(_)) => {

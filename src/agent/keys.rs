@@ -58,6 +58,15 @@ pub enum KeyError {
         /// The period that is missing.
         period: String,
     },
+    /// The account has a second factor and no one-time code could be
+    /// had: none configured, or `[pkg] otp_command` failed.
+    #[error("PKG {url} needs a one-time code for this account: {why}")]
+    Otp {
+        /// The PKG.
+        url: String,
+        /// What is missing or failed.
+        why: String,
+    },
     /// The key store could not be opened, read or written.
     #[error("key store {store}: {source}")]
     Store {
@@ -212,7 +221,14 @@ pub async fn from_pkg(
         source,
     };
     let client = PkgClient::new(&pkg.url, pin).map_err(pkg_err)?;
-    match fetch(&client, pkg, aor, password, &current).await {
+    let otp = match &pkg.otp_command {
+        Some(cmd) => Some(otp_from_command(cmd).await.map_err(|why| KeyError::Otp {
+            url: pkg.url.clone(),
+            why,
+        })?),
+        None => None,
+    };
+    match fetch(&client, pkg, aor, password, otp.as_ref(), &current).await {
         Ok((params, keys)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
             let used = client.pinned_fingerprint();
@@ -263,8 +279,40 @@ pub async fn from_pkg(
                 unreachable: Some(why),
             })
         }
+        Err(e) if e.is_otp_required() => Err(KeyError::Otp {
+            url: pkg.url.clone(),
+            why: "set [pkg] otp_command to a command that prints the current code".into(),
+        }),
         Err(e) => Err(pkg_err(e)),
     }
+}
+
+/// Runs `[pkg] otp_command` (program and arguments, no shell) and returns
+/// the one-time code it prints: 6 to 8 ASCII digits on the first line.
+pub async fn otp_from_command(cmd: &[String]) -> Result<SecretString, String> {
+    let Some((program, args)) = cmd.split_first() else {
+        return Err("otp_command is empty".into());
+    };
+    let (program, args) = (program.clone(), args.to_vec());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("otp_command {program:?} cannot run: {e}"))
+    })
+    .await
+    .map_err(|e| format!("otp_command: {e}"))??;
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(format!("otp_command failed ({})", out.status));
+    }
+    let text = std::str::from_utf8(&stdout).unwrap_or_default();
+    let code = text.lines().next().unwrap_or_default().trim();
+    if !(6..=8).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("otp_command did not print a code of 6 to 8 digits".into());
+    }
+    Ok(SecretString::new(code.to_string()))
 }
 
 async fn fetch(
@@ -272,6 +320,7 @@ async fn fetch(
     pkg: &PkgSettings,
     aor: &Aor,
     password: &SecretString,
+    otp: Option<&SecretString>,
     current: &Period,
 ) -> Result<(PublicParams, Vec<PrivateKeys>), PkgClientError> {
     let params = client.params().await?;
@@ -282,7 +331,7 @@ async fn fetch(
             aor.host()
         )));
     }
-    let session = client.login(&pkg.user, password).await?;
+    let session = client.login_with_otp(&pkg.user, password, otp).await?;
     if session.aor != *aor {
         let _ = client.logout(&session).await;
         return Err(PkgClientError::Protocol(format!(

@@ -1,12 +1,15 @@
 //! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
 //! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`])
-//! and the key store that keeps keys across restarts ([`store`]).
+//! the key store that keeps keys across restarts ([`store`]) and the
+//! threshold provider's per-server logins and share combining
+//! ([`threshold`]).
 
 pub mod api;
 pub mod client;
 pub mod seal;
 pub mod store;
+pub mod threshold;
 pub mod tls;
 
 pub use client::{PkgClient, Session};
@@ -58,7 +61,20 @@ pub enum PkgClientError {
     /// Encryption at rest failed (wrong passphrase, damaged file).
     #[error(transparent)]
     Seal(#[from] seal::SealError),
+    /// Too few servers of a threshold provider gave good key shares; the
+    /// sentence names each server and why.
+    #[error("{0}")]
+    Threshold(String),
     /// The key store could not be read or written.
     #[error("key store: {0}")]
     Store(String),
+}
+
+impl PkgClientError {
+    /// Whether the PKG refused a login only for want of the one-time code
+    /// of the account's second factor (`401 otp_required`): the password
+    /// was right; ask the user for the code and log in again with it.
+    pub fn is_otp_required(&self) -> bool {
+        matches!(self, PkgClientError::Server { status: 401, code, .. } if code == api::codes::OTP_REQUIRED)
+    }
 }

@@ -20,6 +20,7 @@ pub struct Provider {
     pub url: String,
     pub fingerprint: [u8; 32],
     pub proxy: SocketAddr,
+    config: pkg_server::config::Config,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
     _proxy: ibephone::sip::driver::ProxyHandle,
@@ -58,7 +59,9 @@ impl Provider {
                     pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
                 store.user_add(user, &rec, 0).await.unwrap();
             }
-            let started = pkg_server::serve::start(config, None, None).await.unwrap();
+            let started = pkg_server::serve::start(config.clone(), None, None)
+                .await
+                .unwrap();
             let proxy = ibephone::sip::driver::spawn_proxy(
                 "127.0.0.1:0".parse().unwrap(),
                 DOMAIN,
@@ -78,11 +81,29 @@ impl Provider {
             url,
             fingerprint,
             proxy: proxy.addr,
+            config,
             _dir: dir,
             _stop: stop,
             _proxy: proxy,
             rt,
         }
+    }
+}
+
+impl Provider {
+    /// Enrols `user` in the second factor (as `pkg-admin user otp` does)
+    /// and returns the TOTP seed its authenticator app would hold.
+    pub fn enrol_otp(&self, user: &str) -> pkg_server::otp::Seed {
+        self.rt.block_on(async {
+            let store = pkg_server::admin::open_store(&self.config).await.unwrap();
+            let vault = pkg_server::vault::Vault::unlock(&self.config, &store)
+                .await
+                .unwrap();
+            let store = store.with_otp_key(vault.otp_key());
+            let seed = pkg_server::otp::Seed::generate().unwrap();
+            store.otp_set(user, &seed).await.unwrap();
+            seed
+        })
     }
 }
 
