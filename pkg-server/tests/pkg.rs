@@ -742,3 +742,54 @@ async fn second_factor_totp_at_login() {
         }
     }
 }
+
+#[tokio::test]
+async fn agent_gets_its_one_time_code_from_otp_command() {
+    use ibephone::agent::config::PkgSettings;
+    use ibephone::agent::keys::{from_pkg, KeyError, Origin};
+    let pkg = Pkg::new(&None, "").await;
+    let uri = pkg.admin_ok(&["user", "otp", "alice"], "");
+    let uri = uri.lines().next().unwrap().to_string();
+    let server = pkg.start();
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let settings = |otp_command: Option<Vec<String>>| PkgSettings {
+        url: server.url.clone(),
+        fingerprint: Some(server.fingerprint),
+        store: pkg.path("agent-store"),
+        user: "alice".into(),
+        otp_command,
+    };
+    let pw: SecretString = ALICE_PW.into();
+    // No command: a sentence saying what to configure, no keys.
+    let e = from_pkg(&settings(None), &aor, &pw, now_secs())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KeyError::Otp { .. }), "{e:?}");
+    assert!(e.to_string().contains("otp_command"), "{e}");
+    // A command that prints no code.
+    let e = from_pkg(
+        &settings(Some(vec!["echo".into(), "not a code".into()])),
+        &aor,
+        &pw,
+        now_secs(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("6 to 8 digits"), "{e}");
+    let e = from_pkg(&settings(Some(vec!["false".into()])), &aor, &pw, now_secs())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("otp_command failed"), "{e}");
+    // A command printing the current code (an authenticator's CLI would).
+    let code = totp_code(&uri, now_secs());
+    let p = from_pkg(
+        &settings(Some(vec!["echo".into(), code])),
+        &aor,
+        &pw,
+        now_secs(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    assert_eq!(p.keys.len(), 3);
+}
