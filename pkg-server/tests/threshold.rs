@@ -14,7 +14,10 @@ use ibephone::agent::headless::start;
 use ibephone::agent::AgentEvent;
 use ibephone::ibe::{check_key, PublicParams};
 use ibephone::pkg_client::api::SecretString;
-use ibephone::pkg_client::threshold::{fetch_threshold_keys, login_secret, ThresholdKeys};
+use ibephone::pkg_client::threshold::{
+    fetch_threshold_keys, fetch_threshold_keys_with_secrets, login_secret, login_secrets,
+    ThresholdKeys,
+};
 use ibephone::pkg_client::PkgClientError;
 use std::path::Path;
 
@@ -188,6 +191,15 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
         "{:?}",
         got.skipped
     );
+    // The same with login secrets derived once before (what a phone keeps
+    // for renewals instead of the password).
+    let secrets = login_secrets(&params, &ALICE_PW.into()).unwrap();
+    let (aor, again) =
+        fetch_threshold_keys_with_secrets(&params, "alice", &secrets, &no_otp, &recent_periods())
+            .await
+            .unwrap();
+    assert_eq!(aor.as_str(), "sip:alice@atlanta.invalid");
+    assert_eq!(again.used, [1, 3]);
     // Only server 1 left: a clear sentence, no keys.
     s3.stop();
     let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();

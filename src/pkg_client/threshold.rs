@@ -105,6 +105,62 @@ pub async fn fetch_threshold_keys(
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
+    fetch_shares(params, user, Secrets::Derive(password), otp, periods).await
+}
+
+/// The login secrets of every server of `params` for `password` (one
+/// Argon2id each, [`login_secret`]): derive them once and keep them,
+/// instead of the password, for later fetches with
+/// [`fetch_threshold_keys_with_secrets`]. Blocking (CPU).
+pub fn login_secrets(
+    params: &PublicParams,
+    password: &SecretString,
+) -> Result<BTreeMap<u32, SecretString>, PkgClientError> {
+    let threshold = params
+        .threshold()
+        .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
+    threshold
+        .servers
+        .iter()
+        .map(|s| Ok((s.index, login_secret(password, params.domain(), s.index)?)))
+        .collect()
+}
+
+/// [`fetch_threshold_keys`] with login secrets derived before
+/// ([`login_secrets`]); a server without one is skipped.
+pub async fn fetch_threshold_keys_with_secrets(
+    params: &PublicParams,
+    user: &str,
+    secrets: &BTreeMap<u32, SecretString>,
+    otp: OtpFor<'_>,
+    periods: &[Period],
+) -> Result<(Aor, ThresholdKeys), PkgClientError> {
+    fetch_shares(params, user, Secrets::Given(secrets), otp, periods).await
+}
+
+/// Where the per-server login secrets come from.
+enum Secrets<'a> {
+    /// Derived from the password, each in its server's task.
+    Derive(&'a SecretString),
+    /// Derived before.
+    Given(&'a BTreeMap<u32, SecretString>),
+}
+
+/// One server's login secret, or what to derive it from.
+enum ServerSecret {
+    /// The password: derive this server's secret.
+    Password(SecretString),
+    /// Derived before (`None`: none was given for this server).
+    Given(Option<SecretString>),
+}
+
+async fn fetch_shares(
+    params: &PublicParams,
+    user: &str,
+    secrets: Secrets<'_>,
+    otp: OtpFor<'_>,
+    periods: &[Period],
+) -> Result<(Aor, ThresholdKeys), PkgClientError> {
     let threshold = params
         .threshold()
         .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
@@ -113,13 +169,16 @@ pub async fn fetch_threshold_keys(
         let server = server.clone();
         let params = params.clone();
         let user = user.to_string();
-        let password = password.clone();
+        let secret = match &secrets {
+            Secrets::Derive(pw) => ServerSecret::Password((*pw).clone()),
+            Secrets::Given(map) => ServerSecret::Given(map.get(&server.index).cloned()),
+        };
         let otp = otp(server.index);
         let periods = periods.to_vec();
         tasks.spawn(async move {
             let r = tokio::time::timeout(
                 SERVER_TIMEOUT,
-                shares_from(&server, &params, &user, &password, otp.as_ref(), &periods),
+                shares_from(&server, &params, &user, secret, otp.as_ref(), &periods),
             )
             .await
             .unwrap_or_else(|_| Err("no answer in time".into()));
@@ -189,17 +248,23 @@ async fn shares_from(
     server: &ThresholdServer,
     params: &PublicParams,
     user: &str,
-    password: &SecretString,
+    secret: ServerSecret,
     otp: Option<&SecretString>,
     periods: &[Period],
 ) -> Result<(Aor, Vec<KeyShare>), String> {
     let client =
         PkgClient::new(&server.pkg_url, Some(server.tls_sha256)).map_err(|e| e.to_string())?;
-    let (pw, domain, index) = (password.clone(), params.domain().to_string(), server.index);
-    let secret = tokio::task::spawn_blocking(move || login_secret(&pw, &domain, index))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let secret = match secret {
+        ServerSecret::Password(pw) => {
+            let (domain, index) = (params.domain().to_string(), server.index);
+            tokio::task::spawn_blocking(move || login_secret(&pw, &domain, index))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        }
+        ServerSecret::Given(Some(given)) => given,
+        ServerSecret::Given(None) => return Err("no login secret for this server".into()),
+    };
     let session = client
         .login_with_otp(user, &secret, otp)
         .await
