@@ -354,3 +354,45 @@ async fn parameters_whose_public_shares_do_not_interpolate_are_refused() {
         5
     );
 }
+
+#[tokio::test]
+async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers() {
+    use ibephone::agent::config::PkgSettings;
+    use ibephone::agent::keys::{from_pkg, Origin};
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let s3 = pkgs[2].start();
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let settings = PkgSettings {
+        url: s1.url.clone(),
+        fingerprint: Some(s1.fingerprint),
+        store: pkgs[0].path("agent-store"),
+        user: "alice".into(),
+        otp_command: None,
+    };
+    let now = pkg_server::http::now_unix() as u64;
+    let p = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
+        .await
+        .unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    assert_eq!(p.keys.len(), 3);
+    for k in &p.keys {
+        check_key(&p.params, k).unwrap();
+    }
+    assert_eq!(
+        p.servers.as_deref(),
+        Some("servers 1 and 3 of 3 (2 needed)")
+    );
+    assert!(
+        p.summary()
+            .contains("threshold PKG: combined from servers 1 and 3"),
+        "{}",
+        p.summary()
+    );
+    // Too few servers: an error naming them, not keys.
+    s3.stop();
+    let e = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only 1 of the 3 key servers"), "{e}");
+}

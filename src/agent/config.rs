@@ -16,7 +16,8 @@
 //! store = "alice.keystore"            # key store directory (default: the user's data dir)
 //! # user = "alice"                    # PKG account (default: the AOR's user part)
 //! # otp_command = ["oathtool", "--totp", "-b", "@alice.totp"]  # prints the current
-//! #                                   # one-time code (second factor), no shell
+//! #                                   # one-time code (second factor), no shell; for a
+//! #                                   # threshold provider the server index is appended
 //!
 //! # or, instead of [pkg], a key file issued out of band:
 //! # [keys]
@@ -190,6 +191,8 @@ pub struct PkgSettings {
     /// A command (program and arguments, run without a shell) that prints
     /// the current one-time code of the account's second factor
     /// (pkg-api.md "Second factor at login"); `None`: the account has none.
+    /// For a threshold provider (one seed per server) it runs once per
+    /// server with the server's index appended as the last argument.
     pub otp_command: Option<Vec<String>>,
 }
 

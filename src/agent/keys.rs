@@ -25,6 +25,7 @@ use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySourc
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::SecretString;
+use crate::pkg_client::threshold::fetch_threshold_keys;
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
 use std::path::Path;
@@ -105,6 +106,9 @@ pub struct Provisioned {
     pub tofu: bool,
     /// Why the PKG could not be used, when the keys come from the store.
     pub unreachable: Option<String>,
+    /// For a threshold provider, the servers whose key shares were
+    /// combined ("servers 1 and 3 of 3 (2 needed)").
+    pub servers: Option<String>,
 }
 
 impl Provisioned {
@@ -128,6 +132,9 @@ impl Provisioned {
             periods.join(", "),
             self.params.domain()
         );
+        if let Some(servers) = &self.servers {
+            s.push_str(&format!("; threshold PKG: combined from {servers}"));
+        }
         if let Some(pin) = &self.pin {
             s.push_str(&format!(
                 "; PKG certificate {} {}",
@@ -175,6 +182,7 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
                 pin: None,
                 tofu: false,
                 unreachable: None,
+                servers: None,
             })
         }
         KeySource::Pkg(pkg) => {
@@ -221,15 +229,8 @@ pub async fn from_pkg(
         source,
     };
     let client = PkgClient::new(&pkg.url, pin).map_err(pkg_err)?;
-    let otp = match &pkg.otp_command {
-        Some(cmd) => Some(otp_from_command(cmd).await.map_err(|why| KeyError::Otp {
-            url: pkg.url.clone(),
-            why,
-        })?),
-        None => None,
-    };
-    match fetch(&client, pkg, aor, password, otp.as_ref(), &current).await {
-        Ok((params, keys)) => {
+    match fetch(&client, pkg, aor, password, &current).await {
+        Ok((params, keys, servers)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
             let used = client.pinned_fingerprint();
             let tofu = pin.is_none() && used.is_some();
@@ -246,9 +247,10 @@ pub async fn from_pkg(
                 pin: used,
                 tofu,
                 unreachable: None,
+                servers,
             })
         }
-        Err(e) if unreachable(&e) => {
+        Err(FetchError::Pkg(e)) if unreachable(&e) => {
             let why = e.to_string();
             let no_keys = || KeyError::NoStoredKeys {
                 url: pkg.url.clone(),
@@ -277,13 +279,18 @@ pub async fn from_pkg(
                 pin,
                 tofu: false,
                 unreachable: Some(why),
+                servers: None,
             })
         }
-        Err(e) if e.is_otp_required() => Err(KeyError::Otp {
+        Err(FetchError::Otp(why)) => Err(KeyError::Otp {
+            url: pkg.url.clone(),
+            why,
+        }),
+        Err(FetchError::Pkg(e)) if e.is_otp_required() => Err(KeyError::Otp {
             url: pkg.url.clone(),
             why: "set [pkg] otp_command to a command that prints the current code".into(),
         }),
-        Err(e) => Err(pkg_err(e)),
+        Err(FetchError::Pkg(e)) => Err(pkg_err(e)),
     }
 }
 
@@ -315,38 +322,96 @@ pub async fn otp_from_command(cmd: &[String]) -> Result<SecretString, String> {
     Ok(SecretString::new(code.to_string()))
 }
 
+/// Why [`fetch`] got no keys.
+enum FetchError {
+    /// The PKG (or a threshold server) refused or failed.
+    Pkg(PkgClientError),
+    /// `[pkg] otp_command` gave no code.
+    Otp(String),
+}
+
+impl From<PkgClientError> for FetchError {
+    fn from(e: PkgClientError) -> Self {
+        FetchError::Pkg(e)
+    }
+}
+
+impl From<crate::ibe::IbeError> for FetchError {
+    fn from(e: crate::ibe::IbeError) -> Self {
+        FetchError::Pkg(e.into())
+    }
+}
+
+/// Parameters, checked keys of the previous, current and next period
+/// and, for a threshold provider, which servers' shares were combined.
 async fn fetch(
     client: &PkgClient,
     pkg: &PkgSettings,
     aor: &Aor,
     password: &SecretString,
-    otp: Option<&SecretString>,
     current: &Period,
-) -> Result<(PublicParams, Vec<PrivateKeys>), PkgClientError> {
+) -> Result<(PublicParams, Vec<PrivateKeys>, Option<String>), FetchError> {
     let params = client.params().await?;
     if params.domain() != aor.host() {
         return Err(PkgClientError::Protocol(format!(
             "the PKG serves parameters of {}, not of {}",
             params.domain(),
             aor.host()
-        )));
-    }
-    let session = client.login_with_otp(&pkg.user, password, otp).await?;
-    if session.aor != *aor {
-        let _ = client.logout(&session).await;
-        return Err(PkgClientError::Protocol(format!(
-            "PKG account {} is {}, not {aor}",
-            pkg.user, session.aor
-        )));
+        ))
+        .into());
     }
     let periods = [
         current.previous_month()?,
         current.clone(),
         current.next_month()?,
     ];
+    if let Some(threshold) = params.threshold() {
+        // Each server has its own TOTP seed: the command gets the index.
+        let mut codes = std::collections::BTreeMap::new();
+        if let Some(cmd) = &pkg.otp_command {
+            for s in &threshold.servers {
+                let mut c = cmd.clone();
+                c.push(s.index.to_string());
+                codes.insert(
+                    s.index,
+                    otp_from_command(&c).await.map_err(FetchError::Otp)?,
+                );
+            }
+        }
+        let otp_for = move |i: u32| codes.get(&i).cloned();
+        let (got_aor, got) =
+            fetch_threshold_keys(&params, &pkg.user, password, &otp_for, &periods).await?;
+        if got_aor != *aor {
+            return Err(PkgClientError::Protocol(format!(
+                "PKG account {} is {got_aor}, not {aor}",
+                pkg.user
+            ))
+            .into());
+        }
+        for (i, why) in &got.skipped {
+            tracing::warn!(server = i, %why, "threshold PKG server skipped");
+        }
+        let servers = got.describe(threshold);
+        return Ok((params, got.keys, Some(servers)));
+    }
+    let otp = match &pkg.otp_command {
+        Some(cmd) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
+        None => None,
+    };
+    let session = client
+        .login_with_otp(&pkg.user, password, otp.as_ref())
+        .await?;
+    if session.aor != *aor {
+        let _ = client.logout(&session).await;
+        return Err(PkgClientError::Protocol(format!(
+            "PKG account {} is {}, not {aor}",
+            pkg.user, session.aor
+        ))
+        .into());
+    }
     let keys = client.fetch_keys(&session, &params, &periods).await;
     let _ = client.logout(&session).await;
-    Ok((params, keys?))
+    Ok((params, keys?, None))
 }
 
 #[cfg(test)]
