@@ -93,7 +93,9 @@ async fn initialized(config: &Config) -> Result<(Store, PublicParams)> {
 
 async fn with_ha1(config: &Config, store: Store) -> Result<Store> {
     let vault = Vault::unlock(config, &store).await?;
-    Ok(store.with_ha1_key(vault.ha1_key()))
+    Ok(store
+        .with_ha1_key(vault.ha1_key())
+        .with_otp_key(vault.otp_key()))
 }
 
 /// Reads a secret: prompted (twice when `confirm`) on a terminal, else
@@ -163,6 +165,151 @@ pub async fn init(config: &Config, domain: &str, pkg_url: Option<&str>) -> Resul
     Ok(())
 }
 
+/// `init --domain D --threshold T/N --server-config C2 ... --server-config
+/// CN` (dealer mode, for tests and trials): the configuration of `-c` is
+/// server 1, the others servers 2..N in order; each must name its
+/// `pkg_url`. Draws `s`, splits it t-of-n, seals each share in its
+/// server's database with its own key file, creates each server's TLS
+/// certificate, and stores in every database the same parameters, whose
+/// `threshold` member lists the servers and says `"dealer": true`. `s`
+/// and the polynomial are wiped before this returns.
+pub async fn init_threshold(
+    config: &Config,
+    domain: &str,
+    spec: &str,
+    others: &[std::path::PathBuf],
+) -> Result<()> {
+    use ibephone::ibe::threshold::{deal, Threshold, ThresholdServer};
+    let (t, n) = spec
+        .split_once('/')
+        .and_then(|(t, n)| Some((t.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)))
+        .ok_or_else(|| AdminError::Invalid(format!("--threshold {spec:?}: write T/N, e.g. 2/3")))?;
+    let mut configs = vec![config.clone()];
+    for p in others {
+        configs.push(Config::load(p).map_err(|e| AdminError::File(format!("{e:#}")))?);
+    }
+    if configs.len() != n as usize {
+        return Err(AdminError::Invalid(format!(
+            "--threshold {t}/{n} needs {n} servers: this configuration and {} --server-config, got {}",
+            n.saturating_sub(1),
+            configs.len().saturating_sub(1)
+        )));
+    }
+    let mut urls = Vec::new();
+    for (k, c) in configs.iter().enumerate() {
+        let url = c.pkg_url.clone().ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "server {}: its configuration has no pkg_url",
+                k + 1
+            ))
+        })?;
+        if urls.contains(&url) {
+            return Err(AdminError::Invalid(format!("pkg_url {url} given twice")));
+        }
+        urls.push(url);
+    }
+    let mut stores = Vec::new();
+    for c in &configs {
+        std::fs::create_dir_all(&c.data_dir)
+            .map_err(|e| AdminError::File(format!("{}: {e}", c.data_dir.display())))?;
+        let store = open_store(c).await?;
+        if store.meta_get("params").await?.is_some() {
+            return Err(AdminError::AlreadyExists(format!(
+                "the PKG of {} is already initialized",
+                c.data_dir.display()
+            )));
+        }
+        if c.master_passphrase_env.is_none() && c.master_key_path().exists() {
+            return Err(AdminError::AlreadyExists(format!(
+                "key file {} exists; remove it or use another data_dir",
+                c.master_key_path().display()
+            )));
+        }
+        stores.push(store);
+    }
+    let (msk, params) = setup(domain, &urls[0]).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let shares = deal(&msk, t, n).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    drop(msk);
+    let mut servers = Vec::new();
+    for ((c, store), share) in configs.iter().zip(&stores).zip(&shares) {
+        let vault = Vault::create(c, store).await?;
+        vault
+            .store_master(store, params.domain(), share.secret())
+            .await?;
+        store
+            .meta_set(
+                crate::vault::META_THRESHOLD_INDEX,
+                &share.index().to_string(),
+                true,
+            )
+            .await?;
+        let url = &urls[share.index() as usize - 1];
+        let names = crate::tls::cert_names(Some(url));
+        crate::tls::ensure_cert(&c.cert_path(), &c.key_path(), &names)?;
+        let tls = crate::tls::load(&c.cert_path(), &c.key_path())?;
+        servers.push(ThresholdServer {
+            index: share.index(),
+            pkg_url: url.clone(),
+            p_pub_i: share.p_pub_i(),
+            tls_sha256: tls.fingerprint,
+        });
+    }
+    drop(shares);
+    let params = params
+        .with_threshold(Threshold {
+            t,
+            dealer: true,
+            servers,
+        })
+        .map_err(|e| AdminError::Invalid(e.to_string()))?;
+    for store in &stores {
+        store.meta_set("params", &params.to_json(), true).await?;
+    }
+    println!(
+        "initialized {t}-of-{n} threshold PKG for {} (dealer mode: the dealer held s and wiped it)",
+        params.domain()
+    );
+    println!("parameter fingerprint: {}", params.fingerprint_display());
+    for s in params
+        .threshold()
+        .map(|t| t.servers.as_slice())
+        .unwrap_or_default()
+    {
+        println!(
+            "server {}: {} TLS certificate SHA-256: {}",
+            s.index,
+            s.pkg_url,
+            hex::encode(s.tls_sha256)
+        );
+    }
+    Ok(())
+}
+
+/// The secret this PKG stores a hash of for `password`: on a threshold
+/// server the per-server login secret (pkg-api.md), so that what it sees
+/// at login is useless at the other servers; else the password itself.
+async fn login_secret_for(
+    store: &Store,
+    params: &PublicParams,
+    password: SecretString,
+) -> Result<SecretString> {
+    let Some(index) = crate::vault::threshold_index(store).await? else {
+        return Ok(password);
+    };
+    if password.expose().len() < 8 {
+        return Err(AdminError::Invalid(
+            "password must have at least 8 characters".into(),
+        ));
+    }
+    let domain = params.domain().to_string();
+    tokio::task::spawn_blocking(move || {
+        ibephone::pkg_client::threshold::login_secret(&password, &domain, index)
+    })
+    .await
+    .map_err(|e| AdminError::Other(e.into()))?
+    .map_err(|e| AdminError::Other(e.into()))
+}
+
 fn check_name(name: &str) -> Result<()> {
     if valid_user_name(name) {
         Ok(())
@@ -184,6 +331,7 @@ pub async fn user_add(config: &Config, name: &str) -> Result<()> {
     }
     let store = with_ha1(config, store).await?;
     let pw = read_secret(&format!("password for {name}: "), true)?;
+    let pw = login_secret_for(&store, &params, pw).await?;
     let rec = hash_password(name, params.domain(), pw.expose(), &config.argon2)?;
     store.user_add(name, &rec, now_unix()).await?;
     println!(
@@ -204,6 +352,7 @@ pub async fn user_passwd(config: &Config, name: &str) -> Result<()> {
     }
     let store = with_ha1(config, store).await?;
     let pw = read_secret(&format!("new password for {name}: "), true)?;
+    let pw = login_secret_for(&store, &params, pw).await?;
     let rec = hash_password(name, params.domain(), pw.expose(), &config.argon2)?;
     store.user_set_password(name, &rec).await?;
     println!("password of {name} changed; their sessions ended");
@@ -330,6 +479,43 @@ pub async fn kamailio_export(config: &Config, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `user otp NAME [--disable]`: enrols the account in the second factor
+/// with a fresh TOTP seed (replacing any earlier one) and prints the
+/// `otpauth://` URI and its QR code; with `disable`, removes it.
+pub async fn user_otp(config: &Config, name: &str, disable: bool) -> Result<()> {
+    check_name(name)?;
+    let (store, params) = initialized(config).await?;
+    if store.user_get(name).await?.is_none() {
+        return Err(AdminError::NotFound(format!("unknown user {name}")));
+    }
+    let store = with_ha1(config, store).await?;
+    if disable {
+        if store.otp_remove(name).await? {
+            println!("second factor of {name} removed");
+        } else {
+            println!("{name} had no second factor");
+        }
+        return Ok(());
+    }
+    let seed = crate::otp::Seed::generate().map_err(|e| AdminError::Other(e.into()))?;
+    let uri = zeroize::Zeroizing::new(
+        seed.otpauth_uri(params.domain(), name)
+            .map_err(|e| AdminError::Invalid(e.to_string()))?,
+    );
+    let qr = zeroize::Zeroizing::new(
+        crate::otp::qr_for_terminal(&uri).map_err(|e| AdminError::Other(e.into()))?,
+    );
+    store.otp_set(name, &seed).await?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", uri.as_str());
+    let _ = writeln!(out, "{}", qr.as_str());
+    let _ = writeln!(
+        out,
+        "second factor of {name} enrolled: scan the code (or enter the URI) in an authenticator app"
+    );
+    Ok(())
+}
+
 /// `user list`.
 pub async fn user_list(config: &Config) -> Result<()> {
     let (store, params) = initialized(config).await?;
@@ -356,6 +542,13 @@ pub async fn extract_offline(config: &Config, aor: &str, period: &str, out: &Pat
     let period =
         Period::month(period).map_err(|e| AdminError::Invalid(format!("bad period: {e}")))?;
     let (store, params) = initialized(config).await?;
+    if params.threshold().is_some() {
+        return Err(AdminError::Invalid(
+            "a threshold server holds only a share of the master secret: its keys are shares; \
+             the phone combines them from the servers"
+                .into(),
+        ));
+    }
     if aor.host() != params.domain() {
         return Err(AdminError::Invalid(format!(
             "{aor} is not in this PKG's domain {}",

@@ -34,8 +34,11 @@ pub struct ClientAddr(pub IpAddr);
 pub struct AppState {
     /// The database.
     pub store: Store,
-    /// The master secret (zeroized on drop).
+    /// The master secret (zeroized on drop); a threshold server's share.
     pub msk: MasterSecret,
+    /// A threshold server's index (its keys are shares, answered with
+    /// `"index"`); `None` for a single PKG.
+    pub threshold_index: Option<u32>,
     /// This PKG's parameters.
     pub params: PublicParams,
     /// Their JSON document, served as is.
@@ -228,7 +231,6 @@ async fn login(
 ) -> Result<Json<LoginResponse>, ApiError> {
     let req: LoginRequest = parse_json(&headers, body)?;
     let now = now_unix();
-    let t = &st.config.throttle;
     let valid_name = valid_user_name(&req.user);
     let user_key = format!("user:{}", if valid_name { req.user.as_str() } else { "" });
     let addr_key = format!("addr:{addr}");
@@ -271,29 +273,15 @@ async fn login(
         .await
         .unwrap_or(false)
     } && user.is_some();
+    let fail = Failure {
+        st: &st,
+        addr,
+        now,
+        addr_key: &addr_key,
+        user_key: valid_name.then_some(user_key.as_str()),
+    };
     let Some(user) = user.filter(|_| ok) else {
-        st.metrics.logins_failed.inc();
-        st.store
-            .throttle_fail(
-                &addr_key,
-                now,
-                t.addr_max_failures,
-                t.window_secs,
-                t.lockout_secs,
-            )
-            .await?;
-        if valid_name {
-            st.store
-                .throttle_fail(
-                    &user_key,
-                    now,
-                    t.user_max_failures,
-                    t.window_secs,
-                    t.lockout_secs,
-                )
-                .await?;
-        }
-        tracing::info!(%addr, "login failed");
+        fail.count().await?;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             codes::INVALID_CREDENTIALS,
@@ -307,6 +295,30 @@ async fn login(
             codes::ACCOUNT_DISABLED,
             "account disabled",
         ));
+    }
+    // The second factor, after the password: every refusal counts.
+    if let Some((seed, last_step)) = st.store.otp_get(&user.name).await? {
+        let Some(code) = &req.otp else {
+            fail.count().await?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::OTP_REQUIRED,
+                "this account needs a one-time code",
+            ));
+        };
+        let step = crate::otp::verify(&seed, code.expose(), now.max(0) as u64, last_step);
+        let used = match step {
+            Some(step) => st.store.otp_consume(&user.name, step).await?,
+            None => false,
+        };
+        if !used {
+            fail.count().await?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                codes::INVALID_CREDENTIALS,
+                "wrong user name, password or one-time code",
+            ));
+        }
     }
     let aor = aor_of(&user.name, st.params.domain()).ok_or_else(|| {
         ApiError::new(
@@ -334,6 +346,48 @@ async fn login(
         aor: aor.as_str().to_string(),
         expires_in: st.config.session.idle_secs,
     }))
+}
+
+/// What a refused login counts against: its address and, for a
+/// well-formed name, its account.
+struct Failure<'a> {
+    st: &'a AppState,
+    addr: IpAddr,
+    now: i64,
+    addr_key: &'a str,
+    user_key: Option<&'a str>,
+}
+
+impl Failure<'_> {
+    /// Counts one failure of the address and the account (throttling).
+    async fn count(&self) -> Result<(), ApiError> {
+        let t = &self.st.config.throttle;
+        self.st.metrics.logins_failed.inc();
+        self.st
+            .store
+            .throttle_fail(
+                self.addr_key,
+                self.now,
+                t.addr_max_failures,
+                t.window_secs,
+                t.lockout_secs,
+            )
+            .await?;
+        if let Some(k) = self.user_key {
+            self.st
+                .store
+                .throttle_fail(
+                    k,
+                    self.now,
+                    t.user_max_failures,
+                    t.window_secs,
+                    t.lockout_secs,
+                )
+                .await?;
+        }
+        tracing::info!(addr = %self.addr, "login failed");
+        Ok(())
+    }
 }
 
 async fn session_user(st: &AppState, headers: &HeaderMap, now: i64) -> Result<String, ApiError> {
@@ -533,6 +587,7 @@ async fn keys(
                 d_sig: SecretString::new(b64_encode(&k.d_sig_bytes()[..])),
             })
             .collect(),
+        index: st.threshold_index,
     }))
 }
 

@@ -14,6 +14,7 @@ pub mod bench;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod otp;
 pub mod password;
 pub mod relay_bench;
 pub mod serve;

@@ -62,8 +62,14 @@ pub async fn start_with_tls(
     let params = load_params(&store).await?;
     let vault = Vault::unlock(&config, &store).await?;
     let msk = vault.load_master(&store, &params).await?;
-    let store = store.with_ha1_key(vault.ha1_key());
-    let names = crate::tls::cert_names(Some(params.pkg_url()));
+    let threshold_index = crate::vault::threshold_index(&store).await?;
+    let store = store
+        .with_ha1_key(vault.ha1_key())
+        .with_otp_key(vault.otp_key());
+    let own_url = threshold_index
+        .and_then(|i| params.threshold()?.server(i))
+        .map_or(params.pkg_url(), |s| s.pkg_url.as_str());
+    let names = crate::tls::cert_names(Some(own_url));
     let cert_created = crate::tls::ensure_cert(&config.cert_path(), &config.key_path(), &names)?;
     let tls = crate::tls::load(&config.cert_path(), &config.key_path())?;
     let dummy_phc = crate::password::phc_hash("not a password of anyone", &config.argon2)?;
@@ -150,6 +156,7 @@ pub async fn start_with_tls(
     let state = Arc::new(AppState {
         store,
         msk,
+        threshold_index,
         params_json,
         params,
         metrics: Metrics::new(),

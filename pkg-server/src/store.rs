@@ -59,6 +59,12 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
          ha1_md5 TEXT NOT NULL, ha1_sha256 TEXT NOT NULL, created BIGINT NOT NULL, \
          PRIMARY KEY (user_name, device))",
     ],
+), (
+    3,
+    // The second factor: a sealed TOTP seed per account and the last
+    // accepted time step (codes are single-use).
+    &["CREATE TABLE IF NOT EXISTS otp (user_name TEXT PRIMARY KEY, seed_sealed TEXT NOT NULL, \
+       last_step BIGINT NOT NULL)"],
 )];
 
 /// At most this many live device credentials per account.
@@ -128,6 +134,7 @@ pub struct AuditRecord {
 pub struct Store {
     pool: AnyPool,
     ha1_key: Option<SealKey>,
+    otp_key: Option<SealKey>,
 }
 
 impl std::fmt::Debug for Store {
@@ -160,6 +167,7 @@ impl Store {
         let store = Store {
             pool,
             ha1_key: None,
+            otp_key: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -168,6 +176,12 @@ impl Store {
     /// The same store, able to seal and open digest HA1 values with `key`.
     pub fn with_ha1_key(mut self, key: SealKey) -> Store {
         self.ha1_key = Some(key);
+        self
+    }
+
+    /// The same store, able to seal and open TOTP seeds with `key`.
+    pub fn with_otp_key(mut self, key: SealKey) -> Store {
+        self.otp_key = Some(key);
         self
     }
 
@@ -492,6 +506,82 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    // ---- second factor ----
+
+    fn otp_key(&self) -> Result<&SealKey, StoreError> {
+        self.otp_key
+            .as_ref()
+            .ok_or_else(|| StoreError::Corrupt("no TOTP key configured".into()))
+    }
+
+    /// Enrols (or re-enrols) `user` with a TOTP seed, sealed at rest; no
+    /// step has been used yet.
+    pub async fn otp_set(&self, user: &str, seed: &crate::otp::Seed) -> Result<(), StoreError> {
+        let sealed = self
+            .otp_key()?
+            .seal(&otp_aad(user), seed.expose())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO otp (user_name, seed_sealed, last_step) VALUES ($1, $2, 0) \
+             ON CONFLICT (user_name) DO UPDATE SET seed_sealed = excluded.seed_sealed, last_step = 0",
+        )
+        .bind(user)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes `user`'s second factor; true when there was one.
+    pub async fn otp_remove(&self, user: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM otp WHERE user_name = $1")
+            .bind(user)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// `user`'s TOTP seed and last accepted step, if enrolled.
+    pub async fn otp_get(&self, user: &str) -> Result<Option<(crate::otp::Seed, u64)>, StoreError> {
+        let row = sqlx::query("SELECT seed_sealed, last_step FROM otp WHERE user_name = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = row.try_get(0)?;
+        let last: i64 = row.try_get(1)?;
+        let plain = self
+            .otp_key()?
+            .open(&otp_aad(user), &sealed)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let seed =
+            crate::otp::Seed::from_bytes(&plain).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((seed, last.max(0) as u64)))
+    }
+
+    /// Records that `user` used the code of `step`; false when that step
+    /// (or a later one) was used already, so that of two logins racing
+    /// with one code (even on two servers of one database) one wins.
+    pub async fn otp_consume(&self, user: &str, step: u64) -> Result<bool, StoreError> {
+        let step = i64::try_from(step).map_err(|_| StoreError::Corrupt("TOTP step".into()))?;
+        let r =
+            sqlx::query("UPDATE otp SET last_step = $2 WHERE user_name = $1 AND last_step < $2")
+                .bind(user)
+                .bind(step)
+                .execute(&self.pool)
+                .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Whether `user` has a second factor.
+    pub async fn otp_enabled(&self, user: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT user_name FROM otp WHERE user_name = $1")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     // ---- sessions ----
 
     /// Records a new session under the hash of its token.
@@ -733,6 +823,10 @@ fn ha1_aad(user: &str, alg: DigestAlgorithm) -> Vec<u8> {
 
 fn device_aad(user: &str, device: &str, alg: DigestAlgorithm) -> Vec<u8> {
     format!("ibephone-pkg-device-ha1:{}:{user}:{device}", alg.name()).into_bytes()
+}
+
+fn otp_aad(user: &str) -> Vec<u8> {
+    format!("ibephone-pkg-otp:{user}").into_bytes()
 }
 
 fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, StoreError> {

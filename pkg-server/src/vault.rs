@@ -14,6 +14,7 @@ use ibephone::pkg_client::seal::{random_bytes, write_secret_file, KdfParams, Sea
 /// Labels of the keys derived from the root at-rest key.
 const LABEL_MASTER: &[u8] = b"ibephone-pkg master secret v1";
 const LABEL_HA1: &[u8] = b"ibephone-pkg digest ha1 v1";
+const LABEL_OTP: &[u8] = b"ibephone-pkg totp seed v1";
 
 /// The root at-rest key and what is derived from it.
 pub struct Vault {
@@ -75,6 +76,11 @@ impl Vault {
         self.root.derive(LABEL_HA1)
     }
 
+    /// The key that seals TOTP seeds.
+    pub fn otp_key(&self) -> SealKey {
+        self.root.derive(LABEL_OTP)
+    }
+
     /// Seals and stores a new master secret (fails if one exists).
     pub async fn store_master(
         &self,
@@ -90,7 +96,8 @@ impl Vault {
         Ok(())
     }
 
-    /// Opens the master secret and checks it against the parameters.
+    /// Opens the master secret and checks it against the parameters: for a
+    /// threshold server, this server's share against its `P_pub_i`.
     pub async fn load_master(
         &self,
         store: &Store,
@@ -106,7 +113,18 @@ impl Vault {
             .open(&aad(params.domain()), &sealed)
             .context("opening the master secret (wrong key file or passphrase?)")?;
         let msk = MasterSecret::from_bytes(&bytes)?;
-        if msk.p_pub() != params.p_pub() {
+        let expected = match params.threshold() {
+            None => params.p_pub(),
+            Some(t) => {
+                let index = threshold_index(store)
+                    .await?
+                    .ok_or_else(|| anyhow!("threshold parameters but no server index stored"))?;
+                t.server(index)
+                    .ok_or_else(|| anyhow!("server index {index} is not in the parameters"))?
+                    .p_pub_i
+            }
+        };
+        if msk.p_pub() != expected {
             bail!("master secret does not match the stored parameters");
         }
         Ok(msk)
@@ -123,4 +141,18 @@ pub async fn load_params(store: &Store) -> anyhow::Result<PublicParams> {
         anyhow!("database is not initialized: run `pkg-admin init --domain D` first")
     })?;
     Ok(PublicParams::from_json(&json)?)
+}
+
+/// Meta name of a threshold server's own index.
+pub const META_THRESHOLD_INDEX: &str = "threshold_index";
+
+/// This server's index among a threshold provider's servers (`None` for a
+/// single PKG).
+pub async fn threshold_index(store: &Store) -> anyhow::Result<Option<u32>> {
+    match store.meta_get(META_THRESHOLD_INDEX).await? {
+        None => Ok(None),
+        Some(s) => Ok(Some(s.parse().map_err(|_| {
+            anyhow!("stored threshold index {s:?} is not a number")
+        })?)),
+    }
 }

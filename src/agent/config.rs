@@ -19,6 +19,9 @@
 //! fingerprint = "<sha256 hex>"        # TLS certificate pin; absent: trust on first use
 //! store = "alice.keystore"            # key store directory (default: the user's data dir)
 //! # user = "alice"                    # PKG account (default: the AOR's user part)
+//! # otp_command = ["oathtool", "--totp", "-b", "@alice.totp"]  # prints the current
+//! #                                   # one-time code (second factor), no shell; for a
+//! #                                   # threshold provider the server index is appended
 //!
 //! # or, instead of [pkg], a key file issued out of band:
 //! # [keys]
@@ -139,6 +142,7 @@ struct RawPkg {
     user: Option<String>,
     #[serde(default)]
     device: Option<String>,
+    otp_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +273,12 @@ pub struct PkgSettings {
     pub store: PathBuf,
     /// PKG account name.
     pub user: String,
+    /// A command (program and arguments, run without a shell) that prints
+    /// the current one-time code of the account's second factor
+    /// (pkg-api.md "Second factor at login"); `None`: the account has none.
+    /// For a threshold provider (one seed per server) it runs once per
+    /// server with the server's index appended as the last argument.
+    pub otp_command: Option<Vec<String>>,
 }
 
 /// A parsed configuration file whose keys are not loaded yet.
@@ -346,6 +356,7 @@ impl AgentFile {
                     fingerprint,
                     store,
                     user: p.user.unwrap_or_else(|| aor.user().to_string()),
+                    otp_command: p.otp_command,
                 })
             }
             (Some(_), Some(_)) => {

@@ -44,6 +44,7 @@ use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySourc
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
+use crate::pkg_client::threshold::fetch_threshold_keys;
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
 use crate::pkg_client::discovery::{self, DiscoveryError};
@@ -81,6 +82,15 @@ pub enum KeyError {
         store: String,
         /// The period that is missing.
         period: String,
+    },
+    /// The account has a second factor and no one-time code could be
+    /// had: none configured, or `[pkg] otp_command` failed.
+    #[error("PKG {url} needs a one-time code for this account: {why}")]
+    Otp {
+        /// The PKG.
+        url: String,
+        /// What is missing or failed.
+        why: String,
     },
     /// The key store could not be opened, read or written.
     #[error("key store {store}: {source}")]
@@ -123,6 +133,9 @@ pub struct Provisioned {
     /// The device's SIP digest credential (fetched now or stored); `None`
     /// with a key file or a PKG without device credentials.
     pub sip: Option<SipCredentialsResponse>,
+    /// For a threshold provider, the servers whose key shares were
+    /// combined ("servers 1 and 3 of 3 (2 needed)").
+    pub servers: Option<String>,
 }
 
 impl Provisioned {
@@ -146,6 +159,9 @@ impl Provisioned {
             periods.join(", "),
             self.params.domain()
         );
+        if let Some(servers) = &self.servers {
+            s.push_str(&format!("; threshold PKG: combined from {servers}"));
+        }
         if let Some(pin) = &self.pin {
             s.push_str(&format!(
                 "; PKG certificate {} {}",
@@ -270,6 +286,7 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
                 tofu: false,
                 unreachable: None,
                 sip: None,
+                servers: None,
             })
         }
         KeySource::Pkg(pkg) => {
@@ -340,7 +357,7 @@ async fn provision_pkg(
         None => None,
     };
     match fetch(&client, pkg, aor, password, &current, device.as_deref()).await {
-        Ok((params, keys, sip)) => {
+        Ok((params, keys, sip, servers)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
             if let Some(c) = &sip {
                 store.set_sip_credential(c.clone()).map_err(store_err)?;
@@ -361,9 +378,10 @@ async fn provision_pkg(
                 tofu,
                 unreachable: None,
                 sip,
+                servers,
             })
         }
-        Err(e) if unreachable(&e) => {
+        Err(FetchError::Pkg(e)) if unreachable(&e) => {
             let why = e.to_string();
             let no_keys = || KeyError::NoStoredKeys {
                 url: pkg.url.clone(),
@@ -393,17 +411,78 @@ async fn provision_pkg(
                 tofu: false,
                 unreachable: Some(why),
                 sip: want_sip.then(|| store.sip_credential().cloned()).flatten(),
+                servers: None,
             })
         }
-        Err(e) => Err(pkg_err(e)),
+        Err(FetchError::Otp(why)) => Err(KeyError::Otp {
+            url: pkg.url.clone(),
+            why,
+        }),
+        Err(FetchError::Pkg(e)) if e.is_otp_required() => Err(KeyError::Otp {
+            url: pkg.url.clone(),
+            why: "set [pkg] otp_command to a command that prints the current code".into(),
+        }),
+        Err(FetchError::Pkg(e)) => Err(pkg_err(e)),
     }
 }
 
+/// Parameters, checked keys of the previous, current and next period,
+/// the device's SIP credential (none from a threshold provider) and, for a
+/// threshold provider, which servers' shares were combined.
 type Fetched = (
     PublicParams,
     Vec<PrivateKeys>,
     Option<SipCredentialsResponse>,
+    Option<String>,
 );
+
+/// Runs `[pkg] otp_command` (program and arguments, no shell) and returns
+/// the one-time code it prints: 6 to 8 ASCII digits on the first line.
+pub async fn otp_from_command(cmd: &[String]) -> Result<SecretString, String> {
+    let Some((program, args)) = cmd.split_first() else {
+        return Err("otp_command is empty".into());
+    };
+    let (program, args) = (program.clone(), args.to_vec());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("otp_command {program:?} cannot run: {e}"))
+    })
+    .await
+    .map_err(|e| format!("otp_command: {e}"))??;
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    if !out.status.success() {
+        return Err(format!("otp_command failed ({})", out.status));
+    }
+    let text = std::str::from_utf8(&stdout).unwrap_or_default();
+    let code = text.lines().next().unwrap_or_default().trim();
+    if !(6..=8).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("otp_command did not print a code of 6 to 8 digits".into());
+    }
+    Ok(SecretString::new(code.to_string()))
+}
+
+/// Why [`fetch`] got no keys.
+enum FetchError {
+    /// The PKG (or a threshold server) refused or failed.
+    Pkg(PkgClientError),
+    /// `[pkg] otp_command` gave no code.
+    Otp(String),
+}
+
+impl From<PkgClientError> for FetchError {
+    fn from(e: PkgClientError) -> Self {
+        FetchError::Pkg(e)
+    }
+}
+
+impl From<crate::ibe::IbeError> for FetchError {
+    fn from(e: crate::ibe::IbeError) -> Self {
+        FetchError::Pkg(e.into())
+    }
+}
 
 async fn fetch(
     client: &PkgClient,
@@ -412,35 +491,72 @@ async fn fetch(
     password: &SecretString,
     current: &Period,
     device: Option<&str>,
-) -> Result<Fetched, PkgClientError> {
+) -> Result<Fetched, FetchError> {
     let params = client.params().await?;
     if params.domain() != aor.host() {
         return Err(PkgClientError::Protocol(format!(
             "the PKG serves parameters of {}, not of {}",
             params.domain(),
             aor.host()
-        )));
-    }
-    let session = client.login(&pkg.user, password).await?;
-    if session.aor != *aor {
-        let _ = client.logout(&session).await;
-        return Err(PkgClientError::Protocol(format!(
-            "PKG account {} is {}, not {aor}",
-            pkg.user, session.aor
-        )));
+        ))
+        .into());
     }
     let periods = [
         current.previous_month()?,
         current.clone(),
         current.next_month()?,
     ];
+    if let Some(threshold) = params.threshold() {
+        // Each server has its own TOTP seed: the command gets the index.
+        let mut codes = std::collections::BTreeMap::new();
+        if let Some(cmd) = &pkg.otp_command {
+            for s in &threshold.servers {
+                let mut c = cmd.clone();
+                c.push(s.index.to_string());
+                codes.insert(
+                    s.index,
+                    otp_from_command(&c).await.map_err(FetchError::Otp)?,
+                );
+            }
+        }
+        let otp_for = move |i: u32| codes.get(&i).cloned();
+        let (got_aor, got) =
+            fetch_threshold_keys(&params, &pkg.user, password, &otp_for, &periods).await?;
+        if got_aor != *aor {
+            return Err(PkgClientError::Protocol(format!(
+                "PKG account {} is {got_aor}, not {aor}",
+                pkg.user
+            ))
+            .into());
+        }
+        for (i, why) in &got.skipped {
+            tracing::warn!(server = i, %why, "threshold PKG server skipped");
+        }
+        let servers = got.describe(threshold);
+        return Ok((params, got.keys, None, Some(servers)));
+    }
+    let otp = match &pkg.otp_command {
+        Some(cmd) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
+        None => None,
+    };
+    let session = client
+        .login_with_otp(&pkg.user, password, otp.as_ref())
+        .await?;
+    if session.aor != *aor {
+        let _ = client.logout(&session).await;
+        return Err(PkgClientError::Protocol(format!(
+            "PKG account {} is {}, not {aor}",
+            pkg.user, session.aor
+        ))
+        .into());
+    }
     let keys = client.fetch_keys(&session, &params, &periods).await;
     let sip = match (&keys, device) {
         (Ok(_), Some(d)) => sip_credential(client, &session, d, aor).await,
         _ => Ok(None),
     };
     let _ = client.logout(&session).await;
-    Ok((params, keys?, sip?))
+    Ok((params, keys?, sip?, None))
 }
 
 /// The device's SIP credential; `None` when the PKG offers none (404).

@@ -154,6 +154,7 @@ mod tests {
                 fingerprint: None,
                 store: std::env::temp_dir().join("ibephone-renewal-never-used"),
                 user: "alice".into(),
+                otp_command: None,
             },
             Aor::parse("sip:alice@atlanta.invalid").unwrap(),
             SecretString::new("pw".into()),

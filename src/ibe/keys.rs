@@ -38,6 +38,11 @@ impl MasterSecret {
     pub fn p_pub(&self) -> G1Affine {
         G1Affine::from(super::fixed_base::generator_g1().mul(&self.0))
     }
+
+    /// The scalar `s` (for splitting it; the copy is the caller's to wipe).
+    pub(crate) fn scalar(&self) -> Scalar {
+        self.0
+    }
 }
 
 impl fmt::Debug for MasterSecret {
@@ -72,6 +77,25 @@ impl PrivateKeys {
             identity,
             d_enc: g2_from_bytes_nonidentity("d_enc", d_enc)?,
             d_sig: g2_from_bytes_nonidentity("d_sig", d_sig)?,
+        })
+    }
+
+    /// Keys from points (combined shares); identity points are refused.
+    pub(crate) fn from_points(
+        identity: Identity,
+        d_enc: G2Affine,
+        d_sig: G2Affine,
+    ) -> Result<Self, IbeError> {
+        if bool::from(d_enc.is_identity()) {
+            return Err(IbeError::IdentityPoint("d_enc"));
+        }
+        if bool::from(d_sig.is_identity()) {
+            return Err(IbeError::IdentityPoint("d_sig"));
+        }
+        Ok(PrivateKeys {
+            identity,
+            d_enc,
+            d_sig,
         })
     }
 
@@ -136,13 +160,19 @@ pub fn check_key(params: &PublicParams, keys: &PrivateKeys) -> Result<(), IbeErr
     if keys.identity.aor().host() != params.domain() {
         return Err(IbeError::KeyCheckFailed);
     }
+    check_key_against(&params.p_pub(), keys)
+}
+
+/// `e(P, d) == e(p_pub, Q)` for both keys of `keys` (the pairing part of
+/// [`check_key`]; with a server's `P_pub_i` it checks a key share).
+pub(crate) fn check_key_against(p_pub: &G1Affine, keys: &PrivateKeys) -> Result<(), IbeError> {
     let id = keys.identity.as_str().as_bytes();
     let q_enc = G2Prepared::from(hash_to_g2(id, DST_ENC));
     let q_sig = G2Prepared::from(hash_to_g2(id, DST_SIG));
     let d_enc = G2Prepared::from(keys.d_enc);
     let d_sig = G2Prepared::from(keys.d_sig);
     let p = G1Affine::generator();
-    let neg_p_pub = -params.p_pub();
+    let neg_p_pub = -p_pub;
     // Random linear combination so that both equations are checked at once:
     // e(P, d_enc + c d_sig) == e(P_pub, Q_enc + c Q_sig) for a random c.
     let c = random::nonzero_scalar()?;

@@ -9,6 +9,8 @@
 //! - Boneh-Franklin FullIdent key transport (3.2: [`bf`]);
 //! - Cha-Cheon signatures (3.3: [`cc`]);
 //! - the public parameter document and its fingerprint (4: [`params`]);
+//! - a master secret shared t-of-n among PKG servers: splitting, checking
+//!   and combining shares (pkg-api.md "Threshold provider": [`threshold`]);
 //! - constant-time fixed-base tables that make the operations fast
 //!   ([`fixed_base`]).
 //!
@@ -26,6 +28,7 @@ pub mod kat;
 pub mod keys;
 pub mod params;
 mod random;
+pub mod threshold;
 
 pub use bf::{decrypt, encrypt, Ciphertext, DecryptionKey, RecipientCache};
 pub use cc::{sign, verify, Signature, SignerCache, SigningKey};

@@ -2,6 +2,7 @@
 
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity, G1_LEN};
 use super::fixed_base::FixedBaseTable;
+use super::threshold::{Threshold, WireThreshold};
 use super::IbeError;
 use bls12_381::{G1Affine, G1Projective};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,8 @@ struct Wire {
     pkg_url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     media_keys: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    threshold: Option<WireThreshold>,
 }
 
 /// One provider's public parameters, validated: suite `IBESIP-V01`, a
@@ -55,6 +58,7 @@ pub struct PublicParams {
     p_pub: G1Affine,
     pkg_url: String,
     media_keys: MediaKeysPolicy,
+    threshold: Option<Threshold>,
     p_pub_table: OnceLock<Arc<FixedBaseTable<G1Projective>>>,
 }
 
@@ -69,8 +73,22 @@ impl PublicParams {
             p_pub,
             pkg_url: validate_url(pkg_url)?,
             media_keys: MediaKeysPolicy::EscrowResistant,
+            threshold: None,
             p_pub_table: OnceLock::new(),
         })
+    }
+
+    /// The same parameters for a threshold provider (pkg-api.md); refused
+    /// unless the servers' `P_pub_i` interpolate to `p_pub`.
+    pub fn with_threshold(mut self, threshold: Threshold) -> Result<Self, IbeError> {
+        self.threshold = Some(threshold.validated(&self.p_pub)?);
+        Ok(self)
+    }
+
+    /// The threshold servers, when the master secret is shared among
+    /// several PKGs (checked against `p_pub` when parsed).
+    pub fn threshold(&self) -> Option<&Threshold> {
+        self.threshold.as_ref()
     }
 
     /// The same parameters with another media policy.
@@ -106,7 +124,12 @@ impl PublicParams {
                 )))
             }
         };
-        Ok(PublicParams::new(&wire.domain, p_pub, &wire.pkg_url)?.with_media_keys(media_keys))
+        let params =
+            PublicParams::new(&wire.domain, p_pub, &wire.pkg_url)?.with_media_keys(media_keys);
+        match wire.threshold {
+            Some(t) => params.with_threshold(t.decode()?),
+            None => Ok(params),
+        }
     }
 
     /// The JSON document (members in the order of spec section 4;
@@ -120,6 +143,7 @@ impl PublicParams {
             pkg_url: self.pkg_url.clone(),
             media_keys: (self.media_keys != MediaKeysPolicy::EscrowResistant)
                 .then(|| self.media_keys.as_str().to_string()),
+            threshold: self.threshold.as_ref().map(WireThreshold::encode),
         };
         serde_json::to_string_pretty(&wire).unwrap_or_default()
     }
@@ -178,6 +202,7 @@ impl PartialEq for PublicParams {
             && self.p_pub == other.p_pub
             && self.pkg_url == other.pkg_url
             && self.media_keys == other.media_keys
+            && self.threshold == other.threshold
     }
 }
 

@@ -74,6 +74,10 @@ pub struct LoginRequest {
     pub user: String,
     /// The password.
     pub password: SecretString,
+    /// The current one-time code (RFC 6238), for an account with a second
+    /// factor; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otp: Option<SecretString>,
 }
 
 /// `POST /v1/login` answer.
@@ -116,6 +120,11 @@ pub struct KeysResponse {
     pub aor: String,
     /// One entry per requested period.
     pub keys: Vec<KeyEntry>,
+    /// A threshold provider's server index `i`: the keys are then its
+    /// shares `s_i * Q` (pkg-api.md "Threshold provider"); absent for a
+    /// single PKG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 /// `POST /v1/sip-credentials` body.
@@ -221,6 +230,9 @@ pub mod codes {
     pub const BAD_PERIOD: &str = "bad_period";
     /// 401: user unknown or password wrong (never says which).
     pub const INVALID_CREDENTIALS: &str = "invalid_credentials";
+    /// 401: the password is right but the account needs a one-time code
+    /// (`otp`) as well.
+    pub const OTP_REQUIRED: &str = "otp_required";
     /// 401: missing, unknown, expired or logged-out token.
     pub const INVALID_TOKEN: &str = "invalid_token";
     /// 403: the account is disabled.

@@ -100,15 +100,31 @@ impl PkgClient {
         self.verifier.last_seen()
     }
 
-    /// `POST /v1/login`.
+    /// `POST /v1/login` with the password alone. An account with a second
+    /// factor answers an error for which
+    /// [`PkgClientError::is_otp_required`] is true; then ask the user for
+    /// the code and call [`PkgClient::login_with_otp`].
     pub async fn login(
         &self,
         user: &str,
         password: &api::SecretString,
     ) -> Result<Session, PkgClientError> {
+        self.login_with_otp(user, password, None).await
+    }
+
+    /// `POST /v1/login` with the password and, when given, the one-time
+    /// code of the account's second factor (pkg-api.md "Second factor at
+    /// login").
+    pub async fn login_with_otp(
+        &self,
+        user: &str,
+        password: &api::SecretString,
+        otp: Option<&api::SecretString>,
+    ) -> Result<Session, PkgClientError> {
         let body = serde_json::to_vec(&LoginRequest {
             user: user.to_string(),
             password: password.clone(),
+            otp: otp.cloned(),
         })
         .map_err(|e| PkgClientError::Protocol(e.to_string()))?;
         let r: LoginResponse = self

@@ -2,8 +2,10 @@
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
 //! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`],
 //! one sealed file beside a private key file: [`sealed_file`]), the key
-//! store that keeps keys across restarts ([`store`]) and the discovery of
-//! the PKG and the SIP proxy from a domain ([`discovery`]).
+//! store that keeps keys across restarts ([`store`]), the discovery of
+//! the PKG and the SIP proxy from a domain ([`discovery`]) and the
+//! threshold provider's per-server logins and share combining
+//! ([`threshold`]).
 
 pub mod api;
 pub mod client;
@@ -11,6 +13,7 @@ pub mod discovery;
 pub mod seal;
 pub mod sealed_file;
 pub mod store;
+pub mod threshold;
 pub mod tls;
 pub mod turn;
 
@@ -70,7 +73,20 @@ pub enum PkgClientError {
     /// TURN credentials that break the REST form (see [`turn`]).
     #[error(transparent)]
     Turn(#[from] TurnError),
+    /// Too few servers of a threshold provider gave good key shares; the
+    /// sentence names each server and why.
+    #[error("{0}")]
+    Threshold(String),
     /// The key store could not be read or written.
     #[error("key store: {0}")]
     Store(String),
+}
+
+impl PkgClientError {
+    /// Whether the PKG refused a login only for want of the one-time code
+    /// of the account's second factor (`401 otp_required`): the password
+    /// was right; ask the user for the code and log in again with it.
+    pub fn is_otp_required(&self) -> bool {
+        matches!(self, PkgClientError::Server { status: 401, code, .. } if code == api::codes::OTP_REQUIRED)
+    }
 }

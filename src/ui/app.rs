@@ -274,6 +274,7 @@ impl PhoneApp {
     pub fn apply(&mut self, u: Update) {
         match u {
             Update::Probed(probe) => self.wizard.probed(probe),
+            Update::OtpRequired => self.wizard.otp_required(),
             Update::Progress { step, of, what } => {
                 if self.screen == Screen::Wizard {
                     self.wizard.progress(step, of, what);

@@ -61,6 +61,9 @@ pub enum Request {
         params_fingerprint: [u8; 32],
         /// The account password.
         password: SecretString,
+        /// The one-time code of the account's second factor, once the
+        /// provider asked for it ([`Update::OtpRequired`]).
+        otp: Option<SecretString>,
     },
     /// Start (or restart) the agent from the stored keys, renewing keys
     /// of this and the next period without asking when they are missing.
@@ -106,6 +109,10 @@ pub enum Update {
         /// What is happening, for people.
         what: String,
     },
+    /// The password was right but the provider asks for the one-time code
+    /// of the account's second factor: the wizard asks for it and sends
+    /// the same [`Request::Setup`] again with `otp`.
+    OtpRequired,
     /// Probe, setup or start-up failed; a sentence for people.
     Failed {
         /// What went wrong and what to do.
@@ -228,6 +235,26 @@ impl Reporter {
     }
 }
 
+/// Why a setup stopped.
+enum SetupError {
+    /// The provider wants the second factor's code: ask, then retry.
+    OtpRequired,
+    /// Anything else, as a sentence for people.
+    Failed(String),
+}
+
+impl From<String> for SetupError {
+    fn from(s: String) -> Self {
+        SetupError::Failed(s)
+    }
+}
+
+impl From<&str> for SetupError {
+    fn from(s: &str) -> Self {
+        SetupError::Failed(s.to_string())
+    }
+}
+
 struct Worker {
     dirs: AppDirs,
     /// Debugging only: the key log every agent start appends to.
@@ -263,11 +290,15 @@ async fn worker(
                 pin,
                 params_fingerprint,
                 password,
-            } => {
-                if let Err(message) = w.setup(settings, pin, params_fingerprint, password).await {
-                    w.report.fail(message);
-                }
-            }
+                otp,
+            } => match w
+                .setup(settings, pin, params_fingerprint, password, otp)
+                .await
+            {
+                Ok(()) => {}
+                Err(SetupError::OtpRequired) => w.report.send(Update::OtpRequired),
+                Err(SetupError::Failed(message)) => w.report.fail(message),
+            },
             Request::StartStored { settings } => {
                 if let Err(message) = w.start_stored(settings).await {
                     w.report.fail(message);
@@ -391,7 +422,8 @@ impl Worker {
         pin: [u8; 32],
         params_fingerprint: [u8; 32],
         password: SecretString,
-    ) -> Result<(), String> {
+        otp: Option<SecretString>,
+    ) -> Result<(), SetupError> {
         const STEPS: u32 = 4;
         let url = settings.pkg_url.trim().to_string();
         let pkg = |e: PkgClientError| pkg_error(&e, &url);
@@ -400,11 +432,22 @@ impl Worker {
         let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
             format!("This computer cannot look up names ({e}). Check its network settings.")
         })?;
-        let client = crate::pkg_client::discovery::client_for(&dns, &url, Some(pin)).await.map_err(pkg)?;
-        let session = client
-            .login(settings.user.trim(), &password)
+        let client = crate::pkg_client::discovery::client_for(&dns, &url, Some(pin))
             .await
             .map_err(pkg)?;
+        let session = match client
+            .login_with_otp(settings.user.trim(), &password, otp.as_ref())
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if e.is_otp_required() => return Err(SetupError::OtpRequired),
+            Err(PkgClientError::Server { code, .. })
+                if otp.is_some() && code == crate::pkg_client::api::codes::INVALID_CREDENTIALS =>
+            {
+                return Err("Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).".into())
+            }
+            Err(e) => return Err(pkg(e).into()),
+        };
         self.report.progress(2, STEPS, "Fetching your keys");
         let params = client.params().await.map_err(pkg)?;
         if params.fingerprint() != params_fingerprint {
@@ -437,15 +480,16 @@ impl Worker {
         .map_err(|e| format!("Saving failed ({e}). Try again."))??;
         self.report
             .progress(4, STEPS, "Registering with the network");
-        self.run_agent(
-            &settings,
-            &session.aor,
-            params,
-            keys,
-            (&password, sip.as_ref()),
-            Some(pin),
-        )
-        .await
+        Ok(self
+            .run_agent(
+                &settings,
+                &session.aor,
+                params,
+                keys,
+                (&password, sip.as_ref()),
+                Some(pin),
+            )
+            .await?)
     }
 
     async fn start_stored(&mut self, settings: Settings) -> Result<(), String> {
@@ -597,6 +641,7 @@ impl Worker {
                 fingerprint: pin,
                 store: self.dirs.keys(),
                 user: settings.user.trim().to_string(),
+                otp_command: None,
             },
             aor.clone(),
             password.clone(),
@@ -621,6 +666,9 @@ impl Worker {
                     }
                     Ok(RenewOutcome::Unreachable(why)) => why,
                     Err(KeyError::Pkg { source, .. }) => pkg_error(&source, &url),
+                    Err(KeyError::Otp { .. }) => {
+                        "your provider asks for the one-time code from your authenticator app".into()
+                    }
                     Err(e) => e.to_string(),
                 };
                 // Told once; retried every hour.

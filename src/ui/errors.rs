@@ -10,6 +10,12 @@ pub fn pkg_error(e: &PkgClientError, url: &str) -> String {
         PkgClientError::Server { code, .. } if code == codes::INVALID_CREDENTIALS => {
             "Wrong user name or password. Check both (the password is case-sensitive) and try again.".into()
         }
+        PkgClientError::Server { code, .. } if code == codes::OTP_REQUIRED => {
+            "Your provider asks for the one-time code from your authenticator app. Log out and set up the phone again to enter it.".into()
+        }
+        PkgClientError::Threshold(why) => format!(
+            "Your keys could not be put together from your provider's key servers: {why}. Try again later, and tell your provider if it persists."
+        ),
         PkgClientError::Server { code, .. } if code == codes::ACCOUNT_DISABLED => {
             "Your account is disabled. Ask your provider's administrator to enable it.".into()
         }

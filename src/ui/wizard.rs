@@ -3,8 +3,9 @@
 //! the address's domain; manual ones sit under "Advanced"); then ONE
 //! fingerprint to confirm, the provider certificate's (it authenticates
 //! the connection that carries the parameters and the services); then
-//! login, key fetch, the device's SIP credential and registration with a
-//! visible progress bar, until the phone is ready.
+//! login (asking for the one-time code when the account has a second
+//! factor), key fetch, the device's SIP credential and registration with
+//! a visible progress bar, until the phone is ready.
 
 use super::app::PhoneApp;
 use super::backend::{ProviderProbe, Request};
@@ -21,6 +22,9 @@ pub enum Step {
     Probing,
     /// Showing the fingerprints to confirm.
     Confirm(ProviderProbe),
+    /// The provider asks for the one-time code of the account's second
+    /// factor (its authenticator app shows it).
+    OneTimeCode,
     /// Logging in, fetching keys, registering.
     Working {
         /// Step from 1.
@@ -46,6 +50,11 @@ pub struct Wizard {
     pub sip_proxy: String,
     /// Our SIP address `ip:port`.
     pub sip_listen: String,
+    /// One-time code of the second factor (wiped on drop).
+    pub otp: Zeroizing<String>,
+    /// The certificate and parameter fingerprints the user confirmed, for
+    /// logging in again with the one-time code.
+    pub confirmed: Option<([u8; 32], [u8; 32])>,
     /// The step shown.
     pub step: Step,
     /// The last error sentence.
@@ -66,6 +75,8 @@ impl Wizard {
             address,
             url: s.pkg_url.clone(),
             password: Zeroizing::new(String::new()),
+            otp: Zeroizing::new(String::new()),
+            confirmed: None,
             sip_proxy: if first_run {
                 String::new()
             } else {
@@ -110,6 +121,12 @@ impl Wizard {
         self.step = Step::Working { step, of, what };
     }
 
+    pub(crate) fn otp_required(&mut self) {
+        self.error = None;
+        self.otp = Zeroizing::new(String::new());
+        self.step = Step::OneTimeCode;
+    }
+
     pub(crate) fn failed(&mut self, message: String) {
         self.error = Some(message);
         if self.step != Step::Registering {
@@ -119,6 +136,8 @@ impl Wizard {
 
     pub(crate) fn ready(&mut self) {
         self.password = Zeroizing::new(String::new());
+        self.otp = Zeroizing::new(String::new());
+        self.confirmed = None;
         self.step = Step::Registering;
     }
 }
@@ -172,21 +191,8 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                 ui.add_space(8.0);
                 ui.horizontal(|ui| {
                     if ui.button("They match: log in").clicked() {
-                        let settings = app.wizard.settings(&app.settings);
-                        let password = crate::pkg_client::api::SecretString::new(
-                            app.wizard.password.to_string(),
-                        );
-                        app.wizard.step = Step::Working {
-                            step: 0,
-                            of: 4,
-                            what: "Starting".into(),
-                        };
-                        app.request(Request::Setup {
-                            settings,
-                            pin: cert,
-                            params_fingerprint: params,
-                            password,
-                        });
+                        app.wizard.confirmed = Some((cert, params));
+                        log_in(app, None);
                     }
                     if ui.button("They do not match").clicked() {
                         app.wizard.step = Step::Account;
@@ -194,6 +200,7 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                     }
                 });
             }
+            Step::OneTimeCode => one_time_code(app, ui),
             Step::Working { step, of, what } => {
                 ui.add(
                     egui::ProgressBar::new(step as f32 / of.max(1) as f32)
@@ -211,6 +218,55 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             }
         }
     });
+}
+
+/// Sends the setup with the confirmed fingerprints (and the one-time code
+/// once asked for).
+fn log_in(app: &mut PhoneApp, otp: Option<crate::pkg_client::api::SecretString>) {
+    let Some((pin, params_fingerprint)) = app.wizard.confirmed else {
+        app.wizard.step = Step::Account;
+        return;
+    };
+    let settings = app.wizard.settings(&app.settings);
+    let password = crate::pkg_client::api::SecretString::new(app.wizard.password.to_string());
+    app.wizard.step = Step::Working {
+        step: 0,
+        of: 4,
+        what: "Starting".into(),
+    };
+    app.request(Request::Setup {
+        settings,
+        pin,
+        params_fingerprint,
+        password,
+        otp,
+    });
+}
+
+fn one_time_code(app: &mut PhoneApp, ui: &mut egui::Ui) {
+    ui.label("Your account has a second factor. Enter the 6-digit code your authenticator app shows now.");
+    ui.add_space(6.0);
+    labelled_edit(ui, "One-time code", &mut app.wizard.otp, false, "123456");
+    let code = app.wizard.otp.trim().to_string();
+    let ready = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
+    ui.add_space(8.0);
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(ready, egui::Button::new("Log in with the code"))
+            .clicked()
+        {
+            let otp = crate::pkg_client::api::SecretString::new(code.clone());
+            app.wizard.otp = Zeroizing::new(String::new());
+            log_in(app, Some(otp));
+        }
+        if ui.button("Cancel").clicked() {
+            app.wizard.otp = Zeroizing::new(String::new());
+            app.wizard.step = Step::Account;
+        }
+    });
+    if !ready {
+        ui.weak("The code has 6 digits.");
+    }
 }
 
 fn account(app: &mut PhoneApp, ui: &mut egui::Ui) {

@@ -28,6 +28,7 @@ fn renewal(provider: &Provider, store: &std::path::Path, password: &str) -> Rene
             fingerprint: Some(provider.fingerprint),
             store: store.to_path_buf(),
             user: "alice".into(),
+            otp_command: None,
         },
         Aor::parse(&format!("sip:alice@{DOMAIN}")).unwrap(),
         SecretString::new(password.into()),

@@ -221,3 +221,48 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     assert!(shows(&alice, "hello bob, tunneled"));
     assert!(shows(&alice, "✔ delivered"));
 }
+
+#[test]
+fn wizard_asks_for_the_one_time_code_of_a_second_factor() {
+    let p = Provider::start();
+    let seed = p.enrol_otp("alice");
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    let confirm = |h: &mut egui_kittest::Harness<'_, ibephone::ui::PhoneApp>| {
+        h.get_by_label("Connect").click();
+        wait_for(h, "They match: log in", 20);
+        h.get_by_label("They match: log in").click();
+        wait_for(h, "Enter the 6-digit code", 20);
+    };
+    type_into(&mut h, "Provider address", &p.url);
+    type_into(&mut h, "User name", "alice");
+    type_into(&mut h, "Password", ALICE_PW);
+    h.state_mut().wizard.sip_proxy = p.proxy.to_string();
+    confirm(&mut h);
+    assert!(!dirs.account().exists(), "nothing stored before the code");
+    // A wrong code: a sentence naming the code, back to the start.
+    let now = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let right = seed.code_at(now()).unwrap();
+    let wrong = if right == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    type_into(&mut h, "One-time code", wrong);
+    h.get_by_label("Log in with the code").click();
+    wait_for(&mut h, "Wrong password or one-time code", 20);
+    assert!(!dirs.account().exists(), "nothing stored");
+    // Again with the right code: the phone is set up.
+    confirm(&mut h);
+    type_into(&mut h, "One-time code", &seed.code_at(now()).unwrap());
+    h.get_by_label("Log in with the code").click();
+    wait_for(&mut h, "Your phone is ready", 30);
+    assert!(h.state().wizard.otp.is_empty(), "code not kept");
+    wait_for(&mut h, "Ready: registered", 10);
+}

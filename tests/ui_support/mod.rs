@@ -21,6 +21,7 @@ pub struct Provider {
     pub url: String,
     pub fingerprint: [u8; 32],
     pub proxy: SocketAddr,
+    config: pkg_server::config::Config,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
     pub rt: tokio::runtime::Runtime,
@@ -58,9 +59,10 @@ impl Provider {
                     pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
                 store.user_add(user, &rec, 0).await.unwrap();
             }
-            let started = pkg_server::serve::start(config, None, Some("127.0.0.1:0".into()))
-                .await
-                .unwrap();
+            let started =
+                pkg_server::serve::start(config.clone(), None, Some("127.0.0.1:0".into()))
+                    .await
+                    .unwrap();
             let proxy = started.sip.as_ref().map(|s| s.addr).unwrap();
             (started, proxy)
         });
@@ -74,10 +76,28 @@ impl Provider {
             url,
             fingerprint,
             proxy,
+            config,
             _dir: dir,
             _stop: stop,
             rt,
         }
+    }
+}
+
+impl Provider {
+    /// Enrols `user` in the second factor (as `pkg-admin user otp` does)
+    /// and returns the TOTP seed its authenticator app would hold.
+    pub fn enrol_otp(&self, user: &str) -> pkg_server::otp::Seed {
+        self.rt.block_on(async {
+            let store = pkg_server::admin::open_store(&self.config).await.unwrap();
+            let vault = pkg_server::vault::Vault::unlock(&self.config, &store)
+                .await
+                .unwrap();
+            let store = store.with_otp_key(vault.otp_key());
+            let seed = pkg_server::otp::Seed::generate().unwrap();
+            store.otp_set(user, &seed).await.unwrap();
+            seed
+        })
     }
 }
 

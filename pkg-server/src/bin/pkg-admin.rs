@@ -31,6 +31,13 @@ enum Cmd {
         /// Public URL of the PKG (default `https://DOMAIN:8443`).
         #[arg(long)]
         pkg_url: Option<String>,
+        /// Dealer mode of a threshold provider: `T/N` (e.g. 2/3); this
+        /// configuration is server 1, `--server-config` gives the others.
+        #[arg(long)]
+        threshold: Option<String>,
+        /// Configuration of threshold server 2, 3, ... (in order).
+        #[arg(long = "server-config")]
+        server_config: Vec<PathBuf>,
     },
     /// Manages accounts.
     #[command(subcommand)]
@@ -134,6 +141,14 @@ enum UserCmd {
     },
     /// Sets a new password (prompt or stdin); ends sessions, revokes SIP credentials.
     Passwd { name: String },
+    /// Enrols the account in the second factor (TOTP, RFC 6238): prints the
+    /// otpauth:// URI and a QR code; a new enrolment replaces the old.
+    Otp {
+        name: String,
+        /// Removes the second factor instead.
+        #[arg(long)]
+        disable: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,7 +180,31 @@ enum TrustCmd {
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let config = Config::load(&cli.config).map_err(|e| AdminError::File(format!("{e:#}")))?;
     match cli.cmd {
-        Cmd::Init { domain, pkg_url } => admin::init(&config, &domain, pkg_url.as_deref()).await,
+        Cmd::Init {
+            domain,
+            pkg_url,
+            threshold: Some(spec),
+            server_config,
+        } => {
+            let mut config = config;
+            if pkg_url.is_some() {
+                config.pkg_url = pkg_url;
+            }
+            admin::init_threshold(&config, &domain, &spec, &server_config).await
+        }
+        Cmd::Init {
+            domain,
+            pkg_url,
+            threshold: None,
+            server_config,
+        } => {
+            if !server_config.is_empty() {
+                return Err(AdminError::Invalid(
+                    "--server-config goes with --threshold".into(),
+                ));
+            }
+            admin::init(&config, &domain, pkg_url.as_deref()).await
+        }
         Cmd::User(UserCmd::Add { name }) => admin::user_add(&config, &name).await,
         Cmd::User(UserCmd::List) => admin::user_list(&config).await,
         Cmd::User(UserCmd::Disable { name }) => {
@@ -176,6 +215,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             admin::user_devices(&config, &name, revoke.as_deref()).await
         }
         Cmd::User(UserCmd::Passwd { name }) => admin::user_passwd(&config, &name).await,
+        Cmd::User(UserCmd::Otp { name, disable }) => admin::user_otp(&config, &name, disable).await,
         Cmd::Extract { aor, period, out } => {
             admin::extract_offline(&config, &aor, &period, &out).await
         }

@@ -1,7 +1,8 @@
 //! Integration tests of `pkg-server` in one test binary: the HTTPS API
-//! (`pkg`), the embedded SIP registrar/proxy (`sip`) and the product chain
-//! PKG -> keys -> secured call (`pkg_call`), and the media relay (`relay`:
-//! TURN credentials, the embedded STUN/TURN server, coturn interop). Run one with
+//! (`pkg`), the embedded SIP registrar/proxy (`sip`), the product chain
+//! PKG -> keys -> secured call (`pkg_call`), the media relay (`relay`:
+//! TURN credentials, the embedded STUN/TURN server, coturn interop) and
+//! the threshold provider (`threshold`). Run one with
 //! `cargo test -p pkg-server --test it NAME::`.
 
 #[path = "../common/mod.rs"]
@@ -14,3 +15,4 @@ mod pkg;
 mod pkg_call;
 mod relay;
 mod sip;
+mod threshold;

@@ -857,3 +857,186 @@ async fn turn_credentials_for_an_external_relay_and_none_without_turn() {
         PkgClientError::NotOffered(_)
     ));
 }
+
+/// The code of an `otpauth://` URI at Unix time `t`.
+fn totp_code(uri: &str, t: u64) -> String {
+    totp_rs::TOTP::from_url(uri).unwrap().generate(t)
+}
+
+fn now_secs() -> u64 {
+    pkg_server::http::now_unix() as u64
+}
+
+#[tokio::test]
+async fn second_factor_totp_at_login() {
+    for backend in backends() {
+        let pkg = Pkg::new(&backend, &throttle(6, 1000, 60)).await;
+        let out = pkg.admin_ok(&["user", "otp", "alice"], "");
+        let uri = out.lines().next().unwrap().to_string();
+        assert!(
+            uri.starts_with("otpauth://totp/atlanta.invalid:alice?secret="),
+            "{out}"
+        );
+        assert!(uri.ends_with("&issuer=atlanta.invalid"), "{uri}");
+        // A QR code for the terminal follows the URI.
+        assert!(out.lines().count() > 20 && out.contains('▀'), "{out}");
+        assert_eq!(pkg.admin_code(&["user", "otp", "mallory"], ""), 3);
+        let server = pkg.start();
+        let client = server.client();
+
+        // The password alone: 401 otp_required, and only after a right one.
+        let e = client.login("alice", &ALICE_PW.into()).await.unwrap_err();
+        assert!(e.is_otp_required(), "{e:?}");
+        assert_eq!(status_of(&e), (401, "otp_required".into()));
+        let wrong_pw = post_json(
+            &server,
+            "/v1/login",
+            None,
+            login_body("alice", "not the password"),
+        )
+        .await;
+        assert_eq!(
+            (wrong_pw.0, error_code(&wrong_pw.1).as_str()),
+            (401, "invalid_credentials")
+        );
+        // A wrong password with the right code is still refused.
+        let code = totp_code(&uri, now_secs());
+        let e = client
+            .login_with_otp(
+                "alice",
+                &"not the password".into(),
+                Some(&code.as_str().into()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&e), (401, "invalid_credentials".into()));
+        // A wrong code.
+        let wrong = if code == "000000" { "000001" } else { "000000" };
+        let e = client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&wrong.into()))
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&e), (401, "invalid_credentials".into()));
+        // The right code: in; the same code again: refused (single use).
+        let s = client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&code.as_str().into()))
+            .await
+            .unwrap();
+        assert_eq!(s.aor.as_str(), "sip:alice@atlanta.invalid");
+        let e = client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&code.as_str().into()))
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&e), (401, "invalid_credentials".into()));
+        // One step of drift: the next step's code is accepted now.
+        let next = totp_code(&uri, now_secs() + 30);
+        client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&next.as_str().into()))
+            .await
+            .unwrap();
+        // Two steps ahead is too far.
+        let far = totp_code(&uri, now_secs() + 90);
+        let e = client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&far.as_str().into()))
+            .await
+            .unwrap_err();
+        assert_eq!(status_of(&e).0, 401);
+        // Every refusal counts for throttling, otp_required too: the one
+        // above and five more reach the limit of 6 (the good logins before
+        // reset the count), and then even a right code is throttled.
+        for _ in 0..5 {
+            let e = client.login("alice", &ALICE_PW.into()).await.unwrap_err();
+            assert!(e.is_otp_required(), "{e:?}");
+        }
+        let good = totp_code(&uri, now_secs() + 30);
+        match client
+            .login_with_otp("alice", &ALICE_PW.into(), Some(&good.as_str().into()))
+            .await
+            .unwrap_err()
+        {
+            PkgClientError::Throttled { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        // bob has no second factor; a code he sends is ignored.
+        client
+            .login_with_otp("bob", &BOB_PW.into(), Some(&"123456".into()))
+            .await
+            .unwrap();
+        // Re-enrolment changes the seed; --disable removes the factor.
+        pkg.admin_ok(&["user", "otp", "bob"], "");
+        assert!(client
+            .login("bob", &BOB_PW.into())
+            .await
+            .unwrap_err()
+            .is_otp_required());
+        let off = pkg.admin_ok(&["user", "otp", "bob", "--disable"], "");
+        assert!(off.contains("removed"), "{off}");
+        client.login("bob", &BOB_PW.into()).await.unwrap();
+        // The seed is sealed at rest: the database does not hold it.
+        let secret = uri
+            .split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        let seed = totp_rs::Secret::Encoded(secret.into()).to_bytes().unwrap();
+        assert_eq!(seed.len(), 20);
+        if backend.is_none() {
+            let mut db = std::fs::read(pkg.path("pkg.db")).unwrap();
+            db.extend(std::fs::read(pkg.path("pkg.db-wal")).unwrap_or_default());
+            assert!(!db.windows(seed.len()).any(|w| w == &seed[..]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn agent_gets_its_one_time_code_from_otp_command() {
+    use ibephone::agent::config::PkgSettings;
+    use ibephone::agent::keys::{from_pkg, KeyError, Origin};
+    let pkg = Pkg::new(&None, "").await;
+    let uri = pkg.admin_ok(&["user", "otp", "alice"], "");
+    let uri = uri.lines().next().unwrap().to_string();
+    let server = pkg.start();
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let settings = |otp_command: Option<Vec<String>>| PkgSettings {
+        url: server.url.clone(),
+        fingerprint: Some(server.fingerprint),
+        store: pkg.path("agent-store"),
+        user: "alice".into(),
+        otp_command,
+    };
+    let pw: SecretString = ALICE_PW.into();
+    // No command: a sentence saying what to configure, no keys.
+    let e = from_pkg(&settings(None), &aor, &pw, now_secs())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KeyError::Otp { .. }), "{e:?}");
+    assert!(e.to_string().contains("otp_command"), "{e}");
+    // A command that prints no code.
+    let e = from_pkg(
+        &settings(Some(vec!["echo".into(), "not a code".into()])),
+        &aor,
+        &pw,
+        now_secs(),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("6 to 8 digits"), "{e}");
+    let e = from_pkg(&settings(Some(vec!["false".into()])), &aor, &pw, now_secs())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("otp_command failed"), "{e}");
+    // A command printing the current code (an authenticator's CLI would).
+    let code = totp_code(&uri, now_secs());
+    let p = from_pkg(
+        &settings(Some(vec!["echo".into(), code])),
+        &aor,
+        &pw,
+        now_secs(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    assert_eq!(p.keys.len(), 3);
+}

@@ -1,0 +1,397 @@
+//! A threshold provider end to end (pkg-api.md "Threshold provider"):
+//! three real `pkg-server` processes dealt 2-of-3 by `pkg-admin init
+//! --threshold`, the phone's client logging in to each with its own
+//! secret, checking and combining the key shares, and a call on the
+//! combined keys.
+
+use crate::agents;
+use crate::common;
+
+use agents::{id_now, recent_periods, register, ConfigBuilder, Wait};
+use common::*;
+use ibephone::agent::headless::start;
+use ibephone::agent::AgentEvent;
+use ibephone::ibe::{check_key, PublicParams};
+use ibephone::pkg_client::api::SecretString;
+use ibephone::pkg_client::threshold::{
+    fetch_threshold_keys, fetch_threshold_keys_with_secrets, login_secret, login_secrets,
+    ThresholdKeys,
+};
+use ibephone::pkg_client::PkgClientError;
+use std::path::Path;
+
+/// A free TCP port of 127.0.0.1 (the servers' URLs go into the
+/// parameters before the servers start).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The configuration of one server listening on `port`, in its own
+/// temporary directory.
+fn server_dir(port: u16) -> Pkg {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pkg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npkg_url = \"https://127.0.0.1:{port}\"\n\
+             [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    Pkg { dir, config }
+}
+
+/// Deals 2-of-3 over three fresh server directories on `ports` (the
+/// first directory may hold a certificate already) and adds alice and bob
+/// to each.
+fn deal(pkgs: &[Pkg]) {
+    let others: Vec<String> = pkgs[1..]
+        .iter()
+        .map(|p| p.config.display().to_string())
+        .collect();
+    let mut args = vec!["init", "--domain", DOMAIN, "--threshold", "2/3"];
+    for o in &others {
+        args.extend(["--server-config", o.as_str()]);
+    }
+    let out = pkgs[0].admin_ok(&args, "");
+    assert!(out.contains("2-of-3 threshold PKG"), "{out}");
+    for p in pkgs {
+        p.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
+        p.admin_ok(&["user", "add", "bob"], &format!("{BOB_PW}\n"));
+    }
+}
+
+fn three() -> Vec<Pkg> {
+    three_on(&[free_port(), free_port(), free_port()])
+}
+
+fn three_on(ports: &[u16]) -> Vec<Pkg> {
+    let pkgs: Vec<Pkg> = ports.iter().map(|p| server_dir(*p)).collect();
+    deal(&pkgs);
+    pkgs
+}
+
+fn no_otp(_: u32) -> Option<SecretString> {
+    None
+}
+
+async fn fetch(
+    params: &PublicParams,
+    user: &str,
+    pw: &str,
+) -> Result<ThresholdKeys, PkgClientError> {
+    fetch_threshold_keys(params, user, &pw.into(), &no_otp, &recent_periods())
+        .await
+        .map(|(_, k)| k)
+}
+
+#[tokio::test]
+async fn two_of_three_keys_combine_and_a_call_works() {
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let s2 = pkgs[1].start();
+    let s3 = pkgs[2].start();
+    let params = s1.client().params().await.unwrap();
+    // Every server serves the same parameters; they say "dealer": true.
+    assert_eq!(s2.client().params().await.unwrap(), params);
+    assert_eq!(s3.client().params().await.unwrap(), params);
+    let t = params.threshold().unwrap();
+    assert_eq!((t.t, t.servers.len(), t.dealer), (2, 3, true));
+    assert_eq!(t.servers[2].tls_sha256, s3.fingerprint);
+    let (_, json, _) = raw(&s1, "GET", "/v1/params", &[], vec![]).await;
+    assert!(json.contains("\"dealer\": true"), "{json}");
+
+    // Each server alone answers only its share: not a key under p_pub.
+    let c2 = s2.client();
+    let secret2 = login_secret(&ALICE_PW.into(), DOMAIN, 2).unwrap();
+    let session = c2.login("alice", &secret2).await.unwrap();
+    let e = c2
+        .fetch_keys(&session, &params, &recent_periods()[..1])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PkgClientError::Ibe(_)), "{e:?}");
+    let answer = c2
+        .fetch_key_entries(&session, &recent_periods()[..1])
+        .await
+        .unwrap();
+    assert_eq!(answer.index, Some(2));
+
+    // SIP digest credentials are not the PKG's business here (a threshold
+    // server stores only hashes of its own login secret): a registrar of
+    // the domain with the users' SIP passwords.
+    let proxy = ibephone::sip::driver::spawn_proxy(
+        "127.0.0.1:0".parse().unwrap(),
+        DOMAIN,
+        &[("alice", ALICE_PW), ("bob", BOB_PW)],
+    )
+    .await
+    .unwrap();
+    let proxy_addr = proxy.addr;
+    let mut agents = Vec::new();
+    for (user, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
+        let (aor, got) =
+            fetch_threshold_keys(&params, user, &pw.into(), &no_otp, &recent_periods())
+                .await
+                .unwrap();
+        assert_eq!(got.used, [1, 2]);
+        assert!(got.skipped.is_empty(), "{:?}", got.skipped);
+        assert_eq!(got.describe(t), "servers 1 and 2 of 3 (2 needed)");
+        for k in &got.keys {
+            check_key(&params, k).unwrap();
+        }
+        let config = ConfigBuilder::new(aor, params.clone(), proxy_addr)
+            .password(pw)
+            .keys(got.keys)
+            .build();
+        agents.push(start(config).await.unwrap());
+    }
+    // Each server keeps its own audit of the shares it issued.
+    for p in &pkgs {
+        let audit = p.admin_ok(&["audit", "--user", "alice"], "");
+        assert!(audit.lines().any(|l| l.ends_with("\tissued")), "{audit}");
+    }
+    let mut bob = agents.pop().unwrap();
+    let mut alice = agents.pop().unwrap();
+    for a in [&mut alice, &mut bob] {
+        register(a).await;
+    }
+    let w = Wait::default();
+    let (_, incoming) = w.dial(&mut alice, &mut bob, "bob").await;
+    let AgentEvent::IncomingCall { call, verified, .. } = incoming else {
+        unreachable!()
+    };
+    assert_eq!(verified, Some(id_now("alice", DOMAIN)));
+    let answered = w.answer(&mut bob, &mut alice, call).await;
+    assert!(
+        matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == id_now("bob", DOMAIN)),
+        "{answered:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_server_down_still_works_and_one_alone_is_not_enough() {
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let s3 = pkgs[2].start();
+    let params = s1.client().params().await.unwrap();
+    // Server 2 is down.
+    let got = fetch(&params, "alice", ALICE_PW).await.unwrap();
+    assert_eq!(got.used, [1, 3]);
+    assert_eq!(got.skipped.len(), 1);
+    assert_eq!(got.skipped[0].0, 2);
+    assert!(
+        got.skipped[0].1.contains("unreachable"),
+        "{:?}",
+        got.skipped
+    );
+    // The same with login secrets derived once before (what a phone keeps
+    // for renewals instead of the password).
+    let secrets = login_secrets(&params, &ALICE_PW.into()).unwrap();
+    let (aor, again) =
+        fetch_threshold_keys_with_secrets(&params, "alice", &secrets, &no_otp, &recent_periods())
+            .await
+            .unwrap();
+    assert_eq!(aor.as_str(), "sip:alice@atlanta.invalid");
+    assert_eq!(again.used, [1, 3]);
+    // Only server 1 left: a clear sentence, no keys.
+    s3.stop();
+    let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
+    let PkgClientError::Threshold(sentence) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        sentence.starts_with(
+            "only 1 of the 3 key servers of atlanta.invalid gave a good key share and 2 are needed, so no keys were fetched"
+        ),
+        "{sentence}"
+    );
+    assert!(
+        sentence.contains("server 2:") && sentence.contains("server 3:"),
+        "{sentence}"
+    );
+    // A wrong password is refused by every server: no keys either.
+    let e = fetch(&params, "alice", "not the password")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only 0 of the 3"), "{e}");
+}
+
+#[tokio::test]
+async fn a_server_answering_a_wrong_share_is_named_and_skipped() {
+    let ports = [free_port(), free_port(), free_port()];
+    let honest = three_on(&ports);
+    // A second dealing on the same ports whose server 3 has the honest
+    // server 3's certificate: it passes the pin but holds a share of
+    // another secret.
+    let rogue: Vec<Pkg> = ports.iter().map(|p| server_dir(*p)).collect();
+    for f in ["tls-cert.pem", "tls-key.pem"] {
+        std::fs::copy(honest[2].path(f), rogue[2].path(f)).unwrap();
+    }
+    deal(&rogue);
+    let s1 = honest[0].start();
+    let s2 = honest[1].start();
+    let s3 = rogue[2].start();
+    assert_eq!(
+        s3.fingerprint,
+        params_of(&s1).await.threshold().unwrap().servers[2].tls_sha256
+    );
+    let params = params_of(&s1).await;
+    let got = fetch(&params, "alice", ALICE_PW).await.unwrap();
+    assert_eq!(got.used, [1, 2]);
+    assert_eq!(got.skipped.len(), 1, "{:?}", got.skipped);
+    assert_eq!(got.skipped[0].0, 3);
+    assert!(
+        got.skipped[0].1.contains("key share") && got.skipped[0].1.contains("wrong"),
+        "{:?}",
+        got.skipped
+    );
+    for k in &got.keys {
+        check_key(&params, k).unwrap();
+    }
+    // With server 2 down, the bad share cannot make up the second one.
+    s2.stop();
+    let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
+    assert!(e.to_string().contains("server 3: its key share"), "{e}");
+    drop((s1, s3));
+}
+
+async fn params_of(s: &Server) -> PublicParams {
+    s.client().params().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_login_secret_replayed_at_another_server_is_refused() {
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let s2 = pkgs[1].start();
+    let pw: SecretString = ALICE_PW.into();
+    let secret1 = login_secret(&pw, DOMAIN, 1).unwrap();
+    // What server 1 received logs in there...
+    s1.client().login("alice", &secret1).await.unwrap();
+    // ... and is useless at server 2 (a dishonest server 1 replaying it).
+    let e = s2.client().login("alice", &secret1).await.unwrap_err();
+    assert!(
+        matches!(&e, PkgClientError::Server { status: 401, code, .. } if code == "invalid_credentials"),
+        "{e:?}"
+    );
+    // The password itself is not what a threshold server checks either.
+    let e = s2.client().login("alice", &pw).await.unwrap_err();
+    assert!(
+        matches!(&e, PkgClientError::Server { status: 401, .. }),
+        "{e:?}"
+    );
+    s2.client()
+        .login("alice", &login_secret(&pw, DOMAIN, 2).unwrap())
+        .await
+        .unwrap();
+    // Offline extraction is refused on a threshold server.
+    let period = recent_periods()[1].to_string();
+    let out = pkgs[0].path("x.keys");
+    let code = pkgs[0].admin_code(
+        &[
+            "extract",
+            "sip:alice@atlanta.invalid",
+            "--period",
+            &period,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "passphrase 123\n",
+    );
+    assert_eq!(code, 5);
+    assert!(!Path::new(&out).exists());
+}
+
+#[tokio::test]
+async fn parameters_whose_public_shares_do_not_interpolate_are_refused() {
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let (_, json, _) = raw(&s1, "GET", "/v1/params", &[], vec![]).await;
+    let good = PublicParams::from_json(&json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // Swap the public shares of servers 1 and 2: same points, wrong places.
+    let a = v["threshold"]["servers"][0]["p_pub_i"].clone();
+    v["threshold"]["servers"][0]["p_pub_i"] = v["threshold"]["servers"][1]["p_pub_i"].clone();
+    v["threshold"]["servers"][1]["p_pub_i"] = a;
+    let e = PublicParams::from_json(&v.to_string()).unwrap_err();
+    assert!(e.to_string().contains("p_pub"), "{e}");
+    // A t above the number of servers is refused too.
+    let mut w: serde_json::Value = serde_json::from_str(&json).unwrap();
+    w["threshold"]["t"] = 4.into();
+    assert!(PublicParams::from_json(&w.to_string()).is_err());
+    assert!(good.threshold().is_some());
+    // A second dealing into an initialized directory is refused.
+    let again = pkgs[0].admin(
+        &[
+            "init",
+            "--domain",
+            DOMAIN,
+            "--threshold",
+            "2/3",
+            "--server-config",
+            pkgs[1].config.to_str().unwrap(),
+            "--server-config",
+            pkgs[2].config.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(again.status.code(), Some(4));
+    // Bad threshold arguments.
+    let fresh = server_dir(free_port());
+    assert_eq!(
+        fresh.admin_code(&["init", "--domain", DOMAIN, "--threshold", "2/3"], ""),
+        5
+    );
+    assert_eq!(
+        fresh.admin_code(&["init", "--domain", DOMAIN, "--threshold", "two"], ""),
+        5
+    );
+}
+
+#[tokio::test]
+async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers() {
+    use ibephone::agent::config::PkgSettings;
+    use ibephone::agent::keys::{from_pkg, Origin};
+    let pkgs = three();
+    let s1 = pkgs[0].start();
+    let s3 = pkgs[2].start();
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let settings = PkgSettings {
+        url: s1.url.clone(),
+        fingerprint: Some(s1.fingerprint),
+        store: pkgs[0].path("agent-store"),
+        user: "alice".into(),
+        otp_command: None,
+    };
+    let now = pkg_server::http::now_unix() as u64;
+    let p = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
+        .await
+        .unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    assert_eq!(p.keys.len(), 3);
+    for k in &p.keys {
+        check_key(&p.params, k).unwrap();
+    }
+    assert_eq!(
+        p.servers.as_deref(),
+        Some("servers 1 and 3 of 3 (2 needed)")
+    );
+    assert!(
+        p.summary()
+            .contains("threshold PKG: combined from servers 1 and 3"),
+        "{}",
+        p.summary()
+    );
+    // Too few servers: an error naming them, not keys.
+    s3.stop();
+    let e = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only 1 of the 3 key servers"), "{e}");
+}

@@ -1,0 +1,515 @@
+//! A threshold provider (pkg-api.md "Threshold provider"): the master
+//! secret `s` shared t-of-n with Shamir's scheme over the scalar field of
+//! BLS12-381, so that no server alone, nor t-1 together, can derive a key.
+//!
+//! Sans-I/O and free of policy: splitting (dealer mode), Lagrange
+//! interpolation in the exponent (checking the servers' `P_pub_i` against
+//! `p_pub`), checking one server's key share (`e(P, d_i) == e(P_pub_i, Q)`)
+//! and combining t shares into the user's key. Server `i` extracts its
+//! share of a key with [`super::extract`] under its [`MasterShare`]'s
+//! secret; the phone combines with [`combine`] and checks the result with
+//! [`super::check_key`] like any key.
+
+use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
+use super::keys::{check_key_against, MasterSecret, PrivateKeys};
+use super::{random, IbeError, Identity};
+use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
+use core::fmt;
+use ff::Field;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+/// Largest server index (and number of servers) accepted.
+pub const MAX_SERVERS: u32 = 64;
+
+/// Server `index`'s share `s_i = f(index)` of the master secret, with
+/// `P_pub_i = s_i * P`. Wiped on drop, never printed.
+#[derive(Clone)]
+pub struct MasterShare {
+    index: u32,
+    secret: MasterSecret,
+}
+
+impl MasterShare {
+    /// The share of server `index` from its 32-byte scalar encoding.
+    pub fn from_bytes(index: u32, bytes: &[u8]) -> Result<Self, IbeError> {
+        check_index(index)?;
+        Ok(MasterShare {
+            index,
+            secret: MasterSecret::from_bytes(bytes)?,
+        })
+    }
+
+    /// The server index `i` (1..=n).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// `s_i` as a master secret: [`super::extract`] under it issues this
+    /// server's shares `d_i = s_i * Q` of a user's keys.
+    pub fn secret(&self) -> &MasterSecret {
+        &self.secret
+    }
+
+    /// `P_pub_i = s_i * P`.
+    pub fn p_pub_i(&self) -> G1Affine {
+        self.secret.p_pub()
+    }
+}
+
+impl fmt::Debug for MasterShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterShare({}, [redacted])", self.index)
+    }
+}
+
+/// Dealer mode: splits `msk` t-of-n with a fresh random polynomial `f` of
+/// degree `t-1`, `f(0) = s`; share `i` is `f(i)` for `i` in `1..=n`. The
+/// polynomial's coefficients are wiped before returning; the caller then
+/// drops `msk` (pkg-api.md: a dealer "splits and then provably forgets").
+pub fn deal(msk: &MasterSecret, t: u32, n: u32) -> Result<Vec<MasterShare>, IbeError> {
+    check_t_n(t, n)?;
+    let mut coeffs = Vec::with_capacity(t as usize);
+    coeffs.push(msk.scalar());
+    for _ in 1..t {
+        coeffs.push(random::nonzero_scalar()?);
+    }
+    let mut shares = Vec::with_capacity(n as usize);
+    let mut failed = None;
+    for i in 1..=n {
+        let mut y = eval(&coeffs, Scalar::from(u64::from(i)));
+        let bytes = y.to_bytes();
+        y.zeroize();
+        // A share of zero (probability 2^-255) cannot be a master secret.
+        match MasterShare::from_bytes(i, &bytes) {
+            Ok(s) => shares.push(s),
+            Err(e) => failed = Some(e),
+        }
+    }
+    coeffs.iter_mut().for_each(Zeroize::zeroize);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(shares),
+    }
+}
+
+fn eval(coeffs: &[Scalar], x: Scalar) -> Scalar {
+    coeffs.iter().rev().fold(Scalar::ZERO, |acc, c| acc * x + c)
+}
+
+fn check_index(index: u32) -> Result<(), IbeError> {
+    if (1..=MAX_SERVERS).contains(&index) {
+        Ok(())
+    } else {
+        Err(IbeError::InvalidParams(format!(
+            "threshold server index {index} is outside 1..={MAX_SERVERS}"
+        )))
+    }
+}
+
+fn check_t_n(t: u32, n: u32) -> Result<(), IbeError> {
+    if t == 0 || t > n || n > MAX_SERVERS {
+        return Err(IbeError::InvalidParams(format!(
+            "threshold {t} of {n}: need 1 <= t <= n <= {MAX_SERVERS}"
+        )));
+    }
+    Ok(())
+}
+
+/// The Lagrange coefficients at `x` of the distinct non-zero `indices`:
+/// `lambda_i(x) = prod_{j != i} (x - j) / (i - j)`.
+fn lagrange_at(indices: &[u32], x: u32) -> Result<Vec<Scalar>, IbeError> {
+    for (k, i) in indices.iter().enumerate() {
+        check_index(*i)?;
+        if indices[..k].contains(i) {
+            return Err(IbeError::InvalidParams(format!(
+                "threshold server index {i} given twice"
+            )));
+        }
+    }
+    let x = Scalar::from(u64::from(x));
+    indices
+        .iter()
+        .map(|&i| {
+            let xi = Scalar::from(u64::from(i));
+            let (num, den) = indices.iter().filter(|&&j| j != i).fold(
+                (Scalar::ONE, Scalar::ONE),
+                |(num, den), &j| {
+                    let xj = Scalar::from(u64::from(j));
+                    (num * (x - xj), den * (xi - xj))
+                },
+            );
+            // Distinct indices: den is non-zero.
+            Option::<Scalar>::from(den.invert())
+                .map(|inv| num * inv)
+                .ok_or_else(|| IbeError::InvalidParams("threshold indices collide".into()))
+        })
+        .collect()
+}
+
+/// The value at `x` of the polynomial in the exponent through `points`
+/// (`(index, f(index) * P)`): `sum lambda_i(x) * points_i`.
+pub fn interpolate_g1(points: &[(u32, G1Affine)], x: u32) -> Result<G1Affine, IbeError> {
+    let indices: Vec<u32> = points.iter().map(|(i, _)| *i).collect();
+    let lambdas = lagrange_at(&indices, x)?;
+    let sum = points
+        .iter()
+        .zip(&lambdas)
+        .fold(G1Projective::identity(), |acc, ((_, p), l)| acc + p * l);
+    Ok(G1Affine::from(sum))
+}
+
+/// Checks the servers' public shares against `p_pub` (pkg-api.md): the
+/// `P_pub_i` lie on one polynomial of degree `t-1` whose value at 0 is
+/// `p_pub`. Interpolates from the first `t` servers, then every other
+/// `P_pub_j` must be that polynomial's value at `j`. Indices must be
+/// distinct, in `1..=MAX_SERVERS`, and `t <= n`.
+pub fn check_public_shares(
+    p_pub: &G1Affine,
+    t: u32,
+    shares: &[(u32, G1Affine)],
+) -> Result<(), IbeError> {
+    let n = u32::try_from(shares.len()).unwrap_or(u32::MAX);
+    check_t_n(t, n)?;
+    let indices: Vec<u32> = shares.iter().map(|(i, _)| *i).collect();
+    lagrange_at(&indices, 0)?; // distinct, in range
+    let base = &shares[..t as usize];
+    if interpolate_g1(base, 0)? != *p_pub {
+        return Err(IbeError::InvalidParams(
+            "the threshold servers' p_pub_i do not interpolate to p_pub".into(),
+        ));
+    }
+    for (j, p_j) in &shares[t as usize..] {
+        if interpolate_g1(base, *j)? != *p_j {
+            return Err(IbeError::InvalidParams(format!(
+                "the p_pub_i of threshold server {j} is not on the servers' polynomial"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One server's share of a user's keys: `d_enc_i = s_i * Q_enc`,
+/// `d_sig_i = s_i * Q_sig` from server `index`.
+#[derive(Clone, Debug)]
+pub struct KeyShare {
+    index: u32,
+    keys: PrivateKeys,
+}
+
+impl KeyShare {
+    /// A share received from server `index` (not checked yet).
+    pub fn new(index: u32, keys: PrivateKeys) -> Result<Self, IbeError> {
+        check_index(index)?;
+        Ok(KeyShare { index, keys })
+    }
+
+    /// The server index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The identity the share is for.
+    pub fn identity(&self) -> &Identity {
+        self.keys.identity()
+    }
+}
+
+/// Checks one server's share against its public share:
+/// `e(P, d_i) == e(P_pub_i, Q)` for both keys, and that the identity is in
+/// `domain`.
+pub fn check_key_share(domain: &str, p_pub_i: &G1Affine, share: &KeyShare) -> Result<(), IbeError> {
+    if share.keys.identity().aor().host() != domain {
+        return Err(IbeError::KeyCheckFailed);
+    }
+    check_key_against(p_pub_i, &share.keys)
+}
+
+/// Combines key shares of one identity from distinct servers with the
+/// Lagrange coefficients at 0: `d = sum lambda_i * d_i`. With `t` good
+/// shares this is the identity's key under `p_pub`; with fewer it is not
+/// (check the result with [`super::check_key`]).
+pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
+    let first = shares
+        .first()
+        .ok_or_else(|| IbeError::InvalidParams("no key shares to combine".into()))?;
+    let identity = first.keys.identity().clone();
+    if shares.iter().any(|s| *s.keys.identity() != identity) {
+        return Err(IbeError::InvalidParams(
+            "key shares of different identities".into(),
+        ));
+    }
+    let indices: Vec<u32> = shares.iter().map(|s| s.index).collect();
+    let lambdas = lagrange_at(&indices, 0)?;
+    let (mut d_enc, mut d_sig) = (G2Projective::identity(), G2Projective::identity());
+    for (s, l) in shares.iter().zip(&lambdas) {
+        d_enc += s.keys.d_enc() * l;
+        d_sig += s.keys.d_sig() * l;
+    }
+    let mut affine = [G2Affine::identity(); 2];
+    G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);
+    d_enc.zeroize();
+    d_sig.zeroize();
+    let keys = PrivateKeys::from_points(identity, affine[0], affine[1]);
+    affine.iter_mut().for_each(Zeroize::zeroize);
+    keys
+}
+
+/// The `threshold` member of the parameter document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Threshold {
+    /// Shares needed (`t`).
+    pub t: u32,
+    /// Whether a dealer split `s` (and said it forgot it) instead of a
+    /// distributed key generation.
+    pub dealer: bool,
+    /// The servers, by index.
+    pub servers: Vec<ThresholdServer>,
+}
+
+/// One server of a threshold provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThresholdServer {
+    /// Its index `i` (1..=n).
+    pub index: u32,
+    /// Its base URL (`https://...`).
+    pub pkg_url: String,
+    /// Its public share `P_pub_i = s_i * P`.
+    pub p_pub_i: G1Affine,
+    /// SHA-256 of its TLS certificate (the pin).
+    pub tls_sha256: [u8; 32],
+}
+
+impl Threshold {
+    /// Checks the member against `p_pub` ([`check_public_shares`]) and
+    /// the servers' URLs; servers are kept in index order.
+    pub fn validated(mut self, p_pub: &G1Affine) -> Result<Self, IbeError> {
+        self.servers.sort_by_key(|s| s.index);
+        for s in &self.servers {
+            if !s.pkg_url.starts_with("https://") || s.pkg_url.len() <= "https://".len() {
+                return Err(IbeError::InvalidParams(format!(
+                    "threshold server {} pkg_url is not an https:// URL",
+                    s.index
+                )));
+            }
+        }
+        let points: Vec<(u32, G1Affine)> =
+            self.servers.iter().map(|s| (s.index, s.p_pub_i)).collect();
+        check_public_shares(p_pub, self.t, &points)?;
+        Ok(self)
+    }
+
+    /// The server of `index`.
+    pub fn server(&self, index: u32) -> Option<&ThresholdServer> {
+        self.servers.iter().find(|s| s.index == index)
+    }
+}
+
+/// JSON form of [`Threshold`] (pkg-api.md).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireThreshold {
+    t: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dealer: bool,
+    servers: Vec<WireServer>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireServer {
+    index: u32,
+    pkg_url: String,
+    p_pub_i: String,
+    tls_sha256: String,
+}
+
+impl WireThreshold {
+    pub(crate) fn decode(self) -> Result<Threshold, IbeError> {
+        let servers = self
+            .servers
+            .into_iter()
+            .map(|w| {
+                let p = b64_decode("p_pub_i", &w.p_pub_i)?;
+                let mut tls = [0u8; 32];
+                hex::decode_to_slice(&w.tls_sha256, &mut tls).map_err(|_| {
+                    IbeError::InvalidParams(format!(
+                        "threshold server {} tls_sha256 is not 64 hex digits",
+                        w.index
+                    ))
+                })?;
+                Ok(ThresholdServer {
+                    index: w.index,
+                    pkg_url: w.pkg_url,
+                    p_pub_i: g1_from_bytes_nonidentity("p_pub_i", &p)?,
+                    tls_sha256: tls,
+                })
+            })
+            .collect::<Result<Vec<_>, IbeError>>()?;
+        Ok(Threshold {
+            t: self.t,
+            dealer: self.dealer,
+            servers,
+        })
+    }
+
+    pub(crate) fn encode(t: &Threshold) -> Self {
+        WireThreshold {
+            t: t.t,
+            dealer: t.dealer,
+            servers: t
+                .servers
+                .iter()
+                .map(|s| WireServer {
+                    index: s.index,
+                    pkg_url: s.pkg_url.clone(),
+                    p_pub_i: b64_encode(&s.p_pub_i.to_compressed()),
+                    tls_sha256: hex::encode(s.tls_sha256),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ibe::{check_key, extract, setup, Aor, Period, PublicParams};
+    use proptest::prelude::*;
+
+    fn id() -> Identity {
+        Identity::new(
+            Aor::parse("sip:alice@atlanta.com").unwrap(),
+            Period::month("2026-11").unwrap(),
+        )
+    }
+
+    fn shares_of(shares: &[MasterShare], pick: &[usize], id: &Identity) -> Vec<KeyShare> {
+        pick.iter()
+            .map(|&k| KeyShare::new(shares[k].index(), extract(shares[k].secret(), id)).unwrap())
+            .collect()
+    }
+
+    /// Distinct positions of `k` of `n` shares, from a seed.
+    fn subset(n: usize, k: usize, seed: u64) -> Vec<usize> {
+        let mut all: Vec<usize> = (0..n).collect();
+        let mut x = seed;
+        for i in (1..n).rev() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            all.swap(i, (x >> 33) as usize % (i + 1));
+        }
+        all.truncate(k);
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Any t shares reproduce the key; t-1 never do.
+        #[test]
+        fn any_t_shares_combine_and_t_minus_1_never(t in 1u32..=4, extra in 0u32..=2, seed: u64) {
+            let n = t + extra;
+            let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+            let shares = deal(&msk, t, n).unwrap();
+            let points: Vec<_> = shares.iter().map(|s| (s.index(), s.p_pub_i())).collect();
+            check_public_shares(&params.p_pub(), t, &points).unwrap();
+            let id = id();
+            let pick = subset(n as usize, t as usize, seed);
+            let good = combine(&shares_of(&shares, &pick, &id)).unwrap();
+            check_key(&params, &good).unwrap();
+            prop_assert_eq!(good.d_enc_bytes(), extract(&msk, &id).d_enc_bytes());
+            if t > 1 {
+                let few = combine(&shares_of(&shares, &pick[..t as usize - 1], &id)).unwrap();
+                prop_assert_eq!(check_key(&params, &few), Err(IbeError::KeyCheckFailed));
+            }
+        }
+    }
+
+    #[test]
+    fn each_share_checks_against_its_own_public_share_only() {
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 2, 3).unwrap();
+        let id = id();
+        let ks = shares_of(&shares, &[0, 1, 2], &id);
+        for (s, k) in shares.iter().zip(&ks) {
+            check_key_share("atlanta.com", &s.p_pub_i(), k).unwrap();
+        }
+        assert_eq!(
+            check_key_share("atlanta.com", &shares[1].p_pub_i(), &ks[0]),
+            Err(IbeError::KeyCheckFailed)
+        );
+        assert_eq!(
+            check_key_share("biloxi.com", &shares[0].p_pub_i(), &ks[0]),
+            Err(IbeError::KeyCheckFailed)
+        );
+        // A wrong share (another dealing's) spoils the combination.
+        let (other, _) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let bad = KeyShare::new(2, extract(deal(&other, 2, 3).unwrap()[1].secret(), &id)).unwrap();
+        let mixed = combine(&[ks[0].clone(), bad]).unwrap();
+        assert_eq!(check_key(&params, &mixed), Err(IbeError::KeyCheckFailed));
+        // Duplicated servers and mixed identities are refused.
+        assert!(combine(&[ks[0].clone(), ks[0].clone()]).is_err());
+        assert!(combine(&[]).is_err());
+        let other_id = Identity::new(id.aor().clone(), Period::month("2026-12").unwrap());
+        let o = KeyShare::new(2, extract(shares[1].secret(), &other_id)).unwrap();
+        assert!(combine(&[ks[0].clone(), o]).is_err());
+    }
+
+    #[test]
+    fn public_shares_off_the_polynomial_are_refused() {
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 2, 3).unwrap();
+        let mut points: Vec<_> = shares.iter().map(|s| (s.index(), s.p_pub_i())).collect();
+        check_public_shares(&params.p_pub(), 2, &points).unwrap();
+        // Another p_pub.
+        let (_, other) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        assert!(check_public_shares(&other.p_pub(), 2, &points).is_err());
+        // The third share replaced: the first two still give p_pub, but the
+        // third is off their line.
+        let (o, _) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        points[2].1 = o.p_pub();
+        let e = check_public_shares(&params.p_pub(), 2, &points).unwrap_err();
+        assert!(e.to_string().contains("server 3"), "{e}");
+        // Bad shapes.
+        points[2] = (1, shares[0].p_pub_i());
+        assert!(check_public_shares(&params.p_pub(), 2, &points).is_err());
+        assert!(check_public_shares(&params.p_pub(), 4, &points).is_err());
+        assert!(check_public_shares(&params.p_pub(), 0, &points).is_err());
+        assert!(deal(&msk, 3, 2).is_err());
+        assert!(MasterShare::from_bytes(0, &msk.to_bytes()[..]).is_err());
+        assert!(format!("{:?}", shares[0]).contains("[redacted]"));
+    }
+
+    #[test]
+    fn threshold_member_round_trips_and_is_checked_on_parse() {
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 2, 3).unwrap();
+        let member = Threshold {
+            t: 2,
+            dealer: true,
+            servers: shares
+                .iter()
+                .map(|s| ThresholdServer {
+                    index: s.index(),
+                    pkg_url: format!("https://pkg{}.atlanta.com", s.index()),
+                    p_pub_i: s.p_pub_i(),
+                    tls_sha256: [s.index() as u8; 32],
+                })
+                .collect(),
+        };
+        let p = params.clone().with_threshold(member.clone()).unwrap();
+        let json = p.to_json();
+        assert!(json.contains("\"dealer\": true"), "{json}");
+        let back = PublicParams::from_json(&json).unwrap();
+        assert_eq!(back.threshold(), Some(&member));
+        assert_eq!(back.fingerprint(), params.fingerprint());
+        // A document whose p_pub_i do not interpolate to p_pub is refused.
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let (o, _) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        v["threshold"]["servers"][1]["p_pub_i"] = b64_encode(&o.p_pub().to_compressed()).into();
+        let e = PublicParams::from_json(&v.to_string()).unwrap_err();
+        assert!(e.to_string().contains("interpolate"), "{e}");
+        v["threshold"]["servers"][1]["p_pub_i"] = "AAAA".into();
+        assert!(PublicParams::from_json(&v.to_string()).is_err());
+    }
+}
