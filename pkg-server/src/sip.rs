@@ -200,11 +200,11 @@ pub async fn start(
         tls,
         auth,
     )
-        .await
-        .map_err(|e| match tls_listen {
-            Some(t) => anyhow::anyhow!("SIP on {listen} (TLS on {t}): {e}"),
-            None => anyhow::anyhow!("SIP on {listen}: {e}"),
-        })?;
+    .await
+    .map_err(|e| match tls_listen {
+        Some(t) => anyhow::anyhow!("SIP on {listen} (TLS on {t}): {e}"),
+        None => anyhow::anyhow!("SIP on {listen}: {e}"),
+    })?;
     tracing::info!(addr = %proxy.addr, tls = ?proxy.tls_addr, users = n, "SIP registrar/proxy listening");
     let refresh = refresh.max(Duration::from_millis(200));
     let shared = users.clone();

@@ -44,10 +44,10 @@ use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySourc
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
+use crate::pkg_client::discovery::{self, DiscoveryError};
 use crate::pkg_client::threshold::fetch_threshold_keys;
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
-use crate::pkg_client::discovery::{self, DiscoveryError};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

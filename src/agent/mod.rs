@@ -17,8 +17,8 @@ pub mod media;
 pub mod media_io;
 pub mod renewal;
 pub mod retained;
-pub mod sip_tls;
 pub mod route;
+pub mod sip_tls;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};

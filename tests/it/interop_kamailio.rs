@@ -308,7 +308,10 @@ fn msg_from(e: &AgentEvent) -> String {
 fn wait_device(pkg: &support::provider::Provider, user: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while pkg.admin(&["user", "devices", user], "").trim().is_empty() {
-        assert!(Instant::now() < deadline, "{user}'s agent asked no credential");
+        assert!(
+            Instant::now() < deadline,
+            "{user}'s agent asked no credential"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -342,7 +345,11 @@ fn pkg_device_credentials_exported_to_kamailio() {
         wait_device(&pkg, user);
     }
     pkg.admin(
-        &["kamailio-export", "--out", dir.path().join("db").to_str().unwrap()],
+        &[
+            "kamailio-export",
+            "--out",
+            dir.path().join("db").to_str().unwrap(),
+        ],
         "",
     );
     let kamailio = start_kamailio_at(dir.path(), PKG_DOMAIN, port);

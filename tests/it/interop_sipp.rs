@@ -289,7 +289,10 @@ fn sipp_register_load_against_the_embedded_registrar_md5_only() {
     let users: Vec<(String, String)> = (0..USERS)
         .map(|i| (format!("load{i}"), format!("load password {i}")))
         .collect();
-    let refs: Vec<(&str, &str)> = users.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+    let refs: Vec<(&str, &str)> = users
+        .iter()
+        .map(|(u, p)| (u.as_str(), p.as_str()))
+        .collect();
     // SIPp 3.6 answers only MD5 challenges (and takes the first one).
     let pkg = support::provider::Provider::with_sip(&refs, "digest_algorithms = [\"MD5\"]\n");
     let server = pkg.start();
@@ -301,9 +304,23 @@ fn sipp_register_load_against_the_embedded_registrar_md5_only() {
         .current_dir(dir.path())
         .arg("-sf")
         .arg(scenario(name))
-        .args(["-inf", "users.csv", "-i", "127.0.0.1", "-p", "0", "-nostdin"])
+        .args([
+            "-inf",
+            "users.csv",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-nostdin",
+        ])
         .args(["-m", &REGISTRATIONS.to_string(), "-r", "500", "-l", "200"])
-        .args(["-timeout", "120", "-timeout_error", "-trace_err", "-trace_msg"])
+        .args([
+            "-timeout",
+            "120",
+            "-timeout_error",
+            "-trace_err",
+            "-trace_msg",
+        ])
         .arg("-error_file")
         .arg(dir.path().join(format!("{name}.errors.log")))
         .arg("-message_file")
@@ -313,8 +330,8 @@ fn sipp_register_load_against_the_embedded_registrar_md5_only() {
         .output()
         .unwrap();
     let cpu = server.cpu_time().saturating_sub(before);
-    let messages =
-        std::fs::read_to_string(dir.path().join(format!("{name}.messages.log"))).unwrap_or_default();
+    let messages = std::fs::read_to_string(dir.path().join(format!("{name}.messages.log")))
+        .unwrap_or_default();
     assert!(
         out.status.success(),
         "{}\nfirst messages:\n{}",

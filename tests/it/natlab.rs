@@ -547,9 +547,9 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     hang_up(&mut bob, b_call, &mut alice, a_call);
-    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob", false);
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
     hang_up(&mut alice, a_call, &mut bob, b_call);
     message(&mut alice, &mut bob, "bob", "alice");
     message(&mut bob, &mut alice, "alice", "bob");
@@ -666,7 +666,7 @@ fn natlab_discovery_dns_then_call() {
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
@@ -724,13 +724,20 @@ fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value)
     } else {
         "[media]\nice = false\n".to_string()
     };
-    let mut alice = lab.phone_with("homeA", "alice", &provider, &explicit_provider(), &media, &[]);
+    let mut alice = lab.phone_with(
+        "homeA",
+        "alice",
+        &provider,
+        &explicit_provider(),
+        &media,
+        &[],
+    );
     let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
     alice.send(json!({"cmd": "register"}));
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice", false);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     let mut stats = Vec::new();
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         if ice {

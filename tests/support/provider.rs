@@ -400,7 +400,14 @@ impl RawPhone {
         let mut req = self.next_in_call(&req);
         req.push_header(
             "Authorization",
-            c.answer(auth_user, &Password::new(password), "REGISTER", &uri, 1, "cn"),
+            c.answer(
+                auth_user,
+                &Password::new(password),
+                "REGISTER",
+                &uri,
+                1,
+                "cn",
+            ),
         );
         self.ask(&req).unwrap()
     }

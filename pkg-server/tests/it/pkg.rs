@@ -1000,6 +1000,7 @@ async fn agent_gets_its_one_time_code_from_otp_command() {
     let server = pkg.start();
     let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
     let settings = |otp_command: Option<Vec<String>>| PkgSettings {
+        discover: false,
         url: server.url.clone(),
         fingerprint: Some(server.fingerprint),
         store: pkg.path("agent-store"),

@@ -363,6 +363,7 @@ async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers()
     let s3 = pkgs[2].start();
     let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
     let settings = PkgSettings {
+        discover: false,
         url: s1.url.clone(),
         fingerprint: Some(s1.fingerprint),
         store: pkgs[0].path("agent-store"),
