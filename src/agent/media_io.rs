@@ -398,7 +398,7 @@ impl MediaDriver {
                 }
                 MediaAction::Update { call, negotiated } => {
                     self.log_keys(call, &negotiated);
-                    self.command(call, MediaCommand::Update(negotiated))
+                    self.command(call, MediaCommand::Update(Box::new(negotiated)))
                 }
                 MediaAction::Mute { call, on } => self.command(call, MediaCommand::Mute(on)),
                 MediaAction::Dtmf { call, digit } => {

@@ -59,8 +59,8 @@ pub enum MediaCommand {
     /// Send one DTMF digit (RFC 4733).
     SendDtmf(char),
     /// A new offer/answer (re-INVITE: hold, resume): new keys, direction,
-    /// codec or peer address.
-    Update(Negotiated),
+    /// codec or peer address (boxed: it is by far the largest command).
+    Update(Box<Negotiated>),
 }
 
 /// Counters of one session.
@@ -346,7 +346,7 @@ impl Driver {
                     self.jitter.set_clock_rate(n.codec.clock_rate());
                     self.dtmf_tx = DtmfSender::for_clock_rate(n.codec.clock_rate());
                 }
-                self.negotiated = n;
+                self.negotiated = *n;
                 self.announce_security();
             }
         }

@@ -293,8 +293,8 @@ async fn reinvite_switches_from_pcmu_to_opus() {
     b.session_version = 2;
     let (na, nb) = negotiate(a, &b);
     assert_eq!(na.codec, Codec::Opus);
-    call.bob.command(MediaCommand::Update(nb.clone()));
-    call.alice.command(MediaCommand::Update(na));
+    call.bob.command(MediaCommand::Update(Box::new(nb.clone())));
+    call.alice.command(MediaCommand::Update(Box::new(na)));
     let mark = call.relay.capture.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let stats_b = call.bob.stop().await.unwrap();
