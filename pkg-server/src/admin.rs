@@ -412,7 +412,9 @@ pub async fn user_devices(config: &Config, name: &str, revoke: Option<&str>) -> 
 /// Decisions: one row per enabled user with the MD5 HA1 of their newest
 /// device credential (Kamailio's `auth_db` checks only the first row of a
 /// user name, and Kamailio challenges with MD5); the password column stays
-/// empty (the PKG never knows the credential, only its hashes). The
+/// empty, a NULL, so the column is declared `null` (db_text refuses an
+/// empty non-null field and then loads no table at all; the PKG never
+/// knows the credential, only its hashes). The
 /// `subscriber` file is written 0600 (HA1 is password-equivalent for
 /// digest); run it again after a phone asked for a new credential, and
 /// reload Kamailio's table (`kamcmd db_text.reload`, or a restart).
@@ -422,7 +424,7 @@ pub async fn kamailio_export(config: &Config, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)
         .map_err(|e| AdminError::File(format!("{}: {e}", out.display())))?;
     let mut table = zeroize::Zeroizing::new(String::from(
-        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n",
+        "id(int,auto) username(string) domain(string) password(string,null) ha1(string,null) ha1b(string,null) \n",
     ));
     let mut rows = 0usize;
     for u in store.user_list().await? {

@@ -395,12 +395,16 @@ impl Worker {
                             "No SIP proxy was found for {domain} ({e}). Enter one under Advanced."
                         )
                     })?;
-                // This phone speaks UDP and TCP to its proxy.
-                let t = targets
-                    .iter()
-                    .find(|t| t.transport != SipTransport::Tls)
-                    .ok_or_else(|| format!("{domain} offers its SIP proxy only over TLS, which this phone cannot use yet. Enter a proxy under Advanced."))?;
-                Some(t.addr.to_string())
+                // The first target in the provider's (RFC 3263) order; over
+                // TLS the proxy is held to the PKG's pin, like the PKG.
+                let t = targets.first().ok_or_else(|| {
+                    format!("No SIP proxy was found for {domain}. Enter one under Advanced.")
+                })?;
+                Some(match t.transport {
+                    SipTransport::Tls => format!("sips:{}", t.addr),
+                    SipTransport::Tcp => format!("sip:{};transport=tcp", t.addr),
+                    SipTransport::Udp => t.addr.to_string(),
+                })
             } else {
                 None
             };
@@ -565,12 +569,17 @@ impl Worker {
                 settings.sip_listen
             )
         })?;
-        let proxy: SocketAddr = settings.sip_proxy.trim().parse().map_err(|_| {
-            format!(
-                "The SIP proxy {:?} is not an ip:port such as 127.0.0.1:5060. Correct it in Settings.",
-                settings.sip_proxy
-            )
-        })?;
+        let text = settings.sip_proxy.trim().to_string();
+        let (proxy, uri) =
+            tokio::task::spawn_blocking(move || crate::agent::config::resolve_proxy(&text))
+                .await
+                .map_err(|e| format!("Looking up the SIP proxy failed ({e}). Try again."))?
+                .map_err(|why| {
+                    format!(
+                        "The SIP proxy {:?} cannot be used ({why}). Give an ip:port such as 127.0.0.1:5060 or a sips: address in Settings.",
+                        settings.sip_proxy
+                    )
+                })?;
         let info = ReadyInfo {
             aor: aor.as_str().to_string(),
             domain: params.domain().to_string(),
@@ -596,7 +605,14 @@ impl Worker {
             params,
             trusted: vec![],
             keys,
-            sip: crate::agent::config::SipSettings::default(),
+            // Over TLS the provider's SIP service shows the PKG's
+            // certificate: held to the same pin.
+            sip: crate::agent::config::SipSettings {
+                transport: uri.transport,
+                proxy_host: Some(uri.host),
+                tls_pin: pin,
+                ..Default::default()
+            },
         };
         let RunningAgent {
             commands,

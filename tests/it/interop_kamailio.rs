@@ -64,7 +64,7 @@ fn write_db(dir: &Path, users: &[(&str, &str)]) {
     )
     .unwrap();
     let mut sub = String::from(
-        "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) \n",
+        "id(int,auto) username(string) domain(string) password(string,null) ha1(string,null) ha1b(string,null) \n",
     );
     for (i, (user, pw)) in users.iter().enumerate() {
         let ha1 = ha1(Algorithm::Md5, user, DOMAIN, &Password::new(*pw));

@@ -186,7 +186,8 @@ async fn hold_and_resume_rekey() {
     assert_eq!(nb.direction, Direction::RecvOnly);
     assert_ne!(na.keys, old_alice.keys);
     call.bob.command(MediaCommand::Update(Box::new(nb.clone())));
-    call.alice.command(MediaCommand::Update(Box::new(na.clone())));
+    call.alice
+        .command(MediaCommand::Update(Box::new(na.clone())));
     let mark = call.relay.capture.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b2a_held = call.relay.bob_to_alice.load(Ordering::Relaxed);
@@ -198,7 +199,8 @@ async fn hold_and_resume_rekey() {
     );
     // Resume with fresh keys again.
     let (na2, nb2) = reinvite(&call, Direction::SendRecv);
-    call.bob.command(MediaCommand::Update(Box::new(nb2.clone())));
+    call.bob
+        .command(MediaCommand::Update(Box::new(nb2.clone())));
     call.alice.command(MediaCommand::Update(Box::new(na2)));
     let mark2 = call.relay.capture.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(600)).await;
