@@ -183,7 +183,7 @@ pub enum Withheld {
 /// How many refusals the log keeps (the oldest are dropped).
 const MAX_LOGGED: usize = 256;
 /// Bound of the protected Call-ID memory and of the session facts.
-const MAX_PROTECTED: usize = 8192;
+pub const MAX_PROTECTED: usize = 8192;
 
 /// Shared between the filter and the agent: the facts of the message the
 /// core is acting on, the sessions accepted, and the rejections to report.
@@ -239,6 +239,8 @@ pub struct TunnelFilter {
     /// Call-IDs that carried a tunneled message (either way), oldest first.
     protected: HashSet<String>,
     protected_order: VecDeque<String>,
+    /// Bound of `protected` ([`MAX_PROTECTED`]; smaller in tests).
+    protected_limit: usize,
     /// Where signing times and key periods are read from.
     clock: Box<dyn WallClock>,
     /// Renewed keys pushed while the agent runs (none by default).
@@ -255,6 +257,7 @@ impl TunnelFilter {
             requests_seen: HashMap::new(),
             protected: HashSet::new(),
             protected_order: VecDeque::new(),
+            protected_limit: MAX_PROTECTED,
             clock: Box::new(SystemClock),
             inbox: None,
         }
@@ -291,8 +294,21 @@ impl TunnelFilter {
         }
     }
 
+    /// Keeps at most `limit` Call-IDs in the protected memory (at least
+    /// one); the default is [`MAX_PROTECTED`].
+    pub fn with_protected_limit(mut self, limit: usize) -> Self {
+        self.protected_limit = limit.max(1);
+        self
+    }
+
+    /// Whether `call_id` carried a tunneled message: remembered (bounded,
+    /// oldest forgotten first) or, whatever that memory forgot, on a live
+    /// tunnel session. The second keeps a live dialog protected when a
+    /// flood of keyless first messages on fresh Call-IDs has pushed its
+    /// Call-ID out of the memory: the tunnel never evicts an established
+    /// session to make room.
     fn is_protected(&self, call_id: &str) -> bool {
-        self.protected.contains(call_id)
+        self.protected.contains(call_id) || self.tunnel.call_id_in_use(call_id)
     }
 
     /// Marks `call_id` as carried by the tunnel: from now on no plain
@@ -301,7 +317,7 @@ impl TunnelFilter {
         if self.protected.contains(call_id) {
             return;
         }
-        if self.protected_order.len() >= MAX_PROTECTED {
+        if self.protected_order.len() >= self.protected_limit {
             if let Some(old) = self.protected_order.pop_front() {
                 self.protected.remove(&old);
             }

@@ -96,9 +96,25 @@ impl World {
         clock: Option<FakeClock>,
         config: TunnelConfig,
     ) -> Peer {
+        self.agent_filtered(user, port, policy, clock, config, |f| f)
+    }
+
+    /// [`World::agent_with`] whose filter `adjust` changes first.
+    fn agent_filtered(
+        &self,
+        user: &str,
+        port: u16,
+        policy: SecurityPolicy,
+        clock: Option<FakeClock>,
+        config: TunnelConfig,
+        adjust: impl FnOnce(TunnelFilter) -> TunnelFilter,
+    ) -> Peer {
         let log = Arc::new(Mutex::new(SecurityLog::default()));
-        let mut filter =
-            TunnelFilter::new(self.tunnel_with(user, true, config), policy, log.clone());
+        let mut filter = adjust(TunnelFilter::new(
+            self.tunnel_with(user, true, config),
+            policy,
+            log.clone(),
+        ));
         if let Some(c) = clock {
             filter = filter.with_wall_clock(Box::new(c));
         }
@@ -714,6 +730,63 @@ fn a_stalled_monotonic_clock_does_not_make_calls_stale() {
             ..
         }
     )));
+}
+
+/// The protected Call-ID memory is bounded (oldest forgotten first). A
+/// keyless attacker floods it with unsigned first messages on fresh
+/// Call-IDs (the tunnel opens them: they only prove nothing), pushing the
+/// live call's Call-ID out, then sends a plain BYE: under `ask` and
+/// `allow-plain` it would pass as a plain dialog's. The live tunnel
+/// session keeps the dialog protected whatever the memory forgot.
+#[test]
+fn a_flood_of_first_messages_cannot_unprotect_a_live_call() {
+    for policy in [SecurityPolicy::Ask, SecurityPolicy::AllowPlain] {
+        let w = World::new();
+        let now = Instant::now();
+        let mut alice = w.agent("alice", 5070, policy, None);
+        let mut bob = w.agent_filtered("bob", 5072, policy, None, TunnelConfig::default(), |f| {
+            f.with_protected_limit(2)
+        });
+        let (_, ok) = call(now, &mut alice, &mut bob);
+        bob.events();
+        let mut mallory = w.tunnel("mallory", false);
+        for n in 0..3 {
+            let inner = format!(
+                "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKflood{n}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:mallory@{DOMAIN}>;tag=f{n}\r\n\
+                 To: <sip:bob@{DOMAIN}>\r\n\
+                 Call-ID: flood-{n}-0123456789abcdef\r\n\
+                 CSeq: 1 MESSAGE\r\n\
+                 Content-Type: text/plain\r\n\
+                 Content-Length: 2\r\n\r\nhi"
+            );
+            let outer = mallory.seal(SystemTime::now(), inner.as_bytes()).unwrap();
+            bob.feed(now, &outer);
+        }
+        assert_eq!(
+            bob.events()
+                .iter()
+                .filter(|e| matches!(e, AgentEvent::MessageReceived { verified: None, .. }))
+                .count(),
+            3,
+            "{policy:?}: the flood got through the tunnel (unverified)"
+        );
+        let from = format!("<sip:alice@{DOMAIN}>");
+        bob.feed(now, &plain_in_dialog("BYE", &ok, &from, "", 20));
+        assert!(
+            !bob.events()
+                .iter()
+                .any(|e| matches!(e, AgentEvent::Ended { .. })),
+            "{policy:?}: a plain BYE ended the protected call"
+        );
+        assert_eq!(
+            bob.last_rejection(),
+            Some(Refusal::PlainInProtectedDialog("BYE".into())),
+            "{policy:?}"
+        );
+    }
 }
 
 #[test]

@@ -331,6 +331,15 @@ impl Tunnel {
         self.contact_users = users.into_iter().map(Into::into).collect();
     }
 
+    /// Whether a live session (ours or a peer's, pending or established)
+    /// is on `call_id`. Established sessions are never evicted to make
+    /// room (only pending ones are), so a dialog the tunnel carries stays
+    /// visible here for as long as it lives, whatever a flood of first
+    /// messages does.
+    pub fn call_id_in_use(&self, call_id: &str) -> bool {
+        self.sessions.call_id_in_use(call_id)
+    }
+
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
