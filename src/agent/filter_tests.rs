@@ -789,6 +789,57 @@ fn a_flood_of_first_messages_cannot_unprotect_a_live_call() {
     }
 }
 
+/// Under `require`, a plain message on a fresh Call-ID that the strict
+/// parser cannot read (a NUL in a header value, which rsip takes) is
+/// dropped without an answer: no 415 computed from a reading that the
+/// other parser may not share. The same message without the NUL gets the
+/// readable refusal, 415 with `Accept`.
+#[test]
+fn an_unreadable_plain_message_is_dropped_under_require() {
+    let w = World::new();
+    let now = Instant::now();
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
+    let message = |n: u32, extra: &str| {
+        format!(
+            "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKunread{n}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@{DOMAIN}>;tag=u{n}\r\n\
+             To: <sip:bob@{DOMAIN}>\r\n\
+             Call-ID: unreadable-{n}-0123456789\r\n\
+             CSeq: 1 MESSAGE\r\n\
+             {extra}\
+             Content-Type: text/plain\r\n\
+             Content-Length: 2\r\n\r\nhi"
+        )
+        .into_bytes()
+    };
+    bob.feed(now, &message(1, "X-A: a\0b\r\n"));
+    assert!(
+        bob.answered().is_empty(),
+        "no answer to an unreadable message"
+    );
+    assert!(
+        matches!(bob.last_rejection(), Some(Refusal::Unreadable(_))),
+        "{:?}",
+        bob.last_rejection()
+    );
+    assert!(!bob
+        .events()
+        .iter()
+        .any(|e| matches!(e, AgentEvent::MessageReceived { .. })));
+    bob.feed(now, &message(2, ""));
+    let answers = bob.answered();
+    assert!(
+        answers.len() == 1 && answers[0].starts_with("SIP/2.0 415 "),
+        "{answers:?}"
+    );
+    assert!(matches!(
+        bob.last_rejection(),
+        Some(Refusal::Tunnel(crate::tunnel::OpenError::NotTunneled))
+    ));
+}
+
 #[test]
 fn a_full_table_answers_503_with_retry_after() {
     // bob's table holds one session: alice's live call fills it.
