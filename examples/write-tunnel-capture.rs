@@ -4,6 +4,6 @@
 use std::io::Write;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    std::io::stdout().write_all(&ibephone::tunnel::kat::dialog_capture()?)?;
+    std::io::stdout().write_all(&ibephone::pcap::write::dialog_capture()?)?;
     Ok(())
 }

@@ -177,3 +177,27 @@ pub fn ipv4_udp_fragments(
     }
     Ok(out)
 }
+
+/// The tunnel's vector dialog ([`crate::tunnel::kat::generate`]) as UDP between 127.0.0.1:5070 (alice) and
+/// 127.0.0.1:5080 (bob), as a pcap file (`tests/captures/tunnel-dialog.pcap`).
+pub fn dialog_capture() -> Result<Vec<u8>, String> {
+    let doc = crate::tunnel::kat::generate()?;
+    let alice: std::net::SocketAddrV4 = "127.0.0.1:5070".parse().map_err(|_| "address")?;
+    let bob: std::net::SocketAddrV4 = "127.0.0.1:5080".parse().map_err(|_| "address")?;
+    let mut packets = Vec::new();
+    for m in doc["messages"].as_array().ok_or("messages")? {
+        let outer =
+            hex::decode(m["outer_hex"].as_str().ok_or("outer_hex")?).map_err(|e| e.to_string())?;
+        let (src, dst) = if m["direction"] == 0 {
+            (alice, bob)
+        } else {
+            (bob, alice)
+        };
+        packets.push((src, dst, outer));
+    }
+    let refs: Vec<_> = packets
+        .iter()
+        .map(|(s, d, p)| (*s, *d, p.as_slice()))
+        .collect();
+    udp_capture(&refs)
+}

@@ -17,7 +17,7 @@ const LUA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wireshark/ibesip.
 #[test]
 fn capture_is_current() {
     assert!(
-        ibephone::tunnel::kat::dialog_capture().unwrap() == CAPTURE,
+        ibephone::pcap::write::dialog_capture().unwrap() == CAPTURE,
         "stale: cargo run --example write-tunnel-capture > tests/captures/tunnel-dialog.pcap"
     );
 }
