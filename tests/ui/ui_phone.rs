@@ -85,6 +85,29 @@ fn wizard_sets_up_then_later_starts_are_ready_with_stored_keys() {
     assert!(h.state().conversations.is_empty());
 }
 
+/// The provider's SIP service over TLS (`sips:` under Advanced, as
+/// discovery fills it in when the provider lists it first): the phone
+/// registers on the TLS port, holding the certificate to the PKG's pin.
+#[test]
+fn wizard_sets_up_over_sip_tls_pinned_to_the_pkg() {
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = phone(AppDirs::at(dir.path()));
+    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
+    type_into(&mut h, "Password", ALICE_PW);
+    h.state_mut().wizard.url = p.url.clone();
+    h.state_mut().wizard.sip_proxy = format!("sips:{}", p.tls_proxy);
+    h.get_by_label("Connect").click();
+    wait_for(&mut h, "They match: log in", 20);
+    h.get_by_label("They match: log in").click();
+    wait_for(&mut h, "Your phone is ready", 30);
+    wait_for(&mut h, "Ready: registered", 10);
+    assert_eq!(
+        h.state().settings.sip_proxy,
+        format!("sips:{}", p.tls_proxy)
+    );
+}
+
 #[test]
 fn wizard_errors_are_sentences_with_what_to_do() {
     let p = Provider::start();

@@ -21,6 +21,8 @@ pub struct Provider {
     pub url: String,
     pub fingerprint: [u8; 32],
     pub proxy: SocketAddr,
+    /// The same registrar/proxy over TLS, with the PKG's certificate.
+    pub tls_proxy: SocketAddr,
     config: pkg_server::config::Config,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -39,13 +41,13 @@ impl Provider {
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n[sip]\ntls = true\n",
                 dir.path().display()
             ),
         )
         .unwrap();
         let config = pkg_server::config::Config::load(&path).unwrap();
-        let (started, proxy) = rt.block_on(async {
+        let (started, proxy, tls_proxy) = rt.block_on(async {
             pkg_server::admin::init(&config, DOMAIN, Some("https://127.0.0.1:8443"))
                 .await
                 .unwrap();
@@ -64,7 +66,8 @@ impl Provider {
                     .await
                     .unwrap();
             let proxy = started.sip.as_ref().map(|s| s.addr).unwrap();
-            (started, proxy)
+            let tls_proxy = started.sip.as_ref().and_then(|s| s.tls_addr).unwrap();
+            (started, proxy, tls_proxy)
         });
         let url = format!("https://{}", started.addr);
         let fingerprint = started.fingerprint;
@@ -76,6 +79,7 @@ impl Provider {
             url,
             fingerprint,
             proxy,
+            tls_proxy,
             config,
             _dir: dir,
             _stop: stop,
