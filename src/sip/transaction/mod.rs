@@ -11,6 +11,13 @@
 //! would create a transaction past the bound is dropped (the peer will
 //! retransmit), and a client request is refused with
 //! [`TxError::TableFull`].
+//!
+//! Timers sit in a min-heap of deadlines, so a message or a timer costs
+//! O(log n) however many transactions are live (a registrar keeps every
+//! completed non-INVITE transaction for Timer J's 32 s: thousands at a few
+//! hundred REGISTERs per second). An entry goes stale when its transaction
+//! ends or its deadline moves; stale entries are dropped, or moved to the
+//! transaction's current deadline, when they reach the top.
 
 pub mod client;
 pub mod server;
@@ -21,7 +28,9 @@ use crate::sip::{Dest, Transmit};
 use client::{ClientAction, ClientState, ClientTx};
 use rsip::Method;
 use server::{ServerAction, ServerState, ServerTx};
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
 /// INVITE or non-INVITE: the two state machines of RFC 3261 17.
@@ -35,7 +44,7 @@ pub enum Kind {
 
 /// Identifies a transaction: the top Via branch and the method (ACK is
 /// matched to its INVITE, RFC 3261 17.2.3).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxKey {
     /// Top Via branch.
     pub branch: String,
@@ -106,6 +115,16 @@ pub enum TxEvent {
     AckTimeout(TxKey),
 }
 
+/// Which table a timer entry points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// A timer entry: a deadline of one transaction (maybe stale).
+type TimerEntry = Reverse<(Instant, Side, TxKey)>;
+
 /// All transactions of one SIP element.
 #[derive(Debug)]
 pub struct TransactionLayer {
@@ -114,6 +133,10 @@ pub struct TransactionLayer {
     max: usize,
     clients: HashMap<TxKey, ClientTx>,
     servers: HashMap<TxKey, ServerTx>,
+    /// Deadlines, earliest first (see the module doc). A `RefCell` so that
+    /// [`TransactionLayer::poll_timeout`] can drop stale entries behind
+    /// `&self`.
+    deadlines: RefCell<BinaryHeap<TimerEntry>>,
     out: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
 }
@@ -128,6 +151,7 @@ impl TransactionLayer {
             max,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            deadlines: RefCell::new(BinaryHeap::new()),
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -141,6 +165,25 @@ impl TransactionLayer {
     /// The header form messages are written in.
     pub fn form(&self) -> HeaderForm {
         self.form
+    }
+
+    /// The current deadline of the transaction an entry points to.
+    fn deadline_of(&self, side: Side, key: &TxKey) -> Option<Instant> {
+        match side {
+            Side::Client => self.clients.get(key).and_then(ClientTx::deadline),
+            Side::Server => self.servers.get(key).and_then(ServerTx::deadline),
+        }
+    }
+
+    /// Records the current deadline of a transaction whose timers may have
+    /// changed (called after every change; an entry it leaves behind is
+    /// stale and dropped later).
+    fn schedule(&self, side: Side, key: &TxKey) {
+        if let Some(at) = self.deadline_of(side, key) {
+            self.deadlines
+                .borrow_mut()
+                .push(Reverse((at, side, key.clone())));
+        }
     }
 
     /// Number of live (client, server) transactions.
@@ -171,6 +214,7 @@ impl TransactionLayer {
         });
         let tx = ClientTx::new(now, msg, bytes, dest, self.timers, self.form);
         self.clients.insert(key.clone(), tx);
+        self.schedule(Side::Client, &key);
         Ok(key)
     }
 
@@ -204,6 +248,8 @@ impl TransactionLayer {
         });
         if tx.state == ServerState::Terminated {
             self.servers.remove(key);
+        } else {
+            self.schedule(Side::Server, key);
         }
         if ok {
             Ok(())
@@ -268,6 +314,8 @@ impl TransactionLayer {
             });
             if tx.state == ClientState::Terminated {
                 self.clients.remove(&key);
+            } else {
+                self.schedule(Side::Client, &key);
             }
             return match action {
                 ClientAction::Deliver => Incoming::Response(key, msg),
@@ -280,6 +328,7 @@ impl TransactionLayer {
             if is_ack {
                 if tx.last_response.as_ref().is_some_and(|(s, _)| *s >= 300) {
                     tx.on_ack(now);
+                    self.schedule(Side::Server, &key);
                     return Incoming::Absorbed;
                 }
                 return Incoming::Ack(msg);
@@ -312,37 +361,98 @@ impl TransactionLayer {
             });
         }
         self.servers.insert(key.clone(), tx);
+        self.schedule(Side::Server, &key);
         Incoming::Request(key, msg)
     }
 
     /// The next instant at which [`Self::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let c = self.clients.values().filter_map(ClientTx::deadline);
-        let s = self.servers.values().filter_map(ServerTx::deadline);
-        c.chain(s).min()
+        let mut heap = self.deadlines.borrow_mut();
+        while let Some(Reverse((at, side, key))) = heap.peek() {
+            match self.deadline_of(*side, key) {
+                Some(current) if current == *at => return Some(current),
+                // Moved: keep it at its current deadline (a missed
+                // `schedule` can only delay nothing).
+                Some(current) => {
+                    let entry = Reverse((current, *side, key.clone()));
+                    heap.pop();
+                    heap.push(entry);
+                }
+                None => {
+                    heap.pop();
+                }
+            }
+        }
+        None
     }
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The entries due now, taken out first: a timer that stays due
+        // after firing waits for the next call (each transaction fires at
+        // most once per call, as the transaction user expects).
+        let mut due = Vec::new();
+        {
+            let mut heap = self.deadlines.borrow_mut();
+            while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+                if let Some(Reverse((at, side, key))) = heap.pop() {
+                    due.push((at, side, key));
+                }
+            }
+        }
+        let mut fired = std::collections::HashSet::new();
+        for (at, side, key) in due {
+            match self.deadline_of(side, &key) {
+                Some(current) if current <= now => {
+                    if fired.insert((side, key.clone())) {
+                        self.fire(now, side, &key);
+                    } else {
+                        self.schedule(side, &key);
+                    }
+                }
+                Some(current) if current != at => self.schedule(side, &key),
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs the due timers of one transaction, then records its next
+    /// deadline or drops it when it ended.
+    fn fire(&mut self, now: Instant, side: Side, key: &TxKey) {
         let out = &mut self.out;
-        let events = &mut self.events;
         let mut send = |d: &Dest, b: Vec<u8>| out.push_back(Transmit { dest: *d, bytes: b });
-        self.clients.retain(|key, tx| {
-            if tx.deadline().is_some_and(|t| t <= now)
-                && tx.on_timer(now, &mut send) == ClientAction::Timeout
-            {
-                events.push_back(TxEvent::Timeout(key.clone(), Box::new(tx.request.clone())));
+        let ended = match side {
+            Side::Client => {
+                let Some(tx) = self.clients.get_mut(key) else {
+                    return;
+                };
+                if tx.on_timer(now, &mut send) == ClientAction::Timeout {
+                    self.events
+                        .push_back(TxEvent::Timeout(key.clone(), Box::new(tx.request.clone())));
+                }
+                let ended = tx.state == ClientState::Terminated;
+                if ended {
+                    self.clients.remove(key);
+                }
+                ended
             }
-            tx.state != ClientState::Terminated
-        });
-        self.servers.retain(|key, tx| {
-            if tx.deadline().is_some_and(|t| t <= now)
-                && tx.on_timer(now, &mut send) == ServerAction::AckTimeout
-            {
-                events.push_back(TxEvent::AckTimeout(key.clone()));
+            Side::Server => {
+                let Some(tx) = self.servers.get_mut(key) else {
+                    return;
+                };
+                if tx.on_timer(now, &mut send) == ServerAction::AckTimeout {
+                    self.events.push_back(TxEvent::AckTimeout(key.clone()));
+                }
+                let ended = tx.state == ServerState::Terminated;
+                if ended {
+                    self.servers.remove(key);
+                }
+                ended
             }
-            tx.state != ServerState::Terminated
-        });
+        };
+        if !ended {
+            self.schedule(side, key);
+        }
     }
 
     /// Next datagram or stream message to send.
