@@ -936,3 +936,29 @@ fn what_proved_something_or_holds_a_dialog_is_never_superseded() {
     let signed = p.bob.seal(t, &reverse.invite()).unwrap();
     assert_eq!(p.alice.open(t, &signed), Err(OpenError::DialogCollision));
 }
+
+/// `seal` never opens a second dialog on a Call-ID a live session uses (a
+/// first message never joins or shadows one, on our side either):
+/// `SealError::CallIdInUse`, nothing changed. Our own retry of the same
+/// dialog (same From tag, e.g. after a proxy's 407) replaces our attempt.
+#[test]
+fn seal_refuses_a_new_dialog_on_a_call_id_in_use() {
+    let mut p = established();
+    let sessions = p.alice.session_count();
+    let mut other = Call::new("sip:alice@atlanta.com", "sip:bob@biloxi.com");
+    other.caller_tag = "another-dialog".into();
+    assert!(matches!(
+        p.alice.seal(now(), &other.invite()),
+        Err(SealError::CallIdInUse)
+    ));
+    assert_eq!(p.alice.session_count(), sessions, "nothing changed");
+    // The live call goes on: bob's BYE still opens at alice.
+    let bye = p.bob.seal(now(), &p.call.callee_bye()).unwrap();
+    assert!(p.alice.open(now(), &bye).is_ok());
+
+    let mut q = pair();
+    let t = now();
+    q.alice.seal(t, &q.call.invite()).unwrap();
+    q.alice.seal(t, &q.call.invite()).unwrap();
+    assert_eq!(q.alice.session_count(), 1, "the retry replaced the attempt");
+}
