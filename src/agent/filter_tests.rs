@@ -326,7 +326,35 @@ fn unsigned_invite_reusing_a_call_id_is_shown_unverified() {
          Content-Type: text/plain\r\n\
          Content-Length: 2\r\n\r\nhi"
     );
-    let inner = inner.replace(cid, "fresh-message-id-mallory-0123456789");
+    // On the verified call's own Call-ID (from a fresh tunnel of hers: her
+    // first one holds that Call-ID already): refused as a collision or
+    // shown unverified, never "verified alice".
+    let outer = w
+        .tunnel("mallory", false)
+        .seal(SystemTime::now(), inner.as_bytes())
+        .unwrap();
+    bob.feed(now, &outer);
+    let ev = bob.events();
+    assert!(
+        !ev.iter().any(|e| matches!(
+            e,
+            AgentEvent::MessageReceived {
+                verified: Some(_),
+                ..
+            }
+        )),
+        "an unsigned MESSAGE on a verified call's Call-ID proves nothing: {ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            AgentEvent::Rejected { .. } | AgentEvent::MessageReceived { verified: None, .. }
+        )),
+        "{ev:?}"
+    );
+    let inner = inner
+        .replace(cid, "fresh-message-id-mallory-0123456789")
+        .replace("z9hG4bKm2", "z9hG4bKm2b");
     let outer = mallory.seal(SystemTime::now(), inner.as_bytes()).unwrap();
     bob.feed(now, &outer);
     let ev = bob.events();
