@@ -47,6 +47,54 @@ pub fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
 }
 
+/// The sender and receiver reports of a compound RTCP packet, each
+/// checked against its own length fields before the `rtcp` crate reads it;
+/// every other packet type (SDES, BYE, APP, feedback, XR) is framed and
+/// skipped unread, since we use none of them.
+///
+/// Why by hand: the crate panics on some malformed packets (a padded
+/// feedback packet shorter than its fixed part made it advance past the
+/// end; found by the `rtcp_handle` fuzz target), and a peer's bytes must
+/// never panic the media task. Padding is refused (we never send it, and
+/// SRTCP needs none).
+fn reports_in(compound: &[u8]) -> Result<Vec<&[u8]>, RtcpError> {
+    let bad = |why: &str| RtcpError::Malformed(why.to_string());
+    let mut out = Vec::new();
+    let mut rest = compound;
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    while !rest.is_empty() {
+        let [first, kind, len_hi, len_lo, ..] = *rest else {
+            return Err(bad("short header"));
+        };
+        if first >> 6 != 2 {
+            return Err(bad("version"));
+        }
+        if first & 0x20 != 0 {
+            return Err(bad("padding"));
+        }
+        let len = (usize::from(u16::from_be_bytes([len_hi, len_lo])) + 1) * 4;
+        let Some(packet) = rest.get(..len) else {
+            return Err(bad("length past the end"));
+        };
+        let count = usize::from(first & 0x1f);
+        let need = match kind {
+            200 => Some(28 + 24 * count),
+            201 => Some(8 + 24 * count),
+            _ => None,
+        };
+        if let Some(need) = need {
+            if len < need {
+                return Err(bad("report shorter than its report count"));
+            }
+            out.push(packet);
+        }
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
 /// The quality figures of a call's audio, both ways.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RtcpStats {
@@ -273,9 +321,14 @@ impl RtcpState {
     /// block about us gives loss, jitter and the round trip. Malformed
     /// input is an error and changes nothing.
     pub fn handle(&mut self, compound: &[u8], now: Instant) -> Result<(), RtcpError> {
-        let mut buf = Bytes::copy_from_slice(compound);
-        let packets =
-            rtcp::packet::unmarshal(&mut buf).map_err(|e| RtcpError::Malformed(e.to_string()))?;
+        let mut packets = Vec::new();
+        for report in reports_in(compound)? {
+            let mut buf = Bytes::copy_from_slice(report);
+            packets.extend(
+                rtcp::packet::unmarshal(&mut buf)
+                    .map_err(|e| RtcpError::Malformed(e.to_string()))?,
+            );
+        }
         let mut blocks: Vec<ReceptionReport> = Vec::new();
         let mut sr = None;
         for p in &packets {
@@ -338,6 +391,41 @@ fn ntp_middle(ntp: u64) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    /// A padded feedback packet whose length holds only the header and
+    /// the padding count (found by the `rtcp_handle` fuzz target: the
+    /// `rtcp` crate advanced past the end and panicked) is refused, and
+    /// changes no figure; so are the other framings the crate never sees.
+    #[test]
+    fn malformed_compounds_are_refused_not_panicked_on() {
+        let t0 = Instant::now();
+        let mut st = RtcpState::new(0x1234_5678, "fuzz", 8000, t0);
+        let before = st.stats();
+        let mut fuzz = vec![0xa4, 0xce, 0x00, 0x01];
+        fuzz.extend(std::iter::repeat_n(1u8, 91));
+        fuzz.push(0);
+        let cases: [&[u8]; 6] = [
+            &fuzz,
+            &[],
+            &[0x80, 0xc9],
+            &[0x40, 0xc9, 0x00, 0x01, 0, 0, 0, 0],
+            // RR claiming one report block in a packet of the bare header.
+            &[0x81, 0xc9, 0x00, 0x01, 0, 0, 0, 1],
+            // Length past the end.
+            &[0x80, 0xc9, 0x00, 0x07, 0, 0, 0, 1],
+        ];
+        for c in cases {
+            assert!(st.handle(c, t0).is_err(), "{c:?}");
+            assert_eq!(st.stats(), before);
+        }
+        // A feedback packet beside a good report is skipped unread.
+        let mut peer = RtcpState::new(0x9abc_def0, "peer", 8000, t0);
+        let mut good = peer.build_report(t0, SystemTime::now()).unwrap().to_vec();
+        good.extend([0x81, 0xce, 0x00, 0x02, 0, 0, 0, 1, 0, 0, 0, 2]);
+        assert!(st.handle(&good, t0).is_ok());
+        assert_eq!(st.stats().reports_received, 1);
+    }
+
     use super::*;
 
     #[test]
