@@ -10,16 +10,13 @@
 //! the certificate's key, so a peer without that key cannot pass. TLS 1.3
 //! only, ring provider, as the PKG client.
 
-use crate::pkg_client::tls::{cert_fingerprint, fingerprint_hex, provider};
+use crate::pkg_client::tls::{provider, PinnedVerifier};
 use crate::sip::driver::TlsClient;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 /// Why the TLS client cannot be set up.
@@ -35,76 +32,6 @@ pub enum SipTlsError {
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-}
-
-/// Accepts the one certificate whose SHA-256 is the pin.
-#[derive(Debug)]
-pub struct PinVerifier {
-    pin: [u8; 32],
-    provider: Arc<CryptoProvider>,
-}
-
-impl PinVerifier {
-    /// A verifier for `pin` (SHA-256 of the DER certificate).
-    pub fn new(pin: [u8; 32]) -> Self {
-        PinVerifier {
-            pin,
-            provider: provider(),
-        }
-    }
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen = cert_fingerprint(end_entity);
-        if bool::from(self.pin.ct_eq(&seen)) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the SIP proxy's certificate (SHA-256 {}) is not the provider's pinned one ({}): refusing it",
-                fingerprint_hex(&seen),
-                fingerprint_hex(&self.pin)
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// The platform's trusted roots (the system certificate store).
@@ -150,7 +77,7 @@ pub fn client(
     let mut config = match pin {
         Some(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(Some(pin), provider())))
             .with_no_client_auth(),
         None => {
             let verifier = WebPkiServerVerifier::builder_with_provider(
@@ -175,12 +102,15 @@ pub fn client(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::pkg_client::tls::{cert_fingerprint, fingerprint_hex};
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, UnixTime};
 
     #[test]
     fn only_the_pinned_certificate_passes() {
         let ours = CertificateDer::from(vec![1u8, 2, 3]);
         let attacker = CertificateDer::from(vec![1u8, 2, 4]);
-        let v = PinVerifier::new(cert_fingerprint(&ours));
+        let v = PinnedVerifier::new(Some(cert_fingerprint(&ours)), provider());
         let name = ServerName::try_from("sip.atlanta.invalid").unwrap();
         assert!(v
             .verify_server_cert(&ours, &[], &name, &[], UnixTime::now())

@@ -86,9 +86,12 @@ impl ServerCertVerifier for PinnedVerifier {
         st.last_seen = Some(seen);
         match st.pinned {
             Some(pin) if bool::from(pin.ct_eq(&seen)) => Ok(ServerCertVerified::assertion()),
-            Some(_) => Err(rustls::Error::General(
-                "PKG certificate fingerprint does not match the pinned one".into(),
-            )),
+            Some(pin) => Err(rustls::Error::General(format!(
+                "the certificate (SHA-256 {}) does not match the pinned {}: \
+                 it is not the provider's pinned one, refusing it",
+                fingerprint_hex(&seen),
+                fingerprint_hex(&pin)
+            ))),
             None => {
                 st.pinned = Some(seen);
                 Ok(ServerCertVerified::assertion())
