@@ -474,16 +474,7 @@ async fn keys(
         address: addr.to_string(),
         outcome,
     };
-    match st.store.user_get(&user).await? {
-        Some(u) if u.enabled => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                codes::ACCOUNT_DISABLED,
-                "account disabled",
-            ))
-        }
-    }
+    require_enabled(&st, &user).await?;
     let aor = aor_of(&user, st.params.domain()).ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -610,16 +601,7 @@ async fn sip_credentials(
             "device name: 1-64 characters of A-Z a-z 0-9 . _ + -",
         ));
     }
-    match st.store.user_get(&user).await? {
-        Some(u) if u.enabled => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                codes::ACCOUNT_DISABLED,
-                "account disabled",
-            ))
-        }
-    }
+    require_enabled(&st, &user).await?;
     let raw: zeroize::Zeroizing<[u8; 16]> =
         zeroize::Zeroizing::new(ibephone::pkg_client::seal::random_bytes().map_err(|_| {
             ApiError::new(
@@ -661,6 +643,19 @@ async fn sip_credentials(
     }))
 }
 
+/// `403 account_disabled` unless `user` exists and is enabled (a session
+/// outlives neither, but the check is made at each issuance).
+async fn require_enabled(st: &AppState, user: &str) -> Result<(), ApiError> {
+    match st.store.user_get(user).await? {
+        Some(u) if u.enabled => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            codes::ACCOUNT_DISABLED,
+            "account disabled",
+        )),
+    }
+}
+
 /// `POST /v1/turn-credentials`: REST credentials for the session's user
 /// (enabled accounts only); `404` when this provider runs no relay.
 async fn turn_credentials(
@@ -677,16 +672,7 @@ async fn turn_credentials(
             "this provider runs no TURN relay",
         ));
     };
-    match st.store.user_get(&user).await? {
-        Some(u) if u.enabled => {}
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                codes::ACCOUNT_DISABLED,
-                "account disabled",
-            ))
-        }
-    }
+    require_enabled(&st, &user).await?;
     let (username, password) = issuer.issue(&user, now.max(0) as u64);
     st.metrics.turn_credentials.inc();
     tracing::info!(%user, %addr, "TURN credentials issued");
