@@ -236,6 +236,24 @@ fn call(now: Instant, alice: &mut Peer, bob: &mut Peer) -> (Message, Message) {
     (invite, ok)
 }
 
+/// A MESSAGE "hi" from `user` to bob outside any dialog (Via branch and
+/// From tag from `id`), with `extra` header lines.
+fn message_to_bob(user: &str, id: &str, call_id: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag={id}\r\n\
+         To: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 MESSAGE\r\n\
+         {extra}\
+         Content-Type: text/plain\r\n\
+         Content-Length: 2\r\n\r\nhi"
+    )
+    .into_bytes()
+}
+
 /// An in-dialog request to bob's side of the dialog of `ok`, plain, with
 /// `extra` header lines and `from` as From (without tag).
 fn plain_in_dialog(method: &str, ok: &Message, from: &str, extra: &str, cseq: u32) -> Vec<u8> {
@@ -779,18 +797,13 @@ fn a_flood_of_first_messages_cannot_unprotect_a_live_call() {
         bob.events();
         let mut mallory = w.tunnel("mallory", false);
         for n in 0..3 {
-            let inner = format!(
-                "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
-                 Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKflood{n}\r\n\
-                 Max-Forwards: 70\r\n\
-                 From: <sip:mallory@{DOMAIN}>;tag=f{n}\r\n\
-                 To: <sip:bob@{DOMAIN}>\r\n\
-                 Call-ID: flood-{n}-0123456789abcdef\r\n\
-                 CSeq: 1 MESSAGE\r\n\
-                 Content-Type: text/plain\r\n\
-                 Content-Length: 2\r\n\r\nhi"
+            let inner = message_to_bob(
+                "mallory",
+                &format!("flood{n}"),
+                &format!("flood-{n}-0123456789abcdef"),
+                "",
             );
-            let outer = mallory.seal(SystemTime::now(), inner.as_bytes()).unwrap();
+            let outer = mallory.seal(SystemTime::now(), &inner).unwrap();
             bob.feed(now, &outer);
         }
         assert_eq!(
@@ -828,19 +841,12 @@ fn an_unreadable_plain_message_is_dropped_under_require() {
     let now = Instant::now();
     let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
     let message = |n: u32, extra: &str| {
-        format!(
-            "MESSAGE sip:bob@{DOMAIN} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKunread{n}\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:carol@{DOMAIN}>;tag=u{n}\r\n\
-             To: <sip:bob@{DOMAIN}>\r\n\
-             Call-ID: unreadable-{n}-0123456789\r\n\
-             CSeq: 1 MESSAGE\r\n\
-             {extra}\
-             Content-Type: text/plain\r\n\
-             Content-Length: 2\r\n\r\nhi"
+        message_to_bob(
+            "carol",
+            &format!("unread{n}"),
+            &format!("unreadable-{n}-0123456789"),
+            extra,
         )
-        .into_bytes()
     };
     bob.feed(now, &message(1, "X-A: a\0b\r\n"));
     assert!(
