@@ -66,8 +66,8 @@
 
 use super::key_inbox::KeyInbox;
 use crate::sip::filter::{FilterError, MessageFilter, Reject};
-use crate::sip::message::{HeaderForm, Message};
-use crate::tunnel::message::SipView;
+use crate::sip::message::{HeaderForm, Message, ParseError};
+use crate::tunnel::message::{MessageError, SipView};
 use crate::tunnel::{classify, OpenError, PeerIdentity, SealError, Treatment, Tunnel, WireAction};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -155,14 +155,14 @@ pub enum Refusal {
     /// the SIP core: a plain one is dropped under `require`, a tunneled one
     /// under every policy.
     #[error("plain message the strict SIP parser cannot read: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] Misreading),
     /// A copy of an accepted tunneled request outside its transaction.
     #[error("tunnel: replayed request (a copy of an accepted request outside its transaction)")]
     ReplayedRequest,
     /// The opened inner message does not parse, or the two parsers read
     /// it differently.
     #[error("inner message rejected: {0}")]
-    Inner(String),
+    Inner(#[source] Misreading),
 }
 
 /// Why the filter refused to send a message the core built.
@@ -171,13 +171,13 @@ pub enum Refusal {
 pub enum Withheld {
     /// The strict parser cannot read it: it is never sent plain.
     #[error("the strict SIP parser cannot read it, so it is never sent plain: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] Misreading),
     /// Sealing failed.
     #[error("{0}")]
     Seal(#[from] SealError),
     /// The sealed message does not parse (an internal failure).
     #[error("sealed message does not parse: {0}")]
-    Sealed(String),
+    Sealed(#[source] ParseError),
 }
 
 /// How many refusals the log keeps (the oldest are dropped).
@@ -380,14 +380,35 @@ impl TunnelFilter {
     }
 }
 
+/// Where the strict parser of the tunnel and the SIP core part ways on one
+/// message (a parser differential an attacker could use to make the two
+/// layers see different messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Misreading {
+    /// The SIP core cannot parse the bytes at all.
+    #[error("the SIP core cannot parse it: {0}")]
+    Core(#[source] ParseError),
+    /// The strict parser refuses the bytes (e.g. a NUL or bare CR in a
+    /// header value, a missing or repeated core header).
+    #[error("{0}")]
+    Strict(#[source] MessageError),
+    /// One parser reads a request where the other reads a response.
+    #[error("start line read differently")]
+    StartLine,
+    /// The two parsers read the named core header differently.
+    #[error("{0} read differently by the two parsers")]
+    Header(&'static str),
+}
+
 /// Whether the strict parser reads `bytes` (the serialised `msg`) as the
 /// SIP core reads `msg`: it parses, and both see the same start line kind
 /// and exactly one, equal, Call-ID, From, To and CSeq. `Err` says where
 /// they part.
-pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), String> {
-    let view = SipView::parse(bytes).map_err(|e| e.to_string())?;
+pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), Misreading> {
+    let view = SipView::parse(bytes).map_err(Misreading::Strict)?;
     if view.is_request() != msg.is_request() {
-        return Err("start line read differently".into());
+        return Err(Misreading::StartLine);
     }
     for (strict, core) in [
         ("call-id", "Call-ID"),
@@ -395,10 +416,10 @@ pub fn strict_reading(msg: &Message, bytes: &[u8]) -> Result<(), String> {
         ("to", "To"),
         ("cseq", "CSeq"),
     ] {
-        let value = view.one(strict).map_err(|e| e.to_string())?;
+        let value = view.one(strict).map_err(Misreading::Strict)?;
         let core_values: Vec<&str> = msg.header_values(core).collect();
         if core_values != [value] {
-            return Err(format!("{core} read differently by the two parsers"));
+            return Err(Misreading::Header(core));
         }
     }
     Ok(())
@@ -503,11 +524,11 @@ impl MessageFilter for TunnelFilter {
         match self.tunnel.seal(self.clock.now(), &bytes) {
             Ok(outer) => {
                 let sealed = Message::parse(&outer)
-                    .map_err(|e| self.withhold(&call_id, Withheld::Sealed(e.to_string())))?;
+                    .map_err(|e| self.withhold(&call_id, Withheld::Sealed(e)))?;
                 self.protect(&call_id);
                 Ok(sealed)
             }
-            Err(SealError::NoSession(_)) if !protected && bodyless_error(&msg, &bytes) => Ok(msg),
+            Err(SealError::NoSession) if !protected && bodyless_error(&msg, &bytes) => Ok(msg),
             Err(e @ SealError::UnknownDomain(_)) if initial => {
                 self.with_log(|l| {
                     l.tunnel_refused.insert(call_id.clone(), e.to_string());
@@ -623,7 +644,7 @@ impl MessageFilter for TunnelFilter {
             return Err(rej);
         }
         let inner = Message::parse(&opened.inner)
-            .map_err(|e| e.to_string())
+            .map_err(Misreading::Core)
             .and_then(|m| strict_reading(&m, &opened.inner).map(|()| m));
         let mut inner = match inner {
             Ok(m) => m,

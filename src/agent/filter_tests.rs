@@ -1016,3 +1016,121 @@ fn a_racing_unsigned_invite_cannot_block_the_signed_call() {
         "{ev:?}"
     );
 }
+
+/// The same bytes as `original` with another Via branch of the same
+/// length (another transaction, as the transaction layer sees it).
+fn with_other_branch(original: &[u8]) -> Vec<u8> {
+    let branch = Message::parse(original)
+        .unwrap()
+        .branch()
+        .unwrap()
+        .to_string();
+    let at = original
+        .windows(branch.len())
+        .position(|w| w == branch.as_bytes())
+        .unwrap();
+    let mut m = original.to_vec();
+    let other = format!("z9hG4bK{}", "r".repeat(branch.len() - 7));
+    m[at..at + branch.len()].copy_from_slice(other.as_bytes());
+    assert_ne!(m, original);
+    m
+}
+
+/// A captured tunneled request played again as a new transaction (another
+/// Via branch), or as the same transaction after its lifetime, is refused
+/// as a replay: shown once, the copies answered nothing. A copy within the
+/// transaction (same branch, within 64*T1) is a retransmission, absorbed
+/// by the transaction layer. A copy in another transaction is caught by
+/// the tunnel (the session id of a first message was used; the sequence
+/// number of a later one was accepted); a copy of the same transaction
+/// after its lifetime by the filter (`Refusal::ReplayedRequest`).
+#[test]
+fn a_replayed_tunneled_request_is_refused_as_a_replay() {
+    let w = World::new();
+    let now = Instant::now();
+    let later = |s| now + Duration::from_secs(s);
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
+    let received = |bob: &mut Peer| {
+        bob.events()
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::MessageReceived { .. }))
+            .count()
+    };
+
+    // A first message (out-of-dialog MESSAGE).
+    alice.agent.handle_command(
+        now,
+        AgentCommand::Message {
+            to: "bob".into(),
+            text: "pay 100".into(),
+        },
+    );
+    let message = deliver(now, &mut alice, &mut bob).remove(0);
+    assert_eq!(received(&mut bob), 1, "the genuine message arrives");
+    assert!(bob.answered().iter().any(|a| a.starts_with("SIP/2.0 200 ")));
+    bob.feed(later(1), &message);
+    assert_eq!(received(&mut bob), 0, "a retransmission is not shown again");
+    assert_eq!(bob.last_rejection(), None);
+    assert!(
+        bob.answered().iter().any(|a| a.starts_with("SIP/2.0 200 ")),
+        "a retransmission is answered from its transaction"
+    );
+    bob.feed(later(2), &with_other_branch(&message));
+    assert_eq!(
+        bob.last_rejection(),
+        Some(Refusal::Tunnel(crate::tunnel::OpenError::SessionIdReused))
+    );
+    assert!(bob.answered().is_empty(), "a replay gets no answer");
+    assert_eq!(received(&mut bob), 0, "a replay is not shown");
+    // The same transaction after its lifetime (64*T1 = 32 s; the
+    // transaction layer's timers have run): the filter refuses it.
+    bob.agent.handle_timeout(later(39));
+    bob.sent();
+    bob.log.lock().unwrap().rejections.clear();
+    bob.feed(later(40), &message);
+    assert_eq!(bob.last_rejection(), Some(Refusal::ReplayedRequest));
+    assert!(bob.answered().is_empty());
+    assert_eq!(received(&mut bob), 0);
+
+    // An in-dialog request: alice's BYE.
+    bob.log.lock().unwrap().rejections.clear();
+    call(later(41), &mut alice, &mut bob);
+    bob.events();
+    alice
+        .agent
+        .handle_command(later(42), AgentCommand::Hangup { call: 1 });
+    let sent = deliver(later(42), &mut alice, &mut bob);
+    let bye = sent
+        .into_iter()
+        .find(|b| Message::parse(b).unwrap().method() == Some(rsip::Method::Bye))
+        .expect("alice sent a BYE");
+    assert!(bob
+        .events()
+        .iter()
+        .any(|e| matches!(e, AgentEvent::Ended { .. })));
+    bob.sent();
+    bob.feed(later(43), &bye);
+    assert_eq!(bob.last_rejection(), None, "a retransmission of the BYE");
+    assert!(
+        bob.answered().iter().any(|a| a.starts_with("SIP/2.0 200 ")),
+        "a retransmitted BYE is answered from its transaction"
+    );
+    bob.feed(later(44), &with_other_branch(&bye));
+    assert!(
+        matches!(
+            bob.last_rejection(),
+            Some(Refusal::Tunnel(crate::tunnel::OpenError::Replay { .. }))
+        ),
+        "{:?}",
+        bob.last_rejection()
+    );
+    assert!(bob.answered().is_empty(), "a replayed BYE gets no answer");
+    // The same transaction after its lifetime (64*T1 = 32 s).
+    bob.agent.handle_timeout(later(42 + 39));
+    bob.sent();
+    bob.log.lock().unwrap().rejections.clear();
+    bob.feed(later(42 + 40), &bye);
+    assert_eq!(bob.last_rejection(), Some(Refusal::ReplayedRequest));
+    assert!(bob.answered().is_empty());
+}

@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 pub const MAX_MESSAGE_LEN: usize = 65_535;
 
 /// Why bytes are not a usable SIP message.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ParseError {
     /// The peer sent something that is not a SIP message at all.

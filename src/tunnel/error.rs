@@ -3,6 +3,7 @@
 
 use super::cms::CmsError;
 use super::message::MessageError;
+use crate::ibe::IbeError;
 use thiserror::Error;
 
 /// Why an inner message could not be sealed. Sealing changes no state on
@@ -18,9 +19,16 @@ pub enum SealError {
     /// From tag).
     #[error("cannot seal: {0}")]
     Unsealable(&'static str),
-    /// This message must not be tunneled (spec 5.5) or has no session.
-    #[error("cannot seal: {0}")]
-    NoSession(String),
+    /// No tunnel session belongs to this message's dialog (a message
+    /// that is not an initial request and that spec 5.5 may keep plain,
+    /// or one of a dialog we never tunneled).
+    #[error("cannot seal: no tunnel session for this message's dialog")]
+    NoSession,
+    /// Sessions of both roles match the dialog. It cannot happen (a
+    /// Call-ID never has sessions of both roles); sealing fails closed
+    /// rather than guess.
+    #[error("cannot seal: tunnel sessions of both roles match this dialog")]
+    AmbiguousSession,
     /// An initial request on a Call-ID that a live session of another
     /// dialog uses (a first message never joins or shadows one).
     #[error("Call-ID already used by another tunnel session")]
@@ -31,15 +39,32 @@ pub enum SealError {
     /// The callee's domain has no known public parameters.
     #[error("no public parameters for domain {0}")]
     UnknownDomain(String),
-    /// The callee URI has no identity.
+    /// The callee URI has no identity (spec 2).
     #[error("callee has no identity: {0}")]
-    Identity(String),
+    Identity(#[source] IbeError),
     /// Encoding failed.
     #[error("encoding failed: {0}")]
     Encoding(#[source] CmsError),
-    /// Randomness or a primitive failed.
-    #[error("internal failure while sealing: {0}")]
-    Internal(String),
+    /// The operating system's random generator failed while drawing the
+    /// named value.
+    #[error("random generator failed while drawing {what}: {source}")]
+    Random {
+        /// Which value was being drawn (`cek`, `gcm_nonce`, ...).
+        what: &'static str,
+        /// The generator's error.
+        #[source]
+        source: getrandom::Error,
+    },
+    /// The Boneh-Franklin key transport or the signature failed (an
+    /// unusable parameter or key; never the peer's doing).
+    #[error("IBE operation failed while sealing: {0}")]
+    Ibe(#[source] IbeError),
+    /// AES key wrap of the content key failed.
+    #[error("AES key wrap of the content key failed")]
+    KeyWrap,
+    /// AES-GCM encryption failed (content too long for one GCM message).
+    #[error("AES-GCM encryption failed")]
+    ContentEncryption,
 }
 
 /// Why a signature was refused (spec 5.4).

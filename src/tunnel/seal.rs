@@ -44,7 +44,7 @@ impl Tunnel {
         let mut buf = Zeroizing::new([0u8; N]);
         self.rng
             .fill(what, &mut buf[..])
-            .map_err(|e| SealError::Internal(format!("random generator: {e}")))?;
+            .map_err(|source| SealError::Random { what, source })?;
         Ok(buf)
     }
 
@@ -91,7 +91,7 @@ impl Tunnel {
             let (cseq, method) = view.cseq().map_err(inner_err)?;
             let callee_aor = Aor::parse(uri)
                 .or_else(|_| Aor::parse(to.uri))
-                .map_err(|e| SealError::Identity(e.to_string()))?;
+                .map_err(SealError::Identity)?;
             let callee = Identity::new(callee_aor, Self::current_period(now));
             let params = self
                 .params
@@ -104,7 +104,7 @@ impl Tunnel {
             let ct = self
                 .recipients
                 .encrypt_with_sigma(&params, &callee, &cek, &sigma)
-                .map_err(|e| SealError::Internal(e.to_string()))?;
+                .map_err(SealError::Ibe)?;
             let encrypted_key = ct.to_bytes().to_vec();
             let session_binding: [u8; 32] = Sha256::digest(&encrypted_key).into();
             let content = self.sign_if_possible(now, &entity, None)?;
@@ -152,25 +152,14 @@ impl Tunnel {
             };
             let (id, callee_tag) = match (as_role(Role::Caller), as_role(Role::Callee)) {
                 (Some(found), None) | (None, Some(found)) => found,
-                (None, None) => {
-                    return Err(SealError::NoSession(format!(
-                        "no tunnel session for Call-ID {call_id}"
-                    )))
-                }
+                (None, None) => return Err(SealError::NoSession),
                 // Cannot happen (a Call-ID never has sessions of both
                 // roles); fail closed rather than guess.
-                (Some(_), Some(_)) => {
-                    return Err(SealError::NoSession(format!(
-                        "two tunnel sessions match Call-ID {call_id}"
-                    )))
-                }
+                (Some(_), Some(_)) => return Err(SealError::AmbiguousSession),
             };
             let callee_tag = callee_tag.to_string();
             let (role, seq, binding, initial_cseq, kek) = {
-                let s = self
-                    .sessions
-                    .get(&id)
-                    .ok_or_else(|| SealError::NoSession("session vanished".into()))?;
+                let s = self.sessions.get(&id).ok_or(SealError::NoSession)?;
                 (
                     s.role,
                     s.next_seq,
@@ -203,7 +192,7 @@ impl Tunnel {
             let cek = self.draw::<32>("cek")?;
             let wrapped = aes_kw::KekAes256::new(&(*kek).into())
                 .wrap_vec(&cek[..])
-                .map_err(|e| SealError::Internal(format!("key wrap: {e}")))?;
+                .map_err(|_| SealError::KeyWrap)?;
             let key = KeyTransport::Kek {
                 kek_id: id,
                 wrapped,
@@ -244,7 +233,7 @@ impl Tunnel {
                     aad: &aad,
                 },
             )
-            .map_err(|_| SealError::Internal("GCM encryption".into()))?;
+            .map_err(|_| SealError::ContentEncryption)?;
         let (ct, tag) = sealed.split_at(sealed.len() - 16);
         let mut mac = [0u8; 16];
         mac.copy_from_slice(tag);
@@ -320,7 +309,7 @@ impl Tunnel {
         let key = &self.keys[idx];
         let sig = key.signing.sign_with_k(&signed_der, &k);
         k.zeroize();
-        let sig = sig.map_err(|e| SealError::Internal(e.to_string()))?;
+        let sig = sig.map_err(SealError::Ibe)?;
         let sd = cms::encode_signed(
             entity,
             &signed_der,
