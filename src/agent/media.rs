@@ -6,22 +6,22 @@
 //! announce, and the driver that bound it runs the session.
 //!
 //! Decisions (pinned by the tests below and in `tests/media/agent_media.rs`):
-//! - An INVITE without an SDP offer (delayed offer) is refused with 488
-//!   Not Acceptable Here (pinned on the wire by
-//!   `an_offerless_invite_is_refused_488_on_the_wire`). Spec 6 (v1.1) does
-//!   define the mirrored exchange for an offer in a 2xx (our 2xx commits,
-//!   the ACK carries the caller's answer and key, our tunneled INFO
-//!   reveals), but it is not implemented, for three reasons: ibephone
-//!   itself never sends an offerless INVITE, so only another
-//!   implementation could start one; the callee half needs an SDP answer
-//!   in the ACK and an INFO with an `Ibesip-Dh` header, neither of which
-//!   the SIP core carries today (the ACK of a 2xx is built without a body,
-//!   in-dialog requests take no extra headers); and a half-done exchange
-//!   would leave a call whose media keys are not escrow-resistant or not
-//!   started, while the user sees an answered call. Refusing is fail-
-//!   closed and tells the caller why (RFC 3261 488); the caller can retry
-//!   with an offer. So is an offer we cannot answer (no common codec or
-//!   suite, plain RTP under `require`).
+//! - An INVITE without an SDP offer (delayed offer, RFC 3261 13.2.1) gets
+//!   our offer in the 2xx: spec 6's mirrored exchange. The 2xx commits to
+//!   our key (`a=ibesip-dh-commit`), the ACK must bring the caller's
+//!   answer with its key (`a=ibesip-dh`), and only then do we reveal our
+//!   key in the inner `Ibesip-Dh` header of an INFO in the dialog
+//!   (tunneled like every in-dialog request of a tunneled call). We are
+//!   the offerer, so media starts once the answer checks; the caller must
+//!   check the reveal before it starts escrow-resistant media. An ACK
+//!   without an acceptable answer ends the call and reveals nothing
+//!   (pinned by `an_offerless_invite_gets_the_offer_in_the_2xx_and_the_reveal_in_an_info`
+//!   and `an_ack_without_the_answer_to_our_2xx_offer_ends_the_call`).
+//!   ibephone itself always offers in its INVITEs, so the caller's half
+//!   (answering in the ACK, checking an INFO's reveal) is not built; a
+//!   re-INVITE without SDP is still refused with 488 and the old keys stay.
+//!   So is an offer we cannot answer (no common codec or suite, plain RTP
+//!   under `require`).
 //! - Hold is `a=sendonly` from the side that holds (the peer answers
 //!   `recvonly`); resume is `a=sendrecv`. Every offer and answer, including
 //!   these, carries fresh SDES keys and a fresh X25519 key pair, so each
@@ -34,9 +34,8 @@
 //!   As answerer we start (or re-key) escrow-resistant media only when the
 //!   ACK's key matched the commitment ([`MediaCalls::ack`]); a missing,
 //!   malformed or wrong key ends the call ([`CallMediaError::Reveal`]),
-//!   and no key derived from it is kept. We never offer in a 2xx (a
-//!   delayed offer is refused, see above), so the mirrored exchange (the
-//!   reveal in an INFO) never arises.
+//!   and no key derived from it is kept. When we offer in a 2xx (see
+//!   above) the roles are mirrored and our key goes in an INFO.
 //! - Key continuity: a retained secret per verified peer AOR
 //!   ([`RetainedStore`]). It is replaced by the call's value when the user
 //!   confirms the call's SAS ([`MediaCalls::confirm_sas`]), or on its own
@@ -297,6 +296,12 @@ struct CallMedia {
     peer: Option<String>,
     /// The retained secret of the last completed exchange.
     retained: Option<RetainedSecret>,
+    /// Offer in our 2xx (an INVITE without SDP): the SDP answer the ACK
+    /// brought, read when the call is answered.
+    ack_answer: Option<Body>,
+    /// Offer in our 2xx: our key, to reveal in a tunneled INFO once the
+    /// ACK's answer was accepted (spec 6, mirrored exchange).
+    info_reveal: Option<[u8; 32]>,
 }
 
 impl CallMedia {
@@ -312,6 +317,8 @@ impl CallMedia {
             revealed: None,
             peer: peer.and_then(peer_aor),
             retained: None,
+            ack_answer: None,
+            info_reveal: None,
         }
     }
 }
@@ -470,13 +477,19 @@ impl MediaCalls {
 
     /// Reads the offer of an incoming call from `peer` (its verified
     /// identity, if a signature proved one) and prepares our answer; an
-    /// error means the call must be refused with 488.
+    /// error means the call must be refused with 488. An INVITE without a
+    /// body asks for the offer in our 2xx (RFC 3261 13.2.1): we prepare
+    /// one with a commitment to our key, the ACK must bring the answer
+    /// and our key goes in a tunneled INFO (spec 6, mirrored exchange).
     pub fn incoming(
         &mut self,
         call: u64,
         body: &Body,
         peer: Option<&str>,
     ) -> Result<(), CallMediaError> {
+        if body.bytes.is_empty() {
+            return self.offer_in_2xx(call, peer);
+        }
         let offer = parse_sdp(body)?;
         let local = self.local(call)?;
         let mut c = CallMedia::new(Role::Callee, local.clone(), peer);
@@ -497,7 +510,34 @@ impl MediaCalls {
         Ok(())
     }
 
-    /// The SDP answer for our 200 to an incoming call.
+    /// Prepares the offer of our 2xx to an INVITE without SDP.
+    fn offer_in_2xx(&mut self, call: u64, peer: Option<&str>) -> Result<(), CallMediaError> {
+        let local = self.local(call)?;
+        let mut c = CallMedia::new(Role::Callee, local.clone(), peer);
+        let rs = self.rs_for(c.peer.as_ref());
+        let pending = match PendingOffer::with_retained(local, Role::Callee, rs) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ports.release(call);
+                return Err(e.into());
+            }
+        };
+        c.answer = Some(sdp_body(pending.offer()));
+        c.pending = Some(pending);
+        self.calls.insert(call, c);
+        Ok(())
+    }
+
+    /// The value of the inner `Ibesip-Dh` header of the INFO that reveals
+    /// our key after the ACK answered the offer of our 2xx; taken once,
+    /// `None` in every other exchange.
+    pub fn take_info_reveal(&mut self, call: u64) -> Option<String> {
+        let key = self.calls.get_mut(&call)?.info_reveal.take()?;
+        Some(URL_SAFE_NO_PAD.encode(key))
+    }
+
+    /// The SDP body of our 200 to an incoming call: the answer, or the
+    /// offer when the INVITE had none.
     pub fn answer_body(&mut self, call: u64) -> Option<Body> {
         self.calls.get_mut(&call).and_then(|c| c.answer.take())
     }
@@ -514,20 +554,27 @@ impl MediaCalls {
         }
     }
 
-    /// An ACK arrived with `reveal` (its `Ibesip-Dh` value). For a
-    /// re-INVITE we answered, checks it and re-keys (`Some` info for the
-    /// UI); for the initial INVITE it is kept for [`MediaCalls::answered`].
-    /// An error ends the call's escrow-resistant media (the call must end).
+    /// An ACK arrived with `reveal` (its `Ibesip-Dh` value) and `body`.
+    /// For a re-INVITE we answered, checks the key and re-keys (`Some`
+    /// info for the UI); for the initial INVITE the key (or, when our 2xx
+    /// carried the offer, the body: the answer) is kept for
+    /// [`MediaCalls::answered`]. An error ends the call's
+    /// escrow-resistant media (the call must end).
     pub fn ack(
         &mut self,
         call: u64,
         reveal: Option<&str>,
+        body: &Body,
     ) -> Result<Option<MediaInfo>, CallMediaError> {
         let Some(c) = self.calls.get_mut(&call) else {
             return Ok(None);
         };
         if !c.started {
-            c.revealed.get_or_insert(reveal.map(str::to_string));
+            if c.pending.is_some() {
+                c.ack_answer.get_or_insert_with(|| body.clone());
+            } else {
+                c.revealed.get_or_insert(reveal.map(str::to_string));
+            }
             return Ok(None);
         }
         let Some(waiting) = c.awaiting.take() else {
@@ -570,17 +617,25 @@ impl MediaCalls {
         n
     }
 
-    /// The call is up: checks the caller's answer (caller) or the ACK's
-    /// reveal (callee) and starts the session. An error means the call
-    /// must end (no media without agreed keys).
+    /// The call is up: checks the callee's answer (caller), the ACK's
+    /// reveal (callee) or, when our 2xx carried the offer, the ACK's
+    /// answer (callee: our key is then to be revealed, see
+    /// [`MediaCalls::take_info_reveal`]) and starts the session. An error
+    /// means the call must end (no media without agreed keys).
     pub fn answered(&mut self, call: u64, body: &Body) -> Result<MediaInfo, CallMediaError> {
         let c = self
             .calls
             .get_mut(&call)
             .ok_or(CallMediaError::NoCall(call))?;
         let fresh = if let Some(pending) = c.pending.take() {
-            let desc = parse_sdp(body)?;
-            Some(pending.accept_answer(&desc)?)
+            let in_ack = c.ack_answer.take();
+            let desc = parse_sdp(in_ack.as_ref().unwrap_or(body))?;
+            let reveal = pending.reveal();
+            let n = pending.accept_answer(&desc)?;
+            if in_ack.is_some() {
+                c.info_reveal = reveal;
+            }
+            Some(n)
         } else if let Some(waiting) = c.awaiting.take() {
             let reveal = c.revealed.take().flatten();
             let key = parse_reveal(reveal.as_deref())?;
@@ -885,17 +940,29 @@ impl super::Agent {
         };
         m.answered_by(call.0, verified);
         match m.answered(call.0, body) {
-            Ok(i) => self.media_started(call.0, i),
+            Ok(i) => {
+                if let Some(ibesip_dh) = m.take_info_reveal(call.0) {
+                    self.ua
+                        .handle_command(now, ua::Command::RevealInInfo { call, ibesip_dh });
+                }
+                self.media_started(call.0, i)
+            }
             Err(e) => self.media_failed(now, call, e),
         }
     }
 
-    /// An ACK arrived with its `Ibesip-Dh` value.
-    pub(super) fn media_ack(&mut self, now: Instant, call: CallId, reveal: Option<&str>) {
+    /// An ACK arrived with its `Ibesip-Dh` value and body.
+    pub(super) fn media_ack(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        reveal: Option<&str>,
+        body: &Body,
+    ) {
         let Some(m) = self.media.as_mut() else {
             return;
         };
-        match m.ack(call.0, reveal) {
+        match m.ack(call.0, reveal, body) {
             Ok(Some(i)) => self.media_updated(call.0, i),
             Ok(None) => {}
             Err(e) => self.media_failed(now, call, e),

@@ -38,7 +38,10 @@ fn call(alice: &mut MediaCalls, bob: &mut MediaCalls) -> (MediaInfo, MediaInfo) 
     let answer = bob.answer_body(7).unwrap();
     alice.answered_by(1, Some("sip:bob@example.invalid#2026-12"));
     let ia = alice.answered(1, &answer).unwrap();
-    assert_eq!(bob.ack(7, reveal.as_deref()).unwrap(), None);
+    assert_eq!(
+        bob.ack(7, reveal.as_deref(), &Body::default()).unwrap(),
+        None
+    );
     let ib = bob.answered(7, &Body::default()).unwrap();
     (ia, ib)
 }
@@ -52,7 +55,10 @@ fn reinvite(a: &mut MediaCalls, b: &mut MediaCalls, on: bool) -> (MediaInfo, Med
     assert_eq!(shown, None, "bob re-keys only once the reveal checked");
     assert!(b.poll_action().is_none());
     let ia = a.reinvite_response(1, 200, &answer).unwrap().unwrap();
-    let ib = b.ack(7, reveal.as_deref()).unwrap().unwrap();
+    let ib = b
+        .ack(7, reveal.as_deref(), &Body::default())
+        .unwrap()
+        .unwrap();
     (ia, ib)
 }
 
@@ -123,7 +129,10 @@ fn hold_and_resume_rekey() {
     let (answer, none) = b.reinvite(7, &offer).unwrap();
     assert_eq!(none, None);
     let ia1 = a.reinvite_response(1, 200, &answer).unwrap().unwrap();
-    let ib = b.ack(7, reveal.as_deref()).unwrap().unwrap();
+    let ib = b
+        .ack(7, reveal.as_deref(), &Body::default())
+        .unwrap()
+        .unwrap();
     assert_eq!(ib.direction, "recvonly");
     assert_eq!(ia1.direction, "sendonly");
     assert_eq!(ia1.sas, ib.sas);
@@ -227,17 +236,22 @@ fn peer_without_dh_and_delayed_offers() {
     let offer = b.offer(2, Some(ALICE)).unwrap();
     assert!(!String::from_utf8_lossy(&offer.bytes).contains("ibesip-dh"));
     assert_eq!(b.reveal(2), None);
+    // A delayed offer (INVITE without SDP): the offer goes in our 2xx,
+    // committed to our key; a provider-recoverable phone commits nothing.
+    b.incoming(4, &Body::default(), Some(ALICE)).unwrap();
+    let in_2xx = b.answer_body(4).unwrap();
+    assert!(!String::from_utf8_lossy(&in_2xx.bytes).contains("ibesip-dh"));
     let mut c = calls(6000, MediaPolicy::default());
-    assert!(matches!(
-        c.incoming(3, &Body::default(), None),
-        Err(CallMediaError::NotSdp(_))
-    ));
+    c.incoming(3, &Body::default(), None).unwrap();
+    let in_2xx = String::from_utf8(c.answer_body(3).unwrap().bytes).unwrap();
+    assert!(in_2xx.contains("a=ibesip-dh-commit:"), "{in_2xx}");
+    assert!(!in_2xx.contains("a=ibesip-dh:"), "{in_2xx}");
     let text = Body {
         content_type: Some("text/plain".into()),
         bytes: plain_offer().bytes,
     };
     assert!(matches!(
-        c.incoming(3, &text, None),
+        c.incoming(5, &text, None),
         Err(CallMediaError::NotSdp(_))
     ));
 }
@@ -355,7 +369,11 @@ fn a_grinding_man_in_the_middle_is_caught_by_the_commitment() {
             Sas::compute(&sh, &k.public_bytes(), &bob_b).bits() >> 16 == alice_sas.bits() >> 16
         })
         .expect("a 4-bit match within 4096 tries");
-    assert_eq!(b.ack(7, Some(&b64(&ground.public_bytes()))).unwrap(), None);
+    assert_eq!(
+        b.ack(7, Some(&b64(&ground.public_bytes())), &Body::default())
+            .unwrap(),
+        None
+    );
     let e = b.answered(7, &Body::default()).unwrap_err();
     assert!(
         matches!(e, CallMediaError::Reveal(RevealError::Mismatch)),
@@ -370,7 +388,8 @@ fn a_grinding_man_in_the_middle_is_caught_by_the_commitment() {
     // cannot compute bob's shared secret X25519(b, A).
     let mut b3 = calls(5200, MediaPolicy::default());
     b3.incoming(7, &offer, Some(ALICE)).unwrap();
-    b3.ack(7, Some(&b64(&m_bob.public_bytes()))).unwrap();
+    b3.ack(7, Some(&b64(&m_bob.public_bytes())), &Body::default())
+        .unwrap();
     assert!(matches!(
         b3.answered(7, &Body::default()),
         Err(CallMediaError::Reveal(RevealError::Mismatch))
@@ -398,7 +417,8 @@ fn the_committed_key_of_a_man_in_the_middle_shows_a_different_sas() {
     let m_alice = DhKeyPair::generate().unwrap();
     let to_alice = rewrite(&answer, "ibesip-dh", Some(&b64(&m_alice.public_bytes())));
     let ia = a.answered(1, &to_alice).unwrap();
-    b.ack(7, Some(&b64(&m_bob.public_bytes()))).unwrap();
+    b.ack(7, Some(&b64(&m_bob.public_bytes())), &Body::default())
+        .unwrap();
     let ib = b.answered(7, &Body::default()).unwrap();
     assert!(ia.escrow_resistant && ib.escrow_resistant);
     assert_ne!(ia.sas, ib.sas);
@@ -420,7 +440,7 @@ fn a_missing_or_wrong_reveal_ends_escrow_resistant_media() {
         );
         let offer = a.offer(1, None).unwrap();
         b.incoming(7, &offer, None).unwrap();
-        b.ack(7, reveal).unwrap();
+        b.ack(7, reveal, &Body::default()).unwrap();
         let e = b.answered(7, &Body::default()).unwrap_err();
         assert!(matches!(&e, CallMediaError::Reveal(r) if *r == want), "{e}");
         assert!(b.poll_action().is_none());
@@ -436,14 +456,14 @@ fn a_missing_or_wrong_reveal_ends_escrow_resistant_media() {
     let (answer, _) = b.reinvite(7, &offer).unwrap();
     a.reinvite_response(1, 200, &answer).unwrap();
     let other = DhKeyPair::generate().unwrap().public_bytes();
-    let e = b.ack(7, Some(&b64(&other))).unwrap_err();
+    let e = b.ack(7, Some(&b64(&other)), &Body::default()).unwrap_err();
     assert!(
         matches!(e, CallMediaError::Reveal(RevealError::Mismatch)),
         "{e}"
     );
     assert!(b.poll_action().is_none(), "no re-key on a wrong reveal");
     // An ACK without anything pending changes nothing.
-    assert_eq!(b.ack(7, None).unwrap(), None);
+    assert_eq!(b.ack(7, None, &Body::default()).unwrap(), None);
 }
 
 /// An offer with a bare a=ibesip-dh (version 1.0, or a man in the middle
@@ -583,7 +603,7 @@ fn a_man_in_the_middle_without_the_secret_gets_a_warning() {
         };
         let reveal = m2.reveal(1);
         b.incoming(7, &offer, Some(ALICE)).unwrap();
-        b.ack(7, reveal.as_deref()).unwrap();
+        b.ack(7, reveal.as_deref(), &Body::default()).unwrap();
         let ib = b.answered(7, &Body::default()).unwrap();
         assert_eq!(continuity(&ib), want);
         b.end(7);
@@ -611,7 +631,7 @@ fn confirming_needs_a_verified_peer_and_a_sas() {
     // Answered by someone other than the AOR we called.
     a.answered_by(1, Some("sip:mallory@example.invalid#2026-12"));
     a.answered(1, &answer).unwrap();
-    b.ack(7, reveal.as_deref()).unwrap();
+    b.ack(7, reveal.as_deref(), &Body::default()).unwrap();
     b.answered(7, &Body::default()).unwrap();
     for (m, call) in [(&mut a, 1), (&mut b, 7)] {
         assert!(matches!(
@@ -792,40 +812,157 @@ fn an_ack_with_a_wrong_reveal_ends_the_call_with_a_notice() {
     assert!(bye, "bob hangs up");
 }
 
-/// Spec 6's offer in a 2xx is not implemented (see the module doc): an
-/// INVITE without SDP is answered 488 Not Acceptable Here, the call ends,
-/// and nothing is offered or started.
-#[test]
-fn an_offerless_invite_is_refused_488_on_the_wire() {
-    use super::super::AgentEvent;
+/// An offerless INVITE to bob (plain, as bob_agent allows) and bob's
+/// answer: his 200 with its offer, parsed, and the call number.
+fn offerless_call_answered(
+    bob: &mut super::super::Agent,
+    call_id: &str,
+) -> (u64, crate::sip::message::Message, AudioDescription) {
+    use super::super::{AgentCommand, AgentEvent};
     use crate::sip::driver::Core;
-    use crate::sip::{Dest, Transport};
-    let mut bob = bob_agent();
-    let from_proxy = Dest {
-        addr: "127.0.0.1:5060".parse().unwrap(),
-        transport: Transport::Udp,
-    };
-    let invite = "INVITE sip:bob@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnooffer\r\nMax-Forwards: 70\r\nFrom: <sip:alice@biloxi.invalid>;tag=atag\r\nTo: <sip:bob@biloxi.invalid>\r\nCall-ID: no-offer-test\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5062>\r\nContent-Length: 0\r\n\r\n";
-    bob.handle_datagram(Instant::now(), from_proxy, invite.as_bytes());
-    let sent: Vec<String> = std::iter::from_fn(|| bob.poll_transmit())
-        .map(|t| String::from_utf8_lossy(&t.bytes).to_string())
-        .collect();
-    let finals: Vec<&String> = sent
-        .iter()
-        .filter(|m| m.starts_with("SIP/2.0 ") && !m.starts_with("SIP/2.0 1"))
-        .collect();
-    assert_eq!(finals.len(), 1, "{sent:?}");
-    assert!(
-        finals[0].starts_with("SIP/2.0 488 Not Acceptable Here\r\n"),
-        "{sent:?}"
+    use crate::sip::message::Message;
+    let invite = format!(
+        "INVITE sip:bob@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@biloxi.invalid>;tag=atag\r\nTo: <sip:bob@biloxi.invalid>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5062>\r\nContent-Length: 0\r\n\r\n"
     );
-    assert!(!finals[0].contains("application/sdp"), "no offer: {sent:?}");
+    bob.handle_datagram(Instant::now(), from_proxy(), invite.as_bytes());
     let events: Vec<AgentEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    let Some(AgentEvent::IncomingCall { call, .. }) = events.first() else {
+        panic!("the offerless INVITE rings: {events:?}");
+    };
+    let call = *call;
+    bob.handle_command(Instant::now(), AgentCommand::Answer { call });
+    let ok = std::iter::from_fn(|| bob.poll_transmit())
+        .filter_map(|t| Message::parse(&t.bytes).ok())
+        .find(|m| m.status().is_some_and(|s| s >= 200))
+        .expect("a final response");
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert_eq!(ok.header("Content-Type"), Some(SDP_CONTENT_TYPE));
+    let offer = AudioDescription::parse(std::str::from_utf8(&ok.body).unwrap()).unwrap();
+    (call, ok, offer)
+}
+
+fn from_proxy() -> crate::sip::Dest {
+    crate::sip::Dest {
+        addr: "127.0.0.1:5060".parse().unwrap(),
+        transport: crate::sip::Transport::Udp,
+    }
+}
+
+/// The ACK of `ok` (call `call_id`) with `body` as its SDP.
+fn ack_with(ok: &crate::sip::message::Message, call_id: &str, body: &str) -> String {
+    let ctype = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: {SDP_CONTENT_TYPE}\r\n")
+    };
+    format!(
+        "ACK sip:bob@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKack{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@biloxi.invalid>;tag=atag\r\nTo: <sip:bob@biloxi.invalid>;tag={}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        ok.to_tag().unwrap(),
+        body.len()
+    )
+}
+
+/// Spec 6, offer in a 2xx (mirrored exchange), end to end through bob's
+/// SIP core and agent: an INVITE without SDP is answered 200 with bob's
+/// offer, which commits to his key (`a=ibesip-dh-commit`, no key); the
+/// ACK brings alice's answer with her key; only then does bob reveal his
+/// key, in the `Ibesip-Dh` header of an INFO in the dialog. The revealed
+/// key matches the commitment, both sides agree the escrow-resistant keys
+/// and the SAS, and bob's packets decrypt with alice's keys.
+#[test]
+fn an_offerless_invite_gets_the_offer_in_the_2xx_and_the_reveal_in_an_info() {
+    use super::super::AgentEvent;
+    use crate::media::commit::dh_commitment;
+    use crate::media::sdp::{answer, LocalMedia};
+    use crate::sip::driver::Core;
+    use crate::sip::message::Message;
+    let mut bob = bob_agent();
+    let (call, ok, offer) = offerless_call_answered(&mut bob, "mirror-test");
+    let commit = offer.dh_commit.expect("the offer in the 2xx commits");
+    assert!(offer.dh.is_none(), "no key in the 2xx: {offer:?}");
+    assert!(bob.poll_media().is_none(), "nothing starts before the ACK");
+
+    let policy = MediaPolicy::default();
+    let local = LocalMedia {
+        rtp_addr: "127.0.0.1:4002".parse().unwrap(),
+        codecs: policy.codecs.clone(),
+        suites: policy.suites.clone(),
+        policy: policy.security,
+        media_keys: policy.media_keys,
+        direction: crate::media::sdp::Direction::SendRecv,
+        session_id: 77,
+        session_version: 1,
+        ice: None,
+    };
+    let (desc, waiting) = answer(&local, Role::Caller, &offer, None).unwrap();
+    assert!(desc.dh.is_some(), "alice's answer carries her key");
+    bob.handle_datagram(
+        Instant::now(),
+        from_proxy(),
+        ack_with(&ok, "mirror-test", &desc.to_sdp()).as_bytes(),
+    );
+    let sent: Vec<Message> = std::iter::from_fn(|| bob.poll_transmit())
+        .filter_map(|t| Message::parse(&t.bytes).ok())
+        .collect();
+    let reveal_info = sent
+        .iter()
+        .find(|m| m.method() == Some(rsip::Method::Info))
+        .unwrap_or_else(|| panic!("bob reveals in an INFO: {sent:?}"));
+    assert_eq!(reveal_info.call_id(), Some("mirror-test"));
+    let value = reveal_info.header("Ibesip-Dh").expect("Ibesip-Dh");
+    let key: [u8; 32] = URL_SAFE_NO_PAD.decode(value).unwrap().try_into().unwrap();
+    assert_eq!(
+        dh_commitment(&key),
+        commit,
+        "the reveal opens the commitment"
+    );
+    let alice_keys = waiting.finish(Some(&key)).unwrap();
+
+    let events: Vec<AgentEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    let sas = events
+        .iter()
+        .find_map(|e| match e {
+            AgentEvent::MediaStarted {
+                call: c,
+                escrow_resistant: true,
+                sas,
+                ..
+            } if *c == call => sas.clone(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("escrow-resistant media with a SAS: {events:?}"));
+    assert_eq!(Some(sas), info(&alice_keys).sas, "one SAS on both sides");
+    let Some(MediaAction::Start { negotiated, .. }) = bob.poll_media() else {
+        panic!("bob starts media");
+    };
+    let bob_addr: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+    assert!(decrypts(&alice_keys, bob_addr, &packet(&negotiated, 1)));
+}
+
+/// Offer in our 2xx, and an ACK without the answer (RFC 3261 13.2.1
+/// requires it there): no media starts, no key is revealed, and bob ends
+/// the call.
+#[test]
+fn an_ack_without_the_answer_to_our_2xx_offer_ends_the_call() {
+    use crate::sip::driver::Core;
+    use crate::sip::message::Message;
+    let mut bob = bob_agent();
+    let (_, ok, _) = offerless_call_answered(&mut bob, "mirror-noanswer");
+    bob.handle_datagram(
+        Instant::now(),
+        from_proxy(),
+        ack_with(&ok, "mirror-noanswer", "").as_bytes(),
+    );
+    let sent: Vec<Message> = std::iter::from_fn(|| bob.poll_transmit())
+        .filter_map(|t| Message::parse(&t.bytes).ok())
+        .collect();
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::Ended { reason, .. } if reason == "rejected 488")),
-        "{events:?}"
+        !sent.iter().any(|m| m.header("Ibesip-Dh").is_some()),
+        "no reveal: {sent:?}"
+    );
+    assert!(
+        sent.iter().any(|m| m.method() == Some(rsip::Method::Bye)),
+        "bob hangs up: {sent:?}"
     );
     assert!(bob.poll_media().is_none());
 }

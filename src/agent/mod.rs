@@ -545,8 +545,12 @@ impl Agent {
                 });
                 return self.media_answered(now, call, &body, verified.as_deref());
             }
-            ua::Event::AckReceived { call, ibesip_dh } => {
-                return self.media_ack(now, call, ibesip_dh.as_deref());
+            ua::Event::AckReceived {
+                call,
+                ibesip_dh,
+                body,
+            } => {
+                return self.media_ack(now, call, ibesip_dh.as_deref(), &body);
             }
             ua::Event::Ended { call, reason } => {
                 if let EndReason::Rejected(status) = reason {

@@ -401,6 +401,7 @@ impl UserAgent {
             Command::Reject { call, status } => self.reject(now, call, status),
             Command::Hangup { call } => self.hangup(now, call),
             Command::InDialog { call, method, body } => self.in_dialog(now, call, method, body),
+            Command::RevealInInfo { call, ibesip_dh } => self.reveal_in_info(now, call, ibesip_dh),
             Command::RespondInDialog { call, status, body } => {
                 self.respond_in_dialog(now, call, status, body)
             }

@@ -339,6 +339,23 @@ impl UserAgent {
         }
     }
 
+    /// Sends an `INFO` in the dialog of `call` carrying the inner
+    /// `Ibesip-Dh` header (the key reveal of an offer made in our 2xx).
+    pub(super) fn reveal_in_info(&mut self, now: Instant, call: CallId, value: String) {
+        let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
+            return;
+        };
+        if d.state != DialogState::Confirmed {
+            return;
+        }
+        let mut m = d.request(Method::Info);
+        m.push_header(IBESIP_DH, value);
+        set_body(&mut m, Body::default());
+        if let Some(k) = self.send_request(now, m) {
+            self.others.insert(k, (Method::Info, Some(call)));
+        }
+    }
+
     /// Sends the final response to a held re-INVITE.
     pub(super) fn respond_in_dialog(
         &mut self,
@@ -517,6 +534,7 @@ impl UserAgent {
         self.events.push_back(Event::AckReceived {
             call,
             ibesip_dh: ack.header(IBESIP_DH).map(str::to_string),
+            body: body_of(&ack),
         });
         if c.ok.take().is_some() {
             if let Some(k) = &c.invite_key {

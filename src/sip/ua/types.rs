@@ -132,6 +132,16 @@ pub enum Command {
         /// Body.
         body: Body,
     },
+    /// Sends a tunneled `INFO` in the dialog of `call` whose only content
+    /// is the inner `Ibesip-Dh` header (spec 6: the offerer of an offer
+    /// made in a 2xx reveals its X25519 key this way, after the ACK
+    /// brought the answer). Ignored unless the dialog is confirmed.
+    RevealInInfo {
+        /// Which call.
+        call: CallId,
+        /// The header's value (base64url of the key).
+        ibesip_dh: String,
+    },
     /// Answers the re-INVITE of `call` that the core held back (see
     /// [`UserAgent::defer_reinvite_answers`](super::UserAgent::defer_reinvite_answers)):
     /// a 2xx carries `body` (the SDP answer) and our Contact. Ignored when
@@ -226,6 +236,9 @@ pub enum Event {
         call: CallId,
         /// The value of its inner `Ibesip-Dh` header (spec 6), if any.
         ibesip_dh: Option<String>,
+        /// Its body: the SDP answer when our 2xx carried the offer (an
+        /// INVITE without one, RFC 3261 13.2.1), empty otherwise.
+        body: Body,
     },
     /// The call is over.
     Ended {
