@@ -19,6 +19,7 @@
 
 pub mod bf;
 pub mod cc;
+pub mod dkg;
 pub mod encoding;
 mod error;
 pub mod fixed_base;
