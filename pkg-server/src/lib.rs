@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod bench;
 pub mod config;
+pub mod dkg;
 pub mod http;
 pub mod metrics;
 pub mod otp;

@@ -39,6 +39,11 @@ enum Cmd {
         #[arg(long = "server-config")]
         server_config: Vec<PathBuf>,
     },
+    /// Sets up a threshold provider without a dealer: an offline
+    /// ceremony in three steps, run by every server's operator (join,
+    /// then start, then finish; the files are exchanged between steps).
+    #[command(subcommand)]
+    Dkg(DkgCmd),
     /// Manages accounts.
     #[command(subcommand)]
     User(UserCmd),
@@ -119,6 +124,53 @@ enum Cmd {
         /// Key requests (3 keys each) in the issuance phase.
         #[arg(long, default_value_t = 300)]
         key_requests: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkgCmd {
+    /// Step 1: this server's TLS certificate and ceremony key; writes the
+    /// member file to send to the other operators.
+    Join {
+        /// This server's index (1..=n).
+        #[arg(long)]
+        index: u32,
+        /// The member file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Step 2: this server's dealing (commitments, and a share encrypted
+    /// to every server), from every member file.
+    Start {
+        /// The SIP domain.
+        #[arg(long)]
+        domain: String,
+        /// `T/N`, e.g. 2/3.
+        #[arg(long)]
+        threshold: String,
+        /// Every server's member file (this one's included).
+        #[arg(long = "member", required = true)]
+        members: Vec<PathBuf>,
+        /// The dealing file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Step 3: checks every dealing's share for this server (naming a
+    /// dealer whose share fails) and stores this server's share and the
+    /// parameters.
+    Finish {
+        /// The SIP domain.
+        #[arg(long)]
+        domain: String,
+        /// `T/N`, e.g. 2/3.
+        #[arg(long)]
+        threshold: String,
+        /// Every server's member file.
+        #[arg(long = "member", required = true)]
+        members: Vec<PathBuf>,
+        /// Every server's dealing file.
+        #[arg(long = "dealing", required = true)]
+        dealings: Vec<PathBuf>,
     },
 }
 
@@ -205,6 +257,19 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             }
             admin::init(&config, &domain, pkg_url.as_deref()).await
         }
+        Cmd::Dkg(DkgCmd::Join { index, out }) => pkg_server::dkg::join(&config, index, &out),
+        Cmd::Dkg(DkgCmd::Start {
+            domain,
+            threshold,
+            members,
+            out,
+        }) => pkg_server::dkg::start(&config, &domain, &threshold, &members, &out),
+        Cmd::Dkg(DkgCmd::Finish {
+            domain,
+            threshold,
+            members,
+            dealings,
+        }) => pkg_server::dkg::finish(&config, &domain, &threshold, &members, &dealings).await,
         Cmd::User(UserCmd::Add { name }) => admin::user_add(&config, &name).await,
         Cmd::User(UserCmd::List) => admin::user_list(&config).await,
         Cmd::User(UserCmd::Disable { name }) => {

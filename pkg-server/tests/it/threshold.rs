@@ -396,3 +396,163 @@ async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers()
         .unwrap_err();
     assert!(e.to_string().contains("only 1 of the 3 key servers"), "{e}");
 }
+
+/// The ceremony files of three servers, in their directories: member
+/// files after `dkg join`, dealing files after `dkg start`.
+fn dkg_join_and_start(pkgs: &[Pkg]) -> (Vec<String>, Vec<String>) {
+    let members: Vec<String> = pkgs
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let out = p.dir.path().join(format!("member-{}.json", k + 1));
+            let idx = (k + 1).to_string();
+            p.admin_ok(
+                &[
+                    "dkg",
+                    "join",
+                    "--index",
+                    &idx,
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                "",
+            );
+            out.display().to_string()
+        })
+        .collect();
+    let dealings: Vec<String> = pkgs
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let out = p.dir.path().join(format!("dealing-{}.json", k + 1));
+            let mut args = vec!["dkg", "start", "--domain", DOMAIN, "--threshold", "2/3"];
+            for m in &members {
+                args.extend(["--member", m.as_str()]);
+            }
+            let out_s = out.display().to_string();
+            args.extend(["--out", out_s.as_str()]);
+            p.admin_ok(&args, "");
+            out_s
+        })
+        .collect();
+    (members, dealings)
+}
+
+fn dkg_finish(p: &Pkg, members: &[String], dealings: &[String]) -> std::process::Output {
+    let mut args = vec!["dkg", "finish", "--domain", DOMAIN, "--threshold", "2/3"];
+    for m in members {
+        args.extend(["--member", m.as_str()]);
+    }
+    for d in dealings {
+        args.extend(["--dealing", d.as_str()]);
+    }
+    p.admin(&args, "")
+}
+
+/// Issue 16: a threshold provider set up without a dealer (`pkg-admin
+/// dkg join/start/finish` on three servers). Every server prints the same
+/// fingerprint and serves the same parameters, which do not say
+/// `"dealer"`; the ceremony keys are gone; keys fetched from any two
+/// servers combine into keys that check under `p_pub`.
+#[tokio::test]
+async fn a_dkg_ceremony_without_a_dealer_gives_one_provider() {
+    let pkgs: Vec<Pkg> = [free_port(), free_port(), free_port()]
+        .iter()
+        .map(|p| server_dir(*p))
+        .collect();
+    let (members, dealings) = dkg_join_and_start(&pkgs);
+    let mut fingerprints = Vec::new();
+    for p in &pkgs {
+        let out = dkg_finish(p, &members, &dealings);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("no dealer"), "{text}");
+        fingerprints.push(
+            text.lines()
+                .find(|l| l.starts_with("parameter fingerprint:"))
+                .unwrap()
+                .to_string(),
+        );
+        assert!(!p.dir.path().join("dkg-ceremony.json").exists());
+        p.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
+    }
+    assert!(fingerprints.iter().all(|f| *f == fingerprints[0]));
+    let mut servers: Vec<_> = pkgs.iter().map(|p| p.start()).collect();
+    let params = servers[0].client().params().await.unwrap();
+    for s in &servers[1..] {
+        assert_eq!(s.client().params().await.unwrap(), params);
+    }
+    let t = params.threshold().unwrap();
+    assert_eq!((t.t, t.servers.len(), t.dealer), (2, 3, false));
+    assert_eq!(t.servers[1].tls_sha256, servers[1].fingerprint);
+    let (_, json, _) = raw(&servers[0], "GET", "/v1/params", &[], vec![]).await;
+    assert!(!json.contains("dealer"), "{json}");
+    drop(servers.remove(0));
+    // Server 1 down: servers 2 and 3 still give working keys.
+    let got = fetch(&params, "alice", ALICE_PW).await.unwrap();
+    assert_eq!(got.used, [2, 3]);
+    for k in &got.keys {
+        check_key(&params, k).unwrap();
+    }
+}
+
+/// A dealer whose share for one server was changed (or does not match its
+/// commitments) is named at that server's `dkg finish`, which stores
+/// nothing; a dealing of another ceremony is refused the same way.
+#[tokio::test]
+async fn a_bad_share_is_named_at_dkg_finish_and_nothing_is_stored() {
+    let pkgs: Vec<Pkg> = [free_port(), free_port(), free_port()]
+        .iter()
+        .map(|p| server_dir(*p))
+        .collect();
+    let (members, dealings) = dkg_join_and_start(&pkgs);
+    // Dealer 3's share for server 2, one bit changed.
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dealings[2]).unwrap()).unwrap();
+    let ct = file["shares"][1]["ct"].as_str().unwrap().to_string();
+    let flipped = format!(
+        "{}{}",
+        if ct.starts_with('A') { 'B' } else { 'A' },
+        &ct[1..]
+    );
+    file["shares"][1]["ct"] = serde_json::Value::String(flipped);
+    let tampered = pkgs[2].dir.path().join("dealing-3-tampered.json");
+    std::fs::write(&tampered, file.to_string()).unwrap();
+    let with_tampered = [
+        dealings[0].clone(),
+        dealings[1].clone(),
+        tampered.display().to_string(),
+    ];
+    let out = dkg_finish(&pkgs[1], &members, &with_tampered);
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dealer 3"), "{err}");
+    // Nothing stored: the honest files still finish afterwards.
+    let out = dkg_finish(&pkgs[1], &members, &dealings);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Server 1 given a dealing for another domain: refused.
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dealings[1]).unwrap()).unwrap();
+    other["domain"] = serde_json::Value::String("evil.invalid".into());
+    let foreign = pkgs[0].dir.path().join("dealing-2-foreign.json");
+    std::fs::write(&foreign, other.to_string()).unwrap();
+    let out = dkg_finish(
+        &pkgs[0],
+        &members,
+        &[
+            dealings[0].clone(),
+            foreign.display().to_string(),
+            dealings[2].clone(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another ceremony"));
+}
