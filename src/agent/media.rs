@@ -162,6 +162,15 @@ pub enum MediaAction {
         /// The new negotiation.
         negotiated: Negotiated,
     },
+    /// A re-INVITE moved the call's media to the port allocated for it
+    /// anew (after a network change; an ICE restart): move the session
+    /// there, with the new keys.
+    Restart {
+        /// Call number.
+        call: u64,
+        /// The new negotiation.
+        negotiated: Negotiated,
+    },
     /// The call is over: stop the session and close its audio.
     Stop {
         /// Call number.
@@ -297,6 +306,9 @@ struct CallMedia {
     peer: Option<String>,
     /// The retained secret of the last completed exchange.
     retained: Option<RetainedSecret>,
+    /// A restart in flight (a new port allocated, its exchange not done):
+    /// our local media before it, put back if the exchange fails.
+    restart: Option<LocalMedia>,
 }
 
 impl CallMedia {
@@ -312,6 +324,7 @@ impl CallMedia {
             revealed: None,
             peer: peer.and_then(peer_aor),
             retained: None,
+            restart: None,
         }
     }
 }
@@ -325,6 +338,19 @@ pub struct MediaCalls {
     next_session: u64,
     retained: Box<dyn RetainedStore>,
     warnings: VecDeque<String>,
+}
+
+/// Whether a re-INVITE offer restarts the media: new ICE credentials
+/// (RFC 8445 9: an ICE restart), or, without ICE, a new address. A hold
+/// or resume keeps both.
+fn is_restart(current: Option<&Negotiated>, offer: &AudioDescription) -> bool {
+    let Some(n) = current else {
+        return false;
+    };
+    match (&n.remote_ice, &offer.ice) {
+        (Some(old), Some(new)) => old.ufrag != new.ufrag || old.pwd != new.pwd,
+        _ => n.remote != offer.rtp_addr,
+    }
 }
 
 fn sdp_body(desc: &AudioDescription) -> Body {
@@ -540,8 +566,7 @@ impl MediaCalls {
         if let Some(c) = self.calls.get_mut(&call) {
             c.negotiated = Some(negotiated.clone());
         }
-        self.actions
-            .push_back(MediaAction::Update { call, negotiated });
+        self.install(call, negotiated);
         Ok(Some(shown))
     }
 
@@ -664,6 +689,74 @@ impl MediaCalls {
         Ok(body)
     }
 
+    /// A re-INVITE offer that moves the call's media to a newly allocated
+    /// port (the network changed under us): new address and candidates,
+    /// new ICE credentials (an ICE restart, RFC 8445 9), fresh keys and
+    /// a fresh X25519 commitment as for any re-INVITE (spec 6). The
+    /// direction stays as it was.
+    pub fn restart(&mut self, call: u64) -> Result<Body, CallMediaError> {
+        let c = self
+            .calls
+            .get(&call)
+            .filter(|c| c.started)
+            .ok_or(CallMediaError::NoCall(call))?;
+        if c.pending.is_some() || c.awaiting.is_some() {
+            return Err(CallMediaError::Pending(call));
+        }
+        let rs = self.rs_for(c.peer.as_ref());
+        let rtp_addr = self.ports.allocate(call).map_err(CallMediaError::Port)?;
+        let ice = self.ports.ice(call);
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
+        let before = c.local.clone();
+        let mut local = before.clone();
+        local.rtp_addr = rtp_addr;
+        local.ice = ice;
+        local.session_version += 1;
+        let pending = match PendingOffer::with_retained(local.clone(), c.role, rs) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ports.release(call);
+                return Err(e.into());
+            }
+        };
+        c.local = local;
+        c.restart = Some(before);
+        let body = sdp_body(pending.offer());
+        c.pending = Some(pending);
+        Ok(body)
+    }
+
+    /// A restart of ours or the peer's did not complete: the new port is
+    /// given back and the old local media stays in force.
+    fn restart_failed(&mut self, call: u64) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(before) = c.restart.take() {
+            c.local.rtp_addr = before.rtp_addr;
+            c.local.ice = before.ice;
+            self.ports.release(call);
+        }
+    }
+
+    /// The action that installs `negotiated`: a move to the new port when
+    /// a restart was in flight, else a re-key in place.
+    fn install(&mut self, call: u64, negotiated: Negotiated) {
+        let restarted = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| c.restart.take())
+            .is_some();
+        self.actions.push_back(if restarted {
+            MediaAction::Restart { call, negotiated }
+        } else {
+            MediaAction::Update { call, negotiated }
+        });
+    }
+
     /// Answers the peer's re-INVITE offer; the body goes in our 200.
     /// SDES-only answers re-key at once (`Some` info); a committed offer
     /// re-keys when its ACK's key checks ([`MediaCalls::ack`]), so the
@@ -690,15 +783,37 @@ impl MediaCalls {
         let offer = parse_sdp(body)?;
         let mut local = c.local.clone();
         local.session_version += 1;
-        let (desc, outcome) = answer(&local, c.role, &offer, rs.as_ref())?;
+        let restarted = is_restart(c.negotiated.as_ref(), &offer);
+        let role = c.role;
+        if restarted {
+            // The peer moved (an ICE restart): we restart too, on a new
+            // port with new credentials (RFC 8445 9).
+            local.rtp_addr = self.ports.allocate(call).map_err(CallMediaError::Port)?;
+            local.ice = self.ports.ice(call);
+        }
+        let (desc, outcome) = match answer(&local, role, &offer, rs.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                if restarted {
+                    self.ports.release(call);
+                }
+                return Err(e.into());
+            }
+        };
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
+        if restarted {
+            c.restart = Some(c.local.clone());
+        }
         c.local = local;
         match outcome {
             AnswerOutcome::Ready(negotiated) => {
                 c.awaiting = None;
                 let shown = info(&negotiated);
                 c.negotiated = Some(negotiated.clone());
-                self.actions
-                    .push_back(MediaAction::Update { call, negotiated });
+                self.install(call, negotiated);
                 Ok((sdp_body(&desc), Some(shown)))
             }
             waiting => {
@@ -723,6 +838,10 @@ impl MediaCalls {
             return Ok(None);
         };
         if !(200..300).contains(&status) {
+            self.restart_failed(call);
+            let Some(c) = self.calls.get_mut(&call) else {
+                return Err(CallMediaError::Refused(status));
+            };
             // Our offer is void: the direction we wished did not happen.
             if let Some(n) = &c.negotiated {
                 c.local.direction = match n.direction {
@@ -738,8 +857,7 @@ impl MediaCalls {
         if let Some(c) = self.calls.get_mut(&call) {
             c.negotiated = Some(negotiated.clone());
         }
-        self.actions
-            .push_back(MediaAction::Update { call, negotiated });
+        self.install(call, negotiated);
         Ok(Some(shown))
     }
 
@@ -776,6 +894,18 @@ impl MediaCalls {
             }
             self.ports.release(call);
         }
+    }
+
+    /// The calls whose media runs, in call order.
+    pub fn running(&self) -> Vec<u64> {
+        let mut calls: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.started)
+            .map(|(id, _)| *id)
+            .collect();
+        calls.sort_unstable();
+        calls
     }
 
     /// The next thing the driver must do.
@@ -940,6 +1070,20 @@ impl super::Agent {
             Ok(None) => {}
             Err(e) => self.error(format!("call {call}: {e}")),
         }
+    }
+
+    /// The network changed: every call whose media runs gets a re-INVITE
+    /// that moves it (see [`MediaCalls::restart`]). Returns those calls.
+    pub(super) fn move_calls(&mut self, now: Instant) -> Vec<u64> {
+        let calls = self
+            .media
+            .as_ref()
+            .map(MediaCalls::running)
+            .unwrap_or_default();
+        for &call in &calls {
+            self.media_command(now, call, |m| m.restart(call).map(Some));
+        }
+        calls
     }
 
     pub(super) fn on_reinvite(&mut self, now: Instant, call: CallId, body: &Body) {

@@ -11,7 +11,7 @@ use crate::media::audio::{AudioError, AudioSink, AudioSource, WavSink, WavSource
 use crate::media::device;
 use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
-use crate::media::session::{MediaCommand, MediaEvent, MediaSession, MediaStats};
+use crate::media::session::{MediaCommand, MediaEvent, MediaRestart, MediaSession, MediaStats};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
 use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink};
@@ -180,6 +180,10 @@ type Bound = Arc<Mutex<HashMap<u64, BoundPort>>>;
 pub struct UdpPorts {
     ip: IpAddr,
     announce: IpAddr,
+    /// With a wildcard `ip`: the peer whose route names the address to
+    /// announce, looked up again at every allocation (the network may
+    /// have changed since the last one).
+    route_peer: Option<SocketAddr>,
     advertise: Option<Advertise>,
     ice: Option<IceOptions>,
     bound: Bound,
@@ -193,6 +197,7 @@ impl UdpPorts {
         UdpPorts {
             ip,
             announce,
+            route_peer: None,
             advertise,
             ice: None,
             bound: Arc::default(),
@@ -208,6 +213,9 @@ impl UdpPorts {
 
 impl MediaPorts for UdpPorts {
     fn allocate(&mut self, call: u64) -> Result<SocketAddr, String> {
+        if let Some(ip) = self.route_peer.and_then(super::route::route_towards) {
+            self.announce = ip;
+        }
         let sock = std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0))
             .map_err(|e| format!("binding {}: {e}", self.ip))?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
@@ -272,7 +280,12 @@ pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> 
     } else {
         ip
     };
-    UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone())
+    let mut ports =
+        UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone());
+    if ip.is_unspecified() {
+        ports.route_peer = Some(proxy);
+    }
+    ports
 }
 
 fn counters(s: &MediaStats) -> MediaCounters {
@@ -400,6 +413,14 @@ impl MediaDriver {
                     self.log_keys(call, &negotiated);
                     self.command(call, MediaCommand::Update(Box::new(negotiated)))
                 }
+                MediaAction::Restart { call, negotiated } => {
+                    self.log_keys(call, &negotiated);
+                    if let Err(message) = self.restart(call, negotiated) {
+                        self.emit(AgentEvent::Error {
+                            message: format!("call {call}: media did not move: {message}"),
+                        });
+                    }
+                }
                 MediaAction::Mute { call, on } => self.command(call, MediaCommand::Mute(on)),
                 MediaAction::Dtmf { call, digit } => {
                     self.command(call, MediaCommand::SendDtmf(digit))
@@ -430,6 +451,37 @@ impl MediaDriver {
         if let Some(s) = self.sessions.get(&call) {
             s.command(cmd);
         }
+    }
+
+    /// Moves a running session to the port allocated anew for `call`
+    /// (a restart after a network change), ICE restarted on it.
+    fn restart(
+        &mut self,
+        call: u64,
+        negotiated: crate::media::sdp::Negotiated,
+    ) -> Result<(), String> {
+        let BoundPort { sock, ice } = self
+            .bound
+            .lock()
+            .map_err(|_| "port table poisoned".to_string())?
+            .remove(&call)
+            .ok_or("no bound RTP port")?;
+        let session = self.sessions.get(&call).ok_or("no media session")?;
+        let ice = ice
+            .zip(negotiated.remote_ice.as_ref())
+            .map(|(local, remote)| local.start(remote, negotiated.ice_controlling));
+        sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let socket = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let moved = MediaRestart {
+            socket,
+            ice,
+            negotiated,
+        };
+        if !session.command(MediaCommand::Restart(Box::new(moved))) {
+            return Err("the media session has ended".into());
+        }
+        Ok(())
     }
 
     fn start(
@@ -550,6 +602,20 @@ impl Core for MediaDriver {
     fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
         self.agent.handle_connect_failed(now, peer, reason);
         self.run_actions();
+    }
+
+    fn route_check(&self, now: Instant) -> Option<crate::sip::ua::RouteCheck> {
+        self.agent.route_check(now)
+    }
+
+    fn handle_route(
+        &mut self,
+        now: Instant,
+        probe: crate::sip::ua::RouteProbe,
+    ) -> Option<crate::sip::ua::RouteChange> {
+        let change = self.agent.handle_route(now, probe);
+        self.run_actions();
+        change
     }
 }
 

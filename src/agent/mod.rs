@@ -153,6 +153,19 @@ pub enum AgentEvent {
         /// The user must agree before the plain call is placed.
         needs_consent: bool,
     },
+    /// The network changed under us (a new local address towards the
+    /// proxy, or a new public address): the phone registered again and
+    /// sent a re-INVITE with new media addresses (an ICE restart) in each
+    /// of `calls`.
+    NetworkChanged {
+        /// The address named in Via and Contact now.
+        local: String,
+        /// Our new public address as the registrar sees it, when that is
+        /// what moved.
+        public: Option<String>,
+        /// The calls whose media is being moved.
+        calls: Vec<u64>,
+    },
     /// A call arrives.
     IncomingCall {
         /// Call number.
@@ -490,6 +503,14 @@ impl Agent {
                 return;
             }
             ua::Event::Unregistered => AgentEvent::Unregistered,
+            ua::Event::NetworkChanged { local, public } => {
+                let calls = self.move_calls(now);
+                AgentEvent::NetworkChanged {
+                    local,
+                    public: public.map(|p| p.to_string()),
+                    calls,
+                }
+            }
             ua::Event::TransportFailed { reason } => AgentEvent::Error {
                 message: format!("cannot reach the SIP proxy: {reason}"),
             },
@@ -669,6 +690,16 @@ impl Core for Agent {
     fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
         self.ua.handle_connect_failed(now, peer, reason);
         self.pump(now);
+    }
+
+    fn route_check(&self, now: Instant) -> Option<ua::RouteCheck> {
+        self.ua.route_check(now)
+    }
+
+    fn handle_route(&mut self, now: Instant, probe: ua::RouteProbe) -> Option<ua::RouteChange> {
+        let change = self.ua.handle_route(now, probe);
+        self.pump(now);
+        change
     }
 }
 
