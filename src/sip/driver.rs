@@ -18,6 +18,14 @@
 //! Whether a message goes over TCP is the core's choice; `rport` (RFC
 //! 3581) is handled in the transaction layer, from the source address the
 //! driver reports.
+//!
+//! Network changes: when the core asks ([`Core::route_check`]) the driver
+//! looks at the local address that routes towards the proxy (a UDP socket
+//! connected to it, nothing sent) and whether the bound address still
+//! exists, and reports it ([`Core::handle_route`]); the core decides
+//! whether that is a change. On one, the stream connections are closed
+//! (they left from the old address; a connect under way is forgotten) and
+//! the sockets are rebound when the core says so.
 
 use crate::sip::message::MAX_MESSAGE_LEN;
 use crate::sip::proxy::Proxy;
