@@ -906,3 +906,78 @@ fn natlab_move_home_mid_call() {
     alice.quit();
     bob.quit();
 }
+
+/// Network change seen from outside (a NAT reboot that renumbers it):
+/// alice (homeA, cone, SIP over TLS with 5 s keep-alives) talks to bob
+/// over ICE, then natA's public address moves from 203.0.113.1 to
+/// 203.0.113.3 (its mappings gone with it). Alice's own address did not
+/// change: her TLS flow fails, she registers again over a new one, the
+/// registrar sees her at the new public address, and that is the network
+/// change: the call is re-INVITEd with an ICE restart (new server-
+/// reflexive candidates) and audio flows both ways again.
+#[test]
+fn natlab_nat_renumbered_mid_call_tls() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("rn", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider_with("tls = true\n");
+    let _stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let proxy = format!(
+        "proxy = \"sips:{PROV}\"\nkeepalive_secs = 5\n[pkg]\nurl = \"https://{PROV}:8443\"\n"
+    );
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+
+    let out = lab.script(&[
+        "exec",
+        "natA",
+        "sh",
+        "-c",
+        "ip addr del 203.0.113.1/24 dev wA && ip addr add 203.0.113.3/24 dev wA",
+    ]);
+    assert!(
+        out.status.success(),
+        "renumbering natA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = std::time::Instant::now();
+    let changed = alice.expect("network_changed", STEP);
+    println!("alice: {changed}");
+    assert!(
+        changed["public"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("203.0.113.3:")),
+        "{changed}"
+    );
+    assert_eq!(changed["calls"], json!([a_call]), "{changed}");
+    let updated = bob.expect("media_updated", STEP);
+    assert_eq!(updated["call"], b_call, "{updated}");
+    let updated = alice.expect("media_updated", STEP);
+    assert_eq!(updated["call"], a_call, "{updated}");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = a.expect("media_path", STEP);
+        assert_eq!(path["call"], c, "{path}");
+        let before = received_so_far(a, c);
+        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        println!("{}: {s}", a.name);
+    }
+    println!(
+        "audio both ways again {:?} after the renumbering",
+        moved.elapsed()
+    );
+    message(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}
