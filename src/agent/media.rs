@@ -309,6 +309,9 @@ struct CallMedia {
     /// A restart in flight (a new port allocated, its exchange not done):
     /// our local media before it, put back if the exchange fails.
     restart: Option<LocalMedia>,
+    /// The network changed but the media has not moved yet (another
+    /// offer was pending, or the restart met glare): to do when possible.
+    wants_restart: bool,
 }
 
 impl CallMedia {
@@ -325,6 +328,7 @@ impl CallMedia {
             peer: peer.and_then(peer_aor),
             retained: None,
             restart: None,
+            wants_restart: false,
         }
     }
 }
@@ -694,16 +698,21 @@ impl MediaCalls {
     /// new ICE credentials (an ICE restart, RFC 8445 9), fresh keys and
     /// a fresh X25519 commitment as for any re-INVITE (spec 6). The
     /// direction stays as it was.
+    /// With another exchange in flight it fails with
+    /// [`CallMediaError::Pending`] and is remembered
+    /// ([`MediaCalls::restart_wanted`]).
     pub fn restart(&mut self, call: u64) -> Result<Body, CallMediaError> {
         let c = self
             .calls
-            .get(&call)
+            .get_mut(&call)
             .filter(|c| c.started)
             .ok_or(CallMediaError::NoCall(call))?;
         if c.pending.is_some() || c.awaiting.is_some() {
+            c.wants_restart = true;
             return Err(CallMediaError::Pending(call));
         }
-        let rs = self.rs_for(c.peer.as_ref());
+        let peer = c.peer.clone();
+        let rs = self.rs_for(peer.as_ref());
         let rtp_addr = self.ports.allocate(call).map_err(CallMediaError::Port)?;
         let ice = self.ports.ice(call);
         let c = self
@@ -724,6 +733,7 @@ impl MediaCalls {
         };
         c.local = local;
         c.restart = Some(before);
+        c.wants_restart = false;
         let body = sdp_body(pending.offer());
         c.pending = Some(pending);
         Ok(body)
@@ -738,8 +748,31 @@ impl MediaCalls {
         if let Some(before) = c.restart.take() {
             c.local.rtp_addr = before.rtp_addr;
             c.local.ice = before.ice;
+            c.wants_restart = true;
             self.ports.release(call);
         }
+    }
+
+    /// Whether `call`'s media still has to move after a network change,
+    /// and can now (no exchange in flight).
+    pub fn restart_wanted(&self, call: u64) -> bool {
+        self.calls.get(&call).is_some_and(|c| {
+            c.started && c.wants_restart && c.pending.is_none() && c.awaiting.is_none()
+        })
+    }
+
+    /// Forgets that `call`'s media has to move (the peer cannot take it).
+    pub fn drop_restart(&mut self, call: u64) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.wants_restart = false;
+        }
+    }
+
+    /// Whether we placed `call` (the Call-ID's owner, RFC 3261 14.1).
+    pub fn is_caller(&self, call: u64) -> bool {
+        self.calls
+            .get(&call)
+            .is_some_and(|c| c.role == Role::Caller)
     }
 
     /// The action that installs `negotiated`: a move to the new port when
@@ -748,7 +781,13 @@ impl MediaCalls {
         let restarted = self
             .calls
             .get_mut(&call)
-            .and_then(|c| c.restart.take())
+            .and_then(|c| {
+                let before = c.restart.take();
+                if before.is_some() {
+                    c.wants_restart = false;
+                }
+                before
+            })
             .is_some();
         self.actions.push_back(if restarted {
             MediaAction::Restart { call, negotiated }
@@ -1028,8 +1067,9 @@ impl super::Agent {
         match m.ack(call.0, reveal) {
             Ok(Some(i)) => self.media_updated(call.0, i),
             Ok(None) => {}
-            Err(e) => self.media_failed(now, call, e),
+            Err(e) => return self.media_failed(now, call, e),
         }
+        self.after_exchange(now, call.0, 200);
     }
 
     /// The user confirmed the SAS of `call`.
@@ -1081,9 +1121,69 @@ impl super::Agent {
             .map(MediaCalls::running)
             .unwrap_or_default();
         for &call in &calls {
-            self.media_command(now, call, |m| m.restart(call).map(Some));
+            self.move_call(now, call);
         }
         calls
+    }
+
+    /// Re-INVITEs `call` to move its media; with another exchange in
+    /// flight the move waits for it (see [`Self::after_exchange`]).
+    fn move_call(&mut self, now: Instant, call: u64) {
+        self.media_command(now, call, |m| match m.restart(call) {
+            Ok(body) => Ok(Some(body)),
+            Err(CallMediaError::Pending(_)) => Ok(None),
+            Err(e) => Err(e),
+        });
+    }
+
+    /// The calls whose move met glare or a timeout: tried again.
+    pub(super) fn retry_moves(&mut self, now: Instant) {
+        let calls: Vec<u64> = self
+            .media
+            .as_ref()
+            .map(|m| {
+                m.running()
+                    .into_iter()
+                    .filter(|c| m.restart_wanted(*c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for call in calls {
+            self.move_call(now, call);
+        }
+    }
+
+    /// An exchange of `call` ended with `status` (an ACK we received
+    /// counts as 200): a move that waited for it goes now; a move refused
+    /// by glare (491), a timeout or a server error is tried again after
+    /// RFC 3261 14.1's wait (2.1 to 4 s for the Call-ID's owner, up to
+    /// 2 s for the other side); any other refusal ends the attempt.
+    fn after_exchange(&mut self, now: Instant, call: u64, status: u16) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        if !m.restart_wanted(call) {
+            return;
+        }
+        match status {
+            200..=299 => self.move_call(now, call),
+            408 | 491 | 500..=599 => {
+                let mut b = [0u8; 2];
+                let r = u64::from(u16::from_le_bytes(if getrandom::fill(&mut b).is_ok() {
+                    b
+                } else {
+                    [0, 0]
+                }));
+                let wait_ms = if m.is_caller(call) {
+                    2100 + r % 1901
+                } else {
+                    r % 2001
+                };
+                let at = now + std::time::Duration::from_millis(wait_ms);
+                self.restart_retry = Some(self.restart_retry.map_or(at, |t| t.min(at)));
+            }
+            _ => m.drop_restart(call),
+        }
     }
 
     pub(super) fn on_reinvite(&mut self, now: Instant, call: CallId, body: &Body) {
@@ -1118,9 +1218,21 @@ impl super::Agent {
             return;
         };
         match m.reinvite_response(call.0, status, body) {
-            Ok(Some(i)) => self.media_updated(call.0, i),
+            Ok(Some(i)) => {
+                self.media_updated(call.0, i);
+                self.after_exchange(now, call.0, status);
+            }
             Ok(None) => {}
-            Err(e @ CallMediaError::Refused(_)) => self.error(format!("call {}: {e}", call.0)),
+            Err(CallMediaError::Refused(s @ (408 | 491 | 500..=599)))
+                if m.restart_wanted(call.0) =>
+            {
+                // A move met glare or no answer: tried again shortly.
+                self.after_exchange(now, call.0, s);
+            }
+            Err(e @ CallMediaError::Refused(_)) => {
+                self.error(format!("call {}: {e}", call.0));
+                self.after_exchange(now, call.0, status);
+            }
             Err(e) => {
                 self.error(format!(
                     "call {}: ended, the re-INVITE answer is not acceptable: {e}",

@@ -934,3 +934,35 @@ fn a_restart_moves_both_sides_to_new_ports_with_new_ice_credentials() {
     assert_eq!(held.rtp_addr.port(), 4002);
     assert_eq!(held.ice.unwrap().ufrag, od.ice.unwrap().ufrag);
 }
+
+/// A move that cannot go at once is remembered: while our hold offer is
+/// pending the restart waits (`restart_wanted` once the hold completed);
+/// a refused restart gives its port back and is wanted again (the agent
+/// retries after glare or a timeout, drops it otherwise).
+#[test]
+fn a_move_waits_for_the_exchange_in_flight() {
+    let mut a = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(4000)));
+    let mut b = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(5000)));
+    call(&mut a, &mut b);
+    started(&mut a);
+    started(&mut b);
+    let offer = a.hold(1, true).unwrap();
+    let reveal = a.reveal(1);
+    assert!(matches!(a.restart(1), Err(CallMediaError::Pending(1))));
+    assert!(!a.restart_wanted(1), "not while the hold is in flight");
+    let (answer, _) = b.reinvite(7, &offer).unwrap();
+    a.reinvite_response(1, 200, &answer).unwrap();
+    b.ack(7, reveal.as_deref()).unwrap();
+    assert!(a.restart_wanted(1), "the hold is done: the move goes now");
+    let offer = a.restart(1).unwrap();
+    assert!(!a.restart_wanted(1));
+    assert_eq!(desc(&offer).direction, Direction::SendOnly, "still held");
+    assert!(matches!(
+        a.reinvite_response(1, 491, &Body::default()),
+        Err(CallMediaError::Refused(491))
+    ));
+    assert!(a.restart_wanted(1), "glare: to try again");
+    a.drop_restart(1);
+    assert!(!a.restart_wanted(1));
+    assert!(a.is_caller(1) && !b.is_caller(7));
+}

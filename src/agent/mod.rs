@@ -374,6 +374,9 @@ pub struct Agent {
     /// Incoming calls being ended because a verified first message on
     /// their Call-ID superseded their unsigned session.
     superseded_calls: HashSet<u64>,
+    /// When the calls whose media must still move after a network change
+    /// (glare, a timeout) are re-INVITEd again.
+    restart_retry: Option<Instant>,
 }
 
 impl Agent {
@@ -394,6 +397,7 @@ impl Agent {
             awaiting_consent: HashSet::new(),
             incoming_sessions: HashMap::new(),
             superseded_calls: HashSet::new(),
+            restart_retry: None,
         }
     }
 
@@ -664,10 +668,19 @@ impl Core for Agent {
     fn handle_timeout(&mut self, now: Instant) {
         self.ua.handle_timeout(now);
         self.pump(now);
+        if self.restart_retry.is_some_and(|t| t <= now) {
+            self.restart_retry = None;
+            self.retry_moves(now);
+            self.pump(now);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.ua.poll_timeout()
+        self.ua
+            .poll_timeout()
+            .into_iter()
+            .chain(self.restart_retry)
+            .min()
     }
 
     fn poll_transmit(&mut self) -> Option<crate::sip::Transmit> {
