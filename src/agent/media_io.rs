@@ -184,6 +184,10 @@ pub struct UdpPorts {
     /// announce, looked up again at every allocation (the network may
     /// have changed since the last one).
     route_peer: Option<SocketAddr>,
+    /// With an explicit `ip`: the peer whose route gives the address to
+    /// bind instead once `ip` is gone from the host (the network changed;
+    /// the SIP sockets were rebound there too).
+    fallback_peer: Option<SocketAddr>,
     advertise: Option<Advertise>,
     ice: Option<IceOptions>,
     bound: Bound,
@@ -198,6 +202,7 @@ impl UdpPorts {
             ip,
             announce,
             route_peer: None,
+            fallback_peer: None,
             advertise,
             ice: None,
             bound: Arc::default(),
@@ -216,8 +221,20 @@ impl MediaPorts for UdpPorts {
         if let Some(ip) = self.route_peer.and_then(super::route::route_towards) {
             self.announce = ip;
         }
-        let sock = std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0))
-            .map_err(|e| format!("binding {}: {e}", self.ip))?;
+        let sock = match std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                let moved = self
+                    .fallback_peer
+                    .and_then(super::route::route_towards)
+                    .ok_or_else(|| format!("binding {}: {e}", self.ip))?;
+                tracing::info!(old = %self.ip, new = %moved, "RTP address gone: binding the route's");
+                self.ip = moved;
+                self.announce = moved;
+                std::net::UdpSocket::bind(SocketAddr::new(moved, 0))
+            }
+            r => r,
+        }
+        .map_err(|e| format!("binding {}: {e}", self.ip))?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
         let mut addr = SocketAddr::new(self.announce, port);
         let ice = match &self.ice {
@@ -284,6 +301,8 @@ pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> 
         UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone());
     if ip.is_unspecified() {
         ports.route_peer = Some(proxy);
+    } else {
+        ports.fallback_peer = Some(proxy);
     }
     ports
 }
@@ -669,6 +688,22 @@ mod tests {
         let sip: SocketAddr = "127.0.0.2:5062".parse().unwrap();
         let mut ports = ports_for(sip, PROXY.parse().unwrap(), &MediaOptions::default());
         assert_eq!(ports.allocate(1).unwrap().ip(), sip.ip());
+    }
+
+    /// An explicit RTP address that is gone from the host (the network
+    /// changed) gives way to the address that routes towards the proxy.
+    #[test]
+    fn a_gone_explicit_address_falls_back_to_the_route() {
+        // TEST-NET-1: on no interface of this host.
+        let sip: SocketAddr = "192.0.2.1:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &MediaOptions::default());
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(named.ip(), IpAddr::from([127, 0, 0, 1]));
+        let bound = ports.bound.lock().unwrap();
+        assert_eq!(
+            bound.get(&1).unwrap().sock.local_addr().unwrap().ip(),
+            named.ip()
+        );
     }
 
     /// Under ICE with a STUN server the SDP's address is the
