@@ -30,6 +30,13 @@
 //!   is accepted or sent, and it never goes on the [`SecurityLog::plain`]
 //!   list. A plain 2xx for such a call is dropped before the core sees
 //!   it, so nothing (no ACK, no BYE) answers it.
+//! - A dialog's remote target (where in-dialog requests go, RFC 3261
+//!   12.2.2) moves only on a tunneled request whose sender the tunnel
+//!   verified in the dialog's own session
+//!   ([`MessageFilter::may_refresh_target`]): that is how a peer whose
+//!   network changed moves the call. A plain dialog (under `ask` /
+//!   `allow-plain`) never moves: nothing proves who asked (the proxy
+//!   still routes by the device token, so calls keep working).
 //! - Outgoing: a message the strict parser cannot read is never sent
 //!   plain (it is refused; sealing could not carry it either). A message of
 //!   a protected Call-ID that cannot be sealed is refused, not sent plain.
