@@ -12,6 +12,8 @@
 //! # proxy = "sips:sip.atlanta.invalid"  # the same over TLS (port 5061), or
 //! # proxy = "sip:10.0.0.1:5060;transport=tcp"
 //! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy; 0: off
+//! # network_check_secs = 2            # how often the route to the proxy is looked
+//!                                     # at (network change: re-register, re-INVITE); 0: off
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
 //! url = "https://127.0.0.1:8443"     # absent: discovered from the AOR's domain
@@ -160,6 +162,14 @@ struct RawSip {
     proxy: Option<String>,
     #[serde(default = "default_keepalive")]
     keepalive_secs: u64,
+    #[serde(default = "default_network_check")]
+    network_check_secs: u64,
+}
+
+fn default_network_check() -> u64 {
+    SipSettings::default()
+        .network_check
+        .map_or(0, |d| d.as_secs())
 }
 
 fn default_keepalive() -> u64 {
@@ -184,12 +194,18 @@ pub struct SipSettings {
     /// certificate). `None`: the platform's trusted roots for
     /// `proxy_host`.
     pub tls_pin: Option<[u8; 32]>,
+    /// How often the local address towards the proxy is looked at again
+    /// (network change detection: a new address re-registers and
+    /// re-INVITEs the calls), `None` for never (`network_check_secs =
+    /// 0`). Default 2 s.
+    pub network_check: Option<std::time::Duration>,
 }
 
 impl Default for SipSettings {
     fn default() -> Self {
         SipSettings {
             keepalive: Some(std::time::Duration::from_secs(25)),
+            network_check: Some(std::time::Duration::from_secs(2)),
             transport: crate::sip::Transport::Udp,
             proxy_host: None,
             tls_pin: None,
@@ -396,6 +412,8 @@ impl AgentFile {
                 transport,
                 proxy_host,
                 tls_pin: None,
+                network_check: (raw.sip.network_check_secs > 0)
+                    .then(|| std::time::Duration::from_secs(raw.sip.network_check_secs)),
             },
             device,
             media: MediaSettings {

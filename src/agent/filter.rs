@@ -30,6 +30,13 @@
 //!   is accepted or sent, and it never goes on the [`SecurityLog::plain`]
 //!   list. A plain 2xx for such a call is dropped before the core sees
 //!   it, so nothing (no ACK, no BYE) answers it.
+//! - A dialog's remote target (where in-dialog requests go, RFC 3261
+//!   12.2.2) moves only on a tunneled request whose sender the tunnel
+//!   verified in the dialog's own session
+//!   ([`MessageFilter::may_refresh_target`]): that is how a peer whose
+//!   network changed moves the call. A plain dialog (under `ask` /
+//!   `allow-plain`) never moves: nothing proves who asked (the proxy
+//!   still routes by the device token, so calls keep working).
 //! - Outgoing: a message the strict parser cannot read is never sent
 //!   plain (it is refused; sealing could not carry it either). A message of
 //!   a protected Call-ID that cannot be sealed is refused, not sent plain.
@@ -245,6 +252,9 @@ pub struct TunnelFilter {
     clock: Box<dyn WallClock>,
     /// Renewed keys pushed while the agent runs (none by default).
     inbox: Option<KeyInbox>,
+    /// Whether the message last let through was tunneled and its sender
+    /// verified (the only kind that may move a dialog's remote target).
+    last_verified: bool,
 }
 
 impl TunnelFilter {
@@ -260,6 +270,7 @@ impl TunnelFilter {
             protected_limit: MAX_PROTECTED,
             clock: Box::new(SystemClock),
             inbox: None,
+            last_verified: false,
         }
     }
 
@@ -539,8 +550,18 @@ impl MessageFilter for TunnelFilter {
         }
     }
 
+    /// Only a tunneled message whose sender the tunnel verified, in the
+    /// session that already carries its dialog: a plain message, an
+    /// unsigned one, one that did not open, or the first message of a new
+    /// session (another user's signature on our dialog's tags) never
+    /// moves a dialog (an attacker would redirect the call's signaling).
+    fn may_refresh_target(&self) -> bool {
+        self.last_verified
+    }
+
     fn incoming(&mut self, now: Instant, msg: Message) -> Result<Message, Reject> {
         self.adopt_renewed_keys();
+        self.last_verified = false;
         self.with_log(|l| l.current = None);
         let bytes = msg.to_bytes(HeaderForm::Compact);
         let call_id = msg.call_id().unwrap_or_default().to_string();
@@ -667,6 +688,7 @@ impl MessageFilter for TunnelFilter {
             PeerIdentity::Verified(id) => Some(id.to_string()),
             PeerIdentity::Unverified => None,
         };
+        let sender_verified = verified.is_some();
         let session_id = hex::encode(opened.session_id);
         let facts = MessageSecurity {
             tunneled: true,
@@ -696,6 +718,9 @@ impl MessageFilter for TunnelFilter {
             }
             l.current = Some(facts);
         });
+        // Only in the dialog's own session: a first message is someone
+        // else's session (a signer who is not our peer in this dialog).
+        self.last_verified = sender_verified && !opened.first_message;
         Ok(inner)
     }
 }

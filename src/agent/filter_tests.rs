@@ -1134,3 +1134,125 @@ fn a_replayed_tunneled_request_is_refused_as_a_replay() {
     assert_eq!(bob.last_rejection(), Some(Refusal::ReplayedRequest));
     assert!(bob.answered().is_empty());
 }
+
+/// The outer Request-URI of the BYE bob sends to end his side of the
+/// call: where his dialog's remote target points.
+fn bob_hangs_up_towards(now: Instant, bob: &mut Peer) -> String {
+    let call = *bob.agent.security.keys().next().expect("bob has the call");
+    bob.agent.handle_command(now, AgentCommand::Hangup { call });
+    let sent = bob.sent();
+    let bye = sent
+        .iter()
+        .map(|b| Message::parse(b).unwrap())
+        .find(|m| m.method() == Some(rsip::Method::Bye))
+        .expect("a BYE");
+    bye.uri().unwrap().to_string()
+}
+
+/// A network change moves a dialog only by the peer's own verified
+/// request: an attacker's plain re-INVITE, one that does not open
+/// (keyless), and one another user signed with the dialog's tags (a
+/// session of her own) carry a new Contact, and bob's BYE still goes to
+/// alice's address; alice's own tunneled re-INVITE from her new address
+/// moves it.
+#[test]
+fn only_the_peers_verified_reinvite_moves_the_dialog() {
+    let w = World::new();
+    let now = Instant::now();
+    let evil = "<sip:evil@198.51.100.66:5060;ctok=evil>";
+    let attacks = |bob: &mut Peer, ok: &Message| {
+        let from = format!("<sip:alice@{DOMAIN}>");
+        // Plain, with a new Contact.
+        let contact = format!("m: {evil}\r\n");
+        bob.feed(now, &plain_in_dialog("INVITE", ok, &from, &contact, 30));
+        assert_eq!(
+            bob.last_rejection(),
+            Some(Refusal::PlainInProtectedDialog("INVITE".into()))
+        );
+        // Keyless: looks tunneled, does not open.
+        let keyless = String::from_utf8(plain_in_dialog("INVITE", ok, &from, &contact, 31))
+            .unwrap()
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                "c: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Length: 4\r\n\r\nMIIB",
+            );
+        bob.feed(now, keyless.as_bytes());
+        assert!(
+            matches!(
+                bob.last_rejection(),
+                Some(Refusal::Tunnel(_) | Refusal::Unreadable(_))
+            ),
+            "{:?}",
+            bob.last_rejection()
+        );
+        // Signed by mallory, a user of the same provider, on the dialog's tags.
+        let mut mallory = w.tunnel("mallory", true);
+        let inner = format!(
+            "INVITE sip:bob@127.0.0.1:5072 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 198.51.100.66:5060;branch=z9hG4bKmallory\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:mallory@{DOMAIN}>;tag={}\r\n\
+             To: <sip:bob@{DOMAIN}>;tag={}\r\n\
+             Call-ID: {}\r\n\
+             CSeq: 32 INVITE\r\n\
+             Contact: {evil}\r\n\
+             Content-Length: 0\r\n\r\n",
+            ok.from_tag().unwrap(),
+            ok.to_tag().unwrap(),
+            ok.call_id().unwrap(),
+        );
+        // The stock tunnel will not seal an in-dialog request outside the
+        // dialog's session (`NoSession`); a hand-built one would be the
+        // first message of her own session, which the filter never lets
+        // move a dialog (`may_refresh_target`).
+        assert!(mallory.seal(SystemTime::now(), inner.as_bytes()).is_err());
+        bob.sent();
+        bob.events();
+    };
+
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::AllowPlain, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::AllowPlain, None);
+    let (_, ok) = call(now, &mut alice, &mut bob);
+    bob.events();
+    attacks(&mut bob, &ok);
+    let target = bob_hangs_up_towards(now, &mut bob);
+    assert!(target.contains("127.0.0.1:5070"), "{target}");
+    assert!(!target.contains("198.51.100.66"), "{target}");
+
+    // The same attacks, then alice moves for real.
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
+    let (_, ok) = call(now, &mut alice, &mut bob);
+    bob.events();
+    attacks(&mut bob, &ok);
+    let watch = crate::sip::ua::NetWatch::new(
+        "0.0.0.0:5070".parse().unwrap(),
+        Some("127.0.0.1".parse().unwrap()),
+        Duration::from_secs(2),
+    );
+    alice.agent.ua.set_net_watch(Some(watch));
+    let moved = crate::sip::ua::RouteProbe {
+        route: Some("10.0.0.7".parse().unwrap()),
+        bound_alive: true,
+    };
+    assert!(alice.agent.handle_route(now, moved).is_some());
+    assert!(alice.events().iter().any(|e| matches!(
+        e,
+        AgentEvent::NetworkChanged { local, .. } if local == "10.0.0.7:5070"
+    )));
+    alice.sent(); // (no REGISTER: never registered; nothing else)
+    alice.agent.ua.handle_command(
+        now,
+        crate::sip::ua::Command::InDialog {
+            call: crate::sip::ua::CallId(1),
+            method: rsip::Method::Invite,
+            body: crate::sip::ua::Body::default(),
+        },
+    );
+    deliver(now, &mut alice, &mut bob); // the re-INVITE
+    deliver(now, &mut bob, &mut alice); // 200
+    deliver(now, &mut alice, &mut bob); // ACK
+    bob.events();
+    let target = bob_hangs_up_towards(now, &mut bob);
+    assert!(target.contains("10.0.0.7:5070"), "{target}");
+}

@@ -14,7 +14,7 @@ use crate::media::sdp::{MediaKeysPolicy, SecurityPolicy as MediaSecurityPolicy};
 use crate::sip::digest::Password;
 use crate::sip::driver;
 use crate::sip::timers::Timers;
-use crate::sip::ua::{HeaderPolicy, KeepAlive, UaConfig, UserAgent};
+use crate::sip::ua::{HeaderPolicy, KeepAlive, NetWatch, UaConfig, UserAgent};
 use crate::sip::Transport;
 use crate::tunnel::{Tunnel, TunnelConfig};
 use std::net::SocketAddr;
@@ -171,6 +171,13 @@ pub async fn start_with(
         interval,
         ..KeepAlive::default()
     }));
+    // `local`: the route's address for a wildcard bind, else the bound one.
+    ua.set_net_watch(
+        config
+            .sip
+            .network_check
+            .map(|every| NetWatch::new(bound, Some(local.ip()), every)),
+    );
     let agent = Agent::new(ua, log, config.aor.host()).with_policy(config.policy);
     let (commands, crx) = mpsc::channel(64);
     let (etx, events) = mpsc::channel(256);

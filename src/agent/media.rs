@@ -161,6 +161,15 @@ pub enum MediaAction {
         /// The new negotiation.
         negotiated: Negotiated,
     },
+    /// A re-INVITE moved the call's media to the port allocated for it
+    /// anew (after a network change; an ICE restart): move the session
+    /// there, with the new keys.
+    Restart {
+        /// Call number.
+        call: u64,
+        /// The new negotiation.
+        negotiated: Negotiated,
+    },
     /// The call is over: stop the session and close its audio.
     Stop {
         /// Call number.
@@ -302,6 +311,12 @@ struct CallMedia {
     /// Offer in our 2xx: our key, to reveal in a tunneled INFO once the
     /// ACK's answer was accepted (spec 6, mirrored exchange).
     info_reveal: Option<[u8; 32]>,
+    /// A restart in flight (a new port allocated, its exchange not done):
+    /// our local media before it, put back if the exchange fails.
+    restart: Option<LocalMedia>,
+    /// The network changed but the media has not moved yet (another
+    /// offer was pending, or the restart met glare): to do when possible.
+    wants_restart: bool,
 }
 
 impl CallMedia {
@@ -319,6 +334,8 @@ impl CallMedia {
             retained: None,
             ack_answer: None,
             info_reveal: None,
+            restart: None,
+            wants_restart: false,
         }
     }
 }
@@ -332,6 +349,19 @@ pub struct MediaCalls {
     next_session: u64,
     retained: Box<dyn RetainedStore>,
     warnings: VecDeque<String>,
+}
+
+/// Whether a re-INVITE offer restarts the media: new ICE credentials
+/// (RFC 8445 9: an ICE restart), or, without ICE, a new address. A hold
+/// or resume keeps both.
+fn is_restart(current: Option<&Negotiated>, offer: &AudioDescription) -> bool {
+    let Some(n) = current else {
+        return false;
+    };
+    match (&n.remote_ice, &offer.ice) {
+        (Some(old), Some(new)) => old.ufrag != new.ufrag || old.pwd != new.pwd,
+        _ => n.remote != offer.rtp_addr,
+    }
 }
 
 fn sdp_body(desc: &AudioDescription) -> Body {
@@ -587,8 +617,7 @@ impl MediaCalls {
         if let Some(c) = self.calls.get_mut(&call) {
             c.negotiated = Some(negotiated.clone());
         }
-        self.actions
-            .push_back(MediaAction::Update { call, negotiated });
+        self.install(call, negotiated);
         Ok(Some(shown))
     }
 
@@ -719,6 +748,109 @@ impl MediaCalls {
         Ok(body)
     }
 
+    /// A re-INVITE offer that moves the call's media to a newly allocated
+    /// port (the network changed under us): new address and candidates,
+    /// new ICE credentials (an ICE restart, RFC 8445 9), fresh keys and
+    /// a fresh X25519 commitment as for any re-INVITE (spec 6). The
+    /// direction stays as it was.
+    /// With another exchange in flight it fails with
+    /// [`CallMediaError::Pending`] and is remembered
+    /// ([`MediaCalls::restart_wanted`]).
+    pub fn restart(&mut self, call: u64) -> Result<Body, CallMediaError> {
+        let c = self
+            .calls
+            .get_mut(&call)
+            .filter(|c| c.started)
+            .ok_or(CallMediaError::NoCall(call))?;
+        if c.pending.is_some() || c.awaiting.is_some() {
+            c.wants_restart = true;
+            return Err(CallMediaError::Pending(call));
+        }
+        let peer = c.peer.clone();
+        let rs = self.rs_for(peer.as_ref());
+        let rtp_addr = self.ports.allocate(call).map_err(CallMediaError::Port)?;
+        let ice = self.ports.ice(call);
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
+        let before = c.local.clone();
+        let mut local = before.clone();
+        local.rtp_addr = rtp_addr;
+        local.ice = ice;
+        local.session_version += 1;
+        let pending = match PendingOffer::with_retained(local.clone(), c.role, rs) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ports.release(call);
+                return Err(e.into());
+            }
+        };
+        c.local = local;
+        c.restart = Some(before);
+        c.wants_restart = false;
+        let body = sdp_body(pending.offer());
+        c.pending = Some(pending);
+        Ok(body)
+    }
+
+    /// A restart of ours or the peer's did not complete: the new port is
+    /// given back and the old local media stays in force.
+    fn restart_failed(&mut self, call: u64) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        if let Some(before) = c.restart.take() {
+            c.local.rtp_addr = before.rtp_addr;
+            c.local.ice = before.ice;
+            c.wants_restart = true;
+            self.ports.release(call);
+        }
+    }
+
+    /// Whether `call`'s media still has to move after a network change,
+    /// and can now (no exchange in flight).
+    pub fn restart_wanted(&self, call: u64) -> bool {
+        self.calls.get(&call).is_some_and(|c| {
+            c.started && c.wants_restart && c.pending.is_none() && c.awaiting.is_none()
+        })
+    }
+
+    /// Forgets that `call`'s media has to move (the peer cannot take it).
+    pub fn drop_restart(&mut self, call: u64) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.wants_restart = false;
+        }
+    }
+
+    /// Whether we placed `call` (the Call-ID's owner, RFC 3261 14.1).
+    pub fn is_caller(&self, call: u64) -> bool {
+        self.calls
+            .get(&call)
+            .is_some_and(|c| c.role == Role::Caller)
+    }
+
+    /// The action that installs `negotiated`: a move to the new port when
+    /// a restart was in flight, else a re-key in place.
+    fn install(&mut self, call: u64, negotiated: Negotiated) {
+        let restarted = self
+            .calls
+            .get_mut(&call)
+            .and_then(|c| {
+                let before = c.restart.take();
+                if before.is_some() {
+                    c.wants_restart = false;
+                }
+                before
+            })
+            .is_some();
+        self.actions.push_back(if restarted {
+            MediaAction::Restart { call, negotiated }
+        } else {
+            MediaAction::Update { call, negotiated }
+        });
+    }
+
     /// Answers the peer's re-INVITE offer; the body goes in our 200.
     /// SDES-only answers re-key at once (`Some` info); a committed offer
     /// re-keys when its ACK's key checks ([`MediaCalls::ack`]), so the
@@ -745,15 +877,37 @@ impl MediaCalls {
         let offer = parse_sdp(body)?;
         let mut local = c.local.clone();
         local.session_version += 1;
-        let (desc, outcome) = answer(&local, c.role, &offer, rs.as_ref())?;
+        let restarted = is_restart(c.negotiated.as_ref(), &offer);
+        let role = c.role;
+        if restarted {
+            // The peer moved (an ICE restart): we restart too, on a new
+            // port with new credentials (RFC 8445 9).
+            local.rtp_addr = self.ports.allocate(call).map_err(CallMediaError::Port)?;
+            local.ice = self.ports.ice(call);
+        }
+        let (desc, outcome) = match answer(&local, role, &offer, rs.as_ref()) {
+            Ok(a) => a,
+            Err(e) => {
+                if restarted {
+                    self.ports.release(call);
+                }
+                return Err(e.into());
+            }
+        };
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(CallMediaError::NoCall(call))?;
+        if restarted {
+            c.restart = Some(c.local.clone());
+        }
         c.local = local;
         match outcome {
             AnswerOutcome::Ready(negotiated) => {
                 c.awaiting = None;
                 let shown = info(&negotiated);
                 c.negotiated = Some(negotiated.clone());
-                self.actions
-                    .push_back(MediaAction::Update { call, negotiated });
+                self.install(call, negotiated);
                 Ok((sdp_body(&desc), Some(shown)))
             }
             waiting => {
@@ -778,6 +932,10 @@ impl MediaCalls {
             return Ok(None);
         };
         if !(200..300).contains(&status) {
+            self.restart_failed(call);
+            let Some(c) = self.calls.get_mut(&call) else {
+                return Err(CallMediaError::Refused(status));
+            };
             // Our offer is void: the direction we wished did not happen.
             if let Some(n) = &c.negotiated {
                 c.local.direction = match n.direction {
@@ -793,8 +951,7 @@ impl MediaCalls {
         if let Some(c) = self.calls.get_mut(&call) {
             c.negotiated = Some(negotiated.clone());
         }
-        self.actions
-            .push_back(MediaAction::Update { call, negotiated });
+        self.install(call, negotiated);
         Ok(Some(shown))
     }
 
@@ -831,6 +988,18 @@ impl MediaCalls {
             }
             self.ports.release(call);
         }
+    }
+
+    /// The calls whose media runs, in call order.
+    pub fn running(&self) -> Vec<u64> {
+        let mut calls: Vec<u64> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.started)
+            .map(|(id, _)| *id)
+            .collect();
+        calls.sort_unstable();
+        calls
     }
 
     /// The next thing the driver must do.
@@ -965,8 +1134,9 @@ impl super::Agent {
         match m.ack(call.0, reveal, body) {
             Ok(Some(i)) => self.media_updated(call.0, i),
             Ok(None) => {}
-            Err(e) => self.media_failed(now, call, e),
+            Err(e) => return self.media_failed(now, call, e),
         }
+        self.after_exchange(now, call.0, 200);
     }
 
     /// The user confirmed the SAS of `call`.
@@ -1009,6 +1179,80 @@ impl super::Agent {
         }
     }
 
+    /// The network changed: every call whose media runs gets a re-INVITE
+    /// that moves it (see [`MediaCalls::restart`]). Returns those calls.
+    pub(super) fn move_calls(&mut self, now: Instant) -> Vec<u64> {
+        let calls = self
+            .media
+            .as_ref()
+            .map(MediaCalls::running)
+            .unwrap_or_default();
+        for &call in &calls {
+            self.move_call(now, call);
+        }
+        calls
+    }
+
+    /// Re-INVITEs `call` to move its media; with another exchange in
+    /// flight the move waits for it (see [`Self::after_exchange`]).
+    fn move_call(&mut self, now: Instant, call: u64) {
+        self.media_command(now, call, |m| match m.restart(call) {
+            Ok(body) => Ok(Some(body)),
+            Err(CallMediaError::Pending(_)) => Ok(None),
+            Err(e) => Err(e),
+        });
+    }
+
+    /// The calls whose move met glare or a timeout: tried again.
+    pub(super) fn retry_moves(&mut self, now: Instant) {
+        let calls: Vec<u64> = self
+            .media
+            .as_ref()
+            .map(|m| {
+                m.running()
+                    .into_iter()
+                    .filter(|c| m.restart_wanted(*c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for call in calls {
+            self.move_call(now, call);
+        }
+    }
+
+    /// An exchange of `call` ended with `status` (an ACK we received
+    /// counts as 200): a move that waited for it goes now; a move refused
+    /// by glare (491), a timeout or a server error is tried again after
+    /// RFC 3261 14.1's wait (2.1 to 4 s for the Call-ID's owner, up to
+    /// 2 s for the other side); any other refusal ends the attempt.
+    fn after_exchange(&mut self, now: Instant, call: u64, status: u16) {
+        let Some(m) = self.media.as_mut() else {
+            return;
+        };
+        if !m.restart_wanted(call) {
+            return;
+        }
+        match status {
+            200..=299 => self.move_call(now, call),
+            408 | 491 | 500..=599 => {
+                let mut b = [0u8; 2];
+                let r = u64::from(u16::from_le_bytes(if getrandom::fill(&mut b).is_ok() {
+                    b
+                } else {
+                    [0, 0]
+                }));
+                let wait_ms = if m.is_caller(call) {
+                    2100 + r % 1901
+                } else {
+                    r % 2001
+                };
+                let at = now + std::time::Duration::from_millis(wait_ms);
+                self.restart_retry = Some(self.restart_retry.map_or(at, |t| t.min(at)));
+            }
+            _ => m.drop_restart(call),
+        }
+    }
+
     pub(super) fn on_reinvite(&mut self, now: Instant, call: CallId, body: &Body) {
         let Some(m) = self.media.as_mut() else {
             return;
@@ -1041,9 +1285,21 @@ impl super::Agent {
             return;
         };
         match m.reinvite_response(call.0, status, body) {
-            Ok(Some(i)) => self.media_updated(call.0, i),
+            Ok(Some(i)) => {
+                self.media_updated(call.0, i);
+                self.after_exchange(now, call.0, status);
+            }
             Ok(None) => {}
-            Err(e @ CallMediaError::Refused(_)) => self.error(format!("call {}: {e}", call.0)),
+            Err(CallMediaError::Refused(s @ (408 | 491 | 500..=599)))
+                if m.restart_wanted(call.0) =>
+            {
+                // A move met glare or no answer: tried again shortly.
+                self.after_exchange(now, call.0, s);
+            }
+            Err(e @ CallMediaError::Refused(_)) => {
+                self.error(format!("call {}: {e}", call.0));
+                self.after_exchange(now, call.0, status);
+            }
             Err(e) => {
                 self.error(format!(
                     "call {}: ended, the re-INVITE answer is not acceptable: {e}",

@@ -11,7 +11,7 @@ use crate::media::audio::{AudioError, AudioSink, AudioSource, WavSink, WavSource
 use crate::media::device;
 use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
-use crate::media::session::{MediaCommand, MediaEvent, MediaSession, MediaStats};
+use crate::media::session::{MediaCommand, MediaEvent, MediaRestart, MediaSession, MediaStats};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
 use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink};
@@ -180,6 +180,14 @@ type Bound = Arc<Mutex<HashMap<u64, BoundPort>>>;
 pub struct UdpPorts {
     ip: IpAddr,
     announce: IpAddr,
+    /// With a wildcard `ip`: the peer whose route names the address to
+    /// announce, looked up again at every allocation (the network may
+    /// have changed since the last one).
+    route_peer: Option<SocketAddr>,
+    /// With an explicit `ip`: the peer whose route gives the address to
+    /// bind instead once `ip` is gone from the host (the network changed;
+    /// the SIP sockets were rebound there too).
+    fallback_peer: Option<SocketAddr>,
     advertise: Option<Advertise>,
     ice: Option<IceOptions>,
     bound: Bound,
@@ -193,6 +201,8 @@ impl UdpPorts {
         UdpPorts {
             ip,
             announce,
+            route_peer: None,
+            fallback_peer: None,
             advertise,
             ice: None,
             bound: Arc::default(),
@@ -208,8 +218,23 @@ impl UdpPorts {
 
 impl MediaPorts for UdpPorts {
     fn allocate(&mut self, call: u64) -> Result<SocketAddr, String> {
-        let sock = std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0))
-            .map_err(|e| format!("binding {}: {e}", self.ip))?;
+        if let Some(ip) = self.route_peer.and_then(super::route::route_towards) {
+            self.announce = ip;
+        }
+        let sock = match std::net::UdpSocket::bind(SocketAddr::new(self.ip, 0)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                let moved = self
+                    .fallback_peer
+                    .and_then(super::route::route_towards)
+                    .ok_or_else(|| format!("binding {}: {e}", self.ip))?;
+                tracing::info!(old = %self.ip, new = %moved, "RTP address gone: binding the route's");
+                self.ip = moved;
+                self.announce = moved;
+                std::net::UdpSocket::bind(SocketAddr::new(moved, 0))
+            }
+            r => r,
+        }
+        .map_err(|e| format!("binding {}: {e}", self.ip))?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
         let mut addr = SocketAddr::new(self.announce, port);
         let ice = match &self.ice {
@@ -272,7 +297,14 @@ pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> 
     } else {
         ip
     };
-    UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone())
+    let mut ports =
+        UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone());
+    if ip.is_unspecified() {
+        ports.route_peer = Some(proxy);
+    } else {
+        ports.fallback_peer = Some(proxy);
+    }
+    ports
 }
 
 fn counters(s: &MediaStats) -> MediaCounters {
@@ -400,6 +432,14 @@ impl MediaDriver {
                     self.log_keys(call, &negotiated);
                     self.command(call, MediaCommand::Update(Box::new(negotiated)))
                 }
+                MediaAction::Restart { call, negotiated } => {
+                    self.log_keys(call, &negotiated);
+                    if let Err(message) = self.restart(call, negotiated) {
+                        self.emit(AgentEvent::Error {
+                            message: format!("call {call}: media did not move: {message}"),
+                        });
+                    }
+                }
                 MediaAction::Mute { call, on } => self.command(call, MediaCommand::Mute(on)),
                 MediaAction::Dtmf { call, digit } => {
                     self.command(call, MediaCommand::SendDtmf(digit))
@@ -430,6 +470,37 @@ impl MediaDriver {
         if let Some(s) = self.sessions.get(&call) {
             s.command(cmd);
         }
+    }
+
+    /// Moves a running session to the port allocated anew for `call`
+    /// (a restart after a network change), ICE restarted on it.
+    fn restart(
+        &mut self,
+        call: u64,
+        negotiated: crate::media::sdp::Negotiated,
+    ) -> Result<(), String> {
+        let BoundPort { sock, ice } = self
+            .bound
+            .lock()
+            .map_err(|_| "port table poisoned".to_string())?
+            .remove(&call)
+            .ok_or("no bound RTP port")?;
+        let session = self.sessions.get(&call).ok_or("no media session")?;
+        let ice = ice
+            .zip(negotiated.remote_ice.as_ref())
+            .map(|(local, remote)| local.start(remote, negotiated.ice_controlling));
+        sock.set_read_timeout(None).map_err(|e| e.to_string())?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let socket = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let moved = MediaRestart {
+            socket,
+            ice,
+            negotiated,
+        };
+        if !session.command(MediaCommand::Restart(Box::new(moved))) {
+            return Err("the media session has ended".into());
+        }
+        Ok(())
     }
 
     fn start(
@@ -551,6 +622,20 @@ impl Core for MediaDriver {
         self.agent.handle_connect_failed(now, peer, reason);
         self.run_actions();
     }
+
+    fn route_check(&self, now: Instant) -> Option<crate::sip::ua::RouteCheck> {
+        self.agent.route_check(now)
+    }
+
+    fn handle_route(
+        &mut self,
+        now: Instant,
+        probe: crate::sip::ua::RouteProbe,
+    ) -> Option<crate::sip::ua::RouteChange> {
+        let change = self.agent.handle_route(now, probe);
+        self.run_actions();
+        change
+    }
 }
 
 #[cfg(test)]
@@ -603,6 +688,22 @@ mod tests {
         let sip: SocketAddr = "127.0.0.2:5062".parse().unwrap();
         let mut ports = ports_for(sip, PROXY.parse().unwrap(), &MediaOptions::default());
         assert_eq!(ports.allocate(1).unwrap().ip(), sip.ip());
+    }
+
+    /// An explicit RTP address that is gone from the host (the network
+    /// changed) gives way to the address that routes towards the proxy.
+    #[test]
+    fn a_gone_explicit_address_falls_back_to_the_route() {
+        // TEST-NET-1: on no interface of this host.
+        let sip: SocketAddr = "192.0.2.1:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &MediaOptions::default());
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(named.ip(), IpAddr::from([127, 0, 0, 1]));
+        let bound = ports.bound.lock().unwrap();
+        assert_eq!(
+            bound.get(&1).unwrap().sock.local_addr().unwrap().ip(),
+            named.ip()
+        );
     }
 
     /// Under ICE with a STUN server the SDP's address is the

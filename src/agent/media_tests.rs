@@ -966,3 +966,143 @@ fn an_ack_without_the_answer_to_our_2xx_offer_ends_the_call() {
     );
     assert!(bob.poll_media().is_none());
 }
+
+/// Ports that move: every allocation a new port with new ICE credentials
+/// (host candidate only), as after a network change.
+struct MovingPorts {
+    base: u16,
+    n: u16,
+    ice: HashMap<u64, IceParams>,
+}
+
+impl MovingPorts {
+    fn new(base: u16) -> Self {
+        MovingPorts {
+            base,
+            n: 0,
+            ice: HashMap::new(),
+        }
+    }
+}
+
+impl MediaPorts for MovingPorts {
+    fn allocate(&mut self, call: u64) -> Result<SocketAddr, String> {
+        self.n += 1;
+        let a = SocketAddr::from(([127, 0, 0, 1], self.base + self.n));
+        let ice = crate::media::ice::LocalIce::new(a).map_err(|e| e.to_string())?;
+        self.ice.insert(call, ice.params());
+        Ok(a)
+    }
+    fn release(&mut self, _call: u64) {}
+    fn ice(&self, call: u64) -> Option<IceParams> {
+        self.ice.get(&call).cloned()
+    }
+}
+
+/// A network change: alice's restart offer names a new port and new ICE
+/// credentials, with a fresh commitment; bob sees an ICE restart and
+/// answers from a new port with new credentials too; the exchange
+/// completes as any re-INVITE (same SAS both sides, escrow-resistant) and
+/// both move their session (`Restart`), where a hold only re-keys in
+/// place (`Update`). A refused restart leaves the old media in force.
+#[test]
+fn a_restart_moves_both_sides_to_new_ports_with_new_ice_credentials() {
+    let mut a = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(4000)));
+    let mut b = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(5000)));
+    call(&mut a, &mut b);
+    let (na0, nb0) = (started(&mut a), started(&mut b));
+    let (alice_ice, bob_ice) = (nb0.remote_ice.unwrap(), na0.remote_ice.unwrap());
+    // Hold and resume: same ports, same credentials, re-keyed in place.
+    for on in [true, false] {
+        reinvite(&mut a, &mut b, on);
+        assert!(matches!(a.poll_action(), Some(MediaAction::Update { .. })));
+        assert!(matches!(b.poll_action(), Some(MediaAction::Update { .. })));
+    }
+    assert_eq!(a.running(), vec![1]);
+    let offer = a.restart(1).unwrap();
+    let od = desc(&offer);
+    assert_eq!(od.rtp_addr, SocketAddr::from(([127, 0, 0, 1], 4002)));
+    let offered_ice = od.ice.clone().unwrap();
+    assert_ne!(offered_ice.ufrag, alice_ice.ufrag);
+    assert_ne!(offered_ice.pwd, alice_ice.pwd);
+    assert!(od.dh_commit.is_some(), "the restart commits to a fresh key");
+    assert_eq!(od.direction, Direction::SendRecv);
+    let reveal = a.reveal(1);
+    let (answer, shown) = b.reinvite(7, &offer).unwrap();
+    assert_eq!(shown, None, "bob moves only once the reveal checked");
+    assert!(b.poll_action().is_none());
+    let ad = desc(&answer);
+    assert_eq!(ad.rtp_addr, SocketAddr::from(([127, 0, 0, 1], 5002)));
+    let answered_ice = ad.ice.clone().unwrap();
+    assert_ne!(answered_ice.ufrag, bob_ice.ufrag, "bob restarts too");
+    let ia = a.reinvite_response(1, 200, &answer).unwrap().unwrap();
+    let ib = b
+        .ack(7, reveal.as_deref(), &Body::default())
+        .unwrap()
+        .unwrap();
+    assert!(ia.escrow_resistant && ib.escrow_resistant);
+    assert_eq!(ia.sas, ib.sas);
+    match (a.poll_action(), b.poll_action()) {
+        (
+            Some(MediaAction::Restart {
+                call: 1,
+                negotiated: na,
+            }),
+            Some(MediaAction::Restart {
+                call: 7,
+                negotiated: nb,
+            }),
+        ) => {
+            assert_eq!(na.remote, ad.rtp_addr);
+            assert_eq!(na.remote_ice, Some(answered_ice));
+            assert!(na.ice_controlling);
+            assert_eq!(nb.remote, od.rtp_addr);
+            assert_eq!(nb.remote_ice, Some(offered_ice));
+            assert!(!nb.ice_controlling);
+        }
+        other => panic!("expected two restarts, got {other:?}"),
+    }
+    // A refused restart: the old port and credentials stay ours.
+    let offer = a.restart(1).unwrap();
+    assert_eq!(desc(&offer).rtp_addr.port(), 4003);
+    assert!(matches!(
+        a.reinvite_response(1, 488, &Body::default()),
+        Err(CallMediaError::Refused(488))
+    ));
+    assert!(a.poll_action().is_none());
+    let held = desc(&a.hold(1, true).unwrap());
+    assert_eq!(held.rtp_addr.port(), 4002);
+    assert_eq!(held.ice.unwrap().ufrag, od.ice.unwrap().ufrag);
+}
+
+/// A move that cannot go at once is remembered: while our hold offer is
+/// pending the restart waits (`restart_wanted` once the hold completed);
+/// a refused restart gives its port back and is wanted again (the agent
+/// retries after glare or a timeout, drops it otherwise).
+#[test]
+fn a_move_waits_for_the_exchange_in_flight() {
+    let mut a = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(4000)));
+    let mut b = MediaCalls::new(MediaPolicy::default(), Box::new(MovingPorts::new(5000)));
+    call(&mut a, &mut b);
+    started(&mut a);
+    started(&mut b);
+    let offer = a.hold(1, true).unwrap();
+    let reveal = a.reveal(1);
+    assert!(matches!(a.restart(1), Err(CallMediaError::Pending(1))));
+    assert!(!a.restart_wanted(1), "not while the hold is in flight");
+    let (answer, _) = b.reinvite(7, &offer).unwrap();
+    a.reinvite_response(1, 200, &answer).unwrap();
+    b.ack(7, reveal.as_deref(), &Body::default()).unwrap();
+    assert!(a.restart_wanted(1), "the hold is done: the move goes now");
+    let offer = a.restart(1).unwrap();
+    assert!(!a.restart_wanted(1));
+    assert_eq!(desc(&offer).direction, Direction::SendOnly, "still held");
+    assert!(matches!(
+        a.reinvite_response(1, 491, &Body::default()),
+        Err(CallMediaError::Refused(491))
+    ));
+    assert!(a.restart_wanted(1), "glare: to try again");
+    a.drop_restart(1);
+    assert!(!a.restart_wanted(1));
+    assert!(a.is_caller(1) && !b.is_caller(7));
+}

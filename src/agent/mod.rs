@@ -153,6 +153,19 @@ pub enum AgentEvent {
         /// The user must agree before the plain call is placed.
         needs_consent: bool,
     },
+    /// The network changed under us (a new local address towards the
+    /// proxy, or a new public address): the phone registered again and
+    /// sent a re-INVITE with new media addresses (an ICE restart) in each
+    /// of `calls`.
+    NetworkChanged {
+        /// The address named in Via and Contact now.
+        local: String,
+        /// Our new public address as the registrar sees it, when that is
+        /// what moved.
+        public: Option<String>,
+        /// The calls whose media is being moved.
+        calls: Vec<u64>,
+    },
     /// A call arrives.
     IncomingCall {
         /// Call number.
@@ -361,6 +374,9 @@ pub struct Agent {
     /// Incoming calls being ended because a verified first message on
     /// their Call-ID superseded their unsigned session.
     superseded_calls: HashSet<u64>,
+    /// When the calls whose media must still move after a network change
+    /// (glare, a timeout) are re-INVITEd again.
+    restart_retry: Option<Instant>,
 }
 
 impl Agent {
@@ -381,6 +397,7 @@ impl Agent {
             awaiting_consent: HashSet::new(),
             incoming_sessions: HashMap::new(),
             superseded_calls: HashSet::new(),
+            restart_retry: None,
         }
     }
 
@@ -490,6 +507,14 @@ impl Agent {
                 return;
             }
             ua::Event::Unregistered => AgentEvent::Unregistered,
+            ua::Event::NetworkChanged { local, public } => {
+                let calls = self.move_calls(now);
+                AgentEvent::NetworkChanged {
+                    local,
+                    public: public.map(|p| p.to_string()),
+                    calls,
+                }
+            }
             ua::Event::TransportFailed { reason } => AgentEvent::Error {
                 message: format!("cannot reach the SIP proxy: {reason}"),
             },
@@ -647,10 +672,19 @@ impl Core for Agent {
     fn handle_timeout(&mut self, now: Instant) {
         self.ua.handle_timeout(now);
         self.pump(now);
+        if self.restart_retry.is_some_and(|t| t <= now) {
+            self.restart_retry = None;
+            self.retry_moves(now);
+            self.pump(now);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.ua.poll_timeout()
+        self.ua
+            .poll_timeout()
+            .into_iter()
+            .chain(self.restart_retry)
+            .min()
     }
 
     fn poll_transmit(&mut self) -> Option<crate::sip::Transmit> {
@@ -673,6 +707,16 @@ impl Core for Agent {
     fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
         self.ua.handle_connect_failed(now, peer, reason);
         self.pump(now);
+    }
+
+    fn route_check(&self, now: Instant) -> Option<ua::RouteCheck> {
+        self.ua.route_check(now)
+    }
+
+    fn handle_route(&mut self, now: Instant, probe: ua::RouteProbe) -> Option<ua::RouteChange> {
+        let change = self.ua.handle_route(now, probe);
+        self.pump(now);
+        change
     }
 }
 

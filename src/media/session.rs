@@ -51,7 +51,7 @@ pub enum MediaEvent {
 }
 
 /// Commands from the call (the SIP agent or the UI).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum MediaCommand {
     /// Send silence instead of the microphone.
@@ -61,6 +61,21 @@ pub enum MediaCommand {
     /// A new offer/answer (re-INVITE: hold, resume): new keys, direction,
     /// codec or peer address (boxed: it is by far the largest command).
     Update(Box<Negotiated>),
+    /// The stream moves to another socket (and ICE session) with the
+    /// negotiation of the re-INVITE that moved it: after a network change,
+    /// an ICE restart. The audio, codec state and counters go on.
+    Restart(Box<MediaRestart>),
+}
+
+/// Where a restarted stream runs now (see [`MediaCommand::Restart`]).
+#[derive(Debug)]
+pub struct MediaRestart {
+    /// The new socket, bound to the address the new SDP announced.
+    pub socket: UdpSocket,
+    /// ICE on it, when both sides run ICE (restarted: new credentials).
+    pub ice: Option<IceSession>,
+    /// The new negotiation: keys, peer address, direction, codec.
+    pub negotiated: Negotiated,
 }
 
 /// Counters of one session.
@@ -284,7 +299,11 @@ impl Driver {
                 _ = stats_tick.tick() => {
                     let _ = self.events.send(MediaEvent::Stats(self.stats()));
                 }
-                Some(cmd) = commands.recv() => self.command(cmd)?,
+                Some(cmd) = commands.recv() => {
+                    self.command(cmd)?;
+                    // A restart's first checks leave now.
+                    self.flush_ice().await;
+                }
             }
         }
         self.sink.finish()?;
@@ -333,6 +352,23 @@ impl Driver {
             MediaCommand::SendDtmf(d) => {
                 // Not a DTMF character, or 32 already queued: ignored.
                 let _ = self.dtmf_tx.start(d);
+            }
+            MediaCommand::Restart(r) => {
+                let MediaRestart {
+                    socket,
+                    ice,
+                    negotiated,
+                } = *r;
+                self.socket = socket;
+                self.channel.set_latching(ice.is_none());
+                self.ice = ice;
+                if let Some(ice) = self.ice.as_mut() {
+                    ice.handle_timeout(Instant::now());
+                }
+                // Nothing is sent until the new ICE session nominates a
+                // pair; without ICE, to the new SDP's address.
+                self.channel.set_remote(negotiated.remote);
+                return self.command(MediaCommand::Update(Box::new(negotiated)));
             }
             MediaCommand::Update(n) => {
                 self.channel.rekey(&n)?;

@@ -134,8 +134,11 @@ impl Dialog {
     }
 
     /// Checks and records an in-dialog request from the peer (12.2.2);
-    /// a target refresh (re-INVITE, UPDATE) updates the remote target.
-    pub fn on_request(&mut self, req: &Message) -> Result<(), DialogError> {
+    /// a target refresh (re-INVITE, UPDATE) updates the remote target when
+    /// `trusted` says its sender is proved to be the peer (the message
+    /// filter's word: a tunneled dialog moves only on a verified tunneled
+    /// request, never on a plain or unopened one).
+    pub fn on_request(&mut self, req: &Message, trusted: bool) -> Result<(), DialogError> {
         let (n, method) = req.cseq().ok_or(DialogError::Incomplete)?;
         if method != Method::Ack {
             if self.remote_cseq.is_some_and(|r| n <= r) {
@@ -143,7 +146,7 @@ impl Dialog {
             }
             self.remote_cseq = Some(n);
         }
-        if matches!(method, Method::Invite | Method::Update) {
+        if trusted && matches!(method, Method::Invite | Method::Update) {
             if let Some(t) = contact_uri(req) {
                 self.remote_target = t;
             }
@@ -245,9 +248,33 @@ mod tests {
         assert_eq!(d.route_set.len(), 2);
         let mut bye = inv.clone();
         bye.set_header("CSeq", "7 BYE");
-        assert_eq!(d.on_request(&bye), Err(DialogError::CSeqOutOfOrder));
+        assert_eq!(d.on_request(&bye, true), Err(DialogError::CSeqOutOfOrder));
         bye.set_header("CSeq", "8 BYE");
-        d.on_request(&bye).unwrap();
+        d.on_request(&bye, true).unwrap();
         assert_eq!(d.state, DialogState::Terminated);
+    }
+
+    /// A re-INVITE with a new Contact moves the remote target (RFC 3261
+    /// 12.2.2) only when its sender is proved; either way its CSeq counts.
+    #[test]
+    fn a_target_refresh_moves_the_target_only_when_trusted() {
+        let inv = invite();
+        let mut d = Dialog::uas(&inv, "b").unwrap();
+        let mut re = inv.clone();
+        re.set_header("CSeq", "8 INVITE");
+        re.set_header("Contact", "<sip:tok@10.0.0.7:5062;ctok=tok>");
+        d.on_request(&re, false).unwrap();
+        assert_eq!(d.remote_target.to_string(), "sip:127.0.0.1:5062");
+        assert_eq!(d.remote_cseq, Some(8));
+        re.set_header("CSeq", "9 INVITE");
+        d.on_request(&re, true).unwrap();
+        assert_eq!(
+            d.remote_target.to_string(),
+            "sip:tok@10.0.0.7:5062;ctok=tok"
+        );
+        assert_eq!(
+            d.request(Method::Bye).uri().unwrap().to_string(),
+            "sip:tok@10.0.0.7:5062;ctok=tok"
+        );
     }
 }

@@ -18,10 +18,18 @@
 //! Whether a message goes over TCP is the core's choice; `rport` (RFC
 //! 3581) is handled in the transaction layer, from the source address the
 //! driver reports.
+//!
+//! Network changes: when the core asks ([`Core::route_check`]) the driver
+//! looks at the local address that routes towards the proxy (a UDP socket
+//! connected to it, nothing sent) and whether the bound address still
+//! exists, and reports it ([`Core::handle_route`]); the core decides
+//! whether that is a change. On one, the stream connections are closed
+//! (they left from the old address; a connect under way is forgotten) and
+//! the sockets are rebound when the core says so.
 
 use crate::sip::message::MAX_MESSAGE_LEN;
 use crate::sip::proxy::Proxy;
-use crate::sip::ua::{Command, Event, UserAgent};
+use crate::sip::ua::{Command, Event, RouteChange, RouteCheck, RouteProbe, UserAgent};
 use crate::sip::{Dest, Transmit, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +70,18 @@ pub trait Core: Send {
     /// A connection towards `peer` could not be opened; `reason` says
     /// why (refused, timed out, a TLS certificate not trusted).
     fn handle_connect_failed(&mut self, _now: Instant, _peer: Dest, _reason: &str) {}
+    /// When the driver should look at the local address that routes
+    /// towards the proxy (network change detection), if the core
+    /// watches it.
+    fn route_check(&self, _now: Instant) -> Option<RouteCheck> {
+        None
+    }
+    /// What the driver saw when it looked; a change the core acted on
+    /// says whether to rebind (the driver drops its stream connections
+    /// either way: they left from the old address).
+    fn handle_route(&mut self, _now: Instant, _probe: RouteProbe) -> Option<RouteChange> {
+        None
+    }
 }
 
 impl Core for UserAgent {
@@ -93,6 +113,12 @@ impl Core for UserAgent {
     }
     fn handle_connect_failed(&mut self, now: Instant, peer: Dest, reason: &str) {
         UserAgent::handle_connect_failed(self, now, peer, reason)
+    }
+    fn route_check(&self, now: Instant) -> Option<RouteCheck> {
+        UserAgent::route_check(self, now)
+    }
+    fn handle_route(&mut self, now: Instant, probe: RouteProbe) -> Option<RouteChange> {
+        UserAgent::handle_route(self, now, probe)
     }
 }
 
@@ -183,11 +209,14 @@ enum Inbound {
     Message(Dest, Vec<u8>),
     /// A CRLF pong (RFC 5626 4.4.1) from a stream.
     Pong(Dest),
-    /// The stream to this peer ended.
-    Closed(Dest),
+    /// The stream to this peer ended (the connection's number: a newer
+    /// connection to the same peer is not the one that ended).
+    Closed(Dest, u64),
     /// An outgoing connection attempt (with its TLS handshake) finished;
-    /// the error is a sentence for people.
-    Connected(Dest, Result<BoxStream, String>),
+    /// the error is a sentence for people. The number is the network
+    /// generation it was started in: one started before a network change
+    /// left from the old address and is dropped.
+    Connected(Dest, Result<BoxStream, String>, u64),
     /// An accepted TLS connection's handshake ended: the stream, or none
     /// when it failed or timed out.
     Accepted(Dest, Option<BoxStream>),
@@ -250,6 +279,7 @@ pub fn take_keepalives(buf: &mut Vec<u8>) -> (usize, bool) {
 async fn read_stream(
     mut rd: tokio::io::ReadHalf<BoxStream>,
     peer: Dest,
+    id: u64,
     inbound: mpsc::Sender<Inbound>,
     writer: mpsc::Sender<Vec<u8>>,
 ) {
@@ -283,19 +313,40 @@ async fn read_stream(
             }
         }
     }
-    let _ = inbound.send(Inbound::Closed(peer)).await;
+    let _ = inbound.send(Inbound::Closed(peer, id)).await;
 }
+
+/// One stream connection: its write queue, its number, and its two tasks
+/// (aborted, which closes it, when the network changes under it).
+struct Conn {
+    tx: mpsc::Sender<Vec<u8>>,
+    id: u64,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Numbers stream connections, so an old one's end is told apart from a
+/// newer one's to the same peer.
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn attach(
     stream: BoxStream,
     peer: Dest,
     inbound: &mpsc::Sender<Inbound>,
-    conns: &mut HashMap<Dest, mpsc::Sender<Vec<u8>>>,
+    conns: &mut HashMap<Dest, Conn>,
 ) -> mpsc::Sender<Vec<u8>> {
     let (rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(CONN_QUEUE);
-    tokio::spawn(read_stream(rd, peer, inbound.clone(), tx.clone()));
-    tokio::spawn(async move {
+    let id = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let reader = tokio::spawn(read_stream(rd, peer, id, inbound.clone(), tx.clone()));
+    let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             // A TLS session holds records back until flushed.
             if wr.write_all(&bytes).await.is_err() || wr.flush().await.is_err() {
@@ -303,8 +354,38 @@ fn attach(
             }
         }
     });
-    conns.insert(peer, tx.clone());
+    conns.insert(
+        peer,
+        Conn {
+            tx: tx.clone(),
+            id,
+            tasks: [reader.abort_handle(), writer.abort_handle()],
+        },
+    );
     tx
+}
+
+/// Looks at the route towards `proxy` (nothing is sent): the local
+/// address a UDP socket connected to it gets, and whether `bound` (the
+/// SIP sockets' address) is still one of the host's.
+fn probe_route(proxy: SocketAddr, bound: SocketAddr) -> RouteProbe {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let any: SocketAddr = if proxy.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let route = std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(proxy).and_then(|()| s.local_addr()))
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified());
+    let bound_alive = bound.ip().is_unspecified()
+        || !matches!(
+            std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+        );
+    RouteProbe { route, bound_alive }
 }
 
 /// SIP messages are whole writes: without TCP_NODELAY a message that
@@ -403,6 +484,14 @@ async fn connect(peer: Dest, tls: Option<TlsClient>) -> Result<BoxStream, String
     }
 }
 
+/// Binds the SIP sockets anew on `addr` (its address changed): UDP, and
+/// TCP on the same port when it is free.
+async fn rebind(addr: SocketAddr) -> std::io::Result<(UdpSocket, Option<TcpListener>)> {
+    let udp = UdpSocket::bind(addr).await?;
+    let tcp = TcpListener::bind(udp.local_addr()?).await.ok();
+    Ok((udp, tcp))
+}
+
 /// Runs `core` on `sockets` until the command channel closes. Events go
 /// to `events` (dropped if nobody listens).
 ///
@@ -421,13 +510,15 @@ pub async fn run_with<C: Core>(
     events: mpsc::Sender<C::Event>,
 ) -> std::io::Result<()> {
     let Sockets {
-        udp,
-        tcp,
+        mut udp,
+        mut tcp,
         tls,
         tls_client,
     } = sockets;
+    // Bumped on every network change: connects started before it are stale.
+    let mut generation: u64 = 0;
     let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(256);
-    let mut conns: HashMap<Dest, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut conns: HashMap<Dest, Conn> = HashMap::new();
     let mut connecting: HashMap<Dest, Vec<Vec<u8>>> = HashMap::new();
     // Accepted TLS connections still shaking hands, by source.
     let mut handshaking: HashMap<std::net::IpAddr, usize> = HashMap::new();
@@ -436,8 +527,33 @@ pub async fn run_with<C: Core>(
         .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
     let mut buf = vec![0u8; MAX_MESSAGE_LEN];
     loop {
+        let now = Instant::now();
+        if let Some(check) = core.route_check(now).filter(|c| c.due <= now) {
+            let probe = probe_route(check.proxy, check.bound);
+            if let Some(change) = core.handle_route(now, probe) {
+                // Streams left from the old address: closed, and a connect
+                // under way is forgotten; the next message connects anew.
+                conns.clear();
+                connecting.clear();
+                generation += 1;
+                if let Some(addr) = change.rebind {
+                    match rebind(addr).await {
+                        Ok((u, t)) => {
+                            udp = u;
+                            tcp = t;
+                            tracing::info!(%addr, "SIP sockets rebound");
+                        }
+                        Err(e) => tracing::warn!(%e, %addr, "cannot rebind the SIP sockets"),
+                    }
+                }
+            }
+        }
+        let route_due = core.route_check(now).map(|c| c.due);
         let deadline = core
             .poll_timeout()
+            .into_iter()
+            .chain(route_due)
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -499,9 +615,11 @@ pub async fn run_with<C: Core>(
             Some(ev) = inbound.recv() => match ev {
                 Inbound::Message(peer, msg) => core.handle_datagram(Instant::now(), peer, &msg),
                 Inbound::Pong(peer) => core.handle_pong(Instant::now(), peer),
-                Inbound::Closed(peer) => {
-                    conns.remove(&peer);
-                    core.handle_flow_closed(Instant::now(), peer);
+                Inbound::Closed(peer, id) => {
+                    if conns.get(&peer).is_some_and(|c| c.id == id) {
+                        conns.remove(&peer);
+                        core.handle_flow_closed(Instant::now(), peer);
+                    }
                 }
                 Inbound::Accepted(peer, s) => {
                     let source = handshake_source(peer.addr.ip());
@@ -515,7 +633,8 @@ pub async fn run_with<C: Core>(
                         attach(s, peer, &inbound_tx, &mut conns);
                     }
                 }
-                Inbound::Connected(peer, r) => {
+                Inbound::Connected(_, _, g) if g != generation => {}
+                Inbound::Connected(peer, r, _) => {
                     let queued = connecting.remove(&peer).unwrap_or_default();
                     match r {
                         Ok(s) => {
@@ -543,8 +662,8 @@ pub async fn run_with<C: Core>(
                 if let Err(e) = udp.send_to(&t.bytes, peer.addr).await {
                     tracing::debug!(%e, "UDP send failed");
                 }
-            } else if let Some(c) = conns.get(&peer).filter(|c| !c.is_closed()) {
-                if c.try_send(t.bytes).is_err() {
+            } else if let Some(c) = conns.get(&peer).filter(|c| !c.tx.is_closed()) {
+                if c.tx.try_send(t.bytes).is_err() {
                     tracing::debug!(peer = %peer.addr, "stream queue full: message dropped");
                 }
             } else if let Some(q) = connecting.get_mut(&peer) {
@@ -557,7 +676,7 @@ pub async fn run_with<C: Core>(
                 let tls = tls_client.clone();
                 tokio::spawn(async move {
                     let r = connect(peer, tls).await;
-                    let _ = done.send(Inbound::Connected(peer, r)).await;
+                    let _ = done.send(Inbound::Connected(peer, r, generation)).await;
                 });
             } else {
                 tracing::debug!(peer = %peer.addr, "no connection from this peer: message dropped");

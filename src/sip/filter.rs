@@ -54,6 +54,13 @@ pub trait MessageFilter: Send {
     /// Called for every message the core receives; returns the message the
     /// core acts on (e.g. the opened inner message) or a rejection.
     fn incoming(&mut self, now: Instant, msg: Message) -> Result<Message, Reject>;
+    /// Whether the message [`MessageFilter::incoming`] last let through
+    /// proves its sender well enough to move a dialog's remote target (a
+    /// target refresh, RFC 3261 12.2.2: a peer that moved to a new
+    /// address). Plain SIP (the default) takes every message's word.
+    fn may_refresh_target(&self) -> bool {
+        true
+    }
 }
 
 /// The identity filter: plain SIP.

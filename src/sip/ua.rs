@@ -25,9 +25,11 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 mod calls;
+mod netwatch;
 mod types;
 
 pub use calls::IBESIP_DH;
+pub use netwatch::{NetWatch, RouteChange, RouteProbe};
 pub use types::{Body, CallId, Command, EndReason, Event, HeaderPolicy, Output, UaConfig};
 
 #[derive(Debug)]
@@ -128,6 +130,20 @@ pub struct UserAgent {
     keepalive_at: Option<Instant>,
     /// A TCP ping waits for its pong until then.
     pong_deadline: Option<Instant>,
+    /// Network change detection (off unless set).
+    netwatch: Option<NetWatch>,
+}
+
+/// When and how the driver looks at the route towards the proxy (see
+/// [`UserAgent::route_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCheck {
+    /// When the look is due.
+    pub due: Instant,
+    /// The outbound proxy (the peer the route leads to).
+    pub proxy: std::net::SocketAddr,
+    /// The address the SIP sockets are bound to.
+    pub bound: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for UserAgent {
@@ -176,7 +192,60 @@ impl UserAgent {
             keepalive: None,
             keepalive_at: None,
             pong_deadline: None,
+            netwatch: None,
         }
+    }
+
+    /// Turns network change detection on (see [`NetWatch`]) or off. While
+    /// on, the driver looks at the route towards the proxy when
+    /// [`UserAgent::route_check`] says and reports it to
+    /// [`UserAgent::handle_route`].
+    pub fn set_net_watch(&mut self, watch: Option<NetWatch>) {
+        self.netwatch = watch;
+    }
+
+    /// When the driver should next look at the local address routing
+    /// towards the proxy, if detection is on.
+    pub fn route_check(&self, now: Instant) -> Option<RouteCheck> {
+        self.netwatch.as_ref().map(|w| RouteCheck {
+            due: w.due(now),
+            proxy: self.cfg.proxy,
+            bound: w.bound(),
+        })
+    }
+
+    /// The driver looked at the route towards the proxy. On a change the
+    /// UA names the new address in Via and Contact from now on, reports
+    /// [`Event::NetworkChanged`] and registers again at once (same
+    /// `+sip.instance` and `reg-id`, so the registrar replaces the old
+    /// binding). The driver rebinds as the returned change says and
+    /// drops its stream connections.
+    pub fn handle_route(&mut self, now: Instant, probe: RouteProbe) -> Option<RouteChange> {
+        let change = self.netwatch.as_mut()?.observe(now, probe)?;
+        tracing::info!(old = ?change.old, local = %change.local, "network changed: the route to the proxy leaves from a new address");
+        self.cfg.local = change.local.to_string();
+        // What the registrar saw was through the old address.
+        self.reg.reflexive = None;
+        self.pong_deadline = None;
+        self.events.push_back(Event::NetworkChanged {
+            local: self.cfg.local.clone(),
+            public: None,
+        });
+        let active = self.reg.registered
+            || self.reg.pending.is_some()
+            || self.reg.retry_at.is_some()
+            || self.reg.refresh_at.is_some();
+        if active && !self.reg.unregistering {
+            // The old transaction (if any) went out through the old
+            // address: its answer would not reach us.
+            self.reg.pending = None;
+            self.reg.retry_at = None;
+            self.reg.refresh_at = None;
+            self.reg.tried_nonce = None;
+            self.reg.failures = 0;
+            self.send_register(now, None);
+        }
+        Some(change)
     }
 
     /// Turns keep-alives towards the outbound proxy on (RFC 5626 4.4.1:
@@ -243,6 +312,9 @@ impl UserAgent {
 
     fn flow_failed(&mut self, now: Instant) {
         self.pong_deadline = None;
+        if let Some(w) = self.netwatch.as_mut() {
+            w.check_now(now);
+        }
         if self.reg.unregistering || (!self.reg.registered && self.reg.pending.is_none()) {
             return;
         }
@@ -671,6 +743,15 @@ impl UserAgent {
             if self.reg.reflexive != Some(seen) {
                 tracing::info!(%seen, "the registrar sees us at this address");
             }
+            if let Some(old) = self.reg.reflexive.filter(|o| self.public_moved(*o, seen)) {
+                // A NAT rebooted or renumbered: the calls' media mappings
+                // went with it.
+                tracing::info!(%old, new = %seen, "network changed: our public address moved");
+                self.events.push_back(Event::NetworkChanged {
+                    local: self.cfg.local.clone(),
+                    public: Some(seen),
+                });
+            }
             self.reg.reflexive = Some(seen);
         }
         self.reg.failures = 0;
@@ -693,6 +774,17 @@ impl UserAgent {
         self.reg.refresh_at = Some(now + Duration::from_secs(u64::from(granted - lead)));
         self.events
             .push_back(Event::Registered { expires: granted });
+    }
+
+    /// Whether our public address moved from `old` to `new`: over UDP
+    /// the address or port (the NAT's mapping of our one socket), over a
+    /// stream only the address (each connection has its own port).
+    fn public_moved(&self, old: std::net::SocketAddr, new: std::net::SocketAddr) -> bool {
+        if self.cfg.transport.is_reliable() {
+            old.ip() != new.ip()
+        } else {
+            old != new
+        }
     }
 
     fn out_of_dialog(&mut self, now: Instant, method: Method, target: &str, body: Body) {
@@ -938,6 +1030,86 @@ mod tests {
         // A second UA gets another token and instance.
         let other = self::ua(HeaderPolicy::default());
         assert_ne!(other.contact_token(), token);
+    }
+
+    /// A new address towards the proxy: Via and Contact name it, the UA
+    /// registers again at once with the same instance and reg-id (the
+    /// registrar replaces the binding), and says so; a new public address
+    /// in a later REGISTER response is a network change too.
+    #[test]
+    fn a_network_change_re_registers_at_once_with_the_same_instance() {
+        let mut ua = ua(HeaderPolicy::default());
+        let bound: std::net::SocketAddr = "0.0.0.0:5062".parse().unwrap();
+        let every = Duration::from_secs(2);
+        ua.set_net_watch(Some(NetWatch::new(
+            bound,
+            Some("192.168.1.10".parse().unwrap()),
+            every,
+        )));
+        let now = Instant::now();
+        let check = ua.route_check(now).unwrap();
+        assert_eq!(check.due, now);
+        assert_eq!(check.proxy, PROXY.parse().unwrap());
+        assert_eq!(check.bound, bound);
+        ua.handle_command(now, Command::Register);
+        let first = answer_register(&mut ua, now, 200);
+        events(&mut ua);
+        let same = RouteProbe {
+            route: Some("192.168.1.10".parse().unwrap()),
+            bound_alive: true,
+        };
+        assert_eq!(ua.handle_route(now, same), None);
+        assert!(ua.poll_transmit().is_none());
+        assert_eq!(ua.route_check(now).unwrap().due, now + every);
+        let t1 = now + every;
+        let moved = RouteProbe {
+            route: Some("10.0.0.7".parse().unwrap()),
+            bound_alive: true,
+        };
+        let change = ua.handle_route(t1, moved).unwrap();
+        assert_eq!(change.rebind, None);
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::NetworkChanged {
+                local: "10.0.0.7:5062".into(),
+                public: None
+            }]
+        );
+        let again = answer_register(&mut ua, t1, 200);
+        let (c1, c2) = (
+            first.header("Contact").unwrap(),
+            again.header("Contact").unwrap(),
+        );
+        assert!(c2.contains("@10.0.0.7:5062;"), "{c2}");
+        assert!(again.header("Via").unwrap().contains(" 10.0.0.7:5062;"));
+        assert_eq!(param(c1, "+sip.instance"), param(c2, "+sip.instance"));
+        assert_eq!(param(c2, "reg-id"), Some("1"));
+        assert_eq!(first.call_id(), again.call_id(), "the same registration");
+        assert!(again.cseq().unwrap().0 > first.cseq().unwrap().0);
+        // The registrar saw us from where it saw us before the change:
+        // that is no second change (the old public address was forgotten).
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+        // A refresh answered from another public address: a NAT reboot.
+        ua.handle_command(t1, Command::Register);
+        let t = ua.poll_transmit().unwrap();
+        let req = Message::parse(&t.bytes).unwrap();
+        let mut r = Message::response_to(&req, 200, "OK", Some("rt"));
+        let via = req
+            .header("Via")
+            .unwrap()
+            .replace(";rport", ";rport=41000;received=127.0.0.8");
+        r.replace_first("Via", via);
+        ua.handle_datagram(t1, t.dest, &r.to_bytes(HeaderForm::Full));
+        assert_eq!(
+            events(&mut ua),
+            vec![
+                Event::NetworkChanged {
+                    local: "10.0.0.7:5062".into(),
+                    public: Some("127.0.0.8:41000".parse().unwrap())
+                },
+                Event::Registered { expires: 600 }
+            ]
+        );
     }
 
     #[test]

@@ -353,6 +353,11 @@ impl PhoneApp {
                 self.registration = Registration::Failed(sentence);
             }
             AgentEvent::Unregistered => self.registration = Registration::NotRegistered,
+            AgentEvent::NetworkChanged { calls, .. } if !calls.is_empty() => self.banner(
+                "Your network changed: your call moves to the new connection (a few seconds \
+                 of silence), still encrypted and verified.",
+                false,
+            ),
             AgentEvent::Calling { call, to, tunneled } => {
                 // A plain fallback re-announces the same call number.
                 if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {

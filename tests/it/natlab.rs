@@ -792,3 +792,192 @@ fn natlab_media_none_cone_latching() {
     assert!(alice["latched"].as_u64() >= Some(1), "{alice}");
     assert_eq!(bob["latched"], 0, "{bob}");
 }
+
+/// The next `media_stats` of `call` (arriving within `wait`) that shows
+/// at least `packets` received.
+fn received_at_least(a: &mut Agent, call: u64, packets: u64, wait: Duration) -> Value {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match a.try_expect("media_stats", left) {
+            Some(v) if v["call"] == call && v["stats"]["received"].as_u64() >= Some(packets) => {
+                return v
+            }
+            Some(_) => {}
+            None => panic!(
+                "{}: call {call} did not receive {packets} packets within {wait:?}; saw {:?}\nstderr: {}",
+                a.name,
+                a.seen,
+                a.stderr.lock().unwrap()
+            ),
+        }
+    }
+}
+
+/// The received count of the last `media_stats` of `call` seen so far.
+fn received_so_far(a: &Agent, call: u64) -> u64 {
+    a.seen
+        .iter()
+        .rev()
+        .find(|v| v["event"] == "media_stats" && v["call"] == call)
+        .and_then(|v| v["stats"]["received"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Network change mid-call (issue 13): alice (homeA, cone) talks to bob
+/// (homeB, cone) over ICE, then homeA gets a new address on its LAN (a new
+/// Wi-Fi's DHCP lease: the old address and its routes gone, 192.168.1.20
+/// and the default route in their place). natA maps the new address to
+/// new public ports. Alice notices within her route check, registers again
+/// (the registrar replaces her binding), and re-INVITEs the call with new
+/// candidates and ICE credentials; bob restarts ICE too. Audio flows both
+/// ways again within seconds, on the same call, with the keys of the
+/// tunneled, verified re-INVITE; bob's BYE then reaches alice at her new
+/// address.
+#[test]
+fn natlab_move_home_mid_call() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("mv", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider();
+    let _stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let mut alice = lab.phone_with(
+        "homeA",
+        "alice",
+        &provider,
+        &explicit_provider(),
+        &media,
+        &[],
+    );
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+
+    // homeA moves: a new address, the old one and its routes gone.
+    let out = lab.script(&[
+        "exec",
+        "homeA",
+        "sh",
+        "-c",
+        "ip addr flush dev e0 && ip addr add 192.168.1.20/24 dev e0 && \
+         ip route replace default via 192.168.1.1",
+    ]);
+    assert!(
+        out.status.success(),
+        "moving homeA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = std::time::Instant::now();
+    let changed = alice.expect("network_changed", Duration::from_secs(10));
+    println!("alice: {changed}");
+    assert_eq!(changed["local"], "192.168.1.20:5062", "{changed}");
+    assert_eq!(changed["calls"], json!([a_call]), "{changed}");
+    alice.expect("registered", STEP);
+    let updated = bob.expect("media_updated", STEP);
+    assert_eq!(updated["call"], b_call, "{updated}");
+    assert_eq!(updated["direction"], "sendrecv", "{updated}");
+    let updated = alice.expect("media_updated", STEP);
+    assert_eq!(updated["call"], a_call, "{updated}");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = a.expect("media_path", STEP);
+        assert_eq!(path["call"], c, "{path}");
+        println!("{}: media path after the move {path}", a.name);
+        let before = received_so_far(a, c);
+        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        println!("{}: {s}", a.name);
+    }
+    let took = moved.elapsed();
+    println!("audio both ways again {took:?} after the move");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // Both still verified in the same dialog: a signed MESSAGE each way,
+    // and bob's BYE reaches alice's new address.
+    message(&mut alice, &mut bob, "bob", "alice");
+    message(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+    alice.quit();
+    bob.quit();
+}
+
+/// Network change seen from outside (a NAT reboot that renumbers it):
+/// alice (homeA, cone, SIP over TLS with 5 s keep-alives) talks to bob
+/// over ICE, then natA's public address moves from 203.0.113.1 to
+/// 203.0.113.3 (its mappings gone with it). Alice's own address did not
+/// change: her TLS flow fails, she registers again over a new one, the
+/// registrar sees her at the new public address, and that is the network
+/// change: the call is re-INVITEd with an ICE restart (new server-
+/// reflexive candidates) and audio flows both ways again.
+#[test]
+fn natlab_nat_renumbered_mid_call_tls() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("rn", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider_with("tls = true\n");
+    let _stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let proxy = format!(
+        "proxy = \"sips:{PROV}\"\nkeepalive_secs = 5\n[pkg]\nurl = \"https://{PROV}:8443\"\n"
+    );
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+
+    let out = lab.script(&[
+        "exec",
+        "natA",
+        "sh",
+        "-c",
+        "ip addr del 203.0.113.1/24 dev wA && ip addr add 203.0.113.3/24 dev wA",
+    ]);
+    assert!(
+        out.status.success(),
+        "renumbering natA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = std::time::Instant::now();
+    let changed = alice.expect("network_changed", STEP);
+    println!("alice: {changed}");
+    assert!(
+        changed["public"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("203.0.113.3:")),
+        "{changed}"
+    );
+    assert_eq!(changed["calls"], json!([a_call]), "{changed}");
+    let updated = bob.expect("media_updated", STEP);
+    assert_eq!(updated["call"], b_call, "{updated}");
+    let updated = alice.expect("media_updated", STEP);
+    assert_eq!(updated["call"], a_call, "{updated}");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = a.expect("media_path", STEP);
+        assert_eq!(path["call"], c, "{path}");
+        let before = received_so_far(a, c);
+        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        println!("{}: {s}", a.name);
+    }
+    println!(
+        "audio both ways again {:?} after the renumbering",
+        moved.elapsed()
+    );
+    message(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}

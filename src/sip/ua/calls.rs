@@ -475,6 +475,8 @@ impl UserAgent {
         req: Message,
     ) {
         let contact = self.contact();
+        // Asked right after the filter let `req` through.
+        let trusted = self.filter.may_refresh_target();
         let Some(call) = self.by_dialog.get(&id).copied() else {
             let r = Message::response_to(&req, 481, "Call/Transaction Does Not Exist", None);
             return self.respond(now, &key, r);
@@ -482,7 +484,7 @@ impl UserAgent {
         let Some(d) = self.calls.get_mut(&call).and_then(|c| c.dialog.as_mut()) else {
             return;
         };
-        if d.on_request(&req).is_err() {
+        if d.on_request(&req, trusted).is_err() {
             let r = Message::response_to(&req, 500, "Server Internal Error", None);
             return self.respond(now, &key, r);
         }

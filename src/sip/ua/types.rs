@@ -207,6 +207,16 @@ pub enum Event {
     },
     /// Our binding is removed.
     Unregistered,
+    /// The network changed under us: the local address towards the proxy
+    /// (`public: None`; we registered again at once) or our public address
+    /// as the registrar sees it (`public`, from a REGISTER response).
+    /// Calls in progress need a re-INVITE with new media addresses.
+    NetworkChanged {
+        /// The address we name in Via and Contact now.
+        local: String,
+        /// Our new public address, when that is what moved.
+        public: Option<std::net::SocketAddr>,
+    },
     /// A call arrives.
     IncomingCall {
         /// Handle the core chose.
