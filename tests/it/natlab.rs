@@ -821,16 +821,18 @@ fn natlab_media_symmetric_symmetric_relayed() {
 }
 
 /// A cone and a symmetric NAT with the provider's relay offered: the
-/// cone's filtering (address and port dependent) stops the symmetric
-/// side's checks, so ICE settles on a pair through the relay; audio both
-/// ways, whatever the pair.
+/// cone's filtering (address and port dependent) drops the symmetric
+/// side's checks from its fresh ports, and the symmetric NAT those to its
+/// mapping towards the STUN server, so ICE settles on a pair through the
+/// relay; audio both ways.
 #[test]
 fn natlab_media_cone_symmetric_ice() {
     if !enabled() {
         return;
     }
     let [_, _, alice, bob] = media_homes_with("mcs", "cone", "symmetric", Nat::IceRelay);
-    println!("alice {alice}\nbob {bob}");
+    assert!(relayed(&alice), "alice: {alice}");
+    assert!(relayed(&bob), "bob: {bob}");
 }
 
 /// Two homes behind cone NATs: ICE punches through with the
