@@ -437,6 +437,8 @@ fn counters(s: &MediaStats) -> MediaCounters {
         concealed: s.jitter.concealed,
         jitter_mean_ms: ms(s.jitter.mean_delay()),
         jitter_p99_ms: ms(s.jitter.p99_delay()),
+        local_candidate: s.path.map(|p| p.local.to_string()),
+        remote_candidate: s.path.map(|p| p.remote.to_string()),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct MediaStats {
     pub drops: DropCounters,
     /// Jitter buffer statistics.
     pub jitter: JitterStats,
+    /// The candidate pair ICE nominated, if any.
+    pub path: Option<IcePath>,
 }
 
 /// Why a session could not start or ended badly.
@@ -323,6 +325,7 @@ impl Driver {
             sent: self.sent,
             drops: self.channel.counters(),
             jitter: self.jitter.stats().clone(),
+            path: self.ice.as_ref().and_then(IceSession::nominated),
         }
     }
 

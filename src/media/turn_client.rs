@@ -97,6 +97,18 @@ pub struct TurnServer {
     pub password: Zeroizing<String>,
 }
 
+impl TurnServer {
+    /// The server at `addr` with these long-term credentials (the
+    /// password is moved into wiped storage).
+    pub fn new(addr: SocketAddr, username: String, password: String) -> Self {
+        TurnServer {
+            addr,
+            username,
+            password: Zeroizing::new(password),
+        }
+    }
+}
+
 impl fmt::Debug for TurnServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TurnServer")

@@ -778,6 +778,14 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
         });
         println!("{}: {s}", a.name);
         assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
+        if nat == Nat::IceRelay {
+            // media_stats name the pair too.
+            assert!(
+                relayed(&json!({"local": s["stats"]["local_candidate"],
+                "remote": s["stats"]["remote_candidate"]})),
+                "{s}"
+            );
+        }
         stats.push(s["stats"].clone());
     }
     hang_up(&mut alice, a_call, &mut bob, b_call);
