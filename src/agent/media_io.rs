@@ -595,10 +595,18 @@ impl MediaDriver {
             .map_err(|_| "port table poisoned".to_string())?
             .remove(&call)
             .ok_or("no bound RTP port")?;
-        // ICE runs when both sides offered it; else the SDP address, latched.
-        let ice = ice
-            .zip(negotiated.remote_ice.as_ref())
-            .map(|(local, remote)| local.start(remote, negotiated.ice_controlling));
+        // ICE runs when both sides offered it; else the SDP address, latched
+        // (and a relay allocated for nothing is given back at once).
+        let ice = match (ice, negotiated.remote_ice.as_ref()) {
+            (Some(local), Some(remote)) => Some(local.start(remote, negotiated.ice_controlling)),
+            (Some(mut local), None) => {
+                for (to, bytes) in local.close_relay(Instant::now()) {
+                    let _ = sock.send_to(&bytes, to);
+                }
+                None
+            }
+            (None, _) => None,
+        };
         sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;

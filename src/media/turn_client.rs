@@ -780,12 +780,17 @@ impl TurnClient {
         if self.realm.as_deref() == Some(realm.as_str()) {
             return;
         }
-        let MessageIntegrity(key) = MessageIntegrity::new_long_term_integrity(
-            self.server.username.clone(),
-            realm.clone(),
-            self.server.password.to_string(),
-        );
-        self.key = Some(Zeroizing::new(key));
+        // The long-term key of RFC 8489 9.2.2 (MD5 of user:realm:password,
+        // the same as `MessageIntegrity::new_long_term_integrity`), hashed
+        // part by part so no joined copy of the password is left behind.
+        use md5::Digest;
+        let mut h = md5::Md5::new();
+        h.update(self.server.username.as_bytes());
+        h.update(b":");
+        h.update(realm.as_bytes());
+        h.update(b":");
+        h.update(self.server.password.as_bytes());
+        self.key = Some(Zeroizing::new(h.finalize().to_vec()));
         self.realm = Some(realm);
     }
 

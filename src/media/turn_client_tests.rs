@@ -18,6 +18,8 @@ fn server() -> TurnServer {
     }
 }
 
+/// The long-term key as the `stun` crate derives it (the client hashes
+/// it itself; both must agree).
 fn key() -> MessageIntegrity {
     MessageIntegrity::new_long_term_integrity(USER.into(), REALM.into(), PASS.into())
 }
