@@ -498,7 +498,9 @@ impl IceSession {
         self.drain();
     }
 
-    /// When [`IceSession::handle_timeout`] is due next.
+    /// When [`IceSession::handle_timeout`] is due next. The agent's own
+    /// timers start with the first call of `handle_timeout`, which the
+    /// driver makes when the call's media starts.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ice = self.agent.poll_timeout();
         let turn = self.turn.as_ref().and_then(TurnClient::poll_timeout);

@@ -452,6 +452,7 @@ struct RelayedPhone {
     ice: Option<ibephone::media::ice::IceSession>,
     media: Vec<(SocketAddr, Vec<u8>)>,
     path: Option<ibephone::media::ice::IcePath>,
+    started: bool,
 }
 
 impl RelayedPhone {
@@ -469,7 +470,9 @@ impl RelayedPhone {
         while std::time::Instant::now() < end {
             let Some(ice) = self.ice.as_mut() else { return };
             let now = std::time::Instant::now();
-            if ice.poll_timeout().is_some_and(|t| t <= now) {
+            // The agent's timers start with the first handle_timeout.
+            if ice.poll_timeout().is_none_or(|t| t <= now) || !self.started {
+                self.started = true;
                 ice.handle_timeout(now);
             }
             if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
@@ -564,6 +567,7 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
             ice: Some(ice),
             media: Vec::new(),
             path: None,
+            started: false,
         };
         let mut a = mk(sa, la.start(&pb, true));
         let mut b = mk(sb, lb.start(&pa, false));
