@@ -610,3 +610,41 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
     .await
     .unwrap();
 }
+
+/// The agent's RTP ports (`ibephone::agent::media_io::UdpPorts`) with the
+/// relay the PKG names: a call's candidates include a relayed one,
+/// allocated on the call's own socket, and a call that never starts gives
+/// its port and allocation back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_ports_offer_a_relayed_candidate() {
+    use ibephone::agent::media::MediaPorts;
+    use ibephone::agent::media_io::{turn_server, IceOptions, UdpPorts};
+    let pkg = Pkg::new(&None, &turn_section(LOOPBACK_PEERS)).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let ts = turn_server(&a).await.expect("a turn: URI over UDP");
+    assert_eq!(ts.addr, relay);
+    let ice = IceOptions {
+        stun: None,
+        turn: Some(ts),
+    };
+    tokio::task::spawn_blocking(move || {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = UdpPorts::new(ip, ip, None).with_ice(Some(ice));
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(named.ip(), ip, "the default candidate is the host");
+        let params = ports.ice(1).unwrap();
+        let relayed: Vec<&String> = params
+            .candidates
+            .iter()
+            .filter(|c| c.contains("typ relay"))
+            .collect();
+        assert_eq!(relayed.len(), 1, "{params:?}");
+        assert!(relayed[0].contains(&relay.ip().to_string()), "{params:?}");
+        ports.release(1);
+        assert!(ports.ice(1).is_none());
+    })
+    .await
+    .unwrap();
+}
