@@ -211,13 +211,20 @@ fn run() -> Result<ExitCode> {
             // [media]: ICE on unless turned off, with its STUN server.
             media.ice = match &file {
                 Ok(f) if !f.media.ice => None,
-                Ok(f) => Some(ibephone::agent::media_io::IceOptions { stun: f.media.stun }),
+                Ok(f) => Some(ibephone::agent::media_io::IceOptions {
+                    stun: f.media.stun,
+                    turn: None,
+                }),
                 Err(_) => Some(Default::default()),
             };
             let rt = runtime()?;
             let (config, keys, renewal) =
                 rt.block_on(ibephone::agent::keys::load_with_renewal(&config))?;
             eprintln!("{}", keys.summary());
+            // The provider's relay: a relayed candidate on every call.
+            if let (Some(ice), Some(creds)) = (media.ice.as_mut(), keys.turn.as_ref()) {
+                ice.turn = rt.block_on(ibephone::agent::media_io::turn_server(creds));
+            }
             if let Some(path) = &keylog {
                 eprintln!(
                     "warning: key log on: every call key goes to {} (debugging only)",

@@ -36,6 +36,8 @@
 //! [media]                             # optional
 //! # ice = true                        # ICE (RFC 8445) on every call; false: latching only
 //! # stun = "stun.atlanta.invalid:3478" # STUN server for server-reflexive candidates
+//! #   (relayed candidates need no setting: with [pkg] the agent asks the
+//! #   provider for TURN credentials at start, POST /v1/turn-credentials)
 //! ```
 //!
 //! Exactly one of `[pkg]` and `[keys]` says where the keys come from

@@ -47,7 +47,7 @@ use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::discovery::{self, DiscoveryError};
 use crate::pkg_client::threshold::fetch_threshold_keys;
 use crate::pkg_client::tls::fingerprint_hex;
-use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, Unlock};
+use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, TurnCredentials, Unlock};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -136,6 +136,10 @@ pub struct Provisioned {
     /// For a threshold provider, the servers whose key shares were
     /// combined ("servers 1 and 3 of 3 (2 needed)").
     pub servers: Option<String>,
+    /// Relay credentials from the provider (`POST /v1/turn-credentials`,
+    /// asked at start with the SIP credential); `None` when it runs no
+    /// relay, could not be asked, or the keys come from a file or the store.
+    pub turn: Option<TurnCredentials>,
 }
 
 impl Provisioned {
@@ -161,6 +165,12 @@ impl Provisioned {
         );
         if let Some(servers) = &self.servers {
             s.push_str(&format!("; threshold PKG: combined from {servers}"));
+        }
+        if let Some(turn) = &self.turn {
+            s.push_str(&format!(
+                "; relay credentials for {} URI(s)",
+                turn.uris.len()
+            ));
         }
         if let Some(pin) = &self.pin {
             s.push_str(&format!(
@@ -287,6 +297,7 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
                 unreachable: None,
                 sip: None,
                 servers: None,
+                turn: None,
             })
         }
         KeySource::Pkg(pkg) => {
@@ -357,7 +368,7 @@ async fn provision_pkg(
         None => None,
     };
     match fetch(&client, pkg, aor, password, &current, device.as_deref()).await {
-        Ok((params, keys, sip, servers)) => {
+        Ok((params, keys, sip, servers, turn)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
             if let Some(c) = &sip {
                 store.set_sip_credential(c.clone()).map_err(store_err)?;
@@ -379,6 +390,7 @@ async fn provision_pkg(
                 unreachable: None,
                 sip,
                 servers,
+                turn,
             })
         }
         Err(FetchError::Pkg(e)) if unreachable(&e) => {
@@ -412,6 +424,7 @@ async fn provision_pkg(
                 unreachable: Some(why),
                 sip: want_sip.then(|| store.sip_credential().cloned()).flatten(),
                 servers: None,
+                turn: None,
             })
         }
         Err(FetchError::Otp(why)) => Err(KeyError::Otp {
@@ -427,13 +440,15 @@ async fn provision_pkg(
 }
 
 /// Parameters, checked keys of the previous, current and next period,
-/// the device's SIP credential (none from a threshold provider) and, for a
-/// threshold provider, which servers' shares were combined.
+/// the device's SIP credential (none from a threshold provider), for a
+/// threshold provider which servers' shares were combined, and the
+/// provider's relay credentials (asked with the SIP credential).
 type Fetched = (
     PublicParams,
     Vec<PrivateKeys>,
     Option<SipCredentialsResponse>,
     Option<String>,
+    Option<TurnCredentials>,
 );
 
 /// Runs `[pkg] otp_command` (program and arguments, no shell) and returns
@@ -533,7 +548,7 @@ async fn fetch(
             tracing::warn!(server = i, %why, "threshold PKG server skipped");
         }
         let servers = got.describe(threshold);
-        return Ok((params, got.keys, None, Some(servers)));
+        return Ok((params, got.keys, None, Some(servers), None));
     }
     let otp = match &pkg.otp_command {
         Some(cmd) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
@@ -555,8 +570,29 @@ async fn fetch(
         (Ok(_), Some(d)) => sip_credential(client, &session, d, aor).await,
         _ => Ok(None),
     };
+    let turn = match (&keys, device) {
+        (Ok(_), Some(_)) => turn_credentials(client, &session).await,
+        _ => None,
+    };
     let _ = client.logout(&session).await;
-    Ok((params, keys?, sip?, None))
+    Ok((params, keys?, sip?, None, turn))
+}
+
+/// The provider's relay credentials; `None` when it runs no relay (404),
+/// or when asking failed: the phone then calls without a relayed
+/// candidate rather than not at all.
+async fn turn_credentials(
+    client: &PkgClient,
+    session: &crate::pkg_client::Session,
+) -> Option<TurnCredentials> {
+    match client.turn_credentials(session).await {
+        Ok(c) => Some(c),
+        Err(PkgClientError::NotOffered(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "no TURN credentials from the provider: no relayed candidates");
+            None
+        }
+    }
 }
 
 /// The device's SIP credential; `None` when the PKG offers none (404).

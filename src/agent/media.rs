@@ -244,6 +244,14 @@ pub struct MediaCounters {
     pub jitter_mean_ms: u64,
     /// 99th percentile jitter-buffer delay, ms.
     pub jitter_p99_ms: u64,
+    /// Under ICE, the kind of our candidate of the pair media flows on
+    /// (`host`, `relay`); absent before a pair is nominated or without ICE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_candidate: Option<String>,
+    /// The kind of the peer's candidate of that pair (`host`, `srflx`,
+    /// `prflx`, `relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_candidate: Option<String>,
 }
 
 /// Why a call's media could not be set up or changed.

@@ -12,6 +12,7 @@ use crate::media::device;
 use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
 use crate::media::session::{MediaCommand, MediaEvent, MediaRestart, MediaSession, MediaStats};
+use crate::media::turn_client::{TurnClient, TurnEvent, TurnServer};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
 use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink};
@@ -69,42 +70,173 @@ pub struct MediaOptions {
 }
 
 /// How the agent runs ICE.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct IceOptions {
     /// The STUN server that tells us our server-reflexive address
-    /// (`[media] stun`); none: host candidates only.
+    /// (`[media] stun`); none: host candidates only (or the address the
+    /// TURN server saw, when there is one).
     pub stun: Option<SocketAddr>,
+    /// The provider's TURN relay and credentials for it (from `POST
+    /// /v1/turn-credentials`, see [`turn_server`]); none: no relayed
+    /// candidate.
+    pub turn: Option<TurnServer>,
 }
 
 /// How long one STUN binding request waits for its answer, and how many
 /// are sent, when a call's candidates are gathered.
 const STUN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 const STUN_TRIES: usize = 3;
+/// How long a call's TURN allocation may take (two round trips: the 401
+/// challenge, then the allocation) before the call goes without a relay.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// Our server-reflexive address as `stun` sees datagrams from `sock`
-/// (blocking, at most [`STUN_TRIES`] x [`STUN_WAIT`]); `None` when the
-/// server does not answer. Other datagrams arriving meanwhile are dropped
-/// (the call has not started: nothing else is expected on the socket).
-fn server_reflexive(sock: &std::net::UdpSocket, stun: SocketAddr) -> Option<SocketAddr> {
-    sock.set_read_timeout(Some(STUN_WAIT)).ok()?;
+/// What gathering found on a call's socket.
+#[derive(Debug, Default)]
+struct Gathered {
+    /// Our address as the STUN (or TURN) server saw it.
+    mapped: Option<SocketAddr>,
+    /// The TURN client holding a relayed address.
+    turn: Option<TurnClient>,
+}
+
+/// Asks the STUN server for our server-reflexive address (at most
+/// [`STUN_TRIES`] x [`STUN_WAIT`]) and, at the same time, the TURN server
+/// for a relayed address (at most [`TURN_WAIT`]) on `sock`, blocking.
+/// Either may fail: the call then has fewer candidates. Other datagrams
+/// arriving meanwhile are dropped (the call has not started: nothing else
+/// is expected on the socket).
+fn gather(
+    sock: &std::net::UdpSocket,
+    stun: Option<SocketAddr>,
+    turn: Option<&TurnServer>,
+) -> Gathered {
+    let mut out = Gathered::default();
+    let start = Instant::now();
+    let mut turn = turn.map(|t| TurnClient::new(t.clone(), start));
+    let mut binding: Option<(StunBinding, Instant)> = None;
+    let mut stun_tries = 0;
+    let mut stun_done = stun.is_none();
     let mut buf = [0u8; 1500];
-    for _ in 0..STUN_TRIES {
-        let (req, bytes) = StunBinding::new().ok()?;
-        sock.send_to(&bytes, stun).ok()?;
-        let deadline = Instant::now() + STUN_WAIT;
-        while Instant::now() < deadline {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            if from != stun {
-                continue;
-            }
-            if let Some(mapped) = req.mapped(buf.get(..n).unwrap_or_default()) {
-                return Some(mapped);
+    loop {
+        let now = Instant::now();
+        // STUN: a fresh request every STUN_WAIT, STUN_TRIES times.
+        if let (Some(server), false) = (stun, stun_done) {
+            if binding
+                .as_ref()
+                .is_none_or(|(_, at)| now >= *at + STUN_WAIT)
+            {
+                if stun_tries == STUN_TRIES {
+                    tracing::warn!(%server, "the STUN server did not answer");
+                    stun_done = true;
+                    binding = None;
+                } else if let Ok((req, bytes)) = StunBinding::new() {
+                    stun_tries += 1;
+                    let _ = sock.send_to(&bytes, server);
+                    binding = Some((req, now));
+                } else {
+                    stun_done = true;
+                }
             }
         }
+        if let Some(t) = turn.as_mut() {
+            if now >= start + TURN_WAIT {
+                tracing::warn!(server = %t.server(), "the TURN server did not allocate in time: no relayed candidate");
+                t.close(now);
+                turn = None;
+            } else {
+                if t.poll_timeout().is_some_and(|due| due <= now) {
+                    t.handle_timeout(now);
+                }
+                while let Some(b) = t.poll_transmit() {
+                    let _ = sock.send_to(&b, t.server());
+                }
+                while let Some(e) = t.poll_event() {
+                    match e {
+                        TurnEvent::Allocated { relayed, mapped } => {
+                            tracing::debug!(%relayed, "TURN allocation");
+                            out.mapped = out.mapped.or(mapped);
+                        }
+                        TurnEvent::Failed(error) => {
+                            tracing::warn!(server = %t.server(), %error, "no relayed candidate");
+                        }
+                        TurnEvent::PermissionRefused { .. } => {}
+                    }
+                }
+                if t.is_done() {
+                    turn = None;
+                }
+            }
+        }
+        let turn_done = turn.as_ref().is_none_or(|t| !t.is_allocating());
+        if stun_done && turn_done {
+            break;
+        }
+        // Wait for the next datagram, at most until the next timer.
+        let mut wait = std::time::Duration::from_millis(50);
+        if let Some((_, at)) = &binding {
+            wait = wait.min((*at + STUN_WAIT).saturating_duration_since(now));
+        }
+        if let Some(due) = turn.as_ref().and_then(TurnClient::poll_timeout) {
+            wait = wait.min(due.saturating_duration_since(now));
+        }
+        if sock
+            .set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1))))
+            .is_err()
+        {
+            break;
+        }
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let d = buf.get(..n).unwrap_or_default();
+        if let Some((req, _)) = binding.as_ref().filter(|_| Some(from) == stun) {
+            if let Some(mapped) = req.mapped(d) {
+                // The STUN server's view wins over the TURN server's.
+                out.mapped = Some(mapped);
+                stun_done = true;
+                binding = None;
+                continue;
+            }
+        }
+        if let Some(t) = turn.as_mut().filter(|t| t.server() == from) {
+            t.handle_datagram(Instant::now(), d);
+        }
     }
-    tracing::warn!(%stun, "the STUN server did not answer: host candidates only");
+    if stun.is_some() && out.mapped.is_none() {
+        tracing::warn!("no server-reflexive candidate");
+    }
+    out.turn = turn.filter(|t| t.relayed().is_some());
+    out
+}
+
+/// The TURN relay of `creds` (the provider's answer to `POST
+/// /v1/turn-credentials`): its first `turn:` URI over UDP whose host
+/// resolves; `None` when there is none (TCP and TLS relays are not used
+/// yet).
+pub async fn turn_server(creds: &crate::pkg_client::TurnCredentials) -> Option<TurnServer> {
+    use crate::pkg_client::turn::{TurnScheme, TurnTransport};
+    for uri in &creds.uris {
+        if uri.scheme != TurnScheme::Turn || uri.transport != TurnTransport::Udp {
+            continue;
+        }
+        let host = match uri.host.parse::<IpAddr>() {
+            Ok(ip) => Some(SocketAddr::new(ip, uri.port)),
+            Err(_) => tokio::net::lookup_host((uri.host.as_str(), uri.port))
+                .await
+                .ok()
+                .and_then(|mut a| a.next()),
+        };
+        match host {
+            Some(addr) => {
+                return Some(TurnServer {
+                    addr,
+                    username: creds.username.clone(),
+                    password: zeroize::Zeroizing::new(creds.password.expose().to_string()),
+                })
+            }
+            None => tracing::warn!(host = %uri.host, "TURN relay does not resolve"),
+        }
+    }
     None
 }
 
@@ -240,9 +372,19 @@ impl MediaPorts for UdpPorts {
         let ice = match &self.ice {
             Some(opts) => {
                 let mut ice = LocalIce::new(addr).map_err(|e| e.to_string())?;
-                if let Some(mapped) = opts.stun.and_then(|s| server_reflexive(&sock, s)) {
+                let found = if opts.stun.is_some() || opts.turn.is_some() {
+                    gather(&sock, opts.stun, opts.turn.as_ref())
+                } else {
+                    Gathered::default()
+                };
+                if let Some(mapped) = found.mapped {
                     ice.add_server_reflexive(mapped)
                         .map_err(|e| e.to_string())?;
+                }
+                if let Some(turn) = found.turn {
+                    if let Err(e) = ice.add_relayed(turn) {
+                        tracing::warn!(error = %e, "relayed candidate not usable");
+                    }
                 }
                 addr = ice.default_addr();
                 Some(ice)
@@ -262,8 +404,16 @@ impl MediaPorts for UdpPorts {
     }
 
     fn release(&mut self, call: u64) {
-        if let Ok(mut b) = self.bound.lock() {
-            b.remove(&call);
+        let port = self.bound.lock().ok().and_then(|mut b| b.remove(&call));
+        // A call that never started: its relay allocation is given back.
+        if let Some(BoundPort {
+            sock,
+            ice: Some(mut ice),
+        }) = port
+        {
+            for (to, bytes) in ice.close_relay(Instant::now()) {
+                let _ = sock.send_to(&bytes, to);
+            }
         }
     }
 }
@@ -319,6 +469,8 @@ fn counters(s: &MediaStats) -> MediaCounters {
         concealed: s.jitter.concealed,
         jitter_mean_ms: ms(s.jitter.mean_delay()),
         jitter_p99_ms: ms(s.jitter.p99_delay()),
+        local_candidate: s.path.map(|p| p.local.to_string()),
+        remote_candidate: s.path.map(|p| p.remote.to_string()),
     }
 }
 
@@ -514,10 +666,18 @@ impl MediaDriver {
             .map_err(|_| "port table poisoned".to_string())?
             .remove(&call)
             .ok_or("no bound RTP port")?;
-        // ICE runs when both sides offered it; else the SDP address, latched.
-        let ice = ice
-            .zip(negotiated.remote_ice.as_ref())
-            .map(|(local, remote)| local.start(remote, negotiated.ice_controlling));
+        // ICE runs when both sides offered it; else the SDP address, latched
+        // (and a relay allocated for nothing is given back at once).
+        let ice = match (ice, negotiated.remote_ice.as_ref()) {
+            (Some(local), Some(remote)) => Some(local.start(remote, negotiated.ice_controlling)),
+            (Some(mut local), None) => {
+                for (to, bytes) in local.close_relay(Instant::now()) {
+                    let _ = sock.send_to(&bytes, to);
+                }
+                None
+            }
+            (None, _) => None,
+        };
         sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
@@ -713,7 +873,10 @@ mod tests {
         let mapped: SocketAddr = "203.0.113.7:40000".parse().unwrap();
         let stun = stun_server(mapped, 1);
         let options = MediaOptions {
-            ice: Some(IceOptions { stun: Some(stun) }),
+            ice: Some(IceOptions {
+                stun: Some(stun),
+                turn: None,
+            }),
             ..MediaOptions::default()
         };
         let sip: SocketAddr = "127.0.0.1:5062".parse().unwrap();
@@ -733,6 +896,7 @@ mod tests {
         let options = MediaOptions {
             ice: Some(IceOptions {
                 stun: Some(silent.local_addr().unwrap()),
+                turn: None,
             }),
             ..MediaOptions::default()
         };

@@ -19,7 +19,19 @@
 //! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
 //!   those checks go unanswered (state `Disconnected`) no media is sent,
 //!   and it resumes when they are answered again.
+//! - Relayed candidates (RFC 8656): the call's [`TurnClient`] allocates
+//!   on the same socket while candidates are gathered; its relayed
+//!   address becomes a `typ relay` candidate and the [`IceSession`] owns
+//!   the client from then on. Checks and media whose local candidate is
+//!   the relayed one go through the client (ChannelData, or Send
+//!   indications until the channel is bound); datagrams from the TURN
+//!   server are read by the client first and what it relays is fed back
+//!   as if it had arrived at the relayed address. Every remote candidate's
+//!   address gets a permission. The default candidate (`c=`) stays the
+//!   server-reflexive one: a peer without ICE can reach it without a
+//!   permission on our relay.
 
+use super::turn_client::{TurnClient, TurnEvent, TurnReceived};
 use is::stun::{StunMessage, StunPacket};
 use is::{
     Candidate, CandidateKind, IceAgent, IceAgentEvent, IceConnectionState, IceCreds, Protocol,
@@ -156,13 +168,14 @@ pub fn kind_name(k: CandidateKind) -> &'static str {
     }
 }
 
-/// Our side of a call's ICE before the answer: fresh credentials and the
-/// candidates of the call's socket.
-#[derive(Clone)]
+/// Our side of a call's ICE before the answer: fresh credentials, the
+/// candidates of the call's socket and, with a relayed candidate, the
+/// TURN client that holds its allocation.
 pub struct LocalIce {
     creds: IceCreds,
     host: SocketAddr,
     candidates: Vec<Candidate>,
+    turn: Option<TurnClient>,
 }
 
 impl fmt::Debug for LocalIce {
@@ -170,6 +183,7 @@ impl fmt::Debug for LocalIce {
         f.debug_struct("LocalIce")
             .field("host", &self.host)
             .field("candidates", &self.candidates.len())
+            .field("turn", &self.turn)
             .finish()
     }
 }
@@ -183,7 +197,35 @@ impl LocalIce {
             creds: IceCreds::new(),
             host,
             candidates: vec![c],
+            turn: None,
         })
+    }
+
+    /// Adds the relayed candidate of `turn`'s allocation (RFC 8656): from
+    /// now on the client belongs to this call's ICE. An error, and no
+    /// candidate, when the client holds no allocation.
+    pub fn add_relayed(&mut self, turn: TurnClient) -> Result<(), IceError> {
+        let relayed = turn
+            .relayed()
+            .ok_or_else(|| IceError::Candidate("no TURN allocation".into()))?;
+        let c = Candidate::relayed(relayed, self.host, "udp")
+            .map_err(|e| IceError::Candidate(e.to_string()))?;
+        self.candidates.push(c);
+        self.turn = Some(turn);
+        Ok(())
+    }
+
+    /// Deallocates the relayed candidate's allocation (a call that never
+    /// started): the datagrams to send, (destination, bytes).
+    pub fn close_relay(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+        let Some(turn) = self.turn.as_mut() else {
+            return Vec::new();
+        };
+        turn.close(now);
+        let server = turn.server();
+        std::iter::from_fn(|| turn.poll_transmit())
+            .map(|b| (server, b))
+            .collect()
     }
 
     /// Adds the server-reflexive candidate `mapped` (what the STUN server
@@ -238,15 +280,23 @@ impl LocalIce {
             ufrag: remote.ufrag.clone(),
             pass: remote.pwd.clone(),
         });
+        let mut permits = Vec::new();
         for c in remote.parsed_candidates() {
+            permits.push(c.addr().ip());
             agent.add_remote_candidate(c);
         }
+        let relayed = self.turn.as_ref().and_then(TurnClient::relayed);
         IceSession {
             agent,
             local: self.host,
+            relayed,
+            turn: self.turn,
+            permits,
+            now: None,
             nominated: None,
             consent: false,
             events: Vec::new(),
+            transmits: std::collections::VecDeque::new(),
         }
     }
 }
@@ -299,8 +349,32 @@ pub struct IcePath {
     pub local: &'static str,
     /// The peer's candidate we send to (`host`, `srflx`, `prflx`, `relay`).
     pub remote: &'static str,
-    /// Where we send.
+    /// Where we send (through the TURN server when `local` is `relay`).
     pub destination: SocketAddr,
+}
+
+impl IcePath {
+    /// Whether our side of the pair is the relayed candidate.
+    pub fn via_relay(&self) -> bool {
+        self.local == "relay"
+    }
+}
+
+/// What a datagram on the call's socket was, once ICE (and its TURN
+/// client) read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceInput {
+    /// A STUN or TURN message ICE took (or dropped).
+    Consumed,
+    /// Not ICE's: media from its sender, as it arrived.
+    Media,
+    /// Media relayed by our TURN server from `peer`.
+    Relayed {
+        /// The peer's address as the relay saw it.
+        peer: SocketAddr,
+        /// The peer's datagram.
+        data: Vec<u8>,
+    },
 }
 
 /// What the running ICE tells the media session.
@@ -313,19 +387,28 @@ pub enum IceEvent {
 }
 
 /// The running ICE of one call: the `is` agent plus what the session
-/// needs to know (where to send, whether it may).
+/// needs to know (where to send, whether it may), and the TURN client of
+/// the relayed candidate.
 pub struct IceSession {
     agent: IceAgent,
     local: SocketAddr,
+    relayed: Option<SocketAddr>,
+    turn: Option<TurnClient>,
+    /// Remote addresses still to get a permission on the relay.
+    permits: Vec<std::net::IpAddr>,
+    /// The latest time given (for what the TURN client starts meanwhile).
+    now: Option<Instant>,
     nominated: Option<IcePath>,
     consent: bool,
     events: Vec<IceEvent>,
+    transmits: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl fmt::Debug for IceSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IceSession")
             .field("local", &self.local)
+            .field("relayed", &self.relayed)
             .field("state", &self.agent.state())
             .field("nominated", &self.nominated)
             .finish()
@@ -333,16 +416,22 @@ impl fmt::Debug for IceSession {
 }
 
 impl IceSession {
-    /// Feeds a STUN datagram from `from`; false when the agent did not
-    /// take it (wrong credentials, not a STUN message of ours).
+    /// Feeds a STUN datagram from `from` that arrived on the socket; false
+    /// when the agent did not take it (wrong credentials, not a STUN
+    /// message of ours).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        self.now = Some(now);
+        self.check(now, from, self.local, datagram)
+    }
+
+    fn check(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8]) -> bool {
         let Ok(message) = StunMessage::parse(datagram) else {
             return false;
         };
         let packet = StunPacket {
             proto: Protocol::Udp,
             source: from,
-            destination: self.local,
+            destination: to,
             message,
         };
         if !self.agent.accepts_message(&packet.message) {
@@ -353,21 +442,129 @@ impl IceSession {
         taken
     }
 
-    /// Advances the agent's timers.
+    /// Reads any datagram of the call's socket: what the TURN server
+    /// sends goes to the TURN client (relayed STUN to the agent as
+    /// arriving at the relayed address), STUN to the agent, the rest is
+    /// media for the caller.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> IceInput {
+        self.now = Some(now);
+        if let Some(turn) = self.turn.as_mut().filter(|t| t.server() == from) {
+            let got = turn.handle_datagram(now, datagram);
+            self.drain_turn();
+            return match got {
+                TurnReceived::Data { peer, data } => match self.relayed {
+                    Some(relayed) if is_stun(&data) => {
+                        self.check(now, peer, relayed, &data);
+                        IceInput::Consumed
+                    }
+                    _ => IceInput::Relayed { peer, data },
+                },
+                TurnReceived::Handled | TurnReceived::NotTurn => IceInput::Consumed,
+            };
+        }
+        if is_stun(datagram) {
+            self.check(now, from, self.local, datagram);
+            return IceInput::Consumed;
+        }
+        IceInput::Media
+    }
+
+    /// Where media goes now, with the bytes to send there: the nominated
+    /// pair's destination, or the TURN server with `wire` wrapped for the
+    /// relay. `None`: no pair, or the relay cannot carry it.
+    pub fn route_media(&mut self, now: Instant, wire: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+        let path = self.nominated?;
+        if !path.via_relay() {
+            return Some((path.destination, wire));
+        }
+        let turn = self.turn.as_mut()?;
+        let wrapped = turn.wrap(now, path.destination, &wire)?;
+        let server = turn.server();
+        self.drain_turn();
+        Some((server, wrapped))
+    }
+
+    /// Advances the agent's and the TURN client's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        if let Some(turn) = self.turn.as_mut() {
+            for ip in self.permits.drain(..) {
+                turn.permit(now, ip);
+            }
+            turn.handle_timeout(now);
+        }
+        self.drain_turn();
         self.agent.handle_timeout(now);
         self.drain();
     }
 
-    /// When [`IceSession::handle_timeout`] is due next.
+    /// When [`IceSession::handle_timeout`] is due next. The agent's own
+    /// timers start with the first call of `handle_timeout`, which the
+    /// driver makes when the call's media starts.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.agent.poll_timeout()
+        let ice = self.agent.poll_timeout();
+        let turn = self.turn.as_ref().and_then(TurnClient::poll_timeout);
+        match (ice, turn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The next STUN datagram to send: (destination, bytes).
+    /// The next datagram to send on the call's socket: (destination,
+    /// bytes). Checks from the relayed candidate come out wrapped for the
+    /// TURN server.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        let t = self.agent.poll_transmit()?;
-        Some((t.destination, t.contents.into()))
+        loop {
+            if let Some(t) = self.transmits.pop_front() {
+                return Some(t);
+            }
+            let t = self.agent.poll_transmit()?;
+            if Some(t.source) != self.relayed {
+                return Some((t.destination, t.contents.into()));
+            }
+            // A check from the relayed candidate: through the relay.
+            let (Some(turn), Some(now)) = (self.turn.as_mut(), self.now) else {
+                continue;
+            };
+            if let Some(wrapped) = turn.wrap(now, t.destination, &t.contents) {
+                let server = turn.server();
+                self.transmits.push_back((server, wrapped));
+            }
+            self.drain_turn();
+        }
+    }
+
+    /// Ends the call's relay: the allocation is deallocated (the Refresh
+    /// is among the next [`IceSession::poll_transmit`] datagrams).
+    pub fn close(&mut self, now: Instant) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.close(now);
+        }
+        self.drain_turn();
+    }
+
+    /// Moves the TURN client's datagrams to the send queue and logs its
+    /// events (none changes where media goes: a lost relay shows as lost
+    /// consent on the relayed pair).
+    fn drain_turn(&mut self) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        let server = turn.server();
+        while let Some(b) = turn.poll_transmit() {
+            self.transmits.push_back((server, b));
+        }
+        while let Some(e) = turn.poll_event() {
+            match e {
+                TurnEvent::Failed(error) => {
+                    tracing::warn!(%server, %error, "TURN relay lost");
+                }
+                TurnEvent::PermissionRefused { peer, error } => {
+                    tracing::debug!(%server, %peer, %error, "TURN permission refused");
+                }
+                TurnEvent::Allocated { .. } => {}
+            }
+        }
     }
 
     /// The next event for the media session.
@@ -393,14 +590,23 @@ impl IceSession {
     fn drain(&mut self) {
         while let Some(e) = self.agent.poll_event() {
             match e {
-                IceAgentEvent::NominatedSend { destination, .. } => {
+                IceAgentEvent::NominatedSend {
+                    source,
+                    destination,
+                    ..
+                } => {
                     let remote = self
                         .agent
                         .remote_candidates()
                         .find(|c| c.addr() == destination)
                         .map_or("prflx", |c| kind_name(c.kind()));
+                    let local = if Some(source) == self.relayed {
+                        "relay"
+                    } else {
+                        "host"
+                    };
                     let path = IcePath {
-                        local: "host",
+                        local,
                         remote,
                         destination,
                     };

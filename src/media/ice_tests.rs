@@ -113,7 +113,7 @@ fn a_check_with_wrong_credentials_is_refused() {
     let lb = LocalIce::new(addr(B)).unwrap();
     let evil = LocalIce::new(addr("127.0.0.66:6666")).unwrap();
     let pb = lb.params();
-    let mut a = la.clone().start(&pb, false);
+    let mut a = la.start(&pb, false);
     // The attacker runs an agent that believes alice's credentials are
     // its own guess.
     let guess = LocalIce::new(addr(A)).unwrap().params();

@@ -17,7 +17,10 @@
 //!   `audio` feature);
 //! - [`quality`]: recording-versus-source comparison for tests and benches;
 //! - [`rtcp`]: RTCP sender/receiver reports (loss, jitter, round trip),
-//!   multiplexed on the RTP port and protected as SRTCP by [`srtp`].
+//!   multiplexed on the RTP port and protected as SRTCP by [`srtp`];
+//! - [`ice`]: ICE (RFC 8445) on the call's socket (str0m's `is` agent);
+//!   [`turn_client`]: a TURN client (RFC 8656) whose relayed address is
+//!   one of ICE's candidates.
 //!
 //! The thin tokio driver is [`session::MediaSession`]: it owns the socket
 //! and the 20 ms clock and reports [`session::MediaEvent`]s.
@@ -43,6 +46,7 @@ pub mod sdp;
 pub mod sdp_attrs;
 pub mod session;
 pub mod srtp;
+pub mod turn_client;
 
 pub use keys::{
     derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSendingKey, SrtpSuite,

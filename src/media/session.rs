@@ -13,7 +13,7 @@
 use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
 use super::dtmf::{DtmfReceiver, DtmfSender};
-use super::ice::{is_stun, IceEvent, IcePath, IceSession};
+use super::ice::{IceEvent, IceInput, IcePath, IceSession};
 use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
@@ -87,6 +87,8 @@ pub struct MediaStats {
     pub drops: DropCounters,
     /// Jitter buffer statistics.
     pub jitter: JitterStats,
+    /// The candidate pair ICE nominated, if any.
+    pub path: Option<IcePath>,
 }
 
 /// Why a session could not start or ended badly.
@@ -277,12 +279,14 @@ impl Driver {
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, from) = r?;
                     let d = buf.get(..n).unwrap_or_default();
-                    match self.ice.as_mut() {
-                        Some(ice) if is_stun(d) => {
-                            ice.handle_datagram(Instant::now(), from, d);
+                    let now = Instant::now();
+                    match self.ice.as_mut().map(|ice| ice.handle_input(now, from, d)) {
+                        None | Some(IceInput::Media) => self.receive(now, from, d),
+                        Some(IceInput::Relayed { peer, data }) => {
+                            self.receive(now, peer, &data);
                             self.flush_ice().await;
                         }
-                        _ => self.receive(Instant::now(), from, d),
+                        Some(IceInput::Consumed) => self.flush_ice().await,
                     }
                 }
                 _ = tokio::time::sleep_until(ice_due.into()), if self.ice.is_some() => {
@@ -306,6 +310,11 @@ impl Driver {
                 }
             }
         }
+        if let Some(ice) = self.ice.as_mut() {
+            // Deallocates the relay, if any (sent once, not awaited).
+            ice.close(Instant::now());
+        }
+        self.flush_ice().await;
         self.sink.finish()?;
         Ok(self.stats())
     }
@@ -335,6 +344,7 @@ impl Driver {
             sent: self.sent,
             drops: self.channel.counters(),
             jitter: self.jitter.stats().clone(),
+            path: self.ice.as_ref().and_then(IceSession::nominated),
         }
     }
 
@@ -499,13 +509,17 @@ impl Driver {
         };
         self.seq = self.seq.wrapping_add(1);
         let wire = self.channel.protect(header, payload)?;
+        // Under ICE the nominated pair decides (through the relay for a
+        // relayed candidate); else the SDP's (or latched) address.
+        let (to, wire) = match self.ice.as_mut() {
+            Some(ice) => match ice.route_media(Instant::now(), wire.to_vec()) {
+                Some(routed) => routed,
+                None => return Ok(()),
+            },
+            None => (self.channel.remote(), wire.to_vec()),
+        };
         // A lost datagram is no error for RTP: ICMP refusals are ignored.
-        if self
-            .socket
-            .send_to(&wire, self.channel.remote())
-            .await
-            .is_ok()
-        {
+        if self.socket.send_to(&wire, to).await.is_ok() {
             self.sent += 1;
         }
         Ok(())

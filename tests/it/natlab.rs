@@ -707,18 +707,39 @@ fn event_where(a: &mut Agent, name: &str, wait: Duration, pred: impl Fn(&Value) 
 /// Packets one side must have received and decrypted: 2 s of 20 ms frames.
 const AUDIO_PACKETS: u64 = 100;
 
+/// How the phones of [`media_homes`] cross the NATs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    /// No ICE: the SDP's address, symmetric RTP and latching.
+    Latching,
+    /// ICE with coturn in `prov` as the STUN server; no relay anywhere.
+    Ice,
+    /// ICE with the provider's embedded STUN/TURN server (`[turn]` on
+    /// 3478): the phones fetch relay credentials from the PKG and offer a
+    /// relayed candidate beside host and server-reflexive ones.
+    IceRelay,
+}
+
 /// alice (homeA) calls bob (homeB) and both hear each other: each side's
 /// `media_stats` shows at least [`AUDIO_PACKETS`] SRTP packets received
-/// and decrypted. With `ice`, both phones run ICE with coturn in `prov` as
-/// their STUN server and must report a direct pair (no relay); without,
-/// they name their private or public address in the SDP and the media
-/// must get through by symmetric RTP and latching alone. Returns the last
-/// stats of (alice, bob).
-fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value) {
+/// and decrypted. With [`Nat::Ice`], both phones run ICE with coturn in
+/// `prov` as their STUN server and must report a direct pair (no relay);
+/// with [`Nat::Latching`], they name their private or public address in
+/// the SDP and the media must get through by symmetric RTP and latching
+/// alone; with [`Nat::IceRelay`] the provider runs its relay and the pair
+/// each side reports is returned for the caller to judge. Returns the last
+/// stats of (alice, bob) and the `media_path` events of (alice, bob).
+fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4] {
     let lab = Lab::up(tag, &["--nat-a", nat_a, "--nat-b", nat_b]);
     lab.nats_drop_unsolicited();
-    let provider = lab.provider();
-    let _stun = Killed(lab.stun());
+    let (provider, _stun) = match nat {
+        Nat::IceRelay => (
+            lab.provider_with(&format!("[turn]\nlisten = \"{PROV}:3478\"\n")),
+            None,
+        ),
+        _ => (lab.provider(), Some(Killed(lab.stun()))),
+    };
+    let ice = nat != Nat::Latching;
     let media = if ice {
         format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n")
     } else {
@@ -739,25 +760,87 @@ fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value)
     bob.expect("registered", STEP);
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     let mut stats = Vec::new();
+    let mut paths = Vec::new();
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         if ice {
             let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
             println!("{}: media path {path}", a.name);
-            assert_ne!(path["local"], "relay", "{path}");
-            assert_ne!(path["remote"], "relay", "{path}");
+            if nat == Nat::Ice {
+                assert_ne!(path["local"], "relay", "{path}");
+                assert_ne!(path["remote"], "relay", "{path}");
+            }
+            paths.push(path);
+        } else {
+            paths.push(Value::Null);
         }
         let s = event_where(a, "media_stats", STEP, |v| {
             v["call"] == c && v["stats"]["received"].as_u64() >= Some(AUDIO_PACKETS)
         });
         println!("{}: {s}", a.name);
         assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
+        if nat == Nat::IceRelay {
+            // media_stats name the pair too.
+            assert!(
+                relayed(&json!({"local": s["stats"]["local_candidate"],
+                "remote": s["stats"]["remote_candidate"]})),
+                "{s}"
+            );
+        }
         stats.push(s["stats"].clone());
     }
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
+    let bob_path = paths.pop().unwrap();
     let bob_stats = stats.pop().unwrap();
-    (stats.pop().unwrap(), bob_stats)
+    [
+        stats.pop().unwrap(),
+        bob_stats,
+        paths.pop().unwrap(),
+        bob_path,
+    ]
+}
+
+/// [`media_homes_with`] without a relay: `ice` or latching only. Returns
+/// the last stats of (alice, bob).
+fn media_homes(tag: &str, nat_a: &str, nat_b: &str, ice: bool) -> (Value, Value) {
+    let nat = if ice { Nat::Ice } else { Nat::Latching };
+    let [alice, bob, _, _] = media_homes_with(tag, nat_a, nat_b, nat);
+    (alice, bob)
+}
+
+/// Whether a `media_path` event names a relayed candidate on either side.
+fn relayed(path: &Value) -> bool {
+    path["local"] == "relay" || path["remote"] == "relay"
+}
+
+/// Two homes behind symmetric NATs: no hole punching can work, only the
+/// provider's relay (TURN, RFC 8656). Both phones fetch relay credentials
+/// from the PKG, allocate on the embedded relay, and the pair ICE
+/// selects on each side has a relayed candidate; audio both ways.
+#[test]
+fn natlab_media_symmetric_symmetric_relayed() {
+    if !enabled() {
+        return;
+    }
+    let [_, _, alice, bob] = media_homes_with("mss", "symmetric", "symmetric", Nat::IceRelay);
+    assert!(relayed(&alice), "alice: {alice}");
+    assert!(relayed(&bob), "bob: {bob}");
+}
+
+/// A cone and a symmetric NAT with the provider's relay offered: the
+/// cone's filtering (address and port dependent) drops the symmetric
+/// side's checks from its fresh ports, and the symmetric NAT those to its
+/// mapping towards the STUN server, so ICE settles on a pair through the
+/// relay; audio both ways.
+#[test]
+fn natlab_media_cone_symmetric_ice() {
+    if !enabled() {
+        return;
+    }
+    let [_, _, alice, bob] = media_homes_with("mcs", "cone", "symmetric", Nat::IceRelay);
+    assert!(relayed(&alice), "alice: {alice}");
+    assert!(relayed(&bob), "bob: {bob}");
 }
 
 /// Two homes behind cone NATs: ICE punches through with the

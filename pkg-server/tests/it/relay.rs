@@ -442,3 +442,209 @@ async fn coturn_accepts_the_pkgs_credentials() {
     .await;
     assert!(other.allocate().await.is_err());
 }
+
+/// One phone's media socket for [`the_phones_ice_relays_through_the_embedded_relay`]:
+/// a loopback socket behind a "NAT" that passes only what comes from or
+/// goes to the relay (so only relayed pairs can work).
+struct RelayedPhone {
+    sock: std::net::UdpSocket,
+    relay: SocketAddr,
+    ice: Option<ibephone::media::ice::IceSession>,
+    media: Vec<(SocketAddr, Vec<u8>)>,
+    path: Option<ibephone::media::ice::IcePath>,
+    started: bool,
+}
+
+impl RelayedPhone {
+    fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        if to == self.relay {
+            self.sock.send_to(bytes, to).unwrap();
+        }
+    }
+
+    /// Runs the phone's ICE for `ms` milliseconds of real time.
+    fn run(&mut self, ms: u64) {
+        use ibephone::media::ice::{IceEvent, IceInput};
+        let end = std::time::Instant::now() + Duration::from_millis(ms);
+        let mut buf = [0u8; 1500];
+        while std::time::Instant::now() < end {
+            let Some(ice) = self.ice.as_mut() else { return };
+            let now = std::time::Instant::now();
+            // The agent's timers start with the first handle_timeout.
+            if ice.poll_timeout().is_none_or(|t| t <= now) || !self.started {
+                self.started = true;
+                ice.handle_timeout(now);
+            }
+            if let Ok((n, from)) = self.sock.recv_from(&mut buf) {
+                if from == self.relay {
+                    if let IceInput::Relayed { peer, data } = ice.handle_input(now, from, &buf[..n])
+                    {
+                        self.media.push((peer, data));
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            while let Some(t) = ice.poll_transmit() {
+                out.push(t);
+            }
+            while let Some(e) = ice.poll_event() {
+                if let IceEvent::Nominated(p) = e {
+                    self.path = Some(p);
+                }
+            }
+            for (to, bytes) in out {
+                self.send(to, &bytes);
+            }
+        }
+    }
+}
+
+/// The phone's own TURN client and ICE (`ibephone::media`) against the
+/// embedded relay, in one process over loopback: each phone allocates
+/// with its PKG-issued credentials (401 challenge, then the allocation),
+/// offers its relayed candidate, and with everything but the relay's
+/// traffic dropped ICE nominates relay-to-relay pairs; media then crosses
+/// both relays, and the phones deallocate at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phones_ice_relays_through_the_embedded_relay() {
+    use ibephone::media::ice::LocalIce;
+    use ibephone::media::turn_client::{TurnClient, TurnEvent, TurnServer};
+    let pkg = Pkg::new(&None, &turn_section(LOOPBACK_PEERS)).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let creds = [
+        creds(&server, "alice", ALICE_PW).await,
+        creds(&server, "bob", BOB_PW).await,
+    ];
+    tokio::task::spawn_blocking(move || {
+        let mut locals = Vec::new();
+        let mut socks = Vec::new();
+        for c in &creds {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            let ts = TurnServer::new(relay, c.username.clone(), c.password.expose().to_string());
+            let mut turn = TurnClient::new(ts, t0);
+            let mut buf = [0u8; 1500];
+            while turn.relayed().is_none() {
+                assert!(t0.elapsed() < Duration::from_secs(5), "no allocation");
+                while let Some(b) = turn.poll_transmit() {
+                    sock.send_to(&b, relay).unwrap();
+                }
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    assert_eq!(from, relay);
+                    turn.handle_datagram(std::time::Instant::now(), &buf[..n]);
+                }
+                if let Some(TurnEvent::Failed(e)) = turn.poll_event() {
+                    panic!("allocation failed: {e}");
+                }
+                turn.handle_timeout(std::time::Instant::now());
+            }
+            let relayed = turn.relayed().unwrap();
+            assert_eq!(relayed.ip(), relay.ip());
+            assert_ne!(relayed, relay);
+            let mut local = LocalIce::new(sock.local_addr().unwrap()).unwrap();
+            local.add_relayed(turn).unwrap();
+            assert!(
+                local
+                    .params()
+                    .candidates
+                    .iter()
+                    .any(|c| c.contains("typ relay")),
+                "{:?}",
+                local.params()
+            );
+            locals.push(local);
+            socks.push(sock);
+        }
+        let (lb, la) = (locals.pop().unwrap(), locals.pop().unwrap());
+        let (pa, pb) = (la.params(), lb.params());
+        let (sb, sa) = (socks.pop().unwrap(), socks.pop().unwrap());
+        let mk = |sock, ice| RelayedPhone {
+            sock,
+            relay,
+            ice: Some(ice),
+            media: Vec::new(),
+            path: None,
+            started: false,
+        };
+        let mut a = mk(sa, la.start(&pb, true));
+        let mut b = mk(sb, lb.start(&pa, false));
+        let t0 = std::time::Instant::now();
+        while a.path.is_none() || b.path.is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no pair nominated");
+            a.run(20);
+            b.run(20);
+        }
+        for p in [a.path.unwrap(), b.path.unwrap()] {
+            assert_eq!((p.local, p.remote), ("relay", "relay"), "{p:?}");
+        }
+        // Media (RTP's first byte) both ways, through both relays.
+        let rtp = |tag: u8| {
+            let mut v = vec![0x80u8; 172];
+            v[12] = tag;
+            v
+        };
+        for _ in 0..5 {
+            for (p, tag) in [(&mut a, 1u8), (&mut b, 2u8)] {
+                let now = std::time::Instant::now();
+                let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
+                assert_eq!(to, relay, "media goes to the TURN server");
+                p.send(to, &bytes);
+            }
+            a.run(40);
+            b.run(40);
+        }
+        assert!(a.media.iter().any(|(_, d)| *d == rtp(2)), "alice hears bob");
+        assert!(b.media.iter().any(|(_, d)| *d == rtp(1)), "bob hears alice");
+        // Deallocation: a Refresh with lifetime 0 to the relay.
+        for p in [&mut a, &mut b] {
+            let ice = p.ice.as_mut().unwrap();
+            ice.close(std::time::Instant::now());
+            let (to, bytes) = ice.poll_transmit().expect("the deallocation");
+            assert_eq!(to, relay);
+            p.send(to, &bytes);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// The agent's RTP ports (`ibephone::agent::media_io::UdpPorts`) with the
+/// relay the PKG names: a call's candidates include a relayed one,
+/// allocated on the call's own socket, and a call that never starts gives
+/// its port and allocation back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_ports_offer_a_relayed_candidate() {
+    use ibephone::agent::media::MediaPorts;
+    use ibephone::agent::media_io::{turn_server, IceOptions, UdpPorts};
+    let pkg = Pkg::new(&None, &turn_section(LOOPBACK_PEERS)).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let ts = turn_server(&a).await.expect("a turn: URI over UDP");
+    assert_eq!(ts.addr, relay);
+    let ice = IceOptions {
+        stun: None,
+        turn: Some(ts),
+    };
+    tokio::task::spawn_blocking(move || {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = UdpPorts::new(ip, ip, None).with_ice(Some(ice));
+        let named = ports.allocate(1).unwrap();
+        assert_eq!(named.ip(), ip, "the default candidate is the host");
+        let params = ports.ice(1).unwrap();
+        let relayed: Vec<&String> = params
+            .candidates
+            .iter()
+            .filter(|c| c.contains("typ relay"))
+            .collect();
+        assert_eq!(relayed.len(), 1, "{params:?}");
+        assert!(relayed[0].contains(&relay.ip().to_string()), "{params:?}");
+        ports.release(1);
+        assert!(ports.ice(1).is_none());
+    })
+    .await
+    .unwrap();
+}
