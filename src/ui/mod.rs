@@ -16,6 +16,8 @@
 //! - [`messages`]: the conversations kept across restarts, sealed.
 //! - [`state`]: the window's state types (screens, calls, banners, clock).
 //! - [`ringer`]: the ring tone of an incoming call.
+//! - [`diagnostics`]: the "Copy diagnostics" report (a pure function of
+//!   what the window shows; no secrets).
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
 //!
@@ -35,6 +37,7 @@ pub mod backend;
 pub mod call_view;
 pub mod contacts;
 pub mod contacts_view;
+pub mod diagnostics;
 pub mod dial;
 pub mod errors;
 pub mod history;
