@@ -33,8 +33,10 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
 touch "$root/var/lib/dpkg/status"
+# (the empty database lacks every dependency: dpkg's warnings about them
+# are expected and shown only when the unpacking fails)
 dpkg --root="$root" --force-depends --force-not-root --force-script-chrootless \
-  --log=/dev/null -i "$deb" >/dev/null
+  --log=/dev/null -i "$deb" >"$root/dpkg.log" 2>&1 || { cat "$root/dpkg.log" >&2; fail "dpkg --root -i failed"; }
 desktop-file-validate "$root/usr/share/applications/org.ibephone.ibephone.desktop"
 if command -v appstreamcli >/dev/null; then
   appstreamcli validate --no-net --explain "$root/usr/share/metainfo/org.ibephone.ibephone.metainfo.xml"

@@ -24,12 +24,16 @@ for a in "$@"; do
   esac
 done
 
+# Pinned: cargo-deb 3.8 packages a dev-profile binary with a warning that a
+# later version may refuse it (see --dev).
 if ! cargo deb --version >/dev/null 2>&1; then
-  cargo install --locked cargo-deb
+  cargo install --locked cargo-deb --version 3.8.0
 fi
 
 if [ "$dev" = 1 ]; then
   [ -x target/debug/ibephone ] || cargo build --bin ibephone
+  # cargo-deb warns that it is meant for release profiles: right, this
+  # package is for the test only and never handed out.
   cargo deb -p ibephone --profile dev --no-build --fast
 else
   cargo deb -p ibephone
