@@ -26,7 +26,7 @@
 //!   and searches the files for the passwords and the key bytes).
 //!
 //! The writing itself runs on `tracing-appender`'s worker thread
-//! ([`tracing_appender::non_blocking`]), so a slow disk never holds up the
+//! ([`tracing_appender::non_blocking()`]), so a slow disk never holds up the
 //! window, the SIP driver or a call; the rotation is [`RotatingFile`]
 //! rather than `tracing_appender::rolling`, whose files get the process
 //! umask's mode (usually 0644) with no way to ask for 0600.
