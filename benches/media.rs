@@ -228,7 +228,6 @@ fn agent_config(
 ) -> std::path::PathBuf {
     use ibephone::ibe::{extract, Aor, Identity, Period};
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let domain = params.domain().to_string();
     let aor = Aor::parse(&format!("sip:{user}@{domain}")).expect("aor");
     let now = std::time::SystemTime::now()
@@ -238,10 +237,14 @@ fn agent_config(
     let keys = vec![extract(msk, &Identity::new(aor, Period::month_at(now)))];
     ibephone::agent::config::write_key_file(&dir.join(format!("{user}.keys")), params, &[], &keys)
         .expect("key file");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
         .open(dir.join(format!("{user}.pw")))
         .and_then(|mut f| f.write_all(format!("{user}-pw").as_bytes()))
         .expect("password file");

@@ -38,6 +38,7 @@ if [ "$quick" = 0 ]; then
   # (../shared/natlab/natlab.sh; needs root, as in CI)
   export IBEPHONE_TEST_NATLAB=1
   export IBEPHONE_TEST_COTURN=1   # pkg-server/tests/it/relay.rs: coturn's uclient on the embedded relay, coturn with the PKG's secret
+  export IBEPHONE_TEST_DEB=1      # the .deb of the debug binary cargo test built: scripts/package.sh --dev, scripts/check-deb.sh
 fi
 
 log "rust components"
@@ -77,4 +78,12 @@ fi
 
 log "cargo test (workspace)"
 cargo test --workspace
+
+if [ "${IBEPHONE_TEST_DEB:-}" = 1 ]; then
+  # The debug binary cargo test just built, packaged as is: no release
+  # build of the whole stack in CI (scripts/package.sh explains).
+  log "Debian package (scripts/package.sh --dev, scripts/check-deb.sh)"
+  scripts/package.sh --dev
+  scripts/check-deb.sh
+fi
 log "done (target/ holds $(du -sh target 2>/dev/null | cut -f1))"

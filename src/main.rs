@@ -22,6 +22,27 @@ struct Cli {
     /// pcap decrypt`; the window warns while it is on.
     #[arg(long, value_name = "FILE")]
     keylog: Option<std::path::PathBuf>,
+    /// Detail of the diagnostic log (window and agent): off, error, warn,
+    /// info, debug or trace. It never holds keys, passwords or message text.
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
+    /// Write no log file (the file is in the platform's state directory,
+    /// e.g. ~/.local/state/ibephone/logs, or IBEPHONE_LOG_DIR).
+    #[arg(long, global = true)]
+    no_log_file: bool,
+}
+
+/// Installs the diagnostic log for a phone (window or agent) as the flags
+/// say; the guard must live until the program ends.
+fn start_log(
+    cli_level: &str,
+    no_file: bool,
+    name: &str,
+) -> Result<ibephone::agent::logging::LogGuard> {
+    let mut opts = ibephone::agent::logging::LogOptions::new(name);
+    opts.level = cli_level.to_string();
+    opts.file = !no_file;
+    ibephone::agent::logging::init(&opts).context("starting the log")
 }
 
 #[derive(Subcommand)]
@@ -123,6 +144,7 @@ fn run() -> Result<ExitCode> {
         None => {
             #[cfg(feature = "gui")]
             {
+                let _log = start_log(&cli.log_level, cli.no_log_file, "ibephone.log")?;
                 if let Some(path) = &cli.keylog {
                     // Fail now, not at the first call.
                     ibephone::agent::keylog::FileKeyLog::open(path)?;
@@ -189,6 +211,7 @@ fn run() -> Result<ExitCode> {
             keylog,
             no_audio,
         }) => {
+            let _log = start_log(&cli.log_level, cli.no_log_file, "agent.log")?;
             use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
             let (silent_in, silent_out) = (
                 no_audio && audio_in.is_none(),

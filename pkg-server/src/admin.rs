@@ -454,17 +454,27 @@ pub async fn kamailio_export(config: &Config, out: &Path) -> Result<()> {
         ));
     }
     let write = |name: &str, body: &str| -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = out.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options
             .open(&path)
             .map_err(|e| AdminError::File(format!("{}: {e}", path.display())))?;
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        // An existing file keeps its mode through `truncate`: narrow it.
+        // Windows: the file inherits the output directory's ACL.
+        #[cfg(unix)]
+        let narrowed = {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        };
+        #[cfg(not(unix))]
+        let narrowed = Ok(());
+        narrowed
             .and_then(|()| f.write_all(body.as_bytes()))
             .map_err(|e| AdminError::File(format!("{}: {e}", path.display())))
     };

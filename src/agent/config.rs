@@ -522,13 +522,26 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> ConfigError {
 }
 
 /// Refuses secret files that others can read.
+///
+/// Windows has no mode bits: there the file is trusted to sit in the
+/// user's profile, whose ACL (the user, SYSTEM, Administrators) it
+/// inherits; only its existence is checked.
 fn check_private(path: &Path) -> Result<(), ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    #[cfg(unix)]
+    let shared = {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o077 != 0
+    };
+    #[cfg(not(unix))]
+    let shared = {
+        let _ = meta;
+        false
+    };
+    if shared {
         return Err(invalid(
             path,
             "holds secrets and must not be readable by others (chmod 600)",
@@ -606,7 +619,6 @@ pub fn write_key_file(
 ) -> std::io::Result<()> {
     use crate::ibe::encoding::b64_encode;
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let parse = |p: &PublicParams| {
         serde_json::from_str::<serde_json::Value>(&p.to_json()).unwrap_or_default()
     };
@@ -619,11 +631,15 @@ pub fn write_key_file(
             "d_sig": b64_encode(&k.d_sig_bytes()[..]),
         })).collect::<Vec<_>>(),
     });
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    // Windows: the file inherits its directory's ACL (the per-user profile).
+    let mut f = options.open(path)?;
     f.write_all(
         serde_json::to_string_pretty(&doc)
             .unwrap_or_default()

@@ -46,20 +46,28 @@ impl FileKeyLog {
     /// starts with a comment line saying what it is.
     pub fn open(path: &Path) -> Result<Self, KeyLogFileError> {
         use std::fs::OpenOptions;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let open_err = |source| KeyLogFileError::Open {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(open_err)?;
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        // Windows: no mode bits; a file the user names inherits the ACL of
+        // its directory (private under the per-user profile). The key log
+        // is for debugging on a developer's machine.
+        let mut file = options.open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(KeyLogFileError::Permissions(path.to_path_buf()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(KeyLogFileError::Permissions(path.to_path_buf()));
+            }
         }
         if meta.len() == 0 {
             file.write_all(HEADER.as_bytes()).map_err(open_err)?;

@@ -13,6 +13,7 @@ pub mod headless;
 pub mod key_inbox;
 pub mod keylog;
 pub mod keys;
+pub mod logging;
 pub mod media;
 pub mod media_io;
 pub mod renewal;
@@ -428,6 +429,7 @@ impl Agent {
     }
 
     fn error(&mut self, message: String) {
+        tracing::warn!(%message, "agent error");
         self.events.push_back(AgentEvent::Error { message });
     }
 
@@ -645,6 +647,7 @@ impl Agent {
                 return;
             }
         };
+        log_event(&ev);
         self.events.push_back(ev);
     }
 }
@@ -900,3 +903,23 @@ impl Agent {
 #[cfg(test)]
 #[path = "fallback_tests.rs"]
 mod fallback_tests;
+
+/// One line in the diagnostic log for the events a person may ask about
+/// later (registration, call ends, refusals, errors): states, status codes
+/// and reasons only, never a message text, an SDP or a peer's address.
+fn log_event(ev: &AgentEvent) {
+    match ev {
+        AgentEvent::Registered { expires } => tracing::info!(expires, "registered"),
+        AgentEvent::RegistrationFailed { status } => {
+            tracing::warn!(status, "registration failed")
+        }
+        AgentEvent::Unregistered => tracing::info!("unregistered"),
+        AgentEvent::Ended { call, reason } => tracing::info!(call, %reason, "call ended"),
+        AgentEvent::Rejected { reason } => tracing::warn!(%reason, "message refused"),
+        AgentEvent::Error { message } => tracing::warn!(%message, "agent error"),
+        AgentEvent::RequestCompleted { method, status } if *status >= 300 => {
+            tracing::info!(%method, status, "request failed")
+        }
+        _ => {}
+    }
+}

@@ -14,7 +14,6 @@ use anyhow::{bail, Context, Result};
 use ibephone::agent::AgentEvent;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -146,7 +145,7 @@ impl Phone {
     ) -> Result<Phone> {
         let pw = dir.join(format!("{user}.password"));
         std::fs::write(&pw, format!("{password}\n"))?;
-        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600))?;
+        private(&pw, 0o600)?;
         let cfg = dir.join(format!("{user}.toml"));
         std::fs::write(
             &cfg,
@@ -263,12 +262,26 @@ fn stop_capture(child: Child) -> Result<()> {
     Ok(())
 }
 
+/// Narrows `path` to `mode` on unix. Windows: the demo's files are in the
+/// user's temporary directory under the per-user profile and inherit its
+/// ACL; nothing to set.
+fn private(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 /// Runs the demo; returns whether everything went as it should.
 pub async fn run(pcap: PathBuf, hold: Duration) -> Result<bool> {
     let dir = std::env::temp_dir().join(format!("ibephone-demo-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    private(&dir, 0o700)?;
     let result = run_in(&dir, pcap, hold).await;
     let _ = std::fs::remove_dir_all(&dir);
     result

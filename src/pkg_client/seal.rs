@@ -209,6 +209,9 @@ pub fn replace_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Create-new, write-only, mode 0600 on unix. Windows has no mode bits:
+/// the file inherits the ACL of its directory, the per-user profile's data
+/// directory (the user, SYSTEM and Administrators only).
 fn secret_file_options() -> std::fs::OpenOptions {
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);

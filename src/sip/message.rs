@@ -157,8 +157,11 @@ impl Message {
             .position(|b| *b != b'\r' && *b != b'\n')
             .ok_or_else(|| ParseError::Syntax("empty".into()))?;
         let bytes = &bytes[start..];
+        // rsip's error quotes the input it stopped at; for a decrypted
+        // inner message that is message content, and the reason travels
+        // into `rejected` events and the log. Only the fact is kept.
         let parsed = rsip::SipMessage::try_from(bytes)
-            .map_err(|e| ParseError::Syntax(truncate(&e.to_string())))?;
+            .map_err(|_| ParseError::Syntax("unparseable start line or headers".into()))?;
         let (start, headers, body) = match parsed {
             rsip::SipMessage::Request(r) => (
                 StartLine::Request {
@@ -481,10 +484,6 @@ pub fn bad_request_for(bytes: &[u8]) -> Option<Message> {
     }
     resp.header("Via")?;
     Some(resp)
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
 }
 
 fn is_list_header(name: &str) -> bool {

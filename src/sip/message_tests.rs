@@ -123,3 +123,21 @@ proptest! {
         again.validate().unwrap();
     }
 }
+
+/// A parse error names no input: for a decrypted inner message the input
+/// is content, and the reason reaches `rejected` events and the log.
+#[test]
+fn a_parse_error_quotes_nothing_of_the_message() {
+    let mut refused = 0;
+    for bytes in [
+        &b"INVITE sip:secret-callee@x SIP/2.0 garbage\r\nVia: ???\r\n\r\n"[..],
+        &b"SIP/2.0 2OO secret-reason\r\n\r\n"[..],
+        &b"secret-text without any SIP at all\r\n\r\n"[..],
+    ] {
+        if let Err(e) = Message::parse(bytes) {
+            refused += 1;
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+    }
+    assert!(refused >= 2, "only {refused} refused");
+}

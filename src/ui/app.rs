@@ -76,6 +76,10 @@ pub struct PhoneApp {
     ringer: super::ringer::Ringer,
     /// Debugging only: the file every call key is appended to.
     pub keylog: Option<std::path::PathBuf>,
+    /// The last errors and refusals shown, for "Copy diagnostics".
+    pub recent_errors: super::diagnostics::RecentErrors,
+    /// The last diagnostics report copied (shown under the button).
+    pub diagnostics_copied: Option<String>,
 }
 
 impl PhoneApp {
@@ -162,6 +166,8 @@ impl PhoneApp {
             devices: Default::default(),
             ringer: super::ringer::Ringer::on_devices(),
             keylog,
+            recent_errors: Default::default(),
+            diagnostics_copied: None,
         };
         if set_up {
             app.request(Request::StartStored {
@@ -181,9 +187,12 @@ impl PhoneApp {
         self.backend.send(Request::Agent(c));
     }
 
-    /// Shows a banner.
+    /// Shows a banner; an error is also kept for the diagnostics report.
     pub fn banner(&mut self, text: impl Into<String>, error: bool) {
         let text = text.into();
+        if error {
+            self.recent_errors.push(self.clock.unix(), text.clone());
+        }
         if !self.banners.iter().any(|b| b.text == text) {
             self.banners.push(Banner { text, error });
         }
@@ -338,7 +347,11 @@ impl PhoneApp {
                 self.registration = Registration::Registered { expires };
                 if self.screen == Screen::Wizard {
                     self.screen = Screen::Phone;
-                    let who = self.ready.as_ref().map(|r| r.aor.clone()).unwrap_or_default();
+                    let who = self
+                        .ready
+                        .as_ref()
+                        .map(|r| r.aor.clone())
+                        .unwrap_or_default();
                     self.banner(
                         format!("Your phone is ready: you can call and be called as {who}."),
                         false,
@@ -347,6 +360,10 @@ impl PhoneApp {
             }
             AgentEvent::RegistrationFailed { status } => {
                 let sentence = errors::registration_failed(status, &self.settings.sip_proxy);
+                self.recent_errors.push(
+                    self.clock.unix(),
+                    format!("registration failed ({status}): {sentence}"),
+                );
                 if self.screen == Screen::Wizard {
                     self.wizard.failed(sentence.clone());
                 }
@@ -448,7 +465,10 @@ impl PhoneApp {
                     // A call the tunnel refused before anything was sent
                     // (no `calling` came): say why, naming what was dialed.
                     if reason.starts_with("not placed") || reason.starts_with("rejected") {
-                        let peer = self.last_dialed.clone().unwrap_or_else(|| "The callee".into());
+                        let peer = self
+                            .last_dialed
+                            .clone()
+                            .unwrap_or_else(|| "The callee".into());
                         if let Some(s) = errors::call_end(&reason, &peer) {
                             self.banner(s, true);
                         }
@@ -526,10 +546,14 @@ impl PhoneApp {
                     self.banner(sentence, true);
                 }
             }
-            AgentEvent::Rejected { reason } => self.banner(
+            AgentEvent::Rejected { reason } => {
+                self.recent_errors
+                    .push(self.clock.unix(), format!("message refused: {reason}"));
+                self.banner(
                 format!("An unprotected or damaged message was refused ({reason}). Nothing is needed from you."),
                 false,
-            ),
+            )
+            }
             AgentEvent::Error { message } => {
                 let s = errors::agent_error(&message, self.last_dialed.as_deref());
                 self.banner(s, true);
@@ -541,6 +565,37 @@ impl PhoneApp {
 }
 
 impl PhoneApp {
+    /// The "Copy diagnostics" report of the window's state now (see
+    /// [`super::diagnostics`]: no secrets).
+    pub fn diagnostics(&self) -> String {
+        use super::diagnostics as d;
+        let policy = match self.settings.policy {
+            crate::agent::filter::SecurityPolicy::Require => "require",
+            crate::agent::filter::SecurityPolicy::Ask => "ask",
+            crate::agent::filter::SecurityPolicy::AllowPlain => "allow-plain",
+        };
+        let no_periods = Vec::new();
+        d::report(&d::Facts {
+            version: d::version(),
+            os: d::os(),
+            aor: self.ready.as_ref().map(|r| r.aor.as_str()),
+            provider: self
+                .ready
+                .as_ref()
+                .map(|r| (r.domain.as_str(), self.settings.pkg_url.as_str())),
+            registration: &self.registration,
+            sip_proxy: &self.settings.sip_proxy,
+            local: self.ready.as_ref().map(|r| r.local),
+            policy,
+            periods: self.ready.as_ref().map_or(&no_periods, |r| &r.periods),
+            now_unix: self.clock.unix(),
+            calls: self.calls.len(),
+            keylog: self.keylog.as_deref(),
+            log_file: crate::agent::logging::current_file(),
+            errors: &self.recent_errors,
+        })
+    }
+
     /// Bounds `peer`'s conversation and saves them all; a failure is a
     /// banner (once), never a stop.
     fn save_messages(&mut self, peer: &str) {

@@ -236,12 +236,15 @@ mod tests {
             !raw.contains("sealed at rest") && !raw.contains("alice"),
             "sealed"
         );
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dirs.messages())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dirs.messages())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert!(!dirs.root.join("messages.sealed.tmp").exists());
 
         // A fresh store (a restart) reads them back.

@@ -16,6 +16,8 @@
 //! - [`messages`]: the conversations kept across restarts, sealed.
 //! - [`state`]: the window's state types (screens, calls, banners, clock).
 //! - [`ringer`]: the ring tone of an incoming call.
+//! - [`diagnostics`]: the "Copy diagnostics" report (a pure function of
+//!   what the window shows; no secrets).
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
 //!
@@ -35,6 +37,7 @@ pub mod backend;
 pub mod call_view;
 pub mod contacts;
 pub mod contacts_view;
+pub mod diagnostics;
 pub mod dial;
 pub mod errors;
 pub mod history;
@@ -74,15 +77,33 @@ pub enum UiError {
     Window(String),
 }
 
+/// The application id: the desktop entry's name
+/// (`assets/linux/org.ibephone.ibephone.desktop`), the Wayland app id and
+/// the X11 window class, so that docks match the window to its entry.
+pub const APP_ID: &str = "org.ibephone.ibephone";
+
+/// The window's icon: `assets/icons/ibephone-256.png` (rendered from
+/// `assets/icons/ibephone.svg`), built into the binary.
+pub fn window_icon() -> Result<egui::IconData, String> {
+    eframe::icon_data::from_png_bytes(include_bytes!("../../assets/icons/ibephone-256.png"))
+        .map_err(|e| e.to_string())
+}
+
 /// Opens the window and runs until it is closed. The data directory is
 /// `IBEPHONE_DATA_DIR` when set, else the platform's data directory.
 pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
     let dirs = AppDirs::from_env().ok_or(UiError::NoDataDir)?;
+    let mut viewport = egui::ViewportBuilder::default()
+        .with_title("ibephone")
+        .with_app_id(APP_ID)
+        .with_inner_size([760.0, 560.0])
+        .with_min_inner_size([520.0, 420.0]);
+    match window_icon() {
+        Ok(icon) => viewport = viewport.with_icon(icon),
+        Err(e) => tracing::warn!(error = %e, "the window icon cannot be decoded"),
+    }
     let options = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default()
-            .with_title("ibephone")
-            .with_inner_size([760.0, 560.0])
-            .with_min_inner_size([520.0, 420.0]),
+        viewport,
         ..Default::default()
     };
     eframe::run_native(
@@ -99,5 +120,18 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
 impl eframe::App for PhoneApp {
     fn update(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.show(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_window_icon_is_built_in() {
+        let icon = super::window_icon();
+        assert!(
+            matches!(&icon, Ok(i) if i.width == 256 && i.height == 256 && i.rgba.len() == 256 * 256 * 4),
+            "{:?}",
+            icon.map(|i| (i.width, i.height))
+        );
     }
 }

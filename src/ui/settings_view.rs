@@ -120,6 +120,21 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.label(format!("Keys held for: {}", r.periods.join(", ")));
     }
     ui.separator();
+    ui.horizontal(|ui| {
+        if ui
+            .button("Copy diagnostics")
+            .on_hover_text("Versions, registration, transport, keys and recent errors, for a support request; no passwords, keys or messages.")
+            .clicked()
+        {
+            let text = app.diagnostics();
+            ui.ctx().copy_text(text.clone());
+            app.diagnostics_copied = Some(text);
+        }
+        if app.diagnostics_copied.is_some() {
+            ui.weak("Copied to the clipboard.");
+        }
+    });
+    ui.separator();
     if app.confirm_logout {
         ui.colored_label(RED, "Log out? Your keys are wiped from this computer; you need your password to set up again.");
         ui.horizontal(|ui| {

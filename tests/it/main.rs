@@ -3,6 +3,10 @@
 //! processes, the PKG, captures, interop with SIPp/Kamailio/tshark and the NAT lab.
 //! Each module is one former `tests/*.rs` file; run one with `cargo test --test it NAME::`.
 //! Shared fixtures live in `tests/support`.
+//!
+//! Unix only: the tests spawn processes, check file modes (0600) and
+//! capture on loopback; Windows builds check the library alone.
+#![cfg(unix)]
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -14,6 +18,7 @@ mod demo;
 mod ibe_vectors;
 mod interop_kamailio;
 mod interop_sipp;
+mod logging;
 mod media_agent_cli;
 mod media_reinvite_sip;
 mod media_vectors;

@@ -1,6 +1,10 @@
 //! Real-time audio tests in their own test binary: calls whose judged audio
 //! (espeak speech, tones, baresip) must not share the two cores with the heavy
 //! protocol tests of `tests/it`. Run one with `cargo test --test media NAME::`.
+//!
+//! Unix only: the tests spawn processes, check file modes (0600) and
+//! capture on loopback; Windows builds check the library alone.
+#![cfg(unix)]
 
 /// One real-time call at a time in this binary: each call's jitter buffer
 /// conceals a frame when its tick comes late, so two calls at once on two

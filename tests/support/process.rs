@@ -123,6 +123,16 @@ impl Agent {
     /// Runs `cmd` (an `ibephone agent` command line, possibly behind a
     /// wrapper such as `ip netns exec NS`) with its stdio piped.
     pub fn spawn(name: &str, mut cmd: Command) -> Agent {
+        // The agents' diagnostic logs go to one scratch directory, not to
+        // the state directory of whoever runs the tests.
+        if std::env::var_os("IBEPHONE_LOG_DIR").is_none()
+            && !cmd.get_envs().any(|(k, _)| k == "IBEPHONE_LOG_DIR")
+        {
+            cmd.env(
+                "IBEPHONE_LOG_DIR",
+                std::env::temp_dir().join("ibephone-test-logs"),
+            );
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -2,6 +2,10 @@
 //! renewal against a real PKG, in one test binary. Run one with
 //! `cargo test --test ui NAME::`; redraw snapshots with
 //! `UPDATE_SNAPSHOTS=1 cargo test --test ui ui_snapshots::`.
+//!
+//! Unix only: the tests spawn processes, check file modes (0600) and
+//! capture on loopback; Windows builds check the library alone.
+#![cfg(unix)]
 
 #[path = "../ui_support/mod.rs"]
 mod ui_support;

@@ -388,3 +388,56 @@ fn key_continuity_replaces_the_sas_question_or_warns() {
         assert_eq!(shows(&h, "Matches"), !verified, "{message}");
     }
 }
+
+/// "Copy diagnostics" in Settings puts the report on the clipboard: the
+/// version, the registration, the transport and proxy, the keys and the
+/// last refusal; never a message text.
+#[test]
+fn copy_diagnostics_puts_a_report_on_the_clipboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    let app = h.state_mut();
+    app.apply(Update::Agent(AgentEvent::MessageReceived {
+        from: "sip:alice@atlanta.invalid".into(),
+        text: "the meeting code is 4711".into(),
+        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    app.apply(Update::Agent(AgentEvent::Rejected {
+        reason: "not tunneled".into(),
+    }));
+    app.tab = ibephone::ui::app::Tab::Settings;
+    h.run_steps(3);
+    h.get_by_label("Copy diagnostics").click();
+    h.step();
+    let copied: Vec<String> = h
+        .output()
+        .platform_output
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            egui::OutputCommand::CopyText(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copied.len(), 1, "{:?}", h.output().platform_output.commands);
+    let report = &copied[0];
+    for line in [
+        format!("version: ibephone {}", env!("CARGO_PKG_VERSION")),
+        "account: sip:bob@atlanta.invalid".to_string(),
+        "registration: registered (expires 600 s)".to_string(),
+        "transport: UDP to proxy 127.0.0.1:5060".to_string(),
+        "this phone: 127.0.0.1:5099".to_string(),
+        "policy: require".to_string(),
+    ] {
+        assert!(
+            report.lines().any(|l| l == line),
+            "no {line:?} in\n{report}"
+        );
+    }
+    assert!(report.contains("keys: held for 2026-12"), "{report}");
+    assert!(report.contains("message refused: not tunneled"), "{report}");
+    assert!(!report.contains("4711"), "a message text in\n{report}");
+    h.run_steps(2);
+    assert!(shows(&h, "Copied to the clipboard"));
+}

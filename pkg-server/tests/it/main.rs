@@ -4,6 +4,10 @@
 //! TURN credentials, the embedded STUN/TURN server, coturn interop) and
 //! the threshold provider (`threshold`). Run one with
 //! `cargo test -p pkg-server --test it NAME::`.
+//!
+//! Unix only: the tests spawn processes, check file modes (0600) and
+//! capture on loopback; Windows builds check the library alone.
+#![cfg(unix)]
 
 #[path = "../common/mod.rs"]
 mod common;
