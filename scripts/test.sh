@@ -20,7 +20,7 @@ tools_pid=""
 if [ "$quick" = 0 ]; then
   # One build from scratch: incremental caches would only take disk space.
   export CARGO_INCREMENTAL=0
-  # The cargo tools (cargo-deny, cargo-fuzz) compile while apt downloads
+  # The cargo tools (cargo-deny, cargo-fuzz, cargo-deb) compile while apt downloads
   # and installs: CPU-bound next to I/O-bound, about three minutes saved
   # on a cold machine. Their output goes to target/tools-install.log.
   mkdir -p target
