@@ -18,6 +18,9 @@
 //! - Every answer to an authenticated request must carry a valid
 //!   MESSAGE-INTEGRITY under our key, or it is ignored (a forged answer
 //!   changes nothing; the request is retransmitted and finally times out).
+//!   A success to the first, anonymous Allocate is ignored too: the
+//!   provider's relay always asks for a login, and taking it would let
+//!   anyone on the path hand us a relayed address of their choosing.
 //!   Error answers are taken without it (RFC 8489 does not protect them),
 //!   but a second 401 to a request that carried credentials fails the
 //!   allocation rather than looping.
@@ -622,9 +625,11 @@ impl TurnClient {
             return TurnReceived::Handled;
         };
         if class == CLASS_SUCCESS_RESPONSE {
-            if self.transactions[i].authenticated && !self.integrity_ok(&mut m) {
-                // Not from the server that holds our key: ignored, the
-                // request is retransmitted.
+            if !self.transactions[i].authenticated || !self.integrity_ok(&mut m) {
+                // Not from the server that holds our key (or a success to
+                // the first, anonymous Allocate, which only a relay that
+                // asks no login, or someone on the path, would send):
+                // ignored, the request is retransmitted.
                 return TurnReceived::Handled;
             }
             let t = self.transactions.remove(i);

@@ -628,3 +628,22 @@ proptest::proptest! {
         }
     }
 }
+
+/// A success answer to the first Allocate, which carried no credentials,
+/// is ignored (only a relay without login, or someone on the path, sends
+/// one): the request is retransmitted, no relayed address is taken, and
+/// the genuine 401 that follows still leads to the allocation.
+#[test]
+fn a_success_to_the_anonymous_allocate_is_ignored() {
+    let now = Instant::now();
+    let mut c = TurnClient::new(server(), now);
+    let first = sent(&mut c);
+    assert!(!is_auth(&first));
+    c.handle_datagram(now, &allocate_ok(&first, 600));
+    assert!(c.relayed().is_none() && c.poll_event().is_none());
+    c.handle_datagram(now, &error(&first, 401, Some("n1")));
+    let second = sent(&mut c);
+    assert!(is_auth(&second));
+    c.handle_datagram(now, &allocate_ok(&second, 600));
+    assert!(c.relayed().is_some());
+}
