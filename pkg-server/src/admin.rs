@@ -165,6 +165,33 @@ pub async fn init(config: &Config, domain: &str, pkg_url: Option<&str>) -> Resul
     Ok(())
 }
 
+/// Parses a `--threshold` value `T/N` (checked further by the threshold
+/// code: `1 <= t <= n <= 64`).
+pub fn parse_threshold(spec: &str) -> Result<(u32, u32)> {
+    spec.split_once('/')
+        .and_then(|(t, n)| Some((t.trim().parse().ok()?, n.trim().parse().ok()?)))
+        .ok_or_else(|| AdminError::Invalid(format!("--threshold {spec:?}: write T/N, e.g. 2/3")))
+}
+
+/// The store of a threshold server about to receive its share: refused
+/// when it holds parameters already, or when a key file is in the way.
+pub async fn open_uninitialized(c: &Config) -> Result<Store> {
+    let store = open_store(c).await?;
+    if store.meta_get("params").await?.is_some() {
+        return Err(AdminError::AlreadyExists(format!(
+            "the PKG of {} is already initialized",
+            c.data_dir.display()
+        )));
+    }
+    if c.master_passphrase_env.is_none() && c.master_key_path().exists() {
+        return Err(AdminError::AlreadyExists(format!(
+            "key file {} exists; remove it or use another data_dir",
+            c.master_key_path().display()
+        )));
+    }
+    Ok(store)
+}
+
 /// `init --domain D --threshold T/N --server-config C2 ... --server-config
 /// CN` (dealer mode, for tests and trials): the configuration of `-c` is
 /// server 1, the others servers 2..N in order; each must name its
@@ -180,10 +207,7 @@ pub async fn init_threshold(
     others: &[std::path::PathBuf],
 ) -> Result<()> {
     use ibephone::ibe::threshold::{deal, Threshold, ThresholdServer};
-    let (t, n) = spec
-        .split_once('/')
-        .and_then(|(t, n)| Some((t.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)))
-        .ok_or_else(|| AdminError::Invalid(format!("--threshold {spec:?}: write T/N, e.g. 2/3")))?;
+    let (t, n) = parse_threshold(spec)?;
     let mut configs = vec![config.clone()];
     for p in others {
         configs.push(Config::load(p).map_err(|e| AdminError::File(format!("{e:#}")))?);
@@ -212,20 +236,7 @@ pub async fn init_threshold(
     for c in &configs {
         std::fs::create_dir_all(&c.data_dir)
             .map_err(|e| AdminError::File(format!("{}: {e}", c.data_dir.display())))?;
-        let store = open_store(c).await?;
-        if store.meta_get("params").await?.is_some() {
-            return Err(AdminError::AlreadyExists(format!(
-                "the PKG of {} is already initialized",
-                c.data_dir.display()
-            )));
-        }
-        if c.master_passphrase_env.is_none() && c.master_key_path().exists() {
-            return Err(AdminError::AlreadyExists(format!(
-                "key file {} exists; remove it or use another data_dir",
-                c.master_key_path().display()
-            )));
-        }
-        stores.push(store);
+        stores.push(open_uninitialized(c).await?);
     }
     let (msk, params) = setup(domain, &urls[0]).map_err(|e| AdminError::Invalid(e.to_string()))?;
     let shares = deal(&msk, t, n).map_err(|e| AdminError::Invalid(e.to_string()))?;

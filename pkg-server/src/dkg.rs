@@ -32,7 +32,7 @@
 //! therefore opens only for its server, in this ceremony, under these
 //! commitments.
 
-use crate::admin::{open_store, AdminError};
+use crate::admin::{open_uninitialized, parse_threshold, AdminError};
 use crate::config::Config;
 use crate::vault::{Vault, META_THRESHOLD_INDEX};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -154,13 +154,6 @@ fn unb64<const N: usize>(what: &str, s: &str) -> Result<[u8; N]> {
         .ok()
         .and_then(|v| <[u8; N]>::try_from(v).ok())
         .ok_or_else(|| invalid(format!("{what} is not {N} base64url bytes")))
-}
-
-/// Parses `T/N`.
-pub fn parse_threshold(spec: &str) -> Result<(u32, u32)> {
-    spec.split_once('/')
-        .and_then(|(t, n)| Some((t.trim().parse().ok()?, n.trim().parse().ok()?)))
-        .ok_or_else(|| invalid(format!("--threshold {spec:?}: write T/N, e.g. 2/3")))
 }
 
 /// `dkg join`: this server's certificate and ceremony key; writes its
@@ -478,19 +471,7 @@ pub async fn finish(
     }
     let generated = dkg_finish(me.index, t, n, &received).map_err(|e| invalid(e.to_string()))?;
 
-    let store = open_store(config).await?;
-    if store.meta_get("params").await?.is_some() {
-        return Err(AdminError::AlreadyExists(format!(
-            "the PKG of {} is already initialized",
-            config.data_dir.display()
-        )));
-    }
-    if config.master_passphrase_env.is_none() && config.master_key_path().exists() {
-        return Err(AdminError::AlreadyExists(format!(
-            "key file {} exists; remove it or use another data_dir",
-            config.master_key_path().display()
-        )));
-    }
+    let store = open_uninitialized(config).await?;
     let servers = members
         .iter()
         .zip(&generated.public_shares)

@@ -490,10 +490,23 @@ impl MediaCalls {
     /// its retained secret, if any, is proved in the offer). Our fresh
     /// keys inside; our X25519 key only as a commitment.
     pub fn offer(&mut self, call: u64, peer: Option<&str>) -> Result<Body, CallMediaError> {
+        let (c, body) = self.new_offer(call, Role::Caller, peer)?;
+        self.calls.insert(call, c);
+        Ok(body)
+    }
+
+    /// A new call's media as the offerer in `role` (its port allocated,
+    /// released again on failure) and the offer's body.
+    fn new_offer(
+        &mut self,
+        call: u64,
+        role: Role,
+        peer: Option<&str>,
+    ) -> Result<(CallMedia, Body), CallMediaError> {
         let local = self.local(call)?;
-        let mut c = CallMedia::new(Role::Caller, local.clone(), peer);
+        let mut c = CallMedia::new(role, local.clone(), peer);
         let rs = self.rs_for(c.peer.as_ref());
-        let pending = match PendingOffer::with_retained(local, Role::Caller, rs) {
+        let pending = match PendingOffer::with_retained(local, role, rs) {
             Ok(p) => p,
             Err(e) => {
                 self.ports.release(call);
@@ -502,8 +515,7 @@ impl MediaCalls {
         };
         let body = sdp_body(pending.offer());
         c.pending = Some(pending);
-        self.calls.insert(call, c);
-        Ok(body)
+        Ok((c, body))
     }
 
     /// The value of the inner `Ibesip-Dh` header for the ACK of the answer
@@ -550,18 +562,8 @@ impl MediaCalls {
 
     /// Prepares the offer of our 2xx to an INVITE without SDP.
     fn offer_in_2xx(&mut self, call: u64, peer: Option<&str>) -> Result<(), CallMediaError> {
-        let local = self.local(call)?;
-        let mut c = CallMedia::new(Role::Callee, local.clone(), peer);
-        let rs = self.rs_for(c.peer.as_ref());
-        let pending = match PendingOffer::with_retained(local, Role::Callee, rs) {
-            Ok(p) => p,
-            Err(e) => {
-                self.ports.release(call);
-                return Err(e.into());
-            }
-        };
-        c.answer = Some(sdp_body(pending.offer()));
-        c.pending = Some(pending);
+        let (mut c, body) = self.new_offer(call, Role::Callee, peer)?;
+        c.answer = Some(body);
         self.calls.insert(call, c);
         Ok(())
     }

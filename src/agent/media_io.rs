@@ -624,6 +624,16 @@ impl MediaDriver {
         }
     }
 
+    /// The port bound for `call` (and its ICE state), taken out of the
+    /// table to run a session on.
+    fn take_bound(&self, call: u64) -> Result<BoundPort, String> {
+        self.bound
+            .lock()
+            .map_err(|_| "port table poisoned".to_string())?
+            .remove(&call)
+            .ok_or_else(|| "no bound RTP port".to_string())
+    }
+
     /// Moves a running session to the port allocated anew for `call`
     /// (a restart after a network change), ICE restarted on it.
     fn restart(
@@ -631,12 +641,7 @@ impl MediaDriver {
         call: u64,
         negotiated: crate::media::sdp::Negotiated,
     ) -> Result<(), String> {
-        let BoundPort { sock, ice } = self
-            .bound
-            .lock()
-            .map_err(|_| "port table poisoned".to_string())?
-            .remove(&call)
-            .ok_or("no bound RTP port")?;
+        let BoundPort { sock, ice } = self.take_bound(call)?;
         let session = self.sessions.get(&call).ok_or("no media session")?;
         let ice = ice
             .zip(negotiated.remote_ice.as_ref())
@@ -660,12 +665,7 @@ impl MediaDriver {
         call: u64,
         negotiated: crate::media::sdp::Negotiated,
     ) -> Result<(), String> {
-        let BoundPort { sock, ice } = self
-            .bound
-            .lock()
-            .map_err(|_| "port table poisoned".to_string())?
-            .remove(&call)
-            .ok_or("no bound RTP port")?;
+        let BoundPort { sock, ice } = self.take_bound(call)?;
         // ICE runs when both sides offered it; else the SDP address, latched
         // (and a relay allocated for nothing is given back at once).
         let ice = match (ice, negotiated.remote_ice.as_ref()) {

@@ -127,6 +127,20 @@ enum Cmd {
     },
 }
 
+/// What names one key generation ceremony (`dkg start` and `finish`).
+#[derive(clap::Args)]
+struct Ceremony {
+    /// The SIP domain.
+    #[arg(long)]
+    domain: String,
+    /// `T/N`, e.g. 2/3.
+    #[arg(long)]
+    threshold: String,
+    /// Every server's member file (this one's included).
+    #[arg(long = "member", required = true)]
+    members: Vec<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum DkgCmd {
     /// Step 1: this server's TLS certificate and ceremony key; writes the
@@ -142,15 +156,8 @@ enum DkgCmd {
     /// Step 2: this server's dealing (commitments, and a share encrypted
     /// to every server), from every member file.
     Start {
-        /// The SIP domain.
-        #[arg(long)]
-        domain: String,
-        /// `T/N`, e.g. 2/3.
-        #[arg(long)]
-        threshold: String,
-        /// Every server's member file (this one's included).
-        #[arg(long = "member", required = true)]
-        members: Vec<PathBuf>,
+        #[command(flatten)]
+        ceremony: Ceremony,
         /// The dealing file to write (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -159,15 +166,8 @@ enum DkgCmd {
     /// dealer whose share fails) and stores this server's share and the
     /// parameters.
     Finish {
-        /// The SIP domain.
-        #[arg(long)]
-        domain: String,
-        /// `T/N`, e.g. 2/3.
-        #[arg(long)]
-        threshold: String,
-        /// Every server's member file.
-        #[arg(long = "member", required = true)]
-        members: Vec<PathBuf>,
+        #[command(flatten)]
+        ceremony: Ceremony,
         /// Every server's dealing file.
         #[arg(long = "dealing", required = true)]
         dealings: Vec<PathBuf>,
@@ -258,18 +258,15 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             admin::init(&config, &domain, pkg_url.as_deref()).await
         }
         Cmd::Dkg(DkgCmd::Join { index, out }) => pkg_server::dkg::join(&config, index, &out),
-        Cmd::Dkg(DkgCmd::Start {
-            domain,
-            threshold,
-            members,
-            out,
-        }) => pkg_server::dkg::start(&config, &domain, &threshold, &members, &out),
+        Cmd::Dkg(DkgCmd::Start { ceremony: c, out }) => {
+            pkg_server::dkg::start(&config, &c.domain, &c.threshold, &c.members, &out)
+        }
         Cmd::Dkg(DkgCmd::Finish {
-            domain,
-            threshold,
-            members,
+            ceremony: c,
             dealings,
-        }) => pkg_server::dkg::finish(&config, &domain, &threshold, &members, &dealings).await,
+        }) => {
+            pkg_server::dkg::finish(&config, &c.domain, &c.threshold, &c.members, &dealings).await
+        }
         Cmd::User(UserCmd::Add { name }) => admin::user_add(&config, &name).await,
         Cmd::User(UserCmd::List) => admin::user_list(&config).await,
         Cmd::User(UserCmd::Disable { name }) => {
