@@ -291,19 +291,13 @@ pub fn finish(own: u32, t: u32, n: u32, received: &[Received]) -> Result<Generat
 #[cfg(test)]
 fn recover(shares: &[&MasterShare]) -> super::keys::MasterSecret {
     let indices: Vec<u32> = shares.iter().map(|s| s.index()).collect();
-    let mut s = Scalar::ZERO;
-    for (k, share) in shares.iter().enumerate() {
-        let xi = Scalar::from(u64::from(indices[k]));
-        let (num, den) = indices.iter().filter(|&&j| j != indices[k]).fold(
-            (Scalar::ONE, Scalar::ONE),
-            |(num, den), &j| {
-                let xj = Scalar::from(u64::from(j));
-                (num * (-xj), den * (xi - xj))
-            },
-        );
-        let l = num * den.invert().unwrap();
-        s += share.secret().scalar() * l;
-    }
+    let lambdas = super::threshold::lagrange_at(&indices, 0).unwrap();
+    let s = shares
+        .iter()
+        .zip(&lambdas)
+        .fold(Scalar::ZERO, |acc, (share, l)| {
+            acc + share.secret().scalar() * l
+        });
     super::keys::MasterSecret::from_bytes(&s.to_bytes()).unwrap()
 }
 

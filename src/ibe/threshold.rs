@@ -118,7 +118,7 @@ fn check_t_n(t: u32, n: u32) -> Result<(), IbeError> {
 
 /// The Lagrange coefficients at `x` of the distinct non-zero `indices`:
 /// `lambda_i(x) = prod_{j != i} (x - j) / (i - j)`.
-fn lagrange_at(indices: &[u32], x: u32) -> Result<Vec<Scalar>, IbeError> {
+pub(crate) fn lagrange_at(indices: &[u32], x: u32) -> Result<Vec<Scalar>, IbeError> {
     for (k, i) in indices.iter().enumerate() {
         check_index(*i)?;
         if indices[..k].contains(i) {
