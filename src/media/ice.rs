@@ -308,39 +308,11 @@ pub fn is_stun(datagram: &[u8]) -> bool {
 }
 
 /// One STUN binding request to a STUN server, to learn our
-/// server-reflexive address. Encoded and read by webrtc-rs's `stun` crate:
-/// the `is` codec reads only ICE checks (it requires MESSAGE-INTEGRITY,
-/// which a STUN server's answer to an unauthenticated request lacks).
-#[derive(Debug)]
-pub struct StunBinding {
-    id: stun::agent::TransactionId,
-}
-
-impl StunBinding {
-    /// A fresh request: keep the value, send the bytes.
-    pub fn new() -> Result<(Self, Vec<u8>), IceError> {
-        let id = stun::agent::TransactionId::new();
-        let mut msg = stun::message::Message::new();
-        msg.build(&[Box::new(id), Box::new(stun::message::BINDING_REQUEST)])
-            .map_err(|e| IceError::Candidate(format!("STUN request: {e}")))?;
-        Ok((StunBinding { id }, msg.raw))
-    }
-
-    /// The mapped address in `response`, if it is the success answer to
-    /// this request (any other datagram gives `None`).
-    pub fn mapped(&self, response: &[u8]) -> Option<SocketAddr> {
-        let mut msg = stun::message::Message::new();
-        msg.raw = response.to_vec();
-        msg.decode().ok()?;
-        if msg.typ != stun::message::BINDING_SUCCESS || msg.transaction_id != self.id {
-            return None;
-        }
-        let mut xor = stun::xoraddr::XorMappedAddress::default();
-        use stun::message::Getter;
-        xor.get_from(&msg).ok()?;
-        Some(SocketAddr::new(xor.ip, xor.port))
-    }
-}
+/// server-reflexive address: the SIP layer's (also its keep-alive on UDP
+/// flows). Encoded and read by webrtc-rs's `stun` crate: the `is` codec
+/// reads only ICE checks (it requires MESSAGE-INTEGRITY, which a STUN
+/// server's answer to an unauthenticated request lacks).
+pub use crate::sip::stun::BindingRequest as StunBinding;
 
 /// The candidate pair media flows on, by candidate kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

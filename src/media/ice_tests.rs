@@ -186,21 +186,7 @@ fn sdp_attributes_round_trip_and_bad_ones_are_refused() {
 /// What a STUN server answers to `request` (a binding request): `mapped`
 /// in XOR-MAPPED-ADDRESS, under the request's transaction id.
 pub(crate) fn stun_reply(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
-    use stun::message::{Message, BINDING_SUCCESS};
-    let mut req = Message::new();
-    req.raw = request.to_vec();
-    req.decode().unwrap();
-    let mut msg = Message::new();
-    msg.build(&[
-        Box::new(req.transaction_id),
-        Box::new(BINDING_SUCCESS),
-        Box::new(stun::xoraddr::XorMappedAddress {
-            ip: mapped.ip(),
-            port: mapped.port(),
-        }),
-    ])
-    .unwrap();
-    msg.raw
+    crate::sip::stun::binding_success(request, mapped).unwrap()
 }
 
 #[test]

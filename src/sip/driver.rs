@@ -694,6 +694,31 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The embedded proxy answers a phone's STUN keep-alive on its SIP
+    /// UDP port with the address it came from (RFC 5626 8.4), and an
+    /// answer sent to it (a reflection attempt) gets nothing back.
+    #[tokio::test]
+    async fn the_proxy_answers_stun_keepalives_on_its_udp_port() {
+        use crate::sip::stun::{binding_success, BindingRequest};
+        let proxy = spawn_proxy("127.0.0.1:0".parse().unwrap(), "atlanta.test", &[])
+            .await
+            .unwrap();
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (req, bytes) = BindingRequest::new().unwrap();
+        phone.send_to(&bytes, proxy.addr).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(from, proxy.addr);
+        assert_eq!(req.mapped(&buf[..n]), Some(phone.local_addr().unwrap()));
+        let answer = binding_success(&bytes, phone.local_addr().unwrap()).unwrap();
+        phone.send_to(&answer, proxy.addr).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(300), phone.recv_from(&mut buf)).await;
+        assert!(r.is_err(), "an answer is not answered");
+    }
+
     #[test]
     fn frames_split_on_content_length() {
         let mut buf = b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nl: 3\r\n\r\nabcSIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\nSIP".to_vec();

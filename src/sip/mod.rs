@@ -13,6 +13,8 @@
 //!   the tunnel seals and opens messages;
 //! - [`location`], [`registrar`], [`proxy`]: the embedded provider;
 //! - [`driver`]: UDP, TCP and TLS over tokio;
+//! - [`stun`]: STUN binding requests and answers (UDP keep-alives, RFC 5626
+//!   4.4.2; the media layer's server-reflexive address);
 //! - [`proxy_uri`]: the outbound proxy a phone is configured with (`sips:`,
 //!   `;transport=`).
 
@@ -25,6 +27,7 @@ pub mod message;
 pub mod proxy;
 pub mod proxy_uri;
 pub mod registrar;
+pub mod stun;
 pub mod timers;
 pub mod transaction;
 pub mod ua;

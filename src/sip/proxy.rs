@@ -105,8 +105,16 @@ impl Proxy {
         self.forks.len()
     }
 
-    /// Feeds bytes that arrived from `from`.
+    /// Feeds bytes that arrived from `from`. A STUN binding request on
+    /// the UDP port is a phone's keep-alive (RFC 5626 8.4): it is
+    /// answered with the address it came from and is no message.
     pub fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
+        if from.transport == Transport::Udp && crate::sip::stun::is_stun_message(bytes) {
+            if let Some(answer) = crate::sip::stun::binding_success(bytes, from.addr) {
+                self.tx.send_raw(answer, from);
+            }
+            return;
+        }
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {

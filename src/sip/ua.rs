@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 mod calls;
 mod netwatch;
+mod stun_keepalive;
 mod types;
 
 pub use calls::IBESIP_DH;
@@ -50,6 +51,12 @@ struct Registration {
     registered: bool,
     /// Our address as the registrar saw it (`received`/`rport`).
     reflexive: Option<std::net::SocketAddr>,
+    /// Whether the registrar's last 200 said `Require: outbound` (RFC
+    /// 5626: its edge answers STUN keep-alives on UDP).
+    outbound: bool,
+    /// Whether `reflexive` is the source the registrar saw (its Via
+    /// carried a filled-in `rport`, RFC 3581), not just our own sent-by.
+    rport_filled: bool,
 }
 
 /// RFC 5626 4.4.1 / 4.5 figures: keep-alive interval, how long a pong may
@@ -130,6 +137,8 @@ pub struct UserAgent {
     keepalive_at: Option<Instant>,
     /// A TCP ping waits for its pong until then.
     pong_deadline: Option<Instant>,
+    /// The STUN keep-alive of a UDP flow (RFC 5626 4.4.2).
+    stun_keepalive: stun_keepalive::StunKeepAlive,
     /// Network change detection (off unless set).
     netwatch: Option<NetWatch>,
 }
@@ -172,6 +181,8 @@ impl UserAgent {
             retry_at: None,
             registered: false,
             reflexive: None,
+            outbound: false,
+            rport_filled: false,
         };
         UserAgent {
             cfg,
@@ -192,6 +203,7 @@ impl UserAgent {
             keepalive: None,
             keepalive_at: None,
             pong_deadline: None,
+            stun_keepalive: Default::default(),
             netwatch: None,
         }
     }
@@ -227,6 +239,7 @@ impl UserAgent {
         // What the registrar saw was through the old address.
         self.reg.reflexive = None;
         self.pong_deadline = None;
+        self.stun_keepalive.reset();
         self.events.push_back(Event::NetworkChanged {
             local: self.cfg.local.clone(),
             public: None,
@@ -248,14 +261,20 @@ impl UserAgent {
         Some(change)
     }
 
-    /// Turns keep-alives towards the outbound proxy on (RFC 5626 4.4.1:
-    /// a double CRLF every `interval` while registered; over TCP the
-    /// proxy's CRLF pong must come within `pong_timeout`, else the flow
-    /// counts as failed and the UA registers again at once) or off.
+    /// Turns keep-alives towards the outbound proxy on or off. Every
+    /// `interval` while registered: over TCP and TLS a double CRLF whose
+    /// pong must come within `pong_timeout` (RFC 5626 4.4.1); over UDP a
+    /// STUN binding request when the registrar said `Require: outbound`,
+    /// which must be answered within `pong_timeout` and from the address
+    /// the registrar saw (RFC 5626 4.4.2), else a CRLF (no answer
+    /// expected). A keep-alive without its answer, or a STUN answer naming
+    /// a new address, means the flow failed: the UA registers again at
+    /// once.
     pub fn set_keepalive(&mut self, keepalive: Option<KeepAlive>) {
         self.keepalive = keepalive;
         self.keepalive_at = None;
         self.pong_deadline = None;
+        self.stun_keepalive.reset();
     }
 
     /// Our address as the registrar last saw it (`received`/`rport` of the
@@ -312,6 +331,7 @@ impl UserAgent {
 
     fn flow_failed(&mut self, now: Instant) {
         self.pong_deadline = None;
+        self.stun_keepalive.reset();
         if let Some(w) = self.netwatch.as_mut() {
             w.check_now(now);
         }
@@ -390,6 +410,10 @@ impl UserAgent {
 
     /// Feeds bytes that arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
+        if from.transport == Transport::Udp && crate::sip::stun::is_stun_message(bytes) {
+            self.on_stun(now, from, bytes);
+            return;
+        }
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -465,6 +489,7 @@ impl UserAgent {
                 self.reg.retry_at = None;
                 self.keepalive_at = None;
                 self.pong_deadline = None;
+                self.stun_keepalive.reset();
                 self.reg.tried_nonce = None;
                 self.send_register(now, None);
             }
@@ -497,6 +522,7 @@ impl UserAgent {
             .chain(self.reg.retry_at)
             .chain(self.keepalive_at)
             .chain(self.pong_deadline)
+            .chain(self.stun_keepalive.poll_timeout())
             .chain(calls)
             .min()
     }
@@ -529,6 +555,14 @@ impl UserAgent {
         }
         if self.pong_deadline.is_some_and(|t| t <= now) {
             self.flow_failed(now);
+        }
+        match self.stun_keepalive.handle_timeout(now) {
+            Some(stun_keepalive::Due::Resend(bytes)) => self.tx.send_raw(bytes, self.proxy_flow()),
+            Some(stun_keepalive::Due::Failed) => {
+                tracing::info!("no answer to the STUN keep-alive");
+                self.flow_failed(now);
+            }
+            None => {}
         }
         if self.keepalive_at.is_some_and(|t| t <= now) {
             self.send_keepalive(now);
@@ -602,8 +636,33 @@ impl UserAgent {
         }
     }
 
-    /// Sends a double CRLF to the outbound proxy over our flow and arms
-    /// the next one (and, over TCP, the pong deadline).
+    /// Our flow to the outbound proxy.
+    fn proxy_flow(&self) -> Dest {
+        Dest {
+            addr: self.cfg.proxy,
+            transport: self.cfg.transport,
+        }
+    }
+
+    /// A STUN datagram on the UDP port: the answer to our keep-alive
+    /// from the proxy, or nothing of ours.
+    fn on_stun(&mut self, now: Instant, from: Dest, bytes: &[u8]) {
+        if from.addr != self.cfg.proxy {
+            return;
+        }
+        let registrar_saw = self.reg.reflexive.filter(|_| self.reg.rport_filled);
+        match self.stun_keepalive.handle_answer(bytes, registrar_saw) {
+            stun_keepalive::Answer::NotOurs | stun_keepalive::Answer::Alive => {}
+            stun_keepalive::Answer::Moved { old, new } => {
+                tracing::info!(%old, %new, "STUN keep-alive: the NAT maps our flow elsewhere now");
+                self.flow_failed(now);
+            }
+        }
+    }
+
+    /// Sends a keep-alive to the outbound proxy over our flow (see
+    /// [`Self::set_keepalive`]) and arms the next one, and the deadline of
+    /// its answer.
     fn send_keepalive(&mut self, now: Instant) {
         let Some(ka) = self.keepalive else {
             self.keepalive_at = None;
@@ -613,10 +672,13 @@ impl UserAgent {
         if !self.reg.registered {
             return;
         }
-        let dest = Dest {
-            addr: self.cfg.proxy,
-            transport: self.cfg.transport,
-        };
+        let dest = self.proxy_flow();
+        if self.cfg.transport == Transport::Udp && self.reg.outbound {
+            if let Some(bytes) = self.stun_keepalive.start(now, ka.pong_timeout) {
+                self.tx.send_raw(bytes, dest);
+            }
+            return;
+        }
         self.tx.send_raw(b"\r\n\r\n".to_vec(), dest);
         if self.cfg.transport.is_reliable() && self.pong_deadline.is_none() {
             self.pong_deadline = Some(now + ka.pong_timeout);
@@ -756,6 +818,16 @@ impl UserAgent {
         }
         self.reg.failures = 0;
         self.reg.registered = true;
+        self.reg.rport_filled = resp
+            .header("Via")
+            .and_then(|v| crate::sip::message::param(v, "rport"))
+            .is_some_and(|p| p.parse::<u16>().is_ok());
+        self.reg.outbound = resp
+            .header_values("Require")
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("outbound"));
+        // The registrar's view is the baseline of the STUN keep-alives.
+        self.stun_keepalive.reset();
         if let (Some(ka), None) = (self.keepalive, self.keepalive_at) {
             self.keepalive_at = Some(now + ka.interval);
         }
@@ -966,6 +1038,17 @@ mod tests {
     /// The REGISTER the UA sent, answered `status` by the registrar, which
     /// saw it from 127.0.0.7:40000 (`received`/`rport`).
     fn answer_register(ua: &mut UserAgent, now: Instant, status: u16) -> Message {
+        answer_register_from(ua, now, status, false)
+    }
+
+    /// [`answer_register`] by a registrar that says `Require: outbound`
+    /// when `outbound`.
+    fn answer_register_from(
+        ua: &mut UserAgent,
+        now: Instant,
+        status: u16,
+        outbound: bool,
+    ) -> Message {
         let t = ua.poll_transmit().unwrap();
         assert_eq!(t.dest.addr, PROXY.parse().unwrap());
         let req = Message::parse(&t.bytes).unwrap();
@@ -981,6 +1064,9 @@ mod tests {
             r.push_header("Contact", "<sip:other@127.0.0.1:1>;expires=30");
             let mine = addr_uri(req.header("Contact").unwrap()).to_string();
             r.push_header("Contact", format!("<{mine}>;expires=600"));
+            if outbound {
+                r.push_header("Require", "outbound");
+            }
         }
         let from = Dest {
             addr: PROXY.parse().unwrap(),
@@ -1030,6 +1116,99 @@ mod tests {
         // A second UA gets another token and instance.
         let other = self::ua(HeaderPolicy::default());
         assert_ne!(other.contact_token(), token);
+    }
+
+    /// Registered over UDP with a registrar of RFC 5626: the keep-alive
+    /// is a STUN binding request; the answer from where the registrar saw
+    /// us keeps the flow, an answer naming a new address (a NAT that
+    /// rebooted) or no answer within the pong timeout makes the UA
+    /// register again at once; an answer from anyone but the proxy
+    /// counts for nothing.
+    #[test]
+    fn udp_keepalives_are_stun_and_detect_a_rebooted_nat() {
+        use crate::sip::stun::binding_success;
+        let mut ua = ua(HeaderPolicy::default());
+        ua.set_keepalive(Some(KeepAlive::default()));
+        let t0 = Instant::now();
+        ua.handle_command(t0, Command::Register);
+        answer_register_from(&mut ua, t0, 200, true);
+        events(&mut ua);
+        let proxy = Dest::udp(PROXY.parse().unwrap());
+        let seen: std::net::SocketAddr = "127.0.0.7:40000".parse().unwrap();
+        let keepalive = |ua: &mut UserAgent, at: Instant| {
+            ua.handle_timeout(at);
+            let t = ua.poll_transmit().expect("a keep-alive");
+            assert_eq!(t.dest, proxy);
+            assert!(crate::sip::stun::is_stun_message(&t.bytes), "{:?}", t.bytes);
+            t.bytes
+        };
+        // Answered from where the registrar saw us: nothing happens.
+        let t1 = t0 + Duration::from_secs(25);
+        let req = keepalive(&mut ua, t1);
+        ua.handle_datagram(t1, proxy, &binding_success(&req, seen).unwrap());
+        ua.handle_timeout(t1 + Duration::from_secs(11));
+        assert!(ua.poll_transmit().is_none(), "no resend, no REGISTER");
+        assert!(ua.is_registered());
+
+        // The NAT rebooted: the answer names a new port. An answer from
+        // someone else than the proxy is ignored first.
+        let t2 = t1 + Duration::from_secs(25);
+        let req = keepalive(&mut ua, t2);
+        let moved: std::net::SocketAddr = "127.0.0.7:51111".parse().unwrap();
+        let stranger = Dest::udp("127.0.0.9:5060".parse().unwrap());
+        ua.handle_datagram(t2, stranger, &binding_success(&req, moved).unwrap());
+        assert!(ua.poll_transmit().is_none());
+        assert!(ua.is_registered());
+        ua.handle_datagram(t2, proxy, &binding_success(&req, moved).unwrap());
+        assert!(!ua.is_registered());
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 430 }]
+        );
+        answer_register_from(&mut ua, t2, 200, true);
+        assert!(ua.is_registered());
+
+        // No answer at all: resent, then the flow fails after 10 s.
+        let t3 = t2 + Duration::from_secs(25);
+        let req = keepalive(&mut ua, t3);
+        let mut now = t3;
+        let mut resends = 0;
+        while ua.is_registered() {
+            now = ua.poll_timeout().unwrap();
+            ua.handle_timeout(now);
+            while let Some(t) = ua.poll_transmit() {
+                if t.bytes == req {
+                    resends += 1;
+                } else {
+                    assert!(Message::parse(&t.bytes).unwrap().method() == Some(Method::Register));
+                }
+            }
+        }
+        assert_eq!(resends, 4);
+        assert_eq!(now - t3, Duration::from_secs(10));
+    }
+
+    /// A registrar without `Require: outbound` gets CRLF keep-alives over
+    /// UDP (it may not answer STUN), and a STUN-looking datagram from it
+    /// changes nothing.
+    #[test]
+    fn udp_keepalives_to_a_plain_registrar_are_crlf() {
+        let mut ua = ua(HeaderPolicy::default());
+        ua.set_keepalive(Some(KeepAlive::default()));
+        let t0 = Instant::now();
+        ua.handle_command(t0, Command::Register);
+        answer_register_from(&mut ua, t0, 200, false);
+        events(&mut ua);
+        let t1 = t0 + Duration::from_secs(25);
+        ua.handle_timeout(t1);
+        assert_eq!(ua.poll_transmit().unwrap().bytes, b"\r\n\r\n");
+        let (_, req) = crate::sip::stun::BindingRequest::new().unwrap();
+        let answer = crate::sip::stun::binding_success(&req, "127.0.0.7:1".parse().unwrap());
+        ua.handle_datagram(t1, Dest::udp(PROXY.parse().unwrap()), &answer.unwrap());
+        ua.handle_timeout(t1 + Duration::from_secs(24));
+        assert!(ua.poll_transmit().is_none());
+        assert!(ua.is_registered());
+        assert!(events(&mut ua).is_empty());
     }
 
     /// A new address towards the proxy: Via and Contact name it, the UA

@@ -1064,3 +1064,54 @@ fn natlab_nat_renumbered_mid_call_tls() {
     alice.quit();
     bob.quit();
 }
+
+/// A home router that reboots forgets its UDP mappings: bob (homeB,
+/// symmetric NAT, SIP over UDP with 5 s keep-alives) is in a call with
+/// alice when natB's connection tracking is flushed. His next keep-alive
+/// leaves through a new public port; a CRLF would say nothing, but the
+/// STUN keep-alive's answer (RFC 5626 4.4.2) names the new port, so bob
+/// registers again at once, reports the network change and re-INVITEs
+/// the call. Alice's BYE then reaches him over the new mapping, and so
+/// does her next call. (Before STUN keep-alives both were sent to the
+/// dead mapping until bob's registration refresh, minutes later.)
+#[test]
+fn natlab_udp_nat_reboot_found_by_stun_keepalive() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("rb", &["--nat-a", "cone", "--nat-b", "symmetric"]);
+    let provider = lab.provider();
+    let proxy = format!("keepalive_secs = 5\n{}", explicit_provider());
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, "", &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    let registered = bob.expect("registered", STEP);
+    println!("bob: {registered}");
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+
+    let out = lab.script(&["exec", "natB", "conntrack", "-F"]);
+    assert!(
+        out.status.success(),
+        "flushing natB: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rebooted = std::time::Instant::now();
+    let changed = bob.expect("network_changed", STEP);
+    println!("bob: {changed} {:?} after the flush", rebooted.elapsed());
+    assert!(
+        changed["public"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("203.0.113.2:")),
+        "{changed}"
+    );
+    assert_eq!(changed["calls"], json!([b_call]), "{changed}");
+    let updated = alice.expect("media_updated", STEP);
+    assert_eq!(updated["call"], a_call, "{updated}");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+    alice.quit();
+    bob.quit();
+}
