@@ -1,9 +1,11 @@
-//! Fuzzes the SIP parser, validation, serialisation and TCP framing: none
+//! Fuzzes the SIP parser, validation, serialisation and TCP framing, and
+//! the STUN demultiplexing and binding answers of a SIP UDP port: none
 //! may panic, and whatever parses must survive a write/parse round trip.
 #![no_main]
 
 use ibephone::sip::driver::take_frame;
 use ibephone::sip::message::{bad_request_for, HeaderForm, Message};
+use ibephone::sip::stun;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,6 +18,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = bad_request_for(data);
+    if stun::is_stun_message(data) {
+        let source = std::net::SocketAddr::from(([203, 0, 113, 1], 40000));
+        if let Some(answer) = stun::binding_success(data, source) {
+            assert!(stun::is_stun_message(&answer));
+        }
+    }
     let mut buf = data.to_vec();
     while let Ok(Some(_)) = take_frame(&mut buf) {}
 });
