@@ -11,7 +11,9 @@
 //!                                     # with [pkg]: discovered (services.sip, RFC 3263)
 //! # proxy = "sips:sip.atlanta.invalid"  # the same over TLS (port 5061), or
 //! # proxy = "sip:10.0.0.1:5060;transport=tcp"
-//! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy; 0: off
+//! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy (CRLF on TCP/TLS;
+//!                                     # STUN on UDP when the registrar supports outbound,
+//!                                     # which also notices a rebooted NAT); 0: off
 //! # network_check_secs = 2            # how often the route to the proxy is looked
 //!                                     # at (network change: re-register, re-INVITE); 0: off
 //!
