@@ -1115,3 +1115,58 @@ fn natlab_udp_nat_reboot_found_by_stun_keepalive() {
     alice.quit();
     bob.quit();
 }
+
+/// Issue 14: homeA's router forgets every mapping mid-call (natA's
+/// connection tracking flushed) while alice and bob talk directly over
+/// ICE through two cone NATs (SIP over UDP, 5 s STUN keep-alives). Alice's
+/// next media packet maps her RTP port again (a cone NAT keeps the port
+/// when it is free), her SIP keep-alive maps her SIP flow again, and bob's
+/// audio finds her through it: audio both ways resumes, and a call and a
+/// message still reach alice afterwards.
+#[test]
+fn natlab_media_conntrack_flushed_mid_call() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("cf", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider();
+    let _stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let proxy = format!("keepalive_secs = 5\n{}", explicit_provider());
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
+        assert_ne!(path["local"], "relay", "{path}");
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+
+    let out = lab.script(&["exec", "natA", "conntrack", "-F"]);
+    assert!(
+        out.status.success(),
+        "flushing natA: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flushed = std::time::Instant::now();
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let before = received_so_far(a, c);
+        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        println!(
+            "{}: audio again {:?} after the flush: {s}",
+            a.name,
+            flushed.elapsed()
+        );
+    }
+    message(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}
