@@ -465,11 +465,59 @@ fn natlab_udp_timeout_30_idle_then_call() {
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
+    let pcap = lab.dir.path().join("idle.pcap");
+    let capture = WanCapture::start(&lab, &pcap);
+    let idle = std::time::Instant::now();
     std::thread::sleep(IDLE);
+    capture.stop();
+    let idle = idle.elapsed();
+    // Issue 13's figure: what an idle registered phone costs on the
+    // internet side (IP bytes both ways, keep-alives every 25 s; the
+    // registration refresh, every 300 s with the default 600 s expiry, is
+    // not in this window).
+    for (who, nat) in [
+        ("alice (cone)", "203.0.113.1"),
+        ("bob (symmetric)", "203.0.113.2"),
+    ] {
+        let (packets, bytes) = ip_traffic_of(&pcap, nat);
+        println!(
+            "{who}: idle {packets} packets, {bytes} IP bytes in {idle:?}: {:.0} bytes/hour",
+            bytes as f64 * 3600.0 / idle.as_secs_f64()
+        );
+        assert!(packets >= 2, "{who}: no keep-alive in {idle:?}");
+    }
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
+}
+
+/// Packets and IP bytes (both directions) of `host` in a capture, as
+/// tshark reads them.
+fn ip_traffic_of(pcap: &Path, host: &str) -> (u64, u64) {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args([
+            "-Y",
+            &format!("ip.addr == {host}"),
+            "-T",
+            "fields",
+            "-e",
+            "ip.len",
+        ])
+        .output()
+        .expect("tshark reads the capture");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lens: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    (lens.len() as u64, lens.iter().sum())
 }
 
 /// A running tshark in the lab's `wan` namespace on the internet bridge:
