@@ -65,8 +65,16 @@ impl LocationService {
         }
     }
 
-    /// Adds or refreshes the binding of `b.contact` under `aor`.
-    pub fn update(&mut self, now: Instant, aor: &str, b: Binding) -> Result<(), LocationError> {
+    /// Adds or refreshes the binding of `b.contact` under `aor`. When it
+    /// replaces a binding that lived on another flow (the same contact or
+    /// the same instance and reg-id, RFC 5626 6, from a new address), that
+    /// old flow is returned: requests under way to it will not arrive.
+    pub fn update(
+        &mut self,
+        now: Instant,
+        aor: &str,
+        b: Binding,
+    ) -> Result<Option<Dest>, LocationError> {
         self.purge(now);
         if !self.map.contains_key(aor) && self.map.len() >= self.max_aors {
             return Err(LocationError::Full);
@@ -83,14 +91,15 @@ impl LocationService {
             if old.call_id == b.call_id && b.cseq <= old.cseq {
                 return Err(LocationError::OutOfOrder);
             }
+            let moved = (old.flow != b.flow).then_some(old.flow);
             *old = b;
-            return Ok(());
+            return Ok(moved);
         }
         if list.len() >= self.max_per_aor {
             return Err(LocationError::Full);
         }
         list.push(b);
-        Ok(())
+        Ok(None)
     }
 
     /// Removes the binding of `contact` (or all with `None`).
@@ -230,9 +239,17 @@ mod tests {
         };
         l.update(t0, "a@x", with("sip:t1@127.0.0.1:1", 1, 1000))
             .unwrap();
-        // The device came back on a new flow with a new Contact.
-        l.update(t0, "a@x", with("sip:t2@127.0.0.1:1", 2, 2000))
-            .unwrap();
+        // The device came back on a new flow with a new Contact: the
+        // old flow is named (requests under way to it are lost).
+        assert_eq!(
+            l.update(t0, "a@x", with("sip:t2@127.0.0.1:1", 2, 2000)),
+            Ok(Some(Dest::udp(SocketAddr::from(([127, 0, 0, 1], 1000)))))
+        );
+        // A refresh on the same flow names none.
+        assert_eq!(
+            l.update(t0, "a@x", with("sip:t2@127.0.0.1:1", 3, 2000)),
+            Ok(None)
+        );
         let live = l.lookup(t0, "a@x");
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].flow.addr.port(), 2000);
@@ -243,7 +260,7 @@ mod tests {
         assert!(l.flow_of_contact(t0, &t1).is_none());
         // A Contact with a `ctok` is found by it, also without its user
         // part (the tunnel strips it, spec 5.1); the token's case counts.
-        l.update(t0, "a@x", with("sip:T3@127.0.0.1:1;ctok=T3", 3, 3000))
+        l.update(t0, "a@x", with("sip:T3@127.0.0.1:1;ctok=T3", 4, 3000))
             .unwrap();
         let stripped = Uri::try_from("sip:127.0.0.1:1;ctok=T3").unwrap();
         let flow = l.flow_of_contact(t0, &stripped).unwrap();

@@ -235,12 +235,23 @@ impl Proxy {
             .to_string()
             .eq_ignore_ascii_case(self.registrar.domain());
         if method == Method::Register && ours && req.header("Route").is_none() {
-            return match self.registrar.handle_register(now, from, &req) {
+            match self.registrar.handle_register(now, from, &req) {
                 Some(r) => {
                     let _ = self.tx.send_response(now, &key, &r);
                 }
                 None => self.tx.forget_server(&key),
-            };
+            }
+            // A device registered from a new flow: what we forwarded to
+            // its old one and nobody answered yet goes to the new one now
+            // (else it would be retransmitted into a dead mapping until
+            // its transaction timed out).
+            for (old, new) in self.registrar.take_moved_flows() {
+                let moved = self.tx.retarget_clients(old, new);
+                if moved > 0 {
+                    tracing::debug!(%old.addr, %new.addr, moved, "requests under way follow a device to its new flow");
+                }
+            }
+            return;
         }
         if req.header("Route").is_some() {
             // Not an open relay: a Route to anywhere but us is refused.

@@ -289,6 +289,9 @@ pub struct Registrar {
     pub throttle: Throttle,
     min_expires: u32,
     max_expires: u32,
+    /// Flows that a REGISTER replaced (old, new), for the proxy to move
+    /// its requests under way ([`Registrar::take_moved_flows`]).
+    moved_flows: Vec<(Dest, Dest)>,
 }
 
 impl std::fmt::Debug for Registrar {
@@ -316,7 +319,16 @@ impl Registrar {
             throttle: Throttle::new(20, Duration::from_secs(60), 10_000),
             min_expires: 60,
             max_expires: 7200,
+            moved_flows: Vec::new(),
         }
+    }
+
+    /// The flows replaced by the REGISTERs handled since the last call,
+    /// as (old, new): a device that moved (a new address, a rebooted NAT)
+    /// registered the same instance and reg-id (or Contact) from a new
+    /// flow, after authenticating.
+    pub fn take_moved_flows(&mut self) -> Vec<(Dest, Dest)> {
+        std::mem::take(&mut self.moved_flows)
     }
 
     /// The same registrar authenticating by `auth` (an empty algorithm
@@ -503,8 +515,10 @@ impl Registrar {
                 instance,
                 reg_id,
             };
+            let flow = b.flow;
             match self.location.update(now, aor, b) {
-                Ok(()) => {}
+                Ok(None) => {}
+                Ok(Some(old)) => self.moved_flows.push((old, flow)),
                 Err(LocationError::OutOfOrder) => return reply(500, "Server Internal Error"),
                 Err(LocationError::Full) => return reply(503, "Service Unavailable"),
             }

@@ -1218,3 +1218,82 @@ fn natlab_media_conntrack_flushed_mid_call() {
     alice.quit();
     bob.quit();
 }
+
+/// Both homes move at once mid-call (issue 13's glare case): homeA and
+/// homeB each get a new LAN address within the same instant, so both
+/// phones re-INVITE the call with an ICE restart at about the same time.
+/// The crossing re-INVITEs get 491 (RFC 3261 14.2) and are tried again
+/// after the randomized waits of RFC 3261 14.1; in the end one offer wins,
+/// audio flows both ways again on the same call and bob's BYE reaches
+/// alice at her new address. A re-INVITE the proxy forwarded to a flow
+/// that died a moment later follows the device to the flow it registered
+/// next (`TransactionLayer::retarget_clients`): before that, it was
+/// retransmitted into the dead mapping for 32 s, every re-INVITE of the
+/// other side got 491 meanwhile, and audio came back after about 35 s
+/// instead of about 5 s.
+#[test]
+fn natlab_both_homes_move_at_once() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("gl", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider();
+    let _stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let mut alice = lab.phone_with(
+        "homeA",
+        "alice",
+        &provider,
+        &explicit_provider(),
+        &media,
+        &[],
+    );
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+
+    let new_address = "ip addr flush dev e0 && ip addr add 192.168.1.20/24 dev e0 && \
+                       ip route replace default via 192.168.1.1";
+    let moves: Vec<_> = ["homeA", "homeB"]
+        .iter()
+        .map(|home| {
+            lab.command(home, Path::new("sh"))
+                .args(["-c", new_address])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut m in moves {
+        assert!(m.wait().unwrap().success(), "moving a home");
+    }
+    let moved = std::time::Instant::now();
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let changed = a.expect("network_changed", STEP);
+        println!("{}: {changed}", a.name);
+        assert_eq!(changed["local"], "192.168.1.20:5062", "{changed}");
+        assert_eq!(changed["calls"], json!([c]), "{changed}");
+    }
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
+        println!("{}: media path after the moves {path}", a.name);
+        let before = received_so_far(a, c);
+        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        println!("{}: {s}", a.name);
+    }
+    println!(
+        "audio both ways again {:?} after both moves",
+        moved.elapsed()
+    );
+    message(&mut alice, &mut bob, "bob", "alice");
+    message(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut bob, b_call, &mut alice, a_call);
+    alice.quit();
+    bob.quit();
+}

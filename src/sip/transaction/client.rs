@@ -97,6 +97,18 @@ impl ClientTx {
             .min()
     }
 
+    /// Moves a transaction that heard nothing yet from its next hop to
+    /// `to` (a new flow of the same transport to the same device) and
+    /// returns the request to send there at once; timers run on. `None`
+    /// (nothing changed) once any answer came or for another transport.
+    pub(crate) fn retarget(&mut self, to: Dest) -> Option<Vec<u8>> {
+        if self.state != ClientState::Calling || to.transport != self.dest.transport {
+            return None;
+        }
+        self.dest = to;
+        Some(self.bytes.clone())
+    }
+
     /// Feeds a response; `send` is called with bytes to transmit (the ACK).
     pub(crate) fn on_response(
         &mut self,

@@ -286,6 +286,22 @@ impl TransactionLayer {
         self.clients.get(key).map(|t| &t.request)
     }
 
+    /// Client transactions that sent to `old` and heard nothing yet are
+    /// moved to `new` and send their request there at once: the device
+    /// they go to registered a new flow (RFC 5626) after they left, and
+    /// the old one leads nowhere (a NAT that forgot it, an address given
+    /// up). Only between flows of one transport. Returns how many moved.
+    pub fn retarget_clients(&mut self, old: Dest, new: Dest) -> usize {
+        let mut moved = 0;
+        for tx in self.clients.values_mut().filter(|t| t.dest == old) {
+            if let Some(bytes) = tx.retarget(new) {
+                self.out.push_back(Transmit { dest: new, bytes });
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// The destination of a live client transaction.
     pub fn client_dest(&self, key: &TxKey) -> Option<Dest> {
         self.clients.get(key).map(|t| t.dest)

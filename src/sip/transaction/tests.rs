@@ -277,3 +277,53 @@ fn invite_retransmission_after_2xx_is_absorbed_until_timer_l() {
     l.handle_timeout(t0 + Duration::from_secs(32));
     assert!(l.is_empty());
 }
+
+/// A request forwarded to a flow that died (the device registered a new
+/// one) follows the device: sent at once on the new flow, retransmitted
+/// there, and answered from there. One that already heard a provisional
+/// answer, or that goes elsewhere, stays; a move to another transport is
+/// refused.
+#[test]
+fn unanswered_requests_follow_a_device_to_its_new_flow() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(Timers::default(), HeaderForm::Compact, 8);
+    let old = dest();
+    let new = Dest::udp("127.0.0.1:5071".parse().unwrap());
+    let elsewhere = Dest::udp("127.0.0.1:5099".parse().unwrap());
+    let lost = l
+        .send_request(t0, request(Method::Invite, "z9hG4bKlost"), old)
+        .unwrap();
+    let heard = l
+        .send_request(t0, request(Method::Message, "z9hG4bKheard"), old)
+        .unwrap();
+    l.send_request(t0, request(Method::Options, "z9hG4bKother"), elsewhere)
+        .unwrap();
+    drain(&mut l);
+    let trying = Message::response_to(l.client_request(&heard).unwrap(), 100, "Trying", None);
+    assert!(matches!(
+        l.on_message(t0, old, trying),
+        Incoming::Response(..)
+    ));
+
+    let tcp = Dest {
+        addr: new.addr,
+        transport: Transport::Tcp,
+    };
+    assert_eq!(l.retarget_clients(old, tcp), 0, "another transport");
+    assert_eq!(l.retarget_clients(old, new), 1);
+    let sent = drain(&mut l);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest, new);
+    assert_eq!(l.client_dest(&lost), Some(new));
+    assert_eq!(l.client_dest(&heard), Some(old));
+    // Timer A goes on towards the new flow.
+    l.handle_timeout(t0 + Duration::from_millis(500));
+    assert!(drain(&mut l)
+        .iter()
+        .any(|t| t.dest == new && t.bytes == sent[0].bytes));
+    let ok = Message::response_to(l.client_request(&lost).unwrap(), 200, "OK", Some("b"));
+    assert!(matches!(
+        l.on_message(t0 + Duration::from_millis(600), new, ok),
+        Incoming::Response(..)
+    ));
+}
