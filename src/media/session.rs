@@ -9,6 +9,14 @@
 //! another rate (a re-INVITE that changed the codec) is bridged frame by
 //! frame with [`convert_frame`]. RTP timestamps and telephone-event
 //! durations count in the codec's clock (48 kHz for Opus, RFC 7587 4.1).
+//!
+//! RTCP (when the offer/answer agreed on rtcp-mux, see
+//! [`super::rtcp_link`]): compound reports leave as SRTCP on the path the
+//! RTP takes (the socket's peer, ICE's nominated pair, the TURN channel),
+//! at the instants [`RtcpLink::poll_timeout`] names; datagrams on the
+//! socket that [`is_rtcp`] recognises go to [`RtcpLink::handle_datagram`],
+//! all others to SRTP. The driver reads the clock through tokio
+//! (`tokio::time::Instant`), so a test with a paused clock drives it.
 
 use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
@@ -16,10 +24,12 @@ use super::dtmf::{DtmfReceiver, DtmfSender};
 use super::ice::{IceEvent, IceInput, IcePath, IceSession};
 use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
+use super::rtcp::{is_rtcp, RtcpStats};
+use super::rtcp_link::RtcpLink;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
 use super::srtp::{DropCounters, SrtpChannel, SrtpError};
 use rtp::header::Header;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -89,6 +99,15 @@ pub struct MediaStats {
     pub jitter: JitterStats,
     /// The candidate pair ICE nominated, if any.
     pub path: Option<IcePath>,
+    /// RTCP figures: loss and jitter of the peer's stream as we measure
+    /// them, loss and jitter of ours as the peer reports them, the round
+    /// trip (all zero or absent without rtcp-mux).
+    pub rtcp: RtcpStats,
+    /// RTCP compound reports sent.
+    pub rtcp_sent: u64,
+    /// RTCP datagrams dropped (failed SRTCP, malformed, or without
+    /// rtcp-mux).
+    pub rtcp_dropped: u64,
 }
 
 /// Why a session could not start or ended badly.
@@ -151,9 +170,20 @@ impl MediaSession {
         jitter.set_clock_rate(negotiated.codec.clock_rate());
         let (commands, cmd_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let mut ids = [0u8; 10];
+        let mut ids = [0u8; 30];
         getrandom::fill(&mut ids).map_err(|e| MediaError::Task(e.to_string()))?;
         let dtmf_tx = DtmfSender::for_clock_rate(negotiated.codec.clock_rate());
+        let ssrc = u32::from_be_bytes([ids[0], ids[1], ids[2], ids[3]]);
+        // RFC 7022: a random CNAME per call, nothing that names the user.
+        let cname: String = ids[14..30].iter().map(|b| format!("{b:02x}")).collect();
+        let rtcp = RtcpLink::new(
+            ssrc,
+            &cname,
+            negotiated.codec.clock_rate(),
+            negotiated.rtcp_mux,
+            now(),
+            u32::from_be_bytes([ids[10], ids[11], ids[12], ids[13]]),
+        );
         let driver = Driver {
             socket,
             channel,
@@ -168,13 +198,14 @@ impl MediaSession {
             muted: false,
             source_ended: false,
             audio_failed: false,
-            ssrc: u32::from_be_bytes([ids[0], ids[1], ids[2], ids[3]]),
+            ssrc,
             seq: u16::from_be_bytes([ids[4], ids[5]]),
             timestamp: u32::from_be_bytes([ids[6], ids[7], ids[8], ids[9]]),
             dtmf_timestamp: 0,
             peer_ssrc: None,
             sent: 0,
             ice,
+            rtcp,
         };
         let task = tokio::spawn(driver.run(cmd_rx, stop_rx));
         Ok(MediaSession {
@@ -221,6 +252,22 @@ struct Driver {
     peer_ssrc: Option<u32>,
     sent: u64,
     ice: Option<IceSession>,
+    rtcp: RtcpLink,
+}
+
+/// The driver's clock: tokio's, so that a paused test clock drives it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// A random word for RTCP's intervals (a failing source gives the middle
+/// of the range: the interval is then the nominal one).
+fn random_word() -> u32 {
+    let mut w = [0u8; 4];
+    match getrandom::fill(&mut w) {
+        Ok(()) => u32::from_be_bytes(w),
+        Err(_) => u32::MAX / 2,
+    }
 }
 
 /// The codec of the stream and the frame buffers at its rate.
@@ -265,7 +312,7 @@ impl Driver {
         let mut buf = vec![0u8; 2048];
         let mut payload = Vec::with_capacity(1500);
         if let Some(ice) = self.ice.as_mut() {
-            ice.handle_timeout(Instant::now());
+            ice.handle_timeout(now());
         }
         self.flush_ice().await;
         loop {
@@ -273,13 +320,14 @@ impl Driver {
                 .ice
                 .as_mut()
                 .and_then(IceSession::poll_timeout)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                .unwrap_or_else(|| now() + Duration::from_secs(3600));
+            let rtcp_due = self.rtcp.poll_timeout();
             tokio::select! {
                 _ = &mut stop => break,
                 r = self.socket.recv_from(&mut buf) => {
                     let (n, from) = r?;
                     let d = buf.get(..n).unwrap_or_default();
-                    let now = Instant::now();
+                    let now = now();
                     match self.ice.as_mut().map(|ice| ice.handle_input(now, from, d)) {
                         None | Some(IceInput::Media) => self.receive(now, from, d),
                         Some(IceInput::Relayed { peer, data }) => {
@@ -291,13 +339,16 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(ice_due.into()), if self.ice.is_some() => {
                     if let Some(ice) = self.ice.as_mut() {
-                        ice.handle_timeout(Instant::now());
+                        ice.handle_timeout(now());
                     }
                     self.flush_ice().await;
                 }
+                _ = tokio::time::sleep_until(rtcp_due.unwrap_or_else(now).into()), if rtcp_due.is_some() => {
+                    self.send_rtcp().await;
+                }
                 _ = tick.tick() => {
                     self.send_tick(&mut payload).await?;
-                    let out = self.jitter.pop(Instant::now());
+                    let out = self.jitter.pop(now());
                     self.play(out);
                 }
                 _ = stats_tick.tick() => {
@@ -312,7 +363,7 @@ impl Driver {
         }
         if let Some(ice) = self.ice.as_mut() {
             // Deallocates the relay, if any (sent once, not awaited).
-            ice.close(Instant::now());
+            ice.close(now());
         }
         self.flush_ice().await;
         self.sink.finish()?;
@@ -345,7 +396,43 @@ impl Driver {
             drops: self.channel.counters(),
             jitter: self.jitter.stats().clone(),
             path: self.ice.as_ref().and_then(IceSession::nominated),
+            rtcp: self.rtcp.stats(),
+            rtcp_sent: self.rtcp.sent(),
+            rtcp_dropped: self.rtcp.dropped(),
         }
+    }
+
+    /// Sends our RTCP report when one is due, on the path RTP takes.
+    async fn send_rtcp(&mut self) {
+        let now = now();
+        let wall = SystemTime::now();
+        if let Some(wire) = self
+            .rtcp
+            .handle_timeout(now, wall, random_word(), &mut self.channel)
+        {
+            // A report lost for want of a path is simply not sent: the
+            // next one carries the same cumulative figures.
+            let _ = self.transmit(now, wire.to_vec()).await;
+        }
+    }
+
+    /// Sends one protected datagram (SRTP or SRTCP) where media goes: under
+    /// ICE the nominated pair while its consent holds (through the relay
+    /// for a relayed candidate), else the SDP's (or latched) address.
+    /// Whether it left.
+    async fn transmit(&mut self, now: Instant, wire: Vec<u8>) -> bool {
+        if self.ice.as_ref().is_some_and(|i| !i.may_send()) {
+            return false;
+        }
+        let (to, wire) = match self.ice.as_mut() {
+            Some(ice) => match ice.route_media(now, wire) {
+                Some(routed) => routed,
+                None => return false,
+            },
+            None => (self.channel.remote(), wire),
+        };
+        // A lost datagram is no error for RTP: ICMP refusals are ignored.
+        self.socket.send_to(&wire, to).await.is_ok()
     }
 
     fn announce_security(&self) {
@@ -373,7 +460,7 @@ impl Driver {
                 self.channel.set_latching(ice.is_none());
                 self.ice = ice;
                 if let Some(ice) = self.ice.as_mut() {
-                    ice.handle_timeout(Instant::now());
+                    ice.handle_timeout(now());
                 }
                 // Nothing is sent until the new ICE session nominates a
                 // pair; without ICE, to the new SDP's address.
@@ -386,6 +473,7 @@ impl Driver {
                 if let Some(p) = self.ice.as_ref().and_then(IceSession::nominated) {
                     self.channel.set_remote(p.destination);
                 }
+                self.rtcp.update(n.rtcp_mux, n.codec.clock_rate());
                 if n.codec != self.codec.codec {
                     // A new codec: fresh coder state, clock and DTMF steps.
                     self.codec = CodecState::new(n.codec)?;
@@ -509,27 +597,29 @@ impl Driver {
         };
         self.seq = self.seq.wrapping_add(1);
         let wire = self.channel.protect(header, payload)?;
-        // Under ICE the nominated pair decides (through the relay for a
-        // relayed candidate); else the SDP's (or latched) address.
-        let (to, wire) = match self.ice.as_mut() {
-            Some(ice) => match ice.route_media(Instant::now(), wire.to_vec()) {
-                Some(routed) => routed,
-                None => return Ok(()),
-            },
-            None => (self.channel.remote(), wire.to_vec()),
-        };
-        // A lost datagram is no error for RTP: ICMP refusals are ignored.
-        if self.socket.send_to(&wire, to).await.is_ok() {
+        let now = now();
+        if self.transmit(now, wire.to_vec()).await {
             self.sent += 1;
+            self.rtcp.on_rtp_sent(payload.len(), ts, now);
         }
         Ok(())
     }
 
     fn receive(&mut self, now: Instant, from: std::net::SocketAddr, datagram: &[u8]) {
+        if is_rtcp(datagram) {
+            // RFC 5761 4: RTCP on the RTP port. Refused ones are counted
+            // by the link and change nothing else.
+            let _ = self
+                .rtcp
+                .handle_datagram(now, from, datagram, &mut self.channel);
+            return;
+        }
         let Ok(pkt) = self.channel.unprotect(from, datagram) else {
             return;
         };
         let h = &pkt.header;
+        self.rtcp
+            .on_rtp_received(h.ssrc, h.sequence_number, h.timestamp, now);
         if self.peer_ssrc != Some(h.ssrc) {
             self.peer_ssrc = Some(h.ssrc);
             self.jitter.reset();
