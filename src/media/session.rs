@@ -16,7 +16,7 @@
 //! at the instants [`RtcpLink::poll_timeout`] names; datagrams on the
 //! socket that [`is_rtcp`] recognises go to [`RtcpLink::handle_datagram`],
 //! all others to SRTP. The driver reads the clock through tokio
-//! (`tokio::time::Instant`), so a test with a paused clock drives it.
+//! (`tokio::time::Instant`), the same clock as its timers.
 
 use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
@@ -641,5 +641,117 @@ impl Driver {
             Codec::Pcmu | Codec::Pcma => payload.len() == frame_samples(8000),
             Codec::Opus => !payload.is_empty(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::keys::{Role, SrtpSuite};
+    use crate::media::rtcp;
+    use crate::media::sdp::{
+        answer, AudioDescription, Direction, LocalMedia, MediaKeysPolicy, PendingOffer,
+        SecurityPolicy,
+    };
+    use std::net::SocketAddr;
+
+    struct Silence;
+    impl AudioSource for Silence {
+        fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
+            frame.fill(0);
+            Ok(true)
+        }
+    }
+    struct Discard;
+    impl AudioSink for Discard {
+        fn write_frame(&mut self, _frame: &[i16]) -> Result<(), AudioError> {
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), AudioError> {
+            Ok(())
+        }
+    }
+
+    fn local(addr: SocketAddr) -> LocalMedia {
+        LocalMedia {
+            rtp_addr: addr,
+            codecs: vec![Codec::Pcmu],
+            suites: vec![SrtpSuite::AeadAes128Gcm],
+            policy: SecurityPolicy::Require,
+            media_keys: MediaKeysPolicy::EscrowResistant,
+            direction: Direction::SendRecv,
+            session_id: 1,
+            session_version: 1,
+            ice: None,
+        }
+    }
+
+    /// Alice's negotiation (offerer at `a`) and the peer's (at `b`), the
+    /// answer's `a=rtcp-mux` taken out unless `mux`.
+    fn negotiate(a: SocketAddr, b: SocketAddr, mux: bool) -> (Negotiated, Negotiated) {
+        let pending = PendingOffer::new(local(a), Role::Caller).unwrap();
+        let offer = AudioDescription::parse(&pending.offer().to_sdp()).unwrap();
+        let (ans, outcome) = answer(&local(b), Role::Callee, &offer, None).unwrap();
+        let mut text = ans.to_sdp();
+        if !mux {
+            text = text.replace("a=rtcp-mux\r\n", "");
+        }
+        let ans = AudioDescription::parse(&text).unwrap();
+        let nb = outcome.finish(pending.reveal().as_ref()).unwrap();
+        (pending.accept_answer(&ans).unwrap(), nb)
+    }
+
+    /// The instants (from the start) at which alice's session sent RTCP
+    /// to a peer socket over `secs` seconds, and how many RTP packets; each
+    /// RTCP datagram must open as SRTCP under alice's key.
+    async fn rtcp_instants(mux: bool, secs: u64) -> (Vec<Duration>, usize) {
+        let sa = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = (sa.local_addr().unwrap(), peer.local_addr().unwrap());
+        let (na, nb) = negotiate(a, b, mux);
+        let mut bob = SrtpChannel::new(&nb).unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let t0 = tokio::time::Instant::now();
+        let session =
+            MediaSession::start(sa, na, Box::new(Silence), Box::new(Discard), tx).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let (mut rtcp, mut rtp) = (Vec::new(), 0);
+        let end = t0 + Duration::from_secs(secs);
+        while let Ok(r) = tokio::time::timeout_at(end, peer.recv_from(&mut buf)).await {
+            let (n, from) = r.unwrap();
+            let d = &buf[..n];
+            if rtcp::is_rtcp(d) {
+                assert!(
+                    bob.unprotect_rtcp(from, d).is_ok(),
+                    "SRTCP under alice's key"
+                );
+                rtcp.push(t0.elapsed());
+            } else {
+                assert!(bob.unprotect(from, d).is_ok());
+                rtp += 1;
+            }
+        }
+        let stats = session.stop().await.unwrap();
+        assert_eq!(stats.rtcp_sent, rtcp.len() as u64);
+        (rtcp, rtp)
+    }
+
+    /// The driver, on the real clock for 10 s (the first report and one
+    /// interval at their latest end by 9 s): SRTCP leaves on the RTP socket, the
+    /// first report about 0.5-1.5 s after the start, the next 2.5-7.5 s
+    /// later (bounds widened by 300 ms for a loaded machine), never one
+    /// per 20 ms tick; none at all when the answer lacked rtcp-mux.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_session_sends_srtcp_at_rfc3550_intervals() {
+        let ((at, rtp), (none, rtp_plain)) =
+            tokio::join!(rtcp_instants(true, 10), rtcp_instants(false, 10));
+        assert!(rtp >= 300 && rtp_plain >= 300, "{rtp} {rtp_plain}");
+        assert!((2..=4).contains(&at.len()), "{at:?}");
+        let ms = Duration::from_millis;
+        assert!((ms(200)..ms(1800)).contains(&at[0]), "{at:?}");
+        for gap in at.windows(2).map(|w| w[1] - w[0]) {
+            assert!((ms(2200)..ms(7800)).contains(&gap), "{at:?}");
+        }
+        assert!(none.is_empty(), "RTCP without rtcp-mux: {none:?}");
     }
 }

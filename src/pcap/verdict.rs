@@ -506,7 +506,10 @@ impl fmt::Display for Report {
             writeln!(f, "{flow}")?;
         }
         for (frame, src, dst) in &self.plain_rtcp {
-            writeln!(f, "#{frame:<5} udp {src} -> {dst}  RTCP  [LEAK: plain RTCP]")?;
+            writeln!(
+                f,
+                "#{frame:<5} udp {src} -> {dst}  RTCP  [LEAK: plain RTCP]"
+            )?;
         }
         for c in &self.tls {
             let inside = match &c.decrypted {
