@@ -41,6 +41,8 @@ pub struct Quality {
     /// The figures, e.g. "round trip 42 ms · you receive: 0.0% lost (0
     /// packets), jitter 1 ms · they receive: 0.0% lost (0 packets), jitter 1 ms".
     pub details: String,
+    /// The same figures as (label, value) rows for the security panel.
+    pub rows: [(&'static str, String); 3],
 }
 
 fn percent(permille: u32) -> String {
@@ -84,28 +86,34 @@ pub fn quality(s: &MediaCounters) -> Quality {
         QualityLevel::Poor => format!("Poor connection: {why}"),
     };
     let rtt = match s.rtt_ms {
-        Some(r) => format!("round trip {r} ms"),
-        None => "round trip not measured yet".to_string(),
+        Some(r) => format!("{r} ms"),
+        None => "not measured yet".to_string(),
     };
-    let theirs = match s.peer_loss_permille {
-        Some(p) => format!(
-            "they receive: {} lost ({} packets), jitter {} ms",
-            percent(p),
-            s.peer_lost.unwrap_or(0),
-            s.peer_jitter_ms.unwrap_or(0)
-        ),
-        None => "they receive: no report yet".to_string(),
-    };
-    let details = format!(
-        "{rtt} · you receive: {} lost ({} packets), jitter {} ms · {theirs}",
+    let ours = format!(
+        "{} lost ({} packets), jitter {} ms",
         percent(s.loss_permille),
         s.lost,
         s.jitter_ms
     );
+    let theirs = match s.peer_loss_permille {
+        Some(p) => format!(
+            "{} lost ({} packets), jitter {} ms",
+            percent(p),
+            s.peer_lost.unwrap_or(0),
+            s.peer_jitter_ms.unwrap_or(0)
+        ),
+        None => "no report yet".to_string(),
+    };
+    let details = format!("round trip {rtt} · you receive: {ours} · they receive: {theirs}");
     Quality {
         level,
         line,
         details,
+        rows: [
+            ("Round trip", rtt),
+            ("You receive", ours),
+            ("They receive", theirs),
+        ],
     }
 }
 
@@ -357,9 +365,11 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
                 }
             }
             if let Some(stats) = &c.stats {
-                ui.label("Connection");
-                ui.label(quality(stats).details);
-                ui.end_row();
+                for (label, value) in quality(stats).rows {
+                    ui.label(label);
+                    ui.label(value);
+                    ui.end_row();
+                }
             }
         });
     let sas = c
