@@ -52,6 +52,8 @@ struct Relay {
     alice: Slot,
     bob: Slot,
     capture: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Bob-to-alice RTP datagrams (RTCP, which goes on while a stream
+    /// is held, is not counted).
     bob_to_alice: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -88,7 +90,9 @@ async fn relay(loss_pct: u64) -> Relay {
                 Ok((n, from)) = r1.recv_from(&mut b1) => {
                     let to = *alice.lock().unwrap();
                     if Some(from) == *bob.lock().unwrap() {
-                        b2a.fetch_add(1, Ordering::Relaxed);
+                        if !ibephone::media::rtcp::is_rtcp(&b1[..n]) {
+                            b2a.fetch_add(1, Ordering::Relaxed);
+                        }
                         if let (false, Some(to)) = (drop_now(), to) {
                             let _ = r2.send_to(&b1[..n], to).await;
                         }
