@@ -49,8 +49,8 @@ pub enum MediaEvent {
     Dtmf(char),
     /// The audio source has ended (a WAV file played out).
     SourceEnded,
-    /// Counters, once a second.
-    Stats(MediaStats),
+    /// Counters, once a second (boxed: the largest event by far).
+    Stats(Box<MediaStats>),
     /// An audio device or file failed; media goes on without it.
     AudioFailed(String),
     /// ICE nominated the candidate pair media flows on.
@@ -352,7 +352,7 @@ impl Driver {
                     self.play(out);
                 }
                 _ = stats_tick.tick() => {
-                    let _ = self.events.send(MediaEvent::Stats(self.stats()));
+                    let _ = self.events.send(MediaEvent::Stats(Box::new(self.stats())));
                 }
                 Some(cmd) = commands.recv() => {
                     self.command(cmd)?;
