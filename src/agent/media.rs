@@ -252,6 +252,43 @@ pub struct MediaCounters {
     /// `prflx`, `relay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_candidate: Option<String>,
+    /// Share of the peer's packets we lost over our last RTCP report
+    /// interval, per mille (RFC 3550 fraction lost; 0 without RTCP).
+    #[serde(default)]
+    pub loss_permille: u32,
+    /// Packets of the peer we lost since the start (RFC 3550 cumulative
+    /// lost; negative with duplicates).
+    #[serde(default)]
+    pub lost: i64,
+    /// Interarrival jitter of the peer's packets (RFC 3550 A.8), ms.
+    #[serde(default)]
+    pub jitter_ms: u64,
+    /// What the peer's last RTCP report says it lost of our packets, per
+    /// mille; absent until a report about us arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_loss_permille: Option<u32>,
+    /// What the peer's last RTCP report says it lost of our packets since
+    /// the start; absent until a report about us arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_lost: Option<i64>,
+    /// The interarrival jitter of our packets as the peer reports it, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_jitter_ms: Option<u64>,
+    /// Round-trip time from the peer's last report about our sender
+    /// report (RFC 3550 6.4.1), ms; absent until measured (and always
+    /// without rtcp-mux).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
+    /// RTCP compound reports sent (SRTCP).
+    #[serde(default)]
+    pub rtcp_sent: u64,
+    /// RTCP reports accepted from the peer.
+    #[serde(default)]
+    pub rtcp_received: u64,
+    /// RTCP datagrams dropped: failed SRTCP (forged, replayed, plain,
+    /// wrong source), malformed, or received without rtcp-mux.
+    #[serde(default)]
+    pub rtcp_dropped: u64,
 }
 
 /// Why a call's media could not be set up or changed.

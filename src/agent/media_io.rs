@@ -471,6 +471,30 @@ fn counters(s: &MediaStats) -> MediaCounters {
         jitter_p99_ms: ms(s.jitter.p99_delay()),
         local_candidate: s.path.map(|p| p.local.to_string()),
         remote_candidate: s.path.map(|p| p.remote.to_string()),
+        loss_permille: permille(s.rtcp.fraction_lost),
+        lost: s.rtcp.cumulative_lost,
+        jitter_ms: whole_ms(s.rtcp.jitter_ms),
+        peer_loss_permille: s.rtcp.remote_fraction_lost.map(permille),
+        peer_lost: s.rtcp.remote_cumulative_lost,
+        peer_jitter_ms: s.rtcp.remote_jitter_ms.map(whole_ms),
+        rtt_ms: s.rtcp.rtt_ms.map(whole_ms),
+        rtcp_sent: s.rtcp_sent,
+        rtcp_received: s.rtcp.reports_received,
+        rtcp_dropped: s.rtcp_dropped,
+    }
+}
+
+/// A share (0..1) in per mille, rounded.
+fn permille(share: f64) -> u32 {
+    (share.clamp(0.0, 1.0) * 1000.0).round() as u32
+}
+
+/// Milliseconds rounded to a whole number (negative or not a number: 0).
+fn whole_ms(ms: f64) -> u64 {
+    if ms.is_finite() && ms > 0.0 {
+        ms.round().min(u64::MAX as f64) as u64
+    } else {
+        0
     }
 }
 

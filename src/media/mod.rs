@@ -18,6 +18,7 @@
 //! - [`quality`]: recording-versus-source comparison for tests and benches;
 //! - [`rtcp`]: RTCP sender/receiver reports (loss, jitter, round trip),
 //!   multiplexed on the RTP port and protected as SRTCP by [`srtp`];
+//!   [`rtcp_link`]: when reports leave and what a received one may change;
 //! - [`ice`]: ICE (RFC 8445) on the call's socket (str0m's `is` agent);
 //!   [`turn_client`]: a TURN client (RFC 8656) whose relayed address is
 //!   one of ICE's candidates.
@@ -42,6 +43,7 @@ pub mod keys;
 pub mod negotiate;
 pub mod quality;
 pub mod rtcp;
+pub mod rtcp_link;
 pub mod sdp;
 pub mod sdp_attrs;
 pub mod session;

@@ -183,6 +183,9 @@ pub struct Negotiated {
     pub remote_ice: Option<IceParams>,
     /// Whether we are the controlling ICE agent (we made the offer).
     pub ice_controlling: bool,
+    /// Whether both sides said `a=rtcp-mux`: only then is RTCP sent (and
+    /// read) on the RTP port; without it no RTCP flows at all.
+    pub rtcp_mux: bool,
 }
 
 fn fresh_crypto(suites: &[SrtpSuite]) -> Result<Vec<CryptoAttr>, SdpError> {
@@ -311,6 +314,7 @@ impl PendingOffer {
             rs_mac: rs.as_ref().zip(commit.as_ref()).map(|(r, c)| r.mac(c)),
             direction: local.direction,
             ice: local.ice.clone(),
+            rtcp_mux: true,
         };
         Ok(PendingOffer {
             local,
@@ -385,6 +389,7 @@ impl PendingOffer {
             retained,
             remote_ice: answer.ice.clone().filter(|_| self.offer.ice.is_some()),
             ice_controlling: true,
+            rtcp_mux: self.offer.rtcp_mux && answer.rtcp_mux,
         })
     }
 }
@@ -484,6 +489,8 @@ pub fn answer(
         direction,
         // ICE only when both run it (RFC 8839 4.2.5).
         ice: local.ice.clone().filter(|_| offer.ice.is_some()),
+        // RFC 5761 5.1.1: the answer says it only when the offer did.
+        rtcp_mux: offer.rtcp_mux,
     };
     let mut negotiated = Negotiated {
         codec,
@@ -496,6 +503,7 @@ pub fn answer(
         retained: None,
         remote_ice: offer.ice.clone().filter(|_| local.ice.is_some()),
         ice_controlling: false,
+        rtcp_mux: offer.rtcp_mux,
     };
     if !offer.secure {
         if local.policy == SecurityPolicy::Require {

@@ -106,6 +106,9 @@ pub struct RtcpStats {
     pub jitter_ms: f64,
     /// What the peer last reported about our packets: share lost.
     pub remote_fraction_lost: Option<f64>,
+    /// What the peer last reported about our packets: lost since the
+    /// start (negative with duplicates).
+    pub remote_cumulative_lost: Option<i64>,
     /// What the peer last reported about our packets: jitter, ms.
     pub remote_jitter_ms: Option<f64>,
     /// Round-trip time from the peer's last report block about us.
@@ -346,6 +349,9 @@ impl RtcpState {
         }
         for b in blocks.iter().filter(|b| b.ssrc == self.ssrc) {
             self.stats.remote_fraction_lost = Some(f64::from(b.fraction_lost) / 256.0);
+            // total_lost is a signed 24-bit field: sign-extend it.
+            let total = ((b.total_lost << 8) as i32) >> 8;
+            self.stats.remote_cumulative_lost = Some(i64::from(total));
             self.stats.remote_jitter_ms =
                 Some(f64::from(b.jitter) * 1000.0 / f64::from(self.clock_rate));
             if b.last_sender_report != 0 {
@@ -362,6 +368,21 @@ impl RtcpState {
         }
         self.stats.reports_received += 1;
         Ok(())
+    }
+
+    /// A new RTP clock (a re-INVITE changed the codec): the jitter so far
+    /// is rescaled to it and the next packet starts a new transit
+    /// measurement, so the change itself is not counted as jitter.
+    pub fn set_clock_rate(&mut self, clock_rate: u32) {
+        let rate = clock_rate.max(1);
+        if rate == self.clock_rate {
+            return;
+        }
+        if let Some(r) = &mut self.reception {
+            r.jitter16 = r.jitter16 * i64::from(rate) / i64::from(self.clock_rate);
+            r.last_transit = None;
+        }
+        self.clock_rate = rate;
     }
 
     /// The figures so far.

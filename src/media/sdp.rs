@@ -25,6 +25,14 @@
 //!   the one whose clock is the chosen codec's (RFC 4733 2.1), so an Opus
 //!   call whose peer has no `telephone-event/48000` has no DTMF
 //!   (`answer_without_the_48k_event_means_no_dtmf_in_an_opus_call`).
+//! - Every offer carries `a=rtcp-mux` (RFC 5761) and an answer carries it
+//!   when the offer did; RTCP is sent, multiplexed on the RTP port, only
+//!   when both sides said so ([`Negotiated::rtcp_mux`]). A peer without
+//!   rtcp-mux gets no RTCP from us and its RTCP on port + 1 is never read:
+//!   one port per call is what ICE (component 1 only) and NATs keep open,
+//!   and the call's audio does not need the reports. The attribute is a
+//!   plain flag outside spec section 6, which lists the key attributes
+//!   and forbids no other (`rtcp_mux_is_offered_and_answered`).
 
 use super::ice::{IceAttrs, IceError, IceParams};
 use super::keys::MediaKeyError;
@@ -253,6 +261,9 @@ pub struct AudioDescription {
     pub direction: Direction,
     /// ICE credentials and candidates (RFC 8839), when the side runs ICE.
     pub ice: Option<IceParams>,
+    /// `a=rtcp-mux` (RFC 5761): the side sends and takes RTCP on the RTP
+    /// port.
+    pub rtcp_mux: bool,
 }
 
 impl AudioDescription {
@@ -330,6 +341,9 @@ impl AudioDescription {
         if let Some(ice) = &self.ice {
             s.push_str(&ice.to_sdp());
         }
+        if self.rtcp_mux {
+            s.push_str("a=rtcp-mux\r\n");
+        }
         let _ = write!(s, "a={}\r\n", self.direction.as_str());
         s
     }
@@ -362,6 +376,7 @@ impl AudioDescription {
         let mut rs_mac = None;
         let mut direction = None;
         let mut ice = IceAttrs::default();
+        let mut rtcp_mux = false;
         let mut saw_s = false;
         let mut saw_t = false;
         for line in it {
@@ -451,6 +466,8 @@ impl AudioDescription {
                             return Err(bad("more than one a=ibesip-rs"));
                         }
                     } else if ice.attr(value)? {
+                    } else if value == "rtcp-mux" {
+                        rtcp_mux = true;
                     } else if let Some(d) = Direction::parse(value) {
                         if direction.replace(d).is_some() {
                             return Err(bad("more than one direction attribute"));
@@ -507,6 +524,7 @@ impl AudioDescription {
             rs_mac,
             direction: direction.unwrap_or(Direction::SendRecv),
             ice: ice.finish(),
+            rtcp_mux,
         })
     }
 }

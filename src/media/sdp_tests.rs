@@ -599,3 +599,41 @@ fn malformed_ice_credentials_refuse_the_body() {
         Err(SdpError::Ice(_))
     ));
 }
+
+/// RFC 5761: our offer says `a=rtcp-mux`, through the text; the answer
+/// says it only when the offer did; RTCP is negotiated only when both did.
+#[test]
+fn rtcp_mux_is_offered_and_answered() {
+    let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
+    let text = pending.offer().to_sdp();
+    assert!(text.contains("a=rtcp-mux\r\n"), "{text}");
+    let offer = round_trip(pending.offer());
+    assert!(offer.rtcp_mux);
+    let (ans, outcome) = answer(&local(5000), Role::Callee, &offer, None).unwrap();
+    assert!(ans.to_sdp().contains("a=rtcp-mux\r\n"));
+    let ans = round_trip(&ans);
+    assert!(ans.rtcp_mux);
+    assert!(outcome.finish(pending.reveal().as_ref()).unwrap().rtcp_mux);
+    assert!(pending.accept_answer(&ans).unwrap().rtcp_mux);
+
+    // An answer without it (baresip with `rtcp_mux no`): no RTCP.
+    let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
+    let (ans, _) = answer(&local(5000), Role::Callee, pending.offer(), None).unwrap();
+    let stripped = ans.to_sdp().replace("a=rtcp-mux\r\n", "");
+    let ans = AudioDescription::parse(&stripped).unwrap();
+    assert!(!ans.rtcp_mux);
+    assert!(!pending.accept_answer(&ans).unwrap().rtcp_mux);
+
+    // An offer without it: the answer does not say it either.
+    let pending = PendingOffer::new(local(4000), Role::Caller).unwrap();
+    let stripped = pending.offer().to_sdp().replace("a=rtcp-mux\r\n", "");
+    let offer = AudioDescription::parse(&stripped).unwrap();
+    let (ans, outcome) = answer(&local(5000), Role::Callee, &offer, None).unwrap();
+    assert!(!ans.rtcp_mux && !ans.to_sdp().contains("rtcp-mux"));
+    assert!(!outcome.finish(pending.reveal().as_ref()).unwrap().rtcp_mux);
+
+    // Only the exact flag counts (`a=rtcp-mux-only` is another attribute,
+    // RFC 8858).
+    let other = text.replace("a=rtcp-mux\r\n", "a=rtcp-mux-only\r\n");
+    assert!(!AudioDescription::parse(&other).unwrap().rtcp_mux);
+}

@@ -222,8 +222,8 @@ impl SrtpChannel {
     fn unprotect_inner(&mut self, from: SocketAddr, datagram: &[u8]) -> Result<Packet, SrtpError> {
         let known = from == self.remote;
         let unknown = || SrtpError::UnexpectedSource(from);
-        // RTCP (payload types 200-204 in the second byte, RFC 5761) is not
-        // multiplexed here: we send no RTCP.
+        // RTCP (RFC 5761) never gets here: the session demultiplexes it
+        // with `rtcp::is_rtcp` and hands it to `unprotect_rtcp`.
         if datagram.len() < 12 || datagram[0] >> 6 != 2 {
             return Err(if known {
                 SrtpError::Malformed
@@ -313,6 +313,7 @@ mod tests {
             retained: None,
             remote_ice: None,
             ice_controlling: false,
+            rtcp_mux: true,
         }
     }
 

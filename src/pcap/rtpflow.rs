@@ -105,6 +105,41 @@ pub fn is_rtp_shaped(p: &[u8]) -> bool {
     p.len() >= 12 && p[0] >> 6 == 2 && !(200..=204).contains(&p[1]) && payload_offset(p).is_some()
 }
 
+/// What an RTCP-shaped datagram (version 2, first packet type 200..=204,
+/// which [`is_rtp_shaped`] leaves out) is, judged without keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtcpShape {
+    /// Its packets' length fields chain exactly to its end: a compound
+    /// RTCP packet in clear (CNAME, SSRCs and reception figures readable).
+    Plain,
+    /// Anything else: SRTCP (RFC 3711 3.4), whose first header stays in
+    /// clear while the rest is ciphertext followed by the SRTCP index and
+    /// the tag, so the chain cannot close (AES-CM's 14 trailing bytes are
+    /// no multiple of 4; GCM's would need random bytes to form RTCP headers
+    /// whose lengths land exactly on the end).
+    Srtcp,
+}
+
+/// Whether `p` is RTCP-shaped and, if so, plain RTCP or SRTCP.
+pub fn rtcp_shape(p: &[u8]) -> Option<RtcpShape> {
+    if p.len() < 8 || p[0] >> 6 != 2 || !(200..=204).contains(&p[1]) {
+        return None;
+    }
+    let mut rest = p;
+    while !rest.is_empty() {
+        let plain_header = rest.len() >= 4 && rest[0] >> 6 == 2 && (192..=223).contains(&rest[1]);
+        if !plain_header {
+            return Some(RtcpShape::Srtcp);
+        }
+        let len = (usize::from(u16::from_be_bytes([rest[2], rest[3]])) + 1) * 4;
+        match rest.get(len..) {
+            Some(r) => rest = r,
+            None => return Some(RtcpShape::Srtcp),
+        }
+    }
+    Some(RtcpShape::Plain)
+}
+
 /// Shannon entropy of a byte histogram, bits per byte.
 fn entropy(hist: &[u64; 256]) -> f64 {
     let n: u64 = hist.iter().sum();

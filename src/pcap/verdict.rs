@@ -10,7 +10,7 @@
 //! [`Verdict::CannotJudge`], never clean.
 
 use super::capture::{read_capture, Transport};
-use super::rtpflow::{is_rtp_shaped, judge_flows, MediaFlow, MediaVerdict};
+use super::rtpflow::{is_rtp_shaped, judge_flows, rtcp_shape, MediaFlow, MediaVerdict, RtcpShape};
 use super::sipscan::{SipMessage, StartLine};
 use super::stream::{frame_messages, frame_tls, TlsConnection};
 use super::tls::TlsKeys;
@@ -118,6 +118,13 @@ pub struct Report {
     /// to a STUN server): judged, they carry random ICE credentials and
     /// addresses as the network saw them, nothing of the users.
     pub stun: usize,
+    /// SRTCP datagrams (RTCP whose reports are encrypted, see
+    /// [`super::rtpflow::rtcp_shape`]): judged, nothing in clear but the
+    /// first header and the sender's SSRC.
+    pub srtcp: usize,
+    /// Compound RTCP packets in clear (frame, sender, receiver): a leak
+    /// (CNAME, SSRCs and reception figures readable).
+    pub plain_rtcp: Vec<(usize, SocketAddr, SocketAddr)>,
     /// Other non-SIP UDP datagrams (each also in [`Report::unjudged`]).
     pub other_datagrams: usize,
     /// TCP bytes left that did not form a complete SIP message.
@@ -164,12 +171,13 @@ impl Report {
             .count()
     }
 
-    /// Media flows judged plain RTP.
+    /// Media flows judged plain RTP, and plain RTCP datagrams.
     pub fn media_leaks(&self) -> usize {
         self.media
             .iter()
             .filter(|f| f.verdict == MediaVerdict::PlainRtp)
             .count()
+            + self.plain_rtcp.len()
     }
 
     /// Leaks if any message or flow leaks; else cannot judge if anything
@@ -241,6 +249,11 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     for d in &framing.datagrams {
         if is_rtp_shaped(&d.payload) {
             report.rtp_shaped += 1;
+        } else if let Some(shape) = rtcp_shape(&d.payload) {
+            match shape {
+                RtcpShape::Srtcp => report.srtcp += 1,
+                RtcpShape::Plain => report.plain_rtcp.push((d.frame, d.src, d.dst)),
+            }
         } else if is_stun_shaped(&d.payload) {
             report.stun += 1;
         } else {
@@ -492,6 +505,12 @@ impl fmt::Display for Report {
         for flow in &self.media {
             writeln!(f, "{flow}")?;
         }
+        for (frame, src, dst) in &self.plain_rtcp {
+            writeln!(
+                f,
+                "#{frame:<5} udp {src} -> {dst}  RTCP  [LEAK: plain RTCP]"
+            )?;
+        }
         for c in &self.tls {
             let inside = match &c.decrypted {
                 Ok(n) => format!("decrypted, {n} SIP messages judged above"),
@@ -505,7 +524,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} STUN; {} other datagrams",
+            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} SRTCP, {} plain RTCP; {} STUN; {} other datagrams",
             self.messages.len(),
             self.messages.iter().filter(|m| m.class == Class::Tunneled).count(),
             self.messages.iter().filter(|m| matches!(m.class, Class::PlainAllowed(_))).count(),
@@ -513,7 +532,9 @@ impl fmt::Display for Report {
             self.rtp_shaped,
             self.media.len(),
             self.media.iter().filter(|m| m.verdict == MediaVerdict::Srtp).count(),
-            self.media_leaks(),
+            self.media_leaks() - self.plain_rtcp.len(),
+            self.srtcp,
+            self.plain_rtcp.len(),
             self.stun,
             self.other_datagrams,
         )?;

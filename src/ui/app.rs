@@ -412,6 +412,11 @@ impl PhoneApp {
                     c.continuity = None;
                 }
             }
+            AgentEvent::MediaStats { call, stats } => {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.id == call) {
+                    c.stats = Some(stats);
+                }
+            }
             AgentEvent::KeyContinuity {
                 call,
                 verified,

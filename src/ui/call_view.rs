@@ -5,13 +5,132 @@
 //!
 //! Mute, hold and DTMF send the agent's `mute`, `hold`/`resume` and `dtmf`
 //! commands; the media facts of the security panel come from its
-//! `media_started`/`media_updated` events.
+//! `media_started`/`media_updated` events, the quality line (and its
+//! numbers, in its tooltip and the security panel) from `media_stats`
+//! ([`quality`]).
 
 use super::app::{Call, Phase, PhoneApp};
 use super::dial::{split_identity, PAD};
 use super::history::format_duration;
 use super::main_window::{GREEN, RED};
+use crate::agent::media::MediaCounters;
 use crate::agent::AgentCommand;
+
+/// How good a call's connection is, in plain words (see [`quality`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityLevel {
+    /// No RTCP figures yet (the first reports take a few seconds) or none
+    /// at all (a peer without rtcp-mux).
+    Unknown,
+    /// Loss under 2 %, round trip under 250 ms, jitter under 30 ms.
+    Good,
+    /// Loss under 5 %, round trip under 400 ms, jitter under 50 ms.
+    Fair,
+    /// Worse: words go missing or the delay gets in the way of talking.
+    Poor,
+}
+
+/// The quality line of a call: its level, one short sentence for the call
+/// screen and the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quality {
+    /// The level.
+    pub level: QualityLevel,
+    /// E.g. "Good connection · 42 ms" or "Poor connection: 8% loss".
+    pub line: String,
+    /// The figures, e.g. "round trip 42 ms · you receive: 0.0% lost (0
+    /// packets), jitter 1 ms · they receive: 0.0% lost (0 packets), jitter 1 ms".
+    pub details: String,
+    /// The same figures as (label, value) rows for the security panel.
+    pub rows: [(&'static str, String); 3],
+}
+
+fn percent(permille: u32) -> String {
+    format!("{}.{}%", permille / 10, permille % 10)
+}
+
+/// Judges a call's connection from its media counters. The loss is the
+/// worse of the two directions (what we measure of the peer's stream,
+/// what the peer reports of ours), so a call that sounds bad on either
+/// side says so. The thresholds follow the usual VoIP rules of thumb
+/// (ITU-T G.114's 400 ms for the round trip in two halves, a few percent
+/// of loss for G.711 with concealment).
+pub fn quality(s: &MediaCounters) -> Quality {
+    let loss = s.loss_permille.max(s.peer_loss_permille.unwrap_or(0));
+    let jitter = s.jitter_ms.max(s.peer_jitter_ms.unwrap_or(0));
+    let measured = s.rtt_ms.is_some() || s.peer_loss_permille.is_some();
+    let level = if !measured {
+        QualityLevel::Unknown
+    } else if loss >= 50 || s.rtt_ms.is_some_and(|r| r >= 400) || jitter >= 50 {
+        QualityLevel::Poor
+    } else if loss >= 20 || s.rtt_ms.is_some_and(|r| r >= 250) || jitter >= 30 {
+        QualityLevel::Fair
+    } else {
+        QualityLevel::Good
+    };
+    let rounded = (loss + 5) / 10;
+    let why = if loss >= 20 {
+        format!("{rounded}% loss")
+    } else if jitter >= 30 && s.rtt_ms.is_none_or(|r| r < 250) {
+        format!("{jitter} ms jitter")
+    } else {
+        match s.rtt_ms {
+            Some(r) => format!("{r} ms"),
+            None => format!("{rounded}% loss"),
+        }
+    };
+    let line = match level {
+        QualityLevel::Unknown => "Connection quality: measuring…".to_string(),
+        QualityLevel::Good => format!("Good connection · {why}"),
+        QualityLevel::Fair => format!("Fair connection: {why}"),
+        QualityLevel::Poor => format!("Poor connection: {why}"),
+    };
+    let rtt = match s.rtt_ms {
+        Some(r) => format!("{r} ms"),
+        None => "not measured yet".to_string(),
+    };
+    let ours = format!(
+        "{} lost ({} packets), jitter {} ms",
+        percent(s.loss_permille),
+        s.lost,
+        s.jitter_ms
+    );
+    let theirs = match s.peer_loss_permille {
+        Some(p) => format!(
+            "{} lost ({} packets), jitter {} ms",
+            percent(p),
+            s.peer_lost.unwrap_or(0),
+            s.peer_jitter_ms.unwrap_or(0)
+        ),
+        None => "no report yet".to_string(),
+    };
+    let details = format!("round trip {rtt} · you receive: {ours} · they receive: {theirs}");
+    Quality {
+        level,
+        line,
+        details,
+        rows: [
+            ("Round trip", rtt),
+            ("You receive", ours),
+            ("They receive", theirs),
+        ],
+    }
+}
+
+/// The quality line of call `c` with its numbers as a tooltip.
+fn quality_line(ui: &mut egui::Ui, c: &Call) {
+    let Some(stats) = &c.stats else {
+        return;
+    };
+    let q = quality(stats);
+    let color = match q.level {
+        QualityLevel::Unknown => ui.visuals().weak_text_color(),
+        QualityLevel::Good => GREEN,
+        QualityLevel::Fair => egui::Color32::from_rgb(220, 170, 40),
+        QualityLevel::Poor => RED,
+    };
+    ui.colored_label(color, q.line).on_hover_text(q.details);
+}
 
 /// The "verified: sip:alice@…" badge, or the warning for an unproven caller.
 pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
@@ -99,6 +218,7 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     }
     if matches!(c.phase, Phase::Active(_)) {
         identity_badge(ui, &c);
+        quality_line(ui, &c);
     }
     ui.add_space(6.0);
     ui.horizontal(|ui| {
@@ -244,6 +364,13 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
                     ui.end_row();
                 }
             }
+            if let Some(stats) = &c.stats {
+                for (label, value) in quality(stats).rows {
+                    ui.label(label);
+                    ui.label(value);
+                    ui.end_row();
+                }
+            }
         });
     let sas = c
         .media
@@ -294,5 +421,57 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
             // Key continuity: later calls with this peer prove these keys.
             app.command(AgentCommand::ConfirmSas { call: call_id });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(loss: u32, peer: Option<u32>, rtt: Option<u64>, jitter: u64) -> MediaCounters {
+        MediaCounters {
+            loss_permille: loss,
+            lost: i64::from(loss) / 2,
+            jitter_ms: jitter,
+            peer_loss_permille: peer,
+            peer_lost: peer.map(|p| i64::from(p) / 2),
+            peer_jitter_ms: peer.map(|_| 1),
+            rtt_ms: rtt,
+            ..MediaCounters::default()
+        }
+    }
+
+    #[test]
+    fn quality_in_plain_words() {
+        let q = quality(&stats(0, Some(0), Some(42), 1));
+        assert_eq!(q.level, QualityLevel::Good);
+        assert_eq!(q.line, "Good connection · 42 ms");
+        assert_eq!(
+            q.details,
+            "round trip 42 ms · you receive: 0.0% lost (0 packets), jitter 1 ms · \
+             they receive: 0.0% lost (0 packets), jitter 1 ms"
+        );
+        // Loss on either side counts: the peer hears 8 % less of us.
+        let q = quality(&stats(0, Some(80), Some(42), 1));
+        assert_eq!(
+            (q.level, q.line.as_str()),
+            (QualityLevel::Poor, "Poor connection: 8% loss")
+        );
+        let q = quality(&stats(102, Some(0), Some(42), 1));
+        assert_eq!(q.line, "Poor connection: 10% loss");
+        assert!(q.details.contains("you receive: 10.2% lost (51 packets)"));
+        let q = quality(&stats(30, Some(10), Some(60), 1));
+        assert_eq!(
+            (q.level, q.line.as_str()),
+            (QualityLevel::Fair, "Fair connection: 3% loss")
+        );
+        let q = quality(&stats(0, Some(0), Some(450), 1));
+        assert_eq!(q.line, "Poor connection: 450 ms");
+        let q = quality(&stats(0, Some(0), Some(40), 60));
+        assert_eq!(q.line, "Poor connection: 60 ms jitter");
+        // Nothing measured yet (or a peer without rtcp-mux).
+        let q = quality(&stats(0, None, None, 0));
+        assert_eq!(q.level, QualityLevel::Unknown);
+        assert!(q.details.contains("not measured yet") && q.details.contains("no report yet"));
     }
 }

@@ -21,7 +21,9 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             ui.separator();
         }
         if app.calls.iter().any(|c| c.phase != Phase::Incoming) {
-            super::call_view::in_call(app, ui);
+            // Scrolls: the security panel with the connection figures and
+            // the SAS buttons must stay reachable in a small window.
+            egui::ScrollArea::vertical().show(ui, |ui| super::call_view::in_call(app, ui));
             return;
         }
         ui.horizontal(|ui| {

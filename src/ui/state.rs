@@ -4,6 +4,7 @@
 
 use super::history::Security;
 use crate::agent::keys::now_unix;
+use crate::agent::media::MediaCounters;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -106,6 +107,9 @@ pub struct Call {
     /// retained secret for the peer: `(true, "same keys as your confirmed
     /// call...")` or `(false, loud warning)`.
     pub continuity: Option<(bool, String)>,
+    /// The media counters of the agent's last `media_stats` event (loss,
+    /// jitter, round trip), for the call screen's quality line.
+    pub stats: Option<MediaCounters>,
 }
 
 impl Call {
@@ -126,6 +130,7 @@ impl Call {
             dtmf: String::new(),
             media: None,
             continuity: None,
+            stats: None,
         }
     }
 }

@@ -826,6 +826,13 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
         });
         println!("{}: {s}", a.name);
         assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
+        // RTCP (rtcp-mux, SRTCP) on the same path as the RTP (the ICE
+        // pair, the TURN channel, or the latched address): a round trip.
+        let s = event_where(a, "media_stats", STEP, |v| {
+            v["call"] == c && v["stats"]["rtt_ms"].is_u64()
+        });
+        println!("{}: {s}", a.name);
+        assert_eq!(s["stats"]["rtcp_dropped"], 0, "{s}");
         if nat == Nat::IceRelay {
             // media_stats name the pair too.
             assert!(

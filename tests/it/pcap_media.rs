@@ -124,3 +124,58 @@ fn undetermined_flows_cannot_be_judged() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("too short to judge"), "{out}");
 }
+
+/// RTCP beside the SRTP of a call: the reports the media session sends
+/// (SR + SDES CNAME, protected as SRTCP under both suites) leave the
+/// capture clean; the same compound in clear is a leak (its CNAME and
+/// reception figures are readable), alone or between the SRTP.
+#[test]
+fn srtcp_is_judged_and_plain_rtcp_is_a_leak() {
+    use ibephone::media::rtcp::RtcpState;
+    use std::time::{Duration, Instant, SystemTime};
+    use webrtc_srtp::context::Context;
+    use webrtc_srtp::protection_profile::ProtectionProfile;
+    for (profile, key, salt) in [
+        (ProtectionProfile::AeadAes128Gcm, [7u8; 16], &[9u8; 12][..]),
+        (
+            ProtectionProfile::Aes128CmHmacSha1_80,
+            [7u8; 16],
+            &[9u8; 14][..],
+        ),
+    ] {
+        let mut ctx = Context::new(&key, salt, profile, None, None).unwrap();
+        let t0 = Instant::now();
+        let mut state = RtcpState::new(0x0bad_cafe, "alice@homeA.invalid", 8000, t0);
+        let mut srtp = Vec::new();
+        let mut plain_rtcp = Vec::new();
+        for (i, p) in rtp_packets(G711::Alaw).iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * i as u64);
+            srtp.push(ctx.encrypt_rtp(p).unwrap().to_vec());
+            state.on_rtp_sent(160, i as u32 * 160, now);
+            state.on_rtp_received(0x1234_5678, i as u16, i as u32 * 160, now);
+            if i % 10 == 9 {
+                let report = state.build_report(now, SystemTime::now()).unwrap();
+                plain_rtcp.push(report.to_vec());
+                srtp.push(ctx.encrypt_rtcp(&report).unwrap().to_vec());
+            }
+        }
+        let report = verify_capture(&capture(&srtp)).unwrap();
+        assert_eq!((report.srtcp, report.plain_rtcp.len()), (5, 0), "{report}");
+        let (code, out) = pcap_verify_cli(&capture(&srtp));
+        assert_eq!(code, Some(0), "{profile:?}: {out}");
+        assert!(out.contains("5 SRTCP, 0 plain RTCP"), "{out}");
+
+        // One report in clear among the SRTP: a leak.
+        let mut leaky = srtp.clone();
+        leaky.insert(20, plain_rtcp[0].clone());
+        let report = verify_capture(&capture(&leaky)).unwrap();
+        assert_eq!(report.plain_rtcp.len(), 1, "{report}");
+        let (code, out) = pcap_verify_cli(&capture(&leaky));
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("LEAK: plain RTCP"), "{out}");
+    }
+    // A bare receiver report (no SDES) in clear is a leak too.
+    let rr = [0x80u8, 201, 0, 1, 0x0b, 0xad, 0xca, 0xfe];
+    let (code, out) = pcap_verify_cli(&capture(&[rr.to_vec()]));
+    assert_eq!(code, Some(1), "{out}");
+}

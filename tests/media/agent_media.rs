@@ -52,6 +52,8 @@ struct Relay {
     alice: Slot,
     bob: Slot,
     capture: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Bob-to-alice RTP datagrams (RTCP, which goes on while a stream
+    /// is held, is not counted).
     bob_to_alice: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -88,7 +90,9 @@ async fn relay(loss_pct: u64) -> Relay {
                 Ok((n, from)) = r1.recv_from(&mut b1) => {
                     let to = *alice.lock().unwrap();
                     if Some(from) == *bob.lock().unwrap() {
-                        b2a.fetch_add(1, Ordering::Relaxed);
+                        if !ibephone::media::rtcp::is_rtcp(&b1[..n]) {
+                            b2a.fetch_add(1, Ordering::Relaxed);
+                        }
                         if let (false, Some(to)) = (drop_now(), to) {
                             let _ = r2.send_to(&b1[..n], to).await;
                         }
@@ -291,6 +295,88 @@ async fn espeak_sentence_through_agent_calls() {
         speech(&sentence, codec, 0, 0.95, 6.0).await;
         speech(&sentence, codec, 5, 0.8, 2.0).await;
     }
+}
+
+fn media_stats(e: &AgentEvent) -> Option<&MediaCounters> {
+    match e {
+        AgentEvent::MediaStats { stats, .. } => Some(stats),
+        _ => None,
+    }
+}
+
+/// The first `media_stats` of `agent` with a round trip, a report from
+/// the peer about our stream, and at least `packets` of the peer's
+/// packets received or lost.
+async fn measured(agent: &mut RunningAgent, packets: u64) -> MediaCounters {
+    let e = WAIT
+        .event(agent, "media_stats with RTCP figures", |e| {
+            media_stats(e).is_some_and(|s| {
+                s.rtt_ms.is_some()
+                    && s.peer_loss_permille.is_some()
+                    && s.received + s.lost.max(0).unsigned_abs() >= packets
+            })
+        })
+        .await;
+    media_stats(&e).cloned().unwrap_or_default()
+}
+
+/// RTCP over rtcp-mux: a few seconds into a clean call, each side's
+/// `media_stats` carries the round trip and zero loss both ways; what
+/// alice sent holds SRTCP and no report in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_gives_round_trip_and_no_loss_on_a_clean_call() {
+    use ibephone::media::rtcp::is_rtcp;
+    use ibephone::pcap::rtpflow::{rtcp_shape, RtcpShape};
+    let _one = ONE_CALL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = call(dir.path(), Codec::Pcmu, 0, &test_signal(3.0)).await;
+    let sa = measured(&mut c.alice, 100).await;
+    let sb = measured(&mut c.bob, 100).await;
+    for s in [&sa, &sb] {
+        eprintln!("clean call RTCP: {s:?}");
+        assert_eq!(
+            (s.loss_permille, s.lost, s.peer_loss_permille, s.peer_lost),
+            (0, 0, Some(0), Some(0)),
+            "{s:?}"
+        );
+        assert!(s.rtt_ms.is_some_and(|r| r < 1000), "{s:?}");
+        assert!(s.rtcp_sent >= 1 && s.rtcp_received >= 1, "{s:?}");
+        assert_eq!(s.rtcp_dropped, 0, "{s:?}");
+    }
+    hang_up(&mut c).await;
+    let cap = c.relay.capture.lock().unwrap();
+    let rtcp: Vec<_> = cap.iter().filter(|d| is_rtcp(d)).collect();
+    assert!(!rtcp.is_empty());
+    for d in rtcp {
+        assert_eq!(rtcp_shape(d), Some(RtcpShape::Srtcp), "{d:?}");
+    }
+}
+
+/// A relay that drops 10 % of the datagrams both ways: each side measures
+/// about 10 % of the peer's packets lost and hears the same from the peer
+/// about its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtcp_reports_ten_percent_loss() {
+    let _one = ONE_CALL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = call(dir.path(), Codec::Pcmu, 10, &test_signal(3.0)).await;
+    // 400 packets (8 s): the share lost is 10 % +- 1.5 % (one standard
+    // deviation), the bounds below are three.
+    let sa = measured(&mut c.alice, 400).await;
+    let sb = measured(&mut c.bob, 400).await;
+    for s in [&sa, &sb] {
+        eprintln!("10 % loss RTCP: {s:?}");
+        let lost = s.lost.max(0).unsigned_abs();
+        let share = lost as f64 / (lost + s.received) as f64;
+        assert!((0.055..=0.145).contains(&share), "{share} {s:?}");
+        // The last interval's figures, both ways (2.5 s at least: wider).
+        assert!((20..=250).contains(&s.loss_permille), "{s:?}");
+        let peer = s.peer_loss_permille.unwrap_or_default();
+        assert!((20..=250).contains(&peer), "{s:?}");
+        assert!(s.peer_lost.is_some_and(|l| l > 0), "{s:?}");
+        assert!(s.rtt_ms.is_some(), "{s:?}");
+    }
+    hang_up(&mut c).await;
 }
 
 fn updated(e: &AgentEvent) -> Option<(String, Option<String>)> {

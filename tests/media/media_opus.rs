@@ -123,15 +123,20 @@ fn at_8k(path: &Path) -> Vec<i16> {
     out
 }
 
-/// The capture holds only SRTP: every datagram decrypts under bob's
-/// receiving keys as Opus on payload type 111, and no decrypted payload
-/// appears in the clear on the wire. The proof tool cannot judge a
+/// The capture holds only SRTP and SRTCP: every datagram decrypts under
+/// bob's receiving keys (RTP as Opus on payload type 111), and no
+/// decrypted payload appears in the clear on the wire. The proof tool cannot judge a
 /// compressed codec without keys: it must say so, never "plain RTP".
 fn capture_is_srtp_only(relay: &Relay, sockets: &[SocketAddr; 4], bob: &Negotiated) -> usize {
     let cap = relay.capture.lock().unwrap().clone();
     let mut ch = SrtpChannel::new(bob).unwrap();
     let mut audio = 0;
     for d in &cap {
+        if ibephone::media::rtcp::is_rtcp(d) {
+            // RTCP (rtcp-mux): SRTCP under the same keys.
+            assert!(ch.unprotect_rtcp(sockets[2], d).is_ok(), "SRTCP");
+            continue;
+        }
         let pkt = ch.unprotect(sockets[2], d).expect("every datagram is SRTP");
         if pkt.header.payload_type == 111 {
             audio += 1;

@@ -3,6 +3,7 @@
 //! media events, offer/answer as the tunnel would carry it.
 
 use ibephone::media::keys::{Role, SrtpSuite};
+use ibephone::media::rtcp::is_rtcp;
 use ibephone::media::sdp::{
     answer, AudioDescription, Codec, Direction, LocalMedia, MediaKeysPolicy, Negotiated,
     PendingOffer, SecurityPolicy,
@@ -21,7 +22,8 @@ use tokio::sync::mpsc;
 pub struct Relay {
     /// Every alice-to-bob datagram, as forwarded or dropped.
     pub capture: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// Bob-to-alice datagrams seen.
+    /// Bob-to-alice RTP datagrams seen (RTCP, which goes on while a
+    /// stream is held, RFC 3264 5.1, is not counted).
     pub bob_to_alice: Arc<AtomicUsize>,
     /// Set to stop the relay.
     pub stop: Arc<AtomicBool>,
@@ -53,7 +55,9 @@ pub async fn relay(
                 Ok((n, from)) = r1.recv_from(&mut b1) => {
                     // bob -> alice
                     if from == b {
-                        b2a.fetch_add(1, Ordering::Relaxed);
+                        if !is_rtcp(&b1[..n]) {
+                            b2a.fetch_add(1, Ordering::Relaxed);
+                        }
                         if !drop_now() { let _ = r2.send_to(&b1[..n], a).await; }
                     }
                 }

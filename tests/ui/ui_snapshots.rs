@@ -11,6 +11,7 @@ use crate::ui_support;
 use crate::ui_support::soft_render;
 
 use egui_kittest::{Harness, SnapshotOptions};
+use ibephone::agent::media::MediaCounters;
 use ibephone::agent::AgentEvent;
 use ibephone::ui::app::{Clock, Screen, Tab};
 use ibephone::ui::audio_devices::{DeviceList, Devices};
@@ -200,6 +201,22 @@ fn in_call_security_panel_with_sas() {
         escrow_resistant: true,
         sas: Some("delta echo".into()),
     }));
+    // RTCP figures of the agent's last media_stats.
+    h.state_mut().apply(Update::Agent(AgentEvent::MediaStats {
+        call: 4,
+        stats: MediaCounters {
+            sent: 4150,
+            received: 4140,
+            jitter_ms: 2,
+            peer_loss_permille: Some(4),
+            peer_lost: Some(3),
+            peer_jitter_ms: Some(1),
+            rtt_ms: Some(42),
+            rtcp_sent: 16,
+            rtcp_received: 16,
+            ..MediaCounters::default()
+        },
+    }));
     // The call has lasted 83 s on the frozen clock.
     if let Clock::Frozen { unix, instant } = h.state().clock {
         h.state_mut().clock = Clock::Frozen {
@@ -210,6 +227,7 @@ fn in_call_security_panel_with_sas() {
     h.run_steps(2);
     assert!(shows(&h, "In call 1:23") || shows(&h, "In call 01:23"));
     assert!(shows(&h, "delta echo"));
+    assert!(shows(&h, "Good connection · 42 ms"));
     check(&mut h, "in_call_security");
 }
 
