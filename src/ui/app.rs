@@ -429,6 +429,7 @@ impl PhoneApp {
                 from,
                 verified,
                 tunneled,
+                ..
             } => {
                 let peer = verified
                     .as_deref()
