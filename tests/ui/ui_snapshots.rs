@@ -102,6 +102,7 @@ fn incoming(h: &mut Harness<'static, PhoneApp>, verified: bool) {
         from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
         verified: verified.then(|| "sip:alice@atlanta.invalid#2026-12".to_string()),
         tunneled: true,
+        waiting: false,
     }));
     h.run_steps(2);
 }

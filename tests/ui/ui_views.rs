@@ -35,6 +35,7 @@ fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
         from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
         verified: verified.map(str::to_string),
         tunneled,
+        waiting: false,
     })
 }
 
