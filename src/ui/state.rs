@@ -106,6 +106,12 @@ pub struct Call {
     /// retained secret for the peer: `(true, "same keys as your confirmed
     /// call...")` or `(false, loud warning)`.
     pub continuity: Option<(bool, String)>,
+    /// Call waiting: another call was in progress when this one arrived
+    /// (it rings softly; answering it holds the other).
+    pub waiting: bool,
+    /// The progress of the transfer we asked for in this call, for people
+    /// (`Transferring to carol: 180 Ringing`), until it ends.
+    pub transfer: Option<String>,
 }
 
 impl Call {
@@ -126,6 +132,8 @@ impl Call {
             dtmf: String::new(),
             media: None,
             continuity: None,
+            waiting: false,
+            transfer: None,
         }
     }
 }
