@@ -125,7 +125,12 @@ impl Agent {
     /// Whether `facts` (the filter's record of the message just acted on)
     /// prove that `method` came from `call`'s verified peer in the call's
     /// own tunnel session.
-    fn from_verified_peer(&self, call: u64, method: &str, facts: Option<&MessageSecurity>) -> bool {
+    fn sent_by_verified_peer(
+        &self,
+        call: u64,
+        method: &str,
+        facts: Option<&MessageSecurity>,
+    ) -> bool {
         let Some(f) = facts else { return false };
         let Some(peer) = f.verified_peer.as_deref().filter(|_| f.tunneled) else {
             return false;
@@ -150,7 +155,7 @@ impl Agent {
                 .ua
                 .handle_command(now, ua::Command::RespondRefer { call, status });
         };
-        if !self.from_verified_peer(call.0, "REFER", facts.as_ref()) {
+        if !self.sent_by_verified_peer(call.0, "REFER", facts.as_ref()) {
             respond(self, 403);
             return self.events.push_back(AgentEvent::Rejected {
                 reason: format!(
@@ -299,7 +304,7 @@ impl Agent {
         if !self.transfers_out.contains_key(&call) {
             return;
         }
-        if !self.from_verified_peer(call, "NOTIFY", facts.as_ref()) {
+        if !self.sent_by_verified_peer(call, "NOTIFY", facts.as_ref()) {
             return self.events.push_back(AgentEvent::Rejected {
                 reason: format!(
                     "transfer progress in call {call} ignored: not from the call's verified peer"

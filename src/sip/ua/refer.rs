@@ -226,7 +226,7 @@ mod tests {
 
     fn status_of(sent: &[Message], method: Method) -> Option<u16> {
         sent.iter()
-            .find(|m| m.status().is_some() && m.cseq().map(|(_, m)| m) == Some(method.clone()))
+            .find(|m| m.status().is_some() && m.cseq().map(|(_, m)| m) == Some(method))
             .and_then(Message::status)
     }
 
