@@ -17,7 +17,8 @@
 //! the very identity verified for the call, in the call's own session (not
 //! the first message of a new one). Anything else (plain under `ask` /
 //! `allow-plain`, unsigned, another signer) is answered 403 and places no
-//! call. A REFER outside a dialog is refused by the SIP core (403). The
+//! call; so is one in a call not answered yet (an early dialog: nothing to
+//! transfer). A REFER outside a dialog is refused by the SIP core (403). The
 //! same rule holds for the NOTIFYs that tell us, as the transferor, how
 //! the transfer went: only the verified peer's NOTIFY can end our call.
 
@@ -161,6 +162,16 @@ impl Agent {
                 reason: format!(
                     "transfer request in call {} refused (403): not from the call's verified \
                      peer in its tunnel session",
+                    call.0
+                ),
+            });
+        }
+        if !self.live.contains(&call.0) {
+            // An early dialog (not answered yet): nothing to transfer.
+            respond(self, 403);
+            return self.events.push_back(AgentEvent::Rejected {
+                reason: format!(
+                    "transfer request in call {} refused (403): the call is not answered",
                     call.0
                 ),
             });

@@ -108,6 +108,16 @@ fn a_verified_refer_transfers_the_call_to_a_new_secured_call() {
     );
     let refer = deliver(now, &mut bob, &mut alice);
     assert_eq!(refer.len(), 1);
+    let outer = String::from_utf8_lossy(&refer[0]).to_string();
+    assert!(outer.starts_with("REFER "), "{outer}");
+    assert!(
+        outer.contains("application/pkcs7-mime"),
+        "tunneled: {outer}"
+    );
+    assert!(
+        !outer.contains("carol"),
+        "the target is inside the tunnel: {outer}"
+    );
     let ev = alice.events();
     assert!(
         ev.contains(&AgentEvent::TransferRequested {
