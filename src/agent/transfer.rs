@@ -247,6 +247,10 @@ impl Agent {
         self.transfers_out.remove(&call);
         self.transfers_in.retain(|_, orig| *orig != call);
         if let Some(orig) = self.transfers_in.remove(&call) {
+            // No plain fallback for it: forget why the tunnel refused it.
+            if let Some(cid) = self.calls.get(&call).cloned() {
+                self.take_log(|l| l.tunnel_refused.remove(&cid));
+            }
             let status = match reason {
                 EndReason::Rejected(s) => *s,
                 EndReason::Timeout => 408,
@@ -419,6 +423,40 @@ mod tests {
                 ok(bad)
             );
         }
+    }
+
+    /// The headless JSON names of the new commands and events; an
+    /// `incoming_call` without `waiting` (an older writer) reads as false.
+    #[test]
+    fn json_lines_name_transfer_swap_and_waiting() {
+        use crate::agent::AgentCommand;
+        let t: AgentCommand =
+            serde_json::from_str(r#"{"cmd":"transfer","call":1,"to":"carol"}"#).unwrap();
+        assert_eq!(
+            t,
+            AgentCommand::Transfer {
+                call: 1,
+                to: "carol".into()
+            }
+        );
+        let s: AgentCommand = serde_json::from_str(r#"{"cmd":"swap","call":2}"#).unwrap();
+        assert_eq!(s, AgentCommand::Swap { call: 2 });
+        let e: AgentEvent = serde_json::from_str(
+            r#"{"event":"incoming_call","call":3,"from":"x","verified":null,"tunneled":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(e, AgentEvent::IncomingCall { waiting: false, .. }));
+        let p = serde_json::to_string(&AgentEvent::TransferProgress {
+            call: 1,
+            status: 200,
+            reason: "OK".into(),
+            done: true,
+        })
+        .unwrap();
+        assert_eq!(
+            p,
+            r#"{"event":"transfer_progress","call":1,"status":200,"reason":"OK","done":true}"#
+        );
     }
 
     #[test]

@@ -470,3 +470,55 @@ fn a_second_call_rings_as_waiting_and_can_be_declined() {
     );
     assert_eq!(statuses(&bob.sent(), rsip::Method::Invite), vec![603]);
 }
+
+/// Under `allow-plain` a call the tunnel cannot carry falls back to plain
+/// SIP, but never a transferred one: the peer, not the user, chose the
+/// target. The transfer fails (503 in the final NOTIFY) and both calls
+/// stay as they were.
+#[test]
+fn a_transferred_call_never_falls_back_to_plain() {
+    let w = World::new();
+    let now = Instant::now();
+    let mut alice = w.agent("alice", 5070, SecurityPolicy::AllowPlain, None);
+    let mut bob = w.agent("bob", 5072, SecurityPolicy::AllowPlain, None);
+    call(now, &mut alice, &mut bob);
+    alice.events();
+    bob.events();
+    let bcall = only_call(&bob);
+    bob.agent.handle_command(
+        now,
+        AgentCommand::Transfer {
+            call: bcall,
+            to: "dave@elsewhere.invalid".into(),
+        },
+    );
+    deliver(now, &mut bob, &mut alice);
+    let ev = alice.events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, AgentEvent::TransferRequested { .. })),
+        "{ev:?}"
+    );
+    assert!(
+        !ev.iter().any(|e| matches!(
+            e,
+            AgentEvent::PlainFallback { .. }
+                | AgentEvent::Calling {
+                    tunneled: false,
+                    ..
+                }
+        )),
+        "{ev:?}"
+    );
+    let sent = deliver(now, &mut alice, &mut bob);
+    assert!(sent
+        .iter()
+        .all(|b| String::from_utf8_lossy(b).contains("application/pkcs7-mime")));
+    let ev = bob.events();
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, AgentEvent::TransferFailed { status: 503, .. })),
+        "{ev:?}"
+    );
+    assert!(alice.agent.live.contains(&1) && bob.agent.live.contains(&bcall));
+}
