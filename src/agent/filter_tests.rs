@@ -1256,3 +1256,6 @@ fn only_the_peers_verified_reinvite_moves_the_dialog() {
     let target = bob_hangs_up_towards(now, &mut bob);
     assert!(target.contains("10.0.0.7:5070"), "{target}");
 }
+
+#[path = "transfer_tests.rs"]
+mod transfer_tests;

@@ -870,6 +870,14 @@ impl MediaCalls {
         }
     }
 
+    /// Whether we hold `call` (our last offer or answer made it
+    /// `sendonly`): what call waiting and swap look at.
+    pub fn holding(&self, call: u64) -> bool {
+        self.calls
+            .get(&call)
+            .is_some_and(|c| c.local.direction == Direction::SendOnly)
+    }
+
     /// Whether we placed `call` (the Call-ID's owner, RFC 3261 14.1).
     pub fn is_caller(&self, call: u64) -> bool {
         self.calls

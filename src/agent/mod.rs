@@ -20,6 +20,7 @@ pub mod renewal;
 pub mod retained;
 pub mod route;
 pub mod sip_tls;
+pub mod transfer;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};
@@ -108,6 +109,23 @@ pub enum AgentCommand {
         /// Call number.
         call: u64,
     },
+    /// Blind transfer (RFC 3515): ask the peer of `call` to call `to`
+    /// (`carol`, `carol@example.com` or a SIP URI) with a REFER in the
+    /// call's tunnel. Progress comes as `transfer_progress`; our call
+    /// ends when the peer reports the new call answered, and stays (with
+    /// `transfer_failed`) when it did not work.
+    Transfer {
+        /// Call number.
+        call: u64,
+        /// The transfer target.
+        to: String,
+    },
+    /// Call waiting: make `call` the active call; every other call in
+    /// progress is put on hold, `call` is resumed if we held it.
+    Swap {
+        /// Call number.
+        call: u64,
+    },
 }
 
 /// What the agent reports.
@@ -180,6 +198,10 @@ pub enum AgentEvent {
         verified: Option<String>,
         /// Whether the call's signaling is tunneled.
         tunneled: bool,
+        /// Call waiting: another call is in progress (answering this one
+        /// puts it on hold).
+        #[serde(default)]
+        waiting: bool,
     },
     /// The callee is ringing.
     Ringing {
@@ -200,6 +222,44 @@ pub enum AgentEvent {
         /// Call number.
         call: u64,
         /// Why, for people.
+        reason: String,
+    },
+    /// The verified peer of `call` transferred us (REFER): we place
+    /// `new_call` to `to` (a secured call, reported like any other:
+    /// `calling`, `answered` with its verified identity) and end `call`
+    /// once it is answered.
+    TransferRequested {
+        /// The call whose peer asked.
+        call: u64,
+        /// The canonical AOR we call.
+        to: String,
+        /// The verified identity (AOR) that asked.
+        by: Option<String>,
+        /// The call number of the new call.
+        new_call: u64,
+    },
+    /// Progress of the transfer we asked for in `call` (`transfer`): the
+    /// REFER accepted (202), then the status of the peer's call to the
+    /// target as its NOTIFYs report it; `done` on the final one. A 2xx
+    /// final ends our call.
+    TransferProgress {
+        /// Call number.
+        call: u64,
+        /// Status code.
+        status: u16,
+        /// Reason phrase (as received; at most 64 characters).
+        reason: String,
+        /// Whether this is the final status.
+        done: bool,
+    },
+    /// The transfer we asked for in `call` did not happen (the REFER was
+    /// refused or the new call failed); `call` goes on.
+    TransferFailed {
+        /// Call number.
+        call: u64,
+        /// Status code.
+        status: u16,
+        /// A sentence for people.
         reason: String,
     },
     /// A text message arrived.
@@ -378,6 +438,13 @@ pub struct Agent {
     /// When the calls whose media must still move after a network change
     /// (glare, a timeout) are re-INVITEd again.
     restart_retry: Option<Instant>,
+    /// Calls answered and not ended (call waiting, swap, transfer).
+    live: HashSet<u64>,
+    /// Calls we placed because the peer of another call transferred us:
+    /// new call -> the call whose peer asked.
+    transfers_in: HashMap<u64, u64>,
+    /// Transfers we asked for (REFER sent), by call: the target.
+    transfers_out: HashMap<u64, String>,
 }
 
 impl Agent {
@@ -399,6 +466,9 @@ impl Agent {
             incoming_sessions: HashMap::new(),
             superseded_calls: HashSet::new(),
             restart_retry: None,
+            live: HashSet::new(),
+            transfers_in: HashMap::new(),
+            transfers_out: HashMap::new(),
         }
     }
 
@@ -539,6 +609,7 @@ impl Agent {
                     from: from.clone(),
                     verified,
                     tunneled,
+                    waiting: !self.live.is_empty(),
                 });
                 if let Some(e) = refused {
                     self.error(format!("call {} from {from} refused (488): {e}", call.0));
@@ -547,7 +618,10 @@ impl Agent {
                 }
                 return;
             }
-            ua::Event::Ringing { call } => AgentEvent::Ringing { call: call.0 },
+            ua::Event::Ringing { call } => {
+                self.transfer_ringing(now, call.0);
+                AgentEvent::Ringing { call: call.0 }
+            }
             ua::Event::Answered { call, body } => {
                 let facts = match self.security.get(&call.0) {
                     // Callee: the INVITE's facts.
@@ -565,11 +639,13 @@ impl Agent {
                     }
                 };
                 let CallSecurity { verified, tunneled } = facts;
+                self.live.insert(call.0);
                 self.events.push_back(AgentEvent::Answered {
                     call: call.0,
                     verified: verified.clone(),
                     tunneled,
                 });
+                self.transfer_answered(now, call.0);
                 return self.media_answered(now, call, &body, verified.as_deref());
             }
             ua::Event::AckReceived {
@@ -581,10 +657,13 @@ impl Agent {
             }
             ua::Event::Ended { call, reason } => {
                 if let EndReason::Rejected(status) = reason {
-                    if self.fall_back(now, call.0, status) {
+                    // A transferred call is never placed plain.
+                    if !self.is_transfer_call(call.0) && self.fall_back(now, call.0, status) {
                         return;
                     }
                 }
+                self.live.remove(&call.0);
+                self.transfer_ended(now, call.0, &reason);
                 if let Some(m) = self.media.as_mut() {
                     m.end(call.0);
                 }
@@ -632,8 +711,13 @@ impl Agent {
             ua::Event::InDialogRequest { call, method, body } => {
                 if method == rsip::Method::Invite {
                     self.on_reinvite(now, call, &body);
+                } else if method == rsip::Method::Notify {
+                    self.on_notify(now, call.0, &body);
                 }
                 return;
+            }
+            ua::Event::ReferReceived { call, refer_to, .. } => {
+                return self.on_refer(now, call, &refer_to)
             }
             ua::Event::InDialogResponse {
                 call,
@@ -643,6 +727,8 @@ impl Agent {
             } => {
                 if method == rsip::Method::Invite {
                     self.on_reinvite_response(now, call, status, &body);
+                } else if method == rsip::Method::Refer {
+                    self.refer_answered(call.0, status);
                 }
                 return;
             }
@@ -753,14 +839,19 @@ impl Agent {
                 });
                 return;
             }
-            AgentCommand::Answer { call } => ua::Command::Answer {
-                call: CallId(call),
-                body: self
-                    .media
-                    .as_mut()
-                    .and_then(|m| m.answer_body(call))
-                    .unwrap_or_default(),
-            },
+            AgentCommand::Transfer { call, to } => return self.transfer(now, call, &to),
+            AgentCommand::Swap { call } => return self.swap(now, call),
+            AgentCommand::Answer { call } => {
+                self.hold_others(now, call);
+                ua::Command::Answer {
+                    call: CallId(call),
+                    body: self
+                        .media
+                        .as_mut()
+                        .and_then(|m| m.answer_body(call))
+                        .unwrap_or_default(),
+                }
+            }
             AgentCommand::Reject { call, status } => ua::Command::Reject {
                 call: CallId(call),
                 status: status.unwrap_or(486),

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 mod calls;
 mod netwatch;
+mod refer;
 mod stun_keepalive;
 mod types;
 
@@ -126,6 +127,8 @@ pub struct UserAgent {
     defer_reinvites: bool,
     /// Re-INVITEs waiting for the application's answer, by call.
     held_reinvites: HashMap<CallId, (TxKey, Message)>,
+    /// REFERs waiting for [`Command::RespondRefer`], by call.
+    held_refers: HashMap<CallId, (TxKey, Message)>,
     /// The user part of our Contact: a random per-device token, so the
     /// proxy tells devices apart even when they share an address.
     contact_token: String,
@@ -198,6 +201,7 @@ impl UserAgent {
             next_incoming: 1 << 63,
             defer_reinvites: false,
             held_reinvites: HashMap::new(),
+            held_refers: HashMap::new(),
             contact_token: random_token(12),
             instance: random_uuid_urn(),
             keepalive: None,
@@ -509,6 +513,13 @@ impl UserAgent {
                 self.out_of_dialog(now, Method::Options, &target, Body::default())
             }
             Command::Forget { call } => self.forget(call),
+            Command::Refer { call, refer_to } => self.send_refer(now, call, &refer_to),
+            Command::RespondRefer { call, status } => self.respond_refer(now, call, status),
+            Command::NotifyRefer {
+                call,
+                sipfrag,
+                terminated,
+            } => self.notify_refer(now, call, &sipfrag, terminated),
         }
     }
 
@@ -902,12 +913,13 @@ impl UserAgent {
         }
         match method {
             Method::Invite => self.on_invite(now, key, req),
+            Method::Refer => self.refuse_refer_outside_dialog(now, key, req),
             Method::Cancel => self.on_cancel(now, key, req),
             Method::Options => {
                 let mut r = Message::response_to(&req, 200, "OK", Some(&self.tag()));
                 r.push_header(
                     "Allow",
-                    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE",
+                    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, REFER, NOTIFY",
                 );
                 r.push_header("Accept", "application/pkcs7-mime, application/sdp");
                 self.respond(now, &key, r);

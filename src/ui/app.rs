@@ -64,6 +64,8 @@ pub struct PhoneApp {
     pub chat_input: String,
     /// The address typed to start a new conversation.
     pub chat_new_peer: String,
+    /// The transfer address typed in the call screen.
+    pub transfer_to: String,
     /// Whether the security panel is open during a call.
     pub show_security: bool,
     /// Asked to confirm logging out.
@@ -160,6 +162,7 @@ impl PhoneApp {
             chat_peer: None,
             chat_input: String::new(),
             chat_new_peer: String::new(),
+            transfer_to: String::new(),
             show_security: true,
             confirm_logout: false,
             clock: Clock::System,
@@ -226,10 +229,12 @@ impl PhoneApp {
             .calls
             .iter()
             .any(|c| matches!(c.phase, Phase::Incoming));
+        // A call for us while we talk rings softly (call waiting).
+        let talking = self.calls.iter().any(|c| c.phase != Phase::Incoming);
         self.ringer.set(
             call_waiting,
             self.settings.output_device.as_deref(),
-            self.settings.ring_volume,
+            super::ringer::ring_volume(self.settings.ring_volume, talking),
         );
         match self.screen {
             Screen::Wizard => super::wizard::show(self, ctx),
@@ -342,6 +347,17 @@ impl PhoneApp {
     }
 
     fn apply_event(&mut self, e: AgentEvent) {
+        if let AgentEvent::MediaUpdated {
+            call, direction, ..
+        } = &e
+        {
+            // What the agent did (hold, resume, swap, call waiting), not
+            // what a button asked.
+            let held = direction == "sendonly" || direction == "inactive";
+            if let Some(c) = self.call_mut(*call) {
+                c.held = held;
+            }
+        }
         match e {
             AgentEvent::Registered { expires } => {
                 self.registration = Registration::Registered { expires };
@@ -434,6 +450,7 @@ impl PhoneApp {
                 from,
                 verified,
                 tunneled,
+                waiting,
             } => {
                 let peer = verified
                     .as_deref()
@@ -442,7 +459,39 @@ impl PhoneApp {
                 let mut c = Call::new(call, peer, Phase::Incoming, self.clock.unix());
                 c.verified = verified;
                 c.tunneled = tunneled;
+                c.waiting = waiting;
                 self.calls.push(c);
+            }
+            AgentEvent::TransferRequested { by, to, .. } => {
+                let who = by.unwrap_or_else(|| "The other side".into());
+                self.banner(
+                    format!(
+                        "{who} transferred your call to {to}: calling {to} (a new secured call)."
+                    ),
+                    false,
+                );
+            }
+            AgentEvent::TransferProgress {
+                call,
+                status,
+                reason,
+                done,
+            } => {
+                if let Some(c) = self.call_mut(call) {
+                    c.transfer = (!done).then(|| format!("Transferring: {status} {reason}"));
+                }
+                if done && (200..300).contains(&status) {
+                    self.banner("Call transferred.", false);
+                }
+            }
+            AgentEvent::TransferFailed { call, reason, .. } => {
+                if let Some(c) = self.call_mut(call) {
+                    c.transfer = None;
+                }
+                self.banner(
+                    format!("The transfer did not work ({reason}); your call goes on."),
+                    true,
+                );
             }
             AgentEvent::Ringing { call } => {
                 if let Some(c) = self.call_mut(call) {

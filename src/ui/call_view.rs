@@ -8,6 +8,14 @@
 //! `media_started`/`media_updated` events, the quality line (and its
 //! numbers, in its tooltip and the security panel) from `media_stats`
 //! ([`quality`]).
+//!
+//! Call waiting: a call for us while another is up is drawn as a waiting
+//! call (Answer puts the current call on hold, Decline answers 486 Busy);
+//! with two calls up, the one not on hold is drawn in full and the other
+//! gets a line with Switch (the agent's `swap`). Transfer: an address
+//! field and a Transfer button (the agent's `transfer`, a blind transfer).
+//! Whom the transferred call reaches is shown like any call: a new call
+//! with its own verified badge.
 
 use super::app::{Call, Phase, PhoneApp};
 use super::dial::{split_identity, PAD};
@@ -157,19 +165,36 @@ pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
 /// Draws every incoming call with answer and reject.
 pub fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let mut cmds = Vec::new();
+    let talking = app.calls.iter().any(|c| c.phase != Phase::Incoming);
     for c in app.calls.iter().filter(|c| c.phase == Phase::Incoming) {
         ui.group(|ui| {
-            ui.heading(format!("Incoming call from {}", contact_name(app, &c.peer)));
+            if talking || c.waiting {
+                ui.heading(format!("Call waiting: {}", contact_name(app, &c.peer)));
+            } else {
+                ui.heading(format!("Incoming call from {}", contact_name(app, &c.peer)));
+            }
             identity_badge(ui, c);
             ui.horizontal(|ui| {
-                if ui.button("Answer").clicked() {
-                    cmds.push(AgentCommand::Answer { call: c.id });
-                }
-                if ui.button("Reject").clicked() {
-                    cmds.push(AgentCommand::Reject {
-                        call: c.id,
-                        status: Some(603),
-                    });
+                if talking {
+                    if ui.button("Answer (holds your call)").clicked() {
+                        cmds.push(AgentCommand::Answer { call: c.id });
+                    }
+                    if ui.button("Decline").clicked() {
+                        cmds.push(AgentCommand::Reject {
+                            call: c.id,
+                            status: Some(486),
+                        });
+                    }
+                } else {
+                    if ui.button("Answer").clicked() {
+                        cmds.push(AgentCommand::Answer { call: c.id });
+                    }
+                    if ui.button("Reject").clicked() {
+                        cmds.push(AgentCommand::Reject {
+                            call: c.id,
+                            status: Some(603),
+                        });
+                    }
                 }
             });
         });
@@ -186,14 +211,40 @@ fn contact_name(app: &PhoneApp, uri: &str) -> String {
     }
 }
 
-/// Draws the call in progress (the first one that is not incoming).
+/// Draws the call in progress (the first one not incoming and not on
+/// hold, else the first one not incoming), and a line with Switch for
+/// each other call.
 pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
-    let Some(idx) = app.calls.iter().position(|c| c.phase != Phase::Incoming) else {
+    let current = |c: &Call| c.phase != Phase::Incoming;
+    let Some(idx) = app
+        .calls
+        .iter()
+        .position(|c| current(c) && !c.held)
+        .or_else(|| app.calls.iter().position(current))
+    else {
         return;
     };
     let c = app.calls[idx].clone();
     let mut cmds = Vec::new();
     let mut local = Vec::new();
+    let others: Vec<Call> = app
+        .calls
+        .iter()
+        .filter(|o| current(o) && o.id != c.id)
+        .cloned()
+        .collect();
+    for o in &others {
+        ui.horizontal(|ui| {
+            let what = if o.held { "On hold" } else { "Also in call" };
+            ui.label(format!("{what}: {}", contact_name(app, &o.peer)));
+            if ui.button(format!("Switch to {}", o.peer)).clicked() {
+                cmds.push(AgentCommand::Swap { call: o.id });
+            }
+        });
+    }
+    if !others.is_empty() {
+        ui.separator();
+    }
     ui.heading(contact_name(app, &c.peer));
     match c.phase {
         Phase::Calling => {
@@ -251,6 +302,26 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     });
     if matches!(c.phase, Phase::Active(_)) {
         ui.add_space(4.0);
+        ui.horizontal(|ui| {
+            ui.add(
+                egui::TextEdit::singleline(&mut app.transfer_to)
+                    .hint_text("Transfer to (name or address)")
+                    .desired_width(220.0),
+            );
+            let to = app.transfer_to.trim().to_string();
+            let busy = c.transfer.is_some();
+            if ui
+                .add_enabled(!to.is_empty() && !busy, egui::Button::new("Transfer"))
+                .clicked()
+            {
+                cmds.push(AgentCommand::Transfer { call: c.id, to });
+                local.push(Local::Transferring);
+            }
+        });
+        if let Some(t) = &c.transfer {
+            ui.label(t);
+        }
+        ui.add_space(4.0);
         ui.label("Keypad (DTMF)");
         egui::Grid::new("dtmf").spacing([4.0, 4.0]).show(ui, |ui| {
             for (i, k) in PAD.iter().enumerate() {
@@ -279,6 +350,10 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
             Local::Held => call.held = true,
             Local::Resumed => call.held = false,
             Local::Digit(k) => call.dtmf.push(k),
+            Local::Transferring => {
+                call.transfer = Some(format!("Transferring to {}…", app.transfer_to.trim()));
+                app.transfer_to.clear();
+            }
         }
     }
     for cmd in cmds {
@@ -293,6 +368,7 @@ enum Local {
     Held,
     Resumed,
     Digit(char),
+    Transferring,
 }
 
 /// The security facts of call `idx`.

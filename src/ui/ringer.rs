@@ -22,6 +22,20 @@ pub const RING_ON: Duration = Duration::from_secs(2);
 pub const RING_PERIOD: Duration = Duration::from_secs(6);
 /// The sample rate the ring tone is made at.
 pub const RING_RATE: u32 = 8000;
+/// The share of the ring volume a waiting call rings at (a second call
+/// while we talk rings softly, not over the conversation).
+pub const WAITING_RING_SHARE: f32 = 0.25;
+
+/// The volume to ring at: `volume`, or [`WAITING_RING_SHARE`] of it while
+/// another call is in progress (`talking`).
+pub fn ring_volume(volume: f32, talking: bool) -> f32 {
+    if talking {
+        volume * WAITING_RING_SHARE
+    } else {
+        volume
+    }
+}
+
 /// Peak of the tone at volume 1.0 (two tones of half this each).
 const PEAK: f64 = 0.5 * i16::MAX as f64;
 
@@ -230,6 +244,17 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(played.lock().unwrap().len(), n, "no sound after stop");
         assert_eq!(*opened.lock().unwrap(), [Some("USB Headset".to_string())]);
+    }
+
+    #[test]
+    fn a_waiting_call_rings_softly() {
+        assert_eq!(ring_volume(0.8, false), 0.8);
+        assert!((ring_volume(0.8, true) - 0.2).abs() < 1e-6);
+        let (mut loud, mut soft) = (vec![0i16; 800], vec![0i16; 800]);
+        ring_tone(8000, 0, ring_volume(1.0, false), &mut loud);
+        ring_tone(8000, 0, ring_volume(1.0, true), &mut soft);
+        let ratio = f64::from(peak(&soft)) / f64::from(peak(&loud));
+        assert!((ratio - 0.25).abs() < 0.02, "{ratio}");
     }
 
     #[test]

@@ -110,6 +110,12 @@ pub struct Call {
     /// The media counters of the agent's last `media_stats` event (loss,
     /// jitter, round trip), for the call screen's quality line.
     pub stats: Option<MediaCounters>,
+    /// Call waiting: another call was in progress when this one arrived
+    /// (it rings softly; answering it holds the other).
+    pub waiting: bool,
+    /// The progress of the transfer we asked for in this call, for people
+    /// (`Transferring to carol: 180 Ringing`), until it ends.
+    pub transfer: Option<String>,
 }
 
 impl Call {
@@ -131,6 +137,8 @@ impl Call {
             media: None,
             continuity: None,
             stats: None,
+            waiting: false,
+            transfer: None,
         }
     }
 }

@@ -50,6 +50,7 @@ async fn secured_call_with_verified_identities() {
         from,
         verified,
         tunneled,
+        waiting,
     } = incoming
     else {
         unreachable!()
@@ -57,6 +58,7 @@ async fn secured_call_with_verified_identities() {
     assert!(from.contains(&format!("sip:alice@{DOMAIN}")), "{from}");
     assert_eq!(verified.as_deref(), Some(id_now("alice").as_str()));
     assert!(tunneled);
+    assert!(!waiting, "bob has no other call");
     wait_event(&mut alice, "ringing", |e| {
         matches!(e, AgentEvent::Ringing { .. })
     })

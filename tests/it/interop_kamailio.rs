@@ -204,6 +204,7 @@ async fn secured_call_through_kamailio() {
         from,
         verified,
         tunneled,
+        ..
     } = incoming
     else {
         unreachable!()

@@ -14,6 +14,7 @@ mod support;
 mod agent_call;
 mod agent_config;
 mod agent_process;
+mod agent_transfer;
 mod demo;
 mod ibe_vectors;
 mod interop_kamailio;

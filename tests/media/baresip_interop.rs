@@ -145,6 +145,7 @@ impl Setup {
             tunneled,
             verified,
             from,
+            ..
         } = incoming
         else {
             unreachable!()

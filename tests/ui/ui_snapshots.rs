@@ -103,6 +103,7 @@ fn incoming(h: &mut Harness<'static, PhoneApp>, verified: bool) {
         from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
         verified: verified.then(|| "sip:alice@atlanta.invalid#2026-12".to_string()),
         tunneled: true,
+        waiting: false,
     }));
     h.run_steps(2);
 }
@@ -229,6 +230,48 @@ fn in_call_security_panel_with_sas() {
     assert!(shows(&h, "delta echo"));
     assert!(shows(&h, "Good connection · 42 ms"));
     check(&mut h, "in_call_security");
+}
+
+/// Call waiting: carol calls while bob talks to alice (verified); the
+/// call screen with its Transfer field under the waiting call.
+#[test]
+fn call_waiting_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready(dir.path());
+    incoming(&mut h, true);
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 4,
+        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    h.state_mut().apply(Update::Agent(AgentEvent::IncomingCall {
+        call: 5,
+        from: "<sip:carol@atlanta.invalid>".into(),
+        verified: Some("sip:carol@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+        waiting: true,
+    }));
+    h.run_steps(2);
+    assert!(shows(&h, "Call waiting: sip:carol@atlanta.invalid"));
+    check(&mut h, "call_waiting");
+    // Answered: alice on hold with a Switch line, carol's call in full.
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 5,
+        verified: Some("sip:carol@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    h.state_mut().apply(Update::Agent(AgentEvent::MediaUpdated {
+        call: 4,
+        direction: "sendonly".into(),
+        codec: "PCMU".into(),
+        cipher: "AEAD_AES_128_GCM".into(),
+        escrow_resistant: true,
+        sas: None,
+    }));
+    h.state_mut().show_security = false;
+    h.run_steps(2);
+    assert!(shows(&h, "On hold: sip:alice@atlanta.invalid"));
+    check(&mut h, "two_calls_one_on_hold");
 }
 
 #[test]

@@ -35,6 +35,7 @@ fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
         from: "\"Alice\" <sip:alice@atlanta.invalid>".into(),
         verified: verified.map(str::to_string),
         tunneled,
+        waiting: false,
     })
 }
 
@@ -440,4 +441,89 @@ fn copy_diagnostics_puts_a_report_on_the_clipboard() {
     assert!(!report.contains("4711"), "a message text in\n{report}");
     h.run_steps(2);
     assert!(shows(&h, "Copied to the clipboard"));
+}
+
+/// Call waiting and transfer in the call screen: a second call while one
+/// is up is drawn as waiting (Answer holds the current call, Decline);
+/// once the agent holds the first call it gets a Switch line; the Transfer
+/// field sends a transfer and shows its progress, a failure says the call
+/// goes on.
+#[test]
+fn call_waiting_swap_and_transfer_controls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    let alice = "sip:alice@atlanta.invalid#2026-12";
+    h.state_mut().apply(incoming(1, Some(alice), true));
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 1,
+        verified: Some(alice.into()),
+        tunneled: true,
+    }));
+    h.run_steps(3);
+    assert!(!shows(&h, "Call waiting"));
+    h.state_mut().apply(Update::Agent(AgentEvent::IncomingCall {
+        call: 2,
+        from: "<sip:carol@atlanta.invalid>".into(),
+        verified: Some("sip:carol@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+        waiting: true,
+    }));
+    h.run_steps(3);
+    assert!(shows(&h, "Call waiting: sip:carol@atlanta.invalid"));
+    assert!(shows(&h, "✔ verified: sip:carol@atlanta.invalid"));
+    assert!(shows(&h, "Decline"));
+    assert!(!shows(&h, "Reject"), "a waiting call is declined busy");
+    h.get_by_label("Answer (holds your call)").click();
+    h.run_steps(3);
+    // The agent answers carol and holds alice.
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 2,
+        verified: Some("sip:carol@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+    h.state_mut().apply(Update::Agent(AgentEvent::MediaUpdated {
+        call: 1,
+        direction: "sendonly".into(),
+        codec: "PCMU".into(),
+        cipher: "AEAD_AES_128_GCM".into(),
+        escrow_resistant: true,
+        sas: None,
+    }));
+    h.run_steps(3);
+    assert!(h.state().calls[0].held);
+    assert!(shows(&h, "On hold: sip:alice@atlanta.invalid"));
+    assert!(shows(&h, "Switch to sip:alice@atlanta.invalid"));
+    // Transfer carol's call to dave.
+    // An empty field transfers nothing.
+    h.get_by_label("Transfer").click();
+    h.run_steps(3);
+    assert_eq!(h.state().calls[1].transfer, None);
+    h.state_mut().transfer_to = "dave".into();
+    h.run_steps(3);
+    h.get_by_label("Transfer").click();
+    h.run_steps(3);
+    h.run_steps(3);
+    assert_eq!(h.state().transfer_to, "", "the field is cleared");
+    assert_eq!(
+        h.state().calls[1].transfer.as_deref(),
+        Some("Transferring to dave…")
+    );
+    h.state_mut()
+        .apply(Update::Agent(AgentEvent::TransferProgress {
+            call: 2,
+            status: 180,
+            reason: "Ringing".into(),
+            done: false,
+        }));
+    h.run_steps(3);
+    assert!(shows(&h, "Transferring: 180 Ringing"));
+    h.state_mut()
+        .apply(Update::Agent(AgentEvent::TransferFailed {
+            call: 2,
+            status: 486,
+            reason: "the transfer target's call failed (486 Busy Here)".into(),
+        }));
+    h.run_steps(3);
+    assert!(shows(&h, "The transfer did not work"));
+    assert_eq!(h.state().calls[1].transfer, None);
 }

@@ -66,6 +66,13 @@ pub const IBESIP_DH: &str = "Ibesip-Dh";
 const RING_TIMEOUT: Duration = Duration::from_secs(180);
 
 impl Call {
+    /// The call's dialog once confirmed (in-dialog requests go there).
+    pub(super) fn confirmed_dialog(&mut self) -> Option<&mut Dialog> {
+        self.dialog
+            .as_mut()
+            .filter(|d| d.state == DialogState::Confirmed)
+    }
+
     pub(super) fn set_reveal(&mut self, value: Option<String>) {
         self.reveal = value;
     }
@@ -489,6 +496,9 @@ impl UserAgent {
             return self.respond(now, &key, r);
         }
         let method = req.method().unwrap_or(Method::Info);
+        if method == Method::Refer {
+            return self.on_refer(now, key, call, req);
+        }
         if method == Method::Invite && self.defer_reinvites {
             if self.held_reinvites.contains_key(&call) {
                 let mut r = Message::response_to(&req, 500, "Server Internal Error", None);
@@ -680,6 +690,7 @@ impl UserAgent {
 
     pub(super) fn end_call(&mut self, call: CallId, reason: EndReason) {
         self.held_reinvites.remove(&call);
+        self.held_refers.remove(&call);
         if let Some(c) = self.calls.remove(&call) {
             if let Some(d) = &c.dialog {
                 self.by_dialog.remove(&d.id);

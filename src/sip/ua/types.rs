@@ -175,6 +175,38 @@ pub enum Command {
         /// Which call.
         call: CallId,
     },
+    /// Sends a REFER in the confirmed dialog of `call` (blind transfer,
+    /// RFC 3515): `Refer-To: <refer_to>`, `Referred-By` our AOR. Its final
+    /// status comes as [`Event::InDialogResponse`] (481 at once when the
+    /// call has no confirmed dialog), the peer's progress as NOTIFYs
+    /// ([`Event::InDialogRequest`]).
+    Refer {
+        /// Which call.
+        call: CallId,
+        /// The transfer target, a SIP URI.
+        refer_to: String,
+    },
+    /// Answers the REFER of `call` held since [`Event::ReferReceived`]:
+    /// 202 accepts (then send [`Command::NotifyRefer`]), anything else
+    /// refuses. Ignored when no REFER of that call waits.
+    RespondRefer {
+        /// Which call.
+        call: CallId,
+        /// Final status (202, 403, 488...).
+        status: u16,
+    },
+    /// Sends a NOTIFY of the accepted REFER in the dialog of `call`
+    /// (`Event: refer`, `message/sipfrag` body `sipfrag`, control
+    /// characters removed); `terminated` ends the subscription (the final
+    /// status of the new call). Ignored unless the dialog is confirmed.
+    NotifyRefer {
+        /// Which call.
+        call: CallId,
+        /// The new call's status line, e.g. `SIP/2.0 100 Trying`.
+        sipfrag: String,
+        /// Whether this is the final NOTIFY.
+        terminated: bool,
+    },
 }
 
 /// What the user agent tells the application.
@@ -278,6 +310,17 @@ pub enum Event {
         status: u16,
         /// Body of the response.
         body: Body,
+    },
+    /// The peer asked in `call`'s dialog for a transfer (REFER with
+    /// exactly one Refer-To). It waits for [`Command::RespondRefer`]; a
+    /// second one meanwhile is answered 491.
+    ReferReceived {
+        /// Which call.
+        call: CallId,
+        /// The Refer-To value as received (not checked beyond being one).
+        refer_to: String,
+        /// The Referred-By value, if any (claimed, not proved).
+        referred_by: Option<String>,
     },
     /// A MESSAGE arrived outside a dialog.
     MessageReceived {
