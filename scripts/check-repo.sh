@@ -18,9 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/check-layers.sh
 scripts/check-msrv.sh
 
-if ! cargo deny --version >/dev/null 2>&1; then
-  cargo install --locked cargo-deny
-fi
+scripts/install-cargo-tools.sh deny
 cargo deny check licenses bans sources
 
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace

@@ -20,10 +20,7 @@ shift || true
 # accepts them with RUSTC_BOOTSTRAP=1, as earlier sessions ran it.
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "installing cargo-fuzz"
-  cargo install cargo-fuzz --locked --quiet
-fi
+scripts/install-cargo-tools.sh fuzz
 
 targets=("$@")
 if [ "${#targets[@]}" = 0 ]; then
