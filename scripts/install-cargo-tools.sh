@@ -10,15 +10,15 @@
 #   scripts/install-cargo-tools.sh deny fuzz  only those
 #
 # The tools are built with a cheap release profile (set here only, for
-# these installs): opt-level 1, no LTO, 256 codegen units, no debug info.
-# cargo-deny's own profile asks for fat LTO and one codegen unit at
-# opt-level 3, which made its install the largest single build of a cold
-# CI run; what the tools do here (read Cargo.lock and the licence texts,
-# run cargo, pack a .deb) takes about as long at opt-level 1 (see
-# CHANGELOG.md for the figures).
+# these installs): opt-level 0, no LTO, 256 codegen units, no debug info.
+# cargo-deny's own profile (fat LTO, one codegen unit, opt-level 3) cost
+# 387 CPU-seconds to install on the 2-core dev machine, opt-level 1 334,
+# opt-level 0 116; `cargo deny check licenses bans sources` then takes
+# 4.4 instead of 1.4 CPU-seconds (CHANGELOG.md, issue 17). cargo-deb keeps
+# its own opt-level 2 for its compressors (per-package overrides win).
 set -euo pipefail
 
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=1
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=0
 export CARGO_PROFILE_RELEASE_LTO=false
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256
 export CARGO_PROFILE_RELEASE_DEBUG=false
