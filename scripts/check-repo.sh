@@ -10,7 +10,7 @@
 #   `cargo deny check advisories` where a copy is at hand;
 # - RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace: no broken
 #   intra-doc link, no doc warning (`cargo test` runs the doc examples).
-# - cargo check --target x86_64-pc-windows-gnu --no-default-features --lib --bins,
+# - cargo check --target x86_64-pc-windows-gnu --no-default-features --features cli --lib --bins,
 #   when that target and MinGW are installed (else it says it skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,9 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/check-layers.sh
 scripts/check-msrv.sh
 
-if ! cargo deny --version >/dev/null 2>&1; then
-  cargo install --locked cargo-deny
-fi
+scripts/install-cargo-tools.sh deny
 cargo deny check licenses bans sources
 
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
@@ -31,7 +29,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
 # general, so the step says when it is skipped instead of failing.
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-gnu \
    && command -v x86_64-w64-mingw32-gcc >/dev/null; then
-  cargo check --quiet --target x86_64-pc-windows-gnu --no-default-features --lib --bins
+  cargo check --quiet --target x86_64-pc-windows-gnu --no-default-features --features cli --lib --bins
   echo "check-repo: windows (x86_64-pc-windows-gnu) library checks"
 else
   echo "check-repo: windows check skipped (rustup target x86_64-pc-windows-gnu or gcc-mingw-w64-x86-64 missing)"

@@ -9,8 +9,9 @@
 #   scripts/fuzz.sh            every target, FUZZ_SECONDS (default 15) each
 #   scripts/fuzz.sh 60 T...    60 s each, only targets T...
 #
-# Budget on a cold 2-core machine: about 8 minutes in all (cargo-fuzz
-# install, the instrumented build, 11 targets x 15 s).
+# Budget on a cold 2-core machine: the cargo-fuzz install, the instrumented
+# build (the library with its `pcap` feature only: no PKG client, agent or
+# CLI crates), then 13 targets x 15 s, two at a time (FUZZ_JOBS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,10 +21,7 @@ shift || true
 # accepts them with RUSTC_BOOTSTRAP=1, as earlier sessions ran it.
 export RUSTC_BOOTSTRAP=1
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "installing cargo-fuzz"
-  cargo install cargo-fuzz --locked --quiet
-fi
+scripts/install-cargo-tools.sh fuzz
 
 targets=("$@")
 if [ "${#targets[@]}" = 0 ]; then
@@ -66,20 +64,33 @@ start=$SECONDS
 cargo fuzz build "${flags[@]}"
 echo "instrumented build: $((SECONDS - start)) s"
 
+# FUZZ_JOBS targets at a time (default: one per CPU core). libFuzzer runs
+# one process per target, so on 2 cores the second core sat idle while
+# the targets ran one after the other; each target still has its own core
+# for its full FUZZ_SECONDS. Each one's output is printed when it ends.
+jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+fuzz_one() { # target; prints its summary, fails on a crash
+  local t=$1 corpus=target/fuzz-corpus/$1
+  mkdir -p "$corpus" "fuzz/regressions/$t"
+  if cargo fuzz run "${flags[@]}" "$t" "$corpus" "$seeds" "fuzz/regressions/$t" -- \
+      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      >"target/fuzz-$t.out" 2>"target/fuzz-$t.log"; then
+    printf '== fuzz %s (%s s): %s\n' "$t" "$secs" \
+      "$(grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "target/fuzz-$t.log" | tr '\n' ' ')"
+  else
+    printf '== fuzz %s (%s s): FAILED\n%s\n' "$t" "$secs" "$(tail -40 "target/fuzz-$t.log")"
+    return 1
+  fi
+}
+rm -f target/fuzz-*.failed
+for t in "${targets[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  { fuzz_one "$t" || touch "target/fuzz-$t.failed"; } &
+done
+wait
 failed=()
 for t in "${targets[@]}"; do
-  corpus=target/fuzz-corpus/$t
-  mkdir -p "$corpus" "fuzz/regressions/$t"
-  echo "== fuzz $t (${secs} s)"
-  if ! cargo fuzz run "${flags[@]}" "$t" "$corpus" "$seeds" "fuzz/regressions/$t" -- \
-      -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-      2>"target/fuzz-$t.log"; then
-    tail -40 "target/fuzz-$t.log"
-    failed+=("$t")
-  else
-    grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "target/fuzz-$t.log" | tr '\n' ' '
-    echo
-  fi
+  [ ! -e "target/fuzz-$t.failed" ] || failed+=("$t")
 done
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "fuzz targets that crashed: ${failed[*]} (inputs in fuzz/artifacts/)"

@@ -3,17 +3,41 @@
 # are missing: cargo-deny (scripts/check-repo.sh), cargo-fuzz
 # (scripts/fuzz.sh) and cargo-deb (scripts/package.sh, the same pinned
 # version). `scripts/test.sh` runs it in the background while apt
-# installs the system packages.
+# installs the system packages; the other scripts call it for the one
+# tool they need.
+#
+#   scripts/install-cargo-tools.sh            all three
+#   scripts/install-cargo-tools.sh deny fuzz  only those
+#
+# The tools are built with a cheap release profile (set here only, for
+# these installs): opt-level 0, no LTO, 256 codegen units, no debug info.
+# cargo-deny's own profile (fat LTO, one codegen unit, opt-level 3) cost
+# 387 CPU-seconds to install on the 2-core dev machine, opt-level 1 334,
+# opt-level 0 116; `cargo deny check licenses bans sources` then takes
+# 4.4 instead of 1.4 CPU-seconds (CHANGELOG.md, issue 17). cargo-deb keeps
+# its own opt-level 2 for its compressors (per-package overrides win).
 set -euo pipefail
-if ! cargo deny --version >/dev/null 2>&1; then
-  echo "installing cargo-deny"
-  cargo install --locked cargo-deny
-fi
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "installing cargo-fuzz"
-  cargo install --locked cargo-fuzz
-fi
-if ! cargo deb --version >/dev/null 2>&1; then
-  echo "installing cargo-deb"
-  cargo install --locked cargo-deb --version 3.8.0
-fi
+
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=0
+export CARGO_PROFILE_RELEASE_LTO=false
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
+tools=("$@")
+[ "${#tools[@]}" -gt 0 ] || tools=(deny fuzz deb)
+for t in "${tools[@]}"; do
+  case "$t" in
+    deny | fuzz | deb) ;;
+    *) echo "usage: $0 [deny|fuzz|deb]..." >&2; exit 2 ;;
+  esac
+  if cargo "$t" --version >/dev/null 2>&1; then
+    continue
+  fi
+  echo "installing cargo-$t"
+  case "$t" in
+    deny) cargo install --locked cargo-deny ;;
+    fuzz) cargo install --locked cargo-fuzz ;;
+    # Pinned: cargo-deb 3.8 packages a dev-profile binary (scripts/package.sh --dev).
+    deb) cargo install --locked cargo-deb --version 3.8.0 ;;
+  esac
+done

@@ -24,11 +24,9 @@ for a in "$@"; do
   esac
 done
 
-# Pinned: cargo-deb 3.8 packages a dev-profile binary with a warning that a
-# later version may refuse it (see --dev).
-if ! cargo deb --version >/dev/null 2>&1; then
-  cargo install --locked cargo-deb --version 3.8.0
-fi
+# Pinned there: cargo-deb 3.8 packages a dev-profile binary with a warning
+# that a later version may refuse it (see --dev).
+scripts/install-cargo-tools.sh deb
 
 if [ "$dev" = 1 ]; then
   [ -x target/debug/ibephone ] || cargo build --bin ibephone

@@ -22,7 +22,8 @@ if [ "$quick" = 0 ]; then
   export CARGO_INCREMENTAL=0
   # The cargo tools (cargo-deny, cargo-fuzz, cargo-deb) compile while apt downloads
   # and installs: CPU-bound next to I/O-bound, about three minutes saved
-  # on a cold machine. Their output goes to target/tools-install.log.
+  # on a cold machine; they build with a cheap release profile (see the
+  # script). Their output goes to target/tools-install.log.
   mkdir -p target
   log "installing cargo tools in the background (target/tools-install.log)"
   scripts/install-cargo-tools.sh >target/tools-install.log 2>&1 &

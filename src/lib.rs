@@ -140,10 +140,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "agent")]
 pub mod agent;
 pub mod ibe;
+#[cfg(feature = "media")]
 pub mod media;
+#[cfg(feature = "pcap")]
 pub mod pcap;
+#[cfg(feature = "pkg-client")]
 pub mod pkg_client;
 pub mod sip;
 pub mod tunnel;
