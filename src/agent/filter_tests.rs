@@ -118,28 +118,31 @@ impl World {
         if let Some(c) = clock {
             filter = filter.with_wall_clock(Box::new(c));
         }
-        let ua = UserAgent::new(
-            UaConfig {
-                user: user.into(),
-                domain: DOMAIN.into(),
-                password: Password::new("pw"),
-                proxy: PROXY.parse().unwrap(),
-                local: format!("127.0.0.1:{port}"),
-                transport: Transport::Udp,
-                expires: 600,
-                headers: HeaderPolicy {
-                    anonymous_from: false,
-                    ..HeaderPolicy::default()
-                },
-                timers: Timers::default(),
-                max_transactions: 64,
-            },
-            Box::new(filter),
-        );
+        let ua = UserAgent::new(peer_config(user, port), Box::new(filter));
         Peer {
             agent: Agent::new(ua, log.clone(), DOMAIN).with_policy(policy),
             log,
         }
+    }
+}
+
+/// The user agent settings of every test peer: `user` of [`DOMAIN`] on
+/// loopback port `port`, UDP through [`PROXY`], From naming the user.
+fn peer_config(user: &str, port: u16) -> UaConfig {
+    UaConfig {
+        user: user.into(),
+        domain: DOMAIN.into(),
+        password: Password::new("pw"),
+        proxy: PROXY.parse().unwrap(),
+        local: format!("127.0.0.1:{port}"),
+        transport: Transport::Udp,
+        expires: 600,
+        headers: HeaderPolicy {
+            anonymous_from: false,
+            ..HeaderPolicy::default()
+        },
+        timers: Timers::default(),
+        max_transactions: 64,
     }
 }
 

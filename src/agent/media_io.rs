@@ -7,7 +7,9 @@
 
 use super::media::{MediaAction, MediaCalls, MediaCounters, MediaPolicy, MediaPorts};
 use super::{Agent, AgentCommand, AgentEvent};
-use crate::media::audio::{AudioError, AudioSink, AudioSource, WavSink, WavSource};
+use crate::media::audio::{
+    AudioError, AudioSink, AudioSource, DiscardSink, SilenceSource, WavSink, WavSource,
+};
 use crate::media::device;
 use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
@@ -498,32 +500,12 @@ fn whole_ms(ms: f64) -> u64 {
     }
 }
 
-struct Silence;
-
-impl AudioSource for Silence {
-    fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
-        frame.fill(0);
-        Ok(true)
-    }
-}
-
-struct Discard;
-
-impl AudioSink for Discard {
-    fn write_frame(&mut self, _frame: &[i16]) -> Result<(), AudioError> {
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<(), AudioError> {
-        Ok(())
-    }
-}
-
 /// Opens the audio input at `rate` Hz (the codec's audio rate).
 fn open_in(a: &AudioIn, rate: u32) -> Result<Box<dyn AudioSource>, AudioError> {
     match a {
         AudioIn::Device(name) => device::open_input(name.as_deref(), rate),
         AudioIn::Wav(p) => Ok(Box::new(WavSource::open_at(p, rate)?)),
-        AudioIn::Silence => Ok(Box::new(Silence)),
+        AudioIn::Silence => Ok(Box::new(SilenceSource)),
     }
 }
 
@@ -532,7 +514,7 @@ fn open_out(a: &AudioOut, rate: u32) -> Result<Box<dyn AudioSink>, AudioError> {
     match a {
         AudioOut::Device(name) => device::open_output(name.as_deref(), rate),
         AudioOut::Wav(p) => Ok(Box::new(WavSink::create_at(p, rate)?)),
-        AudioOut::Discard => Ok(Box::new(Discard)),
+        AudioOut::Discard => Ok(Box::new(DiscardSink)),
     }
 }
 
@@ -711,14 +693,14 @@ impl MediaDriver {
                 call,
                 message: format!("audio input: {e}; sending silence"),
             });
-            Box::new(Silence)
+            Box::new(SilenceSource)
         });
         let sink = open_out(&self.options.audio_out, rate).unwrap_or_else(|e| {
             self.emit(AgentEvent::AudioFailed {
                 call,
                 message: format!("audio output: {e}; received audio is not played"),
             });
-            Box::new(Discard)
+            Box::new(DiscardSink)
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let session = MediaSession::start_with_ice(sock, negotiated, source, sink, tx, ice)

@@ -3,15 +3,12 @@
 //! transfer us: a plain REFER, an unsigned one, one outside a dialog, and
 //! Refer-To values that are not a plain identity.
 
-use super::{call, deliver, id_now, plain_in_dialog, Peer, World, DOMAIN, PROXY};
+use super::{call, deliver, id_now, peer_config, plain_in_dialog, Peer, World, DOMAIN};
 use crate::agent::filter::{SecurityLog, SecurityPolicy, TunnelFilter};
 use crate::agent::{Agent, AgentCommand, AgentEvent};
-use crate::sip::digest::Password;
 use crate::sip::driver::Core;
 use crate::sip::message::Message;
-use crate::sip::timers::Timers;
-use crate::sip::ua::{self, HeaderPolicy, UaConfig, UserAgent};
-use crate::sip::Transport;
+use crate::sip::ua::{self, UserAgent};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -20,24 +17,7 @@ use std::time::{Instant, SystemTime};
 fn keyless(w: &World, user: &str, port: u16) -> Peer {
     let log = Arc::new(Mutex::new(SecurityLog::default()));
     let filter = TunnelFilter::new(w.tunnel(user, false), SecurityPolicy::Require, log.clone());
-    let ua = UserAgent::new(
-        UaConfig {
-            user: user.into(),
-            domain: DOMAIN.into(),
-            password: Password::new("pw"),
-            proxy: PROXY.parse().unwrap(),
-            local: format!("127.0.0.1:{port}"),
-            transport: Transport::Udp,
-            expires: 600,
-            headers: HeaderPolicy {
-                anonymous_from: false,
-                ..HeaderPolicy::default()
-            },
-            timers: Timers::default(),
-            max_transactions: 64,
-        },
-        Box::new(filter),
-    );
+    let ua = UserAgent::new(peer_config(user, port), Box::new(filter));
     Peer {
         agent: Agent::new(ua, log.clone(), DOMAIN),
         log,
@@ -84,6 +64,25 @@ fn only_call(p: &Peer) -> u64 {
     *p.agent.security.keys().next().expect("one call")
 }
 
+/// Alice calls bob, who answers and then asks to transfer her to `to`
+/// (the REFER waits at bob, not delivered). Returns the call's Call-ID
+/// and bob's call number; earlier events are drained.
+fn call_then_transfer(now: Instant, alice: &mut Peer, bob: &mut Peer, to: &str) -> (String, u64) {
+    let (_, ok) = call(now, alice, bob);
+    let cid = ok.call_id().unwrap().to_string();
+    alice.events();
+    bob.events();
+    let bcall = only_call(bob);
+    bob.agent.handle_command(
+        now,
+        AgentCommand::Transfer {
+            call: bcall,
+            to: to.into(),
+        },
+    );
+    (cid, bcall)
+}
+
 /// Bob transfers alice to carol: alice's new call is a secured call to
 /// carol, verified both ways; bob sees 202, 100, 180, 200 and his call
 /// ends; alice's first call ends too.
@@ -94,18 +93,7 @@ fn a_verified_refer_transfers_the_call_to_a_new_secured_call() {
     let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
     let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
     let mut carol = w.agent("carol", 5074, SecurityPolicy::Require, None);
-    let (_, ok) = call(now, &mut alice, &mut bob);
-    let cid = ok.call_id().unwrap().to_string();
-    alice.events();
-    bob.events();
-    let bcall = only_call(&bob);
-    bob.agent.handle_command(
-        now,
-        AgentCommand::Transfer {
-            call: bcall,
-            to: "carol".into(),
-        },
-    );
+    let (cid, bcall) = call_then_transfer(now, &mut alice, &mut bob, "carol");
     let refer = deliver(now, &mut bob, &mut alice);
     assert_eq!(refer.len(), 1);
     let outer = String::from_utf8_lossy(&refer[0]).to_string();
@@ -387,18 +375,7 @@ fn transfer_failure_keeps_the_call() {
     let mut alice = w.agent("alice", 5070, SecurityPolicy::Require, None);
     let mut bob = w.agent("bob", 5072, SecurityPolicy::Require, None);
     let mut carol = w.agent("carol", 5074, SecurityPolicy::Require, None);
-    let (_, ok) = call(now, &mut alice, &mut bob);
-    let cid = ok.call_id().unwrap().to_string();
-    alice.events();
-    bob.events();
-    let bcall = only_call(&bob);
-    bob.agent.handle_command(
-        now,
-        AgentCommand::Transfer {
-            call: bcall,
-            to: "carol".into(),
-        },
-    );
+    let (cid, bcall) = call_then_transfer(now, &mut alice, &mut bob, "carol");
     deliver(now, &mut bob, &mut alice);
     split(now, &mut alice, &cid, &mut bob, &mut carol);
     let ccall = only_call(&carol);
@@ -481,17 +458,7 @@ fn a_transferred_call_never_falls_back_to_plain() {
     let now = Instant::now();
     let mut alice = w.agent("alice", 5070, SecurityPolicy::AllowPlain, None);
     let mut bob = w.agent("bob", 5072, SecurityPolicy::AllowPlain, None);
-    call(now, &mut alice, &mut bob);
-    alice.events();
-    bob.events();
-    let bcall = only_call(&bob);
-    bob.agent.handle_command(
-        now,
-        AgentCommand::Transfer {
-            call: bcall,
-            to: "dave@elsewhere.invalid".into(),
-        },
-    );
+    let (_, bcall) = call_then_transfer(now, &mut alice, &mut bob, "dave@elsewhere.invalid");
     deliver(now, &mut bob, &mut alice);
     let ev = alice.events();
     assert!(

@@ -73,6 +73,30 @@ pub trait AudioSink: Send {
     fn finish(&mut self) -> Result<(), AudioError>;
 }
 
+/// A source of silence that never ends (no microphone, a headless run).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SilenceSource;
+
+impl AudioSource for SilenceSource {
+    fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
+        frame.fill(0);
+        Ok(true)
+    }
+}
+
+/// A sink that drops what it is given (no speaker, a headless run).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DiscardSink;
+
+impl AudioSink for DiscardSink {
+    fn write_frame(&mut self, _frame: &[i16]) -> Result<(), AudioError> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), AudioError> {
+        Ok(())
+    }
+}
+
 /// Linear-interpolation resampler for mono signals. Plenty for speech into
 /// an 8 kHz telephone codec (which low-passes at 4 kHz anyway); hand-written
 /// because a polyphase resampler crate would be most of the media build.

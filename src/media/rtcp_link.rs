@@ -210,4 +210,4 @@ impl RtcpLink {
 
 #[cfg(test)]
 #[path = "rtcp_link_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -14,9 +14,9 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn local(port: u16) -> LocalMedia {
+fn local(rtp_addr: SocketAddr) -> LocalMedia {
     LocalMedia {
-        rtp_addr: addr(port),
+        rtp_addr,
         codecs: vec![Codec::Pcmu],
         suites: vec![SrtpSuite::AeadAes128Gcm, SrtpSuite::AesCm128HmacSha1_80],
         policy: SecurityPolicy::Require,
@@ -31,9 +31,19 @@ fn local(port: u16) -> LocalMedia {
 /// Offer (alice at A) and answer (bob at B) through the SDP text; with
 /// `answer_mux` false the answer's `a=rtcp-mux` is taken out.
 fn negotiate(answer_mux: bool) -> (Negotiated, Negotiated) {
-    let pending = PendingOffer::new(local(A), Role::Caller).unwrap();
+    negotiate_between(addr(A), addr(B), answer_mux)
+}
+
+/// [`negotiate`] with alice's media at `a` and bob's at `b` (also for the
+/// session's tests).
+pub(crate) fn negotiate_between(
+    a: SocketAddr,
+    b: SocketAddr,
+    answer_mux: bool,
+) -> (Negotiated, Negotiated) {
+    let pending = PendingOffer::new(local(a), Role::Caller).unwrap();
     let offer = AudioDescription::parse(&pending.offer().to_sdp()).unwrap();
-    let (ans, outcome) = answer(&local(B), Role::Callee, &offer, None).unwrap();
+    let (ans, outcome) = answer(&local(b), Role::Callee, &offer, None).unwrap();
     let mut text = ans.to_sdp();
     if !answer_mux {
         text = text.replace("a=rtcp-mux\r\n", "");

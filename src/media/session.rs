@@ -647,59 +647,9 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::keys::{Role, SrtpSuite};
+    use crate::media::audio::{DiscardSink, SilenceSource};
     use crate::media::rtcp;
-    use crate::media::sdp::{
-        answer, AudioDescription, Direction, LocalMedia, MediaKeysPolicy, PendingOffer,
-        SecurityPolicy,
-    };
-    use std::net::SocketAddr;
-
-    struct Silence;
-    impl AudioSource for Silence {
-        fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, AudioError> {
-            frame.fill(0);
-            Ok(true)
-        }
-    }
-    struct Discard;
-    impl AudioSink for Discard {
-        fn write_frame(&mut self, _frame: &[i16]) -> Result<(), AudioError> {
-            Ok(())
-        }
-        fn finish(&mut self) -> Result<(), AudioError> {
-            Ok(())
-        }
-    }
-
-    fn local(addr: SocketAddr) -> LocalMedia {
-        LocalMedia {
-            rtp_addr: addr,
-            codecs: vec![Codec::Pcmu],
-            suites: vec![SrtpSuite::AeadAes128Gcm],
-            policy: SecurityPolicy::Require,
-            media_keys: MediaKeysPolicy::EscrowResistant,
-            direction: Direction::SendRecv,
-            session_id: 1,
-            session_version: 1,
-            ice: None,
-        }
-    }
-
-    /// Alice's negotiation (offerer at `a`) and the peer's (at `b`), the
-    /// answer's `a=rtcp-mux` taken out unless `mux`.
-    fn negotiate(a: SocketAddr, b: SocketAddr, mux: bool) -> (Negotiated, Negotiated) {
-        let pending = PendingOffer::new(local(a), Role::Caller).unwrap();
-        let offer = AudioDescription::parse(&pending.offer().to_sdp()).unwrap();
-        let (ans, outcome) = answer(&local(b), Role::Callee, &offer, None).unwrap();
-        let mut text = ans.to_sdp();
-        if !mux {
-            text = text.replace("a=rtcp-mux\r\n", "");
-        }
-        let ans = AudioDescription::parse(&text).unwrap();
-        let nb = outcome.finish(pending.reveal().as_ref()).unwrap();
-        (pending.accept_answer(&ans).unwrap(), nb)
-    }
+    use crate::media::rtcp_link::tests::negotiate_between;
 
     /// The instants (from the start) at which alice's session sent RTCP
     /// to a peer socket over `secs` seconds, and how many RTP packets; each
@@ -708,12 +658,13 @@ mod tests {
         let sa = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (a, b) = (sa.local_addr().unwrap(), peer.local_addr().unwrap());
-        let (na, nb) = negotiate(a, b, mux);
+        let (na, nb) = negotiate_between(a, b, mux);
         let mut bob = SrtpChannel::new(&nb).unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
         let t0 = tokio::time::Instant::now();
         let session =
-            MediaSession::start(sa, na, Box::new(Silence), Box::new(Discard), tx).unwrap();
+            MediaSession::start(sa, na, Box::new(SilenceSource), Box::new(DiscardSink), tx)
+                .unwrap();
         let mut buf = vec![0u8; 2048];
         let (mut rtcp, mut rtp) = (Vec::new(), 0);
         let end = t0 + Duration::from_secs(secs);

@@ -962,6 +962,76 @@ fn received_so_far(a: &Agent, call: u64) -> u64 {
         .unwrap_or(0)
 }
 
+/// The setting of the mid-call network tests: alice (homeA) and bob
+/// (homeB), both behind cone NATs that drop unsolicited datagrams, each
+/// registered and talking to the other over ICE (coturn as the STUN
+/// server), audio received both ways. Fields drop in order: the phones,
+/// the STUN server, the provider, the lab; a test that takes it apart
+/// binds every field, in the opposite order (the lab first), so that they
+/// drop in the same order and none with the temporary.
+struct IceCall {
+    alice: Agent,
+    bob: Agent,
+    a_call: u64,
+    b_call: u64,
+    _stun: Killed,
+    _provider: Provider,
+    lab: Lab,
+}
+
+/// [`IceCall`] in a lab tagged `tag`: `provider_sip` is more `[sip]` for
+/// pkg-server (`tls = true`), `proxy` the phones' `[sip]` tail and `[pkg]`
+/// head (see [`Lab::phone_with`]).
+fn ice_call_between_cone_homes(tag: &str, provider_sip: &str, proxy: &str) -> IceCall {
+    let lab = Lab::up(tag, &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    let provider = lab.provider_with(provider_sip);
+    let stun = Killed(lab.stun());
+    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
+    let mut alice = lab.phone_with("homeA", "alice", &provider, proxy, &media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, proxy, &media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        received_at_least(a, c, AUDIO_PACKETS, STEP);
+    }
+    IceCall {
+        alice,
+        bob,
+        a_call,
+        b_call,
+        _stun: stun,
+        _provider: provider,
+        lab,
+    }
+}
+
+/// `natlab.sh exec NODE ARGS...`, which must succeed (`what` names the
+/// step in the failure).
+fn lab_exec(lab: &Lab, node: &str, args: &[&str], what: &str) {
+    let out = lab.script(&[&["exec", node], args].concat());
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A home's new LAN address (a new Wi-Fi's DHCP lease): the old address
+/// and its routes gone, 192.168.1.20 and the default route in their place.
+const NEW_LAN_ADDRESS: &str = "ip addr flush dev e0 && ip addr add 192.168.1.20/24 dev e0 && \
+                               ip route replace default via 192.168.1.1";
+
+/// Waits until `call` at `a` has received half of [`AUDIO_PACKETS`] more
+/// than so far: audio flows (again).
+fn more_audio(a: &mut Agent, call: u64) -> Value {
+    let before = received_so_far(a, call);
+    received_at_least(a, call, before + AUDIO_PACKETS / 2, STEP)
+}
+
 /// Network change mid-call (issue 13): alice (homeA, cone) talks to bob
 /// (homeB, cone) over ICE, then homeA gets a new address on its LAN (a new
 /// Wi-Fi's DHCP lease: the old address and its routes gone, 192.168.1.20
@@ -977,42 +1047,22 @@ fn natlab_move_home_mid_call() {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("mv", &["--nat-a", "cone", "--nat-b", "cone"]);
-    lab.nats_drop_unsolicited();
-    let provider = lab.provider();
-    let _stun = Killed(lab.stun());
-    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
-    let mut alice = lab.phone_with(
-        "homeA",
-        "alice",
-        &provider,
-        &explicit_provider(),
-        &media,
-        &[],
-    );
-    let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
-    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
-        received_at_least(a, c, AUDIO_PACKETS, STEP);
-    }
+    let IceCall {
+        lab,
+        _provider,
+        _stun,
+        mut alice,
+        mut bob,
+        a_call,
+        b_call,
+    } = ice_call_between_cone_homes("mv", "", &explicit_provider());
 
     // homeA moves: a new address, the old one and its routes gone.
-    let out = lab.script(&[
-        "exec",
+    lab_exec(
+        &lab,
         "homeA",
-        "sh",
-        "-c",
-        "ip addr flush dev e0 && ip addr add 192.168.1.20/24 dev e0 && \
-         ip route replace default via 192.168.1.1",
-    ]);
-    assert!(
-        out.status.success(),
-        "moving homeA: {}",
-        String::from_utf8_lossy(&out.stderr)
+        &["sh", "-c", NEW_LAN_ADDRESS],
+        "moving homeA",
     );
     let moved = std::time::Instant::now();
     let changed = alice.expect("network_changed", Duration::from_secs(10));
@@ -1029,8 +1079,7 @@ fn natlab_move_home_mid_call() {
         let path = a.expect("media_path", STEP);
         assert_eq!(path["call"], c, "{path}");
         println!("{}: media path after the move {path}", a.name);
-        let before = received_so_far(a, c);
-        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        let s = more_audio(a, c);
         println!("{}: {s}", a.name);
     }
     let took = moved.elapsed();
@@ -1058,36 +1107,28 @@ fn natlab_nat_renumbered_mid_call_tls() {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("rn", &["--nat-a", "cone", "--nat-b", "cone"]);
-    lab.nats_drop_unsolicited();
-    let provider = lab.provider_with("tls = true\n");
-    let _stun = Killed(lab.stun());
-    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
     let proxy = format!(
         "proxy = \"sips:{PROV}\"\nkeepalive_secs = 5\n[pkg]\nurl = \"https://{PROV}:8443\"\n"
     );
-    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &media, &[]);
-    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
-    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
-        received_at_least(a, c, AUDIO_PACKETS, STEP);
-    }
+    let IceCall {
+        lab,
+        _provider,
+        _stun,
+        mut alice,
+        mut bob,
+        a_call,
+        b_call,
+    } = ice_call_between_cone_homes("rn", "tls = true\n", &proxy);
 
-    let out = lab.script(&[
-        "exec",
+    lab_exec(
+        &lab,
         "natA",
-        "sh",
-        "-c",
-        "ip addr del 203.0.113.1/24 dev wA && ip addr add 203.0.113.3/24 dev wA",
-    ]);
-    assert!(
-        out.status.success(),
-        "renumbering natA: {}",
-        String::from_utf8_lossy(&out.stderr)
+        &[
+            "sh",
+            "-c",
+            "ip addr del 203.0.113.1/24 dev wA && ip addr add 203.0.113.3/24 dev wA",
+        ],
+        "renumbering natA",
     );
     let moved = std::time::Instant::now();
     let changed = alice.expect("network_changed", STEP);
@@ -1106,8 +1147,7 @@ fn natlab_nat_renumbered_mid_call_tls() {
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         let path = a.expect("media_path", STEP);
         assert_eq!(path["call"], c, "{path}");
-        let before = received_so_far(a, c);
-        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        let s = more_audio(a, c);
         println!("{}: {s}", a.name);
     }
     println!(
@@ -1146,12 +1186,7 @@ fn natlab_udp_nat_reboot_found_by_stun_keepalive() {
     println!("bob: {registered}");
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
 
-    let out = lab.script(&["exec", "natB", "conntrack", "-F"]);
-    assert!(
-        out.status.success(),
-        "flushing natB: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_exec(&lab, "natB", &["conntrack", "-F"], "flushing natB");
     let rebooted = std::time::Instant::now();
     let changed = bob.expect("network_changed", STEP);
     println!("bob: {changed} {:?} after the flush", rebooted.elapsed());
@@ -1183,35 +1218,25 @@ fn natlab_media_conntrack_flushed_mid_call() {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("cf", &["--nat-a", "cone", "--nat-b", "cone"]);
-    lab.nats_drop_unsolicited();
-    let provider = lab.provider();
-    let _stun = Killed(lab.stun());
-    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
     let proxy = format!("keepalive_secs = 5\n{}", explicit_provider());
-    let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, &media, &[]);
-    let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    let IceCall {
+        lab,
+        _provider,
+        _stun,
+        mut alice,
+        mut bob,
+        a_call,
+        b_call,
+    } = ice_call_between_cone_homes("cf", "", &proxy);
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
         assert_ne!(path["local"], "relay", "{path}");
-        received_at_least(a, c, AUDIO_PACKETS, STEP);
     }
 
-    let out = lab.script(&["exec", "natA", "conntrack", "-F"]);
-    assert!(
-        out.status.success(),
-        "flushing natA: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab_exec(&lab, "natA", &["conntrack", "-F"], "flushing natA");
     let flushed = std::time::Instant::now();
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
-        let before = received_so_far(a, c);
-        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        let s = more_audio(a, c);
         println!(
             "{}: audio again {:?} after the flush: {s}",
             a.name,
@@ -1243,36 +1268,21 @@ fn natlab_both_homes_move_at_once() {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("gl", &["--nat-a", "cone", "--nat-b", "cone"]);
-    lab.nats_drop_unsolicited();
-    let provider = lab.provider();
-    let _stun = Killed(lab.stun());
-    let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
-    let mut alice = lab.phone_with(
-        "homeA",
-        "alice",
-        &provider,
-        &explicit_provider(),
-        &media,
-        &[],
-    );
-    let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
-    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
-        received_at_least(a, c, AUDIO_PACKETS, STEP);
-    }
+    let IceCall {
+        lab,
+        _provider,
+        _stun,
+        mut alice,
+        mut bob,
+        a_call,
+        b_call,
+    } = ice_call_between_cone_homes("gl", "", &explicit_provider());
 
-    let new_address = "ip addr flush dev e0 && ip addr add 192.168.1.20/24 dev e0 && \
-                       ip route replace default via 192.168.1.1";
     let moves: Vec<_> = ["homeA", "homeB"]
         .iter()
         .map(|home| {
             lab.command(home, Path::new("sh"))
-                .args(["-c", new_address])
+                .args(["-c", NEW_LAN_ADDRESS])
                 .spawn()
                 .unwrap()
         })
@@ -1290,8 +1300,7 @@ fn natlab_both_homes_move_at_once() {
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
         println!("{}: media path after the moves {path}", a.name);
-        let before = received_so_far(a, c);
-        let s = received_at_least(a, c, before + AUDIO_PACKETS / 2, STEP);
+        let s = more_audio(a, c);
         println!("{}: {s}", a.name);
     }
     println!(
