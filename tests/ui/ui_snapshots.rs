@@ -108,6 +108,16 @@ fn incoming(h: &mut Harness<'static, PhoneApp>, verified: bool) {
     h.run_steps(2);
 }
 
+/// Alice's verified call (number 4) arrived and was answered.
+fn in_call_with_alice(h: &mut Harness<'static, PhoneApp>) {
+    incoming(h, true);
+    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
+        call: 4,
+        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
+        tunneled: true,
+    }));
+}
+
 #[test]
 fn wizard_first_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,12 +199,7 @@ fn incoming_call_verified_and_unverified() {
 fn in_call_security_panel_with_sas() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready(dir.path());
-    incoming(&mut h, true);
-    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
-        call: 4,
-        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
-        tunneled: true,
-    }));
+    in_call_with_alice(&mut h);
     h.state_mut().apply(Update::Agent(AgentEvent::MediaStarted {
         call: 4,
         codec: "PCMU".into(),
@@ -238,12 +243,7 @@ fn in_call_security_panel_with_sas() {
 fn call_waiting_screen() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready(dir.path());
-    incoming(&mut h, true);
-    h.state_mut().apply(Update::Agent(AgentEvent::Answered {
-        call: 4,
-        verified: Some("sip:alice@atlanta.invalid#2026-12".into()),
-        tunneled: true,
-    }));
+    in_call_with_alice(&mut h);
     h.state_mut().apply(Update::Agent(AgentEvent::IncomingCall {
         call: 5,
         from: "<sip:carol@atlanta.invalid>".into(),
