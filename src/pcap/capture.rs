@@ -36,6 +36,17 @@ fn is_link_housekeeping(icmpv6_type: u8) -> bool {
     matches!(icmpv6_type, 130..=137 | 143)
 }
 
+/// IGMP (IPv4's MLD, RFC 2236 and 3376) of link housekeeping: a
+/// membership query (0x11), report (0x12, 0x16, 0x22) or leave (0x17),
+/// addressed to a multicast group. The hosts' kernels send these when an
+/// interface comes up; like MLD they carry group addresses only.
+fn is_igmp_housekeeping(dst: IpAddr, igmp: &[u8]) -> bool {
+    dst.is_multicast()
+        && igmp
+            .first()
+            .is_some_and(|t| matches!(t, 0x11 | 0x12 | 0x16 | 0x17 | 0x22))
+}
+
 /// One transport payload with its endpoints, in capture order.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -257,6 +268,9 @@ impl Decoder {
             // carry no payload of the phones; any other ICMPv6 (errors
             // quote the packet that caused them) stays unjudged.
             Some(TransportSlice::Icmpv6(icmp)) if is_link_housekeeping(icmp.type_u8()) => {}
+            // The same housekeeping over IPv4.
+            _ if payload.ip_number == IpNumber::IGMP
+                && is_igmp_housekeeping(dst_ip, payload.payload) => {}
             _ => {
                 let proto = payload.ip_number;
                 self.unjudged(
@@ -494,5 +508,42 @@ mod tests {
         let c = read_capture(&pcap).unwrap();
         assert_eq!(c.unjudged.len(), 1, "{:?}", c.unjudged);
         assert_eq!(c.unjudged[0].frame, Some(3));
+    }
+
+    fn ipv4(protocol: IpNumber, dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ethernet2([1; 6], [2; 6]).ipv4([203, 0, 113, 1], dst, 1);
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, protocol, payload).unwrap();
+        out
+    }
+
+    /// An IGMP membership report to a group (a kernel bringing an
+    /// interface up) is housekeeping like MLD; IGMP of another type, or
+    /// sent to a unicast address, and any other unknown protocol are not
+    /// judged.
+    #[test]
+    fn igmp_membership_messages_are_housekeeping() {
+        let report = ipv4(
+            IpNumber::IGMP,
+            [224, 0, 0, 22],
+            &[0x22, 0, 0xfa, 0xfd, 0, 0, 0, 0],
+        );
+        let leave = ipv4(
+            IpNumber::IGMP,
+            [224, 0, 0, 2],
+            &[0x17, 0, 0, 0, 239, 1, 2, 3],
+        );
+        let odd_type = ipv4(IpNumber::IGMP, [224, 0, 0, 1], &[0x42, 0, 0, 0, 0, 0, 0, 0]);
+        let unicast = ipv4(
+            IpNumber::IGMP,
+            [203, 0, 113, 10],
+            &[0x16, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let gre = ipv4(IpNumber::GRE, [224, 0, 0, 22], &[0x22, 0, 0, 0]);
+        let pcap =
+            crate::pcap::write::ethernet_capture(&[report, leave, odd_type, unicast, gre]).unwrap();
+        let c = read_capture(&pcap).unwrap();
+        let frames: Vec<_> = c.unjudged.iter().map(|u| u.frame).collect();
+        assert_eq!(frames, [Some(3), Some(4), Some(5)], "{:?}", c.unjudged);
     }
 }
