@@ -821,11 +821,16 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
         } else {
             paths.push(Value::Null);
         }
+        // Audio both ways: the callee (ICE controlled) may start sending
+        // a moment after it starts receiving, when the nomination reaches
+        // it; so wait for both counts rather than judge `sent` at the
+        // first report that shows enough received.
         let s = event_where(a, "media_stats", STEP, |v| {
-            v["call"] == c && v["stats"]["received"].as_u64() >= Some(AUDIO_PACKETS)
+            v["call"] == c
+                && v["stats"]["received"].as_u64() >= Some(AUDIO_PACKETS)
+                && v["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS)
         });
         println!("{}: {s}", a.name);
-        assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
         // RTCP (rtcp-mux, SRTCP) on the same path as the RTP (the ICE
         // pair, the TURN channel, or the latched address): a round trip.
         let s = event_where(a, "media_stats", STEP, |v| {
