@@ -289,6 +289,11 @@ pub struct MediaCounters {
     /// wrong source), malformed, or received without rtcp-mux.
     #[serde(default)]
     pub rtcp_dropped: u64,
+    /// Milliseconds from the call's 200 OK (the media session's start)
+    /// to the first audio heard: the first frame played from a received
+    /// packet, jitter-buffer delay included; absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_audio_ms: Option<u64>,
 }
 
 /// Why a call's media could not be set up or changed.

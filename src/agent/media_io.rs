@@ -483,6 +483,7 @@ fn counters(s: &MediaStats) -> MediaCounters {
         rtcp_sent: s.rtcp_sent,
         rtcp_received: s.rtcp.reports_received,
         rtcp_dropped: s.rtcp_dropped,
+        first_audio_ms: s.first_audio.map(ms),
     }
 }
 

@@ -108,6 +108,10 @@ pub struct MediaStats {
     /// RTCP datagrams dropped (failed SRTCP, malformed, or without
     /// rtcp-mux).
     pub rtcp_dropped: u64,
+    /// Time from the session's start (the call's 200 OK) to the first
+    /// frame played from a received packet: the first audio heard,
+    /// jitter-buffer delay included. `None` until then.
+    pub first_audio: Option<Duration>,
 }
 
 /// Why a session could not start or ended badly.
@@ -206,6 +210,8 @@ impl MediaSession {
             sent: 0,
             ice,
             rtcp,
+            started: now(),
+            first_audio: None,
         };
         let task = tokio::spawn(driver.run(cmd_rx, stop_rx));
         Ok(MediaSession {
@@ -253,6 +259,9 @@ struct Driver {
     sent: u64,
     ice: Option<IceSession>,
     rtcp: RtcpLink,
+    /// When the session started, for [`MediaStats::first_audio`].
+    started: Instant,
+    first_audio: Option<Duration>,
 }
 
 /// The driver's clock: tokio's, so that a paused test clock drives it.
@@ -399,6 +408,7 @@ impl Driver {
             rtcp: self.rtcp.stats(),
             rtcp_sent: self.rtcp.sent(),
             rtcp_dropped: self.rtcp.dropped(),
+            first_audio: self.first_audio,
         }
     }
 
@@ -502,6 +512,9 @@ impl Driver {
                 c.pcm.resize(n, 0);
             }
             Playout::Frame(p) => {
+                if self.first_audio.is_none() {
+                    self.first_audio = Some(now().saturating_duration_since(self.started));
+                }
                 if c.decoder.decode(&p, &mut c.pcm).is_err() {
                     c.decoder.conceal(None, &mut c.pcm);
                 }
@@ -704,5 +717,50 @@ mod tests {
             assert!((ms(2200)..ms(7800)).contains(&gap), "{at:?}");
         }
         assert!(none.is_empty(), "RTCP without rtcp-mux: {none:?}");
+    }
+
+    /// `first_audio` is the start-to-first-played-frame time: absent while
+    /// nothing arrives, then at least one frame (the first packet is sent
+    /// on the first tick and played after the jitter buffer's delay) and
+    /// well under the time the session has run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn first_audio_is_the_time_to_the_first_played_frame() {
+        let sa = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sb = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+        let (na, nb) = negotiate_between(a, b, true);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        // Bob alone first: nobody sends to him, so no audio is heard.
+        let bob = MediaSession::start(
+            sb,
+            nb.clone(),
+            Box::new(SilenceSource),
+            Box::new(DiscardSink),
+            tx.clone(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let silent = bob.stop().await.unwrap();
+        assert_eq!(silent.first_audio, None, "{silent:?}");
+
+        let sb = UdpSocket::bind(b).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let bob = MediaSession::start(
+            sb,
+            nb,
+            Box::new(SilenceSource),
+            Box::new(DiscardSink),
+            tx.clone(),
+        )
+        .unwrap();
+        let alice = MediaSession::start(sa, na, Box::new(SilenceSource), Box::new(DiscardSink), tx)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let heard = bob.stop().await.unwrap();
+        let ran = start.elapsed();
+        alice.stop().await.unwrap();
+        let first = heard.first_audio.expect("audio heard");
+        assert!(first >= FRAME && first < ran, "{first:?} of {ran:?}");
+        assert!(heard.jitter.played > 0, "{heard:?}");
     }
 }

@@ -1,0 +1,221 @@
+//! Issue 16's figure: the time a phone takes to fetch its keys from one
+//! PKG against a 2-of-3 threshold provider, measured side by side in one
+//! run over loopback with real `pkg-server` processes (target: threshold
+//! <= 2x one PKG).
+//!
+//! Each round fetches once from each, in alternating order, exactly as the
+//! phone does at start: log in (Argon2id on the server; in threshold mode
+//! also one per-server login secret derived on the phone), fetch the
+//! previous, current and next period's keys, log out. For the threshold
+//! provider that is every server at once, checking and combining 2 shares.
+//! Every server runs its production Argon2id cost (the configuration's
+//! defaults), so the ratio is what a user sees.
+//!
+//! Run: `cargo bench -p pkg-server --bench key_fetch` (`-- ROUNDS`,
+//! default 15). Prints medians, the ratio and the threshold time with the
+//! phone's login-secret derivation taken out.
+
+#![cfg(unix)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Pkg, Server, ALICE_PW, DOMAIN};
+use ibephone::ibe::PublicParams;
+use ibephone::pkg_client::api::SecretString;
+use ibephone::pkg_client::threshold::{
+    fetch_threshold_keys, fetch_threshold_keys_with_secrets, login_secrets,
+};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A server directory with the production Argon2id cost (no `[argon2]`
+/// section) listening on `port`.
+fn server_dir(port: u16) -> Pkg {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("pkg.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npkg_url = \"https://127.0.0.1:{port}\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config written");
+    Pkg { dir, config }
+}
+
+fn single() -> Pkg {
+    let pkg = server_dir(free_port());
+    pkg.admin_ok(&["init", "--domain", DOMAIN], "");
+    pkg.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
+    pkg
+}
+
+fn two_of_three() -> Vec<Pkg> {
+    let pkgs: Vec<Pkg> = (0..3).map(|_| server_dir(free_port())).collect();
+    let others: Vec<String> = pkgs[1..]
+        .iter()
+        .map(|p| p.config.display().to_string())
+        .collect();
+    let mut args = vec!["init", "--domain", DOMAIN, "--threshold", "2/3"];
+    for o in &others {
+        args.extend(["--server-config", o.as_str()]);
+    }
+    pkgs[0].admin_ok(&args, "");
+    for p in &pkgs {
+        p.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
+    }
+    pkgs
+}
+
+fn no_otp(_: u32) -> Option<SecretString> {
+    None
+}
+
+async fn fetch_single(server: &Server, params: &PublicParams) {
+    let client = server.client();
+    let session = client
+        .login("alice", &ALICE_PW.into())
+        .await
+        .expect("login");
+    let keys = client
+        .fetch_keys(&session, params, &common::window())
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 3);
+    let _ = client.logout(&session).await;
+}
+
+/// This process's CPU time so far (user + system, Linux `/proc/self/stat`,
+/// clock ticks of 10 ms): the phone's own work, whatever the servers on the
+/// same cores do.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name in parentheses: utime is the 12th,
+    // stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+/// Runs `f`, adding its wall time to `wall` and the process's CPU time to
+/// `cpu_total`.
+async fn timed<F: std::future::Future<Output = ()>>(
+    wall: &mut Vec<Duration>,
+    cpu_total: &mut Duration,
+    f: F,
+) {
+    let (t0, c0) = (Instant::now(), cpu());
+    f.await;
+    wall.push(t0.elapsed());
+    *cpu_total += cpu().saturating_sub(c0);
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(15);
+    let one = single();
+    let one = one.start();
+    let three = two_of_three();
+    let servers: Vec<Server> = three.iter().map(Pkg::start).collect();
+    let one_params = one.client().params().await.expect("params");
+    let t_params = servers[0].client().params().await.expect("params");
+    let password: SecretString = ALICE_PW.into();
+    let secrets = login_secrets(&t_params, &password).expect("login secrets");
+    let periods = common::window();
+
+    let (mut single_t, mut threshold_t, mut given_t) = (vec![], vec![], vec![]);
+    let (mut single_cpu, mut threshold_cpu, mut given_cpu) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let threshold = || async {
+        let (_, keys) = fetch_threshold_keys(&t_params, "alice", &password, &no_otp, &periods)
+            .await
+            .expect("threshold keys");
+        assert_eq!(keys.keys.len(), 3);
+    };
+    let given = || async {
+        let (_, keys) =
+            fetch_threshold_keys_with_secrets(&t_params, "alice", &secrets, &no_otp, &periods)
+                .await
+                .expect("threshold keys");
+        assert_eq!(keys.keys.len(), 3);
+    };
+    // One warm-up of each (page cache, first connections).
+    fetch_single(&one, &one_params).await;
+    threshold().await;
+    for round in 0..rounds {
+        // Alternate the order so that neither always runs first.
+        if round % 2 == 0 {
+            timed(
+                &mut single_t,
+                &mut single_cpu,
+                fetch_single(&one, &one_params),
+            )
+            .await;
+            timed(&mut threshold_t, &mut threshold_cpu, threshold()).await;
+            timed(&mut given_t, &mut given_cpu, given()).await;
+        } else {
+            timed(&mut given_t, &mut given_cpu, given()).await;
+            timed(&mut threshold_t, &mut threshold_cpu, threshold()).await;
+            timed(
+                &mut single_t,
+                &mut single_cpu,
+                fetch_single(&one, &one_params),
+            )
+            .await;
+        }
+    }
+    let s = median(&mut single_t);
+    let t = median(&mut threshold_t);
+    let g = median(&mut given_t);
+    let per = |c: Duration| ms(c) / rounds as f64;
+    println!(
+        "key fetch over loopback, {rounds} rounds interleaved, medians (production Argon2id):"
+    );
+    println!(
+        "  one PKG                          {:8.1} ms              phone CPU {:6.1} ms",
+        ms(s),
+        per(single_cpu)
+    );
+    println!(
+        "  2-of-3 threshold                 {:8.1} ms  {:.2}x one PKG  phone CPU {:6.1} ms  target <= 2x  {}",
+        ms(t),
+        ms(t) / ms(s),
+        per(threshold_cpu),
+        if ms(t) / ms(s) <= 2.0 { "ok" } else { "MISSED" }
+    );
+    println!(
+        "  2-of-3, login secrets kept       {:8.1} ms  {:.2}x one PKG  phone CPU {:6.1} ms",
+        ms(g),
+        ms(g) / ms(s),
+        per(given_cpu)
+    );
+    println!(
+        "  (the three servers, the single PKG and the phone share this machine's {} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
