@@ -296,10 +296,12 @@ fn pkg_device_credentials_exported_to_kamailio() {
         ("alice", "alice pkg pw"),
         ("bob", "bob pkg pw"),
         ("carol", "carol pkg pw"),
+        ("dave", "dave pkg pw"),
     ]);
     let server = pkg.start();
     // carol's phone is a raw SIP endpoint with her device credential.
     let carol_secret = server.sip_credential("carol", "carol pkg pw", "desk");
+    let dave_secret = server.sip_credential("dave", "dave pkg pw", "desk");
     let port = free_port();
     let kamailio_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut agents = Vec::new();
@@ -330,6 +332,20 @@ fn pkg_device_credentials_exported_to_kamailio() {
     assert_eq!(carol.register("carol", "carol pkg pw"), 401);
     assert_eq!(carol.register_as("bob", "carol", &carol_secret), 403);
     assert_eq!(carol.register("carol", &carol_secret), 200);
+
+    // A device token (`ctok`, which routes in-dialog requests to its
+    // device's flow) belongs to the user who registered it: dave, with a
+    // valid credential of his own, cannot take over carol's.
+    let contact = |phone: &RawPhone| format!("<sip:{};ctok=c4r0ldesk>", phone.local);
+    let carol_contact = contact(&carol);
+    let auth = |p: &mut RawPhone, user: &str, secret: &str, c: &str| {
+        p.register_contact(user, user, secret, Some(c))
+    };
+    assert_eq!(auth(&mut carol, "carol", &carol_secret, &carol_contact), 200);
+    let mut dave = RawPhone::new(kamailio.addr);
+    let dave_contact = contact(&dave);
+    assert_eq!(auth(&mut dave, "dave", &dave_secret, &dave_contact), 403);
+    assert_eq!(auth(&mut carol, "carol", &carol_secret, &carol_contact), 200);
 
     alice.send(json!({"cmd": "call", "to": "bob"}));
     let t = Duration::from_secs(20);
