@@ -1512,3 +1512,35 @@ fn natlab_kamailio_tls_cone_symmetric() {
         }
     }
 }
+
+/// Dual stack (issue 13): the lab's DNS gives the SIP host an AAAA record
+/// nobody answers at (2001:db8::99 on the internet's IPv6 prefix) beside
+/// its A record. The phones, configured with only their address,
+/// password and fingerprint, try the addresses in order, IPv6 first,
+/// in the staggered way of RFC 8305 (the next attempt 250 ms after the
+/// previous began): the IPv4 address answers, and both register over TLS
+/// and call.
+#[test]
+fn natlab_ipv6_unreachable_aaaa_registers_via_a() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("v6", &["--nat-a", "cone", "--nat-b", "cone", "--ipv6"]);
+    lab.dns(&[
+        &format!("--host-record=pkg.{DOMAIN},{PROV}"),
+        &format!("--srv-host=_ibephone-pkg._tcp.{DOMAIN},pkg.{DOMAIN},8443"),
+        &format!("--host-record=sip.{DOMAIN},{PROV},2001:db8::99"),
+        &format!("--srv-host=_sips._tcp.{DOMAIN},sip.{DOMAIN},5061"),
+    ]);
+    let provider = lab.provider_with("tls = true\n");
+    let mut alice = lab.discovering_phone("homeA", "alice", &provider);
+    let mut bob = lab.discovering_phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}
