@@ -879,10 +879,7 @@ mod tests {
     async fn first_reachable_keeps_the_order_when_all_answer() {
         let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let targets = [
-            tls(a.local_addr().unwrap()),
-            tls(b.local_addr().unwrap()),
-        ];
+        let targets = [tls(a.local_addr().unwrap()), tls(b.local_addr().unwrap())];
         let d = std::time::Duration::from_secs(2);
         assert_eq!(
             first_reachable(&targets, CONNECTION_ATTEMPT_DELAY, d).await,

@@ -341,11 +341,17 @@ fn pkg_device_credentials_exported_to_kamailio() {
     let auth = |p: &mut RawPhone, user: &str, secret: &str, c: &str| {
         p.register_contact(user, user, secret, Some(c))
     };
-    assert_eq!(auth(&mut carol, "carol", &carol_secret, &carol_contact), 200);
+    assert_eq!(
+        auth(&mut carol, "carol", &carol_secret, &carol_contact),
+        200
+    );
     let mut dave = RawPhone::new(kamailio.addr);
     let dave_contact = contact(&dave);
     assert_eq!(auth(&mut dave, "dave", &dave_secret, &dave_contact), 403);
-    assert_eq!(auth(&mut carol, "carol", &carol_secret, &carol_contact), 200);
+    assert_eq!(
+        auth(&mut carol, "carol", &carol_secret, &carol_contact),
+        200
+    );
 
     alice.send(json!({"cmd": "call", "to": "bob"}));
     let t = Duration::from_secs(20);
