@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
 packages+=(libopus-dev)   # the opus crate links the system libopus (found by pkg-config)
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
+packages+=(kamailio-tls-modules)   # config/kamailio/kamailio.cfg: SIP over TLS (tls.so)
 packages+=(baresip-core)   # tests/media/baresip_interop.rs: a real plain SIP peer with SDES SRTP
 packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # tests/it/natlab.rs: ../shared/natlab/natlab.sh
 packages+=(coturn)   # pkg-server/tests/it/relay.rs (IBEPHONE_TEST_COTURN=1) and scripts/bench-relay.sh: the same REST credentials on coturn; tests/it/natlab.rs: the STUN server of the media tests

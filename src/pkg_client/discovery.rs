@@ -136,6 +136,58 @@ pub struct SipTarget {
     pub addr: SocketAddr,
 }
 
+/// RFC 8305 section 5's Connection Attempt Delay: the next address is
+/// tried this long after the previous attempt began.
+pub const CONNECTION_ATTEMPT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Which of `targets` (in RFC 3263 order, IPv6 before IPv4 within a host)
+/// to use, tried the way of RFC 8305 ("Happy Eyeballs"): a TCP connection
+/// to each stream (TLS, TCP) target in order, each `delay` after the
+/// previous began and given `timeout`; the index of the first that
+/// connects. So an address that does not answer (an AAAA record of a
+/// host without IPv6 reachability) costs `delay`, not a registration.
+/// When no stream target connects, the first UDP target (UDP has no
+/// handshake to try), else `None`. The probe connections are closed at
+/// once.
+pub async fn first_reachable(
+    targets: &[SipTarget],
+    delay: std::time::Duration,
+    timeout: std::time::Duration,
+) -> Option<usize> {
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut started = 0u32;
+    for (i, t) in targets.iter().enumerate() {
+        if t.transport == SipTransport::Udp {
+            continue;
+        }
+        let (addr, wait) = (t.addr, delay.saturating_mul(started));
+        started += 1;
+        attempts.spawn(async move {
+            tokio::time::sleep(wait).await;
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(_)) => Some(i),
+                Ok(Err(e)) => {
+                    tracing::info!(%addr, error = %e, "SIP proxy address does not answer");
+                    None
+                }
+                Err(_) => {
+                    tracing::info!(%addr, "SIP proxy address timed out");
+                    None
+                }
+            }
+        });
+    }
+    while let Some(done) = attempts.join_next().await {
+        if let Ok(Some(i)) = done {
+            return Some(i);
+        }
+    }
+    targets
+        .iter()
+        .position(|t| t.transport == SipTransport::Udp)
+}
+
 /// The DNS lookups discovery needs. An empty answer (NXDOMAIN, no
 /// records) is `Ok(vec![])`; only failures are errors.
 pub trait Dns {
@@ -797,6 +849,58 @@ mod tests {
         async fn ips(&self, name: &str) -> Result<Vec<IpAddr>, DiscoveryError> {
             Ok(self.ips.get(name).cloned().unwrap_or_default())
         }
+    }
+
+    fn tls(addr: SocketAddr) -> SipTarget {
+        SipTarget {
+            transport: SipTransport::Tls,
+            addr,
+        }
+    }
+
+    /// A loopback port nothing listens on (refuses connections).
+    fn closed_port() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn first_reachable_passes_an_address_that_refuses() {
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let targets = [tls(closed_port()), tls(open.local_addr().unwrap())];
+        let d = std::time::Duration::from_secs(2);
+        assert_eq!(
+            first_reachable(&targets, CONNECTION_ATTEMPT_DELAY, d).await,
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn first_reachable_keeps_the_order_when_all_answer() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let targets = [tls(a.local_addr().unwrap()), tls(b.local_addr().unwrap())];
+        let d = std::time::Duration::from_secs(2);
+        assert_eq!(
+            first_reachable(&targets, CONNECTION_ATTEMPT_DELAY, d).await,
+            Some(0)
+        );
+    }
+
+    #[tokio::test]
+    async fn first_reachable_falls_back_to_udp_then_none() {
+        let udp = SipTarget {
+            transport: SipTransport::Udp,
+            addr: closed_port(),
+        };
+        let d = std::time::Duration::from_secs(2);
+        let delay = CONNECTION_ATTEMPT_DELAY;
+        assert_eq!(
+            first_reachable(&[tls(closed_port()), udp], delay, d).await,
+            Some(1)
+        );
+        assert_eq!(first_reachable(&[tls(closed_port())], delay, d).await, None);
+        assert_eq!(first_reachable(&[], delay, d).await, None);
     }
 
     #[tokio::test]

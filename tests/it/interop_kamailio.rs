@@ -24,33 +24,18 @@ use ibephone::sip::digest::{ha1, Algorithm, Password};
 use ibephone::tunnel::keylog::KeyLog;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::agents::{id_now, registration_outcome, wait_event, TestDomain, Wait};
 use support::capture::{ports_filter, Tshark};
-use support::tools::{free_port, gate, tool_path, wait_or_kill};
+use support::tools::{free_port, gate, tool_path};
 
 const DOMAIN: &str = "atlanta.invalid";
 
-/// Kamailio in the foreground; stopped (SIGTERM to the main process, which
-/// stops its children) when dropped.
+/// Kamailio on a loopback address; stopped when dropped.
 struct Kamailio {
-    child: Child,
+    process: support::kamailio::Kamailio,
     addr: SocketAddr,
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        terminate(self.child.id());
-        wait_or_kill(&mut self.child, Duration::from_secs(5));
-    }
-}
-
-/// SIGTERM to our own child, by its pid, through the `kill` command.
-fn terminate(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
 }
 
 /// Writes the db_text tables (`version`, `subscriber`) for `users`
@@ -80,48 +65,26 @@ fn start_kamailio(dir: &Path, users: &[(&str, &str)]) -> Kamailio {
 
 /// Kamailio for `domain` on loopback `port`, its tables in `dir/db`.
 fn start_kamailio_at(dir: &Path, domain: &str, port: u16) -> Kamailio {
-    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kamailio/kamailio.cfg");
-    let db = dir.join("db");
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
-    let check = Command::new(tool_path("kamailio"))
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-c")
-        .args(["-A", &format!("SIP_DOMAIN=\"{domain}\"")])
-        .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "kamailio -c refused the configuration:\n{}",
-        String::from_utf8_lossy(&check.stderr)
+    let defines = support::kamailio::defines(domain, &dir.join("db"), None);
+    let process = support::kamailio::Kamailio::start(
+        Command::new(tool_path("kamailio")),
+        dir,
+        &[
+            format!("udp:127.0.0.1:{port}"),
+            format!("tcp:127.0.0.1:{port}"),
+        ],
+        &defines,
     );
-    let child = Command::new(tool_path("kamailio"))
-        .current_dir(dir)
-        .arg("-f")
-        .arg(&cfg)
-        .args(["-DD", "-E", "-n", "2", "-Y"])
-        .arg(&run)
-        .args(["-l", &format!("udp:127.0.0.1:{port}")])
-        .args(["-l", &format!("tcp:127.0.0.1:{port}")])
-        .args(["-A", &format!("SIP_DOMAIN=\"{domain}\"")])
-        .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
     let k = Kamailio {
-        child,
+        process,
         addr: format!("127.0.0.1:{port}").parse().unwrap(),
     };
-    wait_ready(&k, dir, domain);
+    wait_ready(&k, domain);
     k
 }
 
 /// Polls with OPTIONS to the server itself until Kamailio answers 200.
-fn wait_ready(k: &Kamailio, dir: &Path, domain: &str) {
+fn wait_ready(k: &Kamailio, domain: &str) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -145,7 +108,7 @@ fn wait_ready(k: &Kamailio, dir: &Path, domain: &str) {
     panic!(
         "kamailio did not answer on {}:\n{}",
         k.addr,
-        std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default()
+        k.process.log()
     );
 }
 
@@ -333,10 +296,12 @@ fn pkg_device_credentials_exported_to_kamailio() {
         ("alice", "alice pkg pw"),
         ("bob", "bob pkg pw"),
         ("carol", "carol pkg pw"),
+        ("dave", "dave pkg pw"),
     ]);
     let server = pkg.start();
     // carol's phone is a raw SIP endpoint with her device credential.
     let carol_secret = server.sip_credential("carol", "carol pkg pw", "desk");
+    let dave_secret = server.sip_credential("dave", "dave pkg pw", "desk");
     let port = free_port();
     let kamailio_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut agents = Vec::new();
@@ -367,6 +332,26 @@ fn pkg_device_credentials_exported_to_kamailio() {
     assert_eq!(carol.register("carol", "carol pkg pw"), 401);
     assert_eq!(carol.register_as("bob", "carol", &carol_secret), 403);
     assert_eq!(carol.register("carol", &carol_secret), 200);
+
+    // A device token (`ctok`, which routes in-dialog requests to its
+    // device's flow) belongs to the user who registered it: dave, with a
+    // valid credential of his own, cannot take over carol's.
+    let contact = |phone: &RawPhone| format!("<sip:{};ctok=c4r0ldesk>", phone.local);
+    let carol_contact = contact(&carol);
+    let auth = |p: &mut RawPhone, user: &str, secret: &str, c: &str| {
+        p.register_contact(user, user, secret, Some(c))
+    };
+    assert_eq!(
+        auth(&mut carol, "carol", &carol_secret, &carol_contact),
+        200
+    );
+    let mut dave = RawPhone::new(kamailio.addr);
+    let dave_contact = contact(&dave);
+    assert_eq!(auth(&mut dave, "dave", &dave_secret, &dave_contact), 403);
+    assert_eq!(
+        auth(&mut carol, "carol", &carol_secret, &carol_contact),
+        200
+    );
 
     alice.send(json!({"cmd": "call", "to": "bob"}));
     let t = Duration::from_secs(20);

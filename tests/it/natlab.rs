@@ -126,14 +126,28 @@ impl Lab {
     /// [`Lab::provider`] with more `[sip]` settings (`tls = true`: SIP
     /// over TLS on 5061 as well).
     fn provider_with(&self, sip_extra: &str) -> Provider {
+        self.pkg_server(&format!(
+            "[sip]\nlisten = \"{PROV}:5060\"\nuser_refresh_secs = 1\n{sip_extra}"
+        ))
+    }
+
+    /// `pkg-server` as the PKG only (no `[sip]` listen: no embedded
+    /// registrar/proxy), for a lab whose SIP proxy is Kamailio.
+    fn pkg_only(&self) -> Provider {
+        self.pkg_server("")
+    }
+
+    /// Initializes a PKG of [`DOMAIN`] with alice and bob and starts
+    /// `pkg-server` in `prov` (PKG on 8443) with `sections` (TOML) in its
+    /// configuration.
+    fn pkg_server(&self, sections: &str) -> Provider {
         let dir = self.dir.path().join("pkg");
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("pkg.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"{PROV}:8443\"\ndata_dir = \"{}\"\n\
-                 [sip]\nlisten = \"{PROV}:5060\"\nuser_refresh_secs = 1\n{sip_extra}\
+                "listen = \"{PROV}:8443\"\ndata_dir = \"{}\"\n{sections}\
                  [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
                 dir.display()
             ),
@@ -170,7 +184,12 @@ impl Lab {
             .find_map(|w| w.strip_prefix("fingerprint="))
             .unwrap()
             .to_string();
-        Provider { child, fingerprint }
+        Provider {
+            child,
+            fingerprint,
+            config,
+            data_dir: dir,
+        }
     }
 
     /// `natlab.sh dns --domain DOMAIN RECORDS...`: dnsmasq in `prov`
@@ -182,6 +201,48 @@ impl Lab {
             "natlab dns: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// Kamailio (`config/kamailio/kamailio.cfg`) in `prov` on TLS
+    /// `PROV:5061` (and UDP/TCP 5060) with the PKG's certificate and key,
+    /// its tables in `dir/db`; returns once it accepts TLS connections.
+    fn kamailio(&self, dir: &Path, pkg: &Provider) -> support::kamailio::Kamailio {
+        let defines = support::kamailio::defines(
+            DOMAIN,
+            &dir.join("db"),
+            Some((
+                &pkg.data_dir.join("tls-cert.pem"),
+                &pkg.data_dir.join("tls-key.pem"),
+            )),
+        );
+        let mut k = support::kamailio::Kamailio::start(
+            self.command("prov", &support::tools::tool_path("kamailio")),
+            dir,
+            &[
+                format!("tls:{PROV}:5061"),
+                format!("udp:{PROV}:5060"),
+                format!("tcp:{PROV}:5060"),
+            ],
+            &defines,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let probe = self
+                .command("prov", Path::new("bash"))
+                .args(["-c", &format!("exec 3<>/dev/tcp/{PROV}/5061")])
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            if probe.success() {
+                return k;
+            }
+            assert!(
+                k.running() && std::time::Instant::now() < deadline,
+                "kamailio does not listen on {PROV}:5061:\n{}",
+                k.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Makes both NATs drop unsolicited UDP addressed to themselves, as
@@ -307,6 +368,23 @@ impl Drop for Lab {
 struct Provider {
     child: Child,
     fingerprint: String,
+    /// Its configuration file (for `pkg-admin`).
+    config: PathBuf,
+    /// Its data directory (`tls-cert.pem`, `tls-key.pem`).
+    data_dir: PathBuf,
+}
+
+impl Provider {
+    /// `pkg-admin ARGS` on this PKG, which must succeed; its stdout.
+    fn admin(&self, args: &[&str]) -> String {
+        let out = run_admin(&bin("pkg-admin"), &self.config, args, "");
+        assert!(
+            out.status.success(),
+            "pkg-admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Provider {
@@ -391,22 +469,31 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
     let provider = lab.provider();
     let mut alice = lab.phone("homeA", "alice", &provider);
     let mut bob = lab.phone("homeB", "bob", &provider);
+    same_calls(&mut alice, &mut bob, Duration::ZERO);
+}
+
+/// The calls of issue 13 between alice (homeA) and bob (homeB), whatever
+/// the provider's proxy: both register (and stay idle for `idle`); alice
+/// calls bob, holds him (re-INVITE), bob hangs up; bob calls alice, alice
+/// hangs up; MESSAGE both ways; both quit.
+fn same_calls(alice: &mut Agent, bob: &mut Agent, idle: Duration) {
     alice.send(json!({"cmd": "register"}));
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
+    std::thread::sleep(idle);
 
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    let (a_call, b_call) = call(alice, bob, "bob", "alice");
     alice.send(json!({"cmd": "hold", "call": a_call}));
     let held = bob.expect("media_updated", STEP);
     assert_eq!(held["direction"], "recvonly", "{held}");
-    hang_up(&mut bob, b_call, &mut alice, a_call);
+    hang_up(bob, b_call, alice, a_call);
 
-    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
-    hang_up(&mut alice, a_call, &mut bob, b_call);
+    let (b_call, a_call) = call(bob, alice, "alice", "bob");
+    hang_up(alice, a_call, bob, b_call);
 
-    message(&mut alice, &mut bob, "bob", "alice");
-    message(&mut bob, &mut alice, "alice", "bob");
+    message(alice, bob, "bob", "alice");
+    message(bob, alice, "alice", "bob");
     alice.quit();
     bob.quit();
 }
@@ -530,9 +617,19 @@ struct WanCapture {
 
 impl WanCapture {
     fn start(lab: &Lab, path: &Path) -> WanCapture {
-        let child = lab
-            .command("wan", Path::new("tshark"))
-            .args(["-q", "-i", "br0", "-w"])
+        Self::start_filtered(lab, path, "")
+    }
+
+    /// [`WanCapture::start`] with a capture filter (pcap syntax; empty:
+    /// everything).
+    fn start_filtered(lab: &Lab, path: &Path, filter: &str) -> WanCapture {
+        let mut cmd = lab.command("wan", Path::new("tshark"));
+        cmd.args(["-q", "-i", "br0"]);
+        if !filter.is_empty() {
+            cmd.args(["-f", filter]);
+        }
+        let child = cmd
+            .arg("-w")
             .arg(path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1315,6 +1412,140 @@ fn natlab_both_homes_move_at_once() {
     message(&mut alice, &mut bob, "bob", "alice");
     message(&mut bob, &mut alice, "alice", "bob");
     hang_up(&mut bob, b_call, &mut alice, a_call);
+    alice.quit();
+    bob.quit();
+}
+
+/// Kamailio (TLS and outbound, `config/kamailio/kamailio.cfg`) as the
+/// provider's SIP proxy, across a cone and a symmetric NAT: `pkg-server`
+/// in `prov` is the PKG only (no embedded registrar/proxy), Kamailio
+/// beside it listens on TLS 5061 with the PKG's own certificate and key
+/// (the phones' pin holds) and authenticates against the device
+/// credentials `pkg-admin kamailio-export` wrote. The phones know only
+/// their address, password and the PKG's fingerprint: the lab's DNS
+/// names the PKG (SRV `_ibephone-pkg._tcp`) and the SIP proxy (NAPTR
+/// `SIPS+D2T` -> SRV `_sips._tcp` -> sip.atlanta.test:5061). Both register
+/// over TLS through their NATs (CRLF keep-alives every 5 s, which
+/// Kamailio must answer or the phones would re-register), and make the
+/// same calls as with the embedded proxy ([`same_calls`]): the symmetric
+/// NAT lets nothing in but replies on bob's own connection, so every
+/// request for bob must go over the flow he registered on. On the
+/// internet side nothing is SIP in clear and `ibephone pcap verify` exits
+/// 0; Kamailio's own log shows only tunnel bodies.
+#[test]
+fn natlab_kamailio_tls_cone_symmetric() {
+    if !enabled() || !support::tools::gate("IBEPHONE_TEST_KAMAILIO", "kamailio") {
+        return;
+    }
+    let lab = Lab::up("km", &["--nat-a", "cone", "--nat-b", "symmetric"]);
+    lab.dns(&[
+        &format!("--host-record=pkg.{DOMAIN},{PROV}"),
+        &format!("--srv-host=_ibephone-pkg._tcp.{DOMAIN},pkg.{DOMAIN},8443"),
+        &format!("--host-record=sip.{DOMAIN},{PROV}"),
+        &format!("--naptr-record={DOMAIN},10,10,S,SIPS+D2T,,_sips._tcp.{DOMAIN}"),
+        &format!("--srv-host=_sips._tcp.{DOMAIN},sip.{DOMAIN},5061"),
+    ]);
+    let pcap = lab.dir.path().join("wan.pcap");
+    // The phones' DNS lookups cross the internet too; they are no SIP
+    // (and `pcap verify` cannot judge them), so they stay out.
+    let capture = WanCapture::start_filtered(&lab, &pcap, "not port 53");
+    let provider = lab.pkg_only();
+    // Discovery only ([pkg] without a URL, no proxy); 5 s keep-alives.
+    let tail = "keepalive_secs = 5\n[pkg]\n";
+    let mut alice = lab.phone_with("homeA", "alice", &provider, tail, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, tail, "", &[]);
+    // Each phone asks its device credential at start; Kamailio reads them
+    // once exported.
+    for user in ["alice", "bob"] {
+        let deadline = std::time::Instant::now() + STEP;
+        while provider.admin(&["user", "devices", user]).trim().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{user}'s phone asked no SIP credential"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let kdir = lab.dir.path().join("kamailio");
+    let db = kdir.join("db");
+    provider.admin(&["kamailio-export", "--out", db.to_str().unwrap()]);
+    let kamailio = lab.kamailio(&kdir, &provider);
+
+    // Idle for two keep-alive intervals plus the pong deadline (10 s):
+    // a keep-alive Kamailio left unanswered would have made the phone
+    // register again over a new connection by then.
+    same_calls(&mut alice, &mut bob, Duration::from_secs(20));
+    for a in [&alice, &bob] {
+        let registered = a.seen.iter().filter(|v| v["event"] == "registered").count();
+        assert_eq!(
+            registered, 1,
+            "{}: registered again (a keep-alive without pong?): {:?}",
+            a.name, a.seen
+        );
+    }
+    let bytes = capture.stop();
+    let log = kamailio.log();
+    drop(kamailio);
+
+    let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+    assert!(
+        report.messages.is_empty(),
+        "SIP in clear on the internet:\n{report}"
+    );
+    assert!(
+        report.tls.iter().any(|c| c.server.port() == 5061),
+        "no TLS to 5061:\n{report}"
+    );
+    let (code, out) = support::process::pcap_verify_cli(&bytes);
+    assert_eq!(code, Some(0), "{out}");
+
+    // Kamailio routed by flows and read nothing of the calls.
+    assert!(!log.contains("IBEPHONE-CLEAR"), "{log}");
+    assert!(
+        log.contains("IBEPHONE-FLOW bob device flow sip:203.0.113.2:"),
+        "{log}"
+    );
+    for method in ["INVITE", "ACK", "BYE", "MESSAGE"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.split_once("IBEPHONE-SEEN ").map(|(_, s)| s))
+            .filter(|l| l.starts_with(&format!("{method} ")))
+            .collect();
+        assert!(!lines.is_empty(), "Kamailio saw no {method}:\n{log}");
+        for l in lines {
+            assert!(l.contains("ct=[application/pkcs7-mime"), "{l}");
+        }
+    }
+}
+
+/// Dual stack (issue 13): the lab's DNS gives the SIP host an AAAA record
+/// nobody answers at (2001:db8::99 on the internet's IPv6 prefix) beside
+/// its A record. The phones, configured with only their address,
+/// password and fingerprint, try the addresses in order, IPv6 first,
+/// in the staggered way of RFC 8305 (the next attempt 250 ms after the
+/// previous began): the IPv4 address answers, and both register over TLS
+/// and call.
+#[test]
+fn natlab_ipv6_unreachable_aaaa_registers_via_a() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("v6", &["--nat-a", "cone", "--nat-b", "cone", "--ipv6"]);
+    lab.dns(&[
+        &format!("--host-record=pkg.{DOMAIN},{PROV}"),
+        &format!("--srv-host=_ibephone-pkg._tcp.{DOMAIN},pkg.{DOMAIN},8443"),
+        &format!("--host-record=sip.{DOMAIN},{PROV},2001:db8::99"),
+        &format!("--srv-host=_sips._tcp.{DOMAIN},sip.{DOMAIN},5061"),
+    ]);
+    let provider = lab.provider_with("tls = true\n");
+    let mut alice = lab.discovering_phone("homeA", "alice", &provider);
+    let mut bob = lab.discovering_phone("homeB", "bob", &provider);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
 }

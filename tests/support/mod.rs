@@ -13,6 +13,8 @@
 //! - [`provider_bins`]: starting `pkg-server`, running `pkg-admin`; shared
 //!   with `pkg-server/tests`.
 //! - [`capture`]: tshark on loopback (`IBEPHONE_TEST_TSHARK=1`).
+//! - [`kamailio`]: Kamailio with `config/kamailio/kamailio.cfg` in the
+//!   foreground (loopback or a lab namespace).
 //! - [`tools`]: gates of the tests that need an installed tool, tool
 //!   paths, free ports.
 //! - [`audio`]: WAV files of test signals.
@@ -24,6 +26,7 @@
 pub mod agents;
 pub mod audio;
 pub mod capture;
+pub mod kamailio;
 pub mod media_relay;
 pub mod process;
 pub mod provider;

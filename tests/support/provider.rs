@@ -390,9 +390,24 @@ impl RawPhone {
     /// REGISTER `user` answering the digest challenge as `auth_user` with
     /// `password` (in the challenged Call-ID); the final status.
     pub fn register_as(&mut self, user: &str, auth_user: &str, password: &str) -> u16 {
+        self.register_contact(user, auth_user, password, None)
+    }
+
+    /// [`RawPhone::register_as`] with `contact` (a Contact header value)
+    /// instead of the phone's own address.
+    pub fn register_contact(
+        &mut self,
+        user: &str,
+        auth_user: &str,
+        password: &str,
+        contact: Option<&str>,
+    ) -> u16 {
         let aor = format!("sip:{user}@{DOMAIN}");
         let uri = format!("sip:{DOMAIN}");
-        let req = self.request("REGISTER", &uri, user, &aor);
+        let mut req = self.request("REGISTER", &uri, user, &aor);
+        if let Some(c) = contact {
+            req.set_header("Contact", c);
+        }
         self.send_to(&req, self.proxy);
         let (ch, _) = self.recv(Duration::from_secs(3)).unwrap();
         assert_eq!(ch.status(), Some(401));
