@@ -4,11 +4,18 @@
 //! (spec `pkg-api.md`), so names and chains are not checked; the TLS 1.3
 //! handshake signature is still verified with the certificate's key, so a
 //! peer without the private key cannot pass.
+//!
+//! The one exception is the first contact (pkg-api.md "Discovery", item
+//! 1): [`PinnedVerifier::platform`] accepts a certificate only when it
+//! chains to the given trusted roots for the PKG's host name (webpki), and
+//! then records it as the pin, so the phone can show the user the
+//! parameter fingerprint instead of the certificate's.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -43,6 +50,9 @@ struct PinState {
 pub struct PinnedVerifier {
     state: Mutex<PinState>,
     provider: Arc<CryptoProvider>,
+    /// Set by [`PinnedVerifier::platform`]: the chain to these roots for
+    /// the server name decides instead of a pin.
+    roots: Option<Arc<WebPkiServerVerifier>>,
 }
 
 impl PinnedVerifier {
@@ -55,7 +65,32 @@ impl PinnedVerifier {
                 last_seen: None,
             }),
             provider,
+            roots: None,
         }
+    }
+
+    /// A verifier that accepts only a certificate chaining to `roots` for
+    /// the server name of the connection (the PKG's host name; webpki:
+    /// chain, validity, name), then records it as the pin
+    /// ([`PinnedVerifier::pinned`]). Nothing is trusted on first use.
+    pub fn platform(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, rustls::Error> {
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(format!("trusted roots: {e}")))?;
+        Ok(PinnedVerifier {
+            state: Mutex::new(PinState::default()),
+            provider,
+            roots: Some(webpki),
+        })
+    }
+
+    /// Whether this verifier checks chains to trusted roots
+    /// ([`PinnedVerifier::platform`]) rather than a pin.
+    pub fn checks_roots(&self) -> bool {
+        self.roots.is_some()
     }
 
     /// The pin in force (after trust on first use, the recorded one).
@@ -73,10 +108,10 @@ impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen = cert_fingerprint(end_entity);
         let mut st = self
@@ -84,6 +119,17 @@ impl ServerCertVerifier for PinnedVerifier {
             .lock()
             .map_err(|_| rustls::Error::General("pin state poisoned".into()))?;
         st.last_seen = Some(seen);
+        if let Some(webpki) = &self.roots {
+            let ok = webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
+            st.pinned = Some(seen);
+            return Ok(ok);
+        }
         match st.pinned {
             Some(pin) if bool::from(pin.ct_eq(&seen)) => Ok(ServerCertVerified::assertion()),
             Some(pin) => Err(rustls::Error::General(format!(

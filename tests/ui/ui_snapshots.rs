@@ -13,6 +13,7 @@ use crate::ui_support::soft_render;
 use egui_kittest::{Harness, SnapshotOptions};
 use ibephone::agent::media::MediaCounters;
 use ibephone::agent::AgentEvent;
+use ibephone::pkg_client::first_contact::FirstTrust;
 use ibephone::ui::app::{Clock, Screen, Tab};
 use ibephone::ui::audio_devices::{DeviceList, Devices};
 use ibephone::ui::backend::{ProviderProbe, ReadyInfo, Update};
@@ -139,6 +140,7 @@ fn wizard_fingerprint_confirmation() {
     let cert: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
     h.state_mut().apply(Update::Probed(ProviderProbe {
         url: "https://pkg.atlanta.invalid:8443".into(),
+        trust: FirstTrust::Certificate,
         cert_fingerprint: cert,
         params_fingerprint_display: "3f2a 91c0 5be7 d044 8a19 e6f3".into(),
         params_fingerprint: [7; 32],
@@ -156,7 +158,7 @@ fn main_window_dial_field() {
     let mut h = ready(dir.path());
     h.state_mut().dial = "bob@biloxi.invalid".into();
     h.run_steps(2);
-    assert!(shows(&h, "Ready: registered"));
+    assert!(shows(&h, "Ready"));
     check(&mut h, "main_dial");
 }
 
