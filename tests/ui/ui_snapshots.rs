@@ -152,6 +152,28 @@ fn wizard_fingerprint_confirmation() {
     check(&mut h, "wizard_confirm");
 }
 
+/// The provider's certificate chains to the platform's roots for its host
+/// name: the user compares the parameter fingerprint's short form.
+#[test]
+fn wizard_parameter_fingerprint_of_a_certified_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = window(dir.path());
+    let params: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(91).wrapping_add(5));
+    h.state_mut().apply(Update::Probed(ProviderProbe {
+        url: "https://pkg.atlanta.invalid".into(),
+        trust: FirstTrust::PlatformRoots,
+        cert_fingerprint: [9; 32],
+        params_fingerprint_display: ibephone::ibe::fingerprint::full(&params),
+        params_fingerprint: params,
+        domain: "atlanta.invalid".into(),
+        sip_proxy: None,
+    }));
+    h.run_steps(2);
+    assert!(shows(&h, "Your provider atlanta.invalid's keys:"));
+    assert!(shows(&h, &ibephone::ibe::fingerprint::short(&params)));
+    check(&mut h, "wizard_confirm_certified");
+}
+
 #[test]
 fn main_window_dial_field() {
     let dir = tempfile::tempdir().unwrap();
