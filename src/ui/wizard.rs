@@ -184,7 +184,6 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                 trust,
                 cert_fingerprint: cert,
                 params_fingerprint: params,
-                params_fingerprint_display,
                 domain,
                 ..
             }) => {
@@ -195,7 +194,8 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                     FirstTrust::PlatformRoots => {
                         ui.label(format!("Your provider {domain}'s keys:"));
                         ui.add_space(4.0);
-                        super::fingerprint_view::show(ui, "params", &params_fingerprint_display);
+                        // From the bytes the user confirms, not a string.
+                        super::fingerprint_view::show(ui, "params", &fingerprint::full(&params));
                         ui.add_space(4.0);
                         ui.label(format!("{url} is certified for its name. Compare these groups with the ones your provider gave you (on paper, their web site or by phone)."));
                     }
