@@ -445,8 +445,10 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
                     .unwrap_or("unknown"),
             );
             ui.end_row();
+            // The short form fits the panel; the full one on hover.
             ui.label("Provider fingerprint");
-            ui.monospace(provider);
+            ui.monospace(super::fingerprint_view::short_of(&provider))
+                .on_hover_text(provider.as_str());
             ui.end_row();
             match &c.media {
                 Some(m) => {
