@@ -208,6 +208,50 @@ mod tests {
         assert_eq!(parse_fingerprint("zz"), None);
     }
 
+    /// A CA's certificate and a leaf it signed for `name`.
+    fn ca_and_leaf(name: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (ca.der().clone(), leaf.der().clone())
+    }
+
+    #[test]
+    fn roots_accept_only_their_chain_for_the_name_and_pin_nothing_else() {
+        let (ca, leaf) = ca_and_leaf("pkg.atlanta.invalid");
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let roots = Arc::new(roots);
+        let name = ServerName::try_from("pkg.atlanta.invalid").unwrap();
+        let other = ServerName::try_from("pkg.evil.invalid").unwrap();
+        // Another name than the certificate's: refused, nothing pinned.
+        let v = PinnedVerifier::platform(roots.clone(), provider()).unwrap();
+        assert!(v.checks_roots());
+        assert!(v
+            .verify_server_cert(&leaf, &[], &other, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(v.pinned(), None);
+        assert_eq!(v.last_seen(), Some(cert_fingerprint(&leaf)));
+        // A certificate of another CA for the right name: refused.
+        let (_, stranger) = ca_and_leaf("pkg.atlanta.invalid");
+        assert!(v
+            .verify_server_cert(&stranger, &[], &name, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(v.pinned(), None);
+        // The chain for its own name: accepted and pinned.
+        assert!(v
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .is_ok());
+        assert_eq!(v.pinned(), Some(cert_fingerprint(&leaf)));
+    }
+
     #[test]
     fn pin_is_enforced_and_tofu_records() {
         let der = CertificateDer::from(vec![1u8, 2, 3]);
