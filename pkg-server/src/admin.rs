@@ -10,6 +10,7 @@ use crate::password::{hash_password, PasswordError};
 use crate::store::{AuditRecord, Store, StoreError};
 use crate::vault::{load_params, Vault};
 use ibephone::ibe::encoding::b64_encode;
+use ibephone::ibe::fingerprint;
 use ibephone::ibe::{extract, setup, Aor, Identity, Period, PublicParams};
 use ibephone::pkg_client::api::{KeyEntry, SecretString};
 use ibephone::pkg_client::seal::KdfParams;
@@ -160,8 +161,15 @@ pub async fn init(config: &Config, domain: &str, pkg_url: Option<&str>) -> Resul
     crate::tls::ensure_cert(&config.cert_path(), &config.key_path(), &names)?;
     let tls = crate::tls::load(&config.cert_path(), &config.key_path())?;
     println!("initialized PKG for {}", params.domain());
-    println!("parameter fingerprint: {}", params.fingerprint_display());
-    println!("TLS certificate SHA-256: {}", hex::encode(tls.fingerprint));
+    println!(
+        "parameter fingerprint: {}",
+        with_short(&params.fingerprint())
+    );
+    println!(
+        "TLS certificate SHA-256: {}  (users compare: {})",
+        hex::encode(tls.fingerprint),
+        fingerprint::short(&tls.fingerprint)
+    );
     Ok(())
 }
 
@@ -280,17 +288,21 @@ pub async fn init_threshold(
         "initialized {t}-of-{n} threshold PKG for {} (dealer mode: the dealer held s and wiped it)",
         params.domain()
     );
-    println!("parameter fingerprint: {}", params.fingerprint_display());
+    println!(
+        "parameter fingerprint: {}",
+        with_short(&params.fingerprint())
+    );
     for s in params
         .threshold()
         .map(|t| t.servers.as_slice())
         .unwrap_or_default()
     {
         println!(
-            "server {}: {} TLS certificate SHA-256: {}",
+            "server {}: {} TLS certificate SHA-256: {}  (users compare: {})",
             s.index,
             s.pkg_url,
-            hex::encode(s.tls_sha256)
+            hex::encode(s.tls_sha256),
+            fingerprint::short(&s.tls_sha256)
         );
     }
     Ok(())
@@ -627,6 +639,18 @@ pub async fn extract_offline(config: &Config, aor: &str, period: &str, out: &Pat
     Ok(())
 }
 
+/// A fingerprint as the operator reads it: the spec's full form (16 groups)
+/// and, beside it, the short form the phone shows its user (the first 5
+/// groups, 80 bits; see `ibephone::ibe::fingerprint`), so either can be
+/// compared with what the phone shows.
+pub fn with_short(fp: &[u8; 32]) -> String {
+    format!(
+        "{}  (users compare: {})",
+        fingerprint::full(fp),
+        fingerprint::short(fp)
+    )
+}
+
 /// `params export [--out FILE]`: the JSON document and its fingerprint.
 pub async fn params_export(config: &Config, out: Option<&Path>) -> Result<()> {
     let (_, params) = initialized(config).await?;
@@ -636,7 +660,7 @@ pub async fn params_export(config: &Config, out: Option<&Path>) -> Result<()> {
             .map_err(|e| AdminError::File(format!("{}: {e}", p.display())))?,
         None => println!("{json}"),
     }
-    eprintln!("fingerprint: {}", params.fingerprint_display());
+    eprintln!("fingerprint: {}", with_short(&params.fingerprint()));
     Ok(())
 }
 
@@ -654,7 +678,7 @@ pub async fn trust_add(config: &Config, file: &Path, yes: bool) -> Result<()> {
         )));
     }
     println!("domain:      {}", p.domain());
-    println!("fingerprint: {}", p.fingerprint_display());
+    println!("fingerprint: {}", with_short(&p.fingerprint()));
     if !yes {
         print!("compare the fingerprint with the other administrator; trust it? [y/N] ");
         let _ = std::io::stdout().flush();

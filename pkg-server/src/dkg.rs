@@ -510,6 +510,9 @@ pub async fn finish(
         "server {} holds its share of the {t}-of-{n} threshold PKG for {domain} (no dealer: no process held s)",
         me.index
     );
-    println!("parameter fingerprint: {}", params.fingerprint_display());
+    println!(
+        "parameter fingerprint: {}",
+        crate::admin::with_short(&params.fingerprint())
+    );
     Ok(())
 }

@@ -47,7 +47,10 @@ async fn main() -> anyhow::Result<()> {
         pkg_server::serve::start_with_tls(config, args.listen, args.sip, args.sip_tls).await?;
     let fp = hex::encode(started.fingerprint);
     if started.cert_created {
-        eprintln!("created a self-signed TLS certificate; users pin its SHA-256 fingerprint {fp}");
+        eprintln!(
+            "created a self-signed TLS certificate; users pin its SHA-256 fingerprint {fp} (the phone shows its first 5 groups: {})",
+            ibephone::ibe::fingerprint::short(&started.fingerprint)
+        );
     }
     {
         let mut out = std::io::stdout().lock();

@@ -34,8 +34,10 @@ pub enum SipTlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The platform's trusted roots (the system certificate store).
-fn platform_roots() -> Result<RootCertStore, SipTlsError> {
+/// The platform's trusted roots (the system certificate store); an error
+/// when it holds none that parse. Also the roots of the phone's first
+/// contact with a PKG (`pkg_client::first_contact`).
+pub fn platform_roots() -> Result<RootCertStore, SipTlsError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);

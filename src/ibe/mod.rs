@@ -22,6 +22,7 @@ pub mod cc;
 pub mod dkg;
 pub mod encoding;
 mod error;
+pub mod fingerprint;
 pub mod fixed_base;
 pub mod hash;
 pub mod identity;

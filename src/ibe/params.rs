@@ -184,6 +184,13 @@ impl PublicParams {
         format_fingerprint(&self.fingerprint())
     }
 
+    /// The short form a person compares: the first 5 groups of
+    /// [`PublicParams::fingerprint_display`] (80 bits; why that is enough:
+    /// [`super::fingerprint`]).
+    pub fn fingerprint_short(&self) -> String {
+        super::fingerprint::short(&self.fingerprint())
+    }
+
     /// The fixed-base table of `P_pub` (built on first use, then shared).
     pub(crate) fn p_pub_table(&self) -> &FixedBaseTable<G1Projective> {
         self.p_pub_table
@@ -219,15 +226,9 @@ impl core::fmt::Debug for PublicParams {
     }
 }
 
-/// 32 bytes as 16 groups of 4 hex digits (the first 8 bytes... all 32 bytes
-/// give 64 digits = 16 groups).
+/// 32 bytes as 16 groups of 4 hex digits ([`super::fingerprint::full`]).
 pub fn format_fingerprint(fp: &[u8; 32]) -> String {
-    let hex = hex::encode(fp);
-    hex.as_bytes()
-        .chunks(4)
-        .map(|c| core::str::from_utf8(c).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join(" ")
+    super::fingerprint::full(fp)
 }
 
 fn validate_domain(domain: &str) -> Result<String, IbeError> {

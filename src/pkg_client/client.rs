@@ -60,8 +60,32 @@ impl PkgClient {
     /// trusts the first certificate seen (read it back with
     /// [`PkgClient::pinned_fingerprint`] to show and record it).
     pub fn new(base_url: &str, pin: Option<[u8; 32]>) -> Result<Self, PkgClientError> {
+        Self::with_verifier(base_url, PinnedVerifier::new(pin, provider()))
+    }
+
+    /// A client for `base_url` that accepts only a certificate chaining to
+    /// `roots` for the URL's host name (pkg-api.md "Discovery", item 1;
+    /// the phone passes the platform's roots). The certificate accepted is
+    /// then [`PkgClient::pinned_fingerprint`]; nothing is trusted on first
+    /// use.
+    pub fn with_roots(
+        base_url: &str,
+        roots: Arc<rustls::RootCertStore>,
+    ) -> Result<Self, PkgClientError> {
+        let verifier = PinnedVerifier::platform(roots, provider())
+            .map_err(|e| PkgClientError::Tls(e.to_string()))?;
+        Self::with_verifier(base_url, verifier)
+    }
+
+    /// Whether this client checks the certificate by trusted roots
+    /// ([`PkgClient::with_roots`]) rather than by a pin.
+    pub fn checks_roots(&self) -> bool {
+        self.verifier.checks_roots()
+    }
+
+    fn with_verifier(base_url: &str, verifier: PinnedVerifier) -> Result<Self, PkgClientError> {
         let (host, port) = parse_https_url(base_url)?;
-        let verifier = Arc::new(PinnedVerifier::new(pin, provider()));
+        let verifier = Arc::new(verifier);
         let config =
             client_config(verifier.clone()).map_err(|e| PkgClientError::Tls(e.to_string()))?;
         Ok(PkgClient {
@@ -354,7 +378,9 @@ impl PkgClient {
             Err(e) => {
                 let seen = self.verifier.last_seen();
                 let pinned = self.verifier.pinned();
-                if let (Some(seen), Some(pinned)) = (seen, pinned) {
+                if let (Some(seen), Some(pinned), false) =
+                    (seen, pinned, self.verifier.checks_roots())
+                {
                     if seen != pinned {
                         return Err(PkgClientError::PinMismatch {
                             pinned: super::tls::fingerprint_hex(&pinned),

@@ -678,14 +678,19 @@ pub async fn client_for(
     pin: Option<[u8; 32]>,
 ) -> Result<super::PkgClient, super::PkgClientError> {
     let client = super::PkgClient::new(url, pin)?;
-    let host = client.host().trim_matches(['[', ']']).to_string();
+    let ips = host_addresses(dns, client.host()).await;
+    Ok(client.with_addresses(&ips))
+}
+
+/// The addresses of a PKG URL's `host` through `dns`; empty for an
+/// address literal or when the lookup finds nothing (the client then
+/// resolves the host itself).
+pub async fn host_addresses(dns: &SystemDns, host: &str) -> Vec<IpAddr> {
+    let host = host.trim_matches(['[', ']']);
     if host.parse::<IpAddr>().is_ok() {
-        return Ok(client);
+        return Vec::new();
     }
-    match dns.ips(&host).await {
-        Ok(ips) if !ips.is_empty() => Ok(client.with_addresses(&ips)),
-        _ => Ok(client),
-    }
+    dns.ips(host).await.unwrap_or_default()
 }
 
 #[cfg(test)]

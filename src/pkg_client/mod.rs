@@ -3,13 +3,16 @@
 //! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`],
 //! one sealed file beside a private key file: [`sealed_file`]), the key
 //! store that keeps keys across restarts ([`store`]), the discovery of
-//! the PKG and the SIP proxy from a domain ([`discovery`]) and the
+//! the PKG and the SIP proxy from a domain ([`discovery`]), the first
+//! contact with a PKG by trusted roots or a certificate to confirm
+//! ([`first_contact`]) and the
 //! threshold provider's per-server logins and share combining
 //! ([`threshold`]).
 
 pub mod api;
 pub mod client;
 pub mod discovery;
+pub mod first_contact;
 pub mod seal;
 pub mod sealed_file;
 pub mod store;

@@ -4,11 +4,18 @@
 //! (spec `pkg-api.md`), so names and chains are not checked; the TLS 1.3
 //! handshake signature is still verified with the certificate's key, so a
 //! peer without the private key cannot pass.
+//!
+//! The one exception is the first contact (pkg-api.md "Discovery", item
+//! 1): [`PinnedVerifier::platform`] accepts a certificate only when it
+//! chains to the given trusted roots for the PKG's host name (webpki), and
+//! then records it as the pin, so the phone can show the user the
+//! parameter fingerprint instead of the certificate's.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
@@ -43,6 +50,9 @@ struct PinState {
 pub struct PinnedVerifier {
     state: Mutex<PinState>,
     provider: Arc<CryptoProvider>,
+    /// Set by [`PinnedVerifier::platform`]: the chain to these roots for
+    /// the server name decides instead of a pin.
+    roots: Option<Arc<WebPkiServerVerifier>>,
 }
 
 impl PinnedVerifier {
@@ -55,7 +65,32 @@ impl PinnedVerifier {
                 last_seen: None,
             }),
             provider,
+            roots: None,
         }
+    }
+
+    /// A verifier that accepts only a certificate chaining to `roots` for
+    /// the server name of the connection (the PKG's host name; webpki:
+    /// chain, validity, name), then records it as the pin
+    /// ([`PinnedVerifier::pinned`]). Nothing is trusted on first use.
+    pub fn platform(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, rustls::Error> {
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(format!("trusted roots: {e}")))?;
+        Ok(PinnedVerifier {
+            state: Mutex::new(PinState::default()),
+            provider,
+            roots: Some(webpki),
+        })
+    }
+
+    /// Whether this verifier checks chains to trusted roots
+    /// ([`PinnedVerifier::platform`]) rather than a pin.
+    pub fn checks_roots(&self) -> bool {
+        self.roots.is_some()
     }
 
     /// The pin in force (after trust on first use, the recorded one).
@@ -73,10 +108,10 @@ impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen = cert_fingerprint(end_entity);
         let mut st = self
@@ -84,6 +119,17 @@ impl ServerCertVerifier for PinnedVerifier {
             .lock()
             .map_err(|_| rustls::Error::General("pin state poisoned".into()))?;
         st.last_seen = Some(seen);
+        if let Some(webpki) = &self.roots {
+            let ok = webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            )?;
+            st.pinned = Some(seen);
+            return Ok(ok);
+        }
         match st.pinned {
             Some(pin) if bool::from(pin.ct_eq(&seen)) => Ok(ServerCertVerified::assertion()),
             Some(pin) => Err(rustls::Error::General(format!(
@@ -160,6 +206,50 @@ mod tests {
         assert_eq!(parse_fingerprint(&colons.join(":")), Some(fp));
         assert_eq!(parse_fingerprint("abcd"), None);
         assert_eq!(parse_fingerprint("zz"), None);
+    }
+
+    /// A CA's certificate and a leaf it signed for `name`.
+    fn ca_and_leaf(name: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (ca.der().clone(), leaf.der().clone())
+    }
+
+    #[test]
+    fn roots_accept_only_their_chain_for_the_name_and_pin_nothing_else() {
+        let (ca, leaf) = ca_and_leaf("pkg.atlanta.invalid");
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let roots = Arc::new(roots);
+        let name = ServerName::try_from("pkg.atlanta.invalid").unwrap();
+        let other = ServerName::try_from("pkg.evil.invalid").unwrap();
+        // Another name than the certificate's: refused, nothing pinned.
+        let v = PinnedVerifier::platform(roots.clone(), provider()).unwrap();
+        assert!(v.checks_roots());
+        assert!(v
+            .verify_server_cert(&leaf, &[], &other, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(v.pinned(), None);
+        assert_eq!(v.last_seen(), Some(cert_fingerprint(&leaf)));
+        // A certificate of another CA for the right name: refused.
+        let (_, stranger) = ca_and_leaf("pkg.atlanta.invalid");
+        assert!(v
+            .verify_server_cert(&stranger, &[], &name, &[], UnixTime::now())
+            .is_err());
+        assert_eq!(v.pinned(), None);
+        // The chain for its own name: accepted and pinned.
+        assert!(v
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .is_ok());
+        assert_eq!(v.pinned(), Some(cert_fingerprint(&leaf)));
     }
 
     #[test]

@@ -383,7 +383,11 @@ impl PhoneApp {
                 if self.screen == Screen::Wizard {
                     self.wizard.failed(sentence.clone());
                 }
-                self.registration = Registration::Failed(sentence);
+                self.registration = if matches!(status, 408 | 503 | 504) {
+                    Registration::Retrying(sentence)
+                } else {
+                    Registration::Failed(sentence)
+                };
             }
             AgentEvent::Unregistered => self.registration = Registration::NotRegistered,
             AgentEvent::NetworkChanged { calls, .. } if !calls.is_empty() => self.banner(

@@ -22,8 +22,10 @@ use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
+use crate::pkg_client::first_contact::{first_contact, FirstContact, FirstTrust};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::PkgClientError;
+use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +73,10 @@ pub enum Request {
         /// The settings to run with.
         settings: Settings,
     },
+    /// Check PKG certificates on first contact by these roots instead of
+    /// the platform's (pkg-api.md "Discovery", item 1): for a deployment
+    /// with its own CA, and for tests with a test CA.
+    UseTrustRoots(Arc<RootCertStore>),
     /// A command for the running agent.
     Agent(AgentCommand),
     /// Stop the agent and wipe the keys and the stored password.
@@ -83,6 +89,11 @@ pub enum Request {
 pub struct ProviderProbe {
     /// The URL probed.
     pub url: String,
+    /// How its certificate was accepted: by the trusted roots for its
+    /// host name (the user confirms the parameter fingerprint) or on first
+    /// use (the user confirms the certificate fingerprint). The
+    /// certificate seen is the pin stored either way.
+    pub trust: FirstTrust,
     /// SHA-256 of its TLS certificate.
     pub cert_fingerprint: [u8; 32],
     /// Fingerprint of its parameters (as shown to people).
@@ -263,6 +274,8 @@ struct Worker {
     agent: Option<mpsc::Sender<AgentCommand>>,
     /// Keeps the running agent's keys ahead of the calendar.
     renewer: Option<tokio::task::JoinHandle<()>>,
+    /// Roots given by [`Request::UseTrustRoots`]; `None`: the platform's.
+    roots: Option<Arc<RootCertStore>>,
 }
 
 async fn worker(
@@ -277,6 +290,7 @@ async fn worker(
         report,
         agent: None,
         renewer: None,
+        roots: None,
     };
     while let Some(r) = rx.recv().await {
         match r {
@@ -304,6 +318,7 @@ async fn worker(
                     w.report.fail(message);
                 }
             }
+            Request::UseTrustRoots(roots) => w.roots = Some(roots),
             Request::Agent(cmd) => match &w.agent {
                 Some(a) => {
                     if a.send(cmd).await.is_err() {
@@ -332,6 +347,22 @@ async fn worker(
 }
 
 impl Worker {
+    /// The roots a first contact checks the PKG's certificate by: those
+    /// given, else the platform's; none when the platform has none (then
+    /// the certificate fingerprint is confirmed).
+    fn trust_roots(&self) -> Option<Arc<RootCertStore>> {
+        if let Some(r) = &self.roots {
+            return Some(r.clone());
+        }
+        match crate::agent::sip_tls::platform_roots() {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                tracing::info!(error = %e, "no trusted roots: the PKG's certificate fingerprint is confirmed instead");
+                None
+            }
+        }
+    }
+
     async fn probe(&mut self, address: String, url: String, sip_proxy: String) {
         match self.find_provider(&address, &url, &sip_proxy).await {
             Ok(probe) => self.report.send(Update::Probed(probe)),
@@ -360,26 +391,28 @@ impl Worker {
         } else {
             vec![url.to_string()]
         };
+        let roots = self.trust_roots();
         let mut last = String::new();
         for url in &urls {
-            let client = match crate::pkg_client::discovery::client_for(&dns, url, None).await {
+            let host = match crate::pkg_client::PkgClient::new(url, None) {
+                Ok(c) => c.host().to_string(),
+                Err(e) => {
+                    last = pkg_error(&e, url);
+                    continue;
+                }
+            };
+            let ips = crate::pkg_client::discovery::host_addresses(&dns, &host).await;
+            let FirstContact {
+                trust,
+                cert_fingerprint: fp,
+                params,
+                services,
+            } = match first_contact(url, &ips, roots.clone()).await {
                 Ok(c) => c,
                 Err(e) => {
                     last = pkg_error(&e, url);
                     continue;
                 }
-            };
-            let (params, services) = match client.params_and_services().await {
-                Ok(p) => p,
-                Err(e) => {
-                    last = pkg_error(&e, url);
-                    continue;
-                }
-            };
-            let Some(fp) = client.last_seen_fingerprint() else {
-                last =
-                    format!("The provider at {url} did not show a certificate. Check the address.");
-                continue;
             };
             if params.domain() != domain {
                 return Err(format!(
@@ -410,6 +443,7 @@ impl Worker {
             };
             return Ok(ProviderProbe {
                 url: url.clone(),
+                trust,
                 cert_fingerprint: fp,
                 params_fingerprint_display: params.fingerprint_display(),
                 params_fingerprint: params.fingerprint(),

@@ -20,7 +20,10 @@
 use super::app::{Call, Phase, PhoneApp};
 use super::dial::{split_identity, PAD};
 use super::history::format_duration;
-use super::main_window::{GREEN, RED};
+use super::main_window::{big_button, GREEN, RED};
+
+/// The fill of Hang up, Reject and Decline.
+const HANG_UP: egui::Color32 = egui::Color32::from_rgb(180, 40, 40);
 use crate::agent::media::MediaCounters;
 use crate::agent::AgentCommand;
 
@@ -144,8 +147,20 @@ fn quality_line(ui: &mut egui::Ui, c: &Call) {
 pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
     match (&c.verified, c.tunneled) {
         (Some(id), true) => {
+            // The one prominent security signal: a filled badge.
             let (aor, _) = split_identity(id);
-            ui.colored_label(GREEN, format!("✔ verified: {aor}"));
+            egui::Frame::new()
+                .fill(GREEN)
+                .corner_radius(6.0)
+                .inner_margin(egui::Margin::symmetric(10, 5))
+                .show(ui, |ui| {
+                    ui.label(
+                        egui::RichText::new(format!("✔ verified: {aor}"))
+                            .size(16.0)
+                            .strong()
+                            .color(egui::Color32::WHITE),
+                    );
+                });
         }
         (_, true) => {
             ui.colored_label(
@@ -168,28 +183,35 @@ pub fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let talking = app.calls.iter().any(|c| c.phase != Phase::Incoming);
     for c in app.calls.iter().filter(|c| c.phase == Phase::Incoming) {
         ui.group(|ui| {
-            if talking || c.waiting {
-                ui.heading(format!("Call waiting: {}", contact_name(app, &c.peer)));
-            } else {
-                ui.heading(format!("Incoming call from {}", contact_name(app, &c.peer)));
-            }
+            ui.horizontal(|ui| {
+                super::avatar::show(ui, &display_name(app, &c.peer), 40.0);
+                if talking || c.waiting {
+                    ui.heading(format!("Call waiting: {}", contact_name(app, &c.peer)));
+                } else {
+                    ui.heading(format!("Incoming call from {}", contact_name(app, &c.peer)));
+                }
+            });
             identity_badge(ui, c);
+            ui.add_space(4.0);
             ui.horizontal(|ui| {
                 if talking {
-                    if ui.button("Answer (holds your call)").clicked() {
+                    if ui
+                        .add(big_button("Answer (holds your call)", GREEN))
+                        .clicked()
+                    {
                         cmds.push(AgentCommand::Answer { call: c.id });
                     }
-                    if ui.button("Decline").clicked() {
+                    if ui.add(big_button("Decline", HANG_UP)).clicked() {
                         cmds.push(AgentCommand::Reject {
                             call: c.id,
                             status: Some(486),
                         });
                     }
                 } else {
-                    if ui.button("Answer").clicked() {
+                    if ui.add(big_button("Answer", GREEN)).clicked() {
                         cmds.push(AgentCommand::Answer { call: c.id });
                     }
-                    if ui.button("Reject").clicked() {
+                    if ui.add(big_button("Reject", HANG_UP)).clicked() {
                         cmds.push(AgentCommand::Reject {
                             call: c.id,
                             status: Some(603),
@@ -202,6 +224,14 @@ pub fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
     for c in cmds {
         app.command(c);
     }
+}
+
+/// The name an avatar's initials come from: the contact's name, else the
+/// address.
+fn display_name(app: &PhoneApp, uri: &str) -> String {
+    app.contacts
+        .find_by_uri(uri, &app.domain())
+        .map_or_else(|| uri.to_string(), |c| c.name.clone())
 }
 
 fn contact_name(app: &PhoneApp, uri: &str) -> String {
@@ -245,7 +275,10 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     if !others.is_empty() {
         ui.separator();
     }
-    ui.heading(contact_name(app, &c.peer));
+    ui.horizontal(|ui| {
+        super::avatar::show(ui, &display_name(app, &c.peer), 48.0);
+        ui.heading(contact_name(app, &c.peer));
+    });
     match c.phase {
         Phase::Calling => {
             ui.horizontal(|ui| {
@@ -273,10 +306,7 @@ pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     }
     ui.add_space(6.0);
     ui.horizontal(|ui| {
-        if ui
-            .add(egui::Button::new("Hang up").fill(egui::Color32::from_rgb(180, 40, 40)))
-            .clicked()
-        {
+        if ui.add(big_button("Hang up", HANG_UP)).clicked() {
             cmds.push(AgentCommand::Hangup { call: c.id });
         }
         if ui.button(if c.muted { "Unmute" } else { "Mute" }).clicked() {
@@ -415,8 +445,10 @@ pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
                     .unwrap_or("unknown"),
             );
             ui.end_row();
+            // The short form fits the panel; the full one on hover.
             ui.label("Provider fingerprint");
-            ui.monospace(provider);
+            ui.monospace(super::fingerprint_view::short_of(&provider))
+                .on_hover_text(provider.as_str());
             ui.end_row();
             match &c.media {
                 Some(m) => {

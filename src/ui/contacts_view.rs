@@ -52,9 +52,10 @@ pub fn contacts_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let mut action: Option<(&'static str, Contact)> = None;
     egui::Grid::new("contacts")
         .striped(true)
-        .num_columns(3)
+        .num_columns(4)
         .show(ui, |ui| {
             for c in app.contacts.all() {
+                super::avatar::show(ui, &c.name, 28.0);
                 ui.strong(&c.name);
                 ui.label(&c.address);
                 ui.horizontal(|ui| {

@@ -129,6 +129,7 @@ pub fn report(f: &Facts<'_>) -> String {
         Registration::NotRegistered => "not registered".to_string(),
         Registration::Registering => "registering".to_string(),
         Registration::Registered { expires } => format!("registered (expires {expires} s)"),
+        Registration::Retrying(why) => format!("retrying: {why}"),
         Registration::Failed(why) => format!("failed: {why}"),
     };
     let _ = writeln!(s, "registration: {registration}");

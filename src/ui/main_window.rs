@@ -1,15 +1,29 @@
-//! The phone's main window: status bar (registration, keys with period
-//! and expiry), banners, then the call views when a call exists, else the
-//! tabs (dial, contacts, history, messages, settings).
+//! The phone's main window: status bar in plain words ([`super::status`]:
+//! "Ready", "Keys up to date"; details in tooltips and Settings), banners,
+//! then the call views when a call exists, else the tabs (dial, contacts,
+//! history, messages, settings).
 
-use super::app::{Phase, PhoneApp, Registration, Tab};
+use super::app::{Phase, PhoneApp, Tab};
 use super::dial::PAD;
 use super::history::{format_duration, format_time, Direction};
+use super::status::{self, Tone};
 
 /// Red for warnings and errors.
 pub const RED: egui::Color32 = egui::Color32::from_rgb(200, 40, 40);
 /// Green for verified identities.
 pub const GREEN: egui::Color32 = egui::Color32::from_rgb(30, 140, 60);
+
+/// A large button for the call's main actions (Call, Answer, Hang up):
+/// bigger text and target, filled with `fill`, white text.
+pub fn big_button(text: &str, fill: egui::Color32) -> egui::Button<'static> {
+    egui::Button::new(
+        egui::RichText::new(text.to_string())
+            .size(18.0)
+            .color(egui::Color32::WHITE),
+    )
+    .fill(fill)
+    .min_size(egui::vec2(120.0, 40.0))
+}
 
 /// Draws the main window.
 pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
@@ -43,7 +57,9 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             Tab::Contacts => super::contacts_view::contacts_tab(app, ui),
             Tab::History => history_tab(app, ui),
             Tab::Messages => super::contacts_view::messages_tab(app, ui),
-            Tab::Settings => super::settings_view::show(app, ui),
+            Tab::Settings => {
+                egui::ScrollArea::vertical().show(ui, |ui| super::settings_view::show(app, ui));
+            }
         }
     });
 }
@@ -59,27 +75,14 @@ fn status_bar(app: &PhoneApp, ui: &mut egui::Ui) {
             }
         }
         ui.separator();
-        match &app.registration {
-            Registration::Registered { expires } => {
-                ui.colored_label(
-                    GREEN,
-                    format!("Ready: registered (refresh every {expires} s)"),
-                );
-            }
-            Registration::Registering => {
-                ui.spinner();
-                ui.label("Registering…");
-            }
-            Registration::NotRegistered => {
-                ui.label("Not registered");
-            }
-            Registration::Failed(s) => {
-                ui.colored_label(RED, format!("Not registered: {s}"));
-            }
+        let reg = status::connection(&app.registration);
+        if reg.tone == Tone::Busy {
+            ui.spinner();
         }
+        status_item(ui, &reg);
         if let Some(r) = &app.ready {
             ui.separator();
-            ui.label(keys_line(&r.periods, &app.clock.unix()));
+            status_item(ui, &status::keys(&r.periods, app.clock.unix()));
         }
         if let Some(path) = &app.keylog {
             ui.separator();
@@ -88,39 +91,23 @@ fn status_bar(app: &PhoneApp, ui: &mut egui::Ui) {
     });
 }
 
+/// One item of the status bar in its tone, the details as its tooltip.
+fn status_item(ui: &mut egui::Ui, item: &status::Item) {
+    let text = egui::RichText::new(&item.text);
+    let r = match item.tone {
+        Tone::Good => ui.label(text.color(GREEN).strong()),
+        Tone::Busy => ui.label(text),
+        Tone::Bad => ui.label(text.color(RED).strong()),
+    };
+    r.on_hover_text(&item.details);
+}
+
 /// The status-bar warning while the key log is on.
 pub fn keylog_warning(path: &std::path::Path) -> String {
     format!(
         "⚠ Key log on: every call key is written to {} — anyone with that file can read your calls. Debugging only; start ibephone without --keylog.",
         path.display()
     )
-}
-
-/// "Keys: 2026-12 (valid until 2027-01-01 00:00 UTC), next 2027-01 ready".
-pub fn keys_line(periods: &[String], now_unix: &u64) -> String {
-    let current = crate::ibe::Period::month_at(*now_unix);
-    let next = current.next_month().ok();
-    let has = |p: &str| periods.iter().any(|x| x == p);
-    let mut s = if has(current.as_str()) {
-        let until = next
-            .as_ref()
-            .map(|n| format!("{}-01 00:00 UTC", n.as_str()))
-            .unwrap_or_default();
-        format!("Keys: {} (valid until {until})", current.as_str())
-    } else {
-        format!(
-            "No keys for {}: calls cannot be decrypted",
-            current.as_str()
-        )
-    };
-    if let Some(n) = next {
-        if has(n.as_str()) {
-            s.push_str(&format!(", next period {} ready", n.as_str()));
-        } else {
-            s.push_str(&format!(", next period {} not fetched yet", n.as_str()));
-        }
-    }
-    s
 }
 
 fn banners(app: &mut PhoneApp, ui: &mut egui::Ui) {
@@ -156,7 +143,7 @@ fn dial_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
             )
             .labelled_by(l.id);
         let enter = field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-        if ui.button("📞 Call").clicked() || enter {
+        if ui.add(big_button("📞 Call", GREEN)).clicked() || enter {
             let to = app.dial.clone();
             app.dial(&to);
         }

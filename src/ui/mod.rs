@@ -14,8 +14,12 @@
 //!   plain data and rules behind the screens (no egui), testable alone.
 //! - [`account`]: the sealed account file, key fetching and storing, log-out wipe.
 //! - [`messages`]: the conversations kept across restarts, sealed.
+//! - [`status`]: the status bar in plain words (details in tooltips).
+//! - [`avatar`]: a contact's colored circle with initials.
 //! - [`state`]: the window's state types (screens, calls, banners, clock).
 //! - [`ringer`]: the ring tone of an incoming call.
+//! - [`fingerprint_view`]: a fingerprint's short form with the full one
+//!   a click away.
 //! - [`diagnostics`]: the "Copy diagnostics" report (a pure function of
 //!   what the window shows; no secrets).
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
@@ -33,6 +37,7 @@
 pub mod account;
 pub mod app;
 pub mod audio_devices;
+pub mod avatar;
 pub mod backend;
 pub mod call_view;
 pub mod contacts;
@@ -40,6 +45,7 @@ pub mod contacts_view;
 pub mod diagnostics;
 pub mod dial;
 pub mod errors;
+pub mod fingerprint_view;
 pub mod history;
 pub mod main_window;
 pub mod messages;
@@ -47,6 +53,7 @@ pub mod ringer;
 pub mod settings;
 pub mod settings_view;
 pub mod state;
+pub mod status;
 pub mod wizard;
 
 pub use app::PhoneApp;
@@ -89,6 +96,12 @@ pub fn window_icon() -> Result<egui::IconData, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The window's size when it opens (points).
+pub const DEFAULT_SIZE: [f32; 2] = [760.0, 560.0];
+
+/// The smallest size the window can be made (points).
+pub const MIN_SIZE: [f32; 2] = [520.0, 420.0];
+
 /// Opens the window and runs until it is closed. The data directory is
 /// `IBEPHONE_DATA_DIR` when set, else the platform's data directory.
 pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
@@ -96,8 +109,8 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("ibephone")
         .with_app_id(APP_ID)
-        .with_inner_size([760.0, 560.0])
-        .with_min_inner_size([520.0, 420.0]);
+        .with_inner_size(DEFAULT_SIZE)
+        .with_min_inner_size(MIN_SIZE);
     match window_icon() {
         Ok(icon) => viewport = viewport.with_icon(icon),
         Err(e) => tracing::warn!(error = %e, "the window icon cannot be decoded"),
@@ -110,6 +123,8 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
         "ibephone",
         options,
         Box::new(move |cc| {
+            // Light or dark as the desktop is, and along when it switches.
+            cc.egui_ctx.set_theme(egui::ThemePreference::System);
             let app = PhoneApp::with_keylog(dirs, cc.egui_ctx.clone(), keylog)?;
             Ok(Box::new(app) as Box<dyn eframe::App>)
         }),

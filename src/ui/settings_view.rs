@@ -7,6 +7,7 @@ use super::audio_devices::{Devices, SYSTEM_DEFAULT};
 use super::backend::Request;
 use super::main_window::RED;
 use crate::agent::filter::SecurityPolicy;
+use crate::pkg_client::tls::parse_fingerprint;
 
 /// Draws the settings.
 pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
@@ -113,11 +114,23 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
     ui.separator();
     if let Some(r) = &app.ready {
         ui.label(format!("Provider: {} ({})", r.domain, app.settings.pkg_url));
-        ui.label(format!("Parameter fingerprint: {}", r.params_fingerprint));
-        if let Some(fp) = &r.pkg_fingerprint {
-            ui.label(format!("PKG certificate: {}", super::wizard::group_hex(fp)));
+        super::fingerprint_view::show_compact(
+            ui,
+            "params",
+            "Parameter fingerprint:",
+            &r.params_fingerprint,
+        );
+        if let Some(fp) = r.pkg_fingerprint.as_deref().and_then(parse_fingerprint) {
+            super::fingerprint_view::show_compact(
+                ui,
+                "pkg",
+                "PKG certificate:",
+                &crate::ibe::fingerprint::full(&fp),
+            );
         }
         ui.label(format!("Keys held for: {}", r.periods.join(", ")));
+        ui.label(super::status::keys_details(&r.periods, app.clock.unix()));
+        ui.label(super::status::connection(&app.registration).details);
     }
     ui.separator();
     ui.horizontal(|ui| {

@@ -46,7 +46,10 @@ pub enum Registration {
         /// Granted lifetime, seconds.
         expires: u32,
     },
-    /// Refused or timed out; the sentence says what to do.
+    /// The network does not answer (timeout, 503, 504); the phone keeps
+    /// trying. The sentence says what to check.
+    Retrying(String),
+    /// Refused; the sentence says what to do.
     Failed(String),
 }
 

@@ -1,8 +1,12 @@
 //! The first-run wizard: the user's address (`alice@atlanta.com`) and
 //! password, nothing else (the PKG and the SIP proxy are discovered from
 //! the address's domain; manual ones sit under "Advanced"); then ONE
-//! fingerprint to confirm, the provider certificate's (it authenticates
-//! the connection that carries the parameters and the services); then
+//! fingerprint to confirm, in its short form (80 bits, the full form a
+//! click away: [`super::fingerprint_view`]): the provider certificate's
+//! (it authenticates the connection that carries the parameters and the
+//! services), or the parameters' when the certificate chains to the
+//! platform's roots for the provider's host name (pkg-api.md
+//! "Discovery"); then
 //! login (asking for the one-time code when the account has a second
 //! factor), key fetch, the device's SIP credential and registration with
 //! a visible progress bar, until the phone is ready.
@@ -10,7 +14,8 @@
 use super::app::PhoneApp;
 use super::backend::{ProviderProbe, Request};
 use super::settings::Settings;
-use crate::pkg_client::tls::fingerprint_hex;
+use crate::ibe::fingerprint;
+use crate::pkg_client::first_contact::FirstTrust;
 use zeroize::Zeroizing;
 
 /// Where the wizard is.
@@ -176,18 +181,30 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             }
             Step::Confirm(ProviderProbe {
                 url,
+                trust,
                 cert_fingerprint: cert,
                 params_fingerprint: params,
                 domain,
                 ..
             }) => {
-                ui.label(format!("Your provider {domain} at {url} shows this fingerprint. Compare it with the one your provider gave you (on paper, their web site or by phone)."));
-                ui.add_space(6.0);
-                egui::Grid::new("fingerprints").num_columns(2).show(ui, |ui| {
-                    ui.label("Fingerprint");
-                    ui.monospace(group_hex(&fingerprint_hex(&cert)));
-                    ui.end_row();
-                });
+                match trust {
+                    // The certificate is vouched for by the platform's
+                    // roots for the provider's host name: the keys'
+                    // (parameter) fingerprint is what remains to compare.
+                    FirstTrust::PlatformRoots => {
+                        ui.label(format!("Your provider {domain}'s keys:"));
+                        ui.add_space(4.0);
+                        // From the bytes the user confirms, not a string.
+                        super::fingerprint_view::show(ui, "params", &fingerprint::full(&params));
+                        ui.add_space(4.0);
+                        ui.label(format!("{url} is certified for its name. Compare these groups with the ones your provider gave you (on paper, their web site or by phone)."));
+                    }
+                    FirstTrust::Certificate => {
+                        ui.label(format!("Your provider {domain} at {url} shows this fingerprint. Compare it with the one your provider gave you (on paper, their web site or by phone)."));
+                        ui.add_space(6.0);
+                        super::fingerprint_view::show(ui, "cert", &fingerprint::full(&cert));
+                    }
+                }
                 ui.add_space(8.0);
                 ui.horizontal(|ui| {
                     if ui.button("They match: log in").clicked() {
@@ -352,13 +369,4 @@ pub fn show_starting(app: &mut PhoneApp, ctx: &egui::Context) {
             app.request(Request::LogOut);
         }
     });
-}
-
-/// `aabb...` as groups of four for reading aloud.
-pub fn group_hex(hex: &str) -> String {
-    hex.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }

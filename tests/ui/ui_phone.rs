@@ -34,10 +34,16 @@ fn wizard_sets_up_then_later_starts_are_ready_with_stored_keys() {
         let mut h = phone(dirs.clone());
         assert_eq!(h.state().screen, Screen::Wizard);
         set_up(&mut h, &p, "alice", ALICE_PW);
-        wait_for(&mut h, "Ready: registered", 10);
+        wait_for(&mut h, "Ready", 10);
         assert!(shows(&h, "sip:alice@atlanta.invalid"));
+        // The status bar in plain words; the key periods in Settings.
+        assert!(shows(&h, "Keys up to date"));
+        assert!(!shows(&h, "valid until"));
+        h.state_mut().tab = ibephone::ui::app::Tab::Settings;
+        h.run_steps(2);
         assert!(shows(&h, &format!("Keys: {} (valid until", current())));
         assert!(shows(&h, "next period"), "next period shown");
+        h.state_mut().tab = ibephone::ui::app::Tab::Dial;
         assert!(
             h.state().wizard.password.is_empty(),
             "password not kept in the window"
@@ -54,7 +60,7 @@ fn wizard_sets_up_then_later_starts_are_ready_with_stored_keys() {
     // Later start: straight to the phone, no wizard.
     let mut h = phone(dirs.clone());
     assert_eq!(h.state().screen, Screen::Starting);
-    wait_for(&mut h, "Ready: registered", 20);
+    wait_for(&mut h, "Ready", 20);
     assert_eq!(h.state().screen, Screen::Phone);
     // A message lands sealed in the data directory, 0600.
     h.state_mut().apply(ibephone::ui::backend::Update::Agent(
@@ -101,7 +107,7 @@ fn wizard_sets_up_over_sip_tls_pinned_to_the_pkg() {
     wait_for(&mut h, "They match: log in", 20);
     h.get_by_label("They match: log in").click();
     wait_for(&mut h, "Your phone is ready", 30);
-    wait_for(&mut h, "Ready: registered", 10);
+    wait_for(&mut h, "Ready", 10);
     assert_eq!(
         h.state().settings.sip_proxy,
         format!("sips:{}", p.tls_proxy)
@@ -161,8 +167,8 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
         })));
     set_up(&mut alice, &p, "alice", ALICE_PW);
     set_up(&mut bob, &p, "bob", BOB_PW);
-    wait_for(&mut alice, "Ready: registered", 10);
-    wait_for(&mut bob, "Ready: registered", 10);
+    wait_for(&mut alice, "Ready", 10);
+    wait_for(&mut bob, "Ready", 10);
     assert!(!bob.state().is_ringing());
 
     // A callee of a provider nobody serves here: a sentence, no call.
@@ -208,7 +214,10 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
         .unwrap()
         .params_fingerprint
         .clone();
-    assert!(shows(&alice, &fp), "provider fingerprint");
+    // Its short form (the full one on hover).
+    let short = ibephone::ui::fingerprint_view::short_of(&fp);
+    assert_eq!(short.split(' ').count(), 5);
+    assert!(shows(&alice, &short), "provider fingerprint");
     assert!(shows(&bob, "Caller identity"));
 
     alice.get_by_label("Hang up").click();
@@ -238,7 +247,7 @@ fn call_between_two_windows_shows_verified_badge_and_security_panel() {
     // Both keep the conversation across a restart.
     drop(alice);
     let mut alice = phone(AppDirs::at(da.path()));
-    wait_for(&mut alice, "Ready: registered", 20);
+    wait_for(&mut alice, "Ready", 20);
     alice.get_by_label("Messages").click();
     alice.run_steps(3);
     assert!(shows(&alice, "hello bob, tunneled"));
@@ -289,5 +298,5 @@ fn wizard_asks_for_the_one_time_code_of_a_second_factor() {
     h.get_by_label("Log in with the code").click();
     wait_for(&mut h, "Your phone is ready", 30);
     assert!(h.state().wizard.otp.is_empty(), "code not kept");
-    wait_for(&mut h, "Ready: registered", 10);
+    wait_for(&mut h, "Ready", 10);
 }

@@ -13,6 +13,7 @@ use crate::ui_support::soft_render;
 use egui_kittest::{Harness, SnapshotOptions};
 use ibephone::agent::media::MediaCounters;
 use ibephone::agent::AgentEvent;
+use ibephone::pkg_client::first_contact::FirstTrust;
 use ibephone::ui::app::{Clock, Screen, Tab};
 use ibephone::ui::audio_devices::{DeviceList, Devices};
 use ibephone::ui::backend::{ProviderProbe, ReadyInfo, Update};
@@ -139,6 +140,7 @@ fn wizard_fingerprint_confirmation() {
     let cert: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
     h.state_mut().apply(Update::Probed(ProviderProbe {
         url: "https://pkg.atlanta.invalid:8443".into(),
+        trust: FirstTrust::Certificate,
         cert_fingerprint: cert,
         params_fingerprint_display: "3f2a 91c0 5be7 d044 8a19 e6f3".into(),
         params_fingerprint: [7; 32],
@@ -150,13 +152,35 @@ fn wizard_fingerprint_confirmation() {
     check(&mut h, "wizard_confirm");
 }
 
+/// The provider's certificate chains to the platform's roots for its host
+/// name: the user compares the parameter fingerprint's short form.
+#[test]
+fn wizard_parameter_fingerprint_of_a_certified_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = window(dir.path());
+    let params: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(91).wrapping_add(5));
+    h.state_mut().apply(Update::Probed(ProviderProbe {
+        url: "https://pkg.atlanta.invalid".into(),
+        trust: FirstTrust::PlatformRoots,
+        cert_fingerprint: [9; 32],
+        params_fingerprint_display: ibephone::ibe::fingerprint::full(&params),
+        params_fingerprint: params,
+        domain: "atlanta.invalid".into(),
+        sip_proxy: None,
+    }));
+    h.run_steps(2);
+    assert!(shows(&h, "Your provider atlanta.invalid's keys:"));
+    assert!(shows(&h, &ibephone::ibe::fingerprint::short(&params)));
+    check(&mut h, "wizard_confirm_certified");
+}
+
 #[test]
 fn main_window_dial_field() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready(dir.path());
     h.state_mut().dial = "bob@biloxi.invalid".into();
     h.run_steps(2);
-    assert!(shows(&h, "Ready: registered"));
+    assert!(shows(&h, "Ready"));
     check(&mut h, "main_dial");
 }
 

@@ -43,7 +43,7 @@ fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
 fn verified_badge_only_for_a_verified_caller() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = ready_phone(dir.path());
-    assert!(shows(&h, "Ready: registered"));
+    assert!(shows(&h, "Ready"));
     h.state_mut().apply(incoming(7, None, true));
     h.run_steps(3);
     assert!(shows(&h, "identity NOT verified"));
@@ -526,4 +526,80 @@ fn call_waiting_swap_and_transfer_controls() {
     h.run_steps(3);
     assert!(shows(&h, "The transfer did not work"));
     assert_eq!(h.state().calls[1].transfer, None);
+}
+
+/// The fingerprint to confirm fits the window at its default and at its
+/// smallest width: the short form, and the full form once unfolded (the
+/// 16 groups wrap instead of running past the edge).
+#[test]
+fn fingerprints_are_never_cut_off() {
+    use egui_kittest::Harness;
+    use ibephone::ibe::fingerprint;
+    use ibephone::ui::backend::ProviderProbe;
+    use ibephone::ui::fingerprint_view::SHOW_FULL;
+    let cert: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+    for [w, h_] in [ibephone::ui::DEFAULT_SIZE, ibephone::ui::MIN_SIZE] {
+        let dir = tempfile::tempdir().unwrap();
+        let app =
+            ibephone::ui::PhoneApp::new(AppDirs::at(dir.path()), egui::Context::default()).unwrap();
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(w, h_))
+            .build_state(|ctx, app: &mut ibephone::ui::PhoneApp| app.show(ctx), app);
+        h.state_mut().apply(Update::Probed(ProviderProbe {
+            url: "https://pkg.atlanta.invalid:8443".into(),
+            trust: ibephone::pkg_client::first_contact::FirstTrust::Certificate,
+            cert_fingerprint: cert,
+            params_fingerprint_display: "3f2a 91c0".into(),
+            params_fingerprint: [7; 32],
+            domain: "atlanta.invalid".into(),
+            sip_proxy: None,
+        }));
+        h.run_steps(3);
+        let fits = |r: egui::Rect, what: &str| {
+            assert!(
+                r.min.x >= 0.0 && r.max.x <= w && r.max.y <= h_,
+                "{what} at width {w}: {r:?}"
+            );
+        };
+        fits(
+            h.get_by_label(&fingerprint::short(&cert)).rect(),
+            "short form",
+        );
+        assert!(
+            !shows(&h, &fingerprint::full(&cert)),
+            "the full form is folded"
+        );
+        h.get_by_label(SHOW_FULL).click();
+        h.run_steps(3);
+        fits(
+            h.get_by_label(&fingerprint::full(&cert)).rect(),
+            "full form",
+        );
+        fits(h.get_by_label("They match: log in").rect(), "the button");
+    }
+}
+
+/// The status bar speaks plain words: "Ready" and "Keys up to date" (the
+/// registration lifetime only in the tooltip), and a proxy that does not
+/// answer is "Can't reach your provider - retrying".
+#[test]
+fn status_bar_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    assert!(shows(&h, "Ready"));
+    assert!(!shows(&h, "refresh every"));
+    assert!(!shows(&h, "600 s"));
+    h.state_mut()
+        .apply(Update::Agent(AgentEvent::RegistrationFailed {
+            status: 408,
+        }));
+    h.run_steps(3);
+    assert!(shows(&h, "Can't reach your provider - retrying"));
+    h.state_mut()
+        .apply(Update::Agent(AgentEvent::RegistrationFailed {
+            status: 403,
+        }));
+    h.run_steps(3);
+    assert!(shows(&h, "Not connected"));
+    assert!(!shows(&h, "retrying"));
 }

@@ -31,6 +31,13 @@ pub struct Provider {
 
 impl Provider {
     pub fn start() -> Provider {
+        Self::start_with_cert(None)
+    }
+
+    /// As [`Provider::start`], serving the certificate chain and key
+    /// `(cert_pem, key_pem)` instead of the self-signed one `pkg-admin
+    /// init` makes.
+    pub fn start_with_cert(tls: Option<(String, String)>) -> Provider {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -51,6 +58,10 @@ impl Provider {
             pkg_server::admin::init(&config, DOMAIN, Some("https://127.0.0.1:8443"))
                 .await
                 .unwrap();
+            if let Some((cert, key)) = &tls {
+                std::fs::write(config.cert_path(), cert).unwrap();
+                std::fs::write(config.key_path(), key).unwrap();
+            }
             let store = pkg_server::admin::open_store(&config).await.unwrap();
             let vault = pkg_server::vault::Vault::unlock(&config, &store)
                 .await
@@ -162,10 +173,11 @@ pub fn set_up(h: &mut Harness<'_, PhoneApp>, p: &Provider, user: &str, pw: &str)
     h.state_mut().wizard.sip_proxy = p.proxy.to_string();
     h.get_by_label("Connect").click();
     wait_for(h, "They match: log in", 20);
-    let shown = ibephone::ui::wizard::group_hex(&ibephone::pkg_client::tls::fingerprint_hex(
-        &p.fingerprint,
-    ));
-    assert!(shows(h, &shown), "the certificate fingerprint is shown");
+    let shown = ibephone::ibe::fingerprint::short(&p.fingerprint);
+    assert!(
+        shows(h, &shown),
+        "the certificate fingerprint's short form is shown"
+    );
     h.get_by_label("They match: log in").click();
     wait_for(h, "Your phone is ready", 30);
 }

@@ -48,6 +48,8 @@ pub async fn fresh_pg_db(base: &str) -> String {
 pub struct Pkg {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// What `pkg-admin init` printed.
+    pub init_stdout: String,
 }
 
 impl Pkg {
@@ -77,7 +79,11 @@ impl Pkg {
             ),
         )
         .unwrap();
-        let pkg = Pkg { dir, config };
+        let mut pkg = Pkg {
+            dir,
+            config,
+            init_stdout: String::new(),
+        };
         let out = pkg.admin(
             &[
                 "init",
@@ -93,6 +99,7 @@ impl Pkg {
             "init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        pkg.init_stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if users {
             pkg.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
             pkg.admin_ok(&["user", "add", "bob"], &format!("{BOB_PW}\n"));

@@ -34,6 +34,17 @@ async fn happy_path_login_keys_logout_audit_and_store() {
         let exported = pkg.admin(&["params", "export"], "");
         let stderr = String::from_utf8_lossy(&exported.stderr);
         assert!(stderr.contains(&params.fingerprint_display()), "{stderr}");
+        // The operator reads the short form the phone shows beside the
+        // full one: the parameters' and the certificate's.
+        let short = format!("(users compare: {})", params.fingerprint_short());
+        assert!(stderr.contains(&short), "{stderr}");
+        assert!(pkg.init_stdout.contains(&short), "{}", pkg.init_stdout);
+        let cert_short = format!(
+            "{}  (users compare: {})",
+            hex::encode(server.fingerprint),
+            ibephone::ibe::fingerprint::short(&server.fingerprint)
+        );
+        assert!(pkg.init_stdout.contains(&cert_short), "{}", pkg.init_stdout);
         assert_eq!(
             PublicParams::from_json(&String::from_utf8_lossy(&exported.stdout)).unwrap(),
             params

@@ -44,7 +44,11 @@ fn server_dir(port: u16) -> Pkg {
         ),
     )
     .unwrap();
-    Pkg { dir, config }
+    Pkg {
+        dir,
+        config,
+        init_stdout: String::new(),
+    }
 }
 
 /// Deals 2-of-3 over three fresh server directories on `ports` (the

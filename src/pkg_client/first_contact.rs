@@ -1,0 +1,93 @@
+//! The phone's first contact with a PKG, before anything is stored
+//! (pkg-api.md "Discovery", item 1): which certificate it accepts and so
+//! which fingerprint the user confirms.
+//!
+//! With trusted roots (the platform's), the PKG is first asked with a
+//! client that accepts only a certificate chaining to those roots for the
+//! PKG's host name; when that works the user confirms the *parameter*
+//! fingerprint (the certificate is vouched for by the roots). Otherwise
+//! (self-signed, a certificate for another name, unknown issuer, no
+//! roots) the certificate is trusted on first use and the user confirms
+//! the *certificate* fingerprint, as before.
+//!
+//! Either way the certificate seen becomes the pin stored with the keys:
+//! later logins, key renewals and SIP over TLS are held to exactly that
+//! certificate, so a certificate that some other trusted CA issues later
+//! for the same name cannot take over the account (a pin is re-learned
+//! only with the user's consent: set up again).
+
+use super::api::Services;
+use super::{PkgClient, PkgClientError};
+use crate::ibe::PublicParams;
+use rustls::RootCertStore;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Why the phone accepted the PKG's certificate, and so which fingerprint
+/// the user must confirm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstTrust {
+    /// The certificate chains to the trusted roots for the PKG's host
+    /// name: the user confirms the parameter fingerprint.
+    PlatformRoots,
+    /// It does not (or no roots were given): trusted on first use, the
+    /// user confirms the certificate fingerprint.
+    Certificate,
+}
+
+/// What the first contact found.
+#[derive(Debug)]
+pub struct FirstContact {
+    /// How the certificate was accepted.
+    pub trust: FirstTrust,
+    /// SHA-256 of the certificate accepted: the pin to store once the user
+    /// confirmed.
+    pub cert_fingerprint: [u8; 32],
+    /// The provider's parameters (`GET /v1/params`).
+    pub params: PublicParams,
+    /// Its `services` member (empty when absent).
+    pub services: Services,
+}
+
+/// Asks the PKG at `url` (connecting to `addrs` when given, else resolving
+/// its host) for its parameters: first checked by `roots` for the URL's
+/// host name, when given; on a certificate the roots do not vouch for,
+/// again with trust on first use. Errors other than TLS (unreachable,
+/// refused, a bad document) are returned as they are.
+pub async fn first_contact(
+    url: &str,
+    addrs: &[IpAddr],
+    roots: Option<Arc<RootCertStore>>,
+) -> Result<FirstContact, PkgClientError> {
+    if let Some(roots) = roots {
+        let client = PkgClient::with_roots(url, roots)?.with_addresses(addrs);
+        match client.params_and_services().await {
+            Ok((params, services)) => {
+                let fp = client
+                    .pinned_fingerprint()
+                    .ok_or_else(|| PkgClientError::Tls("no certificate was accepted".into()))?;
+                return Ok(FirstContact {
+                    trust: FirstTrust::PlatformRoots,
+                    cert_fingerprint: fp,
+                    params,
+                    services,
+                });
+            }
+            Err(PkgClientError::Tls(why)) => {
+                tracing::debug!(%url, %why, "the PKG's certificate is not vouched for by the trusted roots; trusting it on first use");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let client = PkgClient::new(url, None)?.with_addresses(addrs);
+    let (params, services) = client.params_and_services().await?;
+    let fp = client
+        .pinned_fingerprint()
+        .ok_or_else(|| PkgClientError::Tls("the PKG showed no certificate".into()))?;
+    Ok(FirstContact {
+        trust: FirstTrust::Certificate,
+        cert_fingerprint: fp,
+        params,
+        services,
+    })
+}
