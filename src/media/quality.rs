@@ -180,6 +180,22 @@ impl EchoPath {
     }
 }
 
+/// How well `rec` keeps `src` when `rec` is `src` processed with a fixed
+/// delay (of at most `max_delay` samples) plus whatever else was added or
+/// removed: the delay of the best cross-correlation over the whole
+/// signal, then the energy-weighted ρ of [`compare`]'s windows at that
+/// delay (each window free to move by 1 ms at 48 kHz). One delay for all
+/// windows: per-window lags over a wide range would lock voiced windows
+/// onto other pitch periods. Returns (ρ, delay in samples).
+pub fn delayed_match(src: &[i16], rec: &[i16], max_delay: usize) -> (f64, usize) {
+    let x: Vec<f64> = src.iter().map(|&v| f64::from(v)).collect();
+    let y: Vec<f64> = rec.iter().map(|&v| f64::from(v)).collect();
+    let (_, delay, _) = best_lag(&x, &y, 0..max_delay);
+    let n = src.len().min(rec.len().saturating_sub(delay));
+    let (rho, _, _) = compare(&src[..n], &rec[delay..delay + n], 48);
+    (rho, delay)
+}
+
 /// Echo return loss enhancement, dB: how much quieter the canceller's
 /// output `out` is than its input `mic` over a stretch where only the far
 /// end talks (so all of `mic` is echo). 0 dB: nothing removed.
@@ -241,5 +257,13 @@ mod tests {
         let db = erle_db(&tone[4800..], &mic[4800..]);
         assert!((db - 6.0).abs() < 0.5, "{db}");
         assert_eq!(erle_db(&tone, &tone), 0.0);
+        // A delayed, halved copy plus a little noise matches at its delay.
+        let s = test_signal(1.0);
+        let mut late = vec![0i16; 37];
+        late.extend(s.iter().enumerate().map(|(i, &v)| v / 2 + (i % 7) as i16 * 20));
+        let (rho, delay) = delayed_match(&s, &late, 100);
+        assert_eq!(delay, 37);
+        assert!(rho > 0.95, "{rho}");
+        assert!(delayed_match(&s, &vec![0; s.len()], 100).0 < 0.1);
     }
 }

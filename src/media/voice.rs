@@ -11,7 +11,10 @@
 //! on 10 ms frames at 48 kHz ([`RATE`], [`FRAME_10MS`]); the echo path's
 //! delay (speaker buffer, air, microphone buffer) is estimated by the
 //! library (delay-agnostic mode with the extended filter), since the
-//! sound devices report none we could trust.
+//! sound devices report none we could trust. The processed microphone
+//! signal comes out about 14 ms (669 samples) late: the library's band
+//! split and noise suppressor (measured by the unit tests), a part of the
+//! mouth-to-ear budget.
 //!
 //! [`VoiceProcessor::wrap`] puts a processor between a call's source and
 //! sink: what the sink plays is fed as render frames, what the source
@@ -61,8 +64,8 @@ impl std::fmt::Debug for VoiceProcessor {
 }
 
 impl VoiceProcessor {
-    /// A processor with echo cancellation (high suppression, extended
-    /// filter, delay-agnostic), noise suppression (high), adaptive digital
+    /// A processor with echo cancellation (moderate suppression, extended
+    /// filter, delay-agnostic), noise suppression (moderate), adaptive digital
     /// gain control (target -3 dBFS, at most 9 dB of gain, limiter) and
     /// the high-pass filter on. Fails with [`VoiceError::NotBuilt`] in a
     /// build without the feature.
@@ -82,6 +85,26 @@ impl VoiceProcessor {
     /// the last whole frame are left unprocessed.
     pub fn capture(&mut self, near: &mut [i16]) -> Result<(), VoiceError> {
         self.capture.capture(near)
+    }
+
+    /// Processes a recorded call offline: `far` (what the speaker played)
+    /// and `mic` (what the microphone heard, same start), both mono at
+    /// [`RATE`], 10 ms at a time, the far end's frame before the
+    /// microphone's (the speaker plays before the microphone hears).
+    /// Returns the processed microphone signal, as long as `mic` (a
+    /// trailing part shorter than 10 ms is left as it was). For tests,
+    /// benches and recordings; a call uses [`VoiceProcessor::wrap`].
+    pub fn process_recording(&mut self, far: &[i16], mic: &[i16]) -> Result<Vec<i16>, VoiceError> {
+        let mut out = mic.to_vec();
+        let silence = [0i16; FRAME_10MS];
+        for (i, m) in out.chunks_exact_mut(FRAME_10MS).enumerate() {
+            let f = far
+                .get(i * FRAME_10MS..(i + 1) * FRAME_10MS)
+                .unwrap_or(&silence);
+            self.render(f)?;
+            self.capture(m)?;
+        }
+        Ok(out)
     }
 
     /// Puts this processor between a call's `source` (the microphone) and
@@ -256,7 +279,7 @@ mod imp {
         .map_err(lib_err)?;
         p.set_config(wap::Config {
             echo_cancellation: Some(wap::EchoCancellation {
-                suppression_level: wap::EchoCancellationSuppressionLevel::High,
+                suppression_level: wap::EchoCancellationSuppressionLevel::Moderate,
                 enable_extended_filter: true,
                 enable_delay_agnostic: true,
                 stream_delay_ms: None,
@@ -268,7 +291,7 @@ mod imp {
                 enable_limiter: true,
             }),
             noise_suppression: Some(wap::NoiseSuppression {
-                suppression_level: wap::NoiseSuppressionLevel::High,
+                suppression_level: wap::NoiseSuppressionLevel::Moderate,
             }),
             voice_detection: None,
             enable_transient_suppressor: false,
@@ -318,7 +341,7 @@ mod imp {
 #[cfg(all(test, feature = "voice-processing", target_os = "linux"))]
 mod tests {
     use super::*;
-    use crate::media::quality::{compare, erle_db, EchoPath};
+    use crate::media::quality::{delayed_match, erle_db, EchoPath};
 
     const SEC: usize = RATE as usize;
 
@@ -348,23 +371,6 @@ mod tests {
             .collect()
     }
 
-    /// Feeds `far` as render and `mic` as capture, 10 ms at a time (render
-    /// first, as the speaker plays before the microphone hears); returns
-    /// the processed microphone signal, or `mic` itself without `p`.
-    fn run(mut p: Option<&mut VoiceProcessor>, far: &[i16], mic: &[i16]) -> Vec<i16> {
-        let mut out = mic.to_vec();
-        for (f, m) in far
-            .chunks_exact(FRAME_10MS)
-            .zip(out.chunks_exact_mut(FRAME_10MS))
-        {
-            if let Some(p) = p.as_mut() {
-                p.render(f).unwrap();
-                p.capture(m).unwrap();
-            }
-        }
-        out
-    }
-
     /// Far end alone for 6 s, then both talk for 4 s, through a 40 ms,
     /// 3 kHz low-passed, -6 dB echo path.
     fn scene() -> (Vec<i16>, Vec<i16>, Vec<i16>) {
@@ -385,15 +391,75 @@ mod tests {
     fn echo_is_cancelled_and_the_near_end_kept() {
         let (far, near, mic) = scene();
         let mut p = VoiceProcessor::new().unwrap();
-        let out = run(Some(&mut p), &far, &mic);
+        let out = p.process_recording(&far, &mic).unwrap();
         let erle = erle_db(&mic[2 * SEC..6 * SEC], &out[2 * SEC..6 * SEC]);
-        let (rho, _, _) = compare(&near[6 * SEC..], &out[6 * SEC..], 96);
-        let (rho_mic, _, _) = compare(&near[6 * SEC..], &mic[6 * SEC..], 96);
-        eprintln!("ERLE {erle:.1} dB; near-end rho {rho:.3} (unprocessed {rho_mic:.3})");
+        // The processor delays the microphone by its filter banks (about
+        // 14 ms); ρ is taken at that delay (see tests/it/voice_processing.rs
+        // for the threshold).
+        let (rho, delay) = delayed_match(&near[6 * SEC..], &out[6 * SEC..], 960);
+        let (rho_mic, _) = delayed_match(&near[6 * SEC..], &mic[6 * SEC..], 960);
+        eprintln!(
+            "ERLE {erle:.1} dB; near-end rho {rho:.3} at {delay} samples (unprocessed {rho_mic:.3})"
+        );
         assert!(erle >= 20.0, "ERLE {erle:.1} dB");
         assert!(rho >= 0.7, "near-end rho {rho:.3}");
-        // Processing off: the same measure sees all the echo.
-        let off = run(None, &far, &mic);
-        assert!(erle_db(&mic[2 * SEC..6 * SEC], &off[2 * SEC..6 * SEC]) < 1.0);
+        // A far end shorter than the microphone counts as silence.
+        let short = VoiceProcessor::new()
+            .unwrap()
+            .process_recording(&far[..SEC], &mic[..2 * SEC + 100])
+            .unwrap();
+        assert_eq!(short.len(), 2 * SEC + 100);
+        assert_eq!(short[2 * SEC..], mic[2 * SEC..2 * SEC + 100]);
+    }
+
+    /// A sink that keeps what it is given.
+    struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<i16>>>, u32);
+
+    impl AudioSink for Recorder {
+        fn write_frame(&mut self, frame: &[i16]) -> Result<(), AudioError> {
+            self.0.lock().unwrap().extend_from_slice(frame);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), AudioError> {
+            Ok(())
+        }
+        fn sample_rate(&self) -> u32 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn wrapped_devices_cancel_the_echo_of_what_the_sink_played() {
+        use crate::media::audio::WavSource;
+        let (far, _, mic) = scene();
+        let played = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut source, mut sink) = VoiceProcessor::new().unwrap().wrap(
+            Box::new(WavSource::from_samples_at(mic[..6 * SEC].to_vec(), RATE)),
+            Box::new(Recorder(played.clone(), RATE)),
+        );
+        assert_eq!((source.sample_rate(), sink.sample_rate()), (RATE, RATE));
+        let mut out = Vec::new();
+        let mut frame = [0i16; 960];
+        for f in far[..6 * SEC].chunks_exact(960) {
+            sink.write_frame(f).unwrap();
+            assert!(source.read_frame(&mut frame).unwrap());
+            out.extend_from_slice(&frame);
+        }
+        // The speaker plays the far end untouched; the microphone's echo
+        // of it is gone.
+        assert_eq!(played.lock().unwrap()[..], far[..6 * SEC]);
+        let erle = erle_db(&mic[2 * SEC..6 * SEC], &out[2 * SEC..6 * SEC]);
+        assert!(erle >= 20.0, "ERLE {erle:.1} dB");
+        // Devices at 8 kHz (a G.711 call's) are bridged to 48 kHz frames.
+        let narrow = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut source, mut sink) = VoiceProcessor::new().unwrap().wrap(
+            Box::new(WavSource::from_samples_at(vec![1000; 320], 8000)),
+            Box::new(Recorder(narrow.clone(), 8000)),
+        );
+        sink.write_frame(&[0; 960]).unwrap();
+        assert_eq!(narrow.lock().unwrap().len(), 160);
+        assert!(source.read_frame(&mut frame).unwrap());
+        assert!(source.read_frame(&mut frame).unwrap());
+        assert!(!source.read_frame(&mut frame).unwrap());
     }
 }
