@@ -363,7 +363,13 @@ fn voice_processing(secs: f64) {
     let far = to_48k(&test_signal(secs));
     let half = far.len() / 2;
     let mut near = vec![0i16; half];
-    near.extend(to_48k(&test_signal(secs)).iter().rev().take(far.len() - half).map(|&v| v / 2));
+    near.extend(
+        to_48k(&test_signal(secs))
+            .iter()
+            .rev()
+            .take(far.len() - half)
+            .map(|&v| v / 2),
+    );
     let path = EchoPath {
         rate: RATE,
         delay_ms: 40.0,

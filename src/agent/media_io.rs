@@ -680,11 +680,7 @@ impl MediaDriver {
     /// [`MediaOptions::voice_processing`] applies (the session converts to
     /// the codec's rate). A device that fails to open is replaced by
     /// silence or nothing, and said in an event.
-    fn open_audio(
-        &mut self,
-        call: u64,
-        rate: u32,
-    ) -> (Box<dyn AudioSource>, Box<dyn AudioSink>) {
+    fn open_audio(&mut self, call: u64, rate: u32) -> (Box<dyn AudioSource>, Box<dyn AudioSink>) {
         let processor = if self.options.voice_processing
             && matches!(self.options.audio_in, AudioIn::Device(_))
         {
@@ -702,7 +698,11 @@ impl MediaDriver {
         } else {
             None
         };
-        let rate = if processor.is_some() { voice::RATE } else { rate };
+        let rate = if processor.is_some() {
+            voice::RATE
+        } else {
+            rate
+        };
         let source = open_in(&self.options.audio_in, rate).unwrap_or_else(|e| {
             self.emit(AgentEvent::AudioFailed {
                 call,

@@ -251,7 +251,9 @@ mod tests {
         assert!(echo[2020] < 10_000.0 * 0.5 && echo[2020] > 0.0);
         // A steady low tone passes at the path's gain.
         let tone: Vec<i16> = (0..48_000)
-            .map(|i| (8000.0 * (i as f64 * 2.0 * std::f64::consts::PI * 100.0 / 48_000.0).sin()) as i16)
+            .map(|i| {
+                (8000.0 * (i as f64 * 2.0 * std::f64::consts::PI * 100.0 / 48_000.0).sin()) as i16
+            })
             .collect();
         let mic = path.microphone(&tone, &[]);
         let db = erle_db(&tone[4800..], &mic[4800..]);
@@ -260,7 +262,11 @@ mod tests {
         // A delayed, halved copy plus a little noise matches at its delay.
         let s = test_signal(1.0);
         let mut late = vec![0i16; 37];
-        late.extend(s.iter().enumerate().map(|(i, &v)| v / 2 + (i % 7) as i16 * 20));
+        late.extend(
+            s.iter()
+                .enumerate()
+                .map(|(i, &v)| v / 2 + (i % 7) as i16 * 20),
+        );
         let (rho, delay) = delayed_match(&s, &late, 100);
         assert_eq!(delay, 37);
         assert!(rho > 0.95, "{rho}");

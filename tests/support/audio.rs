@@ -39,7 +39,13 @@ pub fn espeak_voice(text: &str, voice: Option<&str>, rate: u32) -> Option<Vec<i1
     if let Some(v) = voice {
         cmd.arg("-v").arg(v);
     }
-    let ok = cmd.arg("-w").arg(&wav).arg(text).status().unwrap().success();
+    let ok = cmd
+        .arg("-w")
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .unwrap()
+        .success();
     assert!(ok, "espeak-ng failed");
     // espeak-ng writes 22050 Hz; read_wav_at resamples.
     let speech = read_wav_at(&wav, rate).unwrap();
