@@ -417,7 +417,11 @@ mod tests {
 
     impl AudioSink for Recorder {
         fn write_frame(&mut self, frame: &[i16]) -> Result<(), AudioError> {
-            self.0.lock().unwrap().extend_from_slice(frame);
+            let mut played = self.0.lock().map_err(|_| AudioError::Device {
+                name: "recorder".into(),
+                why: "poisoned".into(),
+            })?;
+            played.extend_from_slice(frame);
             Ok(())
         }
         fn finish(&mut self) -> Result<(), AudioError> {
