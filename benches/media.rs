@@ -9,6 +9,12 @@
 //! `--audio-in`/`--audio-out` WAV files): it prints the CPU of each agent
 //! process (user+sys from /proc) over the call.
 //! Targets: < 5 % of one core per call (PCMU), mouth-to-ear < 150 ms.
+//! First it runs the sound-card path's voice processing (echo
+//! cancellation, noise suppression, gain control; `media::voice`) over
+//! the same seconds of a far-end/near-end scene through a simulated echo
+//! path, and prints its CPU as % of one core for one call (the agent
+//! calls below read WAV files, so their processes run without it).
+//! `-- --voice` runs only that part.
 //! Opus calls run in the same way (in process and between agents) for
 //! comparison; their audio runs at 48 kHz, and the recording is compared
 //! at 8 kHz with what was sent through the same rate conversion (see
@@ -341,6 +347,59 @@ async fn agent_call(secs: f64, codec: Codec) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// CPU of the voice processor for `secs` of one call: far end and
+/// microphone (its echo plus a near-end talker) at 48 kHz, 10 ms frames.
+#[cfg(feature = "voice-processing")]
+fn voice_processing(secs: f64) {
+    use ibephone::media::audio::Resampler;
+    use ibephone::media::quality::{erle_db, EchoPath};
+    use ibephone::media::voice::{VoiceProcessor, RATE};
+    let to_48k = |s: &[i16]| {
+        let f: Vec<f32> = s.iter().map(|&v| f32::from(v)).collect();
+        let mut out = Vec::new();
+        Resampler::new(8000, RATE).process(&f, &mut out);
+        out.iter().map(|&v| v as i16).collect::<Vec<i16>>()
+    };
+    let far = to_48k(&test_signal(secs));
+    let half = far.len() / 2;
+    let mut near = vec![0i16; half];
+    near.extend(
+        to_48k(&test_signal(secs))
+            .iter()
+            .rev()
+            .take(far.len() - half)
+            .map(|&v| v / 2),
+    );
+    let path = EchoPath {
+        rate: RATE,
+        delay_ms: 40.0,
+        cutoff_hz: 3000.0,
+        gain_db: -6.0,
+    };
+    let mic = path.microphone(&far, &near);
+    let mut p = VoiceProcessor::new().expect("voice processor");
+    let t0 = cpu_time();
+    let out = p.process_recording(&far, &mic).expect("processing");
+    let cpu = cpu_time() - t0;
+    let audio = far.len() as f64 / f64::from(RATE);
+    let frames = (far.len() / 480) as f64;
+    let from = RATE as usize * 2;
+    println!(
+        "voice processing (AEC+NS+AGC, 48 kHz): {audio:.0} s of a call in {:.3} s CPU: \
+         {:.0} frames of 10 ms per CPU-second, {:.2} % of one core per call; \
+         ERLE {:.1} dB (far end alone, from 2 s)",
+        cpu.as_secs_f64(),
+        frames / cpu.as_secs_f64().max(1e-9),
+        100.0 * cpu.as_secs_f64() / audio,
+        erle_db(&mic[from..half], &out[from..half]),
+    );
+}
+
+#[cfg(not(feature = "voice-processing"))]
+fn voice_processing(_secs: f64) {
+    println!("voice processing: not built (feature voice-processing)");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs = args
@@ -351,6 +410,10 @@ fn main() {
         .or_else(|| std::env::var("IBEPHONE_BENCH_SECS").ok())
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(10.0);
+    voice_processing(secs.max(4.0));
+    if args.iter().any(|a| a == "--voice") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

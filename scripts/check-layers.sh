@@ -104,8 +104,9 @@ check_uses fuzz/fuzz_targets 'ibe|tunnel|sip|pcap|media'
 #   none at all), so building with fewer features cannot break.
 declare -A feature=([pkg_client]=pkg-client [media]=media [pcap]=pcap [agent]=agent [ui]=gui)
 # Features a layer uses only under its own #[cfg(feature = ...)] (the sound
-# card: cpal). The fuzz build (media without audio) compiles that cfg off.
-declare -A within=([media]=audio [agent]=audio [ui]=audio)
+# card: cpal; echo cancellation: webrtc-audio-processing in media::voice).
+# The fuzz build (media without audio) compiles that cfg off.
+declare -A within=([media]="audio voice-processing" [agent]=audio [ui]=audio)
 meta=$(cargo metadata --no-deps --format-version 1 --offline 2>/dev/null ||
   cargo metadata --no-deps --format-version 1)
 # closure FEATURE...: the features and optional crates (as `dep:name`, crate
@@ -162,9 +163,9 @@ lacks() { # what, crates that must be absent, cargo tree arguments...
     awk '{print $1}' | sort -u | grep -xE "$absent" | tr '\n' ' ' || true)
   [ -z "$present" ] || report "$what builds $present(features: Cargo.toml, ARCHITECTURE.md \"Features\")"
 }
-lacks "pkg-server" 'opus|webrtc-srtp|rtp|rtcp|hound|ringbuf|is|pcap-file|etherparse|tracing-appender|rustls-native-certs|cpal|eframe|egui' \
+lacks "pkg-server" 'opus|webrtc-srtp|rtp|rtcp|hound|ringbuf|is|pcap-file|etherparse|tracing-appender|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui' \
   -p pkg-server
-lacks "fuzz/" 'hyper|hickory-resolver|argon2|directories|clap|tracing-subscriber|tracing-appender|toml|rustls-native-certs|cpal|eframe|egui' \
+lacks "fuzz/" 'hyper|hickory-resolver|argon2|directories|clap|tracing-subscriber|tracing-appender|toml|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui' \
   --manifest-path fuzz/Cargo.toml
 
 if [ "$fail" = 0 ]; then

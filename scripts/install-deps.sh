@@ -4,6 +4,7 @@
 set -euo pipefail
 packages=(tshark libasound2-dev pkg-config espeak-ng)
 packages+=(libopus-dev)   # the opus crate links the system libopus (found by pkg-config)
+packages+=(libwebrtc-audio-processing-dev libclang-dev)   # feature voice-processing (src/media/voice.rs): the webrtc-audio-processing crate 0.5 links the system library 0.3 (pkg-config webrtc-audio-processing) and generates its bindings with bindgen (libclang)
 packages+=(sip-tester kamailio)   # interop tests: SIPp against the agent, Kamailio as the proxy
 packages+=(kamailio-tls-modules)   # config/kamailio/kamailio.cfg: SIP over TLS (tls.so)
 packages+=(baresip-core)   # tests/media/baresip_interop.rs: a real plain SIP peer with SDES SRTP

@@ -71,6 +71,10 @@ enum Command {
         /// received audio (unless --audio-out). For scripts, demos and CI.
         #[arg(long)]
         no_audio: bool,
+        /// No echo cancellation, noise suppression or gain control on the
+        /// microphone (they are on for a sound card, never for --audio-in).
+        #[arg(long)]
+        no_voice_processing: bool,
         /// Debugging only: append every tunnel key (session KEKs, message
         /// CEKs) to this file (mode 0600), for `ibephone pcap decrypt`.
         #[arg(long, value_name = "FILE")]
@@ -210,6 +214,7 @@ fn run() -> Result<ExitCode> {
             codecs,
             keylog,
             no_audio,
+            no_voice_processing,
         }) => {
             let _log = start_log(&cli.log_level, cli.no_log_file, "agent.log")?;
             use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
@@ -225,6 +230,7 @@ fn run() -> Result<ExitCode> {
             if silent_out {
                 media.audio_out = AudioOut::Discard;
             }
+            media.voice_processing = !no_voice_processing;
             // Confirmed call keys (spec 6 continuity) live beside the keys.
             let file = ibephone::agent::config::AgentFile::load(&config);
             let retained = file

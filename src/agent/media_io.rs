@@ -15,6 +15,7 @@ use crate::media::ice::{IceParams, LocalIce, StunBinding};
 use crate::media::sdp::Codec;
 use crate::media::session::{MediaCommand, MediaEvent, MediaRestart, MediaSession, MediaStats};
 use crate::media::turn_client::{TurnClient, TurnEvent, TurnServer};
+use crate::media::voice::{self, VoiceError, VoiceProcessor};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
 use crate::tunnel::keylog::{KeyLogEntry, KeyLogSink};
@@ -69,6 +70,12 @@ pub struct MediaOptions {
     /// address with latching only). The headless agent turns it on from
     /// its configuration's `[media]` section (on by default).
     pub ice: Option<IceOptions>,
+    /// Echo cancellation, noise suppression and gain control
+    /// ([`crate::media::voice`]) on calls whose input is a sound card
+    /// ([`AudioIn::Device`]); never on a WAV or silent input. On by
+    /// default; a build without the feature `voice-processing` runs
+    /// without it.
+    pub voice_processing: bool,
 }
 
 /// How the agent runs ICE.
@@ -252,6 +259,7 @@ impl Default for MediaOptions {
             rtp_ip: None,
             advertise: None,
             ice: None,
+            voice_processing: true,
         }
     }
 }
@@ -298,6 +306,7 @@ impl std::fmt::Debug for MediaOptions {
             .field("rtp_ip", &self.rtp_ip)
             .field("advertise", &self.advertise.is_some())
             .field("ice", &self.ice)
+            .field("voice_processing", &self.voice_processing)
             .finish()
     }
 }
@@ -667,6 +676,54 @@ impl MediaDriver {
         Ok(())
     }
 
+    /// Opens the call's audio at `rate` Hz (the codec's), or at the voice
+    /// processor's 48 kHz with the processor between source and sink when
+    /// [`MediaOptions::voice_processing`] applies (the session converts to
+    /// the codec's rate). A device that fails to open is replaced by
+    /// silence or nothing, and said in an event.
+    fn open_audio(&mut self, call: u64, rate: u32) -> (Box<dyn AudioSource>, Box<dyn AudioSink>) {
+        let processor = if self.options.voice_processing
+            && matches!(self.options.audio_in, AudioIn::Device(_))
+        {
+            match VoiceProcessor::new() {
+                Ok(p) => Some(p),
+                Err(VoiceError::NotBuilt) => None,
+                Err(e) => {
+                    self.emit(AgentEvent::AudioFailed {
+                        call,
+                        message: format!("{e}; the call goes on without echo cancellation"),
+                    });
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let rate = if processor.is_some() {
+            voice::RATE
+        } else {
+            rate
+        };
+        let source = open_in(&self.options.audio_in, rate).unwrap_or_else(|e| {
+            self.emit(AgentEvent::AudioFailed {
+                call,
+                message: format!("audio input: {e}; sending silence"),
+            });
+            Box::new(SilenceSource)
+        });
+        let sink = open_out(&self.options.audio_out, rate).unwrap_or_else(|e| {
+            self.emit(AgentEvent::AudioFailed {
+                call,
+                message: format!("audio output: {e}; received audio is not played"),
+            });
+            Box::new(DiscardSink)
+        });
+        match processor {
+            Some(p) => p.wrap(source, sink),
+            None => (source, sink),
+        }
+    }
+
     fn start(
         &mut self,
         call: u64,
@@ -688,21 +745,7 @@ impl MediaDriver {
         sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
-        let rate = negotiated.codec.audio_rate();
-        let source = open_in(&self.options.audio_in, rate).unwrap_or_else(|e| {
-            self.emit(AgentEvent::AudioFailed {
-                call,
-                message: format!("audio input: {e}; sending silence"),
-            });
-            Box::new(SilenceSource)
-        });
-        let sink = open_out(&self.options.audio_out, rate).unwrap_or_else(|e| {
-            self.emit(AgentEvent::AudioFailed {
-                call,
-                message: format!("audio output: {e}; received audio is not played"),
-            });
-            Box::new(DiscardSink)
-        });
+        let (source, sink) = self.open_audio(call, negotiated.codec.audio_rate());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let session = MediaSession::start_with_ice(sock, negotiated, source, sink, tx, ice)
             .map_err(|e| e.to_string())?;

@@ -49,6 +49,7 @@ pub mod sdp_attrs;
 pub mod session;
 pub mod srtp;
 pub mod turn_client;
+pub mod voice;
 
 pub use keys::{
     derive_sending_key, DhKeyPair, MediaKeyError, Role, Sas, SdesKey, SrtpSendingKey, SrtpSuite,

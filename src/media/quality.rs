@@ -131,6 +131,81 @@ pub fn envelope_match(src: &[i16], rec: &[i16], window: usize, max_lag: usize) -
     best
 }
 
+/// A simulated loudspeaker-to-microphone path, for echo-cancellation
+/// tests and benches: the far end's signal delayed, low-pass filtered
+/// (one pole: a small speaker and the room lose the highs) and attenuated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EchoPath {
+    /// Sample rate of the signals, Hz.
+    pub rate: u32,
+    /// Delay from the speaker's frame to its echo in the microphone, ms.
+    pub delay_ms: f64,
+    /// Corner frequency of the one-pole low-pass, Hz.
+    pub cutoff_hz: f64,
+    /// Gain of the path, dB (negative: the echo is quieter than the far end).
+    pub gain_db: f64,
+}
+
+impl EchoPath {
+    /// The echo of `far` as the microphone hears it (same length).
+    pub fn echo(&self, far: &[i16]) -> Vec<f64> {
+        let rate = f64::from(self.rate.max(1));
+        let delay = (self.delay_ms * rate / 1000.0).round() as usize;
+        let alpha = 1.0 - (-2.0 * std::f64::consts::PI * self.cutoff_hz / rate).exp();
+        let gain = 10f64.powf(self.gain_db / 20.0);
+        let mut y = 0.0;
+        (0..far.len())
+            .map(|i| {
+                let x = i
+                    .checked_sub(delay)
+                    .and_then(|j| far.get(j))
+                    .map_or(0.0, |&v| f64::from(v));
+                y += alpha * (x - y);
+                gain * y
+            })
+            .collect()
+    }
+
+    /// The microphone's signal: the echo of `far` plus `near` (the local
+    /// talker, shorter or as long), clipped to 16 bits.
+    pub fn microphone(&self, far: &[i16], near: &[i16]) -> Vec<i16> {
+        self.echo(far)
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let n = near.get(i).map_or(0.0, |&v| f64::from(v));
+                (e + n).clamp(-32768.0, 32767.0) as i16
+            })
+            .collect()
+    }
+}
+
+/// How well `rec` keeps `src` when `rec` is `src` processed with a fixed
+/// delay (of at most `max_delay` samples) plus whatever else was added or
+/// removed: the delay of the best cross-correlation over the whole
+/// signal, then the energy-weighted ρ of [`compare`]'s windows at that
+/// delay (each window free to move by 1 ms at 48 kHz). One delay for all
+/// windows: per-window lags over a wide range would lock voiced windows
+/// onto other pitch periods. Returns (ρ, delay in samples).
+pub fn delayed_match(src: &[i16], rec: &[i16], max_delay: usize) -> (f64, usize) {
+    let x: Vec<f64> = src.iter().map(|&v| f64::from(v)).collect();
+    let y: Vec<f64> = rec.iter().map(|&v| f64::from(v)).collect();
+    let (_, delay, _) = best_lag(&x, &y, 0..max_delay);
+    let n = src.len().min(rec.len().saturating_sub(delay));
+    let (rho, _, _) = compare(&src[..n], &rec[delay..delay + n], 48);
+    (rho, delay)
+}
+
+/// Echo return loss enhancement, dB: how much quieter the canceller's
+/// output `out` is than its input `mic` over a stretch where only the far
+/// end talks (so all of `mic` is echo). 0 dB: nothing removed.
+pub fn erle_db(mic: &[i16], out: &[i16]) -> f64 {
+    let power = |s: &[i16]| s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>();
+    let n = mic.len().min(out.len());
+    let (p_in, p_out) = (power(&mic[..n]), power(&out[..n]));
+    10.0 * (p_in.max(1.0) / p_out.max(1.0)).log10()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +227,49 @@ mod tests {
             })
             .collect();
         assert!(envelope_match(&s, &noise, 80, 10).0 < 0.5);
+    }
+
+    #[test]
+    fn the_echo_path_delays_filters_and_attenuates() {
+        let path = EchoPath {
+            rate: 48_000,
+            delay_ms: 40.0,
+            cutoff_hz: 3000.0,
+            gain_db: -6.0,
+        };
+        let mut far = vec![0i16; 4800];
+        far[100] = 10_000;
+        let echo = path.echo(&far);
+        // Nothing before the impulse's delayed arrival, a peak at it.
+        assert!(echo[..100 + 1920].iter().all(|&v| v == 0.0));
+        let peak = echo
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i);
+        assert_eq!(peak, Some(100 + 1920));
+        assert!(echo[2020] < 10_000.0 * 0.5 && echo[2020] > 0.0);
+        // A steady low tone passes at the path's gain.
+        let tone: Vec<i16> = (0..48_000)
+            .map(|i| {
+                (8000.0 * (i as f64 * 2.0 * std::f64::consts::PI * 100.0 / 48_000.0).sin()) as i16
+            })
+            .collect();
+        let mic = path.microphone(&tone, &[]);
+        let db = erle_db(&tone[4800..], &mic[4800..]);
+        assert!((db - 6.0).abs() < 0.5, "{db}");
+        assert_eq!(erle_db(&tone, &tone), 0.0);
+        // A delayed, halved copy plus a little noise matches at its delay.
+        let s = test_signal(1.0);
+        let mut late = vec![0i16; 37];
+        late.extend(
+            s.iter()
+                .enumerate()
+                .map(|(i, &v)| v / 2 + (i % 7) as i16 * 20),
+        );
+        let (rho, delay) = delayed_match(&s, &late, 100);
+        assert_eq!(delay, 37);
+        assert!(rho > 0.95, "{rho}");
+        assert!(delayed_match(&s, &vec![0; s.len()], 100).0 < 0.1);
     }
 }

@@ -746,13 +746,15 @@ impl Worker {
 }
 
 /// The agent's media options from the settings: the chosen microphone and
-/// speaker by name (`None`: the system default), default codecs. A device
+/// speaker by name (`None`: the system default), voice processing as
+/// switched, default codecs. A device
 /// that is gone when a call starts is reported by the agent's
 /// `audio_failed` event, not here.
 fn media_options(settings: &Settings) -> MediaOptions {
     MediaOptions {
         audio_in: AudioIn::Device(settings.input_device.clone()),
         audio_out: AudioOut::Device(settings.output_device.clone()),
+        voice_processing: settings.voice_processing,
         ..MediaOptions::default()
     }
 }
@@ -767,6 +769,9 @@ mod tests {
         let default = media_options(&settings);
         assert!(matches!(default.audio_in, AudioIn::Device(None)));
         assert!(matches!(default.audio_out, AudioOut::Device(None)));
+        assert!(default.voice_processing);
+        settings.voice_processing = false;
+        assert!(!media_options(&settings).voice_processing);
         settings.input_device = Some("USB Headset Mic".into());
         settings.output_device = Some("USB Headset".into());
         let chosen = media_options(&settings);

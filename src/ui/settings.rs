@@ -87,6 +87,9 @@ pub struct Settings {
     pub input_device: Option<String>,
     /// Speaker by name (None: the system default).
     pub output_device: Option<String>,
+    /// Echo cancellation, noise suppression and gain control on calls
+    /// (on by default; a file written before it existed reads as on).
+    pub voice_processing: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             ring_volume: 0.8,
             input_device: None,
             output_device: None,
+            voice_processing: true,
         }
     }
 }
@@ -163,6 +167,11 @@ mod tests {
         };
         s.save(&dirs.settings()).unwrap();
         assert_eq!(Settings::load(&dirs.settings()).unwrap(), s);
+        // A file from before the voice-processing switch reads as on.
+        std::fs::write(dirs.settings(), r#"{"user": "carol"}"#).unwrap();
+        let old = Settings::load(&dirs.settings()).unwrap();
+        assert!(old.voice_processing);
+        assert_eq!(old.user, "carol");
         std::fs::write(dirs.settings(), "{ not json").unwrap();
         assert!(Settings::load(&dirs.settings()).is_err());
     }

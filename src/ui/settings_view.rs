@@ -1,5 +1,5 @@
 //! The settings tab: security policy, privacy, ring volume, audio devices,
-//! SIP addresses, the provider's fingerprints, and logging out (which
+//! voice processing, SIP addresses, the provider's fingerprints, and logging out (which
 //! wipes the keys). Changes that the agent needs restart it.
 
 use super::app::PhoneApp;
@@ -78,6 +78,13 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
                 }
             }
         });
+        ui.end_row();
+        ui.label("Voice");
+        ui.checkbox(
+            &mut d.voice_processing,
+            "cancel echo, reduce noise, level my voice (recommended)",
+        )
+        .on_hover_text("Keeps your speaker's sound out of your microphone, so the other side does not hear itself. Turn it off with a headset if your voice sounds cut.");
         ui.end_row();
         let l = ui.label("SIP proxy");
         ui.text_edit_singleline(&mut d.sip_proxy).labelled_by(l.id);

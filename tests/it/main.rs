@@ -35,3 +35,4 @@ mod tunnel_attacks;
 mod tunnel_capture;
 mod tunnel_dialog;
 mod tunnel_vectors;
+mod voice_processing;

@@ -2,7 +2,7 @@
 //! never be seen in clear on the wire.
 
 use super::tools::gate;
-use ibephone::media::audio::{read_wav, AudioSink, WavSink};
+use ibephone::media::audio::{read_wav_at, AudioSink, WavSink};
 use ibephone::media::g711::G711;
 use ibephone::media::sdp::Codec;
 use std::collections::HashSet;
@@ -23,12 +23,23 @@ pub fn write_wav(path: &Path, signal: &[i16]) {
 /// `text` as espeak-ng says it (read at 8 kHz; over 2 s), when
 /// `IBEPHONE_TEST_ESPEAK=1`; else `None` and the test says it is skipped.
 pub fn espeak(text: &str) -> Option<Vec<i16>> {
+    espeak_voice(text, None, 8000)
+}
+
+/// `text` as espeak-ng says it in `voice` (its `-v`, e.g. `en-us` or
+/// `en+f3`; `None`: its default), read at `rate` Hz (over 2 s), when
+/// `IBEPHONE_TEST_ESPEAK=1`; else `None` and the test says it is skipped.
+pub fn espeak_voice(text: &str, voice: Option<&str>, rate: u32) -> Option<Vec<i16>> {
     if !gate("IBEPHONE_TEST_ESPEAK", "espeak-ng") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("sentence.wav");
-    let ok = std::process::Command::new("espeak-ng")
+    let mut cmd = std::process::Command::new("espeak-ng");
+    if let Some(v) = voice {
+        cmd.arg("-v").arg(v);
+    }
+    let ok = cmd
         .arg("-w")
         .arg(&wav)
         .arg(text)
@@ -36,9 +47,9 @@ pub fn espeak(text: &str) -> Option<Vec<i16>> {
         .unwrap()
         .success();
     assert!(ok, "espeak-ng failed");
-    // espeak-ng writes 22050 Hz; read_wav resamples to 8 kHz.
-    let speech = read_wav(&wav).unwrap();
-    assert!(speech.len() > 8000 * 2);
+    // espeak-ng writes 22050 Hz; read_wav_at resamples.
+    let speech = read_wav_at(&wav, rate).unwrap();
+    assert!(speech.len() > rate as usize * 2);
     Some(speech)
 }
 
