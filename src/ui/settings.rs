@@ -87,6 +87,9 @@ pub struct Settings {
     pub input_device: Option<String>,
     /// Speaker by name (None: the system default).
     pub output_device: Option<String>,
+    /// ICE (RFC 8445) on every call, with the provider's STUN server and
+    /// relay: audio across NATs. On unless turned off.
+    pub ice: bool,
 }
 
 impl Default for Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             ring_volume: 0.8,
             input_device: None,
             output_device: None,
+            ice: true,
         }
     }
 }
