@@ -12,5 +12,6 @@ mod ui_support;
 
 mod key_renewal;
 mod ui_phone;
+mod ui_relay;
 mod ui_snapshots;
 mod ui_views;
