@@ -505,7 +505,10 @@ impl IceSession {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ice = self.agent.poll_timeout();
         let turn = self.turn.as_ref().and_then(TurnClient::poll_timeout);
-        [ice, turn, self.release_relay_at].into_iter().flatten().min()
+        [ice, turn, self.release_relay_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the call still holds a relay allocation (or is getting
@@ -635,9 +638,9 @@ impl IceSession {
                     // The relay is released once a direct pair has held
                     // for RELAY_GRACE; a relayed pair keeps it.
                     self.release_relay_at = match (path.via_relay(), self.now) {
-                        (false, Some(now)) if self.relayed_candidate.is_some() => self
-                            .release_relay_at
-                            .or(Some(now + RELAY_GRACE)),
+                        (false, Some(now)) if self.relayed_candidate.is_some() => {
+                            self.release_relay_at.or(Some(now + RELAY_GRACE))
+                        }
                         _ => None,
                     };
                 }

@@ -75,9 +75,13 @@ fn call_holds_then_releases_the_relay(
     });
     let sent = |h: &Harness<'_, PhoneApp>| h.state().calls[0].stats.as_ref().map_or(0, |s| s.sent);
     let before = sent(alice);
-    until(alice, bob, 5, "media still flows after the release", |a, _| {
-        sent(a) > before + 20
-    });
+    until(
+        alice,
+        bob,
+        5,
+        "media still flows after the release",
+        |a, _| sent(a) > before + 20,
+    );
     assert!(shows(alice, "In call"), "the call goes on");
     alice.get_by_label("Hang up").click();
     alice.run_steps(3);
