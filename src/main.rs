@@ -250,9 +250,18 @@ fn run() -> Result<ExitCode> {
             let (config, keys, renewal) =
                 rt.block_on(ibephone::agent::keys::load_with_renewal(&config))?;
             eprintln!("{}", keys.summary());
-            // The provider's relay: a relayed candidate on every call.
-            if let (Some(ice), Some(creds)) = (media.ice.as_mut(), keys.turn.as_ref()) {
-                ice.turn = rt.block_on(ibephone::agent::media_io::turn_server(creds));
+            // The provider's STUN server (unless [media] names one) and
+            // relay: fetched now when provisioning did not, renewed before
+            // they expire, used by every later call.
+            if let (Some(ice), Some(r)) = (media.ice.as_ref(), renewal.as_ref()) {
+                if keys.params.threshold().is_none() {
+                    rt.spawn(r.relay(keys.pin).run(
+                        media.relay.clone(),
+                        keys.turn.clone(),
+                        ice.stun.is_none(),
+                        ibephone::agent::relay::log_outcome,
+                    ));
+                }
             }
             if let Some(path) = &keylog {
                 eprintln!(

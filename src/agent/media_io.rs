@@ -76,6 +76,66 @@ pub struct MediaOptions {
     /// default; a build without the feature `voice-processing` runs
     /// without it.
     pub voice_processing: bool,
+    /// The provider's STUN server and relay as fetched and renewed while
+    /// the phone runs ([`super::relay`]); read at every call under ICE. Its
+    /// relay replaces `ice.turn`; `ice.stun` (configured) wins over its
+    /// STUN server.
+    pub relay: ProviderRelay,
+}
+
+/// The provider's media services of a running phone, shared between the
+/// task that fetches and renews them (writer) and the RTP ports (reader,
+/// once per call). Credentials past their expiry are not handed out.
+#[derive(Clone, Default)]
+pub struct ProviderRelay(Arc<Mutex<RelayState>>);
+
+#[derive(Default)]
+struct RelayState {
+    stun: Option<SocketAddr>,
+    turn: Option<(TurnServer, std::time::SystemTime)>,
+}
+
+impl ProviderRelay {
+    /// Sets the provider's STUN server.
+    pub fn set_stun(&self, stun: Option<SocketAddr>) {
+        if let Ok(mut s) = self.0.lock() {
+            s.stun = stun;
+        }
+    }
+
+    /// Sets the relay and credentials to use from now on, until
+    /// `expires_at`.
+    pub fn set_turn(&self, server: TurnServer, expires_at: std::time::SystemTime) {
+        if let Ok(mut s) = self.0.lock() {
+            s.turn = Some((server, expires_at));
+        }
+    }
+
+    /// The provider's STUN server, if known.
+    pub fn stun(&self) -> Option<SocketAddr> {
+        self.0.lock().ok()?.stun
+    }
+
+    /// The relay with credentials valid at `now`, if any.
+    pub fn turn(&self, now: std::time::SystemTime) -> Option<TurnServer> {
+        let s = self.0.lock().ok()?;
+        s.turn
+            .as_ref()
+            .filter(|(_, expires)| *expires > now)
+            .map(|(t, _)| t.clone())
+    }
+}
+
+impl std::fmt::Debug for ProviderRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (stun, turn) = self.0.lock().map_or((None, None), |s| {
+            (s.stun, s.turn.as_ref().map(|(t, _)| t.addr))
+        });
+        f.debug_struct("ProviderRelay")
+            .field("stun", &stun)
+            .field("turn", &turn)
+            .finish()
+    }
 }
 
 /// How the agent runs ICE.
@@ -260,6 +320,7 @@ impl Default for MediaOptions {
             advertise: None,
             ice: None,
             voice_processing: true,
+            relay: ProviderRelay::default(),
         }
     }
 }
@@ -307,6 +368,7 @@ impl std::fmt::Debug for MediaOptions {
             .field("advertise", &self.advertise.is_some())
             .field("ice", &self.ice)
             .field("voice_processing", &self.voice_processing)
+            .field("relay", &self.relay)
             .finish()
     }
 }
@@ -333,6 +395,7 @@ pub struct UdpPorts {
     fallback_peer: Option<SocketAddr>,
     advertise: Option<Advertise>,
     ice: Option<IceOptions>,
+    relay: ProviderRelay,
     bound: Bound,
 }
 
@@ -348,6 +411,7 @@ impl UdpPorts {
             fallback_peer: None,
             advertise,
             ice: None,
+            relay: ProviderRelay::default(),
             bound: Arc::default(),
         }
     }
@@ -355,6 +419,14 @@ impl UdpPorts {
     /// Also gathers ICE candidates for every call (see [`IceOptions`]).
     pub fn with_ice(mut self, ice: Option<IceOptions>) -> Self {
         self.ice = ice;
+        self
+    }
+
+    /// Under ICE, also uses the provider's STUN server and relay as
+    /// `relay` holds them when each call starts (see
+    /// [`MediaOptions::relay`]).
+    pub fn with_relay(mut self, relay: ProviderRelay) -> Self {
+        self.relay = relay;
         self
     }
 }
@@ -383,8 +455,15 @@ impl MediaPorts for UdpPorts {
         let ice = match &self.ice {
             Some(opts) => {
                 let mut ice = LocalIce::new(addr).map_err(|e| e.to_string())?;
-                let found = if opts.stun.is_some() || opts.turn.is_some() {
-                    gather(&sock, opts.stun, opts.turn.as_ref())
+                // Configured STUN wins; the provider's current relay
+                // credentials win over fixed ones.
+                let stun = opts.stun.or_else(|| self.relay.stun());
+                let turn = self
+                    .relay
+                    .turn(std::time::SystemTime::now())
+                    .or_else(|| opts.turn.clone());
+                let found = if stun.is_some() || turn.is_some() {
+                    gather(&sock, stun, turn.as_ref())
                 } else {
                     Gathered::default()
                 };
@@ -458,8 +537,9 @@ pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> 
     } else {
         ip
     };
-    let mut ports =
-        UdpPorts::new(ip, announce, options.advertise.clone()).with_ice(options.ice.clone());
+    let mut ports = UdpPorts::new(ip, announce, options.advertise.clone())
+        .with_ice(options.ice.clone())
+        .with_relay(options.relay.clone());
     if ip.is_unspecified() {
         ports.route_peer = Some(proxy);
     } else {
@@ -937,6 +1017,53 @@ mod tests {
         assert!(ice.candidates[0].contains("typ host"));
         assert!(ice.candidates[1].contains("203.0.113.7 40000 typ srflx"));
         assert!(ports.ice(8).is_none(), "no such call");
+    }
+
+    /// Without a configured STUN server the provider's (as the relay task
+    /// found it) is asked; a configured one wins over it.
+    #[test]
+    fn the_providers_stun_server_serves_unless_one_is_configured() {
+        let provider_view: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let relay = ProviderRelay::default();
+        relay.set_stun(Some(stun_server(provider_view, 1)));
+        let options = MediaOptions {
+            ice: Some(IceOptions::default()),
+            relay: relay.clone(),
+            ..MediaOptions::default()
+        };
+        let sip: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &options);
+        assert_eq!(ports.allocate(1).unwrap(), provider_view);
+        let configured_view: SocketAddr = "203.0.113.8:40000".parse().unwrap();
+        let options = MediaOptions {
+            ice: Some(IceOptions {
+                stun: Some(stun_server(configured_view, 1)),
+                turn: None,
+            }),
+            relay,
+            ..MediaOptions::default()
+        };
+        let mut ports = ports_for(sip, PROXY.parse().unwrap(), &options);
+        assert_eq!(ports.allocate(2).unwrap(), configured_view);
+    }
+
+    /// Relay credentials are handed out until they expire, and the newest
+    /// ones replace the older.
+    #[test]
+    fn the_provider_relay_hands_out_only_live_credentials() {
+        let relay = ProviderRelay::default();
+        let now = std::time::SystemTime::now();
+        assert!(relay.turn(now).is_none());
+        let server = |user: &str| {
+            TurnServer::new("127.0.0.1:3478".parse().unwrap(), user.into(), "pw".into())
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        relay.set_turn(server("1:alice"), now + hour);
+        assert_eq!(relay.turn(now).unwrap().username, "1:alice");
+        assert!(relay.turn(now + hour).is_none(), "expired");
+        relay.set_turn(server("2:alice"), now + 2 * hour);
+        assert_eq!(relay.turn(now + hour).unwrap().username, "2:alice");
+        assert!(!format!("{relay:?}").contains("pw"));
     }
 
     /// A silent STUN server costs a bounded wait, then host candidates only.

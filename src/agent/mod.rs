@@ -16,6 +16,7 @@ pub mod keys;
 pub mod logging;
 pub mod media;
 pub mod media_io;
+pub mod relay;
 pub mod renewal;
 pub mod retained;
 pub mod route;

@@ -68,6 +68,14 @@ impl Renewal {
         }
     }
 
+    /// The login of the same account for relay credentials
+    /// ([`super::relay`]), held to `pin` (the PKG certificate in force).
+    pub fn relay(&self, pin: Option<[u8; 32]>) -> super::relay::RelayRenewal {
+        let mut pkg = self.pkg.clone();
+        pkg.fingerprint = pin.or(pkg.fingerprint);
+        super::relay::RelayRenewal::new(pkg, self.aor.clone(), self.password.clone())
+    }
+
     /// The periods the agent holds keys for.
     pub fn held(&self) -> &[Period] {
         &self.held

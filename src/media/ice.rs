@@ -30,6 +30,14 @@
 //!   address gets a permission. The default candidate (`c=`) stays the
 //!   server-reflexive one: a peer without ICE can reach it without a
 //!   permission on our relay.
+//! - A relay allocation is held only while it may be needed: once ICE
+//!   nominates a pair whose local candidate is not the relayed one, and
+//!   that stays so for [`RELAY_GRACE`] (the 3 s of RFC 8445 8.3 after
+//!   which an agent may free candidates outside the selected pair), the
+//!   relayed candidate is dropped from the agent and the allocation is
+//!   deallocated (Refresh with LIFETIME 0, RFC 8656 7.3). A direct call
+//!   then holds no relay for its whole duration; a later network change
+//!   gathers a new one (ICE restart on a fresh socket).
 
 use super::turn_client::{TurnClient, TurnEvent, TurnReceived};
 use is::stun::{StunMessage, StunPacket};
@@ -43,6 +51,11 @@ use thiserror::Error;
 
 /// Most candidates read from one SDP (the rest are ignored).
 pub const MAX_CANDIDATES: usize = 16;
+
+/// How long a nominated pair that does not use our relayed candidate must
+/// stay nominated before the relay allocation is released (RFC 8445 8.3:
+/// three seconds after completion).
+pub const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why ICE parameters or a candidate were refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -273,6 +286,11 @@ impl LocalIce {
     pub fn start(self, remote: &IceParams, controlling: bool) -> IceSession {
         let mut agent = IceAgent::new(self.creds);
         agent.set_controlling(controlling);
+        let relayed_candidate = self
+            .candidates
+            .iter()
+            .find(|c| c.kind() == CandidateKind::Relayed)
+            .cloned();
         for c in self.candidates {
             agent.add_local_candidate(c);
         }
@@ -290,6 +308,8 @@ impl LocalIce {
             agent,
             local: self.host,
             relayed,
+            relayed_candidate,
+            release_relay_at: None,
             turn: self.turn,
             permits,
             now: None,
@@ -365,6 +385,12 @@ pub struct IceSession {
     agent: IceAgent,
     local: SocketAddr,
     relayed: Option<SocketAddr>,
+    /// Our relayed candidate, to drop from the agent when the relay is
+    /// released.
+    relayed_candidate: Option<Candidate>,
+    /// When the allocation is released: [`RELAY_GRACE`] after a pair that
+    /// does not use it was nominated.
+    release_relay_at: Option<Instant>,
     turn: Option<TurnClient>,
     /// Remote addresses still to get a permission on the relay.
     permits: Vec<std::net::IpAddr>,
@@ -459,6 +485,9 @@ impl IceSession {
     /// Advances the agent's and the TURN client's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        if self.release_relay_at.is_some_and(|at| at <= now) {
+            self.release_relay(now);
+        }
         if let Some(turn) = self.turn.as_mut() {
             for ip in self.permits.drain(..) {
                 turn.permit(now, ip);
@@ -476,10 +505,30 @@ impl IceSession {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ice = self.agent.poll_timeout();
         let turn = self.turn.as_ref().and_then(TurnClient::poll_timeout);
-        match (ice, turn) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [ice, turn, self.release_relay_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether the call still holds a relay allocation (or is getting
+    /// one).
+    pub fn holds_relay(&self) -> bool {
+        self.turn.as_ref().is_some_and(|t| !t.is_done())
+    }
+
+    /// Frees the relayed candidate: no more checks from it, and its
+    /// allocation deallocated (the Refresh with LIFETIME 0 is among the
+    /// next [`IceSession::poll_transmit`] datagrams).
+    fn release_relay(&mut self, now: Instant) {
+        self.release_relay_at = None;
+        if let Some(c) = self.relayed_candidate.take() {
+            self.agent.invalidate_candidate(&c);
         }
+        if self.holds_relay() {
+            tracing::debug!("a direct pair is in use: relay allocation released");
+        }
+        self.close(now);
     }
 
     /// The next datagram to send on the call's socket: (destination,
@@ -586,6 +635,14 @@ impl IceSession {
                         self.nominated = Some(path);
                         self.events.push(IceEvent::Nominated(path));
                     }
+                    // The relay is released once a direct pair has held
+                    // for RELAY_GRACE; a relayed pair keeps it.
+                    self.release_relay_at = match (path.via_relay(), self.now) {
+                        (false, Some(now)) if self.relayed_candidate.is_some() => {
+                            self.release_relay_at.or(Some(now + RELAY_GRACE))
+                        }
+                        _ => None,
+                    };
                 }
                 IceAgentEvent::IceConnectionStateChange(s) => {
                     let ok = matches!(

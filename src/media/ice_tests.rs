@@ -13,6 +13,8 @@ struct Net {
     now: Instant,
     a_events: Vec<IceEvent>,
     b_events: Vec<IceEvent>,
+    /// What alice sent anywhere but to bob (her TURN server), and when.
+    a_elsewhere: Vec<(Instant, SocketAddr, Vec<u8>)>,
 }
 
 const A: &str = "127.0.0.1:1000";
@@ -20,16 +22,40 @@ const B: &str = "127.0.0.1:2000";
 
 impl Net {
     fn new() -> Net {
-        let la = LocalIce::new(addr(A)).unwrap();
+        Net::build(false)
+    }
+
+    /// Alice also offers a relayed candidate (an allocation on a fake
+    /// TURN server nothing answers for).
+    fn with_relay() -> Net {
+        Net::build(true)
+    }
+
+    fn build(relay: bool) -> Net {
+        let now = Instant::now();
+        let mut la = LocalIce::new(addr(A)).unwrap();
+        if relay {
+            la.add_relayed(crate::media::turn_client::allocated_for_tests(now))
+                .unwrap();
+        }
         let lb = LocalIce::new(addr(B)).unwrap();
         let (pa, pb) = (la.params(), lb.params());
         Net {
             a: la.start(&pb, true),
             b: lb.start(&pa, false),
-            now: Instant::now(),
+            now,
             a_events: Vec::new(),
             b_events: Vec::new(),
+            a_elsewhere: Vec::new(),
         }
+    }
+
+    /// When alice sent a deallocation (Refresh, LIFETIME 0), if she did.
+    fn a_deallocated_at(&self) -> Option<Instant> {
+        self.a_elsewhere
+            .iter()
+            .find(|(_, _, d)| crate::media::turn_client::is_deallocation_for_tests(d))
+            .map(|(at, _, _)| *at)
     }
 
     /// Runs `ms` milliseconds of fake time in 10 ms steps.
@@ -44,6 +70,8 @@ impl Net {
                     moved = true;
                     if to == addr(B) {
                         self.b.handle_datagram(self.now, addr(A), &bytes);
+                    } else {
+                        self.a_elsewhere.push((self.now, to, bytes));
                     }
                 }
                 while let Some((to, bytes)) = self.b.poll_transmit() {
@@ -84,6 +112,48 @@ fn two_agents_check_nominate_and_gain_consent() {
     assert_eq!(pb.destination, addr(A));
     assert!(net.a_events.contains(&IceEvent::Consent(true)));
     assert!(net.a_events.contains(&IceEvent::Nominated(pa)));
+}
+
+/// A call whose ICE nominates a direct pair gives its relay allocation
+/// back (RFC 8656 7.3: Refresh with LIFETIME 0), [`RELAY_GRACE`] after the
+/// nomination and not before; the relayed candidate is no longer checked.
+#[test]
+fn a_direct_nomination_releases_the_relay_after_the_grace() {
+    let mut net = Net::with_relay();
+    assert!(net.a.holds_relay());
+    net.run(3000, false);
+    let path = net.a.nominated().expect("a pair is nominated");
+    assert_eq!((path.local, path.remote), ("host", "host"));
+    // Within 3 s of the start the grace has not run out yet.
+    assert!(net.a_deallocated_at().is_none(), "released too early");
+    assert!(net.a.holds_relay());
+    net.run(4000, false);
+    let at = net.a_deallocated_at().expect("the relay is deallocated");
+    assert!(!net.a.holds_relay());
+    assert!(net.a.may_send(), "media goes on on the direct pair");
+    // Once released, nothing more goes to the TURN server.
+    let after = net.a_elsewhere.iter().filter(|(t, _, _)| *t > at).count();
+    net.run(2000, false);
+    let later = net.a_elsewhere.iter().filter(|(t, _, _)| *t > at).count();
+    assert_eq!(after, later, "no more relay traffic after the release");
+}
+
+/// Without a direct pair the relay is kept: nothing nominated, nothing
+/// released.
+#[test]
+fn no_nomination_keeps_the_relay() {
+    let mut net = Net::with_relay();
+    // Bob never hears alice: no pair succeeds for her.
+    for _ in 0..500 {
+        net.now += Duration::from_millis(10);
+        net.a.handle_timeout(net.now);
+        while let Some((to, bytes)) = net.a.poll_transmit() {
+            net.a_elsewhere.push((net.now, to, bytes));
+        }
+    }
+    assert!(net.a.nominated().is_none());
+    assert!(net.a.holds_relay());
+    assert!(net.a_deallocated_at().is_none());
 }
 
 /// RFC 7675: a short outage (a second and a half of lost answers) keeps

@@ -466,6 +466,15 @@ impl Driver {
                     ice,
                     negotiated,
                 } = *r;
+                // The old path's relay allocation is given back from the
+                // socket it was made on (the 5-tuple the server knows;
+                // lost if that address is gone, then it expires).
+                if let Some(old) = self.ice.as_mut() {
+                    old.close(now());
+                    while let Some((to, bytes)) = old.poll_transmit() {
+                        let _ = self.socket.try_send_to(&bytes, to);
+                    }
+                }
                 self.socket = socket;
                 self.channel.set_latching(ice.is_none());
                 self.ice = ice;

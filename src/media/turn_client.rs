@@ -917,3 +917,23 @@ pub fn is_channel_data(datagram: &[u8]) -> bool {
 #[cfg(test)]
 #[path = "turn_client_tests.rs"]
 mod tests;
+
+/// A client holding an allocation on a fake server (tests of other
+/// modules).
+#[cfg(test)]
+pub(crate) fn allocated_for_tests(now: Instant) -> TurnClient {
+    tests::allocated(now)
+}
+
+/// Whether `datagram` is a Refresh request with LIFETIME 0 (a
+/// deallocation; tests of other modules).
+#[cfg(test)]
+pub(crate) fn is_deallocation_for_tests(datagram: &[u8]) -> bool {
+    let mut m = Message::new();
+    m.raw = datagram.to_vec();
+    if m.decode().is_err() || m.typ != MessageType::new(METHOD_REFRESH, CLASS_REQUEST) {
+        return false;
+    }
+    let mut l = Lifetime::default();
+    l.get_from(&m).is_ok() && l.0.is_zero()
+}

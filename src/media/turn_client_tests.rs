@@ -96,7 +96,7 @@ fn is_auth(m: &Message) -> bool {
 }
 
 /// A client through 401 and a success: allocated at `now`.
-fn allocated(now: Instant) -> TurnClient {
+pub(crate) fn allocated(now: Instant) -> TurnClient {
     let mut c = TurnClient::new(server(), now);
     let first = sent(&mut c);
     c.handle_datagram(now, &error(&first, 401, Some("n1")));

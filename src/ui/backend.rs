@@ -17,7 +17,8 @@ use crate::agent::headless::{self, RunningAgent, StartOptions};
 use crate::agent::key_inbox::KeyInbox;
 use crate::agent::keys::now_unix;
 use crate::agent::keys::KeyError;
-use crate::agent::media_io::{AudioIn, AudioOut, MediaOptions};
+use crate::agent::media_io::{AudioIn, AudioOut, IceOptions, MediaOptions};
+use crate::agent::relay::RelayRenewal;
 use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
@@ -276,6 +277,8 @@ struct Worker {
     renewer: Option<tokio::task::JoinHandle<()>>,
     /// Roots given by [`Request::UseTrustRoots`]; `None`: the platform's.
     roots: Option<Arc<RootCertStore>>,
+    /// Keeps the running agent's relay credentials fresh.
+    relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn worker(
@@ -291,6 +294,7 @@ async fn worker(
         agent: None,
         renewer: None,
         roots: None,
+        relay: None,
     };
     while let Some(r) = rx.recv().await {
         match r {
@@ -623,6 +627,9 @@ impl Worker {
             local: listen,
         };
         let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
+        // A threshold provider's relay credentials are not asked (as at a
+        // headless start): no single server's login stands for the account.
+        let threshold = params.threshold().is_some();
         let inbox = KeyInbox::new();
         let config = AgentConfig {
             aor: aor.clone(),
@@ -648,6 +655,8 @@ impl Worker {
                 ..Default::default()
             },
         };
+        let media = media_options(settings);
+        let relay = media.relay.clone();
         let RunningAgent {
             commands,
             mut events,
@@ -655,7 +664,7 @@ impl Worker {
         } = headless::start_with(
             config,
             StartOptions {
-                media: media_options(settings),
+                media,
                 key_inbox: Some(inbox.clone()),
                 keylog: self.keylog.clone(),
                 retained: Some(crate::agent::retained::RetainedFiles::in_store(
@@ -682,21 +691,30 @@ impl Worker {
         let _ = commands.send(AgentCommand::Register).await;
         self.agent = Some(commands);
         self.report.send(Update::Ready(ReadyInfo { local, ..info }));
+        let pkg = PkgSettings {
+            discover: false,
+            url: settings.pkg_url.trim().to_string(),
+            fingerprint: pin,
+            store: self.dirs.keys(),
+            user: settings.user.trim().to_string(),
+            otp_command: None,
+        };
+        // Under ICE, the provider's STUN server and relay credentials are
+        // fetched now (a login with the stored password, as key renewal
+        // does) and renewed before they expire; a failure leaves calls
+        // without a relayed candidate, never the phone stopped.
+        if settings.ice && !threshold {
+            let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone());
+            self.relay = Some(tokio::spawn(login.run(
+                relay,
+                None,
+                true,
+                crate::agent::relay::log_outcome,
+            )));
+        }
         // Next month's keys are fetched ahead without asking, now and
         // whenever the month changes, and handed to the running agent.
-        let renewal = Renewal::new(
-            PkgSettings {
-                discover: false,
-                url: settings.pkg_url.trim().to_string(),
-                fingerprint: pin,
-                store: self.dirs.keys(),
-                user: settings.user.trim().to_string(),
-                otp_command: None,
-            },
-            aor.clone(),
-            password.clone(),
-            held,
-        );
+        let renewal = Renewal::new(pkg, aor.clone(), password.clone(), held);
         let report = self.report.clone();
         let url = settings.pkg_url.trim().to_string();
         let mut told = false;
@@ -736,6 +754,9 @@ impl Worker {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
+        if let Some(r) = self.relay.take() {
+            r.abort();
+        }
         if let Some(a) = self.agent.take() {
             let _ = a.send(AgentCommand::Unregister).await;
             // Give the un-REGISTER a moment on the wire; dropping the
@@ -747,7 +768,8 @@ impl Worker {
 
 /// The agent's media options from the settings: the chosen microphone and
 /// speaker by name (`None`: the system default), voice processing as
-/// switched, default codecs. A device
+/// switched, default codecs, ICE unless turned off (its STUN server and
+/// relay are the provider's, filled in while the phone runs). A device
 /// that is gone when a call starts is reported by the agent's
 /// `audio_failed` event, not here.
 fn media_options(settings: &Settings) -> MediaOptions {
@@ -755,6 +777,7 @@ fn media_options(settings: &Settings) -> MediaOptions {
         audio_in: AudioIn::Device(settings.input_device.clone()),
         audio_out: AudioOut::Device(settings.output_device.clone()),
         voice_processing: settings.voice_processing,
+        ice: settings.ice.then(IceOptions::default),
         ..MediaOptions::default()
     }
 }
@@ -778,5 +801,19 @@ mod tests {
         assert!(matches!(&chosen.audio_in, AudioIn::Device(Some(n)) if n == "USB Headset Mic"));
         assert!(matches!(&chosen.audio_out, AudioOut::Device(Some(n)) if n == "USB Headset"));
         assert_eq!(chosen.codecs, MediaOptions::default().codecs);
+    }
+
+    /// ICE is on by default, with no STUN or relay of its own: those are
+    /// the provider's, filled in while the phone runs.
+    #[test]
+    fn ice_is_on_by_default_and_can_be_turned_off() {
+        let mut settings = Settings::default();
+        let ice = media_options(&settings).ice.expect("ICE on by default");
+        assert!(ice.stun.is_none() && ice.turn.is_none());
+        // Settings saved before the switch existed turn it on too.
+        let old: Settings = serde_json::from_str(r#"{"pkg_url":"https://x"}"#).unwrap();
+        assert!(old.ice);
+        settings.ice = false;
+        assert!(media_options(&settings).ice.is_none());
     }
 }

@@ -90,6 +90,9 @@ pub struct Settings {
     /// Echo cancellation, noise suppression and gain control on calls
     /// (on by default; a file written before it existed reads as on).
     pub voice_processing: bool,
+    /// ICE (RFC 8445) on every call, with the provider's STUN server and
+    /// relay: audio across NATs. On unless turned off.
+    pub ice: bool,
 }
 
 impl Default for Settings {
@@ -106,6 +109,7 @@ impl Default for Settings {
             input_device: None,
             output_device: None,
             voice_processing: true,
+            ice: true,
         }
     }
 }

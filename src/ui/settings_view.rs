@@ -42,6 +42,12 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
             "hide who I call from the network (anonymous outer From)",
         );
         ui.end_row();
+        ui.label("Across NATs");
+        ui.checkbox(
+            &mut d.ice,
+            "ICE with the provider's STUN server and relay (audio behind home routers)",
+        );
+        ui.end_row();
         ui.label("Ring volume");
         ui.add(egui::Slider::new(&mut d.ring_volume, 0.0..=1.0).show_value(true));
         ui.end_row();

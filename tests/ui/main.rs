@@ -13,5 +13,6 @@ mod ui_support;
 mod first_contact;
 mod key_renewal;
 mod ui_phone;
+mod ui_relay;
 mod ui_snapshots;
 mod ui_views;

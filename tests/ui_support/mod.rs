@@ -23,6 +23,8 @@ pub struct Provider {
     pub proxy: SocketAddr,
     /// The same registrar/proxy over TLS, with the PKG's certificate.
     pub tls_proxy: SocketAddr,
+    /// The embedded relay's allocation counts ([`Provider::with_relay`]).
+    pub relay: Option<pkg_server::turn::policy::Quotas>,
     config: pkg_server::config::Config,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -31,13 +33,39 @@ pub struct Provider {
 
 impl Provider {
     pub fn start() -> Provider {
-        Self::start_with_cert(None)
+        Provider::build("", None)
     }
 
     /// As [`Provider::start`], serving the certificate chain and key
     /// `(cert_pem, key_pem)` instead of the self-signed one `pkg-admin
     /// init` makes.
     pub fn start_with_cert(tls: Option<(String, String)>) -> Provider {
+        Provider::build("", tls)
+    }
+
+    /// A provider that also runs the embedded STUN/TURN relay on the
+    /// loopback (relaying between loopback peers allowed) and announces
+    /// it as its STUN server (`services.stun`).
+    pub fn with_relay() -> Provider {
+        // A free port for the relay, so that services.stun can name it.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Provider::start_with(&format!(
+            "[services]\nstun = [\"stun:127.0.0.1:{port}\"]\n[turn]\nlisten = \"127.0.0.1:{port}\"\nallowed_peer_ips = [\"127.0.0.1\"]\n"
+        ))
+    }
+
+    /// A provider whose `pkg.toml` also has `extra` (sections).
+    pub fn start_with(extra: &str) -> Provider {
+        Provider::build(extra, None)
+    }
+
+    /// A provider with `extra` in its `pkg.toml` and, when given, the
+    /// certificate chain and key `tls` instead of the self-signed one.
+    fn build(extra: &str, tls: Option<(String, String)>) -> Provider {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -48,7 +76,7 @@ impl Provider {
         std::fs::write(
             &path,
             format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n[sip]\ntls = true\n",
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n[sip]\ntls = true\n{extra}",
                 dir.path().display()
             ),
         )
@@ -80,6 +108,7 @@ impl Provider {
             let tls_proxy = started.sip.as_ref().and_then(|s| s.tls_addr).unwrap();
             (started, proxy, tls_proxy)
         });
+        let relay = started.turn.as_ref().map(|t| t.quotas.clone());
         let url = format!("https://{}", started.addr);
         let fingerprint = started.fingerprint;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -91,6 +120,7 @@ impl Provider {
             fingerprint,
             proxy,
             tls_proxy,
+            relay,
             config,
             _dir: dir,
             _stop: stop,

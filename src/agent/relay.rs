@@ -1,0 +1,402 @@
+//! The provider's media services while a phone runs: its STUN server
+//! (`services.stun` of `GET /v1/params`) and relay credentials (`POST
+//! /v1/turn-credentials`, pkg-api.md), fetched at every start and renewed
+//! before they expire, handed to the RTP ports through a
+//! [`ProviderRelay`] so that every later call's allocation uses the
+//! current ones.
+//!
+//! [`RelaySchedule`] decides when (sans-I/O, wall-clock time in, the next
+//! instant out); [`RelayRenewal::run`] is the thin driver that logs in
+//! (as key renewal does: the stored password, the pinned certificate),
+//! asks, and sleeps.
+//!
+//! Decisions:
+//! - credentials are renewed at [`RENEW_AT`] of their lifetime (the
+//!   lifetime as it was when they arrived), never sooner than
+//!   [`MIN_RENEW`] after; a failure is retried after [`FIRST_RETRY`],
+//!   doubling up to [`MAX_RETRY`]; a provider that runs no relay (404) is
+//!   not asked again while the phone runs;
+//! - the schedule runs on the wall clock ([`SystemTime`]): the expiry is
+//!   the provider's clock's, and a laptop that slept past the renewal
+//!   renews as soon as it wakes. The driver sleeps at most
+//!   [`MAX_SLEEP`] at a time and looks at the clock again;
+//! - a failure never stops the phone: calls then go without a relayed
+//!   candidate (or with the credentials held, until they expire);
+//! - no background trust on first use: without a pinned PKG certificate
+//!   nothing is fetched.
+
+use super::config::PkgSettings;
+use super::keys::otp_from_command;
+use super::media_io::{turn_server, ProviderRelay};
+use crate::ibe::Aor;
+use crate::pkg_client::api::SecretString;
+use crate::pkg_client::turn::TurnScheme;
+use crate::pkg_client::{discovery, PkgClient, PkgClientError, TurnCredentials, TurnUri};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+
+/// Share of the credentials' lifetime after which they are renewed.
+pub const RENEW_AT: f64 = 0.8;
+/// Shortest wait before renewing fresh credentials (a provider handing
+/// out very short lifetimes is not asked in a loop).
+pub const MIN_RENEW: Duration = Duration::from_secs(60);
+/// Wait after the first failed attempt.
+pub const FIRST_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait between two failed attempts.
+pub const MAX_RETRY: Duration = Duration::from_secs(30 * 60);
+/// Longest sleep of the driver before it reads the wall clock again.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// When the relay credentials are asked for next (sans-I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySchedule {
+    next: Option<SystemTime>,
+    failures: u32,
+}
+
+impl RelaySchedule {
+    /// Due at `now` (a phone that holds no credentials yet).
+    pub fn due_at(now: SystemTime) -> Self {
+        RelaySchedule {
+            next: Some(now),
+            failures: 0,
+        }
+    }
+
+    /// After credentials valid until `expires_at` arrived at `now`.
+    pub fn after_fetch(now: SystemTime, expires_at: SystemTime) -> Self {
+        let mut s = RelaySchedule::due_at(now);
+        s.fetched(now, expires_at);
+        s
+    }
+
+    /// The next attempt; `None`: never (the provider runs no relay).
+    pub fn next(&self) -> Option<SystemTime> {
+        self.next
+    }
+
+    /// Whether an attempt is due at `now`.
+    pub fn is_due(&self, now: SystemTime) -> bool {
+        self.next.is_some_and(|at| at <= now)
+    }
+
+    /// Failed attempts in a row.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Credentials valid until `expires_at` arrived at `now`: renewed at
+    /// [`RENEW_AT`] of that lifetime, at least [`MIN_RENEW`] from now.
+    pub fn fetched(&mut self, now: SystemTime, expires_at: SystemTime) {
+        self.failures = 0;
+        let lifetime = expires_at.duration_since(now).unwrap_or_default();
+        let wait = lifetime.mul_f64(RENEW_AT).max(MIN_RENEW);
+        self.next = Some(now + wait);
+    }
+
+    /// An attempt failed at `now`: retried after [`FIRST_RETRY`], doubled
+    /// per failure in a row, at most [`MAX_RETRY`].
+    pub fn failed(&mut self, now: SystemTime) {
+        let wait = FIRST_RETRY
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(MAX_RETRY);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+    }
+
+    /// The provider said it runs no relay: never asked again.
+    pub fn not_offered(&mut self) {
+        self.next = None;
+    }
+}
+
+/// Why the relay credentials could not be had.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The provider runs no relay (404).
+    #[error("the provider runs no relay")]
+    NotOffered,
+    /// No pinned PKG certificate to hold the connection to.
+    #[error("no pinned PKG certificate")]
+    NoPin,
+    /// The PKG refused, failed or could not be reached.
+    #[error("PKG {url}: {source}")]
+    Pkg {
+        /// The PKG.
+        url: String,
+        /// What happened.
+        source: PkgClientError,
+    },
+    /// The account has a second factor and no code could be had.
+    #[error("one-time code: {0}")]
+    Otp(String),
+}
+
+/// What one attempt did, for the phone's log or window.
+#[derive(Debug)]
+pub enum RelayOutcome {
+    /// Fresh credentials are in use for later calls, valid until then.
+    Renewed {
+        /// When they expire.
+        expires_at: SystemTime,
+        /// Whether a relay in them could be used (a UDP `turn:` URI that
+        /// resolves).
+        usable: bool,
+    },
+    /// The provider runs no relay: nothing more is asked.
+    NotOffered,
+    /// The attempt failed; retried at `retry`.
+    Failed {
+        /// Why.
+        error: RelayError,
+        /// When the next attempt is.
+        retry: Option<SystemTime>,
+    },
+}
+
+/// How a running phone logs in to its PKG for relay credentials: the
+/// same account, password and pinned certificate as key renewal.
+#[derive(Debug, Clone)]
+pub struct RelayRenewal {
+    pkg: PkgSettings,
+    aor: Aor,
+    password: SecretString,
+}
+
+impl RelayRenewal {
+    /// Renewal for `aor`'s account at `pkg` (its `fingerprint` is the pin
+    /// the connection is held to).
+    pub fn new(pkg: PkgSettings, aor: Aor, password: SecretString) -> Self {
+        RelayRenewal { pkg, aor, password }
+    }
+
+    async fn client(&self) -> Result<PkgClient, RelayError> {
+        let pin = self.pkg.fingerprint.ok_or(RelayError::NoPin)?;
+        match discovery::dns_from_env() {
+            Ok(dns) => discovery::client_for(&dns, &self.pkg.url, Some(pin)).await,
+            Err(_) => PkgClient::new(&self.pkg.url, Some(pin)),
+        }
+        .map_err(|e| self.pkg_err(e))
+    }
+
+    fn pkg_err(&self, source: PkgClientError) -> RelayError {
+        RelayError::Pkg {
+            url: self.pkg.url.clone(),
+            source,
+        }
+    }
+
+    /// The provider's STUN server (`services.stun`, the first whose host
+    /// resolves); `None` when it lists none or cannot be asked.
+    pub async fn stun(&self) -> Option<SocketAddr> {
+        let client = self.client().await.ok()?;
+        let (params, services) = client.params_and_services().await.ok()?;
+        if params.domain() != self.aor.host() {
+            return None;
+        }
+        for uri in &services.stun {
+            let Ok(u) = TurnUri::parse(uri) else {
+                continue;
+            };
+            if u.scheme != TurnScheme::Stun {
+                continue;
+            }
+            if let Some(addr) = resolve(&u.host, u.port).await {
+                return Some(addr);
+            }
+        }
+        None
+    }
+
+    /// One login, `POST /v1/turn-credentials`, logout.
+    pub async fn fetch(&self) -> Result<TurnCredentials, RelayError> {
+        let client = self.client().await?;
+        let otp = match &self.pkg.otp_command {
+            Some(cmd) => Some(otp_from_command(cmd).await.map_err(RelayError::Otp)?),
+            None => None,
+        };
+        let session = client
+            .login_with_otp(&self.pkg.user, &self.password, otp.as_ref())
+            .await
+            .map_err(|e| self.pkg_err(e))?;
+        let got = if session.aor != self.aor {
+            Err(self.pkg_err(PkgClientError::Protocol(format!(
+                "PKG account {} is {}, not {}",
+                self.pkg.user, session.aor, self.aor
+            ))))
+        } else {
+            match client.turn_credentials(&session).await {
+                Ok(c) => Ok(c),
+                Err(PkgClientError::NotOffered(_)) => Err(RelayError::NotOffered),
+                Err(e) => Err(self.pkg_err(e)),
+            }
+        };
+        let _ = client.logout(&session).await;
+        got
+    }
+
+    /// Keeps `relay` filled for as long as the phone runs: the provider's
+    /// STUN server first (unless `want_stun` is false), then credentials:
+    /// `initial` (fetched at start) until they are due, else fetched now.
+    /// Each attempt's outcome goes to `report`.
+    pub async fn run(
+        self,
+        relay: ProviderRelay,
+        initial: Option<TurnCredentials>,
+        want_stun: bool,
+        mut report: impl FnMut(&RelayOutcome) + Send,
+    ) {
+        let now = SystemTime::now();
+        let mut schedule = match initial {
+            Some(c) => {
+                let s = RelaySchedule::after_fetch(now, c.expires_at);
+                install(&relay, &c).await;
+                s
+            }
+            None => RelaySchedule::due_at(now),
+        };
+        if want_stun {
+            relay.set_stun(self.stun().await);
+        }
+        loop {
+            let Some(next) = schedule.next() else {
+                return;
+            };
+            let now = SystemTime::now();
+            if !schedule.is_due(now) {
+                let wait = next.duration_since(now).unwrap_or_default();
+                tokio::time::sleep(wait.min(MAX_SLEEP)).await;
+                continue;
+            }
+            let outcome = match self.fetch().await {
+                Ok(c) => {
+                    schedule.fetched(SystemTime::now(), c.expires_at);
+                    let usable = install(&relay, &c).await;
+                    RelayOutcome::Renewed {
+                        expires_at: c.expires_at,
+                        usable,
+                    }
+                }
+                Err(RelayError::NotOffered) => {
+                    schedule.not_offered();
+                    RelayOutcome::NotOffered
+                }
+                Err(error) => {
+                    schedule.failed(SystemTime::now());
+                    RelayOutcome::Failed {
+                        error,
+                        retry: schedule.next(),
+                    }
+                }
+            };
+            report(&outcome);
+        }
+    }
+}
+
+/// Hands `creds`'s relay to the RTP ports; whether one was usable.
+async fn install(relay: &ProviderRelay, creds: &TurnCredentials) -> bool {
+    match turn_server(creds).await {
+        Some(server) => {
+            relay.set_turn(server, creds.expires_at);
+            true
+        }
+        None => false,
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, port)),
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next()),
+    }
+}
+
+/// The headless agent's report: one log line per attempt.
+pub fn log_outcome(outcome: &RelayOutcome) {
+    match outcome {
+        RelayOutcome::Renewed { usable: true, .. } => {
+            tracing::info!("relay credentials fetched")
+        }
+        RelayOutcome::Renewed { usable: false, .. } => {
+            tracing::warn!("relay credentials fetched, but no relay in them can be used")
+        }
+        RelayOutcome::NotOffered => tracing::info!("the provider runs no relay"),
+        RelayOutcome::Failed { error, .. } => {
+            tracing::warn!(%error, "relay credentials: not fetched, retrying later")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_800_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
+    }
+
+    #[test]
+    fn renewed_at_80_percent_of_the_lifetime() {
+        let s = RelaySchedule::after_fetch(at(0), at(86_400));
+        assert_eq!(s.next(), Some(at(69_120)));
+        assert!(!s.is_due(at(69_119)));
+        assert!(s.is_due(at(69_120)));
+        // Lifetimes as they were when the credentials arrived.
+        let late = RelaySchedule::after_fetch(at(1000), at(11_000));
+        assert_eq!(late.next(), Some(at(9000)));
+    }
+
+    #[test]
+    fn short_or_expired_lifetimes_wait_the_minimum() {
+        let s = RelaySchedule::after_fetch(at(0), at(10));
+        assert_eq!(s.next(), Some(at(60)));
+        // Expired on arrival (clocks apart): not asked in a loop either.
+        let s = RelaySchedule::after_fetch(at(100), at(50));
+        assert_eq!(s.next(), Some(at(160)));
+    }
+
+    #[test]
+    fn failures_back_off_doubling_to_a_cap_and_success_resets() {
+        let mut s = RelaySchedule::due_at(at(0));
+        assert!(s.is_due(at(0)));
+        let mut now = at(0);
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            s.failed(now);
+            let next = s.next().unwrap();
+            waits.push(next.duration_since(now).unwrap().as_secs());
+            now = next;
+        }
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1800, 1800, 1800, 1800]);
+        assert_eq!(s.failures(), 10);
+        s.fetched(now, now + Duration::from_secs(1000));
+        assert_eq!(s.failures(), 0);
+        s.failed(now);
+        assert_eq!(s.next(), Some(now + FIRST_RETRY), "backoff starts over");
+    }
+
+    #[test]
+    fn a_provider_without_relay_is_not_asked_again() {
+        let mut s = RelaySchedule::due_at(at(0));
+        s.not_offered();
+        assert_eq!(s.next(), None);
+        assert!(!s.is_due(at(1_000_000)));
+    }
+
+    #[test]
+    fn a_huge_failure_count_does_not_overflow() {
+        let mut s = RelaySchedule::due_at(at(0));
+        for _ in 0..100 {
+            s.failed(at(0));
+        }
+        assert_eq!(s.next(), Some(at(0) + MAX_RETRY));
+    }
+}
