@@ -236,7 +236,7 @@ fn run() -> Result<ExitCode> {
                 Ok(f) if !f.media.ice => None,
                 Ok(f) => Some(ibephone::agent::media_io::IceOptions {
                     stun: f.media.stun,
-                    turn: None,
+                    turn: Vec::new(),
                 }),
                 Err(_) => Some(Default::default()),
             };
@@ -246,7 +246,7 @@ fn run() -> Result<ExitCode> {
             eprintln!("{}", keys.summary());
             // The provider's relay: a relayed candidate on every call.
             if let (Some(ice), Some(creds)) = (media.ice.as_mut(), keys.turn.as_ref()) {
-                ice.turn = rt.block_on(ibephone::agent::media_io::turn_server(creds));
+                ice.turn = rt.block_on(ibephone::agent::media_io::turn_server(creds, keys.pin));
             }
             if let Some(path) = &keylog {
                 eprintln!(

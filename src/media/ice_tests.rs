@@ -42,13 +42,13 @@ impl Net {
                 let mut moved = false;
                 while let Some((to, bytes)) = self.a.poll_transmit() {
                     moved = true;
-                    if to == addr(B) {
+                    if to == Outbound::Udp(addr(B)) {
                         self.b.handle_datagram(self.now, addr(A), &bytes);
                     }
                 }
                 while let Some((to, bytes)) = self.b.poll_transmit() {
                     moved = true;
-                    if to == addr(A) && !drop_to_a {
+                    if to == Outbound::Udp(addr(A)) && !drop_to_a {
                         self.a.handle_datagram(self.now, addr(B), &bytes);
                     }
                 }
