@@ -1336,9 +1336,9 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
     lab.nats_drop_unsolicited();
     for cmd in [
         "add table inet corp".to_string(),
-        "add chain inet corp fwd { type filter hook forward priority 0 ; }".into(),
-        "add rule inet corp fwd oifname wA udp dport != 53 drop".into(),
-        format!("add rule inet corp fwd oifname wA tcp dport != {OPEN_TCP} drop"),
+        "add chain inet corp egress { type filter hook forward priority 0 ; }".into(),
+        "add rule inet corp egress oifname wA udp dport != 53 drop".into(),
+        format!("add rule inet corp egress oifname wA tcp dport != {OPEN_TCP} drop"),
     ] {
         let out = lab.script(&["exec", "natA", "nft", &cmd]);
         assert!(
@@ -1402,7 +1402,25 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
     assert_eq!(udp, 0, "UDP of homeA on the internet");
     let turns = count(&format!("ip.addr == {home_a} && tcp.port == 5349 && tls.app_data"));
     assert!(turns >= 100, "only {turns} TLS records of TURN for homeA");
-    let (code, out) = support::process::pcap_verify_cli(&bytes);
-    println!("pcap verify:\n{out}");
+    // `pcap verify` on what the eavesdropper sees of homeA: TLS only,
+    // nothing in clear. (bob's side is UDP TURN, judged by the other
+    // relayed lab tests.)
+    drop(bytes);
+    let home_pcap = lab.dir.path().join("home-a.pcap");
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .args(["-Y", &format!("ip.addr == {home_a}"), "-F", "pcap", "-w"])
+        .arg(&home_pcap)
+        .output()
+        .expect("tshark writes homeA's packets");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out) = support::process::pcap_verify_cli(&std::fs::read(&home_pcap).unwrap());
+    println!("pcap verify, homeA only:\n{out}");
     assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(":5349: "), "no TLS to the relay judged:\n{out}");
 }
