@@ -119,7 +119,7 @@ enum Reach {
     /// must not stall the other attempts).
     Connecting(std::sync::mpsc::Receiver<std::io::Result<std::net::TcpStream>>),
     /// Connected (non-blocking), messages framed by the link.
-    Stream(std::net::TcpStream, StreamLink),
+    Stream(std::net::TcpStream, Box<StreamLink>),
 }
 
 /// One TURN server being tried while a call's candidates are gathered.
@@ -160,7 +160,7 @@ impl Attempt {
                     match (link, tcp.set_nonblocking(true)) {
                         (Ok(link), Ok(())) => {
                             let _ = tcp.set_nodelay(true);
-                            self.reach = Reach::Stream(tcp, link);
+                            self.reach = Reach::Stream(tcp, Box::new(link));
                         }
                         (Err(e), _) => return self.failed(&e.to_string()),
                         (_, Err(e)) => return self.failed(&e.to_string()),
@@ -408,7 +408,7 @@ fn gather(sock: &std::net::UdpSocket, stun: Option<SocketAddr>, turn: &[TurnServ
     }
     if let Some(w) = winner {
         out.relay = match w.reach {
-            Reach::Stream(tcp, link) => Some((tcp, link)),
+            Reach::Stream(tcp, link) => Some((tcp, *link)),
             _ => None,
         };
         out.turn = Some(w.client);

@@ -453,7 +453,7 @@ impl IceSession {
             .as_ref()
             .is_some_and(|t| t.server() == from && !t.transport().is_stream())
         {
-            return self.from_relay(now, datagram);
+            return self.read_relay(now, datagram);
         }
         if is_stun(datagram) {
             self.check(now, from, self.local, datagram);
@@ -468,14 +468,18 @@ impl IceSession {
     /// datagrams.
     pub fn handle_relay_message(&mut self, now: Instant, message: &[u8]) -> IceInput {
         self.now = Some(now);
-        if !self.turn.as_ref().is_some_and(|t| t.transport().is_stream()) {
+        if !self
+            .turn
+            .as_ref()
+            .is_some_and(|t| t.transport().is_stream())
+        {
             return IceInput::Consumed;
         }
-        self.from_relay(now, message)
+        self.read_relay(now, message)
     }
 
     /// What the TURN client makes of a message of its server.
-    fn from_relay(&mut self, now: Instant, message: &[u8]) -> IceInput {
+    fn read_relay(&mut self, now: Instant, message: &[u8]) -> IceInput {
         let Some(turn) = self.turn.as_mut() else {
             return IceInput::Consumed;
         };

@@ -22,9 +22,9 @@ use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
 use super::dtmf::{DtmfReceiver, DtmfSender};
 use super::ice::{IceEvent, IceInput, IcePath, IceSession, Outbound};
-use super::relay_stream::RelayStream;
 use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
+use super::relay_stream::RelayStream;
 use super::rtcp::{is_rtcp, RtcpStats};
 use super::rtcp_link::RtcpLink;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
@@ -357,7 +357,7 @@ impl Driver {
                     }
                 }
                 r = relay_ready(&mut self.relay), if self.relay.is_some() => {
-                    self.from_relay(r).await;
+                    self.on_relay_ready(r).await;
                 }
                 _ = tokio::time::sleep_until(ice_due.into()), if self.ice.is_some() => {
                     if let Some(ice) = self.ice.as_mut() {
@@ -395,7 +395,7 @@ impl Driver {
     /// Reads what the relay's connection brought (after
     /// [`RelayStream::ready`] gave `r`); a failed connection is dropped
     /// (the relayed pair then loses consent, as with a lost UDP relay).
-    async fn from_relay(&mut self, r: Result<(), super::turn_stream::StreamError>) {
+    async fn on_relay_ready(&mut self, r: Result<(), super::turn_stream::StreamError>) {
         let now = now();
         while let Some(m) = self.relay.as_mut().and_then(RelayStream::poll_message) {
             let input = self

@@ -262,7 +262,9 @@ mod tests {
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            provider().signature_verification_algorithms.supported_schemes()
+            provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 
@@ -345,7 +347,10 @@ mod tests {
             srv.write_tls(&mut back).unwrap();
         }
         link.receive(&back);
-        assert_eq!(link.poll_message().unwrap(), vec![0x40, 0x01, 0x00, 0x02, 1, 2]);
+        assert_eq!(
+            link.poll_message().unwrap(),
+            vec![0x40, 0x01, 0x00, 0x02, 1, 2]
+        );
         assert_eq!(link.poll_message(), None);
         assert!(link.failed().is_none());
     }
@@ -376,7 +381,10 @@ mod tests {
         assert!(link.send(&[0x40, 0x00, 0x00, 0x01, 0xAA]));
         assert_eq!(link.pending(), &[0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0]);
         link.written(8);
-        let big = vec![0x40u8, 0, 0x05, 0xDC].into_iter().chain([0u8; 1500]).collect::<Vec<_>>();
+        let big = vec![0x40u8, 0, 0x05, 0xDC]
+            .into_iter()
+            .chain([0u8; 1500])
+            .collect::<Vec<_>>();
         let mut sent = 0;
         while link.send(&big) {
             sent += 1;

@@ -1394,13 +1394,13 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
         );
         String::from_utf8_lossy(&out.stdout).lines().count()
     };
-    let others = count(&format!(
-        "ip.addr == {home_a} && !(tcp.port in {OPEN_TCP})"
-    ));
+    let others = count(&format!("ip.addr == {home_a} && !(tcp.port in {OPEN_TCP})"));
     assert_eq!(others, 0, "homeA sent or got something else than TLS");
     let udp = count(&format!("ip.addr == {home_a} && udp"));
     assert_eq!(udp, 0, "UDP of homeA on the internet");
-    let turns = count(&format!("ip.addr == {home_a} && tcp.port == 5349 && tls.app_data"));
+    let turns = count(&format!(
+        "ip.addr == {home_a} && tcp.port == 5349 && tls.app_data"
+    ));
     assert!(turns >= 100, "only {turns} TLS records of TURN for homeA");
     // `pcap verify` on what the eavesdropper sees of homeA: TLS only,
     // nothing in clear. (bob's side is UDP TURN, judged by the other
@@ -1422,5 +1422,8 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
     let (code, out) = support::process::pcap_verify_cli(&std::fs::read(&home_pcap).unwrap());
     println!("pcap verify, homeA only:\n{out}");
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains(":5349: "), "no TLS to the relay judged:\n{out}");
+    assert!(
+        out.contains(":5349: "),
+        "no TLS to the relay judged:\n{out}"
+    );
 }

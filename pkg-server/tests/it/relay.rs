@@ -376,6 +376,12 @@ impl Drop for Coturn {
 }
 
 fn coturn(secret: &str, realm: &str) -> Coturn {
+    coturn_with(secret, realm, &["--no-tls".to_string()])
+}
+
+/// [`coturn`] with more `turnserver` arguments (`tls` in place of
+/// `--no-tls`).
+fn coturn_with(secret: &str, realm: &str, tls: &[String]) -> Coturn {
     let port = free_port();
     let child = std::process::Command::new("turnserver")
         .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
@@ -385,12 +391,8 @@ fn coturn(secret: &str, realm: &str) -> Coturn {
             &format!("--static-auth-secret={secret}"),
         ])
         .arg(format!("--realm={realm}"))
-        .args([
-            "--allow-loopback-peers",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-        ])
+        .args(["--allow-loopback-peers", "--no-cli", "--no-dtls"])
+        .args(tls)
         .args([
             "--min-port=40000",
             "--max-port=49999",
@@ -451,7 +453,10 @@ struct RelayedPhone {
     relay: SocketAddr,
     /// The connection to the relay when it is reached over TCP or TLS
     /// (non-blocking).
-    stream: Option<(std::net::TcpStream, ibephone::media::turn_stream::StreamLink)>,
+    stream: Option<(
+        std::net::TcpStream,
+        ibephone::media::turn_stream::StreamLink,
+    )>,
     ice: Option<ibephone::media::ice::IceSession>,
     media: Vec<(SocketAddr, Vec<u8>)>,
     path: Option<ibephone::media::ice::IcePath>,
@@ -724,9 +729,7 @@ fn read_available(
 
 /// A `[turn]` section on loopback with TURN over TLS on a free port too.
 fn turn_section_with_tls() -> String {
-    turn_section(&format!(
-        "{LOOPBACK_PEERS}\ntls_listen = \"127.0.0.1:0\""
-    ))
+    turn_section(&format!("{LOOPBACK_PEERS}\ntls_listen = \"127.0.0.1:0\""))
 }
 
 /// TURN over TLS (`turns:`, RFC 8656 3.1) from the phone's own client to
@@ -938,6 +941,123 @@ async fn the_agents_ports_fall_back_to_tls_when_udp_and_tcp_are_silent() {
         tcp_sink.set_nonblocking(true).unwrap();
         assert!(tcp_sink.accept().is_ok(), "a TCP connection was opened");
         ports.release(1);
+    })
+    .await
+    .unwrap();
+}
+
+/// The phone's TURN client over TLS (`turns:`) to Debian's coturn, the
+/// relay a provider runs at scale, with the PKG's REST credentials:
+/// coturn serves a certificate the phone pins, the allocation succeeds
+/// over TLS, and a datagram crosses the relay both ways between the
+/// phone and a UDP peer (Send/Data or ChannelData inside TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_relays_for_the_phone_over_tls() {
+    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnReceived, TurnServer};
+    use ibephone::media::turn_stream::StreamLink;
+    if !coturn_enabled() {
+        eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs Debian's coturn turnserver");
+        return;
+    }
+    let pkg = Pkg::new(
+        &None,
+        "[turn]\nembedded = false\nuris = [\"turns:127.0.0.1:5349?transport=tcp\"]\n",
+    )
+    .await;
+    let server = pkg.start();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (certf, keyf) = (pkg.path("coturn.crt"), pkg.path("coturn.key"));
+    std::fs::write(&certf, cert.cert.pem()).unwrap();
+    std::fs::write(&keyf, cert.key_pair.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let _cot = coturn_with(
+        secret(&pkg).expose(),
+        DOMAIN,
+        &[
+            format!("--tls-listening-port={tls_port}"),
+            format!("--cert={}", certf.display()),
+            format!("--pkey={}", keyf.display()),
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let pin = ibephone::pkg_client::tls::cert_fingerprint(cert.cert.der());
+    let tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
+        let tcp = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(t) => break t,
+                Err(_) if t0.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("coturn's TLS port: {e}"),
+            }
+        };
+        let mut tcp = tcp;
+        tcp.set_nonblocking(true).unwrap();
+        let mut link = StreamLink::tls(&tls).unwrap();
+        let ts = TurnServer::new(addr, a.username.clone(), a.password.expose().to_string())
+            .over(ServerTransport::Tls(tls));
+        let mut turn = TurnClient::new(ts, std::time::Instant::now());
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let mut pump = |turn: &mut TurnClient, link: &mut StreamLink| -> Vec<Vec<u8>> {
+            let now = std::time::Instant::now();
+            turn.handle_timeout(now);
+            while let Some(m) = turn.poll_transmit() {
+                assert!(link.send(&m));
+            }
+            write_all_pending(&mut tcp, link);
+            std::thread::sleep(Duration::from_millis(5));
+            read_available(&mut tcp, link);
+            write_all_pending(&mut tcp, link);
+            assert!(link.failed().is_none(), "{:?}", link.failed());
+            let mut data = Vec::new();
+            while let Some(m) = link.poll_message() {
+                if let TurnReceived::Data { data: d, .. } = turn.handle_datagram(now, &m) {
+                    data.push(d);
+                }
+            }
+            data
+        };
+        let t0 = std::time::Instant::now();
+        while turn.relayed().is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "no allocation over TLS"
+            );
+            pump(&mut turn, &mut link);
+            assert!(!turn.is_done(), "{:?}", turn.poll_event());
+        }
+        let relayed = turn.relayed().unwrap();
+        let mut buf = [0u8; 1500];
+        let mut heard = None;
+        while heard.is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the peer heard nothing"
+            );
+            if let Some(m) = turn.wrap(std::time::Instant::now(), peer_addr, b"over tls") {
+                assert!(link.send(&m));
+            }
+            pump(&mut turn, &mut link);
+            if let Ok((n, from)) = peer.recv_from(&mut buf) {
+                heard = Some((buf[..n].to_vec(), from));
+            }
+        }
+        assert_eq!(heard, Some((b"over tls".to_vec(), relayed)));
+        let mut back = false;
+        while !back {
+            assert!(t0.elapsed() < Duration::from_secs(15), "nothing came back");
+            peer.send_to(b"back over tls", relayed).unwrap();
+            back = pump(&mut turn, &mut link)
+                .iter()
+                .any(|d| d == b"back over tls");
+        }
+        turn.close(std::time::Instant::now());
+        pump(&mut turn, &mut link);
     })
     .await
     .unwrap();
