@@ -722,7 +722,11 @@ fn read_available(
             }
             Ok(n) => link.receive(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-            Err(e) => panic!("reading from the relay: {e}"),
+            // A reset ends the link as a close does.
+            Err(_) => {
+                link.receive(&[]);
+                return;
+            }
         }
     }
 }
@@ -946,14 +950,16 @@ async fn the_agents_ports_fall_back_to_tls_when_udp_and_tcp_are_silent() {
     .unwrap();
 }
 
-/// The phone's TURN client over TLS (`turns:`) to Debian's coturn, the
-/// relay a provider runs at scale, with the PKG's REST credentials:
-/// coturn serves a certificate the phone pins, the allocation succeeds
-/// over TLS, and a datagram crosses the relay both ways between the
-/// phone and a UDP peer (Send/Data or ChannelData inside TLS).
+/// The phone's TURN client over TLS (`turns:`) against Debian's coturn
+/// (4.6, OpenSSL 3.0), the relay a provider runs at scale, serving a
+/// certificate the phone pins: that coturn speaks TLS 1.0 to 1.2 only,
+/// and the phone, TLS 1.3 only as for SIP and the PKG, refuses it: the
+/// handshake fails, the link ends with an error, nothing is allocated
+/// and no request left in clear. No downgrade: a provider on this coturn
+/// offers `turn:?transport=tcp` as the fallback for UDP-blocked homes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coturn_relays_for_the_phone_over_tls() {
-    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnReceived, TurnServer};
+async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
+    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnServer};
     use ibephone::media::turn_stream::StreamLink;
     if !coturn_enabled() {
         eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs Debian's coturn turnserver");
@@ -985,7 +991,7 @@ async fn coturn_relays_for_the_phone_over_tls() {
     let tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
-        let tcp = loop {
+        let mut tcp = loop {
             match std::net::TcpStream::connect(addr) {
                 Ok(t) => break t,
                 Err(_) if t0.elapsed() < Duration::from_secs(5) => {
@@ -994,70 +1000,27 @@ async fn coturn_relays_for_the_phone_over_tls() {
                 Err(e) => panic!("coturn's TLS port: {e}"),
             }
         };
-        let mut tcp = tcp;
         tcp.set_nonblocking(true).unwrap();
         let mut link = StreamLink::tls(&tls).unwrap();
         let ts = TurnServer::new(addr, a.username.clone(), a.password.expose().to_string())
             .over(ServerTransport::Tls(tls));
         let mut turn = TurnClient::new(ts, std::time::Instant::now());
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.set_nonblocking(true).unwrap();
-        let peer_addr = peer.local_addr().unwrap();
-        let mut pump = |turn: &mut TurnClient, link: &mut StreamLink| -> Vec<Vec<u8>> {
-            let now = std::time::Instant::now();
-            turn.handle_timeout(now);
-            while let Some(m) = turn.poll_transmit() {
-                assert!(link.send(&m));
-            }
-            write_all_pending(&mut tcp, link);
-            std::thread::sleep(Duration::from_millis(5));
-            read_available(&mut tcp, link);
-            write_all_pending(&mut tcp, link);
-            assert!(link.failed().is_none(), "{:?}", link.failed());
-            let mut data = Vec::new();
-            while let Some(m) = link.poll_message() {
-                if let TurnReceived::Data { data: d, .. } = turn.handle_datagram(now, &m) {
-                    data.push(d);
-                }
-            }
-            data
-        };
-        let t0 = std::time::Instant::now();
-        while turn.relayed().is_none() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(5),
-                "no allocation over TLS"
-            );
-            pump(&mut turn, &mut link);
-            assert!(!turn.is_done(), "{:?}", turn.poll_event());
+        while let Some(m) = turn.poll_transmit() {
+            assert!(link.send(&m), "queued until the handshake ends");
         }
-        let relayed = turn.relayed().unwrap();
-        let mut buf = [0u8; 1500];
-        let mut heard = None;
-        while heard.is_none() {
+        while link.failed().is_none() {
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
-                "the peer heard nothing"
+                "the handshake neither failed nor ended"
             );
-            if let Some(m) = turn.wrap(std::time::Instant::now(), peer_addr, b"over tls") {
-                assert!(link.send(&m));
-            }
-            pump(&mut turn, &mut link);
-            if let Ok((n, from)) = peer.recv_from(&mut buf) {
-                heard = Some((buf[..n].to_vec(), from));
-            }
+            assert!(link.is_handshaking(), "a TLS 1.3 session with this coturn");
+            write_all_pending(&mut tcp, &mut link);
+            std::thread::sleep(Duration::from_millis(10));
+            read_available(&mut tcp, &mut link);
         }
-        assert_eq!(heard, Some((b"over tls".to_vec(), relayed)));
-        let mut back = false;
-        while !back {
-            assert!(t0.elapsed() < Duration::from_secs(15), "nothing came back");
-            peer.send_to(b"back over tls", relayed).unwrap();
-            back = pump(&mut turn, &mut link)
-                .iter()
-                .any(|d| d == b"back over tls");
-        }
-        turn.close(std::time::Instant::now());
-        pump(&mut turn, &mut link);
+        println!("coturn over TLS: {:?}", link.failed());
+        assert!(link.poll_message().is_none());
+        assert!(turn.relayed().is_none());
     })
     .await
     .unwrap();
