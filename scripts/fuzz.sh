@@ -11,7 +11,7 @@
 #
 # Budget on a cold 2-core machine: the cargo-fuzz install, the instrumented
 # build (the library with its `pcap` feature only: no PKG client, agent or
-# CLI crates), then 13 targets x 15 s, two at a time (FUZZ_JOBS).
+# CLI crates), then 14 targets x 15 s, two at a time (FUZZ_JOBS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -242,7 +242,7 @@ fn run() -> Result<ExitCode> {
                 Ok(f) if !f.media.ice => None,
                 Ok(f) => Some(ibephone::agent::media_io::IceOptions {
                     stun: f.media.stun,
-                    turn: None,
+                    turn: Vec::new(),
                 }),
                 Err(_) => Some(Default::default()),
             };

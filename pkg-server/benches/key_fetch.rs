@@ -48,7 +48,11 @@ fn server_dir(port: u16) -> Pkg {
         ),
     )
     .expect("config written");
-    Pkg { dir, config }
+    Pkg {
+        dir,
+        config,
+        init_stdout: String::new(),
+    }
 }
 
 fn single() -> Pkg {

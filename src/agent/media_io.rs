@@ -11,10 +11,12 @@ use crate::media::audio::{
     AudioError, AudioSink, AudioSource, DiscardSink, SilenceSource, WavSink, WavSource,
 };
 use crate::media::device;
-use crate::media::ice::{IceParams, LocalIce, StunBinding};
+use crate::media::ice::{IceParams, LocalIce, Outbound, StunBinding};
+use crate::media::relay_stream::RelayStream;
 use crate::media::sdp::Codec;
 use crate::media::session::{MediaCommand, MediaEvent, MediaRestart, MediaSession, MediaStats};
-use crate::media::turn_client::{TurnClient, TurnEvent, TurnServer};
+use crate::media::turn_client::{ServerTransport, TurnClient, TurnEvent, TurnServer};
+use crate::media::turn_stream::StreamLink;
 use crate::media::voice::{self, VoiceError, VoiceProcessor};
 use crate::sip::driver::Core;
 use crate::sip::{Dest, Transmit};
@@ -92,7 +94,7 @@ pub struct ProviderRelay(Arc<Mutex<RelayState>>);
 #[derive(Default)]
 struct RelayState {
     stun: Option<SocketAddr>,
-    turn: Option<(TurnServer, std::time::SystemTime)>,
+    turn: Option<(Vec<TurnServer>, std::time::SystemTime)>,
 }
 
 impl ProviderRelay {
@@ -103,11 +105,12 @@ impl ProviderRelay {
         }
     }
 
-    /// Sets the relay and credentials to use from now on, until
+    /// Sets the relays (in the order a call tries them, see
+    /// [`turn_server`]) and credentials to use from now on, until
     /// `expires_at`.
-    pub fn set_turn(&self, server: TurnServer, expires_at: std::time::SystemTime) {
+    pub fn set_turn(&self, servers: Vec<TurnServer>, expires_at: std::time::SystemTime) {
         if let Ok(mut s) = self.0.lock() {
-            s.turn = Some((server, expires_at));
+            s.turn = Some((servers, expires_at));
         }
     }
 
@@ -116,20 +119,28 @@ impl ProviderRelay {
         self.0.lock().ok()?.stun
     }
 
-    /// The relay with credentials valid at `now`, if any.
-    pub fn turn(&self, now: std::time::SystemTime) -> Option<TurnServer> {
-        let s = self.0.lock().ok()?;
+    /// The relays with credentials valid at `now` (empty: none).
+    pub fn turn(&self, now: std::time::SystemTime) -> Vec<TurnServer> {
+        let Ok(s) = self.0.lock() else {
+            return Vec::new();
+        };
         s.turn
             .as_ref()
             .filter(|(_, expires)| *expires > now)
             .map(|(t, _)| t.clone())
+            .unwrap_or_default()
     }
 }
 
 impl std::fmt::Debug for ProviderRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (stun, turn) = self.0.lock().map_or((None, None), |s| {
-            (s.stun, s.turn.as_ref().map(|(t, _)| t.addr))
+            (
+                s.stun,
+                s.turn
+                    .as_ref()
+                    .map(|(t, _)| t.iter().map(|t| t.addr).collect::<Vec<_>>()),
+            )
         });
         f.debug_struct("ProviderRelay")
             .field("stun", &stun)
@@ -146,18 +157,24 @@ pub struct IceOptions {
     /// TURN server saw, when there is one).
     pub stun: Option<SocketAddr>,
     /// The provider's TURN relay and credentials for it (from `POST
-    /// /v1/turn-credentials`, see [`turn_server`]); none: no relayed
-    /// candidate.
-    pub turn: Option<TurnServer>,
+    /// /v1/turn-credentials`, see [`turn_server`]), once per transport in
+    /// the order they are tried; empty: no relayed candidate.
+    pub turn: Vec<TurnServer>,
 }
 
 /// How long one STUN binding request waits for its answer, and how many
 /// are sent, when a call's candidates are gathered.
 const STUN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 const STUN_TRIES: usize = 3;
-/// How long a call's TURN allocation may take (two round trips: the 401
-/// challenge, then the allocation) before the call goes without a relay.
-const TURN_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+/// How long a call's TURN allocation may take before the call goes
+/// without a relay: two round trips over UDP (the 401 challenge, then the
+/// allocation), and room for the fallbacks over TCP and TLS (a connection,
+/// a TLS handshake, the same two round trips).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_millis(2000);
+/// How long a TURN server may stay silent before the next one (the next
+/// transport) is tried beside it; one that fails outright gives way at
+/// once.
+const TURN_STAGGER: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What gathering found on a call's socket.
 #[derive(Debug, Default)]
@@ -166,26 +183,189 @@ struct Gathered {
     mapped: Option<SocketAddr>,
     /// The TURN client holding a relayed address.
     turn: Option<TurnClient>,
+    /// Its connection, when its server is reached over TCP or TLS.
+    relay: Option<(std::net::TcpStream, StreamLink)>,
+}
+
+/// How one TURN server being tried is reached.
+enum Reach {
+    /// Datagrams on the call's socket.
+    Udp,
+    /// The TCP connection is being made (on its own thread: a connect
+    /// must not stall the other attempts).
+    Connecting(std::sync::mpsc::Receiver<std::io::Result<std::net::TcpStream>>),
+    /// Connected (non-blocking), messages framed by the link.
+    Stream(std::net::TcpStream, Box<StreamLink>),
+}
+
+/// One TURN server being tried while a call's candidates are gathered.
+struct Attempt {
+    client: TurnClient,
+    reach: Reach,
+}
+
+impl Attempt {
+    fn start(server: &TurnServer, now: Instant) -> Attempt {
+        let reach = if server.transport.is_stream() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let _ = tx.send(std::net::TcpStream::connect_timeout(&addr, TURN_WAIT));
+            });
+            Reach::Connecting(rx)
+        } else {
+            Reach::Udp
+        };
+        Attempt {
+            client: TurnClient::new(server.clone(), now),
+            reach,
+        }
+    }
+
+    /// Moves the attempt on: the connection made, bytes read and written,
+    /// timers, requests sent. False once it failed.
+    fn poll(&mut self, sock: &std::net::UdpSocket, now: Instant) -> bool {
+        if let Reach::Connecting(rx) = &self.reach {
+            match rx.try_recv() {
+                Err(std::sync::mpsc::TryRecvError::Empty) => return true,
+                Ok(Ok(tcp)) => {
+                    let link = match self.client.transport() {
+                        ServerTransport::Tls(tls) => StreamLink::tls(tls),
+                        _ => Ok(StreamLink::tcp()),
+                    };
+                    match (link, tcp.set_nonblocking(true)) {
+                        (Ok(link), Ok(())) => {
+                            let _ = tcp.set_nodelay(true);
+                            self.reach = Reach::Stream(tcp, Box::new(link));
+                        }
+                        (Err(e), _) => return self.failed(&e.to_string()),
+                        (_, Err(e)) => return self.failed(&e.to_string()),
+                    }
+                }
+                Ok(Err(e)) => return self.failed(&e.to_string()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    return self.failed("connect thread ended")
+                }
+            }
+        }
+        if let Reach::Stream(tcp, link) = &mut self.reach {
+            let mut buf = [0u8; 4096];
+            loop {
+                match std::io::Read::read(tcp, &mut buf) {
+                    Ok(n) => {
+                        link.receive(buf.get(..n).unwrap_or_default());
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        link.receive(&[]);
+                        break;
+                    }
+                }
+            }
+            while let Some(m) = link.poll_message() {
+                self.client.handle_datagram(now, &m);
+            }
+        }
+        if self.client.poll_timeout().is_some_and(|due| due <= now) {
+            self.client.handle_timeout(now);
+        }
+        self.send_pending(sock);
+        if let Reach::Stream(_, link) = &self.reach {
+            if let Some(e) = link.failed() {
+                return self.failed(&e.to_string());
+            }
+        }
+        !self.client.is_done()
+    }
+
+    /// Sends what the client has queued, by datagram or on the stream
+    /// (nothing while the connection is being made: it waits in the
+    /// client).
+    fn send_pending(&mut self, sock: &std::net::UdpSocket) {
+        if matches!(self.reach, Reach::Connecting(_)) {
+            return;
+        }
+        while let Some(b) = self.client.poll_transmit() {
+            match &mut self.reach {
+                Reach::Stream(_, link) => {
+                    link.send(&b);
+                }
+                _ => {
+                    let _ = sock.send_to(&b, self.client.server());
+                }
+            }
+        }
+        if let Reach::Stream(tcp, link) = &mut self.reach {
+            write_pending(tcp, link);
+        }
+    }
+
+    /// Gives the attempt up (deallocating, if it got that far).
+    fn close(mut self, sock: &std::net::UdpSocket, now: Instant) {
+        self.client.close(now);
+        self.send_pending(sock);
+    }
+
+    fn failed(&self, why: &str) -> bool {
+        tracing::warn!(
+            server = %self.client.server(),
+            transport = self.client.transport().name(),
+            why,
+            "TURN server unreachable"
+        );
+        false
+    }
+}
+
+/// Writes what `link` has for the (non-blocking) connection, as far as
+/// it takes it now.
+fn write_pending(tcp: &mut std::net::TcpStream, link: &mut StreamLink) {
+    while !link.pending().is_empty() {
+        match std::io::Write::write(tcp, link.pending()) {
+            Ok(0) => {
+                link.receive(&[]);
+                break;
+            }
+            Ok(n) => link.written(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => {
+                link.receive(&[]);
+                break;
+            }
+        }
+    }
 }
 
 /// Asks the STUN server for our server-reflexive address (at most
-/// [`STUN_TRIES`] x [`STUN_WAIT`]) and, at the same time, the TURN server
+/// [`STUN_TRIES`] x [`STUN_WAIT`]) and, at the same time, the TURN servers
 /// for a relayed address (at most [`TURN_WAIT`]) on `sock`, blocking.
 /// Either may fail: the call then has fewer candidates. Other datagrams
 /// arriving meanwhile are dropped (the call has not started: nothing else
 /// is expected on the socket).
-fn gather(
-    sock: &std::net::UdpSocket,
-    stun: Option<SocketAddr>,
-    turn: Option<&TurnServer>,
-) -> Gathered {
+///
+/// The TURN servers (the same relay over UDP, TCP, TLS, in the order of
+/// [`turn_server`]) are tried as RFC 8305 tries addresses: the first at
+/// once, the next one beside it once the earlier ones have been silent
+/// for [`TURN_STAGGER`] or have failed, and the first allocation wins (the
+/// other attempts are closed). Where UDP works its answer comes within a
+/// round trip and no stream is ever opened; where UDP is blocked (a
+/// corporate network) TCP, then TLS, follow within a fraction of a second
+/// instead of after a full UDP timeout.
+fn gather(sock: &std::net::UdpSocket, stun: Option<SocketAddr>, turn: &[TurnServer]) -> Gathered {
     let mut out = Gathered::default();
     let start = Instant::now();
-    let mut turn = turn.map(|t| TurnClient::new(t.clone(), start));
     let mut binding: Option<(StunBinding, Instant)> = None;
     let mut stun_tries = 0;
     let mut stun_done = stun.is_none();
     let mut buf = [0u8; 1500];
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut untried = turn.iter();
+    let mut next_start = start;
+    let mut winner: Option<Attempt> = None;
+    let mut turn_done = turn.is_empty();
     loop {
         let now = Instant::now();
         // STUN: a fresh request every STUN_WAIT, STUN_TRIES times.
@@ -207,46 +387,71 @@ fn gather(
                 }
             }
         }
-        if let Some(t) = turn.as_mut() {
+        if !turn_done {
             if now >= start + TURN_WAIT {
-                tracing::warn!(server = %t.server(), "the TURN server did not allocate in time: no relayed candidate");
-                t.close(now);
-                turn = None;
+                tracing::warn!("no TURN server allocated in time: no relayed candidate");
+                for a in attempts.drain(..) {
+                    a.close(sock, now);
+                }
+                turn_done = true;
             } else {
-                if t.poll_timeout().is_some_and(|due| due <= now) {
-                    t.handle_timeout(now);
-                }
-                while let Some(b) = t.poll_transmit() {
-                    let _ = sock.send_to(&b, t.server());
-                }
-                while let Some(e) = t.poll_event() {
-                    match e {
-                        TurnEvent::Allocated { relayed, mapped } => {
-                            tracing::debug!(%relayed, "TURN allocation");
-                            out.mapped = out.mapped.or(mapped);
-                        }
-                        TurnEvent::Failed(error) => {
-                            tracing::warn!(server = %t.server(), %error, "no relayed candidate");
-                        }
-                        TurnEvent::PermissionRefused { .. } => {}
+                if now >= next_start {
+                    if let Some(server) = untried.next() {
+                        tracing::debug!(server = %server.addr, transport = server.transport.name(), "trying a TURN server");
+                        attempts.push(Attempt::start(server, now));
+                        next_start = now + TURN_STAGGER;
                     }
                 }
-                if t.is_done() {
-                    turn = None;
+                let mut i = 0;
+                while i < attempts.len() {
+                    if attempts[i].poll(sock, now) {
+                        i += 1;
+                    } else {
+                        // Failed: the next transport starts at once.
+                        attempts.remove(i);
+                        next_start = now;
+                    }
+                }
+                if let Some(i) = attempts.iter().position(|a| a.client.relayed().is_some()) {
+                    let won = attempts.remove(i);
+                    for a in attempts.drain(..) {
+                        a.close(sock, now);
+                    }
+                    winner = Some(won);
+                    turn_done = true;
+                } else if attempts.is_empty() && untried.len() == 0 {
+                    tracing::warn!("no TURN server allocated: no relayed candidate");
+                    turn_done = true;
                 }
             }
         }
-        let turn_done = turn.as_ref().is_none_or(|t| !t.is_allocating());
+        if let Some(w) = winner.as_mut() {
+            while let Some(e) = w.client.poll_event() {
+                if let TurnEvent::Allocated { relayed, mapped } = e {
+                    tracing::debug!(%relayed, transport = w.client.transport().name(), "TURN allocation");
+                    out.mapped = out.mapped.or(mapped);
+                }
+            }
+        }
         if stun_done && turn_done {
             break;
         }
-        // Wait for the next datagram, at most until the next timer.
+        // Wait for the next datagram, at most until the next timer (and
+        // briefly while connections are polled).
         let mut wait = std::time::Duration::from_millis(50);
         if let Some((_, at)) = &binding {
             wait = wait.min((*at + STUN_WAIT).saturating_duration_since(now));
         }
-        if let Some(due) = turn.as_ref().and_then(TurnClient::poll_timeout) {
-            wait = wait.min(due.saturating_duration_since(now));
+        for a in &attempts {
+            if let Some(due) = a.client.poll_timeout() {
+                wait = wait.min(due.saturating_duration_since(now));
+            }
+            if !matches!(a.reach, Reach::Udp) {
+                wait = wait.min(std::time::Duration::from_millis(5));
+            }
+        }
+        if !turn_done && untried.len() > 0 {
+            wait = wait.min(next_start.saturating_duration_since(now));
         }
         if sock
             .set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1))))
@@ -267,46 +472,105 @@ fn gather(
                 continue;
             }
         }
-        if let Some(t) = turn.as_mut().filter(|t| t.server() == from) {
-            t.handle_datagram(Instant::now(), d);
+        if let Some(a) = attempts
+            .iter_mut()
+            .find(|a| matches!(a.reach, Reach::Udp) && a.client.server() == from)
+        {
+            a.client.handle_datagram(Instant::now(), d);
         }
     }
     if stun.is_some() && out.mapped.is_none() {
         tracing::warn!("no server-reflexive candidate");
     }
-    out.turn = turn.filter(|t| t.relayed().is_some());
+    if let Some(w) = winner {
+        out.relay = match w.reach {
+            Reach::Stream(tcp, link) => Some((tcp, *link)),
+            _ => None,
+        };
+        out.turn = Some(w.client);
+    }
     out
 }
 
-/// The TURN relay of `creds` (the provider's answer to `POST
-/// /v1/turn-credentials`): its first `turn:` URI over UDP whose host
-/// resolves; `None` when there is none (TCP and TLS relays are not used
-/// yet).
-pub async fn turn_server(creds: &crate::pkg_client::TurnCredentials) -> Option<TurnServer> {
-    use crate::pkg_client::turn::{TurnScheme, TurnTransport};
-    for uri in &creds.uris {
-        if uri.scheme != TurnScheme::Turn || uri.transport != TurnTransport::Udp {
-            continue;
+/// Sends what a call's ICE (or its relay's deallocation) has for the
+/// network before the call's session runs: datagrams on `sock`, messages
+/// for a relay reached over TCP or TLS on its connection (written as far
+/// as it takes them now: a lost deallocation only lets the allocation
+/// expire).
+fn send_before_session(
+    sock: &std::net::UdpSocket,
+    relay: &mut Option<(std::net::TcpStream, StreamLink)>,
+    messages: Vec<(Outbound, Vec<u8>)>,
+) {
+    for (to, bytes) in messages {
+        match (to, relay.as_mut()) {
+            (Outbound::Udp(addr), _) => {
+                let _ = sock.send_to(&bytes, addr);
+            }
+            (Outbound::RelayStream, Some((tcp, link))) => {
+                link.send(&bytes);
+                write_pending(tcp, link);
+            }
+            (Outbound::RelayStream, None) => {}
         }
-        let host = match uri.host.parse::<IpAddr>() {
+    }
+}
+
+/// The TURN relays of `creds` (the provider's answer to `POST
+/// /v1/turn-credentials`) whose hosts resolve, in the order a call tries
+/// them: over UDP first, then TCP, then TLS (`turns:`), the provider's
+/// order kept within each. UDP first because it is TURN's native
+/// transport (no head-of-line blocking of audio behind a lost segment,
+/// RFC 8656 3.1); TCP and TLS are for networks that block UDP, TLS last
+/// as the one a restrictive network lets through when nothing else
+/// passes. A `turns:` relay is checked as SIP over TLS checks the proxy
+/// (`agent::sip_tls`): by the PKG's certificate `pin` when given, else by
+/// the platform's roots for the URI's host. Empty: no relay.
+pub async fn turn_server(
+    creds: &crate::pkg_client::TurnCredentials,
+    pin: Option<[u8; 32]>,
+) -> Vec<TurnServer> {
+    use crate::pkg_client::turn::{TurnScheme, TurnTransport};
+    let mut found = Vec::new();
+    for uri in &creds.uris {
+        let rank = match (uri.scheme, uri.transport) {
+            (TurnScheme::Stun, _) => continue,
+            (TurnScheme::Turn, TurnTransport::Udp) => 0,
+            (TurnScheme::Turn, TurnTransport::Tcp) => 1,
+            (TurnScheme::Turns, _) => 2,
+        };
+        let addr = match uri.host.parse::<IpAddr>() {
             Ok(ip) => Some(SocketAddr::new(ip, uri.port)),
             Err(_) => tokio::net::lookup_host((uri.host.as_str(), uri.port))
                 .await
                 .ok()
                 .and_then(|mut a| a.next()),
         };
-        match host {
-            Some(addr) => {
-                return Some(TurnServer {
-                    addr,
-                    username: creds.username.clone(),
-                    password: zeroize::Zeroizing::new(creds.password.expose().to_string()),
-                })
-            }
-            None => tracing::warn!(host = %uri.host, "TURN relay does not resolve"),
-        }
+        let Some(addr) = addr else {
+            tracing::warn!(host = %uri.host, "TURN relay does not resolve");
+            continue;
+        };
+        let transport = match rank {
+            0 => ServerTransport::Udp,
+            1 => ServerTransport::Tcp,
+            _ => match super::sip_tls::client(Some(&uri.host), addr, pin, None) {
+                Ok(tls) => ServerTransport::Tls(tls),
+                Err(error) => {
+                    tracing::warn!(host = %uri.host, %error, "turns: relay skipped");
+                    continue;
+                }
+            },
+        };
+        let server = TurnServer::new(
+            addr,
+            creds.username.clone(),
+            creds.password.expose().to_string(),
+        )
+        .over(transport);
+        found.push((rank, server));
     }
-    None
+    found.sort_by_key(|(rank, _)| *rank);
+    found.into_iter().map(|(_, s)| s).collect()
 }
 
 impl Default for MediaOptions {
@@ -373,10 +637,12 @@ impl std::fmt::Debug for MediaOptions {
     }
 }
 
-/// A call's bound socket and, under ICE, its gathered candidates.
+/// A call's bound socket and, under ICE, its gathered candidates (and
+/// the connection to the relay, when it is reached over TCP or TLS).
 struct BoundPort {
     sock: std::net::UdpSocket,
     ice: Option<LocalIce>,
+    relay: Option<(std::net::TcpStream, StreamLink)>,
 }
 
 type Bound = Arc<Mutex<HashMap<u64, BoundPort>>>;
@@ -452,18 +718,19 @@ impl MediaPorts for UdpPorts {
         .map_err(|e| format!("binding {}: {e}", self.ip))?;
         let port = sock.local_addr().map_err(|e| e.to_string())?.port();
         let mut addr = SocketAddr::new(self.announce, port);
+        let mut relay = None;
         let ice = match &self.ice {
             Some(opts) => {
                 let mut ice = LocalIce::new(addr).map_err(|e| e.to_string())?;
                 // Configured STUN wins; the provider's current relay
                 // credentials win over fixed ones.
                 let stun = opts.stun.or_else(|| self.relay.stun());
-                let turn = self
-                    .relay
-                    .turn(std::time::SystemTime::now())
-                    .or_else(|| opts.turn.clone());
-                let found = if stun.is_some() || turn.is_some() {
-                    gather(&sock, stun, turn.as_ref())
+                let mut turn = self.relay.turn(std::time::SystemTime::now());
+                if turn.is_empty() {
+                    turn = opts.turn.clone();
+                }
+                let found = if stun.is_some() || !turn.is_empty() {
+                    gather(&sock, stun, &turn)
                 } else {
                     Gathered::default()
                 };
@@ -472,8 +739,9 @@ impl MediaPorts for UdpPorts {
                         .map_err(|e| e.to_string())?;
                 }
                 if let Some(turn) = found.turn {
-                    if let Err(e) = ice.add_relayed(turn) {
-                        tracing::warn!(error = %e, "relayed candidate not usable");
+                    match ice.add_relayed(turn) {
+                        Ok(()) => relay = found.relay,
+                        Err(e) => tracing::warn!(error = %e, "relayed candidate not usable"),
                     }
                 }
                 addr = ice.default_addr();
@@ -484,7 +752,7 @@ impl MediaPorts for UdpPorts {
         self.bound
             .lock()
             .map_err(|_| "port table poisoned".to_string())?
-            .insert(call, BoundPort { sock, ice });
+            .insert(call, BoundPort { sock, ice, relay });
         Ok(self.advertise.as_ref().map_or(addr, |f| f(addr)))
     }
 
@@ -499,11 +767,10 @@ impl MediaPorts for UdpPorts {
         if let Some(BoundPort {
             sock,
             ice: Some(mut ice),
+            mut relay,
         }) = port
         {
-            for (to, bytes) in ice.close_relay(Instant::now()) {
-                let _ = sock.send_to(&bytes, to);
-            }
+            send_before_session(&sock, &mut relay, ice.close_relay(Instant::now()));
         }
     }
 }
@@ -737,7 +1004,7 @@ impl MediaDriver {
         call: u64,
         negotiated: crate::media::sdp::Negotiated,
     ) -> Result<(), String> {
-        let BoundPort { sock, ice } = self.take_bound(call)?;
+        let BoundPort { sock, ice, relay } = self.take_bound(call)?;
         let session = self.sessions.get(&call).ok_or("no media session")?;
         let ice = ice
             .zip(negotiated.remote_ice.as_ref())
@@ -745,9 +1012,16 @@ impl MediaDriver {
         sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let socket = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
+        let relay = match (&ice, relay) {
+            (Some(_), Some((tcp, link))) => {
+                Some(RelayStream::new(tcp, link).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
         let moved = MediaRestart {
             socket,
             ice,
+            relay,
             negotiated,
         };
         if !session.command(MediaCommand::Restart(Box::new(moved))) {
@@ -809,25 +1083,34 @@ impl MediaDriver {
         call: u64,
         negotiated: crate::media::sdp::Negotiated,
     ) -> Result<(), String> {
-        let BoundPort { sock, ice } = self.take_bound(call)?;
+        let BoundPort {
+            sock,
+            ice,
+            mut relay,
+        } = self.take_bound(call)?;
         // ICE runs when both sides offered it; else the SDP address, latched
         // (and a relay allocated for nothing is given back at once).
         let ice = match (ice, negotiated.remote_ice.as_ref()) {
             (Some(local), Some(remote)) => Some(local.start(remote, negotiated.ice_controlling)),
             (Some(mut local), None) => {
-                for (to, bytes) in local.close_relay(Instant::now()) {
-                    let _ = sock.send_to(&bytes, to);
-                }
+                send_before_session(&sock, &mut relay, local.close_relay(Instant::now()));
+                relay = None;
                 None
             }
             (None, _) => None,
+        };
+        let relay = match (&ice, relay) {
+            (Some(_), Some((tcp, link))) => {
+                Some(RelayStream::new(tcp, link).map_err(|e| e.to_string())?)
+            }
+            _ => None,
         };
         sock.set_read_timeout(None).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
         let sock = tokio::net::UdpSocket::from_std(sock).map_err(|e| e.to_string())?;
         let (source, sink) = self.open_audio(call, negotiated.codec.audio_rate());
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let session = MediaSession::start_with_ice(sock, negotiated, source, sink, tx, ice)
+        let session = MediaSession::start_with_ice(sock, negotiated, source, sink, tx, ice, relay)
             .map_err(|e| e.to_string())?;
         self.sessions.insert(call, session);
         let events = self.events.clone();
@@ -1005,7 +1288,7 @@ mod tests {
         let options = MediaOptions {
             ice: Some(IceOptions {
                 stun: Some(stun),
-                turn: None,
+                turn: Vec::new(),
             }),
             ..MediaOptions::default()
         };
@@ -1038,7 +1321,7 @@ mod tests {
         let options = MediaOptions {
             ice: Some(IceOptions {
                 stun: Some(stun_server(configured_view, 1)),
-                turn: None,
+                turn: Vec::new(),
             }),
             relay,
             ..MediaOptions::default()
@@ -1053,16 +1336,16 @@ mod tests {
     fn the_provider_relay_hands_out_only_live_credentials() {
         let relay = ProviderRelay::default();
         let now = std::time::SystemTime::now();
-        assert!(relay.turn(now).is_none());
+        assert!(relay.turn(now).is_empty());
         let server = |user: &str| {
             TurnServer::new("127.0.0.1:3478".parse().unwrap(), user.into(), "pw".into())
         };
         let hour = std::time::Duration::from_secs(3600);
-        relay.set_turn(server("1:alice"), now + hour);
-        assert_eq!(relay.turn(now).unwrap().username, "1:alice");
-        assert!(relay.turn(now + hour).is_none(), "expired");
-        relay.set_turn(server("2:alice"), now + 2 * hour);
-        assert_eq!(relay.turn(now + hour).unwrap().username, "2:alice");
+        relay.set_turn(vec![server("1:alice")], now + hour);
+        assert_eq!(relay.turn(now)[0].username, "1:alice");
+        assert!(relay.turn(now + hour).is_empty(), "expired");
+        relay.set_turn(vec![server("2:alice")], now + 2 * hour);
+        assert_eq!(relay.turn(now + hour)[0].username, "2:alice");
         assert!(!format!("{relay:?}").contains("pw"));
     }
 
@@ -1073,7 +1356,7 @@ mod tests {
         let options = MediaOptions {
             ice: Some(IceOptions {
                 stun: Some(silent.local_addr().unwrap()),
-                turn: None,
+                turn: Vec::new(),
             }),
             ..MediaOptions::default()
         };

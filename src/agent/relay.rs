@@ -252,7 +252,7 @@ impl RelayRenewal {
         let mut schedule = match initial {
             Some(c) => {
                 let s = RelaySchedule::after_fetch(now, c.expires_at);
-                install(&relay, &c).await;
+                install(&relay, &c, self.pkg.fingerprint).await;
                 s
             }
             None => RelaySchedule::due_at(now),
@@ -273,7 +273,7 @@ impl RelayRenewal {
             let outcome = match self.fetch().await {
                 Ok(c) => {
                     schedule.fetched(SystemTime::now(), c.expires_at);
-                    let usable = install(&relay, &c).await;
+                    let usable = install(&relay, &c, self.pkg.fingerprint).await;
                     RelayOutcome::Renewed {
                         expires_at: c.expires_at,
                         usable,
@@ -297,14 +297,13 @@ impl RelayRenewal {
 }
 
 /// Hands `creds`'s relay to the RTP ports; whether one was usable.
-async fn install(relay: &ProviderRelay, creds: &TurnCredentials) -> bool {
-    match turn_server(creds).await {
-        Some(server) => {
-            relay.set_turn(server, creds.expires_at);
-            true
-        }
-        None => false,
+async fn install(relay: &ProviderRelay, creds: &TurnCredentials, pin: Option<[u8; 32]>) -> bool {
+    let servers = turn_server(creds, pin).await;
+    if servers.is_empty() {
+        return false;
     }
+    relay.set_turn(servers, creds.expires_at);
+    true
 }
 
 async fn resolve(host: &str, port: u16) -> Option<SocketAddr> {

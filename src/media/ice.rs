@@ -38,6 +38,13 @@
 //!   deallocated (Refresh with LIFETIME 0, RFC 8656 7.3). A direct call
 //!   then holds no relay for its whole duration; a later network change
 //!   gathers a new one (ICE restart on a fresh socket).
+//! - A relay reached over TCP or TLS (RFC 8656 3.1) still gives a `typ
+//!   relay` UDP candidate: what the relay exchanges with peers is UDP.
+//!   Its messages leave as [`Outbound::RelayStream`] (the driver writes
+//!   them on the connection) and come back through
+//!   [`IceSession::handle_relay_message`]; a datagram on the socket from
+//!   the server's address is then not the relay's and is not taken as
+//!   such.
 
 use super::turn_client::{TurnClient, TurnEvent, TurnReceived};
 use is::stun::{StunMessage, StunPacket};
@@ -229,15 +236,15 @@ impl LocalIce {
     }
 
     /// Deallocates the relayed candidate's allocation (a call that never
-    /// started): the datagrams to send, (destination, bytes).
-    pub fn close_relay(&mut self, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    /// started): the messages to send, (where, bytes).
+    pub fn close_relay(&mut self, now: Instant) -> Vec<(Outbound, Vec<u8>)> {
         let Some(turn) = self.turn.as_mut() else {
             return Vec::new();
         };
         turn.close(now);
-        let server = turn.server();
+        let to = Outbound::to_server(turn);
         std::iter::from_fn(|| turn.poll_transmit())
-            .map(|b| (server, b))
+            .map(|b| (to, b))
             .collect()
     }
 
@@ -334,6 +341,27 @@ pub fn is_stun(datagram: &[u8]) -> bool {
 /// server's answer to an unauthenticated request lacks).
 pub use crate::sip::stun::BindingRequest as StunBinding;
 
+/// Where a message of the call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound {
+    /// A datagram on the call's UDP socket to this address (a peer, or a
+    /// TURN server reached over UDP).
+    Udp(SocketAddr),
+    /// One message on the connection to the TURN server (TCP or TLS).
+    RelayStream,
+}
+
+impl Outbound {
+    /// Where the messages of `turn` for its server go.
+    fn to_server(turn: &TurnClient) -> Outbound {
+        if turn.transport().is_stream() {
+            Outbound::RelayStream
+        } else {
+            Outbound::Udp(turn.server())
+        }
+    }
+}
+
 /// The candidate pair media flows on, by candidate kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IcePath {
@@ -399,7 +427,7 @@ pub struct IceSession {
     nominated: Option<IcePath>,
     consent: bool,
     events: Vec<IceEvent>,
-    transmits: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    transmits: std::collections::VecDeque<(Outbound, Vec<u8>)>,
 }
 
 impl fmt::Debug for IceSession {
@@ -446,19 +474,12 @@ impl IceSession {
     /// media for the caller.
     pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> IceInput {
         self.now = Some(now);
-        if let Some(turn) = self.turn.as_mut().filter(|t| t.server() == from) {
-            let got = turn.handle_datagram(now, datagram);
-            self.drain_turn();
-            return match got {
-                TurnReceived::Data { peer, data } => match self.relayed {
-                    Some(relayed) if is_stun(&data) => {
-                        self.check(now, peer, relayed, &data);
-                        IceInput::Consumed
-                    }
-                    _ => IceInput::Relayed { peer, data },
-                },
-                TurnReceived::Handled | TurnReceived::NotTurn => IceInput::Consumed,
-            };
+        if self
+            .turn
+            .as_ref()
+            .is_some_and(|t| t.server() == from && !t.transport().is_stream())
+        {
+            return self.read_relay(now, datagram);
         }
         if is_stun(datagram) {
             self.check(now, from, self.local, datagram);
@@ -467,19 +488,54 @@ impl IceSession {
         IceInput::Media
     }
 
+    /// One message the TURN server sent on the connection of a relay
+    /// reached over TCP or TLS (ignored when the relay is reached over
+    /// UDP): read as [`IceSession::handle_input`] reads the relay's
+    /// datagrams.
+    pub fn handle_relay_message(&mut self, now: Instant, message: &[u8]) -> IceInput {
+        self.now = Some(now);
+        if !self
+            .turn
+            .as_ref()
+            .is_some_and(|t| t.transport().is_stream())
+        {
+            return IceInput::Consumed;
+        }
+        self.read_relay(now, message)
+    }
+
+    /// What the TURN client makes of a message of its server.
+    fn read_relay(&mut self, now: Instant, message: &[u8]) -> IceInput {
+        let Some(turn) = self.turn.as_mut() else {
+            return IceInput::Consumed;
+        };
+        let got = turn.handle_datagram(now, message);
+        self.drain_turn();
+        match got {
+            TurnReceived::Data { peer, data } => match self.relayed {
+                Some(relayed) if is_stun(&data) => {
+                    self.check(now, peer, relayed, &data);
+                    IceInput::Consumed
+                }
+                _ => IceInput::Relayed { peer, data },
+            },
+            TurnReceived::Handled | TurnReceived::NotTurn => IceInput::Consumed,
+        }
+    }
+
     /// Where media goes now, with the bytes to send there: the nominated
     /// pair's destination, or the TURN server with `wire` wrapped for the
     /// relay. `None`: no pair, or the relay cannot carry it.
-    pub fn route_media(&mut self, now: Instant, wire: Vec<u8>) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn route_media(&mut self, now: Instant, wire: Vec<u8>) -> Option<(Outbound, Vec<u8>)> {
         let path = self.nominated?;
         if !path.via_relay() {
-            return Some((path.destination, wire));
+            return Some((Outbound::Udp(path.destination), wire));
         }
         let turn = self.turn.as_mut()?;
         let wrapped = turn.wrap(now, path.destination, &wire)?;
-        let server = turn.server();
+        let to = Outbound::to_server(turn);
         self.drain_turn();
-        Some((server, wrapped))
+        Some((to, wrapped))
     }
 
     /// Advances the agent's and the TURN client's timers.
@@ -531,25 +587,24 @@ impl IceSession {
         self.close(now);
     }
 
-    /// The next datagram to send on the call's socket: (destination,
-    /// bytes). Checks from the relayed candidate come out wrapped for the
-    /// TURN server.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    /// The next message to send: (where, bytes). Checks from the relayed
+    /// candidate come out wrapped for the TURN server.
+    pub fn poll_transmit(&mut self) -> Option<(Outbound, Vec<u8>)> {
         loop {
             if let Some(t) = self.transmits.pop_front() {
                 return Some(t);
             }
             let t = self.agent.poll_transmit()?;
             if Some(t.source) != self.relayed {
-                return Some((t.destination, t.contents.into()));
+                return Some((Outbound::Udp(t.destination), t.contents.into()));
             }
             // A check from the relayed candidate: through the relay.
             let (Some(turn), Some(now)) = (self.turn.as_mut(), self.now) else {
                 continue;
             };
             if let Some(wrapped) = turn.wrap(now, t.destination, &t.contents) {
-                let server = turn.server();
-                self.transmits.push_back((server, wrapped));
+                let to = Outbound::to_server(turn);
+                self.transmits.push_back((to, wrapped));
             }
             self.drain_turn();
         }
@@ -572,8 +627,9 @@ impl IceSession {
             return;
         };
         let server = turn.server();
+        let to = Outbound::to_server(turn);
         while let Some(b) = turn.poll_transmit() {
-            self.transmits.push_back((server, b));
+            self.transmits.push_back((to, b));
         }
         while let Some(e) = turn.poll_event() {
             match e {

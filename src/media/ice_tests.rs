@@ -14,7 +14,7 @@ struct Net {
     a_events: Vec<IceEvent>,
     b_events: Vec<IceEvent>,
     /// What alice sent anywhere but to bob (her TURN server), and when.
-    a_elsewhere: Vec<(Instant, SocketAddr, Vec<u8>)>,
+    a_elsewhere: Vec<(Instant, Outbound, Vec<u8>)>,
 }
 
 const A: &str = "127.0.0.1:1000";
@@ -68,7 +68,7 @@ impl Net {
                 let mut moved = false;
                 while let Some((to, bytes)) = self.a.poll_transmit() {
                     moved = true;
-                    if to == addr(B) {
+                    if to == Outbound::Udp(addr(B)) {
                         self.b.handle_datagram(self.now, addr(A), &bytes);
                     } else {
                         self.a_elsewhere.push((self.now, to, bytes));
@@ -76,7 +76,7 @@ impl Net {
                 }
                 while let Some((to, bytes)) = self.b.poll_transmit() {
                     moved = true;
-                    if to == addr(A) && !drop_to_a {
+                    if to == Outbound::Udp(addr(A)) && !drop_to_a {
                         self.a.handle_datagram(self.now, addr(B), &bytes);
                     }
                 }

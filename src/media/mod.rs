@@ -21,10 +21,12 @@
 //!   [`rtcp_link`]: when reports leave and what a received one may change;
 //! - [`ice`]: ICE (RFC 8445) on the call's socket (str0m's `is` agent);
 //!   [`turn_client`]: a TURN client (RFC 8656) whose relayed address is
-//!   one of ICE's candidates.
+//!   one of ICE's candidates, over UDP or, through [`turn_stream`] (TCP
+//!   or TLS) and [`turn_framing`] (RFC 8656 12.5), over a stream.
 //!
 //! The thin tokio driver is [`session::MediaSession`]: it owns the socket
-//! and the 20 ms clock and reports [`session::MediaEvent`]s.
+//! and the 20 ms clock and reports [`session::MediaEvent`]s; a relay
+//! reached over TCP or TLS is its [`relay_stream::RelayStream`].
 //!
 //! Opus is offered first by default (`opus/48000/2` on payload type 111,
 //! `a=fmtp:111 minptime=10;useinbandfec=1`, with `telephone-event/48000`),
@@ -42,6 +44,7 @@ pub mod kat;
 pub mod keys;
 pub mod negotiate;
 pub mod quality;
+pub mod relay_stream;
 pub mod rtcp;
 pub mod rtcp_link;
 pub mod sdp;
@@ -49,6 +52,8 @@ pub mod sdp_attrs;
 pub mod session;
 pub mod srtp;
 pub mod turn_client;
+pub mod turn_framing;
+pub mod turn_stream;
 pub mod voice;
 
 pub use keys::{

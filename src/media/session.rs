@@ -21,9 +21,10 @@
 use super::audio::{convert_frame, AudioError, AudioSink, AudioSource};
 use super::codec::{frame_samples, CodecError, Decoder, Encoder};
 use super::dtmf::{DtmfReceiver, DtmfSender};
-use super::ice::{IceEvent, IceInput, IcePath, IceSession};
+use super::ice::{IceEvent, IceInput, IcePath, IceSession, Outbound};
 use super::jitter::{JitterBuffer, JitterStats, Playout, FRAME};
 use super::keys::Sas;
+use super::relay_stream::RelayStream;
 use super::rtcp::{is_rtcp, RtcpStats};
 use super::rtcp_link::RtcpLink;
 use super::sdp::{Codec, MediaSecurity, Negotiated};
@@ -84,6 +85,9 @@ pub struct MediaRestart {
     pub socket: UdpSocket,
     /// ICE on it, when both sides run ICE (restarted: new credentials).
     pub ice: Option<IceSession>,
+    /// The connection to the TURN server of the new ICE session's relayed
+    /// candidate, when that relay is reached over TCP or TLS.
+    pub relay: Option<RelayStream>,
     /// The new negotiation: keys, peer address, direction, codec.
     pub negotiated: Negotiated,
 }
@@ -153,12 +157,14 @@ impl MediaSession {
         sink: Box<dyn AudioSink>,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> Result<Self, MediaError> {
-        Self::start_with_ice(socket, negotiated, source, sink, events, None)
+        Self::start_with_ice(socket, negotiated, source, sink, events, None, None)
     }
 
     /// [`MediaSession::start`] with ICE on the socket: media is sent only
     /// on the pair ICE nominated, while its consent holds; STUN and SRTP
-    /// share the socket.
+    /// share the socket. `relay` is the connection to the TURN server of
+    /// ICE's relayed candidate when it is reached over TCP or TLS: what
+    /// ICE routes to [`Outbound::RelayStream`] goes there.
     pub fn start_with_ice(
         socket: UdpSocket,
         negotiated: Negotiated,
@@ -166,6 +172,7 @@ impl MediaSession {
         sink: Box<dyn AudioSink>,
         events: mpsc::UnboundedSender<MediaEvent>,
         ice: Option<IceSession>,
+        relay: Option<RelayStream>,
     ) -> Result<Self, MediaError> {
         let mut channel = SrtpChannel::new(&negotiated)?;
         channel.set_latching(ice.is_none());
@@ -209,6 +216,7 @@ impl MediaSession {
             peer_ssrc: None,
             sent: 0,
             ice,
+            relay,
             rtcp,
             started: now(),
             first_audio: None,
@@ -258,10 +266,21 @@ struct Driver {
     peer_ssrc: Option<u32>,
     sent: u64,
     ice: Option<IceSession>,
+    relay: Option<RelayStream>,
     rtcp: RtcpLink,
     /// When the session started, for [`MediaStats::first_audio`].
     started: Instant,
     first_audio: Option<Duration>,
+}
+
+/// Waits on the relay's connection, or forever without one.
+async fn relay_ready(
+    relay: &mut Option<RelayStream>,
+) -> Result<(), super::turn_stream::StreamError> {
+    match relay {
+        Some(r) => r.ready().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The driver's clock: tokio's, so that a paused test clock drives it.
@@ -346,6 +365,9 @@ impl Driver {
                         Some(IceInput::Consumed) => self.flush_ice().await,
                     }
                 }
+                r = relay_ready(&mut self.relay), if self.relay.is_some() => {
+                    self.on_relay_ready(r).await;
+                }
                 _ = tokio::time::sleep_until(ice_due.into()), if self.ice.is_some() => {
                     if let Some(ice) = self.ice.as_mut() {
                         ice.handle_timeout(now());
@@ -379,15 +401,47 @@ impl Driver {
         Ok(self.stats())
     }
 
+    /// Reads what the relay's connection brought (after
+    /// [`RelayStream::ready`] gave `r`); a failed connection is dropped
+    /// (the relayed pair then loses consent, as with a lost UDP relay).
+    async fn on_relay_ready(&mut self, r: Result<(), super::turn_stream::StreamError>) {
+        let now = now();
+        while let Some(m) = self.relay.as_mut().and_then(RelayStream::poll_message) {
+            let input = self
+                .ice
+                .as_mut()
+                .map_or(IceInput::Consumed, |ice| ice.handle_relay_message(now, &m));
+            if let IceInput::Relayed { peer, data } = input {
+                self.receive(now, peer, &data);
+            }
+        }
+        if let Err(error) = r {
+            tracing::warn!(%error, "the TURN relay's connection is lost");
+            self.relay = None;
+        }
+        self.flush_ice().await;
+    }
+
+    /// Sends one message where ICE (or the session) routed it.
+    async fn send_to(&mut self, to: Outbound, bytes: &[u8]) -> bool {
+        match to {
+            Outbound::Udp(addr) => self.socket.send_to(bytes, addr).await.is_ok(),
+            Outbound::RelayStream => self.relay.as_mut().is_some_and(|r| r.send(bytes)),
+        }
+    }
+
     /// Sends what ICE has to send and acts on its events.
     async fn flush_ice(&mut self) {
+        if self.ice.is_none() {
+            return;
+        }
+        while let Some((to, bytes)) = self.ice.as_mut().and_then(IceSession::poll_transmit) {
+            // A lost check is retransmitted by the agent.
+            self.send_to(to, &bytes).await;
+        }
         let Some(ice) = self.ice.as_mut() else {
             return;
         };
-        while let Some((to, bytes)) = ice.poll_transmit() {
-            // A lost check is retransmitted by the agent.
-            let _ = self.socket.send_to(&bytes, to).await;
-        }
         while let Some(e) = ice.poll_event() {
             let _ = match e {
                 IceEvent::Nominated(path) => {
@@ -439,10 +493,10 @@ impl Driver {
                 Some(routed) => routed,
                 None => return false,
             },
-            None => (self.channel.remote(), wire),
+            None => (Outbound::Udp(self.channel.remote()), wire),
         };
         // A lost datagram is no error for RTP: ICMP refusals are ignored.
-        self.socket.send_to(&wire, to).await.is_ok()
+        self.send_to(to, &wire).await
     }
 
     fn announce_security(&self) {
@@ -464,6 +518,7 @@ impl Driver {
                 let MediaRestart {
                     socket,
                     ice,
+                    relay,
                     negotiated,
                 } = *r;
                 // The old path's relay allocation is given back from the
@@ -472,10 +527,16 @@ impl Driver {
                 if let Some(old) = self.ice.as_mut() {
                     old.close(now());
                     while let Some((to, bytes)) = old.poll_transmit() {
-                        let _ = self.socket.try_send_to(&bytes, to);
+                        let _ = match to {
+                            Outbound::Udp(addr) => self.socket.try_send_to(&bytes, addr).is_ok(),
+                            Outbound::RelayStream => {
+                                self.relay.as_mut().is_some_and(|r| r.send(&bytes))
+                            }
+                        };
                     }
                 }
                 self.socket = socket;
+                self.relay = relay;
                 self.channel.set_latching(ice.is_none());
                 self.ice = ice;
                 if let Some(ice) = self.ice.as_mut() {

@@ -10,6 +10,14 @@
 //! Data indications until the channel is confirmed). At the end of the
 //! call [`TurnClient::close`] deallocates (Refresh with LIFETIME 0).
 //!
+//! The client speaks to its server over UDP, or over TCP or TLS
+//! ([`ServerTransport`], RFC 8656 3.1: the relayed transport stays UDP).
+//! On a stream the driver frames its messages ([`super::turn_stream`]);
+//! requests are then sent once and time out after [`STREAM_TIMEOUT`]
+//! (RFC 8489 6.2.2: no retransmission over a reliable transport), and the
+//! XOR-MAPPED-ADDRESS of the allocation is not reported (it is the TCP
+//! mapping, not a UDP server-reflexive address).
+//!
 //! Messages are encoded and read by webrtc-rs's `stun` crate and the
 //! TURN attributes of its `turn` crate (`turn::proto`); this module writes
 //! no STUN or TURN codec of its own.
@@ -83,17 +91,61 @@ pub const RTO: Duration = Duration::from_millis(500);
 const MAX_RTO: Duration = Duration::from_secs(4);
 /// Sends of one request before it is given up (RFC 8489 Rc).
 pub const MAX_SENDS: u32 = 7;
+/// How long a request sent on a stream waits for its answer (RFC 8489
+/// 6.2.2, Ti = 39.5 s).
+pub const STREAM_TIMEOUT: Duration = Duration::from_millis(39_500);
 /// Most 438 or 401 answers one request may get before it is given up.
 const MAX_AUTH_RETRIES: u32 = 2;
 /// Most peers with a permission, and most channels (a call has a few
 /// remote candidates; more is a hostile SDP).
 pub const MAX_PEERS: usize = 32;
 
+/// How the phone reaches its TURN server (RFC 8656 3.1): the
+/// client-server transport. What the relay sends to and receives from
+/// peers is UDP whichever it is.
+#[derive(Clone)]
+pub enum ServerTransport {
+    /// `turn:...?transport=udp`: one datagram per message.
+    Udp,
+    /// `turn:...?transport=tcp`: messages framed on a TCP connection.
+    Tcp,
+    /// `turns:`: framed inside TLS, the server checked as the client says
+    /// (the phone pins the PKG's certificate, see `agent::sip_tls`).
+    Tls(crate::sip::driver::TlsClient),
+}
+
+impl ServerTransport {
+    /// Whether messages travel on a stream (TCP or TLS), not as datagrams.
+    pub fn is_stream(&self) -> bool {
+        !matches!(self, ServerTransport::Udp)
+    }
+
+    /// `udp`, `tcp` or `tls`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerTransport::Udp => "udp",
+            ServerTransport::Tcp => "tcp",
+            ServerTransport::Tls(_) => "tls",
+        }
+    }
+}
+
+impl fmt::Debug for ServerTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerTransport::Tls(t) => write!(f, "Tls({:?})", t.server_name),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
 /// The TURN server of a call and the long-term credentials to use on it.
 #[derive(Clone)]
 pub struct TurnServer {
-    /// Where the server listens (UDP).
+    /// Where the server listens (on UDP, or TCP for a stream transport).
     pub addr: SocketAddr,
+    /// How it is reached.
+    pub transport: ServerTransport,
     /// USERNAME (for the provider's relay, `<unix expiry>:<user>`).
     pub username: String,
     /// The password (secret: wiped on drop, never printed).
@@ -101,14 +153,21 @@ pub struct TurnServer {
 }
 
 impl TurnServer {
-    /// The server at `addr` with these long-term credentials (the
-    /// password is moved into wiped storage).
+    /// The server at `addr` over UDP with these long-term credentials
+    /// (the password is moved into wiped storage).
     pub fn new(addr: SocketAddr, username: String, password: String) -> Self {
         TurnServer {
             addr,
+            transport: ServerTransport::Udp,
             username,
             password: Zeroizing::new(password),
         }
+    }
+
+    /// The same server and credentials reached over `transport`.
+    pub fn over(mut self, transport: ServerTransport) -> Self {
+        self.transport = transport;
+        self
     }
 }
 
@@ -116,6 +175,7 @@ impl fmt::Debug for TurnServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TurnServer")
             .field("addr", &self.addr)
+            .field("transport", &self.transport)
             .field("username", &self.username)
             .field("password", &"[redacted]")
             .finish()
@@ -341,6 +401,14 @@ impl TurnClient {
     /// go to [`TurnClient::handle_datagram`].
     pub fn server(&self) -> SocketAddr {
         self.server.addr
+    }
+
+    /// How the server is reached: over a stream ([`ServerTransport::is_stream`])
+    /// every message of [`TurnClient::poll_transmit`] and
+    /// [`TurnClient::wrap`] goes on the connection, and only what comes
+    /// from it goes to [`TurnClient::handle_datagram`].
+    pub fn transport(&self) -> &ServerTransport {
+        &self.server.transport
     }
 
     /// The relayed address, while the allocation holds.
@@ -676,6 +744,7 @@ impl TurnClient {
                 let mapped = mapped
                     .get_from(m)
                     .ok()
+                    .filter(|_| !self.server.transport.is_stream())
                     .map(|_| SocketAddr::new(mapped.ip, mapped.port));
                 self.state = State::Allocated {
                     relayed,
@@ -831,13 +900,19 @@ impl TurnClient {
         match self.encode(request) {
             Ok((id, raw, authenticated)) => {
                 self.transmits.push_back(raw.clone());
+                // On a stream: sent once, given up after STREAM_TIMEOUT.
+                let (sends, next) = if self.server.transport.is_stream() {
+                    (MAX_SENDS, now + STREAM_TIMEOUT)
+                } else {
+                    (1, now + RTO)
+                };
                 self.transactions.push(Transaction {
                     id,
                     request,
                     raw,
                     authenticated,
-                    sends: 1,
-                    next: now + RTO,
+                    sends,
+                    next,
                     rto: RTO,
                     auth_retries,
                 });

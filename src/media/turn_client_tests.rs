@@ -11,11 +11,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn server() -> TurnServer {
-    TurnServer {
-        addr: addr("203.0.113.10:3478"),
-        username: USER.into(),
-        password: Zeroizing::new(PASS.into()),
-    }
+    TurnServer::new(addr("203.0.113.10:3478"), USER.into(), PASS.into())
 }
 
 /// The long-term key as the `stun` crate derives it (the client hashes
@@ -646,4 +642,42 @@ fn a_success_to_the_anonymous_allocate_is_ignored() {
     assert!(is_auth(&second));
     c.handle_datagram(now, &allocate_ok(&second, 600));
     assert!(c.relayed().is_some());
+}
+
+/// Over a stream (TCP or TLS) a request is sent once, never again
+/// (RFC 8489 6.2.2), and given up after Ti = 39.5 s; the allocation's
+/// XOR-MAPPED-ADDRESS (the TCP mapping) is not offered as the UDP
+/// server-reflexive address.
+#[test]
+fn over_a_stream_requests_are_sent_once_and_the_tcp_mapping_is_not_reported() {
+    let now = Instant::now();
+    let mut c = TurnClient::new(server().over(ServerTransport::Tcp), now);
+    assert!(c.transport().is_stream());
+    let first = sent(&mut c);
+    for s in 1..39 {
+        c.handle_timeout(now + Duration::from_secs(s));
+        assert!(c.poll_transmit().is_none(), "retransmitted after {s} s");
+    }
+    assert_eq!(c.poll_timeout(), Some(now + STREAM_TIMEOUT));
+    c.handle_datagram(now, &error(&first, 401, Some("n1")));
+    let second = sent(&mut c);
+    c.handle_datagram(now, &allocate_ok(&second, 600));
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Allocated {
+            relayed: addr(RELAYED),
+            mapped: None,
+        })
+    );
+    // An unanswered request on a stream times out at Ti.
+    let mut c = TurnClient::new(server().over(ServerTransport::Tcp), now);
+    sent(&mut c);
+    c.handle_timeout(now + STREAM_TIMEOUT - Duration::from_millis(1));
+    assert!(c.poll_event().is_none());
+    c.handle_timeout(now + STREAM_TIMEOUT);
+    assert_eq!(
+        c.poll_event(),
+        Some(TurnEvent::Failed(TurnError::Timeout("Allocate")))
+    );
+    assert!(c.poll_transmit().is_none());
 }

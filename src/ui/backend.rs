@@ -809,7 +809,7 @@ mod tests {
     fn ice_is_on_by_default_and_can_be_turned_off() {
         let mut settings = Settings::default();
         let ice = media_options(&settings).ice.expect("ICE on by default");
-        assert!(ice.stun.is_none() && ice.turn.is_none());
+        assert!(ice.stun.is_none() && ice.turn.is_empty());
         // Settings saved before the switch existed turn it on too.
         let old: Settings = serde_json::from_str(r#"{"pkg_url":"https://x"}"#).unwrap();
         assert!(old.ice);

@@ -1549,3 +1549,117 @@ fn natlab_ipv6_unreachable_aaaa_registers_via_a() {
     alice.quit();
     bob.quit();
 }
+
+/// The TCP ports homeA's corporate-style NAT lets out: the PKG (8443),
+/// SIP over TLS (5061) and TURN over TLS (5349).
+const OPEN_TCP: &str = "{ 5061, 5349, 8443 }";
+
+/// A home whose network lets only TLS out (a corporate network): homeA's
+/// NAT drops every outbound UDP datagram but DNS, and every TCP
+/// connection but to the PKG, SIP over TLS and TURN over TLS. alice
+/// registers over `sips:`, gets her relay credentials from the PKG, finds
+/// the relay's UDP and TCP silent and allocates over `turns:` (TLS pinned
+/// to the PKG's certificate); bob (a cone home) uses UDP. The call has
+/// audio both ways through alice's relayed candidate, and on the internet
+/// side everything of homeA's is TCP to those three ports, TURN inside
+/// TLS to 5349 among it: no UDP at all.
+#[test]
+fn natlab_media_udp_blocked_relayed_over_tls() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("mut", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab.nats_drop_unsolicited();
+    for cmd in [
+        "add table inet corp".to_string(),
+        "add chain inet corp egress { type filter hook forward priority 0 ; }".into(),
+        "add rule inet corp egress oifname wA udp dport != 53 drop".into(),
+        format!("add rule inet corp egress oifname wA tcp dport != {OPEN_TCP} drop"),
+    ] {
+        let out = lab.script(&["exec", "natA", "nft", &cmd]);
+        assert!(
+            out.status.success(),
+            "natA: nft {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let pcap = lab.dir.path().join("wan.pcap");
+    let capture = WanCapture::start(&lab, &pcap);
+    let provider = lab.provider_with(&format!(
+        "tls = true\n[turn]\nlisten = \"{PROV}:3478\"\ntls_listen = \"{PROV}:5349\"\n"
+    ));
+    let sips = format!("proxy = \"sips:{PROV}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let media = "[media]\nice = true\n";
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &sips, media, &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &sips, media, &[]);
+    alice.send(json!({"cmd": "register"}));
+    bob.send(json!({"cmd": "register"}));
+    alice.expect("registered", STEP);
+    bob.expect("registered", STEP);
+    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
+    for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
+        let path = event_where(a, "media_path", STEP, |v| v["call"] == c);
+        println!("{}: media path {path}", a.name);
+        let s = event_where(a, "media_stats", STEP, |v| {
+            v["call"] == c && v["stats"]["received"].as_u64() >= Some(AUDIO_PACKETS)
+        });
+        println!("{}: {s}", a.name);
+        assert!(s["stats"]["sent"].as_u64() >= Some(AUDIO_PACKETS), "{s}");
+        assert!(relayed(&path), "{path}");
+        if a.name.starts_with("alice") {
+            assert_eq!(path["local"], "relay", "alice can only be relayed: {path}");
+        }
+    }
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+    let bytes = capture.stop();
+    // homeA's public address is natA's: 203.0.113.1.
+    let home_a = "203.0.113.1";
+    let count = |filter: &str| {
+        let out = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&pcap)
+            .args(["-Y", filter, "-T", "fields", "-e", "frame.number"])
+            .output()
+            .expect("tshark reads the capture");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let others = count(&format!("ip.addr == {home_a} && !(tcp.port in {OPEN_TCP})"));
+    assert_eq!(others, 0, "homeA sent or got something else than TLS");
+    let udp = count(&format!("ip.addr == {home_a} && udp"));
+    assert_eq!(udp, 0, "UDP of homeA on the internet");
+    let turns = count(&format!(
+        "ip.addr == {home_a} && tcp.port == 5349 && tls.app_data"
+    ));
+    assert!(turns >= 100, "only {turns} TLS records of TURN for homeA");
+    // `pcap verify` on what the eavesdropper sees of homeA: TLS only,
+    // nothing in clear. (bob's side is UDP TURN, judged by the other
+    // relayed lab tests.)
+    drop(bytes);
+    let home_pcap = lab.dir.path().join("home-a.pcap");
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .args(["-Y", &format!("ip.addr == {home_a}"), "-F", "pcap", "-w"])
+        .arg(&home_pcap)
+        .output()
+        .expect("tshark writes homeA's packets");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, out) = support::process::pcap_verify_cli(&std::fs::read(&home_pcap).unwrap());
+    println!("pcap verify, homeA only:\n{out}");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(":5349: "),
+        "no TLS to the relay judged:\n{out}"
+    );
+}

@@ -376,6 +376,12 @@ impl Drop for Coturn {
 }
 
 fn coturn(secret: &str, realm: &str) -> Coturn {
+    coturn_with(secret, realm, &["--no-tls".to_string()])
+}
+
+/// [`coturn`] with more `turnserver` arguments (`tls` in place of
+/// `--no-tls`).
+fn coturn_with(secret: &str, realm: &str, tls: &[String]) -> Coturn {
     let port = free_port();
     let child = std::process::Command::new("turnserver")
         .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
@@ -385,12 +391,8 @@ fn coturn(secret: &str, realm: &str) -> Coturn {
             &format!("--static-auth-secret={secret}"),
         ])
         .arg(format!("--realm={realm}"))
-        .args([
-            "--allow-loopback-peers",
-            "--no-cli",
-            "--no-tls",
-            "--no-dtls",
-        ])
+        .args(["--allow-loopback-peers", "--no-cli", "--no-dtls"])
+        .args(tls)
         .args([
             "--min-port=40000",
             "--max-port=49999",
@@ -449,6 +451,12 @@ async fn coturn_accepts_the_pkgs_credentials() {
 struct RelayedPhone {
     sock: std::net::UdpSocket,
     relay: SocketAddr,
+    /// The connection to the relay when it is reached over TCP or TLS
+    /// (non-blocking).
+    stream: Option<(
+        std::net::TcpStream,
+        ibephone::media::turn_stream::StreamLink,
+    )>,
     ice: Option<ibephone::media::ice::IceSession>,
     media: Vec<(SocketAddr, Vec<u8>)>,
     path: Option<ibephone::media::ice::IcePath>,
@@ -456,10 +464,28 @@ struct RelayedPhone {
 }
 
 impl RelayedPhone {
-    fn send(&self, to: SocketAddr, bytes: &[u8]) {
-        if to == self.relay {
-            self.sock.send_to(bytes, to).unwrap();
+    fn send(&mut self, to: ibephone::media::ice::Outbound, bytes: &[u8]) {
+        use ibephone::media::ice::Outbound;
+        match (to, self.stream.as_mut()) {
+            (Outbound::Udp(to), _) if to == self.relay => {
+                self.sock.send_to(bytes, to).unwrap();
+            }
+            (Outbound::RelayStream, Some((tcp, link))) => {
+                assert!(link.send(bytes));
+                write_all_pending(tcp, link);
+            }
+            _ => {}
         }
+    }
+
+    /// Messages the relay sent on the stream (none without one).
+    fn stream_messages(&mut self) -> Vec<Vec<u8>> {
+        let Some((tcp, link)) = self.stream.as_mut() else {
+            return Vec::new();
+        };
+        read_available(tcp, link);
+        write_all_pending(tcp, link);
+        std::iter::from_fn(|| link.poll_message()).collect()
     }
 
     /// Runs the phone's ICE for `ms` milliseconds of real time.
@@ -481,6 +507,13 @@ impl RelayedPhone {
                     {
                         self.media.push((peer, data));
                     }
+                }
+            }
+            let messages = self.stream_messages();
+            let Some(ice) = self.ice.as_mut() else { return };
+            for m in messages {
+                if let IceInput::Relayed { peer, data } = ice.handle_relay_message(now, &m) {
+                    self.media.push((peer, data));
                 }
             }
             let mut out = Vec::new();
@@ -564,6 +597,7 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
         let mk = |sock, ice| RelayedPhone {
             sock,
             relay,
+            stream: None,
             ice: Some(ice),
             media: Vec::new(),
             path: None,
@@ -590,7 +624,11 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
             for (p, tag) in [(&mut a, 1u8), (&mut b, 2u8)] {
                 let now = std::time::Instant::now();
                 let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
-                assert_eq!(to, relay, "media goes to the TURN server");
+                assert_eq!(
+                    to,
+                    ibephone::media::ice::Outbound::Udp(relay),
+                    "media goes to the TURN server"
+                );
                 p.send(to, &bytes);
             }
             a.run(40);
@@ -603,7 +641,7 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
             let ice = p.ice.as_mut().unwrap();
             ice.close(std::time::Instant::now());
             let (to, bytes) = ice.poll_transmit().expect("the deallocation");
-            assert_eq!(to, relay);
+            assert_eq!(to, ibephone::media::ice::Outbound::Udp(relay));
             p.send(to, &bytes);
         }
     })
@@ -623,11 +661,11 @@ async fn the_agents_ports_offer_a_relayed_candidate() {
     let server = pkg.start();
     let relay = server.turn.expect("turn= on the start-up line");
     let a = creds(&server, "alice", ALICE_PW).await;
-    let ts = turn_server(&a).await.expect("a turn: URI over UDP");
-    assert_eq!(ts.addr, relay);
+    let servers = turn_server(&a, Some(server.fingerprint)).await;
+    assert_eq!(servers[0].addr, relay, "UDP first");
     let ice = IceOptions {
         stun: None,
-        turn: Some(ts),
+        turn: servers,
     };
     tokio::task::spawn_blocking(move || {
         let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
@@ -644,6 +682,345 @@ async fn the_agents_ports_offer_a_relayed_candidate() {
         assert!(relayed[0].contains(&relay.ip().to_string()), "{params:?}");
         ports.release(1);
         assert!(ports.ice(1).is_none());
+    })
+    .await
+    .unwrap();
+}
+
+/// Writes everything `link` has for the connection (non-blocking: waits
+/// for room).
+fn write_all_pending(
+    tcp: &mut std::net::TcpStream,
+    link: &mut ibephone::media::turn_stream::StreamLink,
+) {
+    use std::io::Write;
+    let t0 = std::time::Instant::now();
+    while !link.pending().is_empty() {
+        match tcp.write(link.pending()) {
+            Ok(n) => link.written(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(t0.elapsed() < Duration::from_secs(5), "relay not reading");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("writing to the relay: {e}"),
+        }
+    }
+}
+
+/// Reads what the (non-blocking) connection has now into `link`.
+fn read_available(
+    tcp: &mut std::net::TcpStream,
+    link: &mut ibephone::media::turn_stream::StreamLink,
+) {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => {
+                link.receive(&[]);
+                return;
+            }
+            Ok(n) => link.receive(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            // A reset ends the link as a close does.
+            Err(_) => {
+                link.receive(&[]);
+                return;
+            }
+        }
+    }
+}
+
+/// A `[turn]` section on loopback with TURN over TLS on a free port too.
+fn turn_section_with_tls() -> String {
+    turn_section(&format!("{LOOPBACK_PEERS}\ntls_listen = \"127.0.0.1:0\""))
+}
+
+/// TURN over TLS (`turns:`, RFC 8656 3.1) from the phone's own client to
+/// the embedded relay, for a phone whose UDP to the relay is unusable:
+/// alice is offered only the relay's `turns:` URI and reaches it through
+/// TLS pinned to the PKG's certificate; bob uses UDP. Her relayed
+/// candidate is still a UDP `typ relay` one, ICE nominates
+/// relay-to-relay pairs (checks as ChannelData/Send inside TLS), media
+/// crosses both ways, and her deallocation leaves on the TLS connection.
+/// Nothing of alice's reaches the relay's UDP port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phones_ice_relays_over_tls_when_udp_is_unusable() {
+    use ibephone::agent::media_io::turn_server;
+    use ibephone::media::ice::{LocalIce, Outbound};
+    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnEvent};
+    use ibephone::media::turn_stream::StreamLink;
+    let pkg = Pkg::new(&None, &turn_section_with_tls()).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let turns = server.turns.expect("turns= on the start-up line");
+    let pin = Some(server.fingerprint);
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let b = creds(&server, "bob", BOB_PW).await;
+    let mut alice_servers = turn_server(&a, pin).await;
+    let names: Vec<&str> = alice_servers.iter().map(|s| s.transport.name()).collect();
+    assert_eq!(names, ["udp", "tcp", "tls"], "tried in this order");
+    // Only the turns: relay for alice.
+    alice_servers.retain(|s| s.transport.is_stream() && s.addr == turns);
+    let alice_server = alice_servers.pop().expect("the turns: relay");
+    assert!(matches!(alice_server.transport, ServerTransport::Tls(_)));
+    let bob_server = turn_server(&b, pin).await.remove(0);
+    tokio::task::spawn_blocking(move || {
+        let mut phones = Vec::new();
+        let mut locals = Vec::new();
+        for ts in [alice_server, bob_server] {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            let mut stream = match &ts.transport {
+                ServerTransport::Tls(tls) => {
+                    let tcp = std::net::TcpStream::connect(ts.addr).unwrap();
+                    tcp.set_nonblocking(true).unwrap();
+                    Some((tcp, StreamLink::tls(tls).unwrap()))
+                }
+                _ => None,
+            };
+            let t0 = std::time::Instant::now();
+            let mut turn = TurnClient::new(ts.clone(), t0);
+            let mut buf = [0u8; 1500];
+            while turn.relayed().is_none() {
+                assert!(t0.elapsed() < Duration::from_secs(5), "no allocation");
+                while let Some(m) = turn.poll_transmit() {
+                    match stream.as_mut() {
+                        Some((tcp, link)) => {
+                            assert!(link.send(&m));
+                            write_all_pending(tcp, link);
+                        }
+                        None => {
+                            sock.send_to(&m, ts.addr).unwrap();
+                        }
+                    }
+                }
+                match stream.as_mut() {
+                    Some((tcp, link)) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        read_available(tcp, link);
+                        write_all_pending(tcp, link);
+                        assert!(link.failed().is_none(), "{:?}", link.failed());
+                        while let Some(m) = link.poll_message() {
+                            turn.handle_datagram(std::time::Instant::now(), &m);
+                        }
+                    }
+                    None => {
+                        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                            assert_eq!(from, ts.addr);
+                            turn.handle_datagram(std::time::Instant::now(), &buf[..n]);
+                        }
+                    }
+                }
+                if let Some(TurnEvent::Failed(e)) = turn.poll_event() {
+                    panic!("allocation failed: {e}");
+                }
+                turn.handle_timeout(std::time::Instant::now());
+            }
+            assert_eq!(turn.relayed().unwrap().ip(), relay.ip());
+            let mut local = LocalIce::new(sock.local_addr().unwrap()).unwrap();
+            local.add_relayed(turn).unwrap();
+            let relay_lines: Vec<String> = local
+                .params()
+                .candidates
+                .into_iter()
+                .filter(|c| c.contains("typ relay"))
+                .collect();
+            assert_eq!(relay_lines.len(), 1);
+            assert!(
+                relay_lines[0].contains(" udp ") || relay_lines[0].contains(" UDP "),
+                "a UDP relayed candidate: {relay_lines:?}"
+            );
+            locals.push(local);
+            phones.push((sock, stream));
+        }
+        let (lb, la) = (locals.pop().unwrap(), locals.pop().unwrap());
+        let (pa, pb) = (la.params(), lb.params());
+        let (pbob, palice) = (phones.pop().unwrap(), phones.pop().unwrap());
+        let mut a = RelayedPhone {
+            sock: palice.0,
+            relay,
+            stream: palice.1,
+            ice: Some(la.start(&pb, true)),
+            media: Vec::new(),
+            path: None,
+            started: false,
+        };
+        let mut b = RelayedPhone {
+            sock: pbob.0,
+            relay,
+            stream: pbob.1,
+            ice: Some(lb.start(&pa, false)),
+            media: Vec::new(),
+            path: None,
+            started: false,
+        };
+        let t0 = std::time::Instant::now();
+        while a.path.is_none() || b.path.is_none() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no pair nominated");
+            a.run(20);
+            b.run(20);
+        }
+        for p in [a.path.unwrap(), b.path.unwrap()] {
+            assert_eq!((p.local, p.remote), ("relay", "relay"), "{p:?}");
+        }
+        let rtp = |tag: u8| {
+            let mut v = vec![0x80u8; 172];
+            v[12] = tag;
+            v
+        };
+        for _ in 0..5 {
+            for (p, tag) in [(&mut a, 1u8), (&mut b, 2u8)] {
+                let now = std::time::Instant::now();
+                let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
+                let want = if tag == 1 {
+                    Outbound::RelayStream
+                } else {
+                    Outbound::Udp(relay)
+                };
+                assert_eq!(to, want, "alice's media goes on the TLS connection");
+                p.send(to, &bytes);
+            }
+            a.run(40);
+            b.run(40);
+        }
+        assert!(a.media.iter().any(|(_, d)| *d == rtp(2)), "alice hears bob");
+        assert!(b.media.iter().any(|(_, d)| *d == rtp(1)), "bob hears alice");
+        let ice = a.ice.as_mut().unwrap();
+        ice.close(std::time::Instant::now());
+        let (to, bytes) = ice.poll_transmit().expect("the deallocation");
+        assert_eq!(to, Outbound::RelayStream);
+        a.send(to, &bytes);
+    })
+    .await
+    .unwrap();
+}
+
+/// The agent's RTP ports with a relay whose UDP is dropped and whose TCP
+/// port takes connections but never answers (what a network that lets
+/// only TLS through looks like): the call's relayed candidate still
+/// comes, over TLS, within the gathering's bound; UDP was tried first and
+/// TCP next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_ports_fall_back_to_tls_when_udp_and_tcp_are_silent() {
+    use ibephone::agent::media::MediaPorts;
+    use ibephone::agent::media_io::{turn_server, IceOptions, UdpPorts};
+    let pkg = Pkg::new(&None, &turn_section_with_tls()).await;
+    let server = pkg.start();
+    let relay = server.turn.unwrap();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let mut servers = turn_server(&a, Some(server.fingerprint)).await;
+    // UDP to a socket that drops everything, TCP to a listener that never
+    // reads: only TLS is left.
+    let udp_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp_sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    servers[0].addr = udp_sink.local_addr().unwrap();
+    servers[1].addr = tcp_sink.local_addr().unwrap();
+    let ice = IceOptions {
+        stun: None,
+        turn: servers,
+    };
+    tokio::task::spawn_blocking(move || {
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let mut ports = UdpPorts::new(ip, ip, None).with_ice(Some(ice));
+        let t0 = std::time::Instant::now();
+        ports.allocate(1).unwrap();
+        let took = t0.elapsed();
+        let params = ports.ice(1).unwrap();
+        let relayed: Vec<&String> = params
+            .candidates
+            .iter()
+            .filter(|c| c.contains("typ relay"))
+            .collect();
+        assert_eq!(relayed.len(), 1, "{params:?} after {took:?}");
+        assert!(relayed[0].contains(&relay.ip().to_string()), "{params:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // UDP was asked first, TCP was connected to.
+        udp_sink
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        assert!(udp_sink.recv_from(&mut buf).is_ok(), "an Allocate over UDP");
+        tcp_sink.set_nonblocking(true).unwrap();
+        assert!(tcp_sink.accept().is_ok(), "a TCP connection was opened");
+        ports.release(1);
+    })
+    .await
+    .unwrap();
+}
+
+/// The phone's TURN client over TLS (`turns:`) against Debian's coturn
+/// (4.6, OpenSSL 3.0), the relay a provider runs at scale, serving a
+/// certificate the phone pins: that coturn speaks TLS 1.0 to 1.2 only,
+/// and the phone, TLS 1.3 only as for SIP and the PKG, refuses it: the
+/// handshake fails, the link ends with an error, nothing is allocated
+/// and no request left in clear. No downgrade: a provider on this coturn
+/// offers `turn:?transport=tcp` as the fallback for UDP-blocked homes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
+    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnServer};
+    use ibephone::media::turn_stream::StreamLink;
+    if !coturn_enabled() {
+        eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs Debian's coturn turnserver");
+        return;
+    }
+    let pkg = Pkg::new(
+        &None,
+        "[turn]\nembedded = false\nuris = [\"turns:127.0.0.1:5349?transport=tcp\"]\n",
+    )
+    .await;
+    let server = pkg.start();
+    let a = creds(&server, "alice", ALICE_PW).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (certf, keyf) = (pkg.path("coturn.crt"), pkg.path("coturn.key"));
+    std::fs::write(&certf, cert.cert.pem()).unwrap();
+    std::fs::write(&keyf, cert.key_pair.serialize_pem()).unwrap();
+    let tls_port = free_port();
+    let _cot = coturn_with(
+        secret(&pkg).expose(),
+        DOMAIN,
+        &[
+            format!("--tls-listening-port={tls_port}"),
+            format!("--cert={}", certf.display()),
+            format!("--pkey={}", keyf.display()),
+        ],
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let pin = ibephone::pkg_client::tls::cert_fingerprint(cert.cert.der());
+    let tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let t0 = std::time::Instant::now();
+        let mut tcp = loop {
+            match std::net::TcpStream::connect(addr) {
+                Ok(t) => break t,
+                Err(_) if t0.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("coturn's TLS port: {e}"),
+            }
+        };
+        tcp.set_nonblocking(true).unwrap();
+        let mut link = StreamLink::tls(&tls).unwrap();
+        let ts = TurnServer::new(addr, a.username.clone(), a.password.expose().to_string())
+            .over(ServerTransport::Tls(tls));
+        let mut turn = TurnClient::new(ts, std::time::Instant::now());
+        while let Some(m) = turn.poll_transmit() {
+            assert!(link.send(&m), "queued until the handshake ends");
+        }
+        while link.failed().is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the handshake neither failed nor ended"
+            );
+            assert!(link.is_handshaking(), "a TLS 1.3 session with this coturn");
+            write_all_pending(&mut tcp, &mut link);
+            std::thread::sleep(Duration::from_millis(10));
+            read_available(&mut tcp, &mut link);
+        }
+        println!("coturn over TLS: {:?}", link.failed());
+        assert!(link.poll_message().is_none());
+        assert!(turn.relayed().is_none());
     })
     .await
     .unwrap();
