@@ -97,8 +97,8 @@ fn gui_calls_gather_relayed_candidates_from_setup_and_from_stored_keys() {
     let mut bob = phone(AppDirs::at(db.path()));
     set_up(&mut alice, &p, "alice", ALICE_PW);
     set_up(&mut bob, &p, "bob", BOB_PW);
-    wait_for(&mut alice, "Ready: registered", 10);
-    wait_for(&mut bob, "Ready: registered", 10);
+    wait_for(&mut alice, "Ready", 10);
+    wait_for(&mut bob, "Ready", 10);
     assert!(alice.state().settings.ice, "ICE on by default");
     // The relay credentials are fetched in the background after start.
     std::thread::sleep(Duration::from_secs(2));
@@ -108,7 +108,7 @@ fn gui_calls_gather_relayed_candidates_from_setup_and_from_stored_keys() {
     // she still logs in for relay credentials.
     drop(alice);
     let mut alice = phone(AppDirs::at(da.path()));
-    wait_for(&mut alice, "Ready: registered", 20);
+    wait_for(&mut alice, "Ready", 20);
     std::thread::sleep(Duration::from_secs(2));
     call_holds_then_releases_the_relay(&p, &mut alice, &mut bob);
 }
