@@ -370,12 +370,7 @@ fn voice_processing(secs: f64) {
             .take(far.len() - half)
             .map(|&v| v / 2),
     );
-    let path = EchoPath {
-        rate: RATE,
-        delay_ms: 40.0,
-        cutoff_hz: 3000.0,
-        gain_db: -6.0,
-    };
+    let path = EchoPath::laptop(RATE);
     let mic = path.microphone(&far, &near);
     let mut p = VoiceProcessor::new().expect("voice processor");
     let t0 = cpu_time();

@@ -20,20 +20,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Pkg, Server, ALICE_PW, DOMAIN};
+use common::{free_port, Pkg, Server, ALICE_PW, DOMAIN};
 use ibephone::ibe::PublicParams;
 use ibephone::pkg_client::api::SecretString;
 use ibephone::pkg_client::threshold::{
     fetch_threshold_keys, fetch_threshold_keys_with_secrets, login_secrets,
 };
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
 
 /// A server directory with the production Argon2id cost (no `[argon2]`
 /// section) listening on `port`.
@@ -64,15 +57,7 @@ fn single() -> Pkg {
 
 fn two_of_three() -> Vec<Pkg> {
     let pkgs: Vec<Pkg> = (0..3).map(|_| server_dir(free_port())).collect();
-    let others: Vec<String> = pkgs[1..]
-        .iter()
-        .map(|p| p.config.display().to_string())
-        .collect();
-    let mut args = vec!["init", "--domain", DOMAIN, "--threshold", "2/3"];
-    for o in &others {
-        args.extend(["--server-config", o.as_str()]);
-    }
-    pkgs[0].admin_ok(&args, "");
+    common::deal_2_of_3(&pkgs);
     for p in &pkgs {
         p.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
     }

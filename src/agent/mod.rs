@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod filter;
+mod gather;
 pub mod headless;
 pub mod key_inbox;
 pub mod keylog;

@@ -147,6 +147,18 @@ pub struct EchoPath {
 }
 
 impl EchoPath {
+    /// The echo path every test and bench of echo cancellation uses: a
+    /// laptop's speaker and microphone, 40 ms apart, a 3 kHz low-pass and
+    /// -6 dB, at `rate`.
+    pub fn laptop(rate: u32) -> Self {
+        EchoPath {
+            rate,
+            delay_ms: 40.0,
+            cutoff_hz: 3000.0,
+            gain_db: -6.0,
+        }
+    }
+
     /// The echo of `far` as the microphone hears it (same length).
     pub fn echo(&self, far: &[i16]) -> Vec<f64> {
         let rate = f64::from(self.rate.max(1));
@@ -231,12 +243,7 @@ mod tests {
 
     #[test]
     fn the_echo_path_delays_filters_and_attenuates() {
-        let path = EchoPath {
-            rate: 48_000,
-            delay_ms: 40.0,
-            cutoff_hz: 3000.0,
-            gain_db: -6.0,
-        };
+        let path = EchoPath::laptop(48_000);
         let mut far = vec![0i16; 4800];
         far[100] = 10_000;
         let echo = path.echo(&far);

@@ -377,12 +377,7 @@ mod tests {
         let far = talker(10.0, 120.0, 3.5, 1);
         let mut near = vec![0i16; 6 * SEC];
         near.extend(talker(4.0, 210.0, 4.3, 2));
-        let path = EchoPath {
-            rate: RATE,
-            delay_ms: 40.0,
-            cutoff_hz: 3000.0,
-            gain_db: -6.0,
-        };
+        let path = EchoPath::laptop(RATE);
         let mic = path.microphone(&far, &near);
         (far, near, mic)
     }

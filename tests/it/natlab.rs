@@ -477,10 +477,7 @@ fn two_homes(tag: &str, nat_a: &str, nat_b: &str, extra: &[&str]) {
 /// calls bob, holds him (re-INVITE), bob hangs up; bob calls alice, alice
 /// hangs up; MESSAGE both ways; both quit.
 fn same_calls(alice: &mut Agent, bob: &mut Agent, idle: Duration) {
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(alice, bob);
     std::thread::sleep(idle);
 
     let (a_call, b_call) = call(alice, bob, "bob", "alice");
@@ -548,10 +545,7 @@ fn natlab_udp_timeout_30_idle_then_call() {
     let provider = lab.provider();
     let mut alice = lab.phone("homeA", "alice", &provider);
     let mut bob = lab.phone("homeB", "bob", &provider);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(&mut alice, &mut bob);
     let pcap = lab.dir.path().join("idle.pcap");
     let capture = WanCapture::start(&lab, &pcap);
     let idle = std::time::Instant::now();
@@ -573,10 +567,7 @@ fn natlab_udp_timeout_30_idle_then_call() {
         );
         assert!(packets >= 2, "{who}: no keep-alive in {idle:?}");
     }
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
-    hang_up(&mut alice, a_call, &mut bob, b_call);
-    alice.quit();
-    bob.quit();
+    call_hang_up_and_quit(alice, bob);
 }
 
 /// Packets and IP bytes (both directions) of `host` in a capture, as
@@ -688,10 +679,7 @@ fn natlab_tls_cone_symmetric_nothing_in_clear() {
     let proxy = format!("proxy = \"sips:{PROV}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
     let mut alice = lab.phone_with("homeA", "alice", &provider, &proxy, "", &["--keylog", &kl]);
     let mut bob = lab.phone_with("homeB", "bob", &provider, &proxy, "", &["--keylog", &kl]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(&mut alice, &mut bob);
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     hang_up(&mut bob, b_call, &mut alice, a_call);
     let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
@@ -807,10 +795,20 @@ fn natlab_discovery_dns_then_call() {
     let provider = lab.provider();
     let mut alice = lab.discovering_phone("homeA", "alice", &provider);
     let mut bob = lab.discovering_phone("homeB", "bob", &provider);
+    register_both(&mut alice, &mut bob);
+    call_hang_up_and_quit(alice, bob);
+}
+
+/// Both phones register; each must say so within a step.
+fn register_both(alice: &mut Agent, bob: &mut Agent) {
     alice.send(json!({"cmd": "register"}));
     bob.send(json!({"cmd": "register"}));
     alice.expect("registered", STEP);
     bob.expect("registered", STEP);
+}
+
+/// alice calls bob, the call is answered and hung up, and both phones quit.
+fn call_hang_up_and_quit(mut alice: Agent, mut bob: Agent) {
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
@@ -899,10 +897,7 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
         &[],
     );
     let mut bob = lab.phone_with("homeB", "bob", &provider, &explicit_provider(), &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(&mut alice, &mut bob);
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     let mut stats = Vec::new();
     let mut paths = Vec::new();
@@ -1092,10 +1087,7 @@ fn ice_call_between_cone_homes(tag: &str, provider_sip: &str, proxy: &str) -> Ic
     let media = format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n");
     let mut alice = lab.phone_with("homeA", "alice", &provider, proxy, &media, &[]);
     let mut bob = lab.phone_with("homeB", "bob", &provider, proxy, &media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(&mut alice, &mut bob);
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         received_at_least(a, c, AUDIO_PACKETS, STEP);
@@ -1540,14 +1532,8 @@ fn natlab_ipv6_unreachable_aaaa_registers_via_a() {
     let provider = lab.provider_with("tls = true\n");
     let mut alice = lab.discovering_phone("homeA", "alice", &provider);
     let mut bob = lab.discovering_phone("homeB", "bob", &provider);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
-    let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
-    hang_up(&mut alice, a_call, &mut bob, b_call);
-    alice.quit();
-    bob.quit();
+    register_both(&mut alice, &mut bob);
+    call_hang_up_and_quit(alice, bob);
 }
 
 /// The TCP ports homeA's corporate-style NAT lets out: the PKG (8443),
@@ -1592,10 +1578,7 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
     let media = "[media]\nice = true\n";
     let mut alice = lab.phone_with("homeA", "alice", &provider, &sips, media, &[]);
     let mut bob = lab.phone_with("homeB", "bob", &provider, &sips, media, &[]);
-    alice.send(json!({"cmd": "register"}));
-    bob.send(json!({"cmd": "register"}));
-    alice.expect("registered", STEP);
-    bob.expect("registered", STEP);
+    register_both(&mut alice, &mut bob);
     let (a_call, b_call) = call(&mut alice, &mut bob, "bob", "alice");
     for (a, c) in [(&mut alice, a_call), (&mut bob, b_call)] {
         let path = event_where(a, "media_path", STEP, |v| v["call"] == c);

@@ -61,12 +61,7 @@ fn espeak_echo_is_cancelled_and_the_near_end_kept() {
     assert!(far.len() > ALONE + 2 * SEC, "far-end speech too short");
     let mut near = vec![0i16; ALONE];
     near.extend(&talk);
-    let path = EchoPath {
-        rate: RATE,
-        delay_ms: 40.0,
-        cutoff_hz: 3000.0,
-        gain_db: -6.0,
-    };
+    let path = EchoPath::laptop(RATE);
     let mic = path.microphone(&far, &near);
     let out = VoiceProcessor::new()
         .unwrap()

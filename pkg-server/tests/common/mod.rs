@@ -291,3 +291,30 @@ pub fn error_code(body: &str) -> String {
 pub fn window() -> Vec<ibephone::ibe::Period> {
     pkg_server::http::period_window(pkg_server::http::now_unix())
 }
+
+/// Deals a 2-of-3 threshold PKG for DOMAIN over three fresh server
+/// directories (`pkg-admin init --threshold 2/3` run in the first, naming
+/// the other two configurations); returns what `init` printed.
+pub fn deal_2_of_3(pkgs: &[Pkg]) -> String {
+    let others: Vec<String> = pkgs[1..]
+        .iter()
+        .map(|p| p.config.display().to_string())
+        .collect();
+    let mut args = vec!["init", "--domain", DOMAIN, "--threshold", "2/3"];
+    for o in &others {
+        args.extend(["--server-config", o.as_str()]);
+    }
+    pkgs[0].admin_ok(&args, "")
+}
+
+/// A port of 127.0.0.1 free for UDP and TCP a moment ago (a server's URL
+/// or relay goes into configuration before the server starts).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a loopback UDP port");
+        let port = udp.local_addr().expect("its address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

@@ -7,6 +7,7 @@
 use crate::common;
 
 use common::*;
+use ibephone::media::ice::Outbound;
 use ibephone::pkg_client::TurnCredentials;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -267,15 +268,6 @@ async fn bandwidth_quota_per_user_drops_the_excess() {
     assert!(got <= 40, "the excess is dropped ({got} of 100 passed)");
 }
 
-/// A free UDP/TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs coturn's `turnutils_uclient` against `relay` with `flags`:
 /// two clients relaying to each other (`-y`), 10 messages each.
 fn uclient(relay: SocketAddr, t: &TurnCredentials, flags: &[&str]) -> String {
@@ -445,6 +437,44 @@ async fn coturn_accepts_the_pkgs_credentials() {
     assert!(other.allocate().await.is_err());
 }
 
+/// Runs `a` and `b` until both nominate a relay-to-relay pair, then sends
+/// RTP-sized media both ways five times; `a`'s must leave on `a_to` and
+/// `b`'s on `b_to`, and each must hear the other through the relays.
+fn relayed_media_both_ways(
+    a: &mut RelayedPhone,
+    b: &mut RelayedPhone,
+    a_to: Outbound,
+    b_to: Outbound,
+) {
+    let t0 = std::time::Instant::now();
+    while a.path.is_none() || b.path.is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "no pair nominated");
+        a.run(20);
+        b.run(20);
+    }
+    for p in [a.path.unwrap(), b.path.unwrap()] {
+        assert_eq!((p.local, p.remote), ("relay", "relay"), "{p:?}");
+    }
+    // RTP's first byte, a tag saying who sent it.
+    let rtp = |tag: u8| {
+        let mut v = vec![0x80u8; 172];
+        v[12] = tag;
+        v
+    };
+    for _ in 0..5 {
+        for (p, tag, want) in [(&mut *a, 1u8, a_to), (&mut *b, 2u8, b_to)] {
+            let now = std::time::Instant::now();
+            let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
+            assert_eq!(to, want, "media of phone {tag} goes to its relay");
+            p.send(to, &bytes);
+        }
+        a.run(40);
+        b.run(40);
+    }
+    assert!(a.media.iter().any(|(_, d)| *d == rtp(2)), "alice hears bob");
+    assert!(b.media.iter().any(|(_, d)| *d == rtp(1)), "bob hears alice");
+}
+
 /// One phone's media socket for [`the_phones_ice_relays_through_the_embedded_relay`]:
 /// a loopback socket behind a "NAT" that passes only what comes from or
 /// goes to the relay (so only relayed pairs can work).
@@ -464,8 +494,27 @@ struct RelayedPhone {
 }
 
 impl RelayedPhone {
-    fn send(&mut self, to: ibephone::media::ice::Outbound, bytes: &[u8]) {
-        use ibephone::media::ice::Outbound;
+    fn new(
+        sock: std::net::UdpSocket,
+        relay: SocketAddr,
+        stream: Option<(
+            std::net::TcpStream,
+            ibephone::media::turn_stream::StreamLink,
+        )>,
+        ice: ibephone::media::ice::IceSession,
+    ) -> Self {
+        RelayedPhone {
+            sock,
+            relay,
+            stream,
+            ice: Some(ice),
+            media: Vec::new(),
+            path: None,
+            started: false,
+        }
+    }
+
+    fn send(&mut self, to: Outbound, bytes: &[u8]) {
         match (to, self.stream.as_mut()) {
             (Outbound::Udp(to), _) if to == self.relay => {
                 self.sock.send_to(bytes, to).unwrap();
@@ -594,54 +643,16 @@ async fn the_phones_ice_relays_through_the_embedded_relay() {
         let (lb, la) = (locals.pop().unwrap(), locals.pop().unwrap());
         let (pa, pb) = (la.params(), lb.params());
         let (sb, sa) = (socks.pop().unwrap(), socks.pop().unwrap());
-        let mk = |sock, ice| RelayedPhone {
-            sock,
-            relay,
-            stream: None,
-            ice: Some(ice),
-            media: Vec::new(),
-            path: None,
-            started: false,
-        };
-        let mut a = mk(sa, la.start(&pb, true));
-        let mut b = mk(sb, lb.start(&pa, false));
-        let t0 = std::time::Instant::now();
-        while a.path.is_none() || b.path.is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "no pair nominated");
-            a.run(20);
-            b.run(20);
-        }
-        for p in [a.path.unwrap(), b.path.unwrap()] {
-            assert_eq!((p.local, p.remote), ("relay", "relay"), "{p:?}");
-        }
-        // Media (RTP's first byte) both ways, through both relays.
-        let rtp = |tag: u8| {
-            let mut v = vec![0x80u8; 172];
-            v[12] = tag;
-            v
-        };
-        for _ in 0..5 {
-            for (p, tag) in [(&mut a, 1u8), (&mut b, 2u8)] {
-                let now = std::time::Instant::now();
-                let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
-                assert_eq!(
-                    to,
-                    ibephone::media::ice::Outbound::Udp(relay),
-                    "media goes to the TURN server"
-                );
-                p.send(to, &bytes);
-            }
-            a.run(40);
-            b.run(40);
-        }
-        assert!(a.media.iter().any(|(_, d)| *d == rtp(2)), "alice hears bob");
-        assert!(b.media.iter().any(|(_, d)| *d == rtp(1)), "bob hears alice");
+        let mut a = RelayedPhone::new(sa, relay, None, la.start(&pb, true));
+        let mut b = RelayedPhone::new(sb, relay, None, lb.start(&pa, false));
+        // Media goes to the TURN server both ways.
+        relayed_media_both_ways(&mut a, &mut b, Outbound::Udp(relay), Outbound::Udp(relay));
         // Deallocation: a Refresh with lifetime 0 to the relay.
         for p in [&mut a, &mut b] {
             let ice = p.ice.as_mut().unwrap();
             ice.close(std::time::Instant::now());
             let (to, bytes) = ice.poll_transmit().expect("the deallocation");
-            assert_eq!(to, ibephone::media::ice::Outbound::Udp(relay));
+            assert_eq!(to, Outbound::Udp(relay));
             p.send(to, &bytes);
         }
     })
@@ -747,7 +758,7 @@ fn turn_section_with_tls() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_phones_ice_relays_over_tls_when_udp_is_unusable() {
     use ibephone::agent::media_io::turn_server;
-    use ibephone::media::ice::{LocalIce, Outbound};
+    use ibephone::media::ice::LocalIce;
     use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnEvent};
     use ibephone::media::turn_stream::StreamLink;
     let pkg = Pkg::new(&None, &turn_section_with_tls()).await;
@@ -838,55 +849,10 @@ async fn the_phones_ice_relays_over_tls_when_udp_is_unusable() {
         let (lb, la) = (locals.pop().unwrap(), locals.pop().unwrap());
         let (pa, pb) = (la.params(), lb.params());
         let (pbob, palice) = (phones.pop().unwrap(), phones.pop().unwrap());
-        let mut a = RelayedPhone {
-            sock: palice.0,
-            relay,
-            stream: palice.1,
-            ice: Some(la.start(&pb, true)),
-            media: Vec::new(),
-            path: None,
-            started: false,
-        };
-        let mut b = RelayedPhone {
-            sock: pbob.0,
-            relay,
-            stream: pbob.1,
-            ice: Some(lb.start(&pa, false)),
-            media: Vec::new(),
-            path: None,
-            started: false,
-        };
-        let t0 = std::time::Instant::now();
-        while a.path.is_none() || b.path.is_none() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "no pair nominated");
-            a.run(20);
-            b.run(20);
-        }
-        for p in [a.path.unwrap(), b.path.unwrap()] {
-            assert_eq!((p.local, p.remote), ("relay", "relay"), "{p:?}");
-        }
-        let rtp = |tag: u8| {
-            let mut v = vec![0x80u8; 172];
-            v[12] = tag;
-            v
-        };
-        for _ in 0..5 {
-            for (p, tag) in [(&mut a, 1u8), (&mut b, 2u8)] {
-                let now = std::time::Instant::now();
-                let (to, bytes) = p.ice.as_mut().unwrap().route_media(now, rtp(tag)).unwrap();
-                let want = if tag == 1 {
-                    Outbound::RelayStream
-                } else {
-                    Outbound::Udp(relay)
-                };
-                assert_eq!(to, want, "alice's media goes on the TLS connection");
-                p.send(to, &bytes);
-            }
-            a.run(40);
-            b.run(40);
-        }
-        assert!(a.media.iter().any(|(_, d)| *d == rtp(2)), "alice hears bob");
-        assert!(b.media.iter().any(|(_, d)| *d == rtp(1)), "bob hears alice");
+        let mut a = RelayedPhone::new(palice.0, relay, palice.1, la.start(&pb, true));
+        let mut b = RelayedPhone::new(pbob.0, relay, pbob.1, lb.start(&pa, false));
+        // alice's media goes on the TLS connection, bob's over UDP.
+        relayed_media_both_ways(&mut a, &mut b, Outbound::RelayStream, Outbound::Udp(relay));
         let ice = a.ice.as_mut().unwrap();
         ice.close(std::time::Instant::now());
         let (to, bytes) = ice.poll_transmit().expect("the deallocation");

@@ -20,16 +20,6 @@ use ibephone::pkg_client::threshold::{
 use ibephone::pkg_client::PkgClientError;
 use std::path::Path;
 
-/// A free TCP port of 127.0.0.1 (the servers' URLs go into the
-/// parameters before the servers start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The configuration of one server listening on `port`, in its own
 /// temporary directory.
 fn server_dir(port: u16) -> Pkg {
@@ -55,15 +45,7 @@ fn server_dir(port: u16) -> Pkg {
 /// first directory may hold a certificate already) and adds alice and bob
 /// to each.
 fn deal(pkgs: &[Pkg]) {
-    let others: Vec<String> = pkgs[1..]
-        .iter()
-        .map(|p| p.config.display().to_string())
-        .collect();
-    let mut args = vec!["init", "--domain", DOMAIN, "--threshold", "2/3"];
-    for o in &others {
-        args.extend(["--server-config", o.as_str()]);
-    }
-    let out = pkgs[0].admin_ok(&args, "");
+    let out = deal_2_of_3(pkgs);
     assert!(out.contains("2-of-3 threshold PKG"), "{out}");
     for p in pkgs {
         p.admin_ok(&["user", "add", "alice"], &format!("{ALICE_PW}\n"));
