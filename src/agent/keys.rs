@@ -597,7 +597,7 @@ async fn fetch(
 /// The provider's relay credentials; `None` when it runs no relay (404),
 /// or when asking failed: the phone then calls without a relayed
 /// candidate rather than not at all.
-async fn turn_credentials(
+pub(crate) async fn turn_credentials(
     client: &PkgClient,
     session: &crate::pkg_client::Session,
 ) -> Option<TurnCredentials> {

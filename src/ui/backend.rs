@@ -26,6 +26,7 @@ use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::first_contact::{first_contact, FirstContact, FirstTrust};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::PkgClientError;
+use crate::pkg_client::TurnCredentials;
 use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -506,6 +507,12 @@ impl Worker {
         let sip = crate::agent::keys::sip_credential(&client, &session, &device, &session.aor)
             .await
             .map_err(pkg)?;
+        // The relay's credentials in the same session: the relay task then
+        // needs no login of its own at set-up.
+        let turn = match settings.ice {
+            true => crate::agent::keys::turn_credentials(&client, &session).await,
+            false => None,
+        };
         let _ = client.logout(&session).await;
         self.report
             .progress(3, STEPS, "Saving your keys on this computer");
@@ -528,7 +535,7 @@ impl Worker {
                 &session.aor,
                 params,
                 keys,
-                (&password, sip.as_ref()),
+                (&password, sip.as_ref(), turn),
                 Some(pin),
             )
             .await?)
@@ -574,7 +581,7 @@ impl Worker {
             &aor,
             params,
             keys,
-            (&password, sip.as_ref()),
+            (&password, sip.as_ref(), None),
             pin,
         )
         .await
@@ -596,9 +603,14 @@ impl Worker {
         aor: &Aor,
         params: PublicParams,
         keys: Vec<PrivateKeys>,
-        // The account password (PKG logins) and the device's SIP
-        // credential, if the provider issued one.
-        (password, sip): (&SecretString, Option<&SipCredentialsResponse>),
+        // The account password (PKG logins), the device's SIP credential
+        // if the provider issued one, and relay credentials fetched in the
+        // same session (None: the relay task fetches them).
+        (password, sip, turn): (
+            &SecretString,
+            Option<&SipCredentialsResponse>,
+            Option<TurnCredentials>,
+        ),
         pin: Option<[u8; 32]>,
     ) -> Result<(), String> {
         let listen: SocketAddr = settings.sip_listen.trim().parse().map_err(|_| {
@@ -707,7 +719,7 @@ impl Worker {
             let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone());
             self.relay = Some(tokio::spawn(login.run(
                 relay,
-                None,
+                turn,
                 true,
                 crate::agent::relay::log_outcome,
             )));
