@@ -27,7 +27,7 @@
 //! (they left from the old address; a connect under way is forgotten) and
 //! the sockets are rebound when the core says so.
 
-use crate::sip::message::MAX_MESSAGE_LEN;
+use crate::sip::message::{content_length_value, MAX_MESSAGE_LEN};
 use crate::sip::proxy::Proxy;
 use crate::sip::ua::{Command, Event, RouteChange, RouteCheck, RouteProbe, UserAgent};
 use crate::sip::{Dest, Transmit, Transport};
@@ -152,8 +152,9 @@ impl Core for Proxy {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FrameError {
-    /// The peer sent headers without a usable Content-Length.
-    #[error("stream message without Content-Length")]
+    /// The peer sent headers without exactly one well-formed
+    /// Content-Length.
+    #[error("stream message without exactly one well-formed Content-Length")]
     NoContentLength,
     /// The peer sent a message over [`MAX_MESSAGE_LEN`].
     #[error("stream message too large")]
@@ -175,16 +176,20 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, FrameError> {
         return Ok(None);
     };
     let head = String::from_utf8_lossy(&buf[..hdr_end]);
-    let len = head
+    let mut lengths = head
         .split("\r\n")
         .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| {
+        .filter(|(n, _)| {
             let n = n.trim();
             n.eq_ignore_ascii_case("Content-Length") || n.eq_ignore_ascii_case("l")
         })
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-        .ok_or(FrameError::NoContentLength)?;
-    let total = hdr_end + 4 + len;
+        .map(|(_, v)| content_length_value(v));
+    let len = match (lengths.next(), lengths.next()) {
+        (Some(Some(len)), None) => len,
+        _ => return Err(FrameError::NoContentLength),
+    };
+    // A length near usize::MAX must not wrap around to a short frame.
+    let total = (hdr_end + 4).checked_add(len).ok_or(FrameError::TooLarge)?;
     if total > MAX_MESSAGE_LEN {
         return Err(FrameError::TooLarge);
     }
@@ -730,6 +735,40 @@ mod tests {
         assert_eq!(buf, b"SIP");
         let mut bad = b"OPTIONS sip:a SIP/2.0\r\n\r\n".to_vec();
         assert_eq!(take_frame(&mut bad), Err(FrameError::NoContentLength));
+    }
+
+    /// Found by the fuzzer in CI: a Content-Length of usize::MAX overflowed
+    /// the frame's end (a panic in debug builds, a frame cut inside the
+    /// headers in release builds).
+    #[test]
+    fn a_huge_content_length_is_too_large_not_a_wrap() {
+        let mut buf = b"SIP/2.0 200 OK\r\nl:000000000018446744073709551615\r\n\r\n".to_vec();
+        assert_eq!(take_frame(&mut buf), Err(FrameError::TooLarge));
+        let mut buf = b"SIP/2.0 200 OK\r\nl: 99999999999999999999999999\r\n\r\n".to_vec();
+        assert_eq!(take_frame(&mut buf), Err(FrameError::NoContentLength));
+    }
+
+    /// The framer and the parser must agree on where a message ends: a
+    /// second Content-Length (a smuggling attempt) or a signed one is
+    /// refused by both, never read differently.
+    #[test]
+    fn framer_and_parser_refuse_the_same_lengths() {
+        for head in [
+            "OPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\nl: 0\r\n\r\nabc",
+            "OPTIONS sip:a SIP/2.0\r\nContent-Length: +3\r\n\r\nabc",
+            "OPTIONS sip:a SIP/2.0\r\nContent-Length: 0x3\r\n\r\nabc",
+        ] {
+            let mut buf = head.as_bytes().to_vec();
+            assert_eq!(
+                take_frame(&mut buf),
+                Err(FrameError::NoContentLength),
+                "{head}"
+            );
+            assert!(
+                crate::sip::message::Message::parse(head.as_bytes()).is_err(),
+                "{head}"
+            );
+        }
     }
 
     #[test]

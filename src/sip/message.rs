@@ -144,6 +144,19 @@ fn compact_name(full: &str) -> Option<&'static str> {
         .map(|(c, _)| *c)
 }
 
+/// Reads a Content-Length value as RFC 3261 25.1 writes it (`1*DIGIT`,
+/// surrounding white space allowed); `None` for anything else, a sign, or
+/// a number too large for memory. The stream framer and the parser both
+/// read lengths through this one function, so they cannot disagree on
+/// where a message ends.
+pub fn content_length_value(value: &str) -> Option<usize> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 impl Message {
     /// Parses one message from `bytes` (a whole datagram or one framed TCP
     /// message). Accepts full and compact header names.
@@ -201,11 +214,17 @@ impl Message {
             headers: out,
             body,
         };
-        if let Some(cl) = msg.header("Content-Length") {
-            let n: usize = cl
-                .trim()
-                .parse()
-                .map_err(|_| ParseError::BadHeader("Content-Length"))?;
+        let lengths: Vec<&str> = msg.header_values("Content-Length").collect();
+        // Two lengths are how a request is smuggled past a framer that
+        // reads the other one (RFC 9112 6.3 makes the same rule).
+        let announced = match lengths.as_slice() {
+            [] => None,
+            [one] => {
+                Some(content_length_value(one).ok_or(ParseError::BadHeader("Content-Length"))?)
+            }
+            _ => return Err(ParseError::BadHeader("Content-Length")),
+        };
+        if let Some(n) = announced {
             if n > msg.body.len() {
                 return Err(ParseError::Truncated);
             }
