@@ -124,7 +124,8 @@ impl Pair {
 
 fn setup_figures(lab: &Lab, loopback: &Provider, calls: usize) {
     let internet = lab.provider_with("tls = true\n");
-    let sips = |host: &str| format!("proxy = \"sips:{host}\"\n[pkg]\nurl = \"https://{host}:8443\"\n");
+    let sips =
+        |host: &str| format!("proxy = \"sips:{host}\"\n[pkg]\nurl = \"https://{host}:8443\"\n");
     let lab_sips = sips(PROV);
     let loop_sips = sips("127.0.0.1");
     let phone = |node: &str, name: &str, user: &str, listen: &str, p: &Provider, tail: &str| {
@@ -133,15 +134,36 @@ fn setup_figures(lab: &Lab, loopback: &Provider, calls: usize) {
     let mut pairs = [
         Pair {
             name: "lab (TLS)",
-            alice: phone("homeA", "alice", "alice", "0.0.0.0:5062", &internet, &lab_sips),
+            alice: phone(
+                "homeA",
+                "alice",
+                "alice",
+                "0.0.0.0:5062",
+                &internet,
+                &lab_sips,
+            ),
             bob: phone("homeB", "bob", "bob", "0.0.0.0:5062", &internet, &lab_sips),
             register: vec![],
             setup: vec![],
         },
         Pair {
             name: "loopback (TLS)",
-            alice: phone("prov", "l-alice", "alice", "127.0.0.1:5072", loopback, &loop_sips),
-            bob: phone("prov", "l-bob", "bob", "127.0.0.1:5073", loopback, &loop_sips),
+            alice: phone(
+                "prov",
+                "l-alice",
+                "alice",
+                "127.0.0.1:5072",
+                loopback,
+                &loop_sips,
+            ),
+            bob: phone(
+                "prov",
+                "l-bob",
+                "bob",
+                "127.0.0.1:5073",
+                loopback,
+                &loop_sips,
+            ),
             register: vec![],
             setup: vec![],
         },
@@ -205,7 +227,12 @@ fn lab_rtt(lab: &Lab) -> f64 {
 
 /// Bytes through `prov`'s loopback so far (each packet counted once).
 fn loopback_bytes(lab: &Lab) -> u64 {
-    let out = lab.script(&["exec", "prov", "cat", "/sys/class/net/lo/statistics/rx_bytes"]);
+    let out = lab.script(&[
+        "exec",
+        "prov",
+        "cat",
+        "/sys/class/net/lo/statistics/rx_bytes",
+    ]);
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -224,7 +251,7 @@ fn cpu_ms(pid: u32) -> f64 {
         .take(2)
         .map(|x| x.parse().expect("ticks"))
         .collect();
-    // SAFETY-free: the tick rate of Linux's /proc is USER_HZ, 100.
+    // Linux reports these in USER_HZ ticks, 100 a second.
     (f[0] + f[1]) as f64 * 10.0
 }
 
@@ -267,13 +294,31 @@ fn idle_figures(lab: &Lab, loopback: &Provider, secs: Duration) {
         };
         let dir = format!("idle-{name}");
         // Keep-alives every second.
-        let mut a = lab.phone_at("prov", &dir, "alice", "127.0.0.1:5074", loopback, &tail(1), "", &[]);
+        let mut a = lab.phone_at(
+            "prov",
+            &dir,
+            "alice",
+            "127.0.0.1:5074",
+            loopback,
+            &tail(1),
+            "",
+            &[],
+        );
         a.register();
         std::thread::sleep(Duration::from_secs(2));
         let (ka_bytes, ka_cpu) = measure(lab, a.pid(), || std::thread::sleep(secs));
         a.quit();
         // Keep-alives off: the rest of an idle phone, then refreshes.
-        let mut a = lab.phone_at("prov", &dir, "alice", "127.0.0.1:5074", loopback, &tail(0), "", &[]);
+        let mut a = lab.phone_at(
+            "prov",
+            &dir,
+            "alice",
+            "127.0.0.1:5074",
+            loopback,
+            &tail(0),
+            "",
+            &[],
+        );
         a.register();
         std::thread::sleep(Duration::from_secs(2));
         let (base_bytes, base_cpu) = measure(lab, a.pid(), || std::thread::sleep(secs));

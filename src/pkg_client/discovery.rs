@@ -1033,7 +1033,10 @@ mod tests {
         // answers; and one refusing (ICMP) does not cost the timeout.
         let (_hole, silent) = udp_black_hole();
         let alive = udp(stun_answerer().await);
-        assert_eq!(choose_sip_target(&[udp(silent), alive], d).await, Some(alive));
+        assert_eq!(
+            choose_sip_target(&[udp(silent), alive], d).await,
+            Some(alive)
+        );
         assert_eq!(
             first_reachable(&[udp(closed_port()), alive], CONNECTION_ATTEMPT_DELAY, d).await,
             Some(1)

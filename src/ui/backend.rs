@@ -382,7 +382,9 @@ impl Worker {
         url: &str,
         sip_proxy: &str,
     ) -> Result<ProviderProbe, String> {
-        use crate::pkg_client::discovery::{choose_sip_target, discover_pkg, discover_sip, domain_of};
+        use crate::pkg_client::discovery::{
+            choose_sip_target, discover_pkg, discover_sip, domain_of,
+        };
         let domain = domain_of(address).map_err(|_| {
             format!("{address:?} is not an address such as alice@atlanta.com. Check it.")
         })?;
@@ -828,7 +830,11 @@ mod tests {
             let back = ProxyUri::parse(&text).unwrap();
             assert_eq!(back.transport, want, "{text}");
             assert_eq!(back.port, addr.port(), "{text}");
-            assert_eq!(back.host.parse::<std::net::IpAddr>().unwrap(), addr.ip(), "{text}");
+            assert_eq!(
+                back.host.parse::<std::net::IpAddr>().unwrap(),
+                addr.ip(),
+                "{text}"
+            );
         }
     }
 

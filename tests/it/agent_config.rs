@@ -144,7 +144,10 @@ fn sip_keepalive_interval_is_configurable() {
     ] {
         let err = load(bad).unwrap_err().to_string();
         let name = bad.split(' ').next().unwrap();
-        assert!(err.contains(name) && err.contains("at most 3600"), "{bad}: {err}");
+        assert!(
+            err.contains(name) && err.contains("at most 3600"),
+            "{bad}: {err}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

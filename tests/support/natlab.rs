@@ -301,7 +301,16 @@ impl Lab {
         extra: &str,
         args: &[&str],
     ) -> Agent {
-        self.phone_at(home, user, user, "0.0.0.0:5062", provider, middle, extra, args)
+        self.phone_at(
+            home,
+            user,
+            user,
+            "0.0.0.0:5062",
+            provider,
+            middle,
+            extra,
+            args,
+        )
     }
 
     /// [`Lab::phone_with`] with its files in the lab's directory `name`
@@ -393,4 +402,3 @@ impl Drop for Provider {
         let _ = self.child.wait();
     }
 }
-
