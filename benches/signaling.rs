@@ -28,11 +28,11 @@
 //!    timers, route checks); 10 registration refreshes (`register` on the
 //!    registered flow). Bytes are the loopback's (IP, TCP/UDP and TLS
 //!    headers included, each packet once); CPU is the agent process's
-//!    (user + system, `/proc/PID/stat`). Per hour at the defaults: 144
+//!    (its threads' run time, `/proc/PID/task/*/schedstat`). Per hour at the defaults: 144
 //!    keep-alives (25 s), 12 refreshes (600 s granted, refreshed at half).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use serde_json::json;
@@ -239,20 +239,19 @@ fn loopback_bytes(lab: &Lab) -> u64 {
         .expect("lo rx_bytes")
 }
 
-/// CPU time (user + system) of process `pid` so far, in ms.
+/// CPU time of process `pid` so far, in ms: the sum of its threads'
+/// run time in nanoseconds (`/proc/PID/task/*/schedstat`; `/proc/PID/stat`
+/// counts 10 ms ticks, too coarse for an idle phone). A thread that ended
+/// within a phase takes its time with it (the agent's threads live as
+/// long as it does; tokio's blocking pool may retire one).
 fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the command name (which may hold spaces): state is
-    // field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').expect("stat") + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse().expect("ticks"))
-        .collect();
-    // Linux reports these in USER_HZ ticks, 100 a second.
-    (f[0] + f[1]) as f64 * 10.0
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e6
 }
 
 /// What one phase cost: loopback bytes and the agent's CPU ms.
@@ -346,5 +345,5 @@ fn idle_figures(lab: &Lab, loopback: &Provider, secs: Duration) {
             base_byte_rate * 3600.0
         );
     }
-    println!("(B/h other: what the phone sends and gets with keep-alives off; CPU ms/h = idle rate x 3600 + 144 keep-alives + 12 refreshes; CPU from /proc in 10 ms ticks)");
+    println!("(B/h other: what the phone sends and gets with keep-alives off; CPU ms/h = idle rate x 3600 + 144 keep-alives + 12 refreshes; CPU: the agent's threads' run time)");
 }

@@ -139,8 +139,8 @@ fn sip_keepalive_interval_is_configurable() {
     // overflow the timers' clock) is refused by name, not taken.
     for bad in [
         "keepalive_secs = 3601\n",
-        "keepalive_secs = 18446744073709551615\n",
-        "network_check_secs = 18446744073709551615\n",
+        "keepalive_secs = 9223372036854775807\n",
+        "network_check_secs = 9223372036854775807\n",
     ] {
         let err = load(bad).unwrap_err().to_string();
         let name = bad.split(' ').next().unwrap();

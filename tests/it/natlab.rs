@@ -21,13 +21,10 @@
 use crate::support;
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::process::{write_secret, Agent};
-use support::provider::bin;
-use support::provider_bins::run_admin;
+use support::process::Agent;
 
 use support::natlab::{explicit_provider, Lab, Provider, DOMAIN, PROV, STEP};
 
