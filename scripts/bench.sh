@@ -37,3 +37,9 @@ cargo bench --quiet --bench ibe_interleaved 2>/dev/null
 cargo bench --quiet --bench call_setup 2>/dev/null
 # The provider's relay: embedded TURN vs coturn, 50 relayed calls (issue 14).
 if command -v turnserver >/dev/null; then scripts/bench-relay.sh; fi
+# Signaling in the NAT lab (issue 13): setup over TLS lab vs loopback, and an
+# idle phone's bytes and CPU per hour; root and ../shared/natlab only.
+if [ "$(id -u)" = 0 ] && [ -f ../shared/natlab/natlab.sh ]; then
+  cargo build --release --quiet -p pkg-server --bins
+  cargo bench --quiet --bench signaling 2>/dev/null
+fi

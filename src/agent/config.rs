@@ -14,6 +14,8 @@
 //! # keepalive_secs = 25               # RFC 5626 keep-alives to the proxy (CRLF on TCP/TLS;
 //!                                     # STUN on UDP when the registrar supports outbound,
 //!                                     # which also notices a rebooted NAT); 0: off
+//! # pong_timeout_secs = 10           # a keep-alive unanswered this long: the flow failed,
+//!                                     # register again (RFC 5626 4.4.1; 1 to 120)
 //! # network_check_secs = 2            # how often the route to the proxy is looked
 //!                                     # at (network change: re-register, re-INVITE); 0: off
 //!
@@ -168,6 +170,61 @@ struct RawSip {
     keepalive_secs: u64,
     #[serde(default = "default_network_check")]
     network_check_secs: u64,
+    #[serde(default = "default_pong_timeout")]
+    pong_timeout_secs: u64,
+}
+
+fn default_pong_timeout() -> u64 {
+    SipSettings::default().pong_timeout.as_secs()
+}
+
+/// The longest `[sip] keepalive_secs` and `network_check_secs` taken:
+/// an hour. A keep-alive rarer than that keeps no NAT mapping open, and
+/// a far larger value would overflow the timers' clock arithmetic.
+pub const MAX_SIP_INTERVAL_SECS: u64 = 3600;
+
+/// The longest `[sip] pong_timeout_secs` taken: two minutes. RFC 5626
+/// 4.4.1 says 10 s; a flow silent for longer than this is dead for any
+/// caller trying to reach the phone.
+pub const MAX_PONG_TIMEOUT_SECS: u64 = 120;
+
+impl RawSip {
+    /// The keep-alive, network-check and pong figures, checked: each
+    /// interval 0 (off) to [`MAX_SIP_INTERVAL_SECS`], the pong timeout 1
+    /// to [`MAX_PONG_TIMEOUT_SECS`]; a sentence naming the setting
+    /// otherwise.
+    fn timers(
+        &self,
+    ) -> Result<
+        (
+            Option<std::time::Duration>,
+            Option<std::time::Duration>,
+            std::time::Duration,
+        ),
+        String,
+    > {
+        let interval = |name: &str, secs: u64| {
+            if secs > MAX_SIP_INTERVAL_SECS {
+                return Err(format!(
+                    "[sip] {name} = {secs}: at most {MAX_SIP_INTERVAL_SECS} (seconds; 0 turns it off)"
+                ));
+            }
+            Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
+        };
+        let keepalive = interval("keepalive_secs", self.keepalive_secs)?;
+        let network_check = interval("network_check_secs", self.network_check_secs)?;
+        if !(1..=MAX_PONG_TIMEOUT_SECS).contains(&self.pong_timeout_secs) {
+            return Err(format!(
+                "[sip] pong_timeout_secs = {}: from 1 to {MAX_PONG_TIMEOUT_SECS} seconds (RFC 5626 says 10)",
+                self.pong_timeout_secs
+            ));
+        }
+        Ok((
+            keepalive,
+            network_check,
+            std::time::Duration::from_secs(self.pong_timeout_secs),
+        ))
+    }
 }
 
 fn default_network_check() -> u64 {
@@ -187,6 +244,11 @@ pub struct SipSettings {
     /// 4.4.1), `None` for none (`keepalive_secs = 0`). Default 25 s, below
     /// the 30 s that the shortest common UDP NAT mappings last.
     pub keepalive: Option<std::time::Duration>,
+    /// How long a keep-alive may wait for its answer (the CRLF pong on
+    /// TCP/TLS, the STUN answer on UDP) before the flow counts as failed
+    /// and the phone registers again (`pong_timeout_secs`). Default 10 s
+    /// (RFC 5626 4.4.1); 1 s to 2 min.
+    pub pong_timeout: std::time::Duration,
     /// How the outbound proxy is reached: UDP (TCP for large requests),
     /// TCP, or TLS (a `sips:` / `;transport=tls` proxy URI).
     pub transport: crate::sip::Transport,
@@ -209,6 +271,7 @@ impl Default for SipSettings {
     fn default() -> Self {
         SipSettings {
             keepalive: Some(std::time::Duration::from_secs(25)),
+            pong_timeout: crate::sip::ua::KeepAlive::default().pong_timeout,
             network_check: Some(std::time::Duration::from_secs(2)),
             transport: crate::sip::Transport::Udp,
             proxy_host: None,
@@ -402,6 +465,8 @@ impl AgentFile {
             }
             None => (None, crate::sip::Transport::Udp, None),
         };
+        let (keepalive, network_check, pong_timeout) =
+            raw.sip.timers().map_err(|why| invalid(path, why))?;
         Ok(AgentFile {
             aor,
             password,
@@ -411,13 +476,12 @@ impl AgentFile {
             privacy: raw.security.privacy,
             keys,
             sip: SipSettings {
-                keepalive: (raw.sip.keepalive_secs > 0)
-                    .then(|| std::time::Duration::from_secs(raw.sip.keepalive_secs)),
+                keepalive,
+                pong_timeout,
                 transport,
                 proxy_host,
                 tls_pin: None,
-                network_check: (raw.sip.network_check_secs > 0)
-                    .then(|| std::time::Duration::from_secs(raw.sip.network_check_secs)),
+                network_check,
             },
             device,
             media: MediaSettings {

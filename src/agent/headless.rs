@@ -169,7 +169,7 @@ pub async fn start_with(
     );
     ua.set_keepalive(config.sip.keepalive.map(|interval| KeepAlive {
         interval,
-        ..KeepAlive::default()
+        pong_timeout: config.sip.pong_timeout,
     }));
     // `local`: the route's address for a wildcard bind, else the bound one.
     ua.set_net_watch(

@@ -267,28 +267,17 @@ pub async fn discover(file: &mut AgentFile) -> Result<SocketAddr, KeyError> {
     }
     let targets = discovery::discover_sip(&dns, &domain, &services).await?;
     // The first target in the provider's (RFC 3263) order that answers,
-    // IPv6 and IPv4 addresses tried the RFC 8305 way (an unreachable
-    // first address costs 250 ms); none answering: the first, and the
-    // registration reports why. Over TLS the proxy is held to the PKG's
-    // pin (set in `load_with_renewal`), so a discovered `sips:` service is
-    // as trustworthy as the PKG itself.
-    let pick = discovery::first_reachable(
-        &targets,
-        discovery::CONNECTION_ATTEMPT_DELAY,
-        std::time::Duration::from_secs(5),
-    )
-    .await
-    .unwrap_or(0);
-    let target = targets
-        .get(pick)
-        .or(targets.first())
+    // addresses tried the RFC 8305 way (an unreachable first address
+    // costs 250 ms); none answering: the first, and the registration
+    // reports why. Over TLS the proxy is held to the PKG's pin (set in
+    // `load_with_renewal`), so a discovered `sips:` service is as
+    // trustworthy as the PKG itself.
+    let target = discovery::choose_sip_target(&targets, std::time::Duration::from_secs(5))
+        .await
         .ok_or_else(|| DiscoveryError::NotFound {
             service: "SIP proxy",
             domain: domain.clone(),
         })?;
-    if pick > 0 {
-        tracing::info!(proxy = %target.addr, "SIP proxy: first address that answered");
-    }
     file.sip.transport = match target.transport {
         discovery::SipTransport::Tls => crate::sip::Transport::Tls,
         discovery::SipTransport::Tcp => crate::sip::Transport::Tcp,

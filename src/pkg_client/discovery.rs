@@ -140,42 +140,46 @@ pub struct SipTarget {
 /// tried this long after the previous attempt began.
 pub const CONNECTION_ATTEMPT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How long a UDP target is given to answer the STUN probe of
+/// [`first_reachable`] (its request is sent again every
+/// [`UDP_PROBE_RETRANSMIT`]); shorter than a stream target's connect
+/// timeout, since a proxy that does not speak STUN on its SIP port (a
+/// Kamailio without the `stun` module) costs this much when it is the
+/// only kind of target there is.
+pub const UDP_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Interval between the STUN probe's retransmissions to a UDP target.
+pub const UDP_PROBE_RETRANSMIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Which of `targets` (in RFC 3263 order, IPv6 before IPv4 within a host)
-/// to use, tried the way of RFC 8305 ("Happy Eyeballs"): a TCP connection
-/// to each stream (TLS, TCP) target in order, each `delay` after the
-/// previous began and given `timeout`; the index of the first that
-/// connects. So an address that does not answer (an AAAA record of a
-/// host without IPv6 reachability) costs `delay`, not a registration.
-/// When no stream target connects, the first UDP target (UDP has no
-/// handshake to try), else `None`. The probe connections are closed at
-/// once.
+/// to use, tried the way of RFC 8305 ("Happy Eyeballs"): each target in
+/// order, each `delay` after the previous began; the index of the first
+/// that answers. A stream target (TLS, TCP) answers when a TCP connection
+/// to it completes within `timeout`; a UDP target when it answers a STUN
+/// binding request on its SIP port (RFC 5626 8.4: an outbound edge proxy
+/// answers STUN there) within `timeout` or [`UDP_PROBE_TIMEOUT`],
+/// whichever is shorter. So an address that does not answer (an AAAA
+/// record of a host without IPv6 reachability, a dead server of the
+/// provider's list) costs `delay`, not a registration. When nothing
+/// answers, the first UDP target (a proxy may well take SIP over UDP
+/// without answering STUN), else `None`. The probe connections and
+/// sockets are closed at once.
 pub async fn first_reachable(
     targets: &[SipTarget],
     delay: std::time::Duration,
     timeout: std::time::Duration,
 ) -> Option<usize> {
     let mut attempts = tokio::task::JoinSet::new();
-    let mut started = 0u32;
     for (i, t) in targets.iter().enumerate() {
-        if t.transport == SipTransport::Udp {
-            continue;
-        }
-        let (addr, wait) = (t.addr, delay.saturating_mul(started));
-        started += 1;
+        let wait = delay.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+        let (addr, transport) = (t.addr, t.transport);
         attempts.spawn(async move {
             tokio::time::sleep(wait).await;
-            let connect = tokio::net::TcpStream::connect(addr);
-            match tokio::time::timeout(timeout, connect).await {
-                Ok(Ok(_)) => Some(i),
-                Ok(Err(e)) => {
-                    tracing::info!(%addr, error = %e, "SIP proxy address does not answer");
-                    None
-                }
-                Err(_) => {
-                    tracing::info!(%addr, "SIP proxy address timed out");
-                    None
-                }
-            }
+            let answered = match transport {
+                SipTransport::Udp => udp_answers(addr, timeout.min(UDP_PROBE_TIMEOUT)).await,
+                SipTransport::Tls | SipTransport::Tcp => tcp_answers(addr, timeout).await,
+            };
+            answered.then_some(i)
         });
     }
     while let Some(done) = attempts.join_next().await {
@@ -186,6 +190,80 @@ pub async fn first_reachable(
     targets
         .iter()
         .position(|t| t.transport == SipTransport::Udp)
+}
+
+/// Whether a TCP connection to `addr` completes within `timeout`.
+async fn tcp_answers(addr: SocketAddr, timeout: std::time::Duration) -> bool {
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::info!(%addr, error = %e, "SIP proxy address does not answer");
+            false
+        }
+        Err(_) => {
+            tracing::info!(%addr, "SIP proxy address timed out");
+            false
+        }
+    }
+}
+
+/// Whether `addr` answers a STUN binding request within `timeout` (the
+/// request sent again every [`UDP_PROBE_RETRANSMIT`]); only the success
+/// answer to this request counts. The socket is connected to `addr`, so
+/// only `addr` is heard and an ICMP "port unreachable" ends the probe at
+/// once.
+async fn udp_answers(addr: SocketAddr, timeout: std::time::Duration) -> bool {
+    let probe = async {
+        let local: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
+        socket.connect(addr).await.ok()?;
+        let (request, bytes) = crate::sip::stun::BindingRequest::new().ok()?;
+        let mut buf = [0u8; 1500];
+        loop {
+            socket.send(&bytes).await.ok()?;
+            let until = tokio::time::Instant::now() + UDP_PROBE_RETRANSMIT;
+            while let Ok(got) = tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
+                let n = got.ok()?;
+                if buf.get(..n).is_some_and(|b| request.mapped(b).is_some()) {
+                    return Some(());
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Some(())) => true,
+        _ => {
+            tracing::info!(%addr, "SIP proxy address (UDP) does not answer STUN");
+            false
+        }
+    }
+}
+
+/// The SIP next hop to use among `targets` (RFC 3263 order): a single
+/// target as it is; else the first that answers ([`first_reachable`],
+/// RFC 8305 spacing, `timeout` per stream attempt); when none answers,
+/// the first target, so that the registration says why. `None` only for
+/// an empty list. The wizard and the phone's own start both choose
+/// through this one function.
+pub async fn choose_sip_target(
+    targets: &[SipTarget],
+    timeout: std::time::Duration,
+) -> Option<SipTarget> {
+    if targets.len() <= 1 {
+        return targets.first().copied();
+    }
+    let pick = first_reachable(targets, CONNECTION_ATTEMPT_DELAY, timeout)
+        .await
+        .unwrap_or(0);
+    let chosen = targets.get(pick).or(targets.first()).copied();
+    if let Some(t) = chosen.filter(|_| pick > 0) {
+        tracing::info!(proxy = %t.addr, "SIP proxy: first address that answered");
+    }
+    chosen
 }
 
 /// The DNS lookups discovery needs. An empty answer (NXDOMAIN, no
@@ -906,6 +984,73 @@ mod tests {
         );
         assert_eq!(first_reachable(&[tls(closed_port())], delay, d).await, None);
         assert_eq!(first_reachable(&[], delay, d).await, None);
+    }
+
+    fn udp(addr: SocketAddr) -> SipTarget {
+        SipTarget {
+            transport: SipTransport::Udp,
+            addr,
+        }
+    }
+
+    /// A UDP "proxy" on the loopback that answers STUN binding requests
+    /// the way the embedded proxy does on its SIP port.
+    async fn stun_answerer() -> SocketAddr {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = s.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                if let Some(answer) = crate::sip::stun::binding_success(&buf[..n], from) {
+                    let _ = s.send_to(&answer, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    /// A UDP socket that takes datagrams and never answers (a SIP server
+    /// that is down behind a firewall dropping, not refusing).
+    fn udp_black_hole() -> (std::net::UdpSocket, SocketAddr) {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let a = s.local_addr().unwrap();
+        (s, a)
+    }
+
+    /// The provider's list in RFC 3263 order, the first entry dead: the
+    /// wizard and the phone both go on to the second, over TLS and over
+    /// UDP; a single target is taken as it is, with no probe.
+    #[tokio::test]
+    async fn the_next_sip_target_is_chosen_when_the_first_does_not_answer() {
+        let d = std::time::Duration::from_secs(2);
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let second = tls(open.local_addr().unwrap());
+        assert_eq!(
+            choose_sip_target(&[tls(closed_port()), second], d).await,
+            Some(second)
+        );
+        // UDP: the first is silent (no STUN answer at all), the second
+        // answers; and one refusing (ICMP) does not cost the timeout.
+        let (_hole, silent) = udp_black_hole();
+        let alive = udp(stun_answerer().await);
+        assert_eq!(
+            choose_sip_target(&[udp(silent), alive], d).await,
+            Some(alive)
+        );
+        assert_eq!(
+            first_reachable(&[udp(closed_port()), alive], CONNECTION_ATTEMPT_DELAY, d).await,
+            Some(1)
+        );
+        // TLS first even when a later UDP target answers too.
+        assert_eq!(choose_sip_target(&[second, alive], d).await, Some(second));
+        // Nobody answers: the first, so the registration says why.
+        let dead = tls(closed_port());
+        assert_eq!(
+            choose_sip_target(&[dead, tls(closed_port())], d).await,
+            Some(dead)
+        );
+        assert_eq!(choose_sip_target(&[dead], d).await, Some(dead));
+        assert_eq!(choose_sip_target(&[], d).await, None);
     }
 
     #[tokio::test]

@@ -66,8 +66,9 @@ struct Registration {
 pub struct KeepAlive {
     /// Interval between keep-alives towards the outbound proxy.
     pub interval: Duration,
-    /// A TCP keep-alive without its pong within this time means the flow
-    /// failed (RFC 5626 4.4.1: 10 s).
+    /// A keep-alive without its answer (the CRLF pong on TCP/TLS, the
+    /// STUN answer on UDP) within this time means the flow failed (RFC
+    /// 5626 4.4.1: 10 s, the default; `[sip] pong_timeout_secs`).
     pub pong_timeout: Duration,
 }
 
@@ -1381,6 +1382,46 @@ mod tests {
         );
         answer_register(&mut ua, t2 + Duration::from_secs(10), 200);
         assert!(ua.is_registered());
+    }
+
+    /// The pong timeout is the configured one, not a fixed 10 s: with 3 s
+    /// a ping unanswered for 2.999 s still holds the flow, at 3 s it
+    /// failed and the UA registers again; the same over UDP's STUN.
+    #[test]
+    fn the_pong_timeout_is_the_configured_one() {
+        for (transport, outbound) in [(Transport::Tls, false), (Transport::Udp, true)] {
+            let mut ua = ua_over(HeaderPolicy::default(), transport);
+            let ka = KeepAlive {
+                interval: Duration::from_secs(25),
+                pong_timeout: Duration::from_secs(3),
+            };
+            ua.set_keepalive(Some(ka));
+            let now = Instant::now();
+            ua.handle_command(now, Command::Register);
+            answer_register_from(&mut ua, now, 200, outbound);
+            events(&mut ua);
+            let t = now + ka.interval;
+            ua.handle_timeout(t);
+            assert!(ua.poll_transmit().is_some(), "{transport:?}: the ping");
+            if transport.is_reliable() {
+                assert_eq!(ua.poll_timeout(), Some(t + ka.pong_timeout));
+            }
+            // (Over UDP the STUN request is sent again meanwhile.)
+            ua.handle_timeout(t + ka.pong_timeout - Duration::from_millis(1));
+            assert!(ua.is_registered(), "{transport:?}");
+            assert!(events(&mut ua).is_empty(), "{transport:?}");
+            while let Some(x) = ua.poll_transmit() {
+                assert!(!x.bytes.starts_with(b"REGISTER"), "{transport:?}");
+            }
+            ua.handle_timeout(t + ka.pong_timeout);
+            assert_eq!(
+                events(&mut ua),
+                vec![Event::RegistrationFailed { status: 430 }],
+                "{transport:?}"
+            );
+            let again = Message::parse(&ua.poll_transmit().unwrap().bytes).unwrap();
+            assert_eq!(again.method(), Some(Method::Register), "{transport:?}");
+        }
     }
 
     /// Over TLS: Via `SIP/2.0/TLS`, a Contact with `transport=tls`, and

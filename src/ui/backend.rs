@@ -382,7 +382,9 @@ impl Worker {
         url: &str,
         sip_proxy: &str,
     ) -> Result<ProviderProbe, String> {
-        use crate::pkg_client::discovery::{discover_pkg, discover_sip, domain_of, SipTransport};
+        use crate::pkg_client::discovery::{
+            choose_sip_target, discover_pkg, discover_sip, domain_of,
+        };
         let domain = domain_of(address).map_err(|_| {
             format!("{address:?} is not an address such as alice@atlanta.com. Check it.")
         })?;
@@ -433,16 +435,16 @@ impl Worker {
                             "No SIP proxy was found for {domain} ({e}). Enter one under Advanced."
                         )
                     })?;
-                // The first target in the provider's (RFC 3263) order; over
-                // TLS the proxy is held to the PKG's pin, like the PKG.
-                let t = targets.first().ok_or_else(|| {
-                    format!("No SIP proxy was found for {domain}. Enter one under Advanced.")
-                })?;
-                Some(match t.transport {
-                    SipTransport::Tls => format!("sips:{}", t.addr),
-                    SipTransport::Tcp => format!("sip:{};transport=tcp", t.addr),
-                    SipTransport::Udp => t.addr.to_string(),
-                })
+                // The first target in the provider's (RFC 3263) order that
+                // answers, chosen as the phone's own start chooses
+                // (`agent::keys::discover`); over TLS the proxy is held to
+                // the PKG's pin, like the PKG.
+                let t = choose_sip_target(&targets, Duration::from_secs(5))
+                    .await
+                    .ok_or_else(|| {
+                        format!("No SIP proxy was found for {domain}. Enter one under Advanced.")
+                    })?;
+                Some(proxy_setting(&t))
             } else {
                 None
             };
@@ -794,9 +796,47 @@ fn media_options(settings: &Settings) -> MediaOptions {
     }
 }
 
+/// The Settings' "SIP proxy" text for a discovered target, in the form
+/// [`crate::sip::proxy_uri::ProxyUri::parse`] reads back to the same
+/// transport and address: `sips:ip:port`, `sip:ip:port;transport=tcp` or
+/// `ip:port` (UDP).
+fn proxy_setting(t: &crate::pkg_client::discovery::SipTarget) -> String {
+    use crate::pkg_client::discovery::SipTransport;
+    match t.transport {
+        SipTransport::Tls => format!("sips:{}", t.addr),
+        SipTransport::Tcp => format!("sip:{};transport=tcp", t.addr),
+        SipTransport::Udp => t.addr.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A discovered target written into the settings reads back as the
+    /// same transport, host and port (IPv6 too).
+    #[test]
+    fn a_discovered_proxy_reads_back_as_itself() {
+        use crate::pkg_client::discovery::{SipTarget, SipTransport};
+        use crate::sip::proxy_uri::ProxyUri;
+        use crate::sip::Transport;
+        for (transport, want, addr) in [
+            (SipTransport::Tls, Transport::Tls, "[2001:db8::5]:5061"),
+            (SipTransport::Tcp, Transport::Tcp, "127.0.0.1:5070"),
+            (SipTransport::Udp, Transport::Udp, "127.0.0.1:5060"),
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let text = proxy_setting(&SipTarget { transport, addr });
+            let back = ProxyUri::parse(&text).unwrap();
+            assert_eq!(back.transport, want, "{text}");
+            assert_eq!(back.port, addr.port(), "{text}");
+            assert_eq!(
+                back.host.parse::<std::net::IpAddr>().unwrap(),
+                addr.ip(),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn chosen_sound_devices_reach_the_agent() {

@@ -135,5 +135,64 @@ fn sip_keepalive_interval_is_configurable() {
     assert_eq!(load("keepalive_secs = 0\n").unwrap().sip.keepalive, None);
     let err = load("keepalive_secs = -1\n").unwrap_err();
     assert!(err.to_string().contains("alice.toml"), "{err}");
+    // An interval far beyond any NAT's mapping (or one that would
+    // overflow the timers' clock) is refused by name, not taken.
+    for bad in [
+        "keepalive_secs = 3601\n",
+        "keepalive_secs = 9223372036854775807\n",
+        "network_check_secs = 9223372036854775807\n",
+    ] {
+        let err = load(bad).unwrap_err().to_string();
+        let name = bad.split(' ').next().unwrap();
+        assert!(
+            err.contains(name) && err.contains("at most 3600"),
+            "{bad}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[sip] pong_timeout_secs`: how long a keep-alive waits for its answer
+/// before the flow counts as failed (RFC 5626 4.4.1's 10 s by default);
+/// 0 (a flow failed at every ping) and absurd values are refused with a
+/// sentence naming the setting and the file.
+#[test]
+fn sip_pong_timeout_is_configurable_and_checked() {
+    let dir = temp_dir("agent-pong-timeout");
+    std::fs::copy("config/alice.toml", dir.join("alice.toml")).unwrap();
+    std::fs::write(dir.join("alice.password"), "s3cret\n").unwrap();
+    std::fs::set_permissions(
+        dir.join("alice.password"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
+    let load = |extra: &str| {
+        let t = text.replacen("[sip]\n", &format!("[sip]\n{extra}"), 1);
+        std::fs::write(dir.join("alice.toml"), t).unwrap();
+        AgentFile::load(&dir.join("alice.toml"))
+    };
+    let secs = std::time::Duration::from_secs;
+    assert_eq!(load("").unwrap().sip.pong_timeout, secs(10));
+    assert_eq!(
+        load("pong_timeout_secs = 4\n").unwrap().sip.pong_timeout,
+        secs(4)
+    );
+    assert_eq!(
+        load("pong_timeout_secs = 120\n").unwrap().sip.pong_timeout,
+        secs(120)
+    );
+    for bad in [
+        "pong_timeout_secs = 0\n",
+        "pong_timeout_secs = 121\n",
+        "pong_timeout_secs = 18446744073709551615\n",
+    ] {
+        let err = load(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("pong_timeout_secs") && err.contains("alice.toml"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(load("pong_timeout_secs = -1\n").is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,7 @@
 //!   paths, free ports.
 //! - [`audio`]: WAV files of test signals.
 //! - [`media_relay`]: a lossy, capturing relay between two media sessions.
+//! - [`natlab`]: the NAT lab of namespaces, its provider and phones.
 //! - [`tunnel`]: tunnels with fixed keys and the inner messages of a call.
 //! - [`sip_net`]: the in-memory SIP network (fake clock, lossy queue).
 #![allow(dead_code)]
@@ -28,6 +29,7 @@ pub mod audio;
 pub mod capture;
 pub mod kamailio;
 pub mod media_relay;
+pub mod natlab;
 pub mod process;
 pub mod provider;
 pub mod provider_bins;

@@ -172,6 +172,12 @@ impl Agent {
         }
     }
 
+    /// The agent's process id (`ip netns exec` runs it in place: the
+    /// agent itself, not a wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends one JSON command line.
     pub fn send(&mut self, cmd: Value) {
         let s = self.stdin.as_mut().unwrap();

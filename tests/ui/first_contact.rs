@@ -172,3 +172,36 @@ fn wizard_shows_the_parameter_fingerprint_for_a_certified_pkg() {
         "the certificate seen is pinned"
     );
 }
+
+/// A loopback TCP port nothing listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The wizard tries the provider's SIP services in their order
+/// (`services.sip`, RFC 3263) and falls back to the next when one does
+/// not answer, as the phone's own start does: the first entry names a
+/// port nothing listens on, the second the provider's TLS proxy. Before,
+/// the wizard wrote the first one into the settings and the phone never
+/// registered.
+#[test]
+fn wizard_takes_the_next_sip_target_when_the_first_does_not_answer() {
+    let (dead, tls) = (dead_port(), dead_port());
+    let p = Provider::start_with(&format!(
+        "tls_listen = \"127.0.0.1:{tls}\"\n[services]\nsip = [\"sips:127.0.0.1:{dead}\", \"sips:127.0.0.1:{tls}\"]\n"
+    ));
+    assert_eq!(p.tls_proxy.port(), tls);
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = phone(AppDirs::at(dir.path()));
+    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
+    type_into(&mut h, "Password", ALICE_PW);
+    h.state_mut().wizard.url = p.url.clone();
+    assert_eq!(h.state().wizard.sip_proxy, "", "left to discovery");
+    use egui_kittest::kittest::Queryable;
+    h.get_by_label("Connect").click();
+    wait_for(&mut h, "They match: log in", 20);
+    assert_eq!(h.state().wizard.sip_proxy, format!("sips:127.0.0.1:{tls}"));
+    h.get_by_label("They match: log in").click();
+    wait_for(&mut h, "Your phone is ready", 30);
+}
