@@ -991,3 +991,38 @@ async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
     .await
     .unwrap();
 }
+
+/// With `[turn]` and no `[services]`, `GET /v1/params` announces the
+/// embedded relay: `services.stun` names its UDP port (so a phone with no
+/// STUN server configured finds one) and `services.turn` the URIs the
+/// credentials name. A `[services]` value wins, and `announce = false`
+/// leaves the members as configured.
+#[tokio::test]
+async fn params_announce_the_embedded_relay_unless_configured() {
+    let pkg = Pkg::new(&None, &turn_section("")).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert_eq!(services.stun, [format!("stun:{relay}")]);
+    let a = creds(&server, "alice", ALICE_PW).await;
+    assert_eq!(services.turn.len(), a.uris.len(), "{services:?}");
+    assert!(services.turn[0].starts_with(&format!("turn:{relay}")), "{services:?}");
+    server.stop();
+
+    let explicit = format!(
+        "[services]\nstun = [\"stun:stun.atlanta.invalid:3478\"]\n{}",
+        turn_section("")
+    );
+    let pkg = Pkg::new(&None, &explicit).await;
+    let server = pkg.start();
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert_eq!(services.stun, ["stun:stun.atlanta.invalid:3478"]);
+    assert!(!services.turn.is_empty(), "{services:?}");
+    server.stop();
+
+    let pkg = Pkg::new(&None, &turn_section("announce = false")).await;
+    let server = pkg.start();
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert!(services.is_empty(), "{services:?}");
+    server.stop();
+}
