@@ -608,17 +608,8 @@ struct WanCapture {
 
 impl WanCapture {
     fn start(lab: &Lab, path: &Path) -> WanCapture {
-        Self::start_filtered(lab, path, "")
-    }
-
-    /// [`WanCapture::start`] with a capture filter (pcap syntax; empty:
-    /// everything).
-    fn start_filtered(lab: &Lab, path: &Path, filter: &str) -> WanCapture {
         let mut cmd = lab.command("wan", Path::new("tshark"));
         cmd.args(["-q", "-i", "br0"]);
-        if !filter.is_empty() {
-            cmd.args(["-f", filter]);
-        }
         let child = cmd
             .arg("-w")
             .arg(path)
@@ -883,6 +874,11 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
         _ => (lab.provider(), Some(Killed(lab.stun()))),
     };
     let ice = nat != Nat::Latching;
+    // What the internet side sees of a relayed call: judged at the end.
+    let capture = (nat == Nat::IceRelay).then(|| {
+        let pcap = lab.dir.path().join("wan.pcap");
+        WanCapture::start(&lab, &pcap)
+    });
     let media = if ice {
         format!("[media]\nice = true\nstun = \"{PROV}:3478\"\n")
     } else {
@@ -943,6 +939,17 @@ fn media_homes_with(tag: &str, nat_a: &str, nat_b: &str, nat: Nat) -> [Value; 4]
     hang_up(&mut alice, a_call, &mut bob, b_call);
     alice.quit();
     bob.quit();
+    if let Some(capture) = capture {
+        // Only TLS, SRTP, SRTCP, STUN and TURN (ChannelData, Send and Data
+        // indications, their payload judged like direct packets) crossed
+        // the internet: `pcap verify` exits 0.
+        let bytes = capture.stop();
+        let report = ibephone::pcap::verify_capture(&bytes).unwrap();
+        assert!(report.channel_data > 0, "no ChannelData judged:\n{report}");
+        let (code, out) = support::process::pcap_verify_cli(&bytes);
+        println!("pcap verify, internet side:\n{out}");
+        assert_eq!(code, Some(0), "{out}");
+    }
     let bob_path = paths.pop().unwrap();
     let bob_stats = stats.pop().unwrap();
     [
@@ -1438,9 +1445,9 @@ fn natlab_kamailio_tls_cone_symmetric() {
         &format!("--srv-host=_sips._tcp.{DOMAIN},sip.{DOMAIN},5061"),
     ]);
     let pcap = lab.dir.path().join("wan.pcap");
-    // The phones' DNS lookups cross the internet too; they are no SIP
-    // (and `pcap verify` cannot judge them), so they stay out.
-    let capture = WanCapture::start_filtered(&lab, &pcap, "not port 53");
+    // Everything, the phones' DNS lookups of the provider included: `pcap
+    // verify` judges them (well-formed lookups, see ibephone::pcap::dns).
+    let capture = WanCapture::start(&lab, &pcap);
     let provider = lab.pkg_only();
     // Discovery only ([pkg] without a URL, no proxy); 5 s keep-alives.
     let tail = "keepalive_secs = 5\n[pkg]\n";
@@ -1488,6 +1495,8 @@ fn natlab_kamailio_tls_cone_symmetric() {
         report.tls.iter().any(|c| c.server.port() == 5061),
         "no TLS to 5061:\n{report}"
     );
+    // Both phones resolved the provider: queries and answers, judged.
+    assert!(report.dns >= 4, "no DNS judged:\n{report}");
     let (code, out) = support::process::pcap_verify_cli(&bytes);
     assert_eq!(code, Some(0), "{out}");
 
@@ -1621,25 +1630,17 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
         "ip.addr == {home_a} && tcp.port == 5349 && tls.app_data"
     ));
     assert!(turns >= 100, "only {turns} TLS records of TURN for homeA");
-    // `pcap verify` on what the eavesdropper sees of homeA: TLS only,
-    // nothing in clear. (bob's side is UDP TURN, judged by the other
-    // relayed lab tests.)
-    drop(bytes);
-    let home_pcap = lab.dir.path().join("home-a.pcap");
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&pcap)
-        .args(["-Y", &format!("ip.addr == {home_a}"), "-F", "pcap", "-w"])
-        .arg(&home_pcap)
-        .output()
-        .expect("tshark writes homeA's packets");
+    // `pcap verify` on the whole internet side: homeA's TLS (TURN inside
+    // TLS to 5349 among it), bob's TURN over UDP (ChannelData and Send
+    // indications opened, the SRTP and STUN inside judged) and the media
+    // from bob to alice's relayed address: nothing in clear.
+    let report = ibephone::pcap::verify_capture(&bytes).unwrap();
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        report.channel_data + report.stun > 0,
+        "no TURN of bob's judged:\n{report}"
     );
-    let (code, out) = support::process::pcap_verify_cli(&std::fs::read(&home_pcap).unwrap());
-    println!("pcap verify, homeA only:\n{out}");
+    let (code, out) = support::process::pcap_verify_cli(&bytes);
+    println!("pcap verify, internet side:\n{out}");
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.contains(":5349: "),
