@@ -14,6 +14,25 @@ use turn::proto::chandata::ChannelData;
 /// relay's own ChannelData is depth 1; nothing the phone sends nests).
 pub const MAX_DEPTH: usize = 2;
 
+/// True when `p` is shaped like a STUN message (RFC 8489 6): the two top
+/// bits zero, the magic cookie, and a length that is the rest of the
+/// datagram, a multiple of 4.
+pub fn is_stun_shaped(p: &[u8]) -> bool {
+    let Some((head, body)) = p.split_first_chunk::<20>() else {
+        return false;
+    };
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    head[0] < 4 && head[4..8] == [0x21, 0x12, 0xa4, 0x42] && len == body.len() && len % 4 == 0
+}
+
+/// True when `p` is TURN or STUN on the outside: a STUN-shaped message
+/// or a well-formed ChannelData message. Such a datagram is never framed
+/// as SIP (its payload may read like SIP, a start line after the 4-byte
+/// ChannelData header): it is opened, and what it carries judged.
+pub fn is_turn(p: &[u8]) -> bool {
+    is_stun_shaped(p) || (is_channel_data_shaped(p) && channel_data(p).is_ok())
+}
+
 /// True when the first byte of `p` is in the ChannelData range (64..=127,
 /// RFC 7983's demultiplexing of STUN/DTLS/TURN channels/RTP): such a
 /// datagram must decode as ChannelData, see [`channel_data`].

@@ -15,7 +15,7 @@ use super::sipscan::{SipMessage, StartLine};
 use super::dns::{self, is_dns_port};
 use super::sipscan::looks_like_sip;
 use super::stream::{frame_messages, frame_tls, Datagram, TlsConnection};
-use super::turnwrap;
+use super::turnwrap::{self, is_stun_shaped};
 use super::tls::TlsKeys;
 use super::{PcapError, Unjudged};
 use crate::tunnel::cms::decode_envelope;
@@ -382,16 +382,6 @@ fn judge_relayed(
     }
 }
 
-/// True when `p` is shaped like a STUN message (RFC 8489 6): the two top
-/// bits zero, the magic cookie, and a length that is the rest of the
-/// datagram, a multiple of 4.
-pub fn is_stun_shaped(p: &[u8]) -> bool {
-    let Some((head, body)) = p.split_first_chunk::<20>() else {
-        return false;
-    };
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    head[0] < 4 && head[4..8] == [0x21, 0x12, 0xa4, 0x42] && len == body.len() && len % 4 == 0
-}
 
 /// The media type of a Content-Type value, lower-cased, parameters cut.
 fn media_type(content_type: &str) -> String {
