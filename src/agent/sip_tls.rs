@@ -101,7 +101,8 @@ fn build(
     } else {
         &[&rustls::version::TLS13]
     };
-    let builder = ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let mut config = match pin {
         Some(pin) => {
             let verifier = PinnedVerifier::new(Some(pin), provider());
@@ -184,9 +185,11 @@ mod tests {
     fn server_of(
         version: &'static rustls::SupportedProtocolVersion,
     ) -> (Arc<rustls::ServerConfig>, [u8; 32]) {
-        let cert = rcgen::generate_simple_self_signed(vec!["relay.atlanta.invalid".into()]).unwrap();
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["relay.atlanta.invalid".into()]).unwrap();
         let der = CertificateDer::from(cert.cert.der().to_vec());
-        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[version])
             .unwrap()
@@ -261,7 +264,10 @@ mod tests {
         for refusing in [sip(pin12), pkg(pin12)] {
             let err = handshake(refusing, tls12.clone()).unwrap_err();
             assert!(
-                matches!(err, rustls::Error::AlertReceived(_) | rustls::Error::PeerIncompatible(_)),
+                matches!(
+                    err,
+                    rustls::Error::AlertReceived(_) | rustls::Error::PeerIncompatible(_)
+                ),
                 "{err:?}"
             );
         }

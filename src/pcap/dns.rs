@@ -61,10 +61,7 @@ pub fn judge(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Result<String,
     let message = Message::read(&mut decoder)
         .map_err(|e| format!("not a DNS message ({} bytes): {e}", payload.len()))?;
     if !decoder.is_empty() {
-        return Err(format!(
-            "{} bytes after the DNS message",
-            decoder.len()
-        ));
+        return Err(format!("{} bytes after the DNS message", decoder.len()));
     }
     let expected = if dst.port() == DNS_PORT {
         MessageType::Query
@@ -91,9 +88,7 @@ pub fn judge(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Result<String,
             message.queries.len()
         ));
     };
-    if question.query_class() != DNSClass::IN
-        || !QUESTION_TYPES.contains(&question.query_type())
-    {
+    if question.query_class() != DNSClass::IN || !QUESTION_TYPES.contains(&question.query_type()) {
         return Err(format!(
             "DNS question {} {} {}: not a lookup the phone makes",
             question.query_class(),
@@ -103,13 +98,18 @@ pub fn judge(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Result<String,
     }
     let sections = [
         ("answer", &message.answers, ANSWER_TYPES),
-        ("authority", &message.authorities, &[RecordType::SOA, RecordType::NS][..]),
+        (
+            "authority",
+            &message.authorities,
+            &[RecordType::SOA, RecordType::NS][..],
+        ),
         ("additional", &message.additionals, ANSWER_TYPES),
     ];
     for (section, records, allowed) in sections {
-        if let Some(r) = records.iter().find(|r| {
-            r.dns_class != DNSClass::IN || !allowed.contains(&r.record_type())
-        }) {
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.dns_class != DNSClass::IN || !allowed.contains(&r.record_type()))
+        {
             return Err(format!(
                 "DNS {section} record {} {}: not one a lookup returns",
                 r.dns_class,

@@ -10,13 +10,13 @@
 //! [`Verdict::CannotJudge`], never clean.
 
 use super::capture::{read_capture, Transport};
-use super::rtpflow::{is_rtp_shaped, judge_flows, rtcp_shape, MediaFlow, MediaVerdict, RtcpShape};
-use super::sipscan::{SipMessage, StartLine};
 use super::dns::{self, is_dns_port};
+use super::rtpflow::{is_rtp_shaped, judge_flows, rtcp_shape, MediaFlow, MediaVerdict, RtcpShape};
 use super::sipscan::looks_like_sip;
+use super::sipscan::{SipMessage, StartLine};
 use super::stream::{frame_messages, frame_tls, Datagram, TlsConnection};
-use super::turnwrap::{self, is_stun_shaped};
 use super::tls::TlsKeys;
+use super::turnwrap::{self, is_stun_shaped};
 use super::{PcapError, Unjudged};
 use crate::tunnel::cms::decode_envelope;
 use std::collections::HashSet;
@@ -381,7 +381,6 @@ fn judge_relayed(
         judge_datagram(&inner, depth + 1, report, media);
     }
 }
-
 
 /// The media type of a Content-Type value, lower-cased, parameters cut.
 fn media_type(content_type: &str) -> String {

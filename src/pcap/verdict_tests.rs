@@ -90,7 +90,12 @@ fn judge(payloads: &[Vec<u8>]) -> Report {
 
 #[test]
 fn channel_data_carrying_srtp_passes() {
-    let report = judge(&srtp_packets().iter().map(|p| channel(p)).collect::<Vec<_>>());
+    let report = judge(
+        &srtp_packets()
+            .iter()
+            .map(|p| channel(p))
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(report.channel_data, 50, "{report}");
     assert_eq!(report.media.len(), 1, "{report}");
     assert_eq!(report.media[0].verdict, MediaVerdict::Srtp, "{report}");
@@ -176,10 +181,7 @@ fn malformed_or_unknown_channel_data_cannot_pass() {
 fn dns_lookups_pass_and_other_bytes_on_port_53_do_not() {
     let dns_server: SocketAddrV4 = "10.0.0.1:53".parse().unwrap();
     let target = Name::from_ascii("sip.atlanta.test.").unwrap();
-    let (q, r) = lookup(
-        RecordType::SRV,
-        RData::SRV(SRV::new(0, 0, 5061, target)),
-    );
+    let (q, r) = lookup(RecordType::SRV, RData::SRV(SRV::new(0, 0, 5061, target)));
     let (qa, ra) = lookup(RecordType::A, RData::A(A::new(10, 0, 0, 1)));
     let srtp = srtp_packets();
     let with = |extra: &[(SocketAddrV4, SocketAddrV4, &[u8])]| {

@@ -1039,7 +1039,10 @@ async fn params_announce_the_embedded_relay_unless_configured() {
     assert_eq!(services.stun, [format!("stun:{relay}")]);
     let a = creds(&server, "alice", ALICE_PW).await;
     assert_eq!(services.turn.len(), a.uris.len(), "{services:?}");
-    assert!(services.turn[0].starts_with(&format!("turn:{relay}")), "{services:?}");
+    assert!(
+        services.turn[0].starts_with(&format!("turn:{relay}")),
+        "{services:?}"
+    );
     server.stop();
 
     let explicit = format!(
