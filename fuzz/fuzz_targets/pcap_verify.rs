@@ -1,6 +1,8 @@
 //! Fuzzes the capture judge (`ibephone pcap verify`) at three depths: the
 //! input as a whole pcap/pcapng file; the input as the payload of a UDP
-//! datagram (SIP framing, the CMS decoder, the leak rules); and the input
+//! datagram (SIP framing, the CMS decoder, the leak rules, TURN
+//! ChannelData and Send/Data indications opened), also to and from port
+//! 53 (the DNS judge); and the input
 //! cut into TCP segments of one stream, sent out of order and partly
 //! twice (reassembly, framing by Content-Length, or by TLS records). Never panics, and a
 //! "clean" verdict always rests on judged messages only.
@@ -31,6 +33,10 @@ fuzz_target!(|data: &[u8]| {
     let a = "127.0.0.1:5070".parse().expect("address");
     let b = "127.0.0.1:5080".parse().expect("address");
     if let Ok(capture) = udp_capture(&[(a, b, data)]) {
+        check(&capture);
+    }
+    let dns = "127.0.0.1:53".parse().expect("address");
+    if let Ok(capture) = udp_capture(&[(a, dns, data), (dns, a, data)]) {
         check(&capture);
     }
     // TCP: the first byte picks the segment size and the order.

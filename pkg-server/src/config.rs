@@ -89,6 +89,11 @@ pub struct TurnConfig {
     /// Worker threads of the relay's own runtime (the HTTPS and SIP loops
     /// never share it).
     pub threads: usize,
+    /// Announce the relay in `GET /v1/params` (`services.stun` and
+    /// `services.turn`, see [`crate::turn::announced_services`]) when
+    /// `[services]` does not list them itself. Default true; false keeps
+    /// those members as `[services]` has them.
+    pub announce: bool,
 }
 
 impl Default for TurnConfig {
@@ -109,6 +114,7 @@ impl Default for TurnConfig {
             denied_peer_ips: Vec::new(),
             allowed_peer_ips: Vec::new(),
             threads: 1,
+            announce: true,
         }
     }
 }

@@ -152,7 +152,13 @@ pub async fn start_with_tls(
         }
     };
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let params_json = served_params(&params, &config.services)?;
+    let services = match (&config.turn, &turn_issuer) {
+        (Some(tc), Some(issuer)) if tc.announce => {
+            crate::turn::announced_services(&config.services, &issuer.uris)
+        }
+        _ => config.services.clone(),
+    };
+    let params_json = served_params(&params, &services)?;
     let state = Arc::new(AppState {
         store,
         msk,

@@ -74,13 +74,48 @@ pub fn client(
     pin: Option<[u8; 32]>,
     key_log: Option<Arc<dyn rustls::KeyLog>>,
 ) -> Result<TlsClient, SipTlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    build(host, proxy, pin, key_log, false)
+}
+
+/// The TLS client of a phone towards a TURN relay (`turns:`, configured
+/// as `host`): the trust of [`client`], TLS 1.3 preferred and TLS 1.2
+/// accepted (see the module doc for why TURN alone).
+pub fn turn_client(
+    host: Option<&str>,
+    relay: SocketAddr,
+    pin: Option<[u8; 32]>,
+    key_log: Option<Arc<dyn rustls::KeyLog>>,
+) -> Result<TlsClient, SipTlsError> {
+    build(host, relay, pin, key_log, true)
+}
+
+fn build(
+    host: Option<&str>,
+    proxy: SocketAddr,
+    pin: Option<[u8; 32]>,
+    key_log: Option<Arc<dyn rustls::KeyLog>>,
+    tls12: bool,
+) -> Result<TlsClient, SipTlsError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let mut config = match pin {
-        Some(pin) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier::new(Some(pin), provider())))
-            .with_no_client_auth(),
+        Some(pin) => {
+            let verifier = PinnedVerifier::new(Some(pin), provider());
+            let verifier = if tls12 {
+                verifier.allowing_tls12()
+            } else {
+                verifier
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
         None => {
             let verifier = WebPkiServerVerifier::builder_with_provider(
                 Arc::new(platform_roots()?),
@@ -143,5 +178,106 @@ mod tests {
             server_name(Some("bad name!"), proxy),
             Err(SipTlsError::BadName(_))
         ));
+    }
+
+    /// A server offering only `version`, with a fresh self-signed
+    /// certificate; its fingerprint is the pin.
+    fn server_of(
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> (Arc<rustls::ServerConfig>, [u8; 32]) {
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["relay.atlanta.invalid".into()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        (Arc::new(config), cert_fingerprint(&der))
+    }
+
+    /// Runs a handshake in memory: the version agreed, or the error.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: Arc<rustls::ServerConfig>,
+    ) -> Result<rustls::ProtocolVersion, rustls::Error> {
+        let name = ServerName::try_from("relay.atlanta.invalid").unwrap();
+        let mut c = rustls::ClientConnection::new(client, name).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = buf.as_slice();
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+            }
+            let server_state = s.process_new_packets();
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = buf.as_slice();
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+            }
+            c.process_new_packets()?;
+            server_state?;
+            if !c.is_handshaking() {
+                return Ok(c.protocol_version().unwrap());
+            }
+        }
+        Err(rustls::Error::General("the handshake did not end".into()))
+    }
+
+    /// Only TURN accepts a TLS 1.2 server; the SIP and PKG clients refuse
+    /// it (no downgrade), and all accept TLS 1.3. The TURN client still
+    /// refuses a TLS 1.2 server with another certificate than the pinned.
+    #[test]
+    fn tls12_for_turn_only_never_for_sip_or_the_pkg() {
+        let addr: SocketAddr = "127.0.0.1:5349".parse().unwrap();
+        let (tls12, pin12) = server_of(&rustls::version::TLS12);
+        let (tls13, pin13) = server_of(&rustls::version::TLS13);
+        let sip = |pin| client(None, addr, Some(pin), None).unwrap().config;
+        let turn = |pin| turn_client(None, addr, Some(pin), None).unwrap().config;
+        let pkg = |pin| {
+            Arc::new(
+                crate::pkg_client::tls::client_config(Arc::new(PinnedVerifier::new(
+                    Some(pin),
+                    provider(),
+                )))
+                .unwrap(),
+            )
+        };
+        assert_eq!(
+            handshake(turn(pin12), tls12.clone()).unwrap(),
+            rustls::ProtocolVersion::TLSv1_2
+        );
+        assert_eq!(
+            handshake(turn(pin13), tls13.clone()).unwrap(),
+            rustls::ProtocolVersion::TLSv1_3
+        );
+        for refusing in [sip(pin12), pkg(pin12)] {
+            let err = handshake(refusing, tls12.clone()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    rustls::Error::AlertReceived(_) | rustls::Error::PeerIncompatible(_)
+                ),
+                "{err:?}"
+            );
+        }
+        for accepting in [sip(pin13), pkg(pin13)] {
+            assert_eq!(
+                handshake(accepting, tls13.clone()).unwrap(),
+                rustls::ProtocolVersion::TLSv1_3
+            );
+        }
+        let err = handshake(turn(pin13), tls12).unwrap_err();
+        assert!(err.to_string().contains("pinned"), "{err}");
     }
 }

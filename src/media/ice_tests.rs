@@ -272,3 +272,55 @@ fn stun_binding_reads_only_its_own_answer() {
     assert_eq!(req.mapped(&stun_reply(&other, mapped)), None);
     assert_eq!(req.mapped(b"not stun at all, not at all"), None);
 }
+
+/// Hole punching: bob's (the controlled callee's) first checks die at
+/// alice's NAT, which opens only when alice's own check leaves; the
+/// answers to alice's checks get through. Alice's check succeeds at once
+/// and she nominates the pair; bob must then check it at once (RFC 8445
+/// 7.3.1.4, a triggered check) and start sending within a few pacing
+/// intervals of alice, not when his check's retransmission timer runs out
+/// (250 ms after his first check, 500 ms after the second).
+#[test]
+fn the_callee_sends_soon_after_the_nomination_reaches_it() {
+    let mut net = Net::new();
+    let start = net.now;
+    let (mut a_at, mut b_at) = (None, None);
+    for _ in 0..100 {
+        net.now += Duration::from_millis(10);
+        let now = net.now;
+        net.a.handle_timeout(now);
+        net.b.handle_timeout(now);
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((_, bytes)) = net.a.poll_transmit() {
+                moved = true;
+                net.b.handle_datagram(now, addr(A), &bytes);
+            }
+            while let Some((_, bytes)) = net.b.poll_transmit() {
+                moved = true;
+                // Requests (type 0x0001) die at alice's NAT for the first
+                // 20 ms: bob's first check is lost.
+                let request = bytes.get(..2) == Some(&[0, 1]);
+                if !(request && now - start <= Duration::from_millis(20)) {
+                    net.a.handle_datagram(now, addr(B), &bytes);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        if a_at.is_none() && net.a.may_send() {
+            a_at = Some(now - start);
+        }
+        if b_at.is_none() && net.b.may_send() {
+            b_at = Some(now - start);
+        }
+    }
+    let (a_at, b_at) = (a_at.expect("alice sends"), b_at.expect("bob sends"));
+    println!("alice may send after {a_at:?}, bob after {b_at:?}");
+    assert!(
+        b_at <= a_at + Duration::from_millis(150),
+        "bob started {:?} after alice",
+        b_at - a_at
+    );
+}

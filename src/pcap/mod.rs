@@ -14,15 +14,25 @@
 //! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
 //! SRTP flows with the log's `IBESIP_SRTP` keys. [`tls`] frames SIP over
 //! TLS as TLS records (nothing in clear) and, with the TLS secrets of a
-//! key log, decrypts it so the SIP inside is judged too.
+//! key log, decrypts it so the SIP inside is judged too. [`turnwrap`]
+//! opens TURN (ChannelData, Send and Data indications): what a relay
+//! carries is judged like a direct datagram (SRTP, SRTCP and STUN pass;
+//! plain RTP, plain RTCP or SIP inside TURN is a leak; anything else is
+//! not judged). [`dns`] judges UDP port 53: a well-formed lookup of the
+//! kind the phone makes (A, AAAA, SRV, NAPTR, one question, nothing
+//! after the message) is clean, since it names only the provider; any
+//! other bytes on port 53 are not judged, so they can never pass as
+//! clean (see that module for the rules and what they cannot see).
 
 pub mod capture;
 pub mod decrypt;
+pub mod dns;
 pub mod rtpflow;
 pub mod sipscan;
 pub mod srtp_decrypt;
 pub mod stream;
 pub mod tls;
+pub mod turnwrap;
 pub mod verdict;
 pub mod write;
 

@@ -16,6 +16,7 @@
 use super::capture::{Segment, Transport};
 use super::sipscan::{leading_crlf, looks_like_sip, SipMessage};
 use super::tls::{looks_like_tls, split_records, Record, TlsKeys};
+use super::turnwrap::is_turn;
 use super::Unjudged;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -165,7 +166,7 @@ fn udp(seg: &Segment, out: &mut Framing) {
     if seg.payload.iter().all(|b| matches!(b, b'\r' | b'\n')) {
         return; // keep-alive (RFC 5626), or an empty datagram
     }
-    match looks_like_sip(&seg.payload)
+    match (looks_like_sip(&seg.payload) && !is_turn(&seg.payload))
         .then(|| SipMessage::parse_datagram(&seg.payload))
         .flatten()
     {

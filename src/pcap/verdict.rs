@@ -10,10 +10,13 @@
 //! [`Verdict::CannotJudge`], never clean.
 
 use super::capture::{read_capture, Transport};
+use super::dns::{self, is_dns_port};
 use super::rtpflow::{is_rtp_shaped, judge_flows, rtcp_shape, MediaFlow, MediaVerdict, RtcpShape};
+use super::sipscan::looks_like_sip;
 use super::sipscan::{SipMessage, StartLine};
-use super::stream::{frame_messages, frame_tls, TlsConnection};
+use super::stream::{frame_messages, frame_tls, Datagram, TlsConnection};
 use super::tls::TlsKeys;
+use super::turnwrap::{self, is_stun_shaped};
 use super::{PcapError, Unjudged};
 use crate::tunnel::cms::decode_envelope;
 use std::collections::HashSet;
@@ -125,6 +128,16 @@ pub struct Report {
     /// Compound RTCP packets in clear (frame, sender, receiver): a leak
     /// (CNAME, SSRCs and reception figures readable).
     pub plain_rtcp: Vec<(usize, SocketAddr, SocketAddr)>,
+    /// TURN ChannelData messages (RFC 8656 12.4) opened; what each carried
+    /// is judged like a direct datagram and counted as such (STUN, SRTCP,
+    /// RTP-shaped in [`Report::media`]). Send and Data indications are
+    /// counted in [`Report::stun`] and opened the same way.
+    pub channel_data: usize,
+    /// Well-formed DNS lookups on UDP port 53 (see [`super::dns`]):
+    /// judged, they name the provider only.
+    pub dns: usize,
+    /// SIP found inside TURN (frame, sender, receiver, what): a leak.
+    pub relayed_leaks: Vec<(usize, SocketAddr, SocketAddr, String)>,
     /// Other non-SIP UDP datagrams (each also in [`Report::unjudged`]).
     pub other_datagrams: usize,
     /// TCP bytes left that did not form a complete SIP message.
@@ -171,13 +184,15 @@ impl Report {
             .count()
     }
 
-    /// Media flows judged plain RTP, and plain RTCP datagrams.
+    /// Media flows judged plain RTP, plain RTCP datagrams, and SIP found
+    /// inside TURN.
     pub fn media_leaks(&self) -> usize {
         self.media
             .iter()
             .filter(|f| f.verdict == MediaVerdict::PlainRtp)
             .count()
             + self.plain_rtcp.len()
+            + self.relayed_leaks.len()
     }
 
     /// Leaks if any message or flow leaks; else cannot judge if anything
@@ -246,30 +261,11 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
             findings,
         });
     }
+    let mut media = Vec::new();
     for d in &framing.datagrams {
-        if is_rtp_shaped(&d.payload) {
-            report.rtp_shaped += 1;
-        } else if let Some(shape) = rtcp_shape(&d.payload) {
-            match shape {
-                RtcpShape::Srtcp => report.srtcp += 1,
-                RtcpShape::Plain => report.plain_rtcp.push((d.frame, d.src, d.dst)),
-            }
-        } else if is_stun_shaped(&d.payload) {
-            report.stun += 1;
-        } else {
-            report.other_datagrams += 1;
-            report.unjudged.push(Unjudged {
-                frame: Some(d.frame),
-                why: format!(
-                    "UDP {} -> {}: {} bytes that are neither SIP nor RTP",
-                    d.src,
-                    d.dst,
-                    d.payload.len()
-                ),
-            });
-        }
+        judge_datagram(d, 0, &mut report, &mut media);
     }
-    report.media = judge_flows(&framing.datagrams);
+    report.media = judge_flows(&media);
     for flow in &report.media {
         if let MediaVerdict::Undetermined(why) = flow.verdict {
             report.unjudged.push(Unjudged {
@@ -285,15 +281,105 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     Ok(report)
 }
 
-/// True when `p` is shaped like a STUN message (RFC 8489 6): the two top
-/// bits zero, the magic cookie, and a length that is the rest of the
-/// datagram, a multiple of 4.
-pub fn is_stun_shaped(p: &[u8]) -> bool {
-    let Some((head, body)) = p.split_first_chunk::<20>() else {
-        return false;
+/// Judges one non-SIP UDP datagram, `depth` TURN layers deep (0: as
+/// captured): counts it in `report`, records a leak or what could not be
+/// judged, and keeps RTP-shaped ones in `media` for [`judge_flows`]. TURN
+/// is opened (see [`super::turnwrap`]) and its payload judged the same
+/// way, one layer deeper.
+fn judge_datagram(d: &Datagram, depth: usize, report: &mut Report, media: &mut Vec<Datagram>) {
+    let p = &d.payload;
+    let unjudged = |report: &mut Report, why: String| {
+        report.other_datagrams += 1;
+        report.unjudged.push(Unjudged {
+            frame: Some(d.frame),
+            why: format!("UDP {} -> {}: {why}", d.src, d.dst),
+        });
     };
-    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-    head[0] < 4 && head[4..8] == [0x21, 0x12, 0xa4, 0x42] && len == body.len() && len % 4 == 0
+    // DNS first: a message ID may look like an RTP or STUN header.
+    if depth == 0 && is_dns_port(d.src, d.dst) {
+        match dns::judge(d.src, d.dst, p) {
+            Ok(_) => report.dns += 1,
+            Err(why) => unjudged(report, format!("port 53 but no DNS lookup: {why}")),
+        }
+    } else if is_rtp_shaped(p) {
+        report.rtp_shaped += 1;
+        media.push(d.clone());
+    } else if let Some(shape) = rtcp_shape(p) {
+        match shape {
+            RtcpShape::Srtcp => report.srtcp += 1,
+            RtcpShape::Plain => report.plain_rtcp.push((d.frame, d.src, d.dst)),
+        }
+    } else if is_stun_shaped(p) {
+        report.stun += 1;
+        match turnwrap::stun_data(p) {
+            Ok(inner) => {
+                let kind = turnwrap::stun_kind(p);
+                for data in inner {
+                    judge_relayed(d, &kind, data, depth, report, media);
+                }
+            }
+            Err(why) => unjudged(report, why),
+        }
+    } else if turnwrap::is_channel_data_shaped(p) {
+        match turnwrap::channel_data(p) {
+            Ok((channel, data)) => {
+                report.channel_data += 1;
+                let kind = format!("ChannelData {channel:#06x}");
+                judge_relayed(d, &kind, data, depth, report, media);
+            }
+            Err(why) => unjudged(report, why),
+        }
+    } else {
+        let what = if depth == 0 {
+            "neither SIP, RTP, STUN, TURN nor DNS"
+        } else {
+            "relayed by TURN, and neither RTP nor STUN"
+        };
+        unjudged(report, format!("{} bytes {what}", p.len()));
+    }
+}
+
+/// Judges the datagram `data` a TURN message (`kind`) of `outer` carries:
+/// SIP inside TURN is a leak (the phone's SIP never takes the media
+/// relay, and a relayed message would be read by whoever taps the relay's
+/// far side); the rest as a direct datagram, one layer deeper.
+fn judge_relayed(
+    outer: &Datagram,
+    kind: &str,
+    data: Vec<u8>,
+    depth: usize,
+    report: &mut Report,
+    media: &mut Vec<Datagram>,
+) {
+    let leak = |report: &mut Report, why: String| {
+        report
+            .relayed_leaks
+            .push((outer.frame, outer.src, outer.dst, why))
+    };
+    if looks_like_sip(&data) {
+        leak(report, format!("SIP inside {kind}"));
+    } else if depth + 1 >= turnwrap::MAX_DEPTH
+        && (is_stun_shaped(&data) || turnwrap::is_channel_data_shaped(&data))
+    {
+        report.other_datagrams += 1;
+        report.unjudged.push(Unjudged {
+            frame: Some(outer.frame),
+            why: format!(
+                "UDP {} -> {}: TURN inside {kind} nested deeper than {} layers",
+                outer.src,
+                outer.dst,
+                turnwrap::MAX_DEPTH
+            ),
+        });
+    } else {
+        let inner = Datagram {
+            frame: outer.frame,
+            src: outer.src,
+            dst: outer.dst,
+            payload: data,
+        };
+        judge_datagram(&inner, depth + 1, report, media);
+    }
 }
 
 /// The media type of a Content-Type value, lower-cased, parameters cut.
@@ -511,6 +597,9 @@ impl fmt::Display for Report {
                 "#{frame:<5} udp {src} -> {dst}  RTCP  [LEAK: plain RTCP]"
             )?;
         }
+        for (frame, src, dst, why) in &self.relayed_leaks {
+            writeln!(f, "#{frame:<5} udp {src} -> {dst}  TURN  [LEAK: {why}]")?;
+        }
         for c in &self.tls {
             let inside = match &c.decrypted {
                 Ok(n) => format!("decrypted, {n} SIP messages judged above"),
@@ -524,7 +613,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} SRTCP, {} plain RTCP; {} STUN; {} other datagrams",
+            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} SRTCP, {} plain RTCP; {} STUN; {} TURN ChannelData; {} DNS; {} other datagrams",
             self.messages.len(),
             self.messages.iter().filter(|m| m.class == Class::Tunneled).count(),
             self.messages.iter().filter(|m| matches!(m.class, Class::PlainAllowed(_))).count(),
@@ -532,10 +621,12 @@ impl fmt::Display for Report {
             self.rtp_shaped,
             self.media.len(),
             self.media.iter().filter(|m| m.verdict == MediaVerdict::Srtp).count(),
-            self.media_leaks() - self.plain_rtcp.len(),
+            self.media_leaks() - self.plain_rtcp.len() - self.relayed_leaks.len(),
             self.srtcp,
             self.plain_rtcp.len(),
             self.stun,
+            self.channel_data,
+            self.dns,
             self.other_datagrams,
         )?;
         if self.unframed_tcp_bytes > 0 {
@@ -574,3 +665,7 @@ impl fmt::Display for Report {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "verdict_tests.rs"]
+mod tests;

@@ -13,7 +13,7 @@
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls13_signature, CryptoProvider};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -53,6 +53,9 @@ pub struct PinnedVerifier {
     /// Set by [`PinnedVerifier::platform`]: the chain to these roots for
     /// the server name decides instead of a pin.
     roots: Option<Arc<WebPkiServerVerifier>>,
+    /// Set by [`PinnedVerifier::allowing_tls12`] (TURN only): TLS 1.2
+    /// handshake signatures are checked instead of refused.
+    tls12: bool,
 }
 
 impl PinnedVerifier {
@@ -66,7 +69,17 @@ impl PinnedVerifier {
             }),
             provider,
             roots: None,
+            tls12: false,
         }
+    }
+
+    /// This verifier, also checking the handshake signature of a TLS 1.2
+    /// server (with the pinned certificate's key, as for TLS 1.3). For
+    /// `turns:` only (ARCHITECTURE.md, "TLS versions"): the PKG and SIP
+    /// clients never use it, and their configurations offer TLS 1.3 only.
+    pub fn allowing_tls12(mut self) -> Self {
+        self.tls12 = true;
+        self
     }
 
     /// A verifier that accepts only a certificate chaining to `roots` for
@@ -84,6 +97,7 @@ impl PinnedVerifier {
             state: Mutex::new(PinState::default()),
             provider,
             roots: Some(webpki),
+            tls12: false,
         })
     }
 
@@ -147,13 +161,21 @@ impl ServerCertVerifier for PinnedVerifier {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        if !self.tls12 {
+            return Err(rustls::Error::PeerIncompatible(
+                rustls::PeerIncompatible::Tls13RequiredForQuic,
+            ));
+        }
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(

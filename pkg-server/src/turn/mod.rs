@@ -112,6 +112,39 @@ pub fn default_uris(
     v
 }
 
+/// The `services` served in `GET /v1/params` when `[turn]` announces the
+/// relay: `configured` (`[services]`), with its `turn` list, when empty,
+/// set to the relay's URIs (`uris`, those answered with credentials) and
+/// its `stun` list, when empty, to `stun:HOST:PORT` of each UDP `turn:`
+/// URI among them (a TURN server answers STUN binding requests on its UDP
+/// port, RFC 8656 2.1; embedded or coturn). A member `[services]` lists
+/// is kept as it is: an explicit value wins.
+pub fn announced_services(
+    configured: &ibephone::pkg_client::api::Services,
+    uris: &[String],
+) -> ibephone::pkg_client::api::Services {
+    let mut out = configured.clone();
+    if out.turn.is_empty() {
+        out.turn = uris.to_vec();
+    }
+    if out.stun.is_empty() {
+        for uri in uris {
+            let Some(rest) = uri.strip_prefix("turn:") else {
+                continue;
+            };
+            let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let udp = query
+                .split('&')
+                .all(|p| !p.starts_with("transport=") || p.eq_ignore_ascii_case("transport=udp"));
+            let stun = format!("stun:{host}");
+            if udp && !host.is_empty() && !out.stun.contains(&stun) {
+                out.stun.push(stun);
+            }
+        }
+    }
+    out
+}
+
 /// The IP written in XOR-RELAYED-ADDRESS: `relay_ip`, else the listen IP
 /// unless that is a wildcard.
 pub fn relay_ip(cfg: &TurnConfig, listen: SocketAddr) -> anyhow::Result<IpAddr> {
@@ -253,4 +286,40 @@ pub async fn start(
         runtime: Some(runtime),
         reload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced_services;
+    use ibephone::pkg_client::api::Services;
+
+    fn uris() -> Vec<String> {
+        [
+            "turn:203.0.113.9:3478?transport=udp",
+            "turn:203.0.113.9:3478?transport=tcp",
+            "turns:203.0.113.9:5349?transport=tcp",
+            "turn:[2001:db8::9]:3478",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    #[test]
+    fn the_relay_is_announced_for_stun_and_turn_unless_configured() {
+        let s = announced_services(&Services::default(), &uris());
+        assert_eq!(s.turn, uris());
+        assert_eq!(s.stun, ["stun:203.0.113.9:3478", "stun:[2001:db8::9]:3478"]);
+        let configured = Services {
+            sip: vec!["sips:sip.atlanta.invalid".into()],
+            stun: vec!["stun:stun.atlanta.invalid".into()],
+            turn: Vec::new(),
+        };
+        let s = announced_services(&configured, &uris());
+        assert_eq!(s.sip, configured.sip);
+        assert_eq!(s.stun, configured.stun, "an explicit value wins");
+        assert_eq!(s.turn, uris());
+        // TCP and TLS URIs only: no STUN to announce.
+        let s = announced_services(&Services::default(), &uris()[1..3]);
+        assert!(s.stun.is_empty(), "{s:?}");
+    }
 }

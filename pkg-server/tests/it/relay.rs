@@ -916,16 +916,17 @@ async fn the_agents_ports_fall_back_to_tls_when_udp_and_tcp_are_silent() {
     .unwrap();
 }
 
-/// The phone's TURN client over TLS (`turns:`) against Debian's coturn
-/// (4.6, OpenSSL 3.0), the relay a provider runs at scale, serving a
-/// certificate the phone pins: that coturn speaks TLS 1.0 to 1.2 only,
-/// and the phone, TLS 1.3 only as for SIP and the PKG, refuses it: the
-/// handshake fails, the link ends with an error, nothing is allocated
-/// and no request left in clear. No downgrade: a provider on this coturn
-/// offers `turn:?transport=tcp` as the fallback for UDP-blocked homes.
+/// `turns:` to Debian's coturn (4.6, OpenSSL 3.0), the relay a provider
+/// runs at scale, serving a certificate the phone pins: that coturn
+/// speaks TLS 1.0 to 1.2 only. The phone's TURN client accepts TLS 1.2
+/// (ECDHE and AEAD suites only: the payload is SRTP and the requests carry
+/// STUN integrity, TLS only gets through firewalls), so the handshake ends
+/// and the allocation succeeds over it; the SIP client's configuration,
+/// TLS 1.3 only, is still refused by the same coturn (no downgrade for
+/// SIP or the PKG).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
-    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnServer};
+async fn coturn_turns_over_tls12_allocates_but_sip_tls_stays_13() {
+    use ibephone::media::turn_client::{ServerTransport, TurnClient, TurnEvent, TurnServer};
     use ibephone::media::turn_stream::StreamLink;
     if !coturn_enabled() {
         eprintln!("skipped: IBEPHONE_TEST_COTURN=1 runs Debian's coturn turnserver");
@@ -954,29 +955,61 @@ async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let pin = ibephone::pkg_client::tls::cert_fingerprint(cert.cert.der());
-    let tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
+    let turn_tls = ibephone::agent::sip_tls::turn_client(None, addr, Some(pin), None).unwrap();
+    let sip_tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
-        let mut tcp = loop {
+        let connect = || loop {
             match std::net::TcpStream::connect(addr) {
-                Ok(t) => break t,
+                Ok(t) => {
+                    t.set_nonblocking(true).unwrap();
+                    break t;
+                }
                 Err(_) if t0.elapsed() < Duration::from_secs(5) => {
                     std::thread::sleep(Duration::from_millis(100))
                 }
                 Err(e) => panic!("coturn's TLS port: {e}"),
             }
         };
-        tcp.set_nonblocking(true).unwrap();
-        let mut link = StreamLink::tls(&tls).unwrap();
+        // TURN: TLS 1.2, allocated.
+        let mut tcp = connect();
+        let mut link = StreamLink::tls(&turn_tls).unwrap();
         let ts = TurnServer::new(addr, a.username.clone(), a.password.expose().to_string())
-            .over(ServerTransport::Tls(tls));
+            .over(ServerTransport::Tls(turn_tls));
+        let mut turn = TurnClient::new(ts, std::time::Instant::now());
+        while turn.relayed().is_none() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no allocation over coturn's TLS"
+            );
+            while let Some(m) = turn.poll_transmit() {
+                assert!(link.send(&m));
+            }
+            write_all_pending(&mut tcp, &mut link);
+            std::thread::sleep(Duration::from_millis(5));
+            read_available(&mut tcp, &mut link);
+            assert!(link.failed().is_none(), "{:?}", link.failed());
+            while let Some(m) = link.poll_message() {
+                turn.handle_datagram(std::time::Instant::now(), &m);
+            }
+            if let Some(TurnEvent::Failed(e)) = turn.poll_event() {
+                panic!("allocation failed: {e}");
+            }
+            turn.handle_timeout(std::time::Instant::now());
+        }
+        println!("coturn over TLS: relayed {:?}", turn.relayed());
+        // SIP's configuration: refused, nothing allocated.
+        let mut tcp = connect();
+        let mut link = StreamLink::tls(&sip_tls).unwrap();
+        let ts = TurnServer::new(addr, a.username.clone(), a.password.expose().to_string())
+            .over(ServerTransport::Tls(sip_tls));
         let mut turn = TurnClient::new(ts, std::time::Instant::now());
         while let Some(m) = turn.poll_transmit() {
             assert!(link.send(&m), "queued until the handshake ends");
         }
         while link.failed().is_none() {
             assert!(
-                t0.elapsed() < Duration::from_secs(10),
+                t0.elapsed() < Duration::from_secs(20),
                 "the handshake neither failed nor ended"
             );
             assert!(link.is_handshaking(), "a TLS 1.3 session with this coturn");
@@ -984,10 +1017,48 @@ async fn coturn_turns_below_tls13_is_refused_not_downgraded() {
             std::thread::sleep(Duration::from_millis(10));
             read_available(&mut tcp, &mut link);
         }
-        println!("coturn over TLS: {:?}", link.failed());
+        println!("coturn over TLS 1.3 only: {:?}", link.failed());
         assert!(link.poll_message().is_none());
         assert!(turn.relayed().is_none());
     })
     .await
     .unwrap();
+}
+
+/// With `[turn]` and no `[services]`, `GET /v1/params` announces the
+/// embedded relay: `services.stun` names its UDP port (so a phone with no
+/// STUN server configured finds one) and `services.turn` the URIs the
+/// credentials name. A `[services]` value wins, and `announce = false`
+/// leaves the members as configured.
+#[tokio::test]
+async fn params_announce_the_embedded_relay_unless_configured() {
+    let pkg = Pkg::new(&None, &turn_section("")).await;
+    let server = pkg.start();
+    let relay = server.turn.expect("turn= on the start-up line");
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert_eq!(services.stun, [format!("stun:{relay}")]);
+    let a = creds(&server, "alice", ALICE_PW).await;
+    assert_eq!(services.turn.len(), a.uris.len(), "{services:?}");
+    assert!(
+        services.turn[0].starts_with(&format!("turn:{relay}")),
+        "{services:?}"
+    );
+    server.stop();
+
+    let explicit = format!(
+        "[services]\nstun = [\"stun:stun.atlanta.invalid:3478\"]\n{}",
+        turn_section("")
+    );
+    let pkg = Pkg::new(&None, &explicit).await;
+    let server = pkg.start();
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert_eq!(services.stun, ["stun:stun.atlanta.invalid:3478"]);
+    assert!(!services.turn.is_empty(), "{services:?}");
+    server.stop();
+
+    let pkg = Pkg::new(&None, &turn_section("announce = false")).await;
+    let server = pkg.start();
+    let (_, services) = server.client().params_and_services().await.unwrap();
+    assert!(services.is_empty(), "{services:?}");
+    server.stop();
 }
