@@ -207,4 +207,87 @@ async fn main() {
         "  (the three servers, the single PKG and the phone share this machine's {} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    phone_steps(&t_params, &servers, &secrets, &periods).await;
+}
+
+/// The median of `rounds` runs of `f`, ms.
+fn step_ms(rounds: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed()
+        })
+        .collect();
+    ms(median(&mut v))
+}
+
+/// The phone's own steps of one threshold fetch, each timed alone (no
+/// server working meanwhile): where the phone's CPU time goes.
+async fn phone_steps(
+    params: &PublicParams,
+    servers: &[Server],
+    secrets: &std::collections::BTreeMap<u32, SecretString>,
+    periods: &[ibephone::ibe::Period],
+) {
+    use ibephone::ibe::hash::{hash_to_g2, DST_ENC};
+    use ibephone::ibe::threshold::{check_key_share, combine, KeyShare};
+    use ibephone::ibe::{check_key, Identity, PrivateKeys};
+    use ibephone::ibe::encoding::b64_decode;
+    let threshold = params.threshold().expect("threshold");
+    let password: SecretString = ALICE_PW.into();
+    let mut shares = Vec::new();
+    for (s, server) in threshold.servers.iter().zip(servers).take(2) {
+        let client = server.client();
+        let session = client
+            .login("alice", &secrets[&s.index])
+            .await
+            .expect("login");
+        let answer = client
+            .fetch_key_entries(&session, &periods[..1])
+            .await
+            .expect("shares");
+        let e = &answer.keys[0];
+        let keys = PrivateKeys::from_bytes(
+            Identity::new(session.aor.clone(), periods[0].clone()),
+            &b64_decode("d_enc", e.d_enc.expose()).expect("b64"),
+            &b64_decode("d_sig", e.d_sig.expose()).expect("b64"),
+        )
+        .expect("share");
+        shares.push((s.p_pub_i, KeyShare::new(s.index, keys).expect("share")));
+    }
+    let n = 9;
+    let domain = params.domain().to_string();
+    let derive = step_ms(3, || {
+        let _ = ibephone::pkg_client::threshold::login_secret(&password, &domain, 1);
+    });
+    let id = shares[0].1.identity().as_str().to_string();
+    let hash = step_ms(n, || {
+        let _ = hash_to_g2(id.as_bytes(), DST_ENC);
+    });
+    let share_check = step_ms(n, || {
+        check_key_share(&domain, &shares[0].0, &shares[0].1).expect("good share");
+    });
+    let only: Vec<KeyShare> = shares.iter().map(|(_, s)| s.clone()).collect();
+    let combined = combine(&only).expect("combined");
+    let comb = step_ms(n, || {
+        let _ = combine(&only);
+    });
+    let key_check = step_ms(n, || check_key(params, &combined).expect("key"));
+    let tls = {
+        let mut v = Vec::new();
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let _ = servers[0].client().params().await.expect("params");
+            v.push(t0.elapsed());
+        }
+        ms(median(&mut v))
+    };
+    println!("the phone's steps alone, medians (one period; a fetch does 3 periods):");
+    println!("  login secret (Argon2id m=19456 KiB, t=2)  {derive:6.1} ms  x n servers per fetch without kept secrets");
+    println!("  hash_to_g2 (one Q)                        {hash:6.2} ms");
+    println!("  share check (both keys of one period)     {share_check:6.2} ms  x n servers x periods");
+    println!("  combine t shares (one period)             {comb:6.2} ms  x periods");
+    println!("  key check (one period)                    {key_check:6.2} ms  x periods");
+    println!("  TLS connection + GET /v1/params           {tls:6.2} ms  x n servers");
 }
