@@ -253,6 +253,7 @@ async fn fetch_shares(
             .await
             .unwrap_or_else(|_| Err("no answer in time".into()));
             let _ = tx.send((server.index, r));
+            drop(tx);
             if let Some((client, session)) = logout {
                 let _ = client.logout(&session).await;
             }
