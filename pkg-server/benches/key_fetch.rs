@@ -96,7 +96,12 @@ async fn fetch_single(server: &Server, params: &PublicParams) {
 /// clock ticks of 10 ms): the phone's own work, whatever the servers on the
 /// same cores do.
 fn cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_of("self")
+}
+
+/// The CPU time so far of process `pid` ("self": this one).
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name in parentheses: utime is the 12th,
     // stime the 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -172,9 +177,14 @@ async fn main() {
         let mut late = keys.late;
         while late.recv().await.is_some() {}
     };
+    let servers_cpu = |s: &[&Server]| -> Duration {
+        s.iter().map(|s| cpu_of(&s.pid().to_string())).sum()
+    };
+    let three_refs: Vec<&Server> = servers.iter().collect();
     // One warm-up of each (page cache, first connections).
     fetch_single(&one, &one_params).await;
     threshold().await;
+    let (one0, three0) = (servers_cpu(&[&one]), servers_cpu(&three_refs));
     for round in 0..rounds {
         // Alternate the order so that neither always runs first.
         if round % 2 == 0 {
@@ -199,6 +209,10 @@ async fn main() {
             .await;
         }
     }
+    // Logouts finish in the background: let them before reading the servers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let one_server_cpu = servers_cpu(&[&one]).saturating_sub(one0);
+    let three_server_cpu = servers_cpu(&three_refs).saturating_sub(three0);
     let s = median(&mut single_t);
     let t = median(&mut threshold_t);
     let g = median(&mut given_t);
@@ -234,6 +248,12 @@ async fn main() {
     println!(
         "  (the three servers, the single PKG and the phone share this machine's {} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    // Each round asks the one PKG once and the three servers three times.
+    println!(
+        "servers' CPU per fetch: one PKG {:.1} ms; the three threshold servers together {:.1} ms",
+        per(one_server_cpu),
+        per(three_server_cpu) / 3.0
     );
     phone_steps(&t_params, &servers, &secrets, &periods).await;
 }

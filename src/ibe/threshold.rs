@@ -11,7 +11,7 @@
 //! [`super::check_key`] like any key.
 
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
-use super::keys::{check_key_against, MasterSecret, PrivateKeys};
+use super::keys::{check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys};
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
 use core::fmt;
@@ -223,6 +223,26 @@ pub fn check_key_share(domain: &str, p_pub_i: &G1Affine, share: &KeyShare) -> Re
         return Err(IbeError::KeyCheckFailed);
     }
     check_key_against(p_pub_i, &share.keys)
+}
+
+/// [`check_key_share`] for several shares of one server at once (one
+/// multi-Miller loop, [`super::keys::check_keys_against`]), each with its
+/// identity prepared before. Fails when any share fails; check them one by
+/// one to say which.
+pub fn check_key_shares(
+    domain: &str,
+    p_pub_i: &G1Affine,
+    shares: &[(&KeyShare, &PreparedIdentity)],
+) -> Result<(), IbeError> {
+    if shares
+        .iter()
+        .any(|(s, _)| s.keys.identity().aor().host() != domain)
+    {
+        return Err(IbeError::KeyCheckFailed);
+    }
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> =
+        shares.iter().map(|(s, q)| (&s.keys, *q)).collect();
+    check_keys_against(p_pub_i, &items)
 }
 
 /// Combines key shares of one identity from distinct servers with the

@@ -20,8 +20,11 @@ use super::api::{KeyEntry, SecretString};
 use super::client::PkgClient;
 use super::PkgClientError;
 use crate::ibe::encoding::{b64_decode, b64_encode};
-use crate::ibe::threshold::{check_key_share, combine, KeyShare, Threshold, ThresholdServer};
-use crate::ibe::{check_key, Aor, Identity, Period, PrivateKeys, PublicParams};
+use crate::ibe::threshold::{
+    check_key_share, check_key_shares, combine, KeyShare, Threshold, ThresholdServer,
+};
+use crate::ibe::{check_keys, Aor, Identity, Period, PreparedIdentity, PrivateKeys, PublicParams};
+use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -195,6 +198,34 @@ pub async fn fetch_threshold_keys_kept(
     fetch_shares(params, user, Some(kept), Some(password), otp, periods).await
 }
 
+/// The identities of one fetch (one per period), hashed and prepared by
+/// the first server task that knows the AOR and shared with the others and
+/// the check of the combined keys.
+#[derive(Default)]
+struct SharedIdentities(Mutex<Option<Arc<Vec<PreparedIdentity>>>>);
+
+impl SharedIdentities {
+    /// The prepared identities of `aor` for `periods`.
+    fn get(&self, aor: &Aor, periods: &[Period]) -> Arc<Vec<PreparedIdentity>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = slot.as_ref() {
+            if v.first().is_some_and(|q| q.identity().aor() == aor) {
+                return v.clone();
+            }
+        }
+        let v: Arc<Vec<PreparedIdentity>> = Arc::new(
+            periods
+                .iter()
+                .map(|p| PreparedIdentity::new(&Identity::new(aor.clone(), p.clone())))
+                .collect(),
+        );
+        if slot.is_none() {
+            *slot = Some(v.clone());
+        }
+        v
+    }
+}
+
 /// One server's login secret: kept from before, and/or the password to
 /// derive it from.
 struct ServerSecret {
@@ -225,7 +256,9 @@ async fn fetch_shares(
     // Every server in a task of its own that outlives this call: it
     // reports its shares, then logs out, whether or not they are waited for.
     let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Result<Heard, String>)>();
+    let prepared = Arc::new(SharedIdentities::default());
     for server in &threshold.servers {
+        let prepared = prepared.clone();
         let server = server.clone();
         let params = params.clone();
         let user = user.to_string();
@@ -247,6 +280,7 @@ async fn fetch_shares(
                     secret,
                     otp.as_ref(),
                     &periods,
+                    &prepared,
                     &mut logout,
                 ),
             )
@@ -311,10 +345,12 @@ async fn fetch_shares(
     let mut keys = Vec::with_capacity(periods.len());
     for (k, _) in periods.iter().enumerate() {
         let shares: Vec<KeyShare> = good.values().map(|h| h.shares[k].clone()).collect();
-        let combined = combine(&shares)?;
-        check_key(params, &combined)?;
-        keys.push(combined);
+        keys.push(combine(&shares)?);
     }
+    // Every combined key checked against p_pub, all periods at once.
+    let ids = prepared.get(&aor, periods);
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids.iter()).collect();
+    check_keys(params, &items)?;
     let mut secrets: LoginSecrets = kept.cloned().unwrap_or_default();
     let mut derived = false;
     let mut keep = |index: u32, h: Heard| {
@@ -403,6 +439,7 @@ async fn shares_from(
     secret: ServerSecret,
     otp: Option<&SecretString>,
     periods: &[Period],
+    prepared: &SharedIdentities,
     logout: &mut Option<(PkgClient, crate::pkg_client::Session)>,
 ) -> Result<Heard, String> {
     let client =
@@ -444,7 +481,8 @@ async fn shares_from(
     if answer.aor != aor.as_str() {
         return Err(format!("shares are for {}, not {aor}", answer.aor));
     }
-    let shares = shares_for(&aor, params, server, &answer.keys, periods)?;
+    let ids = prepared.get(&aor, periods);
+    let shares = shares_for(&aor, params, server, &answer.keys, periods, &ids)?;
     Ok(Heard {
         aor,
         shares,
@@ -454,15 +492,18 @@ async fn shares_from(
 }
 
 /// Decodes one server's entries, exactly one per period in `periods`'
-/// order, each checked against the server's `P_pub_i`.
+/// order (`ids`: their identities, prepared), all checked against the
+/// server's `P_pub_i` at once; when that fails, one by one to name the
+/// period.
 fn shares_for(
     aor: &Aor,
     params: &PublicParams,
     server: &ThresholdServer,
     entries: &[KeyEntry],
     periods: &[Period],
+    ids: &[PreparedIdentity],
 ) -> Result<Vec<KeyShare>, String> {
-    if entries.len() != periods.len() {
+    if entries.len() != periods.len() || ids.len() != periods.len() {
         return Err(format!(
             "asked for {} periods, got {}",
             periods.len(),
@@ -482,11 +523,20 @@ fn shares_for(
         let keys =
             PrivateKeys::from_bytes(Identity::new(aor.clone(), period.clone()), &d_enc, &d_sig)
                 .map_err(|e| format!("bad key share: {e}"))?;
-        let share = KeyShare::new(server.index, keys).map_err(|e| e.to_string())?;
-        check_key_share(params.domain(), &server.p_pub_i, &share).map_err(|_| {
-            format!("its key share for {period} is wrong (does not match its p_pub_i)")
-        })?;
-        out.push(share);
+        out.push(KeyShare::new(server.index, keys).map_err(|e| e.to_string())?);
+    }
+    let batch: Vec<(&KeyShare, &PreparedIdentity)> = out.iter().zip(ids).collect();
+    if check_key_shares(params.domain(), &server.p_pub_i, &batch).is_err() {
+        let bad = out
+            .iter()
+            .find(|s| check_key_share(params.domain(), &server.p_pub_i, s).is_err())
+            .map_or_else(
+                || "?".to_string(),
+                |s| s.identity().period().as_str().to_string(),
+            );
+        return Err(format!(
+            "its key share for {bad} is wrong (does not match its p_pub_i)"
+        ));
     }
     Ok(out)
 }
@@ -540,12 +590,14 @@ mod tests {
             }
         };
         let periods = [p.clone()];
+        let ids = [PreparedIdentity::new(&Identity::new(aor.clone(), p.clone()))];
         assert!(shares_for(
             &aor,
             &params,
             &servers[1],
             &[entry(shares[1].secret())],
-            &periods
+            &periods,
+            &ids
         )
         .is_ok());
         let e = shares_for(
@@ -554,10 +606,11 @@ mod tests {
             &servers[1],
             &[entry(shares[0].secret())],
             &periods,
+            &ids,
         )
         .unwrap_err();
         assert!(e.contains("wrong"), "{e}");
-        assert!(shares_for(&aor, &params, &servers[1], &[], &periods).is_err());
+        assert!(shares_for(&aor, &params, &servers[1], &[], &periods, &ids).is_err());
         let t = Threshold {
             t: 2,
             dealer: true,
