@@ -153,8 +153,12 @@ async fn main() {
     let periods = common::window();
 
     let (mut single_t, mut threshold_t, mut given_t, mut all_t) = (vec![], vec![], vec![], vec![]);
-    let (mut single_cpu, mut threshold_cpu, mut given_cpu, mut all_cpu) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut single_cpu, mut threshold_cpu, mut given_cpu, mut all_cpu) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     let threshold = || async {
         let (_, keys) = fetch_threshold_keys(&t_params, "alice", &password, &no_otp, &periods)
             .await
@@ -177,9 +181,8 @@ async fn main() {
         let mut late = keys.late;
         while late.recv().await.is_some() {}
     };
-    let servers_cpu = |s: &[&Server]| -> Duration {
-        s.iter().map(|s| cpu_of(&s.pid().to_string())).sum()
-    };
+    let servers_cpu =
+        |s: &[&Server]| -> Duration { s.iter().map(|s| cpu_of(&s.pid().to_string())).sum() };
     let three_refs: Vec<&Server> = servers.iter().collect();
     // One warm-up of each (page cache, first connections).
     fetch_single(&one, &one_params).await;
@@ -363,13 +366,22 @@ async fn phone_steps(
         }
         ms(median(&mut v))
     };
-    println!("the phone's steps alone, medians, for {} periods:", periods.len());
+    println!(
+        "the phone's steps alone, medians, for {} periods:",
+        periods.len()
+    );
     println!("  login secret (Argon2id m=19456 KiB, t=2), one   {derive:6.1} ms  x n servers, first login only");
     println!("  hash and prepare Q_enc, Q_sig of every period    {prepare:6.2} ms  once per fetch");
-    println!("  one server's shares checked one by one (before)  {one_by_one:6.2} ms  x servers heard");
+    println!(
+        "  one server's shares checked one by one (before)  {one_by_one:6.2} ms  x servers heard"
+    );
     println!("  one server's shares checked in one batch (now)   {batched:6.2} ms  x servers heard (Qs prepared)");
     println!("  combine t shares, every period                   {comb:6.2} ms");
     println!("  combined keys checked one by one (before)        {keys_one_by_one:6.2} ms");
-    println!("  combined keys checked in one batch (now)         {keys_batched:6.2} ms  (Qs prepared)");
-    println!("  TLS connection + GET /v1/params                  {tls:6.2} ms  x 2 requests per server");
+    println!(
+        "  combined keys checked in one batch (now)         {keys_batched:6.2} ms  (Qs prepared)"
+    );
+    println!(
+        "  TLS connection + GET /v1/params                  {tls:6.2} ms  x 2 requests per server"
+    );
 }

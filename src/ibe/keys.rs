@@ -317,7 +317,12 @@ mod tests {
         let (msk, params) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
         let ids: Vec<Identity> = ["2026-10", "2026-11", "2026-12"]
             .iter()
-            .map(|p| Identity::new(Aor::parse("sip:bob@biloxi.com").unwrap(), Period::month(p).unwrap()))
+            .map(|p| {
+                Identity::new(
+                    Aor::parse("sip:bob@biloxi.com").unwrap(),
+                    Period::month(p).unwrap(),
+                )
+            })
             .collect();
         let keys: Vec<PrivateKeys> = ids.iter().map(|i| extract(&msk, i)).collect();
         let qs: Vec<PreparedIdentity> = ids.iter().map(PreparedIdentity::new).collect();

@@ -11,7 +11,10 @@
 //! [`super::check_key`] like any key.
 
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
-use super::keys::{check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys};
+use super::fixed_base::mul_variable_base;
+use super::keys::{
+    check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys,
+};
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
 use core::fmt;
@@ -262,9 +265,11 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     let indices: Vec<u32> = shares.iter().map(|s| s.index).collect();
     let lambdas = lagrange_at(&indices, 0)?;
     let (mut d_enc, mut d_sig) = (G2Projective::identity(), G2Projective::identity());
+    // Windowed multiplication (constant time, its table wiped): about a
+    // third fewer group operations than double-and-add.
     for (s, l) in shares.iter().zip(&lambdas) {
-        d_enc += s.keys.d_enc() * l;
-        d_sig += s.keys.d_sig() * l;
+        d_enc += mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l);
+        d_sig += mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l);
     }
     let mut affine = [G2Affine::identity(); 2];
     G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);

@@ -159,7 +159,11 @@ impl KeyStore {
     /// The kept login secrets of `user` at the threshold provider of
     /// `domain`, if any (secrets of another account or domain are not
     /// returned).
-    pub fn login_secrets(&self, domain: &str, user: &str) -> Option<&super::threshold::LoginSecrets> {
+    pub fn login_secrets(
+        &self,
+        domain: &str,
+        user: &str,
+    ) -> Option<&super::threshold::LoginSecrets> {
         self.bundle
             .login_secrets
             .as_ref()

@@ -24,9 +24,9 @@ use crate::ibe::threshold::{
     check_key_share, check_key_shares, combine, KeyShare, Threshold, ThresholdServer,
 };
 use crate::ibe::{check_keys, Aor, Identity, Period, PreparedIdentity, PrivateKeys, PublicParams};
-use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
@@ -590,7 +590,10 @@ mod tests {
             }
         };
         let periods = [p.clone()];
-        let ids = [PreparedIdentity::new(&Identity::new(aor.clone(), p.clone()))];
+        let ids = [PreparedIdentity::new(&Identity::new(
+            aor.clone(),
+            p.clone(),
+        ))];
         assert!(shares_for(
             &aor,
             &params,

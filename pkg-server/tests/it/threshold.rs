@@ -136,7 +136,10 @@ async fn two_of_three_keys_combine_and_a_call_works() {
         assert_eq!(got.used.len(), 2, "{:?}", got.used);
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
         let [a, b] = [got.used[0], got.used[1]];
-        assert_eq!(got.describe(t), format!("servers {a} and {b} of 3 (2 needed)"));
+        assert_eq!(
+            got.describe(t),
+            format!("servers {a} and {b} of 3 (2 needed)")
+        );
         for k in &got.keys {
             check_key(&params, k).unwrap();
         }
@@ -685,10 +688,7 @@ async fn a_slow_server_does_not_delay_the_keys_and_is_heard_later() {
     let mut late = got.late;
     assert_eq!(late.recv().await, None);
     // The login secrets that worked are there to keep (3 was not heard).
-    assert_eq!(
-        got.secrets.keys().copied().collect::<Vec<_>>(),
-        [1, 2]
-    );
+    assert_eq!(got.secrets.keys().copied().collect::<Vec<_>>(), [1, 2]);
     assert!(got.derived);
 }
 
@@ -760,16 +760,10 @@ async fn kept_login_secrets_are_used_and_a_refused_one_is_derived_anew() {
     let pw: SecretString = ALICE_PW.into();
     let kept = login_secrets(&params, &pw).unwrap();
     // Kept secrets that all work: nothing derived, nothing to replace.
-    let (_, got) = fetch_threshold_keys_kept(
-        &params,
-        "alice",
-        &kept,
-        &pw,
-        &no_otp,
-        &recent_periods(),
-    )
-    .await
-    .unwrap();
+    let (_, got) =
+        fetch_threshold_keys_kept(&params, "alice", &kept, &pw, &no_otp, &recent_periods())
+            .await
+            .unwrap();
     assert!(!got.derived);
     // A stale secret for server 1 (the password was changed since): the
     // server refuses it, the phone derives the right one and logs in.
@@ -777,20 +771,20 @@ async fn kept_login_secrets_are_used_and_a_refused_one_is_derived_anew() {
     let mut servers = servers;
     servers.pop().unwrap().stop();
     let mut stale = kept.clone();
-    stale.insert(1, login_secret(&"the old password".into(), DOMAIN, 1).unwrap());
-    let (_, got) = fetch_threshold_keys_kept(
-        &params,
-        "alice",
-        &stale,
-        &pw,
-        &no_otp,
-        &recent_periods(),
-    )
-    .await
-    .unwrap();
+    stale.insert(
+        1,
+        login_secret(&"the old password".into(), DOMAIN, 1).unwrap(),
+    );
+    let (_, got) =
+        fetch_threshold_keys_kept(&params, "alice", &stale, &pw, &no_otp, &recent_periods())
+            .await
+            .unwrap();
     assert_eq!(got.used, [1, 2]);
     assert!(got.derived);
-    assert!(got.secrets[&1] == kept[&1], "server 1's secret derived anew");
+    assert!(
+        got.secrets[&1] == kept[&1],
+        "server 1's secret derived anew"
+    );
     assert!(got.secrets[&2] == kept[&2]);
     // Without the password a stale secret is only refused.
     let only: ibephone::pkg_client::threshold::LoginSecrets =
