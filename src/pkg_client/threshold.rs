@@ -227,10 +227,11 @@ impl SharedIdentities {
 }
 
 /// One server's login secret: kept from before, and/or the password to
-/// derive it from.
+/// derive it from; and the one-time code for this server, if any.
 struct ServerSecret {
     kept: Option<SecretString>,
     password: Option<SecretString>,
+    otp: Option<SecretString>,
 }
 
 /// What one server gave: its shares (checked) and the secret that logged
@@ -265,8 +266,8 @@ async fn fetch_shares(
         let secret = ServerSecret {
             kept: kept.and_then(|m| m.get(&server.index).cloned()),
             password: password.cloned(),
+            otp: otp(server.index),
         };
-        let otp = otp(server.index);
         let periods = periods.to_vec();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -278,7 +279,6 @@ async fn fetch_shares(
                     &params,
                     &user,
                     secret,
-                    otp.as_ref(),
                     &periods,
                     &prepared,
                     &mut logout,
@@ -437,13 +437,13 @@ async fn shares_from(
     params: &PublicParams,
     user: &str,
     secret: ServerSecret,
-    otp: Option<&SecretString>,
     periods: &[Period],
     prepared: &SharedIdentities,
     logout: &mut Option<(PkgClient, crate::pkg_client::Session)>,
 ) -> Result<Heard, String> {
     let client =
         PkgClient::new(&server.pkg_url, Some(server.tls_sha256)).map_err(|e| e.to_string())?;
+    let otp = secret.otp.as_ref();
     let (session, secret, derived) = match (secret.kept, secret.password) {
         (Some(kept), password) => match client.login_with_otp(user, &kept, otp).await {
             Ok(s) => (s, kept, false),
