@@ -38,14 +38,23 @@
 //!   that PKG's `services.sip`, else RFC 3263 on the domain, and the first
 //!   UDP/TCP target is used (TLS targets are skipped until the SIP
 //!   transport speaks TLS). A PKG that cannot be reached leaves its first
-//!   URL (the key store then serves, as above) and RFC 3263 on the domain.
+//!   URL (the key store then serves, as above) and RFC 3263 on the domain;
+//! - from a threshold provider the per-server login secrets are derived
+//!   once and kept in the sealed key store, not derived again for every
+//!   fetch (three Argon2id on the phone). They are less sensitive than
+//!   what the phone keeps already: the password file (0600, plaintext)
+//!   opens every server and any other site where the password is reused,
+//!   and the store's private keys read signaling directly; a login secret
+//!   opens one server of one provider, reveals the password only to
+//!   guessing at Argon2id cost, and dies with a password change (the kept
+//!   one is then refused and derived anew from the password).
 
 use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings};
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::discovery::{self, DiscoveryError};
-use crate::pkg_client::threshold::fetch_threshold_keys;
+use crate::pkg_client::threshold::{fetch_threshold_keys, fetch_threshold_keys_kept, LoginSecrets};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, TurnCredentials, Unlock};
 use std::net::SocketAddr;
@@ -372,9 +381,24 @@ async fn provision_pkg(
         Some(configured) => Some(store.device_name(configured).map_err(store_err)?),
         None => None,
     };
-    match fetch(&client, pkg, aor, password, &current, device.as_deref()).await {
-        Ok((params, keys, sip, servers, turn)) => {
+    let kept = store.login_secrets(aor.host(), &pkg.user).cloned();
+    let fetched = fetch(
+        &client,
+        pkg,
+        aor,
+        (password, kept),
+        &current,
+        device.as_deref(),
+    )
+    .await;
+    match fetched {
+        Ok((params, keys, sip, servers, turn, derived)) => {
             store.put_keys(&params, &keys).map_err(store_err)?;
+            if let Some(secrets) = derived {
+                store
+                    .set_login_secrets(params.domain(), &pkg.user, secrets)
+                    .map_err(store_err)?;
+            }
             if let Some(c) = &sip {
                 store.set_sip_credential(c.clone()).map_err(store_err)?;
             }
@@ -446,14 +470,17 @@ async fn provision_pkg(
 
 /// Parameters, checked keys of the previous, current and next period,
 /// the device's SIP credential (none from a threshold provider), for a
-/// threshold provider which servers' shares were combined, and the
-/// provider's relay credentials (asked with the SIP credential).
+/// threshold provider which servers' shares were combined, the
+/// provider's relay credentials (asked with the SIP credential), and a
+/// threshold provider's login secrets when some were derived in this
+/// fetch (to keep in the store).
 type Fetched = (
     PublicParams,
     Vec<PrivateKeys>,
     Option<SipCredentialsResponse>,
     Option<String>,
     Option<TurnCredentials>,
+    Option<LoginSecrets>,
 );
 
 /// Runs `[pkg] otp_command` (program and arguments, no shell) and returns
@@ -504,11 +531,13 @@ impl From<crate::ibe::IbeError> for FetchError {
     }
 }
 
+/// `login`: the password, and a threshold provider's login secrets kept
+/// in the store (used first; the password derives any missing or refused).
 async fn fetch(
     client: &PkgClient,
     pkg: &PkgSettings,
     aor: &Aor,
-    password: &SecretString,
+    (password, kept): (&SecretString, Option<LoginSecrets>),
     current: &Period,
     device: Option<&str>,
 ) -> Result<Fetched, FetchError> {
@@ -540,8 +569,13 @@ async fn fetch(
             }
         }
         let otp_for = move |i: u32| codes.get(&i).cloned();
-        let (got_aor, got) =
-            fetch_threshold_keys(&params, &pkg.user, password, &otp_for, &periods).await?;
+        let (got_aor, got) = match &kept {
+            Some(kept) => {
+                fetch_threshold_keys_kept(&params, &pkg.user, kept, password, &otp_for, &periods)
+                    .await?
+            }
+            None => fetch_threshold_keys(&params, &pkg.user, password, &otp_for, &periods).await?,
+        };
         if got_aor != *aor {
             return Err(PkgClientError::Protocol(format!(
                 "PKG account {} is {got_aor}, not {aor}",
@@ -553,7 +587,8 @@ async fn fetch(
             tracing::warn!(server = i, %why, "threshold PKG server skipped");
         }
         let servers = got.describe(threshold);
-        return Ok((params, got.keys, None, Some(servers), None));
+        let derived = got.derived.then_some(got.secrets);
+        return Ok((params, got.keys, None, Some(servers), None, derived));
     }
     let otp = match &pkg.otp_command {
         Some(cmd) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
@@ -580,7 +615,7 @@ async fn fetch(
         _ => None,
     };
     let _ = client.logout(&session).await;
-    Ok((params, keys?, sip?, None, turn))
+    Ok((params, keys?, sip?, None, turn, None))
 }
 
 /// The provider's relay credentials; `None` when it runs no relay (404),

@@ -166,30 +166,96 @@ pub fn check_key(params: &PublicParams, keys: &PrivateKeys) -> Result<(), IbeErr
 /// `e(P, d) == e(p_pub, Q)` for both keys of `keys` (the pairing part of
 /// [`check_key`]; with a server's `P_pub_i` it checks a key share).
 pub(crate) fn check_key_against(p_pub: &G1Affine, keys: &PrivateKeys) -> Result<(), IbeError> {
-    let id = keys.identity.as_str().as_bytes();
-    let q_enc = G2Prepared::from(hash_to_g2(id, DST_ENC));
-    let q_sig = G2Prepared::from(hash_to_g2(id, DST_SIG));
-    let d_enc = G2Prepared::from(keys.d_enc);
-    let d_sig = G2Prepared::from(keys.d_sig);
+    let q = PreparedIdentity::new(keys.identity());
+    check_keys_against(p_pub, &[(keys, &q)])
+}
+
+/// `Q_enc` and `Q_sig` of one identity, hashed to G2 and prepared for the
+/// Miller loop once, for checking several keys or key shares of that
+/// identity (a threshold fetch checks `t` shares and their combination).
+#[derive(Clone, Debug)]
+pub struct PreparedIdentity {
+    identity: Identity,
+    q_enc: G2Prepared,
+    q_sig: G2Prepared,
+}
+
+impl PreparedIdentity {
+    /// Hashes and prepares `identity`'s two public keys.
+    pub fn new(identity: &Identity) -> Self {
+        let id = identity.as_str().as_bytes();
+        PreparedIdentity {
+            identity: identity.clone(),
+            q_enc: G2Prepared::from(hash_to_g2(id, DST_ENC)),
+            q_sig: G2Prepared::from(hash_to_g2(id, DST_SIG)),
+        }
+    }
+
+    /// The identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+/// Every key of `items` checked against `p_pub` at once: `e(P, d) ==
+/// e(p_pub, Q)` for `d_enc` and `d_sig` of each, in one multi-Miller loop
+/// and one final exponentiation. Each equation is weighted by its own
+/// random non-zero scalar, so the product is the identity only if every
+/// equation holds (but with probability about 2^-255). Fails when any key
+/// fails, or when a key's identity is not the one its `Q`s were made for.
+pub fn check_keys_against(
+    p_pub: &G1Affine,
+    items: &[(&PrivateKeys, &PreparedIdentity)],
+) -> Result<(), IbeError> {
+    if items.iter().any(|(k, q)| k.identity != q.identity) {
+        return Err(IbeError::KeyCheckFailed);
+    }
     let p = G1Affine::generator();
     let neg_p_pub = -p_pub;
-    // Random linear combination so that both equations are checked at once:
-    // e(P, d_enc + c d_sig) == e(P_pub, Q_enc + c Q_sig) for a random c.
-    let c = random::nonzero_scalar()?;
-    let cp = G1Affine::from(p * c);
-    let cneg = G1Affine::from(neg_p_pub * c);
-    let result = multi_miller_loop(&[
-        (&p, &d_enc),
-        (&neg_p_pub, &q_enc),
-        (&cp, &d_sig),
-        (&cneg, &q_sig),
-    ])
-    .final_exponentiation();
+    let mut g1 = Vec::with_capacity(items.len() * 4);
+    let mut d = Vec::with_capacity(items.len() * 2);
+    for (i, (keys, _)) in items.iter().enumerate() {
+        for (j, point) in [keys.d_enc, keys.d_sig].into_iter().enumerate() {
+            if i == 0 && j == 0 {
+                // One weight may be 1.
+                g1.extend([p, neg_p_pub]);
+            } else {
+                let c = random::nonzero_scalar()?;
+                g1.push(G1Affine::from(p * c));
+                g1.push(G1Affine::from(neg_p_pub * c));
+            }
+            d.push(G2Prepared::from(point));
+        }
+    }
+    let mut pairs: Vec<(&G1Affine, &G2Prepared)> = Vec::with_capacity(items.len() * 4);
+    for (i, (_, q)) in items.iter().enumerate() {
+        for (j, q_j) in [&q.q_enc, &q.q_sig].into_iter().enumerate() {
+            let e = 2 * i + j;
+            pairs.push((&g1[2 * e], &d[e]));
+            pairs.push((&g1[2 * e + 1], q_j));
+        }
+    }
+    let result = multi_miller_loop(&pairs).final_exponentiation();
     if result == Gt::identity() {
         Ok(())
     } else {
         Err(IbeError::KeyCheckFailed)
     }
+}
+
+/// [`check_key`] for several keys at once ([`check_keys_against`]), each
+/// with its identity prepared before.
+pub fn check_keys(
+    params: &PublicParams,
+    items: &[(&PrivateKeys, &PreparedIdentity)],
+) -> Result<(), IbeError> {
+    if items
+        .iter()
+        .any(|(k, _)| k.identity.aor().host() != params.domain())
+    {
+        return Err(IbeError::KeyCheckFailed);
+    }
+    check_keys_against(&params.p_pub(), items)
 }
 
 #[cfg(test)]
@@ -244,6 +310,56 @@ mod tests {
         // Keys of another domain.
         let foreign = extract(&msk, &id("sip:bob@atlanta.com"));
         assert_eq!(check_key(&params, &foreign), Err(IbeError::KeyCheckFailed));
+    }
+
+    #[test]
+    fn a_batch_fails_when_any_key_fails_even_when_errors_cancel() {
+        let (msk, params) = setup("biloxi.com", "https://pkg.biloxi.com").unwrap();
+        let ids: Vec<Identity> = ["2026-10", "2026-11", "2026-12"]
+            .iter()
+            .map(|p| {
+                Identity::new(
+                    Aor::parse("sip:bob@biloxi.com").unwrap(),
+                    Period::month(p).unwrap(),
+                )
+            })
+            .collect();
+        let keys: Vec<PrivateKeys> = ids.iter().map(|i| extract(&msk, i)).collect();
+        let qs: Vec<PreparedIdentity> = ids.iter().map(PreparedIdentity::new).collect();
+        let batch = |k: &[PrivateKeys]| {
+            let items: Vec<(&PrivateKeys, &PreparedIdentity)> = k.iter().zip(&qs).collect();
+            check_keys(&params, &items)
+        };
+        batch(&keys).unwrap();
+        // One wrong d_sig in the middle.
+        let mut one = keys.clone();
+        one[1] = PrivateKeys::from_points(ids[1].clone(), keys[1].d_enc, keys[0].d_sig).unwrap();
+        assert_eq!(batch(&one), Err(IbeError::KeyCheckFailed));
+        // Two wrong keys whose errors cancel in an unweighted product:
+        // d_enc of one period shifted by +X, of another by -X
+        // (e(P, X) e(P, -X) = 1).
+        let x = G2Projective::generator();
+        let mut cancel = keys.clone();
+        cancel[0] = PrivateKeys::from_points(
+            ids[0].clone(),
+            G2Affine::from(G2Projective::from(keys[0].d_enc) + x),
+            keys[0].d_sig,
+        )
+        .unwrap();
+        cancel[2] = PrivateKeys::from_points(
+            ids[2].clone(),
+            G2Affine::from(G2Projective::from(keys[2].d_enc) - x),
+            keys[2].d_sig,
+        )
+        .unwrap();
+        assert_eq!(batch(&cancel), Err(IbeError::KeyCheckFailed));
+        // Q prepared for another identity than the key's.
+        let swapped = [(&keys[0], &qs[1])];
+        assert_eq!(check_keys(&params, &swapped), Err(IbeError::KeyCheckFailed));
+        // Another domain.
+        let (_, other) = setup("atlanta.com", "https://pkg.atlanta.com").unwrap();
+        let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(&qs).collect();
+        assert_eq!(check_keys(&other, &items), Err(IbeError::KeyCheckFailed));
     }
 
     #[test]

@@ -36,5 +36,7 @@ pub use bf::{decrypt, encrypt, Ciphertext, DecryptionKey, RecipientCache};
 pub use cc::{sign, verify, Signature, SignerCache, SigningKey};
 pub use error::IbeError;
 pub use identity::{Aor, Identity, Period};
-pub use keys::{check_key, extract, setup, MasterSecret, PrivateKeys};
+pub use keys::{
+    check_key, check_keys, extract, setup, MasterSecret, PreparedIdentity, PrivateKeys,
+};
 pub use params::{MediaKeysPolicy, PublicParams, SUITE};

@@ -11,7 +11,10 @@
 //! [`super::check_key`] like any key.
 
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
-use super::keys::{check_key_against, MasterSecret, PrivateKeys};
+use super::fixed_base::mul_variable_base;
+use super::keys::{
+    check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys,
+};
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
 use core::fmt;
@@ -225,6 +228,26 @@ pub fn check_key_share(domain: &str, p_pub_i: &G1Affine, share: &KeyShare) -> Re
     check_key_against(p_pub_i, &share.keys)
 }
 
+/// [`check_key_share`] for several shares of one server at once (one
+/// multi-Miller loop, [`super::keys::check_keys_against`]), each with its
+/// identity prepared before. Fails when any share fails; check them one by
+/// one to say which.
+pub fn check_key_shares(
+    domain: &str,
+    p_pub_i: &G1Affine,
+    shares: &[(&KeyShare, &PreparedIdentity)],
+) -> Result<(), IbeError> {
+    if shares
+        .iter()
+        .any(|(s, _)| s.keys.identity().aor().host() != domain)
+    {
+        return Err(IbeError::KeyCheckFailed);
+    }
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> =
+        shares.iter().map(|(s, q)| (&s.keys, *q)).collect();
+    check_keys_against(p_pub_i, &items)
+}
+
 /// Combines key shares of one identity from distinct servers with the
 /// Lagrange coefficients at 0: `d = sum lambda_i * d_i`. With `t` good
 /// shares this is the identity's key under `p_pub`; with fewer it is not
@@ -242,9 +265,11 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     let indices: Vec<u32> = shares.iter().map(|s| s.index).collect();
     let lambdas = lagrange_at(&indices, 0)?;
     let (mut d_enc, mut d_sig) = (G2Projective::identity(), G2Projective::identity());
+    // Windowed multiplication (constant time, its table wiped): about a
+    // third fewer group operations than double-and-add.
     for (s, l) in shares.iter().zip(&lambdas) {
-        d_enc += s.keys.d_enc() * l;
-        d_sig += s.keys.d_sig() * l;
+        d_enc += mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l);
+        d_sig += mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l);
     }
     let mut affine = [G2Affine::identity(); 2];
     G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);

@@ -45,6 +45,22 @@ pub struct KeyBundle {
     /// This device's name toward the PKG, chosen once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// A threshold provider's per-server login secrets of this account,
+    /// kept so that a fetch need not derive them from the password again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_secrets: Option<KeptLogin>,
+}
+
+/// Per-server login secrets of one account at one threshold provider
+/// (pkg-api.md "Threshold provider", logins), as kept in the sealed store.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeptLogin {
+    /// The provider's domain the secrets were derived for.
+    pub domain: String,
+    /// The account name they log in.
+    pub user: String,
+    /// Server index to login secret.
+    pub secrets: super::threshold::LoginSecrets,
 }
 
 /// How the store file is unlocked.
@@ -140,6 +156,37 @@ impl KeyStore {
         self.save()
     }
 
+    /// The kept login secrets of `user` at the threshold provider of
+    /// `domain`, if any (secrets of another account or domain are not
+    /// returned).
+    pub fn login_secrets(
+        &self,
+        domain: &str,
+        user: &str,
+    ) -> Option<&super::threshold::LoginSecrets> {
+        self.bundle
+            .login_secrets
+            .as_ref()
+            .filter(|k| k.domain == domain && k.user == user)
+            .map(|k| &k.secrets)
+    }
+
+    /// Keeps `secrets` as the login secrets of `user` at the threshold
+    /// provider of `domain` (replacing any kept before) and saves.
+    pub fn set_login_secrets(
+        &mut self,
+        domain: &str,
+        user: &str,
+        secrets: super::threshold::LoginSecrets,
+    ) -> Result<(), PkgClientError> {
+        self.bundle.login_secrets = Some(KeptLogin {
+            domain: domain.to_string(),
+            user: user.to_string(),
+            secrets,
+        });
+        self.save()
+    }
+
     /// This device's name: the stored one, else `configured`, else a new
     /// random `device-` name; saved so that the PKG sees one device across
     /// restarts (a credential for the same device replaces the previous).
@@ -175,6 +222,7 @@ impl KeyStore {
                 self.bundle.aor = aor.to_string();
                 self.bundle.keys.clear();
                 self.bundle.sip_credential = None;
+                self.bundle.login_secrets = None;
             }
             let period = k.identity().period().as_str();
             self.bundle.keys.retain(|e| e.period != period);

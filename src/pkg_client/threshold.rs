@@ -4,16 +4,31 @@
 //! each checked against its server's `P_pub_i` (a bad server is named and
 //! skipped); `t` good shares combined and the result checked against
 //! `p_pub` like any key.
+//!
+//! Decisions (time to keys):
+//! - the keys are combined from the first `t` servers whose shares are
+//!   good and returned after at most [`GRACE`] more, so the slowest
+//!   server never delays them; a server heard after that is still
+//!   reported ([`ThresholdKeys::late`], a warning in the log), and every
+//!   server still gets its logout;
+//! - the login secrets (one Argon2id each) are derived once and kept by
+//!   the caller ([`ThresholdKeys::secrets`], [`fetch_threshold_keys_kept`]);
+//!   a kept secret refused with `401 invalid_credentials` is derived anew
+//!   from the password, so a changed password needs no manual step.
 
 use super::api::{KeyEntry, SecretString};
 use super::client::PkgClient;
 use super::PkgClientError;
 use crate::ibe::encoding::{b64_decode, b64_encode};
-use crate::ibe::threshold::{check_key_share, combine, KeyShare, Threshold, ThresholdServer};
-use crate::ibe::{check_key, Aor, Identity, Period, PrivateKeys, PublicParams};
+use crate::ibe::threshold::{
+    check_key_share, check_key_shares, combine, KeyShare, Threshold, ThresholdServer,
+};
+use crate::ibe::{check_keys, Aor, Identity, Period, PreparedIdentity, PrivateKeys, PublicParams};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use tokio::task::JoinSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 /// Prefix of the salt of the per-server login secret.
@@ -23,7 +38,7 @@ pub const LOGIN_M_KIB: u32 = 19456;
 /// Argon2id passes of the login secret.
 pub const LOGIN_T: u32 = 2;
 /// How long one server may take for login, key shares and logout.
-pub const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+pub const SERVER_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The secret sent as `password` to threshold server `index` of `domain`:
 /// `base64url(Argon2id(password, salt = SHA-256("IBESIP-V01 threshold
@@ -51,17 +66,45 @@ pub fn login_secret(
     Ok(SecretString::new(b64_encode(&out[..])))
 }
 
+/// How long a fetch that has `t` good shares still waits for the other
+/// servers, only so that a bad one is named in its answer. A server heard
+/// later is still reported ([`ThresholdKeys::late`] and a warning in the
+/// log); the keys never wait for the slowest server.
+pub const GRACE: Duration = Duration::from_millis(100);
+
+/// Per-server login secrets of one account (server index to secret): what
+/// a phone keeps instead of re-deriving them from the password for every
+/// fetch ([`login_secrets`]).
+pub type LoginSecrets = BTreeMap<u32, SecretString>;
+
 /// What a threshold key fetch got: the combined keys (checked against
-/// `p_pub`), the servers whose shares were combined, and those skipped
-/// with why.
+/// `p_pub`), the servers whose shares were combined, those skipped with
+/// why, those not heard yet, and the login secrets that worked.
 #[derive(Debug)]
 pub struct ThresholdKeys {
     /// One key per period asked for.
     pub keys: Vec<PrivateKeys>,
-    /// The indices of the servers whose shares were combined, ascending.
+    /// The indices of the servers whose shares were combined, ascending:
+    /// the first `t` servers whose shares were good.
     pub used: Vec<u32>,
-    /// Servers not used, with the reason (down, refused, bad share).
+    /// Servers not used, with the reason (down, refused, bad share), among
+    /// those heard before the keys were returned (at most [`GRACE`] after
+    /// the `t`-th good share).
     pub skipped: Vec<(u32, String)>,
+    /// Servers not heard when the keys were returned, ascending; what
+    /// each of them does is reported later through `late`.
+    pub pending: Vec<u32>,
+    /// Every pending server that fails (down, refused, a bad share), once,
+    /// as it is heard; also logged as a warning. Closed when every pending
+    /// server has answered or timed out ([`SERVER_TIMEOUT`]).
+    pub late: mpsc::UnboundedReceiver<(u32, String)>,
+    /// The login secret that logged in at each server heard (kept, or
+    /// derived from the password now), for the next fetch.
+    pub secrets: LoginSecrets,
+    /// Whether any secret in `secrets` was derived in this fetch (none
+    /// was kept for that server, or the kept one was refused): the kept
+    /// set should be replaced.
+    pub derived: bool,
 }
 
 impl ThresholdKeys {
@@ -90,14 +133,15 @@ fn describe_servers(used: &[u32], threshold: &Threshold) -> String {
 /// TOTP seed), or `None` when the account has no second factor.
 pub type OtpFor<'a> = &'a (dyn Fn(u32) -> Option<SecretString> + Sync);
 
-/// Logs in to the threshold servers of `params` as `user` (a derived
-/// secret per server), asks all of them at once for their shares of the
-/// keys for `periods`, checks each share against the server's `P_pub_i`,
-/// combines the good shares of the `t` lowest indices per period and
-/// checks the result against `p_pub`. Every server is heard (or given up
-/// after [`SERVER_TIMEOUT`]) so that each bad one is named every time.
-/// Fails, with a sentence naming every server and why, when fewer than
-/// `t` servers gave good shares.
+/// Logs in to the threshold servers of `params` as `user` (a secret
+/// derived from `password` per server), asks all of them at once for
+/// their shares of the keys for `periods`, checks each share against the
+/// server's `P_pub_i`, combines the first `t` good servers' shares per
+/// period and checks the result against `p_pub`. Returns as soon as `t`
+/// servers gave good shares, after at most [`GRACE`] more for the others
+/// (so that a bad one is named in the answer; one heard later comes
+/// through [`ThresholdKeys::late`]). Fails, with a sentence naming every
+/// server and why, when fewer than `t` servers gave good shares.
 pub async fn fetch_threshold_keys(
     params: &PublicParams,
     user: &str,
@@ -105,7 +149,7 @@ pub async fn fetch_threshold_keys(
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, Secrets::Derive(password), otp, periods).await
+    fetch_shares(params, user, None, Some(password), otp, periods).await
 }
 
 /// The login secrets of every server of `params` for `password` (one
@@ -115,7 +159,7 @@ pub async fn fetch_threshold_keys(
 pub fn login_secrets(
     params: &PublicParams,
     password: &SecretString,
-) -> Result<BTreeMap<u32, SecretString>, PkgClientError> {
+) -> Result<LoginSecrets, PkgClientError> {
     let threshold = params
         .threshold()
         .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
@@ -131,78 +175,153 @@ pub fn login_secrets(
 pub async fn fetch_threshold_keys_with_secrets(
     params: &PublicParams,
     user: &str,
-    secrets: &BTreeMap<u32, SecretString>,
+    secrets: &LoginSecrets,
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, Secrets::Given(secrets), otp, periods).await
+    fetch_shares(params, user, Some(secrets), None, otp, periods).await
 }
 
-/// Where the per-server login secrets come from.
-enum Secrets<'a> {
-    /// Derived from the password, each in its server's task.
-    Derive(&'a SecretString),
-    /// Derived before.
-    Given(&'a BTreeMap<u32, SecretString>),
+/// [`fetch_threshold_keys`] with the login secrets `kept` from an earlier
+/// fetch ([`ThresholdKeys::secrets`]): a server without a kept secret, or
+/// that refuses its kept one (`401 invalid_credentials`: the password
+/// changed), gets one derived from `password` now (one more login).
+/// [`ThresholdKeys::derived`] then says to keep the new set.
+pub async fn fetch_threshold_keys_kept(
+    params: &PublicParams,
+    user: &str,
+    kept: &LoginSecrets,
+    password: &SecretString,
+    otp: OtpFor<'_>,
+    periods: &[Period],
+) -> Result<(Aor, ThresholdKeys), PkgClientError> {
+    fetch_shares(params, user, Some(kept), Some(password), otp, periods).await
 }
 
-/// One server's login secret, or what to derive it from.
-enum ServerSecret {
-    /// The password: derive this server's secret.
-    Password(SecretString),
-    /// Derived before (`None`: none was given for this server).
-    Given(Option<SecretString>),
+/// The identities of one fetch (one per period), hashed and prepared by
+/// the first server task that knows the AOR and shared with the others and
+/// the check of the combined keys.
+#[derive(Default)]
+struct SharedIdentities(Mutex<Option<Arc<Vec<PreparedIdentity>>>>);
+
+impl SharedIdentities {
+    /// The prepared identities of `aor` for `periods`.
+    fn get(&self, aor: &Aor, periods: &[Period]) -> Arc<Vec<PreparedIdentity>> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = slot.as_ref() {
+            if v.first().is_some_and(|q| q.identity().aor() == aor) {
+                return v.clone();
+            }
+        }
+        let v: Arc<Vec<PreparedIdentity>> = Arc::new(
+            periods
+                .iter()
+                .map(|p| PreparedIdentity::new(&Identity::new(aor.clone(), p.clone())))
+                .collect(),
+        );
+        if slot.is_none() {
+            *slot = Some(v.clone());
+        }
+        v
+    }
+}
+
+/// One server's login secret: kept from before, and/or the password to
+/// derive it from; and the one-time code for this server, if any.
+struct ServerSecret {
+    kept: Option<SecretString>,
+    password: Option<SecretString>,
+    otp: Option<SecretString>,
+}
+
+/// What one server gave: its shares (checked) and the secret that logged
+/// in.
+struct Heard {
+    aor: Aor,
+    shares: Vec<KeyShare>,
+    secret: SecretString,
+    derived: bool,
 }
 
 async fn fetch_shares(
     params: &PublicParams,
     user: &str,
-    secrets: Secrets<'_>,
+    kept: Option<&LoginSecrets>,
+    password: Option<&SecretString>,
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
     let threshold = params
         .threshold()
         .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
-    let mut tasks = JoinSet::new();
+    // Every server in a task of its own that outlives this call: it
+    // reports its shares, then logs out, whether or not they are waited for.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Result<Heard, String>)>();
+    let prepared = Arc::new(SharedIdentities::default());
     for server in &threshold.servers {
+        let prepared = prepared.clone();
         let server = server.clone();
         let params = params.clone();
         let user = user.to_string();
-        let secret = match &secrets {
-            Secrets::Derive(pw) => ServerSecret::Password((*pw).clone()),
-            Secrets::Given(map) => ServerSecret::Given(map.get(&server.index).cloned()),
+        let secret = ServerSecret {
+            kept: kept.and_then(|m| m.get(&server.index).cloned()),
+            password: password.cloned(),
+            otp: otp(server.index),
         };
-        let otp = otp(server.index);
         let periods = periods.to_vec();
-        tasks.spawn(async move {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut logout = None;
             let r = tokio::time::timeout(
                 SERVER_TIMEOUT,
-                shares_from(&server, &params, &user, secret, otp.as_ref(), &periods),
+                shares_from(
+                    &server,
+                    &params,
+                    &user,
+                    secret,
+                    &periods,
+                    &prepared,
+                    &mut logout,
+                ),
             )
             .await
             .unwrap_or_else(|_| Err("no answer in time".into()));
-            (server.index, r)
+            let _ = tx.send((server.index, r));
+            drop(tx);
+            if let Some((client, session)) = logout {
+                let _ = client.logout(&session).await;
+            }
         });
     }
+    drop(tx);
     let t = threshold.t as usize;
-    let mut good: BTreeMap<u32, (Aor, Vec<KeyShare>)> = BTreeMap::new();
+    let n = threshold.servers.len();
+    let mut heard: Vec<u32> = Vec::with_capacity(n);
+    let mut good: BTreeMap<u32, Heard> = BTreeMap::new();
     let mut skipped = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        let Ok((index, r)) = joined else { continue };
+    while good.len() < t {
+        let Some((index, r)) = rx.recv().await else {
+            break;
+        };
+        heard.push(index);
         match r {
-            Ok(x) => {
-                good.insert(index, x);
+            Ok(h) => {
+                good.insert(index, h);
             }
             Err(why) => skipped.push((index, why)),
         }
     }
-    skipped.sort_by_key(|(i, _)| *i);
     if good.len() < t {
+        for s in &threshold.servers {
+            if !heard.contains(&s.index) {
+                skipped.push((s.index, "no answer".into()));
+            }
+        }
+        skipped.sort_by_key(|(i, _)| *i);
         let mut sentence = format!(
             "only {} of the {} key servers of {} gave a good key share and {} are needed, so no keys were fetched",
             good.len(),
-            threshold.servers.len(),
+            n,
             params.domain(),
             threshold.t
         );
@@ -211,8 +330,8 @@ async fn fetch_shares(
         }
         return Err(PkgClientError::Threshold(sentence));
     }
-    // All servers must agree on the account's AOR.
-    let mut aors = good.values().map(|(a, _)| a);
+    // All servers combined must agree on the account's AOR.
+    let mut aors = good.values().map(|h| &h.aor);
     let aor = aors
         .next()
         .cloned()
@@ -222,15 +341,57 @@ async fn fetch_shares(
             "the threshold servers disagree about the account's AOR".into(),
         ));
     }
-    // The t good servers of lowest index; spare good ones are not needed.
-    let chosen: Vec<&Vec<KeyShare>> = good.values().take(t).map(|(_, s)| s).collect();
-    let used: Vec<u32> = good.keys().take(t).copied().collect();
+    let used: Vec<u32> = good.keys().copied().collect();
     let mut keys = Vec::with_capacity(periods.len());
     for (k, _) in periods.iter().enumerate() {
-        let shares: Vec<KeyShare> = chosen.iter().map(|s| s[k].clone()).collect();
-        let combined = combine(&shares)?;
-        check_key(params, &combined)?;
-        keys.push(combined);
+        let shares: Vec<KeyShare> = good.values().map(|h| h.shares[k].clone()).collect();
+        keys.push(combine(&shares)?);
+    }
+    // Every combined key checked against p_pub, all periods at once.
+    let ids = prepared.get(&aor, periods);
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids.iter()).collect();
+    check_keys(params, &items)?;
+    let mut secrets: LoginSecrets = kept.cloned().unwrap_or_default();
+    let mut derived = false;
+    let mut keep = |index: u32, h: Heard| {
+        derived |= h.derived;
+        secrets.insert(index, h.secret);
+    };
+    for (index, h) in good {
+        keep(index, h);
+    }
+    // A short grace for the others, only to name a bad one now.
+    let deadline = tokio::time::Instant::now() + GRACE;
+    while heard.len() < n {
+        let Ok(Some((index, r))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            break;
+        };
+        heard.push(index);
+        match r {
+            Ok(h) => keep(index, h),
+            Err(why) => skipped.push((index, why)),
+        }
+    }
+    skipped.sort_by_key(|(i, _)| *i);
+    let mut pending: Vec<u32> = threshold
+        .servers
+        .iter()
+        .map(|s| s.index)
+        .filter(|i| !heard.contains(i))
+        .collect();
+    pending.sort_unstable();
+    let (late_tx, late) = mpsc::unbounded_channel();
+    if !pending.is_empty() {
+        // Those still out are reported as they come: a bad share found
+        // after the keys were returned is still named.
+        tokio::spawn(async move {
+            while let Some((index, r)) = rx.recv().await {
+                if let Err(why) = r {
+                    tracing::warn!(server = index, %why, "threshold PKG server failed after the keys were combined");
+                    let _ = late_tx.send((index, why));
+                }
+            }
+        });
     }
     Ok((
         aor,
@@ -238,39 +399,78 @@ async fn fetch_shares(
             keys,
             used,
             skipped,
+            pending,
+            late,
+            secrets,
+            derived,
         },
     ))
 }
 
-/// One server: login with its own secret, its shares for `periods` in
-/// that order, each checked; logout. The error is a reason for people.
+/// Whether `e` is a login refused for its credentials (not for want of a
+/// one-time code).
+fn credentials_refused(e: &PkgClientError) -> bool {
+    matches!(e, PkgClientError::Server { status: 401, code, .. } if code == super::api::codes::INVALID_CREDENTIALS)
+}
+
+/// This server's login secret derived from `password` (Argon2id, off the
+/// async threads).
+async fn derive(
+    password: SecretString,
+    params: &PublicParams,
+    index: u32,
+) -> Result<SecretString, String> {
+    let domain = params.domain().to_string();
+    tokio::task::spawn_blocking(move || login_secret(&password, &domain, index))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// One server: login with its own secret (the kept one; one derived from
+/// the password when none is kept or the kept one is refused), its shares
+/// for `periods` in that order, each checked. The session is left in
+/// `logout` for the caller to end after reporting. The error is a reason
+/// for people.
 async fn shares_from(
     server: &ThresholdServer,
     params: &PublicParams,
     user: &str,
     secret: ServerSecret,
-    otp: Option<&SecretString>,
     periods: &[Period],
-) -> Result<(Aor, Vec<KeyShare>), String> {
+    prepared: &SharedIdentities,
+    logout: &mut Option<(PkgClient, crate::pkg_client::Session)>,
+) -> Result<Heard, String> {
     let client =
         PkgClient::new(&server.pkg_url, Some(server.tls_sha256)).map_err(|e| e.to_string())?;
-    let secret = match secret {
-        ServerSecret::Password(pw) => {
-            let (domain, index) = (params.domain().to_string(), server.index);
-            tokio::task::spawn_blocking(move || login_secret(&pw, &domain, index))
+    let otp = secret.otp.as_ref();
+    let (session, secret, derived) = match (secret.kept, secret.password) {
+        (Some(kept), password) => match client.login_with_otp(user, &kept, otp).await {
+            Ok(s) => (s, kept, false),
+            Err(e) if credentials_refused(&e) && password.is_some() => {
+                let pw = password.ok_or_else(|| e.to_string())?;
+                let fresh = derive(pw, params, server.index).await?;
+                let s = client
+                    .login_with_otp(user, &fresh, otp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (s, fresh, true)
+            }
+            Err(e) => return Err(e.to_string()),
+        },
+        (None, Some(pw)) => {
+            let fresh = derive(pw, params, server.index).await?;
+            let s = client
+                .login_with_otp(user, &fresh, otp)
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            (s, fresh, true)
         }
-        ServerSecret::Given(Some(given)) => given,
-        ServerSecret::Given(None) => return Err("no login secret for this server".into()),
+        (None, None) => return Err("no login secret for this server".into()),
     };
-    let session = client
-        .login_with_otp(user, &secret, otp)
-        .await
-        .map_err(|e| e.to_string())?;
     let answer = client.fetch_key_entries(&session, periods).await;
-    let _ = client.logout(&session).await;
+    let aor = session.aor.clone();
+    *logout = Some((client, session));
     let answer = answer.map_err(|e| e.to_string())?;
     if answer.index != Some(server.index) {
         return Err(format!(
@@ -278,26 +478,32 @@ async fn shares_from(
             answer.index, server.index
         ));
     }
-    if answer.aor != session.aor.as_str() {
-        return Err(format!(
-            "shares are for {}, not {}",
-            answer.aor, session.aor
-        ));
+    if answer.aor != aor.as_str() {
+        return Err(format!("shares are for {}, not {aor}", answer.aor));
     }
-    let shares = shares_for(&session.aor, params, server, &answer.keys, periods)?;
-    Ok((session.aor, shares))
+    let ids = prepared.get(&aor, periods);
+    let shares = shares_for(&aor, params, server, &answer.keys, periods, &ids)?;
+    Ok(Heard {
+        aor,
+        shares,
+        secret,
+        derived,
+    })
 }
 
 /// Decodes one server's entries, exactly one per period in `periods`'
-/// order, each checked against the server's `P_pub_i`.
+/// order (`ids`: their identities, prepared), all checked against the
+/// server's `P_pub_i` at once; when that fails, one by one to name the
+/// period.
 fn shares_for(
     aor: &Aor,
     params: &PublicParams,
     server: &ThresholdServer,
     entries: &[KeyEntry],
     periods: &[Period],
+    ids: &[PreparedIdentity],
 ) -> Result<Vec<KeyShare>, String> {
-    if entries.len() != periods.len() {
+    if entries.len() != periods.len() || ids.len() != periods.len() {
         return Err(format!(
             "asked for {} periods, got {}",
             periods.len(),
@@ -317,11 +523,20 @@ fn shares_for(
         let keys =
             PrivateKeys::from_bytes(Identity::new(aor.clone(), period.clone()), &d_enc, &d_sig)
                 .map_err(|e| format!("bad key share: {e}"))?;
-        let share = KeyShare::new(server.index, keys).map_err(|e| e.to_string())?;
-        check_key_share(params.domain(), &server.p_pub_i, &share).map_err(|_| {
-            format!("its key share for {period} is wrong (does not match its p_pub_i)")
-        })?;
-        out.push(share);
+        out.push(KeyShare::new(server.index, keys).map_err(|e| e.to_string())?);
+    }
+    let batch: Vec<(&KeyShare, &PreparedIdentity)> = out.iter().zip(ids).collect();
+    if check_key_shares(params.domain(), &server.p_pub_i, &batch).is_err() {
+        let bad = out
+            .iter()
+            .find(|s| check_key_share(params.domain(), &server.p_pub_i, s).is_err())
+            .map_or_else(
+                || "?".to_string(),
+                |s| s.identity().period().as_str().to_string(),
+            );
+        return Err(format!(
+            "its key share for {bad} is wrong (does not match its p_pub_i)"
+        ));
     }
     Ok(out)
 }
@@ -375,12 +590,17 @@ mod tests {
             }
         };
         let periods = [p.clone()];
+        let ids = [PreparedIdentity::new(&Identity::new(
+            aor.clone(),
+            p.clone(),
+        ))];
         assert!(shares_for(
             &aor,
             &params,
             &servers[1],
             &[entry(shares[1].secret())],
-            &periods
+            &periods,
+            &ids
         )
         .is_ok());
         let e = shares_for(
@@ -389,10 +609,11 @@ mod tests {
             &servers[1],
             &[entry(shares[0].secret())],
             &periods,
+            &ids,
         )
         .unwrap_err();
         assert!(e.contains("wrong"), "{e}");
-        assert!(shares_for(&aor, &params, &servers[1], &[], &periods).is_err());
+        assert!(shares_for(&aor, &params, &servers[1], &[], &periods, &ids).is_err());
         let t = Threshold {
             t: 2,
             dealer: true,

@@ -180,6 +180,12 @@ impl Server {
         }
     }
 
+    /// The server process's id (the key_fetch bench reads its CPU time).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn client(&self) -> ibephone::pkg_client::PkgClient {
         ibephone::pkg_client::PkgClient::new(&self.url, Some(self.fingerprint)).unwrap()
     }

@@ -14,8 +14,8 @@ use ibephone::agent::AgentEvent;
 use ibephone::ibe::{check_key, PublicParams};
 use ibephone::pkg_client::api::SecretString;
 use ibephone::pkg_client::threshold::{
-    fetch_threshold_keys, fetch_threshold_keys_with_secrets, login_secret, login_secrets,
-    ThresholdKeys,
+    fetch_threshold_keys, fetch_threshold_keys_kept, fetch_threshold_keys_with_secrets,
+    login_secret, login_secrets, ThresholdKeys,
 };
 use ibephone::pkg_client::PkgClientError;
 use std::path::Path;
@@ -23,12 +23,19 @@ use std::path::Path;
 /// The configuration of one server listening on `port`, in its own
 /// temporary directory.
 fn server_dir(port: u16) -> Pkg {
+    server_dir_at(port, port)
+}
+
+/// As [`server_dir`], listening on `listen` but known to the phone (its
+/// `pkg_url` in the parameters) at `url_port`: a gate sits between.
+fn server_dir_at(listen: u16, url_port: u16) -> Pkg {
+    let port = url_port;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("pkg.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npkg_url = \"https://127.0.0.1:{port}\"\n\
+            "listen = \"127.0.0.1:{listen}\"\ndata_dir = \"{}\"\npkg_url = \"https://127.0.0.1:{port}\"\n\
              [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
             dir.path().display()
         ),
@@ -125,9 +132,14 @@ async fn two_of_three_keys_combine_and_a_call_works() {
             fetch_threshold_keys(&params, user, &pw.into(), &no_otp, &recent_periods())
                 .await
                 .unwrap();
-        assert_eq!(got.used, [1, 2]);
+        // The first two good servers to answer (all three are honest).
+        assert_eq!(got.used.len(), 2, "{:?}", got.used);
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
-        assert_eq!(got.describe(t), "servers 1 and 2 of 3 (2 needed)");
+        let [a, b] = [got.used[0], got.used[1]];
+        assert_eq!(
+            got.describe(t),
+            format!("servers {a} and {b} of 3 (2 needed)")
+        );
         for k in &got.keys {
             check_key(&params, k).unwrap();
         }
@@ -169,13 +181,10 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
     // Server 2 is down.
     let got = fetch(&params, "alice", ALICE_PW).await.unwrap();
     assert_eq!(got.used, [1, 3]);
-    assert_eq!(got.skipped.len(), 1);
-    assert_eq!(got.skipped[0].0, 2);
-    assert!(
-        got.skipped[0].1.contains("unreachable"),
-        "{:?}",
-        got.skipped
-    );
+    let named = named(got).await;
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0].0, 2);
+    assert!(named[0].1.contains("unreachable"), "{named:?}");
     // The same with login secrets derived once before (what a phone keeps
     // for renewals instead of the password).
     let secrets = login_secrets(&params, &ALICE_PW.into()).unwrap();
@@ -230,21 +239,33 @@ async fn a_server_answering_a_wrong_share_is_named_and_skipped() {
     let params = params_of(&s1).await;
     let got = fetch(&params, "alice", ALICE_PW).await.unwrap();
     assert_eq!(got.used, [1, 2]);
-    assert_eq!(got.skipped.len(), 1, "{:?}", got.skipped);
-    assert_eq!(got.skipped[0].0, 3);
-    assert!(
-        got.skipped[0].1.contains("key share") && got.skipped[0].1.contains("wrong"),
-        "{:?}",
-        got.skipped
-    );
     for k in &got.keys {
         check_key(&params, k).unwrap();
     }
+    let named = named(got).await;
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].0, 3);
+    assert!(
+        named[0].1.contains("key share") && named[0].1.contains("wrong"),
+        "{named:?}"
+    );
     // With server 2 down, the bad share cannot make up the second one.
     s2.stop();
     let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
     assert!(e.to_string().contains("server 3: its key share"), "{e}");
     drop((s1, s3));
+}
+
+/// Every server a fetch named as failed: those skipped before it returned
+/// and those reported later (a server may answer after the keys).
+async fn named(got: ThresholdKeys) -> Vec<(u32, String)> {
+    let mut all = got.skipped;
+    let mut late = got.late;
+    while let Some(x) = late.recv().await {
+        all.push(x);
+    }
+    all.sort();
+    all
 }
 
 async fn params_of(s: &Server) -> PublicParams {
@@ -375,6 +396,26 @@ async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers()
         "{}",
         p.summary()
     );
+    // The login secrets that worked are kept, sealed, in the store: not
+    // the password, and for this account and domain only.
+    let store = ibephone::pkg_client::KeyStore::open(
+        &settings.store,
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap();
+    let kept = store.login_secrets(DOMAIN, "alice").unwrap().clone();
+    assert_eq!(kept.keys().copied().collect::<Vec<_>>(), [1, 3]);
+    assert!(kept[&1] == login_secret(&ALICE_PW.into(), DOMAIN, 1).unwrap());
+    assert!(store.login_secrets(DOMAIN, "bob").is_none());
+    assert!(store.login_secrets("biloxi.invalid", "alice").is_none());
+    let sealed = std::fs::read_to_string(settings.store.join("keys.sealed")).unwrap();
+    assert!(!sealed.contains(kept[&1].expose()));
+    // The next fetch logs in with them: a wrong password no longer matters
+    // while they are accepted.
+    let again = from_pkg(&settings, &aor, &"not the password".into(), now)
+        .await
+        .unwrap();
+    assert_eq!(again.origin, Origin::Pkg);
     // Too few servers: an error naming them, not keys.
     s3.stop();
     let e = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
@@ -541,4 +582,215 @@ async fn a_bad_share_is_named_at_dkg_finish_and_nothing_is_stored() {
     );
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another ceremony"));
+}
+
+/// A TCP gate in front of a server: connections to `port` are accepted
+/// but nothing passes either way until the gate is opened; then bytes flow
+/// to `to` unchanged (TLS end to end). A server that is slow to answer.
+struct Gate {
+    open: tokio::sync::watch::Sender<bool>,
+    seen: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Gate {
+    async fn new(port: u16, to: u16) -> Gate {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let (seen_tx, seen) = tokio::sync::watch::channel(0usize);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                seen_tx.send_modify(|n| *n += 1);
+                let mut gate = gate.clone();
+                tokio::spawn(async move {
+                    if gate.wait_for(|o| *o).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Gate { open, seen }
+    }
+
+    /// Waits until the phone has connected through the gate.
+    async fn connected(&mut self) {
+        self.seen.wait_for(|n| *n > 0).await.unwrap();
+    }
+
+    fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Three servers 2-of-3 whose server 3 sits behind a closed [`Gate`]
+/// (the phone knows it at the gate's port); server 3 is `rogue` when
+/// asked: a share of another dealing under the honest server 3's
+/// certificate.
+async fn three_with_slow_third(rogue: bool) -> (Vec<Pkg>, Vec<Server>, Gate) {
+    let ports = [free_port(), free_port(), free_port()];
+    let behind = free_port();
+    let pkgs: Vec<Pkg> = vec![
+        server_dir(ports[0]),
+        server_dir(ports[1]),
+        server_dir_at(behind, ports[2]),
+    ];
+    deal(&pkgs);
+    let third = if rogue {
+        let other: Vec<Pkg> = vec![
+            server_dir(free_port()),
+            server_dir(free_port()),
+            server_dir_at(behind, ports[2]),
+        ];
+        for f in ["tls-cert.pem", "tls-key.pem"] {
+            std::fs::copy(pkgs[2].path(f), other[2].path(f)).unwrap();
+        }
+        deal(&other);
+        other[2].start()
+    } else {
+        pkgs[2].start()
+    };
+    let servers = vec![pkgs[0].start(), pkgs[1].start(), third];
+    let gate = Gate::new(ports[2], behind).await;
+    (pkgs, servers, gate)
+}
+
+#[tokio::test]
+async fn a_slow_server_does_not_delay_the_keys_and_is_heard_later() {
+    let (_pkgs, servers, mut gate) = three_with_slow_third(false).await;
+    let params = params_of(&servers[0]).await;
+    // Server 3 answers nothing until the keys are back: had the fetch
+    // waited for it, this would hang (SERVER_TIMEOUT, then no server 3).
+    let (_, got) = fetch_threshold_keys(
+        &params,
+        "alice",
+        &ALICE_PW.into(),
+        &no_otp,
+        &recent_periods(),
+    )
+    .await
+    .unwrap();
+    gate.connected().await;
+    assert_eq!(got.used, [1, 2]);
+    assert_eq!(got.pending, [3]);
+    assert!(got.skipped.is_empty(), "{:?}", got.skipped);
+    for k in &got.keys {
+        check_key(&params, k).unwrap();
+    }
+    // Server 3 is honest: once it answers, nothing bad is reported and
+    // the report closes.
+    gate.open();
+    let mut late = got.late;
+    assert_eq!(late.recv().await, None);
+    // The login secrets that worked are there to keep (3 was not heard).
+    assert_eq!(got.secrets.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    assert!(got.derived);
+}
+
+#[tokio::test]
+async fn a_bad_share_heard_after_the_keys_is_still_named() {
+    let (_pkgs, servers, gate) = three_with_slow_third(true).await;
+    let params = params_of(&servers[0]).await;
+    let (_, got) = fetch_threshold_keys(
+        &params,
+        "alice",
+        &ALICE_PW.into(),
+        &no_otp,
+        &recent_periods(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.used, [1, 2]);
+    assert_eq!(got.pending, [3]);
+    gate.open();
+    let mut late = got.late;
+    let (index, why) = late.recv().await.unwrap();
+    assert_eq!(index, 3);
+    assert!(why.contains("key share") && why.contains("wrong"), "{why}");
+    assert_eq!(late.recv().await, None);
+}
+
+#[tokio::test]
+async fn t_minus_one_good_shares_never_give_keys_even_while_the_last_is_slow() {
+    let (pkgs, servers, gate) = three_with_slow_third(false).await;
+    let params = params_of(&servers[0]).await;
+    let mut servers = servers;
+    // Server 2 is down; server 1 answers at once; server 3 is slow.
+    let s2 = servers.remove(1);
+    s2.stop();
+    let fetch = tokio::spawn(async move {
+        fetch_threshold_keys(
+            &params,
+            "alice",
+            &ALICE_PW.into(),
+            &no_otp,
+            &recent_periods(),
+        )
+        .await
+    });
+    // Server 1 has issued its shares: the phone holds t-1 good ones...
+    loop {
+        let audit = pkgs[0].admin_ok(&["audit", "--user", "alice"], "");
+        if audit.lines().any(|l| l.ends_with("\tissued")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ... and still no keys.
+    assert!(!fetch.is_finished());
+    gate.open();
+    let (_, got) = fetch.await.unwrap().unwrap();
+    assert_eq!(got.used, [1, 3]);
+    assert_eq!(got.skipped.len(), 1, "{:?}", got.skipped);
+    assert_eq!(got.skipped[0].0, 2);
+    drop(servers);
+}
+
+#[tokio::test]
+async fn kept_login_secrets_are_used_and_a_refused_one_is_derived_anew() {
+    let pkgs = three();
+    let servers: Vec<Server> = pkgs.iter().map(Pkg::start).collect();
+    let params = params_of(&servers[0]).await;
+    let pw: SecretString = ALICE_PW.into();
+    let kept = login_secrets(&params, &pw).unwrap();
+    // Kept secrets that all work: nothing derived, nothing to replace.
+    let (_, got) =
+        fetch_threshold_keys_kept(&params, "alice", &kept, &pw, &no_otp, &recent_periods())
+            .await
+            .unwrap();
+    assert!(!got.derived);
+    // A stale secret for server 1 (the password was changed since): the
+    // server refuses it, the phone derives the right one and logs in.
+    // Server 3 is down, so server 1 is needed.
+    let mut servers = servers;
+    servers.pop().unwrap().stop();
+    let mut stale = kept.clone();
+    stale.insert(
+        1,
+        login_secret(&"the old password".into(), DOMAIN, 1).unwrap(),
+    );
+    let (_, got) =
+        fetch_threshold_keys_kept(&params, "alice", &stale, &pw, &no_otp, &recent_periods())
+            .await
+            .unwrap();
+    assert_eq!(got.used, [1, 2]);
+    assert!(got.derived);
+    assert!(
+        got.secrets[&1] == kept[&1],
+        "server 1's secret derived anew"
+    );
+    assert!(got.secrets[&2] == kept[&2]);
+    // Without the password a stale secret is only refused.
+    let only: ibephone::pkg_client::threshold::LoginSecrets =
+        [(1, stale[&1].clone())].into_iter().collect();
+    let e = fetch_threshold_keys_with_secrets(&params, "alice", &only, &no_otp, &recent_periods())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("server 1: "), "{e}");
 }
