@@ -13,8 +13,13 @@
 //! Either way the certificate seen becomes the pin stored with the keys:
 //! later logins, key renewals and SIP over TLS are held to exactly that
 //! certificate, so a certificate that some other trusted CA issues later
-//! for the same name cannot take over the account (a pin is re-learned
-//! only with the user's consent: set up again).
+//! for the same name cannot take over the account. A pin is re-learned
+//! only with the user's consent: by setting up again, or after a CA
+//! renewal ([`recheck_certificate`]): when the pinned certificate is
+//! refused, the PKG is asked again accepting only a certificate that
+//! chains to the trusted roots for its host name and serves the confirmed
+//! parameters; only that one is shown to the user (old and new
+//! fingerprint, the reason) for acceptance. Anything else stays refused.
 
 use super::api::Services;
 use super::{PkgClient, PkgClientError};
