@@ -274,6 +274,7 @@ impl PhoneApp {
             Screen::Phone => super::main_window::show(self, ctx),
         }
         super::certificate_view::show(self, ctx);
+        self.background_flush(ctx);
         if self
             .calls
             .iter()
@@ -285,8 +286,8 @@ impl PhoneApp {
     }
 
     /// The tray's reports, a close request and Ctrl+Q go through the
-    /// [`Background`](super::background::Background) state machine; its
-    /// viewport commands are sent and its sentence shown.
+    /// [`Background`](super::background::Background) state machine
+    /// ([`PhoneApp::background_flush`] then sends what it decided).
     fn background_frame(&mut self, ctx: &egui::Context) {
         if let Some(rx) = &self.tray_events {
             while let Ok(e) = rx.try_recv() {
@@ -301,6 +302,11 @@ impl PhoneApp {
             let phone_running = self.screen != Screen::Wizard;
             self.background.close_requested(phone_running);
         }
+    }
+
+    /// Shows the background's sentence and sends its viewport commands,
+    /// those of this frame's clicks included.
+    fn background_flush(&mut self, ctx: &egui::Context) {
         if let Some(notice) = self.background.take_notice() {
             self.banner(notice, false);
         }
