@@ -213,23 +213,139 @@ mod tests {
         );
     }
 
-    /// With no session bus at all the tray says so (the window then
-    /// minimises instead of hiding): never silence, never a panic.
+    /// The tray against real session buses (`dbus-daemon`, behind
+    /// `IBEPHONE_TEST_DBUS=1`), one after the other in this one test (the
+    /// bus address is the process's environment): no bus at all, a bus
+    /// without a StatusNotifierWatcher (a desktop without tray), and a bus
+    /// with a stand-in watcher and host, where the icon shows and its
+    /// Activate and menu reach the window as events.
     #[test]
-    fn no_session_bus_reports_unavailable() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        // A bus address where nothing listens.
+    fn tray_on_real_session_buses() {
+        if std::env::var("IBEPHONE_TEST_DBUS").as_deref() != Ok("1") {
+            eprintln!("skipped: set IBEPHONE_TEST_DBUS=1 (needs dbus-daemon)");
+            return;
+        }
+        let wait = std::time::Duration::from_secs(20);
+        // 1. An address where nothing listens.
         let dir = tempfile::tempdir().unwrap();
-        let addr = format!("unix:path={}", dir.path().join("no-bus").display());
-        let _tray = with_bus(&addr, || start(tx, Arc::new(|| {})));
-        let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+        let none = format!("unix:path={}", dir.path().join("no-bus").display());
+        std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &none);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _t = start(tx, Arc::new(|| {}));
+        let got = rx.recv_timeout(wait);
         assert!(matches!(got, Ok(TrayEvent::Unavailable(_))), "{got:?}");
+
+        // 2. A bus with no watcher.
+        let bus = Bus::start(dir.path());
+        std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _t = start(tx, Arc::new(|| {}));
+        let got = rx.recv_timeout(wait);
+        assert!(
+            matches!(&got, Ok(TrayEvent::Unavailable(why)) if why.contains("StatusNotifierWatcher")),
+            "{got:?}"
+        );
+
+        // 3. A watcher with a host: shown; Activate asks for the window.
+        let (items_tx, items) = std::sync::mpsc::channel();
+        let conn = zbus::blocking::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .name("org.kde.StatusNotifierWatcher")
+            .unwrap()
+            .serve_at("/StatusNotifierWatcher", Watcher { items: items_tx })
+            .unwrap()
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let w = woken.clone();
+        let tray = start(
+            tx,
+            Arc::new(move || {
+                w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }),
+        );
+        assert_eq!(rx.recv_timeout(wait), Ok(TrayEvent::Shown));
+        let item = items.recv_timeout(wait).unwrap();
+        conn.call_method(
+            Some(item.as_str()),
+            "/StatusNotifierItem",
+            Some("org.kde.StatusNotifierItem"),
+            "Activate",
+            &(0i32, 0i32),
+        )
+        .unwrap();
+        assert_eq!(rx.recv_timeout(wait), Ok(TrayEvent::ShowWindow));
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+        drop(tray);
     }
 
-    fn with_bus<T>(addr: &str, f: impl FnOnce() -> T) -> T {
-        // The variable is read when the tray thread connects; this test
-        // binary's other tests do not use the session bus.
-        std::env::set_var("DBUS_SESSION_BUS_ADDRESS", addr);
-        f()
+    struct Watcher {
+        items: std::sync::mpsc::Sender<String>,
+    }
+
+    #[zbus::interface(name = "org.kde.StatusNotifierWatcher")]
+    impl Watcher {
+        fn register_status_notifier_item(
+            &self,
+            service: &str,
+            #[zbus(header)] hdr: zbus::message::Header<'_>,
+        ) {
+            // ksni registers its well-known name (or a path with the
+            // sender's unique name).
+            let name = if service.starts_with('/') {
+                hdr.sender().map(|s| s.to_string()).unwrap_or_default()
+            } else {
+                service.to_string()
+            };
+            let _ = self.items.send(name);
+        }
+        fn register_status_notifier_host(&self, _service: &str) {}
+        #[zbus(property)]
+        fn is_status_notifier_host_registered(&self) -> bool {
+            true
+        }
+        #[zbus(property)]
+        fn protocol_version(&self) -> i32 {
+            0
+        }
+        #[zbus(property)]
+        fn registered_status_notifier_items(&self) -> Vec<String> {
+            Vec::new()
+        }
+    }
+
+    /// A private session bus (`dbus-daemon --session`) until dropped.
+    struct Bus {
+        child: std::process::Child,
+        address: String,
+    }
+
+    impl Bus {
+        fn start(dir: &std::path::Path) -> Bus {
+            let socket = dir.join("bus");
+            let address = format!("unix:path={}", socket.display());
+            let child = std::process::Command::new("dbus-daemon")
+                .args(["--session", "--nofork", "--nopidfile"])
+                .arg(format!("--address={address}"))
+                .spawn()
+                .expect("dbus-daemon (IBEPHONE_TEST_DBUS=1 needs it)");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !socket.exists() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "dbus-daemon did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Bus { child, address }
+        }
+    }
+
+    impl Drop for Bus {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
