@@ -913,6 +913,18 @@ fn media_options(settings: &Settings) -> MediaOptions {
     }
 }
 
+/// The addresses of the PKG of `url` (empty: the client resolves it).
+async fn pkg_addresses(url: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
+        format!("This computer cannot look up names ({e}). Check its network settings.")
+    })?;
+    let host = crate::pkg_client::PkgClient::new(url, None)
+        .map_err(|e| pkg_error(&e, url))?
+        .host()
+        .to_string();
+    Ok(crate::pkg_client::discovery::host_addresses(&dns, &host).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,16 +959,4 @@ mod tests {
         settings.ice = false;
         assert!(media_options(&settings).ice.is_none());
     }
-}
-
-/// The addresses of the PKG of `url` (empty: the client resolves it).
-async fn pkg_addresses(url: &str) -> Result<Vec<std::net::IpAddr>, String> {
-    let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
-        format!("This computer cannot look up names ({e}). Check its network settings.")
-    })?;
-    let host = crate::pkg_client::PkgClient::new(url, None)
-        .map_err(|e| pkg_error(&e, url))?
-        .host()
-        .to_string();
-    Ok(crate::pkg_client::discovery::host_addresses(&dns, &host).await)
 }

@@ -329,7 +329,7 @@ mod tests {
                 .args(["--session", "--nofork", "--nopidfile"])
                 .arg(format!("--address={address}"))
                 .spawn()
-                .expect("dbus-daemon (IBEPHONE_TEST_DBUS=1 needs it)");
+                .unwrap_or_else(|e| panic!("dbus-daemon (IBEPHONE_TEST_DBUS=1 needs it): {e}"));
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while !socket.exists() {
                 assert!(
