@@ -12,6 +12,7 @@ packages+=(nftables iproute2 iputils-ping conntrack dnsmasq-base tcpdump)   # te
 packages+=(coturn)   # pkg-server/tests/it/relay.rs (IBEPHONE_TEST_COTURN=1) and scripts/bench-relay.sh: the same REST credentials on coturn; tests/it/natlab.rs: the STUN server of the media tests
 packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 packages+=(desktop-file-utils appstream)   # scripts/check-deb.sh: desktop entry and AppStream metadata of the .deb
+packages+=(dbus-daemon)   # src/ui/tray.rs (IBEPHONE_TEST_DBUS=1): the tray icon on private session buses
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

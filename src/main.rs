@@ -22,6 +22,10 @@ struct Cli {
     /// pcap decrypt`; the window warns while it is on.
     #[arg(long, value_name = "FILE")]
     keylog: Option<std::path::PathBuf>,
+    /// Desktop app: start hidden in the tray (minimised where the desktop
+    /// has no tray), as the login autostart entry does.
+    #[arg(long)]
+    background: bool,
     /// Detail of the diagnostic log (window and agent): off, error, warn,
     /// info, debug or trace. It never holds keys, passwords or message text.
     #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
@@ -157,7 +161,7 @@ fn run() -> Result<ExitCode> {
                         path.display()
                     );
                 }
-                ibephone::ui::run_desktop(cli.keylog)?;
+                ibephone::ui::run_desktop(cli.keylog, cli.background)?;
                 Ok(ExitCode::SUCCESS)
             }
             #[cfg(not(feature = "gui"))]

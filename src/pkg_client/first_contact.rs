@@ -13,8 +13,13 @@
 //! Either way the certificate seen becomes the pin stored with the keys:
 //! later logins, key renewals and SIP over TLS are held to exactly that
 //! certificate, so a certificate that some other trusted CA issues later
-//! for the same name cannot take over the account (a pin is re-learned
-//! only with the user's consent: set up again).
+//! for the same name cannot take over the account. A pin is re-learned
+//! only with the user's consent: by setting up again, or after a CA
+//! renewal ([`recheck_certificate`]): when the pinned certificate is
+//! refused, the PKG is asked again accepting only a certificate that
+//! chains to the trusted roots for its host name and serves the confirmed
+//! parameters; only that one is shown to the user (old and new
+//! fingerprint, the reason) for acceptance. Anything else stays refused.
 
 use super::api::Services;
 use super::{PkgClient, PkgClientError};
@@ -90,4 +95,84 @@ pub async fn first_contact(
         params,
         services,
     })
+}
+
+/// A changed PKG certificate that the trusted roots vouch for: what the
+/// user is shown before the pin may be re-learned (a CA renewal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRenewal {
+    /// The PKG's host name the new certificate is valid for.
+    pub host: String,
+    /// The pinned fingerprint (SHA-256 of the old certificate).
+    pub old: [u8; 32],
+    /// The new certificate's fingerprint: the pin once accepted.
+    pub new: [u8; 32],
+    /// Why it may be accepted, for people.
+    pub reason: String,
+}
+
+/// What [`recheck_certificate`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateCheck {
+    /// The PKG still shows the pinned certificate: nothing to re-learn.
+    Unchanged,
+    /// Another certificate, vouched for by the roots for the PKG's host
+    /// name, with the same parameters: may be pinned with consent.
+    Renewed(CertificateRenewal),
+    /// Another certificate the roots do not vouch for (self-signed, an
+    /// unknown issuer, another name), no roots, or other parameters: the
+    /// pin stands and the PKG stays refused. The reason, for the log.
+    Refused(String),
+}
+
+/// After a pin mismatch: asks the PKG at `url` (connecting to `addrs`
+/// when given) again, this time accepting only a certificate that chains
+/// to `roots` for the URL's host name, and compares its parameters with
+/// the confirmed `params_fingerprint`. Only then is the new certificate
+/// offered ([`CertificateCheck::Renewed`]); the pin is never changed here.
+/// Errors other than TLS (unreachable, a bad answer) are returned.
+pub async fn recheck_certificate(
+    url: &str,
+    addrs: &[IpAddr],
+    roots: Option<Arc<RootCertStore>>,
+    pinned: [u8; 32],
+    params_fingerprint: [u8; 32],
+) -> Result<CertificateCheck, PkgClientError> {
+    let Some(roots) = roots else {
+        return Ok(CertificateCheck::Refused(
+            "no trusted roots on this computer".into(),
+        ));
+    };
+    let client = PkgClient::with_roots(url, roots)?.with_addresses(addrs);
+    let params = match client.params().await {
+        Ok(p) => p,
+        Err(PkgClientError::Tls(why)) => {
+            return Ok(CertificateCheck::Refused(format!(
+                "the new certificate is not vouched for by the trusted roots: {why}"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
+    let new = client
+        .pinned_fingerprint()
+        .ok_or_else(|| PkgClientError::Tls("no certificate was accepted".into()))?;
+    if bool::from(subtle::ConstantTimeEq::ct_eq(&new[..], &pinned[..])) {
+        return Ok(CertificateCheck::Unchanged);
+    }
+    if params.fingerprint() != params_fingerprint {
+        return Ok(CertificateCheck::Refused(
+            "the provider's parameters changed as well: not a certificate renewal".into(),
+        ));
+    }
+    let host = client.host().to_string();
+    Ok(CertificateCheck::Renewed(CertificateRenewal {
+        reason: format!(
+            "Its new certificate is issued for {host} by a certificate authority this computer \
+             trusts, and the provider's keys (its parameter fingerprint) are unchanged: this \
+             looks like a routine certificate renewal."
+        ),
+        host,
+        old: pinned,
+        new,
+    }))
 }

@@ -12,6 +12,25 @@ use crate::pkg_client::seal::{replace_secret_file, SealKey};
 use crate::pkg_client::sealed_file::private_key_file;
 use crate::pkg_client::{store, KeyStore, PkgClient, PkgClientError, Unlock};
 
+/// Why [`renew_keys`] failed.
+#[derive(Debug)]
+pub(super) struct RenewError {
+    /// A sentence for people.
+    pub message: String,
+    /// The PKG showed another certificate than the pinned one (maybe a
+    /// CA renewal the user may accept, see `Request::RecheckCertificate`).
+    pub pin_mismatch: bool,
+}
+
+impl From<String> for RenewError {
+    fn from(message: String) -> Self {
+        RenewError {
+            message,
+            pin_mismatch: false,
+        }
+    }
+}
+
 /// Logs in with the stored password and fetches the keys of this and the
 /// next period, storing them; returns every stored key.
 pub(super) async fn renew_keys(
@@ -20,9 +39,12 @@ pub(super) async fn renew_keys(
     params: &PublicParams,
     pin: Option<[u8; 32]>,
     password: &SecretString,
-) -> Result<Vec<PrivateKeys>, String> {
+) -> Result<Vec<PrivateKeys>, RenewError> {
     let url = settings.pkg_url.trim().to_string();
-    let pkg = |e: PkgClientError| pkg_error(&e, &url);
+    let pkg = |e: PkgClientError| RenewError {
+        pin_mismatch: matches!(e, PkgClientError::PinMismatch { .. }),
+        message: pkg_error(&e, &url),
+    };
     let client = PkgClient::new(&url, pin).map_err(pkg)?;
     let session = client
         .login(settings.user.trim(), password)
@@ -49,6 +71,7 @@ pub(super) async fn renew_keys(
     })
     .await
     .map_err(|e| format!("saving failed ({e})"))?
+    .map_err(RenewError::from)
 }
 
 /// A new device name for this computer's phone (`desktop-` and 6 random

@@ -82,6 +82,16 @@ pub struct PhoneApp {
     pub recent_errors: super::diagnostics::RecentErrors,
     /// The last diagnostics report copied (shown under the button).
     pub diagnostics_copied: Option<String>,
+    /// Closing, the tray, Quit and incoming calls: where the window goes.
+    pub background: super::background::Background,
+    /// The tray driver's reports, once attached ([`PhoneApp::attach_tray`]).
+    tray_events: Option<std::sync::mpsc::Receiver<super::background::TrayEvent>>,
+    /// The running tray icon (removed when the app ends).
+    _tray: Option<super::tray::Tray>,
+    /// The "Start at login" entry's path (None: no config directory known).
+    pub autostart_path: Option<std::path::PathBuf>,
+    /// A renewed PKG certificate waiting for the user's consent.
+    pub certificate_renewal: Option<crate::pkg_client::first_contact::CertificateRenewal>,
 }
 
 impl PhoneApp {
@@ -171,6 +181,11 @@ impl PhoneApp {
             keylog,
             recent_errors: Default::default(),
             diagnostics_copied: None,
+            background: super::background::Background::new(false),
+            tray_events: None,
+            _tray: None,
+            autostart_path: super::autostart::path(),
+            certificate_renewal: None,
         };
         if set_up {
             app.request(Request::StartStored {
@@ -219,12 +234,29 @@ impl PhoneApp {
         self.ringer = ringer;
     }
 
+    /// Takes the tray's reports from `events` from now on; `tray` is kept
+    /// running for as long as the app.
+    pub fn attach_tray(
+        &mut self,
+        events: std::sync::mpsc::Receiver<super::background::TrayEvent>,
+        tray: super::tray::Tray,
+    ) {
+        self.tray_events = Some(events);
+        self._tray = Some(tray);
+    }
+
+    /// Quit: ends the app (the window closes for good, the phone stops).
+    pub fn quit(&mut self) {
+        self.background.quit();
+    }
+
     /// Takes every waiting update, rings while a call for us waits, and
     /// draws one frame.
     pub fn show(&mut self, ctx: &egui::Context) {
         while let Some(u) = self.backend.try_recv() {
             self.apply(u);
         }
+        self.background_frame(ctx);
         let call_waiting = self
             .calls
             .iter()
@@ -241,6 +273,8 @@ impl PhoneApp {
             Screen::Starting => super::wizard::show_starting(self, ctx),
             Screen::Phone => super::main_window::show(self, ctx),
         }
+        super::certificate_view::show(self, ctx);
+        self.background_flush(ctx);
         if self
             .calls
             .iter()
@@ -248,6 +282,36 @@ impl PhoneApp {
         {
             // The call timer.
             ctx.request_repaint_after(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// The tray's reports, a close request and Ctrl+Q go through the
+    /// [`Background`](super::background::Background) state machine
+    /// ([`PhoneApp::background_flush`] then sends what it decided).
+    fn background_frame(&mut self, ctx: &egui::Context) {
+        if let Some(rx) = &self.tray_events {
+            while let Ok(e) = rx.try_recv() {
+                self.background.tray_event(e);
+            }
+        }
+        let quit_keys = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::Q);
+        if ctx.input_mut(|i| i.consume_shortcut(&quit_keys)) {
+            self.background.quit();
+        }
+        if ctx.input(|i| i.viewport().close_requested()) {
+            let phone_running = self.screen != Screen::Wizard;
+            self.background.close_requested(phone_running);
+        }
+    }
+
+    /// Shows the background's sentence and sends its viewport commands,
+    /// those of this frame's clicks included.
+    fn background_flush(&mut self, ctx: &egui::Context) {
+        if let Some(notice) = self.background.take_notice() {
+            self.banner(notice, false);
+        }
+        for c in self.background.take_commands() {
+            ctx.send_viewport_cmd(c);
         }
     }
 
@@ -322,6 +386,7 @@ impl PhoneApp {
                 }
             }
             Update::Notice(text) => self.banner(text, false),
+            Update::CertificateRenewed(r) => self.certificate_renewal = Some(r),
             Update::LoggedOut => {
                 self.ready = None;
                 self.calls.clear();
@@ -465,6 +530,8 @@ impl PhoneApp {
                 c.tunneled = tunneled;
                 c.waiting = waiting;
                 self.calls.push(c);
+                // Up from the tray (or minimised, or behind), asking for attention.
+                self.background.incoming_call();
             }
             AgentEvent::TransferRequested { by, to, .. } => {
                 let who = by.unwrap_or_else(|| "The other side".into());

@@ -23,7 +23,10 @@ use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
-use crate::pkg_client::first_contact::{first_contact, FirstContact, FirstTrust};
+use crate::pkg_client::first_contact::{
+    first_contact, recheck_certificate, CertificateCheck, CertificateRenewal, FirstContact,
+    FirstTrust,
+};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::PkgClientError;
 use crate::pkg_client::TurnCredentials;
@@ -79,6 +82,20 @@ pub enum Request {
     /// the platform's (pkg-api.md "Discovery", item 1): for a deployment
     /// with its own CA, and for tests with a test CA.
     UseTrustRoots(Arc<RootCertStore>),
+    /// The PKG showed a certificate other than the pinned one: ask it
+    /// again, accepting only a certificate chaining to the trusted roots
+    /// for its host name with the confirmed parameters
+    /// ([`recheck_certificate`]); then [`Update::CertificateRenewed`] for
+    /// the user to decide, else the refusal stands ([`Update::Failed`]).
+    RecheckCertificate,
+    /// The user accepted the renewed certificate `new` in place of `old`:
+    /// pin it (only if `old` is still the pin) and restart the phone.
+    AcceptCertificate {
+        /// The pin the user saw replaced.
+        old: [u8; 32],
+        /// The certificate accepted.
+        new: [u8; 32],
+    },
     /// A command for the running agent.
     Agent(AgentCommand),
     /// Stop the agent and wipe the keys and the stored password.
@@ -142,6 +159,10 @@ pub enum Update {
     Agent(AgentEvent),
     /// Something the user should know that does not stop the phone.
     Notice(String),
+    /// The PKG's certificate changed and the trusted roots vouch for the
+    /// new one: the user is shown old and new fingerprint and the reason,
+    /// and may accept ([`Request::AcceptCertificate`]).
+    CertificateRenewed(CertificateRenewal),
     /// Keys and password are wiped; the wizard can start over.
     LoggedOut,
 }
@@ -193,7 +214,7 @@ impl Backend {
         let (requests, rx) = mpsc::unbounded_channel();
         let (tx, updates) = std::sync::mpsc::channel();
         let reporter = Reporter { tx, wake };
-        runtime.spawn(worker(dirs, keylog, rx, reporter));
+        runtime.spawn(worker(dirs, keylog, rx, requests.clone(), reporter));
         Ok(Backend {
             runtime: Some(runtime),
             requests,
@@ -280,12 +301,15 @@ struct Worker {
     roots: Option<Arc<RootCertStore>>,
     /// Keeps the running agent's relay credentials fresh.
     relay: Option<tokio::task::JoinHandle<()>>,
+    /// The worker's own queue (the renewer asks for a certificate recheck).
+    requests: mpsc::UnboundedSender<Request>,
 }
 
 async fn worker(
     dirs: AppDirs,
     keylog: Option<std::path::PathBuf>,
     mut rx: mpsc::UnboundedReceiver<Request>,
+    requests: mpsc::UnboundedSender<Request>,
     report: Reporter,
 ) {
     let mut w = Worker {
@@ -296,6 +320,7 @@ async fn worker(
         renewer: None,
         roots: None,
         relay: None,
+        requests,
     };
     while let Some(r) = rx.recv().await {
         match r {
@@ -324,6 +349,19 @@ async fn worker(
                 }
             }
             Request::UseTrustRoots(roots) => w.roots = Some(roots),
+            Request::RecheckCertificate => w.recheck_certificate().await,
+            Request::AcceptCertificate { old, new } => match w.accept_certificate(old, new).await {
+                Ok(settings) => {
+                    w.report.send(Update::Notice(
+                        "The provider's new certificate is pinned; the phone restarts with it."
+                            .into(),
+                    ));
+                    if let Err(message) = w.start_stored(settings).await {
+                        w.report.fail(message);
+                    }
+                }
+                Err(message) => w.report.fail(message),
+            },
             Request::Agent(cmd) => match &w.agent {
                 Some(a) => {
                     if a.send(cmd).await.is_err() {
@@ -569,9 +607,14 @@ impl Worker {
                     });
                 }
                 Err(e) => {
+                    if e.pin_mismatch {
+                        // Maybe a CA renewal: offered to the user if so.
+                        let _ = self.requests.send(Request::RecheckCertificate);
+                    }
                     return Err(format!(
-                        "Your keys for {current} are missing and could not be fetched: {e}"
-                    ))
+                        "Your keys for {current} are missing and could not be fetched: {}",
+                        e.message
+                    ));
                 }
             }
             self.report.progress(2, 2, "Registering with the network");
@@ -595,8 +638,77 @@ impl Worker {
         params: &PublicParams,
         pin: Option<[u8; 32]>,
         password: &SecretString,
-    ) -> Result<Vec<PrivateKeys>, String> {
+    ) -> Result<Vec<PrivateKeys>, super::account::RenewError> {
         renew_keys(&self.dirs, settings, params, pin, password).await
+    }
+
+    /// [`Request::RecheckCertificate`]: the stored pin and parameters
+    /// against what the PKG shows now, by the trusted roots.
+    async fn recheck_certificate(&mut self) {
+        let dirs = self.dirs.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            let settings = Settings::load(&dirs.settings()).map_err(|e| e.to_string())?;
+            load_account(&dirs).map(|a| (settings, a))
+        })
+        .await;
+        let (settings, (params, _, pin, _, _)) = match opened {
+            Ok(Ok(v)) => v,
+            Ok(Err(message)) => return self.report.fail(message),
+            Err(e) => return self.report.fail(format!("Reading your keys failed ({e}).")),
+        };
+        let url = settings.pkg_url.trim().to_string();
+        let Some(pin) = pin else {
+            return; // Nothing pinned: nothing to re-learn.
+        };
+        let refused = || {
+            pkg_error(
+                &PkgClientError::PinMismatch {
+                    pinned: fingerprint_hex(&pin),
+                    presented: String::new(),
+                },
+                &url,
+            )
+        };
+        let addrs = match pkg_addresses(&url).await {
+            Ok(a) => a,
+            Err(message) => return self.report.fail(message),
+        };
+        let roots = self.trust_roots();
+        match recheck_certificate(&url, &addrs, roots, pin, params.fingerprint()).await {
+            Ok(CertificateCheck::Renewed(r)) => self.report.send(Update::CertificateRenewed(r)),
+            Ok(CertificateCheck::Unchanged) => {}
+            Ok(CertificateCheck::Refused(why)) => {
+                tracing::warn!(%why, "the PKG's changed certificate is refused");
+                self.report.fail(refused());
+            }
+            Err(e) => self.report.fail(pkg_error(&e, &url)),
+        }
+    }
+
+    /// [`Request::AcceptCertificate`]: pins `new` if `old` is still the
+    /// pin; returns the settings to restart with.
+    async fn accept_certificate(
+        &mut self,
+        old: [u8; 32],
+        new: [u8; 32],
+    ) -> Result<Settings, String> {
+        self.stop_agent().await;
+        let dirs = self.dirs.clone();
+        tokio::task::spawn_blocking(move || {
+            let here = |e: PkgClientError| pkg_error(&e, "this computer");
+            let mut s =
+                crate::pkg_client::KeyStore::open(&dirs.keys(), crate::pkg_client::Unlock::KeyFile)
+                    .map_err(here)?;
+            if s.pkg_pin() != Some(old) {
+                return Err(
+                    "The pinned certificate changed meanwhile; nothing was accepted.".to_string(),
+                );
+            }
+            s.set_pkg_pin(new).map_err(here)?;
+            Settings::load(&dirs.settings()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("Saving the certificate failed ({e})."))?
     }
 
     async fn run_agent(
@@ -731,6 +843,7 @@ impl Worker {
         let renewal = Renewal::new(pkg, aor.clone(), password.clone(), held);
         let report = self.report.clone();
         let url = settings.pkg_url.trim().to_string();
+        let requests = self.requests.clone();
         let mut told = false;
         self.renewer = Some(tokio::spawn(renewal.run(
             inbox,
@@ -747,7 +860,13 @@ impl Worker {
                         return;
                     }
                     Ok(RenewOutcome::Unreachable(why)) => why,
-                    Err(KeyError::Pkg { source, .. }) => pkg_error(&source, &url),
+                    Err(KeyError::Pkg { source, .. }) => {
+                        if matches!(source, PkgClientError::PinMismatch { .. }) && !told {
+                            // Maybe a CA renewal: offered to the user if so.
+                            let _ = requests.send(Request::RecheckCertificate);
+                        }
+                        pkg_error(&source, &url)
+                    }
                     Err(KeyError::Otp { .. }) => {
                         "your provider asks for the one-time code from your authenticator app".into()
                     }
@@ -807,6 +926,18 @@ fn proxy_setting(t: &crate::pkg_client::discovery::SipTarget) -> String {
         SipTransport::Tcp => format!("sip:{};transport=tcp", t.addr),
         SipTransport::Udp => t.addr.to_string(),
     }
+}
+
+/// The addresses of the PKG of `url` (empty: the client resolves it).
+async fn pkg_addresses(url: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let dns = crate::pkg_client::discovery::dns_from_env().map_err(|e| {
+        format!("This computer cannot look up names ({e}). Check its network settings.")
+    })?;
+    let host = crate::pkg_client::PkgClient::new(url, None)
+        .map_err(|e| pkg_error(&e, url))?
+        .host()
+        .to_string();
+    Ok(crate::pkg_client::discovery::host_addresses(&dns, &host).await)
 }
 
 #[cfg(test)]

@@ -24,6 +24,11 @@
 //!   what the window shows; no secrets).
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
+//! - [`background`]: what closing, the tray, Quit and an incoming call do
+//!   to the window (a state machine; hides only into a shown tray, else
+//!   minimises); [`tray`]: the tray icon, a thin driver reporting to it.
+//! - [`autostart`]: the "Start at login" XDG autostart entry.
+//! - [`certificate_view`]: a renewed PKG certificate shown for consent.
 //!
 //! Files live in one data directory ([`AppDirs`]): `settings.json`,
 //! `contacts.json`, `history.json` (not secret), `keys/` (the sealed
@@ -37,9 +42,12 @@
 pub mod account;
 pub mod app;
 pub mod audio_devices;
+pub mod autostart;
 pub mod avatar;
 pub mod backend;
+pub mod background;
 pub mod call_view;
+pub mod certificate_view;
 pub mod contacts;
 pub mod contacts_view;
 pub mod diagnostics;
@@ -54,6 +62,7 @@ pub mod settings;
 pub mod settings_view;
 pub mod state;
 pub mod status;
+pub mod tray;
 pub mod wizard;
 
 pub use app::PhoneApp;
@@ -102,9 +111,11 @@ pub const DEFAULT_SIZE: [f32; 2] = [760.0, 560.0];
 /// The smallest size the window can be made (points).
 pub const MIN_SIZE: [f32; 2] = [520.0, 420.0];
 
-/// Opens the window and runs until it is closed. The data directory is
-/// `IBEPHONE_DATA_DIR` when set, else the platform's data directory.
-pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
+/// Opens the window and runs until the user quits (closing the window
+/// keeps the phone in the tray, see [`background`]). The data directory is
+/// `IBEPHONE_DATA_DIR` when set, else the platform's data directory. With
+/// `start_hidden` (`--background`) the window goes to the tray at once.
+pub fn run_desktop(keylog: Option<std::path::PathBuf>, start_hidden: bool) -> Result<(), UiError> {
     let dirs = AppDirs::from_env().ok_or(UiError::NoDataDir)?;
     let mut viewport = egui::ViewportBuilder::default()
         .with_title("ibephone")
@@ -125,7 +136,12 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>) -> Result<(), UiError> {
         Box::new(move |cc| {
             // Light or dark as the desktop is, and along when it switches.
             cc.egui_ctx.set_theme(egui::ThemePreference::System);
-            let app = PhoneApp::with_keylog(dirs, cc.egui_ctx.clone(), keylog)?;
+            let mut app = PhoneApp::with_keylog(dirs, cc.egui_ctx.clone(), keylog)?;
+            app.background = background::Background::new(start_hidden);
+            let (tx, rx) = std::sync::mpsc::channel();
+            let ctx = cc.egui_ctx.clone();
+            let tray = tray::start(tx, std::sync::Arc::new(move || ctx.request_repaint()));
+            app.attach_tray(rx, tray);
             Ok(Box::new(app) as Box<dyn eframe::App>)
         }),
     )

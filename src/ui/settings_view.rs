@@ -1,6 +1,7 @@
 //! The settings tab: security policy, privacy, ring volume, audio devices,
-//! voice processing, SIP addresses, the provider's fingerprints, and logging out (which
-//! wipes the keys). Changes that the agent needs restart it.
+//! voice processing, start at login, SIP addresses, the provider's
+//! fingerprints, logging out (which wipes the keys) and quitting. Changes
+//! that the agent needs restart it.
 
 use super::app::PhoneApp;
 use super::audio_devices::{Devices, SYSTEM_DEFAULT};
@@ -15,6 +16,8 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let ctx = ui.ctx().clone();
     app.devices.start(move || ctx.request_repaint());
     let mut refresh = false;
+    let mut autostart_result = None;
+    let app_autostart = app.autostart_path.as_deref();
     let d = &mut app.settings_draft;
     egui::Grid::new("settings").num_columns(2).show(ui, |ui| {
         ui.label("Unprotected calls");
@@ -92,6 +95,9 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
         )
         .on_hover_text("Keeps your speaker's sound out of your microphone, so the other side does not hear itself. Turn it off with a headset if your voice sounds cut.");
         ui.end_row();
+        ui.label("Start at login");
+        start_at_login(app_autostart, ui, &mut autostart_result);
+        ui.end_row();
         let l = ui.label("SIP proxy");
         ui.text_edit_singleline(&mut d.sip_proxy).labelled_by(l.id);
         ui.end_row();
@@ -101,6 +107,12 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
     });
     if refresh {
         app.devices = Devices::NotListed;
+    }
+    match autostart_result {
+        Some(Ok(true)) => app.banner("ibephone now starts in the tray when you log in.", false),
+        Some(Ok(false)) => app.banner("ibephone no longer starts when you log in.", false),
+        Some(Err(e)) => app.banner(format!("Start at login could not be changed ({e})."), true),
+        None => {}
     }
     let changed = app.settings_draft != app.settings;
     ui.horizontal(|ui| {
@@ -172,8 +184,45 @@ pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
                 app.confirm_logout = false;
             }
         });
-    } else if ui.button("Log out").clicked() {
-        app.confirm_logout = true;
+    } else {
+        ui.horizontal(|ui| {
+            if ui.button("Log out").clicked() {
+                app.confirm_logout = true;
+            }
+            if ui
+                .button("Quit ibephone")
+                .on_hover_text("Ends the phone: calls no longer reach you until you start it again (closing the window keeps it running).")
+                .clicked()
+            {
+                app.quit();
+            }
+        });
+    }
+}
+
+/// The "Start at login" switch: the autostart entry's presence, changed at
+/// once (not on Apply: it is a file of the desktop, not a phone setting).
+/// `result`: what a change did (Ok(on) or the error).
+fn start_at_login(
+    path: Option<&std::path::Path>,
+    ui: &mut egui::Ui,
+    result: &mut Option<Result<bool, super::UiError>>,
+) {
+    let Some(path) = path else {
+        ui.weak("not available: no configuration directory (set HOME or XDG_CONFIG_HOME)");
+        return;
+    };
+    let mut on = super::autostart::is_enabled(path);
+    let r = ui
+        .checkbox(&mut on, "start ibephone in the tray when I log in")
+        .on_hover_text(format!("Changes at once: {}", path.display()));
+    if r.changed() {
+        *result = Some(
+            std::env::current_exe()
+                .map_err(|e| super::UiError::Input(format!("this program's path is unknown: {e}")))
+                .and_then(|exe| super::autostart::set(path, on, &exe))
+                .map(|()| on),
+        );
     }
 }
 

@@ -205,3 +205,180 @@ fn wizard_takes_the_next_sip_target_when_the_first_does_not_answer() {
     h.get_by_label("They match: log in").click();
     wait_for(&mut h, "Your phone is ready", 30);
 }
+
+/// The pin the tests below pretend was the provider's old certificate.
+const OLD_PIN: [u8; 32] = [7; 32];
+
+/// Replaces the stored pin (as if the provider's certificate had been
+/// another one when the phone was set up).
+fn set_stored_pin(dir: &std::path::Path, pin: [u8; 32]) {
+    let mut s = ibephone::pkg_client::KeyStore::open(
+        &AppDirs::at(dir).keys(),
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap();
+    s.set_pkg_pin(pin).unwrap();
+}
+
+fn stored_pin(dir: &std::path::Path) -> Option<[u8; 32]> {
+    ibephone::pkg_client::KeyStore::open(
+        &AppDirs::at(dir).keys(),
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap()
+    .pkg_pin()
+}
+
+/// The recheck after a pin mismatch offers a new certificate only when it
+/// chains to the roots for the PKG's host name and the parameters are the
+/// confirmed ones; the same certificate is "unchanged".
+#[test]
+fn recheck_offers_only_a_vouched_certificate_with_the_same_parameters() {
+    use ibephone::pkg_client::first_contact::{recheck_certificate, CertificateCheck};
+    let ca = TestCa::new();
+    let p = Provider::start_with_cert(Some(ca.issue("pkg.atlanta.invalid")));
+    let url = url_as(&p, "pkg.atlanta.invalid");
+    p.rt.block_on(async {
+        let params = PkgClient::new(&url, Some(p.fingerprint))
+            .unwrap()
+            .with_addresses(&LOOPBACK)
+            .params()
+            .await
+            .unwrap()
+            .fingerprint();
+        let check = |roots, pin, params| recheck_certificate(&url, &LOOPBACK, roots, pin, params);
+        match check(Some(ca.roots()), OLD_PIN, params).await.unwrap() {
+            CertificateCheck::Renewed(r) => {
+                assert_eq!((r.old, r.new), (OLD_PIN, p.fingerprint));
+                assert_eq!(r.host, "pkg.atlanta.invalid");
+                assert!(r
+                    .reason
+                    .contains("certificate authority this computer trusts"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            check(Some(ca.roots()), p.fingerprint, params)
+                .await
+                .unwrap(),
+            CertificateCheck::Unchanged
+        );
+        // Other parameters: not a renewal, whatever the certificate.
+        assert!(matches!(
+            check(Some(ca.roots()), OLD_PIN, [1; 32]).await.unwrap(),
+            CertificateCheck::Refused(why) if why.contains("parameters")
+        ));
+        // Roots that do not hold the issuer, or none: refused.
+        assert!(matches!(
+            check(Some(TestCa::new().roots()), OLD_PIN, params)
+                .await
+                .unwrap(),
+            CertificateCheck::Refused(_)
+        ));
+        assert!(matches!(
+            check(None, OLD_PIN, params).await.unwrap(),
+            CertificateCheck::Refused(_)
+        ));
+    });
+    // The same CA's certificate for another name: refused.
+    let evil = Provider::start_with_cert(Some(ca.issue("pkg.evil.invalid")));
+    let url = url_as(&evil, "pkg.atlanta.invalid");
+    evil.rt.block_on(async {
+        let params = PkgClient::new(&url, Some(evil.fingerprint))
+            .unwrap()
+            .with_addresses(&LOOPBACK)
+            .params()
+            .await
+            .unwrap()
+            .fingerprint();
+        let got = recheck_certificate(&url, &LOOPBACK, Some(ca.roots()), OLD_PIN, params)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&got, CertificateCheck::Refused(why) if why.contains("not valid for name")),
+            "{got:?}"
+        );
+    });
+}
+
+/// A CA renewal: the phone shows old and new fingerprint and the reason;
+/// Refuse keeps the old pin, Accept pins the new certificate and the phone
+/// starts again with it.
+#[test]
+fn a_renewed_certificate_is_pinned_only_with_consent() {
+    use egui_kittest::kittest::Queryable;
+    use ibephone::ui::certificate_view::{ACCEPT, REFUSE, TITLE};
+    let ca = TestCa::new();
+    let p = Provider::start_with_cert(Some(ca.issue("127.0.0.1")));
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = phone(AppDirs::at(dir.path()));
+    h.state_mut().request(Request::UseTrustRoots(ca.roots()));
+    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
+    type_into(&mut h, "Password", ALICE_PW);
+    h.state_mut().wizard.url = p.url.clone();
+    h.state_mut().wizard.sip_proxy = p.proxy.to_string();
+    h.get_by_label("Connect").click();
+    wait_for(&mut h, "They match: log in", 20);
+    h.get_by_label("They match: log in").click();
+    wait_for(&mut h, "Your phone is ready", 30);
+    assert_eq!(stored_pin(dir.path()), Some(p.fingerprint));
+    set_stored_pin(dir.path(), OLD_PIN);
+    // What the backend does on a pin mismatch.
+    h.state_mut().request(Request::RecheckCertificate);
+    wait_for(&mut h, TITLE, 20);
+    assert!(
+        shows(&h, &fingerprint::short(&OLD_PIN)),
+        "the old fingerprint"
+    );
+    assert!(
+        shows(&h, &fingerprint::short(&p.fingerprint)),
+        "the new fingerprint"
+    );
+    assert!(shows(&h, "certificate authority this computer trusts"));
+    h.get_by_label(REFUSE).click_accesskit();
+    h.run_steps(2);
+    assert!(
+        h.state().certificate_renewal.is_none(),
+        "{:?}",
+        h.state().banners
+    );
+    assert!(!shows(&h, TITLE));
+    assert!(shows(&h, "You refused the provider's new certificate"));
+    assert_eq!(stored_pin(dir.path()), Some(OLD_PIN), "refused: unchanged");
+    h.state_mut().request(Request::RecheckCertificate);
+    wait_for(&mut h, TITLE, 20);
+    h.run_steps(3);
+    // The accessibility click (as a screen reader would): the window
+    // fades in over several frames before it takes pointer clicks.
+    h.get_by_label(ACCEPT).click_accesskit();
+    wait_for(&mut h, "new certificate is pinned", 20);
+    assert_eq!(
+        stored_pin(dir.path()),
+        Some(p.fingerprint),
+        "accepted: pinned"
+    );
+    wait_for(&mut h, "Ready", 30);
+}
+
+/// The refusal of today stands for a changed certificate the roots do not
+/// vouch for (here a self-signed one): no question, the pin unchanged.
+#[test]
+fn a_changed_certificate_the_roots_do_not_vouch_for_stays_refused() {
+    use ibephone::ui::certificate_view::TITLE;
+    let ca = TestCa::new();
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = phone(AppDirs::at(dir.path()));
+    set_up(&mut h, &p, "alice", ALICE_PW);
+    set_stored_pin(dir.path(), OLD_PIN);
+    h.state_mut().request(Request::UseTrustRoots(ca.roots()));
+    h.state_mut().request(Request::RecheckCertificate);
+    wait_for(
+        &mut h,
+        "shows a different certificate than the one you confirmed",
+        20,
+    );
+    assert!(!shows(&h, TITLE));
+    assert!(h.state().certificate_renewal.is_none());
+    assert_eq!(stored_pin(dir.path()), Some(OLD_PIN));
+}

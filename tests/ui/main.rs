@@ -10,6 +10,7 @@
 #[path = "../ui_support/mod.rs"]
 mod ui_support;
 
+mod desktop;
 mod first_contact;
 mod key_renewal;
 mod ui_phone;

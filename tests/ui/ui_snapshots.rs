@@ -28,15 +28,25 @@ const NOW_UNIX: u64 = 1_797_336_000;
 
 /// A window of fixed size on a fresh data directory, its clock frozen.
 fn window(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
+    window_themed(dir, egui::Theme::Dark)
+}
+
+/// As [`window`] in `theme` (the system's, in the app).
+fn window_themed(dir: &std::path::Path, theme: egui::Theme) -> Harness<'static, PhoneApp> {
     let mut app = PhoneApp::new(AppDirs::at(dir), egui::Context::default()).unwrap();
     app.clock = Clock::Frozen {
         unix: NOW_UNIX,
         instant: Instant::now(),
     };
+    // Not this machine's autostart entry: the switch draws off.
+    app.autostart_path = Some(
+        dir.join("autostart")
+            .join(ibephone::ui::autostart::FILE_NAME),
+    );
     let mut h = Harness::builder()
         .with_size(egui::vec2(760.0, 560.0))
         .with_pixels_per_point(1.0)
-        .with_theme(egui::Theme::Dark)
+        .with_theme(theme)
         .renderer(SoftRenderer::new())
         .build_state(|ctx, app: &mut PhoneApp| app.show(ctx), app);
     h.run_steps(2);
@@ -79,7 +89,12 @@ fn check(h: &mut Harness<'static, PhoneApp>, name: &str) {
 
 /// A phone registered as bob at atlanta.invalid.
 fn ready(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
-    let mut h = window(dir);
+    ready_themed(dir, egui::Theme::Dark)
+}
+
+/// As [`ready`] in `theme`.
+fn ready_themed(dir: &std::path::Path, theme: egui::Theme) -> Harness<'static, PhoneApp> {
+    let mut h = window_themed(dir, theme);
     let app = h.state_mut();
     app.screen = Screen::Phone;
     app.settings.pkg_url = "https://pkg.atlanta.invalid:8443".into();
@@ -217,6 +232,17 @@ fn incoming_call_verified_and_unverified() {
     incoming(&mut h, false);
     assert!(shows(&h, "identity NOT verified"));
     check(&mut h, "incoming_unverified");
+}
+
+/// The light theme (a desktop in light mode): the incoming call with its
+/// verified badge, the screen where contrast matters most.
+#[test]
+fn light_theme_incoming_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_themed(dir.path(), egui::Theme::Light);
+    incoming(&mut h, true);
+    assert!(shows(&h, "✔ verified: sip:alice@atlanta.invalid"));
+    check(&mut h, "incoming_verified_light");
 }
 
 #[test]
