@@ -475,18 +475,26 @@ fn other_protocols_cannot_be_judged() {
         Verdict::CannotJudge,
         "IP protocol 132",
     );
-    // A UDP datagram that is neither SIP nor RTP.
+    // A UDP datagram that is neither SIP nor RTP (nor STUN, DNS or TURN).
+    judged(
+        &udp_one(b"0 hello bob, it's alice: call me at home"),
+        Verdict::CannotJudge,
+        "neither SIP, RTP, STUN, TURN nor DNS",
+    );
+    // Text whose first byte falls in TURN's ChannelData range (64..=127)
+    // and that is not SIP: opened as ChannelData, found malformed, and
+    // still never called clean.
     judged(
         &udp_one(b"hello bob, it's alice: call me at home"),
         Verdict::CannotJudge,
-        "neither SIP nor RTP",
+        "malformed ChannelData",
     );
     // SIP after a prefix no receiver skips.
     let prefixed = format!("  {PLAIN_INVITE}");
     judged(
         &udp_one(prefixed.as_bytes()),
         Verdict::CannotJudge,
-        "neither SIP nor RTP",
+        "neither SIP, RTP, STUN, TURN nor DNS",
     );
     // A link type the reader does not decode.
     let frame = udp_frame(alice().into(), bob().into(), PLAIN_INVITE.as_bytes()).unwrap();
