@@ -109,9 +109,11 @@ fn bob_example_parses_too() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn sip_keepalive_interval_is_configurable() {
-    let dir = temp_dir("agent-keepalive");
+/// alice's example configuration (with a 0600 password file) in `dir`,
+/// and a loader that reads it with `extra` lines at the top of `[sip]`.
+fn alice_with_sip_lines(
+    dir: &std::path::Path,
+) -> impl Fn(&str) -> Result<AgentFile, ConfigError> + '_ {
     std::fs::copy("config/alice.toml", dir.join("alice.toml")).unwrap();
     std::fs::write(dir.join("alice.password"), "s3cret\n").unwrap();
     std::fs::set_permissions(
@@ -120,11 +122,17 @@ fn sip_keepalive_interval_is_configurable() {
     )
     .unwrap();
     let text = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
-    let load = |extra: &str| {
+    move |extra: &str| {
         let t = text.replacen("[sip]\n", &format!("[sip]\n{extra}"), 1);
         std::fs::write(dir.join("alice.toml"), t).unwrap();
         AgentFile::load(&dir.join("alice.toml"))
-    };
+    }
+}
+
+#[test]
+fn sip_keepalive_interval_is_configurable() {
+    let dir = temp_dir("agent-keepalive");
+    let load = alice_with_sip_lines(&dir);
     let secs = std::time::Duration::from_secs;
     // Default: 25 s (RFC 5626 keep-alives under the 30 s NAT mappings).
     assert_eq!(load("").unwrap().sip.keepalive, Some(secs(25)));
@@ -159,19 +167,7 @@ fn sip_keepalive_interval_is_configurable() {
 #[test]
 fn sip_pong_timeout_is_configurable_and_checked() {
     let dir = temp_dir("agent-pong-timeout");
-    std::fs::copy("config/alice.toml", dir.join("alice.toml")).unwrap();
-    std::fs::write(dir.join("alice.password"), "s3cret\n").unwrap();
-    std::fs::set_permissions(
-        dir.join("alice.password"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
-    let text = std::fs::read_to_string(dir.join("alice.toml")).unwrap();
-    let load = |extra: &str| {
-        let t = text.replacen("[sip]\n", &format!("[sip]\n{extra}"), 1);
-        std::fs::write(dir.join("alice.toml"), t).unwrap();
-        AgentFile::load(&dir.join("alice.toml"))
-    };
+    let load = alice_with_sip_lines(&dir);
     let secs = std::time::Duration::from_secs;
     assert_eq!(load("").unwrap().sip.pong_timeout, secs(10));
     assert_eq!(
