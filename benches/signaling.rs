@@ -297,34 +297,28 @@ fn idle_figures(lab: &Lab, loopback: &Provider, secs: Duration) {
             )
         };
         let dir = format!("idle-{name}");
+        // alice registered on the provider's host, keep-alives every `ka` s.
+        let registered = |ka: u64| {
+            let mut a = lab.phone_at(
+                "prov",
+                &dir,
+                "alice",
+                "127.0.0.1:5074",
+                loopback,
+                &tail(ka),
+                "",
+                &[],
+            );
+            a.register();
+            std::thread::sleep(Duration::from_secs(2));
+            a
+        };
         // Keep-alives every second.
-        let mut a = lab.phone_at(
-            "prov",
-            &dir,
-            "alice",
-            "127.0.0.1:5074",
-            loopback,
-            &tail(1),
-            "",
-            &[],
-        );
-        a.register();
-        std::thread::sleep(Duration::from_secs(2));
+        let mut a = registered(1);
         let (ka_bytes, ka_cpu) = measure(lab, a.pid(), || std::thread::sleep(secs));
         a.quit();
         // Keep-alives off: the rest of an idle phone, then refreshes.
-        let mut a = lab.phone_at(
-            "prov",
-            &dir,
-            "alice",
-            "127.0.0.1:5074",
-            loopback,
-            &tail(0),
-            "",
-            &[],
-        );
-        a.register();
-        std::thread::sleep(Duration::from_secs(2));
+        let mut a = registered(0);
         let (base_bytes, base_cpu) = measure(lab, a.pid(), || std::thread::sleep(secs));
         let t = Instant::now();
         let (ref_bytes, ref_cpu) = measure(lab, a.pid(), || {
