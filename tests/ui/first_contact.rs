@@ -229,6 +229,18 @@ fn stored_pin(dir: &std::path::Path) -> Option<[u8; 32]> {
     .pkg_pin()
 }
 
+/// The parameter fingerprint the PKG at `url` (on loopback) serves, its
+/// certificate pinned to `pin`.
+async fn params_fingerprint(url: &str, pin: [u8; 32]) -> [u8; 32] {
+    PkgClient::new(url, Some(pin))
+        .unwrap()
+        .with_addresses(&LOOPBACK)
+        .params()
+        .await
+        .unwrap()
+        .fingerprint()
+}
+
 /// The recheck after a pin mismatch offers a new certificate only when it
 /// chains to the roots for the PKG's host name and the parameters are the
 /// confirmed ones; the same certificate is "unchanged".
@@ -239,13 +251,7 @@ fn recheck_offers_only_a_vouched_certificate_with_the_same_parameters() {
     let p = Provider::start_with_cert(Some(ca.issue("pkg.atlanta.invalid")));
     let url = url_as(&p, "pkg.atlanta.invalid");
     p.rt.block_on(async {
-        let params = PkgClient::new(&url, Some(p.fingerprint))
-            .unwrap()
-            .with_addresses(&LOOPBACK)
-            .params()
-            .await
-            .unwrap()
-            .fingerprint();
+        let params = params_fingerprint(&url, p.fingerprint).await;
         let check = |roots, pin, params| recheck_certificate(&url, &LOOPBACK, roots, pin, params);
         match check(Some(ca.roots()), OLD_PIN, params).await.unwrap() {
             CertificateCheck::Renewed(r) => {
@@ -284,13 +290,7 @@ fn recheck_offers_only_a_vouched_certificate_with_the_same_parameters() {
     let evil = Provider::start_with_cert(Some(ca.issue("pkg.evil.invalid")));
     let url = url_as(&evil, "pkg.atlanta.invalid");
     evil.rt.block_on(async {
-        let params = PkgClient::new(&url, Some(evil.fingerprint))
-            .unwrap()
-            .with_addresses(&LOOPBACK)
-            .params()
-            .await
-            .unwrap()
-            .fingerprint();
+        let params = params_fingerprint(&url, evil.fingerprint).await;
         let got = recheck_certificate(&url, &LOOPBACK, Some(ca.roots()), OLD_PIN, params)
             .await
             .unwrap();
