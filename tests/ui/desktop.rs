@@ -12,27 +12,10 @@ use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use ibephone::agent::AgentEvent;
 use ibephone::ui::app::{Screen, Tab};
-use ibephone::ui::backend::{ReadyInfo, Update};
+use ibephone::ui::backend::Update;
 use ibephone::ui::background::{TrayEvent, WindowState, HIDDEN_NOTICE, NO_TRAY_NOTICE};
 use ibephone::ui::{AppDirs, PhoneApp};
 use ui_support::*;
-
-fn ready_phone(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
-    let mut h = phone(AppDirs::at(dir));
-    let app = h.state_mut();
-    app.screen = Screen::Phone;
-    app.apply(Update::Ready(ReadyInfo {
-        aor: "sip:bob@atlanta.invalid".into(),
-        domain: "atlanta.invalid".into(),
-        periods: vec!["2026-12".into()],
-        params_fingerprint: "abcd 0123".into(),
-        pkg_fingerprint: None,
-        local: "127.0.0.1:5099".parse().unwrap(),
-    }));
-    app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
-    h.run_steps(3);
-    h
-}
 
 /// The viewport commands the last frame sent.
 fn commands(h: &Harness<'_, PhoneApp>) -> Vec<C> {

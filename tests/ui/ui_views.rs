@@ -7,27 +7,10 @@ use crate::ui_support;
 
 use egui_kittest::kittest::Queryable;
 use ibephone::agent::AgentEvent;
-use ibephone::ui::app::{MediaSecurity, Phase, Screen};
-use ibephone::ui::backend::{ReadyInfo, Update};
+use ibephone::ui::app::{MediaSecurity, Phase};
+use ibephone::ui::backend::Update;
 use ibephone::ui::AppDirs;
 use ui_support::*;
-
-fn ready_phone(dir: &std::path::Path) -> egui_kittest::Harness<'static, ibephone::ui::PhoneApp> {
-    let mut h = phone(AppDirs::at(dir));
-    let app = h.state_mut();
-    app.screen = Screen::Phone;
-    app.apply(Update::Ready(ReadyInfo {
-        aor: "sip:bob@atlanta.invalid".into(),
-        domain: "atlanta.invalid".into(),
-        periods: vec!["2026-12".into()],
-        params_fingerprint: "abcd 0123".into(),
-        pkg_fingerprint: None,
-        local: "127.0.0.1:5099".parse().unwrap(),
-    }));
-    app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
-    h.run_steps(3);
-    h
-}
 
 fn incoming(call: u64, verified: Option<&str>, tunneled: bool) -> Update {
     Update::Agent(AgentEvent::IncomingCall {

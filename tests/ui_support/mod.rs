@@ -151,6 +151,28 @@ pub fn phone(dirs: AppDirs) -> Harness<'static, PhoneApp> {
     window(PhoneApp::new(dirs, egui::Context::default()).unwrap())
 }
 
+/// A phone window already set up and registered as bob (no backend
+/// behind it): the main screen as a user sees it after start.
+pub fn ready_phone(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
+    use ibephone::agent::AgentEvent;
+    use ibephone::ui::app::Screen;
+    use ibephone::ui::backend::{ReadyInfo, Update};
+    let mut h = phone(AppDirs::at(dir));
+    let app = h.state_mut();
+    app.screen = Screen::Phone;
+    app.apply(Update::Ready(ReadyInfo {
+        aor: "sip:bob@atlanta.invalid".into(),
+        domain: "atlanta.invalid".into(),
+        periods: vec!["2026-12".into()],
+        params_fingerprint: "abcd 0123".into(),
+        pkg_fingerprint: None,
+        local: "127.0.0.1:5099".parse().unwrap(),
+    }));
+    app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
+    h.run_steps(3);
+    h
+}
+
 /// A window around an app made by the test.
 pub fn window(app: PhoneApp) -> Harness<'static, PhoneApp> {
     let mut h = Harness::builder()
