@@ -6,8 +6,7 @@
 
 use super::process::{write_secret, Agent};
 use super::provider::bin;
-use super::provider_bins::run_admin;
-use std::io::{BufRead, BufReader};
+use super::provider_bins::{run_admin, start_server_as};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -146,25 +145,9 @@ impl Lab {
         for u in ["alice", "bob"] {
             admin(&["user", "add", u], &format!("{u} lab secret\n"));
         }
-        let mut child = self
-            .command(node, &bin("pkg-server"))
-            .arg("--config")
-            .arg(&config)
-            .env("PKG_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.starts_with("PKG-SERVER "), "pkg-server said {line:?}");
-        let fingerprint = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("fingerprint="))
-            .unwrap()
-            .to_string();
+        let (child, startup) =
+            start_server_as(self.command(node, &bin("pkg-server")), &config, &[]);
+        let fingerprint = startup.fingerprint;
         Provider {
             child,
             fingerprint,

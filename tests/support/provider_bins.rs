@@ -29,7 +29,13 @@ pub struct Startup {
 /// Starts `server --config CONFIG ARGS...` (log level warn, stderr
 /// inherited) and reads its start-up line.
 pub fn start_server(server: &Path, config: &Path, args: &[&str]) -> (Child, Startup) {
-    let mut child = Command::new(server)
+    start_server_as(Command::new(server), config, args)
+}
+
+/// [`start_server`] through a prepared `command` naming the server (for
+/// example one that runs it inside a network namespace).
+pub fn start_server_as(mut command: Command, config: &Path, args: &[&str]) -> (Child, Startup) {
+    let mut child = command
         .arg("--config")
         .arg(config)
         .args(args)
