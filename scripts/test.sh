@@ -93,8 +93,8 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_POSTGRES
 fi
 
-log "cargo test (workspace)"
-cargo test --workspace
+log "cargo test (workspace): every test binary built once, run in two lanes side by side (scripts/run-tests.sh)"
+scripts/run-tests.sh
 
 if [ "${IBEPHONE_TEST_DEB:-}" = 1 ]; then
   # The debug binary cargo test just built, packaged as is: no release

@@ -276,6 +276,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rx.recv_timeout(wait), Ok(TrayEvent::ShowWindow));
+        // The driver wakes the window right AFTER the event is queued: wait
+        // for that wake (Shown's and ShowWindow's) instead of racing it.
+        let deadline = std::time::Instant::now() + wait;
+        while woken.load(std::sync::atomic::Ordering::SeqCst) < 2
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
         drop(tray);
     }
