@@ -23,6 +23,8 @@
 //! the secured median over TLS stands beside the one over UDP.
 //!
 //! `CALLS=N` changes the number of calls of each kind (default 200).
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use ibephone::agent::filter::{SecurityLog, SecurityPolicy, TunnelFilter};
 use ibephone::ibe::{extract, Aor, Identity, MasterSecret, Period, PublicParams};

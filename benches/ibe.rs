@@ -3,6 +3,8 @@
 //! decrypt / sign / verify (cold and cached), one raw `bls12_381::pairing`,
 //! and the peer implementation `ibe` (encryption4all) KV1 encaps/decaps.
 //! `scripts/bench.sh` prints the medians and ratios as a table.
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use bls12_381::{pairing, G1Affine, G2Affine};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};

@@ -19,6 +19,8 @@
 //!
 //! `cargo bench --bench ibe_interleaved` (also run by `scripts/bench.sh`);
 //! `ROUNDS=N` sets the number of rounds (default 300).
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use bls12_381::{pairing, G1Affine, G2Affine};
 use ibe::kem::kiltz_vahlis_one::KV1;

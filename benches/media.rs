@@ -19,6 +19,8 @@
 //! comparison; their audio runs at 48 kHz, and the recording is compared
 //! at 8 kHz with what was sent through the same rate conversion (see
 //! `tests/media/media_opus.rs` for why Opus's ρ and SNR are lower).
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use ibephone::media::audio::{convert_frame, read_wav_at, AudioSink, WavSink, WavSource};
 use ibephone::media::keys::{Role, SrtpSuite};

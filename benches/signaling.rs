@@ -31,6 +31,8 @@
 //!    headers included, each packet once); CPU is the agent process's
 //!    (its threads' run time, `/proc/PID/task/*/schedstat`). Per hour at the defaults: 144
 //!    keep-alives (25 s), 12 refreshes (600 s granted, refreshed at half).
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]

@@ -1,6 +1,8 @@
 //! Seal and open time per message, first (IBE key transport + signature)
 //! and later (AES key wrap) messages, on the typical call of
 //! `tunnel::kat::typical_call`: `cargo bench --bench tunnel`.
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ibephone::tunnel::kat::{typical_call, vector_time, vector_tunnel};

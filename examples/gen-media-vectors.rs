@@ -1,5 +1,7 @@
 //! Writes the media key agreement vectors to stdout:
 //! `cargo run --example gen-media-vectors > tests/vectors/media-v1.json`.
+// An example has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let doc = ibephone::media::kat::generate()?;

@@ -1,6 +1,8 @@
 //! Prints the cost of the building blocks behind the IBE operations (a quick
 //! profile to decide fast paths; `scripts/bench.sh` has the real figures).
 //! Run: `cargo run --release --example ibe-components`.
+// An example has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use bls12_381::{
     multi_miller_loop, pairing, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Scalar,

@@ -2,6 +2,8 @@
 //! signatures included: `cargo run --release --example tunnel-size`.
 //! Two calls: a typical one (messages as an ordinary phone sends them) and
 //! the known-answer dialog (already compact inner messages: the worst case).
+// An example has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use ibephone::tunnel::kat::{dialog, typical_call, vector_time, vector_tunnel};
 

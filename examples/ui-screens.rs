@@ -5,6 +5,8 @@
 //! `cargo run --example ui-screens -- SCENE` with SCENE one of `wizard`,
 //! `confirm`, `phone`, `incoming`, `call`. Prints `SCENE-READY` on stdout
 //! once the window shows the scene.
+// An example has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 #[path = "../tests/ui_support/mod.rs"]
 mod ui_support;

@@ -1,5 +1,7 @@
 //! Writes the tunnel vector dialog as UDP on loopback into a pcap:
 //! `cargo run --example write-tunnel-capture > tests/captures/tunnel-dialog.pcap`.
+// An example has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use std::io::Write;
 

@@ -1,5 +1,7 @@
 //! The `ibephone` command: headless tools today; the desktop app and the
 //! headless agent arrive with their layers.
+// A binary has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -22,7 +22,8 @@
 //! Run: `cargo bench -p pkg-server --bench key_fetch --profile dev`
 //! (`-- ROUNDS`, default 15). Prints medians, the ratios and the phone's
 //! own steps timed alone.
-
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 #![cfg(unix)]
 
 #[path = "../tests/common/mod.rs"]

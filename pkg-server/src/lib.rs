@@ -3,7 +3,7 @@
 //! the API types shared with the phone (`ibephone::pkg_client::api`).
 //!
 //! [`store::Store`] is also the user database of the embedded SIP
-//! registrar/proxy ([`sip`], `[sip] listen` or `pkg-server --sip ADDR`).
+//! registrar/proxy (`sip`, `[sip] listen` or `pkg-server --sip ADDR`).
 //! With `[turn]` it issues TURN credentials and runs the media relay
 //! ([`turn`]).
 #![forbid(unsafe_code)]
@@ -14,12 +14,12 @@ pub mod bench;
 pub mod config;
 pub mod dkg;
 pub mod http;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod otp;
 pub mod password;
 pub mod relay_bench;
 pub mod serve;
-pub mod sip;
+pub(crate) mod sip;
 pub mod store;
 pub mod tls;
 pub mod turn;

@@ -5,6 +5,8 @@
 //! registrar/proxy, its TLS side, or the relay; `turn=` is the UDP
 //! address, TCP is on the same port; ` turns=ADDR` follows when the relay
 //! has TLS).
+// A binary has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use clap::Parser;
 use pkg_server::config::Config;

@@ -180,7 +180,7 @@ impl Drop for SipService {
 /// SIP over TLS with the PKG's certificate) and runs the registrar and
 /// proxy of `domain` on the current runtime, reloading users every
 /// `refresh`; the registrar authenticates by `auth`.
-pub async fn start(
+pub(crate) async fn start(
     store: Store,
     domain: &str,
     listen: SocketAddr,

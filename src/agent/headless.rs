@@ -243,7 +243,7 @@ pub async fn start_with(
 
 /// The address we name in Via, Contact and SDP for a socket bound to
 /// `bound`: itself, unless it is a wildcard address; then the address of
-/// the interface that routes towards `proxy` (see [`super::route`]). That
+/// the interface that routes towards `proxy` (see `super::route`). That
 /// is never 0.0.0.0, and 127.0.0.1 only when the proxy is on loopback.
 pub fn advertised_addr(bound: SocketAddr, proxy: SocketAddr) -> SocketAddr {
     super::route::advertised_addr(bound, proxy)

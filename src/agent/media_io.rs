@@ -383,7 +383,7 @@ pub struct MediaDriver {
 /// The RTP ports of an agent whose SIP socket is bound to `sip` and whose
 /// proxy is `proxy`. RTP binds where SIP does (or on `options.rtp_ip`);
 /// when that is a wildcard, the SDP names the address of the interface
-/// that routes towards the proxy ([`super::route`]): never 0.0.0.0, and
+/// that routes towards the proxy (`super::route`): never 0.0.0.0, and
 /// 127.0.0.1 only when the proxy is on loopback (or nothing routes).
 pub fn ports_for(sip: SocketAddr, proxy: SocketAddr, options: &MediaOptions) -> UdpPorts {
     let ip = options.rtp_ip.unwrap_or(sip.ip());

@@ -20,9 +20,9 @@ pub mod media_io;
 pub mod relay;
 pub mod renewal;
 pub mod retained;
-pub mod route;
+pub(crate) mod route;
 pub mod sip_tls;
-pub mod transfer;
+pub(crate) mod transfer;
 
 use crate::sip::driver::Core;
 use crate::sip::ua::{self, Body, CallId, EndReason, UserAgent};

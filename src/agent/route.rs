@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The local interface address that routes towards `peer`, or `None`
 /// when the system has no route (or names no address) for it.
-pub fn route_towards(peer: SocketAddr) -> Option<IpAddr> {
+pub(crate) fn route_towards(peer: SocketAddr) -> Option<IpAddr> {
     let any: SocketAddr = if peer.is_ipv4() {
         (Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -25,7 +25,7 @@ pub fn route_towards(peer: SocketAddr) -> Option<IpAddr> {
 /// towards `peer`, with `bound`'s port. That is never 0.0.0.0, and
 /// 127.0.0.1 only when `peer` is on loopback. Without any route the bound
 /// address is returned as it is (and a warning logged).
-pub fn advertised_addr(bound: SocketAddr, peer: SocketAddr) -> SocketAddr {
+pub(crate) fn advertised_addr(bound: SocketAddr, peer: SocketAddr) -> SocketAddr {
     if !bound.ip().is_unspecified() {
         return bound;
     }

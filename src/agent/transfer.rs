@@ -31,7 +31,7 @@ use std::time::Instant;
 /// Why a `Refer-To` is not acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum TransferError {
+pub(crate) enum TransferError {
     /// Not a `sip:`/`sips:` URI (`tel:`, `http:`, garbage).
     #[error("the transfer target is not a sip: or sips: URI")]
     NotSip,
@@ -49,7 +49,7 @@ pub enum TransferError {
 
 /// The canonical AOR (`sip:user@host`) a `Refer-To` value (name-addr or
 /// addr-spec) asks us to call, or why it is refused. Never panics.
-pub fn transfer_target(refer_to: &str) -> Result<String, TransferError> {
+pub(crate) fn transfer_target(refer_to: &str) -> Result<String, TransferError> {
     let s = refer_to.trim();
     let uri = match s.find('<') {
         Some(open) => {
@@ -85,7 +85,7 @@ pub fn transfer_target(refer_to: &str) -> Result<String, TransferError> {
 
 /// The status code and reason of a `message/sipfrag` body's status line
 /// (`SIP/2.0 200 OK`), if it has one.
-pub fn sipfrag_status(body: &[u8]) -> Option<(u16, String)> {
+pub(crate) fn sipfrag_status(body: &[u8]) -> Option<(u16, String)> {
     let text = std::str::from_utf8(body).ok()?;
     let line = text.lines().next()?.trim();
     let rest = line.strip_prefix("SIP/2.0 ")?;

@@ -203,7 +203,7 @@ impl PreparedIdentity {
 /// random non-zero scalar, so the product is the identity only if every
 /// equation holds (but with probability about 2^-255). Fails when any key
 /// fails, or when a key's identity is not the one its `Q`s were made for.
-pub fn check_keys_against(
+pub(crate) fn check_keys_against(
     p_pub: &G1Affine,
     items: &[(&PrivateKeys, &PreparedIdentity)],
 ) -> Result<(), IbeError> {
@@ -243,7 +243,7 @@ pub fn check_keys_against(
     }
 }
 
-/// [`check_key`] for several keys at once ([`check_keys_against`]), each
+/// [`check_key`] for several keys at once (`check_keys_against`), each
 /// with its identity prepared before.
 pub fn check_keys(
     params: &PublicParams,

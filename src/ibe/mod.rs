@@ -4,11 +4,11 @@
 //! What lives here and nowhere else:
 //! - the encodings of section 1 ([`encoding`]), the hash functions and domain
 //!   separation tags ([`hash`]);
-//! - identities (canonical AOR plus key period, section 2: [`identity`]);
-//! - setup / extract / key check (3.1: [`keys`]);
+//! - identities (canonical AOR plus key period, section 2: `identity`);
+//! - setup / extract / key check (3.1: `keys`);
 //! - Boneh-Franklin FullIdent key transport (3.2: [`bf`]);
 //! - Cha-Cheon signatures (3.3: [`cc`]);
-//! - the public parameter document and its fingerprint (4: [`params`]);
+//! - the public parameter document and its fingerprint (4: `params`);
 //! - a master secret shared t-of-n among PKG servers: splitting, checking
 //!   and combining shares (pkg-api.md "Threshold provider": [`threshold`]);
 //! - constant-time fixed-base tables that make the operations fast
@@ -25,10 +25,10 @@ mod error;
 pub mod fingerprint;
 pub mod fixed_base;
 pub mod hash;
-pub mod identity;
+pub(crate) mod identity;
 pub mod kat;
-pub mod keys;
-pub mod params;
+pub(crate) mod keys;
+pub(crate) mod params;
 mod random;
 pub mod threshold;
 

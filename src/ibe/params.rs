@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 /// The suite name of this version of the contract.
 pub const SUITE: &str = "IBESIP-V01";
 /// Prefix of the parameter fingerprint hash.
-pub const FINGERPRINT_TAG: &[u8] = b"IBESIP-V01-PARAMS";
+pub(crate) const FINGERPRINT_TAG: &[u8] = b"IBESIP-V01-PARAMS";
 
 /// The provider's media key policy (spec section 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -227,7 +227,7 @@ impl core::fmt::Debug for PublicParams {
 }
 
 /// 32 bytes as 16 groups of 4 hex digits ([`super::fingerprint::full`]).
-pub fn format_fingerprint(fp: &[u8; 32]) -> String {
+pub(crate) fn format_fingerprint(fp: &[u8; 32]) -> String {
     super::fingerprint::full(fp)
 }
 

@@ -229,7 +229,7 @@ pub fn check_key_share(domain: &str, p_pub_i: &G1Affine, share: &KeyShare) -> Re
 }
 
 /// [`check_key_share`] for several shares of one server at once (one
-/// multi-Miller loop, [`super::keys::check_keys_against`]), each with its
+/// multi-Miller loop, `super::keys::check_keys_against`), each with its
 /// identity prepared before. Fails when any share fails; check them one by
 /// one to say which.
 pub fn check_key_shares(

@@ -18,16 +18,16 @@ use super::sdp::Codec;
 use thiserror::Error;
 
 /// Samples in one 20 ms frame at `rate` Hz.
-pub fn frame_samples(rate: u32) -> usize {
+pub(crate) fn frame_samples(rate: u32) -> usize {
     usize::try_from(rate / 50).unwrap_or(0)
 }
 
 /// The bit rate of our Opus stream: wideband speech with room for FEC.
-pub const OPUS_BITRATE: i32 = 32_000;
+pub(crate) const OPUS_BITRATE: i32 = 32_000;
 
 /// The packet loss the Opus encoder expects, in percent: above zero so
 /// that it puts FEC data in every packet.
-pub const OPUS_EXPECTED_LOSS: i32 = 5;
+pub(crate) const OPUS_EXPECTED_LOSS: i32 = 5;
 
 /// Largest Opus packet we produce or expect (RFC 6716 3.4, R5).
 const MAX_OPUS_PACKET: usize = 1275;
@@ -53,7 +53,7 @@ enum EncoderKind {
 }
 
 /// Encodes 20 ms frames of one codec.
-pub struct Encoder {
+pub(crate) struct Encoder {
     kind: EncoderKind,
     samples: usize,
     scratch: Vec<u8>,
@@ -77,7 +77,7 @@ fn g711(codec: Codec) -> Option<G711> {
 
 impl Encoder {
     /// An encoder for `codec`, taking frames at `codec.audio_rate()`.
-    pub fn new(codec: Codec) -> Result<Self, CodecError> {
+    pub(crate) fn new(codec: Codec) -> Result<Self, CodecError> {
         let kind = match g711(codec) {
             Some(g) => EncoderKind::G711(g),
             None => {
@@ -100,13 +100,13 @@ impl Encoder {
     }
 
     /// The samples of one frame this encoder takes.
-    pub fn frame_samples(&self) -> usize {
+    pub(crate) fn frame_samples(&self) -> usize {
         self.samples
     }
 
     /// Encodes one frame (cut or padded to [`Encoder::frame_samples`])
     /// into `out`, which is cleared first.
-    pub fn encode(&mut self, frame: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub(crate) fn encode(&mut self, frame: &[i16], out: &mut Vec<u8>) -> Result<(), CodecError> {
         let padded;
         let frame = if frame.len() == self.samples {
             frame
@@ -133,7 +133,7 @@ impl Encoder {
 
 /// Repeats the last good frame with a fading gain while frames are missing.
 #[derive(Debug, Clone)]
-pub struct Fade {
+pub(crate) struct Fade {
     last: Vec<i16>,
     run: usize,
 }
@@ -142,7 +142,7 @@ const FADE: [f32; 3] = [1.0, 0.6, 0.2];
 
 impl Fade {
     /// A concealer for frames of `samples` samples (silence before the first frame).
-    pub fn new(samples: usize) -> Self {
+    pub(crate) fn new(samples: usize) -> Self {
         Fade {
             last: vec![0; samples],
             run: FADE.len(),
@@ -150,14 +150,14 @@ impl Fade {
     }
 
     /// Remembers a frame that was played.
-    pub fn played(&mut self, frame: &[i16]) {
+    pub(crate) fn played(&mut self, frame: &[i16]) {
         self.last.clear();
         self.last.extend_from_slice(frame);
         self.run = 0;
     }
 
     /// The frame to play for a missing one.
-    pub fn conceal(&mut self, out: &mut Vec<i16>) {
+    pub(crate) fn conceal(&mut self, out: &mut Vec<i16>) {
         let gain = FADE.get(self.run).copied().unwrap_or(0.0);
         self.run += 1;
         out.clear();
@@ -171,7 +171,7 @@ enum DecoderKind {
 }
 
 /// Decodes the payloads of one codec and conceals missing frames.
-pub struct Decoder {
+pub(crate) struct Decoder {
     kind: DecoderKind,
     samples: usize,
     scratch: Vec<i16>,
@@ -187,7 +187,7 @@ impl std::fmt::Debug for Decoder {
 
 impl Decoder {
     /// A decoder for `codec`, giving frames at `codec.audio_rate()`.
-    pub fn new(codec: Codec) -> Result<Self, CodecError> {
+    pub(crate) fn new(codec: Codec) -> Result<Self, CodecError> {
         let samples = frame_samples(codec.audio_rate());
         let kind = match g711(codec) {
             Some(g) => DecoderKind::G711(g, Fade::new(samples)),
@@ -204,13 +204,13 @@ impl Decoder {
     }
 
     /// The samples of one frame this decoder gives.
-    pub fn frame_samples(&self) -> usize {
+    pub(crate) fn frame_samples(&self) -> usize {
         self.samples
     }
 
     /// Decodes one payload into one frame (`out` is replaced). On an error
     /// `out` is left as it was; the caller conceals instead.
-    pub fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
+    pub(crate) fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), CodecError> {
         if payload.is_empty() {
             return Err(CodecError::Empty);
         }
@@ -233,7 +233,7 @@ impl Decoder {
     /// The frame for a missing packet (`out` is replaced). `next` is the
     /// packet after the missing one when it has arrived already: Opus
     /// rebuilds the missing frame from its FEC data.
-    pub fn conceal(&mut self, next: Option<&[u8]>, out: &mut Vec<i16>) {
+    pub(crate) fn conceal(&mut self, next: Option<&[u8]>, out: &mut Vec<i16>) {
         let samples = self.samples;
         match &mut self.kind {
             DecoderKind::G711(_, fade) => fade.conceal(out),

@@ -142,7 +142,7 @@ mod imp {
     }
 
     /// Microphone capture.
-    pub struct CpalSource {
+    pub(super) struct CpalSource {
         cons: HeapCons<f32>,
         rate: u32,
         resampler: Resampler,
@@ -152,7 +152,7 @@ mod imp {
     }
 
     impl CpalSource {
-        pub fn open(name: Option<&str>, to: u32) -> Result<Self, AudioError> {
+        pub(super) fn open(name: Option<&str>, to: u32) -> Result<Self, AudioError> {
             let (dev, label) = find(true, name)?;
             let cfg = dev.default_input_config().map_err(|e| dev_err(&label, e))?;
             let format = cfg.sample_format();
@@ -236,7 +236,7 @@ mod imp {
     }
 
     /// Speaker playback.
-    pub struct CpalSink {
+    pub(super) struct CpalSink {
         prod: HeapProd<f32>,
         rate: u32,
         resampler: Resampler,
@@ -247,7 +247,7 @@ mod imp {
     }
 
     impl CpalSink {
-        pub fn open(name: Option<&str>, from: u32) -> Result<Self, AudioError> {
+        pub(super) fn open(name: Option<&str>, from: u32) -> Result<Self, AudioError> {
             let (dev, label) = find(false, name)?;
             let cfg = dev
                 .default_output_config()

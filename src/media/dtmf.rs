@@ -17,7 +17,7 @@ const END_REPEATS: u8 = 3;
 
 /// One telephone-event payload (RFC 4733 2.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TelephoneEvent {
+pub(crate) struct TelephoneEvent {
     /// Event code, 0-255.
     pub event: u8,
     /// The E bit: the event has ended.
@@ -30,7 +30,7 @@ pub struct TelephoneEvent {
 
 impl TelephoneEvent {
     /// The 4-byte payload.
-    pub fn encode(&self) -> [u8; 4] {
+    pub(crate) fn encode(&self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
         [
             self.event,
@@ -42,7 +42,7 @@ impl TelephoneEvent {
 
     /// Reads a payload; `None` when it is not 4 bytes (RFC 4733 allows
     /// several events per packet only with redundancy, which we do not offer).
-    pub fn decode(payload: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(payload: &[u8]) -> Option<Self> {
         let [event, flags, d0, d1]: [u8; 4] = payload.try_into().ok()?;
         Some(TelephoneEvent {
             event,
@@ -54,7 +54,7 @@ impl TelephoneEvent {
 }
 
 /// The event code of a DTMF character, if it is one.
-pub fn digit_to_event(digit: char) -> Option<u8> {
+pub(crate) fn digit_to_event(digit: char) -> Option<u8> {
     let up = digit.to_ascii_uppercase();
     DIGITS
         .iter()
@@ -63,13 +63,13 @@ pub fn digit_to_event(digit: char) -> Option<u8> {
 }
 
 /// The DTMF character of an event code, if it is one.
-pub fn event_to_digit(event: u8) -> Option<char> {
+pub(crate) fn event_to_digit(event: u8) -> Option<char> {
     DIGITS.get(usize::from(event)).map(|&d| char::from(d))
 }
 
 /// One packet the sender wants on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DtmfPacket {
+pub(crate) struct DtmfPacket {
     /// The payload.
     pub event: TelephoneEvent,
     /// Set the RTP marker bit (first packet of an event).
@@ -80,7 +80,7 @@ pub struct DtmfPacket {
 /// sharing one RTP timestamp, then three end packets. Durations count in
 /// the RTP clock of the call's codec (8 kHz by default, 48 kHz for Opus).
 #[derive(Debug)]
-pub struct DtmfSender {
+pub(crate) struct DtmfSender {
     current: Option<(u8, u16, u8)>,
     queue: std::collections::VecDeque<u8>,
     step: u16,
@@ -104,7 +104,7 @@ impl DtmfSender {
     /// A sender whose 20 ms packets step `clock_rate / 50` timestamp units
     /// (the whole tone, 5 packets, must fit the 16-bit duration: clocks
     /// above 600 kHz are capped).
-    pub fn for_clock_rate(clock_rate: u32) -> Self {
+    pub(crate) fn for_clock_rate(clock_rate: u32) -> Self {
         DtmfSender {
             step: u16::try_from(clock_rate / 50)
                 .unwrap_or(u16::MAX)
@@ -115,7 +115,7 @@ impl DtmfSender {
 
     /// Queues a digit; refuses characters that are not DTMF (and digits
     /// beyond a queue of 32).
-    pub fn start(&mut self, digit: char) -> bool {
+    pub(crate) fn start(&mut self, digit: char) -> bool {
         match digit_to_event(digit) {
             Some(ev) if self.queue.len() < MAX_QUEUED => {
                 self.queue.push_back(ev);
@@ -126,13 +126,14 @@ impl DtmfSender {
     }
 
     /// Whether a digit is being sent or waits (its packets replace audio packets).
-    pub fn busy(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn busy(&self) -> bool {
         self.current.is_some() || !self.queue.is_empty()
     }
 
     /// The next packet for this 20 ms tick, if a digit is in progress. A
     /// packet with `marker` begins a new event (a new RTP timestamp).
-    pub fn next_packet(&mut self) -> Option<DtmfPacket> {
+    pub(crate) fn next_packet(&mut self) -> Option<DtmfPacket> {
         if self.current.is_none() {
             self.current = self.queue.pop_front().map(|ev| (ev, 0, 0));
         }
@@ -171,14 +172,14 @@ impl DtmfSender {
 /// Turns received event packets into one digit per event, however often
 /// its packets (or end packets) are repeated.
 #[derive(Debug, Default)]
-pub struct DtmfReceiver {
+pub(crate) struct DtmfReceiver {
     last_timestamp: Option<u32>,
 }
 
 impl DtmfReceiver {
     /// Feeds one packet (its RTP timestamp and payload); returns a digit
     /// the first time an event is seen.
-    pub fn receive(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
+    pub(crate) fn receive(&mut self, timestamp: u32, payload: &[u8]) -> Option<char> {
         let ev = TelephoneEvent::decode(payload)?;
         if self.last_timestamp == Some(timestamp) {
             return None;

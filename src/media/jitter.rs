@@ -11,7 +11,7 @@
 //!   frames, it is skipped, which shrinks the delay: this absorbs a sender
 //!   clock faster than ours and ends the extra delay of a past burst.
 //! - A stalled tick gives [`Playout::Missing`]: the codec conceals it
-//!   ([`super::codec::Decoder::conceal`]: a fade for G.711, FEC or the
+//!   (`super::codec::Decoder::conceal`: a fade for G.711, FEC or the
 //!   decoder's loss concealment for Opus), so the buffer holds payloads,
 //!   not samples, and decoding follows playout order. When a later frame
 //!   becomes due, the missing ones are declared lost (their time was

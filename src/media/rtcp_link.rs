@@ -30,15 +30,15 @@ use std::time::{Duration, Instant, SystemTime};
 use thiserror::Error;
 
 /// RFC 3550 6.2's minimum interval between two reports.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// The interval before our first report (before randomisation).
-pub const FIRST_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a received RTCP datagram was dropped; a drop changes no figure
 /// but `dropped`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
-pub enum RtcpDrop {
+pub(crate) enum RtcpDrop {
     /// The call did not negotiate rtcp-mux: RTCP is not read.
     #[error("RTCP without rtcp-mux")]
     NotMuxed,
@@ -57,26 +57,26 @@ fn randomized(base: Duration, random: u32) -> Duration {
 
 /// When our next report is due.
 #[derive(Debug, Clone)]
-pub struct ReportTimer {
+pub(crate) struct ReportTimer {
     next: Instant,
 }
 
 impl ReportTimer {
     /// The first report is due [`FIRST_INTERVAL`] x [0.5, 1.5) after `now`.
-    pub fn new(now: Instant, random: u32) -> Self {
+    pub(crate) fn new(now: Instant, random: u32) -> Self {
         ReportTimer {
             next: now + randomized(FIRST_INTERVAL, random),
         }
     }
 
     /// The instant the next report is due.
-    pub fn due(&self) -> Instant {
+    pub(crate) fn due(&self) -> Instant {
         self.next
     }
 
     /// Whether a report is due at `now`; if so the following one is
     /// scheduled [`MIN_INTERVAL`] x [0.5, 1.5) later.
-    pub fn fire(&mut self, now: Instant, random: u32) -> bool {
+    pub(crate) fn fire(&mut self, now: Instant, random: u32) -> bool {
         if now < self.next {
             return false;
         }
@@ -88,7 +88,7 @@ impl ReportTimer {
 /// One call's RTCP: the statistics ([`RtcpState`]), the report timer and
 /// the counters of what went out and what was dropped.
 #[derive(Debug, Clone)]
-pub struct RtcpLink {
+pub(crate) struct RtcpLink {
     state: RtcpState,
     timer: ReportTimer,
     muxed: bool,
@@ -100,7 +100,7 @@ impl RtcpLink {
     /// RTCP for a stream we send as `ssrc` (named `cname` in SDES) at RTP
     /// clock `clock_rate`; `muxed` is the negotiated rtcp-mux. `random`
     /// randomises the first interval.
-    pub fn new(
+    pub(crate) fn new(
         ssrc: u32,
         cname: &str,
         clock_rate: u32,
@@ -118,14 +118,14 @@ impl RtcpLink {
     }
 
     /// A new offer/answer: whether RTCP runs now, and the codec's clock.
-    pub fn update(&mut self, muxed: bool, clock_rate: u32) {
+    pub(crate) fn update(&mut self, muxed: bool, clock_rate: u32) {
         self.muxed = muxed;
         self.state.set_clock_rate(clock_rate);
     }
 
     /// When [`RtcpLink::handle_timeout`] wants to run next; `None` while
     /// RTCP is off (no rtcp-mux).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.muxed.then(|| self.timer.due())
     }
 
@@ -134,7 +134,7 @@ impl RtcpLink {
     /// SR's NTP field, `random` randomises the next interval. The caller
     /// sends it on the path its RTP takes (or drops it when it cannot
     /// send: no pair, no consent).
-    pub fn handle_timeout(
+    pub(crate) fn handle_timeout(
         &mut self,
         now: Instant,
         wall: SystemTime,
@@ -154,7 +154,7 @@ impl RtcpLink {
     /// [`super::rtcp::is_rtcp`]) from `from` at `now`: authenticated by
     /// `channel` as SRTCP, then its reports feed the statistics. A drop is
     /// counted and changes nothing else.
-    pub fn handle_datagram(
+    pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -183,27 +183,27 @@ impl RtcpLink {
     }
 
     /// Records one RTP packet we sent (payload bytes, its timestamp).
-    pub fn on_rtp_sent(&mut self, payload_len: usize, timestamp: u32, now: Instant) {
+    pub(crate) fn on_rtp_sent(&mut self, payload_len: usize, timestamp: u32, now: Instant) {
         self.state.on_rtp_sent(payload_len, timestamp, now);
     }
 
     /// Records one authenticated RTP packet from the peer.
-    pub fn on_rtp_received(&mut self, ssrc: u32, seq: u16, timestamp: u32, now: Instant) {
+    pub(crate) fn on_rtp_received(&mut self, ssrc: u32, seq: u16, timestamp: u32, now: Instant) {
         self.state.on_rtp_received(ssrc, seq, timestamp, now);
     }
 
     /// The figures so far (see [`RtcpStats`]).
-    pub fn stats(&self) -> RtcpStats {
+    pub(crate) fn stats(&self) -> RtcpStats {
         self.state.stats()
     }
 
     /// Compound reports sent.
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// RTCP datagrams dropped (see [`RtcpDrop`]).
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.dropped
     }
 }

@@ -86,29 +86,29 @@ impl CryptoAttr {
 }
 
 /// Formats the value of `a=ibesip-dh` (without `a=`).
-pub fn dh_to_value(public: &[u8; 32]) -> String {
+pub(crate) fn dh_to_value(public: &[u8; 32]) -> String {
     b32_to_value(DH, public)
 }
 
 /// Reads the value of an `a=ibesip-dh` attribute.
-pub fn dh_parse(value: &str) -> Result<[u8; 32], SdpAttrError> {
+pub(crate) fn dh_parse(value: &str) -> Result<[u8; 32], SdpAttrError> {
     b32_parse(DH, value)
 }
 
 /// Name of the attribute carrying an X25519 public key.
-pub const DH: &str = "ibesip-dh";
+pub(crate) const DH: &str = "ibesip-dh";
 /// Name of the attribute carrying the offerer's commitment.
-pub const DH_COMMIT: &str = "ibesip-dh-commit";
+pub(crate) const DH_COMMIT: &str = "ibesip-dh-commit";
 /// Name of the attribute carrying the retained-secret MAC.
-pub const RS: &str = "ibesip-rs";
+pub(crate) const RS: &str = "ibesip-rs";
 
 /// Formats `<attr>:<base64url, no padding, of 32 bytes>` (without `a=`).
-pub fn b32_to_value(attr: &'static str, bytes: &[u8; 32]) -> String {
+pub(crate) fn b32_to_value(attr: &'static str, bytes: &[u8; 32]) -> String {
     format!("{attr}:{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Reads `<attr>:<base64url of 32 bytes>`; anything else is malformed.
-pub fn b32_parse(attr: &'static str, value: &str) -> Result<[u8; 32], SdpAttrError> {
+pub(crate) fn b32_parse(attr: &'static str, value: &str) -> Result<[u8; 32], SdpAttrError> {
     let b64 = value
         .strip_prefix(attr)
         .and_then(|r| r.strip_prefix(':'))

@@ -11,10 +11,10 @@
 //! durations count in the codec's clock (48 kHz for Opus, RFC 7587 4.1).
 //!
 //! RTCP (when the offer/answer agreed on rtcp-mux, see
-//! [`super::rtcp_link`]): compound reports leave as SRTCP on the path the
+//! `super::rtcp_link`): compound reports leave as SRTCP on the path the
 //! RTP takes (the socket's peer, ICE's nominated pair, the TURN channel),
-//! at the instants [`RtcpLink::poll_timeout`] names; datagrams on the
-//! socket that [`is_rtcp`] recognises go to [`RtcpLink::handle_datagram`],
+//! at the instants `RtcpLink::poll_timeout` names; datagrams on the
+//! socket that [`is_rtcp`] recognises go to `RtcpLink::handle_datagram`,
 //! all others to SRTP. The driver reads the clock through tokio
 //! (`tokio::time::Instant`), the same clock as its timers.
 

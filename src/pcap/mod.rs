@@ -5,16 +5,16 @@
 //!
 //! Pipeline: [`capture`] turns pcap/pcapng frames into transport segments
 //! (IP fragments reassembled), [`stream`] reassembles TCP and frames SIP
-//! messages (UDP: one per datagram; TCP: by Content-Length), [`sipscan`]
+//! messages (UDP: one per datagram; TCP: by Content-Length), `sipscan`
 //! reads each message leniently (a capture may hold anything) and records
-//! what is malformed, and [`verdict`] judges it; [`rtpflow`] judges each
+//! what is malformed, and `verdict` judges it; [`rtpflow`] judges each
 //! RTP-shaped UDP flow SRTP or plain RTP. Whatever a stage cannot read is
 //! kept as [`Unjudged`]: the capture is then "cannot judge", never clean.
 //! [`decrypt`] opens the tunneled messages of a capture with an agent's key
 //! log (`ibephone pcap decrypt`, debugging only), and [`srtp_decrypt`] the
 //! SRTP flows with the log's `IBESIP_SRTP` keys. [`tls`] frames SIP over
 //! TLS as TLS records (nothing in clear) and, with the TLS secrets of a
-//! key log, decrypts it so the SIP inside is judged too. [`turnwrap`]
+//! key log, decrypts it so the SIP inside is judged too. `turnwrap`
 //! opens TURN (ChannelData, Send and Data indications): what a relay
 //! carries is judged like a direct datagram (SRTP, SRTCP and STUN pass;
 //! plain RTP, plain RTCP or SIP inside TURN is a leak; anything else is
@@ -28,12 +28,12 @@ pub mod capture;
 pub mod decrypt;
 pub mod dns;
 pub mod rtpflow;
-pub mod sipscan;
+pub(crate) mod sipscan;
 pub mod srtp_decrypt;
 pub mod stream;
 pub mod tls;
-pub mod turnwrap;
-pub mod verdict;
+pub(crate) mod turnwrap;
+pub(crate) mod verdict;
 pub mod write;
 
 use thiserror::Error;

@@ -6,7 +6,7 @@
 //! What is malformed is not hidden either: it is listed in
 //! [`SipMessage::problems`] and the judge counts the message as a leak.
 
-pub use crate::tunnel::message::{long_name, StartLine};
+pub(crate) use crate::tunnel::message::{long_name, StartLine};
 
 /// One SIP message read from captured bytes.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ pub struct SipMessage {
 
 /// Number of CR/LF bytes at the start of `bytes` (RFC 3261 7.5: a receiver
 /// ignores CRLFs before the start line).
-pub fn leading_crlf(bytes: &[u8]) -> usize {
+pub(crate) fn leading_crlf(bytes: &[u8]) -> usize {
     bytes
         .iter()
         .take_while(|b| matches!(b, b'\r' | b'\n'))
@@ -36,7 +36,7 @@ pub fn leading_crlf(bytes: &[u8]) -> usize {
 
 /// Whether `bytes` start like a SIP message (request or status line),
 /// ignoring CR/LF bytes before it.
-pub fn looks_like_sip(bytes: &[u8]) -> bool {
+pub(crate) fn looks_like_sip(bytes: &[u8]) -> bool {
     let bytes = &bytes[leading_crlf(bytes)..];
     let line_end = bytes
         .iter()

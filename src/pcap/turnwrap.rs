@@ -12,12 +12,12 @@ use turn::proto::chandata::ChannelData;
 
 /// How deep TURN may nest inside TURN before the judge gives up (a
 /// relay's own ChannelData is depth 1; nothing the phone sends nests).
-pub const MAX_DEPTH: usize = 2;
+pub(crate) const MAX_DEPTH: usize = 2;
 
 /// True when `p` is shaped like a STUN message (RFC 8489 6): the two top
 /// bits zero, the magic cookie, and a length that is the rest of the
 /// datagram, a multiple of 4.
-pub fn is_stun_shaped(p: &[u8]) -> bool {
+pub(crate) fn is_stun_shaped(p: &[u8]) -> bool {
     let Some((head, body)) = p.split_first_chunk::<20>() else {
         return false;
     };
@@ -29,14 +29,14 @@ pub fn is_stun_shaped(p: &[u8]) -> bool {
 /// or a well-formed ChannelData message. Such a datagram is never framed
 /// as SIP (its payload may read like SIP, a start line after the 4-byte
 /// ChannelData header): it is opened, and what it carries judged.
-pub fn is_turn(p: &[u8]) -> bool {
+pub(crate) fn is_turn(p: &[u8]) -> bool {
     is_stun_shaped(p) || (is_channel_data_shaped(p) && channel_data(p).is_ok())
 }
 
 /// True when the first byte of `p` is in the ChannelData range (64..=127,
 /// RFC 7983's demultiplexing of STUN/DTLS/TURN channels/RTP): such a
 /// datagram must decode as ChannelData, see [`channel_data`].
-pub fn is_channel_data_shaped(p: &[u8]) -> bool {
+pub(crate) fn is_channel_data_shaped(p: &[u8]) -> bool {
     p.first().is_some_and(|b| (0x40..=0x7f).contains(b))
 }
 
@@ -45,7 +45,7 @@ pub fn is_channel_data_shaped(p: &[u8]) -> bool {
 /// number outside 0x4000..=0x4FFF (RFC 8656 12: 0x5000..=0xFFFF are
 /// reserved), a length beyond the datagram, or more than 3 bytes of
 /// padding after the data (12.5: padding to a multiple of 4 only).
-pub fn channel_data(p: &[u8]) -> Result<(u16, Vec<u8>), String> {
+pub(crate) fn channel_data(p: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let mut cd = ChannelData {
         raw: p.to_vec(),
         ..ChannelData::default()
@@ -73,7 +73,7 @@ pub fn channel_data(p: &[u8]) -> Result<(u16, Vec<u8>), String> {
 /// message with one is unwrapped too, so nothing rides in it unjudged).
 /// `Err` when the message does not decode (attributes that do not add up
 /// to its length).
-pub fn stun_data(p: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+pub(crate) fn stun_data(p: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut m = Message::new();
     m.unmarshal_binary(p)
         .map_err(|e| format!("malformed STUN message ({} bytes): {e}", p.len()))?;
@@ -87,7 +87,7 @@ pub fn stun_data(p: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 
 /// The STUN method and class of a message, for reports (`Send
 /// indication`); `p` must be STUN-shaped.
-pub fn stun_kind(p: &[u8]) -> String {
+pub(crate) fn stun_kind(p: &[u8]) -> String {
     let mut m = Message::new();
     match m.unmarshal_binary(p) {
         Ok(()) => m.typ.to_string(),

@@ -485,7 +485,7 @@ fn parse_params(body: &[u8]) -> Result<PublicParams, PkgClientError> {
 
 /// Decodes and checks key entries for `aor`; exactly the `periods` asked
 /// for must be present.
-pub fn keys_from_entries(
+pub(crate) fn keys_from_entries(
     aor: &Aor,
     params: &PublicParams,
     entries: &[api::KeyEntry],

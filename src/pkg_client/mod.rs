@@ -1,6 +1,6 @@
 //! The phone's client of its provider's PKG (spec `pkg-api.md`): the shared
 //! API types ([`api`], also used by `pkg-server`), certificate pinning
-//! ([`tls`]), the HTTPS client ([`client`]), encryption at rest ([`seal`],
+//! ([`tls`]), the HTTPS client (`client`), encryption at rest ([`seal`],
 //! one sealed file beside a private key file: [`sealed_file`]), the key
 //! store that keeps keys across restarts ([`store`]), the discovery of
 //! the PKG and the SIP proxy from a domain ([`discovery`]), the first
@@ -10,7 +10,7 @@
 //! ([`threshold`]).
 
 pub mod api;
-pub mod client;
+pub(crate) mod client;
 pub mod discovery;
 pub mod first_contact;
 pub mod seal;

@@ -11,7 +11,7 @@ use rsip::{Method, Uri};
 
 /// Early, confirmed or terminated (RFC 3261 12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DialogState {
+pub(crate) enum DialogState {
     /// Created by a 1xx with a To tag.
     Early,
     /// Created or confirmed by a 2xx.
@@ -22,7 +22,7 @@ pub enum DialogState {
 
 /// Dialog ID: Call-ID, local tag, remote tag.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DialogId {
+pub(crate) struct DialogId {
     /// Call-ID.
     pub call_id: String,
     /// Our tag.
@@ -33,7 +33,7 @@ pub struct DialogId {
 
 impl DialogId {
     /// The ID of the dialog an incoming request belongs to (To tag local).
-    pub fn of_incoming(req: &Message) -> Option<DialogId> {
+    pub(crate) fn of_incoming(req: &Message) -> Option<DialogId> {
         Some(DialogId {
             call_id: req.call_id()?.to_string(),
             local_tag: req.to_tag()?.to_string(),
@@ -45,7 +45,7 @@ impl DialogId {
 /// Why a dialog refused an in-dialog request.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum DialogError {
+pub(crate) enum DialogError {
     /// The peer reused or lowered its CSeq (answer 500, RFC 3261 12.2.2).
     #[error("CSeq out of order")]
     CSeqOutOfOrder,
@@ -56,7 +56,7 @@ pub enum DialogError {
 
 /// One dialog.
 #[derive(Debug, Clone)]
-pub struct Dialog {
+pub(crate) struct Dialog {
     /// Dialog ID.
     pub id: DialogId,
     /// State.
@@ -85,7 +85,7 @@ fn contact_uri(m: &Message) -> Option<Uri> {
 
 impl Dialog {
     /// The UAC side, from our INVITE and a 1xx/2xx with a To tag.
-    pub fn uac(invite: &Message, resp: &Message) -> Result<Dialog, DialogError> {
+    pub(crate) fn uac(invite: &Message, resp: &Message) -> Result<Dialog, DialogError> {
         let status = resp.status().unwrap_or(0);
         let mut route_set: Vec<String> = resp
             .header_values("Record-Route")
@@ -113,7 +113,7 @@ impl Dialog {
     }
 
     /// The UAS side, from an incoming INVITE and the tag we chose.
-    pub fn uas(invite: &Message, local_tag: &str) -> Result<Dialog, DialogError> {
+    pub(crate) fn uas(invite: &Message, local_tag: &str) -> Result<Dialog, DialogError> {
         Ok(Dialog {
             id: DialogId {
                 call_id: invite.call_id().ok_or(DialogError::Incomplete)?.into(),
@@ -138,7 +138,7 @@ impl Dialog {
     /// `trusted` says its sender is proved to be the peer (the message
     /// filter's word: a tunneled dialog moves only on a verified tunneled
     /// request, never on a plain or unopened one).
-    pub fn on_request(&mut self, req: &Message, trusted: bool) -> Result<(), DialogError> {
+    pub(crate) fn on_request(&mut self, req: &Message, trusted: bool) -> Result<(), DialogError> {
         let (n, method) = req.cseq().ok_or(DialogError::Incomplete)?;
         if method != Method::Ack {
             if self.remote_cseq.is_some_and(|r| n <= r) {
@@ -159,13 +159,13 @@ impl Dialog {
 
     /// A new in-dialog request (RFC 3261 12.2.1.1) without Via; increments
     /// the local CSeq. For ACK use [`Dialog::ack`].
-    pub fn request(&mut self, method: Method) -> Message {
+    pub(crate) fn request(&mut self, method: Method) -> Message {
         self.local_cseq += 1;
         self.build(method, self.local_cseq)
     }
 
     /// The ACK of a 2xx to our INVITE with CSeq `invite_cseq` (13.2.2.4).
-    pub fn ack(&self, invite_cseq: u32) -> Message {
+    pub(crate) fn ack(&self, invite_cseq: u32) -> Message {
         self.build(Method::Ack, invite_cseq)
     }
 
@@ -189,7 +189,7 @@ impl Dialog {
     }
 
     /// True if `resp` (to our request) belongs to this dialog.
-    pub fn matches_response(&self, resp: &Message) -> bool {
+    pub(crate) fn matches_response(&self, resp: &Message) -> bool {
         resp.call_id() == Some(self.id.call_id.as_str())
             && resp.from_tag() == Some(self.id.local_tag.as_str())
             && resp

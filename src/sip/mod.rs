@@ -6,30 +6,30 @@
 //! [`Transmit`]s out; none reads the clock or touches a socket. The
 //! [`driver`] owns sockets and the clock. Files, lowest first:
 //! - [`message`]: parsing (over `rsip`) and writing, compact forms;
-//! - [`timers`], [`transaction`]: RFC 3261 17;
-//! - [`dialog`]: RFC 3261 12 dialogs and in-dialog requests;
+//! - [`timers`], `transaction`: RFC 3261 17;
+//! - `dialog`: RFC 3261 12 dialogs and in-dialog requests;
 //! - [`digest`]: digest authentication (RFC 3261 22, RFC 7616, RFC 8760);
 //! - [`ua`]: the user-agent core with the [`filter::MessageFilter`] hook where
 //!   the tunnel seals and opens messages;
-//! - [`location`], [`registrar`], [`proxy`]: the embedded provider;
+//! - `location`, [`registrar`], [`proxy`]: the embedded provider;
 //! - [`driver`]: UDP, TCP and TLS over tokio;
 //! - [`stun`]: STUN binding requests and answers (UDP keep-alives, RFC 5626
 //!   4.4.2; the media layer's server-reflexive address);
 //! - [`proxy_uri`]: the outbound proxy a phone is configured with (`sips:`,
 //!   `;transport=`).
 
-pub mod dialog;
+pub(crate) mod dialog;
 pub mod digest;
 pub mod driver;
 pub mod filter;
-pub mod location;
+pub(crate) mod location;
 pub mod message;
 pub mod proxy;
 pub mod proxy_uri;
 pub mod registrar;
 pub mod stun;
 pub mod timers;
-pub mod transaction;
+pub(crate) mod transaction;
 pub mod ua;
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The registrar of the embedded provider (RFC 3261 10.3): digest
 //! authentication of REGISTER against a [`UserLookup`] (the PKG's user
-//! database implements it), bindings in the [`LocationService`], and
+//! database implements it), bindings in the `LocationService`, and
 //! throttling of probes for unknown users.
 //!
 //! Decisions:

@@ -5,7 +5,7 @@
 //!
 //! Written on `der` derives rather than the `cms` crate: `cms`/`x509-cert`
 //! identify algorithms and attributes with `const-oid`, which cannot hold
-//! our UUID-arc OIDs (see [`super::oids`]). The structures below describe
+//! our UUID-arc OIDs (see `super::oids`). The structures below describe
 //! exactly this profile, so a body with any optional field the profile
 //! excludes (originatorInfo, unauthAttrs, certificates, KEK dates, a second
 //! recipient or signer, a multi-valued attribute) fails to decode.

@@ -12,7 +12,7 @@
 //!   then commits it with a step that cannot fail, so a rejected message
 //!   changes no state (time-driven expiry at the given `now` aside).
 //! - State is bounded and expires by itself from the `now` given to
-//!   `seal`/`open` (see [`session`]).
+//!   `seal`/`open` (see `session`).
 //! - [`classify`] says which messages stay plain (5.5); [`OpenError::wire_action`]
 //!   and [`error_response`] give the wire errors (5.6).
 //! - [`keylog`]: an explicit opt-in hook ([`Tunnel::set_key_log`], off by
@@ -94,18 +94,18 @@
 //!   among themselves, per peer first.
 
 pub mod cms;
-pub mod error;
+pub(crate) mod error;
 pub mod kat;
 pub mod keylog;
 pub mod message;
-pub mod oids;
+pub(crate) mod oids;
 mod open;
 pub mod outer;
-pub mod random;
-pub mod replay;
+pub(crate) mod random;
+pub(crate) mod replay;
 mod seal;
-pub mod session;
-pub mod signed;
+pub(crate) mod session;
+pub(crate) mod signed;
 
 pub use cms::Direction;
 pub use error::{OpenError, SealError, SignatureError, WireAction, BUSY_RETRY_AFTER_SECS};

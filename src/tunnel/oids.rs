@@ -13,11 +13,12 @@ use std::cmp::Ordering;
 /// An OBJECT IDENTIFIER kept as its DER content octets (validated: non-empty,
 /// minimal base-128 sub-identifiers).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Oid(Vec<u8>);
+pub(crate) struct Oid(Vec<u8>);
 
 impl Oid {
     /// The OID of a dotted string; `None` if it is not a valid OID.
-    pub fn from_dotted(dotted: &str) -> Option<Oid> {
+    #[cfg(test)]
+    pub(crate) fn from_dotted(dotted: &str) -> Option<Oid> {
         let arcs: Vec<u128> = dotted
             .split('.')
             .map(|a| a.parse().ok())
@@ -43,11 +44,6 @@ impl Oid {
         OidRef(bytes)
     }
 
-    /// The content octets.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
     fn valid(bytes: &[u8]) -> bool {
         // Non-empty, ends a sub-identifier, no sub-identifier starts with 0x80.
         let mut at_start = true;
@@ -63,11 +59,11 @@ impl Oid {
 
 /// A constant OID (content octets), comparable with [`Oid`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OidRef(&'static [u8]);
+pub(crate) struct OidRef(&'static [u8]);
 
 impl OidRef {
     /// An owned copy.
-    pub fn to_oid(self) -> Oid {
+    pub(crate) fn to_oid(self) -> Oid {
         Oid(self.0.to_vec())
     }
 }
@@ -129,46 +125,46 @@ const fn under_arc(group: u8, item: u8) -> [u8; 22] {
 }
 
 /// `ibesip-bf-bls12381`: Boneh-Franklin key transport (ARC.1.1).
-pub const IBESIP_BF: OidRef = Oid::from_static(&under_arc(1, 1));
+pub(crate) const IBESIP_BF: OidRef = Oid::from_static(&under_arc(1, 1));
 /// `ibesip-cc-bls12381`: Cha-Cheon signature (ARC.1.2).
-pub const IBESIP_CC: OidRef = Oid::from_static(&under_arc(1, 2));
+pub(crate) const IBESIP_CC: OidRef = Oid::from_static(&under_arc(1, 2));
 /// `ibesip-session-id` (ARC.2.1).
-pub const IBESIP_SESSION_ID: OidRef = Oid::from_static(&under_arc(2, 1));
+pub(crate) const IBESIP_SESSION_ID: OidRef = Oid::from_static(&under_arc(2, 1));
 /// `ibesip-seq` (ARC.2.2).
-pub const IBESIP_SEQ: OidRef = Oid::from_static(&under_arc(2, 2));
+pub(crate) const IBESIP_SEQ: OidRef = Oid::from_static(&under_arc(2, 2));
 /// `ibesip-outer-binding` (ARC.2.3).
-pub const IBESIP_OUTER_BINDING: OidRef = Oid::from_static(&under_arc(2, 3));
+pub(crate) const IBESIP_OUTER_BINDING: OidRef = Oid::from_static(&under_arc(2, 3));
 /// `ibesip-signer-identity` (ARC.2.4).
-pub const IBESIP_SIGNER_IDENTITY: OidRef = Oid::from_static(&under_arc(2, 4));
+pub(crate) const IBESIP_SIGNER_IDENTITY: OidRef = Oid::from_static(&under_arc(2, 4));
 /// `ibesip-session-binding` (ARC.2.5).
-pub const IBESIP_SESSION_BINDING: OidRef = Oid::from_static(&under_arc(2, 5));
+pub(crate) const IBESIP_SESSION_BINDING: OidRef = Oid::from_static(&under_arc(2, 5));
 /// `id-ct-authEnvelopedData` 1.2.840.113549.1.9.16.1.23 (RFC 5083).
-pub const ID_CT_AUTH_ENVELOPED_DATA: OidRef = Oid::from_static(&[
+pub(crate) const ID_CT_AUTH_ENVELOPED_DATA: OidRef = Oid::from_static(&[
     0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17,
 ]);
 /// `id-data` 1.2.840.113549.1.7.1.
-pub const ID_DATA: OidRef =
+pub(crate) const ID_DATA: OidRef =
     Oid::from_static(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01]);
 /// `id-signedData` 1.2.840.113549.1.7.2.
-pub const ID_SIGNED_DATA: OidRef =
+pub(crate) const ID_SIGNED_DATA: OidRef =
     Oid::from_static(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02]);
 /// `id-contentType` 1.2.840.113549.1.9.3.
-pub const ID_CONTENT_TYPE: OidRef =
+pub(crate) const ID_CONTENT_TYPE: OidRef =
     Oid::from_static(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03]);
 /// `id-messageDigest` 1.2.840.113549.1.9.4.
-pub const ID_MESSAGE_DIGEST: OidRef =
+pub(crate) const ID_MESSAGE_DIGEST: OidRef =
     Oid::from_static(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x04]);
 /// `id-signingTime` 1.2.840.113549.1.9.5.
-pub const ID_SIGNING_TIME: OidRef =
+pub(crate) const ID_SIGNING_TIME: OidRef =
     Oid::from_static(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05]);
 /// `id-sha256` 2.16.840.1.101.3.4.2.1.
-pub const ID_SHA256: OidRef =
+pub(crate) const ID_SHA256: OidRef =
     Oid::from_static(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01]);
 /// `id-aes256-wrap` 2.16.840.1.101.3.4.1.45 (RFC 3565).
-pub const ID_AES256_WRAP: OidRef =
+pub(crate) const ID_AES256_WRAP: OidRef =
     Oid::from_static(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2d]);
 /// `id-aes256-GCM` 2.16.840.1.101.3.4.1.46 (RFC 5084).
-pub const ID_AES256_GCM: OidRef =
+pub(crate) const ID_AES256_GCM: OidRef =
     Oid::from_static(&[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2e]);
 
 #[cfg(test)]

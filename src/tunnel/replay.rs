@@ -7,11 +7,11 @@
 //! so that a failed check changes no state. The logic is property-tested.
 
 /// Window width.
-pub const WINDOW: u64 = 64;
+pub(crate) const WINDOW: u64 = 64;
 
 /// A sliding window of accepted sequence numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayWindow {
+pub(crate) struct ReplayWindow {
     newest: Option<u64>,
     /// Bit i set: `newest - i` was accepted.
     seen: u64,
@@ -19,7 +19,7 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// Whether `seq` would be accepted (no state change).
-    pub fn check(&self, seq: u64) -> bool {
+    pub(crate) fn check(&self, seq: u64) -> bool {
         match self.newest {
             None => true,
             Some(n) if seq > n => true,
@@ -32,7 +32,7 @@ impl ReplayWindow {
 
     /// Records `seq` as accepted; call only after [`ReplayWindow::check`]
     /// and full verification.
-    pub fn accept(&mut self, seq: u64) {
+    pub(crate) fn accept(&mut self, seq: u64) {
         match self.newest {
             Some(n) if seq <= n => self.seen |= 1u64 << (n - seq),
             Some(n) => {

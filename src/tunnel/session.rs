@@ -50,7 +50,7 @@ impl Role {
 /// The caller's tag is the From tag of every message of a transaction the
 /// caller started (its requests and the callee's responses to them) and
 /// the To tag of every message of a transaction the callee started.
-pub fn dialog_tags<'t>(
+pub(crate) fn dialog_tags<'t>(
     is_request: bool,
     direction: Direction,
     from_tag: &'t str,
@@ -65,12 +65,12 @@ pub fn dialog_tags<'t>(
 }
 
 /// The methods whose first request creates a dialog (long-lived session).
-pub fn creates_dialog(method: &str) -> bool {
+pub(crate) fn creates_dialog(method: &str) -> bool {
     matches!(method, "INVITE" | "SUBSCRIBE" | "REFER")
 }
 
 /// One tunnel session.
-pub struct Session {
+pub(crate) struct Session {
     /// `session_id`.
     pub session_id: [u8; 16],
     /// The session KEK.
@@ -116,27 +116,9 @@ pub struct Session {
     pub last_used: SystemTime,
 }
 
-impl Session {
-    /// The peer's dialog tag of a message travelling in `direction` (from
-    /// its From and To tags).
-    pub fn peer_tag<'t>(
-        &self,
-        is_request: bool,
-        direction: Direction,
-        from_tag: &'t str,
-        to_tag: &'t str,
-    ) -> &'t str {
-        let (caller, callee) = dialog_tags(is_request, direction, from_tag, to_tag);
-        match self.role {
-            Role::Callee => caller,
-            Role::Caller => callee,
-        }
-    }
-}
-
 /// Why the table cannot take a new session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub(crate) enum Full {
     /// Every slot holds an established session.
     Sessions,
     /// The memory of accepted session ids is full.
@@ -145,13 +127,13 @@ pub enum Full {
 
 /// Where a new session goes: the pending session it evicts, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot {
+pub(crate) struct Slot {
     evict: Option<[u8; 16]>,
 }
 
 /// The limits of a [`SessionTable`].
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most sessions held at once.
     pub max_sessions: usize,
     /// Most pending sessions (opened by peers, not answered yet).
@@ -182,7 +164,7 @@ struct Recent {
 }
 
 /// All sessions, bounded.
-pub struct SessionTable {
+pub(crate) struct SessionTable {
     by_id: HashMap<[u8; 16], Session>,
     by_dialog: HashMap<(String, String, Role), [u8; 16]>,
     /// Number of live sessions per Call-ID.
@@ -204,7 +186,7 @@ fn older_than(now: SystemTime, t: SystemTime, limit: Duration) -> bool {
 
 impl SessionTable {
     /// An empty table with these limits.
-    pub fn new(mut limits: Limits) -> Self {
+    pub(crate) fn new(mut limits: Limits) -> Self {
         limits.max_sessions = limits.max_sessions.max(1);
         limits.max_pending = limits.max_pending.clamp(1, limits.max_sessions);
         limits.max_pending_per_peer = limits.max_pending_per_peer.clamp(1, limits.max_pending);
@@ -221,22 +203,17 @@ impl SessionTable {
     }
 
     /// Number of live sessions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 
-    /// Whether there are no sessions.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// Number of pending sessions (opened by a peer, not answered).
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.by_id.values().filter(|s| !s.established).count()
     }
 
     /// Number of remembered session ids.
-    pub fn remembered_ids(&self) -> usize {
+    pub(crate) fn remembered_ids(&self) -> usize {
         self.seen_ids.len()
     }
 
@@ -251,7 +228,7 @@ impl SessionTable {
     /// Runs [`SessionTable::expire`] when the last sweep is at least the
     /// sweep interval before `now` (amortised housekeeping driven by the
     /// `now` of every seal and open).
-    pub fn maybe_expire(&mut self, now: SystemTime) {
+    pub(crate) fn maybe_expire(&mut self, now: SystemTime) {
         let due = self.last_sweep.is_none_or(|t| {
             now.duration_since(t)
                 .map_or(true, |d| d >= self.limits.sweep_interval)
@@ -262,7 +239,7 @@ impl SessionTable {
     }
 
     /// Drops idle sessions and old memories.
-    pub fn expire(&mut self, now: SystemTime) {
+    pub(crate) fn expire(&mut self, now: SystemTime) {
         self.last_sweep = Some(now);
         let dead: Vec<[u8; 16]> = self
             .by_id
@@ -285,7 +262,7 @@ impl SessionTable {
     }
 
     /// Removes a session and everything that points to it.
-    pub fn remove(&mut self, id: &[u8; 16]) {
+    pub(crate) fn remove(&mut self, id: &[u8; 16]) {
         if let Some(s) = self.by_id.remove(id) {
             let key = Self::dialog_key(&s);
             if self.by_dialog.get(&key) == Some(id) {
@@ -302,7 +279,7 @@ impl SessionTable {
     }
 
     /// Whether a live session (any role, any tags) has this Call-ID.
-    pub fn call_id_in_use(&self, call_id: &str) -> bool {
+    pub(crate) fn call_id_in_use(&self, call_id: &str) -> bool {
         self.call_ids.contains_key(call_id)
     }
 
@@ -318,7 +295,7 @@ impl SessionTable {
     /// would go; no state change. Evicts only pending sessions: first the
     /// same peer's oldest when it is at its own limit, then the oldest of
     /// all when the pending limit or the table is reached.
-    pub fn slot_for_pending(&self, opened_by: &str) -> Result<Slot, Full> {
+    pub(crate) fn slot_for_pending(&self, opened_by: &str) -> Result<Slot, Full> {
         if self.seen_ids.len() >= self.limits.max_session_ids {
             return Err(Full::SessionIds);
         }
@@ -347,7 +324,7 @@ impl SessionTable {
     /// (we are the callee), no signature verified on any branch, and not
     /// answered with a 2xx by us. `None` when any session on the Call-ID
     /// is ours, proved or confirmed (or there is none).
-    pub fn unproven_on_call_id(&self, call_id: &str) -> Option<Vec<[u8; 16]>> {
+    pub(crate) fn unproven_on_call_id(&self, call_id: &str) -> Option<Vec<[u8; 16]>> {
         let on: Vec<&Session> = self
             .by_id
             .values()
@@ -367,7 +344,11 @@ impl SessionTable {
     /// (see [`SessionTable::unproven_on_call_id`]); no state change. Their
     /// removal frees at least one slot, so only the session-id memory can
     /// refuse it.
-    pub fn slot_superseding(&self, opened_by: &str, replaced: &[[u8; 16]]) -> Result<Slot, Full> {
+    pub(crate) fn slot_superseding(
+        &self,
+        opened_by: &str,
+        replaced: &[[u8; 16]],
+    ) -> Result<Slot, Full> {
         match self.slot_for_pending(opened_by) {
             Err(Full::Sessions) if !replaced.is_empty() => Ok(Slot { evict: None }),
             other => other,
@@ -377,7 +358,7 @@ impl SessionTable {
     /// Where a session we open ourselves would go; no state change.
     /// `replaces` is our own earlier session of the same dialog that it
     /// takes over (a retried initial request), which frees its slot.
-    pub fn slot_for_own(&self, replaces: Option<[u8; 16]>) -> Result<Slot, Full> {
+    pub(crate) fn slot_for_own(&self, replaces: Option<[u8; 16]>) -> Result<Slot, Full> {
         if replaces.is_some() || self.by_id.len() < self.limits.max_sessions {
             return Ok(Slot { evict: None });
         }
@@ -389,7 +370,7 @@ impl SessionTable {
 
     /// Inserts a session into the slot found for it. The slot was computed
     /// on the current state, so this cannot fail.
-    pub fn insert(&mut self, slot: Slot, session: Session) {
+    pub(crate) fn insert(&mut self, slot: Slot, session: Session) {
         if let Some(id) = slot.evict {
             self.remove(&id);
         }
@@ -406,18 +387,23 @@ impl SessionTable {
     }
 
     /// The session with this id.
-    pub fn get(&self, id: &[u8; 16]) -> Option<&Session> {
+    pub(crate) fn get(&self, id: &[u8; 16]) -> Option<&Session> {
         self.by_id.get(id)
     }
 
     /// The session with this id, mutably.
-    pub fn get_mut(&mut self, id: &[u8; 16]) -> Option<&mut Session> {
+    pub(crate) fn get_mut(&mut self, id: &[u8; 16]) -> Option<&mut Session> {
         self.by_id.get_mut(id)
     }
 
     /// The session of the dialog with this Call-ID and caller's tag in
     /// which we have `role`.
-    pub fn find_dialog(&self, call_id: &str, caller_tag: &str, role: Role) -> Option<[u8; 16]> {
+    pub(crate) fn find_dialog(
+        &self,
+        call_id: &str,
+        caller_tag: &str,
+        role: Role,
+    ) -> Option<[u8; 16]> {
         self.by_dialog
             .get(&(call_id.to_string(), caller_tag.to_string(), role))
             .copied()
@@ -425,7 +411,7 @@ impl SessionTable {
 
     /// Whether a first message with this session id was accepted within
     /// the memory period, and the hash of its body.
-    pub fn seen_id(&self, id: &[u8; 16], now: SystemTime) -> Option<[u8; 32]> {
+    pub(crate) fn seen_id(&self, id: &[u8; 16], now: SystemTime) -> Option<[u8; 32]> {
         self.seen_ids
             .get(id)
             .filter(|(t, _)| !older_than(now, *t, self.limits.id_memory))
@@ -433,14 +419,19 @@ impl SessionTable {
     }
 
     /// Records an accepted first message.
-    pub fn remember_id(&mut self, id: [u8; 16], body_hash: [u8; 32], now: SystemTime) {
+    pub(crate) fn remember_id(&mut self, id: [u8; 16], body_hash: [u8; 32], now: SystemTime) {
         self.seen_ids.insert(id, (now, body_hash));
     }
 
     /// The result of a body with this hash accepted within the
     /// retransmission window before `now` in the transaction whose top Via
     /// branch is `branch`, while its session is still live.
-    pub fn recent(&self, body_hash: &[u8; 32], branch: &str, now: SystemTime) -> Option<&Opened> {
+    pub(crate) fn recent(
+        &self,
+        body_hash: &[u8; 32],
+        branch: &str,
+        now: SystemTime,
+    ) -> Option<&Opened> {
         self.recent
             .iter()
             .find(|r| {
@@ -453,7 +444,7 @@ impl SessionTable {
     }
 
     /// Remembers an accepted body for retransmissions.
-    pub fn remember_body(
+    pub(crate) fn remember_body(
         &mut self,
         body_hash: [u8; 32],
         branch: String,

@@ -84,7 +84,7 @@ pub(super) fn new_device_name() -> Result<String, String> {
 
 /// The periods a new phone asks for: previous (calls sealed just before
 /// the month changed), current and next (renewal ahead).
-pub fn key_periods(now_unix: u64) -> Vec<Period> {
+pub(crate) fn key_periods(now_unix: u64) -> Vec<Period> {
     let current = Period::month_at(now_unix);
     let mut v = Vec::with_capacity(3);
     if let Ok(p) = current.previous_month() {
@@ -190,7 +190,7 @@ pub(super) fn load_account(dirs: &AppDirs) -> Result<Account, String> {
 }
 
 /// Whether `dirs` holds a set-up phone (keys and the sealed password).
-pub fn is_set_up(dirs: &AppDirs) -> bool {
+pub(crate) fn is_set_up(dirs: &AppDirs) -> bool {
     dirs.keys().join(store::STORE_FILE).exists() && dirs.account().exists()
 }
 

@@ -691,7 +691,7 @@ impl PhoneApp {
 
 impl PhoneApp {
     /// The "Copy diagnostics" report of the window's state now (see
-    /// [`super::diagnostics`]: no secrets).
+    /// `super::diagnostics`: no secrets).
     pub fn diagnostics(&self) -> String {
         use super::diagnostics as d;
         let policy = match self.settings.policy {

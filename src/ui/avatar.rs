@@ -6,7 +6,7 @@
 /// "Alice Smith" -> "AS", "carol" -> "C",
 /// "sip:dave@atlanta.com" -> "D", "+1 555" -> "1"; "?" when nothing is
 /// left to take a letter or digit from.
-pub fn initials(name: &str) -> String {
+pub(crate) fn initials(name: &str) -> String {
     let name = name.trim();
     let name = name.strip_prefix("sips:").unwrap_or(name);
     let name = name.strip_prefix("sip:").unwrap_or(name);
@@ -38,7 +38,7 @@ const PALETTE: [egui::Color32; 8] = [
 
 /// The circle's color for `name` (a stable hash of its initials' source:
 /// the same name gives the same color).
-pub fn color(name: &str) -> egui::Color32 {
+pub(crate) fn color(name: &str) -> egui::Color32 {
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
     let h = name
         .trim()
@@ -51,7 +51,7 @@ pub fn color(name: &str) -> egui::Color32 {
 }
 
 /// Draws the avatar of `name` as a circle of `size` points.
-pub fn show(ui: &mut egui::Ui, name: &str, size: f32) -> egui::Response {
+pub(crate) fn show(ui: &mut egui::Ui, name: &str, size: f32) -> egui::Response {
     let (rect, response) = ui.allocate_exact_size(egui::vec2(size, size), egui::Sense::hover());
     if ui.is_rect_visible(rect) {
         let painter = ui.painter();

@@ -1,6 +1,6 @@
 //! Everything slow, off the UI thread: the PKG (probe, login, key fetch,
 //! renewal) and the agent; the account files it reads and writes are
-//! [`super::account`]'s.
+//! `super::account`'s.
 //! The window sends [`Request`]s and polls [`Update`]s; every update
 //! wakes it through the [`Waker`] (`ctx.request_repaint()`), so the window
 //! never waits on the network.

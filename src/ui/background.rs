@@ -2,7 +2,7 @@
 //! and an incoming call do to the window. A pure state machine (no drawing,
 //! no D-Bus): it takes what happened and queues the viewport commands the
 //! window then sends ([`Background::take_commands`]); the tray
-//! ([`super::tray`]) is a thin driver that only reports [`TrayEvent`]s.
+//! (`super::tray`) is a thin driver that only reports [`TrayEvent`]s.
 //!
 //! The rule that keeps the phone from becoming invisible: the window hides
 //! only while a tray host shows our icon ([`TrayState::Shown`]). With no

@@ -29,7 +29,7 @@ use crate::agent::AgentCommand;
 
 /// How good a call's connection is, in plain words (see [`quality`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QualityLevel {
+pub(crate) enum QualityLevel {
     /// No RTCP figures yet (the first reports take a few seconds) or none
     /// at all (a peer without rtcp-mux).
     Unknown,
@@ -44,7 +44,7 @@ pub enum QualityLevel {
 /// The quality line of a call: its level, one short sentence for the call
 /// screen and the numbers behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Quality {
+pub(crate) struct Quality {
     /// The level.
     pub level: QualityLevel,
     /// E.g. "Good connection · 42 ms" or "Poor connection: 8% loss".
@@ -66,7 +66,7 @@ fn percent(permille: u32) -> String {
 /// side says so. The thresholds follow the usual VoIP rules of thumb
 /// (ITU-T G.114's 400 ms for the round trip in two halves, a few percent
 /// of loss for G.711 with concealment).
-pub fn quality(s: &MediaCounters) -> Quality {
+pub(crate) fn quality(s: &MediaCounters) -> Quality {
     let loss = s.loss_permille.max(s.peer_loss_permille.unwrap_or(0));
     let jitter = s.jitter_ms.max(s.peer_jitter_ms.unwrap_or(0));
     let measured = s.rtt_ms.is_some() || s.peer_loss_permille.is_some();
@@ -144,7 +144,7 @@ fn quality_line(ui: &mut egui::Ui, c: &Call) {
 }
 
 /// The "verified: sip:alice@…" badge, or the warning for an unproven caller.
-pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
+pub(crate) fn identity_badge(ui: &mut egui::Ui, c: &Call) {
     match (&c.verified, c.tunneled) {
         (Some(id), true) => {
             // The one prominent security signal: a filled badge.
@@ -178,7 +178,7 @@ pub fn identity_badge(ui: &mut egui::Ui, c: &Call) {
 }
 
 /// Draws every incoming call with answer and reject.
-pub fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
+pub(crate) fn incoming(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let mut cmds = Vec::new();
     let talking = app.calls.iter().any(|c| c.phase != Phase::Incoming);
     for c in app.calls.iter().filter(|c| c.phase == Phase::Incoming) {
@@ -244,7 +244,7 @@ fn contact_name(app: &PhoneApp, uri: &str) -> String {
 /// Draws the call in progress (the first one not incoming and not on
 /// hold, else the first one not incoming), and a line with Switch for
 /// each other call.
-pub fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
+pub(crate) fn in_call(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let current = |c: &Call| c.phase != Phase::Incoming;
     let Some(idx) = app
         .calls
@@ -402,7 +402,7 @@ enum Local {
 }
 
 /// The security facts of call `idx`.
-pub fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
+pub(crate) fn security_panel(app: &mut PhoneApp, ui: &mut egui::Ui, idx: usize) {
     let c = app.calls[idx].clone();
     let provider = app
         .ready

@@ -7,7 +7,7 @@ use super::dial::normalize;
 use super::main_window::{GREEN, RED};
 
 /// Draws the address book.
-pub fn contacts_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
+pub(crate) fn contacts_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let domain = app.domain();
     let editing = app.contact_form.2.clone();
     ui.horizontal(|ui| {
@@ -93,7 +93,7 @@ pub fn contacts_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
 }
 
 /// Draws the conversations: a list of peers, then the selected one.
-pub fn messages_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
+pub(crate) fn messages_tab(app: &mut PhoneApp, ui: &mut egui::Ui) {
     let domain = app.domain();
     ui.horizontal(|ui| {
         let l = ui.label("New conversation with");

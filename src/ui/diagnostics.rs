@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 /// How many recent errors the window keeps for the report.
-pub const RECENT_ERRORS: usize = 20;
+pub(crate) const RECENT_ERRORS: usize = 20;
 
 /// One error or refusal the window showed, with its Unix time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl RecentErrors {
 
 /// Everything the report says, gathered by the window.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     /// `ibephone 0.1.0`.
     pub version: String,
     /// Operating system and architecture, e.g. `linux x86_64`.
@@ -84,12 +84,12 @@ pub struct Facts<'a> {
 }
 
 /// The version line: this crate's name and version.
-pub fn version() -> String {
+pub(crate) fn version() -> String {
     format!("{} {}", env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
 }
 
 /// The OS line: family, OS and architecture of this build.
-pub fn os() -> String {
+pub(crate) fn os() -> String {
     format!(
         "{} ({} {})",
         std::env::consts::OS,
@@ -100,7 +100,7 @@ pub fn os() -> String {
 
 /// `UDP`, `TCP` or `TLS` for a configured proxy; `unknown` when the text
 /// does not parse (the report still names it as written).
-pub fn transport_name(sip_proxy: &str) -> &'static str {
+pub(crate) fn transport_name(sip_proxy: &str) -> &'static str {
     match ProxyUri::parse(sip_proxy.trim()).map(|p| p.transport) {
         Ok(Transport::Udp) => "UDP",
         Ok(Transport::Tcp) => "TCP",
@@ -110,7 +110,7 @@ pub fn transport_name(sip_proxy: &str) -> &'static str {
 }
 
 /// The report, one fact per line, newest errors last.
-pub fn report(f: &Facts<'_>) -> String {
+pub(crate) fn report(f: &Facts<'_>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "ibephone diagnostics ({})", format_time(f.now_unix));

@@ -8,7 +8,7 @@ use crate::ibe::Aor;
 
 /// The canonical AOR (`sip:bob@biloxi.com`) that `input` dials from a
 /// phone of `domain`, or a sentence saying what to type instead.
-pub fn normalize(input: &str, domain: &str) -> Result<String, String> {
+pub(crate) fn normalize(input: &str, domain: &str) -> Result<String, String> {
     let s = input.trim();
     if s.is_empty() {
         return Err(
@@ -36,7 +36,7 @@ pub fn normalize(input: &str, domain: &str) -> Result<String, String> {
 
 /// The AOR part of an identity string `sip:alice@atlanta.com#2026-12`
 /// and its key period.
-pub fn split_identity(id: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_identity(id: &str) -> (&str, Option<&str>) {
     match id.rsplit_once('#') {
         Some((aor, period)) => (aor, Some(period)),
         None => (id, None),
@@ -44,7 +44,7 @@ pub fn split_identity(id: &str) -> (&str, Option<&str>) {
 }
 
 /// The keys of the dial pad, in reading order (DTMF digits).
-pub const PAD: [char; 12] = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
+pub(crate) const PAD: [char; 12] = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '*', '0', '#'];
 
 #[cfg(test)]
 mod tests {

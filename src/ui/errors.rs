@@ -5,7 +5,7 @@ use crate::pkg_client::api::codes;
 use crate::pkg_client::PkgClientError;
 
 /// What to tell the user when talking to the provider at `url` failed.
-pub fn pkg_error(e: &PkgClientError, url: &str) -> String {
+pub(crate) fn pkg_error(e: &PkgClientError, url: &str) -> String {
     match e {
         PkgClientError::Server { code, .. } if code == codes::INVALID_CREDENTIALS => {
             "Wrong user name or password. Check both (the password is case-sensitive) and try again.".into()
@@ -56,7 +56,7 @@ pub fn pkg_error(e: &PkgClientError, url: &str) -> String {
 
 /// What to tell the user when a call ended for `reason` (the agent's
 /// `Ended` reason) before it was answered; None for ordinary endings.
-pub fn call_end(reason: &str, peer: &str) -> Option<String> {
+pub(crate) fn call_end(reason: &str, peer: &str) -> Option<String> {
     // "rejected 415" or "rejected 415: why ..." (the agent adds the why).
     let status = reason
         .strip_prefix("rejected ")
@@ -92,7 +92,7 @@ pub fn call_end(reason: &str, peer: &str) -> Option<String> {
 }
 
 /// What to tell the user for the agent's `Error` event `message`.
-pub fn agent_error(message: &str, peer: Option<&str>) -> String {
+pub(crate) fn agent_error(message: &str, peer: Option<&str>) -> String {
     if message.contains("no keys or unknown domain") {
         let who = peer.unwrap_or("This address");
         return format!(
@@ -103,7 +103,7 @@ pub fn agent_error(message: &str, peer: Option<&str>) -> String {
 }
 
 /// What to tell the user when registering failed with `status`.
-pub fn registration_failed(status: u16, proxy: &str) -> String {
+pub(crate) fn registration_failed(status: u16, proxy: &str) -> String {
     match status {
         401 | 403 | 407 => "The network refused your user name or password. Log out and set up the phone again with the right password.".into(),
         408 | 503 | 504 => format!(

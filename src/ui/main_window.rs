@@ -9,13 +9,13 @@ use super::history::{format_duration, format_time, Direction};
 use super::status::{self, Tone};
 
 /// Red for warnings and errors.
-pub const RED: egui::Color32 = egui::Color32::from_rgb(200, 40, 40);
+pub(crate) const RED: egui::Color32 = egui::Color32::from_rgb(200, 40, 40);
 /// Green for verified identities.
-pub const GREEN: egui::Color32 = egui::Color32::from_rgb(30, 140, 60);
+pub(crate) const GREEN: egui::Color32 = egui::Color32::from_rgb(30, 140, 60);
 
 /// A large button for the call's main actions (Call, Answer, Hang up):
 /// bigger text and target, filled with `fill`, white text.
-pub fn big_button(text: &str, fill: egui::Color32) -> egui::Button<'static> {
+pub(crate) fn big_button(text: &str, fill: egui::Color32) -> egui::Button<'static> {
     egui::Button::new(
         egui::RichText::new(text.to_string())
             .size(18.0)
@@ -26,7 +26,7 @@ pub fn big_button(text: &str, fill: egui::Color32) -> egui::Button<'static> {
 }
 
 /// Draws the main window.
-pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
+pub(crate) fn show(app: &mut PhoneApp, ctx: &egui::Context) {
     egui::TopBottomPanel::top("status").show(ctx, |ui| status_bar(app, ui));
     egui::CentralPanel::default().show(ctx, |ui| {
         banners(app, ui);
@@ -103,7 +103,7 @@ fn status_item(ui: &mut egui::Ui, item: &status::Item) {
 }
 
 /// The status-bar warning while the key log is on.
-pub fn keylog_warning(path: &std::path::Path) -> String {
+pub(crate) fn keylog_warning(path: &std::path::Path) -> String {
     format!(
         "⚠ Key log on: every call key is written to {} — anyone with that file can read your calls. Debugging only; start ibephone without --keylog.",
         path.display()

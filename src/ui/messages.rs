@@ -21,14 +21,14 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// Lines kept per conversation; older ones are dropped.
-pub const MAX_PER_PEER: usize = 500;
+pub(crate) const MAX_PER_PEER: usize = 500;
 
 /// The status given, on reading, to a line that was still in flight when
 /// ibephone closed: its outcome is unknown.
-pub const DELIVERY_UNKNOWN: u16 = 0;
+pub(crate) const DELIVERY_UNKNOWN: u16 = 0;
 
 /// Conversations by peer AOR.
-pub type Conversations = BTreeMap<String, Vec<ChatLine>>;
+pub(crate) type Conversations = BTreeMap<String, Vec<ChatLine>>;
 
 const AAD: &[u8] = b"ibephone-messages-v1";
 const KEY_LABEL: &[u8] = b"ibephone messages v1";
@@ -167,7 +167,7 @@ impl MessageStore {
 }
 
 /// Drops the oldest lines beyond [`MAX_PER_PEER`].
-pub fn trim(lines: &mut Vec<ChatLine>) {
+pub(crate) fn trim(lines: &mut Vec<ChatLine>) {
     let extra = lines.len().saturating_sub(MAX_PER_PEER);
     lines.drain(..extra);
 }

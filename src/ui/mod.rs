@@ -8,25 +8,25 @@
 //! - [`backend`]: everything slow (PKG login and key fetch, key store,
 //!   the agent itself) on a tokio runtime off the UI thread; results come
 //!   back through a channel and wake the window with `request_repaint`.
-//! - [`wizard`], [`main_window`], [`call_view`], [`contacts_view`],
-//!   [`settings_view`]: the screens, each drawing from [`PhoneApp`].
-//! - [`contacts`], [`history`], [`settings`], [`dial`], [`errors`]: the
+//! - [`wizard`], `main_window`, `call_view`, `contacts_view`,
+//!   `settings_view`: the screens, each drawing from [`PhoneApp`].
+//! - [`contacts`], [`history`], `settings`, `dial`, `errors`: the
 //!   plain data and rules behind the screens (no egui), testable alone.
-//! - [`account`]: the sealed account file, key fetching and storing, log-out wipe.
-//! - [`messages`]: the conversations kept across restarts, sealed.
-//! - [`status`]: the status bar in plain words (details in tooltips).
-//! - [`avatar`]: a contact's colored circle with initials.
-//! - [`state`]: the window's state types (screens, calls, banners, clock).
+//! - `account`: the sealed account file, key fetching and storing, log-out wipe.
+//! - `messages`: the conversations kept across restarts, sealed.
+//! - `status`: the status bar in plain words (details in tooltips).
+//! - `avatar`: a contact's colored circle with initials.
+//! - `state`: the window's state types (screens, calls, banners, clock).
 //! - [`ringer`]: the ring tone of an incoming call.
 //! - [`fingerprint_view`]: a fingerprint's short form with the full one
 //!   a click away.
-//! - [`diagnostics`]: the "Copy diagnostics" report (a pure function of
+//! - `diagnostics`: the "Copy diagnostics" report (a pure function of
 //!   what the window shows; no secrets).
 //! - [`audio_devices`]: the sound devices Settings offers, listed off the
 //!   UI thread.
 //! - [`background`]: what closing, the tray, Quit and an incoming call do
 //!   to the window (a state machine; hides only into a shown tray, else
-//!   minimises); [`tray`]: the tray icon, a thin driver reporting to it.
+//!   minimises); `tray`: the tray icon, a thin driver reporting to it.
 //! - [`autostart`]: the "Start at login" XDG autostart entry.
 //! - [`certificate_view`]: a renewed PKG certificate shown for consent.
 //!
@@ -36,33 +36,33 @@
 //! `account.sealed` (the account password, sealed under the key store's
 //! key file, needed to register and to renew keys without asking) and
 //! `messages.sealed` (the secure messages, sealed the same way, see
-//! [`messages`]): nothing readable about a conversation is written to disk,
+//! `messages`): nothing readable about a conversation is written to disk,
 //! and logging out deletes both with the keys.
 
-pub mod account;
+pub(crate) mod account;
 pub mod app;
 pub mod audio_devices;
 pub mod autostart;
-pub mod avatar;
+pub(crate) mod avatar;
 pub mod backend;
 pub mod background;
-pub mod call_view;
+pub(crate) mod call_view;
 pub mod certificate_view;
 pub mod contacts;
-pub mod contacts_view;
-pub mod diagnostics;
-pub mod dial;
-pub mod errors;
+pub(crate) mod contacts_view;
+pub(crate) mod diagnostics;
+pub(crate) mod dial;
+pub(crate) mod errors;
 pub mod fingerprint_view;
 pub mod history;
-pub mod main_window;
-pub mod messages;
+pub(crate) mod main_window;
+pub(crate) mod messages;
 pub mod ringer;
-pub mod settings;
-pub mod settings_view;
-pub mod state;
-pub mod status;
-pub mod tray;
+pub(crate) mod settings;
+pub(crate) mod settings_view;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod tray;
 pub mod wizard;
 
 pub use app::PhoneApp;

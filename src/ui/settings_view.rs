@@ -11,7 +11,7 @@ use crate::agent::filter::SecurityPolicy;
 use crate::pkg_client::tls::parse_fingerprint;
 
 /// Draws the settings.
-pub fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
+pub(crate) fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
     app.devices.poll();
     let ctx = ui.ctx().clone();
     app.devices.start(move || ctx.request_repaint());

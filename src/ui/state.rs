@@ -167,7 +167,7 @@ pub struct ChatLine {
     /// by construction (the agent refuses to send otherwise under `require`).
     pub security: Security,
     /// For sent lines: None while in flight, then the final status
-    /// ([`DELIVERY_UNKNOWN`](super::messages::DELIVERY_UNKNOWN) when
+    /// (`messages::DELIVERY_UNKNOWN` when
     /// ibephone closed before the answer).
     pub status: Option<u16>,
 }

@@ -7,7 +7,7 @@ use super::state::Registration;
 
 /// How an item of the status bar is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tone {
+pub(crate) enum Tone {
     /// All is well (green).
     Good,
     /// Something is under way (spinner, normal text).
@@ -19,7 +19,7 @@ pub enum Tone {
 /// One item of the status bar: short words, how to draw them, and the
 /// details for its tooltip.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     /// What the bar says.
     pub text: String,
     /// How it is drawn.
@@ -29,7 +29,7 @@ pub struct Item {
 }
 
 /// The registration as the bar says it.
-pub fn connection(reg: &Registration) -> Item {
+pub(crate) fn connection(reg: &Registration) -> Item {
     let (text, tone, details) = match reg {
         Registration::Registered { expires } => (
             "Ready".to_string(),
@@ -62,7 +62,7 @@ pub fn connection(reg: &Registration) -> Item {
 
 /// The keys as the bar says them: up to date while this month's keys are
 /// held (next month's are fetched ahead without asking).
-pub fn keys(periods: &[String], now_unix: u64) -> Item {
+pub(crate) fn keys(periods: &[String], now_unix: u64) -> Item {
     let current = crate::ibe::Period::month_at(now_unix);
     let details = keys_details(periods, now_unix);
     if periods.iter().any(|p| p == current.as_str()) {
@@ -82,7 +82,7 @@ pub fn keys(periods: &[String], now_unix: u64) -> Item {
 
 /// "Keys: 2026-12 (valid until 2027-01-01 00:00 UTC), next period 2027-01
 /// ready": the key periods for the tooltip and Settings.
-pub fn keys_details(periods: &[String], now_unix: u64) -> String {
+pub(crate) fn keys_details(periods: &[String], now_unix: u64) -> String {
     let current = crate::ibe::Period::month_at(now_unix);
     let next = current.next_month().ok();
     let has = |p: &str| periods.iter().any(|x| x == p);

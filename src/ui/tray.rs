@@ -11,7 +11,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 /// Wakes the window so that it reads the channel.
-pub type Wake = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// The running tray icon; dropping it removes the icon.
 pub struct Tray {
@@ -29,7 +29,7 @@ impl std::fmt::Debug for Tray {
 /// [`TrayEvent::Shown`] or [`TrayEvent::Unavailable`] follows on
 /// `events` (then more as the tray host comes and goes), each followed by
 /// `wake()`.
-pub fn start(events: Sender<TrayEvent>, wake: Wake) -> Tray {
+pub(crate) fn start(events: Sender<TrayEvent>, wake: Wake) -> Tray {
     #[cfg(target_os = "linux")]
     {
         let handle = Arc::new(std::sync::Mutex::new(None));
@@ -71,7 +71,7 @@ mod linux {
     use std::sync::{Arc, Mutex};
 
     /// The item ksni serves: reports clicks and the host's comings and goings.
-    pub struct PhoneTray {
+    pub(super) struct PhoneTray {
         events: Sender<TrayEvent>,
         wake: Wake,
         icons: Vec<ksni::Icon>,
@@ -86,7 +86,7 @@ mod linux {
         }
     }
 
-    pub fn run(
+    pub(super) fn run(
         events: Sender<TrayEvent>,
         wake: Wake,
         slot: Arc<Mutex<Option<ksni::blocking::Handle<PhoneTray>>>>,

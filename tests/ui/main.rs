@@ -5,6 +5,8 @@
 //!
 //! Unix only: the tests spawn processes, check file modes (0600) and
 //! capture on loopback; Windows builds check the library alone.
+// A test binary has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 #![cfg(unix)]
 
 #[path = "../ui_support/mod.rs"]

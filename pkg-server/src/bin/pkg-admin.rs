@@ -3,6 +3,8 @@
 //! 6 file unreadable or unwritable, 7 database unavailable, 8 not
 //! initialized. Secrets are read from a prompt or standard input, never
 //! from the command line.
+// A binary has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 use clap::{Parser, Subcommand};
 use pkg_server::admin::{self, AdminError};

@@ -5,7 +5,7 @@
 //!
 //! The server is the webrtc-rs `turn` crate's (the same family as the
 //! phone's `webrtc-srtp`); this module adds what a provider needs on top
-//! ([`relay`]): allocations only for REST credentials of enabled accounts,
+//! (`relay`): allocations only for REST credentials of enabled accounts,
 //! quotas per user ([`policy::Quotas`]), and no relaying to loopback,
 //! private or other special addresses ([`policy::PeerFilter`]). It runs on
 //! its own tokio runtime (`threads` workers), so relayed media never
@@ -13,8 +13,8 @@
 
 pub mod credentials;
 pub mod policy;
-pub mod relay;
-pub mod stream;
+pub(crate) mod relay;
+pub(crate) mod stream;
 
 use crate::config::TurnConfig;
 use crate::store::Store;

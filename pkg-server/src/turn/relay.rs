@@ -41,16 +41,16 @@ type UtilResult<T> = Result<T, webrtc_util::Error>;
 /// periodically by the service (a disabled user's credentials stop working
 /// at the next reload, not at their expiry).
 #[derive(Debug, Default)]
-pub struct Accounts(RwLock<HashSet<String>>);
+pub(crate) struct Accounts(RwLock<HashSet<String>>);
 
 impl Accounts {
     /// Replaces the set of enabled accounts.
-    pub fn replace(&self, names: HashSet<String>) {
+    pub(crate) fn replace(&self, names: HashSet<String>) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = names;
     }
 
     /// Whether `user` is an enabled account.
-    pub fn contains(&self, user: &str) -> bool {
+    pub(crate) fn contains(&self, user: &str) -> bool {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -60,7 +60,7 @@ impl Accounts {
 
 /// The long-term key of a REST user name: only for well-formed, unexpired
 /// user names of enabled accounts, in our realm.
-pub struct RestAuth {
+pub(crate) struct RestAuth {
     /// The shared secret.
     pub secret: SharedSecret,
     /// The realm the server announces.
@@ -92,14 +92,14 @@ impl turn::auth::AuthHandler for RestAuth {
 /// What the listener knows about the request being handled: the account
 /// of an Allocate request, and an allocation refused by a quota.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     user: Option<String>,
     transaction: [u8; 12],
     refused: Option<QuotaError>,
 }
 
 /// A listener socket of the TURN server with the peer filter in front.
-pub struct GuardedListener {
+pub(crate) struct GuardedListener {
     inner: Arc<dyn Conn + Send + Sync>,
     filter: Arc<PeerFilter>,
     pending: Arc<Mutex<Pending>>,
@@ -108,7 +108,7 @@ pub struct GuardedListener {
 impl GuardedListener {
     /// Guards `inner`; `pending` is shared with this listener's
     /// [`Allocator`].
-    pub fn new(
+    pub(crate) fn new(
         inner: Arc<dyn Conn + Send + Sync>,
         filter: Arc<PeerFilter>,
         pending: Arc<Mutex<Pending>>,
@@ -279,7 +279,7 @@ impl Conn for GuardedListener {
 /// The relayed transport address of one allocation: refuses denied peers
 /// both ways and meters the user's bandwidth; holds the allocation's
 /// quota [`Ticket`] until closed.
-pub struct RelaySocket {
+pub(crate) struct RelaySocket {
     socket: UdpSocket,
     filter: Arc<PeerFilter>,
     ticket: Mutex<Ticket>,
@@ -361,7 +361,7 @@ impl Conn for RelaySocket {
 
 /// Creates the relay sockets of one listener's allocations, charging the
 /// user of the Allocate request being handled.
-pub struct Allocator {
+pub(crate) struct Allocator {
     /// The address written in XOR-RELAYED-ADDRESS.
     pub relay_ip: IpAddr,
     /// The address relay sockets bind to.

@@ -23,15 +23,15 @@ type UtilResult<T> = Result<T, webrtc_util::Error>;
 
 /// Largest frame accepted from a client (a STUN message or ChannelData
 /// larger than this closes the connection).
-pub const MAX_FRAME: usize = 1500 + 64;
+pub(crate) const MAX_FRAME: usize = 1500 + 64;
 /// Connections one listener serves at once; more are refused at accept.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
 /// A connection that completes no frame for this long is closed.
-pub const IDLE: Duration = Duration::from_secs(600);
+pub(crate) const IDLE: Duration = Duration::from_secs(600);
 
 /// Why a frame header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The first two bits are 10 or 11: neither STUN nor ChannelData.
     #[error("neither STUN nor ChannelData")]
     Unknown,
@@ -42,7 +42,7 @@ pub enum FrameError {
 
 /// From the first 4 bytes of a frame: the bytes of the message and the
 /// bytes to read in all (with ChannelData padding).
-pub fn frame_len(head: [u8; 4]) -> Result<(usize, usize), FrameError> {
+pub(crate) fn frame_len(head: [u8; 4]) -> Result<(usize, usize), FrameError> {
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
     let (msg, total) = match head[0] >> 6 {
         0b00 => (20 + len, 20 + len),
@@ -58,7 +58,7 @@ pub fn frame_len(head: [u8; 4]) -> Result<(usize, usize), FrameError> {
 type Writers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
 /// A TCP (or TLS) listener presented as one packet socket.
-pub struct StreamListener {
+pub(crate) struct StreamListener {
     local: SocketAddr,
     inbound: tokio::sync::Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     writers: Writers,
@@ -74,7 +74,7 @@ impl Drop for StreamListener {
 impl StreamListener {
     /// Serves `listener`; with `tls`, each connection first completes a
     /// TLS handshake.
-    pub fn new(
+    pub(crate) fn new(
         listener: TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<Self> {

@@ -4,14 +4,14 @@
 //! tunnel body is not re-sealed).
 
 use super::{Dest, Kind};
-use crate::sip::message::{param, HeaderForm, Message, StartLine};
+use crate::sip::message::{HeaderForm, Message, StartLine};
 use crate::sip::timers::Timers;
 use rsip::Method;
 use std::time::{Duration, Instant};
 
 /// States of figures 5 and 6 (Calling and Trying are one state here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientState {
+pub(crate) enum ClientState {
     /// Request sent, no response yet (Calling / Trying).
     Calling,
     /// A provisional response arrived.
@@ -24,7 +24,7 @@ pub enum ClientState {
 
 /// What a client transaction asks of the layer after an input.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ClientAction {
+pub(crate) enum ClientAction {
     /// Nothing visible.
     None,
     /// Hand the response to the transaction user.
@@ -35,7 +35,7 @@ pub enum ClientAction {
 
 /// One client transaction.
 #[derive(Debug)]
-pub struct ClientTx {
+pub(crate) struct ClientTx {
     pub(crate) kind: Kind,
     pub(crate) state: ClientState,
     pub(crate) request: Message,
@@ -206,7 +206,7 @@ impl ClientTx {
 /// Request-URI, Call-ID, From, CSeq number and top Via as the INVITE, To
 /// from the response, Route from the INVITE. Hop-by-hop, so never tunneled
 /// (spec 5.5).
-pub fn ack_for(invite: &Message, resp: &Message) -> Message {
+pub(crate) fn ack_for(invite: &Message, resp: &Message) -> Message {
     let uri = match &invite.start {
         StartLine::Request { uri, .. } => uri.clone(),
         StartLine::Response { .. } => Default::default(),
@@ -231,7 +231,7 @@ pub fn ack_for(invite: &Message, resp: &Message) -> Message {
 
 /// The CANCEL of a pending request (RFC 3261 9.1): same Request-URI,
 /// Call-ID, To, From, CSeq number, top Via and Route.
-pub fn cancel_for(invite: &Message) -> Message {
+pub(crate) fn cancel_for(invite: &Message) -> Message {
     let uri = invite.uri().cloned().unwrap_or_default();
     let mut c = Message::request(Method::Cancel, uri);
     if let Some(v) = invite.header("Via") {
@@ -246,11 +246,4 @@ pub fn cancel_for(invite: &Message) -> Message {
     let n = invite.cseq().map(|(n, _)| n).unwrap_or(0);
     c.push_header("CSeq", format!("{n} CANCEL"));
     c
-}
-
-/// True if the response's To tag differs from `tag` (used by forking UACs).
-pub fn to_tag_is(resp: &Message, tag: &str) -> bool {
-    resp.header("To")
-        .and_then(|t| param(t, "tag"))
-        .is_some_and(|t| t == tag)
 }

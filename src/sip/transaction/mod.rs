@@ -19,8 +19,8 @@
 //! ends or its deadline moves; stale entries are dropped, or moved to the
 //! transaction's current deadline, when they reach the top.
 
-pub mod client;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod server;
 
 use crate::sip::message::{param, HeaderForm, Message};
 use crate::sip::timers::Timers;
@@ -35,7 +35,7 @@ use std::time::Instant;
 
 /// INVITE or non-INVITE: the two state machines of RFC 3261 17.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Figures 5 and 7.
     Invite,
     /// Figures 6 and 8.
@@ -45,7 +45,7 @@ pub enum Kind {
 /// Identifies a transaction: the top Via branch and the method (ACK is
 /// matched to its INVITE, RFC 3261 17.2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TxKey {
+pub(crate) struct TxKey {
     /// Top Via branch.
     pub branch: String,
     /// Method name, `INVITE` for ACK.
@@ -54,7 +54,7 @@ pub struct TxKey {
 
 impl TxKey {
     /// The key of `msg` (request or response); None without a branch.
-    pub fn of(msg: &Message) -> Option<TxKey> {
+    pub(crate) fn of(msg: &Message) -> Option<TxKey> {
         let branch = msg.branch()?.to_string();
         let method = match msg.method()? {
             Method::Ack => Method::Invite,
@@ -67,7 +67,7 @@ impl TxKey {
     }
 
     /// The key of the INVITE that a CANCEL with this key cancels.
-    pub fn invite(&self) -> TxKey {
+    pub(crate) fn invite(&self) -> TxKey {
         TxKey {
             branch: self.branch.clone(),
             method: Method::Invite.to_string(),
@@ -78,7 +78,7 @@ impl TxKey {
 /// Why the layer refused to send.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TxError {
+pub(crate) enum TxError {
     /// The transaction table is at its bound.
     #[error("transaction table full")]
     TableFull,
@@ -92,7 +92,7 @@ pub enum TxError {
 
 /// What an incoming message turned out to be.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// A new request; a server transaction `key` was created (none for ACK).
     Request(TxKey, Message),
     /// A response for client transaction `key`.
@@ -108,7 +108,7 @@ pub enum Incoming {
 
 /// Timer outcomes the transaction user must hear about.
 #[derive(Debug)]
-pub enum TxEvent {
+pub(crate) enum TxEvent {
     /// Timer B or F fired: treat as a 408 for `request` (RFC 3261 8.1.3.1).
     Timeout(TxKey, Box<Message>),
     /// Timer H fired: the ACK of a non-2xx response never came.
@@ -127,7 +127,7 @@ type TimerEntry = Reverse<(Instant, Side, TxKey)>;
 
 /// All transactions of one SIP element.
 #[derive(Debug)]
-pub struct TransactionLayer {
+pub(crate) struct TransactionLayer {
     timers: Timers,
     form: HeaderForm,
     max: usize,
@@ -144,7 +144,7 @@ pub struct TransactionLayer {
 impl TransactionLayer {
     /// A layer with these timers, header form, and at most `max`
     /// transactions of each kind.
-    pub fn new(timers: Timers, form: HeaderForm, max: usize) -> Self {
+    pub(crate) fn new(timers: Timers, form: HeaderForm, max: usize) -> Self {
         TransactionLayer {
             timers,
             form,
@@ -155,16 +155,6 @@ impl TransactionLayer {
             out: VecDeque::new(),
             events: VecDeque::new(),
         }
-    }
-
-    /// The timers in use.
-    pub fn timers(&self) -> Timers {
-        self.timers
-    }
-
-    /// The header form messages are written in.
-    pub fn form(&self) -> HeaderForm {
-        self.form
     }
 
     /// The current deadline of the transaction an entry points to.
@@ -187,17 +177,19 @@ impl TransactionLayer {
     }
 
     /// Number of live (client, server) transactions.
-    pub fn len(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> (usize, usize) {
         (self.clients.len(), self.servers.len())
     }
 
     /// True when no transaction is live.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.clients.is_empty() && self.servers.is_empty()
     }
 
     /// Sends `msg` in a new client transaction to `dest`.
-    pub fn send_request(
+    pub(crate) fn send_request(
         &mut self,
         now: Instant,
         msg: Message,
@@ -220,7 +212,7 @@ impl TransactionLayer {
 
     /// Sends `msg` outside any transaction (ACK of a 2xx, a 2xx
     /// retransmission, a statelessly forwarded response).
-    pub fn send_stateless(&mut self, msg: &Message, dest: Dest) {
+    pub(crate) fn send_stateless(&mut self, msg: &Message, dest: Dest) {
         self.out.push_back(Transmit {
             dest,
             bytes: msg.to_bytes(self.form),
@@ -228,12 +220,12 @@ impl TransactionLayer {
     }
 
     /// Sends bytes that are no SIP message (a keep-alive) as they are.
-    pub fn send_raw(&mut self, bytes: Vec<u8>, dest: Dest) {
+    pub(crate) fn send_raw(&mut self, bytes: Vec<u8>, dest: Dest) {
         self.out.push_back(Transmit { dest, bytes });
     }
 
     /// Sends a response in server transaction `key`.
-    pub fn send_response(
+    pub(crate) fn send_response(
         &mut self,
         now: Instant,
         key: &TxKey,
@@ -260,29 +252,29 @@ impl TransactionLayer {
 
     /// Drops server transaction `key` without answering (a request the
     /// element decided to ignore, e.g. a throttled probe).
-    pub fn forget_server(&mut self, key: &TxKey) {
+    pub(crate) fn forget_server(&mut self, key: &TxKey) {
         self.servers.remove(key);
     }
 
     /// Drops client transaction `key` (a branch its proxy gave up on).
-    pub fn forget_client(&mut self, key: &TxKey) {
+    pub(crate) fn forget_client(&mut self, key: &TxKey) {
         self.clients.remove(key);
     }
 
     /// Where responses of server transaction `key` go.
-    pub fn server_dest(&self, key: &TxKey) -> Option<Dest> {
+    pub(crate) fn server_dest(&self, key: &TxKey) -> Option<Dest> {
         self.servers.get(key).map(|t| t.dest)
     }
 
     /// True if server transaction `key` is live and has sent no final response.
-    pub fn server_pending(&self, key: &TxKey) -> bool {
+    pub(crate) fn server_pending(&self, key: &TxKey) -> bool {
         self.servers
             .get(key)
             .is_some_and(|t| matches!(t.state, ServerState::Trying | ServerState::Proceeding))
     }
 
     /// The request of a live client transaction.
-    pub fn client_request(&self, key: &TxKey) -> Option<&Message> {
+    pub(crate) fn client_request(&self, key: &TxKey) -> Option<&Message> {
         self.clients.get(key).map(|t| &t.request)
     }
 
@@ -291,7 +283,7 @@ impl TransactionLayer {
     /// they go to registered a new flow (RFC 5626) after they left, and
     /// the old one leads nowhere (a NAT that forgot it, an address given
     /// up). Only between flows of one transport. Returns how many moved.
-    pub fn retarget_clients(&mut self, old: Dest, new: Dest) -> usize {
+    pub(crate) fn retarget_clients(&mut self, old: Dest, new: Dest) -> usize {
         let mut moved = 0;
         for tx in self.clients.values_mut().filter(|t| t.dest == old) {
             if let Some(bytes) = tx.retarget(new) {
@@ -303,20 +295,20 @@ impl TransactionLayer {
     }
 
     /// The destination of a live client transaction.
-    pub fn client_dest(&self, key: &TxKey) -> Option<Dest> {
+    pub(crate) fn client_dest(&self, key: &TxKey) -> Option<Dest> {
         self.clients.get(key).map(|t| t.dest)
     }
 
     /// True if client transaction `key` received a provisional response
     /// (so a CANCEL may be sent, RFC 3261 9.1).
-    pub fn client_proceeding(&self, key: &TxKey) -> bool {
+    pub(crate) fn client_proceeding(&self, key: &TxKey) -> bool {
         self.clients
             .get(key)
             .is_some_and(|t| t.state == ClientState::Proceeding)
     }
 
     /// Feeds a parsed, validated message that arrived from `from`.
-    pub fn on_message(&mut self, now: Instant, from: Dest, mut msg: Message) -> Incoming {
+    pub(crate) fn on_message(&mut self, now: Instant, from: Dest, mut msg: Message) -> Incoming {
         let Some(key) = TxKey::of(&msg) else {
             return Incoming::Absorbed;
         };
@@ -382,7 +374,7 @@ impl TransactionLayer {
     }
 
     /// The next instant at which [`Self::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let mut heap = self.deadlines.borrow_mut();
         while let Some(Reverse((at, side, key))) = heap.peek() {
             match self.deadline_of(*side, key) {
@@ -403,7 +395,7 @@ impl TransactionLayer {
     }
 
     /// Runs every timer due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         // The entries due now, taken out first: a timer that stays due
         // after firing waits for the next call (each transaction fires at
         // most once per call, as the transaction user expects).
@@ -472,12 +464,12 @@ impl TransactionLayer {
     }
 
     /// Next datagram or stream message to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
     /// Next timer event for the transaction user.
-    pub fn poll_event(&mut self) -> Option<TxEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<TxEvent> {
         self.events.pop_front()
     }
 }

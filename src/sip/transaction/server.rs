@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// States of figures 7 and 8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerState {
+pub(crate) enum ServerState {
     /// Request received, no response sent (non-INVITE Trying).
     Trying,
     /// A provisional response was sent.
@@ -26,7 +26,7 @@ pub enum ServerState {
 
 /// What a server transaction asks of the layer after a timer.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ServerAction {
+pub(crate) enum ServerAction {
     /// Nothing visible.
     None,
     /// Timer H fired: the ACK never came.
@@ -35,7 +35,7 @@ pub enum ServerAction {
 
 /// One server transaction.
 #[derive(Debug)]
-pub struct ServerTx {
+pub(crate) struct ServerTx {
     pub(crate) kind: Kind,
     pub(crate) state: ServerState,
     pub(crate) dest: Dest,
