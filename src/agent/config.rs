@@ -18,6 +18,8 @@
 //!                                     # register again (RFC 5626 4.4.1; 1 to 120)
 //! # network_check_secs = 2            # how often the route to the proxy is looked
 //!                                     # at (network change: re-register, re-INVITE); 0: off
+//! # expires = 600                     # registration lifetime asked of the registrar
+//!                                     # (60 to 86400 s); refreshed before it runs out
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
 //! url = "https://127.0.0.1:8443"     # absent: discovered from the AOR's domain
@@ -172,7 +174,22 @@ struct RawSip {
     network_check_secs: u64,
     #[serde(default = "default_pong_timeout")]
     pong_timeout_secs: u64,
+    #[serde(default = "default_expires")]
+    expires: u32,
 }
+
+fn default_expires() -> u32 {
+    SipSettings::default().expires
+}
+
+/// The shortest `[sip] expires` taken: a minute, RFC 3261 10.2.8's
+/// smallest Min-Expires a registrar may ask for (shorter would be
+/// refused with 423 by any registrar).
+pub const MIN_EXPIRES_SECS: u32 = 60;
+
+/// The longest `[sip] expires` taken: a day. A registrar caps what it
+/// grants anyway; the phone refreshes before the granted lifetime ends.
+pub const MAX_EXPIRES_SECS: u32 = 86_400;
 
 fn default_pong_timeout() -> u64 {
     SipSettings::default().pong_timeout.as_secs()
@@ -225,6 +242,19 @@ impl RawSip {
             std::time::Duration::from_secs(self.pong_timeout_secs),
         ))
     }
+
+    /// The registration lifetime to ask for, checked:
+    /// [`MIN_EXPIRES_SECS`] to [`MAX_EXPIRES_SECS`]; a sentence naming
+    /// the setting otherwise.
+    fn expires(&self) -> Result<u32, String> {
+        if !(MIN_EXPIRES_SECS..=MAX_EXPIRES_SECS).contains(&self.expires) {
+            return Err(format!(
+                "[sip] expires = {}: from {MIN_EXPIRES_SECS} to {MAX_EXPIRES_SECS} seconds",
+                self.expires
+            ));
+        }
+        Ok(self.expires)
+    }
 }
 
 fn default_network_check() -> u64 {
@@ -265,6 +295,11 @@ pub struct SipSettings {
     /// re-INVITEs the calls), `None` for never (`network_check_secs =
     /// 0`). Default 2 s.
     pub network_check: Option<std::time::Duration>,
+    /// The registration lifetime the phone asks for (`[sip] expires`),
+    /// seconds: [`MIN_EXPIRES_SECS`] to [`MAX_EXPIRES_SECS`], default
+    /// 600. The registrar may grant less; the phone refreshes at half the
+    /// granted lifetime (at most 10 minutes before it ends).
+    pub expires: u32,
 }
 
 impl Default for SipSettings {
@@ -276,6 +311,7 @@ impl Default for SipSettings {
             transport: crate::sip::Transport::Udp,
             proxy_host: None,
             tls_pin: None,
+            expires: 600,
         }
     }
 }
@@ -467,6 +503,7 @@ impl AgentFile {
         };
         let (keepalive, network_check, pong_timeout) =
             raw.sip.timers().map_err(|why| invalid(path, why))?;
+        let expires = raw.sip.expires().map_err(|why| invalid(path, why))?;
         Ok(AgentFile {
             aor,
             password,
@@ -482,6 +519,7 @@ impl AgentFile {
                 proxy_host,
                 tls_pin: None,
                 network_check,
+                expires,
             },
             device,
             media: MediaSettings {

@@ -156,7 +156,7 @@ pub async fn start_with(
             proxy: config.proxy,
             local: local.to_string(),
             transport: config.sip.transport,
-            expires: 600,
+            expires: config.sip.expires,
             // The tunnel writes the anonymous outer From; the inner one is true.
             headers: HeaderPolicy {
                 anonymous_from: false,
