@@ -1368,3 +1368,77 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
         "no TLS to the relay judged:\n{out}"
     );
 }
+
+/// A manually typed proxy host name (`[sip] proxy = "sips:sip.DOMAIN"`,
+/// not discovered) whose DNS names an AAAA nobody answers at
+/// (2001:db8::99) beside the provider's A record: the phones resolve
+/// every address and try them in order, IPv6 first, the RFC 8305 way
+/// (`choose_sip_target`), so they register over TLS through the A record
+/// and call. With the first address only, they tried 2001:db8::99 alone.
+#[test]
+fn natlab_manual_proxy_name_tries_every_address() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("mp", &["--nat-a", "cone", "--nat-b", "cone", "--ipv6"]);
+    lab.dns(&[&format!("--host-record=sip.{DOMAIN},{PROV},2001:db8::99")]);
+    let provider = lab.provider_with("tls = true\n");
+    let manual = format!("proxy = \"sips:sip.{DOMAIN}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &manual, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &manual, "", &[]);
+    register_both(&mut alice, &mut bob);
+    call_hang_up_and_quit(alice, bob);
+}
+
+/// The provider's second SIP server, on a second address of `prov`.
+const PROV2: &str = "203.0.113.11";
+
+/// Runtime fallback (RFC 3263 4.3, RFC 5626 4.5): the provider's DNS
+/// lists two SIP servers (`_sips._tcp` SRV, priority 10 on PROV, 20 on
+/// PROV2: two `pkg-server` processes of one provider on one database).
+/// Both phones discover the list and register on the first. The first
+/// server dies: each phone's TLS flow fails, its re-REGISTER cannot
+/// connect, so it moves on to the second target, reports it
+/// (`proxy_changed`) and registers there; bob's call then reaches alice
+/// through the second server.
+#[test]
+fn natlab_proxy_dies_phones_move_to_the_next_target() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("fo", &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab_exec(
+        &lab,
+        "prov",
+        &["ip", "addr", "add", &format!("{PROV2}/24"), "dev", "pv0"],
+        "a second provider address",
+    );
+    lab.dns(&[
+        &format!("--host-record=sip1.{DOMAIN},{PROV}"),
+        &format!("--host-record=sip2.{DOMAIN},{PROV2}"),
+        &format!("--srv-host=_sips._tcp.{DOMAIN},sip1.{DOMAIN},5061,10"),
+        &format!("--srv-host=_sips._tcp.{DOMAIN},sip2.{DOMAIN},5061,20"),
+    ]);
+    let sip = |host: &str| format!("[sip]\nlisten = \"{host}:5060\"\nuser_refresh_secs = 1\ntls = true\n");
+    let mut first = lab.pkg_server(&sip(PROV));
+    let _second = lab.second_server(&first, PROV2, &sip(PROV2));
+    // The PKG named, the SIP proxy discovered (RFC 3263 on the domain).
+    let pkg = format!("[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let mut alice = lab.phone_with("homeA", "alice", &first, &pkg, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &first, &pkg, "", &[]);
+    register_both(&mut alice, &mut bob);
+
+    first.kill();
+    for a in [&mut alice, &mut bob] {
+        // "cannot reach the SIP proxy" is what the phone must say now.
+        a.errors_fail = false;
+        let moved = a.expect("proxy_changed", STEP);
+        assert_eq!(moved["from"], format!("tls:{PROV}:5061"), "{moved}");
+        assert_eq!(moved["proxy"], format!("tls:{PROV2}:5061"), "{moved}");
+        a.expect("registered", STEP);
+    }
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
+}
