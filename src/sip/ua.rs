@@ -873,6 +873,10 @@ impl UserAgent {
             return;
         }
         self.reg.tried_nonce = None;
+        if status == 423 && self.adopt_min_expires(&resp) {
+            self.send_register(now, None);
+            return;
+        }
         if !(200..300).contains(&status) {
             self.registration_failed(now, status);
             return;
@@ -929,6 +933,27 @@ impl UserAgent {
         self.reg.refresh_at = Some(now + Duration::from_secs(u64::from(granted - lead)));
         self.events
             .push_back(Event::Registered { expires: granted });
+    }
+
+    /// A 423 (Interval Too Brief, RFC 3261 10.2.8): asks for the
+    /// registrar's `Min-Expires` from now on, when that is longer than
+    /// what we asked and at most a day (a registrar asking more is
+    /// refused as a failure). `false`: nothing to adopt, the 423 is a
+    /// failure; so a registrar repeating 423 cannot make the UA loop.
+    fn adopt_min_expires(&mut self, resp: &Message) -> bool {
+        const MAX_ADOPTED: u32 = 86_400;
+        let Some(min) = resp
+            .header("Min-Expires")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if min <= self.cfg.expires || min > MAX_ADOPTED || self.reg.unregistering {
+            return false;
+        }
+        tracing::info!(asked = self.cfg.expires, min, "registrar asks a longer registration");
+        self.cfg.expires = min;
+        true
     }
 
     /// Whether our public address moved from `old` to `new`: over UDP
@@ -1535,6 +1560,56 @@ mod tests {
             now = ua.poll_timeout().unwrap();
             assert!(now <= end, "no REGISTER to {to:?} within {limit:?}");
             ua.handle_timeout(now);
+        }
+    }
+
+    /// 423 Interval Too Brief (RFC 3261 10.2.8): the UA asks again with
+    /// the registrar's Min-Expires, once; a 423 without one, or one
+    /// naming no longer lifetime, or an absurd one, is a failure (no loop).
+    #[test]
+    fn interval_too_brief_is_asked_again_with_min_expires() {
+        let expires_of = |t: &Transmit| {
+            Message::parse(&t.bytes)
+                .unwrap()
+                .header("Expires")
+                .unwrap()
+                .to_string()
+        };
+        let too_brief = |ua: &mut UserAgent, now, min: Option<&str>| {
+            let t = ua.poll_transmit().unwrap();
+            let req = Message::parse(&t.bytes).unwrap();
+            let mut r = Message::response_to(&req, 423, "Interval Too Brief", Some("rt"));
+            if let Some(m) = min {
+                r.push_header("Min-Expires", m);
+            }
+            ua.handle_datagram(now, t.dest, &r.to_bytes(HeaderForm::Full));
+        };
+        let now = Instant::now();
+        let mut ua = ua(HeaderPolicy::default());
+        ua.handle_command(now, Command::Register);
+        too_brief(&mut ua, now, Some("3600"));
+        let again = ua.poll_transmit().unwrap();
+        assert_eq!(expires_of(&again), "3600");
+        // The same answer again: no longer lifetime to adopt, a failure.
+        let req = Message::parse(&again.bytes).unwrap();
+        let mut r = Message::response_to(&req, 423, "Interval Too Brief", Some("rt"));
+        r.push_header("Min-Expires", "3600");
+        ua.handle_datagram(now, again.dest, &r.to_bytes(HeaderForm::Full));
+        assert!(ua.poll_transmit().is_none());
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 423 }]
+        );
+        for bad in [None, Some("86401"), Some("soon"), Some("60")] {
+            let mut ua = ua_over(HeaderPolicy::default(), Transport::Udp);
+            ua.handle_command(now, Command::Register);
+            too_brief(&mut ua, now, bad);
+            assert!(ua.poll_transmit().is_none(), "{bad:?}");
+            assert_eq!(
+                events(&mut ua),
+                vec![Event::RegistrationFailed { status: 423 }],
+                "{bad:?}"
+            );
         }
     }
 
