@@ -340,7 +340,11 @@ pub fn resolve_proxy(
                 .map_err(|e| format!("proxy {}: cannot resolve: {e}", uri.host))?
                 .collect();
             let mut addrs: Vec<SocketAddr> = Vec::new();
-            for a in found.iter().filter(|a| a.is_ipv6()).chain(found.iter().filter(|a| a.is_ipv4())) {
+            for a in found
+                .iter()
+                .filter(|a| a.is_ipv6())
+                .chain(found.iter().filter(|a| a.is_ipv4()))
+            {
                 if !addrs.contains(a) {
                     addrs.push(*a);
                 }
@@ -547,7 +551,12 @@ impl AgentFile {
                         transport: uri.transport,
                     })
                     .collect();
-                (addrs.first().copied(), uri.transport, Some(uri.host), others)
+                (
+                    addrs.first().copied(),
+                    uri.transport,
+                    Some(uri.host),
+                    others,
+                )
             }
             None => (None, crate::sip::Transport::Udp, None, Vec::new()),
         };

@@ -951,7 +951,11 @@ impl UserAgent {
         if min <= self.cfg.expires || min > MAX_ADOPTED || self.reg.unregistering {
             return false;
         }
-        tracing::info!(asked = self.cfg.expires, min, "registrar asks a longer registration");
+        tracing::info!(
+            asked = self.cfg.expires,
+            min,
+            "registrar asks a longer registration"
+        );
         self.cfg.expires = min;
         true
     }
@@ -1551,8 +1555,8 @@ mod tests {
         let end = now + limit;
         loop {
             while let Some(t) = ua.poll_transmit() {
-                let is_register = Message::parse(&t.bytes)
-                    .is_ok_and(|m| m.method() == Some(Method::Register));
+                let is_register =
+                    Message::parse(&t.bytes).is_ok_and(|m| m.method() == Some(Method::Register));
                 if t.dest == to && is_register {
                     return (now, t);
                 }
@@ -1655,7 +1659,11 @@ mod tests {
         );
         // Not before the flow failed (25 s + 10 s) and the REGISTER's
         // Timer F (32 s) ran out.
-        assert!(t >= now + Duration::from_secs(25 + 10 + 32), "{:?}", t - now);
+        assert!(
+            t >= now + Duration::from_secs(25 + 10 + 32),
+            "{:?}",
+            t - now
+        );
         let contact = |t: &Transmit| {
             let m = Message::parse(&t.bytes).unwrap();
             param(m.header("Contact").unwrap(), "+sip.instance").map(str::to_string)

@@ -1419,7 +1419,9 @@ fn natlab_proxy_dies_phones_move_to_the_next_target() {
         &format!("--srv-host=_sips._tcp.{DOMAIN},sip1.{DOMAIN},5061,10"),
         &format!("--srv-host=_sips._tcp.{DOMAIN},sip2.{DOMAIN},5061,20"),
     ]);
-    let sip = |host: &str| format!("[sip]\nlisten = \"{host}:5060\"\nuser_refresh_secs = 1\ntls = true\n");
+    let sip = |host: &str| {
+        format!("[sip]\nlisten = \"{host}:5060\"\nuser_refresh_secs = 1\ntls = true\n")
+    };
     let mut first = lab.pkg_server(&sip(PROV));
     let _second = lab.second_server(&first, PROV2, &sip(PROV2));
     // The PKG named, the SIP proxy discovered (RFC 3263 on the domain).

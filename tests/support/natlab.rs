@@ -176,7 +176,10 @@ impl Lab {
         .unwrap();
         let (child, startup) =
             start_server_as(self.command("prov", &bin("pkg-server")), &config, &[]);
-        assert_eq!(startup.fingerprint, first.fingerprint, "one provider, one pin");
+        assert_eq!(
+            startup.fingerprint, first.fingerprint,
+            "one provider, one pin"
+        );
         Provider {
             child,
             fingerprint: startup.fingerprint,
