@@ -1393,20 +1393,44 @@ fn natlab_manual_proxy_name_tries_every_address() {
 /// The provider's second SIP server, on a second address of `prov`.
 const PROV2: &str = "203.0.113.11";
 
-/// Runtime fallback (RFC 3263 4.3, RFC 5626 4.5): the provider's DNS
-/// lists two SIP servers (`_sips._tcp` SRV, priority 10 on PROV, 20 on
-/// PROV2: two `pkg-server` processes of one provider on one database).
-/// Both phones discover the list and register on the first. The first
-/// server dies: each phone's TLS flow fails, its re-REGISTER cannot
-/// connect, so it moves on to the second target, reports it
+/// Runtime fallback (RFC 3263 4.3, RFC 5626 4.5) over TLS: the
+/// provider's DNS lists two SIP servers (`_sips._tcp` SRV, priority 10 on
+/// PROV, 20 on PROV2: two `pkg-server` processes of one provider on one
+/// database). Both phones discover the list and register on the first.
+/// The first server dies: each phone's TLS flow closes, its re-REGISTER
+/// cannot connect (503), so it moves on to the second target, reports it
 /// (`proxy_changed`) and registers there; bob's call then reaches alice
 /// through the second server.
 #[test]
 fn natlab_proxy_dies_phones_move_to_the_next_target() {
+    proxy_dies("fo", "_sips._tcp", "tls", 5061, 503, "");
+}
+
+/// [`natlab_proxy_dies_phones_move_to_the_next_target`] over UDP, where
+/// nothing closes: the STUN keep-alive (every 5 s here) goes unanswered,
+/// the flow failed, the re-REGISTER to the dead server times out (408,
+/// Timer F), and only then the phones move on.
+#[test]
+fn natlab_udp_proxy_dies_phones_move_to_the_next_target() {
+    proxy_dies(
+        "fu",
+        "_sip._udp",
+        "udp",
+        5060,
+        408,
+        "keepalive_secs = 5\npong_timeout_secs = 2\n",
+    );
+}
+
+/// Two SIP servers of one provider in DNS (`srv`, SRV owner prefix, on
+/// `port`); the phones (`[sip]` lines `phone_sip`) register on the first,
+/// it dies, they must report `proxy_changed` (status `status`) to the
+/// second over `transport`, register there, and a call arrives.
+fn proxy_dies(tag: &str, srv: &str, transport: &str, port: u16, status: u16, phone_sip: &str) {
     if !enabled() {
         return;
     }
-    let lab = Lab::up("fo", &["--nat-a", "cone", "--nat-b", "cone"]);
+    let lab = Lab::up(tag, &["--nat-a", "cone", "--nat-b", "cone"]);
     lab_exec(
         &lab,
         "prov",
@@ -1416,8 +1440,8 @@ fn natlab_proxy_dies_phones_move_to_the_next_target() {
     lab.dns(&[
         &format!("--host-record=sip1.{DOMAIN},{PROV}"),
         &format!("--host-record=sip2.{DOMAIN},{PROV2}"),
-        &format!("--srv-host=_sips._tcp.{DOMAIN},sip1.{DOMAIN},5061,10"),
-        &format!("--srv-host=_sips._tcp.{DOMAIN},sip2.{DOMAIN},5061,20"),
+        &format!("--srv-host={srv}.{DOMAIN},sip1.{DOMAIN},{port},10"),
+        &format!("--srv-host={srv}.{DOMAIN},sip2.{DOMAIN},{port},20"),
     ]);
     let sip = |host: &str| {
         format!("[sip]\nlisten = \"{host}:5060\"\nuser_refresh_secs = 1\ntls = true\n")
@@ -1425,7 +1449,7 @@ fn natlab_proxy_dies_phones_move_to_the_next_target() {
     let mut first = lab.pkg_server(&sip(PROV));
     let _second = lab.second_server(&first, PROV2, &sip(PROV2));
     // The PKG named, the SIP proxy discovered (RFC 3263 on the domain).
-    let pkg = format!("[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let pkg = format!("{phone_sip}[pkg]\nurl = \"https://{PROV}:8443\"\n");
     let mut alice = lab.phone_with("homeA", "alice", &first, &pkg, "", &[]);
     let mut bob = lab.phone_with("homeB", "bob", &first, &pkg, "", &[]);
     register_both(&mut alice, &mut bob);
@@ -1434,9 +1458,18 @@ fn natlab_proxy_dies_phones_move_to_the_next_target() {
     for a in [&mut alice, &mut bob] {
         // "cannot reach the SIP proxy" is what the phone must say now.
         a.errors_fail = false;
-        let moved = a.expect("proxy_changed", STEP);
-        assert_eq!(moved["from"], format!("tls:{PROV}:5061"), "{moved}");
-        assert_eq!(moved["proxy"], format!("tls:{PROV2}:5061"), "{moved}");
+        let moved = a.expect("proxy_changed", Duration::from_secs(90));
+        assert_eq!(
+            moved["from"],
+            format!("{transport}:{PROV}:{port}"),
+            "{moved}"
+        );
+        assert_eq!(
+            moved["proxy"],
+            format!("{transport}:{PROV2}:{port}"),
+            "{moved}"
+        );
+        assert_eq!(moved["status"], status, "{moved}");
         a.expect("registered", STEP);
     }
     let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
