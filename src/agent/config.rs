@@ -18,6 +18,8 @@
 //!                                     # register again (RFC 5626 4.4.1; 1 to 120)
 //! # network_check_secs = 2            # how often the route to the proxy is looked
 //!                                     # at (network change: re-register, re-INVITE); 0: off
+//! # expires = 600                     # registration lifetime asked of the registrar
+//!                                     # (60 to 86400 s); refreshed before it runs out
 //!
 //! [pkg]                               # keys from the provider's PKG (default setup)
 //! url = "https://127.0.0.1:8443"     # absent: discovered from the AOR's domain
@@ -172,7 +174,22 @@ struct RawSip {
     network_check_secs: u64,
     #[serde(default = "default_pong_timeout")]
     pong_timeout_secs: u64,
+    #[serde(default = "default_expires")]
+    expires: u32,
 }
+
+fn default_expires() -> u32 {
+    SipSettings::default().expires
+}
+
+/// The shortest `[sip] expires` taken: a minute, RFC 3261 10.2.8's
+/// smallest Min-Expires a registrar may ask for (shorter would be
+/// refused with 423 by any registrar).
+pub const MIN_EXPIRES_SECS: u32 = 60;
+
+/// The longest `[sip] expires` taken: a day. A registrar caps what it
+/// grants anyway; the phone refreshes before the granted lifetime ends.
+pub const MAX_EXPIRES_SECS: u32 = 86_400;
 
 fn default_pong_timeout() -> u64 {
     SipSettings::default().pong_timeout.as_secs()
@@ -225,6 +242,19 @@ impl RawSip {
             std::time::Duration::from_secs(self.pong_timeout_secs),
         ))
     }
+
+    /// The registration lifetime to ask for, checked:
+    /// [`MIN_EXPIRES_SECS`] to [`MAX_EXPIRES_SECS`]; a sentence naming
+    /// the setting otherwise.
+    fn expires(&self) -> Result<u32, String> {
+        if !(MIN_EXPIRES_SECS..=MAX_EXPIRES_SECS).contains(&self.expires) {
+            return Err(format!(
+                "[sip] expires = {}: from {MIN_EXPIRES_SECS} to {MAX_EXPIRES_SECS} seconds",
+                self.expires
+            ));
+        }
+        Ok(self.expires)
+    }
 }
 
 fn default_network_check() -> u64 {
@@ -265,6 +295,16 @@ pub struct SipSettings {
     /// re-INVITEs the calls), `None` for never (`network_check_secs =
     /// 0`). Default 2 s.
     pub network_check: Option<std::time::Duration>,
+    /// The registration lifetime the phone asks for (`[sip] expires`),
+    /// seconds: [`MIN_EXPIRES_SECS`] to [`MAX_EXPIRES_SECS`], default
+    /// 600. The registrar may grant less; the phone refreshes at half the
+    /// granted lifetime (at most 10 minutes before it ends).
+    pub expires: u32,
+    /// The other targets of the proxy's list (the other addresses of a
+    /// `[sip] proxy` host name, the other discovered targets), in the
+    /// order they are tried when the proxy in use stops answering
+    /// (`sip::ua::UserAgent::set_fallback_proxies`). Empty: none.
+    pub fallback: Vec<crate::sip::Dest>,
 }
 
 impl Default for SipSettings {
@@ -276,25 +316,67 @@ impl Default for SipSettings {
             transport: crate::sip::Transport::Udp,
             proxy_host: None,
             tls_pin: None,
+            expires: 600,
+            fallback: Vec::new(),
         }
     }
 }
 
 /// Parses a `[sip] proxy` value ([`crate::sip::proxy_uri::ProxyUri`]) and
-/// resolves its host (an IP address as it is; a name with the system's
-/// resolver, first address) to the address the phone sends to.
-pub fn resolve_proxy(text: &str) -> Result<(SocketAddr, crate::sip::proxy_uri::ProxyUri), String> {
+/// resolves its host to the addresses the phone may send to: an IP
+/// address as it is; a name with the system's resolver, every address,
+/// IPv6 ones first, each family in the resolver's order (the phone tries
+/// them in that order: [`choose_proxy`]). Never an empty list.
+pub fn resolve_proxy(
+    text: &str,
+) -> Result<(Vec<SocketAddr>, crate::sip::proxy_uri::ProxyUri), String> {
     use std::net::ToSocketAddrs;
     let uri = crate::sip::proxy_uri::ProxyUri::parse(text).map_err(|e| e.to_string())?;
-    let addr = match uri.ip() {
-        Some(ip) => SocketAddr::new(ip, uri.port),
-        None => (uri.host.as_str(), uri.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("proxy {}: cannot resolve: {e}", uri.host))?
-            .next()
-            .ok_or_else(|| format!("proxy {}: no address", uri.host))?,
+    let addrs = match uri.ip() {
+        Some(ip) => vec![SocketAddr::new(ip, uri.port)],
+        None => {
+            let found: Vec<SocketAddr> = (uri.host.as_str(), uri.port)
+                .to_socket_addrs()
+                .map_err(|e| format!("proxy {}: cannot resolve: {e}", uri.host))?
+                .collect();
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for a in found
+                .iter()
+                .filter(|a| a.is_ipv6())
+                .chain(found.iter().filter(|a| a.is_ipv4()))
+            {
+                if !addrs.contains(a) {
+                    addrs.push(*a);
+                }
+            }
+            addrs
+        }
     };
-    Ok((addr, uri))
+    if addrs.is_empty() {
+        return Err(format!("proxy {}: no address", uri.host));
+    }
+    Ok((addrs, uri))
+}
+
+/// How long [`choose_proxy`] waits for a stream target's connection.
+pub const PROXY_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The proxy to use among `targets` (in the order to try) and the others
+/// to fall back on, in order, when it stops answering: the first target
+/// that answers, tried the RFC 8305 way
+/// ([`crate::pkg_client::discovery::choose_sip_target`]); none answering,
+/// the first. `None` only for an empty list.
+pub async fn choose_proxy(
+    targets: &[crate::sip::Dest],
+) -> Option<(crate::sip::Dest, Vec<crate::sip::Dest>)> {
+    use crate::pkg_client::discovery::{choose_sip_target, fallbacks_after, SipTarget};
+    let targets: Vec<SipTarget> = targets.iter().map(|d| SipTarget::from(*d)).collect();
+    let chosen = choose_sip_target(&targets, PROXY_CONNECT_TIMEOUT).await?;
+    let rest = fallbacks_after(&targets, chosen)
+        .into_iter()
+        .map(crate::sip::Dest::from)
+        .collect();
+    Some((chosen.into(), rest))
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,15 +540,29 @@ impl AgentFile {
                 "[sip] proxy is required with [keys] (only a [pkg] agent discovers it)",
             ));
         }
-        let (proxy, transport, proxy_host) = match &raw.sip.proxy {
+        let (proxy, transport, proxy_host, fallback) = match &raw.sip.proxy {
             Some(text) => {
-                let (addr, uri) = resolve_proxy(text).map_err(|e| invalid(path, e))?;
-                (Some(addr), uri.transport, Some(uri.host))
+                let (addrs, uri) = resolve_proxy(text).map_err(|e| invalid(path, e))?;
+                let others = addrs
+                    .iter()
+                    .skip(1)
+                    .map(|a| crate::sip::Dest {
+                        addr: *a,
+                        transport: uri.transport,
+                    })
+                    .collect();
+                (
+                    addrs.first().copied(),
+                    uri.transport,
+                    Some(uri.host),
+                    others,
+                )
             }
-            None => (None, crate::sip::Transport::Udp, None),
+            None => (None, crate::sip::Transport::Udp, None, Vec::new()),
         };
         let (keepalive, network_check, pong_timeout) =
             raw.sip.timers().map_err(|why| invalid(path, why))?;
+        let expires = raw.sip.expires().map_err(|why| invalid(path, why))?;
         Ok(AgentFile {
             aor,
             password,
@@ -482,6 +578,8 @@ impl AgentFile {
                 proxy_host,
                 tls_pin: None,
                 network_check,
+                expires,
+                fallback,
             },
             device,
             media: MediaSettings {

@@ -156,7 +156,7 @@ pub async fn start_with(
             proxy: config.proxy,
             local: local.to_string(),
             transport: config.sip.transport,
-            expires: 600,
+            expires: config.sip.expires,
             // The tunnel writes the anonymous outer From; the inner one is true.
             headers: HeaderPolicy {
                 anonymous_from: false,
@@ -167,6 +167,9 @@ pub async fn start_with(
         },
         Box::new(filter),
     );
+    // The rest of the proxy's list: moved on to when the proxy stops
+    // answering (RFC 3263 4.3).
+    ua.set_fallback_proxies(config.sip.fallback.clone());
     ua.set_keepalive(config.sip.keepalive.map(|interval| KeepAlive {
         interval,
         pong_timeout: config.sip.pong_timeout,
@@ -202,7 +205,11 @@ pub async fn start_with(
             let _ = etx.try_send(AgentEvent::Error { message });
         }
     }
-    let tls_client = match config.sip.transport {
+    // A TLS client when the proxy, or one of its fallbacks, takes TLS.
+    let tls_anywhere = std::iter::once(config.sip.transport)
+        .chain(config.sip.fallback.iter().map(|d| d.transport))
+        .find(|t| *t == Transport::Tls);
+    let tls_client = match tls_anywhere.unwrap_or(Transport::Udp) {
         Transport::Tls => {
             let key_log: Option<Arc<dyn rustls::KeyLog>> = match &options.keylog {
                 Some(path) => Some(Arc::new(super::keylog::TlsKeyLog::open(path)?)),

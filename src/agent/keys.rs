@@ -49,7 +49,9 @@
 //!   guessing at Argon2id cost, and dies with a password change (the kept
 //!   one is then refused and derived anew from the password).
 
-use super::config::{read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings};
+use super::config::{
+    choose_proxy, read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings,
+};
 use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
@@ -57,6 +59,7 @@ use crate::pkg_client::discovery::{self, DiscoveryError};
 use crate::pkg_client::threshold::{fetch_threshold_keys, fetch_threshold_keys_kept, LoginSecrets};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, TurnCredentials, Unlock};
+use crate::sip::Dest;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -224,13 +227,17 @@ pub async fn load_with_renewal(
 }
 
 /// Fills in what `file` leaves to discovery (the PKG's URL, see the
-/// module's decisions) and returns the outbound proxy: the configured one,
-/// or the discovered one.
+/// module's decisions) and returns the outbound proxy: the configured one
+/// (of several addresses of its host name, the first that answers), or
+/// the discovered one. The other targets go to `file.sip.fallback`, in
+/// the order the phone moves on to them when the proxy stops answering.
 pub async fn discover(file: &mut AgentFile) -> Result<SocketAddr, KeyError> {
     let pkg = match (&mut file.keys, file.proxy) {
-        (KeySource::Pkg(pkg), Some(proxy)) if !pkg.discover => return Ok(proxy),
+        (KeySource::Pkg(pkg), Some(first)) if !pkg.discover => {
+            return Ok(configured_proxy(file, first).await)
+        }
         (KeySource::Pkg(pkg), _) => pkg,
-        (KeySource::File(_), Some(proxy)) => return Ok(proxy),
+        (KeySource::File(_), Some(first)) => return Ok(configured_proxy(file, first).await),
         (KeySource::File(_), None) => {
             return Err(DiscoveryError::NotFound {
                 service: "SIP proxy ([sip] proxy with [keys])",
@@ -271,29 +278,51 @@ pub async fn discover(file: &mut AgentFile) -> Result<SocketAddr, KeyError> {
     if let Some(url) = found.or_else(|| urls.first().cloned()) {
         pkg.url = url;
     }
-    if let Some(proxy) = file.proxy {
-        return Ok(proxy);
+    if let Some(first) = file.proxy {
+        return Ok(configured_proxy(file, first).await);
     }
-    let targets = discovery::discover_sip(&dns, &domain, &services).await?;
+    let targets: Vec<Dest> = discovery::discover_sip(&dns, &domain, &services)
+        .await?
+        .into_iter()
+        .map(Dest::from)
+        .collect();
     // The first target in the provider's (RFC 3263) order that answers,
     // addresses tried the RFC 8305 way (an unreachable first address
     // costs 250 ms); none answering: the first, and the registration
     // reports why. Over TLS the proxy is held to the PKG's pin (set in
     // `load_with_renewal`), so a discovered `sips:` service is as
-    // trustworthy as the PKG itself.
-    let target = discovery::choose_sip_target(&targets, std::time::Duration::from_secs(5))
-        .await
-        .ok_or_else(|| DiscoveryError::NotFound {
-            service: "SIP proxy",
-            domain: domain.clone(),
-        })?;
-    file.sip.transport = match target.transport {
-        discovery::SipTransport::Tls => crate::sip::Transport::Tls,
-        discovery::SipTransport::Tcp => crate::sip::Transport::Tcp,
-        discovery::SipTransport::Udp => crate::sip::Transport::Udp,
-    };
+    // trustworthy as the PKG itself; the fallbacks are the provider's
+    // own list, held to the same pin.
+    let (target, fallback) =
+        choose_proxy(&targets)
+            .await
+            .ok_or_else(|| DiscoveryError::NotFound {
+                service: "SIP proxy",
+                domain: domain.clone(),
+            })?;
+    file.sip.transport = target.transport;
     file.sip.proxy_host = Some(domain);
+    file.sip.fallback = fallback;
     Ok(target.addr)
+}
+
+/// The configured proxy's address to use (`first`: the first address of
+/// its host): with several addresses, the first that answers
+/// ([`choose_proxy`]), the others kept as `file.sip.fallback` in order.
+async fn configured_proxy(file: &mut AgentFile, first: SocketAddr) -> SocketAddr {
+    if file.sip.fallback.is_empty() {
+        return first;
+    }
+    let first = Dest {
+        addr: first,
+        transport: file.sip.transport,
+    };
+    let all: Vec<Dest> = std::iter::once(first)
+        .chain(file.sip.fallback.iter().copied())
+        .collect();
+    let (chosen, rest) = choose_proxy(&all).await.unwrap_or((first, Vec::new()));
+    file.sip.fallback = rest;
+    chosen.addr
 }
 
 /// Obtains the keys `file` names.

@@ -187,6 +187,18 @@ pub enum AgentEvent {
         /// The calls whose media is being moved.
         calls: Vec<u64>,
     },
+    /// The SIP proxy in use stopped answering (a REGISTER timed out,
+    /// `status` 408, or could not connect, 503): the phone moved on to
+    /// the next target of the provider's list (RFC 3263 4.3) and
+    /// registers there; a `registered` or `registration_failed` follows.
+    ProxyChanged {
+        /// The target left (`transport:address`).
+        from: String,
+        /// The target in use now (`transport:address`).
+        proxy: String,
+        /// What the old target did (408 or 503).
+        status: u16,
+    },
     /// A call arrives.
     IncomingCall {
         /// Call number.
@@ -589,6 +601,15 @@ impl Agent {
                     calls,
                 }
             }
+            ua::Event::ProxyChanged {
+                from,
+                proxy,
+                status,
+            } => AgentEvent::ProxyChanged {
+                from: target_text(from),
+                proxy: target_text(proxy),
+                status,
+            },
             ua::Event::TransportFailed { reason } => AgentEvent::Error {
                 message: format!("cannot reach the SIP proxy: {reason}"),
             },
@@ -993,6 +1014,11 @@ impl Agent {
     }
 }
 
+/// A SIP next hop as the events name it: `udp:203.0.113.10:5060`.
+fn target_text(d: crate::sip::Dest) -> String {
+    format!("{}:{}", d.transport.uri_param(), d.addr)
+}
+
 #[cfg(test)]
 #[path = "fallback_tests.rs"]
 mod fallback_tests;
@@ -1007,6 +1033,11 @@ fn log_event(ev: &AgentEvent) {
             tracing::warn!(status, "registration failed")
         }
         AgentEvent::Unregistered => tracing::info!("unregistered"),
+        AgentEvent::ProxyChanged {
+            from,
+            proxy,
+            status,
+        } => tracing::warn!(%from, %proxy, status, "SIP proxy does not answer: moved on"),
         AgentEvent::Ended { call, reason } => tracing::info!(call, %reason, "call ended"),
         AgentEvent::Rejected { reason } => tracing::warn!(%reason, "message refused"),
         AgentEvent::Error { message } => tracing::warn!(%message, "agent error"),

@@ -127,6 +127,26 @@ impl SipTransport {
     }
 }
 
+impl From<SipTransport> for crate::sip::Transport {
+    fn from(t: SipTransport) -> Self {
+        match t {
+            SipTransport::Tls => crate::sip::Transport::Tls,
+            SipTransport::Tcp => crate::sip::Transport::Tcp,
+            SipTransport::Udp => crate::sip::Transport::Udp,
+        }
+    }
+}
+
+impl From<crate::sip::Transport> for SipTransport {
+    fn from(t: crate::sip::Transport) -> Self {
+        match t {
+            crate::sip::Transport::Tls => SipTransport::Tls,
+            crate::sip::Transport::Tcp => SipTransport::Tcp,
+            crate::sip::Transport::Udp => SipTransport::Udp,
+        }
+    }
+}
+
 /// A resolved SIP next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SipTarget {
@@ -134,6 +154,38 @@ pub struct SipTarget {
     pub transport: SipTransport,
     /// Address.
     pub addr: SocketAddr,
+}
+
+impl From<SipTarget> for crate::sip::Dest {
+    fn from(t: SipTarget) -> Self {
+        crate::sip::Dest {
+            addr: t.addr,
+            transport: t.transport.into(),
+        }
+    }
+}
+
+impl From<crate::sip::Dest> for SipTarget {
+    fn from(d: crate::sip::Dest) -> Self {
+        SipTarget {
+            transport: d.transport.into(),
+            addr: d.addr,
+        }
+    }
+}
+
+/// The targets to fall back on once `chosen` stops answering (RFC 3263
+/// 4.3): those after it in `targets`' order, then those before it, each
+/// once and never `chosen` itself.
+pub fn fallbacks_after(targets: &[SipTarget], chosen: SipTarget) -> Vec<SipTarget> {
+    let at = targets.iter().position(|t| *t == chosen).unwrap_or(0);
+    let mut out: Vec<SipTarget> = Vec::new();
+    for t in targets.iter().skip(at).chain(targets.iter().take(at)) {
+        if *t != chosen && !out.contains(t) {
+            out.push(*t);
+        }
+    }
+    out
 }
 
 /// RFC 8305 section 5's Connection Attempt Delay: the next address is
@@ -784,6 +836,25 @@ mod tests {
             port,
             target: target.into(),
         }
+    }
+
+    fn target(port: u16) -> SipTarget {
+        SipTarget {
+            transport: SipTransport::Udp,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    #[test]
+    fn fallbacks_follow_the_chosen_target_then_wrap() {
+        let list = [target(1), target(2), target(3), target(2)];
+        let ports = |v: Vec<SipTarget>| v.iter().map(|t| t.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(fallbacks_after(&list, target(1))), [2, 3]);
+        assert_eq!(ports(fallbacks_after(&list, target(2))), [3, 1]);
+        assert_eq!(ports(fallbacks_after(&list, target(3))), [2, 1]);
+        // A target not in the list (a configured one): all of the list.
+        assert_eq!(ports(fallbacks_after(&list, target(9))), [1, 2, 3]);
+        assert!(fallbacks_after(&[target(1)], target(1)).is_empty());
     }
 
     #[test]

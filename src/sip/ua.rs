@@ -145,6 +145,13 @@ pub struct UserAgent {
     stun_keepalive: stun_keepalive::StunKeepAlive,
     /// Network change detection (off unless set).
     netwatch: Option<NetWatch>,
+    /// The other targets of the proxy's list, in the order they are
+    /// tried when the current one stops answering (see
+    /// [`UserAgent::set_fallback_proxies`]).
+    fallback: Vec<Dest>,
+    /// How many targets may still be tried at once before the RFC 5626
+    /// backoff applies: every target once per round of failures.
+    failovers_left: usize,
 }
 
 /// When and how the driver looks at the route towards the proxy (see
@@ -210,7 +217,30 @@ impl UserAgent {
             pong_deadline: None,
             stun_keepalive: Default::default(),
             netwatch: None,
+            fallback: Vec::new(),
+            failovers_left: 0,
         }
+    }
+
+    /// The other targets of the outbound proxy's list (RFC 3263 order,
+    /// after the one in `UaConfig::proxy`). When a REGISTER to the
+    /// current target gets no answer (408: its transaction timed out) or
+    /// no connection (503), the UA moves on to the next target at once
+    /// (RFC 3263 4.3, RFC 5626 4.5), reports [`Event::ProxyChanged`] and
+    /// registers there; the target left goes to the end of the list.
+    /// Each target is tried once per round; when every one failed, the
+    /// RFC 5626 backoff applies before the next. Empty (the default):
+    /// only the backoff.
+    pub fn set_fallback_proxies(&mut self, targets: Vec<Dest>) {
+        let current = self.proxy_flow();
+        self.fallback = targets.into_iter().filter(|t| *t != current).collect();
+        self.failovers_left = self.fallback.len();
+    }
+
+    /// The outbound proxy in use: `UaConfig::proxy` until a failover
+    /// (see [`UserAgent::set_fallback_proxies`]).
+    pub fn proxy(&self) -> Dest {
+        self.proxy_flow()
     }
 
     /// Turns network change detection on (see [`NetWatch`]) or off. While
@@ -704,6 +734,9 @@ impl UserAgent {
         if self.reg.unregistering {
             return;
         }
+        if matches!(status, 408 | 503) && self.fail_over(now, status) {
+            return;
+        }
         // RFC 5626 4.5: try again after an exponential, jittered wait.
         let wait = retry_backoff(self.reg.failures, random_jitter());
         self.reg.failures = self.reg.failures.saturating_add(1);
@@ -713,6 +746,43 @@ impl UserAgent {
             "registration failed; retrying later"
         );
         self.reg.retry_at = Some(now + wait);
+    }
+
+    /// The current target did not answer: moves on to the next of
+    /// [`Self::fallback`] and registers there, unless every target was
+    /// tried in this round (then `false`: the backoff applies).
+    fn fail_over(&mut self, now: Instant, status: u16) -> bool {
+        if self.failovers_left == 0 || self.fallback.is_empty() {
+            // A new round after the backoff.
+            self.failovers_left = self.fallback.len();
+            return false;
+        }
+        self.failovers_left -= 1;
+        let from = self.proxy_flow();
+        let next = self.fallback.remove(0);
+        self.fallback.push(from);
+        tracing::info!(%status, from = %from.addr, to = %next.addr, "SIP proxy does not answer: trying the next one");
+        self.cfg.proxy = next.addr;
+        self.cfg.transport = next.transport;
+        // Nothing of the old flow holds for the new one.
+        self.reg.reflexive = None;
+        self.reg.rport_filled = false;
+        self.reg.outbound = false;
+        self.reg.tried_nonce = None;
+        self.reg.retry_at = None;
+        self.pong_deadline = None;
+        self.stun_keepalive.reset();
+        if let Some(w) = self.netwatch.as_mut() {
+            // The route towards the new target may leave from elsewhere.
+            w.check_now(now);
+        }
+        self.events.push_back(Event::ProxyChanged {
+            from,
+            proxy: next,
+            status,
+        });
+        self.send_register(now, None);
+        true
     }
 
     fn send_register(&mut self, now: Instant, auth: Option<String>) {
@@ -803,6 +873,10 @@ impl UserAgent {
             return;
         }
         self.reg.tried_nonce = None;
+        if status == 423 && self.adopt_min_expires(&resp) {
+            self.send_register(now, None);
+            return;
+        }
         if !(200..300).contains(&status) {
             self.registration_failed(now, status);
             return;
@@ -829,6 +903,7 @@ impl UserAgent {
             self.reg.reflexive = Some(seen);
         }
         self.reg.failures = 0;
+        self.failovers_left = self.fallback.len();
         self.reg.registered = true;
         self.reg.rport_filled = resp
             .header("Via")
@@ -858,6 +933,31 @@ impl UserAgent {
         self.reg.refresh_at = Some(now + Duration::from_secs(u64::from(granted - lead)));
         self.events
             .push_back(Event::Registered { expires: granted });
+    }
+
+    /// A 423 (Interval Too Brief, RFC 3261 10.2.8): asks for the
+    /// registrar's `Min-Expires` from now on, when that is longer than
+    /// what we asked and at most a day (a registrar asking more is
+    /// refused as a failure). `false`: nothing to adopt, the 423 is a
+    /// failure; so a registrar repeating 423 cannot make the UA loop.
+    fn adopt_min_expires(&mut self, resp: &Message) -> bool {
+        const MAX_ADOPTED: u32 = 86_400;
+        let Some(min) = resp
+            .header("Min-Expires")
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if min <= self.cfg.expires || min > MAX_ADOPTED || self.reg.unregistering {
+            return false;
+        }
+        tracing::info!(
+            asked = self.cfg.expires,
+            min,
+            "registrar asks a longer registration"
+        );
+        self.cfg.expires = min;
+        true
     }
 
     /// Whether our public address moved from `old` to `new`: over UDP
@@ -1429,6 +1529,180 @@ mod tests {
     /// TCP in clear); a connection to the proxy that cannot be made (a
     /// certificate refused) is reported at once and the pending
     /// registration fails now, to be retried with backoff.
+    /// Answers the REGISTER of transmit `t` with `status` from where it
+    /// went (`Require: outbound` on a 200).
+    fn answer_at(ua: &mut UserAgent, now: Instant, t: &Transmit, status: u16) {
+        let req = Message::parse(&t.bytes).unwrap();
+        assert_eq!(req.method(), Some(Method::Register));
+        let mut r = Message::response_to(&req, status, "X", Some("rt"));
+        if status == 200 {
+            let mine = addr_uri(req.header("Contact").unwrap()).to_string();
+            r.push_header("Contact", format!("<{mine}>;expires=600"));
+            r.push_header("Require", "outbound");
+        }
+        ua.handle_datagram(now, t.dest, &r.to_bytes(HeaderForm::Full));
+    }
+
+    /// Runs the UA's timers from `now` until it sends a REGISTER to
+    /// `to` (within `limit`); every other transmit is dropped (the dead
+    /// proxy hears nothing). Returns the time and the REGISTER.
+    fn until_register_to(
+        ua: &mut UserAgent,
+        mut now: Instant,
+        to: Dest,
+        limit: Duration,
+    ) -> (Instant, Transmit) {
+        let end = now + limit;
+        loop {
+            while let Some(t) = ua.poll_transmit() {
+                let is_register =
+                    Message::parse(&t.bytes).is_ok_and(|m| m.method() == Some(Method::Register));
+                if t.dest == to && is_register {
+                    return (now, t);
+                }
+            }
+            now = ua.poll_timeout().unwrap();
+            assert!(now <= end, "no REGISTER to {to:?} within {limit:?}");
+            ua.handle_timeout(now);
+        }
+    }
+
+    /// 423 Interval Too Brief (RFC 3261 10.2.8): the UA asks again with
+    /// the registrar's Min-Expires, once; a 423 without one, or one
+    /// naming no longer lifetime, or an absurd one, is a failure (no loop).
+    #[test]
+    fn interval_too_brief_is_asked_again_with_min_expires() {
+        let expires_of = |t: &Transmit| {
+            Message::parse(&t.bytes)
+                .unwrap()
+                .header("Expires")
+                .unwrap()
+                .to_string()
+        };
+        let too_brief = |ua: &mut UserAgent, now, min: Option<&str>| {
+            let t = ua.poll_transmit().unwrap();
+            let req = Message::parse(&t.bytes).unwrap();
+            let mut r = Message::response_to(&req, 423, "Interval Too Brief", Some("rt"));
+            if let Some(m) = min {
+                r.push_header("Min-Expires", m);
+            }
+            ua.handle_datagram(now, t.dest, &r.to_bytes(HeaderForm::Full));
+        };
+        let now = Instant::now();
+        let mut ua = ua(HeaderPolicy::default());
+        ua.handle_command(now, Command::Register);
+        too_brief(&mut ua, now, Some("3600"));
+        let again = ua.poll_transmit().unwrap();
+        assert_eq!(expires_of(&again), "3600");
+        // The same answer again: no longer lifetime to adopt, a failure.
+        let req = Message::parse(&again.bytes).unwrap();
+        let mut r = Message::response_to(&req, 423, "Interval Too Brief", Some("rt"));
+        r.push_header("Min-Expires", "3600");
+        ua.handle_datagram(now, again.dest, &r.to_bytes(HeaderForm::Full));
+        assert!(ua.poll_transmit().is_none());
+        assert_eq!(
+            events(&mut ua),
+            vec![Event::RegistrationFailed { status: 423 }]
+        );
+        for bad in [None, Some("86401"), Some("soon"), Some("60")] {
+            let mut ua = ua_over(HeaderPolicy::default(), Transport::Udp);
+            ua.handle_command(now, Command::Register);
+            too_brief(&mut ua, now, bad);
+            assert!(ua.poll_transmit().is_none(), "{bad:?}");
+            assert_eq!(
+                events(&mut ua),
+                vec![Event::RegistrationFailed { status: 423 }],
+                "{bad:?}"
+            );
+        }
+    }
+
+    /// RFC 3263 4.3 / RFC 5626 4.5 at run time: the proxy in use dies
+    /// after registering. The STUN keep-alive finds the flow failed, the
+    /// re-REGISTER to it times out (408): the UA moves on to the next
+    /// target of its list at once, reports it, and registers there (same
+    /// instance). Each target is tried once per round (a 503 answer or a
+    /// refused connection moves on too); when all failed, the RFC 5626
+    /// backoff applies instead of a loop.
+    #[test]
+    fn a_proxy_that_stops_answering_is_left_for_the_next_target() {
+        let mut ua = ua(HeaderPolicy::default());
+        ua.set_keepalive(Some(KeepAlive::default()));
+        let a = Dest::udp(PROXY.parse().unwrap());
+        let b = Dest::udp("127.0.0.2:5060".parse().unwrap());
+        let c = Dest {
+            addr: "127.0.0.3:5060".parse().unwrap(),
+            transport: Transport::Tcp,
+        };
+        // The proxy in use is dropped from its own fallback list.
+        ua.set_fallback_proxies(vec![a, b, c]);
+        let now = Instant::now();
+        ua.handle_command(now, Command::Register);
+        let first = ua.poll_transmit().unwrap();
+        assert_eq!(first.dest, a);
+        answer_at(&mut ua, now, &first, 200);
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+
+        // A dies: keep-alive unanswered, then the REGISTER unanswered.
+        let (t, to_b) = until_register_to(&mut ua, now, b, Duration::from_secs(120));
+        assert_eq!(
+            events(&mut ua),
+            vec![
+                Event::RegistrationFailed { status: 430 },
+                Event::RegistrationFailed { status: 408 },
+                Event::ProxyChanged {
+                    from: a,
+                    proxy: b,
+                    status: 408
+                },
+            ]
+        );
+        // Not before the flow failed (25 s + 10 s) and the REGISTER's
+        // Timer F (32 s) ran out.
+        assert!(
+            t >= now + Duration::from_secs(25 + 10 + 32),
+            "{:?}",
+            t - now
+        );
+        let contact = |t: &Transmit| {
+            let m = Message::parse(&t.bytes).unwrap();
+            param(m.header("Contact").unwrap(), "+sip.instance").map(str::to_string)
+        };
+        assert_eq!(contact(&to_b), contact(&first));
+        assert_eq!(ua.proxy(), b);
+        answer_at(&mut ua, t, &to_b, 200);
+        assert!(ua.is_registered());
+        assert_eq!(events(&mut ua), vec![Event::Registered { expires: 600 }]);
+        // The keep-alives follow: to b now.
+        let ka = t + Duration::from_secs(25);
+        ua.handle_timeout(ka);
+        assert_eq!(ua.poll_transmit().unwrap().dest, b);
+
+        // b answers 503: on to c; c cannot be connected: on to a (once
+        // in this round); a times out too: back off, no fourth try now.
+        let refresh = ka + Duration::from_secs(300);
+        ua.handle_timeout(refresh);
+        let (t, again) = until_register_to(&mut ua, refresh, b, Duration::from_secs(1));
+        answer_at(&mut ua, t, &again, 503);
+        let to_c = ua.poll_transmit().unwrap();
+        assert_eq!(to_c.dest, c);
+        ua.handle_connect_failed(t, c, "connection refused");
+        let (t, to_a) = until_register_to(&mut ua, t, a, Duration::from_secs(1));
+        assert_eq!(ua.proxy(), a);
+        answer_at(&mut ua, t, &to_a, 503);
+        let changes: Vec<(Dest, Dest)> = events(&mut ua)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ProxyChanged { from, proxy, .. } => Some((from, proxy)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(changes, vec![(b, c), (c, a)]);
+        assert!(ua.poll_transmit().is_none(), "every target tried: backoff");
+        let retry = ua.poll_timeout().unwrap();
+        assert!(retry >= t + Duration::from_secs(5), "{:?}", retry - t);
+    }
+
     #[test]
     fn tls_flows_stay_tls_and_a_refused_handshake_fails_the_registration() {
         let mut ua = ua_over(HeaderPolicy::default(), Transport::Tls);

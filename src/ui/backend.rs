@@ -734,7 +734,7 @@ impl Worker {
             )
         })?;
         let text = settings.sip_proxy.trim().to_string();
-        let (proxy, uri) =
+        let (addrs, uri) =
             tokio::task::spawn_blocking(move || crate::agent::config::resolve_proxy(&text))
                 .await
                 .map_err(|e| format!("Looking up the SIP proxy failed ({e}). Try again."))?
@@ -744,6 +744,19 @@ impl Worker {
                         settings.sip_proxy
                     )
                 })?;
+        // Every address of a proxy host name, tried in order (RFC 8305);
+        // the others kept to fall back on.
+        let targets: Vec<crate::sip::Dest> = addrs
+            .iter()
+            .map(|a| crate::sip::Dest {
+                addr: *a,
+                transport: uri.transport,
+            })
+            .collect();
+        let (proxy, fallback) = crate::agent::config::choose_proxy(&targets)
+            .await
+            .map(|(d, rest)| (d.addr, rest))
+            .ok_or_else(|| format!("The SIP proxy {:?} has no address.", settings.sip_proxy))?;
         let info = ReadyInfo {
             aor: aor.as_str().to_string(),
             domain: params.domain().to_string(),
@@ -778,6 +791,7 @@ impl Worker {
                 transport: uri.transport,
                 proxy_host: Some(uri.host),
                 tls_pin: pin,
+                fallback,
                 ..Default::default()
             },
         };

@@ -192,3 +192,30 @@ fn sip_pong_timeout_is_configurable_and_checked() {
     assert!(load("pong_timeout_secs = -1\n").is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[sip] expires`: the registration lifetime the phone asks for, 600 s
+/// by default; below a minute (every registrar answers 423) or above a
+/// day is refused with a sentence naming the setting and the file.
+#[test]
+fn sip_expires_is_configurable_and_checked() {
+    let dir = temp_dir("agent-expires");
+    let load = alice_with_sip_lines(&dir);
+    assert_eq!(load("").unwrap().sip.expires, 600);
+    assert_eq!(load("expires = 60\n").unwrap().sip.expires, 60);
+    assert_eq!(load("expires = 86400\n").unwrap().sip.expires, 86_400);
+    for bad in [
+        "expires = 0\n",
+        "expires = 59\n",
+        "expires = 86401\n",
+        "expires = 4294967295\n",
+    ] {
+        let err = load(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("expires") && err.contains("alice.toml"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(load("expires = -1\n").is_err());
+    assert!(load("expires = 4294967296\n").is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

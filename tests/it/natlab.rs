@@ -166,11 +166,19 @@ fn natlab_loss_5_percent() {
 }
 
 /// How long the phones stay idle between registering and the call when
-/// the NATs forget UDP mappings after 30 s: without keep-alives bob's
-/// mapping is gone after 30 s (the issue asks for 5 minutes; 75 s is
-/// 2.5 mapping lifetimes and 3 keep-alive intervals, CI time is capped).
-const IDLE: Duration = Duration::from_secs(75);
+/// the NATs forget UDP mappings after 30 s (issue 13: 5 minutes): without
+/// keep-alives bob's mapping is gone after 30 s.
+const IDLE: Duration = Duration::from_secs(300);
 
+/// The registration lifetime the idle phones ask for (`[sip] expires`):
+/// refreshed at half of it, so the idle minutes hold several refreshes
+/// beside the keep-alives every 25 s.
+const IDLE_EXPIRES: u32 = 120;
+
+/// Issue 13 as written: `--udp-timeout 30`, SIP over UDP, and 5 idle
+/// minutes between registering and the call, which still arrives; the
+/// idle time holds at least one registration refresh (a `registered`
+/// event of each phone, no `registration_failed`) and the keep-alives.
 #[test]
 fn natlab_udp_timeout_30_idle_then_call() {
     if !enabled() {
@@ -188,19 +196,39 @@ fn natlab_udp_timeout_30_idle_then_call() {
         ],
     );
     let provider = lab.provider();
-    let mut alice = lab.phone("homeA", "alice", &provider);
-    let mut bob = lab.phone("homeB", "bob", &provider);
+    let short = format!("expires = {IDLE_EXPIRES}\n{}", explicit_provider());
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &short, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &short, "", &[]);
     register_both(&mut alice, &mut bob);
+    let marks = (alice.seen.len(), bob.seen.len());
     let pcap = lab.dir.path().join("idle.pcap");
     let capture = WanCapture::start(&lab, &pcap);
     let idle = std::time::Instant::now();
     std::thread::sleep(IDLE);
     capture.stop();
     let idle = idle.elapsed();
+    // What arrived meanwhile: each phone refreshed its registration over
+    // the (kept-open) UDP flow and was never told it failed.
+    for (a, mark) in [(&mut alice, marks.0), (&mut bob, marks.1)] {
+        let _ = a.try_expect("no such event", Duration::from_millis(200));
+        let during: Vec<&Value> = a.seen[mark..].iter().collect();
+        let refreshes = during.iter().filter(|v| v["event"] == "registered").count();
+        println!("{}: {refreshes} registration refreshes in {idle:?}", a.name);
+        assert!(
+            refreshes >= 1,
+            "{}: no registration refresh in {idle:?}: {during:?}",
+            a.name
+        );
+        assert!(
+            !during.iter().any(|v| v["event"] == "registration_failed"),
+            "{}: registration failed while idle: {during:?}",
+            a.name
+        );
+    }
     // Issue 13's figure: what an idle registered phone costs on the
-    // internet side (IP bytes both ways, keep-alives every 25 s; the
-    // registration refresh, every 300 s with the default 600 s expiry, is
-    // not in this window).
+    // internet side (IP bytes both ways: keep-alives every 25 s and the
+    // refreshes every 60 s of this short expiry; with the default 600 s
+    // expiry the refreshes are 5 times rarer).
     for (who, nat) in [
         ("alice (cone)", "203.0.113.1"),
         ("bob (symmetric)", "203.0.113.2"),
@@ -210,7 +238,13 @@ fn natlab_udp_timeout_30_idle_then_call() {
             "{who}: idle {packets} packets, {bytes} IP bytes in {idle:?}: {:.0} bytes/hour",
             bytes as f64 * 3600.0 / idle.as_secs_f64()
         );
-        assert!(packets >= 2, "{who}: no keep-alive in {idle:?}");
+        // A keep-alive every 25 s, each answered: at least two packets
+        // per interval.
+        let intervals = idle.as_secs() / 25;
+        assert!(
+            packets >= 2 * intervals,
+            "{who}: {packets} packets in {idle:?}, fewer than the keep-alives"
+        );
     }
     call_hang_up_and_quit(alice, bob);
 }
@@ -1333,4 +1367,113 @@ fn natlab_media_udp_blocked_relayed_over_tls() {
         out.contains(":5349: "),
         "no TLS to the relay judged:\n{out}"
     );
+}
+
+/// A manually typed proxy host name (`[sip] proxy = "sips:sip.DOMAIN"`,
+/// not discovered) whose DNS names an AAAA nobody answers at
+/// (2001:db8::99) beside the provider's A record: the phones resolve
+/// every address and try them in order, IPv6 first, the RFC 8305 way
+/// (`choose_sip_target`), so they register over TLS through the A record
+/// and call. With the first address only, they tried 2001:db8::99 alone.
+#[test]
+fn natlab_manual_proxy_name_tries_every_address() {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up("mp", &["--nat-a", "cone", "--nat-b", "cone", "--ipv6"]);
+    lab.dns(&[&format!("--host-record=sip.{DOMAIN},{PROV},2001:db8::99")]);
+    let provider = lab.provider_with("tls = true\n");
+    let manual = format!("proxy = \"sips:sip.{DOMAIN}\"\n[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let mut alice = lab.phone_with("homeA", "alice", &provider, &manual, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &provider, &manual, "", &[]);
+    register_both(&mut alice, &mut bob);
+    call_hang_up_and_quit(alice, bob);
+}
+
+/// The provider's second SIP server, on a second address of `prov`.
+const PROV2: &str = "203.0.113.11";
+
+/// Runtime fallback (RFC 3263 4.3, RFC 5626 4.5) over TLS: the
+/// provider's DNS lists two SIP servers (`_sips._tcp` SRV, priority 10 on
+/// PROV, 20 on PROV2: two `pkg-server` processes of one provider on one
+/// database). Both phones discover the list and register on the first.
+/// The first server dies: each phone's TLS flow closes, its re-REGISTER
+/// cannot connect (503), so it moves on to the second target, reports it
+/// (`proxy_changed`) and registers there; bob's call then reaches alice
+/// through the second server.
+#[test]
+fn natlab_proxy_dies_phones_move_to_the_next_target() {
+    proxy_dies("fo", "_sips._tcp", "tls", 5061, 503, "");
+}
+
+/// [`natlab_proxy_dies_phones_move_to_the_next_target`] over UDP, where
+/// nothing closes: the STUN keep-alive (every 5 s here) goes unanswered,
+/// the flow failed, the re-REGISTER to the dead server times out (408,
+/// Timer F), and only then the phones move on.
+#[test]
+fn natlab_udp_proxy_dies_phones_move_to_the_next_target() {
+    proxy_dies(
+        "fu",
+        "_sip._udp",
+        "udp",
+        5060,
+        408,
+        "keepalive_secs = 5\npong_timeout_secs = 2\n",
+    );
+}
+
+/// Two SIP servers of one provider in DNS (`srv`, SRV owner prefix, on
+/// `port`); the phones (`[sip]` lines `phone_sip`) register on the first,
+/// it dies, they must report `proxy_changed` (status `status`) to the
+/// second over `transport`, register there, and a call arrives.
+fn proxy_dies(tag: &str, srv: &str, transport: &str, port: u16, status: u16, phone_sip: &str) {
+    if !enabled() {
+        return;
+    }
+    let lab = Lab::up(tag, &["--nat-a", "cone", "--nat-b", "cone"]);
+    lab_exec(
+        &lab,
+        "prov",
+        &["ip", "addr", "add", &format!("{PROV2}/24"), "dev", "pv0"],
+        "a second provider address",
+    );
+    lab.dns(&[
+        &format!("--host-record=sip1.{DOMAIN},{PROV}"),
+        &format!("--host-record=sip2.{DOMAIN},{PROV2}"),
+        &format!("--srv-host={srv}.{DOMAIN},sip1.{DOMAIN},{port},10"),
+        &format!("--srv-host={srv}.{DOMAIN},sip2.{DOMAIN},{port},20"),
+    ]);
+    let sip = |host: &str| {
+        format!("[sip]\nlisten = \"{host}:5060\"\nuser_refresh_secs = 1\ntls = true\n")
+    };
+    let mut first = lab.pkg_server(&sip(PROV));
+    let _second = lab.second_server(&first, PROV2, &sip(PROV2));
+    // The PKG named, the SIP proxy discovered (RFC 3263 on the domain).
+    let pkg = format!("{phone_sip}[pkg]\nurl = \"https://{PROV}:8443\"\n");
+    let mut alice = lab.phone_with("homeA", "alice", &first, &pkg, "", &[]);
+    let mut bob = lab.phone_with("homeB", "bob", &first, &pkg, "", &[]);
+    register_both(&mut alice, &mut bob);
+
+    first.kill();
+    for a in [&mut alice, &mut bob] {
+        // "cannot reach the SIP proxy" is what the phone must say now.
+        a.errors_fail = false;
+        let moved = a.expect("proxy_changed", Duration::from_secs(90));
+        assert_eq!(
+            moved["from"],
+            format!("{transport}:{PROV}:{port}"),
+            "{moved}"
+        );
+        assert_eq!(
+            moved["proxy"],
+            format!("{transport}:{PROV2}:{port}"),
+            "{moved}"
+        );
+        assert_eq!(moved["status"], status, "{moved}");
+        a.expect("registered", STEP);
+    }
+    let (b_call, a_call) = call(&mut bob, &mut alice, "alice", "bob");
+    hang_up(&mut alice, a_call, &mut bob, b_call);
+    alice.quit();
+    bob.quit();
 }

@@ -156,6 +156,38 @@ impl Lab {
         }
     }
 
+    /// A second `pkg-server` process of `first`'s provider in `prov`: its
+    /// own PKG on `host:8443` and `sections` (its `[sip]`), the same
+    /// data directory (database, certificate: everything several server
+    /// processes of one provider share), so the same users and device
+    /// credentials and the same certificate pin.
+    pub fn second_server(&self, first: &Provider, host: &str, sections: &str) -> Provider {
+        let dir = self.dir.path().join(format!("second-{host}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("pkg.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"{host}:8443\"\ndata_dir = \"{}\"\n{sections}\
+                 [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                first.data_dir.display()
+            ),
+        )
+        .unwrap();
+        let (child, startup) =
+            start_server_as(self.command("prov", &bin("pkg-server")), &config, &[]);
+        assert_eq!(
+            startup.fingerprint, first.fingerprint,
+            "one provider, one pin"
+        );
+        Provider {
+            child,
+            fingerprint: startup.fingerprint,
+            config,
+            data_dir: first.data_dir.clone(),
+        }
+    }
+
     /// `natlab.sh dns --domain DOMAIN RECORDS...`: dnsmasq in `prov`
     /// answering for [`DOMAIN`], every namespace's resolver pointed at it.
     pub fn dns(&self, records: &[&str]) {
@@ -367,6 +399,13 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// Kills the provider's process (a server that dies: its sockets
+    /// close, nothing answers on its addresses any more).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// `pkg-admin ARGS` on this PKG, which must succeed; its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = run_admin(&bin("pkg-admin"), &self.config, args, "");

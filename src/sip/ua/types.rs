@@ -249,6 +249,19 @@ pub enum Event {
         /// Our new public address, when that is what moved.
         public: Option<std::net::SocketAddr>,
     },
+    /// The outbound proxy did not answer a REGISTER (timeout, 408, or no
+    /// connection, 503: RFC 3263 4.3): the UA moved on to the next
+    /// target of its list ([`crate::sip::ua::UserAgent::set_fallback_proxies`])
+    /// and is registering there now. All requests go to `proxy` from now
+    /// on.
+    ProxyChanged {
+        /// The target that stopped answering.
+        from: crate::sip::Dest,
+        /// The target in use now.
+        proxy: crate::sip::Dest,
+        /// The status that made the UA move (408 or 503).
+        status: u16,
+    },
     /// A call arrives.
     IncomingCall {
         /// Handle the core chose.
