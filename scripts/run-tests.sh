@@ -12,9 +12,9 @@
 # directory = the package's root, CARGO_MANIFEST_DIR set; nothing here reads
 # another cargo variable at run time).
 #
-# Lanes: the real-time audio suite (`media`) and the GUI suite (`ui`) in
-# one lane (~3 min); every other binary in the other (~3 min); the
-# doc tests through cargo beside them. Each binary's output goes to
+# Lanes: see below (two lanes of about equal length, plus the tests that
+# only wait, each in its own process); the doc tests through cargo beside
+# them. Each binary's output goes to
 # target/test-logs/NAME.log and is printed whole when it ends; every binary
 # runs even after a failure (like --no-fail-fast), and the script fails at
 # the end if any failed, naming them.
@@ -47,41 +47,64 @@ if [ -z "$list" ]; then
   exit 1
 fi
 
-# Runs one binary; its log is printed whole (under a lock, so the lanes'
-# logs never interleave) and a failure is recorded, not fatal.
+# Tests of the root `it` binary that spend minutes waiting (idle NAT
+# mappings, registration refreshes) and almost no CPU: each runs alone in
+# its own process beside the lanes, and the `it` lane skips it, so it
+# does not stretch that lane by its length.
+sleepers=(natlab::natlab_udp_timeout_30_idle_then_call)
+
+# Runs one binary with extra arguments (LABEL names it in the log); its
+# log is printed whole (under a lock, so the lanes' logs never
+# interleave) and a failure is recorded, not fatal.
 run_one() {
-  local name=$1 dir=$2 exe=$3
-  local log="$logs/$(basename "$exe").log"
+  local label=$1 dir=$2 exe=$3
+  shift 3
+  local log="$logs/$label.log"
   local status=0 TIMEFORMAT='%R s, CPU %U s user + %S s sys'
   # bash's `time` measures the binary and the processes it waited for.
-  { time (cd "$dir" && CARGO_MANIFEST_DIR="$dir" "$exe" "${test_args[@]}" >"$log" 2>&1) || status=$?; } 2>"$log.time"
+  { time (cd "$dir" && CARGO_MANIFEST_DIR="$dir" "$exe" "$@" "${test_args[@]}" >"$log" 2>&1) || status=$?; } 2>"$log.time"
   {
     flock 9
-    printf '\n== %s (%s, %s, exit %s)\n' "$name" "${dir##*/}" "$(cat "$log.time")" "$status"
+    printf '\n== %s (%s, %s, exit %s)\n' "$label" "$exe" "$(cat "$log.time")" "$status"
     cat "$log"
   } 9>"$logs/.print-lock"
   if [ "$status" != 0 ]; then
-    echo "$name ($exe)" >>"$logs/failed"
+    echo "$label ($exe $*)" >>"$logs/failed"
   fi
 }
 
-# Runs the binaries of one lane in order.
+# Runs the binaries of one lane in order; the root `it` skips the sleepers.
 run_lane() {
-  local name dir exe
+  local name dir exe skips
   while IFS=$'\t' read -r name dir exe; do
     [ -n "$exe" ] || continue
-    run_one "$name" "$dir" "$exe"
+    skips=()
+    if [ "$name" = it ] && [ "$dir" = "$PWD" ]; then
+      for t in "${sleepers[@]}"; do skips+=(--skip "$t"); done
+    fi
+    run_one "$name-${dir##*/}-$(basename "$exe" | sed 's/.*-//')" "$dir" "$exe" "${skips[@]}"
   done
 }
 
-audio_gui=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "media" || $1 == "ui"' | sort -k1,1)
-others=$(printf '%s\n' "$list" | awk -F'\t' '$1 != "media" && $1 != "ui"')
+# Lane A: the real-time audio suite, the GUI suite and the library's unit
+# tests (~3.5 min); lane B: the integration tests of both packages and the
+# binaries' unit tests (~3.5 min).
+lane_a_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "media" || $1 == "ui" || $1 == "ibephone"')
+lane_b_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 != "media" && $1 != "ui" && $1 != "ibephone"')
+root_it=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '$1 == "it" && $2 == root { print $3 }')
 
 start=$SECONDS
-printf '%s\n' "$audio_gui" | run_lane &
-lane_a=$!
-printf '%s\n' "$others" | run_lane &
-lane_b=$!
+lanes=()
+printf '%s\n' "$lane_a_list" | run_lane &
+lanes+=($!)
+printf '%s\n' "$lane_b_list" | run_lane &
+lanes+=($!)
+if [ -n "$root_it" ]; then
+  for t in "${sleepers[@]}"; do
+    run_one "it-sleeper-${t##*::}" "$PWD" "$root_it" --exact "$t" &
+    lanes+=($!)
+  done
+fi
 
 doc_status=0
 cargo test --workspace --doc >"$logs/doc.log" 2>&1 || doc_status=$?
@@ -92,7 +115,7 @@ cargo test --workspace --doc >"$logs/doc.log" 2>&1 || doc_status=$?
 } 9>"$logs/.print-lock"
 [ "$doc_status" = 0 ] || echo "doc tests" >>"$logs/failed"
 
-wait "$lane_a" "$lane_b"
+wait "${lanes[@]}"
 echo
 echo "run-tests: $(printf '%s\n' "$list" | wc -l) test binaries and the doc tests in $((SECONDS - start)) s"
 if [ -s "$logs/failed" ]; then
