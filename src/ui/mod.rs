@@ -57,6 +57,7 @@ pub mod fingerprint_view;
 pub mod history;
 pub mod main_window;
 pub mod messages;
+pub mod renewal_code;
 pub mod ringer;
 pub mod settings;
 pub mod settings_view;

@@ -167,6 +167,7 @@ pub fn ready_phone(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
         params_fingerprint: "abcd 0123".into(),
         pkg_fingerprint: None,
         local: "127.0.0.1:5099".parse().unwrap(),
+        key_servers: None,
     }));
     app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
     h.run_steps(3);
@@ -240,3 +241,6 @@ pub fn secret(s: &str) -> SecretString {
 
 /// The CPU renderer of the snapshot tests.
 pub mod soft_render;
+
+/// A 2-of-3 threshold provider, server by server.
+pub mod threshold;

@@ -1,0 +1,108 @@
+//! A key renewal in the background when the account has a second factor
+//! (pkg-api.md "Second factor at login", issue 16): the phone keeps
+//! running on the keys it holds, shows a notice with a field for the code,
+//! a wrong code gives a sentence and changes nothing, a valid one renews.
+#![cfg(feature = "gui")]
+
+use crate::ui_support::*;
+use ibephone::ibe::Period;
+use ibephone::pkg_client::store::STORE_FILE;
+use ibephone::pkg_client::{KeyStore, Unlock};
+use ibephone::ui::AppDirs;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The periods of the keys stored in `dirs`' key store, sorted.
+fn stored_periods(dirs: &AppDirs) -> Vec<String> {
+    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let mut v: Vec<String> = s
+        .keys()
+        .unwrap()
+        .iter()
+        .map(|k| k.identity().period().as_str().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rewrites the key store without next month's key (everything else as
+/// it was): the renewal is due as soon as the phone starts.
+fn forget_next_period(dirs: &AppDirs) -> String {
+    let next = Period::month_at(now()).next_month().unwrap();
+    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let params = s.params().unwrap().unwrap();
+    let keys: Vec<_> = s
+        .keys()
+        .unwrap()
+        .into_iter()
+        .filter(|k| *k.identity().period() != next)
+        .collect();
+    let pin = s.pkg_pin().unwrap();
+    let sip = s.sip_credential().cloned();
+    drop(s);
+    std::fs::remove_file(dirs.keys().join(STORE_FILE)).unwrap();
+    let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    s.put_keys(&params, &keys).unwrap();
+    s.set_pkg_pin(pin).unwrap();
+    if let Some(c) = sip {
+        s.device_name(Some(&c.device)).unwrap();
+        s.set_sip_credential(c).unwrap();
+    }
+    next.as_str().to_string()
+}
+
+#[test]
+fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() {
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    set_up(&mut h, &p, "alice", ALICE_PW);
+    drop(h);
+    // The administrator turns the second factor on (pkg-admin user otp);
+    // next month's key is not held yet.
+    let seed = p.enrol_otp("alice");
+    let next = forget_next_period(&dirs);
+    let before = stored_periods(&dirs);
+    assert!(!before.contains(&next));
+    let mut h = phone(dirs.clone());
+    // The phone starts and registers on the keys it has, and says what
+    // the renewal needs.
+    wait_for(&mut h, "asks for the one-time code", 30);
+    wait_for(&mut h, "Ready", 20);
+    assert!(shows(&h, "Fetch keys with the code"));
+    // A wrong code: a sentence, the keys and the phone as they were, the
+    // field still there.
+    let right = seed.code_at(now()).unwrap();
+    let wrong = if right == "000000" { "000001" } else { "000000" };
+    type_into(&mut h, "One-time code", wrong);
+    h.get_by_label("Fetch keys with the code").click();
+    wait_for(&mut h, "Your keys are unchanged", 30);
+    assert!(shows(&h, "Wrong password or one-time code"));
+    assert_eq!(stored_periods(&dirs), before, "nothing lost or added");
+    assert!(shows(&h, "Ready"), "still registered");
+    assert!(h.state().renewal_code.is_some(), "the field stays");
+    assert!(
+        h.state().renewal_code.as_ref().unwrap().codes[0].is_empty(),
+        "the refused code is not kept"
+    );
+    // A valid code: next month's keys are fetched, stored and held.
+    type_into(&mut h, "One-time code", &seed.code_at(now()).unwrap());
+    h.get_by_label("Fetch keys with the code").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.state().renewal_code.is_some() {
+        assert!(std::time::Instant::now() < deadline, "not renewed");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let held = &h.state().ready.as_ref().unwrap().periods;
+    assert!(held.contains(&next), "{held:?}");
+    assert!(stored_periods(&dirs).contains(&next));
+    assert!(!shows(&h, "Fetch keys with the code"));
+}
