@@ -5,6 +5,7 @@
 #![cfg(feature = "gui")]
 
 use crate::ui_support::*;
+use egui_kittest::kittest::Queryable;
 use ibephone::ibe::Period;
 use ibephone::pkg_client::store::STORE_FILE;
 use ibephone::pkg_client::{KeyStore, Unlock};
