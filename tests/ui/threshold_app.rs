@@ -141,3 +141,51 @@ fn threshold_wizard_with_one_server_reachable_says_why_and_stores_nothing() {
     );
     assert!(h.state().ready.is_none());
 }
+
+#[test]
+fn threshold_wizard_asks_each_key_servers_own_one_time_code() {
+    let mut p = ThresholdProvider::deal();
+    // Each server has its own seed (pkg-api.md): three entries in the
+    // user's authenticator app.
+    let seeds: Vec<_> = (1..=3).map(|i| p.enrol_otp(i, "alice")).collect();
+    for i in 1..=3 {
+        p.start(i);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    start_set_up(&mut h, &p);
+    wait_for(&mut h, "Code for key server 3", 60);
+    assert_eq!(h.state().wizard.otp_servers, [1, 2, 3]);
+    assert!(!dirs.account().exists(), "nothing stored before the codes");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Server 1's code typed for every server: the others refuse it, so
+    // fewer than 2 servers log in; a sentence, nothing stored.
+    let one = seeds[0].code_at(now).unwrap();
+    for i in 1..=3 {
+        type_into(&mut h, &format!("Code for key server {i}"), &one);
+    }
+    h.get_by_label("Log in with the code").click();
+    wait_for(&mut h, "Wrong password or one-time code", 60);
+    assert!(!dirs.account().exists(), "nothing stored");
+    // Again, each server's own code (of the next step: server 1's code
+    // of this step is used up).
+    h.get_by_label("Connect").click();
+    wait_for(&mut h, "They match: log in", 20);
+    h.get_by_label("They match: log in").click();
+    wait_for(&mut h, "Code for key server 3", 60);
+    for (i, seed) in seeds.iter().enumerate() {
+        type_into(
+            &mut h,
+            &format!("Code for key server {}", i + 1),
+            &seed.code_at(now + 30).unwrap(),
+        );
+    }
+    h.get_by_label("Log in with the code").click();
+    wait_for(&mut h, "Keys saved", 60);
+    assert!(h.state().wizard.server_otps.iter().all(|c| c.is_empty()), "codes not kept");
+    assert_eq!(stored_periods(&dirs).len(), 3);
+}
