@@ -341,7 +341,15 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
         KeySource::Pkg(pkg) => {
             let password = SecretString::new(file.password.to_string());
             let device = Some(file.device.as_deref());
-            provision_pkg(pkg, &file.aor, &password, now_unix(), device, &OtpCodes::new()).await
+            provision_pkg(
+                pkg,
+                &file.aor,
+                &password,
+                now_unix(),
+                device,
+                &OtpCodes::new(),
+            )
+            .await
         }
     }
 }
@@ -591,7 +599,11 @@ impl From<crate::ibe::IbeError> for FetchError {
 /// the server's index appended (each server has its own TOTP seed).
 async fn threshold_codes(params: &PublicParams, cmd: &[String]) -> Result<OtpCodes, String> {
     let mut codes = OtpCodes::new();
-    for s in params.threshold().map(|t| t.servers.as_slice()).unwrap_or_default() {
+    for s in params
+        .threshold()
+        .map(|t| t.servers.as_slice())
+        .unwrap_or_default()
+    {
         let mut c = cmd.to_vec();
         c.push(s.index.to_string());
         codes.insert(s.index, otp_from_command(&c).await?);
@@ -636,9 +648,9 @@ pub async fn threshold_keys(
 /// one-time code), at one PKG or at too many threshold servers.
 fn login_refused(e: &PkgClientError) -> bool {
     match e {
-        PkgClientError::Server { status: 401, code, .. } => {
-            code == crate::pkg_client::api::codes::INVALID_CREDENTIALS
-        }
+        PkgClientError::Server {
+            status: 401, code, ..
+        } => code == crate::pkg_client::api::codes::INVALID_CREDENTIALS,
         PkgClientError::Threshold(why) => why.contains("invalid_credentials"),
         _ => false,
     }
@@ -693,7 +705,10 @@ async fn fetch(
             &periods,
         )
         .await?;
-        let servers = params.threshold().map(|t| got.describe(t)).unwrap_or_default();
+        let servers = params
+            .threshold()
+            .map(|t| got.describe(t))
+            .unwrap_or_default();
         let derived = got.derived.then_some(got.secrets);
         return Ok((params, got.keys, None, Some(servers), None, derived));
     }

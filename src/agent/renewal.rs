@@ -13,7 +13,7 @@
 
 use super::config::{AgentFile, KeySource, PkgSettings};
 use super::key_inbox::KeyInbox;
-use super::keys::{from_pkg_with_codes, now_unix, KeyError, OtpCodes, Origin, Provisioned};
+use super::keys::{from_pkg_with_codes, now_unix, KeyError, Origin, OtpCodes, Provisioned};
 use crate::ibe::{Aor, Period};
 use crate::pkg_client::api::SecretString;
 use std::time::Duration;

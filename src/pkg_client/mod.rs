@@ -84,7 +84,9 @@ pub enum PkgClientError {
     /// enough refused only for want of their one-time codes (each server
     /// has its own TOTP seed): ask the user for the code of each of
     /// `servers` and fetch again with them.
-    #[error("the key servers {servers:?} ask for the one-time codes of the account's second factor")]
+    #[error(
+        "the key servers {servers:?} ask for the one-time codes of the account's second factor"
+    )]
     OtpRequiredAt {
         /// The indices of the servers that want a code, ascending.
         servers: Vec<u32>,

@@ -156,8 +156,7 @@ pub(super) fn not_used(index: u32, why: &str) -> String {
 pub(super) fn save_key_servers(dirs: &AppDirs, note: Option<&str>) -> Result<(), String> {
     let path = dirs.key_servers();
     match note {
-        Some(n) => std::fs::write(&path, n)
-            .map_err(|e| file_err(&path, e).to_string()),
+        Some(n) => std::fs::write(&path, n).map_err(|e| file_err(&path, e).to_string()),
         None => match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(file_err(&path, e).to_string())
@@ -174,8 +173,6 @@ pub(super) fn load_key_servers(dirs: &AppDirs) -> Option<String> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
 }
-
-
 
 /// A new device name for this computer's phone (`desktop-` and 6 random
 /// bytes in hex), sent with `POST /v1/sip-credentials`.

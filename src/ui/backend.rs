@@ -6,8 +6,8 @@
 //! never waits on the network.
 
 use super::account::{
-    key_periods, key_servers_sentence, load_account, load_key_servers, new_device_name,
-    not_used, periods_of, renew_keys, save_account, save_key_servers, wipe,
+    key_periods, key_servers_sentence, load_account, load_key_servers, new_device_name, not_used,
+    periods_of, renew_keys, save_account, save_key_servers, wipe,
 };
 use super::errors::pkg_error;
 use super::settings::{AppDirs, Settings};
@@ -575,7 +575,8 @@ impl Worker {
             Ok(s) => s,
             Err(e) if e.is_otp_required() => return Err(SetupError::OtpRequired(Vec::new())),
             Err(PkgClientError::Server { code, .. })
-                if !otp.is_empty() && code == crate::pkg_client::api::codes::INVALID_CREDENTIALS =>
+                if !otp.is_empty()
+                    && code == crate::pkg_client::api::codes::INVALID_CREDENTIALS =>
             {
                 return Err(WRONG_CODE.into())
             }
@@ -645,12 +646,16 @@ impl Worker {
     ) -> Result<(), SetupError> {
         const STEPS: u32 = 4;
         let url = settings.pkg_url.trim().to_string();
-        self.report
-            .progress(2, STEPS, "Fetching your keys from your provider's key servers");
+        self.report.progress(
+            2,
+            STEPS,
+            "Fetching your keys from your provider's key servers",
+        );
         let user = settings.user.trim().to_string();
         let domain = params.domain().to_string();
-        let aor = Aor::parse(&format!("sip:{user}@{domain}"))
-            .map_err(|_| format!("{user:?} is not a user name your provider can have. Check your address."))?;
+        let aor = Aor::parse(&format!("sip:{user}@{domain}")).map_err(|_| {
+            format!("{user:?} is not a user name your provider can have. Check your address.")
+        })?;
         let got = match crate::agent::keys::threshold_keys(
             &params,
             &user,
@@ -666,7 +671,8 @@ impl Worker {
                 return Err(SetupError::OtpRequired(servers))
             }
             Err(PkgClientError::Threshold(why))
-                if !otp.is_empty() && why.contains(crate::pkg_client::api::codes::INVALID_CREDENTIALS) =>
+                if !otp.is_empty()
+                    && why.contains(crate::pkg_client::api::codes::INVALID_CREDENTIALS) =>
             {
                 return Err(format!("{WRONG_CODE} ({why})").into())
             }

@@ -35,7 +35,10 @@ impl RenewalCode {
             servers
         };
         RenewalCode {
-            codes: servers.iter().map(|_| Zeroizing::new(String::new())).collect(),
+            codes: servers
+                .iter()
+                .map(|_| Zeroizing::new(String::new()))
+                .collect(),
             servers,
             error: None,
             sending: false,

@@ -138,7 +138,10 @@ impl Wizard {
     pub(crate) fn otp_required(&mut self, servers: Vec<u32>) {
         self.error = None;
         self.otp = Zeroizing::new(String::new());
-        self.server_otps = servers.iter().map(|_| Zeroizing::new(String::new())).collect();
+        self.server_otps = servers
+            .iter()
+            .map(|_| Zeroizing::new(String::new()))
+            .collect();
         self.otp_servers = servers;
         self.step = Step::OneTimeCode;
     }
@@ -294,7 +297,13 @@ fn one_time_code(app: &mut PhoneApp, ui: &mut egui::Ui) {
         ui.label("Your account has a second factor at each of your provider's key servers. Enter the 6-digit code your authenticator app shows now for each server.");
         ui.add_space(6.0);
         for (server, code) in w.otp_servers.iter().zip(w.server_otps.iter_mut()) {
-            labelled_edit(ui, &format!("Code for key server {server}"), code, false, "123456");
+            labelled_edit(
+                ui,
+                &format!("Code for key server {server}"),
+                code,
+                false,
+                "123456",
+            );
         }
         w.server_otps.iter().all(|c| six(c.trim()))
     };

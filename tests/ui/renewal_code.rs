@@ -81,7 +81,11 @@ fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() 
     // A wrong code: a sentence, the keys and the phone as they were, the
     // field still there.
     let right = seed.code_at(now()).unwrap();
-    let wrong = if right == "000000" { "000001" } else { "000000" };
+    let wrong = if right == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
     type_into(&mut h, "One-time code", wrong);
     h.get_by_label("Fetch keys with the code").click();
     wait_for(&mut h, "Your keys are unchanged", 30);

@@ -59,7 +59,14 @@ fn threshold_wizard_combines_two_of_three_and_shows_the_servers_in_settings() {
     wait_for(&mut h, "Keys saved", 60);
     // The result says, in plain words, which servers' shares were used.
     wait_for(&mut h, "of 3 (2 needed)", 5);
-    let note = h.state().ready.as_ref().unwrap().key_servers.clone().unwrap();
+    let note = h
+        .state()
+        .ready
+        .as_ref()
+        .unwrap()
+        .key_servers
+        .clone()
+        .unwrap();
     assert!(note.contains("Your keys were put together from"), "{note}");
     assert_eq!(stored_periods(&dirs).len(), 3, "three periods stored");
     // The login secrets are kept for renewal; the password goes to none
@@ -117,7 +124,14 @@ fn threshold_wizard_names_a_server_that_sends_a_wrong_share() {
     // (heard within the grace, or later and then reported).
     wait_for(&mut h, "Server 3 was not used", 30);
     wait_for(&mut h, "is wrong", 5);
-    let note = h.state().ready.as_ref().unwrap().key_servers.clone().unwrap();
+    let note = h
+        .state()
+        .ready
+        .as_ref()
+        .unwrap()
+        .key_servers
+        .clone()
+        .unwrap();
     assert!(note.contains("key servers 1 and 2 of 3"), "{note}");
     assert_eq!(stored_periods(&dirs).len(), 3);
 }
@@ -136,7 +150,10 @@ fn threshold_wizard_with_one_server_reachable_says_why_and_stores_nothing() {
     assert!(e.contains("server 2") && e.contains("server 3"), "{e}");
     assert!(!dirs.account().exists(), "no password stored");
     assert!(
-        !dirs.keys().join(ibephone::pkg_client::store::STORE_FILE).exists(),
+        !dirs
+            .keys()
+            .join(ibephone::pkg_client::store::STORE_FILE)
+            .exists(),
         "no keys stored"
     );
     assert!(h.state().ready.is_none());
@@ -186,6 +203,9 @@ fn threshold_wizard_asks_each_key_servers_own_one_time_code() {
     }
     h.get_by_label("Log in with the code").click();
     wait_for(&mut h, "Keys saved", 60);
-    assert!(h.state().wizard.server_otps.iter().all(|c| c.is_empty()), "codes not kept");
+    assert!(
+        h.state().wizard.server_otps.iter().all(|c| c.is_empty()),
+        "codes not kept"
+    );
     assert_eq!(stored_periods(&dirs).len(), 3);
 }

@@ -121,9 +121,9 @@ impl ThresholdProvider {
     /// fingerprint.
     pub fn start(&mut self, index: usize) -> [u8; 32] {
         let config = self.configs[index - 1].clone();
-        let started = self.rt.block_on(async {
-            pkg_server::serve::start(config, None, None).await.unwrap()
-        });
+        let started = self
+            .rt
+            .block_on(async { pkg_server::serve::start(config, None, None).await.unwrap() });
         let fp = started.fingerprint;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.rt.spawn(started.serve(async move {

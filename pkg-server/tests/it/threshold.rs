@@ -822,5 +822,9 @@ async fn one_kept_connection_carries_login_keys_and_logout_and_the_pin_still_hol
         let e = wrong.params().await.unwrap_err();
         assert!(matches!(e, PkgClientError::PinMismatch { .. }), "{e:?}");
     }
-    assert_eq!(*gate.seen.borrow(), 3, "each refused request made its own handshake");
+    assert_eq!(
+        *gate.seen.borrow(),
+        3,
+        "each refused request made its own handshake"
+    );
 }
