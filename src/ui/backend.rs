@@ -624,8 +624,7 @@ impl Worker {
                 params,
                 keys,
                 (&password, sip.as_ref(), turn),
-                Some(pin),
-                None,
+                (Some(pin), None),
             )
             .await?)
     }
@@ -706,8 +705,7 @@ impl Worker {
                 params,
                 got.keys,
                 (&password, None, None),
-                Some(pin),
-                Some(note),
+                (Some(pin), Some(note)),
             )
             .await?)
     }
@@ -783,8 +781,7 @@ impl Worker {
             params,
             keys,
             (&password, sip.as_ref(), None),
-            pin,
-            key_servers,
+            (pin, key_servers),
         )
         .await
     }
@@ -882,8 +879,9 @@ impl Worker {
             Option<&SipCredentialsResponse>,
             Option<TurnCredentials>,
         ),
-        pin: Option<[u8; 32]>,
-        key_servers: Option<String>,
+        // The PKG certificate pin, and for a threshold provider which key
+        // servers the keys came from (for people).
+        (pin, key_servers): (Option<[u8; 32]>, Option<String>),
     ) -> Result<(), String> {
         let listen: SocketAddr = settings.sip_listen.trim().parse().map_err(|_| {
             format!(
