@@ -20,6 +20,10 @@ pub(super) struct RenewError {
     /// The PKG showed another certificate than the pinned one (maybe a
     /// CA renewal the user may accept, see `Request::RecheckCertificate`).
     pub pin_mismatch: bool,
+    /// The provider asks for the one-time code(s) of the account's second
+    /// factor: the phone starts on the keys it has and the renewer asks
+    /// the user (`Update::RenewalCodeNeeded`).
+    pub otp_required: bool,
 }
 
 impl From<String> for RenewError {
@@ -27,6 +31,7 @@ impl From<String> for RenewError {
         RenewError {
             message,
             pin_mismatch: false,
+            otp_required: false,
         }
     }
 }
@@ -44,6 +49,7 @@ pub(super) async fn renew_keys(
     let url = settings.pkg_url.trim().to_string();
     let pkg = |e: PkgClientError| RenewError {
         pin_mismatch: matches!(e, PkgClientError::PinMismatch { .. }),
+        otp_required: e.is_otp_required(),
         message: pkg_error(&e, &url),
     };
     if params.threshold().is_some() {

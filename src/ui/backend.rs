@@ -760,6 +760,14 @@ impl Worker {
                         periods: periods_of(&keys),
                     });
                 }
+                Err(e) if e.otp_required && !keys.is_empty() => {
+                    // Not blocking: the phone starts on the keys it holds
+                    // and its renewer asks for the code at once (the next
+                    // period is missing too, so renewal is due).
+                    tracing::info!(
+                        "key renewal at start needs a one-time code; asking in the background"
+                    );
+                }
                 Err(e) => {
                     if e.pin_mismatch {
                         // Maybe a CA renewal: offered to the user if so.

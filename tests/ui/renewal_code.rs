@@ -36,13 +36,19 @@ fn stored_periods(dirs: &AppDirs) -> Vec<String> {
 /// it was): the renewal is due as soon as the phone starts.
 fn forget_next_period(dirs: &AppDirs) -> String {
     let next = Period::month_at(now()).next_month().unwrap();
+    forget(dirs, &[next.clone()]);
+    next.as_str().to_string()
+}
+
+/// Rewrites the key store without the keys of `periods`.
+fn forget(dirs: &AppDirs, periods: &[Period]) {
     let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
     let params = s.params().unwrap().unwrap();
     let keys: Vec<_> = s
         .keys()
         .unwrap()
         .into_iter()
-        .filter(|k| *k.identity().period() != next)
+        .filter(|k| !periods.contains(k.identity().period()))
         .collect();
     let pin = s.pkg_pin().unwrap();
     let sip = s.sip_credential().cloned();
@@ -55,7 +61,6 @@ fn forget_next_period(dirs: &AppDirs) -> String {
         s.device_name(Some(&c.device)).unwrap();
         s.set_sip_credential(c).unwrap();
     }
-    next.as_str().to_string()
 }
 
 #[test]
@@ -110,4 +115,37 @@ fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() 
     assert!(held.contains(&next), "{held:?}");
     assert!(stored_periods(&dirs).contains(&next));
     assert!(!shows(&h, "Fetch keys with the code"));
+}
+
+#[test]
+fn a_start_without_this_months_key_and_a_second_factor_does_not_block() {
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    set_up(&mut h, &p, "alice", ALICE_PW);
+    drop(h);
+    let seed = p.enrol_otp("alice");
+    let current = Period::month_at(now());
+    let next = current.next_month().unwrap();
+    forget(&dirs, &[current.clone(), next.clone()]);
+    // The phone starts on the key it has (it says this month's is
+    // missing) and asks for the code instead of stopping.
+    let mut h = phone(dirs.clone());
+    wait_for(&mut h, "asks for the one-time code", 30);
+    assert!(h.state().ready.is_some(), "the phone runs");
+    assert!(shows(&h, "Keys missing"));
+    type_into(&mut h, "One-time code", &seed.code_at(now()).unwrap());
+    h.get_by_label("Fetch keys with the code").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.state().renewal_code.is_some() {
+        assert!(std::time::Instant::now() < deadline, "not renewed");
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let held = stored_periods(&dirs);
+    assert!(held.contains(&current.as_str().to_string()), "{held:?}");
+    assert!(held.contains(&next.as_str().to_string()), "{held:?}");
+    h.run_steps(3);
+    assert!(shows(&h, "Keys up to date"));
 }
