@@ -36,7 +36,7 @@ fn stored_periods(dirs: &AppDirs) -> Vec<String> {
 /// it was): the renewal is due as soon as the phone starts.
 fn forget_next_period(dirs: &AppDirs) -> String {
     let next = Period::month_at(now()).next_month().unwrap();
-    forget(dirs, &[next.clone()]);
+    forget(dirs, std::slice::from_ref(&next));
     next.as_str().to_string()
 }
 
