@@ -7,8 +7,6 @@
 use crate::ui_support::*;
 use egui_kittest::kittest::Queryable;
 use ibephone::ibe::Period;
-use ibephone::pkg_client::store::STORE_FILE;
-use ibephone::pkg_client::{KeyStore, Unlock};
 use ibephone::ui::AppDirs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,48 +17,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// The periods of the keys stored in `dirs`' key store, sorted.
-fn stored_periods(dirs: &AppDirs) -> Vec<String> {
-    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
-    let mut v: Vec<String> = s
-        .keys()
-        .unwrap()
-        .iter()
-        .map(|k| k.identity().period().as_str().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
-/// Rewrites the key store without next month's key (everything else as
-/// it was): the renewal is due as soon as the phone starts.
+/// Next month's key forgotten: the renewal is due as soon as the phone
+/// starts.
 fn forget_next_period(dirs: &AppDirs) -> String {
     let next = Period::month_at(now()).next_month().unwrap();
-    forget(dirs, std::slice::from_ref(&next));
+    forget_periods(dirs, std::slice::from_ref(&next));
     next.as_str().to_string()
-}
-
-/// Rewrites the key store without the keys of `periods`.
-fn forget(dirs: &AppDirs, periods: &[Period]) {
-    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
-    let params = s.params().unwrap().unwrap();
-    let keys: Vec<_> = s
-        .keys()
-        .unwrap()
-        .into_iter()
-        .filter(|k| !periods.contains(k.identity().period()))
-        .collect();
-    let pin = s.pkg_pin().unwrap();
-    let sip = s.sip_credential().cloned();
-    drop(s);
-    std::fs::remove_file(dirs.keys().join(STORE_FILE)).unwrap();
-    let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
-    s.put_keys(&params, &keys).unwrap();
-    s.set_pkg_pin(pin).unwrap();
-    if let Some(c) = sip {
-        s.device_name(Some(&c.device)).unwrap();
-        s.set_sip_credential(c).unwrap();
-    }
 }
 
 #[test]
@@ -128,7 +90,7 @@ fn a_start_without_this_months_key_and_a_second_factor_does_not_block() {
     let seed = p.enrol_otp("alice");
     let current = Period::month_at(now());
     let next = current.next_month().unwrap();
-    forget(&dirs, &[current.clone(), next.clone()]);
+    forget_periods(&dirs, &[current.clone(), next.clone()]);
     // The phone starts on the key it has (it says this month's is
     // missing) and asks for the code instead of stopping.
     let mut h = phone(dirs.clone());

@@ -33,19 +33,6 @@ fn start_set_up(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider) {
     h.get_by_label("They match: log in").click();
 }
 
-/// The periods of the keys stored in `dir`'s key store.
-fn stored_periods(dirs: &AppDirs) -> Vec<String> {
-    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
-    let mut v: Vec<String> = s
-        .keys()
-        .unwrap()
-        .iter()
-        .map(|k| k.identity().period().as_str().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn threshold_wizard_combines_two_of_three_and_shows_the_servers_in_settings() {
     let mut p = ThresholdProvider::deal();
@@ -208,4 +195,34 @@ fn threshold_wizard_asks_each_key_servers_own_one_time_code() {
         "codes not kept"
     );
     assert_eq!(stored_periods(&dirs).len(), 3);
+}
+
+#[test]
+fn threshold_renewal_in_the_background_works_with_the_first_server_down() {
+    let mut p = ThresholdProvider::deal();
+    for i in 1..=3 {
+        p.start(i);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    start_set_up(&mut h, &p);
+    wait_for(&mut h, "Keys saved", 60);
+    drop(h);
+    // Server 1, whose URL the phone was set up with, is down; next
+    // month's key is not held yet: the renewer asks servers 2 and 3 with
+    // the confirmed (stored) parameters and the kept login secrets.
+    p.stop(1);
+    let next = ibephone::ibe::Period::month_at(ibephone::agent::keys::now_unix())
+        .next_month()
+        .unwrap();
+    forget_periods(&dirs, std::slice::from_ref(&next));
+    assert!(!stored_periods(&dirs).contains(&next.as_str().to_string()));
+    let mut h = phone(dirs.clone());
+    wait_for(&mut h, "Dial", 30);
+    h.get_by_label("Settings").click();
+    wait_for(&mut h, "key servers 2 and 3 of 3", 60);
+    assert!(stored_periods(&dirs).contains(&next.as_str().to_string()));
+    let held = &h.state().ready.as_ref().unwrap().periods;
+    assert!(held.contains(&next.as_str().to_string()), "{held:?}");
 }

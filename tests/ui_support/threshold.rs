@@ -16,7 +16,8 @@ pub struct ThresholdProvider {
     configs: Vec<pkg_server::config::Config>,
     paths: Vec<PathBuf>,
     _dirs: Vec<tempfile::TempDir>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Server i+1's stop switch while it runs.
+    stops: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Server i+1's certificate fingerprint, once started.
     pub fingerprints: Vec<Option<[u8; 32]>>,
     pub rt: tokio::runtime::Runtime,
@@ -111,7 +112,7 @@ impl ThresholdProvider {
             configs,
             paths,
             _dirs: dirs,
-            stops: Vec::new(),
+            stops: vec![None, None, None],
             fingerprints: vec![None; 3],
             rt,
         }
@@ -129,9 +130,31 @@ impl ThresholdProvider {
         self.rt.spawn(started.serve(async move {
             let _ = stopped.await;
         }));
-        self.stops.push(stop);
+        self.stops[index - 1] = Some(stop);
         self.fingerprints[index - 1] = Some(fp);
         fp
+    }
+
+    /// Stops server `index` (1..=3): its port refuses connections.
+    pub fn stop(&mut self, index: usize) {
+        if let Some(stop) = self.stops[index - 1].take() {
+            let _ = stop.send(());
+        }
+        // The listener is gone once a connection to it is refused.
+        let port: u16 = self.urls[index - 1]
+            .rsplit_once(':')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server {index} still listens"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Enrols `user` in the second factor at server `index` (each server
