@@ -56,7 +56,9 @@ use super::renewal::Renewal;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::discovery::{self, DiscoveryError};
-use crate::pkg_client::threshold::{fetch_threshold_keys, fetch_threshold_keys_kept, LoginSecrets};
+use crate::pkg_client::threshold::{
+    fetch_threshold_keys, fetch_threshold_keys_kept, LoginSecrets, ThresholdKeys,
+};
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, TurnCredentials, Unlock};
 use crate::sip::Dest;
@@ -103,6 +105,19 @@ pub enum KeyError {
         url: String,
         /// What is missing or failed.
         why: String,
+        /// For a threshold provider, the servers that want a code (each
+        /// has its own seed); empty for one PKG.
+        servers: Vec<u32>,
+    },
+    /// One-time codes were given ([`from_pkg_with_codes`]) and the PKG
+    /// refused the login: the code (or the password) is wrong or was used
+    /// already. Nothing was fetched or changed.
+    #[error("PKG {url} refused the one-time code (or the password): {source}")]
+    OtpRefused {
+        /// The PKG.
+        url: String,
+        /// What it answered.
+        source: PkgClientError,
     },
     /// The key store could not be opened, read or written.
     #[error("key store {store}: {source}")]
@@ -113,6 +128,15 @@ pub enum KeyError {
         source: PkgClientError,
     },
 }
+
+/// One-time codes given by the user for one fetch: server index to code,
+/// for a threshold provider (each server has its own TOTP seed), or
+/// [`SINGLE_PKG`] to the code of a provider with one PKG. They take the
+/// place of `[pkg] otp_command`.
+pub type OtpCodes = std::collections::BTreeMap<u32, SecretString>;
+
+/// The key of [`OtpCodes`] for a provider with one PKG.
+pub const SINGLE_PKG: u32 = 0;
 
 /// Where the keys of a start came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +370,15 @@ pub async fn provision(file: &AgentFile) -> Result<Provisioned, KeyError> {
         KeySource::Pkg(pkg) => {
             let password = SecretString::new(file.password.to_string());
             let device = Some(file.device.as_deref());
-            provision_pkg(pkg, &file.aor, &password, now_unix(), device).await
+            provision_pkg(
+                pkg,
+                &file.aor,
+                &password,
+                now_unix(),
+                device,
+                &OtpCodes::new(),
+            )
+            .await
         }
     }
 }
@@ -376,7 +408,20 @@ pub async fn from_pkg(
     password: &SecretString,
     now: u64,
 ) -> Result<Provisioned, KeyError> {
-    provision_pkg(pkg, aor, password, now, None).await
+    provision_pkg(pkg, aor, password, now, None, &OtpCodes::new()).await
+}
+
+/// [`from_pkg`] with one-time codes the user typed (a renewal the
+/// provider asked a code for). A login refused with codes given is
+/// [`KeyError::OtpRefused`]; nothing is stored then.
+pub async fn from_pkg_with_codes(
+    pkg: &PkgSettings,
+    aor: &Aor,
+    password: &SecretString,
+    now: u64,
+    codes: &OtpCodes,
+) -> Result<Provisioned, KeyError> {
+    provision_pkg(pkg, aor, password, now, None, codes).await
 }
 
 /// `sip_device`: `None`, no SIP credential asked; `Some(name)`, asked for
@@ -387,6 +432,7 @@ async fn provision_pkg(
     password: &SecretString,
     now: u64,
     sip_device: Option<Option<&str>>,
+    codes: &OtpCodes,
 ) -> Result<Provisioned, KeyError> {
     let want_sip = sip_device.is_some();
     let store_name = pkg.store.display().to_string();
@@ -411,11 +457,18 @@ async fn provision_pkg(
         None => None,
     };
     let kept = store.login_secrets(aor.host(), &pkg.user).cloned();
+    // A threshold provider's stored parameters name every server: with
+    // the configured one down, the others still serve the keys.
+    let stored = store
+        .params()
+        .ok()
+        .flatten()
+        .filter(|p| p.threshold().is_some() && p.domain() == aor.host());
     let fetched = fetch(
-        &client,
+        (&client, stored),
         pkg,
         aor,
-        (password, kept),
+        (password, kept, codes),
         &current,
         device.as_deref(),
     )
@@ -488,11 +541,22 @@ async fn provision_pkg(
         Err(FetchError::Otp(why)) => Err(KeyError::Otp {
             url: pkg.url.clone(),
             why,
+            servers: Vec::new(),
         }),
         Err(FetchError::Pkg(e)) if e.is_otp_required() => Err(KeyError::Otp {
             url: pkg.url.clone(),
             why: "set [pkg] otp_command to a command that prints the current code".into(),
+            servers: match e {
+                PkgClientError::OtpRequiredAt { servers } => servers,
+                _ => Vec::new(),
+            },
         }),
+        Err(FetchError::Pkg(e)) if !codes.is_empty() && login_refused(&e) => {
+            Err(KeyError::OtpRefused {
+                url: pkg.url.clone(),
+                source: e,
+            })
+        }
         Err(FetchError::Pkg(e)) => Err(pkg_err(e)),
     }
 }
@@ -560,17 +624,86 @@ impl From<crate::ibe::IbeError> for FetchError {
     }
 }
 
-/// `login`: the password, and a threshold provider's login secrets kept
-/// in the store (used first; the password derives any missing or refused).
+/// `[pkg] otp_command` run once per server of a threshold provider, with
+/// the server's index appended (each server has its own TOTP seed).
+async fn threshold_codes(params: &PublicParams, cmd: &[String]) -> Result<OtpCodes, String> {
+    let mut codes = OtpCodes::new();
+    for s in params
+        .threshold()
+        .map(|t| t.servers.as_slice())
+        .unwrap_or_default()
+    {
+        let mut c = cmd.to_vec();
+        c.push(s.index.to_string());
+        codes.insert(s.index, otp_from_command(&c).await?);
+    }
+    Ok(codes)
+}
+
+/// A threshold provider's keys for `periods` as the phone fetches them
+/// (pkg-api.md "Threshold provider"): the login secrets `kept` from an
+/// earlier fetch used first, the password deriving any missing or
+/// refused; `codes` the one-time code of each server that wants one. The
+/// account must be `aor`. Servers skipped are logged; the answer says
+/// which were used ([`ThresholdKeys::describe`]) and carries the login
+/// secrets to keep when some were derived.
+pub async fn threshold_keys(
+    params: &PublicParams,
+    user: &str,
+    aor: &Aor,
+    (password, kept): (&SecretString, Option<&LoginSecrets>),
+    codes: &OtpCodes,
+    periods: &[Period],
+) -> Result<ThresholdKeys, PkgClientError> {
+    let otp_for = |i: u32| codes.get(&i).cloned();
+    let (got_aor, got) = match kept {
+        Some(kept) => {
+            fetch_threshold_keys_kept(params, user, kept, password, &otp_for, periods).await?
+        }
+        None => fetch_threshold_keys(params, user, password, &otp_for, periods).await?,
+    };
+    if got_aor != *aor {
+        return Err(PkgClientError::Protocol(format!(
+            "PKG account {user} is {got_aor}, not {aor}"
+        )));
+    }
+    for (i, why) in &got.skipped {
+        tracing::warn!(server = i, %why, "threshold PKG server skipped");
+    }
+    Ok(got)
+}
+
+/// Whether `e` is a login refused for its credentials (a wrong password or
+/// one-time code), at one PKG or at too many threshold servers.
+fn login_refused(e: &PkgClientError) -> bool {
+    match e {
+        PkgClientError::Server {
+            status: 401, code, ..
+        } => code == crate::pkg_client::api::codes::INVALID_CREDENTIALS,
+        PkgClientError::Threshold(why) => why.contains("invalid_credentials"),
+        _ => false,
+    }
+}
+
+/// `login`: the password, a threshold provider's login secrets kept in
+/// the store (used first; the password derives any missing or refused),
+/// and one-time codes the user gave (before `[pkg] otp_command`).
 async fn fetch(
-    client: &PkgClient,
+    (client, stored): (&PkgClient, Option<PublicParams>),
     pkg: &PkgSettings,
     aor: &Aor,
-    (password, kept): (&SecretString, Option<LoginSecrets>),
+    (password, kept, given): (&SecretString, Option<LoginSecrets>, &OtpCodes),
     current: &Period,
     device: Option<&str>,
 ) -> Result<Fetched, FetchError> {
-    let params = client.params().await?;
+    let params = match client.params().await {
+        Ok(p) => p,
+        Err(e) if unreachable(&e) && stored.is_some() => {
+            tracing::warn!(url = %pkg.url, error = %e, "threshold PKG server unreachable; asking the others with the stored parameters");
+            stored.ok_or(e)?
+        }
+        Err(e) => return Err(e.into()),
+    };
     if params.domain() != aor.host() {
         return Err(PkgClientError::Protocol(format!(
             "the PKG serves parameters of {}, not of {}",
@@ -584,44 +717,34 @@ async fn fetch(
         current.clone(),
         current.next_month()?,
     ];
-    if let Some(threshold) = params.threshold() {
+    if params.threshold().is_some() {
         // Each server has its own TOTP seed: the command gets the index.
-        let mut codes = std::collections::BTreeMap::new();
-        if let Some(cmd) = &pkg.otp_command {
-            for s in &threshold.servers {
-                let mut c = cmd.clone();
-                c.push(s.index.to_string());
-                codes.insert(
-                    s.index,
-                    otp_from_command(&c).await.map_err(FetchError::Otp)?,
-                );
-            }
-        }
-        let otp_for = move |i: u32| codes.get(&i).cloned();
-        let (got_aor, got) = match &kept {
-            Some(kept) => {
-                fetch_threshold_keys_kept(&params, &pkg.user, kept, password, &otp_for, &periods)
-                    .await?
-            }
-            None => fetch_threshold_keys(&params, &pkg.user, password, &otp_for, &periods).await?,
+        let codes = match &pkg.otp_command {
+            Some(cmd) if given.is_empty() => threshold_codes(&params, cmd)
+                .await
+                .map_err(FetchError::Otp)?,
+            _ => given.clone(),
         };
-        if got_aor != *aor {
-            return Err(PkgClientError::Protocol(format!(
-                "PKG account {} is {got_aor}, not {aor}",
-                pkg.user
-            ))
-            .into());
-        }
-        for (i, why) in &got.skipped {
-            tracing::warn!(server = i, %why, "threshold PKG server skipped");
-        }
-        let servers = got.describe(threshold);
+        let got = threshold_keys(
+            &params,
+            &pkg.user,
+            aor,
+            (password, kept.as_ref()),
+            &codes,
+            &periods,
+        )
+        .await?;
+        let servers = params
+            .threshold()
+            .map(|t| got.describe(t))
+            .unwrap_or_default();
         let derived = got.derived.then_some(got.secrets);
         return Ok((params, got.keys, None, Some(servers), None, derived));
     }
-    let otp = match &pkg.otp_command {
-        Some(cmd) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
-        None => None,
+    let otp = match (given.get(&SINGLE_PKG), &pkg.otp_command) {
+        (Some(code), _) => Some(code.clone()),
+        (None, Some(cmd)) => Some(otp_from_command(cmd).await.map_err(FetchError::Otp)?),
+        (None, None) => None,
     };
     let session = client
         .login_with_otp(&pkg.user, password, otp.as_ref())

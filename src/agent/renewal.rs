@@ -6,11 +6,14 @@
 //! (the same rules as at start: pinned certificate, keys checked, stored
 //! sealed) and hands the keys it did not hold yet to the running agent
 //! through a [`KeyInbox`]. A failure is logged and retried at the next
-//! check; the agent keeps working on the keys it has meanwhile.
+//! check; the agent keeps working on the keys it has meanwhile. When the
+//! provider asks for the one-time code of the account's second factor,
+//! the codes a user types are handed in while it runs
+//! ([`Renewal::run_with_codes`]) and tried at once.
 
 use super::config::{AgentFile, KeySource, PkgSettings};
 use super::key_inbox::KeyInbox;
-use super::keys::{from_pkg, now_unix, KeyError, Origin, Provisioned};
+use super::keys::{from_pkg_with_codes, now_unix, KeyError, Origin, OtpCodes, Provisioned};
 use crate::ibe::{Aor, Period};
 use crate::pkg_client::api::SecretString;
 use std::time::Duration;
@@ -37,6 +40,10 @@ pub struct Renewal {
     aor: Aor,
     password: SecretString,
     held: Vec<Period>,
+    /// For a threshold provider, the servers of the last fetch, for people.
+    servers: Option<String>,
+    /// Whether the last check was made with one-time codes the user gave.
+    with_codes: bool,
 }
 
 impl Renewal {
@@ -65,6 +72,8 @@ impl Renewal {
             aor,
             password,
             held,
+            servers: None,
+            with_codes: false,
         }
     }
 
@@ -81,6 +90,18 @@ impl Renewal {
         &self.held
     }
 
+    /// For a threshold provider, which servers' shares the last renewal
+    /// combined ("servers 1 and 3 of 3 (2 needed)"); `None` before one.
+    pub fn servers(&self) -> Option<&str> {
+        self.servers.as_deref()
+    }
+
+    /// Whether the last check was made with one-time codes the user gave
+    /// ([`Renewal::run_with_codes`]).
+    pub fn used_codes(&self) -> bool {
+        self.with_codes
+    }
+
     /// Whether renewal is due at Unix time `now`: the key of the period
     /// after the current one is not held.
     pub fn due(&self, now: u64) -> bool {
@@ -94,10 +115,25 @@ impl Renewal {
     /// `inbox`. A refusal (bad password, other certificate, keys that do
     /// not check) is an error; an unreachable PKG is not.
     pub async fn check(&mut self, now: u64, inbox: &KeyInbox) -> Result<RenewOutcome, KeyError> {
+        self.check_with_codes(now, inbox, &OtpCodes::new()).await
+    }
+
+    /// [`Renewal::check`] with the one-time codes the user gave when the
+    /// provider asked for them; a refused code is
+    /// [`KeyError::OtpRefused`] and leaves the held keys as they were.
+    pub async fn check_with_codes(
+        &mut self,
+        now: u64,
+        inbox: &KeyInbox,
+        codes: &OtpCodes,
+    ) -> Result<RenewOutcome, KeyError> {
         if !self.due(now) {
             return Ok(RenewOutcome::NotDue);
         }
-        let fetched = from_pkg(&self.pkg, &self.aor, &self.password, now).await?;
+        let fetched = from_pkg_with_codes(&self.pkg, &self.aor, &self.password, now, codes).await?;
+        if fetched.servers.is_some() {
+            self.servers = fetched.servers.clone();
+        }
         if fetched.origin != Origin::Pkg {
             let why = fetched.unreachable.unwrap_or_else(|| "no answer".into());
             return Ok(RenewOutcome::Unreachable(why));
@@ -117,26 +153,56 @@ impl Renewal {
     }
 
     /// Checks every `every` for as long as the agent runs, handing each
-    /// outcome and the periods held after it to `report` (a log line for
-    /// the headless agent: [`log_outcome`]; a notice in the desktop app).
+    /// outcome and the renewal after it (periods held, servers used) to
+    /// `report` (a log line for the headless agent: [`log_outcome`]; a
+    /// notice in the desktop app).
     pub async fn run(
+        self,
+        inbox: KeyInbox,
+        every: Duration,
+        report: impl FnMut(&Renewal, Result<RenewOutcome, KeyError>),
+    ) {
+        let (_keep, codes) = tokio::sync::mpsc::unbounded_channel();
+        self.run_with_codes(inbox, every, codes, report).await
+    }
+
+    /// [`Renewal::run`], and a check at once with every set of one-time
+    /// codes that arrives on `codes` (the user typed them after a
+    /// [`KeyError::Otp`]); its outcome is reported like any other, with
+    /// [`Renewal::used_codes`] true.
+    pub async fn run_with_codes(
         mut self,
         inbox: KeyInbox,
         every: Duration,
-        mut report: impl FnMut(&[Period], Result<RenewOutcome, KeyError>),
+        mut codes: tokio::sync::mpsc::UnboundedReceiver<OtpCodes>,
+        mut report: impl FnMut(&Renewal, Result<RenewOutcome, KeyError>),
     ) {
         let mut tick = tokio::time::interval(every);
+        let mut open = true;
         loop {
-            tick.tick().await;
-            let outcome = self.check(now_unix(), &inbox).await;
-            report(&self.held, outcome);
+            let given = tokio::select! {
+                _ = tick.tick() => None,
+                c = codes.recv(), if open => match c {
+                    Some(c) => Some(c),
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                },
+            };
+            self.with_codes = given.is_some();
+            let outcome = match &given {
+                Some(c) => self.check_with_codes(now_unix(), &inbox, c).await,
+                None => self.check(now_unix(), &inbox).await,
+            };
+            report(&self, outcome);
         }
     }
 }
 
 /// The headless agent's report of a renewal check: one log line when
 /// something happened.
-pub fn log_outcome(_held: &[Period], outcome: Result<RenewOutcome, KeyError>) {
+pub fn log_outcome(_renewal: &Renewal, outcome: Result<RenewOutcome, KeyError>) {
     match outcome {
         Ok(RenewOutcome::NotDue) => {}
         Ok(RenewOutcome::Renewed(periods)) => {

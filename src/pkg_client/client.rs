@@ -1,6 +1,14 @@
 //! The phone's PKG client: login, logout, parameters and key fetch over
 //! HTTPS (HTTP/1.1, TLS 1.3) with a pinned certificate. Every received key
 //! is checked with [`check_key`] before it is returned.
+//!
+//! A client keeps its last connection open (HTTP/1.1 keep-alive) and sends
+//! its next request on it, so that a login, a key fetch and a logout cost
+//! one TCP and TLS handshake, not three. The pin is checked in that one
+//! handshake; a kept connection is the same authenticated TLS session and
+//! is only ever used by the client (and its clones) that opened it. A
+//! connection the server closed meanwhile is replaced by a new one, and a
+//! request it never carried is sent again on the new one.
 
 use super::api::{self, ErrorBody, KeysRequest, KeysResponse, LoginRequest, LoginResponse};
 use super::tls::{client_config, provider, PinnedVerifier};
@@ -9,6 +17,7 @@ use crate::ibe::encoding::b64_decode;
 use crate::ibe::{check_key, Aor, Identity, Period, PrivateKeys, PublicParams};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -33,7 +42,8 @@ pub struct Session {
     pub expires_in: u64,
 }
 
-/// A client of one PKG (`https://host[:port]`).
+/// A client of one PKG (`https://host[:port]`). Clones share the kept
+/// connection (see the module's doc).
 #[derive(Clone)]
 pub struct PkgClient {
     host: String,
@@ -43,6 +53,9 @@ pub struct PkgClient {
     addrs: Vec<std::net::SocketAddr>,
     verifier: Arc<PinnedVerifier>,
     connector: TlsConnector,
+    /// The connection kept open for the next request (none while a
+    /// request uses it, or before the first).
+    idle: Arc<std::sync::Mutex<Option<SendRequest<Full<Bytes>>>>>,
 }
 
 impl std::fmt::Debug for PkgClient {
@@ -94,6 +107,7 @@ impl PkgClient {
             addrs: Vec::new(),
             verifier,
             connector: TlsConnector::from(Arc::new(config)),
+            idle: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -110,6 +124,8 @@ impl PkgClient {
             .iter()
             .map(|ip| std::net::SocketAddr::new(*ip, self.port))
             .collect();
+        // A connection kept for the old addresses is not reused.
+        self.idle = Arc::new(std::sync::Mutex::new(None));
         self
     }
 
@@ -357,13 +373,23 @@ impl PkgClient {
         .map_err(|_| PkgClientError::Io("request timed out".into()))?
     }
 
-    async fn request_inner(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&api::SecretString>,
-        body: Option<Vec<u8>>,
-    ) -> Result<Bytes, PkgClientError> {
+    /// The kept connection when it is still open, else none.
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut slot = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take().filter(|s| !s.is_closed())
+    }
+
+    /// Keeps `sender` for the next request (replacing any other).
+    fn keep(&self, sender: SendRequest<Full<Bytes>>) {
+        if !sender.is_closed() {
+            *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        }
+    }
+
+    /// A new connection: TCP, then TLS checked by the pin (or the roots),
+    /// then HTTP/1.1; its driver runs in a task that ends with the
+    /// connection (when the server closes it or every sender is dropped).
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, PkgClientError> {
         let tcp = if self.addrs.is_empty() {
             TcpStream::connect((self.host.trim_matches(['[', ']']), self.port)).await
         } else {
@@ -391,10 +417,20 @@ impl PkgClient {
                 return Err(PkgClientError::Tls(e.to_string()));
             }
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| PkgClientError::Io(e.to_string()))?;
-        let conn_task = tokio::spawn(conn);
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    async fn request_inner(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&api::SecretString>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, PkgClientError> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -411,10 +447,32 @@ impl PkgClient {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| PkgClientError::Protocol(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| PkgClientError::Io(e.to_string()))?;
+        let (mut sender, resp) = match self.take_idle() {
+            Some(mut kept) => match kept.try_send_request(req).await {
+                Ok(resp) => (kept, resp),
+                // The server closed the kept connection before the
+                // request went out: the same request on a new one.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        let mut fresh = self.connect().await?;
+                        let resp = fresh
+                            .send_request(req)
+                            .await
+                            .map_err(|e| PkgClientError::Io(e.to_string()))?;
+                        (fresh, resp)
+                    }
+                    None => return Err(PkgClientError::Io(e.into_error().to_string())),
+                },
+            },
+            None => {
+                let mut fresh = self.connect().await?;
+                let resp = fresh
+                    .send_request(req)
+                    .await
+                    .map_err(|e| PkgClientError::Io(e.to_string()))?;
+                (fresh, resp)
+            }
+        };
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -426,8 +484,10 @@ impl PkgClient {
             .await
             .map_err(|e| PkgClientError::Io(format!("reading answer: {e}")))?
             .to_bytes();
-        drop(sender);
-        conn_task.abort();
+        // The whole answer is read: the connection may carry the next.
+        if sender.ready().await.is_ok() {
+            self.keep(sender);
+        }
         if status.is_success() {
             return Ok(bytes);
         }

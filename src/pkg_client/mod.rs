@@ -80,6 +80,17 @@ pub enum PkgClientError {
     /// sentence names each server and why.
     #[error("{0}")]
     Threshold(String),
+    /// Too few servers of a threshold provider gave good key shares, but
+    /// enough refused only for want of their one-time codes (each server
+    /// has its own TOTP seed): ask the user for the code of each of
+    /// `servers` and fetch again with them.
+    #[error(
+        "the key servers {servers:?} ask for the one-time codes of the account's second factor"
+    )]
+    OtpRequiredAt {
+        /// The indices of the servers that want a code, ascending.
+        servers: Vec<u32>,
+    },
     /// The key store could not be read or written.
     #[error("key store: {0}")]
     Store(String),
@@ -89,7 +100,15 @@ impl PkgClientError {
     /// Whether the PKG refused a login only for want of the one-time code
     /// of the account's second factor (`401 otp_required`): the password
     /// was right; ask the user for the code and log in again with it.
+    /// For a threshold provider ([`PkgClientError::OtpRequiredAt`]) the
+    /// code of each server named.
     pub fn is_otp_required(&self) -> bool {
-        matches!(self, PkgClientError::Server { status: 401, code, .. } if code == api::codes::OTP_REQUIRED)
+        match self {
+            PkgClientError::Server {
+                status: 401, code, ..
+            } => code == api::codes::OTP_REQUIRED,
+            PkgClientError::OtpRequiredAt { .. } => true,
+            _ => false,
+        }
     }
 }

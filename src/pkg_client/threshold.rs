@@ -256,7 +256,7 @@ async fn fetch_shares(
         .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
     // Every server in a task of its own that outlives this call: it
     // reports its shares, then logs out, whether or not they are waited for.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Result<Heard, String>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Result<Heard, Failure>)>();
     let prepared = Arc::new(SharedIdentities::default());
     for server in &threshold.servers {
         let prepared = prepared.clone();
@@ -285,7 +285,7 @@ async fn fetch_shares(
                 ),
             )
             .await
-            .unwrap_or_else(|_| Err("no answer in time".into()));
+            .unwrap_or_else(|_| Err(Failure::from("no answer in time")));
             let _ = tx.send((server.index, r));
             drop(tx);
             if let Some((client, session)) = logout {
@@ -299,6 +299,7 @@ async fn fetch_shares(
     let mut heard: Vec<u32> = Vec::with_capacity(n);
     let mut good: BTreeMap<u32, Heard> = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut otp_at = Vec::new();
     while good.len() < t {
         let Some((index, r)) = rx.recv().await else {
             break;
@@ -308,8 +309,19 @@ async fn fetch_shares(
             Ok(h) => {
                 good.insert(index, h);
             }
-            Err(why) => skipped.push((index, why)),
+            Err(f) => {
+                if f.otp_required {
+                    otp_at.push(index);
+                }
+                skipped.push((index, f.why));
+            }
         }
+    }
+    // Enough servers know the password but want their one-time codes:
+    // the caller asks the user for those codes and fetches again.
+    if good.len() < t && !otp_at.is_empty() && good.len() + otp_at.len() >= t {
+        otp_at.sort_unstable();
+        return Err(PkgClientError::OtpRequiredAt { servers: otp_at });
     }
     if good.len() < t {
         for s in &threshold.servers {
@@ -369,7 +381,7 @@ async fn fetch_shares(
         heard.push(index);
         match r {
             Ok(h) => keep(index, h),
-            Err(why) => skipped.push((index, why)),
+            Err(f) => skipped.push((index, f.why)),
         }
     }
     skipped.sort_by_key(|(i, _)| *i);
@@ -386,7 +398,7 @@ async fn fetch_shares(
         // after the keys were returned is still named.
         tokio::spawn(async move {
             while let Some((index, r)) = rx.recv().await {
-                if let Err(why) = r {
+                if let Err(Failure { why, .. }) = r {
                     tracing::warn!(server = index, %why, "threshold PKG server failed after the keys were combined");
                     let _ = late_tx.send((index, why));
                 }
@@ -405,6 +417,38 @@ async fn fetch_shares(
             derived,
         },
     ))
+}
+
+/// Why one server gave no shares: a reason for people, and whether it
+/// refused the login only for want of its one-time code.
+struct Failure {
+    why: String,
+    otp_required: bool,
+}
+
+impl Failure {
+    /// A refused or failed login.
+    fn login(e: PkgClientError) -> Self {
+        Failure {
+            otp_required: e.is_otp_required(),
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Self {
+        Failure {
+            why,
+            otp_required: false,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(why: &str) -> Self {
+        why.to_string().into()
+    }
 }
 
 /// Whether `e` is a login refused for its credentials (not for want of a
@@ -440,7 +484,7 @@ async fn shares_from(
     periods: &[Period],
     prepared: &SharedIdentities,
     logout: &mut Option<(PkgClient, crate::pkg_client::Session)>,
-) -> Result<Heard, String> {
+) -> Result<Heard, Failure> {
     let client =
         PkgClient::new(&server.pkg_url, Some(server.tls_sha256)).map_err(|e| e.to_string())?;
     let otp = secret.otp.as_ref();
@@ -453,17 +497,17 @@ async fn shares_from(
                 let s = client
                     .login_with_otp(user, &fresh, otp)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Failure::login)?;
                 (s, fresh, true)
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Failure::login(e)),
         },
         (None, Some(pw)) => {
             let fresh = derive(pw, params, server.index).await?;
             let s = client
                 .login_with_otp(user, &fresh, otp)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(Failure::login)?;
             (s, fresh, true)
         }
         (None, None) => return Err("no login secret for this server".into()),
@@ -476,10 +520,11 @@ async fn shares_from(
         return Err(format!(
             "answered as server {:?}, not {}",
             answer.index, server.index
-        ));
+        )
+        .into());
     }
     if answer.aor != aor.as_str() {
-        return Err(format!("shares are for {}, not {aor}", answer.aor));
+        return Err(format!("shares are for {}, not {aor}", answer.aor).into());
     }
     let ids = prepared.get(&aor, periods);
     let shares = shares_for(&aor, params, server, &answer.keys, periods, &ids)?;

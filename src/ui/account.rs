@@ -20,6 +20,10 @@ pub(super) struct RenewError {
     /// The PKG showed another certificate than the pinned one (maybe a
     /// CA renewal the user may accept, see `Request::RecheckCertificate`).
     pub pin_mismatch: bool,
+    /// The provider asks for the one-time code(s) of the account's second
+    /// factor: the phone starts on the keys it has and the renewer asks
+    /// the user (`Update::RenewalCodeNeeded`).
+    pub otp_required: bool,
 }
 
 impl From<String> for RenewError {
@@ -27,24 +31,32 @@ impl From<String> for RenewError {
         RenewError {
             message,
             pin_mismatch: false,
+            otp_required: false,
         }
     }
 }
 
 /// Logs in with the stored password and fetches the keys of this and the
-/// next period, storing them; returns every stored key.
+/// next period, storing them; returns every stored key and, for a
+/// threshold provider, which key servers they came from (for people).
 pub(super) async fn renew_keys(
     dirs: &AppDirs,
     settings: &Settings,
     params: &PublicParams,
     pin: Option<[u8; 32]>,
     password: &SecretString,
-) -> Result<Vec<PrivateKeys>, RenewError> {
+) -> Result<(Vec<PrivateKeys>, Option<String>), RenewError> {
     let url = settings.pkg_url.trim().to_string();
     let pkg = |e: PkgClientError| RenewError {
         pin_mismatch: matches!(e, PkgClientError::PinMismatch { .. }),
+        otp_required: e.is_otp_required(),
         message: pkg_error(&e, &url),
     };
+    if params.threshold().is_some() {
+        return renew_threshold(dirs, settings, params, password)
+            .await
+            .map_err(pkg);
+    }
     let client = PkgClient::new(&url, pin).map_err(pkg)?;
     let session = client
         .login(settings.user.trim(), password)
@@ -71,7 +83,101 @@ pub(super) async fn renew_keys(
     })
     .await
     .map_err(|e| format!("saving failed ({e})"))?
+    .map(|keys| (keys, None))
     .map_err(RenewError::from)
+}
+
+/// [`renew_keys`] at a threshold provider, with the confirmed (stored)
+/// parameters, so that any `t` of its servers serve the keys: the login
+/// secrets kept at set-up first ([`crate::agent::keys::threshold_keys`],
+/// as the command-line phone fetches), new ones kept when derived.
+async fn renew_threshold(
+    dirs: &AppDirs,
+    settings: &Settings,
+    params: &PublicParams,
+    password: &SecretString,
+) -> Result<(Vec<PrivateKeys>, Option<String>), PkgClientError> {
+    let user = settings.user.trim().to_string();
+    let aor = crate::ibe::Aor::parse(&format!("sip:{user}@{}", params.domain()))?;
+    let (d, dom, u) = (dirs.clone(), params.domain().to_string(), user.clone());
+    let kept = tokio::task::spawn_blocking(move || {
+        KeyStore::open(&d.keys(), Unlock::KeyFile).map(|s| s.login_secrets(&dom, &u).cloned())
+    })
+    .await
+    .map_err(|e| PkgClientError::Store(e.to_string()))??;
+    let current = Period::month_at(now_unix());
+    let mut periods = vec![current.clone()];
+    if let Ok(n) = current.next_month() {
+        periods.push(n);
+    }
+    let got = crate::agent::keys::threshold_keys(
+        params,
+        &user,
+        &aor,
+        (password, kept.as_ref()),
+        &crate::agent::keys::OtpCodes::new(),
+        &periods,
+    )
+    .await?;
+    let note = key_servers_sentence(params, &got);
+    let (dirs, params) = (dirs.clone(), params.clone());
+    let (keys, secrets) = (got.keys, got.derived.then_some(got.secrets));
+    tokio::task::spawn_blocking(move || {
+        let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile)?;
+        s.put_keys(&params, &keys)?;
+        if let Some(secrets) = secrets {
+            s.set_login_secrets(params.domain(), &user, secrets)?;
+        }
+        save_key_servers(&dirs, Some(&note)).map_err(PkgClientError::Store)?;
+        Ok((s.keys()?, Some(note)))
+    })
+    .await
+    .map_err(|e| PkgClientError::Store(e.to_string()))?
+}
+
+/// "Your keys were put together from key servers 1 and 2 of 3 (2
+/// needed). Server 3 was not used: ...", for people.
+pub(super) fn key_servers_sentence(
+    params: &PublicParams,
+    got: &crate::pkg_client::threshold::ThresholdKeys,
+) -> String {
+    let used = params
+        .threshold()
+        .map(|t| got.describe(t))
+        .unwrap_or_default();
+    let mut s = format!("Your keys were put together from key {used}.");
+    for (index, why) in &got.skipped {
+        s.push_str(&not_used(*index, why));
+    }
+    s
+}
+
+/// " Server 3 was not used: why."
+pub(super) fn not_used(index: u32, why: &str) -> String {
+    format!(" Server {index} was not used: {why}.")
+}
+
+/// Keeps `note` (which key servers the keys came from) for Settings
+/// across restarts; `None` removes it (one PKG). Not secret.
+pub(super) fn save_key_servers(dirs: &AppDirs, note: Option<&str>) -> Result<(), String> {
+    let path = dirs.key_servers();
+    match note {
+        Some(n) => std::fs::write(&path, n).map_err(|e| file_err(&path, e).to_string()),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(file_err(&path, e).to_string())
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// The note [`save_key_servers`] kept, if any.
+pub(super) fn load_key_servers(dirs: &AppDirs) -> Option<String> {
+    std::fs::read_to_string(dirs.key_servers())
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// A new device name for this computer's phone (`desktop-` and 6 random
@@ -197,7 +303,7 @@ pub(crate) fn is_set_up(dirs: &AppDirs) -> bool {
 /// Removes the key store, its key file, the sealed password and the
 /// sealed messages.
 pub(super) fn wipe(dirs: &AppDirs) -> std::io::Result<()> {
-    for f in [dirs.account(), dirs.messages()] {
+    for f in [dirs.account(), dirs.messages(), dirs.key_servers()] {
         super::messages::remove_if_present(&f)?;
     }
     match std::fs::remove_dir_all(dirs.keys()) {

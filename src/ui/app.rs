@@ -10,6 +10,7 @@ use super::dial::{normalize, split_identity};
 use super::errors;
 use super::history::{CallRecord, Direction, History, Security};
 use super::messages::{Conversations, MessageError, MessageStore};
+use super::renewal_code::RenewalCode;
 use super::settings::{AppDirs, Settings};
 use super::wizard::Wizard;
 use crate::agent::{AgentCommand, AgentEvent};
@@ -92,6 +93,9 @@ pub struct PhoneApp {
     pub autostart_path: Option<std::path::PathBuf>,
     /// A renewed PKG certificate waiting for the user's consent.
     pub certificate_renewal: Option<crate::pkg_client::first_contact::CertificateRenewal>,
+    /// A key renewal waiting for the user's one-time code(s), shown as a
+    /// notice with a field on the main screen.
+    pub renewal_code: Option<RenewalCode>,
 }
 
 impl PhoneApp {
@@ -186,6 +190,7 @@ impl PhoneApp {
             _tray: None,
             autostart_path: super::autostart::path(),
             certificate_renewal: None,
+            renewal_code: None,
         };
         if set_up {
             app.request(Request::StartStored {
@@ -352,7 +357,23 @@ impl PhoneApp {
     pub fn apply(&mut self, u: Update) {
         match u {
             Update::Probed(probe) => self.wizard.probed(probe),
-            Update::OtpRequired => self.wizard.otp_required(),
+            Update::OtpRequired { servers } => self.wizard.otp_required(servers),
+            Update::RenewalCodeNeeded { servers } => {
+                // Asked once; a later hourly check does not reset what the
+                // user is typing.
+                if self.renewal_code.is_none() {
+                    self.renewal_code = Some(RenewalCode::new(servers));
+                }
+            }
+            Update::RenewalCodeRefused(why) => match &mut self.renewal_code {
+                Some(r) => r.refused(why),
+                None => self.banner(why, true),
+            },
+            Update::KeyServers(note) => {
+                if let Some(r) = &mut self.ready {
+                    r.key_servers = Some(note);
+                }
+            }
             Update::Progress { step, of, what } => {
                 if self.screen == Screen::Wizard {
                     self.wizard.progress(step, of, what);
@@ -381,6 +402,7 @@ impl PhoneApp {
                 }
             }
             Update::KeysRenewed { periods } => {
+                self.renewal_code = None;
                 if let Some(r) = &mut self.ready {
                     r.periods = periods;
                 }
@@ -389,6 +411,7 @@ impl PhoneApp {
             Update::CertificateRenewed(r) => self.certificate_renewal = Some(r),
             Update::LoggedOut => {
                 self.ready = None;
+                self.renewal_code = None;
                 self.calls.clear();
                 self.conversations.clear();
                 self.chat_peer = None;

@@ -6,7 +6,8 @@
 //! never waits on the network.
 
 use super::account::{
-    key_periods, load_account, new_device_name, periods_of, renew_keys, save_account, wipe,
+    key_periods, key_servers_sentence, load_account, load_key_servers, new_device_name, not_used,
+    periods_of, renew_keys, save_account, save_key_servers, wipe,
 };
 use super::errors::pkg_error;
 use super::settings::{AppDirs, Settings};
@@ -15,8 +16,8 @@ use crate::agent::config::AgentConfig;
 use crate::agent::config::PkgSettings;
 use crate::agent::headless::{self, RunningAgent, StartOptions};
 use crate::agent::key_inbox::KeyInbox;
-use crate::agent::keys::now_unix;
 use crate::agent::keys::KeyError;
+use crate::agent::keys::{now_unix, OtpCodes, SINGLE_PKG};
 use crate::agent::media_io::{AudioIn, AudioOut, IceOptions, MediaOptions};
 use crate::agent::relay::RelayRenewal;
 use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
@@ -68,9 +69,11 @@ pub enum Request {
         params_fingerprint: [u8; 32],
         /// The account password.
         password: SecretString,
-        /// The one-time code of the account's second factor, once the
-        /// provider asked for it ([`Update::OtpRequired`]).
-        otp: Option<SecretString>,
+        /// The one-time codes of the account's second factor, once the
+        /// provider asked for them ([`Update::OtpRequired`]): the code
+        /// under [`SINGLE_PKG`] for one PKG, under each server's index for
+        /// a threshold provider; empty at first.
+        otp: OtpCodes,
     },
     /// Start (or restart) the agent from the stored keys, renewing keys
     /// of this and the next period without asking when they are missing.
@@ -96,6 +99,9 @@ pub enum Request {
         /// The certificate accepted.
         new: [u8; 32],
     },
+    /// The one-time codes the user typed for a key renewal the provider
+    /// asked them for ([`Update::RenewalCodeNeeded`]): tried at once.
+    RenewalCodes(OtpCodes),
     /// A command for the running agent.
     Agent(AgentCommand),
     /// Stop the agent and wipe the keys and the stored password.
@@ -142,7 +148,25 @@ pub enum Update {
     /// The password was right but the provider asks for the one-time code
     /// of the account's second factor: the wizard asks for it and sends
     /// the same [`Request::Setup`] again with `otp`.
-    OtpRequired,
+    OtpRequired {
+        /// For a threshold provider, the key servers that want a code
+        /// (each has its own seed); empty for one PKG.
+        servers: Vec<u32>,
+    },
+    /// A key renewal in the background needs the one-time code(s) of
+    /// the account's second factor: the phone keeps running on the keys
+    /// it holds and shows a field for them ([`Request::RenewalCodes`]).
+    RenewalCodeNeeded {
+        /// As in [`Update::OtpRequired`].
+        servers: Vec<u32>,
+    },
+    /// The codes given for a renewal were refused; nothing changed. A
+    /// sentence for people.
+    RenewalCodeRefused(String),
+    /// Which key servers of a threshold provider the keys came from, and
+    /// which were not used and why (a sentence for people; also kept for
+    /// Settings across restarts).
+    KeyServers(String),
     /// Probe, setup or start-up failed; a sentence for people.
     Failed {
         /// What went wrong and what to do.
@@ -182,6 +206,9 @@ pub struct ReadyInfo {
     pub pkg_fingerprint: Option<String>,
     /// Our SIP address.
     pub local: SocketAddr,
+    /// For a threshold provider, which key servers the keys came from
+    /// and which were not used, in plain words; `None` for one PKG.
+    pub key_servers: Option<String>,
 }
 
 /// The window's handle on the backend.
@@ -271,8 +298,9 @@ impl Reporter {
 
 /// Why a setup stopped.
 enum SetupError {
-    /// The provider wants the second factor's code: ask, then retry.
-    OtpRequired,
+    /// The provider wants the second factor's code (of these threshold
+    /// servers; empty: of the one PKG): ask, then retry.
+    OtpRequired(Vec<u32>),
     /// Anything else, as a sentence for people.
     Failed(String),
 }
@@ -303,6 +331,8 @@ struct Worker {
     relay: Option<tokio::task::JoinHandle<()>>,
     /// The worker's own queue (the renewer asks for a certificate recheck).
     requests: mpsc::UnboundedSender<Request>,
+    /// Hands the user's one-time codes to the running renewer.
+    renewal_codes: Option<mpsc::UnboundedSender<OtpCodes>>,
 }
 
 async fn worker(
@@ -321,6 +351,7 @@ async fn worker(
         roots: None,
         relay: None,
         requests,
+        renewal_codes: None,
     };
     while let Some(r) = rx.recv().await {
         match r {
@@ -340,7 +371,9 @@ async fn worker(
                 .await
             {
                 Ok(()) => {}
-                Err(SetupError::OtpRequired) => w.report.send(Update::OtpRequired),
+                Err(SetupError::OtpRequired(servers)) => {
+                    w.report.send(Update::OtpRequired { servers })
+                }
                 Err(SetupError::Failed(message)) => w.report.fail(message),
             },
             Request::StartStored { settings } => {
@@ -361,6 +394,12 @@ async fn worker(
                     }
                 }
                 Err(message) => w.report.fail(message),
+            },
+            Request::RenewalCodes(codes) => match &w.renewal_codes {
+                Some(tx) if tx.send(codes).is_ok() => {}
+                _ => w.report.send(Update::RenewalCodeRefused(
+                    "The phone is not running; restart ibephone and enter the code again.".into(),
+                )),
             },
             Request::Agent(cmd) => match &w.agent {
                 Some(a) => {
@@ -505,7 +544,7 @@ impl Worker {
         pin: [u8; 32],
         params_fingerprint: [u8; 32],
         password: SecretString,
-        otp: Option<SecretString>,
+        otp: OtpCodes,
     ) -> Result<(), SetupError> {
         const STEPS: u32 = 4;
         let url = settings.pkg_url.trim().to_string();
@@ -518,24 +557,32 @@ impl Worker {
         let client = crate::pkg_client::discovery::client_for(&dns, &url, Some(pin))
             .await
             .map_err(pkg)?;
-        let session = match client
-            .login_with_otp(settings.user.trim(), &password, otp.as_ref())
-            .await
-        {
-            Ok(s) => s,
-            Err(e) if e.is_otp_required() => return Err(SetupError::OtpRequired),
-            Err(PkgClientError::Server { code, .. })
-                if otp.is_some() && code == crate::pkg_client::api::codes::INVALID_CREDENTIALS =>
-            {
-                return Err("Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).".into())
-            }
-            Err(e) => return Err(pkg(e).into()),
-        };
-        self.report.progress(2, STEPS, "Fetching your keys");
         let params = client.params().await.map_err(pkg)?;
         if params.fingerprint() != params_fingerprint {
             return Err("The provider's parameters changed since you confirmed them. Start again and compare the fingerprint with your provider's.".into());
         }
+        if params.threshold().is_some() {
+            // No single server stands for the account: every key server
+            // gets its own login (pkg-api.md "Threshold provider").
+            return self
+                .setup_threshold(settings, pin, params, password, otp)
+                .await;
+        }
+        let session = match client
+            .login_with_otp(settings.user.trim(), &password, otp.get(&SINGLE_PKG))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if e.is_otp_required() => return Err(SetupError::OtpRequired(Vec::new())),
+            Err(PkgClientError::Server { code, .. })
+                if !otp.is_empty()
+                    && code == crate::pkg_client::api::codes::INVALID_CREDENTIALS =>
+            {
+                return Err(WRONG_CODE.into())
+            }
+            Err(e) => return Err(pkg(e).into()),
+        };
+        self.report.progress(2, STEPS, "Fetching your keys");
         let periods = key_periods(now_unix());
         let keys = client
             .fetch_keys(&session, &params, &periods)
@@ -563,7 +610,8 @@ impl Worker {
         let k2 = keys.clone();
         let s2 = sip.clone();
         tokio::task::spawn_blocking(move || {
-            save_account(&dirs, &saved, pin, &p2, &k2, &pw, s2.as_ref())
+            save_account(&dirs, &saved, pin, &p2, &k2, &pw, s2.as_ref())?;
+            save_key_servers(&dirs, None)
         })
         .await
         .map_err(|e| format!("Saving failed ({e}). Try again."))??;
@@ -576,9 +624,111 @@ impl Worker {
                 params,
                 keys,
                 (&password, sip.as_ref(), turn),
-                Some(pin),
+                (Some(pin), None),
             )
             .await?)
+    }
+
+    /// [`Worker::setup`] at a threshold provider: logs in to its key
+    /// servers (a secret per server), combines `t` good key shares
+    /// ([`crate::agent::keys::threshold_keys`], as the command-line phone
+    /// does), keeps the login secrets for renewal and tells the user which
+    /// servers were used. A server heard only after the keys were
+    /// combined is still named ([`Update::KeyServers`]).
+    async fn setup_threshold(
+        &mut self,
+        settings: Settings,
+        pin: [u8; 32],
+        params: PublicParams,
+        password: SecretString,
+        otp: OtpCodes,
+    ) -> Result<(), SetupError> {
+        const STEPS: u32 = 4;
+        let url = settings.pkg_url.trim().to_string();
+        self.report.progress(
+            2,
+            STEPS,
+            "Fetching your keys from your provider's key servers",
+        );
+        let user = settings.user.trim().to_string();
+        let domain = params.domain().to_string();
+        let aor = Aor::parse(&format!("sip:{user}@{domain}")).map_err(|_| {
+            format!("{user:?} is not a user name your provider can have. Check your address.")
+        })?;
+        let got = match crate::agent::keys::threshold_keys(
+            &params,
+            &user,
+            &aor,
+            (&password, None),
+            &otp,
+            &key_periods(now_unix()),
+        )
+        .await
+        {
+            Ok(got) => got,
+            Err(PkgClientError::OtpRequiredAt { servers }) => {
+                return Err(SetupError::OtpRequired(servers))
+            }
+            Err(PkgClientError::Threshold(why))
+                if !otp.is_empty()
+                    && why.contains(crate::pkg_client::api::codes::INVALID_CREDENTIALS) =>
+            {
+                return Err(format!("{WRONG_CODE} ({why})").into())
+            }
+            Err(e) => return Err(pkg_error(&e, &url).into()),
+        };
+        let note = key_servers_sentence(&params, &got);
+        self.report
+            .progress(3, STEPS, "Saving your keys on this computer");
+        let dirs = self.dirs.clone();
+        let saved = settings.clone();
+        let pw = password.clone();
+        let (p2, k2) = (params.clone(), got.keys.clone());
+        let (secrets, n2) = (got.secrets, note.clone());
+        tokio::task::spawn_blocking(move || {
+            save_account(&dirs, &saved, pin, &p2, &k2, &pw, None)?;
+            let here = |e: PkgClientError| pkg_error(&e, "this computer");
+            crate::pkg_client::KeyStore::open(&dirs.keys(), crate::pkg_client::Unlock::KeyFile)
+                .and_then(|mut s| s.set_login_secrets(p2.domain(), saved.user.trim(), secrets))
+                .map_err(here)?;
+            save_key_servers(&dirs, Some(&n2))
+        })
+        .await
+        .map_err(|e| format!("Saving failed ({e}). Try again."))??;
+        self.report_late_servers(got.late, note.clone());
+        self.report
+            .progress(4, STEPS, "Registering with the network");
+        Ok(self
+            .run_agent(
+                &settings,
+                &aor,
+                params,
+                got.keys,
+                (&password, None, None),
+                (Some(pin), Some(note)),
+            )
+            .await?)
+    }
+
+    /// Names every key server that fails after the keys were combined
+    /// (it answered late): appended to `note`, kept for Settings and
+    /// reported ([`Update::KeyServers`]).
+    fn report_late_servers(
+        &self,
+        mut late: mpsc::UnboundedReceiver<(u32, String)>,
+        mut note: String,
+    ) {
+        let report = self.report.clone();
+        let dirs = self.dirs.clone();
+        tokio::spawn(async move {
+            while let Some((index, why)) = late.recv().await {
+                note.push_str(&not_used(index, &why));
+                let n2 = note.clone();
+                let d2 = dirs.clone();
+                let _ = tokio::task::spawn_blocking(move || save_key_servers(&d2, Some(&n2))).await;
+                report.send(Update::KeyServers(note.clone()));
+            }
+        });
     }
 
     async fn start_stored(&mut self, settings: Settings) -> Result<(), String> {
@@ -588,6 +738,7 @@ impl Worker {
             .await
             .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
         let (params, mut keys, pin, password, sip) = opened;
+        let mut key_servers = load_key_servers(&self.dirs);
         let current = Period::month_at(now_unix());
         let has =
             |keys: &[PrivateKeys], p: &Period| keys.iter().any(|k| k.identity().period() == p);
@@ -600,11 +751,22 @@ impl Worker {
             self.report
                 .progress(1, 2, "Fetching your keys for this month");
             match self.renew(&settings, &params, pin, &password).await {
-                Ok(fresh) => {
+                Ok((fresh, servers)) => {
                     keys = fresh;
+                    if servers.is_some() {
+                        key_servers = servers;
+                    }
                     self.report.send(Update::KeysRenewed {
                         periods: periods_of(&keys),
                     });
+                }
+                Err(e) if e.otp_required && !keys.is_empty() => {
+                    // Not blocking: the phone starts on the keys it holds
+                    // and its renewer asks for the code at once (the next
+                    // period is missing too, so renewal is due).
+                    tracing::info!(
+                        "key renewal at start needs a one-time code; asking in the background"
+                    );
                 }
                 Err(e) => {
                     if e.pin_mismatch {
@@ -627,7 +789,7 @@ impl Worker {
             params,
             keys,
             (&password, sip.as_ref(), None),
-            pin,
+            (pin, key_servers),
         )
         .await
     }
@@ -638,7 +800,7 @@ impl Worker {
         params: &PublicParams,
         pin: Option<[u8; 32]>,
         password: &SecretString,
-    ) -> Result<Vec<PrivateKeys>, super::account::RenewError> {
+    ) -> Result<(Vec<PrivateKeys>, Option<String>), super::account::RenewError> {
         renew_keys(&self.dirs, settings, params, pin, password).await
     }
 
@@ -725,7 +887,9 @@ impl Worker {
             Option<&SipCredentialsResponse>,
             Option<TurnCredentials>,
         ),
-        pin: Option<[u8; 32]>,
+        // The PKG certificate pin, and for a threshold provider which key
+        // servers the keys came from (for people).
+        (pin, key_servers): (Option<[u8; 32]>, Option<String>),
     ) -> Result<(), String> {
         let listen: SocketAddr = settings.sip_listen.trim().parse().map_err(|_| {
             format!(
@@ -764,6 +928,7 @@ impl Worker {
             params_fingerprint: params.fingerprint_display(),
             pkg_fingerprint: pin.as_ref().map(fingerprint_hex),
             local: listen,
+            key_servers,
         };
         let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
         // A threshold provider's relay credentials are not asked (as at a
@@ -858,19 +1023,51 @@ impl Worker {
         let report = self.report.clone();
         let url = settings.pkg_url.trim().to_string();
         let requests = self.requests.clone();
+        let dirs = self.dirs.clone();
         let mut told = false;
-        self.renewer = Some(tokio::spawn(renewal.run(
+        let (codes_tx, codes) = mpsc::unbounded_channel();
+        self.renewal_codes = Some(codes_tx);
+        self.renewer = Some(tokio::spawn(renewal.run_with_codes(
             inbox,
             CHECK_EVERY,
-            move |held, outcome| {
+            codes,
+            move |renewal, outcome| {
                 let failure = match outcome {
                     Ok(RenewOutcome::NotDue) => return,
                     Ok(RenewOutcome::Renewed(_)) => {
                         told = false;
                         let mut periods: Vec<String> =
-                            held.iter().map(|p| p.as_str().to_string()).collect();
+                            renewal.held().iter().map(|p| p.as_str().to_string()).collect();
                         periods.sort();
                         report.send(Update::KeysRenewed { periods });
+                        if let Some(servers) = renewal.servers() {
+                            let note = format!("Your keys were put together from key {servers}.");
+                            let _ = save_key_servers(&dirs, Some(&note));
+                            report.send(Update::KeyServers(note));
+                        }
+                        return;
+                    }
+                    Err(KeyError::Otp { servers, .. }) => {
+                        // Not a failure to retry silently: the user is
+                        // asked, the phone keeps running meanwhile.
+                        report.send(Update::RenewalCodeNeeded { servers });
+                        return;
+                    }
+                    Err(KeyError::OtpRefused { source, .. }) => {
+                        report.send(Update::RenewalCodeRefused(format!(
+                            "{WRONG_CODE} Your keys are unchanged. ({})",
+                            pkg_error(&source, &url)
+                        )));
+                        return;
+                    }
+                    Err(e) if renewal.used_codes() => {
+                        let why = match &e {
+                            KeyError::Pkg { source, .. } => pkg_error(source, &url),
+                            other => other.to_string(),
+                        };
+                        report.send(Update::RenewalCodeRefused(format!(
+                            "The keys could not be fetched with the code ({why}). Your keys are unchanged."
+                        )));
                         return;
                     }
                     Ok(RenewOutcome::Unreachable(why)) => why,
@@ -880,9 +1077,6 @@ impl Worker {
                             let _ = requests.send(Request::RecheckCertificate);
                         }
                         pkg_error(&source, &url)
-                    }
-                    Err(KeyError::Otp { .. }) => {
-                        "your provider asks for the one-time code from your authenticator app".into()
                     }
                     Err(e) => e.to_string(),
                 };
@@ -898,6 +1092,7 @@ impl Worker {
     }
 
     async fn stop_agent(&mut self) {
+        self.renewal_codes = None;
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
@@ -912,6 +1107,10 @@ impl Worker {
         }
     }
 }
+
+/// What the wizard and a renewal say when a login with a one-time code is
+/// refused.
+const WRONG_CODE: &str = "Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).";
 
 /// The agent's media options from the settings: the chosen microphone and
 /// speaker by name (`None`: the system default), voice processing as

@@ -11,7 +11,7 @@ pub(crate) fn pkg_error(e: &PkgClientError, url: &str) -> String {
             "Wrong user name or password. Check both (the password is case-sensitive) and try again.".into()
         }
         PkgClientError::Server { code, .. } if code == codes::OTP_REQUIRED => {
-            "Your provider asks for the one-time code from your authenticator app. Log out and set up the phone again to enter it.".into()
+            "Your provider asks for the one-time code from your authenticator app. Enter it where the phone asks for it.".into()
         }
         PkgClientError::Threshold(why) => format!(
             "Your keys could not be put together from your provider's key servers: {why}. Try again later, and tell your provider if it persists."

@@ -30,6 +30,7 @@ pub(crate) fn show(app: &mut PhoneApp, ctx: &egui::Context) {
     egui::TopBottomPanel::top("status").show(ctx, |ui| status_bar(app, ui));
     egui::CentralPanel::default().show(ctx, |ui| {
         banners(app, ui);
+        super::renewal_code::show(app, ui);
         if app.calls.iter().any(|c| c.phase == Phase::Incoming) {
             super::call_view::incoming(app, ui);
             ui.separator();

@@ -57,6 +57,7 @@ pub mod fingerprint_view;
 pub mod history;
 pub(crate) mod main_window;
 pub(crate) mod messages;
+pub(crate) mod renewal_code;
 pub mod ringer;
 pub(crate) mod settings;
 pub(crate) mod settings_view;

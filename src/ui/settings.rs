@@ -59,6 +59,12 @@ impl AppDirs {
     pub fn account(&self) -> PathBuf {
         self.root.join("account.sealed")
     }
+
+    /// Which key servers of a threshold provider the keys came from, in
+    /// plain words (not secret), for Settings across restarts.
+    pub fn key_servers(&self) -> PathBuf {
+        self.root.join("key-servers.txt")
+    }
 }
 
 /// The user's settings. Defaults suit a phone on this machine's loopback;

@@ -153,6 +153,9 @@ pub(crate) fn show(app: &mut PhoneApp, ui: &mut egui::Ui) {
                 &crate::ibe::fingerprint::full(&fp),
             );
         }
+        if let Some(servers) = &r.key_servers {
+            ui.label(format!("Key servers: {servers}"));
+        }
         ui.label(format!("Keys held for: {}", r.periods.join(", ")));
         ui.label(super::status::keys_details(&r.periods, app.clock.unix()));
         ui.label(super::status::connection(&app.registration).details);

@@ -14,7 +14,9 @@
 use super::app::PhoneApp;
 use super::backend::{ProviderProbe, Request};
 use super::settings::Settings;
+use crate::agent::keys::{OtpCodes, SINGLE_PKG};
 use crate::ibe::fingerprint;
+use crate::pkg_client::api::SecretString;
 use crate::pkg_client::first_contact::FirstTrust;
 use zeroize::Zeroizing;
 
@@ -57,6 +59,11 @@ pub struct Wizard {
     pub sip_listen: String,
     /// One-time code of the second factor (wiped on drop).
     pub otp: Zeroizing<String>,
+    /// The key servers of a threshold provider that asked for a code
+    /// (each has its own seed); empty: one PKG, one code ([`Wizard::otp`]).
+    pub otp_servers: Vec<u32>,
+    /// One code per server of `otp_servers` (wiped on drop).
+    pub server_otps: Vec<Zeroizing<String>>,
     /// The certificate and parameter fingerprints the user confirmed, for
     /// logging in again with the one-time code.
     pub confirmed: Option<([u8; 32], [u8; 32])>,
@@ -81,6 +88,8 @@ impl Wizard {
             url: s.pkg_url.clone(),
             password: Zeroizing::new(String::new()),
             otp: Zeroizing::new(String::new()),
+            otp_servers: Vec::new(),
+            server_otps: Vec::new(),
             confirmed: None,
             sip_proxy: if first_run {
                 String::new()
@@ -126,10 +135,23 @@ impl Wizard {
         self.step = Step::Working { step, of, what };
     }
 
-    pub(crate) fn otp_required(&mut self) {
+    pub(crate) fn otp_required(&mut self, servers: Vec<u32>) {
         self.error = None;
         self.otp = Zeroizing::new(String::new());
+        self.server_otps = servers
+            .iter()
+            .map(|_| Zeroizing::new(String::new()))
+            .collect();
+        self.otp_servers = servers;
         self.step = Step::OneTimeCode;
+    }
+
+    /// Empties every code field (each code works once).
+    fn clear_codes(&mut self) {
+        self.otp = Zeroizing::new(String::new());
+        for c in &mut self.server_otps {
+            *c = Zeroizing::new(String::new());
+        }
     }
 
     pub(crate) fn failed(&mut self, message: String) {
@@ -141,7 +163,7 @@ impl Wizard {
 
     pub(crate) fn ready(&mut self) {
         self.password = Zeroizing::new(String::new());
-        self.otp = Zeroizing::new(String::new());
+        self.clear_codes();
         self.confirmed = None;
         self.step = Step::Registering;
     }
@@ -209,7 +231,7 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
                 ui.horizontal(|ui| {
                     if ui.button("They match: log in").clicked() {
                         app.wizard.confirmed = Some((cert, params));
-                        log_in(app, None);
+                        log_in(app, OtpCodes::new());
                     }
                     if ui.button("They do not match").clicked() {
                         app.wizard.step = Step::Account;
@@ -229,6 +251,9 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
             Step::Registering => {
                 ui.add(egui::ProgressBar::new(0.95).animate(true));
                 ui.label("Keys saved. Registering with the network…");
+                if let Some(servers) = app.ready.as_ref().and_then(|r| r.key_servers.clone()) {
+                    ui.label(servers);
+                }
                 if ui.button("Continue to the phone").clicked() {
                     app.screen = super::app::Screen::Phone;
                 }
@@ -239,7 +264,7 @@ pub fn show(app: &mut PhoneApp, ctx: &egui::Context) {
 
 /// Sends the setup with the confirmed fingerprints (and the one-time code
 /// once asked for).
-fn log_in(app: &mut PhoneApp, otp: Option<crate::pkg_client::api::SecretString>) {
+fn log_in(app: &mut PhoneApp, otp: OtpCodes) {
     let Some((pin, params_fingerprint)) = app.wizard.confirmed else {
         app.wizard.step = Step::Account;
         return;
@@ -261,23 +286,48 @@ fn log_in(app: &mut PhoneApp, otp: Option<crate::pkg_client::api::SecretString>)
 }
 
 fn one_time_code(app: &mut PhoneApp, ui: &mut egui::Ui) {
-    ui.label("Your account has a second factor. Enter the 6-digit code your authenticator app shows now.");
-    ui.add_space(6.0);
-    labelled_edit(ui, "One-time code", &mut app.wizard.otp, false, "123456");
-    let code = app.wizard.otp.trim().to_string();
-    let ready = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
+    let six = |c: &str| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit());
+    let w = &mut app.wizard;
+    let ready = if w.otp_servers.is_empty() {
+        ui.label("Your account has a second factor. Enter the 6-digit code your authenticator app shows now.");
+        ui.add_space(6.0);
+        labelled_edit(ui, "One-time code", &mut w.otp, false, "123456");
+        six(w.otp.trim())
+    } else {
+        ui.label("Your account has a second factor at each of your provider's key servers. Enter the 6-digit code your authenticator app shows now for each server.");
+        ui.add_space(6.0);
+        for (server, code) in w.otp_servers.iter().zip(w.server_otps.iter_mut()) {
+            labelled_edit(
+                ui,
+                &format!("Code for key server {server}"),
+                code,
+                false,
+                "123456",
+            );
+        }
+        w.server_otps.iter().all(|c| six(c.trim()))
+    };
     ui.add_space(8.0);
     ui.horizontal(|ui| {
         if ui
             .add_enabled(ready, egui::Button::new("Log in with the code"))
             .clicked()
         {
-            let otp = crate::pkg_client::api::SecretString::new(code.clone());
-            app.wizard.otp = Zeroizing::new(String::new());
-            log_in(app, Some(otp));
+            let w = &mut app.wizard;
+            let codes: OtpCodes = if w.otp_servers.is_empty() {
+                [(SINGLE_PKG, SecretString::new(w.otp.trim().to_string()))].into()
+            } else {
+                w.otp_servers
+                    .iter()
+                    .zip(&w.server_otps)
+                    .map(|(s, c)| (*s, SecretString::new(c.trim().to_string())))
+                    .collect()
+            };
+            w.clear_codes();
+            log_in(app, codes);
         }
         if ui.button("Cancel").clicked() {
-            app.wizard.otp = Zeroizing::new(String::new());
+            app.wizard.clear_codes();
             app.wizard.step = Step::Account;
         }
     });

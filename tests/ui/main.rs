@@ -15,6 +15,8 @@ mod ui_support;
 mod desktop;
 mod first_contact;
 mod key_renewal;
+mod renewal_code;
+mod threshold_app;
 mod ui_phone;
 mod ui_relay;
 mod ui_snapshots;

@@ -107,6 +107,7 @@ fn ready_themed(dir: &std::path::Path, theme: egui::Theme) -> Harness<'static, P
         params_fingerprint: "3f2a 91c0 5be7 d044 8a19 e6f3".into(),
         pkg_fingerprint: Some("a1b2".repeat(16)),
         local: "127.0.0.1:5099".parse().unwrap(),
+        key_servers: None,
     }));
     app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
     h.run_steps(2);

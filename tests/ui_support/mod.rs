@@ -167,6 +167,7 @@ pub fn ready_phone(dir: &std::path::Path) -> Harness<'static, PhoneApp> {
         params_fingerprint: "abcd 0123".into(),
         pkg_fingerprint: None,
         local: "127.0.0.1:5099".parse().unwrap(),
+        key_servers: None,
     }));
     app.apply(Update::Agent(AgentEvent::Registered { expires: 600 }));
     h.run_steps(3);
@@ -234,9 +235,57 @@ pub fn set_up(h: &mut Harness<'_, PhoneApp>, p: &Provider, user: &str, pw: &str)
     wait_for(h, "Your phone is ready", 30);
 }
 
+/// The periods of the keys stored in `dirs`' key store, sorted.
+pub fn stored_periods(dirs: &AppDirs) -> Vec<String> {
+    use ibephone::pkg_client::{KeyStore, Unlock};
+    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let mut v: Vec<String> = s
+        .keys()
+        .unwrap()
+        .iter()
+        .map(|k| k.identity().period().as_str().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rewrites `dirs`' key store without the keys of `periods`, everything
+/// else (parameters, pin, device credential, kept login secrets) as it
+/// was: a renewal is then due when the phone starts.
+pub fn forget_periods(dirs: &AppDirs, periods: &[ibephone::ibe::Period]) {
+    use ibephone::pkg_client::{store::STORE_FILE, KeyStore, Unlock};
+    let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let params = s.params().unwrap().unwrap();
+    let keys: Vec<_> = s
+        .keys()
+        .unwrap()
+        .into_iter()
+        .filter(|k| !periods.contains(k.identity().period()))
+        .collect();
+    let user = keys[0].identity().aor().user().to_string();
+    let pin = s.pkg_pin().unwrap();
+    let sip = s.sip_credential().cloned();
+    let kept = s.login_secrets(params.domain(), &user).cloned();
+    drop(s);
+    std::fs::remove_file(dirs.keys().join(STORE_FILE)).unwrap();
+    let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    s.put_keys(&params, &keys).unwrap();
+    s.set_pkg_pin(pin).unwrap();
+    if let Some(c) = sip {
+        s.device_name(Some(&c.device)).unwrap();
+        s.set_sip_credential(c).unwrap();
+    }
+    if let Some(k) = kept {
+        s.set_login_secrets(params.domain(), &user, k).unwrap();
+    }
+}
+
 pub fn secret(s: &str) -> SecretString {
     SecretString::from(s)
 }
 
 /// The CPU renderer of the snapshot tests.
 pub mod soft_render;
+
+/// A 2-of-3 threshold provider, server by server.
+pub mod threshold;

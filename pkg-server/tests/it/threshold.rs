@@ -794,3 +794,37 @@ async fn kept_login_secrets_are_used_and_a_refused_one_is_derived_anew() {
         .unwrap_err();
     assert!(e.to_string().contains("server 1: "), "{e}");
 }
+
+/// The phone's client keeps its connection (HTTP/1.1 keep-alive): a
+/// login, a key fetch, the parameters and a logout at one server cost one
+/// TCP and TLS handshake (the gate counts connections). The pin is still
+/// checked: a client pinned to another certificate is refused on every
+/// request, and keeps nothing to reuse.
+#[tokio::test]
+async fn one_kept_connection_carries_login_keys_and_logout_and_the_pin_still_holds() {
+    let (_pkgs, servers, gate) = three_with_slow_third(false).await;
+    gate.open();
+    let params = params_of(&servers[0]).await;
+    let s3 = params.threshold().unwrap().servers[2].clone();
+    let client = ibephone::pkg_client::PkgClient::new(&s3.pkg_url, Some(s3.tls_sha256)).unwrap();
+    let secret = login_secret(&ALICE_PW.into(), DOMAIN, 3).unwrap();
+    let session = client.login("alice", &secret).await.unwrap();
+    let keys = client
+        .fetch_key_entries(&session, &recent_periods())
+        .await
+        .unwrap();
+    assert_eq!(keys.index, Some(3));
+    client.params().await.unwrap();
+    client.logout(&session).await.unwrap();
+    assert_eq!(*gate.seen.borrow(), 1, "one handshake for four requests");
+    let wrong = ibephone::pkg_client::PkgClient::new(&s3.pkg_url, Some([7u8; 32])).unwrap();
+    for _ in 0..2 {
+        let e = wrong.params().await.unwrap_err();
+        assert!(matches!(e, PkgClientError::PinMismatch { .. }), "{e:?}");
+    }
+    assert_eq!(
+        *gate.seen.borrow(),
+        3,
+        "each refused request made its own handshake"
+    );
+}
