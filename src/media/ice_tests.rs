@@ -324,3 +324,70 @@ fn the_callee_sends_soon_after_the_nomination_reaches_it() {
         b_at - a_at
     );
 }
+
+/// Two agents behind address-dependent-filtering NATs (the lab's `cone`)
+/// driven as the media session drives them (a timer at `poll_timeout`,
+/// datagrams as they arrive), with a one-way delay `delay`: bob (the
+/// callee) starts when he sends the answer, alice `delay` later when it
+/// reaches her. A datagram passes a NAT only once the home behind it has
+/// sent to the sender. Returns when each may send, from alice's start.
+fn punch(delay: Duration) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    let la = LocalIce::new(addr(A)).unwrap();
+    let lb = LocalIce::new(addr(B)).unwrap();
+    let (pa, pb) = (la.params(), lb.params());
+    let mut a = la.start(&pb, true);
+    let mut b = lb.start(&pa, false);
+    let a_start = t0 + delay;
+    // (arrival, to alice?, bytes)
+    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+    let (mut a_sent, mut b_sent) = (false, false);
+    let (mut a_at, mut b_at) = (None, None);
+    let (mut a_due, mut b_due) = (Some(a_start), Some(t0));
+    let mut now = t0;
+    while now < t0 + Duration::from_secs(3) && (a_at.is_none() || b_at.is_none()) {
+        now += Duration::from_millis(1);
+        let (due, rest): (Vec<_>, Vec<_>) = wire.drain(..).partition(|(at, _, _)| *at <= now);
+        wire = rest;
+        for (_, to_a, bytes) in due {
+            if to_a && a_sent && now >= a_start {
+                a.handle_datagram(now, addr(B), &bytes);
+            } else if !to_a && b_sent {
+                b.handle_datagram(now, addr(A), &bytes);
+            }
+        }
+        if a_due.is_some_and(|d| d <= now) {
+            a.handle_timeout(now);
+        }
+        if b_due.is_some_and(|d| d <= now) {
+            b.handle_timeout(now);
+        }
+        while let Some((_, bytes)) = a.poll_transmit() {
+            a_sent = true;
+            wire.push((now + delay, false, bytes));
+        }
+        while let Some((_, bytes)) = b.poll_transmit() {
+            b_sent = true;
+            wire.push((now + delay, true, bytes));
+        }
+        if now >= a_start {
+            a_due = a.poll_timeout();
+        }
+        b_due = b.poll_timeout();
+        if a_at.is_none() && a.may_send() {
+            a_at = Some(now - a_start);
+        }
+        if b_at.is_none() && b.may_send() {
+            b_at = Some(now - a_start);
+        }
+    }
+    (a_at.expect("alice sends"), b_at.expect("bob sends"))
+}
+
+#[test]
+fn hole_punching_timing() {
+    for ms in [1, 5, 20] {
+        let (a, b) = punch(Duration::from_millis(ms));
+        println!("delay {ms} ms: alice may send after {a:?}, bob after {b:?}");
+    }
+}
