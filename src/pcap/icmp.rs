@@ -253,7 +253,12 @@ mod tests {
         let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
             (
                 "never captured",
-                vec![icmp_frame(relay, home, 3, &quote(home, relay, sip, sip.len()))],
+                vec![icmp_frame(
+                    relay,
+                    home,
+                    3,
+                    &quote(home, relay, sip, sip.len()),
+                )],
             ),
             (
                 "other bytes",
@@ -281,7 +286,10 @@ mod tests {
                 vec![icmp_frame(relay, home, 8, &quote(home, relay, &p, 0))],
             ),
             ("tcp", vec![icmp_frame(relay, home, 3, &tcp_quote)]),
-            ("no ip", vec![icmp_frame(relay, home, 3, b"not an IP packet")]),
+            (
+                "no ip",
+                vec![icmp_frame(relay, home, 3, b"not an IP packet")],
+            ),
         ];
         for (what, frames) in cases {
             let report = verify_capture(&ethernet_capture(&frames).unwrap()).unwrap();

@@ -14,9 +14,9 @@
 //! connections and, given the TLS secrets, frames the SIP inside.
 
 use super::capture::{Segment, Transport};
+use super::dns::is_dns_port;
 use super::sipscan::{leading_crlf, looks_like_sip, SipMessage};
 use super::tls::{looks_like_tls, split_records, Record, TlsKeys};
-use super::dns::is_dns_port;
 use super::turnwrap::{is_turn, starts_like_turn_stream, stream_message_len};
 use super::Unjudged;
 use std::collections::HashMap;

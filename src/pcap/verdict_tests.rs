@@ -260,7 +260,8 @@ fn turn_over_tcp_is_reassembled_and_judged() {
         s
     };
     let srtp = srtp_packets();
-    let report = verify_capture(&tcp_capture(relay(), &stream(&srtp), &stun_request(), 37)).unwrap();
+    let report =
+        verify_capture(&tcp_capture(relay(), &stream(&srtp), &stun_request(), 37)).unwrap();
     assert_eq!(report.channel_data, 50, "{report}");
     assert_eq!(report.stun, 52, "{report}");
     assert_eq!(report.media.len(), 1, "{report}");
