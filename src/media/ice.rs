@@ -16,6 +16,13 @@
 //!   runs on the `c=`/`m=` address with latching (see [`super::srtp`]).
 //! - Only UDP candidates of component 1 are used (rtcp-mux: no RTCP
 //!   component); others are skipped, at most [`MAX_CANDIDATES`] are kept.
+//! - Triggered checks (RFC 8445 7.3.1.4): a check we answer before our own
+//!   check to its sender succeeded makes us check that sender at once
+//!   (once per address), which the `is` agent does not do on its own; see
+//!   [`IceSession`]'s `triggered_check`. Media still waits for a pair our
+//!   own check found valid: an answered request is no proof that the
+//!   peer consents to what we send (RFC 7675), so nothing is sent to an
+//!   address before its check succeeded.
 //! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
 //!   those checks go unanswered (state `Disconnected`) no media is sent,
 //!   and it resumes when they are answered again.
