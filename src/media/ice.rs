@@ -71,6 +71,12 @@ pub const MAX_CANDIDATES: usize = 16;
 /// because [`IceSession`] toggles it to clear the agent's check timers).
 const INITIAL_RTO: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The initial RTO while a triggered check is sent (see
+/// `IceSession::triggered_check`): the agent computes RTOs in whole
+/// milliseconds, doubling per retransmission, so a pair checked `n` times
+/// is due again `2^(n-1)` ms after its last check.
+const TRIGGER_RTO: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// How long a nominated pair that does not use our relayed candidate must
 /// stay nominated before the relay allocation is released (RFC 8445 8.3:
 /// three seconds after completion).
@@ -676,12 +682,16 @@ impl IceSession {
     /// first check, then 500 ms more) and both sides waited for that to
     /// send media (first audio 380 ms cone/cone, 840 ms none/cone).
     ///
-    /// Done with the agent's public API: with the initial RTO at zero,
-    /// every pair's next check is due at once, and each
-    /// `handle_timeout` sends the check of the pair due longest; it is
-    /// called until the check to `from` has left (at most once per pair),
-    /// then the RTO is set back (which recomputes every pair's next check
-    /// from its last one). Pairs checked on the way get an early
+    /// Done with the agent's public API: with the initial RTO at
+    /// [`TRIGGER_RTO`], every pair not checked within the last few
+    /// milliseconds is due at once (a pair never checked is due anyway),
+    /// and each `handle_timeout` sends the check of the pair due longest;
+    /// a pair just checked is not due again (at zero it would be, and the
+    /// first pair of the list, often a peer's unreachable private address,
+    /// would be checked again and again while the pair we want waited). It
+    /// is called until the check to `from` has left (at most once per
+    /// pair), then the RTO is set back (which recomputes every pair's next
+    /// check from its last one). Pairs checked on the way get an early
     /// retransmission, nothing else. Once per remote address per session
     /// (a peer's retransmissions trigger nothing more), and only for a
     /// request the agent took (right credentials and MESSAGE-INTEGRITY).
@@ -693,7 +703,7 @@ impl IceSession {
             return;
         }
         self.triggered.push(from);
-        self.agent.set_initial_stun_rto(std::time::Duration::ZERO);
+        self.agent.set_initial_stun_rto(TRIGGER_RTO);
         let pairs = self.agent.local_candidates().count() * self.agent.remote_candidates().count();
         'checks: for _ in 0..pairs {
             self.agent.handle_timeout(now);

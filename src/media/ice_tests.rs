@@ -325,19 +325,26 @@ fn the_callee_sends_soon_after_the_nomination_reaches_it() {
     );
 }
 
+/// Alice's phone and bob's NAT mapping (his server-reflexive address).
+const B_MAPPED: &str = "127.0.0.2:2000";
+
 /// Two agents behind address-dependent-filtering NATs (the lab's `cone`)
 /// driven as the media session drives them (a timer at `poll_timeout`,
 /// datagrams as they arrive), with a one-way delay `delay`. Alice (the
 /// caller, controlling) starts when the answer reaches her; bob (the
 /// callee) `callee_late` later, when her ACK has reached him and been
-/// opened. A datagram passes a NAT only once the home behind it has sent
-/// to the sender, so alice's first checks die at bob's NAT. Returns when
-/// each may send, from alice's start.
+/// opened. Bob offers his host address (which alice cannot reach: a
+/// private one, and the first pair on her list) and his NAT's mapping
+/// `B_MAPPED`; his datagrams reach alice from the mapping. A datagram
+/// passes a NAT only once the home behind it has sent to the sender, so
+/// alice's first checks die at bob's NAT. Returns when each may send,
+/// from alice's start.
 fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
     let a_start = Instant::now();
     let b_start = a_start + callee_late;
     let la = LocalIce::new(addr(A)).unwrap();
-    let lb = LocalIce::new(addr(B)).unwrap();
+    let mut lb = LocalIce::new(addr(B)).unwrap();
+    lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
     let (pa, pb) = (la.params(), lb.params());
     let mut a = la.start(&pb, true);
     let mut b = lb.start(&pa, false);
@@ -353,7 +360,7 @@ fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
         wire = rest;
         for (_, to_a, bytes) in due {
             if to_a && a_sent {
-                a.handle_datagram(now, addr(B), &bytes);
+                a.handle_datagram(now, addr(B_MAPPED), &bytes);
             } else if !to_a && b_sent && now >= b_start {
                 b.handle_datagram(now, addr(A), &bytes);
             }
@@ -364,9 +371,12 @@ fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
         if b_due.is_some_and(|d| d <= now) {
             b.handle_timeout(now);
         }
-        while let Some((_, bytes)) = a.poll_transmit() {
-            a_sent = true;
-            wire.push((now + delay, false, bytes));
+        while let Some((to, bytes)) = a.poll_transmit() {
+            // Only what goes to bob's mapping reaches his NAT.
+            if to == Outbound::Udp(addr(B_MAPPED)) {
+                a_sent = true;
+                wire.push((now + delay, false, bytes));
+            }
         }
         while let Some((_, bytes)) = b.poll_transmit() {
             b_sent = true;
