@@ -401,7 +401,8 @@ fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
 /// passes hers. Alice must check that pair at once (a triggered check,
 /// RFC 8445 7.3.1.4), not when her retransmission timer runs out (250 ms
 /// after her first check, then 500 ms more), so both sides send within a
-/// few round trips of bob's start (and the pacing interval Ta, 50 ms).
+/// few round trips of bob's start and two pacing intervals (Ta, 50 ms:
+/// the agent paces its timer, and the nomination's check follows it).
 #[test]
 fn both_send_within_round_trips_of_the_callee_start() {
     for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
@@ -410,7 +411,7 @@ fn both_send_within_round_trips_of_the_callee_start() {
         println!(
             "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
         );
-        let bound = late + 6 * delay + Duration::from_millis(60);
+        let bound = late + 6 * delay + Duration::from_millis(100);
         assert!(
             a <= bound && b <= bound,
             "alice {a:?}, bob {b:?}, bound {bound:?}"
