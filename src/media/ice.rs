@@ -16,6 +16,13 @@
 //!   runs on the `c=`/`m=` address with latching (see [`super::srtp`]).
 //! - Only UDP candidates of component 1 are used (rtcp-mux: no RTCP
 //!   component); others are skipped, at most [`MAX_CANDIDATES`] are kept.
+//! - Triggered checks (RFC 8445 7.3.1.4): a check we answer before our own
+//!   check to its sender succeeded makes us check that sender at once
+//!   (once per address), which the `is` agent does not do on its own; see
+//!   [`IceSession`]'s `triggered_check`. Media still waits for a pair our
+//!   own check found valid: an answered request is no proof that the
+//!   peer consents to what we send (RFC 7675), so nothing is sent to an
+//!   address before its check succeeded.
 //! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
 //!   those checks go unanswered (state `Disconnected`) no media is sent,
 //!   and it resumes when they are answered again.
@@ -63,6 +70,12 @@ pub const MAX_CANDIDATES: usize = 16;
 /// agent's default, RFC 8445 14.3 leaves it to the agent; set explicitly
 /// because [`IceSession`] toggles it to clear the agent's check timers).
 const INITIAL_RTO: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The initial RTO while a triggered check is sent (see
+/// `IceSession::triggered_check`): the agent computes RTOs in whole
+/// milliseconds, doubling per retransmission, so a pair checked `n` times
+/// is due again `2^(n-1)` ms after its last check.
+const TRIGGER_RTO: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How long a nominated pair that does not use our relayed candidate must
 /// stay nominated before the relay allocation is released (RFC 8445 8.3:
@@ -326,6 +339,7 @@ impl LocalIce {
             turn: self.turn,
             permits,
             now: None,
+            triggered: Vec::new(),
             nominated: None,
             consent: false,
             events: Vec::new(),
@@ -430,6 +444,8 @@ pub struct IceSession {
     permits: Vec<std::net::IpAddr>,
     /// The latest time given (for what the TURN client starts meanwhile).
     now: Option<Instant>,
+    /// Remote addresses a triggered check went to (once each).
+    triggered: Vec<SocketAddr>,
     nominated: Option<IcePath>,
     consent: bool,
     events: Vec<IceEvent>,
@@ -471,8 +487,15 @@ impl IceSession {
         }
         let request = packet.message.is_binding_request();
         let taken = self.agent.handle_packet(now, packet);
-        if taken && request && !self.agent.controlling() {
-            self.trigger_nominated_check();
+        if taken && request {
+            if !self.agent.controlling() {
+                self.trigger_nominated_check();
+            }
+            // The answer first, then our own check.
+            while let Some(t) = self.agent.poll_transmit() {
+                self.queue_check(t.source, t.destination, t.contents.into());
+            }
+            self.triggered_check(now, from);
         }
         self.drain();
         taken
@@ -624,19 +647,80 @@ impl IceSession {
                 return Some(t);
             }
             let t = self.agent.poll_transmit()?;
-            if Some(t.source) != self.relayed {
-                return Some((Outbound::Udp(t.destination), t.contents.into()));
-            }
-            // A check from the relayed candidate: through the relay.
-            let (Some(turn), Some(now)) = (self.turn.as_mut(), self.now) else {
-                continue;
-            };
-            if let Some(wrapped) = turn.wrap(now, t.destination, &t.contents) {
-                let to = Outbound::to_server(turn);
-                self.transmits.push_back((to, wrapped));
-            }
-            self.drain_turn();
+            self.queue_check(t.source, t.destination, t.contents.into());
         }
+    }
+
+    /// Queues one message of the agent from our candidate `source` (its
+    /// base) to `destination`: on the socket, or through the relay when
+    /// `source` is the relayed candidate.
+    fn queue_check(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
+        if Some(source) != self.relayed {
+            self.transmits
+                .push_back((Outbound::Udp(destination), contents));
+            return;
+        }
+        let (Some(turn), Some(now)) = (self.turn.as_mut(), self.now) else {
+            return;
+        };
+        if let Some(wrapped) = turn.wrap(now, destination, &contents) {
+            let to = Outbound::to_server(turn);
+            self.transmits.push_back((to, wrapped));
+        }
+        self.drain_turn();
+    }
+
+    /// A triggered check (RFC 8445 7.3.1.4) towards `from`, whose check
+    /// we just answered while our own check to it has not succeeded yet.
+    ///
+    /// Typical case, hole punching: the caller's first check died at the
+    /// callee's NAT (the callee had sent nothing yet, it starts only once
+    /// it has opened the ACK); the callee's check then passes the
+    /// caller's NAT, but the `is` agent does no triggered checks on a pair
+    /// already on its list (its TODO on 7.3.1.4), so the caller checked
+    /// again only when its retransmission timer ran out (250 ms after its
+    /// first check, then 500 ms more) and both sides waited for that to
+    /// send media (first audio 380 ms cone/cone, 840 ms none/cone).
+    ///
+    /// Done with the agent's public API: with the initial RTO at
+    /// [`TRIGGER_RTO`], every pair not checked within the last few
+    /// milliseconds is due at once (a pair never checked is due anyway),
+    /// and each `handle_timeout` sends the check of the pair due longest;
+    /// a pair just checked is not due again (at zero it would be, and the
+    /// first pair of the list, often a peer's unreachable private address,
+    /// would be checked again and again while the pair we want waited). It
+    /// is called until the check to `from` has left (at most once per
+    /// pair), then the RTO is set back (which recomputes every pair's next
+    /// check from its last one). Pairs checked on the way get an early
+    /// retransmission, nothing else. Once per remote address per session
+    /// (a peer's retransmissions trigger nothing more), and only for a
+    /// request the agent took (right credentials and MESSAGE-INTEGRITY).
+    fn triggered_check(&mut self, now: Instant, from: SocketAddr) {
+        if self.agent.has_viable_remote_candidate(from)
+            || self.triggered.contains(&from)
+            || self.triggered.len() >= MAX_CANDIDATES
+        {
+            return;
+        }
+        self.triggered.push(from);
+        self.agent.set_initial_stun_rto(TRIGGER_RTO);
+        let pairs = self.agent.local_candidates().count() * self.agent.remote_candidates().count();
+        'checks: for _ in 0..pairs {
+            self.agent.handle_timeout(now);
+            let mut sent = false;
+            while let Some(t) = self.agent.poll_transmit() {
+                sent = true;
+                let hit = t.destination == from;
+                self.queue_check(t.source, t.destination, t.contents.into());
+                if hit {
+                    break 'checks;
+                }
+            }
+            if !sent {
+                break;
+            }
+        }
+        self.agent.set_initial_stun_rto(INITIAL_RTO);
     }
 
     /// Ends the call's relay: the allocation is deallocated (the Refresh

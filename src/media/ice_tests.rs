@@ -324,3 +324,97 @@ fn the_callee_sends_soon_after_the_nomination_reaches_it() {
         b_at - a_at
     );
 }
+
+/// Alice's phone and bob's NAT mapping (his server-reflexive address).
+const B_MAPPED: &str = "127.0.0.2:2000";
+
+/// Two agents behind address-dependent-filtering NATs (the lab's `cone`)
+/// driven as the media session drives them (a timer at `poll_timeout`,
+/// datagrams as they arrive), with a one-way delay `delay`. Alice (the
+/// caller, controlling) starts when the answer reaches her; bob (the
+/// callee) `callee_late` later, when her ACK has reached him and been
+/// opened. Bob offers his host address (which alice cannot reach: a
+/// private one, and the first pair on her list) and his NAT's mapping
+/// `B_MAPPED`; his datagrams reach alice from the mapping. A datagram
+/// passes a NAT only once the home behind it has sent to the sender, so
+/// alice's first checks die at bob's NAT. Returns when each may send,
+/// from alice's start.
+fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
+    let a_start = Instant::now();
+    let b_start = a_start + callee_late;
+    let la = LocalIce::new(addr(A)).unwrap();
+    let mut lb = LocalIce::new(addr(B)).unwrap();
+    lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
+    let (pa, pb) = (la.params(), lb.params());
+    let mut a = la.start(&pb, true);
+    let mut b = lb.start(&pa, false);
+    // (arrival, to alice?, bytes)
+    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+    let (mut a_sent, mut b_sent) = (false, false);
+    let (mut a_at, mut b_at) = (None, None);
+    let (mut a_due, mut b_due) = (Some(a_start), Some(b_start));
+    let mut now = a_start;
+    while now < a_start + Duration::from_secs(3) && (a_at.is_none() || b_at.is_none()) {
+        now += Duration::from_millis(1);
+        let (due, rest): (Vec<_>, Vec<_>) = wire.drain(..).partition(|(at, _, _)| *at <= now);
+        wire = rest;
+        for (_, to_a, bytes) in due {
+            if to_a && a_sent {
+                a.handle_datagram(now, addr(B_MAPPED), &bytes);
+            } else if !to_a && b_sent && now >= b_start {
+                b.handle_datagram(now, addr(A), &bytes);
+            }
+        }
+        if a_due.is_some_and(|d| d <= now) {
+            a.handle_timeout(now);
+        }
+        if b_due.is_some_and(|d| d <= now) {
+            b.handle_timeout(now);
+        }
+        while let Some((to, bytes)) = a.poll_transmit() {
+            // Only what goes to bob's mapping reaches his NAT.
+            if to == Outbound::Udp(addr(B_MAPPED)) {
+                a_sent = true;
+                wire.push((now + delay, false, bytes));
+            }
+        }
+        while let Some((_, bytes)) = b.poll_transmit() {
+            b_sent = true;
+            wire.push((now + delay, true, bytes));
+        }
+        a_due = a.poll_timeout();
+        if now >= b_start {
+            b_due = b.poll_timeout();
+        }
+        if a_at.is_none() && a.may_send() {
+            a_at = Some(now - a_start);
+        }
+        if b_at.is_none() && b.may_send() {
+            b_at = Some(now - a_start);
+        }
+    }
+    (a_at.expect("alice sends"), b_at.expect("bob sends"))
+}
+
+/// Hole punching as in the lab (cone/cone): alice's first check dies at
+/// bob's NAT; bob's first check, which leaves once he has opened her ACK,
+/// passes hers. Alice must check that pair at once (a triggered check,
+/// RFC 8445 7.3.1.4), not when her retransmission timer runs out (250 ms
+/// after her first check, then 500 ms more), so both sides send within a
+/// few round trips of bob's start and two pacing intervals (Ta, 50 ms:
+/// the agent paces its timer, and the nomination's check follows it).
+#[test]
+fn both_send_within_round_trips_of_the_callee_start() {
+    for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
+        let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
+        let (a, b) = punch(delay, late);
+        println!(
+            "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
+        );
+        let bound = late + 6 * delay + Duration::from_millis(100);
+        assert!(
+            a <= bound && b <= bound,
+            "alice {a:?}, bob {b:?}, bound {bound:?}"
+        );
+    }
+}

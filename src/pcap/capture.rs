@@ -8,6 +8,7 @@
 //! other than UDP/TCP, an unsupported link type, fragments never completed
 //! or overlapping with different bytes, a corrupt record).
 
+use super::icmp::{is_icmpv4_error, is_icmpv6_error, IcmpError};
 use super::{PcapError, Unjudged};
 use etherparse::{
     IpNumber, Ipv6ExtensionSlice, NetSlice, SlicedPacket, TcpSlice, TransportSlice, UdpSlice,
@@ -75,6 +76,8 @@ pub struct Capture {
     pub frames: usize,
     /// UDP datagrams and TCP segments, in capture order.
     pub segments: Vec<Segment>,
+    /// ICMP errors (judged by [`super::icmp`] against the segments).
+    pub icmp_errors: Vec<IcmpError>,
     /// Frames (or parts of the file) that could not be decoded.
     pub unjudged: Vec<Unjudged>,
 }
@@ -166,6 +169,7 @@ struct FragKey {
 struct Decoder {
     frames: usize,
     segments: Vec<Segment>,
+    icmp_errors: Vec<IcmpError>,
     unjudged: Vec<Unjudged>,
     fragments: HashMap<FragKey, Fragments>,
     /// Keys of `fragments` in the order they were first seen.
@@ -268,6 +272,23 @@ impl Decoder {
             // carry no payload of the phones; any other ICMPv6 (errors
             // quote the packet that caused them) stays unjudged.
             Some(TransportSlice::Icmpv6(icmp)) if is_link_housekeeping(icmp.type_u8()) => {}
+            // ICMP errors quote a packet: judged by what they quote.
+            Some(TransportSlice::Icmpv4(icmp)) if is_icmpv4_error(icmp.type_u8()) => {
+                self.icmp_errors.push(IcmpError {
+                    frame,
+                    from: src_ip,
+                    to: dst_ip,
+                    quote: icmp.payload().to_vec(),
+                });
+            }
+            Some(TransportSlice::Icmpv6(icmp)) if is_icmpv6_error(icmp.type_u8()) => {
+                self.icmp_errors.push(IcmpError {
+                    frame,
+                    from: src_ip,
+                    to: dst_ip,
+                    quote: icmp.payload().to_vec(),
+                });
+            }
             // The same housekeeping over IPv4.
             _ if payload.ip_number == IpNumber::IGMP
                 && is_igmp_housekeeping(dst_ip, payload.payload) => {}
@@ -434,6 +455,7 @@ impl Decoder {
         Capture {
             frames: self.frames,
             segments: self.segments,
+            icmp_errors: self.icmp_errors,
             unjudged: self.unjudged,
         }
     }

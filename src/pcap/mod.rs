@@ -22,11 +22,18 @@
 //! kind the phone makes (A, AAAA, SRV, NAPTR, one question, nothing
 //! after the message) is clean, since it names only the provider; any
 //! other bytes on port 53 are not judged, so they can never pass as
-//! clean (see that module for the rules and what they cannot see).
+//! clean (see that module for the rules and what they cannot see). [`icmp`]
+//! judges ICMP errors by what they quote: clean when the quote is a prefix
+//! of a UDP datagram the capture holds (judged on its own), else not
+//! judged. TURN over TCP (RFC 8656 framing: STUN messages and padded
+//! ChannelData on one stream) and DNS over TCP (2-byte length prefix) are
+//! cut out of their reassembled streams by [`stream`] and judged like
+//! their UDP forms.
 
 pub mod capture;
 pub mod decrypt;
 pub mod dns;
+pub mod icmp;
 pub mod rtpflow;
 pub(crate) mod sipscan;
 pub mod srtp_decrypt;

@@ -14,9 +14,10 @@
 //! connections and, given the TLS secrets, frames the SIP inside.
 
 use super::capture::{Segment, Transport};
+use super::dns::is_dns_port;
 use super::sipscan::{leading_crlf, looks_like_sip, SipMessage};
 use super::tls::{looks_like_tls, split_records, Record, TlsKeys};
-use super::turnwrap::is_turn;
+use super::turnwrap::{is_turn, starts_like_turn_stream, stream_message_len};
 use super::Unjudged;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -85,6 +86,10 @@ pub struct Framing {
     pub messages: Vec<Framed>,
     /// Non-SIP UDP payloads (keep-alives of CR/LF only left out).
     pub datagrams: Vec<Datagram>,
+    /// Messages cut out of TCP streams that are not SIP: TURN over TCP
+    /// (STUN and ChannelData, RFC 8656 12.5) and DNS over TCP (RFC 1035
+    /// 4.2.2), each judged like the datagram it would be over UDP.
+    pub stream_messages: Vec<Datagram>,
     /// TCP bytes that never formed a complete SIP message, all streams.
     pub unframed_tcp_bytes: usize,
     /// TCP gaps, retransmissions that differ and unframed bytes, each with
@@ -270,6 +275,34 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
             starts: starts.clone(),
             first_frame: first.frame,
         });
+    } else if is_dns_port(dir.src, dir.dst) || starts_like_turn_stream(&stream) {
+        let dns = is_dns_port(dir.src, dir.dst);
+        let (pos, why) = if dns {
+            cut_dns(&stream)
+        } else {
+            cut_turn(&stream)
+        };
+        for (start, end) in pos.iter().copied() {
+            out.stream_messages.push(Datagram {
+                frame: frame_at(start),
+                src: dir.src,
+                dst: dir.dst,
+                payload: stream[start..end].to_vec(),
+            });
+        }
+        let used = pos.last().map_or(0, |(_, end)| *end);
+        let left = stream.len() - used;
+        if left > 0 {
+            out.unframed_tcp_bytes += left;
+            let what = if dns { "DNS" } else { "TURN" };
+            out.unjudged.push(Unjudged {
+                frame: Some(frame_at(used)),
+                why: format!(
+                    "TCP {} -> {}: {left} bytes are not a whole {what} message ({why})",
+                    dir.src, dir.dst
+                ),
+            });
+        }
     } else {
         let pos = frame_sip(&stream, &frame_at, Transport::Tcp, dir.src, dir.dst, out);
         let left = stream.len() - pos;
@@ -300,6 +333,45 @@ fn tcp_direction(dir: Direction, out: &mut Framing) {
             ),
         });
     }
+}
+
+/// Cuts DNS messages off a TCP stream (RFC 1035 4.2.2: each after its
+/// 2-byte length): their (start, end) in `stream`, and why the cutting
+/// stopped before the end (if it did).
+fn cut_dns(stream: &[u8]) -> (Vec<(usize, usize)>, String) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < stream.len() {
+        let Some(len) = stream.get(pos..pos + 2) else {
+            return (out, "a length prefix cut short".into());
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let (start, end) = (pos + 2, pos + 2 + len);
+        if len == 0 || end > stream.len() {
+            return (out, "a message shorter than its length prefix".into());
+        }
+        out.push((start, end));
+        pos = end;
+    }
+    (out, String::new())
+}
+
+/// Cuts TURN messages (STUN, padded ChannelData) off a TCP stream: their
+/// (start, end) in `stream`, and why the cutting stopped before the end.
+fn cut_turn(stream: &[u8]) -> (Vec<(usize, usize)>, String) {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < stream.len() {
+        match stream_message_len(&stream[pos..]) {
+            Ok(Some(n)) if pos + n <= stream.len() => {
+                out.push((pos, pos + n));
+                pos += n;
+            }
+            Ok(_) => return (out, "a message cut short".into()),
+            Err(why) => return (out, why),
+        }
+    }
+    (out, String::new())
 }
 
 /// Cuts SIP messages off `stream` (CRLF keep-alives skipped) into `out`;

@@ -40,6 +40,50 @@ pub(crate) fn is_channel_data_shaped(p: &[u8]) -> bool {
     p.first().is_some_and(|b| (0x40..=0x7f).contains(b))
 }
 
+/// True when a TCP stream starts like TURN over TCP (RFC 8656 3.1): a
+/// STUN header with the magic cookie (a client's connection opens with an
+/// Allocate request, the server's with its answer). Such a stream is cut
+/// with [`stream_message_len`], not as SIP.
+pub(crate) fn starts_like_turn_stream(stream: &[u8]) -> bool {
+    stream.len() >= 20 && stream[0] < 4 && stream[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// The length of the TURN message at the start of `stream` (TURN over
+/// TCP or TLS, RFC 8656 12.5: STUN messages as they are, ChannelData
+/// padded to a multiple of 4): `Ok(None)` when more bytes are needed to
+/// tell, `Err` when the bytes are neither a STUN header (magic cookie,
+/// length a multiple of 4) nor a ChannelData header (first byte 0x40..=0x4f).
+pub(crate) fn stream_message_len(stream: &[u8]) -> Result<Option<usize>, String> {
+    let Some(first) = stream.first() else {
+        return Ok(None);
+    };
+    match first {
+        0..=3 => {
+            let Some(head) = stream.get(..20) else {
+                return Ok(None);
+            };
+            if head[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+                return Err("a STUN header without the magic cookie".into());
+            }
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            if len % 4 != 0 {
+                return Err(format!("a STUN length {len} that is not a multiple of 4"));
+            }
+            Ok(Some(20 + len))
+        }
+        0x40..=0x4f => {
+            let Some(head) = stream.get(..4) else {
+                return Ok(None);
+            };
+            let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+            Ok(Some(4 + len.next_multiple_of(4)))
+        }
+        b => Err(format!(
+            "first byte {b:#04x} is neither STUN nor ChannelData"
+        )),
+    }
+}
+
 /// The channel number and the peer's datagram of a ChannelData message.
 /// `Err` says why it is not a well-formed one: too short, a channel
 /// number outside 0x4000..=0x4FFF (RFC 8656 12: 0x5000..=0xFFFF are

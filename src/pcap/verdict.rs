@@ -11,6 +11,7 @@
 
 use super::capture::{read_capture, Transport};
 use super::dns::{self, is_dns_port};
+use super::icmp;
 use super::rtpflow::{is_rtp_shaped, judge_flows, rtcp_shape, MediaFlow, MediaVerdict, RtcpShape};
 use super::sipscan::looks_like_sip;
 use super::sipscan::{SipMessage, StartLine};
@@ -136,6 +137,9 @@ pub struct Report {
     /// Well-formed DNS lookups on UDP port 53 (see [`super::dns`]):
     /// judged, they name the provider only.
     pub dns: usize,
+    /// ICMP errors whose quote is a prefix of a UDP datagram of the
+    /// capture (see [`super::icmp`]): judged, they show nothing new.
+    pub icmp_errors: usize,
     /// SIP found inside TURN (frame, sender, receiver, what): a leak.
     pub relayed_leaks: Vec<(usize, SocketAddr, SocketAddr, String)>,
     /// Other non-SIP UDP datagrams (each also in [`Report::unjudged`]).
@@ -232,11 +236,26 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     let tls = frame_tls(&mut framing, tls_keys);
     let mut unjudged = capture.unjudged;
     unjudged.extend(framing.unjudged.iter().cloned());
+    let mut icmp_errors = 0;
+    for (e, judged) in capture
+        .icmp_errors
+        .iter()
+        .zip(icmp::judge(&capture.icmp_errors, &capture.segments))
+    {
+        match judged {
+            Ok(_) => icmp_errors += 1,
+            Err(why) => unjudged.push(Unjudged {
+                frame: Some(e.frame),
+                why: format!("ICMP error {} -> {}: {why}", e.from, e.to),
+            }),
+        }
+    }
     let mut report = Report {
         unframed_tcp_bytes: framing.unframed_tcp_bytes,
         frames: capture.frames,
         unjudged,
         tls,
+        icmp_errors,
         ..Report::default()
     };
     // (Call-ID, CSeq number) of INVITEs that got a non-2xx final response:
@@ -263,7 +282,10 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
     }
     let mut media = Vec::new();
     for d in &framing.datagrams {
-        judge_datagram(d, 0, &mut report, &mut media);
+        judge_datagram(d, "UDP", 0, &mut report, &mut media);
+    }
+    for d in &framing.stream_messages {
+        judge_datagram(d, "TCP", 0, &mut report, &mut media);
     }
     report.media = judge_flows(&media);
     for flow in &report.media {
@@ -286,13 +308,19 @@ pub fn verify_capture_with(bytes: &[u8], tls_keys: Option<&TlsKeys>) -> Result<R
 /// judged, and keeps RTP-shaped ones in `media` for [`judge_flows`]. TURN
 /// is opened (see [`super::turnwrap`]) and its payload judged the same
 /// way, one layer deeper.
-fn judge_datagram(d: &Datagram, depth: usize, report: &mut Report, media: &mut Vec<Datagram>) {
+fn judge_datagram(
+    d: &Datagram,
+    over: &'static str,
+    depth: usize,
+    report: &mut Report,
+    media: &mut Vec<Datagram>,
+) {
     let p = &d.payload;
     let unjudged = |report: &mut Report, why: String| {
         report.other_datagrams += 1;
         report.unjudged.push(Unjudged {
             frame: Some(d.frame),
-            why: format!("UDP {} -> {}: {why}", d.src, d.dst),
+            why: format!("{over} {} -> {}: {why}", d.src, d.dst),
         });
     };
     // DNS first: a message ID may look like an RTP or STUN header.
@@ -315,7 +343,7 @@ fn judge_datagram(d: &Datagram, depth: usize, report: &mut Report, media: &mut V
             Ok(inner) => {
                 let kind = turnwrap::stun_kind(p);
                 for data in inner {
-                    judge_relayed(d, &kind, data, depth, report, media);
+                    judge_relayed(d, over, &kind, data, depth, report, media);
                 }
             }
             Err(why) => unjudged(report, why),
@@ -325,7 +353,7 @@ fn judge_datagram(d: &Datagram, depth: usize, report: &mut Report, media: &mut V
             Ok((channel, data)) => {
                 report.channel_data += 1;
                 let kind = format!("ChannelData {channel:#06x}");
-                judge_relayed(d, &kind, data, depth, report, media);
+                judge_relayed(d, over, &kind, data, depth, report, media);
             }
             Err(why) => unjudged(report, why),
         }
@@ -345,6 +373,7 @@ fn judge_datagram(d: &Datagram, depth: usize, report: &mut Report, media: &mut V
 /// far side); the rest as a direct datagram, one layer deeper.
 fn judge_relayed(
     outer: &Datagram,
+    over: &'static str,
     kind: &str,
     data: Vec<u8>,
     depth: usize,
@@ -365,7 +394,7 @@ fn judge_relayed(
         report.unjudged.push(Unjudged {
             frame: Some(outer.frame),
             why: format!(
-                "UDP {} -> {}: TURN inside {kind} nested deeper than {} layers",
+                "{over} {} -> {}: TURN inside {kind} nested deeper than {} layers",
                 outer.src,
                 outer.dst,
                 turnwrap::MAX_DEPTH
@@ -378,7 +407,7 @@ fn judge_relayed(
             dst: outer.dst,
             payload: data,
         };
-        judge_datagram(&inner, depth + 1, report, media);
+        judge_datagram(&inner, over, depth + 1, report, media);
     }
 }
 
@@ -613,7 +642,7 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} SRTCP, {} plain RTCP; {} STUN; {} TURN ChannelData; {} DNS; {} other datagrams",
+            "{} SIP messages: {} tunneled, {} plain allowed, {} leaking; {} RTP-shaped datagrams in {} flows: {} SRTP, {} plain RTP; {} SRTCP, {} plain RTCP; {} STUN; {} TURN ChannelData; {} DNS; {} ICMP errors; {} other datagrams",
             self.messages.len(),
             self.messages.iter().filter(|m| m.class == Class::Tunneled).count(),
             self.messages.iter().filter(|m| matches!(m.class, Class::PlainAllowed(_))).count(),
@@ -627,6 +656,7 @@ impl fmt::Display for Report {
             self.stun,
             self.channel_data,
             self.dns,
+            self.icmp_errors,
             self.other_datagrams,
         )?;
         if self.unframed_tcp_bytes > 0 {

@@ -214,3 +214,127 @@ fn dns_lookups_pass_and_other_bytes_on_port_53_do_not() {
     let report = with(&[(phone(), dns_server, &sip)]);
     assert_eq!(report.verdict(), Verdict::Leaks, "{report}");
 }
+
+/// A capture of one TCP connection phone -> `server` carrying `client`
+/// bytes and `server` bytes back, cut into segments of `size` bytes (the
+/// judge reassembles them), with both SYNs.
+fn tcp_capture(server: SocketAddrV4, client: &[u8], answer: &[u8], size: usize) -> Vec<u8> {
+    use crate::pcap::write::{ethernet_capture, tcp_frame};
+    let (a, b) = (std::net::SocketAddr::from(phone()), server.into());
+    let mut frames = vec![
+        tcp_frame(a, b, 1000, true, &[]).unwrap(),
+        tcp_frame(b, a, 5000, true, &[]).unwrap(),
+    ];
+    for (i, chunk) in client.chunks(size).enumerate() {
+        frames.push(tcp_frame(a, b, 1001 + (i * size) as u32, false, chunk).unwrap());
+    }
+    for (i, chunk) in answer.chunks(size).enumerate() {
+        frames.push(tcp_frame(b, a, 5001 + (i * size) as u32, false, chunk).unwrap());
+    }
+    ethernet_capture(&frames).unwrap()
+}
+
+/// A STUN request (an Allocate's shape: a binding request with no
+/// attributes is enough for the framing), as a TURN client opens with.
+fn stun_request() -> Vec<u8> {
+    let mut m = Message::new();
+    m.typ = stun::message::BINDING_REQUEST;
+    m.write_header();
+    m.raw
+}
+
+/// TURN over plain TCP (RFC 8656 12.5): STUN messages and ChannelData
+/// padded to 4 bytes on one stream, cut in odd places; what they carry is
+/// judged like over UDP: SRTP passes, plain RTP and SIP leak, bytes that
+/// are no TURN message cannot pass.
+#[test]
+fn turn_over_tcp_is_reassembled_and_judged() {
+    let stream = |payloads: &[Vec<u8>]| {
+        let mut s = stun_request();
+        for p in payloads {
+            let mut c = channel(p);
+            c.resize(c.len().next_multiple_of(4), 0);
+            s.extend_from_slice(&c);
+            s.extend_from_slice(&indication(METHOD_SEND, p));
+        }
+        s
+    };
+    let srtp = srtp_packets();
+    let report =
+        verify_capture(&tcp_capture(relay(), &stream(&srtp), &stun_request(), 37)).unwrap();
+    assert_eq!(report.channel_data, 50, "{report}");
+    assert_eq!(report.stun, 52, "{report}");
+    assert_eq!(report.media.len(), 1, "{report}");
+    assert_eq!(report.media[0].verdict, MediaVerdict::Srtp, "{report}");
+    assert_eq!(report.verdict(), Verdict::Clean, "{report}");
+
+    let report = verify_capture(&tcp_capture(relay(), &stream(&rtp_packets()), &[], 37)).unwrap();
+    assert_eq!(report.verdict(), Verdict::Leaks, "{report}");
+
+    let sip = b"MESSAGE sip:bob@atlanta.test SIP/2.0\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let report = verify_capture(&tcp_capture(relay(), &stream(&[sip]), &[], 37)).unwrap();
+    assert_eq!(report.verdict(), Verdict::Leaks, "{report}");
+
+    // After whole messages: bytes of no TURN form, a message cut by the
+    // end of the capture, a reserved channel number.
+    let mut cut = stream(&srtp[..2]);
+    cut.extend_from_slice(&channel(&srtp[2])[..30]);
+    for tail in [b"hello there".to_vec(), vec![0x60, 0, 0, 4, 1, 2, 3, 4]] {
+        let mut s = stream(&srtp[..2]);
+        s.extend_from_slice(&tail);
+        let report = verify_capture(&tcp_capture(relay(), &s, &[], 37)).unwrap();
+        assert_eq!(report.verdict(), Verdict::CannotJudge, "{report}");
+        assert!(report.to_string().contains("TURN message"), "{report}");
+    }
+    let report = verify_capture(&tcp_capture(relay(), &cut, &[], 37)).unwrap();
+    assert_eq!(report.verdict(), Verdict::CannotJudge, "{report}");
+}
+
+/// DNS over TCP (RFC 1035 4.2.2, a 2-byte length before each message):
+/// the same strict rules as over UDP, message by message; a length that
+/// runs past the stream, bytes after a message inside its length, or a
+/// TXT answer cannot pass.
+#[test]
+fn dns_over_tcp_is_judged_as_strictly_as_over_udp() {
+    use hickory_proto::rr::rdata::TXT;
+    let dns_server: SocketAddrV4 = "10.0.0.1:53".parse().unwrap();
+    let framed = |msgs: &[&[u8]]| {
+        let mut s = Vec::new();
+        for m in msgs {
+            s.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            s.extend_from_slice(m);
+        }
+        s
+    };
+    let target = Name::from_ascii("sip.atlanta.test.").unwrap();
+    let (q, r) = lookup(RecordType::SRV, RData::SRV(SRV::new(0, 0, 5061, target)));
+    let (qa, ra) = lookup(RecordType::A, RData::A(A::new(10, 0, 0, 1)));
+    let report = verify_capture(&tcp_capture(
+        dns_server,
+        &framed(&[&q, &qa]),
+        &framed(&[&r, &ra]),
+        5,
+    ))
+    .unwrap();
+    assert_eq!(report.dns, 4, "{report}");
+    assert!(report.unjudged.is_empty(), "{report}");
+
+    let (qt, rt) = lookup(RecordType::A, RData::TXT(TXT::new(vec!["x".repeat(100)])));
+    let mut tail = q.clone();
+    tail.extend_from_slice(&[0x42; 16]);
+    let mut short = framed(&[&q]);
+    short.extend_from_slice(&[0x01, 0x00, 0x12]);
+    for (client, answer) in [
+        (framed(&[&qt]), framed(&[&rt])),
+        (framed(&[&tail]), Vec::new()),
+        (short, Vec::new()),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), Vec::new()),
+    ] {
+        let report = verify_capture(&tcp_capture(dns_server, &client, &answer, 5)).unwrap();
+        assert_ne!(report.verdict(), Verdict::Clean, "{report}");
+        assert!(
+            report.to_string().contains("DNS") || report.to_string().contains("port 53"),
+            "{report}"
+        );
+    }
+}
