@@ -451,10 +451,16 @@ struct TimedSource {
 
 #[cfg(feature = "voice-processing")]
 impl ibephone::media::audio::AudioSource for TimedSource {
-    fn read_frame(&mut self, frame: &mut [i16]) -> Result<bool, ibephone::media::audio::AudioError> {
+    fn read_frame(
+        &mut self,
+        frame: &mut [i16],
+    ) -> Result<bool, ibephone::media::audio::AudioError> {
         frame.fill(0);
         let end = (self.pos + frame.len()).min(self.samples.len());
-        if let (Some(src), Some(dst)) = (self.samples.get(self.pos..end), frame.get_mut(..end.saturating_sub(self.pos))) {
+        if let (Some(src), Some(dst)) = (
+            self.samples.get(self.pos..end),
+            frame.get_mut(..end.saturating_sub(self.pos)),
+        ) {
             dst.copy_from_slice(src);
         }
         self.pos += frame.len();
@@ -525,7 +531,10 @@ async fn voice_latency(secs: f64, codec: Codec) {
         }
     }
     let reads = Arc::new(Mutex::new(Vec::new()));
-    let (played, writes) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let (played, writes) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
     let (sa, na, sb, nb) = pair(codec, SrtpSuite::AeadAes128Gcm).await;
     let (atx, mut arx) = mpsc::unbounded_channel();
     let (btx, _brx) = mpsc::unbounded_channel();
@@ -560,7 +569,12 @@ async fn voice_latency(secs: f64, codec: Codec) {
     let wall = t0.elapsed();
     let reads = reads.lock().expect("reads").clone();
     let writes = writes.lock().expect("writes").clone();
-    let played: Vec<f64> = played.lock().expect("played").iter().map(|&v| f64::from(v)).collect();
+    let played: Vec<f64> = played
+        .lock()
+        .expect("played")
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
     let tpl: Vec<f64> = mark.iter().map(|&v| f64::from(v)).collect();
     let at = |n: usize| Duration::from_secs_f64(n as f64 / RATE as f64);
     let mut lat = Vec::new();
@@ -568,11 +582,19 @@ async fn voice_latency(secs: f64, codec: Codec) {
     for &s in &starts {
         // Spoken: the frame holding sample s was read when its last
         // sample had been captured.
-        let Some(&read) = reads.get(s / frame) else { continue };
+        let Some(&read) = reads.get(s / frame) else {
+            continue;
+        };
         let spoken = read - at(frame - s % frame);
         // Search the played frames handed over within the next second.
-        let first = writes.iter().position(|&w| w + at(frame) > spoken).unwrap_or(writes.len());
-        let last = writes.iter().position(|&w| w > spoken + Duration::from_secs(1)).unwrap_or(writes.len());
+        let first = writes
+            .iter()
+            .position(|&w| w + at(frame) > spoken)
+            .unwrap_or(writes.len());
+        let last = writes
+            .iter()
+            .position(|&w| w > spoken + Duration::from_secs(1))
+            .unwrap_or(writes.len());
         let (lo, hi) = (first * frame, (last * frame).min(played.len()));
         if hi <= lo + tpl.len() {
             continue;

@@ -408,7 +408,13 @@ pub async fn turn_server(
         let transport = match rank {
             0 => ServerTransport::Udp,
             1 => ServerTransport::Tcp,
-            _ => match super::sip_tls::turn_client(Some(&uri.host), addr, pin, None, refusals.clone()) {
+            _ => match super::sip_tls::turn_client(
+                Some(&uri.host),
+                addr,
+                pin,
+                None,
+                refusals.clone(),
+            ) {
                 Ok(tls) => ServerTransport::Tls(tls),
                 Err(error) => {
                     tracing::warn!(host = %uri.host, %error, "turns: relay skipped");

@@ -247,7 +247,11 @@ mod tests {
         let (tls12, pin12) = server_of(&rustls::version::TLS12);
         let (tls13, pin13) = server_of(&rustls::version::TLS13);
         let sip = |pin| client(None, addr, Some(pin), None, None).unwrap().config;
-        let turn = |pin| turn_client(None, addr, Some(pin), None, None).unwrap().config;
+        let turn = |pin| {
+            turn_client(None, addr, Some(pin), None, None)
+                .unwrap()
+                .config
+        };
         let pkg = |pin| {
             Arc::new(
                 crate::pkg_client::tls::client_config(Arc::new(PinnedVerifier::new(

@@ -424,7 +424,10 @@ fn a_sip_proxy_failing_the_pin_offers_the_renewed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = restarted_over_sip_tls(&p, dir.path(), ca.roots());
     wait_for(&mut h, TITLE, 30);
-    assert!(shows(&h, &fingerprint::short(&OLD_PIN)), "the old fingerprint");
+    assert!(
+        shows(&h, &fingerprint::short(&OLD_PIN)),
+        "the old fingerprint"
+    );
     assert!(
         shows(&h, &fingerprint::short(&p.fingerprint)),
         "the new fingerprint"

@@ -31,6 +31,9 @@ fn zero_effort_first_secured_call_takes_address_password_and_one_confirmation() 
     // Found by DNS, not typed: the PKG under its SRV target's name, the
     // proxy at the address its SRV record leads to.
     let pkg_port = p.url.rsplit_once(':').unwrap().1;
-    assert_eq!(run.found.0, format!("https://pkg.{FOUND_DOMAIN}:{pkg_port}"));
+    assert_eq!(
+        run.found.0,
+        format!("https://pkg.{FOUND_DOMAIN}:{pkg_port}")
+    );
     assert_eq!(run.found.1, p.proxy.to_string());
 }

@@ -48,7 +48,11 @@ impl TestDns {
                     let name = name.trim_end_matches('.');
                     for (owner, data) in t.lock().unwrap().iter() {
                         if owner == name && data.record_type() == query.query_type() {
-                            r.add_answer(Record::from_rdata(query.name().clone(), 60, data.clone()));
+                            r.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                60,
+                                data.clone(),
+                            ));
                         }
                     }
                 }
@@ -165,11 +169,19 @@ pub fn first_secured_call(p: &Provider) -> FirstCall {
     let mut call = Inputs::default();
     call.type_into(&mut alice, "Call", "bob");
     call.click(&mut alice, "📞 Call");
-    wait_for(&mut bob, &format!("Incoming call from sip:alice@{FOUND_DOMAIN}"), 15);
+    wait_for(
+        &mut bob,
+        &format!("Incoming call from sip:alice@{FOUND_DOMAIN}"),
+        15,
+    );
     bob.get_by_label("Answer").click();
     bob.run_steps(2);
     wait_for(&mut alice, "In call", 15);
-    wait_for(&mut alice, &format!("✔ verified: sip:bob@{FOUND_DOMAIN}"), 5);
+    wait_for(
+        &mut alice,
+        &format!("✔ verified: sip:bob@{FOUND_DOMAIN}"),
+        5,
+    );
     let to_call = t0.elapsed();
     let s = &alice.state().settings;
     let found = (s.pkg_url.clone(), s.sip_proxy.clone());
