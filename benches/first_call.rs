@@ -10,8 +10,10 @@
 //! `cargo bench --bench first_call` runs 5 times (`-- --runs N`) and
 //! prints each run and the medians.
 
+// The fixtures of the ui tests; their own unit tests (compiled here too
+// under `clippy --all-targets`) import what this build does not use.
 #[path = "../tests/ui_support/mod.rs"]
-#[allow(dead_code)]
+#[allow(unused_imports)]
 mod ui_support;
 
 use std::time::Duration;

@@ -955,8 +955,9 @@ async fn coturn_turns_over_tls12_allocates_but_sip_tls_stays_13() {
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let pin = ibephone::pkg_client::tls::cert_fingerprint(cert.cert.der());
-    let turn_tls = ibephone::agent::sip_tls::turn_client(None, addr, Some(pin), None).unwrap();
-    let sip_tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
+    let turn_tls =
+        ibephone::agent::sip_tls::turn_client(None, addr, Some(pin), None, None).unwrap();
+    let sip_tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None, None).unwrap();
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
         let connect = || loop {
