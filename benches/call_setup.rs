@@ -229,7 +229,7 @@ async fn spawn_phone_over(
     let (etx, events) = mpsc::channel(1024);
     let core = Counted { inner: ua, sent };
     let tls_client = tls_pin.map(|pin| {
-        ibephone::agent::sip_tls::client(None, proxy, Some(pin), None).expect("TLS client")
+        ibephone::agent::sip_tls::client(None, proxy, Some(pin), None, None).expect("TLS client")
     });
     let sockets = driver::Sockets {
         udp,

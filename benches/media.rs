@@ -14,7 +14,12 @@
 //! the same seconds of a far-end/near-end scene through a simulated echo
 //! path, and prints its CPU as % of one core for one call (the agent
 //! calls below read WAV files, so their processes run without it).
-//! `-- --voice` runs only that part.
+//! Then the processed path as a desktop phone runs it (voice processing
+//! at both ends of a call): the mouth-to-ear latency of chirps through
+//! an in-process SRTP call (`voice_latency`, wall-clock instants at the
+//! microphone and the speaker), and the CPU of each agent process with
+//! `--voice-processing-on-wav`. Targets: < 150 ms, < 5 % of one core.
+//! `-- --voice` runs only these parts.
 //! Opus calls run in the same way (in process and between agents) for
 //! comparison; their audio runs at 48 kHz, and the recording is compared
 //! at 8 kHz with what was sent through the same rate conversion (see
@@ -69,18 +74,18 @@ fn at_8k(path: &std::path::Path, rate: u32) -> Vec<i16> {
     out
 }
 
-async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
-    let dir = std::env::temp_dir().join(format!("ibephone-media-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let signal = test_signal(secs);
-    let src = dir.join("alice-in.wav");
-    let mut w = WavSink::create(&src).expect("wav");
-    for f in signal.chunks(160) {
-        let mut frame = f.to_vec();
-        frame.resize(160, 0);
-        w.write_frame(&frame).expect("wav");
-    }
-    w.finish().expect("wav");
+/// Two sockets on loopback and the negotiated media of a call between
+/// them (alice offers, bob answers): `(alice socket, alice media, bob
+/// socket, bob media)`.
+async fn pair(
+    codec: Codec,
+    suite: SrtpSuite,
+) -> (
+    UdpSocket,
+    ibephone::media::sdp::Negotiated,
+    UdpSocket,
+    ibephone::media::sdp::Negotiated,
+) {
     let sa = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let sb = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let pending = PendingOffer::new(
@@ -101,6 +106,22 @@ async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
         .accept_answer(&AudioDescription::parse(&ans.to_sdp()).expect("parse"))
         .expect("accept");
     let nb = nb.finish(reveal.as_ref()).expect("reveal");
+    (sa, na, sb, nb)
+}
+
+async fn call(secs: f64, codec: Codec, suite: SrtpSuite) {
+    let dir = std::env::temp_dir().join(format!("ibephone-media-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let signal = test_signal(secs);
+    let src = dir.join("alice-in.wav");
+    let mut w = WavSink::create(&src).expect("wav");
+    for f in signal.chunks(160) {
+        let mut frame = f.to_vec();
+        frame.resize(160, 0);
+        w.write_frame(&frame).expect("wav");
+    }
+    w.finish().expect("wav");
+    let (sa, na, sb, nb) = pair(codec, suite).await;
     let (atx, mut arx) = mpsc::unbounded_channel();
     let (btx, _brx) = mpsc::unbounded_channel();
     let rec = dir.join("bob-out.wav");
@@ -173,6 +194,7 @@ impl AgentProcess {
         audio_in: &std::path::Path,
         audio_out: &std::path::Path,
         codec: Codec,
+        extra: &[&str],
     ) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ibephone"))
@@ -185,6 +207,7 @@ impl AgentProcess {
             .arg(audio_out)
             .arg("--codecs")
             .arg(codec.encoding_name().to_ascii_lowercase())
+            .args(extra)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -269,7 +292,10 @@ fn agent_config(
 }
 
 /// One call between two `ibephone agent` processes; prints each one's CPU.
-async fn agent_call(secs: f64, codec: Codec) {
+/// A call between two agent processes; with `processed`, both run the
+/// voice processing on their WAV files as on a sound card
+/// (`--voice-processing-on-wav`): the figure of a desktop phone's call.
+async fn agent_call(secs: f64, codec: Codec, processed: bool) {
     use serde_json::json;
     let dir = std::env::temp_dir().join(format!("ibephone-agent-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -297,17 +323,24 @@ async fn agent_call(secs: f64, codec: Codec) {
         w.finish().expect("wav");
     }
     let rec = dir.join("bob-out.wav");
+    let extra: &[&str] = if processed {
+        &["--voice-processing-on-wav"]
+    } else {
+        &[]
+    };
     let mut alice = AgentProcess::spawn(
         &agent_config(&dir, "alice", &msk, &params, proxy.addr),
         &src,
         &dir.join("alice-out.wav"),
         codec,
+        extra,
     );
     let mut bob = AgentProcess::spawn(
         &agent_config(&dir, "bob", &msk, &params, proxy.addr),
         &silence,
         &rec,
         codec,
+        extra,
     );
     for a in [&mut alice, &mut bob] {
         a.send(json!({"cmd": "register"}));
@@ -339,7 +372,8 @@ async fn agent_call(secs: f64, codec: Codec) {
     let rate = codec.audio_rate();
     let (rho, lag, snr) = compare(&at_8k(&src, rate), &at_8k(&rec, rate), 8000);
     println!(
-        "agent processes, {codec:?} AEAD_AES_128_GCM {secs:.0} s: CPU alice {:.2} % bob {:.2} % of one core (user+sys per process), jitter buffer mean {} ms p99 {} ms, mouth-to-ear {:.1} ms, rho {rho:.4}, SNR {snr:.1} dB",
+        "agent processes, {codec:?} AEAD_AES_128_GCM {secs:.0} s, voice processing {}: CPU alice {:.2} % bob {:.2} % of one core (user+sys per process), jitter buffer mean {} ms p99 {} ms, mouth-to-ear {:.1} ms, rho {rho:.4}, SNR {snr:.1} dB",
+        if processed { "on (AEC+NS+AGC)" } else { "off" },
         100.0 * ca.as_secs_f64() / wall.as_secs_f64(),
         100.0 * cb.as_secs_f64() / wall.as_secs_f64(),
         stopped["stats"]["jitter_mean_ms"],
@@ -392,6 +426,203 @@ fn voice_processing(secs: f64) {
     );
 }
 
+/// A 40 ms linear chirp (300 to 3000 Hz, Hann window, peak 8000) at
+/// `rate`: the mark whose travel the latency measure times.
+#[cfg(feature = "voice-processing")]
+fn chirp(rate: u32) -> Vec<i16> {
+    let n = rate as usize / 25;
+    let (f0, f1, d) = (300.0, 3000.0, n as f64 / f64::from(rate));
+    (0..n)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            let phase = 2.0 * std::f64::consts::PI * (f0 * t + (f1 - f0) * t * t / (2.0 * d));
+            let w = 0.5 * (1.0 - (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos());
+            (8000.0 * w * phase.sin()) as i16
+        })
+        .collect()
+}
+
+/// The microphone of the latency measure: its samples, and the instant
+/// each 20 ms frame was taken (the frame's last sample is "spoken" then).
+#[cfg(feature = "voice-processing")]
+struct TimedSource {
+    samples: Vec<i16>,
+    pos: usize,
+    reads: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+#[cfg(feature = "voice-processing")]
+impl ibephone::media::audio::AudioSource for TimedSource {
+    fn read_frame(
+        &mut self,
+        frame: &mut [i16],
+    ) -> Result<bool, ibephone::media::audio::AudioError> {
+        frame.fill(0);
+        let end = (self.pos + frame.len()).min(self.samples.len());
+        if let (Some(src), Some(dst)) = (
+            self.samples.get(self.pos..end),
+            frame.get_mut(..end.saturating_sub(self.pos)),
+        ) {
+            dst.copy_from_slice(src);
+        }
+        self.pos += frame.len();
+        if let Ok(mut r) = self.reads.lock() {
+            r.push(Instant::now());
+        }
+        Ok(self.pos < self.samples.len())
+    }
+
+    fn sample_rate(&self) -> u32 {
+        ibephone::media::voice::RATE
+    }
+}
+
+/// The speaker of the latency measure: what it played, and the instant
+/// each 20 ms frame was handed to it (its first sample plays then).
+#[cfg(feature = "voice-processing")]
+struct TimedSink {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<i16>>>,
+    writes: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+#[cfg(feature = "voice-processing")]
+impl AudioSink for TimedSink {
+    fn write_frame(&mut self, frame: &[i16]) -> Result<(), ibephone::media::audio::AudioError> {
+        if let (Ok(mut s), Ok(mut w)) = (self.samples.lock(), self.writes.lock()) {
+            s.extend_from_slice(frame);
+            w.push(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn sample_rate(&self) -> u32 {
+        ibephone::media::voice::RATE
+    }
+
+    fn finish(&mut self) -> Result<(), ibephone::media::audio::AudioError> {
+        Ok(())
+    }
+}
+
+/// Mouth-to-ear latency of one SRTP call on loopback with voice
+/// processing on at both ends, as on a sound card: alice's microphone (a
+/// [`TimedSource`] at 48 kHz) carries a chirp every second from the 2nd
+/// second on (after the processors have settled); both ends' source and
+/// sink are wrapped by their own `VoiceProcessor`, as the agent does for
+/// a device; bob's speaker (a [`TimedSink`]) records what it is handed.
+/// Each chirp is found in the recording by normalised cross-correlation
+/// (within the second after it was spoken); its latency is the instant
+/// its first sample was handed to bob's speaker minus the instant it
+/// entered alice's microphone, from the frames' wall-clock instants and
+/// the chirp's offsets inside them. Excluded: the sound devices' own
+/// buffers (not present headless; typically 10-20 ms each way with
+/// cpal's defaults). Prints the median, min and max over the chirps.
+#[cfg(feature = "voice-processing")]
+async fn voice_latency(secs: f64, codec: Codec) {
+    use ibephone::media::quality::best_lag;
+    use ibephone::media::voice::{VoiceProcessor, RATE};
+    use std::sync::{Arc, Mutex};
+    let rate = RATE as usize;
+    let frame = rate / 50;
+    let mark = chirp(RATE);
+    let mut mic = vec![0i16; (secs * RATE as f64) as usize];
+    let starts: Vec<usize> = (2..secs as usize).map(|s| s * rate).collect();
+    for &s in &starts {
+        for (m, &c) in mic.iter_mut().skip(s).zip(&mark) {
+            *m = c;
+        }
+    }
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let (played, writes) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let (sa, na, sb, nb) = pair(codec, SrtpSuite::AeadAes128Gcm).await;
+    let (atx, mut arx) = mpsc::unbounded_channel();
+    let (btx, _brx) = mpsc::unbounded_channel();
+    let (a_src, a_sink) = VoiceProcessor::new().expect("voice processor").wrap(
+        Box::new(TimedSource {
+            samples: mic,
+            pos: 0,
+            reads: reads.clone(),
+        }),
+        Box::new(ibephone::media::audio::DiscardSink),
+    );
+    let (b_src, b_sink) = VoiceProcessor::new().expect("voice processor").wrap(
+        Box::new(ibephone::media::audio::SilenceSource),
+        Box::new(TimedSink {
+            samples: played.clone(),
+            writes: writes.clone(),
+        }),
+    );
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let bob = MediaSession::start(sb, nb, b_src, b_sink, btx).expect("bob");
+    let alice = MediaSession::start(sa, na, a_src, a_sink, atx).expect("alice");
+    while let Some(ev) = arx.recv().await {
+        if ev == MediaEvent::SourceEnded {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let _ = alice.stop().await.expect("alice");
+    let _ = bob.stop().await.expect("bob");
+    let cpu = cpu_time() - cpu0;
+    let wall = t0.elapsed();
+    let reads = reads.lock().expect("reads").clone();
+    let writes = writes.lock().expect("writes").clone();
+    let played: Vec<f64> = played
+        .lock()
+        .expect("played")
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let tpl: Vec<f64> = mark.iter().map(|&v| f64::from(v)).collect();
+    let at = |n: usize| Duration::from_secs_f64(n as f64 / RATE as f64);
+    let mut lat = Vec::new();
+    let mut weak = 0;
+    for &s in &starts {
+        // Spoken: the frame holding sample s was read when its last
+        // sample had been captured.
+        let Some(&read) = reads.get(s / frame) else {
+            continue;
+        };
+        let spoken = read - at(frame - s % frame);
+        // Search the played frames handed over within the next second.
+        let first = writes
+            .iter()
+            .position(|&w| w + at(frame) > spoken)
+            .unwrap_or(writes.len());
+        let last = writes
+            .iter()
+            .position(|&w| w > spoken + Duration::from_secs(1))
+            .unwrap_or(writes.len());
+        let (lo, hi) = (first * frame, (last * frame).min(played.len()));
+        if hi <= lo + tpl.len() {
+            continue;
+        }
+        let (rho, lag, _) = best_lag(&tpl, &played[lo..hi], 0..hi - lo - tpl.len());
+        if rho < 0.5 {
+            weak += 1;
+            continue;
+        }
+        let d = lo + lag;
+        let heard = writes[d / frame] + at(d % frame);
+        lat.push(heard.saturating_duration_since(spoken).as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    let median = lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "voice-processed call {codec:?} AEAD_AES_128_GCM {secs:.0} s (AEC+NS+AGC at both ends, in process): \
+         mouth-to-ear median {median:.1} ms, min {:.1} ms, max {:.1} ms over {} chirps ({weak} not found), \
+         CPU {:.2} % of one core for both ends",
+        lat.first().copied().unwrap_or(f64::NAN),
+        lat.last().copied().unwrap_or(f64::NAN),
+        lat.len(),
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+    );
+}
+
 #[cfg(not(feature = "voice-processing"))]
 fn voice_processing(_secs: f64) {
     println!("voice processing: not built (feature voice-processing)");
@@ -408,6 +639,14 @@ fn main() {
         .and_then(|s| s.parse::<f64>().ok())
         .unwrap_or(10.0);
     voice_processing(secs.max(4.0));
+    let multi = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    voice_call(&multi(), secs.max(4.0));
     if args.iter().any(|a| a == "--voice") {
         return;
     }
@@ -418,11 +657,24 @@ fn main() {
     rt.block_on(call(secs, Codec::Pcmu, SrtpSuite::AesCm128HmacSha1_80));
     rt.block_on(call(secs, Codec::Pcma, SrtpSuite::AeadAes128Gcm));
     rt.block_on(call(secs, Codec::Opus, SrtpSuite::AeadAes128Gcm));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(agent_call(secs, Codec::Pcmu));
-    rt.block_on(agent_call(secs, Codec::Opus));
+    let rt = multi();
+    rt.block_on(agent_call(secs, Codec::Pcmu, false));
+    rt.block_on(agent_call(secs, Codec::Opus, false));
+}
+
+/// The processed path's figures: mouth-to-ear latency in process, then
+/// the CPU of each agent process with voice processing on.
+#[cfg(feature = "voice-processing")]
+fn voice_call(rt: &tokio::runtime::Runtime, secs: f64) {
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        rt.block_on(voice_latency(secs, codec));
+    }
+    for codec in [Codec::Opus, Codec::Pcmu] {
+        rt.block_on(agent_call(secs, codec, true));
+    }
+}
+
+#[cfg(not(feature = "voice-processing"))]
+fn voice_call(_rt: &tokio::runtime::Runtime, _secs: f64) {
+    println!("voice-processed calls: not built (feature voice-processing)");
 }

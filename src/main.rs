@@ -81,6 +81,11 @@ enum Command {
         /// microphone (they are on for a sound card, never for --audio-in).
         #[arg(long)]
         no_voice_processing: bool,
+        /// Benchmarks only: run the voice processing on --audio-in and
+        /// --audio-out as on a sound card (its CPU and latency measured
+        /// without sound devices).
+        #[arg(long, hide = true)]
+        voice_processing_on_wav: bool,
         /// Debugging only: append every tunnel key (session KEKs, message
         /// CEKs) to this file (mode 0600), for `ibephone pcap decrypt`.
         #[arg(long, value_name = "FILE")]
@@ -221,6 +226,7 @@ fn run() -> Result<ExitCode> {
             keylog,
             no_audio,
             no_voice_processing,
+            voice_processing_on_wav,
         }) => {
             let _log = start_log(&cli.log_level, cli.no_log_file, "agent.log")?;
             use ibephone::agent::media_io::{AudioIn, AudioOut, MediaOptions};
@@ -237,6 +243,7 @@ fn run() -> Result<ExitCode> {
                 media.audio_out = AudioOut::Discard;
             }
             media.voice_processing = !no_voice_processing;
+            media.voice_processing_on_wav = voice_processing_on_wav;
             // Confirmed call keys (spec 6 continuity) live beside the keys.
             let file = ibephone::agent::config::AgentFile::load(&config);
             let retained = file
@@ -290,6 +297,7 @@ fn run() -> Result<ExitCode> {
                 keylog,
                 key_inbox,
                 retained,
+                pin_refusals: None,
             };
             rt.block_on(ibephone::agent::headless::run_json_lines_with(
                 config, options,

@@ -377,10 +377,13 @@ pub(super) fn send_before_session(
 /// as the one a restrictive network lets through when nothing else
 /// passes. A `turns:` relay is checked as SIP over TLS checks the proxy
 /// (`agent::sip_tls`): by the PKG's certificate `pin` when given, else by
-/// the platform's roots for the URI's host. Empty: no relay.
+/// the platform's roots for the URI's host; each certificate a `turns:`
+/// connection refuses for not being the pin is told to `refusals`.
+/// Empty: no relay.
 pub async fn turn_server(
     creds: &crate::pkg_client::TurnCredentials,
     pin: Option<[u8; 32]>,
+    refusals: Option<crate::pkg_client::tls::PinRefusals>,
 ) -> Vec<TurnServer> {
     use crate::pkg_client::turn::{TurnScheme, TurnTransport};
     let mut found = Vec::new();
@@ -405,7 +408,13 @@ pub async fn turn_server(
         let transport = match rank {
             0 => ServerTransport::Udp,
             1 => ServerTransport::Tcp,
-            _ => match super::sip_tls::turn_client(Some(&uri.host), addr, pin, None) {
+            _ => match super::sip_tls::turn_client(
+                Some(&uri.host),
+                addr,
+                pin,
+                None,
+                refusals.clone(),
+            ) {
                 Ok(tls) => ServerTransport::Tls(tls),
                 Err(error) => {
                     tracing::warn!(host = %uri.host, %error, "turns: relay skipped");

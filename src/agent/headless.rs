@@ -64,6 +64,10 @@ pub struct StartOptions {
     /// Where the retained secrets of key continuity (spec 6) are sealed;
     /// none: kept in memory while the agent runs.
     pub retained: Option<super::retained::RetainedFiles>,
+    /// Told each certificate the SIP proxy's TLS connection refused for
+    /// not being the pin (the window offers its re-check, see
+    /// `ui::backend`); none: the refusal is only the connection's error.
+    pub pin_refusals: Option<crate::pkg_client::tls::PinRefusals>,
 }
 
 /// A running agent: send commands, receive events.
@@ -226,6 +230,7 @@ pub async fn start_with(
                 config.proxy,
                 pin,
                 key_log,
+                options.pin_refusals.clone(),
             )?)
         }
         Transport::Udp | Transport::Tcp => None,

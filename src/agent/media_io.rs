@@ -80,6 +80,12 @@ pub struct MediaOptions {
     /// default; a build without the feature `voice-processing` runs
     /// without it.
     pub voice_processing: bool,
+    /// With [`MediaOptions::voice_processing`], run the processor on a WAV
+    /// input and output too, exactly as on a sound card (48 kHz, the
+    /// output's frames as its echo reference). Off by default; for the
+    /// benchmarks that measure the processed path's CPU and latency
+    /// without sound devices (`ibephone agent --voice-processing-on-wav`).
+    pub voice_processing_on_wav: bool,
     /// The provider's STUN server and relay as fetched and renewed while
     /// the phone runs ([`super::relay`]); read at every call under ICE. Its
     /// relay replaces `ice.turn`; `ice.stun` (configured) wins over its
@@ -175,6 +181,7 @@ impl Default for MediaOptions {
             advertise: None,
             ice: None,
             voice_processing: true,
+            voice_processing_on_wav: false,
             relay: ProviderRelay::default(),
         }
     }
@@ -223,6 +230,7 @@ impl std::fmt::Debug for MediaOptions {
             .field("advertise", &self.advertise.is_some())
             .field("ice", &self.ice)
             .field("voice_processing", &self.voice_processing)
+            .field("voice_processing_on_wav", &self.voice_processing_on_wav)
             .field("relay", &self.relay)
             .finish()
     }
@@ -628,7 +636,8 @@ impl MediaDriver {
     /// silence or nothing, and said in an event.
     fn open_audio(&mut self, call: u64, rate: u32) -> (Box<dyn AudioSource>, Box<dyn AudioSink>) {
         let processor = if self.options.voice_processing
-            && matches!(self.options.audio_in, AudioIn::Device(_))
+            && (matches!(self.options.audio_in, AudioIn::Device(_))
+                || self.options.voice_processing_on_wav)
         {
             match VoiceProcessor::new() {
                 Ok(p) => Some(p),

@@ -163,13 +163,27 @@ pub struct RelayRenewal {
     pkg: PkgSettings,
     aor: Aor,
     password: SecretString,
+    refusals: Option<crate::pkg_client::tls::PinRefusals>,
 }
 
 impl RelayRenewal {
     /// Renewal for `aor`'s account at `pkg` (its `fingerprint` is the pin
     /// the connection is held to).
     pub fn new(pkg: PkgSettings, aor: Aor, password: SecretString) -> Self {
-        RelayRenewal { pkg, aor, password }
+        RelayRenewal {
+            pkg,
+            aor,
+            password,
+            refusals: None,
+        }
+    }
+
+    /// This renewal, its `turns:` relays telling `refusals` each
+    /// certificate they refuse for not being the pin (see
+    /// [`super::gather::turn_server`]).
+    pub fn reporting(mut self, refusals: Option<crate::pkg_client::tls::PinRefusals>) -> Self {
+        self.refusals = refusals;
+        self
     }
 
     async fn client(&self) -> Result<PkgClient, RelayError> {
@@ -252,7 +266,7 @@ impl RelayRenewal {
         let mut schedule = match initial {
             Some(c) => {
                 let s = RelaySchedule::after_fetch(now, c.expires_at);
-                install(&relay, &c, self.pkg.fingerprint).await;
+                install(&relay, &c, self.pkg.fingerprint, &self.refusals).await;
                 s
             }
             None => RelaySchedule::due_at(now),
@@ -273,7 +287,7 @@ impl RelayRenewal {
             let outcome = match self.fetch().await {
                 Ok(c) => {
                     schedule.fetched(SystemTime::now(), c.expires_at);
-                    let usable = install(&relay, &c, self.pkg.fingerprint).await;
+                    let usable = install(&relay, &c, self.pkg.fingerprint, &self.refusals).await;
                     RelayOutcome::Renewed {
                         expires_at: c.expires_at,
                         usable,
@@ -297,8 +311,13 @@ impl RelayRenewal {
 }
 
 /// Hands `creds`'s relay to the RTP ports; whether one was usable.
-async fn install(relay: &ProviderRelay, creds: &TurnCredentials, pin: Option<[u8; 32]>) -> bool {
-    let servers = turn_server(creds, pin).await;
+async fn install(
+    relay: &ProviderRelay,
+    creds: &TurnCredentials,
+    pin: Option<[u8; 32]>,
+    refusals: &Option<crate::pkg_client::tls::PinRefusals>,
+) -> bool {
+    let servers = turn_server(creds, pin, refusals.clone()).await;
     if servers.is_empty() {
         return false;
     }

@@ -10,7 +10,7 @@
 //! the certificate's key, so a peer without that key cannot pass. TLS 1.3
 //! only, ring provider, as the PKG client.
 
-use crate::pkg_client::tls::{provider, PinnedVerifier};
+use crate::pkg_client::tls::{provider, PinRefusals, PinnedVerifier};
 use crate::sip::driver::TlsClient;
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::ServerName;
@@ -67,14 +67,16 @@ pub fn server_name(
 
 /// The TLS client of a phone towards `proxy` (configured as `host`):
 /// pinned to `pin` when given, else checked by the platform's roots for
-/// `host`; every session's secrets go to `key_log` when given.
+/// `host`; every session's secrets go to `key_log` when given; each
+/// certificate refused for not being the pin is told to `refusals`.
 pub fn client(
     host: Option<&str>,
     proxy: SocketAddr,
     pin: Option<[u8; 32]>,
     key_log: Option<Arc<dyn rustls::KeyLog>>,
+    refusals: Option<PinRefusals>,
 ) -> Result<TlsClient, SipTlsError> {
-    build(host, proxy, pin, key_log, false)
+    build(host, proxy, pin, key_log, refusals, false)
 }
 
 /// The TLS client of a phone towards a TURN relay (`turns:`, configured
@@ -85,8 +87,9 @@ pub fn turn_client(
     relay: SocketAddr,
     pin: Option<[u8; 32]>,
     key_log: Option<Arc<dyn rustls::KeyLog>>,
+    refusals: Option<PinRefusals>,
 ) -> Result<TlsClient, SipTlsError> {
-    build(host, relay, pin, key_log, true)
+    build(host, relay, pin, key_log, refusals, true)
 }
 
 fn build(
@@ -94,6 +97,7 @@ fn build(
     proxy: SocketAddr,
     pin: Option<[u8; 32]>,
     key_log: Option<Arc<dyn rustls::KeyLog>>,
+    refusals: Option<PinRefusals>,
     tls12: bool,
 ) -> Result<TlsClient, SipTlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
@@ -105,7 +109,7 @@ fn build(
         ClientConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let mut config = match pin {
         Some(pin) => {
-            let verifier = PinnedVerifier::new(Some(pin), provider());
+            let verifier = PinnedVerifier::new(Some(pin), provider()).reporting(refusals);
             let verifier = if tls12 {
                 verifier.allowing_tls12()
             } else {
@@ -242,8 +246,12 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:5349".parse().unwrap();
         let (tls12, pin12) = server_of(&rustls::version::TLS12);
         let (tls13, pin13) = server_of(&rustls::version::TLS13);
-        let sip = |pin| client(None, addr, Some(pin), None).unwrap().config;
-        let turn = |pin| turn_client(None, addr, Some(pin), None).unwrap().config;
+        let sip = |pin| client(None, addr, Some(pin), None, None).unwrap().config;
+        let turn = |pin| {
+            turn_client(None, addr, Some(pin), None, None)
+                .unwrap()
+                .config
+        };
         let pkg = |pin| {
             Arc::new(
                 crate::pkg_client::tls::client_config(Arc::new(PinnedVerifier::new(
@@ -279,5 +287,34 @@ mod tests {
         }
         let err = handshake(turn(pin13), tls12).unwrap_err();
         assert!(err.to_string().contains("pinned"), "{err}");
+    }
+
+    /// A SIP proxy or `turns:` relay showing another certificate than the
+    /// pin is refused as before, and the refusal (with the certificate
+    /// seen) reaches whoever may re-check the provider; the pinned
+    /// certificate is not reported.
+    #[test]
+    fn refused_certificates_are_reported_and_the_pinned_one_is_not() {
+        let addr: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        let (server, served) = server_of(&rustls::version::TLS13);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let refusals = PinRefusals::new(move |fp| s.lock().unwrap().push(fp));
+        let old = [7u8; 32];
+        for tls in [
+            client(None, addr, Some(old), None, Some(refusals.clone())).unwrap(),
+            turn_client(None, addr, Some(old), None, Some(refusals.clone())).unwrap(),
+        ] {
+            let err = handshake(tls.config, server.clone()).unwrap_err();
+            assert!(err.to_string().contains("pinned"), "{err}");
+        }
+        assert_eq!(*seen.lock().unwrap(), [served, served]);
+        for tls in [
+            client(None, addr, Some(served), None, Some(refusals.clone())).unwrap(),
+            turn_client(None, addr, Some(served), None, Some(refusals)).unwrap(),
+        ] {
+            handshake(tls.config, server.clone()).unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().len(), 2, "the pin passes unreported");
     }
 }

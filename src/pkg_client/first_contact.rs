@@ -176,3 +176,54 @@ pub async fn recheck_certificate(
         new,
     }))
 }
+
+/// A re-check ([`recheck_certificate`]) made because the provider's SIP
+/// proxy or TURN relay, held to the same pin, presented the certificate
+/// `presented`: a renewal is offered only when the PKG's new certificate
+/// is that very one (the services show the PKG's certificate); a PKG
+/// still on the pin, or renewed to another certificate, means the service
+/// shows one the PKG does not vouch for, and the refusal stands.
+pub fn for_presented(check: CertificateCheck, presented: [u8; 32]) -> CertificateCheck {
+    use subtle::ConstantTimeEq;
+    match check {
+        CertificateCheck::Renewed(r) if bool::from(r.new.ct_eq(&presented)) => {
+            CertificateCheck::Renewed(r)
+        }
+        CertificateCheck::Renewed(_) | CertificateCheck::Unchanged => CertificateCheck::Refused(
+            "the SIP proxy or relay shows a certificate the PKG does not show".into(),
+        ),
+        refused @ CertificateCheck::Refused(_) => refused,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn renewed(new: [u8; 32]) -> CertificateCheck {
+        CertificateCheck::Renewed(CertificateRenewal {
+            host: "pkg.atlanta.invalid".into(),
+            old: [1; 32],
+            new,
+            reason: "renewed".into(),
+        })
+    }
+
+    /// The attack: a proxy (or relay) showing its own certificate at the
+    /// moment the PKG renews may not ride on the PKG's renewal, nor on a
+    /// PKG that kept its pin.
+    #[test]
+    fn a_service_is_offered_only_the_certificate_the_pkg_shows() {
+        assert_eq!(for_presented(renewed([2; 32]), [2; 32]), renewed([2; 32]));
+        assert!(matches!(
+            for_presented(renewed([2; 32]), [3; 32]),
+            CertificateCheck::Refused(why) if why.contains("does not show")
+        ));
+        assert!(matches!(
+            for_presented(CertificateCheck::Unchanged, [3; 32]),
+            CertificateCheck::Refused(_)
+        ));
+        let refused = CertificateCheck::Refused("not vouched for".into());
+        assert_eq!(for_presented(refused.clone(), [2; 32]), refused);
+    }
+}

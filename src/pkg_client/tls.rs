@@ -45,6 +45,32 @@ struct PinState {
     last_seen: Option<[u8; 32]>,
 }
 
+/// Told the fingerprint of each certificate a pinned verifier refused
+/// (another than the pin): how a connection that fails the pin reaches
+/// someone who can ask whether the provider renewed its certificate
+/// (`ui::backend`'s re-check). Called during the handshake: it must not
+/// block (send on a channel, set a flag).
+#[derive(Clone)]
+pub struct PinRefusals(Arc<dyn Fn([u8; 32]) + Send + Sync>);
+
+impl PinRefusals {
+    /// Calls `f` with each refused certificate's fingerprint.
+    pub fn new(f: impl Fn([u8; 32]) + Send + Sync + 'static) -> Self {
+        PinRefusals(Arc::new(f))
+    }
+
+    /// Reports one refused certificate.
+    pub fn report(&self, presented: [u8; 32]) {
+        (self.0)(presented)
+    }
+}
+
+impl std::fmt::Debug for PinRefusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinRefusals")
+    }
+}
+
 /// The pinning verifier; shared by all connections of one client.
 #[derive(Debug)]
 pub struct PinnedVerifier {
@@ -56,6 +82,8 @@ pub struct PinnedVerifier {
     /// Set by [`PinnedVerifier::allowing_tls12`] (TURN only): TLS 1.2
     /// handshake signatures are checked instead of refused.
     tls12: bool,
+    /// Set by [`PinnedVerifier::reporting`]: told each refused certificate.
+    refusals: Option<PinRefusals>,
 }
 
 impl PinnedVerifier {
@@ -70,6 +98,7 @@ impl PinnedVerifier {
             provider,
             roots: None,
             tls12: false,
+            refusals: None,
         }
     }
 
@@ -79,6 +108,14 @@ impl PinnedVerifier {
     /// clients never use it, and their configurations offer TLS 1.3 only.
     pub fn allowing_tls12(mut self) -> Self {
         self.tls12 = true;
+        self
+    }
+
+    /// This verifier, telling `refusals` the fingerprint of every
+    /// certificate it refuses for not being the pin (nothing else changes:
+    /// the handshake still fails).
+    pub fn reporting(mut self, refusals: Option<PinRefusals>) -> Self {
+        self.refusals = refusals;
         self
     }
 
@@ -98,6 +135,7 @@ impl PinnedVerifier {
             provider,
             roots: Some(webpki),
             tls12: false,
+            refusals: None,
         })
     }
 
@@ -144,14 +182,22 @@ impl ServerCertVerifier for PinnedVerifier {
             st.pinned = Some(seen);
             return Ok(ok);
         }
-        match st.pinned {
+        let pinned = st.pinned;
+        match pinned {
             Some(pin) if bool::from(pin.ct_eq(&seen)) => Ok(ServerCertVerified::assertion()),
-            Some(pin) => Err(rustls::Error::General(format!(
-                "the certificate (SHA-256 {}) does not match the pinned {}: \
-                 it is not the provider's pinned one, refusing it",
-                fingerprint_hex(&seen),
-                fingerprint_hex(&pin)
-            ))),
+            Some(pin) => {
+                // The lock is not held while the refusal is told.
+                drop(st);
+                if let Some(r) = &self.refusals {
+                    r.report(seen);
+                }
+                Err(rustls::Error::General(format!(
+                    "the certificate (SHA-256 {}) does not match the pinned {}: \
+                     it is not the provider's pinned one, refusing it",
+                    fingerprint_hex(&seen),
+                    fingerprint_hex(&pin)
+                )))
+            }
             None => {
                 st.pinned = Some(seen);
                 Ok(ServerCertVerified::assertion())

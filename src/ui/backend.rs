@@ -91,6 +91,16 @@ pub enum Request {
     /// ([`recheck_certificate`]); then [`Update::CertificateRenewed`] for
     /// the user to decide, else the refusal stands ([`Update::Failed`]).
     RecheckCertificate,
+    /// The SIP proxy's or the TURN relay's TLS connection refused the
+    /// certificate `presented` for not being the pin: the PKG is
+    /// re-checked as for [`Request::RecheckCertificate`], and its new
+    /// certificate is offered only if it is `presented`
+    /// ([`crate::pkg_client::first_contact::for_presented`]); otherwise
+    /// the refusal is said in the window ([`Update::Failed`]).
+    PinRefused {
+        /// The certificate the service showed (SHA-256).
+        presented: [u8; 32],
+    },
     /// The user accepted the renewed certificate `new` in place of `old`:
     /// pin it (only if `old` is still the pin) and restart the phone.
     AcceptCertificate {
@@ -382,7 +392,8 @@ async fn worker(
                 }
             }
             Request::UseTrustRoots(roots) => w.roots = Some(roots),
-            Request::RecheckCertificate => w.recheck_certificate().await,
+            Request::RecheckCertificate => w.recheck_certificate(None).await,
+            Request::PinRefused { presented } => w.recheck_certificate(Some(presented)).await,
             Request::AcceptCertificate { old, new } => match w.accept_certificate(old, new).await {
                 Ok(settings) => {
                     w.report.send(Update::Notice(
@@ -804,9 +815,10 @@ impl Worker {
         renew_keys(&self.dirs, settings, params, pin, password).await
     }
 
-    /// [`Request::RecheckCertificate`]: the stored pin and parameters
-    /// against what the PKG shows now, by the trusted roots.
-    async fn recheck_certificate(&mut self) {
+    /// [`Request::RecheckCertificate`] (`presented` none) and
+    /// [`Request::PinRefused`]: the stored pin and parameters against
+    /// what the PKG shows now, by the trusted roots.
+    async fn recheck_certificate(&mut self, presented: Option<[u8; 32]>) {
         let dirs = self.dirs.clone();
         let opened = tokio::task::spawn_blocking(move || {
             let settings = Settings::load(&dirs.settings()).map_err(|e| e.to_string())?;
@@ -836,7 +848,13 @@ impl Worker {
             Err(message) => return self.report.fail(message),
         };
         let roots = self.trust_roots();
-        match recheck_certificate(&url, &addrs, roots, pin, params.fingerprint()).await {
+        let check = recheck_certificate(&url, &addrs, roots, pin, params.fingerprint())
+            .await
+            .map(|c| match presented {
+                Some(p) => crate::pkg_client::first_contact::for_presented(c, p),
+                None => c,
+            });
+        match check {
             Ok(CertificateCheck::Renewed(r)) => self.report.send(Update::CertificateRenewed(r)),
             Ok(CertificateCheck::Unchanged) => {}
             Ok(CertificateCheck::Refused(why)) => {
@@ -962,6 +980,7 @@ impl Worker {
         };
         let media = media_options(settings);
         let relay = media.relay.clone();
+        let refusals = pin_refusals(self.requests.clone());
         let RunningAgent {
             commands,
             mut events,
@@ -975,6 +994,7 @@ impl Worker {
                 retained: Some(crate::agent::retained::RetainedFiles::in_store(
                     &self.dirs.keys(),
                 )),
+                pin_refusals: Some(refusals.clone()),
             },
         )
         .await
@@ -1009,7 +1029,8 @@ impl Worker {
         // does) and renewed before they expire; a failure leaves calls
         // without a relayed candidate, never the phone stopped.
         if settings.ice && !threshold {
-            let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone());
+            let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone())
+                .reporting(Some(refusals));
             self.relay = Some(tokio::spawn(login.run(
                 relay,
                 turn,
@@ -1126,6 +1147,21 @@ fn media_options(settings: &Settings) -> MediaOptions {
         ice: settings.ice.then(IceOptions::default),
         ..MediaOptions::default()
     }
+}
+
+/// What one agent run's SIP and relay connections do with a certificate
+/// they refuse for not being the pin: ask the worker to re-check the PKG
+/// ([`Request::PinRefused`]), once per run (a refused proxy is retried
+/// with every registration; the window asks once until the phone starts
+/// again).
+fn pin_refusals(requests: mpsc::UnboundedSender<Request>) -> crate::pkg_client::tls::PinRefusals {
+    let asked = std::sync::atomic::AtomicBool::new(false);
+    crate::pkg_client::tls::PinRefusals::new(move |presented| {
+        if !asked.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the SIP proxy or relay showed a certificate other than the pinned one: re-checking the provider");
+            let _ = requests.send(Request::PinRefused { presented });
+        }
+    })
 }
 
 /// The Settings' "SIP proxy" text for a discovered target, in the form

@@ -218,7 +218,9 @@ mod tests {
     /// bus address is the process's environment): no bus at all, a bus
     /// without a StatusNotifierWatcher (a desktop without tray), and a bus
     /// with a stand-in watcher and host, where the icon shows and its
-    /// Activate and menu reach the window as events.
+    /// Activate and menu reach the window as events; with
+    /// `IBEPHONE_TEST_SNI=1` also a real watcher and GTK tray host (Debian's
+    /// `status-notifier-watcher`, `gtk-sni-tray-standalone`) under Xvfb.
     #[test]
     fn tray_on_real_session_buses() {
         if std::env::var("IBEPHONE_TEST_DBUS").as_deref() != Ok("1") {
@@ -286,6 +288,150 @@ mod tests {
         }
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst) >= 2);
         drop(tray);
+        drop(conn);
+
+        // 4. With `IBEPHONE_TEST_SNI=1`: a real tray on a virtual display,
+        // Debian's `status-notifier-watcher` (the watcher) and
+        // `gtk-sni-tray-standalone` (a GTK StatusNotifierItem host) under
+        // Xvfb. The icon shows, the watcher lists it, and its Activate
+        // reaches the window.
+        if std::env::var("IBEPHONE_TEST_SNI").as_deref() != Ok("1") {
+            eprintln!("real tray host skipped: set IBEPHONE_TEST_SNI=1 (needs Xvfb, status-notifier-watcher, gtk-sni-tray-standalone)");
+            return;
+        }
+        let sni_dir = dir.path().join("sni");
+        std::fs::create_dir_all(&sni_dir).unwrap();
+        let bus = Bus::start(&sni_dir);
+        std::env::set_var("DBUS_SESSION_BUS_ADDRESS", &bus.address);
+        let display = Xvfb::start();
+        let watcher = Killed::spawn(
+            std::process::Command::new("status-notifier-watcher")
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
+        );
+        let conn = zbus::blocking::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .build()
+            .unwrap();
+        let watcher_props = |prop: &str| -> zbus::zvariant::OwnedValue {
+            zbus::blocking::fdo::PropertiesProxy::builder(&conn)
+                .destination("org.kde.StatusNotifierWatcher")
+                .unwrap()
+                .path("/StatusNotifierWatcher")
+                .unwrap()
+                .build()
+                .unwrap()
+                .get(
+                    zbus::names::InterfaceName::try_from("org.kde.StatusNotifierWatcher").unwrap(),
+                    prop,
+                )
+                .unwrap()
+        };
+        let until = |what: &str, f: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + wait;
+            while !f() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        };
+        until("the watcher's name", &|| {
+            zbus::blocking::fdo::DBusProxy::new(&conn)
+                .unwrap()
+                .name_has_owner("org.kde.StatusNotifierWatcher".try_into().unwrap())
+                .unwrap_or(false)
+        });
+        let host = Killed::spawn(
+            std::process::Command::new("gtk-sni-tray-standalone")
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+                .env("DISPLAY", &display.display)
+                .env("NO_AT_BRIDGE", "1"),
+        );
+        until("a host registered", &|| {
+            bool::try_from(watcher_props("IsStatusNotifierHostRegistered")).unwrap_or(false)
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tray = start(tx, Arc::new(|| {}));
+        assert_eq!(rx.recv_timeout(wait), Ok(TrayEvent::Shown));
+        let items = || -> Vec<String> {
+            Vec::<String>::try_from(watcher_props("RegisteredStatusNotifierItems"))
+                .unwrap_or_default()
+        };
+        until("the icon listed by the watcher", &|| !items().is_empty());
+        let item = items().remove(0);
+        // "<bus name>/<path>" or a bus name alone.
+        let (name, path) = match item.find('/') {
+            Some(i) => (item[..i].to_string(), item[i..].to_string()),
+            None => (item.clone(), "/StatusNotifierItem".to_string()),
+        };
+        conn.call_method(
+            Some(name.as_str()),
+            path.as_str(),
+            Some("org.kde.StatusNotifierItem"),
+            "Activate",
+            &(0i32, 0i32),
+        )
+        .unwrap();
+        assert_eq!(rx.recv_timeout(wait), Ok(TrayEvent::ShowWindow));
+        drop(tray);
+        drop((host, watcher, display));
+    }
+
+    /// A child process killed when dropped.
+    struct Killed(std::process::Child);
+
+    impl Killed {
+        fn spawn(cmd: &mut std::process::Command) -> Killed {
+            let name = format!("{:?}", cmd.get_program());
+            Killed(
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("{name} (IBEPHONE_TEST_SNI=1 needs it): {e}")),
+            )
+        }
+    }
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// An X server on a free display (`Xvfb -displayfd`) until dropped.
+    struct Xvfb {
+        _child: Killed,
+        display: String,
+    }
+
+    impl Xvfb {
+        fn start() -> Xvfb {
+            use std::io::BufRead;
+            let mut child = std::process::Command::new("Xvfb")
+                .args([
+                    "-displayfd",
+                    "1",
+                    "-screen",
+                    "0",
+                    "800x600x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("Xvfb (IBEPHONE_TEST_SNI=1 needs it): {e}"));
+            let mut line = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufReader::new(out).read_line(&mut line);
+            }
+            let child = Killed(child);
+            let n = line.trim();
+            assert!(!n.is_empty(), "Xvfb named no display");
+            Xvfb {
+                display: format!(":{n}"),
+                _child: child,
+            }
+        }
     }
 
     struct Watcher {

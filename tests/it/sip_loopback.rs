@@ -71,8 +71,8 @@ async fn start_ua(
     let cfg = ua_config_with(user, pw, proxy, addr.to_string(), transport);
     let (cmd, crx) = mpsc::channel(16);
     let (etx, ev) = mpsc::channel(64);
-    let tls_client =
-        pin.map(|pin| ibephone::agent::sip_tls::client(None, proxy, Some(pin), None).unwrap());
+    let tls_client = pin
+        .map(|pin| ibephone::agent::sip_tls::client(None, proxy, Some(pin), None, None).unwrap());
     let sockets = driver::Sockets {
         udp,
         tcp: Some(tcp),

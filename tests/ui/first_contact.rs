@@ -7,6 +7,7 @@
 #![cfg(feature = "gui")]
 
 use crate::ui_support::*;
+use egui_kittest::kittest::Queryable;
 use ibephone::ibe::fingerprint;
 use ibephone::pkg_client::first_contact::{first_contact, FirstTrust};
 use ibephone::pkg_client::{PkgClient, PkgClientError};
@@ -149,7 +150,6 @@ fn wizard_shows_the_parameter_fingerprint_for_a_certified_pkg() {
     type_into(&mut h, "Password", ALICE_PW);
     h.state_mut().wizard.url = p.url.clone();
     h.state_mut().wizard.sip_proxy = p.proxy.to_string();
-    use egui_kittest::kittest::Queryable;
     h.get_by_label("Connect").click();
     wait_for(&mut h, "They match: log in", 20);
     assert!(shows(&h, &format!("Your provider {DOMAIN}'s keys:")));
@@ -198,7 +198,6 @@ fn wizard_takes_the_next_sip_target_when_the_first_does_not_answer() {
     type_into(&mut h, "Password", ALICE_PW);
     h.state_mut().wizard.url = p.url.clone();
     assert_eq!(h.state().wizard.sip_proxy, "", "left to discovery");
-    use egui_kittest::kittest::Queryable;
     h.get_by_label("Connect").click();
     wait_for(&mut h, "They match: log in", 20);
     assert_eq!(h.state().wizard.sip_proxy, format!("sips:127.0.0.1:{tls}"));
@@ -306,7 +305,6 @@ fn recheck_offers_only_a_vouched_certificate_with_the_same_parameters() {
 /// starts again with it.
 #[test]
 fn a_renewed_certificate_is_pinned_only_with_consent() {
-    use egui_kittest::kittest::Queryable;
     use ibephone::ui::certificate_view::{ACCEPT, REFUSE, TITLE};
     let ca = TestCa::new();
     let p = Provider::start_with_cert(Some(ca.issue("127.0.0.1")));
@@ -377,6 +375,97 @@ fn a_changed_certificate_the_roots_do_not_vouch_for_stays_refused() {
         &mut h,
         "shows a different certificate than the one you confirmed",
         20,
+    );
+    assert!(!shows(&h, TITLE));
+    assert!(h.state().certificate_renewal.is_none());
+    assert_eq!(stored_pin(dir.path()), Some(OLD_PIN));
+}
+
+/// Sets up alice over SIP TLS (`sips:`, the proxy showing the PKG's
+/// certificate), stops the phone, replaces the stored pin by
+/// [`OLD_PIN`] (the provider renewed its certificate meanwhile) and
+/// starts it again with `roots` as the trusted roots: the window of that
+/// second start. The keys of this and next month are held, so the start
+/// asks the PKG nothing: the SIP proxy's TLS connection is the first to
+/// meet the new certificate.
+fn restarted_over_sip_tls(
+    p: &Provider,
+    dir: &std::path::Path,
+    roots: Arc<RootCertStore>,
+) -> egui_kittest::Harness<'static, ibephone::ui::PhoneApp> {
+    {
+        let mut h = phone(AppDirs::at(dir));
+        h.state_mut().request(Request::UseTrustRoots(roots.clone()));
+        type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
+        type_into(&mut h, "Password", ALICE_PW);
+        h.state_mut().wizard.url = p.url.clone();
+        h.state_mut().wizard.sip_proxy = format!("sips:{}", p.tls_proxy);
+        h.get_by_label("Connect").click();
+        wait_for(&mut h, "They match: log in", 20);
+        h.get_by_label("They match: log in").click();
+        wait_for(&mut h, "Your phone is ready", 30);
+        wait_for(&mut h, "Ready", 10);
+    }
+    set_stored_pin(dir, OLD_PIN);
+    let mut h = phone(AppDirs::at(dir));
+    h.state_mut().request(Request::UseTrustRoots(roots));
+    h
+}
+
+/// The provider renewed its certificate (a CA's, for its host name, same
+/// parameters): the SIP proxy's TLS connection fails the pin, and the
+/// window offers the same re-check as key fetch does; accepted, the
+/// phone registers over TLS with the new pin.
+#[test]
+fn a_sip_proxy_failing_the_pin_offers_the_renewed_certificate() {
+    use ibephone::ui::certificate_view::{ACCEPT, TITLE};
+    let ca = TestCa::new();
+    let p = Provider::start_with_cert(Some(ca.issue("127.0.0.1")));
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = restarted_over_sip_tls(&p, dir.path(), ca.roots());
+    wait_for(&mut h, TITLE, 30);
+    assert!(
+        shows(&h, &fingerprint::short(&OLD_PIN)),
+        "the old fingerprint"
+    );
+    assert!(
+        shows(&h, &fingerprint::short(&p.fingerprint)),
+        "the new fingerprint"
+    );
+    assert_eq!(stored_pin(dir.path()), Some(OLD_PIN), "nothing pinned yet");
+    h.run_steps(3);
+    h.get_by_label(ACCEPT).click_accesskit();
+    wait_for(&mut h, "new certificate is pinned", 20);
+    assert_eq!(stored_pin(dir.path()), Some(p.fingerprint));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !matches!(
+        h.state().registration,
+        ibephone::ui::state::Registration::Registered { .. }
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not registered over TLS with the new pin: {:?}",
+            h.state().registration
+        );
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// The attack: a SIP proxy showing a certificate the trusted roots do not
+/// vouch for (self-signed) is not offered; the refusal is said in the
+/// window instead of only failing the registration, and the pin stands.
+#[test]
+fn a_sip_proxy_with_a_certificate_the_roots_do_not_vouch_for_stays_refused() {
+    use ibephone::ui::certificate_view::TITLE;
+    let ca = TestCa::new();
+    let p = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = restarted_over_sip_tls(&p, dir.path(), ca.roots());
+    wait_for(
+        &mut h,
+        "shows a different certificate than the one you confirmed",
+        30,
     );
     assert!(!shows(&h, TITLE));
     assert!(h.state().certificate_renewal.is_none());

@@ -21,3 +21,4 @@ mod ui_phone;
 mod ui_relay;
 mod ui_snapshots;
 mod ui_views;
+mod zero_effort;

@@ -33,14 +33,21 @@ pub struct Provider {
 
 impl Provider {
     pub fn start() -> Provider {
-        Provider::build("", None)
+        Provider::build("", None, DOMAIN)
+    }
+
+    /// As [`Provider::start`], for the users of `domain` instead of
+    /// [`DOMAIN`] (a resolver never asks DNS about `.invalid` names, RFC
+    /// 6761: a provider found by DNS needs another reserved name).
+    pub fn start_for(domain: &str) -> Provider {
+        Provider::build("", None, domain)
     }
 
     /// As [`Provider::start`], serving the certificate chain and key
     /// `(cert_pem, key_pem)` instead of the self-signed one `pkg-admin
     /// init` makes.
     pub fn start_with_cert(tls: Option<(String, String)>) -> Provider {
-        Provider::build("", tls)
+        Provider::build("", tls, DOMAIN)
     }
 
     /// A provider that also runs the embedded STUN/TURN relay on the
@@ -60,12 +67,13 @@ impl Provider {
 
     /// A provider whose `pkg.toml` also has `extra` (sections).
     pub fn start_with(extra: &str) -> Provider {
-        Provider::build(extra, None)
+        Provider::build(extra, None, DOMAIN)
     }
 
-    /// A provider with `extra` in its `pkg.toml` and, when given, the
-    /// certificate chain and key `tls` instead of the self-signed one.
-    fn build(extra: &str, tls: Option<(String, String)>) -> Provider {
+    /// A provider of `domain` with `extra` in its `pkg.toml` and, when
+    /// given, the certificate chain and key `tls` instead of the
+    /// self-signed one.
+    fn build(extra: &str, tls: Option<(String, String)>, domain: &str) -> Provider {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -83,7 +91,7 @@ impl Provider {
         .unwrap();
         let config = pkg_server::config::Config::load(&path).unwrap();
         let (started, proxy, tls_proxy) = rt.block_on(async {
-            pkg_server::admin::init(&config, DOMAIN, Some("https://127.0.0.1:8443"))
+            pkg_server::admin::init(&config, domain, Some("https://127.0.0.1:8443"))
                 .await
                 .unwrap();
             if let Some((cert, key)) = &tls {
@@ -97,7 +105,7 @@ impl Provider {
             let store = store.with_ha1_key(vault.ha1_key());
             for (user, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
                 let rec =
-                    pkg_server::password::hash_password(user, DOMAIN, pw, &config.argon2).unwrap();
+                    pkg_server::password::hash_password(user, domain, pw, &config.argon2).unwrap();
                 store.user_add(user, &rec, 0).await.unwrap();
             }
             let started =
@@ -289,3 +297,5 @@ pub mod soft_render;
 
 /// A 2-of-3 threshold provider, server by server.
 pub mod threshold;
+/// The first start to the first secured call, every input counted.
+pub mod zero_effort;

@@ -672,7 +672,7 @@ async fn the_agents_ports_offer_a_relayed_candidate() {
     let server = pkg.start();
     let relay = server.turn.expect("turn= on the start-up line");
     let a = creds(&server, "alice", ALICE_PW).await;
-    let servers = turn_server(&a, Some(server.fingerprint)).await;
+    let servers = turn_server(&a, Some(server.fingerprint), None).await;
     assert_eq!(servers[0].addr, relay, "UDP first");
     let ice = IceOptions {
         stun: None,
@@ -768,14 +768,14 @@ async fn the_phones_ice_relays_over_tls_when_udp_is_unusable() {
     let pin = Some(server.fingerprint);
     let a = creds(&server, "alice", ALICE_PW).await;
     let b = creds(&server, "bob", BOB_PW).await;
-    let mut alice_servers = turn_server(&a, pin).await;
+    let mut alice_servers = turn_server(&a, pin, None).await;
     let names: Vec<&str> = alice_servers.iter().map(|s| s.transport.name()).collect();
     assert_eq!(names, ["udp", "tcp", "tls"], "tried in this order");
     // Only the turns: relay for alice.
     alice_servers.retain(|s| s.transport.is_stream() && s.addr == turns);
     let alice_server = alice_servers.pop().expect("the turns: relay");
     assert!(matches!(alice_server.transport, ServerTransport::Tls(_)));
-    let bob_server = turn_server(&b, pin).await.remove(0);
+    let bob_server = turn_server(&b, pin, None).await.remove(0);
     tokio::task::spawn_blocking(move || {
         let mut phones = Vec::new();
         let mut locals = Vec::new();
@@ -876,7 +876,7 @@ async fn the_agents_ports_fall_back_to_tls_when_udp_and_tcp_are_silent() {
     let server = pkg.start();
     let relay = server.turn.unwrap();
     let a = creds(&server, "alice", ALICE_PW).await;
-    let mut servers = turn_server(&a, Some(server.fingerprint)).await;
+    let mut servers = turn_server(&a, Some(server.fingerprint), None).await;
     // UDP to a socket that drops everything, TCP to a listener that never
     // reads: only TLS is left.
     let udp_sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -955,8 +955,9 @@ async fn coturn_turns_over_tls12_allocates_but_sip_tls_stays_13() {
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], tls_port));
     let pin = ibephone::pkg_client::tls::cert_fingerprint(cert.cert.der());
-    let turn_tls = ibephone::agent::sip_tls::turn_client(None, addr, Some(pin), None).unwrap();
-    let sip_tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None).unwrap();
+    let turn_tls =
+        ibephone::agent::sip_tls::turn_client(None, addr, Some(pin), None, None).unwrap();
+    let sip_tls = ibephone::agent::sip_tls::client(None, addr, Some(pin), None, None).unwrap();
     tokio::task::spawn_blocking(move || {
         let t0 = std::time::Instant::now();
         let connect = || loop {
