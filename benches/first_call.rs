@@ -9,6 +9,8 @@
 //!
 //! `cargo bench --bench first_call` runs 5 times (`-- --runs N`) and
 //! prints each run and the medians.
+// A bench has no public API: its `pub` items are for its own modules.
+#![allow(unreachable_pub)]
 
 // The fixtures of the ui tests; their own unit tests (compiled here too
 // under `clippy --all-targets`) import what this build does not use.

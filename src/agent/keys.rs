@@ -119,6 +119,21 @@ pub enum KeyError {
         /// What it answered.
         source: PkgClientError,
     },
+    /// The PKG served public parameters other than the ones in the key
+    /// store, which the user confirmed at set-up: nothing was stored.
+    #[error(
+        "PKG {url} now serves other public parameters (fingerprint {served}) than the ones \
+         confirmed at set-up ({confirmed}); nothing was changed: set the account up again \
+         only if your provider has announced new parameters"
+    )]
+    ParamsChanged {
+        /// The PKG's URL.
+        url: String,
+        /// Short fingerprint of the stored (confirmed) parameters.
+        confirmed: String,
+        /// Short fingerprint of the parameters the PKG served.
+        served: String,
+    },
     /// The key store could not be opened, read or written.
     #[error("key store {store}: {source}")]
     Store {
@@ -475,6 +490,22 @@ async fn provision_pkg(
     .await;
     match fetched {
         Ok((params, keys, sip, servers, turn, derived)) => {
+            // The parameters are the provider's identity: the ones in the
+            // store (confirmed at set-up) stay until the user sets up
+            // again. A renewal that meets others (a new master key behind
+            // the same host, or a certificate the platform roots vouch for
+            // in front of someone else's PKG) stores nothing and says so:
+            // with other parameters every message this phone seals would
+            // be readable by whoever holds their master secret.
+            if let Some(confirmed) = store.params().map_err(store_err)? {
+                if confirmed.fingerprint() != params.fingerprint() {
+                    return Err(KeyError::ParamsChanged {
+                        url: pkg.url.clone(),
+                        confirmed: confirmed.fingerprint_short(),
+                        served: params.fingerprint_short(),
+                    });
+                }
+            }
             store.put_keys(&params, &keys).map_err(store_err)?;
             if let Some(secrets) = derived {
                 store

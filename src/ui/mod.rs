@@ -61,7 +61,7 @@ pub(crate) mod renewal_code;
 pub mod ringer;
 pub(crate) mod settings;
 pub(crate) mod settings_view;
-pub(crate) mod state;
+pub mod state;
 pub(crate) mod status;
 pub(crate) mod tray;
 pub mod wizard;

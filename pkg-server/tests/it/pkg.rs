@@ -1052,3 +1052,47 @@ async fn agent_gets_its_one_time_code_from_otp_command() {
     assert_eq!(p.origin, Origin::Pkg);
     assert_eq!(p.keys.len(), 3);
 }
+
+/// Renewal never swaps the parameters the user confirmed: a PKG at the
+/// configured place (its certificate pinned) serving other public
+/// parameters (another master secret) gets a refusal naming both
+/// fingerprints, and the store keeps the old parameters and keys.
+#[tokio::test]
+async fn renewal_refuses_parameters_other_than_the_confirmed_ones() {
+    use ibephone::agent::config::PkgSettings;
+    use ibephone::agent::keys::{from_pkg, KeyError, Origin};
+    let first = Pkg::new(&None, "").await;
+    let other = Pkg::new(&None, "").await;
+    let (a, b) = (first.start(), other.start());
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let store = first.path("agent-store");
+    let settings = |server: &Server| PkgSettings {
+        discover: false,
+        url: server.url.clone(),
+        fingerprint: Some(server.fingerprint),
+        store: store.clone(),
+        user: "alice".into(),
+        otp_command: None,
+    };
+    let pw: SecretString = ALICE_PW.into();
+    let p = from_pkg(&settings(&a), &aor, &pw, now_secs())
+        .await
+        .unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    let confirmed = p.params.fingerprint();
+
+    let e = from_pkg(&settings(&b), &aor, &pw, now_secs())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KeyError::ParamsChanged { .. }), "{e:?}");
+    assert!(e.to_string().contains("other public parameters"), "{e}");
+    let kept = KeyStore::open(&store, Unlock::KeyFile).unwrap();
+    assert_eq!(kept.params().unwrap().unwrap().fingerprint(), confirmed);
+    assert_eq!(kept.keys().unwrap().len(), p.keys.len());
+
+    // The confirmed provider still renews.
+    let again = from_pkg(&settings(&a), &aor, &pw, now_secs())
+        .await
+        .unwrap();
+    assert_eq!(again.params.fingerprint(), confirmed);
+}
