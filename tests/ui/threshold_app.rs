@@ -33,27 +33,36 @@ fn start_set_up(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider) {
     h.get_by_label("They match: log in").click();
 }
 
+/// A new phone in a fresh data folder (kept alive by the returned
+/// directory), the wizard run up to the confirmed fingerprint.
+fn set_up_phone(p: &ThresholdProvider) -> (tempfile::TempDir, AppDirs, Harness<'static, PhoneApp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    start_set_up(&mut h, p);
+    (dir, dirs, h)
+}
+
+/// The wizard's sentence on which key servers' shares were used.
+fn key_servers_note(h: &Harness<'_, PhoneApp>) -> String {
+    h.state()
+        .ready
+        .as_ref()
+        .and_then(|r| r.key_servers.clone())
+        .expect("the result names the key servers")
+}
+
 #[test]
 fn threshold_wizard_combines_two_of_three_and_shows_the_servers_in_settings() {
     let mut p = ThresholdProvider::deal();
     for i in 1..=3 {
         p.start(i);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &p);
+    let (_dir, dirs, mut h) = set_up_phone(&p);
     wait_for(&mut h, "Keys saved", 60);
     // The result says, in plain words, which servers' shares were used.
     wait_for(&mut h, "of 3 (2 needed)", 5);
-    let note = h
-        .state()
-        .ready
-        .as_ref()
-        .unwrap()
-        .key_servers
-        .clone()
-        .unwrap();
+    let note = key_servers_note(&h);
     assert!(note.contains("Your keys were put together from"), "{note}");
     assert_eq!(stored_periods(&dirs).len(), 3, "three periods stored");
     // The login secrets are kept for renewal; the password goes to none
@@ -83,10 +92,7 @@ fn threshold_wizard_works_with_one_server_down_and_names_it() {
     p.start(1);
     p.start(2);
     // Server 3 never starts: its port refuses connections.
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &p);
+    let (_dir, dirs, mut h) = set_up_phone(&p);
     wait_for(&mut h, "Keys saved", 60);
     wait_for(&mut h, "key servers 1 and 2 of 3", 5);
     wait_for(&mut h, "Server 3 was not used", 30);
@@ -102,23 +108,13 @@ fn threshold_wizard_names_a_server_that_sends_a_wrong_share() {
     // Its certificate is honest server 3's: it passes the pin, so what
     // is named below is its share, not its certificate.
     rogue.start(3);
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &honest);
+    let (_dir, dirs, mut h) = set_up_phone(&honest);
     wait_for(&mut h, "Keys saved", 60);
     // Its share fails the check against its P_pub_i: named, never used
     // (heard within the grace, or later and then reported).
     wait_for(&mut h, "Server 3 was not used", 30);
     wait_for(&mut h, "is wrong", 5);
-    let note = h
-        .state()
-        .ready
-        .as_ref()
-        .unwrap()
-        .key_servers
-        .clone()
-        .unwrap();
+    let note = key_servers_note(&h);
     assert!(note.contains("key servers 1 and 2 of 3"), "{note}");
     assert_eq!(stored_periods(&dirs).len(), 3);
 }
@@ -127,10 +123,7 @@ fn threshold_wizard_names_a_server_that_sends_a_wrong_share() {
 fn threshold_wizard_with_one_server_reachable_says_why_and_stores_nothing() {
     let mut p = ThresholdProvider::deal();
     p.start(1);
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &p);
+    let (_dir, dirs, mut h) = set_up_phone(&p);
     wait_for(&mut h, "only 1 of the 3 key servers", 60);
     let e = h.state().wizard.error.clone().unwrap();
     assert!(e.contains("2 are needed"), "{e}");
@@ -155,10 +148,7 @@ fn threshold_wizard_asks_each_key_servers_own_one_time_code() {
     for i in 1..=3 {
         p.start(i);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &p);
+    let (_dir, dirs, mut h) = set_up_phone(&p);
     wait_for(&mut h, "Code for key server 3", 60);
     assert_eq!(h.state().wizard.otp_servers, [1, 2, 3]);
     assert!(!dirs.account().exists(), "nothing stored before the codes");
@@ -203,10 +193,7 @@ fn threshold_renewal_in_the_background_works_with_the_first_server_down() {
     for i in 1..=3 {
         p.start(i);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    start_set_up(&mut h, &p);
+    let (_dir, dirs, mut h) = set_up_phone(&p);
     wait_for(&mut h, "Keys saved", 60);
     drop(h);
     // Server 1, whose URL the phone was set up with, is down; next
