@@ -641,6 +641,10 @@ async fn three_with_slow_third(rogue: bool) -> (Vec<Pkg>, Vec<Server>, Gate) {
         server_dir_at(behind, ports[2]),
     ];
     deal(&pkgs);
+    // The rogue's data directories are returned with the others: dropped
+    // here, its database file would vanish under the running server
+    // (SQLite then fails to open new connections: a 503, not the share).
+    let mut rogue_dirs = Vec::new();
     let third = if rogue {
         let other: Vec<Pkg> = vec![
             server_dir(free_port()),
@@ -651,12 +655,16 @@ async fn three_with_slow_third(rogue: bool) -> (Vec<Pkg>, Vec<Server>, Gate) {
             std::fs::copy(pkgs[2].path(f), other[2].path(f)).unwrap();
         }
         deal(&other);
-        other[2].start()
+        let started = other[2].start();
+        rogue_dirs = other;
+        started
     } else {
         pkgs[2].start()
     };
     let servers = vec![pkgs[0].start(), pkgs[1].start(), third];
     let gate = Gate::new(ports[2], behind).await;
+    let mut pkgs = pkgs;
+    pkgs.extend(rogue_dirs);
     (pkgs, servers, gate)
 }
 
