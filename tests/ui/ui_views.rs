@@ -458,6 +458,20 @@ fn call_waiting_swap_and_transfer_controls() {
     assert!(!shows(&h, "Reject"), "a waiting call is declined busy");
     h.get_by_label("Answer (holds your call)").click();
     h.run_steps(3);
+    // No agent runs behind this window: the Answer command comes back,
+    // asynchronously, as a notice banner above the calls. Wait for it, or
+    // it may arrive between finding the Transfer button below and
+    // clicking it, move the controls down and take the click (seen once
+    // under load).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !shows(&h, "not running yet") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notice for the Answer command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        h.run_steps(1);
+    }
     // The agent answers carol and holds alice.
     h.state_mut().apply(Update::Agent(AgentEvent::Answered {
         call: 2,
