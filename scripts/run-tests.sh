@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds every test binary of the workspace once, then runs them in two
-# lanes side by side (one step of `scripts/test.sh`; runnable alone, after
+# Builds every test binary of the workspace once, then runs them (in one
+# lane by default, two side by side with TEST_LANES=2; the tests that only
+# wait always beside them) (one step of `scripts/test.sh`; runnable alone, after
 # `export IBEPHONE_TEST_...` flags as that script sets them).
 #
 # Why: `cargo test --workspace` runs its test binaries one after the other,
@@ -86,6 +87,13 @@ run_lane() {
   done
 }
 
+# TEST_LANES=2 runs lanes A and B side by side (the test stage took 228 s
+# instead of ~400 s here), but in 2 of 4 full runs one timing-sensitive
+# test failed beside the other lane (a GUI click raced an asynchronous
+# banner, since mended; the demo's call once did not reach bob within
+# 15 s). Until those are understood the default (1) runs A then B in one
+# lane; the waiting-only tests still run beside it, in their own
+# namespaces.
 # Lane A: the real-time audio suite, the GUI suite and the library's unit
 # tests (~3.5 min); lane B: the integration tests of both packages and the
 # binaries' unit tests (~3.5 min).
@@ -95,10 +103,15 @@ root_it=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '$1 == "it" && $2 ==
 
 start=$SECONDS
 lanes=()
-printf '%s\n' "$lane_a_list" | run_lane &
-lanes+=($!)
-printf '%s\n' "$lane_b_list" | run_lane &
-lanes+=($!)
+if [ "${TEST_LANES:-1}" = 2 ]; then
+  printf '%s\n' "$lane_a_list" | run_lane &
+  lanes+=($!)
+  printf '%s\n' "$lane_b_list" | run_lane &
+  lanes+=($!)
+else
+  printf '%s\n%s\n' "$lane_a_list" "$lane_b_list" | run_lane &
+  lanes+=($!)
+fi
 if [ -n "$root_it" ]; then
   for t in "${sleepers[@]}"; do
     run_one "it-sleeper-${t##*::}" "$PWD" "$root_it" --exact "$t" &
