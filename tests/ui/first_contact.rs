@@ -145,13 +145,7 @@ fn wizard_shows_the_parameter_fingerprint_for_a_certified_pkg() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut h = phone(AppDirs::at(dir.path()));
-    h.state_mut().request(Request::UseTrustRoots(ca.roots()));
-    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
-    type_into(&mut h, "Password", ALICE_PW);
-    h.state_mut().wizard.url = p.url.clone();
-    h.state_mut().wizard.sip_proxy = p.proxy.to_string();
-    h.get_by_label("Connect").click();
-    wait_for(&mut h, "They match: log in", 20);
+    connect_with_roots(&mut h, ca.roots(), &p.url, &p.proxy.to_string());
     assert!(shows(&h, &format!("Your provider {DOMAIN}'s keys:")));
     assert!(shows(&h, &params.fingerprint_short()));
     assert!(
@@ -310,13 +304,7 @@ fn a_renewed_certificate_is_pinned_only_with_consent() {
     let p = Provider::start_with_cert(Some(ca.issue("127.0.0.1")));
     let dir = tempfile::tempdir().unwrap();
     let mut h = phone(AppDirs::at(dir.path()));
-    h.state_mut().request(Request::UseTrustRoots(ca.roots()));
-    type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
-    type_into(&mut h, "Password", ALICE_PW);
-    h.state_mut().wizard.url = p.url.clone();
-    h.state_mut().wizard.sip_proxy = p.proxy.to_string();
-    h.get_by_label("Connect").click();
-    wait_for(&mut h, "They match: log in", 20);
+    connect_with_roots(&mut h, ca.roots(), &p.url, &p.proxy.to_string());
     h.get_by_label("They match: log in").click();
     wait_for(&mut h, "Your phone is ready", 30);
     assert_eq!(stored_pin(dir.path()), Some(p.fingerprint));
@@ -381,6 +369,23 @@ fn a_changed_certificate_the_roots_do_not_vouch_for_stays_refused() {
     assert_eq!(stored_pin(dir.path()), Some(OLD_PIN));
 }
 
+/// Runs the wizard as alice against `url` and `sip_proxy` with `roots` as
+/// the trusted roots, up to the fingerprint to confirm.
+fn connect_with_roots(
+    h: &mut egui_kittest::Harness<'static, ibephone::ui::PhoneApp>,
+    roots: Arc<RootCertStore>,
+    url: &str,
+    sip_proxy: &str,
+) {
+    h.state_mut().request(Request::UseTrustRoots(roots));
+    type_into(h, "Your address", &format!("alice@{DOMAIN}"));
+    type_into(h, "Password", ALICE_PW);
+    h.state_mut().wizard.url = url.to_string();
+    h.state_mut().wizard.sip_proxy = sip_proxy.to_string();
+    h.get_by_label("Connect").click();
+    wait_for(h, "They match: log in", 20);
+}
+
 /// Sets up alice over SIP TLS (`sips:`, the proxy showing the PKG's
 /// certificate), stops the phone, replaces the stored pin by
 /// [`OLD_PIN`] (the provider renewed its certificate meanwhile) and
@@ -395,13 +400,12 @@ fn restarted_over_sip_tls(
 ) -> egui_kittest::Harness<'static, ibephone::ui::PhoneApp> {
     {
         let mut h = phone(AppDirs::at(dir));
-        h.state_mut().request(Request::UseTrustRoots(roots.clone()));
-        type_into(&mut h, "Your address", &format!("alice@{DOMAIN}"));
-        type_into(&mut h, "Password", ALICE_PW);
-        h.state_mut().wizard.url = p.url.clone();
-        h.state_mut().wizard.sip_proxy = format!("sips:{}", p.tls_proxy);
-        h.get_by_label("Connect").click();
-        wait_for(&mut h, "They match: log in", 20);
+        connect_with_roots(
+            &mut h,
+            roots.clone(),
+            &p.url,
+            &format!("sips:{}", p.tls_proxy),
+        );
         h.get_by_label("They match: log in").click();
         wait_for(&mut h, "Your phone is ready", 30);
         wait_for(&mut h, "Ready", 10);

@@ -25,14 +25,20 @@ fn forget_next_period(dirs: &AppDirs) -> String {
     next.as_str().to_string()
 }
 
-#[test]
-fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() {
-    let p = Provider::start();
+/// Alice set up through the wizard in a fresh data folder (kept alive by
+/// the returned directory), the window closed again.
+fn set_up_alice(p: &Provider) -> (tempfile::TempDir, AppDirs) {
     let dir = tempfile::tempdir().unwrap();
     let dirs = AppDirs::at(dir.path());
     let mut h = phone(dirs.clone());
-    set_up(&mut h, &p, "alice", ALICE_PW);
-    drop(h);
+    set_up(&mut h, p, "alice", ALICE_PW);
+    (dir, dirs)
+}
+
+#[test]
+fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() {
+    let p = Provider::start();
+    let (_dir, dirs) = set_up_alice(&p);
     // The administrator turns the second factor on (pkg-admin user otp);
     // next month's key is not held yet.
     let seed = p.enrol_otp("alice");
@@ -82,11 +88,7 @@ fn renewal_with_a_second_factor_asks_for_the_code_without_blocking_and_renews() 
 #[test]
 fn a_start_without_this_months_key_and_a_second_factor_does_not_block() {
     let p = Provider::start();
-    let dir = tempfile::tempdir().unwrap();
-    let dirs = AppDirs::at(dir.path());
-    let mut h = phone(dirs.clone());
-    set_up(&mut h, &p, "alice", ALICE_PW);
-    drop(h);
+    let (_dir, dirs) = set_up_alice(&p);
     let seed = p.enrol_otp("alice");
     let current = Period::month_at(now());
     let next = current.next_month().unwrap();
