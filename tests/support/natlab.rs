@@ -122,17 +122,7 @@ impl Lab {
     /// lab: the one on the internet and one on `prov`'s own loopback).
     pub fn pkg_server_at(&self, node: &str, host: &str, name: &str, sections: &str) -> Provider {
         let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("pkg.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{host}:8443\"\ndata_dir = \"{}\"\n{sections}\
-                 [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
+        let config = self.pkg_config(&dir, host, &dir, sections);
         let admin = |args: &[&str], stdin: &str| {
             let out = run_admin(&bin("pkg-admin"), &config, args, stdin);
             assert!(
@@ -156,24 +146,35 @@ impl Lab {
         }
     }
 
-    /// A second `pkg-server` process of `first`'s provider in `prov`: its
-    /// own PKG on `host:8443` and `sections` (its `[sip]`), the same
-    /// data directory (database, certificate: everything several server
-    /// processes of one provider share), so the same users and device
-    /// credentials and the same certificate pin.
-    pub fn second_server(&self, first: &Provider, host: &str, sections: &str) -> Provider {
-        let dir = self.dir.path().join(format!("second-{host}"));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Writes `dir/pkg.toml`: the PKG on `host:8443`, its data in
+    /// `data_dir`, `sections` and cheap Argon2 (a lab, not a provider).
+    fn pkg_config(&self, dir: &Path, host: &str, data_dir: &Path, sections: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("pkg.toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"{host}:8443\"\ndata_dir = \"{}\"\n{sections}\
                  [argon2]\nm_kib = 1024\nt = 1\np = 1\n",
-                first.data_dir.display()
+                data_dir.display()
             ),
         )
         .unwrap();
+        config
+    }
+
+    /// A second `pkg-server` process of `first`'s provider in `prov`: its
+    /// own PKG on `host:8443` and `sections` (its `[sip]`), the same
+    /// data directory (database, certificate: everything several server
+    /// processes of one provider share), so the same users and device
+    /// credentials and the same certificate pin.
+    pub fn second_server(&self, first: &Provider, host: &str, sections: &str) -> Provider {
+        let config = self.pkg_config(
+            &self.dir.path().join(format!("second-{host}")),
+            host,
+            &first.data_dir,
+            sections,
+        );
         let (child, startup) =
             start_server_as(self.command("prov", &bin("pkg-server")), &config, &[]);
         assert_eq!(
