@@ -18,6 +18,7 @@ log() { printf '\n== [%ss, disk free %s] %s\n' "$((SECONDS - start))" "$(df -h -
 
 tools_pid=""
 fuzz_pid=""
+checks_pid=""
 if [ "$quick" = 0 ]; then
   # One build from scratch: incremental caches would only take disk space.
   export CARGO_INCREMENTAL=0
@@ -52,38 +53,57 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-log "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-
 if [ "$quick" = 1 ]; then
+  log "cargo clippy -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
   # The full mode builds (and runs) the fuzz targets in scripts/fuzz.sh.
   log "fuzz targets build"
   cargo check --quiet --manifest-path fuzz/Cargo.toml --bins
-fi
+else
+  # Clippy and the test build in ONE compilation (issue 17): clippy-driver
+  # is rustc plus the lints, so as the workspace's compiler it lints every
+  # target of every workspace crate (lib, bins, tests, benches, examples;
+  # what `cargo clippy --workspace --all-targets` covers) with -D warnings
+  # while it builds the test binaries. A separate `cargo clippy` would
+  # compile all ~650 dependencies a second time in check mode (~170 s on
+  # two cores, cold) before the test build could start. The variables
+  # stay exported, so every later cargo step of this script (the test
+  # binaries' build in run-tests.sh, the doc tests, the package) finds
+  # these artifacts fresh; the fuzz and doc checks unset them.
+  log "test build with clippy -D warnings on every workspace target (clippy-driver as the workspace's compiler)"
+  RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
+  CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+  export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  cargo test --workspace --all-targets --no-run --quiet
 
-if [ "$quick" = 0 ]; then
   log "waiting for the cargo tools"
   if ! wait "$tools_pid"; then
     cat target/tools-install.log
     exit 1
   fi
-  # Fuzzing runs beside everything that follows, at the lowest CPU
-  # priority: it takes the cores only when the build and the tests leave
+  # Fuzzing and the repository checks run beside the tests, at the
+  # lowest CPU priority: they take the cores only when the tests leave
   # them idle (the test binaries spend most of their time waiting on
   # real-time calls, timers and network namespaces), so the real-time
-  # audio tests are not slowed, and the stage's four to five minutes
-  # (instrumented build and 14 targets) no longer add to the total. Its
-  # verdict is awaited after the tests; a crash fails the run.
+  # audio tests are not slowed, and their minutes (the fuzz targets'
+  # instrumented build and runs; cargo doc's check build of every
+  # dependency) no longer add to the total. Their verdicts are awaited
+  # after the tests; a crash or a failed check fails the run. cargo doc
+  # gets a build directory of its own, so it never holds the lock the
+  # doc tests need.
   log "fuzzing in the background at nice 19 (scripts/fuzz.sh; output in target/fuzz-stage.log)"
-  setsid nice -n 19 scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
   fuzz_pid=$!
-  log "repository checks: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh)"
-  scripts/check-repo.sh
+  log "repository checks in the background at nice 19: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_TARGET_DIR="$PWD/target/check-repo" \
+    scripts/check-repo.sh >target/check-repo.log 2>&1 &
+  checks_pid=$!
 fi
 
 cleanup() {
   # The fuzzing has its own process group (setsid): stop it whole.
   if [ -n "$fuzz_pid" ]; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi
+  if [ -n "$checks_pid" ]; then kill -- "-$checks_pid" 2>/dev/null || true; fi
   if [ "$quick" = 0 ]; then scripts/start-postgres.sh --stop >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
@@ -94,7 +114,7 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_POSTGRES
 fi
 
-log "cargo test (workspace): every test binary built once, run in two lanes side by side (scripts/run-tests.sh)"
+log "cargo test (workspace): every test binary run, the tests that only wait beside the others (scripts/run-tests.sh)"
 scripts/run-tests.sh
 
 if [ "${IBEPHONE_TEST_DEB:-}" = 1 ]; then
@@ -103,6 +123,17 @@ if [ "${IBEPHONE_TEST_DEB:-}" = 1 ]; then
   log "Debian package (scripts/package.sh --dev, scripts/check-deb.sh)"
   scripts/package.sh --dev
   scripts/check-deb.sh
+fi
+
+if [ -n "$checks_pid" ]; then
+  log "waiting for the repository checks"
+  if ! wait "$checks_pid"; then
+    checks_pid=""
+    cat target/check-repo.log
+    exit 1
+  fi
+  checks_pid=""
+  cat target/check-repo.log
 fi
 
 if [ -n "$fuzz_pid" ]; then
