@@ -296,8 +296,14 @@ impl PhoneApp {
     fn background_frame(&mut self, ctx: &egui::Context) {
         if let Some(rx) = &self.tray_events {
             while let Ok(e) = rx.try_recv() {
-                if e == super::background::TrayEvent::Shown {
-                    tracing::info!("the tray shows the icon");
+                match e {
+                    super::background::TrayEvent::Shown => {
+                        tracing::info!("the tray shows the icon");
+                    }
+                    super::background::TrayEvent::ShowWindow => {
+                        tracing::info!("the tray asks for the window");
+                    }
+                    _ => {}
                 }
                 self.background.tray_event(e);
             }

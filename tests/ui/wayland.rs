@@ -1,19 +1,23 @@
-//! The real desktop app on a real Wayland compositor (behind
-//! `IBEPHONE_TEST_WAYLAND=1`): sway 1.7 headless (wlroots' headless
-//! backend, pixman renderer, no X server, no DISPLAY), a private D-Bus
-//! session bus with a stand-in StatusNotifierWatcher whose host "shows"
-//! the tray icon. The app must open its window on Wayland (its log says
-//! so and sway lists the window by app id), keep running when the
-//! compositor closes the window while the tray shows the icon (it asks to
-//! be minimised instead: the request is read from libwayland's
-//! `WAYLAND_DEBUG` trace), and ask for activation (xdg-activation) when
-//! the tray's icon is clicked.
+//! The real desktop app on real Wayland compositors (behind
+//! `IBEPHONE_TEST_WAYLAND=1`), with no X server and no DISPLAY, a private
+//! D-Bus session bus and a stand-in StatusNotifierWatcher whose host
+//! "shows" the tray icon. What the app asks of the compositor is read from
+//! libwayland's `WAYLAND_DEBUG` trace on its stderr, what it decided from
+//! its log.
 //!
-//! Why sway and not weston: Debian's weston 10 headless has no input and
-//! no way to send a window `xdg_toplevel.close` from outside, nor
-//! xdg-activation; sway sends the close on `swaymsg kill`, has
-//! xdg-activation, and lists windows over IPC. sway refuses to run as
-//! root, so as root the test runs it as `nobody` (setpriv).
+//! - sway 1.7 headless (wlroots' headless backend, pixman renderer): the
+//!   window opens on Wayland (its log says so, sway lists it by app id),
+//!   the compositor's close (`swaymsg kill`) with the tray shown leaves it
+//!   running and asking to be minimised, and the tray icon's Activate
+//!   makes it ask for activation (xdg-activation). sway refuses to run as
+//!   root, so as root the test runs it as `nobody` (setpriv).
+//! - weston 10 headless: no server-side decorations (winit draws its own,
+//!   as on GNOME) and minimising for real; started in the background the
+//!   window minimises and must still hear the tray while minimised.
+//!
+//! Why both: Debian's weston 10 headless has no input and no way to send
+//! a window `xdg_toplevel.close` from outside, nor xdg-activation; sway
+//! has both but ignores minimising and draws decorations itself.
 #![cfg(all(feature = "gui", target_os = "linux"))]
 
 use std::io::BufRead;
@@ -44,33 +48,8 @@ fn wayland_close_with_tray_minimises_and_show_asks_for_activation() {
         .build()
         .unwrap();
 
-    // A phone that is set up (key store and account present: closing
-    // keeps it running); the files are not real, so it never registers,
-    // which the window's life does not depend on.
-    let data = dir.path().join("data");
-    let dirs = ibephone::ui::AppDirs::at(&data);
-    std::fs::create_dir_all(dirs.keys()).unwrap();
-    std::fs::write(
-        dirs.keys().join(ibephone::pkg_client::store::STORE_FILE),
-        b"x",
-    )
-    .unwrap();
-    std::fs::write(dirs.account(), b"x").unwrap();
     let logs = dir.path().join("logs");
-    let mut app = App::spawn(
-        Command::new(env!("CARGO_BIN_EXE_ibephone"))
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_SOCKET")
-            .env("WAYLAND_DISPLAY", &sway.socket)
-            .env("XDG_RUNTIME_DIR", &sway.runtime)
-            .env("WAYLAND_DEBUG", "1")
-            .env("LIBGL_ALWAYS_SOFTWARE", "1")
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-            .env("IBEPHONE_DATA_DIR", &data)
-            .env("IBEPHONE_LOG_DIR", &logs)
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("NO_AT_BRIDGE", "1"),
-    );
+    let mut app = spawn_app(dir.path(), &sway.runtime, &sway.socket, &bus.address, &[]);
 
     // On Wayland: the log says so, and sway shows the window.
     until(&mut app, "the log names the window system", |_| {
@@ -92,7 +71,7 @@ fn wayland_close_with_tray_minimises_and_show_asks_for_activation() {
     until(&mut app, "a minimise request after the close", |a| {
         a.trace_since(before)
             .iter()
-            .any(|l| l.contains("xdg_toplevel") && l.contains(".set_minimized("))
+            .any(|l| request(l, "xdg_toplevel", "set_minimized"))
     });
     let trace = app.trace_since(before);
     assert!(
@@ -136,16 +115,186 @@ fn wayland_close_with_tray_minimises_and_show_asks_for_activation() {
     until(&mut app, "an activation request after Show", |a| {
         a.trace_since(before)
             .iter()
-            .any(|l| l.contains("xdg_activation_v1") && l.contains(".activate("))
+            .any(|l| request(l, "xdg_activation_v1", "activate"))
     });
     let trace = app.trace_since(before);
     assert!(
         !trace
             .iter()
-            .any(|l| l.contains("xdg_toplevel") && l.contains(".unset_minimized(")),
+            .any(|l| request(l, "xdg_toplevel", "unset_minimized")),
         "no request Wayland does not have"
     );
     assert!(app.running());
+}
+
+/// On weston (no server-side decorations, as GNOME: winit draws the
+/// title bar and close button itself) started in the background with a
+/// tray: the window opens on Wayland with its own decorations and is
+/// minimised at once (it cannot hide); weston then shows it no more and
+/// sends it no frame callbacks, and a click on the tray icon must still
+/// reach the window (drawing with vsync would block it in
+/// `eglSwapBuffers` until the window is shown again).
+#[test]
+fn wayland_on_weston_starts_minimised_and_still_hears_the_tray() {
+    if std::env::var("IBEPHONE_TEST_WAYLAND").as_deref() != Ok("1") {
+        eprintln!("skipped: set IBEPHONE_TEST_WAYLAND=1 (needs weston, dbus-daemon)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let weston = Weston::start(&dir.path().join("runtime"));
+    let bus = Bus::start(dir.path());
+    let (items_tx, items) = std::sync::mpsc::channel();
+    let _watcher = zbus::blocking::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .name("org.kde.StatusNotifierWatcher")
+        .unwrap()
+        .serve_at("/StatusNotifierWatcher", Watcher { items: items_tx })
+        .unwrap()
+        .build()
+        .unwrap();
+    let logs = dir.path().join("logs");
+    let mut app = spawn_app(
+        dir.path(),
+        &weston.runtime,
+        &weston.socket,
+        &bus.address,
+        &["--background"],
+    );
+    until(&mut app, "the log names the window system", |_| {
+        read_logs(&logs).contains("window opened on wayland")
+    });
+    let name = items.recv_timeout(WAIT).expect("the tray icon registered");
+    until(&mut app, "minimised once the tray shows", |a| {
+        a.trace_since(0)
+            .iter()
+            .any(|l| request(l, "xdg_toplevel", "set_minimized"))
+    });
+    assert!(
+        app.trace_since(0)
+            .iter()
+            .any(|l| request(l, "wl_subcompositor", "get_subsurface")),
+        "winit draws the decorations (subsurfaces)"
+    );
+    // Draws a few frames while minimised (the notice, the failed start).
+    std::thread::sleep(Duration::from_secs(2));
+    let conn = zbus::blocking::connection::Builder::address(bus.address.as_str())
+        .unwrap()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        conn.call_method(
+            Some(name.as_str()),
+            "/StatusNotifierItem",
+            Some("org.kde.StatusNotifierItem"),
+            "Activate",
+            &(0i32, 0i32),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    until(
+        &mut app,
+        "the window hears the tray while minimised",
+        |_| {
+            read_logs(&logs)
+                .matches("the tray asks for the window")
+                .count()
+                >= 3
+        },
+    );
+    assert!(app.running());
+}
+
+/// weston 10 on its headless backend (pixman renderer, desktop shell) in
+/// its own runtime directory, until dropped.
+struct Weston {
+    child: Child,
+    runtime: std::path::PathBuf,
+    socket: String,
+}
+
+impl Weston {
+    fn start(runtime: &Path) -> Weston {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(runtime).unwrap();
+        std::fs::set_permissions(runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let socket = "ibephone-test".to_string();
+        let child = Command::new("weston")
+            .args([
+                "--backend=headless-backend.so",
+                "--use-pixman",
+                "--no-config",
+                "--idle-time=0",
+            ])
+            .arg(format!("--socket={socket}"))
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("DISPLAY")
+            .env("XDG_RUNTIME_DIR", runtime)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("weston (IBEPHONE_TEST_WAYLAND=1 needs it): {e}"));
+        let mut weston = Weston {
+            child,
+            runtime: runtime.to_path_buf(),
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !runtime.join(&weston.socket).exists() {
+            assert!(
+                matches!(weston.child.try_wait(), Ok(None)),
+                "weston ended at start"
+            );
+            assert!(Instant::now() < deadline, "weston did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        weston
+    }
+}
+
+impl Drop for Weston {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real app on the Wayland display `socket` in `runtime`, with libwayland's
+/// trace on stderr, the session bus at `bus`, its data and log (`logs/`)
+/// under `dir`, and no X server. Its phone is set up (key store and
+/// account present: closing keeps it running); the files are not real, so
+/// it never registers, which the window's life does not depend on.
+fn spawn_app(dir: &Path, runtime: &Path, socket: &str, bus: &str, args: &[&str]) -> App {
+    let data = dir.join("data");
+    let dirs = ibephone::ui::AppDirs::at(&data);
+    std::fs::create_dir_all(dirs.keys()).unwrap();
+    std::fs::write(
+        dirs.keys().join(ibephone::pkg_client::store::STORE_FILE),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(dirs.account(), b"x").unwrap();
+    App::spawn(
+        Command::new(env!("CARGO_BIN_EXE_ibephone"))
+            .args(args)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_SOCKET")
+            .env("WAYLAND_DISPLAY", socket)
+            .env("XDG_RUNTIME_DIR", runtime)
+            .env("WAYLAND_DEBUG", "1")
+            .env("LIBGL_ALWAYS_SOFTWARE", "1")
+            .env("DBUS_SESSION_BUS_ADDRESS", bus)
+            .env("IBEPHONE_DATA_DIR", &data)
+            .env("IBEPHONE_LOG_DIR", dir.join("logs"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("NO_AT_BRIDGE", "1"),
+    )
+}
+
+/// Whether a trace line is the request `object.request(` (libwayland
+/// writes `-> xdg_toplevel@25.set_minimized()`).
+fn request(line: &str, object: &str, request: &str) -> bool {
+    line.contains("-> ") && line.contains(object) && line.contains(&format!(".{request}("))
 }
 
 /// The name the stand-in watcher saw registered (asked again from the bus
