@@ -756,6 +756,10 @@ impl PhoneApp {
             calls: self.calls.len(),
             keylog: self.keylog.as_deref(),
             log_file: crate::agent::logging::current_file(),
+            window: d::window_line(
+                self.background.window_system().name(),
+                self.background.tray(),
+            ),
             errors: &self.recent_errors,
         })
     }
