@@ -163,9 +163,9 @@ lacks() { # what, crates that must be absent, cargo tree arguments...
     awk '{print $1}' | sort -u | grep -xE "$absent" | tr '\n' ' ' || true)
   [ -z "$present" ] || report "$what builds $present(features: Cargo.toml, ARCHITECTURE.md \"Features\")"
 }
-lacks "pkg-server" 'opus|webrtc-srtp|rtp|rtcp|hound|ringbuf|is|pcap-file|etherparse|tracing-appender|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui' \
+lacks "pkg-server" 'opus|webrtc-srtp|rtp|rtcp|hound|ringbuf|is|pcap-file|etherparse|tracing-appender|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui|winit|ksni' \
   -p pkg-server
-lacks "fuzz/" 'hyper|hickory-resolver|argon2|directories|clap|tracing-subscriber|tracing-appender|toml|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui' \
+lacks "fuzz/" 'hyper|hickory-resolver|argon2|directories|clap|tracing-subscriber|tracing-appender|toml|rustls-native-certs|cpal|webrtc-audio-processing|eframe|egui|winit|ksni' \
   --manifest-path fuzz/Cargo.toml
 
 if [ "$fail" = 0 ]; then

@@ -13,6 +13,7 @@ packages+=(coturn)   # pkg-server/tests/it/relay.rs (IBEPHONE_TEST_COTURN=1) and
 packages+=(xvfb x11-apps imagemagick libgl1-mesa-dri libxkbcommon-x11-0)   # desktop app under Xvfb (scripts/screenshots.sh)
 packages+=(desktop-file-utils appstream)   # scripts/check-deb.sh: desktop entry and AppStream metadata of the .deb
 packages+=(dbus-daemon)   # src/ui/tray.rs (IBEPHONE_TEST_DBUS=1): the tray icon on private session buses
+packages+=(sway weston libwayland-client0 libwayland-egl1 libxkbcommon0)   # tests/ui/wayland.rs (IBEPHONE_TEST_WAYLAND=1): the window on headless sway (closes windows from outside, xdg-activation) and headless weston (client-side decorations, minimising); the Wayland libraries the window loads at run time
 packages+=(haskell-status-notifier-item-utils haskell-gtk-sni-tray-utils)   # src/ui/tray.rs (IBEPHONE_TEST_SNI=1): a real StatusNotifierWatcher and GTK tray host under Xvfb
 missing=()
 for p in "${packages[@]}"; do

@@ -43,6 +43,7 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_COTURN=1   # pkg-server/tests/it/relay.rs: coturn's uclient on the embedded relay, coturn with the PKG's secret
   export IBEPHONE_TEST_DBUS=1     # src/ui/tray.rs: the tray icon on private session buses (dbus-daemon)
   export IBEPHONE_TEST_SNI=1      # src/ui/tray.rs: and in a real tray host under Xvfb (status-notifier-watcher, gtk-sni-tray-standalone)
+  export IBEPHONE_TEST_WAYLAND=1  # tests/ui/wayland.rs: the real window on headless Wayland compositors (sway, weston) with a tray
   export IBEPHONE_TEST_DEB=1      # the .deb of the debug binary cargo test built: scripts/package.sh --dev, scripts/check-deb.sh
 fi
 

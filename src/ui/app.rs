@@ -296,6 +296,15 @@ impl PhoneApp {
     fn background_frame(&mut self, ctx: &egui::Context) {
         if let Some(rx) = &self.tray_events {
             while let Ok(e) = rx.try_recv() {
+                match e {
+                    super::background::TrayEvent::Shown => {
+                        tracing::info!("the tray shows the icon");
+                    }
+                    super::background::TrayEvent::ShowWindow => {
+                        tracing::info!("the tray asks for the window");
+                    }
+                    _ => {}
+                }
                 self.background.tray_event(e);
             }
         }
@@ -305,7 +314,14 @@ impl PhoneApp {
         }
         if ctx.input(|i| i.viewport().close_requested()) {
             let phone_running = self.screen != Screen::Wizard;
-            self.background.close_requested(phone_running);
+            if !self.background.close_requested(phone_running) {
+                tracing::info!(
+                    window = ?self.background.window(),
+                    tray = ?self.background.tray(),
+                    window_system = self.background.window_system().name(),
+                    "the window was closed; the phone keeps running"
+                );
+            }
         }
     }
 
@@ -740,6 +756,10 @@ impl PhoneApp {
             calls: self.calls.len(),
             keylog: self.keylog.as_deref(),
             log_file: crate::agent::logging::current_file(),
+            window: d::window_line(
+                self.background.window_system().name(),
+                self.background.tray(),
+            ),
             errors: &self.recent_errors,
         })
     }

@@ -10,9 +10,13 @@
 //! the tray still starting) closing *minimises* instead, and says once how
 //! to quit; when the tray goes away while the window is hidden, the window
 //! comes back minimised. Closing before the phone is set up (the wizard)
-//! quits: there is nothing to keep running.
+//! quits: there is nothing to keep running. On Wayland, where no window
+//! can hide or un-minimise itself, closing minimises even with a tray, and
+//! "Show" or a call asks the compositor to activate the window
+//! ([`super::window_system`] has these rules).
 
-use egui::{UserAttentionType, ViewportCommand};
+use super::window_system::{close_action, show_commands, CloseAction, WindowSystem};
+use egui::ViewportCommand;
 
 /// Where the tray icon is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,9 +61,16 @@ pub const HIDDEN_NOTICE: &str =
 pub const NO_TRAY_NOTICE: &str = "This desktop shows no tray icons: closing minimises ibephone so \
      that calls still reach you. Quit (Settings, or Ctrl+Q) ends it.";
 
+/// The sentence shown once when closing minimises on Wayland although a
+/// tray shows the icon (the window cannot hide there).
+pub const WAYLAND_TRAY_NOTICE: &str = "ibephone keeps running so that calls reach you: its window \
+     is minimised (this desktop cannot hide it) and the tray icon brings it back. Quit in the \
+     tray menu ends it.";
+
 /// The background state machine of the window.
 #[derive(Debug)]
 pub struct Background {
+    system: WindowSystem,
     tray: TrayState,
     window: WindowState,
     /// Started with `--background`: hide (or minimise) once the tray answers.
@@ -69,14 +80,18 @@ pub struct Background {
     notice: Option<String>,
     told_hidden: bool,
     told_no_tray: bool,
+    told_wayland: bool,
 }
 
 impl Background {
     /// A window on screen with its tray starting. With `start_hidden`
     /// (`ibephone --background`, the login autostart) the window hides as
-    /// soon as the tray shows, or minimises if there is none.
+    /// soon as the tray shows, or minimises if there is none. The window
+    /// system is taken as one that can hide (X11) until
+    /// [`Background::set_window_system`] says otherwise.
     pub fn new(start_hidden: bool) -> Self {
         Background {
+            system: WindowSystem::Other,
             tray: TrayState::Starting,
             window: WindowState::Shown,
             start_hidden,
@@ -85,7 +100,18 @@ impl Background {
             notice: None,
             told_hidden: start_hidden,
             told_no_tray: false,
+            told_wayland: false,
         }
+    }
+
+    /// The window system the window got (known once it is open).
+    pub fn set_window_system(&mut self, system: WindowSystem) {
+        self.system = system;
+    }
+
+    /// The window system as last set.
+    pub fn window_system(&self) -> WindowSystem {
+        self.system
     }
 
     /// The tray as last reported.
@@ -109,7 +135,12 @@ impl Background {
             TrayEvent::Shown => {
                 self.tray = TrayState::Shown;
                 if std::mem::take(&mut self.start_hidden) {
-                    self.hide();
+                    if self.system.can_hide() {
+                        self.hide();
+                    } else {
+                        self.commands.push(ViewportCommand::Minimized(true));
+                        self.window = WindowState::Minimised;
+                    }
                 }
             }
             TrayEvent::Unavailable(why) => {
@@ -131,18 +162,22 @@ impl Background {
     /// (the app then ends). `phone_running`: set up, so there is a phone
     /// to keep registered; otherwise closing quits.
     pub fn close_requested(&mut self, phone_running: bool) -> bool {
-        if self.quitting || !phone_running {
-            self.quitting = true;
-            return true;
-        }
-        self.commands.push(ViewportCommand::CancelClose);
-        if self.tray == TrayState::Shown {
-            self.hide();
-            if !std::mem::replace(&mut self.told_hidden, true) {
-                self.notice = Some(HIDDEN_NOTICE.into());
+        match close_action(self.system, &self.tray, phone_running, self.quitting) {
+            CloseAction::Quit => {
+                self.quitting = true;
+                return true;
             }
-        } else {
-            self.minimise();
+            CloseAction::Hide => {
+                self.commands.push(ViewportCommand::CancelClose);
+                self.hide();
+                if !std::mem::replace(&mut self.told_hidden, true) {
+                    self.notice = Some(HIDDEN_NOTICE.into());
+                }
+            }
+            CloseAction::Minimise => {
+                self.commands.push(ViewportCommand::CancelClose);
+                self.minimise();
+            }
         }
         false
     }
@@ -177,7 +212,12 @@ impl Background {
     fn minimise(&mut self) {
         self.commands.push(ViewportCommand::Minimized(true));
         self.window = WindowState::Minimised;
-        if !std::mem::replace(&mut self.told_no_tray, true) {
+        if self.tray == TrayState::Shown {
+            // Only on Wayland: a shown tray hides everywhere else.
+            if !std::mem::replace(&mut self.told_wayland, true) {
+                self.notice = Some(WAYLAND_TRAY_NOTICE.into());
+            }
+        } else if !std::mem::replace(&mut self.told_no_tray, true) {
             self.notice = Some(NO_TRAY_NOTICE.into());
         }
     }
@@ -185,16 +225,7 @@ impl Background {
     fn show(&mut self, attention: bool) {
         // A raise before the tray answered must not be undone by it.
         self.start_hidden = false;
-        self.commands.extend([
-            ViewportCommand::Visible(true),
-            ViewportCommand::Minimized(false),
-            ViewportCommand::Focus,
-        ]);
-        if attention {
-            self.commands.push(ViewportCommand::RequestUserAttention(
-                UserAttentionType::Critical,
-            ));
-        }
+        self.commands.extend(show_commands(self.system, attention));
         self.window = WindowState::Shown;
     }
 }
@@ -202,7 +233,70 @@ impl Background {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use egui::UserAttentionType;
     use ViewportCommand as C;
+
+    fn wayland(start_hidden: bool) -> Background {
+        let mut b = Background::new(start_hidden);
+        b.set_window_system(WindowSystem::Wayland);
+        b
+    }
+
+    /// On Wayland the window cannot hide: with a tray closing minimises
+    /// (and says the tray brings it back), "Show" and a call ask for
+    /// activation, and no command ever hides the window.
+    #[test]
+    fn on_wayland_closing_minimises_even_with_a_tray() {
+        let mut b = wayland(false);
+        b.tray_event(TrayEvent::Shown);
+        assert!(!b.close_requested(true));
+        assert_eq!(b.take_commands(), [C::CancelClose, C::Minimized(true)]);
+        assert_eq!(b.window(), WindowState::Minimised);
+        assert_eq!(b.take_notice().as_deref(), Some(WAYLAND_TRAY_NOTICE));
+        b.tray_event(TrayEvent::ShowWindow);
+        assert_eq!(
+            b.take_commands(),
+            [C::RequestUserAttention(UserAttentionType::Informational)]
+        );
+        assert_eq!(b.window(), WindowState::Shown);
+        assert!(!b.close_requested(true));
+        b.take_commands();
+        assert_eq!(b.take_notice(), None, "said once");
+        b.incoming_call();
+        assert_eq!(
+            b.take_commands(),
+            [C::RequestUserAttention(UserAttentionType::Critical)]
+        );
+        // The tray going away leaves a minimised window as it is.
+        b.close_requested(true);
+        b.take_commands();
+        b.tray_event(TrayEvent::Unavailable("the tray host went away".into()));
+        assert!(b.take_commands().is_empty());
+        // Quit still quits.
+        b.tray_event(TrayEvent::Quit);
+        assert_eq!(b.take_commands(), [C::Close]);
+        assert!(b.close_requested(true));
+    }
+
+    #[test]
+    fn on_wayland_without_a_tray_closing_minimises_as_elsewhere() {
+        let mut b = wayland(false);
+        b.tray_event(TrayEvent::Unavailable("no StatusNotifierWatcher".into()));
+        assert!(!b.close_requested(true));
+        assert_eq!(b.take_commands(), [C::CancelClose, C::Minimized(true)]);
+        assert_eq!(b.take_notice().as_deref(), Some(NO_TRAY_NOTICE));
+        let mut w = wayland(false);
+        assert!(w.close_requested(false), "the wizard quits");
+    }
+
+    #[test]
+    fn on_wayland_started_in_the_background_minimises_when_the_tray_answers() {
+        let mut b = wayland(true);
+        b.tray_event(TrayEvent::Shown);
+        assert_eq!(b.take_commands(), [C::Minimized(true)]);
+        assert_eq!(b.window(), WindowState::Minimised);
+        assert_eq!(b.take_notice(), None, "the user asked for it");
+    }
 
     #[test]
     fn closing_hides_into_a_shown_tray_and_says_so_once() {

@@ -79,8 +79,21 @@ pub(crate) struct Facts<'a> {
     pub keylog: Option<&'a std::path::Path>,
     /// The diagnostic log file, when there is one.
     pub log_file: Option<PathBuf>,
+    /// The window system and the tray ([`window_line`]).
+    pub window: String,
     /// Recent errors.
     pub errors: &'a RecentErrors,
+}
+
+/// The window line: `wayland, tray icon shown` (or `tray starting`,
+/// `no tray: <why>`), which says what closing the window does.
+pub(crate) fn window_line(system: &str, tray: &super::background::TrayState) -> String {
+    use super::background::TrayState;
+    match tray {
+        TrayState::Shown => format!("{system}, tray icon shown"),
+        TrayState::Starting => format!("{system}, tray starting"),
+        TrayState::Unavailable(why) => format!("{system}, no tray: {}", one_line(why)),
+    }
 }
 
 /// The version line: this crate's name and version.
@@ -162,6 +175,7 @@ pub(crate) fn report(f: &Facts<'_>) -> String {
             None => "none".into(),
         }
     );
+    let _ = writeln!(s, "window: {}", f.window);
     let _ = writeln!(s, "recent errors (oldest first):");
     let mut any = false;
     for e in f.errors.iter() {
@@ -225,6 +239,7 @@ mod tests {
             log_file: Some(PathBuf::from(
                 "/home/a/.local/state/ibephone/logs/ibephone.log",
             )),
+            window: window_line("wayland", &super::super::background::TrayState::Shown),
             errors,
         }
     }
@@ -256,6 +271,7 @@ mod tests {
             "keys: held for 2026-11, 2026-12, 2027-01; current month 2026-12 held",
             "key log: off",
             "log file: /home/a/.local/state/ibephone/logs/ibephone.log",
+            "window: wayland, tray icon shown",
             "  2026-12-02 11:59 UTC  Registration refused (403). Check your password.",
             "  2026-12-02 11:59 UTC  An unprotected message was refused (not tunneled).",
         ] {
@@ -277,6 +293,10 @@ mod tests {
         f.provider = None;
         f.sip_proxy = "127.0.0.1:5060";
         f.log_file = None;
+        f.window = window_line(
+            "x11",
+            &super::super::background::TrayState::Unavailable("no session bus\nat all".into()),
+        );
         f.keylog = Some(std::path::Path::new("/tmp/k.log"));
         let r = report(&f);
         for line in [
@@ -287,6 +307,7 @@ mod tests {
             "keys: held for 2026-11; current month 2026-12 MISSING",
             "key log: ON (/tmp/k.log)",
             "log file: none",
+            "window: x11, no tray: no session bus at all",
             "  none",
         ] {
             assert!(r.lines().any(|l| l == line), "no line {line:?} in\n{r}");

@@ -27,6 +27,8 @@
 //! - [`background`]: what closing, the tray, Quit and an incoming call do
 //!   to the window (a state machine; hides only into a shown tray, else
 //!   minimises); `tray`: the tray icon, a thin driver reporting to it.
+//! - [`window_system`]: X11 or Wayland, and what each allows closing and
+//!   showing the window to do (Wayland cannot hide a window: it minimises).
 //! - [`autostart`]: the "Start at login" XDG autostart entry.
 //! - [`certificate_view`]: a renewed PKG certificate shown for consent.
 //!
@@ -64,6 +66,7 @@ pub(crate) mod settings_view;
 pub mod state;
 pub(crate) mod status;
 pub(crate) mod tray;
+pub mod window_system;
 pub mod wizard;
 
 pub use app::PhoneApp;
@@ -127,8 +130,12 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>, start_hidden: bool) -> Re
         Ok(icon) => viewport = viewport.with_icon(icon),
         Err(e) => tracing::warn!(error = %e, "the window icon cannot be decoded"),
     }
+    // Known for sure only once the window is open (below); the choices
+    // made before it follow winit's own rule.
+    let expected = window_system::WindowSystem::expected_from_env();
     let options = eframe::NativeOptions {
         viewport,
+        vsync: window_system::WindowSystem::vsync(expected),
         ..Default::default()
     };
     eframe::run_native(
@@ -139,6 +146,13 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>, start_hidden: bool) -> Re
             cc.egui_ctx.set_theme(egui::ThemePreference::System);
             let mut app = PhoneApp::with_keylog(dirs, cc.egui_ctx.clone(), keylog)?;
             app.background = background::Background::new(start_hidden);
+            let system = window_system_of(cc);
+            tracing::info!(
+                window_system = system.name(),
+                "window opened on {}",
+                system.name()
+            );
+            app.background.set_window_system(system);
             let (tx, rx) = std::sync::mpsc::channel();
             let ctx = cc.egui_ctx.clone();
             let tray = tray::start(tx, std::sync::Arc::new(move || ctx.request_repaint()));
@@ -147,6 +161,19 @@ pub fn run_desktop(keylog: Option<std::path::PathBuf>, start_hidden: bool) -> Re
         }),
     )
     .map_err(|e| UiError::Window(e.to_string()))
+}
+
+/// The window system the open window got, from its display handle
+/// ([`window_system::WindowSystem::Other`] when there is none to read).
+fn window_system_of(cc: &eframe::CreationContext<'_>) -> window_system::WindowSystem {
+    use winit::raw_window_handle::HasDisplayHandle;
+    match cc.display_handle() {
+        Ok(h) => window_system::WindowSystem::of_display(&h.as_raw()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the window's display handle cannot be read");
+            window_system::WindowSystem::Other
+        }
+    }
 }
 
 impl eframe::App for PhoneApp {

@@ -1,5 +1,6 @@
 //! The desktop phone's life outside its window: closing keeps it running
-//! (hidden into a shown tray, minimised when there is none), Quit and
+//! (hidden into a shown tray, minimised when there is none or on Wayland,
+//! where nothing hides; `wayland.rs` runs the real binary there), Quit and
 //! Ctrl+Q end it, an incoming call raises the window with attention, and
 //! Settings' "Start at login" writes and removes the XDG autostart entry.
 //! The window's viewport commands are read from the frame's output.
@@ -13,7 +14,10 @@ use egui_kittest::Harness;
 use ibephone::agent::AgentEvent;
 use ibephone::ui::app::{Screen, Tab};
 use ibephone::ui::backend::Update;
-use ibephone::ui::background::{TrayEvent, WindowState, HIDDEN_NOTICE, NO_TRAY_NOTICE};
+use ibephone::ui::background::{
+    TrayEvent, WindowState, HIDDEN_NOTICE, NO_TRAY_NOTICE, WAYLAND_TRAY_NOTICE,
+};
+use ibephone::ui::window_system::WindowSystem;
 use ibephone::ui::{AppDirs, PhoneApp};
 use ui_support::*;
 
@@ -102,6 +106,49 @@ fn without_a_tray_closing_minimises_and_never_hides() {
         .tray_event(TrayEvent::Unavailable("the tray host went away".into()));
     h.step();
     assert_eq!(commands(&h), [C::Visible(true), C::Minimized(true)]);
+}
+
+/// On Wayland no window can hide itself: with the tray shown, closing
+/// minimises and the window says the tray icon brings it back; "Show" and
+/// a call ask the compositor for activation (un-minimise and focus do
+/// nothing there); the report names the window system.
+#[test]
+fn on_wayland_closing_minimises_with_a_tray_and_a_call_asks_for_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = ready_phone(dir.path());
+    h.state_mut()
+        .background
+        .set_window_system(WindowSystem::Wayland);
+    h.state_mut().background.tray_event(TrayEvent::Shown);
+    let cmds = close(&mut h);
+    assert_eq!(cmds, [C::CancelClose, C::Minimized(true)]);
+    assert_eq!(h.state().background.window(), WindowState::Minimised);
+    h.run_steps(2);
+    assert!(shows(&h, WAYLAND_TRAY_NOTICE));
+    assert!(!shows(&h, HIDDEN_NOTICE));
+    h.state_mut().background.tray_event(TrayEvent::ShowWindow);
+    h.step();
+    assert_eq!(
+        commands(&h),
+        [C::RequestUserAttention(UserAttentionType::Informational)]
+    );
+    close(&mut h);
+    h.state_mut().apply(Update::Agent(AgentEvent::IncomingCall {
+        call: 5,
+        from: "<sip:alice@atlanta.invalid>".into(),
+        verified: None,
+        tunneled: true,
+        waiting: false,
+    }));
+    h.step();
+    assert_eq!(
+        commands(&h),
+        [C::RequestUserAttention(UserAttentionType::Critical)]
+    );
+    assert!(h
+        .state()
+        .diagnostics()
+        .contains("window: wayland, tray icon shown"));
 }
 
 #[test]

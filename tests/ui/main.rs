@@ -21,4 +21,5 @@ mod ui_phone;
 mod ui_relay;
 mod ui_snapshots;
 mod ui_views;
+mod wayland;
 mod zero_effort;
