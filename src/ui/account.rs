@@ -117,6 +117,9 @@ async fn renew_threshold(
         (password, kept.as_ref()),
         &crate::agent::keys::OtpCodes::new(),
         &periods,
+        // A background renewal replaces no credential the running phone
+        // registers with: none asked.
+        None,
     )
     .await?;
     let note = key_servers_sentence(params, &got);
