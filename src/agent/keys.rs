@@ -834,9 +834,7 @@ async fn fetch(
                         device: d.to_string(),
                         turn: true,
                     })
-                    .ok_or_else(|| {
-                        format!("{} is not one of the provider's key servers", pkg.url)
-                    }),
+                    .ok_or_else(|| format!("{} is not one of the provider's key servers", pkg.url)),
             ),
             _ => None,
         };
@@ -857,10 +855,9 @@ async fn fetch(
         let (sip, turn) = match (request, got.device) {
             (None, _) => (Ok(None), None),
             (Some(Err(why)), _) => (Err(why), None),
-            (Some(Ok(_)), Some(answer)) => (
-                answer.sip.map(Some).map_err(|e| e.to_string()),
-                answer.turn,
-            ),
+            (Some(Ok(_)), Some(answer)) => {
+                (answer.sip.map(Some).map_err(|e| e.to_string()), answer.turn)
+            }
             (Some(Ok(r)), None) => (Err(format!("key server {}: no answer", r.home)), None),
         };
         return Ok(Fetched {

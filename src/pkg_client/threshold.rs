@@ -290,7 +290,16 @@ pub async fn fetch_threshold_keys_and_device(
     periods: &[Period],
     device: &DeviceRequest,
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, kept, Some(password), otp, periods, Some(device)).await
+    fetch_shares(
+        params,
+        user,
+        kept,
+        Some(password),
+        otp,
+        periods,
+        Some(device),
+    )
+    .await
 }
 
 /// The identities of one fetch (one per period), hashed and prepared by
@@ -465,10 +474,13 @@ async fn fetch_shares(
     }
     // All servers combined must agree on the account's AOR.
     let mut aors = good.values().map(|h| &h.aor);
-    let aor = aors.next().cloned().ok_or_else(|| PkgClientError::Threshold {
-        sentence: "no shares".into(),
-        refused: Vec::new(),
-    })?;
+    let aor = aors
+        .next()
+        .cloned()
+        .ok_or_else(|| PkgClientError::Threshold {
+            sentence: "no shares".into(),
+            refused: Vec::new(),
+        })?;
     if aors.any(|a| *a != aor) {
         return Err(PkgClientError::Protocol(
             "the threshold servers disagree about the account's AOR".into(),

@@ -704,7 +704,10 @@ impl Worker {
         };
         let (sip, turn) = match got.device.take() {
             Some(answer) => (answer.sip.map_err(|e| e.to_string()), answer.turn),
-            None => (Err(format!("{url} is not one of the provider's key servers")), None),
+            None => (
+                Err(format!("{url} is not one of the provider's key servers")),
+                None,
+            ),
         };
         // Nothing is saved without a device credential: registering with
         // the account password would hand it to the registrar's operator.
