@@ -776,7 +776,7 @@ impl Worker {
         let opened = tokio::task::spawn_blocking(move || load_account(&dirs))
             .await
             .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
-        let (params, mut keys, pin, password, sip) = opened;
+        let (params, mut keys, pin, password, mut sip) = opened;
         let mut key_servers = load_key_servers(&self.dirs);
         let current = Period::month_at(now_unix());
         let has =
@@ -820,6 +820,19 @@ impl Worker {
             }
             self.report.progress(2, 2, "Registering with the network");
         }
+        // A phone at a threshold provider set up before its home key
+        // server issued device credentials asks for one now (with the
+        // keys, in one session); without one it does not register.
+        let mut turn = None;
+        if params.threshold().is_some() && sip.is_none() {
+            let (c, t) = super::account::threshold_device_credential(
+                &self.dirs, &settings, &params, pin, &password,
+            )
+            .await
+            .map_err(|why| format!("{NO_DEVICE_CREDENTIAL} ({why})"))?;
+            sip = Some(c);
+            turn = t;
+        }
         // Next month's keys are fetched ahead without asking by the agent's
         // renewer (run_agent).
         self.run_agent(
@@ -827,7 +840,7 @@ impl Worker {
             &aor,
             params,
             keys,
-            (&password, sip.as_ref(), None),
+            (&password, sip.as_ref(), turn),
             (pin, key_servers),
         )
         .await
@@ -1169,7 +1182,7 @@ impl Worker {
 /// refused.
 /// Why a phone at a threshold provider does not register without a device
 /// credential.
-const NO_DEVICE_CREDENTIAL: &str = "This phone has no SIP credential from your provider's key server, and it never registers with your password. Log out and set up the phone again when your provider's key server answers.";
+const NO_DEVICE_CREDENTIAL: &str = "This phone has no SIP credential from your provider's key server, and it never registers with your password. Start it again when your provider's key server answers.";
 
 const WRONG_CODE: &str = "Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).";
 
