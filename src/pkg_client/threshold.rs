@@ -347,9 +347,17 @@ struct Heard {
     derived: bool,
 }
 
-/// One server's report: its shares (or why not) and, for the home
-/// server of a [`DeviceRequest`], its answer to that.
-type Report = (u32, Result<Heard, Failure>, Option<DeviceAnswer>);
+/// One server's report: its index and its shares, or why not.
+type Report = (u32, Result<Heard, Failure>);
+
+/// The home server's task's side of a [`DeviceRequest`]: what to ask, the
+/// go-ahead (sent once the keys are combined; dropped when they cannot
+/// be, and nothing is asked), and where its answer goes.
+type DeviceLink = (
+    DeviceRequest,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<DeviceAnswer>,
+);
 
 async fn fetch_shares(
     params: &PublicParams,
@@ -367,6 +375,13 @@ async fn fetch_shares(
     // reports its shares, then logs out, whether or not they are waited for.
     let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let prepared = Arc::new(SharedIdentities::default());
+    // The home server asks for the device's credentials only once the
+    // keys are combined: a fetch that fails (too few servers, a wrong
+    // code elsewhere) uses up none of the account's device slots.
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<DeviceAnswer>();
+    let mut link: Option<DeviceLink> = device.map(|d| (d.clone(), go_rx, answer_tx));
+    let mut linked = false;
     for server in &threshold.servers {
         let prepared = prepared.clone();
         let server = server.clone();
@@ -378,7 +393,11 @@ async fn fetch_shares(
             otp: otp(server.index),
         };
         let periods = periods.to_vec();
-        let ask = device.filter(|d| d.home == server.index).cloned();
+        let home = link
+            .as_ref()
+            .is_some_and(|(d, _, _)| d.home == server.index);
+        let home_link = if home { link.take() } else { None };
+        linked |= home_link.is_some();
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut logout = None;
@@ -397,20 +416,35 @@ async fn fetch_shares(
             )
             .await
             .unwrap_or_else(|_| Err(Failure::from("no answer in time")));
-            // The home server's device credentials, in the same session
-            // (before its logout), within the same time limit.
-            let answer = match (ask, &logout, &r) {
-                (None, _, _) => None,
-                (Some(d), Some((client, session)), _) => Some(
-                    tokio::time::timeout_at(deadline, device_from(client, session, &d))
-                        .await
-                        .unwrap_or_else(|_| DeviceAnswer::failed(d.home, "no answer in time")),
-                ),
-                (Some(d), None, Err(f)) => Some(DeviceAnswer::failed(d.home, &f.why)),
-                (Some(d), None, Ok(_)) => Some(DeviceAnswer::failed(d.home, "no session")),
-            };
-            let _ = tx.send((server.index, r, answer));
+            let why = r.as_ref().err().map(|f| f.why.clone());
+            let _ = tx.send((server.index, r));
             drop(tx);
+            // The home server's device credentials once the keys are
+            // combined, in the same session (before its logout), within
+            // the same time limit.
+            if let Some((d, go, answer)) = home_link {
+                let got = match &logout {
+                    Some((client, session)) => match tokio::time::timeout_at(deadline, go).await {
+                        Ok(Ok(())) => Some(
+                            tokio::time::timeout_at(deadline, device_from(client, session, &d))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    DeviceAnswer::failed(d.home, "no answer in time")
+                                }),
+                        ),
+                        // No keys: nothing asked.
+                        Ok(Err(_)) => None,
+                        Err(_) => Some(DeviceAnswer::failed(d.home, "no answer in time")),
+                    },
+                    None => Some(DeviceAnswer::failed(
+                        d.home,
+                        why.as_deref().unwrap_or("no session"),
+                    )),
+                };
+                if let Some(got) = got {
+                    let _ = answer.send(got);
+                }
+            }
             if let Some((client, session)) = logout {
                 let _ = client.logout(&session).await;
             }
@@ -424,13 +458,11 @@ async fn fetch_shares(
     let mut skipped = Vec::new();
     let mut refused = Vec::new();
     let mut otp_at = Vec::new();
-    let mut answer: Option<DeviceAnswer> = None;
     while good.len() < t {
-        let Some((index, r, a)) = rx.recv().await else {
+        let Some((index, r)) = rx.recv().await else {
             break;
         };
         heard.push(index);
-        answer = answer.or(a);
         match r {
             Ok(h) => {
                 good.insert(index, h);
@@ -496,6 +528,9 @@ async fn fetch_shares(
     let ids = prepared.get(&aor, periods);
     let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids.iter()).collect();
     check_keys(params, &items)?;
+    // The keys are good: the home server may ask for the device's
+    // credentials now, while the others get their grace.
+    let _ = go.send(());
     let mut secrets: LoginSecrets = kept.cloned().unwrap_or_default();
     let mut derived = false;
     let mut keep = |index: u32, h: Heard| {
@@ -505,37 +540,29 @@ async fn fetch_shares(
     for (index, h) in good {
         keep(index, h);
     }
-    // A short grace for the others, only to name a bad one now; then, if
-    // a device credential is asked and the home server is still out, its
-    // answer (its task ends within SERVER_TIMEOUT).
-    let home_out = |heard: &[u32]| {
-        device.is_some_and(|d| {
-            threshold.servers.iter().any(|s| s.index == d.home) && !heard.contains(&d.home)
-        })
-    };
+    // A short grace for the others, only to name a bad one now.
     let deadline = tokio::time::Instant::now() + GRACE;
     while heard.len() < n {
-        let next = if home_out(&heard) {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            }
-        };
-        let Some((index, r, a)) = next else {
+        let Ok(Some((index, r))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
             break;
         };
         heard.push(index);
-        answer = answer.or(a);
         match r {
             Ok(h) => keep(index, h),
             Err(f) => skipped.push((index, f.why)),
         }
     }
-    let device = device.map(|d| {
-        answer.unwrap_or_else(|| DeviceAnswer::failed(d.home, "not one of the key servers"))
-    });
+    // The home server's answer, when a device credential is asked: its
+    // task ends within SERVER_TIMEOUT of the start.
+    let device = match device {
+        None => None,
+        Some(d) if !linked => Some(DeviceAnswer::failed(d.home, "not one of the key servers")),
+        Some(d) => Some(
+            answer_rx
+                .await
+                .unwrap_or_else(|_| DeviceAnswer::failed(d.home, "no answer")),
+        ),
+    };
     skipped.sort_by_key(|(i, _)| *i);
     let mut pending: Vec<u32> = threshold
         .servers
@@ -549,7 +576,7 @@ async fn fetch_shares(
         // Those still out are reported as they come: a bad share found
         // after the keys were returned is still named.
         tokio::spawn(async move {
-            while let Some((index, r, _)) = rx.recv().await {
+            while let Some((index, r)) = rx.recv().await {
                 if let Err(Failure { why, .. }) = r {
                     tracing::warn!(server = index, %why, "threshold PKG server failed after the keys were combined");
                     let _ = late_tx.send((index, why));
@@ -881,5 +908,42 @@ mod tests {
             "servers 1 and 3 of 3 (2 needed)"
         );
         assert_eq!(describe_servers(&[2], &t), "server 2 of 3 (2 needed)");
+    }
+
+    #[test]
+    fn the_home_server_is_found_by_its_pin_else_by_its_url() {
+        let server = |index: u32, fp: u8| ThresholdServer {
+            index,
+            pkg_url: format!("https://pkg{index}.atlanta.com"),
+            p_pub_i: crate::ibe::threshold::deal(
+                &setup("atlanta.com", "https://x").unwrap().0,
+                2,
+                3,
+            )
+            .unwrap()[0]
+                .p_pub_i(),
+            tls_sha256: [fp; 32],
+        };
+        let t = Threshold {
+            t: 2,
+            dealer: true,
+            servers: vec![server(1, 1), server(2, 2), server(3, 3)],
+        };
+        // The pin wins over the URL: the server the phone talks to is the
+        // one whose certificate it pinned.
+        assert_eq!(
+            home_server(&t, Some([2; 32]), "https://pkg1.atlanta.com"),
+            Some(2)
+        );
+        assert_eq!(home_server(&t, None, "HTTPS://pkg3.atlanta.com/"), Some(3));
+        assert_eq!(
+            home_server(&t, Some([9; 32]), "https://pkg1.atlanta.com"),
+            Some(1)
+        );
+        assert_eq!(
+            home_server(&t, Some([9; 32]), "https://pkg9.atlanta.com"),
+            None
+        );
+        assert_eq!(home_server(&t, None, "https://pkg.atlanta.com"), None);
     }
 }

@@ -416,6 +416,21 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
         "{sentence}"
     );
     assert!(refused.is_empty(), "servers down refuse no credentials");
+    // A fetch that gets no keys asks the home server for no device
+    // credential either: failed attempts use up none of the account's
+    // device slots.
+    let e = fetch_threshold_keys_and_device(
+        &params,
+        "alice",
+        (None, &ALICE_PW.into()),
+        &no_otp,
+        &recent_periods(),
+        &laptop_at(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("only 1 of the 3"), "{e}");
+    assert_eq!(pkgs[0].admin_ok(&["user", "devices", "alice"], ""), "");
     // A wrong password is refused by every server up: no keys either, and
     // the error says which servers refused the credentials.
     let e = fetch(&params, "alice", "not the password")
