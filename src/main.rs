@@ -266,15 +266,20 @@ fn run() -> Result<ExitCode> {
             // The provider's STUN server (unless [media] names one) and
             // relay: fetched now when provisioning did not, renewed before
             // they expire, used by every later call.
+            // At a threshold provider the relay credentials came with the
+            // keys from the home key server and are not renewed with a
+            // login (no single server's login stands for the account).
             if let (Some(ice), Some(r)) = (media.ice.as_ref(), renewal.as_ref()) {
-                if keys.params.threshold().is_none() {
-                    rt.spawn(r.relay(keys.pin).run(
-                        media.relay.clone(),
-                        keys.turn.clone(),
-                        ice.stun.is_none(),
-                        ibephone::agent::relay::log_outcome,
-                    ));
-                }
+                let relay = match keys.params.threshold() {
+                    Some(_) => r.relay(keys.pin).without_renewal(),
+                    None => r.relay(keys.pin),
+                };
+                rt.spawn(relay.run(
+                    media.relay.clone(),
+                    keys.turn.clone(),
+                    ice.stun.is_none(),
+                    ibephone::agent::relay::log_outcome,
+                ));
             }
             if let Some(path) = &keylog {
                 eprintln!(

@@ -47,7 +47,15 @@
 //!   and the store's private keys read signaling directly; a login secret
 //!   opens one server of one provider, reveals the password only to
 //!   guessing at Argon2id cost, and dies with a password change (the kept
-//!   one is then refused and derived anew from the password).
+//!   one is then refused and derived anew from the password);
+//! - at a threshold provider the device SIP credential and the relay
+//!   credentials come from the home server (the `[pkg] url` server, found
+//!   among the key servers by its pin, else its URL; see
+//!   `pkg_client::threshold`), asked at start in the session of its key
+//!   shares. The account password never goes to SIP there, not even when
+//!   the home server gives no credential (down, or `404`): the stored
+//!   credential is used, and with none stored the start fails
+//!   ([`KeyError::NoDeviceCredential`]) after the keys were stored.
 
 use super::config::{
     choose_proxy, read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings,
@@ -57,7 +65,8 @@ use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use crate::pkg_client::api::{SecretString, SipCredentialsResponse};
 use crate::pkg_client::discovery::{self, DiscoveryError};
 use crate::pkg_client::threshold::{
-    fetch_threshold_keys, fetch_threshold_keys_kept, LoginSecrets, ThresholdKeys,
+    fetch_threshold_keys, fetch_threshold_keys_and_device, fetch_threshold_keys_kept, home_server,
+    DeviceRequest, LoginSecrets, ThresholdKeys,
 };
 use crate::pkg_client::tls::fingerprint_hex;
 use crate::pkg_client::{KeyStore, PkgClient, PkgClientError, TurnCredentials, Unlock};
@@ -133,6 +142,21 @@ pub enum KeyError {
         confirmed: String,
         /// Short fingerprint of the parameters the PKG served.
         served: String,
+    },
+    /// At a threshold provider, the home key server gave no SIP
+    /// credential for this device and none is stored: the phone does not
+    /// register (the account password never authenticates SIP). The keys
+    /// fetched are stored.
+    #[error(
+        "PKG {url}: no SIP credential for this device ({why}) and none is stored; the phone does \
+         not register with the account password at a threshold provider. The keys were stored; \
+         start again when the key server answers"
+    )]
+    NoDeviceCredential {
+        /// The PKG (the home key server's URL as configured).
+        url: String,
+        /// Why the home key server gave none.
+        why: String,
     },
     /// The key store could not be opened, read or written.
     #[error("key store {store}: {source}")]
@@ -489,7 +513,14 @@ async fn provision_pkg(
     )
     .await;
     match fetched {
-        Ok((params, keys, sip, servers, turn, derived)) => {
+        Ok(Fetched {
+            params,
+            keys,
+            sip,
+            servers,
+            turn,
+            derived,
+        }) => {
             // The parameters are the provider's identity: the ones in the
             // store (confirmed at set-up) stay until the user sets up
             // again. A renewal that meets others (a new master key behind
@@ -512,9 +543,27 @@ async fn provision_pkg(
                     .set_login_secrets(params.domain(), &pkg.user, secrets)
                     .map_err(store_err)?;
             }
-            if let Some(c) = &sip {
-                store.set_sip_credential(c.clone()).map_err(store_err)?;
-            }
+            let sip = match sip {
+                Ok(Some(c)) => {
+                    store.set_sip_credential(c.clone()).map_err(store_err)?;
+                    Some(c)
+                }
+                Ok(None) => None,
+                // A threshold provider's home server gave none: the stored
+                // one, else no registration (never the account password).
+                Err(why) => match store.sip_credential() {
+                    Some(c) => {
+                        tracing::warn!(url = %pkg.url, %why, "no fresh SIP credential from the home key server; using the stored one");
+                        Some(c.clone())
+                    }
+                    None => {
+                        return Err(KeyError::NoDeviceCredential {
+                            url: pkg.url.clone(),
+                            why,
+                        })
+                    }
+                },
+            };
             let used = client.pinned_fingerprint();
             let tofu = pin.is_none() && used.is_some();
             if let Some(fp) = used {
@@ -556,6 +605,13 @@ async fn provision_pkg(
                 return Err(no_keys());
             }
             tracing::warn!(url = %pkg.url, %why, "PKG unreachable; using stored keys");
+            let sip = want_sip.then(|| store.sip_credential().cloned()).flatten();
+            if want_sip && sip.is_none() && params.threshold().is_some() {
+                return Err(KeyError::NoDeviceCredential {
+                    url: pkg.url.clone(),
+                    why,
+                });
+            }
             Ok(Provisioned {
                 params,
                 trusted: Vec::new(),
@@ -564,7 +620,7 @@ async fn provision_pkg(
                 pin,
                 tofu: false,
                 unreachable: Some(why),
-                sip: want_sip.then(|| store.sip_credential().cloned()).flatten(),
+                sip,
                 servers: None,
                 turn: None,
             })
@@ -592,20 +648,25 @@ async fn provision_pkg(
     }
 }
 
-/// Parameters, checked keys of the previous, current and next period,
-/// the device's SIP credential (none from a threshold provider), for a
-/// threshold provider which servers' shares were combined, the
-/// provider's relay credentials (asked with the SIP credential), and a
-/// threshold provider's login secrets when some were derived in this
-/// fetch (to keep in the store).
-type Fetched = (
-    PublicParams,
-    Vec<PrivateKeys>,
-    Option<SipCredentialsResponse>,
-    Option<String>,
-    Option<TurnCredentials>,
-    Option<LoginSecrets>,
-);
+/// What [`fetch`] got.
+struct Fetched {
+    /// The provider's parameters.
+    params: PublicParams,
+    /// Checked keys of the previous, current and next period.
+    keys: Vec<PrivateKeys>,
+    /// The device's SIP credential: `Ok(None)` when none was asked or a
+    /// single PKG offers none (the account password is then the digest
+    /// password); `Err(why)` when a threshold provider's home server gave
+    /// none (the password must then never go to SIP).
+    sip: Result<Option<SipCredentialsResponse>, String>,
+    /// For a threshold provider, which servers' shares were combined.
+    servers: Option<String>,
+    /// The provider's relay credentials (asked with the SIP credential).
+    turn: Option<TurnCredentials>,
+    /// A threshold provider's login secrets when some were derived in
+    /// this fetch (to keep in the store).
+    derived: Option<LoginSecrets>,
+}
 
 /// Runs `[pkg] otp_command` (program and arguments, no shell) and returns
 /// the one-time code it prints: 6 to 8 ASCII digits on the first line.
@@ -675,9 +736,11 @@ async fn threshold_codes(params: &PublicParams, cmd: &[String]) -> Result<OtpCod
 /// (pkg-api.md "Threshold provider"): the login secrets `kept` from an
 /// earlier fetch used first, the password deriving any missing or
 /// refused; `codes` the one-time code of each server that wants one. The
-/// account must be `aor`. Servers skipped are logged; the answer says
-/// which were used ([`ThresholdKeys::describe`]) and carries the login
-/// secrets to keep when some were derived.
+/// account must be `aor`. With `device`, the home server is also asked
+/// for the device's credentials in the same session (waited for,
+/// [`ThresholdKeys::device`]). Servers skipped are logged; the answer
+/// says which were used ([`ThresholdKeys::describe`]) and carries the
+/// login secrets to keep when some were derived.
 pub async fn threshold_keys(
     params: &PublicParams,
     user: &str,
@@ -685,13 +748,18 @@ pub async fn threshold_keys(
     (password, kept): (&SecretString, Option<&LoginSecrets>),
     codes: &OtpCodes,
     periods: &[Period],
+    device: Option<&DeviceRequest>,
 ) -> Result<ThresholdKeys, PkgClientError> {
     let otp_for = |i: u32| codes.get(&i).cloned();
-    let (got_aor, got) = match kept {
-        Some(kept) => {
+    let (got_aor, got) = match (kept, device) {
+        (kept, Some(d)) => {
+            fetch_threshold_keys_and_device(params, user, (kept, password), &otp_for, periods, d)
+                .await?
+        }
+        (Some(kept), None) => {
             fetch_threshold_keys_kept(params, user, kept, password, &otp_for, periods).await?
         }
-        None => fetch_threshold_keys(params, user, password, &otp_for, periods).await?,
+        (None, None) => fetch_threshold_keys(params, user, password, &otp_for, periods).await?,
     };
     if got_aor != *aor {
         return Err(PkgClientError::Protocol(format!(
@@ -711,7 +779,7 @@ fn login_refused(e: &PkgClientError) -> bool {
         PkgClientError::Server {
             status: 401, code, ..
         } => code == crate::pkg_client::api::codes::INVALID_CREDENTIALS,
-        PkgClientError::Threshold(why) => why.contains("invalid_credentials"),
+        PkgClientError::Threshold { refused, .. } => !refused.is_empty(),
         _ => false,
     }
 }
@@ -756,6 +824,20 @@ async fn fetch(
                 .map_err(FetchError::Otp)?,
             _ => given.clone(),
         };
+        // The home server (the one asked for the parameters) issues the
+        // device's credentials in the session of its key shares.
+        let request = match (device, params.threshold()) {
+            (Some(d), Some(t)) => Some(
+                home_server(t, client.pinned_fingerprint(), &pkg.url)
+                    .map(|home| DeviceRequest {
+                        home,
+                        device: d.to_string(),
+                        turn: true,
+                    })
+                    .ok_or_else(|| format!("{} is not one of the provider's key servers", pkg.url)),
+            ),
+            _ => None,
+        };
         let got = threshold_keys(
             &params,
             &pkg.user,
@@ -763,14 +845,29 @@ async fn fetch(
             (password, kept.as_ref()),
             &codes,
             &periods,
+            request.as_ref().and_then(|r| r.as_ref().ok()),
         )
         .await?;
         let servers = params
             .threshold()
             .map(|t| got.describe(t))
             .unwrap_or_default();
-        let derived = got.derived.then_some(got.secrets);
-        return Ok((params, got.keys, None, Some(servers), None, derived));
+        let (sip, turn) = match (request, got.device) {
+            (None, _) => (Ok(None), None),
+            (Some(Err(why)), _) => (Err(why), None),
+            (Some(Ok(_)), Some(answer)) => {
+                (answer.sip.map(Some).map_err(|e| e.to_string()), answer.turn)
+            }
+            (Some(Ok(r)), None) => (Err(format!("key server {}: no answer", r.home)), None),
+        };
+        return Ok(Fetched {
+            params,
+            keys: got.keys,
+            sip,
+            servers: Some(servers),
+            turn,
+            derived: got.derived.then_some(got.secrets),
+        });
     }
     let otp = match (given.get(&SINGLE_PKG), &pkg.otp_command) {
         (Some(code), _) => Some(code.clone()),
@@ -798,7 +895,14 @@ async fn fetch(
         _ => None,
     };
     let _ = client.logout(&session).await;
-    Ok((params, keys?, sip?, None, turn, None))
+    Ok(Fetched {
+        params,
+        keys: keys?,
+        sip: Ok(sip?),
+        servers: None,
+        turn,
+        derived: None,
+    })
 }
 
 /// The provider's relay credentials; `None` when it runs no relay (404),

@@ -164,6 +164,7 @@ pub struct RelayRenewal {
     aor: Aor,
     password: SecretString,
     refusals: Option<crate::pkg_client::tls::PinRefusals>,
+    renew: bool,
 }
 
 impl RelayRenewal {
@@ -175,7 +176,18 @@ impl RelayRenewal {
             aor,
             password,
             refusals: None,
+            renew: true,
         }
+    }
+
+    /// This task without renewal: [`RelayRenewal::run`] installs the
+    /// initial credentials and the STUN server and ends; it never logs
+    /// in. For a threshold provider, where no single server's login
+    /// stands for the account and the password goes to none of them: the
+    /// relay credentials come with the keys from the home key server.
+    pub fn without_renewal(mut self) -> Self {
+        self.renew = false;
+        self
     }
 
     /// This renewal, its `turns:` relays telling `refusals` each
@@ -273,6 +285,9 @@ impl RelayRenewal {
         };
         if want_stun {
             relay.set_stun(self.stun().await);
+        }
+        if !self.renew {
+            return;
         }
         loop {
             let Some(next) = schedule.next() else {

@@ -78,8 +78,16 @@ pub enum PkgClientError {
     Turn(#[from] TurnError),
     /// Too few servers of a threshold provider gave good key shares; the
     /// sentence names each server and why.
-    #[error("{0}")]
-    Threshold(String),
+    #[error("{sentence}")]
+    Threshold {
+        /// For people: how many servers gave good shares, and each other
+        /// server with why.
+        sentence: String,
+        /// The servers that refused the login for its credentials (`401
+        /// invalid_credentials`: a wrong password or one-time code),
+        /// ascending.
+        refused: Vec<u32>,
+    },
     /// Too few servers of a threshold provider gave good key shares, but
     /// enough refused only for want of their one-time codes (each server
     /// has its own TOTP seed): ask the user for the code of each of

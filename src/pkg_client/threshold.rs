@@ -15,9 +15,27 @@
 //!   the caller ([`ThresholdKeys::secrets`], [`fetch_threshold_keys_kept`]);
 //!   a kept secret refused with `401 invalid_credentials` is derived anew
 //!   from the password, so a changed password needs no manual step.
+//!
+//! Decisions (device credentials; pkg-api.md is silent on which server
+//! issues them):
+//! - the "home" server ([`home_server`]: the server the phone asks for
+//!   parameters, whose `services` it uses, found among the servers by its
+//!   pinned certificate, else by URL) issues the device's SIP credential
+//!   and the relay's credentials ([`DeviceRequest`]), in the same session
+//!   as its key shares and before its logout: a one-time code is used
+//!   once, so there is no second login. The account password (and every
+//!   login secret) never goes to SIP: at a threshold provider the
+//!   registrar's operator is one operator, and a digest of the password
+//!   would give that operator every server's login secret by guessing;
+//! - the keys still never wait for a slow server that is not the home
+//!   server ([`GRACE`]); when a device credential is asked (a start or a
+//!   set-up, never a background renewal), the fetch also waits for the
+//!   home server's answer, at most [`SERVER_TIMEOUT`] in all. What it
+//!   answered is [`ThresholdKeys::device`].
 
-use super::api::{KeyEntry, SecretString};
+use super::api::{KeyEntry, SecretString, SipCredentialsResponse};
 use super::client::PkgClient;
+use super::turn::TurnCredentials;
 use super::PkgClientError;
 use crate::ibe::encoding::{b64_decode, b64_encode};
 use crate::ibe::threshold::{
@@ -72,6 +90,65 @@ pub fn login_secret(
 /// log); the keys never wait for the slowest server.
 pub const GRACE: Duration = Duration::from_millis(100);
 
+/// What the home server ([`home_server`]) is asked beside its key shares,
+/// in the same session: a SIP digest credential for `device`
+/// (`POST /v1/sip-credentials`) and, when `turn`, relay credentials
+/// (`POST /v1/turn-credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRequest {
+    /// The index of the home server.
+    pub home: u32,
+    /// The device name sent with `POST /v1/sip-credentials`.
+    pub device: String,
+    /// Whether relay credentials are asked too.
+    pub turn: bool,
+}
+
+/// Why the home server gave no device SIP credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceRefusal {
+    /// It issues none (`404`).
+    #[error("key server {0} issues no device SIP credentials")]
+    NotOffered(u32),
+    /// It could not be reached, refused the login or the request, or
+    /// answered a credential for another user.
+    #[error("key server {home}: {why}")]
+    Failed {
+        /// The home server.
+        home: u32,
+        /// Why, for people.
+        why: String,
+    },
+}
+
+/// What the home server answered to a [`DeviceRequest`].
+#[derive(Debug, Clone)]
+pub struct DeviceAnswer {
+    /// The device's SIP credential; its user name is the AOR's user.
+    pub sip: Result<SipCredentialsResponse, DeviceRefusal>,
+    /// Relay credentials, when asked and offered (none on any failure:
+    /// calls then go without a relayed candidate).
+    pub turn: Option<TurnCredentials>,
+}
+
+/// The index of the home server of `threshold` (the server the phone
+/// talks to for parameters at `url` with certificate pin `pin`): the
+/// server whose `tls_sha256` is `pin`, else the server whose `pkg_url` is
+/// `url` (ASCII case and a trailing `/` ignored); `None` when neither
+/// names a server.
+pub fn home_server(threshold: &Threshold, pin: Option<[u8; 32]>, url: &str) -> Option<u32> {
+    let norm = |u: &str| u.trim().trim_end_matches('/').to_ascii_lowercase();
+    pin.and_then(|pin| threshold.servers.iter().find(|s| s.tls_sha256 == pin))
+        .or_else(|| {
+            threshold
+                .servers
+                .iter()
+                .find(|s| norm(&s.pkg_url) == norm(url))
+        })
+        .map(|s| s.index)
+}
+
 /// Per-server login secrets of one account (server index to secret): what
 /// a phone keeps instead of re-deriving them from the password for every
 /// fetch ([`login_secrets`]).
@@ -105,6 +182,9 @@ pub struct ThresholdKeys {
     /// was kept for that server, or the kept one was refused): the kept
     /// set should be replaced.
     pub derived: bool,
+    /// The home server's answer to the [`DeviceRequest`]; `None` when
+    /// none was made.
+    pub device: Option<DeviceAnswer>,
 }
 
 impl ThresholdKeys {
@@ -149,7 +229,7 @@ pub async fn fetch_threshold_keys(
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, None, Some(password), otp, periods).await
+    fetch_shares(params, user, None, Some(password), otp, periods, None).await
 }
 
 /// The login secrets of every server of `params` for `password` (one
@@ -179,7 +259,7 @@ pub async fn fetch_threshold_keys_with_secrets(
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, Some(secrets), None, otp, periods).await
+    fetch_shares(params, user, Some(secrets), None, otp, periods, None).await
 }
 
 /// [`fetch_threshold_keys`] with the login secrets `kept` from an earlier
@@ -195,7 +275,31 @@ pub async fn fetch_threshold_keys_kept(
     otp: OtpFor<'_>,
     periods: &[Period],
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
-    fetch_shares(params, user, Some(kept), Some(password), otp, periods).await
+    fetch_shares(params, user, Some(kept), Some(password), otp, periods, None).await
+}
+
+/// [`fetch_threshold_keys_kept`] (`kept` may be empty) that also asks the
+/// home server for `device`'s credentials in the session of its key
+/// shares, and waits for its answer ([`ThresholdKeys::device`]), at most
+/// [`SERVER_TIMEOUT`]; the other servers are waited for as without it.
+pub async fn fetch_threshold_keys_and_device(
+    params: &PublicParams,
+    user: &str,
+    (kept, password): (Option<&LoginSecrets>, &SecretString),
+    otp: OtpFor<'_>,
+    periods: &[Period],
+    device: &DeviceRequest,
+) -> Result<(Aor, ThresholdKeys), PkgClientError> {
+    fetch_shares(
+        params,
+        user,
+        kept,
+        Some(password),
+        otp,
+        periods,
+        Some(device),
+    )
+    .await
 }
 
 /// The identities of one fetch (one per period), hashed and prepared by
@@ -243,6 +347,18 @@ struct Heard {
     derived: bool,
 }
 
+/// One server's report: its index and its shares, or why not.
+type Report = (u32, Result<Heard, Failure>);
+
+/// The home server's task's side of a [`DeviceRequest`]: what to ask, the
+/// go-ahead (sent once the keys are combined; dropped when they cannot
+/// be, and nothing is asked), and where its answer goes.
+type DeviceLink = (
+    DeviceRequest,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<DeviceAnswer>,
+);
+
 async fn fetch_shares(
     params: &PublicParams,
     user: &str,
@@ -250,14 +366,22 @@ async fn fetch_shares(
     password: Option<&SecretString>,
     otp: OtpFor<'_>,
     periods: &[Period],
+    device: Option<&DeviceRequest>,
 ) -> Result<(Aor, ThresholdKeys), PkgClientError> {
     let threshold = params
         .threshold()
         .ok_or_else(|| PkgClientError::Protocol("not a threshold provider".into()))?;
     // Every server in a task of its own that outlives this call: it
     // reports its shares, then logs out, whether or not they are waited for.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Result<Heard, Failure>)>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Report>();
     let prepared = Arc::new(SharedIdentities::default());
+    // The home server asks for the device's credentials only once the
+    // keys are combined: a fetch that fails (too few servers, a wrong
+    // code elsewhere) uses up none of the account's device slots.
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<DeviceAnswer>();
+    let mut link: Option<DeviceLink> = device.map(|d| (d.clone(), go_rx, answer_tx));
+    let mut linked = false;
     for server in &threshold.servers {
         let prepared = prepared.clone();
         let server = server.clone();
@@ -269,11 +393,17 @@ async fn fetch_shares(
             otp: otp(server.index),
         };
         let periods = periods.to_vec();
+        let home = link
+            .as_ref()
+            .is_some_and(|(d, _, _)| d.home == server.index);
+        let home_link = if home { link.take() } else { None };
+        linked |= home_link.is_some();
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut logout = None;
-            let r = tokio::time::timeout(
-                SERVER_TIMEOUT,
+            let deadline = tokio::time::Instant::now() + SERVER_TIMEOUT;
+            let r = tokio::time::timeout_at(
+                deadline,
                 shares_from(
                     &server,
                     &params,
@@ -286,8 +416,35 @@ async fn fetch_shares(
             )
             .await
             .unwrap_or_else(|_| Err(Failure::from("no answer in time")));
+            let why = r.as_ref().err().map(|f| f.why.clone());
             let _ = tx.send((server.index, r));
             drop(tx);
+            // The home server's device credentials once the keys are
+            // combined, in the same session (before its logout), within
+            // the same time limit.
+            if let Some((d, go, answer)) = home_link {
+                let got = match &logout {
+                    Some((client, session)) => match tokio::time::timeout_at(deadline, go).await {
+                        Ok(Ok(())) => Some(
+                            tokio::time::timeout_at(deadline, device_from(client, session, &d))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    DeviceAnswer::failed(d.home, "no answer in time")
+                                }),
+                        ),
+                        // No keys: nothing asked.
+                        Ok(Err(_)) => None,
+                        Err(_) => Some(DeviceAnswer::failed(d.home, "no answer in time")),
+                    },
+                    None => Some(DeviceAnswer::failed(
+                        d.home,
+                        why.as_deref().unwrap_or("no session"),
+                    )),
+                };
+                if let Some(got) = got {
+                    let _ = answer.send(got);
+                }
+            }
             if let Some((client, session)) = logout {
                 let _ = client.logout(&session).await;
             }
@@ -299,6 +456,7 @@ async fn fetch_shares(
     let mut heard: Vec<u32> = Vec::with_capacity(n);
     let mut good: BTreeMap<u32, Heard> = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut refused = Vec::new();
     let mut otp_at = Vec::new();
     while good.len() < t {
         let Some((index, r)) = rx.recv().await else {
@@ -312,6 +470,9 @@ async fn fetch_shares(
             Err(f) => {
                 if f.otp_required {
                     otp_at.push(index);
+                }
+                if f.refused {
+                    refused.push(index);
                 }
                 skipped.push((index, f.why));
             }
@@ -330,6 +491,7 @@ async fn fetch_shares(
             }
         }
         skipped.sort_by_key(|(i, _)| *i);
+        refused.sort_unstable();
         let mut sentence = format!(
             "only {} of the {} key servers of {} gave a good key share and {} are needed, so no keys were fetched",
             good.len(),
@@ -340,14 +502,17 @@ async fn fetch_shares(
         for (i, why) in &skipped {
             sentence.push_str(&format!("; server {i}: {why}"));
         }
-        return Err(PkgClientError::Threshold(sentence));
+        return Err(PkgClientError::Threshold { sentence, refused });
     }
     // All servers combined must agree on the account's AOR.
     let mut aors = good.values().map(|h| &h.aor);
     let aor = aors
         .next()
         .cloned()
-        .ok_or_else(|| PkgClientError::Threshold("no shares".into()))?;
+        .ok_or_else(|| PkgClientError::Threshold {
+            sentence: "no shares".into(),
+            refused: Vec::new(),
+        })?;
     if aors.any(|a| *a != aor) {
         return Err(PkgClientError::Protocol(
             "the threshold servers disagree about the account's AOR".into(),
@@ -363,6 +528,9 @@ async fn fetch_shares(
     let ids = prepared.get(&aor, periods);
     let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids.iter()).collect();
     check_keys(params, &items)?;
+    // The keys are good: the home server may ask for the device's
+    // credentials now, while the others get their grace.
+    let _ = go.send(());
     let mut secrets: LoginSecrets = kept.cloned().unwrap_or_default();
     let mut derived = false;
     let mut keep = |index: u32, h: Heard| {
@@ -384,6 +552,17 @@ async fn fetch_shares(
             Err(f) => skipped.push((index, f.why)),
         }
     }
+    // The home server's answer, when a device credential is asked: its
+    // task ends within SERVER_TIMEOUT of the start.
+    let device = match device {
+        None => None,
+        Some(d) if !linked => Some(DeviceAnswer::failed(d.home, "not one of the key servers")),
+        Some(d) => Some(
+            answer_rx
+                .await
+                .unwrap_or_else(|_| DeviceAnswer::failed(d.home, "no answer")),
+        ),
+    };
     skipped.sort_by_key(|(i, _)| *i);
     let mut pending: Vec<u32> = threshold
         .servers
@@ -415,8 +594,63 @@ async fn fetch_shares(
             late,
             secrets,
             derived,
+            device,
         },
     ))
+}
+
+impl DeviceAnswer {
+    /// No credentials from `home`, for `why`.
+    fn failed(home: u32, why: &str) -> Self {
+        DeviceAnswer {
+            sip: Err(DeviceRefusal::Failed {
+                home,
+                why: why.to_string(),
+            }),
+            turn: None,
+        }
+    }
+}
+
+/// Asks the home server, in `session`, for the device's SIP credential
+/// (its user name must be the session's AOR's user) and, if asked, relay
+/// credentials.
+async fn device_from(
+    client: &PkgClient,
+    session: &crate::pkg_client::Session,
+    d: &DeviceRequest,
+) -> DeviceAnswer {
+    let home = d.home;
+    let sip = match client.sip_credentials(session, &d.device).await {
+        Ok(c) if c.username == session.aor.user() => Ok(c),
+        Ok(c) => Err(DeviceRefusal::Failed {
+            home,
+            why: format!(
+                "SIP user name {} is not the AOR's user {}",
+                c.username,
+                session.aor.user()
+            ),
+        }),
+        Err(PkgClientError::Server { status: 404, .. } | PkgClientError::NotOffered(_)) => {
+            Err(DeviceRefusal::NotOffered(home))
+        }
+        Err(e) => Err(DeviceRefusal::Failed {
+            home,
+            why: e.to_string(),
+        }),
+    };
+    let turn = match d.turn {
+        false => None,
+        true => match client.turn_credentials(session).await {
+            Ok(c) => Some(c),
+            Err(PkgClientError::NotOffered(_)) => None,
+            Err(e) => {
+                tracing::warn!(server = home, error = %e, "no TURN credentials from the home key server: no relayed candidates");
+                None
+            }
+        },
+    };
+    DeviceAnswer { sip, turn }
 }
 
 /// Why one server gave no shares: a reason for people, and whether it
@@ -424,6 +658,9 @@ async fn fetch_shares(
 struct Failure {
     why: String,
     otp_required: bool,
+    /// The login was refused for its credentials (`401
+    /// invalid_credentials`: a wrong password or one-time code).
+    refused: bool,
 }
 
 impl Failure {
@@ -431,6 +668,7 @@ impl Failure {
     fn login(e: PkgClientError) -> Self {
         Failure {
             otp_required: e.is_otp_required(),
+            refused: credentials_refused(&e),
             why: e.to_string(),
         }
     }
@@ -441,6 +679,7 @@ impl From<String> for Failure {
         Failure {
             why,
             otp_required: false,
+            refused: false,
         }
     }
 }
@@ -669,5 +908,42 @@ mod tests {
             "servers 1 and 3 of 3 (2 needed)"
         );
         assert_eq!(describe_servers(&[2], &t), "server 2 of 3 (2 needed)");
+    }
+
+    #[test]
+    fn the_home_server_is_found_by_its_pin_else_by_its_url() {
+        let server = |index: u32, fp: u8| ThresholdServer {
+            index,
+            pkg_url: format!("https://pkg{index}.atlanta.com"),
+            p_pub_i: crate::ibe::threshold::deal(
+                &setup("atlanta.com", "https://x").unwrap().0,
+                2,
+                3,
+            )
+            .unwrap()[0]
+                .p_pub_i(),
+            tls_sha256: [fp; 32],
+        };
+        let t = Threshold {
+            t: 2,
+            dealer: true,
+            servers: vec![server(1, 1), server(2, 2), server(3, 3)],
+        };
+        // The pin wins over the URL: the server the phone talks to is the
+        // one whose certificate it pinned.
+        assert_eq!(
+            home_server(&t, Some([2; 32]), "https://pkg1.atlanta.com"),
+            Some(2)
+        );
+        assert_eq!(home_server(&t, None, "HTTPS://pkg3.atlanta.com/"), Some(3));
+        assert_eq!(
+            home_server(&t, Some([9; 32]), "https://pkg1.atlanta.com"),
+            Some(1)
+        );
+        assert_eq!(
+            home_server(&t, Some([9; 32]), "https://pkg9.atlanta.com"),
+            None
+        );
+        assert_eq!(home_server(&t, None, "https://pkg.atlanta.com"), None);
     }
 }

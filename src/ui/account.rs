@@ -97,6 +97,73 @@ async fn renew_threshold(
     params: &PublicParams,
     password: &SecretString,
 ) -> Result<(Vec<PrivateKeys>, Option<String>), PkgClientError> {
+    renew_threshold_with(dirs, settings, params, password, None)
+        .await
+        .map(|(keys, note, _)| (keys, note))
+}
+
+/// The device's SIP credential (stored) and relay credentials from a
+/// threshold provider's home key server (the one of `pin`, else of the
+/// settings' URL), asked with a key renewal in the same session: for a
+/// phone whose store has no device credential (set up before the home
+/// server issued them). Fails with a sentence for people when none was
+/// had; the phone then does not register (never with the password).
+pub(super) async fn threshold_device_credential(
+    dirs: &AppDirs,
+    settings: &Settings,
+    params: &PublicParams,
+    pin: Option<[u8; 32]>,
+    password: &SecretString,
+) -> Result<
+    (
+        SipCredentialsResponse,
+        Option<crate::pkg_client::TurnCredentials>,
+    ),
+    String,
+> {
+    let url = settings.pkg_url.trim().to_string();
+    let home = params
+        .threshold()
+        .and_then(|t| crate::pkg_client::threshold::home_server(t, pin, &url))
+        .ok_or_else(|| format!("{url} is not one of your provider's key servers"))?;
+    let request = crate::pkg_client::threshold::DeviceRequest {
+        home,
+        device: new_device_name()?,
+        turn: settings.ice,
+    };
+    let (_, _, answer) = renew_threshold_with(dirs, settings, params, password, Some(&request))
+        .await
+        .map_err(|e| pkg_error(&e, &url))?;
+    let answer = answer.ok_or("no answer from the home key server")?;
+    let sip = answer.sip.map_err(|e| e.to_string())?;
+    let (d, c) = (dirs.clone(), sip.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut s = KeyStore::open(&d.keys(), Unlock::KeyFile)?;
+        s.device_name(Some(&c.device))?;
+        s.set_sip_credential(c)
+    })
+    .await
+    .map_err(|e| format!("saving failed ({e})"))?
+    .map_err(|e| pkg_error(&e, "this computer"))?;
+    Ok((sip, answer.turn))
+}
+
+/// [`renew_threshold`], also asking the home server for `device`'s
+/// credentials in the same session.
+async fn renew_threshold_with(
+    dirs: &AppDirs,
+    settings: &Settings,
+    params: &PublicParams,
+    password: &SecretString,
+    device: Option<&crate::pkg_client::threshold::DeviceRequest>,
+) -> Result<
+    (
+        Vec<PrivateKeys>,
+        Option<String>,
+        Option<crate::pkg_client::threshold::DeviceAnswer>,
+    ),
+    PkgClientError,
+> {
     let user = settings.user.trim().to_string();
     let aor = crate::ibe::Aor::parse(&format!("sip:{user}@{}", params.domain()))?;
     let (d, dom, u) = (dirs.clone(), params.domain().to_string(), user.clone());
@@ -117,10 +184,14 @@ async fn renew_threshold(
         (password, kept.as_ref()),
         &crate::agent::keys::OtpCodes::new(),
         &periods,
+        // A background renewal replaces no credential the running phone
+        // registers with: none asked then.
+        device,
     )
     .await?;
     let note = key_servers_sentence(params, &got);
     let (dirs, params) = (dirs.clone(), params.clone());
+    let answer = got.device;
     let (keys, secrets) = (got.keys, got.derived.then_some(got.secrets));
     tokio::task::spawn_blocking(move || {
         let mut s = KeyStore::open(&dirs.keys(), Unlock::KeyFile)?;
@@ -129,7 +200,7 @@ async fn renew_threshold(
             s.set_login_secrets(params.domain(), &user, secrets)?;
         }
         save_key_servers(&dirs, Some(&note)).map_err(PkgClientError::Store)?;
-        Ok((s.keys()?, Some(note)))
+        Ok((s.keys()?, Some(note), answer))
     })
     .await
     .map_err(|e| PkgClientError::Store(e.to_string()))?

@@ -666,13 +666,28 @@ impl Worker {
         let aor = Aor::parse(&format!("sip:{user}@{domain}")).map_err(|_| {
             format!("{user:?} is not a user name your provider can have. Check your address.")
         })?;
-        let got = match crate::agent::keys::threshold_keys(
+        // The home server (the one the wizard asked, by its pin) issues
+        // this device's SIP and relay credentials in the session of its
+        // key shares: the account password never goes to SIP.
+        let request = params
+            .threshold()
+            .and_then(|t| crate::pkg_client::threshold::home_server(t, Some(pin), &url))
+            .map(|home| {
+                new_device_name().map(|device| crate::pkg_client::threshold::DeviceRequest {
+                    home,
+                    device,
+                    turn: settings.ice,
+                })
+            })
+            .transpose()?;
+        let mut got = match crate::agent::keys::threshold_keys(
             &params,
             &user,
             &aor,
             (&password, None),
             &otp,
             &key_periods(now_unix()),
+            request.as_ref(),
         )
         .await
         {
@@ -680,24 +695,37 @@ impl Worker {
             Err(PkgClientError::OtpRequiredAt { servers }) => {
                 return Err(SetupError::OtpRequired(servers))
             }
-            Err(PkgClientError::Threshold(why))
-                if !otp.is_empty()
-                    && why.contains(crate::pkg_client::api::codes::INVALID_CREDENTIALS) =>
+            Err(PkgClientError::Threshold { sentence, refused })
+                if !otp.is_empty() && !refused.is_empty() =>
             {
-                return Err(format!("{WRONG_CODE} ({why})").into())
+                return Err(format!("{WRONG_CODE} ({sentence})").into())
             }
             Err(e) => return Err(pkg_error(&e, &url).into()),
         };
+        let (sip, turn) = match got.device.take() {
+            Some(answer) => (answer.sip.map_err(|e| e.to_string()), answer.turn),
+            None => (
+                Err(format!("{url} is not one of the provider's key servers")),
+                None,
+            ),
+        };
+        // Nothing is saved without a device credential: registering with
+        // the account password would hand it to the registrar's operator.
+        let sip = sip.map_err(|why| {
+            format!(
+                "Your provider's key server gave this computer no SIP credential ({why}), and this phone never registers with your password. Nothing was saved. Try again later, and tell your provider if it persists."
+            )
+        })?;
         let note = key_servers_sentence(&params, &got);
         self.report
             .progress(3, STEPS, "Saving your keys on this computer");
         let dirs = self.dirs.clone();
         let saved = settings.clone();
         let pw = password.clone();
-        let (p2, k2) = (params.clone(), got.keys.clone());
+        let (p2, k2, s2) = (params.clone(), got.keys.clone(), sip.clone());
         let (secrets, n2) = (got.secrets, note.clone());
         tokio::task::spawn_blocking(move || {
-            save_account(&dirs, &saved, pin, &p2, &k2, &pw, None)?;
+            save_account(&dirs, &saved, pin, &p2, &k2, &pw, Some(&s2))?;
             let here = |e: PkgClientError| pkg_error(&e, "this computer");
             crate::pkg_client::KeyStore::open(&dirs.keys(), crate::pkg_client::Unlock::KeyFile)
                 .and_then(|mut s| s.set_login_secrets(p2.domain(), saved.user.trim(), secrets))
@@ -715,7 +743,7 @@ impl Worker {
                 &aor,
                 params,
                 got.keys,
-                (&password, None, None),
+                (&password, Some(&sip), turn),
                 (Some(pin), Some(note)),
             )
             .await?)
@@ -748,7 +776,7 @@ impl Worker {
         let opened = tokio::task::spawn_blocking(move || load_account(&dirs))
             .await
             .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
-        let (params, mut keys, pin, password, sip) = opened;
+        let (params, mut keys, pin, password, mut sip) = opened;
         let mut key_servers = load_key_servers(&self.dirs);
         let current = Period::month_at(now_unix());
         let has =
@@ -792,6 +820,19 @@ impl Worker {
             }
             self.report.progress(2, 2, "Registering with the network");
         }
+        // A phone at a threshold provider set up before its home key
+        // server issued device credentials asks for one now (with the
+        // keys, in one session); without one it does not register.
+        let mut turn = None;
+        if params.threshold().is_some() && sip.is_none() {
+            let (c, t) = super::account::threshold_device_credential(
+                &self.dirs, &settings, &params, pin, &password,
+            )
+            .await
+            .map_err(|why| format!("{NO_DEVICE_CREDENTIAL} ({why})"))?;
+            sip = Some(c);
+            turn = t;
+        }
         // Next month's keys are fetched ahead without asking by the agent's
         // renewer (run_agent).
         self.run_agent(
@@ -799,7 +840,7 @@ impl Worker {
             &aor,
             params,
             keys,
-            (&password, sip.as_ref(), None),
+            (&password, sip.as_ref(), turn),
             (pin, key_servers),
         )
         .await
@@ -949,18 +990,22 @@ impl Worker {
             key_servers,
         };
         let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
-        // A threshold provider's relay credentials are not asked (as at a
-        // headless start): no single server's login stands for the account.
+        // A threshold provider's relay credentials come with the keys
+        // from its home key server and are not renewed with a login: no
+        // single server's login stands for the account.
         let threshold = params.threshold().is_some();
+        // The device credential when there is one; the account password
+        // only for a single PKG without them, never at a threshold
+        // provider (its registrar's operator is one operator).
+        let digest = match (sip, threshold) {
+            (Some(c), _) => c.password.expose(),
+            (None, false) => password.expose(),
+            (None, true) => return Err(NO_DEVICE_CREDENTIAL.to_string()),
+        };
         let inbox = KeyInbox::new();
         let config = AgentConfig {
             aor: aor.clone(),
-            // The device credential when there is one; the account password
-            // only for a provider without them.
-            password: zeroize::Zeroizing::new(
-                sip.map_or(password.expose(), |c| c.password.expose())
-                    .to_string(),
-            ),
+            password: zeroize::Zeroizing::new(digest.to_string()),
             listen,
             proxy,
             policy: settings.policy,
@@ -1028,9 +1073,13 @@ impl Worker {
         // fetched now (a login with the stored password, as key renewal
         // does) and renewed before they expire; a failure leaves calls
         // without a relayed candidate, never the phone stopped.
-        if settings.ice && !threshold {
+        if settings.ice {
             let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone())
                 .reporting(Some(refusals));
+            let login = match threshold {
+                true => login.without_renewal(),
+                false => login,
+            };
             self.relay = Some(tokio::spawn(login.run(
                 relay,
                 turn,
@@ -1131,6 +1180,10 @@ impl Worker {
 
 /// What the wizard and a renewal say when a login with a one-time code is
 /// refused.
+/// Why a phone at a threshold provider does not register without a device
+/// credential.
+const NO_DEVICE_CREDENTIAL: &str = "This phone has no SIP credential from your provider's key server, and it never registers with your password. Start it again when your provider's key server answers.";
+
 const WRONG_CODE: &str = "Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).";
 
 /// The agent's media options from the settings: the chosen microphone and

@@ -13,7 +13,7 @@ pub(crate) fn pkg_error(e: &PkgClientError, url: &str) -> String {
         PkgClientError::Server { code, .. } if code == codes::OTP_REQUIRED => {
             "Your provider asks for the one-time code from your authenticator app. Enter it where the phone asks for it.".into()
         }
-        PkgClientError::Threshold(why) => format!(
+        PkgClientError::Threshold { sentence: why, .. } => format!(
             "Your keys could not be put together from your provider's key servers: {why}. Try again later, and tell your provider if it persists."
         ),
         PkgClientError::Server { code, .. } if code == codes::ACCOUNT_DISABLED => {

@@ -22,10 +22,15 @@ fn silent_proxy() -> String {
 /// Runs the wizard as alice against server 1's URL up to the confirmed
 /// fingerprint (server 1's certificate); the caller waits for the result.
 fn start_set_up(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider) {
+    start_set_up_via(h, p, &silent_proxy());
+}
+
+/// [`start_set_up`] with `proxy` as the SIP proxy.
+fn start_set_up_via(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider, proxy: &str) {
     type_into(h, "Your address", &format!("alice@{DOMAIN}"));
     type_into(h, "Password", ALICE_PW);
     h.state_mut().wizard.url = p.urls[0].clone();
-    h.state_mut().wizard.sip_proxy = silent_proxy();
+    h.state_mut().wizard.sip_proxy = proxy.to_string();
     h.get_by_label("Connect").click();
     wait_for(h, "They match: log in", 20);
     let fp = p.fingerprints[0].expect("server 1 runs");
@@ -84,6 +89,61 @@ fn threshold_wizard_combines_two_of_three_and_shows_the_servers_in_settings() {
     h.get_by_label("Settings").click();
     h.run_steps(3);
     assert!(shows(&h, "of 3 (2 needed)"), "kept across restarts");
+}
+
+/// Issue 16: the wizard's set-up at a threshold provider stores the
+/// device SIP credential of the home server (server 1, the one it was
+/// set up with) and registers at that server's registrar with it; the
+/// account password, which that registrar refuses, never goes to SIP.
+#[test]
+fn threshold_wizard_stores_the_home_servers_device_credential_and_registers_with_it() {
+    let mut p = ThresholdProvider::deal();
+    let registrar = p.start_with_sip(1);
+    p.start(2);
+    p.start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = AppDirs::at(dir.path());
+    let mut h = phone(dirs.clone());
+    start_set_up_via(&mut h, &p, &registrar.to_string());
+    // Registered at once (a silent proxy would leave "Keys saved" shown).
+    wait_for(&mut h, "Your phone is ready", 60);
+    let store = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let c = store
+        .sip_credential()
+        .cloned()
+        .expect("a device credential stored");
+    assert_eq!(c.username, "alice");
+    assert!(c.device.starts_with("desktop-"), "{}", c.device);
+    assert_ne!(c.password.expose(), ALICE_PW);
+    drop(store);
+    wait_registered(&mut h);
+    // A phone set up before the home server issued device credentials
+    // (none stored) asks for one at start and registers with it.
+    drop(h);
+    forget_device_credential(&dirs);
+    let mut h = phone(dirs.clone());
+    wait_registered(&mut h);
+    let store = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
+    let again = store.sip_credential().cloned().expect("a new credential");
+    assert_ne!(again.device, c.device);
+    assert_eq!(again.username, "alice");
+}
+
+/// Steps `h` until the phone is registered, at most 30 s.
+fn wait_registered(h: &mut Harness<'_, PhoneApp>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !matches!(
+        h.state().registration,
+        ibephone::ui::state::Registration::Registered { .. }
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not registered with the device credential: {:?}",
+            h.state().registration
+        );
+        h.step();
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
 }
 
 #[test]

@@ -261,6 +261,19 @@ pub fn stored_periods(dirs: &AppDirs) -> Vec<String> {
 /// else (parameters, pin, device credential, kept login secrets) as it
 /// was: a renewal is then due when the phone starts.
 pub fn forget_periods(dirs: &AppDirs, periods: &[ibephone::ibe::Period]) {
+    rewrite_store(dirs, periods, true);
+}
+
+/// Rewrites `dirs`' key store without its device SIP credential,
+/// everything else as it was: a phone set up before its provider issued
+/// device credentials.
+pub fn forget_device_credential(dirs: &AppDirs) {
+    rewrite_store(dirs, &[], false);
+}
+
+/// Rewrites `dirs`' key store without the keys of `periods`, and without
+/// the device credential unless `keep_sip`.
+fn rewrite_store(dirs: &AppDirs, periods: &[ibephone::ibe::Period], keep_sip: bool) {
     use ibephone::pkg_client::{store::STORE_FILE, KeyStore, Unlock};
     let s = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
     let params = s.params().unwrap().unwrap();
@@ -272,7 +285,7 @@ pub fn forget_periods(dirs: &AppDirs, periods: &[ibephone::ibe::Period]) {
         .collect();
     let user = keys[0].identity().aor().user().to_string();
     let pin = s.pkg_pin().unwrap();
-    let sip = s.sip_credential().cloned();
+    let sip = s.sip_credential().cloned().filter(|_| keep_sip);
     let kept = s.login_secrets(params.domain(), &user).cloned();
     drop(s);
     std::fs::remove_file(dirs.keys().join(STORE_FILE)).unwrap();

@@ -121,10 +121,27 @@ impl ThresholdProvider {
     /// Starts server `index` (1..=3) on its port; returns its certificate
     /// fingerprint.
     pub fn start(&mut self, index: usize) -> [u8; 32] {
+        self.start_serving(index, None).0
+    }
+
+    /// Starts server `index` (1..=3) with its embedded SIP registrar on a
+    /// free loopback port; returns the registrar's address.
+    pub fn start_with_sip(&mut self, index: usize) -> std::net::SocketAddr {
+        self.start_serving(index, Some("127.0.0.1:0".into()))
+            .1
+            .expect("the registrar runs")
+    }
+
+    fn start_serving(
+        &mut self,
+        index: usize,
+        sip: Option<String>,
+    ) -> ([u8; 32], Option<std::net::SocketAddr>) {
         let config = self.configs[index - 1].clone();
         let started = self
             .rt
-            .block_on(async { pkg_server::serve::start(config, None, None).await.unwrap() });
+            .block_on(async { pkg_server::serve::start(config, None, sip).await.unwrap() });
+        let registrar = started.sip.as_ref().map(|s| s.addr);
         let fp = started.fingerprint;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.rt.spawn(started.serve(async move {
@@ -132,7 +149,7 @@ impl ThresholdProvider {
         }));
         self.stops[index - 1] = Some(stop);
         self.fingerprints[index - 1] = Some(fp);
-        fp
+        (fp, registrar)
     }
 
     /// Stops server `index` (1..=3): its port refuses connections.

@@ -7,15 +7,16 @@
 use crate::agents;
 use crate::common;
 
-use agents::{id_now, recent_periods, register, ConfigBuilder, Wait};
+use agents::{id_now, recent_periods, register, registration_outcome, ConfigBuilder, Wait};
 use common::*;
 use ibephone::agent::headless::start;
 use ibephone::agent::AgentEvent;
 use ibephone::ibe::{check_key, PublicParams};
 use ibephone::pkg_client::api::SecretString;
 use ibephone::pkg_client::threshold::{
-    fetch_threshold_keys, fetch_threshold_keys_kept, fetch_threshold_keys_with_secrets,
-    login_secret, login_secrets, ThresholdKeys,
+    fetch_threshold_keys, fetch_threshold_keys_and_device, fetch_threshold_keys_kept,
+    fetch_threshold_keys_with_secrets, home_server, login_secret, login_secrets, DeviceRequest,
+    ThresholdKeys,
 };
 use ibephone::pkg_client::PkgClientError;
 use std::path::Path;
@@ -84,10 +85,20 @@ async fn fetch(
         .map(|(_, k)| k)
 }
 
+/// A phone's device credentials asked of server 1, the home server.
+fn laptop_at(home: u32) -> DeviceRequest {
+    DeviceRequest {
+        home,
+        device: "laptop".into(),
+        turn: false,
+    }
+}
+
 #[tokio::test]
 async fn two_of_three_keys_combine_and_a_call_works() {
     let pkgs = three();
-    let s1 = pkgs[0].start();
+    // Server 1 is the home server: its embedded registrar is the domain's.
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
     let s2 = pkgs[1].start();
     let s3 = pkgs[2].start();
     let params = s1.client().params().await.unwrap();
@@ -99,6 +110,16 @@ async fn two_of_three_keys_combine_and_a_call_works() {
     assert_eq!(t.servers[2].tls_sha256, s3.fingerprint);
     let (_, json, _) = raw(&s1, "GET", "/v1/params", &[], vec![]).await;
     assert!(json.contains("\"dealer\": true"), "{json}");
+    // The home server is found by its pin, else by its URL.
+    assert_eq!(
+        home_server(t, Some(s1.fingerprint), "https://elsewhere"),
+        Some(1)
+    );
+    assert_eq!(
+        home_server(t, Some([9; 32]), &format!("{}/", s1.url)),
+        Some(1)
+    );
+    assert_eq!(home_server(t, Some([9; 32]), "https://elsewhere"), None);
 
     // Each server alone answers only its share: not a key under p_pub.
     let c2 = s2.client();
@@ -115,23 +136,22 @@ async fn two_of_three_keys_combine_and_a_call_works() {
         .unwrap();
     assert_eq!(answer.index, Some(2));
 
-    // SIP digest credentials are not the PKG's business here (a threshold
-    // server stores only hashes of its own login secret): a registrar of
-    // the domain with the users' SIP passwords.
-    let proxy = ibephone::sip::driver::spawn_proxy(
-        "127.0.0.1:0".parse().unwrap(),
-        DOMAIN,
-        &[("alice", ALICE_PW), ("bob", BOB_PW)],
-    )
-    .await
-    .unwrap();
-    let proxy_addr = proxy.addr;
+    // The home server's embedded registrar takes only the device
+    // credentials it issued with the keys: neither the account password
+    // nor its login secret is a SIP credential.
+    let proxy_addr = s1.sip.unwrap();
     let mut agents = Vec::new();
     for (user, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
-        let (aor, got) =
-            fetch_threshold_keys(&params, user, &pw.into(), &no_otp, &recent_periods())
-                .await
-                .unwrap();
+        let (aor, mut got) = fetch_threshold_keys_and_device(
+            &params,
+            user,
+            (None, &pw.into()),
+            &no_otp,
+            &recent_periods(),
+            &laptop_at(1),
+        )
+        .await
+        .unwrap();
         // The first two good servers to answer (all three are honest).
         assert_eq!(got.used.len(), 2, "{:?}", got.used);
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
@@ -143,10 +163,24 @@ async fn two_of_three_keys_combine_and_a_call_works() {
         for k in &got.keys {
             check_key(&params, k).unwrap();
         }
-        let config = ConfigBuilder::new(aor, params.clone(), proxy_addr)
-            .password(pw)
-            .keys(got.keys)
-            .build();
+        let device = got.device.take().unwrap().sip.unwrap();
+        assert_eq!(
+            (device.username.as_str(), device.device.as_str()),
+            (user, "laptop")
+        );
+        let secret1 = login_secret(&pw.into(), DOMAIN, 1).unwrap();
+        assert_ne!(device.password.expose(), pw);
+        assert_ne!(device.password.expose(), secret1.expose());
+        let builder =
+            || ConfigBuilder::new(aor.clone(), params.clone(), proxy_addr).keys(got.keys.clone());
+        for not_sip in [pw, secret1.expose()] {
+            let mut refused = start(builder().password(not_sip).build()).await.unwrap();
+            assert_eq!(
+                registration_outcome(&mut refused).await,
+                AgentEvent::RegistrationFailed { status: 403 }
+            );
+        }
+        let config = builder().password(device.password.expose()).build();
         agents.push(start(config).await.unwrap());
     }
     // Each server keeps its own audit of the shares it issued.
@@ -170,6 +204,177 @@ async fn two_of_three_keys_combine_and_a_call_works() {
         matches!(&answered, AgentEvent::Answered { verified: Some(v), tunneled: true, .. } if *v == id_now("bob", DOMAIN)),
         "{answered:?}"
     );
+}
+
+/// Writes `name`'s agent configuration (`[pkg]` at `home`, the proxy
+/// `proxy`, a key store of its own, `otp_command` if given) in `dir`
+/// and returns its path.
+fn agent_toml(
+    dir: &Path,
+    name: &str,
+    (home, proxy): (&Server, std::net::SocketAddr),
+    otp_command: Option<&Path>,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let pw = dir.join(format!("{name}.password"));
+    std::fs::write(&pw, format!("{ALICE_PW}\n")).unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let otp = otp_command.map_or(String::new(), |c| {
+        format!("otp_command = [\"{}\"]\n", c.display())
+    });
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[account]\naor = \"sip:alice@{DOMAIN}\"\npassword_file = \"{name}.password\"\n\
+             [sip]\nlisten = \"127.0.0.1:0\"\nproxy = \"{proxy}\"\n\
+             [pkg]\nurl = \"{}\"\nfingerprint = \"{}\"\nstore = \"{name}.keystore\"\nuser = \"alice\"\n{otp}\
+             [security]\npolicy = \"require\"\n[media]\nice = false\n",
+            home.url,
+            ibephone::pkg_client::tls::fingerprint_hex(&home.fingerprint),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Issue 16: the agent at a threshold provider registers with the device
+/// credential its home server issued with the keys, never with the
+/// account password; with no credential to be had (home server down, none
+/// stored) it says so and does not start, the keys stored all the same.
+#[tokio::test]
+async fn the_agent_at_a_threshold_provider_never_registers_with_the_password() {
+    use ibephone::agent::keys::{from_pkg, load_with_renewal, KeyError, Origin};
+    let pkgs = three();
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let s2 = pkgs[1].start();
+    let s3 = pkgs[2].start();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = s1.sip.unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, proxy), None);
+    let (config, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    let device = p
+        .sip
+        .clone()
+        .expect("a device credential from the home server");
+    assert_eq!(device.username, "alice");
+    assert_eq!(config.password.as_str(), device.password.expose());
+    assert_ne!(config.password.as_str(), ALICE_PW);
+    let store_dir = dir.path().join("alice.keystore");
+    let store =
+        ibephone::pkg_client::KeyStore::open(&store_dir, ibephone::pkg_client::Unlock::KeyFile)
+            .unwrap();
+    assert_eq!(store.sip_credential(), Some(&device));
+    drop(store);
+    // It registers at the home server's registrar with it.
+    let mut alice = start(config).await.unwrap();
+    register(&mut alice).await;
+    drop(alice);
+
+    // A phone whose store has the keys but no device credential (fetched
+    // by a renewal, which asks none), at its first start with the home
+    // server down: servers 2 and 3 give the keys, server 1 no credential.
+    let path2 = agent_toml(dir.path(), "alice2", (&s1, proxy), None);
+    let settings = ibephone::agent::config::PkgSettings {
+        discover: false,
+        url: s1.url.clone(),
+        fingerprint: Some(s1.fingerprint),
+        store: dir.path().join("alice2.keystore"),
+        user: "alice".into(),
+        otp_command: None,
+    };
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let renewed = from_pkg(
+        &settings,
+        &aor,
+        &ALICE_PW.into(),
+        pkg_server::http::now_unix() as u64,
+    )
+    .await
+    .unwrap();
+    assert!(renewed.sip.is_none(), "a renewal asks no credential");
+    s1.stop();
+    let e = load_with_renewal(&path2).await.unwrap_err();
+    assert!(matches!(&e, KeyError::NoDeviceCredential { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("no SIP credential for this device")
+            && text.contains("does not register with the account password"),
+        "{text}"
+    );
+    let store = ibephone::pkg_client::KeyStore::open(
+        &settings.store,
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap();
+    assert!(store.sip_credential().is_none());
+    assert_eq!(store.keys().unwrap().len(), 3, "the keys are stored");
+    drop(store);
+    // The first phone, its credential stored, starts on it with the home
+    // server down (keys from servers 2 and 3).
+    let (config, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Pkg);
+    assert_eq!(
+        p.servers.as_deref(),
+        Some("servers 2 and 3 of 3 (2 needed)")
+    );
+    assert_eq!(config.password.as_str(), device.password.expose());
+    drop((s2, s3));
+}
+
+/// Issue 16 with a second factor: one code per server is enough, since
+/// the device credential is asked in the home server's session of its key
+/// shares (a code works once: a second login would be refused).
+#[tokio::test]
+async fn with_a_second_factor_one_code_per_server_gives_keys_and_the_credential() {
+    use ibephone::agent::keys::load_with_renewal;
+    use std::os::unix::fs::PermissionsExt;
+    let pkgs = three();
+    let uris: Vec<String> = pkgs
+        .iter()
+        .map(|p| {
+            let out = p.admin_ok(&["user", "otp", "alice"], "");
+            out.lines().next().unwrap().to_string()
+        })
+        .collect();
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let _s2 = pkgs[1].start();
+    let _s3 = pkgs[2].start();
+    let dir = tempfile::tempdir().unwrap();
+    let now = pkg_server::http::now_unix() as u64;
+    let codes: Vec<String> = uris
+        .iter()
+        .map(|u| totp_rs::TOTP::from_url(u).unwrap().generate(now))
+        .collect();
+    // The otp_command gets the server's index: this one prints each code.
+    let script = dir.path().join("otp.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in 1) echo {};; 2) echo {};; 3) echo {};; *) exit 1;; esac\n",
+            codes[0], codes[1], codes[2]
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, s1.sip.unwrap()), Some(&script));
+    let (config, p, _) = load_with_renewal(&path).await.unwrap();
+    let device = p.sip.expect("the credential, in the same session");
+    assert_eq!(config.password.as_str(), device.password.expose());
+    // Server 1's code was used by that one login: a second is refused.
+    let secret1 = login_secret(&ALICE_PW.into(), DOMAIN, 1).unwrap();
+    let e = s1
+        .client()
+        .login_with_otp("alice", &secret1, Some(&codes[0].as_str().into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PkgClientError::Server { status: 401, .. }),
+        "{e:?}"
+    );
+    let mut alice = start(config).await.unwrap();
+    register(&mut alice).await;
 }
 
 #[tokio::test]
@@ -197,7 +402,7 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
     // Only server 1 left: a clear sentence, no keys.
     s3.stop();
     let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
-    let PkgClientError::Threshold(sentence) = &e else {
+    let PkgClientError::Threshold { sentence, refused } = &e else {
         panic!("{e:?}")
     };
     assert!(
@@ -210,11 +415,32 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
         sentence.contains("server 2:") && sentence.contains("server 3:"),
         "{sentence}"
     );
-    // A wrong password is refused by every server: no keys either.
+    assert!(refused.is_empty(), "servers down refuse no credentials");
+    // A fetch that gets no keys asks the home server for no device
+    // credential either: failed attempts use up none of the account's
+    // device slots.
+    let e = fetch_threshold_keys_and_device(
+        &params,
+        "alice",
+        (None, &ALICE_PW.into()),
+        &no_otp,
+        &recent_periods(),
+        &laptop_at(1),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("only 1 of the 3"), "{e}");
+    assert_eq!(pkgs[0].admin_ok(&["user", "devices", "alice"], ""), "");
+    // A wrong password is refused by every server up: no keys either, and
+    // the error says which servers refused the credentials.
     let e = fetch(&params, "alice", "not the password")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("only 0 of the 3"), "{e}");
+    assert!(
+        matches!(&e, PkgClientError::Threshold { refused, .. } if *refused == [1]),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
