@@ -23,6 +23,14 @@
 //!   own check found valid: an answered request is no proof that the
 //!   peer consents to what we send (RFC 7675), so nothing is sent to an
 //!   address before its check succeeded.
+//! - Media before the nomination (RFC 8445 12.1: an agent MAY send data
+//!   on any valid pair until a pair is selected): the controlled agent
+//!   sends on the first pair its own check found valid until the
+//!   controlling agent's nomination arrives, then on the nominated pair
+//!   only. The nomination's check leaves one pacing interval (Ta, 50 ms)
+//!   after the check that found the pair, so the callee's first words
+//!   no longer wait for it. The controlling agent nominates its first
+//!   valid pair at once and needs no such step.
 //! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
 //!   those checks go unanswered (state `Disconnected`) no media is sent,
 //!   and it resumes when they are answered again.
@@ -341,6 +349,7 @@ impl LocalIce {
             now: None,
             triggered: Vec::new(),
             nominated: None,
+            valid: None,
             consent: false,
             events: Vec::new(),
             transmits: std::collections::VecDeque::new(),
@@ -447,6 +456,9 @@ pub struct IceSession {
     /// Remote addresses a triggered check went to (once each).
     triggered: Vec<SocketAddr>,
     nominated: Option<IcePath>,
+    /// Controlled agent, before a nomination: the first pair our own
+    /// check found valid (RFC 8445 12.1), where media goes meanwhile.
+    valid: Option<IcePath>,
     consent: bool,
     events: Vec<IceEvent>,
     transmits: std::collections::VecDeque<(Outbound, Vec<u8>)>,
@@ -487,6 +499,9 @@ impl IceSession {
         }
         let request = packet.message.is_binding_request();
         let taken = self.agent.handle_packet(now, packet);
+        if taken && !request {
+            self.note_valid(from, to);
+        }
         if taken && request {
             if !self.agent.controlling() {
                 self.trigger_nominated_check();
@@ -501,9 +516,48 @@ impl IceSession {
         taken
     }
 
-    /// Lets the check a nomination calls for leave at once. A controlled
-    /// agent sends media only on a nominated pair its own check found
-    /// valid (RFC 8445 7.3.1.5, 8.1.1); when the peer's USE-CANDIDATE
+    /// A check of ours from `to` (our host address or the relayed one)
+    /// to `from` was answered: before any nomination, a controlled agent
+    /// takes that pair as where media goes (RFC 8445 12.1), if the agent
+    /// holds it valid (the answer matched a check of ours and was
+    /// authenticated with the peer's password).
+    fn note_valid(&mut self, from: SocketAddr, to: SocketAddr) {
+        if self.agent.controlling()
+            || self.nominated.is_some()
+            || self.valid.is_some()
+            || !self.agent.has_viable_remote_candidate(from)
+        {
+            return;
+        }
+        let path = self.path_to(from, to);
+        tracing::debug!(?path, "a valid pair carries media until the nomination");
+        self.valid = Some(path);
+    }
+
+    /// The pair from our candidate whose base is `source` to `destination`,
+    /// named by candidate kind.
+    fn path_to(&self, destination: SocketAddr, source: SocketAddr) -> IcePath {
+        let remote = self
+            .agent
+            .remote_candidates()
+            .find(|c| c.addr() == destination)
+            .map_or("prflx", |c| kind_name(c.kind()));
+        let local = if Some(source) == self.relayed {
+            "relay"
+        } else {
+            "host"
+        };
+        IcePath {
+            local,
+            remote,
+            destination,
+        }
+    }
+
+    /// Lets the check a nomination calls for leave at once. Once a pair is
+    /// nominated, a controlled agent sends media only on it, and only
+    /// after its own check found it valid (RFC 8445 7.3.1.5, 8.1.1,
+    /// 12.1); when the peer's USE-CANDIDATE
     /// arrives before that check succeeded (typically: our first check hit
     /// the peer's NAT before the peer's own check opened it), RFC 8445
     /// 7.3.1.4 asks for a triggered check at once. The `is` agent gives a
@@ -579,7 +633,7 @@ impl IceSession {
     /// pair's destination, or the TURN server with `wire` wrapped for the
     /// relay. `None`: no pair, or the relay cannot carry it.
     pub fn route_media(&mut self, now: Instant, wire: Vec<u8>) -> Option<(Outbound, Vec<u8>)> {
-        let path = self.nominated?;
+        let path = self.path()?;
         if !path.via_relay() {
             return Some((Outbound::Udp(path.destination), wire));
         }
@@ -771,10 +825,21 @@ impl IceSession {
         self.nominated
     }
 
+    /// Where media goes: the nominated pair, or before a nomination (the
+    /// controlled agent only) the first pair our own check found valid.
+    pub fn path(&self) -> Option<IcePath> {
+        self.nominated.or(self.valid)
+    }
+
     /// Whether media may be sent now: a pair is nominated and its consent
-    /// checks are answered.
+    /// checks are answered, or, before a nomination, a pair our own check
+    /// found valid is still valid (that answer is the consent, RFC 7675).
     pub fn may_send(&self) -> bool {
-        self.nominated.is_some() && self.consent
+        match (self.nominated, self.valid) {
+            (Some(_), _) => self.consent,
+            (None, Some(v)) => self.agent.has_viable_remote_candidate(v.destination),
+            (None, None) => false,
+        }
     }
 
     fn drain(&mut self) {
@@ -785,21 +850,7 @@ impl IceSession {
                     destination,
                     ..
                 } => {
-                    let remote = self
-                        .agent
-                        .remote_candidates()
-                        .find(|c| c.addr() == destination)
-                        .map_or("prflx", |c| kind_name(c.kind()));
-                    let local = if Some(source) == self.relayed {
-                        "relay"
-                    } else {
-                        "host"
-                    };
-                    let path = IcePath {
-                        local,
-                        remote,
-                        destination,
-                    };
+                    let path = self.path_to(destination, source);
                     if self.nominated != Some(path) {
                         self.nominated = Some(path);
                         self.events.push(IceEvent::Nominated(path));

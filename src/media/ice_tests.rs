@@ -418,3 +418,86 @@ fn both_send_within_round_trips_of_the_callee_start() {
         );
     }
 }
+
+/// RFC 8445 12.1: before a pair is nominated the controlled agent sends on
+/// a pair its own check found valid; the callee no longer waits for the
+/// nomination's check, which leaves a pacing interval (Ta, 50 ms) after
+/// the check that found the pair. So bob may send within a few one-way
+/// delays of alice, not a pacing interval behind her.
+#[test]
+fn the_callee_sends_on_a_valid_pair_before_the_nomination() {
+    for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
+        let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
+        let (a, b) = punch(delay, late);
+        println!(
+            "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
+        );
+        let bound = a + 4 * delay + Duration::from_millis(5);
+        assert!(b <= bound, "alice {a:?}, bob {b:?}, bound {bound:?}");
+    }
+}
+
+/// The valid pair the callee sends on before the nomination is the one
+/// its own check found: an answer to our check replayed from another
+/// address (an attacker on the path who copies it) makes no pair valid
+/// there, and media never goes to that address; once alice nominates,
+/// bob sends on the nominated pair.
+#[test]
+fn a_replayed_answer_from_elsewhere_takes_no_media() {
+    let evil = addr("127.0.0.9:6666");
+    let mut net = Net::new();
+    let mut seen_valid = None;
+    for _ in 0..300 {
+        net.now += Duration::from_millis(10);
+        let now = net.now;
+        net.a.handle_timeout(now);
+        net.b.handle_timeout(now);
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((_, bytes)) = net.a.poll_transmit() {
+                moved = true;
+                // Every answer of alice's reaches bob first from the
+                // attacker's address, then from alice's.
+                if bytes.get(..2) == Some(&[1, 1]) {
+                    net.b.handle_datagram(now, evil, &bytes);
+                }
+                net.b.handle_datagram(now, addr(A), &bytes);
+            }
+            while let Some((_, bytes)) = net.b.poll_transmit() {
+                moved = true;
+                net.a.handle_datagram(now, addr(B), &bytes);
+            }
+            if !moved {
+                break;
+            }
+        }
+        if let Some(p) = net.b.path() {
+            assert_ne!(p.destination, evil, "{p:?}");
+            if net.b.nominated().is_none() && net.b.may_send() {
+                seen_valid.get_or_insert(p);
+            }
+        }
+        if net
+            .b
+            .route_media(now, vec![0x80; 12])
+            .is_some_and(|(to, _)| to == Outbound::Udp(evil))
+        {
+            panic!("media to the attacker");
+        }
+    }
+    let valid = seen_valid.expect("bob sent before the nomination");
+    assert_eq!(valid.destination, addr(A));
+    assert_eq!(net.b.nominated().map(|p| p.destination), Some(addr(A)));
+}
+
+/// An answered check is no consent (RFC 7675): while nothing bob sends
+/// reaches alice (his checks and answers are lost), bob answers her
+/// checks but never sends media, before or after any nomination.
+#[test]
+fn the_callee_sends_nothing_while_its_own_checks_go_unanswered() {
+    let mut net = Net::new();
+    net.run(3000, true);
+    assert_eq!(net.b.path(), None);
+    assert!(!net.b.may_send());
+    assert!(net.b.route_media(net.now, vec![0x80; 12]).is_none());
+}
