@@ -25,9 +25,9 @@
 //!   address before its check succeeded.
 //! - Media before the nomination (RFC 8445 12.1: an agent MAY send data
 //!   on any valid pair until a pair is selected): the controlled agent
-//!   sends on the first pair its own check found valid until the
-//!   controlling agent's nomination arrives, then on the nominated pair
-//!   only. The nomination's check leaves one pacing interval (Ta, 50 ms)
+//!   sends on the first direct pair (no relayed candidate on either
+//!   side) its own check found valid until the controlling agent's
+//!   nomination arrives, then on the nominated pair only. The nomination's check leaves one pacing interval (Ta, 50 ms)
 //!   after the check that found the pair, so the callee's first words
 //!   no longer wait for it. The controlling agent nominates its first
 //!   valid pair at once and needs no such step.
@@ -520,7 +520,11 @@ impl IceSession {
     /// to `from` was answered: before any nomination, a controlled agent
     /// takes that pair as where media goes (RFC 8445 12.1), if the agent
     /// holds it valid (the answer matched a check of ours and was
-    /// authenticated with the peer's password).
+    /// authenticated with the peer's password) and it is direct. A pair
+    /// through a relay (ours or the peer's) waits for the nomination: the
+    /// controlling agent often nominates another relayed pair, and the
+    /// few packets sent meanwhile would be a flow of their own on the
+    /// provider's relay, abandoned a moment later.
     fn note_valid(&mut self, from: SocketAddr, to: SocketAddr) {
         if self.agent.controlling()
             || self.nominated.is_some()
@@ -530,6 +534,9 @@ impl IceSession {
             return;
         }
         let path = self.path_to(from, to);
+        if path.via_relay() || path.remote == "relay" {
+            return;
+        }
         tracing::debug!(?path, "a valid pair carries media until the nomination");
         self.valid = Some(path);
     }

@@ -501,3 +501,46 @@ fn the_callee_sends_nothing_while_its_own_checks_go_unanswered() {
     assert!(!net.b.may_send());
     assert!(net.b.route_media(net.now, vec![0x80; 12]).is_none());
 }
+
+/// A valid pair through a relay carries nothing before the nomination:
+/// bob sees alice's only candidate as a relayed one, and although his
+/// check to it succeeds at once he sends only once alice's nomination
+/// reaches him.
+#[test]
+fn a_relayed_valid_pair_waits_for_the_nomination() {
+    let now = Instant::now();
+    let (la, lb) = (
+        LocalIce::new(addr(A)).unwrap(),
+        LocalIce::new(addr(B)).unwrap(),
+    );
+    let (mut pa, pb) = (la.params(), lb.params());
+    for c in &mut pa.candidates {
+        *c = c.replace("typ host", "typ relay raddr 127.0.0.1 rport 1000");
+    }
+    assert!(pa
+        .parsed_candidates()
+        .iter()
+        .all(|c| c.kind() == CandidateKind::Relayed));
+    let mut net = Net {
+        a: la.start(&pb, true),
+        b: lb.start(&pa, false),
+        now,
+        a_events: Vec::new(),
+        b_events: Vec::new(),
+        a_elsewhere: Vec::new(),
+    };
+    let mut b_sent_unnominated = false;
+    for _ in 0..100 {
+        net.run(10, false);
+        if net.b.may_send() && net.b.nominated().is_none() {
+            b_sent_unnominated = true;
+        }
+    }
+    let nominated = net.b.nominated().expect("nominated");
+    assert_eq!(nominated.remote, "relay");
+    assert!(net.b.may_send());
+    assert!(
+        !b_sent_unnominated,
+        "bob sent on a relayed pair before the nomination"
+    );
+}
