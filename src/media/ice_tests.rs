@@ -544,3 +544,78 @@ fn a_relayed_valid_pair_waits_for_the_nomination() {
         "bob sent on a relayed pair before the nomination"
     );
 }
+
+/// The first checks on the pair cross (RFC 8445 7.3.1.4 on an In-Progress
+/// pair): alice's check to bob's mapping dies at his NAT, which opens a
+/// moment later when bob's first check leaves; that check reaches alice
+/// half a millisecond after hers left, too soon for the agent to hold
+/// the pair due again. Alice must still check bob at once (a couple of
+/// milliseconds later), not when her retransmission timer runs out
+/// (250 ms after her check).
+#[test]
+fn a_check_crossing_ours_still_triggers_one() {
+    let step = Duration::from_micros(100);
+    let delay = Duration::from_micros(200);
+    let a_start = Instant::now();
+    let b_start = a_start + Duration::from_micros(50_300);
+    let la = LocalIce::new(addr(A)).unwrap();
+    let mut lb = LocalIce::new(addr(B)).unwrap();
+    lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
+    let (pa, pb) = (la.params(), lb.params());
+    let mut a = la.start(&pb, true);
+    let mut b = lb.start(&pa, false);
+    // (arrival, to alice?, bytes)
+    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+    let (mut a_sent_at, mut b_sent_at) = (None::<Instant>, None::<Instant>);
+    let mut a_dropped = 0;
+    let (mut a_due, mut b_due) = (Some(a_start), None);
+    let mut now = a_start;
+    let mut a_at = None;
+    while now < a_start + Duration::from_secs(1) && a_at.is_none() {
+        now += step;
+        let (due, rest): (Vec<_>, Vec<_>) = wire.drain(..).partition(|(at, _, _)| *at <= now);
+        wire = rest;
+        for (_, to_a, bytes) in due {
+            // A NAT lets a datagram in once its home sent to the sender.
+            if to_a && a_sent_at.is_some() {
+                a.handle_datagram(now, addr(B_MAPPED), &bytes);
+            } else if !to_a && b_sent_at.is_some() {
+                b.handle_datagram(now, addr(A), &bytes);
+            } else if !to_a {
+                a_dropped += 1;
+            }
+        }
+        if a_due.is_some_and(|d| d <= now) {
+            a.handle_timeout(now);
+        }
+        if now >= b_start && b_due.is_none_or(|d| d <= now) {
+            b.handle_timeout(now);
+        }
+        while let Some((to, bytes)) = a.poll_transmit() {
+            if to == Outbound::Udp(addr(B_MAPPED)) {
+                a_sent_at.get_or_insert(now);
+                wire.push((now + delay, false, bytes));
+            }
+        }
+        while let Some((_, bytes)) = b.poll_transmit() {
+            b_sent_at.get_or_insert(now);
+            wire.push((now + delay, true, bytes));
+        }
+        a_due = a.poll_timeout();
+        if now >= b_start {
+            b_due = b.poll_timeout();
+        }
+        if a.may_send() {
+            a_at = Some(now - a_start);
+        }
+    }
+    let (a_sent, b_sent) = (a_sent_at.unwrap() - a_start, b_sent_at.unwrap() - a_start);
+    println!("alice checked bob's mapping at {a_sent:?}, bob sent at {b_sent:?}, alice may send at {a_at:?}");
+    assert!(a_dropped >= 1, "alice's first check must die at bob's NAT");
+    assert!(b_sent >= a_sent + delay && b_sent + delay < a_sent + TRIGGER_RTO);
+    let a_at = a_at.expect("alice sends");
+    assert!(
+        a_at <= b_sent + Duration::from_millis(20),
+        "alice may send only at {a_at:?}"
+    );
+}
