@@ -23,6 +23,14 @@
 //!   own check found valid: an answered request is no proof that the
 //!   peer consents to what we send (RFC 7675), so nothing is sent to an
 //!   address before its check succeeded.
+//! - Media before the nomination (RFC 8445 12.1: an agent MAY send data
+//!   on any valid pair until a pair is selected): the controlled agent
+//!   sends on the first direct pair (no relayed candidate on either
+//!   side) its own check found valid until the controlling agent's
+//!   nomination arrives, then on the nominated pair only. The nomination's check leaves one pacing interval (Ta, 50 ms)
+//!   after the check that found the pair, so the callee's first words
+//!   no longer wait for it. The controlling agent nominates its first
+//!   valid pair at once and needs no such step.
 //! - Consent (RFC 7675): the agent keeps checking the nominated pair; while
 //!   those checks go unanswered (state `Disconnected`) no media is sent,
 //!   and it resumes when they are answered again.
@@ -76,6 +84,15 @@ const INITIAL_RTO: std::time::Duration = std::time::Duration::from_millis(250);
 /// milliseconds, doubling per retransmission, so a pair checked `n` times
 /// is due again `2^(n-1)` ms after its last check.
 const TRIGGER_RTO: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How long after a triggered check that could not leave it is tried
+/// again (then twice that, ...): a pair checked once is due
+/// [`TRIGGER_RTO`] after its check, one checked `n` times `2^(n-1)` times
+/// that.
+const RETRIGGER_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How many times a triggered check that could not leave is tried again.
+const RETRIGGER_TRIES: u8 = 3;
 
 /// How long a nominated pair that does not use our relayed candidate must
 /// stay nominated before the relay allocation is released (RFC 8445 8.3:
@@ -340,7 +357,9 @@ impl LocalIce {
             permits,
             now: None,
             triggered: Vec::new(),
+            retrigger: None,
             nominated: None,
+            valid: None,
             consent: false,
             events: Vec::new(),
             transmits: std::collections::VecDeque::new(),
@@ -446,7 +465,14 @@ pub struct IceSession {
     now: Option<Instant>,
     /// Remote addresses a triggered check went to (once each).
     triggered: Vec<SocketAddr>,
+    /// A triggered check that could not leave yet (our own check to that
+    /// address left under [`TRIGGER_RTO`] ago): the address, when to try
+    /// again, and the tries left.
+    retrigger: Option<(SocketAddr, Instant, u8)>,
     nominated: Option<IcePath>,
+    /// Controlled agent, before a nomination: the first pair our own
+    /// check found valid (RFC 8445 12.1), where media goes meanwhile.
+    valid: Option<IcePath>,
     consent: bool,
     events: Vec<IceEvent>,
     transmits: std::collections::VecDeque<(Outbound, Vec<u8>)>,
@@ -487,6 +513,9 @@ impl IceSession {
         }
         let request = packet.message.is_binding_request();
         let taken = self.agent.handle_packet(now, packet);
+        if taken && !request {
+            self.note_valid(from, to);
+        }
         if taken && request {
             if !self.agent.controlling() {
                 self.trigger_nominated_check();
@@ -501,9 +530,55 @@ impl IceSession {
         taken
     }
 
-    /// Lets the check a nomination calls for leave at once. A controlled
-    /// agent sends media only on a nominated pair its own check found
-    /// valid (RFC 8445 7.3.1.5, 8.1.1); when the peer's USE-CANDIDATE
+    /// A check of ours from `to` (our host address or the relayed one)
+    /// to `from` was answered: before any nomination, a controlled agent
+    /// takes that pair as where media goes (RFC 8445 12.1), if the agent
+    /// holds it valid (the answer matched a check of ours and was
+    /// authenticated with the peer's password) and it is direct. A pair
+    /// through a relay (ours or the peer's) waits for the nomination: the
+    /// controlling agent often nominates another relayed pair, and the
+    /// few packets sent meanwhile would be a flow of their own on the
+    /// provider's relay, abandoned a moment later.
+    fn note_valid(&mut self, from: SocketAddr, to: SocketAddr) {
+        if self.agent.controlling()
+            || self.nominated.is_some()
+            || self.valid.is_some()
+            || !self.agent.has_viable_remote_candidate(from)
+        {
+            return;
+        }
+        let path = self.path_to(from, to);
+        if path.via_relay() || path.remote == "relay" {
+            return;
+        }
+        tracing::debug!(?path, "a valid pair carries media until the nomination");
+        self.valid = Some(path);
+    }
+
+    /// The pair from our candidate whose base is `source` to `destination`,
+    /// named by candidate kind.
+    fn path_to(&self, destination: SocketAddr, source: SocketAddr) -> IcePath {
+        let remote = self
+            .agent
+            .remote_candidates()
+            .find(|c| c.addr() == destination)
+            .map_or("prflx", |c| kind_name(c.kind()));
+        let local = if Some(source) == self.relayed {
+            "relay"
+        } else {
+            "host"
+        };
+        IcePath {
+            local,
+            remote,
+            destination,
+        }
+    }
+
+    /// Lets the check a nomination calls for leave at once. Once a pair is
+    /// nominated, a controlled agent sends media only on it, and only
+    /// after its own check found it valid (RFC 8445 7.3.1.5, 8.1.1,
+    /// 12.1); when the peer's USE-CANDIDATE
     /// arrives before that check succeeded (typically: our first check hit
     /// the peer's NAT before the peer's own check opened it), RFC 8445
     /// 7.3.1.4 asks for a triggered check at once. The `is` agent gives a
@@ -579,7 +654,7 @@ impl IceSession {
     /// pair's destination, or the TURN server with `wire` wrapped for the
     /// relay. `None`: no pair, or the relay cannot carry it.
     pub fn route_media(&mut self, now: Instant, wire: Vec<u8>) -> Option<(Outbound, Vec<u8>)> {
-        let path = self.nominated?;
+        let path = self.path()?;
         if !path.via_relay() {
             return Some((Outbound::Udp(path.destination), wire));
         }
@@ -603,6 +678,14 @@ impl IceSession {
             turn.handle_timeout(now);
         }
         self.drain_turn();
+        if let Some((to, _, tries)) = self.retrigger.filter(|(_, at, _)| *at <= now) {
+            self.retrigger = None;
+            if !self.agent.has_viable_remote_candidate(to) && !self.send_check_to(now, to) {
+                self.retry_trigger(now, to, tries);
+            }
+            self.drain();
+            return;
+        }
         self.agent.handle_timeout(now);
         self.drain();
     }
@@ -613,7 +696,8 @@ impl IceSession {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let ice = self.agent.poll_timeout();
         let turn = self.turn.as_ref().and_then(TurnClient::poll_timeout);
-        [ice, turn, self.release_relay_at]
+        let retrigger = self.retrigger.map(|(_, at, _)| at);
+        [ice, turn, self.release_relay_at, retrigger]
             .into_iter()
             .flatten()
             .min()
@@ -703,14 +787,40 @@ impl IceSession {
             return;
         }
         self.triggered.push(from);
+        if !self.send_check_to(now, from) {
+            self.retry_trigger(now, from, RETRIGGER_TRIES);
+        }
+    }
+
+    /// A triggered check whose pair we had checked under [`TRIGGER_RTO`]
+    /// before the peer's check arrived could not leave (the agent holds
+    /// that pair not due): typical when both sides' first checks on the
+    /// pair cross, ours dying at the peer's NAT a moment before theirs
+    /// passes ours. RFC 8445 7.3.1.4 asks for a new check on an
+    /// In-Progress pair all the same; without it we waited for the
+    /// retransmission timer (first audio of the callee ~340 ms instead of
+    /// ~80 ms cone/cone, 2 runs of 11). Tried again
+    /// [`RETRIGGER_AFTER`] later, doubling, `tries` more times.
+    fn retry_trigger(&mut self, now: Instant, to: SocketAddr, tries: u8) {
+        if let Some(left) = tries.checked_sub(1) {
+            let wait = RETRIGGER_AFTER * (1 << (RETRIGGER_TRIES - tries));
+            self.retrigger = Some((to, now + wait, left));
+        }
+    }
+
+    /// Runs the agent with the initial RTO at [`TRIGGER_RTO`] until its
+    /// check to `to` has left (see [`IceSession::triggered_check`]);
+    /// whether it left.
+    fn send_check_to(&mut self, now: Instant, to: SocketAddr) -> bool {
         self.agent.set_initial_stun_rto(TRIGGER_RTO);
         let pairs = self.agent.local_candidates().count() * self.agent.remote_candidates().count();
+        let mut hit = false;
         'checks: for _ in 0..pairs {
             self.agent.handle_timeout(now);
             let mut sent = false;
             while let Some(t) = self.agent.poll_transmit() {
                 sent = true;
-                let hit = t.destination == from;
+                hit = t.destination == to;
                 self.queue_check(t.source, t.destination, t.contents.into());
                 if hit {
                     break 'checks;
@@ -721,6 +831,7 @@ impl IceSession {
             }
         }
         self.agent.set_initial_stun_rto(INITIAL_RTO);
+        hit
     }
 
     /// Ends the call's relay: the allocation is deallocated (the Refresh
@@ -771,10 +882,21 @@ impl IceSession {
         self.nominated
     }
 
+    /// Where media goes: the nominated pair, or before a nomination (the
+    /// controlled agent only) the first pair our own check found valid.
+    pub fn path(&self) -> Option<IcePath> {
+        self.nominated.or(self.valid)
+    }
+
     /// Whether media may be sent now: a pair is nominated and its consent
-    /// checks are answered.
+    /// checks are answered, or, before a nomination, a pair our own check
+    /// found valid is still valid (that answer is the consent, RFC 7675).
     pub fn may_send(&self) -> bool {
-        self.nominated.is_some() && self.consent
+        match (self.nominated, self.valid) {
+            (Some(_), _) => self.consent,
+            (None, Some(v)) => self.agent.has_viable_remote_candidate(v.destination),
+            (None, None) => false,
+        }
     }
 
     fn drain(&mut self) {
@@ -785,21 +907,7 @@ impl IceSession {
                     destination,
                     ..
                 } => {
-                    let remote = self
-                        .agent
-                        .remote_candidates()
-                        .find(|c| c.addr() == destination)
-                        .map_or("prflx", |c| kind_name(c.kind()));
-                    let local = if Some(source) == self.relayed {
-                        "relay"
-                    } else {
-                        "host"
-                    };
-                    let path = IcePath {
-                        local,
-                        remote,
-                        destination,
-                    };
+                    let path = self.path_to(destination, source);
                     if self.nominated != Some(path) {
                         self.nominated = Some(path);
                         self.events.push(IceEvent::Nominated(path));

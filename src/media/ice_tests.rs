@@ -418,3 +418,204 @@ fn both_send_within_round_trips_of_the_callee_start() {
         );
     }
 }
+
+/// RFC 8445 12.1: before a pair is nominated the controlled agent sends on
+/// a pair its own check found valid; the callee no longer waits for the
+/// nomination's check, which leaves a pacing interval (Ta, 50 ms) after
+/// the check that found the pair. So bob may send within a few one-way
+/// delays of alice, not a pacing interval behind her.
+#[test]
+fn the_callee_sends_on_a_valid_pair_before_the_nomination() {
+    for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
+        let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
+        let (a, b) = punch(delay, late);
+        println!(
+            "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
+        );
+        let bound = a + 4 * delay + Duration::from_millis(5);
+        assert!(b <= bound, "alice {a:?}, bob {b:?}, bound {bound:?}");
+    }
+}
+
+/// The valid pair the callee sends on before the nomination is the one
+/// its own check found: an answer to our check replayed from another
+/// address (an attacker on the path who copies it) makes no pair valid
+/// there, and media never goes to that address; once alice nominates,
+/// bob sends on the nominated pair.
+#[test]
+fn a_replayed_answer_from_elsewhere_takes_no_media() {
+    let evil = addr("127.0.0.9:6666");
+    let mut net = Net::new();
+    let mut seen_valid = None;
+    for _ in 0..300 {
+        net.now += Duration::from_millis(10);
+        let now = net.now;
+        net.a.handle_timeout(now);
+        net.b.handle_timeout(now);
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((_, bytes)) = net.a.poll_transmit() {
+                moved = true;
+                // Every answer of alice's reaches bob first from the
+                // attacker's address, then from alice's.
+                if bytes.get(..2) == Some(&[1, 1]) {
+                    net.b.handle_datagram(now, evil, &bytes);
+                }
+                net.b.handle_datagram(now, addr(A), &bytes);
+            }
+            while let Some((_, bytes)) = net.b.poll_transmit() {
+                moved = true;
+                net.a.handle_datagram(now, addr(B), &bytes);
+            }
+            if !moved {
+                break;
+            }
+        }
+        if let Some(p) = net.b.path() {
+            assert_ne!(p.destination, evil, "{p:?}");
+            if net.b.nominated().is_none() && net.b.may_send() {
+                seen_valid.get_or_insert(p);
+            }
+        }
+        if net
+            .b
+            .route_media(now, vec![0x80; 12])
+            .is_some_and(|(to, _)| to == Outbound::Udp(evil))
+        {
+            panic!("media to the attacker");
+        }
+    }
+    let valid = seen_valid.expect("bob sent before the nomination");
+    assert_eq!(valid.destination, addr(A));
+    assert_eq!(net.b.nominated().map(|p| p.destination), Some(addr(A)));
+}
+
+/// An answered check is no consent (RFC 7675): while nothing bob sends
+/// reaches alice (his checks and answers are lost), bob answers her
+/// checks but never sends media, before or after any nomination.
+#[test]
+fn the_callee_sends_nothing_while_its_own_checks_go_unanswered() {
+    let mut net = Net::new();
+    net.run(3000, true);
+    assert_eq!(net.b.path(), None);
+    assert!(!net.b.may_send());
+    assert!(net.b.route_media(net.now, vec![0x80; 12]).is_none());
+}
+
+/// A valid pair through a relay carries nothing before the nomination:
+/// bob sees alice's only candidate as a relayed one, and although his
+/// check to it succeeds at once he sends only once alice's nomination
+/// reaches him.
+#[test]
+fn a_relayed_valid_pair_waits_for_the_nomination() {
+    let now = Instant::now();
+    let (la, lb) = (
+        LocalIce::new(addr(A)).unwrap(),
+        LocalIce::new(addr(B)).unwrap(),
+    );
+    let (mut pa, pb) = (la.params(), lb.params());
+    for c in &mut pa.candidates {
+        *c = c.replace("typ host", "typ relay raddr 127.0.0.1 rport 1000");
+    }
+    assert!(pa
+        .parsed_candidates()
+        .iter()
+        .all(|c| c.kind() == CandidateKind::Relayed));
+    let mut net = Net {
+        a: la.start(&pb, true),
+        b: lb.start(&pa, false),
+        now,
+        a_events: Vec::new(),
+        b_events: Vec::new(),
+        a_elsewhere: Vec::new(),
+    };
+    let mut b_sent_unnominated = false;
+    for _ in 0..100 {
+        net.run(10, false);
+        if net.b.may_send() && net.b.nominated().is_none() {
+            b_sent_unnominated = true;
+        }
+    }
+    let nominated = net.b.nominated().expect("nominated");
+    assert_eq!(nominated.remote, "relay");
+    assert!(net.b.may_send());
+    assert!(
+        !b_sent_unnominated,
+        "bob sent on a relayed pair before the nomination"
+    );
+}
+
+/// The first checks on the pair cross (RFC 8445 7.3.1.4 on an In-Progress
+/// pair): alice's check to bob's mapping dies at his NAT, which opens a
+/// moment later when bob's first check leaves; that check reaches alice
+/// half a millisecond after hers left, too soon for the agent to hold
+/// the pair due again. Alice must still check bob at once (a couple of
+/// milliseconds later), not when her retransmission timer runs out
+/// (250 ms after her check).
+#[test]
+fn a_check_crossing_ours_still_triggers_one() {
+    let step = Duration::from_micros(100);
+    let delay = Duration::from_micros(200);
+    let a_start = Instant::now();
+    let b_start = a_start + Duration::from_micros(50_300);
+    let la = LocalIce::new(addr(A)).unwrap();
+    let mut lb = LocalIce::new(addr(B)).unwrap();
+    lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
+    let (pa, pb) = (la.params(), lb.params());
+    let mut a = la.start(&pb, true);
+    let mut b = lb.start(&pa, false);
+    // (arrival, to alice?, bytes)
+    let mut wire: Vec<(Instant, bool, Vec<u8>)> = Vec::new();
+    let (mut a_sent_at, mut b_sent_at) = (None::<Instant>, None::<Instant>);
+    let mut a_dropped = 0;
+    let (mut a_due, mut b_due) = (Some(a_start), None);
+    let mut now = a_start;
+    let mut a_at = None;
+    while now < a_start + Duration::from_secs(1) && a_at.is_none() {
+        now += step;
+        let (due, rest): (Vec<_>, Vec<_>) = wire.drain(..).partition(|(at, _, _)| *at <= now);
+        wire = rest;
+        for (_, to_a, bytes) in due {
+            // A NAT lets a datagram in once its home sent to the sender.
+            if to_a && a_sent_at.is_some() {
+                a.handle_datagram(now, addr(B_MAPPED), &bytes);
+            } else if !to_a && b_sent_at.is_some() {
+                b.handle_datagram(now, addr(A), &bytes);
+            } else if !to_a {
+                a_dropped += 1;
+            }
+        }
+        if a_due.is_some_and(|d| d <= now) {
+            a.handle_timeout(now);
+        }
+        if now >= b_start && b_due.is_none_or(|d| d <= now) {
+            b.handle_timeout(now);
+        }
+        while let Some((to, bytes)) = a.poll_transmit() {
+            if to == Outbound::Udp(addr(B_MAPPED)) {
+                a_sent_at.get_or_insert(now);
+                wire.push((now + delay, false, bytes));
+            }
+        }
+        while let Some((_, bytes)) = b.poll_transmit() {
+            b_sent_at.get_or_insert(now);
+            wire.push((now + delay, true, bytes));
+        }
+        a_due = a.poll_timeout();
+        if now >= b_start {
+            b_due = b.poll_timeout();
+        }
+        if a.may_send() {
+            a_at = Some(now - a_start);
+        }
+    }
+    let (a_sent, b_sent) = (a_sent_at.unwrap() - a_start, b_sent_at.unwrap() - a_start);
+    println!("alice checked bob's mapping at {a_sent:?}, bob sent at {b_sent:?}, alice may send at {a_at:?}");
+    assert!(a_dropped >= 1, "alice's first check must die at bob's NAT");
+    assert!(b_sent >= a_sent + delay && b_sent + delay < a_sent + TRIGGER_RTO);
+    let a_at = a_at.expect("alice sends");
+    assert!(
+        a_at <= b_sent + Duration::from_millis(20),
+        "alice may send only at {a_at:?}"
+    );
+}

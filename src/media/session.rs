@@ -161,7 +161,9 @@ impl MediaSession {
     }
 
     /// [`MediaSession::start`] with ICE on the socket: media is sent only
-    /// on the pair ICE nominated, while its consent holds; STUN and SRTP
+    /// on the pair ICE nominated, while its consent holds (before a
+    /// nomination, the callee's on a pair its own check found valid, see
+    /// [`IceSession::path`]); STUN and SRTP
     /// share the socket. `relay` is the connection to the TURN server of
     /// ICE's relayed candidate when it is reached over TCP or TLS: what
     /// ICE routes to [`Outbound::RelayStream`] goes there.
@@ -481,7 +483,7 @@ impl Driver {
     }
 
     /// Sends one protected datagram (SRTP or SRTCP) where media goes: under
-    /// ICE the nominated pair while its consent holds (through the relay
+    /// ICE its path while it may send (through the relay
     /// for a relayed candidate), else the SDP's (or latched) address.
     /// Whether it left.
     async fn transmit(&mut self, now: Instant, wire: Vec<u8>) -> bool {
@@ -635,7 +637,7 @@ impl Driver {
     }
 
     async fn send_tick(&mut self, payload: &mut Vec<u8>) -> Result<(), MediaError> {
-        if self.ice.as_ref().is_some_and(|i| i.nominated().is_none()) {
+        if self.ice.as_ref().is_some_and(|i| i.path().is_none()) {
             // ICE is still checking: the source waits, so the first words
             // are heard once the path is up rather than lost.
             return Ok(());

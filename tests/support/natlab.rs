@@ -56,6 +56,7 @@ impl Lab {
             "natlab up {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        lab.public_homes_answer_arp_at_once(args);
         // With IBEPHONE_NATLAB_PCAP=DIR, what an eavesdropper on the
         // internet side sees goes to DIR/PREFIX.pcap (for debugging; the
         // lab's `down` stops tcpdump).
@@ -71,6 +72,30 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(300));
         }
         lab
+    }
+
+    /// A public home (kind `none`) is a /32 its router answers ARP for on
+    /// the internet side (proxy ARP), and Linux delays each proxied answer
+    /// by a random 0 to `proxy_delay` (80 centiseconds by default): the
+    /// first datagram from another router to that home waited up to 0.8 s
+    /// (the other home's first ICE check in `natlab_media_none_cone_ice`,
+    /// first audio 400-640 ms against ~150 ms between two NATs). A
+    /// provider routes a customer's address without such a wait, so the
+    /// router answers at once here.
+    fn public_homes_answer_arp_at_once(&self, args: &[&str]) {
+        for (flag, nat, wan) in [("--nat-a", "natA", "wA"), ("--nat-b", "natB", "wB")] {
+            let public = args.windows(2).any(|w| w[0] == flag && w[1] == "none");
+            if !public {
+                continue;
+            }
+            let key = format!("net.ipv4.neigh.{wan}.proxy_delay=0");
+            let out = self.script(&["exec", nat, "sysctl", "-qw", &key]);
+            assert!(
+                out.status.success(),
+                "{nat}: sysctl {key}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     pub fn script(&self, args: &[&str]) -> std::process::Output {
