@@ -430,13 +430,11 @@ pub fn now_unix() -> u64 {
 }
 
 /// Whether a failure means "cannot reach the PKG" (fall back to the store)
-/// rather than "the PKG or its answer is wrong" (an error).
+/// rather than "the PKG or its answer is wrong" (an error); at a threshold
+/// provider, whether every server that gave no good share was out of
+/// reach ([`PkgClientError::is_unreachable`]).
 fn unreachable(e: &PkgClientError) -> bool {
-    match e {
-        PkgClientError::Io(_) | PkgClientError::Throttled { .. } => true,
-        PkgClientError::Server { status, .. } => *status >= 500,
-        _ => false,
-    }
+    e.is_unreachable()
 }
 
 /// The keys part of [`provision`] (no SIP credential asked: for renewal),
@@ -957,6 +955,14 @@ mod tests {
             retry_after_secs: 5
         }));
         assert!(unreachable(&server(503)));
+        let threshold = |unreachable| PkgClientError::Threshold {
+            sentence: "only 0 of the 3 key servers".into(),
+            refused: Vec::new(),
+            unreachable,
+        };
+        // Every threshold server out of reach: as one PKG down.
+        assert!(unreachable(&threshold(true)));
+        assert!(!unreachable(&threshold(false)));
         for refusal in [
             server(401),
             server(403),

@@ -695,7 +695,9 @@ impl Worker {
             Err(PkgClientError::OtpRequiredAt { servers }) => {
                 return Err(SetupError::OtpRequired(servers))
             }
-            Err(PkgClientError::Threshold { sentence, refused })
+            Err(PkgClientError::Threshold {
+                sentence, refused, ..
+            })
                 if !otp.is_empty() && !refused.is_empty() =>
             {
                 return Err(format!("{WRONG_CODE} ({sentence})").into())

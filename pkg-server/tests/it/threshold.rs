@@ -402,7 +402,12 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
     // Only server 1 left: a clear sentence, no keys.
     s3.stop();
     let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
-    let PkgClientError::Threshold { sentence, refused } = &e else {
+    let PkgClientError::Threshold {
+        sentence,
+        refused,
+        unreachable,
+    } = &e
+    else {
         panic!("{e:?}")
     };
     assert!(
@@ -416,6 +421,10 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
         "{sentence}"
     );
     assert!(refused.is_empty(), "servers down refuse no credentials");
+    assert!(
+        !unreachable,
+        "a server answered: the one good share is not \"out of reach\""
+    );
     // A fetch that gets no keys asks the home server for no device
     // credential either: failed attempts use up none of the account's
     // device slots.
