@@ -646,9 +646,7 @@ async fn provision_pkg(
                 unreachable: Some(why),
                 sip,
                 servers: None,
-                turn: want_sip
-                    .then(|| store.turn_credentials(at(now)))
-                    .flatten(),
+                turn: want_sip.then(|| store.turn_credentials(at(now))).flatten(),
             })
         }
         Err(FetchError::Otp(why)) => Err(KeyError::Otp {

@@ -14,11 +14,11 @@
 use super::api::KeyEntry;
 use super::client::keys_from_entries;
 use super::seal::{replace_secret_file, KdfParams, PassphraseFile, SealKey};
+use super::turn::TurnCredentials;
 use super::PkgClientError;
 use crate::ibe::encoding::b64_encode;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use serde::{Deserialize, Serialize};
-use super::turn::TurnCredentials;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -192,7 +192,10 @@ impl KeyStore {
     pub fn turn_credentials(&self, now: SystemTime) -> Option<TurnCredentials> {
         let kept = self.bundle.turn_credentials.as_ref()?;
         let expires_at = UNIX_EPOCH + Duration::from_secs(kept.expires_at);
-        let left = expires_at.duration_since(now).ok().filter(|d| !d.is_zero())?;
+        let left = expires_at
+            .duration_since(now)
+            .ok()
+            .filter(|d| !d.is_zero())?;
         let answer = super::api::TurnCredentialsResponse {
             username: kept.username.clone(),
             password: kept.password.clone(),

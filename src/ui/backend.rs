@@ -697,9 +697,7 @@ impl Worker {
             }
             Err(PkgClientError::Threshold {
                 sentence, refused, ..
-            })
-                if !otp.is_empty() && !refused.is_empty() =>
-            {
+            }) if !otp.is_empty() && !refused.is_empty() => {
                 return Err(format!("{WRONG_CODE} ({sentence})").into())
             }
             Err(e) => return Err(pkg_error(&e, &url).into()),

@@ -1082,8 +1082,7 @@ async fn one_kept_connection_carries_login_keys_and_logout_and_the_pin_still_hol
 /// disabled there) among servers down is an error, never the stored keys:
 /// making the other servers look down must not hide a refusal.
 #[tokio::test]
-async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_never_past_a_refusal()
-{
+async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_never_past_a_refusal() {
     use ibephone::agent::keys::{load_with_renewal, KeyError, Origin};
     let pkgs = three();
     // The home server runs a relay (credentials only: coturn's part).
@@ -1098,7 +1097,10 @@ async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_neve
     let (_, fetched, _) = load_with_renewal(&path).await.unwrap();
     assert_eq!(fetched.origin, Origin::Pkg);
     let device = fetched.sip.clone().expect("a device credential");
-    let turn = fetched.turn.clone().expect("relay credentials from the home server");
+    let turn = fetched
+        .turn
+        .clone()
+        .expect("relay credentials from the home server");
     s1.stop();
     s2.stop();
     s3.stop();
@@ -1118,7 +1120,11 @@ async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_neve
     assert_eq!(stored.password, turn.password);
     assert_eq!(stored.uris, turn.uris);
     assert!(stored.expires_at <= turn.expires_at);
-    assert!(p.summary().contains("from the key store"), "{}", p.summary());
+    assert!(
+        p.summary().contains("from the key store"),
+        "{}",
+        p.summary()
+    );
 
     // Server 2 up again but refusing (the account disabled there), the
     // others down: an error naming it, not the stored keys.
@@ -1129,7 +1135,13 @@ async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_neve
         panic!("{e:?}")
     };
     assert!(
-        matches!(source, PkgClientError::Threshold { unreachable: false, .. }),
+        matches!(
+            source,
+            PkgClientError::Threshold {
+                unreachable: false,
+                ..
+            }
+        ),
         "{source:?}"
     );
     assert!(e.to_string().contains("server 2:"), "{e}");
