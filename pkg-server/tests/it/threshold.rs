@@ -1154,3 +1154,33 @@ async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_neve
     assert!(why.contains("only 1 of the 3 key servers"), "{why}");
     drop(s2);
 }
+
+/// Issue 16: relay credentials kept at a start are not used after their
+/// expiry (the phone then starts on its stored keys without a relay).
+#[tokio::test]
+async fn stored_relay_credentials_are_not_used_after_their_expiry() {
+    use ibephone::agent::keys::{load_with_renewal, Origin};
+    let pkgs = three();
+    let mut toml = std::fs::read_to_string(&pkgs[0].config).unwrap();
+    toml.push_str(
+        "[turn]\nembedded = false\nttl_secs = 2\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n",
+    );
+    std::fs::write(&pkgs[0].config, toml).unwrap();
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let s2 = pkgs[1].start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, s1.sip.unwrap()), None);
+    let (_, fetched, _) = load_with_renewal(&path).await.unwrap();
+    let turn = fetched.turn.expect("relay credentials for 2 s");
+    s1.stop();
+    s2.stop();
+    // Past their expiry (the user name's, whole seconds).
+    let expiry: u64 = turn.username.split_once(':').unwrap().0.parse().unwrap();
+    while (pkg_server::http::now_unix() as u64) <= expiry {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Store);
+    assert!(p.sip.is_some(), "the stored device credential still serves");
+    assert!(p.turn.is_none(), "expired relay credentials are not used");
+}
