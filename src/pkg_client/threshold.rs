@@ -221,7 +221,11 @@ pub type OtpFor<'a> = &'a (dyn Fn(u32) -> Option<SecretString> + Sync);
 /// servers gave good shares, after at most [`GRACE`] more for the others
 /// (so that a bad one is named in the answer; one heard later comes
 /// through [`ThresholdKeys::late`]). Fails, with a sentence naming every
-/// server and why, when fewer than `t` servers gave good shares.
+/// server and why, when fewer than `t` servers gave good shares; that
+/// failure is unreachable ([`PkgClientError::is_unreachable`]) only when
+/// every server that gave no good share was out of reach (no connection,
+/// no answer in time, `5xx`, throttled), never when one refused, answered
+/// a bad share or broke the protocol.
 pub async fn fetch_threshold_keys(
     params: &PublicParams,
     user: &str,
