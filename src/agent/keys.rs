@@ -55,7 +55,16 @@
 //!   shares. The account password never goes to SIP there, not even when
 //!   the home server gives no credential (down, or `404`): the stored
 //!   credential is used, and with none stored the start fails
-//!   ([`KeyError::NoDeviceCredential`]) after the keys were stored.
+//!   ([`KeyError::NoDeviceCredential`]) after the keys were stored;
+//! - a threshold provider none of whose servers refused but fewer than
+//!   `t` of which gave good shares (the others down, timed out, `5xx`) is
+//!   unreachable like one PKG that is down: the stored keys, device
+//!   credential and relay credentials serve. Any refusal, bad share or
+//!   protocol error among the servers is an error even with the others
+//!   down, so that making servers look down never hides a refusal;
+//! - relay credentials are kept in the sealed store at each start and
+//!   used, while unexpired, when none fresh can be had (see `KeptTurn` in
+//!   `pkg_client::store` for why keeping them is right).
 
 use super::config::{
     choose_proxy, read_key_file, AgentConfig, AgentFile, ConfigError, KeySource, PkgSettings,
@@ -212,8 +221,9 @@ pub struct Provisioned {
     /// combined ("servers 1 and 3 of 3 (2 needed)").
     pub servers: Option<String>,
     /// Relay credentials from the provider (`POST /v1/turn-credentials`,
-    /// asked at start with the SIP credential); `None` when it runs no
-    /// relay, could not be asked, or the keys come from a file or the store.
+    /// asked at start with the SIP credential), else those stored at an
+    /// earlier start while unexpired (see `KeptTurn` in the key store);
+    /// `None` with a key file, at a renewal, or with none to be had.
     pub turn: Option<TurnCredentials>,
 }
 
@@ -429,14 +439,17 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix time `now` as a clock reading.
+fn at(now: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(now)
+}
+
 /// Whether a failure means "cannot reach the PKG" (fall back to the store)
-/// rather than "the PKG or its answer is wrong" (an error).
+/// rather than "the PKG or its answer is wrong" (an error); at a threshold
+/// provider, whether every server that gave no good share was out of
+/// reach ([`PkgClientError::is_unreachable`]).
 fn unreachable(e: &PkgClientError) -> bool {
-    match e {
-        PkgClientError::Io(_) | PkgClientError::Throttled { .. } => true,
-        PkgClientError::Server { status, .. } => *status >= 500,
-        _ => false,
-    }
+    e.is_unreachable()
 }
 
 /// The keys part of [`provision`] (no SIP credential asked: for renewal),
@@ -564,6 +577,17 @@ async fn provision_pkg(
                     }
                 },
             };
+            // Relay credentials at a start: fresh ones are kept for a
+            // start while the PKG is down; none fresh (the home key server
+            // down, a request that failed), the stored ones while unexpired.
+            let turn = match turn {
+                Some(c) => {
+                    store.set_turn_credentials(&c).map_err(store_err)?;
+                    Some(c)
+                }
+                None if want_sip => store.turn_credentials(at(now)),
+                None => None,
+            };
             let used = client.pinned_fingerprint();
             let tofu = pin.is_none() && used.is_some();
             if let Some(fp) = used {
@@ -622,7 +646,7 @@ async fn provision_pkg(
                 unreachable: Some(why),
                 sip,
                 servers: None,
-                turn: None,
+                turn: want_sip.then(|| store.turn_credentials(at(now))).flatten(),
             })
         }
         Err(FetchError::Otp(why)) => Err(KeyError::Otp {
@@ -957,6 +981,14 @@ mod tests {
             retry_after_secs: 5
         }));
         assert!(unreachable(&server(503)));
+        let threshold = |unreachable| PkgClientError::Threshold {
+            sentence: "only 0 of the 3 key servers".into(),
+            refused: Vec::new(),
+            unreachable,
+        };
+        // Every threshold server out of reach: as one PKG down.
+        assert!(unreachable(&threshold(true)));
+        assert!(!unreachable(&threshold(false)));
         for refusal in [
             server(401),
             server(403),

@@ -87,6 +87,12 @@ pub enum PkgClientError {
         /// invalid_credentials`: a wrong password or one-time code),
         /// ascending.
         refused: Vec<u32>,
+        /// Every server that gave no good share was only out of reach
+        /// (no connection, no answer in time, `5xx`, throttled): none
+        /// refused, answered a bad share or broke the protocol. Then, and
+        /// only then, the phone may fall back to its stored keys as it
+        /// does when its one PKG is down ([`PkgClientError::is_unreachable`]).
+        unreachable: bool,
     },
     /// Too few servers of a threshold provider gave good key shares, but
     /// enough refused only for want of their one-time codes (each server
@@ -116,6 +122,22 @@ impl PkgClientError {
                 status: 401, code, ..
             } => code == api::codes::OTP_REQUIRED,
             PkgClientError::OtpRequiredAt { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether this failure means "the PKG cannot be reached" (no
+    /// connection, `5xx`, throttled; for a threshold provider, every
+    /// server that gave no good share was so) rather than "the PKG or its
+    /// answer is wrong" (a refusal, a bad share, another certificate).
+    /// Only the first lets a phone start on its stored keys; a mix of
+    /// servers down and one refusing is a refusal, so that making servers
+    /// look down never hides a refusal.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            PkgClientError::Io(_) | PkgClientError::Throttled { .. } => true,
+            PkgClientError::Server { status, .. } => *status >= 500,
+            PkgClientError::Threshold { unreachable, .. } => *unreachable,
             _ => false,
         }
     }

@@ -1,5 +1,6 @@
 //! The phone's key store: private keys, the provider's parameters, the
 //! PKG certificate pin, the device's SIP credential and its device name,
+//! the relay credentials of the last start ([`KeptTurn`]),
 //! in one AES-256-GCM sealed file (mode 0600) in the
 //! user's data directory, so a phone with valid keys keeps working while
 //! the PKG is down. The file key comes from a random local key file (0600,
@@ -13,11 +14,13 @@
 use super::api::KeyEntry;
 use super::client::keys_from_entries;
 use super::seal::{replace_secret_file, KdfParams, PassphraseFile, SealKey};
+use super::turn::TurnCredentials;
 use super::PkgClientError;
 use crate::ibe::encoding::b64_encode;
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `format` of the store file and of `pkg-admin extract` files.
 pub const KEYS_FORMAT: &str = "ibephone-keys-v1";
@@ -49,6 +52,33 @@ pub struct KeyBundle {
     /// kept so that a fetch need not derive them from the password again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_secrets: Option<KeptLogin>,
+    /// The relay credentials of the last start ([`KeptTurn`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_credentials: Option<KeptTurn>,
+}
+
+/// Relay credentials (`POST /v1/turn-credentials`) as kept in the sealed
+/// store, so that a phone started while its PKG (or every threshold key
+/// server) is down still has a relayed candidate.
+///
+/// Decision: keeping them is right. They are TURN REST credentials, an
+/// HMAC of `<expiry>:<user>` that every relay checks by itself, so they
+/// work without the PKG until their expiry, and they are far less
+/// sensitive than what the store keeps already (the private keys, the
+/// device's SIP credential): a leak gives relay use for at most the rest
+/// of their lifetime (at most [`super::turn::MAX_TTL`]). They are used
+/// only while unexpired ([`KeyStore::turn_credentials`]), with the expiry
+/// checked when they arrived, never extended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptTurn {
+    /// `<unix expiry>:<user>`.
+    pub username: String,
+    /// The TURN password.
+    pub password: super::api::SecretString,
+    /// When they stop working, Unix seconds (as checked on arrival).
+    pub expires_at: u64,
+    /// The relays, as URIs.
+    pub uris: Vec<String>,
 }
 
 /// Per-server login secrets of one account at one threshold provider
@@ -156,6 +186,41 @@ impl KeyStore {
         self.save()
     }
 
+    /// The stored relay credentials if still usable at `now`: checked
+    /// again as on arrival, expiring when they were to expire then (never
+    /// later); `None` when none are stored or they have expired.
+    pub fn turn_credentials(&self, now: SystemTime) -> Option<TurnCredentials> {
+        let kept = self.bundle.turn_credentials.as_ref()?;
+        let expires_at = UNIX_EPOCH + Duration::from_secs(kept.expires_at);
+        let left = expires_at
+            .duration_since(now)
+            .ok()
+            .filter(|d| !d.is_zero())?;
+        let answer = super::api::TurnCredentialsResponse {
+            username: kept.username.clone(),
+            password: kept.password.clone(),
+            ttl: left.as_secs().max(1),
+            uris: kept.uris.clone(),
+        };
+        let mut c = TurnCredentials::from_response(answer, now).ok()?;
+        c.expires_at = c.expires_at.min(expires_at);
+        Some(c)
+    }
+
+    /// Stores relay credentials (replacing any stored before) and saves.
+    pub fn set_turn_credentials(&mut self, c: &TurnCredentials) -> Result<(), PkgClientError> {
+        self.bundle.turn_credentials = Some(KeptTurn {
+            username: c.username.clone(),
+            password: c.password.clone(),
+            expires_at: c
+                .expires_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            uris: c.uris.iter().map(ToString::to_string).collect(),
+        });
+        self.save()
+    }
+
     /// The kept login secrets of `user` at the threshold provider of
     /// `domain`, if any (secrets of another account or domain are not
     /// returned).
@@ -223,6 +288,7 @@ impl KeyStore {
                 self.bundle.keys.clear();
                 self.bundle.sip_credential = None;
                 self.bundle.login_secrets = None;
+                self.bundle.turn_credentials = None;
             }
             let period = k.identity().period().as_str();
             self.bundle.keys.retain(|e| e.period != period);
@@ -348,6 +414,63 @@ fn store_err(path: &Path, e: std::io::Error) -> PkgClientError {
 mod tests {
     use super::*;
     use crate::ibe::{extract, setup, Identity};
+
+    #[test]
+    fn relay_credentials_are_kept_sealed_and_used_only_until_their_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let hour = Duration::from_secs(3600);
+        let fresh = TurnCredentials::from_response(
+            crate::pkg_client::api::TurnCredentialsResponse {
+                username: "1800003600:bob".into(),
+                password: "dHVybi1zZWNyZXQ=".into(),
+                ttl: 3600,
+                uris: vec![
+                    "turn:127.0.0.1:3478?transport=udp".into(),
+                    "turns:[::1]:5349?transport=tcp".into(),
+                ],
+            },
+            t0,
+        )
+        .unwrap();
+        {
+            let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+            assert!(s.turn_credentials(t0).is_none());
+            s.set_turn_credentials(&fresh).unwrap();
+        }
+        let raw = std::fs::read_to_string(dir.path().join(STORE_FILE)).unwrap();
+        assert!(!raw.contains("dHVybi1zZWNyZXQ=") && !raw.contains("1800003600:bob"));
+        let s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        // After a restart, while unexpired: the same credentials, expiring
+        // when they were to expire.
+        let later = t0 + Duration::from_secs(1000);
+        let kept = s.turn_credentials(later).unwrap();
+        assert_eq!(
+            (&kept.username, &kept.password, &kept.uris),
+            (&fresh.username, &fresh.password, &fresh.uris)
+        );
+        assert_eq!(kept.expires_at, t0 + hour);
+        // At and after the expiry: none.
+        assert!(s.turn_credentials(t0 + hour).is_none());
+        assert!(s.turn_credentials(t0 + 2 * hour).is_none());
+        // Kept ones are never extended past the expiry checked on arrival,
+        // even when the user name promises more (capped at MAX_TTL then).
+        let long = TurnCredentials::from_response(
+            crate::pkg_client::api::TurnCredentialsResponse {
+                username: format!("{}:bob", 1_800_000_000 + 30 * 24 * 3600),
+                password: "cA==".into(),
+                ttl: 30 * 24 * 3600,
+                uris: vec!["turn:127.0.0.1".into()],
+            },
+            t0,
+        )
+        .unwrap();
+        let mut s = s;
+        s.set_turn_credentials(&long).unwrap();
+        let cap = t0 + crate::pkg_client::turn::MAX_TTL;
+        assert_eq!(s.turn_credentials(t0 + hour).unwrap().expires_at, cap);
+        assert!(s.turn_credentials(cap).is_none());
+    }
 
     #[test]
     fn store_survives_reopen_and_rejects_wrong_unlock() {

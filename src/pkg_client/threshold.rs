@@ -221,7 +221,11 @@ pub type OtpFor<'a> = &'a (dyn Fn(u32) -> Option<SecretString> + Sync);
 /// servers gave good shares, after at most [`GRACE`] more for the others
 /// (so that a bad one is named in the answer; one heard later comes
 /// through [`ThresholdKeys::late`]). Fails, with a sentence naming every
-/// server and why, when fewer than `t` servers gave good shares.
+/// server and why, when fewer than `t` servers gave good shares; that
+/// failure is unreachable ([`PkgClientError::is_unreachable`]) only when
+/// every server that gave no good share was out of reach (no connection,
+/// no answer in time, `5xx`, throttled), never when one refused, answered
+/// a bad share or broke the protocol.
 pub async fn fetch_threshold_keys(
     params: &PublicParams,
     user: &str,
@@ -415,7 +419,7 @@ async fn fetch_shares(
                 ),
             )
             .await
-            .unwrap_or_else(|_| Err(Failure::from("no answer in time")));
+            .unwrap_or_else(|_| Err(Failure::timed_out()));
             let why = r.as_ref().err().map(|f| f.why.clone());
             let _ = tx.send((server.index, r));
             drop(tx);
@@ -455,9 +459,7 @@ async fn fetch_shares(
     let n = threshold.servers.len();
     let mut heard: Vec<u32> = Vec::with_capacity(n);
     let mut good: BTreeMap<u32, Heard> = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut refused = Vec::new();
-    let mut otp_at = Vec::new();
+    let mut tally = Tally::default();
     while good.len() < t {
         let Some((index, r)) = rx.recv().await else {
             break;
@@ -467,43 +469,18 @@ async fn fetch_shares(
             Ok(h) => {
                 good.insert(index, h);
             }
-            Err(f) => {
-                if f.otp_required {
-                    otp_at.push(index);
-                }
-                if f.refused {
-                    refused.push(index);
-                }
-                skipped.push((index, f.why));
-            }
+            Err(f) => tally.fail(index, f),
         }
-    }
-    // Enough servers know the password but want their one-time codes:
-    // the caller asks the user for those codes and fetches again.
-    if good.len() < t && !otp_at.is_empty() && good.len() + otp_at.len() >= t {
-        otp_at.sort_unstable();
-        return Err(PkgClientError::OtpRequiredAt { servers: otp_at });
     }
     if good.len() < t {
-        for s in &threshold.servers {
-            if !heard.contains(&s.index) {
-                skipped.push((s.index, "no answer".into()));
-            }
-        }
-        skipped.sort_by_key(|(i, _)| *i);
-        refused.sort_unstable();
-        let mut sentence = format!(
-            "only {} of the {} key servers of {} gave a good key share and {} are needed, so no keys were fetched",
-            good.len(),
-            n,
-            params.domain(),
-            threshold.t
-        );
-        for (i, why) in &skipped {
-            sentence.push_str(&format!("; server {i}: {why}"));
-        }
-        return Err(PkgClientError::Threshold { sentence, refused });
+        let unheard = threshold
+            .servers
+            .iter()
+            .map(|s| s.index)
+            .filter(|i| !heard.contains(i));
+        return Err(tally.shortfall(good.len(), unheard, threshold, params.domain()));
     }
+    let mut skipped = tally.skipped;
     // All servers combined must agree on the account's AOR.
     let mut aors = good.values().map(|h| &h.aor);
     let aor = aors
@@ -512,6 +489,7 @@ async fn fetch_shares(
         .ok_or_else(|| PkgClientError::Threshold {
             sentence: "no shares".into(),
             refused: Vec::new(),
+            unreachable: false,
         })?;
     if aors.any(|a| *a != aor) {
         return Err(PkgClientError::Protocol(
@@ -653,6 +631,85 @@ async fn device_from(
     DeviceAnswer { sip, turn }
 }
 
+/// The servers that failed in one fetch, as they are heard.
+struct Tally {
+    /// Each failed server with why, for people.
+    skipped: Vec<(u32, String)>,
+    /// Those that refused the login for its credentials.
+    refused: Vec<u32>,
+    /// Those that want their one-time code.
+    otp_at: Vec<u32>,
+    /// Whether every failure so far was only "out of reach".
+    all_down: bool,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            skipped: Vec::new(),
+            refused: Vec::new(),
+            otp_at: Vec::new(),
+            all_down: true,
+        }
+    }
+}
+
+impl Tally {
+    /// Server `index` gave no good shares, for `f`.
+    fn fail(&mut self, index: u32, f: Failure) {
+        if f.otp_required {
+            self.otp_at.push(index);
+        }
+        if f.refused {
+            self.refused.push(index);
+        }
+        self.all_down &= f.down;
+        self.skipped.push((index, f.why));
+    }
+
+    /// The error of a fetch that got `good` (fewer than `t`) good shares,
+    /// `unheard` the servers that never reported: [`PkgClientError::OtpRequiredAt`]
+    /// when enough servers want only their one-time codes, else
+    /// [`PkgClientError::Threshold`] naming every server, `unreachable`
+    /// only when every failure was "out of reach" (an unheard server is
+    /// not known to be down, so it counts as a refusal).
+    fn shortfall(
+        mut self,
+        good: usize,
+        unheard: impl Iterator<Item = u32>,
+        threshold: &Threshold,
+        domain: &str,
+    ) -> PkgClientError {
+        // Enough servers know the password but want their one-time codes:
+        // the caller asks the user for those codes and fetches again.
+        if !self.otp_at.is_empty() && good + self.otp_at.len() >= threshold.t as usize {
+            self.otp_at.sort_unstable();
+            return PkgClientError::OtpRequiredAt {
+                servers: self.otp_at,
+            };
+        }
+        for index in unheard {
+            self.all_down = false;
+            self.skipped.push((index, "no answer".into()));
+        }
+        self.skipped.sort_by_key(|(i, _)| *i);
+        self.refused.sort_unstable();
+        let mut sentence = format!(
+            "only {good} of the {} key servers of {domain} gave a good key share and {} are needed, so no keys were fetched",
+            threshold.servers.len(),
+            threshold.t
+        );
+        for (i, why) in &self.skipped {
+            sentence.push_str(&format!("; server {i}: {why}"));
+        }
+        PkgClientError::Threshold {
+            sentence,
+            refused: self.refused,
+            unreachable: self.all_down,
+        }
+    }
+}
+
 /// Why one server gave no shares: a reason for people, and whether it
 /// refused the login only for want of its one-time code.
 struct Failure {
@@ -661,6 +718,10 @@ struct Failure {
     /// The login was refused for its credentials (`401
     /// invalid_credentials`: a wrong password or one-time code).
     refused: bool,
+    /// The server was only out of reach ([`PkgClientError::is_unreachable`],
+    /// or no answer in time); anything else it did is not (a reason
+    /// given as text never is).
+    down: bool,
 }
 
 impl Failure {
@@ -669,7 +730,29 @@ impl Failure {
         Failure {
             otp_required: e.is_otp_required(),
             refused: credentials_refused(&e),
+            down: e.is_unreachable(),
             why: e.to_string(),
+        }
+    }
+
+    /// A failed request after the login (down or not, never "refused for
+    /// its credentials").
+    fn request(e: PkgClientError) -> Self {
+        Failure {
+            otp_required: false,
+            refused: false,
+            down: e.is_unreachable(),
+            why: e.to_string(),
+        }
+    }
+
+    /// No answer within [`SERVER_TIMEOUT`]: out of reach.
+    fn timed_out() -> Self {
+        Failure {
+            why: "no answer in time".into(),
+            otp_required: false,
+            refused: false,
+            down: true,
         }
     }
 }
@@ -680,6 +763,7 @@ impl From<String> for Failure {
             why,
             otp_required: false,
             refused: false,
+            down: false,
         }
     }
 }
@@ -754,7 +838,7 @@ async fn shares_from(
     let answer = client.fetch_key_entries(&session, periods).await;
     let aor = session.aor.clone();
     *logout = Some((client, session));
-    let answer = answer.map_err(|e| e.to_string())?;
+    let answer = answer.map_err(Failure::request)?;
     if answer.index != Some(server.index) {
         return Err(format!(
             "answered as server {:?}, not {}",
@@ -908,6 +992,113 @@ mod tests {
             "servers 1 and 3 of 3 (2 needed)"
         );
         assert_eq!(describe_servers(&[2], &t), "server 2 of 3 (2 needed)");
+    }
+
+    fn two_of_three() -> Threshold {
+        let (msk, _) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let servers = deal(&msk, 2, 3)
+            .unwrap()
+            .iter()
+            .map(|s| ThresholdServer {
+                index: s.index(),
+                pkg_url: format!("https://pkg{}.atlanta.com", s.index()),
+                p_pub_i: s.p_pub_i(),
+                tls_sha256: [0; 32],
+            })
+            .collect();
+        Threshold {
+            t: 2,
+            dealer: true,
+            servers,
+        }
+    }
+
+    fn server(status: u16, code: &str) -> PkgClientError {
+        PkgClientError::Server {
+            status,
+            code: code.into(),
+            message: "x".into(),
+        }
+    }
+
+    /// The error of a fetch with `good` good shares and these failures
+    /// (servers 1.. in order), `unheard` never reporting.
+    fn outcome(good: usize, failures: Vec<Failure>, unheard: &[u32]) -> PkgClientError {
+        let mut tally = Tally::default();
+        for (i, f) in failures.into_iter().enumerate() {
+            tally.fail(i as u32 + 1, f);
+        }
+        tally.shortfall(
+            good,
+            unheard.iter().copied(),
+            &two_of_three(),
+            "atlanta.com",
+        )
+    }
+
+    fn is_down(e: &PkgClientError) -> bool {
+        matches!(e, PkgClientError::Threshold { .. }) && e.is_unreachable()
+    }
+
+    #[test]
+    fn only_servers_all_out_of_reach_make_a_threshold_fetch_unreachable() {
+        use crate::pkg_client::api::codes;
+        let io = || Failure::login(PkgClientError::Io("connection refused".into()));
+        // Every server down, timed out, 5xx or throttled (one good share
+        // is not enough): out of reach, like one PKG that is down.
+        for failures in [
+            vec![io(), io(), io()],
+            vec![
+                Failure::timed_out(),
+                Failure::login(server(503, "x")),
+                Failure::login(PkgClientError::Throttled {
+                    retry_after_secs: 5,
+                }),
+            ],
+            vec![io(), Failure::request(server(500, "x"))],
+        ] {
+            let e = outcome(3 - failures.len(), failures, &[]);
+            assert!(is_down(&e), "{e:?}");
+        }
+        // One server refusing, answering a bad share or breaking the
+        // protocol among servers down: an error, never the stored keys
+        // (making the others look down must not hide a refusal).
+        for refusal in [
+            Failure::login(server(401, codes::INVALID_CREDENTIALS)),
+            Failure::login(server(403, codes::ACCOUNT_DISABLED)),
+            Failure::login(PkgClientError::PinMismatch {
+                pinned: "a".into(),
+                presented: "b".into(),
+            }),
+            Failure::login(PkgClientError::Tls("bad handshake signature".into())),
+            Failure::request(server(403, "period_not_allowed")),
+            Failure::request(PkgClientError::Protocol("not JSON".into())),
+            Failure::from("its key share for 2026-11 is wrong (does not match its p_pub_i)"),
+            Failure::from("answered as server Some(1), not 2"),
+        ] {
+            let why = refusal.why.clone();
+            for failures in [
+                vec![refusal, io(), io()],
+                vec![io(), io(), Failure::from(why.clone())],
+            ] {
+                let e = outcome(0, failures, &[]);
+                assert!(!is_down(&e), "{why}: {e:?}");
+                assert!(e.to_string().contains("only 0 of the 3"), "{e}");
+            }
+        }
+        // A server that never reported is not known to be down.
+        let e = outcome(0, vec![io(), io()], &[3]);
+        assert!(!is_down(&e), "{e:?}");
+        assert!(e.to_string().contains("server 3: no answer"), "{e}");
+        // Servers wanting only their codes: ask for them, as before.
+        let otp = || Failure::login(server(401, codes::OTP_REQUIRED));
+        let e = outcome(0, vec![otp(), otp(), io()], &[]);
+        assert!(matches!(&e, PkgClientError::OtpRequiredAt { servers } if *servers == [1, 2]));
+        assert!(!e.is_unreachable());
+        // One wants a code, the others are down: not enough to ask, and
+        // not "down" either.
+        let e = outcome(0, vec![otp(), io(), io()], &[]);
+        assert!(!is_down(&e), "{e:?}");
     }
 
     #[test]

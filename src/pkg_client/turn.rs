@@ -81,6 +81,29 @@ pub struct TurnUri {
     pub transport: TurnTransport,
 }
 
+/// The URI in the form [`TurnUri::parse`] reads back to the same value:
+/// `scheme:host:port`, an IPv6 host in brackets, and `?transport=` for
+/// `turn:` and `turns:`.
+impl std::fmt::Display for TurnUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.scheme {
+            TurnScheme::Stun => "stun",
+            TurnScheme::Turn => "turn",
+            TurnScheme::Turns => "turns",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}:[{}]:{}", self.host, self.port)?;
+        } else {
+            write!(f, "{scheme}:{}:{}", self.host, self.port)?;
+        }
+        match (self.scheme, self.transport) {
+            (TurnScheme::Stun, _) => Ok(()),
+            (_, TurnTransport::Udp) => f.write_str("?transport=udp"),
+            (_, TurnTransport::Tcp) => f.write_str("?transport=tcp"),
+        }
+    }
+}
+
 impl TurnUri {
     /// Parses `stun:host[:port]`, `turn:host[:port][?transport=udp|tcp]`
     /// or `turns:host[:port][?transport=tcp]`; anything else (user info,
@@ -230,6 +253,20 @@ mod tests {
             password: "cGFzcw==".into(),
             ttl,
             uris: uris.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_uri_written_out_parses_back_to_itself() {
+        for uri in [
+            "stun:1.2.3.4",
+            "turn:turn.atlanta.com",
+            "turn:[2001:db8::1]:80?transport=tcp",
+            "turns:turn.atlanta.com:443?transport=tcp",
+            "TURN:Relay.example:3479?transport=UDP",
+        ] {
+            let u = TurnUri::parse(uri).unwrap();
+            assert_eq!(TurnUri::parse(&u.to_string()).unwrap(), u, "{uri} -> {u}");
         }
     }
 

@@ -695,9 +695,9 @@ impl Worker {
             Err(PkgClientError::OtpRequiredAt { servers }) => {
                 return Err(SetupError::OtpRequired(servers))
             }
-            Err(PkgClientError::Threshold { sentence, refused })
-                if !otp.is_empty() && !refused.is_empty() =>
-            {
+            Err(PkgClientError::Threshold {
+                sentence, refused, ..
+            }) if !otp.is_empty() && !refused.is_empty() => {
                 return Err(format!("{WRONG_CODE} ({sentence})").into())
             }
             Err(e) => return Err(pkg_error(&e, &url).into()),

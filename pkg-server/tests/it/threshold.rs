@@ -402,7 +402,12 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
     // Only server 1 left: a clear sentence, no keys.
     s3.stop();
     let e = fetch(&params, "alice", ALICE_PW).await.unwrap_err();
-    let PkgClientError::Threshold { sentence, refused } = &e else {
+    let PkgClientError::Threshold {
+        sentence,
+        refused,
+        unreachable,
+    } = &e
+    else {
         panic!("{e:?}")
     };
     assert!(
@@ -416,6 +421,10 @@ async fn one_server_down_still_works_and_one_alone_is_not_enough() {
         "{sentence}"
     );
     assert!(refused.is_empty(), "servers down refuse no credentials");
+    assert!(
+        unreachable,
+        "one good share and the others down: out of reach, not refused"
+    );
     // A fetch that gets no keys asks the home server for no device
     // credential either: failed attempts use up none of the account's
     // device slots.
@@ -642,12 +651,15 @@ async fn the_agent_provisions_from_a_threshold_provider_and_says_which_servers()
         .await
         .unwrap();
     assert_eq!(again.origin, Origin::Pkg);
-    // Too few servers: an error naming them, not keys.
+    // Too few servers, the others only down: the stored keys, saying why
+    // (as with one PKG that is down).
     s3.stop();
-    let e = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
+    let p = from_pkg(&settings, &aor, &ALICE_PW.into(), now)
         .await
-        .unwrap_err();
-    assert!(e.to_string().contains("only 1 of the 3 key servers"), "{e}");
+        .unwrap();
+    assert_eq!(p.origin, Origin::Store);
+    let why = p.unreachable.as_deref().unwrap_or_default();
+    assert!(why.contains("only 1 of the 3 key servers"), "{why}");
 }
 
 /// The ceremony files of three servers, in their directories: member
@@ -1061,4 +1073,114 @@ async fn one_kept_connection_carries_login_keys_and_logout_and_the_pin_still_hol
         3,
         "each refused request made its own handshake"
     );
+}
+
+/// Issue 16: a threshold phone with keys and a device credential in its
+/// store starts on them when every key server is out of reach, exactly as
+/// a phone of one PKG does; relay credentials stored at the last start
+/// are used again while unexpired. One server refusing (the account
+/// disabled there) among servers down is an error, never the stored keys:
+/// making the other servers look down must not hide a refusal.
+#[tokio::test]
+async fn with_every_key_server_down_the_agent_starts_on_its_stored_keys_but_never_past_a_refusal() {
+    use ibephone::agent::keys::{load_with_renewal, KeyError, Origin};
+    let pkgs = three();
+    // The home server runs a relay (credentials only: coturn's part).
+    let mut toml = std::fs::read_to_string(&pkgs[0].config).unwrap();
+    toml.push_str("[turn]\nembedded = false\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n");
+    std::fs::write(&pkgs[0].config, toml).unwrap();
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let s2 = pkgs[1].start();
+    let s3 = pkgs[2].start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, s1.sip.unwrap()), None);
+    let (_, fetched, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(fetched.origin, Origin::Pkg);
+    let device = fetched.sip.clone().expect("a device credential");
+    let turn = fetched
+        .turn
+        .clone()
+        .expect("relay credentials from the home server");
+    s1.stop();
+    s2.stop();
+    s3.stop();
+
+    // Every server down: the stored keys, device credential and relay
+    // credentials, saying why.
+    let (config, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Store);
+    let why = p.unreachable.as_deref().unwrap_or_default();
+    assert!(why.contains("only 0 of the 3 key servers"), "{why}");
+    assert_eq!(p.keys.len(), fetched.keys.len());
+    assert_eq!(p.sip.as_ref(), Some(&device));
+    assert_eq!(config.password.as_str(), device.password.expose());
+    assert_ne!(config.password.as_str(), ALICE_PW);
+    let stored = p.turn.clone().expect("the stored relay credentials");
+    assert_eq!(stored.username, turn.username);
+    assert_eq!(stored.password, turn.password);
+    assert_eq!(stored.uris, turn.uris);
+    assert!(stored.expires_at <= turn.expires_at);
+    assert!(
+        p.summary().contains("from the key store"),
+        "{}",
+        p.summary()
+    );
+
+    // Server 2 up again but refusing (the account disabled there), the
+    // others down: an error naming it, not the stored keys.
+    pkgs[1].admin_ok(&["user", "disable", "alice"], "");
+    let s2 = pkgs[1].start();
+    let e = load_with_renewal(&path).await.unwrap_err();
+    let KeyError::Pkg { source, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        matches!(
+            source,
+            PkgClientError::Threshold {
+                unreachable: false,
+                ..
+            }
+        ),
+        "{source:?}"
+    );
+    assert!(e.to_string().contains("server 2:"), "{e}");
+    // Enabled again, alone: one good share and the others down is out
+    // of reach, and the stored keys serve again.
+    pkgs[1].admin_ok(&["user", "enable", "alice"], "");
+    let (_, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Store);
+    let why = p.unreachable.as_deref().unwrap_or_default();
+    assert!(why.contains("only 1 of the 3 key servers"), "{why}");
+    drop(s2);
+}
+
+/// Issue 16: relay credentials kept at a start are not used after their
+/// expiry (the phone then starts on its stored keys without a relay).
+#[tokio::test]
+async fn stored_relay_credentials_are_not_used_after_their_expiry() {
+    use ibephone::agent::keys::{load_with_renewal, Origin};
+    let pkgs = three();
+    let mut toml = std::fs::read_to_string(&pkgs[0].config).unwrap();
+    toml.push_str(
+        "[turn]\nembedded = false\nttl_secs = 2\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n",
+    );
+    std::fs::write(&pkgs[0].config, toml).unwrap();
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let s2 = pkgs[1].start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, s1.sip.unwrap()), None);
+    let (_, fetched, _) = load_with_renewal(&path).await.unwrap();
+    let turn = fetched.turn.expect("relay credentials for 2 s");
+    s1.stop();
+    s2.stop();
+    // Past their expiry (the user name's, whole seconds).
+    let expiry: u64 = turn.username.split_once(':').unwrap().0.parse().unwrap();
+    while (pkg_server::http::now_unix() as u64) <= expiry {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (_, p, _) = load_with_renewal(&path).await.unwrap();
+    assert_eq!(p.origin, Origin::Store);
+    assert!(p.sip.is_some(), "the stored device credential still serves");
+    assert!(p.turn.is_none(), "expired relay credentials are not used");
 }
