@@ -94,6 +94,10 @@ const RETRIGGER_AFTER: std::time::Duration = std::time::Duration::from_millis(2)
 /// How many times a triggered check that could not leave is tried again.
 const RETRIGGER_TRIES: u8 = 3;
 
+/// Most candidate pairs [`IceSession`] remembers (nominated by the peer,
+/// or found valid): our few candidates times the peer's, prflx included.
+const MAX_PAIRS: usize = 4 * MAX_CANDIDATES;
+
 /// How long a nominated pair that does not use our relayed candidate must
 /// stay nominated before the relay allocation is released (RFC 8445 8.3:
 /// three seconds after completion).
@@ -361,7 +365,7 @@ impl LocalIce {
             nominated: None,
             valid: None,
             consent: false,
-            peer_choice: None,
+            peer_nominated: Vec::new(),
             answered: Vec::new(),
             events: Vec::new(),
             transmits: std::collections::VecDeque::new(),
@@ -476,10 +480,10 @@ pub struct IceSession {
     /// check found valid (RFC 8445 12.1), where media goes meanwhile.
     valid: Option<IcePath>,
     consent: bool,
-    /// Controlled agent: the pair (peer's address, our base) the
-    /// controlling agent's latest USE-CANDIDATE came on, its selected
-    /// pair (see [`IceSession::follow_peer_choice`]).
-    peer_choice: Option<(SocketAddr, SocketAddr)>,
+    /// Controlled agent: the pairs (peer's address, our base) the
+    /// controlling agent nominated, in the order of their first
+    /// USE-CANDIDATE (see [`IceSession::follow_peer_choice`]).
+    peer_nominated: Vec<(SocketAddr, SocketAddr)>,
     /// Pairs (peer's address, our base) a check of ours found valid.
     answered: Vec<(SocketAddr, SocketAddr)>,
     events: Vec<IceEvent>,
@@ -526,14 +530,25 @@ impl IceSession {
         if taken && !request {
             self.note_valid(from, to);
         }
-        if taken && answered && !self.answered.contains(&(from, to)) {
-            // Bounded: one entry per pair of our candidates and the
-            // peer's, both bounded.
+        if taken
+            && answered
+            && !self.answered.contains(&(from, to))
+            && self.answered.len() < MAX_PAIRS
+        {
             self.answered.push((from, to));
         }
-        if taken && nominates && !self.agent.controlling() {
+        // A nominated pair goes on carrying USE-CANDIDATE in the
+        // controlling agent's later checks: only a pair's first one is
+        // news (the controlling `is` agent nominates a pair only when it
+        // ranks above the one it had selected).
+        if taken
+            && nominates
+            && !self.agent.controlling()
+            && !self.peer_nominated.contains(&(from, to))
+            && self.peer_nominated.len() < MAX_PAIRS
+        {
             tracing::debug!(%from, %to, "the peer nominates a pair");
-            self.peer_choice = Some((from, to));
+            self.peer_nominated.push((from, to));
         }
         if taken && request {
             if !self.agent.controlling() {
@@ -949,10 +964,12 @@ impl IceSession {
         }
     }
 
-    /// Controlled agent: the pair the controlling agent nominated last,
-    /// once our own check on it succeeded (RFC 8445 7.3.1.5, 8.1.1: the
-    /// selected pair is the one the controlling agent nominated, and
-    /// both sides use the same one). The `is` agent instead selects the
+    /// Controlled agent: the pair the controlling agent nominated last
+    /// (by its first USE-CANDIDATE), once our own check on it succeeded
+    /// and while its remote candidate is viable (RFC 8445 7.3.1.5, 8.1.1:
+    /// the selected pair is the one the controlling agent nominated, and
+    /// both sides use the same one); `None` leaves the choice to the
+    /// `is` agent. The `is` agent instead selects the
     /// highest priority pair among all pairs ever nominated, by its own
     /// priorities, and those differ between the two sides when a pair
     /// has a peer-reflexive candidate (the peer computes the pair with
@@ -964,8 +981,10 @@ impl IceSession {
         if self.agent.controlling() {
             return None;
         }
-        let (remote, base) = self.peer_choice?;
-        if !self.answered.contains(&(remote, base)) {
+        let &(remote, base) = self.peer_nominated.last()?;
+        if !self.answered.contains(&(remote, base))
+            || !self.agent.has_viable_remote_candidate(remote)
+        {
             return None;
         }
         Some(self.path_to(remote, base))

@@ -642,7 +642,8 @@ fn the_controlled_agent_follows_the_latest_nomination() {
     let (pa, pb) = (la.params(), lb.params());
     let (mut a, mut b) = (la.start(&pb, true), lb.start(&pa, false));
     let mut now = start;
-    for _ in 0..300 {
+    let mut b_paths = Vec::new();
+    for _ in 0..1000 {
         now += Duration::from_millis(10);
         a.handle_timeout(now);
         b.handle_timeout(now);
@@ -674,11 +675,18 @@ fn the_controlled_agent_follows_the_latest_nomination() {
                 a_paths.push(p.destination);
             }
         }
-        while b.poll_event().is_some() {}
+        while let Some(e) = b.poll_event() {
+            if let IceEvent::Nominated(p) = e {
+                b_paths.push(p.destination);
+            }
+        }
         if !a_paths.is_empty() {
             println!("{:?}: alice nominates {a_paths:?}", now - start);
         }
     }
+    // Her first pair goes on carrying USE-CANDIDATE in her consent
+    // checks: bob does not go back to it.
+    assert_eq!(b_paths, [addr(A), addr(A2)], "bob's pairs in turn");
     let pa = a.nominated().expect("alice nominated");
     assert_eq!(pa.destination, addr(B), "alice ends on the better pair");
     let pb = b.nominated().expect("bob follows a nomination");
