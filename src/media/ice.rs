@@ -94,6 +94,10 @@ const RETRIGGER_AFTER: std::time::Duration = std::time::Duration::from_millis(2)
 /// How many times a triggered check that could not leave is tried again.
 const RETRIGGER_TRIES: u8 = 3;
 
+/// Most candidate pairs [`IceSession`] remembers (nominated by the peer,
+/// or found valid): our few candidates times the peer's, prflx included.
+const MAX_PAIRS: usize = 4 * MAX_CANDIDATES;
+
 /// How long a nominated pair that does not use our relayed candidate must
 /// stay nominated before the relay allocation is released (RFC 8445 8.3:
 /// three seconds after completion).
@@ -361,6 +365,8 @@ impl LocalIce {
             nominated: None,
             valid: None,
             consent: false,
+            peer_nominated: Vec::new(),
+            answered: Vec::new(),
             events: Vec::new(),
             transmits: std::collections::VecDeque::new(),
         }
@@ -474,6 +480,12 @@ pub struct IceSession {
     /// check found valid (RFC 8445 12.1), where media goes meanwhile.
     valid: Option<IcePath>,
     consent: bool,
+    /// Controlled agent: the pairs (peer's address, our base) the
+    /// controlling agent nominated, in the order of their first
+    /// USE-CANDIDATE (see [`IceSession::follow_peer_choice`]).
+    peer_nominated: Vec<(SocketAddr, SocketAddr)>,
+    /// Pairs (peer's address, our base) a check of ours found valid.
+    answered: Vec<(SocketAddr, SocketAddr)>,
     events: Vec<IceEvent>,
     transmits: std::collections::VecDeque<(Outbound, Vec<u8>)>,
 }
@@ -512,9 +524,31 @@ impl IceSession {
             return false;
         }
         let request = packet.message.is_binding_request();
+        let nominates = request && packet.message.use_candidate();
+        let answered = packet.message.is_successful_binding_response();
         let taken = self.agent.handle_packet(now, packet);
         if taken && !request {
             self.note_valid(from, to);
+        }
+        if taken
+            && answered
+            && !self.answered.contains(&(from, to))
+            && self.answered.len() < MAX_PAIRS
+        {
+            self.answered.push((from, to));
+        }
+        // A nominated pair goes on carrying USE-CANDIDATE in the
+        // controlling agent's later checks: only a pair's first one is
+        // news (the controlling `is` agent nominates a pair only when it
+        // ranks above the one it had selected).
+        if taken
+            && nominates
+            && !self.agent.controlling()
+            && !self.peer_nominated.contains(&(from, to))
+            && self.peer_nominated.len() < MAX_PAIRS
+        {
+            tracing::debug!(%from, %to, "the peer nominates a pair");
+            self.peer_nominated.push((from, to));
         }
         if taken && request {
             if !self.agent.controlling() {
@@ -907,19 +941,10 @@ impl IceSession {
                     destination,
                     ..
                 } => {
-                    let path = self.path_to(destination, source);
-                    if self.nominated != Some(path) {
-                        self.nominated = Some(path);
-                        self.events.push(IceEvent::Nominated(path));
+                    tracing::debug!(%source, %destination, "the ICE agent selected a pair");
+                    if self.agent.controlling() || self.follow_peer_choice().is_none() {
+                        self.select(self.path_to(destination, source));
                     }
-                    // The relay is released once a direct pair has held
-                    // for RELAY_GRACE; a relayed pair keeps it.
-                    self.release_relay_at = match (path.via_relay(), self.now) {
-                        (false, Some(now)) if self.relayed_candidate.is_some() => {
-                            self.release_relay_at.or(Some(now + RELAY_GRACE))
-                        }
-                        _ => None,
-                    };
                 }
                 IceAgentEvent::IceConnectionStateChange(s) => {
                     let ok = matches!(
@@ -934,6 +959,51 @@ impl IceSession {
                 _ => {}
             }
         }
+        if let Some(path) = self.follow_peer_choice() {
+            self.select(path);
+        }
+    }
+
+    /// Controlled agent: the pair the controlling agent nominated last
+    /// (by its first USE-CANDIDATE), once our own check on it succeeded
+    /// and while its remote candidate is viable (RFC 8445 7.3.1.5, 8.1.1:
+    /// the selected pair is the one the controlling agent nominated, and
+    /// both sides use the same one); `None` leaves the choice to the
+    /// `is` agent. The `is` agent instead selects the
+    /// highest priority pair among all pairs ever nominated, by its own
+    /// priorities, and those differ between the two sides when a pair
+    /// has a peer-reflexive candidate (the peer computes the pair with
+    /// the candidate's base, a host one, we with the PRIORITY of its
+    /// check): when the controlling agent moved on to a better pair, we
+    /// kept sending on its first, through a relay it then released
+    /// (natlab cone/symmetric: the caller's audio stopped after 3 s).
+    fn follow_peer_choice(&self) -> Option<IcePath> {
+        if self.agent.controlling() {
+            return None;
+        }
+        let &(remote, base) = self.peer_nominated.last()?;
+        if !self.answered.contains(&(remote, base))
+            || !self.agent.has_viable_remote_candidate(remote)
+        {
+            return None;
+        }
+        Some(self.path_to(remote, base))
+    }
+
+    /// Media goes to `path` from now on. The relay is released once a
+    /// direct pair has held for [`RELAY_GRACE`]; a relayed pair keeps it.
+    fn select(&mut self, path: IcePath) {
+        if self.nominated != Some(path) {
+            tracing::debug!(?path, "media goes to this pair");
+            self.nominated = Some(path);
+            self.events.push(IceEvent::Nominated(path));
+        }
+        self.release_relay_at = match (path.via_relay(), self.now) {
+            (false, Some(now)) if self.relayed_candidate.is_some() => {
+                self.release_relay_at.or(Some(now + RELAY_GRACE))
+            }
+            _ => None,
+        };
     }
 }
 

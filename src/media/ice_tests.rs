@@ -619,3 +619,77 @@ fn a_check_crossing_ours_still_triggers_one() {
         "alice may send only at {a_at:?}"
     );
 }
+
+/// RFC 8445 8.1.1: both sides use the pair the controlling agent
+/// nominated, also when it nominated an earlier one before (the `is`
+/// agent nominates again when a better pair succeeds later). Alice's
+/// datagrams to bob's host address reach him from her srflx address
+/// `A2`, those to his srflx `B_MAPPED` from her host address; her pair to
+/// his host address works only after 500 ms. She nominates her pair to
+/// `B_MAPPED` first, then the better one to `B`: bob must follow her to
+/// that pair (his view: to `A2`), although by his own priorities the
+/// first one (to her host address) ranks higher. Before the fix he kept
+/// sending to her host address, the path she stopped using (in the lab,
+/// a relay she then released).
+#[test]
+fn the_controlled_agent_follows_the_latest_nomination() {
+    const A2: &str = "127.0.0.3:1000";
+    let start = Instant::now();
+    let mut la = LocalIce::new(addr(A)).unwrap();
+    la.add_server_reflexive(addr(A2)).unwrap();
+    let mut lb = LocalIce::new(addr(B)).unwrap();
+    lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
+    let (pa, pb) = (la.params(), lb.params());
+    let (mut a, mut b) = (la.start(&pb, true), lb.start(&pa, false));
+    let mut now = start;
+    let mut b_paths = Vec::new();
+    for _ in 0..1000 {
+        now += Duration::from_millis(10);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((to, bytes)) = a.poll_transmit() {
+                moved = true;
+                if to == Outbound::Udp(addr(B_MAPPED)) {
+                    b.handle_datagram(now, addr(A), &bytes);
+                } else if to == Outbound::Udp(addr(B)) && now - start > Duration::from_millis(500) {
+                    b.handle_datagram(now, addr(A2), &bytes);
+                }
+            }
+            while let Some((to, bytes)) = b.poll_transmit() {
+                moved = true;
+                if to == Outbound::Udp(addr(A)) {
+                    a.handle_datagram(now, addr(B_MAPPED), &bytes);
+                } else if to == Outbound::Udp(addr(A2)) {
+                    a.handle_datagram(now, addr(B), &bytes);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        let mut a_paths = Vec::new();
+        while let Some(e) = a.poll_event() {
+            if let IceEvent::Nominated(p) = e {
+                a_paths.push(p.destination);
+            }
+        }
+        while let Some(e) = b.poll_event() {
+            if let IceEvent::Nominated(p) = e {
+                b_paths.push(p.destination);
+            }
+        }
+        if !a_paths.is_empty() {
+            println!("{:?}: alice nominates {a_paths:?}", now - start);
+        }
+    }
+    // Her first pair goes on carrying USE-CANDIDATE in her consent
+    // checks: bob does not go back to it.
+    assert_eq!(b_paths, [addr(A), addr(A2)], "bob's pairs in turn");
+    let pa = a.nominated().expect("alice nominated");
+    assert_eq!(pa.destination, addr(B), "alice ends on the better pair");
+    let pb = b.nominated().expect("bob follows a nomination");
+    assert_eq!(pb.destination, addr(A2), "bob uses the pair alice selected");
+    assert!(a.may_send() && b.may_send());
+}
