@@ -126,26 +126,24 @@ if [ "${IBEPHONE_TEST_DEB:-}" = 1 ]; then
   scripts/check-deb.sh
 fi
 
-if [ -n "$checks_pid" ]; then
-  log "waiting for the repository checks"
-  if ! wait "$checks_pid"; then
-    checks_pid=""
-    cat target/check-repo.log
+# Awaits a background stage: WHAT, the name of its pid variable, its log,
+# and the lines of the log to show when it passed (an extended regex). A
+# failure shows the whole log and fails the run; the pid is cleared either
+# way, so the exit trap leaves it alone.
+await_stage() {
+  local what=$1 var=$2 log_file=$3 shown=$4 pid=${!2}
+  [ -n "$pid" ] || return 0
+  log "waiting for $what"
+  local status=0
+  wait "$pid" || status=$?
+  printf -v "$var" ''
+  if [ "$status" != 0 ]; then
+    cat "$log_file"
     exit 1
   fi
-  checks_pid=""
-  cat target/check-repo.log
-fi
-
-if [ -n "$fuzz_pid" ]; then
-  log "waiting for the fuzzing"
-  if ! wait "$fuzz_pid"; then
-    fuzz_pid=""
-    cat target/fuzz-stage.log
-    exit 1
-  fi
-  fuzz_pid=""
-  grep -E '^(== fuzz|instrumented build|[0-9]+ seed files)' target/fuzz-stage.log || true
-fi
+  grep -E "$shown" "$log_file" || true
+}
+await_stage "the repository checks" checks_pid target/check-repo.log '.'
+await_stage "the fuzzing" fuzz_pid target/fuzz-stage.log '^(== fuzz|instrumented build|[0-9]+ seed files)'
 
 log "done (target/ holds $(du -sh target 2>/dev/null | cut -f1))"

@@ -396,6 +396,22 @@ fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
     (a_at.expect("alice sends"), b_at.expect("bob sends"))
 }
 
+/// [`punch`] over one-way delays and callee lateness from a LAN to a slow
+/// callee: (delay, lateness, when alice may send, when bob may).
+fn punched() -> Vec<(Duration, Duration, Duration, Duration)> {
+    [(1, 20), (5, 60), (20, 100), (1, 300)]
+        .into_iter()
+        .map(|(delay, late)| {
+            let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
+            let (a, b) = punch(delay, late);
+            println!(
+                "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
+            );
+            (delay, late, a, b)
+        })
+        .collect()
+}
+
 /// Hole punching as in the lab (cone/cone): alice's first check dies at
 /// bob's NAT; bob's first check, which leaves once he has opened her ACK,
 /// passes hers. Alice must check that pair at once (a triggered check,
@@ -405,12 +421,7 @@ fn punch(delay: Duration, callee_late: Duration) -> (Duration, Duration) {
 /// the agent paces its timer, and the nomination's check follows it).
 #[test]
 fn both_send_within_round_trips_of_the_callee_start() {
-    for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
-        let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
-        let (a, b) = punch(delay, late);
-        println!(
-            "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
-        );
+    for (delay, late, a, b) in punched() {
         let bound = late + 6 * delay + Duration::from_millis(100);
         assert!(
             a <= bound && b <= bound,
@@ -426,12 +437,7 @@ fn both_send_within_round_trips_of_the_callee_start() {
 /// delays of alice, not a pacing interval behind her.
 #[test]
 fn the_callee_sends_on_a_valid_pair_before_the_nomination() {
-    for (delay, late) in [(1, 20), (5, 60), (20, 100), (1, 300)] {
-        let (delay, late) = (Duration::from_millis(delay), Duration::from_millis(late));
-        let (a, b) = punch(delay, late);
-        println!(
-            "delay {delay:?}, callee {late:?} late: alice may send after {a:?}, bob after {b:?}"
-        );
+    for (delay, _, a, b) in punched() {
         let bound = a + 4 * delay + Duration::from_millis(5);
         assert!(b <= bound, "alice {a:?}, bob {b:?}, bound {bound:?}");
     }

@@ -357,7 +357,8 @@ impl PkgClient {
             .map_err(|e| PkgClientError::Protocol(format!("bad answer to {path}: {e}")))
     }
 
-    /// One request on a fresh connection; non-2xx answers become errors.
+    /// One request (on the kept connection, else a new one); non-2xx
+    /// answers become errors.
     async fn request(
         &self,
         method: Method,

@@ -938,15 +938,7 @@ mod tests {
     fn a_wrong_share_is_named_and_a_good_one_accepted() {
         let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
         let shares = deal(&msk, 2, 3).unwrap();
-        let servers: Vec<ThresholdServer> = shares
-            .iter()
-            .map(|s| ThresholdServer {
-                index: s.index(),
-                pkg_url: format!("https://pkg{}.atlanta.com", s.index()),
-                p_pub_i: s.p_pub_i(),
-                tls_sha256: [0; 32],
-            })
-            .collect();
+        let servers = servers_of(&shares);
         let aor = Aor::parse("sip:alice@atlanta.com").unwrap();
         let p = Period::month("2026-11").unwrap();
         let entry = |m: &crate::ibe::MasterSecret| {
@@ -996,8 +988,16 @@ mod tests {
 
     fn two_of_three() -> Threshold {
         let (msk, _) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
-        let servers = deal(&msk, 2, 3)
-            .unwrap()
+        Threshold {
+            t: 2,
+            dealer: true,
+            servers: servers_of(&deal(&msk, 2, 3).unwrap()),
+        }
+    }
+
+    /// The servers of atlanta.com holding `shares` (pkgN.atlanta.com).
+    fn servers_of(shares: &[crate::ibe::threshold::MasterShare]) -> Vec<ThresholdServer> {
+        shares
             .iter()
             .map(|s| ThresholdServer {
                 index: s.index(),
@@ -1005,12 +1005,7 @@ mod tests {
                 p_pub_i: s.p_pub_i(),
                 tls_sha256: [0; 32],
             })
-            .collect();
-        Threshold {
-            t: 2,
-            dealer: true,
-            servers,
-        }
+            .collect()
     }
 
     fn server(status: u16, code: &str) -> PkgClientError {

@@ -38,15 +38,7 @@ fn wayland_close_with_tray_minimises_and_show_asks_for_activation() {
     let dir = tempfile::tempdir().unwrap();
     let sway = Sway::start(&dir.path().join("runtime"));
     let bus = Bus::start(dir.path());
-    let (items_tx, items) = std::sync::mpsc::channel();
-    let _watcher = zbus::blocking::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.kde.StatusNotifierWatcher")
-        .unwrap()
-        .serve_at("/StatusNotifierWatcher", Watcher { items: items_tx })
-        .unwrap()
-        .build()
-        .unwrap();
+    let (_watcher, items) = bus.watcher();
 
     let logs = dir.path().join("logs");
     let mut app = spawn_app(dir.path(), &sway.runtime, &sway.socket, &bus.address, &[]);
@@ -98,20 +90,10 @@ fn wayland_close_with_tray_minimises_and_show_asks_for_activation() {
 
     // The tray icon is clicked: the app asks for activation.
     let item = items.try_recv().ok();
-    let conn = zbus::blocking::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .unwrap();
+    let conn = bus.connect();
     let name = item.unwrap_or_else(|| sni_item(&conn));
     let before = app.trace_len();
-    conn.call_method(
-        Some(name.as_str()),
-        "/StatusNotifierItem",
-        Some("org.kde.StatusNotifierItem"),
-        "Activate",
-        &(0i32, 0i32),
-    )
-    .unwrap();
+    activate(&conn, &name);
     until(&mut app, "an activation request after Show", |a| {
         a.trace_since(before)
             .iter()
@@ -143,15 +125,7 @@ fn wayland_on_weston_starts_minimised_and_still_hears_the_tray() {
     let dir = tempfile::tempdir().unwrap();
     let weston = Weston::start(&dir.path().join("runtime"));
     let bus = Bus::start(dir.path());
-    let (items_tx, items) = std::sync::mpsc::channel();
-    let _watcher = zbus::blocking::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.kde.StatusNotifierWatcher")
-        .unwrap()
-        .serve_at("/StatusNotifierWatcher", Watcher { items: items_tx })
-        .unwrap()
-        .build()
-        .unwrap();
+    let (_watcher, items) = bus.watcher();
     let logs = dir.path().join("logs");
     let mut app = spawn_app(
         dir.path(),
@@ -177,19 +151,9 @@ fn wayland_on_weston_starts_minimised_and_still_hears_the_tray() {
     );
     // Draws a few frames while minimised (the notice, the failed start).
     std::thread::sleep(Duration::from_secs(2));
-    let conn = zbus::blocking::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .build()
-        .unwrap();
+    let conn = bus.connect();
     for _ in 0..3 {
-        conn.call_method(
-            Some(name.as_str()),
-            "/StatusNotifierItem",
-            Some("org.kde.StatusNotifierItem"),
-            "Activate",
-            &(0i32, 0i32),
-        )
-        .unwrap();
+        activate(&conn, &name);
         std::thread::sleep(Duration::from_millis(300));
     }
     until(
@@ -205,6 +169,14 @@ fn wayland_on_weston_starts_minimised_and_still_hears_the_tray() {
     assert!(app.running());
 }
 
+/// Creates `runtime` as an XDG runtime directory (mode 0700, as
+/// compositors demand).
+fn private_runtime_dir(runtime: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(runtime).unwrap();
+    std::fs::set_permissions(runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
 /// weston 10 on its headless backend (pixman renderer, desktop shell) in
 /// its own runtime directory, until dropped.
 struct Weston {
@@ -215,9 +187,7 @@ struct Weston {
 
 impl Weston {
     fn start(runtime: &Path) -> Weston {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(runtime).unwrap();
-        std::fs::set_permissions(runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        private_runtime_dir(runtime);
         let socket = "ibephone-test".to_string();
         let child = Command::new("weston")
             .args([
@@ -309,6 +279,19 @@ fn sni_item(conn: &zbus::blocking::Connection) -> String {
         .map(|n| n.to_string())
         .find(|n| n.starts_with("org.kde.StatusNotifierItem"))
         .expect("the tray's item name on the bus")
+}
+
+/// Clicks the tray icon of the item `name` (what a tray host does on a
+/// left click: `Activate(0, 0)`).
+fn activate(conn: &zbus::blocking::Connection, name: &str) {
+    conn.call_method(
+        Some(name),
+        "/StatusNotifierItem",
+        Some("org.kde.StatusNotifierItem"),
+        "Activate",
+        &(0i32, 0i32),
+    )
+    .unwrap();
 }
 
 /// Waits until `ok`, failing with `what` (and the app's last words) after
@@ -407,9 +390,7 @@ struct Sway {
 
 impl Sway {
     fn start(runtime: &Path) -> Sway {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::create_dir_all(runtime).unwrap();
-        std::fs::set_permissions(runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
+        private_runtime_dir(runtime);
         let config = runtime.join("sway.cfg");
         std::fs::write(
             &config,
@@ -535,6 +516,36 @@ impl Bus {
             std::thread::sleep(Duration::from_millis(20));
         }
         Bus { child, address }
+    }
+}
+
+impl Bus {
+    /// A new connection to this bus.
+    fn connect(&self) -> zbus::blocking::Connection {
+        zbus::blocking::connection::Builder::address(self.address.as_str())
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    /// The stand-in [`Watcher`] on this bus (served while the connection
+    /// lives) and the item names it sees registered.
+    fn watcher(
+        &self,
+    ) -> (
+        zbus::blocking::Connection,
+        std::sync::mpsc::Receiver<String>,
+    ) {
+        let (items_tx, items) = std::sync::mpsc::channel();
+        let conn = zbus::blocking::connection::Builder::address(self.address.as_str())
+            .unwrap()
+            .name("org.kde.StatusNotifierWatcher")
+            .unwrap()
+            .serve_at("/StatusNotifierWatcher", Watcher { items: items_tx })
+            .unwrap()
+            .build()
+            .unwrap();
+        (conn, items)
     }
 }
 
