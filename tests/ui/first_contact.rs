@@ -441,19 +441,7 @@ fn a_sip_proxy_failing_the_pin_offers_the_renewed_certificate() {
     h.get_by_label(ACCEPT).click_accesskit();
     wait_for(&mut h, "new certificate is pinned", 20);
     assert_eq!(stored_pin(dir.path()), Some(p.fingerprint));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !matches!(
-        h.state().registration,
-        ibephone::ui::state::Registration::Registered { .. }
-    ) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not registered over TLS with the new pin: {:?}",
-            h.state().registration
-        );
-        h.step();
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
+    wait_registered(&mut h, "over TLS with the new pin");
 }
 
 /// The attack: a SIP proxy showing a certificate the trusted roots do not

@@ -116,34 +116,17 @@ fn threshold_wizard_stores_the_home_servers_device_credential_and_registers_with
     assert!(c.device.starts_with("desktop-"), "{}", c.device);
     assert_ne!(c.password.expose(), ALICE_PW);
     drop(store);
-    wait_registered(&mut h);
+    wait_registered(&mut h, "with the device credential");
     // A phone set up before the home server issued device credentials
     // (none stored) asks for one at start and registers with it.
     drop(h);
     forget_device_credential(&dirs);
     let mut h = phone(dirs.clone());
-    wait_registered(&mut h);
+    wait_registered(&mut h, "with the device credential");
     let store = KeyStore::open(&dirs.keys(), Unlock::KeyFile).unwrap();
     let again = store.sip_credential().cloned().expect("a new credential");
     assert_ne!(again.device, c.device);
     assert_eq!(again.username, "alice");
-}
-
-/// Steps `h` until the phone is registered, at most 30 s.
-fn wait_registered(h: &mut Harness<'_, PhoneApp>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !matches!(
-        h.state().registration,
-        ibephone::ui::state::Registration::Registered { .. }
-    ) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not registered with the device credential: {:?}",
-            h.state().registration
-        );
-        h.step();
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
 }
 
 #[test]

@@ -196,6 +196,24 @@ pub fn shows(h: &Harness<'_, PhoneApp>, text: &str) -> bool {
     h.query_all_by_label_contains(text).next().is_some()
 }
 
+/// Steps the window until the phone is registered, at most 30 s; `how`
+/// names the registration expected (in the failure).
+pub fn wait_registered(h: &mut Harness<'_, PhoneApp>, how: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        h.state().registration,
+        ibephone::ui::state::Registration::Registered { .. }
+    ) {
+        assert!(
+            Instant::now() < deadline,
+            "not registered {how}: {:?}",
+            h.state().registration
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// Steps the window (the backend works meanwhile) until `text` shows.
 pub fn wait_for(h: &mut Harness<'_, PhoneApp>, text: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
