@@ -21,32 +21,25 @@
 # the end if any failed, naming them.
 #
 #   scripts/run-tests.sh [-- TEST ARGS]   e.g. scripts/run-tests.sh -- --test-threads 2
+#   scripts/run-tests.sh --start-sleepers
+#       only builds the integration-test binaries (`cargo test --workspace
+#       --test it`) and starts the tests that only wait, in the background,
+#       then returns: `scripts/test.sh` calls it before it builds the rest,
+#       so the 5-minute idle test waits beside that build instead of
+#       bounding the test stage. A later plain run finds them started,
+#       does not start them again and waits for their verdicts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=all
 test_args=()
-if [ "${1:-}" = "--" ]; then
-  shift
-  test_args=("$@")
-fi
-
-logs="$PWD/target/test-logs"
-rm -rf "$logs"
-mkdir -p "$logs"
-
-# One build of every test binary; diagnostics rendered for people, the
-# artifact list as JSON lines for us.
-cargo test --workspace --no-run --message-format=json-render-diagnostics >"$logs/artifacts.json"
-
-# "name<TAB>package dir<TAB>executable" for each test binary.
-list=$(grep '"reason":"compiler-artifact"' "$logs/artifacts.json" \
-  | grep '"profile":{[^}]*"test":true' \
-  | grep -v '"executable":null' \
-  | sed -n 's/.*"manifest_path":"\([^"]*\)\/Cargo.toml".*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\2\t\1\t\3/p')
-if [ -z "$list" ]; then
-  echo "run-tests: no test binary found in the build's output" >&2
-  exit 1
-fi
+case "${1:-}" in
+  --) shift; test_args=("$@") ;;
+  --start-sleepers) mode=sleepers ;;
+  --run-one) mode=one ;; # internal: runs one sleeper (start_sleepers)
+  "") ;;
+  *) echo "usage: $0 [--start-sleepers | -- TEST ARGS]" >&2; exit 2 ;;
+esac
 
 # Tests of the root `it` binary that spend minutes waiting (idle NAT
 # mappings, registration refreshes) and almost no CPU: each runs alone in
@@ -72,7 +65,49 @@ run_one() {
   if [ "$status" != 0 ]; then
     echo "$label ($exe $*)" >>"$logs/failed"
   fi
+  echo "$status" >"$log.exit"
 }
+
+logs="$PWD/target/test-logs"
+if [ "$mode" = one ]; then
+  shift
+  run_one "$@"
+  exit 0
+fi
+
+# The sleepers' state: a line "label<TAB>pid" per started sleeper; each
+# writes $logs/LABEL.log.exit when it ends.
+started="$logs/sleepers-started"
+if [ "$mode" = sleepers ] || [ ! -s "$started" ]; then
+  rm -rf "$logs"
+fi
+mkdir -p "$logs"
+
+# Test binaries as "name<TAB>package dir<TAB>executable", one per line,
+# from the JSON lines of a `cargo test --no-run --message-format=json...`.
+list_of() {
+  grep '"reason":"compiler-artifact"' "$1" \
+    | grep '"profile":{[^}]*"test":true' \
+    | grep -v '"executable":null' \
+    | sed -n 's/.*"manifest_path":"\([^"]*\)\/Cargo.toml".*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\2\t\1\t\3/p'
+}
+
+# Diagnostics rendered for people, the artifact list as JSON lines for us.
+if [ "$mode" = sleepers ]; then
+  # Only the integration-test binaries, with the same feature set as the
+  # whole workspace's build (both packages selected), so none of these
+  # artifacts is built twice.
+  cargo test --workspace --test it --no-run --message-format=json-render-diagnostics >"$logs/artifacts-it.json"
+  list=$(list_of "$logs/artifacts-it.json")
+else
+  # One build of every test binary.
+  cargo test --workspace --no-run --message-format=json-render-diagnostics >"$logs/artifacts.json"
+  list=$(list_of "$logs/artifacts.json")
+fi
+if [ -z "$list" ]; then
+  echo "run-tests: no test binary found in the build's output" >&2
+  exit 1
+fi
 
 # Runs the binaries of one lane in order; the root `it` skips the sleepers.
 run_lane() {
@@ -101,6 +136,39 @@ lane_a_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "media" || $1 == "ui" ||
 lane_b_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 != "media" && $1 != "ui" && $1 != "ibephone"')
 root_it=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '$1 == "it" && $2 == root { print $3 }')
 
+# Starts each sleeper in a session of its own (so `scripts/test.sh` can
+# stop it whole), recorded in $started.
+start_sleepers() {
+  [ -n "$root_it" ] || return 0
+  local t label
+  for t in "${sleepers[@]}"; do
+    label="it-sleeper-${t##*::}"
+    setsid "$0" --run-one "$label" "$PWD" "$root_it" --exact "$t" &
+    printf '%s\t%s\n' "$label" "$!" >>"$started"
+  done
+}
+
+# Waits until every started sleeper has written its verdict; a sleeper
+# that vanished without one is a failure.
+await_sleepers() {
+  local label pid
+  while IFS=$'\t' read -r label pid; do
+    while [ ! -e "$logs/$label.log.exit" ]; do
+      if ! kill -0 "$pid" 2>/dev/null && [ ! -e "$logs/$label.log.exit" ]; then
+        echo "$label (ended without a verdict)" >>"$logs/failed"
+        break
+      fi
+      sleep 1
+    done
+  done <"$started"
+}
+
+if [ "$mode" = sleepers ]; then
+  start_sleepers
+  echo "run-tests: started $(wc -l <"$started" 2>/dev/null || echo 0) test(s) that only wait (target/test-logs/it-sleeper-*)"
+  exit 0
+fi
+
 start=$SECONDS
 lanes=()
 if [ "${TEST_LANES:-1}" = 2 ]; then
@@ -112,12 +180,8 @@ else
   printf '%s\n%s\n' "$lane_a_list" "$lane_b_list" | run_lane &
   lanes+=($!)
 fi
-if [ -n "$root_it" ]; then
-  for t in "${sleepers[@]}"; do
-    run_one "it-sleeper-${t##*::}" "$PWD" "$root_it" --exact "$t" &
-    lanes+=($!)
-  done
-fi
+# Started already by --start-sleepers, or now.
+[ -s "$started" ] || start_sleepers
 
 doc_status=0
 cargo test --workspace --doc >"$logs/doc.log" 2>&1 || doc_status=$?
@@ -129,6 +193,11 @@ cargo test --workspace --doc >"$logs/doc.log" 2>&1 || doc_status=$?
 [ "$doc_status" = 0 ] || echo "doc tests" >>"$logs/failed"
 
 wait "${lanes[@]}"
+if [ -s "$started" ]; then
+  await_sleepers
+  # Ended: nothing left for scripts/test.sh to stop.
+  mv "$started" "$started.done"
+fi
 echo
 echo "run-tests: $(printf '%s\n' "$list" | wc -l) test binaries and the doc tests in $((SECONDS - start)) s"
 if [ -s "$logs/failed" ]; then

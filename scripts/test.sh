@@ -17,6 +17,7 @@ start=$SECONDS
 log() { printf '\n== [%ss, disk free %s] %s\n' "$((SECONDS - start))" "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$*"; }
 
 tools_pid=""
+sleepers_started=""
 fuzz_pid=""
 checks_pid=""
 if [ "$quick" = 0 ]; then
@@ -47,6 +48,18 @@ if [ "$quick" = 0 ]; then
   export IBEPHONE_TEST_DEB=1      # the .deb of the debug binary cargo test built: scripts/package.sh --dev, scripts/check-deb.sh
 fi
 
+cleanup() {
+  # The sleepers and the fuzzing each have a session of their own
+  # (setsid): stop them whole.
+  if [ -n "$sleepers_started" ] && [ -s target/test-logs/sleepers-started ]; then
+    cut -f2 target/test-logs/sleepers-started | while read -r pid; do kill -- "-$pid" 2>/dev/null || true; done
+  fi
+  if [ -n "$fuzz_pid" ]; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi
+  if [ -n "$checks_pid" ]; then kill -- "-$checks_pid" 2>/dev/null || true; fi
+  if [ "$quick" = 0 ]; then scripts/start-postgres.sh --stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
 log "rust components"
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
@@ -75,6 +88,12 @@ else
   RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
   CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
   export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  # The integration-test binaries first: the tests that only wait (the
+  # 5-minute idle NAT test) then start and wait beside the rest of the
+  # build, instead of bounding the test stage by their length.
+  scripts/run-tests.sh --start-sleepers
+  sleepers_started=1
+  log "test build of every other target, beside the tests that only wait"
   cargo test --workspace --all-targets --no-run --quiet
 
   log "waiting for the cargo tools"
@@ -101,13 +120,6 @@ else
   checks_pid=$!
 fi
 
-cleanup() {
-  # The fuzzing has its own process group (setsid): stop it whole.
-  if [ -n "$fuzz_pid" ]; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi
-  if [ -n "$checks_pid" ]; then kill -- "-$checks_pid" 2>/dev/null || true; fi
-  if [ "$quick" = 0 ]; then scripts/start-postgres.sh --stop >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
 
 if [ "$quick" = 0 ]; then
   log "PostgreSQL for the PKG scale-out tests"
