@@ -84,10 +84,14 @@ else
   # stay exported, so every later cargo step of this script (the test
   # binaries' build in run-tests.sh, the doc tests, the package) finds
   # these artifacts fresh; the fuzz and doc checks unset them.
-  log "test build with clippy -D warnings on every workspace target (clippy-driver as the workspace's compiler)"
-  RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
+  # The wrapper (scripts/ci-rustc.sh) also builds the test-only units
+  # (unit tests, integration-test crates, benches, examples) at opt-level
+  # 0, the library and binaries they test at the dev profile's level.
+  log "test build with clippy -D warnings on every workspace target (scripts/ci-rustc.sh: clippy-driver as the workspace's compiler)"
+  IBEPHONE_CLIPPY_DRIVER=$(rustup which clippy-driver)
+  RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/ci-rustc.sh"
   CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-  export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  export IBEPHONE_CLIPPY_DRIVER RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
   # The integration-test binaries first: the tests that only wait (the
   # 5-minute idle NAT test) then start and wait beside the rest of the
   # build, instead of bounding the test stage by their length.
@@ -112,10 +116,10 @@ else
   # gets a build directory of its own, so it never holds the lock the
   # doc tests need.
   log "fuzzing in the background at nice 19 (scripts/fuzz.sh; output in target/fuzz-stage.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
   fuzz_pid=$!
   log "repository checks in the background at nice 19: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_TARGET_DIR="$PWD/target/check-repo" \
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER CARGO_TARGET_DIR="$PWD/target/check-repo" \
     scripts/check-repo.sh >target/check-repo.log 2>&1 &
   checks_pid=$!
 fi

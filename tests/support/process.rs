@@ -100,6 +100,9 @@ pub struct Agent {
     events: mpsc::Receiver<Value>,
     /// What the agent logged so far.
     pub stderr: Arc<Mutex<String>>,
+    /// The thread copying the agent's stderr into `stderr`; it ends at
+    /// the pipe's end, after the process's last line.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// The events passed over by [`Agent::expect`] and
     /// [`Agent::try_expect`].
     pub seen: Vec<Value>,
@@ -154,7 +157,7 @@ impl Agent {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { return };
                 sink.lock().unwrap().push_str(&line);
@@ -167,6 +170,7 @@ impl Agent {
             child,
             events,
             stderr,
+            stderr_reader: Some(stderr_reader),
             seen: Vec::new(),
             errors_fail: false,
         }
@@ -237,6 +241,22 @@ impl Agent {
     pub fn quit(&mut self) {
         self.close_stdin();
         wait_or_kill(&mut self.child, Duration::from_secs(5));
+        self.await_stderr_end();
+    }
+
+    /// After the process ended: everything it wrote is in `stderr` once
+    /// the copying thread reached the pipe's end, which under load lags
+    /// the exit. Bounded, should a child of the agent hold the pipe open.
+    fn await_stderr_end(&self) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while self
+            .stderr_reader
+            .as_ref()
+            .is_some_and(|r| !r.is_finished())
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Waits for the process to exit (e.g. a start that must fail); its
@@ -245,6 +265,7 @@ impl Agent {
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
+                self.await_stderr_end();
                 return st.code();
             }
             std::thread::sleep(Duration::from_millis(50));
