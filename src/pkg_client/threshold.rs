@@ -776,13 +776,13 @@ impl From<&str> for Failure {
 
 /// Whether `e` is a login refused for its credentials (not for want of a
 /// one-time code).
-fn credentials_refused(e: &PkgClientError) -> bool {
+pub(super) fn credentials_refused(e: &PkgClientError) -> bool {
     matches!(e, PkgClientError::Server { status: 401, code, .. } if code == super::api::codes::INVALID_CREDENTIALS)
 }
 
 /// This server's login secret derived from `password` (Argon2id, off the
 /// async threads).
-async fn derive(
+pub(super) async fn derive(
     password: SecretString,
     params: &PublicParams,
     index: u32,
