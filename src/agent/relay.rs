@@ -341,9 +341,10 @@ impl RelayRenewal {
             self.pkg.user.clone(),
         );
         let kept = tokio::task::spawn_blocking(move || {
-            KeyStore::open(&store, Unlock::KeyFile)
-                .ok()
-                .and_then(|s| s.login_secrets(&domain, &user).and_then(|m| m.get(&home).cloned()))
+            KeyStore::open(&store, Unlock::KeyFile).ok().and_then(|s| {
+                s.login_secrets(&domain, &user)
+                    .and_then(|m| m.get(&home).cloned())
+            })
         })
         .await
         .ok()

@@ -65,13 +65,19 @@ pub async fn home_turn_credentials(
             Ok(s) => (s, None),
             Err(e) if credentials_refused(&e) => {
                 let secret = fresh().await?;
-                (client.login_with_otp(user, &secret, otp).await?, Some(secret))
+                (
+                    client.login_with_otp(user, &secret, otp).await?,
+                    Some(secret),
+                )
             }
             Err(e) => return Err(e),
         },
         None => {
             let secret = fresh().await?;
-            (client.login_with_otp(user, &secret, otp).await?, Some(secret))
+            (
+                client.login_with_otp(user, &secret, otp).await?,
+                Some(secret),
+            )
         }
     };
     let got = if session.aor != *aor {
