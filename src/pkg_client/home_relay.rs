@@ -11,8 +11,9 @@
 //!   credential is not a key share (no other server need agree);
 //! - the login sends that server's login secret (the kept one; one
 //!   derived from the password when none is kept or the kept one is
-//!   refused with `401 invalid_credentials`), never the password: the
-//!   other servers' secrets cannot be had from it but by guessing;
+//!   refused with `401 invalid_credentials` and the password gives
+//!   another), never the password: the other servers' secrets cannot be
+//!   had from it but by guessing;
 //! - a one-time code, when the account has a second factor, is the home
 //!   server's own (each server has its own seed).
 
@@ -21,6 +22,7 @@ use super::threshold::{credentials_refused, derive};
 use super::turn::TurnCredentials;
 use super::{PkgClient, PkgClientError};
 use crate::ibe::{Aor, PublicParams};
+use subtle::ConstantTimeEq;
 
 /// What the home server answered: the credentials, and the login secret
 /// that logged in when it was derived now (to keep in place of the kept
@@ -64,7 +66,13 @@ pub async fn home_turn_credentials(
         Some(k) => match client.login_with_otp(user, k, otp).await {
             Ok(s) => (s, None),
             Err(e) if credentials_refused(&e) => {
+                // The same secret again (the password is unchanged: a
+                // wrong code, say) is not tried twice: each refusal counts
+                // as a failed login for the server's throttling.
                 let secret = fresh().await?;
+                if bool::from(secret.expose().as_bytes().ct_eq(k.expose().as_bytes())) {
+                    return Err(e);
+                }
                 (
                     client.login_with_otp(user, &secret, otp).await?,
                     Some(secret),

@@ -1185,12 +1185,12 @@ async fn stored_relay_credentials_are_not_used_after_their_expiry() {
     assert!(p.turn.is_none(), "expired relay credentials are not used");
 }
 
-/// Adds a relay (credentials only: coturn's part) with `extra` settings to
-/// the `[turn]` of `p`'s configuration.
+/// Adds a relay (credentials only: coturn's part) to `p`'s configuration,
+/// and `extra` (sections) after it.
 fn with_relay(p: &Pkg, extra: &str) {
     let mut toml = std::fs::read_to_string(&p.config).unwrap();
     toml.push_str(&format!(
-        "[turn]\nembedded = false\n{extra}uris = [\"turn:127.0.0.1:3478?transport=udp\"]\n"
+        "[turn]\nembedded = false\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n{extra}"
     ));
     std::fs::write(&p.config, toml).unwrap();
 }
@@ -1337,7 +1337,8 @@ async fn a_threshold_agent_renews_its_relay_credentials_at_the_home_server_with_
 async fn a_relay_renewal_that_needs_a_one_time_code_reports_it_and_does_not_wait() {
     use std::os::unix::fs::PermissionsExt;
     let pkgs = three();
-    with_relay(&pkgs[0], "");
+    // Locked out at the second failure in a row.
+    with_relay(&pkgs[0], &throttle(2, 1000, 60));
     let uri = pkgs[0].admin_ok(&["user", "otp", "alice"], "");
     let s1 = pkgs[0].start();
     let params = params_of(&s1).await;
@@ -1386,4 +1387,27 @@ async fn a_relay_renewal_that_needs_a_one_time_code_reports_it_and_does_not_wait
     let with_code = renewal(Some(vec![script.display().to_string()]));
     let c = with_code.fetch().await.unwrap();
     assert!(c.username.ends_with(":alice"), "{}", c.username);
+    // The secret derived there is kept. A wrong code with it is one
+    // failed login, not two (the secret derived again is the same, so it
+    // is not tried again): the account is not locked out by it.
+    let kept = ibephone::pkg_client::KeyStore::open(
+        &dir.path().join("store"),
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap()
+    .login_secrets(DOMAIN, "alice")
+    .cloned()
+    .unwrap();
+    let secret1 = login_secret(&ALICE_PW.into(), DOMAIN, 1).unwrap();
+    assert!(kept[&1] == secret1);
+    let wrong = dir.path().join("wrong.sh");
+    std::fs::write(&wrong, "#!/bin/sh\necho 000000\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let e = renewal(Some(vec![wrong.display().to_string()]))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let e = s1.client().login("alice", &secret1).await.unwrap_err();
+    assert!(e.is_otp_required(), "not locked out: {e:?}");
 }
