@@ -1411,3 +1411,27 @@ async fn a_relay_renewal_that_needs_a_one_time_code_reports_it_and_does_not_wait
     let e = s1.client().login("alice", &secret1).await.unwrap_err();
     assert!(e.is_otp_required(), "not locked out: {e:?}");
 }
+
+/// A kept login secret refused with a wrong one-time code is not tried
+/// again when the password derives the same secret: one failed login at
+/// that server, not two (the server locks the account out at the second
+/// failure here).
+#[tokio::test]
+async fn a_wrong_code_with_a_kept_secret_is_one_failed_login_at_a_key_fetch() {
+    let pkgs = three();
+    let mut toml = std::fs::read_to_string(&pkgs[0].config).unwrap();
+    toml.push_str(&throttle(2, 1000, 60));
+    std::fs::write(&pkgs[0].config, toml).unwrap();
+    pkgs[0].admin_ok(&["user", "otp", "alice"], "");
+    let s1 = pkgs[0].start();
+    let params = params_of(&s1).await;
+    let pw: SecretString = ALICE_PW.into();
+    let kept = login_secrets(&params, &pw).unwrap();
+    let wrong = |i: u32| (i == 1).then(|| SecretString::from("000000"));
+    let e = fetch_threshold_keys_kept(&params, "alice", &kept, &pw, &wrong, &recent_periods())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("server 1: "), "{e}");
+    let e = s1.client().login("alice", &kept[&1]).await.unwrap_err();
+    assert!(e.is_otp_required(), "not locked out: {e:?}");
+}
