@@ -266,14 +266,10 @@ fn run() -> Result<ExitCode> {
             // The provider's STUN server (unless [media] names one) and
             // relay: fetched now when provisioning did not, renewed before
             // they expire, used by every later call.
-            // At a threshold provider the relay credentials came with the
-            // keys from the home key server and are not renewed with a
-            // login (no single server's login stands for the account).
+            // At a threshold provider they are renewed at the home key
+            // server alone, with its own login secret (never the password).
             if let (Some(ice), Some(r)) = (media.ice.as_ref(), renewal.as_ref()) {
-                let relay = match keys.params.threshold() {
-                    Some(_) => r.relay(keys.pin).without_renewal(),
-                    None => r.relay(keys.pin),
-                };
+                let relay = r.relay(keys.pin).at_threshold(keys.params.clone());
                 rt.spawn(relay.run(
                     media.relay.clone(),
                     keys.turn.clone(),

@@ -8,7 +8,8 @@
 //! [`RelaySchedule`] decides when (sans-I/O, wall-clock time in, the next
 //! instant out); [`RelayRenewal::run`] is the thin driver that logs in
 //! (as key renewal does: the stored password, the pinned certificate),
-//! asks, and sleeps.
+//! asks, keeps what it got sealed in the key store (a phone started again
+//! uses them while unexpired) and sleeps.
 //!
 //! Decisions:
 //! - credentials are renewed at [`RENEW_AT`] of their lifetime (the
@@ -23,15 +24,33 @@
 //! - a failure never stops the phone: calls then go without a relayed
 //!   candidate (or with the credentials held, until they expire);
 //! - no background trust on first use: without a pinned PKG certificate
-//!   nothing is fetched.
+//!   nothing is fetched;
+//! - at a threshold provider ([`RelayRenewal::at_threshold`]) the home
+//!   key server alone is asked (the server that issued them with the
+//!   keys), logged in to with its own login secret, never the password
+//!   (see `pkg_client::home_relay`); the kept secret is used, a derived
+//!   one kept;
+//! - an account with a second factor: a renewal in the background never
+//!   waits for a person. Without `[pkg] otp_command` (the desktop app) the
+//!   provider's `otp_required` is reported
+//!   ([`RelayOutcome::CodeNeeded`]) and asked again only after
+//!   [`CODE_RETRY`], since every such answer counts as a failed login for
+//!   the provider's throttling; calls meanwhile go without a relayed
+//!   candidate once the held credentials expire. With `otp_command`
+//!   (at a threshold provider given the home server's index, as at key
+//!   fetches) the code comes from the command.
 
 use super::config::PkgSettings;
 use super::keys::otp_from_command;
 use super::media_io::{turn_server, ProviderRelay};
-use crate::ibe::Aor;
+use crate::ibe::{Aor, PublicParams};
 use crate::pkg_client::api::SecretString;
+use crate::pkg_client::home_relay::home_turn_credentials;
+use crate::pkg_client::threshold::home_server;
 use crate::pkg_client::turn::TurnScheme;
-use crate::pkg_client::{discovery, PkgClient, PkgClientError, TurnCredentials, TurnUri};
+use crate::pkg_client::{
+    discovery, KeyStore, PkgClient, PkgClientError, TurnCredentials, TurnUri, Unlock,
+};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
@@ -47,6 +66,10 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 pub const MAX_RETRY: Duration = Duration::from_secs(30 * 60);
 /// Longest sleep of the driver before it reads the wall clock again.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Wait after the provider asked for a one-time code no one could give:
+/// the hourly cadence of key renewal, since each attempt counts as a
+/// failed login for the provider's throttling.
+pub const CODE_RETRY: Duration = Duration::from_secs(3600);
 
 /// When the relay credentials are asked for next (sans-I/O).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +132,13 @@ impl RelaySchedule {
     pub fn not_offered(&mut self) {
         self.next = None;
     }
+
+    /// The provider asked at `now` for a one-time code that could not be
+    /// given: asked again after [`CODE_RETRY`] (no faster backoff).
+    pub fn code_needed(&mut self, now: SystemTime) {
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + CODE_RETRY);
+    }
 }
 
 /// Why the relay credentials could not be had.
@@ -132,6 +162,17 @@ pub enum RelayError {
     /// The account has a second factor and no code could be had.
     #[error("one-time code: {0}")]
     Otp(String),
+    /// The provider asks for the one-time code of the account's second
+    /// factor and none is configured (`[pkg] otp_command`).
+    #[error("the provider asks for a one-time code")]
+    CodeNeeded {
+        /// At a threshold provider, the home server's index; empty for
+        /// one PKG.
+        servers: Vec<u32>,
+    },
+    /// The key store could not keep them.
+    #[error("key store: {0}")]
+    Store(String),
 }
 
 /// What one attempt did, for the phone's log or window.
@@ -147,6 +188,14 @@ pub enum RelayOutcome {
     },
     /// The provider runs no relay: nothing more is asked.
     NotOffered,
+    /// The provider asks for a one-time code that no one can give in the
+    /// background; asked again at `retry` ([`CODE_RETRY`]).
+    CodeNeeded {
+        /// As in [`RelayError::CodeNeeded`].
+        servers: Vec<u32>,
+        /// When the next attempt is.
+        retry: Option<SystemTime>,
+    },
     /// The attempt failed; retried at `retry`.
     Failed {
         /// Why.
@@ -164,7 +213,8 @@ pub struct RelayRenewal {
     aor: Aor,
     password: SecretString,
     refusals: Option<crate::pkg_client::tls::PinRefusals>,
-    renew: bool,
+    /// A threshold provider's parameters: its home server is asked.
+    threshold: Option<PublicParams>,
 }
 
 impl RelayRenewal {
@@ -176,17 +226,16 @@ impl RelayRenewal {
             aor,
             password,
             refusals: None,
-            renew: true,
+            threshold: None,
         }
     }
 
-    /// This task without renewal: [`RelayRenewal::run`] installs the
-    /// initial credentials and the STUN server and ends; it never logs
-    /// in. For a threshold provider, where no single server's login
-    /// stands for the account and the password goes to none of them: the
-    /// relay credentials come with the keys from the home key server.
-    pub fn without_renewal(mut self) -> Self {
-        self.renew = false;
+    /// This renewal at the threshold provider of `params` (its confirmed
+    /// parameters): [`RelayRenewal::fetch`] logs in to the home key
+    /// server alone ([`home_server`] of the pin, else of the URL) with
+    /// that server's login secret, never the password.
+    pub fn at_threshold(mut self, params: PublicParams) -> Self {
+        self.threshold = params.threshold().is_some().then_some(params);
         self
     }
 
@@ -236,8 +285,12 @@ impl RelayRenewal {
         None
     }
 
-    /// One login, `POST /v1/turn-credentials`, logout.
+    /// One login, `POST /v1/turn-credentials`, logout; at a threshold
+    /// provider at its home server ([`RelayRenewal::at_threshold`]).
     pub async fn fetch(&self) -> Result<TurnCredentials, RelayError> {
+        if let Some(params) = &self.threshold {
+            return self.fetch_home(params).await;
+        }
         let client = self.client().await?;
         let otp = match &self.pkg.otp_command {
             Some(cmd) => Some(otp_from_command(cmd).await.map_err(RelayError::Otp)?),
@@ -246,21 +299,113 @@ impl RelayRenewal {
         let session = client
             .login_with_otp(&self.pkg.user, &self.password, otp.as_ref())
             .await
-            .map_err(|e| self.pkg_err(e))?;
+            .map_err(|e| self.relay_err(e, Vec::new()))?;
         let got = if session.aor != self.aor {
             Err(self.pkg_err(PkgClientError::Protocol(format!(
                 "PKG account {} is {}, not {}",
                 self.pkg.user, session.aor, self.aor
             ))))
         } else {
-            match client.turn_credentials(&session).await {
-                Ok(c) => Ok(c),
-                Err(PkgClientError::NotOffered(_)) => Err(RelayError::NotOffered),
-                Err(e) => Err(self.pkg_err(e)),
-            }
+            client
+                .turn_credentials(&session)
+                .await
+                .map_err(|e| self.relay_err(e, Vec::new()))
         };
         let _ = client.logout(&session).await;
         got
+    }
+
+    /// [`RelayRenewal::fetch`] at the home server of a threshold provider.
+    async fn fetch_home(&self, params: &PublicParams) -> Result<TurnCredentials, RelayError> {
+        let home = params
+            .threshold()
+            .and_then(|t| home_server(t, self.pkg.fingerprint, &self.pkg.url))
+            .ok_or_else(|| {
+                self.pkg_err(PkgClientError::Protocol(format!(
+                    "{} is not one of the provider's key servers",
+                    self.pkg.url
+                )))
+            })?;
+        let otp = match &self.pkg.otp_command {
+            // Each server has its own seed: the command gets the index.
+            Some(cmd) => {
+                let mut cmd = cmd.clone();
+                cmd.push(home.to_string());
+                Some(otp_from_command(&cmd).await.map_err(RelayError::Otp)?)
+            }
+            None => None,
+        };
+        let (store, domain, user) = (
+            self.pkg.store.clone(),
+            params.domain().to_string(),
+            self.pkg.user.clone(),
+        );
+        let kept = tokio::task::spawn_blocking(move || {
+            KeyStore::open(&store, Unlock::KeyFile).ok().and_then(|s| {
+                s.login_secrets(&domain, &user)
+                    .and_then(|m| m.get(&home).cloned())
+            })
+        })
+        .await
+        .ok()
+        .flatten();
+        let got = home_turn_credentials(
+            params,
+            home,
+            (&self.pkg.user, &self.aor),
+            (kept.as_ref(), &self.password),
+            otp.as_ref(),
+        )
+        .await
+        .map_err(|e| self.relay_err(e, vec![home]))?;
+        if let Some(secret) = got.derived {
+            // The kept one was missing or stale: keep this one.
+            let (store, domain, user) = (
+                self.pkg.store.clone(),
+                params.domain().to_string(),
+                self.pkg.user.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let mut s = KeyStore::open(&store, Unlock::KeyFile)?;
+                let mut all = s.login_secrets(&domain, &user).cloned().unwrap_or_default();
+                all.insert(home, secret);
+                s.set_login_secrets(&domain, &user, all)
+            })
+            .await
+            .map_err(|e| RelayError::Store(e.to_string()))?
+            .map_err(|e| RelayError::Store(e.to_string()))?;
+        }
+        Ok(got.credentials)
+    }
+
+    /// `e` of a login or request at `servers` (empty: one PKG).
+    fn relay_err(&self, e: PkgClientError, servers: Vec<u32>) -> RelayError {
+        match e {
+            PkgClientError::NotOffered(_) => RelayError::NotOffered,
+            e if e.is_otp_required() => RelayError::CodeNeeded { servers },
+            e => self.pkg_err(e),
+        }
+    }
+
+    /// Keeps `c` sealed in the key store of this account, so that a phone
+    /// started again uses them while unexpired. Only into a store that
+    /// holds this account's parameters (nothing is created).
+    async fn keep(&self, c: &TurnCredentials) -> Result<(), RelayError> {
+        let (store, c, domain) = (
+            self.pkg.store.clone(),
+            c.clone(),
+            self.aor.host().to_string(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut s = KeyStore::open(&store, Unlock::KeyFile)?;
+            match s.params()? {
+                Some(p) if p.domain() == domain => s.set_turn_credentials(&c),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| RelayError::Store(e.to_string()))?
+        .map_err(|e| RelayError::Store(e.to_string()))
     }
 
     /// Keeps `relay` filled for as long as the phone runs: the provider's
@@ -286,9 +431,6 @@ impl RelayRenewal {
         if want_stun {
             relay.set_stun(self.stun().await);
         }
-        if !self.renew {
-            return;
-        }
         loop {
             let Some(next) = schedule.next() else {
                 return;
@@ -303,6 +445,9 @@ impl RelayRenewal {
                 Ok(c) => {
                     schedule.fetched(SystemTime::now(), c.expires_at);
                     let usable = install(&relay, &c, self.pkg.fingerprint, &self.refusals).await;
+                    if let Err(error) = self.keep(&c).await {
+                        tracing::warn!(%error, "relay credentials not kept in the key store");
+                    }
                     RelayOutcome::Renewed {
                         expires_at: c.expires_at,
                         usable,
@@ -311,6 +456,13 @@ impl RelayRenewal {
                 Err(RelayError::NotOffered) => {
                     schedule.not_offered();
                     RelayOutcome::NotOffered
+                }
+                Err(RelayError::CodeNeeded { servers }) => {
+                    schedule.code_needed(SystemTime::now());
+                    RelayOutcome::CodeNeeded {
+                        servers,
+                        retry: schedule.next(),
+                    }
                 }
                 Err(error) => {
                     schedule.failed(SystemTime::now());
@@ -360,6 +512,10 @@ pub fn log_outcome(outcome: &RelayOutcome) {
             tracing::warn!("relay credentials fetched, but no relay in them can be used")
         }
         RelayOutcome::NotOffered => tracing::info!("the provider runs no relay"),
+        RelayOutcome::CodeNeeded { servers, .. } => tracing::warn!(
+            ?servers,
+            "relay credentials: the provider asks for a one-time code (set [pkg] otp_command); calls go without a relay until then"
+        ),
         RelayOutcome::Failed { error, .. } => {
             tracing::warn!(%error, "relay credentials: not fetched, retrying later")
         }
@@ -422,6 +578,20 @@ mod tests {
         s.not_offered();
         assert_eq!(s.next(), None);
         assert!(!s.is_due(at(1_000_000)));
+    }
+
+    #[test]
+    fn a_code_needed_waits_an_hour_not_the_backoff() {
+        // Every attempt without a code counts as a failed login at the
+        // provider: never the 30 s first retry.
+        let mut s = RelaySchedule::due_at(at(0));
+        s.code_needed(at(0));
+        assert_eq!(s.next(), Some(at(3600)));
+        assert!(!s.is_due(at(3599)));
+        s.code_needed(at(3600));
+        assert_eq!(s.next(), Some(at(7200)), "not doubled either");
+        s.fetched(at(7200), at(7200 + 86_400));
+        assert_eq!(s.failures(), 0);
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! contact with a PKG by trusted roots or a certificate to confirm
 //! ([`first_contact`]) and the
 //! threshold provider's per-server logins and share combining
-//! ([`threshold`]).
+//! ([`threshold`]) and its home server's relay credentials while a phone
+//! runs ([`home_relay`]).
 
 pub mod api;
 pub(crate) mod client;
 pub mod discovery;
 pub mod first_contact;
+pub mod home_relay;
 pub mod seal;
 pub mod sealed_file;
 pub mod store;

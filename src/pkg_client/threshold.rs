@@ -14,7 +14,10 @@
 //! - the login secrets (one Argon2id each) are derived once and kept by
 //!   the caller ([`ThresholdKeys::secrets`], [`fetch_threshold_keys_kept`]);
 //!   a kept secret refused with `401 invalid_credentials` is derived anew
-//!   from the password, so a changed password needs no manual step.
+//!   from the password, so a changed password needs no manual step; when
+//!   the password derives the same secret (a wrong one-time code, not a
+//!   changed password) it is not tried again, since every refusal counts
+//!   as a failed login for the server's throttling.
 //!
 //! Decisions (device credentials; pkg-api.md is silent on which server
 //! issues them):
@@ -776,13 +779,13 @@ impl From<&str> for Failure {
 
 /// Whether `e` is a login refused for its credentials (not for want of a
 /// one-time code).
-fn credentials_refused(e: &PkgClientError) -> bool {
+pub(super) fn credentials_refused(e: &PkgClientError) -> bool {
     matches!(e, PkgClientError::Server { status: 401, code, .. } if code == super::api::codes::INVALID_CREDENTIALS)
 }
 
 /// This server's login secret derived from `password` (Argon2id, off the
 /// async threads).
-async fn derive(
+pub(super) async fn derive(
     password: SecretString,
     params: &PublicParams,
     index: u32,
@@ -817,6 +820,15 @@ async fn shares_from(
             Err(e) if credentials_refused(&e) && password.is_some() => {
                 let pw = password.ok_or_else(|| e.to_string())?;
                 let fresh = derive(pw, params, server.index).await?;
+                // The same secret (the password unchanged: a wrong code,
+                // say) is not tried twice: each refusal counts as a failed
+                // login for the server's throttling.
+                if bool::from(subtle::ConstantTimeEq::ct_eq(
+                    fresh.expose().as_bytes(),
+                    kept.expose().as_bytes(),
+                )) {
+                    return Err(Failure::login(e));
+                }
                 let s = client
                     .login_with_otp(user, &fresh, otp)
                     .await

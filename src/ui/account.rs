@@ -136,11 +136,15 @@ pub(super) async fn threshold_device_credential(
         .map_err(|e| pkg_error(&e, &url))?;
     let answer = answer.ok_or("no answer from the home key server")?;
     let sip = answer.sip.map_err(|e| e.to_string())?;
-    let (d, c) = (dirs.clone(), sip.clone());
+    let (d, c, t) = (dirs.clone(), sip.clone(), answer.turn.clone());
     tokio::task::spawn_blocking(move || {
         let mut s = KeyStore::open(&d.keys(), Unlock::KeyFile)?;
         s.device_name(Some(&c.device))?;
-        s.set_sip_credential(c)
+        s.set_sip_credential(c)?;
+        match &t {
+            Some(t) => s.set_turn_credentials(t),
+            None => Ok(()),
+        }
     })
     .await
     .map_err(|e| format!("saving failed ({e})"))?
@@ -323,6 +327,30 @@ pub(super) fn save_account(
     replace_secret_file(&dirs.account(), sealed.as_bytes())
         .map_err(|e| file_err(&dirs.account(), e).to_string())?;
     settings.save(&dirs.settings()).map_err(|e| e.to_string())
+}
+
+/// Keeps relay credentials that arrived with a set-up or a start sealed
+/// in the key store (after [`save_account`]), so that the phone started
+/// again uses them while unexpired without a login; `None` keeps nothing.
+pub(super) fn keep_turn(
+    dirs: &AppDirs,
+    turn: Option<&crate::pkg_client::TurnCredentials>,
+) -> Result<(), String> {
+    let Some(c) = turn else {
+        return Ok(());
+    };
+    KeyStore::open(&dirs.keys(), Unlock::KeyFile)
+        .and_then(|mut s| s.set_turn_credentials(c))
+        .map_err(|e| pkg_error(&e, "this computer"))
+}
+
+/// The relay credentials kept in the key store if unexpired now
+/// ([`KeyStore::turn_credentials`]); `None` when none are or the store
+/// cannot be read (the relay task then asks for fresh ones).
+pub(super) fn stored_turn(dirs: &AppDirs) -> Option<crate::pkg_client::TurnCredentials> {
+    KeyStore::open(&dirs.keys(), Unlock::KeyFile)
+        .ok()?
+        .turn_credentials(std::time::SystemTime::now())
 }
 
 /// A stored account: parameters, keys, PKG pin, the account password and

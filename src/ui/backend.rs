@@ -6,8 +6,8 @@
 //! never waits on the network.
 
 use super::account::{
-    key_periods, key_servers_sentence, load_account, load_key_servers, new_device_name, not_used,
-    periods_of, renew_keys, save_account, save_key_servers, wipe,
+    keep_turn, key_periods, key_servers_sentence, load_account, load_key_servers, new_device_name,
+    not_used, periods_of, renew_keys, save_account, save_key_servers, stored_turn, wipe,
 };
 use super::errors::pkg_error;
 use super::settings::{AppDirs, Settings};
@@ -19,7 +19,7 @@ use crate::agent::key_inbox::KeyInbox;
 use crate::agent::keys::KeyError;
 use crate::agent::keys::{now_unix, OtpCodes, SINGLE_PKG};
 use crate::agent::media_io::{AudioIn, AudioOut, IceOptions, MediaOptions};
-use crate::agent::relay::RelayRenewal;
+use crate::agent::relay::{RelayOutcome, RelayRenewal};
 use crate::agent::renewal::{RenewOutcome, Renewal, CHECK_EVERY};
 use crate::agent::{AgentCommand, AgentEvent};
 use crate::ibe::{Aor, Period, PrivateKeys, PublicParams};
@@ -620,8 +620,10 @@ impl Worker {
         let p2 = params.clone();
         let k2 = keys.clone();
         let s2 = sip.clone();
+        let t2 = turn.clone();
         tokio::task::spawn_blocking(move || {
             save_account(&dirs, &saved, pin, &p2, &k2, &pw, s2.as_ref())?;
+            keep_turn(&dirs, t2.as_ref())?;
             save_key_servers(&dirs, None)
         })
         .await
@@ -723,9 +725,10 @@ impl Worker {
         let saved = settings.clone();
         let pw = password.clone();
         let (p2, k2, s2) = (params.clone(), got.keys.clone(), sip.clone());
-        let (secrets, n2) = (got.secrets, note.clone());
+        let (secrets, n2, t2) = (got.secrets, note.clone(), turn.clone());
         tokio::task::spawn_blocking(move || {
             save_account(&dirs, &saved, pin, &p2, &k2, &pw, Some(&s2))?;
+            keep_turn(&dirs, t2.as_ref())?;
             let here = |e: PkgClientError| pkg_error(&e, "this computer");
             crate::pkg_client::KeyStore::open(&dirs.keys(), crate::pkg_client::Unlock::KeyFile)
                 .and_then(|mut s| s.set_login_secrets(p2.domain(), saved.user.trim(), secrets))
@@ -773,10 +776,15 @@ impl Worker {
     async fn start_stored(&mut self, settings: Settings) -> Result<(), String> {
         self.stop_agent().await;
         let dirs = self.dirs.clone();
-        let opened = tokio::task::spawn_blocking(move || load_account(&dirs))
-            .await
-            .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
-        let (params, mut keys, pin, password, mut sip) = opened;
+        let opened = tokio::task::spawn_blocking(move || {
+            load_account(&dirs).map(|account| (account, stored_turn(&dirs)))
+        })
+        .await
+        .map_err(|e| format!("Reading your keys failed ({e}). Restart ibephone."))??;
+        // The relay credentials kept at the last set-up, start or renewal,
+        // while unexpired: calls have a relayed candidate at once, without
+        // a login (the relay task renews them before they expire).
+        let ((params, mut keys, pin, password, mut sip), mut turn) = opened;
         let mut key_servers = load_key_servers(&self.dirs);
         let current = Period::month_at(now_unix());
         let has =
@@ -823,7 +831,6 @@ impl Worker {
         // A phone at a threshold provider set up before its home key
         // server issued device credentials asks for one now (with the
         // keys, in one session); without one it does not register.
-        let mut turn = None;
         if params.threshold().is_some() && sip.is_none() {
             let (c, t) = super::account::threshold_device_credential(
                 &self.dirs, &settings, &params, pin, &password,
@@ -831,7 +838,7 @@ impl Worker {
             .await
             .map_err(|why| format!("{NO_DEVICE_CREDENTIAL} ({why})"))?;
             sip = Some(c);
-            turn = t;
+            turn = t.or(turn);
         }
         // Next month's keys are fetched ahead without asking by the agent's
         // renewer (run_agent).
@@ -990,14 +997,13 @@ impl Worker {
             key_servers,
         };
         let held: Vec<Period> = keys.iter().map(|k| k.identity().period().clone()).collect();
-        // A threshold provider's relay credentials come with the keys
-        // from its home key server and are not renewed with a login: no
-        // single server's login stands for the account.
-        let threshold = params.threshold().is_some();
+        // A threshold provider's relay credentials are renewed at its home
+        // key server alone, with that server's login secret.
+        let threshold = params.threshold().is_some().then(|| params.clone());
         // The device credential when there is one; the account password
         // only for a single PKG without them, never at a threshold
         // provider (its registrar's operator is one operator).
-        let digest = match (sip, threshold) {
+        let digest = match (sip, threshold.is_some()) {
             (Some(c), _) => c.password.expose(),
             (None, false) => password.expose(),
             (None, true) => return Err(NO_DEVICE_CREDENTIAL.to_string()),
@@ -1069,23 +1075,31 @@ impl Worker {
             user: settings.user.trim().to_string(),
             otp_command: None,
         };
-        // Under ICE, the provider's STUN server and relay credentials are
-        // fetched now (a login with the stored password, as key renewal
-        // does) and renewed before they expire; a failure leaves calls
-        // without a relayed candidate, never the phone stopped.
+        // Under ICE, the provider's STUN server and relay credentials
+        // (those held, else fetched now: a login with the stored password
+        // as key renewal does, at a threshold provider at its home key
+        // server with that server's login secret) are renewed before they
+        // expire; a failure leaves calls without a relayed candidate,
+        // never the phone stopped. A renewal that needs a one-time code
+        // says so once and never waits for it.
         if settings.ice {
-            let login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone())
+            let mut login = RelayRenewal::new(pkg.clone(), aor.clone(), password.clone())
                 .reporting(Some(refusals));
-            let login = match threshold {
-                true => login.without_renewal(),
-                false => login,
-            };
-            self.relay = Some(tokio::spawn(login.run(
-                relay,
-                turn,
-                true,
-                crate::agent::relay::log_outcome,
-            )));
+            if let Some(params) = threshold {
+                login = login.at_threshold(params);
+            }
+            let report = self.report.clone();
+            let mut told = false;
+            self.relay = Some(tokio::spawn(login.run(relay, turn, true, move |outcome| {
+                crate::agent::relay::log_outcome(outcome);
+                match outcome {
+                    RelayOutcome::CodeNeeded { .. } if !std::mem::replace(&mut told, true) => {
+                        report.send(Update::Notice(RELAY_CODE_NEEDED.into()))
+                    }
+                    RelayOutcome::Renewed { .. } => told = false,
+                    _ => {}
+                }
+            })));
         }
         // Next month's keys are fetched ahead without asking, now and
         // whenever the month changes, and handed to the running agent.
@@ -1183,6 +1197,10 @@ impl Worker {
 /// Why a phone at a threshold provider does not register without a device
 /// credential.
 const NO_DEVICE_CREDENTIAL: &str = "This phone has no SIP credential from your provider's key server, and it never registers with your password. Start it again when your provider's key server answers.";
+
+/// What the phone says once when a relay renewal in the background is
+/// refused for want of a one-time code.
+const RELAY_CODE_NEEDED: &str = "Your provider asks for a one-time code to renew this phone's relay credentials. Calls still work, but across strict firewalls they may fail without the relay; setting the phone up again (with the code) gives it new relay credentials.";
 
 const WRONG_CODE: &str = "Wrong password or one-time code. Check the password, then use the code your authenticator app shows now (each code works once).";
 

@@ -27,8 +27,18 @@ fn start_set_up(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider) {
 
 /// [`start_set_up`] with `proxy` as the SIP proxy.
 fn start_set_up_via(h: &mut Harness<'_, PhoneApp>, p: &ThresholdProvider, proxy: &str) {
-    type_into(h, "Your address", &format!("alice@{DOMAIN}"));
-    type_into(h, "Password", ALICE_PW);
+    start_set_up_as(h, p, proxy, ("alice", ALICE_PW));
+}
+
+/// [`start_set_up_via`] as `user` with password `pw`.
+fn start_set_up_as(
+    h: &mut Harness<'_, PhoneApp>,
+    p: &ThresholdProvider,
+    proxy: &str,
+    (user, pw): (&str, &str),
+) {
+    type_into(h, "Your address", &format!("{user}@{DOMAIN}"));
+    type_into(h, "Password", pw);
     h.state_mut().wizard.url = p.urls[0].clone();
     h.state_mut().wizard.sip_proxy = proxy.to_string();
     h.get_by_label("Connect").click();
@@ -270,4 +280,126 @@ fn threshold_renewal_in_the_background_works_with_the_first_server_down() {
     // Settings now names the servers of this renewal.
     h.run_steps(3);
     assert!(shows(&h, "key servers 2 and 3 of 3"));
+}
+
+/// The relay credentials kept in `dirs`' key store, unexpired now.
+fn kept_turn(dirs: &AppDirs) -> Option<ibephone::pkg_client::TurnCredentials> {
+    KeyStore::open(&dirs.keys(), Unlock::KeyFile)
+        .unwrap()
+        .turn_credentials(std::time::SystemTime::now())
+}
+
+/// Steps both windows until `cond` holds (at most `secs`).
+fn until(
+    a: &mut Harness<'_, PhoneApp>,
+    b: &mut Harness<'_, PhoneApp>,
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        a.step();
+        b.step();
+        if cond() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
+/// Alice calls bob; while bob's phone rings alice must hold an
+/// allocation on the home server's relay (her call gathered a relayed
+/// candidate); bob declines.
+fn alice_rings_bob_with_a_relayed_candidate(
+    p: &ThresholdProvider,
+    alice: &mut Harness<'_, PhoneApp>,
+    bob: &mut Harness<'_, PhoneApp>,
+) {
+    let relay = p.relay.clone().expect("server 1 runs a relay");
+    assert_eq!(relay.allocations_of("alice"), 0);
+    alice.state_mut().dial.clear();
+    alice.run_steps(2);
+    type_into(alice, "Call", "bob");
+    alice.get_by_label("📞 Call").click();
+    alice.run_steps(3);
+    wait_for(bob, "Incoming call from sip:alice@atlanta.invalid", 15);
+    assert_eq!(
+        relay.allocations_of("alice"),
+        1,
+        "the caller's candidates include a relayed one"
+    );
+    bob.get_by_label("Reject").click();
+    bob.run_steps(3);
+    wait_for(alice, "Dial", 10);
+    until(alice, bob, 10, "the allocation given back", || {
+        relay.allocations_of("alice") == 0
+    });
+}
+
+/// Issue 16 follow-up: the app set up at a threshold provider keeps the
+/// relay credentials its home server issued with the keys; started again
+/// from its store it uses them (no login: the kept ones are unchanged)
+/// and its calls gather a relayed candidate. Stored credentials past
+/// their expiry are not used: the relay task renews them at once at the
+/// home server (with that server's login secret) and keeps the new ones.
+#[test]
+fn threshold_app_restarted_gathers_a_relayed_candidate_from_stored_relay_credentials() {
+    let mut p = ThresholdProvider::deal_with_relay();
+    let registrar = p.start_with_sip(1).to_string();
+    p.start(2);
+    p.start(3);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (alice_dirs, bob_dirs) = (AppDirs::at(da.path()), AppDirs::at(db.path()));
+    let mut alice = phone(alice_dirs.clone());
+    start_set_up_via(&mut alice, &p, &registrar);
+    wait_for(&mut alice, "Your phone is ready", 60);
+    let mut bob = phone(bob_dirs.clone());
+    start_set_up_as(&mut bob, &p, &registrar, ("bob", BOB_PW));
+    wait_for(&mut bob, "Your phone is ready", 60);
+    wait_registered(&mut bob, "with the device credential");
+    let at_setup = kept_turn(&alice_dirs).expect("relay credentials kept at set-up");
+    assert!(
+        at_setup.username.ends_with(":alice"),
+        "{}",
+        at_setup.username
+    );
+
+    // Started again from the store: the kept credentials, no new ones.
+    drop(alice);
+    let mut alice = phone(alice_dirs.clone());
+    wait_registered(&mut alice, "from the stored keys");
+    // The relay task hands them to the RTP ports just after the start.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    alice_rings_bob_with_a_relayed_candidate(&p, &mut alice, &mut bob);
+    let now = kept_turn(&alice_dirs).expect("still kept");
+    assert_eq!(now.username, at_setup.username, "no new credentials asked");
+
+    // Kept credentials that have expired are not used: new ones from the
+    // home server at once, kept in their place.
+    drop(alice);
+    let mut expired = at_setup.clone();
+    expired.username = format!("1:{}", at_setup.username.split_once(':').unwrap().1);
+    expired.expires_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+    KeyStore::open(&alice_dirs.keys(), Unlock::KeyFile)
+        .unwrap()
+        .set_turn_credentials(&expired)
+        .unwrap();
+    assert!(kept_turn(&alice_dirs).is_none(), "expired: not handed out");
+    let mut alice = phone(alice_dirs.clone());
+    wait_registered(&mut alice, "from the stored keys");
+    until(
+        &mut alice,
+        &mut bob,
+        30,
+        "fresh relay credentials kept",
+        || kept_turn(&alice_dirs).is_some(),
+    );
+    let fresh = kept_turn(&alice_dirs).unwrap();
+    assert_ne!(fresh.username, at_setup.username);
+    alice_rings_bob_with_a_relayed_candidate(&p, &mut alice, &mut bob);
 }

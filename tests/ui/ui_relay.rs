@@ -105,7 +105,8 @@ fn gui_calls_gather_relayed_candidates_from_setup_and_from_stored_keys() {
     call_holds_then_releases_the_relay(&p, &mut alice, &mut bob);
 
     // Alice starts again from her stored keys (no key fetch, no wizard):
-    // she still logs in for relay credentials.
+    // the relay credentials kept in her store serve (renewed before they
+    // expire).
     drop(alice);
     let mut alice = phone(AppDirs::at(da.path()));
     wait_for(&mut alice, "Ready", 20);

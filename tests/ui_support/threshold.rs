@@ -20,6 +20,9 @@ pub struct ThresholdProvider {
     stops: Vec<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Server i+1's certificate fingerprint, once started.
     pub fingerprints: Vec<Option<[u8; 32]>>,
+    /// The embedded relay's allocation counts, once a server that runs
+    /// one ([`ThresholdProvider::deal_with_relay`]) is started.
+    pub relay: Option<pkg_server::turn::policy::Quotas>,
     pub rt: tokio::runtime::Runtime,
 }
 
@@ -36,7 +39,23 @@ impl ThresholdProvider {
     /// Deals 2-of-3 on three free ports; nothing is started.
     pub fn deal() -> ThresholdProvider {
         let ports = [free_port(), free_port(), free_port()];
-        ThresholdProvider::deal_on(&ports, None)
+        ThresholdProvider::deal_on(&ports, None, "")
+    }
+
+    /// As [`ThresholdProvider::deal`], server 1 (the home server) also
+    /// running the embedded STUN/TURN relay on the loopback (relaying
+    /// between loopback peers allowed), announced as its STUN server.
+    pub fn deal_with_relay() -> ThresholdProvider {
+        let ports = [free_port(), free_port(), free_port()];
+        let relay = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let extra = format!(
+            "[services]\nstun = [\"stun:127.0.0.1:{relay}\"]\n[turn]\nlisten = \"127.0.0.1:{relay}\"\nallowed_peer_ips = [\"127.0.0.1\"]\n"
+        );
+        ThresholdProvider::deal_on(&ports, None, &extra)
     }
 
     /// A second dealing on `honest`'s ports whose server 3 shows honest
@@ -49,10 +68,16 @@ impl ThresholdProvider {
             .map(|u| u.rsplit_once(':').unwrap().1.parse().unwrap())
             .collect();
         let cert = (honest.configs[2].cert_path(), honest.configs[2].key_path());
-        ThresholdProvider::deal_on(&ports, Some(cert))
+        ThresholdProvider::deal_on(&ports, Some(cert), "")
     }
 
-    fn deal_on(ports: &[u16], third_cert: Option<(PathBuf, PathBuf)>) -> ThresholdProvider {
+    /// Deals on `ports`; server 3 shows `third_cert` if given; server 1's
+    /// `pkg.toml` ends with `home_extra` (sections).
+    fn deal_on(
+        ports: &[u16],
+        third_cert: Option<(PathBuf, PathBuf)>,
+        home_extra: &str,
+    ) -> ThresholdProvider {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -62,14 +87,15 @@ impl ThresholdProvider {
         let mut paths = Vec::new();
         let mut configs = Vec::new();
         let mut urls = Vec::new();
-        for port in ports {
+        for (k, port) in ports.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("pkg.toml");
             let url = format!("https://127.0.0.1:{port}");
+            let extra = if k == 0 { home_extra } else { "" };
             std::fs::write(
                 &path,
                 format!(
-                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npkg_url = \"{url}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n",
+                    "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npkg_url = \"{url}\"\n[argon2]\nm_kib = 1024\nt = 1\np = 1\n{extra}",
                     dir.path().display()
                 ),
             )
@@ -114,6 +140,7 @@ impl ThresholdProvider {
             _dirs: dirs,
             stops: vec![None, None, None],
             fingerprints: vec![None; 3],
+            relay: None,
             rt,
         }
     }
@@ -142,6 +169,9 @@ impl ThresholdProvider {
             .rt
             .block_on(async { pkg_server::serve::start(config, None, sip).await.unwrap() });
         let registrar = started.sip.as_ref().map(|s| s.addr);
+        if let Some(t) = started.turn.as_ref() {
+            self.relay = Some(t.quotas.clone());
+        }
         let fp = started.fingerprint;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         self.rt.spawn(started.serve(async move {

@@ -1184,3 +1184,254 @@ async fn stored_relay_credentials_are_not_used_after_their_expiry() {
     assert!(p.sip.is_some(), "the stored device credential still serves");
     assert!(p.turn.is_none(), "expired relay credentials are not used");
 }
+
+/// Adds a relay (credentials only: coturn's part) to `p`'s configuration,
+/// and `extra` (sections) after it.
+fn with_relay(p: &Pkg, extra: &str) {
+    let mut toml = std::fs::read_to_string(&p.config).unwrap();
+    toml.push_str(&format!(
+        "[turn]\nembedded = false\nuris = [\"turn:127.0.0.1:3478?transport=udp\"]\n{extra}"
+    ));
+    std::fs::write(&p.config, toml).unwrap();
+}
+
+/// What a relay renewal task reported first (its outcome is not Clone).
+#[derive(Debug)]
+enum Seen {
+    Renewed {
+        usable: bool,
+    },
+    CodeNeeded {
+        servers: Vec<u32>,
+        retry: Option<std::time::SystemTime>,
+    },
+    Other,
+}
+
+/// The first outcome of a relay renewal task started with no credentials
+/// held (due at once), and the relays it handed to the RTP ports.
+async fn first_outcome(
+    renewal: ibephone::agent::relay::RelayRenewal,
+) -> (Seen, ibephone::agent::media_io::ProviderRelay) {
+    use ibephone::agent::relay::RelayOutcome;
+    let relay = ibephone::agent::media_io::ProviderRelay::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(renewal.run(relay.clone(), None, false, move |o| {
+        let _ = tx.send(match o {
+            RelayOutcome::Renewed { usable, .. } => Seen::Renewed { usable: *usable },
+            RelayOutcome::CodeNeeded { servers, retry } => Seen::CodeNeeded {
+                servers: servers.clone(),
+                retry: *retry,
+            },
+            other => {
+                eprintln!("relay outcome: {other:?}");
+                Seen::Other
+            }
+        });
+    }));
+    let got = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .expect("an outcome within 60 s")
+        .expect("the task reports");
+    task.abort();
+    (got, relay)
+}
+
+/// Issue 16 follow-up: a threshold agent renews its relay credentials
+/// while it runs at the home key server alone (the others down), logged
+/// in with that server's login secret: the server refuses the bare
+/// password, so a renewal that works never sent it. What it got is kept
+/// sealed in the store for the next start; a stale kept secret is derived
+/// anew from the password and kept in its place.
+#[tokio::test]
+async fn a_threshold_agent_renews_its_relay_credentials_at_the_home_server_with_its_login_secret() {
+    use ibephone::agent::keys::load_with_renewal;
+    use ibephone::pkg_client::{KeyStore, Unlock};
+    let pkgs = three();
+    with_relay(&pkgs[0], "");
+    let s1 = Server::start_with(&pkgs[0].config, &["--sip", "127.0.0.1:0"]);
+    let s2 = pkgs[1].start();
+    let s3 = pkgs[2].start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = agent_toml(dir.path(), "alice", (&s1, s1.sip.unwrap()), None);
+    let (_, p, renewal) = load_with_renewal(&path).await.unwrap();
+    let at_start = p.turn.clone().expect("relay credentials with the keys");
+    let renewal = renewal.expect("a [pkg] agent renews");
+    // Only the home server is asked: the others may be down.
+    s2.stop();
+    s3.stop();
+    let e = s1
+        .client()
+        .login("alice", &ALICE_PW.into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, PkgClientError::Server { status: 401, .. }),
+        "the home server refuses the bare password: {e:?}"
+    );
+    // Later than the start's credentials (their user name has the expiry
+    // in whole seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let relay = || renewal.relay(p.pin).at_threshold(p.params.clone());
+    let (seen, ports) = first_outcome(relay()).await;
+    assert!(matches!(seen, Seen::Renewed { usable: true }), "{seen:?}");
+    assert_eq!(
+        ports.turn(std::time::SystemTime::now()).len(),
+        1,
+        "the RTP ports got the relay"
+    );
+    let store_dir = dir.path().join("alice.keystore");
+    let kept = || {
+        let s = KeyStore::open(&store_dir, Unlock::KeyFile).unwrap();
+        let turn = s.turn_credentials(std::time::SystemTime::now());
+        (turn, s.login_secrets(DOMAIN, "alice").cloned())
+    };
+    let (turn, secrets) = kept();
+    let renewed = turn.expect("the renewed credentials kept in the store");
+    assert_ne!(renewed.username, at_start.username, "fresh ones kept");
+    assert!(renewed.username.ends_with(":alice"), "{}", renewed.username);
+    let right = login_secret(&ALICE_PW.into(), DOMAIN, 1).unwrap();
+    assert!(secrets.as_ref().unwrap()[&1] == right);
+    // A stale kept secret for the home server (the password changed):
+    // refused, derived anew from the password, and kept.
+    {
+        let mut s = KeyStore::open(&store_dir, Unlock::KeyFile).unwrap();
+        let mut stale = secrets.unwrap();
+        stale.insert(
+            1,
+            login_secret(&"the old password".into(), DOMAIN, 1).unwrap(),
+        );
+        s.set_login_secrets(DOMAIN, "alice", stale).unwrap();
+    }
+    relay().fetch().await.unwrap();
+    let (_, secrets) = kept();
+    let secrets = secrets.unwrap();
+    assert!(
+        secrets[&1] == right,
+        "the derived secret replaced the stale one"
+    );
+    assert!(
+        secrets[&2] == login_secret(&ALICE_PW.into(), DOMAIN, 2).unwrap(),
+        "the other servers' secrets kept as they were"
+    );
+    // The sealed store shows neither the password nor a secret.
+    let sealed = std::fs::read_to_string(store_dir.join("keys.sealed")).unwrap();
+    assert!(!sealed.contains(ALICE_PW) && !sealed.contains(right.expose()));
+    // The home server down: the renewal fails (retried later) and never
+    // turns to the other servers with the password.
+    s1.stop();
+    let e = relay().fetch().await.unwrap_err();
+    assert!(
+        matches!(e, ibephone::agent::relay::RelayError::Pkg { .. }),
+        "{e:?}"
+    );
+}
+
+/// Issue 16 follow-up with a second factor: a relay renewal in the
+/// background never waits for a person. Without `otp_command` (the
+/// desktop app) the home server's `otp_required` is reported at once and
+/// asked again only in an hour (each attempt counts as a failed login);
+/// with it, the command is given the home server's index and its code
+/// logs in.
+#[tokio::test]
+async fn a_relay_renewal_that_needs_a_one_time_code_reports_it_and_does_not_wait() {
+    use std::os::unix::fs::PermissionsExt;
+    let pkgs = three();
+    // Locked out at the second failure in a row.
+    with_relay(&pkgs[0], &throttle(2, 1000, 60));
+    let uri = pkgs[0].admin_ok(&["user", "otp", "alice"], "");
+    let s1 = pkgs[0].start();
+    let params = params_of(&s1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = |otp_command| ibephone::agent::config::PkgSettings {
+        discover: false,
+        url: s1.url.clone(),
+        fingerprint: Some(s1.fingerprint),
+        store: dir.path().join("store"),
+        user: "alice".into(),
+        otp_command,
+    };
+    let aor = ibephone::ibe::Aor::parse("sip:alice@atlanta.invalid").unwrap();
+    let renewal = |otp_command| {
+        ibephone::agent::relay::RelayRenewal::new(
+            settings(otp_command),
+            aor.clone(),
+            ALICE_PW.into(),
+        )
+        .at_threshold(params.clone())
+    };
+    let before = std::time::SystemTime::now();
+    let (seen, ports) = first_outcome(renewal(None)).await;
+    let Seen::CodeNeeded { servers, retry } = seen else {
+        panic!("{seen:?}")
+    };
+    assert_eq!(servers, [1], "the home server's code");
+    let wait = retry.unwrap().duration_since(before).unwrap();
+    assert!(
+        wait >= ibephone::agent::relay::CODE_RETRY,
+        "asked again only after an hour: {wait:?}"
+    );
+    assert!(ports.turn(std::time::SystemTime::now()).is_empty());
+    // otp_command: called with the home server's index.
+    let now = pkg_server::http::now_unix() as u64;
+    let code = totp_rs::TOTP::from_url(uri.lines().next().unwrap())
+        .unwrap()
+        .generate(now);
+    let script = dir.path().join("otp.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ncase \"$1\" in 1) echo {code};; *) exit 1;; esac\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let with_code = renewal(Some(vec![script.display().to_string()]));
+    let c = with_code.fetch().await.unwrap();
+    assert!(c.username.ends_with(":alice"), "{}", c.username);
+    // The secret derived there is kept. A wrong code with it is one
+    // failed login, not two (the secret derived again is the same, so it
+    // is not tried again): the account is not locked out by it.
+    let kept = ibephone::pkg_client::KeyStore::open(
+        &dir.path().join("store"),
+        ibephone::pkg_client::Unlock::KeyFile,
+    )
+    .unwrap()
+    .login_secrets(DOMAIN, "alice")
+    .cloned()
+    .unwrap();
+    let secret1 = login_secret(&ALICE_PW.into(), DOMAIN, 1).unwrap();
+    assert!(kept[&1] == secret1);
+    let wrong = dir.path().join("wrong.sh");
+    std::fs::write(&wrong, "#!/bin/sh\necho 000000\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let e = renewal(Some(vec![wrong.display().to_string()]))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let e = s1.client().login("alice", &secret1).await.unwrap_err();
+    assert!(e.is_otp_required(), "not locked out: {e:?}");
+}
+
+/// A kept login secret refused with a wrong one-time code is not tried
+/// again when the password derives the same secret: one failed login at
+/// that server, not two (the server locks the account out at the second
+/// failure here).
+#[tokio::test]
+async fn a_wrong_code_with_a_kept_secret_is_one_failed_login_at_a_key_fetch() {
+    let pkgs = three();
+    let mut toml = std::fs::read_to_string(&pkgs[0].config).unwrap();
+    toml.push_str(&throttle(2, 1000, 60));
+    std::fs::write(&pkgs[0].config, toml).unwrap();
+    pkgs[0].admin_ok(&["user", "otp", "alice"], "");
+    let s1 = pkgs[0].start();
+    let params = params_of(&s1).await;
+    let pw: SecretString = ALICE_PW.into();
+    let kept = login_secrets(&params, &pw).unwrap();
+    let wrong = |i: u32| (i == 1).then(|| SecretString::from("000000"));
+    let e = fetch_threshold_keys_kept(&params, "alice", &kept, &pw, &wrong, &recent_periods())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("server 1: "), "{e}");
+    let e = s1.client().login("alice", &kept[&1]).await.unwrap_err();
+    assert!(e.is_otp_required(), "not locked out: {e:?}");
+}
