@@ -123,14 +123,15 @@ run_lane() {
 }
 
 # Two lanes side by side (TEST_LANES=1: one after the other). Lane A is
-# the real-time audio suite alone (`media`: in-process calls whose jitter
-# buffers keep about 6 ms of slack, ~160 s); lane B is everything else
-# (the integration suites of both packages, the GUI suite, the unit tests;
-# ~190 s), run at nice 5 with the doc tests, so that when both want a core
-# the audio wins: the other suites' timeouts are seconds, not
-# milliseconds. One after the other they took ~350 s.
-lane_a_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "media"')
-lane_b_list=$(printf '%s\n' "$list" | awk -F'\t' '$1 != "media"')
+# the real-time audio suite (`media`: calls whose jitter buffers keep
+# about 6 ms of slack, ~160 s), then the library's unit tests (~15 s);
+# lane B is everything else (the integration suites of both packages, the
+# GUI suite, the binaries' unit tests; ~180 s), run at nice 5 with the doc
+# tests, so that when both want a core the audio wins: the other suites'
+# timeouts are seconds, not milliseconds. One after the other they took
+# ~350 s.
+lane_a_list=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '$1 == "media" || ($1 == "ibephone" && $2 == root)' | sort -r)
+lane_b_list=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '!($1 == "media" || ($1 == "ibephone" && $2 == root))')
 root_it=$(printf '%s\n' "$list" | awk -F'\t' -v root="$PWD" '$1 == "it" && $2 == root { print $3 }')
 
 # Starts each sleeper in a session of its own (so `scripts/test.sh` can
