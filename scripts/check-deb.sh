@@ -27,6 +27,23 @@ for f in ./usr/bin/ibephone \
 done
 dpkg-deb -f "$deb" Depends | grep -q libopus || fail "Depends names no libopus: $(dpkg-deb -f "$deb" Depends)"
 
+# The window's libraries are loaded with dlopen (winit, glutin): no
+# DT_NEEDED entry, so dpkg-shlibdeps cannot see them. Every versioned
+# name the binary asks for must come from a package the .deb names in
+# Depends or Recommends (mapped with `dpkg -S` on this machine; a library
+# not installed here cannot be mapped and is skipped).
+named=" $(dpkg-deb -f "$deb" Depends), $(dpkg-deb -f "$deb" Recommends),"
+bin=$(mktemp)
+dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/ibephone >"$bin"
+loaded=$(strings -n 6 "$bin" | grep -oE 'lib(X[A-Za-z0-9]*|xcb|xkbcommon|EGL|GL|wayland-(client|egl|cursor))\.so\.[0-9]+' | sort -u)
+rm -f "$bin"
+[ -n "$loaded" ] || fail "the binary names none of the window's libraries (X11, EGL, Wayland): the check above is stale"
+for lib in $loaded; do
+  pkg=$(dpkg -S "$lib" 2>/dev/null | awk -F': ' -v l="/$lib" 'substr($2, length($2) - length(l) + 1) == l { sub(/:.*/, "", $1); print $1; exit }')
+  [ -n "$pkg" ] || continue
+  grep -qE "[ ,]$pkg( |,|\()" <<<"$named" || fail "$lib (package $pkg) is loaded at run time but neither in Depends nor in Recommends: $named"
+done
+
 # 1. A throwaway root: an empty dpkg database, dependencies taken from
 #    this machine (they are what the binary was built against).
 root=$(mktemp -d)
