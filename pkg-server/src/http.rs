@@ -49,6 +49,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bounds concurrent Argon2id verifications (memory and CPU).
     pub argon_permits: Semaphore,
+    /// Argon2id working memory reused by logins (at most one buffer per
+    /// permit).
+    pub argon_memory: crate::password::ArgonMemory,
     /// A hash of a random password: unknown users are verified against it
     /// so that they cost the same as known ones.
     pub dummy_phc: String,
@@ -267,8 +270,9 @@ async fn login(
                 "shutting down",
             )
         })?;
+        let st = st.clone();
         tokio::task::spawn_blocking(move || {
-            crate::password::verify_password(&phc, password.expose())
+            st.argon_memory.verify_password(&phc, password.expose())
         })
         .await
         .unwrap_or(false)
