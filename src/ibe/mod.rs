@@ -28,6 +28,7 @@ pub mod hash;
 pub(crate) mod identity;
 pub mod kat;
 pub(crate) mod keys;
+mod msm;
 pub(crate) mod params;
 mod random;
 pub mod threshold;

@@ -13,8 +13,10 @@
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
 use super::fixed_base::mul_variable_base;
 use super::keys::{
-    check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys,
+    check_claims, check_key_against, check_keys, check_keys_against, Claim, MasterSecret,
+    PreparedIdentity, PrivateKeys,
 };
+use super::params::PublicParams;
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
 use core::fmt;
@@ -280,6 +282,101 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     keys
 }
 
+/// One server's shares of the identities of one fetch, one per identity
+/// in the order of the identities.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerShares<'a> {
+    /// The server's public share `P_pub_i`.
+    pub p_pub_i: &'a G1Affine,
+    /// Its shares.
+    pub shares: &'a [KeyShare],
+}
+
+/// What [`combine_checked`] found.
+#[derive(Debug)]
+pub enum Combined {
+    /// Every share was good: the combined keys, one per identity, each
+    /// checked against `p_pub`.
+    Keys(Vec<PrivateKeys>),
+    /// These servers gave a wrong share (server index, position of its
+    /// first wrong share), ascending; the other servers' shares are good.
+    Bad(Vec<(u32, usize)>),
+}
+
+/// Combines the shares of `servers` (`t` servers, distinct) into one key
+/// per identity of `ids` and checks, all at once ([`super::keys`]'
+/// random-weighted batch: one multi-Miller loop and one final
+/// exponentiation for everything), every share against its server's
+/// `P_pub_i` and every combined key against `params`' `p_pub`; every
+/// identity must be in `params`' domain. When that batch fails, each
+/// server's shares are checked alone (one batch per server), and a failing
+/// server's one by one, to name every bad server and its first bad share.
+/// Errors: a server without exactly one share per identity, shares of
+/// one identity from one server twice, and keys that fail although every
+/// share is good (`P_pub_i` that do not interpolate to `p_pub`, which
+/// [`Threshold::validated`] refuses).
+pub fn combine_checked(
+    params: &PublicParams,
+    servers: &[ServerShares<'_>],
+    ids: &[PreparedIdentity],
+) -> Result<Combined, IbeError> {
+    if servers.iter().any(|s| s.shares.len() != ids.len()) {
+        return Err(IbeError::InvalidParams(
+            "a server's key shares do not match the identities asked for".into(),
+        ));
+    }
+    let domain = params.domain();
+    // A combination may fail because of a bad share (an identity point):
+    // then the bad server is still named below.
+    let keys: Result<Vec<PrivateKeys>, IbeError> = (0..ids.len())
+        .map(|k| {
+            let shares: Vec<KeyShare> = servers.iter().map(|s| s.shares[k].clone()).collect();
+            combine(&shares)
+        })
+        .collect();
+    let in_domain = servers
+        .iter()
+        .flat_map(|s| s.shares)
+        .all(|share| share.keys.identity().aor().host() == domain);
+    if let (Ok(keys), true) = (&keys, in_domain) {
+        let p_pub = params.p_pub();
+        let mut claims: Vec<Claim<'_>> = Vec::with_capacity((servers.len() + 1) * ids.len());
+        for s in servers {
+            claims.extend(
+                s.shares
+                    .iter()
+                    .zip(ids)
+                    .map(|(x, q)| (s.p_pub_i, &x.keys, q)),
+            );
+        }
+        claims.extend(keys.iter().zip(ids).map(|(k, q)| (&p_pub, k, q)));
+        if check_claims(&claims).is_ok() {
+            return Ok(Combined::Keys(keys.clone()));
+        }
+    }
+    let mut bad: Vec<(u32, usize)> = Vec::new();
+    for s in servers {
+        let batch: Vec<(&KeyShare, &PreparedIdentity)> = s.shares.iter().zip(ids).collect();
+        if check_key_shares(domain, s.p_pub_i, &batch).is_err() {
+            let first = s
+                .shares
+                .iter()
+                .zip(ids)
+                .position(|(x, q)| check_key_shares(domain, s.p_pub_i, &[(x, q)]).is_err())
+                .unwrap_or(0);
+            bad.push((s.shares.first().map_or(0, KeyShare::index), first));
+        }
+    }
+    if !bad.is_empty() {
+        bad.sort_unstable();
+        return Ok(Combined::Bad(bad));
+    }
+    let keys = keys?;
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids).collect();
+    check_keys(params, &items)?;
+    Ok(Combined::Keys(keys))
+}
+
 /// The `threshold` member of the parameter document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Threshold {
@@ -398,6 +495,7 @@ impl WireThreshold {
 mod tests {
     use super::*;
     use crate::ibe::{check_key, extract, setup, Aor, Period, PublicParams};
+    use bls12_381::G2Projective;
     use proptest::prelude::*;
 
     fn id() -> Identity {
@@ -478,6 +576,137 @@ mod tests {
         let other_id = Identity::new(id.aor().clone(), Period::month("2026-12").unwrap());
         let o = KeyShare::new(2, extract(shares[1].secret(), &other_id)).unwrap();
         assert!(combine(&[ks[0].clone(), o]).is_err());
+    }
+
+    #[test]
+    fn one_batch_combines_good_shares_and_names_every_bad_server() {
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 2, 3).unwrap();
+        let aor = Aor::parse("sip:alice@atlanta.com").unwrap();
+        let ids: Vec<Identity> = ["2026-10", "2026-11", "2026-12"]
+            .iter()
+            .map(|p| Identity::new(aor.clone(), Period::month(p).unwrap()))
+            .collect();
+        let prepared: Vec<PreparedIdentity> = ids.iter().map(PreparedIdentity::new).collect();
+        // Server k's shares of every period.
+        let of = |k: usize| -> Vec<KeyShare> {
+            ids.iter()
+                .map(|id| {
+                    KeyShare::new(shares[k].index(), extract(shares[k].secret(), id)).unwrap()
+                })
+                .collect()
+        };
+        let p: Vec<G1Affine> = shares.iter().map(MasterShare::p_pub_i).collect();
+        let run = |a: &[KeyShare], ia: usize, b: &[KeyShare], ib: usize| {
+            let servers = [
+                ServerShares {
+                    p_pub_i: &p[ia],
+                    shares: a,
+                },
+                ServerShares {
+                    p_pub_i: &p[ib],
+                    shares: b,
+                },
+            ];
+            combine_checked(&params, &servers, &prepared).unwrap()
+        };
+        let (s1, s2, s3) = (of(0), of(1), of(2));
+        for (a, ia, b, ib) in [(&s1, 0, &s2, 1), (&s1, 0, &s3, 2), (&s3, 2, &s2, 1)] {
+            let Combined::Keys(keys) = run(a, ia, b, ib) else {
+                panic!("good shares refused")
+            };
+            for (k, id) in keys.iter().zip(&ids) {
+                assert_eq!(k.d_enc_bytes(), extract(&msk, id).d_enc_bytes());
+                assert_eq!(k.d_sig_bytes(), extract(&msk, id).d_sig_bytes());
+            }
+        }
+        let shifted = |s: &KeyShare, x: G2Projective, sig: bool| {
+            let (mut e, mut g) = (
+                G2Projective::from(*s.keys.d_enc()),
+                G2Projective::from(*s.keys.d_sig()),
+            );
+            if sig {
+                g += x
+            } else {
+                e += x
+            }
+            KeyShare::new(
+                s.index(),
+                PrivateKeys::from_points(s.identity().clone(), e.into(), g.into()).unwrap(),
+            )
+            .unwrap()
+        };
+        let x = G2Projective::generator();
+        // One wrong d_sig among good shares: server 2, period 2, named.
+        let mut bad2 = s2.clone();
+        bad2[1] = shifted(&s2[1], x, true);
+        assert!(matches!(run(&s1, 0, &bad2, 1), Combined::Bad(b) if b == [(2, 1)]));
+        // Both servers wrong in ways that cancel in the combination (the
+        // combined keys are right) or in an unweighted sum: both named.
+        let l = lagrange_at(&[1, 2], 0).unwrap();
+        let inv = Option::<Scalar>::from(l[1].invert()).unwrap();
+        let (mut c1, mut c2) = (s1.clone(), s2.clone());
+        c1[0] = shifted(&s1[0], x, false);
+        c2[0] = shifted(&s2[0], -(x * (l[0] * inv)), false);
+        assert!(matches!(run(&c1, 0, &c2, 1), Combined::Bad(b) if b == [(1, 0), (2, 0)]));
+        let (mut u1, mut u2) = (s1.clone(), s2.clone());
+        u1[2] = shifted(&s1[2], x, true);
+        u2[2] = shifted(&s2[2], -x, true);
+        assert!(matches!(run(&u1, 0, &u2, 1), Combined::Bad(b) if b == [(1, 2), (2, 2)]));
+        // A share that makes the combination the identity point: named.
+        let mut zero = s2.clone();
+        let d1 = G2Projective::from(*s1[0].keys.d_enc());
+        let target = -(d1 * (l[0] * inv));
+        zero[0] = shifted(
+            &s2[0],
+            target - G2Projective::from(*s2[0].keys.d_enc()),
+            false,
+        );
+        assert!(matches!(run(&s1, 0, &zero, 1), Combined::Bad(b) if b == [(2, 0)]));
+        // Server 3's good shares checked against server 1's P_pub_i: named.
+        assert!(matches!(run(&s1, 0, &s3, 0), Combined::Bad(b) if b == [(3, 0)]));
+        // Shares of another domain's identity: named, though they combine.
+        let bob = Aor::parse("sip:alice@biloxi.com").unwrap();
+        let foreign_ids: Vec<Identity> = ids
+            .iter()
+            .map(|i| Identity::new(bob.clone(), i.period().clone()))
+            .collect();
+        let foreign: Vec<PreparedIdentity> =
+            foreign_ids.iter().map(PreparedIdentity::new).collect();
+        let f = |k: usize| -> Vec<KeyShare> {
+            foreign_ids
+                .iter()
+                .map(|id| {
+                    KeyShare::new(shares[k].index(), extract(shares[k].secret(), id)).unwrap()
+                })
+                .collect()
+        };
+        let (f1, f2) = (f(0), f(1));
+        let servers = [
+            ServerShares {
+                p_pub_i: &p[0],
+                shares: &f1,
+            },
+            ServerShares {
+                p_pub_i: &p[1],
+                shares: &f2,
+            },
+        ];
+        assert!(
+            matches!(combine_checked(&params, &servers, &foreign).unwrap(), Combined::Bad(b) if b == [(1, 0), (2, 0)])
+        );
+        // Shapes: too few shares for the identities.
+        let servers = [
+            ServerShares {
+                p_pub_i: &p[0],
+                shares: &s1[..2],
+            },
+            ServerShares {
+                p_pub_i: &p[1],
+                shares: &s2,
+            },
+        ];
+        assert!(combine_checked(&params, &servers, &prepared).is_err());
     }
 
     #[test]
