@@ -16,6 +16,7 @@ use super::keys::{
     check_claims, check_key_against, check_keys, check_keys_against, Claim, MasterSecret,
     PreparedIdentity, PrivateKeys,
 };
+use super::msm::msm_u128;
 use super::params::PublicParams;
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
@@ -152,6 +153,43 @@ pub(crate) fn lagrange_at(indices: &[u32], x: u32) -> Result<Vec<Scalar>, IbeErr
         .collect()
 }
 
+/// The Lagrange coefficients at 0 of the distinct `indices` as integers
+/// over one positive common denominator `D`: `(lambda_i * D, D)`, with
+/// `lambda_i(0) = prod_{j != i} j / (j - i)`; `None` when they do not fit
+/// in 64 bits (many servers with large indices).
+fn lagrange_integers(indices: &[u32]) -> Option<(Vec<i128>, u64)> {
+    let mut nums = Vec::with_capacity(indices.len());
+    let mut dens = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let (mut num, mut den) = (1i128, 1i128);
+        for &j in indices.iter().filter(|&&j| j != i) {
+            num = num.checked_mul(i128::from(j))?;
+            den = den.checked_mul(i128::from(j) - i128::from(i))?;
+        }
+        nums.push(num);
+        dens.push(den);
+    }
+    let gcd = |mut a: i128, mut b: i128| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a.abs()
+    };
+    let mut common = 1i128;
+    for d in &dens {
+        common = common.checked_mul(d.abs() / gcd(common, *d))?;
+    }
+    let out: Option<Vec<i128>> = nums
+        .iter()
+        .zip(&dens)
+        .map(|(n, d)| {
+            n.checked_mul(common / d)
+                .filter(|c| c.unsigned_abs() <= u128::from(u64::MAX))
+        })
+        .collect();
+    Some((out?, u64::try_from(common).ok()?))
+}
+
 /// The value at `x` of the polynomial in the exponent through `points`
 /// (`(index, f(index) * P)`): `sum lambda_i(x) * points_i`.
 pub fn interpolate_g1(points: &[(u32, G1Affine)], x: u32) -> Result<G1Affine, IbeError> {
@@ -266,13 +304,44 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     }
     let indices: Vec<u32> = shares.iter().map(|s| s.index).collect();
     let lambdas = lagrange_at(&indices, 0)?;
-    let (mut d_enc, mut d_sig) = (G2Projective::identity(), G2Projective::identity());
-    // Windowed multiplication (constant time, its table wiped): about a
-    // third fewer group operations than double-and-add.
-    for (s, l) in shares.iter().zip(&lambdas) {
-        d_enc += mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l);
-        d_sig += mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l);
-    }
+    let (mut d_enc, mut d_sig) = match lagrange_integers(&indices) {
+        // The coefficients are public: small integers over one common
+        // denominator D, so d = D^-1 * sum (lambda_i D) d_i costs one
+        // multi-scalar multiplication with short scalars and at most one
+        // full multiplication (none when D = 1, as for servers 1 and 2).
+        Some((numerators, denominator)) => {
+            let sum = |d: fn(&PrivateKeys) -> &G2Affine| {
+                let mut terms: Vec<(G2Projective, u128)> = shares
+                    .iter()
+                    .zip(&numerators)
+                    .map(|(s, &c)| {
+                        let p = G2Projective::from(*d(&s.keys));
+                        (if c < 0 { -p } else { p }, c.unsigned_abs())
+                    })
+                    .collect();
+                let mut sum = msm_u128(&terms);
+                terms.iter_mut().for_each(|(p, _)| p.zeroize());
+                if denominator != 1 {
+                    let inv = Scalar::from(denominator).invert().unwrap_or(Scalar::ZERO);
+                    let scaled = mul_variable_base(&sum, &inv);
+                    sum.zeroize();
+                    sum = scaled;
+                }
+                sum
+            };
+            (sum(PrivateKeys::d_enc), sum(PrivateKeys::d_sig))
+        }
+        // Windowed multiplication (constant time, its table wiped).
+        None => shares.iter().zip(&lambdas).fold(
+            (G2Projective::identity(), G2Projective::identity()),
+            |(e, g), (s, l)| {
+                (
+                    e + mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l),
+                    g + mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l),
+                )
+            },
+        ),
+    };
     let mut affine = [G2Affine::identity(); 2];
     G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);
     d_enc.zeroize();
@@ -707,6 +776,39 @@ mod tests {
             },
         ];
         assert!(combine_checked(&params, &servers, &prepared).is_err());
+    }
+
+    #[test]
+    fn integer_lagrange_coefficients_match_the_field_ones() {
+        for indices in [
+            &[1u32, 2][..],
+            &[1, 3],
+            &[3, 2],
+            &[2, 5, 7],
+            &[1, 2, 3, 4],
+            &[64, 63, 1],
+        ] {
+            let (nums, d) = lagrange_integers(indices).unwrap();
+            let field = lagrange_at(indices, 0).unwrap();
+            let inv = Option::<Scalar>::from(Scalar::from(d).invert()).unwrap();
+            for (n, l) in nums.iter().zip(&field) {
+                let mag = Scalar::from(u64::try_from(n.unsigned_abs()).unwrap());
+                let signed = if *n < 0 { -mag } else { mag };
+                assert_eq!(signed * inv, *l, "{indices:?}");
+            }
+        }
+        assert_eq!(lagrange_integers(&[1, 2]).unwrap(), (vec![2, -1], 1));
+        assert_eq!(lagrange_integers(&[1, 3]).unwrap(), (vec![3, -1], 2));
+        // Too many large indices: None (combine then multiplies in full).
+        let many: Vec<u32> = (40..=64).collect();
+        assert!(lagrange_integers(&many).is_none());
+        // ... and the combination is still the key.
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 25, 64).unwrap();
+        let pick: Vec<usize> = (39..64).collect();
+        let key = combine(&shares_of(&shares, &pick, &id())).unwrap();
+        check_key(&params, &key).unwrap();
+        assert_eq!(key.d_sig_bytes(), extract(&msk, &id()).d_sig_bytes());
     }
 
     #[test]
