@@ -49,6 +49,9 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Bounds concurrent Argon2id verifications (memory and CPU).
     pub argon_permits: Semaphore,
+    /// Argon2id working memory reused by logins (at most one buffer per
+    /// permit).
+    pub argon_memory: crate::password::ArgonMemory,
     /// A hash of a random password: unknown users are verified against it
     /// so that they cost the same as known ones.
     pub dummy_phc: String,
@@ -267,8 +270,9 @@ async fn login(
                 "shutting down",
             )
         })?;
+        let st = st.clone();
         tokio::task::spawn_blocking(move || {
-            crate::password::verify_password(&phc, password.expose())
+            st.argon_memory.verify_password(&phc, password.expose())
         })
         .await
         .unwrap_or(false)
@@ -486,12 +490,16 @@ async fn keys(
         let same = Aor::parse(asked).is_ok_and(|a| a == aor);
         if !same {
             let shown: String = asked.chars().take(200).collect();
-            for p in req.periods.iter().take(api::MAX_PERIODS) {
-                let p: String = p.chars().take(16).collect();
-                st.store
-                    .audit(&record(format!("{shown}#{p}"), p, "denied:identity".into()))
-                    .await?;
-            }
+            let records: Vec<AuditRecord> = req
+                .periods
+                .iter()
+                .take(api::MAX_PERIODS)
+                .map(|p| {
+                    let p: String = p.chars().take(16).collect();
+                    record(format!("{shown}#{p}"), p, "denied:identity".into())
+                })
+                .collect();
+            st.store.audit_all(&records).await?;
             tracing::warn!(%user, %addr, "keys of another identity refused");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -556,16 +564,19 @@ async fn keys(
             "extraction failed",
         )
     })?;
-    // Audited before the keys leave: no record, no keys.
-    for id in &identities {
-        st.store
-            .audit(&record(
+    // Audited before the keys leave, in one transaction: no record, no
+    // keys.
+    let records: Vec<AuditRecord> = identities
+        .iter()
+        .map(|id| {
+            record(
                 id.as_str().into(),
                 id.period().as_str().into(),
                 "issued".into(),
-            ))
-            .await?;
-    }
+            )
+        })
+        .collect();
+    st.store.audit_all(&records).await?;
     st.metrics.keys_issued.inc_by(issued.len() as u64);
     tracing::info!(%user, %addr, count = issued.len(), "keys issued");
     Ok(Json(KeysResponse {

@@ -167,6 +167,7 @@ pub async fn start_with_tls(
         params,
         metrics: Metrics::new(),
         argon_permits: tokio::sync::Semaphore::new(cores),
+        argon_memory: crate::password::ArgonMemory::default(),
         dummy_phc,
         sip_users: sip.as_ref().map(|s| s.users.clone()),
         turn: turn_issuer,

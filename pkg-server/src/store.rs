@@ -722,17 +722,27 @@ impl Store {
 
     /// Appends an audit record.
     pub async fn audit(&self, rec: &AuditRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit (at, user_name, identity, period, address, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(rec.at)
-        .bind(rec.user.as_str())
-        .bind(rec.identity.as_str())
-        .bind(rec.period.as_str())
-        .bind(rec.address.as_str())
-        .bind(rec.outcome.as_str())
-        .execute(&self.pool)
-        .await?;
+        self.audit_all(std::slice::from_ref(rec)).await
+    }
+
+    /// Appends audit records in one transaction (one commit, one sync of
+    /// the journal): all of them or, on an error, none.
+    pub async fn audit_all(&self, recs: &[AuditRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for rec in recs {
+            sqlx::query(
+                "INSERT INTO audit (at, user_name, identity, period, address, outcome) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(rec.at)
+            .bind(rec.user.as_str())
+            .bind(rec.identity.as_str())
+            .bind(rec.period.as_str())
+            .bind(rec.address.as_str())
+            .bind(rec.outcome.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -3,9 +3,12 @@
 use super::encoding::{g2_from_bytes_nonidentity, nonzero_scalar_from_bytes, G2_LEN};
 use super::fixed_base::mul_variable_base;
 use super::hash::{hash_to_g2, DST_ENC, DST_SIG};
+use super::msm::msm_u128;
 use super::params::PublicParams;
 use super::{random, IbeError, Identity};
-use bls12_381::{multi_miller_loop, G1Affine, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
+use bls12_381::{
+    multi_miller_loop, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, Scalar,
+};
 use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -197,46 +200,76 @@ impl PreparedIdentity {
     }
 }
 
-/// Every key of `items` checked against `p_pub` at once: `e(P, d) ==
-/// e(p_pub, Q)` for `d_enc` and `d_sig` of each, in one multi-Miller loop
-/// and one final exponentiation. Each equation is weighted by its own
-/// random non-zero scalar, so the product is the identity only if every
-/// equation holds (but with probability about 2^-255). Fails when any key
+/// Every key of `items` checked against `p_pub` at once
+/// ([`check_claims`] with `p_pub` for every key). Fails when any key
 /// fails, or when a key's identity is not the one its `Q`s were made for.
 pub(crate) fn check_keys_against(
     p_pub: &G1Affine,
     items: &[(&PrivateKeys, &PreparedIdentity)],
 ) -> Result<(), IbeError> {
-    if items.iter().any(|(k, q)| k.identity != q.identity) {
+    let claims: Vec<Claim<'_>> = items.iter().map(|(k, q)| (p_pub, *k, *q)).collect();
+    check_claims(&claims)
+}
+
+/// A claim `(x, keys, q)`: `e(P, d_enc) == e(x, Q_enc)` and `e(P, d_sig)
+/// == e(x, Q_sig)`, where the `Q`s are `q`'s and `x` is `p_pub` (a key)
+/// or a threshold server's `P_pub_i` (a key share).
+pub(crate) type Claim<'a> = (&'a G1Affine, &'a PrivateKeys, &'a PreparedIdentity);
+
+/// Every equation of `claims` at once, in one multi-Miller loop of
+/// `1 + 2 * (distinct identities)` pairs and one final exponentiation:
+/// each equation weighted by its own random non-zero 128-bit scalar `c`,
+/// `e(P, sum c * d) * prod_Q e(-sum c * x, Q) == 1`. That holds only if
+/// every equation holds (but with probability below 2^-127: a false
+/// equation contributes a non-identity element of a group of prime order
+/// `r`, and at most one weight in `2^128 - 1` cancels it). Fails when any
+/// equation fails, or when a key's identity is not the one its `Q`s were
+/// made for; does not say which (check them one by one for that).
+pub(crate) fn check_claims(claims: &[Claim<'_>]) -> Result<(), IbeError> {
+    if claims.iter().any(|(_, k, q)| k.identity != q.identity) {
         return Err(IbeError::KeyCheckFailed);
     }
-    let p = G1Affine::generator();
-    let neg_p_pub = -p_pub;
-    let mut g1 = Vec::with_capacity(items.len() * 4);
-    let mut d = Vec::with_capacity(items.len() * 2);
-    for (i, (keys, _)) in items.iter().enumerate() {
-        for (j, point) in [keys.d_enc, keys.d_sig].into_iter().enumerate() {
-            if i == 0 && j == 0 {
-                // One weight may be 1.
-                g1.extend([p, neg_p_pub]);
-            } else {
-                let c = random::nonzero_scalar()?;
-                g1.push(G1Affine::from(p * c));
-                g1.push(G1Affine::from(neg_p_pub * c));
+    // The distinct identities, with the weighted x of their Q_enc and
+    // Q_sig equations.
+    let mut qs: Vec<&PreparedIdentity> = Vec::new();
+    let mut x_terms: Vec<[Vec<(G1Projective, u128)>; 2]> = Vec::new();
+    let mut d_terms: Vec<(G2Projective, u128)> = Vec::with_capacity(claims.len() * 2);
+    for (x, keys, q) in claims {
+        let slot = match qs.iter().position(|p| p.identity == q.identity) {
+            Some(i) => i,
+            None => {
+                qs.push(q);
+                x_terms.push([Vec::new(), Vec::new()]);
+                qs.len() - 1
             }
-            d.push(G2Prepared::from(point));
+        };
+        for (j, d) in [keys.d_enc, keys.d_sig].into_iter().enumerate() {
+            let c = random::nonzero_u128()?;
+            d_terms.push((G2Projective::from(d), c));
+            x_terms[slot][j].push((G1Projective::from(*x), c));
         }
     }
-    let mut pairs: Vec<(&G1Affine, &G2Prepared)> = Vec::with_capacity(items.len() * 4);
-    for (i, (_, q)) in items.iter().enumerate() {
-        for (j, q_j) in [&q.q_enc, &q.q_sig].into_iter().enumerate() {
-            let e = 2 * i + j;
-            pairs.push((&g1[2 * e], &d[e]));
-            pairs.push((&g1[2 * e + 1], q_j));
-        }
+    // sum c * d mixes secret keys: wiped once prepared.
+    let mut sum = msm_u128(&d_terms);
+    d_terms.iter_mut().for_each(|(d, _)| d.zeroize());
+    let mut sum_affine = G2Affine::from(sum);
+    sum.zeroize();
+    let sum_prepared = G2Prepared::from(sum_affine);
+    sum_affine.zeroize();
+    let neg_x: Vec<G1Projective> = x_terms
+        .iter()
+        .flat_map(|[enc, sig]| [-msm_u128(enc), -msm_u128(sig)])
+        .collect();
+    let mut neg_x_affine = vec![G1Affine::identity(); neg_x.len()];
+    G1Projective::batch_normalize(&neg_x, &mut neg_x_affine);
+    let p = G1Affine::generator();
+    let mut pairs: Vec<(&G1Affine, &G2Prepared)> = Vec::with_capacity(1 + 2 * qs.len());
+    pairs.push((&p, &sum_prepared));
+    for (q, x) in qs.iter().zip(neg_x_affine.chunks(2)) {
+        pairs.push((&x[0], &q.q_enc));
+        pairs.push((&x[1], &q.q_sig));
     }
-    let result = multi_miller_loop(&pairs).final_exponentiation();
-    if result == Gt::identity() {
+    if multi_miller_loop(&pairs).final_exponentiation() == Gt::identity() {
         Ok(())
     } else {
         Err(IbeError::KeyCheckFailed)

@@ -12,7 +12,8 @@
 //! - a master secret shared t-of-n among PKG servers: splitting, checking
 //!   and combining shares (pkg-api.md "Threshold provider": [`threshold`]);
 //! - constant-time fixed-base tables that make the operations fast
-//!   ([`fixed_base`]).
+//!   ([`fixed_base`]), and short multi-scalar multiplication for the
+//!   random-weighted batch key checks (`msm`).
 //!
 //! Every secret (master secret, private keys, their tables) zeroizes on drop
 //! and prints as `[redacted]`.
@@ -28,6 +29,7 @@ pub mod hash;
 pub(crate) mod identity;
 pub mod kat;
 pub(crate) mod keys;
+mod msm;
 pub(crate) mod params;
 mod random;
 pub mod threshold;

@@ -24,3 +24,15 @@ pub(crate) fn nonzero_scalar() -> Result<Scalar, IbeError> {
         }
     }
 }
+
+/// A uniformly random non-zero 128-bit integer (a batch check's weight).
+pub(crate) fn nonzero_u128() -> Result<u128, IbeError> {
+    loop {
+        let mut b = [0u8; 16];
+        fill(&mut b)?;
+        let c = u128::from_le_bytes(b);
+        if c != 0 {
+            return Ok(c);
+        }
+    }
+}

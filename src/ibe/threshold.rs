@@ -13,8 +13,11 @@
 use super::encoding::{b64_decode, b64_encode, g1_from_bytes_nonidentity};
 use super::fixed_base::mul_variable_base;
 use super::keys::{
-    check_key_against, check_keys_against, MasterSecret, PreparedIdentity, PrivateKeys,
+    check_claims, check_key_against, check_keys, check_keys_against, Claim, MasterSecret,
+    PreparedIdentity, PrivateKeys,
 };
+use super::msm::msm_u128;
+use super::params::PublicParams;
 use super::{random, IbeError, Identity};
 use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
 use core::fmt;
@@ -150,6 +153,43 @@ pub(crate) fn lagrange_at(indices: &[u32], x: u32) -> Result<Vec<Scalar>, IbeErr
         .collect()
 }
 
+/// The Lagrange coefficients at 0 of the distinct `indices` as integers
+/// over one positive common denominator `D`: `(lambda_i * D, D)`, with
+/// `lambda_i(0) = prod_{j != i} j / (j - i)`; `None` when they do not fit
+/// in 64 bits (many servers with large indices).
+fn lagrange_integers(indices: &[u32]) -> Option<(Vec<i128>, u64)> {
+    let mut nums = Vec::with_capacity(indices.len());
+    let mut dens = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let (mut num, mut den) = (1i128, 1i128);
+        for &j in indices.iter().filter(|&&j| j != i) {
+            num = num.checked_mul(i128::from(j))?;
+            den = den.checked_mul(i128::from(j) - i128::from(i))?;
+        }
+        nums.push(num);
+        dens.push(den);
+    }
+    let gcd = |mut a: i128, mut b: i128| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a.abs()
+    };
+    let mut common = 1i128;
+    for d in &dens {
+        common = common.checked_mul(d.abs() / gcd(common, *d))?;
+    }
+    let out: Option<Vec<i128>> = nums
+        .iter()
+        .zip(&dens)
+        .map(|(n, d)| {
+            n.checked_mul(common / d)
+                .filter(|c| c.unsigned_abs() <= u128::from(u64::MAX))
+        })
+        .collect();
+    Some((out?, u64::try_from(common).ok()?))
+}
+
 /// The value at `x` of the polynomial in the exponent through `points`
 /// (`(index, f(index) * P)`): `sum lambda_i(x) * points_i`.
 pub fn interpolate_g1(points: &[(u32, G1Affine)], x: u32) -> Result<G1Affine, IbeError> {
@@ -264,13 +304,44 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     }
     let indices: Vec<u32> = shares.iter().map(|s| s.index).collect();
     let lambdas = lagrange_at(&indices, 0)?;
-    let (mut d_enc, mut d_sig) = (G2Projective::identity(), G2Projective::identity());
-    // Windowed multiplication (constant time, its table wiped): about a
-    // third fewer group operations than double-and-add.
-    for (s, l) in shares.iter().zip(&lambdas) {
-        d_enc += mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l);
-        d_sig += mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l);
-    }
+    let (mut d_enc, mut d_sig) = match lagrange_integers(&indices) {
+        // The coefficients are public: small integers over one common
+        // denominator D, so d = D^-1 * sum (lambda_i D) d_i costs one
+        // multi-scalar multiplication with short scalars and at most one
+        // full multiplication (none when D = 1, as for servers 1 and 2).
+        Some((numerators, denominator)) => {
+            let sum = |d: fn(&PrivateKeys) -> &G2Affine| {
+                let mut terms: Vec<(G2Projective, u128)> = shares
+                    .iter()
+                    .zip(&numerators)
+                    .map(|(s, &c)| {
+                        let p = G2Projective::from(*d(&s.keys));
+                        (if c < 0 { -p } else { p }, c.unsigned_abs())
+                    })
+                    .collect();
+                let mut sum = msm_u128(&terms);
+                terms.iter_mut().for_each(|(p, _)| p.zeroize());
+                if denominator != 1 {
+                    let inv = Scalar::from(denominator).invert().unwrap_or(Scalar::ZERO);
+                    let scaled = mul_variable_base(&sum, &inv);
+                    sum.zeroize();
+                    sum = scaled;
+                }
+                sum
+            };
+            (sum(PrivateKeys::d_enc), sum(PrivateKeys::d_sig))
+        }
+        // Windowed multiplication (constant time, its table wiped).
+        None => shares.iter().zip(&lambdas).fold(
+            (G2Projective::identity(), G2Projective::identity()),
+            |(e, g), (s, l)| {
+                (
+                    e + mul_variable_base(&G2Projective::from(*s.keys.d_enc()), l),
+                    g + mul_variable_base(&G2Projective::from(*s.keys.d_sig()), l),
+                )
+            },
+        ),
+    };
     let mut affine = [G2Affine::identity(); 2];
     G2Projective::batch_normalize(&[d_enc, d_sig], &mut affine);
     d_enc.zeroize();
@@ -278,6 +349,101 @@ pub fn combine(shares: &[KeyShare]) -> Result<PrivateKeys, IbeError> {
     let keys = PrivateKeys::from_points(identity, affine[0], affine[1]);
     affine.iter_mut().for_each(Zeroize::zeroize);
     keys
+}
+
+/// One server's shares of the identities of one fetch, one per identity
+/// in the order of the identities.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerShares<'a> {
+    /// The server's public share `P_pub_i`.
+    pub p_pub_i: &'a G1Affine,
+    /// Its shares.
+    pub shares: &'a [KeyShare],
+}
+
+/// What [`combine_checked`] found.
+#[derive(Debug)]
+pub enum Combined {
+    /// Every share was good: the combined keys, one per identity, each
+    /// checked against `p_pub`.
+    Keys(Vec<PrivateKeys>),
+    /// These servers gave a wrong share (server index, position of its
+    /// first wrong share), ascending; the other servers' shares are good.
+    Bad(Vec<(u32, usize)>),
+}
+
+/// Combines the shares of `servers` (`t` servers, distinct) into one key
+/// per identity of `ids` and checks, all at once ([`super::keys`]'
+/// random-weighted batch: one multi-Miller loop and one final
+/// exponentiation for everything), every share against its server's
+/// `P_pub_i` and every combined key against `params`' `p_pub`; every
+/// identity must be in `params`' domain. When that batch fails, each
+/// server's shares are checked alone (one batch per server), and a failing
+/// server's one by one, to name every bad server and its first bad share.
+/// Errors: a server without exactly one share per identity, shares of
+/// one identity from one server twice, and keys that fail although every
+/// share is good (`P_pub_i` that do not interpolate to `p_pub`, which
+/// [`Threshold::validated`] refuses).
+pub fn combine_checked(
+    params: &PublicParams,
+    servers: &[ServerShares<'_>],
+    ids: &[PreparedIdentity],
+) -> Result<Combined, IbeError> {
+    if servers.iter().any(|s| s.shares.len() != ids.len()) {
+        return Err(IbeError::InvalidParams(
+            "a server's key shares do not match the identities asked for".into(),
+        ));
+    }
+    let domain = params.domain();
+    // A combination may fail because of a bad share (an identity point):
+    // then the bad server is still named below.
+    let keys: Result<Vec<PrivateKeys>, IbeError> = (0..ids.len())
+        .map(|k| {
+            let shares: Vec<KeyShare> = servers.iter().map(|s| s.shares[k].clone()).collect();
+            combine(&shares)
+        })
+        .collect();
+    let in_domain = servers
+        .iter()
+        .flat_map(|s| s.shares)
+        .all(|share| share.keys.identity().aor().host() == domain);
+    if let (Ok(keys), true) = (&keys, in_domain) {
+        let p_pub = params.p_pub();
+        let mut claims: Vec<Claim<'_>> = Vec::with_capacity((servers.len() + 1) * ids.len());
+        for s in servers {
+            claims.extend(
+                s.shares
+                    .iter()
+                    .zip(ids)
+                    .map(|(x, q)| (s.p_pub_i, &x.keys, q)),
+            );
+        }
+        claims.extend(keys.iter().zip(ids).map(|(k, q)| (&p_pub, k, q)));
+        if check_claims(&claims).is_ok() {
+            return Ok(Combined::Keys(keys.clone()));
+        }
+    }
+    let mut bad: Vec<(u32, usize)> = Vec::new();
+    for s in servers {
+        let batch: Vec<(&KeyShare, &PreparedIdentity)> = s.shares.iter().zip(ids).collect();
+        if check_key_shares(domain, s.p_pub_i, &batch).is_err() {
+            let first = s
+                .shares
+                .iter()
+                .zip(ids)
+                .position(|(x, q)| check_key_shares(domain, s.p_pub_i, &[(x, q)]).is_err())
+                .unwrap_or(0);
+            bad.push((s.shares.first().map_or(0, KeyShare::index), first));
+        }
+    }
+    if !bad.is_empty() {
+        bad.sort_unstable();
+        return Ok(Combined::Bad(bad));
+    }
+    let keys = keys?;
+    let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids).collect();
+    check_keys(params, &items)?;
+    Ok(Combined::Keys(keys))
 }
 
 /// The `threshold` member of the parameter document.
@@ -398,6 +564,7 @@ impl WireThreshold {
 mod tests {
     use super::*;
     use crate::ibe::{check_key, extract, setup, Aor, Period, PublicParams};
+    use bls12_381::G2Projective;
     use proptest::prelude::*;
 
     fn id() -> Identity {
@@ -478,6 +645,170 @@ mod tests {
         let other_id = Identity::new(id.aor().clone(), Period::month("2026-12").unwrap());
         let o = KeyShare::new(2, extract(shares[1].secret(), &other_id)).unwrap();
         assert!(combine(&[ks[0].clone(), o]).is_err());
+    }
+
+    #[test]
+    fn one_batch_combines_good_shares_and_names_every_bad_server() {
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 2, 3).unwrap();
+        let aor = Aor::parse("sip:alice@atlanta.com").unwrap();
+        let ids: Vec<Identity> = ["2026-10", "2026-11", "2026-12"]
+            .iter()
+            .map(|p| Identity::new(aor.clone(), Period::month(p).unwrap()))
+            .collect();
+        let prepared: Vec<PreparedIdentity> = ids.iter().map(PreparedIdentity::new).collect();
+        // Server k's shares of every period.
+        let of = |k: usize| -> Vec<KeyShare> {
+            ids.iter()
+                .map(|id| {
+                    KeyShare::new(shares[k].index(), extract(shares[k].secret(), id)).unwrap()
+                })
+                .collect()
+        };
+        let p: Vec<G1Affine> = shares.iter().map(MasterShare::p_pub_i).collect();
+        let run = |a: &[KeyShare], ia: usize, b: &[KeyShare], ib: usize| {
+            let servers = [
+                ServerShares {
+                    p_pub_i: &p[ia],
+                    shares: a,
+                },
+                ServerShares {
+                    p_pub_i: &p[ib],
+                    shares: b,
+                },
+            ];
+            combine_checked(&params, &servers, &prepared).unwrap()
+        };
+        let (s1, s2, s3) = (of(0), of(1), of(2));
+        for (a, ia, b, ib) in [(&s1, 0, &s2, 1), (&s1, 0, &s3, 2), (&s3, 2, &s2, 1)] {
+            let Combined::Keys(keys) = run(a, ia, b, ib) else {
+                panic!("good shares refused")
+            };
+            for (k, id) in keys.iter().zip(&ids) {
+                assert_eq!(k.d_enc_bytes(), extract(&msk, id).d_enc_bytes());
+                assert_eq!(k.d_sig_bytes(), extract(&msk, id).d_sig_bytes());
+            }
+        }
+        let shifted = |s: &KeyShare, x: G2Projective, sig: bool| {
+            let (mut e, mut g) = (
+                G2Projective::from(*s.keys.d_enc()),
+                G2Projective::from(*s.keys.d_sig()),
+            );
+            if sig {
+                g += x
+            } else {
+                e += x
+            }
+            KeyShare::new(
+                s.index(),
+                PrivateKeys::from_points(s.identity().clone(), e.into(), g.into()).unwrap(),
+            )
+            .unwrap()
+        };
+        let x = G2Projective::generator();
+        // One wrong d_sig among good shares: server 2, period 2, named.
+        let mut bad2 = s2.clone();
+        bad2[1] = shifted(&s2[1], x, true);
+        assert!(matches!(run(&s1, 0, &bad2, 1), Combined::Bad(b) if b == [(2, 1)]));
+        // Both servers wrong in ways that cancel in the combination (the
+        // combined keys are right) or in an unweighted sum: both named.
+        let l = lagrange_at(&[1, 2], 0).unwrap();
+        let inv = Option::<Scalar>::from(l[1].invert()).unwrap();
+        let (mut c1, mut c2) = (s1.clone(), s2.clone());
+        c1[0] = shifted(&s1[0], x, false);
+        c2[0] = shifted(&s2[0], -(x * (l[0] * inv)), false);
+        assert!(matches!(run(&c1, 0, &c2, 1), Combined::Bad(b) if b == [(1, 0), (2, 0)]));
+        let (mut u1, mut u2) = (s1.clone(), s2.clone());
+        u1[2] = shifted(&s1[2], x, true);
+        u2[2] = shifted(&s2[2], -x, true);
+        assert!(matches!(run(&u1, 0, &u2, 1), Combined::Bad(b) if b == [(1, 2), (2, 2)]));
+        // A share that makes the combination the identity point: named.
+        let mut zero = s2.clone();
+        let d1 = G2Projective::from(*s1[0].keys.d_enc());
+        let target = -(d1 * (l[0] * inv));
+        zero[0] = shifted(
+            &s2[0],
+            target - G2Projective::from(*s2[0].keys.d_enc()),
+            false,
+        );
+        assert!(matches!(run(&s1, 0, &zero, 1), Combined::Bad(b) if b == [(2, 0)]));
+        // Server 3's good shares checked against server 1's P_pub_i: named.
+        assert!(matches!(run(&s1, 0, &s3, 0), Combined::Bad(b) if b == [(3, 0)]));
+        // Shares of another domain's identity: named, though they combine.
+        let bob = Aor::parse("sip:alice@biloxi.com").unwrap();
+        let foreign_ids: Vec<Identity> = ids
+            .iter()
+            .map(|i| Identity::new(bob.clone(), i.period().clone()))
+            .collect();
+        let foreign: Vec<PreparedIdentity> =
+            foreign_ids.iter().map(PreparedIdentity::new).collect();
+        let f = |k: usize| -> Vec<KeyShare> {
+            foreign_ids
+                .iter()
+                .map(|id| {
+                    KeyShare::new(shares[k].index(), extract(shares[k].secret(), id)).unwrap()
+                })
+                .collect()
+        };
+        let (f1, f2) = (f(0), f(1));
+        let servers = [
+            ServerShares {
+                p_pub_i: &p[0],
+                shares: &f1,
+            },
+            ServerShares {
+                p_pub_i: &p[1],
+                shares: &f2,
+            },
+        ];
+        assert!(
+            matches!(combine_checked(&params, &servers, &foreign).unwrap(), Combined::Bad(b) if b == [(1, 0), (2, 0)])
+        );
+        // Shapes: too few shares for the identities.
+        let servers = [
+            ServerShares {
+                p_pub_i: &p[0],
+                shares: &s1[..2],
+            },
+            ServerShares {
+                p_pub_i: &p[1],
+                shares: &s2,
+            },
+        ];
+        assert!(combine_checked(&params, &servers, &prepared).is_err());
+    }
+
+    #[test]
+    fn integer_lagrange_coefficients_match_the_field_ones() {
+        for indices in [
+            &[1u32, 2][..],
+            &[1, 3],
+            &[3, 2],
+            &[2, 5, 7],
+            &[1, 2, 3, 4],
+            &[64, 63, 1],
+        ] {
+            let (nums, d) = lagrange_integers(indices).unwrap();
+            let field = lagrange_at(indices, 0).unwrap();
+            let inv = Option::<Scalar>::from(Scalar::from(d).invert()).unwrap();
+            for (n, l) in nums.iter().zip(&field) {
+                let mag = Scalar::from(u64::try_from(n.unsigned_abs()).unwrap());
+                let signed = if *n < 0 { -mag } else { mag };
+                assert_eq!(signed * inv, *l, "{indices:?}");
+            }
+        }
+        assert_eq!(lagrange_integers(&[1, 2]).unwrap(), (vec![2, -1], 1));
+        assert_eq!(lagrange_integers(&[1, 3]).unwrap(), (vec![3, -1], 2));
+        // Too many large indices: None (combine then multiplies in full).
+        let many: Vec<u32> = (40..=64).collect();
+        assert!(lagrange_integers(&many).is_none());
+        // ... and the combination is still the key.
+        let (msk, params) = setup("atlanta.com", "https://pkg1.atlanta.com").unwrap();
+        let shares = deal(&msk, 25, 64).unwrap();
+        let pick: Vec<usize> = (39..64).collect();
+        let key = combine(&shares_of(&shares, &pick, &id())).unwrap();
+        check_key(&params, &key).unwrap();
+        assert_eq!(key.d_sig_bytes(), extract(&msk, &id()).d_sig_bytes());
     }
 
     #[test]

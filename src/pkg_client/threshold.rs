@@ -42,9 +42,9 @@ use super::turn::TurnCredentials;
 use super::PkgClientError;
 use crate::ibe::encoding::{b64_decode, b64_encode};
 use crate::ibe::threshold::{
-    check_key_share, check_key_shares, combine, KeyShare, Threshold, ThresholdServer,
+    check_key_shares, combine_checked, Combined, KeyShare, ServerShares, Threshold, ThresholdServer,
 };
-use crate::ibe::{check_keys, Aor, Identity, Period, PreparedIdentity, PrivateKeys, PublicParams};
+use crate::ibe::{Aor, Identity, Period, PreparedIdentity, PrivateKeys, PublicParams};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -461,54 +461,66 @@ async fn fetch_shares(
     let t = threshold.t as usize;
     let n = threshold.servers.len();
     let mut heard: Vec<u32> = Vec::with_capacity(n);
-    let mut good: BTreeMap<u32, Heard> = BTreeMap::new();
+    // Servers that answered shares, not checked yet: as soon as there are
+    // `t`, their shares and the combined keys are checked in one batch;
+    // a bad server is named, dropped and replaced by the next one heard.
+    let mut candidates: BTreeMap<u32, Heard> = BTreeMap::new();
     let mut tally = Tally::default();
-    while good.len() < t {
+    let (aor, keys) = loop {
+        if candidates.len() == t {
+            // All servers combined must agree on the account's AOR.
+            let mut aors = candidates.values().map(|h| &h.aor);
+            let aor = aors.next().cloned().ok_or_else(|| {
+                PkgClientError::Protocol("no threshold servers to combine".into())
+            })?;
+            if aors.any(|a| *a != aor) {
+                return Err(PkgClientError::Protocol(
+                    "the threshold servers disagree about the account's AOR".into(),
+                ));
+            }
+            let ids = prepared.get(&aor, periods);
+            match combine_candidates(params, threshold, &candidates, &ids)? {
+                Combined::Keys(keys) => break (aor, keys),
+                Combined::Bad(bad) => {
+                    for (index, position) in bad {
+                        candidates.remove(&index);
+                        tally.fail(index, wrong_share(periods.get(position)).into());
+                    }
+                    continue;
+                }
+            }
+        }
         let Some((index, r)) = rx.recv().await else {
-            break;
+            // Fewer than t answered shares: those that did are checked
+            // alone, so that a bad one is named.
+            for (index, h) in std::mem::take(&mut candidates) {
+                let ids = prepared.get(&h.aor, periods);
+                match check_server(params, threshold, index, &h.shares, &ids) {
+                    Ok(()) => {
+                        candidates.insert(index, h);
+                    }
+                    Err(why) => tally.fail(index, why.into()),
+                }
+            }
+            let unheard = threshold
+                .servers
+                .iter()
+                .map(|s| s.index)
+                .filter(|i| !heard.contains(i));
+            return Err(tally.shortfall(candidates.len(), unheard, threshold, params.domain()));
         };
         heard.push(index);
         match r {
             Ok(h) => {
-                good.insert(index, h);
+                candidates.insert(index, h);
             }
             Err(f) => tally.fail(index, f),
         }
-    }
-    if good.len() < t {
-        let unheard = threshold
-            .servers
-            .iter()
-            .map(|s| s.index)
-            .filter(|i| !heard.contains(i));
-        return Err(tally.shortfall(good.len(), unheard, threshold, params.domain()));
-    }
+    };
     let mut skipped = tally.skipped;
-    // All servers combined must agree on the account's AOR.
-    let mut aors = good.values().map(|h| &h.aor);
-    let aor = aors
-        .next()
-        .cloned()
-        .ok_or_else(|| PkgClientError::Threshold {
-            sentence: "no shares".into(),
-            refused: Vec::new(),
-            unreachable: false,
-        })?;
-    if aors.any(|a| *a != aor) {
-        return Err(PkgClientError::Protocol(
-            "the threshold servers disagree about the account's AOR".into(),
-        ));
-    }
+    let good = candidates;
     let used: Vec<u32> = good.keys().copied().collect();
-    let mut keys = Vec::with_capacity(periods.len());
-    for (k, _) in periods.iter().enumerate() {
-        let shares: Vec<KeyShare> = good.values().map(|h| h.shares[k].clone()).collect();
-        keys.push(combine(&shares)?);
-    }
-    // Every combined key checked against p_pub, all periods at once.
     let ids = prepared.get(&aor, periods);
-    let items: Vec<(&PrivateKeys, &PreparedIdentity)> = keys.iter().zip(ids.iter()).collect();
-    check_keys(params, &items)?;
     // The keys are good: the home server may ask for the device's
     // credentials now, while the others get their grace.
     let _ = go.send(());
@@ -528,7 +540,11 @@ async fn fetch_shares(
             break;
         };
         heard.push(index);
-        match r {
+        match r.and_then(|h| {
+            check_server(params, threshold, index, &h.shares, &ids)
+                .map(|()| h)
+                .map_err(Failure::from)
+        }) {
             Ok(h) => keep(index, h),
             Err(f) => skipped.push((index, f.why)),
         }
@@ -556,8 +572,12 @@ async fn fetch_shares(
     if !pending.is_empty() {
         // Those still out are reported as they come: a bad share found
         // after the keys were returned is still named.
+        let (params, threshold) = (params.clone(), threshold.clone());
         tokio::spawn(async move {
             while let Some((index, r)) = rx.recv().await {
+                let r = r.and_then(|h| {
+                    check_server(&params, &threshold, index, &h.shares, &ids).map_err(Failure::from)
+                });
                 if let Err(Failure { why, .. }) = r {
                     tracing::warn!(server = index, %why, "threshold PKG server failed after the keys were combined");
                     let _ = late_tx.send((index, why));
@@ -861,8 +881,10 @@ async fn shares_from(
     if answer.aor != aor.as_str() {
         return Err(format!("shares are for {}, not {aor}", answer.aor).into());
     }
-    let ids = prepared.get(&aor, periods);
-    let shares = shares_for(&aor, params, server, &answer.keys, periods, &ids)?;
+    // Hashed and prepared here by the first server task that knows the
+    // AOR, while the others are still answering.
+    let _ = prepared.get(&aor, periods);
+    let shares = shares_for(&aor, server, &answer.keys, periods)?;
     Ok(Heard {
         aor,
         shares,
@@ -872,18 +894,14 @@ async fn shares_from(
 }
 
 /// Decodes one server's entries, exactly one per period in `periods`'
-/// order (`ids`: their identities, prepared), all checked against the
-/// server's `P_pub_i` at once; when that fails, one by one to name the
-/// period.
+/// order; not checked yet ([`combine_candidates`], [`check_server`]).
 fn shares_for(
     aor: &Aor,
-    params: &PublicParams,
     server: &ThresholdServer,
     entries: &[KeyEntry],
     periods: &[Period],
-    ids: &[PreparedIdentity],
 ) -> Result<Vec<KeyShare>, String> {
-    if entries.len() != periods.len() || ids.len() != periods.len() {
+    if entries.len() != periods.len() {
         return Err(format!(
             "asked for {} periods, got {}",
             periods.len(),
@@ -905,20 +923,63 @@ fn shares_for(
                 .map_err(|e| format!("bad key share: {e}"))?;
         out.push(KeyShare::new(server.index, keys).map_err(|e| e.to_string())?);
     }
-    let batch: Vec<(&KeyShare, &PreparedIdentity)> = out.iter().zip(ids).collect();
-    if check_key_shares(params.domain(), &server.p_pub_i, &batch).is_err() {
-        let bad = out
-            .iter()
-            .find(|s| check_key_share(params.domain(), &server.p_pub_i, s).is_err())
-            .map_or_else(
-                || "?".to_string(),
-                |s| s.identity().period().as_str().to_string(),
-            );
-        return Err(format!(
-            "its key share for {bad} is wrong (does not match its p_pub_i)"
-        ));
-    }
     Ok(out)
+}
+
+/// Why a server is skipped whose share for `period` is wrong.
+fn wrong_share(period: Option<&Period>) -> String {
+    let period = period.map_or("?", Period::as_str);
+    format!("its key share for {period} is wrong (does not match its p_pub_i)")
+}
+
+/// Server `index`'s shares checked alone against its `P_pub_i` (one
+/// batch; when that fails, one by one to name the period).
+fn check_server(
+    params: &PublicParams,
+    threshold: &Threshold,
+    index: u32,
+    shares: &[KeyShare],
+    ids: &[PreparedIdentity],
+) -> Result<(), String> {
+    let server = threshold
+        .server(index)
+        .ok_or_else(|| format!("server {index} is not in the parameters"))?;
+    if shares.len() != ids.len() {
+        return Err(format!("{} shares for {} periods", shares.len(), ids.len()));
+    }
+    let (domain, p) = (params.domain(), &server.p_pub_i);
+    let batch: Vec<(&KeyShare, &PreparedIdentity)> = shares.iter().zip(ids).collect();
+    if check_key_shares(domain, p, &batch).is_ok() {
+        return Ok(());
+    }
+    let bad = batch
+        .iter()
+        .find(|(s, q)| check_key_shares(domain, p, &[(s, q)]).is_err())
+        .map(|(s, _)| s.identity().period());
+    Err(wrong_share(bad))
+}
+
+/// The `t` candidates' shares combined and checked, with the combined
+/// keys, in one batch ([`combine_checked`]).
+fn combine_candidates(
+    params: &PublicParams,
+    threshold: &Threshold,
+    candidates: &BTreeMap<u32, Heard>,
+    ids: &[PreparedIdentity],
+) -> Result<Combined, PkgClientError> {
+    let servers = candidates
+        .iter()
+        .map(|(index, h)| {
+            let s = threshold
+                .server(*index)
+                .ok_or_else(|| PkgClientError::Protocol(format!("no threshold server {index}")))?;
+            Ok(ServerShares {
+                p_pub_i: &s.p_pub_i,
+                shares: &h.shares,
+            })
+        })
+        .collect::<Result<Vec<_>, PkgClientError>>()?;
+    Ok(combine_checked(params, &servers, ids)?)
 }
 
 #[cfg(test)]
@@ -966,31 +1027,20 @@ mod tests {
             aor.clone(),
             p.clone(),
         ))];
-        assert!(shares_for(
-            &aor,
-            &params,
-            &servers[1],
-            &[entry(shares[1].secret())],
-            &periods,
-            &ids
-        )
-        .is_ok());
-        let e = shares_for(
-            &aor,
-            &params,
-            &servers[1],
-            &[entry(shares[0].secret())],
-            &periods,
-            &ids,
-        )
-        .unwrap_err();
-        assert!(e.contains("wrong"), "{e}");
-        assert!(shares_for(&aor, &params, &servers[1], &[], &periods, &ids).is_err());
         let t = Threshold {
             t: 2,
             dealer: true,
-            servers,
+            servers: servers.clone(),
         };
+        let good = shares_for(&aor, &servers[1], &[entry(shares[1].secret())], &periods).unwrap();
+        check_server(&params, &t, 2, &good, &ids).unwrap();
+        let wrong = shares_for(&aor, &servers[1], &[entry(shares[0].secret())], &periods).unwrap();
+        let e = check_server(&params, &t, 2, &wrong, &ids).unwrap_err();
+        assert!(e.contains("wrong") && e.contains("2026-11"), "{e}");
+        // Server 1's shares are good against its own P_pub_i only.
+        check_server(&params, &t, 1, &wrong, &ids).unwrap();
+        assert!(check_server(&params, &t, 4, &good, &ids).is_err());
+        assert!(shares_for(&aor, &servers[1], &[], &periods).is_err());
         assert_eq!(
             describe_servers(&[1, 3], &t),
             "servers 1 and 3 of 3 (2 needed)"
