@@ -373,7 +373,7 @@ pub enum Combined {
 }
 
 /// Combines the shares of `servers` (`t` servers, distinct) into one key
-/// per identity of `ids` and checks, all at once ([`super::keys`]'
+/// per identity of `ids` and checks, all at once (the key module's
 /// random-weighted batch: one multi-Miller loop and one final
 /// exponentiation for everything), every share against its server's
 /// `P_pub_i` and every combined key against `params`' `p_pub`; every
