@@ -18,6 +18,16 @@
 # its own opt-level 2 for its compressors (per-package overrides win).
 set -euo pipefail
 
+# One install at a time: `scripts/test.sh` starts the full install in the
+# background at nice 19 and the stages that need a tool (fuzz.sh,
+# check-repo.sh, package.sh) call this script for theirs, so they wait
+# here until that install is done instead of building the same tool
+# beside it.
+lock="${CARGO_HOME:-$HOME/.cargo}/.ibephone-tools.lock"
+mkdir -p "$(dirname "$lock")"
+exec 9>"$lock"
+flock 9
+
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=0
 export CARGO_PROFILE_RELEASE_LTO=false
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256

@@ -26,10 +26,14 @@ if [ "$quick" = 0 ]; then
   # The cargo tools (cargo-deny, cargo-fuzz, cargo-deb) compile while apt downloads
   # and installs: CPU-bound next to I/O-bound, about three minutes saved
   # on a cold machine; they build with a cheap release profile (see the
-  # script). Their output goes to target/tools-install.log.
+  # script). At nice 19: once apt is done they take only the cycles the
+  # test build leaves idle (it is the run's critical path; the tools are
+  # first needed by the stages that run beside the tests, which wait for
+  # this install through the script's lock). Output:
+  # target/tools-install.log.
   mkdir -p target
-  log "installing cargo tools in the background (target/tools-install.log)"
-  scripts/install-cargo-tools.sh >target/tools-install.log 2>&1 &
+  log "installing cargo tools in the background at nice 19 (target/tools-install.log)"
+  setsid nice -n 19 scripts/install-cargo-tools.sh >target/tools-install.log 2>&1 &
   tools_pid=$!
   log "installing system packages"
   scripts/install-deps.sh
@@ -49,11 +53,13 @@ if [ "$quick" = 0 ]; then
 fi
 
 cleanup() {
-  # The sleepers and the fuzzing each have a session of their own
+  # The sleepers, the tools' install, the fuzzing and the checks each
+  # have a session of their own
   # (setsid): stop them whole.
   if [ -n "$sleepers_started" ] && [ -s target/test-logs/sleepers-started ]; then
     cut -f2 target/test-logs/sleepers-started | while read -r pid; do kill -- "-$pid" 2>/dev/null || true; done
   fi
+  if [ -n "$tools_pid" ]; then kill -- "-$tools_pid" 2>/dev/null || true; fi
   if [ -n "$fuzz_pid" ]; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi
   if [ -n "$checks_pid" ]; then kill -- "-$checks_pid" 2>/dev/null || true; fi
   if [ "$quick" = 0 ]; then scripts/start-postgres.sh --stop >/dev/null 2>&1 || true; fi
@@ -66,6 +72,29 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+if [ "$quick" = 0 ]; then
+  # Fuzzing and the repository checks run beside the build and the
+  # tests, at the lowest CPU priority: they take the cores only when the
+  # rest leaves them idle (apt's downloads, the end of the test build,
+  # where one crate compiles on one core, and the tests, which spend most
+  # of their time waiting on real-time calls, timers and network
+  # namespaces), so neither the build nor the real-time audio tests are
+  # slowed, and their minutes (the fuzz targets' instrumented build and
+  # runs; cargo doc's check build of every dependency) mostly do not add
+  # to the total. Each first waits for the cargo tools' install (its
+  # lock). Their verdicts are awaited
+  # after the tests; a crash or a failed check fails the run. cargo doc
+  # gets a build directory of its own, so it never holds the lock the
+  # doc tests need.
+  log "fuzzing in the background at nice 19, after the cargo tools (scripts/fuzz.sh; output in target/fuzz-stage.log)"
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
+  fuzz_pid=$!
+  log "repository checks in the background at nice 19, after the cargo tools: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
+  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER CARGO_TARGET_DIR="$PWD/target/check-repo" \
+    scripts/check-repo.sh >target/check-repo.log 2>&1 &
+  checks_pid=$!
+fi
 
 if [ "$quick" = 1 ]; then
   log "cargo clippy -D warnings"
@@ -100,28 +129,6 @@ else
   log "test build of every other target, beside the tests that only wait"
   cargo test --workspace --all-targets --no-run --quiet
 
-  log "waiting for the cargo tools"
-  if ! wait "$tools_pid"; then
-    cat target/tools-install.log
-    exit 1
-  fi
-  # Fuzzing and the repository checks run beside the tests, at the
-  # lowest CPU priority: they take the cores only when the tests leave
-  # them idle (the test binaries spend most of their time waiting on
-  # real-time calls, timers and network namespaces), so the real-time
-  # audio tests are not slowed, and their minutes (the fuzz targets'
-  # instrumented build and runs; cargo doc's check build of every
-  # dependency) no longer add to the total. Their verdicts are awaited
-  # after the tests; a crash or a failed check fails the run. cargo doc
-  # gets a build directory of its own, so it never holds the lock the
-  # doc tests need.
-  log "fuzzing in the background at nice 19 (scripts/fuzz.sh; output in target/fuzz-stage.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
-  fuzz_pid=$!
-  log "repository checks in the background at nice 19: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER CARGO_TARGET_DIR="$PWD/target/check-repo" \
-    scripts/check-repo.sh >target/check-repo.log 2>&1 &
-  checks_pid=$!
 fi
 
 
