@@ -16,7 +16,22 @@ quick=0
 start=$SECONDS
 log() { printf '\n== [%ss, disk free %s] %s\n' "$((SECONDS - start))" "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$*"; }
 
+# Runs a command in the background in a session of its own (so the exit
+# trap can stop it whole) at the lowest CPU priority. With the kernel's
+# autogroup scheduling (kernel.sched_autogroup_enabled, on by default),
+# a new session is a new scheduling group that gets an equal share with
+# the build and the tests whatever its nice value: `setsid nice -n 19`
+# alone took half the cores from them. The group's own nice value
+# (/proc/self/autogroup) is set to 19 as well. LOG gets its output;
+# bg_pid is set to the session's pid (a child of this shell, for `wait`).
+background() {
+  local log=$1
+  shift
+  setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' background "$@" >"$log" 2>&1 &
+  bg_pid=$!
+}
 tools_pid=""
+bg_pid=""
 sleepers_started=""
 fuzz_pid=""
 checks_pid=""
@@ -33,8 +48,8 @@ if [ "$quick" = 0 ]; then
   # target/tools-install.log.
   mkdir -p target
   log "installing cargo tools in the background at nice 19 (target/tools-install.log)"
-  setsid nice -n 19 scripts/install-cargo-tools.sh >target/tools-install.log 2>&1 &
-  tools_pid=$!
+  background target/tools-install.log scripts/install-cargo-tools.sh
+  tools_pid=$bg_pid
   log "installing system packages"
   scripts/install-deps.sh
   export IBEPHONE_TEST_TSHARK=1
@@ -88,12 +103,12 @@ if [ "$quick" = 0 ]; then
   # gets a build directory of its own, so it never holds the lock the
   # doc tests need.
   log "fuzzing in the background at nice 19, after the cargo tools (scripts/fuzz.sh; output in target/fuzz-stage.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh >target/fuzz-stage.log 2>&1 &
-  fuzz_pid=$!
+  background target/fuzz-stage.log env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh
+  fuzz_pid=$bg_pid
   log "repository checks in the background at nice 19, after the cargo tools: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
-  setsid nice -n 19 env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER CARGO_TARGET_DIR="$PWD/target/check-repo" \
-    scripts/check-repo.sh >target/check-repo.log 2>&1 &
-  checks_pid=$!
+  background target/check-repo.log env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER \
+    CARGO_TARGET_DIR="$PWD/target/check-repo" scripts/check-repo.sh
+  checks_pid=$bg_pid
 fi
 
 if [ "$quick" = 1 ]; then
