@@ -289,29 +289,6 @@ fn kept_turn(dirs: &AppDirs) -> Option<ibephone::pkg_client::TurnCredentials> {
         .turn_credentials(std::time::SystemTime::now())
 }
 
-/// Steps both windows until `cond` holds (at most `secs`).
-fn until(
-    a: &mut Harness<'_, PhoneApp>,
-    b: &mut Harness<'_, PhoneApp>,
-    secs: u64,
-    what: &str,
-    mut cond: impl FnMut() -> bool,
-) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        a.step();
-        b.step();
-        if cond() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} within {secs} s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-}
-
 /// Alice calls bob; while bob's phone rings alice must hold an
 /// allocation on the home server's relay (her call gathered a relayed
 /// candidate); bob declines.
@@ -321,22 +298,11 @@ fn alice_rings_bob_with_a_relayed_candidate(
     bob: &mut Harness<'_, PhoneApp>,
 ) {
     let relay = p.relay.clone().expect("server 1 runs a relay");
-    assert_eq!(relay.allocations_of("alice"), 0);
-    alice.state_mut().dial.clear();
-    alice.run_steps(2);
-    type_into(alice, "Call", "bob");
-    alice.get_by_label("📞 Call").click();
-    alice.run_steps(3);
-    wait_for(bob, "Incoming call from sip:alice@atlanta.invalid", 15);
-    assert_eq!(
-        relay.allocations_of("alice"),
-        1,
-        "the caller's candidates include a relayed one"
-    );
+    ring_with_a_relayed_candidate(&relay, alice, bob);
     bob.get_by_label("Reject").click();
     bob.run_steps(3);
     wait_for(alice, "Dial", 10);
-    until(alice, bob, 10, "the allocation given back", || {
+    until(alice, bob, 10, "the allocation given back", |_, _| {
         relay.allocations_of("alice") == 0
     });
 }
@@ -397,7 +363,7 @@ fn threshold_app_restarted_gathers_a_relayed_candidate_from_stored_relay_credent
         &mut bob,
         30,
         "fresh relay credentials kept",
-        || kept_turn(&alice_dirs).is_some(),
+        |_, _| kept_turn(&alice_dirs).is_some(),
     );
     let fresh = kept_turn(&alice_dirs).unwrap();
     assert_ne!(fresh.username, at_setup.username);

@@ -12,28 +12,8 @@ use crate::ui_support;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use ibephone::ui::{AppDirs, PhoneApp};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use ui_support::*;
-
-/// Steps both windows until `cond` holds (at most `secs`).
-fn until(
-    a: &mut Harness<'_, PhoneApp>,
-    b: &mut Harness<'_, PhoneApp>,
-    secs: u64,
-    what: &str,
-    mut cond: impl FnMut(&Harness<'_, PhoneApp>, &Harness<'_, PhoneApp>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        a.step();
-        b.step();
-        if cond(a, b) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what} within {secs} s");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// The kinds of the pair a window's call uses (from `media_stats`).
 fn pair(h: &Harness<'_, PhoneApp>) -> Option<(String, String)> {
@@ -50,18 +30,7 @@ fn call_holds_then_releases_the_relay(
     bob: &mut Harness<'_, PhoneApp>,
 ) {
     let relay = p.relay.as_ref().expect("the provider runs a relay");
-    assert_eq!(relay.allocations_of("alice"), 0);
-    alice.state_mut().dial.clear();
-    alice.run_steps(2);
-    type_into(alice, "Call", "bob");
-    alice.get_by_label("📞 Call").click();
-    alice.run_steps(3);
-    wait_for(bob, "Incoming call from sip:alice@atlanta.invalid", 15);
-    assert_eq!(
-        relay.allocations_of("alice"),
-        1,
-        "the caller's candidates include a relayed one"
-    );
+    ring_with_a_relayed_candidate(relay, alice, bob);
     bob.get_by_label("Answer").click();
     wait_for(bob, "In call", 10);
     wait_for(alice, "In call", 10);

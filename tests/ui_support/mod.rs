@@ -233,6 +233,48 @@ pub fn wait_for(h: &mut Harness<'_, PhoneApp>, text: &str, secs: u64) {
     }
 }
 
+/// Steps both windows until `cond` holds (at most `secs`).
+pub fn until(
+    a: &mut Harness<'_, PhoneApp>,
+    b: &mut Harness<'_, PhoneApp>,
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut(&Harness<'_, PhoneApp>, &Harness<'_, PhoneApp>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        a.step();
+        b.step();
+        if cond(a, b) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Alice dials bob until bob's window rings; asserts that `relay` held no
+/// allocation of alice's before and holds one now (her call gathered a
+/// relayed candidate).
+pub fn ring_with_a_relayed_candidate(
+    relay: &pkg_server::turn::policy::Quotas,
+    alice: &mut Harness<'_, PhoneApp>,
+    bob: &mut Harness<'_, PhoneApp>,
+) {
+    assert_eq!(relay.allocations_of("alice"), 0);
+    alice.state_mut().dial.clear();
+    alice.run_steps(2);
+    type_into(alice, "Call", "bob");
+    alice.get_by_label("📞 Call").click();
+    alice.run_steps(3);
+    wait_for(bob, "Incoming call from sip:alice@atlanta.invalid", 15);
+    assert_eq!(
+        relay.allocations_of("alice"),
+        1,
+        "the caller's candidates include a relayed one"
+    );
+}
+
 /// Clicks the text field labelled `label` and types `text`.
 pub fn type_into(h: &mut Harness<'_, PhoneApp>, label: &str, text: &str) {
     h.get_by_label(label).click();
