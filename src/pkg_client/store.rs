@@ -28,6 +28,8 @@ pub const KEYS_FORMAT: &str = "ibephone-keys-v1";
 pub const STORE_FILE: &str = "keys.sealed";
 /// Name of the local key file inside the store directory.
 pub const KEY_FILE: &str = "store.key";
+/// The lock file beside [`STORE_FILE`] that orders every change of it.
+pub const LOCK_FILE: &str = "keys.lock";
 
 /// The plaintext of a key file: one account's keys with its provider's
 /// parameters. Also the content of a `pkg-admin extract` file.
@@ -120,28 +122,7 @@ impl KeyStore {
     /// Opens (or creates, empty) the store in `dir`.
     pub fn open(dir: &Path, unlock: Unlock) -> Result<Self, PkgClientError> {
         std::fs::create_dir_all(dir).map_err(|e| store_err(dir, e))?;
-        let path = dir.join(STORE_FILE);
-        check_private(&path)?;
-        let bundle = match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let plain = match &unlock {
-                    Unlock::KeyFile => {
-                        let key = file_key(dir)?;
-                        key.open(KEYS_FORMAT.as_bytes(), &text)?
-                    }
-                    Unlock::Passphrase(p) => {
-                        let f: PassphraseFile = serde_json::from_str(&text).map_err(|e| {
-                            PkgClientError::Store(format!("{}: {e}", path.display()))
-                        })?;
-                        f.open(KEYS_FORMAT, p.expose().as_bytes())?
-                    }
-                };
-                serde_json::from_slice(&plain)
-                    .map_err(|e| PkgClientError::Store(format!("{}: {e}", path.display())))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => KeyBundle::default(),
-            Err(e) => return Err(store_err(&path, e)),
-        };
+        let bundle = read_bundle(dir, &unlock)?;
         Ok(KeyStore {
             dir: dir.to_path_buf(),
             unlock,
@@ -167,8 +148,10 @@ impl KeyStore {
 
     /// Records the PKG certificate pin (trust on first use) and saves.
     pub fn set_pkg_pin(&mut self, fp: [u8; 32]) -> Result<(), PkgClientError> {
-        self.bundle.pkg_cert_sha256 = Some(super::tls::fingerprint_hex(&fp));
-        self.save()
+        self.update(|b| {
+            b.pkg_cert_sha256 = Some(super::tls::fingerprint_hex(&fp));
+            Ok(())
+        })
     }
 
     /// The stored SIP credential, if any.
@@ -182,8 +165,10 @@ impl KeyStore {
         &mut self,
         c: super::api::SipCredentialsResponse,
     ) -> Result<(), PkgClientError> {
-        self.bundle.sip_credential = Some(c);
-        self.save()
+        self.update(|b| {
+            b.sip_credential = Some(c);
+            Ok(())
+        })
     }
 
     /// The stored relay credentials if still usable at `now`: checked
@@ -209,7 +194,7 @@ impl KeyStore {
 
     /// Stores relay credentials (replacing any stored before) and saves.
     pub fn set_turn_credentials(&mut self, c: &TurnCredentials) -> Result<(), PkgClientError> {
-        self.bundle.turn_credentials = Some(KeptTurn {
+        let kept = KeptTurn {
             username: c.username.clone(),
             password: c.password.clone(),
             expires_at: c
@@ -217,8 +202,11 @@ impl KeyStore {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             uris: c.uris.iter().map(ToString::to_string).collect(),
-        });
-        self.save()
+        };
+        self.update(|b| {
+            b.turn_credentials = Some(kept);
+            Ok(())
+        })
     }
 
     /// The kept login secrets of `user` at the threshold provider of
@@ -244,12 +232,15 @@ impl KeyStore {
         user: &str,
         secrets: super::threshold::LoginSecrets,
     ) -> Result<(), PkgClientError> {
-        self.bundle.login_secrets = Some(KeptLogin {
+        let kept = KeptLogin {
             domain: domain.to_string(),
             user: user.to_string(),
             secrets,
-        });
-        self.save()
+        };
+        self.update(|b| {
+            b.login_secrets = Some(kept);
+            Ok(())
+        })
     }
 
     /// This device's name: the stored one, else `configured`, else a new
@@ -258,19 +249,27 @@ impl KeyStore {
     pub fn device_name(&mut self, configured: Option<&str>) -> Result<String, PkgClientError> {
         if let Some(c) = configured {
             if self.bundle.device.as_deref() != Some(c) {
-                self.bundle.device = Some(c.to_string());
-                self.save()?;
+                self.update(|b| {
+                    b.device = Some(c.to_string());
+                    Ok(())
+                })?;
             }
             return Ok(c.to_string());
         }
         if let Some(d) = &self.bundle.device {
             return Ok(d.clone());
         }
-        let raw: [u8; 6] = super::seal::random_bytes()?;
-        let d = format!("device-{}", hex::encode(raw));
-        self.bundle.device = Some(d.clone());
-        self.save()?;
-        Ok(d)
+        // Another holder of the store may have chosen one since we read
+        // it: the name on disk wins over a new one.
+        self.update(|b| match &b.device {
+            Some(d) => Ok(d.clone()),
+            None => {
+                let raw: [u8; 6] = super::seal::random_bytes()?;
+                let d = format!("device-{}", hex::encode(raw));
+                b.device = Some(d.clone());
+                Ok(d)
+            }
+        })
     }
 
     /// Stores checked keys (replacing keys of the same periods) with their
@@ -282,25 +281,29 @@ impl KeyStore {
     ) -> Result<(), PkgClientError> {
         for k in keys {
             crate::ibe::check_key(params, k)?;
-            let aor = k.identity().aor().as_str();
-            if self.bundle.aor != aor {
-                self.bundle.aor = aor.to_string();
-                self.bundle.keys.clear();
-                self.bundle.sip_credential = None;
-                self.bundle.login_secrets = None;
-                self.bundle.turn_credentials = None;
-            }
-            let period = k.identity().period().as_str();
-            self.bundle.keys.retain(|e| e.period != period);
-            self.bundle.keys.push(KeyEntry {
-                period: period.to_string(),
-                d_enc: super::api::SecretString::new(b64_encode(&k.d_enc_bytes()[..])),
-                d_sig: super::api::SecretString::new(b64_encode(&k.d_sig_bytes()[..])),
-            });
         }
-        self.bundle.keys.sort_by(|a, b| a.period.cmp(&b.period));
-        self.bundle.params = params.to_json();
-        self.save()
+        self.update(|b| {
+            for k in keys {
+                let aor = k.identity().aor().as_str();
+                if b.aor != aor {
+                    b.aor = aor.to_string();
+                    b.keys.clear();
+                    b.sip_credential = None;
+                    b.login_secrets = None;
+                    b.turn_credentials = None;
+                }
+                let period = k.identity().period().as_str();
+                b.keys.retain(|e| e.period != period);
+                b.keys.push(KeyEntry {
+                    period: period.to_string(),
+                    d_enc: super::api::SecretString::new(b64_encode(&k.d_enc_bytes()[..])),
+                    d_sig: super::api::SecretString::new(b64_encode(&k.d_sig_bytes()[..])),
+                });
+            }
+            b.keys.sort_by(|x, y| x.period.cmp(&y.period));
+            b.params = params.to_json();
+            Ok(())
+        })
     }
 
     /// The stored keys, each checked against the stored parameters.
@@ -334,25 +337,93 @@ impl KeyStore {
         Ok(keys.len())
     }
 
-    fn save(&self) -> Result<(), PkgClientError> {
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(&self.bundle).map_err(|e| PkgClientError::Store(e.to_string()))?,
-        );
-        let text = match &self.unlock {
-            Unlock::KeyFile => file_key(&self.dir)?.seal(KEYS_FORMAT.as_bytes(), &plain)?,
-            Unlock::Passphrase(p) => {
-                let f = PassphraseFile::seal(
-                    KEYS_FORMAT,
-                    p.expose().as_bytes(),
-                    KdfParams::FILE,
-                    &plain,
-                )?;
-                serde_json::to_string(&f).map_err(|e| PkgClientError::Store(e.to_string()))?
-            }
-        };
-        let path = self.dir.join(STORE_FILE);
-        replace_secret_file(&path, text.as_bytes()).map_err(|e| store_err(&path, e))
+    /// Applies `change` to the store as it is on disk now and saves it,
+    /// under the store's lock ([`StoreLock`]); this handle then holds the
+    /// result. So two handles of one store (the app's key renewal and its
+    /// relay renewal, or two processes) never undo each other's changes:
+    /// each writes what the other saved plus its own change, never its
+    /// older copy. On an error nothing is saved and this handle keeps
+    /// what it held.
+    fn update<R>(
+        &mut self,
+        change: impl FnOnce(&mut KeyBundle) -> Result<R, PkgClientError>,
+    ) -> Result<R, PkgClientError> {
+        let _lock = StoreLock::acquire(&self.dir)?;
+        let mut bundle = read_bundle(&self.dir, &self.unlock)?;
+        let answer = change(&mut bundle)?;
+        save_bundle(&self.dir, &self.unlock, &bundle)?;
+        self.bundle = bundle;
+        Ok(answer)
     }
+}
+
+/// Reads and opens the store file of `dir`; an empty bundle when there is
+/// none yet.
+fn read_bundle(dir: &Path, unlock: &Unlock) -> Result<KeyBundle, PkgClientError> {
+    let path = dir.join(STORE_FILE);
+    check_private(&path)?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let plain = match unlock {
+                Unlock::KeyFile => {
+                    let key = file_key(dir)?;
+                    key.open(KEYS_FORMAT.as_bytes(), &text)?
+                }
+                Unlock::Passphrase(p) => {
+                    let f: PassphraseFile = serde_json::from_str(&text)
+                        .map_err(|e| PkgClientError::Store(format!("{}: {e}", path.display())))?;
+                    f.open(KEYS_FORMAT, p.expose().as_bytes())?
+                }
+            };
+            serde_json::from_slice(&plain)
+                .map_err(|e| PkgClientError::Store(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeyBundle::default()),
+        Err(e) => Err(store_err(&path, e)),
+    }
+}
+
+/// The store's lock: an exclusive advisory lock on `keys.lock` beside the
+/// store file (`flock` on unix, `LockFileEx` on Windows), held from
+/// reading the file to replacing it. Each acquisition opens the file
+/// anew, so it also orders two handles within one process. Released on
+/// drop (closing the file).
+struct StoreLock {
+    /// Held open for the lock; never read.
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    fn acquire(dir: &Path) -> Result<Self, PkgClientError> {
+        let path = dir.join(LOCK_FILE);
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let file = o.open(&path).map_err(|e| store_err(&path, e))?;
+        file.lock().map_err(|e| store_err(&path, e))?;
+        Ok(StoreLock { _file: file })
+    }
+}
+
+/// Seals `bundle` as `unlock` says and replaces the store file of `dir`.
+fn save_bundle(dir: &Path, unlock: &Unlock, bundle: &KeyBundle) -> Result<(), PkgClientError> {
+    let plain = zeroize::Zeroizing::new(
+        serde_json::to_vec(bundle).map_err(|e| PkgClientError::Store(e.to_string()))?,
+    );
+    let text = match unlock {
+        Unlock::KeyFile => file_key(dir)?.seal(KEYS_FORMAT.as_bytes(), &plain)?,
+        Unlock::Passphrase(p) => {
+            let f =
+                PassphraseFile::seal(KEYS_FORMAT, p.expose().as_bytes(), KdfParams::FILE, &plain)?;
+            serde_json::to_string(&f).map_err(|e| PkgClientError::Store(e.to_string()))?
+        }
+    };
+    let path = dir.join(STORE_FILE);
+    replace_secret_file(&path, text.as_bytes()).map_err(|e| store_err(&path, e))
 }
 
 /// Reads and decrypts a `pkg-admin extract` file.
@@ -595,5 +666,89 @@ mod tests {
         assert!(s.import_extract_file(&f, &"wrong".into()).is_err());
         assert_eq!(s.import_extract_file(&f, &pw).unwrap(), 1);
         assert_eq!(s.keys().unwrap().len(), 1);
+    }
+
+    fn sip_credential(n: u32) -> crate::pkg_client::api::SipCredentialsResponse {
+        crate::pkg_client::api::SipCredentialsResponse {
+            username: format!("bob-{n}"),
+            password: crate::pkg_client::api::SecretString::new(format!("c2lwLXNlY3JldC0{n}")),
+            device: "device-0a0b0c0d0e0f".into(),
+        }
+    }
+
+    fn relay_credentials(now: SystemTime) -> TurnCredentials {
+        TurnCredentials::from_response(
+            crate::pkg_client::api::TurnCredentialsResponse {
+                username: "1800003600:bob".into(),
+                password: "dHVybi1zZWNyZXQ=".into(),
+                ttl: 3600,
+                uris: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+            },
+            now,
+        )
+        .unwrap()
+    }
+
+    /// The race noticed in the ninth session: the app's key renewal holds
+    /// a handle opened before its network fetch and saves after it, while
+    /// the relay renewal saves through another handle. The later save
+    /// wrote its older copy and erased the other's change.
+    #[test]
+    fn two_handles_of_one_store_never_undo_each_others_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut renewal = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        let mut relay = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        relay.set_turn_credentials(&relay_credentials(now)).unwrap();
+        // `renewal` read the store before the relay's save.
+        renewal.set_sip_credential(sip_credential(1)).unwrap();
+        renewal.set_pkg_pin([9u8; 32]).unwrap();
+        let device = relay.device_name(None).unwrap();
+
+        let reopened = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        assert!(reopened.turn_credentials(now).is_some(), "relay lost");
+        assert_eq!(reopened.sip_credential().unwrap().username, "bob-1");
+        assert_eq!(reopened.pkg_pin(), Some([9u8; 32]));
+        // Each handle now holds what it saved: the other's changes too.
+        assert!(renewal.turn_credentials(now).is_some());
+        assert_eq!(relay.pkg_pin(), Some([9u8; 32]));
+        // A handle that read the store before a device name was chosen
+        // takes the stored one instead of choosing another.
+        let mut late = renewal;
+        assert_eq!(late.device_name(None).unwrap(), device);
+    }
+
+    /// Handles in several threads (and so, through the file lock, in
+    /// several processes) change the store at once: no save fails (they
+    /// shared one temporary file name) and none is lost.
+    #[test]
+    fn concurrent_changes_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        let threads: Vec<_> = (0..4u32)
+            .map(|t| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    for i in 0..10u32 {
+                        let mut s = KeyStore::open(&dir, Unlock::KeyFile).unwrap();
+                        match t {
+                            0 => s.set_sip_credential(sip_credential(i)).unwrap(),
+                            1 => s.set_turn_credentials(&relay_credentials(now)).unwrap(),
+                            2 => s.set_pkg_pin([u8::try_from(i).unwrap(); 32]).unwrap(),
+                            _ => s.device_name(Some(&format!("desk-{i}"))).map(drop).unwrap(),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut s = KeyStore::open(dir.path(), Unlock::KeyFile).unwrap();
+        assert_eq!(s.sip_credential().unwrap().username, "bob-9");
+        assert!(s.turn_credentials(now).is_some());
+        assert_eq!(s.pkg_pin(), Some([9u8; 32]));
+        assert_eq!(s.device_name(None).unwrap(), "desk-9");
     }
 }
