@@ -14,7 +14,9 @@
 //! Decisions:
 //! - credentials are renewed at [`RENEW_AT`] of their lifetime (the
 //!   lifetime as it was when they arrived), never sooner than
-//!   [`MIN_RENEW`] after; a failure is retried after [`FIRST_RETRY`],
+//!   [`MIN_RENEW`] after (held credentials with less than that left,
+//!   kept from an earlier run, are renewed at once:
+//!   [`RelaySchedule::for_held`]); a failure is retried after [`FIRST_RETRY`],
 //!   doubling up to [`MAX_RETRY`]; a provider that runs no relay (404) is
 //!   not asked again while the phone runs;
 //! - the schedule runs on the wall clock ([`SystemTime`]): the expiry is
@@ -92,6 +94,23 @@ impl RelaySchedule {
         let mut s = RelaySchedule::due_at(now);
         s.fetched(now, expires_at);
         s
+    }
+
+    /// With credentials held from before (kept in the key store), valid
+    /// until `expires_at`: renewed as [`RelaySchedule::after_fetch`]
+    /// says, unless that would be at or after their expiry (under
+    /// [`MIN_RENEW`] left): then due now. The minimum keeps a provider
+    /// that hands out short lifetimes from being asked in a loop; held
+    /// credentials were not just handed out, and a phone started on ones
+    /// about to expire would otherwise run on expired ones until the
+    /// minimum passed.
+    pub fn for_held(now: SystemTime, expires_at: SystemTime) -> Self {
+        let s = RelaySchedule::after_fetch(now, expires_at);
+        if s.next.is_some_and(|at| at >= expires_at) {
+            RelaySchedule::due_at(now)
+        } else {
+            s
+        }
     }
 
     /// The next attempt; `None`: never (the provider runs no relay).
@@ -422,7 +441,7 @@ impl RelayRenewal {
         let now = SystemTime::now();
         let mut schedule = match initial {
             Some(c) => {
-                let s = RelaySchedule::after_fetch(now, c.expires_at);
+                let s = RelaySchedule::for_held(now, c.expires_at);
                 install(&relay, &c, self.pkg.fingerprint, &self.refusals).await;
                 s
             }
@@ -550,6 +569,29 @@ mod tests {
         // Expired on arrival (clocks apart): not asked in a loop either.
         let s = RelaySchedule::after_fetch(at(100), at(50));
         assert_eq!(s.next(), Some(at(160)));
+    }
+
+    /// Noticed in the ninth session: a phone started on kept credentials
+    /// with under 75 s left renewed them at the 60 s minimum, after they
+    /// had expired.
+    #[test]
+    fn held_credentials_about_to_expire_are_renewed_at_once() {
+        // 30 s left: the minimum would renew them at +60 s, 30 s late.
+        assert_eq!(
+            RelaySchedule::after_fetch(at(0), at(30)).next(),
+            Some(at(60))
+        );
+        let s = RelaySchedule::for_held(at(0), at(30));
+        assert!(s.is_due(at(0)));
+        // Exactly the minimum left: due now too (renewed at expiry is late).
+        assert!(RelaySchedule::for_held(at(0), at(60)).is_due(at(0)));
+        // 70 s left: the minimum comes before the expiry.
+        assert_eq!(RelaySchedule::for_held(at(0), at(70)).next(), Some(at(60)));
+        // Hours left: as after a fetch (80 % of what is left).
+        assert_eq!(
+            RelaySchedule::for_held(at(0), at(36_000)).next(),
+            Some(at(28_800))
+        );
     }
 
     #[test]
