@@ -856,3 +856,58 @@ fn dup_or(e: sqlx::Error, what: &str) -> StoreError {
     }
     StoreError::Db(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(period: &str, outcome: &str) -> AuditRecord {
+        AuditRecord {
+            at: 1_800_000_000,
+            user: "alice".into(),
+            identity: format!("sip:alice@atlanta.invalid|{period}"),
+            period: period.into(),
+            address: "127.0.0.1".into(),
+            outcome: outcome.into(),
+        }
+    }
+
+    /// `audit_all` writes one key request's records in one transaction:
+    /// when one of them cannot be written, none is, and the caller gets
+    /// the error (http.rs writes them before any key leaves, so no key is
+    /// issued unaudited and no audit shows half a request). The failure is
+    /// forced midway by a trigger refusing the second record.
+    #[test]
+    fn one_requests_audit_records_land_together_or_not_at_all() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite:{}", dir.path().join("pkg.db").display());
+            let store = Store::connect(&url, 1).await.unwrap();
+            sqlx::query(
+                "CREATE TRIGGER refuse_second BEFORE INSERT ON audit WHEN NEW.period = '2026-12' \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )
+            .execute(&store.pool)
+            .await
+            .unwrap();
+            let request = [record("2026-11", "issued"), record("2026-12", "issued")];
+            assert!(store.audit_all(&request).await.is_err());
+            assert_eq!(
+                store.audit_list(None, 0).await.unwrap().len(),
+                0,
+                "half a request audited"
+            );
+
+            sqlx::query("DROP TRIGGER refuse_second")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            store.audit_all(&request).await.unwrap();
+            assert_eq!(store.audit_list(Some("alice"), 0).await.unwrap().len(), 2);
+        });
+    }
+}
