@@ -13,8 +13,16 @@ struct Net {
     now: Instant,
     a_events: Vec<IceEvent>,
     b_events: Vec<IceEvent>,
-    /// What alice sent anywhere but to bob (her TURN server), and when.
+    /// What alice sent that reached no one (to her TURN server, or lost
+    /// on the way to bob), and when.
     a_elsewhere: Vec<(Instant, Outbound, Vec<u8>)>,
+}
+
+/// The direction of a datagram between the two agents of a [`Net`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    AliceToBob,
+    BobToAlice,
 }
 
 const A: &str = "127.0.0.1:1000";
@@ -40,9 +48,14 @@ impl Net {
         }
         let lb = LocalIce::new(addr(B)).unwrap();
         let (pa, pb) = (la.params(), lb.params());
+        Net::of(la.start(&pb, true), lb.start(&pa, false), now)
+    }
+
+    /// Alice's and bob's sessions, started, at `now`.
+    fn of(a: IceSession, b: IceSession, now: Instant) -> Net {
         Net {
-            a: la.start(&pb, true),
-            b: lb.start(&pa, false),
+            a,
+            b,
             now,
             a_events: Vec::new(),
             b_events: Vec::new(),
@@ -58,38 +71,55 @@ impl Net {
             .map(|(at, _, _)| *at)
     }
 
-    /// Runs `ms` milliseconds of fake time in 10 ms steps.
+    /// Runs `ms` milliseconds of fake time in 10 ms steps; each agent's
+    /// datagrams to the other's address arrive from the sender's address,
+    /// except those to alice while `drop_to_a`.
     fn run(&mut self, ms: u64, drop_to_a: bool) {
         for _ in 0..ms / 10 {
-            self.now += Duration::from_millis(10);
-            self.a.handle_timeout(self.now);
-            self.b.handle_timeout(self.now);
-            for _ in 0..20 {
-                let mut moved = false;
-                while let Some((to, bytes)) = self.a.poll_transmit() {
-                    moved = true;
-                    if to == Outbound::Udp(addr(B)) {
-                        self.b.handle_datagram(self.now, addr(A), &bytes);
-                    } else {
-                        self.a_elsewhere.push((self.now, to, bytes));
-                    }
+            self.step(|_, leg, to, _| match leg {
+                Leg::AliceToBob if to == Outbound::Udp(addr(B)) => vec![addr(A)],
+                Leg::BobToAlice if to == Outbound::Udp(addr(A)) && !drop_to_a => vec![addr(B)],
+                _ => Vec::new(),
+            });
+        }
+    }
+
+    /// One 10 ms step of fake time: both timers, then every datagram the
+    /// agents send until neither sends more, each handed to the other
+    /// agent once per source address `route` returns for it (none: lost),
+    /// then the events collected.
+    fn step(&mut self, mut route: impl FnMut(Instant, Leg, Outbound, &[u8]) -> Vec<SocketAddr>) {
+        self.now += Duration::from_millis(10);
+        let now = self.now;
+        self.a.handle_timeout(now);
+        self.b.handle_timeout(now);
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((to, bytes)) = self.a.poll_transmit() {
+                moved = true;
+                let sources = route(now, Leg::AliceToBob, to, &bytes);
+                for from in &sources {
+                    self.b.handle_datagram(now, *from, &bytes);
                 }
-                while let Some((to, bytes)) = self.b.poll_transmit() {
-                    moved = true;
-                    if to == Outbound::Udp(addr(A)) && !drop_to_a {
-                        self.a.handle_datagram(self.now, addr(B), &bytes);
-                    }
-                }
-                if !moved {
-                    break;
+                if sources.is_empty() {
+                    self.a_elsewhere.push((now, to, bytes));
                 }
             }
-            while let Some(e) = self.a.poll_event() {
-                self.a_events.push(e);
+            while let Some((to, bytes)) = self.b.poll_transmit() {
+                moved = true;
+                for from in route(now, Leg::BobToAlice, to, &bytes) {
+                    self.a.handle_datagram(now, from, &bytes);
+                }
             }
-            while let Some(e) = self.b.poll_event() {
-                self.b_events.push(e);
+            if !moved {
+                break;
             }
+        }
+        while let Some(e) = self.a.poll_event() {
+            self.a_events.push(e);
+        }
+        while let Some(e) = self.b.poll_event() {
+            self.b_events.push(e);
         }
     }
 }
@@ -286,29 +316,18 @@ fn the_callee_sends_soon_after_the_nomination_reaches_it() {
     let start = net.now;
     let (mut a_at, mut b_at) = (None, None);
     for _ in 0..100 {
-        net.now += Duration::from_millis(10);
+        net.step(|now, leg, _, bytes| match leg {
+            Leg::AliceToBob => vec![addr(A)],
+            // Requests (type 0x0001) die at alice's NAT for the first
+            // 20 ms: bob's first check is lost.
+            Leg::BobToAlice
+                if bytes.get(..2) == Some(&[0, 1]) && now - start <= Duration::from_millis(20) =>
+            {
+                Vec::new()
+            }
+            Leg::BobToAlice => vec![addr(B)],
+        });
         let now = net.now;
-        net.a.handle_timeout(now);
-        net.b.handle_timeout(now);
-        for _ in 0..20 {
-            let mut moved = false;
-            while let Some((_, bytes)) = net.a.poll_transmit() {
-                moved = true;
-                net.b.handle_datagram(now, addr(A), &bytes);
-            }
-            while let Some((_, bytes)) = net.b.poll_transmit() {
-                moved = true;
-                // Requests (type 0x0001) die at alice's NAT for the first
-                // 20 ms: bob's first check is lost.
-                let request = bytes.get(..2) == Some(&[0, 1]);
-                if !(request && now - start <= Duration::from_millis(20)) {
-                    net.a.handle_datagram(now, addr(B), &bytes);
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
         if a_at.is_none() && net.a.may_send() {
             a_at = Some(now - start);
         }
@@ -454,29 +473,14 @@ fn a_replayed_answer_from_elsewhere_takes_no_media() {
     let mut net = Net::new();
     let mut seen_valid = None;
     for _ in 0..300 {
-        net.now += Duration::from_millis(10);
+        net.step(|_, leg, _, bytes| match leg {
+            // Every answer of alice's reaches bob first from the
+            // attacker's address, then from alice's.
+            Leg::AliceToBob if bytes.get(..2) == Some(&[1, 1]) => vec![evil, addr(A)],
+            Leg::AliceToBob => vec![addr(A)],
+            Leg::BobToAlice => vec![addr(B)],
+        });
         let now = net.now;
-        net.a.handle_timeout(now);
-        net.b.handle_timeout(now);
-        for _ in 0..20 {
-            let mut moved = false;
-            while let Some((_, bytes)) = net.a.poll_transmit() {
-                moved = true;
-                // Every answer of alice's reaches bob first from the
-                // attacker's address, then from alice's.
-                if bytes.get(..2) == Some(&[1, 1]) {
-                    net.b.handle_datagram(now, evil, &bytes);
-                }
-                net.b.handle_datagram(now, addr(A), &bytes);
-            }
-            while let Some((_, bytes)) = net.b.poll_transmit() {
-                moved = true;
-                net.a.handle_datagram(now, addr(B), &bytes);
-            }
-            if !moved {
-                break;
-            }
-        }
         if let Some(p) = net.b.path() {
             assert_ne!(p.destination, evil, "{p:?}");
             if net.b.nominated().is_none() && net.b.may_send() {
@@ -527,14 +531,7 @@ fn a_relayed_valid_pair_waits_for_the_nomination() {
         .parsed_candidates()
         .iter()
         .all(|c| c.kind() == CandidateKind::Relayed));
-    let mut net = Net {
-        a: la.start(&pb, true),
-        b: lb.start(&pa, false),
-        now,
-        a_events: Vec::new(),
-        b_events: Vec::new(),
-        a_elsewhere: Vec::new(),
-    };
+    let mut net = Net::of(la.start(&pb, true), lb.start(&pa, false), now);
     let mut b_sent_unnominated = false;
     for _ in 0..100 {
         net.run(10, false);
@@ -646,50 +643,27 @@ fn the_controlled_agent_follows_the_latest_nomination() {
     let mut lb = LocalIce::new(addr(B)).unwrap();
     lb.add_server_reflexive(addr(B_MAPPED)).unwrap();
     let (pa, pb) = (la.params(), lb.params());
-    let (mut a, mut b) = (la.start(&pb, true), lb.start(&pa, false));
-    let mut now = start;
-    let mut b_paths = Vec::new();
+    let mut net = Net::of(la.start(&pb, true), lb.start(&pa, false), start);
     for _ in 0..1000 {
-        now += Duration::from_millis(10);
-        a.handle_timeout(now);
-        b.handle_timeout(now);
-        for _ in 0..20 {
-            let mut moved = false;
-            while let Some((to, bytes)) = a.poll_transmit() {
-                moved = true;
-                if to == Outbound::Udp(addr(B_MAPPED)) {
-                    b.handle_datagram(now, addr(A), &bytes);
-                } else if to == Outbound::Udp(addr(B)) && now - start > Duration::from_millis(500) {
-                    b.handle_datagram(now, addr(A2), &bytes);
-                }
+        let seen = net.a_events.len();
+        net.step(|now, leg, to, _| match leg {
+            Leg::AliceToBob if to == Outbound::Udp(addr(B_MAPPED)) => vec![addr(A)],
+            Leg::AliceToBob
+                if to == Outbound::Udp(addr(B)) && now - start > Duration::from_millis(500) =>
+            {
+                vec![addr(A2)]
             }
-            while let Some((to, bytes)) = b.poll_transmit() {
-                moved = true;
-                if to == Outbound::Udp(addr(A)) {
-                    a.handle_datagram(now, addr(B_MAPPED), &bytes);
-                } else if to == Outbound::Udp(addr(A2)) {
-                    a.handle_datagram(now, addr(B), &bytes);
-                }
-            }
-            if !moved {
-                break;
-            }
-        }
-        let mut a_paths = Vec::new();
-        while let Some(e) = a.poll_event() {
-            if let IceEvent::Nominated(p) = e {
-                a_paths.push(p.destination);
-            }
-        }
-        while let Some(e) = b.poll_event() {
-            if let IceEvent::Nominated(p) = e {
-                b_paths.push(p.destination);
-            }
-        }
+            Leg::BobToAlice if to == Outbound::Udp(addr(A)) => vec![addr(B_MAPPED)],
+            Leg::BobToAlice if to == Outbound::Udp(addr(A2)) => vec![addr(B)],
+            _ => Vec::new(),
+        });
+        let a_paths = nominated(&net.a_events[seen..]);
         if !a_paths.is_empty() {
-            println!("{:?}: alice nominates {a_paths:?}", now - start);
+            println!("{:?}: alice nominates {a_paths:?}", net.now - start);
         }
     }
+    let b_paths = nominated(&net.b_events);
+    let (a, b) = (&net.a, &net.b);
     // Her first pair goes on carrying USE-CANDIDATE in her consent
     // checks: bob does not go back to it.
     assert_eq!(b_paths, [addr(A), addr(A2)], "bob's pairs in turn");
@@ -698,4 +672,15 @@ fn the_controlled_agent_follows_the_latest_nomination() {
     let pb = b.nominated().expect("bob follows a nomination");
     assert_eq!(pb.destination, addr(A2), "bob uses the pair alice selected");
     assert!(a.may_send() && b.may_send());
+}
+
+/// The destinations of the `Nominated` events among `events`, in order.
+fn nominated(events: &[IceEvent]) -> Vec<SocketAddr> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            IceEvent::Nominated(p) => Some(p.destination),
+            _ => None,
+        })
+        .collect()
 }
