@@ -30,6 +30,30 @@ background() {
   setsid bash -c 'echo 19 >/proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' background "$@" >"$log" 2>&1 &
   bg_pid=$!
 }
+# cargo doc's build directory starts as a copy of the test build's
+# (hard links, made in about two seconds before the rest of the build
+# writes there; the fingerprints copied for real, as cargo rewrites
+# them): cargo doc needs every dependency in check mode, which the test
+# build does not make, but the build scripts' runs (SQLite's and Opus's
+# C among them) and the proc macros it reuses. Every unit cargo doc
+# adds gets files and directories of its own, so the copy never writes
+# into the test build's files. Cold, cargo doc took 269 CPU-seconds in
+# an empty directory, 155 in the copy (CHANGELOG.md, issue 17).
+# (With CARGO_TARGET_DIR set elsewhere on another file system, where
+# hard links cannot go, cargo doc builds from scratch.)
+seed_doc_build_dir() {
+  local test_build="${CARGO_TARGET_DIR:-target}/debug"
+  rm -rf target/check-repo
+  mkdir -p target/check-repo
+  if cp -al "$test_build" target/check-repo/debug 2>/dev/null; then
+    rm -rf target/check-repo/debug/.fingerprint target/check-repo/debug/.cargo-lock
+    cp -a "$test_build/.fingerprint" target/check-repo/debug/
+  else
+    rm -rf target/check-repo/debug
+    echo "test.sh: cargo doc builds in an empty directory ($test_build cannot be hard-linked into target/check-repo)"
+  fi
+}
+
 tools_pid=""
 bg_pid=""
 sleepers_started=""
@@ -113,6 +137,9 @@ else
   RUSTC_WORKSPACE_WRAPPER="$PWD/scripts/ci-rustc.sh"
   CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
   export IBEPHONE_CLIPPY_DRIVER RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+  # The background stages build outside the wrapper (their own workspace,
+  # their own build directory).
+  without_wrapper=(env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER)
   # The integration-test binaries first: the tests that only wait (the
   # 5-minute idle NAT test) then start and wait beside the rest of the
   # build, instead of bounding the test stage by their length.
@@ -132,32 +159,11 @@ else
   # the run. cargo doc gets a build directory of its own, so it never
   # holds the lock the doc tests need.
   log "fuzzing in the background at nice 19, after the cargo tools (scripts/fuzz.sh; output in target/fuzz-stage.log)"
-  background target/fuzz-stage.log env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER scripts/fuzz.sh
+  background target/fuzz-stage.log "${without_wrapper[@]}" scripts/fuzz.sh
   fuzz_pid=$bg_pid
-  # cargo doc's build directory starts as a copy of the test build's
-  # (hard links, made in about two seconds before the rest of the build
-  # writes there; the fingerprints copied for real, as cargo rewrites
-  # them): cargo doc needs every dependency in check mode, which the test
-  # build does not make, but the build scripts' runs (SQLite's and Opus's
-  # C among them) and the proc macros it reuses. Every unit cargo doc
-  # adds gets files and directories of its own, so the copy never writes
-  # into the test build's files. Cold, cargo doc took 269 CPU-seconds in
-  # an empty directory, 155 in the copy (CHANGELOG.md, issue 17).
-  # (With CARGO_TARGET_DIR set elsewhere on another file system, where
-  # hard links cannot go, cargo doc builds from scratch.)
-  test_build="${CARGO_TARGET_DIR:-target}/debug"
-  rm -rf target/check-repo
-  mkdir -p target/check-repo
-  if cp -al "$test_build" target/check-repo/debug 2>/dev/null; then
-    rm -rf target/check-repo/debug/.fingerprint target/check-repo/debug/.cargo-lock
-    cp -a "$test_build/.fingerprint" target/check-repo/debug/
-  else
-    rm -rf target/check-repo/debug
-    echo "test.sh: cargo doc builds in an empty directory ($test_build cannot be hard-linked into target/check-repo)"
-  fi
+  seed_doc_build_dir
   log "repository checks in the background at nice 19, after the cargo tools: layering, MSRV, cargo deny, cargo doc (scripts/check-repo.sh; output in target/check-repo.log)"
-  background target/check-repo.log env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS -u IBEPHONE_CLIPPY_DRIVER \
-    CARGO_TARGET_DIR="$PWD/target/check-repo" scripts/check-repo.sh
+  background target/check-repo.log "${without_wrapper[@]}" CARGO_TARGET_DIR="$PWD/target/check-repo" scripts/check-repo.sh
   checks_pid=$bg_pid
   log "test build of every other target, beside the tests that only wait"
   cargo test --workspace --all-targets --no-run --quiet
